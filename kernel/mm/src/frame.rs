@@ -1,0 +1,498 @@
+//! Per-frame metadata and the O(1) frame allocator.
+//!
+//! Every physical 4 KiB frame below the highest usable PFN has one 16-byte [`FrameMeta`] in a
+//! flat array indexed by PFN (Linux's `mem_map` of `struct page`, a quarter of the size). The
+//! allocator is a LIFO free list threaded *through that array*: a free frame's metadata holds
+//! the PFN of the next free frame, so allocation and free are a pop and a push under one spin
+//! lock, with no walk of any bitmap or map. The invariant this module keeps: a frame is in
+//! exactly one of the states documented on [`FrameMeta`], and only [`FrameTable::alloc`] and
+//! [`FrameTable::free`] move it between *reserved/free* and *in use*.
+
+use core::mem::MaybeUninit;
+use core::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
+
+use spin::Mutex;
+
+use crate::addr::PhysAddr;
+
+/// Frame flags, one bit each, stored in [`FrameMeta::flags`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct FrameFlags(u32);
+
+impl FrameFlags {
+    pub const NONE: FrameFlags = FrameFlags(0);
+    /// Anonymous memory (Linux `PageAnon`): reached only through private page tables and pins,
+    /// never through a file or the page cache.
+    pub const ANON: FrameFlags = FrameFlags(1 << 0);
+    /// Exactly one process maps this anon page, through one PTE, and may write it without
+    /// copying (Linux `PageAnonExclusive`). See the state machine on [`FrameMeta`].
+    pub const ANON_EXCLUSIVE: FrameFlags = FrameFlags(1 << 1);
+    /// The contents differ from the backing store (file and shmem pages; set on anon pages by
+    /// DMA reads for symmetry with Linux's `set_page_dirty_lock`).
+    pub const DIRTY: FrameFlags = FrameFlags(1 << 2);
+    /// Being written back to its file.
+    pub const WRITEBACK: FrameFlags = FrameFlags(1 << 3);
+    /// The shared zero page: never written, never freed, never exclusive.
+    pub const ZERO: FrameFlags = FrameFlags(1 << 4);
+    /// Owned by a file's page cache.
+    pub const PAGECACHE: FrameFlags = FrameFlags(1 << 5);
+    /// Owned by a shmem/memfd object (a page-cache page without writeback).
+    pub const SHMEM: FrameFlags = FrameFlags(1 << 6);
+    /// A page-table page (PML4, PDPT, PD or PT) of some address space.
+    pub const PAGETABLE: FrameFlags = FrameFlags(1 << 7);
+    /// On the free list. Only the allocator sets or clears it.
+    pub const FREE: FrameFlags = FrameFlags(1 << 30);
+    /// Never handed out: firmware, the kernel image, the metadata array, holes.
+    pub const RESERVED: FrameFlags = FrameFlags(1 << 31);
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn from_bits(bits: u32) -> FrameFlags {
+        FrameFlags(bits)
+    }
+
+    pub const fn contains(self, other: FrameFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn intersects(self, other: FrameFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub const fn union(self, other: FrameFlags) -> FrameFlags {
+        FrameFlags(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for FrameFlags {
+    type Output = FrameFlags;
+    fn bitor(self, rhs: FrameFlags) -> FrameFlags {
+        FrameFlags(self.0 | rhs.0)
+    }
+}
+
+/// The metadata of one physical frame (SEMANTICS.md section 1).
+///
+/// # States
+///
+/// | state | `flags` | `refcount` | `mapcount` | `pincount` |
+/// |---|---|---|---|---|
+/// | reserved | `RESERVED` | 0 | 0 | 0 |
+/// | free | `FREE` | 0 | *next free PFN* (`u32::MAX` ends the list) | 0 |
+/// | kernel use / page table | `0` / `PAGETABLE` | >= 1 | 0 | 0 |
+/// | anon page | `ANON` [+ `ANON_EXCLUSIVE`, `DIRTY`] | >= mapcount + pincount, >= 1 | PTEs mapping it | pins |
+/// | zero page | `ZERO` | 1 (the `Mm`'s) + mapcount + pins | PTEs mapping it | pins |
+///
+/// Transitions: `reserved -> free` only by [`FrameTable::add_free_range`]; `free -> in use`
+/// only by [`FrameTable::alloc`], which leaves refcount 1, everything else 0; `in use -> free`
+/// only by [`FrameTable::free`] (directly by the single owner, or by [`FrameTable::put`] when the
+/// last reference goes), which requires mapcount and pincount 0.
+///
+/// `refcount` counts every reference: each PTE mapping the frame, each pin (a pin holds one
+/// reference *and* one `pincount`), each plain GUP reference, transient kernel uses. So
+/// `refcount >= mapcount + pincount` always, and `refcount == 1` on a mapped anon page proves
+/// that the single PTE is the only user (Linux `wp_can_reuse_anon_folio`).
+///
+/// # `ANON_EXCLUSIVE`
+///
+/// Set only when exclusivity is proven or created, always with the address-space lock held:
+/// a write fault on an empty PTE (new zeroed frame), a COW copy (new frame), and a write or
+/// unshare fault that reuses the page because `refcount == 1`. Cleared by fork when it shares
+/// the page with the child (`copy_present_pte`), and by the allocator when the frame is freed.
+/// Once cleared it is never set again except by such a fault. It implies `ANON` and
+/// `mapcount <= 1`.
+///
+/// # Memory ordering
+///
+/// - `refcount`: increments are `Relaxed` (the caller already holds a reference, as with
+///   `Arc::clone`); decrements are `Release`, and the decrement that reaches 0 is followed by an
+///   `Acquire` fence before the frame is freed, so every access made through any reference
+///   happens-before the frame's reuse.
+/// - `mapcount` and `flags` change only under the lock of an address space mapping the frame, or
+///   on a frame nobody else can reach yet; they are written `Release` and read `Acquire` so that
+///   lock-free readers (GUP-fast, the checker) see a consistent page once they see the PTE.
+/// - `pincount` vs `ANON_EXCLUSIVE` is a Dekker pair: fork clears the bit (or write-protects the
+///   PTE) and then issues a `SeqCst` fence before reading `pincount`; GUP-fast increments
+///   `pincount` and then issues a `SeqCst` fence before re-reading the PTE and the bit. One of
+///   the two always sees the other's store, so a page is never both shared by fork and pinned.
+/// - The free-list link is touched only under the allocator's lock.
+#[repr(C)]
+pub struct FrameMeta {
+    refcount: AtomicU32,
+    /// Number of PTEs mapping the frame; on a free frame, the next free PFN.
+    mapcount: AtomicU32,
+    pincount: AtomicU32,
+    flags: AtomicU32,
+}
+
+const _: () = assert!(core::mem::size_of::<FrameMeta>() == 16);
+const _: () = assert!(core::mem::align_of::<FrameMeta>() == 4);
+
+/// Ends the intrusive free list.
+const NIL: u32 = u32::MAX;
+
+impl FrameMeta {
+    const fn reserved() -> FrameMeta {
+        FrameMeta {
+            refcount: AtomicU32::new(0),
+            mapcount: AtomicU32::new(0),
+            pincount: AtomicU32::new(0),
+            flags: AtomicU32::new(FrameFlags::RESERVED.0),
+        }
+    }
+
+    pub fn refcount(&self) -> u32 {
+        self.refcount.load(Ordering::Acquire)
+    }
+
+    /// PTEs mapping the frame. Meaningless on a free frame.
+    pub fn mapcount(&self) -> u32 {
+        self.mapcount.load(Ordering::Acquire)
+    }
+
+    pub fn pincount(&self) -> u32 {
+        self.pincount.load(Ordering::Acquire)
+    }
+
+    pub fn flags(&self) -> FrameFlags {
+        FrameFlags(self.flags.load(Ordering::Acquire))
+    }
+
+    pub fn test(&self, flag: FrameFlags) -> bool {
+        self.flags().contains(flag)
+    }
+
+    /// Linux `folio_maybe_dma_pinned`: a device may be accessing the frame behind the page
+    /// tables. Exact here (no bias), but named "maybe" because a pin may be released any moment.
+    pub fn maybe_dma_pinned(&self) -> bool {
+        self.pincount() > 0
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.test(FrameFlags::FREE)
+    }
+
+    pub fn is_reserved(&self) -> bool {
+        self.test(FrameFlags::RESERVED)
+    }
+
+    /// Takes one more reference. The caller must already hold one (or the frame must be
+    /// reachable only by the caller).
+    pub(crate) fn get(&self) {
+        self.refcount.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_flags(&self, flags: FrameFlags) {
+        self.flags.fetch_or(flags.0, Ordering::Release);
+    }
+
+    pub(crate) fn clear_flags(&self, flags: FrameFlags) {
+        self.flags.fetch_and(!flags.0, Ordering::Release);
+    }
+
+    /// Replaces all flags of a frame nobody else can reach yet (fresh from `alloc`): one plain
+    /// store instead of a read-modify-write on the fault path.
+    pub(crate) fn init_flags(&self, flags: FrameFlags) {
+        self.flags.store(flags.0, Ordering::Release);
+    }
+
+    /// Initialises the counts of a frame nobody else can reach yet, with plain stores.
+    pub(crate) fn init_counts(&self, refcount: u32, mapcount: u32) {
+        self.refcount.store(refcount, Ordering::Relaxed);
+        self.mapcount.store(mapcount, Ordering::Release);
+    }
+
+    pub(crate) fn inc_mapcount(&self) {
+        self.mapcount.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Returns the mapcount before the decrement.
+    pub(crate) fn dec_mapcount(&self) -> u32 {
+        let old = self.mapcount.fetch_sub(1, Ordering::AcqRel);
+        assert!(old > 0, "mapcount underflow: unmapping a frame that is not mapped");
+        old
+    }
+
+    pub(crate) fn inc_pincount(&self) {
+        self.pincount.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn dec_pincount(&self) {
+        let old = self.pincount.fetch_sub(1, Ordering::SeqCst);
+        assert!(old > 0, "pincount underflow: unpinning a frame that is not pinned");
+    }
+}
+
+struct FreeList {
+    head: u32,
+    count: usize,
+}
+
+/// All frame metadata plus the free list. One per machine, `'static`, shared by every CPU.
+pub struct FrameTable {
+    meta: &'static [FrameMeta],
+    free: Mutex<FreeList>,
+    usable: AtomicUsize,
+}
+
+impl FrameTable {
+    /// Takes ownership of the metadata array. Every entry is initialised as a reserved frame
+    /// (never handed out); `meta[i]` describes PFN `i`.
+    pub fn new(meta: &'static mut [MaybeUninit<FrameMeta>]) -> FrameTable {
+        assert!(
+            meta.len() < NIL as usize,
+            "frame table too large for 32-bit free-list links"
+        );
+        for slot in meta.iter_mut() {
+            slot.write(FrameMeta::reserved());
+        }
+        let len = meta.len();
+        let ptr = meta.as_mut_ptr().cast::<FrameMeta>();
+        // SAFETY: every element was initialised by the loop above and `MaybeUninit<FrameMeta>`
+        // has the layout of `FrameMeta`. The `&'static mut` was moved into this call, so the
+        // shared slice created here is the only way left to reach the array.
+        let meta: &'static [FrameMeta] = unsafe { core::slice::from_raw_parts(ptr, len) };
+        FrameTable {
+            meta,
+            free: Mutex::new(FreeList { head: NIL, count: 0 }),
+            usable: AtomicUsize::new(0),
+        }
+    }
+
+    /// A leaked table of `frames` reserved entries, for host tests and host tools.
+    #[cfg(any(test, feature = "host"))]
+    pub fn new_leaked(frames: usize) -> &'static FrameTable {
+        let meta = alloc::boxed::Box::leak(alloc::boxed::Box::new_uninit_slice(frames));
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(FrameTable::new(meta)))
+    }
+
+    /// Hands the frames of `[start, end)` (page aligned, PFNs below the table's length, all
+    /// currently reserved) to the allocator.
+    pub fn add_free_range(&self, start: PhysAddr, end: PhysAddr) {
+        assert!(
+            start.is_page_aligned() && end.is_page_aligned() && start <= end,
+            "add_free_range: [{start:#x}, {end:#x}) is not a page-aligned range"
+        );
+        assert!(
+            end.pfn() <= self.meta.len(),
+            "add_free_range: range beyond the frame table"
+        );
+        let mut list = self.free.lock();
+        // Push in descending order so the list hands out ascending frames: easier to read in a
+        // debugger, and no other effect.
+        for pfn in (start.pfn()..end.pfn()).rev() {
+            let meta = &self.meta[pfn];
+            assert!(
+                meta.is_reserved(),
+                "add_free_range: PFN {pfn:#x} was already handed to the allocator"
+            );
+            meta.mapcount.store(list.head, Ordering::Relaxed);
+            meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
+            list.head = pfn as u32;
+            list.count += 1;
+        }
+        self.usable
+            .fetch_add(end.pfn() - start.pfn(), Ordering::Relaxed);
+    }
+
+    /// O(1). A frame with refcount 1, mapcount 0, pincount 0 and no flags. Contents are not
+    /// zeroed.
+    pub fn alloc(&self) -> Option<PhysAddr> {
+        let mut list = self.free.lock();
+        if list.head == NIL {
+            return None;
+        }
+        let pfn = list.head as usize;
+        let meta = &self.meta[pfn];
+        list.head = meta.mapcount.load(Ordering::Relaxed);
+        list.count -= 1;
+        drop(list);
+        // The frame is off the list and unreachable by anyone else: plain stores suffice, and
+        // the lock release above orders them after the previous owner's free.
+        meta.refcount.store(1, Ordering::Relaxed);
+        meta.mapcount.store(0, Ordering::Relaxed);
+        meta.flags.store(0, Ordering::Relaxed);
+        Some(PhysAddr::from_pfn(pfn))
+    }
+
+    /// O(1). Returns a frame to the free list. The caller must be its last owner: refcount at
+    /// most 1, no mapping, no pin. Panics (a broken kernel invariant) if the frame is reserved,
+    /// already free, mapped or pinned.
+    pub fn free(&self, frame: PhysAddr) {
+        let meta = self.meta(frame);
+        let flags = meta.flags();
+        assert!(
+            !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED),
+            "freeing frame {frame:#x} that is already free or reserved (flags {:#x})",
+            flags.0
+        );
+        assert!(
+            !flags.contains(FrameFlags::ZERO),
+            "the shared zero page is never freed"
+        );
+        assert!(
+            meta.refcount() <= 1 && meta.mapcount() == 0 && meta.pincount() == 0,
+            "freeing frame {frame:#x} that is still referenced, mapped or pinned"
+        );
+        let pfn = frame.pfn() as u32;
+        let mut list = self.free.lock();
+        meta.refcount.store(0, Ordering::Relaxed);
+        meta.mapcount.store(list.head, Ordering::Relaxed);
+        meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
+        list.head = pfn;
+        list.count += 1;
+    }
+
+    /// Takes one more reference on an in-use frame (Linux `get_page`).
+    pub fn get(&self, frame: PhysAddr) {
+        self.meta(frame).get();
+    }
+
+    /// Drops one reference (Linux `put_page`); the last one frees the frame.
+    pub fn put(&self, frame: PhysAddr) {
+        let meta = self.meta(frame);
+        let old = meta.refcount.fetch_sub(1, Ordering::Release);
+        assert!(old > 0, "refcount underflow on frame {frame:#x}");
+        if old == 1 {
+            // Pairs with the Release decrements of every other reference holder.
+            fence(Ordering::Acquire);
+            meta.refcount.store(1, Ordering::Relaxed);
+            self.free(frame);
+        }
+    }
+
+    pub fn free_frames(&self) -> usize {
+        self.free.lock().count
+    }
+
+    /// Frames ever handed to [`Self::add_free_range`].
+    pub fn usable_frames(&self) -> usize {
+        self.usable.load(Ordering::Relaxed)
+    }
+
+    /// Number of PFNs the table describes (the highest PFN plus one).
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// The metadata of `frame`. Panics if the frame is beyond the table.
+    pub fn meta(&self, frame: PhysAddr) -> &FrameMeta {
+        &self.meta[frame.pfn()]
+    }
+
+    /// Every frame's metadata by PFN, for the invariant checker.
+    pub fn iter(&self) -> impl Iterator<Item = (PhysAddr, &FrameMeta)> {
+        self.meta
+            .iter()
+            .enumerate()
+            .map(|(pfn, m)| (PhysAddr::from_pfn(pfn), m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn table(frames: usize, free_from: usize) -> &'static FrameTable {
+        let t = FrameTable::new_leaked(frames);
+        t.add_free_range(PhysAddr::from_pfn(free_from), PhysAddr::from_pfn(frames));
+        t
+    }
+
+    #[test]
+    fn new_table_is_all_reserved() {
+        let t = FrameTable::new_leaked(8);
+        assert_eq!(t.free_frames(), 0);
+        assert_eq!(t.usable_frames(), 0);
+        assert!(t.alloc().is_none());
+        assert!(t.iter().all(|(_, m)| m.is_reserved()));
+    }
+
+    #[test]
+    fn alloc_all_then_free_all() {
+        let t = table(64, 4);
+        assert_eq!(t.free_frames(), 60);
+        assert_eq!(t.usable_frames(), 60);
+        let mut got = Vec::new();
+        while let Some(f) = t.alloc() {
+            let m = t.meta(f);
+            assert_eq!(
+                (m.refcount(), m.mapcount(), m.pincount()),
+                (1, 0, 0),
+                "fresh frame state"
+            );
+            assert_eq!(m.flags(), FrameFlags::NONE);
+            assert!(f.pfn() >= 4, "reserved frame handed out");
+            got.push(f);
+        }
+        assert_eq!(got.len(), 60);
+        assert_eq!(t.free_frames(), 0);
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 60, "a frame was handed out twice");
+        for f in got {
+            t.free(f);
+        }
+        assert_eq!(t.free_frames(), 60);
+        assert_eq!(t.usable_frames(), 60);
+    }
+
+    #[test]
+    fn lifo_reuse() {
+        let t = table(16, 1);
+        let a = t.alloc().unwrap();
+        t.free(a);
+        assert_eq!(t.alloc(), Some(a));
+    }
+
+    #[test]
+    fn put_frees_on_last_reference() {
+        let t = table(16, 1);
+        let a = t.alloc().unwrap();
+        t.get(a);
+        t.put(a);
+        assert!(!t.meta(a).is_free());
+        t.put(a);
+        assert!(t.meta(a).is_free());
+        assert_eq!(t.free_frames(), 15);
+    }
+
+    #[test]
+    #[should_panic(expected = "already free")]
+    fn double_free_panics() {
+        let t = table(16, 1);
+        let a = t.alloc().unwrap();
+        t.free(a);
+        t.free(a);
+    }
+
+    #[test]
+    #[should_panic(expected = "already free or reserved")]
+    fn freeing_reserved_panics() {
+        let t = table(16, 1);
+        t.free(PhysAddr::from_pfn(0));
+    }
+
+    #[test]
+    #[should_panic(expected = "still referenced")]
+    fn freeing_mapped_frame_panics() {
+        let t = table(16, 1);
+        let a = t.alloc().unwrap();
+        t.meta(a).inc_mapcount();
+        t.free(a);
+    }
+
+    #[test]
+    #[should_panic(expected = "already handed")]
+    fn adding_a_range_twice_panics() {
+        let t = table(16, 1);
+        t.add_free_range(PhysAddr::from_pfn(2), PhysAddr::from_pfn(3));
+    }
+}
