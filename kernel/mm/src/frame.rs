@@ -211,7 +211,10 @@ impl FrameMeta {
     /// Returns the mapcount before the decrement.
     pub(crate) fn dec_mapcount(&self) -> u32 {
         let old = self.mapcount.fetch_sub(1, Ordering::AcqRel);
-        assert!(old > 0, "mapcount underflow: unmapping a frame that is not mapped");
+        assert!(
+            old > 0,
+            "mapcount underflow: unmapping a frame that is not mapped"
+        );
         old
     }
 
@@ -221,7 +224,10 @@ impl FrameMeta {
 
     pub(crate) fn dec_pincount(&self) {
         let old = self.pincount.fetch_sub(1, Ordering::SeqCst);
-        assert!(old > 0, "pincount underflow: unpinning a frame that is not pinned");
+        assert!(
+            old > 0,
+            "pincount underflow: unpinning a frame that is not pinned"
+        );
     }
 }
 
@@ -256,7 +262,10 @@ impl FrameTable {
         let meta: &'static [FrameMeta] = unsafe { core::slice::from_raw_parts(ptr, len) };
         FrameTable {
             meta,
-            free: Mutex::new(FreeList { head: NIL, count: 0 }),
+            free: Mutex::new(FreeList {
+                head: NIL,
+                count: 0,
+            }),
             usable: AtomicUsize::new(0),
         }
     }
