@@ -1,0 +1,81 @@
+//! Host programs xtask needs that cargo does not provide: QEMU, and OVMF for `--uefi`.
+//!
+//! A fresh machine may lack them. When we run as root without a terminal on stdin (as CI does)
+//! we install them with `apt-get`; otherwise we print the exact command and stop, because
+//! installing packages on a developer's machine is their call.
+
+use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Where Debian's `ovmf` package puts the UEFI firmware, newest layout first.
+const OVMF_PATHS: [&str; 2] = ["/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/ovmf/OVMF.fd"];
+
+/// The path of `qemu-system-x86_64`, installing Debian's `qemu-system-x86` if allowed.
+pub fn qemu() -> Result<PathBuf> {
+    if let Some(path) = find_in_path(QEMU) {
+        return Ok(path);
+    }
+    install("qemu-system-x86", &format!("{QEMU} is not installed"))?;
+    find_in_path(QEMU).with_context(|| format!("{QEMU} still missing after installing it"))
+}
+
+/// The OVMF firmware image for `--uefi`, installing Debian's `ovmf` if allowed.
+pub fn ovmf() -> Result<PathBuf> {
+    let find = || OVMF_PATHS.iter().map(PathBuf::from).find(|p| p.is_file());
+    if let Some(path) = find() {
+        return Ok(path);
+    }
+    install(
+        "ovmf",
+        &format!("no OVMF firmware (looked for {})", OVMF_PATHS.join(", ")),
+    )?;
+    find().context("OVMF still missing after installing the ovmf package")
+}
+
+/// Installs Debian `package` non-interactively when we are root with no terminal on stdin,
+/// otherwise fails with `missing` and the command to run.
+fn install(package: &str, missing: &str) -> Result<()> {
+    if !(is_root() && !std::io::stdin().is_terminal()) {
+        bail!(
+            "{missing}. Install it with:\n    sudo apt-get install {package}\n\
+             (xtask installs it by itself only when run as root without a terminal, as CI is)"
+        );
+    }
+    eprintln!("xtask: {missing}; installing the Debian package {package}");
+    for args in [&["update"][..], &["install", "-y", "--quiet", package][..]] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the process's effective user.
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The first executable file called `name` in `$PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,80 @@
+//! From the built ELFs to the disk image, through `cowlab-boot`.
+//!
+//! Files (under `target/`, `-release` suffixed for release builds):
+//! `cowlab-kernel.stripped` (what the image holds), `cowlab-ramdisk.tar` (the userland programs,
+//! stripped of debug info, plus `--add` files) and `cowlab-bios.img` / `cowlab-uefi.img`. The
+//! full ELFs stay where cargo put them, for gdb and the backtrace symbolizer.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cowlab_boot::{ustar, Firmware};
+
+use crate::build::{self, Profile};
+use crate::{target_dir, BuildArgs};
+
+/// What [`build_all`] made.
+#[derive(Debug)]
+pub struct Built {
+    /// The unstripped kernel: load it in gdb, symbolize with it.
+    pub kernel_elf: PathBuf,
+    pub ramdisk: PathBuf,
+    pub image: PathBuf,
+}
+
+/// Builds the kernel and the programs, writes the ramdisk and the disk image.
+pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
+    let profile = Profile::from_release_flag(args.release);
+    let kernel = build::kernel(profile)?;
+    let programs = build::userland(profile)?;
+
+    let out = target_dir();
+    std::fs::create_dir_all(&out)?;
+    let suffix = profile.file_suffix();
+
+    let stripped_dir = out.join(format!("cowlab-stripped{suffix}"));
+    std::fs::create_dir_all(&stripped_dir)?;
+    let mut files = Vec::new();
+    for program in &programs {
+        let stripped = stripped_dir.join(&program.name);
+        cowlab_boot::strip_debug_info(&program.path, &stripped)?;
+        files.push((program.name.clone(), stripped));
+    }
+    for extra in &args.add {
+        let name = extra
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("--add {}: no usable file name", extra.display()))?;
+        files.push((name.to_owned(), extra.clone()));
+    }
+    let ramdisk = out.join(format!("cowlab-ramdisk{suffix}.tar"));
+    write_ramdisk(&files, &ramdisk)?;
+
+    let stripped_kernel = out.join(format!("cowlab-kernel{suffix}.stripped"));
+    cowlab_boot::strip_debug_info(&kernel.path, &stripped_kernel)?;
+    let image = out.join(format!("cowlab-{}{suffix}.img", firmware.name()));
+    cowlab_boot::build_disk_image(&stripped_kernel, &ramdisk, firmware, &image)?;
+    Ok(Built {
+        kernel_elf: kernel.path,
+        ramdisk,
+        image,
+    })
+}
+
+/// Packs `files` (archive name, host path) into a ustar ramdisk at `out`.
+fn write_ramdisk(files: &[(String, PathBuf)], out: &Path) -> Result<()> {
+    let mut archive = ustar::Archive::new();
+    for (name, path) in files {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mode = file_mode(path)?;
+        archive
+            .add_file(name, mode, &data)
+            .with_context(|| format!("adding {} to the ramdisk", path.display()))?;
+    }
+    std::fs::write(out, archive.finish()).with_context(|| format!("writing {}", out.display()))
+}
+
+fn file_mode(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}

@@ -1,0 +1,104 @@
+//! cowlab's task runner, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! Thin over cargo and QEMU: `build` runs cargo for the kernel and the userland programs,
+//! `image` hands their ELFs to `cowlab-boot`, `qemu` boots the image, `test` runs the test
+//! tiers. The contracts it follows (kernel command line, exit statuses, the KTEST protocol,
+//! the ramdisk format) are in `docs/architecture.md`.
+
+mod build;
+mod deps;
+mod elf;
+mod image;
+mod ktest;
+mod libtest;
+mod qemu;
+mod symbolize;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test cowlab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel and the userland programs, make the disk image and boot it in QEMU with
+    /// the serial console on stdout; exit with the kernel's exit status.
+    Qemu(qemu::QemuArgs),
+    /// Host unit tests, the userland-on-host check, every in-kernel test in QEMU and the harness
+    /// self-tests. Ends with a line `N passed, N failed`; exits non-zero on any failure.
+    Test(test::TestArgs),
+    /// Build the kernel, the userland programs, the ramdisk and the disk image; print their paths.
+    Image(ImageArgs),
+}
+
+/// What to build: shared by `qemu`, `test` and `image`.
+#[derive(Args, Clone, Debug)]
+pub struct BuildArgs {
+    /// Build the kernel and the programs with the release profile (default: debug).
+    #[arg(long)]
+    release: bool,
+    /// Also put this host file in the ramdisk (top level, under its file name). Repeatable.
+    #[arg(long = "add", value_name = "FILE")]
+    add: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Make a UEFI (GPT) image instead of a BIOS (MBR) one.
+    #[arg(long)]
+    uefi: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Qemu(args) => qemu::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Image(args) => image_command(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn image_command(args: &ImageArgs) -> anyhow::Result<ExitCode> {
+    let firmware = if args.uefi {
+        cowlab_boot::Firmware::Uefi
+    } else {
+        cowlab_boot::Firmware::Bios
+    };
+    let built = image::build_all(&args.build, firmware)?;
+    println!("kernel (full ELF, for gdb): {}", built.kernel_elf.display());
+    println!("ramdisk: {}", built.ramdisk.display());
+    println!("disk image: {}", built.image.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The workspace root (the parent of `xtask/`). Every path xtask prints or passes is under it.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+}
+
+/// `target/` of the workspace (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}

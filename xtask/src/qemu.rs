@@ -1,0 +1,599 @@
+//! `cargo xtask qemu`, and the QEMU machine every boot of cowlab uses.
+//!
+//! The machine (docs/architecture.md): the disk image as a raw drive, the serial console on
+//! stdio, no display, `-no-reboot` (so a triple fault ends QEMU with status 0 instead of looping),
+//! 1 GiB, a `qemu64` CPU under TCG, `isa-debug-exit` at port 0xf4 for the kernel's exit status,
+//! and the kernel command line as the fw_cfg file `opt/cowlab/cmdline`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cowlab_boot::Firmware;
+
+use crate::symbolize::Symbolizer;
+use crate::{deps, image, BuildArgs};
+
+#[derive(Args, Debug)]
+pub struct QemuArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Boot through UEFI (OVMF; Debian package `ovmf`) instead of BIOS.
+    #[arg(long)]
+    pub uefi: bool,
+    /// Use KVM (`-accel kvm -cpu host`) instead of TCG. Opt-in: KVM does not work on cowlab's
+    /// development and CI machines.
+    #[arg(long)]
+    pub kvm: bool,
+    /// Start QEMU stopped with a gdb server on :1234 (`-s -S`) and print the gdb command to
+    /// attach.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Kill QEMU after this many seconds (default: no limit).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Raw kernel command-line tokens, space separated (e.g. "era=2009 loglevel=debug").
+    #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+    /// The program `init` runs, with its arguments (passed on the kernel command line after
+    /// `--`).
+    #[arg(last = true, value_name = "PROGRAM ARGS")]
+    pub program: Vec<String>,
+}
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation: slow, deterministic enough, works everywhere. The default.
+    Tcg,
+    /// Hardware virtualization with the host's CPU model.
+    Kvm,
+}
+
+/// One QEMU machine booting one cowlab image.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub image: PathBuf,
+    /// `Some(OVMF image)` for UEFI, `None` for BIOS (SeaBIOS).
+    pub ovmf: Option<PathBuf>,
+    pub accel: Accel,
+    pub gdb: bool,
+    /// The kernel command line; empty means no fw_cfg file.
+    pub cmdline: String,
+}
+
+impl Machine {
+    /// The QEMU command line for this machine (stdio not yet configured).
+    pub fn command(&self, qemu: &Path) -> Command {
+        let mut command = Command::new(qemu);
+        let mut drive = std::ffi::OsString::from("format=raw,file=");
+        drive.push(escape_option(&self.image.to_string_lossy()));
+        command.arg("-drive").arg(drive);
+        if let Some(ovmf) = &self.ovmf {
+            command.arg("-bios").arg(ovmf);
+        }
+        command.args([
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "1G",
+        ]);
+        match self.accel {
+            Accel::Tcg => command.args(["-cpu", "qemu64", "-accel", "tcg"]),
+            Accel::Kvm => command.args(["-cpu", "host", "-accel", "kvm"]),
+        };
+        command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if !self.cmdline.is_empty() {
+            command.arg("-fw_cfg").arg(format!(
+                "name=opt/cowlab/cmdline,string={}",
+                escape_option(&self.cmdline)
+            ));
+        }
+        if self.gdb {
+            command.args(["-s", "-S"]);
+        }
+        command
+    }
+}
+
+/// QEMU's option parser ends a value at a comma; a literal comma is written twice.
+fn escape_option(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// How a QEMU run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuExit {
+    /// The kernel wrote `s` to isa-debug-exit (QEMU exited with `(s << 1) | 1`).
+    Kernel(u32),
+    /// QEMU exited with status 0: with `-no-reboot`, a triple fault (or a reset request).
+    TripleFault,
+    /// QEMU itself failed (an even, non-zero status: bad option, missing file, no KVM...).
+    QemuError(i32),
+    /// QEMU was killed by a signal.
+    Signal(i32),
+}
+
+impl QemuExit {
+    pub fn from_status(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match status.code() {
+            Some(0) => Self::TripleFault,
+            Some(code) if code & 1 == 1 => Self::Kernel((code >> 1) as u32),
+            Some(code) => Self::QemuError(code),
+            None => Self::Signal(status.signal().unwrap_or(0)),
+        }
+    }
+}
+
+impl std::fmt::Display for QemuExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kernel(s) => write!(f, "kernel exit status {s}"),
+            Self::TripleFault => {
+                write!(f, "triple fault or reset (QEMU ran with -no-reboot)")
+            }
+            Self::QemuError(code) => write!(f, "QEMU failed with status {code}"),
+            Self::Signal(sig) => write!(f, "QEMU killed by signal {sig}"),
+        }
+    }
+}
+
+/// The kernel command line: `tokens`, then `-- PROGRAM ARGS` if a program is given.
+pub fn compose_cmdline(tokens: Option<&str>, program: &[String]) -> Result<String> {
+    let mut parts: Vec<&str> = tokens.into_iter().flat_map(str::split_whitespace).collect();
+    if !program.is_empty() {
+        if let Some(bad) = program
+            .iter()
+            .find(|a| a.is_empty() || a.contains(char::is_whitespace))
+        {
+            bail!("program argument {bad:?}: the kernel command line splits at spaces, so arguments can be neither empty nor contain whitespace");
+        }
+        parts.push("--");
+        parts.extend(program.iter().map(String::as_str));
+    }
+    Ok(parts.join(" "))
+}
+
+/// Fails early and clearly when `--kvm` cannot work here.
+pub fn check_kvm() -> Result<()> {
+    if !Path::new("/dev/kvm").exists() {
+        bail!("--kvm: /dev/kvm is missing, so KVM is not available on this machine (it does not work on cowlab's development and CI machines either); drop --kvm to use TCG");
+    }
+    Ok(())
+}
+
+/// `cargo xtask qemu`.
+pub fn run(args: &QemuArgs) -> Result<ExitCode> {
+    let cmdline = compose_cmdline(args.cmdline.as_deref(), &args.program)?;
+    let accel = if args.kvm {
+        check_kvm()?;
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    let qemu = deps::qemu()?;
+    let (firmware, ovmf) = if args.uefi {
+        (Firmware::Uefi, Some(deps::ovmf()?))
+    } else {
+        (Firmware::Bios, None)
+    };
+    let built = image::build_all(&args.build, firmware)?;
+    let machine = Machine {
+        image: built.image,
+        ovmf,
+        accel,
+        gdb: args.gdb,
+        cmdline,
+    };
+    let mut command = machine.command(&qemu);
+    eprintln!("xtask: {}", show_command(&command));
+    if args.gdb {
+        eprintln!(
+            "xtask: QEMU waits for gdb on :1234; attach with\n    gdb {} -ex 'target remote :1234'",
+            built.kernel_elf.display()
+        );
+    }
+
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu.display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let elf = built.kernel_elf.clone();
+    let forwarder = std::thread::spawn(move || forward_console(stdout, &elf));
+
+    let deadline = args
+        .timeout
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let status = wait_until(&mut child, deadline)?;
+    let printed_anything = forwarder.join().unwrap_or(false);
+    let Some(status) = status else {
+        bail!(
+            "timed out: QEMU still running after {} s (--timeout); killed it",
+            args.timeout.unwrap_or(0)
+        );
+    };
+    match QemuExit::from_status(status) {
+        QemuExit::Kernel(0) if !printed_anything => {
+            // Status 1 is also QEMU's own "could not start"; a kernel that powered off cleanly
+            // has always printed something first.
+            bail!("QEMU exited with status 1 before the guest printed anything: QEMU could not start (see its message above){}", kvm_hint(accel));
+        }
+        QemuExit::Kernel(s) => {
+            eprintln!("xtask: kernel exit status {s}");
+            Ok(ExitCode::from(u8::try_from(s).unwrap_or(u8::MAX)))
+        }
+        QemuExit::QemuError(code) => {
+            bail!("QEMU failed with status {code}{}", kvm_hint(accel))
+        }
+        other => bail!("{other}"),
+    }
+}
+
+fn kvm_hint(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "; KVM does not work on cowlab's development and CI machines: drop --kvm",
+        Accel::Tcg => "",
+    }
+}
+
+/// Waits for `child` to exit; kills it at `deadline` and returns `None`.
+pub fn wait_until(child: &mut Child, deadline: Option<Instant>) -> Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            child.kill().ok();
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Copies the serial console to our stdout byte by byte (so prompts without a newline show at
+/// once), appending symbol locations to backtrace lines before their line end. Returns whether
+/// the guest printed anything.
+fn forward_console(mut serial: impl Read, kernel_elf: &Path) -> bool {
+    let mut symbolizer = Symbolizer::new(kernel_elf);
+    let mut forwarder = LineAnnotator::default();
+    let mut buf = [0u8; 4096];
+    let mut stdout = std::io::stdout();
+    let mut any = false;
+    loop {
+        let n = match serial.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        any = true;
+        let out = forwarder.push(&buf[..n], |line| symbolizer.annotate(line));
+        if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
+            break;
+        }
+    }
+    let rest = forwarder.finish();
+    let _ = stdout.write_all(&rest).and_then(|_| stdout.flush());
+    any
+}
+
+/// Passes bytes through unchanged except that, at each line end, it may insert a suffix that
+/// `annotate` computes from the whole line. A `\r` is held back until we know whether a `\n`
+/// follows, so the suffix goes before `\r\n` rather than after a carriage return.
+#[derive(Default)]
+pub struct LineAnnotator {
+    line: Vec<u8>,
+    pending_cr: bool,
+}
+
+impl LineAnnotator {
+    /// Feeds `bytes`; returns what to print now. `annotate` gets a complete line (without its
+    /// line end) and returns the annotated line if it has something to add.
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        mut annotate: impl FnMut(&str) -> Option<String>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        for &byte in bytes {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if byte == b'\n' {
+                    self.end_line(&mut out, &mut annotate);
+                    out.extend_from_slice(b"\r\n");
+                    continue;
+                }
+                out.push(b'\r');
+                self.line.clear();
+            }
+            match byte {
+                b'\r' => self.pending_cr = true,
+                b'\n' => {
+                    self.end_line(&mut out, &mut annotate);
+                    out.push(b'\n');
+                }
+                _ => {
+                    self.line.push(byte);
+                    out.push(byte);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whatever is still held back when the stream ends.
+    pub fn finish(self) -> Vec<u8> {
+        if self.pending_cr {
+            b"\r".to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>, annotate: &mut impl FnMut(&str) -> Option<String>) {
+        let line = String::from_utf8_lossy(&self.line).into_owned();
+        if let Some(annotated) = annotate(&line) {
+            if let Some(suffix) = annotated.strip_prefix(line.as_str()) {
+                out.extend_from_slice(suffix.as_bytes());
+            }
+        }
+        self.line.clear();
+    }
+}
+
+/// The command as a shell would take it (for the log and for copy-paste).
+pub fn show_command(command: &Command) -> String {
+    let quote = |s: &std::ffi::OsStr| {
+        let s = s.to_string_lossy();
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
+        {
+            s.into_owned()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A line-oriented QEMU run, for the test harness: serial lines come back one at a time with a
+/// silence timeout, and everything (QEMU's stderr too) goes to a log file.
+pub struct Session {
+    child: Child,
+    events: mpsc::Receiver<Event>,
+    log: std::io::BufWriter<std::fs::File>,
+    symbolizer: Symbolizer,
+    /// The last lines of the log, for failure reports.
+    tail: std::collections::VecDeque<String>,
+}
+
+enum Event {
+    Serial(String),
+    Stderr(String),
+    SerialClosed,
+}
+
+/// What [`Session::next_line`] saw.
+#[derive(Debug)]
+pub enum Next {
+    /// A serial line (line end removed, backtrace lines symbolized).
+    Line(String),
+    /// QEMU exited.
+    Exited(QemuExit),
+    /// Nothing on the serial console for the whole timeout; QEMU is still running.
+    Silent,
+}
+
+const TAIL_LINES: usize = 30;
+
+impl Session {
+    /// Starts QEMU for `machine`, logging to `log_path`.
+    pub fn start(
+        machine: &Machine,
+        qemu: &Path,
+        kernel_elf: &Path,
+        log_path: &Path,
+    ) -> Result<Self> {
+        let mut command = machine.command(qemu);
+        let file = std::fs::File::create(log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut log = std::io::BufWriter::new(file);
+        writeln!(log, "$ {}", show_command(&command))?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", qemu.display()))?;
+        let (tx, events) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let serial_tx = tx.clone();
+        std::thread::spawn(move || {
+            read_lines(stdout, |l| serial_tx.send(Event::Serial(l)).is_ok());
+            let _ = serial_tx.send(Event::SerialClosed);
+        });
+        std::thread::spawn(move || read_lines(stderr, |l| tx.send(Event::Stderr(l)).is_ok()));
+        Ok(Self {
+            child,
+            events,
+            log,
+            symbolizer: Symbolizer::new(kernel_elf),
+            tail: Default::default(),
+        })
+    }
+
+    /// The next serial line, waiting at most `timeout` for it.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<Next> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Serial(line)) => {
+                    let line = self.symbolizer.line(&line);
+                    self.record(&line);
+                    return Ok(Next::Line(line));
+                }
+                Ok(Event::Stderr(line)) => self.record(&format!("[qemu stderr] {line}")),
+                Ok(Event::SerialClosed) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait()?;
+                    // Let QEMU's last words on stderr reach the log.
+                    while let Ok(event) = self.events.recv_timeout(Duration::from_millis(100)) {
+                        if let Event::Stderr(line) = event {
+                            self.record(&format!("[qemu stderr] {line}"));
+                        }
+                    }
+                    let exit = QemuExit::from_status(status);
+                    self.record(&format!("[xtask] QEMU ended: {exit}"));
+                    return Ok(Next::Exited(exit));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Next::Silent),
+            }
+        }
+    }
+
+    /// Kills QEMU (after a timeout), noting why in the log.
+    pub fn kill(&mut self, why: &str) {
+        self.record(&format!("[xtask] killing QEMU: {why}"));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last lines of the log.
+    pub fn tail(&self) -> impl Iterator<Item = &str> {
+        self.tail.iter().map(String::as_str)
+    }
+
+    fn record(&mut self, line: &str) {
+        let _ = writeln!(self.log, "{line}");
+        let _ = self.log.flush();
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_owned());
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads `input` line by line (lossy UTF-8, `\r\n` or `\n`), until EOF or `sink` says stop.
+fn read_lines(input: impl Read, mut sink: impl FnMut(String) -> bool) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(input);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        if !sink(String::from_utf8_lossy(&buf).into_owned()) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_map_back_to_kernel_statuses() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(QemuExit::from_status(status(1)), QemuExit::Kernel(0));
+        assert_eq!(QemuExit::from_status(status(5)), QemuExit::Kernel(2));
+        assert_eq!(QemuExit::from_status(status(7)), QemuExit::Kernel(3));
+        assert_eq!(QemuExit::from_status(status(0)), QemuExit::TripleFault);
+        assert_eq!(QemuExit::from_status(status(2)), QemuExit::QemuError(2));
+        assert_eq!(
+            QemuExit::from_status(ExitStatus::from_raw(9)),
+            QemuExit::Signal(9)
+        );
+    }
+
+    #[test]
+    fn cmdline_puts_program_after_double_dash() {
+        assert_eq!(compose_cmdline(None, &[]).unwrap(), "");
+        assert_eq!(
+            compose_cmdline(Some(" era=2009  loglevel=debug "), &[]).unwrap(),
+            "era=2009 loglevel=debug"
+        );
+        let program = vec!["sh".to_owned(), "-c".to_owned(), "x".to_owned()];
+        assert_eq!(
+            compose_cmdline(Some("ktest"), &program).unwrap(),
+            "ktest -- sh -c x"
+        );
+        assert!(compose_cmdline(None, &["a b".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn machine_command_matches_the_contract() {
+        let machine = Machine {
+            image: PathBuf::from("/t/cowlab-bios.img"),
+            ovmf: None,
+            accel: Accel::Tcg,
+            gdb: false,
+            cmdline: "ktest ktest-skip=3".to_owned(),
+        };
+        assert_eq!(
+            show_command(&machine.command(Path::new("qemu-system-x86_64"))),
+            "qemu-system-x86_64 -drive format=raw,file=/t/cowlab-bios.img -serial stdio \
+             -display none -no-reboot -m 1G -cpu qemu64 -accel tcg \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -fw_cfg 'name=opt/cowlab/cmdline,string=ktest ktest-skip=3'"
+        );
+        let quiet = Machine {
+            cmdline: String::new(),
+            gdb: true,
+            accel: Accel::Kvm,
+            ..machine
+        };
+        let shown = show_command(&quiet.command(Path::new("qemu")));
+        assert!(!shown.contains("fw_cfg"), "{shown}");
+        assert!(shown.contains("-cpu host -accel kvm"), "{shown}");
+        assert!(shown.ends_with("-s -S"), "{shown}");
+    }
+
+    #[test]
+    fn commas_in_the_cmdline_are_escaped() {
+        assert_eq!(escape_option("a,b"), "a,,b");
+    }
+
+    #[test]
+    fn annotator_inserts_suffix_before_line_end() {
+        let annotate = |line: &str| line.starts_with("bt").then(|| format!("{line} here"));
+        let mut a = LineAnnotator::default();
+        let mut out = a.push(b"x\nbt #0 0x1\r", annotate);
+        out.extend(a.push(b"\nprompt> ", annotate));
+        out.extend(a.finish());
+        assert_eq!(out, b"x\nbt #0 0x1 here\r\nprompt> ");
+
+        let mut a = LineAnnotator::default();
+        let out = a.push(b"bt\rbt\n", annotate);
+        assert_eq!(out, b"bt\rbt here\n");
+    }
+}

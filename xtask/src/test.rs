@@ -1,0 +1,404 @@
+//! `cargo xtask test`: every test tier, one line per test, then `N passed, N failed`.
+//!
+//! Tiers, in order:
+//! 1. host: `cargo test` on the workspace's default members (mm core, image builder, xtask);
+//! 2. userland: each program is a static non-PIE ELF, and `init` runs on the host Linux;
+//! 3. kernel: every in-kernel test in QEMU (`ktest`), resuming after tests that take the kernel
+//!    down ([`crate::ktest`]);
+//! 4. harness: the kernel's deliberately broken `selftest_*` tests are reported as what they are.
+//!
+//! QEMU's serial output goes to `target/test-logs/<tier>-boot<N>.log`; failures show the tail.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use cowlab_boot::Firmware;
+
+use crate::build::{self, Profile};
+use crate::ktest::{self, Failure, Filter, Limits, Outcome, QemuBoot};
+use crate::libtest::{self, TestOutcome};
+use crate::qemu::{Accel, Machine};
+use crate::{deps, elf, image, target_dir, workspace_root, BuildArgs};
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Build the kernel and the programs with the release profile (default: debug).
+    #[arg(long)]
+    pub release: bool,
+    /// Per-test timeout in seconds: an in-kernel test silent this long is a hang.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// Timeout for the `selftest_hang` harness test, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub hang_timeout: u64,
+    /// Run only these tiers (repeatable; default: all).
+    #[arg(long, value_enum, value_name = "TIER")]
+    pub only: Vec<Tier>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tier {
+    /// `cargo test` on the host.
+    Host,
+    /// The userland programs' ELF check and `init` on the host Linux.
+    Userland,
+    /// In-kernel tests in QEMU.
+    Kernel,
+    /// Self-tests of the in-kernel test harness.
+    Harness,
+}
+
+/// Lines of a failing boot's log shown under its failure.
+const TAIL: usize = 15;
+
+/// Running totals over all tiers.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    ignored: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn pass(&mut self, line: &str) {
+        println!("{line} ... ok");
+        self.passed += 1;
+    }
+
+    fn fail(&mut self, name: &str, why: &str) {
+        println!("{name} ... FAILED: {why}");
+        self.failed += 1;
+        self.failures.push(name.to_owned());
+    }
+}
+
+pub fn run(args: &TestArgs) -> Result<ExitCode> {
+    let wants = |tier| args.only.is_empty() || args.only.contains(&tier);
+    let logs = target_dir().join("test-logs");
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs).with_context(|| format!("clearing {}", logs.display()))?;
+    }
+    std::fs::create_dir_all(&logs)?;
+    let profile = Profile::from_release_flag(args.release);
+    let mut tally = Tally::default();
+
+    if wants(Tier::Host) {
+        section("host unit tests (cargo test)");
+        host_tests(&logs, &mut tally)?;
+    }
+    if wants(Tier::Userland) {
+        section("userland programs");
+        userland(profile, &mut tally);
+    }
+    if wants(Tier::Kernel) || wants(Tier::Harness) {
+        section("in-kernel tests (QEMU, TCG)");
+        match kernel_machine(args) {
+            Ok((qemu, built)) => {
+                let mut boot = QemuBoot {
+                    machine: Machine {
+                        image: built.image.clone(),
+                        ovmf: None,
+                        accel: Accel::Tcg,
+                        gdb: false,
+                        cmdline: String::new(),
+                    },
+                    qemu: &qemu,
+                    kernel_elf: &built.kernel_elf,
+                };
+                if wants(Tier::Kernel) {
+                    kernel_tests(&mut boot, args, &logs, &mut tally)?;
+                }
+                if wants(Tier::Harness) {
+                    section("harness self-tests");
+                    harness(&mut boot, args, &logs, &mut tally)?;
+                }
+            }
+            Err(error) => tally.fail("kernel: build and image", &format!("{error:#}")),
+        }
+    }
+
+    println!();
+    if tally.ignored > 0 {
+        println!("({} host tests ignored)", tally.ignored);
+    }
+    if !tally.failures.is_empty() {
+        println!("failed: {}", tally.failures.join(", "));
+        println!("logs: {}", logs.display());
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn section(title: &str) {
+    println!("== {title} ==");
+}
+
+/// Tier 1: `cargo test` over the default members, one line per test.
+fn host_tests(logs: &Path, tally: &mut Tally) -> Result<()> {
+    println!("(the first build compiles the bootloader's BIOS and UEFI stages: about two minutes)");
+    let log_path = logs.join("host.log");
+    let mut log = std::io::BufWriter::new(std::fs::File::create(&log_path)?);
+    // One pipe for stdout and stderr keeps cargo's `Running` lines (stderr) in order with the
+    // test lines (stdout).
+    let (reader, writer) = std::io::pipe()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["test", "--no-fail-fast", "--color", "never"])
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let mut child = command.spawn().context("running cargo test")?;
+    // Our copies of the pipe's write end went into `command`; drop it so EOF arrives.
+    drop(command);
+
+    let mut suite = String::from("?");
+    let (mut passed, mut failed, mut summary_passed, mut summary_failed) = (0, 0, 0, 0);
+    let mut details = Vec::new();
+    let mut in_details = false;
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line?;
+        writeln!(log, "{line}")?;
+        match libtest::parse(&line) {
+            Some(libtest::Event::Suite(name)) => suite = name,
+            Some(libtest::Event::Test { name, result }) => {
+                let name = format!("host {suite}::{name}");
+                match result {
+                    TestOutcome::Ok => {
+                        tally.pass(&name);
+                        passed += 1;
+                    }
+                    TestOutcome::Failed => {
+                        tally.fail(&name, "see the output below");
+                        failed += 1;
+                    }
+                    TestOutcome::Ignored => {
+                        println!("{name} ... ignored");
+                        tally.ignored += 1;
+                    }
+                }
+            }
+            Some(libtest::Event::Summary { passed, failed }) => {
+                summary_passed += passed;
+                summary_failed += failed;
+                in_details = false;
+            }
+            None if line == "failures:" => in_details = true,
+            None if in_details => details.push(line),
+            None => {}
+        }
+    }
+    log.flush()?;
+    let status = child.wait()?;
+    if !details.is_empty() {
+        println!("---- output of the failed host tests ----");
+        for line in &details {
+            println!("    {line}");
+        }
+    }
+    if (summary_passed, summary_failed) != (passed, failed) {
+        tally.fail(
+            "host: test lines match libtest's summaries",
+            &format!(
+                "saw {passed} ok and {failed} FAILED lines, summaries say {summary_passed} and {summary_failed}"
+            ),
+        );
+    }
+    if !status.success() && failed == 0 {
+        tally.fail(
+            "host: cargo test",
+            &format!("cargo test failed ({status}) without a failing test: a build error?"),
+        );
+        print_tail(&log_path);
+    }
+    Ok(())
+}
+
+/// Tier 2: each program's ELF shape, and `init` on the host Linux.
+fn userland(profile: Profile, tally: &mut Tally) {
+    let programs = match build::userland(profile) {
+        Ok(programs) => programs,
+        Err(error) => {
+            tally.fail("userland: build", &format!("{error:#}"));
+            return;
+        }
+    };
+    for program in &programs {
+        let name = format!(
+            "userland: {} is a static non-PIE ELF at 0x400000",
+            program.name
+        );
+        match std::fs::read(&program.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| elf::check_static_exec(&bytes))
+        {
+            Ok(_) => tally.pass(&name),
+            Err(error) => tally.fail(&name, &format!("{}: {error:#}", program.path.display())),
+        }
+    }
+    let name = "userland: init runs on host Linux";
+    match programs.iter().find(|p| p.name == "init") {
+        Some(init) => match run_on_host(&init.path) {
+            Ok(()) => tally.pass(name),
+            Err(error) => tally.fail(name, &format!("{error:#}")),
+        },
+        None => tally.fail(name, "no init program was built"),
+    }
+}
+
+/// Runs `init` as a host process; it must print its greeting with our arguments and exit 0.
+fn run_on_host(path: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(path)
+        .arg0("init")
+        .arg("host-check")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", path.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status =
+        crate::qemu::wait_until(&mut child, Some(deadline))?.context("did not exit within 10 s")?;
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)?;
+    anyhow::ensure!(status.success(), "exited with {status}; stdout: {stdout:?}");
+    anyhow::ensure!(
+        stdout.starts_with("init: ") && stdout.contains("\"host-check\""),
+        "unexpected output {stdout:?}"
+    );
+    Ok(())
+}
+
+/// QEMU and the BIOS image for tiers 3 and 4.
+fn kernel_machine(args: &TestArgs) -> Result<(PathBuf, image::Built)> {
+    let qemu = deps::qemu()?;
+    let build_args = BuildArgs {
+        release: args.release,
+        add: Vec::new(),
+    };
+    let built = image::build_all(&build_args, Firmware::Bios)?;
+    Ok((qemu, built))
+}
+
+/// Tier 3: every in-kernel test.
+fn kernel_tests(
+    boot: &mut QemuBoot<'_>,
+    args: &TestArgs,
+    logs: &Path,
+    tally: &mut Tally,
+) -> Result<()> {
+    let limits = Limits::new(Duration::from_secs(args.timeout));
+    let report = ktest::run(
+        boot,
+        &Filter::All,
+        limits,
+        logs,
+        "ktest",
+        &mut |result| match &result.outcome {
+            Outcome::Passed { .. } => {
+                println!("{result}");
+                tally.passed += 1;
+            }
+            Outcome::Failed(_) => {
+                println!("{result}");
+                tally.failed += 1;
+                tally.failures.push(format!("ktest {}", result.name));
+                print_tail(&result.log);
+            }
+        },
+    )?;
+    for problem in &report.problems {
+        tally.fail(
+            "ktest: the kernel runs the test protocol to its end",
+            &problem.what,
+        );
+        print_lines(&problem.tail, &problem.log);
+    }
+    if report.tests.is_empty() && report.problems.is_empty() {
+        tally.fail("ktest: at least one in-kernel test ran", "KTEST COUNT 0");
+    }
+    Ok(())
+}
+
+/// What a harness self-test expects the driver to report.
+struct SelfTest {
+    kernel_test: &'static str,
+    description: &'static str,
+    expect: fn(&Failure) -> bool,
+}
+
+const SELF_TESTS: [SelfTest; 3] = [
+    SelfTest {
+        kernel_test: "selftest_panic",
+        description: "harness: kernel panic is reported as a failure with its message",
+        expect: |f| matches!(f, Failure::Panic(m) if m.contains("deliberate panic")),
+    },
+    SelfTest {
+        kernel_test: "selftest_hang",
+        description: "harness: hang is reported as a timeout",
+        expect: |f| matches!(f, Failure::Timeout { .. }),
+    },
+    SelfTest {
+        kernel_test: "selftest_triple_fault",
+        description: "harness: triple fault is reported as a triple fault",
+        expect: |f| matches!(f, Failure::TripleFault),
+    },
+];
+
+/// Tier 4: the deliberately broken kernel tests are reported as what they are.
+fn harness(boot: &mut QemuBoot<'_>, args: &TestArgs, logs: &Path, tally: &mut Tally) -> Result<()> {
+    for test in &SELF_TESTS {
+        let silence = if test.kernel_test == "selftest_hang" {
+            args.hang_timeout
+        } else {
+            args.timeout
+        };
+        let filter = Filter::Named(test.kernel_test.to_owned());
+        let limits = Limits::new(Duration::from_secs(silence));
+        let report = ktest::run(boot, &filter, limits, logs, test.kernel_test, &mut |_| {})?;
+        let result = report.tests.iter().find(|r| r.name == test.kernel_test);
+        let verdict = match result.map(|r| &r.outcome) {
+            Some(Outcome::Failed(failure)) if (test.expect)(failure) => Ok(()),
+            Some(Outcome::Failed(failure)) => Err(format!("reported as: {failure}")),
+            Some(Outcome::Passed { .. }) => Err("reported as passed".to_owned()),
+            None => Err(match report.problems.first() {
+                Some(problem) => format!("no result for {}: {}", test.kernel_test, problem.what),
+                None => format!("the kernel ran no test named {}", test.kernel_test),
+            }),
+        };
+        match verdict {
+            Ok(()) => tally.pass(test.description),
+            Err(why) => {
+                tally.fail(test.description, &why);
+                print_tail(&logs.join(format!("{}-boot1.log", test.kernel_test)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the last lines of a log file and its path.
+fn print_tail(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let start = lines.len().saturating_sub(TAIL);
+    print_lines(&lines[start..], log);
+}
+
+fn print_lines(lines: &[String], log: &Path) {
+    for line in lines.iter().rev().take(TAIL).rev() {
+        println!("    | {line}");
+    }
+    println!("    (log: {})", log.display());
+}
