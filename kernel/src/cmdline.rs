@@ -1,0 +1,200 @@
+//! The kernel command line: read once from fw_cfg, parsed into a [`Cmdline`].
+//!
+//! The tokens and their meaning are the contract in docs/architecture.md. Parsing is a pure
+//! function over a `&'static str` ([`parse`]) so the tests can run it on literal lines; the boot
+//! line lives in a static buffer so the parsed struct can borrow from it without a heap (the
+//! command line is read before the heap exists, because it sets the log level). Tokens that do
+//! not parse are kept and reported once logging is up, never silently dropped.
+
+use core::fmt;
+
+use spin::Once;
+
+use crate::fwcfg;
+use crate::log::Level;
+
+/// The fw_cfg file QEMU passes the command line in.
+pub const FW_CFG_FILE: &str = "opt/cowlab/cmdline";
+/// Longest command line we keep; the rest is cut off (and reported).
+const MAX_LEN: usize = 4096;
+/// How many bad tokens are remembered for the warning.
+const MAX_BAD_TOKENS: usize = 8;
+
+/// Which in-kernel tests to run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KtestSelection {
+    /// `ktest [ktest-skip=N]`: every test that is not a harness self-test, from index `skip` on.
+    All { skip: usize },
+    /// `ktest=NAME`: exactly that test, self-tests included.
+    One(&'static str),
+}
+
+/// The rule set of SEMANTICS.md section 9 (`era=`). The rules themselves live in `cowlab-mm`;
+/// the kernel only carries the choice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Era {
+    Y2009,
+    Y2016,
+    Y2020,
+    Y2022,
+    Y2023,
+}
+
+impl Era {
+    fn from_cmdline(value: &str) -> Option<Era> {
+        match value {
+            "2009" => Some(Era::Y2009),
+            "2016" => Some(Era::Y2016),
+            "2020" => Some(Era::Y2020),
+            "2022" => Some(Era::Y2022),
+            "2023" => Some(Era::Y2023),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Era {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let year = match self {
+            Era::Y2009 => "2009",
+            Era::Y2016 => "2016",
+            Era::Y2020 => "2020",
+            Era::Y2022 => "2022",
+            Era::Y2023 => "2023",
+        };
+        f.write_str(year)
+    }
+}
+
+/// The parsed command line.
+#[derive(Clone, Debug)]
+pub struct Cmdline {
+    /// The line as given (trimmed).
+    pub raw: &'static str,
+    /// `None` without a `ktest` token: boot normally.
+    pub ktest: Option<KtestSelection>,
+    /// Default 2023.
+    pub era: Era,
+    /// Default `info`.
+    pub loglevel: Level,
+    /// Everything after `--`: the program `init` runs and its arguments (user mode, next issue).
+    pub init: Option<&'static str>,
+    bad_tokens: [Option<&'static str>; MAX_BAD_TOKENS],
+}
+
+impl Cmdline {
+    /// The program and arguments after `--`, split at whitespace.
+    #[allow(dead_code)] // used by init (next issue)
+    pub fn init_args(&self) -> impl Iterator<Item = &'static str> {
+        self.init.into_iter().flat_map(str::split_whitespace)
+    }
+
+    /// Tokens that were not understood (unknown, or with a bad value).
+    pub fn bad_tokens(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.bad_tokens.iter().flatten().copied()
+    }
+}
+
+/// Parses a command line (architecture.md, "Kernel command line").
+pub fn parse(raw: &'static str) -> Cmdline {
+    let raw = raw.trim();
+    // The first token that is exactly `--` ends the options; its byte offset splits the line.
+    let separator = raw
+        .split_whitespace()
+        .find(|token| *token == "--")
+        .map(|token| token.as_ptr() as usize - raw.as_ptr() as usize);
+    let (options, init) = match separator {
+        Some(at) => (
+            &raw[..at],
+            Some(raw[at + 2..].trim()).filter(|s| !s.is_empty()),
+        ),
+        None => (raw, None),
+    };
+    let mut cmdline = Cmdline {
+        raw,
+        ktest: None,
+        era: Era::Y2023,
+        loglevel: Level::Info,
+        init,
+        bad_tokens: [None; MAX_BAD_TOKENS],
+    };
+    let mut want_all = false;
+    let mut skip = 0;
+    let mut bad = 0;
+    for token in options.split_whitespace() {
+        let ok = match token.split_once('=') {
+            None if token == "ktest" => {
+                want_all = true;
+                true
+            }
+            Some(("ktest", name)) if !name.is_empty() => {
+                cmdline.ktest = Some(KtestSelection::One(name));
+                true
+            }
+            Some(("ktest-skip", n)) => n.parse().map(|n| skip = n).is_ok(),
+            Some(("era", year)) => Era::from_cmdline(year)
+                .map(|era| cmdline.era = era)
+                .is_some(),
+            Some(("loglevel", level)) => Level::from_cmdline(level)
+                .map(|level| cmdline.loglevel = level)
+                .is_some(),
+            _ => false,
+        };
+        if !ok && bad < MAX_BAD_TOKENS {
+            cmdline.bad_tokens[bad] = Some(token);
+            bad += 1;
+        }
+    }
+    if want_all && cmdline.ktest.is_none() {
+        cmdline.ktest = Some(KtestSelection::All { skip });
+    }
+    cmdline
+}
+
+struct Storage {
+    bytes: [u8; MAX_LEN],
+    len: usize,
+    /// Longer than `MAX_LEN` in fw_cfg.
+    truncated: bool,
+}
+
+static STORAGE: Once<Storage> = Once::new();
+static CMDLINE: Once<Cmdline> = Once::new();
+
+/// Reads the command line from fw_cfg (once) and parses it. No fw_cfg file is an empty line.
+pub fn init() -> &'static Cmdline {
+    CMDLINE.call_once(|| {
+        let storage = STORAGE.call_once(|| {
+            let mut bytes = [0; MAX_LEN];
+            let len = fwcfg::read_file(FW_CFG_FILE, &mut bytes).unwrap_or(0);
+            Storage {
+                bytes,
+                len,
+                truncated: len == MAX_LEN,
+            }
+        });
+        let text = match core::str::from_utf8(&storage.bytes[..storage.len]) {
+            Ok(text) => text,
+            // Keep the valid prefix (a truncated line may end inside a character).
+            Err(e) => core::str::from_utf8(&storage.bytes[..e.valid_up_to()]).unwrap_or(""),
+        };
+        // QEMU's `string=` items may carry a trailing NUL; it is not part of the line.
+        parse(text.trim_end_matches('\0'))
+    })
+}
+
+/// Warns about what [`init`] could not use. Call once logging is configured.
+pub fn report_problems() {
+    let Some(cmdline) = CMDLINE.get() else { return };
+    if STORAGE.get().is_some_and(|s| s.truncated) {
+        warn!("command line longer than {MAX_LEN} bytes: truncated");
+    }
+    for token in cmdline.bad_tokens() {
+        warn!("command line: ignoring unknown or malformed token \"{token}\"");
+    }
+}
+
+/// The command line parsed at boot. Panics before [`init`].
+pub fn get() -> &'static Cmdline {
+    CMDLINE.get().expect("cmdline::init has run")
+}

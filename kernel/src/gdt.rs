@@ -1,0 +1,127 @@
+//! The GDT and TSS: segments only because x86_64 still insists on a few.
+//!
+//! Long mode ignores segment bases and limits, but the CPU still needs code/data descriptors for
+//! ring 0 and ring 3, and a TSS for the stacks it switches to on its own. The order of the
+//! descriptors is dictated by `syscall`/`sysret` (programmed through the STAR MSR, used from the
+//! next issue on): `syscall` loads CS = STAR.syscall and SS = STAR.syscall + 8, so kernel data
+//! follows kernel code; 64-bit `sysret` loads SS = STAR.sysret + 8 and CS = STAR.sysret + 16, so
+//! the user slots are "32-bit user code (compat, unused), user data, 64-bit user code". This is
+//! Linux's layout. STAR is written here already so that a wrong layout fails at boot.
+//!
+//! The TSS provides separate Interrupt Stack Table stacks for the exceptions that can arrive when
+//! the current stack is unusable: a double fault (often caused by a kernel stack overflow), an
+//! NMI and a machine check, each on its own stack so that one nesting inside another does not
+//! clobber it. `rsp0` (the stack for interrupts taken in ring 3) is set up for user mode.
+
+use core::cell::UnsafeCell;
+
+use spin::Once;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::model_specific::Star;
+use x86_64::structures::gdt::{
+    Descriptor, DescriptorFlags, GlobalDescriptorTable, SegmentSelector,
+};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
+
+/// IST slot (0-based, as in `TaskStateSegment::interrupt_stack_table`) of the double-fault stack.
+pub const DOUBLE_FAULT_IST: u16 = 0;
+/// IST slot of the NMI stack.
+pub const NMI_IST: u16 = 1;
+/// IST slot of the machine-check stack.
+pub const MACHINE_CHECK_IST: u16 = 2;
+
+const IST_STACK_SIZE: usize = 32 * 1024;
+const RING0_STACK_SIZE: usize = 64 * 1024;
+
+/// A statically allocated stack the CPU switches to by itself. `UnsafeCell` keeps it in writable
+/// memory; Rust code never forms a reference to its contents.
+#[repr(C, align(16))]
+struct Stack<const N: usize>(UnsafeCell<[u8; N]>);
+
+// SAFETY: only the CPU writes to these stacks (on exception entry); Rust code only takes their
+// address.
+unsafe impl<const N: usize> Sync for Stack<N> {}
+
+impl<const N: usize> Stack<N> {
+    const fn new() -> Self {
+        Stack(UnsafeCell::new([0; N]))
+    }
+
+    /// The initial stack pointer: one past the highest byte (stacks grow down).
+    fn top(&self) -> VirtAddr {
+        VirtAddr::from_ptr(self.0.get()) + N as u64
+    }
+}
+
+static DOUBLE_FAULT_STACK: Stack<IST_STACK_SIZE> = Stack::new();
+static NMI_STACK: Stack<IST_STACK_SIZE> = Stack::new();
+static MACHINE_CHECK_STACK: Stack<IST_STACK_SIZE> = Stack::new();
+static RING0_STACK: Stack<RING0_STACK_SIZE> = Stack::new();
+
+/// The segment selectors, with their RPL.
+#[derive(Clone, Copy, Debug)]
+pub struct Selectors {
+    pub kernel_code: SegmentSelector,
+    pub kernel_data: SegmentSelector,
+    pub user_data: SegmentSelector,
+    pub user_code: SegmentSelector,
+    pub tss: SegmentSelector,
+}
+
+static TSS: Once<TaskStateSegment> = Once::new();
+static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+
+/// Builds and loads the GDT and TSS, reloads the segment registers and writes STAR.
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = DOUBLE_FAULT_STACK.top();
+        tss.interrupt_stack_table[NMI_IST as usize] = NMI_STACK.top();
+        tss.interrupt_stack_table[MACHINE_CHECK_IST as usize] = MACHINE_CHECK_STACK.top();
+        tss.privilege_stack_table[0] = RING0_STACK.top();
+        tss
+    });
+    let (gdt, selectors) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let kernel_code = gdt.append(Descriptor::kernel_code_segment());
+        let kernel_data = gdt.append(Descriptor::kernel_data_segment());
+        // The 32-bit user code slot that 64-bit sysret skips over; never loaded.
+        gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
+        let user_data = gdt.append(Descriptor::user_data_segment());
+        let user_code = gdt.append(Descriptor::user_code_segment());
+        let tss = gdt.append(Descriptor::tss_segment(tss));
+        let selectors = Selectors {
+            kernel_code,
+            kernel_data,
+            user_data,
+            user_code,
+            tss,
+        };
+        (gdt, selectors)
+    });
+    gdt.load();
+    // SAFETY: the selectors index descriptors of the GDT just loaded, of the right kinds (code
+    // for CS, data for SS/DS/ES, an available TSS for TR); the GDT and TSS are 'static.
+    unsafe {
+        CS::set_reg(selectors.kernel_code);
+        SS::set_reg(selectors.kernel_data);
+        DS::set_reg(selectors.kernel_data);
+        ES::set_reg(selectors.kernel_data);
+        load_tss(selectors.tss);
+    }
+    Star::write(
+        selectors.user_code,
+        selectors.user_data,
+        selectors.kernel_code,
+        selectors.kernel_data,
+    )
+    .expect("GDT layout satisfies the syscall/sysret ordering");
+}
+
+/// The selectors of the loaded GDT. Panics before [`init`].
+#[allow(dead_code)] // used by user mode (next issue)
+pub fn selectors() -> &'static Selectors {
+    &GDT.get().expect("gdt::init has run").1
+}

@@ -1,0 +1,128 @@
+//! The assembly between the CPU's interrupt delivery and Rust: entry stubs and the trap frame.
+//!
+//! The `x86-interrupt` ABI hides the general-purpose registers, but a useful crash dump (and,
+//! later, returning to user mode with changed registers) needs all of them. So every vector we
+//! wire gets a tiny stub, like xv6's `vectors.S` and Linux's `idtentry`: it pushes a dummy error
+//! code when the CPU does not push one, then the vector number, and jumps to `trap_common`, which
+//! saves the fifteen GPRs, calls [`super::dispatch::trap_dispatch`] with a pointer to the
+//! resulting [`TrapFrame`], restores the (possibly modified) registers and `iretq`s.
+//!
+//! Stubs are 16 bytes apart, so stub `n` is at `cowlab_trap_stubs + 16 * n` (each is at most
+//! 9 bytes: `push imm8`, `push imm8`, `jmp rel32`; `.p2align 4` pads it to 16). Stack alignment: the CPU aligns RSP to 16 before pushing its 5-word
+//! frame; with the error code, the vector and 15 registers that is 22 words, so RSP is 16-aligned
+//! again at the `call`, as the SysV ABI requires. Kernel code is built without SSE, so no vector
+//! state needs saving. (Entries from ring 3 will also need `swapgs` here once user mode exists.)
+
+use core::arch::global_asm;
+
+use super::vector;
+
+/// The registers saved on interrupt entry, lowest address first: the layout `trap_common`
+/// pushes, then the vector and error code from the stub, then the CPU's interrupt frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TrapFrame {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    /// Pushed by the stub.
+    pub vector: u64,
+    /// Pushed by the CPU for some exceptions, else 0 (pushed by the stub).
+    pub error_code: u64,
+    // The CPU's interrupt frame.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+global_asm!(
+    ".pushsection .text.cowlab_trap_entry, \"ax\"",
+    ".p2align 4",
+    ".global cowlab_trap_stubs",
+    "cowlab_trap_stubs:",
+    ".set vec, 0",
+    ".rept {count}",
+    "    .p2align 4",
+    "    .if ((vec < 32) && (({err_mask} >> vec) & 1))",
+    "    .else",
+    "        push 0",
+    "    .endif",
+    "    push vec",
+    "    jmp cowlab_trap_common",
+    "    .set vec, vec + 1",
+    ".endr",
+    ".p2align 4",
+    "",
+    "cowlab_trap_common:",
+    "    push r15",
+    "    push r14",
+    "    push r13",
+    "    push r12",
+    "    push r11",
+    "    push r10",
+    "    push r9",
+    "    push r8",
+    "    push rbp",
+    "    push rdi",
+    "    push rsi",
+    "    push rdx",
+    "    push rcx",
+    "    push rbx",
+    "    push rax",
+    "    cld",
+    "    mov rdi, rsp",
+    "    call {dispatch}",
+    "    pop rax",
+    "    pop rbx",
+    "    pop rcx",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
+    "    pop rbp",
+    "    pop r8",
+    "    pop r9",
+    "    pop r10",
+    "    pop r11",
+    "    pop r12",
+    "    pop r13",
+    "    pop r14",
+    "    pop r15",
+    // Drop the vector and error code.
+    "    add rsp, 16",
+    "    iretq",
+    ".popsection",
+    count = const vector::STUB_COUNT,
+    err_mask = const vector::HAS_ERROR_CODE,
+    dispatch = sym super::dispatch::trap_dispatch,
+);
+
+extern "C" {
+    static cowlab_trap_stubs: [u8; 16 * vector::STUB_COUNT];
+}
+
+/// Address of the entry stub of `vector` (below [`vector::STUB_COUNT`]).
+pub fn stub_address(vector: u8) -> u64 {
+    assert!(
+        (vector as usize) < vector::STUB_COUNT,
+        "vector {vector} has no entry stub"
+    );
+    // Only the symbol's address is taken; the stubs are code and never read as data.
+    let base = (&raw const cowlab_trap_stubs) as u64;
+    base + 16 * u64::from(vector)
+}

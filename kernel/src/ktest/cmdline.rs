@@ -1,0 +1,95 @@
+//! Tests of the command line: read from fw_cfg at boot, and the token parser.
+
+use super::{ensure, TestResult};
+use crate::cmdline::{self, Era, KtestSelection};
+use crate::fwcfg;
+use crate::log::Level;
+
+/// This boot was started with a `ktest` token through fw_cfg, so the device, the file and the
+/// parse must all have worked.
+pub fn cmdline_parsed_from_fw_cfg() -> TestResult {
+    ensure!(
+        fwcfg::present(),
+        "no fw_cfg device answers with the QEMU signature"
+    );
+    let boot = cmdline::get();
+    ensure!(
+        boot.raw
+            .split_whitespace()
+            .any(|t| t == "ktest" || t.starts_with("ktest=")),
+        "boot command line \"{}\" has no ktest token, yet tests are running",
+        boot.raw
+    );
+    ensure!(
+        boot.ktest.is_some(),
+        "ktest token in \"{}\" was not parsed",
+        boot.raw
+    );
+    let again = cmdline::parse(boot.raw);
+    ensure!(
+        again.ktest == boot.ktest,
+        "re-parsing the boot line gives a different selection"
+    );
+    let mut buf = [0u8; 64];
+    ensure!(
+        fwcfg::read_file("opt/cowlab/no-such-file", &mut buf).is_none(),
+        "fw_cfg lookup of a missing file found something"
+    );
+    Ok(())
+}
+
+/// The tokens of docs/architecture.md, on literal lines.
+pub fn cmdline_parser() -> TestResult {
+    let empty = cmdline::parse("");
+    ensure!(empty.ktest.is_none(), "empty line selects tests");
+    ensure!(empty.era == Era::Y2023, "default era is not 2023");
+    ensure!(
+        empty.loglevel == Level::Info,
+        "default log level is not info"
+    );
+    ensure!(empty.init.is_none(), "empty line has an init program");
+
+    let full = cmdline::parse("ktest ktest-skip=3 era=2016 loglevel=debug -- /init -v  x ");
+    ensure!(
+        full.ktest == Some(KtestSelection::All { skip: 3 }),
+        "ktest ktest-skip=3 parsed as {:?}",
+        full.ktest
+    );
+    ensure!(full.era == Era::Y2016, "era=2016 parsed as {}", full.era);
+    ensure!(
+        full.loglevel == Level::Debug,
+        "loglevel=debug parsed as {:?}",
+        full.loglevel
+    );
+    ensure!(
+        full.init == Some("/init -v  x"),
+        "init program parsed as {:?}",
+        full.init
+    );
+    let mut args = full.init_args();
+    ensure!(
+        (args.next(), args.next(), args.next(), args.next())
+            == (Some("/init"), Some("-v"), Some("x"), None),
+        "init arguments split wrongly"
+    );
+    ensure!(
+        full.bad_tokens().count() == 0,
+        "valid tokens reported as bad"
+    );
+
+    let named = cmdline::parse("ktest ktest=selftest_panic");
+    ensure!(
+        named.ktest == Some(KtestSelection::One("selftest_panic")),
+        "ktest=NAME parsed as {:?}",
+        named.ktest
+    );
+
+    let bad = cmdline::parse("era=1999 loglevel=loud frobnicate -- era=2009");
+    ensure!(bad.era == Era::Y2023, "a bad era replaced the default");
+    ensure!(bad.bad_tokens().count() == 3, "expected 3 bad tokens");
+    ensure!(
+        bad.init == Some("era=2009"),
+        "tokens after -- belong to init"
+    );
+    Ok(())
+}

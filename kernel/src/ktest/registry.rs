@@ -1,0 +1,33 @@
+//! The ordered list of in-kernel tests. Indices are positions in this list (the KTEST protocol
+//! and `ktest-skip` count over it), so append new tests before the self-tests and do not reorder
+//! casually. The ramdisk test runs after the frame-allocator test on purpose: the allocator test
+//! writes to every free frame, and an intact archive afterwards shows the ramdisk was not handed
+//! out as free memory.
+
+use super::{cmdline, exceptions, frames, heap, ramdisk, selftests, timer, KernelTest};
+
+macro_rules! test {
+    ($module:ident :: $function:ident) => {
+        KernelTest {
+            name: stringify!($function),
+            run: $module::$function,
+        }
+    };
+}
+
+pub static TESTS: &[KernelTest] = &[
+    test!(cmdline::cmdline_parsed_from_fw_cfg),
+    test!(cmdline::cmdline_parser),
+    test!(heap::heap_alloc_and_free),
+    test!(frames::frame_alloc_all_free_all),
+    test!(ramdisk::ramdisk_archive_readable),
+    test!(exceptions::breakpoint_is_reported_and_continues),
+    test!(exceptions::page_fault_is_recovered_not_triple_fault),
+    test!(exceptions::non_canonical_access_is_recovered),
+    test!(exceptions::probe_write_reports_write_fault),
+    test!(timer::timer_ticks_advance),
+    // Harness self-tests: deliberately broken, run only by name, always last.
+    test!(selftests::selftest_panic),
+    test!(selftests::selftest_hang),
+    test!(selftests::selftest_triple_fault),
+];

@@ -1,0 +1,87 @@
+//! The cowlab kernel: what runs between the bootloader's jump and the power-off.
+//!
+//! `kernel_main` is a straight line on purpose: each step below depends only on the steps before
+//! it (the console needs nothing, the exception handlers need the console, the heap needs the
+//! frame metadata carved from the memory map, and so on), so reading it top to bottom is reading
+//! the boot order. Mechanism lives in one module per concept; this file only sequences them.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+#[macro_use]
+mod log;
+#[macro_use]
+mod serial;
+
+mod backtrace;
+mod cmdline;
+mod extable;
+mod fwcfg;
+mod gdt;
+mod idt;
+mod ktest;
+mod memory;
+mod paging;
+mod panic;
+mod pic;
+mod qemu;
+mod ramdisk;
+mod time;
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::{entry_point, BootInfo};
+
+/// Where the bootloader puts things. The kernel image sits at a fixed address (it is a PIE, but a
+/// fixed base makes the symbols of the unstripped ELF match for gdb and for xtask's backtrace
+/// symbolizer); everything the bootloader maps dynamically goes to the upper half so that the
+/// whole lower half stays free for user space.
+const BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.mappings.kernel_base = Mapping::FixedAddress(0xffff_ffff_8000_0000);
+    config.mappings.dynamic_range_start = Some(0xffff_8000_0000_0000);
+    config.kernel_stack_size = 256 * 1024;
+    config
+};
+
+entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
+
+/// The kernel's version, printed in the banner.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    serial::init();
+    time::init();
+    gdt::init();
+    idt::init();
+
+    let cmdline = cmdline::init();
+    log::set_level(cmdline.loglevel);
+    info!("cowlab {VERSION}");
+    cmdline::report_problems();
+    info!("command line: \"{}\"", cmdline.raw);
+    info!("era: {}", cmdline.era);
+    info!("tsc: {} kHz (calibrated against the PIT)", time::tsc_khz());
+
+    memory::init(boot_info);
+    paging::init();
+    memory::print_summary(boot_info);
+
+    pic::init();
+    time::start_timer();
+    x86_64::instructions::interrupts::enable();
+
+    ramdisk::init(boot_info);
+    ramdisk::print_listing();
+
+    if let Some(selection) = cmdline.ktest {
+        ktest::run(selection);
+    }
+
+    // User mode arrives with the next issue: this is where `init` will be loaded from the
+    // ramdisk and started with `cmdline.init_args()`. Until then a plain boot ends here.
+    info!("no init yet: powering off");
+    qemu::exit(qemu::ExitStatus::Success)
+}

@@ -1,0 +1,189 @@
+//! Physical memory at boot: the memory map, the frame table and the kernel heap.
+//!
+//! The bootloader hands us a map of physical memory and a mapping of all of it at a dynamic
+//! virtual offset. From the usable regions we compute the highest usable PFN, then carve, from
+//! the start of the largest usable region, the frame-metadata array (`cowlab_mm::frame`, one
+//! 16-byte `FrameMeta` per PFN up to the highest usable one) and the kernel heap; everything else
+//! that is usable goes to the frame allocator, which *is* `cowlab_mm::frame::FrameTable` (an
+//! intrusive free list through the metadata: O(1) allocate and free). Frame 0 is kept out so that
+//! physical address 0 is never a valid frame. Carving both from one region keeps the rest of
+//! memory in whole, large ranges, and needs no allocator to bootstrap the allocator.
+//!
+//! The rest of the kernel reaches physical memory only through [`phys_to_virt`] and the frame
+//! table only through [`frames`].
+
+use core::mem::{size_of, MaybeUninit};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
+use bootloader_api::BootInfo;
+use cowlab_mm::addr::PhysAddr;
+use cowlab_mm::frame::{FrameMeta, FrameTable};
+use cowlab_mm::PAGE_SIZE;
+use linked_list_allocator::LockedHeap;
+use spin::Once;
+
+/// Size of the kernel heap.
+pub const HEAP_SIZE: usize = 16 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+static PHYSICAL_MEMORY_OFFSET: Once<u64> = Once::new();
+static FRAMES: Once<FrameTable> = Once::new();
+static LAYOUT: Once<Layout> = Once::new();
+static BOOT_FREE_FRAMES: AtomicUsize = AtomicUsize::new(0);
+
+/// What [`init`] decided, for the boot summary.
+struct Layout {
+    usable_regions: usize,
+    usable_bytes: u64,
+    /// One past the highest usable PFN: the length of the metadata array.
+    pfn_limit: usize,
+    meta_start: u64,
+    meta_bytes: u64,
+    heap_start: u64,
+}
+
+/// The virtual address at which the bootloader mapped physical address `phys`.
+pub fn phys_to_virt(phys: PhysAddr) -> *mut u8 {
+    let offset = *PHYSICAL_MEMORY_OFFSET.get().expect("memory::init has run");
+    (offset + phys.as_u64()) as *mut u8
+}
+
+/// The frame allocator and metadata of all physical frames.
+pub fn frames() -> &'static FrameTable {
+    FRAMES.get().expect("memory::init has run")
+}
+
+/// The allocator's free-frame count recorded at the end of boot (see [`print_summary`]).
+pub fn boot_free_frames() -> usize {
+    BOOT_FREE_FRAMES.load(Ordering::Relaxed)
+}
+
+/// The page-aligned part `[start, end)` of a usable region, without frame 0.
+fn usable_range(region: &MemoryRegion) -> Option<(u64, u64)> {
+    if region.kind != MemoryRegionKind::Usable {
+        return None;
+    }
+    let page = PAGE_SIZE as u64;
+    let start = region.start.div_ceil(page).max(1) * page;
+    let end = region.end / page * page;
+    (start < end).then_some((start, end))
+}
+
+/// Sets up the frame table and the heap from the bootloader's memory map.
+pub fn init(boot_info: &BootInfo) {
+    let offset = boot_info
+        .physical_memory_offset
+        .into_option()
+        .expect("the bootloader maps physical memory (BootloaderConfig asks for it)");
+    PHYSICAL_MEMORY_OFFSET.call_once(|| offset);
+
+    let regions = || boot_info.memory_regions.iter().filter_map(usable_range);
+    let usable_regions = regions().count();
+    let usable_bytes: u64 = regions().map(|(start, end)| end - start).sum();
+    let highest_end = regions()
+        .map(|(_, end)| end)
+        .max()
+        .expect("no usable memory");
+    let pfn_limit = PhysAddr::new(highest_end).pfn();
+    let (carve_start, carve_end) = regions()
+        .max_by_key(|(start, end)| end - start)
+        .expect("no usable memory");
+
+    let meta_bytes = ((pfn_limit * size_of::<FrameMeta>()).div_ceil(PAGE_SIZE) * PAGE_SIZE) as u64;
+    let meta_start = carve_start;
+    let heap_start = meta_start + meta_bytes;
+    let carved_end = heap_start + HEAP_SIZE as u64;
+    assert!(
+        carved_end <= carve_end,
+        "largest usable region [{carve_start:#x}, {carve_end:#x}) cannot hold the frame \
+         metadata ({meta_bytes:#x} bytes) and the heap ({HEAP_SIZE:#x} bytes)"
+    );
+
+    // SAFETY: [meta_start, meta_start + meta_bytes) is usable RAM (memory map) that nothing else
+    // uses: it is carved out before any of it reaches the allocator or the heap, and the
+    // bootloader's offset mapping maps it writable. `MaybeUninit` needs no initialisation, the
+    // address is page aligned (enough for FrameMeta) and `pfn_limit` entries fit in meta_bytes.
+    let meta = unsafe {
+        core::slice::from_raw_parts_mut(
+            phys_to_virt(PhysAddr::new(meta_start)).cast::<MaybeUninit<FrameMeta>>(),
+            pfn_limit,
+        )
+    };
+    let table = FRAMES.call_once(|| FrameTable::new(meta));
+
+    for (start, end) in regions() {
+        // What is left of the carved region starts after the heap.
+        let start = if start == carve_start {
+            carved_end
+        } else {
+            start
+        };
+        if start < end {
+            table.add_free_range(PhysAddr::new(start), PhysAddr::new(end));
+        }
+    }
+
+    // SAFETY: [heap_start, carved_end) is carved usable RAM mapped writable at the offset, used
+    // by nothing else, and this is the only `init` of the heap (FRAMES' Once ran just above).
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(PhysAddr::new(heap_start)), HEAP_SIZE)
+    };
+
+    LAYOUT.call_once(|| Layout {
+        usable_regions,
+        usable_bytes,
+        pfn_limit,
+        meta_start,
+        meta_bytes,
+        heap_start,
+    });
+}
+
+/// Prints the memory summary and records the free-frame count at boot. Call after every boot-time
+/// allocation (the page-table set-up takes frames too).
+pub fn print_summary(boot_info: &BootInfo) {
+    let layout = LAYOUT.get().expect("memory::init has run");
+    let table = frames();
+    info!(
+        "memory map: {} usable regions, {} MiB usable RAM",
+        layout.usable_regions,
+        layout.usable_bytes / MIB
+    );
+    for (start, end) in boot_info.memory_regions.iter().filter_map(usable_range) {
+        info!(
+            "  usable [{start:#012x}, {end:#012x}) {} KiB",
+            (end - start) / 1024
+        );
+    }
+    info!(
+        "frame metadata: {} bytes per frame, {} KiB at {:#x} for PFNs below {:#x}",
+        size_of::<FrameMeta>(),
+        layout.meta_bytes / 1024,
+        layout.meta_start,
+        layout.pfn_limit
+    );
+    info!(
+        "kernel heap: {} MiB at {:#x}",
+        HEAP_SIZE as u64 / MIB,
+        layout.heap_start
+    );
+    let total = table.usable_frames();
+    let free = table.free_frames();
+    let page = PAGE_SIZE as u64;
+    info!(
+        "frames: {total} total ({} MiB), {free} free ({} MiB)",
+        total as u64 * page / MIB,
+        free as u64 * page / MIB
+    );
+    BOOT_FREE_FRAMES.store(free, Ordering::Relaxed);
+}
+
+/// Bytes of the kernel heap currently allocated.
+pub fn heap_used() -> usize {
+    HEAP.lock().used()
+}
