@@ -7,7 +7,11 @@ use anyhow::{bail, ensure, Context, Result};
 /// Where every userland program is linked (userland/build.rs).
 pub const USER_IMAGE_BASE: u64 = 0x40_0000;
 
+/// Where the bootloader loads the kernel (`kernel_base` in docs/architecture.md).
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+
 const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
 const EM_X86_64: u16 = 62;
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
@@ -26,6 +30,21 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32> {
 fn u64_at(bytes: &[u8], at: usize) -> Result<u64> {
     let b = bytes.get(at..at + 8).context("ELF truncated")?;
     Ok(u64::from_le_bytes(b.try_into()?))
+}
+
+/// How far the loaded kernel sits above its ELF addresses: a position-independent kernel
+/// (`ET_DYN`, linked at 0) is loaded at [`KERNEL_BASE`]; one linked at its load address
+/// (`ET_EXEC`) is where its ELF says.
+pub fn kernel_load_offset(bytes: &[u8]) -> Result<u64> {
+    ensure!(
+        bytes.starts_with(b"\x7fELF\x02\x01"),
+        "not a little-endian ELF64 file"
+    );
+    match u16_at(bytes, 16)? {
+        ET_EXEC => Ok(0),
+        ET_DYN => Ok(KERNEL_BASE),
+        other => bail!("ELF type {other} is neither ET_EXEC nor ET_DYN"),
+    }
 }
 
 /// Checks `bytes` is a static non-PIE x86_64 executable based at [`USER_IMAGE_BASE`]; returns
@@ -91,6 +110,18 @@ mod tests {
         assert_eq!(
             check_static_exec(&elf(ET_EXEC, PT_LOAD, USER_IMAGE_BASE)).unwrap(),
             0x40_1000
+        );
+    }
+
+    #[test]
+    fn pie_kernels_are_offset_by_the_kernel_base() {
+        assert_eq!(
+            kernel_load_offset(&elf(ET_DYN, PT_LOAD, 0)).unwrap(),
+            KERNEL_BASE
+        );
+        assert_eq!(
+            kernel_load_offset(&elf(ET_EXEC, PT_LOAD, KERNEL_BASE)).unwrap(),
+            0
         );
     }
 

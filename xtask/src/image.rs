@@ -25,7 +25,13 @@ pub struct Built {
 /// Builds the kernel and the programs, writes the ramdisk and the disk image.
 pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
     let profile = Profile::from_release_flag(args.release);
-    let kernel = build::kernel(profile)?;
+    let kernel = match &args.kernel {
+        Some(path) => build::Executable {
+            name: "kernel".to_owned(),
+            path: std::path::absolute(path)?,
+        },
+        None => build::kernel(profile)?,
+    };
     let programs = build::userland(profile)?;
 
     let out = target_dir();

@@ -144,6 +144,9 @@ pub struct TestResult {
     pub index: usize,
     pub name: String,
     pub outcome: Outcome,
+    /// What the kernel printed between the test's `KTEST RUN` and its end (protocol lines
+    /// excluded): the panic message, register dump and backtrace of a crash.
+    pub output: Vec<String>,
     /// The log of the boot the test ran in.
     pub log: PathBuf,
 }
@@ -304,14 +307,206 @@ struct BootEnding {
     resume_after: Option<usize>,
 }
 
-/// A test that printed `KTEST RUN` and has not finished.
+/// A test that printed `KTEST RUN` and has not finished, or one whose `KTEST FAIL` we hold back
+/// until we know whether the kernel goes on (a reported failure) or exits with status 2 (the
+/// panic handler prints FAIL, then exits).
 struct Running {
     index: usize,
     name: String,
     started: Instant,
-    /// The `KTEST FAIL` message if the test already reported failure (the panic handler does that
-    /// before exiting with status 2).
+    /// The `KTEST FAIL` message, once seen.
     failed: Option<String>,
+}
+
+/// The state of one boot as its lines arrive.
+struct BootState<'a> {
+    log: &'a Path,
+    on_result: &'a mut dyn FnMut(&TestResult),
+    count: Option<usize>,
+    running: Option<Running>,
+    /// A test whose FAIL line arrived and that may yet turn out to have panicked.
+    held_fail: Option<Running>,
+    ended: Option<(usize, usize)>,
+    /// Non-protocol lines since the last `KTEST RUN`: the test's output.
+    output: Vec<String>,
+}
+
+impl BootState<'_> {
+    fn record(&mut self, report: &mut Report, test: Running, outcome: Outcome) {
+        let result = TestResult {
+            index: test.index,
+            name: test.name,
+            outcome,
+            output: self.output.clone(),
+            log: self.log.to_owned(),
+        };
+        (self.on_result)(&result);
+        report.tests.push(result);
+    }
+
+    /// Records a held-back FAIL as a reported failure: the kernel went on after it.
+    fn release_held_fail(&mut self, report: &mut Report) {
+        if let Some(test) = self.held_fail.take() {
+            let message = test.failed.clone().unwrap_or_default();
+            self.record(report, test, Outcome::Failed(Failure::Reported(message)));
+        }
+    }
+
+    fn problem(&self, report: &mut Report, console: &dyn Console, what: String) {
+        report.problems.push(Problem {
+            what,
+            log: self.log.to_owned(),
+            tail: console.tail(),
+        });
+    }
+
+    fn line(&mut self, report: &mut Report, line: String) {
+        let Some(parsed) = Line::parse(&line) else {
+            self.output.push(line);
+            return;
+        };
+        self.release_held_fail(report);
+        match parsed {
+            Line::Count(n) => self.count = Some(n),
+            Line::Run { index, name } => {
+                self.output.clear();
+                self.running = Some(Running {
+                    index,
+                    name,
+                    started: Instant::now(),
+                    failed: None,
+                });
+            }
+            Line::Pass { index, name, ticks } => {
+                self.running = None;
+                let test = Running {
+                    index,
+                    name,
+                    started: Instant::now(),
+                    failed: None,
+                };
+                self.record(report, test, Outcome::Passed { ticks });
+            }
+            Line::Fail {
+                index,
+                name,
+                message,
+            } => {
+                let started = self.running.take().map_or_else(Instant::now, |r| r.started);
+                self.held_fail = Some(Running {
+                    index,
+                    name,
+                    started,
+                    failed: Some(message),
+                });
+            }
+            Line::End { passed, failed } => self.ended = Some((passed, failed)),
+        }
+    }
+
+    /// Nothing arrived within the timeout: kill QEMU, fail the running test (or the boot).
+    fn silent(
+        &mut self,
+        report: &mut Report,
+        console: &mut dyn Console,
+        limits: Limits,
+    ) -> BootEnding {
+        let (after, silent) = match &self.running {
+            Some(test) if test.started.elapsed() >= limits.per_test => {
+                (test.started.elapsed(), false)
+            }
+            _ => (limits.silence, true),
+        };
+        let failure = Failure::Timeout { after, silent };
+        console.kill(&failure.to_string());
+        if let Some(test) = self.running.take() {
+            let index = test.index;
+            self.record(report, test, Outcome::Failed(failure));
+            return BootEnding {
+                count: self.count,
+                resume_after: Some(index),
+            };
+        }
+        self.release_held_fail(report);
+        let stage = if self.ended.is_some() {
+            "after KTEST END (the kernel did not power off)"
+        } else if self.count.is_some() {
+            "between tests"
+        } else {
+            "before KTEST COUNT (the kernel did not boot?)"
+        };
+        self.problem(report, console, format!("{failure} {stage}"));
+        BootEnding {
+            count: self.count,
+            resume_after: None,
+        }
+    }
+
+    /// QEMU exited: classify how, against what the protocol said so far.
+    fn exited(&mut self, report: &mut Report, console: &dyn Console, exit: QemuExit) -> BootEnding {
+        // The test the kernel died in: one that printed RUN and nothing since, or one whose FAIL
+        // line was the panic handler's.
+        if let Some(test) = self.running.take().or_else(|| self.held_fail.take()) {
+            let failure = match (exit, &test.failed) {
+                (QemuExit::Kernel(2), failed) => Failure::Panic(
+                    failed
+                        .clone()
+                        .or_else(|| panic_line(&self.output))
+                        .unwrap_or_else(|| "no panic message seen".to_owned()),
+                ),
+                (QemuExit::Kernel(3), _) => {
+                    Failure::Exception(exception_line(&self.output).unwrap_or_default())
+                }
+                (QemuExit::TripleFault, _) => Failure::TripleFault,
+                // An exit right after a FAIL line without END: the FAIL as it was.
+                (QemuExit::Kernel(_), Some(message)) => Failure::Reported(message.clone()),
+                (other, _) => Failure::Ended(other),
+            };
+            let index = test.index;
+            self.record(report, test, Outcome::Failed(failure));
+            if self.ended.is_none() {
+                return BootEnding {
+                    count: self.count,
+                    resume_after: Some(index),
+                };
+            }
+        }
+        match (self.ended, exit) {
+            (Some((_, failed)), QemuExit::Kernel(status)) if status == u32::from(failed > 0) => {}
+            (Some((passed, failed)), exit) => self.problem(
+                report,
+                console,
+                format!(
+                    "boot reached KTEST END passed={passed} failed={failed} but ended with {exit}"
+                ),
+            ),
+            (None, exit) => {
+                let detail = match exit {
+                    QemuExit::Kernel(2) => panic_line(&self.output)
+                        .map(|m| format!(": kernel panic: {m}"))
+                        .unwrap_or_default(),
+                    QemuExit::Kernel(3) => exception_line(&self.output)
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let stage = if self.count.is_some() {
+                    "between tests"
+                } else {
+                    "before KTEST COUNT"
+                };
+                self.problem(
+                    report,
+                    console,
+                    format!("no KTEST END: the kernel ended {stage} with {exit}{detail}"),
+                );
+            }
+        }
+        BootEnding {
+            count: self.count,
+            resume_after: None,
+        }
+    }
 }
 
 /// Follows one boot to its end, adding results and problems to `report`.
@@ -322,217 +517,27 @@ fn follow_boot(
     report: &mut Report,
     on_result: &mut dyn FnMut(&TestResult),
 ) -> Result<BootEnding> {
-    let mut count = None;
-    let mut running: Option<Running> = None;
-    // The last test that reported FAIL: a panic handler prints FAIL then exits with status 2.
-    let mut last_failed: Option<Running> = None;
-    let mut ended = None;
-    // Lines since the current test started, to find the panic or exception description.
-    let mut recent: Vec<String> = Vec::new();
-
-    let mut record = |report: &mut Report, index: usize, name: String, outcome: Outcome| {
-        let result = TestResult {
-            index,
-            name,
-            outcome,
-            log: log.to_owned(),
-        };
-        on_result(&result);
-        report.tests.push(result);
+    let mut state = BootState {
+        log,
+        on_result,
+        count: None,
+        running: None,
+        held_fail: None,
+        ended: None,
+        output: Vec::new(),
     };
-    let problem = |report: &mut Report, console: &dyn Console, what: String| {
-        report.problems.push(Problem {
-            what,
-            log: log.to_owned(),
-            tail: console.tail(),
-        });
-    };
-
     loop {
-        let timeout = match &running {
+        let timeout = match &state.running {
             Some(test) => limits
                 .silence
                 .min(limits.per_test.saturating_sub(test.started.elapsed())),
             None => limits.silence,
         };
-        let next = console.next_line(timeout)?;
-        match next {
-            Next::Line(line) => {
-                let Some(parsed) = Line::parse(&line) else {
-                    recent.push(line);
-                    continue;
-                };
-                // A protocol line after a FAIL means the kernel went on: the failure was
-                // reported, not a panic (the panic handler prints FAIL and exits).
-                if let Some(previous) = last_failed.take() {
-                    let message = previous.failed.unwrap_or_default();
-                    let failure = Outcome::Failed(Failure::Reported(message));
-                    record(report, previous.index, previous.name, failure);
-                }
-                match parsed {
-                    Line::Count(n) => count = Some(n),
-                    Line::Run { index, name } => {
-                        recent.clear();
-                        running = Some(Running {
-                            index,
-                            name,
-                            started: Instant::now(),
-                            failed: None,
-                        });
-                    }
-                    Line::Pass { index, name, ticks } => {
-                        running = None;
-                        record(report, index, name, Outcome::Passed { ticks });
-                    }
-                    Line::Fail {
-                        index,
-                        name,
-                        message,
-                    } => {
-                        // Held back until we know whether the kernel goes on (a reported
-                        // failure) or exits with status 2 (a panic).
-                        let started = running.take().map_or_else(Instant::now, |r| r.started);
-                        last_failed = Some(Running {
-                            index,
-                            name,
-                            started,
-                            failed: Some(message),
-                        });
-                    }
-                    Line::End { passed, failed } => ended = Some((passed, failed)),
-                }
-            }
-            Next::Silent => {
-                let silent = match &running {
-                    Some(test) => test.started.elapsed() < limits.per_test,
-                    None => true,
-                };
-                let after = match (&running, silent) {
-                    (Some(test), false) => test.started.elapsed(),
-                    _ => limits.silence,
-                };
-                let failure = Failure::Timeout { after, silent };
-                console.kill(&failure.to_string());
-                if let Some(test) = running.take() {
-                    record(report, test.index, test.name, Outcome::Failed(failure));
-                    return Ok(BootEnding {
-                        count,
-                        resume_after: Some(test.index),
-                    });
-                }
-                if let Some(previous) = last_failed.take() {
-                    let message = previous.failed.unwrap_or_default();
-                    record(
-                        report,
-                        previous.index,
-                        previous.name,
-                        Outcome::Failed(Failure::Reported(message)),
-                    );
-                }
-                let stage = if ended.is_some() {
-                    "after KTEST END (the kernel did not power off)"
-                } else if count.is_some() {
-                    "between tests"
-                } else {
-                    "before KTEST COUNT (the kernel did not boot?)"
-                };
-                problem(report, console, format!("{failure} {stage}"));
-                return Ok(BootEnding {
-                    count,
-                    resume_after: None,
-                });
-            }
-            Next::Exited(exit) => {
-                return Ok(boot_exited(
-                    exit,
-                    count,
-                    running,
-                    last_failed,
-                    ended,
-                    &recent,
-                    report,
-                    console,
-                    &mut record,
-                    &problem,
-                ));
-            }
+        match console.next_line(timeout)? {
+            Next::Line(line) => state.line(report, line),
+            Next::Silent => return Ok(state.silent(report, console, limits)),
+            Next::Exited(exit) => return Ok(state.exited(report, console, exit)),
         }
-    }
-}
-
-/// Classifies the end of a boot; see [`follow_boot`].
-#[allow(clippy::too_many_arguments)]
-fn boot_exited(
-    exit: QemuExit,
-    count: Option<usize>,
-    running: Option<Running>,
-    last_failed: Option<Running>,
-    ended: Option<(usize, usize)>,
-    recent: &[String],
-    report: &mut Report,
-    console: &mut dyn Console,
-    record: &mut dyn FnMut(&mut Report, usize, String, Outcome),
-    problem: &dyn Fn(&mut Report, &dyn Console, String),
-) -> BootEnding {
-    // The test the kernel died in: one that printed RUN and nothing since, or one whose FAIL line
-    // was the panic handler's.
-    let victim = running.or(last_failed);
-    if let Some(test) = victim {
-        let failure = match exit {
-            QemuExit::Kernel(2) => Failure::Panic(
-                test.failed
-                    .clone()
-                    .or_else(|| panic_line(recent))
-                    .unwrap_or_else(|| "no panic message seen".to_owned()),
-            ),
-            QemuExit::Kernel(3) => Failure::Exception(exception_line(recent).unwrap_or_default()),
-            QemuExit::TripleFault => Failure::TripleFault,
-            // Status 1 right after a FAIL line without END: report the FAIL as it was.
-            QemuExit::Kernel(_) if test.failed.is_some() => {
-                Failure::Reported(test.failed.clone().unwrap_or_default())
-            }
-            other => Failure::Ended(other),
-        };
-        record(report, test.index, test.name, Outcome::Failed(failure));
-        if ended.is_none() {
-            return BootEnding {
-                count,
-                resume_after: Some(test.index),
-            };
-        }
-    }
-    match (ended, exit) {
-        (Some((_, failed)), QemuExit::Kernel(status)) if status == u32::from(failed > 0) => {}
-        (Some((passed, failed)), exit) => problem(
-            report,
-            console,
-            format!("boot reached KTEST END passed={passed} failed={failed} but ended with {exit}"),
-        ),
-        (None, exit) => {
-            let detail = match exit {
-                QemuExit::Kernel(2) => panic_line(recent)
-                    .map(|m| format!(": kernel panic: {m}"))
-                    .unwrap_or_default(),
-                QemuExit::Kernel(3) => exception_line(recent)
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default(),
-                _ => String::new(),
-            };
-            let stage = if count.is_some() {
-                "between tests"
-            } else {
-                "before KTEST COUNT"
-            };
-            problem(
-                report,
-                console,
-                format!("no KTEST END: the kernel ended {stage} with {exit}{detail}"),
-            );
-        }
-    }
-    BootEnding {
-        count,
-        resume_after: None,
     }
 }
 

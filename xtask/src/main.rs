@@ -44,10 +44,14 @@ enum Command {
 pub struct BuildArgs {
     /// Build the kernel and the programs with the release profile (default: debug).
     #[arg(long)]
-    release: bool,
+    pub release: bool,
     /// Also put this host file in the ramdisk (top level, under its file name). Repeatable.
     #[arg(long = "add", value_name = "FILE")]
-    add: Vec<PathBuf>,
+    pub add: Vec<PathBuf>,
+    /// Boot this kernel ELF instead of building cowlab-kernel (an out-of-tree test kernel for a
+    /// boot scenario, or a kernel from another checkout).
+    #[arg(long, value_name = "ELF")]
+    pub kernel: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -1,39 +1,49 @@
 //! Backtrace symbolization: `bt #<n> 0x<addr>` lines of the kernel get ` <function> at
-//! <file>:<line>` appended, looked up in the full kernel ELF with `llvm-addr2line`.
+//! <file>:<line>` appended, looked up in the full kernel ELF's DWARF (the `addr2line` crate).
 //!
-//! The kernel is loaded at its fixed link address (`docs/architecture.md`), so the addresses it
-//! prints are the ELF's. Frame `#0` is the address where the trace starts (the faulting RIP or the
-//! caller of the backtrace function); every later frame is a return address, which points just
-//! past its `call`: we look up `addr - 1` for those so the line is the call's, not the next
-//! statement's.
+//! The kernel is loaded at a fixed address (`docs/architecture.md`): a position-independent
+//! kernel is linked at 0 and loaded at `KERNEL_BASE`, so we subtract that from the addresses it
+//! prints (see [`crate::elf::kernel_load_offset`]). Frame `#0` of an exception is the faulting RIP;
+//! every later frame is a return address, which points just past its `call`: we look up `addr - 1`
+//! for those so the line is the call's, not the next statement's.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use crate::workspace_root;
+use crate::{elf, workspace_root};
 
 /// Looks up kernel addresses; caches every answer.
 pub struct Symbolizer {
-    addr2line: Option<PathBuf>,
-    elf: PathBuf,
+    /// `None` if the ELF could not be read (then lines stay as they are).
+    loader: Option<addr2line::Loader>,
+    load_offset: u64,
     cache: HashMap<u64, Option<String>>,
 }
 
 impl Symbolizer {
-    /// A symbolizer over `elf` (the unstripped kernel). Without `llvm-addr2line` it leaves every
+    /// A symbolizer over `elf` (the unstripped kernel). If the ELF cannot be read it leaves every
     /// line as it is, after saying so once.
-    pub fn new(elf: &Path) -> Self {
-        let addr2line = match cowlab_boot::strip::llvm_tool("llvm-addr2line") {
-            Ok(path) => Some(path),
+    pub fn new(elf_path: &Path) -> Self {
+        let opened = std::fs::read(elf_path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| elf::kernel_load_offset(&bytes).map_err(|e| e.to_string()))
+            .and_then(|offset| {
+                let loader = addr2line::Loader::new(elf_path).map_err(|e| e.to_string())?;
+                Ok((loader, offset))
+            });
+        let (loader, load_offset) = match opened {
+            Ok((loader, offset)) => (Some(loader), offset),
             Err(error) => {
-                eprintln!("xtask: backtraces stay unsymbolized: {error:#}");
-                None
+                eprintln!(
+                    "xtask: backtraces stay unsymbolized: cannot read {}: {error}",
+                    elf_path.display()
+                );
+                (None, 0)
             }
         };
         Self {
-            addr2line,
-            elf: elf.to_owned(),
+            loader,
+            load_offset,
             cache: HashMap::new(),
         }
     }
@@ -42,12 +52,12 @@ impl Symbolizer {
     /// backtrace line or the address is unknown.
     pub fn annotate(&mut self, line: &str) -> Option<String> {
         let (frame, addr) = parse_bt(line)?;
-        let lookup = if frame == 0 {
+        let addr = if frame == 0 {
             addr
         } else {
             addr.checked_sub(1)?
         };
-        let location = self.lookup(lookup)?;
+        let location = self.lookup(addr)?;
         Some(format!("{line} {location}"))
     }
 
@@ -60,26 +70,38 @@ impl Symbolizer {
         if let Some(known) = self.cache.get(&addr) {
             return known.clone();
         }
-        let answer = self.run_addr2line(addr);
+        let answer = self.resolve(addr);
         self.cache.insert(addr, answer.clone());
         answer
     }
 
-    fn run_addr2line(&self, addr: u64) -> Option<String> {
-        let tool = self.addr2line.as_ref()?;
-        let output = Command::new(tool)
-            .args(["--functions", "--demangle", "--pretty-print", "-e"])
-            .arg(&self.elf)
-            .arg(format!("{addr:#x}"))
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let first = text.lines().next()?.trim();
-        // llvm-addr2line answers "?? at ??:0" for an address it does not know.
-        if first.is_empty() || first.starts_with("??") {
-            return None;
+    /// `<function> at <file>:<line>` for the innermost (possibly inlined) function at `addr`,
+    /// from DWARF, else the symbol table's name alone.
+    fn resolve(&self, addr: u64) -> Option<String> {
+        let loader = self.loader.as_ref()?;
+        let probe = addr.checked_sub(self.load_offset)?;
+        let mut function = None;
+        let mut location = None;
+        if let Ok(mut frames) = loader.find_frames(probe) {
+            if let Ok(Some(frame)) = frames.next() {
+                function = frame
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.demangle().ok())
+                    .map(|name| name.into_owned());
+                location = frame.location.and_then(|l| {
+                    Some(format!("{}:{}", shorten_path(l.file?), l.line.unwrap_or(0)))
+                });
+            }
         }
-        Some(shorten_paths(first))
+        let function = function.or_else(|| {
+            let raw = loader.find_symbol(probe)?;
+            Some(addr2line::demangle_auto(raw.into(), None).into_owned())
+        })?;
+        Some(match location {
+            Some(location) => format!("{function} at {location}"),
+            None => function,
+        })
     }
 }
 
@@ -99,9 +121,12 @@ pub fn parse_bt(line: &str) -> Option<(u32, u64)> {
 }
 
 /// Paths inside the workspace are printed relative to it.
-fn shorten_paths(location: &str) -> String {
-    let root = format!("{}/", workspace_root().display());
-    location.replace(&root, "")
+fn shorten_path(file: &str) -> String {
+    let root = workspace_root();
+    Path::new(file)
+        .strip_prefix(root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| file.to_owned())
 }
 
 #[cfg(test)]
@@ -124,12 +149,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tool_leaves_lines_alone() {
-        let mut symbolizer = Symbolizer {
-            addr2line: None,
-            elf: PathBuf::from("/nonexistent"),
-            cache: HashMap::new(),
-        };
+    fn unreadable_elf_leaves_lines_alone() {
+        let mut symbolizer = Symbolizer::new(Path::new("/nonexistent/kernel"));
         assert_eq!(symbolizer.line("bt #0 0x1000"), "bt #0 0x1000");
         assert_eq!(symbolizer.line("hello"), "hello");
     }

@@ -26,9 +26,8 @@ use crate::{deps, elf, image, target_dir, workspace_root, BuildArgs};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
-    /// Build the kernel and the programs with the release profile (default: debug).
-    #[arg(long)]
-    pub release: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
     /// Per-test timeout in seconds: an in-kernel test silent this long is a hang.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
@@ -84,7 +83,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         std::fs::remove_dir_all(&logs).with_context(|| format!("clearing {}", logs.display()))?;
     }
     std::fs::create_dir_all(&logs)?;
-    let profile = Profile::from_release_flag(args.release);
+    let profile = Profile::from_release_flag(args.build.release);
     let mut tally = Tally::default();
 
     if wants(Tier::Host) {
@@ -283,11 +282,7 @@ fn run_on_host(path: &Path) -> Result<()> {
 /// QEMU and the BIOS image for tiers 3 and 4.
 fn kernel_machine(args: &TestArgs) -> Result<(PathBuf, image::Built)> {
     let qemu = deps::qemu()?;
-    let build_args = BuildArgs {
-        release: args.release,
-        add: Vec::new(),
-    };
-    let built = image::build_all(&build_args, Firmware::Bios)?;
+    let built = image::build_all(&args.build, Firmware::Bios)?;
     Ok((qemu, built))
 }
 
@@ -314,7 +309,7 @@ fn kernel_tests(
                 println!("{result}");
                 tally.failed += 1;
                 tally.failures.push(format!("ktest {}", result.name));
-                print_tail(&result.log);
+                print_lines(&result.output, &result.log);
             }
         },
     )?;
