@@ -13,8 +13,12 @@ use core::arch::asm;
 
 use crate::extable;
 
-/// Deepest chain we follow; deeper is a loop or garbage.
-const MAX_FRAMES: usize = 64;
+/// Most `bt` lines printed.
+const MAX_LINES: usize = 64;
+/// Most frames followed; deeper is a loop or garbage.
+const MAX_FRAMES: usize = 4096;
+/// A return address repeated more often than this in a row (deep recursion) is summarized.
+const MAX_REPEATS: usize = 3;
 /// Kernel addresses (upper half); a frame pointer outside it ends the chain.
 const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 
@@ -33,27 +37,50 @@ pub fn print_current() {
     walk(rbp, 0);
 }
 
+/// Follows the RBP chain from `rbp`, numbering lines from `index`.
 fn walk(mut rbp: u64, mut index: usize) {
-    while index < MAX_FRAMES {
-        if rbp < KERNEL_HALF || rbp % 8 != 0 {
-            return;
+    let mut previous = 0;
+    let mut repeats = 0;
+    for _ in 0..MAX_FRAMES {
+        if index >= MAX_LINES || rbp < KERNEL_HALF || rbp % 8 != 0 {
+            break;
         }
         let (Ok(caller_rbp), Ok(return_address)) = (
             extable::read_u64_quiet(rbp),
             extable::read_u64_quiet(rbp + 8),
         ) else {
             println!("bt: frame pointer {rbp:#x} is unreadable; stopping");
-            return;
+            break;
         };
         if return_address == 0 {
-            return;
+            break;
         }
-        println!("bt #{index} {return_address:#018x}");
-        index += 1;
+        if return_address == previous {
+            repeats += 1;
+        } else {
+            report_repeats(repeats);
+            repeats = 0;
+        }
+        if repeats < MAX_REPEATS {
+            println!("bt #{index} {return_address:#018x}");
+            index += 1;
+        }
+        previous = return_address;
         // The stack grows down, so each caller's frame is above its callee's.
         if caller_rbp <= rbp {
-            return;
+            break;
         }
         rbp = caller_rbp;
+    }
+    report_repeats(repeats);
+}
+
+/// Summarizes the lines a run of identical return addresses did not print.
+fn report_repeats(repeats: usize) {
+    if repeats >= MAX_REPEATS {
+        println!(
+            "bt: ... the frame above repeats {} more times",
+            repeats + 1 - MAX_REPEATS
+        );
     }
 }

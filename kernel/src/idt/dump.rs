@@ -46,12 +46,17 @@ pub fn die(frame: &TrapFrame) -> ! {
         frame.rip, frame.cs, frame.rflags
     );
     println!("  RSP={:#018x} SS={:#06x}", frame.rsp, frame.ss);
-    if number == vector::PAGE_FAULT {
-        println!(
-            "  CR2={:#018x} err={}",
-            Cr2::read_raw(),
-            PageFaultError(frame.error_code)
-        );
+    match number {
+        vector::PAGE_FAULT => {
+            println!(
+                "  CR2={:#018x} err={}",
+                Cr2::read_raw(),
+                PageFaultError(frame.error_code)
+            );
+        }
+        // A double fault is often a page fault that could not be delivered: CR2 tells which.
+        vector::DOUBLE_FAULT => println!("  CR2={:#018x} (last page fault)", Cr2::read_raw()),
+        _ => {}
     }
     let (cr3, _) = Cr3::read_raw();
     println!("  CR3={:#018x}", cr3.start_address().as_u64());

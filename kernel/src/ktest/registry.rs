@@ -30,4 +30,6 @@ pub static TESTS: &[KernelTest] = &[
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
     test!(selftests::selftest_triple_fault),
+    test!(selftests::selftest_page_fault),
+    test!(selftests::selftest_stack_overflow),
 ];

@@ -30,3 +30,28 @@ pub fn selftest_triple_fault() -> TestResult {
     }
     unreachable!("the CPU shut down at int3");
 }
+
+/// Writes to an unmapped kernel address outside any fixup: must be reported as an unexpected
+/// exception (the #PF crash dump) with exit status 3.
+pub fn selftest_page_fault() -> TestResult {
+    let address = 0xffff_fe00_dead_b000u64 as *mut u64;
+    // SAFETY: not safe at all, and not meant to be: nothing is mapped there, so the write
+    // faults and the kernel reports the crash and exits.
+    unsafe { address.write_volatile(0xdead) };
+    unreachable!("the write to an unmapped address faulted");
+}
+
+/// Recurses until the kernel stack overflows into its guard page: the #PF cannot be delivered
+/// on the dead stack, so the CPU raises a double fault, which runs on its own IST stack and must
+/// be reported as an exception (status 3), not a triple fault.
+pub fn selftest_stack_overflow() -> TestResult {
+    #[allow(unconditional_recursion)]
+    fn recurse(depth: u64) -> u64 {
+        let frame = [depth; 64];
+        // black_box keeps the frame (and the recursion) from being optimised away.
+        core::hint::black_box(&frame);
+        recurse(depth + 1) + frame[0]
+    }
+    let depth = recurse(0);
+    unreachable!("recursion returned {depth}");
+}
