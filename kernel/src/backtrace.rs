@@ -42,7 +42,7 @@ fn walk(mut rbp: u64, mut index: usize) {
     let mut previous = 0;
     let mut repeats = 0;
     for _ in 0..MAX_FRAMES {
-        if index >= MAX_LINES || rbp < KERNEL_HALF || rbp % 8 != 0 {
+        if index >= MAX_LINES || rbp < KERNEL_HALF || !rbp.is_multiple_of(8) {
             break;
         }
         let (Ok(caller_rbp), Ok(return_address)) = (

@@ -84,7 +84,6 @@ pub struct Cmdline {
 
 impl Cmdline {
     /// The program and arguments after `--`, split at whitespace.
-    #[allow(dead_code)] // used by init (next issue)
     pub fn init_args(&self) -> impl Iterator<Item = &'static str> {
         self.init.into_iter().flat_map(str::split_whitespace)
     }

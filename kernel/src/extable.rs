@@ -333,7 +333,6 @@ pub fn probe_read_u8(addr: u64) -> Result<u8, Fault> {
 ///
 /// If `addr` is mapped writable, the byte there is overwritten: the caller must own it (the
 /// probe only protects against addresses that fault).
-#[allow(dead_code)] // kept as the write half of the probe pair; tests use it
 pub unsafe fn probe_write_u8(addr: u64, value: u8) -> Result<(), Fault> {
     let mut fault = RawFault::default();
     // SAFETY: the caller owns the byte if it is mapped; a fault at the one registered instruction

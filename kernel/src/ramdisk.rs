@@ -79,7 +79,6 @@ pub fn files() -> Files {
 }
 
 /// Finds a top-level regular file by name.
-#[allow(dead_code)] // init's loader (next issue)
 pub fn find(name: &str) -> Option<File> {
     files()
         .filter_map(Result::ok)
