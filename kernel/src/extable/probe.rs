@@ -1,0 +1,121 @@
+//! The fixup sites: small assembly routines whose one memory access may fault.
+//!
+//! Each routine is an `extern "C"` function that returns 0 on success and 1 after a fault, in
+//! which case its landing pad has stored the fixup registers (r10/r11, see the parent module)
+//! through its last argument. The Rust wrappers turn that into `Result<_, Fault>`. The
+//! `extable_entry` assembler macro is how a site registers itself; user copies will be written
+//! the same way, in this file's assembly block (an assembler macro can be defined only once per
+//! crate, and every `global_asm!` of the crate is assembled as one module).
+
+use core::arch::global_asm;
+
+use super::{Fault, KIND_PROBE, KIND_QUIET};
+
+/// What a landing pad stores: the two fixup registers.
+#[repr(C)]
+#[derive(Default)]
+struct RawFault {
+    r10: u64,
+    r11: u64,
+}
+
+// The fixup sites. Each function returns 0 on success and 1 after a fault, having stored r10/r11
+// through its `fault` argument. SysV: arguments in rdi, rsi, rdx; result in rax.
+global_asm!(
+    // Registers one faulting instruction `\insn` with landing pad `\fixup`.
+    ".macro extable_entry insn, fixup, kind",
+    ".pushsection cowlab_extable, \"aR\"",
+    ".balign 4",
+    ".long \\insn - .",
+    ".long \\fixup - .",
+    ".long \\kind",
+    ".popsection",
+    ".endm",
+    "",
+    // The common landing pad: store r10/r11 through rdx, return 1.
+    ".pushsection .text.cowlab_extable_fixups, \"ax\"",
+    "cowlab_fixup_store_rdx:",
+    "    mov [rdx], r10",
+    "    mov [rdx + 8], r11",
+    "    mov eax, 1",
+    "    ret",
+    "",
+    // u64 cowlab_probe_read_u8(const u8 *addr, u64 *out, RawFault *fault)
+    ".global cowlab_probe_read_u8",
+    "cowlab_probe_read_u8:",
+    "1:  movzx eax, byte ptr [rdi]",
+    "    mov [rsi], rax",
+    "    xor eax, eax",
+    "    ret",
+    "    extable_entry 1b, cowlab_fixup_store_rdx, {probe}",
+    "",
+    // u64 cowlab_probe_write_u8(u8 *addr, u64 value, RawFault *fault)
+    ".global cowlab_probe_write_u8",
+    "cowlab_probe_write_u8:",
+    "1:  mov byte ptr [rdi], sil",
+    "    xor eax, eax",
+    "    ret",
+    "    extable_entry 1b, cowlab_fixup_store_rdx, {probe}",
+    "",
+    // u64 cowlab_read_u64_quiet(const u64 *addr, u64 *out, RawFault *fault)
+    ".global cowlab_read_u64_quiet",
+    "cowlab_read_u64_quiet:",
+    "1:  mov rax, [rdi]",
+    "    mov [rsi], rax",
+    "    xor eax, eax",
+    "    ret",
+    "    extable_entry 1b, cowlab_fixup_store_rdx, {quiet}",
+    ".popsection",
+    probe = const KIND_PROBE,
+    quiet = const KIND_QUIET,
+);
+
+extern "C" {
+    fn cowlab_probe_read_u8(addr: *const u8, out: *mut u64, fault: *mut RawFault) -> u64;
+    fn cowlab_probe_write_u8(addr: *mut u8, value: u64, fault: *mut RawFault) -> u64;
+    fn cowlab_read_u64_quiet(addr: *const u64, out: *mut u64, fault: *mut RawFault) -> u64;
+}
+
+/// Reads the byte at `addr`, or reports how that faulted. Any address is allowed: unmapped,
+/// non-canonical, user. The fault is printed and recorded ([`last_recovered`]).
+pub fn probe_read_u8(addr: u64) -> Result<u8, Fault> {
+    let mut value = 0;
+    let mut fault = RawFault::default();
+    // SAFETY: the function reads one byte at `addr`, and its only possibly faulting instruction
+    // is registered in the exception table, so a bad address comes back as an error; the out
+    // pointers are valid locals.
+    let status = unsafe { cowlab_probe_read_u8(addr as *const u8, &mut value, &mut fault) };
+    match status {
+        0 => Ok(value as u8),
+        _ => Err(Fault::from_registers(fault.r10, fault.r11)),
+    }
+}
+
+/// Writes `value` to the byte at `addr`, or reports how that faulted.
+///
+/// # Safety
+///
+/// If `addr` is mapped writable, the byte there is overwritten: the caller must own it (the
+/// probe only protects against addresses that fault).
+pub unsafe fn probe_write_u8(addr: u64, value: u8) -> Result<(), Fault> {
+    let mut fault = RawFault::default();
+    // SAFETY: the caller owns the byte if it is mapped; a fault at the one registered instruction
+    // comes back as an error; `fault` is a valid local.
+    let status = unsafe { cowlab_probe_write_u8(addr as *mut u8, u64::from(value), &mut fault) };
+    match status {
+        0 => Ok(()),
+        _ => Err(Fault::from_registers(fault.r10, fault.r11)),
+    }
+}
+
+/// Reads the u64 at `addr` without any console output on a fault (for the backtrace walker).
+pub fn read_u64_quiet(addr: u64) -> Result<u64, Fault> {
+    let mut value = 0;
+    let mut fault = RawFault::default();
+    // SAFETY: as for `probe_read_u8`: one read at a registered instruction, valid out pointers.
+    let status = unsafe { cowlab_read_u64_quiet(addr as *const u64, &mut value, &mut fault) };
+    match status {
+        0 => Ok(value),
+        _ => Err(Fault::from_registers(fault.r10, fault.r11)),
+    }
+}
