@@ -113,10 +113,11 @@ impl core::ops::BitOr for FrameFlags {
 /// - `mapcount` and `flags` change only under the lock of an address space mapping the frame, or
 ///   on a frame nobody else can reach yet; they are written `Release` and read `Acquire` so that
 ///   lock-free readers (GUP-fast, the checker) see a consistent page once they see the PTE.
-/// - `pincount` vs `ANON_EXCLUSIVE` is a Dekker pair: fork clears the bit (or write-protects the
-///   PTE) and then issues a `SeqCst` fence before reading `pincount`; GUP-fast increments
-///   `pincount` and then issues a `SeqCst` fence before re-reading the PTE and the bit. One of
-///   the two always sees the other's store, so a page is never both shared by fork and pinned.
+/// - `pincount` vs fork is a Dekker pair: fork makes its address space's `write_protect_seq`
+///   odd, issues a `SeqCst` fence, and only then reads `pincount` (to decide `fork_must_copy`)
+///   and clears `ANON_EXCLUSIVE`; GUP-fast increments `pincount` (`SeqCst`), then re-reads the
+///   sequence count and the PTE. One side always sees the other: either fork copies the pinned
+///   page, or the pinner sees the fork and drops its pin.
 /// - The free-list link is touched only under the allocator's lock.
 #[repr(C)]
 pub struct FrameMeta {
@@ -331,6 +332,36 @@ impl FrameTable {
     /// already free, mapped or pinned.
     pub fn free(&self, frame: PhysAddr) {
         let meta = self.meta(frame);
+        assert!(
+            meta.refcount() <= 1,
+            "freeing frame {frame:#x} that is still referenced"
+        );
+        self.release(frame);
+    }
+
+    /// Takes one more reference on an in-use frame (Linux `get_page`).
+    pub fn get(&self, frame: PhysAddr) {
+        self.meta(frame).get();
+    }
+
+    /// Drops one reference (Linux `put_page`); the last one frees the frame. Returns whether it
+    /// did.
+    pub fn put(&self, frame: PhysAddr) -> bool {
+        let meta = self.meta(frame);
+        let old = meta.refcount.fetch_sub(1, Ordering::Release);
+        assert!(old > 0, "refcount underflow on frame {frame:#x}");
+        if old != 1 {
+            return false;
+        }
+        // Pairs with the Release decrements of every other reference holder.
+        fence(Ordering::Acquire);
+        self.release(frame);
+        true
+    }
+
+    /// Pushes a frame whose last reference is gone onto the free list.
+    fn release(&self, frame: PhysAddr) {
+        let meta = self.meta(frame);
         let flags = meta.flags();
         assert!(
             !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED),
@@ -342,8 +373,8 @@ impl FrameTable {
             "the shared zero page is never freed"
         );
         assert!(
-            meta.refcount() <= 1 && meta.mapcount() == 0 && meta.pincount() == 0,
-            "freeing frame {frame:#x} that is still referenced, mapped or pinned"
+            meta.mapcount() == 0 && meta.pincount() == 0,
+            "freeing frame {frame:#x} that is still mapped or pinned"
         );
         let pfn = frame.pfn() as u32;
         let mut list = self.free.lock();
@@ -352,24 +383,6 @@ impl FrameTable {
         meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
         list.head = pfn;
         list.count += 1;
-    }
-
-    /// Takes one more reference on an in-use frame (Linux `get_page`).
-    pub fn get(&self, frame: PhysAddr) {
-        self.meta(frame).get();
-    }
-
-    /// Drops one reference (Linux `put_page`); the last one frees the frame.
-    pub fn put(&self, frame: PhysAddr) {
-        let meta = self.meta(frame);
-        let old = meta.refcount.fetch_sub(1, Ordering::Release);
-        assert!(old > 0, "refcount underflow on frame {frame:#x}");
-        if old == 1 {
-            // Pairs with the Release decrements of every other reference holder.
-            fence(Ordering::Acquire);
-            meta.refcount.store(1, Ordering::Relaxed);
-            self.free(frame);
-        }
     }
 
     pub fn free_frames(&self) -> usize {
@@ -466,9 +479,9 @@ mod tests {
         let t = table(16, 1);
         let a = t.alloc().unwrap();
         t.get(a);
-        t.put(a);
+        assert!(!t.put(a));
         assert!(!t.meta(a).is_free());
-        t.put(a);
+        assert!(t.put(a));
         assert!(t.meta(a).is_free());
         assert_eq!(t.free_frames(), 15);
     }
@@ -490,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "still referenced")]
+    #[should_panic(expected = "still mapped")]
     fn freeing_mapped_frame_panics() {
         let t = table(16, 1);
         let a = t.alloc().unwrap();

@@ -4,8 +4,13 @@
 //! [`frame::FrameMeta`]; user address spaces are x86_64 4-level page tables plus a sorted set of
 //! VMAs; and the copy-on-write rules of SEMANTICS.md decide, per fault and per fork, whether a
 //! page may be written in place or must be copied. Mechanism (raw physical memory, page-table
-//! entries, TLB flushes) sits behind the small `Arch` trait; everything else is safe policy code
-//! that runs unchanged on the host under `cargo test` and in the kernel.
+//! entries, TLB flushes) sits behind the small [`arch::Arch`] trait and the `phys` module;
+//! everything else is safe policy code (`#![deny(unsafe_code)]`) that runs unchanged on the host
+//! under `cargo test` (over [`host::HostArch`], an emulated MMU) and in the kernel.
+//!
+//! Where each rule lives: `rules` (every era-dependent decision), `fault` and `wp` (faults and
+//! `do_wp_page`), `fork` (`copy_present_pte`), `mprotect` (write permission without a fault),
+//! `softdirty`, `pin`, `check` (the invariants of SEMANTICS.md section 1).
 #![no_std]
 
 extern crate alloc;
@@ -13,7 +18,48 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod arch;
+pub mod aspace;
+mod brk;
+pub mod check;
+pub mod era;
+pub mod error;
+mod exit;
+pub mod fault;
+pub mod foll;
+mod fork;
 pub mod frame;
+pub mod madvise;
+mod mm;
+pub mod mmap;
+mod mprotect;
+mod munmap;
+pub mod pagetable;
+mod phys;
+pub mod pin;
+pub mod rules;
+mod softdirty;
+pub mod stats;
+pub mod tlb;
+pub mod vma;
+mod wp;
+
+#[cfg(any(test, feature = "host"))]
+pub mod host;
+
+#[cfg(test)]
+mod tests;
+
+pub use addr::{PhysAddr, VirtAddr};
+pub use arch::{Arch, IrqState};
+pub use aspace::AddressSpace;
+pub use era::Era;
+pub use error::{FaultError, MmError, SegvReason};
+pub use fault::{handle_mm_fault, handle_x86_page_fault, FaultKind};
+pub use madvise::Advice;
+pub use mm::Mm;
+pub use mmap::MapFlags;
+pub use vma::Prot;
 
 /// Size of a base page and of a physical frame.
 pub const PAGE_SIZE: usize = 4096;

@@ -1,0 +1,264 @@
+//! A user address space (Linux `mm_struct`): page tables, VMAs and per-process accounting.
+//!
+//! The VMAs live in a `BTreeMap` keyed by start address, so the fault path finds the VMA of an
+//! address in O(log n) however many mappings exist. Operations that change VMAs take
+//! `&mut AddressSpace` (the kernel's mmap lock held for writing); so do faults and fork, which
+//! change PTEs: in cowlab the holder of `&mut` is the only writer of this space's page tables.
+//! What lock-free readers (GUP-fast, next issue) may look at is atomic: `write_protect_seq`,
+//! `has_pinned`, the PTEs themselves.
+//!
+//! Invariants: VMAs are disjoint, non-empty, page aligned and inside `[MMAP_MIN_ADDR, USER_END)`;
+//! every mapping PTE lies inside a VMA and grants no more than it; the root's kernel half is the
+//! template's.
+
+#![deny(unsafe_code)]
+
+use alloc::collections::BTreeMap;
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::Arch;
+use crate::error::MmError;
+use crate::mm::Mm;
+use crate::pagetable::{PageTable, Pte};
+use crate::vma::Vma;
+
+/// End of user space (Linux `TASK_SIZE` with 4-level paging: the last page below the
+/// non-canonical hole is left unmapped).
+pub const USER_END: u64 = 0x0000_7fff_ffff_f000;
+/// Lowest address a mapping may have (Linux `mmap_min_addr` default: no NULL-page mappings).
+pub const MMAP_MIN_ADDR: u64 = 0x1_0000;
+/// Where top-down placement starts (Linux's `mmap_base` for an 8 MiB stack limit, without
+/// randomisation: `TASK_SIZE` minus a 128 MiB gap).
+pub const DEFAULT_MMAP_BASE: u64 = USER_END - 128 * 1024 * 1024;
+
+/// Program-break state (`brk`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Brk {
+    /// Start of the heap (end of the program's data), set by exec.
+    pub(crate) start: VirtAddr,
+    /// Current break; the heap VMA covers `[start, align_up(cur))`.
+    pub(crate) cur: VirtAddr,
+}
+
+/// One process's address space.
+pub struct AddressSpace {
+    pub(crate) root: PhysAddr,
+    pub(crate) vmas: BTreeMap<u64, Vma>,
+    pub(crate) brk: Brk,
+    pub(crate) mmap_base: VirtAddr,
+    minflt: AtomicU64,
+    has_pinned: AtomicBool,
+    write_protect_seq: AtomicU32,
+}
+
+impl AddressSpace {
+    /// An empty address space whose root shares the kernel half (Linux `mm_alloc`).
+    pub fn new<A: Arch>(mm: &Mm<A>) -> Result<AddressSpace, MmError> {
+        let root = PageTable::create_root(mm).ok_or(MmError::NoMem)?;
+        Ok(AddressSpace {
+            root,
+            vmas: BTreeMap::new(),
+            brk: Brk::default(),
+            mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
+            minflt: AtomicU64::new(0),
+            has_pinned: AtomicBool::new(false),
+            write_protect_seq: AtomicU32::new(0),
+        })
+    }
+
+    /// Physical address of the PML4: what CR3 gets.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    pub fn page_table<'m, A: Arch>(&self, mm: &'m Mm<A>) -> PageTable<'m, A> {
+        PageTable::new(mm, self.root)
+    }
+
+    /// The VMA containing `va` (Linux `vma_lookup`), O(log n).
+    pub fn find_vma(&self, va: VirtAddr) -> Option<&Vma> {
+        let (_, vma) = self.vmas.range(..=va.as_u64()).next_back()?;
+        vma.contains(va).then_some(vma)
+    }
+
+    /// Every VMA in address order.
+    pub fn vmas(&self) -> impl Iterator<Item = &Vma> {
+        self.vmas.values()
+    }
+
+    /// The leaf PTE mapping `va`, without faulting (`None` if nothing is mapped there).
+    pub fn translate<A: Arch>(&self, mm: &Mm<A>, va: VirtAddr) -> Option<Pte> {
+        self.page_table(mm).translate(va)
+    }
+
+    /// Where top-down `mmap` placement starts; exec sets it below the stack.
+    pub fn set_mmap_base(&mut self, base: VirtAddr) {
+        self.mmap_base = base.align_down();
+    }
+
+    /// Minor faults so far (`getrusage` `ru_minflt`).
+    pub fn minor_faults(&self) -> u64 {
+        self.minflt.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_minor_fault(&self) {
+        // Faults on one address space are serialised (`&mut`), so no RMW is needed.
+        let n = self.minflt.load(Ordering::Relaxed);
+        self.minflt.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Has this process ever pinned a page (Linux `MMF_HAS_PINNED`)? Lets fork skip the pin
+    /// check for the common process that never pinned.
+    pub fn has_pinned(&self) -> bool {
+        self.has_pinned.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_has_pinned(&self) {
+        if !self.has_pinned() {
+            self.has_pinned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The fork sequence count: odd while fork is write-protecting this space's PTEs. GUP-fast
+    /// samples it before and after pinning and retries on a change (Linux `write_protect_seq`).
+    pub fn write_protect_seq(&self) -> &AtomicU32 {
+        &self.write_protect_seq
+    }
+
+    /// Opens a write-protect section (Linux `raw_write_seqcount_begin`): the odd value is
+    /// visible before any PTE store of the section, and (`SeqCst` fence) before fork reads any
+    /// `pincount`: a GUP-fast pin that fork's read misses is followed by that pinner's own
+    /// fence and re-read of this count, which then sees the odd value and backs off.
+    pub(crate) fn write_protect_begin(&self) {
+        let s = self.write_protect_seq.load(Ordering::Relaxed);
+        debug_assert!(s % 2 == 0, "nested write-protect section");
+        self.write_protect_seq
+            .store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Closes it: every PTE store of the section is visible before the even value.
+    pub(crate) fn write_protect_end(&self) {
+        let s = self.write_protect_seq.load(Ordering::Relaxed);
+        self.write_protect_seq
+            .store(s.wrapping_add(1), Ordering::Release);
+    }
+
+    /// A copy of the bookkeeping for a fork child: same VMAs and layout, fresh counters.
+    pub(crate) fn fork_shell(&self, root: PhysAddr) -> AddressSpace {
+        AddressSpace {
+            root,
+            vmas: BTreeMap::new(),
+            brk: self.brk,
+            mmap_base: self.mmap_base,
+            minflt: AtomicU64::new(0),
+            has_pinned: AtomicBool::new(false),
+            write_protect_seq: AtomicU32::new(0),
+        }
+    }
+
+    // ---- VMA-set primitives used by mmap, munmap, mprotect, madvise and brk ----
+
+    /// Is any part of `[start, end)` covered by a VMA?
+    pub(crate) fn overlaps(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        if let Some((_, v)) = self.vmas.range(..end.as_u64()).next_back() {
+            return v.end > start;
+        }
+        false
+    }
+
+    /// Is all of `[start, end)` covered by VMAs, without holes?
+    pub(crate) fn fully_mapped(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        let Some(first) = self.find_vma(start) else {
+            return false;
+        };
+        let mut at = first.end;
+        for (_, v) in self.vmas.range(at.as_u64()..end.as_u64()) {
+            if v.start != at {
+                return false;
+            }
+            at = v.end;
+        }
+        at >= end
+    }
+
+    /// Splits the VMA containing `at` (if `at` is strictly inside one) into two at `at`
+    /// (Linux `split_vma`). Page tables are unaffected.
+    pub(crate) fn split_at(&mut self, at: VirtAddr) {
+        let Some((&key, vma)) = self.vmas.range_mut(..at.as_u64()).next_back() else {
+            return;
+        };
+        if vma.end <= at {
+            return;
+        }
+        let mut upper = vma.clone();
+        vma.end = at;
+        upper.start = at;
+        debug_assert!(key < at.as_u64());
+        self.vmas.insert(at.as_u64(), upper);
+    }
+
+    /// Splits so that `start` and `end` are VMA boundaries; returns the keys of the VMAs now
+    /// inside `[start, end)`.
+    pub(crate) fn isolate(&mut self, start: VirtAddr, end: VirtAddr) -> alloc::vec::Vec<u64> {
+        self.split_at(start);
+        self.split_at(end);
+        self.vmas
+            .range(start.as_u64()..end.as_u64())
+            .map(|(&k, _)| k)
+            .collect()
+    }
+
+    /// Inserts a VMA into a hole (the caller checked there is no overlap) and merges it with
+    /// identical neighbours.
+    pub(crate) fn insert_vma(&mut self, vma: Vma) {
+        debug_assert!(
+            !self.overlaps(vma.start, vma.end),
+            "inserting an overlapping VMA"
+        );
+        let key = vma.start.as_u64();
+        self.vmas.insert(key, vma);
+        self.merge_around(VirtAddr::new(key));
+    }
+
+    /// Merges the VMA starting at `start` with its neighbours where attributes allow (Linux
+    /// `vma_merge`), so a split undone by a later mprotect leaves one VMA again.
+    pub(crate) fn merge_around(&mut self, start: VirtAddr) {
+        let mut key = start.as_u64();
+        // With the previous one.
+        if let Some((&pk, prev)) = self.vmas.range(..key).next_back() {
+            if prev.can_merge_with(&self.vmas[&key]) {
+                let cur = self.vmas.remove(&key).expect("VMA vanished during merge");
+                self.vmas.get_mut(&pk).expect("previous VMA").end = cur.end;
+                key = pk;
+            }
+        }
+        // With the next one.
+        let end = self.vmas[&key].end.as_u64();
+        if let Some(next) = self.vmas.get(&end) {
+            if self.vmas[&key].can_merge_with(next) {
+                let next = self.vmas.remove(&end).expect("next VMA");
+                self.vmas.get_mut(&key).expect("VMA").end = next.end;
+            }
+        }
+    }
+}
+
+/// Validates a user range `[addr, addr + len)`: `addr` page aligned (`EINVAL`), `len` non-zero
+/// (`EINVAL`), the rounded-up end inside user space (`ENOMEM` as Linux's `munmap` and
+/// `mprotect` answer, or `EINVAL` per caller). Returns the page-aligned `[start, end)`.
+pub(crate) fn user_range(addr: VirtAddr, len: usize) -> Result<(VirtAddr, VirtAddr), MmError> {
+    if !addr.is_page_aligned() || len == 0 {
+        return Err(MmError::Inval);
+    }
+    let end = addr
+        .as_u64()
+        .checked_add(len as u64)
+        .and_then(|e| VirtAddr::new(e).checked_align_up())
+        .ok_or(MmError::Inval)?;
+    if end.as_u64() > USER_END {
+        return Err(MmError::Inval);
+    }
+    Ok((addr, end))
+}

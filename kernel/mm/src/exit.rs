@@ -1,0 +1,28 @@
+//! Address-space teardown (Linux `exit_mmap`): every mapping, page and page table goes back.
+//!
+//! Picture: when the last user of an address space is gone (the process exited or exec
+//! replaced it) nothing can fault in it any more, so it can be dismantled in one pass without
+//! the splitting and deferred freeing of munmap: flush its TLB once, then drop every mapping and
+//! free every page-table page, root included. The kernel half of the root is shared with every
+//! other address space and is not freed. The invariant: afterwards the frame table holds no
+//! trace of this address space.
+
+#![deny(unsafe_code)]
+
+use crate::arch::Arch;
+use crate::aspace::AddressSpace;
+use crate::mm::Mm;
+use crate::pagetable::PageTable;
+
+impl AddressSpace {
+    /// Tears the address space down. The root must not be loaded in CR3 on any CPU (the kernel
+    /// switches to its own page table first).
+    #[doc(alias = "exit_mmap")]
+    pub fn exit<A: Arch>(self, mm: &Mm<A>) {
+        mm.arch().flush_all(self.root);
+        PageTable::new(mm, self.root).destroy(&mut |_, pte| {
+            mm.remove_mapping(pte.frame());
+            mm.put_page(pte.frame());
+        });
+    }
+}

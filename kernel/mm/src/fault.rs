@@ -1,0 +1,150 @@
+//! Page faults (SEMANTICS.md section 3): turning an access the MMU refused into a mapping, or
+//! into SIGSEGV.
+//!
+//! Picture: a fault is a question — "may this access at this address happen?" — answered from
+//! the VMA (is it allowed at all?) and then from the PTE (what must change so that it can?).
+//! An empty PTE gets the zero page (read) or a fresh zeroed exclusive page (write); a read-only
+//! PTE facing a write goes to `do_wp_page` (`wp.rs`); a PTE that already allows the access was a
+//! stale TLB entry and needs nothing. This path is hot: one VMA lookup, one page-table walk, no
+//! logging, no allocation but the page and the page tables it needs.
+
+#![deny(unsafe_code)]
+
+use crate::addr::VirtAddr;
+use crate::arch::Arch;
+use crate::aspace::{AddressSpace, USER_END};
+use crate::error::{FaultError, SegvReason};
+use crate::mm::Mm;
+use crate::pagetable::{Pte, PteRef};
+use crate::stats;
+use crate::vma::{Sharing, Vma};
+use crate::wp::{do_wp_page, WpKind};
+
+/// What the faulting access wanted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum FaultKind {
+    Read,
+    Write,
+    /// Instruction fetch.
+    Exec,
+    /// Make the page exclusive without making it writable (`FAULT_FLAG_UNSHARE`). Raised only by
+    /// GUP before a read-only pin; never together with a write.
+    Unshare,
+}
+
+/// x86 page-fault error code bits (Intel SDM vol. 3, 4.7).
+pub mod x86_error {
+    /// The fault was a protection violation (else: a not-present entry).
+    pub const PROTECTION: u64 = 1 << 0;
+    pub const WRITE: u64 = 1 << 1;
+    /// The access was made in user mode.
+    pub const USER: u64 = 1 << 2;
+    /// A reserved bit was set in a paging-structure entry.
+    pub const RESERVED: u64 = 1 << 3;
+    pub const INSTRUCTION: u64 = 1 << 4;
+}
+
+/// Entry point from the page-fault exception: `cr2` and the error code as the CPU reported them,
+/// for an access made by (or on behalf of) the process owning `aspace`. The kernel has already
+/// ruled out faults on its own addresses from kernel mode; a user access to a kernel address
+/// arrives here and gets SIGSEGV.
+#[doc(alias = "exc_page_fault")]
+pub fn handle_x86_page_fault<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    cr2: u64,
+    error_code: u64,
+) -> Result<(), FaultError> {
+    assert!(
+        error_code & x86_error::RESERVED == 0,
+        "page fault with a reserved bit set at {cr2:#x}: a page-table entry is corrupt"
+    );
+    let kind = if error_code & x86_error::INSTRUCTION != 0 {
+        FaultKind::Exec
+    } else if error_code & x86_error::WRITE != 0 {
+        FaultKind::Write
+    } else {
+        FaultKind::Read
+    };
+    handle_mm_fault(mm, aspace, VirtAddr::new(cr2), kind)
+}
+
+/// Resolves a fault at `va` (Linux `handle_mm_fault`). On success the access can be retried;
+/// the process's minor-fault count has grown by one.
+pub fn handle_mm_fault<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    kind: FaultKind,
+) -> Result<(), FaultError> {
+    if va.as_u64() >= USER_END {
+        return Err(FaultError::Segv(SegvReason::NoMapping));
+    }
+    let vma = aspace
+        .find_vma(va)
+        .ok_or(FaultError::Segv(SegvReason::NoMapping))?;
+    if !access_permitted(vma, kind) {
+        return Err(FaultError::Segv(SegvReason::Protection));
+    }
+    let pt = aspace.page_table(mm);
+    let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
+    let pte = slot.load();
+    if !pte.is_mapping() {
+        do_anonymous_page(mm, vma, slot, kind)?;
+    } else {
+        debug_assert!(
+            pte.is_present(),
+            "PROT_NONE PTE under an accessible VMA at {va:#x}"
+        );
+        match kind {
+            // A writable PTE means a stale TLB entry: the retry will succeed (Linux's
+            // spurious-fault path; x86 needs no flush for it).
+            FaultKind::Write | FaultKind::Unshare if !pte.is_writable() => {
+                let wp = if kind == FaultKind::Write {
+                    WpKind::Write
+                } else {
+                    WpKind::Unshare
+                };
+                do_wp_page(mm, aspace.root, vma, slot, va, pte, wp)?;
+            }
+            _ => {}
+        }
+    }
+    aspace.count_minor_fault();
+    Ok(())
+}
+
+/// May the mapping be accessed this way at all (Linux `access_error`)? x86 cannot express
+/// write-only or execute-only pages, so any permission allows reads.
+fn access_permitted(vma: &Vma, kind: FaultKind) -> bool {
+    match kind {
+        FaultKind::Read | FaultKind::Unshare => vma.prot().accessible(),
+        FaultKind::Write => vma.prot().write(),
+        FaultKind::Exec => vma.prot().exec(),
+    }
+}
+
+/// First touch of a page of an anonymous mapping (Linux `do_anonymous_page`): a read maps the
+/// shared zero page read-only; a write maps a new zeroed page, `ANON|ANON_EXCLUSIVE`, writable.
+fn do_anonymous_page<A: Arch>(
+    mm: &Mm<A>,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    kind: FaultKind,
+) -> Result<(), FaultError> {
+    debug_assert!(
+        vma.is_anonymous() && vma.sharing() == Sharing::Private,
+        "only private anonymous mappings exist yet"
+    );
+    if kind == FaultKind::Write {
+        let page = mm.alloc_anon_page(None).ok_or(FaultError::Oom)?;
+        let bits = vma.page_prot() | Pte::WRITABLE | Pte::DIRTY | Pte::ACCESSED | Pte::SOFT_DIRTY;
+        slot.store(Pte::new(page, bits));
+        stats::inc(&mm.counters.anon_faults);
+    } else {
+        mm.dup_mapping(mm.zero_page());
+        slot.store(Pte::new(mm.zero_page(), vma.page_prot() | Pte::ACCESSED));
+        stats::inc(&mm.counters.zero_page_faults);
+    }
+    Ok(())
+}

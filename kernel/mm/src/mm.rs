@@ -1,0 +1,173 @@
+//! The global memory-management context: one [`Mm`] per machine.
+//!
+//! It ties the frame table, the platform ([`Arch`]) and the shared zero page together, holds the
+//! current rule set and the counters, and owns the few primitives every policy module uses to
+//! move a frame into or out of a mapping. The invariant it keeps: every frame handed to user
+//! space, and every page-table page, is accounted in a counter and in the frame's metadata at
+//! the moment it changes hands, so `check` can recompute and compare.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::addr::PhysAddr;
+use crate::arch::Arch;
+use crate::era::Era;
+use crate::error::MmError;
+use crate::frame::{FrameFlags, FrameTable};
+use crate::phys::PhysWindow;
+use crate::stats::{self, Counters, MmStats};
+
+/// The memory manager. `A` is the platform: the kernel's hardware implementation, or
+/// `host::HostArch` under `cargo test`.
+pub struct Mm<A: Arch> {
+    frames: &'static FrameTable,
+    arch: A,
+    phys: PhysWindow,
+    zero_page: PhysAddr,
+    kernel_template: Option<PhysAddr>,
+    era: AtomicU8,
+    pub(crate) counters: Counters,
+}
+
+impl<A: Arch> Mm<A> {
+    /// Builds the memory manager over `frames` (already filled by `add_free_range`) and `arch`.
+    /// `kernel_template` is the PML4 whose entries 256..511 (the kernel half) every new address
+    /// space copies: the kernel passes its boot PML4, host tests pass `None`. Allocates the zero
+    /// page; `NoMem` if not even that frame is free.
+    pub fn new(
+        frames: &'static FrameTable,
+        arch: A,
+        kernel_template: Option<PhysAddr>,
+    ) -> Result<Mm<A>, MmError> {
+        let phys = PhysWindow::new(&arch, frames.len());
+        let zero_page = frames.alloc().ok_or(MmError::NoMem)?;
+        // SAFETY: the frame was just allocated; nobody else can reach it.
+        unsafe { phys.zero_frame(zero_page) };
+        // The Mm's own reference (refcount 1 from `alloc`) keeps it alive forever.
+        frames.meta(zero_page).init_flags(FrameFlags::ZERO);
+        Ok(Mm {
+            frames,
+            arch,
+            phys,
+            zero_page,
+            kernel_template,
+            era: AtomicU8::new(Era::default() as u8),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn frames(&self) -> &'static FrameTable {
+        self.frames
+    }
+
+    pub fn arch(&self) -> &A {
+        &self.arch
+    }
+
+    /// The shared zero page: one frame, `ZERO`, never written, never freed.
+    pub fn zero_page(&self) -> PhysAddr {
+        self.zero_page
+    }
+
+    pub(crate) fn kernel_template(&self) -> Option<PhysAddr> {
+        self.kernel_template
+    }
+
+    /// The rule set in force.
+    pub fn era(&self) -> Era {
+        Era::from_u8(self.era.load(Ordering::Relaxed))
+    }
+
+    /// Switches the rule set. Takes effect at the next decision; pages keep their state.
+    pub fn set_era(&self, era: Era) {
+        self.era.store(era as u8, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> MmStats {
+        let mut s = self.counters.snapshot();
+        s.free_frames = self.frames.free_frames() as u64;
+        s.usable_frames = self.frames.usable_frames() as u64;
+        s.zero_page_mappings = u64::from(self.frames.meta(self.zero_page).mapcount());
+        s
+    }
+
+    pub(crate) fn phys(&self) -> &PhysWindow {
+        &self.phys
+    }
+
+    /// A new zeroed frame nobody else can reach (refcount 1).
+    pub(crate) fn alloc_zeroed(&self) -> Option<PhysAddr> {
+        let frame = self.frames.alloc()?;
+        // SAFETY: the frame was just allocated; nobody else can reach it.
+        unsafe { self.phys.zero_frame(frame) };
+        Some(frame)
+    }
+
+    /// A new anon page, `ANON|ANON_EXCLUSIVE`, about to be mapped by one PTE: refcount 1,
+    /// mapcount 1. Its contents are zero, or a copy of `copy_from`.
+    pub(crate) fn alloc_anon_page(&self, copy_from: Option<PhysAddr>) -> Option<PhysAddr> {
+        let frame = self.frames.alloc()?;
+        match copy_from {
+            // The zero page's contents are zeros: zeroing is cheaper than copying.
+            Some(src) if src != self.zero_page => {
+                // SAFETY: `frame` was just allocated and is distinct from the mapped `src`.
+                unsafe { self.phys.copy_frame(frame, src) }
+            }
+            // SAFETY: the frame was just allocated; nobody else can reach it.
+            _ => unsafe { self.phys.zero_frame(frame) },
+        }
+        let meta = self.frames.meta(frame);
+        meta.init_flags(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE);
+        meta.init_counts(1, 1);
+        stats::inc(&self.counters.anon_pages);
+        Some(frame)
+    }
+
+    /// A new zeroed page-table page.
+    pub(crate) fn alloc_pagetable(&self) -> Option<PhysAddr> {
+        let frame = self.alloc_zeroed()?;
+        self.frames.meta(frame).init_flags(FrameFlags::PAGETABLE);
+        stats::inc(&self.counters.pagetable_pages);
+        Some(frame)
+    }
+
+    /// Frees a page-table page that no entry points to any more and no TLB caches.
+    pub(crate) fn free_pagetable(&self, frame: PhysAddr) {
+        let meta = self.frames.meta(frame);
+        assert!(
+            meta.test(FrameFlags::PAGETABLE),
+            "freeing {frame:#x} as a page table, but it is not one"
+        );
+        meta.clear_flags(FrameFlags::PAGETABLE);
+        self.frames.free(frame);
+        stats::dec(&self.counters.pagetable_pages);
+    }
+
+    /// Adds a mapping (and its reference) of an existing page: fork sharing a page, or the zero
+    /// page being mapped (Linux `folio_add_anon_rmap`/`folio_get`).
+    pub(crate) fn dup_mapping(&self, frame: PhysAddr) {
+        let meta = self.frames.meta(frame);
+        meta.get();
+        meta.inc_mapcount();
+    }
+
+    /// Drops one mapping of `frame` (Linux `folio_remove_rmap_pte`). The reference the mapping
+    /// held is *not* dropped: the caller passes it to [`Self::put_page`] once no TLB can still
+    /// translate to the frame.
+    pub(crate) fn remove_mapping(&self, frame: PhysAddr) {
+        let meta = self.frames.meta(frame);
+        let old = meta.dec_mapcount();
+        if old == 1 && meta.test(FrameFlags::ANON_EXCLUSIVE) {
+            // The last PTE is gone; a later pin or reference must not see "exclusive".
+            meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+        }
+    }
+
+    /// Drops one reference (Linux `put_page`), freeing the page with the last one.
+    pub(crate) fn put_page(&self, frame: PhysAddr) {
+        // `ANON` never changes while the page is in use, so reading it before the put is exact.
+        let anon = self.frames.meta(frame).test(FrameFlags::ANON);
+        if self.frames.put(frame) && anon {
+            stats::dec(&self.counters.anon_pages);
+        }
+    }
+}

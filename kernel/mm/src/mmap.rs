@@ -1,0 +1,139 @@
+//! mmap: creating mappings, and choosing where they go.
+//!
+//! Picture: a new mapping is a VMA and nothing else — pages arrive later, one fault at a time.
+//! Placement follows Linux: `MAP_FIXED` takes the address as given and replaces whatever was
+//! mapped there; `MAP_FIXED_NOREPLACE` takes it only if free (`EEXIST`); otherwise a hint is used
+//! if the range is free, else the highest free gap below `mmap_base` (top-down). The invariant:
+//! the new VMA never overlaps another, and lies in `[MMAP_MIN_ADDR, USER_END)`.
+
+#![deny(unsafe_code)]
+
+use crate::addr::VirtAddr;
+use crate::arch::Arch;
+use crate::aspace::{AddressSpace, MMAP_MIN_ADDR, USER_END};
+use crate::error::MmError;
+use crate::mm::Mm;
+use crate::vma::{Backing, Prot, Sharing, Vma, VmaFlags};
+
+/// `MAP_*` flags with Linux's values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct MapFlags(u32);
+
+impl MapFlags {
+    pub const SHARED: MapFlags = MapFlags(0x01);
+    pub const PRIVATE: MapFlags = MapFlags(0x02);
+    pub const FIXED: MapFlags = MapFlags(0x10);
+    pub const ANONYMOUS: MapFlags = MapFlags(0x20);
+    pub const FIXED_NOREPLACE: MapFlags = MapFlags(0x10_0000);
+
+    /// User-supplied flags; unknown bits are ignored, as Linux's `mmap` does.
+    pub const fn from_linux(bits: u32) -> MapFlags {
+        MapFlags(bits)
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn contains(self, other: MapFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl core::ops::BitOr for MapFlags {
+    type Output = MapFlags;
+    fn bitor(self, rhs: MapFlags) -> MapFlags {
+        MapFlags(self.0 | rhs.0)
+    }
+}
+
+impl AddressSpace {
+    /// Maps `len` bytes (rounded up to pages) of anonymous memory (Linux `do_mmap`); returns the
+    /// address chosen. File and shared anonymous mappings answer `ENODEV` until shmem and files
+    /// exist.
+    #[doc(alias = "do_mmap")]
+    pub fn mmap<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+    ) -> Result<VirtAddr, MmError> {
+        if len == 0 {
+            return Err(MmError::Inval);
+        }
+        let len = VirtAddr::new(len as u64)
+            .checked_align_up()
+            .ok_or(MmError::NoMem)?
+            .as_u64();
+        let sharing = match (
+            flags.contains(MapFlags::SHARED),
+            flags.contains(MapFlags::PRIVATE),
+        ) {
+            (true, false) => Sharing::Shared,
+            (false, true) => Sharing::Private,
+            _ => return Err(MmError::Inval),
+        };
+        if !flags.contains(MapFlags::ANONYMOUS) || sharing == Sharing::Shared {
+            return Err(MmError::NoDev);
+        }
+        let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
+        let start = if fixed {
+            if !addr.is_page_aligned() {
+                return Err(MmError::Inval);
+            }
+            if addr.as_u64() > USER_END - len {
+                return Err(MmError::NoMem);
+            }
+            if addr.as_u64() < MMAP_MIN_ADDR {
+                return Err(MmError::Perm);
+            }
+            addr
+        } else {
+            self.get_unmapped_area(addr, len)?
+        };
+        let end = start + len;
+        if fixed && self.overlaps(start, end) {
+            if flags.contains(MapFlags::FIXED_NOREPLACE) {
+                return Err(MmError::Exist);
+            }
+            self.unmap_region(mm, start, end);
+        }
+        self.insert_vma(Vma {
+            start,
+            end,
+            prot,
+            sharing,
+            flags: VmaFlags::MAYREAD | VmaFlags::MAYWRITE | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY,
+            backing: Backing::Anonymous,
+        });
+        Ok(start)
+    }
+
+    /// A free range of `len` bytes (page multiple): the hint if it fits, else the highest gap
+    /// below `mmap_base` (Linux `arch_get_unmapped_area_topdown`). O(number of VMAs above the
+    /// gap): placement is not on the fault path.
+    fn get_unmapped_area(&self, hint: VirtAddr, len: u64) -> Result<VirtAddr, MmError> {
+        if hint.as_u64() != 0 {
+            if let Some(h) = hint.checked_align_up() {
+                let fits = h.as_u64() >= MMAP_MIN_ADDR && h.as_u64() <= USER_END - len;
+                if fits && !self.overlaps(h, h + len) {
+                    return Ok(h);
+                }
+            }
+        }
+        let mut hi = self.mmap_base.as_u64();
+        for vma in self.vmas.range(..hi).rev().map(|(_, v)| v) {
+            let gap_lo = vma.end.as_u64();
+            if gap_lo <= hi && hi - gap_lo >= len {
+                return Ok(VirtAddr::new(hi - len));
+            }
+            hi = hi.min(vma.start.as_u64());
+        }
+        if hi >= MMAP_MIN_ADDR + len {
+            return Ok(VirtAddr::new(hi - len));
+        }
+        Err(MmError::NoMem)
+    }
+}

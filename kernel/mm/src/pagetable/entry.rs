@@ -1,0 +1,142 @@
+//! The x86_64 page-table entry format (Intel SDM vol. 3, 4.5), the same at all four levels.
+//!
+//! A user leaf entry carries the real protection: `PRESENT|USER`, `WRITABLE` only when writes may
+//! go straight to the page, `NO_EXECUTE` unless the mapping is executable. Intermediate entries
+//! are `PRESENT|WRITABLE|USER` so that only the leaf decides. Two software bits (ignored by the
+//! MMU) record what the hardware cannot: `SOFT_DIRTY` (written since the last clear_refs) and
+//! `PROTNONE` (a `PROT_NONE` page: hardware-not-present, but still a mapping of its frame, as in
+//! Linux's `_PAGE_PROTNONE`).
+
+#![deny(unsafe_code)]
+
+use crate::addr::PhysAddr;
+
+/// One 64-bit entry, by value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Pte(u64);
+
+impl Pte {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITABLE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    pub const NO_CACHE: u64 = 1 << 4;
+    pub const ACCESSED: u64 = 1 << 5;
+    pub const DIRTY: u64 = 1 << 6;
+    /// In a PDPT or PD entry: maps a 1 GiB or 2 MiB page (never used for user memory here).
+    pub const HUGE: u64 = 1 << 7;
+    pub const GLOBAL: u64 = 1 << 8;
+    /// Software: written since the last `clear_refs` (Linux `_PAGE_SOFT_DIRTY`).
+    pub const SOFT_DIRTY: u64 = 1 << 9;
+    /// Software, only without `PRESENT`: a `PROT_NONE` mapping of the frame.
+    pub const PROTNONE: u64 = 1 << 10;
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// Bits 12..51: the physical frame.
+    pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// Bits that survive a change of protection: the frame and the hardware/software history.
+    pub const KEEP_ON_PROTECT: u64 =
+        Self::ADDR_MASK | Self::ACCESSED | Self::DIRTY | Self::SOFT_DIRTY;
+    /// What an intermediate (non-leaf) user entry carries.
+    pub const TABLE_FLAGS: u64 = Self::PRESENT | Self::WRITABLE | Self::USER;
+
+    pub const EMPTY: Pte = Pte(0);
+
+    pub const fn from_raw(raw: u64) -> Pte {
+        Pte(raw)
+    }
+
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub const fn new(frame: PhysAddr, flags: u64) -> Pte {
+        Pte((frame.as_u64() & Self::ADDR_MASK) | (flags & !Self::ADDR_MASK))
+    }
+
+    pub const fn frame(self) -> PhysAddr {
+        PhysAddr::new(self.0 & Self::ADDR_MASK)
+    }
+
+    pub const fn flags(self) -> u64 {
+        self.0 & !Self::ADDR_MASK
+    }
+
+    pub const fn has(self, bit: u64) -> bool {
+        self.0 & bit == bit
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Present to the MMU.
+    pub const fn is_present(self) -> bool {
+        self.has(Self::PRESENT)
+    }
+
+    /// Maps a frame, accessible or not (Linux `pte_present`: present or `PROTNONE`).
+    pub const fn is_mapping(self) -> bool {
+        self.0 & (Self::PRESENT | Self::PROTNONE) != 0
+    }
+
+    pub const fn is_writable(self) -> bool {
+        self.has(Self::PRESENT | Self::WRITABLE)
+    }
+
+    pub const fn is_dirty(self) -> bool {
+        self.has(Self::DIRTY)
+    }
+
+    pub const fn is_soft_dirty(self) -> bool {
+        self.has(Self::SOFT_DIRTY)
+    }
+
+    pub const fn with(self, bits: u64) -> Pte {
+        Pte(self.0 | bits)
+    }
+
+    pub const fn without(self, bits: u64) -> Pte {
+        Pte(self.0 & !bits)
+    }
+}
+
+impl core::fmt::Debug for Pte {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Pte({:#x}", self.frame().as_u64())?;
+        for (bit, name) in [
+            (Self::PRESENT, " P"),
+            (Self::WRITABLE, " RW"),
+            (Self::USER, " US"),
+            (Self::ACCESSED, " A"),
+            (Self::DIRTY, " D"),
+            (Self::HUGE, " PS"),
+            (Self::SOFT_DIRTY, " SD"),
+            (Self::PROTNONE, " PROTNONE"),
+            (Self::NO_EXECUTE, " NX"),
+        ] {
+            if self.has(bit) {
+                f.write_str(name)?;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits() {
+        let p = Pte::new(
+            PhysAddr::new(0x1234_5000),
+            Pte::PRESENT | Pte::USER | Pte::NO_EXECUTE,
+        );
+        assert_eq!(p.frame(), PhysAddr::new(0x1234_5000));
+        assert!(p.is_present() && p.is_mapping() && !p.is_writable());
+        assert!(p.with(Pte::WRITABLE).is_writable());
+        let none = Pte::new(PhysAddr::new(0x5000), Pte::PROTNONE);
+        assert!(!none.is_present() && none.is_mapping());
+        assert_eq!(std::format!("{p:?}"), "Pte(0x12345000 P US NX)");
+    }
+}

@@ -1,0 +1,366 @@
+//! The x86_64 4-level page tables of one address space, written once for host and kernel.
+//!
+//! Picture: a PML4 root page whose entries 0..255 translate user space and are owned by this
+//! address space, and whose entries 256..511 are a copy of the kernel's (shared by all address
+//! spaces, never touched here after creation). Below the user half hang PDPT, PD and PT pages,
+//! allocated on demand from the frame table and freed as soon as they become empty. Entries are
+//! read and written as `AtomicU64` through the `Arch` window, so the MMU's accessed/dirty updates
+//! are never lost.
+//!
+//! Invariants: only the holder of `&mut AddressSpace` changes entries of its tables (so
+//! read-modify-write sequences are plain loads and stores except where the MMU races), user
+//! mappings never touch PML4 entries >= 256, and a freed table is first unlinked and its
+//! translations flushed (`tlb::MmuGather`).
+
+mod entry;
+
+pub use entry::Pte;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::Arch;
+use crate::mm::Mm;
+use crate::tlb::{MmuGather, TlbFlush};
+
+/// First PML4 index of the kernel half.
+pub const KERNEL_PML4_START: usize = 256;
+/// Entries per page-table page.
+const ENTRIES: usize = 512;
+
+/// One entry slot in a page-table page.
+#[derive(Clone, Copy)]
+pub struct PteRef<'a>(&'a AtomicU64);
+
+impl<'a> PteRef<'a> {
+    pub fn load(self) -> Pte {
+        Pte::from_raw(self.0.load(Ordering::Acquire))
+    }
+
+    /// Replaces an entry the MMU cannot be updating: empty, or not present, or being
+    /// installed by the only holder of the address space.
+    pub(crate) fn store(self, pte: Pte) {
+        self.0.store(pte.raw(), Ordering::Release);
+    }
+
+    /// Clears the entry, returning its last value including any accessed/dirty bits the MMU set
+    /// meanwhile (Linux `ptep_get_and_clear`).
+    pub(crate) fn take(self) -> Pte {
+        Pte::from_raw(self.0.swap(0, Ordering::AcqRel))
+    }
+
+    /// Clears bits without losing a concurrent MMU update (Linux `ptep_set_wrprotect`).
+    pub(crate) fn clear_bits(self, bits: u64) -> Pte {
+        Pte::from_raw(self.0.fetch_and(!bits, Ordering::AcqRel))
+    }
+
+    /// Sets bits without losing a concurrent MMU update.
+    pub(crate) fn set_bits(self, bits: u64) {
+        self.0.fetch_or(bits, Ordering::AcqRel);
+    }
+
+    /// Replaces `old` with `new` if the entry still holds `old`.
+    pub(crate) fn replace(self, old: Pte, new: Pte) -> Result<(), Pte> {
+        self.0
+            .compare_exchange(old.raw(), new.raw(), Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Pte::from_raw)
+    }
+}
+
+/// Bytes translated by one entry at `level` (1 = PT entry = one page).
+const fn level_span(level: u8) -> u64 {
+    1u64 << (12 + 9 * (level as u32 - 1))
+}
+
+/// One address space's hierarchy. Obtained from `AddressSpace`, which guarantees `root` is a
+/// live PML4 created by [`PageTable::create_root`].
+pub struct PageTable<'m, A: Arch> {
+    mm: &'m Mm<A>,
+    root: PhysAddr,
+}
+
+impl<'m, A: Arch> PageTable<'m, A> {
+    /// `root` must be a PML4 made by [`Self::create_root`] and not yet destroyed.
+    pub(crate) fn new(mm: &'m Mm<A>, root: PhysAddr) -> Self {
+        PageTable { mm, root }
+    }
+
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Allocates a PML4 with an empty user half and the kernel half copied from the `Mm`'s
+    /// template (Linux `pgd_alloc`/`pgd_ctor`).
+    pub(crate) fn create_root(mm: &Mm<A>) -> Option<PhysAddr> {
+        let root = mm.alloc_pagetable()?;
+        if let Some(template) = mm.kernel_template() {
+            for i in KERNEL_PML4_START..ENTRIES {
+                // SAFETY: `template` is the kernel's PML4 (Mm::new contract), a page-table page
+                // accessed only atomically; `root` was just allocated as a page-table page.
+                let (src, dst) = unsafe { (mm.phys().pte(template, i), mm.phys().pte(root, i)) };
+                dst.store(src.load(Ordering::Acquire), Ordering::Release);
+            }
+        }
+        Some(root)
+    }
+
+    /// Entry `index` of page-table page `table` of this hierarchy.
+    fn entry(&self, table: PhysAddr, index: usize) -> PteRef<'m> {
+        // SAFETY: `table` is `root` or was reached from it through present non-leaf entries, so
+        // it is a page-table page of this address space; those are written only atomically,
+        // and freed only after being unlinked by the exclusive holder of the address space,
+        // which is not concurrently using this `PageTable` (obligations 1 and 2).
+        PteRef(unsafe { self.mm.phys().pte(table, index) })
+    }
+
+    /// The leaf slot translating `va`, if the tables down to the PT exist.
+    pub fn walk(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        let mut table = self.root;
+        for level in [4u8, 3, 2] {
+            let e = self.entry(table, va.table_index(level)).load();
+            if !e.is_present() {
+                return None;
+            }
+            table = e.frame();
+        }
+        Some(self.entry(table, va.table_index(1)))
+    }
+
+    /// The leaf slot translating the user address `va`, allocating missing PDPT/PD/PT pages
+    /// (zeroed, `PRESENT|WRITABLE|USER`). `None` when out of memory.
+    pub(crate) fn walk_alloc(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        assert!(
+            va.table_index(4) < KERNEL_PML4_START && va.is_canonical(),
+            "user page-table walk at kernel address {va:#x}"
+        );
+        let mut table = self.root;
+        for level in [4u8, 3, 2] {
+            let slot = self.entry(table, va.table_index(level));
+            let e = slot.load();
+            table = if e.is_present() {
+                e.frame()
+            } else {
+                let new = self.mm.alloc_pagetable()?;
+                slot.store(Pte::new(new, Pte::TABLE_FLAGS));
+                new
+            };
+        }
+        Some(self.entry(table, va.table_index(1)))
+    }
+
+    /// The leaf entry for `va` if it maps a frame (present or `PROTNONE`).
+    pub fn translate(&self, va: VirtAddr) -> Option<Pte> {
+        let pte = self.walk(va)?.load();
+        pte.is_mapping().then_some(pte)
+    }
+
+    /// Calls `f` with every leaf slot of `[start, end)` whose PT exists, in address order,
+    /// skipping absent subtrees without visiting them.
+    pub(crate) fn for_each_leaf(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, PteRef<'m>),
+    ) {
+        self.visit(self.root, 4, start.as_u64(), end.as_u64(), f);
+    }
+
+    fn visit(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(VirtAddr, PteRef<'m>),
+    ) {
+        let span = level_span(level);
+        let mut va = start;
+        while va < end {
+            let next = ((va & !(span - 1)) + span).min(end);
+            let slot = self.entry(table, VirtAddr::new(va).table_index(level));
+            if level == 1 {
+                f(VirtAddr::new(va), slot);
+            } else {
+                let e = slot.load();
+                if e.is_present() {
+                    self.visit(e.frame(), level - 1, va, next, f);
+                }
+            }
+            va = next;
+        }
+    }
+
+    /// Changes every mapping PTE of `[start, end)` to `f(old)` (Linux `change_protection`).
+    /// Returns the flush needed for entries that lost a permission or their presence.
+    pub(crate) fn change_protection(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, Pte) -> Pte,
+    ) -> TlbFlush {
+        let mut flush = TlbFlush::none(self.root);
+        self.for_each_leaf(start, end, &mut |va, slot| {
+            let mut old = slot.load();
+            loop {
+                if !old.is_mapping() {
+                    return;
+                }
+                let new = f(va, old);
+                if new == old {
+                    return;
+                }
+                // The MMU may set accessed/dirty meanwhile: retry with its value.
+                match slot.replace(old, new) {
+                    Ok(()) => {
+                        if weakens(old, new) {
+                            flush.add_page(va);
+                        }
+                        return;
+                    }
+                    Err(cur) => old = cur,
+                }
+            }
+        });
+        flush
+    }
+
+    /// Clears every leaf entry of `[start, end)`, passing each former mapping to
+    /// `on_unmap(va, pte)` (which drops the mapcount and hands the frame to `gather`), and
+    /// unlinks page-table pages left empty (Linux `zap_page_range` + `free_pgtables`).
+    pub(crate) fn zap_range(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        gather: &mut MmuGather<'m, A>,
+        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
+    ) {
+        self.zap_level(self.root, 4, start.as_u64(), end.as_u64(), gather, on_unmap);
+    }
+
+    /// Returns whether `table` is now empty (never true for the root, which is kept).
+    fn zap_level(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        gather: &mut MmuGather<'m, A>,
+        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
+    ) -> bool {
+        let span = level_span(level);
+        let mut va = start;
+        let mut cleared = false;
+        while va < end {
+            let next = ((va & !(span - 1)) + span).min(end);
+            let slot = self.entry(table, VirtAddr::new(va).table_index(level));
+            if level == 1 {
+                if !slot.load().is_empty() {
+                    let old = slot.take();
+                    cleared = true;
+                    if old.is_mapping() {
+                        on_unmap(VirtAddr::new(va), old, gather);
+                    }
+                }
+            } else {
+                let e = slot.load();
+                if e.is_present()
+                    && self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap)
+                {
+                    slot.store(Pte::EMPTY);
+                    gather.remove_table(VirtAddr::new(va), e.frame());
+                    cleared = true;
+                }
+            }
+            va = next;
+        }
+        level < 4 && cleared && self.is_table_empty(table)
+    }
+
+    fn is_table_empty(&self, table: PhysAddr) -> bool {
+        (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
+    }
+
+    /// Frees the whole user half and the root (Linux `free_pgtables` + `pgd_free` at exit),
+    /// passing each remaining mapping to `on_unmap(va, pte)`. The caller has flushed every
+    /// translation of this root and no CPU uses it any more, so frames and tables can be freed
+    /// at once. The kernel half is shared and left alone.
+    pub(crate) fn destroy(self, on_unmap: &mut dyn FnMut(VirtAddr, Pte)) {
+        for i in 0..KERNEL_PML4_START {
+            let e = self.entry(self.root, i).load();
+            if e.is_present() {
+                let va = i as u64 * level_span(4);
+                self.destroy_level(e.frame(), 3, va, on_unmap);
+                self.mm.free_pagetable(e.frame());
+            }
+        }
+        self.mm.free_pagetable(self.root);
+    }
+
+    fn destroy_level(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        base: u64,
+        on_unmap: &mut dyn FnMut(VirtAddr, Pte),
+    ) {
+        for i in 0..ENTRIES {
+            let e = self.entry(table, i).load();
+            let va = base + i as u64 * level_span(level);
+            if level == 1 {
+                if e.is_mapping() {
+                    on_unmap(VirtAddr::new(va), e);
+                }
+            } else if e.is_present() {
+                self.destroy_level(e.frame(), level - 1, va, on_unmap);
+                self.mm.free_pagetable(e.frame());
+            }
+        }
+    }
+
+    /// Calls `f(table, level)` for every page-table page of the user half, root included (for
+    /// the invariant checker).
+    pub(crate) fn for_each_table(&self, f: &mut dyn FnMut(PhysAddr, u8)) {
+        f(self.root, 4);
+        for i in 0..KERNEL_PML4_START {
+            let e = self.entry(self.root, i).load();
+            if e.is_present() {
+                self.tables_below(e.frame(), 3, f);
+            }
+        }
+    }
+
+    fn tables_below(&self, table: PhysAddr, level: u8, f: &mut dyn FnMut(PhysAddr, u8)) {
+        f(table, level);
+        if level == 1 {
+            return;
+        }
+        for i in 0..ENTRIES {
+            let e = self.entry(table, i).load();
+            if e.is_present() {
+                self.tables_below(e.frame(), level - 1, f);
+            }
+        }
+    }
+
+    /// Entry `index` of the root (for the checker and tests of the kernel half).
+    pub fn root_entry(&self, index: usize) -> Pte {
+        self.entry(self.root, index).load()
+    }
+
+    /// Entry `index` of a page-table page of this hierarchy, by value (for the checker).
+    pub(crate) fn table_entry(&self, table: PhysAddr, index: usize) -> Pte {
+        self.entry(table, index).load()
+    }
+}
+
+/// Does going from `old` to `new` remove a translation or a permission some TLB may cache?
+fn weakens(old: Pte, new: Pte) -> bool {
+    if !old.is_present() {
+        return false;
+    }
+    !new.is_present()
+        || new.frame() != old.frame()
+        || (old.is_writable() && !new.is_writable())
+        || (!old.has(Pte::NO_EXECUTE) && new.has(Pte::NO_EXECUTE))
+}

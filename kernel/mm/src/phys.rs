@@ -1,0 +1,162 @@
+//! Raw access to physical memory through the [`Arch`] window.
+//!
+//! This is the only place that turns physical addresses into pointers. Page-table entries are
+//! reached as `AtomicU64` (the MMU and other CPUs update them concurrently: accessed and dirty
+//! bits), frames are zeroed and copied in whole. Every function checks that the frame lies
+//! inside the window the `Arch` promised, so a corrupt PTE cannot make it touch memory outside;
+//! what remains for callers is the aliasing obligation written on each function.
+
+use core::sync::atomic::AtomicU64;
+
+use crate::addr::PhysAddr;
+use crate::arch::Arch;
+use crate::mm::Mm;
+use crate::pin::PinnedPage;
+use crate::PAGE_SIZE;
+
+/// The window over physical memory `[0, limit)`.
+pub(crate) struct PhysWindow {
+    base: *mut u8,
+    limit: u64,
+}
+
+// SAFETY: the window is a plain address range; every access through it goes through the unsafe
+// functions below, whose callers uphold the aliasing rules, so sharing the pointer between CPUs
+// adds no hazard of its own.
+unsafe impl Send for PhysWindow {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for PhysWindow {}
+
+impl PhysWindow {
+    /// Captures the window of `arch`, covering `frames` frames.
+    pub(crate) fn new<A: Arch>(arch: &A, frames: usize) -> PhysWindow {
+        let base = arch.phys_window();
+        assert!(
+            (base as usize) % PAGE_SIZE == 0,
+            "Arch contract: the physical-memory window is page aligned"
+        );
+        PhysWindow {
+            base,
+            limit: (frames * PAGE_SIZE) as u64,
+        }
+    }
+
+    /// Pointer to `len` bytes at `pa`, which must lie in the window (checked: a failure is a
+    /// corrupt page table or frame number, a kernel bug).
+    fn ptr(&self, pa: PhysAddr, len: usize) -> *mut u8 {
+        assert!(
+            pa.as_u64()
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= self.limit),
+            "physical access at {pa:#x} outside the memory window"
+        );
+        // `pa + len` is in `[0, limit]`, so the offset stays inside the window (Arch contract 1).
+        self.base.wrapping_add(pa.as_u64() as usize)
+    }
+
+    /// Entry `index` of the page-table page `table`.
+    ///
+    /// # Safety
+    ///
+    /// 1. `table` is a page-table page (or a frame that is only ever accessed atomically while
+    ///    the returned reference lives): nobody reads or writes it non-atomically meanwhile.
+    /// 2. `table` stays allocated as such for `'a`.
+    pub(crate) unsafe fn pte<'a>(&'a self, table: PhysAddr, index: usize) -> &'a AtomicU64 {
+        assert!(index < 512, "page-table index out of range");
+        let p = self.ptr(table.align_down() + (index * 8) as u64, 8);
+        // SAFETY: `p` is in the window (checked) and 8-aligned (page-aligned base plus a multiple
+        // of 8); the memory is valid for `'a` by Arch contract 1 and obligation 2; only atomic
+        // accesses happen to it by obligation 1.
+        unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
+    }
+
+    /// Fills `frame` with zeros.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `frame` exclusively: it is freshly allocated, or no reference to its
+    /// contents exists anywhere (no PTE, no pin, no other kernel user).
+    pub(crate) unsafe fn zero_frame(&self, frame: PhysAddr) {
+        let p = self.ptr(frame, PAGE_SIZE);
+        // SAFETY: `p..p+PAGE_SIZE` is in the window (checked); the caller owns the frame.
+        unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE) };
+    }
+
+    /// Copies the contents of `src` into `dst`.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `dst` exclusively (as for [`Self::zero_frame`]); `src` is not being
+    /// written through a Rust reference meanwhile (user space or a device may still write it:
+    /// then the copy is a snapshot, as in Linux's `copy_user_highpage`); `src != dst`.
+    pub(crate) unsafe fn copy_frame(&self, dst: PhysAddr, src: PhysAddr) {
+        let d = self.ptr(dst, PAGE_SIZE);
+        let s = self.ptr(src, PAGE_SIZE);
+        assert_ne!(dst, src, "copy_frame onto itself");
+        // SAFETY: both ranges are in the window (checked) and distinct whole frames, hence
+        // non-overlapping; the caller owns `dst`.
+        unsafe { core::ptr::copy_nonoverlapping(s, d, PAGE_SIZE) };
+    }
+
+    /// Copies bytes starting at `pa` into `buf`; the range must stay within one frame.
+    ///
+    /// # Safety
+    ///
+    /// The bytes are not being written through a Rust reference meanwhile.
+    pub(crate) unsafe fn read(&self, pa: PhysAddr, buf: &mut [u8]) {
+        assert!(
+            pa.page_offset() + buf.len() <= PAGE_SIZE,
+            "read crosses a frame"
+        );
+        let s = self.ptr(pa, buf.len());
+        // SAFETY: the source is in the window (checked); `buf` is a distinct Rust object
+        // (Arch contract 1: the window overlaps no Rust object).
+        unsafe { core::ptr::copy_nonoverlapping(s, buf.as_mut_ptr(), buf.len()) };
+    }
+
+    /// Copies `data` to physical memory at `pa`; the range must stay within one frame.
+    ///
+    /// # Safety
+    ///
+    /// The caller may write these bytes: they belong to a frame it owns, or to a user page it
+    /// reached through a writable translation (the emulated CPU), or a pinned page.
+    pub(crate) unsafe fn write(&self, pa: PhysAddr, data: &[u8]) {
+        assert!(
+            pa.page_offset() + data.len() <= PAGE_SIZE,
+            "write crosses a frame"
+        );
+        let d = self.ptr(pa, data.len());
+        // SAFETY: the destination is in the window (checked) and not a Rust object; the caller
+        // may write it.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), d, data.len()) };
+    }
+}
+
+/// Device access to a pinned page: the pin is what makes touching the frame legitimate.
+impl PinnedPage {
+    /// The device reads the page (DMA to the device): copies `buf.len()` bytes at `offset`.
+    pub fn dma_read<A: Arch>(&self, mm: &Mm<A>, offset: usize, buf: &mut [u8]) {
+        assert!(
+            offset + buf.len() <= PAGE_SIZE,
+            "DMA beyond the pinned page"
+        );
+        // SAFETY: the pin keeps the frame allocated; its contents are never accessed through a
+        // Rust reference (user pages are only reached through raw copies).
+        unsafe { mm.phys().read(self.frame + offset as u64, buf) };
+    }
+
+    /// The device writes the page (DMA from the device), as the pin's holder may.
+    pub fn dma_write<A: Arch>(&self, mm: &Mm<A>, offset: usize, data: &[u8]) {
+        assert!(
+            offset + data.len() <= PAGE_SIZE,
+            "DMA beyond the pinned page"
+        );
+        assert!(
+            self.frame != mm.zero_page(),
+            "DMA write into the shared zero page: it must have been unshared first"
+        );
+        // SAFETY: the pin keeps the frame allocated and entitles its holder to write it; the
+        // contents are never accessed through a Rust reference.
+        unsafe { mm.phys().write(self.frame + offset as u64, data) };
+    }
+}

@@ -1,0 +1,88 @@
+//! The memory manager's counters, in one place so a number always means the same thing.
+//!
+//! Gauges (`anon_pages`, `pagetable_pages`) move up and down with the frames they count and are
+//! cross-checked against the frame table by `check`; events (`cow_copies`, reuses, ...) only
+//! grow. All are `Relaxed` atomics: they order nothing, and a reader gets a snapshot that may
+//! be a few events stale, never a torn value.
+
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) anon_pages: AtomicU64,
+    pub(crate) pagetable_pages: AtomicU64,
+    pub(crate) anon_faults: AtomicU64,
+    pub(crate) zero_page_faults: AtomicU64,
+    pub(crate) cow_copies: AtomicU64,
+    pub(crate) zero_page_copies: AtomicU64,
+    pub(crate) wp_reuses_exclusive: AtomicU64,
+    pub(crate) wp_reuses_proven: AtomicU64,
+    pub(crate) unshares: AtomicU64,
+    pub(crate) fork_pinned_copies: AtomicU64,
+    pub(crate) forks: AtomicU64,
+}
+
+#[inline]
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[inline]
+pub(crate) fn dec(c: &AtomicU64) {
+    c.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A snapshot of [`crate::Mm::stats`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MmStats {
+    /// Frames on the free list.
+    pub free_frames: u64,
+    /// Frames ever handed to the allocator.
+    pub usable_frames: u64,
+    /// Frames currently holding anonymous memory.
+    pub anon_pages: u64,
+    /// PTEs currently mapping the shared zero page.
+    pub zero_page_mappings: u64,
+    /// Page-table pages currently allocated (roots included).
+    pub pagetable_pages: u64,
+    /// Write faults on an empty PTE that allocated a zeroed page.
+    pub anon_faults: u64,
+    /// Read faults on an empty PTE that mapped the zero page.
+    pub zero_page_faults: u64,
+    /// COW copies of an anon page by a write or unshare fault.
+    pub cow_copies: u64,
+    /// Write or unshare faults on the zero page that allocated a zeroed page.
+    pub zero_page_copies: u64,
+    /// Write faults that reused a page because it was `ANON_EXCLUSIVE`.
+    pub wp_reuses_exclusive: u64,
+    /// Write faults that reused a page proven unshared by the era's count rule.
+    pub wp_reuses_proven: u64,
+    /// Unshare faults that changed something (copy or proven reuse).
+    pub unshares: u64,
+    /// Pages fork copied for the child because they may be pinned (`fork_must_copy`).
+    pub fork_pinned_copies: u64,
+    /// Successful forks.
+    pub forks: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> MmStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MmStats {
+            anon_pages: r(&self.anon_pages),
+            pagetable_pages: r(&self.pagetable_pages),
+            anon_faults: r(&self.anon_faults),
+            zero_page_faults: r(&self.zero_page_faults),
+            cow_copies: r(&self.cow_copies),
+            zero_page_copies: r(&self.zero_page_copies),
+            wp_reuses_exclusive: r(&self.wp_reuses_exclusive),
+            wp_reuses_proven: r(&self.wp_reuses_proven),
+            unshares: r(&self.unshares),
+            fork_pinned_copies: r(&self.fork_pinned_copies),
+            forks: r(&self.forks),
+            ..MmStats::default()
+        }
+    }
+}

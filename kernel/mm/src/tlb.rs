@@ -1,0 +1,161 @@
+//! TLB-flush tokens and the deferred freeing of unmapped pages (Linux's `mmu_gather`).
+//!
+//! Removing or weakening a translation is not finished until every CPU has forgotten it. So the
+//! page-table code never flushes by itself: it returns a `#[must_use]` [`TlbFlush`] describing
+//! what must be invalidated, and the operation flushes it before returning to user space.
+//! Frames and page-table pages that lost their last mapping are worse: if they were freed before
+//! the flush, a stale translation could write into their next owner. [`MmuGather`] therefore
+//! holds them until it has flushed, in a fixed-size batch (no heap allocation on unmap).
+
+#![deny(unsafe_code)]
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::Arch;
+use crate::mm::Mm;
+use crate::PAGE_SIZE;
+
+/// Above this many pages a range flush becomes a full flush (Linux's
+/// `tlb_single_page_flush_ceiling` is 33).
+const SINGLE_PAGE_FLUSH_CEILING: u64 = 32;
+
+/// Translations of one address space that must be invalidated. Consume it with
+/// [`TlbFlush::flush`]; dropping it is a missing TLB flush.
+#[must_use = "a TLB flush that is not performed leaves stale translations"]
+#[derive(Debug)]
+pub struct TlbFlush {
+    root: PhysAddr,
+    /// Page-aligned `[start, end)`; empty when `start >= end`.
+    start: u64,
+    end: u64,
+    all: bool,
+}
+
+impl TlbFlush {
+    /// Nothing to flush yet.
+    pub fn none(root: PhysAddr) -> TlbFlush {
+        TlbFlush {
+            root,
+            start: u64::MAX,
+            end: 0,
+            all: false,
+        }
+    }
+
+    /// Adds the page containing `va`.
+    pub(crate) fn add_page(&mut self, va: VirtAddr) {
+        let va = va.align_down().as_u64();
+        self.start = self.start.min(va);
+        self.end = self.end.max(va + PAGE_SIZE as u64);
+    }
+
+    /// Adds every translation of the address space.
+    pub(crate) fn add_all(&mut self) {
+        self.all = true;
+    }
+
+    /// Merges another flush of the same address space into this one.
+    pub(crate) fn merge(&mut self, other: TlbFlush) {
+        debug_assert_eq!(
+            self.root, other.root,
+            "merging flushes of two address spaces"
+        );
+        self.all |= other.all;
+        self.start = self.start.min(other.start);
+        self.end = self.end.max(other.end);
+        other.forget();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.start >= self.end
+    }
+
+    /// Performs the flush: one `flush_page` per page for small ranges, else `flush_all`.
+    pub fn flush<A: Arch>(self, arch: &A) {
+        if self.all || (self.end - self.start) / PAGE_SIZE as u64 > SINGLE_PAGE_FLUSH_CEILING {
+            if !self.is_empty() {
+                arch.flush_all(self.root);
+            }
+        } else {
+            let mut va = self.start;
+            while va < self.end {
+                arch.flush_page(self.root, VirtAddr::new(va));
+                va += PAGE_SIZE as u64;
+            }
+        }
+    }
+
+    /// Drops the token without flushing. Only for tokens already covered by another flush, and
+    /// for tests that simulate a missing flush.
+    pub fn forget(self) {}
+
+    fn take(&mut self) -> TlbFlush {
+        core::mem::replace(self, TlbFlush::none(self.root))
+    }
+}
+
+const GATHER_PAGES: usize = 64;
+const GATHER_TABLES: usize = 8;
+
+/// Pages and page-table pages unmapped from one address space, freed only after the TLB flush.
+#[must_use = "finish() performs the flush and frees the gathered pages"]
+pub(crate) struct MmuGather<'m, A: Arch> {
+    mm: &'m Mm<A>,
+    flush: TlbFlush,
+    pages: [PhysAddr; GATHER_PAGES],
+    npages: usize,
+    tables: [PhysAddr; GATHER_TABLES],
+    ntables: usize,
+}
+
+impl<'m, A: Arch> MmuGather<'m, A> {
+    pub(crate) fn new(mm: &'m Mm<A>, root: PhysAddr) -> Self {
+        MmuGather {
+            mm,
+            flush: TlbFlush::none(root),
+            pages: [PhysAddr::zero(); GATHER_PAGES],
+            npages: 0,
+            tables: [PhysAddr::zero(); GATHER_TABLES],
+            ntables: 0,
+        }
+    }
+
+    /// `va` no longer maps `frame` (its mapcount is already dropped); the reference the mapping
+    /// held is dropped after the flush.
+    pub(crate) fn remove_page(&mut self, va: VirtAddr, frame: PhysAddr) {
+        if self.npages == GATHER_PAGES {
+            self.flush_and_free();
+        }
+        self.flush.add_page(va);
+        self.pages[self.npages] = frame;
+        self.npages += 1;
+    }
+
+    /// `table`, which translated `va`, is unlinked from its parent; freed after the flush
+    /// (the CPU's paging-structure caches may still hold it).
+    pub(crate) fn remove_table(&mut self, va: VirtAddr, table: PhysAddr) {
+        if self.ntables == GATHER_TABLES {
+            self.flush_and_free();
+        }
+        self.flush.add_page(va);
+        self.tables[self.ntables] = table;
+        self.ntables += 1;
+    }
+
+    fn flush_and_free(&mut self) {
+        self.flush.take().flush(self.mm.arch());
+        for &frame in &self.pages[..self.npages] {
+            self.mm.put_page(frame);
+        }
+        self.npages = 0;
+        for &table in &self.tables[..self.ntables] {
+            self.mm.free_pagetable(table);
+        }
+        self.ntables = 0;
+    }
+
+    /// Flushes and frees everything gathered (Linux `tlb_finish_mmu`).
+    pub(crate) fn finish(mut self) {
+        self.flush_and_free();
+        self.flush.take().forget();
+    }
+}

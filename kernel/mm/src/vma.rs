@@ -1,0 +1,202 @@
+//! Virtual memory areas: what each range of an address space is allowed to be.
+//!
+//! A VMA is a page-aligned range with one protection, one sharing mode, one backing object and a
+//! few flags (Linux `vm_area_struct`/`vm_flags`). The page tables are a cache of what the VMAs
+//! allow: a PTE never grants more than its VMA, and a fault consults the VMA to decide what the
+//! PTE should become. The invariant: VMAs never overlap, are never empty, and adjacent VMAs with
+//! identical attributes are merged.
+
+#![deny(unsafe_code)]
+
+use crate::addr::VirtAddr;
+use crate::error::MmError;
+use crate::pagetable::Pte;
+
+/// `PROT_*` with Linux's values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Prot(u32);
+
+impl Prot {
+    pub const NONE: Prot = Prot(0);
+    pub const READ: Prot = Prot(1);
+    pub const WRITE: Prot = Prot(2);
+    pub const EXEC: Prot = Prot(4);
+    pub const RW: Prot = Prot(3);
+
+    /// Validates a user-supplied `prot` (`EINVAL` for unknown bits).
+    pub const fn from_linux(bits: u32) -> Result<Prot, MmError> {
+        if bits & !7 != 0 {
+            Err(MmError::Inval)
+        } else {
+            Ok(Prot(bits))
+        }
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn contains(self, other: Prot) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn read(self) -> bool {
+        self.contains(Prot::READ)
+    }
+
+    pub const fn write(self) -> bool {
+        self.contains(Prot::WRITE)
+    }
+
+    pub const fn exec(self) -> bool {
+        self.contains(Prot::EXEC)
+    }
+
+    /// x86 cannot map write-only or execute-only: any permission makes the page readable
+    /// (Linux `vma_is_accessible`).
+    pub const fn accessible(self) -> bool {
+        self.0 != 0
+    }
+}
+
+impl core::ops::BitOr for Prot {
+    type Output = Prot;
+    fn bitor(self, rhs: Prot) -> Prot {
+        Prot(self.0 | rhs.0)
+    }
+}
+
+/// Private (copy-on-write) or shared (`MAP_PRIVATE`/`MAP_SHARED`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Sharing {
+    Private,
+    Shared,
+}
+
+/// What backs the pages of a mapping.
+///
+/// Only anonymous memory exists so far. Shmem (memfd, tmpfs, `MAP_SHARED|MAP_ANONYMOUS`) and
+/// files join as `Shmem(object, pgoff)` and `File(inode, pgoff)` with the GUP issue; every match
+/// on this enum is where their behaviour will be decided.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Backing {
+    /// Zero-filled private memory; pages are anon frames.
+    Anonymous,
+}
+
+/// VMA flags that are not the protection (Linux `VM_MAY*`, `VM_DONTCOPY`, `VM_SOFTDIRTY`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct VmaFlags(u32);
+
+impl VmaFlags {
+    pub const NONE: VmaFlags = VmaFlags(0);
+    /// `mprotect` may add `PROT_READ`.
+    pub const MAYREAD: VmaFlags = VmaFlags(1 << 0);
+    /// `mprotect` may add `PROT_WRITE`; with `Private`, this makes a COW mapping.
+    pub const MAYWRITE: VmaFlags = VmaFlags(1 << 1);
+    pub const MAYEXEC: VmaFlags = VmaFlags(1 << 2);
+    /// `MADV_DONTFORK`: the child of a fork does not get this mapping (Linux `VM_DONTCOPY`).
+    pub const DONTFORK: VmaFlags = VmaFlags(1 << 3);
+    /// Soft-dirty tracking is off (Linux `VM_SOFTDIRTY`: set on new mappings, cleared by
+    /// clear_refs); while off, every page counts as soft-dirty and no fault is needed to see a
+    /// first write.
+    pub const SOFTDIRTY: VmaFlags = VmaFlags(1 << 4);
+
+    pub const fn contains(self, other: VmaFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn union(self, other: VmaFlags) -> VmaFlags {
+        VmaFlags(self.0 | other.0)
+    }
+
+    pub const fn without(self, other: VmaFlags) -> VmaFlags {
+        VmaFlags(self.0 & !other.0)
+    }
+}
+
+impl core::ops::BitOr for VmaFlags {
+    type Output = VmaFlags;
+    fn bitor(self, rhs: VmaFlags) -> VmaFlags {
+        self.union(rhs)
+    }
+}
+
+/// One mapping `[start, end)`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Vma {
+    pub(crate) start: VirtAddr,
+    pub(crate) end: VirtAddr,
+    pub(crate) prot: Prot,
+    pub(crate) sharing: Sharing,
+    pub(crate) flags: VmaFlags,
+    pub(crate) backing: Backing,
+}
+
+impl Vma {
+    pub fn start(&self) -> VirtAddr {
+        self.start
+    }
+
+    pub fn end(&self) -> VirtAddr {
+        self.end
+    }
+
+    pub fn prot(&self) -> Prot {
+        self.prot
+    }
+
+    pub fn sharing(&self) -> Sharing {
+        self.sharing
+    }
+
+    pub fn flags(&self) -> VmaFlags {
+        self.flags
+    }
+
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    pub fn contains(&self, va: VirtAddr) -> bool {
+        self.start <= va && va < self.end
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self.backing, Backing::Anonymous)
+    }
+
+    /// Private and may be written: writes must copy shared pages (Linux `is_cow_mapping`).
+    pub fn is_cow_mapping(&self) -> bool {
+        self.sharing == Sharing::Private && self.flags.contains(VmaFlags::MAYWRITE)
+    }
+
+    /// Is soft-dirty tracking on, so that a clean PTE must fault on its first write?
+    pub fn soft_dirty_tracking(&self) -> bool {
+        !self.flags.contains(VmaFlags::SOFTDIRTY)
+    }
+
+    /// The bits every present user PTE of this mapping carries (Linux `vm_page_prot`). Private
+    /// mappings never include `WRITABLE`: write permission is granted per page, by a write
+    /// fault or by `can_change_pte_writable`, because a page may be shared with another process.
+    /// An inaccessible mapping's PTEs are `PROTNONE` (not present to the MMU).
+    pub fn page_prot(&self) -> u64 {
+        if !self.prot.accessible() {
+            return Pte::PROTNONE;
+        }
+        let mut bits = Pte::PRESENT | Pte::USER;
+        if !self.prot.exec() {
+            bits |= Pte::NO_EXECUTE;
+        }
+        bits
+    }
+
+    /// Can `other`, starting where `self` ends, be merged into it (Linux `is_mergeable_vma`)?
+    pub(crate) fn can_merge_with(&self, other: &Vma) -> bool {
+        self.end == other.start
+            && self.prot == other.prot
+            && self.sharing == other.sharing
+            && self.flags == other.flags
+            && self.backing == other.backing
+    }
+}

@@ -1,0 +1,131 @@
+//! The write-protect fault (`do_wp_page`): a write, or an unshare request, meets a read-only PTE.
+//!
+//! Picture: in a COW mapping a read-only PTE over an anon page means "this page may be shared".
+//! Writing in place is only allowed once the page is known to be this PTE's alone; otherwise the
+//! writer gets its own copy. The three-step decision (exclusive bit, then a count proof, then
+//! copy) is `rules::wp_can_reuse`; this module carries it out. The invariant: after a write
+//! fault the PTE is writable and maps an `ANON_EXCLUSIVE` page; after an unshare fault the same
+//! holds except the PTE stays read-only. No other process's view changes.
+
+#![deny(unsafe_code)]
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::Arch;
+use crate::error::FaultError;
+use crate::frame::FrameFlags;
+use crate::mm::Mm;
+use crate::pagetable::{Pte, PteRef};
+use crate::rules::{self, AnonPageState, WpReuse};
+use crate::stats;
+use crate::tlb::TlbFlush;
+use crate::vma::Vma;
+
+/// Which fault reached `do_wp_page`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum WpKind {
+    Write,
+    /// `FAULT_FLAG_UNSHARE`: same decision, PTE stays read-only.
+    Unshare,
+}
+
+/// Bits a PTE gains when a write fault makes it writable (`pte_mkwrite(pte_mkdirty())`; on x86
+/// `pte_mkdirty` also marks soft-dirty).
+const WRITE_GRANT: u64 = Pte::WRITABLE | Pte::DIRTY | Pte::ACCESSED | Pte::SOFT_DIRTY;
+
+/// Handles a write or unshare fault on the present, read-only `pte` at `va` (Linux
+/// `do_wp_page`).
+pub(crate) fn do_wp_page<A: Arch>(
+    mm: &Mm<A>,
+    root: PhysAddr,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    va: VirtAddr,
+    pte: Pte,
+    kind: WpKind,
+) -> Result<(), FaultError> {
+    if !vma.is_cow_mapping() {
+        // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
+        // `wp_page_shared`; with files it will notify the filesystem first).
+        if kind == WpKind::Write {
+            slot.set_bits(WRITE_GRANT);
+        }
+        return Ok(());
+    }
+    let meta = mm.frames().meta(pte.frame());
+    let flags = meta.flags();
+    if !flags.contains(FrameFlags::ANON) {
+        // The zero page (later also page-cache pages of private file mappings): never written
+        // in place.
+        return wp_page_copy(mm, root, vma, slot, va, pte, kind);
+    }
+    let page = AnonPageState {
+        exclusive: flags.contains(FrameFlags::ANON_EXCLUSIVE),
+        mapcount: meta.mapcount(),
+        refcount: meta.refcount(),
+    };
+    match rules::wp_can_reuse(mm.era(), page) {
+        WpReuse::Exclusive => {
+            // Unsharing an exclusive page is a no-op.
+            if kind == WpKind::Write {
+                wp_page_reuse(slot);
+                stats::inc(&mm.counters.wp_reuses_exclusive);
+            }
+        }
+        WpReuse::Proven => {
+            if !page.exclusive {
+                meta.set_flags(FrameFlags::ANON_EXCLUSIVE);
+            }
+            match kind {
+                WpKind::Write => {
+                    wp_page_reuse(slot);
+                    stats::inc(&mm.counters.wp_reuses_proven);
+                }
+                WpKind::Unshare => stats::inc(&mm.counters.unshares),
+            }
+        }
+        WpReuse::Copy => return wp_page_copy(mm, root, vma, slot, va, pte, kind),
+    }
+    Ok(())
+}
+
+/// Writes go to the page in place (Linux `wp_page_reuse`). Gaining a permission needs no TLB
+/// flush: a stale read-only entry only causes one more (spurious) fault.
+fn wp_page_reuse(slot: PteRef<'_>) {
+    slot.set_bits(WRITE_GRANT);
+}
+
+/// Replaces the mapping of a possibly shared page by a new exclusive copy (or a zeroed page for
+/// the zero page), then drops this PTE's mapping of the old page (Linux `wp_page_copy`).
+fn wp_page_copy<A: Arch>(
+    mm: &Mm<A>,
+    root: PhysAddr,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    va: VirtAddr,
+    pte: Pte,
+    kind: WpKind,
+) -> Result<(), FaultError> {
+    let old = pte.frame();
+    let new = mm.alloc_anon_page(Some(old)).ok_or(FaultError::Oom)?;
+    let mut bits = vma.page_prot() | Pte::ACCESSED;
+    if kind == WpKind::Write {
+        bits |= WRITE_GRANT;
+    }
+    // The old PTE was read-only, so no CPU can have written the old page since the copy; but a
+    // CPU may still read it through a cached translation: flush before the old page can go.
+    slot.store(Pte::new(new, bits));
+    let mut flush = TlbFlush::none(root);
+    flush.add_page(va);
+    flush.flush(mm.arch());
+    mm.remove_mapping(old);
+    mm.put_page(old);
+    if old == mm.zero_page() {
+        stats::inc(&mm.counters.zero_page_copies);
+    } else {
+        stats::inc(&mm.counters.cow_copies);
+    }
+    if kind == WpKind::Unshare {
+        stats::inc(&mm.counters.unshares);
+    }
+    Ok(())
+}
