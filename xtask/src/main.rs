@@ -21,7 +21,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, boot and test cowlab", version)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Build, boot and test cowlab",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -197,8 +197,9 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     eprintln!("xtask: {}", show_command(&command));
     if args.gdb {
         eprintln!(
-            "xtask: QEMU waits for gdb on :1234; attach with\n    gdb {} -ex 'target remote :1234'",
-            built.kernel_elf.display()
+            "xtask: QEMU waits for gdb on :1234; attach with\n    {}\n\
+             (before the kernel runs its pages are not mapped: use `hbreak`, not `break`)",
+            gdb_command(&built.kernel_elf)?
         );
     }
 
@@ -231,11 +232,22 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             eprintln!("xtask: kernel exit status {s}");
             Ok(ExitCode::from(u8::try_from(s).unwrap_or(u8::MAX)))
         }
-        QemuExit::QemuError(code) => {
-            bail!("QEMU failed with status {code}{}", kvm_hint(accel))
-        }
-        other => bail!("{other}"),
+        QemuExit::TripleFault => bail!("{}", QemuExit::TripleFault),
+        other => bail!("{other}{}", kvm_hint(accel)),
     }
+}
+
+/// The gdb command that attaches to `-s -S` with the kernel's symbols at their run-time
+/// addresses: a kernel linked where it runs loads as it is; a position-independent one (linked at
+/// 0, loaded at `KERNEL_BASE`) needs its symbols offset.
+pub fn gdb_command(kernel_elf: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(kernel_elf).with_context(|| format!("reading {}", kernel_elf.display()))?;
+    let elf = kernel_elf.display();
+    Ok(match crate::elf::kernel_load_offset(&bytes)? {
+        0 => format!("gdb {elf} -ex 'target remote :1234'"),
+        offset => format!("gdb -ex 'symbol-file -o {offset:#x} {elf}' -ex 'target remote :1234'"),
+    })
 }
 
 fn kvm_hint(accel: Accel) -> &'static str {
