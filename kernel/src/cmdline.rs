@@ -6,8 +6,7 @@
 //! command line is read before the heap exists, because it sets the log level). Tokens that do
 //! not parse are kept and reported once logging is up, never silently dropped.
 
-use core::fmt;
-
+use cowlab_mm::Era;
 use spin::Once;
 
 use crate::fwcfg;
@@ -29,43 +28,6 @@ pub enum KtestSelection {
     One(&'static str),
 }
 
-/// The rule set of SEMANTICS.md section 9 (`era=`). The rules themselves live in `cowlab-mm`;
-/// the kernel only carries the choice.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Era {
-    Y2009,
-    Y2016,
-    Y2020,
-    Y2022,
-    Y2023,
-}
-
-impl Era {
-    fn from_cmdline(value: &str) -> Option<Era> {
-        match value {
-            "2009" => Some(Era::Y2009),
-            "2016" => Some(Era::Y2016),
-            "2020" => Some(Era::Y2020),
-            "2022" => Some(Era::Y2022),
-            "2023" => Some(Era::Y2023),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Era {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let year = match self {
-            Era::Y2009 => "2009",
-            Era::Y2016 => "2016",
-            Era::Y2020 => "2020",
-            Era::Y2022 => "2022",
-            Era::Y2023 => "2023",
-        };
-        f.write_str(year)
-    }
-}
-
 /// The parsed command line.
 #[derive(Clone, Debug)]
 pub struct Cmdline {
@@ -73,7 +35,8 @@ pub struct Cmdline {
     pub raw: &'static str,
     /// `None` without a `ktest` token: boot normally.
     pub ktest: Option<KtestSelection>,
-    /// Default 2023.
+    /// The rule set of SEMANTICS.md section 9 (`era=`); default 2023. The rules themselves live
+    /// in `cowlab-mm`; the kernel only carries the choice.
     pub era: Era,
     /// Default `info`.
     pub loglevel: Level,
@@ -131,9 +94,7 @@ pub fn parse(raw: &'static str) -> Cmdline {
                 true
             }
             Some(("ktest-skip", n)) => n.parse().map(|n| skip = n).is_ok(),
-            Some(("era", year)) => Era::from_cmdline(year)
-                .map(|era| cmdline.era = era)
-                .is_some(),
+            Some(("era", year)) => Era::parse(year).map(|era| cmdline.era = era).is_some(),
             Some(("loglevel", level)) => Level::from_cmdline(level)
                 .map(|level| cmdline.loglevel = level)
                 .is_some(),

@@ -15,6 +15,7 @@ mod log;
 #[macro_use]
 mod serial;
 
+mod arch;
 mod backtrace;
 mod cmdline;
 mod extable;
@@ -67,6 +68,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     memory::init(boot_info);
     paging::init();
+    memory::init_mm(cmdline.era);
     memory::print_summary(boot_info);
 
     pic::init();

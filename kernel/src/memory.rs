@@ -9,8 +9,11 @@
 //! physical address 0 is never a valid frame. Carving both from one region keeps the rest of
 //! memory in whole, large ranges, and needs no allocator to bootstrap the allocator.
 //!
-//! The rest of the kernel reaches physical memory only through [`phys_to_virt`] and the frame
-//! table only through [`frames`].
+//! Once the kernel half of the page tables is final (`paging`), [`init_mm`] builds the memory
+//! manager, `cowlab_mm::Mm` over [`crate::arch::KernelArch`], with the boot PML4 as the template
+//! every address space copies its kernel half from. The rest of the kernel reaches physical
+//! memory only through [`phys_to_virt`], the frame table only through [`frames`] and the memory
+//! manager through [`mm`].
 
 use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +22,12 @@ use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
 use bootloader_api::BootInfo;
 use cowlab_mm::addr::PhysAddr;
 use cowlab_mm::frame::{FrameMeta, FrameTable};
-use cowlab_mm::PAGE_SIZE;
+use cowlab_mm::{Era, Mm, PAGE_SIZE};
 use linked_list_allocator::LockedHeap;
 use spin::Once;
+use x86_64::registers::control::Cr3;
+
+use crate::arch::KernelArch;
 
 /// Size of the kernel heap.
 pub const HEAP_SIZE: usize = 16 * 1024 * 1024;
@@ -33,6 +39,7 @@ static HEAP: LockedHeap = LockedHeap::empty();
 static PHYSICAL_MEMORY_OFFSET: Once<u64> = Once::new();
 static FRAMES: Once<FrameTable> = Once::new();
 static LAYOUT: Once<Layout> = Once::new();
+static MM: Once<Mm<KernelArch>> = Once::new();
 static BOOT_FREE_FRAMES: AtomicUsize = AtomicUsize::new(0);
 
 /// What [`init`] decided, for the boot summary.
@@ -55,6 +62,11 @@ pub fn phys_to_virt(phys: PhysAddr) -> *mut u8 {
 /// The frame allocator and metadata of all physical frames.
 pub fn frames() -> &'static FrameTable {
     FRAMES.get().expect("memory::init has run")
+}
+
+/// The memory manager. Panics before [`init_mm`].
+pub fn mm() -> &'static Mm<KernelArch> {
+    MM.get().expect("memory::init_mm has run")
 }
 
 /// The allocator's free-frame count recorded at the end of boot (see [`print_summary`]).
@@ -142,6 +154,25 @@ pub fn init(boot_info: &BootInfo) {
         meta_bytes,
         heap_start,
     });
+}
+
+/// Builds the memory manager (which takes the shared zero page) under rule set `era`. Call after
+/// `paging::init`: the active PML4 becomes the kernel-half template of every address space.
+pub fn init_mm(era: Era) {
+    let offset = *PHYSICAL_MEMORY_OFFSET.get().expect("memory::init has run");
+    // SAFETY: `offset` is the bootloader's mapping of all physical memory (BootInfo).
+    let arch = unsafe { KernelArch::new(offset) };
+    let (boot_pml4, _) = Cr3::read();
+    let template = PhysAddr::new(boot_pml4.start_address().as_u64());
+    let mm = MM.call_once(|| {
+        Mm::new(frames(), arch, Some(template)).expect("a free frame for the zero page")
+    });
+    mm.set_era(era);
+    info!(
+        "mm: era {}, zero page at {:#x}",
+        mm.era(),
+        mm.zero_page().as_u64()
+    );
 }
 
 /// Prints the memory summary and records the free-frame count at boot. Call after every boot-time

@@ -1,7 +1,9 @@
 //! Tests of the command line: read from fw_cfg at boot, and the token parser.
 
 use super::{ensure, TestResult};
-use crate::cmdline::{self, Era, KtestSelection};
+use cowlab_mm::Era;
+
+use crate::cmdline::{self, KtestSelection};
 use crate::fwcfg;
 use crate::log::Level;
 

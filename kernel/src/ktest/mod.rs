@@ -16,6 +16,7 @@ mod cmdline;
 mod exceptions;
 mod frames;
 mod heap;
+mod mm;
 mod ramdisk;
 mod registry;
 mod selftests;

@@ -4,7 +4,7 @@
 //! writes to every free frame, and an intact archive afterwards shows the ramdisk was not handed
 //! out as free memory.
 
-use super::{cmdline, exceptions, frames, heap, ramdisk, selftests, timer, KernelTest};
+use super::{cmdline, exceptions, frames, heap, mm, ramdisk, selftests, timer, KernelTest};
 
 macro_rules! test {
     ($module:ident :: $function:ident) => {
@@ -26,6 +26,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(exceptions::non_canonical_access_is_recovered),
     test!(exceptions::probe_write_reports_write_fault),
     test!(timer::timer_ticks_advance),
+    test!(mm::mm_address_space_on_hardware),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
