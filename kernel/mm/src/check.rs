@@ -1,1 +1,251 @@
-//! stub
+//! The debug invariant checker (SEMANTICS.md section 1), run by tests after every operation.
+//!
+//! Picture: the frame metadata is a summary of the page tables, kept up to date incrementally on
+//! every fault, fork and unmap. The checker recomputes that summary from scratch — walking every
+//! page table of every live address space — and compares, then checks the rules that make COW
+//! safe: `refcount >= mapcount + pincount`; `ANON_EXCLUSIVE` implies `ANON` and at most one
+//! mapping; a writable PTE of a COW mapping maps an exclusive page; the zero page is all zeros
+//! and never exclusive or writable; under the 2022+ rules a pinned, mapped anon page is
+//! exclusive; no PTE lies outside a VMA or grants more than it; the kernel half is never
+//! user-accessible; and free plus in-use frames add up to the usable frames. O(frames + PTEs):
+//! for tests and debug builds, never the fast path.
+
+#![deny(unsafe_code)]
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::Arch;
+use crate::aspace::{AddressSpace, USER_END};
+use crate::era::Era;
+use crate::frame::FrameFlags;
+use crate::mm::Mm;
+use crate::pagetable::{Pte, KERNEL_PML4_START};
+
+/// Checks every invariant over the frame table and the address spaces in `spaces`, which must
+/// be *all* live address spaces (mapcounts are recomputed from them). Returns the first
+/// violation found, described.
+pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result<(), String> {
+    let frames = mm.frames();
+    let mut mapcount = vec![0u32; frames.len()];
+    let mut table_owner = vec![false; frames.len()];
+    for (n, aspace) in spaces.iter().enumerate() {
+        check_space(mm, n, aspace, &mut mapcount, &mut table_owner)?;
+    }
+
+    let era = mm.era();
+    let (mut free, mut in_use, mut anon, mut tables) = (0usize, 0usize, 0u64, 0u64);
+    for (frame, meta) in frames.iter() {
+        let pfn = frame.pfn();
+        let flags = meta.flags();
+        let mapped = mapcount[pfn];
+        if flags.contains(FrameFlags::FREE) || flags.contains(FrameFlags::RESERVED) {
+            if mapped != 0 || table_owner[pfn] {
+                return Err(format!(
+                    "frame {frame:#x} is free or reserved but mapped by {mapped} PTEs or used as a page table"
+                ));
+            }
+            if flags.contains(FrameFlags::FREE) {
+                free += 1;
+                if meta.refcount() != 0 || meta.pincount() != 0 {
+                    return Err(format!("free frame {frame:#x} has references or pins"));
+                }
+            }
+            continue;
+        }
+        in_use += 1;
+        let (refs, maps, pins) = (meta.refcount(), meta.mapcount(), meta.pincount());
+        if maps != mapped {
+            return Err(format!(
+                "frame {frame:#x} ({flags:?}): mapcount {maps} but {mapped} PTEs map it"
+            ));
+        }
+        if refs < 1 || u64::from(refs) < u64::from(maps) + u64::from(pins) {
+            return Err(format!(
+                "frame {frame:#x}: refcount {refs} < mapcount {maps} + pincount {pins}"
+            ));
+        }
+        if flags.contains(FrameFlags::ANON_EXCLUSIVE)
+            && (!flags.contains(FrameFlags::ANON) || maps > 1)
+        {
+            return Err(format!(
+                "frame {frame:#x}: ANON_EXCLUSIVE with flags {flags:?} and mapcount {maps}"
+            ));
+        }
+        if flags.contains(FrameFlags::ANON) {
+            anon += 1;
+            if era >= Era::Y2022
+                && pins > 0
+                && maps > 0
+                && !flags.contains(FrameFlags::ANON_EXCLUSIVE)
+            {
+                return Err(format!(
+                    "frame {frame:#x}: pinned anon page mapped in a private mapping is not exclusive"
+                ));
+            }
+        }
+        if flags.contains(FrameFlags::PAGETABLE) {
+            tables += 1;
+            if !table_owner[pfn] {
+                return Err(format!(
+                    "page-table page {frame:#x} belongs to no address space (leak)"
+                ));
+            }
+        } else if table_owner[pfn] {
+            return Err(format!(
+                "frame {frame:#x} is used as a page table without the PAGETABLE flag"
+            ));
+        }
+        if flags.contains(FrameFlags::ZERO) {
+            if frame != mm.zero_page() || flags.contains(FrameFlags::ANON_EXCLUSIVE) {
+                return Err(format!("bad zero page {frame:#x} with flags {flags:?}"));
+            }
+            if u64::from(refs) < 1 + u64::from(maps) + u64::from(pins) {
+                return Err("the zero page lost the Mm's own reference".into());
+            }
+            if !mm.frame_is_zeroed(frame) {
+                return Err("the zero page was written".into());
+            }
+        }
+    }
+    if free != frames.free_frames() {
+        return Err(format!(
+            "{free} frames are marked free but the free list counts {}",
+            frames.free_frames()
+        ));
+    }
+    if free + in_use != frames.usable_frames() {
+        return Err(format!(
+            "free {free} + in use {in_use} != usable {}",
+            frames.usable_frames()
+        ));
+    }
+    let stats = mm.stats();
+    if stats.anon_pages != anon || stats.pagetable_pages < tables {
+        return Err(format!(
+            "counters: anon_pages {} (table says {anon}), pagetable_pages {} (tables {tables})",
+            stats.anon_pages, stats.pagetable_pages
+        ));
+    }
+    Ok(())
+}
+
+/// Walks one address space: its tables, its PTEs against its VMAs, and counts mappings.
+fn check_space<A: Arch>(
+    mm: &Mm<A>,
+    n: usize,
+    aspace: &AddressSpace,
+    mapcount: &mut [u32],
+    table_owner: &mut [bool],
+) -> Result<(), String> {
+    let pt = aspace.page_table(mm);
+    let mut err = None;
+    pt.for_each_table(&mut |table, level| {
+        let pfn = table.pfn();
+        if table_owner[pfn] && err.is_none() {
+            err = Some(format!(
+                "page-table page {table:#x} (level {level}) reachable twice"
+            ));
+        }
+        table_owner[pfn] = true;
+        if level < 4 && err.is_none() {
+            for i in 0..512 {
+                let e = pt.table_entry(table, i);
+                if level > 1 && e.is_present() && e.flags() & !Pte::ACCESSED != Pte::TABLE_FLAGS {
+                    err = Some(format!(
+                        "intermediate entry {e:?} in {table:#x} is not a plain user table entry"
+                    ));
+                }
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(format!("address space {n}: {e}"));
+    }
+    for i in 0..512 {
+        let e = pt.root_entry(i);
+        if i >= KERNEL_PML4_START {
+            if e.has(Pte::USER) {
+                return Err(format!(
+                    "address space {n}: kernel PML4 entry {i} is user-accessible"
+                ));
+            }
+            let expected = mm.kernel_template().map_or(Pte::EMPTY, |t| {
+                crate::pagetable::PageTable::new(mm, t).root_entry(i)
+            });
+            if e.without(Pte::ACCESSED) != expected.without(Pte::ACCESSED) {
+                return Err(format!(
+                    "address space {n}: kernel PML4 entry {i} differs from the template"
+                ));
+            }
+        }
+    }
+
+    let zero = mm.zero_page();
+    let mut result = Ok(());
+    pt.for_each_leaf(
+        VirtAddr::zero(),
+        VirtAddr::new(USER_END),
+        &mut |va, slot| {
+            let pte = slot.load();
+            if result.is_err() || pte.is_empty() {
+                return;
+            }
+            result = check_pte(mm, aspace, va, pte, zero)
+                .map_err(|e| format!("address space {n}, {va:#x}: {e}"));
+            if pte.is_mapping() {
+                mapcount[pte.frame().pfn()] += 1;
+            }
+        },
+    );
+    result
+}
+
+fn check_pte<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    va: VirtAddr,
+    pte: Pte,
+    zero: PhysAddr,
+) -> Result<(), String> {
+    if !pte.is_mapping() {
+        return Err(format!("non-empty entry {pte:?} that maps nothing"));
+    }
+    let vma = aspace
+        .find_vma(va)
+        .ok_or_else(|| format!("PTE {pte:?} outside any VMA"))?;
+    let meta = mm.frames().meta(pte.frame());
+    if meta.is_free() || meta.is_reserved() {
+        return Err(format!("PTE {pte:?} maps a free or reserved frame"));
+    }
+    let prot = vma.prot();
+    if pte.is_present() != prot.accessible() {
+        return Err(format!(
+            "PTE {pte:?} presence disagrees with VMA protection {prot:?}"
+        ));
+    }
+    if pte.is_present() {
+        if !pte.has(Pte::USER) {
+            return Err(format!("user PTE {pte:?} without USER"));
+        }
+        if pte.is_writable() && !prot.write() {
+            return Err(format!("writable PTE {pte:?} in a VMA without PROT_WRITE"));
+        }
+        if pte.has(Pte::NO_EXECUTE) == prot.exec() {
+            return Err(format!(
+                "PTE {pte:?} NX bit disagrees with VMA protection {prot:?}"
+            ));
+        }
+    }
+    if pte.frame() == zero && pte.is_writable() {
+        return Err("the zero page is mapped writable".into());
+    }
+    if vma.is_cow_mapping() && pte.is_writable() && !meta.test(FrameFlags::ANON_EXCLUSIVE) {
+        return Err(format!(
+            "writable PTE {pte:?} of a COW mapping maps a non-exclusive page"
+        ));
+    }
+    Ok(())
+}

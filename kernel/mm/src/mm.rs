@@ -170,4 +170,14 @@ impl<A: Arch> Mm<A> {
             stats::dec(&self.counters.anon_pages);
         }
     }
+
+    /// Is every byte of `frame` zero? For the checker's zero-page invariant.
+    pub(crate) fn frame_is_zeroed(&self, frame: PhysAddr) -> bool {
+        let mut buf = [0u8; 512];
+        (0..crate::PAGE_SIZE / buf.len()).all(|i| {
+            // SAFETY: only used on the zero page, which nothing ever writes.
+            unsafe { self.phys.read(frame + (i * buf.len()) as u64, &mut buf) };
+            buf.iter().all(|&b| b == 0)
+        })
+    }
 }
