@@ -112,6 +112,10 @@ impl fmt::Display for Failure {
             Self::Exception(what) if what.is_empty() => {
                 write!(f, "unexpected CPU exception (kernel exit status 3)")
             }
+            // The kernel's own words usually name the exception already.
+            Self::Exception(what) if what.to_ascii_lowercase().contains("exception") => {
+                write!(f, "{what}")
+            }
             Self::Exception(what) => write!(f, "unexpected CPU exception: {what}"),
             Self::TripleFault => write!(f, "triple fault (QEMU reset under -no-reboot)"),
             Self::Timeout {
@@ -454,8 +458,15 @@ impl BootState<'_> {
                         .or_else(|| panic_line(&self.output))
                         .unwrap_or_else(|| "no panic message seen".to_owned()),
                 ),
-                (QemuExit::Kernel(3), _) => {
-                    Failure::Exception(exception_line(&self.output).unwrap_or_default())
+                (QemuExit::Kernel(3), failed) => {
+                    let what = failed
+                        .clone()
+                        .or_else(|| exception_line(&self.output))
+                        .unwrap_or_default();
+                    Failure::Exception(match crash_site(&self.output) {
+                        Some(site) => format!("{what} in {site}"),
+                        None => what,
+                    })
                 }
                 (QemuExit::TripleFault, _) => Failure::TripleFault,
                 // An exit right after a FAIL line without END: the FAIL as it was.
@@ -547,6 +558,15 @@ fn panic_line(lines: &[String]) -> Option<String> {
         .iter()
         .rev()
         .find_map(|l| l.find("panicked at").map(|at| l[at..].to_owned()))
+}
+
+/// The symbolized location of backtrace frame #0 (the faulting RIP) among `lines`, if any.
+fn crash_site(lines: &[String]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("bt #0 ")?;
+        let (_addr, site) = rest.split_once(' ')?;
+        Some(site.trim().to_owned()).filter(|s| !s.is_empty())
+    })
 }
 
 /// The kernel's description of a CPU exception among `lines`: the first line naming an
@@ -762,12 +782,50 @@ mod tests {
             [
                 "ktest a ... ok (1 cycles)",
                 "ktest panics ... FAILED: kernel panic: panicked at k.rs:1:1: boom",
-                "ktest faults ... FAILED: unexpected CPU exception: EXCEPTION: PAGE FAULT at 0x0",
+                "ktest faults ... FAILED: EXCEPTION: PAGE FAULT at 0x0",
                 "ktest triple ... FAILED: triple fault (QEMU reset under -no-reboot)",
                 "ktest hangs ... FAILED: TIMEOUT: no output for 60 s",
                 "ktest last ... ok (7 cycles)",
             ]
         );
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn exception_uses_the_fail_line_and_the_crash_site() {
+        let (report, cmdlines) = drive(
+            Filter::All,
+            vec![
+                (
+                    vec![
+                        "KTEST COUNT 2",
+                        "KTEST RUN 0 faults",
+                        "KTEST FAIL 0 faults: unexpected exception #PF Page Fault at rip=0xffffffff80001234",
+                        "EXCEPTION #PF Page Fault (vector 14) error_code=0x2 in kernel mode",
+                        "  RIP=0xffffffff80001234",
+                        "bt #0 0xffffffff80001234 kernel::t::faults at kernel/src/t.rs:7",
+                        "bt #1 0xffffffff80002000 kernel::ktest::run at kernel/src/ktest/mod.rs:1",
+                    ],
+                    End::Exit(QemuExit::Kernel(3)),
+                ),
+                (
+                    vec![
+                        "KTEST COUNT 1",
+                        "KTEST RUN 1 b",
+                        "KTEST PASS 1 b 5",
+                        "KTEST END passed=1 failed=0",
+                    ],
+                    End::Exit(QemuExit::Kernel(0)),
+                ),
+            ],
+        );
+        assert_eq!(cmdlines, ["ktest", "ktest ktest-skip=1"]);
+        assert_eq!(
+            lines(&report)[0],
+            "ktest faults ... FAILED: unexpected exception #PF Page Fault \
+             at rip=0xffffffff80001234 in kernel::t::faults at kernel/src/t.rs:7"
+        );
+        assert_eq!(report.tests[0].output.len(), 4);
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 
