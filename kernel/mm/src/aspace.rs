@@ -174,6 +174,9 @@ impl AddressSpace {
             return false;
         };
         let mut at = first.end;
+        if at >= end {
+            return true;
+        }
         for (_, v) in self.vmas.range(at.as_u64()..end.as_u64()) {
             if v.start != at {
                 return false;

@@ -71,10 +71,11 @@ impl TlbFlush {
 
     /// Performs the flush: one `flush_page` per page for small ranges, else `flush_all`.
     pub fn flush<A: Arch>(self, arch: &A) {
+        if self.is_empty() {
+            return;
+        }
         if self.all || (self.end - self.start) / PAGE_SIZE as u64 > SINGLE_PAGE_FLUSH_CEILING {
-            if !self.is_empty() {
-                arch.flush_all(self.root);
-            }
+            arch.flush_all(self.root);
         } else {
             let mut va = self.start;
             while va < self.end {

@@ -1,1 +1,230 @@
+//! fork: COW sharing, writes on either side, pinned pages, MADV_DONTFORK.
+
 use super::*;
+use crate::error::{FaultError, SegvReason};
+use crate::madvise::Advice;
+use crate::pin::{pin_user_page, PinKind};
+
+/// A parent with one written page and one zero-page read, forked.
+fn forked(env: &Env) -> (AddressSpace, AddressSpace, VirtAddr) {
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 2, Prot::RW);
+    env.write(&mut parent, va, 0x1111).unwrap();
+    env.read(&mut parent, va + PAGE).unwrap();
+    let child = parent.fork(&env.mm).unwrap();
+    env.check(&[&parent, &child]);
+    (parent, child, va)
+}
+
+#[test]
+fn fork_shares_pages_read_only() {
+    let env = Env::new();
+    let (parent, child, va) = forked(&env);
+    let (p, c) = (env.pte(&parent, va), env.pte(&child, va));
+    assert_eq!(p.frame(), c.frame());
+    assert!(!p.is_writable() && !c.is_writable());
+    assert!(!env.exclusive(&parent, va));
+    let meta = env.mm.frames().meta(p.frame());
+    assert_eq!((meta.mapcount(), meta.refcount()), (2, 2));
+    assert_eq!(env.frame(&child, va + PAGE), env.mm.zero_page());
+    assert_eq!(env.mm.stats().zero_page_mappings, 2);
+    env.finish(std::vec![parent, child]);
+}
+
+#[test]
+fn fork_then_write_in_parent() {
+    let env = Env::new();
+    let (mut parent, mut child, va) = forked(&env);
+    env.write(&mut parent, va, 0x2222).unwrap();
+    env.check(&[&parent, &child]);
+    assert_eq!(env.read(&mut child, va).unwrap(), 0x1111);
+    assert_eq!(env.read(&mut parent, va).unwrap(), 0x2222);
+    assert!(env.exclusive(&parent, va));
+    env.finish(std::vec![parent, child]);
+}
+
+#[test]
+fn fork_then_write_in_child() {
+    let env = Env::new();
+    let (mut parent, mut child, va) = forked(&env);
+    env.write(&mut child, va, 0x3333).unwrap();
+    env.write(&mut child, va + PAGE, 0x4444).unwrap();
+    env.check(&[&parent, &child]);
+    assert_eq!(env.read(&mut parent, va).unwrap(), 0x1111);
+    assert_eq!(env.read(&mut parent, va + PAGE).unwrap(), 0);
+    assert_eq!(env.read(&mut child, va).unwrap(), 0x3333);
+    assert_eq!(env.read(&mut child, va + PAGE).unwrap(), 0x4444);
+    env.finish(std::vec![parent, child]);
+}
+
+#[test]
+fn fork_then_write_in_both() {
+    let env = Env::new();
+    let (mut parent, mut child, va) = forked(&env);
+    let original = env.frame(&parent, va);
+    env.write(&mut parent, va, 0xaaaa).unwrap();
+    env.check(&[&parent, &child]);
+    env.write(&mut child, va, 0xbbbb).unwrap();
+    env.check(&[&parent, &child]);
+    // The parent copied; the child, then alone on the original page, reused it.
+    assert_ne!(env.frame(&parent, va), original);
+    assert_eq!(env.frame(&child, va), original);
+    assert_eq!(env.mm.stats().cow_copies, 1);
+    assert_eq!(env.read(&mut parent, va).unwrap(), 0xaaaa);
+    assert_eq!(env.read(&mut child, va).unwrap(), 0xbbbb);
+    env.finish(std::vec![parent, child]);
+}
+
+#[test]
+fn fork_after_child_exit_reuses_without_copy() {
+    let env = Env::new();
+    let (mut parent, child, va) = forked(&env);
+    let frame = env.frame(&parent, va);
+    child.exit(&env.mm);
+    env.check(&[&parent]);
+    env.write(&mut parent, va, 5).unwrap();
+    assert_eq!(env.frame(&parent, va), frame);
+    assert_eq!(env.mm.stats().cow_copies, 0);
+    assert_eq!(env.mm.stats().wp_reuses_proven, 1);
+    // A second fork and exit: same again.
+    let child = parent.fork(&env.mm).unwrap();
+    child.exit(&env.mm);
+    env.write(&mut parent, va, 6).unwrap();
+    assert_eq!(env.frame(&parent, va), frame);
+    assert_eq!(env.mm.stats().cow_copies, 0);
+    env.finish(std::vec![parent]);
+}
+
+#[test]
+fn fork_of_pinned_exclusive_page_copies_for_child() {
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 1, Prot::RW);
+    env.write(&mut parent, va, 0x1234).unwrap();
+    let frame = env.frame(&parent, va);
+    let pin = pin_user_page(&env.mm, &parent, va).unwrap();
+    assert_eq!(pin.kind(), PinKind::Pin);
+    assert!(parent.has_pinned());
+    env.check(&[&parent]);
+
+    let mut child = parent.fork(&env.mm).unwrap();
+    env.check(&[&parent, &child]);
+    let p = env.pte(&parent, va);
+    assert_eq!(p.frame(), frame, "the parent keeps its pinned page");
+    assert!(p.is_writable(), "and it stays writable");
+    assert!(env.exclusive(&parent, va));
+    assert_ne!(env.frame(&child, va), frame, "the child got a copy");
+    assert_eq!(env.read(&mut child, va).unwrap(), 0x1234);
+    assert_eq!(env.mm.stats().fork_pinned_copies, 1);
+    assert!(!child.has_pinned());
+
+    // The device keeps seeing the parent's writes and the parent sees the device's.
+    env.write(&mut parent, va, 0x5678).unwrap();
+    assert_eq!(env.frame(&parent, va), frame);
+    let mut b = [0u8; 8];
+    pin.dma_read(&env.mm, 0, &mut b);
+    assert_eq!(u64::from_le_bytes(b), 0x5678);
+    pin.dma_write(&env.mm, 8, &7u64.to_le_bytes());
+    assert_eq!(env.read(&mut parent, va + 8).unwrap(), 7);
+    assert_eq!(env.read(&mut child, va + 8).unwrap(), 0);
+    pin.unpin(&env.mm);
+    env.check(&[&parent, &child]);
+    env.finish(std::vec![parent, child]);
+}
+
+#[test]
+fn dontfork_range_is_absent_in_child() {
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 3, Prot::RW);
+    for i in 0..3 {
+        env.write(&mut parent, va + i * PAGE, i + 1).unwrap();
+    }
+    parent
+        .madvise(&env.mm, va + PAGE, PAGE_SIZE, Advice::DontFork)
+        .unwrap();
+    assert_eq!(parent.vmas().count(), 3);
+    let mut child = parent.fork(&env.mm).unwrap();
+    env.check(&[&parent, &child]);
+    assert_eq!(env.read(&mut child, va).unwrap(), 1);
+    assert_eq!(
+        env.read(&mut child, va + PAGE).unwrap_err().error,
+        FaultError::Segv(SegvReason::NoMapping)
+    );
+    assert_eq!(env.read(&mut child, va + 2 * PAGE).unwrap(), 3);
+    // The parent's DONTFORK page was not shared: still exclusive and writable.
+    assert!(env.pte(&parent, va + PAGE).is_writable());
+    // DOFORK undoes it and the VMAs merge back.
+    parent
+        .madvise(&env.mm, va, 3 * PAGE_SIZE, Advice::DoFork)
+        .unwrap();
+    assert_eq!(parent.vmas().count(), 1);
+    let mut child2 = parent.fork(&env.mm).unwrap();
+    assert_eq!(env.read(&mut child2, va + PAGE).unwrap(), 2);
+    env.check(&[&parent, &child, &child2]);
+    env.finish(std::vec![parent, child, child2]);
+}
+
+#[test]
+fn fork_chain_three_generations() {
+    let env = Env::new();
+    let (mut parent, mut child, va) = forked(&env);
+    let mut grandchild = child.fork(&env.mm).unwrap();
+    env.check(&[&parent, &child, &grandchild]);
+    assert_eq!(env.mm.frames().meta(env.frame(&parent, va)).mapcount(), 3);
+    env.write(&mut child, va, 2).unwrap();
+    env.write(&mut grandchild, va, 3).unwrap();
+    env.check(&[&parent, &child, &grandchild]);
+    assert_eq!(env.read(&mut parent, va).unwrap(), 0x1111);
+    assert_eq!(env.read(&mut child, va).unwrap(), 2);
+    assert_eq!(env.read(&mut grandchild, va).unwrap(), 3);
+    // The parent is alone on the original now: reuse.
+    let f = env.frame(&parent, va);
+    env.write(&mut parent, va, 1).unwrap();
+    assert_eq!(env.frame(&parent, va), f);
+    env.finish(std::vec![parent, child, grandchild]);
+}
+
+#[test]
+fn fork_bumps_write_protect_seq() {
+    let env = Env::new();
+    let (mut parent, child, _) = forked(&env);
+    let seq = parent
+        .write_protect_seq()
+        .load(core::sync::atomic::Ordering::Relaxed);
+    assert_eq!(seq, 2, "one fork: odd during, even after");
+    let child2 = parent.fork(&env.mm).unwrap();
+    assert_eq!(
+        parent
+            .write_protect_seq()
+            .load(core::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    env.finish(std::vec![parent, child, child2]);
+}
+
+#[test]
+fn fork_out_of_memory_leaves_parent_intact() {
+    let env = Env::with_frames(40);
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 20, Prot::RW);
+    for i in 0..20 {
+        env.write(&mut parent, va + i * PAGE, i).unwrap();
+    }
+    // Pin everything so fork must copy every page: it cannot.
+    let pins: std::vec::Vec<_> = (0..20)
+        .map(|i| pin_user_page(&env.mm, &parent, va + i * PAGE).unwrap())
+        .collect();
+    assert_eq!(
+        parent.fork(&env.mm).map(|_| ()).unwrap_err(),
+        crate::error::MmError::NoMem
+    );
+    env.check(&[&parent]);
+    for i in 0..20 {
+        assert_eq!(env.read(&mut parent, va + i * PAGE).unwrap(), i);
+    }
+    for p in pins {
+        p.unpin(&env.mm);
+    }
+    env.finish(std::vec![parent]);
+}
