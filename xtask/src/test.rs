@@ -28,7 +28,8 @@ use crate::{deps, elf, image, target_dir, workspace_root, BuildArgs};
 pub struct TestArgs {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// Per-test timeout in seconds: an in-kernel test silent this long is a hang.
+    /// Per-test timeout in seconds: an in-kernel test silent this long is a hang (and no test
+    /// may run longer than five times this, printing or not).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
     /// Timeout for the `selftest_hang` harness test, in seconds.
@@ -143,7 +144,7 @@ fn section(title: &str) {
 
 /// Tier 1: `cargo test` over the default members, one line per test.
 fn host_tests(logs: &Path, tally: &mut Tally) -> Result<()> {
-    println!("(the first build compiles the bootloader's BIOS and UEFI stages: about two minutes)");
+    println!("(a first build compiles the bootloader's BIOS and UEFI stages: about two minutes)");
     let log_path = logs.join("host.log");
     let mut log = std::io::BufWriter::new(std::fs::File::create(&log_path)?);
     // One pipe for stdout and stderr keeps cargo's `Running` lines (stderr) in order with the
