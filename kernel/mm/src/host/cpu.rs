@@ -210,3 +210,17 @@ fn permits(e: &TlbEntry, kind: Access) -> bool {
             Access::Fetch => e.executable,
         }
 }
+
+/// Reads `buf.len()` bytes at `va` (within one page) straight through the page tables, without
+/// the TLB, faults or accessed bits: what the memory holds, for test oracles. `None` if no
+/// frame is mapped there.
+pub fn peek(mm: &Mm<HostArch>, aspace: &AddressSpace, va: VirtAddr, buf: &mut [u8]) -> Option<()> {
+    assert!(
+        va.page_offset() + buf.len() <= PAGE_SIZE,
+        "peek crosses a page"
+    );
+    let pte = aspace.translate(mm, va)?;
+    mm.arch()
+        .copy_out(pte.frame() + va.page_offset() as u64, buf);
+    Some(())
+}

@@ -1,1 +1,452 @@
+//! Randomized sequences of system calls, accesses, forks and exits over a few address spaces,
+//! checked against a simple model of what each process's memory must contain.
+//!
+//! The model knows, per process and page, the protection, the `DONTFORK` flag and the words
+//! written so far (everything else reads as zero). After every step the invariant checker and
+//! the TLB-coherence check run, and every modelled word is compared with what the page tables
+//! actually map. Seeds are fixed so a failure reproduces; the failing seed and step are printed.
+
 use super::*;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::error::{FaultError, MmError};
+use crate::fault::{handle_mm_fault, FaultKind};
+use crate::host::cpu::peek;
+use crate::madvise::Advice;
+use crate::pin::{pin_user_page, PinnedPage};
+
+/// The window the sequences play in: 48 pages straddling a 2 MiB boundary (two PTs).
+const WIN: u64 = BASE + (2 << 20) - 24 * PAGE;
+const WIN_PAGES: u64 = 48;
+const MAX_PROCS: usize = 4;
+const WORDS: u64 = (PAGE / 8) as u64;
+
+#[derive(Clone, Default)]
+struct PageModel {
+    prot: Prot,
+    dontfork: bool,
+    words: BTreeMap<u64, u64>,
+}
+
+struct Proc {
+    s: AddressSpace,
+    pages: BTreeMap<u64, PageModel>,
+}
+
+struct Pin {
+    proc: usize,
+    page: u64,
+    pin: PinnedPage,
+    /// The process still maps the pinned page at `page` (no munmap, DONTNEED or MAP_FIXED
+    /// replaced it since).
+    attached: bool,
+}
+
+struct World {
+    procs: Vec<Proc>,
+    pins: Vec<Pin>,
+    rng: Rng,
+    next_value: u64,
+}
+
+/// Prints the seed and step if a check panics.
+struct Reporter {
+    seed: u64,
+    step: usize,
+    op: &'static str,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::eprintln!(
+                "randomized test failed: seed {} at step {} ({})",
+                self.seed,
+                self.step,
+                self.op
+            );
+        }
+    }
+}
+
+impl World {
+    fn pick_range(&mut self) -> (u64, u64) {
+        let first = self.rng.below(WIN_PAGES);
+        let n = 1 + self.rng.below(8.min(WIN_PAGES - first));
+        (WIN + first * PAGE, n)
+    }
+
+    fn pick_prot(&mut self) -> Prot {
+        [
+            Prot::NONE,
+            Prot::READ,
+            Prot::RW,
+            Prot::RW,
+            Prot::RW,
+            Prot::READ | Prot::EXEC,
+        ][self.rng.below(6) as usize]
+    }
+
+    /// A page address to access: usually in the window, sometimes any page the process maps.
+    fn pick_page(&mut self, p: usize) -> u64 {
+        if self.rng.chance(70) || self.procs[p].pages.is_empty() {
+            WIN + self.rng.below(WIN_PAGES) * PAGE
+        } else {
+            let n = self.rng.below(self.procs[p].pages.len() as u64) as usize;
+            *self.procs[p].pages.keys().nth(n).unwrap()
+        }
+    }
+
+    /// Marks pins of `proc` on `[start, start + n pages)` as detached from their mapping.
+    fn detach_pins(&mut self, proc: usize, start: u64, n: u64) {
+        for pin in &mut self.pins {
+            if pin.proc == proc && pin.page >= start && pin.page < start + n * PAGE {
+                pin.attached = false;
+            }
+        }
+    }
+
+    fn step(&mut self, env: &Env, op: &mut &'static str) {
+        let mm = &env.mm;
+        let p = self.rng.below(self.procs.len() as u64) as usize;
+        match self.rng.below(100) {
+            0..=9 => {
+                *op = "mmap fixed";
+                let (start, n) = self.pick_range();
+                let prot = self.pick_prot();
+                let r = self.procs[p].s.mmap(
+                    mm,
+                    VirtAddr::new(start),
+                    (n * PAGE) as usize,
+                    prot,
+                    MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+                );
+                assert_eq!(r, Ok(VirtAddr::new(start)));
+                for i in 0..n {
+                    self.procs[p].pages.insert(
+                        start + i * PAGE,
+                        PageModel {
+                            prot,
+                            ..PageModel::default()
+                        },
+                    );
+                }
+                self.detach_pins(p, start, n);
+            }
+            10..=11 => {
+                *op = "mmap anywhere";
+                let n = 1 + self.rng.below(3);
+                let prot = self.pick_prot();
+                let va = self.procs[p]
+                    .s
+                    .mmap(
+                        mm,
+                        VirtAddr::zero(),
+                        (n * PAGE) as usize,
+                        prot,
+                        MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+                    )
+                    .unwrap();
+                for i in 0..n {
+                    let old = self.procs[p].pages.insert(
+                        va.as_u64() + i * PAGE,
+                        PageModel {
+                            prot,
+                            ..PageModel::default()
+                        },
+                    );
+                    assert!(old.is_none(), "non-fixed mmap overlapped a mapping");
+                }
+            }
+            12..=17 => {
+                *op = "munmap";
+                let (start, n) = self.pick_range();
+                self.procs[p]
+                    .s
+                    .munmap(mm, VirtAddr::new(start), (n * PAGE) as usize)
+                    .unwrap();
+                for i in 0..n {
+                    self.procs[p].pages.remove(&(start + i * PAGE));
+                }
+                self.detach_pins(p, start, n);
+            }
+            18..=25 => {
+                *op = "mprotect";
+                let (start, n) = self.pick_range();
+                let prot = self.pick_prot();
+                let all = (0..n).all(|i| self.procs[p].pages.contains_key(&(start + i * PAGE)));
+                let r =
+                    self.procs[p]
+                        .s
+                        .mprotect(mm, VirtAddr::new(start), (n * PAGE) as usize, prot);
+                if all {
+                    assert_eq!(r, Ok(()));
+                    for i in 0..n {
+                        self.procs[p]
+                            .pages
+                            .get_mut(&(start + i * PAGE))
+                            .unwrap()
+                            .prot = prot;
+                    }
+                } else {
+                    assert_eq!(r, Err(MmError::NoMem));
+                }
+            }
+            26..=29 => {
+                *op = "madvise";
+                let (start, n) = self.pick_range();
+                let advice = [Advice::DontNeed, Advice::DontFork, Advice::DoFork]
+                    [self.rng.below(3) as usize];
+                let all = (0..n).all(|i| self.procs[p].pages.contains_key(&(start + i * PAGE)));
+                let r =
+                    self.procs[p]
+                        .s
+                        .madvise(mm, VirtAddr::new(start), (n * PAGE) as usize, advice);
+                assert_eq!(r, if all { Ok(()) } else { Err(MmError::NoMem) });
+                for i in 0..n {
+                    if let Some(pm) = self.procs[p].pages.get_mut(&(start + i * PAGE)) {
+                        match advice {
+                            Advice::DontNeed => pm.words.clear(),
+                            Advice::DontFork => pm.dontfork = true,
+                            Advice::DoFork => pm.dontfork = false,
+                        }
+                    }
+                }
+                if advice == Advice::DontNeed {
+                    self.detach_pins(p, start, n);
+                }
+            }
+            30..=34 => {
+                *op = "fork";
+                if self.procs.len() < MAX_PROCS {
+                    let child = self.procs[p].s.fork(mm).unwrap();
+                    let pages = self.procs[p]
+                        .pages
+                        .iter()
+                        .filter(|(_, pm)| !pm.dontfork)
+                        .map(|(&k, pm)| (k, pm.clone()))
+                        .collect();
+                    self.procs.push(Proc { s: child, pages });
+                }
+            }
+            35..=37 => {
+                *op = "exit";
+                let proc = self.procs.swap_remove(p);
+                proc.s.exit(mm);
+                let moved = self.procs.len();
+                for pin in &mut self.pins {
+                    if pin.proc == p {
+                        pin.attached = false;
+                        pin.proc = usize::MAX;
+                    } else if pin.proc == moved {
+                        pin.proc = p;
+                    }
+                }
+                if self.procs.is_empty() {
+                    let s = env.space();
+                    self.procs.push(Proc {
+                        s,
+                        pages: BTreeMap::new(),
+                    });
+                }
+            }
+            38..=39 => {
+                *op = "clear_refs";
+                self.procs[p].s.clear_refs_soft_dirty(mm);
+            }
+            40..=42 => {
+                *op = "pin";
+                let page = self.pick_page(p);
+                let writable = self.procs[p]
+                    .pages
+                    .get(&page)
+                    .is_some_and(|pm| pm.prot.write());
+                if writable && self.pins.len() < 8 {
+                    // Pins need an exclusive page (GUP would unshare first): write it.
+                    self.write(env, p, page, 0, op);
+                    let pin = pin_user_page(mm, &self.procs[p].s, VirtAddr::new(page)).unwrap();
+                    self.pins.push(Pin {
+                        proc: p,
+                        page,
+                        pin,
+                        attached: true,
+                    });
+                }
+            }
+            43..=45 => {
+                *op = "unpin";
+                if !self.pins.is_empty() {
+                    let i = self.rng.below(self.pins.len() as u64) as usize;
+                    self.pins.swap_remove(i).pin.unpin(mm);
+                }
+            }
+            46..=48 => {
+                *op = "unshare fault";
+                let page = self.pick_page(p);
+                let accessible = self.procs[p]
+                    .pages
+                    .get(&page)
+                    .is_some_and(|pm| pm.prot.accessible());
+                if accessible {
+                    handle_mm_fault(
+                        mm,
+                        &mut self.procs[p].s,
+                        VirtAddr::new(page),
+                        FaultKind::Unshare,
+                    )
+                    .unwrap();
+                }
+            }
+            49..=72 => {
+                *op = "read";
+                let page = self.pick_page(p);
+                let word = self.rng.below(WORDS);
+                let expect = self.procs[p].pages.get(&page).map(|pm| {
+                    (
+                        pm.prot.accessible(),
+                        pm.words.get(&word).copied().unwrap_or(0),
+                    )
+                });
+                let r = env.read(&mut self.procs[p].s, VirtAddr::new(page + word * 8));
+                match expect {
+                    Some((true, v)) => assert_eq!(r, Ok(v), "read {:#x}", page + word * 8),
+                    _ => assert!(
+                        matches!(
+                            r,
+                            Err(UserFault {
+                                error: FaultError::Segv(_),
+                                ..
+                            })
+                        ),
+                        "read of an inaccessible page {page:#x}: {r:?}"
+                    ),
+                }
+            }
+            _ => {
+                *op = "write";
+                let page = self.pick_page(p);
+                let word = self.rng.below(WORDS);
+                self.write(env, p, page, word, op);
+            }
+        }
+    }
+
+    fn write(&mut self, env: &Env, p: usize, page: u64, word: u64, op: &mut &'static str) {
+        *op = "write";
+        self.next_value += 1;
+        let v = self.next_value;
+        let r = env.write(&mut self.procs[p].s, VirtAddr::new(page + word * 8), v);
+        match self.procs[p].pages.get_mut(&page) {
+            Some(pm) if pm.prot.write() => {
+                assert_eq!(r, Ok(()), "write {:#x}", page + word * 8);
+                pm.words.insert(word, v);
+            }
+            _ => assert!(
+                matches!(
+                    r,
+                    Err(UserFault {
+                        error: FaultError::Segv(_),
+                        ..
+                    })
+                ),
+                "write to a non-writable page {page:#x}: {r:?}"
+            ),
+        }
+    }
+
+    /// Invariants, TLB coherence, and every modelled word against memory.
+    fn verify(&mut self, env: &Env) {
+        let spaces: Vec<&AddressSpace> = self.procs.iter().map(|p| &p.s).collect();
+        env.check(&spaces);
+        let mm = &env.mm;
+        for proc in &self.procs {
+            let mapped: Vec<u64> = proc
+                .s
+                .vmas()
+                .flat_map(|v| (v.start().as_u64()..v.end().as_u64()).step_by(PAGE_SIZE))
+                .collect();
+            assert_eq!(
+                mapped,
+                proc.pages.keys().copied().collect::<Vec<_>>(),
+                "VMAs vs model"
+            );
+            for (&page, pm) in &proc.pages {
+                let probe = self.rng.below(WORDS);
+                for (&word, &v) in pm.words.iter().chain([(&probe, &0)]) {
+                    let want = if word == probe {
+                        pm.words.get(&probe).copied().unwrap_or(0)
+                    } else {
+                        v
+                    };
+                    let mut b = [0u8; 8];
+                    let got = peek(mm, &proc.s, VirtAddr::new(page + word * 8), &mut b)
+                        .map(|()| u64::from_le_bytes(b))
+                        .unwrap_or(0);
+                    assert_eq!(got, want, "contents at {:#x}", page + word * 8);
+                }
+            }
+        }
+        if mm.era() >= Era::Y2022 {
+            for pin in self.pins.iter().filter(|p| p.attached) {
+                let pte = self.procs[pin.proc]
+                    .s
+                    .translate(mm, VirtAddr::new(pin.page));
+                assert_eq!(
+                    pte.map(|p| p.frame()),
+                    Some(pin.pin.frame()),
+                    "pinned page {:#x} replaced under its pin",
+                    pin.page
+                );
+            }
+        }
+    }
+}
+
+fn run(seed: u64, steps: usize) {
+    let env = Env::with_frames(1024);
+    env.mm.set_era(Era::ALL[(seed % 5) as usize]);
+    let s = env.space();
+    let mut world = World {
+        procs: std::vec![Proc {
+            s,
+            pages: BTreeMap::new()
+        }],
+        pins: Vec::new(),
+        rng: Rng::new(seed),
+        next_value: seed << 32,
+    };
+    let mut rep = Reporter {
+        seed,
+        step: 0,
+        op: "start",
+    };
+    for step in 0..steps {
+        rep.step = step;
+        world.step(&env, &mut rep.op);
+        world.verify(&env);
+    }
+    rep.op = "teardown";
+    if std::env::var("MM_RANDOM_STATS").is_ok() {
+        std::eprintln!("seed {seed} era {}: {:?}", env.mm.era(), env.mm.stats());
+    }
+    for pin in world.pins.drain(..) {
+        pin.pin.unpin(&env.mm);
+    }
+    let spaces = world.procs.into_iter().map(|p| p.s).collect();
+    env.finish(spaces);
+}
+
+#[test]
+fn random_sequences_match_the_model() {
+    for seed in 1..=300 {
+        run(seed, 120);
+    }
+}
+
+#[test]
+fn long_random_sequences() {
+    for seed in [0xc0ffee, 0xdead_beef, 2023, 2009, 42] {
+        run(seed, 1500);
+    }
+}
