@@ -132,7 +132,7 @@ impl AddressSpace {
     /// fence and re-read of this count, which then sees the odd value and backs off.
     pub(crate) fn write_protect_begin(&self) {
         let s = self.write_protect_seq.load(Ordering::Relaxed);
-        debug_assert!(s % 2 == 0, "nested write-protect section");
+        debug_assert!(s.is_multiple_of(2), "nested write-protect section");
         self.write_protect_seq
             .store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::SeqCst);

@@ -32,7 +32,7 @@ impl PhysWindow {
     pub(crate) fn new<A: Arch>(arch: &A, frames: usize) -> PhysWindow {
         let base = arch.phys_window();
         assert!(
-            (base as usize) % PAGE_SIZE == 0,
+            (base as usize).is_multiple_of(PAGE_SIZE),
             "Arch contract: the physical-memory window is page aligned"
         );
         PhysWindow {
@@ -60,13 +60,14 @@ impl PhysWindow {
     ///
     /// 1. `table` is a page-table page (or a frame that is only ever accessed atomically while
     ///    the returned reference lives): nobody reads or writes it non-atomically meanwhile.
-    /// 2. `table` stays allocated as such for `'a`.
-    pub(crate) unsafe fn pte<'a>(&'a self, table: PhysAddr, index: usize) -> &'a AtomicU64 {
+    /// 2. While the reference is used, `table` is not freed and reused by a concurrent thread
+    ///    (which would then access it non-atomically, e.g. zero it as a new page).
+    pub(crate) unsafe fn pte(&self, table: PhysAddr, index: usize) -> &AtomicU64 {
         assert!(index < 512, "page-table index out of range");
         let p = self.ptr(table.align_down() + (index * 8) as u64, 8);
         // SAFETY: `p` is in the window (checked) and 8-aligned (page-aligned base plus a multiple
-        // of 8); the memory is valid for `'a` by Arch contract 1 and obligation 2; only atomic
-        // accesses happen to it by obligation 1.
+        // of 8); the window's memory stays valid as long as `self` (Arch contract 1); by
+        // obligations 1 and 2 every concurrent access to it is atomic.
         unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
     }
 

@@ -68,7 +68,7 @@ impl HostArch {
     /// The 64-bit word at `pa` (8-aligned) as the MMU sees it.
     pub(crate) fn word(&self, pa: PhysAddr) -> &AtomicU64 {
         assert!(
-            pa.as_u64() % 8 == 0 && pa.as_u64() + 8 <= (self.frames * PAGE_SIZE) as u64,
+            pa.as_u64().is_multiple_of(8) && pa.as_u64() + 8 <= (self.frames * PAGE_SIZE) as u64,
             "emulated MMU access at {pa:#x} outside physical memory"
         );
         // SAFETY: in bounds and aligned (checked); the buffer lives as long as `self`. Words

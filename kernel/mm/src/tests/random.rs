@@ -20,7 +20,7 @@ use crate::pin::{pin_user_page, PinnedPage};
 const WIN: u64 = BASE + (2 << 20) - 24 * PAGE;
 const WIN_PAGES: u64 = 48;
 const MAX_PROCS: usize = 4;
-const WORDS: u64 = (PAGE / 8) as u64;
+const WORDS: u64 = PAGE / 8;
 
 #[derive(Clone, Default)]
 struct PageModel {
