@@ -41,6 +41,7 @@ pub mod rules;
 mod softdirty;
 pub mod stats;
 pub mod tlb;
+pub mod uaccess;
 pub mod vma;
 mod wp;
 
@@ -59,6 +60,7 @@ pub use fault::{handle_mm_fault, handle_x86_page_fault, FaultKind};
 pub use madvise::Advice;
 pub use mm::Mm;
 pub use mmap::MapFlags;
+pub use uaccess::{copy_from_user, copy_to_user};
 pub use vma::Prot;
 
 /// Size of a base page and of a physical frame.

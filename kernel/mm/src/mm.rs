@@ -180,4 +180,20 @@ impl<A: Arch> Mm<A> {
             buf.iter().all(|&b| b == 0)
         })
     }
+
+    /// Copies bytes out of a user page the caller reached through a present user PTE.
+    pub(crate) fn read_user_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
+        // SAFETY: user pages are never Rust objects; they are only ever accessed through raw
+        // copies like this one (user space itself is outside the Rust abstract machine).
+        unsafe { self.phys.read(pa, buf) };
+    }
+
+    /// Copies bytes into a user page the caller reached through a writable user PTE of an
+    /// address space it holds exclusively.
+    pub(crate) fn write_user_bytes(&self, pa: PhysAddr, data: &[u8]) {
+        // SAFETY: as for `read_user_bytes`; the writable PTE (of an exclusive anon page, in a
+        // COW mapping) is the process's permission to write, which the kernel exercises on its
+        // behalf.
+        unsafe { self.phys.write(pa, data) };
+    }
 }

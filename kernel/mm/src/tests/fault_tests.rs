@@ -314,3 +314,43 @@ fn x86_error_codes_are_decoded() {
     env.check(&[&s]);
     env.finish(std::vec![s]);
 }
+
+#[test]
+fn kernel_copies_to_and_from_user_memory_through_faults() {
+    use crate::uaccess::{copy_from_user, copy_to_user};
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 3, Prot::RW);
+    let ro = env.map(&mut s, 4 * PAGE, 1, Prot::READ);
+    // Spans a page boundary of two unpopulated pages.
+    let data: std::vec::Vec<u8> = (0..100u8).collect();
+    copy_to_user(&env.mm, &mut s, va + PAGE - 50, &data).unwrap();
+    env.check(&[&s]);
+    let mut back = [0u8; 100];
+    crate::host::cpu::user_read(&env.mm, &mut s, va + PAGE - 50, &mut back).unwrap();
+    assert_eq!(&back[..], &data[..]);
+    // Reading an untouched page maps the zero page.
+    let mut z = [1u8; 16];
+    copy_from_user(&env.mm, &mut s, va + 2 * PAGE, &mut z).unwrap();
+    assert_eq!(z, [0; 16]);
+    assert_eq!(env.frame(&s, va + 2 * PAGE), env.mm.zero_page());
+    // Protections apply to the kernel's writes too.
+    assert_eq!(
+        copy_to_user(&env.mm, &mut s, ro, &[1]),
+        Err(FaultError::Segv(SegvReason::Protection))
+    );
+    assert_eq!(
+        copy_from_user(&env.mm, &mut s, VirtAddr::new(BASE + 10 * PAGE), &mut z),
+        Err(FaultError::Segv(SegvReason::NoMapping))
+    );
+    // COW applies: writing into a page shared with a child copies it.
+    let mut child = s.fork(&env.mm).unwrap();
+    copy_to_user(&env.mm, &mut s, va + PAGE, &[0xff; 8]).unwrap();
+    env.check(&[&s, &child]);
+    assert_eq!(
+        env.read(&mut child, va + PAGE).unwrap(),
+        u64::from_le_bytes([50, 51, 52, 53, 54, 55, 56, 57])
+    );
+    assert_eq!(env.read(&mut s, va + PAGE).unwrap(), u64::MAX);
+    env.finish(std::vec![s, child]);
+}
