@@ -97,12 +97,13 @@ impl core::ops::BitOr for FrameFlags {
 ///
 /// # `ANON_EXCLUSIVE`
 ///
-/// Set only when exclusivity is proven or created, always with the address-space lock held:
-/// a write fault on an empty PTE (new zeroed frame), a COW copy (new frame), and a write or
-/// unshare fault that reuses the page because `refcount == 1`. Cleared by fork when it shares
-/// the page with the child (`copy_present_pte`), and by the allocator when the frame is freed.
-/// Once cleared it is never set again except by such a fault. It implies `ANON` and
-/// `mapcount <= 1`.
+/// Set only when exclusivity is proven or created, always by the holder of the address space:
+/// a write fault on an empty PTE (new zeroed frame), a COW copy (new frame, also fork's copy of
+/// a pinned page), and a write or unshare fault that reuses the page because the era's count
+/// rule proved it unshared (`rules::wp_can_reuse`). Cleared by fork when it shares the page
+/// with the child (`copy_present_pte`), when the last PTE mapping the page goes away, and by
+/// the allocator when the frame is freed. Once cleared it is never set again except by such a
+/// fault. It implies `ANON` and `mapcount <= 1`.
 ///
 /// # Memory ordering
 ///

@@ -13,6 +13,8 @@
 //! translations flushed (`tlb::MmuGather`).
 
 mod entry;
+mod range;
+mod teardown;
 
 pub use entry::Pte;
 
@@ -21,12 +23,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::mm::Mm;
-use crate::tlb::{MmuGather, TlbFlush};
 
 /// First PML4 index of the kernel half.
 pub const KERNEL_PML4_START: usize = 256;
 /// Entries per page-table page.
-const ENTRIES: usize = 512;
+pub(crate) const ENTRIES: usize = 512;
 
 /// One entry slot in a page-table page.
 #[derive(Clone, Copy)]
@@ -69,7 +70,7 @@ impl<'a> PteRef<'a> {
 }
 
 /// Bytes translated by one entry at `level` (1 = PT entry = one page).
-const fn level_span(level: u8) -> u64 {
+pub(crate) const fn level_span(level: u8) -> u64 {
     1u64 << (12 + 9 * (level as u32 - 1))
 }
 
@@ -106,7 +107,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
     }
 
     /// Entry `index` of page-table page `table` of this hierarchy.
-    fn entry(&self, table: PhysAddr, index: usize) -> PteRef<'m> {
+    pub(crate) fn entry(&self, table: PhysAddr, index: usize) -> PteRef<'m> {
         // SAFETY: `table` is `root` or was reached from it through present non-leaf entries, so
         // it is a page-table page of this address space; those are written only atomically,
         // and freed only after being unlinked by the exclusive holder of the address space,
@@ -155,194 +156,6 @@ impl<'m, A: Arch> PageTable<'m, A> {
         pte.is_mapping().then_some(pte)
     }
 
-    /// Calls `f` with every leaf slot of `[start, end)` whose PT exists, in address order,
-    /// skipping absent subtrees without visiting them.
-    pub(crate) fn for_each_leaf(
-        &self,
-        start: VirtAddr,
-        end: VirtAddr,
-        f: &mut dyn FnMut(VirtAddr, PteRef<'m>),
-    ) {
-        self.visit(self.root, 4, start.as_u64(), end.as_u64(), f);
-    }
-
-    fn visit(
-        &self,
-        table: PhysAddr,
-        level: u8,
-        start: u64,
-        end: u64,
-        f: &mut dyn FnMut(VirtAddr, PteRef<'m>),
-    ) {
-        let span = level_span(level);
-        let mut va = start;
-        while va < end {
-            let next = ((va & !(span - 1)) + span).min(end);
-            let slot = self.entry(table, VirtAddr::new(va).table_index(level));
-            if level == 1 {
-                f(VirtAddr::new(va), slot);
-            } else {
-                let e = slot.load();
-                if e.is_present() {
-                    self.visit(e.frame(), level - 1, va, next, f);
-                }
-            }
-            va = next;
-        }
-    }
-
-    /// Changes every mapping PTE of `[start, end)` to `f(old)` (Linux `change_protection`).
-    /// Returns the flush needed for entries that lost a permission or their presence.
-    pub(crate) fn change_protection(
-        &self,
-        start: VirtAddr,
-        end: VirtAddr,
-        f: &mut dyn FnMut(VirtAddr, Pte) -> Pte,
-    ) -> TlbFlush {
-        let mut flush = TlbFlush::none(self.root);
-        self.for_each_leaf(start, end, &mut |va, slot| {
-            let mut old = slot.load();
-            loop {
-                if !old.is_mapping() {
-                    return;
-                }
-                let new = f(va, old);
-                if new == old {
-                    return;
-                }
-                // The MMU may set accessed/dirty meanwhile: retry with its value.
-                match slot.replace(old, new) {
-                    Ok(()) => {
-                        if weakens(old, new) {
-                            flush.add_page(va);
-                        }
-                        return;
-                    }
-                    Err(cur) => old = cur,
-                }
-            }
-        });
-        flush
-    }
-
-    /// Clears every leaf entry of `[start, end)`, passing each former mapping to
-    /// `on_unmap(va, pte)` (which drops the mapcount and hands the frame to `gather`), and
-    /// unlinks page-table pages left empty (Linux `zap_page_range` + `free_pgtables`).
-    pub(crate) fn zap_range(
-        &self,
-        start: VirtAddr,
-        end: VirtAddr,
-        gather: &mut MmuGather<'m, A>,
-        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
-    ) {
-        self.zap_level(self.root, 4, start.as_u64(), end.as_u64(), gather, on_unmap);
-    }
-
-    /// Returns whether `table` is now empty (never true for the root, which is kept).
-    fn zap_level(
-        &self,
-        table: PhysAddr,
-        level: u8,
-        start: u64,
-        end: u64,
-        gather: &mut MmuGather<'m, A>,
-        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
-    ) -> bool {
-        let span = level_span(level);
-        let mut va = start;
-        let mut cleared = false;
-        while va < end {
-            let next = ((va & !(span - 1)) + span).min(end);
-            let slot = self.entry(table, VirtAddr::new(va).table_index(level));
-            if level == 1 {
-                if !slot.load().is_empty() {
-                    let old = slot.take();
-                    cleared = true;
-                    if old.is_mapping() {
-                        on_unmap(VirtAddr::new(va), old, gather);
-                    }
-                }
-            } else {
-                let e = slot.load();
-                if e.is_present()
-                    && self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap)
-                {
-                    slot.store(Pte::EMPTY);
-                    gather.remove_table(VirtAddr::new(va), e.frame());
-                    cleared = true;
-                }
-            }
-            va = next;
-        }
-        level < 4 && cleared && self.is_table_empty(table)
-    }
-
-    fn is_table_empty(&self, table: PhysAddr) -> bool {
-        (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
-    }
-
-    /// Frees the whole user half and the root (Linux `free_pgtables` + `pgd_free` at exit),
-    /// passing each remaining mapping to `on_unmap(va, pte)`. The caller has flushed every
-    /// translation of this root and no CPU uses it any more, so frames and tables can be freed
-    /// at once. The kernel half is shared and left alone.
-    pub(crate) fn destroy(self, on_unmap: &mut dyn FnMut(VirtAddr, Pte)) {
-        for i in 0..KERNEL_PML4_START {
-            let e = self.entry(self.root, i).load();
-            if e.is_present() {
-                let va = i as u64 * level_span(4);
-                self.destroy_level(e.frame(), 3, va, on_unmap);
-                self.mm.free_pagetable(e.frame());
-            }
-        }
-        self.mm.free_pagetable(self.root);
-    }
-
-    fn destroy_level(
-        &self,
-        table: PhysAddr,
-        level: u8,
-        base: u64,
-        on_unmap: &mut dyn FnMut(VirtAddr, Pte),
-    ) {
-        for i in 0..ENTRIES {
-            let e = self.entry(table, i).load();
-            let va = base + i as u64 * level_span(level);
-            if level == 1 {
-                if e.is_mapping() {
-                    on_unmap(VirtAddr::new(va), e);
-                }
-            } else if e.is_present() {
-                self.destroy_level(e.frame(), level - 1, va, on_unmap);
-                self.mm.free_pagetable(e.frame());
-            }
-        }
-    }
-
-    /// Calls `f(table, level)` for every page-table page of the user half, root included (for
-    /// the invariant checker).
-    pub(crate) fn for_each_table(&self, f: &mut dyn FnMut(PhysAddr, u8)) {
-        f(self.root, 4);
-        for i in 0..KERNEL_PML4_START {
-            let e = self.entry(self.root, i).load();
-            if e.is_present() {
-                self.tables_below(e.frame(), 3, f);
-            }
-        }
-    }
-
-    fn tables_below(&self, table: PhysAddr, level: u8, f: &mut dyn FnMut(PhysAddr, u8)) {
-        f(table, level);
-        if level == 1 {
-            return;
-        }
-        for i in 0..ENTRIES {
-            let e = self.entry(table, i).load();
-            if e.is_present() {
-                self.tables_below(e.frame(), level - 1, f);
-            }
-        }
-    }
-
     /// Entry `index` of the root (for the checker and tests of the kernel half).
     pub fn root_entry(&self, index: usize) -> Pte {
         self.entry(self.root, index).load()
@@ -352,15 +165,4 @@ impl<'m, A: Arch> PageTable<'m, A> {
     pub(crate) fn table_entry(&self, table: PhysAddr, index: usize) -> Pte {
         self.entry(table, index).load()
     }
-}
-
-/// Does going from `old` to `new` remove a translation or a permission some TLB may cache?
-fn weakens(old: Pte, new: Pte) -> bool {
-    if !old.is_present() {
-        return false;
-    }
-    !new.is_present()
-        || new.frame() != old.frame()
-        || (old.is_writable() && !new.is_writable())
-        || (!old.has(Pte::NO_EXECUTE) && new.has(Pte::NO_EXECUTE))
 }

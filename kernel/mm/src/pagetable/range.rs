@@ -1,0 +1,153 @@
+//! Operations over a range of user addresses: visiting, re-protecting and zapping leaf entries.
+//!
+//! Picture: a range is walked top-down, descending only into subtrees that exist, so the cost
+//! is proportional to the page tables present, not to the size of the range. Zapping also
+//! walks back up: a table whose last entry it cleared is unlinked from its parent and handed to
+//! the `MmuGather`, which frees it after the TLB flush. The invariant: no empty PDPT, PD or PT
+//! stays linked after a zap of the range that emptied it.
+
+#![deny(unsafe_code)]
+
+use super::{level_span, PageTable, Pte, PteRef, ENTRIES};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::Arch;
+use crate::tlb::{MmuGather, TlbFlush};
+
+impl<'m, A: Arch> PageTable<'m, A> {
+    /// Calls `f` with every leaf slot of `[start, end)` whose PT exists, in address order,
+    /// skipping absent subtrees without visiting them.
+    pub(crate) fn for_each_leaf(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, PteRef<'m>),
+    ) {
+        self.visit(self.root, 4, start.as_u64(), end.as_u64(), f);
+    }
+
+    fn visit(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(VirtAddr, PteRef<'m>),
+    ) {
+        let span = level_span(level);
+        let mut va = start;
+        while va < end {
+            let next = ((va & !(span - 1)) + span).min(end);
+            let slot = self.entry(table, VirtAddr::new(va).table_index(level));
+            if level == 1 {
+                f(VirtAddr::new(va), slot);
+            } else {
+                let e = slot.load();
+                if e.is_present() {
+                    self.visit(e.frame(), level - 1, va, next, f);
+                }
+            }
+            va = next;
+        }
+    }
+
+    /// Changes every mapping PTE of `[start, end)` to `f(old)` (Linux `change_protection`).
+    /// Returns the flush needed for entries that lost a permission or their presence.
+    pub(crate) fn change_protection(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, Pte) -> Pte,
+    ) -> TlbFlush {
+        let mut flush = TlbFlush::none(self.root);
+        self.for_each_leaf(start, end, &mut |va, slot| {
+            let mut old = slot.load();
+            loop {
+                if !old.is_mapping() {
+                    return;
+                }
+                let new = f(va, old);
+                if new == old {
+                    return;
+                }
+                // The MMU may set accessed/dirty meanwhile: retry with its value.
+                match slot.replace(old, new) {
+                    Ok(()) => {
+                        if weakens(old, new) {
+                            flush.add_page(va);
+                        }
+                        return;
+                    }
+                    Err(cur) => old = cur,
+                }
+            }
+        });
+        flush
+    }
+
+    /// Clears every leaf entry of `[start, end)`, passing each former mapping to
+    /// `on_unmap(va, pte)` (which drops the mapcount and hands the frame to `gather`), and
+    /// unlinks page-table pages left empty (Linux `zap_page_range` + `free_pgtables`).
+    pub(crate) fn zap_range(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        gather: &mut MmuGather<'m, A>,
+        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
+    ) {
+        self.zap_level(self.root, 4, start.as_u64(), end.as_u64(), gather, on_unmap);
+    }
+
+    /// Returns whether `table` is now empty (never true for the root, which is kept).
+    fn zap_level(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        gather: &mut MmuGather<'m, A>,
+        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
+    ) -> bool {
+        let span = level_span(level);
+        let mut va = start;
+        let mut cleared = false;
+        while va < end {
+            let next = ((va & !(span - 1)) + span).min(end);
+            let slot = self.entry(table, VirtAddr::new(va).table_index(level));
+            if level == 1 {
+                if !slot.load().is_empty() {
+                    let old = slot.take();
+                    cleared = true;
+                    if old.is_mapping() {
+                        on_unmap(VirtAddr::new(va), old, gather);
+                    }
+                }
+            } else {
+                let e = slot.load();
+                if e.is_present()
+                    && self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap)
+                {
+                    slot.store(Pte::EMPTY);
+                    gather.remove_table(VirtAddr::new(va), e.frame());
+                    cleared = true;
+                }
+            }
+            va = next;
+        }
+        level < 4 && cleared && self.is_table_empty(table)
+    }
+
+    fn is_table_empty(&self, table: PhysAddr) -> bool {
+        (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
+    }
+}
+
+/// Does going from `old` to `new` remove a translation or a permission some TLB may cache?
+fn weakens(old: Pte, new: Pte) -> bool {
+    if !old.is_present() {
+        return false;
+    }
+    !new.is_present()
+        || new.frame() != old.frame()
+        || (old.is_writable() && !new.is_writable())
+        || (!old.has(Pte::NO_EXECUTE) && new.has(Pte::NO_EXECUTE))
+}
