@@ -6,7 +6,7 @@
 //! page may be written in place or must be copied. Mechanism (raw physical memory, page-table
 //! entries, TLB flushes) sits behind the small [`arch::Arch`] trait and the `phys` module;
 //! everything else is safe policy code (`#![deny(unsafe_code)]`) that runs unchanged on the host
-//! under `cargo test` (over [`host::HostArch`], an emulated MMU) and in the kernel.
+//! under `cargo test` (over `host::HostArch`, an emulated MMU) and in the kernel.
 //!
 //! Where each rule lives: `rules` (every era-dependent decision), `fault` and `wp` (faults and
 //! `do_wp_page`), `fork` (`copy_present_pte`), `mprotect` (write permission without a fault),

@@ -4,7 +4,7 @@
 //! page-table code never flushes by itself: it returns a `#[must_use]` [`TlbFlush`] describing
 //! what must be invalidated, and the operation flushes it before returning to user space.
 //! Frames and page-table pages that lost their last mapping are worse: if they were freed before
-//! the flush, a stale translation could write into their next owner. [`MmuGather`] therefore
+//! the flush, a stale translation could write into their next owner. `MmuGather` therefore
 //! holds them until it has flushed, in a fixed-size batch (no heap allocation on unmap).
 
 #![deny(unsafe_code)]

@@ -75,7 +75,7 @@ pub(crate) const fn level_span(level: u8) -> u64 {
 }
 
 /// One address space's hierarchy. Obtained from `AddressSpace`, which guarantees `root` is a
-/// live PML4 created by [`PageTable::create_root`].
+/// live PML4 created by `PageTable::create_root`.
 pub struct PageTable<'m, A: Arch> {
     mm: &'m Mm<A>,
     root: PhysAddr,

@@ -173,3 +173,42 @@ fn emulated_mmu_sets_accessed_and_dirty_bits() {
     );
     env.finish(std::vec![s]);
 }
+
+#[test]
+fn large_unmap_frees_in_batches_after_flushing() {
+    // More pages than one MmuGather batch holds: it must flush and free mid-way, and every
+    // translation must still be gone (the TLB check) with every frame back.
+    let env = Env::with_frames(1024);
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 300, Prot::RW);
+    for i in 0..300 {
+        env.write(&mut s, va + i * PAGE, i).unwrap();
+    }
+    let free = env.mm.frames().free_frames();
+    let (_, full_before) = env.mm.arch().flush_counts();
+    s.munmap(&env.mm, va, 300 * PAGE_SIZE).unwrap();
+    env.check(&[&s]);
+    let (_, full_after) = env.mm.arch().flush_counts();
+    assert!(
+        full_after > full_before,
+        "a 300-page range is flushed whole"
+    );
+    assert_eq!(
+        env.mm.frames().free_frames(),
+        free + 300 + 3,
+        "pages, PT, PD and PDPT freed"
+    );
+    // Small ranges are flushed page by page.
+    let va = env.map(&mut s, 0, 2, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    env.write(&mut s, va + PAGE, 1).unwrap();
+    let (pages_before, full_before) = env.mm.arch().flush_counts();
+    s.mprotect(&env.mm, va, 2 * PAGE_SIZE, Prot::READ).unwrap();
+    let (pages_after, full_after) = env.mm.arch().flush_counts();
+    assert_eq!(
+        (pages_after - pages_before, full_after - full_before),
+        (2, 0)
+    );
+    env.check(&[&s]);
+    env.finish(std::vec![s]);
+}
