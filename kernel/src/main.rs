@@ -30,6 +30,7 @@ mod pic;
 mod qemu;
 mod ramdisk;
 mod time;
+mod vm;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -69,6 +70,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     memory::init(boot_info);
     paging::init();
     memory::init_mm(cmdline.era);
+    vm::init();
     memory::print_summary(boot_info);
 
     pic::init();

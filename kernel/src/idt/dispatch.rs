@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::control::Cr2;
 
 use super::{dump, vector, TrapFrame};
-use crate::{extable, pic, time};
+use crate::{extable, pic, time, vm};
 
 static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 
@@ -32,6 +32,9 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
+            if vm::is_user_address(cr2) && vm::handle_page_fault(cr2, frame.error_code).is_ok() {
+                return;
+            }
             match extable::search(frame.rip) {
                 Some(fixup) => extable::fixup(frame, fixup, cr2),
                 None => dump::die(frame),

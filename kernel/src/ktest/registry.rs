@@ -27,6 +27,13 @@ pub static TESTS: &[KernelTest] = &[
     test!(exceptions::probe_write_reports_write_fault),
     test!(timer::timer_ticks_advance),
     test!(mm::mm_address_space_on_hardware),
+    test!(mm::hw_fault_zero_page_then_write),
+    test!(mm::hw_fork_cow_isolation),
+    test!(mm::hw_fork_copies_pinned_page),
+    test!(mm::hw_mprotect_exclusive_vs_shared),
+    test!(mm::hw_bad_access_is_refused),
+    test!(mm::hw_madv_dontneed_reads_zero),
+    test!(mm::hw_era_switch_changes_reuse),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -1,0 +1,77 @@
+//! The address space the CPU is running on, and page faults on user addresses.
+//!
+//! Picture: at any moment CR3 holds either the boot page table (kernel only) or the root of one
+//! `cowlab_mm::AddressSpace`, and [`CURRENT`] names that address space. A page fault on a
+//! lower-half address is a question for the memory manager about the current address space
+//! (Linux `exc_page_fault` -> `handle_mm_fault`), whether the access came from ring 3 or from the
+//! kernel touching user memory; only if the memory manager refuses does the trap code fall back
+//! to an exception-table fixup (a probe or user copy that expected it) or to the crash dump.
+//!
+//! Invariant: the fault handler takes the address space's lock with `try_lock`, because the
+//! trap runs with interrupts off on the one CPU: if the lock is held, the holder is the code the
+//! fault interrupted, and waiting would deadlock. Kernel code must not touch user memory while it
+//! holds an address-space lock; doing so panics with a message naming this rule.
+
+use alloc::sync::Arc;
+
+use cowlab_mm::{AddressSpace, FaultError};
+use spin::Mutex;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::PhysFrame;
+
+use crate::memory;
+
+/// An address space as processes (and kernel tests) share it.
+pub type SharedAddressSpace = Arc<Mutex<AddressSpace>>;
+
+/// The address space loaded in CR3, or `None` while the boot page table is.
+static CURRENT: Mutex<Option<SharedAddressSpace>> = Mutex::new(None);
+
+/// The boot PML4, which maps only the kernel half; recorded by [`init`].
+static BOOT_ROOT: spin::Once<PhysFrame> = spin::Once::new();
+
+/// Records the boot page table so that [`switch_to`]`(None)` can return to it. Call once, after
+/// paging set-up, before any address space is loaded.
+pub fn init() {
+    BOOT_ROOT.call_once(|| Cr3::read().0);
+}
+
+/// Loads `aspace`'s page table into CR3 (or the boot table for `None`) and makes it the one user
+/// faults resolve against. Returns the previous current address space.
+pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpace> {
+    let frame = match &aspace {
+        Some(shared) => {
+            let root = shared.lock().root();
+            PhysFrame::containing_address(x86_64::PhysAddr::new(root.as_u64()))
+        }
+        None => *BOOT_ROOT.get().expect("vm::init runs before any switch_to"),
+    };
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // SAFETY: every root is either the boot PML4 or one made by `AddressSpace::new`, whose
+        // kernel half is a copy of the boot PML4's (the kernel pre-allocated all upper PDPTs at
+        // boot, so later kernel mappings are shared): the kernel's code, data, stacks and the
+        // physical-memory window stay mapped identically across the switch.
+        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        core::mem::replace(&mut *CURRENT.lock(), aspace)
+    })
+}
+
+/// Whether `addr` lies in the user half of the address space (PML4 entries 0..255).
+pub fn is_user_address(addr: u64) -> bool {
+    addr < cowlab_mm::aspace::USER_END
+}
+
+/// The page-fault path for user addresses: asks the memory manager to resolve the fault at
+/// `cr2` against the current address space. `Ok` means the faulting instruction can be retried.
+/// Called from the trap handler with interrupts disabled; no logging here (hot path).
+#[doc(alias = "exc_page_fault")]
+pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
+    let current = CURRENT.lock();
+    let Some(shared) = current.as_ref() else {
+        return Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping));
+    };
+    let mut aspace = shared.try_lock().unwrap_or_else(|| {
+        panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
+    });
+    cowlab_mm::handle_x86_page_fault(memory::mm(), &mut aspace, cr2, error_code)
+}
