@@ -77,13 +77,40 @@ pub fn handle_mm_fault<A: Arch>(
     va: VirtAddr,
     kind: FaultKind,
 ) -> Result<(), FaultError> {
+    fault_inner(mm, aspace, va, kind, Access::User)
+}
+
+/// Who is asking: the process itself, or GUP with `FOLL_FORCE` on its behalf.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Access {
+    /// The mapping's protection decides.
+    User,
+    /// `FOLL_FORCE` (ptrace, `/proc/pid/mem`): a write to a COW mapping without `PROT_WRITE`
+    /// is allowed and breaks COW, but the resulting PTE stays read-only (Linux's
+    /// `maybe_mkwrite`): the process itself still cannot write.
+    Force,
+}
+
+/// [`handle_mm_fault`] with the `FOLL_FORCE` permission check of GUP (Linux passes
+/// `FAULT_FLAG_WRITE` for a VMA without `VM_WRITE`, which only `check_vma_flags` lets through).
+pub(crate) fn fault_inner<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    kind: FaultKind,
+    access: Access,
+) -> Result<(), FaultError> {
     if va.as_u64() >= USER_END {
         return Err(FaultError::Segv(SegvReason::NoMapping));
     }
     let vma = aspace
         .find_vma(va)
         .ok_or(FaultError::Segv(SegvReason::NoMapping))?;
-    if !access_permitted(vma, kind) {
+    let forced_write = access == Access::Force
+        && kind == FaultKind::Write
+        && vma.is_cow_mapping()
+        && vma.prot().accessible();
+    if !forced_write && !access_permitted(vma, kind) {
         return Err(FaultError::Segv(SegvReason::Protection));
     }
     let pt = aspace.page_table(mm);
@@ -138,7 +165,7 @@ fn do_anonymous_page<A: Arch>(
     );
     if kind == FaultKind::Write {
         let page = mm.alloc_anon_page(None).ok_or(FaultError::Oom)?;
-        let bits = vma.page_prot() | Pte::WRITABLE | Pte::DIRTY | Pte::ACCESSED | Pte::SOFT_DIRTY;
+        let bits = vma.page_prot() | crate::wp::write_grant(vma);
         slot.store(Pte::new(page, bits));
         stats::inc(&mm.counters.anon_faults);
     } else {

@@ -186,6 +186,26 @@ impl FrameMeta {
         self.refcount.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes a reference unless the frame is being freed (refcount 0): GUP-fast's
+    /// `try_get_folio`, which reaches the frame through a PTE without holding any reference.
+    pub(crate) fn try_get(&self) -> bool {
+        let mut cur = self.refcount.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                return false;
+            }
+            match self.refcount.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     pub(crate) fn set_flags(&self, flags: FrameFlags) {
         self.flags.fetch_or(flags.0, Ordering::Release);
     }

@@ -29,6 +29,7 @@ pub mod fault;
 pub mod foll;
 mod fork;
 pub mod frame;
+pub mod gup;
 pub mod madvise;
 mod mm;
 pub mod mmap;

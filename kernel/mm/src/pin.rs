@@ -1,12 +1,15 @@
-//! Pins and plain references on user pages: the minimal half of GUP that fork needs.
+//! Pins and plain references on user pages: what GUP hands out, and how it is given back.
 //!
 //! Picture: a device (or a kernel thread) keeps using a page behind the page tables. Under the
 //! 2020+ rules that is a *pin* (`FOLL_PIN`): one reference plus one `pincount`, so fork and the
 //! fault path can tell the page may be under DMA (`maybe_dma_pinned`). Before 2020 pins did not
 //! exist and the same request takes a plain reference (`FOLL_GET`), invisible to fork — which is
 //! exactly what reproduces the old races. A [`PinnedPage`] remembers which kind it holds, so it
-//! is released correctly even if the era changes meanwhile. Full GUP (faulting pages in,
-//! unsharing, `FOLL_*` checks) is the next issue; here the page must already be mapped.
+//! is released correctly even if the era changes meanwhile. The invariant: every `PinnedPage`
+//! is exactly one reference (and, for `Pin`, one `pincount`), counted in the `gup_*_held`
+//! gauges until released. The full GUP (faulting, unsharing, `FOLL_*` checks) is `gup.rs`;
+//! [`pin_user_page`] and [`get_user_page`] are the single-page, no-fault shortcuts fork tests
+//! use.
 
 #![deny(unsafe_code)]
 
@@ -16,8 +19,11 @@ use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::aspace::AddressSpace;
 use crate::error::MmError;
+use crate::foll::FollFlags;
+use crate::frame::FrameFlags;
 use crate::mm::Mm;
 use crate::rules;
+use crate::stats;
 
 /// How a [`PinnedPage`] holds its page.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -26,6 +32,16 @@ pub enum PinKind {
     Pin,
     /// `FOLL_GET`: a reference only.
     Get,
+}
+
+/// Whether [`PinnedPage::unpin_dirty`] marks the page dirty first (Linux's `make_dirty`
+/// argument of `unpin_user_pages_dirty_lock`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum UnpinDirty {
+    /// The device wrote the page: mark it dirty (`set_page_dirty_lock`), then unpin.
+    MakeDirty,
+    /// Unpin only.
+    Clean,
 }
 
 /// A page held by a device or kernel user. Not `Clone`: each one is one reference. Release it
@@ -48,18 +64,86 @@ impl PinnedPage {
 
     /// Releases the page (Linux `unpin_user_page` or `put_page`).
     #[doc(alias = "unpin_user_page")]
+    #[doc(alias = "put_page")]
     pub fn unpin<A: Arch>(self, mm: &Mm<A>) {
-        if self.kind == PinKind::Pin {
-            mm.frames().meta(self.frame).dec_pincount();
+        match self.kind {
+            PinKind::Pin => {
+                mm.frames().meta(self.frame).dec_pincount();
+                stats::dec(&mm.counters.gup_pins_held);
+            }
+            PinKind::Get => stats::dec(&mm.counters.gup_refs_held),
         }
         mm.put_page(self.frame);
+    }
+
+    /// Marks the page dirty if asked (the device wrote it), then releases it. The zero page is
+    /// never marked (nothing can have written it).
+    pub fn unpin_dirty<A: Arch>(self, mm: &Mm<A>, dirty: UnpinDirty) {
+        if dirty == UnpinDirty::MakeDirty && self.frame != mm.zero_page() {
+            mm.frames().meta(self.frame).set_flags(FrameFlags::DIRTY);
+        }
+        self.unpin(mm);
+    }
+}
+
+/// Takes the reference or pin `flags` ask for on `frame`, whose caller already made sure it
+/// cannot be freed meanwhile (slow path: the address-space lock and the PTE) (Linux
+/// `try_grab_folio` after a successful lookup). `FOLL_PIN` becomes a plain reference in eras
+/// without pin tracking. Marks the address space as having pinned before the pin is visible.
+#[doc(alias = "try_grab_page")]
+pub(crate) fn grab_page<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    frame: PhysAddr,
+    flags: FollFlags,
+) -> PinnedPage {
+    mm.frames().meta(frame).get();
+    account_grab(mm, aspace, frame, flags)
+}
+
+/// GUP-fast's grab: the frame was reached through a PTE with no reference held, so the
+/// reference is taken only if the frame is not already on its way to the free list (Linux
+/// `try_grab_folio_fast`). `None`: fall back.
+pub(crate) fn try_grab_page_fast<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    frame: PhysAddr,
+    flags: FollFlags,
+) -> Option<PinnedPage> {
+    if !mm.frames().meta(frame).try_get() {
+        return None;
+    }
+    Some(account_grab(mm, aspace, frame, flags))
+}
+
+fn account_grab<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    frame: PhysAddr,
+    flags: FollFlags,
+) -> PinnedPage {
+    if !flags.contains(FollFlags::PIN) || !rules::foll_pin_tracked(mm.era()) {
+        stats::inc(&mm.counters.gup_refs_held);
+        return PinnedPage {
+            frame,
+            kind: PinKind::Get,
+        };
+    }
+    aspace.set_has_pinned();
+    mm.frames().meta(frame).inc_pincount();
+    // Pairs with fork's fence after making write_protect_seq odd (see `frame::FrameMeta`).
+    fence(Ordering::SeqCst);
+    stats::inc(&mm.counters.gup_pins_held);
+    PinnedPage {
+        frame,
+        kind: PinKind::Pin,
     }
 }
 
 /// Pins the page mapped at `va` in `aspace`, which must be present (no fault is taken):
 /// a `FOLL_PIN` pin under the 2020+ rules, a plain reference before. Marks the address space
 /// as having pinned (`MMF_HAS_PINNED`) before the pin becomes visible. `EFAULT` if nothing is
-/// mapped there.
+/// mapped there. No `FOLL_*` checks: use `gup::pin_user_pages` for those.
 #[doc(alias = "pin_user_pages")]
 pub fn pin_user_page<A: Arch>(
     mm: &Mm<A>,
@@ -70,23 +154,7 @@ pub fn pin_user_page<A: Arch>(
         .translate(mm, va)
         .filter(|p| p.is_present())
         .ok_or(MmError::Fault)?;
-    let frame = pte.frame();
-    let meta = mm.frames().meta(frame);
-    meta.get();
-    if !rules::foll_pin_tracked(mm.era()) {
-        return Ok(PinnedPage {
-            frame,
-            kind: PinKind::Get,
-        });
-    }
-    aspace.set_has_pinned();
-    meta.inc_pincount();
-    // Pairs with fork's fence after making write_protect_seq odd (see `frame::FrameMeta`).
-    fence(Ordering::SeqCst);
-    Ok(PinnedPage {
-        frame,
-        kind: PinKind::Pin,
-    })
+    Ok(grab_page(mm, aspace, pte.frame(), FollFlags::PIN))
 }
 
 /// Takes a plain reference (`FOLL_GET`) on the page mapped at `va`, in every era.
@@ -100,9 +168,5 @@ pub fn get_user_page<A: Arch>(
         .translate(mm, va)
         .filter(|p| p.is_present())
         .ok_or(MmError::Fault)?;
-    mm.frames().meta(pte.frame()).get();
-    Ok(PinnedPage {
-        frame: pte.frame(),
-        kind: PinKind::Get,
-    })
+    Ok(grab_page(mm, aspace, pte.frame(), FollFlags::GET))
 }

@@ -22,6 +22,14 @@ pub(crate) struct Counters {
     pub(crate) unshares: AtomicU64,
     pub(crate) fork_pinned_copies: AtomicU64,
     pub(crate) forks: AtomicU64,
+    pub(crate) gup_pins_held: AtomicU64,
+    pub(crate) gup_refs_held: AtomicU64,
+    pub(crate) gup_slow_pages: AtomicU64,
+    pub(crate) gup_fast_pages: AtomicU64,
+    pub(crate) gup_fast_fallbacks: AtomicU64,
+    pub(crate) gup_fast_seq_retries: AtomicU64,
+    pub(crate) gup_unshare_faults: AtomicU64,
+    pub(crate) shmem_pages: AtomicU64,
 }
 
 #[inline]
@@ -65,6 +73,23 @@ pub struct MmStats {
     pub fork_pinned_copies: u64,
     /// Successful forks.
     pub forks: u64,
+    /// `FOLL_PIN` pins currently held (gauge; back to its old value when every pin is released).
+    pub gup_pins_held: u64,
+    /// `FOLL_GET` references currently held through GUP, including pins of eras without
+    /// `FOLL_PIN` (gauge).
+    pub gup_refs_held: u64,
+    /// Pages taken by the GUP slow path (VMA lookup, faults).
+    pub gup_slow_pages: u64,
+    /// Pages taken by GUP-fast without the address-space lock.
+    pub gup_fast_pages: u64,
+    /// Pages GUP-fast could not take and left to the slow path.
+    pub gup_fast_fallbacks: u64,
+    /// GUP-fast pin attempts abandoned because a fork was write-protecting (`write_protect_seq`).
+    pub gup_fast_seq_retries: u64,
+    /// Unshare faults GUP raised before a read-only pin (`gup_must_unshare`).
+    pub gup_unshare_faults: u64,
+    /// Frames currently held by shmem page caches (gauge).
+    pub shmem_pages: u64,
 }
 
 impl Counters {
@@ -82,6 +107,14 @@ impl Counters {
             unshares: r(&self.unshares),
             fork_pinned_copies: r(&self.fork_pinned_copies),
             forks: r(&self.forks),
+            gup_pins_held: r(&self.gup_pins_held),
+            gup_refs_held: r(&self.gup_refs_held),
+            gup_slow_pages: r(&self.gup_slow_pages),
+            gup_fast_pages: r(&self.gup_fast_pages),
+            gup_fast_fallbacks: r(&self.gup_fast_fallbacks),
+            gup_fast_seq_retries: r(&self.gup_fast_seq_retries),
+            gup_unshare_faults: r(&self.gup_unshare_faults),
+            shmem_pages: r(&self.shmem_pages),
             ..MmStats::default()
         }
     }

@@ -171,6 +171,16 @@ impl Vma {
         self.sharing == Sharing::Private && self.flags.contains(VmaFlags::MAYWRITE)
     }
 
+    /// Does a write need to reach the filesystem through a write fault (Linux
+    /// `vma_needs_dirty_tracking`: shared file mappings with writeback)? No backing that exists
+    /// yet does: anonymous memory and shmem have no writeback. Files will answer yes for shared
+    /// mappings, which makes long-term write pins of them fail (`check_vma_flags`).
+    pub fn needs_dirty_tracking(&self) -> bool {
+        match self.backing {
+            Backing::Anonymous => false,
+        }
+    }
+
     /// Is soft-dirty tracking on, so that a clean PTE must fault on its first write?
     pub fn soft_dirty_tracking(&self) -> bool {
         !self.flags.contains(VmaFlags::SOFTDIRTY)

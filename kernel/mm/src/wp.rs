@@ -32,6 +32,19 @@ pub(crate) enum WpKind {
 /// `pte_mkdirty` also marks soft-dirty).
 const WRITE_GRANT: u64 = Pte::WRITABLE | Pte::DIRTY | Pte::ACCESSED | Pte::SOFT_DIRTY;
 
+/// What a write fault grants in `vma` (Linux `maybe_mkwrite`): [`WRITE_GRANT`], without
+/// `WRITABLE` when the mapping has no `PROT_WRITE`. That only happens for a `FOLL_FORCE` write
+/// by GUP (ptrace, `/proc/pid/mem`): COW is broken and the copy is dirty, but the process itself
+/// still cannot write.
+#[doc(alias = "maybe_mkwrite")]
+pub(crate) fn write_grant(vma: &Vma) -> u64 {
+    if vma.prot().write() {
+        WRITE_GRANT
+    } else {
+        WRITE_GRANT & !Pte::WRITABLE
+    }
+}
+
 /// Handles a write or unshare fault on the present, read-only `pte` at `va` (Linux
 /// `do_wp_page`).
 pub(crate) fn do_wp_page<A: Arch>(
@@ -47,7 +60,7 @@ pub(crate) fn do_wp_page<A: Arch>(
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
         // `wp_page_shared`; with files it will notify the filesystem first).
         if kind == WpKind::Write {
-            slot.set_bits(WRITE_GRANT);
+            slot.set_bits(write_grant(vma));
         }
         return Ok(());
     }
@@ -67,7 +80,7 @@ pub(crate) fn do_wp_page<A: Arch>(
         WpReuse::Exclusive => {
             // Unsharing an exclusive page is a no-op.
             if kind == WpKind::Write {
-                wp_page_reuse(slot);
+                wp_page_reuse(vma, slot);
                 stats::inc(&mm.counters.wp_reuses_exclusive);
             }
         }
@@ -77,7 +90,7 @@ pub(crate) fn do_wp_page<A: Arch>(
             }
             match kind {
                 WpKind::Write => {
-                    wp_page_reuse(slot);
+                    wp_page_reuse(vma, slot);
                     stats::inc(&mm.counters.wp_reuses_proven);
                 }
                 WpKind::Unshare => stats::inc(&mm.counters.unshares),
@@ -90,8 +103,8 @@ pub(crate) fn do_wp_page<A: Arch>(
 
 /// Writes go to the page in place (Linux `wp_page_reuse`). Gaining a permission needs no TLB
 /// flush: a stale read-only entry only causes one more (spurious) fault.
-fn wp_page_reuse(slot: PteRef<'_>) {
-    slot.set_bits(WRITE_GRANT);
+fn wp_page_reuse(vma: &Vma, slot: PteRef<'_>) {
+    slot.set_bits(write_grant(vma));
 }
 
 /// Replaces the mapping of a possibly shared page by a new exclusive copy (or a zeroed page for
@@ -109,7 +122,7 @@ fn wp_page_copy<A: Arch>(
     let new = mm.alloc_anon_page(Some(old)).ok_or(FaultError::Oom)?;
     let mut bits = vma.page_prot() | Pte::ACCESSED;
     if kind == WpKind::Write {
-        bits |= WRITE_GRANT;
+        bits |= write_grant(vma);
     }
     // The old PTE was read-only, so no CPU can have written the old page since the copy; but a
     // CPU may still read it through a cached translation: flush before the old page can go.

@@ -8,6 +8,7 @@
 mod era_tests;
 mod fault_tests;
 mod fork_tests;
+mod gup_tests;
 mod random;
 mod teardown_tests;
 mod vma_tests;
@@ -75,6 +76,12 @@ impl Env {
             s.exit(&self.mm);
         }
         self.check(&[]);
+        let st = self.mm.stats();
+        assert_eq!(
+            (st.gup_pins_held, st.gup_refs_held),
+            (0, 0),
+            "GUP pins or references still held after the test"
+        );
         assert_eq!(
             self.mm.frames().free_frames(),
             self.baseline,

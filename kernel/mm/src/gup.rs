@@ -1,0 +1,542 @@
+//! get_user_pages and pin_user_pages: handing user pages to the kernel and to devices
+//! (SEMANTICS.md section 6, Linux `mm/gup.c`).
+//!
+//! Picture: a GUP caller wants the *frames* behind a user range, to use them behind the page
+//! tables (DMA, `/proc/pid/mem`, a pipe holding a `vmsplice`d page). The slow path asks the VMA
+//! whether the access may happen at all (`check_vma_flags`), then walks the page table and
+//! takes the page only if the PTE already allows exactly what the caller will do; otherwise it
+//! raises the fault a user access would (a write fault, or for a read-only pin an *unshare*
+//! fault) and looks again. The fast path does the same walk with interrupts off and no lock —
+//! it cannot see the VMA, so it takes only pages whose PTE alone proves they may be taken, and
+//! leaves every other page to the slow path. The invariant: a page GUP hands out for writing is
+//! one the process could write itself without a copy (so writes through the pin and through the
+//! page tables meet), and, from 2022, a read-only pin of an anon page is on an exclusive page
+//! (so the next write by the process reuses it instead of copying away from the pin). Older
+//! eras break this invariant exactly as Linux did (`rules.rs`).
+
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{fence, Ordering};
+
+use crate::addr::VirtAddr;
+use crate::arch::Arch;
+use crate::aspace::{AddressSpace, USER_END};
+use crate::error::{FaultError, MmError};
+use crate::fault::{fault_inner, Access, FaultKind};
+use crate::foll::FollFlags;
+use crate::frame::FrameFlags;
+use crate::mm::Mm;
+use crate::pagetable::Pte;
+use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
+use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
+use crate::stats;
+use crate::vma::Vma;
+use crate::PAGE_SIZE;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// A fault that reports success must let the next look take the page within this many rounds
+/// (forced write, then unshare, then a retry); more means the fault path makes no progress.
+const MAX_FAULT_ROUNDS: usize = 16;
+
+/// Which entry point is validating the caller's flags.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Entry {
+    Get,
+    Pin,
+}
+
+/// Validates caller flags and adds `FOLL_GET` or `FOLL_PIN` (Linux `is_valid_gup_args`):
+/// only `WRITE`, `FORCE`, `LONGTERM` may come from the caller (`GET` is tolerated on the get
+/// entry points); `PIN` and `COW` are internal; `LONGTERM` only when pinning.
+#[doc(alias = "is_valid_gup_args")]
+fn valid_gup_flags(flags: FollFlags, entry: Entry) -> Result<FollFlags, MmError> {
+    let allowed = FollFlags::WRITE | FollFlags::FORCE | FollFlags::LONGTERM | FollFlags::GET;
+    if flags.without(allowed) != FollFlags::NONE {
+        return Err(MmError::Inval);
+    }
+    match entry {
+        Entry::Get if flags.contains(FollFlags::LONGTERM) => Err(MmError::Inval),
+        Entry::Get => Ok(flags | FollFlags::GET),
+        Entry::Pin if flags.contains(FollFlags::GET) => Err(MmError::Inval),
+        Entry::Pin => Ok(flags | FollFlags::PIN),
+    }
+}
+
+/// Takes plain references (`FOLL_GET`) on `pages.len()` pages from the page containing
+/// `start`, faulting them in as needed (Linux `get_user_pages`). Returns how many pages were
+/// taken, into `pages[..n]` (each slot must be `None`); an error only if not even the first
+/// page could be taken. Release with [`unpin_user_pages`].
+#[doc(alias = "get_user_pages_remote")]
+pub fn get_user_pages<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let flags = valid_gup_flags(gup_flags, Entry::Get)?;
+    get_user_pages_locked(mm, aspace, start, flags, pages, &mut |_, _| {})
+}
+
+/// Pins (`FOLL_PIN`) `pages.len()` pages from the page containing `start`, faulting and
+/// unsharing as needed (Linux `pin_user_pages`). Results as [`get_user_pages`]. Before 2020
+/// the pins are plain references, as they were in Linux.
+pub fn pin_user_pages<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let flags = valid_gup_flags(gup_flags, Entry::Pin)?;
+    get_user_pages_locked(mm, aspace, start, flags, pages, &mut |_, _| {})
+}
+
+/// [`get_user_pages`] trying the lockless fast path first; pages it cannot take go through the
+/// slow path (Linux `get_user_pages_fast`).
+pub fn get_user_pages_fast<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let flags = valid_gup_flags(gup_flags, Entry::Get)?;
+    gup_fast_fallback(mm, aspace, start, flags, pages)
+}
+
+/// [`pin_user_pages`] trying the lockless fast path first (Linux `pin_user_pages_fast`).
+pub fn pin_user_pages_fast<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let flags = valid_gup_flags(gup_flags, Entry::Pin)?;
+    gup_fast_fallback(mm, aspace, start, flags, pages)
+}
+
+/// Only the lockless fast path, over a shared `&AddressSpace` (Linux
+/// `get_user_pages_fast_only`): the number of leading pages taken, possibly 0. A caller that
+/// wants the rest takes the address-space lock and continues with [`get_user_pages`] at
+/// `start + n` pages — which is what [`get_user_pages_fast`] does.
+pub fn get_user_pages_fast_only<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let flags = valid_gup_flags(gup_flags, Entry::Get)?;
+    Ok(gup_fast(mm, aspace, start, flags, pages))
+}
+
+/// The pinning twin of [`get_user_pages_fast_only`].
+pub fn pin_user_pages_fast_only<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let flags = valid_gup_flags(gup_flags, Entry::Pin)?;
+    Ok(gup_fast(mm, aspace, start, flags, pages))
+}
+
+/// Releases one page taken by any GUP entry point (Linux `unpin_user_page`, or `put_page` for
+/// `FOLL_GET`).
+pub fn unpin_user_page<A: Arch>(mm: &Mm<A>, page: PinnedPage) {
+    page.unpin(mm);
+}
+
+/// Releases every page in `pages`, leaving the slots `None` (Linux `unpin_user_pages`).
+pub fn unpin_user_pages<A: Arch>(mm: &Mm<A>, pages: &mut [Option<PinnedPage>]) {
+    unpin_user_pages_dirty_lock(mm, pages, UnpinDirty::Clean);
+}
+
+/// Releases every page in `pages`, first marking each dirty if the device wrote them (Linux
+/// `unpin_user_pages_dirty_lock`).
+pub fn unpin_user_pages_dirty_lock<A: Arch>(
+    mm: &Mm<A>,
+    pages: &mut [Option<PinnedPage>],
+    dirty: UnpinDirty,
+) {
+    for slot in pages.iter_mut() {
+        if let Some(page) = slot.take() {
+            page.unpin_dirty(mm, dirty);
+        }
+    }
+}
+
+// ---- the slow path ----
+
+/// A point where Linux's GUP loop may let other threads of the process run: after a fault,
+/// before looking at the PTE again (`cond_resched()` in `__get_user_pages`; the mmap lock is
+/// only held for reading, so `madvise(MADV_DONTNEED)` may run). Tests use it to play the
+/// racing thread of the Dirty COW exploit; the kernel passes a no-op.
+pub(crate) type RetryHook<'h, A> = dyn FnMut(&Mm<A>, &mut AddressSpace) + 'h;
+
+/// The slow path over validated flags (Linux `__get_user_pages`).
+#[doc(alias = "__get_user_pages")]
+pub(crate) fn get_user_pages_locked<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    start: VirtAddr,
+    flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+    hook: &mut RetryHook<'_, A>,
+) -> Result<usize, MmError> {
+    let start = start.align_down();
+    for (i, slot) in pages.iter_mut().enumerate() {
+        assert!(slot.is_none(), "GUP output slot {i} already holds a page");
+        let va = VirtAddr::new(start.as_u64().wrapping_add(i as u64 * PAGE));
+        match get_one_page(mm, aspace, va, flags, hook) {
+            Ok(page) => {
+                *slot = Some(page);
+                stats::inc(&mm.counters.gup_slow_pages);
+            }
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => return Ok(i),
+        }
+    }
+    Ok(pages.len())
+}
+
+/// What the page-table look at one address found (Linux `follow_page_pte`).
+enum Follow {
+    /// The PTE allows the access: take this frame.
+    Page(crate::addr::PhysAddr),
+    /// Raise this fault first, then look again.
+    Fault(FaultKind),
+}
+
+fn get_one_page<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    mut flags: FollFlags,
+    hook: &mut RetryHook<'_, A>,
+) -> Result<PinnedPage, MmError> {
+    if va.as_u64() >= USER_END {
+        return Err(MmError::Fault);
+    }
+    for _ in 0..MAX_FAULT_ROUNDS {
+        let era = mm.era();
+        // The VMA may have changed while the hook ran (as while Linux dropped the lock).
+        let vma = aspace.find_vma(va).ok_or(MmError::Fault)?;
+        check_vma_flags(mm, vma, flags)?;
+        let kind = match follow_page_pte(mm, aspace, vma, va, flags) {
+            Follow::Page(frame) => return Ok(grab_page(mm, aspace, frame, flags)),
+            Follow::Fault(kind) => kind,
+        };
+        let forced = kind == FaultKind::Write && !vma.prot().write();
+        let access = if forced { Access::Force } else { Access::User };
+        fault_inner(mm, aspace, va, kind, access).map_err(|e| match e {
+            FaultError::Segv(_) => MmError::Fault,
+            FaultError::Oom => MmError::NoMem,
+        })?;
+        if kind == FaultKind::Unshare {
+            stats::inc(&mm.counters.gup_unshare_faults);
+        }
+        if forced {
+            // Linux `faultin_page` after a COW break for FOLL_FORCE.
+            match rules::foll_force_cow_retry(era) {
+                ForceWriteRetry::DropFollWrite => flags = flags.without(FollFlags::WRITE),
+                ForceWriteRetry::SetFollCow => flags = flags | FollFlags::COW,
+                ForceWriteRetry::Refault => {}
+            }
+        }
+        hook(mm, aspace);
+    }
+    panic!("GUP at {va:#x}: the fault path resolves but the page never becomes followable");
+}
+
+/// May this access through `vma` happen at all (Linux `check_vma_flags`)? `EFAULT` if not.
+///
+/// A write needs `PROT_WRITE`, or `FOLL_FORCE` on a COW mapping; a long-term write pin of a
+/// shared mapping that needs dirty tracking is refused (`writable_file_mapping_allowed`,
+/// seed 002). Unlike Linux, `FOLL_FORCE` does not read `PROT_NONE` memory: cowlab's fault path
+/// never maps an inaccessible page.
+fn check_vma_flags<A: Arch>(mm: &Mm<A>, vma: &Vma, flags: FollFlags) -> Result<(), MmError> {
+    if !vma.prot().accessible() {
+        return Err(MmError::Fault);
+    }
+    if flags.contains(FollFlags::WRITE) {
+        if !rules::longterm_write_pin_allowed(mm.era(), flags, vma.needs_dirty_tracking()) {
+            return Err(MmError::Fault);
+        }
+        if !vma.prot().write() && (!flags.contains(FollFlags::FORCE) || !vma.is_cow_mapping()) {
+            return Err(MmError::Fault);
+        }
+    }
+    Ok(())
+}
+
+/// Looks at the PTE of `va` and decides whether the page can be taken as it is (Linux
+/// `follow_page_pte` with `can_follow_write_pte` and `gup_must_unshare`).
+fn follow_page_pte<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    vma: &Vma,
+    va: VirtAddr,
+    flags: FollFlags,
+) -> Follow {
+    let write = flags.contains(FollFlags::WRITE);
+    let missing = Follow::Fault(if write {
+        FaultKind::Write
+    } else {
+        FaultKind::Read
+    });
+    let Some(pte) = aspace.page_table(mm).walk(va).map(|s| s.load()) else {
+        return missing;
+    };
+    if !pte.is_present() {
+        return missing;
+    }
+    let meta = mm.frames().meta(pte.frame());
+    let page_flags = meta.flags();
+    let exclusive = page_flags.contains(FrameFlags::ANON_EXCLUSIVE);
+    if write {
+        let state = FollowWriteState {
+            pte_writable: pte.is_writable(),
+            pte_dirty: pte.is_dirty(),
+            vma_shared: vma.sharing() == crate::vma::Sharing::Shared,
+            vma_maywrite: vma.flags().contains(crate::vma::VmaFlags::MAYWRITE),
+            vma_write: vma.prot().write(),
+            page_anon_exclusive: exclusive,
+        };
+        if !rules::can_follow_write_pte(mm.era(), flags, state) {
+            return Follow::Fault(FaultKind::Write);
+        }
+    }
+    let mapping = if vma.is_cow_mapping() {
+        CowMapping::Yes
+    } else {
+        CowMapping::No
+    };
+    let anon = page_flags.contains(FrameFlags::ANON);
+    if !pte.is_writable() && rules::gup_must_unshare(mm.era(), flags, anon, exclusive, mapping) {
+        return Follow::Fault(FaultKind::Unshare);
+    }
+    Follow::Page(pte.frame())
+}
+
+// ---- the fast path ----
+
+/// The fast path, then the slow path for the pages it left (Linux
+/// `internal_get_user_pages_fast`).
+fn gup_fast_fallback<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    start: VirtAddr,
+    flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let start = start.align_down();
+    let nr = gup_fast(mm, aspace, start, flags, pages);
+    if nr == pages.len() {
+        return Ok(nr);
+    }
+    let left = (pages.len() - nr) as u64;
+    mm.counters
+        .gup_fast_fallbacks
+        .fetch_add(left, Ordering::Relaxed);
+    let rest_start = VirtAddr::new(start.as_u64().wrapping_add(nr as u64 * PAGE));
+    match get_user_pages_locked(
+        mm,
+        aspace,
+        rest_start,
+        flags,
+        &mut pages[nr..],
+        &mut |_, _| {},
+    ) {
+        Ok(more) => Ok(nr + more),
+        Err(_) if nr > 0 => Ok(nr),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes the leading pages of the range whose PTEs alone prove they may be taken, without the
+/// address-space lock and without looking at any VMA (Linux `gup_fast` and
+/// `gup_fast_pte_range`). Interrupts are off throughout: page-table pages are freed only after
+/// a TLB flush, which (on the real machine) waits for this CPU, so every table reached stays a
+/// table until the walk ends. Allocation-free, log-free. Returns the number of pages taken.
+#[doc(alias = "gup_fast_pte_range")]
+fn gup_fast<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &AddressSpace,
+    start: VirtAddr,
+    flags: FollFlags,
+    pages: &mut [Option<PinnedPage>],
+) -> usize {
+    let start = start.align_down();
+    let era = mm.era();
+    let pinning = flags.contains(FollFlags::PIN) && rules::foll_pin_tracked(era);
+    // A pin must not slip past a concurrent fork's pincount check: sample the sequence count
+    // first; an odd value means fork is write-protecting right now (Linux
+    // `raw_read_seqcount` + `read_seqcount_retry` of `write_protect_seq` in `gup_fast`).
+    let seq = if pinning {
+        aspace.set_has_pinned();
+        let s = aspace.write_protect_seq().load(Ordering::Acquire);
+        if s % 2 == 1 {
+            stats::inc(&mm.counters.gup_fast_seq_retries);
+            return 0;
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let irq = mm.arch().irq_save();
+    let pt = aspace.page_table(mm);
+    let mut nr = 0;
+    while nr < pages.len() {
+        assert!(
+            pages[nr].is_none(),
+            "GUP output slot {nr} already holds a page"
+        );
+        let Some(va) = start
+            .as_u64()
+            .checked_add(nr as u64 * PAGE)
+            .filter(|&v| v < USER_END)
+        else {
+            break;
+        };
+        let Some(slot) = pt.walk(VirtAddr::new(va)) else {
+            break;
+        };
+        let pte = slot.load();
+        if !pte.is_present() || !pte.has(Pte::USER) {
+            break;
+        }
+        if flags.contains(FollFlags::WRITE) && !pte.is_writable() {
+            break;
+        }
+        let Some(page) = try_grab_page_fast(mm, aspace, pte.frame(), flags) else {
+            break;
+        };
+        if !gup_fast_may_keep(mm, era, flags, pte) || slot.load() != pte {
+            // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
+            page.unpin(mm);
+            break;
+        }
+        pages[nr] = Some(page);
+        nr += 1;
+    }
+    mm.arch().irq_restore(irq);
+    if let Some(seq) = seq {
+        // Pairs with fork's fence after making the count odd: either fork's pincount read saw
+        // our pins, or we see its odd (or advanced) count here and give the pins back.
+        fence(Ordering::SeqCst);
+        if aspace.write_protect_seq().load(Ordering::Acquire) != seq {
+            unpin_user_pages(mm, &mut pages[..nr]);
+            stats::inc(&mm.counters.gup_fast_seq_retries);
+            return 0;
+        }
+    }
+    mm.counters
+        .gup_fast_pages
+        .fetch_add(nr as u64, Ordering::Relaxed);
+    nr
+}
+
+/// After taking the page: may GUP-fast keep it without knowing the VMA? Not if the pin needs
+/// an unshare (`gup_must_unshare` with no VMA: long-term pins of non-anon pages always fall
+/// back), nor for a long-term write pin of a page that is neither anon nor shmem (it may be a
+/// dirty-tracked file page; Linux `folio_fast_pin_allowed`).
+#[doc(alias = "folio_fast_pin_allowed")]
+fn gup_fast_may_keep<A: Arch>(
+    mm: &Mm<A>,
+    era: crate::era::Era,
+    flags: FollFlags,
+    pte: Pte,
+) -> bool {
+    let page_flags = mm.frames().meta(pte.frame()).flags();
+    let anon = page_flags.contains(FrameFlags::ANON);
+    let exclusive = page_flags.contains(FrameFlags::ANON_EXCLUSIVE);
+    if !pte.is_writable()
+        && rules::gup_must_unshare(era, flags, anon, exclusive, CowMapping::Unknown)
+    {
+        return false;
+    }
+    if flags.contains(FollFlags::LONGTERM | FollFlags::WRITE)
+        && !anon
+        && !page_flags.contains(FrameFlags::SHMEM)
+    {
+        return false;
+    }
+    true
+}
+
+// ---- FOLL_FORCE access to another address (`/proc/pid/mem`, ptrace) ----
+
+/// Writes `data` at `va` in `aspace` with `FOLL_FORCE` semantics, as `/proc/pid/mem` and
+/// `PTRACE_POKEDATA` do (Linux `access_remote_vm` with `FOLL_FORCE | FOLL_WRITE`): a private
+/// read-only mapping is written by breaking COW, never through to the page below. Returns the
+/// bytes written (a prefix on a fault), `EFAULT`/`EIO`-like [`MmError::Fault`] if none.
+#[doc(alias = "access_remote_vm")]
+pub fn access_process_vm_write<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    data: &[u8],
+) -> Result<usize, MmError> {
+    access_process_vm_write_hooked(mm, aspace, va, data, &mut |_, _| {})
+}
+
+/// [`access_process_vm_write`] with a [`RetryHook`] (tests play the racing thread with it).
+pub(crate) fn access_process_vm_write_hooked<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    data: &[u8],
+    hook: &mut RetryHook<'_, A>,
+) -> Result<usize, MmError> {
+    let mut done = 0;
+    while done < data.len() {
+        let at = va + done as u64;
+        let off = at.page_offset();
+        let n = (PAGE_SIZE - off).min(data.len() - done);
+        let mut slot = [None];
+        let flags = FollFlags::WRITE | FollFlags::FORCE | FollFlags::GET;
+        match get_user_pages_locked(mm, aspace, at, flags, &mut slot, hook) {
+            Ok(_) => {}
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+        let page = slot[0].take().expect("GUP reported one page");
+        page.dma_write(mm, off, &data[done..done + n]);
+        page.unpin_dirty(mm, UnpinDirty::MakeDirty);
+        done += n;
+    }
+    Ok(done)
+}
+
+/// Reads `buf.len()` bytes at `va` in `aspace` with `FOLL_FORCE` semantics (`/proc/pid/mem`
+/// read): faults pages in as a read would. Returns the bytes read.
+pub fn access_process_vm_read<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    buf: &mut [u8],
+) -> Result<usize, MmError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = va + done as u64;
+        let off = at.page_offset();
+        let n = (PAGE_SIZE - off).min(buf.len() - done);
+        let mut slot = [None];
+        let flags = FollFlags::FORCE | FollFlags::GET;
+        match get_user_pages_locked(mm, aspace, at, flags, &mut slot, &mut |_, _| {}) {
+            Ok(_) => {}
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+        let page = slot[0].take().expect("GUP reported one page");
+        page.dma_read(mm, off, &mut buf[done..done + n]);
+        page.unpin(mm);
+        done += n;
+    }
+    Ok(done)
+}

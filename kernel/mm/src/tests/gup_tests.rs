@@ -1,0 +1,393 @@
+//! GUP: flag validation, exact counting, faulting in, `FOLL_FORCE`, the fast path and its
+//! fallbacks, and the R/O-pin families of Linux's `cow.c` per era.
+
+use super::*;
+use crate::error::MmError;
+use crate::foll::FollFlags;
+use crate::gup::*;
+use crate::pin::PinnedPage;
+
+/// Which GUP path a case uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Path {
+    Slow,
+    Fast,
+}
+
+pub(crate) const PATHS: [Path; 2] = [Path::Slow, Path::Fast];
+
+/// Pins the one page at `va` through `path`.
+pub(crate) fn pin_one(
+    env: &Env,
+    s: &mut AddressSpace,
+    va: VirtAddr,
+    flags: FollFlags,
+    path: Path,
+) -> Result<PinnedPage, MmError> {
+    let mut pages = [None];
+    let n = match path {
+        Path::Slow => pin_user_pages(&env.mm, s, va, flags, &mut pages)?,
+        Path::Fast => pin_user_pages_fast(&env.mm, s, va, flags, &mut pages)?,
+    };
+    assert_eq!(n, 1);
+    Ok(pages[0].take().expect("one page"))
+}
+
+pub(crate) fn pin_read_u64(env: &Env, page: &PinnedPage, offset: usize) -> u64 {
+    let mut b = [0u8; 8];
+    page.dma_read(&env.mm, offset, &mut b);
+    u64::from_le_bytes(b)
+}
+
+#[test]
+fn invalid_flag_combinations_are_refused() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    let mut p = [None];
+    let m = &env.mm;
+    assert_eq!(
+        get_user_pages(m, &mut s, va, FollFlags::LONGTERM, &mut p),
+        Err(MmError::Inval),
+        "FOLL_LONGTERM only when pinning"
+    );
+    assert_eq!(
+        pin_user_pages(m, &mut s, va, FollFlags::GET, &mut p),
+        Err(MmError::Inval),
+        "FOLL_GET and FOLL_PIN are exclusive"
+    );
+    for internal in [FollFlags::PIN, FollFlags::COW, FollFlags::from_bits(1 << 5)] {
+        assert_eq!(
+            get_user_pages(m, &mut s, va, internal, &mut p),
+            Err(MmError::Inval)
+        );
+        assert_eq!(
+            pin_user_pages_fast(m, &mut s, va, internal, &mut p),
+            Err(MmError::Inval)
+        );
+    }
+    assert!(p[0].is_none());
+    env.finish(std::vec![s]);
+}
+
+#[test]
+fn pins_and_references_are_counted_exactly() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 3, Prot::RW);
+    for i in 0..3 {
+        env.write(&mut s, va + i * PAGE, i).unwrap();
+    }
+    assert!(!s.has_pinned());
+    let mut pins = [None, None, None];
+    let mut refs = [None, None, None];
+    assert_eq!(
+        pin_user_pages(&env.mm, &mut s, va, FollFlags::WRITE, &mut pins),
+        Ok(3)
+    );
+    assert_eq!(
+        get_user_pages(&env.mm, &mut s, va, FollFlags::NONE, &mut refs),
+        Ok(3)
+    );
+    assert!(s.has_pinned());
+    env.check(&[&s]);
+    for i in 0..3 {
+        let meta = env.mm.frames().meta(env.frame(&s, va + i * PAGE));
+        assert_eq!(
+            (meta.refcount(), meta.mapcount(), meta.pincount()),
+            (3, 1, 1)
+        );
+        assert_eq!(
+            pins[i as usize].as_ref().unwrap().frame(),
+            env.frame(&s, va + i * PAGE)
+        );
+    }
+    let st = env.mm.stats();
+    assert_eq!((st.gup_pins_held, st.gup_refs_held), (3, 3));
+    unpin_user_pages_dirty_lock(&env.mm, &mut pins, crate::pin::UnpinDirty::MakeDirty);
+    unpin_user_pages(&env.mm, &mut refs);
+    assert!(pins.iter().chain(refs.iter()).all(Option::is_none));
+    let meta = env.mm.frames().meta(env.frame(&s, va));
+    assert_eq!((meta.refcount(), meta.pincount()), (1, 0));
+    assert!(meta.test(FrameFlags::DIRTY), "make_dirty marked the page");
+    env.finish(std::vec![s]);
+}
+
+#[test]
+fn slow_path_faults_pages_in_and_reports_partial_results() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 2, Prot::RW);
+    let mut pages = [None, None, None];
+    // The third page is not mapped: two pages taken, no error.
+    assert_eq!(
+        pin_user_pages(&env.mm, &mut s, va, FollFlags::WRITE, &mut pages),
+        Ok(2)
+    );
+    assert!(pages[2].is_none());
+    assert!(env.exclusive(&s, va) && env.pte(&s, va).is_writable());
+    env.check(&[&s]);
+    unpin_user_pages(&env.mm, &mut pages);
+    // Nothing at all: an error.
+    let mut one = [None];
+    assert_eq!(
+        pin_user_pages(&env.mm, &mut s, va + 2 * PAGE, FollFlags::NONE, &mut one),
+        Err(MmError::Fault)
+    );
+    env.finish(std::vec![s]);
+}
+
+#[test]
+fn short_term_ro_pin_of_an_untouched_page_takes_the_zero_page() {
+    // Short-term R/O pins have snapshot semantics: no unshare (seed 004, note 1).
+    for path in PATHS {
+        let env = Env::new();
+        let mut s = env.space();
+        let va = env.map(&mut s, 0, 1, Prot::RW);
+        let page = pin_one(&env, &mut s, va, FollFlags::NONE, path).unwrap();
+        assert_eq!(page.frame(), env.mm.zero_page(), "{path:?}");
+        env.check(&[&s]);
+        page.unpin(&env.mm);
+        env.finish(std::vec![s]);
+    }
+}
+
+#[test]
+fn write_gup_needs_prot_write_or_force_on_a_cow_mapping() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::READ);
+    let mut p = [None];
+    assert_eq!(
+        pin_user_pages(&env.mm, &mut s, va, FollFlags::WRITE, &mut p),
+        Err(MmError::Fault)
+    );
+    // FOLL_FORCE breaks COW into an exclusive page; the PTE stays read-only for the process.
+    let page = pin_one(
+        &env,
+        &mut s,
+        va,
+        FollFlags::WRITE | FollFlags::FORCE,
+        Path::Slow,
+    )
+    .unwrap();
+    assert!(env.exclusive(&s, va));
+    assert!(!env.pte(&s, va).is_writable());
+    assert!(
+        env.write(&mut s, va, 1).is_err(),
+        "still read-only to the process"
+    );
+    env.check(&[&s]);
+    page.unpin(&env.mm);
+    env.finish(std::vec![s]);
+}
+
+#[test]
+fn force_write_through_proc_mem_breaks_cow_in_every_era() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let mut parent = env.space();
+        let va = env.map(&mut parent, 0, 1, Prot::RW);
+        env.write(&mut parent, va, 1).unwrap();
+        parent.mprotect(&env.mm, va, PAGE_SIZE, Prot::READ).unwrap();
+        let mut child = parent.fork(&env.mm).unwrap();
+        let n = access_process_vm_write(&env.mm, &mut child, va, &2u64.to_le_bytes());
+        assert_eq!(n, Ok(8), "{era}");
+        env.check(&[&parent, &child]);
+        assert_eq!(env.read(&mut parent, va).unwrap(), 1, "{era}");
+        assert_eq!(env.read(&mut child, va).unwrap(), 2, "{era}");
+        let mut b = [0u8; 8];
+        assert_eq!(
+            access_process_vm_read(&env.mm, &mut child, va, &mut b),
+            Ok(8)
+        );
+        assert_eq!(u64::from_le_bytes(b), 2);
+        env.finish(std::vec![parent, child]);
+    }
+}
+
+#[test]
+fn gup_fast_takes_writable_pages_and_falls_back_for_the_rest() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 4, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    env.write(&mut s, va + PAGE, 1).unwrap();
+    env.write(&mut s, va + 3 * PAGE, 1).unwrap();
+    let mut pages = [None, None, None, None];
+    let before = env.mm.stats();
+    assert_eq!(
+        pin_user_pages_fast(&env.mm, &mut s, va, FollFlags::WRITE, &mut pages),
+        Ok(4)
+    );
+    let st = env.mm.stats();
+    assert_eq!(
+        st.gup_fast_pages - before.gup_fast_pages,
+        2,
+        "pages 0 and 1"
+    );
+    assert_eq!(
+        st.gup_fast_fallbacks - before.gup_fast_fallbacks,
+        2,
+        "page 2 is not present; the slow path takes it and the rest"
+    );
+    assert!(env.mm.arch().irqs_enabled(), "interrupts restored");
+    env.check(&[&s]);
+    unpin_user_pages(&env.mm, &mut pages);
+    // A write pin of a read-only PTE falls back; a read pin of it does not.
+    s.mprotect(&env.mm, va, PAGE_SIZE, Prot::READ).unwrap();
+    let mut one = [None];
+    assert_eq!(
+        pin_user_pages_fast_only(&env.mm, &s, va, FollFlags::WRITE, &mut one),
+        Ok(0),
+        "a write pin never takes a read-only PTE"
+    );
+    assert_eq!(
+        pin_user_pages_fast_only(&env.mm, &s, va, FollFlags::LONGTERM, &mut one),
+        Ok(1),
+        "an exclusive anon page may be R/O pinned without the VMA"
+    );
+    unpin_user_pages(&env.mm, &mut one);
+    env.finish(std::vec![s]);
+}
+
+#[test]
+fn gup_fast_pin_backs_off_while_fork_write_protects() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    let mut one = [None];
+    s.write_protect_begin();
+    assert_eq!(
+        pin_user_pages_fast_only(&env.mm, &s, va, FollFlags::WRITE, &mut one),
+        Ok(0),
+        "odd write_protect_seq: a fork is running"
+    );
+    assert_eq!(env.mm.stats().gup_fast_seq_retries, 1);
+    // Plain references do not care (fork's check is about pins).
+    assert_eq!(
+        get_user_pages_fast_only(&env.mm, &s, va, FollFlags::NONE, &mut one),
+        Ok(1)
+    );
+    unpin_user_pages(&env.mm, &mut one);
+    s.write_protect_end();
+    assert_eq!(
+        pin_user_pages_fast_only(&env.mm, &s, va, FollFlags::WRITE, &mut one),
+        Ok(1)
+    );
+    unpin_user_pages(&env.mm, &mut one);
+    env.finish(std::vec![s]);
+}
+
+/// The anon R/O-pin families of `cow.c`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RoPinCase {
+    /// The page is mapped by parent and child when pinned.
+    Shared,
+    /// The child exited before the pin: mapped once, but not known exclusive.
+    PreviouslyShared,
+    /// Only ever mapped by this process.
+    Exclusive,
+}
+
+/// Expected verdict of "R/O pin on R/O-mapped ... page: the pin sees the process's later
+/// write" per era (SEMANTICS.md section 10). Before 2022 the pin is taken on a page that the
+/// next write may copy away: 2009/2016 reuse on `mapcount == 1` (so only the shared page
+/// fails), 2020 copies whenever the pin's reference is there.
+pub(crate) fn ro_pin_expected(era: Era, case: RoPinCase) -> bool {
+    match era {
+        Era::Y2022 | Era::Y2023 => true,
+        Era::Y2009 | Era::Y2016 => case != RoPinCase::Shared,
+        Era::Y2020 => false,
+    }
+}
+
+/// Runs one R/O-pin case; returns whether the pin saw the process's write.
+pub(crate) fn ro_pin_case(env: &Env, era: Era, case: RoPinCase, path: Path) -> bool {
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    let mut spaces = std::vec::Vec::new();
+    match case {
+        RoPinCase::Shared => spaces.push(s.fork(&env.mm).unwrap()),
+        RoPinCase::PreviouslyShared => s.fork(&env.mm).unwrap().exit(&env.mm),
+        RoPinCase::Exclusive => {}
+    }
+    s.mprotect(&env.mm, va, PAGE_SIZE, Prot::READ).unwrap();
+    let before = env.mm.stats();
+    let pin = pin_one(env, &mut s, va, FollFlags::LONGTERM, path).unwrap();
+    let st = env.mm.stats();
+    if path == Path::Fast && era >= Era::Y2022 {
+        let fast = st.gup_fast_pages - before.gup_fast_pages;
+        let expected_fast = u64::from(case == RoPinCase::Exclusive);
+        assert_eq!(fast, expected_fast, "{era} {case:?}: fast path taken?");
+        assert_eq!(
+            st.gup_fast_fallbacks - before.gup_fast_fallbacks,
+            1 - expected_fast,
+            "{era} {case:?}: fallback?"
+        );
+    }
+    s.mprotect(&env.mm, va, PAGE_SIZE, Prot::RW).unwrap();
+    env.write(&mut s, va, 2).unwrap();
+    let mut all: std::vec::Vec<&AddressSpace> = spaces.iter().collect();
+    all.push(&s);
+    env.check(&all);
+    let coherent = pin_read_u64(env, &pin, 0) == 2;
+    pin.unpin(&env.mm);
+    spaces.push(s);
+    env.finish(spaces);
+    coherent
+}
+
+#[test]
+fn ro_pin_on_ro_mapped_anon_pages_per_era() {
+    for era in Era::ALL {
+        for case in [
+            RoPinCase::Shared,
+            RoPinCase::PreviouslyShared,
+            RoPinCase::Exclusive,
+        ] {
+            for path in PATHS {
+                let env = Env::era(era);
+                let seen = ro_pin_case(&env, era, case, path);
+                assert_eq!(
+                    seen,
+                    ro_pin_expected(era, case),
+                    "{era} {case:?} {path:?}: does the R/O pin see the later write?"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ro_longterm_pin_of_the_zero_page_sees_later_writes_from_2022() {
+    for era in Era::ALL {
+        for path in PATHS {
+            let env = Env::era(era);
+            let mut s = env.space();
+            let va = env.map(&mut s, 0, 1, Prot::RW);
+            assert_eq!(env.read(&mut s, va).unwrap(), 0);
+            let before = env.mm.stats();
+            let pin = pin_one(&env, &mut s, va, FollFlags::LONGTERM, path).unwrap();
+            let st = env.mm.stats();
+            if era >= Era::Y2022 {
+                assert_ne!(pin.frame(), env.mm.zero_page(), "{era}: unshared first");
+                assert!(env.exclusive(&s, va));
+                assert_eq!(st.gup_unshare_faults - before.gup_unshare_faults, 1);
+                if path == Path::Fast {
+                    assert_eq!(st.gup_fast_fallbacks - before.gup_fast_fallbacks, 1);
+                }
+            } else {
+                assert_eq!(pin.frame(), env.mm.zero_page(), "{era}");
+            }
+            env.write(&mut s, va, 5).unwrap();
+            env.check(&[&s]);
+            let seen = pin_read_u64(&env, &pin, 0) == 5;
+            assert_eq!(seen, era >= Era::Y2022, "{era} {path:?}");
+            pin.unpin(&env.mm);
+            env.finish(std::vec![s]);
+        }
+    }
+}
