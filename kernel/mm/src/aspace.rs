@@ -196,8 +196,8 @@ impl AddressSpace {
             return;
         }
         let mut upper = vma.clone();
+        upper.advance_start(at);
         vma.end = at;
-        upper.start = at;
         debug_assert!(key < at.as_u64());
         self.vmas.insert(at.as_u64(), upper);
     }

@@ -6,7 +6,8 @@
 //! safe: `refcount >= mapcount + pincount`; `ANON_EXCLUSIVE` implies `ANON` and at most one
 //! mapping; a writable PTE of a COW mapping maps an exclusive page; the zero page is all zeros
 //! and never exclusive or writable; under the 2022+ rules a pinned, mapped anon page is
-//! exclusive; no PTE lies outside a VMA or grants more than it; the kernel half is never
+//! exclusive; a shmem cache page is neither anon nor unreferenced by its cache, and shared
+//! mappings map no anon page; no PTE lies outside a VMA or grants more than it; the kernel half is never
 //! user-accessible; and free plus in-use frames add up to the usable frames. O(frames + PTEs):
 //! for tests and debug builds, never the fast path.
 
@@ -37,6 +38,7 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
 
     let era = mm.era();
     let (mut free, mut in_use, mut anon, mut tables) = (0usize, 0usize, 0u64, 0u64);
+    let mut shmem = 0u64;
     for (frame, meta) in frames.iter() {
         let pfn = frame.pfn();
         let flags = meta.flags();
@@ -86,6 +88,20 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
                 ));
             }
         }
+        if flags.contains(FrameFlags::SHMEM) {
+            shmem += 1;
+            if flags.intersects(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE)
+                || !flags.contains(FrameFlags::PAGECACHE)
+            {
+                return Err(format!("shmem cache page {frame:#x} has flags {flags:?}"));
+            }
+            if u64::from(refs) < 1 + u64::from(maps) + u64::from(pins) {
+                return Err(format!(
+                    "shmem cache page {frame:#x}: refcount {refs} does not cover the cache, \
+                     {maps} mappings and {pins} pins"
+                ));
+            }
+        }
         if flags.contains(FrameFlags::PAGETABLE) {
             tables += 1;
             if !table_owner[pfn] {
@@ -123,6 +139,12 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
         ));
     }
     let stats = mm.stats();
+    if stats.shmem_pages != shmem {
+        return Err(format!(
+            "counters: shmem_pages {} but {shmem} frames are in shmem caches",
+            stats.shmem_pages
+        ));
+    }
     if stats.anon_pages != anon || stats.pagetable_pages < tables {
         return Err(format!(
             "counters: anon_pages {} (table says {anon}), pagetable_pages {} (tables {tables})",
@@ -241,6 +263,9 @@ fn check_pte<A: Arch>(
     }
     if pte.frame() == zero && pte.is_writable() {
         return Err("the zero page is mapped writable".into());
+    }
+    if vma.sharing() == crate::vma::Sharing::Shared && meta.test(FrameFlags::ANON) {
+        return Err(format!("shared mapping maps the anon page {pte:?}"));
     }
     if vma.is_cow_mapping() && pte.is_writable() && !meta.test(FrameFlags::ANON_EXCLUSIVE) {
         return Err(format!(

@@ -24,5 +24,8 @@ impl AddressSpace {
             mm.remove_mapping(pte.frame());
             mm.put_page(pte.frame());
         });
+        for (_, vma) in self.vmas {
+            crate::munmap::release_vma(mm, vma);
+        }
     }
 }

@@ -16,9 +16,10 @@ use crate::aspace::{AddressSpace, USER_END};
 use crate::error::{FaultError, SegvReason};
 use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
+use crate::shmem::{ShmemFault, ShmemObject};
 use crate::stats;
 use crate::vma::{Sharing, Vma};
-use crate::wp::{do_wp_page, WpKind};
+use crate::wp::{do_wp_page, write_grant, WpKind};
 
 /// What the faulting access wanted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -117,7 +118,10 @@ pub(crate) fn fault_inner<A: Arch>(
     let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
     let pte = slot.load();
     if !pte.is_mapping() {
-        do_anonymous_page(mm, vma, slot, kind)?;
+        match vma.shmem_page(va) {
+            None => do_anonymous_page(mm, vma, slot, kind)?,
+            Some((obj, index)) => do_shmem_fault(mm, vma, slot, obj, index, kind)?,
+        }
     } else {
         debug_assert!(
             pte.is_present(),
@@ -161,11 +165,11 @@ fn do_anonymous_page<A: Arch>(
 ) -> Result<(), FaultError> {
     debug_assert!(
         vma.is_anonymous() && vma.sharing() == Sharing::Private,
-        "only private anonymous mappings exist yet"
+        "shared anonymous memory is shmem"
     );
     if kind == FaultKind::Write {
         let page = mm.alloc_anon_page(None).ok_or(FaultError::Oom)?;
-        let bits = vma.page_prot() | crate::wp::write_grant(vma);
+        let bits = vma.page_prot() | write_grant(vma);
         slot.store(Pte::new(page, bits));
         stats::inc(&mm.counters.anon_faults);
     } else {
@@ -173,5 +177,48 @@ fn do_anonymous_page<A: Arch>(
         slot.store(Pte::new(mm.zero_page(), vma.page_prot() | Pte::ACCESSED));
         stats::inc(&mm.counters.zero_page_faults);
     }
+    Ok(())
+}
+
+/// First touch of a page of a shmem mapping (Linux `do_read_fault`, `do_cow_fault`,
+/// `do_shared_fault` over `shmem_fault`): the object's cache page is found or created; a shared
+/// mapping maps it (writable at once on a write: shmem needs no dirty tracking), a private one
+/// maps it read-only, or on a write maps an exclusive anon copy of it instead — a private
+/// writer never reaches the object.
+fn do_shmem_fault<A: Arch>(
+    mm: &Mm<A>,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    obj: &ShmemObject,
+    index: u64,
+    kind: FaultKind,
+) -> Result<(), FaultError> {
+    // One reference, taken under the object's lock: becomes the mapping's, or is dropped
+    // after copying.
+    let page = obj.get_page(mm, index).map_err(|e| match e {
+        ShmemFault::BeyondEof => FaultError::Segv(SegvReason::NoMapping),
+        ShmemFault::NoMem => FaultError::Oom,
+    })?;
+    let base = vma.page_prot() | Pte::ACCESSED;
+    match (vma.sharing(), kind) {
+        (Sharing::Private, FaultKind::Write) => {
+            let Some(copy) = mm.alloc_anon_page(Some(page)) else {
+                mm.put_page(page);
+                return Err(FaultError::Oom);
+            };
+            slot.store(Pte::new(copy, base | write_grant(vma)));
+            mm.put_page(page);
+            stats::inc(&mm.counters.cow_copies);
+        }
+        (Sharing::Shared, FaultKind::Write) => {
+            mm.frames().meta(page).inc_mapcount();
+            slot.store(Pte::new(page, base | write_grant(vma)));
+        }
+        _ => {
+            mm.frames().meta(page).inc_mapcount();
+            slot.store(Pte::new(page, base));
+        }
+    }
+    stats::inc(&mm.counters.shmem_faults);
     Ok(())
 }

@@ -188,6 +188,15 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.read(pa, buf) };
     }
 
+    /// Copies bytes into a frame outside any user write permission: a shmem cache page written
+    /// by `write(2)` or zeroed by truncation.
+    pub(crate) fn write_frame_bytes(&self, pa: PhysAddr, data: &[u8]) {
+        // SAFETY: the caller owns a reference to the frame (the object's cache holds one) and is
+        // its writer (the object's lock); like every user page, it is only accessed through raw
+        // copies, never through a Rust reference.
+        unsafe { self.phys.write(pa, data) };
+    }
+
     /// Copies bytes into a user page the caller reached through a writable user PTE of an
     /// address space it holds exclusively.
     pub(crate) fn write_user_bytes(&self, pa: PhysAddr, data: &[u8]) {

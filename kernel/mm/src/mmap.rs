@@ -13,7 +13,33 @@ use crate::arch::Arch;
 use crate::aspace::{AddressSpace, MMAP_MIN_ADDR, USER_END};
 use crate::error::MmError;
 use crate::mm::Mm;
+use crate::shmem::ShmemObject;
 use crate::vma::{Backing, Prot, Sharing, Vma, VmaFlags};
+
+use alloc::sync::Arc;
+
+/// Validates `len` and the sharing mode of `flags`: the page-rounded length and the mode.
+fn check_mmap_args(len: usize, flags: MapFlags) -> Result<(u64, Sharing), MmError> {
+    if len == 0 {
+        return Err(MmError::Inval);
+    }
+    let len = VirtAddr::new(len as u64)
+        .checked_align_up()
+        .ok_or(MmError::NoMem)?
+        .as_u64();
+    if len > USER_END {
+        return Err(MmError::NoMem);
+    }
+    let sharing = match (
+        flags.contains(MapFlags::SHARED),
+        flags.contains(MapFlags::PRIVATE),
+    ) {
+        (true, false) => Sharing::Shared,
+        (false, true) => Sharing::Private,
+        _ => return Err(MmError::Inval),
+    };
+    Ok((len, sharing))
+}
 
 /// `MAP_*` flags with Linux's values.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -49,8 +75,10 @@ impl core::ops::BitOr for MapFlags {
 
 impl AddressSpace {
     /// Maps `len` bytes (rounded up to pages) of anonymous memory (Linux `do_mmap`); returns the
-    /// address chosen. File and shared anonymous mappings answer `ENODEV` until shmem and files
-    /// exist.
+    /// address chosen. `MAP_SHARED|MAP_ANONYMOUS` is backed by a new shmem object of that size
+    /// (Linux `shmem_zero_setup`), so fork children share it. File mappings (no
+    /// `MAP_ANONYMOUS`) answer `ENODEV` here: shmem objects are mapped with
+    /// [`AddressSpace::mmap_shmem`].
     #[doc(alias = "do_mmap")]
     pub fn mmap<A: Arch>(
         &mut self,
@@ -60,44 +88,90 @@ impl AddressSpace {
         prot: Prot,
         flags: MapFlags,
     ) -> Result<VirtAddr, MmError> {
-        if len == 0 {
-            return Err(MmError::Inval);
-        }
-        let len = VirtAddr::new(len as u64)
-            .checked_align_up()
-            .ok_or(MmError::NoMem)?
-            .as_u64();
-        let sharing = match (
-            flags.contains(MapFlags::SHARED),
-            flags.contains(MapFlags::PRIVATE),
-        ) {
-            (true, false) => Sharing::Shared,
-            (false, true) => Sharing::Private,
-            _ => return Err(MmError::Inval),
-        };
-        if !flags.contains(MapFlags::ANONYMOUS) || sharing == Sharing::Shared {
+        let (len, sharing) = check_mmap_args(len, flags)?;
+        if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(MmError::NoDev);
         }
+        let backing = match sharing {
+            Sharing::Private => Backing::Anonymous,
+            Sharing::Shared => Backing::Shmem(ShmemObject::with_size(len)?, 0),
+        };
+        self.mmap_region(mm, addr, len, prot, flags, sharing, backing)
+    }
+
+    /// Maps `len` bytes of the shmem object `obj` from byte `offset` (page aligned), shared or
+    /// private per `flags` (Linux `do_mmap` of a memfd or tmpfs file). The kernel checks the
+    /// file's open mode first (a `MAP_SHARED` + `PROT_WRITE` mapping needs it open for
+    /// writing). The mapping holds its own reference to the object. Pages beyond the object's
+    /// size fault with SIGSEGV (Linux: SIGBUS).
+    // mmap(2) has six arguments; with the memory manager and the receiver that makes eight.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap_shmem<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+        obj: &Arc<ShmemObject>,
+        offset: u64,
+    ) -> Result<VirtAddr, MmError> {
+        let (len, sharing) = check_mmap_args(len, flags)?;
+        if flags.contains(MapFlags::ANONYMOUS) || !offset.is_multiple_of(crate::PAGE_SIZE as u64) {
+            return Err(MmError::Inval);
+        }
+        offset.checked_add(len).ok_or(MmError::Inval)?;
+        let backing = Backing::Shmem(obj.clone(), offset / crate::PAGE_SIZE as u64);
+        self.mmap_region(mm, addr, len, prot, flags, sharing, backing)
+    }
+
+    /// Places and inserts the VMA (Linux `mmap_region`). Consumes `backing`: on failure its
+    /// object reference is released.
+    #[allow(clippy::too_many_arguments)]
+    fn mmap_region<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        sharing: Sharing,
+        backing: Backing,
+    ) -> Result<VirtAddr, MmError> {
+        let release = |mm: &Mm<A>, backing: Backing| {
+            if let Backing::Shmem(obj, _) = backing {
+                ShmemObject::put(obj, mm);
+            }
+        };
         let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
         let start = if fixed {
-            if !addr.is_page_aligned() {
-                return Err(MmError::Inval);
-            }
-            if addr.as_u64() > USER_END - len {
-                return Err(MmError::NoMem);
-            }
-            if addr.as_u64() < MMAP_MIN_ADDR {
-                return Err(MmError::Perm);
+            let refused = if !addr.is_page_aligned() {
+                Some(MmError::Inval)
+            } else if addr.as_u64() > USER_END - len {
+                Some(MmError::NoMem)
+            } else if addr.as_u64() < MMAP_MIN_ADDR {
+                Some(MmError::Perm)
+            } else if flags.contains(MapFlags::FIXED_NOREPLACE) && self.overlaps(addr, addr + len) {
+                Some(MmError::Exist)
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                release(mm, backing);
+                return Err(e);
             }
             addr
         } else {
-            self.get_unmapped_area(addr, len)?
+            match self.get_unmapped_area(addr, len) {
+                Ok(a) => a,
+                Err(e) => {
+                    release(mm, backing);
+                    return Err(e);
+                }
+            }
         };
         let end = start + len;
         if fixed && self.overlaps(start, end) {
-            if flags.contains(MapFlags::FIXED_NOREPLACE) {
-                return Err(MmError::Exist);
-            }
             self.unmap_region(mm, start, end);
         }
         self.insert_vma(Vma {
@@ -106,7 +180,7 @@ impl AddressSpace {
             prot,
             sharing,
             flags: VmaFlags::MAYREAD | VmaFlags::MAYWRITE | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY,
-            backing: Backing::Anonymous,
+            backing,
         });
         Ok(start)
     }

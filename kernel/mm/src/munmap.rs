@@ -14,7 +14,9 @@ use crate::aspace::{user_range, AddressSpace};
 use crate::error::MmError;
 use crate::mm::Mm;
 use crate::pagetable::PageTable;
+use crate::shmem::ShmemObject;
 use crate::tlb::MmuGather;
+use crate::vma::{Backing, Vma};
 
 impl AddressSpace {
     /// Removes every mapping in `[addr, addr + len)` (Linux `munmap`). `addr` must be page
@@ -33,10 +35,23 @@ impl AddressSpace {
 
     /// Removes the VMAs and pages of the page-aligned `[start, end)`.
     pub(crate) fn unmap_region<A: Arch>(&mut self, mm: &Mm<A>, start: VirtAddr, end: VirtAddr) {
-        for key in self.isolate(start, end) {
-            self.vmas.remove(&key);
-        }
+        let removed: alloc::vec::Vec<Vma> = self
+            .isolate(start, end)
+            .into_iter()
+            .filter_map(|key| self.vmas.remove(&key))
+            .collect();
         zap_pages(mm, self.root, start, end);
+        for vma in removed {
+            release_vma(mm, vma);
+        }
+    }
+}
+
+/// Drops a removed VMA's hold on its backing object (Linux `remove_vma` -> `fput`): the last
+/// holder of a shmem object frees its cache.
+pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, vma: Vma) {
+    if let Backing::Shmem(obj, _) = vma.backing {
+        ShmemObject::put(obj, mm);
     }
 }
 

@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub(crate) gup_fast_seq_retries: AtomicU64,
     pub(crate) gup_unshare_faults: AtomicU64,
     pub(crate) shmem_pages: AtomicU64,
+    pub(crate) shmem_faults: AtomicU64,
 }
 
 #[inline]
@@ -90,6 +91,8 @@ pub struct MmStats {
     pub gup_unshare_faults: u64,
     /// Frames currently held by shmem page caches (gauge).
     pub shmem_pages: u64,
+    /// Faults on an empty PTE of a shmem mapping.
+    pub shmem_faults: u64,
 }
 
 impl Counters {
@@ -115,6 +118,7 @@ impl Counters {
             gup_fast_seq_retries: r(&self.gup_fast_seq_retries),
             gup_unshare_faults: r(&self.gup_unshare_faults),
             shmem_pages: r(&self.shmem_pages),
+            shmem_faults: r(&self.shmem_faults),
             ..MmStats::default()
         }
     }

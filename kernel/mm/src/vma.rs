@@ -8,9 +8,12 @@
 
 #![deny(unsafe_code)]
 
+use alloc::sync::Arc;
+
 use crate::addr::VirtAddr;
 use crate::error::MmError;
 use crate::pagetable::Pte;
+use crate::shmem::ShmemObject;
 
 /// `PROT_*` with Linux's values.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -75,13 +78,15 @@ pub enum Sharing {
 
 /// What backs the pages of a mapping.
 ///
-/// Only anonymous memory exists so far. Shmem (memfd, tmpfs, `MAP_SHARED|MAP_ANONYMOUS`) and
-/// files join as `Shmem(object, pgoff)` and `File(inode, pgoff)` with the GUP issue; every match
-/// on this enum is where their behaviour will be decided.
+/// Files join as `File(inode, pgoff)` with the filesystem; every match on this enum is where
+/// their behaviour will be decided.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Backing {
     /// Zero-filled private memory; pages are anon frames.
     Anonymous,
+    /// A shmem object (memfd, tmpfs file, `MAP_SHARED|MAP_ANONYMOUS`); the `u64` is the page
+    /// offset in the object of the VMA's first page (Linux `vm_pgoff`).
+    Shmem(Arc<ShmemObject>, u64),
 }
 
 /// VMA flags that are not the protection (Linux `VM_MAY*`, `VM_DONTCOPY`, `VM_SOFTDIRTY`).
@@ -166,6 +171,25 @@ impl Vma {
         matches!(self.backing, Backing::Anonymous)
     }
 
+    /// The shmem object and the page index in it that back `va`, for a shmem mapping.
+    pub fn shmem_page(&self, va: VirtAddr) -> Option<(&Arc<ShmemObject>, u64)> {
+        match &self.backing {
+            Backing::Shmem(obj, pgoff) => Some((
+                obj,
+                pgoff + (va.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64,
+            )),
+            Backing::Anonymous => None,
+        }
+    }
+
+    /// Moves the start up to `at` (a split's upper half), keeping the backing's offset in step.
+    pub(crate) fn advance_start(&mut self, at: VirtAddr) {
+        if let Backing::Shmem(_, pgoff) = &mut self.backing {
+            *pgoff += (at.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64;
+        }
+        self.start = at;
+    }
+
     /// Private and may be written: writes must copy shared pages (Linux `is_cow_mapping`).
     pub fn is_cow_mapping(&self) -> bool {
         self.sharing == Sharing::Private && self.flags.contains(VmaFlags::MAYWRITE)
@@ -177,7 +201,7 @@ impl Vma {
     /// mappings, which makes long-term write pins of them fail (`check_vma_flags`).
     pub fn needs_dirty_tracking(&self) -> bool {
         match self.backing {
-            Backing::Anonymous => false,
+            Backing::Anonymous | Backing::Shmem(..) => false,
         }
     }
 
@@ -203,10 +227,19 @@ impl Vma {
 
     /// Can `other`, starting where `self` ends, be merged into it (Linux `is_mergeable_vma`)?
     pub(crate) fn can_merge_with(&self, other: &Vma) -> bool {
+        let backing_continues = match (&self.backing, &other.backing) {
+            (Backing::Anonymous, Backing::Anonymous) => true,
+            (Backing::Shmem(a, pa), Backing::Shmem(b, pb)) => {
+                Arc::ptr_eq(a, b)
+                    && *pb
+                        == pa + (self.end.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64
+            }
+            _ => false,
+        };
         self.end == other.start
             && self.prot == other.prot
             && self.sharing == other.sharing
             && self.flags == other.flags
-            && self.backing == other.backing
+            && backing_continues
     }
 }

@@ -67,8 +67,8 @@ pub(crate) fn do_wp_page<A: Arch>(
     let meta = mm.frames().meta(pte.frame());
     let flags = meta.flags();
     if !flags.contains(FrameFlags::ANON) {
-        // The zero page (later also page-cache pages of private file mappings): never written
-        // in place.
+        // The zero page, or a shmem (later also file) page-cache page in a private mapping:
+        // never written in place (SEMANTICS.md section 3).
         return wp_page_copy(mm, root, vma, slot, va, pte, kind);
     }
     let page = AnonPageState {

@@ -10,6 +10,8 @@ mod fault_tests;
 mod fork_tests;
 mod gup_tests;
 mod random;
+mod regbuf_tests;
+mod shmem_tests;
 mod teardown_tests;
 mod vma_tests;
 

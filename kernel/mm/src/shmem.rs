@@ -1,0 +1,267 @@
+//! shmem: memory objects with a page cache of their own (memfd, tmpfs files,
+//! `MAP_SHARED|MAP_ANONYMOUS`; Linux `mm/shmem.c`).
+//!
+//! Picture: a [`ShmemObject`] is a size plus a page cache — a sorted map from page index to a
+//! frame flagged `PAGECACHE|SHMEM`, created zeroed on first use (a read of a hole through
+//! `read_at` sees zeros without creating one). The cache holds one reference on each of its
+//! frames; every PTE mapping one holds another. Shared mappings map the cache page itself (and
+//! make it writable on a write fault: shmem has no writeback, so no dirty tracking is needed);
+//! private mappings map it read-only and break COW on a write into an exclusive anon page, so a
+//! private writer never reaches the object (SEMANTICS.md section 3). The invariant: a frame is
+//! in at most one cache, and while it is, `refcount >= 1 + mapcount + pincount` and its
+//! `SHMEM` flag is set; the `shmem_pages` gauge counts exactly those frames.
+//!
+//! Lifetime: VMAs and the kernel's open files hold `Arc<ShmemObject>`s; whoever drops one
+//! calls [`ShmemObject::put`] so the last holder frees the cache. Without a reverse map, a
+//! shrinking `set_size` cannot unmap pages other processes still map: those pages leave the
+//! cache (losing `SHMEM`) and live on, as orphans, until their last mapping goes — where Linux
+//! would unmap them and deliver SIGBUS on the next access.
+
+#![deny(unsafe_code)]
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+
+use spin::Mutex;
+
+use crate::addr::PhysAddr;
+use crate::arch::Arch;
+use crate::error::MmError;
+use crate::frame::FrameFlags;
+use crate::mm::Mm;
+use crate::stats;
+use crate::PAGE_SIZE;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// Largest object size (Linux `MAX_LFS_FILESIZE` is far larger; cowlab's memory is not).
+pub const SHMEM_MAX_SIZE: u64 = 1 << 40;
+
+/// One shmem object (Linux: a shmem inode and its `address_space`).
+pub struct ShmemObject {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    size: u64,
+    /// Page index -> cache frame.
+    pages: BTreeMap<u64, PhysAddr>,
+}
+
+/// Why a page of the object could not be provided to a fault.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ShmemFault {
+    /// The page lies at or beyond the object's size (Linux: `SIGBUS`).
+    BeyondEof,
+    NoMem,
+}
+
+impl ShmemObject {
+    /// A new, empty object of size 0 (`memfd_create`, or a new tmpfs file).
+    #[doc(alias = "shmem_file_setup")]
+    pub fn new() -> Arc<ShmemObject> {
+        Arc::new(ShmemObject {
+            inner: Mutex::new(Inner {
+                size: 0,
+                pages: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// A new object of `size` bytes (the backing of `MAP_SHARED|MAP_ANONYMOUS`,
+    /// Linux `shmem_zero_setup`).
+    pub fn with_size(size: u64) -> Result<Arc<ShmemObject>, MmError> {
+        if size > SHMEM_MAX_SIZE {
+            return Err(MmError::Inval);
+        }
+        let obj = ShmemObject::new();
+        obj.inner.lock().size = size;
+        Ok(obj)
+    }
+
+    /// Size in bytes (`st_size`).
+    pub fn size(&self) -> u64 {
+        self.inner.lock().size
+    }
+
+    /// Frames currently in the cache (`st_blocks * 512 / 4096`).
+    pub fn cached_pages(&self) -> usize {
+        self.inner.lock().pages.len()
+    }
+
+    /// Sets the size (`ftruncate`, Linux `shmem_setattr`). Growing adds a hole; shrinking drops
+    /// the cache pages wholly beyond the new size and zeroes the tail of a partial last page.
+    #[doc(alias = "shmem_setattr")]
+    pub fn set_size<A: Arch>(&self, mm: &Mm<A>, size: u64) -> Result<(), MmError> {
+        if size > SHMEM_MAX_SIZE {
+            return Err(MmError::Inval);
+        }
+        let mut inner = self.inner.lock();
+        if size < inner.size {
+            let first_dropped = size.div_ceil(PAGE);
+            let dropped = inner.pages.split_off(&first_dropped);
+            for (_, frame) in dropped {
+                drop_cache_page(mm, frame);
+            }
+            let tail = (size % PAGE) as usize;
+            if tail != 0 {
+                if let Some(&frame) = inner.pages.get(&(size / PAGE)) {
+                    mm.write_frame_bytes(
+                        frame + tail as u64,
+                        &[0u8; PAGE_SIZE][..PAGE_SIZE - tail],
+                    );
+                }
+            }
+        }
+        inner.size = size;
+        Ok(())
+    }
+
+    /// Allocates the cache pages of `[offset, offset + len)`, growing the size to cover it
+    /// (`fallocate` mode 0, Linux `shmem_fallocate`). `ENOMEM` if memory runs out; unlike
+    /// Linux, the pages allocated before that stay in the cache (they are zero, and the size
+    /// is unchanged).
+    #[doc(alias = "shmem_fallocate")]
+    pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| len > 0 && e <= SHMEM_MAX_SIZE)
+            .ok_or(MmError::Inval)?;
+        let mut inner = self.inner.lock();
+        for index in offset / PAGE..end.div_ceil(PAGE) {
+            inner.page(mm, index).ok_or(MmError::NoMem)?;
+        }
+        inner.size = inner.size.max(end);
+        Ok(())
+    }
+
+    /// Copies bytes from offset `offset` into `buf` (`read`/`pread`): stops at the size; holes
+    /// read as zeros. Returns the bytes read.
+    pub fn read_at<A: Arch>(&self, mm: &Mm<A>, offset: u64, buf: &mut [u8]) -> usize {
+        let inner = self.inner.lock();
+        let avail = inner.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let mut done = 0;
+        while done < avail {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE_SIZE - off).min(avail - done);
+            match inner.pages.get(&(at / PAGE)) {
+                Some(&frame) => mm.read_user_bytes(frame + off as u64, &mut buf[done..done + n]),
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        avail
+    }
+
+    /// Copies `data` to offset `offset` (`write`/`pwrite`), growing the size. Returns the
+    /// bytes written; `ENOMEM` if not even the first page could be allocated.
+    pub fn write_at<A: Arch>(
+        &self,
+        mm: &Mm<A>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, MmError> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= SHMEM_MAX_SIZE)
+            .ok_or(MmError::Inval)?;
+        let mut inner = self.inner.lock();
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE_SIZE - off).min(data.len() - done);
+            let Some(frame) = inner.page(mm, at / PAGE) else {
+                break;
+            };
+            mm.write_frame_bytes(frame + off as u64, &data[done..done + n]);
+            done += n;
+        }
+        if done == 0 && !data.is_empty() {
+            return Err(MmError::NoMem);
+        }
+        inner.size = inner.size.max(if done == data.len() {
+            end
+        } else {
+            offset + done as u64
+        });
+        Ok(done)
+    }
+
+    /// Drops one holder's reference to the object; the last one frees every cache page (Linux
+    /// `iput` -> `shmem_evict_inode`). Every `Arc` clone of an object must end here (or inside
+    /// the memory manager, which does it for VMAs), or its pages leak.
+    #[doc(alias = "shmem_evict_inode")]
+    pub fn put<A: Arch>(this: Arc<ShmemObject>, mm: &Mm<A>) {
+        if let Some(obj) = Arc::into_inner(this) {
+            let inner = obj.inner.into_inner();
+            for (_, frame) in inner.pages {
+                drop_cache_page(mm, frame);
+            }
+        }
+    }
+
+    /// The cache page at `index` for a fault, created zeroed if missing, with one reference
+    /// for the caller taken under the object's lock, so a concurrent `set_size` cannot free it
+    /// before the caller maps it (Linux `shmem_get_folio`).
+    #[doc(alias = "shmem_get_folio")]
+    pub(crate) fn get_page<A: Arch>(&self, mm: &Mm<A>, index: u64) -> Result<PhysAddr, ShmemFault> {
+        let mut inner = self.inner.lock();
+        if index >= inner.size.div_ceil(PAGE) {
+            return Err(ShmemFault::BeyondEof);
+        }
+        let frame = inner.page(mm, index).ok_or(ShmemFault::NoMem)?;
+        mm.frames().meta(frame).get();
+        Ok(frame)
+    }
+
+    /// Is `frame` this object's cache page at `index`? (tests)
+    #[cfg(test)]
+    pub(crate) fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
+        self.inner.lock().pages.get(&index).copied()
+    }
+}
+
+impl Inner {
+    /// The cache page at `index`, allocated zeroed if absent.
+    fn page<A: Arch>(&mut self, mm: &Mm<A>, index: u64) -> Option<PhysAddr> {
+        if let Some(&frame) = self.pages.get(&index) {
+            return Some(frame);
+        }
+        let frame = mm.alloc_zeroed()?;
+        // refcount 1 from the allocator: the cache's own reference.
+        mm.frames()
+            .meta(frame)
+            .init_flags(FrameFlags::PAGECACHE | FrameFlags::SHMEM);
+        stats::inc(&mm.counters.shmem_pages);
+        self.pages.insert(index, frame);
+        Some(frame)
+    }
+}
+
+/// Removes `frame` from its cache: it loses `PAGECACHE|SHMEM` and the cache's reference.
+/// Mappings and pins keep an orphan alive until they go (see the module comment).
+#[doc(alias = "shmem_undo_range")]
+fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    mm.frames()
+        .meta(frame)
+        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::SHMEM);
+    stats::dec(&mm.counters.shmem_pages);
+    mm.put_page(frame);
+}
+
+/// Identity: two objects are equal only if they are the same object (for VMA comparison).
+impl PartialEq for ShmemObject {
+    fn eq(&self, other: &ShmemObject) -> bool {
+        core::ptr::eq(self, other)
+    }
+}
+
+impl Eq for ShmemObject {}
+
+impl core::fmt::Debug for ShmemObject {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ShmemObject@{:p}", self)
+    }
+}

@@ -1,0 +1,359 @@
+//! shmem: the object API, shared and private mappings, fork, truncation, and the non-anon
+//! families of `cow.c` and `gup_longterm.c` on a memfd, including the Dirty COW pattern.
+
+use alloc::sync::Arc;
+
+use super::gup_tests::{pin_one, pin_read_u64, Path, PATHS};
+use super::*;
+use crate::error::{FaultError, MmError, SegvReason};
+use crate::foll::FollFlags;
+use crate::gup::{access_process_vm_write, access_process_vm_write_hooked, unpin_user_pages};
+use crate::madvise::Advice;
+use crate::shmem::ShmemObject;
+
+/// A memfd of `pages` pages whose first word is `first`.
+fn memfd(env: &Env, pages: u64, first: u64) -> Arc<ShmemObject> {
+    let obj = ShmemObject::new();
+    obj.set_size(&env.mm, pages * PAGE).unwrap();
+    obj.write_at(&env.mm, 0, &first.to_le_bytes()).unwrap();
+    obj
+}
+
+fn map_obj(
+    env: &Env,
+    s: &mut AddressSpace,
+    obj: &Arc<ShmemObject>,
+    offset: u64,
+    pages: u64,
+    prot: Prot,
+    sharing: MapFlags,
+) -> VirtAddr {
+    s.mmap_shmem(
+        &env.mm,
+        VirtAddr::zero(),
+        (pages * PAGE) as usize,
+        prot,
+        sharing,
+        obj,
+        offset,
+    )
+    .expect("mmap of a shmem object")
+}
+
+fn obj_u64(env: &Env, obj: &ShmemObject, offset: u64) -> u64 {
+    let mut b = [0u8; 8];
+    obj.read_at(&env.mm, offset, &mut b);
+    u64::from_le_bytes(b)
+}
+
+#[test]
+fn object_read_write_truncate_fallocate() {
+    let env = Env::new();
+    let obj = ShmemObject::new();
+    assert_eq!(obj.size(), 0);
+    assert_eq!(obj.write_at(&env.mm, PAGE + 4, b"hello"), Ok(5));
+    assert_eq!(obj.size(), PAGE + 9);
+    assert_eq!(obj.cached_pages(), 1, "the hole before it has no page");
+    let mut buf = [0xffu8; 16];
+    assert_eq!(obj.read_at(&env.mm, PAGE, &mut buf), 9);
+    assert_eq!(&buf[..9], b"\0\0\0\0hello");
+    assert_eq!(
+        obj.read_at(&env.mm, 0, &mut buf),
+        16,
+        "a hole reads as zeros"
+    );
+    assert_eq!(buf, [0; 16]);
+    obj.fallocate(&env.mm, 0, 3 * PAGE).unwrap();
+    assert_eq!((obj.size(), obj.cached_pages()), (3 * PAGE, 3));
+    assert_eq!(env.mm.stats().shmem_pages, 3);
+    env.check(&[]);
+    // Shrinking into the middle of page 1 drops page 2 and zeroes page 1's tail.
+    obj.set_size(&env.mm, PAGE + 6).unwrap();
+    assert_eq!(obj.cached_pages(), 2);
+    obj.set_size(&env.mm, 2 * PAGE).unwrap();
+    assert_eq!(obj.read_at(&env.mm, PAGE + 4, &mut buf[..5]), 5);
+    assert_eq!(&buf[..5], b"he\0\0\0");
+    assert_eq!(obj.fallocate(&env.mm, 0, 0), Err(MmError::Inval));
+    env.check(&[]);
+    ShmemObject::put(obj, &env.mm);
+    assert_eq!(env.mm.stats().shmem_pages, 0);
+    env.finish(std::vec![]);
+}
+
+#[test]
+fn shared_mappings_see_each_other_and_the_object() {
+    let env = Env::new();
+    let obj = memfd(&env, 2, 7);
+    let mut a = env.space();
+    let mut b = env.space();
+    let va = map_obj(&env, &mut a, &obj, 0, 2, Prot::RW, MapFlags::SHARED);
+    let vb = map_obj(&env, &mut b, &obj, 0, 2, Prot::RW, MapFlags::SHARED);
+    assert_eq!(env.read(&mut a, va).unwrap(), 7);
+    env.write(&mut b, vb + PAGE, 9).unwrap();
+    assert_eq!(env.read(&mut a, va + PAGE).unwrap(), 9);
+    assert_eq!(obj_u64(&env, &obj, PAGE), 9);
+    obj.write_at(&env.mm, 8, &3u64.to_le_bytes()).unwrap();
+    assert_eq!(
+        env.read(&mut b, vb + 8).unwrap(),
+        3,
+        "write(2) is seen by mappings"
+    );
+    assert_eq!(env.frame(&a, va), obj.cache_frame(0).unwrap());
+    assert!(env.flags(env.frame(&a, va)).contains(FrameFlags::SHMEM));
+    env.check(&[&a, &b]);
+    // Beyond the object's size: SIGSEGV (Linux: SIGBUS).
+    obj.set_size(&env.mm, PAGE).unwrap();
+    let vc = map_obj(&env, &mut a, &obj, PAGE, 1, Prot::RW, MapFlags::SHARED);
+    assert_eq!(
+        env.read(&mut a, vc).unwrap_err().error,
+        FaultError::Segv(SegvReason::NoMapping)
+    );
+    env.check(&[&a, &b]);
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![a, b]);
+}
+
+#[test]
+fn shared_anonymous_memory_is_shared_with_fork_children() {
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = parent
+        .mmap(
+            &env.mm,
+            VirtAddr::zero(),
+            2 * PAGE_SIZE,
+            Prot::RW,
+            MapFlags::SHARED | MapFlags::ANONYMOUS,
+        )
+        .unwrap();
+    env.write(&mut parent, va, 1).unwrap();
+    let mut child = parent.fork(&env.mm).unwrap();
+    assert!(
+        !env.pte(&child, va).is_dirty(),
+        "the child's PTE starts clean"
+    );
+    env.write(&mut child, va, 2).unwrap();
+    env.write(&mut child, va + PAGE, 3).unwrap();
+    assert_eq!(env.read(&mut parent, va).unwrap(), 2);
+    assert_eq!(env.read(&mut parent, va + PAGE).unwrap(), 3);
+    env.check(&[&parent, &child]);
+    // The object dies with its last mapping.
+    child.munmap(&env.mm, va, 2 * PAGE_SIZE).unwrap();
+    assert_eq!(env.mm.stats().shmem_pages, 2);
+    env.check(&[&parent, &child]);
+    parent.munmap(&env.mm, va, 2 * PAGE_SIZE).unwrap();
+    assert_eq!(
+        env.mm.stats().shmem_pages,
+        0,
+        "the last mapping freed the object"
+    );
+    env.finish(std::vec![parent, child]);
+    assert_eq!(env.mm.stats().shmem_pages, 0);
+}
+
+#[test]
+fn private_mapping_copies_on_write_and_never_reaches_the_object() {
+    // cow.c non-anon "Basic COW": the other (shared) mapping is unchanged.
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let obj = memfd(&env, 1, 5);
+        let mut s = env.space();
+        let private = map_obj(&env, &mut s, &obj, 0, 1, Prot::RW, MapFlags::PRIVATE);
+        let shared = map_obj(&env, &mut s, &obj, 0, 1, Prot::READ, MapFlags::SHARED);
+        assert_eq!(env.read(&mut s, private).unwrap(), 5);
+        assert_eq!(env.frame(&s, private), obj.cache_frame(0).unwrap());
+        assert!(!env.pte(&s, private).is_writable());
+        let mut child = s.fork(&env.mm).unwrap();
+        env.write(&mut s, private, 6).unwrap();
+        env.check(&[&s, &child]);
+        assert!(env.exclusive(&s, private), "{era}: an exclusive anon copy");
+        assert_eq!(env.read(&mut s, shared).unwrap(), 5, "{era}");
+        assert_eq!(env.read(&mut child, private).unwrap(), 5, "{era}");
+        assert_eq!(obj_u64(&env, &obj, 0), 5, "{era}");
+        // A later write(2) is seen by private mappings that have not copied.
+        obj.write_at(&env.mm, 0, &8u64.to_le_bytes()).unwrap();
+        assert_eq!(env.read(&mut child, private).unwrap(), 8, "{era}");
+        assert_eq!(env.read(&mut s, private).unwrap(), 6, "{era}");
+        env.check(&[&s, &child]);
+        ShmemObject::put(obj, &env.mm);
+        env.finish(std::vec![s, child]);
+    }
+}
+
+#[test]
+fn truncating_a_mapped_object_orphans_its_pages() {
+    let env = Env::new();
+    let obj = memfd(&env, 2, 1);
+    let mut s = env.space();
+    let va = map_obj(&env, &mut s, &obj, 0, 2, Prot::RW, MapFlags::SHARED);
+    env.write(&mut s, va + PAGE, 2).unwrap();
+    obj.set_size(&env.mm, PAGE).unwrap();
+    assert_eq!(env.mm.stats().shmem_pages, 1);
+    env.check(&[&s]);
+    assert_eq!(
+        env.read(&mut s, va + PAGE).unwrap(),
+        2,
+        "the orphan lives on"
+    );
+    s.munmap(&env.mm, va, 2 * PAGE_SIZE).unwrap();
+    env.check(&[&s]);
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![s]);
+}
+
+#[test]
+fn ro_longterm_pin_of_a_private_memfd_page_sees_later_writes_from_2022() {
+    // cow.c / seed 004: "R/O longterm GUP(-fast) pin ... with memfd".
+    for era in Era::ALL {
+        for path in PATHS {
+            let env = Env::era(era);
+            let obj = memfd(&env, 1, 1);
+            let mut s = env.space();
+            let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::RW, MapFlags::PRIVATE);
+            assert_eq!(env.read(&mut s, va).unwrap(), 1);
+            let before = env.mm.stats();
+            let pin = pin_one(&env, &mut s, va, FollFlags::LONGTERM, path).unwrap();
+            let st = env.mm.stats();
+            if path == Path::Fast && era >= Era::Y2022 {
+                assert_eq!(
+                    st.gup_fast_fallbacks - before.gup_fast_fallbacks,
+                    1,
+                    "{era}: GUP-fast cannot know the mapping is COW: falls back"
+                );
+            }
+            env.write(&mut s, va, 2).unwrap();
+            env.check(&[&s]);
+            let seen = pin_read_u64(&env, &pin, 0) == 2;
+            assert_eq!(seen, era >= Era::Y2022, "{era} {path:?}");
+            assert_eq!(
+                obj_u64(&env, &obj, 0),
+                1,
+                "{era}: the object is never written"
+            );
+            pin.unpin(&env.mm);
+            ShmemObject::put(obj, &env.mm);
+            env.finish(std::vec![s]);
+        }
+    }
+}
+
+#[test]
+fn longterm_pins_of_memfd_mappings_succeed() {
+    // gup_longterm.c on memfd: R/W and R/O long-term pins, slow and fast, shared and private.
+    for (sharing, write) in [
+        (MapFlags::SHARED, true),
+        (MapFlags::SHARED, false),
+        (MapFlags::PRIVATE, true),
+        (MapFlags::PRIVATE, false),
+    ] {
+        for path in PATHS {
+            let env = Env::new();
+            let obj = memfd(&env, 1, 1);
+            let mut s = env.space();
+            let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::RW, sharing);
+            env.read(&mut s, va).unwrap();
+            let mut flags = FollFlags::LONGTERM;
+            if write {
+                flags = flags | FollFlags::WRITE;
+            }
+            let pin = pin_one(&env, &mut s, va, flags, path).unwrap();
+            let in_cache = pin.frame() == obj.cache_frame(0).unwrap();
+            assert_eq!(
+                in_cache,
+                sharing == MapFlags::SHARED,
+                "{sharing:?} write={write} {path:?}"
+            );
+            env.check(&[&s]);
+            pin.unpin(&env.mm);
+            ShmemObject::put(obj, &env.mm);
+            env.finish(std::vec![s]);
+        }
+    }
+}
+
+#[test]
+fn gup_fast_takes_writable_shared_shmem_pages_for_longterm_write_pins() {
+    let env = Env::new();
+    let obj = memfd(&env, 1, 1);
+    let mut s = env.space();
+    let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::RW, MapFlags::SHARED);
+    env.write(&mut s, va, 2).unwrap();
+    let mut one = [None];
+    let flags = FollFlags::WRITE | FollFlags::LONGTERM;
+    assert_eq!(
+        crate::gup::pin_user_pages_fast_only(&env.mm, &s, va, flags, &mut one),
+        Ok(1),
+        "shmem needs no dirty tracking: no VMA needed"
+    );
+    unpin_user_pages(&env.mm, &mut one);
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![s]);
+}
+
+/// `/proc/self/mem` writes into a private R/O mapping of a memfd, interleaved with
+/// `MADV_DONTNEED` (the Dirty COW pattern, in one thread).
+#[test]
+fn dirty_cow_pattern_interleaved_never_reaches_the_memfd() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let obj = memfd(&env, 1, 0x1111);
+        let mut s = env.space();
+        let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::READ, MapFlags::PRIVATE);
+        for round in 0..8u64 {
+            assert_eq!(
+                access_process_vm_write(&env.mm, &mut s, va, &(0xbad0 + round).to_le_bytes()),
+                Ok(8)
+            );
+            assert_eq!(env.read(&mut s, va).unwrap(), 0xbad0 + round, "{era}");
+            assert!(env.write(&mut s, va, 1).is_err(), "{era}: still read-only");
+            env.check(&[&s]);
+            s.madvise(&env.mm, va, PAGE_SIZE, Advice::DontNeed).unwrap();
+            assert_eq!(env.read(&mut s, va).unwrap(), 0x1111, "{era}");
+            assert_eq!(
+                obj_u64(&env, &obj, 0),
+                0x1111,
+                "{era}: the memfd was written"
+            );
+        }
+        ShmemObject::put(obj, &env.mm);
+        env.finish(std::vec![s]);
+    }
+}
+
+/// Did a `/proc/self/mem` write race with `MADV_DONTNEED` (played by the retry hook, as the
+/// second thread of the original exploit) reach the memfd page?
+pub(crate) fn dirty_cow_race_leaks(era: Era) -> bool {
+    let env = Env::era(era);
+    let obj = memfd(&env, 1, 0x1111);
+    let mut s = env.space();
+    let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::READ, MapFlags::PRIVATE);
+    env.read(&mut s, va).unwrap();
+    let mut races = 0;
+    let mut racing_thread = |mm: &Mm<HostArch>, s: &mut AddressSpace| {
+        if races < 3 {
+            races += 1;
+            s.madvise(mm, va, PAGE_SIZE, Advice::DontNeed).unwrap();
+        }
+    };
+    let data = 0xbadu64.to_le_bytes();
+    assert_eq!(
+        access_process_vm_write_hooked(&env.mm, &mut s, va, &data, &mut racing_thread),
+        Ok(8)
+    );
+    env.check(&[&s]);
+    let leaked = obj_u64(&env, &obj, 0) == 0xbad;
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![s]);
+    leaked
+}
+
+#[test]
+fn dirty_cow_race_leaks_only_under_the_2009_rules() {
+    for era in Era::ALL {
+        assert_eq!(
+            dirty_cow_race_leaks(era),
+            era == Era::Y2009,
+            "{era}: does the forced write reach the memfd page?"
+        );
+    }
+}
