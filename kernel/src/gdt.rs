@@ -70,18 +70,26 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS: written once at boot, then only its `rsp0` by [`set_rsp0`] on a process switch.
+struct TssCell(UnsafeCell<TaskStateSegment>);
+
+// SAFETY: one CPU; the TSS is written at boot and then only by `set_rsp0`, which runs with
+// interrupts disabled (the CPU reads rsp0 only on an interrupt from ring 3).
+unsafe impl Sync for TssCell {}
+
+static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
+static TSS_INIT: Once<()> = Once::new();
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
 
 /// Builds and loads the GDT and TSS, reloads the segment registers and writes STAR.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
+    TSS_INIT.call_once(|| {
+        // SAFETY: boot, before the TSS is loaded: nothing else reads or writes it.
+        let tss = unsafe { &mut *TSS.0.get() };
         tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = DOUBLE_FAULT_STACK.top();
         tss.interrupt_stack_table[NMI_IST as usize] = NMI_STACK.top();
         tss.interrupt_stack_table[MACHINE_CHECK_IST as usize] = MACHINE_CHECK_STACK.top();
         tss.privilege_stack_table[0] = RING0_STACK.top();
-        tss
     });
     let (gdt, selectors) = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
@@ -91,7 +99,8 @@ pub fn init() {
         gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
         let user_data = gdt.append(Descriptor::user_data_segment());
         let user_code = gdt.append(Descriptor::user_code_segment());
-        let tss = gdt.append(Descriptor::tss_segment(tss));
+        // SAFETY: the TSS is a 'static that stays valid and is only changed through `set_rsp0`.
+        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
         let selectors = Selectors {
             kernel_code,
             kernel_data,
@@ -120,8 +129,15 @@ pub fn init() {
     .expect("GDT layout satisfies the syscall/sysret ordering");
 }
 
+/// Sets the stack the CPU switches to on an interrupt or exception from ring 3 (the running
+/// process's kernel stack). Call with interrupts disabled.
+pub fn set_rsp0(top: u64) {
+    // SAFETY: one CPU with interrupts disabled: no interrupt can read rsp0 during the write, and
+    // no reference to the TSS is held anywhere else.
+    unsafe { (*TSS.0.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+}
+
 /// The selectors of the loaded GDT. Panics before [`init`].
-#[allow(dead_code)] // used by user mode (next issue)
 pub fn selectors() -> &'static Selectors {
     &GDT.get().expect("gdt::init has run").1
 }

@@ -18,7 +18,9 @@ mod serial;
 mod arch;
 mod backtrace;
 mod cmdline;
+mod elf;
 mod extable;
+mod fs;
 mod fwcfg;
 mod gdt;
 mod idt;
@@ -26,10 +28,15 @@ mod ktest;
 mod memory;
 mod paging;
 mod panic;
+mod percpu;
 mod pic;
+mod proc;
 mod qemu;
 mod ramdisk;
+mod random;
+mod syscall;
 mod time;
+mod uaccess;
 mod vm;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
@@ -58,6 +65,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init();
     gdt::init();
     idt::init();
+    percpu::init();
+    syscall::entry::init();
+    proc::switch::enable_sse();
 
     let cmdline = cmdline::init();
     log::set_level(cmdline.loglevel);
@@ -84,8 +94,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         ktest::run(selection);
     }
 
-    // User mode arrives with the next issue: this is where `init` will be loaded from the
-    // ramdisk and started with `cmdline.init_args()`. Until then a plain boot ends here.
-    info!("no init yet: powering off");
-    qemu::exit(qemu::ExitStatus::Success)
+    let argv: alloc::vec::Vec<alloc::string::String> = core::iter::once("init")
+        .chain(cmdline.init_args())
+        .map(alloc::string::String::from)
+        .collect();
+    if let Err(errno) = proc::exec::spawn_init("init", &argv) {
+        error!("cannot start init: {errno:?}");
+        qemu::exit(qemu::ExitStatus::Panic)
+    }
+    proc::sched::run()
 }

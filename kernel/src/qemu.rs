@@ -40,3 +40,11 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// Ends the QEMU run with a user-chosen status (init's exit status, see docs/architecture.md).
+pub fn exit_with(status: u32) -> ! {
+    let mut port = Port::<u32>::new(ISA_DEBUG_EXIT_PORT);
+    // SAFETY: as in `exit`.
+    unsafe { port.write(status) };
+    halt_forever()
+}

@@ -63,3 +63,19 @@ macro_rules! println {
         $crate::serial::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+
+/// A byte received on COM1, if one is waiting (line status bit 0).
+pub fn try_read_byte() -> Option<u8> {
+    use x86_64::instructions::port::Port;
+    interrupts::without_interrupts(|| {
+        let _guard = COM1_PORT.lock();
+        // SAFETY: reading COM1's line status and receive registers (we own the device, and hold
+        // its lock); reading RBR only consumes the received byte.
+        unsafe {
+            if Port::<u8>::new(COM1 + 5).read() & 1 == 0 {
+                return None;
+            }
+            Some(Port::<u8>::new(COM1).read())
+        }
+    })
+}

@@ -10,10 +10,16 @@
 //! A program is a `fn main() -> i32` named with [`entry!`]; its result is the exit status.
 #![no_std]
 
+extern crate alloc as alloc_crate;
+
+pub mod alloc;
 pub mod args;
+pub mod calls;
 pub mod io;
+pub mod process;
 pub mod start;
 pub mod sys;
+pub mod test;
 
 pub use args::{args, env};
 

@@ -9,22 +9,94 @@ use core::arch::asm;
 
 /// System-call numbers (Linux x86_64, `arch/x86/entry/syscalls/syscall_64.tbl`).
 pub mod nr {
+    pub const READ: usize = 0;
     pub const WRITE: usize = 1;
+    pub const OPEN: usize = 2;
+    pub const CLOSE: usize = 3;
+    pub const FSTAT: usize = 5;
+    pub const LSEEK: usize = 8;
+    pub const MMAP: usize = 9;
+    pub const MPROTECT: usize = 10;
+    pub const MUNMAP: usize = 11;
+    pub const BRK: usize = 12;
+    pub const RT_SIGACTION: usize = 13;
+    pub const RT_SIGPROCMASK: usize = 14;
+    pub const IOCTL: usize = 16;
+    pub const PREAD64: usize = 17;
+    pub const PWRITE64: usize = 18;
+    pub const READV: usize = 19;
+    pub const WRITEV: usize = 20;
+    pub const PIPE: usize = 22;
+    pub const SCHED_YIELD: usize = 24;
+    pub const MREMAP: usize = 25;
+    pub const MADVISE: usize = 28;
+    pub const DUP: usize = 32;
+    pub const DUP2: usize = 33;
+    pub const NANOSLEEP: usize = 35;
     pub const GETPID: usize = 39;
+    pub const CLONE: usize = 56;
+    pub const FORK: usize = 57;
+    pub const VFORK: usize = 58;
+    pub const EXECVE: usize = 59;
     pub const EXIT: usize = 60;
+    pub const WAIT4: usize = 61;
+    pub const KILL: usize = 62;
+    pub const UNAME: usize = 63;
+    pub const FCNTL: usize = 72;
+    pub const GETCWD: usize = 79;
+    pub const MKDIR: usize = 83;
+    pub const READLINK: usize = 89;
+    pub const GETRUSAGE: usize = 98;
+    pub const SYSINFO: usize = 99;
+    pub const GETUID: usize = 102;
     pub const GETPPID: usize = 110;
+    pub const ARCH_PRCTL: usize = 158;
+    pub const REBOOT: usize = 169;
+    pub const GETTID: usize = 186;
+    pub const SET_TID_ADDRESS: usize = 218;
+    pub const CLOCK_GETTIME: usize = 228;
+    pub const CLOCK_NANOSLEEP: usize = 230;
     pub const EXIT_GROUP: usize = 231;
+    pub const OPENAT: usize = 257;
+    pub const NEWFSTATAT: usize = 262;
+    pub const DUP3: usize = 292;
+    pub const PIPE2: usize = 293;
+    pub const PRLIMIT64: usize = 302;
+    pub const GETRANDOM: usize = 318;
+    pub const RSEQ: usize = 334;
 }
 
 /// `EINTR`: interrupted system call.
 pub const EINTR: i32 = 4;
+
+/// Errno values the tests check.
+pub mod errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const ESRCH: i32 = 3;
+    pub const EBADF: i32 = 9;
+    pub const ECHILD: i32 = 10;
+    pub const ENOMEM: i32 = 12;
+    pub const EACCES: i32 = 13;
+    pub const EFAULT: i32 = 14;
+    pub const EEXIST: i32 = 17;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const ENOTTY: i32 = 25;
+    pub const ESPIPE: i32 = 29;
+    pub const EROFS: i32 = 30;
+    pub const EPIPE: i32 = 32;
+    pub const ERANGE: i32 = 34;
+    pub const ENOSYS: i32 = 38;
+}
 
 /// A failed system call: the positive `errno` the kernel returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
 /// Turns a raw `rax` result into `Ok(value)` or `Err(errno)`.
-fn check(ret: isize) -> Result<usize, Errno> {
+pub fn check(ret: isize) -> Result<usize, Errno> {
     if (-4095..0).contains(&ret) {
         Err(Errno(-ret as i32))
     } else {

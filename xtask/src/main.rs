@@ -14,6 +14,7 @@ mod libtest;
 mod qemu;
 mod symbolize;
 mod test;
+mod usertest;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

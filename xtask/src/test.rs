@@ -5,7 +5,10 @@
 //! 2. userland: each program is a static non-PIE ELF, and `init` runs on the host Linux;
 //! 3. kernel: every in-kernel test in QEMU (`ktest`), resuming after tests that take the kernel
 //!    down ([`crate::ktest`]);
-//! 4. harness: the kernel's deliberately broken `selftest_*` tests are reported as what they are.
+//! 4. programs: each userland test program booted as `init -- <program>` in QEMU, with the
+//!    frame count checked against boot (see [`crate::usertest`]); the same programs also run
+//!    natively on the host in tier 2;
+//! 5. harness: the kernel's deliberately broken `selftest_*` tests are reported as what they are.
 //!
 //! QEMU's serial output goes to `target/test-logs/<tier>-boot<N>.log`; failures show the tail.
 
@@ -22,7 +25,7 @@ use crate::build::{self, Profile};
 use crate::ktest::{self, Failure, Filter, Limits, Outcome, QemuBoot};
 use crate::libtest::{self, TestOutcome};
 use crate::qemu::{Accel, Machine};
-use crate::{deps, elf, image, target_dir, workspace_root, BuildArgs};
+use crate::{deps, elf, image, target_dir, usertest, workspace_root, BuildArgs};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -48,6 +51,8 @@ pub enum Tier {
     Userland,
     /// In-kernel tests in QEMU.
     Kernel,
+    /// The userland test programs in QEMU (`init -- <program>`).
+    Programs,
     /// Self-tests of the in-kernel test harness.
     Harness,
 }
@@ -91,11 +96,12 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         section("host unit tests (cargo test)");
         host_tests(&logs, &mut tally)?;
     }
-    if wants(Tier::Userland) {
+    let mut tests = Vec::new();
+    if wants(Tier::Userland) || wants(Tier::Programs) {
         section("userland programs");
-        userland(profile, &mut tally);
+        tests = userland(profile, &mut tally, wants(Tier::Userland));
     }
-    if wants(Tier::Kernel) || wants(Tier::Harness) {
+    if wants(Tier::Kernel) || wants(Tier::Harness) || wants(Tier::Programs) {
         section("in-kernel tests (QEMU, TCG)");
         match kernel_machine(args) {
             Ok((qemu, built)) => {
@@ -112,6 +118,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 };
                 if wants(Tier::Kernel) {
                     kernel_tests(&mut boot, args, &logs, &mut tally)?;
+                }
+                if wants(Tier::Programs) {
+                    section("userland test programs in QEMU (init -- PROGRAM)");
+                    programs_in_qemu(&boot, &tests, args, &logs, &mut tally);
                 }
                 if wants(Tier::Harness) {
                     section("harness self-tests");
@@ -224,15 +234,20 @@ fn host_tests(logs: &Path, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-/// Tier 2: each program's ELF shape, and `init` on the host Linux.
-fn userland(profile: Profile, tally: &mut Tally) {
+/// Tier 2: each program's ELF shape, `init` on the host Linux, and every test program natively
+/// on the host (a cross-check that the tests are right). Returns the test programs' names.
+fn userland(profile: Profile, tally: &mut Tally, checks: bool) -> Vec<String> {
     let programs = match build::userland(profile) {
         Ok(programs) => programs,
         Err(error) => {
             tally.fail("userland: build", &format!("{error:#}"));
-            return;
+            return Vec::new();
         }
     };
+    let tests = usertest::test_programs(programs.iter().map(|p| (p.name.clone(), p.path.clone())));
+    if !checks {
+        return tests.into_iter().map(|t| t.0).collect();
+    }
     for program in &programs {
         let name = format!(
             "userland: {} is a static non-PIE ELF at 0x400000",
@@ -246,21 +261,103 @@ fn userland(profile: Profile, tally: &mut Tally) {
             Err(error) => tally.fail(&name, &format!("{}: {error:#}", program.path.display())),
         }
     }
-    let name = "userland: init runs on host Linux";
-    match programs.iter().find(|p| p.name == "init") {
-        Some(init) => match run_on_host(&init.path) {
+    let name = "userland: init runs a program on host Linux";
+    let status = programs.iter().find(|p| p.name == "status");
+    match (programs.iter().find(|p| p.name == "init"), status) {
+        (Some(init), Some(status)) => match run_on_host(&init.path, &status.path) {
             Ok(()) => tally.pass(name),
             Err(error) => tally.fail(name, &format!("{error:#}")),
         },
-        None => tally.fail(name, "no init program was built"),
+        _ => tally.fail(name, "no init or status program was built"),
+    }
+    for (test, path) in &tests {
+        let name = format!("host: {test}");
+        match usertest::run_on_host(path, test, Duration::from_secs(60)) {
+            Ok((passed, _)) => tally.pass(&format!("{name} ({passed} checks)")),
+            Err(error) => tally.fail(&name, &format!("{error:#}")),
+        }
+    }
+    tests.into_iter().map(|t| t.0).collect()
+}
+
+/// Tier 4: every test program in QEMU, one boot each.
+fn programs_in_qemu(
+    boot: &QemuBoot<'_>,
+    tests: &[String],
+    args: &TestArgs,
+    logs: &Path,
+    tally: &mut Tally,
+) {
+    if tests.is_empty() {
+        tally.fail(
+            "programs: at least one userland test program",
+            "none was built",
+        );
+    }
+    for test in tests {
+        let mut machine = boot.machine.clone();
+        machine.cmdline = format!("-- {test}");
+        let log = logs.join(format!("program-{test}.log"));
+        let name = format!("qemu: {test}");
+        let verdict = match usertest::run_in_qemu(
+            &machine,
+            boot.qemu,
+            boot.kernel_elf,
+            &log,
+            test,
+            Duration::from_secs(args.timeout * 2),
+        ) {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                tally.fail(&name, &format!("{error:#}"));
+                continue;
+            }
+        };
+        let ok = verdict.summary.is_some_and(|(_, failed)| failed == 0)
+            && verdict.exit == Some(crate::qemu::QemuExit::Kernel(0));
+        if ok {
+            let passed = verdict.summary.map_or(0, |s| s.0);
+            tally.pass(&format!("{name} ({passed} checks)"));
+        } else {
+            let why = if verdict.timed_out {
+                "timed out".to_owned()
+            } else {
+                format!(
+                    "summary {:?}, QEMU {}",
+                    verdict.summary,
+                    verdict
+                        .exit
+                        .map_or_else(|| "still running".to_owned(), |e| e.to_string())
+                )
+            };
+            tally.fail(&name, &why);
+            for line in &verdict.failures {
+                println!("    {line}");
+            }
+            print_tail(&log);
+        }
+        let frames_name = format!("qemu: {test}: frames back to the boot count");
+        match verdict.frames {
+            Some((free, boot_count)) if free == boot_count => tally.pass(&frames_name),
+            Some((free, boot_count)) => tally.fail(
+                &frames_name,
+                &format!(
+                    "free={free} boot={boot_count}: {} frames leaked",
+                    boot_count as i64 - free as i64
+                ),
+            ),
+            None => tally.fail(&frames_name, "no `cowlab: frames` line"),
+        }
     }
 }
 
-/// Runs `init` as a host process; it must print its greeting with our arguments and exit 0.
-fn run_on_host(path: &Path) -> Result<()> {
+/// Runs `init STATUS-PATH host-check` as a host process: it must greet with its arguments, run
+/// the `status` program (fork + execve + wait4 on Linux) and exit with its status, 0.
+fn run_on_host(path: &Path, status: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(path)
         .arg0("init")
+        .arg(status)
         .arg("host-check")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -274,7 +371,9 @@ fn run_on_host(path: &Path) -> Result<()> {
     std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)?;
     anyhow::ensure!(status.success(), "exited with {status}; stdout: {stdout:?}");
     anyhow::ensure!(
-        stdout.starts_with("init: ") && stdout.contains("\"host-check\""),
+        stdout.starts_with("init: ")
+            && stdout.contains("\"host-check\"")
+            && stdout.contains("status: exiting with 0"),
         "unexpected output {stdout:?}"
     );
     Ok(())

@@ -65,12 +65,27 @@ global_asm!(
     "    xor eax, eax",
     "    ret",
     "    extable_entry 1b, cowlab_fixup_store_rdx, {quiet}",
+    "",
+    // u64 cowlab_user_copy(u8 *dst, const u8 *src, u64 len): bytes NOT copied (0 = all).
+    // `rep movsb` keeps the remaining count in rcx as it goes, so after a fault it is exact.
+    ".global cowlab_user_copy",
+    "cowlab_user_copy:",
+    "    mov rcx, rdx",
+    "1:  rep movsb",
+    "    xor eax, eax",
+    "    ret",
+    "cowlab_user_copy_fault:",
+    "    mov rax, rcx",
+    "    ret",
+    "    extable_entry 1b, cowlab_user_copy_fault, {quiet}",
     ".popsection",
     probe = const KIND_PROBE,
     quiet = const KIND_QUIET,
 );
 
 extern "C" {
+    /// Copies `len` bytes; returns how many were not copied because of a fault.
+    pub fn cowlab_user_copy(dst: *mut u8, src: *const u8, len: u64) -> u64;
     fn cowlab_probe_read_u8(addr: *const u8, out: *mut u64, fault: *mut RawFault) -> u64;
     fn cowlab_probe_write_u8(addr: *mut u8, value: u64, fault: *mut RawFault) -> u64;
     fn cowlab_read_u64_quiet(addr: *const u64, out: *mut u64, fault: *mut RawFault) -> u64;

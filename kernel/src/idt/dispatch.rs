@@ -2,9 +2,9 @@
 //!
 //! Three outcomes only: handle and return (breakpoint, timer and other IRQs), recover through an
 //! exception-table fixup (a page fault or #GP at a registered instruction, see `extable`), or
-//! die with a full dump ([`super::dump::die`]). Ring-3 traps will branch off here in the next
-//! issue (signals, and the page-fault handler of `cowlab-mm`); for now every exception is a
-//! kernel one.
+//! die with a full dump ([`super::dump::die`]). Traps from ring 3 branch off to [`user_trap`]:
+//! page faults go to the memory manager, a tick preempts, and every other exception kills the
+//! process (never the kernel).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +24,10 @@ pub fn breakpoint_count() -> u64 {
 /// registers are restored from `*frame` when it returns.
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let number = frame.vector as u8;
+    if frame.cs & 3 == 3 {
+        user_trap(frame);
+        return;
+    }
     match number {
         vector::BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
@@ -49,6 +53,37 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// A trap taken in ring 3: interrupts (a tick preempts), page faults for the memory manager,
+/// and exceptions that kill the process with the signal Linux would send. Never kills the
+/// kernel.
+fn user_trap(frame: &mut TrapFrame) {
+    use crate::proc::signal::{kill_for_fault, SIGBUS, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGTRAP};
+    let number = frame.vector as u8;
+    match number {
+        vector::PAGE_FAULT => {
+            let cr2 = Cr2::read_raw();
+            match vm::handle_page_fault(cr2, frame.error_code) {
+                Ok(()) => {}
+                Err(cowlab_mm::FaultError::Segv(_)) => kill_for_fault(frame, SIGSEGV, Some(cr2)),
+                Err(cowlab_mm::FaultError::Oom) => kill_for_fault(frame, SIGKILL, Some(cr2)),
+            }
+        }
+        irq if irq >= vector::PIC_BASE => {
+            interrupt(irq - vector::PIC_BASE);
+            if irq == vector::TIMER {
+                crate::proc::sched::yield_now();
+            }
+        }
+        vector::NMI | vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
+        vector::BREAKPOINT | 1 => kill_for_fault(frame, SIGTRAP, None),
+        0 | 16 | 19 => kill_for_fault(frame, SIGFPE, None),
+        6 => kill_for_fault(frame, SIGILL, None),
+        17 => kill_for_fault(frame, SIGBUS, None),
+        _ => kill_for_fault(frame, SIGSEGV, None),
+    }
+    crate::proc::on_return_to_user(frame);
+}
+
 /// A hardware interrupt on PIC line `line`.
 fn interrupt(line: u8) {
     if pic::is_spurious(line) {
@@ -56,6 +91,7 @@ fn interrupt(line: u8) {
     }
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
+        crate::proc::on_tick();
     }
     // Other lines are masked; one that fires anyway is acknowledged and otherwise ignored.
     pic::end_of_interrupt(line);

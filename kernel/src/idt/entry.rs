@@ -11,7 +11,8 @@
 //! 9 bytes: `push imm8`, `push imm8`, `jmp rel32`; `.p2align 4` pads it to 16). Stack alignment: the CPU aligns RSP to 16 before pushing its 5-word
 //! frame; with the error code, the vector and 15 registers that is 22 words, so RSP is 16-aligned
 //! again at the `call`, as the SysV ABI requires. Kernel code is built without SSE, so no vector
-//! state needs saving. (Entries from ring 3 will also need `swapgs` here once user mode exists.)
+//! state needs saving. Entries from and returns to ring 3 `swapgs` (decided by the RPL of the saved CS), so kernel
+//! code always runs with the per-CPU area in GS.
 
 use core::arch::global_asm;
 
@@ -70,7 +71,11 @@ global_asm!(
     ".p2align 4",
     "",
     "cowlab_trap_common:",
-    "    push r15",
+    // From ring 3 (CS at [rsp + 24] has RPL 3): swap in the kernel's GS base (see `percpu`).
+    "    test qword ptr [rsp + 24], 3",
+    "    jz 1f",
+    "    swapgs",
+    "1:  push r15",
     "    push r14",
     "    push r13",
     "    push r12",
@@ -88,6 +93,9 @@ global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    call {dispatch}",
+    // Also the way into ring 3 for a new process: its kernel stack holds a TrapFrame here.
+    ".global cowlab_trap_return",
+    "cowlab_trap_return:",
     "    pop rax",
     "    pop rbx",
     "    pop rcx",
@@ -105,7 +113,10 @@ global_asm!(
     "    pop r15",
     // Drop the vector and error code.
     "    add rsp, 16",
-    "    iretq",
+    "    test qword ptr [rsp + 8], 3",
+    "    jz 2f",
+    "    swapgs",
+    "2:  iretq",
     ".popsection",
     count = const vector::STUB_COUNT,
     err_mask = const vector::HAS_ERROR_CODE,
@@ -113,6 +124,8 @@ global_asm!(
 );
 
 extern "C" {
+    /// Restores a [`TrapFrame`] at `rsp` and `iretq`s to it (the tail of `trap_common`).
+    pub fn cowlab_trap_return() -> !;
     static cowlab_trap_stubs: [u8; 16 * vector::STUB_COUNT];
 }
 

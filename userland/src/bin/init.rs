@@ -1,17 +1,46 @@
-//! `init`: the first user program cowlab runs. For now it greets and exits 0; later it starts the
-//! program named on the kernel command line after `--`.
+//! `init`: the first user program. With arguments (the kernel command line's `-- PROG ARGS`)
+//! it runs `PROG ARGS`, waits for it, and powers off with its exit status (128 + signal if it
+//! was killed). Without, it runs the shell. On the host Linux (where it is not pid 1) it runs
+//! the program the same way and exits with its status instead of powering off.
 #![no_std]
 #![no_main]
 
-use cowlab_userland::{args, println};
+use cowlab_userland::calls::{power_off, wexitstatus, wifexited, wtermsig};
+use cowlab_userland::{args, print, println, process, sys};
 
 cowlab_userland::entry!(main);
 
 fn main() -> i32 {
-    cowlab_userland::print!("init: hello from ring 3, argv =");
+    print!("init: argv =");
     for arg in args() {
-        cowlab_userland::print!(" {:?}", arg.to_str().unwrap_or("<not UTF-8>"));
+        print!(" {:?}", arg.to_str().unwrap_or("<not UTF-8>"));
     }
     println!();
-    0
+    let argv: alloc::vec::Vec<&[u8]> = args().skip(1).map(|a| a.to_bytes()).collect();
+    let status = if argv.is_empty() {
+        run(&[b"sh"])
+    } else {
+        run(&argv)
+    };
+    if sys::getpid() == 1 {
+        let _ = power_off(status);
+    }
+    status
+}
+
+extern crate alloc;
+
+/// Runs `argv`; its exit status, or 128 + the signal that killed it.
+fn run(argv: &[&[u8]]) -> i32 {
+    match process::run(argv) {
+        Ok(status) if wifexited(status) => wexitstatus(status),
+        Ok(status) => {
+            println!("init: program killed by signal {}", wtermsig(status));
+            128 + wtermsig(status)
+        }
+        Err(e) => {
+            println!("init: cannot run program: errno {}", e.0);
+            127
+        }
+    }
 }

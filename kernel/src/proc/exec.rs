@@ -1,0 +1,141 @@
+//! execve and the first process: a new address space with the program loaded (see `elf`), then
+//! the ring-3 frame reset to the program's entry and stack.
+//!
+//! execve builds the new address space completely before touching the caller, so a failure
+//! (no such file, bad ELF, no memory) returns an errno to the unchanged caller; after the point
+//! of no return the old address space is torn down. Close-on-exec descriptors are closed, the
+//! recorded signal handlers reset to default (ignored signals stay ignored), FS base and FPU
+//! state cleared.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use cowlab_mm::AddressSpace;
+use spin::Mutex;
+
+use super::switch::{FpuState, KernelStack};
+use super::{alloc_pid, with_current, Process, State, TABLE};
+use crate::idt::TrapFrame;
+use crate::syscall::entry::{USER_CS, USER_DS};
+use crate::syscall::Errno;
+use crate::{elf, fs, memory, ramdisk, vm};
+
+/// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).
+const USER_RFLAGS: u64 = 0x202;
+
+/// The ramdisk file named by `path` (`/name`, `./name` or `name`).
+fn find_program(path: &str) -> Result<ramdisk::File, Errno> {
+    let name = path.trim_start_matches("./").trim_start_matches('/');
+    if name.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if name.contains('/') {
+        return Err(Errno::ENOENT);
+    }
+    ramdisk::find(name).ok_or(Errno::ENOENT)
+}
+
+/// A new address space with the program loaded; returns it with the entry and stack pointer.
+fn build(path: &str, argv: &[String], envp: &[String]) -> Result<(AddressSpace, u64, u64), Errno> {
+    let file = find_program(path)?;
+    let mm = memory::mm();
+    let mut aspace = AddressSpace::new(mm)?;
+    match elf::load(&mut aspace, file.data, argv, envp, path) {
+        Ok(loaded) => Ok((aspace, loaded.entry, loaded.stack_pointer)),
+        Err(e) => {
+            aspace.exit(mm);
+            Err(e)
+        }
+    }
+}
+
+fn user_frame(entry: u64, sp: u64) -> TrapFrame {
+    TrapFrame {
+        rax: 0,
+        rbx: 0,
+        rcx: 0,
+        rdx: 0,
+        rsi: 0,
+        rdi: 0,
+        rbp: 0,
+        r8: 0,
+        r9: 0,
+        r10: 0,
+        r11: 0,
+        r12: 0,
+        r13: 0,
+        r14: 0,
+        r15: 0,
+        vector: 0,
+        error_code: 0,
+        rip: entry,
+        cs: USER_CS,
+        rflags: USER_RFLAGS,
+        rsp: sp,
+        ss: USER_DS,
+    }
+}
+
+fn basename(path: &str) -> String {
+    String::from(path.rsplit('/').next().unwrap_or(path))
+}
+
+/// execve for the current process; on success `frame` enters the new program.
+pub fn execve(
+    frame: &mut TrapFrame,
+    path: &str,
+    argv: &[String],
+    envp: &[String],
+) -> Result<(), Errno> {
+    let (aspace, entry, sp) = build(path, argv, envp)?;
+    let new = Arc::new(Mutex::new(aspace));
+    let (old, closed) = with_current(|p| {
+        p.name = basename(path);
+        p.fs_base = 0;
+        for action in p.sigactions.iter_mut() {
+            if *action != 1 {
+                *action = 0;
+            }
+        }
+        (p.aspace.replace(new.clone()), p.fds.close_on_exec())
+    });
+    drop(closed);
+    drop(vm::switch_to(Some(new)));
+    if let Some(old) = old {
+        super::release_aspace(old);
+    }
+    x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::zero());
+    FpuState::initial().restore();
+    *frame = user_frame(entry, sp);
+    Ok(())
+}
+
+/// Creates pid 1 running `path` with `argv`, its descriptors 0-2 on the console.
+pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
+    let envp: Vec<String> = alloc::vec![String::from("PATH=/"), String::from("HOME=/")];
+    let (aspace, entry, sp) = build(path, argv, &envp)?;
+    let pid = alloc_pid();
+    let mut kstack = KernelStack::new();
+    let ctx_rsp = kstack.prepare(&user_frame(entry, sp));
+    let process = Process {
+        pid,
+        parent: 0,
+        name: basename(path),
+        state: State::Runnable,
+        aspace: Some(Arc::new(Mutex::new(aspace))),
+        kstack,
+        ctx_rsp,
+        fpu: FpuState::initial(),
+        fds: fs::FdTable::with_console(),
+        fs_base: 0,
+        pending_kill: None,
+        sigactions: [0; 65],
+        sigmask: 0,
+        child_minflt: 0,
+        own_minflt: 0,
+    };
+    TABLE.lock().insert(pid, Box::new(process));
+    Ok(())
+}

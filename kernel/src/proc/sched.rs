@@ -1,0 +1,169 @@
+//! The round-robin scheduler and the idle loop.
+//!
+//! Model: the boot stack runs the idle loop; every switch goes process -> idle -> next process
+//! (two `cowlab_switch`es, simple to reason about). The idle loop picks the runnable process
+//! after the last one that ran in pid order (round robin), loads its kernel stack (TSS rsp0 and
+//! the syscall stack), address space, FS base and FPU state, and switches to it; with nothing
+//! runnable it halts with interrupts enabled until an interrupt makes something runnable.
+//! Preemption: a timer tick taken in ring 3 makes the process yield. The system ends when
+//! `init` (pid 1) is a zombie or `reboot` asked for it: every other process is then torn down,
+//! the free-frame count is printed (`cowlab: frames free=<n> boot=<n>`, checked by xtask) and
+//! QEMU exits with init's status.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use x86_64::registers::model_specific::FsBase;
+use x86_64::VirtAddr;
+
+use super::switch::cowlab_switch;
+use super::{Pid, State, CURRENT, TABLE};
+use crate::{memory, percpu, qemu, vm};
+
+struct IdleRsp(UnsafeCell<u64>);
+// SAFETY: one CPU; written only by `cowlab_switch` with interrupts disabled.
+unsafe impl Sync for IdleRsp {}
+static IDLE_RSP: IdleRsp = IdleRsp(UnsafeCell::new(0));
+
+static LAST: AtomicU32 = AtomicU32::new(0);
+/// `reboot`'s status, once requested (`i32::MIN`: not requested).
+static SHUTDOWN: AtomicI32 = AtomicI32::new(i32::MIN);
+
+/// Records a power-off request with `status` (reboot); the idle loop acts on it.
+pub fn request_shutdown(status: i32) {
+    SHUTDOWN.store(status, Ordering::SeqCst);
+}
+
+/// Gives the CPU back to the idle loop; returns when this process is scheduled again. The
+/// caller has set its state (runnable to yield, blocked to sleep, zombie to die).
+pub fn schedule() {
+    let pid = super::current_pid();
+    let ctx: *mut u64 = {
+        let mut table = TABLE.lock();
+        let p = table.get_mut(&pid).expect("schedule from a process");
+        &mut p.ctx_rsp
+    };
+    // SAFETY: `ctx` points into the process's boxed entry, which stays in the table (only
+    // reaping removes it, and a process is reaped only as a zombie that is not running); the
+    // idle context's saved RSP is valid since the idle loop switched to us.
+    unsafe { cowlab_switch(ctx, *IDLE_RSP.0.get()) };
+}
+
+/// Preemption: the current process goes to the back of the queue.
+pub fn yield_now() {
+    super::with_current(|p| p.state = State::Runnable);
+    schedule();
+}
+
+/// The next runnable process after `LAST` in pid order.
+fn pick() -> Option<Pid> {
+    let table = TABLE.lock();
+    let last = LAST.load(Ordering::Relaxed);
+    let runnable = |p: &&alloc::boxed::Box<super::Process>| p.state == State::Runnable;
+    table
+        .range(last + 1..)
+        .map(|(_, p)| p)
+        .find(runnable)
+        .or_else(|| table.values().find(runnable))
+        .map(|p| p.pid)
+}
+
+/// Runs processes until the system shuts down. Called once, on the boot stack.
+pub fn run() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        if let Some(status) = shutdown_status() {
+            shutdown(status);
+        }
+        let Some(pid) = pick() else {
+            // Nothing to run: wait for an interrupt (a tick wakes sleepers).
+            x86_64::instructions::interrupts::enable_and_hlt();
+            continue;
+        };
+        let (ctx, top, aspace, fs_base, fpu) = {
+            let mut table = TABLE.lock();
+            let p = table.get_mut(&pid).expect("picked from the table");
+            p.state = State::Running;
+            let fpu: *mut super::switch::FpuState = &mut *p.fpu;
+            (p.ctx_rsp, p.kstack.top(), p.aspace.clone(), p.fs_base, fpu)
+        };
+        LAST.store(pid, Ordering::Relaxed);
+        CURRENT.store(pid, Ordering::Relaxed);
+        percpu::set_kernel_stack(top);
+        drop(vm::switch_to(aspace));
+        FsBase::write(VirtAddr::new_truncate(fs_base));
+        // SAFETY: `fpu` points into the process's boxed state, alive while it is in the table;
+        // the process cannot be reaped while it runs or before we are back here.
+        unsafe {
+            (*fpu).restore();
+            cowlab_switch(IDLE_RSP.0.get(), ctx);
+            (*fpu).save();
+        }
+        CURRENT.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The status to power off with, once init is a zombie or reboot was called and every other
+/// process has exited.
+fn shutdown_status() -> Option<i32> {
+    let table = TABLE.lock();
+    let requested = SHUTDOWN.load(Ordering::SeqCst);
+    let init_status = match table.get(&1).map(|p| p.state) {
+        Some(State::Zombie(status)) => Some(status),
+        None => Some(0),
+        _ => None,
+    };
+    if requested == i32::MIN && init_status.is_none() {
+        return None;
+    }
+    // Wait for the others (killed by reboot/init's exit) to finish dying.
+    let others_done = table
+        .values()
+        .all(|p| p.pid == 1 || matches!(p.state, State::Zombie(_)));
+    if !others_done {
+        drop(table);
+        kill_all_but_init();
+        return None;
+    }
+    Some(if requested != i32::MIN {
+        requested
+    } else {
+        let status = init_status.unwrap_or(0);
+        // Exit code of a normal exit, 128 + signal for a killed init (as a shell reports it).
+        if status & 0x7f == 0 {
+            (status >> 8) & 0xff
+        } else {
+            128 + (status & 0x7f)
+        }
+    })
+}
+
+fn kill_all_but_init() {
+    let mut table = TABLE.lock();
+    for p in table.values_mut() {
+        if p.pid != 1 && !matches!(p.state, State::Zombie(_)) {
+            p.pending_kill = Some(super::SIGKILL);
+            if matches!(p.state, State::Blocked { .. }) {
+                p.state = State::Runnable;
+            }
+        }
+    }
+}
+
+fn shutdown(status: i32) -> ! {
+    drop(vm::switch_to(None));
+    let all: alloc::vec::Vec<_> = core::mem::take(&mut *TABLE.lock()).into_values().collect();
+    for mut p in all {
+        drop(p.fds.take_all());
+        if let Some(aspace) = p.aspace.take() {
+            super::release_aspace(aspace);
+        }
+    }
+    println!(
+        "cowlab: frames free={} boot={}",
+        memory::frames().free_frames(),
+        memory::boot_free_frames()
+    );
+    info!("init finished with status {status}: powering off");
+    qemu::exit_with(status as u32)
+}

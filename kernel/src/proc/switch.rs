@@ -1,0 +1,120 @@
+//! The context switch: kernel stack to kernel stack, and the frame a new process starts from.
+//!
+//! Model: every process has its own kernel stack. A process that is not running is stopped
+//! inside [`cowlab_switch`], with its callee-saved registers pushed on that stack and the stack
+//! pointer saved in its `Process::ctx_rsp`. The scheduler's idle loop runs on the boot stack and
+//! is the other end of every switch (process -> idle -> process). A new process's stack is
+//! prepared so that its first switch-in "returns" into `cowlab_trap_return` with a
+//! [`TrapFrame`] above it, which enters ring 3 with `iretq`. FPU/SSE state is saved with
+//! `fxsave64` by the idle loop around each run of a process (the kernel itself never uses it).
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::arch::{asm, global_asm};
+
+use crate::idt::{cowlab_trap_return, TrapFrame};
+
+global_asm!(
+    ".pushsection .text.cowlab_switch, \"ax\"",
+    // void cowlab_switch(u64 *save_rsp, u64 new_rsp)
+    ".global cowlab_switch",
+    "cowlab_switch:",
+    "    push rbp",
+    "    push rbx",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov [rdi], rsp",
+    "    mov rsp, rsi",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbx",
+    "    pop rbp",
+    "    ret",
+    ".popsection",
+);
+
+extern "C" {
+    /// Saves the callee-saved registers and RSP in `*save_rsp`, resumes the context at `new_rsp`.
+    pub fn cowlab_switch(save_rsp: *mut u64, new_rsp: u64);
+}
+
+/// Size of a process's kernel stack.
+pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
+
+/// A process's kernel stack (heap memory, 16-byte aligned).
+pub struct KernelStack(Vec<u128>);
+
+impl KernelStack {
+    pub fn new() -> KernelStack {
+        KernelStack(vec![0; KERNEL_STACK_SIZE / 16])
+    }
+
+    /// One past the highest byte.
+    pub fn top(&self) -> u64 {
+        self.0.as_ptr() as u64 + KERNEL_STACK_SIZE as u64
+    }
+
+    /// Lays out a first switch-in that enters `frame` through `cowlab_trap_return`; returns the
+    /// `ctx_rsp` to switch to.
+    pub fn prepare(&mut self, frame: &TrapFrame) -> u64 {
+        let frame_at = self.top() - core::mem::size_of::<TrapFrame>() as u64;
+        // Six callee-saved registers (zero) and the return address below the frame.
+        let ctx = frame_at - 7 * 8;
+        // SAFETY: both ranges lie inside this stack's buffer, which we own mutably, and are
+        // 8-aligned (the top is 16-aligned, the frame is 22 words).
+        unsafe {
+            (frame_at as *mut TrapFrame).write(*frame);
+            let words = ctx as *mut u64;
+            for i in 0..6 {
+                words.add(i).write(0);
+            }
+            words.add(6).write(cowlab_trap_return as *const () as u64);
+        }
+        ctx
+    }
+}
+
+/// FPU/SSE register image for `fxsave64`/`fxrstor64`.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FpuState([u8; 512]);
+
+impl FpuState {
+    /// The state after `fninit` with the default MXCSR: what a new program starts with.
+    pub fn initial() -> Box<FpuState> {
+        let mut state = Box::new(FpuState([0; 512]));
+        // FCW = 0x37f (all exceptions masked, 64-bit precision), MXCSR = 0x1f80.
+        state.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        state.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        state
+    }
+
+    pub fn save(&mut self) {
+        // SAFETY: 512 writable bytes, 16-aligned; SSE is enabled by `enable_sse`.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
+    }
+
+    pub fn restore(&self) {
+        // SAFETY: a valid image (from `initial` or `save`), 16-aligned.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+    }
+}
+
+/// Lets ring 3 use x87/SSE: CR0.EM off, CR0.MP on, CR4.OSFXSR and OSXMMEXCPT on.
+pub fn enable_sse() {
+    use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
+    // SAFETY: only changes how FPU/SSE instructions behave; the kernel does not use them and
+    // the state is saved per process.
+    unsafe {
+        Cr0::update(|f| {
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+        });
+        Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
+    }
+}

@@ -1,0 +1,42 @@
+//! wait4: reaping zombie children, sleeping until one exits.
+
+use super::{sleep, wait_channel, Pid, State, TABLE};
+use crate::syscall::Errno;
+
+pub const WNOHANG: u32 = 1;
+
+/// Waits for a child matching `which` (-1: any, > 0: that pid; process groups are all one: 0
+/// and < -1 mean any). Returns `(pid, status)`, or `(0, 0)` with `WNOHANG` and no zombie yet.
+pub fn wait(which: i64, options: u32) -> Result<(Pid, i32), Errno> {
+    let me = super::current_pid();
+    loop {
+        let reaped = {
+            let mut table = TABLE.lock();
+            let matches = |pid: Pid| which <= 0 || i64::from(pid) == which;
+            let mut children = table
+                .values()
+                .filter(|p| p.parent == me && matches(p.pid) && p.pid != me);
+            let Some(first) = children.next() else {
+                return Err(Errno::ECHILD);
+            };
+            let zombie = core::iter::once(first)
+                .chain(children)
+                .find(|p| matches!(p.state, State::Zombie(_)))
+                .map(|p| p.pid);
+            zombie.and_then(|pid| table.remove(&pid))
+        };
+        if let Some(child) = reaped {
+            let State::Zombie(status) = child.state else {
+                unreachable!("only zombies are reaped")
+            };
+            let minflt = child.own_minflt + child.child_minflt;
+            super::with_current(|p| p.child_minflt += minflt);
+            // The child's kernel stack is freed here: it is not running (it is a zombie).
+            return Ok((child.pid, status));
+        }
+        if options & WNOHANG != 0 {
+            return Ok((0, 0));
+        }
+        sleep(wait_channel(me))?;
+    }
+}

@@ -1,0 +1,119 @@
+//! The `syscall` instruction's way into the kernel and `sysretq`'s way out.
+//!
+//! `syscall` leaves the user RIP in RCX and RFLAGS in R11, loads CS/SS from STAR and RIP from
+//! LSTAR, masks RFLAGS with SFMASK (interrupts, direction, trap and alignment-check off) and does
+//! not touch RSP. The entry `swapgs`es to reach the per-CPU area (see `percpu`), switches to the
+//! process's kernel stack, and pushes a [`TrapFrame`] exactly as an interrupt from ring 3 would
+//! leave it (vector [`SYSCALL_VECTOR`]), so fork, exec and the scheduler see one frame format.
+//! The way out is `sysretq` when the frame's RIP is canonical, else the `iretq` tail of the trap
+//! path (`sysretq` with a non-canonical RCX faults in ring 0 on Intel CPUs: the classic
+//! CVE-2012-0217). Interrupts stay disabled for the whole system call; they are re-enabled by
+//! the RFLAGS the return restores.
+
+use core::arch::global_asm;
+
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask};
+use x86_64::registers::rflags::RFlags;
+use x86_64::VirtAddr;
+
+use crate::gdt;
+use crate::idt::TrapFrame;
+
+/// The `vector` field of a frame pushed by the syscall entry (outside the IDT's 0..=255).
+pub const SYSCALL_VECTOR: u64 = 0x100;
+/// User code and data selectors with RPL 3 (GDT slots 5 and 4; see `gdt`).
+pub const USER_CS: u64 = 0x2b;
+pub const USER_DS: u64 = 0x23;
+
+global_asm!(
+    ".pushsection .text.cowlab_syscall_entry, \"ax\"",
+    ".global cowlab_syscall_entry",
+    "cowlab_syscall_entry:",
+    "    swapgs",
+    "    mov gs:[8], rsp",
+    "    mov rsp, gs:[0]",
+    "    push {user_ds}",
+    "    push qword ptr gs:[8]",
+    "    push r11",
+    "    push {user_cs}",
+    "    push rcx",
+    "    push 0",
+    "    push {vector}",
+    "    push r15",
+    "    push r14",
+    "    push r13",
+    "    push r12",
+    "    push r11",
+    "    push r10",
+    "    push r9",
+    "    push r8",
+    "    push rbp",
+    "    push rdi",
+    "    push rsi",
+    "    push rdx",
+    "    push rcx",
+    "    push rbx",
+    "    push rax",
+    "    mov rdi, rsp",
+    "    call {dispatch}",
+    // A non-canonical (or kernel) RIP returns through iretq, which faults in user mode instead.
+    "    mov rcx, [rsp + 17 * 8]",
+    "    shr rcx, 47",
+    "    jnz cowlab_trap_return",
+    "    pop rax",
+    "    pop rbx",
+    "    pop rcx",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
+    "    pop rbp",
+    "    pop r8",
+    "    pop r9",
+    "    pop r10",
+    "    pop r11",
+    "    pop r12",
+    "    pop r13",
+    "    pop r14",
+    "    pop r15",
+    "    add rsp, 16",
+    "    mov rcx, [rsp]",
+    "    mov r11, [rsp + 16]",
+    "    mov rsp, [rsp + 24]",
+    "    swapgs",
+    "    sysretq",
+    ".popsection",
+    user_ds = const USER_DS,
+    user_cs = const USER_CS,
+    vector = const SYSCALL_VECTOR,
+    dispatch = sym syscall_entry_rust,
+);
+
+extern "C" {
+    fn cowlab_syscall_entry();
+}
+
+/// Called by the entry with the saved frame; the result goes to the frame's RAX.
+extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
+    super::dispatch(frame);
+    crate::proc::on_return_to_user(frame);
+}
+
+/// Enables `syscall`: EFER.SCE, the entry point in LSTAR, the RFLAGS mask (STAR is set by
+/// `gdt::init`).
+pub fn init() {
+    let selectors = gdt::selectors();
+    assert_eq!(u64::from(selectors.user_code.0), USER_CS);
+    assert_eq!(u64::from(selectors.user_data.0), USER_DS);
+    LStar::write(VirtAddr::new(cowlab_syscall_entry as *const () as u64));
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::ALIGNMENT_CHECK
+            | RFlags::NESTED_TASK
+            | RFlags::IOPL_HIGH
+            | RFlags::IOPL_LOW,
+    );
+    // SAFETY: setting SCE only enables the syscall instruction, whose entry is set up above.
+    unsafe { Efer::update(|flags| flags.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+}

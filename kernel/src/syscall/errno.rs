@@ -1,0 +1,58 @@
+//! Linux errno values. A system call returns `Result<u64, Errno>`; the dispatcher turns `Err(e)`
+//! into `-e` in RAX, as the Linux ABI does.
+
+use cowlab_mm::MmError;
+
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum Errno {
+    EPERM = 1,
+    ENOENT = 2,
+    ESRCH = 3,
+    EINTR = 4,
+    E2BIG = 7,
+    ENOEXEC = 8,
+    EBADF = 9,
+    ECHILD = 10,
+    ENOMEM = 12,
+    EACCES = 13,
+    EFAULT = 14,
+    EEXIST = 17,
+    ENODEV = 19,
+    ENOTDIR = 20,
+    EISDIR = 21,
+    EINVAL = 22,
+    EMFILE = 24,
+    ENOTTY = 25,
+    ESPIPE = 29,
+    EROFS = 30,
+    EPIPE = 32,
+    ERANGE = 34,
+    ENAMETOOLONG = 36,
+    ENOSYS = 38,
+}
+
+impl Errno {
+    /// The value for RAX: `-errno`.
+    pub fn to_ret(self) -> u64 {
+        (-(self as i64)) as u64
+    }
+}
+
+impl From<MmError> for Errno {
+    fn from(error: MmError) -> Errno {
+        match error {
+            MmError::Perm => Errno::EPERM,
+            MmError::NoMem => Errno::ENOMEM,
+            MmError::Access => Errno::EACCES,
+            MmError::Fault => Errno::EFAULT,
+            MmError::Exist => Errno::EEXIST,
+            MmError::NoDev => Errno::ENODEV,
+            MmError::Inval => Errno::EINVAL,
+        }
+    }
+}
+
+/// What a system call returns.
+pub type SysResult = Result<u64, Errno>;

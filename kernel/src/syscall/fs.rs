@@ -1,0 +1,518 @@
+//! File system calls: descriptors, reads and writes, pipes, stat, and the few directory calls a
+//! read-only, one-directory file system can answer.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use super::{Args, Errno, SysResult};
+use crate::fs::{self, console, pipe::Pipe, Fd, FileKind, OpenFile};
+use crate::proc::with_current;
+use crate::uaccess::{read_cstr, UserPtr, UserSlice};
+
+const AT_FDCWD: i64 = -100;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const PATH_MAX: usize = 4096;
+/// The most a read or write moves per step (a kernel bounce buffer).
+const CHUNK: usize = 64 * 1024;
+
+fn file(fd: i64) -> Result<Arc<OpenFile>, Errno> {
+    with_current(|p| p.fds.get(fd))
+}
+
+/// Reads from `file` at `offset` (None: the file's own offset) into user memory.
+fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+    if !file.readable() {
+        return Err(Errno::EBADF);
+    }
+    match &file.kind {
+        FileKind::Console => {
+            let data = console::read(buf.len().min(CHUNK))?;
+            buf.write(&data)?;
+            Ok(data.len() as u64)
+        }
+        FileKind::Null => Ok(0),
+        FileKind::Regular(f) => {
+            let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+            let start = (at as usize).min(f.data.len());
+            let end = start + buf.len().min(f.data.len() - start);
+            buf.write(&f.data[start..end])?;
+            if offset.is_none() {
+                file.offset.store((end) as u64, Ordering::Relaxed);
+            }
+            Ok((end - start) as u64)
+        }
+        FileKind::Root => Err(Errno::EISDIR),
+        FileKind::PipeRead(pipe) => {
+            if offset.is_some() {
+                return Err(Errno::ESPIPE);
+            }
+            let n = pipe.read(buf.len().min(CHUNK), &mut |chunk| buf.write(chunk))?;
+            Ok(n as u64)
+        }
+        FileKind::PipeWrite(_) => Err(Errno::EBADF),
+    }
+}
+
+/// Writes user memory to `file`.
+fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+    if !file.writable() {
+        return Err(Errno::EBADF);
+    }
+    match &file.kind {
+        FileKind::Console | FileKind::PipeWrite(_) => {
+            if offset.is_some() {
+                return Err(Errno::ESPIPE);
+            }
+            let mut done = 0;
+            loop {
+                let part = buf.sub(done, CHUNK);
+                let data = match part.read_vec() {
+                    Ok(data) => data,
+                    Err(e) if done == 0 => return Err(e),
+                    Err(_) => break,
+                };
+                let written = match &file.kind {
+                    FileKind::PipeWrite(pipe) => match pipe.write(&data) {
+                        Ok(n) => n,
+                        Err(e) if done == 0 => return Err(e),
+                        Err(_) => break,
+                    },
+                    _ => console::write(&data),
+                };
+                done += written;
+                if written < data.len() || done >= buf.len() {
+                    break;
+                }
+            }
+            Ok(done as u64)
+        }
+        FileKind::Null => Ok(buf.len() as u64),
+        _ => Err(Errno::EBADF),
+    }
+}
+
+pub fn read(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    read_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None)
+}
+
+pub fn write(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None)
+}
+
+pub fn pread64(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    if a.int(3) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    match f.kind {
+        FileKind::Regular(_) => read_file(
+            &f,
+            UserSlice::new(a.get(1), a.get(2) as usize)?,
+            Some(a.get(3)),
+        ),
+        FileKind::Root => Err(Errno::EISDIR),
+        _ => Err(Errno::ESPIPE),
+    }
+}
+
+pub fn pwrite64(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    if a.int(3) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    match f.kind {
+        FileKind::Null => Ok(a.get(2)),
+        FileKind::Regular(_) | FileKind::Root => Err(Errno::EBADF),
+        _ => Err(Errno::ESPIPE),
+    }
+}
+
+/// One `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+fn iovecs(addr: u64, count: i64) -> Result<Vec<UserSlice>, Errno> {
+    if !(0..=1024).contains(&count) {
+        return Err(Errno::EINVAL);
+    }
+    let mut out = Vec::new();
+    for i in 0..count as u64 {
+        let iov = UserPtr::<IoVec>::new(addr + 16 * i)?.read()?;
+        out.push(UserSlice::new(iov.base, iov.len as usize)?);
+    }
+    Ok(out)
+}
+
+pub fn readv(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    let mut total = 0;
+    for (i, iov) in iovecs(a.get(1), a.int(2))?.into_iter().enumerate() {
+        if iov.len() == 0 {
+            continue;
+        }
+        match read_file(&f, iov, None) {
+            Ok(n) => {
+                total += n;
+                if (n as usize) < iov.len() {
+                    break;
+                }
+            }
+            Err(e) if i == 0 || total == 0 => return Err(e),
+            Err(_) => break,
+        }
+        // A pipe or console read that returned data should not block for more.
+        if !matches!(f.kind, FileKind::Regular(_)) {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+pub fn writev(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    let mut total = 0;
+    for iov in iovecs(a.get(1), a.int(2))? {
+        match write_file(&f, iov, None) {
+            Ok(n) => {
+                total += n;
+                if (n as usize) < iov.len() {
+                    break;
+                }
+            }
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+pub fn open(a: Args) -> SysResult {
+    open_at(AT_FDCWD, a.get(0), a.get(1) as u32)
+}
+
+pub fn openat(a: Args) -> SysResult {
+    open_at(a.int(0), a.get(1), a.get(2) as u32)
+}
+
+/// Checks that `dirfd` can be the base of a relative path (only `/` is a directory).
+fn check_dirfd(dirfd: i64, path: &str) -> Result<(), Errno> {
+    if dirfd == AT_FDCWD || path.starts_with('/') {
+        return Ok(());
+    }
+    match file(dirfd)?.kind {
+        FileKind::Root => Ok(()),
+        _ => Err(Errno::ENOTDIR),
+    }
+}
+
+fn open_at(dirfd: i64, path: u64, flags: u32) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    check_dirfd(dirfd, &path)?;
+    let file = fs::open(&path, flags)?;
+    let fd = Fd {
+        file,
+        cloexec: flags & fs::O_CLOEXEC != 0,
+    };
+    Ok(with_current(|p| p.fds.install(fd))? as u64)
+}
+
+pub fn close(a: Args) -> SysResult {
+    let closed = with_current(|p| p.fds.close(a.int(0)))?;
+    drop(closed);
+    Ok(0)
+}
+
+pub fn lseek(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    let size = match &f.kind {
+        FileKind::Regular(r) => r.data.len() as i64,
+        FileKind::Root | FileKind::Null => 0,
+        _ => return Err(Errno::ESPIPE),
+    };
+    let base = match a.get(2) {
+        0 => 0,
+        1 => f.offset.load(Ordering::Relaxed) as i64,
+        2 => size,
+        _ => return Err(Errno::EINVAL),
+    };
+    let new = base.checked_add(a.int(1)).ok_or(Errno::EINVAL)?;
+    if new < 0 {
+        return Err(Errno::EINVAL);
+    }
+    f.offset.store(new as u64, Ordering::Relaxed);
+    Ok(new as u64)
+}
+
+pub fn fstat(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    UserPtr::<fs::Stat>::new(a.get(1))?.write(&fs::stat(&f))?;
+    Ok(0)
+}
+
+/// stat/lstat(path, buf).
+pub fn stat(a: Args, _follow: bool) -> SysResult {
+    stat_at(AT_FDCWD, a.get(0), a.get(1), 0)
+}
+
+pub fn newfstatat(a: Args) -> SysResult {
+    stat_at(a.int(0), a.get(1), a.get(2), a.get(3))
+}
+
+fn stat_at(dirfd: i64, path: u64, buf: u64, flags: u64) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    let out = UserPtr::<fs::Stat>::new(buf)?;
+    let f = if path.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return Err(Errno::ENOENT);
+        }
+        if dirfd == AT_FDCWD {
+            fs::open("/", 0)?
+        } else {
+            file(dirfd)?
+        }
+    } else {
+        check_dirfd(dirfd, &path)?;
+        fs::open(&path, 0)?
+    };
+    out.write(&fs::stat(&f))?;
+    Ok(0)
+}
+
+pub fn access(a: Args) -> SysResult {
+    let path = read_cstr(a.get(0), PATH_MAX)?;
+    fs::open(&path, 0)?;
+    if a.get(1) & 2 != 0 {
+        return Err(Errno::EROFS);
+    }
+    Ok(0)
+}
+
+const TCGETS: u64 = 0x5401;
+const TCSETS: u64 = 0x5402;
+const TIOCGWINSZ: u64 = 0x5413;
+
+/// The kernel's `struct termios` (36 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Termios {
+    iflag: u32,
+    oflag: u32,
+    cflag: u32,
+    lflag: u32,
+    line: u8,
+    cc: [u8; 19],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Winsize {
+    rows: u16,
+    cols: u16,
+    xpixel: u16,
+    ypixel: u16,
+}
+
+pub fn ioctl(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    if !matches!(f.kind, FileKind::Console) {
+        return Err(Errno::ENOTTY);
+    }
+    match a.get(1) {
+        TCGETS => {
+            let t = Termios {
+                iflag: 0o2400,   // ICRNL | IXON
+                oflag: 0o5,      // OPOST | ONLCR
+                cflag: 0o277,    // B38400 | CS8 | CREAD
+                lflag: 0o105073, // ISIG | ICANON | ECHO...
+                ..Termios::default()
+            };
+            UserPtr::<Termios>::new(a.get(2))?.write(&t)?;
+            Ok(0)
+        }
+        TCSETS | 0x5403 | 0x5404 => Ok(0),
+        TIOCGWINSZ => {
+            let w = Winsize {
+                rows: 24,
+                cols: 80,
+                ..Winsize::default()
+            };
+            UserPtr::<Winsize>::new(a.get(2))?.write(&w)?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOTTY),
+    }
+}
+
+const F_DUPFD: u64 = 0;
+const F_GETFD: u64 = 1;
+const F_SETFD: u64 = 2;
+const F_GETFL: u64 = 3;
+const F_SETFL: u64 = 4;
+const F_DUPFD_CLOEXEC: u64 = 1030;
+const FD_CLOEXEC: u64 = 1;
+
+pub fn fcntl(a: Args) -> SysResult {
+    let fd = a.int(0);
+    let arg = a.get(2);
+    with_current(|p| match a.get(1) {
+        F_DUPFD | F_DUPFD_CLOEXEC => {
+            let file = p.fds.get(fd)?;
+            if arg as usize >= fs::MAX_FDS {
+                return Err(Errno::EINVAL);
+            }
+            let cloexec = a.get(1) == F_DUPFD_CLOEXEC;
+            Ok(p.fds.install_from(arg as usize, Fd { file, cloexec })? as u64)
+        }
+        F_GETFD => Ok(if p.fds.slot(fd)?.cloexec {
+            FD_CLOEXEC
+        } else {
+            0
+        }),
+        F_SETFD => {
+            p.fds.slot_mut(fd)?.cloexec = arg & FD_CLOEXEC != 0;
+            Ok(0)
+        }
+        F_GETFL => Ok(u64::from(p.fds.get(fd)?.flags.load(Ordering::Relaxed))),
+        F_SETFL => {
+            let file = p.fds.get(fd)?;
+            let settable = fs::O_APPEND | fs::O_NONBLOCK;
+            let old = file.flags.load(Ordering::Relaxed);
+            file.flags.store(
+                (old & !settable) | (arg as u32 & settable),
+                Ordering::Relaxed,
+            );
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    })
+}
+
+pub fn dup(a: Args) -> SysResult {
+    with_current(|p| {
+        let file = p.fds.get(a.int(0))?;
+        Ok(p.fds.install(Fd {
+            file,
+            cloexec: false,
+        })? as u64)
+    })
+}
+
+fn dup_to(old: i64, new: i64, cloexec: bool) -> SysResult {
+    if !(0..fs::MAX_FDS as i64).contains(&new) {
+        return Err(Errno::EBADF);
+    }
+    let replaced = with_current(|p| {
+        let file = p.fds.get(old)?;
+        Ok::<_, Errno>(p.fds.set(new as usize, Fd { file, cloexec }))
+    })?;
+    drop(replaced);
+    Ok(new as u64)
+}
+
+pub fn dup2(a: Args) -> SysResult {
+    if a.int(0) == a.int(1) {
+        file(a.int(0))?;
+        return Ok(a.get(1));
+    }
+    dup_to(a.int(0), a.int(1), false)
+}
+
+pub fn dup3(a: Args) -> SysResult {
+    let flags = a.get(2) as u32;
+    if a.int(0) == a.int(1) || flags & !fs::O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL);
+    }
+    dup_to(a.int(0), a.int(1), flags & fs::O_CLOEXEC != 0)
+}
+
+pub fn pipe2(fds: u64, flags: u32) -> SysResult {
+    if flags & !(fs::O_CLOEXEC | fs::O_NONBLOCK) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let out = UserPtr::<[i32; 2]>::new(fds)?;
+    let pipe = Arc::new(Pipe::default());
+    let cloexec = flags & fs::O_CLOEXEC != 0;
+    let status = flags & fs::O_NONBLOCK;
+    let reader = OpenFile::new(FileKind::PipeRead(pipe.clone()), status);
+    let writer = OpenFile::new(FileKind::PipeWrite(pipe), fs::O_WRONLY | status);
+    let (r, w) = with_current(|p| {
+        let r = p.fds.install(Fd {
+            file: reader,
+            cloexec,
+        })?;
+        match p.fds.install(Fd {
+            file: writer,
+            cloexec,
+        }) {
+            Ok(w) => Ok((r, w)),
+            Err(e) => {
+                let _ = p.fds.close(r as i64);
+                Err(e)
+            }
+        }
+    })?;
+    if let Err(e) = out.write(&[r as i32, w as i32]) {
+        let closed = with_current(|p| (p.fds.close(r as i64), p.fds.close(w as i64)));
+        drop(closed);
+        return Err(e);
+    }
+    Ok(0)
+}
+
+pub fn getcwd(a: Args) -> SysResult {
+    let buf = UserSlice::new(a.get(0), a.get(1) as usize)?;
+    if buf.len() < 2 {
+        return Err(Errno::ERANGE);
+    }
+    buf.write(b"/\0")?;
+    Ok(2)
+}
+
+pub fn chdir(a: Args) -> SysResult {
+    let path = read_cstr(a.get(0), PATH_MAX)?;
+    match fs::open(&path, 0)?.kind {
+        FileKind::Root => Ok(0),
+        _ => Err(Errno::ENOTDIR),
+    }
+}
+
+pub fn mkdir(a: Args) -> SysResult {
+    let path = read_cstr(a.get(0), PATH_MAX)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    match fs::open(&path, 0) {
+        Ok(_) => Err(Errno::EEXIST),
+        Err(Errno::ENOENT) if !path.trim_start_matches('/').contains('/') => Err(Errno::EROFS),
+        Err(e) => Err(e),
+    }
+}
+
+fn readlink_path(path: u64, buf: u64, size: u64) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    UserSlice::new(buf, size as usize)?;
+    if size == 0 {
+        return Err(Errno::EINVAL);
+    }
+    // No symbolic links: an existing file is "not a link".
+    fs::open(&path, 0)?;
+    Err(Errno::EINVAL)
+}
+
+pub fn readlink(a: Args) -> SysResult {
+    readlink_path(a.get(0), a.get(1), a.get(2))
+}
+
+pub fn readlinkat(a: Args) -> SysResult {
+    readlink_path(a.get(1), a.get(2), a.get(3))
+}

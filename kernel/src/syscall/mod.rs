@@ -1,0 +1,134 @@
+//! System calls on the Linux x86_64 ABI: number in RAX, arguments in RDI, RSI, RDX, R10, R8, R9,
+//! result in RAX with `-errno` for errors.
+//!
+//! [`dispatch`] decodes the number and hands raw arguments to one function per call, grouped by
+//! subject (`fs`, `mm`, `proc`, `time`, `info`). User pointers among the arguments are turned into
+//! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
+//! answer `ENOSYS` and are logged once each.
+
+pub mod entry;
+mod errno;
+mod fs;
+mod info;
+mod mm;
+mod proc;
+mod time;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub use errno::{Errno, SysResult};
+
+use crate::idt::TrapFrame;
+
+/// The six argument registers.
+#[derive(Clone, Copy)]
+pub struct Args([u64; 6]);
+
+impl Args {
+    pub fn get(&self, i: usize) -> u64 {
+        self.0[i]
+    }
+
+    pub fn int(&self, i: usize) -> i64 {
+        self.0[i] as i64
+    }
+
+    /// The low 32 bits as a C `int`.
+    pub fn i32(&self, i: usize) -> i32 {
+        self.0[i] as i32
+    }
+}
+
+/// Numbers seen and unknown (one bit each for 0..512), so each is logged once.
+static UNKNOWN_LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+/// Runs the system call in `frame` and stores its result in `frame.rax`.
+pub fn dispatch(frame: &mut TrapFrame) {
+    let nr = frame.rax;
+    let args = Args([
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ]);
+    let result = call(nr, args, frame);
+    frame.rax = match result {
+        Ok(value) => value,
+        Err(errno) => errno.to_ret(),
+    };
+}
+
+fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
+    match nr {
+        0 => fs::read(a),
+        1 => fs::write(a),
+        2 => fs::open(a),
+        3 => fs::close(a),
+        4 => fs::stat(a, false),
+        5 => fs::fstat(a),
+        6 => fs::stat(a, false),
+        8 => fs::lseek(a),
+        9 => mm::mmap(a),
+        10 => mm::mprotect(a),
+        11 => mm::munmap(a),
+        12 => mm::brk(a),
+        13 => proc::rt_sigaction(a),
+        14 => proc::rt_sigprocmask(a),
+        16 => fs::ioctl(a),
+        17 => fs::pread64(a),
+        18 => fs::pwrite64(a),
+        19 => fs::readv(a),
+        20 => fs::writev(a),
+        21 => fs::access(a),
+        22 => fs::pipe2(a.get(0), 0),
+        24 => proc::sched_yield(),
+        25 => mm::mremap(a),
+        28 => mm::madvise(a),
+        32 => fs::dup(a),
+        33 => fs::dup2(a),
+        35 => time::nanosleep(a),
+        39 => proc::getpid(),
+        56 => proc::clone(a, frame),
+        57 | 58 => proc::fork(frame),
+        59 => proc::execve(a, frame),
+        60 | 231 => proc::exit(a),
+        61 => proc::wait4(a),
+        62 => proc::kill(a),
+        63 => info::uname(a),
+        72 => fs::fcntl(a),
+        79 => fs::getcwd(a),
+        80 => fs::chdir(a),
+        83 => fs::mkdir(a),
+        89 => fs::readlink(a),
+        96 => time::gettimeofday(a),
+        97 => info::getrlimit(a),
+        98 => proc::getrusage(a),
+        99 => info::sysinfo(a),
+        102 | 104 | 107 | 108 => Ok(0),
+        110 => proc::getppid(),
+        158 => proc::arch_prctl(a),
+        169 => proc::reboot(a),
+        186 => proc::getpid(),
+        201 => time::time(a),
+        218 => proc::set_tid_address(a),
+        228 => time::clock_gettime(a),
+        230 => time::clock_nanosleep(a),
+        257 => fs::openat(a),
+        262 => fs::newfstatat(a),
+        267 => fs::readlinkat(a),
+        273 => Ok(0),
+        292 => fs::dup3(a),
+        293 => fs::pipe2(a.get(0), a.i32(1) as u32),
+        302 => info::prlimit64(a),
+        318 => info::getrandom(a),
+        334 => Err(Errno::ENOSYS),
+        _ => {
+            let bit = nr.min(511);
+            let word = &UNKNOWN_LOGGED[(bit / 64) as usize];
+            if word.fetch_or(1 << (bit % 64), Ordering::Relaxed) & (1 << (bit % 64)) == 0 {
+                warn!(
+                    "unknown system call {nr} (pid {}): ENOSYS",
+                    crate::proc::current_pid()
+                );
+            }
+            Err(Errno::ENOSYS)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Clocks and sleeps. Time comes from the TSC (`time::micros_since_boot`); there is no RTC yet,
+//! so the realtime clock starts at the epoch plus the boot time. Sleeps block until the TSC says the time
+//! has passed, checking at each timer tick (10 ms).
+
+use super::{Args, Errno, SysResult};
+use crate::proc;
+use crate::time as clock;
+use crate::uaccess::UserPtr;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+fn now() -> Timespec {
+    let us = clock::micros_since_boot();
+    Timespec {
+        sec: (us / 1_000_000) as i64,
+        nsec: ((us % 1_000_000) * 1000) as i64,
+    }
+}
+
+pub fn clock_gettime(a: Args) -> SysResult {
+    // REALTIME, MONOTONIC, PROCESS/THREAD_CPUTIME, MONOTONIC_RAW, REALTIME_COARSE,
+    // MONOTONIC_COARSE, BOOTTIME.
+    if !(0..=7).contains(&a.int(0)) {
+        return Err(Errno::EINVAL);
+    }
+    UserPtr::<Timespec>::new(a.get(1))?.write(&now())?;
+    Ok(0)
+}
+
+pub fn gettimeofday(a: Args) -> SysResult {
+    if a.get(0) != 0 {
+        let t = now();
+        UserPtr::<[i64; 2]>::new(a.get(0))?.write(&[t.sec, t.nsec / 1000])?;
+    }
+    Ok(0)
+}
+
+pub fn time(a: Args) -> SysResult {
+    let t = now().sec;
+    if a.get(0) != 0 {
+        UserPtr::<i64>::new(a.get(0))?.write(&t)?;
+    }
+    Ok(t as u64)
+}
+
+fn sleep_for(req: u64) -> SysResult {
+    let ts = UserPtr::<Timespec>::new(req)?.read()?;
+    if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
+        return Err(Errno::EINVAL);
+    }
+    let ns = (ts.sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.nsec as u64);
+    proc::sleep_micros(ns.div_ceil(1000))?;
+    Ok(0)
+}
+
+pub fn nanosleep(a: Args) -> SysResult {
+    sleep_for(a.get(0))
+}
+
+pub fn clock_nanosleep(a: Args) -> SysResult {
+    if !(0..=7).contains(&a.int(0)) {
+        return Err(Errno::EINVAL);
+    }
+    if a.get(1) & 1 != 0 {
+        // TIMER_ABSTIME: sleep until the given time.
+        let ts = UserPtr::<Timespec>::new(a.get(2))?.read()?;
+        let target_us = (ts.sec.max(0) as u64) * 1_000_000 + (ts.nsec.max(0) as u64) / 1000;
+        let now_us = clock::micros_since_boot();
+        if target_us > now_us {
+            proc::sleep_micros(target_us - now_us)?;
+        }
+        return Ok(0);
+    }
+    sleep_for(a.get(2))
+}

@@ -1,0 +1,167 @@
+//! Pipe tests: data through, blocking both ways, EOF, EPIPE and SIGPIPE.
+#![no_std]
+#![no_main]
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, Tester};
+
+cowlab_userland::entry!(main);
+
+const TOTAL: usize = 300 * 1024;
+
+fn pattern(i: usize) -> u8 {
+    (i * 7 + i / 4096) as u8
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_pipe");
+
+    let fds = pipe().unwrap_or([-1, -1]);
+    t.check("pipe", fds[0] >= 0 && fds[1] >= 0);
+    t.eq("write 5 bytes", write(fds[1], b"hello"), Ok(5));
+    let mut buf = [0u8; 16];
+    t.eq("read them back", read(fds[0], &mut buf), Ok(5));
+    t.check("same bytes", &buf[..5] == b"hello");
+    t.eq(
+        "lseek on a pipe is ESPIPE",
+        lseek(fds[0], 0, 0),
+        Err(Errno(errno::ESPIPE)),
+    );
+    t.eq(
+        "write to the read end is EBADF",
+        write(fds[0], b"x"),
+        Err(Errno(errno::EBADF)),
+    );
+
+    // Writer blocks on a full pipe until the (slow) reader drains it: 300 KiB through 64 KiB.
+    let writer = fork().unwrap_or(-1);
+    if writer == 0 {
+        let _ = close(fds[0]);
+        let mut chunk = [0u8; 8192];
+        let mut sent = 0;
+        while sent < TOTAL {
+            for (k, b) in chunk.iter_mut().enumerate() {
+                *b = pattern(sent + k);
+            }
+            let n = (TOTAL - sent).min(chunk.len());
+            let mut off = 0;
+            while off < n {
+                match write(fds[1], &chunk[off..n]) {
+                    Ok(w) => off += w,
+                    Err(_) => exit_now(2),
+                }
+            }
+            sent += n;
+        }
+        exit_now(0);
+    }
+    let _ = close(fds[1]);
+    let _ = sleep_ms(50);
+    let mut got = 0;
+    let mut intact = true;
+    let mut chunk = [0u8; 5000];
+    loop {
+        match read(fds[0], &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                for (k, &b) in chunk[..n].iter().enumerate() {
+                    intact &= b == pattern(got + k);
+                }
+                got += n;
+            }
+            Err(_) => break,
+        }
+    }
+    t.eq("reader got every byte, then EOF", got, TOTAL);
+    t.check("the bytes are intact and in order", intact);
+    let status = waitpid(writer, 0).map(|r| r.1).unwrap_or(-1);
+    t.check_why(
+        "writer exited 0",
+        wifexited(status) && wexitstatus(status) == 0,
+        status,
+    );
+    let _ = close(fds[0]);
+
+    // Reader blocks on an empty pipe until the writer (after a sleep) writes.
+    let fds = pipe().unwrap_or([-1, -1]);
+    let child = fork().unwrap_or(-1);
+    if child == 0 {
+        let _ = close(fds[0]);
+        let _ = sleep_ms(100);
+        let _ = write(fds[1], b"late");
+        exit_now(0);
+    }
+    let _ = close(fds[1]);
+    let start = monotonic_ns();
+    let mut buf = [0u8; 8];
+    let n = read(fds[0], &mut buf);
+    let waited = monotonic_ns() - start;
+    t.eq("blocked read returns the late data", n, Ok(4));
+    t.check_why(
+        "the read blocked until the write",
+        waited >= 50_000_000,
+        waited,
+    );
+    t.eq("EOF after the writer exits", read(fds[0], &mut buf), Ok(0));
+    let _ = waitpid(child, 0);
+    let _ = close(fds[0]);
+
+    // No reader: SIGPIPE kills by default; with SIGPIPE ignored, write fails with EPIPE.
+    let status = in_child(|| {
+        let fds = pipe().unwrap_or([-1, -1]);
+        let _ = close(fds[0]);
+        let _ = write(fds[1], b"x");
+        0
+    });
+    t.check_why(
+        "write without readers: SIGPIPE",
+        wifsignaled(status) && wtermsig(status) == 13,
+        status,
+    );
+    let status = in_child(|| {
+        let act = [1u64, 0, 0, 0]; // SIG_IGN
+                                   // SAFETY: rt_sigaction reads a 32-byte struct sigaction from `act`.
+        let _ = unsafe {
+            raw(
+                cowlab_userland::sys::nr::RT_SIGACTION,
+                [13, act.as_ptr() as usize, 0, 8, 0, 0],
+            )
+        };
+        let fds = pipe().unwrap_or([-1, -1]);
+        let _ = close(fds[0]);
+        match write(fds[1], b"x") {
+            Err(Errno(errno::EPIPE)) => 0,
+            _ => 1,
+        }
+    });
+    t.check_why(
+        "with SIGPIPE ignored: EPIPE",
+        wifexited(status) && wexitstatus(status) == 0,
+        status,
+    );
+
+    // pipe2 flags and bad pointer.
+    let fds = pipe2(0o2000000).unwrap_or([-1, -1]);
+    t.eq(
+        "pipe2(O_CLOEXEC) sets FD_CLOEXEC",
+        fcntl(fds[0], 1, 0),
+        Ok(1),
+    );
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+    t.eq(
+        "pipe2 with a bad flag is EINVAL",
+        pipe2(0x1).map(|_| ()),
+        Err(Errno(errno::EINVAL)),
+    );
+    // SAFETY: an invalid pointer: the kernel must answer EFAULT, not crash.
+    let r = unsafe { raw(cowlab_userland::sys::nr::PIPE, [0x10, 0, 0, 0, 0, 0]) };
+    t.eq(
+        "pipe with a bad pointer is EFAULT",
+        r.map(|_| ()),
+        Err(Errno(errno::EFAULT)),
+    );
+
+    t.finish()
+}

@@ -1,0 +1,303 @@
+//! System-call tests: success and error paths of the file, identity, time and info calls.
+#![no_std]
+#![no_main]
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{self, errno, nr, Errno};
+use cowlab_userland::test::Tester;
+
+cowlab_userland::entry!(main);
+
+fn sc(n: usize, args: [usize; 6]) -> Result<usize, Errno> {
+    // SAFETY: the tests pass either valid pointers to local buffers or deliberately bad
+    // addresses that the kernel must reject with EFAULT.
+    unsafe { raw(n, args) }
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_syscalls");
+    let efault = Err(Errno(errno::EFAULT));
+    let ebadf = Err(Errno(errno::EBADF));
+
+    t.eq(
+        "write to stdout",
+        write(1, b"t_syscalls: (written by write)\n"),
+        Ok(31),
+    );
+    t.eq("write to a closed fd is EBADF", write(77, b"x"), ebadf);
+    t.eq(
+        "write from a NULL buffer is EFAULT",
+        sc(nr::WRITE, [1, 0, 4, 0, 0, 0]),
+        efault,
+    );
+    t.eq(
+        "write from a kernel address is EFAULT",
+        sc(nr::WRITE, [1, 0xffff_ffff_8000_0000, 4, 0, 0, 0]),
+        efault,
+    );
+    t.eq("write of 0 bytes is 0", write(1, b""), Ok(0));
+    let iov = [
+        b"t_syscalls: (written ".as_ptr() as usize,
+        21,
+        b"by writev)\n".as_ptr() as usize,
+        11,
+    ];
+    t.eq(
+        "writev gathers",
+        sc(nr::WRITEV, [1, iov.as_ptr() as usize, 2, 0, 0, 0]),
+        Ok(32),
+    );
+    t.eq(
+        "writev with a bad iovec is EFAULT",
+        sc(nr::WRITEV, [1, 8, 1, 0, 0, 0]),
+        efault,
+    );
+
+    let null = open(c"/dev/null", 2).unwrap_or(-1);
+    t.check("open /dev/null", null >= 0);
+    t.eq("write to /dev/null", write(null, b"gone"), Ok(4));
+    let mut buf = [0u8; 8];
+    t.eq("read from /dev/null is EOF", read(null, &mut buf), Ok(0));
+    t.eq(
+        "open of a missing file is ENOENT",
+        open(c"/no-such-file-cowlab", 0),
+        Err(Errno(errno::ENOENT)),
+    );
+    t.eq(
+        "open with a bad path pointer is EFAULT",
+        sc(nr::OPEN, [0x20, 0, 0, 0, 0, 0]),
+        efault,
+    );
+    t.eq(
+        "openat with a non-directory dirfd is ENOTDIR",
+        sc(
+            nr::OPENAT,
+            [null as usize, c"x".as_ptr() as usize, 0, 0, 0, 0],
+        ),
+        Err(Errno(errno::ENOTDIR)),
+    );
+
+    let copy = dup(null).unwrap_or(-1);
+    t.check("dup gives a new descriptor", copy > null);
+    t.eq("dup2 onto 50", dup2(null, 50), Ok(50));
+    t.eq("dup2 to itself", dup2(50, 50), Ok(50));
+    t.eq(
+        "dup3 to itself is EINVAL",
+        dup3(50, 50, 0),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq("dup3 with O_CLOEXEC", dup3(null, 51, 0o2000000), Ok(51));
+    t.eq("F_GETFD sees FD_CLOEXEC", fcntl(51, 1, 0), Ok(1));
+    t.eq("F_SETFD clears it", fcntl(51, 2, 0), Ok(0));
+    t.eq("F_GETFD after", fcntl(51, 1, 0), Ok(0));
+    t.eq("F_GETFL is O_RDWR", fcntl(null, 3, 0).map(|f| f & 3), Ok(2));
+    t.eq("F_DUPFD at or above 60", fcntl(null, 0, 60), Ok(60));
+    t.eq("fcntl on a bad fd is EBADF", fcntl(99, 1, 0), ebadf);
+    for fd in [copy, 50, 51, 60] {
+        let _ = close(fd);
+    }
+    t.eq("close twice is EBADF", close(50), ebadf);
+    t.eq(
+        "dup of a bad fd is EBADF",
+        dup(98),
+        Err(Errno(errno::EBADF)),
+    );
+
+    let mut st = [0u64; 18];
+    t.eq(
+        "fstat /dev/null",
+        sc(
+            nr::FSTAT,
+            [null as usize, st.as_mut_ptr() as usize, 0, 0, 0, 0],
+        ),
+        Ok(0),
+    );
+    t.eq(
+        "/dev/null is a character device",
+        (st[3] as u32) & 0o170000,
+        0o020000,
+    );
+    t.eq(
+        "fstat to a bad buffer is EFAULT",
+        sc(nr::FSTAT, [null as usize, 0x30, 0, 0, 0, 0]),
+        efault,
+    );
+    t.eq(
+        "fstat of a bad fd is EBADF",
+        sc(nr::FSTAT, [97, st.as_mut_ptr() as usize, 0, 0, 0, 0]),
+        ebadf,
+    );
+    t.eq(
+        "newfstatat /",
+        sc(
+            nr::NEWFSTATAT,
+            [
+                (-100isize) as usize,
+                c"/".as_ptr() as usize,
+                st.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        ),
+        Ok(0),
+    );
+    t.eq("/ is a directory", (st[3] as u32) & 0o170000, 0o040000);
+    t.eq(
+        "ioctl TCGETS on /dev/null is ENOTTY",
+        sc(
+            nr::IOCTL,
+            [null as usize, 0x5401, st.as_mut_ptr() as usize, 0, 0, 0],
+        ),
+        Err(Errno(errno::ENOTTY)),
+    );
+    let _ = close(null);
+
+    let mut cwd = [0u8; 256];
+    let got = sc(
+        nr::GETCWD,
+        [cwd.as_mut_ptr() as usize, cwd.len(), 0, 0, 0, 0],
+    );
+    t.check("getcwd", got.is_ok() && cwd[0] == b'/');
+    t.eq(
+        "getcwd into 1 byte is ERANGE",
+        sc(nr::GETCWD, [cwd.as_mut_ptr() as usize, 1, 0, 0, 0, 0]),
+        Err(Errno(errno::ERANGE)),
+    );
+    t.eq(
+        "mkdir / is EEXIST",
+        sc(nr::MKDIR, [c"/".as_ptr() as usize, 0o755, 0, 0, 0, 0]),
+        Err(Errno(errno::EEXIST)),
+    );
+    t.eq(
+        "readlink of a non-link is EINVAL",
+        sc(
+            nr::READLINK,
+            [
+                c"/".as_ptr() as usize,
+                cwd.as_mut_ptr() as usize,
+                10,
+                0,
+                0,
+                0,
+            ],
+        ),
+        Err(Errno(errno::EINVAL)),
+    );
+
+    let mut uts = [0u8; 390];
+    t.eq(
+        "uname",
+        sc(nr::UNAME, [uts.as_mut_ptr() as usize, 0, 0, 0, 0, 0]),
+        Ok(0),
+    );
+    t.check("sysname is Linux", &uts[..6] == b"Linux\0");
+    t.check("machine is x86_64", &uts[260..267] == b"x86_64\0");
+    t.eq(
+        "uname to a bad buffer is EFAULT",
+        sc(nr::UNAME, [0x40, 0, 0, 0, 0, 0]),
+        efault,
+    );
+
+    t.check("getpid is positive", sys::getpid() > 0);
+    t.eq(
+        "gettid is getpid",
+        sc(nr::GETTID, [0; 6]),
+        Ok(sys::getpid() as usize),
+    );
+    t.check("getuid works", sc(nr::GETUID, [0; 6]).is_ok());
+
+    let mut rnd = [0u8; 32];
+    t.eq(
+        "getrandom 32 bytes",
+        sc(nr::GETRANDOM, [rnd.as_mut_ptr() as usize, 32, 0, 0, 0, 0]),
+        Ok(32),
+    );
+    t.check("random bytes are not all zero", rnd.iter().any(|&b| b != 0));
+    t.eq(
+        "getrandom with bad flags is EINVAL",
+        sc(
+            nr::GETRANDOM,
+            [rnd.as_mut_ptr() as usize, 4, 0x100, 0, 0, 0],
+        ),
+        Err(Errno(errno::EINVAL)),
+    );
+
+    let a = monotonic_ns();
+    t.eq("nanosleep 30 ms", sleep_ms(30), Ok(0));
+    let b = monotonic_ns();
+    t.check_why(
+        "monotonic clock advanced by >= 30 ms",
+        b - a >= 30_000_000,
+        b - a,
+    );
+    let bad_ts = [0i64, 2_000_000_000];
+    t.eq(
+        "nanosleep with bad nsec is EINVAL",
+        sc(nr::NANOSLEEP, [bad_ts.as_ptr() as usize, 0, 0, 0, 0, 0]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "clock_gettime with a bad clock is EINVAL",
+        sc(
+            nr::CLOCK_GETTIME,
+            [100, rnd.as_mut_ptr() as usize, 0, 0, 0, 0],
+        ),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "clock_gettime to a bad pointer is EFAULT",
+        sc(nr::CLOCK_GETTIME, [1, 0x50, 0, 0, 0, 0]),
+        efault,
+    );
+
+    let mut fs: u64 = 0;
+    t.eq(
+        "arch_prctl ARCH_GET_FS",
+        sc(
+            nr::ARCH_PRCTL,
+            [0x1003, &mut fs as *mut u64 as usize, 0, 0, 0, 0],
+        ),
+        Ok(0),
+    );
+    t.eq(
+        "arch_prctl bad code is EINVAL",
+        sc(nr::ARCH_PRCTL, [0x9999, 0, 0, 0, 0, 0]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.check(
+        "set_tid_address returns the tid",
+        sc(nr::SET_TID_ADDRESS, [0; 6]) == Ok(sys::getpid() as usize),
+    );
+    let mut lim = [0u64; 2];
+    t.eq(
+        "prlimit64 RLIMIT_NOFILE",
+        sc(nr::PRLIMIT64, [0, 7, 0, lim.as_mut_ptr() as usize, 0, 0]),
+        Ok(0),
+    );
+    t.check("NOFILE soft limit is set", lim[0] > 0);
+    let mut mask = 0u64;
+    t.eq(
+        "rt_sigprocmask reads the mask",
+        sc(
+            nr::RT_SIGPROCMASK,
+            [0, 0, &mut mask as *mut u64 as usize, 8, 0, 0],
+        ),
+        Ok(0),
+    );
+    t.eq(
+        "rt_sigaction on SIGKILL is EINVAL",
+        sc(
+            nr::RT_SIGACTION,
+            [9, [1u64, 0, 0, 0].as_ptr() as usize, 0, 8, 0, 0],
+        ),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "an unknown system call is ENOSYS",
+        sc(999, [0; 6]),
+        Err(Errno(errno::ENOSYS)),
+    );
+
+    t.finish()
+}

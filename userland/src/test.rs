@@ -1,0 +1,95 @@
+//! The test programs' protocol: one line per check (`ok NAME` or `FAIL NAME: why`), then
+//! `N passed, N failed`; the exit status is 0 only if nothing failed. The same lines appear on
+//! cowlab's console and on the host, where xtask runs the programs too.
+
+use core::fmt::Display;
+
+pub struct Tester {
+    program: &'static str,
+    passed: u32,
+    failed: u32,
+}
+
+impl Tester {
+    pub fn new(program: &'static str) -> Tester {
+        Tester {
+            program,
+            passed: 0,
+            failed: 0,
+        }
+    }
+
+    /// Records one check.
+    pub fn check(&mut self, name: &str, ok: bool) {
+        self.check_why(name, ok, "");
+    }
+
+    /// Records one check with what went wrong.
+    pub fn check_why(&mut self, name: &str, ok: bool, why: impl Display) {
+        if ok {
+            self.passed += 1;
+            crate::println!("{}: ok {name}", self.program);
+        } else {
+            self.failed += 1;
+            crate::println!("{}: FAIL {name}: {why}", self.program);
+        }
+    }
+
+    /// Checks that `got == want`.
+    pub fn eq<T: PartialEq + core::fmt::Debug>(&mut self, name: &str, got: T, want: T) {
+        let ok = got == want;
+        self.check_why(name, ok, format_args!("got {got:?}, want {want:?}"));
+    }
+
+    /// Prints the closing line; the exit status.
+    pub fn finish(self) -> i32 {
+        crate::println!(
+            "{}: {} passed, {} failed",
+            self.program,
+            self.passed,
+            self.failed
+        );
+        i32::from(self.failed != 0)
+    }
+}
+
+/// The path of another program next to this one: the directory of `argv[0]` plus `name`
+/// (on cowlab programs sit in `/`, on the host xtask runs them by full path).
+pub fn sibling(name: &str) -> alloc_crate::vec::Vec<u8> {
+    let argv0 = crate::args::args()
+        .next()
+        .map(|a| a.to_bytes())
+        .unwrap_or(b"");
+    let dir = match argv0.iter().rposition(|&b| b == b'/') {
+        Some(i) => &argv0[..=i],
+        None => b"",
+    };
+    let mut path = dir.to_vec();
+    path.extend_from_slice(name.as_bytes());
+    path
+}
+
+/// Whether we run on cowlab (uname's nodename), for the few checks whose answers differ.
+pub fn on_cowlab() -> bool {
+    let mut buf = [0u8; 65 * 6];
+    // SAFETY: uname writes 390 bytes into `buf`.
+    let _ = unsafe {
+        crate::calls::raw(
+            crate::sys::nr::UNAME,
+            [buf.as_mut_ptr() as usize, 0, 0, 0, 0, 0],
+        )
+    };
+    buf[65..71] == *b"cowlab"
+}
+
+/// Runs `body` in a forked child and returns the child's wait status.
+pub fn in_child(body: impl FnOnce() -> i32) -> i32 {
+    match crate::calls::fork() {
+        Ok(0) => crate::calls::exit_now(body()),
+        Ok(pid) => match crate::calls::waitpid(pid, 0) {
+            Ok((_, status)) => status,
+            Err(e) => -e.0,
+        },
+        Err(e) => -e.0,
+    }
+}

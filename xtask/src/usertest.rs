@@ -1,0 +1,148 @@
+//! The userland test tier: each test program (`t_*`, and the C programs) booted as
+//! `init -- <program>` in QEMU, and the same ELF run natively on the host as a cross-check
+//! that the test itself is right.
+//!
+//! In QEMU a program passes when it prints its closing `<name>: N passed, 0 failed` line, the
+//! kernel then reports `cowlab: frames free=<n> boot=<n>` with both counts equal (every frame the
+//! processes used is back), and QEMU exits with status 0 (init powers off with the program's
+//! status). One line per program and per check of the frame count; a failing program shows its
+//! `FAIL` lines and the log's tail, and the next program still runs (each has its own boot).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::qemu::{Machine, Next, QemuExit, Session};
+
+/// What one QEMU boot of a test program showed.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub summary: Option<(u32, u32)>,
+    pub failures: Vec<String>,
+    pub frames: Option<(u64, u64)>,
+    pub exit: Option<QemuExit>,
+    pub timed_out: bool,
+}
+
+/// Parses `<prog>: N passed, M failed`.
+pub fn parse_summary(line: &str, program: &str) -> Option<(u32, u32)> {
+    let rest = line.strip_prefix(program)?.strip_prefix(": ")?;
+    let (passed, rest) = rest.split_once(" passed, ")?;
+    let failed = rest.strip_suffix(" failed")?;
+    Some((passed.trim().parse().ok()?, failed.trim().parse().ok()?))
+}
+
+/// Parses `cowlab: frames free=<n> boot=<n>`.
+pub fn parse_frames(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("cowlab: frames free=")?;
+    let (free, boot) = rest.split_once(" boot=")?;
+    Some((free.trim().parse().ok()?, boot.trim().parse().ok()?))
+}
+
+/// Boots `machine` (whose command line names the program) and collects the verdict.
+pub fn run_in_qemu(
+    machine: &Machine,
+    qemu: &Path,
+    kernel_elf: &Path,
+    log: &Path,
+    program: &str,
+    timeout: Duration,
+) -> Result<Verdict> {
+    let mut session = Session::start(machine, qemu, kernel_elf, log)?;
+    let mut verdict = Verdict::default();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            session.kill("userland test timeout");
+            verdict.timed_out = true;
+            return Ok(verdict);
+        }
+        match session.next_line(left)? {
+            Next::Line(line) => {
+                if let Some(summary) = parse_summary(&line, program) {
+                    verdict.summary = Some(summary);
+                } else if let Some(frames) = parse_frames(&line) {
+                    verdict.frames = Some(frames);
+                } else if line.starts_with(&format!("{program}: FAIL")) {
+                    verdict.failures.push(line);
+                }
+            }
+            Next::Exited(exit) => {
+                verdict.exit = Some(exit);
+                return Ok(verdict);
+            }
+            Next::Silent => {
+                session.kill("userland test timeout");
+                verdict.timed_out = true;
+                return Ok(verdict);
+            }
+        }
+    }
+}
+
+/// Runs `path` natively; `Ok(summary)` if it exited 0 with its summary line.
+pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32, u32)> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(path)
+        .arg0(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", path.display()))?;
+    // Read stdout on a thread so a chatty program cannot fill the pipe and stall.
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let status = crate::qemu::wait_until(&mut child, Some(Instant::now() + timeout))?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        anyhow::bail!("did not exit within {} s", timeout.as_secs());
+    };
+    let text = reader.join().unwrap_or_default();
+    let summary = text.lines().find_map(|l| parse_summary(l, program));
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{program}: FAIL")))
+        .collect();
+    anyhow::ensure!(
+        status.success(),
+        "exited with {status}; failures: {failures:?}"
+    );
+    summary.with_context(|| format!("no summary line; output: {text:?}"))
+}
+
+/// The test programs among the built executables: Rust `t_*` and the C programs `c_*`.
+pub fn test_programs(names: impl Iterator<Item = (String, PathBuf)>) -> Vec<(String, PathBuf)> {
+    let mut tests: Vec<(String, PathBuf)> = names
+        .filter(|(name, _)| name.starts_with("t_") || name.starts_with("c_"))
+        .collect();
+    tests.sort();
+    tests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_summary_and_frames() {
+        assert_eq!(
+            parse_summary("t_mm: 37 passed, 0 failed", "t_mm"),
+            Some((37, 0))
+        );
+        assert_eq!(parse_summary("t_mm: 3 passed, 2 failed", "t_pipe"), None);
+        assert_eq!(parse_summary("t_mm: ok x", "t_mm"), None);
+        assert_eq!(
+            parse_frames("cowlab: frames free=254948 boot=254948"),
+            Some((254948, 254948))
+        );
+        assert_eq!(parse_frames("cowlab: pid 3"), None);
+    }
+}
