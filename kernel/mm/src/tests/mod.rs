@@ -5,6 +5,7 @@
 //! ([`Env::check`]). Tests end by tearing every address space down and checking that the free
 //! frame count is back at its value after boot.
 
+mod conformance;
 mod era_tests;
 mod fault_tests;
 mod fork_tests;

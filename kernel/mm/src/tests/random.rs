@@ -12,9 +12,11 @@ use alloc::vec::Vec;
 
 use crate::error::{FaultError, MmError};
 use crate::fault::{handle_mm_fault, FaultKind};
+use crate::foll::FollFlags;
+use crate::gup::{access_process_vm_write, pin_user_pages, pin_user_pages_fast};
 use crate::host::cpu::peek;
 use crate::madvise::Advice;
-use crate::pin::{pin_user_page, PinnedPage};
+use crate::pin::PinnedPage;
 
 /// The window the sequences play in: 48 pages straddling a 2 MiB boundary (two PTs).
 const WIN: u64 = BASE + (2 << 20) - 24 * PAGE;
@@ -255,23 +257,60 @@ impl World {
                 *op = "clear_refs";
                 self.procs[p].s.clear_refs_soft_dirty(mm);
             }
-            40..=42 => {
-                *op = "pin";
+            40..=41 => {
+                *op = "pin_user_pages";
                 let page = self.pick_page(p);
-                let writable = self.procs[p]
-                    .pages
-                    .get(&page)
-                    .is_some_and(|pm| pm.prot.write());
-                if writable && self.pins.len() < 8 {
-                    // Pins need an exclusive page (GUP would unshare first): write it.
-                    self.write(env, p, page, 0, op);
-                    let pin = pin_user_page(mm, &self.procs[p].s, VirtAddr::new(page)).unwrap();
-                    self.pins.push(Pin {
-                        proc: p,
-                        page,
-                        pin,
-                        attached: true,
-                    });
+                let flags = [
+                    FollFlags::WRITE | FollFlags::LONGTERM,
+                    FollFlags::LONGTERM,
+                    FollFlags::WRITE,
+                ][self.rng.below(3) as usize];
+                let fast = self.rng.chance(50);
+                let allowed = self.procs[p].pages.get(&page).is_some_and(|pm| {
+                    pm.prot.accessible() && (!flags.contains(FollFlags::WRITE) || pm.prot.write())
+                });
+                if self.pins.len() < 8 {
+                    let mut out = [None];
+                    let s = &mut self.procs[p].s;
+                    let va = VirtAddr::new(page);
+                    let r = if fast {
+                        pin_user_pages_fast(mm, s, va, flags, &mut out)
+                    } else {
+                        pin_user_pages(mm, s, va, flags, &mut out)
+                    };
+                    if allowed {
+                        assert_eq!(r, Ok(1), "pin {page:#x} with {flags:?}");
+                        self.pins.push(Pin {
+                            proc: p,
+                            page,
+                            pin: out[0].take().unwrap(),
+                            attached: true,
+                        });
+                    } else {
+                        assert_eq!(r, Err(MmError::Fault), "pin {page:#x} with {flags:?}");
+                    }
+                }
+            }
+            42 => {
+                *op = "/proc/self/mem write";
+                let page = self.pick_page(p);
+                let word = self.rng.below(WORDS);
+                self.next_value += 1;
+                let v = self.next_value;
+                let r = access_process_vm_write(
+                    mm,
+                    &mut self.procs[p].s,
+                    VirtAddr::new(page + word * 8),
+                    &v.to_le_bytes(),
+                );
+                match self.procs[p].pages.get_mut(&page) {
+                    // Every mapping here is a private anonymous (COW) one: FOLL_FORCE writes it
+                    // whatever its protection, unless it is inaccessible.
+                    Some(pm) if pm.prot.accessible() => {
+                        assert_eq!(r, Ok(8));
+                        pm.words.insert(word, v);
+                    }
+                    _ => assert_eq!(r, Err(MmError::Fault)),
                 }
             }
             43..=45 => {

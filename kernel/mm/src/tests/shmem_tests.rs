@@ -12,14 +12,14 @@ use crate::madvise::Advice;
 use crate::shmem::ShmemObject;
 
 /// A memfd of `pages` pages whose first word is `first`.
-fn memfd(env: &Env, pages: u64, first: u64) -> Arc<ShmemObject> {
+pub(crate) fn memfd(env: &Env, pages: u64, first: u64) -> Arc<ShmemObject> {
     let obj = ShmemObject::new();
     obj.set_size(&env.mm, pages * PAGE).unwrap();
     obj.write_at(&env.mm, 0, &first.to_le_bytes()).unwrap();
     obj
 }
 
-fn map_obj(
+pub(crate) fn map_obj(
     env: &Env,
     s: &mut AddressSpace,
     obj: &Arc<ShmemObject>,
@@ -40,7 +40,7 @@ fn map_obj(
     .expect("mmap of a shmem object")
 }
 
-fn obj_u64(env: &Env, obj: &ShmemObject, offset: u64) -> u64 {
+pub(crate) fn obj_u64(env: &Env, obj: &ShmemObject, offset: u64) -> u64 {
     let mut b = [0u8; 8];
     obj.read_at(&env.mm, offset, &mut b);
     u64::from_le_bytes(b)
