@@ -103,6 +103,61 @@ fn memfd_rw_longterm_pin_shared(era: Era, path: Path) -> bool {
     ok
 }
 
+/// `vmsplice(2)` of one page into a pipe: a plain `FOLL_GET` reference, read back later
+/// (Linux `iter_to_pipe` -> `iov_iter_get_pages`). The returned page is the pipe buffer.
+fn vmsplice(env: &Env, s: &mut AddressSpace, va: VirtAddr) -> crate::pin::PinnedPage {
+    let mut out = [None];
+    let n = crate::gup::get_user_pages(&env.mm, s, va, FollFlags::NONE, &mut out);
+    assert_eq!(n, Ok(1));
+    out[0].take().unwrap()
+}
+
+/// cow.c "vmsplice() + unmap in child" (optionally "with mprotect optimization"): the child
+/// splices the shared page into a pipe and unmaps it; the parent's later write must not show
+/// up in the pipe (CVE-2020-29374 under the `mapcount` rule).
+fn vmsplice_unmap_in_child(era: Era, mprotect_dance: bool) -> bool {
+    let env = Env::era(era);
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 1, Prot::RW);
+    env.write(&mut parent, va, 1).unwrap();
+    let mut child = parent.fork(&env.mm).unwrap();
+    let pipe = vmsplice(&env, &mut child, va);
+    child.munmap(&env.mm, va, PAGE_SIZE).unwrap();
+    if mprotect_dance {
+        parent.mprotect(&env.mm, va, PAGE_SIZE, Prot::READ).unwrap();
+        parent.mprotect(&env.mm, va, PAGE_SIZE, Prot::RW).unwrap();
+    }
+    env.write(&mut parent, va, 2).unwrap();
+    env.check(&[&parent, &child]);
+    let ok = pin_read_u64(&env, &pipe, 0) == 1;
+    pipe.unpin(&env.mm);
+    env.finish(std::vec![parent, child]);
+    ok
+}
+
+/// cow.c "vmsplice() before fork, unmap in parent after fork" and "vmsplice() after fork,
+/// unmap in parent": the child's later write must not show up in the parent's pipe.
+fn vmsplice_in_parent(era: Era, before_fork: bool) -> bool {
+    let env = Env::era(era);
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 1, Prot::RW);
+    env.write(&mut parent, va, 1).unwrap();
+    let early = before_fork.then(|| vmsplice(&env, &mut parent, va));
+    let mut child = parent.fork(&env.mm).unwrap();
+    let pipe = early.unwrap_or_else(|| vmsplice(&env, &mut parent, va));
+    parent.munmap(&env.mm, va, PAGE_SIZE).unwrap();
+    env.write(&mut child, va, 2).unwrap();
+    env.check(&[&parent, &child]);
+    let ok = pin_read_u64(&env, &pipe, 0) == 1;
+    pipe.unpin(&env.mm);
+    env.finish(std::vec![parent, child]);
+    ok
+}
+
+fn from_2020(era: Era) -> bool {
+    era >= Era::Y2020
+}
+
 /// One row of the matrix.
 struct Case {
     family: &'static str,
@@ -145,6 +200,30 @@ const CASES: &[Case] = &[
         "anon",
         |e| anon_basic_cow(e, true),
         always,
+    ),
+    case(
+        "vmsplice() + unmap in child",
+        "anon",
+        |e| vmsplice_unmap_in_child(e, false),
+        from_2020,
+    ),
+    case(
+        "vmsplice() + unmap in child with mprotect optimization",
+        "anon",
+        |e| vmsplice_unmap_in_child(e, true),
+        from_2020,
+    ),
+    case(
+        "vmsplice() before fork, unmap in parent after fork",
+        "anon",
+        |e| vmsplice_in_parent(e, true),
+        from_2020,
+    ),
+    case(
+        "vmsplice() after fork, unmap in parent",
+        "anon",
+        |e| vmsplice_in_parent(e, false),
+        from_2020,
     ),
     case(
         "R/O GUP pin on R/O-mapped shared page",
