@@ -117,6 +117,53 @@ fn parse_artifact(line: &str) -> Option<Executable> {
     })
 }
 
+/// The C test programs: `userland/c/forkpipe.c` built as `c_glibc` (`gcc -static`),
+/// `c_glibc_pie` (`gcc -static-pie`, loaded as a static-PIE `ET_DYN`) and `c_musl`
+/// (`musl-gcc -static`). Returns the ones built and the compilers that are missing.
+pub fn c_programs() -> Result<(Vec<Executable>, Vec<&'static str>)> {
+    let source = workspace_root().join("userland/c/forkpipe.c");
+    let out = crate::target_dir().join("cowlab-c");
+    std::fs::create_dir_all(&out)?;
+    let mut built = Vec::new();
+    let mut missing = Vec::new();
+    for (name, compiler, flag) in [
+        ("c_glibc", "gcc", "-static"),
+        ("c_glibc_pie", "gcc", "-static-pie"),
+        ("c_musl", "musl-gcc", "-static"),
+    ] {
+        let path = out.join(name);
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .zip(std::fs::metadata(&source).and_then(|m| m.modified()).ok())
+            .is_some_and(|(exe, src)| exe >= src);
+        if !fresh {
+            let status = match Command::new(compiler)
+                .args([flag, "-O1", "-o"])
+                .arg(&path)
+                .arg(&source)
+                .status()
+            {
+                Ok(status) => status,
+                Err(_) => {
+                    if !missing.contains(&compiler) {
+                        missing.push(compiler);
+                    }
+                    continue;
+                }
+            };
+            if !status.success() {
+                bail!("{compiler} {flag} {} failed ({status})", source.display());
+            }
+        }
+        built.push(Executable {
+            name: name.to_owned(),
+            path,
+        });
+    }
+    Ok((built, missing))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,16 @@ pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
         cowlab_boot::strip_debug_info(&program.path, &stripped)?;
         files.push((program.name.clone(), stripped));
     }
+    let (c_programs, missing) = build::c_programs()?;
+    if !missing.is_empty() {
+        eprintln!(
+            "xtask: warning: {} not found: the C test programs it builds are left out (apt-get install gcc musl-tools)",
+            missing.join(", ")
+        );
+    }
+    for program in &c_programs {
+        files.push((program.name.clone(), program.path.clone()));
+    }
     for extra in &args.add {
         let name = extra
             .file_name()

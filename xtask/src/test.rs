@@ -244,7 +244,27 @@ fn userland(profile: Profile, tally: &mut Tally, checks: bool) -> Vec<String> {
             return Vec::new();
         }
     };
-    let tests = usertest::test_programs(programs.iter().map(|p| (p.name.clone(), p.path.clone())));
+    let (c_programs, missing) = match build::c_programs() {
+        Ok(built) => built,
+        Err(error) => {
+            tally.fail("userland: C programs build", &format!("{error:#}"));
+            (Vec::new(), Vec::new())
+        }
+    };
+    if checks {
+        let name = "userland: C programs built with gcc -static, -static-pie and musl-gcc -static";
+        if missing.is_empty() {
+            tally.pass(name);
+        } else {
+            tally.fail(name, &format!("missing {}", missing.join(", ")));
+        }
+    }
+    let tests = usertest::test_programs(
+        programs
+            .iter()
+            .chain(&c_programs)
+            .map(|p| (p.name.clone(), p.path.clone())),
+    );
     if !checks {
         return tests.into_iter().map(|t| t.0).collect();
     }

@@ -31,7 +31,7 @@ fn main() -> i32 {
     let mut t = Tester::new("t_mm");
 
     let a = mmap(0, 4 * PAGE, RW, ANON).unwrap_or(0);
-    t.check("mmap 4 pages", a != 0 && a % PAGE == 0);
+    t.check("mmap 4 pages", a != 0 && a.is_multiple_of(PAGE));
     t.eq("fresh anonymous memory reads 0", peek(a + 5000), 0);
     poke(a + 5000, 77);
     t.eq("and keeps what is written", peek(a + 5000), 77);
