@@ -50,14 +50,26 @@ pub enum SegvReason {
     NoMapping,
     /// The mapping exists but forbids this access (`SEGV_ACCERR`).
     Protection,
+    /// The page lies beyond the end of the shmem object (or file) the mapping maps: Linux
+    /// delivers `SIGBUS` with `BUS_ADRERR` ([`SegvReason::signal`]).
+    BeyondEof,
 }
 
 impl SegvReason {
-    /// Linux `si_code`.
+    /// Linux `si_code` (`SEGV_MAPERR` 1, `SEGV_ACCERR` 2; `BUS_ADRERR` 2 with `SIGBUS`).
     pub const fn si_code(self) -> i32 {
         match self {
             SegvReason::NoMapping => 1,
             SegvReason::Protection => 2,
+            SegvReason::BeyondEof => 2,
+        }
+    }
+
+    /// The signal Linux delivers: `SIGSEGV` (11), or `SIGBUS` (7) beyond the end of an object.
+    pub const fn signal(self) -> i32 {
+        match self {
+            SegvReason::NoMapping | SegvReason::Protection => 11,
+            SegvReason::BeyondEof => 7,
         }
     }
 }

@@ -103,7 +103,7 @@ impl AddressSpace {
     /// private per `flags` (Linux `do_mmap` of a memfd or tmpfs file). The kernel checks the
     /// file's open mode first (a `MAP_SHARED` + `PROT_WRITE` mapping needs it open for
     /// writing). The mapping holds its own reference to the object. Pages beyond the object's
-    /// size fault with SIGSEGV (Linux: SIGBUS).
+    /// size fault with `SegvReason::BeyondEof` (SIGBUS).
     // mmap(2) has six arguments; with the memory manager and the receiver that makes eight.
     #[allow(clippy::too_many_arguments)]
     pub fn mmap_shmem<A: Arch>(

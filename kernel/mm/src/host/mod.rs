@@ -13,7 +13,7 @@ pub mod tlb;
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::{Arch, IrqState};
@@ -30,6 +30,9 @@ pub struct HostArch {
     irq_enabled: AtomicBool,
     page_flushes: AtomicU64,
     full_flushes: AtomicU64,
+    /// A `write_protect_seq` a whole fork advances at the next `irq_restore` (see
+    /// [`HostArch::with_fork_during_irqs_off`]); null when unset.
+    fork_during_irqs_off: AtomicPtr<AtomicU32>,
 }
 
 // SAFETY: the buffer is owned by this value and only reached through the `Arch` window (whose
@@ -50,7 +53,25 @@ impl HostArch {
             irq_enabled: AtomicBool::new(true),
             page_flushes: AtomicU64::new(0),
             full_flushes: AtomicU64::new(0),
+            fork_during_irqs_off: AtomicPtr::new(core::ptr::null_mut()),
         }
+    }
+
+    /// Runs `f` as if another CPU ran a complete fork of the address space whose
+    /// `write_protect_seq` is `seq` while `f`'s first interrupts-off section (GUP-fast's walk)
+    /// was in progress: the count advances by 2 just before interrupts come back on. This is
+    /// the race GUP-fast's sequence check closes.
+    pub fn with_fork_during_irqs_off<R>(&self, seq: &AtomicU32, f: impl FnOnce() -> R) -> R {
+        struct Clear<'a>(&'a AtomicPtr<AtomicU32>);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.store(core::ptr::null_mut(), Ordering::SeqCst);
+            }
+        }
+        self.fork_during_irqs_off
+            .store(core::ptr::from_ref(seq).cast_mut(), Ordering::SeqCst);
+        let _clear = Clear(&self.fork_during_irqs_off);
+        f()
     }
 
     /// `(flush_page calls, flush_all calls)` so far.
@@ -152,6 +173,15 @@ unsafe impl Arch for HostArch {
     }
 
     fn irq_restore(&self, state: IrqState) {
+        let seq = self
+            .fork_during_irqs_off
+            .swap(core::ptr::null_mut(), Ordering::SeqCst);
+        if !seq.is_null() {
+            // SAFETY: only `with_fork_during_irqs_off` sets the pointer, from a `&AtomicU32`
+            // borrowed for the whole call, and it clears it (even when unwinding) before that
+            // borrow ends; we run inside that call, so the counter is alive.
+            unsafe { &*seq }.fetch_add(2, Ordering::SeqCst);
+        }
         self.irq_enabled.store(state.0 != 0, Ordering::Relaxed);
     }
 }

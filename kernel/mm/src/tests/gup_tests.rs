@@ -280,6 +280,40 @@ fn gup_fast_pin_backs_off_while_fork_write_protects() {
     env.finish(std::vec![s]);
 }
 
+#[test]
+fn gup_fast_pin_backs_out_when_a_fork_ran_meanwhile() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 2, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    env.write(&mut s, va + PAGE, 1).unwrap();
+    let mut pages = [None, None];
+    let taken = env
+        .mm
+        .arch()
+        .with_fork_during_irqs_off(s.write_protect_seq(), || {
+            pin_user_pages_fast_only(&env.mm, &s, va, FollFlags::WRITE, &mut pages)
+        });
+    assert_eq!(
+        taken,
+        Ok(0),
+        "the count moved across the pins: they are given back"
+    );
+    assert!(pages.iter().all(Option::is_none));
+    let st = env.mm.stats();
+    assert_eq!((st.gup_fast_seq_retries, st.gup_pins_held), (1, 0));
+    assert_eq!(env.mm.frames().meta(env.frame(&s, va)).pincount(), 0);
+    env.check(&[&s]);
+    // The next attempt, with no fork in between, succeeds.
+    assert_eq!(
+        pin_user_pages_fast(&env.mm, &mut s, va, FollFlags::WRITE, &mut pages),
+        Ok(2)
+    );
+    assert_eq!(env.mm.stats().gup_fast_pages, 2);
+    unpin_user_pages(&env.mm, &mut pages);
+    env.finish(std::vec![s]);
+}
+
 /// The anon R/O-pin families of `cow.c`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum RoPinCase {

@@ -101,13 +101,14 @@ fn shared_mappings_see_each_other_and_the_object() {
     assert_eq!(env.frame(&a, va), obj.cache_frame(0).unwrap());
     assert!(env.flags(env.frame(&a, va)).contains(FrameFlags::SHMEM));
     env.check(&[&a, &b]);
-    // Beyond the object's size: SIGSEGV (Linux: SIGBUS).
+    // Beyond the object's size: SIGBUS.
     obj.set_size(&env.mm, PAGE).unwrap();
     let vc = map_obj(&env, &mut a, &obj, PAGE, 1, Prot::RW, MapFlags::SHARED);
     assert_eq!(
         env.read(&mut a, vc).unwrap_err().error,
-        FaultError::Segv(SegvReason::NoMapping)
+        FaultError::Segv(SegvReason::BeyondEof)
     );
+    assert_eq!(SegvReason::BeyondEof.signal(), 7);
     env.check(&[&a, &b]);
     ShmemObject::put(obj, &env.mm);
     env.finish(std::vec![a, b]);
