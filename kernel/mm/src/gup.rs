@@ -18,9 +18,10 @@
 
 use core::sync::atomic::{fence, Ordering};
 
-use crate::addr::VirtAddr;
+use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
+use crate::era::Era;
 use crate::error::{FaultError, MmError};
 use crate::fault::{fault_inner, Access, FaultKind};
 use crate::foll::FollFlags;
@@ -30,7 +31,7 @@ use crate::pagetable::Pte;
 use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
 use crate::stats;
-use crate::vma::Vma;
+use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::PAGE_SIZE;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -207,7 +208,7 @@ pub(crate) fn get_user_pages_locked<A: Arch>(
 /// What the page-table look at one address found (Linux `follow_page_pte`).
 enum Follow {
     /// The PTE allows the access: take this frame.
-    Page(crate::addr::PhysAddr),
+    Page(PhysAddr),
     /// Raise this fault first, then look again.
     Fault(FaultKind),
 }
@@ -302,8 +303,8 @@ fn follow_page_pte<A: Arch>(
         let state = FollowWriteState {
             pte_writable: pte.is_writable(),
             pte_dirty: pte.is_dirty(),
-            vma_shared: vma.sharing() == crate::vma::Sharing::Shared,
-            vma_maywrite: vma.flags().contains(crate::vma::VmaFlags::MAYWRITE),
+            vma_shared: vma.sharing() == Sharing::Shared,
+            vma_maywrite: vma.flags().contains(VmaFlags::MAYWRITE),
             vma_write: vma.prot().write(),
             page_anon_exclusive: exclusive,
         };
@@ -446,12 +447,7 @@ fn gup_fast<A: Arch>(
 /// back), nor for a long-term write pin of a page that is neither anon nor shmem (it may be a
 /// dirty-tracked file page; Linux `folio_fast_pin_allowed`).
 #[doc(alias = "folio_fast_pin_allowed")]
-fn gup_fast_may_keep<A: Arch>(
-    mm: &Mm<A>,
-    era: crate::era::Era,
-    flags: FollFlags,
-    pte: Pte,
-) -> bool {
+fn gup_fast_may_keep<A: Arch>(mm: &Mm<A>, era: Era, flags: FollFlags, pte: Pte) -> bool {
     let page_flags = mm.frames().meta(pte.frame()).flags();
     let anon = page_flags.contains(FrameFlags::ANON);
     let exclusive = page_flags.contains(FrameFlags::ANON_EXCLUSIVE);

@@ -358,3 +358,39 @@ fn dirty_cow_race_leaks_only_under_the_2009_rules() {
         );
     }
 }
+
+#[test]
+fn split_and_merged_shmem_mappings_keep_their_offsets() {
+    let env = Env::new();
+    let obj = ShmemObject::new();
+    for i in 0..4u64 {
+        obj.write_at(&env.mm, i * PAGE, &(100 + i).to_le_bytes())
+            .unwrap();
+    }
+    let mut s = env.space();
+    // Pages 1..4 of the object.
+    let va = map_obj(&env, &mut s, &obj, PAGE, 3, Prot::RW, MapFlags::SHARED);
+    s.mprotect(&env.mm, va + PAGE, PAGE_SIZE, Prot::READ)
+        .unwrap();
+    assert_eq!(s.vmas().count(), 3);
+    for i in 0..3 {
+        assert_eq!(env.read(&mut s, va + i * PAGE).unwrap(), 101 + i);
+    }
+    s.mprotect(&env.mm, va + PAGE, PAGE_SIZE, Prot::RW).unwrap();
+    assert_eq!(
+        s.vmas().count(),
+        1,
+        "contiguous offsets of one object merge again"
+    );
+    // A hole punched by munmap and re-mapped at another offset does not merge.
+    s.munmap(&env.mm, va + PAGE, PAGE_SIZE).unwrap();
+    let fixed = MapFlags::SHARED | MapFlags::FIXED;
+    s.mmap_shmem(&env.mm, va + PAGE, PAGE_SIZE, Prot::RW, fixed, &obj, 0)
+        .unwrap();
+    assert_eq!(s.vmas().count(), 3);
+    assert_eq!(env.read(&mut s, va + PAGE).unwrap(), 100);
+    assert_eq!(env.read(&mut s, va + 2 * PAGE).unwrap(), 103);
+    env.check(&[&s]);
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![s]);
+}
