@@ -121,8 +121,8 @@ impl<T: Copy> UserPtr<T> {
 }
 
 /// Reads a NUL-terminated string of at most `max` bytes (without the NUL): `EFAULT` for a bad
-/// address, `ENAMETOOLONG` if no NUL comes in time, `EINVAL` if not UTF-8... Linux accepts any
-/// bytes; cowlab's names are UTF-8, so other bytes are `ENOENT`-like: we say `EINVAL`.
+/// address, `ENAMETOOLONG` if no NUL comes in time, `EINVAL` if it is not UTF-8 (Linux accepts
+/// any bytes; cowlab's names and arguments are UTF-8 strings).
 pub fn read_cstr(addr: u64, max: usize) -> Result<String, Errno> {
     let mut out = Vec::new();
     let mut at = addr;
@@ -142,8 +142,15 @@ pub fn read_cstr(addr: u64, max: usize) -> Result<String, Errno> {
 }
 
 /// Reads a NULL-terminated array of string pointers (argv, envp) of at most `max` entries.
+/// The total size of argv or envp strings (Linux's `MAX_ARG_STRLEN`-like bound, here for the
+/// whole array so that exec cannot exhaust the kernel heap).
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// Reads a NULL-terminated array of string pointers (argv, envp): at most `max` entries and
+/// [`MAX_ARG_BYTES`] of strings, else `E2BIG`.
 pub fn read_cstr_array(addr: u64, max: usize) -> Result<Vec<String>, Errno> {
     let mut out = Vec::new();
+    let mut bytes = 0;
     if addr == 0 {
         return Ok(out);
     }
@@ -155,6 +162,17 @@ pub fn read_cstr_array(addr: u64, max: usize) -> Result<Vec<String>, Errno> {
         if ptr == 0 {
             return Ok(out);
         }
-        out.push(read_cstr(ptr, 4096)?);
+        let s = read_cstr(ptr, (MAX_ARG_BYTES - bytes).clamp(1, 4096)).map_err(|e| {
+            if e == Errno::ENAMETOOLONG {
+                Errno::E2BIG
+            } else {
+                e
+            }
+        })?;
+        bytes += s.len() + 1;
+        if bytes > MAX_ARG_BYTES {
+            return Err(Errno::E2BIG);
+        }
+        out.push(s);
     }
 }

@@ -21,6 +21,7 @@ mod ramdisk;
 mod registry;
 mod selftests;
 mod timer;
+mod uaccess;
 
 use alloc::string::String;
 use core::fmt;

@@ -4,7 +4,9 @@
 //! writes to every free frame, and an intact archive afterwards shows the ramdisk was not handed
 //! out as free memory.
 
-use super::{cmdline, exceptions, frames, heap, mm, ramdisk, selftests, timer, KernelTest};
+use super::{
+    cmdline, exceptions, frames, heap, mm, ramdisk, selftests, timer, uaccess, KernelTest,
+};
 
 macro_rules! test {
     ($module:ident :: $function:ident) => {
@@ -34,6 +36,9 @@ pub static TESTS: &[KernelTest] = &[
     test!(mm::hw_bad_access_is_refused),
     test!(mm::hw_madv_dontneed_reads_zero),
     test!(mm::hw_era_switch_changes_reuse),
+    test!(uaccess::user_copy_bad_pointers_are_efault),
+    test!(uaccess::user_copy_through_page_faults),
+    test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -13,8 +13,16 @@ use crate::idt::TrapFrame;
 use crate::memory;
 use crate::syscall::Errno;
 
+/// The most processes (zombies included) that may exist at once.
+pub const MAX_PROCESSES: usize = 128;
+
 /// Creates the child of the current process; `frame` is the caller's system-call frame.
 pub fn fork(frame: &TrapFrame) -> Result<Pid, Errno> {
+    // Each process costs a kernel stack from the (16 MiB) kernel heap: bound their number
+    // (Linux `RLIMIT_NPROC` answers EAGAIN too).
+    if TABLE.lock().len() >= MAX_PROCESSES {
+        return Err(Errno::EAGAIN);
+    }
     let aspace = super::current_aspace();
     let child_aspace = aspace.lock().fork(memory::mm())?;
     drop(aspace);

@@ -15,6 +15,7 @@ pub enum Errno {
     ENOEXEC = 8,
     EBADF = 9,
     ECHILD = 10,
+    EAGAIN = 11,
     ENOMEM = 12,
     EACCES = 13,
     EFAULT = 14,
