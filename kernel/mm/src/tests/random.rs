@@ -2,7 +2,9 @@
 //! checked against a simple model of what each process's memory must contain.
 //!
 //! The model knows, per process and page, the protection, the `DONTFORK` flag and the words
-//! written so far (everything else reads as zero). After every step the invariant checker and
+//! written so far (everything else reads as zero); for `MAP_SHARED|MAP_ANONYMOUS` pages the
+//! words belong to the shmem object page, shared by every process mapping it. Pins go through
+//! `pin_user_pages(_fast)` and `/proc/self/mem` writes through `FOLL_FORCE`. After every step the invariant checker and
 //! the TLB-coherence check run, and every modelled word is compared with what the page tables
 //! actually map. Seeds are fixed so a failure reproduces; the failing seed and step are printed.
 
@@ -28,7 +30,11 @@ const WORDS: u64 = PAGE / 8;
 struct PageModel {
     prot: Prot,
     dontfork: bool,
+    /// Private pages: the words written.
     words: BTreeMap<u64, u64>,
+    /// `MAP_SHARED|MAP_ANONYMOUS` pages: (object, page index); the words live in
+    /// `World::objects`, seen by every process mapping that page.
+    shared: Option<(u64, u64)>,
 }
 
 struct Proc {
@@ -48,6 +54,9 @@ struct Pin {
 struct World {
     procs: Vec<Proc>,
     pins: Vec<Pin>,
+    /// Contents of shared anonymous (shmem) pages by (object, page index).
+    objects: BTreeMap<(u64, u64), BTreeMap<u64, u64>>,
+    next_object: u64,
     rng: Rng,
     next_value: u64,
 }
@@ -117,19 +126,28 @@ impl World {
                 *op = "mmap fixed";
                 let (start, n) = self.pick_range();
                 let prot = self.pick_prot();
+                let shared = self.rng.chance(30);
+                let sharing = if shared {
+                    MapFlags::SHARED
+                } else {
+                    MapFlags::PRIVATE
+                };
                 let r = self.procs[p].s.mmap(
                     mm,
                     VirtAddr::new(start),
                     (n * PAGE) as usize,
                     prot,
-                    MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+                    sharing | MapFlags::ANONYMOUS | MapFlags::FIXED,
                 );
                 assert_eq!(r, Ok(VirtAddr::new(start)));
+                let object = self.next_object;
+                self.next_object += 1;
                 for i in 0..n {
                     self.procs[p].pages.insert(
                         start + i * PAGE,
                         PageModel {
                             prot,
+                            shared: shared.then_some((object, i)),
                             ..PageModel::default()
                         },
                     );
@@ -209,6 +227,7 @@ impl World {
                 for i in 0..n {
                     if let Some(pm) = self.procs[p].pages.get_mut(&(start + i * PAGE)) {
                         match advice {
+                            // Shared pages live on in their object.
                             Advice::DontNeed => pm.words.clear(),
                             Advice::DontFork => pm.dontfork = true,
                             Advice::DoFork => pm.dontfork = false,
@@ -304,11 +323,20 @@ impl World {
                     &v.to_le_bytes(),
                 );
                 match self.procs[p].pages.get_mut(&page) {
-                    // Every mapping here is a private anonymous (COW) one: FOLL_FORCE writes it
-                    // whatever its protection, unless it is inaccessible.
-                    Some(pm) if pm.prot.accessible() => {
+                    // FOLL_FORCE writes a private (COW) mapping whatever its protection, unless
+                    // it is inaccessible; a shared one only with PROT_WRITE.
+                    Some(pm)
+                        if pm.prot.accessible() && (pm.shared.is_none() || pm.prot.write()) =>
+                    {
                         assert_eq!(r, Ok(8));
-                        pm.words.insert(word, v);
+                        match pm.shared {
+                            Some(key) => {
+                                self.objects.entry(key).or_default().insert(word, v);
+                            }
+                            None => {
+                                pm.words.insert(word, v);
+                            }
+                        }
                     }
                     _ => assert_eq!(r, Err(MmError::Fault)),
                 }
@@ -341,12 +369,10 @@ impl World {
                 *op = "read";
                 let page = self.pick_page(p);
                 let word = self.rng.below(WORDS);
-                let expect = self.procs[p].pages.get(&page).map(|pm| {
-                    (
-                        pm.prot.accessible(),
-                        pm.words.get(&word).copied().unwrap_or(0),
-                    )
-                });
+                let expect = self.procs[p]
+                    .pages
+                    .get(&page)
+                    .map(|pm| (pm.prot.accessible(), self.word(pm, word)));
                 let r = env.read(&mut self.procs[p].s, VirtAddr::new(page + word * 8));
                 match expect {
                     Some((true, v)) => assert_eq!(r, Ok(v), "read {:#x}", page + word * 8),
@@ -379,7 +405,14 @@ impl World {
         match self.procs[p].pages.get_mut(&page) {
             Some(pm) if pm.prot.write() => {
                 assert_eq!(r, Ok(()), "write {:#x}", page + word * 8);
-                pm.words.insert(word, v);
+                match pm.shared {
+                    Some(key) => {
+                        self.objects.entry(key).or_default().insert(word, v);
+                    }
+                    None => {
+                        pm.words.insert(word, v);
+                    }
+                }
             }
             _ => assert!(
                 matches!(
@@ -392,6 +425,15 @@ impl World {
                 "write to a non-writable page {page:#x}: {r:?}"
             ),
         }
+    }
+
+    /// The modelled value of `word` of a page.
+    fn word(&self, pm: &PageModel, word: u64) -> u64 {
+        let words = match pm.shared {
+            Some(key) => self.objects.get(&key),
+            None => Some(&pm.words),
+        };
+        words.and_then(|w| w.get(&word).copied()).unwrap_or(0)
     }
 
     /// Invariants, TLB coherence, and every modelled word against memory.
@@ -412,16 +454,30 @@ impl World {
             );
             for (&page, pm) in &proc.pages {
                 let probe = self.rng.below(WORDS);
-                for (&word, &v) in pm.words.iter().chain([(&probe, &0)]) {
-                    let want = if word == probe {
-                        pm.words.get(&probe).copied().unwrap_or(0)
-                    } else {
-                        v
-                    };
+                let written: Vec<u64> = match pm.shared {
+                    Some(key) => self
+                        .objects
+                        .get(&key)
+                        .map(|w| w.keys().copied().collect())
+                        .unwrap_or_default(),
+                    None => pm.words.keys().copied().collect(),
+                };
+                for word in written.into_iter().chain([probe]) {
+                    let want = self.word(pm, word);
                     let mut b = [0u8; 8];
-                    let got = peek(mm, &proc.s, VirtAddr::new(page + word * 8), &mut b)
-                        .map(|()| u64::from_le_bytes(b))
-                        .unwrap_or(0);
+                    let va = VirtAddr::new(page + word * 8);
+                    let got = match peek(mm, &proc.s, va, &mut b) {
+                        Some(()) => u64::from_le_bytes(b),
+                        // Not faulted in here: a shared page still holds what another process
+                        // wrote, in its object's cache.
+                        None => match proc.s.find_vma(va).and_then(|v| v.shmem_page(va)) {
+                            Some((obj, index)) => {
+                                obj.read_at(mm, index * PAGE + word * 8, &mut b);
+                                u64::from_le_bytes(b)
+                            }
+                            None => 0,
+                        },
+                    };
                     assert_eq!(got, want, "contents at {:#x}", page + word * 8);
                 }
             }
@@ -454,6 +510,8 @@ fn run(seed: u64, steps: usize) {
         pins: Vec::new(),
         rng: Rng::new(seed),
         next_value: seed << 32,
+        objects: BTreeMap::new(),
+        next_object: 0,
     };
     let mut rep = Reporter {
         seed,
