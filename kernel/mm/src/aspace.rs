@@ -4,7 +4,7 @@
 //! address in O(log n) however many mappings exist. Operations that change VMAs take
 //! `&mut AddressSpace` (the kernel's mmap lock held for writing); so do faults and fork, which
 //! change PTEs: in cowlab the holder of `&mut` is the only writer of this space's page tables.
-//! What lock-free readers (GUP-fast, next issue) may look at is atomic: `write_protect_seq`,
+//! What lock-free readers (GUP-fast, `gup.rs`) may look at is atomic: `write_protect_seq`,
 //! `has_pinned`, the PTEs themselves.
 //!
 //! Invariants: VMAs are disjoint, non-empty, page aligned and inside `[MMAP_MIN_ADDR, USER_END)`;

@@ -84,6 +84,8 @@ impl core::ops::BitOr for FrameFlags {
 /// | kernel use / page table | `0` / `PAGETABLE` | >= 1 | 0 | 0 |
 /// | anon page | `ANON` [+ `ANON_EXCLUSIVE`, `DIRTY`] | >= mapcount + pincount, >= 1 | PTEs mapping it | pins |
 /// | zero page | `ZERO` | 1 (the `Mm`'s) + mapcount + pins | PTEs mapping it | pins |
+/// | shmem cache page | `PAGECACHE\|SHMEM` [+ `DIRTY`] | >= 1 (the cache's) + mapcount + pincount | PTEs mapping it (shared mappings, and private ones that have not copied) | pins |
+/// | orphan (left a shrinking shmem cache while mapped) | `0` [+ `DIRTY`] | >= mapcount + pincount, >= 1 | PTEs mapping it | pins |
 ///
 /// Transitions: `reserved -> free` only by [`FrameTable::add_free_range`]; `free -> in use`
 /// only by [`FrameTable::alloc`], which leaves refcount 1, everything else 0; `in use -> free`
@@ -108,7 +110,8 @@ impl core::ops::BitOr for FrameFlags {
 /// # Memory ordering
 ///
 /// - `refcount`: increments are `Relaxed` (the caller already holds a reference, as with
-///   `Arc::clone`); decrements are `Release`, and the decrement that reaches 0 is followed by an
+///   `Arc::clone`), except GUP-fast's `try_get`, which holds none and so refuses a frame whose
+///   count already reached 0 (a compare-exchange, `Acquire` on success); decrements are `Release`, and the decrement that reaches 0 is followed by an
 ///   `Acquire` fence before the frame is freed, so every access made through any reference
 ///   happens-before the frame's reuse.
 /// - `mapcount` and `flags` change only under the lock of an address space mapping the frame, or
