@@ -53,6 +53,7 @@ pub mod nr {
     pub const ARCH_PRCTL: usize = 158;
     pub const REBOOT: usize = 169;
     pub const GETTID: usize = 186;
+    pub const GETDENTS64: usize = 217;
     pub const SET_TID_ADDRESS: usize = 218;
     pub const CLOCK_GETTIME: usize = 228;
     pub const CLOCK_NANOSLEEP: usize = 230;

@@ -57,11 +57,9 @@ pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
         files.push((program.name.clone(), program.path.clone()));
     }
     for extra in &args.add {
-        let name = extra
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("--add {}: no usable file name", extra.display()))?;
-        files.push((name.to_owned(), extra.clone()));
+        let (path, name) = split_add(extra)?;
+        files.retain(|(existing, _)| *existing != name);
+        files.push((name, path));
     }
     let ramdisk = out.join(format!("cowlab-ramdisk{suffix}.tar"));
     write_ramdisk(&files, &ramdisk)?;
@@ -75,6 +73,23 @@ pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
         ramdisk,
         image,
     })
+}
+
+/// `--add HOST_PATH[:NAME]`: the host file and its name in the ramdisk (default: its file name).
+/// A NAME is recognised only after the last `:` and when it contains no `/`, so host paths with
+/// colons still work when no name is given.
+pub fn split_add(arg: &Path) -> Result<(PathBuf, String)> {
+    let text = arg.to_string_lossy();
+    if let Some((path, name)) = text.rsplit_once(':') {
+        if !name.is_empty() && !name.contains('/') && !path.is_empty() {
+            return Ok((PathBuf::from(path), name.to_owned()));
+        }
+    }
+    let name = arg
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("--add {}: no usable file name", arg.display()))?;
+    Ok((arg.to_path_buf(), name.to_owned()))
 }
 
 /// Packs `files` (archive name, host path) into a ustar ramdisk at `out`.
@@ -93,4 +108,20 @@ fn write_ramdisk(files: &[(String, PathBuf)], out: &Path) -> Result<()> {
 fn file_mode(path: &Path) -> Result<u32> {
     use std::os::unix::fs::PermissionsExt;
     Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}
+
+#[cfg(test)]
+mod add_tests {
+    use super::*;
+
+    #[test]
+    fn add_takes_an_optional_name() {
+        let (path, name) = split_add(Path::new("/tmp/a.out:hello")).unwrap();
+        assert_eq!(
+            (path, name.as_str()),
+            (PathBuf::from("/tmp/a.out"), "hello")
+        );
+        let (path, name) = split_add(Path::new("/tmp/prog")).unwrap();
+        assert_eq!((path, name.as_str()), (PathBuf::from("/tmp/prog"), "prog"));
+    }
 }

@@ -51,8 +51,9 @@ pub struct BuildArgs {
     /// Build the kernel and the programs with the release profile (default: debug).
     #[arg(long)]
     pub release: bool,
-    /// Also put this host file in the ramdisk (top level, under its file name). Repeatable.
-    #[arg(long = "add", value_name = "FILE")]
+    /// Also put this host file in the ramdisk (top level, under NAME or its file name), e.g. a
+    /// static binary to run with `-- NAME ARGS`. Repeatable.
+    #[arg(long = "add", value_name = "FILE[:NAME]")]
     pub add: Vec<PathBuf>,
     /// Boot this kernel ELF instead of building cowlab-kernel (an out-of-tree test kernel for a
     /// boot scenario, or a kernel from another checkout).

@@ -516,3 +516,42 @@ pub fn readlink(a: Args) -> SysResult {
 pub fn readlinkat(a: Args) -> SysResult {
     readlink_path(a.get(1), a.get(2), a.get(3))
 }
+
+/// getdents64 on the root directory: `.`, `..`, then the ramdisk's files. The open file's
+/// offset counts entries already returned.
+pub fn getdents64(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    if !matches!(f.kind, FileKind::Root) {
+        return Err(Errno::ENOTDIR);
+    }
+    let out = UserSlice::new(a.get(1), a.get(2) as usize)?;
+    let mut names: Vec<(&str, u8)> = alloc::vec![(".", 4), ("..", 4)];
+    names.extend(
+        crate::ramdisk::files()
+            .filter_map(Result::ok)
+            .map(|file| (file.name, 8)),
+    );
+    let start = f.offset.load(Ordering::Relaxed) as usize;
+    let mut buf = Vec::new();
+    let mut next = start;
+    for (i, (name, kind)) in names.iter().enumerate().skip(start) {
+        let reclen = (19 + name.len() + 1).next_multiple_of(8);
+        if buf.len() + reclen > out.len() {
+            break;
+        }
+        let at = buf.len();
+        buf.resize(at + reclen, 0);
+        buf[at..at + 8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        buf[at + 8..at + 16].copy_from_slice(&(i as i64 + 1).to_le_bytes());
+        buf[at + 16..at + 18].copy_from_slice(&(reclen as u16).to_le_bytes());
+        buf[at + 18] = *kind;
+        buf[at + 19..at + 19 + name.len()].copy_from_slice(name.as_bytes());
+        next = i + 1;
+    }
+    if buf.is_empty() && next < names.len() {
+        return Err(Errno::EINVAL);
+    }
+    out.write(&buf)?;
+    f.offset.store(next as u64, Ordering::Relaxed);
+    Ok(buf.len() as u64)
+}

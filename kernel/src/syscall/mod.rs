@@ -107,6 +107,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         169 => proc::reboot(a),
         186 => proc::getpid(),
         201 => time::time(a),
+        217 => fs::getdents64(a),
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
         230 => time::clock_nanosleep(a),

@@ -62,21 +62,34 @@ fn main() -> i32 {
     }
 }
 
-/// Lists the root directory by reading the ustar-backed getdents... which cowlab does not
-/// have yet: instead, try the names every cowlab ramdisk has.
+/// Lists the root directory with getdents64.
 fn ls() {
-    for name in [
-        c"init",
-        c"sh",
-        c"status",
-        c"t_syscalls",
-        c"t_process",
-        c"t_pipe",
-        c"t_mm",
-    ] {
-        if let Ok(fd) = open(name, 0) {
-            let _ = close(fd);
-            println!("{}", name.to_str().unwrap_or("?"));
+    let Ok(dir) = open(c"/", 0o200000) else {
+        println!("ls: cannot open /");
+        return;
+    };
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = match unsafe {
+            cowlab_userland::calls::raw(
+                cowlab_userland::sys::nr::GETDENTS64,
+                [dir as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+            )
+        } {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut at = 0;
+        while at + 19 < n {
+            let reclen = u16::from_le_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            let name = &buf[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if !name.starts_with(b".") {
+                println!("{}", core::str::from_utf8(name).unwrap_or("?"));
+            }
+            at += reclen.max(1);
         }
     }
+    let _ = close(dir);
 }

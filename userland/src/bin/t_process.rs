@@ -179,7 +179,11 @@ fn main() -> i32 {
 
     // An argument larger than the kernel accepts: E2BIG (Linux: MAX_ARG_STRLEN is 128 KiB).
     let huge = alloc::vec![b'a'; 200_000];
-    t.eq("execve with a 200 KB argument is E2BIG", process::exec(&[&path, &huge]), Errno(7));
+    t.eq(
+        "execve with a 200 KB argument is E2BIG",
+        process::exec(&[&path, &huge]),
+        Errno(7),
+    );
 
     // The process table is bounded: fork fails with EAGAIN instead of exhausting the kernel.
     // (Only on cowlab: the host's limit is far higher.)
@@ -196,13 +200,24 @@ fn main() -> i32 {
                 Err(_) => break,
             }
         }
-        t.eq("fork beyond the process limit is EAGAIN", last.map(|_| 0), Err(Errno(11)));
+        t.eq(
+            "fork beyond the process limit is EAGAIN",
+            last.map(|_| 0),
+            Err(Errno(11)),
+        );
         for &pid in &children {
             let _ = kill(pid, 9);
         }
-        let reaped = children.iter().filter(|&&pid| waitpid(pid, 0).is_ok()).count();
+        let reaped = children
+            .iter()
+            .filter(|&&pid| waitpid(pid, 0).is_ok())
+            .count();
         t.eq("every child killed and reaped", reaped, children.len());
-        t.check_why("the system keeps forking afterwards", in_child(|| 5) == 5 << 8, "");
+        t.check_why(
+            "the system keeps forking afterwards",
+            in_child(|| 5) == 5 << 8,
+            "",
+        );
     }
 
     t.finish()

@@ -153,6 +153,37 @@ fn main() -> i32 {
     );
     let _ = close(null);
 
+    let dir = open(c"/", 0o200000).unwrap_or(-1);
+    t.check("open / as a directory", dir >= 0);
+    let mut dents = [0u8; 4096];
+    t.eq(
+        "getdents64 to a bad buffer is EFAULT",
+        sc(nr::GETDENTS64, [dir as usize, 0x60, 100, 0, 0, 0]),
+        efault,
+    );
+    let n = sc(
+        nr::GETDENTS64,
+        [
+            dir as usize,
+            dents.as_mut_ptr() as usize,
+            dents.len(),
+            0,
+            0,
+            0,
+        ],
+    );
+    t.check("getdents64 lists entries", n.is_ok_and(|n| n > 19));
+    t.check("the first entry is a name", n.is_ok() && dents[19] != 0);
+    t.eq(
+        "getdents64 on a non-directory is ENOTDIR",
+        sc(
+            nr::GETDENTS64,
+            [1, dents.as_mut_ptr() as usize, dents.len(), 0, 0, 0],
+        ),
+        Err(Errno(errno::ENOTDIR)),
+    );
+    let _ = close(dir);
+
     let mut cwd = [0u8; 256];
     let got = sc(
         nr::GETCWD,
