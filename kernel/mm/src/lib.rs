@@ -37,6 +37,7 @@ mod mm;
 pub mod mmap;
 mod mprotect;
 mod munmap;
+pub mod pagemap;
 pub mod pagetable;
 mod phys;
 pub mod pin;

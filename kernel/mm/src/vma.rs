@@ -182,6 +182,15 @@ impl Vma {
         }
     }
 
+    /// The byte offset in the backing object of the VMA's first page (`/proc/pid/maps`' offset
+    /// column; 0 for anonymous memory).
+    pub fn file_offset(&self) -> u64 {
+        match &self.backing {
+            Backing::Shmem(_, pgoff) => pgoff * crate::PAGE_SIZE as u64,
+            Backing::Anonymous => 0,
+        }
+    }
+
     /// Moves the start up to `at` (a split's upper half), keeping the backing's offset in step.
     pub(crate) fn advance_start(&mut self, at: VirtAddr) {
         if let Backing::Shmem(_, pgoff) = &mut self.backing {

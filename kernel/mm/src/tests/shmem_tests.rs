@@ -373,6 +373,8 @@ fn split_and_merged_shmem_mappings_keep_their_offsets() {
     s.mprotect(&env.mm, va + PAGE, PAGE_SIZE, Prot::READ)
         .unwrap();
     assert_eq!(s.vmas().count(), 3);
+    let offsets: std::vec::Vec<u64> = s.vmas().map(|v| v.file_offset()).collect();
+    assert_eq!(offsets, [PAGE, 2 * PAGE, 3 * PAGE]);
     for i in 0..3 {
         assert_eq!(env.read(&mut s, va + i * PAGE).unwrap(), 101 + i);
     }
@@ -393,4 +395,40 @@ fn split_and_merged_shmem_mappings_keep_their_offsets() {
     env.check(&[&s]);
     ShmemObject::put(obj, &env.mm);
     env.finish(std::vec![s]);
+}
+
+#[test]
+fn pagemap_reports_presence_pfn_soft_dirty_exclusivity_and_file_pages() {
+    use crate::pagemap::*;
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 3, Prot::RW);
+    assert_eq!(s.pagemap_entry(&env.mm, va) & PM_PRESENT, 0);
+    assert_eq!(s.pagemap_entry(&env.mm, VirtAddr::new(BASE - PAGE)), 0);
+    env.read(&mut s, va).unwrap();
+    let zero = s.pagemap_entry(&env.mm, va);
+    assert_eq!(zero & PM_PFRAME_MASK, env.mm.zero_page().pfn() as u64);
+    assert_eq!(
+        zero & (PM_PRESENT | PM_MMAP_EXCLUSIVE | PM_FILE),
+        PM_PRESENT
+    );
+    env.write(&mut s, va + PAGE, 1).unwrap();
+    let w = s.pagemap_entry(&env.mm, va + PAGE);
+    assert_eq!(w & PM_PFRAME_MASK, env.frame(&s, va + PAGE).pfn() as u64);
+    assert_eq!(
+        w & !PM_PFRAME_MASK,
+        PM_PRESENT | PM_MMAP_EXCLUSIVE | PM_SOFT_DIRTY
+    );
+    let child = s.fork(&env.mm).unwrap();
+    assert_eq!(s.pagemap_entry(&env.mm, va + PAGE) & PM_MMAP_EXCLUSIVE, 0);
+    s.clear_refs_soft_dirty(&env.mm);
+    assert_eq!(s.pagemap_entry(&env.mm, va + PAGE) & PM_SOFT_DIRTY, 0);
+    let obj = memfd(&env, 1, 1);
+    let vm = map_obj(&env, &mut s, &obj, 0, 1, Prot::RW, MapFlags::SHARED);
+    env.read(&mut s, vm).unwrap();
+    let f = s.pagemap_entry(&env.mm, vm);
+    assert_eq!(f & (PM_PRESENT | PM_FILE), PM_PRESENT | PM_FILE);
+    env.check(&[&s, &child]);
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![s, child]);
 }
