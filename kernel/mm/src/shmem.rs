@@ -216,7 +216,7 @@ impl ShmemObject {
         Ok(frame)
     }
 
-    /// Is `frame` this object's cache page at `index`? (tests)
+    /// The cache frame at `index`, if there is one (for tests).
     #[cfg(test)]
     pub(crate) fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
         self.inner.lock().pages.get(&index).copied()
