@@ -502,6 +502,16 @@ pub(crate) fn access_process_vm_write_hooked<A: Arch>(
             Err(_) => break,
         }
         let page = slot[0].take().expect("GUP reported one page");
+        if page.frame() == mm.zero_page() {
+            // Only the 2009 retry (FOLL_WRITE dropped, then a racing MADV_DONTNEED and a read
+            // fault) can hand the zero page to a writer. Linux would have written it; cowlab
+            // keeps the zero page's invariant and fails the write instead.
+            page.unpin(mm);
+            if done == 0 {
+                return Err(MmError::Fault);
+            }
+            break;
+        }
         page.dma_write(mm, off, &data[done..done + n]);
         page.unpin_dirty(mm, UnpinDirty::MakeDirty);
         done += n;

@@ -425,3 +425,39 @@ fn ro_longterm_pin_of_the_zero_page_sees_later_writes_from_2022() {
         }
     }
 }
+
+#[test]
+fn dirty_cow_race_on_anon_memory_never_writes_the_zero_page() {
+    // The 2009 race on a private anonymous mapping: after the COW break the retry drops
+    // FOLL_WRITE, the racing MADV_DONTNEED empties the PTE, and the read fault maps the zero
+    // page. cowlab refuses to write it (Linux wrote it); later rules take the COW copy.
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let mut s = env.space();
+        let va = env.map(&mut s, 0, 1, Prot::READ);
+        env.read(&mut s, va).unwrap();
+        let mut races = 0;
+        let mut racing_thread = |mm: &Mm<HostArch>, s: &mut AddressSpace| {
+            if races < 3 {
+                races += 1;
+                s.madvise(mm, va, PAGE_SIZE, crate::madvise::Advice::DontNeed)
+                    .unwrap();
+            }
+        };
+        let r = crate::gup::access_process_vm_write_hooked(
+            &env.mm,
+            &mut s,
+            va,
+            &7u64.to_le_bytes(),
+            &mut racing_thread,
+        );
+        if era == Era::Y2009 {
+            assert_eq!(r, Err(MmError::Fault), "{era}");
+        } else {
+            assert_eq!(r, Ok(8), "{era}");
+            assert_eq!(env.read(&mut s, va).unwrap(), 7, "{era}");
+        }
+        env.check(&[&s]);
+        env.finish(std::vec![s]);
+    }
+}
