@@ -133,6 +133,10 @@ pub fn load(
         _ => return Err(Errno::ENOEXEC),
     };
     let entry = u64_at(data, 24)?.checked_add(base).ok_or(Errno::ENOEXEC)?;
+    // A kernel or non-canonical entry would make the return to ring 3 fault in the kernel.
+    if entry >= cowlab_mm::aspace::USER_END {
+        return Err(Errno::ENOEXEC);
+    }
     let phoff = u64_at(data, 32)? as usize;
     let phentsize = u16_at(data, 54)? as usize;
     let phnum = u16_at(data, 56)? as usize;

@@ -1,7 +1,7 @@
 //! The console device: the serial port. Writes go straight out; reads wait for input, checking
 //! the UART once per timer tick while sleeping (the UART's receive interrupt is not wired yet),
 //! and return what has arrived as soon as there is at least one byte, like a terminal in raw
-//! mode that echoes.
+//! mode that echoes. Ctrl-D ends a read (at the start of a line: end of file).
 
 use alloc::vec::Vec;
 
@@ -25,6 +25,10 @@ pub fn read(len: usize) -> Result<Vec<u8>, Errno> {
         match crate::serial::try_read_byte() {
             Some(b) => {
                 let b = if b == b'\r' { b'\n' } else { b };
+                if b == 4 {
+                    // Ctrl-D: end the read here; at the start of a line that is EOF (0 bytes).
+                    break;
+                }
                 if b == 0x7f || b == 8 {
                     if out.pop().is_some() {
                         print!("\x08 \x08");

@@ -5,7 +5,8 @@
 //! with no reader left it gets `EPIPE` and SIGPIPE. The counts of open read and write ends are
 //! kept by the open-file descriptions (`fs::OpenFile`), which bump them when created and drop
 //! them when the last descriptor sharing them closes. Sleepers wait on the pipe's address as the
-//! wait channel (`proc::sleep`), and every state change wakes that channel.
+//! wait channel (`proc::sleep`), and every state change wakes that channel. With `O_NONBLOCK`
+//! the calls answer `EAGAIN` instead of sleeping.
 
 use alloc::collections::VecDeque;
 
@@ -58,6 +59,7 @@ impl Pipe {
     /// Reads into `out` (via `copy`, which moves bytes to the user); blocks while empty.
     pub fn read(
         &self,
+        nonblock: bool,
         len: usize,
         copy: &mut dyn FnMut(&[u8]) -> Result<(), Errno>,
     ) -> Result<usize, Errno> {
@@ -78,6 +80,9 @@ impl Pipe {
                 }
             };
             let Some(chunk) = chunk else {
+                if nonblock {
+                    return Err(Errno::EAGAIN);
+                }
                 proc::sleep(self.channel())?;
                 continue;
             };
@@ -88,7 +93,7 @@ impl Pipe {
     }
 
     /// Writes all of `data`, blocking while full; `EPIPE` once no reader is left.
-    pub fn write(&self, data: &[u8]) -> Result<usize, Errno> {
+    pub fn write(&self, nonblock: bool, data: &[u8]) -> Result<usize, Errno> {
         let mut done = 0;
         while done < data.len() || data.is_empty() {
             {
@@ -112,6 +117,13 @@ impl Pipe {
             }
             proc::wakeup(self.channel());
             if done < data.len() {
+                if nonblock {
+                    return if done > 0 {
+                        Ok(done)
+                    } else {
+                        Err(Errno::EAGAIN)
+                    };
+                }
                 proc::sleep(self.channel())?;
             }
         }

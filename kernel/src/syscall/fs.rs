@@ -20,6 +20,10 @@ fn file(fd: i64) -> Result<Arc<OpenFile>, Errno> {
     with_current(|p| p.fds.get(fd))
 }
 
+fn nonblock(file: &OpenFile) -> bool {
+    file.flags.load(Ordering::Relaxed) & fs::O_NONBLOCK != 0
+}
+
 /// Reads from `file` at `offset` (None: the file's own offset) into user memory.
 fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
     if !file.readable() {
@@ -47,7 +51,9 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
             if offset.is_some() {
                 return Err(Errno::ESPIPE);
             }
-            let n = pipe.read(buf.len().min(CHUNK), &mut |chunk| buf.write(chunk))?;
+            let n = pipe.read(nonblock(file), buf.len().min(CHUNK), &mut |chunk| {
+                buf.write(chunk)
+            })?;
             Ok(n as u64)
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
@@ -73,7 +79,7 @@ fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult
                     Err(_) => break,
                 };
                 let written = match &file.kind {
-                    FileKind::PipeWrite(pipe) => match pipe.write(&data) {
+                    FileKind::PipeWrite(pipe) => match pipe.write(nonblock(file), &data) {
                         Ok(n) => n,
                         Err(e) if done == 0 => return Err(e),
                         Err(_) => break,

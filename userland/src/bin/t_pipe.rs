@@ -141,6 +141,35 @@ fn main() -> i32 {
         status,
     );
 
+    // O_NONBLOCK: EAGAIN instead of blocking, both ways.
+    let fds = pipe2(0o4000).unwrap_or([-1, -1]);
+    let mut one = [0u8; 1];
+    t.eq(
+        "non-blocking read of an empty pipe is EAGAIN",
+        read(fds[0], &mut one),
+        Err(Errno(11)),
+    );
+    let big = [7u8; 4096];
+    let mut filled = 0;
+    while let Ok(n) = write(fds[1], &big) {
+        filled += n;
+        if filled > 1 << 22 {
+            break;
+        }
+    }
+    t.eq(
+        "non-blocking write to a full pipe is EAGAIN",
+        write(fds[1], &big),
+        Err(Errno(11)),
+    );
+    t.check_why(
+        "the pipe took some data first",
+        (4096..=1 << 20).contains(&filled),
+        filled,
+    );
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+
     // pipe2 flags and bad pointer.
     let fds = pipe2(0o2000000).unwrap_or([-1, -1]);
     t.eq(

@@ -85,6 +85,25 @@ fn main() -> i32 {
         status,
     );
 
+    // A child spinning without system calls is preempted by the timer: the parent still runs.
+    let pid = fork().unwrap_or(-1);
+    if pid == 0 {
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+    t.eq(
+        "the parent runs while a child spins (preemption)",
+        sleep_ms(30),
+        Ok(0),
+    );
+    let _ = kill(pid, 9);
+    let status = waitpid(pid, 0).map(|r| r.1).unwrap_or(-1);
+    t.check_why(
+        "the spinning child is killed",
+        wifsignaled(status) && wtermsig(status) == 9,
+        status,
+    );
+
     t.eq(
         "kill of a missing pid is ESRCH",
         kill(999_999, 0).map(|_| ()),
