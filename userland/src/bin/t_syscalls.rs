@@ -184,6 +184,94 @@ fn main() -> i32 {
     );
     let _ = close(dir);
 
+    // A regular file: this program's own ELF (in / on cowlab, by full path on the host).
+    let me = cowlab_userland::test::sibling("t_syscalls");
+    let mut path = me.clone();
+    path.push(0);
+    let path = core::ffi::CStr::from_bytes_with_nul(&path).unwrap_or(c"/");
+    let elf = open(path, 0).unwrap_or(-1);
+    t.check("open this program's file", elf >= 0);
+    let mut head = [0u8; 4];
+    t.eq("read its first 4 bytes", read(elf, &mut head), Ok(4));
+    t.check("they are the ELF magic", head == *b"\x7fELF");
+    t.eq("lseek SEEK_CUR is 4", lseek(elf, 0, 1), Ok(4));
+    let mut st = [0u64; 18];
+    let _ = sc(
+        nr::FSTAT,
+        [elf as usize, st.as_mut_ptr() as usize, 0, 0, 0, 0],
+    );
+    t.check(
+        "fstat says regular file",
+        (st[3] as u32) & 0o170000 == 0o100000,
+    );
+    t.eq(
+        "lseek SEEK_END is the size",
+        lseek(elf, 0, 2),
+        Ok(st[6] as usize),
+    );
+    t.eq("read at the end is EOF", read(elf, &mut head), Ok(0));
+    t.eq(
+        "lseek before 0 is EINVAL",
+        lseek(elf, -1, 0),
+        Err(Errno(errno::EINVAL)),
+    );
+    let mut at = [0u8; 3];
+    t.eq(
+        "pread64 at offset 1",
+        sc(
+            nr::PREAD64,
+            [elf as usize, at.as_mut_ptr() as usize, 3, 1, 0, 0],
+        ),
+        Ok(3),
+    );
+    t.check("pread64 bytes", at == *b"ELF");
+    t.eq(
+        "write to a read-only file is EBADF",
+        write(elf, b"x"),
+        ebadf,
+    );
+    let _ = close(elf);
+
+    let mut info = [0u64; 14];
+    t.eq(
+        "sysinfo",
+        sc(nr::SYSINFO, [info.as_mut_ptr() as usize, 0, 0, 0, 0, 0]),
+        Ok(0),
+    );
+    t.check("sysinfo reports RAM", info[4] > 0);
+
+    if cowlab_userland::test::on_cowlab() {
+        // Only on cowlab: under xtask the host's stdout is a pipe, and its / is writable.
+        let mut ws = [0u16; 4];
+        t.eq(
+            "TIOCGWINSZ on the console",
+            sc(nr::IOCTL, [1, 0x5413, ws.as_mut_ptr() as usize, 0, 0, 0]),
+            Ok(0),
+        );
+        t.check("the console has rows and columns", ws[0] > 0 && ws[1] > 0);
+        let mut tio = [0u8; 36];
+        t.eq(
+            "TCGETS on the console",
+            sc(nr::IOCTL, [1, 0x5401, tio.as_mut_ptr() as usize, 0, 0, 0]),
+            Ok(0),
+        );
+        t.eq(
+            "mkdir on the read-only root is EROFS",
+            sc(nr::MKDIR, [c"/newdir".as_ptr() as usize, 0o755, 0, 0, 0, 0]),
+            Err(Errno(errno::EROFS)),
+        );
+        t.eq(
+            "open for writing is EROFS",
+            open(c"/init", 1),
+            Err(Errno(errno::EROFS)),
+        );
+        t.eq(
+            "O_CREAT of a new file is EROFS",
+            open(c"/newfile", 0o101),
+            Err(Errno(errno::EROFS)),
+        );
+    }
+
     let mut cwd = [0u8; 256];
     let got = sc(
         nr::GETCWD,
