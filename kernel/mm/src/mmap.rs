@@ -27,7 +27,9 @@ fn check_mmap_args(len: usize, flags: MapFlags) -> Result<(u64, Sharing), MmErro
         .checked_align_up()
         .ok_or(MmError::NoMem)?
         .as_u64();
-    if len > USER_END {
+    // Linux: `len > TASK_SIZE` is ENOMEM. No mapping can be longer than the mappable part of
+    // user space, and with this bound `USER_END - len` below cannot underflow.
+    if len > USER_END - MMAP_MIN_ADDR {
         return Err(MmError::NoMem);
     }
     let sharing = match (

@@ -393,3 +393,68 @@ fn fault_lookup_is_logarithmic_in_vma_count() {
     env.check(&[&s]);
     env.finish(std::vec![s]);
 }
+
+/// Huge lengths and addresses at the top of the address space never panic (no arithmetic
+/// overflow on user input) in any of the VMA calls, and answer Linux's errors.
+#[test]
+fn huge_lengths_and_top_addresses_are_refused_without_overflow() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    let fixed = ANON | MapFlags::FIXED;
+    let lens = [
+        usize::MAX,
+        usize::MAX - PAGE_SIZE + 2,
+        (USER_END - MMAP_MIN_ADDR) as usize + 1,
+        USER_END as usize,
+        USER_END as usize + PAGE_SIZE,
+        1 << 63,
+    ];
+    let addrs = [0u64, BASE, USER_END - PAGE, USER_END, 1 << 63, !(PAGE - 1)];
+    for &len in &lens {
+        for &addr in &addrs {
+            let a = VirtAddr::new(addr);
+            assert_eq!(
+                s.mmap(&env.mm, a, len, Prot::RW, ANON),
+                Err(MmError::NoMem),
+                "mmap({addr:#x}, {len:#x})"
+            );
+            assert_eq!(
+                s.mmap(&env.mm, a, len, Prot::RW, fixed),
+                Err(MmError::NoMem),
+                "mmap fixed({addr:#x}, {len:#x})"
+            );
+            if u128::from(addr) + len as u128 <= u128::from(USER_END) {
+                continue; // a legal range (holes are fine for munmap)
+            }
+            assert!(s.munmap(&env.mm, a, len).is_err(), "munmap({addr:#x}, {len:#x})");
+            assert!(s.mprotect(&env.mm, a, len, Prot::READ).is_err());
+            assert!(s.madvise(&env.mm, a, len, Advice::DontNeed).is_err());
+            assert!(s.madvise(&env.mm, a, len, Advice::DontFork).is_err());
+        }
+    }
+    // Short lengths at the top of the address space: past USER_END, or wrapping.
+    for &addr in &[USER_END, 1 << 63, !(PAGE - 1)] {
+        let a = VirtAddr::new(addr);
+        for len in [1usize, PAGE_SIZE, 2 * PAGE_SIZE] {
+            assert_eq!(s.mmap(&env.mm, a, len, Prot::RW, fixed), Err(MmError::NoMem));
+            assert!(s.munmap(&env.mm, a, len).is_err());
+            assert!(s.mprotect(&env.mm, a, len, Prot::READ).is_err());
+            assert!(s.madvise(&env.mm, a, len, Advice::DontNeed).is_err());
+        }
+        // A hint at the top is ignored, not an error.
+        let h = s.mmap(&env.mm, a, PAGE_SIZE, Prot::RW, ANON).unwrap();
+        assert!(h.as_u64() < USER_END);
+        s.munmap(&env.mm, h, PAGE_SIZE).unwrap();
+    }
+    // brk to absurd breaks keeps the old break.
+    s.set_brk_base(VirtAddr::new(BASE + 16 * PAGE));
+    for &addr in &[USER_END + 1, 1 << 63, u64::MAX] {
+        assert_eq!(s.brk(&env.mm, VirtAddr::new(addr)), VirtAddr::new(BASE + 16 * PAGE));
+    }
+    // The one mapping is intact.
+    env.write(&mut s, va, 7).unwrap();
+    assert_eq!(s.vmas().count(), 1);
+    env.check(&[&s]);
+    env.finish(std::vec![s]);
+}
