@@ -1,0 +1,693 @@
+//! `bench`: the fault-path benchmark of issue 7, measured from user space exactly as
+//! `shared/perf/LINUX-BASELINE.md` measured Linux 6.1, so the two columns can be compared.
+//!
+//! Every timed region is `lfence; rdtsc; lfence` ... `lfence; rdtsc; lfence` around the operation,
+//! so a fault's figure includes exception entry and exit. Under QEMU's `-icount shift=0` a TSC
+//! tick is one retired guest instruction (an iteration of a `rep` instruction counts as one), so
+//! the numbers are instruction counts that repeat exactly; on real hardware they are cycles.
+//! Nothing is subtracted: `tsc_overhead` (an empty region) is reported beside the rest.
+//!
+//! Fault paths are timed one page at a time over [`PAGES`] pages per trial, [`TRIALS`] trials;
+//! whole operations (fork, munmap, madvise, pin) are timed per call and divided by pages or MiB.
+//! Each result is one line:
+//!
+//! ```text
+//! BENCH name=<name> unit=<unit> median=<n> min=<n> n=<samples>
+//! BENCH-SKIP name=<name> reason=<errno>
+//! ```
+//!
+//! A path whose system call or ioctl the kernel does not have yet (vmsplice, io_uring, the
+//! `gup_test` debugfs file) is skipped with the errno, so it appears by itself once it lands.
+//! The same static binary runs natively on the host Linux (`cargo xtask bench --host`).
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use core::ptr::{read_volatile, write_volatile};
+
+use cowlab_userland::calls::{
+    close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
+    MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
+};
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::{eprintln, println};
+
+cowlab_userland::entry!(main);
+
+const PAGE: usize = 4096;
+const MIB: usize = 1 << 20;
+/// Pages faulted one at a time per trial.
+const PAGES: usize = 4096;
+/// Trials per path.
+const TRIALS: usize = 5;
+/// Forks per size: whole operations, timed per call.
+const FORKS: usize = 5;
+const RW: u32 = PROT_READ | PROT_WRITE;
+const ANON: u32 = MAP_PRIVATE | MAP_ANONYMOUS;
+const MADV_DONTNEED: i32 = 4;
+
+/// Linux x86_64 system-call numbers the runtime library does not name.
+mod nr {
+    pub const IOCTL: usize = 16;
+    pub const OPEN: usize = 2;
+    pub const VMSPLICE: usize = 278;
+    pub const IO_URING_SETUP: usize = 425;
+    pub const IO_URING_REGISTER: usize = 427;
+}
+
+/// The time stamp counter, fenced on both sides so that the measured instructions neither start
+/// before nor finish after it. Not `nomem`: the compiler must not move memory accesses across it.
+#[inline(always)]
+fn tsc() -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: lfence and rdtsc only order execution and read the counter into edx:eax; CR4.TSD
+    // is clear on cowlab and Linux, so rdtsc is allowed in ring 3.
+    unsafe {
+        asm!(
+            "lfence",
+            "rdtsc",
+            "lfence",
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack, preserves_flags)
+        );
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn read_byte(addr: usize) -> u8 {
+    // SAFETY: callers pass addresses inside their own readable anonymous mappings.
+    unsafe { read_volatile(addr as *const u8) }
+}
+
+fn write_byte(addr: usize, value: u8) {
+    // SAFETY: callers pass addresses inside their own writable anonymous mappings.
+    unsafe { write_volatile(addr as *mut u8, value) }
+}
+
+/// A fresh private anonymous read-write mapping of `len` bytes; exits the benchmark if the kernel
+/// refuses (every path below needs it).
+fn map(len: usize) -> usize {
+    match mmap(0, len, RW, ANON) {
+        Ok(addr) => addr,
+        Err(e) => fail("mmap", e),
+    }
+}
+
+fn unmap(addr: usize, len: usize) {
+    if let Err(e) = munmap(addr, len) {
+        fail("munmap", e);
+    }
+}
+
+/// Writes one byte per page of `[addr, addr + len)`, faulting every page in.
+fn touch(addr: usize, len: usize) {
+    for page in (addr..addr + len).step_by(PAGE) {
+        write_byte(page, 1);
+    }
+}
+
+fn fail(what: &str, e: Errno) -> ! {
+    eprintln!("bench: {what} failed: errno {}", e.0);
+    exit_now(1)
+}
+
+/// Sample storage: a pre-faulted mapping, so recording a sample never faults inside a trial.
+struct Samples {
+    addr: usize,
+    cap: usize,
+    len: usize,
+}
+
+impl Samples {
+    fn new(cap: usize) -> Self {
+        let addr = map(cap * 8);
+        touch(addr, cap * 8);
+        Samples { addr, cap, len: 0 }
+    }
+
+    fn push(&mut self, value: u64) {
+        assert!(self.len < self.cap, "bench: sample buffer full");
+        // SAFETY: `addr` maps `cap` u64s (8-byte aligned, page-aligned start), `len < cap`.
+        unsafe { write_volatile((self.addr as *mut u64).add(self.len), value) };
+        self.len += 1;
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u64] {
+        // SAFETY: the first `len` u64s of the mapping were written by `push`; the mapping lives
+        // until `drop` and nothing else aliases it.
+        unsafe { core::slice::from_raw_parts_mut(self.addr as *mut u64, self.len) }
+    }
+
+    /// (median, min) of the samples, sorted in place; the median is the upper one for an even
+    /// count so that it is always a sample.
+    fn stats(&mut self) -> (u64, u64) {
+        let values = self.as_mut_slice();
+        if values.is_empty() {
+            return (0, 0);
+        }
+        values.sort_unstable();
+        (values[values.len() / 2], values[0])
+    }
+}
+
+impl Drop for Samples {
+    fn drop(&mut self) {
+        let _ = munmap(self.addr, self.cap * 8);
+    }
+}
+
+fn report(name: &str, unit: &str, median: u64, min: u64, n: usize) {
+    println!("BENCH name={name} unit={unit} median={median} min={min} n={n}");
+}
+
+fn report_samples(name: &str, unit: &str, samples: &mut Samples) {
+    let (median, min) = samples.stats();
+    report(name, unit, median, min, samples.len);
+}
+
+fn skip(name: &str, e: Errno) {
+    let reason = match e.0 {
+        errno::ENOSYS => "ENOSYS",
+        errno::ENOENT => "ENOENT",
+        errno::EACCES => "EACCES",
+        errno::EPERM => "EPERM",
+        errno::ENOMEM => "ENOMEM",
+        errno::EINVAL => "EINVAL",
+        errno::ENOTTY => "ENOTTY",
+        _ => "",
+    };
+    if reason.is_empty() {
+        println!("BENCH-SKIP name={name} reason=errno{}", e.0);
+    } else {
+        println!("BENCH-SKIP name={name} reason={reason}");
+    }
+}
+
+fn main() -> i32 {
+    tsc_overhead();
+    syscall_getppid();
+    rep_movsq_4k();
+    rep_stosq_4k();
+    fault_path("anon_read_fault", Before::Nothing, Access::Read);
+    fault_path("anon_write_fault", Before::Nothing, Access::Write);
+    fault_path("zeropage_write_fault", Before::Read, Access::Write);
+    cow_copy_fault();
+    cow_reuse_fault();
+    forks();
+    for vmas in [1, 10, 100, 1000] {
+        fault_with_vmas(vmas);
+    }
+    unmap_per_page("munmap_per_page", |addr, len| munmap(addr, len).map(drop));
+    unmap_per_page("madv_dontneed_per_page", |addr, len| {
+        madvise(addr, len, MADV_DONTNEED).map(drop)
+    });
+    pin_longterm_per_page();
+    vmsplice_batch_per_page();
+    gup_test_pins();
+    println!("BENCH-DONE");
+    0
+}
+
+/// An empty timed region: the cost of the two fenced reads themselves.
+fn tsc_overhead() {
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..PAGES * TRIALS {
+        let t0 = tsc();
+        let t1 = tsc();
+        s.push(t1 - t0);
+    }
+    report_samples("tsc_overhead", "tsc", &mut s);
+}
+
+/// A null system call (`getppid` does no work in either kernel).
+fn syscall_getppid() {
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..PAGES * TRIALS {
+        let t0 = tsc();
+        cowlab_userland::sys::getppid();
+        let t1 = tsc();
+        s.push(t1 - t0);
+    }
+    report_samples("syscall_getppid", "tsc", &mut s);
+}
+
+/// 4 KiB `rep movsq` between two resident pages: the floor for a COW copy.
+fn rep_movsq_4k() {
+    let buf = map(2 * PAGE);
+    touch(buf, 2 * PAGE);
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..PAGES * TRIALS {
+        let t0 = tsc();
+        // SAFETY: both pages are resident parts of `buf`; rep movsq copies 512 qwords from rsi
+        // to rdi and clobbers only the registers named.
+        unsafe {
+            asm!(
+                "rep movsq",
+                inout("rcx") PAGE / 8 => _,
+                inout("rsi") buf => _,
+                inout("rdi") buf + PAGE => _,
+                options(nostack, preserves_flags)
+            );
+        }
+        let t1 = tsc();
+        s.push(t1 - t0);
+    }
+    report_samples("rep_movsq_4k", "tsc", &mut s);
+    unmap(buf, 2 * PAGE);
+}
+
+/// 4 KiB `rep stosq` into a resident page: the floor for a zero fill.
+fn rep_stosq_4k() {
+    let buf = map(PAGE);
+    touch(buf, PAGE);
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..PAGES * TRIALS {
+        let t0 = tsc();
+        // SAFETY: the page is a resident part of `buf`; rep stosq stores 512 zero qwords at rdi.
+        unsafe {
+            asm!(
+                "rep stosq",
+                inout("rcx") PAGE / 8 => _,
+                inout("rdi") buf => _,
+                in("rax") 0u64,
+                options(nostack, preserves_flags)
+            );
+        }
+        let t1 = tsc();
+        s.push(t1 - t0);
+    }
+    report_samples("rep_stosq_4k", "tsc", &mut s);
+    unmap(buf, PAGE);
+}
+
+/// What happened to the pages before the timed access.
+#[derive(Clone, Copy)]
+enum Before {
+    Nothing,
+    /// Read once (untimed): each page maps the shared zero page.
+    Read,
+}
+
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Times one access per page of `addr..addr + PAGES * PAGE`, appending to `s`.
+fn time_pages(s: &mut Samples, addr: usize, access: Access) {
+    for i in 0..PAGES {
+        let page = addr + i * PAGE;
+        let t0 = tsc();
+        match access {
+            Access::Read => {
+                read_byte(page);
+            }
+            Access::Write => write_byte(page, 1),
+        }
+        let t1 = tsc();
+        s.push(t1 - t0);
+    }
+}
+
+/// A demand fault on fresh private anonymous memory, per page.
+fn fault_path(name: &str, before: Before, access: Access) {
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..TRIALS {
+        let buf = map(PAGES * PAGE);
+        if let Before::Read = before {
+            for i in 0..PAGES {
+                read_byte(buf + i * PAGE);
+            }
+        }
+        time_pages(&mut s, buf, access);
+        unmap(buf, PAGES * PAGE);
+    }
+    report_samples(name, "tsc/page", &mut s);
+}
+
+/// Parent writes after fork while the child still maps every page: each write copies.
+/// The child tells the parent it runs through one pipe and waits on another until the parent has
+/// finished, so it is alive (and mapping the pages) for the whole trial.
+fn cow_copy_fault() {
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..TRIALS {
+        let buf = map(PAGES * PAGE);
+        touch(buf, PAGES * PAGE);
+        let ready = pipe().unwrap_or_else(|e| fail("pipe", e));
+        let done = pipe().unwrap_or_else(|e| fail("pipe", e));
+        let pid = fork().unwrap_or_else(|e| fail("fork", e));
+        if pid == 0 {
+            let _ = write(ready[1], b"r");
+            let mut byte = [0u8];
+            let _ = read(done[0], &mut byte);
+            exit_now(0);
+        }
+        let mut byte = [0u8];
+        if read(ready[0], &mut byte) != Ok(1) {
+            fail("read from the child", Errno(0));
+        }
+        time_pages(&mut s, buf, Access::Write);
+        let _ = write(done[1], b"d");
+        let _ = waitpid(pid, 0);
+        for fd in ready.into_iter().chain(done) {
+            let _ = close(fd);
+        }
+        unmap(buf, PAGES * PAGE);
+    }
+    report_samples("cow_copy_fault", "tsc/page", &mut s);
+}
+
+/// Parent writes after fork once the child has been reaped: each page is reused, not copied.
+fn cow_reuse_fault() {
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..TRIALS {
+        let buf = map(PAGES * PAGE);
+        touch(buf, PAGES * PAGE);
+        fork_and_reap();
+        time_pages(&mut s, buf, Access::Write);
+        unmap(buf, PAGES * PAGE);
+    }
+    report_samples("cow_reuse_fault", "tsc/page", &mut s);
+}
+
+/// Forks a child that exits at once, waits for it; returns the parent's time for the fork call.
+fn fork_and_reap() -> u64 {
+    let t0 = tsc();
+    let pid = fork().unwrap_or_else(|e| fail("fork", e));
+    let t1 = tsc();
+    if pid == 0 {
+        exit_now(0);
+    }
+    let _ = waitpid(pid, 0);
+    t1 - t0
+}
+
+/// Fork cost against touched memory: a bare fork, then 1..256 MiB written before each fork
+/// (rewritten between forks, so every fork sees writable, exclusive pages), and the per-MiB
+/// slope from 64 MiB.
+fn forks() {
+    let mut base = Samples::new(FORKS);
+    for _ in 0..FORKS {
+        base.push(fork_and_reap());
+    }
+    let (base_median, base_min) = base.stats();
+    report("fork_base", "tsc", base_median, base_min, base.len);
+    drop(base);
+
+    for mib in [1usize, 4, 16, 64, 256] {
+        let len = mib * MIB;
+        let buf = map(len);
+        let mut s = Samples::new(FORKS);
+        for _ in 0..FORKS {
+            touch(buf, len);
+            s.push(fork_and_reap());
+        }
+        let (median, min) = s.stats();
+        let n = s.len;
+        drop(s);
+        report(&name_n("fork_touched_mib_", mib), "tsc", median, min, n);
+        if mib == 64 {
+            let per_mib = |v: u64, b: u64| v.saturating_sub(b) / mib as u64;
+            report(
+                "fork_per_mib",
+                "tsc/MiB",
+                per_mib(median, base_median),
+                per_mib(min, base_min),
+                n,
+            );
+        }
+        unmap(buf, len);
+    }
+}
+
+/// `prefix` followed by `n` in decimal, in a fixed buffer.
+fn name_n(prefix: &str, n: usize) -> NameBuf {
+    let mut name = NameBuf {
+        buf: [0; 48],
+        len: 0,
+    };
+    name.push(prefix.as_bytes());
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    name.push(&digits[i..]);
+    name
+}
+
+struct NameBuf {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl NameBuf {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+}
+
+impl core::ops::Deref for NameBuf {
+    type Target = str;
+    fn deref(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+/// The anonymous write fault with `vmas` extra VMAs in the address space: `vmas` pages mapped
+/// together, every other one made read-only so that neighbours cannot merge. A fault must not get
+/// slower linearly with the VMA count.
+fn fault_with_vmas(vmas: usize) {
+    let filler = map(vmas * PAGE);
+    for i in (1..vmas).step_by(2) {
+        if let Err(e) = mprotect(filler + i * PAGE, PAGE, PROT_READ) {
+            fail("mprotect", e);
+        }
+    }
+    let mut s = Samples::new(PAGES * TRIALS);
+    for _ in 0..TRIALS {
+        let buf = map(PAGES * PAGE);
+        time_pages(&mut s, buf, Access::Write);
+        unmap(buf, PAGES * PAGE);
+    }
+    report_samples(&name_n("fault_vmas_", vmas), "tsc/page", &mut s);
+    unmap(filler, vmas * PAGE);
+}
+
+/// munmap or MADV_DONTNEED of [`PAGES`] touched pages, timed per call, per page.
+fn unmap_per_page(name: &str, op: impl Fn(usize, usize) -> Result<(), Errno>) {
+    let mut s = Samples::new(TRIALS);
+    for _ in 0..TRIALS {
+        let buf = map(PAGES * PAGE);
+        touch(buf, PAGES * PAGE);
+        let t0 = tsc();
+        let result = op(buf, PAGES * PAGE);
+        let t1 = tsc();
+        if let Err(e) = result {
+            fail(name, e);
+        }
+        s.push((t1 - t0) / PAGES as u64);
+        let _ = munmap(buf, PAGES * PAGE);
+    }
+    report_samples(name, "tsc/page", &mut s);
+}
+
+/// Long-term write pin of a 16 MiB buffer, per page: on Linux an io_uring fixed-buffer
+/// registration (`IORING_REGISTER_BUFFERS`), timed per call with its unregistration untimed.
+fn pin_longterm_per_page() {
+    const NAME: &str = "pin_longterm_per_page";
+    const REGISTER_BUFFERS: usize = 0;
+    const UNREGISTER_BUFFERS: usize = 1;
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes the 120-byte `struct io_uring_params`.
+    let ring = match unsafe {
+        raw(
+            nr::IO_URING_SETUP,
+            [4, params.as_mut_ptr() as usize, 0, 0, 0, 0],
+        )
+    } {
+        Ok(fd) => fd,
+        Err(e) => return skip(NAME, e),
+    };
+    let len = PAGES * PAGE;
+    let buf = map(len);
+    touch(buf, len);
+    let iov = [buf, len];
+    let mut s = Samples::new(TRIALS);
+    for _ in 0..TRIALS {
+        let t0 = tsc();
+        // SAFETY: `iov` is one `struct iovec` over our own resident buffer, live for the call.
+        let result = unsafe {
+            raw(
+                nr::IO_URING_REGISTER,
+                [ring, REGISTER_BUFFERS, iov.as_ptr() as usize, 1, 0, 0],
+            )
+        };
+        let t1 = tsc();
+        if let Err(e) = result {
+            unmap(buf, len);
+            let _ = close(ring as i32);
+            return skip(NAME, e);
+        }
+        s.push((t1 - t0) / PAGES as u64);
+        // SAFETY: unregistration takes no pointer.
+        let _ = unsafe {
+            raw(
+                nr::IO_URING_REGISTER,
+                [ring, UNREGISTER_BUFFERS, 0, 0, 0, 0],
+            )
+        };
+    }
+    report_samples(NAME, "tsc/page", &mut s);
+    unmap(buf, len);
+    let _ = close(ring as i32);
+}
+
+/// Short-term GUP references through vmsplice: 16 pages (the pipe's 64 KiB) per call, timed per
+/// call, per page; the pipe is drained (untimed) after each call.
+fn vmsplice_batch_per_page() {
+    const NAME: &str = "vmsplice_batch_per_page";
+    const BATCH: usize = 16;
+    let fds = match pipe() {
+        Ok(fds) => fds,
+        Err(e) => return skip(NAME, e),
+    };
+    let len = PAGES * PAGE;
+    let buf = map(len);
+    touch(buf, len);
+    let sink = map(BATCH * PAGE);
+    touch(sink, BATCH * PAGE);
+    let mut s = Samples::new(TRIALS * PAGES / BATCH);
+    'trials: for _ in 0..TRIALS {
+        for batch in 0..PAGES / BATCH {
+            let iov = [buf + batch * BATCH * PAGE, BATCH * PAGE];
+            let t0 = tsc();
+            // SAFETY: `iov` is one `struct iovec` over our own resident buffer, live for the
+            // call; vmsplice only reads it (no SPLICE_F_GIFT).
+            let result = unsafe {
+                raw(
+                    nr::VMSPLICE,
+                    [fds[1] as usize, iov.as_ptr() as usize, 1, 0, 0, 0],
+                )
+            };
+            let t1 = tsc();
+            match result {
+                Ok(n) => {
+                    s.push((t1 - t0) / BATCH as u64);
+                    let mut left = n;
+                    while left > 0 {
+                        // SAFETY: `sink` is our own resident mapping of BATCH pages.
+                        let out = unsafe {
+                            core::slice::from_raw_parts_mut(sink as *mut u8, left.min(BATCH * PAGE))
+                        };
+                        match read(fds[0], out) {
+                            Ok(0) | Err(_) => break,
+                            Ok(got) => left -= got,
+                        }
+                    }
+                }
+                Err(e) => {
+                    skip(NAME, e);
+                    s.len = 0;
+                    break 'trials;
+                }
+            }
+        }
+    }
+    if s.len > 0 {
+        report_samples(NAME, "tsc/page", &mut s);
+    }
+    drop(s);
+    unmap(sink, BATCH * PAGE);
+    unmap(buf, len);
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+}
+
+/// `struct gup_test` of `mm/gup_test.h` (Linux 6.1): 80 bytes.
+#[repr(C)]
+struct GupTest {
+    get_delta_usec: u64,
+    put_delta_usec: u64,
+    addr: u64,
+    size: u64,
+    nr_pages_per_call: u32,
+    gup_flags: u32,
+    test_flags: u32,
+    which_pages: [u32; 8],
+}
+
+/// `_IOWR('g', nr, struct gup_test)`.
+const fn gup_ioctl(nr: usize) -> usize {
+    (3 << 30) | (core::mem::size_of::<GupTest>() << 16) | ((b'g' as usize) << 8) | nr
+}
+
+/// GUP-fast and slow-path pin plus unpin per page through the `gup_test` debugfs ioctls
+/// (`PIN_FAST_BENCHMARK`, `PIN_BASIC_TEST`), 4096 pages per call, timed per call from user space.
+fn gup_test_pins() {
+    const FOLL_WRITE: u32 = 0x01;
+    let paths: [(&str, usize); 2] = [
+        ("gup_fast_pin_per_page", gup_ioctl(2)),
+        ("gup_slow_pin_per_page", gup_ioctl(5)),
+    ];
+    let path = b"/sys/kernel/debug/gup_test\0";
+    // SAFETY: `path` is NUL-terminated; open reads it.
+    let fd = match unsafe { raw(nr::OPEN, [path.as_ptr() as usize, 2, 0, 0, 0, 0]) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            for (name, _) in paths {
+                skip(name, e);
+            }
+            return;
+        }
+    };
+    let len = PAGES * PAGE;
+    let buf = map(len);
+    touch(buf, len);
+    for (name, request) in paths {
+        let mut s = Samples::new(TRIALS);
+        let mut failed = None;
+        for _ in 0..TRIALS {
+            let mut args = GupTest {
+                get_delta_usec: 0,
+                put_delta_usec: 0,
+                addr: buf as u64,
+                size: len as u64,
+                nr_pages_per_call: PAGES as u32,
+                gup_flags: FOLL_WRITE,
+                test_flags: 0,
+                which_pages: [0; 8],
+            };
+            let t0 = tsc();
+            // SAFETY: `args` is a live `struct gup_test` the ioctl reads and writes.
+            let result = unsafe {
+                raw(
+                    nr::IOCTL,
+                    [fd, request, &mut args as *mut GupTest as usize, 0, 0, 0],
+                )
+            };
+            let t1 = tsc();
+            if let Err(e) = result {
+                failed = Some(e);
+                break;
+            }
+            s.push((t1 - t0) / PAGES as u64);
+        }
+        match failed {
+            Some(e) => skip(name, e),
+            None => report_samples(name, "tsc/page", &mut s),
+        }
+    }
+    unmap(buf, len);
+    let _ = close(fd as i32);
+}
