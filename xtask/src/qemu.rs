@@ -29,6 +29,11 @@ pub struct QemuArgs {
     /// development and CI machines.
     #[arg(long)]
     pub kvm: bool,
+    /// Deterministic TCG (`-icount shift=0,sleep=off`, a virtual RTC): the guest TSC counts
+    /// retired instructions, the configuration of `shared/perf/LINUX-BASELINE.md` and of
+    /// `cargo xtask bench`.
+    #[arg(long, conflicts_with = "kvm")]
+    pub icount: bool,
     /// Start QEMU stopped with a gdb server on :1234 (`-s -S`) and print the gdb command to
     /// attach.
     #[arg(long)]
@@ -52,7 +57,18 @@ pub enum Accel {
     Tcg,
     /// Hardware virtualization with the host's CPU model.
     Kvm,
+    /// Software emulation with `-icount shift=0,sleep=off` and a virtual-clock RTC: one TSC tick
+    /// per retired guest instruction, so timings are instruction counts that repeat exactly.
+    Icount,
 }
+
+/// The QEMU options of [`Accel::Icount`] after `-cpu qemu64 -accel tcg` (LINUX-BASELINE.md).
+pub const ICOUNT_ARGS: [&str; 4] = [
+    "-icount",
+    "shift=0,sleep=off",
+    "-rtc",
+    "base=2024-01-01T00:00:00,clock=vm",
+];
 
 /// One QEMU machine booting one cowlab image.
 #[derive(Debug, Clone)]
@@ -88,6 +104,9 @@ impl Machine {
         match self.accel {
             Accel::Tcg => command.args(["-cpu", "qemu64", "-accel", "tcg"]),
             Accel::Kvm => command.args(["-cpu", "host", "-accel", "kvm"]),
+            Accel::Icount => command
+                .args(["-cpu", "qemu64", "-accel", "tcg"])
+                .args(ICOUNT_ARGS),
         };
         command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if !self.cmdline.is_empty() {
@@ -176,6 +195,8 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     let accel = if args.kvm {
         check_kvm()?;
         Accel::Kvm
+    } else if args.icount {
+        Accel::Icount
     } else {
         Accel::Tcg
     };
@@ -253,7 +274,7 @@ pub fn gdb_command(kernel_elf: &Path) -> Result<String> {
 fn kvm_hint(accel: Accel) -> &'static str {
     match accel {
         Accel::Kvm => "; KVM does not work on cowlab's development and CI machines: drop --kvm",
-        Accel::Tcg => "",
+        Accel::Tcg | Accel::Icount => "",
     }
 }
 
@@ -588,6 +609,19 @@ mod tests {
         assert!(!shown.contains("fw_cfg"), "{shown}");
         assert!(shown.contains("-cpu host -accel kvm"), "{shown}");
         assert!(shown.ends_with("-s -S"), "{shown}");
+        let icount = Machine {
+            accel: Accel::Icount,
+            gdb: false,
+            ..quiet
+        };
+        let shown = show_command(&icount.command(Path::new("qemu")));
+        assert!(
+            shown.contains(
+                "-cpu qemu64 -accel tcg -icount shift=0,sleep=off \
+                 -rtc base=2024-01-01T00:00:00,clock=vm"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]
