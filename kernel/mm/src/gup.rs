@@ -223,13 +223,16 @@ fn get_one_page<A: Arch>(
     if va.as_u64() >= USER_END {
         return Err(MmError::Fault);
     }
+    // The pin's DMA direction is the caller's request, even if a FOLL_FORCE retry below drops
+    // FOLL_WRITE from the lookup (the COW was broken for this caller).
+    let requested = flags;
     for _ in 0..MAX_FAULT_ROUNDS {
         let era = mm.era();
         // The VMA may have changed while the hook ran (as while Linux dropped the lock).
         let vma = aspace.find_vma(va).ok_or(MmError::Fault)?;
         check_vma_flags(mm, vma, flags)?;
         let kind = match follow_page_pte(mm, aspace, vma, va, flags) {
-            Follow::Page(frame) => return Ok(grab_page(mm, aspace, frame, flags)),
+            Follow::Page(frame) => return Ok(grab_page(mm, aspace, frame, requested | flags)),
             Follow::Fault(kind) => kind,
         };
         let forced = kind == FaultKind::Write && !vma.prot().write();
@@ -512,7 +515,9 @@ pub(crate) fn access_process_vm_write_hooked<A: Arch>(
             }
             break;
         }
-        page.dma_write(mm, off, &data[done..done + n]);
+        page.dma_from_device()
+            .expect("a FOLL_WRITE reference")
+            .dma_write(mm, off, &data[done..done + n]);
         page.unpin_dirty(mm, UnpinDirty::MakeDirty);
         done += n;
     }

@@ -11,7 +11,7 @@ use core::sync::atomic::AtomicU64;
 use crate::addr::PhysAddr;
 use crate::arch::Arch;
 use crate::mm::Mm;
-use crate::pin::PinnedPage;
+use crate::pin::{DmaFromDevice, PinnedPage};
 use crate::PAGE_SIZE;
 
 /// The window over physical memory `[0, limit)`.
@@ -145,19 +145,24 @@ impl PinnedPage {
         // Rust reference (user pages are only reached through raw copies).
         unsafe { mm.phys().read(self.frame + offset as u64, buf) };
     }
+}
 
-    /// The device writes the page (DMA from the device), as the pin's holder may.
+/// Device writes into a page pinned with `FOLL_WRITE`.
+impl DmaFromDevice<'_> {
+    /// The device writes the page (DMA from the device), as the holder of a write pin may.
     pub fn dma_write<A: Arch>(&self, mm: &Mm<A>, offset: usize, data: &[u8]) {
+        let frame = self.page.frame;
         assert!(
             offset + data.len() <= PAGE_SIZE,
             "DMA beyond the pinned page"
         );
         assert!(
-            self.frame != mm.zero_page(),
+            frame != mm.zero_page(),
             "DMA write into the shared zero page: it must have been unshared first"
         );
-        // SAFETY: the pin keeps the frame allocated and entitles its holder to write it; the
+        // SAFETY: the pin keeps the frame allocated; it was taken with FOLL_WRITE, which broke
+        // COW first, so the holder may write it (a `DmaFromDevice` exists for no other pin); the
         // contents are never accessed through a Rust reference.
-        unsafe { mm.phys().write(self.frame + offset as u64, data) };
+        unsafe { mm.phys().write(frame + offset as u64, data) };
     }
 }

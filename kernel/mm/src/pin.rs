@@ -8,8 +8,8 @@
 //! is released correctly even if the era changes meanwhile. The invariant: every `PinnedPage`
 //! is exactly one reference (and, for `Pin`, one `pincount`), counted in the `gup_*_held`
 //! gauges until released. The full GUP (faulting, unsharing, `FOLL_*` checks) is `gup.rs`;
-//! [`pin_user_page`] and [`get_user_page`] are the single-page, no-fault shortcuts fork tests
-//! use.
+//! [`pin_user_page`] and [`get_user_page`] are single-page wrappers over it. A pin's DMA
+//! direction is fixed when it is taken: only `FOLL_WRITE` pins hand out a [`DmaFromDevice`].
 
 #![deny(unsafe_code)]
 
@@ -46,11 +46,35 @@ pub enum UnpinDirty {
 
 /// A page held by a device or kernel user. Not `Clone`: each one is one reference. Release it
 /// with [`PinnedPage::unpin`]; dropping it leaks the page.
+///
+/// Every pin can be read by a device (DMA *to* the device, [`PinnedPage::dma_read`]). Only a
+/// pin taken with `FOLL_WRITE` — which broke COW first, so the page is the caller's own — can be
+/// written by one (DMA *from* the device): that takes a [`DmaFromDevice`] handle, which
+/// [`PinnedPage::dma_from_device`] hands out for write pins only.
 #[must_use = "a pinned page must be released with unpin()"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct PinnedPage {
     pub(crate) frame: PhysAddr,
     kind: PinKind,
+    direction: DmaDirection,
+}
+
+/// Which DMA directions the holder of a [`PinnedPage`] was granted when it was taken.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum DmaDirection {
+    /// Taken without `FOLL_WRITE`: the device may only read the page.
+    ToDevice,
+    /// Taken with `FOLL_WRITE`: the device may also write it.
+    Bidirectional,
+}
+
+/// The right to write a pinned page from a device (DMA from the device into memory). Exists
+/// only for pins taken with `FOLL_WRITE`: a read-only pin or reference (`vmsplice`, a read-only
+/// `FOLL_PIN`) may map a page some other process still maps, and a device write there would
+/// land in that process's memory.
+#[derive(Debug)]
+pub struct DmaFromDevice<'p> {
+    pub(crate) page: &'p PinnedPage,
 }
 
 impl PinnedPage {
@@ -60,6 +84,15 @@ impl PinnedPage {
 
     pub fn kind(&self) -> PinKind {
         self.kind
+    }
+
+    /// The handle through which a device writes this page: `EPERM` unless the pin was taken
+    /// with `FOLL_WRITE`.
+    pub fn dma_from_device(&self) -> Result<DmaFromDevice<'_>, MmError> {
+        match self.direction {
+            DmaDirection::Bidirectional => Ok(DmaFromDevice { page: self }),
+            DmaDirection::ToDevice => Err(MmError::Perm),
+        }
     }
 
     /// Releases the page (Linux `unpin_user_page` or `put_page`).
@@ -122,11 +155,17 @@ fn account_grab<A: Arch>(
     frame: PhysAddr,
     flags: FollFlags,
 ) -> PinnedPage {
+    let direction = if flags.contains(FollFlags::WRITE) {
+        DmaDirection::Bidirectional
+    } else {
+        DmaDirection::ToDevice
+    };
     if !flags.contains(FollFlags::PIN) || !rules::foll_pin_tracked(mm.era()) {
         stats::inc(&mm.counters.gup_refs_held);
         return PinnedPage {
             frame,
             kind: PinKind::Get,
+            direction,
         };
     }
     aspace.set_has_pinned();
@@ -137,36 +176,34 @@ fn account_grab<A: Arch>(
     PinnedPage {
         frame,
         kind: PinKind::Pin,
+        direction,
     }
 }
 
-/// Pins the page mapped at `va` in `aspace`, which must be present (no fault is taken):
-/// a `FOLL_PIN` pin under the 2020+ rules, a plain reference before. Marks the address space
-/// as having pinned (`MMF_HAS_PINNED`) before the pin becomes visible. `EFAULT` if nothing is
-/// mapped there. No `FOLL_*` checks: use `gup::pin_user_pages` for those.
+/// Pins the page mapped at `va` for a device that writes it: `pin_user_pages(FOLL_WRITE)` on
+/// one page, through the real GUP (faults the page in and breaks COW first, so the pinned page
+/// is the caller's exclusive page). A `FOLL_PIN` pin under the 2020+ rules, a plain reference
+/// before. `EFAULT` if it cannot be pinned.
 #[doc(alias = "pin_user_pages")]
 pub fn pin_user_page<A: Arch>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    aspace: &mut AddressSpace,
     va: VirtAddr,
 ) -> Result<PinnedPage, MmError> {
-    let pte = aspace
-        .translate(mm, va)
-        .filter(|p| p.is_present())
-        .ok_or(MmError::Fault)?;
-    Ok(grab_page(mm, aspace, pte.frame(), FollFlags::PIN))
+    let mut slot = [None];
+    crate::gup::pin_user_pages(mm, aspace, va, FollFlags::WRITE, &mut slot)?;
+    Ok(slot[0].take().expect("GUP reported one page"))
 }
 
-/// Takes a plain reference (`FOLL_GET`) on the page mapped at `va`, in every era.
+/// Takes a plain read-only reference (`FOLL_GET`) on the page mapped at `va`, in every era:
+/// `get_user_pages(0)` on one page, through the real GUP (faults it in if needed).
 #[doc(alias = "get_user_pages")]
 pub fn get_user_page<A: Arch>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    aspace: &mut AddressSpace,
     va: VirtAddr,
 ) -> Result<PinnedPage, MmError> {
-    let pte = aspace
-        .translate(mm, va)
-        .filter(|p| p.is_present())
-        .ok_or(MmError::Fault)?;
-    Ok(grab_page(mm, aspace, pte.frame(), FollFlags::GET))
+    let mut slot = [None];
+    crate::gup::get_user_pages(mm, aspace, va, FollFlags::NONE, &mut slot)?;
+    Ok(slot[0].take().expect("GUP reported one page"))
 }

@@ -89,7 +89,9 @@ impl RegisteredBuffer {
     /// A device writes `data` at `offset` of the buffer (DMA from the device into memory).
     pub fn dma_write<A: Arch>(&self, mm: &Mm<A>, offset: usize, data: &[u8]) {
         self.for_each_chunk(offset, data.len(), |page, off, range| {
-            page.dma_write(mm, off, &data[range]);
+            page.dma_from_device()
+                .expect("registered buffers are pinned with FOLL_WRITE")
+                .dma_write(mm, off, &data[range]);
         });
     }
 

@@ -331,7 +331,8 @@ pub fn hw_fork_copies_pinned_page() -> TestResult {
     let va = parent.map_anon(1)?;
     ensure!(parent.write(va, 0x66) == Ok(()), "setup");
     let (frame, _) = parent.pte(va).ok_or_else(|| err("no PTE", &va))?;
-    let pin = pin_user_page(memory::mm(), &parent.space.lock(), va).map_err(|e| err("pin", &e))?;
+    let pin =
+        pin_user_page(memory::mm(), &mut parent.space.lock(), va).map_err(|e| err("pin", &e))?;
     let child = parent.fork()?;
     let (child_frame, _) = child.pte(va).ok_or_else(|| err("child PTE", &va))?;
     ensure!(
@@ -504,7 +505,7 @@ pub fn hw_era_switch_changes_reuse() -> TestResult {
         let va = parent.map_anon(1)?;
         ensure!(parent.write(va, 1) == Ok(()), "setup");
         let child = parent.fork()?;
-        let reference = cowlab_mm::pin::get_user_page(mm, &parent.space.lock(), va)
+        let reference = cowlab_mm::pin::get_user_page(mm, &mut parent.space.lock(), va)
             .map_err(|e| err("get_user_page", &e))?;
         child.exit();
         ensure!(parent.write(va, 2) == Ok(()), "parent write");

@@ -94,7 +94,9 @@ fn memfd_rw_longterm_pin_shared(era: Era, path: Path) -> bool {
         env.finish(std::vec![s]);
         return false;
     };
-    pin.dma_write(&env.mm, 0, &9u64.to_le_bytes());
+    pin.dma_from_device()
+        .unwrap()
+        .dma_write(&env.mm, 0, &9u64.to_le_bytes());
     let ok = env.read(&mut s, va).unwrap() == 9 && obj_u64(&env, &obj, 0) == 9;
     env.check(&[&s]);
     pin.unpin(&env.mm);

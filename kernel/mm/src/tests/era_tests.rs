@@ -7,23 +7,23 @@ use crate::pin::{get_user_page, pin_user_page, PinKind};
 /// reference held by `hold`.
 fn write_protected_with_extra_ref(
     env: &Env,
-    hold: fn(&Env, &AddressSpace, VirtAddr) -> crate::pin::PinnedPage,
+    hold: fn(&Env, &mut AddressSpace, VirtAddr) -> crate::pin::PinnedPage,
 ) -> (AddressSpace, VirtAddr, PhysAddr, crate::pin::PinnedPage) {
     let mut s = env.space();
     let va = env.map(&mut s, 0, 1, Prot::RW);
     env.write(&mut s, va, 1).unwrap();
     let frame = env.frame(&s, va);
-    let held = hold(env, &s, va);
+    let held = hold(env, &mut s, va);
     s.clear_refs_soft_dirty(&env.mm);
     env.check(&[&s]);
     (s, va, frame, held)
 }
 
-fn gup(env: &Env, s: &AddressSpace, va: VirtAddr) -> crate::pin::PinnedPage {
+fn gup(env: &Env, s: &mut AddressSpace, va: VirtAddr) -> crate::pin::PinnedPage {
     get_user_page(&env.mm, s, va).unwrap()
 }
 
-fn pin(env: &Env, s: &AddressSpace, va: VirtAddr) -> crate::pin::PinnedPage {
+fn pin(env: &Env, s: &mut AddressSpace, va: VirtAddr) -> crate::pin::PinnedPage {
     pin_user_page(&env.mm, s, va).unwrap()
 }
 
@@ -87,7 +87,7 @@ fn fork_with_a_dma_buffer_loses_the_parents_data_before_2020() {
         let mut parent = env.space();
         let va = env.map(&mut parent, 0, 1, Prot::RW);
         env.write(&mut parent, va, 1).unwrap();
-        let dma = pin_user_page(&env.mm, &parent, va).unwrap();
+        let dma = pin_user_page(&env.mm, &mut parent, va).unwrap();
         let expected_kind = if era >= Era::Y2020 {
             PinKind::Pin
         } else {
@@ -96,7 +96,9 @@ fn fork_with_a_dma_buffer_loses_the_parents_data_before_2020() {
         assert_eq!(dma.kind(), expected_kind, "{era}");
         let mut child = parent.fork(&env.mm).unwrap();
         env.write(&mut parent, va + 8, 2).unwrap();
-        dma.dma_write(&env.mm, 16, &0xd00du64.to_le_bytes());
+        dma.dma_from_device()
+            .unwrap()
+            .dma_write(&env.mm, 16, &0xd00du64.to_le_bytes());
         env.check(&[&parent, &child]);
         let parent_sees = env.read(&mut parent, va + 16).unwrap() == 0xd00d;
         let child_sees = env.read(&mut child, va + 16).unwrap() == 0xd00d;
@@ -126,7 +128,7 @@ fn era_switches_at_run_time() {
     let va = env.map(&mut s, 0, 1, Prot::RW);
     env.write(&mut s, va, 1).unwrap();
     // A plain reference taken under 2009 is released correctly under 2023.
-    let r = pin_user_page(&env.mm, &s, va).unwrap();
+    let r = pin_user_page(&env.mm, &mut s, va).unwrap();
     env.mm.set_era(Era::Y2023);
     assert_eq!(r.kind(), PinKind::Get);
     r.unpin(&env.mm);

@@ -102,7 +102,7 @@ fn fork_of_pinned_exclusive_page_copies_for_child() {
     let va = env.map(&mut parent, 0, 1, Prot::RW);
     env.write(&mut parent, va, 0x1234).unwrap();
     let frame = env.frame(&parent, va);
-    let pin = pin_user_page(&env.mm, &parent, va).unwrap();
+    let pin = pin_user_page(&env.mm, &mut parent, va).unwrap();
     assert_eq!(pin.kind(), PinKind::Pin);
     assert!(parent.has_pinned());
     env.check(&[&parent]);
@@ -124,7 +124,9 @@ fn fork_of_pinned_exclusive_page_copies_for_child() {
     let mut b = [0u8; 8];
     pin.dma_read(&env.mm, 0, &mut b);
     assert_eq!(u64::from_le_bytes(b), 0x5678);
-    pin.dma_write(&env.mm, 8, &7u64.to_le_bytes());
+    pin.dma_from_device()
+        .unwrap()
+        .dma_write(&env.mm, 8, &7u64.to_le_bytes());
     assert_eq!(env.read(&mut parent, va + 8).unwrap(), 7);
     assert_eq!(env.read(&mut child, va + 8).unwrap(), 0);
     pin.unpin(&env.mm);
@@ -213,7 +215,7 @@ fn fork_out_of_memory_leaves_parent_intact() {
     }
     // Pin everything so fork must copy every page: it cannot.
     let pins: std::vec::Vec<_> = (0..20)
-        .map(|i| pin_user_page(&env.mm, &parent, va + i * PAGE).unwrap())
+        .map(|i| pin_user_page(&env.mm, &mut parent, va + i * PAGE).unwrap())
         .collect();
     assert_eq!(
         parent.fork(&env.mm).map(|_| ()).unwrap_err(),

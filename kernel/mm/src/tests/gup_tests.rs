@@ -461,3 +461,77 @@ fn dirty_cow_race_on_anon_memory_never_writes_the_zero_page() {
         env.finish(std::vec![s]);
     }
 }
+
+/// `pin_user_page` goes through the real GUP: pinning a page the parent shares with a fork
+/// child never pins the shared page (SEMANTICS.md section 1: a pinned anon page in a private
+/// mapping is exclusive), and the child keeps its own view when the device writes.
+#[test]
+fn pin_user_page_of_a_page_shared_with_a_child_pins_an_exclusive_copy() {
+    for era in [Era::Y2022, Era::Y2023] {
+        let env = Env::era(era);
+        let mut parent = env.space();
+        let va = env.map(&mut parent, 0, 1, Prot::RW);
+        env.write(&mut parent, va, 0x11).unwrap();
+        let mut child = parent.fork(&env.mm).unwrap();
+        let shared = env.frame(&parent, va);
+        assert_eq!(env.frame(&child, va), shared);
+        let pin = crate::pin::pin_user_page(&env.mm, &mut parent, va).unwrap();
+        env.check(&[&parent, &child]);
+        assert_ne!(pin.frame(), shared, "{era}: pinned the page the child maps");
+        assert_eq!(pin.frame(), env.frame(&parent, va), "{era}");
+        assert!(env.exclusive(&parent, va), "{era}");
+        pin.dma_from_device()
+            .unwrap()
+            .dma_write(&env.mm, 0, &0x22u64.to_le_bytes());
+        assert_eq!(env.read(&mut parent, va).unwrap(), 0x22, "{era}");
+        assert_eq!(
+            env.read(&mut child, va).unwrap(),
+            0x11,
+            "{era}: the child saw the DMA"
+        );
+        pin.unpin(&env.mm);
+        // A read-only pin of a page shared with a child unshares it too.
+        let grandchild = parent.fork(&env.mm).unwrap();
+        let shared = env.frame(&parent, va);
+        let ro = pin_one(&env, &mut parent, va, FollFlags::NONE, Path::Slow).unwrap();
+        env.check(&[&parent, &child, &grandchild]);
+        assert_ne!(ro.frame(), shared, "{era}");
+        assert_eq!(env.frame(&grandchild, va), shared, "{era}");
+        ro.unpin(&env.mm);
+        env.finish(std::vec![parent, child, grandchild]);
+    }
+}
+
+/// Only a `FOLL_WRITE` pin may be written by a device: read-only pins and `FOLL_GET`
+/// references (vmsplice) of a page shared with a child are refused a `DmaFromDevice`.
+#[test]
+fn only_write_pins_can_be_written_by_a_device() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let mut parent = env.space();
+        let va = env.map(&mut parent, 0, 1, Prot::RW);
+        env.write(&mut parent, va, 0x11).unwrap();
+        let mut child = parent.fork(&env.mm).unwrap();
+        let mut slot = [None];
+        get_user_pages(&env.mm, &mut parent, va, FollFlags::NONE, &mut slot).unwrap();
+        let get = slot[0].take().unwrap();
+        assert_eq!(get.dma_from_device().unwrap_err(), MmError::Perm, "{era}");
+        assert_eq!(pin_read_u64(&env, &get, 0), 0x11);
+        let ro = pin_one(&env, &mut parent, va, FollFlags::NONE, Path::Fast).unwrap();
+        assert_eq!(ro.dma_from_device().unwrap_err(), MmError::Perm, "{era}");
+        let rw = pin_one(&env, &mut parent, va, FollFlags::WRITE, Path::Slow).unwrap();
+        rw.dma_from_device()
+            .unwrap()
+            .dma_write(&env.mm, 8, &5u64.to_le_bytes());
+        assert_eq!(
+            env.read(&mut child, va + 8).unwrap(),
+            0,
+            "{era}: DMA reached the child"
+        );
+        for p in [get, ro, rw] {
+            p.unpin(&env.mm);
+        }
+        env.check(&[&parent, &child]);
+        env.finish(std::vec![parent, child]);
+    }
+}

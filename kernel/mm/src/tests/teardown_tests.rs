@@ -41,7 +41,7 @@ fn exit_while_pinned_frees_page_at_unpin() {
     let mut s = env.space();
     let va = env.map(&mut s, 0, 1, Prot::RW);
     env.write(&mut s, va, 9).unwrap();
-    let pin = pin_user_page(&env.mm, &s, va).unwrap();
+    let pin = pin_user_page(&env.mm, &mut s, va).unwrap();
     s.exit(&env.mm);
     env.check(&[]);
     let mut b = [0u8; 8];

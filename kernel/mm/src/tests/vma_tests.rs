@@ -427,7 +427,10 @@ fn huge_lengths_and_top_addresses_are_refused_without_overflow() {
             if u128::from(addr) + len as u128 <= u128::from(USER_END) {
                 continue; // a legal range (holes are fine for munmap)
             }
-            assert!(s.munmap(&env.mm, a, len).is_err(), "munmap({addr:#x}, {len:#x})");
+            assert!(
+                s.munmap(&env.mm, a, len).is_err(),
+                "munmap({addr:#x}, {len:#x})"
+            );
             assert!(s.mprotect(&env.mm, a, len, Prot::READ).is_err());
             assert!(s.madvise(&env.mm, a, len, Advice::DontNeed).is_err());
             assert!(s.madvise(&env.mm, a, len, Advice::DontFork).is_err());
@@ -437,7 +440,10 @@ fn huge_lengths_and_top_addresses_are_refused_without_overflow() {
     for &addr in &[USER_END, 1 << 63, !(PAGE - 1)] {
         let a = VirtAddr::new(addr);
         for len in [1usize, PAGE_SIZE, 2 * PAGE_SIZE] {
-            assert_eq!(s.mmap(&env.mm, a, len, Prot::RW, fixed), Err(MmError::NoMem));
+            assert_eq!(
+                s.mmap(&env.mm, a, len, Prot::RW, fixed),
+                Err(MmError::NoMem)
+            );
             assert!(s.munmap(&env.mm, a, len).is_err());
             assert!(s.mprotect(&env.mm, a, len, Prot::READ).is_err());
             assert!(s.madvise(&env.mm, a, len, Advice::DontNeed).is_err());
@@ -450,7 +456,10 @@ fn huge_lengths_and_top_addresses_are_refused_without_overflow() {
     // brk to absurd breaks keeps the old break.
     s.set_brk_base(VirtAddr::new(BASE + 16 * PAGE));
     for &addr in &[USER_END + 1, 1 << 63, u64::MAX] {
-        assert_eq!(s.brk(&env.mm, VirtAddr::new(addr)), VirtAddr::new(BASE + 16 * PAGE));
+        assert_eq!(
+            s.brk(&env.mm, VirtAddr::new(addr)),
+            VirtAddr::new(BASE + 16 * PAGE)
+        );
     }
     // The one mapping is intact.
     env.write(&mut s, va, 7).unwrap();
