@@ -5,6 +5,7 @@
 //! tiers. The contracts it follows (kernel command line, exit statuses, the KTEST protocol,
 //! the ramdisk format) are in `docs/architecture.md`.
 
+mod bench;
 mod build;
 mod deps;
 mod elf;
@@ -43,6 +44,9 @@ enum Command {
     Test(test::TestArgs),
     /// Build the kernel, the userland programs, the ramdisk and the disk image; print their paths.
     Image(ImageArgs),
+    /// Run the fault-path benchmark (`bench`) in deterministic QEMU (-icount), compare it with
+    /// Linux 6.1 and the targets, write target/bench/results.{json,csv} and SVG charts.
+    Bench(bench::BenchArgs),
 }
 
 /// What to build: shared by `qemu`, `test` and `image`.
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Qemu(args) => qemu::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Image(args) => image_command(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,279 @@
+//! The comparison table: cowlab against Linux 6.1 and issue 7's targets (and the host, with
+//! `--host`), printed as text and written as JSON and CSV.
+
+use std::fmt::Write as _;
+
+use super::results::{Measurement, Reference, Run};
+
+/// One row of the comparison.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub unit: String,
+    pub cowlab: Option<Measurement>,
+    /// Why cowlab has no number (the errno of a `BENCH-SKIP`), if it has none.
+    pub skipped: Option<String>,
+    pub linux: Option<u64>,
+    pub target: Option<u64>,
+    pub host: Option<Measurement>,
+    pub host_skipped: Option<String>,
+}
+
+impl Row {
+    /// cowlab's median over Linux 6.1's.
+    pub fn ratio(&self) -> Option<f64> {
+        let cowlab = self.cowlab.as_ref()?.median as f64;
+        let linux = self.linux? as f64;
+        (linux > 0.0).then(|| cowlab / linux)
+    }
+
+    /// `Some(true)` when cowlab's median is at most the target.
+    pub fn meets_target(&self) -> Option<bool> {
+        Some(self.cowlab.as_ref()?.median <= self.target?)
+    }
+}
+
+/// Rows in the program's order; names only the references know (paths the program did not
+/// reach) come last.
+pub fn rows(cowlab: &Run, host: Option<&Run>, linux: &Reference, targets: &Reference) -> Vec<Row> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut add = |name: &str, unit: &str| {
+        if !names.iter().any(|(n, _)| n == name) {
+            names.push((name.to_owned(), unit.to_owned()));
+        }
+    };
+    for m in &cowlab.measurements {
+        add(&m.name, &m.unit);
+    }
+    for s in &cowlab.skips {
+        add(&s.name, "");
+    }
+    for (name, _) in linux.values.iter().chain(&targets.values) {
+        add(name, "");
+    }
+    names
+        .into_iter()
+        .map(|(name, unit)| {
+            let host_m = host.and_then(|h| h.get(&name)).cloned();
+            let unit = if unit.is_empty() {
+                host_m.as_ref().map(|m| m.unit.clone()).unwrap_or_default()
+            } else {
+                unit
+            };
+            Row {
+                cowlab: cowlab.get(&name).cloned(),
+                skipped: skip_reason(cowlab, &name),
+                linux: linux.get(&name),
+                target: targets.get(&name),
+                host: host_m,
+                host_skipped: host.and_then(|h| skip_reason(h, &name)),
+                unit,
+                name,
+            }
+        })
+        .collect()
+}
+
+fn skip_reason(run: &Run, name: &str) -> Option<String> {
+    run.skips
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.reason.clone())
+}
+
+fn cell(m: Option<&Measurement>, skipped: Option<&String>) -> String {
+    match (m, skipped) {
+        (Some(m), _) => m.median.to_string(),
+        (None, Some(reason)) => format!("skip:{reason}"),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// How a row stands against its target: `ok`, `+N` over it, or nothing.
+pub fn verdict(row: &Row) -> String {
+    match (row.cowlab.as_ref(), row.target) {
+        (Some(m), Some(t)) if m.median <= t => "ok".to_owned(),
+        (Some(m), Some(t)) => format!("+{} ({:.1}x)", m.median - t, m.median as f64 / t as f64),
+        _ => String::new(),
+    }
+}
+
+/// The text table (medians), Markdown-shaped so docs/benchmarks.md can take it as it is.
+pub fn table(rows: &[Row], with_host: bool) -> String {
+    let mut header = vec![
+        "name",
+        "unit",
+        "cowlab",
+        "Linux 6.1",
+        "ratio",
+        "target",
+        "vs target",
+    ];
+    if with_host {
+        header.push("host");
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut cells = vec![
+                r.name.clone(),
+                r.unit.clone(),
+                cell(r.cowlab.as_ref(), r.skipped.as_ref()),
+                opt(r.linux),
+                r.ratio().map_or_else(String::new, |x| format!("{x:.2}")),
+                opt(r.target),
+                verdict(r),
+            ];
+            if with_host {
+                cells.push(cell(r.host.as_ref(), r.host_skipped.as_ref()));
+            }
+            cells
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            body.iter()
+                .map(|c| c[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut out = String::from("|");
+        for (i, c) in cells.iter().enumerate() {
+            // Numbers right-aligned, names and units left-aligned.
+            if i < 2 {
+                let _ = write!(out, " {c:<w$} |", w = widths[i]);
+            } else {
+                let _ = write!(out, " {c:>w$} |", w = widths[i]);
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(&header.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    out.push('|');
+    for (i, w) in widths.iter().enumerate() {
+        let dashes = "-".repeat(*w);
+        if i < 2 {
+            let _ = write!(out, "-{dashes}-|");
+        } else {
+            let _ = write!(out, "-{dashes}:|");
+        }
+    }
+    out.push('\n');
+    for cells in &body {
+        out.push_str(&line(cells));
+    }
+    out
+}
+
+/// `results.csv`: one row per path, empty cells for what is missing.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "name,unit,cowlab_median,cowlab_min,cowlab_n,cowlab_skip,linux_6_1,ratio,target,meets_target,host_median,host_min,host_skip\n",
+    );
+    let num = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.name,
+            r.unit,
+            num(r.cowlab.as_ref().map(|m| m.median)),
+            num(r.cowlab.as_ref().map(|m| m.min)),
+            num(r.cowlab.as_ref().map(|m| m.n)),
+            r.skipped.clone().unwrap_or_default(),
+            num(r.linux),
+            r.ratio().map_or_else(String::new, |x| format!("{x:.4}")),
+            num(r.target),
+            r.meets_target().map_or_else(String::new, |b| b.to_string()),
+            num(r.host.as_ref().map(|m| m.median)),
+            num(r.host.as_ref().map(|m| m.min)),
+            r.host_skipped.clone().unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// `results.json` rows.
+pub fn json_rows(rows: &[Row]) -> serde_json::Value {
+    let m = |m: &Option<Measurement>| {
+        m.as_ref().map_or(
+            serde_json::Value::Null,
+            |m| serde_json::json!({ "median": m.median, "min": m.min, "n": m.n }),
+        )
+    };
+    rows.iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "unit": r.unit,
+                "cowlab": m(&r.cowlab),
+                "cowlab_skip": r.skipped,
+                "linux_6_1": r.linux,
+                "ratio": r.ratio(),
+                "target": r.target,
+                "meets_target": r.meets_target(),
+                "host": m(&r.host),
+                "host_skip": r.host_skipped,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::results::{linux_baseline, targets, FIXTURE};
+    use super::*;
+
+    #[test]
+    fn table_puts_cowlab_beside_linux_and_target() {
+        let run = Run::parse(FIXTURE).unwrap();
+        let rows = rows(&run, Some(&run), &linux_baseline(), &targets());
+        let aw = rows.iter().find(|r| r.name == "anon_write_fault").unwrap();
+        assert_eq!(aw.linux, Some(2746));
+        assert_eq!(aw.target, Some(900));
+        assert_eq!(aw.meets_target(), Some(false));
+        assert_eq!(verdict(aw), "+304 (1.3x)");
+        let text = table(&rows, true);
+        let cells: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with("| anon_write_fault "))
+            .unwrap()
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                "",
+                "anon_write_fault",
+                "tsc/page",
+                "1204",
+                "2746",
+                "0.44",
+                "900",
+                "+304 (1.3x)",
+                "1204",
+                ""
+            ],
+            "{text}"
+        );
+        assert!(text.contains("skip:ENOSYS"), "{text}");
+        // Paths only the baseline names still get a row.
+        assert!(rows.iter().any(|r| r.name == "vmsplice_batch_per_page"));
+        let csv = csv(&rows);
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("anon_write_fault,tsc/page,1204,1204,20480,,2746,")),
+            "{csv}"
+        );
+        assert_eq!(json_rows(&rows)[1]["linux_6_1"], 2746);
+    }
+}

@@ -1,0 +1,228 @@
+//! What one run of `bench` printed, and the reference data it is compared with.
+//!
+//! The program's lines (userland/src/bin/bench.rs):
+//!
+//! ```text
+//! BENCH name=<name> unit=<unit> median=<n> min=<n> n=<samples>
+//! BENCH-SKIP name=<name> reason=<errno>
+//! BENCH-DONE
+//! ```
+//!
+//! The Linux 6.1 column and the targets are CSV files in `xtask/data/`, each naming its source in
+//! its header comment.
+
+use anyhow::{bail, Context, Result};
+
+/// One measured path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measurement {
+    pub name: String,
+    pub unit: String,
+    pub median: u64,
+    pub min: u64,
+    pub n: u64,
+}
+
+/// A path the program could not measure, with the errno that stopped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Everything one run printed, in the program's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Run {
+    pub measurements: Vec<Measurement>,
+    pub skips: Vec<Skip>,
+    /// `BENCH-DONE` was seen: the program got to its end.
+    pub done: bool,
+}
+
+/// What one output line is, if it is one of the program's.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Measured(Measurement),
+    Skipped(Skip),
+    Done,
+}
+
+impl Run {
+    /// Records `line` if it is one of the program's; returns what it was.
+    pub fn push_line(&mut self, line: &str) -> Result<Option<Line>> {
+        let parsed = parse_line(line)?;
+        match &parsed {
+            Some(Line::Measured(m)) => self.measurements.push(m.clone()),
+            Some(Line::Skipped(s)) => self.skips.push(s.clone()),
+            Some(Line::Done) => self.done = true,
+            None => {}
+        }
+        Ok(parsed)
+    }
+
+    pub fn parse(output: &str) -> Result<Run> {
+        let mut run = Run::default();
+        for line in output.lines() {
+            run.push_line(line)?;
+        }
+        Ok(run)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.name == name)
+    }
+}
+
+/// Parses one console line; `None` for lines that are not the program's. The console may put a
+/// `\r` or other output before it, so the marker is searched for, not required at column 0.
+pub fn parse_line(line: &str) -> Result<Option<Line>> {
+    let line = line.trim_end_matches('\r');
+    let Some(at) = line.find("BENCH") else {
+        return Ok(None);
+    };
+    let rest = &line[at..];
+    let (tag, fields) = rest.split_once(' ').unwrap_or((rest, ""));
+    let field = |key: &str| -> Result<&str> {
+        fields
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .with_context(|| format!("`{key}=` missing in {line:?}"))
+    };
+    let number = |key: &str| -> Result<u64> {
+        field(key)?
+            .parse()
+            .with_context(|| format!("`{key}=` is not a number in {line:?}"))
+    };
+    Ok(match tag {
+        "BENCH" => Some(Line::Measured(Measurement {
+            name: field("name")?.to_owned(),
+            unit: field("unit")?.to_owned(),
+            median: number("median")?,
+            min: number("min")?,
+            n: number("n")?,
+        })),
+        "BENCH-SKIP" => Some(Line::Skipped(Skip {
+            name: field("name")?.to_owned(),
+            reason: field("reason")?.to_owned(),
+        })),
+        "BENCH-DONE" => Some(Line::Done),
+        _ => None,
+    })
+}
+
+/// A reference column: `name -> value`, and where the numbers come from.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub values: Vec<(String, u64)>,
+    /// The header comment of the data file.
+    pub source: String,
+}
+
+impl Reference {
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.values.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
+    }
+
+    /// Parses a data file: `#` comment lines (the source), a `name,value` header, then rows.
+    pub fn parse(text: &str) -> Result<Reference> {
+        let mut source = Vec::new();
+        let mut values = Vec::new();
+        let mut header = false;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(comment) = line.strip_prefix('#') {
+                source.push(comment.trim());
+            } else if !header {
+                header = true;
+            } else {
+                let Some((name, value)) = line.split_once(',') else {
+                    bail!("data row without a comma: {line:?}");
+                };
+                let value = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("data row {line:?}"))?;
+                values.push((name.trim().to_owned(), value));
+            }
+        }
+        Ok(Reference {
+            values,
+            source: source.join(" "),
+        })
+    }
+}
+
+/// Linux 6.1 under the same QEMU configuration (LINUX-BASELINE.md).
+pub fn linux_baseline() -> Reference {
+    Reference::parse(include_str!("../../data/linux-6.1.csv")).expect("xtask/data/linux-6.1.csv")
+}
+
+/// Issue 7's targets.
+pub fn targets() -> Reference {
+    Reference::parse(include_str!("../../data/targets.csv")).expect("xtask/data/targets.csv")
+}
+
+#[cfg(test)]
+/// Lines as the program prints them (a shortened real run), with console noise between.
+pub const FIXTURE: &str = "\
+init: argv = \"init\" \"bench\"
+BENCH name=tsc_overhead unit=tsc median=5 min=5 n=20480
+BENCH name=anon_write_fault unit=tsc/page median=1204 min=1204 n=20480
+BENCH name=fork_base unit=tsc median=68474 min=68474 n=5
+BENCH name=fork_touched_mib_1 unit=tsc median=153210 min=153210 n=5
+BENCH name=fault_vmas_10 unit=tsc/page median=1227 min=1227 n=20480
+[2.437992] WARN unknown system call 425 (pid 2): ENOSYS
+BENCH-SKIP name=pin_longterm_per_page reason=ENOSYS\r
+BENCH-DONE
+cowlab: frames free=254919 boot=254919
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_programs_lines() {
+        let run = Run::parse(FIXTURE).unwrap();
+        assert!(run.done);
+        assert_eq!(run.measurements.len(), 5);
+        assert_eq!(
+            run.get("anon_write_fault"),
+            Some(&Measurement {
+                name: "anon_write_fault".into(),
+                unit: "tsc/page".into(),
+                median: 1204,
+                min: 1204,
+                n: 20480,
+            })
+        );
+        assert_eq!(
+            run.skips,
+            vec![Skip {
+                name: "pin_longterm_per_page".into(),
+                reason: "ENOSYS".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_malformed_line_is_an_error() {
+        assert!(parse_line("BENCH name=x unit=tsc median=oops min=1 n=1").is_err());
+        assert!(parse_line("BENCH name=x").is_err());
+        assert!(parse_line("nothing here").unwrap().is_none());
+    }
+
+    #[test]
+    fn reference_data_parses_with_its_source() {
+        let linux = linux_baseline();
+        assert_eq!(linux.get("cow_copy_fault"), Some(3916));
+        assert_eq!(linux.get("fork_base"), Some(72328));
+        assert!(
+            linux.source.contains("LINUX-BASELINE.md"),
+            "{}",
+            linux.source
+        );
+        let targets = targets();
+        assert_eq!(targets.get("anon_read_fault"), Some(350));
+        assert!(targets.source.contains("issue 7"), "{}", targets.source);
+    }
+}
