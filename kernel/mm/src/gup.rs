@@ -31,6 +31,7 @@ use crate::pagetable::Pte;
 use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
 use crate::stats;
+use crate::uaccess::access_ok;
 use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::PAGE_SIZE;
 
@@ -131,6 +132,7 @@ pub fn get_user_pages_fast_only<A: Arch>(
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let flags = valid_gup_flags(gup_flags, Entry::Get)?;
+    check_range(start.align_down(), pages.len())?;
     Ok(gup_fast(mm, aspace, start, flags, pages))
 }
 
@@ -143,6 +145,7 @@ pub fn pin_user_pages_fast_only<A: Arch>(
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let flags = valid_gup_flags(gup_flags, Entry::Pin)?;
+    check_range(start.align_down(), pages.len())?;
     Ok(gup_fast(mm, aspace, start, flags, pages))
 }
 
@@ -190,6 +193,7 @@ pub(crate) fn get_user_pages_locked<A: Arch>(
     hook: &mut RetryHook<'_, A>,
 ) -> Result<usize, MmError> {
     let start = start.align_down();
+    check_range(start, pages.len())?;
     for (i, slot) in pages.iter_mut().enumerate() {
         assert!(slot.is_none(), "GUP output slot {i} already holds a page");
         let va = VirtAddr::new(start.as_u64().wrapping_add(i as u64 * PAGE));
@@ -203,6 +207,17 @@ pub(crate) fn get_user_pages_locked<A: Arch>(
         }
     }
     Ok(pages.len())
+}
+
+/// `EFAULT` unless the `nr_pages` pages from the page-aligned `start` are all user addresses
+/// ([`access_ok`]; Linux `gup_fast_fallback`'s overflow and `TASK_SIZE_MAX` checks).
+fn check_range(start: VirtAddr, nr_pages: usize) -> Result<(), MmError> {
+    let len = nr_pages.checked_mul(PAGE_SIZE).ok_or(MmError::Fault)?;
+    if access_ok(start, len) {
+        Ok(())
+    } else {
+        Err(MmError::Fault)
+    }
 }
 
 /// What the page-table look at one address found (Linux `follow_page_pte`).
@@ -339,6 +354,7 @@ fn gup_fast_fallback<A: Arch>(
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let start = start.align_down();
+    check_range(start, pages.len())?;
     let nr = gup_fast(mm, aspace, start, flags, pages);
     if nr == pages.len() {
         return Ok(nr);
@@ -492,6 +508,9 @@ pub(crate) fn access_process_vm_write_hooked<A: Arch>(
     data: &[u8],
     hook: &mut RetryHook<'_, A>,
 ) -> Result<usize, MmError> {
+    if !access_ok(va, data.len()) {
+        return Err(MmError::Fault);
+    }
     let mut done = 0;
     while done < data.len() {
         let at = va + done as u64;
@@ -532,6 +551,9 @@ pub fn access_process_vm_read<A: Arch>(
     va: VirtAddr,
     buf: &mut [u8],
 ) -> Result<usize, MmError> {
+    if !access_ok(va, buf.len()) {
+        return Err(MmError::Fault);
+    }
     let mut done = 0;
     while done < buf.len() {
         let at = va + done as u64;

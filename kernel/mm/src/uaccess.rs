@@ -11,20 +11,41 @@
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
-use crate::aspace::AddressSpace;
-use crate::error::FaultError;
+use crate::aspace::{AddressSpace, USER_END};
+use crate::error::{FaultError, SegvReason};
 use crate::fault::{handle_mm_fault, FaultKind};
 use crate::mm::Mm;
 use crate::PAGE_SIZE;
 
+/// Is `[va, va + len)` entirely user address space (Linux `access_ok`)? False for kernel-half
+/// and non-canonical addresses (which the page-table walk would otherwise alias onto user
+/// pages, since only bits 47..12 index the tables) and for ranges that wrap or end past
+/// `USER_END`. Every path that takes a user address from outside (`copy_*_user`, GUP,
+/// `access_process_vm_*`) checks it before touching a page table; after it, `va + n` for
+/// `n <= len` cannot overflow.
+pub fn access_ok(va: VirtAddr, len: usize) -> bool {
+    let len = len as u64;
+    len <= USER_END && va.as_u64() <= USER_END - len
+}
+
+/// The [`access_ok`] check as a fault: a bad range is `SEGV_MAPERR` (Linux `EFAULT`).
+fn check_access(va: VirtAddr, len: usize) -> Result<(), FaultError> {
+    if access_ok(va, len) {
+        Ok(())
+    } else {
+        Err(FaultError::Segv(SegvReason::NoMapping))
+    }
+}
+
 /// Copies `data` to user address `va` in `aspace` (Linux `copy_to_user` on another process).
-/// On `Err` a prefix may have been written.
+/// On `Err` a prefix may have been written; nothing is if the range fails [`access_ok`].
 pub fn copy_to_user<A: Arch>(
     mm: &Mm<A>,
     aspace: &mut AddressSpace,
     va: VirtAddr,
     data: &[u8],
 ) -> Result<(), FaultError> {
+    check_access(va, data.len())?;
     let mut done = 0;
     while done < data.len() {
         let at = va + done as u64;
@@ -43,6 +64,7 @@ pub fn copy_from_user<A: Arch>(
     va: VirtAddr,
     buf: &mut [u8],
 ) -> Result<(), FaultError> {
+    check_access(va, buf.len())?;
     let mut done = 0;
     while done < buf.len() {
         let at = va + done as u64;

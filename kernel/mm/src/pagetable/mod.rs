@@ -117,6 +117,10 @@ impl<'m, A: Arch> PageTable<'m, A> {
 
     /// The leaf slot translating `va`, if the tables down to the PT exist.
     pub fn walk(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        if !va.is_canonical() {
+            // Only bits 47..12 index the tables: a non-canonical address would alias another.
+            return None;
+        }
         let mut table = self.root;
         for level in [4u8, 3, 2] {
             let e = self.entry(table, va.table_index(level)).load();

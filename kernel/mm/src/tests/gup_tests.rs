@@ -535,3 +535,101 @@ fn only_write_pins_can_be_written_by_a_device() {
         env.finish(std::vec![parent, child]);
     }
 }
+
+/// `access_ok`: kernel-half, non-canonical (which the table walk would alias onto a user page)
+/// and wrapping ranges are refused by the user copies, every GUP entry point and
+/// `access_process_vm_*`, before any page table is looked at.
+#[test]
+fn user_copies_and_gup_refuse_non_user_and_wrapping_ranges() {
+    use crate::aspace::USER_END;
+    use crate::error::{FaultError, SegvReason};
+    use crate::uaccess::{access_ok, copy_from_user, copy_to_user};
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    env.write(&mut s, va, 0x5eed).unwrap();
+    let alias = VirtAddr::new(0xffff_0000_0000_0000 | va.as_u64());
+    assert_eq!(
+        alias.table_index(4),
+        va.table_index(4),
+        "the alias indexes the same tables"
+    );
+    let bad: [(VirtAddr, usize); 6] = [
+        (alias, 8),
+        (VirtAddr::new(0xffff_8000_0000_0000), 8),
+        (VirtAddr::new(USER_END), 1),
+        (VirtAddr::new(USER_END - 4), 8),
+        (VirtAddr::new(u64::MAX - 3), 8),
+        (va, usize::MAX),
+    ];
+    let segv = Err(FaultError::Segv(SegvReason::NoMapping));
+    for (at, len) in bad {
+        assert!(!access_ok(at, len), "{at:#x}+{len:#x}");
+        let n = len.min(16);
+        let mut buf = [0u8; 16];
+        if len <= 16 {
+            assert_eq!(
+                copy_from_user(&env.mm, &mut s, at, &mut buf[..n]),
+                segv,
+                "{at:#x}"
+            );
+            assert_eq!(
+                copy_to_user(&env.mm, &mut s, at, &buf[..n]),
+                segv,
+                "{at:#x}"
+            );
+            assert_eq!(
+                access_process_vm_read(&env.mm, &mut s, at, &mut buf[..n]),
+                Err(MmError::Fault)
+            );
+            assert_eq!(
+                access_process_vm_write(&env.mm, &mut s, at, &buf[..n]),
+                Err(MmError::Fault)
+            );
+        }
+        if len > 16 {
+            continue;
+        }
+        let mut pages = [None, None];
+        for flags in [FollFlags::NONE, FollFlags::WRITE] {
+            assert_eq!(
+                pin_user_pages(&env.mm, &mut s, at, flags, &mut pages),
+                Err(MmError::Fault)
+            );
+            assert_eq!(
+                pin_user_pages_fast(&env.mm, &mut s, at, flags, &mut pages),
+                Err(MmError::Fault)
+            );
+            assert_eq!(
+                get_user_pages(&env.mm, &mut s, at, flags, &mut pages),
+                Err(MmError::Fault)
+            );
+            assert_eq!(
+                get_user_pages_fast_only(&env.mm, &s, at, flags, &mut pages),
+                Err(MmError::Fault)
+            );
+        }
+    }
+    // A range running past USER_END is refused as a whole, not served partially.
+    let top = VirtAddr::new(USER_END - PAGE);
+    let mut pages = [None, None];
+    assert_eq!(
+        get_user_pages_fast(&env.mm, &mut s, top, FollFlags::NONE, &mut pages),
+        Err(MmError::Fault)
+    );
+    // The aliased page was never touched and still reads back through its real address.
+    assert!(
+        access_ok(va, 8)
+            && access_ok(VirtAddr::new(USER_END - 8), 8)
+            && access_ok(VirtAddr::new(USER_END), 0)
+    );
+    let mut b = [0u8; 8];
+    copy_from_user(&env.mm, &mut s, va, &mut b).unwrap();
+    assert_eq!(u64::from_le_bytes(b), 0x5eed);
+    assert!(
+        s.translate(&env.mm, alias).is_none(),
+        "a non-canonical address has no translation"
+    );
+    env.check(&[&s]);
+    env.finish(std::vec![s]);
+}
