@@ -138,6 +138,13 @@ impl FdTable {
         Ok(index)
     }
 
+    /// Whether `n` more descriptors fit (checked before creating what would be installed, so a
+    /// failure drops nothing while the caller holds locks).
+    pub fn has_room_for(&self, n: usize) -> bool {
+        let used = self.slots.iter().filter(|s| s.is_some()).count();
+        MAX_FDS - used >= n
+    }
+
     pub fn install(&mut self, fd: Fd) -> Result<usize, Errno> {
         self.install_from(0, fd)
     }

@@ -151,12 +151,34 @@ fn block(channel: usize, until: Option<u64>) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Makes every process blocked on `channel` runnable.
+/// Makes every process blocked on `channel` runnable. If the table is locked (by the code
+/// this call is nested in, e.g. a pipe end dropped while the table is being changed; there is
+/// one CPU), the wake-up is deferred and applied by the scheduler before it picks the next
+/// process, so it cannot be lost.
 pub fn wakeup(channel: usize) {
-    let mut table = TABLE.lock();
+    match TABLE.try_lock() {
+        Some(mut table) => wake_in(&mut table, channel),
+        None => DEFERRED_WAKEUPS.lock().push(channel),
+    }
+}
+
+fn wake_in(table: &mut BTreeMap<Pid, Box<Process>>, channel: usize) {
     for p in table.values_mut() {
         if matches!(p.state, State::Blocked { channel: c, .. } if c == channel) {
             p.state = State::Runnable;
+        }
+    }
+}
+
+static DEFERRED_WAKEUPS: Mutex<alloc::vec::Vec<usize>> = Mutex::new(alloc::vec::Vec::new());
+
+/// Applies the wake-ups [`wakeup`] had to defer. Called by the scheduler, table unlocked.
+pub fn apply_deferred_wakeups() {
+    let channels = core::mem::take(&mut *DEFERRED_WAKEUPS.lock());
+    if !channels.is_empty() {
+        let mut table = TABLE.lock();
+        for channel in channels {
+            wake_in(&mut table, channel);
         }
     }
 }

@@ -37,6 +37,7 @@ pub fn request_shutdown(status: i32) {
 /// Gives the CPU back to the idle loop; returns when this process is scheduled again. The
 /// caller has set its state (runnable to yield, blocked to sleep, zombie to die).
 pub fn schedule() {
+    super::apply_deferred_wakeups();
     let pid = super::current_pid();
     let ctx: *mut u64 = {
         let mut table = TABLE.lock();
@@ -57,6 +58,7 @@ pub fn yield_now() {
 
 /// The next runnable process after `LAST` in pid order.
 fn pick() -> Option<Pid> {
+    super::apply_deferred_wakeups();
     let table = TABLE.lock();
     let last = LAST.load(Ordering::Relaxed);
     let runnable = |p: &&alloc::boxed::Box<super::Process>| p.state == State::Runnable;

@@ -446,12 +446,17 @@ pub fn pipe2(fds: u64, flags: u32) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let out = UserPtr::<[i32; 2]>::new(fds)?;
+    if !with_current(|p| p.fds.has_room_for(2)) {
+        return Err(Errno::EMFILE);
+    }
     let pipe = Arc::new(Pipe::default());
     let cloexec = flags & fs::O_CLOEXEC != 0;
     let status = flags & fs::O_NONBLOCK;
     let reader = OpenFile::new(FileKind::PipeRead(pipe.clone()), status);
     let writer = OpenFile::new(FileKind::PipeWrite(pipe), fs::O_WRONLY | status);
-    let (r, w) = with_current(|p| {
+    // A failed second install closes the first descriptor: drop it after the table lock is
+    // released (closing a pipe end wakes sleepers, which takes that lock).
+    let installed = with_current(|p| {
         let r = p.fds.install(Fd {
             file: reader,
             cloexec,
@@ -460,13 +465,17 @@ pub fn pipe2(fds: u64, flags: u32) -> SysResult {
             file: writer,
             cloexec,
         }) {
-            Ok(w) => Ok((r, w)),
-            Err(e) => {
-                let _ = p.fds.close(r as i64);
-                Err(e)
-            }
+            Ok(w) => Ok::<_, Errno>(Ok((r, w))),
+            Err(e) => Ok(Err((e, p.fds.close(r as i64)))),
         }
     })?;
+    let (r, w) = match installed {
+        Ok(fds) => fds,
+        Err((e, closed)) => {
+            drop(closed);
+            return Err(e);
+        }
+    };
     if let Err(e) = out.write(&[r as i32, w as i32]) {
         let closed = with_current(|p| (p.fds.close(r as i64), p.fds.close(w as i64)));
         drop(closed);

@@ -241,6 +241,32 @@ fn main() -> i32 {
     t.check("sysinfo reports RAM", info[4] > 0);
 
     if cowlab_userland::test::on_cowlab() {
+        // Fill the descriptor table (1024) but one slot: pipe then fails with EMFILE and the
+        // half-made pipe is closed again.
+        let mut opened = 0;
+        while open(c"/dev/null", 0).is_ok() {
+            opened += 1;
+        }
+        t.eq(
+            "open beyond 1024 descriptors is EMFILE",
+            open(c"/dev/null", 0),
+            Err(Errno(24)),
+        );
+        let _ = close(1000);
+        t.eq(
+            "pipe with one free slot is EMFILE",
+            pipe().map(|_| ()),
+            Err(Errno(24)),
+        );
+        t.check(
+            "and leaves the slot free",
+            open(c"/dev/null", 0) == Ok(1000),
+        );
+        for fd in 3..1024 {
+            let _ = close(fd);
+        }
+        t.check("opened up to the limit", opened > 1000);
+
         // Only on cowlab: under xtask the host's stdout is a pipe, and its / is writable.
         let mut ws = [0u16; 4];
         t.eq(
