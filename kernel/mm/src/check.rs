@@ -145,7 +145,7 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
             stats.shmem_pages
         ));
     }
-    if stats.anon_pages != anon || stats.pagetable_pages < tables {
+    if stats.anon_pages != anon || stats.pagetable_pages != tables {
         return Err(format!(
             "counters: anon_pages {} (table says {anon}), pagetable_pages {} (tables {tables})",
             stats.anon_pages, stats.pagetable_pages
@@ -164,8 +164,17 @@ fn check_space<A: Arch>(
 ) -> Result<(), String> {
     let pt = aspace.page_table(mm);
     let mut err = None;
-    pt.for_each_table(&mut |table, level| {
+    pt.for_each_table(&mut |table, level, base| {
         let pfn = table.pfn();
+        // Tables are allocated only for addresses inside VMAs, and every unmap frees the
+        // tables its range leaves empty: a table whose span meets no VMA is a leak.
+        let span_end = base + crate::pagetable::level_span(level) * 512;
+        if level < 4 && err.is_none() && !aspace.overlaps(base, span_end) {
+            err = Some(format!(
+                "page-table page {table:#x} (level {level}, {base:#x}..{span_end:#x}) covers \
+                 no VMA: it should have been freed when its range was unmapped"
+            ));
+        }
         if table_owner[pfn] && err.is_none() {
             err = Some(format!(
                 "page-table page {table:#x} (level {level}) reachable twice"

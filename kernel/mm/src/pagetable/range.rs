@@ -2,9 +2,10 @@
 //!
 //! Picture: a range is walked top-down, descending only into subtrees that exist, so the cost
 //! is proportional to the page tables present, not to the size of the range. Zapping also
-//! walks back up: a table whose last entry it cleared is unlinked from its parent and handed to
-//! the `MmuGather`, which frees it after the TLB flush. The invariant: no empty PDPT, PD or PT
-//! stays linked after a zap of the range that emptied it.
+//! walks back up: every table the range reaches that is empty afterwards (whether this zap
+//! emptied it or it was already empty) is unlinked from its parent and handed to the
+//! `MmuGather`, which frees it after the TLB flush. The invariant: no empty PDPT, PD or PT
+//! reached by a zapped range stays linked, so every table's span meets a VMA (`check`).
 
 #![deny(unsafe_code)]
 
@@ -97,7 +98,11 @@ impl<'m, A: Arch> PageTable<'m, A> {
         self.zap_level(self.root, 4, start.as_u64(), end.as_u64(), gather, on_unmap);
     }
 
-    /// Returns whether `table` is now empty (never true for the root, which is kept).
+    /// Clears the leaf entries of `[start, end)` below `table`, and unlinks every child table
+    /// the range reaches that is empty afterwards — whether or not this zap emptied it: a
+    /// table can be empty before the zap (the fault or fork that allocated it ran out of
+    /// memory before filling it, or an earlier zap covered only part of it), and it must not
+    /// outlive the unmapping of its range.
     fn zap_level(
         &self,
         table: PhysAddr,
@@ -106,34 +111,31 @@ impl<'m, A: Arch> PageTable<'m, A> {
         end: u64,
         gather: &mut MmuGather<'m, A>,
         on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
-    ) -> bool {
+    ) {
         let span = level_span(level);
         let mut va = start;
-        let mut cleared = false;
         while va < end {
             let next = ((va & !(span - 1)) + span).min(end);
             let slot = self.entry(table, VirtAddr::new(va).table_index(level));
             if level == 1 {
                 if !slot.load().is_empty() {
                     let old = slot.take();
-                    cleared = true;
                     if old.is_mapping() {
                         on_unmap(VirtAddr::new(va), old, gather);
                     }
                 }
             } else {
                 let e = slot.load();
-                if e.is_present()
-                    && self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap)
-                {
-                    slot.store(Pte::EMPTY);
-                    gather.remove_table(VirtAddr::new(va), e.frame());
-                    cleared = true;
+                if e.is_present() {
+                    self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap);
+                    if self.is_table_empty(e.frame()) {
+                        slot.store(Pte::EMPTY);
+                        gather.remove_table(VirtAddr::new(va), e.frame());
+                    }
                 }
             }
             va = next;
         }
-        level < 4 && cleared && self.is_table_empty(table)
     }
 
     fn is_table_empty(&self, table: PhysAddr) -> bool {

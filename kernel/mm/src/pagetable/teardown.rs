@@ -49,27 +49,33 @@ impl<A: Arch> PageTable<'_, A> {
         }
     }
 
-    /// Calls `f(table, level)` for every page-table page of the user half, root included (for
-    /// the invariant checker).
-    pub(crate) fn for_each_table(&self, f: &mut dyn FnMut(PhysAddr, u8)) {
-        f(self.root, 4);
+    /// Calls `f(table, level, base)` for every page-table page of the user half, root included,
+    /// with the first virtual address it translates (for the invariant checker).
+    pub(crate) fn for_each_table(&self, f: &mut dyn FnMut(PhysAddr, u8, VirtAddr)) {
+        f(self.root, 4, VirtAddr::zero());
         for i in 0..KERNEL_PML4_START {
             let e = self.entry(self.root, i).load();
             if e.is_present() {
-                self.tables_below(e.frame(), 3, f);
+                self.tables_below(e.frame(), 3, i as u64 * level_span(4), f);
             }
         }
     }
 
-    fn tables_below(&self, table: PhysAddr, level: u8, f: &mut dyn FnMut(PhysAddr, u8)) {
-        f(table, level);
+    fn tables_below(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        base: u64,
+        f: &mut dyn FnMut(PhysAddr, u8, VirtAddr),
+    ) {
+        f(table, level, VirtAddr::new(base));
         if level == 1 {
             return;
         }
         for i in 0..ENTRIES {
             let e = self.entry(table, i).load();
             if e.is_present() {
-                self.tables_below(e.frame(), level - 1, f);
+                self.tables_below(e.frame(), level - 1, base + i as u64 * level_span(level), f);
             }
         }
     }

@@ -212,3 +212,54 @@ fn large_unmap_frees_in_batches_after_flushing() {
     env.check(&[&s]);
     env.finish(std::vec![s]);
 }
+
+/// A fault that runs out of memory after allocating some of the PDPT/PD/PT it needs leaves
+/// empty tables behind (as Linux does); unmapping the range frees them all, and the
+/// page-table gauge counts exactly the tables reachable from the roots.
+#[test]
+fn tables_left_by_an_out_of_memory_fault_are_freed_by_munmap() {
+    // Far from BASE so that no other table is shared: every table below the root is new.
+    const FAR: u64 = 0x7000_0000_0000;
+    for spare in 0..=3 {
+        let env = Env::new();
+        let mut s = env.space();
+        let st = env.mm.stats().pagetable_pages;
+        let va = s
+            .mmap(
+                &env.mm,
+                VirtAddr::new(FAR),
+                PAGE_SIZE,
+                Prot::RW,
+                MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+            )
+            .unwrap();
+        let mut hoard = std::vec::Vec::new();
+        while env.mm.frames().free_frames() > spare {
+            hoard.push(env.mm.frames().alloc().unwrap());
+        }
+        assert!(env.write(&mut s, va, 1).is_err(), "{spare} spare frames");
+        for f in hoard {
+            env.mm.frames().free(f);
+        }
+        env.check(&[&s]);
+        assert_eq!(env.mm.stats().pagetable_pages, st + spare as u64);
+        s.munmap(&env.mm, va, PAGE_SIZE).unwrap();
+        env.check(&[&s]);
+        assert_eq!(
+            env.mm.stats().pagetable_pages,
+            st,
+            "{spare}: empty tables survived munmap"
+        );
+        // MADV_DONTNEED frees them too, and the next fault rebuilds them.
+        let va = env.map(&mut s, 0, 1, Prot::RW);
+        env.write(&mut s, va, 2).unwrap();
+        let tables = env.mm.stats().pagetable_pages;
+        s.madvise(&env.mm, va, PAGE_SIZE, crate::madvise::Advice::DontNeed)
+            .unwrap();
+        env.check(&[&s]);
+        assert_eq!(env.mm.stats().pagetable_pages, st, "{tables} before");
+        env.write(&mut s, va, 3).unwrap();
+        env.check(&[&s]);
+        env.finish(std::vec![s]);
+    }
+}
