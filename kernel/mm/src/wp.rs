@@ -124,12 +124,17 @@ fn wp_page_copy<A: Arch>(
     if kind == WpKind::Write {
         bits |= write_grant(vma);
     }
-    // The old PTE was read-only, so no CPU can have written the old page since the copy; but a
-    // CPU may still read it through a cached translation: flush before the old page can go.
-    slot.store(Pte::new(new, bits));
+    // Clear, flush, then set (Linux `ptep_clear_flush` + `set_pte_at`): were the new frame
+    // stored first, another CPU could still use the old frame through its cached translation
+    // while this one uses the new, and the two would diverge. The old PTE was read-only, so no
+    // CPU can have written the old page since the copy; a CPU reaching the empty PTE
+    // meanwhile faults and waits for the address-space lock. The old page can go only after
+    // the flush.
+    slot.take();
     let mut flush = TlbFlush::none(root);
     flush.add_page(va);
     flush.flush(mm.arch());
+    slot.store(Pte::new(new, bits));
     mm.remove_mapping(old);
     mm.put_page(old);
     if old == mm.zero_page() {

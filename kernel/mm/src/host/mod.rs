@@ -86,6 +86,40 @@ impl HostArch {
         self.irq_enabled.load(Ordering::Relaxed)
     }
 
+    /// The leaf PTE the MMU would walk to for `va` under `root`, if the tables exist.
+    fn leaf_pte(&self, root: PhysAddr, va: VirtAddr) -> Option<Pte> {
+        let mut table = root;
+        for level in [4u8, 3, 2] {
+            let e = Pte::from_raw(
+                self.word(table + (va.table_index(level) * 8) as u64)
+                    .load(Ordering::Relaxed),
+            );
+            if !e.is_present() {
+                return None;
+            }
+            table = e.frame();
+        }
+        Some(Pte::from_raw(
+            self.word(table + (va.table_index(1) * 8) as u64)
+                .load(Ordering::Relaxed),
+        ))
+    }
+
+    /// A present PTE must never map another frame than a TLB entry still cached for it: a
+    /// second CPU could then use the old frame while this one uses the new. Replacing a
+    /// present PTE's frame is clear, flush, then set (Linux `ptep_clear_flush` +
+    /// `set_pte_at`), so at flush time the PTE is empty or still maps the cached frame.
+    fn check_not_replaced(&self, root: PhysAddr, va: VirtAddr, cached: PhysAddr) {
+        if let Some(pte) = self.leaf_pte(root, va).filter(|p| p.is_present()) {
+            assert!(
+                pte.frame() == cached,
+                "PTE of {va:#x} replaced ({cached:#x} -> {:#x}) before the TLB entry for the old \
+                 frame was flushed: clear, flush, then set",
+                pte.frame()
+            );
+        }
+    }
+
     /// The 64-bit word at `pa` (8-aligned) as the MMU sees it.
     pub(crate) fn word(&self, pa: PhysAddr) -> &AtomicU64 {
         assert!(
@@ -160,11 +194,17 @@ unsafe impl Arch for HostArch {
 
     fn flush_page(&self, root: PhysAddr, va: VirtAddr) {
         self.page_flushes.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = self.tlb.lookup(root, va) {
+            self.check_not_replaced(root, va, e.frame);
+        }
         self.tlb.flush_page(root, va);
     }
 
     fn flush_all(&self, root: PhysAddr) {
         self.full_flushes.fetch_add(1, Ordering::Relaxed);
+        for (va, frame) in self.tlb.entries_of(root) {
+            self.check_not_replaced(root, va, frame);
+        }
         self.tlb.flush_all(root);
     }
 

@@ -51,6 +51,17 @@ impl Tlb {
         self.entries.lock().retain(|&(er, _), _| er != r);
     }
 
+    /// The cached translations of `root`: (virtual page, frame).
+    pub(crate) fn entries_of(&self, root: PhysAddr) -> alloc::vec::Vec<(VirtAddr, PhysAddr)> {
+        let r = root.as_u64();
+        self.entries
+            .lock()
+            .iter()
+            .filter(|(&(er, _), _)| er == r)
+            .map(|(&(_, vpn), e)| (VirtAddr::new(vpn * crate::PAGE_SIZE as u64), e.frame))
+            .collect()
+    }
+
     /// Number of cached translations.
     pub fn len(&self) -> usize {
         self.entries.lock().len()

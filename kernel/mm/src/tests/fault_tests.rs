@@ -354,3 +354,34 @@ fn kernel_copies_to_and_from_user_memory_through_faults() {
     assert_eq!(env.read(&mut s, va + PAGE).unwrap(), u64::MAX);
     env.finish(std::vec![s, child]);
 }
+
+/// A COW copy replaces a present PTE's frame: clear, flush, then set (`ptep_clear_flush`). The
+/// emulated TLB panics if a flushed entry's PTE already maps another frame, which is what
+/// storing the new PTE before the flush produced.
+#[test]
+fn cow_copy_clears_and_flushes_before_setting_the_new_pte() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let mut parent = env.space();
+        let va = env.map(&mut parent, 0, 1, Prot::RW);
+        env.write(&mut parent, va, 1).unwrap();
+        let mut child = parent.fork(&env.mm).unwrap();
+        // Both cache a translation of the shared page; then the kernel writes the parent's
+        // copy (a FOLL_WRITE pin: a write fault taken while the CPU's entry is still cached;
+        // a user write would drop the entry itself when it faults).
+        assert_eq!(env.read(&mut child, va).unwrap(), 1);
+        assert_eq!(env.read(&mut parent, va).unwrap(), 1);
+        let pin = crate::pin::pin_user_page(&env.mm, &mut parent, va).unwrap();
+        env.check(&[&parent, &child]);
+        pin.unpin(&env.mm);
+        env.write(&mut parent, va, 3).unwrap();
+        assert_eq!(env.read(&mut child, va).unwrap(), 1, "{era}");
+        // The zero page is replaced the same way (/proc/pid/mem write).
+        let z = env.map(&mut parent, PAGE, 1, Prot::RW);
+        assert_eq!(env.read(&mut parent, z).unwrap(), 0);
+        crate::gup::access_process_vm_write(&env.mm, &mut parent, z, &[4]).unwrap();
+        env.check(&[&parent, &child]);
+        assert_eq!(env.read(&mut parent, z).unwrap(), 4, "{era}");
+        env.finish(std::vec![parent, child]);
+    }
+}
