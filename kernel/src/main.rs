@@ -20,6 +20,7 @@ mod backtrace;
 mod cmdline;
 mod elf;
 mod extable;
+mod faultstat;
 mod fs;
 mod fwcfg;
 mod gdt;

@@ -43,6 +43,7 @@ pub fn halt_forever() -> ! {
 
 /// Ends the QEMU run with a user-chosen status (init's exit status, see docs/architecture.md).
 pub fn exit_with(status: u32) -> ! {
+    crate::faultstat::print();
     let mut port = Port::<u32>::new(ISA_DEBUG_EXIT_PORT);
     // SAFETY: as in `exit`.
     unsafe { port.write(status) };

@@ -6,8 +6,9 @@ use crate::syscall::Errno;
 pub const WNOHANG: u32 = 1;
 
 /// Waits for a child matching `which` (-1: any, > 0: that pid; process groups are all one: 0
-/// and < -1 mean any). Returns `(pid, status)`, or `(0, 0)` with `WNOHANG` and no zombie yet.
-pub fn wait(which: i64, options: u32) -> Result<(Pid, i32), Errno> {
+/// and < -1 mean any). Returns `(pid, status, minor faults of the child and its reaped
+/// children)`, or `(0, 0, 0)` with `WNOHANG` and no zombie yet.
+pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
     let me = super::current_pid();
     loop {
         let reaped = {
@@ -32,10 +33,10 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32), Errno> {
             let minflt = child.own_minflt + child.child_minflt;
             super::with_current(|p| p.child_minflt += minflt);
             // The child's kernel stack is freed here: it is not running (it is a zombie).
-            return Ok((child.pid, status));
+            return Ok((child.pid, status, minflt));
         }
         if options & WNOHANG != 0 {
-            return Ok((0, 0));
+            return Ok((0, 0, 0));
         }
         sleep(wait_channel(me))?;
     }

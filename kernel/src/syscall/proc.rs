@@ -65,13 +65,17 @@ pub fn wait4(a: Args) -> SysResult {
     } else {
         None
     };
-    let (pid, status) = proc::wait::wait(a.int(0), options)?;
+    let (pid, status, minflt) = proc::wait::wait(a.int(0), options)?;
     if pid != 0 {
         if let Some(out) = status_out {
             out.write(&status)?;
         }
         if a.get(3) != 0 {
-            UserPtr::<Rusage>::new(a.get(3))?.write(&Rusage::default())?;
+            let usage = Rusage {
+                minflt: minflt as i64,
+                ..Rusage::default()
+            };
+            UserPtr::<Rusage>::new(a.get(3))?.write(&usage)?;
         }
     }
     Ok(u64::from(pid))

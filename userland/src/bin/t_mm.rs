@@ -164,6 +164,38 @@ fn main() -> i32 {
         children,
     );
 
+    // wait4's rusage: the reaped child's own faults.
+    let pid = fork().unwrap_or(-1);
+    if pid == 0 {
+        let m = mmap(0, 10 * PAGE, RW, ANON).unwrap_or(0);
+        for i in 0..10 {
+            poke(m + i * PAGE, 1);
+        }
+        exit_now(0);
+    }
+    let mut usage = [0i64; 18];
+    let mut status = 0i32;
+    // SAFETY: wait4 writes an int status and a 144-byte struct rusage into our locals.
+    let waited = unsafe {
+        raw(
+            cowlab_userland::sys::nr::WAIT4,
+            [
+                pid as usize,
+                &mut status as *mut i32 as usize,
+                0,
+                usage.as_mut_ptr() as usize,
+                0,
+                0,
+            ],
+        )
+    };
+    t.eq("wait4 with rusage", waited, Ok(pid as usize));
+    t.check_why(
+        "the child's ru_minflt counts its 10 touched pages",
+        usage[8] >= 10,
+        usage[8],
+    );
+
     // madvise DONTNEED drops private pages: they read back as zero.
     t.eq("madvise DONTNEED", madvise(fresh, 16 * PAGE, 4), Ok(0));
     t.eq("dropped page reads 0", peek(fresh + 3 * PAGE), 0);

@@ -1,0 +1,23 @@
+//! The memory manager's per-phase fault accounting (`cowlab_mm::faultstat`, cargo feature
+//! `faultstat`), printed on the console at power-off because there is no /proc to read it from
+//! yet. One line per fault kind, parsed by `cargo xtask bench --breakdown`:
+//!
+//! ```text
+//! FAULTSTAT kind=<kind> count=<faults> lookup=<ticks> walk=<ticks> alloc=... rest=<ticks>
+//! ```
+//!
+//! Ticks are totals over the boot (guest instructions under `-icount`). Without the feature
+//! nothing is printed.
+
+use cowlab_mm::faultstat;
+
+/// Prints the totals (nothing in a kernel built without `faultstat`).
+pub fn print() {
+    faultstat::for_each(|kind, count, phases| {
+        print!("FAULTSTAT kind={} count={count}", kind.name());
+        for (phase, ticks) in phases {
+            print!(" {}={ticks}", phase.name());
+        }
+        println!();
+    });
+}
