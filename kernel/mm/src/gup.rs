@@ -325,6 +325,8 @@ fn follow_page_pte<A: Arch>(
             vma_maywrite: vma.flags().contains(VmaFlags::MAYWRITE),
             vma_write: vma.prot().write(),
             page_anon_exclusive: exclusive,
+            vma_soft_dirty_tracking: vma.soft_dirty_tracking(),
+            pte_soft_dirty: pte.is_soft_dirty(),
         };
         if !rules::can_follow_write_pte(mm.era(), flags, state) {
             return Follow::Fault(FaultKind::Write);

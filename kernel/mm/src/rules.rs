@@ -172,6 +172,9 @@ pub struct FollowWriteState {
     pub vma_maywrite: bool,
     pub vma_write: bool,
     pub page_anon_exclusive: bool,
+    /// Soft-dirty tracking is on for the VMA (`vma_soft_dirty_enabled`: after `clear_refs`).
+    pub vma_soft_dirty_tracking: bool,
+    pub pte_soft_dirty: bool,
 }
 
 /// Row 6: may GUP with `FOLL_WRITE` use this PTE as it is, or must it fault for write first
@@ -182,8 +185,10 @@ pub struct FollowWriteState {
 ///   ([`foll_force_cow_retry`]), so a racing `MADV_DONTNEED` lets the write hit the original
 ///   page (Dirty COW, CVE-2016-5195).
 /// - 2016, 2020: only if the COW fault happened (`FOLL_COW`) and the PTE is dirty (Linux 4.8.3).
-/// - 2022+: only in a private mapping that may be written but is not writable now, and only to an
-///   `ANON_EXCLUSIVE` page (Linux 6.0).
+/// - 2022+: only in a private mapping that may be written but is not writable now, only to an
+///   `ANON_EXCLUSIVE` page, and not while soft-dirty tracking waits for the page's first write
+///   (tracking on and the PTE not soft-dirty: the write must fault so that it is recorded)
+///   (Linux 6.0).
 pub fn can_follow_write_pte(era: Era, flags: FollFlags, s: FollowWriteState) -> bool {
     if s.pte_writable {
         return true;
@@ -195,7 +200,11 @@ pub fn can_follow_write_pte(era: Era, flags: FollFlags, s: FollowWriteState) -> 
         Era::Y2009 => false,
         Era::Y2016 | Era::Y2020 => flags.contains(FollFlags::COW) && s.pte_dirty,
         Era::Y2022 | Era::Y2023 => {
-            !s.vma_shared && s.vma_maywrite && !s.vma_write && s.page_anon_exclusive
+            !s.vma_shared
+                && s.vma_maywrite
+                && !s.vma_write
+                && s.page_anon_exclusive
+                && !(s.vma_soft_dirty_tracking && !s.pte_soft_dirty)
         }
     }
 }
@@ -440,6 +449,8 @@ mod tests {
             vma_maywrite: true,
             vma_write: false,
             page_anon_exclusive: false,
+            vma_soft_dirty_tracking: false,
+            pte_soft_dirty: false,
         };
         let force = FollFlags::WRITE | FollFlags::FORCE;
         let writable = FollowWriteState {
@@ -467,6 +478,19 @@ mod tests {
             ..ro_private
         };
         assert!(can_follow_write_pte(Era::Y2023, force, exclusive));
+        // Soft-dirty tracking waiting for the first write: fault so that it is recorded.
+        let tracking = FollowWriteState {
+            vma_soft_dirty_tracking: true,
+            ..exclusive
+        };
+        for era in [Era::Y2022, Era::Y2023] {
+            assert!(!can_follow_write_pte(era, force, tracking));
+            let recorded = FollowWriteState {
+                pte_soft_dirty: true,
+                ..tracking
+            };
+            assert!(can_follow_write_pte(era, force, recorded));
+        }
         let shared = FollowWriteState {
             vma_shared: true,
             ..exclusive

@@ -633,3 +633,43 @@ fn user_copies_and_gup_refuse_non_user_and_wrapping_ranges() {
     env.check(&[&s]);
     env.finish(std::vec![s]);
 }
+
+/// A `FOLL_FORCE` write (`/proc/pid/mem`) to a read-only private page is recorded by
+/// soft-dirty tracking: from 2022 `can_follow_write_pte` refuses a PTE that is not soft-dirty
+/// while tracking is on, so the write faults and sets the bit (Linux 6.0).
+#[test]
+fn force_write_after_clear_refs_marks_the_page_soft_dirty() {
+    use crate::pagemap::PM_SOFT_DIRTY;
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let mut s = env.space();
+        let va = env.map(&mut s, 0, 1, Prot::RW);
+        env.write(&mut s, va, 1).unwrap();
+        s.mprotect(&env.mm, va, PAGE_SIZE, Prot::READ).unwrap();
+        s.clear_refs_soft_dirty(&env.mm);
+        let frame = env.frame(&s, va);
+        assert_eq!(s.pagemap_entry(&env.mm, va) & PM_SOFT_DIRTY, 0, "{era}");
+        let n = access_process_vm_write(&env.mm, &mut s, va, &2u64.to_le_bytes()).unwrap();
+        assert_eq!(n, 8);
+        env.check(&[&s]);
+        assert_ne!(
+            s.pagemap_entry(&env.mm, va) & PM_SOFT_DIRTY,
+            0,
+            "{era}: the forced write was not recorded"
+        );
+        assert!(env.pte(&s, va).is_soft_dirty());
+        assert!(
+            !env.pte(&s, va).is_writable(),
+            "{era}: PROT_READ stays read-only"
+        );
+        assert_eq!(env.read(&mut s, va).unwrap(), 2);
+        if era >= Era::Y2022 {
+            assert_eq!(
+                env.frame(&s, va),
+                frame,
+                "{era}: the exclusive page is reused"
+            );
+        }
+        env.finish(std::vec![s]);
+    }
+}
