@@ -111,17 +111,22 @@ impl core::ops::BitOr for FrameFlags {
 ///
 /// - `refcount`: increments are `Relaxed` (the caller already holds a reference, as with
 ///   `Arc::clone`), except GUP-fast's `try_get`, which holds none and so refuses a frame whose
-///   count already reached 0 (a compare-exchange, `Acquire` on success); decrements are `Release`, and the decrement that reaches 0 is followed by an
-///   `Acquire` fence before the frame is freed, so every access made through any reference
-///   happens-before the frame's reuse.
+///   count already reached 0 (a compare-exchange, `Acquire` on success); decrements are
+///   `Release`, and the decrement that reaches 0 is followed by an `Acquire` fence before the
+///   frame is freed, so every access made through any reference happens-before the frame's
+///   reuse.
 /// - `mapcount` and `flags` change only under the lock of an address space mapping the frame, or
 ///   on a frame nobody else can reach yet; they are written `Release` and read `Acquire` so that
 ///   lock-free readers (GUP-fast, the checker) see a consistent page once they see the PTE.
 /// - `pincount` vs fork is a Dekker pair: fork makes its address space's `write_protect_seq`
 ///   odd, issues a `SeqCst` fence, and only then reads `pincount` (to decide `fork_must_copy`)
-///   and clears `ANON_EXCLUSIVE`; GUP-fast increments `pincount` (`SeqCst`), then re-reads the
-///   sequence count and the PTE. One side always sees the other: either fork copies the pinned
-///   page, or the pinner sees the fork and drops its pin.
+///   and clears `ANON_EXCLUSIVE`. GUP-fast (`gup::gup_fast`) first samples the sequence count
+///   (`Acquire`) and backs off if it is odd; then, per page, takes the reference (`try_get`),
+///   increments `pincount` (`SeqCst`) followed by a `SeqCst` fence (`pin::account_grab`), and
+///   re-reads the PTE, giving the page back if it changed; after the walk it issues another
+///   `SeqCst` fence and re-reads the sequence count, giving every pin back if it moved. One
+///   side always sees the other: either fork's `pincount` read sees the pin and copies the
+///   page, or the pinner's re-read sees the odd or advanced count and drops its pins.
 /// - The free-list link is touched only under the allocator's lock.
 #[repr(C)]
 pub struct FrameMeta {
@@ -343,8 +348,9 @@ impl FrameTable {
         list.head = meta.mapcount.load(Ordering::Relaxed);
         list.count -= 1;
         drop(list);
-        // The frame is off the list and unreachable by anyone else: plain stores suffice, and
-        // the lock release above orders them after the previous owner's free.
+        // The frame is off the list and unreachable by anyone else: plain stores suffice. Our
+        // *acquire* of the lock (synchronising with the unlock that ended the previous owner's
+        // `free`) orders them after that free; the release above only publishes the list.
         meta.refcount.store(1, Ordering::Relaxed);
         meta.mapcount.store(0, Ordering::Relaxed);
         meta.flags.store(0, Ordering::Relaxed);
