@@ -14,6 +14,7 @@ use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::{FaultError, SegvReason};
+use crate::faultstat::{self, Kind as StatKind, Phase};
 use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
@@ -101,6 +102,7 @@ pub(crate) fn fault_inner<A: Arch>(
     kind: FaultKind,
     access: Access,
 ) -> Result<(), FaultError> {
+    faultstat::begin();
     if va.as_u64() >= USER_END {
         return Err(FaultError::Segv(SegvReason::NoMapping));
     }
@@ -114,9 +116,11 @@ pub(crate) fn fault_inner<A: Arch>(
     if !forced_write && !access_permitted(vma, kind) {
         return Err(FaultError::Segv(SegvReason::Protection));
     }
+    faultstat::phase(Phase::Lookup);
     let pt = aspace.page_table(mm);
     let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
     let pte = slot.load();
+    faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
         match vma.shmem_page(va) {
             None => do_anonymous_page(mm, vma, slot, kind)?,
@@ -142,6 +146,7 @@ pub(crate) fn fault_inner<A: Arch>(
         }
     }
     aspace.count_minor_fault();
+    faultstat::end();
     Ok(())
 }
 
@@ -172,11 +177,14 @@ fn do_anonymous_page<A: Arch>(
         let bits = vma.page_prot() | write_grant(vma);
         slot.store(Pte::new(page, bits));
         stats::inc(&mm.counters.anon_faults);
+        faultstat::kind(StatKind::ZeroFill);
     } else {
         mm.dup_mapping(mm.zero_page());
         slot.store(Pte::new(mm.zero_page(), vma.page_prot() | Pte::ACCESSED));
         stats::inc(&mm.counters.zero_page_faults);
+        faultstat::kind(StatKind::ZeroPageMap);
     }
+    faultstat::phase(Phase::Pte);
     Ok(())
 }
 
@@ -220,5 +228,7 @@ fn do_shmem_fault<A: Arch>(
         }
     }
     stats::inc(&mm.counters.shmem_faults);
+    faultstat::kind(StatKind::FileFault);
+    faultstat::phase(Phase::Pte);
     Ok(())
 }

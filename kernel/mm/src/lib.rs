@@ -28,6 +28,7 @@ pub mod era;
 pub mod error;
 mod exit;
 pub mod fault;
+pub mod faultstat;
 pub mod foll;
 mod fork;
 pub mod frame;

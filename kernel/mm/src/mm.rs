@@ -106,6 +106,7 @@ impl<A: Arch> Mm<A> {
     /// mapcount 1. Its contents are zero, or a copy of `copy_from`.
     pub(crate) fn alloc_anon_page(&self, copy_from: Option<PhysAddr>) -> Option<PhysAddr> {
         let frame = self.frames.alloc()?;
+        crate::faultstat::phase(crate::faultstat::Phase::Alloc);
         match copy_from {
             // The zero page's contents are zeros: zeroing is cheaper than copying.
             Some(src) if src != self.zero_page => {
@@ -115,6 +116,7 @@ impl<A: Arch> Mm<A> {
             // SAFETY: the frame was just allocated; nobody else can reach it.
             _ => unsafe { self.phys.zero_frame(frame) },
         }
+        crate::faultstat::phase(crate::faultstat::Phase::Copy);
         let meta = self.frames.meta(frame);
         meta.init_flags(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE);
         meta.init_counts(1, 1);

@@ -12,6 +12,7 @@
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::error::FaultError;
+use crate::faultstat::{self, Kind as StatKind, Phase};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
@@ -82,6 +83,9 @@ pub(crate) fn do_wp_page<A: Arch>(
             if kind == WpKind::Write {
                 wp_page_reuse(vma, slot);
                 stats::inc(&mm.counters.wp_reuses_exclusive);
+                faultstat::kind(StatKind::CowReuse);
+            } else {
+                faultstat::kind(StatKind::Unshare);
             }
         }
         WpReuse::Proven => {
@@ -92,12 +96,17 @@ pub(crate) fn do_wp_page<A: Arch>(
                 WpKind::Write => {
                     wp_page_reuse(vma, slot);
                     stats::inc(&mm.counters.wp_reuses_proven);
+                    faultstat::kind(StatKind::CowReuse);
                 }
-                WpKind::Unshare => stats::inc(&mm.counters.unshares),
+                WpKind::Unshare => {
+                    stats::inc(&mm.counters.unshares);
+                    faultstat::kind(StatKind::Unshare);
+                }
             }
         }
         WpReuse::Copy => return wp_page_copy(mm, root, vma, slot, va, pte, kind),
     }
+    faultstat::phase(Phase::Pte);
     Ok(())
 }
 
@@ -134,14 +143,19 @@ fn wp_page_copy<A: Arch>(
     let mut flush = TlbFlush::none(root);
     flush.add_page(va);
     flush.flush(mm.arch());
+    faultstat::phase(Phase::Flush);
     slot.store(Pte::new(new, bits));
+    faultstat::phase(Phase::Pte);
     mm.remove_mapping(old);
     mm.put_page(old);
     if old == mm.zero_page() {
         stats::inc(&mm.counters.zero_page_copies);
+        faultstat::kind(StatKind::ZeroPageCopy);
     } else {
         stats::inc(&mm.counters.cow_copies);
+        faultstat::kind(StatKind::CowCopy);
     }
+    faultstat::phase(Phase::Pte);
     if kind == WpKind::Unshare {
         stats::inc(&mm.counters.unshares);
     }
