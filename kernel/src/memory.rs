@@ -165,7 +165,11 @@ pub fn init_mm(era: Era) {
     let (boot_pml4, _) = Cr3::read();
     let template = PhysAddr::new(boot_pml4.start_address().as_u64());
     let mm = MM.call_once(|| {
-        Mm::new(frames(), arch, Some(template)).expect("a free frame for the zero page")
+        // SAFETY: `template` is the active boot PML4: a page-table page inside the physical
+        // memory `arch` maps, never freed. `paging::init` (which ran before) was the last writer
+        // of its kernel-half entries (every one now points to a PDPT, so nothing adds one
+        // later): from here on they are only read, by the MMU and by `Mm`'s atomic copies.
+        unsafe { Mm::new(frames(), arch, Some(template)) }.expect("a free frame for the zero page")
     });
     mm.set_era(era);
     info!(

@@ -72,7 +72,11 @@ impl AddressSpace {
         self.root
     }
 
-    pub fn page_table<'m, A: Arch>(&self, mm: &'m Mm<A>) -> PageTable<'m, A> {
+    /// The page tables, for this crate's walks. Crate-private: a [`crate::pagetable::PteRef`]
+    /// it hands out lives as long as the `Mm`, not the address space, so safe code outside
+    /// could keep one after `exit` or a zap freed its table. Outside the crate, use
+    /// [`AddressSpace::translate`] (a value, not a slot).
+    pub(crate) fn page_table<'m, A: Arch>(&self, mm: &'m Mm<A>) -> PageTable<'m, A> {
         PageTable::new(mm, self.root)
     }
 

@@ -121,7 +121,7 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
             if u64::from(refs) < 1 + u64::from(maps) + u64::from(pins) {
                 return Err("the zero page lost the Mm's own reference".into());
             }
-            if !mm.frame_is_zeroed(frame) {
+            if !mm.zero_page_is_zeroed() {
                 return Err("the zero page was written".into());
             }
         }

@@ -8,11 +8,12 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::addr::PhysAddr;
+use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::era::Era;
 use crate::error::MmError;
 use crate::frame::{FrameFlags, FrameTable};
+use crate::pagetable::Pte;
 use crate::phys::PhysWindow;
 use crate::stats::{self, Counters, MmStats};
 
@@ -33,7 +34,17 @@ impl<A: Arch> Mm<A> {
     /// `kernel_template` is the PML4 whose entries 256..511 (the kernel half) every new address
     /// space copies: the kernel passes its boot PML4, host tests pass `None`. Allocates the zero
     /// page; `NoMem` if not even that frame is free.
-    pub fn new(
+    ///
+    /// # Safety
+    ///
+    /// If `kernel_template` is `Some(t)`:
+    ///
+    /// 1. `t` is a PML4 page-table page inside `arch`'s physical-memory window (below
+    ///    `frames.len()` frames), and stays allocated as a page table as long as the `Mm` lives.
+    /// 2. Its entries 256..511 are only ever accessed atomically (the MMU, or `AtomicU64`
+    ///    stores), never through a Rust reference or a non-atomic write: every new address space
+    ///    reads them atomically to copy the kernel half.
+    pub unsafe fn new(
         frames: &'static FrameTable,
         arch: A,
         kernel_template: Option<PhysAddr>,
@@ -173,20 +184,32 @@ impl<A: Arch> Mm<A> {
         }
     }
 
-    /// Is every byte of `frame` zero? For the checker's zero-page invariant.
-    pub(crate) fn frame_is_zeroed(&self, frame: PhysAddr) -> bool {
+    /// Is every byte of the zero page zero? For the checker's zero-page invariant.
+    pub(crate) fn zero_page_is_zeroed(&self) -> bool {
         let mut buf = [0u8; 512];
         (0..crate::PAGE_SIZE / buf.len()).all(|i| {
-            // SAFETY: only used on the zero page, which nothing ever writes.
-            unsafe { self.phys.read(frame + (i * buf.len()) as u64, &mut buf) };
+            let at = self.zero_page + (i * buf.len()) as u64;
+            // SAFETY: the zero page is allocated for the `Mm`'s lifetime and only ever read.
+            unsafe { self.phys.read(at, &mut buf) };
             buf.iter().all(|&b| b == 0)
         })
     }
 
-    /// Copies bytes out of a user page the caller reached through a present user PTE.
-    pub(crate) fn read_user_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
+    /// Copies bytes out of a user page the caller reached through a present user PTE (the
+    /// [`UserReadable`] proof); the range stays within the page.
+    pub(crate) fn read_user_bytes(&self, src: UserReadable, buf: &mut [u8]) {
         // SAFETY: user pages are never Rust objects; they are only ever accessed through raw
-        // copies like this one (user space itself is outside the Rust abstract machine).
+        // copies like this one (user space itself is outside the Rust abstract machine); the
+        // PTE the proof was made from keeps the frame a user page while the caller holds the
+        // address space.
+        unsafe { self.phys.read(src.0, buf) };
+    }
+
+    /// Copies bytes out of a frame the caller holds a reference to (a shmem cache page, under
+    /// the object's lock); the range stays within the frame.
+    pub(crate) fn read_frame_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
+        // SAFETY: the reference keeps the frame a data page (never a page table, never free);
+        // it is only accessed through raw copies.
         unsafe { self.phys.read(pa, buf) };
     }
 
@@ -199,12 +222,39 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.write(pa, data) };
     }
 
-    /// Copies bytes into a user page the caller reached through a writable user PTE of an
-    /// address space it holds exclusively.
-    pub(crate) fn write_user_bytes(&self, pa: PhysAddr, data: &[u8]) {
+    /// Copies bytes into a user page the caller reached through a present, writable user PTE
+    /// of an address space it holds exclusively (the [`UserWritable`] proof).
+    pub(crate) fn write_user_bytes(&self, dst: UserWritable, data: &[u8]) {
+        let pa = dst.0;
         // SAFETY: as for `read_user_bytes`; the writable PTE (of an exclusive anon page, in a
         // COW mapping) is the process's permission to write, which the kernel exercises on its
         // behalf.
         unsafe { self.phys.write(pa, data) };
+    }
+}
+
+/// Proof that the kernel may read a user byte range on the process's behalf: made only by
+/// [`UserReadable::from_pte`] from a present user PTE.
+pub(crate) struct UserReadable(PhysAddr);
+
+impl UserReadable {
+    /// From `pte`, the current PTE of `va` in an address space the caller holds: `None` unless
+    /// it is present and user-accessible.
+    pub(crate) fn from_pte(pte: Pte, va: VirtAddr) -> Option<UserReadable> {
+        (pte.is_present() && pte.has(Pte::USER))
+            .then(|| UserReadable(pte.frame() + va.page_offset() as u64))
+    }
+}
+
+/// Proof that the kernel may write a user byte range on the process's behalf: made only by
+/// [`UserWritable::from_pte`] from a present, user, writable PTE.
+pub(crate) struct UserWritable(PhysAddr);
+
+impl UserWritable {
+    /// From `pte`, the current PTE of `va` in an address space the caller holds exclusively:
+    /// `None` unless it is present, user-accessible and writable.
+    pub(crate) fn from_pte(pte: Pte, va: VirtAddr) -> Option<UserWritable> {
+        (pte.is_present() && pte.has(Pte::USER) && pte.is_writable())
+            .then(|| UserWritable(pte.frame() + va.page_offset() as u64))
     }
 }

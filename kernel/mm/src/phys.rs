@@ -88,8 +88,17 @@ impl PhysWindow {
     /// # Safety
     ///
     /// The caller owns `dst` exclusively (as for [`Self::zero_frame`]); `src` is not being
-    /// written through a Rust reference meanwhile (user space or a device may still write it:
-    /// then the copy is a snapshot, as in Linux's `copy_user_highpage`); `src != dst`.
+    /// written through a Rust reference meanwhile; `src != dst`.
+    ///
+    /// Concurrent writers of `src`, honestly: every caller (COW copy, fork's copy of a pinned
+    /// page) copies a page that no PTE maps writable, but a device holding a `FOLL_WRITE` pin
+    /// may be writing it. On the machine that writer is hardware, outside the Rust abstract
+    /// machine: the copy is then torn (each byte old or new, no atomicity across the page),
+    /// exactly as Linux's `copy_user_highpage` under DMA. On the host the "device" is
+    /// `DmaFromDevice::dma_write` on a Rust thread, and a concurrent `dma_write` and
+    /// `copy_frame` on the same frame would be a data race (undefined behaviour): host tests
+    /// never run them concurrently, and a threaded device model would need these copies to
+    /// become per-word atomic ones.
     pub(crate) unsafe fn copy_frame(&self, dst: PhysAddr, src: PhysAddr) {
         let d = self.ptr(dst, PAGE_SIZE);
         let s = self.ptr(src, PAGE_SIZE);

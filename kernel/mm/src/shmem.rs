@@ -146,7 +146,7 @@ impl ShmemObject {
             let off = (at % PAGE) as usize;
             let n = (PAGE_SIZE - off).min(avail - done);
             match inner.pages.get(&(at / PAGE)) {
-                Some(&frame) => mm.read_user_bytes(frame + off as u64, &mut buf[done..done + n]),
+                Some(&frame) => mm.read_frame_bytes(frame + off as u64, &mut buf[done..done + n]),
                 None => buf[done..done + n].fill(0),
             }
             done += n;

@@ -9,12 +9,13 @@
 
 #![deny(unsafe_code)]
 
-use crate::addr::{PhysAddr, VirtAddr};
+use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::{FaultError, SegvReason};
 use crate::fault::{handle_mm_fault, FaultKind};
-use crate::mm::Mm;
+use crate::mm::{Mm, UserReadable, UserWritable};
+use crate::pagetable::Pte;
 use crate::PAGE_SIZE;
 
 /// Is `[va, va + len)` entirely user address space (Linux `access_ok`)? False for kernel-half
@@ -50,8 +51,9 @@ pub fn copy_to_user<A: Arch>(
     while done < data.len() {
         let at = va + done as u64;
         let n = (PAGE_SIZE - at.page_offset()).min(data.len() - done);
-        let pa = user_page(mm, aspace, at, FaultKind::Write)?;
-        mm.write_user_bytes(pa, &data[done..done + n]);
+        let pte = user_page(mm, aspace, at, FaultKind::Write)?;
+        let dst = UserWritable::from_pte(pte, at).expect("user_page checked the PTE");
+        mm.write_user_bytes(dst, &data[done..done + n]);
         done += n;
     }
     Ok(())
@@ -69,28 +71,29 @@ pub fn copy_from_user<A: Arch>(
     while done < buf.len() {
         let at = va + done as u64;
         let n = (PAGE_SIZE - at.page_offset()).min(buf.len() - done);
-        let pa = user_page(mm, aspace, at, FaultKind::Read)?;
-        mm.read_user_bytes(pa, &mut buf[done..done + n]);
+        let pte = user_page(mm, aspace, at, FaultKind::Read)?;
+        let src = UserReadable::from_pte(pte, at).expect("user_page checked the PTE");
+        mm.read_user_bytes(src, &mut buf[done..done + n]);
         done += n;
     }
     Ok(())
 }
 
-/// The physical address of `va`, faulted in for `kind` (`Read` or `Write`) if needed.
+/// The present user PTE of `va`, writable for a `Write`, faulted in for `kind` if needed.
 fn user_page<A: Arch>(
     mm: &Mm<A>,
     aspace: &mut AddressSpace,
     va: VirtAddr,
     kind: FaultKind,
-) -> Result<PhysAddr, FaultError> {
+) -> Result<Pte, FaultError> {
     // One fault resolves any access; the second look must succeed.
     for _ in 0..2 {
         if let Some(pte) = aspace.translate(mm, va) {
             let usable = pte.is_present()
-                && pte.has(crate::pagetable::Pte::USER)
+                && pte.has(Pte::USER)
                 && (kind != FaultKind::Write || pte.is_writable());
             if usable {
-                return Ok(pte.frame() + va.page_offset() as u64);
+                return Ok(pte);
             }
         }
         handle_mm_fault(mm, aspace, va, kind)?;

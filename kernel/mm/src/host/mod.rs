@@ -231,7 +231,8 @@ unsafe impl Arch for HostArch {
 pub fn new_mm(frames: usize) -> Mm<HostArch> {
     let table = FrameTable::new_leaked(frames);
     table.add_free_range(PhysAddr::from_pfn(1), PhysAddr::from_pfn(frames));
-    Mm::new(table, HostArch::new(frames), None).expect("no frame for the zero page")
+    // SAFETY: no kernel template, so there is no obligation.
+    unsafe { Mm::new(table, HostArch::new(frames), None) }.expect("no frame for the zero page")
 }
 
 /// Like [`new_mm`], with a kernel half like the bootloader's: PML4 entry 256 points to a PDPT
@@ -255,6 +256,8 @@ pub fn new_mm_with_kernel_half(frames: usize) -> (Mm<HostArch>, PhysAddr) {
         Pte::new(PhysAddr::zero(), kernel | Pte::HUGE | Pte::GLOBAL).raw(),
         Ordering::Relaxed,
     );
-    let mm = Mm::new(table, arch, Some(template)).expect("no frame for the zero page");
+    // SAFETY: `template` is a PML4 allocated above from `table` and never freed (leaked with
+    // it), inside the buffer; its entries are only accessed through `word` (atomically).
+    let mm = unsafe { Mm::new(table, arch, Some(template)) }.expect("no frame for the zero page");
     (mm, template)
 }

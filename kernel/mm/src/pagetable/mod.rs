@@ -29,7 +29,9 @@ pub const KERNEL_PML4_START: usize = 256;
 /// Entries per page-table page.
 pub(crate) const ENTRIES: usize = 512;
 
-/// One entry slot in a page-table page.
+/// One entry slot in a page-table page. Borrowed for as long as the `Mm`, which is longer than
+/// the table is guaranteed to live: only this crate obtains one ([`PageTable::walk`] and
+/// `AddressSpace::page_table` are crate-private), and only while it holds the address space.
 #[derive(Clone, Copy)]
 pub struct PteRef<'a>(&'a AtomicU64);
 
@@ -97,8 +99,9 @@ impl<'m, A: Arch> PageTable<'m, A> {
         let root = mm.alloc_pagetable()?;
         if let Some(template) = mm.kernel_template() {
             for i in KERNEL_PML4_START..ENTRIES {
-                // SAFETY: `template` is the kernel's PML4 (Mm::new contract), a page-table page
-                // accessed only atomically; `root` was just allocated as a page-table page.
+                // SAFETY: `template` is a live PML4 whose kernel-half entries are only accessed
+                // atomically (obligations 1 and 2 of the caller of `Mm::new`, an `unsafe fn`);
+                // `root` was just allocated as a page-table page.
                 let (src, dst) = unsafe { (mm.phys().pte(template, i), mm.phys().pte(root, i)) };
                 dst.store(src.load(Ordering::Acquire), Ordering::Release);
             }
@@ -116,7 +119,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
     }
 
     /// The leaf slot translating `va`, if the tables down to the PT exist.
-    pub fn walk(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+    pub(crate) fn walk(&self, va: VirtAddr) -> Option<PteRef<'m>> {
         if !va.is_canonical() {
             // Only bits 47..12 index the tables: a non-canonical address would alias another.
             return None;

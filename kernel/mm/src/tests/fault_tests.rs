@@ -385,3 +385,25 @@ fn cow_copy_clears_and_flushes_before_setting_the_new_pte() {
         env.finish(std::vec![parent, child]);
     }
 }
+
+/// The kernel's user-byte copies need a proof made from the PTE: readable from a present user
+/// PTE, writable only from a writable one (the zero page mapped read-only is not).
+#[test]
+fn user_byte_proofs_come_only_from_usable_ptes() {
+    use crate::mm::{UserReadable, UserWritable};
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    assert_eq!(env.read(&mut s, va).unwrap(), 0);
+    let pte = env.pte(&s, va);
+    assert_eq!(pte.frame(), env.mm.zero_page());
+    assert!(UserReadable::from_pte(pte, va).is_some());
+    assert!(UserWritable::from_pte(pte, va).is_none());
+    assert!(UserReadable::from_pte(pte.without(Pte::USER), va).is_none());
+    assert!(UserReadable::from_pte(Pte::EMPTY, va).is_none());
+    env.write(&mut s, va, 1).unwrap();
+    assert!(UserWritable::from_pte(env.pte(&s, va), va).is_some());
+    assert!(env.mm.zero_page_is_zeroed());
+    env.check(&[&s]);
+    env.finish(std::vec![s]);
+}
