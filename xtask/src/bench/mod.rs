@@ -36,8 +36,9 @@ pub struct BenchArgs {
     /// KVM does not work on cowlab's development and CI machines.
     #[arg(long)]
     pub kvm: bool,
-    /// Build the kernel with the `faultstat` feature and print its per-phase fault breakdown
-    /// (printed by the kernel at power-off).
+    /// After the measured runs, boot once more with a kernel built with the `faultstat` feature
+    /// and print its per-phase fault breakdown (printed by the kernel at power-off). The table
+    /// itself always comes from the default kernel, which carries no measurement code.
     #[arg(long)]
     pub breakdown: bool,
     /// Boots to compare (under icount every run must give identical numbers).
@@ -63,15 +64,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let kernel = if args.breakdown {
-        Some(breakdown::build_kernel()?)
-    } else {
-        None
-    };
     let build_args = BuildArgs {
         release: true,
         add: Vec::new(),
-        kernel,
+        kernel: None,
     };
     let built = image::build_all(&build_args, Firmware::Bios)?;
     let machine = Machine {
@@ -85,12 +81,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     eprintln!("xtask: {shown}");
 
     let mut runs = Vec::new();
-    let mut console = Vec::new();
     for i in 0..args.runs {
         let log = out.join(format!("console-{}.log", i + 1));
-        let (run, lines) = boot(&machine, &qemu_path, &built.kernel_elf, &log, args, i)?;
-        runs.push(run);
-        console.push(lines);
+        let label = format!("run {}/{}", i + 1, args.runs);
+        runs.push(boot(&machine, &qemu_path, &built.kernel_elf, &log, args, &label)?.0);
     }
     let cowlab = runs[0].clone();
     let differences = compare(&runs);
@@ -98,11 +92,32 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 
     let host = if args.host { Some(host_run()?) } else { None };
     let breakdown = if args.breakdown {
-        let parsed = breakdown::parse(&console[0]);
+        let build_args = BuildArgs {
+            kernel: Some(breakdown::build_kernel()?),
+            ..build_args
+        };
+        let built = image::build_all(&build_args, Firmware::Bios)?;
+        let machine = Machine {
+            image: built.image.clone(),
+            ..machine.clone()
+        };
+        let log = out.join("console-faultstat.log");
+        let (run, console) = boot(
+            &machine,
+            &qemu_path,
+            &built.kernel_elf,
+            &log,
+            args,
+            "faultstat",
+        )?;
+        let parsed = breakdown::parse(&console);
         if parsed.is_empty() {
-            eprintln!("xtask: warning: --breakdown: the kernel printed no FAULTSTAT lines");
+            bail!(
+                "--breakdown: the faultstat kernel printed no FAULTSTAT lines (log: {})",
+                log.display()
+            );
         }
-        Some(parsed)
+        Some((parsed, run))
     } else {
         None
     };
@@ -133,9 +148,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         )
     };
     println!("determinism: {runs_note}");
-    if let Some(b) = &breakdown {
+    if let Some((kinds, run)) = &breakdown {
         println!();
-        print!("{}", breakdown::table(b));
+        print!("{}", breakdown::table(kinds, run));
     }
 
     let json = serde_json::json!({
@@ -147,7 +162,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         "linux_source": linux.source,
         "targets_source": targets.source,
         "rows": report::json_rows(&rows),
-        "breakdown": breakdown.as_ref().map(|b| breakdown::json(b)),
+        "breakdown": breakdown.as_ref().map(|(kinds, run)| breakdown::json(kinds, run)),
     });
     write(
         &out.join("results.json"),
@@ -196,7 +211,7 @@ fn boot(
     kernel_elf: &Path,
     log: &Path,
     args: &BenchArgs,
-    index: usize,
+    label: &str,
 ) -> Result<(Run, Vec<String>)> {
     let mut session = Session::start(machine, qemu_path, kernel_elf, log)?;
     let started = Instant::now();
@@ -209,10 +224,8 @@ fn boot(
             return;
         }
         eprint!(
-            "{}xtask: bench run {}/{}: {} results, {} skipped, {:.0} s{}{}",
+            "{}xtask: bench {label}: {} results, {} skipped, {:.0} s{}{}",
             if terminal { "\r\x1b[2K" } else { "" },
-            index + 1,
-            args.runs,
             run.measurements.len(),
             run.skips.len(),
             started.elapsed().as_secs_f64(),
