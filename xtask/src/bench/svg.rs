@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::report::Row;
 
+const FAMILY: &str = "font-family=\"sans-serif\"";
 const FONT: &str = "font-family=\"sans-serif\" font-size=\"12\"";
 const COWLAB: &str = "#1f77b4";
 const LINUX: &str = "#999999";
@@ -21,7 +22,7 @@ fn open(width: u32, height: u32, title: &str) -> String {
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          viewBox=\"0 0 {width} {height}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"20\" {FONT} font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+         <text x=\"10\" y=\"20\" {FAMILY} font-size=\"15\" font-weight=\"bold\">{}</text>\n",
         escape(title)
     )
 }
@@ -74,7 +75,7 @@ pub fn paths_chart(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "<rect x=\"{label_w}\" y=\"{}\" width=\"{:.1}\" height=\"11\" fill=\"{LINUX}\"/>\
-             <text x=\"{:.1}\" y=\"{}\" {FONT} font-size=\"10\">Linux {linux}</text>",
+             <text x=\"{:.1}\" y=\"{}\" {FAMILY} font-size=\"10\">Linux {linux}</text>",
             y + 4.0,
             x(1.0) - label_w,
             x(1.0) + 4.0,
@@ -83,7 +84,7 @@ pub fn paths_chart(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "<rect x=\"{label_w}\" y=\"{}\" width=\"{:.1}\" height=\"11\" fill=\"{COWLAB}\"/>\
-             <text x=\"{:.1}\" y=\"{}\" {FONT} font-size=\"10\">cowlab {cowlab} ({ratio:.2})</text>",
+             <text x=\"{:.1}\" y=\"{}\" {FAMILY} font-size=\"10\">cowlab {cowlab} ({ratio:.2})</text>",
             y + 17.0,
             (x(ratio) - label_w).max(1.0),
             x(ratio) + 4.0,
@@ -351,6 +352,18 @@ mod tests {
             assert!(svg.starts_with("<svg xmlns"), "{svg}");
             assert!(svg.trim_end().ends_with("</svg>"));
             assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+            // XML forbids an attribute twice in one element.
+            for element in svg.split('<') {
+                let tag = element.split('>').next().unwrap_or("");
+                let mut names: Vec<&str> = tag
+                    .split_whitespace()
+                    .filter_map(|w| w.split_once('=').map(|(n, _)| n))
+                    .collect();
+                let all = names.len();
+                names.sort_unstable();
+                names.dedup();
+                assert_eq!(names.len(), all, "duplicate attribute in <{element}");
+            }
         }
         assert!(paths_chart(&rows).contains("anon_write_fault"));
         assert!(fork_chart(&rows, false).contains("153.2k"));
