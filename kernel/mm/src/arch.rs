@@ -40,4 +40,12 @@ pub unsafe trait Arch: Sync {
 
     /// Restores the state returned by the matching [`Arch::irq_save`].
     fn irq_restore(&self, state: IrqState);
+
+    /// Debug hook: `frame` just lost its last reference and went back to the allocator. No
+    /// cached translation may still reach it (pages are freed only after the flush that
+    /// removes their last translation). The kernel does nothing; the host's emulated TLB
+    /// panics if one of its entries still maps the frame.
+    fn frame_freed(&self, frame: PhysAddr) {
+        let _ = frame;
+    }
 }

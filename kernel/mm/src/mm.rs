@@ -179,8 +179,11 @@ impl<A: Arch> Mm<A> {
     pub(crate) fn put_page(&self, frame: PhysAddr) {
         // `ANON` never changes while the page is in use, so reading it before the put is exact.
         let anon = self.frames.meta(frame).test(FrameFlags::ANON);
-        if self.frames.put(frame) && anon {
-            stats::dec(&self.counters.anon_pages);
+        if self.frames.put(frame) {
+            self.arch.frame_freed(frame);
+            if anon {
+                stats::dec(&self.counters.anon_pages);
+            }
         }
     }
 

@@ -208,6 +208,15 @@ unsafe impl Arch for HostArch {
         self.tlb.flush_all(root);
     }
 
+    fn frame_freed(&self, frame: PhysAddr) {
+        if let Some((root, va)) = self.tlb.mapping_of(frame) {
+            panic!(
+                "frame {frame:#x} freed while the TLB still maps {va:#x} -> it (root {root:#x}): \
+                 a page may be freed only after the flush that removes its last translation"
+            );
+        }
+    }
+
     fn irq_save(&self) -> IrqState {
         IrqState(u64::from(self.irq_enabled.swap(false, Ordering::Relaxed)))
     }

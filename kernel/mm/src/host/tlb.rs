@@ -62,6 +62,20 @@ impl Tlb {
             .collect()
     }
 
+    /// Some cached translation to `frame`, as (root, virtual page).
+    pub(crate) fn mapping_of(&self, frame: PhysAddr) -> Option<(PhysAddr, VirtAddr)> {
+        self.entries
+            .lock()
+            .iter()
+            .find(|(_, e)| e.frame == frame)
+            .map(|(&(r, vpn), _)| {
+                (
+                    PhysAddr::new(r),
+                    VirtAddr::new(vpn * crate::PAGE_SIZE as u64),
+                )
+            })
+    }
+
     /// Number of cached translations.
     pub fn len(&self) -> usize {
         self.entries.lock().len()

@@ -432,3 +432,36 @@ fn pagemap_reports_presence_pfn_soft_dirty_exclusivity_and_file_pages() {
     ShmemObject::put(obj, &env.mm);
     env.finish(std::vec![s, child]);
 }
+
+/// A COW copy of an orphaned page-cache page (truncated while mapped privately) drops the last
+/// reference to the old page: it is freed only after the flush that removes the last cached
+/// translation of it (the emulated TLB panics otherwise). The write comes from the kernel
+/// (a `FOLL_WRITE` pin), so the CPU's read-only entry is still cached when the copy happens.
+#[test]
+fn cow_copy_frees_an_orphaned_old_page_only_after_the_flush() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let obj = memfd(&env, 1, 0x77);
+        let mut s = env.space();
+        let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::RW, MapFlags::PRIVATE);
+        assert_eq!(env.read(&mut s, va).unwrap(), 0x77);
+        let old = env.frame(&s, va);
+        obj.set_size(&env.mm, 0).unwrap();
+        assert_eq!(
+            env.mm.frames().meta(old).refcount(),
+            1,
+            "only the PTE holds it"
+        );
+        let pin = crate::pin::pin_user_page(&env.mm, &mut s, va).unwrap();
+        assert_ne!(pin.frame(), old, "{era}");
+        assert!(
+            env.mm.frames().meta(old).is_free(),
+            "{era}: the orphan was freed"
+        );
+        env.check(&[&s]);
+        assert_eq!(pin_read_u64(&env, &pin, 0), 0x77, "{era}");
+        pin.unpin(&env.mm);
+        ShmemObject::put(obj, &env.mm);
+        env.finish(std::vec![s]);
+    }
+}
