@@ -442,6 +442,9 @@ fn dirty_cow_race_on_anon_memory_never_writes_the_zero_page() {
                 races += 1;
                 s.madvise(mm, va, PAGE_SIZE, crate::madvise::Advice::DontNeed)
                     .unwrap();
+                // A racing reader maps the zero page again: a clean PTE that 2016's
+                // FOLL_COW retry must refuse because it is not dirty (Linux 4.8.3).
+                crate::fault::handle_mm_fault(mm, s, va, crate::fault::FaultKind::Read).unwrap();
             }
         };
         let r = crate::gup::access_process_vm_write_hooked(
@@ -670,6 +673,46 @@ fn force_write_after_clear_refs_marks_the_page_soft_dirty() {
                 "{era}: the exclusive page is reused"
             );
         }
+        env.finish(std::vec![s]);
+    }
+}
+
+/// An unshare fault whose count rule proves the page unshared (step 2 of `do_wp_page`: the fork
+/// child is gone, refcount 1, `ANON_EXCLUSIVE` not yet set) marks it exclusive and reuses it,
+/// but keeps the PTE read-only: unsharing grants no write permission.
+#[test]
+fn unshare_proven_by_the_refcount_keeps_the_pte_read_only() {
+    for era in [Era::Y2022, Era::Y2023] {
+        let env = Env::era(era);
+        let mut s = env.space();
+        let va = env.map(&mut s, 0, 1, Prot::RW);
+        env.write(&mut s, va, 1).unwrap();
+        let child = s.fork(&env.mm).unwrap();
+        child.exit(&env.mm);
+        let frame = env.frame(&s, va);
+        assert!(!env.exclusive(&s, va));
+        let before = env.mm.stats();
+        let pin = pin_one(&env, &mut s, va, FollFlags::NONE, Path::Slow).unwrap();
+        let st = env.mm.stats();
+        assert_eq!(
+            st.gup_unshare_faults - before.gup_unshare_faults,
+            1,
+            "{era}"
+        );
+        assert_eq!(pin.frame(), frame, "{era}: reused, not copied");
+        assert!(env.exclusive(&s, va), "{era}");
+        assert!(
+            !env.pte(&s, va).is_writable(),
+            "{era}: unshare made the PTE writable"
+        );
+        env.check(&[&s]);
+        // The next write faults and reuses the now-exclusive page.
+        let faults = s.minor_faults();
+        env.write(&mut s, va, 2).unwrap();
+        assert_eq!(s.minor_faults(), faults + 1, "{era}");
+        assert_eq!(env.frame(&s, va), frame);
+        assert_eq!(pin_read_u64(&env, &pin, 0), 2);
+        pin.unpin(&env.mm);
         env.finish(std::vec![s]);
     }
 }
