@@ -69,19 +69,22 @@ pub struct Loaded {
 }
 
 fn u16_at(data: &[u8], at: usize) -> Result<u16, Errno> {
-    let bytes = data.get(at..at + 2).ok_or(Errno::ENOEXEC)?;
+    let end = at.checked_add(2).ok_or(Errno::ENOEXEC)?;
+    let bytes = data.get(at..end).ok_or(Errno::ENOEXEC)?;
     Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, Errno> {
-    let bytes = data.get(at..at + 4).ok_or(Errno::ENOEXEC)?;
+    let end = at.checked_add(4).ok_or(Errno::ENOEXEC)?;
+    let bytes = data.get(at..end).ok_or(Errno::ENOEXEC)?;
     Ok(u32::from_le_bytes(
         bytes.try_into().map_err(|_| Errno::ENOEXEC)?,
     ))
 }
 
 fn u64_at(data: &[u8], at: usize) -> Result<u64, Errno> {
-    let bytes = data.get(at..at + 8).ok_or(Errno::ENOEXEC)?;
+    let end = at.checked_add(8).ok_or(Errno::ENOEXEC)?;
+    let bytes = data.get(at..end).ok_or(Errno::ENOEXEC)?;
     Ok(u64::from_le_bytes(
         bytes.try_into().map_err(|_| Errno::ENOEXEC)?,
     ))
@@ -146,6 +149,9 @@ pub fn load(
     let mut phdrs = Vec::new();
     for i in 0..phnum {
         let at = phoff.checked_add(i * phentsize).ok_or(Errno::ENOEXEC)?;
+        if at > data.len() {
+            return Err(Errno::ENOEXEC);
+        }
         phdrs.push(Phdr {
             kind: u32_at(data, at)?,
             flags: u32_at(data, at + 4)?,
@@ -221,11 +227,16 @@ pub fn load(
 
     // AT_PHDR: PT_PHDR if present, else where the load segment holding the headers maps them.
     let phdr_va = match phdrs.iter().find(|p| p.kind == PT_PHDR) {
-        Some(p) => base + p.vaddr,
+        Some(p) => base.wrapping_add(p.vaddr),
         None => loads
             .iter()
-            .find(|p| p.offset <= phoff as u64 && (phoff as u64) < p.offset + p.filesz)
-            .map_or(0, |p| base + p.vaddr + (phoff as u64 - p.offset)),
+            .find(|p| {
+                p.offset <= phoff as u64 && (phoff as u64) < p.offset.saturating_add(p.filesz)
+            })
+            .map_or(0, |p| {
+                base.wrapping_add(p.vaddr)
+                    .wrapping_add(phoff as u64 - p.offset)
+            }),
     };
 
     let stack_bottom = STACK_TOP - STACK_SIZE;

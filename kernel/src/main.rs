@@ -35,6 +35,7 @@ mod proc;
 mod qemu;
 mod ramdisk;
 mod random;
+mod rtc;
 mod syscall;
 mod time;
 mod uaccess;
@@ -77,6 +78,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     info!("command line: \"{}\"", cmdline.raw);
     info!("era: {}", cmdline.era);
     info!("tsc: {} kHz (calibrated against the PIT)", time::tsc_khz());
+    rtc::init();
 
     memory::init(boot_info);
     paging::init();

@@ -158,7 +158,10 @@ pub fn read_cstr_array(addr: u64, max: usize) -> Result<Vec<String>, Errno> {
         if out.len() >= max {
             return Err(Errno::E2BIG);
         }
-        let ptr = UserPtr::<u64>::new(addr + 8 * out.len() as u64)?.read()?;
+        let at = addr
+            .checked_add(8 * out.len() as u64)
+            .ok_or(Errno::EFAULT)?;
+        let ptr = UserPtr::<u64>::new(at)?.read()?;
         if ptr == 0 {
             return Ok(out);
         }

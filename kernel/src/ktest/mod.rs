@@ -19,6 +19,7 @@ mod heap;
 mod mm;
 mod ramdisk;
 mod registry;
+mod rtc;
 mod selftests;
 mod timer;
 mod uaccess;

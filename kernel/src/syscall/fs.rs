@@ -150,7 +150,8 @@ fn iovecs(addr: u64, count: i64) -> Result<Vec<UserSlice>, Errno> {
     }
     let mut out = Vec::new();
     for i in 0..count as u64 {
-        let iov = UserPtr::<IoVec>::new(addr + 16 * i)?.read()?;
+        let at = addr.checked_add(16 * i).ok_or(Errno::EFAULT)?;
+        let iov = UserPtr::<IoVec>::new(at)?.read()?;
         out.push(UserSlice::new(iov.base, iov.len as usize)?);
     }
     Ok(out)

@@ -98,8 +98,16 @@ pub fn mremap(a: Args) -> SysResult {
         // Moving to a chosen address is not supported yet.
         return Err(Errno::EINVAL);
     }
+    let user_end = cowlab_mm::aspace::USER_END;
+    if old_len > user_end || new_len > user_end {
+        return Err(Errno::ENOMEM);
+    }
     let old_len = page_up(old_len).ok_or(Errno::EINVAL)?;
     let new_len = page_up(new_len).ok_or(Errno::ENOMEM)?;
+    // Both ranges must lie in the user half (no arithmetic below can overflow then).
+    if old + old_len.max(new_len) > user_end {
+        return Err(Errno::ENOMEM);
+    }
     let old_va = checked_addr(old)?;
     let mm = memory::mm();
     let shared = current_aspace();

@@ -1,5 +1,5 @@
-//! Clocks and sleeps. Time comes from the TSC (`time::micros_since_boot`); there is no RTC yet,
-//! so the realtime clock starts at the epoch plus the boot time. Sleeps block until the TSC says the time
+//! Clocks and sleeps. Time comes from the TSC (`time::micros_since_boot`); `CLOCK_REALTIME` (and
+//! `gettimeofday`, `time`) add the wall-clock time the CMOS RTC gave at boot (`rtc`). Sleeps block until the TSC says the time
 //! has passed, checking at each timer tick (10 ms).
 
 use super::{Args, Errno, SysResult};
@@ -15,7 +15,14 @@ struct Timespec {
 }
 
 fn now() -> Timespec {
-    let us = clock::micros_since_boot();
+    timespec(clock::micros_since_boot())
+}
+
+fn realtime() -> Timespec {
+    timespec(crate::rtc::realtime_micros())
+}
+
+fn timespec(us: u64) -> Timespec {
     Timespec {
         sec: (us / 1_000_000) as i64,
         nsec: ((us % 1_000_000) * 1000) as i64,
@@ -28,20 +35,26 @@ pub fn clock_gettime(a: Args) -> SysResult {
     if !(0..=7).contains(&a.int(0)) {
         return Err(Errno::EINVAL);
     }
-    UserPtr::<Timespec>::new(a.get(1))?.write(&now())?;
+    // REALTIME and REALTIME_COARSE are wall-clock time; the others count from boot.
+    let t = if matches!(a.int(0), 0 | 5) {
+        realtime()
+    } else {
+        now()
+    };
+    UserPtr::<Timespec>::new(a.get(1))?.write(&t)?;
     Ok(0)
 }
 
 pub fn gettimeofday(a: Args) -> SysResult {
     if a.get(0) != 0 {
-        let t = now();
+        let t = realtime();
         UserPtr::<[i64; 2]>::new(a.get(0))?.write(&[t.sec, t.nsec / 1000])?;
     }
     Ok(0)
 }
 
 pub fn time(a: Args) -> SysResult {
-    let t = now().sec;
+    let t = realtime().sec;
     if a.get(0) != 0 {
         UserPtr::<i64>::new(a.get(0))?.write(&t)?;
     }
@@ -71,8 +84,14 @@ pub fn clock_nanosleep(a: Args) -> SysResult {
     if a.get(1) & 1 != 0 {
         // TIMER_ABSTIME: sleep until the given time.
         let ts = UserPtr::<Timespec>::new(a.get(2))?.read()?;
-        let target_us = (ts.sec.max(0) as u64) * 1_000_000 + (ts.nsec.max(0) as u64) / 1000;
-        let now_us = clock::micros_since_boot();
+        let target_us = (ts.sec.max(0) as u64)
+            .saturating_mul(1_000_000)
+            .saturating_add(ts.nsec.max(0) as u64 / 1000);
+        let now_us = if matches!(a.int(0), 0 | 5) {
+            crate::rtc::realtime_micros()
+        } else {
+            clock::micros_since_boot()
+        };
         if target_us > now_us {
             proc::sleep_micros(target_us - now_us)?;
         }

@@ -396,6 +396,17 @@ fn main() -> i32 {
         efault,
     );
 
+    let mut wall = [0i64; 2];
+    let _ = sc(
+        nr::CLOCK_GETTIME,
+        [0, wall.as_mut_ptr() as usize, 0, 0, 0, 0],
+    );
+    t.check_why(
+        "CLOCK_REALTIME is after 2020",
+        wall[0] > 1_577_836_800,
+        wall[0],
+    );
+
     let mut fs: u64 = 0;
     t.eq(
         "arch_prctl ARCH_GET_FS",
