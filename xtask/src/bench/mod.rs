@@ -262,8 +262,12 @@ fn boot(
     eprintln!();
     if exit != QemuExit::Kernel(0) || !run.done {
         let tail: Vec<&str> = session.tail().collect();
+        let hint = match machine.accel {
+            Accel::Kvm => "\nKVM does not work on cowlab's development and CI machines: drop --kvm",
+            _ => "",
+        };
         bail!(
-            "bench did not finish cleanly ({exit}); last console lines:\n{}\n(log: {})",
+            "bench did not finish cleanly ({exit}); last console lines:\n{}\n(log: {}){hint}",
             tail.join("\n"),
             log.display()
         );
