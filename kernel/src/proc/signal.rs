@@ -38,9 +38,11 @@ pub fn name(signal: u8) -> &'static str {
     }
 }
 
-/// Whether the default action of `signal` is to ignore it.
+/// Whether the default action of `signal` is to ignore it: SIGCHLD, SIGCONT, SIGURG, SIGWINCH.
+/// Job control does not exist yet, so the stop signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)
+/// are ignored too rather than wrongly terminating the process.
 fn ignored_by_default(signal: u8) -> bool {
-    matches!(signal, SIGCHLD | 23 | 28) // SIGCHLD, SIGURG, SIGWINCH
+    matches!(signal, SIGCHLD | 18 | 19 | 20 | 21 | 22 | 23 | 28)
 }
 
 /// Sends `signal` to process `pid` (kill): `ESRCH` if there is none.

@@ -87,13 +87,29 @@ pub fn kill(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let pid = a.int(0);
-    let target = match pid {
-        p if p > 0 => p as u32,
-        // Process groups are not modelled: 0 and -1 mean the caller itself here.
-        0 | -1 => proc::current_pid(),
+    match pid {
+        p if p > 0 => signal::send(u32::try_from(p).map_err(|_| Errno::ESRCH)?, signal as u8)?,
+        // Every process but init and the caller (Linux: those the caller may signal).
+        -1 => {
+            let me = proc::current_pid();
+            let targets: alloc::vec::Vec<u32> = proc::TABLE
+                .lock()
+                .keys()
+                .copied()
+                .filter(|&p| p != 1 && p != me)
+                .collect();
+            if targets.is_empty() {
+                return Err(Errno::ESRCH);
+            }
+            for target in targets {
+                let _ = signal::send(target, signal as u8);
+            }
+        }
+        // Process groups are not modelled yet: the caller's group (0) is the caller, and no
+        // other group exists.
+        0 => signal::send(proc::current_pid(), signal as u8)?,
         _ => return Err(Errno::ESRCH),
-    };
-    signal::send(target, signal as u8)?;
+    }
     Ok(0)
 }
 

@@ -85,6 +85,20 @@ fn main() -> i32 {
         status,
     );
 
+    // SIGCONT's default action is to continue (ignored here): the child lives on.
+    let pid = fork().unwrap_or(-1);
+    if pid == 0 {
+        let _ = sleep_ms(100);
+        exit_now(6);
+    }
+    t.eq("kill SIGCONT", kill(pid, 18).map(|_| ()), Ok(()));
+    let status = waitpid(pid, 0).map(|r| r.1).unwrap_or(-1);
+    t.check_why(
+        "SIGCONT does not terminate",
+        wifexited(status) && wexitstatus(status) == 6,
+        status,
+    );
+
     // A child spinning without system calls is preempted by the timer: the parent still runs.
     let pid = fork().unwrap_or(-1);
     if pid == 0 {
