@@ -230,3 +230,71 @@ fn fork_out_of_memory_leaves_parent_intact() {
     }
     env.finish(std::vec![parent]);
 }
+
+/// fork copies an exclusive pinned page for the child (`fork_must_copy`); the copy is the
+/// child's own and mapped writable, so the child's first write takes no fault.
+#[test]
+fn forks_copy_of_a_pinned_page_is_writable_in_the_child() {
+    for era in [Era::Y2020, Era::Y2022, Era::Y2023] {
+        let env = Env::era(era);
+        let mut parent = env.space();
+        let va = env.map(&mut parent, 0, 1, Prot::RW);
+        env.write(&mut parent, va, 5).unwrap();
+        let pin = crate::pin::pin_user_page(&env.mm, &mut parent, va).unwrap();
+        let mut child = parent.fork(&env.mm).unwrap();
+        assert_eq!(env.mm.stats().fork_pinned_copies, 1, "{era}");
+        assert!(env.pte(&child, va).is_writable(), "{era}");
+        let faults = child.minor_faults();
+        env.write(&mut child, va, 6).unwrap();
+        assert_eq!(
+            child.minor_faults(),
+            faults,
+            "{era}: the child's write faulted"
+        );
+        assert_eq!(env.read(&mut parent, va).unwrap(), 5);
+        env.check(&[&parent, &child]);
+        pin.unpin(&env.mm);
+        env.finish(std::vec![parent, child]);
+    }
+}
+
+/// A fork that runs out of memory after write-protecting some parent PTEs still flushes the
+/// parent's TLB: no CPU may keep writing through the old writable entries.
+#[test]
+fn failed_fork_flushes_the_parents_write_protected_entries() {
+    let env = Env::new();
+    let mut parent = env.space();
+    let a = env.map(&mut parent, 0, 1, Prot::RW);
+    let b = parent
+        .mmap(
+            &env.mm,
+            VirtAddr::new(0x7000_0000_0000),
+            PAGE_SIZE,
+            Prot::RW,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+        )
+        .unwrap();
+    env.write(&mut parent, a, 1).unwrap();
+    env.write(&mut parent, b, 2).unwrap();
+    // The child's root and the three tables below `a` fit; the tables for `b` do not.
+    let mut hoard = std::vec::Vec::new();
+    while env.mm.frames().free_frames() > 4 {
+        hoard.push(env.mm.frames().alloc().unwrap());
+    }
+    assert_eq!(
+        parent.fork(&env.mm).map(|_| ()).unwrap_err(),
+        crate::error::MmError::NoMem
+    );
+    for f in hoard {
+        env.mm.frames().free(f);
+    }
+    assert!(
+        !env.pte(&parent, a).is_writable(),
+        "the test needs fork to have write-protected a"
+    );
+    env.check(&[&parent]);
+    env.write(&mut parent, a, 3).unwrap();
+    env.write(&mut parent, b, 4).unwrap();
+    env.check(&[&parent]);
+    env.finish(std::vec![parent]);
+}

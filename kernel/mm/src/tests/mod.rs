@@ -13,6 +13,7 @@ mod gup_tests;
 mod random;
 mod regbuf_tests;
 mod shmem_tests;
+mod softdirty_tests;
 mod teardown_tests;
 mod vma_tests;
 
