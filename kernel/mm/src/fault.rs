@@ -162,6 +162,14 @@ fn access_permitted(vma: &Vma, kind: FaultKind) -> bool {
 
 /// First touch of a page of an anonymous mapping (Linux `do_anonymous_page`): a read maps the
 /// shared zero page read-only; a write maps a new zeroed page, `ANON|ANON_EXCLUSIVE`, writable.
+///
+/// An unshare fault on an empty PTE is treated as a read, as in Linux (`FAULT_FLAG_UNSHARE`
+/// without `FAULT_FLAG_WRITE` takes the read branch of `do_anonymous_page`): it maps the zero
+/// page, not the "exclusive anon page" SEMANTICS.md section 3 words as the result of an
+/// unshare. GUP then looks again, sees the zero page in a COW mapping and, if the pin must
+/// unshare it (`gup_must_unshare`, long-term pins from 2022), raises a second unshare fault,
+/// which `do_wp_page` resolves with a copy (`wp_page_copy` of the zero page: a zeroed exclusive
+/// anon page, still read-only). Two faults, the same end state.
 fn do_anonymous_page<A: Arch>(
     mm: &Mm<A>,
     vma: &Vma,

@@ -716,3 +716,31 @@ fn unshare_proven_by_the_refcount_keeps_the_pte_read_only() {
         env.finish(std::vec![s]);
     }
 }
+
+/// A long-term read-only pin of an untouched page (2022+) takes two faults, as Linux does: the
+/// first maps the zero page (an unshare on an empty PTE is a read), the second unshares it into
+/// an exclusive, still read-only anon page.
+#[test]
+fn longterm_ro_pin_of_an_untouched_page_faults_twice_into_an_exclusive_page() {
+    for era in [Era::Y2022, Era::Y2023] {
+        let env = Env::era(era);
+        let mut s = env.space();
+        let va = env.map(&mut s, 0, 1, Prot::RW);
+        let before = env.mm.stats();
+        let pin = pin_one(&env, &mut s, va, FollFlags::LONGTERM, Path::Slow).unwrap();
+        let st = env.mm.stats();
+        assert_eq!(st.zero_page_faults - before.zero_page_faults, 1, "{era}");
+        assert_eq!(
+            st.gup_unshare_faults - before.gup_unshare_faults,
+            1,
+            "{era}"
+        );
+        assert_eq!(st.zero_page_copies - before.zero_page_copies, 1, "{era}");
+        assert_ne!(pin.frame(), env.mm.zero_page(), "{era}");
+        assert!(env.exclusive(&s, va), "{era}");
+        assert!(!env.pte(&s, va).is_writable(), "{era}");
+        env.check(&[&s]);
+        pin.unpin(&env.mm);
+        env.finish(std::vec![s]);
+    }
+}
