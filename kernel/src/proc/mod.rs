@@ -201,7 +201,13 @@ pub fn on_return_to_user(_frame: &mut TrapFrame) {
     if current_pid() == 0 {
         return;
     }
-    if let Some(signal) = with_current(|p| p.pending_kill) {
+    let (pending, stack_ok) = with_current(|p| (p.pending_kill, p.kstack.canary_intact()));
+    assert!(
+        stack_ok,
+        "kernel stack overflow in pid {} (canary at the bottom of its 32 KiB stack overwritten)",
+        current_pid()
+    );
+    if let Some(signal) = pending {
         exit_current(i32::from(signal));
     }
 }

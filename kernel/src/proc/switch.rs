@@ -49,9 +49,20 @@ pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
 /// A process's kernel stack (heap memory, 16-byte aligned).
 pub struct KernelStack(Vec<u128>);
 
+/// The word at the bottom of every kernel stack: if it changes, the stack overflowed into the
+/// heap below it (there is no guard page: the stacks are heap memory).
+const CANARY: u128 = 0x6b73_7461_6b5f_776f_6c62_6f77_5f6b_7473;
+
 impl KernelStack {
     pub fn new() -> KernelStack {
-        KernelStack(vec![0; KERNEL_STACK_SIZE / 16])
+        let mut words = vec![0; KERNEL_STACK_SIZE / 16];
+        words[0] = CANARY;
+        KernelStack(words)
+    }
+
+    /// Whether the bottom word is intact (checked at every return to ring 3).
+    pub fn canary_intact(&self) -> bool {
+        self.0[0] == CANARY
     }
 
     /// One past the highest byte.
