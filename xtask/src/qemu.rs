@@ -88,6 +88,10 @@ impl Machine {
         let mut command = Command::new(qemu);
         let mut drive = std::ffi::OsString::from("format=raw,file=");
         drive.push(escape_option(&self.image.to_string_lossy()));
+        // The boot disk is never written: snapshot mode opens the image read-only (writes, if
+        // any, go to a temporary overlay), so several QEMUs can boot the same image at once
+        // (`cargo xtask qemu` while `cargo xtask test` runs) instead of failing on its lock.
+        drive.push(",snapshot=on");
         command.arg("-drive").arg(drive);
         if let Some(ovmf) = &self.ovmf {
             command.arg("-bios").arg(ovmf);
@@ -594,7 +598,7 @@ mod tests {
         };
         assert_eq!(
             show_command(&machine.command(Path::new("qemu-system-x86_64"))),
-            "qemu-system-x86_64 -drive format=raw,file=/t/cowlab-bios.img -serial stdio \
+            "qemu-system-x86_64 -drive format=raw,file=/t/cowlab-bios.img,snapshot=on -serial stdio \
              -display none -no-reboot -m 1G -cpu qemu64 -accel tcg \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -fw_cfg 'name=opt/cowlab/cmdline,string=ktest ktest-skip=3'"
