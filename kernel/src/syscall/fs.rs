@@ -130,7 +130,8 @@ pub fn pwrite64(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     match f.kind {
-        FileKind::Null => Ok(a.get(2)),
+        // As write: EBADF on a read-only descriptor, EFAULT for a buffer outside user memory.
+        FileKind::Null => write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None),
         FileKind::Regular(_) | FileKind::Root => Err(Errno::EBADF),
         _ => Err(Errno::ESPIPE),
     }
@@ -514,8 +515,9 @@ pub fn mkdir(a: Args) -> SysResult {
     }
 }
 
-fn readlink_path(path: u64, buf: u64, size: u64) -> SysResult {
+fn readlink_path(dirfd: i64, path: u64, buf: u64, size: u64) -> SysResult {
     let path = read_cstr(path, PATH_MAX)?;
+    check_dirfd(dirfd, &path)?;
     UserSlice::new(buf, size as usize)?;
     if size == 0 {
         return Err(Errno::EINVAL);
@@ -526,11 +528,11 @@ fn readlink_path(path: u64, buf: u64, size: u64) -> SysResult {
 }
 
 pub fn readlink(a: Args) -> SysResult {
-    readlink_path(a.get(0), a.get(1), a.get(2))
+    readlink_path(AT_FDCWD, a.get(0), a.get(1), a.get(2))
 }
 
 pub fn readlinkat(a: Args) -> SysResult {
-    readlink_path(a.get(1), a.get(2), a.get(3))
+    readlink_path(a.int(0), a.get(1), a.get(2), a.get(3))
 }
 
 /// getdents64 on the root directory: `.`, `..`, then the ramdisk's files. The open file's

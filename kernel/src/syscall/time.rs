@@ -84,6 +84,9 @@ pub fn clock_nanosleep(a: Args) -> SysResult {
     if a.get(1) & 1 != 0 {
         // TIMER_ABSTIME: sleep until the given time.
         let ts = UserPtr::<Timespec>::new(a.get(2))?.read()?;
+        if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
+            return Err(Errno::EINVAL);
+        }
         let target_us = (ts.sec.max(0) as u64)
             .saturating_mul(1_000_000)
             .saturating_add(ts.nsec.max(0) as u64 / 1000);
