@@ -290,7 +290,10 @@ fn userland(profile: Profile, tally: &mut Tally, checks: bool) -> Vec<String> {
         },
         _ => tally.fail(name, "no init or status program was built"),
     }
-    for (test, path) in tests.iter().filter(|(test, _)| usertest::runs_on_host(test)) {
+    for (test, path) in tests
+        .iter()
+        .filter(|(test, _)| usertest::runs_on_host(test))
+    {
         let name = format!("host: {test}");
         match usertest::run_on_host(path, test, Duration::from_secs(60)) {
             Ok((passed, _)) => tally.pass(&format!("{name} ({passed} checks)")),
