@@ -13,7 +13,6 @@
 
 #![deny(unsafe_code)]
 
-use alloc::collections::BTreeMap;
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
@@ -22,6 +21,7 @@ use crate::error::MmError;
 use crate::mm::Mm;
 use crate::pagetable::{PageTable, Pte};
 use crate::vma::Vma;
+use crate::vmacache::VmaTree;
 
 /// End of user space (Linux `TASK_SIZE` with 4-level paging: the last page below the
 /// non-canonical hole is left unmapped).
@@ -44,7 +44,8 @@ pub(crate) struct Brk {
 /// One process's address space.
 pub struct AddressSpace {
     pub(crate) root: PhysAddr,
-    pub(crate) vmas: BTreeMap<u64, Vma>,
+    /// Reads through `Deref`; changes through `vmas.map_mut()` (which drops the lookup cache).
+    pub(crate) vmas: VmaTree,
     pub(crate) brk: Brk,
     pub(crate) mmap_base: VirtAddr,
     minflt: AtomicU64,
@@ -58,7 +59,7 @@ impl AddressSpace {
         let root = PageTable::create_root(mm).ok_or(MmError::NoMem)?;
         Ok(AddressSpace {
             root,
-            vmas: BTreeMap::new(),
+            vmas: VmaTree::new(),
             brk: Brk::default(),
             mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
             minflt: AtomicU64::new(0),
@@ -80,10 +81,10 @@ impl AddressSpace {
         PageTable::new(mm, self.root)
     }
 
-    /// The VMA containing `va` (Linux `vma_lookup`), O(log n).
+    /// The VMA containing `va` (Linux `vma_lookup`): the last one found if it still fits,
+    /// else O(log n).
     pub fn find_vma(&self, va: VirtAddr) -> Option<&Vma> {
-        let (_, vma) = self.vmas.range(..=va.as_u64()).next_back()?;
-        vma.contains(va).then_some(vma)
+        self.vmas.find(va)
     }
 
     /// Every VMA in address order.
@@ -153,7 +154,7 @@ impl AddressSpace {
     pub(crate) fn fork_shell(&self, root: PhysAddr) -> AddressSpace {
         AddressSpace {
             root,
-            vmas: BTreeMap::new(),
+            vmas: VmaTree::new(),
             brk: self.brk,
             mmap_base: self.mmap_base,
             minflt: AtomicU64::new(0),
@@ -193,7 +194,7 @@ impl AddressSpace {
     /// Splits the VMA containing `at` (if `at` is strictly inside one) into two at `at`
     /// (Linux `split_vma`). Page tables are unaffected.
     pub(crate) fn split_at(&mut self, at: VirtAddr) {
-        let Some((&key, vma)) = self.vmas.range_mut(..at.as_u64()).next_back() else {
+        let Some((&key, vma)) = self.vmas.map_mut().range_mut(..at.as_u64()).next_back() else {
             return;
         };
         if vma.end <= at {
@@ -203,7 +204,7 @@ impl AddressSpace {
         upper.advance_start(at);
         vma.end = at;
         debug_assert!(key < at.as_u64());
-        self.vmas.insert(at.as_u64(), upper);
+        self.vmas.map_mut().insert(at.as_u64(), upper);
     }
 
     /// Splits so that `start` and `end` are VMA boundaries; returns the keys of the VMAs now
@@ -225,7 +226,7 @@ impl AddressSpace {
             "inserting an overlapping VMA"
         );
         let key = vma.start.as_u64();
-        self.vmas.insert(key, vma);
+        self.vmas.map_mut().insert(key, vma);
         self.merge_around(VirtAddr::new(key));
     }
 
@@ -236,8 +237,8 @@ impl AddressSpace {
         // With the previous one.
         if let Some((&pk, prev)) = self.vmas.range(..key).next_back() {
             if prev.can_merge_with(&self.vmas[&key]) {
-                let cur = self.vmas.remove(&key).expect("VMA vanished during merge");
-                self.vmas.get_mut(&pk).expect("previous VMA").end = cur.end;
+                let cur = self.vmas.map_mut().remove(&key).expect("VMA vanished during merge");
+                self.vmas.map_mut().get_mut(&pk).expect("previous VMA").end = cur.end;
                 key = pk;
             }
         }
@@ -245,8 +246,8 @@ impl AddressSpace {
         let end = self.vmas[&key].end.as_u64();
         if let Some(next) = self.vmas.get(&end) {
             if self.vmas[&key].can_merge_with(next) {
-                let next = self.vmas.remove(&end).expect("next VMA");
-                self.vmas.get_mut(&key).expect("VMA").end = next.end;
+                let next = self.vmas.map_mut().remove(&end).expect("next VMA");
+                self.vmas.map_mut().get_mut(&key).expect("VMA").end = next.end;
             }
         }
     }

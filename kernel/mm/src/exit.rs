@@ -24,7 +24,7 @@ impl AddressSpace {
             mm.remove_mapping(pte.frame());
             mm.put_page(pte.frame());
         });
-        for (_, vma) in self.vmas {
+        for (_, vma) in self.vmas.into_map() {
             crate::munmap::release_vma(mm, vma);
         }
     }

@@ -68,7 +68,7 @@ fn copy_mappings<A: Arch>(
         if vma.flags.contains(VmaFlags::DONTFORK) {
             continue;
         }
-        child.vmas.insert(vma.start.as_u64(), vma.clone());
+        child.vmas.map_mut().insert(vma.start.as_u64(), vma.clone());
         let ctx = CopyCtx {
             mm,
             era,

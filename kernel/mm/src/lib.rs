@@ -50,6 +50,7 @@ pub mod stats;
 pub mod tlb;
 pub mod uaccess;
 pub mod vma;
+mod vmacache;
 mod wp;
 
 #[cfg(any(test, feature = "host"))]

@@ -75,7 +75,7 @@ impl AddressSpace {
             Advice::DontFork | Advice::DoFork => {
                 let keys = self.isolate(start, end);
                 for key in &keys {
-                    let vma = self.vmas.get_mut(key).expect("isolated VMA");
+                    let vma = self.vmas.map_mut().get_mut(key).expect("isolated VMA");
                     vma.flags = if advice == Advice::DontFork {
                         vma.flags | VmaFlags::DONTFORK
                     } else {

@@ -67,7 +67,7 @@ impl AddressSpace {
         let era = mm.era();
         let mut flush = TlbFlush::none(self.root);
         for key in &keys {
-            let vma = self.vmas.get_mut(key).expect("isolated VMA");
+            let vma = self.vmas.map_mut().get_mut(key).expect("isolated VMA");
             if vma.prot == prot {
                 continue;
             }

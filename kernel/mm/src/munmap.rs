@@ -38,7 +38,7 @@ impl AddressSpace {
         let removed: alloc::vec::Vec<Vma> = self
             .isolate(start, end)
             .into_iter()
-            .filter_map(|key| self.vmas.remove(&key))
+            .filter_map(|key| self.vmas.map_mut().remove(&key))
             .collect();
         zap_pages(mm, self.root, start, end);
         for vma in removed {

@@ -25,7 +25,7 @@ impl AddressSpace {
     pub fn clear_refs_soft_dirty<A: Arch>(&mut self, mm: &Mm<A>) {
         let pt = PageTable::new(mm, self.root);
         let mut flush = TlbFlush::none(self.root);
-        for vma in self.vmas.values_mut() {
+        for vma in self.vmas.map_mut().values_mut() {
             vma.flags = vma.flags.without(VmaFlags::SOFTDIRTY);
             flush.merge(pt.change_protection(vma.start, vma.end, &mut |_, old| {
                 old.without(Pte::WRITABLE | Pte::SOFT_DIRTY)
