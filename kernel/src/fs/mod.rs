@@ -14,6 +14,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use cowlab_mm::shmem::ShmemObject;
+
 use crate::ramdisk;
 use crate::syscall::Errno;
 use pipe::Pipe;
@@ -37,6 +39,9 @@ pub enum FileKind {
     Root,
     PipeRead(Arc<Pipe>),
     PipeWrite(Arc<Pipe>),
+    /// A `memfd_create` file: a shmem object. The open-file description holds one reference,
+    /// released with `ShmemObject::put` when the description is dropped.
+    Memfd(Arc<ShmemObject>),
 }
 
 /// An open-file description.
@@ -75,6 +80,11 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.drop_end(false),
             FileKind::PipeWrite(p) => p.drop_end(true),
+            FileKind::Memfd(_) => {
+                if let FileKind::Memfd(obj) = core::mem::replace(&mut self.kind, FileKind::Null) {
+                    ShmemObject::put(obj, crate::memory::mm());
+                }
+            }
             _ => {}
         }
     }
@@ -279,6 +289,12 @@ pub fn stat(file: &OpenFile) -> Stat {
             st.st_mode = S_IFIFO | 0o600;
             st.st_ino = Arc::as_ptr(p) as u64 % 1_000_000;
             st.st_blksize = 4096;
+        }
+        FileKind::Memfd(obj) => {
+            st.st_mode = S_IFREG | 0o777;
+            st.st_size = obj.size() as i64;
+            st.st_blocks = obj.cached_pages() as i64 * 8;
+            st.st_ino = Arc::as_ptr(obj) as u64 % 1_000_000;
         }
     }
     st

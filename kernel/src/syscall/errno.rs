@@ -26,12 +26,14 @@ pub enum Errno {
     EINVAL = 22,
     EMFILE = 24,
     ENOTTY = 25,
+    EFBIG = 27,
     ESPIPE = 29,
     EROFS = 30,
     EPIPE = 32,
     ERANGE = 34,
     ENAMETOOLONG = 36,
     ENOSYS = 38,
+    EOPNOTSUPP = 95,
 }
 
 impl Errno {

@@ -57,7 +57,55 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
             Ok(n as u64)
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
+        FileKind::Memfd(obj) => {
+            let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+            let mut kbuf = alloc::vec![0u8; buf.len().min(CHUNK)];
+            let n = obj.read_at(crate::memory::mm(), at, &mut kbuf);
+            buf.write(&kbuf[..n])?;
+            if offset.is_none() {
+                file.offset.store(at + n as u64, Ordering::Relaxed);
+            }
+            Ok(n as u64)
+        }
     }
+}
+
+/// Writes user memory to a memfd at `offset` (None: the file's offset, or its end with
+/// `O_APPEND`), a bounce-buffer chunk at a time.
+fn write_memfd(
+    file: &OpenFile,
+    obj: &cowlab_mm::shmem::ShmemObject,
+    buf: UserSlice,
+    offset: Option<u64>,
+) -> SysResult {
+    let append = file.flags.load(Ordering::Relaxed) & fs::O_APPEND != 0;
+    let mut at = match offset {
+        Some(o) => o,
+        None if append => obj.size(),
+        None => file.offset.load(Ordering::Relaxed),
+    };
+    let mut done = 0;
+    while done < buf.len() {
+        let data = match buf.sub(done, CHUNK).read_vec() {
+            Ok(data) => data,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        let written = match obj.write_at(crate::memory::mm(), at, &data) {
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e.into()),
+            Err(_) => break,
+        };
+        done += written;
+        at += written as u64;
+        if written < data.len() {
+            break;
+        }
+    }
+    if offset.is_none() {
+        file.offset.store(at, Ordering::Relaxed);
+    }
+    Ok(done as u64)
 }
 
 /// Writes user memory to `file`.
@@ -94,6 +142,7 @@ fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult
             Ok(done as u64)
         }
         FileKind::Null => Ok(buf.len() as u64),
+        FileKind::Memfd(obj) => write_memfd(file, obj, buf, offset),
         _ => Err(Errno::EBADF),
     }
 }
@@ -114,7 +163,7 @@ pub fn pread64(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     match f.kind {
-        FileKind::Regular(_) => read_file(
+        FileKind::Regular(_) | FileKind::Memfd(_) => read_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
@@ -132,6 +181,11 @@ pub fn pwrite64(a: Args) -> SysResult {
     match f.kind {
         // As write: EBADF on a read-only descriptor, EFAULT for a buffer outside user memory.
         FileKind::Null => write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None),
+        FileKind::Memfd(_) => write_file(
+            &f,
+            UserSlice::new(a.get(1), a.get(2) as usize)?,
+            Some(a.get(3)),
+        ),
         FileKind::Regular(_) | FileKind::Root => Err(Errno::EBADF),
         _ => Err(Errno::ESPIPE),
     }
@@ -244,6 +298,7 @@ pub fn lseek(a: Args) -> SysResult {
     let f = file(a.int(0))?;
     let size = match &f.kind {
         FileKind::Regular(r) => r.data.len() as i64,
+        FileKind::Memfd(obj) => obj.size() as i64,
         FileKind::Root | FileKind::Null => 0,
         _ => return Err(Errno::ESPIPE),
     };
@@ -572,4 +627,76 @@ pub fn getdents64(a: Args) -> SysResult {
     out.write(&buf)?;
     f.offset.store(next as u64, Ordering::Relaxed);
     Ok(buf.len() as u64)
+}
+
+const MFD_CLOEXEC: u32 = 1;
+const MFD_ALLOW_SEALING: u32 = 2;
+/// Linux's limit on a memfd name (`MFD_NAME_MAX_LEN`), without the "memfd:" prefix.
+const MFD_NAME_MAX: usize = 249;
+
+/// memfd_create(name, flags): an anonymous shmem file of size 0, open read-write.
+pub fn memfd_create(a: Args) -> SysResult {
+    let flags = a.get(1) as u32;
+    if flags & !(MFD_CLOEXEC | MFD_ALLOW_SEALING) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let name = read_cstr(a.get(0), PATH_MAX)?;
+    if name.len() > MFD_NAME_MAX {
+        return Err(Errno::EINVAL);
+    }
+    if !with_current(|p| p.fds.has_room_for(1)) {
+        return Err(Errno::EMFILE);
+    }
+    let obj = cowlab_mm::shmem::ShmemObject::new();
+    let file = OpenFile::new(FileKind::Memfd(obj), fs::O_RDWR);
+    let fd = Fd {
+        file,
+        cloexec: flags & MFD_CLOEXEC != 0,
+    };
+    // A failed install hands the descriptor back: drop it outside the table lock.
+    let installed = with_current(|p| match p.fds.install(fd.clone()) {
+        Ok(n) => Ok(n),
+        Err(e) => Err(e),
+    });
+    drop(fd);
+    Ok(installed? as u64)
+}
+
+/// ftruncate(fd, length): memfds only (the ramdisk is read-only).
+pub fn ftruncate(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    if a.int(1) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    match &f.kind {
+        FileKind::Memfd(obj) if f.writable() => {
+            obj.set_size(crate::memory::mm(), a.get(1))?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// fallocate(fd, mode, offset, len): mode 0 on memfds.
+pub fn fallocate(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    let (mode, offset, len) = (a.i32(1), a.int(2), a.int(3));
+    if offset < 0 || len <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !f.writable() {
+        return Err(Errno::EBADF);
+    }
+    match &f.kind {
+        FileKind::PipeRead(_) | FileKind::PipeWrite(_) => Err(Errno::ESPIPE),
+        FileKind::Memfd(_) if mode != 0 => Err(Errno::EOPNOTSUPP),
+        FileKind::Memfd(obj) => {
+            if offset.checked_add(len).is_none() {
+                return Err(Errno::EFBIG);
+            }
+            obj.fallocate(crate::memory::mm(), offset as u64, len as u64)?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENODEV),
+    }
 }

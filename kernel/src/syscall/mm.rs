@@ -5,20 +5,40 @@
 use cowlab_mm::{Advice, MapFlags, Prot, VirtAddr};
 
 use super::{Args, Errno, SysResult};
+use crate::fs::FileKind;
 use crate::memory;
 use crate::proc::{current_aspace, with_current};
 use crate::uaccess::UserSlice;
 
 const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_SHARED: u32 = 0x01;
+const PROT_WRITE: u64 = 2;
 
 pub fn mmap(a: Args) -> SysResult {
     let (addr, len, prot, flags, fd) = (a.get(0), a.get(1), a.get(2), a.get(3) as u32, a.int(4));
-    if flags & MAP_ANONYMOUS == 0 {
-        with_current(|p| p.fds.get(fd))?;
-        return Err(Errno::ENODEV);
-    }
     if addr & 0xfff != 0 && flags & 0x10 != 0 {
         return Err(Errno::EINVAL);
+    }
+    if flags & MAP_ANONYMOUS == 0 {
+        let file = with_current(|p| p.fds.get(fd))?;
+        let FileKind::Memfd(obj) = &file.kind else {
+            return Err(Errno::ENODEV);
+        };
+        let shared = flags & 0x0f == MAP_SHARED;
+        if !file.readable() || (shared && prot & PROT_WRITE != 0 && !file.writable()) {
+            return Err(Errno::EACCES);
+        }
+        let prot = Prot::from_linux(prot as u32)?;
+        let va = current_aspace().lock().mmap_shmem(
+            memory::mm(),
+            VirtAddr::new(addr),
+            len as usize,
+            prot,
+            MapFlags::from_linux(flags),
+            obj,
+            a.get(5),
+        )?;
+        return Ok(va.as_u64());
     }
     let prot = Prot::from_linux(prot as u32)?;
     let aspace = current_aspace();

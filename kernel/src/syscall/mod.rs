@@ -93,6 +93,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         62 => proc::kill(a),
         63 => info::uname(a),
         72 => fs::fcntl(a),
+        77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),
         83 => fs::mkdir(a),
@@ -118,10 +119,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         // len == sizeof(struct robust_list_head).
         273 if a.get(1) != 24 => Err(Errno::EINVAL),
         273 => Ok(0),
+        285 => fs::fallocate(a),
         292 => fs::dup3(a),
         293 => fs::pipe2(a.get(0), a.i32(1) as u32),
         302 => info::prlimit64(a),
         318 => info::getrandom(a),
+        319 => fs::memfd_create(a),
         334 => Err(Errno::ENOSYS),
         _ => {
             let bit = nr.min(511);

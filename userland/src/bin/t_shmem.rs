@@ -1,0 +1,347 @@
+//! shmem through system calls: memfd_create, read/write/pread/pwrite/lseek/fstat on a memfd,
+//! ftruncate, fallocate, MAP_SHARED and MAP_PRIVATE mappings of a memfd (shared writes reach
+//! the file, private ones never do), MAP_SHARED|MAP_ANONYMOUS across fork, and error paths.
+#![no_std]
+#![no_main]
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, Tester};
+
+cowlab_userland::entry!(main);
+
+const MEMFD_CREATE: usize = 319;
+const FTRUNCATE: usize = 77;
+const FALLOCATE: usize = 285;
+const PREAD64: usize = 17;
+const PWRITE64: usize = 18;
+const FSTAT: usize = 5;
+const MMAP: usize = 9;
+const MFD_CLOEXEC: usize = 1;
+const MAP_SHARED: u32 = 1;
+
+fn memfd(name: &[u8], flags: usize) -> Result<i32, Errno> {
+    // SAFETY: `name` is a NUL-terminated byte string.
+    unsafe { raw(MEMFD_CREATE, [name.as_ptr() as usize, flags, 0, 0, 0, 0]) }.map(|v| v as i32)
+}
+
+fn ftruncate(fd: i32, len: i64) -> Result<usize, Errno> {
+    // SAFETY: no pointers.
+    unsafe { raw(FTRUNCATE, [fd as usize, len as usize, 0, 0, 0, 0]) }
+}
+
+fn fallocate(fd: i32, mode: i32, off: i64, len: i64) -> Result<usize, Errno> {
+    // SAFETY: no pointers.
+    unsafe {
+        raw(
+            FALLOCATE,
+            [fd as usize, mode as usize, off as usize, len as usize, 0, 0],
+        )
+    }
+}
+
+fn pread(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    unsafe {
+        raw(
+            PREAD64,
+            [
+                fd as usize,
+                buf.as_mut_ptr() as usize,
+                buf.len(),
+                off as usize,
+                0,
+                0,
+            ],
+        )
+    }
+}
+
+fn pwrite(fd: i32, buf: &[u8], off: u64) -> Result<usize, Errno> {
+    // SAFETY: the kernel reads buf.len() bytes of buf.
+    unsafe {
+        raw(
+            PWRITE64,
+            [
+                fd as usize,
+                buf.as_ptr() as usize,
+                buf.len(),
+                off as usize,
+                0,
+                0,
+            ],
+        )
+    }
+}
+
+/// (st_size, st_blocks) of `fd`.
+fn size_of(fd: i32) -> Result<(i64, i64), Errno> {
+    let mut st = [0u64; 18];
+    // SAFETY: struct stat is 144 bytes; `st` is 144 bytes.
+    unsafe { raw(FSTAT, [fd as usize, st.as_mut_ptr() as usize, 0, 0, 0, 0]) }?;
+    Ok((st[6] as i64, st[8] as i64))
+}
+
+fn map_fd(len: usize, prot: u32, flags: u32, fd: i32, off: u64) -> Result<usize, Errno> {
+    // SAFETY: a new mapping at an address the kernel chooses touches no existing memory.
+    unsafe {
+        raw(
+            MMAP,
+            [
+                0,
+                len,
+                prot as usize,
+                flags as usize,
+                fd as usize,
+                off as usize,
+            ],
+        )
+    }
+}
+
+fn e<T>(n: i32) -> Result<T, Errno> {
+    Err(Errno(n))
+}
+
+fn peek(addr: usize) -> u8 {
+    // SAFETY: callers pass addresses inside live mappings.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+fn poke(addr: usize, v: u8) {
+    // SAFETY: callers pass addresses inside live writable mappings.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_shmem");
+
+    // Creation and its errors.
+    let fd = memfd(b"t_shmem\0", MFD_CLOEXEC).unwrap_or(-1);
+    t.check("memfd_create(MFD_CLOEXEC)", fd >= 0);
+    t.eq("MFD_CLOEXEC sets FD_CLOEXEC", fcntl(fd, 1, 0), Ok(1));
+    t.eq(
+        "memfd_create unknown flag is EINVAL",
+        memfd(b"x\0", 0x100),
+        e(errno::EINVAL),
+    );
+    // SAFETY: address 8 is unmapped: the kernel must fail the name copy.
+    let bad = unsafe { raw(MEMFD_CREATE, [8, 0, 0, 0, 0, 0]) };
+    t.eq(
+        "memfd_create bad name pointer is EFAULT",
+        bad,
+        e(errno::EFAULT),
+    );
+    let mut long = [b'a'; 300];
+    long[299] = 0;
+    t.eq(
+        "memfd_create name too long is EINVAL",
+        memfd(&long, 0),
+        e(errno::EINVAL),
+    );
+    t.eq("fresh memfd has size 0", size_of(fd), Ok((0, 0)));
+
+    // read/write/lseek/pread/pwrite.
+    t.eq("write 5 bytes", write(fd, b"hello"), Ok(5));
+    t.eq("fstat size 5", size_of(fd).map(|s| s.0), Ok(5));
+    t.eq("lseek SEEK_SET 0", lseek(fd, 0, 0), Ok(0));
+    let mut buf = [0u8; 16];
+    t.eq("read returns the 5 bytes", read(fd, &mut buf), Ok(5));
+    t.check("read bytes", &buf[..5] == b"hello");
+    t.eq("read at EOF is 0", read(fd, &mut buf), Ok(0));
+    t.eq("pread at 1", pread(fd, &mut buf[..4], 1), Ok(4));
+    t.check("pread bytes", &buf[..4] == b"ello");
+    t.eq("pwrite at 10 extends", pwrite(fd, b"X", 10), Ok(1));
+    t.eq("size 11", size_of(fd).map(|s| s.0), Ok(11));
+    buf = [0xff; 16];
+    t.eq("pread across the hole", pread(fd, &mut buf, 5), Ok(6));
+    t.check("hole reads as zeros", buf[..5] == [0; 5] && buf[5] == b'X');
+    t.eq("lseek SEEK_END", lseek(fd, 0, 2), Ok(11));
+    t.eq(
+        "pread negative offset is EINVAL",
+        pread(fd, &mut buf, u64::MAX),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "pread bad buffer is EFAULT",
+        {
+            // SAFETY: the address is unmapped; the kernel must fail the copy.
+            unsafe { raw(PREAD64, [fd as usize, 8, 4, 0, 0, 0]) }
+        },
+        e(errno::EFAULT),
+    );
+
+    // ftruncate and fallocate.
+    t.eq("ftruncate to 8192", ftruncate(fd, 8192), Ok(0));
+    t.eq("size 8192", size_of(fd).map(|s| s.0), Ok(8192));
+    t.eq("ftruncate to 3", ftruncate(fd, 3), Ok(0));
+    buf = [0xff; 16];
+    t.eq("pread after shrink", pread(fd, &mut buf, 0), Ok(3));
+    t.eq(
+        "ftruncate -1 is EINVAL",
+        ftruncate(fd, -1),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "ftruncate bad fd is EBADF",
+        ftruncate(999, 0),
+        e(errno::EBADF),
+    );
+    let pipefds = pipe().unwrap_or([-1, -1]);
+    t.eq(
+        "ftruncate on a pipe is EINVAL",
+        ftruncate(pipefds[1], 0),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "fallocate on a pipe is ESPIPE",
+        fallocate(pipefds[1], 0, 0, 4096),
+        e(errno::ESPIPE),
+    );
+    t.eq("fallocate 0..16384", fallocate(fd, 0, 0, 16384), Ok(0));
+    let (size, blocks) = size_of(fd).unwrap_or((0, 0));
+    t.eq("fallocate grows the size", size, 16384);
+    t.check_why("fallocate allocates blocks", blocks >= 32, blocks);
+    t.eq(
+        "fallocate len 0 is EINVAL",
+        fallocate(fd, 0, 0, 0),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "fallocate negative offset is EINVAL",
+        fallocate(fd, 0, -1, 1),
+        e(errno::EINVAL),
+    );
+    t.check(
+        "contents kept",
+        pread(fd, &mut buf[..3], 0) == Ok(3) && &buf[..3] == b"hel",
+    );
+
+    // Shared and private mappings.
+    let rw = PROT_READ | PROT_WRITE;
+    let shared = map_fd(16384, rw, MAP_SHARED, fd, 0).unwrap_or(0);
+    t.check("mmap memfd MAP_SHARED", shared != 0);
+    let private = map_fd(16384, rw, MAP_PRIVATE, fd, 0).unwrap_or(0);
+    t.check("mmap memfd MAP_PRIVATE", private != 0);
+    if shared != 0 && private != 0 {
+        t.eq("shared mapping sees the file", peek(shared), b'h');
+        poke(shared, b'S');
+        t.check(
+            "a shared write reaches read(2)",
+            pread(fd, &mut buf[..1], 0) == Ok(1) && buf[0] == b'S',
+        );
+        t.eq(
+            "private mapping sees it too (not yet written)",
+            peek(private),
+            b'S',
+        );
+        let _ = pwrite(fd, b"W", 4096);
+        t.eq(
+            "pwrite reaches the shared mapping",
+            peek(shared + 4096),
+            b'W',
+        );
+        poke(private + 4096, b'P');
+        t.eq(
+            "private write is visible privately",
+            peek(private + 4096),
+            b'P',
+        );
+        t.check(
+            "private write never reaches the file",
+            pread(fd, &mut buf[..1], 4096) == Ok(1) && buf[0] == b'W',
+        );
+        t.eq("nor the shared mapping", peek(shared + 4096), b'W');
+        let _ = pwrite(fd, b"Z", 4096);
+        t.eq(
+            "after COW the private page stays private",
+            peek(private + 4096),
+            b'P',
+        );
+        let status = in_child(|| {
+            poke(shared + 8192, b'C');
+            0
+        });
+        t.eq("child exits", status, 0);
+        t.eq(
+            "child's shared write is seen by the parent",
+            peek(shared + 8192),
+            b'C',
+        );
+        t.check(
+            "and by read(2)",
+            pread(fd, &mut buf[..1], 8192) == Ok(1) && buf[0] == b'C',
+        );
+    }
+    let _ = munmap(shared, 16384);
+    let _ = munmap(private, 16384);
+    t.eq(
+        "mmap offset not page aligned is EINVAL",
+        map_fd(4096, rw, MAP_SHARED, fd, 100),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "mmap of a pipe is ENODEV",
+        map_fd(4096, PROT_READ, MAP_SHARED, pipefds[0], 0),
+        e(19),
+    );
+    t.eq(
+        "mmap of a bad fd is EBADF",
+        map_fd(4096, PROT_READ, MAP_SHARED, 999, 0),
+        e(errno::EBADF),
+    );
+
+    // The object outlives its first descriptor through dup and through a mapping.
+    let fd2 = dup(fd).unwrap_or(-1);
+    let _ = close(fd);
+    t.check(
+        "data survives closing the first fd",
+        pread(fd2, &mut buf[..1], 0) == Ok(1) && buf[0] == b'S',
+    );
+    let m = map_fd(4096, rw, MAP_SHARED, fd2, 0).unwrap_or(0);
+    let _ = close(fd2);
+    t.check(
+        "the mapping survives closing every fd",
+        m != 0 && peek(m) == b'S',
+    );
+    let _ = munmap(m, 4096);
+    let _ = close(pipefds[0]);
+    let _ = close(pipefds[1]);
+
+    // MAP_SHARED|MAP_ANONYMOUS across fork.
+    let anon = mmap(0, 8192, rw, MAP_SHARED | MAP_ANONYMOUS).unwrap_or(0);
+    t.check("mmap MAP_SHARED|MAP_ANONYMOUS", anon != 0);
+    if anon != 0 {
+        poke(anon, 1);
+        let status = in_child(|| {
+            poke(anon + 4097, 42);
+            i32::from(peek(anon) != 1)
+        });
+        t.eq("child sees the parent's write", status, 0);
+        t.eq("parent sees the child's write", peek(anon + 4097), 42);
+        let _ = munmap(anon, 8192);
+    }
+
+    // Many memfds created and dropped (each must free its pages).
+    let mut ok = true;
+    for i in 0..50 {
+        match memfd(b"loop\0", 0) {
+            Ok(f) => {
+                ok &= fallocate(f, 0, 0, 3 * 4096).is_ok();
+                if i % 2 == 0 {
+                    let m = map_fd(4096, rw, MAP_SHARED, f, 0).unwrap_or(0);
+                    ok &= m != 0;
+                    if m != 0 {
+                        poke(m, 7);
+                        let _ = munmap(m, 4096);
+                    }
+                }
+                let _ = close(f);
+            }
+            Err(_) => ok = false,
+        }
+    }
+    t.check("50 memfds created, used, closed", ok);
+
+    t.finish()
+}
