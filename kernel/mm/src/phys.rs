@@ -17,6 +17,7 @@ use crate::PAGE_SIZE;
 /// The window over physical memory `[0, limit)`.
 pub(crate) struct PhysWindow {
     base: *mut u8,
+    /// A whole number of pages (`pte` relies on it).
     limit: u64,
 }
 
@@ -56,18 +57,36 @@ impl PhysWindow {
 
     /// Entry `index` of the page-table page `table`.
     ///
+    /// The hot path of every walk, so it checks less than [`Self::ptr`] while keeping the same
+    /// guarantee (the slot lies in the window): `table` is page aligned here and `limit` is a
+    /// whole number of pages, so `table < limit` puts the whole page, and with it any of its
+    /// 512 slots, inside the window; the index is masked to 9 bits (callers pass
+    /// `VirtAddr::table_index` values or loop bounds below `ENTRIES`, asserted in debug
+    /// builds). One compare instead of an index assert, a checked add and a limit compare.
+    /// `#[inline]`: it is called from the kernel crate's monomorphised walks, and an
+    /// out-of-line call through the GOT per level cost more than the check itself.
+    ///
     /// # Safety
     ///
     /// 1. `table` is a page-table page (or a frame that is only ever accessed atomically while
     ///    the returned reference lives): nobody reads or writes it non-atomically meanwhile.
     /// 2. While the reference is used, `table` is not freed and reused by a concurrent thread
     ///    (which would then access it non-atomically, e.g. zero it as a new page).
+    #[inline]
     pub(crate) unsafe fn pte(&self, table: PhysAddr, index: usize) -> &AtomicU64 {
-        assert!(index < 512, "page-table index out of range");
-        let p = self.ptr(table.align_down() + (index * 8) as u64, 8);
-        // SAFETY: `p` is in the window (checked) and 8-aligned (page-aligned base plus a multiple
-        // of 8); the window's memory stays valid as long as `self` (Arch contract 1); by
-        // obligations 1 and 2 every concurrent access to it is atomic.
+        debug_assert!(index < 512, "page-table index out of range");
+        let table = table.align_down().as_u64();
+        assert!(
+            table < self.limit,
+            "page-table access at {table:#x} outside the memory window"
+        );
+        // `table + 4096 <= limit` (both page multiples) and the offset is below 4096.
+        let p = self
+            .base
+            .wrapping_add(table as usize + (index & 511) * 8);
+        // SAFETY: `p` is in the window (the argument above) and 8-aligned (page-aligned base
+        // plus a multiple of 8); the window's memory stays valid as long as `self` (Arch
+        // contract 1); by obligations 1 and 2 every concurrent access to it is atomic.
         unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
     }
 

@@ -36,33 +36,39 @@ pub(crate) const ENTRIES: usize = 512;
 pub struct PteRef<'a>(&'a AtomicU64);
 
 impl<'a> PteRef<'a> {
+    #[inline]
     pub fn load(self) -> Pte {
         Pte::from_raw(self.0.load(Ordering::Acquire))
     }
 
     /// Replaces an entry the MMU cannot be updating: empty, or not present, or being
     /// installed by the only holder of the address space.
+    #[inline]
     pub(crate) fn store(self, pte: Pte) {
         self.0.store(pte.raw(), Ordering::Release);
     }
 
     /// Clears the entry, returning its last value including any accessed/dirty bits the MMU set
     /// meanwhile (Linux `ptep_get_and_clear`).
+    #[inline]
     pub(crate) fn take(self) -> Pte {
         Pte::from_raw(self.0.swap(0, Ordering::AcqRel))
     }
 
     /// Clears bits without losing a concurrent MMU update (Linux `ptep_set_wrprotect`).
+    #[inline]
     pub(crate) fn clear_bits(self, bits: u64) -> Pte {
         Pte::from_raw(self.0.fetch_and(!bits, Ordering::AcqRel))
     }
 
     /// Sets bits without losing a concurrent MMU update.
+    #[inline]
     pub(crate) fn set_bits(self, bits: u64) {
         self.0.fetch_or(bits, Ordering::AcqRel);
     }
 
     /// Replaces `old` with `new` if the entry still holds `old`.
+    #[inline]
     pub(crate) fn replace(self, old: Pte, new: Pte) -> Result<(), Pte> {
         self.0
             .compare_exchange(old.raw(), new.raw(), Ordering::AcqRel, Ordering::Acquire)
@@ -110,6 +116,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
     }
 
     /// Entry `index` of page-table page `table` of this hierarchy.
+    #[inline]
     pub(crate) fn entry(&self, table: PhysAddr, index: usize) -> PteRef<'m> {
         // SAFETY: `table` is `root` or was reached from it through present non-leaf entries, so
         // it is a page-table page of this address space; those are written only atomically,
