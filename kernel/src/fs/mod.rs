@@ -9,6 +9,7 @@
 
 pub mod console;
 pub mod pipe;
+pub mod procfs;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -42,6 +43,8 @@ pub enum FileKind {
     /// A `memfd_create` file: a shmem object. The open-file description holds one reference,
     /// released with `ShmemObject::put` when the description is dropped.
     Memfd(Arc<ShmemObject>),
+    /// A `/proc` file (see `procfs`).
+    Proc(procfs::ProcFile),
 }
 
 /// An open-file description.
@@ -195,6 +198,19 @@ impl FdTable {
 
 /// Opens `path` (absolute or relative to `/`, the only directory).
 pub fn open(path: &str, flags: u32) -> Result<Arc<OpenFile>, Errno> {
+    if let Some(proc) = procfs::lookup(path) {
+        let proc = proc?;
+        if flags & O_ACCMODE != 0 && !proc.writable() {
+            return Err(Errno::EACCES);
+        }
+        if flags & O_DIRECTORY != 0 {
+            return Err(Errno::ENOTDIR);
+        }
+        return Ok(OpenFile::new(
+            FileKind::Proc(proc),
+            flags & !(O_CLOEXEC | O_CREAT | O_TRUNC),
+        ));
+    }
     let kind = match path {
         "/dev/console" | "/dev/tty" => FileKind::Console,
         "/dev/null" => FileKind::Null,
@@ -289,6 +305,10 @@ pub fn stat(file: &OpenFile) -> Stat {
             st.st_mode = S_IFIFO | 0o600;
             st.st_ino = Arc::as_ptr(p) as u64 % 1_000_000;
             st.st_blksize = 4096;
+        }
+        FileKind::Proc(p) => {
+            st.st_mode = S_IFREG | if p.writable() { 0o600 } else { 0o444 };
+            st.st_ino = 0x1000 + p.pid as u64 * 8 + p.what as u64;
         }
         FileKind::Memfd(obj) => {
             st.st_mode = S_IFREG | 0o777;

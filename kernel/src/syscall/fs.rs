@@ -57,6 +57,15 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
             Ok(n as u64)
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
+        FileKind::Proc(proc) => {
+            let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+            let data = proc.read(at, buf.len().min(CHUNK))?;
+            buf.write(&data)?;
+            if offset.is_none() {
+                file.offset.store(at + data.len() as u64, Ordering::Relaxed);
+            }
+            Ok(data.len() as u64)
+        }
         FileKind::Memfd(obj) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let mut kbuf = alloc::vec![0u8; buf.len().min(CHUNK)];
@@ -143,6 +152,15 @@ fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult
         }
         FileKind::Null => Ok(buf.len() as u64),
         FileKind::Memfd(obj) => write_memfd(file, obj, buf, offset),
+        FileKind::Proc(proc) => {
+            let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+            let data = buf.sub(0, CHUNK).read_vec()?;
+            let n = proc.write(at, &data)?;
+            if offset.is_none() {
+                file.offset.store(at + n as u64, Ordering::Relaxed);
+            }
+            Ok(n as u64)
+        }
         _ => Err(Errno::EBADF),
     }
 }
@@ -163,7 +181,7 @@ pub fn pread64(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     match f.kind {
-        FileKind::Regular(_) | FileKind::Memfd(_) => read_file(
+        FileKind::Regular(_) | FileKind::Memfd(_) | FileKind::Proc(_) => read_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
@@ -181,7 +199,7 @@ pub fn pwrite64(a: Args) -> SysResult {
     match f.kind {
         // As write: EBADF on a read-only descriptor, EFAULT for a buffer outside user memory.
         FileKind::Null => write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None),
-        FileKind::Memfd(_) => write_file(
+        FileKind::Memfd(_) | FileKind::Proc(_) => write_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
@@ -299,7 +317,7 @@ pub fn lseek(a: Args) -> SysResult {
     let size = match &f.kind {
         FileKind::Regular(r) => r.data.len() as i64,
         FileKind::Memfd(obj) => obj.size() as i64,
-        FileKind::Root | FileKind::Null => 0,
+        FileKind::Root | FileKind::Null | FileKind::Proc(_) => 0,
         _ => return Err(Errno::ESPIPE),
     };
     let base = match a.get(2) {

@@ -1,0 +1,236 @@
+//! `/proc`: the memory manager's per-process files (`/proc/<pid>/{pagemap,clear_refs,maps,mem}`,
+//! `self` for the caller) and `/proc/meminfo` (Linux `fs/proc/task_mmu.c`, `base.c`,
+//! `meminfo.c`).
+//!
+//! Model: an open proc file names a pid, not an address space; every read or write looks the
+//! process up again (a zombie or reaped process answers `ESRCH`), locks its address space only
+//! around the memory-manager call, and copies to or from the caller through a kernel buffer, so
+//! no address-space lock is ever held across a user copy. Text files (`maps`, `meminfo`) are
+//! generated whole on each read and sliced at the file offset.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use cowlab_mm::vma::{Backing, Sharing};
+use cowlab_mm::{gup, MmError, VirtAddr};
+
+use crate::proc::{current_pid, Pid, TABLE};
+use crate::syscall::Errno;
+use crate::{memory, vm};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProcWhat {
+    Pagemap,
+    ClearRefs,
+    Maps,
+    Mem,
+    Meminfo,
+}
+
+/// An open `/proc` file.
+pub struct ProcFile {
+    pub pid: Pid,
+    pub what: ProcWhat,
+}
+
+/// `/proc/...` paths: `None` if `path` is not under `/proc`.
+pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
+    let rest = path.strip_prefix("/proc/")?;
+    if rest == "meminfo" {
+        return Some(Ok(ProcFile {
+            pid: 0,
+            what: ProcWhat::Meminfo,
+        }));
+    }
+    let Some((who, name)) = rest.split_once('/') else {
+        return Some(Err(Errno::ENOENT));
+    };
+    let pid = match who {
+        "self" => current_pid(),
+        n => match n.parse::<Pid>() {
+            Ok(pid) => pid,
+            Err(_) => return Some(Err(Errno::ENOENT)),
+        },
+    };
+    if aspace(pid).is_err() {
+        return Some(Err(Errno::ENOENT));
+    }
+    let what = match name {
+        "pagemap" => ProcWhat::Pagemap,
+        "clear_refs" => ProcWhat::ClearRefs,
+        "maps" => ProcWhat::Maps,
+        "mem" => ProcWhat::Mem,
+        _ => return Some(Err(Errno::ENOENT)),
+    };
+    Some(Ok(ProcFile { pid, what }))
+}
+
+impl ProcFile {
+    /// Whether the file may be opened for writing.
+    pub fn writable(&self) -> bool {
+        matches!(self.what, ProcWhat::ClearRefs | ProcWhat::Mem)
+    }
+
+    /// Reads up to `len` bytes at `offset`.
+    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        match self.what {
+            ProcWhat::Pagemap => self.pagemap(offset, len),
+            ProcWhat::ClearRefs => Err(Errno::EINVAL),
+            ProcWhat::Maps => Ok(slice(self.maps()?, offset, len)),
+            ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
+            ProcWhat::Mem => {
+                let shared = aspace(self.pid)?;
+                let mut buf = alloc::vec![0u8; len];
+                let n = gup::access_process_vm_read(
+                    memory::mm(),
+                    &mut shared.lock(),
+                    VirtAddr::new(user_addr(offset)?),
+                    &mut buf,
+                )
+                .map_err(mem_error)?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Writes `data` at `offset`; the bytes taken.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+        match self.what {
+            ProcWhat::ClearRefs => {
+                let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+                match text.trim().parse::<u32>() {
+                    // CLEAR_REFS_SOFT_DIRTY
+                    Ok(4) => {
+                        aspace(self.pid)?.lock().clear_refs_soft_dirty(memory::mm());
+                        Ok(data.len())
+                    }
+                    _ => Err(Errno::EINVAL),
+                }
+            }
+            ProcWhat::Mem => {
+                let shared = aspace(self.pid)?;
+                let n = gup::access_process_vm_write(
+                    memory::mm(),
+                    &mut shared.lock(),
+                    VirtAddr::new(user_addr(offset)?),
+                    data,
+                )
+                .map_err(mem_error)?;
+                Ok(n)
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// 8-byte entries, one per page from page `offset / 8` (Linux `pagemap_read`).
+    fn pagemap(&self, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        if offset % 8 != 0 || len % 8 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let first = offset / 8;
+        let end_page = cowlab_mm::aspace::USER_END / 4096;
+        let count = (len as u64 / 8)
+            .min(end_page.saturating_sub(first))
+            .min(8192);
+        let shared = aspace(self.pid)?;
+        let aspace = shared.lock();
+        let mut out = Vec::with_capacity(count as usize * 8);
+        for page in first..first + count {
+            let entry = aspace.pagemap_entry(memory::mm(), VirtAddr::new(page * 4096));
+            out.extend_from_slice(&entry.to_le_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Linux's `maps` lines: `start-end perms offset dev inode path`.
+    fn maps(&self) -> Result<String, Errno> {
+        let shared = aspace(self.pid)?;
+        let aspace = shared.lock();
+        let mut text = String::new();
+        for vma in aspace.vmas() {
+            let prot = vma.prot();
+            let shared_map = vma.sharing() == Sharing::Shared;
+            let (dev, inode, name) = match vma.backing() {
+                Backing::Anonymous => ("00:00", 0, ""),
+                Backing::Shmem(obj, _) => (
+                    "00:01",
+                    alloc::sync::Arc::as_ptr(obj) as u64 % 1_000_000,
+                    "/memfd: (deleted)",
+                ),
+            };
+            let mut line = format!(
+                "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
+                vma.start().as_u64(),
+                vma.end().as_u64(),
+                if prot.read() { 'r' } else { '-' },
+                if prot.write() { 'w' } else { '-' },
+                if prot.exec() { 'x' } else { '-' },
+                if shared_map { 's' } else { 'p' },
+                vma.file_offset(),
+                dev,
+                inode,
+            );
+            if !name.is_empty() {
+                while line.len() < 73 {
+                    line.push(' ');
+                }
+                line.push_str(name);
+            }
+            line.push('\n');
+            text.push_str(&line);
+        }
+        Ok(text)
+    }
+}
+
+/// `/proc/meminfo` in Linux's format (`show_val_kb`).
+fn meminfo() -> String {
+    let stats = memory::mm().stats();
+    let kb = |pages: u64| pages * 4;
+    let mut text = String::new();
+    for (key, pages) in [
+        ("MemTotal:", stats.usable_frames),
+        ("MemFree:", stats.free_frames),
+        ("MemAvailable:", stats.free_frames),
+        ("AnonPages:", stats.anon_pages),
+        ("Shmem:", stats.shmem_pages),
+        ("PageTables:", stats.pagetable_pages),
+    ] {
+        let _ = writeln!(text, "{key:<16}{:>8} kB", kb(pages));
+    }
+    text
+}
+
+fn slice(text: String, offset: u64, len: usize) -> Vec<u8> {
+    let bytes = text.into_bytes();
+    let start = (offset.min(bytes.len() as u64)) as usize;
+    let end = start + len.min(bytes.len() - start);
+    bytes[start..end].to_vec()
+}
+
+fn user_addr(offset: u64) -> Result<u64, Errno> {
+    if offset >= cowlab_mm::aspace::USER_END {
+        return Err(Errno::EIO);
+    }
+    Ok(offset)
+}
+
+/// `/proc/pid/mem` answers `EIO` where nothing can be accessed (Linux `mem_rw`).
+fn mem_error(e: MmError) -> Errno {
+    match e {
+        MmError::NoMem => Errno::ENOMEM,
+        _ => Errno::EIO,
+    }
+}
+
+/// The address space of live process `pid`.
+fn aspace(pid: Pid) -> Result<vm::SharedAddressSpace, Errno> {
+    TABLE
+        .lock()
+        .get(&pid)
+        .and_then(|p| p.aspace.clone())
+        .ok_or(Errno::ESRCH)
+}
