@@ -36,6 +36,11 @@ impl UserSlice {
         Ok(UserSlice { addr, len })
     }
 
+    /// The user address of the first byte.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -1,4 +1,4 @@
-//! Pipes: a bounded byte buffer between a read end and a write end.
+//! Pipes: a bounded buffer between a read end and a write end.
 //!
 //! Model (Linux `pipe(7)`): a reader blocks while the buffer is empty and a writer exists; with
 //! no writer left it reads EOF (0). A writer blocks while the buffer is full and a reader exists;
@@ -7,27 +7,94 @@
 //! them when the last descriptor sharing them closes. Sleepers wait on the pipe's address as the
 //! wait channel (`proc::sleep`), and every state change wakes that channel. With `O_NONBLOCK`
 //! the calls answer `EAGAIN` instead of sleeping.
+//!
+//! The buffer is a queue of segments (Linux `pipe_buffer`s): bytes copied in by `write`, or
+//! user pages `vmsplice` took plain references on (`get_user_pages`, `FOLL_GET`). A page
+//! segment is read straight from its frame, and its reference is released when the reader has
+//! consumed it or when the pipe itself goes away (both ends closed) — never leaked, never held
+//! past the pipe.
 
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
+use cowlab_mm::pin::PinnedPage;
 use spin::Mutex;
 
+use crate::memory;
 use crate::proc;
 use crate::syscall::Errno;
 
 /// Linux's default pipe capacity.
 pub const CAPACITY: usize = 65536;
 
+enum Segment {
+    Bytes(VecDeque<u8>),
+    /// `len` bytes of a referenced page from byte `off`.
+    Page {
+        page: PinnedPage,
+        off: usize,
+        len: usize,
+    },
+}
+
 #[derive(Default)]
 struct State {
-    buf: VecDeque<u8>,
+    segs: VecDeque<Segment>,
+    /// Bytes in `segs`.
+    bytes: usize,
     readers: usize,
     writers: usize,
+}
+
+impl State {
+    /// Moves up to `len` bytes from the front of the queue, releasing consumed pages.
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < len {
+            let Some(front) = self.segs.front_mut() else {
+                break;
+            };
+            let want = len - out.len();
+            let finished = match front {
+                Segment::Bytes(b) => {
+                    let n = want.min(b.len());
+                    out.extend(b.drain(..n));
+                    b.is_empty()
+                }
+                Segment::Page { page, off, len } => {
+                    let n = want.min(*len);
+                    let at = out.len();
+                    out.resize(at + n, 0);
+                    page.dma_read(memory::mm(), *off, &mut out[at..]);
+                    *off += n;
+                    *len -= n;
+                    *len == 0
+                }
+            };
+            if finished {
+                if let Some(Segment::Page { page, .. }) = self.segs.pop_front() {
+                    page.unpin(memory::mm());
+                }
+            }
+        }
+        self.bytes -= out.len();
+        out
+    }
 }
 
 #[derive(Default)]
 pub struct Pipe {
     state: Mutex<State>,
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        for seg in self.state.get_mut().segs.drain(..) {
+            if let Segment::Page { page, .. } = seg {
+                page.unpin(memory::mm());
+            }
+        }
+    }
 }
 
 impl Pipe {
@@ -67,16 +134,15 @@ impl Pipe {
             return Ok(0);
         }
         loop {
-            let chunk: Option<alloc::vec::Vec<u8>> = {
+            let chunk: Option<Vec<u8>> = {
                 let mut state = self.state.lock();
-                if state.buf.is_empty() {
+                if state.bytes == 0 {
                     if state.writers == 0 {
                         return Ok(0);
                     }
                     None
                 } else {
-                    let n = len.min(state.buf.len());
-                    Some(state.buf.drain(..n).collect())
+                    Some(state.take(len))
                 }
             };
             let Some(chunk) = chunk else {
@@ -110,9 +176,17 @@ impl Pipe {
                 if data.is_empty() {
                     return Ok(0);
                 }
-                let room = CAPACITY - state.buf.len();
+                let room = CAPACITY - state.bytes;
                 let n = room.min(data.len() - done);
-                state.buf.extend(&data[done..done + n]);
+                if n > 0 {
+                    if !matches!(state.segs.back(), Some(Segment::Bytes(_))) {
+                        state.segs.push_back(Segment::Bytes(VecDeque::new()));
+                    }
+                    if let Some(Segment::Bytes(b)) = state.segs.back_mut() {
+                        b.extend(&data[done..done + n]);
+                    }
+                    state.bytes += n;
+                }
                 done += n;
             }
             proc::wakeup(self.channel());
@@ -128,5 +202,39 @@ impl Pipe {
             }
         }
         Ok(done)
+    }
+
+    /// Queues `len` bytes of `page` from `off` (vmsplice), blocking until they fit. On failure
+    /// (`EPIPE` with SIGPIPE, `EAGAIN`, `EINTR`) the page comes back to the caller to release.
+    pub fn push_page(
+        &self,
+        nonblock: bool,
+        page: PinnedPage,
+        off: usize,
+        len: usize,
+    ) -> Result<(), (Errno, PinnedPage)> {
+        loop {
+            {
+                let mut state = self.state.lock();
+                if state.readers == 0 {
+                    drop(state);
+                    proc::send_signal_current(proc::SIGPIPE);
+                    return Err((Errno::EPIPE, page));
+                }
+                if CAPACITY - state.bytes >= len {
+                    state.segs.push_back(Segment::Page { page, off, len });
+                    state.bytes += len;
+                    break;
+                }
+            }
+            if nonblock {
+                return Err((Errno::EAGAIN, page));
+            }
+            if let Err(e) = proc::sleep(self.channel()) {
+                return Err((e, page));
+            }
+        }
+        proc::wakeup(self.channel());
+        Ok(())
     }
 }

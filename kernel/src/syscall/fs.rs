@@ -718,3 +718,78 @@ pub fn fallocate(a: Args) -> SysResult {
         _ => Err(Errno::ENODEV),
     }
 }
+
+const SPLICE_F_NONBLOCK: u64 = 2;
+/// SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT.
+const SPLICE_F_ALL: u64 = 15;
+
+/// vmsplice(fd, iov, nr_segs, flags) into a pipe's write end: plain page references
+/// (`get_user_pages`, `FOLL_GET`) queued in the pipe, held until the data is read. On the read
+/// end it copies pipe data out to the iovecs, as Linux's `vmsplice_to_user`.
+pub fn vmsplice(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    let flags = a.get(3);
+    if flags & !SPLICE_F_ALL != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let iovs = iovecs(a.get(1), a.int(2))?;
+    let nonblock = flags & SPLICE_F_NONBLOCK != 0 || nonblock(&f);
+    let pipe = match &f.kind {
+        FileKind::PipeWrite(pipe) => pipe.clone(),
+        FileKind::PipeRead(_) => {
+            let mut total = 0;
+            for iov in iovs {
+                if iov.len() == 0 {
+                    continue;
+                }
+                match read_file(&f, iov, None) {
+                    Ok(n) => {
+                        total += n;
+                        break;
+                    }
+                    Err(e) if total == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            return Ok(total);
+        }
+        _ => return Err(Errno::EBADF),
+    };
+    let mm = crate::memory::mm();
+    let aspace = crate::proc::current_aspace();
+    let mut total: u64 = 0;
+    for iov in iovs {
+        let mut done = 0usize;
+        while done < iov.len() {
+            let va = iov.addr() + done as u64;
+            let off = (va & 0xfff) as usize;
+            let n = (4096 - off).min(iov.len() - done);
+            let mut slot = [None];
+            let got = cowlab_mm::gup::get_user_pages(
+                mm,
+                &mut aspace.lock(),
+                cowlab_mm::VirtAddr::new(va & !0xfff),
+                cowlab_mm::foll::FollFlags::NONE,
+                &mut slot,
+            );
+            let page = match got {
+                Ok(1) => slot[0].take(),
+                _ => None,
+            };
+            let Some(page) = page else {
+                return if total > 0 {
+                    Ok(total)
+                } else {
+                    Err(Errno::EFAULT)
+                };
+            };
+            if let Err((e, page)) = pipe.push_page(nonblock, page, off, n) {
+                page.unpin(mm);
+                return if total > 0 { Ok(total) } else { Err(e) };
+            }
+            done += n;
+            total += n as u64;
+        }
+    }
+    Ok(total)
+}

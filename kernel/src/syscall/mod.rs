@@ -119,6 +119,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         // len == sizeof(struct robust_list_head).
         273 if a.get(1) != 24 => Err(Errno::EINVAL),
         273 => Ok(0),
+        278 => fs::vmsplice(a),
         285 => fs::fallocate(a),
         292 => fs::dup3(a),
         293 => fs::pipe2(a.get(0), a.i32(1) as u32),

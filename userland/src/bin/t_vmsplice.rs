@@ -1,0 +1,175 @@
+//! vmsplice(2) into pipes: pages referenced (not copied) until read, data intact after the
+//! buffer is unmapped, order kept with ordinary writes, partial pages, a full non-blocking pipe,
+//! unread pages released on close, and the error paths.
+#![no_std]
+#![no_main]
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::Tester;
+
+cowlab_userland::entry!(main);
+
+const VMSPLICE: usize = 278;
+const SPLICE_F_NONBLOCK: usize = 2;
+const O_NONBLOCK: u32 = 0o4000;
+const PAGE: usize = 4096;
+
+fn vmsplice(fd: i32, base: usize, len: usize, flags: usize) -> Result<usize, Errno> {
+    let iov = [base, len];
+    // SAFETY: one iovec; the kernel only reads the memory it names (or fails with EFAULT).
+    unsafe {
+        raw(
+            VMSPLICE,
+            [fd as usize, iov.as_ptr() as usize, 1, flags, 0, 0],
+        )
+    }
+}
+
+fn pattern(i: usize) -> u8 {
+    (i * 13 + i / PAGE) as u8
+}
+
+fn fill(addr: usize, len: usize, from: usize) {
+    for i in 0..len {
+        // SAFETY: callers pass a live writable mapping of at least `len` bytes.
+        unsafe { core::ptr::write_volatile((addr + i) as *mut u8, pattern(from + i)) };
+    }
+}
+
+fn read_exact(fd: i32, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match read(fd, &mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_vmsplice");
+    let rw = PROT_READ | PROT_WRITE;
+    let mut buf = [0u8; 3 * PAGE];
+
+    // Three whole pages; the buffer is unmapped before the read.
+    let p = pipe().unwrap_or([-1, -1]);
+    let m = mmap(0, 3 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(m, 3 * PAGE, 0);
+    t.eq(
+        "vmsplice 3 pages",
+        vmsplice(p[1], m, 3 * PAGE, 0),
+        Ok(3 * PAGE),
+    );
+    let _ = munmap(m, 3 * PAGE);
+    t.eq("read them back", read_exact(p[0], &mut buf), 3 * PAGE);
+    t.check(
+        "data intact after munmap",
+        buf.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+    );
+
+    // Unaligned, straddling pages, between ordinary writes.
+    let m = mmap(0, 3 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(m, 3 * PAGE, 0);
+    t.eq("write before", write(p[1], b"ab"), Ok(2));
+    t.eq(
+        "vmsplice 5000 bytes at +100",
+        vmsplice(p[1], m + 100, 5000, 0),
+        Ok(5000),
+    );
+    t.eq("write after", write(p[1], b"yz"), Ok(2));
+    let n = read_exact(p[0], &mut buf[..5004]);
+    t.eq("read all", n, 5004);
+    t.check(
+        "order and bytes kept",
+        &buf[..2] == b"ab"
+            && buf[2..5002]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern(100 + i))
+            && &buf[5002..5004] == b"yz",
+    );
+    t.eq(
+        "zero segments is 0",
+        {
+            // SAFETY: nr_segs 0: nothing is read.
+            unsafe { raw(VMSPLICE, [p[1] as usize, 0, 0, 0, 0, 0]) }
+        },
+        Ok(0),
+    );
+
+    // Errors.
+    t.eq(
+        "unmapped buffer is EFAULT",
+        vmsplice(p[1], 0x1000, 10, 0),
+        Err(Errno(errno::EFAULT)),
+    );
+    t.eq(
+        "unknown flag is EINVAL",
+        vmsplice(p[1], m, 10, 0x100),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "bad fd is EBADF",
+        vmsplice(999, m, 10, 0),
+        Err(Errno(errno::EBADF)),
+    );
+    let null = open(c"/dev/null", 2).unwrap_or(-1);
+    t.eq(
+        "a non-pipe is EBADF",
+        vmsplice(null, m, 10, 0),
+        Err(Errno(errno::EBADF)),
+    );
+    let _ = close(null);
+    t.eq(
+        "bad iovec pointer is EFAULT",
+        {
+            // SAFETY: the iovec pointer is unmapped; the kernel must fail the copy.
+            unsafe { raw(VMSPLICE, [p[1] as usize, 8, 1, 0, 0, 0]) }
+        },
+        Err(Errno(errno::EFAULT)),
+    );
+    let _ = close(p[0]);
+    let _ = close(p[1]);
+
+    // A full non-blocking pipe: 16 pages fit, then EAGAIN; close with the pages unread.
+    let big = mmap(0, 17 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(big, 17 * PAGE, 0);
+    let q = pipe2(O_NONBLOCK).unwrap_or([-1, -1]);
+    t.eq(
+        "vmsplice 17 pages fills 16",
+        vmsplice(q[1], big, 17 * PAGE, SPLICE_F_NONBLOCK),
+        Ok(16 * PAGE),
+    );
+    t.eq(
+        "then EAGAIN",
+        vmsplice(q[1], big, PAGE, SPLICE_F_NONBLOCK),
+        Err(Errno(11)),
+    );
+    let _ = munmap(big, 17 * PAGE);
+    let mut one = [0u8; PAGE];
+    t.eq("read one page", read(q[0], &mut one), Ok(PAGE));
+    t.check(
+        "it is the first page",
+        one.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+    );
+    let _ = close(q[0]);
+    let _ = close(q[1]);
+    t.check("closed with 15 pages unread", true);
+
+    // No reader: EPIPE (and SIGPIPE, ignored here by a child that checks the error).
+    let r = pipe().unwrap_or([-1, -1]);
+    let _ = close(r[0]);
+    let status = cowlab_userland::test::in_child(|| {
+        // SAFETY: SIGPIPE set to SIG_IGN (handler 1), no other fields needed.
+        let act = [1usize, 0, 0, 0];
+        let _ = unsafe { raw(13, [13, act.as_ptr() as usize, 0, 8, 0, 0]) };
+        let b = [7u8; 16];
+        i32::from(vmsplice(r[1], b.as_ptr() as usize, 16, 0) != Err(Errno(errno::EPIPE)))
+    });
+    t.eq("no reader is EPIPE", status, 0);
+    let _ = close(r[1]);
+    let _ = munmap(m, 3 * PAGE);
+    t.finish()
+}
