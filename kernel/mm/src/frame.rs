@@ -143,6 +143,9 @@ const _: () = assert!(core::mem::align_of::<FrameMeta>() == 4);
 /// Ends the intrusive free list.
 const NIL: u32 = u32::MAX;
 
+// The small accessors and state changes below are `#[inline]`: they are non-generic, so without
+// it the kernel crate's monomorphised fault, fork and zap paths call each one out of line through
+// the GOT (a handful per fault, one or more per page in fork and munmap).
 impl FrameMeta {
     const fn reserved() -> FrameMeta {
         FrameMeta {
@@ -153,49 +156,59 @@ impl FrameMeta {
         }
     }
 
+    #[inline]
     pub fn refcount(&self) -> u32 {
         self.refcount.load(Ordering::Acquire)
     }
 
     /// PTEs mapping the frame. Meaningless on a free frame.
+    #[inline]
     pub fn mapcount(&self) -> u32 {
         self.mapcount.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub fn pincount(&self) -> u32 {
         self.pincount.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub fn flags(&self) -> FrameFlags {
         FrameFlags(self.flags.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub fn test(&self, flag: FrameFlags) -> bool {
         self.flags().contains(flag)
     }
 
     /// Linux `folio_maybe_dma_pinned`: a device may be accessing the frame behind the page
     /// tables. Exact here (no bias), but named "maybe" because a pin may be released any moment.
+    #[inline]
     pub fn maybe_dma_pinned(&self) -> bool {
         self.pincount() > 0
     }
 
+    #[inline]
     pub fn is_free(&self) -> bool {
         self.test(FrameFlags::FREE)
     }
 
+    #[inline]
     pub fn is_reserved(&self) -> bool {
         self.test(FrameFlags::RESERVED)
     }
 
     /// Takes one more reference. The caller must already hold one (or the frame must be
     /// reachable only by the caller).
+    #[inline]
     pub(crate) fn get(&self) {
         self.refcount.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes a reference unless the frame is being freed (refcount 0): GUP-fast's
     /// `try_get_folio`, which reaches the frame through a PTE without holding any reference.
+    #[inline]
     pub(crate) fn try_get(&self) -> bool {
         let mut cur = self.refcount.load(Ordering::Relaxed);
         loop {
@@ -214,31 +227,37 @@ impl FrameMeta {
         }
     }
 
+    #[inline]
     pub(crate) fn set_flags(&self, flags: FrameFlags) {
         self.flags.fetch_or(flags.0, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn clear_flags(&self, flags: FrameFlags) {
         self.flags.fetch_and(!flags.0, Ordering::Release);
     }
 
     /// Replaces all flags of a frame nobody else can reach yet (fresh from `alloc`): one plain
     /// store instead of a read-modify-write on the fault path.
+    #[inline]
     pub(crate) fn init_flags(&self, flags: FrameFlags) {
         self.flags.store(flags.0, Ordering::Release);
     }
 
     /// Initialises the counts of a frame nobody else can reach yet, with plain stores.
+    #[inline]
     pub(crate) fn init_counts(&self, refcount: u32, mapcount: u32) {
         self.refcount.store(refcount, Ordering::Relaxed);
         self.mapcount.store(mapcount, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn inc_mapcount(&self) {
         self.mapcount.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Returns the mapcount before the decrement.
+    #[inline]
     pub(crate) fn dec_mapcount(&self) -> u32 {
         let old = self.mapcount.fetch_sub(1, Ordering::AcqRel);
         assert!(
@@ -248,10 +267,12 @@ impl FrameMeta {
         old
     }
 
+    #[inline]
     pub(crate) fn inc_pincount(&self) {
         self.pincount.fetch_add(1, Ordering::SeqCst);
     }
 
+    #[inline]
     pub(crate) fn dec_pincount(&self) {
         let old = self.pincount.fetch_sub(1, Ordering::SeqCst);
         assert!(
