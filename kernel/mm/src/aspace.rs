@@ -82,7 +82,9 @@ impl AddressSpace {
     }
 
     /// The VMA containing `va` (Linux `vma_lookup`): the last one found if it still fits,
-    /// else O(log n).
+    /// else O(log n). `#[inline]` (with `VmaTree::find`): the cache hit is a few instructions,
+    /// less than the out-of-line call through the GOT the kernel crate's fault path paid.
+    #[inline]
     pub fn find_vma(&self, va: VirtAddr) -> Option<&Vma> {
         self.vmas.find(va)
     }
@@ -107,6 +109,7 @@ impl AddressSpace {
         self.minflt.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn count_minor_fault(&self) {
         // Faults on one address space are serialised (`&mut`), so no RMW is needed.
         let n = self.minflt.load(Ordering::Relaxed);

@@ -45,6 +45,7 @@ impl VmaTree {
 
     /// The VMA containing `va` (Linux `vma_lookup`): the cached one if it contains `va`, else
     /// an O(log n) search whose result becomes the cached one.
+    #[inline]
     pub(crate) fn find(&self, va: VirtAddr) -> Option<&Vma> {
         let last = self.last.load(Ordering::Relaxed);
         if !last.is_null() {
