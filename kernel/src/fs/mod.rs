@@ -8,6 +8,7 @@
 //! descriptor of a pipe end closes it (see `pipe`).
 
 pub mod console;
+pub mod guptest;
 pub mod pipe;
 pub mod procfs;
 
@@ -43,6 +44,8 @@ pub enum FileKind {
     /// A `memfd_create` file: a shmem object. The open-file description holds one reference,
     /// released with `ShmemObject::put` when the description is dropped.
     Memfd(Arc<ShmemObject>),
+    /// `/sys/kernel/debug/gup_test` (see `guptest`); its long-term pins live in the file.
+    GupTest(guptest::GupTestFile),
     /// A `/proc` file (see `procfs`).
     Proc(procfs::ProcFile),
 }
@@ -214,6 +217,7 @@ pub fn open(path: &str, flags: u32) -> Result<Arc<OpenFile>, Errno> {
     let kind = match path {
         "/dev/console" | "/dev/tty" => FileKind::Console,
         "/dev/null" => FileKind::Null,
+        "/sys/kernel/debug/gup_test" => FileKind::GupTest(guptest::GupTestFile::default()),
         "/" | "." | "/." => FileKind::Root,
         _ => {
             let name = path.trim_start_matches("./").trim_start_matches('/');
@@ -305,6 +309,10 @@ pub fn stat(file: &OpenFile) -> Stat {
             st.st_mode = S_IFIFO | 0o600;
             st.st_ino = Arc::as_ptr(p) as u64 % 1_000_000;
             st.st_blksize = 4096;
+        }
+        FileKind::GupTest(_) => {
+            st.st_mode = S_IFREG | 0o600;
+            st.st_ino = 4;
         }
         FileKind::Proc(p) => {
             st.st_mode = S_IFREG | if p.writable() { 0o600 } else { 0o444 };

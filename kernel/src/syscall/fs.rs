@@ -57,6 +57,7 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
             Ok(n as u64)
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
+        FileKind::GupTest(_) => Err(Errno::EINVAL),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = proc.read(at, buf.len().min(CHUNK))?;
@@ -405,6 +406,9 @@ struct Winsize {
 
 pub fn ioctl(a: Args) -> SysResult {
     let f = file(a.int(0))?;
+    if let FileKind::GupTest(gup) = &f.kind {
+        return gup.ioctl(a.get(1) & 0xffff_ffff, a.get(2));
+    }
     if !matches!(f.kind, FileKind::Console) {
         return Err(Errno::ENOTTY);
     }
