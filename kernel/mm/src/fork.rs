@@ -10,7 +10,9 @@
 
 #![deny(unsafe_code)]
 
-use crate::addr::VirtAddr;
+use core::cell::Cell;
+
+use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::aspace::AddressSpace;
 use crate::era::Era;
@@ -78,6 +80,7 @@ fn copy_mappings<A: Arch>(
             writable: vma.prot.write(),
             page_prot: vma.page_prot(),
             dst: &dst,
+            dst_pt: Cell::new(None),
         };
         let mut result = Ok(());
         src.for_each_leaf(vma.start, vma.end, &mut |va, slot| {
@@ -107,6 +110,26 @@ struct CopyCtx<'a, 'm, A: Arch> {
     writable: bool,
     page_prot: u64,
     dst: &'a PageTable<'m, A>,
+    /// The child's PT page last filled, keyed by `va >> 21` (Linux `copy_pte_range` walks the
+    /// destination once per PTE table): consecutive pages of one 2 MiB skip the 4-level walk.
+    /// The child's tables are private to this fork until it returns, so the page stays valid.
+    dst_pt: Cell<Option<(u64, PhysAddr)>>,
+}
+
+impl<'m, A: Arch> CopyCtx<'_, 'm, A> {
+    /// The child's slot for `va`, allocating its tables on the first page of each PT.
+    fn dst_slot(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        let key = va.as_u64() >> 21;
+        let pt = match self.dst_pt.get() {
+            Some((k, pt)) if k == key => pt,
+            _ => {
+                let pt = self.dst.walk_alloc_pt(va)?;
+                self.dst_pt.set(Some((key, pt)));
+                pt
+            }
+        };
+        Some(self.dst.entry(pt, va.table_index(1)))
+    }
 }
 
 /// Gives the child a mapping of the page the parent maps at `va` (Linux `copy_present_pte`).
@@ -120,7 +143,7 @@ fn copy_present_pte<A: Arch>(
     let mm = ctx.mm;
     let frame = pte.frame();
     let meta = mm.frames().meta(frame);
-    let dst = ctx.dst.walk_alloc(va).ok_or(MmError::NoMem)?;
+    let dst = ctx.dst_slot(va).ok_or(MmError::NoMem)?;
     let flags = meta.flags();
     if ctx.cow && flags.contains(FrameFlags::ANON) {
         let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);

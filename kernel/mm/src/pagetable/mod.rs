@@ -145,6 +145,21 @@ impl<'m, A: Arch> PageTable<'m, A> {
     /// The leaf slot translating the user address `va`, allocating missing PDPT/PD/PT pages
     /// (zeroed, `PRESENT|WRITABLE|USER`). `None` when out of memory.
     pub(crate) fn walk_alloc(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        Some(self.entry(self.alloc_levels(va)?, va.table_index(1)))
+    }
+
+    /// The PT page holding the leaf slot of the user address `va` (the same for all of `va`'s
+    /// 2 MiB), allocating missing levels as [`Self::walk_alloc`]. Lets a caller that fills many
+    /// slots of one PT (fork) walk once per table instead of once per page.
+    pub(crate) fn walk_alloc_pt(&self, va: VirtAddr) -> Option<PhysAddr> {
+        self.alloc_levels(va)
+    }
+
+    /// The walk of both functions above. `inline(always)` so that each stays one function
+    /// with the walk in its body: as a shared out-of-line call, or with `walk_alloc` inlined
+    /// into the fault path instead, the fault paths measured 12-47 instructions slower.
+    #[inline(always)]
+    fn alloc_levels(&self, va: VirtAddr) -> Option<PhysAddr> {
         assert!(
             va.table_index(4) < KERNEL_PML4_START && va.is_canonical(),
             "user page-table walk at kernel address {va:#x}"
@@ -161,7 +176,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
                 new
             };
         }
-        Some(self.entry(table, va.table_index(1)))
+        Some(table)
     }
 
     /// The leaf entry for `va` if it maps a frame (present or `PROTNONE`).
