@@ -240,7 +240,11 @@ impl AddressSpace {
         // With the previous one.
         if let Some((&pk, prev)) = self.vmas.range(..key).next_back() {
             if prev.can_merge_with(&self.vmas[&key]) {
-                let cur = self.vmas.map_mut().remove(&key).expect("VMA vanished during merge");
+                let cur = self
+                    .vmas
+                    .map_mut()
+                    .remove(&key)
+                    .expect("VMA vanished during merge");
                 self.vmas.map_mut().get_mut(&pk).expect("previous VMA").end = cur.end;
                 key = pk;
             }

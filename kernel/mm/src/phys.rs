@@ -81,9 +81,7 @@ impl PhysWindow {
             "page-table access at {table:#x} outside the memory window"
         );
         // `table + 4096 <= limit` (both page multiples) and the offset is below 4096.
-        let p = self
-            .base
-            .wrapping_add(table as usize + (index & 511) * 8);
+        let p = self.base.wrapping_add(table as usize + (index & 511) * 8);
         // SAFETY: `p` is in the window (the argument above) and 8-aligned (page-aligned base
         // plus a multiple of 8); the window's memory stays valid as long as `self` (Arch
         // contract 1); by obligations 1 and 2 every concurrent access to it is atomic.

@@ -127,7 +127,7 @@ impl ProcFile {
 
     /// 8-byte entries, one per page from page `offset / 8` (Linux `pagemap_read`).
     fn pagemap(&self, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
-        if offset % 8 != 0 || len % 8 != 0 {
+        if !offset.is_multiple_of(8) || !len.is_multiple_of(8) {
             return Err(Errno::EINVAL);
         }
         let first = offset / 8;

@@ -676,10 +676,7 @@ pub fn memfd_create(a: Args) -> SysResult {
         cloexec: flags & MFD_CLOEXEC != 0,
     };
     // A failed install hands the descriptor back: drop it outside the table lock.
-    let installed = with_current(|p| match p.fds.install(fd.clone()) {
-        Ok(n) => Ok(n),
-        Err(e) => Err(e),
-    });
+    let installed = with_current(|p| p.fds.install(fd.clone()));
     drop(fd);
     Ok(installed? as u64)
 }

@@ -162,8 +162,9 @@ fn main() -> i32 {
     let r = pipe().unwrap_or([-1, -1]);
     let _ = close(r[0]);
     let status = cowlab_userland::test::in_child(|| {
-        // SAFETY: SIGPIPE set to SIG_IGN (handler 1), no other fields needed.
         let act = [1usize, 0, 0, 0];
+        // SAFETY: rt_sigaction(SIGPIPE, &act, NULL, 8) with `act` a live struct sigaction whose
+        // handler is SIG_IGN (1); the kernel only reads it, and no old action is written.
         let _ = unsafe { raw(13, [13, act.as_ptr() as usize, 0, 8, 0, 0]) };
         let b = [7u8; 16];
         i32::from(vmsplice(r[1], b.as_ptr() as usize, 16, 0) != Err(Errno(errno::EPIPE)))
