@@ -42,10 +42,10 @@ pub fn build_disk_image(
     let mut builder = DiskImageBuilder::new(kernel.to_owned());
     builder.set_ramdisk(ramdisk.to_owned());
     builder.set_boot_config(&boot_config());
-    match firmware {
-        Firmware::Bios => builder.create_bios_image(out),
-        Firmware::Uefi => builder.create_uefi_image(out),
-    }
+    crate::replace_atomically(out, |temp| match firmware {
+        Firmware::Bios => builder.create_bios_image(temp),
+        Firmware::Uefi => builder.create_uefi_image(temp),
+    })
     .with_context(|| {
         format!(
             "creating the {} disk image {} from {} and {}",

@@ -9,11 +9,14 @@
 //!    stays where cargo left it, for gdb and for symbolizing backtraces;
 //! 3. [`image`]: the disk image itself, made by the `bootloader` crate's `DiskImageBuilder`.
 //!
-//! Nothing here knows about QEMU; this crate only writes files.
+//! Nothing here knows about QEMU; this crate only writes files, each through
+//! [`replace::replace_atomically`] so that a concurrent run never reads a torn one.
 
 pub mod image;
+pub mod replace;
 pub mod strip;
 pub mod ustar;
 
 pub use image::{build_disk_image, Firmware};
+pub use replace::replace_atomically;
 pub use strip::strip_debug_info;

@@ -16,21 +16,23 @@ use anyhow::{bail, Context, Result};
 /// Writes `full` with its debug sections removed to `out` (created or replaced).
 pub fn strip_debug_info(full: &Path, out: &Path) -> Result<()> {
     let objcopy = llvm_tool("llvm-objcopy")?;
-    let status = Command::new(&objcopy)
-        .arg("--strip-debug")
-        .arg(full)
-        .arg(out)
-        .status()
-        .with_context(|| format!("running {}", objcopy.display()))?;
-    if !status.success() {
-        bail!(
-            "{} --strip-debug {} {} failed ({status})",
-            objcopy.display(),
-            full.display(),
-            out.display()
-        );
-    }
-    Ok(())
+    crate::replace_atomically(out, |temp| {
+        let status = Command::new(&objcopy)
+            .arg("--strip-debug")
+            .arg(full)
+            .arg(temp)
+            .status()
+            .with_context(|| format!("running {}", objcopy.display()))?;
+        if !status.success() {
+            bail!(
+                "{} --strip-debug {} {} failed ({status})",
+                objcopy.display(),
+                full.display(),
+                temp.display()
+            );
+        }
+        Ok(())
+    })
 }
 
 /// Path of the LLVM tool `name` (e.g. `llvm-objcopy`, `llvm-addr2line`) shipped with the active

@@ -102,7 +102,10 @@ fn write_ramdisk(files: &[(String, PathBuf)], out: &Path) -> Result<()> {
             .add_file(name, mode, &data)
             .with_context(|| format!("adding {} to the ramdisk", path.display()))?;
     }
-    std::fs::write(out, archive.finish()).with_context(|| format!("writing {}", out.display()))
+    let bytes = archive.finish();
+    cowlab_boot::replace_atomically(out, |temp| {
+        std::fs::write(temp, &bytes).with_context(|| format!("writing {}", temp.display()))
+    })
 }
 
 fn file_mode(path: &Path) -> Result<u32> {
