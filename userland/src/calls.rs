@@ -37,6 +37,25 @@ pub fn open(path: &CStr, flags: u32) -> Result<i32, Errno> {
     sc!(nr::OPEN, path.as_ptr(), flags, 0).map(|fd| fd as i32)
 }
 
+/// `pread64`. The offset is unsigned here (the tests pass page offsets); the kernel's `off_t`
+/// is signed, so an offset above `i64::MAX` reaches it as a negative one (EINVAL).
+pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+    sc!(nr::PREAD64, fd, buf.as_mut_ptr(), buf.len(), off)
+}
+
+/// `pwrite64`; the offset as for [`pread`].
+pub fn pwrite(fd: i32, buf: &[u8], off: u64) -> Result<usize, Errno> {
+    sc!(nr::PWRITE64, fd, buf.as_ptr(), buf.len(), off)
+}
+
+pub fn ftruncate(fd: i32, len: i64) -> Result<usize, Errno> {
+    sc!(nr::FTRUNCATE, fd, len)
+}
+
+pub fn fallocate(fd: i32, mode: i32, off: i64, len: i64) -> Result<usize, Errno> {
+    sc!(nr::FALLOCATE, fd, mode, off, len)
+}
+
 pub fn close(fd: i32) -> Result<usize, Errno> {
     sc!(nr::CLOSE, fd)
 }

@@ -11,8 +11,6 @@ use cowlab_userland::test::{on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
 
-const PREAD64: usize = 17;
-const PWRITE64: usize = 18;
 const MMAP: usize = 9;
 const MEMFD_CREATE: usize = 319;
 const O_RDONLY: u32 = 0;
@@ -23,40 +21,6 @@ const PAGE: usize = 4096;
 const PRESENT: u64 = 1 << 63;
 const SOFT_DIRTY: u64 = 1 << 55;
 const PFN: u64 = (1 << 55) - 1;
-
-fn pread(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel writes at most buf.len() bytes into buf.
-    unsafe {
-        raw(
-            PREAD64,
-            [
-                fd as usize,
-                buf.as_mut_ptr() as usize,
-                buf.len(),
-                off as usize,
-                0,
-                0,
-            ],
-        )
-    }
-}
-
-fn pwrite(fd: i32, buf: &[u8], off: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads buf.len() bytes of buf.
-    unsafe {
-        raw(
-            PWRITE64,
-            [
-                fd as usize,
-                buf.as_ptr() as usize,
-                buf.len(),
-                off as usize,
-                0,
-                0,
-            ],
-        )
-    }
-}
 
 fn entry(pm: i32, addr: usize) -> u64 {
     let mut b = [0u8; 8];

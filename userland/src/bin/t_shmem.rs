@@ -11,10 +11,7 @@ use cowlab_userland::test::{in_child, Tester};
 cowlab_userland::entry!(main);
 
 const MEMFD_CREATE: usize = 319;
-const FTRUNCATE: usize = 77;
-const FALLOCATE: usize = 285;
 const PREAD64: usize = 17;
-const PWRITE64: usize = 18;
 const FSTAT: usize = 5;
 const MMAP: usize = 9;
 const MFD_CLOEXEC: usize = 1;
@@ -23,55 +20,6 @@ const MAP_SHARED: u32 = 1;
 fn memfd(name: &[u8], flags: usize) -> Result<i32, Errno> {
     // SAFETY: `name` is a NUL-terminated byte string.
     unsafe { raw(MEMFD_CREATE, [name.as_ptr() as usize, flags, 0, 0, 0, 0]) }.map(|v| v as i32)
-}
-
-fn ftruncate(fd: i32, len: i64) -> Result<usize, Errno> {
-    // SAFETY: no pointers.
-    unsafe { raw(FTRUNCATE, [fd as usize, len as usize, 0, 0, 0, 0]) }
-}
-
-fn fallocate(fd: i32, mode: i32, off: i64, len: i64) -> Result<usize, Errno> {
-    // SAFETY: no pointers.
-    unsafe {
-        raw(
-            FALLOCATE,
-            [fd as usize, mode as usize, off as usize, len as usize, 0, 0],
-        )
-    }
-}
-
-fn pread(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel writes at most buf.len() bytes into buf.
-    unsafe {
-        raw(
-            PREAD64,
-            [
-                fd as usize,
-                buf.as_mut_ptr() as usize,
-                buf.len(),
-                off as usize,
-                0,
-                0,
-            ],
-        )
-    }
-}
-
-fn pwrite(fd: i32, buf: &[u8], off: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads buf.len() bytes of buf.
-    unsafe {
-        raw(
-            PWRITE64,
-            [
-                fd as usize,
-                buf.as_ptr() as usize,
-                buf.len(),
-                off as usize,
-                0,
-                0,
-            ],
-        )
-    }
 }
 
 /// (st_size, st_blocks) of `fd`.
