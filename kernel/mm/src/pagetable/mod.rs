@@ -146,6 +146,14 @@ impl<'m, A: Arch> PageTable<'m, A> {
 
     /// The leaf slot translating `va`, if the tables down to the PT exist.
     pub(crate) fn walk(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        Some(self.entry(self.walk_pt(va)?, va.table_index(1)))
+    }
+
+    /// The PT page holding `va`'s leaf slot (the same for all of `va`'s 2 MiB), if the tables
+    /// down to it exist: for callers that visit consecutive pages (GUP-fast) and walk once per
+    /// table. `inline(always)` so that `walk` stays one function with the walk in its body.
+    #[inline(always)]
+    pub(crate) fn walk_pt(&self, va: VirtAddr) -> Option<PhysAddr> {
         if !va.is_canonical() {
             // Only bits 47..12 index the tables: a non-canonical address would alias another.
             return None;
@@ -158,7 +166,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
             }
             table = e.frame();
         }
-        Some(self.entry(table, va.table_index(1)))
+        Some(table)
     }
 
     /// The leaf slot translating the user address `va`, allocating missing PDPT/PD/PT pages
