@@ -2,7 +2,8 @@
 //! buffers, RDMA memory regions; the block-I/O issue's DMA target).
 //!
 //! Picture: registering pins every page of a user range once, with `FOLL_WRITE|FOLL_LONGTERM`
-//! (Linux `io_sqe_buffer_register` -> `pin_user_pages`), and keeps the frames; later I/O reads
+//! (Linux `io_sqe_buffer_register` -> `io_pin_pages` -> `pin_user_pages_fast` since 6.5; the
+//! fast path falls back to the slow one for every page that needs its VMA), and keeps the frames; later I/O reads
 //! and writes those frames directly, bypassing the page tables, until the buffer is
 //! unregistered. For this to be coherent with what the process sees, the process's mapping must
 //! keep pointing at the pinned frames: under the 2022+ rules the pages are exclusive anon (or
@@ -21,7 +22,7 @@ use crate::arch::Arch;
 use crate::aspace::{user_range, AddressSpace};
 use crate::error::MmError;
 use crate::foll::FollFlags;
-use crate::gup::{pin_user_pages, unpin_user_pages_dirty_lock};
+use crate::gup::{pin_user_pages_fast, unpin_user_pages_dirty_lock};
 use crate::mm::Mm;
 use crate::pin::DmaFromDevice;
 use crate::pin::{PinnedPage, UnpinDirty};
@@ -55,7 +56,7 @@ pub fn register_buffer<A: Arch>(
     let mut pages: Vec<Option<PinnedPage>> = Vec::new();
     pages.resize_with(npages, || None);
     let flags = FollFlags::WRITE | FollFlags::LONGTERM;
-    match pin_user_pages(mm, aspace, first, flags, &mut pages) {
+    match pin_user_pages_fast(mm, aspace, first, flags, &mut pages) {
         Ok(n) if n == npages => Ok(RegisteredBuffer {
             start: va,
             len,
