@@ -466,6 +466,7 @@ pub const IORING_OP_READ: u8 = 22;
 pub const IORING_OP_WRITE: u8 = 23;
 pub const IOSQE_FIXED_FILE: u8 = 1;
 pub const IOSQE_IO_LINK: u8 = 4;
+pub const IOSQE_CQE_SKIP_SUCCESS: u8 = 0x40;
 
 /// `io_uring_setup(entries, params)`: the ring's descriptor.
 pub fn io_uring_setup(entries: u32, params: &mut IoUringParams) -> Result<i32, Errno> {

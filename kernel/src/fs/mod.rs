@@ -229,7 +229,8 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | tmpfs::O_EXCL | tmpfs::O_TMPFILE);
+    // Linux keeps every other flag in `f_flags` (`do_dentry_open`), O_TMPFILE included.
+    let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | tmpfs::O_EXCL);
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
     if let Some(tmp) = tmpfs::parse(path) {
         let kind = match tmp? {

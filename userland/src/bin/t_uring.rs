@@ -609,6 +609,24 @@ fn flags_and_links(t: &mut Tester, ring: &Ring) {
         (first, second),
         (Some((11, -errno::EBADF)), Some((12, -ECANCELED))),
     );
+    // IOSQE_CQE_SKIP_SUCCESS: a successful op posts nothing, a failing one still does.
+    ring.push(IoUringSqe {
+        opcode: IORING_OP_NOP,
+        flags: IOSQE_CQE_SKIP_SUCCESS,
+        user_data: 13,
+        ..IoUringSqe::default()
+    });
+    ring.push(IoUringSqe {
+        flags: IOSQE_CQE_SKIP_SUCCESS,
+        ..rw(IORING_OP_READ, 999, x.as_mut_ptr() as usize, 4, 0, 14)
+    });
+    t.eq("submit two CQE_SKIP_SUCCESS SQEs", ring.enter(2, 1), Ok(2));
+    let only = ring.reap().map(|c| (c.user_data, c.res));
+    t.eq(
+        "only the failure posts a CQE",
+        (only, ring.reap().is_none()),
+        (Some((14, -errno::EBADF)), true),
+    );
 }
 
 fn enter_errors(t: &mut Tester, ring: &Ring) {
