@@ -77,6 +77,17 @@ impl<'a> PteRef<'a> {
     }
 }
 
+/// The slots of one page-table page (see [`PageTable::slots`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Slots<'a>(&'a [AtomicU64; ENTRIES]);
+
+impl<'a> Slots<'a> {
+    #[inline]
+    pub(crate) fn at(self, index: usize) -> PteRef<'a> {
+        PteRef(&self.0[index & (ENTRIES - 1)])
+    }
+}
+
 /// Bytes translated by one entry at `level` (1 = PT entry = one page).
 pub(crate) const fn level_span(level: u8) -> u64 {
     1u64 << (12 + 9 * (level as u32 - 1))
@@ -123,6 +134,14 @@ impl<'m, A: Arch> PageTable<'m, A> {
         // and freed only after being unlinked by the exclusive holder of the address space,
         // which is not concurrently using this `PageTable` (obligations 1 and 2).
         PteRef(unsafe { self.mm.phys().pte(table, index) })
+    }
+
+    /// The 512 slots of page-table page `table` of this hierarchy, checked against the memory
+    /// window once (for loops over a whole PT: fork's `copy_pte_range`).
+    #[inline]
+    pub(crate) fn slots(&self, table: PhysAddr) -> Slots<'m> {
+        // SAFETY: as in `entry`, for every slot of the table.
+        Slots(unsafe { self.mm.phys().table(table) })
     }
 
     /// The leaf slot translating `va`, if the tables down to the PT exist.
