@@ -169,26 +169,39 @@ impl ProcFile {
         Ok(out)
     }
 
-    /// Linux's `maps` lines: `start-end perms offset dev inode path`.
+    /// Linux's `maps` lines: `start-end perms offset dev inode path`, where the path is the
+    /// mapped file's (a memfd's `/memfd:NAME (deleted)`), or for anonymous memory `[heap]` (the
+    /// VMA overlapping the brk area) and `[stack]` (the VMA holding the initial stack), as
+    /// Linux `show_map_vma`.
     fn maps(&self) -> Result<String, Errno> {
         let shared = aspace(self.pid)?;
         let aspace = shared.lock();
+        let heap = aspace.brk_start().as_u64()..aspace.current_brk().as_u64();
+        let stack_top = crate::elf::STACK_TOP - 1;
         let mut text = String::new();
         for vma in aspace.vmas() {
             let prot = vma.prot();
             let shared_map = vma.sharing() == Sharing::Shared;
+            let (start, end) = (vma.start().as_u64(), vma.end().as_u64());
             let (dev, inode, name) = match vma.backing() {
-                Backing::Anonymous => ("00:00", 0, ""),
+                Backing::Anonymous if start < heap.end && end > heap.start => {
+                    ("00:00", 0, String::from("[heap]"))
+                }
+                Backing::Anonymous if (start..end).contains(&stack_top) => {
+                    ("00:00", 0, String::from("[stack]"))
+                }
+                Backing::Anonymous => ("00:00", 0, String::new()),
                 Backing::Shmem(obj, _) => (
                     "00:01",
                     alloc::sync::Arc::as_ptr(obj) as u64 % 1_000_000,
-                    "/memfd: (deleted)",
+                    obj.maps_name()
+                        .unwrap_or_else(|| String::from("/memfd: (deleted)")),
                 ),
             };
             let mut line = format!(
                 "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
-                vma.start().as_u64(),
-                vma.end().as_u64(),
+                start,
+                end,
                 if prot.read() { 'r' } else { '-' },
                 if prot.write() { 'w' } else { '-' },
                 if prot.exec() { 'x' } else { '-' },
@@ -201,7 +214,7 @@ impl ProcFile {
                 while line.len() < 73 {
                     line.push(' ');
                 }
-                line.push_str(name);
+                line.push_str(&name);
             }
             line.push('\n');
             text.push_str(&line);

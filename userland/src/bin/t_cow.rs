@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+#[macro_use]
 #[path = "t_cow/families.rs"]
 mod families;
 #[path = "t_cow/stats.rs"]
@@ -34,7 +35,7 @@ use cowlab_userland::calls::{
 };
 use cowlab_userland::test::{on_cowlab, Outcome, Tap};
 
-use families::{Need, PinTest, R};
+use families::{Msg, Need, PinTest, R};
 use sys::*;
 
 cowlab_userland::entry!(main);
@@ -165,7 +166,7 @@ fn run_anon(ctx: &mut Ctx, family: Anon) -> R {
     let rw = PROT_READ | PROT_WRITE;
     let mem = match mmap(0, PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS) {
         Ok(m) => m,
-        Err(e) => return R::Fail(format!("mmap: {e:?}")),
+        Err(e) => return R::Fail(msg!("mmap: {e:?}")),
     };
     fill(mem, PAGE, 1);
     let r = match family {
@@ -197,11 +198,11 @@ fn run_non_anon(ctx: &mut Ctx, family: NonAnon, kind: NonAnonMem) -> R {
         NonAnonMem::ZeroPage => -1,
         NonAnonMem::Memfd => match memfd_create(c"test") {
             Ok(fd) => fd,
-            Err(e) => return R::Fail(format!("memfd_create: {e:?}")),
+            Err(e) => return R::Fail(msg!("memfd_create: {e:?}")),
         },
         NonAnonMem::Tmpfile => match families::tmpfile() {
             Ok(fd) => fd,
-            Err(e) => return R::Skip(Need::Tmpfile, format!("open(/tmp, O_TMPFILE): {e:?}")),
+            Err(e) => return R::Skip(Need::Tmpfile, msg!("open(/tmp, O_TMPFILE): {e:?}")),
         },
     };
     let r = run_non_anon_fd(ctx, family, fd, rw);
@@ -218,7 +219,7 @@ fn run_non_anon_fd(ctx: &mut Ctx, family: NonAnon, fd: i32, rw: u32) -> R {
     } else {
         // A file of one page of zeroes.
         if let Err(e) = fallocate(fd, 0, 0, PAGE as i64) {
-            return R::Fail(format!("fallocate: {e:?}"));
+            return R::Fail(msg!("fallocate: {e:?}"));
         }
         (
             mmap_fd(PAGE, rw, MAP_PRIVATE, fd),
@@ -236,7 +237,7 @@ fn run_non_anon_fd(ctx: &mut Ctx, family: NonAnon, fd: i32, rw: u32) -> R {
                 }
             }
         }
-        (m, s) => R::Fail(format!("mmap: {m:?} {s:?}")),
+        (m, s) => R::Fail(msg!("mmap: {m:?} {s:?}")),
     };
     for m in [mem, smem].into_iter().flatten() {
         let _ = munmap(m, PAGE);
@@ -261,14 +262,15 @@ fn run_case(
         (false, _, _) => String::new(),
     };
     let outcome = match r {
-        R::Pass(diag) if leaks.is_empty() => Outcome::Pass(diag),
+        R::Pass(diag) if leaks.is_empty() => Outcome::Pass(diag.as_str().into()),
         R::Pass(_) => Outcome::Fail(format!("not back to baseline: {leaks}")),
-        R::Fail(why) if leaks.is_empty() => Outcome::Fail(why),
-        R::Fail(why) => Outcome::Fail(format!("{why}; not back to baseline: {leaks}")),
-        R::Skip(need, why) if cowlab && !COWLAB_MAY_SKIP.contains(&need) => {
-            Outcome::Fail(format!("cowlab must support this ({need:?}): {why}"))
-        }
-        R::Skip(_, why) => Outcome::Skip(why),
+        R::Fail(why) if leaks.is_empty() => Outcome::Fail(why.as_str().into()),
+        R::Fail(why) => Outcome::Fail(format!("{}; not back to baseline: {leaks}", why.as_str())),
+        R::Skip(need, why) if cowlab && !COWLAB_MAY_SKIP.contains(&need) => Outcome::Fail(format!(
+            "cowlab must support this ({need:?}): {}",
+            why.as_str()
+        )),
+        R::Skip(_, why) => Outcome::Skip(why.as_str().into()),
     };
     tap.result(desc, &outcome);
 }

@@ -2,9 +2,6 @@
 //! memory range prepared by a memory-type runner in `main`. Each returns a [`R`]; the caller
 //! turns it into a TAP line and checks the counters' baseline.
 
-use alloc::format;
-use alloc::string::String;
-
 use cowlab_mm::foll::FollFlags;
 use cowlab_mm::rules::{self, CowMapping};
 use cowlab_mm::Era;
@@ -26,11 +23,71 @@ pub enum Need {
     Tmpfile,
 }
 
+/// A message built on the stack: a case allocates nothing on the heap, so the program's own
+/// heap cannot grow between a case's two counter snapshots (a failing case's text would
+/// otherwise fault in a new arena page and look like a leaked frame).
+pub struct Msg {
+    buf: [u8; 320],
+    len: usize,
+}
+
+impl Msg {
+    pub const fn new() -> Msg {
+        Msg {
+            buf: [0; 320],
+            len: 0,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl core::fmt::Write for Msg {
+    /// Truncates what does not fit (at a character boundary).
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for c in s.chars() {
+            let mut b = [0u8; 4];
+            let b = c.encode_utf8(&mut b).as_bytes();
+            if self.len + b.len() > self.buf.len() {
+                break;
+            }
+            self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Display for Msg {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Msg {
+    fn from(s: &str) -> Msg {
+        let mut m = Msg::new();
+        let _ = core::fmt::Write::write_str(&mut m, s);
+        m
+    }
+}
+
+/// `format!` into a [`Msg`].
+macro_rules! msg {
+    ($($t:tt)*) => {{
+        let mut m = Msg::new();
+        let _ = core::fmt::Write::write_fmt(&mut m, format_args!($($t)*));
+        m
+    }};
+}
+
 /// A case's verdict.
 pub enum R {
-    Pass(String),
-    Fail(String),
-    Skip(Need, String),
+    Pass(Msg),
+    Fail(Msg),
+    Skip(Need, Msg),
 }
 
 /// Child exit statuses other than the memcmp verdict (0 same, 1 different).
@@ -78,7 +135,7 @@ pub fn cow_in_parent(
 ) -> R {
     let comm = match CommPipes::new() {
         Ok(c) => c,
-        Err(e) => return R::Fail(format!("pipe: {e:?}")),
+        Err(e) => return R::Fail(msg!("pipe: {e:?}")),
     };
     let pid = match fork() {
         Ok(0) => {
@@ -90,7 +147,7 @@ pub fn cow_in_parent(
             exit_now(status)
         }
         Ok(pid) => pid,
-        Err(e) => return R::Fail(format!("fork: {e:?}")),
+        Err(e) => return R::Fail(msg!("fork: {e:?}")),
     };
     comm.wait_child_ready();
     if mprotect_dance {
@@ -107,9 +164,9 @@ pub fn cow_in_parent(
     fill(mem, size, 0xff);
     comm.signal_parent_ready();
     match wait_exit(pid) {
-        Some(0) => R::Pass(String::new()),
+        Some(0) => R::Pass(Msg::new()),
         Some(1) => R::Fail("leak from parent into child".into()),
-        Some(s) => R::Fail(format!("child setup failed (status {s})")),
+        Some(s) => R::Fail(msg!("child setup failed (status {s})")),
         None => R::Fail("child did not exit normally".into()),
     }
 }
@@ -120,11 +177,11 @@ pub fn vmsplice_in_parent(ctx: &mut Ctx, mem: usize, size: usize, before_fork: b
     copy_out(mem, &mut ctx.old[..size]);
     let comm = match CommPipes::new() {
         Ok(c) => c,
-        Err(e) => return R::Fail(format!("pipe: {e:?}")),
+        Err(e) => return R::Fail(msg!("pipe: {e:?}")),
     };
     let fds = match pipe() {
         Ok(f) => f,
-        Err(e) => return R::Fail(format!("pipe: {e:?}")),
+        Err(e) => return R::Fail(msg!("pipe: {e:?}")),
     };
     let r = vmsplice_in_parent_piped(ctx, mem, size, before_fork, &comm, fds);
     let _ = close(fds[0]);
@@ -144,7 +201,7 @@ fn vmsplice_in_parent_piped(
     if before_fork {
         match vmsplice(fds[1], mem, size) {
             Ok(n) if n > 0 => transferred = n,
-            r => return R::Fail(format!("vmsplice: {r:?}")),
+            r => return R::Fail(msg!("vmsplice: {r:?}")),
         }
     }
     let pid = match fork() {
@@ -155,7 +212,7 @@ fn vmsplice_in_parent_piped(
             exit_now(0)
         }
         Ok(pid) => pid,
-        Err(e) => return R::Fail(format!("fork: {e:?}")),
+        Err(e) => return R::Fail(msg!("fork: {e:?}")),
     };
     if !before_fork {
         match vmsplice(fds[1], mem, size) {
@@ -163,7 +220,7 @@ fn vmsplice_in_parent_piped(
             r => {
                 comm.signal_parent_ready();
                 let _ = wait_exit(pid);
-                return R::Fail(format!("vmsplice: {r:?}"));
+                return R::Fail(msg!("vmsplice: {r:?}"));
             }
         }
     }
@@ -174,17 +231,17 @@ fn vmsplice_in_parent_piped(
         return R::Fail("child did not exit normally".into());
     }
     if let Err(e) = unmapped {
-        return R::Fail(format!("munmap: {e:?}"));
+        return R::Fail(msg!("munmap: {e:?}"));
     }
     match read_full(fds[0], &mut ctx.new[..transferred]) {
         Ok(n) if n == transferred => {
             if ctx.old[..n] == ctx.new[..n] {
-                R::Pass(String::new())
+                R::Pass(Msg::new())
             } else {
                 R::Fail("leak from child into parent".into())
             }
         }
-        r => R::Fail(format!("read: {r:?}")),
+        r => R::Fail(msg!("read: {r:?}")),
     }
 }
 
@@ -198,10 +255,12 @@ fn clear_softdirty() -> Result<(), Errno> {
 
 /// mprotect R/O, clear soft-dirty, mprotect R/W: the page ends up mapped read-only (soft-dirty
 /// tracking forbids mprotect from making it writable at once), so the next write faults.
-fn ro_map_dance(mem: usize, size: usize) -> Result<(), String> {
-    mprotect(mem, size, PROT_READ).map_err(|e| format!("mprotect: {e:?}"))?;
-    clear_softdirty().map_err(|e| format!("clear_refs: {e:?}"))?;
-    mprotect(mem, size, PROT_READ | PROT_WRITE).map_err(|e| format!("mprotect: {e:?}"))?;
+// The message stays on the stack on purpose (see `Msg`): no heap inside a measured case.
+#[allow(clippy::result_large_err)]
+fn ro_map_dance(mem: usize, size: usize) -> Result<(), Msg> {
+    mprotect(mem, size, PROT_READ).map_err(|e| msg!("mprotect: {e:?}"))?;
+    clear_softdirty().map_err(|e| msg!("clear_refs: {e:?}"))?;
+    mprotect(mem, size, PROT_READ | PROT_WRITE).map_err(|e| msg!("mprotect: {e:?}"))?;
     Ok(())
 }
 
@@ -216,11 +275,11 @@ pub fn tmpfile() -> Result<i32, Errno> {
 pub fn iouring(ctx: &mut Ctx, mem: usize, size: usize, use_fork: bool) -> R {
     let comm = match CommPipes::new() {
         Ok(c) => c,
-        Err(e) => return R::Fail(format!("pipe: {e:?}")),
+        Err(e) => return R::Fail(msg!("pipe: {e:?}")),
     };
     let file = match tmpfile() {
         Ok(fd) => fd,
-        Err(e) => return R::Skip(Need::Tmpfile, format!("open(/tmp, O_TMPFILE): {e:?}")),
+        Err(e) => return R::Skip(Need::Tmpfile, msg!("open(/tmp, O_TMPFILE): {e:?}")),
     };
     let r = iouring_with_file(ctx, mem, size, use_fork, &comm, file);
     let _ = close(file);
@@ -237,10 +296,10 @@ fn iouring_with_file(
 ) -> R {
     let ring = match Ring::new(1) {
         Ok(r) => r,
-        Err(e) => return R::Skip(Need::IoUring, format!("io_uring_setup: {e:?}")),
+        Err(e) => return R::Skip(Need::IoUring, msg!("io_uring_setup: {e:?}")),
     };
     if let Err(e) = ring.register_buffer(mem, size) {
-        return R::Skip(Need::IoUring, format!("IORING_REGISTER_BUFFERS: {e:?}"));
+        return R::Skip(Need::IoUring, msg!("IORING_REGISTER_BUFFERS: {e:?}"));
     }
     let mut child = None;
     if use_fork {
@@ -255,7 +314,7 @@ fn iouring_with_file(
                 child = Some(pid);
                 comm.wait_child_ready();
             }
-            Err(e) => return R::Fail(format!("fork: {e:?}")),
+            Err(e) => return R::Fail(msg!("fork: {e:?}")),
         }
     } else if let Err(e) = ro_map_dance(mem, size) {
         return R::Fail(e);
@@ -265,15 +324,15 @@ fn iouring_with_file(
         Ok(res) if res == size as i32 => match pread(file, &mut ctx.tmp[..size], 0) {
             Ok(n) if n == size => {
                 if same(mem, &ctx.tmp[..size]) {
-                    R::Pass(String::new())
+                    R::Pass(Msg::new())
                 } else {
                     R::Fail("the registered buffer does not see the write (long-term R/W pin not reliable)".into())
                 }
             }
-            r => R::Fail(format!("pread: {r:?}")),
+            r => R::Fail(msg!("pread: {r:?}")),
         },
-        Ok(res) => R::Fail(format!("WRITE_FIXED completed with {res}")),
-        Err(e) => R::Fail(format!("io_uring_enter: {e:?}")),
+        Ok(res) => R::Fail(msg!("WRITE_FIXED completed with {res}")),
+        Err(e) => R::Fail(msg!("io_uring_enter: {e:?}")),
     };
     if let Some(pid) = child {
         comm.signal_parent_ready();
@@ -339,7 +398,7 @@ pub fn ro_pin(
     };
     let comm = match CommPipes::new() {
         Ok(c) => c,
-        Err(e) => return R::Fail(format!("pipe: {e:?}")),
+        Err(e) => return R::Fail(msg!("pipe: {e:?}")),
     };
     let mut child = None;
     match test {
@@ -352,7 +411,7 @@ pub fn ro_pin(
                     exit_now(0)
                 }
                 Ok(pid) => child = Some(pid),
-                Err(e) => return R::Fail(format!("fork: {e:?}")),
+                Err(e) => return R::Fail(msg!("fork: {e:?}")),
             }
             comm.wait_child_ready();
             if test == PinTest::PreviouslyShared {
@@ -389,14 +448,14 @@ pub fn ro_pin(
         Err(Errno(errno::EINVAL)) => {
             R::Skip(Need::GupTest, "PIN_LONGTERM_TEST_START: EINVAL".into())
         }
-        Err(e) => R::Fail(format!("PIN_LONGTERM_TEST_START: {e:?}")),
+        Err(e) => R::Fail(msg!("PIN_LONGTERM_TEST_START: {e:?}")),
         Ok(_) => {
             fill(mem, size, 0xff);
             let addr = ctx.tmp.as_mut_ptr() as u64;
             // SAFETY: READ writes `size` bytes (the pinned range) to `tmp`, which holds a page.
             let read = unsafe { ioctl(gup, PIN_LONGTERM_TEST_READ, &addr as *const u64 as usize) };
             let seen = match read {
-                Err(e) => Err(format!("PIN_LONGTERM_TEST_READ: {e:?}")),
+                Err(e) => Err(msg!("PIN_LONGTERM_TEST_READ: {e:?}")),
                 Ok(_) if same(mem, &ctx.tmp[..size]) => Ok(()),
                 Ok(_) => Err(
                     "the R/O pin does not see the write (long-term R/O pin not reliable)".into(),
@@ -411,10 +470,10 @@ pub fn ro_pin(
                 _ => None,
             };
             match (seen, counted) {
-                (Ok(()), None) => R::Pass(String::new()),
+                (Ok(()), None) => R::Pass(Msg::new()),
                 (Ok(()), Some(Ok(diag))) => R::Pass(diag),
                 (Ok(()), Some(Err(why))) => R::Fail(why),
-                (Err(why), Some(Ok(diag) | Err(diag))) => R::Fail(format!("{why}; {diag}")),
+                (Err(why), Some(Ok(diag) | Err(diag))) => R::Fail(msg!("{why}; {diag}")),
                 (Err(why), None) => R::Fail(why),
             }
         }
@@ -427,6 +486,8 @@ pub fn ro_pin(
 }
 
 /// The GUP-fast counters across the START ioctl: `Ok(diag)` if they show what the rules expect.
+// The message stays on the stack on purpose (see `Msg`).
+#[allow(clippy::result_large_err)]
 fn fast_path_check(
     era: Era,
     b: &stats::Snapshot,
@@ -435,7 +496,7 @@ fn fast_path_check(
     fast: bool,
     anon: bool,
     exclusive: bool,
-) -> Result<String, String> {
+) -> Result<Msg, Msg> {
     let pages = (size / PAGE) as u64;
     let d_fast = a.gup_fast_pages.wrapping_sub(b.gup_fast_pages);
     let d_fallback = a.gup_fast_fallbacks.wrapping_sub(b.gup_fast_fallbacks);
@@ -448,13 +509,13 @@ fn fast_path_check(
     } else {
         (0, pages, "fallback to the slow path")
     };
-    let diag = format!(
+    let diag = msg!(
         "gup_fast_pages +{d_fast} gup_fast_fallbacks +{d_fallback} gup_slow_pages +{d_slow} gup_unshare_faults +{d_unshare} (era {era}: expected {path})"
     );
     if d_fast == want_fast && d_fallback == want_fallback {
         Ok(diag)
     } else {
-        Err(format!("counters disagree with the rules: {diag}"))
+        Err(msg!("counters disagree with the rules: {diag}"))
     }
 }
 
@@ -464,7 +525,7 @@ pub fn non_anon_cow(ctx: &mut Ctx, mem: usize, smem: usize, size: usize) -> R {
     copy_out(smem, &mut ctx.old[..size]);
     fill(mem, size, 0xff);
     if same(smem, &ctx.old[..size]) {
-        R::Pass(String::new())
+        R::Pass(Msg::new())
     } else {
         R::Fail("the other mapping was modified".into())
     }
