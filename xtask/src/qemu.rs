@@ -80,6 +80,8 @@ pub struct Machine {
     pub gdb: bool,
     /// The kernel command line; empty means no fw_cfg file.
     pub cmdline: String,
+    /// The data disk, attached as a legacy virtio-blk PCI device (`/dev/vda`).
+    pub disk: Option<PathBuf>,
 }
 
 impl Machine {
@@ -113,6 +115,16 @@ impl Machine {
                 .args(ICOUNT_ARGS),
         };
         command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if let Some(disk) = &self.disk {
+            // Legacy-only virtio (`disable-modern=on`: device 1af4:1001, I/O BAR0) and
+            // `snapshot=on`: guest writes go to a temporary overlay, so every boot starts from
+            // the stamped image and concurrent QEMUs can share it.
+            let mut drive = std::ffi::OsString::from("file=");
+            drive.push(escape_option(&disk.to_string_lossy()));
+            drive.push(",if=none,format=raw,id=vda,snapshot=on");
+            command.arg("-drive").arg(drive);
+            command.args(["-device", "virtio-blk-pci,drive=vda,disable-modern=on"]);
+        }
         if !self.cmdline.is_empty() {
             command.arg("-fw_cfg").arg(format!(
                 "name=opt/cowlab/cmdline,string={}",
@@ -217,6 +229,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
         accel,
         gdb: args.gdb,
         cmdline,
+        disk: Some(built.disk.clone()),
     };
     let mut command = machine.command(&qemu);
     eprintln!("xtask: {}", show_command(&command));
@@ -595,12 +608,15 @@ mod tests {
             accel: Accel::Tcg,
             gdb: false,
             cmdline: "ktest ktest-skip=3".to_owned(),
+            disk: Some(PathBuf::from("/t/cowlab-vda.img")),
         };
         assert_eq!(
             show_command(&machine.command(Path::new("qemu-system-x86_64"))),
             "qemu-system-x86_64 -drive format=raw,file=/t/cowlab-bios.img,snapshot=on -serial stdio \
              -display none -no-reboot -m 1G -cpu qemu64 -accel tcg \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -drive file=/t/cowlab-vda.img,if=none,format=raw,id=vda,snapshot=on \
+             -device virtio-blk-pci,drive=vda,disable-modern=on \
              -fw_cfg 'name=opt/cowlab/cmdline,string=ktest ktest-skip=3'"
         );
         let quiet = Machine {

@@ -112,6 +112,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                         accel: Accel::Tcg,
                         gdb: false,
                         cmdline: String::new(),
+                        disk: Some(built.disk.clone()),
                     },
                     qemu: &qemu,
                     kernel_elf: &built.kernel_elf,

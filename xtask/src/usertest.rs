@@ -122,7 +122,8 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
 /// calls with random arguments: on the host, as root in CI, that creates files with random
 /// names in the working directory and could change resource limits or descriptors of other
 /// processes. Its point is the cowlab kernel's robustness, which the host cannot cross-check.
-const QEMU_ONLY: &[&str] = &["t_fuzz"];
+/// `t_vda` and `t_dio` read and write `/dev/vda`, which on a host may be a real disk.
+const QEMU_ONLY: &[&str] = &["t_fuzz", "t_vda", "t_dio"];
 
 /// Whether `program` may run natively on the host Linux as a cross-check.
 pub fn runs_on_host(program: &str) -> bool {

@@ -11,6 +11,7 @@ pub mod console;
 pub mod guptest;
 pub mod pipe;
 pub mod procfs;
+pub mod vda;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -48,6 +49,8 @@ pub enum FileKind {
     GupTest(guptest::GupTestFile),
     /// A `/proc` file (see `procfs`).
     Proc(procfs::ProcFile),
+    /// `/dev/vda`, the virtio block device (see `vda`).
+    Vda,
 }
 
 /// An open-file description.
@@ -218,6 +221,7 @@ pub fn open(path: &str, flags: u32) -> Result<Arc<OpenFile>, Errno> {
         "/dev/console" | "/dev/tty" => FileKind::Console,
         "/dev/null" => FileKind::Null,
         "/sys/kernel/debug/gup_test" => FileKind::GupTest(guptest::GupTestFile::default()),
+        "/dev/vda" => vda::device().map(|_| FileKind::Vda)?,
         "/" | "." | "/." => FileKind::Root,
         _ => {
             let name = path.trim_start_matches("./").trim_start_matches('/');
@@ -274,6 +278,7 @@ pub struct Stat {
 pub const S_IFIFO: u32 = 0o010000;
 pub const S_IFCHR: u32 = 0o020000;
 pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFBLK: u32 = 0o060000;
 pub const S_IFREG: u32 = 0o100000;
 
 /// `fstat` of an open file.
@@ -317,6 +322,11 @@ pub fn stat(file: &OpenFile) -> Stat {
         FileKind::Proc(p) => {
             st.st_mode = S_IFREG | if p.writable() { 0o600 } else { 0o444 };
             st.st_ino = 0x1000 + p.pid as u64 * 8 + p.what as u64;
+        }
+        FileKind::Vda => {
+            st.st_mode = S_IFBLK | 0o660;
+            st.st_rdev = vda::VDA_RDEV;
+            st.st_ino = 5;
         }
         FileKind::Memfd(obj) => {
             st.st_mode = S_IFREG | 0o777;
