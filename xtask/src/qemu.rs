@@ -3,7 +3,8 @@
 //! The machine (docs/architecture.md): the disk image as a raw drive, the serial console on
 //! stdio, no display, `-no-reboot` (so a triple fault ends QEMU with status 0 instead of looping),
 //! 1 GiB, a `qemu64` CPU under TCG, `isa-debug-exit` at port 0xf4 for the kernel's exit status,
-//! and the kernel command line as the fw_cfg file `opt/cowlab/cmdline`.
+//! the data disk (`disk`) as a legacy virtio-blk PCI device, and the kernel command line as the
+//! fw_cfg file `opt/cowlab/cmdline`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 //! regular files of the ramdisk (the root directory `/`), and pipe ends. Dropping the last
 //! descriptor of a pipe end closes it (see `pipe`).
 
+pub mod aio;
 pub mod console;
 pub mod guptest;
 pub mod pipe;
