@@ -622,6 +622,11 @@ impl Device {
         n
     }
 
+    /// Descriptors not in any chain.
+    pub fn free_descriptors(&self) -> usize {
+        self.with_queue(|q| q.free.len())
+    }
+
     /// Requests submitted and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.submitted.load(Ordering::Relaxed) - self.completed.load(Ordering::Relaxed)
