@@ -60,6 +60,7 @@ pub(crate) fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) ->
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
         FileKind::GupTest(_) => Err(Errno::EINVAL),
+        FileKind::Vda => fs::vda::read(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = proc.read(at, buf.len().min(CHUNK))?;
@@ -155,6 +156,7 @@ pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -
         }
         FileKind::Null => Ok(buf.len() as u64),
         FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => write_memfd(file, obj, buf, offset),
+        FileKind::Vda => fs::vda::write(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = buf.sub(0, CHUNK).read_vec()?;
@@ -184,13 +186,15 @@ pub fn pread64(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     match f.kind {
-        FileKind::Regular(_) | FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) => {
-            read_file(
-                &f,
-                UserSlice::new(a.get(1), a.get(2) as usize)?,
-                Some(a.get(3)),
-            )
-        }
+        FileKind::Regular(_)
+        | FileKind::Memfd(_)
+        | FileKind::Tmpfs(..)
+        | FileKind::Proc(_)
+        | FileKind::Vda => read_file(
+            &f,
+            UserSlice::new(a.get(1), a.get(2) as usize)?,
+            Some(a.get(3)),
+        ),
         FileKind::Root | FileKind::TmpDir => Err(Errno::EISDIR),
         _ => Err(Errno::ESPIPE),
     }
@@ -204,7 +208,7 @@ pub fn pwrite64(a: Args) -> SysResult {
     match f.kind {
         // As write: EBADF on a read-only descriptor, EFAULT for a buffer outside user memory.
         FileKind::Null => write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None),
-        FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) => write_file(
+        FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) | FileKind::Vda => write_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
@@ -332,6 +336,9 @@ pub fn close(a: Args) -> SysResult {
 
 pub fn lseek(a: Args) -> SysResult {
     let f = file(a.int(0))?;
+    if let FileKind::Vda = f.kind {
+        return fs::vda::lseek(&f, a.int(1), a.get(2));
+    }
     let size = match &f.kind {
         FileKind::Regular(r) => r.data.len() as i64,
         FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => obj.size() as i64,
@@ -559,6 +566,9 @@ pub fn ioctl(a: Args) -> SysResult {
     if let FileKind::GupTest(gup) = &f.kind {
         return gup.ioctl(a.get(1) & 0xffff_ffff, a.get(2));
     }
+    if let FileKind::Vda = f.kind {
+        return fs::vda::ioctl(a.get(1) & 0xffff_ffff, a.get(2));
+    }
     if !matches!(f.kind, FileKind::Console) {
         return Err(Errno::ENOTTY);
     }
@@ -620,7 +630,7 @@ pub fn fcntl(a: Args) -> SysResult {
         F_GETFL => Ok(u64::from(p.fds.get(fd)?.flags.load(Ordering::Relaxed))),
         F_SETFL => {
             let file = p.fds.get(fd)?;
-            let settable = fs::O_APPEND | fs::O_NONBLOCK;
+            let settable = fs::O_APPEND | fs::O_NONBLOCK | fs::vda::O_DIRECT;
             let old = file.flags.load(Ordering::Relaxed);
             file.flags.store(
                 (old & !settable) | (arg as u32 & settable),
