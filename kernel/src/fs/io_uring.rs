@@ -366,8 +366,9 @@ pub fn setup(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let clamp = p.flags & IORING_SETUP_CLAMP != 0;
+    // `entries` is a C `u32`: the upper half of the register is not part of it.
     let mut entries = a.get(0) as u32;
-    if a.get(0) == 0 || a.get(0) > u64::from(u32::MAX) {
+    if entries == 0 {
         return Err(Errno::EINVAL);
     }
     if entries > IORING_MAX_ENTRIES {
@@ -480,7 +481,7 @@ fn ring_of(file: &OpenFile) -> &IoUring {
 /// argument is ignored (there are no signal handlers to mask).
 pub fn enter(a: Args) -> SysResult {
     let flags = a.get(3) as u32;
-    if a.get(3) > u64::from(u32::MAX) || flags & !ENTER_FLAGS != 0 {
+    if flags & !ENTER_FLAGS != 0 {
         return Err(Errno::EINVAL);
     }
     let file = ring_file(a.int(0))?;
