@@ -168,6 +168,26 @@ pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -
     }
 }
 
+/// fsync/fdatasync of an open file (Linux `vfs_fsync`): memory-backed files (tmpfs, memfds,
+/// the ramdisk, their directories) have nothing to write back (`noop_fsync`); files without an
+/// `fsync` (pipes, the console, `/dev/null`, `/proc`, io_uring) answer `EINVAL`.
+pub(crate) fn fsync_file(file: &OpenFile) -> SysResult {
+    match file.kind {
+        FileKind::Memfd(_)
+        | FileKind::Tmpfs(..)
+        | FileKind::TmpDir
+        | FileKind::Regular(_)
+        | FileKind::Root => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// fsync(fd) (74) and fdatasync(fd) (75).
+pub fn fsync(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    fsync_file(&f)
+}
+
 pub fn read(a: Args) -> SysResult {
     let f = file(a.int(0))?;
     read_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None)

@@ -93,6 +93,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         62 => proc::kill(a),
         63 => info::uname(a),
         72 => fs::fcntl(a),
+        74 | 75 => fs::fsync(a),
         77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),

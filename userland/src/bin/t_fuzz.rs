@@ -49,6 +49,8 @@ const CALLS: &[usize] = &[
     nr::PRLIMIT64,
     nr::GETRANDOM,
     nr::GETDENTS64,
+    74, // fsync
+    75, // fdatasync
     nr::FTRUNCATE,
     nr::FALLOCATE,
     82,  // rename

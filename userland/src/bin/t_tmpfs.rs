@@ -205,6 +205,23 @@ fn main() -> i32 {
     );
     let _ = close(fd3);
 
+    // fsync, fdatasync: nothing to write back, 0.
+    // SAFETY: fsync and fdatasync take a descriptor only.
+    let synced = unsafe {
+        (
+            raw(74, [fd as usize, 0, 0, 0, 0, 0]),
+            raw(75, [fd as usize, 0, 0, 0, 0, 0]),
+        )
+    };
+    t.eq("fsync and fdatasync", synced, (Ok(0), Ok(0)));
+    if let Ok(p) = pipe() {
+        // SAFETY: as above.
+        let r = unsafe { raw(74, [p[0] as usize, 0, 0, 0, 0, 0]) };
+        t.eq("fsync of a pipe is EINVAL", r, e(errno::EINVAL));
+        let _ = close(p[0]);
+        let _ = close(p[1]);
+    }
+
     // ftruncate, fallocate.
     t.eq("ftruncate grows", ftruncate(fd, 3 * PAGE as i64), Ok(0));
     t.eq(
