@@ -130,7 +130,30 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
 /// calls with random arguments: on the host, as root in CI, that creates files with random
 /// names in the working directory and could change resource limits or descriptors of other
 /// processes. Its point is the cowlab kernel's robustness, which the host cannot cross-check.
-const QEMU_ONLY: &[&str] = &["t_fuzz"];
+/// `t_vda` and `t_dio` read and write `/dev/vda`, which on a host may be a real disk.
+const QEMU_ONLY: &[&str] = &["t_fuzz", "t_vda", "t_dio"];
+
+/// Test programs booted again under older rule sets (SEMANTICS.md section 9), as
+/// `era=YYYY -- PROGRAM era=YYYY`: with that argument they assert the era's historical
+/// behaviour (t_dio: the seed-003 fork/O_DIRECT races reappear; docs/dma.md).
+const ERA_RUNS: &[(&str, &[u32])] = &[("t_dio", &[2009, 2016, 2020, 2022])];
+
+/// The boots of `program` in the programs tier: (label, kernel command line). The first is the
+/// default rule set; then one per older era the program checks.
+pub fn boots(program: &str) -> Vec<(String, String)> {
+    let mut out = vec![(program.to_owned(), format!("-- {program}"))];
+    for (name, eras) in ERA_RUNS {
+        if *name == program {
+            for era in *eras {
+                out.push((
+                    format!("{program} era={era}"),
+                    format!("era={era} -- {program} era={era}"),
+                ));
+            }
+        }
+    }
+    out
+}
 
 /// Whether `program` may run natively on the host Linux as a cross-check.
 pub fn runs_on_host(program: &str) -> bool {
@@ -175,5 +198,22 @@ mod tests {
         ));
         assert!(!is_failure_line("ok 3 - x # SKIP no gup_test", "t_cow"));
         assert!(!is_failure_line("t_pipe: FAIL x", "t_mm"));
+    }
+
+    #[test]
+    fn older_eras_boot_with_the_era_token_and_argument() {
+        assert_eq!(
+            boots("t_mm"),
+            vec![("t_mm".to_owned(), "-- t_mm".to_owned())]
+        );
+        let dio = boots("t_dio");
+        assert_eq!(dio.len(), 5);
+        assert_eq!(
+            dio[1],
+            (
+                "t_dio era=2009".to_owned(),
+                "era=2009 -- t_dio era=2009".to_owned()
+            )
+        );
     }
 }

@@ -604,7 +604,11 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
     // Offset -1: the file position (IORING_FEAT_RW_CUR_POS); streams ignore the offset.
     let seekable = matches!(
         file.kind,
-        FileKind::Regular(_) | FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_)
+        FileKind::Regular(_)
+            | FileKind::Memfd(_)
+            | FileKind::Tmpfs(..)
+            | FileKind::Proc(_)
+            | FileKind::Vda
     );
     let at = match sqe.off {
         u64::MAX => None,

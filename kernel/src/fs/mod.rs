@@ -8,12 +8,14 @@
 //! `/tmp` (see `tmpfs`) and io_uring instances (see `io_uring`). Dropping the last descriptor
 //! of a pipe end closes it (see `pipe`).
 
+pub mod aio;
 pub mod console;
 pub mod guptest;
 pub mod io_uring;
 pub mod pipe;
 pub mod procfs;
 pub mod tmpfs;
+pub mod vda;
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -59,6 +61,8 @@ pub enum FileKind {
     TmpDir,
     /// An io_uring instance (see `io_uring`).
     IoUring(io_uring::IoUring),
+    /// `/dev/vda`, the virtio block device (see `vda`).
+    Vda,
 }
 
 /// An open-file description.
@@ -277,6 +281,7 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
         "/dev/console" | "/dev/tty" => FileKind::Console,
         "/dev/null" => FileKind::Null,
         "/sys/kernel/debug/gup_test" => FileKind::GupTest(guptest::GupTestFile::default()),
+        "/dev/vda" => vda::device().map(|_| FileKind::Vda)?,
         "/" | "." | "/." => FileKind::Root,
         _ => {
             let name = path.trim_start_matches("./").trim_start_matches('/');
@@ -333,6 +338,7 @@ pub struct Stat {
 pub const S_IFIFO: u32 = 0o010000;
 pub const S_IFCHR: u32 = 0o020000;
 pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFBLK: u32 = 0o060000;
 pub const S_IFREG: u32 = 0o100000;
 
 /// `fstat` of an open file.
@@ -376,6 +382,11 @@ pub fn stat(file: &OpenFile) -> Stat {
         FileKind::Proc(p) => {
             st.st_mode = S_IFREG | if p.writable() { 0o600 } else { 0o444 };
             st.st_ino = 0x1000 + p.pid as u64 * 8 + p.what as u64;
+        }
+        FileKind::Vda => {
+            st.st_mode = S_IFBLK | 0o660;
+            st.st_rdev = vda::VDA_RDEV;
+            st.st_ino = 5;
         }
         FileKind::Memfd(obj) => {
             st.st_mode = S_IFREG | 0o777;
@@ -470,7 +481,7 @@ pub fn statfs(file: &OpenFile) -> StatFs {
             st.f_flags |= ST_NOSUID | ST_NODEV;
             tmpfs_sized(&mut st);
         }
-        FileKind::Console | FileKind::Null => {
+        FileKind::Console | FileKind::Null | FileKind::Vda => {
             st.f_type = tmpfs::TMPFS_MAGIC;
             st.f_flags |= ST_NOSUID;
             tmpfs_sized(&mut st);

@@ -31,6 +31,7 @@ pub enum Errno {
     EMFILE = 24,
     ENOTTY = 25,
     EFBIG = 27,
+    ENOSPC = 28,
     ESPIPE = 29,
     EROFS = 30,
     EPIPE = 32,

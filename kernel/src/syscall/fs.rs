@@ -10,6 +10,7 @@ use super::{Args, Errno, SysResult};
 use crate::fs::{self, console, pipe::Pipe, Fd, FileKind, OpenFile};
 use crate::proc::with_current;
 use crate::uaccess::{read_cstr, UserPtr, UserSlice};
+use cowlab_mm::pin::PinnedPage;
 
 const AT_FDCWD: i64 = -100;
 const AT_EMPTY_PATH: u64 = 0x1000;
@@ -60,6 +61,7 @@ pub(crate) fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) ->
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
         FileKind::GupTest(_) => Err(Errno::EINVAL),
+        FileKind::Vda => fs::vda::read(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = proc.read(at, buf.len().min(CHUNK))?;
@@ -155,6 +157,7 @@ pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -
         }
         FileKind::Null => Ok(buf.len() as u64),
         FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => write_memfd(file, obj, buf, offset),
+        FileKind::Vda => fs::vda::write(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = buf.sub(0, CHUNK).read_vec()?;
@@ -204,13 +207,15 @@ pub fn pread64(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     match f.kind {
-        FileKind::Regular(_) | FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) => {
-            read_file(
-                &f,
-                UserSlice::new(a.get(1), a.get(2) as usize)?,
-                Some(a.get(3)),
-            )
-        }
+        FileKind::Regular(_)
+        | FileKind::Memfd(_)
+        | FileKind::Tmpfs(..)
+        | FileKind::Proc(_)
+        | FileKind::Vda => read_file(
+            &f,
+            UserSlice::new(a.get(1), a.get(2) as usize)?,
+            Some(a.get(3)),
+        ),
         FileKind::Root | FileKind::TmpDir => Err(Errno::EISDIR),
         _ => Err(Errno::ESPIPE),
     }
@@ -224,7 +229,7 @@ pub fn pwrite64(a: Args) -> SysResult {
     match f.kind {
         // As write: EBADF on a read-only descriptor, EFAULT for a buffer outside user memory.
         FileKind::Null => write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None),
-        FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) => write_file(
+        FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) | FileKind::Vda => write_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
@@ -352,6 +357,9 @@ pub fn close(a: Args) -> SysResult {
 
 pub fn lseek(a: Args) -> SysResult {
     let f = file(a.int(0))?;
+    if let FileKind::Vda = f.kind {
+        return fs::vda::lseek(&f, a.int(1), a.get(2));
+    }
     let size = match &f.kind {
         FileKind::Regular(r) => r.data.len() as i64,
         FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => obj.size() as i64,
@@ -650,6 +658,9 @@ pub fn ioctl(a: Args) -> SysResult {
     if let FileKind::GupTest(gup) = &f.kind {
         return gup.ioctl(a.get(1) & 0xffff_ffff, a.get(2));
     }
+    if let FileKind::Vda = f.kind {
+        return fs::vda::ioctl(a.get(1) & 0xffff_ffff, a.get(2));
+    }
     if !matches!(f.kind, FileKind::Console) {
         return Err(Errno::ENOTTY);
     }
@@ -711,7 +722,7 @@ pub fn fcntl(a: Args) -> SysResult {
         F_GETFL => Ok(u64::from(p.fds.get(fd)?.flags.load(Ordering::Relaxed))),
         F_SETFL => {
             let file = p.fds.get(fd)?;
-            let settable = fs::O_APPEND | fs::O_NONBLOCK;
+            let settable = fs::O_APPEND | fs::O_NONBLOCK | fs::vda::O_DIRECT;
             let old = file.flags.load(Ordering::Relaxed);
             file.flags.store(
                 (old & !settable) | (arg as u32 & settable),
@@ -964,6 +975,8 @@ pub fn fallocate(a: Args) -> SysResult {
 const SPLICE_F_NONBLOCK: u64 = 2;
 /// SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT.
 const SPLICE_F_ALL: u64 = 15;
+/// Pages taken per GUP call and queued per pipe lock by `vmsplice`.
+const VMSPLICE_BATCH: usize = 16;
 
 /// vmsplice(fd, iov, nr_segs, flags) into a pipe's write end: plain page references
 /// (`get_user_pages`, `FOLL_GET`) queued in the pipe, held until the data is read. On the read
@@ -1001,36 +1014,47 @@ pub fn vmsplice(a: Args) -> SysResult {
     let aspace = crate::proc::current_aspace();
     let mut total: u64 = 0;
     for iov in iovs {
-        let mut done = 0usize;
-        while done < iov.len() {
-            let va = iov.addr() + done as u64;
-            let off = (va & 0xfff) as usize;
-            let n = (4096 - off).min(iov.len() - done);
-            let mut slot = [None];
-            let got = cowlab_mm::gup::get_user_pages(
+        let end = iov.addr() + iov.len() as u64;
+        let mut va = iov.addr();
+        while va < end {
+            // Up to VMSPLICE_BATCH pages per GUP call and per pipe lock (Linux `iter_to_pipe`
+            // takes 16 pages per `iov_iter_get_pages2`, through GUP-fast).
+            let first = va & !0xfff;
+            let nr = ((end - first).div_ceil(4096) as usize).min(VMSPLICE_BATCH);
+            let mut pages: [Option<PinnedPage>; VMSPLICE_BATCH] = Default::default();
+            let got = cowlab_mm::gup::get_user_pages_fast(
                 mm,
                 &mut aspace.lock(),
-                cowlab_mm::VirtAddr::new(va & !0xfff),
+                cowlab_mm::VirtAddr::new(first),
                 cowlab_mm::foll::FollFlags::NONE,
-                &mut slot,
-            );
-            let page = match got {
-                Ok(1) => slot[0].take(),
-                _ => None,
-            };
-            let Some(page) = page else {
+                &mut pages[..nr],
+            )
+            .unwrap_or(0);
+            if got == 0 {
                 return if total > 0 {
                     Ok(total)
                 } else {
                     Err(Errno::EFAULT)
                 };
-            };
-            if let Err((e, page)) = pipe.push_page(nonblock, page, off, n) {
-                page.unpin(mm);
-                return if total > 0 { Ok(total) } else { Err(e) };
             }
-            done += n;
-            total += n as u64;
+            let off = (va & 0xfff) as usize;
+            let len = ((first + got as u64 * 4096).min(end) - va) as usize;
+            let pushed = pipe.push_pages(nonblock, &mut pages[..got], off, len);
+            cowlab_mm::gup::unpin_user_pages(mm, &mut pages[..got]);
+            match pushed {
+                Ok(n) => {
+                    total += n as u64;
+                    va += n as u64;
+                    if n < len {
+                        return Ok(total);
+                    }
+                }
+                Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
+            }
+            if got < nr {
+                // GUP stopped early (an unmapped or inaccessible page): a short count.
+                return Ok(total);
+            }
         }
     }
     Ok(total)
