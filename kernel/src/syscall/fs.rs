@@ -171,6 +171,26 @@ pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -
     }
 }
 
+/// fsync/fdatasync of an open file (Linux `vfs_fsync`): memory-backed files (tmpfs, memfds,
+/// the ramdisk, their directories) have nothing to write back (`noop_fsync`); files without an
+/// `fsync` (pipes, the console, `/dev/null`, `/proc`, io_uring) answer `EINVAL`.
+pub(crate) fn fsync_file(file: &OpenFile) -> SysResult {
+    match file.kind {
+        FileKind::Memfd(_)
+        | FileKind::Tmpfs(..)
+        | FileKind::TmpDir
+        | FileKind::Regular(_)
+        | FileKind::Root => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// fsync(fd) (74) and fdatasync(fd) (75).
+pub fn fsync(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    fsync_file(&f)
+}
+
 pub fn read(a: Args) -> SysResult {
     let f = file(a.int(0))?;
     read_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None)
@@ -470,6 +490,77 @@ fn unlink_at(dirfd: i64, path: u64, flags: u64) -> SysResult {
             FileKind::Regular(_) => Err(Errno::EROFS),
             _ => Err(Errno::EPERM),
         },
+    }
+}
+
+const AT_SYMLINK_FOLLOW: u64 = 0x400;
+
+/// link(old, new) (86).
+pub fn link(a: Args) -> SysResult {
+    link_at(AT_FDCWD, a.get(0), AT_FDCWD, a.get(1), 0)
+}
+
+/// linkat(olddirfd, old, newdirfd, new, flags) (265). With `AT_EMPTY_PATH` and an empty `old`
+/// it names the open file `olddirfd` (how an `O_TMPFILE` file gets a name).
+pub fn linkat(a: Args) -> SysResult {
+    link_at(a.int(0), a.get(1), a.int(2), a.get(3), a.get(4))
+}
+
+/// Hard links within `/tmp`; `EXDEV` between `/tmp` and elsewhere, `EROFS` on the ramdisk,
+/// `EPERM` for a directory.
+fn link_at(olddir: i64, old: u64, newdir: i64, new: u64, flags: u64) -> SysResult {
+    use fs::tmpfs::{parse, TmpPath};
+    if flags & !(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let old = read_cstr(old, PATH_MAX)?;
+    let new = read_cstr(new, PATH_MAX)?;
+    if new.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let new = at_path(newdir, &new)?;
+    if fs::name_too_long(&new) || fs::name_too_long(&old) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    // What `old` names: an open file (AT_EMPTY_PATH) or a path.
+    let source = if old.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return Err(Errno::ENOENT);
+        }
+        if olddir == AT_FDCWD {
+            fs::open("/", 0)?
+        } else {
+            file(olddir)?
+        }
+    } else {
+        fs::open(&at_path(olddir, &old)?, 0)?
+    };
+    let target = match parse(&new) {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(TmpPath::Dir)) => return Err(Errno::EEXIST),
+        Some(Ok(TmpPath::Name {
+            name,
+            trailing_slash,
+        })) => {
+            if fs::tmpfs::exists(&name) {
+                return Err(Errno::EEXIST);
+            }
+            if trailing_slash {
+                return Err(Errno::ENOENT);
+            }
+            Some(name)
+        }
+        None => None,
+    };
+    match (&source.kind, target) {
+        (FileKind::Root | FileKind::TmpDir, _) => Err(Errno::EPERM),
+        (FileKind::Tmpfs(obj, inode), Some(name)) => {
+            fs::tmpfs::link_open(obj, inode, &name)?;
+            Ok(0)
+        }
+        (FileKind::Tmpfs(..), None) | (_, Some(_)) => Err(Errno::EXDEV),
+        (FileKind::Regular(_), None) => Err(Errno::EROFS),
+        (_, None) => Err(Errno::EPERM),
     }
 }
 
