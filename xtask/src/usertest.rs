@@ -34,6 +34,14 @@ pub fn parse_summary(line: &str, program: &str) -> Option<(u32, u32)> {
     Some((passed.trim().parse().ok()?, failed.trim().parse().ok()?))
 }
 
+/// A failed check: `PROGRAM: FAIL ...`, or a TAP `not ok N - ...` line (the suites in TAP form,
+/// `userland/src/test.rs` `Tap`).
+pub fn is_failure_line(line: &str, program: &str) -> bool {
+    line.strip_prefix(program)
+        .is_some_and(|rest| rest.starts_with(": FAIL"))
+        || line.starts_with("not ok ")
+}
+
 /// Parses `cowlab: frames free=<n> boot=<n>`.
 pub fn parse_frames(line: &str) -> Option<(u64, u64)> {
     let rest = line.strip_prefix("cowlab: frames free=")?;
@@ -66,7 +74,7 @@ pub fn run_in_qemu(
                     verdict.summary = Some(summary);
                 } else if let Some(frames) = parse_frames(&line) {
                     verdict.frames = Some(frames);
-                } else if line.starts_with(&format!("{program}: FAIL")) {
+                } else if is_failure_line(&line, program) {
                     verdict.failures.push(line);
                 }
             }
@@ -109,7 +117,7 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
     let summary = text.lines().find_map(|l| parse_summary(l, program));
     let failures: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with(&format!("{program}: FAIL")))
+        .filter(|l| is_failure_line(l, program))
         .collect();
     anyhow::ensure!(
         status.success(),
@@ -195,5 +203,17 @@ mod tests {
                 "era=2009 -- t_dio era=2009".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn failure_lines_plain_and_tap() {
+        assert!(is_failure_line("t_mm: FAIL cow: got 1", "t_mm"));
+        assert!(!is_failure_line("t_mm: ok cow", "t_mm"));
+        assert!(is_failure_line(
+            "not ok 3 - vmsplice() (base page) # leak",
+            "t_cow"
+        ));
+        assert!(!is_failure_line("ok 3 - x # SKIP no gup_test", "t_cow"));
+        assert!(!is_failure_line("t_pipe: FAIL x", "t_mm"));
     }
 }

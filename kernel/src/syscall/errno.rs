@@ -21,7 +21,9 @@ pub enum Errno {
     ENOMEM = 12,
     EACCES = 13,
     EFAULT = 14,
+    EBUSY = 16,
     EEXIST = 17,
+    EXDEV = 18,
     ENODEV = 19,
     ENOTDIR = 20,
     EISDIR = 21,
@@ -36,7 +38,9 @@ pub enum Errno {
     ERANGE = 34,
     ENAMETOOLONG = 36,
     ENOSYS = 38,
+    EOVERFLOW = 75,
     EOPNOTSUPP = 95,
+    ECANCELED = 125,
 }
 
 impl Errno {
