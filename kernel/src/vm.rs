@@ -59,9 +59,9 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
         // boot, so later kernel mappings are shared): the kernel's code, data, stacks and the
         // physical-memory window stay mapped identically across the switch.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-        let raw = aspace
-            .as_ref()
-            .map_or(core::ptr::null_mut(), |shared| Arc::as_ptr(shared).cast_mut());
+        let raw = aspace.as_ref().map_or(core::ptr::null_mut(), |shared| {
+            Arc::as_ptr(shared).cast_mut()
+        });
         let previous = core::mem::replace(&mut *CURRENT.lock(), aspace);
         CURRENT_RAW.store(raw, Ordering::Release);
         previous

@@ -189,6 +189,18 @@ mod tests {
     }
 
     #[test]
+    fn failure_lines_plain_and_tap() {
+        assert!(is_failure_line("t_mm: FAIL cow: got 1", "t_mm"));
+        assert!(!is_failure_line("t_mm: ok cow", "t_mm"));
+        assert!(is_failure_line(
+            "not ok 3 - vmsplice() (base page) # leak",
+            "t_cow"
+        ));
+        assert!(!is_failure_line("ok 3 - x # SKIP no gup_test", "t_cow"));
+        assert!(!is_failure_line("t_pipe: FAIL x", "t_mm"));
+    }
+
+    #[test]
     fn older_eras_boot_with_the_era_token_and_argument() {
         assert_eq!(
             boots("t_mm"),
@@ -203,17 +215,5 @@ mod tests {
                 "era=2009 -- t_dio era=2009".to_owned()
             )
         );
-    }
-
-    #[test]
-    fn failure_lines_plain_and_tap() {
-        assert!(is_failure_line("t_mm: FAIL cow: got 1", "t_mm"));
-        assert!(!is_failure_line("t_mm: ok cow", "t_mm"));
-        assert!(is_failure_line(
-            "not ok 3 - vmsplice() (base page) # leak",
-            "t_cow"
-        ));
-        assert!(!is_failure_line("ok 3 - x # SKIP no gup_test", "t_cow"));
-        assert!(!is_failure_line("t_pipe: FAIL x", "t_mm"));
     }
 }
