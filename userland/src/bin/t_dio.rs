@@ -665,6 +665,7 @@ fn dio_offsets(t: &mut Tester, fd: i32) {
 /// request completes after RELEASE from this process, and every frame comes back.
 fn exit_in_flight(t: &mut Tester, fd: i32) {
     let base = mem_free();
+    let base_pins = pins_held();
     let status = in_child(|| {
         let Ok(ctx) = io_setup(2) else { return 1 };
         let page = anon(4);
@@ -708,6 +709,7 @@ fn exit_in_flight(t: &mut Tester, fd: i32) {
     t.eq("release", ioctl(fd, RELEASE), Ok(1));
     t.check("it completes", drain(fd));
     t.eq("every frame of the killed child is back", mem_free(), base);
+    t.eq("no pin left behind by either child", pins_held(), base_pins);
 }
 
 struct Rng(u64);
