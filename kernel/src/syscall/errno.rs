@@ -35,6 +35,7 @@ pub enum Errno {
     ENAMETOOLONG = 36,
     ENOSYS = 38,
     EOPNOTSUPP = 95,
+    ETIMEDOUT = 110,
 }
 
 impl Errno {

@@ -88,7 +88,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         56 => proc::clone(a, frame),
         57 | 58 => proc::fork(frame),
         59 => proc::execve(a, frame),
-        60 | 231 => proc::exit(a),
+        60 => proc::exit(a),
         61 => proc::wait4(a),
         62 => proc::kill(a),
         63 => info::uname(a),
@@ -106,12 +106,14 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         110 => proc::getppid(),
         158 => proc::arch_prctl(a),
         169 => proc::reboot(a),
-        186 => proc::getpid(),
+        186 => proc::gettid(),
         201 => time::time(a),
+        202 => proc::futex(a),
         217 => fs::getdents64(a),
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
         230 => time::clock_nanosleep(a),
+        231 => proc::exit_group(a),
         257 => fs::openat(a),
         262 => fs::newfstatat(a),
         267 => fs::readlinkat(a),
@@ -127,6 +129,8 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         318 => info::getrandom(a),
         319 => fs::memfd_create(a),
         334 => Err(Errno::ENOSYS),
+        // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
+        435 => Err(Errno::ENOSYS),
         _ => {
             let bit = nr.min(511);
             let word = &UNKNOWN_LOGGED[(bit / 64) as usize];
