@@ -1,6 +1,7 @@
 //! The memory manager's per-phase fault accounting (`cowlab_mm::faultstat`, cargo feature
-//! `faultstat`), printed on the console at power-off because there is no /proc to read it from
-//! yet. One line per fault kind, parsed by `cargo xtask bench --breakdown`:
+//! `faultstat`), printed on the console at power-off (and readable at any time from
+//! `/proc/cowlab/faultstat`, same lines). One line per fault kind, parsed by
+//! `cargo xtask bench --breakdown`:
 //!
 //! ```text
 //! FAULTSTAT kind=<kind> count=<faults> lookup=<ticks> walk=<ticks> alloc=... rest=<ticks>

@@ -18,6 +18,7 @@ mod serial;
 mod arch;
 mod backtrace;
 mod cmdline;
+mod drivers;
 mod elf;
 mod extable;
 mod faultstat;
@@ -87,6 +88,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     memory::print_summary(boot_info);
 
     pic::init();
+    drivers::init();
     time::start_timer();
     x86_64::instructions::interrupts::enable();
 

@@ -1,8 +1,10 @@
-//! The legacy 8259 PIC pair, remapped to vectors 32-47, with only the timer unmasked.
+//! The legacy 8259 PIC pair, remapped to vectors 32-47, with the timer and the lines drivers
+//! unmask ([`unmask`]).
 //!
 //! At power-on the PICs deliver IRQs 0-7 on vectors 8-15, on top of CPU exceptions, so they are
 //! reinitialised with vector offsets 32 and 40. Only IRQ 0 (PIT channel 0, see `time`) is
-//! unmasked: the kernel has no other interrupt-driven device yet. This is the simplest interrupt
+//! unmasked at first; drivers unmask their device's line (the virtio block device's PCI INTx,
+//! routed by the firmware, see `drivers::virtio_blk`). This is the simplest interrupt
 //! controller that QEMU's default machine offers; the local APIC can replace it when there is
 //! more than one CPU.
 
@@ -50,6 +52,24 @@ pub fn init() {
         // Mask everything except IRQ 0 (the timer).
         write(MASTER_DATA, !1);
         write(SLAVE_DATA, 0xff);
+    }
+}
+
+/// Unmasks IRQ `line` (and, for a slave line, the cascade line 2 on the master).
+pub fn unmask(line: u8) {
+    let (port, bit) = if line < 8 {
+        (MASTER_DATA, line)
+    } else {
+        (SLAVE_DATA, line - 8)
+    };
+    // SAFETY: read-modify-write of an interrupt mask register (OCW1); only clears mask bits.
+    unsafe {
+        let mask = Port::<u8>::new(port).read();
+        write(port, mask & !(1 << bit));
+        if line >= 8 {
+            let master = Port::<u8>::new(MASTER_DATA).read();
+            write(MASTER_DATA, master & !(1 << 2));
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! holds an address-space lock; doing so panics with a message naming this rule.
 
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use cowlab_mm::{AddressSpace, FaultError};
 use spin::Mutex;
@@ -26,6 +27,12 @@ pub type SharedAddressSpace = Arc<Mutex<AddressSpace>>;
 
 /// The address space loaded in CR3, or `None` while the boot page table is.
 static CURRENT: Mutex<Option<SharedAddressSpace>> = Mutex::new(None);
+
+/// The `Mutex` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
+/// instead of taking and releasing `CURRENT`'s lock on every fault. Written only by
+/// [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the `Arc` (and so
+/// the pointee) alive for as long as the pointer is published.
+static CURRENT_RAW: AtomicPtr<Mutex<AddressSpace>> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The boot PML4, which maps only the kernel half; recorded by [`init`].
 static BOOT_ROOT: spin::Once<PhysFrame> = spin::Once::new();
@@ -52,7 +59,12 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
         // boot, so later kernel mappings are shared): the kernel's code, data, stacks and the
         // physical-memory window stay mapped identically across the switch.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-        core::mem::replace(&mut *CURRENT.lock(), aspace)
+        let raw = aspace.as_ref().map_or(core::ptr::null_mut(), |shared| {
+            Arc::as_ptr(shared).cast_mut()
+        });
+        let previous = core::mem::replace(&mut *CURRENT.lock(), aspace);
+        CURRENT_RAW.store(raw, Ordering::Release);
+        previous
     })
 }
 
@@ -66,12 +78,23 @@ pub fn is_user_address(addr: u64) -> bool {
 /// Called from the trap handler with interrupts disabled; no logging here (hot path).
 #[doc(alias = "exc_page_fault")]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
-    let current = CURRENT.lock();
-    let Some(shared) = current.as_ref() else {
-        return Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping));
-    };
-    let mut aspace = shared.try_lock().unwrap_or_else(|| {
-        panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
-    });
-    cowlab_mm::handle_x86_page_fault(memory::mm(), &mut aspace, cr2, error_code)
+    with_current_raw(|shared| {
+        let mut aspace = shared.try_lock().unwrap_or_else(|| {
+            panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
+        });
+        cowlab_mm::handle_x86_page_fault(memory::mm(), &mut aspace, cr2, error_code)
+    })
+    .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)))
+}
+
+/// Runs `f` on the current address space's lock without touching [`CURRENT`]'s; `None` while
+/// the boot page table is loaded.
+#[inline]
+fn with_current_raw<R>(f: impl FnOnce(&Mutex<AddressSpace>) -> R) -> Option<R> {
+    let raw = CURRENT_RAW.load(Ordering::Acquire);
+    // SAFETY: a non-null `CURRENT_RAW` points into the `Arc` that `CURRENT` holds; both change
+    // only together in `switch_to`, with interrupts off on the one CPU, and the only caller (the
+    // page-fault path, interrupts off) cannot run inside `switch_to` nor call it from `f`. So
+    // the `Mutex` outlives the borrow passed to `f`.
+    unsafe { raw.as_ref() }.map(f)
 }

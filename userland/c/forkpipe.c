@@ -1,13 +1,15 @@
 /* A C test program for cowlab, built with `gcc -static` (glibc), `gcc -static-pie` and
- * `musl-gcc -static` by xtask: fork, pipes, mmap, COW isolation and wait statuses through a
- * real libc. Prints one line per check and `NAME: N passed, N failed` (NAME from argv[0]), and
+ * `musl-gcc -static` by xtask: fork, pipes, mmap, COW isolation, wait statuses, and tmpfile()
+ * and mkstemp() in /tmp through a real libc. Prints one line per check and `NAME: N passed, N failed` (NAME from argv[0]), and
  * exits non-zero on failure. Runs unchanged on the host Linux. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,6 +80,36 @@ int main(int argc, char **argv) {
     waitpid(pid, &status, 0);
     check("write to a read-only page: SIGSEGV", WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
     check("munmap", munmap(map, len) == 0);
+
+    /* tmpfile() (glibc: O_TMPFILE on /tmp; musl: a created and unlinked name) and mkstemp() */
+    FILE *tf = tmpfile();
+    check("tmpfile", tf != NULL);
+    if (tf) {
+        check("fputs to the tmpfile", fputs("temporary data\n", tf) >= 0);
+        rewind(tf);
+        char line[64] = {0};
+        check("read the tmpfile back",
+              fgets(line, sizeof line, tf) && strcmp(line, "temporary data\n") == 0);
+        fclose(tf);
+    }
+    char tmpl[] = "/tmp/c_test_XXXXXX";
+    int mfd = mkstemp(tmpl);
+    check("mkstemp", mfd >= 0);
+    check("mkstemp replaced the X's", strstr(tmpl, "XXXXXX") == NULL);
+    check("write to the mkstemp file", write(mfd, "0123456789", 10) == 10);
+    struct stat st;
+    check("fstat: regular, mode 0600, size 10",
+          fstat(mfd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600 &&
+              st.st_size == 10);
+    int again = open(tmpl, O_RDONLY);
+    char ten[11] = {0};
+    check("reopen by name and read", again >= 0 && read(again, ten, 10) == 10 &&
+                                          strcmp(ten, "0123456789") == 0);
+    close(again);
+    check("unlink the mkstemp file", unlink(tmpl) == 0);
+    check("the name is gone", access(tmpl, F_OK) == -1 && errno == ENOENT);
+    check("fstat after unlink: nlink 0", fstat(mfd, &st) == 0 && st.st_nlink == 0);
+    close(mfd);
 
     /* errors come back as errno */
     check("close(-1) is EBADF", close(-1) == -1 && errno == EBADF);

@@ -207,3 +207,319 @@ pub fn wtermsig(status: i32) -> i32 {
 pub fn exit_now(status: i32) -> ! {
     crate::sys::exit_group(status)
 }
+
+/// System-call numbers of the file-system and io_uring wrappers below.
+mod fsnr {
+    pub const RENAME: usize = 82;
+    pub const RMDIR: usize = 84;
+    pub const UNLINK: usize = 87;
+    pub const STAT: usize = 4;
+    pub const STATFS: usize = 137;
+    pub const FSTATFS: usize = 138;
+    pub const UNLINKAT: usize = 263;
+    pub const RENAMEAT2: usize = 316;
+    pub const MEMFD_CREATE: usize = 319;
+    pub const IO_URING_SETUP: usize = 425;
+    pub const IO_URING_ENTER: usize = 426;
+    pub const IO_URING_REGISTER: usize = 427;
+}
+
+pub const O_RDONLY: u32 = 0;
+pub const O_WRONLY: u32 = 1;
+pub const O_RDWR: u32 = 2;
+pub const O_CREAT: u32 = 0o100;
+pub const O_EXCL: u32 = 0o200;
+pub const O_TRUNC: u32 = 0o1000;
+pub const O_APPEND: u32 = 0o2000;
+pub const O_DIRECTORY: u32 = 0o200000;
+pub const O_CLOEXEC: u32 = 0o2000000;
+/// `__O_TMPFILE | O_DIRECTORY`.
+pub const O_TMPFILE: u32 = 0o20200000;
+pub const AT_FDCWD: i32 = -100;
+pub const AT_REMOVEDIR: u32 = 0x200;
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const MAP_SHARED: u32 = 0x01;
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFDIR: u32 = 0o040000;
+/// `statfs.f_type` of tmpfs.
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// `openat(dirfd, path, flags, mode)`.
+pub fn openat(dirfd: i32, path: &CStr, flags: u32, mode: u32) -> Result<i32, Errno> {
+    sc!(nr::OPENAT, dirfd as isize, path.as_ptr(), flags, mode).map(|fd| fd as i32)
+}
+
+/// `open(path, flags, mode)` (the mode matters with `O_CREAT`/`O_TMPFILE`).
+pub fn open_mode(path: &CStr, flags: u32, mode: u32) -> Result<i32, Errno> {
+    sc!(nr::OPEN, path.as_ptr(), flags, mode).map(|fd| fd as i32)
+}
+
+pub fn unlink(path: &CStr) -> Result<usize, Errno> {
+    sc!(fsnr::UNLINK, path.as_ptr())
+}
+
+pub fn unlinkat(dirfd: i32, path: &CStr, flags: u32) -> Result<usize, Errno> {
+    sc!(fsnr::UNLINKAT, dirfd as isize, path.as_ptr(), flags)
+}
+
+pub fn rmdir(path: &CStr) -> Result<usize, Errno> {
+    sc!(fsnr::RMDIR, path.as_ptr())
+}
+
+pub fn rename(old: &CStr, new: &CStr) -> Result<usize, Errno> {
+    sc!(fsnr::RENAME, old.as_ptr(), new.as_ptr())
+}
+
+pub fn renameat2(
+    olddir: i32,
+    old: &CStr,
+    newdir: i32,
+    new: &CStr,
+    flags: u32,
+) -> Result<usize, Errno> {
+    sc!(
+        fsnr::RENAMEAT2,
+        olddir as isize,
+        old.as_ptr(),
+        newdir as isize,
+        new.as_ptr(),
+        flags
+    )
+}
+
+/// `memfd_create(name, flags)`.
+pub fn memfd_create(name: &CStr, flags: u32) -> Result<i32, Errno> {
+    sc!(fsnr::MEMFD_CREATE, name.as_ptr(), flags).map(|fd| fd as i32)
+}
+
+/// Linux `struct stat` (x86_64, 144 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Stat {
+    pub st_dev: u64,
+    pub st_ino: u64,
+    pub st_nlink: u64,
+    pub st_mode: u32,
+    pub st_uid: u32,
+    pub st_gid: u32,
+    pub pad0: u32,
+    pub st_rdev: u64,
+    pub st_size: i64,
+    pub st_blksize: i64,
+    pub st_blocks: i64,
+    pub st_times: [i64; 6],
+    pub reserved: [i64; 3],
+}
+
+pub fn fstat(fd: i32) -> Result<Stat, Errno> {
+    let mut st = Stat::default();
+    sc!(nr::FSTAT, fd, &mut st as *mut Stat)?;
+    Ok(st)
+}
+
+pub fn stat(path: &CStr) -> Result<Stat, Errno> {
+    let mut st = Stat::default();
+    sc!(fsnr::STAT, path.as_ptr(), &mut st as *mut Stat)?;
+    Ok(st)
+}
+
+/// Linux `struct statfs` (x86_64, 120 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct StatFs {
+    pub f_type: u64,
+    pub f_bsize: u64,
+    pub f_blocks: u64,
+    pub f_bfree: u64,
+    pub f_bavail: u64,
+    pub f_files: u64,
+    pub f_ffree: u64,
+    pub f_fsid: [i32; 2],
+    pub f_namelen: u64,
+    pub f_frsize: u64,
+    pub f_flags: u64,
+    pub f_spare: [u64; 4],
+}
+
+pub fn statfs(path: &CStr) -> Result<StatFs, Errno> {
+    let mut st = StatFs::default();
+    sc!(fsnr::STATFS, path.as_ptr(), &mut st as *mut StatFs)?;
+    Ok(st)
+}
+
+pub fn fstatfs(fd: i32) -> Result<StatFs, Errno> {
+    let mut st = StatFs::default();
+    sc!(fsnr::FSTATFS, fd, &mut st as *mut StatFs)?;
+    Ok(st)
+}
+
+/// `getdents64(fd, buf)`: bytes of `struct linux_dirent64` records written.
+pub fn getdents64(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    sc!(nr::GETDENTS64, fd, buf.as_mut_ptr(), buf.len())
+}
+
+/// `mmap(addr, len, prot, flags, fd, offset)` of a file.
+///
+/// # Safety
+/// With `MAP_FIXED` the new mapping replaces whatever `[addr, addr + len)` held: the caller
+/// must own that range.
+pub unsafe fn mmap_fd(
+    addr: usize,
+    len: usize,
+    prot: u32,
+    flags: u32,
+    fd: i32,
+    offset: u64,
+) -> Result<usize, Errno> {
+    sc!(nr::MMAP, addr, len, prot, flags, fd, offset)
+}
+
+/// Linux `struct io_sqring_offsets`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct IoSqringOffsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub flags: u32,
+    pub dropped: u32,
+    pub array: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
+}
+
+/// Linux `struct io_cqring_offsets`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct IoCqringOffsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub overflow: u32,
+    pub cqes: u32,
+    pub flags: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
+}
+
+/// Linux `struct io_uring_params` (120 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct IoUringParams {
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub flags: u32,
+    pub sq_thread_cpu: u32,
+    pub sq_thread_idle: u32,
+    pub features: u32,
+    pub wq_fd: u32,
+    pub resv: [u32; 3],
+    pub sq_off: IoSqringOffsets,
+    pub cq_off: IoCqringOffsets,
+}
+
+/// Linux `struct io_uring_sqe` (64 bytes), with the fields of read/write operations.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct IoUringSqe {
+    pub opcode: u8,
+    pub flags: u8,
+    pub ioprio: u16,
+    pub fd: i32,
+    pub off: u64,
+    pub addr: u64,
+    pub len: u32,
+    pub rw_flags: u32,
+    pub user_data: u64,
+    pub buf_index: u16,
+    pub personality: u16,
+    pub splice_fd_in: i32,
+    pub addr3: u64,
+    pub pad2: u64,
+}
+
+/// Linux `struct io_uring_cqe` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct IoUringCqe {
+    pub user_data: u64,
+    pub res: i32,
+    pub flags: u32,
+}
+
+pub const IORING_OFF_SQ_RING: u64 = 0;
+pub const IORING_OFF_CQ_RING: u64 = 0x800_0000;
+pub const IORING_OFF_SQES: u64 = 0x1000_0000;
+pub const IORING_FEAT_SINGLE_MMAP: u32 = 1;
+pub const IORING_ENTER_GETEVENTS: u32 = 1;
+pub const IORING_REGISTER_BUFFERS: u32 = 0;
+pub const IORING_UNREGISTER_BUFFERS: u32 = 1;
+pub const IORING_OP_NOP: u8 = 0;
+pub const IORING_OP_READV: u8 = 1;
+pub const IORING_OP_WRITEV: u8 = 2;
+pub const IORING_OP_READ_FIXED: u8 = 4;
+pub const IORING_OP_WRITE_FIXED: u8 = 5;
+pub const IORING_OP_READ: u8 = 22;
+pub const IORING_OP_WRITE: u8 = 23;
+pub const IOSQE_FIXED_FILE: u8 = 1;
+pub const IOSQE_IO_LINK: u8 = 4;
+pub const IOSQE_CQE_SKIP_SUCCESS: u8 = 0x40;
+
+/// `io_uring_setup(entries, params)`: the ring's descriptor.
+pub fn io_uring_setup(entries: u32, params: &mut IoUringParams) -> Result<i32, Errno> {
+    sc!(fsnr::IO_URING_SETUP, entries, params as *mut IoUringParams).map(|fd| fd as i32)
+}
+
+/// `io_uring_enter(fd, to_submit, min_complete, flags, NULL, 0)`: the number submitted.
+///
+/// # Safety
+/// The kernel executes the submitted SQEs: every buffer address in them must be valid for
+/// what the operation does with it (written by reads, read by writes) until they complete.
+pub unsafe fn io_uring_enter(
+    fd: i32,
+    to_submit: u32,
+    min_complete: u32,
+    flags: u32,
+) -> Result<usize, Errno> {
+    sc!(
+        fsnr::IO_URING_ENTER,
+        fd,
+        to_submit,
+        min_complete,
+        flags,
+        0,
+        0
+    )
+}
+
+/// `io_uring_register(fd, opcode, arg, nr_args)` with a raw argument.
+///
+/// # Safety
+/// `arg` must be valid for what `opcode` does with it.
+pub unsafe fn io_uring_register_raw(
+    fd: i32,
+    opcode: u32,
+    arg: usize,
+    nr_args: u32,
+) -> Result<usize, Errno> {
+    sc!(fsnr::IO_URING_REGISTER, fd, opcode, arg, nr_args)
+}
+
+/// `IORING_REGISTER_BUFFERS` of `(base, len)` pairs (`struct iovec`s). Registration only pins
+/// the memory; it is fixed operations (through [`io_uring_enter`]) that later write it.
+pub fn io_uring_register_buffers(fd: i32, iovecs: &[[usize; 2]]) -> Result<usize, Errno> {
+    sc!(
+        fsnr::IO_URING_REGISTER,
+        fd,
+        IORING_REGISTER_BUFFERS,
+        iovecs.as_ptr(),
+        iovecs.len()
+    )
+}
+
+pub fn io_uring_unregister_buffers(fd: i32) -> Result<usize, Errno> {
+    sc!(fsnr::IO_URING_REGISTER, fd, IORING_UNREGISTER_BUFFERS, 0, 0)
+}

@@ -93,3 +93,92 @@ pub fn in_child(body: impl FnOnce() -> i32) -> i32 {
         Err(e) => -e.0,
     }
 }
+
+/// What one TAP test point found.
+pub enum Outcome {
+    /// Passed; the text (possibly empty) goes after the description as a diagnostic.
+    Pass(alloc_crate::string::String),
+    /// Failed, and why.
+    Fail(alloc_crate::string::String),
+    /// Not run, and why (`# SKIP`).
+    Skip(alloc_crate::string::String),
+}
+
+/// The KTAP/TAP form of the protocol, for suites mirroring Linux kselftests (`t_cow`): a
+/// `TAP version 13` header and the plan `1..N`, then one `ok N - DESC`, `not ok N - DESC # why`
+/// or `ok N - DESC # SKIP why` line per test point, and at the end the project's summary line
+/// `PROGRAM: N passed, N failed` (skips count in neither), which xtask parses as for [`Tester`].
+pub struct Tap {
+    program: &'static str,
+    next: u32,
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+}
+
+impl Tap {
+    /// Prints the header and the plan of `planned` test points.
+    pub fn new(program: &'static str, planned: u32) -> Tap {
+        crate::println!("TAP version 13");
+        crate::println!("1..{planned}");
+        Tap {
+            program,
+            next: 1,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+        }
+    }
+
+    /// A `# ` diagnostic line (KTAP allows them between test points).
+    pub fn diag(&self, text: impl Display) {
+        crate::println!("# {text}");
+    }
+
+    /// Records the next test point.
+    pub fn result(&mut self, desc: impl Display, outcome: &Outcome) {
+        let n = self.next;
+        self.next += 1;
+        match outcome {
+            Outcome::Pass(diag) if diag.is_empty() => {
+                self.passed += 1;
+                crate::println!("ok {n} - {desc}");
+            }
+            Outcome::Pass(diag) => {
+                self.passed += 1;
+                crate::println!("ok {n} - {desc} # {diag}");
+            }
+            Outcome::Fail(why) => {
+                self.failed += 1;
+                crate::println!("not ok {n} - {desc} # {why}");
+            }
+            Outcome::Skip(why) => {
+                self.skipped += 1;
+                crate::println!("ok {n} - {desc} # SKIP {why}");
+            }
+        }
+    }
+
+    /// Prints the totals and the summary line; the exit status (0 only if nothing failed and
+    /// the plan was met).
+    pub fn finish(mut self, planned: u32) -> i32 {
+        let ran = self.next - 1;
+        if ran != planned {
+            self.failed += 1;
+            crate::println!("# plan 1..{planned} but {ran} test points ran");
+        }
+        crate::println!(
+            "# totals: pass:{} fail:{} skip:{}",
+            self.passed,
+            self.failed,
+            self.skipped
+        );
+        crate::println!(
+            "{}: {} passed, {} failed",
+            self.program,
+            self.passed,
+            self.failed
+        );
+        i32::from(self.failed != 0)
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! Files (under `target/`, `-release` suffixed for release builds):
 //! `cowlab-kernel.stripped` (what the image holds), `cowlab-ramdisk.tar` (the userland programs,
-//! stripped of debug info, plus `--add` files) and `cowlab-bios.img` / `cowlab-uefi.img`. The
+//! stripped of debug info, plus `--add` files), `cowlab-bios.img` / `cowlab-uefi.img`, and the
+//! data disk `cowlab-vda.img` (`disk`, shared by both profiles). The
 //! full ELFs stay where cargo put them, for gdb and the backtrace symbolizer.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub struct Built {
     pub kernel_elf: PathBuf,
     pub ramdisk: PathBuf,
     pub image: PathBuf,
+    /// The LBA-stamped data disk behind `/dev/vda` (see `disk`).
+    pub disk: PathBuf,
 }
 
 /// Builds the kernel and the programs, writes the ramdisk and the disk image.
@@ -68,10 +71,12 @@ pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
     cowlab_boot::strip_debug_info(&kernel.path, &stripped_kernel)?;
     let image = out.join(format!("cowlab-{}{suffix}.img", firmware.name()));
     cowlab_boot::build_disk_image(&stripped_kernel, &ramdisk, firmware, &image)?;
+    let disk = crate::disk::ensure(&out)?;
     Ok(Built {
         kernel_elf: kernel.path,
         ramdisk,
         image,
+        disk,
     })
 }
 

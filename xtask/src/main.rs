@@ -8,6 +8,7 @@
 mod bench;
 mod build;
 mod deps;
+mod disk;
 mod elf;
 mod image;
 mod ktest;

@@ -3,7 +3,8 @@
 //! The machine (docs/architecture.md): the disk image as a raw drive, the serial console on
 //! stdio, no display, `-no-reboot` (so a triple fault ends QEMU with status 0 instead of looping),
 //! 1 GiB, a `qemu64` CPU under TCG, `isa-debug-exit` at port 0xf4 for the kernel's exit status,
-//! and the kernel command line as the fw_cfg file `opt/cowlab/cmdline`.
+//! the data disk (`disk`) as a legacy virtio-blk PCI device, and the kernel command line as the
+//! fw_cfg file `opt/cowlab/cmdline`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -80,6 +81,8 @@ pub struct Machine {
     pub gdb: bool,
     /// The kernel command line; empty means no fw_cfg file.
     pub cmdline: String,
+    /// The data disk, attached as a legacy virtio-blk PCI device (`/dev/vda`).
+    pub disk: Option<PathBuf>,
 }
 
 impl Machine {
@@ -113,6 +116,16 @@ impl Machine {
                 .args(ICOUNT_ARGS),
         };
         command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if let Some(disk) = &self.disk {
+            // Legacy-only virtio (`disable-modern=on`: device 1af4:1001, I/O BAR0) and
+            // `snapshot=on`: guest writes go to a temporary overlay, so every boot starts from
+            // the stamped image and concurrent QEMUs can share it.
+            let mut drive = std::ffi::OsString::from("file=");
+            drive.push(escape_option(&disk.to_string_lossy()));
+            drive.push(",if=none,format=raw,id=vda,snapshot=on");
+            command.arg("-drive").arg(drive);
+            command.args(["-device", "virtio-blk-pci,drive=vda,disable-modern=on"]);
+        }
         if !self.cmdline.is_empty() {
             command.arg("-fw_cfg").arg(format!(
                 "name=opt/cowlab/cmdline,string={}",
@@ -217,6 +230,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
         accel,
         gdb: args.gdb,
         cmdline,
+        disk: Some(built.disk.clone()),
     };
     let mut command = machine.command(&qemu);
     eprintln!("xtask: {}", show_command(&command));
@@ -595,12 +609,15 @@ mod tests {
             accel: Accel::Tcg,
             gdb: false,
             cmdline: "ktest ktest-skip=3".to_owned(),
+            disk: Some(PathBuf::from("/t/cowlab-vda.img")),
         };
         assert_eq!(
             show_command(&machine.command(Path::new("qemu-system-x86_64"))),
             "qemu-system-x86_64 -drive format=raw,file=/t/cowlab-bios.img,snapshot=on -serial stdio \
              -display none -no-reboot -m 1G -cpu qemu64 -accel tcg \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -drive file=/t/cowlab-vda.img,if=none,format=raw,id=vda,snapshot=on \
+             -device virtio-blk-pci,drive=vda,disable-modern=on \
              -fw_cfg 'name=opt/cowlab/cmdline,string=ktest ktest-skip=3'"
         );
         let quiet = Machine {

@@ -112,6 +112,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                         accel: Accel::Tcg,
                         gdb: false,
                         cmdline: String::new(),
+                        disk: Some(built.disk.clone()),
                     },
                     qemu: &qemu,
                     kernel_elf: &built.kernel_elf,
@@ -317,11 +318,14 @@ fn programs_in_qemu(
             "none was built",
         );
     }
-    for test in tests {
+    for (test, (label, cmdline)) in tests
+        .iter()
+        .flat_map(|t| usertest::boots(t).into_iter().map(move |b| (t, b)))
+    {
         let mut machine = boot.machine.clone();
-        machine.cmdline = format!("-- {test}");
-        let log = logs.join(format!("program-{test}.log"));
-        let name = format!("qemu: {test}");
+        machine.cmdline = cmdline;
+        let log = logs.join(format!("program-{}.log", label.replace([' ', '='], "-")));
+        let name = format!("qemu: {label}");
         let verdict = match usertest::run_in_qemu(
             &machine,
             boot.qemu,
@@ -359,7 +363,7 @@ fn programs_in_qemu(
             }
             print_tail(&log);
         }
-        let frames_name = format!("qemu: {test}: frames back to the boot count");
+        let frames_name = format!("qemu: {label}: frames back to the boot count");
         match verdict.frames {
             Some((free, boot_count)) if free == boot_count => tally.pass(&frames_name),
             Some((free, boot_count)) => tally.fail(

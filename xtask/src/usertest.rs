@@ -34,6 +34,14 @@ pub fn parse_summary(line: &str, program: &str) -> Option<(u32, u32)> {
     Some((passed.trim().parse().ok()?, failed.trim().parse().ok()?))
 }
 
+/// A failed check: `PROGRAM: FAIL ...`, or a TAP `not ok N - ...` line (the suites in TAP form,
+/// `userland/src/test.rs` `Tap`).
+pub fn is_failure_line(line: &str, program: &str) -> bool {
+    line.strip_prefix(program)
+        .is_some_and(|rest| rest.starts_with(": FAIL"))
+        || line.starts_with("not ok ")
+}
+
 /// Parses `cowlab: frames free=<n> boot=<n>`.
 pub fn parse_frames(line: &str) -> Option<(u64, u64)> {
     let rest = line.strip_prefix("cowlab: frames free=")?;
@@ -66,7 +74,7 @@ pub fn run_in_qemu(
                     verdict.summary = Some(summary);
                 } else if let Some(frames) = parse_frames(&line) {
                     verdict.frames = Some(frames);
-                } else if line.starts_with(&format!("{program}: FAIL")) {
+                } else if is_failure_line(&line, program) {
                     verdict.failures.push(line);
                 }
             }
@@ -109,7 +117,7 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
     let summary = text.lines().find_map(|l| parse_summary(l, program));
     let failures: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with(&format!("{program}: FAIL")))
+        .filter(|l| is_failure_line(l, program))
         .collect();
     anyhow::ensure!(
         status.success(),
@@ -122,7 +130,30 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
 /// calls with random arguments: on the host, as root in CI, that creates files with random
 /// names in the working directory and could change resource limits or descriptors of other
 /// processes. Its point is the cowlab kernel's robustness, which the host cannot cross-check.
-const QEMU_ONLY: &[&str] = &["t_fuzz"];
+/// `t_vda` and `t_dio` read and write `/dev/vda`, which on a host may be a real disk.
+const QEMU_ONLY: &[&str] = &["t_fuzz", "t_vda", "t_dio"];
+
+/// Test programs booted again under older rule sets (SEMANTICS.md section 9), as
+/// `era=YYYY -- PROGRAM era=YYYY`: with that argument they assert the era's historical
+/// behaviour (t_dio: the seed-003 fork/O_DIRECT races reappear; docs/dma.md).
+const ERA_RUNS: &[(&str, &[u32])] = &[("t_dio", &[2009, 2016, 2020, 2022])];
+
+/// The boots of `program` in the programs tier: (label, kernel command line). The first is the
+/// default rule set; then one per older era the program checks.
+pub fn boots(program: &str) -> Vec<(String, String)> {
+    let mut out = vec![(program.to_owned(), format!("-- {program}"))];
+    for (name, eras) in ERA_RUNS {
+        if *name == program {
+            for era in *eras {
+                out.push((
+                    format!("{program} era={era}"),
+                    format!("era={era} -- {program} era={era}"),
+                ));
+            }
+        }
+    }
+    out
+}
 
 /// Whether `program` may run natively on the host Linux as a cross-check.
 pub fn runs_on_host(program: &str) -> bool {
@@ -155,5 +186,34 @@ mod tests {
             Some((254948, 254948))
         );
         assert_eq!(parse_frames("cowlab: pid 3"), None);
+    }
+
+    #[test]
+    fn failure_lines_plain_and_tap() {
+        assert!(is_failure_line("t_mm: FAIL cow: got 1", "t_mm"));
+        assert!(!is_failure_line("t_mm: ok cow", "t_mm"));
+        assert!(is_failure_line(
+            "not ok 3 - vmsplice() (base page) # leak",
+            "t_cow"
+        ));
+        assert!(!is_failure_line("ok 3 - x # SKIP no gup_test", "t_cow"));
+        assert!(!is_failure_line("t_pipe: FAIL x", "t_mm"));
+    }
+
+    #[test]
+    fn older_eras_boot_with_the_era_token_and_argument() {
+        assert_eq!(
+            boots("t_mm"),
+            vec![("t_mm".to_owned(), "-- t_mm".to_owned())]
+        );
+        let dio = boots("t_dio");
+        assert_eq!(dio.len(), 5);
+        assert_eq!(
+            dio[1],
+            (
+                "t_dio era=2009".to_owned(),
+                "era=2009 -- t_dio era=2009".to_owned()
+            )
+        );
     }
 }

@@ -19,6 +19,11 @@ impl AddressSpace {
         self.brk = Brk { start, cur: start };
     }
 
+    /// Where the heap starts (Linux `mm->start_brk`).
+    pub fn brk_start(&self) -> VirtAddr {
+        self.brk.start
+    }
+
     /// The current break.
     pub fn current_brk(&self) -> VirtAddr {
         self.brk.cur

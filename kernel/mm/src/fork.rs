@@ -10,8 +10,6 @@
 
 #![deny(unsafe_code)]
 
-use core::cell::Cell;
-
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::aspace::AddressSpace;
@@ -63,6 +61,10 @@ fn copy_mappings<A: Arch>(
 ) -> Result<bool, MmError> {
     let era = mm.era();
     let has_pinned = parent.has_pinned();
+    // `fork_must_copy` is monotone in the page's state (exclusive, maybe pinned): if it says no
+    // for the most copy-prone page, it says no for every page of this fork, and the per-page
+    // loop skips the question (the common case: a process that never pinned).
+    let may_copy = rules::fork_must_copy(era, has_pinned, true, true);
     let src = parent.page_table(mm);
     let dst = PageTable::new(mm, child.root);
     let mut wrprotected = false;
@@ -75,24 +77,18 @@ fn copy_mappings<A: Arch>(
             mm,
             era,
             has_pinned,
+            may_copy,
             cow: vma.is_cow_mapping(),
-            sharing: vma.sharing,
+            child_clear: child_clear(vma.is_cow_mapping(), vma.sharing),
             writable: vma.prot.write(),
             page_prot: vma.page_prot(),
-            dst: &dst,
-            dst_pt: Cell::new(None),
         };
         let mut result = Ok(());
-        src.for_each_leaf(vma.start, vma.end, &mut |va, slot| {
-            if result.is_err() {
-                return;
-            }
-            let pte = slot.load();
-            if pte.is_mapping() {
-                match copy_present_pte(&ctx, va, slot, pte) {
-                    Ok(wp) => wrprotected |= wp,
-                    Err(e) => result = Err(e),
-                }
+        src.for_each_pt(vma.start, vma.end, &mut |va, pt, first, last| {
+            if result.is_ok() {
+                result = copy_pte_range(&ctx, &src, &dst, va, pt, first, last).map(|wp| {
+                    wrprotected |= wp;
+                });
             }
         });
         result?;
@@ -101,81 +97,129 @@ fn copy_mappings<A: Arch>(
 }
 
 /// What `copy_present_pte` needs to know about the VMA being copied.
-struct CopyCtx<'a, 'm, A: Arch> {
+struct CopyCtx<'m, A: Arch> {
     mm: &'m Mm<A>,
     era: Era,
     has_pinned: bool,
+    /// `fork_must_copy` can answer yes for some page of this fork.
+    may_copy: bool,
     cow: bool,
-    sharing: Sharing,
+    /// PTE bits the child's copy of a parent PTE drops (see [`child_clear`]).
+    child_clear: u64,
     writable: bool,
     page_prot: u64,
-    dst: &'a PageTable<'m, A>,
-    /// The child's PT page last filled, keyed by `va >> 21` (Linux `copy_pte_range` walks the
-    /// destination once per PTE table): consecutive pages of one 2 MiB skip the 4-level walk.
-    /// The child's tables are private to this fork until it returns, so the page stays valid.
-    dst_pt: Cell<Option<(u64, PhysAddr)>>,
 }
 
-impl<'m, A: Arch> CopyCtx<'_, 'm, A> {
-    /// The child's slot for `va`, allocating its tables on the first page of each PT.
-    fn dst_slot(&self, va: VirtAddr) -> Option<PteRef<'m>> {
-        let key = va.as_u64() >> 21;
-        let pt = match self.dst_pt.get() {
-            Some((k, pt)) if k == key => pt,
-            _ => {
-                let pt = self.dst.walk_alloc_pt(va)?;
-                self.dst_pt.set(Some((key, pt)));
-                pt
+/// The bits a child's PTE drops from the parent's: accessed (the child has not used the page),
+/// writable in a COW mapping (the first write on either side faults and copies or reuses),
+/// dirty in a shared mapping (the child has not written the page: its dirty tracking starts
+/// clean).
+fn child_clear(cow: bool, sharing: Sharing) -> u64 {
+    let mut bits = Pte::ACCESSED;
+    if cow {
+        bits |= Pte::WRITABLE;
+    }
+    if sharing == Sharing::Shared {
+        bits |= Pte::DIRTY;
+    }
+    bits
+}
+
+/// Copies slots `first..last` of the parent's PT page `pt` into the child (Linux
+/// `copy_pte_range`; `va` is the address of slot `first`): the child's PT is found or allocated
+/// once, on the first mapping slot, and the loop over the slots makes no call per page. Returns whether a parent PTE was
+/// write-protected.
+fn copy_pte_range<A: Arch>(
+    ctx: &CopyCtx<'_, A>,
+    src: &PageTable<'_, A>,
+    dst: &PageTable<'_, A>,
+    va: VirtAddr,
+    pt: PhysAddr,
+    first: usize,
+    last: usize,
+) -> Result<bool, MmError> {
+    let src_slots = src.slots(pt);
+    let mut dst_slots = None;
+    let mut wrprotected = false;
+    for index in first..last {
+        let slot = src_slots.at(index);
+        let pte = slot.load();
+        if !pte.is_mapping() {
+            continue;
+        }
+        let dst_slots = match dst_slots {
+            Some(slots) => slots,
+            None => {
+                // Any address of the PT's 2 MiB names the child's PT for the same span.
+                let slots = dst.slots(dst.walk_alloc_pt(va).ok_or(MmError::NoMem)?);
+                dst_slots = Some(slots);
+                slots
             }
         };
-        Some(self.dst.entry(pt, va.table_index(1)))
+        wrprotected |= copy_present_pte(ctx, slot, dst_slots.at(index), pte)?;
     }
+    Ok(wrprotected)
 }
 
-/// Gives the child a mapping of the page the parent maps at `va` (Linux `copy_present_pte`).
-/// Returns whether the parent's PTE was write-protected.
+/// Gives the child (slot `dst`) a mapping of the page the parent maps with `pte` in slot `src`
+/// (Linux `copy_present_pte`). Returns whether the parent's PTE was write-protected.
+/// `inline(always)`: the body of `copy_pte_range`'s per-page loop; the rare copy for a pinned
+/// page is out of line so the common path keeps its values in registers.
+#[inline(always)]
 fn copy_present_pte<A: Arch>(
-    ctx: &CopyCtx<'_, '_, A>,
-    va: VirtAddr,
+    ctx: &CopyCtx<'_, A>,
     src: PteRef<'_>,
+    dst: PteRef<'_>,
     pte: Pte,
 ) -> Result<bool, MmError> {
-    let mm = ctx.mm;
-    let frame = pte.frame();
-    let meta = mm.frames().meta(frame);
-    let dst = ctx.dst_slot(va).ok_or(MmError::NoMem)?;
-    let flags = meta.flags();
-    if ctx.cow && flags.contains(FrameFlags::ANON) {
-        let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
-        if rules::fork_must_copy(ctx.era, ctx.has_pinned, exclusive, meta.maybe_dma_pinned()) {
-            // Linux `copy_present_page`: the child gets a private copy, the parent's PTE and
-            // page (and the DMA into it) are untouched.
-            let new = mm.alloc_anon_page(Some(frame)).ok_or(MmError::NoMem)?;
-            let mut bits = ctx.page_prot | Pte::ACCESSED | Pte::DIRTY | Pte::SOFT_DIRTY;
-            if ctx.writable && pte.is_present() {
-                bits |= Pte::WRITABLE;
+    let meta = ctx.mm.frames().meta(pte.frame());
+    if ctx.cow {
+        let flags = meta.flags();
+        if flags.contains(FrameFlags::ANON) {
+            let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
+            if ctx.may_copy
+                && rules::fork_must_copy(
+                    ctx.era,
+                    ctx.has_pinned,
+                    exclusive,
+                    meta.maybe_dma_pinned(),
+                )
+            {
+                return copy_present_page(ctx, dst, pte).map(|()| false);
             }
-            dst.store(Pte::new(new, bits));
-            stats::inc(&mm.counters.fork_pinned_copies);
-            return Ok(false);
-        }
-        if exclusive {
-            // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
-            meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+            if exclusive {
+                // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
+                meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+            }
         }
     }
-    mm.dup_mapping(frame);
-    let mut child_pte = pte.without(Pte::ACCESSED);
-    let mut wrprotected = false;
-    if ctx.cow && pte.is_writable() {
+    Mm::<A>::dup_mapping_meta(meta);
+    let wrprotected = ctx.cow && pte.is_writable();
+    if wrprotected {
         src.clear_bits(Pte::WRITABLE);
-        child_pte = child_pte.without(Pte::WRITABLE);
-        wrprotected = true;
     }
-    if ctx.sharing == Sharing::Shared {
-        // The child has not written the page: its dirty tracking starts clean.
-        child_pte = child_pte.without(Pte::DIRTY);
-    }
-    dst.store(child_pte);
+    dst.store(pte.without(ctx.child_clear));
     Ok(wrprotected)
+}
+
+/// Linux `copy_present_page`: the child gets a private copy of a page that may be under DMA;
+/// the parent's PTE and page (and the DMA into it) are untouched.
+#[cold]
+#[inline(never)]
+fn copy_present_page<A: Arch>(
+    ctx: &CopyCtx<'_, A>,
+    dst: PteRef<'_>,
+    pte: Pte,
+) -> Result<(), MmError> {
+    let mm = ctx.mm;
+    let new = mm
+        .alloc_anon_page(Some(pte.frame()))
+        .ok_or(MmError::NoMem)?;
+    let mut bits = ctx.page_prot | Pte::ACCESSED | Pte::DIRTY | Pte::SOFT_DIRTY;
+    if ctx.writable && pte.is_present() {
+        bits |= Pte::WRITABLE;
+    }
+    dst.store(Pte::new(new, bits));
+    stats::inc(&mm.counters.fork_pinned_copies);
+    Ok(())
 }

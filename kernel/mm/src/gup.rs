@@ -27,7 +27,7 @@ use crate::fault::{fault_inner, Access, FaultKind};
 use crate::foll::FollFlags;
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
-use crate::pagetable::Pte;
+use crate::pagetable::{Pte, Slots};
 use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
 use crate::stats;
@@ -412,6 +412,9 @@ fn gup_fast<A: Arch>(
     };
     let irq = mm.arch().irq_save();
     let pt = aspace.page_table(mm);
+    // The PT of the 2 MiB being visited (`va >> 21`, slots): one walk per table, not per page.
+    // Valid for the whole loop: tables are freed only after a flush that waits for this CPU.
+    let mut table: Option<(u64, Slots<'_>)> = None;
     let mut nr = 0;
     while nr < pages.len() {
         assert!(
@@ -425,9 +428,18 @@ fn gup_fast<A: Arch>(
         else {
             break;
         };
-        let Some(slot) = pt.walk(VirtAddr::new(va)) else {
-            break;
+        let slots = match table {
+            Some((key, slots)) if key == va >> 21 => slots,
+            _ => {
+                let Some(pt_page) = pt.walk_pt(VirtAddr::new(va)) else {
+                    break;
+                };
+                let slots = pt.slots(pt_page);
+                table = Some((va >> 21, slots));
+                slots
+            }
         };
+        let slot = slots.at(VirtAddr::new(va).table_index(1));
         let pte = slot.load();
         if !pte.is_present() || !pte.has(Pte::USER) {
             break;

@@ -12,7 +12,7 @@ use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::era::Era;
 use crate::error::MmError;
-use crate::frame::{FrameFlags, FrameTable};
+use crate::frame::{FrameFlags, FrameMeta, FrameTable};
 use crate::pagetable::Pte;
 use crate::phys::PhysWindow;
 use crate::stats::{self, Counters, MmStats};
@@ -158,7 +158,13 @@ impl<A: Arch> Mm<A> {
     /// Adds a mapping (and its reference) of an existing page: fork sharing a page, or the zero
     /// page being mapped (Linux `folio_add_anon_rmap`/`folio_get`).
     pub(crate) fn dup_mapping(&self, frame: PhysAddr) {
-        let meta = self.frames.meta(frame);
+        Self::dup_mapping_meta(self.frames.meta(frame));
+    }
+
+    /// [`Self::dup_mapping`] for a caller that already holds the frame's metadata (fork's
+    /// per-page loop: one metadata lookup and bounds check per page instead of two).
+    #[inline]
+    pub(crate) fn dup_mapping_meta(meta: &FrameMeta) {
         meta.get();
         meta.inc_mapcount();
     }

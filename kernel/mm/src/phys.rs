@@ -88,6 +88,27 @@ impl PhysWindow {
         unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
     }
 
+    /// All 512 entries of the page-table page `table`, for loops over a whole table (fork's
+    /// `copy_pte_range`): one window check per table instead of one per entry.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::pte`], for every entry of the table.
+    #[inline]
+    pub(crate) unsafe fn table(&self, table: PhysAddr) -> &[AtomicU64; 512] {
+        let table = table.align_down().as_u64();
+        assert!(
+            table < self.limit,
+            "page-table access at {table:#x} outside the memory window"
+        );
+        let p = self.base.wrapping_add(table as usize);
+        // SAFETY: the page `[p, p + 4096)` is in the window (`table` is page aligned and below
+        // the page-multiple `limit`), page aligned, and stays valid as long as `self` (Arch
+        // contract 1); `[AtomicU64; 512]` has the layout of 4096 bytes of `u64`s, and by the
+        // caller's obligations every concurrent access to them is atomic.
+        unsafe { &*p.cast::<[AtomicU64; 512]>() }
+    }
+
     /// Fills `frame` with zeros.
     ///
     /// # Safety

@@ -2,14 +2,16 @@
 //! buffers, RDMA memory regions; the block-I/O issue's DMA target).
 //!
 //! Picture: registering pins every page of a user range once, with `FOLL_WRITE|FOLL_LONGTERM`
-//! (Linux `io_sqe_buffer_register` -> `pin_user_pages`), and keeps the frames; later I/O reads
+//! (Linux `io_sqe_buffer_register` -> `io_pin_pages` -> `pin_user_pages_fast` since 6.5; the
+//! fast path falls back to the slow one for every page that needs its VMA), and keeps the frames; later I/O reads
 //! and writes those frames directly, bypassing the page tables, until the buffer is
 //! unregistered. For this to be coherent with what the process sees, the process's mapping must
 //! keep pointing at the pinned frames: under the 2022+ rules the pages are exclusive anon (or
 //! shmem) pages, which faults reuse, mprotect/soft-dirty write-protection does not copy away,
 //! and fork copies for the child instead of sharing. Older eras lose that coherence exactly as
 //! Linux did (`tests/regbuf_tests.rs`). The invariant: a [`RegisteredBuffer`] holds one pin per
-//! page of its range from registration to `unregister`.
+//! page its range touches from registration to `unregister`. As io_uring's, the range need not
+//! be page aligned: byte 0 of the buffer lies at `start`'s offset in the first pinned page.
 
 #![deny(unsafe_code)]
 
@@ -20,8 +22,9 @@ use crate::arch::Arch;
 use crate::aspace::{user_range, AddressSpace};
 use crate::error::MmError;
 use crate::foll::FollFlags;
-use crate::gup::{pin_user_pages, unpin_user_pages_dirty_lock};
+use crate::gup::{pin_user_pages_fast, unpin_user_pages_dirty_lock};
 use crate::mm::Mm;
+use crate::pin::DmaFromDevice;
 use crate::pin::{PinnedPage, UnpinDirty};
 use crate::PAGE_SIZE;
 
@@ -35,10 +38,10 @@ pub struct RegisteredBuffer {
     pages: Vec<Option<PinnedPage>>,
 }
 
-/// Pins `[va, va + len)` long-term for writing (Linux `io_sqe_buffer_register`). `va` must be
-/// page aligned and `len` non-zero (`EINVAL`). All or nothing: if any page cannot be pinned
-/// (unmapped, not writable, a dirty-tracked file page) the pins taken are dropped and `EFAULT`
-/// (or `ENOMEM`) is returned.
+/// Pins the pages of `[va, va + len)` long-term for writing (Linux `io_sqe_buffer_register`).
+/// `len` must be non-zero and the range inside user space (`EINVAL`); `va` may be unaligned.
+/// All or nothing: if any page cannot be pinned (unmapped, not writable, a dirty-tracked file
+/// page) the pins taken are dropped and `EFAULT` (or `ENOMEM`) is returned.
 #[doc(alias = "io_sqe_buffer_register")]
 pub fn register_buffer<A: Arch>(
     mm: &Mm<A>,
@@ -46,13 +49,19 @@ pub fn register_buffer<A: Arch>(
     va: VirtAddr,
     len: usize,
 ) -> Result<RegisteredBuffer, MmError> {
-    let (start, end) = user_range(va, len)?;
-    let npages = ((end.as_u64() - start.as_u64()) / PAGE_SIZE as u64) as usize;
+    let first = VirtAddr::new(va.as_u64() & !(PAGE_SIZE as u64 - 1));
+    let span = len.checked_add(va.page_offset()).ok_or(MmError::Inval)?;
+    let (first, end) = user_range(first, span)?;
+    let npages = ((end.as_u64() - first.as_u64()) / PAGE_SIZE as u64) as usize;
     let mut pages: Vec<Option<PinnedPage>> = Vec::new();
     pages.resize_with(npages, || None);
     let flags = FollFlags::WRITE | FollFlags::LONGTERM;
-    match pin_user_pages(mm, aspace, start, flags, &mut pages) {
-        Ok(n) if n == npages => Ok(RegisteredBuffer { start, len, pages }),
+    match pin_user_pages_fast(mm, aspace, first, flags, &mut pages) {
+        Ok(n) if n == npages => Ok(RegisteredBuffer {
+            start: va,
+            len,
+            pages,
+        }),
         Ok(_) => {
             unpin_user_pages_dirty_lock(mm, &mut pages, UnpinDirty::Clean);
             Err(MmError::Fault)
@@ -81,32 +90,35 @@ impl RegisteredBuffer {
             offset < self.len,
             "offset {offset} beyond the registered buffer"
         );
-        self.pages[offset / PAGE_SIZE]
+        self.pages[(offset + self.start.page_offset()) / PAGE_SIZE]
             .as_ref()
             .expect("a registered buffer holds every page")
     }
 
     /// A device writes `data` at `offset` of the buffer (DMA from the device into memory).
     pub fn dma_write<A: Arch>(&self, mm: &Mm<A>, offset: usize, data: &[u8]) {
-        self.for_each_chunk(offset, data.len(), |page, off, range| {
-            page.dma_from_device()
-                .expect("registered buffers are pinned with FOLL_WRITE")
-                .dma_write(mm, off, &data[range]);
+        self.for_each_segment(offset, data.len(), |page, off, range| {
+            page.dma_write(mm, off, &data[range]);
         });
     }
 
     /// A device reads `buf.len()` bytes at `offset` of the buffer (DMA to the device).
     pub fn dma_read<A: Arch>(&self, mm: &Mm<A>, offset: usize, buf: &mut [u8]) {
-        self.for_each_chunk(offset, buf.len(), |page, off, range| {
-            page.dma_read(mm, off, &mut buf[range]);
+        self.for_each_segment(offset, buf.len(), |page, off, range| {
+            page.page().dma_read(mm, off, &mut buf[range]);
         });
     }
 
-    fn for_each_chunk(
+    /// The device's view of `[offset, offset + len)` of the buffer: calls `f` once per
+    /// physically contiguous piece, in order, with the write handle of its pinned page, the
+    /// offset in that page and the piece's range within `[0, len)` (a scatter-gather list: a
+    /// driver puts `page.frame() + off` and the range's length in one descriptor each).
+    /// Panics if the range leaves the buffer: callers check user-supplied ranges first.
+    pub fn for_each_segment(
         &self,
         offset: usize,
         len: usize,
-        mut f: impl FnMut(&PinnedPage, usize, core::ops::Range<usize>),
+        mut f: impl FnMut(DmaFromDevice<'_>, usize, core::ops::Range<usize>),
     ) {
         assert!(
             offset.checked_add(len).is_some_and(|e| e <= self.len),
@@ -114,17 +126,36 @@ impl RegisteredBuffer {
         );
         let mut done = 0;
         while done < len {
-            let at = offset + done;
+            let at = offset + done + self.start.page_offset();
             let off = at % PAGE_SIZE;
             let n = (PAGE_SIZE - off).min(len - done);
-            f(self.page(at), off, done..done + n);
+            let page = self.pages[at / PAGE_SIZE]
+                .as_ref()
+                .expect("a registered buffer holds every page");
+            let handle = page
+                .dma_from_device()
+                .expect("registered buffers are pinned with FOLL_WRITE");
+            f(handle, off, done..done + n);
             done += n;
         }
+    }
+
+    /// Pages pinned (the range's pages, not `len / PAGE_SIZE`).
+    pub fn nr_pages(&self) -> usize {
+        self.pages.len()
     }
 
     /// Unpins every page, marking them dirty (the device may have written them) (Linux
     /// `io_buffer_unmap` -> `unpin_user_pages`).
     pub fn unregister<A: Arch>(mut self, mm: &Mm<A>) {
         unpin_user_pages_dirty_lock(mm, &mut self.pages, UnpinDirty::MakeDirty);
+    }
+}
+
+impl<'p> DmaFromDevice<'p> {
+    /// The pinned page this handle writes (its frame is the DMA address; a device may also
+    /// read it).
+    pub fn page(&self) -> &'p PinnedPage {
+        self.page
     }
 }

@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::sync::Arc;
 
 use spin::Mutex;
@@ -40,6 +41,10 @@ pub const SHMEM_MAX_SIZE: u64 = 1 << 40;
 /// One shmem object (Linux: a shmem inode and its `address_space`).
 pub struct ShmemObject {
     inner: Mutex<Inner>,
+    /// What `/proc/<pid>/maps` prints for a mapping of the object, as Linux prints its file's
+    /// path (`/memfd:NAME (deleted)` for a memfd); set once by whoever creates a named object.
+    /// Kept apart from `inner` so that reading `maps` never waits on a page-cache operation.
+    maps_name: Mutex<Option<String>>,
 }
 
 struct Inner {
@@ -65,7 +70,19 @@ impl ShmemObject {
                 size: 0,
                 pages: BTreeMap::new(),
             }),
+            maps_name: Mutex::new(None),
         })
+    }
+
+    /// Names the object for `/proc/<pid>/maps` (e.g. `memfd_create`'s
+    /// `/memfd:NAME (deleted)`, Linux `show_map_vma` printing the file's path).
+    pub fn set_maps_name(&self, name: &str) {
+        *self.maps_name.lock() = Some(String::from(name));
+    }
+
+    /// The name set by [`ShmemObject::set_maps_name`], if any.
+    pub fn maps_name(&self) -> Option<String> {
+        self.maps_name.lock().clone()
     }
 
     /// A new object of `size` bytes (the backing of `MAP_SHARED|MAP_ANONYMOUS`,

@@ -4,14 +4,20 @@
 //! [`OpenFile`] (an open-file description: what the file is, its offset, its status flags),
 //! shared by `dup` and by `fork`. `FD_CLOEXEC` belongs to the descriptor, not the description.
 //! Files are the console (`/dev/console` and descriptors 0-2 of `init`), `/dev/null`, read-only
-//! regular files of the ramdisk (the root directory `/`), and pipe ends. Dropping the last
-//! descriptor of a pipe end closes it (see `pipe`).
+//! regular files of the ramdisk (the root directory `/`), pipe ends, memfds, the tmpfs at
+//! `/tmp` (see `tmpfs`) and io_uring instances (see `io_uring`). Dropping the last descriptor
+//! of a pipe end closes it (see `pipe`).
 
+pub mod aio;
 pub mod console;
 pub mod guptest;
+pub mod io_uring;
 pub mod pipe;
 pub mod procfs;
+pub mod tmpfs;
+pub mod vda;
 
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -48,6 +54,15 @@ pub enum FileKind {
     GupTest(guptest::GupTestFile),
     /// A `/proc` file (see `procfs`).
     Proc(procfs::ProcFile),
+    /// A tmpfs file (see `tmpfs`): its data, with one reference held by this description (put
+    /// when it is dropped, as for `Memfd`), and its inode.
+    Tmpfs(Arc<ShmemObject>, Arc<tmpfs::TmpInode>),
+    /// The `/tmp` directory.
+    TmpDir,
+    /// An io_uring instance (see `io_uring`).
+    IoUring(io_uring::IoUring),
+    /// `/dev/vda`, the virtio block device (see `vda`).
+    Vda,
 }
 
 /// An open-file description.
@@ -86,9 +101,12 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.drop_end(false),
             FileKind::PipeWrite(p) => p.drop_end(true),
-            FileKind::Memfd(_) => {
-                if let FileKind::Memfd(obj) = core::mem::replace(&mut self.kind, FileKind::Null) {
-                    ShmemObject::put(obj, crate::memory::mm());
+            FileKind::Memfd(_) | FileKind::Tmpfs(..) => {
+                match core::mem::replace(&mut self.kind, FileKind::Null) {
+                    FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
+                        ShmemObject::put(obj, crate::memory::mm())
+                    }
+                    _ => unreachable!("matched above"),
                 }
             }
             _ => {}
@@ -199,8 +217,53 @@ impl FdTable {
     }
 }
 
-/// Opens `path` (absolute or relative to `/`, the only directory).
+/// Opens `path` (absolute or relative to `/`, the working directory of every process).
 pub fn open(path: &str, flags: u32) -> Result<Arc<OpenFile>, Errno> {
+    open_mode(path, flags, 0)
+}
+
+/// Whether some component of `path` is longer than `NAME_MAX` (Linux checks this for every
+/// path before looking anything up: `ENAMETOOLONG`).
+pub fn name_too_long(path: &str) -> bool {
+    path.split('/').any(|c| c.len() > tmpfs::NAME_MAX)
+}
+
+/// Opens `path` with the permission bits `mode` for a file `O_CREAT` or `O_TMPFILE` creates.
+pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Errno> {
+    if name_too_long(path) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    // Linux keeps every other flag in `f_flags` (`do_dentry_open`), O_TMPFILE included.
+    let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | tmpfs::O_EXCL);
+    let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
+    if let Some(tmp) = tmpfs::parse(path) {
+        let kind = match tmp? {
+            tmpfs::TmpPath::Dir if tmpfile => tmpfs::open_tmpfile(mode),
+            tmpfs::TmpPath::Dir if flags & O_CREAT != 0 || flags & O_ACCMODE != 0 => {
+                return Err(Errno::EISDIR)
+            }
+            tmpfs::TmpPath::Dir => FileKind::TmpDir,
+            tmpfs::TmpPath::Name { name, .. } if tmpfile => {
+                return Err(if tmpfs::exists(&name) {
+                    Errno::ENOTDIR
+                } else {
+                    Errno::ENOENT
+                })
+            }
+            tmpfs::TmpPath::Name {
+                name,
+                trailing_slash,
+            } => tmpfs::open(&name, trailing_slash, flags, mode)?,
+        };
+        return Ok(OpenFile::new(kind, status));
+    }
+    if tmpfile {
+        // O_TMPFILE elsewhere: the ramdisk is read-only; anything else is not a directory.
+        return match open(path, 0)?.kind {
+            FileKind::Root => Err(Errno::EROFS),
+            _ => Err(Errno::ENOTDIR),
+        };
+    }
     if let Some(proc) = procfs::lookup(path) {
         let proc = proc?;
         if flags & O_ACCMODE != 0 && !proc.writable() {
@@ -218,6 +281,7 @@ pub fn open(path: &str, flags: u32) -> Result<Arc<OpenFile>, Errno> {
         "/dev/console" | "/dev/tty" => FileKind::Console,
         "/dev/null" => FileKind::Null,
         "/sys/kernel/debug/gup_test" => FileKind::GupTest(guptest::GupTestFile::default()),
+        "/dev/vda" => vda::device().map(|_| FileKind::Vda)?,
         "/" | "." | "/." => FileKind::Root,
         _ => {
             let name = path.trim_start_matches("./").trim_start_matches('/');
@@ -274,6 +338,7 @@ pub struct Stat {
 pub const S_IFIFO: u32 = 0o010000;
 pub const S_IFCHR: u32 = 0o020000;
 pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFBLK: u32 = 0o060000;
 pub const S_IFREG: u32 = 0o100000;
 
 /// `fstat` of an open file.
@@ -318,12 +383,150 @@ pub fn stat(file: &OpenFile) -> Stat {
             st.st_mode = S_IFREG | if p.writable() { 0o600 } else { 0o444 };
             st.st_ino = 0x1000 + p.pid as u64 * 8 + p.what as u64;
         }
+        FileKind::Vda => {
+            st.st_mode = S_IFBLK | 0o660;
+            st.st_rdev = vda::VDA_RDEV;
+            st.st_ino = 5;
+        }
         FileKind::Memfd(obj) => {
             st.st_mode = S_IFREG | 0o777;
             st.st_size = obj.size() as i64;
             st.st_blocks = obj.cached_pages() as i64 * 8;
             st.st_ino = Arc::as_ptr(obj) as u64 % 1_000_000;
         }
+        FileKind::Tmpfs(obj, inode) => {
+            st.st_dev = tmpfs::TMPFS_DEV;
+            st.st_mode = S_IFREG | inode.mode;
+            st.st_nlink = u64::from(inode.nlink());
+            st.st_size = obj.size() as i64;
+            st.st_blocks = obj.cached_pages() as i64 * 8;
+            st.st_ino = inode.ino;
+        }
+        FileKind::TmpDir => {
+            st.st_dev = tmpfs::TMPFS_DEV;
+            st.st_mode = S_IFDIR | 0o1777;
+            st.st_ino = tmpfs::TMPFS_ROOT_INO;
+            st.st_nlink = 2;
+        }
+        FileKind::IoUring(_) => {
+            // Linux: an anonymous inode ("[io_uring]"), mode 0600 without a file type.
+            st.st_mode = 0o600;
+            st.st_ino = 5;
+        }
     }
     st
+}
+
+/// Linux `struct statfs` (x86_64, 120 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct StatFs {
+    pub f_type: u64,
+    pub f_bsize: u64,
+    pub f_blocks: u64,
+    pub f_bfree: u64,
+    pub f_bavail: u64,
+    pub f_files: u64,
+    pub f_ffree: u64,
+    pub f_fsid: [i32; 2],
+    pub f_namelen: u64,
+    pub f_frsize: u64,
+    pub f_flags: u64,
+    pub f_spare: [u64; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<StatFs>() == 120);
+
+const RAMFS_MAGIC: u64 = 0x8584_58f6;
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const DEBUGFS_MAGIC: u64 = 0x6462_6720;
+const PIPEFS_MAGIC: u64 = 0x5049_5045;
+const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
+/// `f_flags` bits (`ST_*`): valid, read-only, nosuid, nodev, noexec.
+const ST_VALID: u64 = 0x20;
+const ST_RDONLY: u64 = 1;
+const ST_NOSUID: u64 = 2;
+const ST_NODEV: u64 = 4;
+const ST_NOEXEC: u64 = 8;
+
+/// `fstatfs` of an open file: the file system Linux would report for it. tmpfs (`/tmp`,
+/// memfds: Linux keeps those on its internal shmem mount) reports `TMPFS_MAGIC` with Linux's
+/// default size, half of memory, in pages (`f_bfree` from the free frames, never above it);
+/// the read-only ramdisk reports `RAMFS_MAGIC` (Linux's initramfs) with `ST_RDONLY`; `/proc`,
+/// `/sys/kernel/debug`, pipes and io_uring report procfs, debugfs, pipefs and anon-inode; the
+/// devices report `TMPFS_MAGIC` (Linux's devtmpfs).
+pub fn statfs(file: &OpenFile) -> StatFs {
+    let stats = crate::memory::mm().stats();
+    let mut st = StatFs {
+        f_bsize: 4096,
+        f_frsize: 4096,
+        f_namelen: tmpfs::NAME_MAX as u64,
+        f_flags: ST_VALID,
+        ..StatFs::default()
+    };
+    let tmpfs_sized = |st: &mut StatFs| {
+        let half = stats.usable_frames / 2;
+        st.f_blocks = half;
+        st.f_bfree = half
+            .saturating_sub(stats.shmem_pages)
+            .min(stats.free_frames);
+        st.f_bavail = st.f_bfree;
+        st.f_files = half;
+        st.f_ffree = half.saturating_sub(tmpfs::file_count());
+        st.f_fsid = [tmpfs::TMPFS_DEV as i32, 0];
+    };
+    match &file.kind {
+        FileKind::Tmpfs(..) | FileKind::TmpDir | FileKind::Memfd(_) => {
+            st.f_type = tmpfs::TMPFS_MAGIC;
+            st.f_flags |= ST_NOSUID | ST_NODEV;
+            tmpfs_sized(&mut st);
+        }
+        FileKind::Console | FileKind::Null | FileKind::Vda => {
+            st.f_type = tmpfs::TMPFS_MAGIC;
+            st.f_flags |= ST_NOSUID;
+            tmpfs_sized(&mut st);
+        }
+        FileKind::Regular(_) | FileKind::Root => {
+            st.f_type = RAMFS_MAGIC;
+            st.f_flags |= ST_RDONLY;
+            st.f_files = ramdisk::files().count() as u64 + 1;
+        }
+        FileKind::Proc(_) => {
+            st.f_type = PROC_SUPER_MAGIC;
+            st.f_flags |= ST_NOSUID | ST_NODEV | ST_NOEXEC;
+        }
+        FileKind::GupTest(_) => {
+            st.f_type = DEBUGFS_MAGIC;
+            st.f_flags |= ST_NOSUID | ST_NODEV | ST_NOEXEC;
+        }
+        FileKind::PipeRead(_) | FileKind::PipeWrite(_) => st.f_type = PIPEFS_MAGIC,
+        FileKind::IoUring(_) => st.f_type = ANON_INODE_FS_MAGIC,
+    }
+    st
+}
+
+/// The entries of a directory for `getdents64`: (name, inode number, `d_type`).
+pub fn dir_entries(file: &OpenFile) -> Result<Vec<(String, u64, u8)>, Errno> {
+    const DT_DIR: u8 = 4;
+    const DT_REG: u8 = 8;
+    let mut out = Vec::new();
+    match file.kind {
+        FileKind::Root => {
+            out.push((String::from("."), 1, DT_DIR));
+            out.push((String::from(".."), 1, DT_DIR));
+            out.push((String::from("tmp"), tmpfs::TMPFS_ROOT_INO, DT_DIR));
+            for (i, f) in ramdisk::files().filter_map(Result::ok).enumerate() {
+                out.push((String::from(f.name), 16 + i as u64, DT_REG));
+            }
+        }
+        FileKind::TmpDir => {
+            out.push((String::from("."), tmpfs::TMPFS_ROOT_INO, DT_DIR));
+            out.push((String::from(".."), 1, DT_DIR));
+            for (name, ino) in tmpfs::entries() {
+                out.push((name, ino, DT_REG));
+            }
+        }
+        _ => return Err(Errno::ENOTDIR),
+    }
+    Ok(out)
 }

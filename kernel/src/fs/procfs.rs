@@ -1,6 +1,9 @@
 //! `/proc`: the memory manager's per-process files (`/proc/<pid>/{pagemap,clear_refs,maps,mem}`,
 //! `self` for the caller) and `/proc/meminfo` (Linux `fs/proc/task_mmu.c`, `base.c`,
-//! `meminfo.c`).
+//! `meminfo.c`), plus cowlab's own counters under `/proc/cowlab/`: `mmstat` (every field of
+//! `cowlab_mm::stats::MmStats`, one `name value` line each, after an `era` line) and
+//! `faultstat` (the per-fault-kind, per-phase totals of a kernel built with the `faultstat`
+//! feature; the file does not exist without it).
 //!
 //! Model: an open proc file names a pid, not an address space; every read or write looks the
 //! process up again (a zombie or reaped process answers `ESRCH`), locks its address space only
@@ -27,6 +30,10 @@ pub enum ProcWhat {
     Maps,
     Mem,
     Meminfo,
+    /// `/proc/cowlab/mmstat`.
+    MmStat,
+    /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
+    FaultStat,
 }
 
 /// An open `/proc` file.
@@ -43,6 +50,21 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             pid: 0,
             what: ProcWhat::Meminfo,
         }));
+    }
+    match rest {
+        "cowlab/mmstat" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::MmStat,
+            }))
+        }
+        "cowlab/faultstat" if cowlab_mm::faultstat::ENABLED => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::FaultStat,
+            }))
+        }
+        _ => {}
     }
     let Some((who, name)) = rest.split_once('/') else {
         return Some(Err(Errno::ENOENT));
@@ -80,6 +102,8 @@ impl ProcFile {
             ProcWhat::ClearRefs => Err(Errno::EINVAL),
             ProcWhat::Maps => Ok(slice(self.maps()?, offset, len)),
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
+            ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
+            ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
                 let mut buf = alloc::vec![0u8; len];
@@ -145,26 +169,39 @@ impl ProcFile {
         Ok(out)
     }
 
-    /// Linux's `maps` lines: `start-end perms offset dev inode path`.
+    /// Linux's `maps` lines: `start-end perms offset dev inode path`, where the path is the
+    /// mapped file's (a memfd's `/memfd:NAME (deleted)`), or for anonymous memory `[heap]` (the
+    /// VMA overlapping the brk area) and `[stack]` (the VMA holding the initial stack), as
+    /// Linux `show_map_vma`.
     fn maps(&self) -> Result<String, Errno> {
         let shared = aspace(self.pid)?;
         let aspace = shared.lock();
+        let heap = aspace.brk_start().as_u64()..aspace.current_brk().as_u64();
+        let stack_top = crate::elf::STACK_TOP - 1;
         let mut text = String::new();
         for vma in aspace.vmas() {
             let prot = vma.prot();
             let shared_map = vma.sharing() == Sharing::Shared;
+            let (start, end) = (vma.start().as_u64(), vma.end().as_u64());
             let (dev, inode, name) = match vma.backing() {
-                Backing::Anonymous => ("00:00", 0, ""),
+                Backing::Anonymous if start < heap.end && end > heap.start => {
+                    ("00:00", 0, String::from("[heap]"))
+                }
+                Backing::Anonymous if (start..end).contains(&stack_top) => {
+                    ("00:00", 0, String::from("[stack]"))
+                }
+                Backing::Anonymous => ("00:00", 0, String::new()),
                 Backing::Shmem(obj, _) => (
                     "00:01",
                     alloc::sync::Arc::as_ptr(obj) as u64 % 1_000_000,
-                    "/memfd: (deleted)",
+                    obj.maps_name()
+                        .unwrap_or_else(|| String::from("/memfd: (deleted)")),
                 ),
             };
             let mut line = format!(
                 "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
-                vma.start().as_u64(),
-                vma.end().as_u64(),
+                start,
+                end,
                 if prot.read() { 'r' } else { '-' },
                 if prot.write() { 'w' } else { '-' },
                 if prot.exec() { 'x' } else { '-' },
@@ -177,7 +214,7 @@ impl ProcFile {
                 while line.len() < 73 {
                     line.push(' ');
                 }
-                line.push_str(name);
+                line.push_str(&name);
             }
             line.push('\n');
             text.push_str(&line);
@@ -201,6 +238,83 @@ fn meminfo() -> String {
     ] {
         let _ = writeln!(text, "{key:<16}{:>8} kB", kb(pages));
     }
+    text
+}
+
+/// `/proc/cowlab/mmstat`: the era, then every counter of [`cowlab_mm::stats::MmStats`] under
+/// its field name. The destructuring names every field, so a counter added to `MmStats` does not
+/// compile until it is listed here.
+fn mmstat() -> String {
+    let mm = memory::mm();
+    let cowlab_mm::stats::MmStats {
+        free_frames,
+        usable_frames,
+        anon_pages,
+        zero_page_mappings,
+        pagetable_pages,
+        anon_faults,
+        zero_page_faults,
+        cow_copies,
+        zero_page_copies,
+        wp_reuses_exclusive,
+        wp_reuses_proven,
+        unshares,
+        fork_pinned_copies,
+        forks,
+        gup_pins_held,
+        gup_refs_held,
+        gup_slow_pages,
+        gup_fast_pages,
+        gup_fast_fallbacks,
+        gup_fast_seq_retries,
+        gup_unshare_faults,
+        shmem_pages,
+        shmem_faults,
+    } = mm.stats();
+    let mut text = String::new();
+    let _ = writeln!(text, "era {}", mm.era());
+    for (name, value) in [
+        ("free_frames", free_frames),
+        ("usable_frames", usable_frames),
+        ("anon_pages", anon_pages),
+        ("zero_page_mappings", zero_page_mappings),
+        ("pagetable_pages", pagetable_pages),
+        ("anon_faults", anon_faults),
+        ("zero_page_faults", zero_page_faults),
+        ("cow_copies", cow_copies),
+        ("zero_page_copies", zero_page_copies),
+        ("wp_reuses_exclusive", wp_reuses_exclusive),
+        ("wp_reuses_proven", wp_reuses_proven),
+        ("unshares", unshares),
+        ("fork_pinned_copies", fork_pinned_copies),
+        ("forks", forks),
+        ("gup_pins_held", gup_pins_held),
+        ("gup_refs_held", gup_refs_held),
+        ("gup_slow_pages", gup_slow_pages),
+        ("gup_fast_pages", gup_fast_pages),
+        ("gup_fast_fallbacks", gup_fast_fallbacks),
+        ("gup_fast_seq_retries", gup_fast_seq_retries),
+        ("gup_unshare_faults", gup_unshare_faults),
+        ("shmem_pages", shmem_pages),
+        ("shmem_faults", shmem_faults),
+    ] {
+        let _ = writeln!(text, "{name} {value}");
+    }
+    text
+}
+
+/// `/proc/cowlab/faultstat`: one line per fault kind with the fault count and the ticks spent
+/// in each phase, the same `FAULTSTAT kind=... count=... <phase>=<ticks>...` lines the kernel
+/// prints at power-off (`crate::faultstat`), so one parser reads both.
+fn faultstat() -> String {
+    let mut text = String::new();
+    cowlab_mm::faultstat::for_each(|kind, count, phases| {
+        let _ = write!(text, "FAULTSTAT kind={} count={count}", kind.name());
+        for (phase, ticks) in phases {
+            let _ = write!(text, " {}={ticks}", phase.name());
+        }
+        text.push('\n');
+    });
     text
 }
 

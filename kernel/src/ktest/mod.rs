@@ -23,6 +23,7 @@ mod rtc;
 mod selftests;
 mod timer;
 mod uaccess;
+mod virtio;
 
 use alloc::string::String;
 use core::fmt;

@@ -5,7 +5,8 @@
 //! out as free memory.
 
 use super::{
-    cmdline, exceptions, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, KernelTest,
+    cmdline, exceptions, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
+    KernelTest,
 };
 
 macro_rules! test {
@@ -40,6 +41,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::user_copy_through_page_faults),
     test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     test!(rtc::rtc_wall_clock_is_plausible),
+    test!(virtio::virtio_blk_queue_bookkeeping),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -1,6 +1,7 @@
-//! File system calls: descriptors, reads and writes, pipes, stat, and the few directory calls a
-//! read-only, one-directory file system can answer.
+//! File system calls: descriptors, reads and writes, pipes, stat and statfs, and the directory
+//! calls of a read-only root directory and the flat tmpfs at `/tmp` (create, unlink, rename).
 
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -25,7 +26,7 @@ fn nonblock(file: &OpenFile) -> bool {
 }
 
 /// Reads from `file` at `offset` (None: the file's own offset) into user memory.
-fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+pub(crate) fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
     if !file.readable() {
         return Err(Errno::EBADF);
     }
@@ -46,7 +47,8 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
             }
             Ok((end - start) as u64)
         }
-        FileKind::Root => Err(Errno::EISDIR),
+        FileKind::Root | FileKind::TmpDir => Err(Errno::EISDIR),
+        FileKind::IoUring(_) => Err(Errno::EINVAL),
         FileKind::PipeRead(pipe) => {
             if offset.is_some() {
                 return Err(Errno::ESPIPE);
@@ -58,6 +60,7 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
         FileKind::GupTest(_) => Err(Errno::EINVAL),
+        FileKind::Vda => fs::vda::read(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = proc.read(at, buf.len().min(CHUNK))?;
@@ -67,7 +70,7 @@ fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult 
             }
             Ok(data.len() as u64)
         }
-        FileKind::Memfd(obj) => {
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let mut kbuf = alloc::vec![0u8; buf.len().min(CHUNK)];
             let n = obj.read_at(crate::memory::mm(), at, &mut kbuf);
@@ -119,7 +122,7 @@ fn write_memfd(
 }
 
 /// Writes user memory to `file`.
-fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
     if !file.writable() {
         return Err(Errno::EBADF);
     }
@@ -152,7 +155,8 @@ fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult
             Ok(done as u64)
         }
         FileKind::Null => Ok(buf.len() as u64),
-        FileKind::Memfd(obj) => write_memfd(file, obj, buf, offset),
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => write_memfd(file, obj, buf, offset),
+        FileKind::Vda => fs::vda::write(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
             let data = buf.sub(0, CHUNK).read_vec()?;
@@ -182,12 +186,16 @@ pub fn pread64(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     match f.kind {
-        FileKind::Regular(_) | FileKind::Memfd(_) | FileKind::Proc(_) => read_file(
+        FileKind::Regular(_)
+        | FileKind::Memfd(_)
+        | FileKind::Tmpfs(..)
+        | FileKind::Proc(_)
+        | FileKind::Vda => read_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
         ),
-        FileKind::Root => Err(Errno::EISDIR),
+        FileKind::Root | FileKind::TmpDir => Err(Errno::EISDIR),
         _ => Err(Errno::ESPIPE),
     }
 }
@@ -200,12 +208,12 @@ pub fn pwrite64(a: Args) -> SysResult {
     match f.kind {
         // As write: EBADF on a read-only descriptor, EFAULT for a buffer outside user memory.
         FileKind::Null => write_file(&f, UserSlice::new(a.get(1), a.get(2) as usize)?, None),
-        FileKind::Memfd(_) | FileKind::Proc(_) => write_file(
+        FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_) | FileKind::Vda => write_file(
             &f,
             UserSlice::new(a.get(1), a.get(2) as usize)?,
             Some(a.get(3)),
         ),
-        FileKind::Regular(_) | FileKind::Root => Err(Errno::EBADF),
+        FileKind::Regular(_) | FileKind::Root | FileKind::TmpDir => Err(Errno::EBADF),
         _ => Err(Errno::ESPIPE),
     }
 }
@@ -275,36 +283,49 @@ pub fn writev(a: Args) -> SysResult {
 }
 
 pub fn open(a: Args) -> SysResult {
-    open_at(AT_FDCWD, a.get(0), a.get(1) as u32)
+    open_at(AT_FDCWD, a.get(0), a.get(1) as u32, a.get(2) as u32)
 }
 
 pub fn openat(a: Args) -> SysResult {
-    open_at(a.int(0), a.get(1), a.get(2) as u32)
+    open_at(a.int(0), a.get(1), a.get(2) as u32, a.get(3) as u32)
 }
 
-/// Checks that `dirfd` can be the base of a relative path (only `/` is a directory).
+/// Checks that `dirfd` can be the base of a relative path (`/` or `/tmp`).
 fn check_dirfd(dirfd: i64, path: &str) -> Result<(), Errno> {
+    at_path(dirfd, path).map(drop)
+}
+
+/// `path` as seen from `dirfd` (Linux `path_init`): absolute paths and `AT_FDCWD` (every
+/// process works in `/`) as they are; relative ones below a directory descriptor's path.
+fn at_path(dirfd: i64, path: &str) -> Result<String, Errno> {
     if dirfd == AT_FDCWD || path.starts_with('/') {
-        return Ok(());
+        return Ok(String::from(path));
     }
     match file(dirfd)?.kind {
-        FileKind::Root => Ok(()),
+        FileKind::Root => Ok(String::from(path)),
+        FileKind::TmpDir => Ok(alloc::format!("/tmp/{path}")),
         _ => Err(Errno::ENOTDIR),
     }
 }
 
-fn open_at(dirfd: i64, path: u64, flags: u32) -> SysResult {
+fn open_at(dirfd: i64, path: u64, flags: u32, mode: u32) -> SysResult {
     let path = read_cstr(path, PATH_MAX)?;
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    check_dirfd(dirfd, &path)?;
-    let file = fs::open(&path, flags)?;
+    let path = at_path(dirfd, &path)?;
+    if !with_current(|p| p.fds.has_room_for(1)) {
+        return Err(Errno::EMFILE);
+    }
+    let file = fs::open_mode(&path, flags, mode)?;
     let fd = Fd {
         file,
         cloexec: flags & fs::O_CLOEXEC != 0,
     };
-    Ok(with_current(|p| p.fds.install(fd))? as u64)
+    // A failed install hands the descriptor back: drop it outside the table lock.
+    let installed = with_current(|p| p.fds.install(fd.clone()));
+    drop(fd);
+    Ok(installed? as u64)
 }
 
 pub fn close(a: Args) -> SysResult {
@@ -315,10 +336,13 @@ pub fn close(a: Args) -> SysResult {
 
 pub fn lseek(a: Args) -> SysResult {
     let f = file(a.int(0))?;
+    if let FileKind::Vda = f.kind {
+        return fs::vda::lseek(&f, a.int(1), a.get(2));
+    }
     let size = match &f.kind {
         FileKind::Regular(r) => r.data.len() as i64,
-        FileKind::Memfd(obj) => obj.size() as i64,
-        FileKind::Root | FileKind::Null | FileKind::Proc(_) => 0,
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => obj.size() as i64,
+        FileKind::Root | FileKind::TmpDir | FileKind::Null | FileKind::Proc(_) => 0,
         _ => return Err(Errno::ESPIPE),
     };
     let base = match a.get(2) {
@@ -363,17 +387,150 @@ fn stat_at(dirfd: i64, path: u64, buf: u64, flags: u64) -> SysResult {
             file(dirfd)?
         }
     } else {
-        check_dirfd(dirfd, &path)?;
-        fs::open(&path, 0)?
+        fs::open(&at_path(dirfd, &path)?, 0)?
     };
     out.write(&fs::stat(&f))?;
     Ok(0)
 }
 
+/// statfs(path, buf) (Linux 137): the file system of `path` (see `fs::statfs`).
+pub fn statfs(a: Args) -> SysResult {
+    let path = read_cstr(a.get(0), PATH_MAX)?;
+    let out = UserPtr::<fs::StatFs>::new(a.get(1))?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let f = fs::open(&path, 0)?;
+    out.write(&fs::statfs(&f))?;
+    Ok(0)
+}
+
+/// fstatfs(fd, buf) (Linux 138).
+pub fn fstatfs(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    UserPtr::<fs::StatFs>::new(a.get(1))?.write(&fs::statfs(&f))?;
+    Ok(0)
+}
+
+const AT_REMOVEDIR: u64 = 0x200;
+
+/// unlink(path) (87).
+pub fn unlink(a: Args) -> SysResult {
+    unlink_at(AT_FDCWD, a.get(0), 0)
+}
+
+/// unlinkat(dirfd, path, flags) (263); `AT_REMOVEDIR` is rmdir.
+pub fn unlinkat(a: Args) -> SysResult {
+    unlink_at(a.int(0), a.get(1), a.get(2))
+}
+
+/// rmdir(path) (84).
+pub fn rmdir(a: Args) -> SysResult {
+    unlink_at(AT_FDCWD, a.get(0), AT_REMOVEDIR)
+}
+
+/// Only tmpfs files can be removed: `/tmp` itself is a mount point (`EBUSY` for rmdir,
+/// `EISDIR` for unlink), the ramdisk is read-only (`EROFS`), and the device, proc and debugfs
+/// files cannot be removed (`EPERM`).
+fn unlink_at(dirfd: i64, path: u64, flags: u64) -> SysResult {
+    if flags & !AT_REMOVEDIR != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let rmdir = flags & AT_REMOVEDIR != 0;
+    let path = read_cstr(path, PATH_MAX)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let path = at_path(dirfd, &path)?;
+    if fs::name_too_long(&path) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    match fs::tmpfs::parse(&path) {
+        Some(Err(e)) => Err(e),
+        Some(Ok(fs::tmpfs::TmpPath::Dir)) if rmdir => Err(Errno::EBUSY),
+        Some(Ok(fs::tmpfs::TmpPath::Dir)) => Err(Errno::EISDIR),
+        Some(Ok(fs::tmpfs::TmpPath::Name {
+            name,
+            trailing_slash,
+        })) => {
+            if !fs::tmpfs::exists(&name) {
+                return Err(Errno::ENOENT);
+            }
+            if rmdir || trailing_slash {
+                return Err(Errno::ENOTDIR);
+            }
+            fs::tmpfs::unlink(&name)?;
+            Ok(0)
+        }
+        None => match fs::open(&path, 0)?.kind {
+            FileKind::Root if rmdir => Err(Errno::EBUSY),
+            FileKind::Root => Err(Errno::EISDIR),
+            _ if rmdir => Err(Errno::ENOTDIR),
+            FileKind::Regular(_) => Err(Errno::EROFS),
+            _ => Err(Errno::EPERM),
+        },
+    }
+}
+
+const RENAME_NOREPLACE: u64 = 1;
+
+/// rename(old, new) (82).
+pub fn rename(a: Args) -> SysResult {
+    rename_at(AT_FDCWD, a.get(0), AT_FDCWD, a.get(1), 0)
+}
+
+/// renameat(olddirfd, old, newdirfd, new) (264).
+pub fn renameat(a: Args) -> SysResult {
+    rename_at(a.int(0), a.get(1), a.int(2), a.get(3), 0)
+}
+
+/// renameat2(olddirfd, old, newdirfd, new, flags) (316): `RENAME_NOREPLACE` only
+/// (`RENAME_EXCHANGE` and `RENAME_WHITEOUT` answer `EINVAL`).
+pub fn renameat2(a: Args) -> SysResult {
+    rename_at(a.int(0), a.get(1), a.int(2), a.get(3), a.get(4))
+}
+
+/// Renames within `/tmp`; `EXDEV` between `/tmp` and elsewhere, `EROFS`/`EPERM` elsewhere.
+fn rename_at(olddir: i64, old: u64, newdir: i64, new: u64, flags: u64) -> SysResult {
+    if flags & !RENAME_NOREPLACE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let old = read_cstr(old, PATH_MAX)?;
+    let new = read_cstr(new, PATH_MAX)?;
+    if old.is_empty() || new.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let (old, new) = (at_path(olddir, &old)?, at_path(newdir, &new)?);
+    if fs::name_too_long(&old) || fs::name_too_long(&new) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    use fs::tmpfs::{parse, TmpPath};
+    match (parse(&old), parse(&new)) {
+        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+        (Some(Ok(TmpPath::Name { name: o, .. })), Some(Ok(TmpPath::Name { name: n, .. }))) => {
+            fs::tmpfs::rename(&o, &n, flags & RENAME_NOREPLACE != 0)?;
+            Ok(0)
+        }
+        (Some(Ok(TmpPath::Dir)), _) => Err(Errno::EBUSY),
+        (Some(Ok(TmpPath::Name { name, .. })), _) if !fs::tmpfs::exists(&name) => {
+            Err(Errno::ENOENT)
+        }
+        (Some(Ok(_)), None) | (None, Some(Ok(_))) => {
+            fs::open(&old, 0)?;
+            Err(Errno::EXDEV)
+        }
+        (Some(Ok(TmpPath::Name { .. })), Some(Ok(TmpPath::Dir))) => Err(Errno::EISDIR),
+        (None, None) => {
+            fs::open(&old, 0)?;
+            Err(Errno::EROFS)
+        }
+    }
+}
+
 pub fn access(a: Args) -> SysResult {
     let path = read_cstr(a.get(0), PATH_MAX)?;
-    fs::open(&path, 0)?;
-    if a.get(1) & 2 != 0 {
+    let f = fs::open(&path, 0)?;
+    if a.get(1) & 2 != 0 && matches!(f.kind, FileKind::Regular(_) | FileKind::Root) {
         return Err(Errno::EROFS);
     }
     Ok(0)
@@ -408,6 +565,9 @@ pub fn ioctl(a: Args) -> SysResult {
     let f = file(a.int(0))?;
     if let FileKind::GupTest(gup) = &f.kind {
         return gup.ioctl(a.get(1) & 0xffff_ffff, a.get(2));
+    }
+    if let FileKind::Vda = f.kind {
+        return fs::vda::ioctl(a.get(1) & 0xffff_ffff, a.get(2));
     }
     if !matches!(f.kind, FileKind::Console) {
         return Err(Errno::ENOTTY);
@@ -470,7 +630,7 @@ pub fn fcntl(a: Args) -> SysResult {
         F_GETFL => Ok(u64::from(p.fds.get(fd)?.flags.load(Ordering::Relaxed))),
         F_SETFL => {
             let file = p.fds.get(fd)?;
-            let settable = fs::O_APPEND | fs::O_NONBLOCK;
+            let settable = fs::O_APPEND | fs::O_NONBLOCK | fs::vda::O_DIRECT;
             let old = file.flags.load(Ordering::Relaxed);
             file.flags.store(
                 (old & !settable) | (arg as u32 & settable),
@@ -585,6 +745,14 @@ pub fn mkdir(a: Args) -> SysResult {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
+    if let Some(Ok(fs::tmpfs::TmpPath::Name { name, .. })) = fs::tmpfs::parse(&path) {
+        // tmpfs here has no subdirectories (Linux: EPERM when the file system has no mkdir).
+        return Err(if fs::tmpfs::exists(&name) {
+            Errno::EEXIST
+        } else {
+            Errno::EPERM
+        });
+    }
     match fs::open(&path, 0) {
         Ok(_) => Err(Errno::EEXIST),
         Err(Errno::ENOENT) if !path.trim_start_matches('/').contains('/') => Err(Errno::EROFS),
@@ -612,31 +780,23 @@ pub fn readlinkat(a: Args) -> SysResult {
     readlink_path(a.int(0), a.get(1), a.get(2), a.get(3))
 }
 
-/// getdents64 on the root directory: `.`, `..`, then the ramdisk's files. The open file's
-/// offset counts entries already returned.
+/// getdents64 on `/` (`.`, `..`, `tmp`, then the ramdisk's files) or `/tmp` (`.`, `..`, then
+/// its files in name order). The open file's offset counts entries already returned.
 pub fn getdents64(a: Args) -> SysResult {
     let f = file(a.int(0))?;
-    if !matches!(f.kind, FileKind::Root) {
-        return Err(Errno::ENOTDIR);
-    }
+    let names = fs::dir_entries(&f)?;
     let out = UserSlice::new(a.get(1), a.get(2) as usize)?;
-    let mut names: Vec<(&str, u8)> = alloc::vec![(".", 4), ("..", 4)];
-    names.extend(
-        crate::ramdisk::files()
-            .filter_map(Result::ok)
-            .map(|file| (file.name, 8)),
-    );
     let start = f.offset.load(Ordering::Relaxed) as usize;
     let mut buf = Vec::new();
     let mut next = start;
-    for (i, (name, kind)) in names.iter().enumerate().skip(start) {
+    for (i, (name, ino, kind)) in names.iter().enumerate().skip(start) {
         let reclen = (19 + name.len() + 1).next_multiple_of(8);
         if buf.len() + reclen > out.len() {
             break;
         }
         let at = buf.len();
         buf.resize(at + reclen, 0);
-        buf[at..at + 8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        buf[at..at + 8].copy_from_slice(&ino.to_le_bytes());
         buf[at + 8..at + 16].copy_from_slice(&(i as i64 + 1).to_le_bytes());
         buf[at + 16..at + 18].copy_from_slice(&(reclen as u16).to_le_bytes());
         buf[at + 18] = *kind;
@@ -681,14 +841,14 @@ pub fn memfd_create(a: Args) -> SysResult {
     Ok(installed? as u64)
 }
 
-/// ftruncate(fd, length): memfds only (the ramdisk is read-only).
+/// ftruncate(fd, length): memfds and tmpfs files (the ramdisk is read-only).
 pub fn ftruncate(a: Args) -> SysResult {
     let f = file(a.int(0))?;
     if a.int(1) < 0 {
         return Err(Errno::EINVAL);
     }
     match &f.kind {
-        FileKind::Memfd(obj) if f.writable() => {
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) if f.writable() => {
             obj.set_size(crate::memory::mm(), a.get(1))?;
             Ok(0)
         }
@@ -696,7 +856,7 @@ pub fn ftruncate(a: Args) -> SysResult {
     }
 }
 
-/// fallocate(fd, mode, offset, len): mode 0 on memfds.
+/// fallocate(fd, mode, offset, len): mode 0 on memfds and tmpfs files.
 pub fn fallocate(a: Args) -> SysResult {
     let f = file(a.int(0))?;
     let (mode, offset, len) = (a.i32(1), a.int(2), a.int(3));
@@ -708,8 +868,8 @@ pub fn fallocate(a: Args) -> SysResult {
     }
     match &f.kind {
         FileKind::PipeRead(_) | FileKind::PipeWrite(_) => Err(Errno::ESPIPE),
-        FileKind::Memfd(_) if mode != 0 => Err(Errno::EOPNOTSUPP),
-        FileKind::Memfd(obj) => {
+        FileKind::Memfd(_) | FileKind::Tmpfs(..) if mode != 0 => Err(Errno::EOPNOTSUPP),
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
             if offset.checked_add(len).is_none() {
                 return Err(Errno::EFBIG);
             }

@@ -21,8 +21,10 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
-        let FileKind::Memfd(obj) = &file.kind else {
-            return Err(Errno::ENODEV);
+        let (obj, offset) = match &file.kind {
+            FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => (obj, a.get(5)),
+            FileKind::IoUring(ring) => ring.mmap_target(a.get(5), len)?,
+            _ => return Err(Errno::ENODEV),
         };
         let shared = flags & 0x0f == MAP_SHARED;
         if !file.readable() || (shared && prot & PROT_WRITE != 0 && !file.writable()) {
@@ -36,7 +38,7 @@ pub fn mmap(a: Args) -> SysResult {
             prot,
             MapFlags::from_linux(flags),
             obj,
-            a.get(5),
+            offset,
         )?;
         return Ok(va.as_u64());
     }

@@ -8,7 +8,7 @@
 
 pub mod entry;
 mod errno;
-mod fs;
+pub(crate) mod fs;
 mod info;
 mod mm;
 mod proc;
@@ -96,7 +96,10 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),
+        82 => fs::rename(a),
         83 => fs::mkdir(a),
+        84 => fs::rmdir(a),
+        87 => fs::unlink(a),
         89 => fs::readlink(a),
         96 => time::gettimeofday(a),
         97 => info::getrlimit(a),
@@ -104,11 +107,18 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         99 => info::sysinfo(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
+        137 => fs::statfs(a),
+        138 => fs::fstatfs(a),
         158 => proc::arch_prctl(a),
         169 => proc::reboot(a),
         186 => proc::gettid(),
         201 => time::time(a),
         202 => proc::futex(a),
+        206 => crate::fs::aio::io_setup(a),
+        207 => crate::fs::aio::io_destroy(a),
+        208 => crate::fs::aio::io_getevents(a),
+        209 => crate::fs::aio::io_submit(a),
+        210 => crate::fs::aio::io_cancel(a),
         217 => fs::getdents64(a),
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
@@ -116,6 +126,8 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         231 => proc::exit_group(a),
         257 => fs::openat(a),
         262 => fs::newfstatat(a),
+        263 => fs::unlinkat(a),
+        264 => fs::renameat(a),
         267 => fs::readlinkat(a),
         // set_robust_list: accepted (nothing walks the list yet), but as Linux only with
         // len == sizeof(struct robust_list_head).
@@ -126,9 +138,13 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         292 => fs::dup3(a),
         293 => fs::pipe2(a.get(0), a.i32(1) as u32),
         302 => info::prlimit64(a),
+        316 => fs::renameat2(a),
         318 => info::getrandom(a),
         319 => fs::memfd_create(a),
         334 => Err(Errno::ENOSYS),
+        425 => crate::fs::io_uring::setup(a),
+        426 => crate::fs::io_uring::enter(a),
+        427 => crate::fs::io_uring::register(a),
         // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
         435 => Err(Errno::ENOSYS),
         _ => {

@@ -76,6 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         accel,
         gdb: false,
         cmdline: qemu::compose_cmdline(None, &["bench".to_owned()])?,
+        disk: Some(built.disk.clone()),
     };
     let shown = qemu::show_command(&machine.command(&qemu_path));
     eprintln!("xtask: {shown}");

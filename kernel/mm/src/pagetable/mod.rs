@@ -77,6 +77,17 @@ impl<'a> PteRef<'a> {
     }
 }
 
+/// The slots of one page-table page (see [`PageTable::slots`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Slots<'a>(&'a [AtomicU64; ENTRIES]);
+
+impl<'a> Slots<'a> {
+    #[inline]
+    pub(crate) fn at(self, index: usize) -> PteRef<'a> {
+        PteRef(&self.0[index & (ENTRIES - 1)])
+    }
+}
+
 /// Bytes translated by one entry at `level` (1 = PT entry = one page).
 pub(crate) const fn level_span(level: u8) -> u64 {
     1u64 << (12 + 9 * (level as u32 - 1))
@@ -125,8 +136,24 @@ impl<'m, A: Arch> PageTable<'m, A> {
         PteRef(unsafe { self.mm.phys().pte(table, index) })
     }
 
+    /// The 512 slots of page-table page `table` of this hierarchy, checked against the memory
+    /// window once (for loops over a whole PT: fork's `copy_pte_range`).
+    #[inline]
+    pub(crate) fn slots(&self, table: PhysAddr) -> Slots<'m> {
+        // SAFETY: as in `entry`, for every slot of the table.
+        Slots(unsafe { self.mm.phys().table(table) })
+    }
+
     /// The leaf slot translating `va`, if the tables down to the PT exist.
     pub(crate) fn walk(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        Some(self.entry(self.walk_pt(va)?, va.table_index(1)))
+    }
+
+    /// The PT page holding `va`'s leaf slot (the same for all of `va`'s 2 MiB), if the tables
+    /// down to it exist: for callers that visit consecutive pages (GUP-fast) and walk once per
+    /// table. `inline(always)` so that `walk` stays one function with the walk in its body.
+    #[inline(always)]
+    pub(crate) fn walk_pt(&self, va: VirtAddr) -> Option<PhysAddr> {
         if !va.is_canonical() {
             // Only bits 47..12 index the tables: a non-canonical address would alias another.
             return None;
@@ -139,7 +166,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
             }
             table = e.frame();
         }
-        Some(self.entry(table, va.table_index(1)))
+        Some(table)
     }
 
     /// The leaf slot translating the user address `va`, allocating missing PDPT/PD/PT pages

@@ -51,6 +51,48 @@ impl<'m, A: Arch> PageTable<'m, A> {
         }
     }
 
+    /// Calls `f(va, pt, first, last)` for every PT page of `[start, end)` that exists, with the
+    /// index range `first..last` of its slots inside the range (`va` is slot `first`'s address), in address order (Linux
+    /// `copy_pud_range`/`copy_pmd_range` handing a whole PT to `copy_pte_range`): callers
+    /// that touch many slots of one table loop over them without a call per slot.
+    pub(crate) fn for_each_pt(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        f: &mut dyn FnMut(VirtAddr, PhysAddr, usize, usize),
+    ) {
+        self.visit_pts(self.root, 4, start.as_u64(), end.as_u64(), f);
+    }
+
+    fn visit_pts(
+        &self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(VirtAddr, PhysAddr, usize, usize),
+    ) {
+        let span = level_span(level);
+        let mut va = start;
+        while va < end {
+            let next = ((va & !(span - 1)) + span).min(end);
+            let e = self
+                .entry(table, VirtAddr::new(va).table_index(level))
+                .load();
+            if e.is_present() {
+                if level == 2 {
+                    let first = VirtAddr::new(va).table_index(1);
+                    // `next` is the end of this PT's span or `end`; both page aligned.
+                    let last = first + ((next - va) / level_span(1)) as usize;
+                    f(VirtAddr::new(va), e.frame(), first, last);
+                } else {
+                    self.visit_pts(e.frame(), level - 1, va, next, f);
+                }
+            }
+            va = next;
+        }
+    }
+
     /// Changes every mapping PTE of `[start, end)` to `f(old)` (Linux `change_protection`).
     /// Returns the flush needed for entries that lost a permission or their presence.
     pub(crate) fn change_protection(

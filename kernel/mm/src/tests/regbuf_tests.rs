@@ -39,8 +39,47 @@ fn register_pins_every_page_and_unregister_returns_them() {
     );
     assert_eq!(
         register_buffer(&env.mm, &mut s, va + 1, PAGE_SIZE).map(|_| ()),
+        Err(MmError::Fault)
+    );
+    assert_eq!(
+        register_buffer(&env.mm, &mut s, va + PAGE, 0).map(|_| ()),
         Err(MmError::Inval)
     );
+    assert_eq!(env.mm.stats().gup_pins_held, 0);
+    env.finish(std::vec![s]);
+}
+
+/// io_uring buffers need not be page aligned: the pages the range touches are pinned and
+/// byte 0 of the buffer is the first byte of the range.
+#[test]
+fn unaligned_buffer_pins_the_pages_it_touches() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 3, Prot::RW);
+    let buf = register_buffer(&env.mm, &mut s, va + 100, PAGE_SIZE).unwrap();
+    assert_eq!(buf.nr_pages(), 2);
+    assert_eq!(env.mm.stats().gup_pins_held, 2);
+    buf.dma_write(&env.mm, PAGE_SIZE - 8, &[7u8; 8]);
+    buf.dma_write(&env.mm, 0, &[9u8; 4]);
+    let mut b = [0u8; 8];
+    crate::copy_from_user(&env.mm, &mut s, va + PAGE + 92, &mut b).unwrap();
+    assert_eq!(b, [7u8; 8]);
+    crate::copy_from_user(&env.mm, &mut s, va + 100, &mut b[..4]).unwrap();
+    assert_eq!(&b[..4], &[9u8; 4]);
+    let mut segments = std::vec::Vec::new();
+    buf.for_each_segment(PAGE_SIZE - 4096 + 3990, 20, |page, off, range| {
+        segments.push((page.page().frame(), off, range));
+    });
+    assert_eq!(
+        segments,
+        std::vec![
+            (env.frame(&s, va), 4090, 0..6),
+            (env.frame(&s, va + PAGE), 0, 6..20)
+        ]
+    );
+    env.check(&[&s]);
+    buf.unregister(&env.mm);
+    assert_eq!(env.mm.stats().gup_pins_held, 0);
     env.finish(std::vec![s]);
 }
 

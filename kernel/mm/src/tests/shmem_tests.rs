@@ -465,3 +465,13 @@ fn cow_copy_frees_an_orphaned_old_page_only_after_the_flush() {
         env.finish(std::vec![s]);
     }
 }
+
+#[test]
+fn maps_name_is_kept_for_the_objects_life() {
+    let obj = ShmemObject::new();
+    assert_eq!(obj.maps_name(), None);
+    obj.set_maps_name("/memfd:test (deleted)");
+    assert_eq!(obj.maps_name().as_deref(), Some("/memfd:test (deleted)"));
+    let sized = ShmemObject::with_size(4096).unwrap();
+    assert_eq!(sized.maps_name(), None);
+}

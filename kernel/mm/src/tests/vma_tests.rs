@@ -339,6 +339,11 @@ fn brk_grows_and_shrinks() {
     assert_eq!(s.brk(&env.mm, VirtAddr::zero()), base, "brk(0) queries");
     let b = s.brk(&env.mm, base + 3 * PAGE + 10);
     assert_eq!(b, base + 3 * PAGE + 10);
+    assert_eq!(
+        s.brk_start(),
+        base,
+        "the heap start stays where exec put it"
+    );
     env.write(&mut s, base + 3 * PAGE + 8, 7).unwrap();
     env.write(&mut s, base, 1).unwrap();
     assert_eq!(

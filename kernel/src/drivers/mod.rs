@@ -1,0 +1,11 @@
+//! Device drivers: PCI configuration space and the virtio block device behind `/dev/vda`.
+
+pub mod dma;
+pub mod pci;
+pub mod virtio_blk;
+
+/// Finds and initialises the devices. Call after the PIC is set up (drivers unmask their
+/// interrupt lines) and the heap exists (DMA memory comes from it), before interrupts are on.
+pub fn init() {
+    virtio_blk::init();
+}

@@ -1,0 +1,311 @@
+//! Linux native AIO (`io_setup`, `io_submit`, `io_getevents`, `io_cancel`, `io_destroy`) with
+//! Linux's `struct iocb` and `struct io_event`, for `/dev/vda`.
+//!
+//! Model (`fs/aio.c`): a context belongs to the address space that created it (a child after
+//! fork cannot use its parent's: `EINVAL`) and holds up to `nr_events` results. `io_submit`
+//! validates each iocb and starts it: on an `O_DIRECT` `/dev/vda` the user pages are taken at
+//! submission and released when the device completes the request — from the interrupt handler,
+//! whether or not anyone ever calls `io_getevents` (`fs::vda::start_direct`); buffered
+//! `/dev/vda` I/O runs synchronously inside `io_submit`. Errors the transfer itself meets
+//! (alignment `EINVAL`, `EFAULT`, `EIO`) arrive as the event's `res`, as on Linux; errors in the
+//! iocb (bad descriptor, opcode, reserved fields) fail `io_submit`. Other files are `EINVAL`.
+//! There is no ring mapped in user memory: the context id is an opaque number and libaio's
+//! user-space fast path sees no ring magic and uses the system call.
+//!
+//! Lifetime: the global table holds each context; `io_destroy` removes it and waits for its
+//! requests. A context whose address space is gone (the process exited without `io_destroy`)
+//! is dropped from the table by the next `io_setup` once its requests have finished; its
+//! requests never depended on it for their pages.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use cowlab_mm::AddressSpace;
+use spin::Mutex;
+
+use super::vda::{self, Op, Started};
+use super::FileKind;
+use crate::proc::{self, with_current};
+use crate::syscall::{Args, Errno, SysResult};
+use crate::time;
+use crate::uaccess::{UserPtr, UserSlice};
+
+const IOCB_CMD_PREAD: u16 = 0;
+const IOCB_CMD_PWRITE: u16 = 1;
+const IOCB_FLAG_RESFD: u32 = 1;
+/// Linux `aio-max-nr`'s default.
+const AIO_MAX_NR: u32 = 65536;
+
+/// Linux `struct iocb` (64 bytes, little-endian x86_64 layout).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Iocb {
+    aio_data: u64,
+    aio_key: u32,
+    aio_rw_flags: i32,
+    aio_lio_opcode: u16,
+    aio_reqprio: i16,
+    aio_fildes: u32,
+    aio_buf: u64,
+    aio_nbytes: u64,
+    aio_offset: i64,
+    aio_reserved2: u64,
+    aio_flags: u32,
+    aio_resfd: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Iocb>() == 64);
+
+/// Linux `struct io_event` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+struct Ring {
+    events: VecDeque<IoEvent>,
+    /// Requests submitted whose event is not posted yet.
+    inflight: usize,
+}
+
+struct Context {
+    owner: Weak<Mutex<AddressSpace>>,
+    max_events: usize,
+    /// Taken from the interrupt handler (completions) and, interrupts off, by the calls.
+    ring: Mutex<Ring>,
+}
+
+impl Context {
+    fn channel(self: &Arc<Context>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    fn post(self: &Arc<Context>, event: IoEvent, was_inflight: bool) {
+        {
+            let mut ring = self.ring.lock();
+            if was_inflight {
+                ring.inflight -= 1;
+            }
+            ring.events.push_back(event);
+        }
+        proc::wakeup(self.channel());
+    }
+}
+
+static CONTEXTS: Mutex<BTreeMap<u64, Arc<Context>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(0x10_0000);
+
+/// The current process's context `id` (`EINVAL` if there is none or it is another mm's).
+fn lookup(id: u64) -> Result<Arc<Context>, Errno> {
+    let aspace = proc::current_aspace();
+    let table = CONTEXTS.lock();
+    let ctx = table.get(&id).ok_or(Errno::EINVAL)?;
+    match ctx.owner.upgrade() {
+        Some(owner) if Arc::ptr_eq(&owner, &aspace) => Ok(ctx.clone()),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Drops the contexts whose address space is gone and whose requests have all finished.
+fn sweep() {
+    let dead: Vec<Arc<Context>> = {
+        let mut table = CONTEXTS.lock();
+        let ids: Vec<u64> = table
+            .iter()
+            .filter(|(_, c)| c.owner.strong_count() == 0 && c.ring.lock().inflight == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.iter().filter_map(|id| table.remove(id)).collect()
+    };
+    drop(dead);
+}
+
+/// `io_setup(nr_events, ctx_idp)`.
+pub fn io_setup(a: Args) -> SysResult {
+    let nr = a.get(0) as u32;
+    let ctxp = UserPtr::<u64>::new(a.get(1))?;
+    if ctxp.read()? != 0 || nr == 0 || nr > 0x1000_0000 / 32 {
+        return Err(Errno::EINVAL);
+    }
+    if nr > AIO_MAX_NR {
+        return Err(Errno::EAGAIN);
+    }
+    sweep();
+    let ctx = Arc::new(Context {
+        owner: Arc::downgrade(&proc::current_aspace()),
+        max_events: nr as usize,
+        ring: Mutex::new(Ring {
+            // Reserved up front: completions push from the interrupt handler.
+            events: VecDeque::with_capacity(nr as usize),
+            inflight: 0,
+        }),
+    });
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    CONTEXTS.lock().insert(id, ctx);
+    if let Err(e) = ctxp.write(&id) {
+        CONTEXTS.lock().remove(&id);
+        return Err(e);
+    }
+    Ok(0)
+}
+
+/// `io_destroy(ctx_id)`: removes the context, then waits for its requests to finish.
+pub fn io_destroy(a: Args) -> SysResult {
+    let ctx = lookup(a.get(0))?;
+    CONTEXTS.lock().remove(&a.get(0));
+    while ctx.ring.lock().inflight != 0 {
+        proc::sleep(ctx.channel())?;
+    }
+    Ok(0)
+}
+
+/// Validates and starts one iocb at user address `user_iocb`.
+fn submit_one(ctx: &Arc<Context>, user_iocb: u64) -> Result<(), Errno> {
+    let iocb = UserPtr::<Iocb>::new(user_iocb)?.read()?;
+    if iocb.aio_reserved2 != 0
+        || iocb.aio_flags & IOCB_FLAG_RESFD != 0
+        || (iocb.aio_nbytes as i64) < 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    let file = with_current(|p| p.fds.get(i64::from(iocb.aio_fildes)))?;
+    let op = match iocb.aio_lio_opcode {
+        IOCB_CMD_PREAD if file.readable() => Op::Read,
+        IOCB_CMD_PWRITE if file.writable() => Op::Write,
+        IOCB_CMD_PREAD | IOCB_CMD_PWRITE => return Err(Errno::EBADF),
+        _ => return Err(Errno::EINVAL),
+    };
+    if !matches!(file.kind, FileKind::Vda) {
+        return Err(Errno::EINVAL);
+    }
+    if iocb.aio_offset < 0 {
+        return Err(Errno::EINVAL);
+    }
+    // Linux stores KIOCB_KEY (0) in the user's iocb.
+    UserPtr::<u32>::new(user_iocb + 8)?.write(&0)?;
+    let buf = UserSlice::new(iocb.aio_buf, iocb.aio_nbytes as usize)?;
+    {
+        let mut ring = ctx.ring.lock();
+        if ring.inflight + ring.events.len() >= ctx.max_events {
+            return Err(Errno::EAGAIN);
+        }
+        ring.inflight += 1;
+    }
+    let event = IoEvent {
+        data: iocb.aio_data,
+        obj: user_iocb,
+        ..IoEvent::default()
+    };
+    let pos = iocb.aio_offset as u64;
+    if vda::is_direct(&file) {
+        let target = ctx.clone();
+        let done = alloc::boxed::Box::new(move |res: i64| {
+            target.post(IoEvent { res, ..event }, true);
+        });
+        if let Started::Done(res) = vda::start_direct(op, buf, pos, done) {
+            ctx.post(IoEvent { res, ..event }, true);
+        }
+    } else {
+        let result = match op {
+            Op::Read => vda::read(&file, buf, Some(pos)),
+            Op::Write => vda::write(&file, buf, Some(pos)),
+        };
+        let res = match result {
+            Ok(n) => n as i64,
+            Err(e) => -(e as i64),
+        };
+        ctx.post(IoEvent { res, ..event }, true);
+    }
+    Ok(())
+}
+
+/// `io_submit(ctx_id, nr, iocbpp)`: how many iocbs were started; an error only if the first
+/// could not be.
+pub fn io_submit(a: Args) -> SysResult {
+    let nr = a.int(1);
+    if nr < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let ctx = lookup(a.get(0))?;
+    for i in 0..nr as u64 {
+        let result = a
+            .get(2)
+            .checked_add(8 * i)
+            .ok_or(Errno::EFAULT)
+            .and_then(|at| UserPtr::<u64>::new(at)?.read())
+            .and_then(|iocb| submit_one(&ctx, iocb));
+        if let Err(e) = result {
+            return if i == 0 { Err(e) } else { Ok(i) };
+        }
+    }
+    Ok(nr as u64)
+}
+
+/// `io_getevents(ctx_id, min_nr, nr, events, timeout)`: waits for `min_nr` events (or the
+/// timeout), then copies up to `nr`.
+pub fn io_getevents(a: Args) -> SysResult {
+    let ctx = lookup(a.get(0))?;
+    let (min_nr, nr) = (a.int(1), a.int(2));
+    if min_nr < 0 || nr < 0 || min_nr > nr {
+        return Err(Errno::EINVAL);
+    }
+    let out = a.get(3);
+    let deadline = match a.get(4) {
+        0 => None,
+        at => {
+            let ts = UserPtr::<Timespec>::new(at)?.read()?;
+            if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
+                return Err(Errno::EINVAL);
+            }
+            let micros = (ts.sec as u64)
+                .saturating_mul(1_000_000)
+                .saturating_add(ts.nsec as u64 / 1000);
+            Some(time::micros_since_boot().saturating_add(micros))
+        }
+    };
+    UserSlice::new(out, nr as usize * core::mem::size_of::<IoEvent>())?;
+    loop {
+        let ready = ctx.ring.lock().events.len() as i64;
+        let expired = deadline.is_some_and(|d| time::micros_since_boot() >= d);
+        if ready >= min_nr || expired {
+            break;
+        }
+        match deadline {
+            None => proc::sleep(ctx.channel())?,
+            // The sleep with a deadline wakes on each tick to look again.
+            Some(_) => proc::sleep_ticks(1)?,
+        }
+    }
+    let events: Vec<IoEvent> = {
+        let mut ring = ctx.ring.lock();
+        let n = ring.events.len().min(nr as usize);
+        ring.events.drain(..n).collect()
+    };
+    for (i, event) in events.iter().enumerate() {
+        UserPtr::<IoEvent>::new(out + (i * core::mem::size_of::<IoEvent>()) as u64)?
+            .write(event)?;
+    }
+    Ok(events.len() as u64)
+}
+
+/// `io_cancel(ctx_id, iocb, result)`: block-device requests cannot be cancelled once started
+/// (Linux has no `ki_cancel` for them): `EINVAL`, after the checks Linux makes first.
+pub fn io_cancel(a: Args) -> SysResult {
+    lookup(a.get(0))?;
+    // Linux reads the iocb's key first (EFAULT), then finds nothing it can cancel.
+    UserPtr::<u32>::new(a.get(1).checked_add(8).ok_or(Errno::EFAULT)?)?.read()?;
+    Err(Errno::EINVAL)
+}

@@ -1,0 +1,873 @@
+//! A minimal io_uring (Linux `io_uring/`), with Linux's ABI: `io_uring_setup` (425),
+//! `io_uring_enter` (426), `io_uring_register` (427), `struct io_uring_params` and its ring
+//! offsets, 64-byte SQEs, 16-byte CQEs, and the ring mmaps at `IORING_OFF_SQ_RING`,
+//! `IORING_OFF_CQ_RING` and `IORING_OFF_SQES`. It exists for its long-term registered buffers:
+//! `IORING_REGISTER_BUFFERS` pins user memory with `FOLL_WRITE|FOLL_LONGTERM`
+//! (`cowlab_mm::regbuf`) and the fixed read/write operations move data through the *pinned
+//! frames* (the kernel's direct map), never through the process's page tables, which is what
+//! makes cow.c's io_uring families observe exactly what the pinned pages hold.
+//!
+//! Picture: one shmem object holds the rings: the ring header (SQ and CQ head/tail, masks,
+//! counters), the CQE array and the SQ index array in its first pages, the SQE array in the
+//! pages after them. The process maps it `MAP_SHARED` through the same memory-manager path as
+//! a memfd (`mmap_target` turns the magic offsets into object offsets), so the kernel's
+//! `read_at`/`write_at` of the object and the process's loads and stores meet in the same cache
+//! frames; one object serves both ring offsets (`IORING_FEAT_SINGLE_MMAP`). The kernel keeps
+//! its own copies of the indices it owns (SQ head, CQ tail) and only reads the user's (SQ
+//! tail, CQ head).
+//!
+//! Every submission executes synchronously inside `io_uring_enter`, in SQ order, and posts its
+//! CQE before the call returns (so a read of an empty pipe blocks the caller there; there are
+//! no worker threads or polling). `IOSQE_IO_DRAIN` and `IOSQE_ASYNC` therefore hold trivially;
+//! `IOSQE_IO_LINK`/`IOSQE_IO_HARDLINK` chains and `IOSQE_CQE_SKIP_SUCCESS` are honoured;
+//! `IOSQE_FIXED_FILE` and `IOSQE_BUFFER_SELECT` (no registered files or buffer groups) complete
+//! with `-EINVAL`. A submission is taken only when its CQE has room, so no completion is ever
+//! dropped; a full CQ makes `io_uring_enter` stop early (`EBUSY` if it submitted nothing).
+//!
+//! Lifetime: the open-file description owns the ring. Its last close (the process's exit
+//! included) drops the registration, which unpins every buffer, and puts the shmem object
+//! (mappings keep their own references). After `fork` the child shares the description, hence
+//! the one registration and its one set of pins, as the ring fd is shared on Linux.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use cowlab_mm::regbuf::{register_buffer, RegisteredBuffer};
+use cowlab_mm::shmem::ShmemObject;
+use cowlab_mm::{MmError, VirtAddr};
+use spin::Mutex;
+
+use super::{console, FileKind, OpenFile, O_RDWR};
+use crate::memory;
+use crate::proc::{self, current_aspace, with_current};
+use crate::syscall::fs::{read_file, write_file};
+use crate::syscall::{Args, Errno, SysResult};
+use crate::uaccess::{UserPtr, UserSlice};
+
+pub const IORING_OFF_SQ_RING: u64 = 0;
+pub const IORING_OFF_CQ_RING: u64 = 0x800_0000;
+pub const IORING_OFF_SQES: u64 = 0x1000_0000;
+
+const IORING_SETUP_CQSIZE: u32 = 1 << 3;
+const IORING_SETUP_CLAMP: u32 = 1 << 4;
+const IORING_SETUP_SUBMIT_ALL: u32 = 1 << 7;
+/// `io_uring_setup` flags accepted: the rest (polling, SQ threads, ...) answer `EINVAL`.
+const SETUP_FLAGS: u32 = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL;
+const IORING_MAX_ENTRIES: u32 = 32768;
+const IORING_MAX_CQ_ENTRIES: u32 = 2 * IORING_MAX_ENTRIES;
+
+const IORING_FEAT_SINGLE_MMAP: u32 = 1 << 0;
+const IORING_FEAT_SUBMIT_STABLE: u32 = 1 << 2;
+const IORING_FEAT_RW_CUR_POS: u32 = 1 << 3;
+
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+const IORING_ENTER_SQ_WAKEUP: u32 = 1 << 1;
+const IORING_ENTER_SQ_WAIT: u32 = 1 << 2;
+/// Accepted `io_uring_enter` flags (`SQ_WAKEUP`/`SQ_WAIT` mean nothing without an SQ thread,
+/// as on Linux); `EXT_ARG` and `REGISTERED_RING` answer `EINVAL`.
+const ENTER_FLAGS: u32 = IORING_ENTER_GETEVENTS | IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT;
+
+const IORING_REGISTER_BUFFERS: u64 = 0;
+const IORING_UNREGISTER_BUFFERS: u64 = 1;
+/// Linux `IORING_MAX_REG_BUFFERS`.
+const IORING_MAX_REG_BUFFERS: u64 = 1 << 14;
+/// Linux's limit on one registered buffer (`io_buffer_validate`).
+const MAX_BUFFER_LEN: u64 = 1 << 30;
+
+const IORING_OP_NOP: u8 = 0;
+const IORING_OP_READV: u8 = 1;
+const IORING_OP_WRITEV: u8 = 2;
+const IORING_OP_READ_FIXED: u8 = 4;
+const IORING_OP_WRITE_FIXED: u8 = 5;
+const IORING_OP_READ: u8 = 22;
+const IORING_OP_WRITE: u8 = 23;
+
+const IOSQE_IO_DRAIN: u8 = 1 << 1;
+const IOSQE_IO_LINK: u8 = 1 << 2;
+const IOSQE_IO_HARDLINK: u8 = 1 << 3;
+const IOSQE_ASYNC: u8 = 1 << 4;
+const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
+/// SQE flags honoured; the others (`IOSQE_FIXED_FILE` 1, `IOSQE_BUFFER_SELECT` 0x20) complete
+/// with `-EINVAL`.
+const SQE_FLAGS: u8 =
+    IOSQE_IO_DRAIN | IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_ASYNC | IOSQE_CQE_SKIP_SUCCESS;
+/// `RWF_DSYNC | RWF_SYNC`: satisfied by memory-backed files as they are.
+const RWF_SYNCS: u32 = 2 | 4;
+
+/// Linux `struct io_sqring_offsets` (40 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct SqringOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    flags: u32,
+    dropped: u32,
+    array: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+/// Linux `struct io_cqring_offsets` (40 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CqringOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    overflow: u32,
+    cqes: u32,
+    flags: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+/// Linux `struct io_uring_params` (120 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Params {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: SqringOffsets,
+    cq_off: CqringOffsets,
+}
+
+const _: () = assert!(core::mem::size_of::<Params>() == 120);
+
+/// Linux `struct io_uring_sqe` (64 bytes), the fields the supported operations use.
+#[derive(Clone, Copy, Default)]
+struct Sqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    off: u64,
+    addr: u64,
+    len: u32,
+    rw_flags: u32,
+    user_data: u64,
+    buf_index: u16,
+}
+
+impl Sqe {
+    fn parse(b: &[u8; 64]) -> Sqe {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Sqe {
+            opcode: b[0],
+            flags: b[1],
+            ioprio: u16_at(2),
+            fd: u32_at(4) as i32,
+            off: u64_at(8),
+            addr: u64_at(16),
+            len: u32_at(24),
+            rw_flags: u32_at(28),
+            user_data: u64_at(32),
+            buf_index: u16_at(40),
+        }
+    }
+}
+
+// The ring header: each index the two sides write on its own cache line, as Linux's
+// `struct io_rings`. The CQE array starts on a cache line; the SQ index array follows it.
+const SQ_HEAD: u64 = 0;
+const SQ_TAIL: u64 = 64;
+const CQ_HEAD: u64 = 128;
+const CQ_TAIL: u64 = 192;
+const SQ_RING_MASK: u64 = 256;
+const CQ_RING_MASK: u64 = 260;
+const SQ_RING_ENTRIES: u64 = 264;
+const CQ_RING_ENTRIES: u64 = 268;
+const SQ_DROPPED: u64 = 272;
+const SQ_FLAGS: u64 = 276;
+const CQ_FLAGS: u64 = 280;
+const CQ_OVERFLOW: u64 = 284;
+const CQES: u64 = 320;
+const PAGE: u64 = 4096;
+
+/// The registered buffers (`None`: a sparse slot, registered as `{NULL, 0}`). Dropping the
+/// last reference unpins them all: an operation in flight keeps its `Arc`, so unregistering
+/// while it runs unpins when it ends (Linux's resource node references).
+struct Registration {
+    bufs: Vec<Option<RegisteredBuffer>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        for buf in self.bufs.drain(..).flatten() {
+            buf.unregister(memory::mm());
+        }
+    }
+}
+
+/// The indices the kernel owns, and submissions taken but not yet completed (each has a CQE
+/// slot reserved).
+#[derive(Default)]
+struct RingState {
+    sq_head: u32,
+    cq_tail: u32,
+    dropped: u32,
+    in_flight: u32,
+}
+
+/// One io_uring instance (the private data of its open-file description).
+pub struct IoUring {
+    /// `Some` until drop, which puts it.
+    obj: Option<Arc<ShmemObject>>,
+    sq_entries: u32,
+    cq_entries: u32,
+    sq_array: u64,
+    /// Bytes of the ring part (header, CQEs, SQ array), page aligned; the SQEs follow.
+    rings_len: u64,
+    sqes_len: u64,
+    state: Mutex<RingState>,
+    registration: Mutex<Option<Arc<Registration>>>,
+}
+
+impl Drop for IoUring {
+    fn drop(&mut self) {
+        drop(self.registration.get_mut().take());
+        if let Some(obj) = self.obj.take() {
+            ShmemObject::put(obj, memory::mm());
+        }
+    }
+}
+
+impl IoUring {
+    fn obj(&self) -> &Arc<ShmemObject> {
+        self.obj.as_ref().expect("the ring object lives until drop")
+    }
+
+    fn read_u32(&self, at: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.obj().read_at(memory::mm(), at, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// Stores a ring word. The object's pages were all allocated at setup, so this cannot fail.
+    fn write_u32(&self, at: u64, value: u32) {
+        let written = self.obj().write_at(memory::mm(), at, &value.to_le_bytes());
+        debug_assert_eq!(written, Ok(4), "ring pages are allocated at setup");
+    }
+
+    /// The shmem object and object offset behind an mmap of the ring file at `offset` (one of
+    /// the `IORING_OFF_*` cookies) for `len` bytes (Linux `io_uring_validate_mmap_request`).
+    pub fn mmap_target(&self, offset: u64, len: u64) -> Result<(&Arc<ShmemObject>, u64), Errno> {
+        let (start, size) = match offset {
+            IORING_OFF_SQ_RING | IORING_OFF_CQ_RING => (0, self.rings_len),
+            IORING_OFF_SQES => (self.rings_len, self.sqes_len),
+            _ => return Err(Errno::EINVAL),
+        };
+        if len > size {
+            return Err(Errno::EINVAL);
+        }
+        Ok((self.obj(), start))
+    }
+
+    /// Takes the next submission if there is one and its CQE has room (Linux
+    /// `io_get_sqe`). An SQ index out of range is dropped and counted in `sq_dropped`.
+    fn take_sqe(&self) -> Taken {
+        let mut st = self.state.lock();
+        loop {
+            let tail = self.read_u32(SQ_TAIL);
+            if st.sq_head == tail {
+                return Taken::Empty;
+            }
+            let cq_head = self.read_u32(CQ_HEAD);
+            let queued = st.cq_tail.wrapping_sub(cq_head).min(self.cq_entries);
+            if queued + st.in_flight >= self.cq_entries {
+                return Taken::CqFull;
+            }
+            let slot = st.sq_head & (self.sq_entries - 1);
+            let index = self.read_u32(self.sq_array + 4 * u64::from(slot));
+            st.sq_head = st.sq_head.wrapping_add(1);
+            self.write_u32(SQ_HEAD, st.sq_head);
+            if index >= self.sq_entries {
+                st.dropped = st.dropped.wrapping_add(1);
+                self.write_u32(SQ_DROPPED, st.dropped);
+                continue;
+            }
+            let mut raw = [0u8; 64];
+            self.obj().read_at(
+                memory::mm(),
+                self.rings_len + 64 * u64::from(index),
+                &mut raw,
+            );
+            st.in_flight += 1;
+            return Taken::Sqe(Sqe::parse(&raw));
+        }
+    }
+
+    /// Posts a completion into the slot `take_sqe` reserved (or just releases it).
+    fn complete(&self, user_data: u64, res: i32, post: bool) {
+        let mut st = self.state.lock();
+        st.in_flight -= 1;
+        if post {
+            let slot = st.cq_tail & (self.cq_entries - 1);
+            let mut cqe = [0u8; 16];
+            cqe[..8].copy_from_slice(&user_data.to_le_bytes());
+            cqe[8..12].copy_from_slice(&res.to_le_bytes());
+            let written = self
+                .obj()
+                .write_at(memory::mm(), CQES + 16 * u64::from(slot), &cqe);
+            debug_assert_eq!(written, Ok(16), "ring pages are allocated at setup");
+            st.cq_tail = st.cq_tail.wrapping_add(1);
+            self.write_u32(CQ_TAIL, st.cq_tail);
+        }
+        drop(st);
+        proc::wakeup(self.channel());
+    }
+
+    /// Completions waiting for the process.
+    fn cq_ready(&self) -> u32 {
+        let tail = self.state.lock().cq_tail;
+        tail.wrapping_sub(self.read_u32(CQ_HEAD))
+            .min(self.cq_entries)
+    }
+
+    fn channel(&self) -> usize {
+        self as *const IoUring as usize
+    }
+
+    fn registration(&self) -> Option<Arc<Registration>> {
+        self.registration.lock().clone()
+    }
+}
+
+enum Taken {
+    Sqe(Sqe),
+    Empty,
+    CqFull,
+}
+
+/// Size in bytes of the ring part for these entry counts, and the SQ array's offset.
+fn ring_layout(sq_entries: u32, cq_entries: u32) -> (u64, u64) {
+    let array = (CQES + 16 * u64::from(cq_entries)).next_multiple_of(64);
+    let end = array + 4 * u64::from(sq_entries);
+    (array, end.next_multiple_of(PAGE))
+}
+
+/// io_uring_setup(entries, params) (Linux `io_uring_setup`): a new ring, its descriptor
+/// (always `O_CLOEXEC`, as Linux's) and the offsets in `params`.
+pub fn setup(a: Args) -> SysResult {
+    let ptr = UserPtr::<Params>::new(a.get(1))?;
+    let mut p = ptr.read()?;
+    if p.resv != [0; 3] || p.flags & !SETUP_FLAGS != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let clamp = p.flags & IORING_SETUP_CLAMP != 0;
+    let mut entries = a.get(0) as u32;
+    if a.get(0) == 0 || a.get(0) > u64::from(u32::MAX) {
+        return Err(Errno::EINVAL);
+    }
+    if entries > IORING_MAX_ENTRIES {
+        if !clamp {
+            return Err(Errno::EINVAL);
+        }
+        entries = IORING_MAX_ENTRIES;
+    }
+    let sq_entries = entries.next_power_of_two();
+    let cq_entries = if p.flags & IORING_SETUP_CQSIZE != 0 {
+        let mut cq = p.cq_entries;
+        if cq == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if cq > IORING_MAX_CQ_ENTRIES {
+            if !clamp {
+                return Err(Errno::EINVAL);
+            }
+            cq = IORING_MAX_CQ_ENTRIES;
+        }
+        let cq = cq.next_power_of_two();
+        if cq < sq_entries {
+            return Err(Errno::EINVAL);
+        }
+        cq
+    } else {
+        2 * sq_entries
+    };
+    let (sq_array, rings_len) = ring_layout(sq_entries, cq_entries);
+    let sqes_len = (64 * u64::from(sq_entries)).next_multiple_of(PAGE);
+    if !with_current(|p| p.fds.has_room_for(1)) {
+        return Err(Errno::EMFILE);
+    }
+    let mm = memory::mm();
+    let obj = ShmemObject::new();
+    // All pages now: completions are then posted without allocating, and ENOMEM shows here.
+    if let Err(e) = obj.fallocate(mm, 0, rings_len + sqes_len) {
+        ShmemObject::put(obj, mm);
+        return Err(e.into());
+    }
+    let ring = IoUring {
+        obj: Some(obj),
+        sq_entries,
+        cq_entries,
+        sq_array,
+        rings_len,
+        sqes_len,
+        state: Mutex::new(RingState::default()),
+        registration: Mutex::new(None),
+    };
+    ring.write_u32(SQ_RING_MASK, sq_entries - 1);
+    ring.write_u32(CQ_RING_MASK, cq_entries - 1);
+    ring.write_u32(SQ_RING_ENTRIES, sq_entries);
+    ring.write_u32(CQ_RING_ENTRIES, cq_entries);
+    p.sq_entries = sq_entries;
+    p.cq_entries = cq_entries;
+    p.features = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_SUBMIT_STABLE | IORING_FEAT_RW_CUR_POS;
+    p.sq_off = SqringOffsets {
+        head: SQ_HEAD as u32,
+        tail: SQ_TAIL as u32,
+        ring_mask: SQ_RING_MASK as u32,
+        ring_entries: SQ_RING_ENTRIES as u32,
+        flags: SQ_FLAGS as u32,
+        dropped: SQ_DROPPED as u32,
+        array: sq_array as u32,
+        ..SqringOffsets::default()
+    };
+    p.cq_off = CqringOffsets {
+        head: CQ_HEAD as u32,
+        tail: CQ_TAIL as u32,
+        ring_mask: CQ_RING_MASK as u32,
+        ring_entries: CQ_RING_ENTRIES as u32,
+        overflow: CQ_OVERFLOW as u32,
+        cqes: CQES as u32,
+        flags: CQ_FLAGS as u32,
+        ..CqringOffsets::default()
+    };
+    let file = OpenFile::new(FileKind::IoUring(ring), O_RDWR);
+    ptr.write(&p)?;
+    let fd = super::Fd {
+        file,
+        cloexec: true,
+    };
+    // A failed install hands the descriptor back: drop it outside the table lock.
+    let installed = with_current(|p| p.fds.install(fd.clone()));
+    drop(fd);
+    Ok(installed? as u64)
+}
+
+/// The ring behind descriptor `fd`: `EBADF` for no descriptor, `EOPNOTSUPP` for another file.
+fn ring_file(fd: i64) -> Result<Arc<OpenFile>, Errno> {
+    let file = with_current(|p| p.fds.get(fd))?;
+    match file.kind {
+        FileKind::IoUring(_) => Ok(file),
+        _ => Err(Errno::EOPNOTSUPP),
+    }
+}
+
+fn ring_of(file: &OpenFile) -> &IoUring {
+    match &file.kind {
+        FileKind::IoUring(ring) => ring,
+        _ => unreachable!("ring_file checked the kind"),
+    }
+}
+
+/// io_uring_enter(fd, to_submit, min_complete, flags, sig, sigsz): submits up to `to_submit`
+/// SQEs, executing each at once, then with `IORING_ENTER_GETEVENTS` waits until
+/// `min_complete` CQEs are ready (only another process sharing the ring can add any then;
+/// a fatal signal ends the wait with `EINTR`). Returns the number submitted. The signal mask
+/// argument is ignored (there are no signal handlers to mask).
+pub fn enter(a: Args) -> SysResult {
+    let flags = a.get(3) as u32;
+    if a.get(3) > u64::from(u32::MAX) || flags & !ENTER_FLAGS != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let file = ring_file(a.int(0))?;
+    let ring = ring_of(&file);
+    let to_submit = a.get(1) as u32;
+    let mut submitted = 0u32;
+    let mut link = Link::None;
+    while submitted < to_submit {
+        let sqe = match ring.take_sqe() {
+            Taken::Sqe(sqe) => sqe,
+            Taken::Empty => break,
+            Taken::CqFull if submitted == 0 => return Err(Errno::EBUSY),
+            Taken::CqFull => break,
+        };
+        submitted += 1;
+        let res = if link == Link::Broken {
+            -(Errno::ECANCELED as i32)
+        } else {
+            execute(ring, &sqe)
+        };
+        let failed = res < 0 || (is_rw(sqe.opcode) && res != sqe.len as i32 && res >= 0);
+        link = match (sqe.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK), link) {
+            (0, _) => Link::None,
+            (_, Link::Broken) => Link::Broken,
+            (IOSQE_IO_LINK, _) if failed => Link::Broken,
+            _ => Link::Intact,
+        };
+        let skip = sqe.flags & IOSQE_CQE_SKIP_SUCCESS != 0 && res >= 0;
+        ring.complete(sqe.user_data, res, !skip);
+    }
+    if flags & IORING_ENTER_GETEVENTS != 0 {
+        let want = (a.get(2) as u32).min(ring.cq_entries);
+        while ring.cq_ready() < want {
+            if let Err(e) = proc::sleep(ring.channel()) {
+                return if submitted > 0 {
+                    Ok(u64::from(submitted))
+                } else {
+                    Err(e)
+                };
+            }
+        }
+    }
+    Ok(u64::from(submitted))
+}
+
+/// The state of an `IOSQE_IO_LINK` chain being submitted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    None,
+    Intact,
+    /// A member failed: the rest of the chain completes with `-ECANCELED`.
+    Broken,
+}
+
+fn is_rw(op: u8) -> bool {
+    matches!(
+        op,
+        IORING_OP_READ | IORING_OP_WRITE | IORING_OP_READ_FIXED | IORING_OP_WRITE_FIXED
+    )
+}
+
+/// Runs one submission; the CQE's `res` (bytes or `-errno`).
+fn execute(ring: &IoUring, sqe: &Sqe) -> i32 {
+    match execute_op(ring, sqe) {
+        Ok(n) => n.min(i32::MAX as u64) as i32,
+        Err(e) => -(e as i32),
+    }
+}
+
+fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
+    if sqe.flags & !SQE_FLAGS != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if sqe.opcode == IORING_OP_NOP {
+        return Ok(0);
+    }
+    if !matches!(
+        sqe.opcode,
+        IORING_OP_READV
+            | IORING_OP_WRITEV
+            | IORING_OP_READ_FIXED
+            | IORING_OP_WRITE_FIXED
+            | IORING_OP_READ
+            | IORING_OP_WRITE
+    ) {
+        return Err(Errno::EINVAL);
+    }
+    if sqe.ioprio != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if sqe.rw_flags & !RWF_SYNCS != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let file = with_current(|p| p.fds.get(i64::from(sqe.fd)))?;
+    // Offset -1: the file position (IORING_FEAT_RW_CUR_POS); streams ignore the offset.
+    let seekable = matches!(
+        file.kind,
+        FileKind::Regular(_) | FileKind::Memfd(_) | FileKind::Tmpfs(..) | FileKind::Proc(_)
+    );
+    let at = match sqe.off {
+        u64::MAX => None,
+        _ if !seekable => None,
+        off if (off as i64) < 0 => return Err(Errno::EINVAL),
+        off => Some(off),
+    };
+    match sqe.opcode {
+        IORING_OP_READ => read_file(&file, UserSlice::new(sqe.addr, sqe.len as usize)?, at),
+        IORING_OP_WRITE => write_file(&file, UserSlice::new(sqe.addr, sqe.len as usize)?, at),
+        IORING_OP_READV | IORING_OP_WRITEV => vectored(&file, sqe, at),
+        _ => {
+            let reg = ring.registration().ok_or(Errno::EFAULT)?;
+            let buf = reg
+                .bufs
+                .get(usize::from(sqe.buf_index))
+                .and_then(Option::as_ref)
+                .ok_or(Errno::EFAULT)?;
+            // Linux `io_import_fixed`: the range must lie inside the registered one.
+            let start = buf.start().as_u64();
+            let end = sqe
+                .addr
+                .checked_add(u64::from(sqe.len))
+                .ok_or(Errno::EFAULT)?;
+            if sqe.addr < start || end > start + buf.len() as u64 {
+                return Err(Errno::EFAULT);
+            }
+            let range = FixedRange {
+                buf,
+                offset: (sqe.addr - start) as usize,
+                len: sqe.len as usize,
+            };
+            let n = if sqe.opcode == IORING_OP_READ_FIXED {
+                read_fixed(&file, at, &range)?
+            } else {
+                write_fixed(&file, at, &range)?
+            };
+            Ok(n as u64)
+        }
+    }
+}
+
+/// `IORING_OP_READV`/`WRITEV`: `addr` points at `len` iovecs; stops at the first short one.
+fn vectored(file: &OpenFile, sqe: &Sqe, at: Option<u64>) -> Result<u64, Errno> {
+    if sqe.len > 1024 {
+        return Err(Errno::EINVAL);
+    }
+    let mut total = 0u64;
+    for i in 0..u64::from(sqe.len) {
+        let iov =
+            UserPtr::<[u64; 2]>::new(sqe.addr.checked_add(16 * i).ok_or(Errno::EFAULT)?)?.read()?;
+        let slice = UserSlice::new(iov[0], iov[1] as usize)?;
+        let pos = at.map(|a| a + total);
+        let res = if sqe.opcode == IORING_OP_READV {
+            read_file(file, slice, pos)
+        } else {
+            write_file(file, slice, pos)
+        };
+        match res {
+            Ok(n) => {
+                total += n;
+                if n < iov[1] {
+                    break;
+                }
+            }
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+/// Part of a registered buffer an operation moves data through.
+pub struct FixedRange<'a> {
+    pub buf: &'a RegisteredBuffer,
+    /// Offset of the first byte within the buffer.
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The most a fixed operation moves per step through a kernel bounce buffer.
+const CHUNK: usize = 64 * 1024;
+
+/// `IORING_OP_READ_FIXED`: reads `file` at `at` (None: its position) into the pinned frames
+/// of `range` (DMA from the "device" into memory), never through the page tables; bytes read.
+///
+/// This is the per-file hook for devices that can DMA straight into registered memory: a
+/// block device (`/dev/vda`) adds an arm here that builds its request's scatter-gather list
+/// from `range.buf.for_each_segment(range.offset, range.len, ..)` (each segment: the pinned
+/// frame's physical address plus offset, and a length) instead of copying, completes the
+/// request, and returns the bytes transferred. The registration keeps the frames pinned for
+/// as long as the caller holds `range` (an `Arc` of it is held for the whole operation).
+pub fn read_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Result<usize, Errno> {
+    if !file.readable() {
+        return Err(Errno::EBADF);
+    }
+    let mm = memory::mm();
+    let pos = at.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+    let done = match &file.kind {
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
+            let mut kbuf = alloc::vec![0u8; range.len.min(CHUNK)];
+            let mut done = 0;
+            while done < range.len {
+                let want = (range.len - done).min(CHUNK);
+                let n = obj.read_at(mm, pos + done as u64, &mut kbuf[..want]);
+                range.buf.dma_write(mm, range.offset + done, &kbuf[..n]);
+                done += n;
+                if n < want {
+                    break;
+                }
+            }
+            done
+        }
+        FileKind::Regular(f) => {
+            let start = (pos.min(f.data.len() as u64)) as usize;
+            let n = range.len.min(f.data.len() - start);
+            range
+                .buf
+                .dma_write(mm, range.offset, &f.data[start..start + n]);
+            n
+        }
+        FileKind::Null => 0,
+        FileKind::Proc(p) => {
+            let data = p.read(pos, range.len.min(CHUNK))?;
+            range.buf.dma_write(mm, range.offset, &data);
+            data.len()
+        }
+        FileKind::Console => {
+            let data = console::read(range.len.min(CHUNK))?;
+            range.buf.dma_write(mm, range.offset, &data);
+            return Ok(data.len());
+        }
+        FileKind::PipeRead(pipe) => {
+            let nonblock = file.flags.load(Ordering::Relaxed) & super::O_NONBLOCK != 0;
+            let mut done = 0;
+            pipe.read(nonblock, range.len.min(CHUNK), &mut |chunk| {
+                range.buf.dma_write(mm, range.offset + done, chunk);
+                done += chunk.len();
+                Ok(())
+            })?;
+            return Ok(done);
+        }
+        FileKind::Root | FileKind::TmpDir => return Err(Errno::EISDIR),
+        _ => return Err(Errno::EINVAL),
+    };
+    if at.is_none() {
+        file.offset.store(pos + done as u64, Ordering::Relaxed);
+    }
+    Ok(done)
+}
+
+/// `IORING_OP_WRITE_FIXED`: writes the pinned frames of `range` (DMA to the "device") to
+/// `file` at `at` (None: its position, or its end with `O_APPEND`); bytes written. The same
+/// hook as [`read_fixed`], in the other direction.
+pub fn write_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Result<usize, Errno> {
+    if !file.writable() {
+        return Err(Errno::EBADF);
+    }
+    let mm = memory::mm();
+    let mut kbuf = alloc::vec![0u8; range.len.min(CHUNK)];
+    match &file.kind {
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
+            let append = file.flags.load(Ordering::Relaxed) & super::O_APPEND != 0;
+            let mut pos = match at {
+                Some(p) => p,
+                None if append => obj.size(),
+                None => file.offset.load(Ordering::Relaxed),
+            };
+            let mut done = 0;
+            while done < range.len {
+                let n = (range.len - done).min(CHUNK);
+                range.buf.dma_read(mm, range.offset + done, &mut kbuf[..n]);
+                let written = match obj.write_at(mm, pos, &kbuf[..n]) {
+                    Ok(w) => w,
+                    Err(e) if done == 0 => return Err(e.into()),
+                    Err(_) => break,
+                };
+                done += written;
+                pos += written as u64;
+                if written < n {
+                    break;
+                }
+            }
+            if at.is_none() {
+                file.offset.store(pos, Ordering::Relaxed);
+            }
+            Ok(done)
+        }
+        FileKind::Null => Ok(range.len),
+        FileKind::Console | FileKind::PipeWrite(_) => {
+            let n = range.len.min(CHUNK);
+            range.buf.dma_read(mm, range.offset, &mut kbuf[..n]);
+            match &file.kind {
+                FileKind::PipeWrite(pipe) => {
+                    let nonblock = file.flags.load(Ordering::Relaxed) & super::O_NONBLOCK != 0;
+                    pipe.write(nonblock, &kbuf[..n])
+                }
+                _ => Ok(console::write(&kbuf[..n])),
+            }
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// One `struct iovec` as `io_uring_register` reads it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// io_uring_register(fd, opcode, arg, nr_args): `IORING_REGISTER_BUFFERS` and
+/// `IORING_UNREGISTER_BUFFERS` (Linux `io_sqe_buffers_register`/`io_sqe_buffers_unregister`);
+/// every other opcode answers `EINVAL`.
+pub fn register(a: Args) -> SysResult {
+    let file = ring_file(a.int(0))?;
+    let ring = ring_of(&file);
+    let (arg, nr) = (a.get(2), a.get(3) as u32);
+    match a.get(1) as u32 as u64 {
+        IORING_REGISTER_BUFFERS => register_buffers(ring, arg, u64::from(nr)),
+        IORING_UNREGISTER_BUFFERS => {
+            if arg != 0 || nr != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let old = ring.registration.lock().take().ok_or(Errno::ENXIO)?;
+            drop(old);
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Pins every buffer of the iovec array long-term for writing (`FOLL_WRITE|FOLL_LONGTERM`,
+/// `cowlab_mm::regbuf`); all or nothing. Errors as Linux: `EBUSY` if buffers are registered,
+/// `EINVAL` for 0 or more than 16384 buffers, `EFAULT` for an unreadable array, a buffer
+/// with a NULL base and a length (or a length of 0 or over 1 GiB, or one that cannot be pinned:
+/// unmapped, read-only, a dirty-tracked file page), `EOVERFLOW` for a range that wraps.
+fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
+    if ring.registration.lock().is_some() {
+        return Err(Errno::EBUSY);
+    }
+    if nr == 0 || nr > IORING_MAX_REG_BUFFERS {
+        return Err(Errno::EINVAL);
+    }
+    let mut iovs = Vec::with_capacity(nr as usize);
+    for i in 0..nr {
+        let at = arg.checked_add(16 * i).ok_or(Errno::EFAULT)?;
+        let iov = UserPtr::<IoVec>::new(at)?.read()?;
+        if iov.base == 0 {
+            if iov.len != 0 {
+                return Err(Errno::EFAULT);
+            }
+        } else if iov.len == 0 || iov.len > MAX_BUFFER_LEN {
+            return Err(Errno::EFAULT);
+        } else if iov.base.checked_add(iov.len + PAGE - 1).is_none() {
+            return Err(Errno::EOVERFLOW);
+        }
+        iovs.push(iov);
+    }
+    let mm = memory::mm();
+    let mut reg = Registration {
+        bufs: Vec::with_capacity(iovs.len()),
+    };
+    let shared = current_aspace();
+    for iov in iovs {
+        if iov.base == 0 {
+            reg.bufs.push(None);
+            continue;
+        }
+        let pinned = register_buffer(
+            mm,
+            &mut shared.lock(),
+            VirtAddr::new(iov.base),
+            iov.len as usize,
+        );
+        match pinned {
+            Ok(buf) => reg.bufs.push(Some(buf)),
+            // `reg` unpins what it holds when dropped.
+            Err(MmError::NoMem) => return Err(Errno::ENOMEM),
+            Err(_) => return Err(Errno::EFAULT),
+        }
+    }
+    let mut slot = ring.registration.lock();
+    if slot.is_some() {
+        drop(slot);
+        drop(reg);
+        return Err(Errno::EBUSY);
+    }
+    *slot = Some(Arc::new(reg));
+    Ok(0)
+}

@@ -1,0 +1,219 @@
+//! tmpfs at `/tmp`: one flat directory of regular files whose data are shmem objects (Linux
+//! `mm/shmem.c` as a file system).
+//!
+//! Picture: the directory maps names to [`Entry`]s; an entry holds the file's inode (number,
+//! link count, mode) and one reference to its [`ShmemObject`]. Every open-file description of
+//! the file holds another reference (`FileKind::Tmpfs`), and every mapping one more (inside the
+//! memory manager), exactly as memfds do, so `read`/`write`/`mmap` share the memfd code paths.
+//! Unlinking removes the entry, sets the link count to 0 and drops the directory's reference:
+//! the data live on while a descriptor or a mapping holds the object, and the last
+//! [`ShmemObject::put`] frees the cache frames. `O_TMPFILE` files never get an entry.
+//!
+//! No subdirectories: `mkdir` under `/tmp` answers `EPERM`, as Linux does for a directory whose
+//! file system has no `mkdir`.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use cowlab_mm::shmem::ShmemObject;
+use spin::Mutex;
+
+use super::{FileKind, O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
+use crate::memory;
+use crate::syscall::Errno;
+
+/// `f_type` of tmpfs (Linux `TMPFS_MAGIC`).
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+/// `st_dev` of every tmpfs inode (an anonymous device number, as Linux gives tmpfs mounts).
+pub const TMPFS_DEV: u64 = 0x21;
+/// The inode number of `/tmp` itself.
+pub const TMPFS_ROOT_INO: u64 = 1;
+/// Linux `NAME_MAX`.
+pub const NAME_MAX: usize = 255;
+pub const O_EXCL: u32 = 0o200;
+/// Linux `O_TMPFILE`: `__O_TMPFILE | O_DIRECTORY`.
+pub const O_TMPFILE: u32 = 0o20_200_000;
+const O_TMPFILE_BIT: u32 = 0o20_000_000;
+/// The umask every process has (there is no `umask` call yet): Linux's default.
+const UMASK: u32 = 0o022;
+
+/// A tmpfs inode: what `fstat` reports about a file besides its data.
+pub struct TmpInode {
+    pub ino: u64,
+    /// 1 while the file has a name, 0 once unlinked (or for an `O_TMPFILE` file).
+    nlink: AtomicU32,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+impl TmpInode {
+    pub fn nlink(&self) -> u32 {
+        self.nlink.load(Ordering::Relaxed)
+    }
+}
+
+/// A directory entry: the inode and the directory's reference to the data.
+struct Entry {
+    inode: Arc<TmpInode>,
+    obj: Arc<ShmemObject>,
+}
+
+static DIR: Mutex<BTreeMap<String, Entry>> = Mutex::new(BTreeMap::new());
+static NEXT_INO: AtomicU64 = AtomicU64::new(TMPFS_ROOT_INO + 1);
+
+fn new_inode(mode: u32, nlink: u32) -> Arc<TmpInode> {
+    Arc::new(TmpInode {
+        ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
+        nlink: AtomicU32::new(nlink),
+        mode: mode & 0o7777 & !UMASK,
+    })
+}
+
+/// What a path names inside tmpfs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TmpPath {
+    /// `/tmp` itself.
+    Dir,
+    /// `/tmp/NAME`; `trailing_slash` if the path ended in `/` (it must then be a directory).
+    Name { name: String, trailing_slash: bool },
+}
+
+/// Resolves `path` (absolute, or relative to `/`, the only working directory) lexically:
+/// `None` if it does not lead into `/tmp`; `ENOENT`/`ENOTDIR` for a path below a file of
+/// `/tmp` (there are no subdirectories); `ENAMETOOLONG` for a component over `NAME_MAX`.
+pub fn parse(path: &str) -> Option<Result<TmpPath, Errno>> {
+    let mut comps: Vec<&str> = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    if comps.first() != Some(&"tmp") {
+        return None;
+    }
+    if comps.iter().any(|c| c.len() > NAME_MAX) {
+        return Some(Err(Errno::ENAMETOOLONG));
+    }
+    Some(match comps.len() {
+        1 => Ok(TmpPath::Dir),
+        2 => Ok(TmpPath::Name {
+            name: String::from(comps[1]),
+            trailing_slash: path.ends_with('/'),
+        }),
+        _ if DIR.lock().contains_key(comps[1]) => Err(Errno::ENOTDIR),
+        _ => Err(Errno::ENOENT),
+    })
+}
+
+/// Opens (or creates) `/tmp/name` with the `open` flags; the file kind to wrap.
+/// Linux: `O_CREAT|O_EXCL` on an existing name is `EEXIST`, `O_TRUNC` truncates (root may
+/// write every file), a trailing slash makes a regular file `ENOTDIR` and a creation `EISDIR`.
+pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<FileKind, Errno> {
+    let mut dir = DIR.lock();
+    let (inode, obj) = match dir.get(name) {
+        Some(_) if flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL => return Err(Errno::EEXIST),
+        Some(_) if trailing_slash || flags & O_DIRECTORY != 0 => return Err(Errno::ENOTDIR),
+        Some(e) => (e.inode.clone(), e.obj.clone()),
+        None if flags & O_CREAT == 0 => return Err(Errno::ENOENT),
+        None if trailing_slash => return Err(Errno::EISDIR),
+        None => {
+            let entry = Entry {
+                inode: new_inode(mode, 1),
+                obj: ShmemObject::new(),
+            };
+            let pair = (entry.inode.clone(), entry.obj.clone());
+            dir.insert(String::from(name), entry);
+            pair
+        }
+    };
+    drop(dir);
+    if flags & O_TRUNC != 0 {
+        if let Err(e) = obj.set_size(memory::mm(), 0) {
+            ShmemObject::put(obj, memory::mm());
+            return Err(e.into());
+        }
+    }
+    Ok(FileKind::Tmpfs(obj, inode))
+}
+
+/// `open("/tmp", O_TMPFILE | O_RDWR/O_WRONLY, mode)`: a new file with no name (Linux
+/// `shmem_tmpfile`). The caller checked the flags.
+pub fn open_tmpfile(mode: u32) -> FileKind {
+    FileKind::Tmpfs(ShmemObject::new(), new_inode(mode, 0))
+}
+
+/// Checks the `O_TMPFILE` flag combination (Linux `build_open_flags`): `None` without
+/// `__O_TMPFILE`; `EINVAL` unless it comes with `O_DIRECTORY`, without `O_CREAT`, and with
+/// write access.
+pub fn tmpfile_flags(flags: u32) -> Option<Result<(), Errno>> {
+    if flags & O_TMPFILE_BIT == 0 {
+        return None;
+    }
+    let acc = flags & O_ACCMODE;
+    Some(
+        if flags & (O_TMPFILE | O_CREAT) != O_TMPFILE || !(acc == 1 || acc == 2) {
+            Err(Errno::EINVAL)
+        } else {
+            Ok(())
+        },
+    )
+}
+
+/// Removes `/tmp/name` (Linux `shmem_unlink`); its data go with the last holder.
+pub fn unlink(name: &str) -> Result<(), Errno> {
+    let entry = DIR.lock().remove(name).ok_or(Errno::ENOENT)?;
+    release(entry);
+    Ok(())
+}
+
+fn release(entry: Entry) {
+    entry.inode.nlink.store(0, Ordering::Relaxed);
+    ShmemObject::put(entry.obj, memory::mm());
+}
+
+/// Whether `/tmp/name` exists.
+pub fn exists(name: &str) -> bool {
+    DIR.lock().contains_key(name)
+}
+
+/// `rename("/tmp/old", "/tmp/new")` (Linux `shmem_rename2`): replaces an existing `new`
+/// unless `noreplace` (`EEXIST`). Renaming a file to itself does nothing.
+pub fn rename(old: &str, new: &str, noreplace: bool) -> Result<(), Errno> {
+    let mut dir = DIR.lock();
+    if !dir.contains_key(old) {
+        return Err(Errno::ENOENT);
+    }
+    if old == new {
+        return Ok(());
+    }
+    if noreplace && dir.contains_key(new) {
+        return Err(Errno::EEXIST);
+    }
+    let entry = dir.remove(old).expect("checked above");
+    let replaced = dir.insert(String::from(new), entry);
+    drop(dir);
+    if let Some(replaced) = replaced {
+        release(replaced);
+    }
+    Ok(())
+}
+
+/// The directory's entries (name, inode number) in name order, for `getdents64`.
+pub fn entries() -> Vec<(String, u64)> {
+    DIR.lock()
+        .iter()
+        .map(|(name, e)| (name.clone(), e.inode.ino))
+        .collect()
+}
+
+/// Number of named files (for `statfs`'s `f_ffree`).
+pub fn file_count() -> u64 {
+    DIR.lock().len() as u64
+}

@@ -1,0 +1,478 @@
+//! `/dev/vda`: the virtio block device as a Linux block-device file.
+//!
+//! Two paths, as Linux's `block/fops.c`:
+//! - buffered (`read`/`write`/`pread64`/`pwrite64` without `O_DIRECT`): the covering sectors go
+//!   through a kernel bounce buffer (`drivers::dma::DmaRegion`); a write that does not cover
+//!   whole sectors reads them first (read-modify-write). There is no page cache: every call
+//!   reaches the device.
+//! - `O_DIRECT` (0o40000): buffer address, file offset and length must be multiples of the
+//!   512-byte logical block (`EINVAL`, Linux `blkdev_dio_invalid`). The user pages are taken
+//!   with GUP — `FOLL_WRITE` when the device writes them (a read), read-only when it reads them
+//!   — as `FOLL_PIN` pins or, in the eras before Linux 6.5's block-layer conversion, plain
+//!   `FOLL_GET` references (`rules::dma_uses_foll_pin`), which is what reopens the fork races
+//!   of seed 003. The request's descriptors point at the pages' frames; the caller sleeps until
+//!   the interrupt handler finishes it (pages marked dirty after a read, then released). A
+//!   buffer that cannot be taken whole is `EFAULT` with nothing left pinned.
+//!
+//! Range rules (`blkdev_read_iter`, `blkdev_write_iter`): a read at or past the end returns 0,
+//! one that crosses it is shortened; a write at or past the end is `ENOSPC`, one that crosses
+//! it is shortened; `lseek` past the end is `EINVAL` (`fixed_size_llseek`). Device errors are
+//! `EIO`. Large transfers are split into requests of at most [`CHUNK`] bytes; a failure after
+//! some data moved returns the bytes moved. Cowlab's race-scripting ioctls hold new requests
+//! back from the device and release them (docs/dma.md).
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+
+use cowlab_mm::foll::FollFlags;
+use cowlab_mm::pin::PinnedPage;
+use cowlab_mm::{gup, rules, VirtAddr};
+
+use super::OpenFile;
+use crate::drivers::dma::DmaRegion;
+pub use crate::drivers::virtio_blk::Op;
+use crate::drivers::virtio_blk::{self, Device, Request, SECTOR};
+use crate::memory;
+use crate::proc;
+use crate::syscall::{Errno, SysResult};
+use crate::uaccess::{UserPtr, UserSlice};
+
+pub const O_DIRECT: u32 = 0o40000;
+
+/// Linux `BLKGETSIZE64`: the size in bytes (`u64`).
+pub const BLKGETSIZE64: u64 = 0x8008_1272;
+/// Linux `BLKGETSIZE`: the size in 512-byte sectors (`unsigned long`).
+pub const BLKGETSIZE: u64 = 0x1260;
+/// Linux `BLKSSZGET`: the logical block size (`int`).
+pub const BLKSSZGET: u64 = 0x1268;
+/// Linux `BLKPBSZGET`: the physical block size (`unsigned int`).
+pub const BLKPBSZGET: u64 = 0x127b;
+/// cowlab: keep requests submitted from now on away from the device (`_IO(0xcb, 1)`).
+pub const COWLAB_VDA_HOLD: u64 = 0xcb01;
+/// cowlab: hand every held request to the device; returns how many were held (`_IO(0xcb, 2)`).
+pub const COWLAB_VDA_RELEASE: u64 = 0xcb02;
+/// cowlab: how many requests the driver has not finished yet (`_IO(0xcb, 3)`).
+pub const COWLAB_VDA_INFLIGHT: u64 = 0xcb03;
+
+/// Device major/minor as Linux's virtio_blk usually gets them (`/dev/vda` = 254:0).
+pub const VDA_RDEV: u64 = 254 << 8;
+
+/// The most bytes one request moves.
+pub const CHUNK: usize = 128 * 1024;
+const PAGE: usize = 4096;
+
+/// The device behind `/dev/vda`, or `ENXIO` (no such device) when the machine has none.
+pub fn device() -> Result<&'static Device, Errno> {
+    virtio_blk::device().ok_or(Errno::ENXIO)
+}
+
+pub fn is_direct(file: &OpenFile) -> bool {
+    file.flags.load(Ordering::Relaxed) & O_DIRECT != 0
+}
+
+/// One synchronous request's completion: set by the interrupt handler, waited on by the issuer.
+pub struct SyncWait {
+    done: AtomicBool,
+    /// Bytes, or `-errno`.
+    result: AtomicI64,
+}
+
+impl SyncWait {
+    pub fn new() -> Arc<SyncWait> {
+        Arc::new(SyncWait {
+            done: AtomicBool::new(false),
+            result: AtomicI64::new(0),
+        })
+    }
+
+    fn channel(self: &Arc<SyncWait>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// The completion callback that reports to this waiter.
+    pub fn completion(self: &Arc<SyncWait>) -> virtio_blk::Completion {
+        let me = self.clone();
+        alloc::boxed::Box::new(move |result: Result<usize, Errno>| {
+            me.result.store(
+                match result {
+                    Ok(n) => n as i64,
+                    Err(e) => -(e as i64),
+                },
+                Ordering::Relaxed,
+            );
+            me.done.store(true, Ordering::Release);
+            proc::wakeup(me.channel());
+        })
+    }
+
+    /// Sleeps until the request finished. `EINTR` if the process is killed first: the request
+    /// still owns its memory and releases it when the device completes it.
+    pub fn wait(self: &Arc<SyncWait>) -> Result<usize, Errno> {
+        // System calls run with interrupts off, so the completion cannot slip in between the
+        // check and the sleep.
+        while !self.done.load(Ordering::Acquire) {
+            proc::sleep(self.channel())?;
+        }
+        let r = self.result.load(Ordering::Relaxed);
+        if r < 0 {
+            Err(errno_from(-r))
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+fn errno_from(e: i64) -> Errno {
+    match e {
+        5 => Errno::EIO,
+        4 => Errno::EINTR,
+        11 => Errno::EAGAIN,
+        12 => Errno::ENOMEM,
+        14 => Errno::EFAULT,
+        28 => Errno::ENOSPC,
+        _ => Errno::EINVAL,
+    }
+}
+
+/// Takes the user pages under `[addr, addr + len)` for a device `op` (GUP flags and pin kind
+/// per the module comment): all of them, or `EFAULT` with none kept.
+#[doc(alias = "iov_iter_extract_pages")]
+pub fn take_user_pages(op: Op, addr: u64, len: usize) -> Result<Vec<PinnedPage>, Errno> {
+    let first = addr & !(PAGE as u64 - 1);
+    let end = addr.checked_add(len as u64).ok_or(Errno::EFAULT)?;
+    let count = (end.div_ceil(PAGE as u64) * PAGE as u64 - first) as usize / PAGE;
+    let mm = memory::mm();
+    let flags = match op {
+        Op::Read => FollFlags::WRITE,
+        Op::Write => FollFlags::NONE,
+    };
+    let mut slots: Vec<Option<PinnedPage>> = (0..count).map(|_| None).collect();
+    let shared = proc::current_aspace();
+    let taken = {
+        let mut aspace = shared.lock();
+        let va = VirtAddr::new(first);
+        if rules::dma_uses_foll_pin(mm.era()) {
+            gup::pin_user_pages_fast(mm, &mut aspace, va, flags, &mut slots)
+        } else {
+            gup::get_user_pages_fast(mm, &mut aspace, va, flags, &mut slots)
+        }
+    };
+    match taken {
+        Ok(n) if n == count => Ok(slots.into_iter().map(|s| s.expect("taken")).collect()),
+        _ => {
+            gup::unpin_user_pages(mm, &mut slots);
+            Err(Errno::EFAULT)
+        }
+    }
+}
+
+/// One O_DIRECT request on the user buffer `[addr, addr + len)` at disk byte `pos`, waited for.
+fn direct_chunk(device: &Device, op: Op, addr: u64, len: usize, pos: u64) -> Result<usize, Errno> {
+    let pages = take_user_pages(op, addr, len)?;
+    let wait = SyncWait::new();
+    let request = Request::pinned(
+        op,
+        pos / SECTOR,
+        pages,
+        (addr % PAGE as u64) as usize,
+        len,
+        wait.completion(),
+    )?;
+    device.submit(request)?;
+    wait.wait()
+}
+
+/// O_DIRECT transfer of `buf` at `pos` (already checked for alignment and range).
+fn direct_io(device: &Device, op: Op, buf: &UserSlice, pos: u64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let len = (buf.len() - done).min(CHUNK);
+        match direct_chunk(device, op, buf.addr() + done as u64, len, pos + done as u64) {
+            Ok(n) => {
+                done += n;
+                if n < len {
+                    break;
+                }
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Reads whole sectors `[lba, lba + bytes / 512)` into (or writes them from) a kernel buffer.
+fn kernel_io(
+    device: &Device,
+    op: Op,
+    lba: u64,
+    buffer: &Arc<DmaRegion>,
+    bytes: usize,
+) -> Result<(), Errno> {
+    let wait = SyncWait::new();
+    let request = Request::kernel(op, lba, buffer.clone(), 0, bytes, wait.completion());
+    device.submit(request)?;
+    wait.wait().map(|_| ())
+}
+
+/// The covering sectors of `[pos, pos + len)`: first LBA and byte count.
+fn covering(pos: u64, len: usize) -> (u64, usize) {
+    let first = pos / SECTOR;
+    let end = (pos + len as u64).div_ceil(SECTOR);
+    (first, ((end - first) * SECTOR) as usize)
+}
+
+/// Buffered read of `buf` at `pos` (range already checked): sector-aligned reads into a bounce
+/// buffer, then copies to the user.
+fn buffered_read(device: &Device, buf: &UserSlice, pos: u64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = pos + done as u64;
+        let len = (buf.len() - done).min(CHUNK - (at % SECTOR) as usize);
+        let (lba, bytes) = covering(at, len);
+        let step = (|| {
+            let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
+            kernel_io(device, Op::Read, lba, &region, bytes)?;
+            let mut data = alloc::vec![0u8; len];
+            region.read((at % SECTOR) as usize, &mut data);
+            buf.sub(done, len).write(&data)
+        })();
+        match step {
+            Ok(()) => done += len,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Buffered write of `buf` at `pos` (range already checked): the user data is copied in first,
+/// partial sectors are read (read-modify-write), then the covering sectors are written.
+fn buffered_write(device: &Device, buf: &UserSlice, pos: u64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = pos + done as u64;
+        let len = (buf.len() - done).min(CHUNK - (at % SECTOR) as usize);
+        let (lba, bytes) = covering(at, len);
+        let step = (|| {
+            let data = buf.sub(done, len).read_vec()?;
+            let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
+            if !at.is_multiple_of(SECTOR) || !(at + len as u64).is_multiple_of(SECTOR) {
+                kernel_io(device, Op::Read, lba, &region, bytes)?;
+            }
+            region.write((at % SECTOR) as usize, &data);
+            kernel_io(device, Op::Write, lba, &region, bytes)
+        })();
+        match step {
+            Ok(()) => done += len,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// The O_DIRECT alignment rule: buffer, offset and length multiples of the logical block.
+pub fn dio_aligned(addr: u64, pos: u64, len: usize) -> bool {
+    (addr | pos | len as u64).is_multiple_of(SECTOR)
+}
+
+/// `read`/`pread64` (`offset` given) on `/dev/vda`.
+pub fn read(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+    let device = device()?;
+    let pos = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+    let size = device.capacity_bytes();
+    if pos >= size || buf.len() == 0 {
+        return Ok(0);
+    }
+    let buf = buf.sub(0, buf.len().min((size - pos) as usize));
+    let n = if is_direct(file) {
+        if !dio_aligned(buf.addr(), pos, buf.len()) {
+            return Err(Errno::EINVAL);
+        }
+        direct_io(device, Op::Read, &buf, pos)?
+    } else {
+        buffered_read(device, &buf, pos)?
+    };
+    if offset.is_none() {
+        file.offset.store(pos + n as u64, Ordering::Relaxed);
+    }
+    Ok(n as u64)
+}
+
+/// `write`/`pwrite64` (`offset` given) on `/dev/vda`.
+pub fn write(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+    let device = device()?;
+    if device.read_only() {
+        return Err(Errno::EPERM);
+    }
+    let pos = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+    let size = device.capacity_bytes();
+    if buf.len() == 0 {
+        return Ok(0);
+    }
+    if pos >= size {
+        return Err(Errno::ENOSPC);
+    }
+    let buf = buf.sub(0, buf.len().min((size - pos) as usize));
+    let n = if is_direct(file) {
+        if !dio_aligned(buf.addr(), pos, buf.len()) {
+            return Err(Errno::EINVAL);
+        }
+        direct_io(device, Op::Write, &buf, pos)?
+    } else {
+        buffered_write(device, &buf, pos)?
+    };
+    if offset.is_none() {
+        file.offset.store(pos + n as u64, Ordering::Relaxed);
+    }
+    Ok(n as u64)
+}
+
+/// `lseek` on `/dev/vda`: SEEK_SET/CUR/END within `[0, size]` (Linux `fixed_size_llseek`).
+pub fn lseek(file: &OpenFile, offset: i64, whence: u64) -> SysResult {
+    let size = device()?.capacity_bytes() as i64;
+    let base = match whence {
+        0 => 0,
+        1 => file.offset.load(Ordering::Relaxed) as i64,
+        2 => size,
+        _ => return Err(Errno::EINVAL),
+    };
+    let new = base.checked_add(offset).ok_or(Errno::EINVAL)?;
+    if !(0..=size).contains(&new) {
+        return Err(Errno::EINVAL);
+    }
+    file.offset.store(new as u64, Ordering::Relaxed);
+    Ok(new as u64)
+}
+
+/// The block-device ioctls, and cowlab's race-scripting pair.
+pub fn ioctl(request: u64, arg: u64) -> SysResult {
+    let device = device()?;
+    match request {
+        BLKGETSIZE64 => UserPtr::<u64>::new(arg)?
+            .write(&device.capacity_bytes())
+            .map(|()| 0),
+        BLKGETSIZE => UserPtr::<u64>::new(arg)?
+            .write(&(device.capacity_bytes() / SECTOR))
+            .map(|()| 0),
+        BLKSSZGET | BLKPBSZGET => UserPtr::<u32>::new(arg)?
+            .write(&(SECTOR as u32))
+            .map(|()| 0),
+        COWLAB_VDA_HOLD => {
+            device.hold();
+            Ok(0)
+        }
+        COWLAB_VDA_RELEASE => Ok(device.release() as u64),
+        COWLAB_VDA_INFLIGHT => Ok(device.in_flight()),
+        _ => Err(Errno::ENOTTY),
+    }
+}
+
+/// How an asynchronous transfer started.
+pub enum Started {
+    /// Requests are queued; the callback will run at their completion.
+    Queued,
+    /// Finished (or refused) without reaching the device: the result, bytes or `-errno`.
+    Done(i64),
+}
+
+/// Called once with the transfer's result: bytes moved, or `-errno`.
+pub type AsyncDone = Box<dyn FnOnce(i64) + Send>;
+
+/// Several requests reported as one result (the last one to finish calls `done`).
+struct Aggregate {
+    remaining: AtomicUsize,
+    bytes: AtomicI64,
+    error: AtomicI64,
+    done: spin::Mutex<Option<AsyncDone>>,
+}
+
+impl Aggregate {
+    fn completion(self: &Arc<Aggregate>) -> virtio_blk::Completion {
+        let me = self.clone();
+        Box::new(move |result: Result<usize, Errno>| {
+            match result {
+                Ok(n) => {
+                    me.bytes.fetch_add(n as i64, Ordering::Relaxed);
+                }
+                Err(e) => me.error.store(-(e as i64), Ordering::Relaxed),
+            }
+            if me.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let error = me.error.load(Ordering::Relaxed);
+                let result = if error < 0 {
+                    error
+                } else {
+                    me.bytes.load(Ordering::Relaxed)
+                };
+                if let Some(done) = me.done.lock().take() {
+                    done(result);
+                }
+            }
+        })
+    }
+}
+
+/// Starts an O_DIRECT transfer without waiting (Linux AIO's `blkdev_direct_IO` with a
+/// `ki_complete`): the same range and alignment rules as [`read`]/[`write`], every page of the
+/// buffer taken *now* (at submission), then one request per [`CHUNK`]. The pages are released
+/// when each request completes, whether or not anyone collects the result.
+#[doc(alias = "__blkdev_direct_IO_async")]
+pub fn start_direct(op: Op, buf: UserSlice, pos: u64, done: AsyncDone) -> Started {
+    let device = match device() {
+        Ok(d) => d,
+        Err(e) => return Started::Done(-(e as i64)),
+    };
+    let size = device.capacity_bytes();
+    if buf.len() == 0 {
+        return Started::Done(0);
+    }
+    if pos >= size {
+        return Started::Done(match op {
+            Op::Read => 0,
+            Op::Write => -(Errno::ENOSPC as i64),
+        });
+    }
+    let buf = buf.sub(0, buf.len().min((size - pos) as usize));
+    if !dio_aligned(buf.addr(), pos, buf.len()) {
+        return Started::Done(-(Errno::EINVAL as i64));
+    }
+    let mut chunks: Vec<(u64, usize, Vec<PinnedPage>)> = Vec::new();
+    let mut done_bytes = 0;
+    while done_bytes < buf.len() {
+        let len = (buf.len() - done_bytes).min(CHUNK);
+        let addr = buf.addr() + done_bytes as u64;
+        match take_user_pages(op, addr, len) {
+            Ok(pages) => chunks.push((addr, len, pages)),
+            Err(e) => {
+                for (_, _, pages) in chunks {
+                    for page in pages {
+                        page.unpin(memory::mm());
+                    }
+                }
+                return Started::Done(-(e as i64));
+            }
+        }
+        done_bytes += len;
+    }
+    let aggregate = Arc::new(Aggregate {
+        remaining: AtomicUsize::new(chunks.len()),
+        bytes: AtomicI64::new(0),
+        error: AtomicI64::new(0),
+        done: spin::Mutex::new(Some(done)),
+    });
+    let mut at = pos;
+    for (addr, len, pages) in chunks {
+        let offset = (addr % PAGE as u64) as usize;
+        // Errors finish the request, which reports to the aggregate.
+        if let Ok(request) =
+            Request::pinned(op, at / SECTOR, pages, offset, len, aggregate.completion())
+        {
+            let _ = device.submit(request);
+        }
+        at += len as u64;
+    }
+    Started::Queued
+}

@@ -1,0 +1,154 @@
+//! Tests of the virtio-blk driver's queue bookkeeping, from the kernel, without processes:
+//! requests on kernel buffers, several in flight, held and released, completed by interrupt.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use x86_64::instructions::interrupts;
+
+use super::{ensure, TestResult};
+use crate::drivers::dma::DmaRegion;
+use crate::drivers::virtio_blk::{self, Op, Request};
+use crate::syscall::Errno;
+use crate::time;
+
+/// The pristine disk's byte at offset `pos` (sector `n` is the u64 `n` repeated).
+fn stamp(pos: u64) -> u8 {
+    (pos / 512).to_le_bytes()[(pos % 8) as usize]
+}
+
+/// Waits with interrupts enabled only inside `hlt` (completions run from the interrupt and
+/// may take the heap lock, which this code must not hold then) until `done` or ~2 s.
+fn poll_until(done: impl Fn() -> bool) -> bool {
+    let deadline = time::ticks() + 200;
+    while !done() && time::ticks() < deadline {
+        interrupts::enable_and_hlt();
+        interrupts::disable();
+    }
+    done()
+}
+
+/// Three reads held, none completes; released together, all complete by interrupt with the
+/// stamped contents; a write reads back; every descriptor is free again; a request past the
+/// end of the disk is refused with `EINVAL` and still finished once.
+pub fn virtio_blk_queue_bookkeeping() -> TestResult {
+    let Some(device) = virtio_blk::device() else {
+        return Err(super::TestFailure("no virtio-blk device attached".into()));
+    };
+    let was_enabled = interrupts::are_enabled();
+    interrupts::disable();
+    let result = (|| {
+        let free_before = device.free_descriptors();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let last = Arc::new(AtomicI64::new(0));
+        let completion = || {
+            let (finished, last) = (finished.clone(), last.clone());
+            alloc::boxed::Box::new(move |r: Result<usize, Errno>| {
+                last.store(
+                    r.map_or_else(|e| -(e as i64), |n| n as i64),
+                    Ordering::Relaxed,
+                );
+                finished.fetch_add(1, Ordering::Relaxed);
+            }) as virtio_blk::Completion
+        };
+        let buffers: Vec<Arc<DmaRegion>> = (0..3)
+            .map(|_| DmaRegion::new(4096).map(Arc::new))
+            .collect::<Option<_>>()
+            .ok_or_else(|| super::TestFailure("no heap for buffers".into()))?;
+        device.hold();
+        for (i, b) in buffers.iter().enumerate() {
+            let r = Request::kernel(
+                Op::Read,
+                10 + 8 * i as u64,
+                b.clone(),
+                0,
+                4096,
+                completion(),
+            );
+            ensure!(device.submit(r).is_ok(), "submit {i} failed");
+        }
+        ensure!(
+            device.in_flight() == 3,
+            "{} in flight, want 3",
+            device.in_flight()
+        );
+        ensure!(
+            device.free_descriptors() == free_before - 9,
+            "three 3-descriptor chains should be taken"
+        );
+        let until = time::ticks() + 3;
+        let _ = poll_until(|| finished.load(Ordering::Relaxed) > 0 || time::ticks() >= until);
+        ensure!(
+            finished.load(Ordering::Relaxed) == 0,
+            "a held request completed"
+        );
+        ensure!(device.release() == 3, "release should hand over 3 requests");
+        ensure!(
+            poll_until(|| finished.load(Ordering::Relaxed) == 3),
+            "only {} of 3 requests completed",
+            finished.load(Ordering::Relaxed)
+        );
+        for (i, b) in buffers.iter().enumerate() {
+            let mut data = [0u8; 4096];
+            b.read(0, &mut data);
+            let base = (10 + 8 * i as u64) * 512;
+            ensure!(
+                data.iter()
+                    .enumerate()
+                    .all(|(k, &v)| v == stamp(base + k as u64)),
+                "request {i}: not the stamped sectors"
+            );
+        }
+
+        let out = Arc::new(DmaRegion::new(512).ok_or_else(|| super::TestFailure("heap".into()))?);
+        out.write(0, &[0xa5; 512]);
+        let w = Request::kernel(Op::Write, 5000, out, 0, 512, completion());
+        ensure!(device.submit(w).is_ok(), "write submit failed");
+        ensure!(
+            poll_until(|| finished.load(Ordering::Relaxed) == 4),
+            "write did not complete"
+        );
+        ensure!(
+            last.load(Ordering::Relaxed) == 512,
+            "write result {}",
+            last.load(Ordering::Relaxed)
+        );
+        let back = Arc::new(DmaRegion::new(512).ok_or_else(|| super::TestFailure("heap".into()))?);
+        let r = Request::kernel(Op::Read, 5000, back.clone(), 0, 512, completion());
+        ensure!(device.submit(r).is_ok(), "read-back submit failed");
+        ensure!(
+            poll_until(|| finished.load(Ordering::Relaxed) == 5),
+            "read-back did not complete"
+        );
+        let mut data = [0u8; 512];
+        back.read(0, &mut data);
+        ensure!(data == [0xa5; 512], "the written sector did not read back");
+
+        let end = device.capacity_bytes() / 512;
+        let beyond = Request::kernel(Op::Read, end, buffers[0].clone(), 0, 512, completion());
+        ensure!(
+            device.submit(beyond) == Err(Errno::EINVAL),
+            "past the end must be EINVAL"
+        );
+        ensure!(
+            finished.load(Ordering::Relaxed) == 6 && last.load(Ordering::Relaxed) == -22,
+            "a refused request must still be finished once, with EINVAL"
+        );
+        ensure!(
+            device.in_flight() == 0,
+            "{} still in flight",
+            device.in_flight()
+        );
+        ensure!(
+            device.free_descriptors() == free_before,
+            "descriptors leaked: {} free, {free_before} before",
+            device.free_descriptors()
+        );
+        Ok(())
+    })();
+    if was_enabled {
+        interrupts::enable();
+    }
+    result
+}

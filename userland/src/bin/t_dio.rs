@@ -1,0 +1,861 @@
+//! O_DIRECT DMA on `/dev/vda` against fork: Linux AIO, the seed-003 races (Andrea Arcangeli,
+//! "get_user_pages question", 2009), pins vs. munmap and exit, and a seeded stress test.
+//!
+//! The races are scripted with cowlab's `/dev/vda` ioctls (docs/dma.md): `HOLD` keeps requests
+//! submitted after it away from the device (their pages are already pinned), `RELEASE` hands
+//! them over. So "pin, then fork and writes, then DMA" happens in exactly that order.
+//!
+//! - bug 1: a page whose second half is the target of a held O_DIRECT read, its first half
+//!   written by the parent; fork; (variant b: the parent writes the first half again); release.
+//!   The parent must see the disk data in the second half and its own writes in the first; the
+//!   child must not see data that arrived after fork.
+//! - bug 2: after fork the parent starts a held O_DIRECT write from the first half, writes the
+//!   second half, the child writes the first half; release. The disk must hold what the parent
+//!   had when it issued the write.
+//!
+//! With an argument `era=YYYY` (the kernel booted with the same `era=` token) the checks expect
+//! the behaviour of that rule set instead: before 2023 O_DIRECT takes plain references
+//! (`FOLL_GET`), invisible to fork, so bug 1 reappears; before 2020 COW reuse by mapcount
+//! lets the child write into the page under DMA, so bug 2 reappears too. QEMU only.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, on_cowlab, Tester};
+
+cowlab_userland::entry!(main);
+
+const IOCTL: usize = 16;
+const IO_SETUP: usize = 206;
+const IO_DESTROY: usize = 207;
+const IO_GETEVENTS: usize = 208;
+const IO_SUBMIT: usize = 209;
+const IO_CANCEL: usize = 210;
+const PAGE: usize = 4096;
+const SECTOR: usize = 512;
+const O_RDWR: u32 = 2;
+const O_DIRECT: u32 = 0o40000;
+const HOLD: usize = 0xcb01;
+const RELEASE: usize = 0xcb02;
+const INFLIGHT: usize = 0xcb03;
+const IOCB_CMD_PREAD: u16 = 0;
+const IOCB_CMD_PWRITE: u16 = 1;
+const SIGKILL: i32 = 9;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Iocb {
+    data: u64,
+    key: u32,
+    rw_flags: i32,
+    opcode: u16,
+    reqprio: i16,
+    fildes: u32,
+    buf: u64,
+    nbytes: u64,
+    offset: i64,
+    reserved2: u64,
+    flags: u32,
+    resfd: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+fn sys(n: usize, args: [usize; 6]) -> Result<usize, Errno> {
+    // SAFETY: every caller passes pointers to live values of the sizes the call uses, or bad
+    // pointers on purpose (the kernel must refuse them).
+    unsafe { raw(n, args) }
+}
+
+fn ioctl(fd: i32, cmd: usize) -> Result<usize, Errno> {
+    sys(IOCTL, [fd as usize, cmd, 0, 0, 0, 0])
+}
+
+fn io_setup(n: usize) -> Result<u64, Errno> {
+    let mut ctx = 0u64;
+    sys(IO_SETUP, [n, &mut ctx as *mut u64 as usize, 0, 0, 0, 0]).map(|_| ctx)
+}
+
+fn io_submit(ctx: u64, iocbs: &[&Iocb]) -> Result<usize, Errno> {
+    let ptrs: Vec<usize> = iocbs.iter().map(|i| *i as *const Iocb as usize).collect();
+    sys(
+        IO_SUBMIT,
+        [ctx as usize, ptrs.len(), ptrs.as_ptr() as usize, 0, 0, 0],
+    )
+}
+
+fn io_getevents(
+    ctx: u64,
+    min: usize,
+    out: &mut [IoEvent],
+    timeout_ns: Option<u64>,
+) -> Result<usize, Errno> {
+    let ts = timeout_ns.map(|ns| [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64]);
+    let tsp = ts.as_ref().map_or(0, |t| t.as_ptr() as usize);
+    sys(
+        IO_GETEVENTS,
+        [
+            ctx as usize,
+            min,
+            out.len(),
+            out.as_mut_ptr() as usize,
+            tsp,
+            0,
+        ],
+    )
+}
+
+fn io_destroy(ctx: u64) -> Result<usize, Errno> {
+    sys(IO_DESTROY, [ctx as usize, 0, 0, 0, 0, 0])
+}
+
+fn iocb(fd: i32, opcode: u16, buf: &[u8], offset: u64, data: u64) -> Iocb {
+    Iocb {
+        data,
+        opcode,
+        fildes: fd as u32,
+        buf: buf.as_ptr() as u64,
+        nbytes: buf.len() as u64,
+        offset: offset as i64,
+        ..Iocb::default()
+    }
+}
+
+/// The stamped byte at disk offset `pos` of the pristine image.
+fn stamp_byte(pos: u64) -> u8 {
+    (pos / SECTOR as u64).to_le_bytes()[(pos % 8) as usize]
+}
+
+fn is_stamped(buf: &[u8], pos: u64) -> bool {
+    buf.iter()
+        .enumerate()
+        .all(|(i, &b)| b == stamp_byte(pos + i as u64))
+}
+
+fn anon(pages: usize) -> &'static mut [u8] {
+    let addr = mmap(
+        0,
+        pages * PAGE,
+        PROT_READ | PROT_WRITE,
+        MAP_PRIVATE | MAP_ANONYMOUS,
+    )
+    .expect("mmap for an I/O buffer");
+    // SAFETY: a fresh private mapping, used only through this slice.
+    unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, pages * PAGE) }
+}
+
+fn unmap(buf: &mut [u8]) {
+    let _ = munmap(buf.as_mut_ptr() as usize, buf.len());
+}
+
+/// A value from /proc/meminfo (kB) or /proc/cowlab/mmstat, by its `key:` prefix.
+fn stat_value(path: &core::ffi::CStr, key: &[u8]) -> Option<u64> {
+    let mut text = [0u8; 4096];
+    let fd = open(path, 0).ok()?;
+    let mut n = 0;
+    while n < text.len() {
+        match read(fd, &mut text[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let _ = close(fd);
+    let text = &text[..n];
+    let at = text.windows(key.len()).position(|w| w == key)?;
+    let rest = &text[at + key.len()..];
+    let digits = rest.iter().skip_while(|b| !b.is_ascii_digit());
+    Some(
+        digits
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0, |v, b| v * 10 + u64::from(b - b'0')),
+    )
+}
+
+fn mem_free() -> u64 {
+    stat_value(c"/proc/meminfo", b"MemFree:").unwrap_or(0)
+}
+
+/// Pins held now, when the kernel has `/proc/cowlab/mmstat`.
+fn pins_held() -> Option<u64> {
+    stat_value(c"/proc/cowlab/mmstat", b"gup_pins_held")
+}
+
+/// Waits until the driver has finished every request (after a RELEASE).
+fn drain(fd: i32) -> bool {
+    for _ in 0..500 {
+        if ioctl(fd, INFLIGHT) == Ok(0) {
+            return true;
+        }
+        let _ = sleep_ms(2);
+    }
+    false
+}
+
+/// What the era under test shows (module comment).
+#[derive(Clone, Copy)]
+struct Expect {
+    era: u32,
+    bug1: bool,
+    bug2: bool,
+}
+
+fn expectations() -> Expect {
+    let era = cowlab_userland::args()
+        .skip(1)
+        .find_map(|a| {
+            let a = a.to_bytes();
+            let y = a.strip_prefix(b"era=")?;
+            core::str::from_utf8(y).ok()?.parse::<u32>().ok()
+        })
+        .unwrap_or(2023);
+    Expect {
+        era,
+        bug1: era < 2023,
+        bug2: era < 2020,
+    }
+}
+
+fn aio_basics(t: &mut Tester, fd: i32, bfd: i32) {
+    let mut ctx = 5u64;
+    t.eq(
+        "io_setup with *ctxp != 0: EINVAL",
+        sys(IO_SETUP, [4, &mut ctx as *mut u64 as usize, 0, 0, 0, 0]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "io_setup(0): EINVAL",
+        io_setup(0),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "io_setup to a bad pointer: EFAULT",
+        sys(IO_SETUP, [4, 8, 0, 0, 0, 0]),
+        Err(Errno(errno::EFAULT)),
+    );
+    let Ok(ctx) = io_setup(16) else {
+        t.check("io_setup(16)", false);
+        return;
+    };
+    t.check("io_setup(16)", ctx != 0);
+
+    // Four reads in flight at once: held, counted, released together.
+    let bufs = anon(4);
+    let _ = ioctl(fd, HOLD);
+    let iocbs: Vec<Iocb> = (0..4)
+        .map(|i| {
+            iocb(
+                fd,
+                IOCB_CMD_PREAD,
+                &bufs[i * PAGE..(i + 1) * PAGE],
+                (300 + 7 * i as u64) * 4096,
+                100 + i as u64,
+            )
+        })
+        .collect();
+    let refs: Vec<&Iocb> = iocbs.iter().collect();
+    t.eq(
+        "io_submit of 4 held O_DIRECT reads",
+        io_submit(ctx, &refs),
+        Ok(4),
+    );
+    t.eq("4 requests in flight", ioctl(fd, INFLIGHT), Ok(4));
+    let mut events = [IoEvent::default(); 8];
+    t.eq(
+        "nothing completes while held (zero timeout)",
+        io_getevents(ctx, 1, &mut events, Some(0)),
+        Ok(0),
+    );
+    t.eq("RELEASE hands over the 4", ioctl(fd, RELEASE), Ok(4));
+    let n = io_getevents(ctx, 4, &mut events, None);
+    t.eq("io_getevents(min 4) returns 4", n, Ok(4));
+    let mut ok = true;
+    for e in &events[..4] {
+        let i = (e.data - 100) as usize;
+        ok &= i < 4
+            && e.res == PAGE as i64
+            && e.res2 == 0
+            && e.obj == &iocbs[i] as *const Iocb as u64;
+        ok &= i < 4 && is_stamped(&bufs[i * PAGE..(i + 1) * PAGE], (300 + 7 * i as u64) * 4096);
+    }
+    t.check(
+        "events carry data, obj, res; buffers hold the disk data",
+        ok,
+    );
+
+    // Errors in the iocb fail io_submit; errors of the transfer arrive as res.
+    let good = iocb(fd, IOCB_CMD_PREAD, &bufs[..PAGE], 0, 1);
+    t.eq(
+        "io_submit to a bad context: EINVAL",
+        io_submit(ctx + 1000, &[&good]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "io_submit nr < 0: EINVAL",
+        sys(IO_SUBMIT, [ctx as usize, usize::MAX, 0, 0, 0, 0]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "io_submit bad iocb array: EFAULT",
+        sys(IO_SUBMIT, [ctx as usize, 1, 8, 0, 0, 0]),
+        Err(Errno(errno::EFAULT)),
+    );
+    let badfd = Iocb {
+        fildes: 999,
+        ..good
+    };
+    t.eq(
+        "io_submit bad fd: EBADF",
+        io_submit(ctx, &[&badfd]),
+        Err(Errno(errno::EBADF)),
+    );
+    let badop = Iocb { opcode: 77, ..good };
+    t.eq(
+        "io_submit bad opcode: EINVAL",
+        io_submit(ctx, &[&badop]),
+        Err(Errno(errno::EINVAL)),
+    );
+    let reserved = Iocb {
+        reserved2: 1,
+        ..good
+    };
+    t.eq(
+        "io_submit reserved2 != 0: EINVAL",
+        io_submit(ctx, &[&reserved]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "io_submit of [good, bad fd] starts 1",
+        io_submit(ctx, &[&good, &badfd]),
+        Ok(1),
+    );
+    let misaligned = iocb(fd, IOCB_CMD_PREAD, &bufs[1..513], 0, 2);
+    let fault = Iocb {
+        buf: 0x1000,
+        nbytes: 4096,
+        data: 3,
+        ..good
+    };
+    t.eq(
+        "misaligned and unmapped O_DIRECT are submitted",
+        io_submit(ctx, &[&misaligned, &fault]),
+        Ok(2),
+    );
+    let n = io_getevents(ctx, 3, &mut events, None);
+    let res = |data: u64| {
+        events[..n.unwrap_or(0)]
+            .iter()
+            .find(|e| e.data == data)
+            .map(|e| e.res)
+    };
+    t.eq(
+        "results: good 4096, misaligned -EINVAL, unmapped -EFAULT",
+        (n, res(1), res(2), res(3)),
+        (Ok(3), Some(4096), Some(-22), Some(-14)),
+    );
+    let buffered = iocb(bfd, IOCB_CMD_PREAD, &bufs[5..105], 512 * 9 + 5, 4);
+    t.eq(
+        "buffered /dev/vda through AIO",
+        io_submit(ctx, &[&buffered]),
+        Ok(1),
+    );
+    let n = io_getevents(ctx, 1, &mut events, None);
+    t.check(
+        "buffered AIO read result",
+        n == Ok(1) && events[0].res == 100 && is_stamped(&bufs[5..105], 512 * 9 + 5),
+    );
+    t.eq(
+        "io_getevents min > nr: EINVAL",
+        io_getevents(ctx, 9, &mut events[..2], None),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "io_cancel: EINVAL (not cancellable)",
+        sys(
+            IO_CANCEL,
+            [
+                ctx as usize,
+                &good as *const Iocb as usize,
+                events.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        ),
+        Err(Errno(errno::EINVAL)),
+    );
+    // A child has its own mm: the parent's context is not its.
+    let status = in_child(|| i32::from(io_submit(ctx, &[&good]) != Err(Errno(errno::EINVAL))));
+    t.eq("the child cannot use the parent's context", status, 0);
+
+    // Pins are released at completion, not at io_getevents: a held read into a page that is
+    // then unmapped keeps the frame; after RELEASE (and no io_getevents) the frame is free.
+    let page = anon(1);
+    page[0] = 1;
+    let before_unmap = mem_free();
+    let _ = ioctl(fd, HOLD);
+    let held = iocb(fd, IOCB_CMD_PREAD, page, 0, 9);
+    t.eq("held read into a page", io_submit(ctx, &[&held]), Ok(1));
+    let pins = pins_held();
+    unmap(page);
+    t.eq(
+        "unmapped under a pin: the frame stays",
+        mem_free(),
+        before_unmap,
+    );
+    let _ = ioctl(fd, RELEASE);
+    t.check("the request completes", drain(fd));
+    t.eq(
+        "completed, not yet collected: the frame is free",
+        mem_free(),
+        before_unmap + 4,
+    );
+    if let Some(p) = pins {
+        t.eq(
+            "gup_pins_held back down after completion",
+            pins_held(),
+            Some(p - 1),
+        );
+    }
+    t.eq(
+        "the event is still there",
+        io_getevents(ctx, 1, &mut events, None).map(|_| events[0].data),
+        Ok(9),
+    );
+    t.eq("io_destroy", io_destroy(ctx), Ok(0));
+    t.eq(
+        "io_getevents after io_destroy: EINVAL",
+        io_getevents(ctx, 0, &mut events, Some(0)),
+        Err(Errno(errno::EINVAL)),
+    );
+    unmap(bufs);
+}
+
+/// Seed 003 bug 1 with AIO; `again` = the parent writes the first half again after fork.
+fn bug1(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
+    let name = if again {
+        "bug 1b (write after fork)"
+    } else {
+        "bug 1a"
+    };
+    let Ok(ctx) = io_setup(4) else {
+        t.check("io_setup", false);
+        return;
+    };
+    let page = anon(1);
+    page.fill(b'A');
+    let disk = 4096 * 2000 + 2048 * again as u64;
+    let _ = ioctl(fd, HOLD);
+    let req = iocb(fd, IOCB_CMD_PREAD, &page[2048..], disk, 1);
+    t.eq(
+        &alloc::format!("{name}: held O_DIRECT read into the second half"),
+        io_submit(ctx, &[&req]),
+        Ok(1),
+    );
+    page[..2048].fill(b'B');
+    let [to_child, from_parent] = match pipe() {
+        Ok([r, w]) => [w, r],
+        Err(_) => return,
+    };
+    let pid = fork().expect("fork");
+    if pid == 0 {
+        // The child waits until the DMA is over, then looks at its copy.
+        let mut b = [0u8; 1];
+        let _ = read(from_parent, &mut b);
+        let first_ok = page[..2048].iter().all(|&c| c == b'B');
+        let second_old = page[2048..].iter().all(|&c| c == b'A');
+        let second_dma = is_stamped(&page[2048..], disk);
+        exit_now(i32::from(first_ok) | i32::from(second_old) << 1 | i32::from(second_dma) << 2);
+    }
+    if again {
+        page[..2048].fill(b'C');
+    }
+    let _ = ioctl(fd, RELEASE);
+    let mut events = [IoEvent::default(); 1];
+    let n = io_getevents(ctx, 1, &mut events, None);
+    t.check(
+        &alloc::format!("{name}: the read completed"),
+        n == Ok(1) && events[0].res == 2048,
+    );
+    let _ = write(to_child, b"x");
+    let status = waitpid(pid, 0).map(|(_, s)| wexitstatus(s)).unwrap_or(-1);
+    let mine = if again { b'C' } else { b'B' };
+    let parent_first = page[..2048].iter().all(|&c| c == mine);
+    let parent_dma = is_stamped(&page[2048..], disk);
+    let child_first = status & 1 != 0;
+    let child_old = status & 2 != 0;
+    let child_dma = status & 4 != 0;
+    let era = expect.era;
+    if !expect.bug1 {
+        t.check(
+            &alloc::format!("{name}: the parent keeps its write in the first half"),
+            parent_first,
+        );
+        t.check(
+            &alloc::format!("{name}: the parent sees the disk data in the second half"),
+            parent_dma,
+        );
+        t.check(
+            &alloc::format!("{name}: the child has the pre-fork first half"),
+            child_first,
+        );
+        t.check(
+            &alloc::format!("{name}: the child does not see data that arrived after fork"),
+            child_old && !child_dma,
+        );
+    } else if again {
+        // The parent's write after fork copied the page away from the reference: the DMA
+        // landed in the page the child kept.
+        t.check(
+            &alloc::format!("{name} (era {era}): the parent keeps its write"),
+            parent_first,
+        );
+        t.check(
+            &alloc::format!("{name} (era {era}): reproduced: the parent lost the DMA data"),
+            !parent_dma,
+        );
+        t.check(
+            &alloc::format!("{name} (era {era}): reproduced: the child received it"),
+            child_dma,
+        );
+    } else {
+        t.check(
+            &alloc::format!("{name} (era {era}): the parent sees the disk data"),
+            parent_dma && parent_first,
+        );
+        t.check(
+            &alloc::format!(
+                "{name} (era {era}): reproduced: the child sees data that arrived after fork"
+            ),
+            child_dma,
+        );
+    }
+    let _ = close(to_child);
+    let _ = close(from_parent);
+    let _ = io_destroy(ctx);
+    unmap(page);
+}
+
+/// Seed 003 bug 2 with AIO.
+fn bug2(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
+    let Ok(ctx) = io_setup(4) else {
+        t.check("io_setup", false);
+        return;
+    };
+    let page = anon(1);
+    page[..2048].fill(b'P');
+    page[2048..].fill(b'Q');
+    let disk = 4096 * 2100;
+    let (Ok([c_read, p_write]), Ok([p_read, c_write])) = (pipe(), pipe()) else {
+        return;
+    };
+    let pid = fork().expect("fork");
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        let _ = read(c_read, &mut b);
+        page[..2048].fill(b'X');
+        let _ = write(c_write, b"y");
+        exit_now(0);
+    }
+    let _ = ioctl(fd, HOLD);
+    let req = iocb(fd, IOCB_CMD_PWRITE, &page[..2048], disk, 2);
+    t.eq(
+        "bug 2: held O_DIRECT write from the first half",
+        io_submit(ctx, &[&req]),
+        Ok(1),
+    );
+    page[2048..].fill(b'R');
+    let _ = write(p_write, b"x");
+    let mut b = [0u8; 1];
+    let _ = read(p_read, &mut b);
+    let _ = waitpid(pid, 0);
+    let _ = ioctl(fd, RELEASE);
+    let mut events = [IoEvent::default(); 1];
+    let n = io_getevents(ctx, 1, &mut events, None);
+    t.check(
+        "bug 2: the write completed",
+        n == Ok(1) && events[0].res == 2048,
+    );
+    let mut back = [0u8; 2048];
+    let r = pread(bfd, &mut back, disk);
+    let parents = back.iter().all(|&c| c == b'P');
+    let childs = back.iter().all(|&c| c == b'X');
+    let seen = (r, back[0], back[2047]);
+    if expect.bug2 {
+        t.check_why(
+            &alloc::format!(
+                "bug 2 (era {}): reproduced: the disk holds the child's write",
+                expect.era
+            ),
+            childs,
+            format_args!("{seen:?}"),
+        );
+    } else {
+        t.check_why(
+            "bug 2: the disk holds the parent's data as issued",
+            parents,
+            format_args!("{seen:?}"),
+        );
+    }
+    t.check(
+        "bug 2: the parent's page is intact",
+        page[..2048].iter().all(|&c| c == b'P') && page[2048..].iter().all(|&c| c == b'R'),
+    );
+    for f in [c_read, p_write, p_read, c_write] {
+        let _ = close(f);
+    }
+    let _ = io_destroy(ctx);
+    unmap(page);
+}
+
+/// Linux `hugetlb_dio`-style: O_DIRECT with aligned and unaligned (512-multiple) start and end
+/// offsets in a buffer, then munmap: free memory and pins back to the baseline.
+fn dio_offsets(t: &mut Tester, fd: i32) {
+    let base_free = mem_free();
+    let base_pins = pins_held();
+    for (start, end) in [
+        (0, 4 * PAGE),
+        (512, 4 * PAGE),
+        (0, 4 * PAGE - 512),
+        (1536, 3 * PAGE + 2560),
+    ] {
+        let buf = anon(4);
+        let len = end - start;
+        let r = pread(fd, &mut buf[start..end], 4096 * 50);
+        t.check(
+            &alloc::format!("dio [{start}, {end}): read {len} bytes of disk data"),
+            r == Ok(len) && is_stamped(&buf[start..end], 4096 * 50),
+        );
+        let w = pwrite(fd, &buf[start..end], 4096 * 60);
+        t.eq(&alloc::format!("dio [{start}, {end}): write"), w, Ok(len));
+        unmap(buf);
+        t.eq(
+            &alloc::format!("dio [{start}, {end}): after munmap, free memory at baseline"),
+            mem_free(),
+            base_free,
+        );
+        if base_pins.is_some() {
+            t.eq(
+                &alloc::format!("dio [{start}, {end}): pins at baseline"),
+                pins_held(),
+                base_pins,
+            );
+        }
+    }
+}
+
+/// A process that exits (AIO) or is killed (synchronous read) with a held request: the
+/// request completes after RELEASE from this process, and every frame comes back.
+fn exit_in_flight(t: &mut Tester, fd: i32) {
+    let base = mem_free();
+    let status = in_child(|| {
+        let Ok(ctx) = io_setup(2) else { return 1 };
+        let page = anon(4);
+        page.fill(7);
+        let _ = ioctl(fd, HOLD);
+        let req = iocb(fd, IOCB_CMD_PREAD, page, 4096 * 3000, 1);
+        if io_submit(ctx, &[&req]) != Ok(1) {
+            return 2;
+        }
+        0 // exits without io_destroy or io_getevents
+    });
+    t.eq("AIO child exits with its read held", status, 0);
+    t.eq("its request is still in flight", ioctl(fd, INFLIGHT), Ok(1));
+    t.eq("released from another process", ioctl(fd, RELEASE), Ok(1));
+    t.check("it completes", drain(fd));
+    t.eq("every frame of the exited child is back", mem_free(), base);
+
+    let pid = fork().expect("fork");
+    if pid == 0 {
+        let page = anon(2);
+        let _ = ioctl(fd, HOLD);
+        let _ = pread(fd, page, 4096 * 3100);
+        exit_now(3);
+    }
+    let mut waited = 0;
+    while ioctl(fd, INFLIGHT) != Ok(1) && waited < 1000 {
+        let _ = sleep_ms(2);
+        waited += 1;
+    }
+    t.eq(
+        "a child sleeps in a held synchronous read",
+        ioctl(fd, INFLIGHT),
+        Ok(1),
+    );
+    let _ = kill(pid, SIGKILL);
+    let status = waitpid(pid, 0).map(|(_, s)| s);
+    t.check(
+        "killed while the read is held",
+        status.is_ok_and(|s| wifsignaled(s) && wtermsig(s) == SIGKILL),
+    );
+    t.eq("release", ioctl(fd, RELEASE), Ok(1));
+    t.check("it completes", drain(fd));
+    t.eq("every frame of the killed child is back", mem_free(), base);
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One stress worker: random O_DIRECT reads and writes (sync and AIO) on its own 256 KiB of the
+/// disk, forks whose children scribble on the buffer, writes to the buffer between requests,
+/// every byte read checked against a model of the region. Returns the number of mismatches.
+fn stress_worker(fd: i32, index: u64) -> i32 {
+    const REGION: usize = 256 * 1024;
+    let disk = (16 << 20) + index * REGION as u64;
+    let mut model: Vec<u8> = (0..REGION as u64).map(|i| stamp_byte(disk + i)).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((index + 1) * 0x1234_5678));
+    let buf = anon(8);
+    let Ok(ctx) = io_setup(8) else { return 100 };
+    let mut bad = 0;
+    for step in 0..60 {
+        let sectors = 1 + rng.below(12) as usize;
+        let len = sectors * SECTOR;
+        let at = rng.below(((REGION - len) / SECTOR) as u64 + 1) as usize * SECTOR;
+        let off = rng.below(((8 * PAGE - len) / SECTOR) as u64 + 1) as usize * SECTOR;
+        match rng.below(5) {
+            0 | 1 => {
+                buf[off..off + len].fill(0xee);
+                if pread(fd, &mut buf[off..off + len], disk + at as u64) != Ok(len)
+                    || buf[off..off + len] != model[at..at + len]
+                {
+                    bad += 1;
+                }
+            }
+            2 => {
+                for (i, b) in buf[off..off + len].iter_mut().enumerate() {
+                    *b = (rng.next() as u8) ^ (i as u8);
+                }
+                if pwrite(fd, &buf[off..off + len], disk + at as u64) != Ok(len) {
+                    bad += 1;
+                }
+                model[at..at + len].copy_from_slice(&buf[off..off + len]);
+            }
+            3 => {
+                // AIO write then read back, both in flight together is not ordered: one by one.
+                let pattern = rng.next() as u8;
+                buf[off..off + len].fill(pattern);
+                let w = iocb(
+                    fd,
+                    IOCB_CMD_PWRITE,
+                    &buf[off..off + len],
+                    disk + at as u64,
+                    step,
+                );
+                let mut ev = [IoEvent::default(); 1];
+                if io_submit(ctx, &[&w]) != Ok(1)
+                    || io_getevents(ctx, 1, &mut ev, None) != Ok(1)
+                    || ev[0].res != len as i64
+                {
+                    bad += 1;
+                }
+                model[at..at + len].fill(pattern);
+            }
+            _ => {
+                // A child writes all over the buffer (its COW copy) while the parent reads
+                // into it; the parent's data must be the disk's.
+                let pid = fork().expect("fork");
+                if pid == 0 {
+                    buf.fill(0x11);
+                    exit_now(0);
+                }
+                if pread(fd, &mut buf[off..off + len], disk + at as u64) != Ok(len)
+                    || buf[off..off + len] != model[at..at + len]
+                {
+                    bad += 1;
+                }
+                let _ = waitpid(pid, 0);
+                if buf[off..off + len] != model[at..at + len] {
+                    bad += 1;
+                }
+            }
+        }
+        // The process writes its buffer between requests.
+        let poke = rng.below(8 * PAGE as u64) as usize;
+        buf[poke] = buf[poke].wrapping_add(1);
+    }
+    // The whole region, read back buffered.
+    let mut whole = alloc::vec![0u8; REGION];
+    let bfd = open(c"/dev/vda", O_RDWR).unwrap_or(-1);
+    if pread(bfd, &mut whole, disk) != Ok(REGION) || whole != model {
+        bad += 1;
+    }
+    let _ = close(bfd);
+    let _ = io_destroy(ctx);
+    unmap(buf);
+    bad
+}
+
+fn stress(t: &mut Tester, fd: i32) {
+    let base = mem_free();
+    let mut pids = Vec::new();
+    for i in 0..3 {
+        let pid = fork().expect("fork");
+        if pid == 0 {
+            exit_now(stress_worker(fd, i).min(100));
+        }
+        pids.push(pid);
+    }
+    for (i, pid) in pids.into_iter().enumerate() {
+        let status = waitpid(pid, 0).map(|(_, s)| wexitstatus(s));
+        t.eq(
+            &alloc::format!("stress worker {i}: every byte matched the model"),
+            status,
+            Ok(0),
+        );
+    }
+    t.eq("stress: free memory back to baseline", mem_free(), base);
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_dio");
+    if !on_cowlab() {
+        cowlab_userland::println!(
+            "t_dio: not on cowlab: /dev/vda may be a real disk here; skipped"
+        );
+        return t.finish();
+    }
+    let expect = expectations();
+    let (Ok(fd), Ok(bfd)) = (
+        open(c"/dev/vda", O_RDWR | O_DIRECT),
+        open(c"/dev/vda", O_RDWR),
+    ) else {
+        t.check("open /dev/vda", false);
+        return t.finish();
+    };
+    if expect.era == 2023 {
+        aio_basics(&mut t, fd, bfd);
+    }
+    bug1(&mut t, fd, expect, false);
+    bug1(&mut t, fd, expect, true);
+    bug2(&mut t, fd, bfd, expect);
+    if expect.era == 2023 {
+        dio_offsets(&mut t, fd);
+        exit_in_flight(&mut t, fd);
+        stress(&mut t, fd);
+    }
+    let _ = close(fd);
+    let _ = close(bfd);
+    t.finish()
+}

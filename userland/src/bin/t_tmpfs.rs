@@ -1,0 +1,579 @@
+//! tmpfs at /tmp: open with O_CREAT/O_EXCL/O_TRUNC/O_APPEND, the mkstemp and tmpfile()
+//! patterns (O_CREAT|O_EXCL|O_RDWR, O_TMPFILE), read/write/pread/pwrite/lseek/ftruncate/
+//! fallocate, stat/fstat (nlink 0 after unlink), getdents64 of /tmp, openat relative to /tmp,
+//! rename/renameat2, unlink (the data live until the last descriptor and mapping go), MAP_SHARED
+//! and MAP_PRIVATE mappings, statfs/fstatfs (TMPFS_MAGIC on cowlab), the errors Linux gives,
+//! and, on cowlab, MemFree back to its baseline once an unlinked file's last holder goes.
+//! Runs on the host too (its /tmp need not be a tmpfs: the magic is checked on cowlab only).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::vec::Vec;
+use core::ffi::CStr;
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{errno, nr, Errno};
+use cowlab_userland::test::{in_child, on_cowlab, Tester};
+
+cowlab_userland::entry!(main);
+
+const ENAMETOOLONG: i32 = 36;
+const EOPNOTSUPP: i32 = 95;
+const PAGE: usize = 4096;
+
+/// A NUL-terminated copy of `s` (owned, so names can be built at run time).
+struct CPath(Vec<u8>);
+
+impl CPath {
+    fn new(s: &str) -> CPath {
+        let mut v = Vec::from(s.as_bytes());
+        v.push(0);
+        CPath(v)
+    }
+
+    fn c(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
+    }
+}
+
+fn e<T>(n: i32) -> Result<T, Errno> {
+    Err(Errno(n))
+}
+
+fn peek(addr: usize) -> u8 {
+    // SAFETY: callers pass addresses inside live mappings.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+fn poke(addr: usize, v: u8) {
+    // SAFETY: callers pass addresses inside live writable mappings.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+fn getpid() -> usize {
+    // SAFETY: getpid takes no arguments.
+    unsafe { raw(nr::GETPID, [0; 6]) }.unwrap_or(0)
+}
+
+/// MemFree in kB from /proc/meminfo.
+fn mem_free() -> Option<u64> {
+    let fd = open(c"/proc/meminfo", O_RDONLY).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = read(fd, &mut buf).ok()?;
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether getdents64 of `dirfd` lists `name`.
+fn dir_lists(dirfd: i32, name: &str) -> Result<bool, Errno> {
+    lseek(dirfd, 0, 0)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = getdents64(dirfd, &mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut at = 0;
+        while at < n {
+            let reclen = u16::from_le_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            let entry = &buf[at + 19..at + reclen];
+            let len = entry.iter().position(|&b| b == 0).unwrap_or(entry.len());
+            if &entry[..len] == name.as_bytes() && buf[at + 18] == 8 {
+                return Ok(true);
+            }
+            at += reclen;
+        }
+    }
+}
+
+fn read_at(fd: i32, off: u64, len: usize) -> Result<Vec<u8>, Errno> {
+    let mut buf = alloc::vec![0u8; len];
+    let n = pread(fd, &mut buf, off)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_tmpfs");
+    let cowlab = on_cowlab();
+    let base = format!("t_tmpfs.{}", getpid());
+    let name = format!("{base}.a");
+    let path = CPath::new(&format!("/tmp/{name}"));
+    let _ = unlink(path.c());
+
+    // statfs
+    match statfs(c"/tmp") {
+        Ok(st) => {
+            t.check("statfs(/tmp) f_namelen 255", st.f_namelen == 255);
+            if cowlab {
+                t.eq("statfs(/tmp) is TMPFS_MAGIC", st.f_type, TMPFS_MAGIC);
+                t.check(
+                    "statfs(/tmp) blocks: free <= total, size > 0",
+                    st.f_blocks > 0 && st.f_bfree <= st.f_blocks && st.f_bsize == 4096,
+                );
+            }
+        }
+        Err(err) => t.check_why("statfs(/tmp)", false, err.0),
+    }
+    t.eq(
+        "statfs of a missing path is ENOENT",
+        statfs(c"/tmp/no/such").map(drop),
+        e(errno::ENOENT),
+    );
+    // SAFETY: address 8 is unmapped: the kernel must fail the copy.
+    let bad = unsafe { raw(137, [c"/tmp".as_ptr() as usize, 8, 0, 0, 0, 0]) };
+    t.eq("statfs to a bad buffer is EFAULT", bad, e(errno::EFAULT));
+    t.eq(
+        "fstatfs(-1) is EBADF",
+        fstatfs(-1).map(drop),
+        e(errno::EBADF),
+    );
+
+    // mkstemp: O_CREAT|O_EXCL|O_RDWR, 0600.
+    let fd = open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600).unwrap_or(-1);
+    t.check("create a file in /tmp (O_CREAT|O_EXCL|O_RDWR)", fd >= 0);
+    t.eq(
+        "O_CREAT|O_EXCL on an existing name is EEXIST",
+        open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR, 0o600),
+        e(errno::EEXIST),
+    );
+    match fstat(fd) {
+        Ok(st) => {
+            t.eq("fstat: S_IFREG", st.st_mode & S_IFMT, S_IFREG);
+            t.eq("fstat: mode 0600", st.st_mode & 0o7777, 0o600);
+            t.eq("fstat: size 0, nlink 1", (st.st_size, st.st_nlink), (0, 1));
+        }
+        Err(err) => t.check_why("fstat", false, err.0),
+    }
+    if let Ok(st) = fstatfs(fd) {
+        if cowlab {
+            t.eq(
+                "fstatfs of a /tmp file is TMPFS_MAGIC",
+                st.f_type,
+                TMPFS_MAGIC,
+            );
+        }
+    } else {
+        t.check("fstatfs of a /tmp file", false);
+    }
+
+    // Data: write, lseek, read, pread, pwrite.
+    let data: Vec<u8> = (0..10000u32).map(|i| (i * 7 % 251) as u8).collect();
+    t.eq("write 10000 bytes", write(fd, &data), Ok(10000));
+    t.eq("lseek SEEK_END", lseek(fd, 0, 2), Ok(10000));
+    t.eq("lseek SEEK_SET", lseek(fd, 0, 0), Ok(0));
+    let mut back = alloc::vec![0u8; 12000];
+    t.eq("read stops at EOF", read(fd, &mut back), Ok(10000));
+    t.check("read returns what was written", back[..10000] == data[..]);
+    t.eq("pwrite in the middle", pwrite(fd, b"HELLO", 4090), Ok(5));
+    t.eq(
+        "pread across a page boundary",
+        read_at(fd, 4090, 5),
+        Ok(Vec::from(&b"HELLO"[..])),
+    );
+    match stat(path.c()) {
+        Ok(st) => {
+            t.eq("stat by path: size", st.st_size, 10000);
+            if cowlab {
+                t.eq("stat: st_blocks counts 3 pages", st.st_blocks, 24);
+            }
+        }
+        Err(err) => t.check_why("stat by path", false, err.0),
+    }
+
+    // O_APPEND through a second description; O_TRUNC seen by the first one.
+    let fd2 = open(path.c(), O_WRONLY | O_APPEND).unwrap_or(-1);
+    t.check("reopen O_WRONLY|O_APPEND", fd2 >= 0);
+    t.eq("O_APPEND write", write(fd2, b"tail"), Ok(4));
+    t.eq(
+        "O_APPEND wrote at the end",
+        read_at(fd, 10000, 10),
+        Ok(Vec::from(&b"tail"[..])),
+    );
+    let _ = close(fd2);
+    let fd3 = open(path.c(), O_RDWR | O_TRUNC).unwrap_or(-1);
+    t.check("reopen O_TRUNC", fd3 >= 0);
+    t.eq(
+        "O_TRUNC emptied the file for every descriptor",
+        fstat(fd).map(|s| s.st_size),
+        Ok(0),
+    );
+    let _ = close(fd3);
+
+    // ftruncate, fallocate.
+    t.eq("ftruncate grows", ftruncate(fd, 3 * PAGE as i64), Ok(0));
+    t.eq(
+        "a hole reads as zeros",
+        read_at(fd, 100, 4),
+        Ok(alloc::vec![0u8; 4]),
+    );
+    t.eq(
+        "fallocate grows",
+        fallocate(fd, 0, 0, 4 * PAGE as i64),
+        Ok(0),
+    );
+    t.eq(
+        "size after fallocate",
+        fstat(fd).map(|s| s.st_size),
+        Ok(4 * PAGE as i64),
+    );
+    if cowlab {
+        t.eq(
+            "fallocate mode 1 (KEEP_SIZE) is EOPNOTSUPP here",
+            fallocate(fd, 1, 0, 10),
+            e(EOPNOTSUPP),
+        );
+    }
+
+    // Shared and private mappings.
+    // SAFETY: a new mapping at an address the kernel chooses.
+    let shared = unsafe { mmap_fd(0, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) };
+    // SAFETY: as above.
+    let private = unsafe { mmap_fd(0, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) };
+    match (shared, private) {
+        (Ok(s), Ok(p)) => {
+            poke(s + PAGE + 1, 0x5a);
+            t.eq(
+                "a MAP_SHARED store reaches the file",
+                read_at(fd, PAGE as u64 + 1, 1),
+                Ok(alloc::vec![0x5a]),
+            );
+            t.eq("MAP_PRIVATE sees the file", peek(p + PAGE + 1), 0x5a);
+            poke(p + 2 * PAGE, 0x77);
+            t.eq(
+                "a MAP_PRIVATE store does not reach the file",
+                read_at(fd, 2 * PAGE as u64, 1),
+                Ok(alloc::vec![0]),
+            );
+            t.eq(
+                "pwrite is seen through MAP_SHARED",
+                pwrite(fd, b"Q", 3),
+                Ok(1),
+            );
+            t.eq("... the shared mapping", peek(s + 3), b'Q');
+            let _ = munmap(p, 4 * PAGE);
+            // Keep `s` across unlink below.
+            unlink_checks(&mut t, fd, &path, &name, s);
+        }
+        _ => t.check_why(
+            "mmap of a /tmp file",
+            false,
+            format_args!("{shared:?} {private:?}"),
+        ),
+    }
+    let _ = close(fd);
+
+    errors(&mut t, &base);
+    names(&mut t, &base);
+    tmpfile(&mut t);
+    across_fork(&mut t, &base);
+    if cowlab {
+        frames_return(&mut t, &base);
+    }
+    t.finish()
+}
+
+/// Unlink while a descriptor and a mapping hold the file.
+fn unlink_checks(t: &mut Tester, fd: i32, path: &CPath, name: &str, map: usize) {
+    let dir = open(c"/tmp", O_RDONLY | O_DIRECTORY).unwrap_or(-1);
+    t.check("open /tmp O_DIRECTORY", dir >= 0);
+    t.eq(
+        "getdents64 of /tmp lists the file",
+        dir_lists(dir, name),
+        Ok(true),
+    );
+    t.eq("unlink", unlink(path.c()), Ok(0));
+    t.eq(
+        "stat after unlink is ENOENT",
+        stat(path.c()).map(drop),
+        e(errno::ENOENT),
+    );
+    t.eq("unlink again is ENOENT", unlink(path.c()), e(errno::ENOENT));
+    t.eq(
+        "fstat after unlink: nlink 0",
+        fstat(fd).map(|s| s.st_nlink),
+        Ok(0),
+    );
+    t.eq(
+        "getdents64 no longer lists it",
+        dir_lists(dir, name),
+        Ok(false),
+    );
+    t.eq(
+        "the data stay readable through the descriptor",
+        read_at(fd, 3, 1),
+        Ok(Vec::from(&b"Q"[..])),
+    );
+    t.eq("... and the mapping", peek(map + PAGE + 1), 0x5a);
+    poke(map, 9);
+    t.eq(
+        "a store through the mapping still reaches the file",
+        read_at(fd, 0, 1),
+        Ok(alloc::vec![9]),
+    );
+    let _ = munmap(map, 4 * PAGE);
+    let _ = close(dir);
+}
+
+/// ENOENT, ENOTDIR, EISDIR, ENAMETOOLONG.
+fn errors(t: &mut Tester, base: &str) {
+    let missing = CPath::new(&format!("/tmp/{base}.missing"));
+    t.eq(
+        "open a missing name is ENOENT",
+        open(missing.c(), O_RDONLY),
+        e(errno::ENOENT),
+    );
+    let file = CPath::new(&format!("/tmp/{base}.f"));
+    let fd = open_mode(file.c(), O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    t.check("create with O_CREAT", fd >= 0);
+    let below = CPath::new(&format!("/tmp/{base}.f/x"));
+    t.eq(
+        "a path below a file is ENOTDIR",
+        open_mode(below.c(), O_CREAT | O_RDWR, 0o600),
+        e(errno::ENOTDIR),
+    );
+    t.eq(
+        "O_DIRECTORY on a file is ENOTDIR",
+        open(file.c(), O_RDONLY | O_DIRECTORY),
+        e(errno::ENOTDIR),
+    );
+    let slash = CPath::new(&format!("/tmp/{base}.f/"));
+    t.eq(
+        "a file with a trailing slash is ENOTDIR",
+        open(slash.c(), O_RDONLY),
+        e(errno::ENOTDIR),
+    );
+    let newslash = CPath::new(&format!("/tmp/{base}.new/"));
+    t.eq(
+        "creating a name with a trailing slash is EISDIR",
+        open_mode(newslash.c(), O_CREAT | O_RDWR, 0o600),
+        e(errno::EISDIR),
+    );
+    t.eq(
+        "open /tmp for writing is EISDIR",
+        open(c"/tmp", O_RDWR),
+        e(errno::EISDIR),
+    );
+    let dir = open(c"/tmp", O_RDONLY | O_DIRECTORY).unwrap_or(-1);
+    let mut b = [0u8; 8];
+    t.eq(
+        "read of /tmp is EISDIR",
+        read(dir, &mut b),
+        e(errno::EISDIR),
+    );
+    t.eq("unlink /tmp is EISDIR", unlink(c"/tmp"), e(errno::EISDIR));
+    t.eq(
+        "rmdir of a file is ENOTDIR",
+        rmdir(file.c()),
+        e(errno::ENOTDIR),
+    );
+    let long = CPath::new(&format!("/tmp/{}", "a".repeat(256)));
+    t.eq(
+        "a 256-byte name is ENAMETOOLONG",
+        open_mode(long.c(), O_CREAT | O_RDWR, 0o600),
+        e(ENAMETOOLONG),
+    );
+    let ok255 = format!("{base}{}", "b".repeat(255 - base.len()));
+    let fd255 = openat(dir, CPath::new(&ok255).c(), O_CREAT | O_RDWR, 0o600);
+    t.check("openat(/tmp fd, 255-byte name) creates", fd255.is_ok());
+    t.eq(
+        "unlinkat(/tmp fd, name)",
+        unlinkat(dir, CPath::new(&ok255).c(), 0),
+        Ok(0),
+    );
+    t.eq(
+        "unlinkat bad flags is EINVAL",
+        unlinkat(dir, CPath::new(&ok255).c(), 1),
+        e(errno::EINVAL),
+    );
+    if let Ok(f) = fd255 {
+        let _ = close(f);
+    }
+    t.eq(
+        "write on a read-only tmpfs fd is EBADF",
+        {
+            let r = open(file.c(), O_RDONLY).unwrap_or(-1);
+            let res = write(r, b"x");
+            let _ = close(r);
+            res
+        },
+        e(errno::EBADF),
+    );
+    let _ = unlink(file.c());
+    let _ = close(fd);
+    let _ = close(dir);
+}
+
+/// rename within /tmp.
+fn names(t: &mut Tester, base: &str) {
+    let a = CPath::new(&format!("/tmp/{base}.r1"));
+    let b = CPath::new(&format!("/tmp/{base}.r2"));
+    let c = CPath::new(&format!("/tmp/{base}.r3"));
+    let fa = open_mode(a.c(), O_CREAT | O_RDWR, 0o600).unwrap_or(-1);
+    let _ = write(fa, b"first");
+    let fc = open_mode(c.c(), O_CREAT | O_RDWR, 0o600).unwrap_or(-1);
+    let _ = write(fc, b"third");
+    t.eq("rename", rename(a.c(), b.c()), Ok(0));
+    t.eq(
+        "the old name is gone",
+        stat(a.c()).map(drop),
+        e(errno::ENOENT),
+    );
+    let fb = open(b.c(), O_RDONLY).unwrap_or(-1);
+    t.eq(
+        "the new name has the data",
+        read_at(fb, 0, 10),
+        Ok(Vec::from(&b"first"[..])),
+    );
+    t.eq(
+        "renameat2 RENAME_NOREPLACE onto an existing name is EEXIST",
+        renameat2(AT_FDCWD, c.c(), AT_FDCWD, b.c(), RENAME_NOREPLACE),
+        e(errno::EEXIST),
+    );
+    t.eq(
+        "rename replaces an existing name",
+        rename(c.c(), b.c()),
+        Ok(0),
+    );
+    t.eq(
+        "the replaced file is unlinked (nlink 0) but still open",
+        (fstat(fb).map(|s| s.st_nlink), read_at(fb, 0, 10)),
+        (Ok(0), Ok(Vec::from(&b"first"[..]))),
+    );
+    let fb2 = open(b.c(), O_RDONLY).unwrap_or(-1);
+    t.eq(
+        "the name now holds the renamed file",
+        read_at(fb2, 0, 10),
+        Ok(Vec::from(&b"third"[..])),
+    );
+    t.eq(
+        "rename a missing name is ENOENT",
+        rename(a.c(), c.c()),
+        e(errno::ENOENT),
+    );
+    for fd in [fa, fb, fb2, fc] {
+        let _ = close(fd);
+    }
+    let _ = unlink(b.c());
+}
+
+/// tmpfile(): O_TMPFILE on /tmp.
+fn tmpfile(t: &mut Tester) {
+    match open_mode(c"/tmp", O_TMPFILE | O_RDWR, 0o600) {
+        Ok(fd) => {
+            let st = fstat(fd).unwrap_or_default();
+            t.eq(
+                "O_TMPFILE: a regular file with no name",
+                (st.st_mode & S_IFMT, st.st_nlink),
+                (S_IFREG, 0),
+            );
+            t.eq("O_TMPFILE: write", write(fd, b"unnamed"), Ok(7));
+            t.eq(
+                "O_TMPFILE: read back",
+                read_at(fd, 0, 20),
+                Ok(Vec::from(&b"unnamed"[..])),
+            );
+            let _ = close(fd);
+        }
+        Err(err) => t.check_why("open(/tmp, O_TMPFILE|O_RDWR)", false, err.0),
+    }
+    t.eq(
+        "O_TMPFILE read-only is EINVAL",
+        open_mode(c"/tmp", O_TMPFILE | O_RDONLY, 0o600),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "O_TMPFILE with O_CREAT is EINVAL",
+        open_mode(c"/tmp", O_TMPFILE | O_CREAT | O_RDWR, 0o600),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "__O_TMPFILE without O_DIRECTORY is EINVAL",
+        open_mode(c"/tmp", (O_TMPFILE & !O_DIRECTORY) | O_RDWR, 0o600),
+        e(errno::EINVAL),
+    );
+}
+
+/// A child writes through the inherited descriptor; the parent reads it.
+fn across_fork(t: &mut Tester, base: &str) {
+    let p = CPath::new(&format!("/tmp/{base}.fork"));
+    let fd = open_mode(p.c(), O_CREAT | O_RDWR | O_TRUNC, 0o600).unwrap_or(-1);
+    let status = in_child(|| {
+        if pwrite(fd, b"child", 0) != Ok(5) {
+            return 1;
+        }
+        // A name the child creates is visible to the parent.
+        let q = CPath::new(&format!("/tmp/{}.fork2", "t_tmpfs_child"));
+        match open_mode(q.c(), O_CREAT | O_RDWR | O_TRUNC, 0o600) {
+            Ok(f) => i32::from(write(f, b"2") != Ok(1)) * 2,
+            Err(_) => 3,
+        }
+    });
+    t.eq("child exited 0", status, 0);
+    t.eq(
+        "the child's write is in the file",
+        read_at(fd, 0, 8),
+        Ok(Vec::from(&b"child"[..])),
+    );
+    t.eq(
+        "the child's new file exists",
+        stat(c"/tmp/t_tmpfs_child.fork2").map(|s| s.st_size),
+        Ok(1),
+    );
+    let _ = unlink(c"/tmp/t_tmpfs_child.fork2");
+    let _ = close(fd);
+    let _ = unlink(p.c());
+}
+
+/// An unlinked 1 MiB file's frames go back with its last descriptor and mapping.
+fn frames_return(t: &mut Tester, base: &str) {
+    const LEN: usize = 256 * PAGE;
+    // The write buffer first: the user allocator keeps its memory, which is not the file's.
+    let chunk = alloc::vec![0xabu8; 64 * 1024];
+    let Some(before) = mem_free() else {
+        t.check("read MemFree", false);
+        return;
+    };
+    let p = CPath::new(&format!("/tmp/{base}.big"));
+    let fd = open_mode(p.c(), O_CREAT | O_RDWR, 0o600).unwrap_or(-1);
+    for i in 0..LEN / chunk.len() {
+        let _ = pwrite(fd, &chunk, (i * chunk.len()) as u64);
+    }
+    // SAFETY: a new mapping at an address the kernel chooses.
+    let map = unsafe { mmap_fd(0, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) };
+    let mut sum = 0u64;
+    if let Ok(m) = map {
+        for i in (0..LEN).step_by(PAGE) {
+            sum += u64::from(peek(m + i));
+        }
+    }
+    t.eq("1 MiB file mapped and read", sum, 0xab * 256);
+    let during = mem_free().unwrap_or(before);
+    t.check_why(
+        "MemFree dropped by at least 1 MiB",
+        before >= during + 1024,
+        format_args!("before {before} kB, during {during} kB"),
+    );
+    let _ = unlink(p.c());
+    let _ = close(fd);
+    let still = mem_free().unwrap_or(0);
+    t.check_why(
+        "the mapping keeps the unlinked file's frames",
+        still + 1024 <= before,
+        format_args!("before {before} kB, now {still} kB"),
+    );
+    if let Ok(m) = map {
+        let _ = munmap(m, LEN);
+    }
+    let after = mem_free().unwrap_or(0);
+    t.eq(
+        "MemFree back to baseline after close and munmap",
+        after,
+        before,
+    );
+}

@@ -1,0 +1,775 @@
+//! io_uring: setup and the three ring mmaps, NOP/READ/WRITE/READV/WRITEV and the fixed
+//! operations on registered buffers (data moved through the pinned frames), buffer
+//! registration and its errors (EBUSY, ENXIO, EFAULT, EINVAL), unsupported flags and opcodes
+//! completing with an error, IOSQE_IO_LINK cancelling, the cow.c family "R/O-mapping a
+//! registered buffer" (mprotect R/O, clear_refs 4, mprotect R/W, write, read back through the
+//! registration), a child sharing the ring across fork, and on cowlab that pinned frames stay
+//! allocated while registered and every frame returns once the ring is closed. On a host
+//! without io_uring (ENOSYS, or EPERM when disabled) it prints a skip line and counts nothing;
+//! on cowlab that is a failure.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cowlab_userland::calls::*;
+use cowlab_userland::println;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, on_cowlab, Tester};
+
+cowlab_userland::entry!(main);
+
+const PAGE: usize = 4096;
+const ENXIO: i32 = 6;
+const EBUSY: i32 = 16;
+const ECANCELED: i32 = 125;
+const EOPNOTSUPP: i32 = 95;
+
+fn e<T>(n: i32) -> Result<T, Errno> {
+    Err(Errno(n))
+}
+
+fn peek(addr: usize) -> u8 {
+    // SAFETY: callers pass addresses inside live mappings.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+fn poke(addr: usize, v: u8) {
+    // SAFETY: callers pass addresses inside live writable mappings.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+/// The ring word at `addr` (inside a live ring mapping), shared with the kernel.
+fn word(addr: usize) -> &'static AtomicU32 {
+    // SAFETY: `addr` is a 4-aligned address inside a ring mapping that lives until the test
+    // unmaps it at the end; the kernel accesses the word only as a whole u32.
+    unsafe { &*(addr as *const AtomicU32) }
+}
+
+/// A mapped ring.
+struct Ring {
+    fd: i32,
+    p: IoUringParams,
+    sq: usize,
+    sq_len: usize,
+    cq: usize,
+    cq_len: usize,
+    sqes: usize,
+    sqes_len: usize,
+}
+
+impl Ring {
+    fn new(entries: u32) -> Result<Ring, Errno> {
+        let mut p = IoUringParams::default();
+        let fd = io_uring_setup(entries, &mut p)?;
+        let sq_len = p.sq_off.array as usize + 4 * p.sq_entries as usize;
+        let cq_len = p.cq_off.cqes as usize + 16 * p.cq_entries as usize;
+        let sqes_len = 64 * p.sq_entries as usize;
+        let rw = PROT_READ | PROT_WRITE;
+        // SAFETY: new shared mappings at addresses the kernel chooses.
+        let map = |len, off| unsafe { mmap_fd(0, len, rw, MAP_SHARED, fd, off) };
+        let sq = map(sq_len, IORING_OFF_SQ_RING)?;
+        let cq = map(cq_len, IORING_OFF_CQ_RING)?;
+        let sqes = map(sqes_len, IORING_OFF_SQES)?;
+        Ok(Ring {
+            fd,
+            p,
+            sq,
+            sq_len,
+            cq,
+            cq_len,
+            sqes,
+            sqes_len,
+        })
+    }
+
+    /// Queues one SQE (not yet submitted).
+    fn push(&self, sqe: IoUringSqe) {
+        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
+        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
+        let slot = tail & mask;
+        // SAFETY: slot < sq_entries: inside the SQE mapping, which holds IoUringSqe values.
+        unsafe {
+            core::ptr::write_volatile((self.sqes as *mut IoUringSqe).add(slot as usize), sqe)
+        };
+        word(self.sq + self.p.sq_off.array as usize + 4 * slot as usize)
+            .store(slot, Ordering::Relaxed);
+        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Submits what is queued and waits for `wait` completions.
+    fn enter(&self, submit: u32, wait: u32) -> Result<usize, Errno> {
+        // SAFETY: every SQE the tests queue points at buffers that live until it completes
+        // (the kernel completes them inside this call).
+        unsafe { io_uring_enter(self.fd, submit, wait, IORING_ENTER_GETEVENTS) }
+    }
+
+    /// Takes the next completion, if any.
+    fn reap(&self) -> Option<IoUringCqe> {
+        let head_w = word(self.cq + self.p.cq_off.head as usize);
+        let head = head_w.load(Ordering::Relaxed);
+        let tail = word(self.cq + self.p.cq_off.tail as usize).load(Ordering::Acquire);
+        if head == tail {
+            return None;
+        }
+        let mask = word(self.cq + self.p.cq_off.ring_mask as usize).load(Ordering::Relaxed);
+        // SAFETY: (head & mask) < cq_entries: inside the CQE array of the CQ mapping.
+        let cqe = unsafe {
+            core::ptr::read_volatile(
+                ((self.cq + self.p.cq_off.cqes as usize) as *const IoUringCqe)
+                    .add((head & mask) as usize),
+            )
+        };
+        head_w.store(head.wrapping_add(1), Ordering::Release);
+        Some(cqe)
+    }
+
+    /// Submits one SQE and returns its completion.
+    fn run(&self, sqe: IoUringSqe) -> Result<IoUringCqe, Errno> {
+        self.push(sqe);
+        self.enter(1, 1)?;
+        self.reap().ok_or(Errno(0))
+    }
+
+    fn close(self) {
+        let _ = munmap(self.sq, self.sq_len);
+        let _ = munmap(self.cq, self.cq_len);
+        let _ = munmap(self.sqes, self.sqes_len);
+        let _ = close(self.fd);
+    }
+}
+
+fn rw(op: u8, fd: i32, addr: usize, len: usize, off: u64, data: u64) -> IoUringSqe {
+    IoUringSqe {
+        opcode: op,
+        fd,
+        addr: addr as u64,
+        len: len as u32,
+        off,
+        user_data: data,
+        ..IoUringSqe::default()
+    }
+}
+
+fn fixed(op: u8, fd: i32, addr: usize, len: usize, off: u64, index: u16) -> IoUringSqe {
+    IoUringSqe {
+        buf_index: index,
+        ..rw(op, fd, addr, len, off, 0x1000 + u64::from(index))
+    }
+}
+
+fn res(c: Result<IoUringCqe, Errno>) -> Result<i32, Errno> {
+    c.map(|c| c.res)
+}
+
+fn map_rw(len: usize) -> usize {
+    mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS).expect("mmap")
+}
+
+fn read_at(fd: i32, off: u64, len: usize) -> Vec<u8> {
+    let mut buf = alloc::vec![0u8; len];
+    let n = pread(fd, &mut buf, off).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+fn mem_free() -> Option<u64> {
+    let fd = open(c"/proc/meminfo", O_RDONLY).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = read(fd, &mut buf).ok()?;
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_uring");
+    let cowlab = on_cowlab();
+    let mut probe = IoUringParams::default();
+    match io_uring_setup(1, &mut probe) {
+        Ok(fd) => {
+            let _ = close(fd);
+        }
+        Err(err) if !cowlab && (err.0 == errno::ENOSYS || err.0 == errno::EPERM) => {
+            println!(
+                "t_uring: skip: io_uring_setup answers errno {} on this host",
+                err.0
+            );
+            return t.finish();
+        }
+        Err(err) => {
+            t.check_why("io_uring_setup", false, err.0);
+            return t.finish();
+        }
+    }
+    setup_errors(&mut t);
+    let ring = match Ring::new(4) {
+        Ok(r) => r,
+        Err(err) => {
+            t.check_why("io_uring_setup(4) and the three mmaps", false, err.0);
+            return t.finish();
+        }
+    };
+    t.eq(
+        "entries: 4 SQ, 8 CQ",
+        (ring.p.sq_entries, ring.p.cq_entries),
+        (4, 8),
+    );
+    t.check(
+        "IORING_FEAT_SINGLE_MMAP",
+        ring.p.features & IORING_FEAT_SINGLE_MMAP != 0,
+    );
+    t.eq("the ring fd is close-on-exec", fcntl(ring.fd, 1, 0), Ok(1));
+
+    let nop = IoUringSqe {
+        opcode: IORING_OP_NOP,
+        user_data: 0xdead_beef_1234,
+        ..IoUringSqe::default()
+    };
+    t.eq(
+        "NOP completes with res 0 and echoes user_data",
+        ring.run(nop),
+        Ok(IoUringCqe {
+            user_data: 0xdead_beef_1234,
+            res: 0,
+            flags: 0,
+        }),
+    );
+    plain_io(&mut t, &ring);
+    registered(&mut t, &ring);
+    ro_mapped_registered_buffer(&mut t, &ring);
+    flags_and_links(&mut t, &ring);
+    enter_errors(&mut t, &ring);
+    ring.close();
+    if cowlab {
+        pins_hold_frames(&mut t);
+        cq_full(&mut t);
+    }
+    if cowlab {
+        frames_return(&mut t);
+    }
+    t.finish()
+}
+
+fn setup_errors(t: &mut Tester) {
+    let mut p = IoUringParams::default();
+    t.eq(
+        "setup(0) is EINVAL",
+        io_uring_setup(0, &mut p),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "setup(65536) without CLAMP is EINVAL",
+        io_uring_setup(65536, &mut p),
+        e(errno::EINVAL),
+    );
+    let mut bad = IoUringParams {
+        resv: [0, 1, 0],
+        ..IoUringParams::default()
+    };
+    t.eq(
+        "setup with non-zero resv is EINVAL",
+        io_uring_setup(4, &mut bad),
+        e(errno::EINVAL),
+    );
+    // SAFETY: address 8 is unmapped: the kernel must fail the copy.
+    let r = unsafe { raw(425, [4, 8, 0, 0, 0, 0]) };
+    t.eq(
+        "setup with a bad params pointer is EFAULT",
+        r,
+        e(errno::EFAULT),
+    );
+}
+
+fn plain_io(t: &mut Tester, ring: &Ring) {
+    let fd = memfd_create(c"t_uring", 0).expect("memfd");
+    let data: Vec<u8> = (0..6000u32).map(|i| (i % 253) as u8).collect();
+    t.eq(
+        "WRITE 6000 bytes at offset 100",
+        res(ring.run(rw(
+            IORING_OP_WRITE,
+            fd,
+            data.as_ptr() as usize,
+            6000,
+            100,
+            1,
+        ))),
+        Ok(6000),
+    );
+    t.check("the file holds them", read_at(fd, 100, 6000) == data);
+    let mut back = alloc::vec![0u8; 6000];
+    t.eq(
+        "READ them back",
+        res(ring.run(rw(
+            IORING_OP_READ,
+            fd,
+            back.as_mut_ptr() as usize,
+            6000,
+            100,
+            2,
+        ))),
+        Ok(6000),
+    );
+    t.check("READ data match", back == data);
+    t.eq(
+        "READ at EOF returns 0",
+        res(ring.run(rw(
+            IORING_OP_READ,
+            fd,
+            back.as_mut_ptr() as usize,
+            10,
+            6100,
+            3,
+        ))),
+        Ok(0),
+    );
+    t.eq(
+        "WRITE with offset -1 uses the file position",
+        res(ring.run(rw(
+            IORING_OP_WRITE,
+            fd,
+            b"pos".as_ptr() as usize,
+            3,
+            u64::MAX,
+            4,
+        ))),
+        Ok(3),
+    );
+    t.eq("... which advanced", lseek(fd, 0, 1), Ok(3));
+    let mut a = [0u8; 2];
+    let mut b = [0u8; 3];
+    let iov = [[a.as_mut_ptr() as usize, 2], [b.as_mut_ptr() as usize, 3]];
+    t.eq(
+        "READV into two buffers",
+        res(ring.run(rw(IORING_OP_READV, fd, iov.as_ptr() as usize, 2, 0, 5))),
+        Ok(5),
+    );
+    t.eq("READV data", (a, b), (*b"po", [b's', 0, 0]));
+    let wiov = [[b"ab".as_ptr() as usize, 2], [b"cd".as_ptr() as usize, 2]];
+    t.eq(
+        "WRITEV from two buffers",
+        res(ring.run(rw(IORING_OP_WRITEV, fd, wiov.as_ptr() as usize, 2, 10, 6))),
+        Ok(4),
+    );
+    t.eq("WRITEV data", read_at(fd, 10, 4), Vec::from(&b"abcd"[..]));
+    t.eq(
+        "READ of a bad fd completes with -EBADF",
+        res(ring.run(rw(IORING_OP_READ, 999, back.as_mut_ptr() as usize, 1, 0, 7))),
+        Ok(-errno::EBADF),
+    );
+    t.eq(
+        "READ into a bad address completes with -EFAULT",
+        res(ring.run(rw(IORING_OP_READ, fd, 8, 10, 0, 8))),
+        Ok(-errno::EFAULT),
+    );
+    let _ = close(fd);
+}
+
+fn registered(t: &mut Tester, ring: &Ring) {
+    let fd = memfd_create(c"t_uring_fixed", 0).expect("memfd");
+    let buf0 = map_rw(3 * PAGE);
+    for i in 0..3 * PAGE {
+        poke(buf0 + i, (i % 241) as u8);
+    }
+    let mut heap = alloc::vec![0u8; 3000];
+    let buf1 = heap.as_mut_ptr() as usize + 100;
+    let iovs = [[buf0, 3 * PAGE], [buf1, 2000]];
+    t.eq(
+        "REGISTER_BUFFERS: a mapping and an unaligned heap buffer",
+        io_uring_register_buffers(ring.fd, &iovs),
+        Ok(0),
+    );
+    t.eq(
+        "registering again is EBUSY",
+        io_uring_register_buffers(ring.fd, &iovs),
+        e(EBUSY),
+    );
+    t.eq(
+        "WRITE_FIXED from buffer 0",
+        res(ring.run(fixed(IORING_OP_WRITE_FIXED, fd, buf0 + 10, 2 * PAGE, 0, 0))),
+        Ok(2 * PAGE as i32),
+    );
+    let want: Vec<u8> = (10..10 + 2 * PAGE).map(|i| (i % 241) as u8).collect();
+    t.check(
+        "the file holds the buffer's bytes",
+        read_at(fd, 0, 2 * PAGE) == want,
+    );
+    t.eq(
+        "READ_FIXED into the unaligned buffer 1",
+        res(ring.run(fixed(IORING_OP_READ_FIXED, fd, buf1 + 5, 1000, 0, 1))),
+        Ok(1000),
+    );
+    t.check(
+        "buffer 1 holds the file's bytes",
+        heap[105..1105] == want[..1000] && heap[104] == 0 && heap[1105] == 0,
+    );
+    t.eq(
+        "a range past the registered buffer completes with -EFAULT",
+        res(ring.run(fixed(IORING_OP_READ_FIXED, fd, buf1 + 1990, 20, 0, 1))),
+        Ok(-errno::EFAULT),
+    );
+    t.eq(
+        "a range before it completes with -EFAULT",
+        res(ring.run(fixed(IORING_OP_READ_FIXED, fd, buf1 - 1, 2, 0, 1))),
+        Ok(-errno::EFAULT),
+    );
+    t.eq(
+        "buf_index beyond the registration completes with -EFAULT",
+        res(ring.run(fixed(IORING_OP_READ_FIXED, fd, buf1, 1, 0, 2))),
+        Ok(-errno::EFAULT),
+    );
+
+    // The child shares the ring and its registration; its exit releases nothing.
+    let status = in_child(|| {
+        let c = ring.run(fixed(IORING_OP_READ_FIXED, fd, buf0, 3, 0, 0));
+        i32::from(res(c) != Ok(3))
+    });
+    t.eq("a child uses the shared ring's registration", status, 0);
+    t.eq(
+        "the registration outlives the child",
+        res(ring.run(fixed(IORING_OP_WRITE_FIXED, fd, buf0, 1, 0, 0))),
+        Ok(1),
+    );
+
+    t.eq(
+        "UNREGISTER_BUFFERS",
+        io_uring_unregister_buffers(ring.fd),
+        Ok(0),
+    );
+    t.eq(
+        "unregistering nothing is ENXIO",
+        io_uring_unregister_buffers(ring.fd),
+        e(ENXIO),
+    );
+    t.eq(
+        "a fixed op without a registration completes with -EFAULT",
+        res(ring.run(fixed(IORING_OP_READ_FIXED, fd, buf0, 1, 0, 0))),
+        Ok(-errno::EFAULT),
+    );
+    t.eq(
+        "registering 0 buffers is EINVAL",
+        io_uring_register_buffers(ring.fd, &[]),
+        e(errno::EINVAL),
+    );
+    t.eq(
+        "a NULL base with a length is EFAULT",
+        io_uring_register_buffers(ring.fd, &[[0, PAGE]]),
+        e(errno::EFAULT),
+    );
+    t.eq(
+        "a zero length is EFAULT",
+        io_uring_register_buffers(ring.fd, &[[buf0, 0]]),
+        e(errno::EFAULT),
+    );
+    let hole = map_rw(2 * PAGE);
+    let _ = munmap(hole + PAGE, PAGE);
+    t.eq(
+        "a range running into a hole is EFAULT",
+        io_uring_register_buffers(ring.fd, &[[buf0, PAGE], [hole, 2 * PAGE]]),
+        e(errno::EFAULT),
+    );
+    let _ = mprotect(hole, PAGE, PROT_READ);
+    t.eq(
+        "a read-only range is EFAULT (FOLL_WRITE)",
+        io_uring_register_buffers(ring.fd, &[[hole, PAGE]]),
+        e(errno::EFAULT),
+    );
+    t.eq(
+        "after failures nothing is registered (ENXIO)",
+        io_uring_unregister_buffers(ring.fd),
+        e(ENXIO),
+    );
+    // SAFETY: address 8 is unmapped: the kernel must fail the iovec copy.
+    let r = unsafe { io_uring_register_raw(ring.fd, IORING_REGISTER_BUFFERS, 8, 1) };
+    t.eq("an unreadable iovec array is EFAULT", r, e(errno::EFAULT));
+    // SAFETY: unregister with an argument: the kernel refuses before using it.
+    let r = unsafe { io_uring_register_raw(ring.fd, IORING_UNREGISTER_BUFFERS, 8, 0) };
+    t.eq("UNREGISTER with an argument is EINVAL", r, e(errno::EINVAL));
+    // SAFETY: an unknown opcode: the kernel refuses it.
+    let r = unsafe { io_uring_register_raw(ring.fd, 9999, 0, 0) };
+    t.eq("an unknown register opcode is EINVAL", r, e(errno::EINVAL));
+    t.eq(
+        "register on a memfd is EOPNOTSUPP",
+        io_uring_register_buffers(fd, &iovs),
+        e(EOPNOTSUPP),
+    );
+    t.eq(
+        "register on a bad fd is EBADF",
+        io_uring_register_buffers(999, &iovs),
+        e(errno::EBADF),
+    );
+    let _ = munmap(hole, PAGE);
+    let _ = munmap(buf0, 3 * PAGE);
+    drop(heap);
+    let _ = close(fd);
+}
+
+/// cow.c "R/O-mapping a page registered as io_uring fixed buffer": after mprotect R/O,
+/// clear_refs 4 and mprotect R/W, a write must land in the pinned page, so reading the buffer
+/// back through the registration sees it.
+fn ro_mapped_registered_buffer(t: &mut Tester, ring: &Ring) {
+    let fd = memfd_create(c"t_uring_cow", 0).expect("memfd");
+    let buf = map_rw(PAGE);
+    for i in 0..PAGE {
+        poke(buf + i, 0xff);
+    }
+    t.eq(
+        "register the page",
+        io_uring_register_buffers(ring.fd, &[[buf, PAGE]]),
+        Ok(0),
+    );
+    t.eq("mprotect R/O", mprotect(buf, PAGE, PROT_READ), Ok(0));
+    let clear = open(c"/proc/self/clear_refs", O_WRONLY);
+    let cleared = clear.and_then(|c| {
+        let r = write(c, b"4");
+        let _ = close(c);
+        r
+    });
+    t.eq("clear_refs 4", cleared, Ok(1));
+    t.eq(
+        "mprotect R/W",
+        mprotect(buf, PAGE, PROT_READ | PROT_WRITE),
+        Ok(0),
+    );
+    for i in 0..PAGE {
+        poke(buf + i, (i % 7) as u8);
+    }
+    t.eq(
+        "WRITE_FIXED the registered page out",
+        res(ring.run(fixed(IORING_OP_WRITE_FIXED, fd, buf, PAGE, 0, 0))),
+        Ok(PAGE as i32),
+    );
+    let want: Vec<u8> = (0..PAGE).map(|i| (i % 7) as u8).collect();
+    t.check(
+        "the registration sees the write made after mprotect/clear_refs/mprotect",
+        read_at(fd, 0, PAGE) == want,
+    );
+    // And the other direction: a fixed read lands in what the process sees.
+    let _ = pwrite(fd, &[0x42u8; 16], 0);
+    t.eq(
+        "READ_FIXED into the page",
+        res(ring.run(fixed(IORING_OP_READ_FIXED, fd, buf, 16, 0, 0))),
+        Ok(16),
+    );
+    t.eq("the process sees the fixed read", peek(buf + 15), 0x42);
+    let _ = io_uring_unregister_buffers(ring.fd);
+    let _ = munmap(buf, PAGE);
+    let _ = close(fd);
+}
+
+fn flags_and_links(t: &mut Tester, ring: &Ring) {
+    let cowlab = on_cowlab();
+    let unknown = IoUringSqe {
+        opcode: 200,
+        user_data: 9,
+        ..IoUringSqe::default()
+    };
+    t.eq(
+        "an unknown opcode completes with -EINVAL",
+        res(ring.run(unknown)),
+        Ok(-errno::EINVAL),
+    );
+    let mut x = [0u8; 4];
+    let fixed_file = IoUringSqe {
+        flags: IOSQE_FIXED_FILE,
+        ..rw(IORING_OP_READ, 0, x.as_mut_ptr() as usize, 4, 0, 10)
+    };
+    let r = res(ring.run(fixed_file));
+    if cowlab {
+        t.eq(
+            "IOSQE_FIXED_FILE (unsupported) completes with -EINVAL",
+            r,
+            Ok(-errno::EINVAL),
+        );
+    } else {
+        t.check(
+            "IOSQE_FIXED_FILE without registered files fails",
+            r.is_ok_and(|r| r < 0),
+        );
+    }
+    // A failing head cancels the rest of its link chain.
+    ring.push(IoUringSqe {
+        flags: IOSQE_IO_LINK,
+        ..rw(IORING_OP_READ, 999, x.as_mut_ptr() as usize, 4, 0, 11)
+    });
+    ring.push(IoUringSqe {
+        opcode: IORING_OP_NOP,
+        user_data: 12,
+        ..IoUringSqe::default()
+    });
+    t.eq("submit a 2-SQE link chain", ring.enter(2, 2), Ok(2));
+    let first = ring.reap().map(|c| (c.user_data, c.res));
+    let second = ring.reap().map(|c| (c.user_data, c.res));
+    t.eq(
+        "the failing head completes with -EBADF, the linked NOP with -ECANCELED",
+        (first, second),
+        (Some((11, -errno::EBADF)), Some((12, -ECANCELED))),
+    );
+    // IOSQE_CQE_SKIP_SUCCESS: a successful op posts nothing, a failing one still does.
+    ring.push(IoUringSqe {
+        opcode: IORING_OP_NOP,
+        flags: IOSQE_CQE_SKIP_SUCCESS,
+        user_data: 13,
+        ..IoUringSqe::default()
+    });
+    ring.push(IoUringSqe {
+        flags: IOSQE_CQE_SKIP_SUCCESS,
+        ..rw(IORING_OP_READ, 999, x.as_mut_ptr() as usize, 4, 0, 14)
+    });
+    t.eq("submit two CQE_SKIP_SUCCESS SQEs", ring.enter(2, 1), Ok(2));
+    let only = ring.reap().map(|c| (c.user_data, c.res));
+    t.eq(
+        "only the failure posts a CQE",
+        (only, ring.reap().is_none()),
+        (Some((14, -errno::EBADF)), true),
+    );
+}
+
+fn enter_errors(t: &mut Tester, ring: &Ring) {
+    // SAFETY: nothing is queued; the flags are refused.
+    let r = unsafe { io_uring_enter(ring.fd, 0, 0, 0x8000) };
+    t.eq("io_uring_enter unknown flag is EINVAL", r, e(errno::EINVAL));
+    // SAFETY: not a ring: refused.
+    let r = unsafe { io_uring_enter(0, 0, 0, 0) };
+    t.eq(
+        "io_uring_enter on a non-ring fd is EOPNOTSUPP",
+        r,
+        e(EOPNOTSUPP),
+    );
+    // SAFETY: a bad descriptor: refused.
+    let r = unsafe { io_uring_enter(-1, 0, 0, 0) };
+    t.eq("io_uring_enter on a bad fd is EBADF", r, e(errno::EBADF));
+    t.eq("submitting nothing returns 0", ring.enter(0, 0), Ok(0));
+    let mut p = IoUringParams::default();
+    if let Ok(fd) = io_uring_setup(2, &mut p) {
+        // SAFETY: a new mapping at an address the kernel chooses.
+        let r = unsafe { mmap_fd(0, PAGE, PROT_READ, MAP_SHARED, fd, 0x4000_0000) };
+        if on_cowlab() {
+            t.eq(
+                "mmap at an unknown ring offset is EINVAL",
+                r,
+                e(errno::EINVAL),
+            );
+        } else {
+            // Linux 6.1 answers EINVAL; newer kernels look the offset up as a region (ENOMEM).
+            t.check("mmap at an unknown ring offset fails", r.is_err());
+        }
+        let _ = close(fd);
+    }
+}
+
+/// Registered pages stay allocated after munmap (the pins hold them) until unregistered.
+fn pins_hold_frames(t: &mut Tester) {
+    const LEN: usize = 64 * PAGE;
+    let Ok(ring) = Ring::new(2) else {
+        t.check("second ring", false);
+        return;
+    };
+    let before = mem_free().unwrap_or(0);
+    let buf = map_rw(LEN);
+    for i in (0..LEN).step_by(PAGE) {
+        poke(buf + i, 1);
+    }
+    t.eq(
+        "register 64 pages",
+        io_uring_register_buffers(ring.fd, &[[buf, LEN]]),
+        Ok(0),
+    );
+    let _ = munmap(buf, LEN);
+    let held = mem_free().unwrap_or(0);
+    t.check_why(
+        "unmapped registered pages stay allocated (pinned)",
+        held + 256 <= before,
+        format_args!("before {before} kB, held {held} kB"),
+    );
+    t.eq("unregister", io_uring_unregister_buffers(ring.fd), Ok(0));
+    let after = mem_free().unwrap_or(0);
+    t.check_why(
+        "unregistering frees them",
+        after + 16 >= before,
+        format_args!("before {before} kB, after {after} kB"),
+    );
+    // Closing the ring with a registration unpins too.
+    let buf = map_rw(LEN);
+    for i in (0..LEN).step_by(PAGE) {
+        poke(buf + i, 1);
+    }
+    let _ = io_uring_register_buffers(ring.fd, &[[buf, LEN]]);
+    let _ = munmap(buf, LEN);
+    ring.close();
+    let closed = mem_free().unwrap_or(0);
+    t.check_why(
+        "closing the ring unpins the registration",
+        closed + 16 >= before,
+        format_args!("before {before} kB, closed {closed} kB"),
+    );
+}
+
+/// A submission is taken only when its completion has room: with the CQ full, io_uring_enter
+/// submits nothing and answers EBUSY (cowlab never drops or overflows completions).
+fn cq_full(t: &mut Tester) {
+    let Ok(ring) = Ring::new(1) else {
+        t.check("ring of 1", false);
+        return;
+    };
+    let nop = IoUringSqe {
+        opcode: IORING_OP_NOP,
+        ..IoUringSqe::default()
+    };
+    for _ in 0..2 {
+        ring.push(nop);
+        let _ = ring.enter(1, 0);
+    }
+    ring.push(nop);
+    t.eq(
+        "a full CQ makes io_uring_enter EBUSY",
+        ring.enter(1, 0),
+        e(EBUSY),
+    );
+    let reaped = (0..3).filter(|_| ring.reap().is_some()).count();
+    t.eq("the two completions are there", reaped, 2);
+    t.eq(
+        "after reaping, the queued NOP is submitted",
+        ring.enter(1, 1),
+        Ok(1),
+    );
+    ring.close();
+}
+
+/// Every frame of a ring (its pages, a registration's pins) is free again once the ring is
+/// closed and unmapped, without unregistering first.
+fn frames_return(t: &mut Tester) {
+    const LEN: usize = 16 * PAGE;
+    let Some(before) = mem_free() else {
+        t.check("read MemFree", false);
+        return;
+    };
+    let Ok(ring) = Ring::new(64) else {
+        t.check("ring of 64", false);
+        return;
+    };
+    let buf = map_rw(LEN);
+    let fd = memfd_create(c"t_uring_frames", 0).unwrap_or(-1);
+    let _ = io_uring_register_buffers(ring.fd, &[[buf, LEN]]);
+    let _ = ring.run(fixed(IORING_OP_READ_FIXED, fd, buf, LEN, 0, 0));
+    let _ = ring.run(fixed(IORING_OP_WRITE_FIXED, fd, buf, LEN, 0, 0));
+    let during = mem_free().unwrap_or(0);
+    t.check_why(
+        "a 64-entry ring with a 16-page registration uses frames",
+        during < before,
+        format_args!("before {before} kB, during {during} kB"),
+    );
+    ring.close();
+    let _ = munmap(buf, LEN);
+    let _ = close(fd);
+    let after = mem_free().unwrap_or(0);
+    t.eq(
+        "MemFree back to baseline after closing the ring",
+        after,
+        before,
+    );
+}
