@@ -7,12 +7,16 @@
 //! job Linux's hash-bucket lock does). A waiter knows it was woken because it is no longer
 //! queued; still queued after its sleep means a timeout or a kill, and it dequeues itself.
 //!
-//! Keys: `(address space, address)`. Linux keys private futexes the same way and shared ones
-//! (no `FUTEX_PRIVATE_FLAG`) by the backing page (inode and offset, or the anonymous page); here
-//! both are keyed by address space and address, which is exact for every use between threads
-//! (including `CLONE_CHILD_CLEARTID`'s wake, which Linux does as a shared futex), but does not
-//! connect waiters in *different processes* mapping the same `MAP_SHARED` memory.
+//! Keys (Linux `get_futex_key`): a private futex (`FUTEX_PRIVATE_FLAG`) is `(address space,
+//! address)`. A shared one is `(shmem object, byte offset in it)` when the word lies in a
+//! `MAP_SHARED` mapping of a shmem object (memfd, tmpfs file, `MAP_SHARED|MAP_ANONYMOUS`), so
+//! processes mapping the same memory at any address meet; elsewhere (private memory) it is
+//! `(address space, address)` as for a private one, as in Linux. The kernel's own wake at a
+//! thread's exit (`CLONE_CHILD_CLEARTID`) is a shared one, as in Linux. A key names its object by
+//! address and holds no reference to it: a waiter whose object is freed and whose address is
+//! reused by a new object can only see a spurious wake-up, which futex users tolerate.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use spin::Mutex;
@@ -25,12 +29,19 @@ use crate::uaccess::UserPtr;
 /// The bitset that matches every waiter (`FUTEX_BITSET_MATCH_ANY`).
 pub const BITSET_MATCH_ANY: u32 = u32::MAX;
 
-/// Which word: the address space (its `Arc` pointer, alive while a waiter of it is queued,
-/// since the waiter holds a reference) and the user address.
+/// Which word: an object (an address space or a shmem object, by the address of its `Arc`
+/// contents) and an offset in it (a user address, or a byte offset in the shmem object).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Key {
-    aspace: usize,
-    addr: u64,
+    object: usize,
+    offset: u64,
+}
+
+/// Private futexes (`FUTEX_PRIVATE_FLAG`) or shared ones (see the module comment).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scope {
+    Private,
+    Shared,
 }
 
 struct Waiter {
@@ -48,18 +59,32 @@ fn channel(tid: Pid) -> usize {
 }
 
 /// The key of `addr` in the current address space. `EINVAL` for a misaligned address (Linux
-/// `get_futex_key`).
-fn key(addr: u64) -> Result<Key, Errno> {
+/// `get_futex_key`). The address-space lock is held only for the VMA lookup (no user access).
+fn key(addr: u64, scope: Scope) -> Result<Key, Errno> {
     if !addr.is_multiple_of(4) {
         return Err(Errno::EINVAL);
     }
-    let aspace = with_current(|t| {
-        t.aspace
-            .as_ref()
-            .map(|a| alloc::sync::Arc::as_ptr(a) as usize)
+    let aspace = with_current(|t| t.aspace.clone()).ok_or(Errno::EFAULT)?;
+    if scope == Scope::Shared && crate::vm::is_user_address(addr) {
+        let aspace = aspace.lock();
+        let va = cowlab_mm::VirtAddr::new(addr);
+        let shared = aspace.find_vma(va).and_then(|vma| {
+            if vma.sharing() != cowlab_mm::vma::Sharing::Shared {
+                return None;
+            }
+            vma.shmem_page(va).map(|(object, page)| Key {
+                object: Arc::as_ptr(object) as usize,
+                offset: page * cowlab_mm::PAGE_SIZE as u64 + addr % cowlab_mm::PAGE_SIZE as u64,
+            })
+        });
+        if let Some(key) = shared {
+            return Ok(key);
+        }
+    }
+    Ok(Key {
+        object: Arc::as_ptr(&aspace) as usize,
+        offset: addr,
     })
-    .ok_or(Errno::EFAULT)?;
-    Ok(Key { aspace, addr })
 }
 
 /// Reads the user word at `addr` (`EFAULT` if it cannot be read).
@@ -74,11 +99,17 @@ pub type Deadline = Option<u64>;
 /// matching `bitset`, the deadline, or a kill. `EAGAIN` if the word differs, `ETIMEDOUT`,
 /// `EINTR` (the thread is being killed), `EFAULT`, `EINVAL` (misaligned, empty bitset).
 #[doc(alias = "futex_wait")]
-pub fn wait(addr: u64, expected: u32, bitset: u32, deadline: Deadline) -> Result<u64, Errno> {
+pub fn wait(
+    addr: u64,
+    scope: Scope,
+    expected: u32,
+    bitset: u32,
+    deadline: Deadline,
+) -> Result<u64, Errno> {
     if bitset == 0 {
         return Err(Errno::EINVAL);
     }
-    let key = key(addr)?;
+    let key = key(addr, scope)?;
     // No lock is held across the read (it may fault), and nothing can run between the read and
     // the queueing: interrupts are off in the kernel.
     if read_word(addr)? != expected {
@@ -140,16 +171,17 @@ fn wake_key(key: Key, n: u32, bitset: u32) -> u32 {
 /// misaligned address or an empty bitset. Like Linux for private futexes, the word itself is
 /// not read: waking an address nobody waits on is 0, mapped or not.
 #[doc(alias = "futex_wake")]
-pub fn wake(addr: u64, n: u32, bitset: u32) -> Result<u64, Errno> {
+pub fn wake(addr: u64, scope: Scope, n: u32, bitset: u32) -> Result<u64, Errno> {
     if bitset == 0 {
         return Err(Errno::EINVAL);
     }
-    Ok(u64::from(wake_key(key(addr)?, n, bitset)))
+    Ok(u64::from(wake_key(key(addr, scope)?, n, bitset)))
 }
 
-/// The wake of a thread's exit (`CLONE_CHILD_CLEARTID`), in the current address space.
+/// The wake of a thread's exit (`CLONE_CHILD_CLEARTID`), in the current address space: a
+/// shared futex, as Linux's `mm_release` does it.
 pub fn wake_address(addr: u64, n: u32, bitset: u32) {
-    let _ = wake(addr, n, bitset);
+    let _ = wake(addr, Scope::Shared, n, bitset);
 }
 
 /// FUTEX_REQUEUE / FUTEX_CMP_REQUEUE: wakes up to `n_wake` waiters on `addr` and moves up to
@@ -159,13 +191,14 @@ pub fn wake_address(addr: u64, n: u32, bitset: u32) {
 #[doc(alias = "futex_requeue")]
 pub fn requeue(
     addr: u64,
+    scope: Scope,
     n_wake: u32,
     n_requeue: u32,
     addr2: u64,
     expected: Option<u32>,
 ) -> Result<u64, Errno> {
-    let from = key(addr)?;
-    let to = key(addr2)?;
+    let from = key(addr, scope)?;
+    let to = key(addr2, scope)?;
     if let Some(expected) = expected {
         if read_word(addr)? != expected {
             return Err(Errno::EAGAIN);

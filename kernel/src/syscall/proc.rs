@@ -234,14 +234,19 @@ fn timespec_micros(addr: u64) -> Result<u64, Errno> {
         .saturating_add((t.nsec as u64).div_ceil(1000)))
 }
 
-/// futex(uaddr, op, val, timeout or val2, uaddr2, val3). Both private and shared futexes are
-/// keyed by (address space, address): see `proc::futex`. Operations other than WAIT, WAKE,
+/// futex(uaddr, op, val, timeout or val2, uaddr2, val3). Keys: see `proc::futex`. Operations
+/// other than WAIT, WAKE,
 /// REQUEUE, CMP_REQUEUE, WAIT_BITSET and WAKE_BITSET answer ENOSYS (Linux's answer for an
 /// unknown one).
 pub fn futex(a: Args) -> SysResult {
     let addr = a.get(0);
     let op = a.get(1) & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let realtime = a.get(1) & FUTEX_CLOCK_REALTIME != 0;
+    let scope = if a.get(1) & FUTEX_PRIVATE_FLAG != 0 {
+        futex::Scope::Private
+    } else {
+        futex::Scope::Shared
+    };
     let val = a.get(2) as u32;
     // Linux accepts FUTEX_CLOCK_REALTIME only with the waits that take a clock.
     if realtime && !matches!(op, FUTEX_WAIT | FUTEX_WAIT_BITSET) {
@@ -273,13 +278,21 @@ pub fn futex(a: Args) -> SysResult {
                     })
                 }
             };
-            futex::wait(addr, val, bitset, deadline)
+            futex::wait(addr, scope, val, bitset, deadline)
         }
-        FUTEX_WAKE => futex::wake(addr, count(a.get(2)), futex::BITSET_MATCH_ANY),
-        FUTEX_WAKE_BITSET => futex::wake(addr, count(a.get(2)), a.get(5) as u32),
-        FUTEX_REQUEUE => futex::requeue(addr, count(a.get(2)), count(a.get(3)), a.get(4), None),
+        FUTEX_WAKE => futex::wake(addr, scope, count(a.get(2)), futex::BITSET_MATCH_ANY),
+        FUTEX_WAKE_BITSET => futex::wake(addr, scope, count(a.get(2)), a.get(5) as u32),
+        FUTEX_REQUEUE => futex::requeue(
+            addr,
+            scope,
+            count(a.get(2)),
+            count(a.get(3)),
+            a.get(4),
+            None,
+        ),
         FUTEX_CMP_REQUEUE => futex::requeue(
             addr,
+            scope,
             count(a.get(2)),
             count(a.get(3)),
             a.get(4),

@@ -517,6 +517,69 @@ fn futex_errors(t: &mut Tester) {
     );
 }
 
+/// Shared futexes meet across processes in `MAP_SHARED` memory; a private wake does not reach a
+/// shared waiter there (different keys, as in Linux).
+fn futex_across_processes(t: &mut Tester) {
+    const MAP_SHARED: u32 = 0x01;
+    let Ok(m) = mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS) else {
+        t.check("mmap MAP_SHARED|MAP_ANONYMOUS", false);
+        return;
+    };
+    // SAFETY: both words lie in the new page, 4-aligned, and live until the munmap below.
+    let (ready, word) = unsafe { (&*(m as *const AtomicU32), &*((m + 64) as *const AtomicU32)) };
+    match fork() {
+        Ok(0) => {
+            ready.store(1, Ordering::SeqCst);
+            let r = futex(
+                word.as_ptr() as usize,
+                0,
+                0,
+                [5i64, 0].as_ptr() as usize,
+                0,
+                0,
+            );
+            exit_now(match r {
+                Ok(0) => 0,
+                Err(Errno(110)) => 2,
+                _ => 1,
+            })
+        }
+        Ok(pid) => {
+            while ready.load(Ordering::SeqCst) == 0 {
+                let _ = sleep_ms(1);
+            }
+            let _ = sleep_ms(50);
+            let private = futex(
+                word.as_ptr() as usize,
+                FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
+                1,
+                0,
+                0,
+                0,
+            );
+            let shared = futex(word.as_ptr() as usize, FUTEX_WAKE, 1, 0, 0, 0);
+            let status = wait_with_deadline(pid, 10);
+            t.eq(
+                "a private wake does not reach a shared waiter in another process",
+                private,
+                Ok(0),
+            );
+            t.eq(
+                "a shared wake reaches the waiter in another process (MAP_SHARED)",
+                shared,
+                Ok(1),
+            );
+            t.check_why(
+                "... which returned 0 from FUTEX_WAIT",
+                status.is_some_and(|s| wifexited(s) && wexitstatus(s) == 0),
+                format_args!("status {status:?}"),
+            );
+        }
+        Err(_) => t.check("fork", false),
+    }
+    let _ = munmap(m, PAGE);
+}
+
 // ---- exit, exit_group, faults, kill ----------------------------------------------------------
 
 fn spinner(_: usize) -> i32 {
@@ -956,6 +1019,7 @@ fn main() -> i32 {
     settls_and_settid(&mut t);
     futex_between_threads(&mut t);
     futex_errors(&mut t);
+    futex_across_processes(&mut t);
     exits(&mut t);
     fork_and_exec(&mut t);
     frames(&mut t);
