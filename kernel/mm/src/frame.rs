@@ -454,6 +454,14 @@ impl FrameTable {
         self.meta.is_empty()
     }
 
+    /// Every frame's metadata indexed by PFN, for loops that look up many frames (fork's
+    /// `copy_pte_range`): the slice stays in registers across the loop's atomic operations,
+    /// where `meta` reloads it from the table each time.
+    #[inline]
+    pub(crate) fn metas(&self) -> &'static [FrameMeta] {
+        self.meta
+    }
+
     /// The metadata of `frame`. Panics if the frame is beyond the table.
     pub fn meta(&self, frame: PhysAddr) -> &FrameMeta {
         &self.meta[frame.pfn()]
