@@ -398,7 +398,12 @@ impl FrameTable {
     /// Drops one reference (Linux `put_page`); the last one frees the frame. Returns whether it
     /// did.
     pub fn put(&self, frame: PhysAddr) -> bool {
-        let meta = self.meta(frame);
+        self.put_meta(self.meta(frame), frame)
+    }
+
+    /// [`Self::put`] for a caller holding `frame`'s metadata already (unpin paths).
+    #[inline]
+    pub(crate) fn put_meta(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
         let old = meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on frame {frame:#x}");
         if old != 1 {
