@@ -795,6 +795,9 @@ pub fn write_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Resu
             if at.is_none() {
                 file.offset.store(pos, Ordering::Relaxed);
             }
+            if let FileKind::Tmpfs(_, inode) = &file.kind {
+                inode.touch_modified();
+            }
             Ok(done)
         }
         FileKind::Null => Ok(range.len),

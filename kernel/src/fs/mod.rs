@@ -401,6 +401,12 @@ pub fn stat(file: &OpenFile) -> Stat {
             st.st_size = obj.size() as i64;
             st.st_blocks = obj.cached_pages() as i64 * 8;
             st.st_ino = inode.ino;
+            let [a, m, c] = inode
+                .times()
+                .map(|us| ((us / 1_000_000) as i64, (us % 1_000_000 * 1000) as i64));
+            (st.st_atime, st.st_atime_nsec) = a;
+            (st.st_mtime, st.st_mtime_nsec) = m;
+            (st.st_ctime, st.st_ctime_nsec) = c;
         }
         FileKind::TmpDir => {
             st.st_dev = tmpfs::TMPFS_DEV;

@@ -52,11 +52,36 @@ pub struct TmpInode {
     /// Linux `I_LINKABLE`: set for an `O_TMPFILE` file opened without `O_EXCL` until it gets
     /// its first name; the only way a file with no names can get one.
     linkable: AtomicBool,
+    /// Creation time (`st_atime`: reads do not update it, as with `noatime`), last data
+    /// change (`st_mtime`: write, truncate, fallocate through a descriptor; stores through a
+    /// shared mapping are not seen), last inode change (`st_ctime`: also links and renames), in
+    /// microseconds of real time.
+    atime: AtomicU64,
+    mtime: AtomicU64,
+    ctime: AtomicU64,
 }
 
 impl TmpInode {
     pub fn nlink(&self) -> u32 {
         self.nlink.load(Ordering::Relaxed)
+    }
+
+    /// (atime, mtime, ctime) in microseconds since the epoch.
+    pub fn times(&self) -> [u64; 3] {
+        [&self.atime, &self.mtime, &self.ctime].map(|t| t.load(Ordering::Relaxed))
+    }
+
+    /// The data changed (Linux `file_update_time`).
+    pub fn touch_modified(&self) {
+        let now = crate::rtc::realtime_micros();
+        self.mtime.store(now, Ordering::Relaxed);
+        self.ctime.store(now, Ordering::Relaxed);
+    }
+
+    /// The inode changed (a name added or removed).
+    fn touch_changed(&self) {
+        self.ctime
+            .store(crate::rtc::realtime_micros(), Ordering::Relaxed);
     }
 }
 
@@ -70,7 +95,11 @@ static DIR: Mutex<BTreeMap<String, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT_INO: AtomicU64 = AtomicU64::new(TMPFS_ROOT_INO + 1);
 
 fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Arc<TmpInode> {
+    let now = crate::rtc::realtime_micros();
     Arc::new(TmpInode {
+        atime: AtomicU64::new(now),
+        mtime: AtomicU64::new(now),
+        ctime: AtomicU64::new(now),
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
         nlink: AtomicU32::new(nlink),
         mode: mode & 0o7777 & !UMASK,
@@ -145,6 +174,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
             ShmemObject::put(obj, memory::mm());
             return Err(e.into());
         }
+        inode.touch_modified();
     }
     Ok(FileKind::Tmpfs(obj, inode))
 }
@@ -182,6 +212,7 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
 
 fn release(entry: Entry) {
     entry.inode.nlink.fetch_sub(1, Ordering::Relaxed);
+    entry.inode.touch_changed();
     ShmemObject::put(entry.obj, memory::mm());
 }
 
@@ -199,6 +230,7 @@ pub fn link_open(obj: &Arc<ShmemObject>, inode: &Arc<TmpInode>, new: &str) -> Re
         return Err(Errno::EEXIST);
     }
     inode.linkable.store(false, Ordering::Relaxed);
+    inode.touch_changed();
     inode.nlink.fetch_add(1, Ordering::Relaxed);
     dir.insert(
         String::from(new),
@@ -233,6 +265,7 @@ pub fn rename(old: &str, new: &str, noreplace: bool) -> Result<(), Errno> {
         return Err(Errno::EEXIST);
     }
     let entry = dir.remove(old).expect("checked above");
+    entry.inode.touch_changed();
     let replaced = dir.insert(String::from(new), entry);
     drop(dir);
     if let Some(replaced) = replaced {
