@@ -186,6 +186,19 @@ fn mem_free() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A counter of `/proc/cowlab/mmstat` (`name value` lines).
+fn mmstat(name: &str) -> Option<u64> {
+    let fd = open(c"/proc/cowlab/mmstat", O_RDONLY).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = read(fd, &mut buf).ok()?;
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() -> i32 {
     let mut t = Tester::new("t_uring");
     let cowlab = on_cowlab();
@@ -455,11 +468,19 @@ fn registered(t: &mut Tester, ring: &Ring) {
     );
 
     // The child shares the ring and its registration; its exit releases nothing.
+    let pins = mmstat("gup_pins_held");
     let status = in_child(|| {
         let c = ring.run(fixed(IORING_OP_READ_FIXED, fd, buf0, 3, 0, 0));
         i32::from(res(c) != Ok(3))
     });
     t.eq("a child uses the shared ring's registration", status, 0);
+    if on_cowlab() {
+        t.eq(
+            "the child's exit leaves the one set of pins",
+            mmstat("gup_pins_held"),
+            pins,
+        );
+    }
     t.eq(
         "the registration outlives the child",
         res(ring.run(fixed(IORING_OP_WRITE_FIXED, fd, buf0, 1, 0, 0))),
@@ -706,10 +727,16 @@ fn pins_hold_frames(t: &mut Tester) {
     for i in (0..LEN).step_by(PAGE) {
         poke(buf + i, 1);
     }
+    let pins = mmstat("gup_pins_held").unwrap_or(u64::MAX);
     t.eq(
         "register 64 pages",
         io_uring_register_buffers(ring.fd, &[[buf, LEN]]),
         Ok(0),
+    );
+    t.eq(
+        "64 long-term pins held (gup_pins_held)",
+        mmstat("gup_pins_held").map(|n| n.wrapping_sub(pins)),
+        Some(64),
     );
     let _ = munmap(buf, LEN);
     let held = mem_free().unwrap_or(0);
@@ -719,6 +746,11 @@ fn pins_hold_frames(t: &mut Tester) {
         format_args!("before {before} kB, held {held} kB"),
     );
     t.eq("unregister", io_uring_unregister_buffers(ring.fd), Ok(0));
+    t.eq(
+        "unregister drops the pins",
+        mmstat("gup_pins_held"),
+        Some(pins),
+    );
     let after = mem_free().unwrap_or(0);
     t.check_why(
         "unregistering frees them",
@@ -732,7 +764,17 @@ fn pins_hold_frames(t: &mut Tester) {
     }
     let _ = io_uring_register_buffers(ring.fd, &[[buf, LEN]]);
     let _ = munmap(buf, LEN);
+    t.eq(
+        "registered again: 64 pins",
+        mmstat("gup_pins_held").map(|n| n.wrapping_sub(pins)),
+        Some(64),
+    );
     ring.close();
+    t.eq(
+        "closing the ring drops the pins",
+        mmstat("gup_pins_held"),
+        Some(pins),
+    );
     let closed = mem_free().unwrap_or(0);
     t.check_why(
         "closing the ring unpins the registration",
