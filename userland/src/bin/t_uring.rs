@@ -100,6 +100,15 @@ impl Ring {
         word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
     }
 
+    /// Queues an SQ array entry naming SQE `index` (which may be out of range) as is.
+    fn push_index(&self, index: u32) {
+        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
+        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
+        word(self.sq + self.p.sq_off.array as usize + 4 * (tail & mask) as usize)
+            .store(index, Ordering::Relaxed);
+        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
+    }
+
     /// Submits what is queued and waits for `wait` completions.
     fn enter(&self, submit: u32, wait: u32) -> Result<usize, Errno> {
         // SAFETY: every SQE the tests queue points at buffers that live until it completes
@@ -257,6 +266,7 @@ fn main() -> i32 {
     ro_mapped_registered_buffer(&mut t, &ring);
     flags_and_links(&mut t, &ring);
     enter_errors(&mut t, &ring);
+    dropped(&mut t, &ring);
     ring.close();
     if cowlab {
         pins_hold_frames(&mut t);
@@ -747,6 +757,11 @@ fn pins_hold_frames(t: &mut Tester) {
     );
     t.eq("unregister", io_uring_unregister_buffers(ring.fd), Ok(0));
     t.eq(
+        "a 1 GiB registration exceeds the registration cap (ENOMEM)",
+        io_uring_register_buffers(ring.fd, &[[buf, 1 << 30]]),
+        e(errno::ENOMEM),
+    );
+    t.eq(
         "unregister drops the pins",
         mmstat("gup_pins_held"),
         Some(pins),
@@ -866,4 +881,28 @@ fn probe(t: &mut Tester, ring: &Ring) {
     // SAFETY: as above; the kernel refuses the non-zero input before writing.
     let r = unsafe { io_uring_register_raw(ring.fd, PROBE, dirty.as_mut_ptr() as usize, 4) };
     t.eq("a probe that is not zeroed is EINVAL", r, e(errno::EINVAL));
+}
+
+/// An SQ array entry naming no SQE is consumed, counted in sq_dropped, and ends the batch.
+fn dropped(t: &mut Tester, ring: &Ring) {
+    let dropped = word(ring.sq + ring.p.sq_off.dropped as usize);
+    let before = dropped.load(Ordering::Acquire);
+    ring.push_index(99);
+    ring.push(IoUringSqe {
+        opcode: IORING_OP_NOP,
+        user_data: 77,
+        ..IoUringSqe::default()
+    });
+    // SAFETY: a NOP touches no memory.
+    let first = unsafe { io_uring_enter(ring.fd, 2, 0, 0) };
+    t.eq(
+        "an invalid SQ index: nothing submitted, sq_dropped + 1",
+        (first, dropped.load(Ordering::Acquire).wrapping_sub(before)),
+        (Ok(0), 1),
+    );
+    t.eq(
+        "the next SQE is submitted by the next call",
+        ring.enter(1, 1).map(|_| ring.reap().map(|c| c.user_data)),
+        Ok(Some(77)),
+    );
 }
