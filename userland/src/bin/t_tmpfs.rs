@@ -293,6 +293,7 @@ fn main() -> i32 {
     across_fork(&mut t, &base);
     if cowlab {
         frames_return(&mut t, &base);
+        inode_limit(&mut t, &base);
     }
     t.finish()
 }
@@ -733,4 +734,44 @@ fn times(t: &mut Tester, base: &str) {
     let _ = unlink(q.c());
     let _ = unlink(p.c());
     let _ = close(fd);
+}
+
+/// tmpfs holds at most f_files inodes: creating beyond answers ENOSPC, statfs counts them.
+fn inode_limit(t: &mut Tester, base: &str) {
+    const ENOSPC: i32 = 28;
+    let Ok(st) = statfs(c"/tmp") else {
+        t.check("statfs(/tmp)", false);
+        return;
+    };
+    let mut made = Vec::new();
+    let mut last = Ok(0);
+    for i in 0..st.f_files + 1 {
+        let p = CPath::new(&format!("/tmp/{base}.n{i}"));
+        last = open_mode(p.c(), O_CREAT | O_EXCL | O_RDWR, 0o600);
+        match last {
+            Ok(fd) => {
+                let _ = close(fd);
+                made.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    t.eq(
+        "creating files until f_files are in use ends with ENOSPC",
+        (made.len() as u64 == st.f_ffree, last),
+        (true, e(ENOSPC)),
+    );
+    t.eq(
+        "statfs f_ffree 0 when full",
+        statfs(c"/tmp").map(|s| s.f_ffree),
+        Ok(0),
+    );
+    for p in &made {
+        let _ = unlink(p.c());
+    }
+    t.eq(
+        "unlinking gives the inodes back",
+        statfs(c"/tmp").map(|s| s.f_ffree),
+        Ok(st.f_ffree),
+    );
 }
