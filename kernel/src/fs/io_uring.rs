@@ -676,6 +676,7 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
                 buf,
                 offset: (sqe.addr - start) as usize,
                 len: sqe.len as usize,
+                owner: reg.clone(),
             };
             let n = if sqe.opcode == IORING_OP_READ_FIXED {
                 read_fixed(&file, at, &range)?
@@ -723,6 +724,9 @@ pub struct FixedRange<'a> {
     /// Offset of the first byte within the buffer.
     pub offset: usize,
     pub len: usize,
+    /// The registration `buf` belongs to, for a device request that must keep its frames
+    /// pinned until it completes even if this call returns first (`fs::vda::fixed_io`).
+    pub owner: Arc<dyn core::any::Any + Send + Sync>,
 }
 
 /// The most a fixed operation moves per step through a kernel bounce buffer.
@@ -788,6 +792,7 @@ pub fn read_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Resul
             return Ok(done);
         }
         FileKind::Root | FileKind::TmpDir => return Err(Errno::EISDIR),
+        FileKind::Vda => return super::vda::fixed_io(file, super::vda::Op::Read, at, range),
         _ => return Err(Errno::EINVAL),
     };
     if at.is_none() {
@@ -837,6 +842,7 @@ pub fn write_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Resu
             Ok(done)
         }
         FileKind::Null => Ok(range.len),
+        FileKind::Vda => super::vda::fixed_io(file, super::vda::Op::Write, at, range),
         FileKind::Console | FileKind::PipeWrite(_) => {
             let n = range.len.min(CHUNK);
             range.buf.dma_read(mm, range.offset, &mut kbuf[..n]);
