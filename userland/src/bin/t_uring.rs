@@ -267,6 +267,7 @@ fn main() -> i32 {
     flags_and_links(&mut t, &ring);
     enter_errors(&mut t, &ring);
     dropped(&mut t, &ring);
+    wait_for_another_process(&mut t, &ring);
     ring.close();
     if cowlab {
         pins_hold_frames(&mut t);
@@ -904,5 +905,39 @@ fn dropped(t: &mut Tester, ring: &Ring) {
         "the next SQE is submitted by the next call",
         ring.enter(1, 1).map(|_| ring.reap().map(|c| c.user_data)),
         Ok(Some(77)),
+    );
+}
+
+/// GETEVENTS sleeps until another process sharing the ring posts a completion.
+fn wait_for_another_process(t: &mut Tester, ring: &Ring) {
+    while ring.reap().is_some() {}
+    let pid = match fork() {
+        Ok(0) => {
+            let _ = sleep_ms(50);
+            ring.push(IoUringSqe {
+                opcode: IORING_OP_NOP,
+                user_data: 55,
+                ..IoUringSqe::default()
+            });
+            // SAFETY: a NOP touches no memory.
+            let r = unsafe { io_uring_enter(ring.fd, 1, 0, 0) };
+            exit_now(i32::from(r != Ok(1)));
+        }
+        Ok(pid) => pid,
+        Err(err) => {
+            t.check_why("fork", false, err.0);
+            return;
+        }
+    };
+    t.eq(
+        "io_uring_enter(0, 1, GETEVENTS) waits for the child's completion",
+        ring.enter(0, 1)
+            .map(|n| (n, ring.reap().map(|c| c.user_data))),
+        Ok((0, Some(55))),
+    );
+    t.eq(
+        "the child submitted",
+        waitpid(pid, 0).map(|(_, status)| status),
+        Ok(0),
     );
 }
