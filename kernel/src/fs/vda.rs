@@ -476,3 +476,99 @@ pub fn start_direct(op: Op, buf: UserSlice, pos: u64, done: AsyncDone) -> Starte
     }
     Started::Queued
 }
+
+/// io_uring `READ_FIXED`/`WRITE_FIXED` on `/dev/vda` (the per-file hook of `fs::io_uring`):
+/// with `O_DIRECT` the device DMAs straight into (or out of) the registered buffer's frames,
+/// pinned long-term at registration, with no pinning here; the request holds the registration
+/// (`range.owner`) until it completes, so an issuer killed while waiting cannot let the frames
+/// go while the device may still write them. Without `O_DIRECT` the data goes through a kernel
+/// buffer. Range and alignment rules as [`read`]/[`write`].
+pub fn fixed_io(
+    file: &OpenFile,
+    op: Op,
+    at: Option<u64>,
+    range: &crate::fs::io_uring::FixedRange,
+) -> Result<usize, Errno> {
+    let device = device()?;
+    if op == Op::Write && device.read_only() {
+        return Err(Errno::EPERM);
+    }
+    let pos = at.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+    let size = device.capacity_bytes();
+    if range.len == 0 {
+        return Ok(0);
+    }
+    if pos >= size {
+        return match op {
+            Op::Read => Ok(0),
+            Op::Write => Err(Errno::ENOSPC),
+        };
+    }
+    let len = range.len.min((size - pos) as usize);
+    let addr = range.buf.start().as_u64() + range.offset as u64;
+    let mm = memory::mm();
+    let mut done = 0;
+    let direct = is_direct(file);
+    if direct && !dio_aligned(addr, pos, len) {
+        return Err(Errno::EINVAL);
+    }
+    while done < len {
+        let at = pos + done as u64;
+        let step = if direct {
+            let n = (len - done).min(CHUNK);
+            let mut segments = Vec::new();
+            range
+                .buf
+                .for_each_segment(range.offset + done, n, |page, off, piece| {
+                    segments.push(virtio_blk::Segment {
+                        phys: page.page().frame().as_u64() + off as u64,
+                        len: piece.len() as u32,
+                    });
+                });
+            let wait = SyncWait::new();
+            let request = Request::registered(
+                op,
+                at / SECTOR,
+                segments,
+                range.owner.clone(),
+                wait.completion(),
+            );
+            device.submit(request).and_then(|()| wait.wait())
+        } else {
+            let n = (len - done).min(CHUNK - (at % SECTOR) as usize);
+            let (lba, bytes) = covering(at, n);
+            (|| {
+                let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
+                let partial = !at.is_multiple_of(SECTOR) || !(at + n as u64).is_multiple_of(SECTOR);
+                if op == Op::Read || partial {
+                    kernel_io(device, Op::Read, lba, &region, bytes)?;
+                }
+                let inner = (at % SECTOR) as usize;
+                let mut data = alloc::vec![0u8; n];
+                if op == Op::Read {
+                    region.read(inner, &mut data);
+                    range.buf.dma_write(mm, range.offset + done, &data);
+                } else {
+                    range.buf.dma_read(mm, range.offset + done, &mut data);
+                    region.write(inner, &data);
+                    kernel_io(device, Op::Write, lba, &region, bytes)?;
+                }
+                Ok(n)
+            })()
+        };
+        match step {
+            Ok(n) => {
+                done += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    if at.is_none() {
+        file.offset.store(pos + done as u64, Ordering::Relaxed);
+    }
+    Ok(done)
+}

@@ -31,7 +31,8 @@ fn poll_until(done: impl Fn() -> bool) -> bool {
 
 /// Three reads held, none completes; released together, all complete by interrupt with the
 /// stamped contents; a write reads back; every descriptor is free again; a request past the
-/// end of the disk is refused with `EINVAL` and still finished once.
+/// end of the disk is refused with `EINVAL` and still finished once; one the device itself
+/// fails (`VIRTIO_BLK_S_IOERR`) finishes with `EIO`.
 pub fn virtio_blk_queue_bookkeeping() -> TestResult {
     let Some(device) = virtio_blk::device() else {
         return Err(super::TestFailure("no virtio-blk device attached".into()));
@@ -134,6 +135,22 @@ pub fn virtio_blk_queue_bookkeeping() -> TestResult {
         ensure!(
             finished.load(Ordering::Relaxed) == 6 && last.load(Ordering::Relaxed) == -22,
             "a refused request must still be finished once, with EINVAL"
+        );
+        // The device's own error: a sector past its end, not refused by the driver, comes
+        // back VIRTIO_BLK_S_IOERR and finishes the request with EIO.
+        let bad = Request::kernel(Op::Read, end + 8, buffers[1].clone(), 0, 512, completion());
+        ensure!(
+            device.submit_unchecked_range(bad).is_ok(),
+            "unchecked submit refused"
+        );
+        ensure!(
+            poll_until(|| finished.load(Ordering::Relaxed) == 7),
+            "device error never completed"
+        );
+        ensure!(
+            last.load(Ordering::Relaxed) == -5,
+            "device error gave {}, want -EIO",
+            last.load(Ordering::Relaxed)
         );
         ensure!(
             device.in_flight() == 0,

@@ -93,12 +93,14 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         62 => proc::kill(a),
         63 => info::uname(a),
         72 => fs::fcntl(a),
+        74 | 75 => fs::fsync(a),
         77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),
         82 => fs::rename(a),
         83 => fs::mkdir(a),
         84 => fs::rmdir(a),
+        86 => fs::link(a),
         87 => fs::unlink(a),
         89 => fs::readlink(a),
         96 => time::gettimeofday(a),
@@ -130,6 +132,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         262 => fs::newfstatat(a),
         263 => fs::unlinkat(a),
         264 => fs::renameat(a),
+        265 => fs::linkat(a),
         267 => fs::readlinkat(a),
         // set_robust_list: accepted (nothing walks the list yet), but as Linux only with
         // len == sizeof(struct robust_list_head).

@@ -13,10 +13,16 @@
 //!   second half, the child writes the first half; release. The disk must hold what the parent
 //!   had when it issued the write.
 //!
+//! - io_uring registered buffers on O_DIRECT `/dev/vda`: READ_FIXED/WRITE_FIXED DMA through the
+//!   registered frames without re-pinning; fork with a registered buffer, then a DMA into it:
+//!   the parent sees the data, the child never.
+//!
 //! With an argument `era=YYYY` (the kernel booted with the same `era=` token) the checks expect
 //! the behaviour of that rule set instead: before 2023 O_DIRECT takes plain references
 //! (`FOLL_GET`), invisible to fork, so bug 1 reappears; before 2020 COW reuse by mapcount
-//! lets the child write into the page under DMA, so bug 2 reappears too. QEMU only.
+//! lets the child write into the page under DMA, so bug 2 reappears too, and fork shares the
+//! registered buffer (its long-term "pin" is a plain reference), so the child receives the
+//! DMA into it. QEMU only.
 #![no_std]
 #![no_main]
 
@@ -659,6 +665,7 @@ fn dio_offsets(t: &mut Tester, fd: i32) {
 /// request completes after RELEASE from this process, and every frame comes back.
 fn exit_in_flight(t: &mut Tester, fd: i32) {
     let base = mem_free();
+    let base_pins = pins_held();
     let status = in_child(|| {
         let Ok(ctx) = io_setup(2) else { return 1 };
         let page = anon(4);
@@ -702,6 +709,7 @@ fn exit_in_flight(t: &mut Tester, fd: i32) {
     t.eq("release", ioctl(fd, RELEASE), Ok(1));
     t.check("it completes", drain(fd));
     t.eq("every frame of the killed child is back", mem_free(), base);
+    t.eq("no pin left behind by either child", pins_held(), base_pins);
 }
 
 struct Rng(u64);
@@ -850,6 +858,7 @@ fn main() -> i32 {
     bug1(&mut t, fd, expect, false);
     bug1(&mut t, fd, expect, true);
     bug2(&mut t, fd, bfd, expect);
+    uring_registered(&mut t, fd, bfd, expect);
     if expect.era == 2023 {
         dio_offsets(&mut t, fd);
         exit_in_flight(&mut t, fd);
@@ -858,4 +867,194 @@ fn main() -> i32 {
     let _ = close(fd);
     let _ = close(bfd);
     t.finish()
+}
+
+/// A mapped io_uring (the minimum of `t_uring`'s helper: push one SQE, enter, reap one CQE).
+struct Ring {
+    fd: i32,
+    p: IoUringParams,
+    sq: usize,
+    sq_len: usize,
+    cq: usize,
+    cq_len: usize,
+    sqes: usize,
+    sqes_len: usize,
+}
+
+/// The ring word at `addr` (inside a live ring mapping), shared with the kernel.
+fn word(addr: usize) -> &'static core::sync::atomic::AtomicU32 {
+    // SAFETY: `addr` is a 4-aligned address inside a ring mapping that lives until `close`; the
+    // kernel accesses the word only as a whole u32.
+    unsafe { &*(addr as *const core::sync::atomic::AtomicU32) }
+}
+
+impl Ring {
+    fn new(entries: u32) -> Result<Ring, Errno> {
+        let mut p = IoUringParams::default();
+        let fd = io_uring_setup(entries, &mut p)?;
+        let sq_len = p.sq_off.array as usize + 4 * p.sq_entries as usize;
+        let cq_len = p.cq_off.cqes as usize + 16 * p.cq_entries as usize;
+        let sqes_len = 64 * p.sq_entries as usize;
+        let rw = PROT_READ | PROT_WRITE;
+        // SAFETY: new shared mappings at addresses the kernel chooses.
+        let map = |len, off| unsafe { mmap_fd(0, len, rw, MAP_SHARED, fd, off) };
+        let sq = map(sq_len, IORING_OFF_SQ_RING)?;
+        let cq = map(cq_len, IORING_OFF_CQ_RING)?;
+        let sqes = map(sqes_len, IORING_OFF_SQES)?;
+        Ok(Ring {
+            fd,
+            p,
+            sq,
+            sq_len,
+            cq,
+            cq_len,
+            sqes,
+            sqes_len,
+        })
+    }
+
+    /// Submits `sqe`, waits for it, returns its `res`.
+    fn run(&self, sqe: IoUringSqe) -> Result<i32, Errno> {
+        use core::sync::atomic::Ordering;
+        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
+        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
+        let slot = tail & mask;
+        // SAFETY: slot < sq_entries: inside the SQE mapping, which holds IoUringSqe values.
+        unsafe {
+            core::ptr::write_volatile((self.sqes as *mut IoUringSqe).add(slot as usize), sqe)
+        };
+        word(self.sq + self.p.sq_off.array as usize + 4 * slot as usize)
+            .store(slot, Ordering::Relaxed);
+        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
+        // SAFETY: the SQE's buffer is registered and lives until the call returns.
+        unsafe { io_uring_enter(self.fd, 1, 1, IORING_ENTER_GETEVENTS) }?;
+        let head_w = word(self.cq + self.p.cq_off.head as usize);
+        let head = head_w.load(Ordering::Relaxed);
+        let cmask = word(self.cq + self.p.cq_off.ring_mask as usize).load(Ordering::Relaxed);
+        // SAFETY: (head & mask) < cq_entries: inside the CQE array of the CQ mapping.
+        let cqe = unsafe {
+            core::ptr::read_volatile(
+                ((self.cq + self.p.cq_off.cqes as usize) as *const IoUringCqe)
+                    .add((head & cmask) as usize),
+            )
+        };
+        head_w.store(head.wrapping_add(1), Ordering::Release);
+        Ok(cqe.res)
+    }
+
+    fn close(self) {
+        let _ = munmap(self.sq, self.sq_len);
+        let _ = munmap(self.cq, self.cq_len);
+        let _ = munmap(self.sqes, self.sqes_len);
+        let _ = close(self.fd);
+    }
+}
+
+/// io_uring registered buffers as DMA targets: READ_FIXED/WRITE_FIXED on O_DIRECT `/dev/vda`
+/// move data through the registered (long-term pinned) frames without pinning again; after
+/// fork, a DMA into the registered buffer reaches the parent's memory and never the child's
+/// (fork copied the pinned pages for the child). Before 2020 the registration is a plain
+/// reference fork cannot see, and the child receives the DMA too.
+fn uring_registered(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
+    let ring = match Ring::new(4) {
+        Ok(r) => r,
+        Err(e) => {
+            t.check_why("io_uring_setup", false, format_args!("{e:?}"));
+            return;
+        }
+    };
+    let buf = anon(2);
+    buf.fill(b'A');
+    let base = mem_free();
+    let iov = [[buf.as_ptr() as usize, buf.len()]];
+    t.eq(
+        "register a 2-page buffer",
+        io_uring_register_buffers(ring.fd, &iov),
+        Ok(0),
+    );
+    let sqe = |op: u8, addr: usize, len: usize, off: u64| IoUringSqe {
+        opcode: op,
+        fd,
+        addr: addr as u64,
+        len: len as u32,
+        off,
+        buf_index: 0,
+        ..IoUringSqe::default()
+    };
+    let addr = buf.as_ptr() as usize;
+    if expect.era == 2023 {
+        let r = ring.run(sqe(IORING_OP_READ_FIXED, addr + 512, 6144, 4096 * 2200));
+        t.check_why(
+            "READ_FIXED O_DIRECT into the registered frames",
+            r == Ok(6144)
+                && is_stamped(&buf[512..6656], 4096 * 2200)
+                && buf[..512].iter().all(|&c| c == b'A'),
+            format_args!("{r:?}"),
+        );
+        buf[..4096].fill(b'W');
+        let r = ring.run(sqe(IORING_OP_WRITE_FIXED, addr, 4096, 4096 * 2300));
+        let mut back = [0u8; 4096];
+        let _ = pread(bfd, &mut back, 4096 * 2300);
+        t.check_why(
+            "WRITE_FIXED O_DIRECT from the registered frames",
+            r == Ok(4096) && back == [b'W'; 4096],
+            format_args!("{r:?}"),
+        );
+        t.eq(
+            "READ_FIXED misaligned: -EINVAL",
+            ring.run(sqe(IORING_OP_READ_FIXED, addr + 1, 512, 0)),
+            Ok(-22),
+        );
+        t.eq(
+            "READ_FIXED at the end: 0",
+            ring.run(sqe(IORING_OP_READ_FIXED, addr, 512, 64 << 20)),
+            Ok(0),
+        );
+        t.eq("registering pinned, nothing else taken", mem_free(), base);
+        buf.fill(b'A');
+    }
+    let (Ok([c_read, p_write]), Ok([p_read, c_write])) = (pipe(), pipe()) else {
+        return;
+    };
+    let pid = fork().expect("fork");
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        let _ = read(c_read, &mut b);
+        let untouched = buf.iter().all(|&c| c == b'A');
+        let got_dma = is_stamped(&buf[..4096], 4096 * 2400);
+        let _ = write(c_write, b"y");
+        exit_now(i32::from(untouched) | i32::from(got_dma) << 1);
+    }
+    let r = ring.run(sqe(IORING_OP_READ_FIXED, addr, 4096, 4096 * 2400));
+    t.eq(
+        "after fork: READ_FIXED into the registered buffer",
+        r,
+        Ok(4096),
+    );
+    let _ = write(p_write, b"x");
+    let mut b = [0u8; 1];
+    let _ = read(p_read, &mut b);
+    let status = waitpid(pid, 0).map(|(_, s)| wexitstatus(s)).unwrap_or(-1);
+    let parent_sees = is_stamped(&buf[..4096], 4096 * 2400);
+    if expect.era < 2020 {
+        t.check(
+            &alloc::format!(
+                "registered DMA after fork (era {}): reproduced: the child receives it",
+                expect.era
+            ),
+            status & 2 != 0,
+        );
+    } else {
+        t.check(
+            "registered DMA after fork: the parent sees the data",
+            parent_sees,
+        );
+        t.eq("registered DMA after fork: the child never does", status, 1);
+    }
+    let _ = io_uring_unregister_buffers(ring.fd);
+    ring.close();
+    for f in [c_read, p_write, p_read, c_write] {
+        let _ = close(f);
+    }
+    unmap(buf);
 }

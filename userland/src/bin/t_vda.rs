@@ -60,6 +60,30 @@ fn mem_free_kb() -> u64 {
         .fold(0, |v, b| v * 10 + u64::from(b - b'0'))
 }
 
+/// A counter of /proc/cowlab/mmstat (`name value` lines), where the kernel has it.
+fn mmstat(key: &[u8]) -> Option<u64> {
+    let mut text = [0u8; 4096];
+    let fd = open(c"/proc/cowlab/mmstat", 0).ok()?;
+    let mut n = 0;
+    while n < text.len() {
+        match read(fd, &mut text[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let _ = close(fd);
+    let text = &text[..n];
+    let line = text
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(key) && l.get(key.len()) == Some(&b' '))?;
+    Some(
+        line[key.len() + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0, |v, b| v * 10 + u64::from(b - b'0')),
+    )
+}
+
 fn anon(len: usize) -> &'static mut [u8] {
     let addr = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
         .expect("mmap for an I/O buffer");
@@ -281,6 +305,7 @@ fn main() -> i32 {
     hole[0] = 1;
     let _ = munmap(hole_addr + PAGE, PAGE);
     let before = mem_free_kb();
+    let held_before = (mmstat(b"gup_pins_held"), mmstat(b"gup_refs_held"));
     for _ in 0..8 {
         // SAFETY: the range is partly unmapped on purpose; the kernel must refuse it.
         let r = unsafe { raw(17, [dfd as usize, hole_addr, 2 * PAGE, 0, 0, 0]) };
@@ -305,6 +330,12 @@ fn main() -> i32 {
         "after EFAULTs, free memory unchanged (no page left pinned)",
         mem_free_kb(),
         before,
+    );
+    t.check_why(
+        "after EFAULTs, gup_pins_held and gup_refs_held unchanged (/proc/cowlab/mmstat)",
+        held_before.0.is_some()
+            && held_before == (mmstat(b"gup_pins_held"), mmstat(b"gup_refs_held")),
+        format_args!("{held_before:?}"),
     );
     t.eq(
         "O_DIRECT pread to a kernel address: EFAULT",
