@@ -267,6 +267,31 @@ pub fn rmdir(path: &CStr) -> Result<usize, Errno> {
     sc!(fsnr::RMDIR, path.as_ptr())
 }
 
+/// `link(old, new)` (86).
+pub fn link(old: &CStr, new: &CStr) -> Result<usize, Errno> {
+    sc!(86, old.as_ptr(), new.as_ptr())
+}
+
+pub const AT_EMPTY_PATH: u32 = 0x1000;
+
+/// `linkat(olddirfd, old, newdirfd, new, flags)` (265).
+pub fn linkat(
+    olddir: i32,
+    old: &CStr,
+    newdir: i32,
+    new: &CStr,
+    flags: u32,
+) -> Result<usize, Errno> {
+    sc!(
+        265,
+        olddir as isize,
+        old.as_ptr(),
+        newdir as isize,
+        new.as_ptr(),
+        flags
+    )
+}
+
 pub fn rename(old: &CStr, new: &CStr) -> Result<usize, Errno> {
     sc!(fsnr::RENAME, old.as_ptr(), new.as_ptr())
 }

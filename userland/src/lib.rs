@@ -20,6 +20,7 @@ pub mod process;
 pub mod start;
 pub mod sys;
 pub mod test;
+pub mod thread;
 
 pub use args::{args, env};
 

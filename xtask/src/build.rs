@@ -117,49 +117,57 @@ fn parse_artifact(line: &str) -> Option<Executable> {
     })
 }
 
-/// The C test programs: `userland/c/forkpipe.c` built as `c_glibc` (`gcc -static`),
-/// `c_glibc_pie` (`gcc -static-pie`, loaded as a static-PIE `ET_DYN`) and `c_musl`
-/// (`musl-gcc -static`). Returns the ones built and the compilers that are missing.
+/// The C test programs, each built with `gcc -static`, `gcc -static-pie` (loaded as a
+/// static-PIE `ET_DYN`) and `musl-gcc -static`: `userland/c/forkpipe.c` as `c_glibc`,
+/// `c_glibc_pie`, `c_musl`, and `userland/c/threads.c` (with `-pthread`) as `c_threads_glibc`,
+/// `c_threads_glibc_pie`, `c_threads_musl`. Returns the ones built and the compilers that are
+/// missing.
 pub fn c_programs() -> Result<(Vec<Executable>, Vec<&'static str>)> {
-    let source = workspace_root().join("userland/c/forkpipe.c");
     let out = crate::target_dir().join("cowlab-c");
     std::fs::create_dir_all(&out)?;
     let mut built = Vec::new();
     let mut missing = Vec::new();
-    for (name, compiler, flag) in [
-        ("c_glibc", "gcc", "-static"),
-        ("c_glibc_pie", "gcc", "-static-pie"),
-        ("c_musl", "musl-gcc", "-static"),
-    ] {
-        let path = out.join(name);
-        let fresh = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .zip(std::fs::metadata(&source).and_then(|m| m.modified()).ok())
-            .is_some_and(|(exe, src)| exe >= src);
-        if !fresh {
-            let status = match Command::new(compiler)
-                .args([flag, "-O1", "-o"])
-                .arg(&path)
-                .arg(&source)
-                .status()
-            {
-                Ok(status) => status,
-                Err(_) => {
-                    if !missing.contains(&compiler) {
-                        missing.push(compiler);
+    let sources: [(&str, &str, &[&str]); 2] = [
+        ("forkpipe.c", "c", &[]),
+        ("threads.c", "c_threads", &["-pthread"]),
+    ];
+    for (file, prefix, extra) in sources {
+        let source = workspace_root().join("userland/c").join(file);
+        for (suffix, compiler, flag) in [
+            ("glibc", "gcc", "-static"),
+            ("glibc_pie", "gcc", "-static-pie"),
+            ("musl", "musl-gcc", "-static"),
+        ] {
+            let name = format!("{prefix}_{suffix}");
+            let path = out.join(&name);
+            let fresh = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .zip(std::fs::metadata(&source).and_then(|m| m.modified()).ok())
+                .is_some_and(|(exe, src)| exe >= src);
+            if !fresh {
+                let status = match Command::new(compiler)
+                    .args([flag, "-O1"])
+                    .args(extra)
+                    .arg("-o")
+                    .arg(&path)
+                    .arg(&source)
+                    .status()
+                {
+                    Ok(status) => status,
+                    Err(_) => {
+                        if !missing.contains(&compiler) {
+                            missing.push(compiler);
+                        }
+                        continue;
                     }
-                    continue;
+                };
+                if !status.success() {
+                    bail!("{compiler} {flag} {} failed ({status})", source.display());
                 }
-            };
-            if !status.success() {
-                bail!("{compiler} {flag} {} failed ({status})", source.display());
             }
+            built.push(Executable { name, path });
         }
-        built.push(Executable {
-            name: name.to_owned(),
-            path,
-        });
     }
     Ok((built, missing))
 }

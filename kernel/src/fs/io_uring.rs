@@ -41,7 +41,7 @@ use spin::Mutex;
 use super::{console, FileKind, OpenFile, O_RDWR};
 use crate::memory;
 use crate::proc::{self, current_aspace, with_current};
-use crate::syscall::fs::{read_file, write_file};
+use crate::syscall::fs::{fsync_file, read_file, write_file};
 use crate::syscall::{Args, Errno, SysResult};
 use crate::uaccess::{UserPtr, UserSlice};
 
@@ -70,6 +70,9 @@ const ENTER_FLAGS: u32 = IORING_ENTER_GETEVENTS | IORING_ENTER_SQ_WAKEUP | IORIN
 
 const IORING_REGISTER_BUFFERS: u64 = 0;
 const IORING_UNREGISTER_BUFFERS: u64 = 1;
+const IORING_REGISTER_PROBE: u64 = 8;
+/// `IO_URING_OP_SUPPORTED` in `struct io_uring_probe_op`.
+const IO_URING_OP_SUPPORTED: u16 = 1;
 /// Linux `IORING_MAX_REG_BUFFERS`.
 const IORING_MAX_REG_BUFFERS: u64 = 1 << 14;
 /// Linux's limit on one registered buffer (`io_buffer_validate`).
@@ -78,10 +81,24 @@ const MAX_BUFFER_LEN: u64 = 1 << 30;
 const IORING_OP_NOP: u8 = 0;
 const IORING_OP_READV: u8 = 1;
 const IORING_OP_WRITEV: u8 = 2;
+const IORING_OP_FSYNC: u8 = 3;
 const IORING_OP_READ_FIXED: u8 = 4;
 const IORING_OP_WRITE_FIXED: u8 = 5;
 const IORING_OP_READ: u8 = 22;
 const IORING_OP_WRITE: u8 = 23;
+/// The operations `execute_op` runs, as `IORING_REGISTER_PROBE` reports them.
+const SUPPORTED_OPS: [u8; 8] = [
+    IORING_OP_NOP,
+    IORING_OP_READV,
+    IORING_OP_WRITEV,
+    IORING_OP_FSYNC,
+    IORING_OP_READ_FIXED,
+    IORING_OP_WRITE_FIXED,
+    IORING_OP_READ,
+    IORING_OP_WRITE,
+];
+/// `IORING_FSYNC_DATASYNC`, the one `fsync_flags` bit.
+const IORING_FSYNC_DATASYNC: u32 = 1;
 
 const IOSQE_IO_DRAIN: u8 = 1 << 1;
 const IOSQE_IO_LINK: u8 = 1 << 2;
@@ -366,8 +383,9 @@ pub fn setup(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let clamp = p.flags & IORING_SETUP_CLAMP != 0;
+    // `entries` is a C `u32`: the upper half of the register is not part of it.
     let mut entries = a.get(0) as u32;
-    if a.get(0) == 0 || a.get(0) > u64::from(u32::MAX) {
+    if entries == 0 {
         return Err(Errno::EINVAL);
     }
     if entries > IORING_MAX_ENTRIES {
@@ -480,7 +498,7 @@ fn ring_of(file: &OpenFile) -> &IoUring {
 /// argument is ignored (there are no signal handlers to mask).
 pub fn enter(a: Args) -> SysResult {
     let flags = a.get(3) as u32;
-    if a.get(3) > u64::from(u32::MAX) || flags & !ENTER_FLAGS != 0 {
+    if flags & !ENTER_FLAGS != 0 {
         return Err(Errno::EINVAL);
     }
     let file = ring_file(a.int(0))?;
@@ -556,6 +574,14 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
     }
     if sqe.opcode == IORING_OP_NOP {
         return Ok(0);
+    }
+    if sqe.opcode == IORING_OP_FSYNC {
+        // Linux `io_fsync_prep`: no buffer, only the DATASYNC flag.
+        if sqe.addr != 0 || sqe.buf_index != 0 || sqe.rw_flags & !IORING_FSYNC_DATASYNC != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let file = with_current(|p| p.fds.get(i64::from(sqe.fd)))?;
+        return fsync_file(&file);
     }
     if !matches!(
         sqe.opcode,
@@ -801,15 +827,16 @@ struct IoVec {
     len: u64,
 }
 
-/// io_uring_register(fd, opcode, arg, nr_args): `IORING_REGISTER_BUFFERS` and
-/// `IORING_UNREGISTER_BUFFERS` (Linux `io_sqe_buffers_register`/`io_sqe_buffers_unregister`);
-/// every other opcode answers `EINVAL`.
+/// io_uring_register(fd, opcode, arg, nr_args): `IORING_REGISTER_BUFFERS`,
+/// `IORING_UNREGISTER_BUFFERS` (Linux `io_sqe_buffers_register`/`io_sqe_buffers_unregister`)
+/// and `IORING_REGISTER_PROBE`; every other opcode answers `EINVAL`.
 pub fn register(a: Args) -> SysResult {
     let file = ring_file(a.int(0))?;
     let ring = ring_of(&file);
     let (arg, nr) = (a.get(2), a.get(3) as u32);
     match a.get(1) as u32 as u64 {
         IORING_REGISTER_BUFFERS => register_buffers(ring, arg, u64::from(nr)),
+        IORING_REGISTER_PROBE => probe(arg, nr),
         IORING_UNREGISTER_BUFFERS => {
             if arg != 0 || nr != 0 {
                 return Err(Errno::EINVAL);
@@ -820,6 +847,33 @@ pub fn register(a: Args) -> SysResult {
         }
         _ => Err(Errno::EINVAL),
     }
+}
+
+/// `IORING_REGISTER_PROBE` (Linux `io_probe`): fills `struct io_uring_probe` (16 bytes, then
+/// `nr` 8-byte `struct io_uring_probe_op`s), which must arrive zeroed (`EINVAL` otherwise):
+/// `last_op` is the highest opcode cowlab knows, each op's `flags` says whether it runs.
+fn probe(arg: u64, nr: u32) -> SysResult {
+    let last_op = *SUPPORTED_OPS.iter().max().expect("not empty");
+    // Linux sizes the copy by `nr` and fills at most `IORING_OP_LAST` ops; cowlab's known
+    // ops end at `last_op`, and the copy is bounded the same way.
+    let size = 16 + 8 * nr.min(u32::from(last_op) + 1) as usize;
+    let out = UserSlice::new(arg, size)?;
+    let mut p = out.read_vec()?;
+    if p.iter().any(|&b| b != 0) {
+        return Err(Errno::EINVAL);
+    }
+    let ops = (size - 16) / 8;
+    p[0] = last_op;
+    p[1] = ops as u8;
+    for i in 0..ops {
+        let op = &mut p[16 + 8 * i..16 + 8 * (i + 1)];
+        op[0] = i as u8;
+        if SUPPORTED_OPS.contains(&(i as u8)) {
+            op[2..4].copy_from_slice(&IO_URING_OP_SUPPORTED.to_le_bytes());
+        }
+    }
+    out.write(&p)?;
+    Ok(0)
 }
 
 /// Pins every buffer of the iovec array long-term for writing (`FOLL_WRITE|FOLL_LONGTERM`,

@@ -238,7 +238,7 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
     if let Some(tmp) = tmpfs::parse(path) {
         let kind = match tmp? {
-            tmpfs::TmpPath::Dir if tmpfile => tmpfs::open_tmpfile(mode),
+            tmpfs::TmpPath::Dir if tmpfile => tmpfs::open_tmpfile(flags, mode),
             tmpfs::TmpPath::Dir if flags & O_CREAT != 0 || flags & O_ACCMODE != 0 => {
                 return Err(Errno::EISDIR)
             }

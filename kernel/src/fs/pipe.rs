@@ -26,6 +26,7 @@ use crate::syscall::Errno;
 
 /// Linux's default pipe capacity.
 pub const CAPACITY: usize = 65536;
+const PAGE: usize = 4096;
 
 enum Segment {
     Bytes(VecDeque<u8>),
@@ -204,37 +205,67 @@ impl Pipe {
         Ok(done)
     }
 
-    /// Queues `len` bytes of `page` from `off` (vmsplice), blocking until they fit. On failure
-    /// (`EPIPE` with SIGPIPE, `EAGAIN`, `EINTR`) the page comes back to the caller to release.
-    pub fn push_page(
+    /// Queues the referenced pages of `pages` in order (`vmsplice`): the first at byte `off`,
+    /// each for as much of `len` bytes in all as it holds. One lock and one wake-up per batch
+    /// (Linux `iter_to_pipe` + `add_to_pipe`). Blocks while full unless `nonblock`; `EPIPE`
+    /// (and `SIGPIPE`) once no reader is left. Returns the bytes queued, or the error (`EPIPE`,
+    /// `EAGAIN`, `EINTR`) when nothing was; the pages left in `pages` were not queued and stay
+    /// the caller's to release.
+    pub fn push_pages(
         &self,
         nonblock: bool,
-        page: PinnedPage,
-        off: usize,
-        len: usize,
-    ) -> Result<(), (Errno, PinnedPage)> {
-        loop {
+        pages: &mut [Option<PinnedPage>],
+        mut off: usize,
+        mut len: usize,
+    ) -> Result<usize, Errno> {
+        let mut queued = 0;
+        let mut next = 0;
+        while next < pages.len() && len > 0 {
             {
                 let mut state = self.state.lock();
                 if state.readers == 0 {
                     drop(state);
-                    proc::send_signal_current(proc::SIGPIPE);
-                    return Err((Errno::EPIPE, page));
-                }
-                if CAPACITY - state.bytes >= len {
-                    state.segs.push_back(Segment::Page { page, off, len });
-                    state.bytes += len;
+                    if queued == 0 {
+                        proc::send_signal_current(proc::SIGPIPE);
+                        return Err(Errno::EPIPE);
+                    }
                     break;
                 }
+                while next < pages.len() && len > 0 {
+                    let n = (PAGE - off).min(len);
+                    if CAPACITY - state.bytes < n {
+                        break;
+                    }
+                    let page = pages[next].take().expect("GUP filled the slot");
+                    state.segs.push_back(Segment::Page { page, off, len: n });
+                    state.bytes += n;
+                    queued += n;
+                    len -= n;
+                    off = 0;
+                    next += 1;
+                }
+            }
+            if next == pages.len() || len == 0 {
+                break;
+            }
+            // Full: let a reader in before sleeping (it may be the one to drain the pipe).
+            if queued > 0 {
+                proc::wakeup(self.channel());
             }
             if nonblock {
-                return Err((Errno::EAGAIN, page));
+                if queued == 0 {
+                    return Err(Errno::EAGAIN);
+                }
+                return Ok(queued);
             }
             if let Err(e) = proc::sleep(self.channel()) {
-                return Err((e, page));
+                if queued == 0 {
+                    return Err(e);
+                }
+                return Ok(queued);
             }
         }
         proc::wakeup(self.channel());
-        Ok(())
+        Ok(queued)
     }
 }

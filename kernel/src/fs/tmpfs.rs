@@ -5,9 +5,11 @@
 //! link count, mode) and one reference to its [`ShmemObject`]. Every open-file description of
 //! the file holds another reference (`FileKind::Tmpfs`), and every mapping one more (inside the
 //! memory manager), exactly as memfds do, so `read`/`write`/`mmap` share the memfd code paths.
-//! Unlinking removes the entry, sets the link count to 0 and drops the directory's reference:
-//! the data live on while a descriptor or a mapping holds the object, and the last
-//! [`ShmemObject::put`] frees the cache frames. `O_TMPFILE` files never get an entry.
+//! A name removed (unlink, or replaced by rename) takes its entry's reference with it and
+//! lowers the inode's link count: the data live on while another name, a descriptor or a
+//! mapping holds the object, and the last [`ShmemObject::put`] frees the cache frames. Hard
+//! links are entries sharing an inode and object; an `O_TMPFILE` file starts with no entry
+//! and may get one through `linkat(fd, "", .., AT_EMPTY_PATH)` unless it was opened `O_EXCL`.
 //!
 //! No subdirectories: `mkdir` under `/tmp` answers `EPERM`, as Linux does for a directory whose
 //! file system has no `mkdir`.
@@ -16,7 +18,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use cowlab_mm::shmem::ShmemObject;
 use spin::Mutex;
@@ -43,10 +45,13 @@ const UMASK: u32 = 0o022;
 /// A tmpfs inode: what `fstat` reports about a file besides its data.
 pub struct TmpInode {
     pub ino: u64,
-    /// 1 while the file has a name, 0 once unlinked (or for an `O_TMPFILE` file).
+    /// The number of names (entries) of the file: 0 once unlinked, or for an `O_TMPFILE` file.
     nlink: AtomicU32,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Linux `I_LINKABLE`: set for an `O_TMPFILE` file opened without `O_EXCL` until it gets
+    /// its first name; the only way a file with no names can get one.
+    linkable: AtomicBool,
 }
 
 impl TmpInode {
@@ -64,11 +69,12 @@ struct Entry {
 static DIR: Mutex<BTreeMap<String, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT_INO: AtomicU64 = AtomicU64::new(TMPFS_ROOT_INO + 1);
 
-fn new_inode(mode: u32, nlink: u32) -> Arc<TmpInode> {
+fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Arc<TmpInode> {
     Arc::new(TmpInode {
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
         nlink: AtomicU32::new(nlink),
         mode: mode & 0o7777 & !UMASK,
+        linkable: AtomicBool::new(linkable),
     })
 }
 
@@ -125,7 +131,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
         None if trailing_slash => return Err(Errno::EISDIR),
         None => {
             let entry = Entry {
-                inode: new_inode(mode, 1),
+                inode: new_inode(mode, 1, false),
                 obj: ShmemObject::new(),
             };
             let pair = (entry.inode.clone(), entry.obj.clone());
@@ -144,9 +150,10 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
 }
 
 /// `open("/tmp", O_TMPFILE | O_RDWR/O_WRONLY, mode)`: a new file with no name (Linux
-/// `shmem_tmpfile`). The caller checked the flags.
-pub fn open_tmpfile(mode: u32) -> FileKind {
-    FileKind::Tmpfs(ShmemObject::new(), new_inode(mode, 0))
+/// `shmem_tmpfile`); with `O_EXCL` it can never be linked. The caller checked the flags.
+pub fn open_tmpfile(flags: u32, mode: u32) -> FileKind {
+    let linkable = flags & O_EXCL == 0;
+    FileKind::Tmpfs(ShmemObject::new(), new_inode(mode, 0, linkable))
 }
 
 /// Checks the `O_TMPFILE` flag combination (Linux `build_open_flags`): `None` without
@@ -174,8 +181,33 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
 }
 
 fn release(entry: Entry) {
-    entry.inode.nlink.store(0, Ordering::Relaxed);
+    entry.inode.nlink.fetch_sub(1, Ordering::Relaxed);
     ShmemObject::put(entry.obj, memory::mm());
+}
+
+/// Gives an open tmpfs file the (new) name `new` (Linux `shmem_link`): `link` and `linkat`
+/// of a path open the file first; `linkat(fd, "", .., AT_EMPTY_PATH)` names a descriptor's file,
+/// so an `O_TMPFILE` file becomes a named one. `EEXIST` if `new` exists; `ENOENT` for a file
+/// with no name, unless it is an `O_TMPFILE` file opened without `O_EXCL` and never linked
+/// before (Linux `vfs_link` and `I_LINKABLE`).
+pub fn link_open(obj: &Arc<ShmemObject>, inode: &Arc<TmpInode>, new: &str) -> Result<(), Errno> {
+    let mut dir = DIR.lock();
+    if inode.nlink() == 0 && !inode.linkable.load(Ordering::Relaxed) {
+        return Err(Errno::ENOENT);
+    }
+    if dir.contains_key(new) {
+        return Err(Errno::EEXIST);
+    }
+    inode.linkable.store(false, Ordering::Relaxed);
+    inode.nlink.fetch_add(1, Ordering::Relaxed);
+    dir.insert(
+        String::from(new),
+        Entry {
+            inode: inode.clone(),
+            obj: obj.clone(),
+        },
+    );
+    Ok(())
 }
 
 /// Whether `/tmp/name` exists.
@@ -190,7 +222,11 @@ pub fn rename(old: &str, new: &str, noreplace: bool) -> Result<(), Errno> {
     if !dir.contains_key(old) {
         return Err(Errno::ENOENT);
     }
-    if old == new {
+    // Two names of one file: Linux's rename does nothing.
+    let same = dir
+        .get(new)
+        .is_some_and(|n| Arc::ptr_eq(&n.inode, &dir[old].inode));
+    if old == new || same {
         return Ok(());
     }
     if noreplace && dir.contains_key(new) {

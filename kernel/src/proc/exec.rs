@@ -2,10 +2,11 @@
 //! the ring-3 frame reset to the program's entry and stack.
 //!
 //! execve builds the new address space completely before touching the caller, so a failure
-//! (no such file, bad ELF, no memory) returns an errno to the unchanged caller; after the point
-//! of no return the old address space is torn down. Close-on-exec descriptors are closed, the
-//! recorded signal handlers reset to default (ignored signals stay ignored), FS base and FPU
-//! state cleared.
+//! (no such file, bad ELF, no memory) returns an errno to the unchanged caller. Then, as Linux
+//! `de_thread`, every other thread of the group is ended and waited for, and a non-leader caller
+//! takes over the leader's tid (the pid stays the process's); after that point of no return the
+//! old address space is torn down. Close-on-exec descriptors are closed, the recorded signal
+//! handlers reset to default (ignored signals stay ignored), FS base and FPU state cleared.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -16,11 +17,11 @@ use cowlab_mm::AddressSpace;
 use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
-use super::{alloc_pid, with_current, Process, State, TABLE};
+use super::{alloc_pid, with_current, Group, SharedFdTable, State, Task, TABLE};
 use crate::idt::TrapFrame;
 use crate::syscall::entry::{USER_CS, USER_DS};
 use crate::syscall::Errno;
-use crate::{elf, fs, memory, ramdisk, vm};
+use crate::{elf, memory, ramdisk, vm};
 
 /// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).
 const USER_RFLAGS: u64 = 0x202;
@@ -90,11 +91,17 @@ pub fn execve(
     envp: &[String],
 ) -> Result<(), Errno> {
     let (aspace, entry, sp) = build(path, argv, envp)?;
+    if let Err(e) = de_thread() {
+        aspace.exit(memory::mm());
+        return Err(e);
+    }
     let new = Arc::new(Mutex::new(aspace));
     let (old, closed) = with_current(|p| {
         p.name = basename(path);
         p.fs_base = 0;
-        for action in p.sigactions.iter_mut() {
+        // The new program starts with nothing to clear at exit (Linux clears it in exec).
+        p.clear_child_tid = 0;
+        for action in p.group.lock().sigactions.iter_mut() {
             if *action != 1 {
                 *action = 0;
             }
@@ -104,11 +111,62 @@ pub fn execve(
     drop(closed);
     drop(vm::switch_to(Some(new)));
     if let Some(old) = old {
+        // The other threads dropped theirs in de_thread: this is the last reference.
         super::release_aspace(old);
     }
     x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::zero());
     FpuState::initial().restore();
     *frame = user_frame(entry, sp);
+    Ok(())
+}
+
+/// Linux `de_thread`: ends every other thread of the caller's group and waits until they are
+/// gone; a non-leader caller then takes the leader's tid, the exited leader's entry is freed.
+/// `EINTR` if the caller itself is killed meanwhile (its group is exiting).
+fn de_thread() -> Result<(), Errno> {
+    let me = super::current_tid();
+    let tgid = super::current_pid();
+    loop {
+        let others = {
+            let mut table = TABLE.lock();
+            let mut others = 0;
+            for t in table.values_mut() {
+                if t.tgid != tgid || t.tid == me {
+                    continue;
+                }
+                if matches!(t.state, State::Exited | State::Dead | State::Zombie(_)) {
+                    continue;
+                }
+                others += 1;
+                t.killed = true;
+                if matches!(t.state, State::Blocked { .. }) {
+                    t.state = State::Runnable;
+                }
+            }
+            // Dead threads leave the table once the idle loop is back from them; until then
+            // their entries still use their kernel stacks.
+            others
+                + table
+                    .values()
+                    .filter(|t| t.tgid == tgid && t.state == State::Dead)
+                    .count()
+        };
+        if others == 0 {
+            break;
+        }
+        super::sleep(super::group_channel(tgid))?;
+    }
+    if me != tgid {
+        let mut table = TABLE.lock();
+        // The leader has exited (it is not running: we are, on the one CPU), so its kernel stack
+        // is free; our entry moves under its tid. The box does not move, so the scheduler's
+        // pointers into it stay valid.
+        table.remove(&tgid);
+        let mut task = table.remove(&me).expect("the current task is in the table");
+        task.tid = tgid;
+        table.insert(tgid, task);
+        super::set_current(tgid, tgid);
+    }
     Ok(())
 }
 
@@ -119,22 +177,21 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
     let pid = alloc_pid();
     let mut kstack = KernelStack::new();
     let ctx_rsp = kstack.prepare(&user_frame(entry, sp));
-    let process = Process {
-        pid,
-        parent: 0,
+    let process = Task {
+        tid: pid,
+        tgid: pid,
         name: basename(path),
         state: State::Runnable,
         aspace: Some(Arc::new(Mutex::new(aspace))),
         kstack,
         ctx_rsp,
         fpu: FpuState::initial(),
-        fds: fs::FdTable::with_console(),
+        fds: SharedFdTable::with_console(),
         fs_base: 0,
-        pending_kill: None,
-        sigactions: [0; 65],
+        killed: false,
         sigmask: 0,
-        child_minflt: 0,
-        own_minflt: 0,
+        clear_child_tid: 0,
+        group: Group::new(0, [0; 65]),
     };
     TABLE.lock().insert(pid, Box::new(process));
     Ok(())

@@ -1,6 +1,19 @@
-//! fork (and vfork and clone with fork semantics): a copy of the caller with a copy-on-write
-//! copy of its address space (`AddressSpace::fork`), the same open files (shared descriptions),
-//! and a kernel stack whose first switch-in returns to ring 3 from the same system call with 0.
+//! fork and clone: new tasks.
+//!
+//! Two shapes of `clone`, as Linux `copy_process` builds them from the flags:
+//!
+//! - a new process (fork, vfork, clone without `CLONE_VM`): a copy of the calling *thread* only,
+//!   with a copy-on-write copy of the address space (`AddressSpace::fork`), a copy of the
+//!   descriptor table (the same open-file descriptions), a copy of the signal actions, in a new
+//!   thread group whose parent is the caller's process;
+//! - a new thread (`CLONE_VM|CLONE_SIGHAND|CLONE_THREAD`, what `pthread_create` passes in glibc
+//!   and musl): the same address space, the same group record (signal actions, parent, exit
+//!   status), the same descriptor table under `CLONE_FILES` (a copy otherwise), its own kernel
+//!   stack, user stack (`stack`), FS base (`CLONE_SETTLS`) and tid.
+//!
+//! Either way the child's kernel stack is prepared so that its first switch-in returns to ring 3
+//! from the same system call with 0 in RAX and every other register as the caller had it (glibc
+//! and musl's clone trampolines find the start function in registers or on the new stack).
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -8,49 +21,177 @@ use alloc::sync::Arc;
 use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
-use super::{alloc_pid, with_current, Pid, Process, State, TABLE};
+use super::{alloc_pid, with_current, Group, Pid, State, Task, TABLE};
 use crate::idt::TrapFrame;
-use crate::memory;
 use crate::syscall::Errno;
+use crate::uaccess::UserPtr;
+use crate::{memory, vm};
 
-/// The most processes (zombies included) that may exist at once.
+/// The most tasks (threads, and zombies) that may exist at once.
 pub const MAX_PROCESSES: usize = 128;
 
-/// Creates the child of the current process; `frame` is the caller's system-call frame.
+/// The signal sent to the parent at exit (ignored: SIGCHLD's default is to ignore it).
+pub const CSIGNAL: u64 = 0xff;
+pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FS: u64 = 0x200;
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_SIGHAND: u64 = 0x800;
+pub const CLONE_VFORK: u64 = 0x4000;
+pub const CLONE_THREAD: u64 = 0x1_0000;
+pub const CLONE_SYSVSEM: u64 = 0x4_0000;
+pub const CLONE_SETTLS: u64 = 0x8_0000;
+pub const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+/// Ignored by Linux since 2.6.2; musl still passes it.
+pub const CLONE_DETACHED: u64 = 0x40_0000;
+pub const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+
+/// The flags cowlab implements. `CLONE_FS` shares nothing yet because there is no per-process
+/// file-system state (no working directory but `/`, no umask); `CLONE_SYSVSEM` shares nothing
+/// because there are no System V semaphores.
+const SUPPORTED: u64 = CSIGNAL
+    | CLONE_VM
+    | CLONE_FS
+    | CLONE_FILES
+    | CLONE_SIGHAND
+    | CLONE_VFORK
+    | CLONE_THREAD
+    | CLONE_SYSVSEM
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_DETACHED
+    | CLONE_CHILD_SETTID;
+
+/// `clone`'s arguments (x86_64 order: flags, stack, parent_tid, child_tid, tls).
+#[derive(Clone, Copy, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    /// The child's user stack pointer; 0 keeps the caller's.
+    pub stack: u64,
+    pub parent_tid: u64,
+    pub child_tid: u64,
+    pub tls: u64,
+}
+
+/// fork: a new process, copy of the calling thread.
 pub fn fork(frame: &TrapFrame) -> Result<Pid, Errno> {
-    // Each process costs a kernel stack from the (16 MiB) kernel heap: bound their number
+    clone(frame, &CloneArgs::default())
+}
+
+/// clone: a new process or a new thread of the caller's (see the module comment). `frame` is
+/// the caller's system-call frame. Returns the child's tid (its pid for a new process).
+pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
+    let flags = args.flags;
+    // Linux `copy_process`'s consistency rules.
+    if flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if flags & CLONE_SIGHAND != 0 && flags & CLONE_VM == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let thread = flags & CLONE_THREAD != 0;
+    // Shared memory without a shared group (CLONE_VM alone, CLONE_SIGHAND without
+    // CLONE_THREAD) is not modelled; vfork's CLONE_VM|CLONE_VFORK is run as a fork, which a
+    // vfork child (exec or _exit only) cannot tell apart.
+    let vm_without_thread = flags & CLONE_VM != 0 && !thread && flags & CLONE_VFORK == 0;
+    if flags & !SUPPORTED != 0 || vm_without_thread {
+        return Err(Errno::EINVAL);
+    }
+    if flags & CLONE_SETTLS != 0 && args.tls >= cowlab_mm::aspace::USER_END {
+        return Err(Errno::EPERM);
+    }
+    // Each task costs a kernel stack from the (16 MiB) kernel heap: bound their number
     // (Linux `RLIMIT_NPROC` answers EAGAIN too).
     if TABLE.lock().len() >= MAX_PROCESSES {
         return Err(Errno::EAGAIN);
     }
-    let aspace = super::current_aspace();
-    let child_aspace = aspace.lock().fork(memory::mm())?;
-    drop(aspace);
-    let pid = alloc_pid();
+    let parent_aspace = super::current_aspace();
+    let child_aspace = if thread {
+        parent_aspace.clone()
+    } else {
+        Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?))
+    };
+    let tid = alloc_pid();
     let mut child_frame = *frame;
     child_frame.rax = 0;
+    if args.stack != 0 {
+        child_frame.rsp = args.stack;
+    }
     let mut kstack = KernelStack::new();
     let ctx_rsp = kstack.prepare(&child_frame);
-    // The parent's FPU registers are live in the CPU: the child starts with a copy.
+    // The caller's FPU registers are live in the CPU: the child starts with a copy.
     let mut fpu = FpuState::initial();
     fpu.save();
-    let child = with_current(|parent| Process {
-        pid,
-        parent: parent.pid,
-        name: parent.name.clone(),
-        state: State::Runnable,
-        aspace: Some(Arc::new(Mutex::new(child_aspace))),
-        kstack,
-        ctx_rsp,
-        fpu,
-        fds: parent.fds.clone(),
-        fs_base: parent.fs_base,
-        pending_kill: None,
-        sigactions: parent.sigactions,
-        sigmask: parent.sigmask,
-        child_minflt: 0,
-        own_minflt: 0,
+    let child = with_current(|parent| {
+        let (tgid, group) = if thread {
+            parent.group.lock().live += 1;
+            (parent.tgid, parent.group.clone())
+        } else {
+            let sigactions = parent.group.lock().sigactions;
+            (tid, Group::new(parent.tgid, sigactions))
+        };
+        Task {
+            tid,
+            tgid,
+            name: parent.name.clone(),
+            state: State::Runnable,
+            aspace: Some(child_aspace.clone()),
+            kstack,
+            ctx_rsp,
+            fpu,
+            fds: if flags & CLONE_FILES != 0 {
+                parent.fds.share()
+            } else {
+                parent.fds.duplicate()
+            },
+            fs_base: if flags & CLONE_SETTLS != 0 {
+                args.tls
+            } else {
+                parent.fs_base
+            },
+            killed: false,
+            sigmask: parent.sigmask,
+            clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+                args.child_tid
+            } else {
+                0
+            },
+            group,
+        }
     });
-    TABLE.lock().insert(pid, Box::new(child));
-    Ok(pid)
+    TABLE.lock().insert(tid, Box::new(child));
+    // Linux writes both before the child can run, and ignores a bad address.
+    if flags & CLONE_PARENT_SETTID != 0 {
+        if let Ok(ptr) = UserPtr::<u32>::new(args.parent_tid) {
+            let _ = ptr.write(&tid);
+        }
+    }
+    if flags & CLONE_CHILD_SETTID != 0 {
+        write_child_tid(&parent_aspace, &child_aspace, thread, args.child_tid, tid);
+    }
+    Ok(tid)
+}
+
+/// `CLONE_CHILD_SETTID`: `tid` written at `addr` in the child's memory. Linux does it in the
+/// child's first moments (`schedule_tail`); here the caller does it before the child can run,
+/// with the child's address space loaded for the write (a copy-on-write fault then resolves in
+/// the child's address space, exactly as the child's own write would).
+fn write_child_tid(
+    parent: &vm::SharedAddressSpace,
+    child: &vm::SharedAddressSpace,
+    thread: bool,
+    addr: u64,
+    tid: Pid,
+) {
+    let Ok(ptr) = UserPtr::<u32>::new(addr) else {
+        return;
+    };
+    if thread {
+        let _ = ptr.write(&tid);
+        return;
+    }
+    drop(vm::switch_to(Some(child.clone())));
+    let _ = ptr.write(&tid);
+    drop(vm::switch_to(Some(parent.clone())));
 }

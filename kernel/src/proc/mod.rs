@@ -1,18 +1,37 @@
-//! Processes: the process table, sleeping and waking, exit and reaping, signals' default actions.
+//! Tasks and thread groups: the task table, sleeping and waking, exit and reaping, signals'
+//! default actions.
 //!
-//! Model (one CPU, a small Unix): each process has a pid, a parent, an address space (shared
-//! `cowlab_mm::AddressSpace`), a kernel stack, a descriptor table and a state: runnable, running,
-//! blocked on a wait channel (a number: a pipe's address, a parent waiting for children, the
-//! timer), or a zombie holding its wait status until the parent reaps it with `wait4`. The
-//! kernel runs with interrupts disabled from every entry to the return to ring 3 (the only
-//! preemption point is a timer interrupt taken in ring 3), so checking a condition and going to
-//! sleep cannot race with its wake-up. Invariants: the table lock is never held across a context
-//! switch or while touching user memory; a zombie owns no address space and no descriptors (its
-//! frames are back in the allocator before its parent can see it exit); a process is removed
-//! from the table (and its kernel stack freed) only by reaping, never while it runs.
+//! Model (one CPU, a small Unix, Linux's vocabulary): the schedulable entity is a *task* (a
+//! thread), named by its tid. Tasks form *thread groups* (processes), named by the tid of their
+//! first task, the leader: `getpid` is the tgid, `gettid` the tid. The threads of a group share
+//! the address space (`vm::SharedAddressSpace`), the descriptor table ([`SharedFdTable`], under
+//! `CLONE_FILES`) and the [`Group`] record (parent, signal actions, exit status, fault counts);
+//! each has its own kernel stack, registers, FS base, signal mask and state: runnable, running,
+//! blocked on a wait channel (a number: a pipe's address, a parent waiting for children, a futex
+//! waiter, the timer), or one of the three ends of a life:
+//!
+//! - a non-leader thread that exits is `Dead`: the idle loop frees it once it has switched away
+//!   from its kernel stack;
+//! - a leader that exits while other threads of its group live on is `Exited`: it stays in the
+//!   table so that its tid, which is the group's pid, stays taken and reapable (Linux's delayed
+//!   group leader);
+//! - when the last thread of a group exits, the leader becomes a `Zombie` holding the group's
+//!   wait status until the parent reaps it with `wait4`.
+//!
+//! Each thread drops its own references to the address space and descriptor table when it
+//! exits; the last one tears the address space down ([`release_aspace_ref`]), so frames are
+//! returned exactly once, before the parent can see the group exit. The kernel runs with
+//! interrupts disabled from every entry to the return to ring 3 (the only preemption point is a
+//! timer interrupt taken in ring 3), so checking a condition and going to sleep cannot race with
+//! its wake-up. Invariants: the table lock is never held across a context switch or while
+//! touching user memory; lock order is the task table, then a group or descriptor table; a task
+//! is removed from the table (and its kernel stack freed) only when it is not running: reaping
+//! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
 pub mod exec;
+pub mod files;
 pub mod fork;
+pub mod futex;
 pub mod sched;
 pub mod signal;
 pub mod switch;
@@ -26,10 +45,11 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::Mutex;
 
-use crate::fs::FdTable;
 use crate::idt::TrapFrame;
 use crate::syscall::Errno;
+use crate::uaccess::UserPtr;
 use crate::{memory, time, vm};
+pub use files::SharedFdTable;
 pub use signal::{send_signal_current, SIGKILL, SIGPIPE};
 use switch::{FpuState, KernelStack};
 
@@ -44,13 +64,51 @@ pub enum State {
         channel: usize,
         until: Option<u64>,
     },
-    /// Exited; the wait status (Linux encoding) for the parent.
+    /// A group leader that exited while other threads of its group live on.
+    Exited,
+    /// A non-leader thread that exited; freed by the idle loop.
+    Dead,
+    /// The leader of a group whose threads have all exited; the group's wait status (Linux
+    /// encoding) for the parent.
     Zombie(i32),
 }
 
-pub struct Process {
-    pub pid: Pid,
+/// What the threads of a group share beyond memory and descriptors (Linux keeps these in
+/// `signal_struct` and `sighand_struct`, both shared under `CLONE_THREAD`).
+pub struct Group {
+    /// The parent process (a tgid).
     pub parent: Pid,
+    /// Threads of the group not yet exited.
+    pub live: u32,
+    /// The group's wait status once its end is decided for all threads (`exit_group`, a fatal
+    /// signal, a fault); `None` while threads exit one by one, in which case the last thread's
+    /// `exit` status is the group's (what Linux reports, checked by `t_threads` on the host).
+    pub exit_status: Option<i32>,
+    /// `rt_sigaction` handlers, recorded (0 = default, 1 = ignore).
+    pub sigactions: [u64; 65],
+    /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
+    pub child_minflt: u64,
+    pub own_minflt: u64,
+}
+
+impl Group {
+    pub fn new(parent: Pid, sigactions: [u64; 65]) -> Arc<Mutex<Group>> {
+        Arc::new(Mutex::new(Group {
+            parent,
+            live: 1,
+            exit_status: None,
+            sigactions,
+            child_minflt: 0,
+            own_minflt: 0,
+        }))
+    }
+}
+
+/// One thread.
+pub struct Task {
+    pub tid: Pid,
+    /// The thread group (process) id: the leader's tid.
+    pub tgid: Pid,
     /// The program name (basename of the executed path), for messages.
     pub name: String,
     pub state: State,
@@ -59,22 +117,29 @@ pub struct Process {
     /// The saved kernel stack pointer while not running (see `switch`).
     pub ctx_rsp: u64,
     pub fpu: Box<FpuState>,
-    pub fds: FdTable,
+    pub fds: SharedFdTable,
     pub fs_base: u64,
-    /// A signal whose default action (terminate) is due at the next return to ring 3.
-    pub pending_kill: Option<u8>,
-    /// `rt_sigaction` handlers, recorded (0 = default, 1 = ignore).
-    pub sigactions: [u64; 65],
+    /// The thread must exit at its next return to ring 3 (and its sleeps end with `EINTR`):
+    /// its group is being killed or exited, or `execve` in another thread ends it.
+    pub killed: bool,
     pub sigmask: u64,
-    /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this process once exited.
-    pub child_minflt: u64,
-    pub own_minflt: u64,
+    /// `CLONE_CHILD_CLEARTID` / `set_tid_address`: the user `u32` zeroed and futex-woken when
+    /// the thread exits (how `pthread_join` learns of it).
+    pub clear_child_tid: u64,
+    pub group: Arc<Mutex<Group>>,
 }
 
-/// All processes by pid.
-pub static TABLE: Mutex<BTreeMap<Pid, Box<Process>>> = Mutex::new(BTreeMap::new());
-/// The running process (0 while the idle loop runs).
+impl Task {
+    pub fn is_leader(&self) -> bool {
+        self.tid == self.tgid
+    }
+}
+
+/// All tasks by tid.
+pub static TABLE: Mutex<BTreeMap<Pid, Box<Task>>> = Mutex::new(BTreeMap::new());
+/// The running task's tid and tgid (0 while the idle loop runs).
 static CURRENT: AtomicU32 = AtomicU32::new(0);
+static CURRENT_TGID: AtomicU32 = AtomicU32::new(0);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 /// The channel of a parent waiting for its children.
@@ -82,24 +147,44 @@ pub fn wait_channel(pid: Pid) -> usize {
     0x1_0000_0000 + pid as usize
 }
 
+/// The channel `execve` waits on for the other threads of its group to exit.
+fn group_channel(tgid: Pid) -> usize {
+    0x2_0000_0000 + tgid as usize
+}
+
 pub fn alloc_pid() -> Pid {
     NEXT_PID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The running process's pid (0 in the idle loop or before user mode).
+/// The running process's pid, its thread group id (0 in the idle loop or before user mode).
 pub fn current_pid() -> Pid {
+    CURRENT_TGID.load(Ordering::Relaxed)
+}
+
+/// The running thread's tid (0 in the idle loop or before user mode).
+pub fn current_tid() -> Pid {
     CURRENT.load(Ordering::Relaxed)
 }
 
-/// Runs `f` on the current process with the table locked. Panics outside a process (the system
+fn set_current(tid: Pid, tgid: Pid) {
+    CURRENT.store(tid, Ordering::Relaxed);
+    CURRENT_TGID.store(tgid, Ordering::Relaxed);
+}
+
+/// Runs `f` on the current task with the table locked. Panics outside a task (the system
 /// calls and user traps only call it from one).
-pub fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> R {
-    let pid = current_pid();
+pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
+    let tid = current_tid();
     let mut table = TABLE.lock();
-    let process = table
-        .get_mut(&pid)
-        .expect("system call or user trap outside a process");
-    f(process)
+    let task = table
+        .get_mut(&tid)
+        .expect("system call or user trap outside a task");
+    f(task)
+}
+
+/// Runs `f` on the current task's group record.
+pub fn with_group<R>(f: impl FnOnce(&mut Group) -> R) -> R {
+    with_current(|t| f(&mut t.group.lock()))
 }
 
 /// The current address space (for memory system calls).
@@ -135,7 +220,7 @@ const TIMER_CHANNEL: usize = 1;
 
 fn block(channel: usize, until: Option<u64>) -> Result<(), Errno> {
     let killed = with_current(|p| {
-        if p.pending_kill.is_some() {
+        if p.killed {
             return true;
         }
         p.state = State::Blocked { channel, until };
@@ -145,7 +230,7 @@ fn block(channel: usize, until: Option<u64>) -> Result<(), Errno> {
         return Err(Errno::EINTR);
     }
     sched::schedule();
-    if with_current(|p| p.pending_kill.is_some()) {
+    if with_current(|p| p.killed) {
         return Err(Errno::EINTR);
     }
     Ok(())
@@ -162,7 +247,7 @@ pub fn wakeup(channel: usize) {
     }
 }
 
-fn wake_in(table: &mut BTreeMap<Pid, Box<Process>>, channel: usize) {
+fn wake_in(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
     for p in table.values_mut() {
         if matches!(p.state, State::Blocked { channel: c, .. } if c == channel) {
             p.state = State::Runnable;
@@ -196,19 +281,22 @@ pub fn on_tick() {
     }
 }
 
-/// Last work before a return to ring 3: a pending fatal signal ends the process here.
+/// Last work before a return to ring 3: a thread whose group is being killed or exited ends
+/// here.
 pub fn on_return_to_user(_frame: &mut TrapFrame) {
-    if current_pid() == 0 {
+    if current_tid() == 0 {
         return;
     }
-    let (pending, stack_ok) = with_current(|p| (p.pending_kill, p.kstack.canary_intact()));
+    let (killed, stack_ok) = with_current(|p| (p.killed, p.kstack.canary_intact()));
     assert!(
         stack_ok,
-        "kernel stack overflow in pid {} (canary at the bottom of its 32 KiB stack overwritten)",
-        current_pid()
+        "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
+        current_tid()
     );
-    if let Some(signal) = pending {
-        exit_current(i32::from(signal));
+    if killed {
+        // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
+        // de_thread ends threads without deciding the group's status, and never the last one).
+        exit_thread(i32::from(SIGKILL));
     }
 }
 
@@ -217,48 +305,126 @@ pub fn exit_status(code: i32) -> i32 {
     (code & 0xff) << 8
 }
 
-/// Ends the current process with wait status `status`: descriptors closed, address space torn
-/// down (every frame returned), children handed to init, parent woken. Never returns.
+/// Decides the end of group `tgid` with wait status `status` (unless an earlier group exit
+/// already decided it) and marks every one of its threads to exit, waking the sleepers (their
+/// sleeps end with `EINTR`). Linux `do_group_exit` / `zap_other_threads`.
+fn kill_group_locked(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, status: i32) {
+    let Some(leader) = table.get(&tgid) else {
+        return;
+    };
+    leader.group.lock().exit_status.get_or_insert(status);
+    for t in table.values_mut().filter(|t| t.tgid == tgid) {
+        if matches!(t.state, State::Exited | State::Dead | State::Zombie(_)) {
+            continue;
+        }
+        t.killed = true;
+        if matches!(t.state, State::Blocked { .. }) {
+            t.state = State::Runnable;
+        }
+    }
+}
+
+/// Ends the whole current process (`exit_group`, a fatal signal, a fault) with wait status
+/// `status`: every other thread is told to exit, then the calling one exits. Never returns.
 pub fn exit_current(status: i32) -> ! {
-    let pid = current_pid();
-    let (aspace, fds, parent) = {
-        let mut table = TABLE.lock();
-        let reparent: alloc::vec::Vec<Pid> = table
-            .values()
-            .filter(|p| p.parent == pid)
-            .map(|p| p.pid)
-            .collect();
-        for child in reparent {
-            if let Some(c) = table.get_mut(&child) {
-                c.parent = 1;
+    kill_group_locked(&mut TABLE.lock(), current_pid(), status);
+    exit_thread(status)
+}
+
+/// Ends the calling thread (`exit`). `status` is the group's wait status if this is the last
+/// thread and no group exit decided another. Never returns.
+///
+/// Order matters: the `clear_child_tid` write and futex wake happen while the thread's address
+/// space is still loaded; the descriptor table and address-space references are dropped outside
+/// the table lock (closing pipe ends wakes sleepers; tearing down takes time); the state changes
+/// (and the parent's wake-up) come before the final switch, which never returns here.
+pub fn exit_thread(status: i32) -> ! {
+    let tid = current_tid();
+    let (clear_tid, shared) = with_current(|t| {
+        let shared = t.group.lock().live > 1;
+        (t.clear_child_tid, shared)
+    });
+    // Linux `mm_release`: only when someone else can see the memory (another thread).
+    if clear_tid != 0 && shared {
+        if let Ok(ptr) = UserPtr::<u32>::new(clear_tid) {
+            if ptr.write(&0).is_ok() {
+                futex::wake_address(clear_tid, 1, futex::BITSET_MATCH_ANY);
             }
         }
-        let p = table
-            .get_mut(&pid)
-            .expect("the current process is in the table");
-        let fds = p.fds.take_all();
-        if let Some(aspace) = &p.aspace {
-            p.own_minflt = aspace.lock().minor_faults();
+    }
+    let (aspace, fds, last, parent, tgid) = {
+        let mut table = TABLE.lock();
+        let t = table
+            .get_mut(&tid)
+            .expect("the current task is in the table");
+        let tgid = t.tgid;
+        let aspace = t.aspace.take();
+        let fds = core::mem::take(&mut t.fds);
+        let mut group = t.group.lock();
+        group.live -= 1;
+        let last = group.live == 0;
+        if last {
+            if let Some(aspace) = &aspace {
+                group.own_minflt = aspace.lock().minor_faults();
+            }
         }
-        (p.aspace.take(), fds, p.parent)
+        let parent = group.parent;
+        let final_status = group.exit_status.unwrap_or(status);
+        drop(group);
+        t.state = match (last, t.tid == t.tgid) {
+            (true, true) => State::Zombie(final_status),
+            (false, true) => State::Exited,
+            (_, false) => State::Dead,
+        };
+        if last {
+            if let Some(leader) = table.get_mut(&tgid) {
+                leader.state = State::Zombie(final_status);
+            }
+            // Children go to init (Linux reparents to another thread first; here children
+            // belong to the group, so only the group's end orphans them).
+            for child in table.values_mut() {
+                let mut g = child.group.lock();
+                if g.parent == tgid && child.tgid != tgid {
+                    g.parent = 1;
+                }
+            }
+        }
+        (aspace, fds, last, parent, tgid)
     };
     drop(fds);
-    // CR3 must not hold the root we tear down.
+    // CR3 must not hold the root we may tear down.
     drop(vm::switch_to(None));
     if let Some(aspace) = aspace {
-        release_aspace(aspace);
+        let torn_down = release_aspace_ref(aspace);
+        if last && !torn_down {
+            warn!("tgid {tgid}: address space still referenced after its last thread; leaking it");
+        }
     }
-    with_current(|p| p.state = State::Zombie(status));
-    wakeup(wait_channel(parent));
-    wakeup(wait_channel(1));
+    if last {
+        wakeup(wait_channel(parent));
+        wakeup(wait_channel(1));
+    } else {
+        wakeup(group_channel(tgid));
+    }
     sched::schedule();
-    unreachable!("a zombie was scheduled");
+    unreachable!("an exited thread was scheduled");
+}
+
+/// Drops one reference to an address space; the last one (not loaded in CR3) tears it down,
+/// returning every frame. Returns whether this was the last.
+pub fn release_aspace_ref(aspace: vm::SharedAddressSpace) -> bool {
+    match Arc::try_unwrap(aspace) {
+        Ok(mutex) => {
+            mutex.into_inner().exit(memory::mm());
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Tears down an address space no one else uses (not loaded in CR3).
 pub fn release_aspace(aspace: vm::SharedAddressSpace) {
-    match Arc::try_unwrap(aspace) {
-        Ok(mutex) => mutex.into_inner().exit(memory::mm()),
-        Err(_) => warn!("address space still shared at release; leaking it"),
+    if !release_aspace_ref(aspace) {
+        warn!("address space still shared at release; leaking it");
     }
 }

@@ -1,11 +1,13 @@
 //! The round-robin scheduler and the idle loop.
 //!
-//! Model: the boot stack runs the idle loop; every switch goes process -> idle -> next process
-//! (two `cowlab_switch`es, simple to reason about). The idle loop picks the runnable process
-//! after the last one that ran in pid order (round robin), loads its kernel stack (TSS rsp0 and
-//! the syscall stack), address space, FS base and FPU state, and switches to it; with nothing
-//! runnable it halts with interrupts enabled until an interrupt makes something runnable.
-//! Preemption: a timer tick taken in ring 3 makes the process yield. The system ends when
+//! Model: the boot stack runs the idle loop; every switch goes task -> idle -> next task (two
+//! `cowlab_switch`es, simple to reason about). The schedulable entities are tasks (threads):
+//! the idle loop picks the runnable task after the last one that ran in tid order (round
+//! robin), loads its kernel stack (TSS rsp0 and the syscall stack), address space, FS base and
+//! FPU state, and switches to it; with nothing runnable it halts with interrupts enabled until an
+//! interrupt makes something runnable. Back from a task that exited as a non-leader thread
+//! (`Dead`), it frees the task: only now is its kernel stack out of use.
+//! Preemption: a timer tick taken in ring 3 makes the task yield. The system ends when
 //! `init` (pid 1) is a zombie or `reboot` asked for it: every other process is then torn down,
 //! the free-frame count is printed (`cowlab: frames free=<n> boot=<n>`, checked by xtask) and
 //! QEMU exits with init's status.
@@ -17,7 +19,7 @@ use x86_64::registers::model_specific::FsBase;
 use x86_64::VirtAddr;
 
 use super::switch::cowlab_switch;
-use super::{Pid, State, CURRENT, TABLE};
+use super::{Pid, State, TABLE};
 use crate::{memory, percpu, qemu, vm};
 
 struct IdleRsp(UnsafeCell<u64>);
@@ -38,14 +40,14 @@ pub fn request_shutdown(status: i32) {
 /// caller has set its state (runnable to yield, blocked to sleep, zombie to die).
 pub fn schedule() {
     super::apply_deferred_wakeups();
-    let pid = super::current_pid();
+    let tid = super::current_tid();
     let ctx: *mut u64 = {
         let mut table = TABLE.lock();
-        let p = table.get_mut(&pid).expect("schedule from a process");
+        let p = table.get_mut(&tid).expect("schedule from a task");
         &mut p.ctx_rsp
     };
-    // SAFETY: `ctx` points into the process's boxed entry, which stays in the table (only
-    // reaping removes it, and a process is reaped only as a zombie that is not running); the
+    // SAFETY: `ctx` points into the task's boxed entry, which stays in the table while it runs
+    // (reaping, the idle loop and de_thread remove only tasks that are not running); the
     // idle context's saved RSP is valid since the idle loop switched to us.
     unsafe { cowlab_switch(ctx, *IDLE_RSP.0.get()) };
 }
@@ -56,18 +58,18 @@ pub fn yield_now() {
     schedule();
 }
 
-/// The next runnable process after `LAST` in pid order.
+/// The next runnable task after `LAST` in tid order.
 fn pick() -> Option<Pid> {
     super::apply_deferred_wakeups();
     let table = TABLE.lock();
     let last = LAST.load(Ordering::Relaxed);
-    let runnable = |p: &&alloc::boxed::Box<super::Process>| p.state == State::Runnable;
+    let runnable = |p: &&alloc::boxed::Box<super::Task>| p.state == State::Runnable;
     table
         .range(last + 1..)
         .map(|(_, p)| p)
         .find(runnable)
         .or_else(|| table.values().find(runnable))
-        .map(|p| p.pid)
+        .map(|p| p.tid)
 }
 
 /// Runs processes until the system shuts down. Called once, on the boot stack.
@@ -82,26 +84,41 @@ pub fn run() -> ! {
             x86_64::instructions::interrupts::enable_and_hlt();
             continue;
         };
-        let (ctx, top, aspace, fs_base, fpu) = {
+        let (ctx, top, aspace, fs_base, fpu, tgid) = {
             let mut table = TABLE.lock();
             let p = table.get_mut(&pid).expect("picked from the table");
             p.state = State::Running;
             let fpu: *mut super::switch::FpuState = &mut *p.fpu;
-            (p.ctx_rsp, p.kstack.top(), p.aspace.clone(), p.fs_base, fpu)
+            (
+                p.ctx_rsp,
+                p.kstack.top(),
+                p.aspace.clone(),
+                p.fs_base,
+                fpu,
+                p.tgid,
+            )
         };
         LAST.store(pid, Ordering::Relaxed);
-        CURRENT.store(pid, Ordering::Relaxed);
+        super::set_current(pid, tgid);
         percpu::set_kernel_stack(top);
         drop(vm::switch_to(aspace));
         FsBase::write(VirtAddr::new_truncate(fs_base));
-        // SAFETY: `fpu` points into the process's boxed state, alive while it is in the table;
-        // the process cannot be reaped while it runs or before we are back here.
+        // SAFETY: `fpu` points into the task's boxed state, alive while it is in the table;
+        // the task cannot be removed while it runs or before we are back here (below).
         unsafe {
             (*fpu).restore();
             cowlab_switch(IDLE_RSP.0.get(), ctx);
             (*fpu).save();
         }
-        CURRENT.store(0, Ordering::Relaxed);
+        // The task may have changed its tid while it ran (execve in a non-leader thread takes
+        // the leader's): the current tid says which entry it is now.
+        let ran = super::current_tid();
+        super::set_current(0, 0);
+        let mut table = TABLE.lock();
+        if table.get(&ran).is_some_and(|t| t.state == State::Dead) {
+            // Off its kernel stack at last: free it (stack, FPU area, remaining fields).
+            table.remove(&ran);
+        }
     }
 }
 
@@ -121,7 +138,7 @@ fn shutdown_status() -> Option<i32> {
     // Wait for the others (killed by reboot/init's exit) to finish dying.
     let others_done = table
         .values()
-        .all(|p| p.pid == 1 || matches!(p.state, State::Zombie(_)));
+        .all(|p| p.tid == 1 || matches!(p.state, State::Zombie(_) | State::Dead));
     if !others_done {
         drop(table);
         kill_all_but_init();
@@ -142,13 +159,15 @@ fn shutdown_status() -> Option<i32> {
 
 fn kill_all_but_init() {
     let mut table = TABLE.lock();
-    for p in table.values_mut() {
-        if p.pid != 1 && !matches!(p.state, State::Zombie(_)) {
-            p.pending_kill = Some(super::SIGKILL);
-            if matches!(p.state, State::Blocked { .. }) {
-                p.state = State::Runnable;
-            }
-        }
+    // init's own threads are not touched: init's end (exit_group, reboot) already decided
+    // its status and told them to exit.
+    let groups: alloc::vec::Vec<Pid> = table
+        .values()
+        .filter(|t| t.is_leader() && t.tgid != 1)
+        .map(|t| t.tgid)
+        .collect();
+    for tgid in groups {
+        super::kill_group_locked(&mut table, tgid, i32::from(super::SIGKILL));
     }
 }
 
@@ -158,7 +177,8 @@ fn shutdown(status: i32) -> ! {
     for mut p in all {
         drop(p.fds.take_all());
         if let Some(aspace) = p.aspace.take() {
-            super::release_aspace(aspace);
+            // Threads share it: the last reference tears it down.
+            super::release_aspace_ref(aspace);
         }
     }
     println!(

@@ -1,11 +1,13 @@
-//! Signals, default actions only: a fatal signal is recorded as pending and ends the process at
-//! its next return to ring 3 (or interrupts its sleep first). Handlers set with `rt_sigaction`
-//! are recorded but not yet delivered; a signal whose action is "ignore" (or whose default is to
-//! ignore, like SIGCHLD) is dropped. Faults in ring 3 kill at once, with one console line.
+//! Signals, default actions only: a fatal signal ends the whole process (thread group): every
+//! thread is marked to exit at its next return to ring 3 (or has its sleep interrupted first),
+//! and the group's wait status is the signal. Handlers set with `rt_sigaction` are recorded (one
+//! table per group) but not yet delivered; a signal whose action is "ignore" (or whose default
+//! is to ignore, like SIGCHLD) is dropped. Faults in ring 3 kill the group at once, with one
+//! console line.
 
 use cowlab_mm::VirtAddr;
 
-use super::{exit_current, with_current, Pid, State, TABLE};
+use super::{exit_current, kill_group_locked, with_current, Pid, State, TABLE};
 use crate::idt::TrapFrame;
 use crate::syscall::Errno;
 
@@ -45,29 +47,32 @@ fn ignored_by_default(signal: u8) -> bool {
     matches!(signal, SIGCHLD | 18 | 19 | 20 | 21 | 22 | 23 | 28)
 }
 
-/// Sends `signal` to process `pid` (kill): `ESRCH` if there is none.
+/// Sends `signal` to the process with pid `pid` (kill; a tid names its thread's process, as
+/// in Linux): `ESRCH` if there is none.
 pub fn send(pid: Pid, signal: u8) -> Result<(), Errno> {
     let mut table = TABLE.lock();
-    let p = table.get_mut(&pid).ok_or(Errno::ESRCH)?;
+    let p = table.get(&pid).ok_or(Errno::ESRCH)?;
+    if p.state == State::Dead {
+        return Err(Errno::ESRCH);
+    }
+    let tgid = p.tgid;
     // init gets only the signals it has handlers for (Linux), and handlers are not delivered
     // yet: signals sent to pid 1 are dropped. Faults still kill it (`kill_for_fault`).
-    if matches!(p.state, State::Zombie(_)) || signal == 0 || pid == 1 {
+    if matches!(p.state, State::Zombie(_)) || signal == 0 || tgid == 1 {
         return Ok(());
     }
-    let ignored = signal != SIGKILL
-        && (p.sigactions[signal as usize] == SIG_IGN
-            || (p.sigactions[signal as usize] == 0 && ignored_by_default(signal)));
+    let action = p.group.lock().sigactions[signal as usize];
+    let ignored =
+        signal != SIGKILL && (action == SIG_IGN || (action == 0 && ignored_by_default(signal)));
     if ignored {
         return Ok(());
     }
-    p.pending_kill.get_or_insert(signal);
-    if matches!(p.state, State::Blocked { .. }) {
-        p.state = State::Runnable;
-    }
+    kill_group_locked(&mut table, tgid, i32::from(signal));
     Ok(())
 }
 
-/// Sends `signal` to the calling process (SIGPIPE from a pipe write).
+/// Sends `signal` to the calling process (SIGPIPE from a pipe write). Its default action ends
+/// the whole process, so it goes to the group rather than to the calling thread.
 pub fn send_signal_current(signal: u8) {
     let _ = send(super::current_pid(), signal);
 }
@@ -75,7 +80,8 @@ pub fn send_signal_current(signal: u8) {
 /// A CPU exception in ring 3 that the kernel does not resolve: print the one line and end the
 /// process with `signal`.
 pub fn kill_for_fault(frame: &TrapFrame, signal: u8, addr: Option<u64>) -> ! {
-    let (pid, name, aspace) = with_current(|p| (p.pid, p.name.clone(), p.aspace.clone()));
+    let (pid, tid, name, aspace) =
+        with_current(|p| (p.tgid, p.tid, p.name.clone(), p.aspace.clone()));
     let vma = match (addr, &aspace) {
         (Some(a), Some(shared)) if a < cowlab_mm::aspace::USER_END => match shared.try_lock() {
             Some(aspace) => aspace.find_vma(VirtAddr::new(a)).map(|v| {
@@ -101,8 +107,14 @@ pub fn kill_for_fault(frame: &TrapFrame, signal: u8, addr: Option<u64>) -> ! {
         || alloc::string::String::from("-"),
         |a| alloc::format!("{a:#x}"),
     );
+    // The thread that faulted, when it is not the main one, after the fields tests match.
+    let thread = if tid != pid {
+        alloc::format!(" (thread {tid})")
+    } else {
+        alloc::string::String::new()
+    };
     println!(
-        "cowlab: pid {pid} ({name}) killed by {}: addr={addr} rip={:#x} {vma}",
+        "cowlab: pid {pid} ({name}) killed by {}: addr={addr} rip={:#x} {vma}{thread}",
         self::name(signal),
         frame.rip
     );

@@ -1,4 +1,8 @@
 //! wait4: reaping zombie children, sleeping until one exits.
+//!
+//! Children belong to the process (the thread group), not to the thread that forked them, so
+//! any thread of the group reaps any of them (Linux without `__WNOTHREAD`). A child process is
+//! its leader's entry; it is a zombie only once every thread of it has exited.
 
 use super::{sleep, wait_channel, Pid, State, TABLE};
 use crate::syscall::Errno;
@@ -14,26 +18,29 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
         let reaped = {
             let mut table = TABLE.lock();
             let matches = |pid: Pid| which <= 0 || i64::from(pid) == which;
-            let mut children = table
-                .values()
-                .filter(|p| p.parent == me && matches(p.pid) && p.pid != me);
+            let mut children = table.values().filter(|p| {
+                p.is_leader() && p.tgid != me && matches(p.tgid) && p.group.lock().parent == me
+            });
             let Some(first) = children.next() else {
                 return Err(Errno::ECHILD);
             };
             let zombie = core::iter::once(first)
                 .chain(children)
                 .find(|p| matches!(p.state, State::Zombie(_)))
-                .map(|p| p.pid);
+                .map(|p| p.tid);
             zombie.and_then(|pid| table.remove(&pid))
         };
         if let Some(child) = reaped {
             let State::Zombie(status) = child.state else {
                 unreachable!("only zombies are reaped")
             };
-            let minflt = child.own_minflt + child.child_minflt;
-            super::with_current(|p| p.child_minflt += minflt);
+            let minflt = {
+                let group = child.group.lock();
+                group.own_minflt + group.child_minflt
+            };
+            super::with_group(|g| g.child_minflt += minflt);
             // The child's kernel stack is freed here: it is not running (it is a zombie).
-            return Ok((child.pid, status, minflt));
+            return Ok((child.tid, status, minflt));
         }
         if options & WNOHANG != 0 {
             return Ok((0, 0, 0));

@@ -40,6 +40,7 @@ pub enum Errno {
     ENOSYS = 38,
     EOVERFLOW = 75,
     EOPNOTSUPP = 95,
+    ETIMEDOUT = 110,
     ECANCELED = 125,
 }
 

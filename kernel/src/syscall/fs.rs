@@ -10,6 +10,7 @@ use super::{Args, Errno, SysResult};
 use crate::fs::{self, console, pipe::Pipe, Fd, FileKind, OpenFile};
 use crate::proc::with_current;
 use crate::uaccess::{read_cstr, UserPtr, UserSlice};
+use cowlab_mm::pin::PinnedPage;
 
 const AT_FDCWD: i64 = -100;
 const AT_EMPTY_PATH: u64 = 0x1000;
@@ -168,6 +169,26 @@ pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -
         }
         _ => Err(Errno::EBADF),
     }
+}
+
+/// fsync/fdatasync of an open file (Linux `vfs_fsync`): memory-backed files (tmpfs, memfds,
+/// the ramdisk, their directories) have nothing to write back (`noop_fsync`); files without an
+/// `fsync` (pipes, the console, `/dev/null`, `/proc`, io_uring) answer `EINVAL`.
+pub(crate) fn fsync_file(file: &OpenFile) -> SysResult {
+    match file.kind {
+        FileKind::Memfd(_)
+        | FileKind::Tmpfs(..)
+        | FileKind::TmpDir
+        | FileKind::Regular(_)
+        | FileKind::Root => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// fsync(fd) (74) and fdatasync(fd) (75).
+pub fn fsync(a: Args) -> SysResult {
+    let f = file(a.int(0))?;
+    fsync_file(&f)
 }
 
 pub fn read(a: Args) -> SysResult {
@@ -469,6 +490,77 @@ fn unlink_at(dirfd: i64, path: u64, flags: u64) -> SysResult {
             FileKind::Regular(_) => Err(Errno::EROFS),
             _ => Err(Errno::EPERM),
         },
+    }
+}
+
+const AT_SYMLINK_FOLLOW: u64 = 0x400;
+
+/// link(old, new) (86).
+pub fn link(a: Args) -> SysResult {
+    link_at(AT_FDCWD, a.get(0), AT_FDCWD, a.get(1), 0)
+}
+
+/// linkat(olddirfd, old, newdirfd, new, flags) (265). With `AT_EMPTY_PATH` and an empty `old`
+/// it names the open file `olddirfd` (how an `O_TMPFILE` file gets a name).
+pub fn linkat(a: Args) -> SysResult {
+    link_at(a.int(0), a.get(1), a.int(2), a.get(3), a.get(4))
+}
+
+/// Hard links within `/tmp`; `EXDEV` between `/tmp` and elsewhere, `EROFS` on the ramdisk,
+/// `EPERM` for a directory.
+fn link_at(olddir: i64, old: u64, newdir: i64, new: u64, flags: u64) -> SysResult {
+    use fs::tmpfs::{parse, TmpPath};
+    if flags & !(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let old = read_cstr(old, PATH_MAX)?;
+    let new = read_cstr(new, PATH_MAX)?;
+    if new.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let new = at_path(newdir, &new)?;
+    if fs::name_too_long(&new) || fs::name_too_long(&old) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    // What `old` names: an open file (AT_EMPTY_PATH) or a path.
+    let source = if old.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return Err(Errno::ENOENT);
+        }
+        if olddir == AT_FDCWD {
+            fs::open("/", 0)?
+        } else {
+            file(olddir)?
+        }
+    } else {
+        fs::open(&at_path(olddir, &old)?, 0)?
+    };
+    let target = match parse(&new) {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(TmpPath::Dir)) => return Err(Errno::EEXIST),
+        Some(Ok(TmpPath::Name {
+            name,
+            trailing_slash,
+        })) => {
+            if fs::tmpfs::exists(&name) {
+                return Err(Errno::EEXIST);
+            }
+            if trailing_slash {
+                return Err(Errno::ENOENT);
+            }
+            Some(name)
+        }
+        None => None,
+    };
+    match (&source.kind, target) {
+        (FileKind::Root | FileKind::TmpDir, _) => Err(Errno::EPERM),
+        (FileKind::Tmpfs(obj, inode), Some(name)) => {
+            fs::tmpfs::link_open(obj, inode, &name)?;
+            Ok(0)
+        }
+        (FileKind::Tmpfs(..), None) | (_, Some(_)) => Err(Errno::EXDEV),
+        (FileKind::Regular(_), None) => Err(Errno::EROFS),
+        (_, None) => Err(Errno::EPERM),
     }
 }
 
@@ -883,6 +975,8 @@ pub fn fallocate(a: Args) -> SysResult {
 const SPLICE_F_NONBLOCK: u64 = 2;
 /// SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT.
 const SPLICE_F_ALL: u64 = 15;
+/// Pages taken per GUP call and queued per pipe lock by `vmsplice`.
+const VMSPLICE_BATCH: usize = 16;
 
 /// vmsplice(fd, iov, nr_segs, flags) into a pipe's write end: plain page references
 /// (`get_user_pages`, `FOLL_GET`) queued in the pipe, held until the data is read. On the read
@@ -920,36 +1014,47 @@ pub fn vmsplice(a: Args) -> SysResult {
     let aspace = crate::proc::current_aspace();
     let mut total: u64 = 0;
     for iov in iovs {
-        let mut done = 0usize;
-        while done < iov.len() {
-            let va = iov.addr() + done as u64;
-            let off = (va & 0xfff) as usize;
-            let n = (4096 - off).min(iov.len() - done);
-            let mut slot = [None];
-            let got = cowlab_mm::gup::get_user_pages(
+        let end = iov.addr() + iov.len() as u64;
+        let mut va = iov.addr();
+        while va < end {
+            // Up to VMSPLICE_BATCH pages per GUP call and per pipe lock (Linux `iter_to_pipe`
+            // takes 16 pages per `iov_iter_get_pages2`, through GUP-fast).
+            let first = va & !0xfff;
+            let nr = ((end - first).div_ceil(4096) as usize).min(VMSPLICE_BATCH);
+            let mut pages: [Option<PinnedPage>; VMSPLICE_BATCH] = Default::default();
+            let got = cowlab_mm::gup::get_user_pages_fast(
                 mm,
                 &mut aspace.lock(),
-                cowlab_mm::VirtAddr::new(va & !0xfff),
+                cowlab_mm::VirtAddr::new(first),
                 cowlab_mm::foll::FollFlags::NONE,
-                &mut slot,
-            );
-            let page = match got {
-                Ok(1) => slot[0].take(),
-                _ => None,
-            };
-            let Some(page) = page else {
+                &mut pages[..nr],
+            )
+            .unwrap_or(0);
+            if got == 0 {
                 return if total > 0 {
                     Ok(total)
                 } else {
                     Err(Errno::EFAULT)
                 };
-            };
-            if let Err((e, page)) = pipe.push_page(nonblock, page, off, n) {
-                page.unpin(mm);
-                return if total > 0 { Ok(total) } else { Err(e) };
             }
-            done += n;
-            total += n as u64;
+            let off = (va & 0xfff) as usize;
+            let len = ((first + got as u64 * 4096).min(end) - va) as usize;
+            let pushed = pipe.push_pages(nonblock, &mut pages[..got], off, len);
+            cowlab_mm::gup::unpin_user_pages(mm, &mut pages[..got]);
+            match pushed {
+                Ok(n) => {
+                    total += n as u64;
+                    va += n as u64;
+                    if n < len {
+                        return Ok(total);
+                    }
+                }
+                Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
+            }
+            if got < nr {
+                // GUP stopped early (an unmapped or inaccessible page): a short count.
+                return Ok(total);
+            }
         }
     }
     Ok(total)

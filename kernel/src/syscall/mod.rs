@@ -88,17 +88,19 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         56 => proc::clone(a, frame),
         57 | 58 => proc::fork(frame),
         59 => proc::execve(a, frame),
-        60 | 231 => proc::exit(a),
+        60 => proc::exit(a),
         61 => proc::wait4(a),
         62 => proc::kill(a),
         63 => info::uname(a),
         72 => fs::fcntl(a),
+        74 | 75 => fs::fsync(a),
         77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),
         82 => fs::rename(a),
         83 => fs::mkdir(a),
         84 => fs::rmdir(a),
+        86 => fs::link(a),
         87 => fs::unlink(a),
         89 => fs::readlink(a),
         96 => time::gettimeofday(a),
@@ -111,8 +113,9 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         138 => fs::fstatfs(a),
         158 => proc::arch_prctl(a),
         169 => proc::reboot(a),
-        186 => proc::getpid(),
+        186 => proc::gettid(),
         201 => time::time(a),
+        202 => proc::futex(a),
         206 => crate::fs::aio::io_setup(a),
         207 => crate::fs::aio::io_destroy(a),
         208 => crate::fs::aio::io_getevents(a),
@@ -122,10 +125,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
         230 => time::clock_nanosleep(a),
+        231 => proc::exit_group(a),
         257 => fs::openat(a),
         262 => fs::newfstatat(a),
         263 => fs::unlinkat(a),
         264 => fs::renameat(a),
+        265 => fs::linkat(a),
         267 => fs::readlinkat(a),
         // set_robust_list: accepted (nothing walks the list yet), but as Linux only with
         // len == sizeof(struct robust_list_head).
@@ -143,6 +148,8 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         425 => crate::fs::io_uring::setup(a),
         426 => crate::fs::io_uring::enter(a),
         427 => crate::fs::io_uring::register(a),
+        // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
+        435 => Err(Errno::ENOSYS),
         _ => {
             let bit = nr.min(511);
             let word = &UNKNOWN_LOGGED[(bit / 64) as usize];

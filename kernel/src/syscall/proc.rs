@@ -1,17 +1,21 @@
-//! Process system calls: identity, fork/exec/exit/wait, signals (record and default actions),
-//! FS base, resource usage, reboot.
+//! Process and thread system calls: identity, clone/fork/exec/exit/wait, futexes, signals
+//! (record and default actions), FS base, resource usage, reboot.
 
 use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;
-use crate::proc::{self, sched, signal, with_current};
+use crate::proc::{self, fork, futex, sched, signal, with_current};
 use crate::uaccess::{read_cstr, read_cstr_array, UserPtr};
 
 pub fn getpid() -> SysResult {
     Ok(u64::from(proc::current_pid()))
 }
 
+pub fn gettid() -> SysResult {
+    Ok(u64::from(proc::current_tid()))
+}
+
 pub fn getppid() -> SysResult {
-    Ok(u64::from(with_current(|p| p.parent)))
+    Ok(u64::from(proc::with_group(|g| g.parent)))
 }
 
 pub fn sched_yield() -> SysResult {
@@ -23,22 +27,18 @@ pub fn fork(frame: &TrapFrame) -> SysResult {
     Ok(u64::from(proc::fork::fork(frame)?))
 }
 
-const CLONE_VM: u64 = 0x100;
-const CLONE_THREAD: u64 = 0x10000;
-const CLONE_VFORK: u64 = 0x4000;
-
-/// clone with fork semantics: a new process with a copy of the address space. Threads
-/// (`CLONE_VM` without `CLONE_VFORK`, `CLONE_THREAD`) are not supported yet.
+/// clone(flags, stack, parent_tid, child_tid, tls): a new process or thread (see
+/// `proc::fork`). `clone3` (435) answers ENOSYS, on which glibc falls back to this call and
+/// musl never uses it.
 pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
-    let flags = a.get(0);
-    if flags & CLONE_THREAD != 0 || (flags & CLONE_VM != 0 && flags & CLONE_VFORK == 0) {
-        return Err(Errno::EINVAL);
-    }
-    let mut child_frame = *frame;
-    if a.get(1) != 0 {
-        child_frame.rsp = a.get(1);
-    }
-    Ok(u64::from(proc::fork::fork(&child_frame)?))
+    let args = fork::CloneArgs {
+        flags: a.get(0),
+        stack: a.get(1),
+        parent_tid: a.get(2),
+        child_tid: a.get(3),
+        tls: a.get(4),
+    };
+    Ok(u64::from(fork::clone(frame, &args)?))
 }
 
 pub fn execve(a: Args, frame: &mut TrapFrame) -> SysResult {
@@ -50,7 +50,13 @@ pub fn execve(a: Args, frame: &mut TrapFrame) -> SysResult {
     Ok(0)
 }
 
+/// exit: ends the calling thread only (the process ends with its last thread).
 pub fn exit(a: Args) -> SysResult {
+    proc::exit_thread(proc::exit_status(a.i32(0)))
+}
+
+/// exit_group: ends every thread of the process.
+pub fn exit_group(a: Args) -> SysResult {
     proc::exit_current(proc::exit_status(a.i32(0)))
 }
 
@@ -94,9 +100,9 @@ pub fn kill(a: Args) -> SysResult {
             let me = proc::current_pid();
             let targets: alloc::vec::Vec<u32> = proc::TABLE
                 .lock()
-                .keys()
-                .copied()
-                .filter(|&p| p != 1 && p != me)
+                .values()
+                .filter(|t| t.is_leader() && t.tgid != 1 && t.tgid != me)
+                .map(|t| t.tgid)
                 .collect();
             if targets.is_empty() {
                 return Err(Errno::ESRCH);
@@ -127,10 +133,10 @@ pub fn rt_sigaction(a: Args) -> SysResult {
     if new.is_some() && (sig == 9 || sig == 19) {
         return Err(Errno::EINVAL);
     }
-    let old = with_current(|p| {
-        let old = p.sigactions[sig as usize];
+    let old = proc::with_group(|g| {
+        let old = g.sigactions[sig as usize];
         if let Some(new) = new {
-            p.sigactions[sig as usize] = new[0];
+            g.sigactions[sig as usize] = new[0];
         }
         old
     });
@@ -194,8 +200,106 @@ pub fn arch_prctl(a: Args) -> SysResult {
     }
 }
 
-pub fn set_tid_address(_a: Args) -> SysResult {
-    Ok(u64::from(proc::current_pid()))
+/// set_tid_address: the word to clear and futex-wake when this thread exits; returns the tid.
+pub fn set_tid_address(a: Args) -> SysResult {
+    with_current(|t| t.clear_child_tid = a.get(0));
+    Ok(u64::from(proc::current_tid()))
+}
+
+const FUTEX_WAIT: u64 = 0;
+const FUTEX_WAKE: u64 = 1;
+const FUTEX_REQUEUE: u64 = 3;
+const FUTEX_CMP_REQUEUE: u64 = 4;
+const FUTEX_WAIT_BITSET: u64 = 9;
+const FUTEX_WAKE_BITSET: u64 = 10;
+const FUTEX_PRIVATE_FLAG: u64 = 128;
+const FUTEX_CLOCK_REALTIME: u64 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+/// A user timespec as microseconds (rounded up: a wait never ends early); `EINVAL` if it is not
+/// normalised.
+fn timespec_micros(addr: u64) -> Result<u64, Errno> {
+    let t = UserPtr::<Timespec>::new(addr)?.read()?;
+    if t.sec < 0 || !(0..1_000_000_000).contains(&t.nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((t.sec as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add((t.nsec as u64).div_ceil(1000)))
+}
+
+/// futex(uaddr, op, val, timeout or val2, uaddr2, val3). Keys: see `proc::futex`. Operations
+/// other than WAIT, WAKE,
+/// REQUEUE, CMP_REQUEUE, WAIT_BITSET and WAKE_BITSET answer ENOSYS (Linux's answer for an
+/// unknown one).
+pub fn futex(a: Args) -> SysResult {
+    let addr = a.get(0);
+    let op = a.get(1) & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+    let realtime = a.get(1) & FUTEX_CLOCK_REALTIME != 0;
+    let scope = if a.get(1) & FUTEX_PRIVATE_FLAG != 0 {
+        futex::Scope::Private
+    } else {
+        futex::Scope::Shared
+    };
+    let val = a.get(2) as u32;
+    // Linux accepts FUTEX_CLOCK_REALTIME only with the waits that take a clock.
+    if realtime && !matches!(op, FUTEX_WAIT | FUTEX_WAIT_BITSET) {
+        return Err(Errno::ENOSYS);
+    }
+    let count = |v: u64| (v as i32).max(0) as u32;
+    match op {
+        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+            let bitset = if op == FUTEX_WAIT {
+                futex::BITSET_MATCH_ANY
+            } else {
+                a.get(5) as u32
+            };
+            let deadline = match a.get(3) {
+                0 => None,
+                ts => {
+                    let t = timespec_micros(ts)?;
+                    let now = crate::time::micros_since_boot();
+                    Some(if op == FUTEX_WAIT {
+                        // Relative, on the monotonic clock.
+                        now.saturating_add(t)
+                    } else if realtime {
+                        // Absolute on CLOCK_REALTIME: the same distance from now.
+                        let wall = crate::rtc::realtime_micros();
+                        now.saturating_add(t.saturating_sub(wall))
+                    } else {
+                        // Absolute on CLOCK_MONOTONIC, which counts from boot here.
+                        t
+                    })
+                }
+            };
+            futex::wait(addr, scope, val, bitset, deadline)
+        }
+        FUTEX_WAKE => futex::wake(addr, scope, count(a.get(2)), futex::BITSET_MATCH_ANY),
+        FUTEX_WAKE_BITSET => futex::wake(addr, scope, count(a.get(2)), a.get(5) as u32),
+        FUTEX_REQUEUE => futex::requeue(
+            addr,
+            scope,
+            count(a.get(2)),
+            count(a.get(3)),
+            a.get(4),
+            None,
+        ),
+        FUTEX_CMP_REQUEUE => futex::requeue(
+            addr,
+            scope,
+            count(a.get(2)),
+            count(a.get(3)),
+            a.get(4),
+            Some(a.get(5) as u32),
+        ),
+        _ => Err(Errno::ENOSYS),
+    }
 }
 
 /// `struct rusage`: two timevals and fourteen longs.
@@ -217,7 +321,7 @@ pub fn getrusage(a: Args) -> SysResult {
     let who = a.int(0);
     let minflt = match who {
         0 => with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
-        -1 => with_current(|p| p.child_minflt),
+        -1 => proc::with_group(|g| g.child_minflt),
         _ => return Err(Errno::EINVAL),
     };
     let usage = Rusage {

@@ -51,7 +51,7 @@ pub struct Ctx {
 }
 
 /// Needs cowlab may still lack: their SKIPs are allowed there. Everything else cowlab must run.
-const COWLAB_MAY_SKIP: &[Need] = &[Need::IoUring, Need::Tmpfile];
+const COWLAB_MAY_SKIP: &[Need] = &[];
 
 #[derive(Clone, Copy)]
 enum Anon {

@@ -49,15 +49,19 @@ const CALLS: &[usize] = &[
     nr::PRLIMIT64,
     nr::GETRANDOM,
     nr::GETDENTS64,
+    74, // fsync
+    75, // fdatasync
     nr::FTRUNCATE,
     nr::FALLOCATE,
     82,  // rename
     84,  // rmdir
+    86,  // link
     87,  // unlink
     137, // statfs
     138, // fstatfs
     263, // unlinkat
     264, // renameat
+    265, // linkat
     316, // renameat2
     319, // memfd_create
     425, // io_uring_setup

@@ -205,6 +205,23 @@ fn main() -> i32 {
     );
     let _ = close(fd3);
 
+    // fsync, fdatasync: nothing to write back, 0.
+    // SAFETY: fsync and fdatasync take a descriptor only.
+    let synced = unsafe {
+        (
+            raw(74, [fd as usize, 0, 0, 0, 0, 0]),
+            raw(75, [fd as usize, 0, 0, 0, 0, 0]),
+        )
+    };
+    t.eq("fsync and fdatasync", synced, (Ok(0), Ok(0)));
+    if let Ok(p) = pipe() {
+        // SAFETY: as above.
+        let r = unsafe { raw(74, [p[0] as usize, 0, 0, 0, 0, 0]) };
+        t.eq("fsync of a pipe is EINVAL", r, e(errno::EINVAL));
+        let _ = close(p[0]);
+        let _ = close(p[1]);
+    }
+
     // ftruncate, fallocate.
     t.eq("ftruncate grows", ftruncate(fd, 3 * PAGE as i64), Ok(0));
     t.eq(
@@ -271,6 +288,7 @@ fn main() -> i32 {
     errors(&mut t, &base);
     names(&mut t, &base);
     tmpfile(&mut t);
+    links(&mut t, &base);
     across_fork(&mut t, &base);
     if cowlab {
         frames_return(&mut t, &base);
@@ -576,4 +594,101 @@ fn frames_return(t: &mut Tester, base: &str) {
         after,
         before,
     );
+}
+
+/// Hard links, and giving an O_TMPFILE file a name with linkat(AT_EMPTY_PATH).
+fn links(t: &mut Tester, base: &str) {
+    let a = CPath::new(&format!("/tmp/{base}.l1"));
+    let b = CPath::new(&format!("/tmp/{base}.l2"));
+    let fa = open_mode(a.c(), O_CREAT | O_RDWR | O_TRUNC, 0o600).unwrap_or(-1);
+    let _ = write(fa, b"linked");
+    t.eq("link", link(a.c(), b.c()), Ok(0));
+    t.eq(
+        "both names: nlink 2, same inode",
+        (
+            stat(a.c()).map(|s| (s.st_nlink, s.st_ino)),
+            stat(b.c()).map(|s| s.st_ino),
+        ),
+        (
+            Ok((2, fstat(fa).map(|s| s.st_ino).unwrap_or(0))),
+            fstat(fa).map(|s| s.st_ino),
+        ),
+    );
+    t.eq(
+        "link onto an existing name is EEXIST",
+        link(a.c(), b.c()),
+        e(errno::EEXIST),
+    );
+    let missing = CPath::new(&format!("/tmp/{base}.l-missing"));
+    t.eq(
+        "link of a missing name is ENOENT",
+        link(missing.c(), a.c()),
+        e(errno::ENOENT),
+    );
+    t.eq(
+        "link of /tmp is EPERM",
+        link(c"/tmp", missing.c()),
+        e(errno::EPERM),
+    );
+    t.eq("unlink the first name", unlink(a.c()), Ok(0));
+    t.eq("nlink 1", fstat(fa).map(|s| s.st_nlink), Ok(1));
+    let fb = open(b.c(), O_RDONLY).unwrap_or(-1);
+    t.eq(
+        "the other name keeps the data",
+        read_at(fb, 0, 10),
+        Ok(Vec::from(&b"linked"[..])),
+    );
+    let _ = close(fb);
+    let _ = unlink(b.c());
+    t.eq(
+        "nlink 0 after both unlinks",
+        fstat(fa).map(|s| s.st_nlink),
+        Ok(0),
+    );
+    t.eq(
+        "an unlinked (not O_TMPFILE) file cannot be linked again",
+        linkat(fa, c"", AT_FDCWD, a.c(), AT_EMPTY_PATH),
+        e(errno::ENOENT),
+    );
+    let _ = close(fa);
+
+    // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH on Linux: root, as on cowlab.
+    // SAFETY: getuid takes no arguments.
+    let root = unsafe { raw(102, [0; 6]) } == Ok(0);
+    if !root {
+        return;
+    }
+    let named = CPath::new(&format!("/tmp/{base}.named"));
+    match open_mode(c"/tmp", O_TMPFILE | O_RDWR, 0o600) {
+        Ok(fd) => {
+            let _ = write(fd, b"was unnamed");
+            t.eq(
+                "linkat(AT_EMPTY_PATH) names an O_TMPFILE file",
+                linkat(fd, c"", AT_FDCWD, named.c(), AT_EMPTY_PATH),
+                Ok(0),
+            );
+            t.eq("it has nlink 1", fstat(fd).map(|s| s.st_nlink), Ok(1));
+            let g = open(named.c(), O_RDONLY).unwrap_or(-1);
+            t.eq(
+                "its name opens its data",
+                read_at(g, 0, 20),
+                Ok(Vec::from(&b"was unnamed"[..])),
+            );
+            let _ = close(g);
+            let _ = close(fd);
+            let _ = unlink(named.c());
+        }
+        Err(err) => t.check_why("O_TMPFILE for linkat", false, err.0),
+    }
+    match open_mode(c"/tmp", O_TMPFILE | O_RDWR | O_EXCL, 0o600) {
+        Ok(fd) => {
+            t.eq(
+                "an O_TMPFILE|O_EXCL file cannot be linked (ENOENT)",
+                linkat(fd, c"", AT_FDCWD, named.c(), AT_EMPTY_PATH),
+                e(errno::ENOENT),
+            );
+            let _ = close(fd);
+        }
+        Err(err) => t.check_why("O_TMPFILE|O_EXCL", false, err.0),
+    }
 }

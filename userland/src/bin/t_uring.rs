@@ -356,6 +356,37 @@ fn plain_io(t: &mut Tester, ring: &Ring) {
         Ok(4),
     );
     t.eq("WRITEV data", read_at(fd, 10, 4), Vec::from(&b"abcd"[..]));
+    let fsync = |flags: u32, addr: u64| IoUringSqe {
+        opcode: 3,
+        fd,
+        rw_flags: flags,
+        addr,
+        ..IoUringSqe::default()
+    };
+    t.eq("FSYNC of a memfd", res(ring.run(fsync(0, 0))), Ok(0));
+    t.eq("FSYNC DATASYNC", res(ring.run(fsync(1, 0))), Ok(0));
+    t.eq(
+        "FSYNC with an unknown flag completes with -EINVAL",
+        res(ring.run(fsync(2, 0))),
+        Ok(-errno::EINVAL),
+    );
+    t.eq(
+        "FSYNC with a buffer address completes with -EINVAL",
+        res(ring.run(fsync(0, 8))),
+        Ok(-errno::EINVAL),
+    );
+    if let Ok(fds) = pipe() {
+        t.eq(
+            "FSYNC of a pipe completes with -EINVAL",
+            res(ring.run(IoUringSqe {
+                fd: fds[1],
+                ..fsync(0, 0)
+            })),
+            Ok(-errno::EINVAL),
+        );
+        let _ = close(fds[0]);
+        let _ = close(fds[1]);
+    }
     t.eq(
         "READ of a bad fd completes with -EBADF",
         res(ring.run(rw(IORING_OP_READ, 999, back.as_mut_ptr() as usize, 1, 0, 7))),
@@ -492,6 +523,7 @@ fn registered(t: &mut Tester, ring: &Ring) {
     // SAFETY: an unknown opcode: the kernel refuses it.
     let r = unsafe { io_uring_register_raw(ring.fd, 9999, 0, 0) };
     t.eq("an unknown register opcode is EINVAL", r, e(errno::EINVAL));
+    probe(t, ring);
     t.eq(
         "register on a memfd is EOPNOTSUPP",
         io_uring_register_buffers(fd, &iovs),
@@ -772,4 +804,24 @@ fn frames_return(t: &mut Tester) {
         after,
         before,
     );
+}
+
+/// IORING_REGISTER_PROBE: the supported operations are reported as such.
+fn probe(t: &mut Tester, ring: &Ring) {
+    const PROBE: u32 = 8;
+    let mut p = [0u8; 16 + 8 * 32];
+    // SAFETY: `p` is a zeroed struct io_uring_probe with room for 32 ops.
+    let r = unsafe { io_uring_register_raw(ring.fd, PROBE, p.as_mut_ptr() as usize, 32) };
+    t.eq("REGISTER_PROBE", r, Ok(0));
+    let supported =
+        |op: usize| op < p[1] as usize && p[16 + 8 * op] == op as u8 && p[16 + 8 * op + 2] & 1 != 0;
+    t.check(
+        "probe: last_op >= WRITE, NOP..WRITE_FIXED, READ and WRITE supported",
+        p[0] >= 23 && [0, 1, 2, 3, 4, 5, 22, 23].iter().all(|&op| supported(op)),
+    );
+    let mut dirty = [0u8; 16 + 8 * 4];
+    dirty[5] = 1;
+    // SAFETY: as above; the kernel refuses the non-zero input before writing.
+    let r = unsafe { io_uring_register_raw(ring.fd, PROBE, dirty.as_mut_ptr() as usize, 4) };
+    t.eq("a probe that is not zeroed is EINVAL", r, e(errno::EINVAL));
 }
