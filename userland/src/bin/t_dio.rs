@@ -9,6 +9,8 @@
 //!   written by the parent; fork; (variant b: the parent writes the first half again); release.
 //!   The parent must see the disk data in the second half and its own writes in the first; the
 //!   child must not see data that arrived after fork.
+//!   Also as in the original report, with a second thread doing the O_DIRECT read
+//!   synchronously (`pthread_create` flags: `clone(CLONE_VM|CLONE_THREAD|...)`).
 //! - bug 2: after fork the parent starts a held O_DIRECT write from the first half, writes the
 //!   second half, the child writes the first half; release. The disk must hold what the parent
 //!   had when it issued the write.
@@ -877,6 +879,8 @@ fn main() -> i32 {
     }
     bug1(&mut t, fd, expect, false);
     bug1(&mut t, fd, expect, true);
+    bug1_thread(&mut t, fd, expect, false);
+    bug1_thread(&mut t, fd, expect, true);
     bug2(&mut t, fd, bfd, expect);
     uring_registered(&mut t, fd, bfd, expect);
     if expect.era == 2023 {
@@ -1188,4 +1192,146 @@ fn grow_stack() {
         // SAFETY: `probe` is a live local array; volatile so the touches are not optimised out.
         unsafe { core::ptr::write_volatile(probe.as_mut_ptr().add(i), 1) };
     }
+}
+
+/// What the O_DIRECT thread of [`bug1_thread`] reads, and where it reports.
+struct DioJob {
+    fd: i32,
+    addr: usize,
+    len: usize,
+    off: u64,
+    result: core::sync::atomic::AtomicI64,
+}
+
+/// A thread's body: one synchronous O_DIRECT `pread64`, its result stored in the job. No
+/// allocation (the runtime's allocator is single-threaded).
+fn dio_thread(arg: usize) -> i32 {
+    // SAFETY: `arg` points at a DioJob the spawning thread keeps alive until it has joined us.
+    let job = unsafe { &*(arg as *const DioJob) };
+    // SAFETY: `addr..addr + len` is part of a live anonymous mapping of this process.
+    let r = unsafe {
+        raw(
+            17,
+            [job.fd as usize, job.addr, job.len, job.off as usize, 0, 0],
+        )
+    };
+    let v = match r {
+        Ok(n) => n as i64,
+        Err(e) => -i64::from(e.0),
+    };
+    job.result.store(v, core::sync::atomic::Ordering::SeqCst);
+    0
+}
+
+/// Seed 003 bug 1 as in Andrea's report: a second thread does a synchronous O_DIRECT read into
+/// the second half of the page (held), the main thread writes the first half, forks (and in
+/// variant b writes again after fork), releases. Same expectations as [`bug1`].
+fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
+    use core::sync::atomic::{AtomicI64, Ordering};
+    let name = if again {
+        "bug 1b, thread"
+    } else {
+        "bug 1a, thread"
+    };
+    let page = anon(1);
+    page.fill(b'A');
+    let disk = 4096 * 2500 + 2048 * again as u64;
+    let _ = ioctl(fd, HOLD);
+    let job = DioJob {
+        fd,
+        addr: page.as_ptr() as usize + 2048,
+        len: 2048,
+        off: disk,
+        result: AtomicI64::new(-1),
+    };
+    let thread = match cowlab_userland::thread::spawn(dio_thread, &job as *const DioJob as usize) {
+        Ok(th) => th,
+        Err(e) => {
+            let _ = ioctl(fd, RELEASE);
+            t.check_why(
+                &alloc::format!("{name}: spawn a thread"),
+                false,
+                format_args!("{e:?}"),
+            );
+            return;
+        }
+    };
+    let mut waited = 0;
+    while ioctl(fd, INFLIGHT) != Ok(1) && waited < 1000 {
+        let _ = sleep_ms(2);
+        waited += 1;
+    }
+    t.eq(
+        &alloc::format!("{name}: the thread's read is held"),
+        ioctl(fd, INFLIGHT),
+        Ok(1),
+    );
+    page[..2048].fill(b'B');
+    let [to_child, from_parent] = match pipe() {
+        Ok([r, w]) => [w, r],
+        Err(_) => return,
+    };
+    let pid = fork().expect("fork");
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        let _ = read(from_parent, &mut b);
+        let first_ok = page[..2048].iter().all(|&c| c == b'B');
+        let second_old = page[2048..].iter().all(|&c| c == b'A');
+        let second_dma = is_stamped(&page[2048..], disk);
+        exit_now(i32::from(first_ok) | i32::from(second_old) << 1 | i32::from(second_dma) << 2);
+    }
+    if again {
+        page[..2048].fill(b'C');
+    }
+    let _ = ioctl(fd, RELEASE);
+    thread.join();
+    t.eq(
+        &alloc::format!("{name}: the thread's read returned 2048"),
+        job.result.load(Ordering::SeqCst),
+        2048,
+    );
+    let _ = write(to_child, b"x");
+    let status = waitpid(pid, 0).map(|(_, s)| wexitstatus(s)).unwrap_or(-1);
+    let mine = if again { b'C' } else { b'B' };
+    let parent_first = page[..2048].iter().all(|&c| c == mine);
+    let parent_dma = is_stamped(&page[2048..], disk);
+    let era = expect.era;
+    if !expect.bug1 {
+        t.check(
+            &alloc::format!("{name}: the parent keeps its write"),
+            parent_first,
+        );
+        t.check(
+            &alloc::format!("{name}: the parent sees the disk data"),
+            parent_dma,
+        );
+        t.eq(
+            &alloc::format!("{name}: the child has the pre-fork page, no DMA data"),
+            status,
+            3,
+        );
+    } else if again {
+        t.check(
+            &alloc::format!("{name} (era {era}): reproduced: the parent lost the DMA data"),
+            parent_first && !parent_dma,
+        );
+        t.check(
+            &alloc::format!("{name} (era {era}): reproduced: the child received it"),
+            status & 4 != 0,
+        );
+    } else {
+        t.check(
+            &alloc::format!("{name} (era {era}): the parent sees the disk data"),
+            parent_first && parent_dma,
+        );
+        t.check(
+            &alloc::format!(
+                "{name} (era {era}): reproduced: the child sees data that arrived after fork"
+            ),
+            status & 4 != 0,
+        );
+    }
+    let _ = close(to_child);
+    let _ = close(from_parent);
+    unmap(page);
 }
