@@ -138,7 +138,7 @@ fn de_thread() -> Result<(), Errno> {
                     continue;
                 }
                 others += 1;
-                t.killed = true;
+                super::mark_killed(t);
                 if matches!(t.state, State::Blocked { .. }) {
                     t.state = State::Runnable;
                 }

@@ -41,7 +41,7 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -171,6 +171,38 @@ fn set_current(tid: Pid, tgid: Pid) {
     CURRENT_TGID.store(tgid, Ordering::Relaxed);
 }
 
+/// The running task's group record (null in the idle loop): the `Mutex` inside its
+/// `Task::group` `Arc`, which the task keeps for its whole life, so the pointee outlives every
+/// run of the task. Lets `with_group` (getppid, rlimits, signal actions...) skip the table
+/// lookup on the system-call path.
+static CURRENT_GROUP: AtomicPtr<Mutex<Group>> = AtomicPtr::new(core::ptr::null_mut());
+/// The running task's kernel-stack top (0 in the idle loop), for the canary check of every
+/// return to ring 3 without a table lookup.
+static CURRENT_STACK_TOP: AtomicU64 = AtomicU64::new(0);
+/// Tasks marked `killed` that have not exited yet. While it is 0 no return to ring 3 has to
+/// look at its task: the common case costs one load (Linux tests `TIF_NOTIFY_RESUME`-like
+/// work flags in `exit_to_user_mode_loop` instead of its task list).
+static KILLED_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Records what the fast paths above need about the task the scheduler is switching to
+/// (`None`: the idle loop).
+fn set_current_task(task: Option<&Task>) {
+    let (group, top) = match task {
+        Some(t) => (Arc::as_ptr(&t.group).cast_mut(), t.kstack.top()),
+        None => (core::ptr::null_mut(), 0),
+    };
+    CURRENT_GROUP.store(group, Ordering::Relaxed);
+    CURRENT_STACK_TOP.store(top, Ordering::Relaxed);
+}
+
+/// Marks `task` to exit at its next return to ring 3, counting it in [`KILLED_LIVE`].
+fn mark_killed(task: &mut Task) {
+    if !task.killed {
+        task.killed = true;
+        KILLED_LIVE.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs `f` on the current task with the table locked. Panics outside a task (the system
 /// calls and user traps only call it from one).
 pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
@@ -182,9 +214,14 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
     f(task)
 }
 
-/// Runs `f` on the current task's group record.
+/// Runs `f` on the current task's group record. Panics outside a task, as `with_current`.
 pub fn with_group<R>(f: impl FnOnce(&mut Group) -> R) -> R {
-    with_current(|t| f(&mut t.group.lock()))
+    let group = CURRENT_GROUP.load(Ordering::Relaxed);
+    // SAFETY: a non-null `CURRENT_GROUP` is the running task's `Arc<Mutex<Group>>` target (set
+    // by the scheduler before it runs the task, cleared when it is back); the task holds that
+    // `Arc` until it is reaped, which never happens while it runs. Only `&Mutex` is formed.
+    let group = unsafe { group.as_ref() }.expect("system call or user trap outside a task");
+    f(&mut group.lock())
 }
 
 /// The current address space (for memory system calls).
@@ -287,13 +324,12 @@ pub fn on_return_to_user(_frame: &mut TrapFrame) {
     if current_tid() == 0 {
         return;
     }
-    let (killed, stack_ok) = with_current(|p| (p.killed, p.kstack.canary_intact()));
     assert!(
-        stack_ok,
+        switch::canary_intact_below(CURRENT_STACK_TOP.load(Ordering::Relaxed)),
         "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
         current_tid()
     );
-    if killed {
+    if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).
         exit_thread(i32::from(SIGKILL));
@@ -317,7 +353,7 @@ fn kill_group_locked(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, status: i3
         if matches!(t.state, State::Exited | State::Dead | State::Zombie(_)) {
             continue;
         }
-        t.killed = true;
+        mark_killed(t);
         if matches!(t.state, State::Blocked { .. }) {
             t.state = State::Runnable;
         }
@@ -358,6 +394,10 @@ pub fn exit_thread(status: i32) -> ! {
             .get_mut(&tid)
             .expect("the current task is in the table");
         let tgid = t.tgid;
+        if t.killed {
+            // Exits once: this task no longer needs its returns to ring 3 checked.
+            KILLED_LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
         let aspace = t.aspace.take();
         let fds = core::mem::take(&mut t.fds);
         let mut group = t.group.lock();

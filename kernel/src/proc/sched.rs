@@ -88,6 +88,7 @@ pub fn run() -> ! {
             let mut table = TABLE.lock();
             let p = table.get_mut(&pid).expect("picked from the table");
             p.state = State::Running;
+            super::set_current_task(Some(p));
             let fpu: *mut super::switch::FpuState = &mut *p.fpu;
             (
                 p.ctx_rsp,
@@ -114,6 +115,7 @@ pub fn run() -> ! {
         // the leader's): the current tid says which entry it is now.
         let ran = super::current_tid();
         super::set_current(0, 0);
+        super::set_current_task(None);
         let mut table = TABLE.lock();
         if table.get(&ran).is_some_and(|t| t.state == State::Dead) {
             // Off its kernel stack at last: free it (stack, FPU area, remaining fields).

@@ -60,12 +60,7 @@ impl KernelStack {
         KernelStack(words)
     }
 
-    /// Whether the bottom word is intact (checked at every return to ring 3).
-    pub fn canary_intact(&self) -> bool {
-        self.0[0] == CANARY
-    }
-
-    /// One past the highest byte.
+    /// One past the highest byte (what `canary_intact_below` takes).
     pub fn top(&self) -> u64 {
         self.0.as_ptr() as u64 + KERNEL_STACK_SIZE as u64
     }
@@ -128,4 +123,20 @@ pub fn enable_sse() {
         });
         Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
     }
+}
+
+/// Whether the canary of the kernel stack whose top is `top` (a `KernelStack::top` of a live
+/// stack, or 0 for none) is intact: the check of every return to ring 3, from the top the
+/// scheduler recorded, without finding the task.
+#[inline]
+pub fn canary_intact_below(top: u64) -> bool {
+    if top == 0 {
+        return true;
+    }
+    let bottom = (top - KERNEL_STACK_SIZE as u64) as *const u128;
+    // SAFETY: `top` is the top of a live `KernelStack` (the running task's, which it keeps
+    // until it is reaped, never while it runs), so `bottom` is its first word: in bounds,
+    // 16-byte aligned (a `Vec<u128>`), and written only through `KernelStack::new` or by a
+    // stack overflow, which is what this read detects.
+    unsafe { bottom.read_volatile() == CANARY }
 }
