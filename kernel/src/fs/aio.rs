@@ -240,6 +240,8 @@ pub fn io_submit(a: Args) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let ctx = lookup(a.get(0))?;
+    // Linux: never more than the context holds.
+    let nr = nr.min(ctx.max_events as i64);
     for i in 0..nr as u64 {
         let result = a
             .get(2)
@@ -276,7 +278,6 @@ pub fn io_getevents(a: Args) -> SysResult {
             Some(time::micros_since_boot().saturating_add(micros))
         }
     };
-    UserSlice::new(out, nr as usize * core::mem::size_of::<IoEvent>())?;
     loop {
         let ready = ctx.ring.lock().events.len() as i64;
         let expired = deadline.is_some_and(|d| time::micros_since_boot() >= d);
@@ -289,11 +290,11 @@ pub fn io_getevents(a: Args) -> SysResult {
             Some(_) => proc::sleep_ticks(1)?,
         }
     }
-    let events: Vec<IoEvent> = {
-        let mut ring = ctx.ring.lock();
-        let n = ring.events.len().min(nr as usize);
-        ring.events.drain(..n).collect()
-    };
+    // Only the part of `events` that will be written must be user memory (as Linux, which
+    // copies event by event): `nr` itself may be anything up to LONG_MAX.
+    let n = ctx.ring.lock().events.len().min(nr as usize);
+    UserSlice::new(out, n * core::mem::size_of::<IoEvent>())?;
+    let events: Vec<IoEvent> = ctx.ring.lock().events.drain(..n).collect();
     for (i, event) in events.iter().enumerate() {
         UserPtr::<IoEvent>::new(out + (i * core::mem::size_of::<IoEvent>()) as u64)?
             .write(event)?;
