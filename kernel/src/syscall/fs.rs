@@ -927,6 +927,8 @@ pub fn memfd_create(a: Args) -> SysResult {
         return Err(Errno::EMFILE);
     }
     let obj = cowlab_mm::shmem::ShmemObject::new();
+    // What /proc/<pid>/maps prints for its mappings, as Linux (`memfd:` dentries, unlinked).
+    obj.set_maps_name(&alloc::format!("/memfd:{name} (deleted)"));
     let file = OpenFile::new(FileKind::Memfd(obj), fs::O_RDWR);
     let fd = Fd {
         file,

@@ -72,17 +72,9 @@ fn main() -> i32 {
     let stack = line_for(maps, stack_addr).unwrap_or("");
     t.check_why("the stack is [stack]", stack.ends_with(" [stack]"), stack);
     let memfd = line_for(maps, m).unwrap_or("");
-    // cowlab prints the name once memfd_create hands it to the object
-    // (`ShmemObject::set_maps_name`, kernel/src/syscall/fs.rs, pending); until then it prints
-    // the name-less `/memfd: (deleted)`, which is checked instead.
-    let named = memfd.ends_with(" /memfd:cowtest (deleted)");
-    if on_cowlab() && !named {
-        cowlab_userland::println!("t_procmaps: note: memfd_create does not name its object yet");
-    }
     t.check_why(
         "a memfd mapping is /memfd:NAME (deleted)",
-        (named || (on_cowlab() && memfd.ends_with(" /memfd: (deleted)")))
-            && memfd.contains(" rw-s "),
+        memfd.ends_with(" /memfd:cowtest (deleted)") && memfd.contains(" rw-s "),
         memfd,
     );
     t.eq("only one [heap]", maps.matches("[heap]").count(), 1);
