@@ -1,11 +1,12 @@
 /* A C threads test for cowlab, built with `gcc -static -pthread` (glibc), `gcc -static-pie
  * -pthread` and `musl-gcc -static -pthread` by xtask: pthread_create/join with return values,
  * threads sharing memory and descriptors, a mutex-protected counter under contention, a
- * condition variable hand-off (producer/consumer), pthread_exit, detached threads, and
- * exit() from a thread ending the process. Prints one line per check and `NAME: N passed,
+ * condition variable hand-off (producer/consumer), pthread_exit, detached threads, exit()
+ * from a thread ending the process, and abort() (tgkill/tkill) ending it with SIGABRT. Prints one line per check and `NAME: N passed,
  * N failed` (NAME from argv[0]); exits non-zero on failure. Runs unchanged on the host Linux. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,12 @@ int main(int argc, char **argv) {
     int status = 0;
     check("waitpid", waitpid(pid, &status, 0) == pid);
     check("exit() in a thread ends every thread with its status", WIFEXITED(status) && WEXITSTATUS(status) == 6);
+
+    /* abort() raises SIGABRT through tgkill (glibc) or tkill (musl) */
+    pid = fork();
+    if (pid == 0) abort();
+    check("waitpid", waitpid(pid, &status, 0) == pid);
+    check("abort() ends the process with SIGABRT", WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
 
     printf("%s: %d passed, %d failed\n", name, passed, failed);
     return failed != 0;

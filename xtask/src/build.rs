@@ -120,8 +120,8 @@ fn parse_artifact(line: &str) -> Option<Executable> {
 /// The C test programs, each built with `gcc -static`, `gcc -static-pie` (loaded as a
 /// static-PIE `ET_DYN`) and `musl-gcc -static`: `userland/c/forkpipe.c` as `c_glibc`,
 /// `c_glibc_pie`, `c_musl`, and `userland/c/threads.c` (with `-pthread`) as `c_threads_glibc`,
-/// `c_threads_glibc_pie`, `c_threads_musl`. Returns the ones built and the compilers that are
-/// missing.
+/// `c_threads_glibc_pie`, `c_threads_musl`, all stripped. Returns the ones built and the
+/// compilers that are missing.
 pub fn c_programs() -> Result<(Vec<Executable>, Vec<&'static str>)> {
     let out = crate::target_dir().join("cowlab-c");
     std::fs::create_dir_all(&out)?;
@@ -147,7 +147,9 @@ pub fn c_programs() -> Result<(Vec<Executable>, Vec<&'static str>)> {
                 .is_some_and(|(exe, src)| exe >= src);
             if !fresh {
                 let status = match Command::new(compiler)
-                    .args([flag, "-O1"])
+                    // Stripped (`-s`): the BIOS loads the whole ramdisk before the kernel prints
+                    // anything, and symbols would only slow every boot.
+                    .args([flag, "-O1", "-s"])
                     .args(extra)
                     .arg("-o")
                     .arg(&path)

@@ -15,7 +15,7 @@ use crate::arch::Arch;
 use crate::aspace::AddressSpace;
 use crate::era::Era;
 use crate::error::MmError;
-use crate::frame::FrameFlags;
+use crate::frame::{FrameFlags, FrameMeta};
 use crate::mm::Mm;
 use crate::pagetable::{PageTable, Pte, PteRef};
 use crate::rules;
@@ -138,41 +138,46 @@ fn copy_pte_range<A: Arch>(
     first: usize,
     last: usize,
 ) -> Result<bool, MmError> {
-    let src_slots = src.slots(pt);
-    let mut dst_slots = None;
-    let mut wrprotected = false;
-    for index in first..last {
-        let slot = src_slots.at(index);
+    let metas = ctx.mm.frames().metas();
+    let mut slots = src.slots(pt).range(first, last);
+    // The child's PT is allocated at the first mapping slot (a PT of only empty slots in the
+    // parent gets none); the loop over the rest then has no allocation check.
+    let (dst_slots, mut wrprotected) = loop {
+        let Some((index, slot)) = slots.next() else {
+            return Ok(false);
+        };
+        let pte = slot.load();
+        if pte.is_mapping() {
+            // Any address of the PT's 2 MiB names the child's PT for the same span.
+            let dst_slots = dst.slots(dst.walk_alloc_pt(va).ok_or(MmError::NoMem)?);
+            let meta = &metas[pte.frame().pfn()];
+            let wp = copy_present_pte(ctx, meta, slot, dst_slots.at(index), pte)?;
+            break (dst_slots, wp);
+        }
+    };
+    for (index, slot) in slots {
         let pte = slot.load();
         if !pte.is_mapping() {
             continue;
         }
-        let dst_slots = match dst_slots {
-            Some(slots) => slots,
-            None => {
-                // Any address of the PT's 2 MiB names the child's PT for the same span.
-                let slots = dst.slots(dst.walk_alloc_pt(va).ok_or(MmError::NoMem)?);
-                dst_slots = Some(slots);
-                slots
-            }
-        };
-        wrprotected |= copy_present_pte(ctx, slot, dst_slots.at(index), pte)?;
+        let meta = &metas[pte.frame().pfn()];
+        wrprotected |= copy_present_pte(ctx, meta, slot, dst_slots.at(index), pte)?;
     }
     Ok(wrprotected)
 }
 
-/// Gives the child (slot `dst`) a mapping of the page the parent maps with `pte` in slot `src`
-/// (Linux `copy_present_pte`). Returns whether the parent's PTE was write-protected.
+/// Gives the child (slot `dst`) a mapping of the page (`meta`) the parent maps with `pte` in
+/// slot `src` (Linux `copy_present_pte`). Returns whether the parent's PTE was write-protected.
 /// `inline(always)`: the body of `copy_pte_range`'s per-page loop; the rare copy for a pinned
 /// page is out of line so the common path keeps its values in registers.
 #[inline(always)]
 fn copy_present_pte<A: Arch>(
     ctx: &CopyCtx<'_, A>,
+    meta: &FrameMeta,
     src: PteRef<'_>,
     dst: PteRef<'_>,
     pte: Pte,
 ) -> Result<bool, MmError> {
-    let meta = ctx.mm.frames().meta(pte.frame());
     if ctx.cow {
         let flags = meta.flags();
         if flags.contains(FrameFlags::ANON) {

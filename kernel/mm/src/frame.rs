@@ -398,7 +398,12 @@ impl FrameTable {
     /// Drops one reference (Linux `put_page`); the last one frees the frame. Returns whether it
     /// did.
     pub fn put(&self, frame: PhysAddr) -> bool {
-        let meta = self.meta(frame);
+        self.put_meta(self.meta(frame), frame)
+    }
+
+    /// [`Self::put`] for a caller holding `frame`'s metadata already (unpin paths).
+    #[inline]
+    pub(crate) fn put_meta(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
         let old = meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on frame {frame:#x}");
         if old != 1 {
@@ -452,6 +457,14 @@ impl FrameTable {
 
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
+    }
+
+    /// Every frame's metadata indexed by PFN, for loops that look up many frames (fork's
+    /// `copy_pte_range`): the slice stays in registers across the loop's atomic operations,
+    /// where `meta` reloads it from the table each time.
+    #[inline]
+    pub(crate) fn metas(&self) -> &'static [FrameMeta] {
+        self.meta
     }
 
     /// The metadata of `frame`. Panics if the frame is beyond the table.

@@ -415,6 +415,7 @@ fn gup_fast<A: Arch>(
     // The PT of the 2 MiB being visited (`va >> 21`, slots): one walk per table, not per page.
     // Valid for the whole loop: tables are freed only after a flush that waits for this CPU.
     let mut table: Option<(u64, Slots<'_>)> = None;
+    let metas = mm.frames().metas();
     let mut nr = 0;
     while nr < pages.len() {
         assert!(
@@ -447,10 +448,11 @@ fn gup_fast<A: Arch>(
         if flags.contains(FollFlags::WRITE) && !pte.is_writable() {
             break;
         }
-        let Some(page) = try_grab_page_fast(mm, aspace, pte.frame(), flags) else {
+        let meta = &metas[pte.frame().pfn()];
+        let Some(page) = try_grab_page_fast(mm, aspace, meta, pte.frame(), flags) else {
             break;
         };
-        if !gup_fast_may_keep(mm, era, flags, pte) || slot.load() != pte {
+        if !gup_fast_may_keep(era, flags, pte, meta.flags()) || slot.load() != pte {
             // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
             page.unpin(mm);
             break;
@@ -480,8 +482,7 @@ fn gup_fast<A: Arch>(
 /// back), nor for a long-term write pin of a page that is neither anon nor shmem (it may be a
 /// dirty-tracked file page; Linux `folio_fast_pin_allowed`).
 #[doc(alias = "folio_fast_pin_allowed")]
-fn gup_fast_may_keep<A: Arch>(mm: &Mm<A>, era: Era, flags: FollFlags, pte: Pte) -> bool {
-    let page_flags = mm.frames().meta(pte.frame()).flags();
+fn gup_fast_may_keep(era: Era, flags: FollFlags, pte: Pte, page_flags: FrameFlags) -> bool {
     let anon = page_flags.contains(FrameFlags::ANON);
     let exclusive = page_flags.contains(FrameFlags::ANON_EXCLUSIVE);
     if !pte.is_writable()

@@ -183,9 +183,15 @@ impl<A: Arch> Mm<A> {
 
     /// Drops one reference (Linux `put_page`), freeing the page with the last one.
     pub(crate) fn put_page(&self, frame: PhysAddr) {
+        self.put_page_meta(self.frames.meta(frame), frame);
+    }
+
+    /// [`Self::put_page`] for a caller holding `frame`'s metadata already (unpin paths).
+    #[inline]
+    pub(crate) fn put_page_meta(&self, meta: &FrameMeta, frame: PhysAddr) {
         // `ANON` never changes while the page is in use, so reading it before the put is exact.
-        let anon = self.frames.meta(frame).test(FrameFlags::ANON);
-        if self.frames.put(frame) {
+        let anon = meta.test(FrameFlags::ANON);
+        if self.frames.put_meta(meta, frame) {
             self.arch.frame_freed(frame);
             if anon {
                 stats::dec(&self.counters.anon_pages);

@@ -20,7 +20,7 @@ use crate::arch::Arch;
 use crate::aspace::AddressSpace;
 use crate::error::MmError;
 use crate::foll::FollFlags;
-use crate::frame::FrameFlags;
+use crate::frame::{FrameFlags, FrameMeta};
 use crate::mm::Mm;
 use crate::rules;
 use crate::stats;
@@ -99,14 +99,15 @@ impl PinnedPage {
     #[doc(alias = "unpin_user_page")]
     #[doc(alias = "put_page")]
     pub fn unpin<A: Arch>(self, mm: &Mm<A>) {
+        let meta = mm.frames().meta(self.frame);
         match self.kind {
             PinKind::Pin => {
-                mm.frames().meta(self.frame).dec_pincount();
+                meta.dec_pincount();
                 stats::dec(&mm.counters.gup_pins_held);
             }
             PinKind::Get => stats::dec(&mm.counters.gup_refs_held),
         }
-        mm.put_page(self.frame);
+        mm.put_page_meta(meta, self.frame);
     }
 
     /// Marks the page dirty if asked (the device wrote it), then releases it. The zero page is
@@ -130,8 +131,9 @@ pub(crate) fn grab_page<A: Arch>(
     frame: PhysAddr,
     flags: FollFlags,
 ) -> PinnedPage {
-    mm.frames().meta(frame).get();
-    account_grab(mm, aspace, frame, flags)
+    let meta = mm.frames().meta(frame);
+    meta.get();
+    account_grab(mm, aspace, meta, frame, flags)
 }
 
 /// GUP-fast's grab: the frame was reached through a PTE with no reference held, so the
@@ -140,18 +142,22 @@ pub(crate) fn grab_page<A: Arch>(
 pub(crate) fn try_grab_page_fast<A: Arch>(
     mm: &Mm<A>,
     aspace: &AddressSpace,
+    meta: &FrameMeta,
     frame: PhysAddr,
     flags: FollFlags,
 ) -> Option<PinnedPage> {
-    if !mm.frames().meta(frame).try_get() {
+    if !meta.try_get() {
         return None;
     }
-    Some(account_grab(mm, aspace, frame, flags))
+    Some(account_grab(mm, aspace, meta, frame, flags))
 }
 
+/// The pin or reference accounting after the reference on `frame` (`meta`) was taken.
+#[inline]
 fn account_grab<A: Arch>(
     mm: &Mm<A>,
     aspace: &AddressSpace,
+    meta: &FrameMeta,
     frame: PhysAddr,
     flags: FollFlags,
 ) -> PinnedPage {
@@ -169,7 +175,7 @@ fn account_grab<A: Arch>(
         };
     }
     aspace.set_has_pinned();
-    mm.frames().meta(frame).inc_pincount();
+    meta.inc_pincount();
     // Pairs with fork's fence after making write_protect_seq odd (see `frame::FrameMeta`).
     fence(Ordering::SeqCst);
     stats::inc(&mm.counters.gup_pins_held);

@@ -54,6 +54,10 @@ pub fn register_buffer<A: Arch>(
     let (first, end) = user_range(first, span)?;
     let npages = ((end.as_u64() - first.as_u64()) / PAGE_SIZE as u64) as usize;
     let mut pages: Vec<Option<PinnedPage>> = Vec::new();
+    // The page list lives on the kernel heap: a failure to grow it is the caller's ENOMEM.
+    pages
+        .try_reserve_exact(npages)
+        .map_err(|_| MmError::NoMem)?;
     pages.resize_with(npages, || None);
     let flags = FollFlags::WRITE | FollFlags::LONGTERM;
     match pin_user_pages_fast(mm, aspace, first, flags, &mut pages) {

@@ -31,7 +31,7 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cowlab_mm::regbuf::{register_buffer, RegisteredBuffer};
 use cowlab_mm::shmem::ShmemObject;
@@ -217,12 +217,45 @@ const PAGE: u64 = 4096;
 /// while it runs unpins when it ends (Linux's resource node references).
 struct Registration {
     bufs: Vec<Option<RegisteredBuffer>>,
+    /// Units charged to [`REGISTERED_UNITS`].
+    charged: usize,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         for buf in self.bufs.drain(..).flatten() {
             buf.unregister(memory::mm());
+        }
+        REGISTERED_UNITS.fetch_sub(self.charged, Ordering::Relaxed);
+    }
+}
+
+/// Kernel-heap bookkeeping of every registration, in 16-byte units: one per pinned page (its
+/// `PinnedPage`), four per buffer slot. cowlab's stand-in for `RLIMIT_MEMLOCK` accounting
+/// (`io_account_mem`, which root bypasses on Linux): the page lists live on the fixed kernel
+/// heap, so the total is capped and a registration beyond it answers `ENOMEM`, as Linux does
+/// over the limit.
+static REGISTERED_UNITS: AtomicUsize = AtomicUsize::new(0);
+/// 2 MiB of page lists (512 MiB pinned at most).
+const MAX_REGISTERED_UNITS: usize = 1 << 17;
+const UNITS_PER_SLOT: usize = 4;
+
+/// Charges `units` to the registration total; `ENOMEM` over the cap.
+fn charge(units: usize) -> Result<(), Errno> {
+    let mut used = REGISTERED_UNITS.load(Ordering::Relaxed);
+    loop {
+        let total = used
+            .checked_add(units)
+            .filter(|&n| n <= MAX_REGISTERED_UNITS)
+            .ok_or(Errno::ENOMEM)?;
+        match REGISTERED_UNITS.compare_exchange_weak(
+            used,
+            total,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(now) => used = now,
         }
     }
 }
@@ -292,37 +325,36 @@ impl IoUring {
     }
 
     /// Takes the next submission if there is one and its CQE has room (Linux
-    /// `io_get_sqe`). An SQ index out of range is dropped and counted in `sq_dropped`.
+    /// `io_get_sqe`). An SQ index out of range is consumed, counted in `sq_dropped`, and ends
+    /// the batch, as on Linux.
     fn take_sqe(&self) -> Taken {
         let mut st = self.state.lock();
-        loop {
-            let tail = self.read_u32(SQ_TAIL);
-            if st.sq_head == tail {
-                return Taken::Empty;
-            }
-            let cq_head = self.read_u32(CQ_HEAD);
-            let queued = st.cq_tail.wrapping_sub(cq_head).min(self.cq_entries);
-            if queued + st.in_flight >= self.cq_entries {
-                return Taken::CqFull;
-            }
-            let slot = st.sq_head & (self.sq_entries - 1);
-            let index = self.read_u32(self.sq_array + 4 * u64::from(slot));
-            st.sq_head = st.sq_head.wrapping_add(1);
-            self.write_u32(SQ_HEAD, st.sq_head);
-            if index >= self.sq_entries {
-                st.dropped = st.dropped.wrapping_add(1);
-                self.write_u32(SQ_DROPPED, st.dropped);
-                continue;
-            }
-            let mut raw = [0u8; 64];
-            self.obj().read_at(
-                memory::mm(),
-                self.rings_len + 64 * u64::from(index),
-                &mut raw,
-            );
-            st.in_flight += 1;
-            return Taken::Sqe(Sqe::parse(&raw));
+        let tail = self.read_u32(SQ_TAIL);
+        if st.sq_head == tail {
+            return Taken::Empty;
         }
+        let cq_head = self.read_u32(CQ_HEAD);
+        let queued = st.cq_tail.wrapping_sub(cq_head).min(self.cq_entries);
+        if queued + st.in_flight >= self.cq_entries {
+            return Taken::CqFull;
+        }
+        let slot = st.sq_head & (self.sq_entries - 1);
+        let index = self.read_u32(self.sq_array + 4 * u64::from(slot));
+        st.sq_head = st.sq_head.wrapping_add(1);
+        self.write_u32(SQ_HEAD, st.sq_head);
+        if index >= self.sq_entries {
+            st.dropped = st.dropped.wrapping_add(1);
+            self.write_u32(SQ_DROPPED, st.dropped);
+            return Taken::Dropped;
+        }
+        let mut raw = [0u8; 64];
+        self.obj().read_at(
+            memory::mm(),
+            self.rings_len + 64 * u64::from(index),
+            &mut raw,
+        );
+        st.in_flight += 1;
+        Taken::Sqe(Sqe::parse(&raw))
     }
 
     /// Posts a completion into the slot `take_sqe` reserved (or just releases it).
@@ -365,6 +397,8 @@ enum Taken {
     Sqe(Sqe),
     Empty,
     CqFull,
+    /// An invalid SQ array entry was consumed.
+    Dropped,
 }
 
 /// Size in bytes of the ring part for these entry counts, and the SQ array's offset.
@@ -503,13 +537,15 @@ pub fn enter(a: Args) -> SysResult {
     }
     let file = ring_file(a.int(0))?;
     let ring = ring_of(&file);
-    let to_submit = a.get(1) as u32;
+    // At most one ring's worth per call (Linux `io_submit_sqes`: `min(to_submit, entries)`),
+    // so a tail far ahead of the head cannot keep the kernel here.
+    let to_submit = (a.get(1) as u32).min(ring.sq_entries);
     let mut submitted = 0u32;
     let mut link = Link::None;
     while submitted < to_submit {
         let sqe = match ring.take_sqe() {
             Taken::Sqe(sqe) => sqe,
-            Taken::Empty => break,
+            Taken::Empty | Taken::Dropped => break,
             Taken::CqFull if submitted == 0 => return Err(Errno::EBUSY),
             Taken::CqFull => break,
         };
@@ -800,6 +836,9 @@ pub fn write_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Resu
             if at.is_none() {
                 file.offset.store(pos, Ordering::Relaxed);
             }
+            if let FileKind::Tmpfs(_, inode) = &file.kind {
+                inode.touch_modified();
+            }
             Ok(done)
         }
         FileKind::Null => Ok(range.len),
@@ -878,7 +917,8 @@ fn probe(arg: u64, nr: u32) -> SysResult {
 
 /// Pins every buffer of the iovec array long-term for writing (`FOLL_WRITE|FOLL_LONGTERM`,
 /// `cowlab_mm::regbuf`); all or nothing. Errors as Linux: `EBUSY` if buffers are registered,
-/// `EINVAL` for 0 or more than 16384 buffers, `EFAULT` for an unreadable array, a buffer
+/// `EINVAL` for 0 or more than 16384 buffers, `ENOMEM` beyond the system's registration cap
+/// (see [`REGISTERED_UNITS`]) or out of memory, `EFAULT` for an unreadable array, a buffer
 /// with a NULL base and a length (or a length of 0 or over 1 GiB, or one that cannot be pinned:
 /// unmapped, read-only, a dirty-tracked file page), `EOVERFLOW` for a range that wraps.
 fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
@@ -904,8 +944,10 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
         iovs.push(iov);
     }
     let mm = memory::mm();
+    charge(UNITS_PER_SLOT * iovs.len())?;
     let mut reg = Registration {
         bufs: Vec::with_capacity(iovs.len()),
+        charged: UNITS_PER_SLOT * iovs.len(),
     };
     let shared = current_aspace();
     for iov in iovs {
@@ -913,6 +955,10 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
             reg.bufs.push(None);
             continue;
         }
+        let pages = ((iov.base % PAGE + iov.len).div_ceil(PAGE)) as usize;
+        // `reg` gives back what it was charged when dropped.
+        charge(pages)?;
+        reg.charged += pages;
         let pinned = register_buffer(
             mm,
             &mut shared.lock(),

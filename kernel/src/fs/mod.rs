@@ -238,7 +238,7 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
     if let Some(tmp) = tmpfs::parse(path) {
         let kind = match tmp? {
-            tmpfs::TmpPath::Dir if tmpfile => tmpfs::open_tmpfile(flags, mode),
+            tmpfs::TmpPath::Dir if tmpfile => tmpfs::open_tmpfile(flags, mode)?,
             tmpfs::TmpPath::Dir if flags & O_CREAT != 0 || flags & O_ACCMODE != 0 => {
                 return Err(Errno::EISDIR)
             }
@@ -401,6 +401,12 @@ pub fn stat(file: &OpenFile) -> Stat {
             st.st_size = obj.size() as i64;
             st.st_blocks = obj.cached_pages() as i64 * 8;
             st.st_ino = inode.ino;
+            let [a, m, c] = inode
+                .times()
+                .map(|us| ((us / 1_000_000) as i64, (us % 1_000_000 * 1000) as i64));
+            (st.st_atime, st.st_atime_nsec) = a;
+            (st.st_mtime, st.st_mtime_nsec) = m;
+            (st.st_ctime, st.st_ctime_nsec) = c;
         }
         FileKind::TmpDir => {
             st.st_dev = tmpfs::TMPFS_DEV;
@@ -451,7 +457,8 @@ const ST_NOEXEC: u64 = 8;
 
 /// `fstatfs` of an open file: the file system Linux would report for it. tmpfs (`/tmp`,
 /// memfds: Linux keeps those on its internal shmem mount) reports `TMPFS_MAGIC` with Linux's
-/// default size, half of memory, in pages (`f_bfree` from the free frames, never above it);
+/// default size, half of memory, in pages (`f_bfree` from the free frames, never above it),
+/// and its inode limit (`tmpfs::MAX_INODES`);
 /// the read-only ramdisk reports `RAMFS_MAGIC` (Linux's initramfs) with `ST_RDONLY`; `/proc`,
 /// `/sys/kernel/debug`, pipes and io_uring report procfs, debugfs, pipefs and anon-inode; the
 /// devices report `TMPFS_MAGIC` (Linux's devtmpfs).
@@ -471,8 +478,8 @@ pub fn statfs(file: &OpenFile) -> StatFs {
             .saturating_sub(stats.shmem_pages)
             .min(stats.free_frames);
         st.f_bavail = st.f_bfree;
-        st.f_files = half;
-        st.f_ffree = half.saturating_sub(tmpfs::file_count());
+        st.f_files = tmpfs::MAX_INODES;
+        st.f_ffree = tmpfs::MAX_INODES.saturating_sub(tmpfs::inodes_in_use());
         st.f_fsid = [tmpfs::TMPFS_DEV as i32, 0];
     };
     match &file.kind {

@@ -52,11 +52,36 @@ pub struct TmpInode {
     /// Linux `I_LINKABLE`: set for an `O_TMPFILE` file opened without `O_EXCL` until it gets
     /// its first name; the only way a file with no names can get one.
     linkable: AtomicBool,
+    /// Creation time (`st_atime`: reads do not update it, as with `noatime`), last data
+    /// change (`st_mtime`: write, truncate, fallocate through a descriptor; stores through a
+    /// shared mapping are not seen), last inode change (`st_ctime`: also links and renames), in
+    /// microseconds of real time.
+    atime: AtomicU64,
+    mtime: AtomicU64,
+    ctime: AtomicU64,
 }
 
 impl TmpInode {
     pub fn nlink(&self) -> u32 {
         self.nlink.load(Ordering::Relaxed)
+    }
+
+    /// (atime, mtime, ctime) in microseconds since the epoch.
+    pub fn times(&self) -> [u64; 3] {
+        [&self.atime, &self.mtime, &self.ctime].map(|t| t.load(Ordering::Relaxed))
+    }
+
+    /// The data changed (Linux `file_update_time`).
+    pub fn touch_modified(&self) {
+        let now = crate::rtc::realtime_micros();
+        self.mtime.store(now, Ordering::Relaxed);
+        self.ctime.store(now, Ordering::Relaxed);
+    }
+
+    /// The inode changed (a name added or removed).
+    fn touch_changed(&self) {
+        self.ctime
+            .store(crate::rtc::realtime_micros(), Ordering::Relaxed);
     }
 }
 
@@ -69,13 +94,46 @@ struct Entry {
 static DIR: Mutex<BTreeMap<String, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT_INO: AtomicU64 = AtomicU64::new(TMPFS_ROOT_INO + 1);
 
-fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Arc<TmpInode> {
-    Arc::new(TmpInode {
+/// The most inodes (and the most names) tmpfs holds: Linux's `nr_inodes` mount option. Names
+/// and inodes live on the fixed kernel heap, so the limit is far below Linux's default (half of
+/// memory in pages); beyond it creating a file or a link answers `ENOSPC`.
+pub const MAX_INODES: u64 = 16384;
+/// Inodes alive: named, or unlinked but still open or mapped, or `O_TMPFILE`.
+static INODES: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for TmpInode {
+    fn drop(&mut self) {
+        INODES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Inodes in use (for `statfs`'s `f_ffree`).
+pub fn inodes_in_use() -> u64 {
+    INODES.load(Ordering::Relaxed)
+}
+
+/// A new inode, `ENOSPC` if tmpfs holds [`MAX_INODES`] (Linux `shmem_reserve_inode`).
+fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Result<Arc<TmpInode>, Errno> {
+    let mut n = INODES.load(Ordering::Relaxed);
+    loop {
+        if n >= MAX_INODES {
+            return Err(Errno::ENOSPC);
+        }
+        match INODES.compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => n = now,
+        }
+    }
+    let now = crate::rtc::realtime_micros();
+    Ok(Arc::new(TmpInode {
+        atime: AtomicU64::new(now),
+        mtime: AtomicU64::new(now),
+        ctime: AtomicU64::new(now),
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
         nlink: AtomicU32::new(nlink),
         mode: mode & 0o7777 & !UMASK,
         linkable: AtomicBool::new(linkable),
-    })
+    }))
 }
 
 /// What a path names inside tmpfs.
@@ -131,7 +189,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
         None if trailing_slash => return Err(Errno::EISDIR),
         None => {
             let entry = Entry {
-                inode: new_inode(mode, 1, false),
+                inode: new_inode(mode, 1, false)?,
                 obj: ShmemObject::new(),
             };
             let pair = (entry.inode.clone(), entry.obj.clone());
@@ -145,15 +203,19 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
             ShmemObject::put(obj, memory::mm());
             return Err(e.into());
         }
+        inode.touch_modified();
     }
     Ok(FileKind::Tmpfs(obj, inode))
 }
 
 /// `open("/tmp", O_TMPFILE | O_RDWR/O_WRONLY, mode)`: a new file with no name (Linux
 /// `shmem_tmpfile`); with `O_EXCL` it can never be linked. The caller checked the flags.
-pub fn open_tmpfile(flags: u32, mode: u32) -> FileKind {
+pub fn open_tmpfile(flags: u32, mode: u32) -> Result<FileKind, Errno> {
     let linkable = flags & O_EXCL == 0;
-    FileKind::Tmpfs(ShmemObject::new(), new_inode(mode, 0, linkable))
+    Ok(FileKind::Tmpfs(
+        ShmemObject::new(),
+        new_inode(mode, 0, linkable)?,
+    ))
 }
 
 /// Checks the `O_TMPFILE` flag combination (Linux `build_open_flags`): `None` without
@@ -182,6 +244,7 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
 
 fn release(entry: Entry) {
     entry.inode.nlink.fetch_sub(1, Ordering::Relaxed);
+    entry.inode.touch_changed();
     ShmemObject::put(entry.obj, memory::mm());
 }
 
@@ -198,7 +261,11 @@ pub fn link_open(obj: &Arc<ShmemObject>, inode: &Arc<TmpInode>, new: &str) -> Re
     if dir.contains_key(new) {
         return Err(Errno::EEXIST);
     }
+    if dir.len() as u64 >= MAX_INODES {
+        return Err(Errno::ENOSPC);
+    }
     inode.linkable.store(false, Ordering::Relaxed);
+    inode.touch_changed();
     inode.nlink.fetch_add(1, Ordering::Relaxed);
     dir.insert(
         String::from(new),
@@ -233,6 +300,7 @@ pub fn rename(old: &str, new: &str, noreplace: bool) -> Result<(), Errno> {
         return Err(Errno::EEXIST);
     }
     let entry = dir.remove(old).expect("checked above");
+    entry.inode.touch_changed();
     let replaced = dir.insert(String::from(new), entry);
     drop(dir);
     if let Some(replaced) = replaced {
@@ -247,9 +315,4 @@ pub fn entries() -> Vec<(String, u64)> {
         .iter()
         .map(|(name, e)| (name.clone(), e.inode.ino))
         .collect()
-}
-
-/// Number of named files (for `statfs`'s `f_ffree`).
-pub fn file_count() -> u64 {
-    DIR.lock().len() as u64
 }

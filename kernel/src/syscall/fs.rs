@@ -156,7 +156,12 @@ pub(crate) fn write_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -
             Ok(done as u64)
         }
         FileKind::Null => Ok(buf.len() as u64),
-        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => write_memfd(file, obj, buf, offset),
+        FileKind::Memfd(obj) => write_memfd(file, obj, buf, offset),
+        FileKind::Tmpfs(obj, inode) => {
+            let n = write_memfd(file, obj, buf, offset)?;
+            inode.touch_modified();
+            Ok(n)
+        }
         FileKind::Vda => fs::vda::write(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
@@ -942,6 +947,9 @@ pub fn ftruncate(a: Args) -> SysResult {
     match &f.kind {
         FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) if f.writable() => {
             obj.set_size(crate::memory::mm(), a.get(1))?;
+            if let FileKind::Tmpfs(_, inode) = &f.kind {
+                inode.touch_modified();
+            }
             Ok(0)
         }
         _ => Err(Errno::EINVAL),
@@ -966,6 +974,9 @@ pub fn fallocate(a: Args) -> SysResult {
                 return Err(Errno::EFBIG);
             }
             obj.fallocate(crate::memory::mm(), offset as u64, len as u64)?;
+            if let FileKind::Tmpfs(_, inode) = &f.kind {
+                inode.touch_modified();
+            }
             Ok(0)
         }
         _ => Err(Errno::ENODEV),

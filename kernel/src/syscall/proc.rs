@@ -119,6 +119,36 @@ pub fn kill(a: Args) -> SysResult {
     Ok(0)
 }
 
+/// tkill(tid, sig) and tgkill(tgid, tid, sig): a signal to one thread (glibc's `raise`, `abort`
+/// and `pthread_kill`). Signals have only their default actions, which act on the whole process,
+/// so the thread names its process; `tgid` (when given) must be that thread's. `EINVAL` for a
+/// non-positive id or a bad signal, `ESRCH` for no such thread (or one of another process).
+fn signal_thread(tgid: Option<i64>, tid: i64, signal: u64) -> SysResult {
+    if signal > 64 || tid <= 0 || tgid.is_some_and(|g| g <= 0) {
+        return Err(Errno::EINVAL);
+    }
+    let tid = u32::try_from(tid).map_err(|_| Errno::ESRCH)?;
+    let owner = proc::TABLE
+        .lock()
+        .get(&tid)
+        .filter(|t| t.state != proc::State::Dead)
+        .map(|t| t.tgid)
+        .ok_or(Errno::ESRCH)?;
+    if tgid.is_some_and(|g| g != i64::from(owner)) {
+        return Err(Errno::ESRCH);
+    }
+    signal::send(tid, signal as u8)?;
+    Ok(0)
+}
+
+pub fn tkill(a: Args) -> SysResult {
+    signal_thread(None, a.int(0), a.get(1))
+}
+
+pub fn tgkill(a: Args) -> SysResult {
+    signal_thread(Some(a.int(0)), a.int(1), a.get(2))
+}
+
 pub fn rt_sigaction(a: Args) -> SysResult {
     let sig = a.get(0);
     if sig == 0 || sig > 64 || a.get(3) != 8 {

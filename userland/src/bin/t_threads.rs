@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use cowlab_userland::calls::*;
@@ -30,6 +32,8 @@ const FUTEX_CLOCK_REALTIME: usize = 256;
 const ARCH_PRCTL: usize = 158;
 const ARCH_GET_FS: usize = 0x1003;
 const MEMFD_CREATE: usize = 319;
+const TKILL: usize = 200;
+const TGKILL: usize = 234;
 const MADV_DONTNEED: i32 = 4;
 const WNOHANG: u32 = 1;
 const SIGSEGV: i32 = 11;
@@ -704,7 +708,7 @@ fn exits(t: &mut Tester) {
         format_args!("status {status:#x}"),
     );
 
-    for by_tid in [false, true] {
+    for how in ["kill(pid)", "kill(tid)", "tgkill(pid, tid)"] {
         let Ok([r, w]) = pipe() else { return };
         match fork() {
             Ok(0) => {
@@ -716,24 +720,58 @@ fn exits(t: &mut Tester) {
             Ok(pid) => {
                 let mut b = [0u8; 4];
                 let _ = read(r, &mut b);
-                let target = if by_tid { i32::from_le_bytes(b) } else { pid };
-                let sent = kill(target, SIGTERM);
+                let tid = i32::from_le_bytes(b);
+                let sent = match how {
+                    "kill(pid)" => kill(pid, SIGTERM),
+                    "kill(tid)" => kill(tid, SIGTERM),
+                    _ => tgkill(pid, tid, SIGTERM),
+                };
                 let status = wait_with_deadline(pid, 10);
                 t.check_why(
-                    if by_tid {
-                        "kill(tid of a thread) ends the whole process"
-                    } else {
-                        "kill(pid) ends every thread"
-                    },
+                    &alloc::format!("{how} of a thread's process with SIGTERM ends every thread"),
                     sent.is_ok()
                         && status.is_some_and(|s| wifsignaled(s) && wtermsig(s) == SIGTERM),
-                    format_args!("kill {sent:?}, status {status:?}"),
+                    format_args!("{how} {sent:?}, status {status:?}"),
                 );
             }
             Err(_) => t.check("fork", false),
         }
         let _ = close(r);
         let _ = close(w);
+    }
+    let (me, tid) = (sys::getpid(), gettid());
+    t.eq(
+        "tgkill(pid, tid, 0) finds the thread",
+        tgkill(me, tid, 0),
+        Ok(0),
+    );
+    t.eq(
+        "tgkill with another process's pid is ESRCH",
+        tgkill(0x3fff_fff0, tid, 0),
+        Err(Errno(errno::ESRCH)),
+    );
+    t.eq(
+        "tgkill with pid 0 is EINVAL",
+        tgkill(0, tid, 0),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "tgkill with signal 65 is EINVAL",
+        tgkill(me, tid, 65),
+        Err(Errno(errno::EINVAL)),
+    );
+    // SAFETY: tkill takes no pointers.
+    let r = unsafe { raw(TKILL, [usize::MAX, 0, 0, 0, 0, 0]) };
+    t.eq("tkill(-1) is EINVAL", r, Err(Errno(errno::EINVAL)));
+}
+
+fn tgkill(tgid: i32, tid: i32, signal: i32) -> Result<usize, Errno> {
+    // SAFETY: tgkill takes no pointers.
+    unsafe {
+        raw(
+            TGKILL,
+            [tgid as usize, tid as usize, signal as usize, 0, 0, 0],
+        )
     }
 }
 

@@ -289,9 +289,11 @@ fn main() -> i32 {
     names(&mut t, &base);
     tmpfile(&mut t);
     links(&mut t, &base);
+    times(&mut t, &base);
     across_fork(&mut t, &base);
     if cowlab {
         frames_return(&mut t, &base);
+        inode_limit(&mut t, &base);
     }
     t.finish()
 }
@@ -691,4 +693,85 @@ fn links(t: &mut Tester, base: &str) {
         }
         Err(err) => t.check_why("O_TMPFILE|O_EXCL", false, err.0),
     }
+}
+
+/// Nanoseconds of a (sec, nsec) pair of `st_times`.
+fn ns(st: &Stat, which: usize) -> i128 {
+    i128::from(st.st_times[2 * which]) * 1_000_000_000 + i128::from(st.st_times[2 * which + 1])
+}
+
+/// st_mtime/st_ctime: set at creation, advanced by a write, ctime by a link.
+fn times(t: &mut Tester, base: &str) {
+    let mut tv = [0i64; 2];
+    // SAFETY: gettimeofday writes a struct timeval (16 bytes) into `tv`.
+    let _ = unsafe { raw(96, [tv.as_mut_ptr() as usize, 0, 0, 0, 0, 0]) };
+    let now = i128::from(tv[0]) * 1_000_000_000 + i128::from(tv[1]) * 1000;
+    let p = CPath::new(&format!("/tmp/{base}.times"));
+    let fd = open_mode(p.c(), O_CREAT | O_RDWR | O_TRUNC, 0o600).unwrap_or(-1);
+    let created = fstat(fd).unwrap_or_default();
+    t.check_why(
+        "a new file's mtime is the current time",
+        (ns(&created, 1) - now).abs() < 2_000_000_000,
+        format_args!("mtime {} ns, now {now} ns", ns(&created, 1)),
+    );
+    let _ = sleep_ms(20);
+    let _ = write(fd, b"later");
+    let written = fstat(fd).unwrap_or_default();
+    t.check_why(
+        "a write advances mtime and ctime",
+        ns(&written, 1) > ns(&created, 1) && ns(&written, 2) > ns(&created, 2),
+        format_args!("{:?} -> {:?}", created.st_times, written.st_times),
+    );
+    let _ = sleep_ms(20);
+    let q = CPath::new(&format!("/tmp/{base}.times2"));
+    let _ = link(p.c(), q.c());
+    let linked = fstat(fd).unwrap_or_default();
+    t.check_why(
+        "a link advances ctime, not mtime",
+        ns(&linked, 2) > ns(&written, 2) && ns(&linked, 1) == ns(&written, 1),
+        format_args!("{:?} -> {:?}", written.st_times, linked.st_times),
+    );
+    let _ = unlink(q.c());
+    let _ = unlink(p.c());
+    let _ = close(fd);
+}
+
+/// tmpfs holds at most f_files inodes: creating beyond answers ENOSPC, statfs counts them.
+fn inode_limit(t: &mut Tester, base: &str) {
+    const ENOSPC: i32 = 28;
+    let Ok(st) = statfs(c"/tmp") else {
+        t.check("statfs(/tmp)", false);
+        return;
+    };
+    let mut made = Vec::new();
+    let mut last = Ok(0);
+    for i in 0..st.f_files + 1 {
+        let p = CPath::new(&format!("/tmp/{base}.n{i}"));
+        last = open_mode(p.c(), O_CREAT | O_EXCL | O_RDWR, 0o600);
+        match last {
+            Ok(fd) => {
+                let _ = close(fd);
+                made.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    t.eq(
+        "creating files until f_files are in use ends with ENOSPC",
+        (made.len() as u64 == st.f_ffree, last),
+        (true, e(ENOSPC)),
+    );
+    t.eq(
+        "statfs f_ffree 0 when full",
+        statfs(c"/tmp").map(|s| s.f_ffree),
+        Ok(0),
+    );
+    for p in &made {
+        let _ = unlink(p.c());
+    }
+    t.eq(
+        "unlinking gives the inodes back",
+        statfs(c"/tmp").map(|s| s.f_ffree),
+        Ok(st.f_ffree),
+    );
 }

@@ -100,6 +100,15 @@ impl Ring {
         word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
     }
 
+    /// Queues an SQ array entry naming SQE `index` (which may be out of range) as is.
+    fn push_index(&self, index: u32) {
+        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
+        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
+        word(self.sq + self.p.sq_off.array as usize + 4 * (tail & mask) as usize)
+            .store(index, Ordering::Relaxed);
+        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
+    }
+
     /// Submits what is queued and waits for `wait` completions.
     fn enter(&self, submit: u32, wait: u32) -> Result<usize, Errno> {
         // SAFETY: every SQE the tests queue points at buffers that live until it completes
@@ -186,6 +195,19 @@ fn mem_free() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A counter of `/proc/cowlab/mmstat` (`name value` lines).
+fn mmstat(name: &str) -> Option<u64> {
+    let fd = open(c"/proc/cowlab/mmstat", O_RDONLY).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = read(fd, &mut buf).ok()?;
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() -> i32 {
     let mut t = Tester::new("t_uring");
     let cowlab = on_cowlab();
@@ -244,6 +266,8 @@ fn main() -> i32 {
     ro_mapped_registered_buffer(&mut t, &ring);
     flags_and_links(&mut t, &ring);
     enter_errors(&mut t, &ring);
+    dropped(&mut t, &ring);
+    wait_for_another_process(&mut t, &ring);
     ring.close();
     if cowlab {
         pins_hold_frames(&mut t);
@@ -455,11 +479,19 @@ fn registered(t: &mut Tester, ring: &Ring) {
     );
 
     // The child shares the ring and its registration; its exit releases nothing.
+    let pins = mmstat("gup_pins_held");
     let status = in_child(|| {
         let c = ring.run(fixed(IORING_OP_READ_FIXED, fd, buf0, 3, 0, 0));
         i32::from(res(c) != Ok(3))
     });
     t.eq("a child uses the shared ring's registration", status, 0);
+    if on_cowlab() {
+        t.eq(
+            "the child's exit leaves the one set of pins",
+            mmstat("gup_pins_held"),
+            pins,
+        );
+    }
     t.eq(
         "the registration outlives the child",
         res(ring.run(fixed(IORING_OP_WRITE_FIXED, fd, buf0, 1, 0, 0))),
@@ -706,10 +738,16 @@ fn pins_hold_frames(t: &mut Tester) {
     for i in (0..LEN).step_by(PAGE) {
         poke(buf + i, 1);
     }
+    let pins = mmstat("gup_pins_held").unwrap_or(u64::MAX);
     t.eq(
         "register 64 pages",
         io_uring_register_buffers(ring.fd, &[[buf, LEN]]),
         Ok(0),
+    );
+    t.eq(
+        "64 long-term pins held (gup_pins_held)",
+        mmstat("gup_pins_held").map(|n| n.wrapping_sub(pins)),
+        Some(64),
     );
     let _ = munmap(buf, LEN);
     let held = mem_free().unwrap_or(0);
@@ -719,6 +757,16 @@ fn pins_hold_frames(t: &mut Tester) {
         format_args!("before {before} kB, held {held} kB"),
     );
     t.eq("unregister", io_uring_unregister_buffers(ring.fd), Ok(0));
+    t.eq(
+        "a 1 GiB registration exceeds the registration cap (ENOMEM)",
+        io_uring_register_buffers(ring.fd, &[[buf, 1 << 30]]),
+        e(errno::ENOMEM),
+    );
+    t.eq(
+        "unregister drops the pins",
+        mmstat("gup_pins_held"),
+        Some(pins),
+    );
     let after = mem_free().unwrap_or(0);
     t.check_why(
         "unregistering frees them",
@@ -732,7 +780,17 @@ fn pins_hold_frames(t: &mut Tester) {
     }
     let _ = io_uring_register_buffers(ring.fd, &[[buf, LEN]]);
     let _ = munmap(buf, LEN);
+    t.eq(
+        "registered again: 64 pins",
+        mmstat("gup_pins_held").map(|n| n.wrapping_sub(pins)),
+        Some(64),
+    );
     ring.close();
+    t.eq(
+        "closing the ring drops the pins",
+        mmstat("gup_pins_held"),
+        Some(pins),
+    );
     let closed = mem_free().unwrap_or(0);
     t.check_why(
         "closing the ring unpins the registration",
@@ -824,4 +882,62 @@ fn probe(t: &mut Tester, ring: &Ring) {
     // SAFETY: as above; the kernel refuses the non-zero input before writing.
     let r = unsafe { io_uring_register_raw(ring.fd, PROBE, dirty.as_mut_ptr() as usize, 4) };
     t.eq("a probe that is not zeroed is EINVAL", r, e(errno::EINVAL));
+}
+
+/// An SQ array entry naming no SQE is consumed, counted in sq_dropped, and ends the batch.
+fn dropped(t: &mut Tester, ring: &Ring) {
+    let dropped = word(ring.sq + ring.p.sq_off.dropped as usize);
+    let before = dropped.load(Ordering::Acquire);
+    ring.push_index(99);
+    ring.push(IoUringSqe {
+        opcode: IORING_OP_NOP,
+        user_data: 77,
+        ..IoUringSqe::default()
+    });
+    // SAFETY: a NOP touches no memory.
+    let first = unsafe { io_uring_enter(ring.fd, 2, 0, 0) };
+    t.eq(
+        "an invalid SQ index: nothing submitted, sq_dropped + 1",
+        (first, dropped.load(Ordering::Acquire).wrapping_sub(before)),
+        (Ok(0), 1),
+    );
+    t.eq(
+        "the next SQE is submitted by the next call",
+        ring.enter(1, 1).map(|_| ring.reap().map(|c| c.user_data)),
+        Ok(Some(77)),
+    );
+}
+
+/// GETEVENTS sleeps until another process sharing the ring posts a completion.
+fn wait_for_another_process(t: &mut Tester, ring: &Ring) {
+    while ring.reap().is_some() {}
+    let pid = match fork() {
+        Ok(0) => {
+            let _ = sleep_ms(50);
+            ring.push(IoUringSqe {
+                opcode: IORING_OP_NOP,
+                user_data: 55,
+                ..IoUringSqe::default()
+            });
+            // SAFETY: a NOP touches no memory.
+            let r = unsafe { io_uring_enter(ring.fd, 1, 0, 0) };
+            exit_now(i32::from(r != Ok(1)));
+        }
+        Ok(pid) => pid,
+        Err(err) => {
+            t.check_why("fork", false, err.0);
+            return;
+        }
+    };
+    t.eq(
+        "io_uring_enter(0, 1, GETEVENTS) waits for the child's completion",
+        ring.enter(0, 1)
+            .map(|n| (n, ring.reap().map(|c| c.user_data))),
+        Ok((0, Some(55))),
+    );
+    t.eq(
+        "the child submitted",
+        waitpid(pid, 0).map(|(_, status)| status),
+        Ok(0),
+    );
 }

@@ -86,6 +86,19 @@ impl<'a> Slots<'a> {
     pub(crate) fn at(self, index: usize) -> PteRef<'a> {
         PteRef(&self.0[index & (ENTRIES - 1)])
     }
+
+    /// Slots `first..last` with their indices (one bounds check for the whole range).
+    #[inline]
+    pub(crate) fn range(
+        self,
+        first: usize,
+        last: usize,
+    ) -> impl Iterator<Item = (usize, PteRef<'a>)> {
+        self.0[first..last]
+            .iter()
+            .enumerate()
+            .map(move |(i, slot)| (first + i, PteRef(slot)))
+    }
 }
 
 /// Bytes translated by one entry at `level` (1 = PT entry = one page).
