@@ -29,8 +29,10 @@ use x86_64::registers::control::Cr3;
 
 use crate::arch::KernelArch;
 
-/// Size of the kernel heap.
-pub const HEAP_SIZE: usize = 16 * 1024 * 1024;
+/// Size of the kernel heap. Every user-sized kernel allocation (pipe buffers, AIO rings, tmpfs
+/// names, VMAs, registration page lists) is bounded by a system-wide budget that fits well
+/// inside it, because a failed heap allocation panics.
+pub const HEAP_SIZE: usize = 64 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 
 #[global_allocator]

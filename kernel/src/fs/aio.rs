@@ -20,7 +20,7 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use cowlab_mm::AddressSpace;
 use spin::Mutex;
@@ -37,6 +37,8 @@ const IOCB_CMD_PWRITE: u16 = 1;
 const IOCB_FLAG_RESFD: u32 = 1;
 /// Linux `aio-max-nr`'s default.
 const AIO_MAX_NR: u32 = 65536;
+/// Events reserved by the contexts that exist (Linux `aio_nr`).
+static AIO_NR: AtomicUsize = AtomicUsize::new(0);
 
 /// Linux `struct iocb` (64 bytes, little-endian x86_64 layout).
 #[repr(C)]
@@ -86,6 +88,12 @@ struct Context {
     max_events: usize,
     /// Taken from the interrupt handler (completions) and, interrupts off, by the calls.
     ring: Mutex<Ring>,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        AIO_NR.fetch_sub(self.max_events, Ordering::Relaxed);
+    }
 }
 
 impl Context {
@@ -144,15 +152,29 @@ pub fn io_setup(a: Args) -> SysResult {
         return Err(Errno::EAGAIN);
     }
     sweep();
-    let ctx = Arc::new(Context {
+    // The events of all contexts together stay under `AIO_MAX_NR` (Linux `aio_nr` against
+    // `aio_max_nr`): their rings are kernel heap.
+    AIO_NR
+        .try_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n + nr as usize <= AIO_MAX_NR as usize).then_some(n + nr as usize)
+        })
+        .map_err(|_| Errno::EAGAIN)?;
+    // From here the reservation is the context's: its `Drop` gives it back.
+    let mut ctx = Context {
         owner: Arc::downgrade(&proc::current_aspace()),
         max_events: nr as usize,
         ring: Mutex::new(Ring {
-            // Reserved up front: completions push from the interrupt handler.
-            events: VecDeque::with_capacity(nr as usize),
+            events: VecDeque::new(),
             inflight: 0,
         }),
-    });
+    };
+    // Reserved up front: completions push from the interrupt handler.
+    ctx.ring
+        .get_mut()
+        .events
+        .try_reserve_exact(nr as usize)
+        .map_err(|_| Errno::ENOMEM)?;
+    let ctx = Arc::new(ctx);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     CONTEXTS.lock().insert(id, ctx);
     if let Err(e) = ctxp.write(&id) {

@@ -16,6 +16,7 @@
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cowlab_mm::pin::PinnedPage;
 use spin::Mutex;
@@ -26,7 +27,41 @@ use crate::syscall::Errno;
 
 /// Linux's default pipe capacity.
 pub const CAPACITY: usize = 65536;
+/// The capacity a pipe gets once the pipes' budget is spent (Linux `PIPE_MIN_DEF_BUFFERS`,
+/// two pages, what a user over `pipe-user-pages-soft` gets).
+pub const MIN_CAPACITY: usize = 8192;
+/// Segments (Linux `pipe_buffer`s) a pipe holds at most: `CAPACITY` in pages, as Linux's 16
+/// buffers, so one-byte `vmsplice`s or alternating writes cannot grow the queue past 16.
+const MAX_SEGS: usize = CAPACITY / PAGE;
 const PAGE: usize = 4096;
+
+/// Bytes of capacity all pipes may reserve at their default size (Linux's
+/// `pipe-user-pages-soft`, system-wide here): the queued bytes live on the fixed-size kernel
+/// heap, so the sum of every pipe's capacity must stay well inside it.
+const SOFT_BUDGET: usize = 16 * 1024 * 1024;
+/// Past this, `pipe2` fails with `ENFILE` (Linux `pipe-user-pages-hard`).
+const HARD_BUDGET: usize = 24 * 1024 * 1024;
+/// Capacity reserved by the pipes that exist.
+static RESERVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves a new pipe's capacity: the default while the soft budget allows it, the minimum up
+/// to the hard budget, else `None` (Linux `alloc_pipe_info` with `too_many_pipe_buffers_*`).
+fn reserve_capacity() -> Option<usize> {
+    for want in [CAPACITY, MIN_CAPACITY] {
+        let limit = if want == CAPACITY {
+            SOFT_BUDGET
+        } else {
+            HARD_BUDGET
+        };
+        let got = RESERVED.try_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+            (r + want <= limit).then_some(r + want)
+        });
+        if got.is_ok() {
+            return Some(want);
+        }
+    }
+    None
+}
 
 enum Segment {
     Bytes(VecDeque<u8>),
@@ -83,13 +118,15 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct Pipe {
     state: Mutex<State>,
+    /// Bytes the pipe may hold (reserved from the budget by `Pipe::new`).
+    capacity: usize,
 }
 
 impl Drop for Pipe {
     fn drop(&mut self) {
+        RESERVED.fetch_sub(self.capacity, Ordering::Relaxed);
         for seg in self.state.get_mut().segs.drain(..) {
             if let Segment::Page { page, .. } = seg {
                 page.unpin(memory::mm());
@@ -99,6 +136,15 @@ impl Drop for Pipe {
 }
 
 impl Pipe {
+    /// A new pipe with its capacity reserved; `ENFILE` when the pipes' budget is spent.
+    pub fn new() -> Result<Pipe, Errno> {
+        let capacity = reserve_capacity().ok_or(Errno::ENFILE)?;
+        Ok(Pipe {
+            state: Mutex::new(State::default()),
+            capacity,
+        })
+    }
+
     fn channel(&self) -> usize {
         self as *const Pipe as usize
     }
@@ -177,7 +223,10 @@ impl Pipe {
                 if data.is_empty() {
                     return Ok(0);
                 }
-                let room = CAPACITY - state.bytes;
+                // A new bytes segment needs a free slot (16 at most, as Linux's buffers).
+                let slot = matches!(state.segs.back(), Some(Segment::Bytes(_)))
+                    || state.segs.len() < MAX_SEGS;
+                let room = if slot { self.capacity - state.bytes } else { 0 };
                 let n = room.min(data.len() - done);
                 if n > 0 {
                     if !matches!(state.segs.back(), Some(Segment::Bytes(_))) {
@@ -233,7 +282,7 @@ impl Pipe {
                 }
                 while next < pages.len() && len > 0 {
                     let n = (PAGE - off).min(len);
-                    if CAPACITY - state.bytes < n {
+                    if self.capacity - state.bytes < n || state.segs.len() >= MAX_SEGS {
                         break;
                     }
                     let page = pages[next].take().expect("GUP filled the slot");

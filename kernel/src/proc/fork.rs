@@ -101,7 +101,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     if flags & CLONE_SETTLS != 0 && args.tls >= cowlab_mm::aspace::USER_END {
         return Err(Errno::EPERM);
     }
-    // Each task costs a kernel stack from the (16 MiB) kernel heap: bound their number
+    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number
     // (Linux `RLIMIT_NPROC` answers EAGAIN too).
     if TABLE.lock().len() >= MAX_PROCESSES {
         return Err(Errno::EAGAIN);

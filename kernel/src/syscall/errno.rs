@@ -28,6 +28,7 @@ pub enum Errno {
     ENOTDIR = 20,
     EISDIR = 21,
     EINVAL = 22,
+    ENFILE = 23,
     EMFILE = 24,
     ENOTTY = 25,
     EFBIG = 27,

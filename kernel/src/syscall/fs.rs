@@ -785,7 +785,7 @@ pub fn pipe2(fds: u64, flags: u32) -> SysResult {
     if !with_current(|p| p.fds.has_room_for(2)) {
         return Err(Errno::EMFILE);
     }
-    let pipe = Arc::new(Pipe::default());
+    let pipe = Arc::new(Pipe::new()?);
     let cloexec = flags & fs::O_CLOEXEC != 0;
     let status = flags & fs::O_NONBLOCK;
     let reader = OpenFile::new(FileKind::PipeRead(pipe.clone()), status);
