@@ -25,11 +25,15 @@
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};
 
+use cowlab_userland::aio::{
+    io_destroy, io_getevents, io_setup, io_submit, IoEvent, Iocb, IOCB_CMD_PREAD, IOCB_CMD_PWRITE,
+};
 use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
-    MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
+    MAP_ANONYMOUS, MAP_PRIVATE, O_DIRECT, O_RDWR, PROT_READ, PROT_WRITE,
 };
 use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::vda::{control, HOLD, INFLIGHT, RELEASE};
 use cowlab_userland::{eprintln, println};
 
 cowlab_userland::entry!(main);
@@ -693,24 +697,6 @@ fn gup_test_pins() {
     let _ = close(fd as i32);
 }
 
-/// Linux `struct iocb` (64 bytes), for the O_DIRECT rows.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Iocb {
-    data: u64,
-    key: u32,
-    rw_flags: i32,
-    opcode: u16,
-    reqprio: i16,
-    fildes: u32,
-    buf: u64,
-    nbytes: u64,
-    offset: i64,
-    reserved2: u64,
-    flags: u32,
-    resfd: u32,
-}
-
 /// O_DIRECT 4 KiB requests on `/dev/vda`, guest instructions per request on the CPU: submitting
 /// (`io_submit`: validating, pinning the page, building the virtio descriptor chain; the device
 /// is held so nothing completes inside the region), then, once the request is done, collecting
@@ -720,15 +706,6 @@ struct Iocb {
 /// arrives depends on the host, so a region that may contain it does not repeat. cowlab only (the Linux 6.1
 /// baseline machine had no data disk), and never on the host, whose `/dev/vda` may be a disk.
 fn dio_4k() {
-    const O_RDWR: usize = 2;
-    const O_DIRECT: usize = 0o40000;
-    const IO_SETUP: usize = 206;
-    const IO_GETEVENTS: usize = 208;
-    const IO_SUBMIT: usize = 209;
-    const IO_DESTROY: usize = 207;
-    const HOLD: usize = 0xcb01;
-    const RELEASE: usize = 0xcb02;
-    const INFLIGHT: usize = 0xcb03;
     const REQUESTS: usize = 256;
     let names = ["dio_read_4k", "dio_write_4k"];
     if !cowlab_userland::test::on_cowlab() {
@@ -742,7 +719,14 @@ fn dio_4k() {
     let fd = match unsafe {
         raw(
             nr::OPEN,
-            [path.as_ptr() as usize, O_RDWR | O_DIRECT, 0, 0, 0, 0],
+            [
+                path.as_ptr() as usize,
+                (O_RDWR | O_DIRECT) as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
         )
     } {
         Ok(fd) => fd,
@@ -753,19 +737,20 @@ fn dio_4k() {
             return;
         }
     };
-    let mut ctx = 0u64;
-    // SAFETY: `ctx` is a live u64 io_setup writes.
-    if let Err(e) = unsafe { raw(IO_SETUP, [4, &mut ctx as *mut u64 as usize, 0, 0, 0, 0]) } {
-        for name in names {
-            skip(name, e);
+    let ctx = match io_setup(4) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            for name in names {
+                skip(name, e);
+            }
+            let _ = close(fd as i32);
+            return;
         }
-        let _ = close(fd as i32);
-        return;
-    }
+    };
     let buf = map(PAGE);
     touch(buf, PAGE);
-    let mut events = [0u64; 4];
-    for (name, opcode) in [(names[0], 0u16), (names[1], 1)] {
+    let mut events = [IoEvent::default(); 1];
+    for (name, opcode) in [(names[0], IOCB_CMD_PREAD), (names[1], IOCB_CMD_PWRITE)] {
         let mut s = Samples::new(REQUESTS);
         let mut failed = None;
         for i in 0..REQUESTS {
@@ -778,36 +763,22 @@ fn dio_4k() {
                 offset: ((i * 8191 % 8192) * PAGE) as i64,
                 ..Iocb::default()
             };
-            let list = [&iocb as *const Iocb as usize];
-            // SAFETY: plain ioctls on /dev/vda without pointers.
-            let _ = unsafe { raw(nr::IOCTL, [fd, HOLD, 0, 0, 0, 0]) };
+            let _ = control(fd as i32, HOLD);
             let t0 = tsc();
-            // SAFETY: `list` holds one pointer to a live iocb whose buffer is our resident page.
-            let submitted = unsafe {
-                raw(
-                    IO_SUBMIT,
-                    [ctx as usize, 1, list.as_ptr() as usize, 0, 0, 0],
-                )
-            };
+            // SAFETY: one live iocb whose buffer is our resident page, mapped until the event
+            // is collected below.
+            let submitted = unsafe { io_submit(ctx, &[&iocb]) };
             let t1 = tsc();
             // Outside the regions: the device may complete (and interrupt) at any point after.
-            // SAFETY: as above.
-            let _ = unsafe { raw(nr::IOCTL, [fd, RELEASE, 0, 0, 0, 0]) };
-            // SAFETY: as above.
-            while unsafe { raw(nr::IOCTL, [fd, INFLIGHT, 0, 0, 0, 0]) } != Ok(0) {
+            let _ = control(fd as i32, RELEASE);
+            while control(fd as i32, INFLIGHT) != Ok(0) {
                 cowlab_userland::calls::sched_yield();
             }
             let t2 = tsc();
-            // SAFETY: `events` has room for one 32-byte io_event.
-            let got = unsafe {
-                raw(
-                    IO_GETEVENTS,
-                    [ctx as usize, 1, 1, events.as_mut_ptr() as usize, 0, 0],
-                )
-            };
+            let got = io_getevents(ctx, 1, &mut events, None);
             let t3 = tsc();
             match (submitted, got) {
-                (Ok(1), Ok(1)) if events[2] == PAGE as u64 => s.push((t1 - t0) + (t3 - t2)),
+                (Ok(1), Ok(1)) if events[0].res == PAGE as i64 => s.push((t1 - t0) + (t3 - t2)),
                 (Err(e), _) | (_, Err(e)) => {
                     failed = Some(e);
                     break;
@@ -824,7 +795,6 @@ fn dio_4k() {
         }
     }
     unmap(buf, PAGE);
-    // SAFETY: destroys the context created above.
-    let _ = unsafe { raw(IO_DESTROY, [ctx as usize, 0, 0, 0, 0, 0]) };
+    let _ = io_destroy(ctx);
     let _ = close(fd as i32);
 }
