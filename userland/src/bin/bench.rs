@@ -25,15 +25,14 @@
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};
 
-use cowlab_userland::aio::{
-    io_destroy, io_getevents, io_setup, io_submit, IoEvent, Iocb, IOCB_CMD_PREAD, IOCB_CMD_PWRITE,
-};
+use cowlab_userland::aio::{Iocb, IO_DESTROY, IO_GETEVENTS, IO_SETUP, IO_SUBMIT};
 use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
-    MAP_ANONYMOUS, MAP_PRIVATE, O_DIRECT, O_RDWR, PROT_READ, PROT_WRITE,
+    MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
 };
+use cowlab_userland::calls::{O_DIRECT, O_RDWR};
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::vda::{control, HOLD, INFLIGHT, RELEASE};
+use cowlab_userland::vda::{HOLD, INFLIGHT, RELEASE};
 use cowlab_userland::{eprintln, println};
 
 cowlab_userland::entry!(main);
@@ -737,20 +736,19 @@ fn dio_4k() {
             return;
         }
     };
-    let ctx = match io_setup(4) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            for name in names {
-                skip(name, e);
-            }
-            let _ = close(fd as i32);
-            return;
+    let mut ctx = 0u64;
+    // SAFETY: `ctx` is a live u64 io_setup writes.
+    if let Err(e) = unsafe { raw(IO_SETUP, [4, &mut ctx as *mut u64 as usize, 0, 0, 0, 0]) } {
+        for name in names {
+            skip(name, e);
         }
-    };
+        let _ = close(fd as i32);
+        return;
+    }
     let buf = map(PAGE);
     touch(buf, PAGE);
-    let mut events = [IoEvent::default(); 1];
-    for (name, opcode) in [(names[0], IOCB_CMD_PREAD), (names[1], IOCB_CMD_PWRITE)] {
+    let mut events = [0u64; 4];
+    for (name, opcode) in [(names[0], 0u16), (names[1], 1)] {
         let mut s = Samples::new(REQUESTS);
         let mut failed = None;
         for i in 0..REQUESTS {
@@ -763,22 +761,36 @@ fn dio_4k() {
                 offset: ((i * 8191 % 8192) * PAGE) as i64,
                 ..Iocb::default()
             };
-            let _ = control(fd as i32, HOLD);
+            let list = [&iocb as *const Iocb as usize];
+            // SAFETY: plain ioctls on /dev/vda without pointers.
+            let _ = unsafe { raw(nr::IOCTL, [fd, HOLD, 0, 0, 0, 0]) };
             let t0 = tsc();
-            // SAFETY: one live iocb whose buffer is our resident page, mapped until the event
-            // is collected below.
-            let submitted = unsafe { io_submit(ctx, &[&iocb]) };
+            // SAFETY: `list` holds one pointer to a live iocb whose buffer is our resident page.
+            let submitted = unsafe {
+                raw(
+                    IO_SUBMIT,
+                    [ctx as usize, 1, list.as_ptr() as usize, 0, 0, 0],
+                )
+            };
             let t1 = tsc();
             // Outside the regions: the device may complete (and interrupt) at any point after.
-            let _ = control(fd as i32, RELEASE);
-            while control(fd as i32, INFLIGHT) != Ok(0) {
+            // SAFETY: as above.
+            let _ = unsafe { raw(nr::IOCTL, [fd, RELEASE, 0, 0, 0, 0]) };
+            // SAFETY: as above.
+            while unsafe { raw(nr::IOCTL, [fd, INFLIGHT, 0, 0, 0, 0]) } != Ok(0) {
                 cowlab_userland::calls::sched_yield();
             }
             let t2 = tsc();
-            let got = io_getevents(ctx, 1, &mut events, None);
+            // SAFETY: `events` has room for one 32-byte io_event.
+            let got = unsafe {
+                raw(
+                    IO_GETEVENTS,
+                    [ctx as usize, 1, 1, events.as_mut_ptr() as usize, 0, 0],
+                )
+            };
             let t3 = tsc();
             match (submitted, got) {
-                (Ok(1), Ok(1)) if events[0].res == PAGE as i64 => s.push((t1 - t0) + (t3 - t2)),
+                (Ok(1), Ok(1)) if events[2] == PAGE as u64 => s.push((t1 - t0) + (t3 - t2)),
                 (Err(e), _) | (_, Err(e)) => {
                     failed = Some(e);
                     break;
@@ -795,6 +807,7 @@ fn dio_4k() {
         }
     }
     unmap(buf, PAGE);
-    let _ = io_destroy(ctx);
+    // SAFETY: destroys the context created above.
+    let _ = unsafe { raw(IO_DESTROY, [ctx as usize, 0, 0, 0, 0, 0]) };
     let _ = close(fd as i32);
 }
