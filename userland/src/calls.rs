@@ -224,6 +224,22 @@ mod fsnr {
     pub const IO_URING_REGISTER: usize = 427;
 }
 
+/// Reads the file at `path` into `buf` until `buf` is full or the file ends (a /proc file may
+/// come in several reads): the number of bytes read, or None if it cannot be opened. Allocates
+/// nothing, so tests may call it while they measure memory.
+pub fn read_file(path: &CStr, buf: &mut [u8]) -> Option<usize> {
+    let fd = open(path, O_RDONLY).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match read(fd, &mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let _ = close(fd);
+    Some(n)
+}
+
 pub const O_RDONLY: u32 = 0;
 pub const O_WRONLY: u32 = 1;
 pub const O_RDWR: u32 = 2;
@@ -231,6 +247,8 @@ pub const O_CREAT: u32 = 0o100;
 pub const O_EXCL: u32 = 0o200;
 pub const O_TRUNC: u32 = 0o1000;
 pub const O_APPEND: u32 = 0o2000;
+/// Transfers go between the device and the user pages (pinned), not through a cache.
+pub const O_DIRECT: u32 = 0o40000;
 pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_CLOEXEC: u32 = 0o2000000;
 /// `__O_TMPFILE | O_DIRECTORY`.

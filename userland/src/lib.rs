@@ -12,6 +12,7 @@
 
 extern crate alloc as alloc_crate;
 
+pub mod aio;
 pub mod alloc;
 pub mod args;
 pub mod calls;
@@ -21,6 +22,8 @@ pub mod start;
 pub mod sys;
 pub mod test;
 pub mod thread;
+pub mod uring;
+pub mod vda;
 
 pub use args::{args, env};
 

@@ -77,11 +77,13 @@ pub mod errno {
     pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
     pub const ESRCH: i32 = 3;
+    pub const ENXIO: i32 = 6;
     pub const EBADF: i32 = 9;
     pub const ECHILD: i32 = 10;
     pub const ENOMEM: i32 = 12;
     pub const EACCES: i32 = 13;
     pub const EFAULT: i32 = 14;
+    pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;
     pub const ENOTDIR: i32 = 20;
     pub const EISDIR: i32 = 21;
@@ -91,7 +93,10 @@ pub mod errno {
     pub const EROFS: i32 = 30;
     pub const EPIPE: i32 = 32;
     pub const ERANGE: i32 = 34;
+    pub const ENAMETOOLONG: i32 = 36;
     pub const ENOSYS: i32 = 38;
+    pub const EOPNOTSUPP: i32 = 95;
+    pub const ECANCELED: i32 = 125;
 }
 
 /// A failed system call: the positive `errno` the kernel returned.

@@ -25,11 +25,14 @@
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};
 
+use cowlab_userland::aio::{Iocb, IO_DESTROY, IO_GETEVENTS, IO_SETUP, IO_SUBMIT};
 use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
     MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
 };
+use cowlab_userland::calls::{O_DIRECT, O_RDWR};
 use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::vda::{HOLD, INFLIGHT, RELEASE};
 use cowlab_userland::{eprintln, println};
 
 cowlab_userland::entry!(main);
@@ -693,24 +696,6 @@ fn gup_test_pins() {
     let _ = close(fd as i32);
 }
 
-/// Linux `struct iocb` (64 bytes), for the O_DIRECT rows.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Iocb {
-    data: u64,
-    key: u32,
-    rw_flags: i32,
-    opcode: u16,
-    reqprio: i16,
-    fildes: u32,
-    buf: u64,
-    nbytes: u64,
-    offset: i64,
-    reserved2: u64,
-    flags: u32,
-    resfd: u32,
-}
-
 /// O_DIRECT 4 KiB requests on `/dev/vda`, guest instructions per request on the CPU: submitting
 /// (`io_submit`: validating, pinning the page, building the virtio descriptor chain; the device
 /// is held so nothing completes inside the region), then, once the request is done, collecting
@@ -720,15 +705,6 @@ struct Iocb {
 /// arrives depends on the host, so a region that may contain it does not repeat. cowlab only (the Linux 6.1
 /// baseline machine had no data disk), and never on the host, whose `/dev/vda` may be a disk.
 fn dio_4k() {
-    const O_RDWR: usize = 2;
-    const O_DIRECT: usize = 0o40000;
-    const IO_SETUP: usize = 206;
-    const IO_GETEVENTS: usize = 208;
-    const IO_SUBMIT: usize = 209;
-    const IO_DESTROY: usize = 207;
-    const HOLD: usize = 0xcb01;
-    const RELEASE: usize = 0xcb02;
-    const INFLIGHT: usize = 0xcb03;
     const REQUESTS: usize = 256;
     let names = ["dio_read_4k", "dio_write_4k"];
     if !cowlab_userland::test::on_cowlab() {
@@ -742,7 +718,14 @@ fn dio_4k() {
     let fd = match unsafe {
         raw(
             nr::OPEN,
-            [path.as_ptr() as usize, O_RDWR | O_DIRECT, 0, 0, 0, 0],
+            [
+                path.as_ptr() as usize,
+                (O_RDWR | O_DIRECT) as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
         )
     } {
         Ok(fd) => fd,

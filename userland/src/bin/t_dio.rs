@@ -32,54 +32,20 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use cowlab_userland::aio::{
+    self, io_destroy, io_getevents, io_setup, iocb, IoEvent, Iocb, IOCB_CMD_PREAD, IOCB_CMD_PWRITE,
+    IO_CANCEL, IO_GETEVENTS, IO_SETUP, IO_SUBMIT,
+};
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::test::{in_child, on_cowlab, Tester};
+use cowlab_userland::uring::Ring;
+use cowlab_userland::vda::{control, is_stamped, stamp_byte, HOLD, INFLIGHT, RELEASE, SECTOR};
 
 cowlab_userland::entry!(main);
 
-const IOCTL: usize = 16;
-const IO_SETUP: usize = 206;
-const IO_DESTROY: usize = 207;
-const IO_GETEVENTS: usize = 208;
-const IO_SUBMIT: usize = 209;
-const IO_CANCEL: usize = 210;
 const PAGE: usize = 4096;
-const SECTOR: usize = 512;
-const O_RDWR: u32 = 2;
-const O_DIRECT: u32 = 0o40000;
-const HOLD: usize = 0xcb01;
-const RELEASE: usize = 0xcb02;
-const INFLIGHT: usize = 0xcb03;
-const IOCB_CMD_PREAD: u16 = 0;
-const IOCB_CMD_PWRITE: u16 = 1;
 const SIGKILL: i32 = 9;
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Iocb {
-    data: u64,
-    key: u32,
-    rw_flags: i32,
-    opcode: u16,
-    reqprio: i16,
-    fildes: u32,
-    buf: u64,
-    nbytes: u64,
-    offset: i64,
-    reserved2: u64,
-    flags: u32,
-    resfd: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
 
 fn sys(n: usize, args: [usize; 6]) -> Result<usize, Errno> {
     // SAFETY: every caller passes pointers to live values of the sizes the call uses, or bad
@@ -87,74 +53,12 @@ fn sys(n: usize, args: [usize; 6]) -> Result<usize, Errno> {
     unsafe { raw(n, args) }
 }
 
-fn ioctl(fd: i32, cmd: usize) -> Result<usize, Errno> {
-    sys(IOCTL, [fd as usize, cmd, 0, 0, 0, 0])
-}
-
-fn io_setup(n: usize) -> Result<u64, Errno> {
-    let mut ctx = 0u64;
-    sys(IO_SETUP, [n, &mut ctx as *mut u64 as usize, 0, 0, 0, 0]).map(|_| ctx)
-}
-
+/// [`aio::io_submit`] for the checks: every iocb they submit names a live buffer that stays
+/// mapped until its event is collected, or a bad address on purpose (the kernel must refuse it).
 fn io_submit(ctx: u64, iocbs: &[&Iocb]) -> Result<usize, Errno> {
-    // A stack array, not a Vec: tests measure memory around these calls.
-    let mut ptrs = [0usize; 8];
-    assert!(iocbs.len() <= ptrs.len(), "at most 8 iocbs per call");
-    for (p, i) in ptrs.iter_mut().zip(iocbs) {
-        *p = *i as *const Iocb as usize;
-    }
-    sys(
-        IO_SUBMIT,
-        [ctx as usize, iocbs.len(), ptrs.as_ptr() as usize, 0, 0, 0],
-    )
-}
-
-fn io_getevents(
-    ctx: u64,
-    min: usize,
-    out: &mut [IoEvent],
-    timeout_ns: Option<u64>,
-) -> Result<usize, Errno> {
-    let ts = timeout_ns.map(|ns| [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64]);
-    let tsp = ts.as_ref().map_or(0, |t| t.as_ptr() as usize);
-    sys(
-        IO_GETEVENTS,
-        [
-            ctx as usize,
-            min,
-            out.len(),
-            out.as_mut_ptr() as usize,
-            tsp,
-            0,
-        ],
-    )
-}
-
-fn io_destroy(ctx: u64) -> Result<usize, Errno> {
-    sys(IO_DESTROY, [ctx as usize, 0, 0, 0, 0, 0])
-}
-
-fn iocb(fd: i32, opcode: u16, buf: &[u8], offset: u64, data: u64) -> Iocb {
-    Iocb {
-        data,
-        opcode,
-        fildes: fd as u32,
-        buf: buf.as_ptr() as u64,
-        nbytes: buf.len() as u64,
-        offset: offset as i64,
-        ..Iocb::default()
-    }
-}
-
-/// The stamped byte at disk offset `pos` of the pristine image.
-fn stamp_byte(pos: u64) -> u8 {
-    (pos / SECTOR as u64).to_le_bytes()[(pos % 8) as usize]
-}
-
-fn is_stamped(buf: &[u8], pos: u64) -> bool {
-    buf.iter()
-        .enumerate()
-        .all(|(i, &b)| b == stamp_byte(pos + i as u64))
+    // SAFETY: the checks' iocbs name buffers kept mapped until their events are collected (or
+    // the process exits, which waits for them), or bad addresses the kernel must refuse.
+    unsafe { aio::io_submit(ctx, iocbs) }
 }
 
 fn anon(pages: usize) -> &'static mut [u8] {
@@ -176,15 +80,7 @@ fn unmap(buf: &mut [u8]) {
 /// A value from /proc/meminfo (kB) or /proc/cowlab/mmstat, by its `key:` prefix.
 fn stat_value(path: &core::ffi::CStr, key: &[u8]) -> Option<u64> {
     let mut text = [0u8; 4096];
-    let fd = open(path, 0).ok()?;
-    let mut n = 0;
-    while n < text.len() {
-        match read(fd, &mut text[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    let _ = close(fd);
+    let n = read_file(path, &mut text)?;
     let text = &text[..n];
     let at = text.windows(key.len()).position(|w| w == key)?;
     let rest = &text[at + key.len()..];
@@ -208,7 +104,7 @@ fn pins_held() -> Option<u64> {
 /// Waits until the driver has finished every request (after a RELEASE).
 fn drain(fd: i32) -> bool {
     for _ in 0..500 {
-        if ioctl(fd, INFLIGHT) == Ok(0) {
+        if control(fd, INFLIGHT) == Ok(0) {
             return true;
         }
         let _ = sleep_ms(2);
@@ -265,7 +161,7 @@ fn aio_basics(t: &mut Tester, fd: i32, bfd: i32) {
 
     // Four reads in flight at once: held, counted, released together.
     let bufs = anon(4);
-    let _ = ioctl(fd, HOLD);
+    let _ = control(fd, HOLD);
     let iocbs: Vec<Iocb> = (0..4)
         .map(|i| {
             iocb(
@@ -283,14 +179,14 @@ fn aio_basics(t: &mut Tester, fd: i32, bfd: i32) {
         io_submit(ctx, &refs),
         Ok(4),
     );
-    t.eq("4 requests in flight", ioctl(fd, INFLIGHT), Ok(4));
+    t.eq("4 requests in flight", control(fd, INFLIGHT), Ok(4));
     let mut events = [IoEvent::default(); 8];
     t.eq(
         "nothing completes while held (zero timeout)",
         io_getevents(ctx, 1, &mut events, Some(0)),
         Ok(0),
     );
-    t.eq("RELEASE hands over the 4", ioctl(fd, RELEASE), Ok(4));
+    t.eq("RELEASE hands over the 4", control(fd, RELEASE), Ok(4));
     let n = io_getevents(ctx, 4, &mut events, None);
     t.eq("io_getevents(min 4) returns 4", n, Ok(4));
     let mut ok = true;
@@ -432,7 +328,7 @@ fn aio_basics(t: &mut Tester, fd: i32, bfd: i32) {
     let page = anon(1);
     page[0] = 1;
     let before_unmap = mem_free();
-    let _ = ioctl(fd, HOLD);
+    let _ = control(fd, HOLD);
     let held = iocb(fd, IOCB_CMD_PREAD, page, 0, 9);
     t.eq("held read into a page", io_submit(ctx, &[&held]), Ok(1));
     let pins = pins_held();
@@ -442,7 +338,7 @@ fn aio_basics(t: &mut Tester, fd: i32, bfd: i32) {
         mem_free(),
         before_unmap,
     );
-    let _ = ioctl(fd, RELEASE);
+    let _ = control(fd, RELEASE);
     t.check("the request completes", drain(fd));
     t.eq(
         "completed, not yet collected: the frame is free",
@@ -484,7 +380,7 @@ fn bug1(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
     let page = anon(1);
     page.fill(b'A');
     let disk = 4096 * 2000 + 2048 * again as u64;
-    let _ = ioctl(fd, HOLD);
+    let _ = control(fd, HOLD);
     let req = iocb(fd, IOCB_CMD_PREAD, &page[2048..], disk, 1);
     t.eq(
         &alloc::format!("{name}: held O_DIRECT read into the second half"),
@@ -509,7 +405,7 @@ fn bug1(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
     if again {
         page[..2048].fill(b'C');
     }
-    let _ = ioctl(fd, RELEASE);
+    let _ = control(fd, RELEASE);
     let mut events = [IoEvent::default(); 1];
     let n = io_getevents(ctx, 1, &mut events, None);
     t.check(
@@ -596,7 +492,7 @@ fn bug2(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
         let _ = write(c_write, b"y");
         exit_now(0);
     }
-    let _ = ioctl(fd, HOLD);
+    let _ = control(fd, HOLD);
     let req = iocb(fd, IOCB_CMD_PWRITE, &page[..2048], disk, 2);
     t.eq(
         "bug 2: held O_DIRECT write from the first half",
@@ -608,7 +504,7 @@ fn bug2(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
     let mut b = [0u8; 1];
     let _ = read(p_read, &mut b);
     let _ = waitpid(pid, 0);
-    let _ = ioctl(fd, RELEASE);
+    let _ = control(fd, RELEASE);
     let mut events = [IoEvent::default(); 1];
     let n = io_getevents(ctx, 1, &mut events, None);
     t.check(
@@ -692,7 +588,7 @@ fn exit_in_flight(t: &mut Tester, fd: i32) {
         let Ok(ctx) = io_setup(2) else { return 1 };
         let page = anon(4);
         page.fill(7);
-        let _ = ioctl(fd, HOLD);
+        let _ = control(fd, HOLD);
         let req = iocb(fd, IOCB_CMD_PREAD, page, 4096 * 3000, 1);
         if io_submit(ctx, &[&req]) != Ok(1) {
             return 2;
@@ -700,26 +596,30 @@ fn exit_in_flight(t: &mut Tester, fd: i32) {
         0 // exits without io_destroy or io_getevents
     });
     t.eq("AIO child exits with its read held", status, 0);
-    t.eq("its request is still in flight", ioctl(fd, INFLIGHT), Ok(1));
-    t.eq("released from another process", ioctl(fd, RELEASE), Ok(1));
+    t.eq(
+        "its request is still in flight",
+        control(fd, INFLIGHT),
+        Ok(1),
+    );
+    t.eq("released from another process", control(fd, RELEASE), Ok(1));
     t.check("it completes", drain(fd));
     t.eq("every frame of the exited child is back", mem_free(), base);
 
     let pid = fork().expect("fork");
     if pid == 0 {
         let page = anon(2);
-        let _ = ioctl(fd, HOLD);
+        let _ = control(fd, HOLD);
         let _ = pread(fd, page, 4096 * 3100);
         exit_now(3);
     }
     let mut waited = 0;
-    while ioctl(fd, INFLIGHT) != Ok(1) && waited < 1000 {
+    while control(fd, INFLIGHT) != Ok(1) && waited < 1000 {
         let _ = sleep_ms(2);
         waited += 1;
     }
     t.eq(
         "a child sleeps in a held synchronous read",
-        ioctl(fd, INFLIGHT),
+        control(fd, INFLIGHT),
         Ok(1),
     );
     let _ = kill(pid, SIGKILL);
@@ -728,7 +628,7 @@ fn exit_in_flight(t: &mut Tester, fd: i32) {
         "killed while the read is held",
         status.is_ok_and(|s| wifsignaled(s) && wtermsig(s) == SIGKILL),
     );
-    t.eq("release", ioctl(fd, RELEASE), Ok(1));
+    t.eq("release", control(fd, RELEASE), Ok(1));
     t.check("it completes", drain(fd));
     t.eq("every frame of the killed child is back", mem_free(), base);
     t.eq("no pin left behind by either child", pins_held(), base_pins);
@@ -896,87 +796,6 @@ fn main() -> i32 {
     t.finish()
 }
 
-/// A mapped io_uring (the minimum of `t_uring`'s helper: push one SQE, enter, reap one CQE).
-struct Ring {
-    fd: i32,
-    p: IoUringParams,
-    sq: usize,
-    sq_len: usize,
-    cq: usize,
-    cq_len: usize,
-    sqes: usize,
-    sqes_len: usize,
-}
-
-/// The ring word at `addr` (inside a live ring mapping), shared with the kernel.
-fn word(addr: usize) -> &'static core::sync::atomic::AtomicU32 {
-    // SAFETY: `addr` is a 4-aligned address inside a ring mapping that lives until `close`; the
-    // kernel accesses the word only as a whole u32.
-    unsafe { &*(addr as *const core::sync::atomic::AtomicU32) }
-}
-
-impl Ring {
-    fn new(entries: u32) -> Result<Ring, Errno> {
-        let mut p = IoUringParams::default();
-        let fd = io_uring_setup(entries, &mut p)?;
-        let sq_len = p.sq_off.array as usize + 4 * p.sq_entries as usize;
-        let cq_len = p.cq_off.cqes as usize + 16 * p.cq_entries as usize;
-        let sqes_len = 64 * p.sq_entries as usize;
-        let rw = PROT_READ | PROT_WRITE;
-        // SAFETY: new shared mappings at addresses the kernel chooses.
-        let map = |len, off| unsafe { mmap_fd(0, len, rw, MAP_SHARED, fd, off) };
-        let sq = map(sq_len, IORING_OFF_SQ_RING)?;
-        let cq = map(cq_len, IORING_OFF_CQ_RING)?;
-        let sqes = map(sqes_len, IORING_OFF_SQES)?;
-        Ok(Ring {
-            fd,
-            p,
-            sq,
-            sq_len,
-            cq,
-            cq_len,
-            sqes,
-            sqes_len,
-        })
-    }
-
-    /// Submits `sqe`, waits for it, returns its `res`.
-    fn run(&self, sqe: IoUringSqe) -> Result<i32, Errno> {
-        use core::sync::atomic::Ordering;
-        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
-        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
-        let slot = tail & mask;
-        // SAFETY: slot < sq_entries: inside the SQE mapping, which holds IoUringSqe values.
-        unsafe {
-            core::ptr::write_volatile((self.sqes as *mut IoUringSqe).add(slot as usize), sqe)
-        };
-        word(self.sq + self.p.sq_off.array as usize + 4 * slot as usize)
-            .store(slot, Ordering::Relaxed);
-        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
-        // SAFETY: the SQE's buffer is registered and lives until the call returns.
-        unsafe { io_uring_enter(self.fd, 1, 1, IORING_ENTER_GETEVENTS) }?;
-        let head_w = word(self.cq + self.p.cq_off.head as usize);
-        let head = head_w.load(Ordering::Relaxed);
-        let cmask = word(self.cq + self.p.cq_off.ring_mask as usize).load(Ordering::Relaxed);
-        // SAFETY: (head & mask) < cq_entries: inside the CQE array of the CQ mapping.
-        let cqe = unsafe {
-            core::ptr::read_volatile(
-                ((self.cq + self.p.cq_off.cqes as usize) as *const IoUringCqe)
-                    .add((head & cmask) as usize),
-            )
-        };
-        head_w.store(head.wrapping_add(1), Ordering::Release);
-        Ok(cqe.res)
-    }
-
-    fn close(self) {
-        let _ = munmap(self.sq, self.sq_len);
-        let _ = munmap(self.cq, self.cq_len);
-        let _ = munmap(self.sqes, self.sqes_len);
-        let _ = close(self.fd);
-    }
-}
-
 /// io_uring registered buffers as DMA targets: READ_FIXED/WRITE_FIXED on O_DIRECT `/dev/vda`
 /// move data through the registered (long-term pinned) frames without pinning again; after
 /// fork, a DMA into the registered buffer reaches the parent's memory and never the child's
@@ -1008,9 +827,11 @@ fn uring_registered(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
         buf_index: 0,
         ..IoUringSqe::default()
     };
+    // The completion's result, as the checks below compare it.
+    let run = |sqe| ring.run(sqe).map(|c| c.res);
     let addr = buf.as_ptr() as usize;
     if expect.era == 2023 {
-        let r = ring.run(sqe(IORING_OP_READ_FIXED, addr + 512, 6144, 4096 * 2200));
+        let r = run(sqe(IORING_OP_READ_FIXED, addr + 512, 6144, 4096 * 2200));
         t.check_why(
             "READ_FIXED O_DIRECT into the registered frames",
             r == Ok(6144)
@@ -1019,7 +840,7 @@ fn uring_registered(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
             format_args!("{r:?}"),
         );
         buf[..4096].fill(b'W');
-        let r = ring.run(sqe(IORING_OP_WRITE_FIXED, addr, 4096, 4096 * 2300));
+        let r = run(sqe(IORING_OP_WRITE_FIXED, addr, 4096, 4096 * 2300));
         let mut back = [0u8; 4096];
         let _ = pread(bfd, &mut back, 4096 * 2300);
         t.check_why(
@@ -1029,12 +850,12 @@ fn uring_registered(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
         );
         t.eq(
             "READ_FIXED misaligned: -EINVAL",
-            ring.run(sqe(IORING_OP_READ_FIXED, addr + 1, 512, 0)),
+            run(sqe(IORING_OP_READ_FIXED, addr + 1, 512, 0)),
             Ok(-22),
         );
         t.eq(
             "READ_FIXED at the end: 0",
-            ring.run(sqe(IORING_OP_READ_FIXED, addr, 512, 64 << 20)),
+            run(sqe(IORING_OP_READ_FIXED, addr, 512, 64 << 20)),
             Ok(0),
         );
         t.eq("registering pinned, nothing else taken", mem_free(), base);
@@ -1052,7 +873,7 @@ fn uring_registered(t: &mut Tester, fd: i32, bfd: i32, expect: Expect) {
         let _ = write(c_write, b"y");
         exit_now(i32::from(untouched) | i32::from(got_dma) << 1);
     }
-    let r = ring.run(sqe(IORING_OP_READ_FIXED, addr, 4096, 4096 * 2400));
+    let r = run(sqe(IORING_OP_READ_FIXED, addr, 4096, 4096 * 2400));
     t.eq(
         "after fork: READ_FIXED into the registered buffer",
         r,
@@ -1169,7 +990,7 @@ fn aio_fuzz(t: &mut Tester, fd: i32, bfd: i32) {
         submitted,
     );
     t.eq("fuzz: every result is a byte count or -errno", bad_res, 0);
-    t.eq("fuzz: nothing in flight", ioctl(fd, INFLIGHT), Ok(0));
+    t.eq("fuzz: nothing in flight", control(fd, INFLIGHT), Ok(0));
     t.eq("fuzz: pins back at baseline", pins_held(), base_pins);
     t.check_why(
         "fuzz: free memory back at baseline",
@@ -1237,7 +1058,7 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
     let page = anon(1);
     page.fill(b'A');
     let disk = 4096 * 2500 + 2048 * again as u64;
-    let _ = ioctl(fd, HOLD);
+    let _ = control(fd, HOLD);
     let job = DioJob {
         fd,
         addr: page.as_ptr() as usize + 2048,
@@ -1248,7 +1069,7 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
     let thread = match cowlab_userland::thread::spawn(dio_thread, &job as *const DioJob as usize) {
         Ok(th) => th,
         Err(e) => {
-            let _ = ioctl(fd, RELEASE);
+            let _ = control(fd, RELEASE);
             t.check_why(
                 &alloc::format!("{name}: spawn a thread"),
                 false,
@@ -1258,13 +1079,13 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
         }
     };
     let mut waited = 0;
-    while ioctl(fd, INFLIGHT) != Ok(1) && waited < 1000 {
+    while control(fd, INFLIGHT) != Ok(1) && waited < 1000 {
         let _ = sleep_ms(2);
         waited += 1;
     }
     t.eq(
         &alloc::format!("{name}: the thread's read is held"),
-        ioctl(fd, INFLIGHT),
+        control(fd, INFLIGHT),
         Ok(1),
     );
     page[..2048].fill(b'B');
@@ -1284,7 +1105,7 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
     if again {
         page[..2048].fill(b'C');
     }
-    let _ = ioctl(fd, RELEASE);
+    let _ = control(fd, RELEASE);
     thread.join();
     t.eq(
         &alloc::format!("{name}: the thread's read returned 2048"),
@@ -1348,7 +1169,7 @@ fn queue_full(t: &mut Tester, fd: i32) {
     if pid == 0 {
         let Ok(ctx) = io_setup(128) else { exit_now(10) };
         let buf = anon(N);
-        let _ = ioctl(fd, HOLD);
+        let _ = control(fd, HOLD);
         let mut iocbs = [Iocb::default(); N];
         for (i, c) in iocbs.iter_mut().enumerate() {
             *c = iocb(
@@ -1398,7 +1219,7 @@ fn queue_full(t: &mut Tester, fd: i32) {
     let mut stable = 0;
     for _ in 0..2000 {
         let _ = sleep_ms(2);
-        let now = ioctl(fd, INFLIGHT).unwrap_or(0);
+        let now = control(fd, INFLIGHT).unwrap_or(0);
         if now == last && now > 0 {
             stable += 1;
             if stable > 20 {
@@ -1416,7 +1237,7 @@ fn queue_full(t: &mut Tester, fd: i32) {
     );
     t.eq(
         "queue full: release hands over what was queued",
-        ioctl(fd, RELEASE),
+        control(fd, RELEASE),
         Ok(last),
     );
     // 100 + k: only k submitted; 2: events missing; 3: wrong data.
@@ -1426,6 +1247,10 @@ fn queue_full(t: &mut Tester, fd: i32) {
         status,
         Ok(0),
     );
-    t.eq("queue full: nothing in flight", ioctl(fd, INFLIGHT), Ok(0));
+    t.eq(
+        "queue full: nothing in flight",
+        control(fd, INFLIGHT),
+        Ok(0),
+    );
     t.eq("queue full: free memory back", mem_free(), base);
 }

@@ -15,13 +15,12 @@ use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
-use cowlab_userland::sys::{errno, nr, Errno};
+use cowlab_userland::sys::errno::{self, ENAMETOOLONG, EOPNOTSUPP};
+use cowlab_userland::sys::{nr, Errno};
 use cowlab_userland::test::{in_child, on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
 
-const ENAMETOOLONG: i32 = 36;
-const EOPNOTSUPP: i32 = 95;
 const PAGE: usize = 4096;
 
 /// A NUL-terminated copy of `s` (owned, so names can be built at run time).

@@ -13,20 +13,18 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use cowlab_userland::calls::*;
 use cowlab_userland::println;
-use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::sys::errno::{self, EBUSY, ECANCELED, ENXIO, EOPNOTSUPP};
+use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{in_child, on_cowlab, Tester};
+use cowlab_userland::uring::{word, Ring};
 
 cowlab_userland::entry!(main);
 
 const PAGE: usize = 4096;
-const ENXIO: i32 = 6;
-const EBUSY: i32 = 16;
-const ECANCELED: i32 = 125;
-const EOPNOTSUPP: i32 = 95;
 
 fn e<T>(n: i32) -> Result<T, Errno> {
     Err(Errno(n))
@@ -40,115 +38,6 @@ fn peek(addr: usize) -> u8 {
 fn poke(addr: usize, v: u8) {
     // SAFETY: callers pass addresses inside live writable mappings.
     unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
-}
-
-/// The ring word at `addr` (inside a live ring mapping), shared with the kernel.
-fn word(addr: usize) -> &'static AtomicU32 {
-    // SAFETY: `addr` is a 4-aligned address inside a ring mapping that lives until the test
-    // unmaps it at the end; the kernel accesses the word only as a whole u32.
-    unsafe { &*(addr as *const AtomicU32) }
-}
-
-/// A mapped ring.
-struct Ring {
-    fd: i32,
-    p: IoUringParams,
-    sq: usize,
-    sq_len: usize,
-    cq: usize,
-    cq_len: usize,
-    sqes: usize,
-    sqes_len: usize,
-}
-
-impl Ring {
-    fn new(entries: u32) -> Result<Ring, Errno> {
-        let mut p = IoUringParams::default();
-        let fd = io_uring_setup(entries, &mut p)?;
-        let sq_len = p.sq_off.array as usize + 4 * p.sq_entries as usize;
-        let cq_len = p.cq_off.cqes as usize + 16 * p.cq_entries as usize;
-        let sqes_len = 64 * p.sq_entries as usize;
-        let rw = PROT_READ | PROT_WRITE;
-        // SAFETY: new shared mappings at addresses the kernel chooses.
-        let map = |len, off| unsafe { mmap_fd(0, len, rw, MAP_SHARED, fd, off) };
-        let sq = map(sq_len, IORING_OFF_SQ_RING)?;
-        let cq = map(cq_len, IORING_OFF_CQ_RING)?;
-        let sqes = map(sqes_len, IORING_OFF_SQES)?;
-        Ok(Ring {
-            fd,
-            p,
-            sq,
-            sq_len,
-            cq,
-            cq_len,
-            sqes,
-            sqes_len,
-        })
-    }
-
-    /// Queues one SQE (not yet submitted).
-    fn push(&self, sqe: IoUringSqe) {
-        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
-        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
-        let slot = tail & mask;
-        // SAFETY: slot < sq_entries: inside the SQE mapping, which holds IoUringSqe values.
-        unsafe {
-            core::ptr::write_volatile((self.sqes as *mut IoUringSqe).add(slot as usize), sqe)
-        };
-        word(self.sq + self.p.sq_off.array as usize + 4 * slot as usize)
-            .store(slot, Ordering::Relaxed);
-        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
-    }
-
-    /// Queues an SQ array entry naming SQE `index` (which may be out of range) as is.
-    fn push_index(&self, index: u32) {
-        let tail = word(self.sq + self.p.sq_off.tail as usize).load(Ordering::Relaxed);
-        let mask = word(self.sq + self.p.sq_off.ring_mask as usize).load(Ordering::Relaxed);
-        word(self.sq + self.p.sq_off.array as usize + 4 * (tail & mask) as usize)
-            .store(index, Ordering::Relaxed);
-        word(self.sq + self.p.sq_off.tail as usize).store(tail.wrapping_add(1), Ordering::Release);
-    }
-
-    /// Submits what is queued and waits for `wait` completions.
-    fn enter(&self, submit: u32, wait: u32) -> Result<usize, Errno> {
-        // SAFETY: every SQE the tests queue points at buffers that live until it completes
-        // (the kernel completes them inside this call).
-        unsafe { io_uring_enter(self.fd, submit, wait, IORING_ENTER_GETEVENTS) }
-    }
-
-    /// Takes the next completion, if any.
-    fn reap(&self) -> Option<IoUringCqe> {
-        let head_w = word(self.cq + self.p.cq_off.head as usize);
-        let head = head_w.load(Ordering::Relaxed);
-        let tail = word(self.cq + self.p.cq_off.tail as usize).load(Ordering::Acquire);
-        if head == tail {
-            return None;
-        }
-        let mask = word(self.cq + self.p.cq_off.ring_mask as usize).load(Ordering::Relaxed);
-        // SAFETY: (head & mask) < cq_entries: inside the CQE array of the CQ mapping.
-        let cqe = unsafe {
-            core::ptr::read_volatile(
-                ((self.cq + self.p.cq_off.cqes as usize) as *const IoUringCqe)
-                    .add((head & mask) as usize),
-            )
-        };
-        head_w.store(head.wrapping_add(1), Ordering::Release);
-        Some(cqe)
-    }
-
-    /// Submits one SQE and returns its completion.
-    fn run(&self, sqe: IoUringSqe) -> Result<IoUringCqe, Errno> {
-        self.push(sqe);
-        self.enter(1, 1)?;
-        self.reap().ok_or(Errno(0))
-    }
-
-    fn close(self) {
-        let _ = munmap(self.sq, self.sq_len);
-        let _ = munmap(self.cq, self.cq_len);
-        let _ = munmap(self.sqes, self.sqes_len);
-        let _ = close(self.fd);
-    }
 }
 
 fn rw(op: u8, fd: i32, addr: usize, len: usize, off: u64, data: u64) -> IoUringSqe {

@@ -10,30 +10,16 @@
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::test::{on_cowlab, Tester};
+use cowlab_userland::vda::is_stamped;
 
 cowlab_userland::entry!(main);
 
 const IOCTL: usize = 16;
 const FSTAT: usize = 5;
 const PAGE: usize = 4096;
-const SECTOR: usize = 512;
-const O_RDWR: u32 = 2;
-const O_DIRECT: u32 = 0o40000;
 const BLKGETSIZE64: usize = 0x8008_1272;
 const BLKSSZGET: usize = 0x1268;
 const DISK_BYTES: u64 = 64 * 1024 * 1024;
-
-/// The stamped byte at disk offset `pos` of the pristine image.
-fn stamp_byte(pos: u64) -> u8 {
-    let lba = pos / SECTOR as u64;
-    lba.to_le_bytes()[(pos % 8) as usize]
-}
-
-fn is_stamped(buf: &[u8], pos: u64) -> bool {
-    buf.iter()
-        .enumerate()
-        .all(|(i, &b)| b == stamp_byte(pos + i as u64))
-}
 
 fn ioctl(fd: i32, cmd: usize, arg: usize) -> Result<usize, Errno> {
     // SAFETY: callers pass pointers to live values of the size `cmd` writes.
@@ -63,15 +49,7 @@ fn mem_free_kb() -> u64 {
 /// A counter of /proc/cowlab/mmstat (`name value` lines), where the kernel has it.
 fn mmstat(key: &[u8]) -> Option<u64> {
     let mut text = [0u8; 4096];
-    let fd = open(c"/proc/cowlab/mmstat", 0).ok()?;
-    let mut n = 0;
-    while n < text.len() {
-        match read(fd, &mut text[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    let _ = close(fd);
+    let n = read_file(c"/proc/cowlab/mmstat", &mut text)?;
     let text = &text[..n];
     let line = text
         .split(|&b| b == b'\n')
