@@ -168,6 +168,42 @@ impl AddressSpace {
 
     // ---- VMA-set primitives used by mmap, munmap, mprotect, madvise and brk ----
 
+    /// Refuses (`NoMem`) an operation that may add up to `extra` VMAs if that could take this
+    /// process past `max_map_count` (Linux `__split_vma` and `do_mmap` check
+    /// `map_count >= sysctl_max_map_count`) or all address spaces past cowlab's system-wide
+    /// cap (the kernel heap that holds VMAs is fixed). Called before anything is changed, so
+    /// a refused operation leaves the address space as it was. `extra` is an upper bound
+    /// (merges are not anticipated). Check-then-add is not one atomic step: operations on
+    /// different address spaces running at once may each pass, overshooting the system-wide
+    /// cap by at most their `extra` (2) each; the cap leaves far more heap headroom than that.
+    pub(crate) fn check_map_count<A: Arch>(&self, mm: &Mm<A>, extra: usize) -> Result<(), MmError> {
+        if extra == 0 {
+            return Ok(());
+        }
+        let (per_process, total) = mm.vma_limits();
+        if self.vmas.len() + extra > per_process || mm.live_vmas() + extra > total {
+            return Err(MmError::NoMem);
+        }
+        Ok(())
+    }
+
+    /// How many VMAs splitting at `start` and `end` adds (0, 1 or 2): one per end strictly
+    /// inside a VMA.
+    pub(crate) fn splits_needed(&self, start: VirtAddr, end: VirtAddr) -> usize {
+        let inside = |at: VirtAddr| self.find_vma(at).is_some_and(|v| v.start < at);
+        usize::from(inside(start)) + usize::from(inside(end))
+    }
+
+    /// How many VMAs removing `[start, end)` adds: 1 if the range is strictly inside one VMA
+    /// (a hole punched in its middle leaves two pieces), else 0 (the pieces split off at the
+    /// ends are removed with the range).
+    pub(crate) fn punch_extra(&self, start: VirtAddr, end: VirtAddr) -> usize {
+        usize::from(
+            self.find_vma(start)
+                .is_some_and(|v| v.start < start && end < v.end),
+        )
+    }
+
     /// Is any part of `[start, end)` covered by a VMA?
     pub(crate) fn overlaps(&self, start: VirtAddr, end: VirtAddr) -> bool {
         if let Some((_, v)) = self.vmas.range(..end.as_u64()).next_back() {

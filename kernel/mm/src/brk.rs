@@ -43,13 +43,15 @@ impl AddressSpace {
         else {
             return cur;
         };
+        let before = self.vmas.len();
         if new_end < old_end {
+            // The heap's end is its VMA's end, so shrinking never punches a hole.
             self.unmap_region(mm, new_end, old_end);
         } else if new_end > old_end {
             if self.overlaps(old_end, new_end) {
                 return cur;
             }
-            self.insert_vma(Vma {
+            let heap = Vma {
                 start: old_end,
                 end: new_end,
                 prot: Prot::RW,
@@ -59,8 +61,19 @@ impl AddressSpace {
                     | VmaFlags::MAYEXEC
                     | VmaFlags::SOFTDIRTY,
                 backing: Backing::Anonymous,
-            });
+            };
+            // Growing an existing heap VMA adds none; a first heap (or one after an mprotect
+            // of its end) adds one (Linux `do_brk_flags` checks `map_count` too).
+            let extends = old_end > start
+                && self
+                    .find_vma(old_end - crate::PAGE_SIZE as u64)
+                    .is_some_and(|prev| prev.can_merge_with(&heap));
+            if self.check_map_count(mm, usize::from(!extends)).is_err() {
+                return cur;
+            }
+            self.insert_vma(heap);
         }
+        mm.account_vmas(before, self.vmas.len());
         self.brk.cur = requested;
         requested
     }

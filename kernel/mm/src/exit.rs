@@ -24,6 +24,7 @@ impl AddressSpace {
             mm.remove_mapping(pte.frame());
             mm.put_page(pte.frame());
         });
+        mm.account_vmas(self.vmas.len(), 0);
         for (_, vma) in self.vmas.into_map() {
             crate::munmap::release_vma(mm, vma);
         }

@@ -29,10 +29,23 @@ impl AddressSpace {
     /// exclusive on the next write).
     #[doc(alias = "dup_mmap")]
     pub fn fork<A: Arch>(&mut self, mm: &Mm<A>) -> Result<AddressSpace, MmError> {
+        // The child's VMAs count against the system-wide cap (Linux's `dup_mmap` can only fail
+        // on memory for them; here the cap is that memory). Checked before anything changes.
+        let inherited = self
+            .vmas
+            .values()
+            .filter(|v| !v.flags.contains(VmaFlags::DONTFORK))
+            .count();
+        if mm.live_vmas() + inherited > mm.vma_limits().1 {
+            return Err(MmError::NoMem);
+        }
         let root = PageTable::create_root(mm).ok_or(MmError::NoMem)?;
         let mut child = self.fork_shell(root);
         self.write_protect_begin();
         let result = copy_mappings(mm, self, &mut child);
+        // Whatever was copied is now counted, so that `exit` below (or the child's own, later)
+        // takes exactly it off again.
+        mm.account_vmas(0, child.vmas.len());
         if let Ok(true) | Err(_) = result {
             // Parent PTEs lost write permission: no CPU may keep writing through an old entry.
             let mut flush = TlbFlush::none(self.root);

@@ -66,7 +66,7 @@ pub use era::Era;
 pub use error::{FaultError, MmError, SegvReason};
 pub use fault::{handle_mm_fault, handle_x86_page_fault, FaultKind};
 pub use madvise::Advice;
-pub use mm::Mm;
+pub use mm::{Mm, MAX_MAP_COUNT, MAX_VMAS};
 pub use mmap::MapFlags;
 pub use uaccess::{copy_from_user, copy_to_user};
 pub use vma::Prot;

@@ -73,6 +73,8 @@ impl AddressSpace {
             // PTEs only exist inside VMAs, so zapping the whole range touches the mapped parts.
             Advice::DontNeed => zap_pages(mm, self.root, start, end),
             Advice::DontFork | Advice::DoFork => {
+                self.check_map_count(mm, self.splits_needed(start, end))?;
+                let before = self.vmas.len();
                 let keys = self.isolate(start, end);
                 for key in &keys {
                     let vma = self.vmas.map_mut().get_mut(key).expect("isolated VMA");
@@ -87,6 +89,7 @@ impl AddressSpace {
                         self.merge_around(VirtAddr::new(key));
                     }
                 }
+                mm.account_vmas(before, self.vmas.len());
             }
         }
         if holes {

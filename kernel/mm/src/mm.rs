@@ -6,7 +6,7 @@
 //! space, and every page-table page, is accounted in a counter and in the frame's metadata at
 //! the moment it changes hands, so `check` can recompute and compare.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
@@ -27,7 +27,28 @@ pub struct Mm<A: Arch> {
     kernel_template: Option<PhysAddr>,
     era: AtomicU8,
     pub(crate) counters: Counters,
+    /// VMAs held by every live address space together (the sum of their VMA counts), kept by
+    /// the VMA-changing entry points and `exit`; checked against `max_vmas`.
+    live_vmas: AtomicUsize,
+    /// Per-process VMA limit (Linux `sysctl_max_map_count`), [`MAX_MAP_COUNT`] unless a test
+    /// lowers it.
+    max_map_count: AtomicUsize,
+    /// System-wide VMA limit, [`MAX_VMAS`] unless a test lowers it.
+    max_vmas: AtomicUsize,
 }
+
+/// Linux's default `vm.max_map_count` (`DEFAULT_MAX_MAP_COUNT`, 65530): an operation that
+/// would leave a process with more VMAs fails with `ENOMEM`.
+pub const MAX_MAP_COUNT: usize = 65530;
+
+/// cowlab's system-wide limit on live VMAs, over every address space (no Linux equivalent:
+/// Linux's VMAs come from a slab that can grow, cowlab's from a fixed 16 MiB kernel heap, so
+/// enough processes each at `MAX_MAP_COUNT` would exhaust it and the failed allocation would
+/// panic). A VMA costs about 100 heap bytes (a 48-byte `Vma` and its 8-byte key in an 11-slot
+/// `BTreeMap` leaf, which the ascending inserts of splits leave about half full), so this cap
+/// keeps VMAs near half of the heap: one process at Linux's limit fits, with 16384 VMAs to
+/// spare for the rest of the system.
+pub const MAX_VMAS: usize = 81_920;
 
 impl<A: Arch> Mm<A> {
     /// Builds the memory manager over `frames` (already filled by `add_free_range`) and `arch`.
@@ -63,6 +84,9 @@ impl<A: Arch> Mm<A> {
             kernel_template,
             era: AtomicU8::new(Era::default() as u8),
             counters: Counters::default(),
+            live_vmas: AtomicUsize::new(0),
+            max_map_count: AtomicUsize::new(MAX_MAP_COUNT),
+            max_vmas: AtomicUsize::new(MAX_VMAS),
         })
     }
 
@@ -91,6 +115,35 @@ impl<A: Arch> Mm<A> {
     /// Switches the rule set. Takes effect at the next decision; pages keep their state.
     pub fn set_era(&self, era: Era) {
         self.era.store(era as u8, Ordering::Relaxed);
+    }
+
+    /// VMAs held by all live address spaces together.
+    pub fn live_vmas(&self) -> usize {
+        self.live_vmas.load(Ordering::Relaxed)
+    }
+
+    /// The per-process and system-wide VMA limits in force.
+    pub fn vma_limits(&self) -> (usize, usize) {
+        (
+            self.max_map_count.load(Ordering::Relaxed),
+            self.max_vmas.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Replaces the VMA limits (tests lower them; the kernel keeps the defaults). Existing
+    /// VMAs are kept; only operations that would add VMAs beyond the new limits fail.
+    pub fn set_vma_limits(&self, per_process: usize, total: usize) {
+        self.max_map_count.store(per_process, Ordering::Relaxed);
+        self.max_vmas.store(total, Ordering::Relaxed);
+    }
+
+    /// An address space's VMA count went from `before` to `after`.
+    pub(crate) fn account_vmas(&self, before: usize, after: usize) {
+        if after >= before {
+            self.live_vmas.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.live_vmas.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     pub fn stats(&self) -> MmStats {

@@ -173,6 +173,17 @@ impl AddressSpace {
             }
         };
         let end = start + len;
+        // The new VMA, plus a second piece if MAP_FIXED punches it into the middle of one.
+        let extra = 1 + if fixed {
+            self.punch_extra(start, end)
+        } else {
+            0
+        };
+        if let Err(e) = self.check_map_count(mm, extra) {
+            release(mm, backing);
+            return Err(e);
+        }
+        let before = self.vmas.len();
         if fixed && self.overlaps(start, end) {
             self.unmap_region(mm, start, end);
         }
@@ -184,6 +195,7 @@ impl AddressSpace {
             flags: VmaFlags::MAYREAD | VmaFlags::MAYWRITE | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY,
             backing,
         });
+        mm.account_vmas(before, self.vmas.len());
         Ok(start)
     }
 

@@ -63,6 +63,8 @@ impl AddressSpace {
         {
             return Err(MmError::Access);
         }
+        self.check_map_count(mm, self.splits_needed(start, end))?;
+        let before = self.vmas.len();
         let keys = self.isolate(start, end);
         let era = mm.era();
         let mut flush = TlbFlush::none(self.root);
@@ -81,6 +83,7 @@ impl AddressSpace {
                 self.merge_around(VirtAddr::new(key));
             }
         }
+        mm.account_vmas(before, self.vmas.len());
         Ok(())
     }
 }

@@ -29,7 +29,11 @@ impl AddressSpace {
         len: usize,
     ) -> Result<(), MmError> {
         let (start, end) = user_range(addr, len)?;
+        // Linux `do_vmi_align_munmap`: only a hole in the middle of one VMA adds one.
+        self.check_map_count(mm, self.punch_extra(start, end))?;
+        let before = self.vmas.len();
         self.unmap_region(mm, start, end);
+        mm.account_vmas(before, self.vmas.len());
         Ok(())
     }
 

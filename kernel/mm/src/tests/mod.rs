@@ -16,6 +16,7 @@ mod shmem_tests;
 mod softdirty_tests;
 mod teardown_tests;
 mod vma_tests;
+mod vmalimit_tests;
 
 use alloc::vec::Vec;
 
@@ -26,7 +27,7 @@ use crate::era::Era;
 use crate::frame::FrameFlags;
 use crate::host::cpu::{read_u64, write_u64, UserFault};
 use crate::host::{new_mm, HostArch};
-use crate::mm::Mm;
+use crate::mm::{Mm, MAX_MAP_COUNT, MAX_VMAS};
 use crate::mmap::MapFlags;
 use crate::pagetable::Pte;
 use crate::vma::Prot;
@@ -72,6 +73,11 @@ impl Env {
         if let Err(e) = self.mm.arch().tlb.check_coherent(&self.mm, &roots) {
             panic!("TLB incoherent: {e}");
         }
+        assert_eq!(
+            self.mm.live_vmas(),
+            spaces.iter().map(|s| s.vmas().count()).sum::<usize>(),
+            "the system-wide VMA count drifted from the address spaces' VMAs"
+        );
     }
 
     /// Exits every space and checks that all frames came back.
