@@ -42,12 +42,13 @@ pub struct Mm<A: Arch> {
 pub const MAX_MAP_COUNT: usize = 65530;
 
 /// cowlab's system-wide limit on live VMAs, over every address space (no Linux equivalent:
-/// Linux's VMAs come from a slab that can grow, cowlab's from a fixed 16 MiB kernel heap, so
+/// Linux's VMAs come from a slab that can grow, cowlab's from the fixed 64 MiB kernel heap, so
 /// enough processes each at `MAX_MAP_COUNT` would exhaust it and the failed allocation would
 /// panic). A VMA costs about 100 heap bytes (a 48-byte `Vma` and its 8-byte key in an 11-slot
 /// `BTreeMap` leaf, which the ascending inserts of splits leave about half full), so this cap
-/// keeps VMAs near half of the heap: one process at Linux's limit fits, with 16384 VMAs to
-/// spare for the rest of the system.
+/// keeps VMAs near 8 MiB, beside the kernel's other budgets (pipes, AIO, io_uring page lists,
+/// tmpfs names, kernel stacks): one process at Linux's limit fits, with 16384 VMAs to spare
+/// for the rest of the system.
 pub const MAX_VMAS: usize = 81_920;
 
 impl<A: Arch> Mm<A> {
