@@ -388,20 +388,9 @@ fn bug1(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
         Ok(1),
     );
     page[..2048].fill(b'B');
-    let [to_child, from_parent] = match pipe() {
-        Ok([r, w]) => [w, r],
-        Err(_) => return,
+    let Some((pid, to_child)) = fork_bug1_child(page, disk) else {
+        return;
     };
-    let pid = fork().expect("fork");
-    if pid == 0 {
-        // The child waits until the DMA is over, then looks at its copy.
-        let mut b = [0u8; 1];
-        let _ = read(from_parent, &mut b);
-        let first_ok = page[..2048].iter().all(|&c| c == b'B');
-        let second_old = page[2048..].iter().all(|&c| c == b'A');
-        let second_dma = is_stamped(&page[2048..], disk);
-        exit_now(i32::from(first_ok) | i32::from(second_old) << 1 | i32::from(second_dma) << 2);
-    }
     if again {
         page[..2048].fill(b'C');
     }
@@ -412,8 +401,7 @@ fn bug1(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
         &alloc::format!("{name}: the read completed"),
         n == Ok(1) && events[0].res == 2048,
     );
-    let _ = write(to_child, b"x");
-    let status = waitpid(pid, 0).map(|(_, s)| wexitstatus(s)).unwrap_or(-1);
+    let status = bug1_child_status(pid, to_child);
     let mine = if again { b'C' } else { b'B' };
     let parent_first = page[..2048].iter().all(|&c| c == mine);
     let parent_dma = is_stamped(&page[2048..], disk);
@@ -465,8 +453,6 @@ fn bug1(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
             child_dma,
         );
     }
-    let _ = close(to_child);
-    let _ = close(from_parent);
     let _ = io_destroy(ctx);
     unmap(page);
 }
@@ -1089,19 +1075,9 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
         Ok(1),
     );
     page[..2048].fill(b'B');
-    let [to_child, from_parent] = match pipe() {
-        Ok([r, w]) => [w, r],
-        Err(_) => return,
+    let Some((pid, to_child)) = fork_bug1_child(page, disk) else {
+        return;
     };
-    let pid = fork().expect("fork");
-    if pid == 0 {
-        let mut b = [0u8; 1];
-        let _ = read(from_parent, &mut b);
-        let first_ok = page[..2048].iter().all(|&c| c == b'B');
-        let second_old = page[2048..].iter().all(|&c| c == b'A');
-        let second_dma = is_stamped(&page[2048..], disk);
-        exit_now(i32::from(first_ok) | i32::from(second_old) << 1 | i32::from(second_dma) << 2);
-    }
     if again {
         page[..2048].fill(b'C');
     }
@@ -1112,8 +1088,7 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
         job.result.load(Ordering::SeqCst),
         2048,
     );
-    let _ = write(to_child, b"x");
-    let status = waitpid(pid, 0).map(|(_, s)| wexitstatus(s)).unwrap_or(-1);
+    let status = bug1_child_status(pid, to_child);
     let mine = if again { b'C' } else { b'B' };
     let parent_first = page[..2048].iter().all(|&c| c == mine);
     let parent_dma = is_stamped(&page[2048..], disk);
@@ -1153,8 +1128,6 @@ fn bug1_thread(t: &mut Tester, fd: i32, expect: Expect, again: bool) {
             status & 4 != 0,
         );
     }
-    let _ = close(to_child);
-    let _ = close(from_parent);
     unmap(page);
 }
 
@@ -1253,4 +1226,31 @@ fn queue_full(t: &mut Tester, fd: i32) {
         Ok(0),
     );
     t.eq("queue full: free memory back", mem_free(), base);
+}
+
+/// Seed 003 bug 1's child: forked with the page whose first half the parent wrote (`B`) and
+/// whose second half (`A`) is the target of a held O_DIRECT read of `disk`; it waits for
+/// [`bug1_child_status`] (the DMA is over by then) and reports what its copy holds, as exit
+/// status bits: 1 = first half is the parent's write, 2 = second half still `A`, 4 = second
+/// half has the disk data. Returns the child's pid and the pipe end that releases it.
+fn fork_bug1_child(page: &[u8], disk: u64) -> Option<(i32, i32)> {
+    let [from_parent, to_child] = pipe().ok()?;
+    let pid = fork().expect("fork");
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        let _ = read(from_parent, &mut b);
+        let first_ok = page[..2048].iter().all(|&c| c == b'B');
+        let second_old = page[2048..].iter().all(|&c| c == b'A');
+        let second_dma = is_stamped(&page[2048..], disk);
+        exit_now(i32::from(first_ok) | i32::from(second_old) << 1 | i32::from(second_dma) << 2);
+    }
+    let _ = close(from_parent);
+    Some((pid, to_child))
+}
+
+/// Lets the child of [`fork_bug1_child`] look at its copy; its status bits (-1 if lost).
+fn bug1_child_status(pid: i32, to_child: i32) -> i32 {
+    let _ = write(to_child, b"x");
+    let _ = close(to_child);
+    waitpid(pid, 0).map(|(_, s)| wexitstatus(s)).unwrap_or(-1)
 }

@@ -37,6 +37,16 @@ pub(crate) const PAGE: u64 = PAGE_SIZE as u64;
 /// A fixed address the tests map at.
 pub(crate) const BASE: u64 = 0x4000_0000;
 
+/// `MAP_PRIVATE | MAP_ANONYMOUS`.
+pub(crate) const ANON: MapFlags = MapFlags::from_linux(0x22);
+
+/// An address space's VMAs as `(start, end, prot)`, in address order.
+pub(crate) fn spans(s: &AddressSpace) -> Vec<(u64, u64, Prot)> {
+    s.vmas()
+        .map(|v| (v.start().as_u64(), v.end().as_u64(), v.prot()))
+        .collect()
+}
+
 /// A machine plus the free-frame count right after boot.
 pub(crate) struct Env {
     pub mm: Mm<HostArch>,

@@ -5,14 +5,6 @@ use crate::aspace::{DEFAULT_MMAP_BASE, MMAP_MIN_ADDR, USER_END};
 use crate::error::{FaultError, MmError, SegvReason};
 use crate::madvise::Advice;
 
-const ANON: MapFlags = MapFlags::from_linux(0x22); // MAP_PRIVATE | MAP_ANONYMOUS
-
-fn spans(s: &AddressSpace) -> std::vec::Vec<(u64, u64, Prot)> {
-    s.vmas()
-        .map(|v| (v.start().as_u64(), v.end().as_u64(), v.prot()))
-        .collect()
-}
-
 #[test]
 fn mmap_places_top_down_below_mmap_base() {
     let env = Env::new();

@@ -5,14 +5,6 @@ use super::*;
 use crate::error::MmError;
 use crate::madvise::Advice;
 
-const ANON: MapFlags = MapFlags::from_linux(0x22); // MAP_PRIVATE | MAP_ANONYMOUS
-
-fn spans(s: &AddressSpace) -> std::vec::Vec<(u64, u64, Prot)> {
-    s.vmas()
-        .map(|v| (v.start().as_u64(), v.end().as_u64(), v.prot()))
-        .collect()
-}
-
 #[test]
 fn default_limits_are_linux_max_map_count_and_the_heap_cap() {
     let env = Env::new();
