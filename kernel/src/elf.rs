@@ -18,8 +18,8 @@ use alloc::vec::Vec;
 
 use cowlab_mm::{copy_to_user, AddressSpace, MapFlags, Prot, VirtAddr};
 
+use crate::errno::Errno;
 use crate::memory;
-use crate::syscall::Errno;
 
 /// Where a static-PIE (`ET_DYN`) program is loaded (Linux's `ELF_ET_DYN_BASE`-like choice).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;

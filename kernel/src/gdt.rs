@@ -25,6 +25,10 @@ use x86_64::structures::gdt::{
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
+/// User code and data selectors with RPL 3 (GDT slots 5 and 4).
+pub const USER_CS: u64 = 0x2b;
+pub const USER_DS: u64 = 0x23;
+
 /// IST slot (0-based, as in `TaskStateSegment::interrupt_stack_table`) of the double-fault stack.
 pub const DOUBLE_FAULT_IST: u16 = 0;
 /// IST slot of the NMI stack.

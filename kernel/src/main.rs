@@ -20,6 +20,7 @@ mod backtrace;
 mod cmdline;
 mod drivers;
 mod elf;
+mod errno;
 mod extable;
 mod faultstat;
 mod fs;

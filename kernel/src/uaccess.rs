@@ -16,8 +16,8 @@ use core::mem::{size_of, MaybeUninit};
 
 use cowlab_mm::aspace::USER_END;
 
+use crate::errno::Errno;
 use crate::extable::cowlab_user_copy;
-use crate::syscall::Errno;
 
 /// `len` bytes of user memory at `addr`, range-checked.
 #[derive(Clone, Copy, Debug)]

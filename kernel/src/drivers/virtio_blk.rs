@@ -36,8 +36,8 @@ use x86_64::instructions::port::Port;
 
 use super::dma::DmaRegion;
 use super::pci;
+use crate::errno::Errno;
 use crate::memory;
-use crate::syscall::Errno;
 
 const VENDOR_VIRTIO: u16 = 0x1af4;
 /// Transitional/legacy virtio-blk.

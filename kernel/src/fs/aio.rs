@@ -27,8 +27,9 @@ use spin::Mutex;
 
 use super::vda::{self, Op, Started};
 use super::FileKind;
+use crate::errno::{Errno, SysResult};
 use crate::proc::{self, with_current};
-use crate::syscall::{Args, Errno, SysResult};
+use crate::syscall::Args;
 use crate::time;
 use crate::uaccess::{UserPtr, UserSlice};
 

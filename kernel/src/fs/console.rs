@@ -5,8 +5,8 @@
 
 use alloc::vec::Vec;
 
+use crate::errno::Errno;
 use crate::proc;
-use crate::syscall::Errno;
 
 pub fn write(data: &[u8]) -> usize {
     for chunk in data.utf8_chunks() {

@@ -17,9 +17,9 @@ use cowlab_mm::pin::PinnedPage;
 use cowlab_mm::VirtAddr;
 use spin::Mutex;
 
+use crate::errno::Errno;
 use crate::memory;
 use crate::proc::current_aspace;
-use crate::syscall::Errno;
 use crate::uaccess::{UserPtr, UserSlice};
 
 pub const GUP_FAST_BENCHMARK: u64 = 0xC050_6701;

@@ -39,10 +39,11 @@ use cowlab_mm::{MmError, VirtAddr};
 use spin::Mutex;
 
 use super::{console, FileKind, OpenFile, O_RDWR};
+use crate::errno::{Errno, SysResult};
 use crate::memory;
 use crate::proc::{self, current_aspace, with_current};
 use crate::syscall::fs::{fsync_file, read_file, write_file};
-use crate::syscall::{Args, Errno, SysResult};
+use crate::syscall::Args;
 use crate::uaccess::{UserPtr, UserSlice};
 
 pub const IORING_OFF_SQ_RING: u64 = 0;

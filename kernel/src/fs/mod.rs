@@ -24,8 +24,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cowlab_mm::shmem::ShmemObject;
 
+use crate::errno::Errno;
 use crate::ramdisk;
-use crate::syscall::Errno;
 use pipe::Pipe;
 
 pub const O_ACCMODE: u32 = 3;

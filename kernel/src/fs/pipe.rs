@@ -21,9 +21,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use cowlab_mm::pin::PinnedPage;
 use spin::Mutex;
 
+use crate::errno::Errno;
 use crate::memory;
 use crate::proc;
-use crate::syscall::Errno;
 
 /// Linux's default pipe capacity.
 pub const CAPACITY: usize = 65536;

@@ -19,8 +19,8 @@ use core::fmt::Write;
 use cowlab_mm::vma::{Backing, Sharing};
 use cowlab_mm::{gup, MmError, VirtAddr};
 
+use crate::errno::Errno;
 use crate::proc::{current_pid, Pid, TABLE};
-use crate::syscall::Errno;
 use crate::{memory, vm};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -24,8 +24,8 @@ use cowlab_mm::shmem::ShmemObject;
 use spin::Mutex;
 
 use super::{FileKind, O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
+use crate::errno::Errno;
 use crate::memory;
-use crate::syscall::Errno;
 
 /// `f_type` of tmpfs (Linux `TMPFS_MAGIC`).
 pub const TMPFS_MAGIC: u64 = 0x0102_1994;

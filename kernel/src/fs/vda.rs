@@ -34,9 +34,9 @@ use super::OpenFile;
 use crate::drivers::dma::DmaRegion;
 pub use crate::drivers::virtio_blk::Op;
 use crate::drivers::virtio_blk::{self, Device, Request, SECTOR};
+use crate::errno::{Errno, SysResult};
 use crate::memory;
 use crate::proc;
-use crate::syscall::{Errno, SysResult};
 use crate::uaccess::{UserPtr, UserSlice};
 
 pub const O_DIRECT: u32 = 0o40000;

@@ -8,7 +8,7 @@ use cowlab_mm::{AddressSpace, MapFlags, Prot, VirtAddr};
 use spin::Mutex;
 
 use super::{ensure, TestResult};
-use crate::syscall::Errno;
+use crate::errno::Errno;
 use crate::uaccess::{UserPtr, UserSlice};
 use crate::{elf, memory, ramdisk, vm};
 

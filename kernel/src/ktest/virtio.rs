@@ -10,7 +10,7 @@ use x86_64::instructions::interrupts;
 use super::{ensure, TestResult};
 use crate::drivers::dma::DmaRegion;
 use crate::drivers::virtio_blk::{self, Op, Request};
-use crate::syscall::Errno;
+use crate::errno::Errno;
 use crate::time;
 
 /// The pristine disk's byte at offset `pos` (sector `n` is the u64 `n` repeated).

@@ -18,9 +18,9 @@ use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
 use super::{alloc_pid, with_current, Group, SharedFdTable, State, Task, TABLE};
+use crate::errno::Errno;
+use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::TrapFrame;
-use crate::syscall::entry::{USER_CS, USER_DS};
-use crate::syscall::Errno;
 use crate::{elf, memory, ramdisk, vm};
 
 /// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).

@@ -16,8 +16,8 @@ use core::ops::{Deref, DerefMut};
 
 use spin::{Mutex, MutexGuard};
 
+use crate::errno::Errno;
 use crate::fs::{Fd, FdTable, OpenFile};
-use crate::syscall::Errno;
 
 /// A descriptor table, possibly shared by several threads.
 #[derive(Default)]

@@ -22,8 +22,8 @@ use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
 use super::{alloc_pid, with_current, Group, Pid, State, Task, TABLE};
+use crate::errno::Errno;
 use crate::idt::TrapFrame;
-use crate::syscall::Errno;
 use crate::uaccess::UserPtr;
 use crate::{memory, vm};
 

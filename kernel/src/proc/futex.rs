@@ -22,7 +22,7 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use super::{block, current_tid, with_current, Pid};
-use crate::syscall::Errno;
+use crate::errno::Errno;
 use crate::time;
 use crate::uaccess::UserPtr;
 

@@ -45,8 +45,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 
 use spin::Mutex;
 
+use crate::errno::Errno;
 use crate::idt::TrapFrame;
-use crate::syscall::Errno;
 use crate::uaccess::UserPtr;
 use crate::{memory, time, vm};
 pub use files::SharedFdTable;

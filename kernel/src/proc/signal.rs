@@ -8,8 +8,8 @@
 use cowlab_mm::VirtAddr;
 
 use super::{exit_current, kill_group_locked, with_current, Pid, State, TABLE};
+use crate::errno::Errno;
 use crate::idt::TrapFrame;
-use crate::syscall::Errno;
 
 pub const SIGILL: u8 = 4;
 pub const SIGTRAP: u8 = 5;

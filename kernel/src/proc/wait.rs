@@ -5,7 +5,7 @@
 //! its leader's entry; it is a zombie only once every thread of it has exited.
 
 use super::{sleep, wait_channel, Pid, State, TABLE};
-use crate::syscall::Errno;
+use crate::errno::Errno;
 
 pub const WNOHANG: u32 = 1;
 

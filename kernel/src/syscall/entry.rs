@@ -21,9 +21,7 @@ use crate::idt::TrapFrame;
 
 /// The `vector` field of a frame pushed by the syscall entry (outside the IDT's 0..=255).
 pub const SYSCALL_VECTOR: u64 = 0x100;
-/// User code and data selectors with RPL 3 (GDT slots 5 and 4; see `gdt`).
-pub const USER_CS: u64 = 0x2b;
-pub const USER_DS: u64 = 0x23;
+use crate::gdt::{USER_CS, USER_DS};
 
 global_asm!(
     ".pushsection .text.cowlab_syscall_entry, \"ax\"",

@@ -7,7 +7,6 @@
 //! answer `ENOSYS` and are logged once each.
 
 pub mod entry;
-mod errno;
 pub(crate) mod fs;
 mod info;
 mod mm;
@@ -16,7 +15,7 @@ mod time;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-pub use errno::{Errno, SysResult};
+pub use crate::errno::{Errno, SysResult};
 
 use crate::idt::TrapFrame;
 

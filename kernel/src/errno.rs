@@ -1,5 +1,6 @@
-//! Linux errno values. A system call returns `Result<u64, Errno>`; the dispatcher turns `Err(e)`
-//! into `-e` in RAX, as the Linux ABI does.
+//! Linux errno values: a leaf module every layer may use (`syscall/`, `fs/`, `drivers/`,
+//! `proc/`). A system call returns `Result<u64, Errno>`; the dispatcher turns `Err(e)` into `-e`
+//! in RAX, as the Linux ABI does.
 
 use cowlab_mm::MmError;
 
