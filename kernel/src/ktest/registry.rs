@@ -22,6 +22,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(cmdline::cmdline_parsed_from_fw_cfg),
     test!(cmdline::cmdline_parser),
     test!(heap::heap_alloc_and_free),
+    test!(heap::heap_exhaustion_fails_without_panic),
+    test!(heap::heap_reserve_outlives_user_allocations),
     test!(frames::frame_alloc_all_free_all),
     test!(ramdisk::ramdisk_archive_readable),
     test!(exceptions::breakpoint_is_reported_and_continues),
