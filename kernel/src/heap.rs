@@ -17,7 +17,6 @@
 
 use alloc::boxed::Box;
 use alloc::string::String;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
@@ -106,7 +105,7 @@ pub fn reserve() -> usize {
 /// reserve intact. For allocations made through containers that have no fallible API
 /// (`BTreeMap` inserts): check first, then allocate.
 pub fn headroom(bytes: usize) -> Result<(), Errno> {
-    let free = with_heap(|h| h.free_bytes());
+    let free = with_heap(|h| h.available());
     if free >= bytes.saturating_add(reserve()) {
         Ok(())
     } else {
@@ -118,13 +117,6 @@ pub fn headroom(bytes: usize) -> Result<(), Errno> {
 pub fn try_box<T>(value: T) -> Result<Box<T>, Errno> {
     headroom(size_of::<T>())?;
     Box::try_new(value).map_err(|_| Errno::ENOMEM)
-}
-
-/// `Arc::new` for a user-driven object: `ENOMEM` instead of a panic.
-pub fn try_arc<T>(value: T) -> Result<Arc<T>, Errno> {
-    // The counts sit beside the value.
-    headroom(size_of::<T>() + 2 * size_of::<usize>())?;
-    Arc::try_new(value).map_err(|_| Errno::ENOMEM)
 }
 
 /// `Vec::reserve` for user-driven growth: `ENOMEM` instead of a panic.

@@ -138,10 +138,23 @@ const QEMU_ONLY: &[&str] = &["t_fuzz", "t_vda", "t_dio", "t_limits"];
 /// behaviour (t_dio: the seed-003 fork/O_DIRECT races reappear; docs/dma.md).
 const ERA_RUNS: &[(&str, &[u32])] = &[("t_dio", &[2009, 2016, 2020, 2022])];
 
+/// Further boots of a program with other kernel options: (program, label, command line).
+/// `t_kheap exhaust` fills a small kernel heap with memfds until ENOMEM.
+const OPTION_RUNS: &[(&str, &str, &str)] = &[(
+    "t_kheap",
+    "t_kheap exhaust kheap=8",
+    "kheap=8 -- t_kheap exhaust",
+)];
+
 /// The boots of `program` in the programs tier: (label, kernel command line). The first is the
-/// default rule set; then one per older era the program checks.
+/// default rule set; then one per older era the program checks, then [`OPTION_RUNS`].
 pub fn boots(program: &str) -> Vec<(String, String)> {
     let mut out = vec![(program.to_owned(), format!("-- {program}"))];
+    for (name, label, cmdline) in OPTION_RUNS {
+        if *name == program {
+            out.push(((*label).to_owned(), (*cmdline).to_owned()));
+        }
+    }
     for (name, eras) in ERA_RUNS {
         if *name == program {
             for era in *eras {
@@ -205,6 +218,13 @@ mod tests {
         assert_eq!(
             boots("t_mm"),
             vec![("t_mm".to_owned(), "-- t_mm".to_owned())]
+        );
+        assert_eq!(
+            boots("t_kheap")[1],
+            (
+                "t_kheap exhaust kheap=8".to_owned(),
+                "kheap=8 -- t_kheap exhaust".to_owned()
+            )
         );
         let dio = boots("t_dio");
         assert_eq!(dio.len(), 5);

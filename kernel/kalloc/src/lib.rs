@@ -37,6 +37,10 @@ pub struct Kalloc {
     allocated: usize,
     /// Large blocks handed out and not freed.
     large_blocks: usize,
+    /// Object bytes of the slabs held (used or free), kept so [`Kalloc::available`] is O(1).
+    slab_room: usize,
+    /// Object bytes handed out by the slab caches.
+    slab_allocated: usize,
     /// Requests refused for want of memory.
     failures: u64,
 }
@@ -100,6 +104,8 @@ impl Kalloc {
             large: Heap::empty(),
             allocated: 0,
             large_blocks: 0,
+            slab_room: 0,
+            slab_allocated: 0,
             failures: 0,
         }
     }
@@ -119,9 +125,14 @@ impl Kalloc {
     pub fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let block = match class_of(layout.size(), layout.align()) {
             Some(class) => {
-                let block = self.caches[class].alloc(&mut Pages(&mut self.large));
+                let cache = &mut self.caches[class];
+                let slabs = cache.slabs();
+                let block = cache.alloc(&mut Pages(&mut self.large));
+                // At most one slab taken.
+                self.slab_room += (cache.slabs() - slabs) * cache.capacity() * SIZES[class];
                 if block.is_some() {
                     self.allocated += SIZES[class];
+                    self.slab_allocated += SIZES[class];
                 }
                 block
             }
@@ -149,9 +160,14 @@ impl Kalloc {
     pub unsafe fn dealloc(&mut self, block: NonNull<u8>, layout: Layout) {
         match class_of(layout.size(), layout.align()) {
             Some(class) => {
+                let cache = &mut self.caches[class];
+                let slabs = cache.slabs();
                 // SAFETY: the same layout chose the same class at allocation.
-                unsafe { self.caches[class].free(block, &mut Pages(&mut self.large)) };
+                unsafe { cache.free(block, &mut Pages(&mut self.large)) };
+                // At most one slab returned.
+                self.slab_room -= (slabs - cache.slabs()) * cache.capacity() * SIZES[class];
                 self.allocated -= SIZES[class];
+                self.slab_allocated -= SIZES[class];
             }
             None => {
                 // SAFETY: the same layout went to the linked list at allocation.
@@ -172,14 +188,23 @@ impl Kalloc {
     /// Returns the empty slabs every cache keeps to the linked list.
     pub fn shrink(&mut self) {
         for cache in &mut self.caches {
+            let slabs = cache.slabs();
             cache.shrink(&mut Pages(&mut self.large));
+            self.slab_room -= (slabs - cache.slabs()) * cache.capacity() * cache.object_size();
         }
     }
 
-    /// Bytes the linked list has free: what any request may still get, give or take alignment
-    /// and fragmentation (free objects inside slabs not counted).
+    /// Bytes the linked list has free (outside slabs).
     pub fn free_bytes(&self) -> usize {
         self.large.free()
+    }
+
+    /// Bytes free for new requests: the linked list's and the free objects' inside slabs (each
+    /// usable only by its own size class, so this is what the heap could still give if the
+    /// requests came in the sizes that were freed: a fair measure of room, not a promise).
+    /// O(1): the system-call gate asks on every creating call.
+    pub fn available(&self) -> usize {
+        self.large.free() + (self.slab_room - self.slab_allocated)
     }
 
     pub fn stats(&self) -> Stats {

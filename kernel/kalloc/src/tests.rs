@@ -93,6 +93,17 @@ fn random_layout(rng: &mut Rng) -> Layout {
 }
 
 fn check_model(h: &HostHeap, live: &BTreeMap<usize, Live>) {
+    let free_in_slabs: usize = h
+        .heap
+        .caches()
+        .iter()
+        .map(|c| c.free_objects() * c.object_size())
+        .sum();
+    assert_eq!(
+        h.heap.available(),
+        h.heap.free_bytes() + free_in_slabs,
+        "the running count of free slab bytes"
+    );
     let allocated: usize = live
         .values()
         .map(|l| match class_of(l.layout.size(), l.layout.align()) {
@@ -245,6 +256,19 @@ fn exhaustion_fails_cleanly_and_recovers() {
         blocks.len()
     );
     assert_eq!(h.heap.stats().failures, 1);
+    let available = h.heap.available();
+    assert!(
+        available < 4096,
+        "full heap reports {available} bytes available"
+    );
+    for b in blocks.drain(..100) {
+        // SAFETY: live, this layout.
+        unsafe { h.heap.dealloc(b, layout) };
+    }
+    assert!(
+        h.heap.available() >= available + 100 * 64,
+        "objects freed into slabs count as available"
+    );
     assert!(h
         .heap
         .alloc(Layout::from_size_align(5000, 8).unwrap())

@@ -6,6 +6,7 @@
 //! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
 //! answer `ENOSYS` and are logged once each.
 
+mod admit;
 pub mod entry;
 pub(crate) mod fs;
 mod info;
@@ -47,7 +48,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let args = Args([
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ]);
-    let result = call(nr, args, frame);
+    let result = admit::admit(nr).and_then(|()| call(nr, args, frame));
     frame.rax = match result {
         Ok(value) => value,
         Err(errno) => errno.to_ret(),
