@@ -45,6 +45,7 @@ mod syscall;
 mod time;
 mod uaccess;
 mod vm;
+mod watchdog;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -94,6 +95,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     pic::init();
     drivers::init();
     time::start_timer();
+    watchdog::init(cmdline);
     x86_64::instructions::interrupts::enable();
 
     ramdisk::init(boot_info);

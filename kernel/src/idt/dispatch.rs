@@ -24,6 +24,12 @@ pub fn breakpoint_count() -> u64 {
 /// registers are restored from `*frame` when it returns.
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let number = frame.vector as u8;
+    if number == vector::NMI {
+        // Before the ring split: an NMI may land anywhere, even between `syscall` and
+        // `swapgs`, so it must not take the user path (which may schedule) or use GS.
+        crate::watchdog::soft::on_nmi(frame);
+        return;
+    }
     if frame.cs & 3 == 3 {
         user_trap(frame);
         return;
@@ -74,7 +80,7 @@ fn user_trap(frame: &mut TrapFrame) {
                 crate::proc::sched::yield_now();
             }
         }
-        vector::NMI | vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
+        vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
         vector::BREAKPOINT | 1 => kill_for_fault(frame, SIGTRAP, None),
         0 | 16 | 19 => kill_for_fault(frame, SIGFPE, None),
         6 => kill_for_fault(frame, SIGILL, None),
@@ -92,6 +98,7 @@ fn interrupt(line: u8) {
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
         crate::proc::on_tick();
+        crate::watchdog::hung::on_tick();
     } else if Some(line) == crate::drivers::virtio_blk::irq_line() {
         crate::drivers::virtio_blk::on_interrupt();
     }

@@ -24,6 +24,7 @@ mod selftests;
 mod timer;
 mod uaccess;
 mod virtio;
+mod watchdog;
 
 use alloc::string::String;
 use core::fmt;

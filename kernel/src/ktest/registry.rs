@@ -6,7 +6,7 @@
 
 use super::{
     cmdline, exceptions, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
-    KernelTest,
+    watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -44,6 +44,9 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     test!(rtc::rtc_wall_clock_is_plausible),
     test!(virtio::virtio_blk_queue_bookkeeping),
+    test!(watchdog::watchdog_nmi_arrives_twice_a_second),
+    test!(watchdog::softlockup_reports_a_kernel_loop),
+    test!(watchdog::hung_task_reports_a_long_uninterruptible_sleep),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
