@@ -24,17 +24,14 @@ pub fn breakpoint_count() -> u64 {
 /// registers are restored from `*frame` when it returns.
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let number = frame.vector as u8;
-    if number == vector::NMI {
-        // Before the ring split: an NMI may land anywhere, even between `syscall` and
-        // `swapgs`, so it must not take the user path (which may schedule) or use GS.
-        crate::watchdog::soft::on_nmi(frame);
-        return;
-    }
     if frame.cs & 3 == 3 {
         user_trap(frame);
         return;
     }
     match number {
+        // An NMI may land anywhere, even between `syscall` and `swapgs` (kernel CS, user GS):
+        // the watchdog's handler uses no GS and takes no lock.
+        vector::NMI => crate::watchdog::soft::on_nmi(frame),
         vector::BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
             // RIP already points past the one-byte `int3`, so returning continues after it.
@@ -79,6 +76,11 @@ fn user_trap(frame: &mut TrapFrame) {
             if irq == vector::TIMER {
                 crate::proc::sched::yield_now();
             }
+        }
+        vector::NMI => {
+            // Not a trap of this task: no signal, no preemption, no return-to-user work.
+            crate::watchdog::soft::on_nmi(frame);
+            return;
         }
         vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
         vector::BREAKPOINT | 1 => kill_for_fault(frame, SIGTRAP, None),

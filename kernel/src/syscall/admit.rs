@@ -18,7 +18,7 @@ use crate::heap;
 use crate::proc::switch::KERNEL_STACK_SIZE;
 
 /// Heap one call of `nr` may take, if it is a creating call.
-fn heap_needed(nr: u64) -> Option<usize> {
+const fn heap_needed(nr: u64) -> Option<usize> {
     Some(match nr {
         // open, creat, openat: an open file, maybe a tmpfs inode and its name.
         2 | 85 | 257 => 1024,
@@ -48,11 +48,26 @@ fn heap_needed(nr: u64) -> Option<usize> {
     })
 }
 
+/// [`heap_needed`] by number (0: not a creating call), so the gate costs one load on the
+/// system-call path.
+static NEEDED: [u32; 512] = {
+    let mut table = [0u32; 512];
+    let mut nr = 0;
+    while nr < table.len() {
+        if let Some(bytes) = heap_needed(nr as u64) {
+            table[nr] = bytes as u32;
+        }
+        nr += 1;
+    }
+    table
+};
+
 /// `ENOMEM` if `nr` creates kernel objects and the heap has no room for them above its
 /// reserve.
+#[inline]
 pub fn admit(nr: u64) -> Result<(), Errno> {
-    match heap_needed(nr) {
-        Some(bytes) => heap::headroom(bytes),
-        None => Ok(()),
+    match NEEDED.get(nr as usize) {
+        Some(&bytes) if bytes != 0 => heap::headroom(bytes as usize),
+        _ => Ok(()),
     }
 }
