@@ -3,9 +3,10 @@
 //! casually. The ramdisk test runs after the frame-allocator test on purpose: the allocator test
 //! writes to every free frame, and an intact archive afterwards shows the ramdisk was not handed
 //! out as free memory.
+#![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
+    cmdline, exceptions, frames, fs, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
     KernelTest,
 };
 
@@ -42,6 +43,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     test!(rtc::rtc_wall_clock_is_plausible),
     test!(virtio::virtio_blk_queue_bookkeeping),
+    test!(fs::fs_kvec_read_write_through_file_ops),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -1,11 +1,11 @@
 //! Memory system calls: thin decoding in front of `cowlab_mm`, whose errors are Linux's.
 //! The address-space lock is held only around memory-manager calls, never around a user copy
 //! (mremap's move copies with the lock released).
+#![deny(unsafe_code)]
 
 use cowlab_mm::{Advice, MapFlags, Prot, VirtAddr};
 
 use super::{Args, Errno, SysResult};
-use crate::fs::FileKind;
 use crate::memory;
 use crate::proc::{current_aspace, with_current};
 use crate::uaccess::UserSlice;
@@ -21,11 +21,7 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
-        let (obj, offset) = match &file.kind {
-            FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => (obj, a.get(5)),
-            FileKind::IoUring(ring) => ring.mmap_target(a.get(5), len)?,
-            _ => return Err(Errno::ENODEV),
-        };
+        let (obj, offset) = file.ops.mmap_target(a.get(5), len)?;
         let shared = flags & 0x0f == MAP_SHARED;
         if !file.readable() || (shared && prot & PROT_WRITE != 0 && !file.writable()) {
             return Err(Errno::EACCES);

@@ -7,7 +7,7 @@
 //! answer `ENOSYS` and are logged once each.
 
 pub mod entry;
-pub(crate) mod fs;
+mod fs;
 mod info;
 mod mm;
 mod proc;
@@ -116,11 +116,11 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         200 => proc::tkill(a),
         201 => time::time(a),
         202 => proc::futex(a),
-        206 => crate::fs::aio::io_setup(a),
-        207 => crate::fs::aio::io_destroy(a),
-        208 => crate::fs::aio::io_getevents(a),
-        209 => crate::fs::aio::io_submit(a),
-        210 => crate::fs::aio::io_cancel(a),
+        206 => fs::io_setup(a),
+        207 => fs::io_destroy(a),
+        208 => fs::io_getevents(a),
+        209 => fs::io_submit(a),
+        210 => fs::io_cancel(a),
         217 => fs::getdents64(a),
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
@@ -141,14 +141,18 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         285 => fs::fallocate(a),
         292 => fs::dup3(a),
         293 => fs::pipe2(a.get(0), a.i32(1) as u32),
+        295 => fs::preadv(a, false),
+        296 => fs::pwritev(a, false),
         302 => info::prlimit64(a),
         316 => fs::renameat2(a),
         318 => info::getrandom(a),
         319 => fs::memfd_create(a),
+        327 => fs::preadv(a, true),
+        328 => fs::pwritev(a, true),
         334 => Err(Errno::ENOSYS),
-        425 => crate::fs::io_uring::setup(a),
-        426 => crate::fs::io_uring::enter(a),
-        427 => crate::fs::io_uring::register(a),
+        425 => fs::io_uring_setup(a),
+        426 => fs::io_uring_enter(a),
+        427 => fs::io_uring_register(a),
         // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
         435 => Err(Errno::ENOSYS),
         _ => {
