@@ -9,6 +9,7 @@
 //!
 //! Ticks are totals over the boot (guest instructions under `-icount`). Without the feature
 //! nothing is printed.
+#![deny(unsafe_code)]
 
 use cowlab_mm::faultstat;
 

@@ -15,6 +15,7 @@
 mod cmdline;
 mod exceptions;
 mod frames;
+mod fs;
 mod heap;
 mod mm;
 mod ramdisk;

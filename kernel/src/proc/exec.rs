@@ -7,6 +7,7 @@
 //! takes over the leader's tid (the pid stays the process's); after that point of no return the
 //! old address space is torn down. Close-on-exec descriptors are closed, the recorded signal
 //! handlers reset to default (ignored signals stay ignored), FS base and FPU state cleared.
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::string::String;

@@ -14,6 +14,7 @@
 //! Either way the child's kernel stack is prepared so that its first switch-in returns to ring 3
 //! from the same system call with 0 in RAX and every other register as the caller had it (glibc
 //! and musl's clone trampolines find the start function in registers or on the new stack).
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
