@@ -29,8 +29,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use cowlab_mm::AddressSpace;
 use spin::Mutex;
 
-use super::iter::IoIter;
 use super::file::Seek;
+use super::iter::IoIter;
 use super::rw::{vfs_read, vfs_write};
 use super::vda::{Op, Started};
 use crate::errno::{Errno, SysResult};

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use super::file::OpenFile;
 use super::stat::{ST_RDONLY, S_IFDIR, S_IFMT};
@@ -24,18 +25,51 @@ fn read_only_fs(file: &OpenFile) -> bool {
     file.ops.statfs().f_flags & ST_RDONLY != 0
 }
 
-/// `path` as seen from the directory `dir` (Linux `path_init`): absolute paths, and every path
-/// when `dir` is `None` (`AT_FDCWD`: every process works in `/`), as they are; relative ones
-/// below the directory's path; `ENOTDIR` if `dir` is not a directory.
-pub fn at_path(dir: Option<&OpenFile>, path: &str) -> Result<String, Errno> {
-    let Some(dir) = dir.filter(|_| !path.starts_with('/')) else {
-        return Ok(String::from(path));
-    };
-    match dir.ops.dir_path() {
-        Some("/") => Ok(String::from(path)),
-        Some(base) => Ok(alloc::format!("{base}/{path}")),
-        None => Err(Errno::ENOTDIR),
+/// The calling process's working directory.
+pub fn cwd() -> String {
+    crate::proc::with_group(|g| g.cwd.clone())
+}
+
+/// `base/path` with `.` and `..` resolved lexically (there are no symbolic links), keeping a
+/// trailing slash (it asks for a directory).
+fn join(base: &str, path: &str) -> String {
+    let mut comps: Vec<&str> = Vec::new();
+    for comp in base.split('/').chain(path.split('/')) {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
     }
+    let mut out = String::new();
+    for c in &comps {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() || path.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// `path` as seen from the directory `dir` (Linux `path_init`), or from the working directory
+/// when `dir` is `None` (`AT_FDCWD`): absolute paths as they are; relative ones below the
+/// directory's path (relative to `/` they stay as they are); `ENOTDIR` if `dir` is not a
+/// directory.
+pub fn at_path(dir: Option<&OpenFile>, path: &str) -> Result<String, Errno> {
+    if path.starts_with('/') {
+        return Ok(String::from(path));
+    }
+    let base = match dir {
+        None => cwd(),
+        Some(dir) => String::from(dir.ops.dir_path().ok_or(Errno::ENOTDIR)?),
+    };
+    if base == "/" {
+        return Ok(String::from(path));
+    }
+    Ok(join(&base, path))
 }
 
 /// unlink/rmdir of `path`. Only tmpfs files can be removed: `/tmp` itself is a mount point
@@ -159,12 +193,28 @@ pub fn access(path: &str, mode: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-/// `chdir(path)`: every process works in `/`; only `/` itself is accepted.
+/// `chdir(path)` (`path` already seen from the working directory): it must be a directory
+/// (`ENOTDIR`), which becomes the group's working directory.
 pub fn chdir(path: &str) -> Result<(), Errno> {
-    match open(path, 0)?.ops.dir_path() {
-        Some("/") => Ok(()),
-        _ => Err(Errno::ENOTDIR),
+    fchdir(&*open(path, 0)?)
+}
+
+/// `fchdir(fd)`: the open directory `dir` becomes the working directory.
+pub fn fchdir(dir: &OpenFile) -> Result<(), Errno> {
+    let path = String::from(dir.ops.dir_path().ok_or(Errno::ENOTDIR)?);
+    crate::proc::with_group(|g| g.cwd = path);
+    Ok(())
+}
+
+/// `getcwd` into `buf`: the path and its NUL; `ERANGE` if it does not fit.
+pub fn getcwd(buf: &crate::uaccess::UserSlice) -> Result<usize, Errno> {
+    let mut path = cwd().into_bytes();
+    path.push(0);
+    if buf.len() < path.len() {
+        return Err(Errno::ERANGE);
     }
+    buf.write(&path)?;
+    Ok(path.len())
 }
 
 /// `readlink(path)`: there are no symbolic links, so an existing file is "not a link".

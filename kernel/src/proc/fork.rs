@@ -47,8 +47,9 @@ pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
 pub const CLONE_DETACHED: u64 = 0x40_0000;
 pub const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 
-/// The flags cowlab implements. `CLONE_FS` shares nothing yet because there is no per-process
-/// file-system state (no working directory but `/`, no umask); `CLONE_SYSVSEM` shares nothing
+/// The flags cowlab implements. The working directory lives in the thread group (`Group::cwd`):
+/// threads share it, a new process gets a copy, whether or not `CLONE_FS` asks to share it
+/// (a process sharing its parent's directory without sharing its memory is not supported); `CLONE_SYSVSEM` shares nothing
 /// because there are no System V semaphores.
 const SUPPORTED: u64 = CSIGNAL
     | CLONE_VM
@@ -129,8 +130,13 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let sigactions = parent.group.lock().sigactions;
-            (tid, Group::new(parent.tgid, sigactions))
+            let (sigactions, cwd) = {
+                let g = parent.group.lock();
+                (g.sigactions, g.cwd.clone())
+            };
+            let group = Group::new(parent.tgid, sigactions);
+            group.lock().cwd = cwd;
+            (tid, group)
         };
         Task {
             tid,

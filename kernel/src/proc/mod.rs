@@ -89,6 +89,9 @@ pub struct Group {
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
+    /// The working directory (Linux's `fs_struct`): an absolute path, shared by the threads of
+    /// the group, copied by `fork`, kept by `execve`.
+    pub cwd: String,
 }
 
 impl Group {
@@ -100,6 +103,7 @@ impl Group {
             sigactions,
             child_minflt: 0,
             own_minflt: 0,
+            cwd: String::from("/"),
         }))
     }
 }

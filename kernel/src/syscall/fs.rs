@@ -195,7 +195,7 @@ fn resolve(dirfd: i64, path: &str, flags: u64) -> Result<Arc<OpenFile>, Errno> {
         return Err(Errno::ENOENT);
     }
     if dirfd == AT_FDCWD {
-        fs::open("/", 0)
+        fs::open(&namei::cwd(), 0)
     } else {
         file(dirfd)
     }
@@ -216,7 +216,7 @@ pub fn statfs(a: Args) -> SysResult {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    let f = fs::open(&path, 0)?;
+    let f = fs::open(&at_path(AT_FDCWD, &path)?, 0)?;
     out.write(&fs::statfs(&f))?;
     Ok(0)
 }
@@ -317,7 +317,7 @@ fn rename_at(olddir: i64, old: u64, newdir: i64, new: u64, flags: u64) -> SysRes
 
 pub fn access(a: Args) -> SysResult {
     let path = read_cstr(a.get(0), PATH_MAX)?;
-    namei::access(&path, a.get(1))?;
+    namei::access(&at_path(AT_FDCWD, &path)?, a.get(1))?;
     Ok(0)
 }
 
@@ -450,16 +450,21 @@ pub fn pipe2(fds: u64, flags: u32) -> SysResult {
 
 pub fn getcwd(a: Args) -> SysResult {
     let buf = UserSlice::new(a.get(0), a.get(1) as usize)?;
-    if buf.len() < 2 {
-        return Err(Errno::ERANGE);
-    }
-    buf.write(b"/\0")?;
-    Ok(2)
+    done(namei::getcwd(&buf)?)
 }
 
 pub fn chdir(a: Args) -> SysResult {
     let path = read_cstr(a.get(0), PATH_MAX)?;
-    namei::chdir(&path)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    namei::chdir(&at_path(AT_FDCWD, &path)?)?;
+    Ok(0)
+}
+
+/// fchdir(fd) (81).
+pub fn fchdir(a: Args) -> SysResult {
+    namei::fchdir(&*file(a.int(0))?)?;
     Ok(0)
 }
 
@@ -468,7 +473,7 @@ pub fn mkdir(a: Args) -> SysResult {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    namei::mkdir(&path)?;
+    namei::mkdir(&at_path(AT_FDCWD, &path)?)?;
     Ok(0)
 }
 
@@ -479,7 +484,7 @@ fn readlink_path(dirfd: i64, path: u64, buf: u64, size: u64) -> SysResult {
     if size == 0 {
         return Err(Errno::EINVAL);
     }
-    done(namei::readlink(&path)?)
+    done(namei::readlink(&at_path(dirfd, &path)?)?)
 }
 
 pub fn readlink(a: Args) -> SysResult {

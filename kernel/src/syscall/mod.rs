@@ -96,6 +96,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),
+        81 => fs::fchdir(a),
         82 => fs::rename(a),
         83 => fs::mkdir(a),
         84 => fs::rmdir(a),
