@@ -17,6 +17,7 @@ pub mod guptest;
 pub mod io_uring;
 pub mod iter;
 pub mod memfd;
+pub mod mount;
 pub mod namei;
 pub mod null;
 pub mod pipe;
@@ -38,7 +39,6 @@ pub use file::{FileOps, OpenFile};
 pub use stat::{Stat, StatFs};
 
 use crate::errno::Errno;
-use crate::ramdisk;
 
 pub const O_ACCMODE: u32 = 3;
 pub const O_WRONLY: u32 = 1;
@@ -164,7 +164,8 @@ pub fn name_too_long(path: &str) -> bool {
     path.split('/').any(|c| c.len() > tmpfs::NAME_MAX)
 }
 
-/// Opens `path` with the permission bits `mode` for a file `O_CREAT` or `O_TMPFILE` creates.
+/// Opens `path` with the permission bits `mode` for a file `O_CREAT` or `O_TMPFILE` creates:
+/// the mount table finds the file system (`mount::walk`), whose directory opens the rest.
 pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
@@ -172,77 +173,20 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     // Linux keeps every other flag in `f_flags` (`do_dentry_open`), O_TMPFILE included.
     let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | tmpfs::O_EXCL);
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
-    if let Some(tmp) = tmpfs::parse(path) {
-        let ops: Box<dyn FileOps> = match tmp? {
-            tmpfs::TmpPath::Dir if tmpfile => Box::new(tmpfs::open_tmpfile(flags, mode)?),
-            tmpfs::TmpPath::Dir if flags & O_CREAT != 0 || flags & O_ACCMODE != 0 => {
-                return Err(Errno::EISDIR)
-            }
-            tmpfs::TmpPath::Dir => Box::new(tmpfs_file::TmpDir),
-            tmpfs::TmpPath::Name { name, .. } if tmpfile => {
-                return Err(if tmpfs::exists(&name) {
-                    Errno::ENOTDIR
-                } else {
-                    Errno::ENOENT
-                })
-            }
-            tmpfs::TmpPath::Name {
-                name,
-                trailing_slash,
-            } => Box::new(tmpfs::open(&name, trailing_slash, flags, mode)?),
-        };
-        return Ok(OpenFile::new(ops, status));
-    }
-    if tmpfile {
-        // O_TMPFILE elsewhere: the ramdisk is read-only; anything else is not a directory.
-        return match open(path, 0)?.ops.dir_path() {
-            Some(_) => Err(Errno::EROFS),
-            None => Err(Errno::ENOTDIR),
-        };
-    }
-    if let Some(proc) = procfs::lookup(path) {
-        let proc = proc?;
-        if flags & O_ACCMODE != 0 && !proc.writable() {
-            return Err(Errno::EACCES);
+    let walk = mount::walk(path);
+    let dir = walk.mount.root;
+    let ops = match walk.name {
+        None => dir.open_self(flags, mode)?,
+        // O_TMPFILE names a directory: an existing file is not one.
+        Some(name) if tmpfile => {
+            return Err(match dir.lookup(&name) {
+                Ok(_) => Errno::ENOTDIR,
+                Err(e) => e,
+            })
         }
-        if flags & O_DIRECTORY != 0 {
-            return Err(Errno::ENOTDIR);
-        }
-        return Ok(OpenFile::new(
-            Box::new(proc),
-            flags & !(O_CLOEXEC | O_CREAT | O_TRUNC),
-        ));
-    }
-    let root = matches!(path, "/" | "." | "/.");
-    let ops: Box<dyn FileOps> = match path {
-        "/dev/console" | "/dev/tty" => Box::new(console::Console),
-        "/dev/null" => Box::new(null::Null),
-        "/sys/kernel/debug/gup_test" => Box::new(guptest::GupTestFile::default()),
-        "/dev/vda" => vda::device().map(|_| Box::new(vda::VdaFile))?,
-        _ if root => Box::new(ramfs::RootDir),
-        _ => {
-            let name = path.trim_start_matches("./").trim_start_matches('/');
-            if name.is_empty() || name.contains('/') {
-                return Err(Errno::ENOENT);
-            }
-            let file = ramdisk::find(name).ok_or(if flags & O_CREAT != 0 {
-                Errno::EROFS
-            } else {
-                Errno::ENOENT
-            })?;
-            if flags & O_DIRECTORY != 0 {
-                return Err(Errno::ENOTDIR);
-            }
-            if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
-                return Err(Errno::EROFS);
-            }
-            Box::new(ramfs::RamFile(file))
-        }
+        Some(name) => dir.open(&name, walk.trailing_slash, flags, mode)?,
     };
-    if root && flags & O_ACCMODE != 0 {
-        return Err(Errno::EISDIR);
-    }
-    Ok(OpenFile::new(ops, flags & !(O_CLOEXEC | O_CREAT | O_TRUNC)))
+    Ok(OpenFile::new(ops, status))
 }
 
 /// `fstat` of an open file.

@@ -1,16 +1,15 @@
-//! Operations on names (Linux `fs/namei.c`): paths relative to a directory descriptor, and
-//! unlink, link, rename, mkdir, access, chdir and readlink over the two directories that exist,
-//! the read-only root `/` and the flat tmpfs at `/tmp`. The system calls read the path strings
-//! and resolve descriptors; everything else is here.
+//! Operations on names (Linux `fs/namei.c`): paths relative to the working directory or a
+//! directory descriptor, and unlink, link, rename, mkdir, access, chdir and readlink through
+//! the mount table (`mount`): the mounted directory a path leads to does the work. The system
+//! calls read the path strings and resolve descriptors; everything else is here.
 #![deny(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::file::OpenFile;
+use super::mount::walk;
 use super::stat::{ST_RDONLY, S_IFDIR, S_IFMT};
-use super::tmpfs::{self, parse, TmpPath};
-use super::tmpfs_file::TmpfsFile;
 use super::{name_too_long, open};
 use crate::errno::Errno;
 
@@ -72,114 +71,84 @@ pub fn at_path(dir: Option<&OpenFile>, path: &str) -> Result<String, Errno> {
     Ok(join(&base, path))
 }
 
-/// unlink/rmdir of `path`. Only tmpfs files can be removed: `/tmp` itself is a mount point
-/// (`EBUSY` for rmdir, `EISDIR` for unlink), the ramdisk is read-only (`EROFS`), and the
-/// device, proc and debugfs files cannot be removed (`EPERM`).
+/// unlink/rmdir of `path`: the mount's directory removes the entry. A mount point itself is
+/// `EBUSY` for rmdir and `EISDIR` for unlink; a directory is `EISDIR` for unlink, a file
+/// `ENOTDIR` for rmdir (and for unlink with a trailing slash).
 pub fn unlink(path: &str, rmdir: bool) -> Result<(), Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
-    match parse(path) {
-        Some(Err(e)) => Err(e),
-        Some(Ok(TmpPath::Dir)) if rmdir => Err(Errno::EBUSY),
-        Some(Ok(TmpPath::Dir)) => Err(Errno::EISDIR),
-        Some(Ok(TmpPath::Name {
-            name,
-            trailing_slash,
-        })) => {
-            if !tmpfs::exists(&name) {
-                return Err(Errno::ENOENT);
-            }
-            if rmdir || trailing_slash {
-                return Err(Errno::ENOTDIR);
-            }
-            tmpfs::unlink(&name)
+    let w = walk(path);
+    let Some(name) = w.name else {
+        return Err(if rmdir { Errno::EBUSY } else { Errno::EISDIR });
+    };
+    let dir = w.mount.root;
+    let is_dir = dir.lookup(&name)?;
+    if rmdir {
+        if !is_dir {
+            return Err(Errno::ENOTDIR);
         }
-        None => {
-            let file = open(path, 0)?;
-            if is_dir(&file) {
-                Err(if rmdir { Errno::EBUSY } else { Errno::EISDIR })
-            } else if rmdir {
-                Err(Errno::ENOTDIR)
-            } else if read_only_fs(&file) {
-                Err(Errno::EROFS)
-            } else {
-                Err(Errno::EPERM)
-            }
-        }
+        return dir.rmdir(&name);
     }
+    if is_dir {
+        return Err(Errno::EISDIR);
+    }
+    if w.trailing_slash {
+        return Err(Errno::ENOTDIR);
+    }
+    dir.unlink(&name)
 }
 
-/// Gives `source` the name `new` (`link`, `linkat`): hard links within `/tmp`; `EXDEV` between
-/// `/tmp` and elsewhere, `EROFS` on the ramdisk, `EPERM` for a directory.
+/// Gives `source` the name `new` (`link`, `linkat`): `EEXIST` if `new` exists, `EPERM` for a
+/// directory, then the target directory decides (tmpfs links its own files; `EXDEV` across
+/// file systems, `EROFS` on the ramdisk).
 pub fn link(source: &OpenFile, new: &str) -> Result<(), Errno> {
-    let target = match parse(new) {
-        Some(Err(e)) => return Err(e),
-        Some(Ok(TmpPath::Dir)) => return Err(Errno::EEXIST),
-        Some(Ok(TmpPath::Name {
-            name,
-            trailing_slash,
-        })) => {
-            if tmpfs::exists(&name) {
-                return Err(Errno::EEXIST);
-            }
-            if trailing_slash {
-                return Err(Errno::ENOENT);
-            }
-            Some(name)
-        }
-        None => None,
+    let w = walk(new);
+    let Some(name) = w.name else {
+        return Err(Errno::EEXIST);
     };
+    let dir = w.mount.root;
+    match dir.lookup(&name) {
+        Ok(_) => return Err(Errno::EEXIST),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    if w.trailing_slash {
+        return Err(Errno::ENOENT);
+    }
     if is_dir(source) {
         return Err(Errno::EPERM);
     }
-    match (source.downcast::<TmpfsFile>(), target) {
-        (Some(file), Some(name)) => file.link(&name),
-        (Some(_), None) | (None, Some(_)) => Err(Errno::EXDEV),
-        (None, None) if read_only_fs(source) => Err(Errno::EROFS),
-        (None, None) => Err(Errno::EPERM),
-    }
+    dir.link(source, &name)
 }
 
-/// Renames within `/tmp` (`RENAME_NOREPLACE` honoured); `EXDEV` between `/tmp` and elsewhere,
-/// `EROFS`/`EPERM` elsewhere.
+/// Renames `old` to `new` (`RENAME_NOREPLACE` honoured) within one file system: `EXDEV`
+/// across mounts, `EBUSY` for a mount point, `EISDIR` onto one.
 pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
     if name_too_long(old) || name_too_long(new) {
         return Err(Errno::ENAMETOOLONG);
     }
-    match (parse(old), parse(new)) {
-        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
-        (Some(Ok(TmpPath::Name { name: o, .. })), Some(Ok(TmpPath::Name { name: n, .. }))) => {
-            tmpfs::rename(&o, &n, flags & RENAME_NOREPLACE != 0)
-        }
-        (Some(Ok(TmpPath::Dir)), _) => Err(Errno::EBUSY),
-        (Some(Ok(TmpPath::Name { name, .. })), _) if !tmpfs::exists(&name) => Err(Errno::ENOENT),
-        (Some(Ok(_)), None) | (None, Some(Ok(_))) => {
-            open(old, 0)?;
-            Err(Errno::EXDEV)
-        }
-        (Some(Ok(TmpPath::Name { .. })), Some(Ok(TmpPath::Dir))) => Err(Errno::EISDIR),
-        (None, None) => {
-            open(old, 0)?;
-            Err(Errno::EROFS)
-        }
+    let (from, to) = (walk(old), walk(new));
+    let Some(oname) = from.name else {
+        return Err(Errno::EBUSY);
+    };
+    from.mount.root.lookup(&oname)?;
+    if from.mount.path != to.mount.path {
+        return Err(Errno::EXDEV);
     }
+    let Some(nname) = to.name else {
+        return Err(Errno::EISDIR);
+    };
+    from.mount.root.rename(&oname, &nname, flags)
 }
 
-/// `mkdir(path)`: nothing can be created outside `/tmp` (`EROFS`), and tmpfs here has no
-/// subdirectories (Linux: `EPERM` when the file system has no mkdir).
+/// `mkdir(path)`: the mount's directory creates it (tmpfs here has no subdirectories: `EPERM`;
+/// the ramdisk is read-only: `EROFS`); a mount point exists.
 pub fn mkdir(path: &str) -> Result<(), Errno> {
-    if let Some(Ok(TmpPath::Name { name, .. })) = parse(path) {
-        return Err(if tmpfs::exists(&name) {
-            Errno::EEXIST
-        } else {
-            Errno::EPERM
-        });
-    }
-    match open(path, 0) {
-        Ok(_) => Err(Errno::EEXIST),
-        Err(Errno::ENOENT) if !path.trim_start_matches('/').contains('/') => Err(Errno::EROFS),
-        Err(e) => Err(e),
+    let w = walk(path);
+    match w.name {
+        None => Err(Errno::EEXIST),
+        Some(name) => w.mount.root.mkdir(&name, 0o777),
     }
 }
 
@@ -217,8 +186,25 @@ pub fn getcwd(buf: &crate::uaccess::UserSlice) -> Result<usize, Errno> {
     Ok(path.len())
 }
 
-/// `readlink(path)`: there are no symbolic links, so an existing file is "not a link".
-pub fn readlink(path: &str) -> Result<usize, Errno> {
-    open(path, 0)?;
-    Err(Errno::EINVAL)
+/// `readlink(path)`: the target of a symbolic link; `EINVAL` for anything else (a mount point
+/// included).
+pub fn readlink(path: &str) -> Result<String, Errno> {
+    let w = walk(path);
+    match w.name {
+        None => Err(Errno::EINVAL),
+        Some(name) => w.mount.root.readlink(&name),
+    }
+}
+
+/// `symlink(target, path)`: the mount's directory creates it (none of today's file systems
+/// has symbolic links: `EPERM`, `EROFS` on the ramdisk, `EEXIST` if `path` exists).
+pub fn symlink(target: &str, path: &str) -> Result<(), Errno> {
+    if name_too_long(path) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let w = walk(path);
+    match w.name {
+        None => Err(Errno::EEXIST),
+        Some(name) => w.mount.root.symlink(&name, target),
+    }
 }

@@ -2,14 +2,12 @@
 //! (Linux's initramfs is a ramfs; cowlab's is read-only, so `statfs` says `ST_RDONLY`).
 #![deny(unsafe_code)]
 
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::any::Any;
 
-use super::file::{DirEntry, FileOps, Kiocb, Seek, DT_DIR, DT_REG};
+use super::file::{DirEntry, FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::stat::{statfs_of, Stat, StatFs, RAMFS_MAGIC, ST_RDONLY, S_IFDIR, S_IFREG};
-use super::tmpfs;
 use crate::errno::Errno;
 use crate::ramdisk;
 
@@ -85,22 +83,8 @@ impl FileOps for RootDir {
         ramfs_statfs()
     }
 
-    /// `.`, `..`, `tmp`, then the ramdisk's files.
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        let entry = |name: &str, ino, kind| DirEntry {
-            name: String::from(name),
-            ino,
-            kind,
-        };
-        let mut out = alloc::vec![
-            entry(".", 1, DT_DIR),
-            entry("..", 1, DT_DIR),
-            entry("tmp", tmpfs::TMPFS_ROOT_INO, DT_DIR),
-        ];
-        for (i, f) in ramdisk::files().filter_map(Result::ok).enumerate() {
-            out.push(entry(f.name, 16 + i as u64, DT_REG));
-        }
-        Ok(out)
+        super::mount::DirInode::getdents(&super::mount::RamfsRoot)
     }
 
     fn dir_path(&self) -> Option<&str> {

@@ -138,46 +138,6 @@ fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Result<Arc<TmpInode>, Err
     }))
 }
 
-/// What a path names inside tmpfs.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TmpPath {
-    /// `/tmp` itself.
-    Dir,
-    /// `/tmp/NAME`; `trailing_slash` if the path ended in `/` (it must then be a directory).
-    Name { name: String, trailing_slash: bool },
-}
-
-/// Resolves `path` (absolute, or relative to `/`, the only working directory) lexically:
-/// `None` if it does not lead into `/tmp`; `ENOENT`/`ENOTDIR` for a path below a file of
-/// `/tmp` (there are no subdirectories); `ENAMETOOLONG` for a component over `NAME_MAX`.
-pub fn parse(path: &str) -> Option<Result<TmpPath, Errno>> {
-    let mut comps: Vec<&str> = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                comps.pop();
-            }
-            c => comps.push(c),
-        }
-    }
-    if comps.first() != Some(&"tmp") {
-        return None;
-    }
-    if comps.iter().any(|c| c.len() > NAME_MAX) {
-        return Some(Err(Errno::ENAMETOOLONG));
-    }
-    Some(match comps.len() {
-        1 => Ok(TmpPath::Dir),
-        2 => Ok(TmpPath::Name {
-            name: String::from(comps[1]),
-            trailing_slash: path.ends_with('/'),
-        }),
-        _ if DIR.lock().contains_key(comps[1]) => Err(Errno::ENOTDIR),
-        _ => Err(Errno::ENOENT),
-    })
-}
-
 /// Opens (or creates) `/tmp/name` with the `open` flags; the file kind to wrap.
 /// Linux: `O_CREAT|O_EXCL` on an existing name is `EEXIST`, `O_TRUNC` truncates (root may
 /// write every file), a trailing slash makes a regular file `ENOTDIR` and a creation `EISDIR`.

@@ -3,14 +3,13 @@
 //! through a descriptor update the inode's times.
 #![deny(unsafe_code)]
 
-use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
 use cowlab_mm::shmem::ShmemObject;
 
-use super::file::{DirEntry, FileOps, Kiocb, Seek, DT_DIR, DT_REG};
+use super::file::{DirEntry, FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::memfd::{shmem_fallocate, shmem_read, shmem_stat, shmem_write};
 use super::stat::{tmpfs_statfs, Stat, StatFs, ST_NODEV, ST_NOSUID, S_IFDIR, S_IFREG};
@@ -138,28 +137,8 @@ impl FileOps for TmpDir {
         tmpfs_statfs(ST_NOSUID | ST_NODEV)
     }
 
-    /// `.`, `..`, then the files in name order.
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        let mut out = alloc::vec![
-            DirEntry {
-                name: String::from("."),
-                ino: tmpfs::TMPFS_ROOT_INO,
-                kind: DT_DIR,
-            },
-            DirEntry {
-                name: String::from(".."),
-                ino: 1,
-                kind: DT_DIR,
-            },
-        ];
-        for (name, ino) in tmpfs::entries() {
-            out.push(DirEntry {
-                name,
-                ino,
-                kind: DT_REG,
-            });
-        }
-        Ok(out)
+        super::mount::DirInode::getdents(&super::mount::TmpfsRoot)
     }
 
     fn dir_path(&self) -> Option<&str> {

@@ -49,3 +49,35 @@ pub fn fs_kvec_read_write_through_file_ops() -> TestResult {
     );
     Ok(())
 }
+
+/// The mount table: the longest mount prefix takes a path, after `.` and `..`; what lies
+/// below the mount is left to its directory.
+pub fn fs_mount_walk_longest_prefix() -> TestResult {
+    use crate::fs::mount::walk;
+    let cases: [(&str, &str, Option<&str>, bool); 8] = [
+        ("/", "/", None, false),
+        ("init", "/", Some("init"), false),
+        ("/tmp/", "/tmp", None, false),
+        ("/tmp/x/", "/tmp", Some("x"), true),
+        ("/tmp/../dev/./null", "/dev", Some("null"), false),
+        (
+            "/sys/kernel/debug/gup_test",
+            "/sys/kernel/debug",
+            Some("gup_test"),
+            false,
+        ),
+        ("/sys/kernel", "/", Some("sys/kernel"), false),
+        ("/proc/self/maps", "/proc", Some("self/maps"), false),
+    ];
+    for (path, mount, name, slash) in cases {
+        let w = walk(path);
+        ensure!(
+            w.mount.path == mount && w.name.as_deref() == name && w.trailing_slash == slash,
+            "walk({path:?}) = ({:?}, {:?}, {})",
+            w.mount.path,
+            w.name,
+            w.trailing_slash
+        );
+    }
+    Ok(())
+}

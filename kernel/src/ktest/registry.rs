@@ -44,6 +44,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(rtc::rtc_wall_clock_is_plausible),
     test!(virtio::virtio_blk_queue_bookkeeping),
     test!(fs::fs_kvec_read_write_through_file_ops),
+    test!(fs::fs_mount_walk_longest_prefix),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

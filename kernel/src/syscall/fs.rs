@@ -484,7 +484,29 @@ fn readlink_path(dirfd: i64, path: u64, buf: u64, size: u64) -> SysResult {
     if size == 0 {
         return Err(Errno::EINVAL);
     }
-    done(namei::readlink(&at_path(dirfd, &path)?)?)
+    let target = namei::readlink(&at_path(dirfd, &path)?)?;
+    let n = target.len().min(size as usize);
+    UserSlice::new(buf, n)?.write(&target.as_bytes()[..n])?;
+    done(n)
+}
+
+/// symlink(target, path) (88) and symlinkat(target, newdirfd, path) (266).
+pub fn symlink_at(target: u64, dirfd: i64, path: u64) -> SysResult {
+    let target = read_cstr(target, PATH_MAX)?;
+    let path = read_cstr(path, PATH_MAX)?;
+    if target.is_empty() || path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    namei::symlink(&target, &at_path(dirfd, &path)?)?;
+    Ok(0)
+}
+
+pub fn symlink(a: Args) -> SysResult {
+    symlink_at(a.get(0), AT_FDCWD, a.get(1))
+}
+
+pub fn symlinkat(a: Args) -> SysResult {
+    symlink_at(a.get(0), a.int(1), a.get(2))
 }
 
 pub fn readlink(a: Args) -> SysResult {

@@ -102,6 +102,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         84 => fs::rmdir(a),
         86 => fs::link(a),
         87 => fs::unlink(a),
+        88 => fs::symlink(a),
         89 => fs::readlink(a),
         96 => time::gettimeofday(a),
         97 => info::getrlimit(a),
@@ -133,6 +134,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         263 => fs::unlinkat(a),
         264 => fs::renameat(a),
         265 => fs::linkat(a),
+        266 => fs::symlinkat(a),
         267 => fs::readlinkat(a),
         // set_robust_list: accepted (nothing walks the list yet), but as Linux only with
         // len == sizeof(struct robust_list_head).

@@ -291,6 +291,7 @@ fn main() -> i32 {
     times(&mut t, &base);
     across_fork(&mut t, &base);
     working_directory(&mut t, &base);
+    mount_paths(&mut t);
     if cowlab {
         frames_return(&mut t, &base);
         inode_limit(&mut t, &base);
@@ -856,6 +857,44 @@ fn working_directory(t: &mut Tester, base: &str) {
     t.eq("fchdir to /", fchdir(root), Ok(0));
     let _ = close(root);
     // Back where the program started (the host runs it from anywhere).
+    if let Ok(start) = start {
+        let mut p = start;
+        p.push(0);
+        if let Ok(c) = CStr::from_bytes_with_nul(&p) {
+            let _ = chdir(c);
+        }
+    }
+}
+
+/// Paths resolve through the mount table, as on Linux: `..` out of `/tmp` into `/dev`, a
+/// relative path from `/` into `/dev`, and a path below a file (`ENOTDIR`, not `ENOENT`).
+fn mount_paths(t: &mut Tester) {
+    t.eq(
+        "stat /tmp/../dev/null is the character device",
+        stat(c"/tmp/../dev/null").map(|s| s.st_mode & 0o170000),
+        Ok(0o020000),
+    );
+    let start = cwd();
+    let _ = chdir(c"/");
+    let fd = open(c"dev/null", O_RDWR);
+    t.check_why(
+        "open of dev/null relative to /",
+        fd.is_ok(),
+        format_args!("{fd:?}"),
+    );
+    if let Ok(fd) = fd {
+        let _ = close(fd);
+    }
+    t.eq(
+        "open below a device file: ENOTDIR",
+        open(c"/dev/null/x", 0).map_err(|e| e.0),
+        Err(errno::ENOTDIR),
+    );
+    t.eq(
+        "open below a /tmp directory entry that is missing: ENOENT",
+        open(c"/tmp/no-such-dir-cowlab/x", 0).map_err(|e| e.0),
+        Err(errno::ENOENT),
+    );
     if let Ok(start) = start {
         let mut p = start;
         p.push(0);
