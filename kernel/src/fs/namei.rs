@@ -26,7 +26,7 @@ fn read_only_fs(file: &OpenFile) -> bool {
 
 /// The calling process's working directory.
 pub fn cwd() -> String {
-    crate::proc::with_group(|g| g.cwd.clone())
+    crate::proc::with_group(|g| String::from(g.cwd.as_deref().unwrap_or("/")))
 }
 
 /// `base/path` with `.` and `..` resolved lexically (there are no symbolic links), keeping a
@@ -62,7 +62,10 @@ pub fn at_path(dir: Option<&OpenFile>, path: &str) -> Result<String, Errno> {
         return Ok(String::from(path));
     }
     let base = match dir {
-        None => cwd(),
+        None => match crate::proc::with_group(|g| g.cwd.clone()) {
+            None => return Ok(String::from(path)),
+            Some(cwd) => String::from(&*cwd),
+        },
         Some(dir) => String::from(dir.ops.dir_path().ok_or(Errno::ENOTDIR)?),
     };
     if base == "/" {
@@ -170,8 +173,11 @@ pub fn chdir(path: &str) -> Result<(), Errno> {
 
 /// `fchdir(fd)`: the open directory `dir` becomes the working directory.
 pub fn fchdir(dir: &OpenFile) -> Result<(), Errno> {
-    let path = String::from(dir.ops.dir_path().ok_or(Errno::ENOTDIR)?);
-    crate::proc::with_group(|g| g.cwd = path);
+    let path = dir.ops.dir_path().ok_or(Errno::ENOTDIR)?;
+    let cwd = (path != "/").then(|| alloc::sync::Arc::from(path));
+    // The old directory's reference is dropped outside the group lock.
+    let old = crate::proc::with_group(|g| core::mem::replace(&mut g.cwd, cwd));
+    drop(old);
     Ok(())
 }
 

@@ -134,9 +134,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
                 let g = parent.group.lock();
                 (g.sigactions, g.cwd.clone())
             };
-            let group = Group::new(parent.tgid, sigactions);
-            group.lock().cwd = cwd;
-            (tid, group)
+            (tid, Group::new(parent.tgid, sigactions, cwd))
         };
         Task {
             tid,

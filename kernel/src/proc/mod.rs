@@ -89,13 +89,14 @@ pub struct Group {
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
-    /// The working directory (Linux's `fs_struct`): an absolute path, shared by the threads of
-    /// the group, copied by `fork`, kept by `execve`.
-    pub cwd: String,
+    /// The working directory (Linux's `fs_struct`): an absolute path, `None` for `/`; shared
+    /// by the threads of the group, copied by `fork` (a reference count, no allocation), kept
+    /// by `execve`.
+    pub cwd: Option<Arc<str>>,
 }
 
 impl Group {
-    pub fn new(parent: Pid, sigactions: [u64; 65]) -> Arc<Mutex<Group>> {
+    pub fn new(parent: Pid, sigactions: [u64; 65], cwd: Option<Arc<str>>) -> Arc<Mutex<Group>> {
         Arc::new(Mutex::new(Group {
             parent,
             live: 1,
@@ -103,7 +104,7 @@ impl Group {
             sigactions,
             child_minflt: 0,
             own_minflt: 0,
-            cwd: String::from("/"),
+            cwd,
         }))
     }
 }
