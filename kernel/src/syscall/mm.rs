@@ -29,7 +29,7 @@ pub fn mmap(a: Args) -> SysResult {
         if !file.readable() {
             return Err(Errno::EACCES);
         }
-        let prot = Prot::from_linux(prot as u32)?;
+        let prot = mmap_prot(prot);
         let va = current_aspace().lock().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -42,7 +42,7 @@ pub fn mmap(a: Args) -> SysResult {
         )?;
         return Ok(va.as_u64());
     }
-    let prot = Prot::from_linux(prot as u32)?;
+    let prot = mmap_prot(prot);
     let aspace = current_aspace();
     let va = aspace.lock().mmap(
         memory::mm(),
@@ -52,6 +52,12 @@ pub fn mmap(a: Args) -> SysResult {
         MapFlags::from_linux(flags),
     )?;
     Ok(va.as_u64())
+}
+
+/// mmap's `prot`: Linux's `do_mmap` ignores bits it does not know (`PROT_SEM`, bit 32, ...),
+/// unlike mprotect; only read, write and execute mean anything.
+fn mmap_prot(prot: u64) -> Prot {
+    Prot::from_linux((prot & 7) as u32).unwrap_or(Prot::NONE)
 }
 
 /// A `prot` or flags argument the kernel takes as `unsigned long`: bits above the low 32 are

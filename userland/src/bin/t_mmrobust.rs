@@ -33,6 +33,7 @@ const F_SEAL_WRITE: usize = 8;
 const F_SEAL_FUTURE_WRITE: usize = 0x10;
 const MREMAP: usize = 25;
 const MPROTECT: usize = 10;
+const MMAP: usize = 9;
 const GETPID: usize = 39;
 /// The highest page of the address space: any length added to it wraps.
 const TOP: usize = 0xffff_ffff_ffff_f000;
@@ -183,6 +184,21 @@ fn overflow_class(t: &mut Tester) {
         mmap(0, usize::MAX - PAGE + 1, PROT_READ, ANON),
         e(errno::ENOMEM),
     );
+    for (name, prot) in [
+        ("mmap ignores prot bit 32, as Linux", (1usize << 32) | 3),
+        ("mmap ignores PROT_SEM, as Linux", 8 | 3),
+    ] {
+        // SAFETY: a new mapping at an address the kernel chooses.
+        let got = unsafe { raw(MMAP, [0, PAGE, prot, ANON as usize, usize::MAX, 0]) };
+        t.check_why(
+            name,
+            got.is_ok_and(|m| {
+                poke(m, 1);
+                munmap(m, PAGE).is_ok()
+            }),
+            format_args!("{got:?}"),
+        );
+    }
     poke(va, 3);
     t.eq("the mapping is intact", peek(va), 3);
     let _ = munmap(va, 2 * PAGE);
