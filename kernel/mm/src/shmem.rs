@@ -98,11 +98,13 @@ impl ShmemObject {
 
     /// Adds seals (`F_ADD_SEALS`, Linux `memfd_add_seals`): `EINVAL` for unknown bits, `EPERM`
     /// once `F_SEAL_SEAL` is set, `EBUSY` for `F_SEAL_WRITE` while a shared mapping may still
-    /// write the object. Checked and set under the object's lock, which also orders it
-    /// against [`Self::map_shared`], so no writable mapping can appear after the check. (Linux
-    /// also waits for transient page pins before `F_SEAL_WRITE`; cowlab does not.)
+    /// write the object or a cache page has a reference beyond the cache's and its mappings'
+    /// (a pin or GUP reference that could still write it: Linux `memfd_wait_for_pins`, which
+    /// waits a little first; cowlab answers at once). Checked and set under the object's lock,
+    /// which also orders it against [`Self::map_shared`], so no writable mapping can appear
+    /// after the check.
     #[doc(alias = "memfd_add_seals")]
-    pub fn add_seals(&self, add: u32) -> Result<(), MmError> {
+    pub fn add_seals<A: Arch>(&self, mm: &Mm<A>, add: u32) -> Result<(), MmError> {
         if add & !seals::ALL != 0 {
             return Err(MmError::Inval);
         }
@@ -110,11 +112,16 @@ impl ShmemObject {
         if inner.seals & seals::SEAL != 0 {
             return Err(MmError::Perm);
         }
-        if add & seals::WRITE != 0
-            && inner.seals & seals::WRITE == 0
-            && self.writable_maps.load(Ordering::Acquire) != 0
-        {
-            return Err(MmError::Busy);
+        if add & seals::WRITE != 0 && inner.seals & seals::WRITE == 0 {
+            let referenced = |&frame: &PhysAddr| {
+                let meta = mm.frames().meta(frame);
+                meta.refcount() > 1 + meta.mapcount()
+            };
+            if self.writable_maps.load(Ordering::Acquire) != 0
+                || inner.pages.values().any(referenced)
+            {
+                return Err(MmError::Busy);
+            }
         }
         inner.seals |= add;
         Ok(())

@@ -720,7 +720,7 @@ fn memfd_fcntl(file: &OpenFile, cmd: u64, arg: u64) -> SysResult {
         return Ok(u64::from(obj.seals()));
     }
     // Linux's `memfd_fcntl` takes the seals as `unsigned int`: the high bits are dropped.
-    obj.add_seals(arg as u32)?;
+    obj.add_seals(crate::memory::mm(), arg as u32)?;
     Ok(0)
 }
 

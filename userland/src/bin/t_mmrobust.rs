@@ -34,6 +34,7 @@ const F_SEAL_FUTURE_WRITE: usize = 0x10;
 const MREMAP: usize = 25;
 const MPROTECT: usize = 10;
 const MMAP: usize = 9;
+const VMSPLICE: usize = 278;
 const GETPID: usize = 39;
 /// The highest page of the address space: any length added to it wraps.
 const TOP: usize = 0xffff_ffff_ffff_f000;
@@ -413,6 +414,40 @@ fn memfd_seals(t: &mut Tester) {
     let _ = munmap(ro, PAGE);
     let _ = munmap(private, 2 * PAGE);
     let _ = close(fd);
+
+    // A page reference held elsewhere (vmsplice into a pipe) keeps F_SEAL_WRITE out until
+    // it is dropped (Linux `memfd_wait_for_pins`).
+    let v = memfd_create(c"t_mmrobust", MFD_ALLOW_SEALING).unwrap_or(-1);
+    let _ = ftruncate(v, PAGE as i64);
+    let vm = map_file(PAGE, RW, MAP_SHARED, v).unwrap_or(0);
+    let p = pipe().unwrap_or([-1, -1]);
+    if vm != 0 {
+        poke(vm, 1);
+        let iov = [vm, PAGE];
+        // SAFETY: one iovec naming this program's mapping.
+        let spliced = unsafe { raw(VMSPLICE, [p[1] as usize, iov.as_ptr() as usize, 1, 0, 0, 0]) };
+        t.eq("vmsplice a page of it into a pipe", spliced, Ok(PAGE));
+        let _ = munmap(vm, PAGE);
+    }
+    t.eq(
+        "F_SEAL_WRITE while the pipe holds the page is EBUSY",
+        add_seals(v, F_SEAL_WRITE),
+        e(errno::EBUSY),
+    );
+    let mut drain = [0u8; PAGE];
+    t.eq(
+        "read the page out of the pipe",
+        read(p[0], &mut drain),
+        Ok(PAGE),
+    );
+    t.eq(
+        "F_SEAL_WRITE once it is dropped",
+        add_seals(v, F_SEAL_WRITE),
+        Ok(0),
+    );
+    let _ = close(p[0]);
+    let _ = close(p[1]);
+    let _ = close(v);
 
     // F_SEAL_GROW alone: a write may not pass the size.
     let g = memfd_create(c"t_mmrobust", MFD_ALLOW_SEALING).unwrap_or(-1);

@@ -356,11 +356,11 @@ fn memfd_seals() {
     let env = Env::new();
     let obj = memfd(&env, 2, 5);
     assert_eq!(obj.seals(), seals::SEAL, "sealing starts forbidden");
-    assert_eq!(obj.add_seals(seals::WRITE), Err(MmError::Perm));
+    assert_eq!(obj.add_seals(&env.mm, seals::WRITE), Err(MmError::Perm));
     obj.allow_sealing();
     assert_eq!(obj.seals(), 0);
-    assert_eq!(obj.add_seals(0x20), Err(MmError::Inval));
-    assert_eq!(obj.add_seals(0x40), Err(MmError::Inval));
+    assert_eq!(obj.add_seals(&env.mm, 0x20), Err(MmError::Inval));
+    assert_eq!(obj.add_seals(&env.mm, 0x40), Err(MmError::Inval));
     let mut s = env.space();
     let w = map_obj(&env, &mut s, &obj, 0, 2, Prot::RW, MapFlags::SHARED);
     assert_eq!(obj.writable_mappings(), 1);
@@ -368,13 +368,13 @@ fn memfd_seals() {
     assert_eq!(obj.writable_mappings(), 2, "a split counts both halves");
     let child = s.fork(&env.mm).unwrap();
     assert_eq!(obj.writable_mappings(), 4, "a fork child's copies count");
-    assert_eq!(obj.add_seals(seals::WRITE), Err(MmError::Busy));
+    assert_eq!(obj.add_seals(&env.mm, seals::WRITE), Err(MmError::Busy));
     child.exit(&env.mm);
     s.mprotect(&env.mm, w, PAGE_SIZE, Prot::RW).unwrap();
     assert_eq!(obj.writable_mappings(), 1, "merged again");
     s.mprotect(&env.mm, w, 2 * PAGE_SIZE, Prot::READ).unwrap();
     assert_eq!(
-        obj.add_seals(seals::WRITE),
+        obj.add_seals(&env.mm, seals::WRITE),
         Err(MmError::Busy),
         "read-only but MAYWRITE"
     );
@@ -385,7 +385,20 @@ fn memfd_seals() {
     assert_eq!(obj.writable_mappings(), 1);
     s.munmap(&env.mm, moved, 3 * PAGE_SIZE).unwrap();
     assert_eq!(obj.writable_mappings(), 0);
-    obj.add_seals(seals::WRITE).unwrap();
+    // A page reference that could still write (a GUP reference, as vmsplice or O_DIRECT
+    // would hold) also keeps F_SEAL_WRITE out (Linux `memfd_wait_for_pins`).
+    let ro = map_obj(&env, &mut s, &obj, 0, 1, Prot::READ, MapFlags::SHARED);
+    let mut slot = [None];
+    crate::gup::get_user_pages(&env.mm, &mut s, ro, crate::foll::FollFlags::GET, &mut slot)
+        .unwrap();
+    s.munmap(&env.mm, ro, PAGE_SIZE).unwrap();
+    assert_eq!(
+        obj.add_seals(&env.mm, seals::WRITE),
+        Err(MmError::Busy),
+        "a GUP reference"
+    );
+    slot[0].take().unwrap().unpin(&env.mm);
+    obj.add_seals(&env.mm, seals::WRITE).unwrap();
     assert_eq!(obj.write_at(&env.mm, 0, b"x"), Err(MmError::Perm));
     assert_eq!(
         s.mmap_shmem(
@@ -411,11 +424,11 @@ fn memfd_seals() {
     assert_eq!(obj_u64(&env, &obj, 0), 5);
     // Size seals; the size stays settable while neither is set.
     obj.set_size(&env.mm, 3 * PAGE).unwrap();
-    obj.add_seals(seals::SHRINK).unwrap();
+    obj.add_seals(&env.mm, seals::SHRINK).unwrap();
     assert_eq!(obj.set_size(&env.mm, PAGE), Err(MmError::Perm));
     obj.set_size(&env.mm, 4 * PAGE).unwrap();
     obj.fallocate(&env.mm, 0, PAGE).unwrap();
-    obj.add_seals(seals::GROW).unwrap();
+    obj.add_seals(&env.mm, seals::GROW).unwrap();
     assert_eq!(obj.set_size(&env.mm, 5 * PAGE), Err(MmError::Perm));
     obj.set_size(&env.mm, 4 * PAGE).unwrap();
     assert_eq!(
@@ -423,8 +436,8 @@ fn memfd_seals() {
         Err(MmError::Perm)
     );
     obj.fallocate(&env.mm, 3 * PAGE, PAGE).unwrap();
-    obj.add_seals(seals::SEAL).unwrap();
-    assert_eq!(obj.add_seals(0), Err(MmError::Perm));
+    obj.add_seals(&env.mm, seals::SEAL).unwrap();
+    assert_eq!(obj.add_seals(&env.mm, 0), Err(MmError::Perm));
     assert_eq!(
         obj.seals(),
         seals::SEAL | seals::SHRINK | seals::GROW | seals::WRITE
@@ -442,7 +455,7 @@ fn grow_and_future_write_seals() {
     let obj: Arc<ShmemObject> = ShmemObject::new();
     obj.allow_sealing();
     obj.write_at(&env.mm, 0, &[1u8; 4100]).unwrap();
-    obj.add_seals(seals::GROW).unwrap();
+    obj.add_seals(&env.mm, seals::GROW).unwrap();
     assert_eq!(obj.write_at(&env.mm, 4099, b"ab"), Err(MmError::Perm));
     assert_eq!(obj.write_at(&env.mm, 4098, b"ab"), Ok(2));
     assert_eq!(
@@ -455,7 +468,7 @@ fn grow_and_future_write_seals() {
     obj2.allow_sealing();
     let mut s = env.space();
     let w = map_obj(&env, &mut s, &obj2, 0, 1, Prot::RW, MapFlags::SHARED);
-    obj2.add_seals(seals::FUTURE_WRITE).unwrap();
+    obj2.add_seals(&env.mm, seals::FUTURE_WRITE).unwrap();
     env.write(&mut s, w, 4).unwrap();
     assert_eq!(
         obj_u64(&env, &obj2, 0),
@@ -476,7 +489,7 @@ fn grow_and_future_write_seals() {
         ),
         Err(MmError::Perm)
     );
-    assert_eq!(obj2.add_seals(seals::WRITE), Err(MmError::Busy));
+    assert_eq!(obj2.add_seals(&env.mm, seals::WRITE), Err(MmError::Busy));
     env.check(&[&s]);
     ShmemObject::put(obj, &env.mm);
     ShmemObject::put(obj2, &env.mm);
