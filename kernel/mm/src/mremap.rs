@@ -104,17 +104,35 @@ impl AddressSpace {
             .then(|| self.find_vma(VirtAddr::new(addr)))
             .flatten()
             .ok_or(MmError::Fault)?;
-        // `addr < vma.end`: this is the room left in the VMA.
-        if old_len > vma.end.as_u64() - addr {
-            return Err(MmError::Fault);
-        }
+        // `addr < vma.end`: the room left in the VMA.
+        let room = vma.end.as_u64() - addr;
         if old_len == 0 && (vma.sharing != Sharing::Shared || !maymove) {
             return Err(MmError::Inval);
         }
-        let at_vma_end = addr + old_len == vma.end.as_u64();
         if let Some(target) = target {
+            // Linux `mremap_to`: the target is unmapped first, then a shrinking move drops the
+            // old tail, so only `new_len` bytes move; only then must they lie in the VMA.
+            self.munmap(mm, VirtAddr::new(target), new_len as usize)?;
+            let mut old_len = old_len;
+            if old_len > new_len {
+                self.munmap(
+                    mm,
+                    VirtAddr::new(addr + new_len),
+                    (old_len - new_len) as usize,
+                )?;
+                old_len = new_len;
+            }
+            let room = self
+                .find_vma(VirtAddr::new(addr))
+                .map(|v| v.end.as_u64() - addr)
+                .ok_or(MmError::Fault)?;
+            if old_len > room {
+                return Err(MmError::Fault);
+            }
             return self.move_vma(mm, addr, old_len, new_len, Some(target));
         }
+        // Shrinking is always allowed (Linux `do_mremap`): it unmaps `[addr + new_len,
+        // addr + old_len)` whatever lies there, even past this VMA.
         if old_len != 0 && new_len <= old_len {
             if new_len < old_len {
                 self.munmap(
@@ -125,11 +143,15 @@ impl AddressSpace {
             }
             return Ok(VirtAddr::new(addr));
         }
-        // Growing. In place if the VMA ends where the range does and the pages after it are
-        // free (Linux `vma_expandable`; like Linux, not held back by a stack's guard gap).
+        // Growing: the range must lie in the VMA (Linux `vma_to_resize`). In place if the VMA
+        // ends where the range does and the pages after it are free (Linux `vma_expandable`;
+        // like Linux, not held back by a stack's guard gap).
+        if old_len > room {
+            return Err(MmError::Fault);
+        }
         let grown_end = addr + new_len;
         if old_len != 0
-            && at_vma_end
+            && old_len == room
             && grown_end <= USER_END
             && !self.overlaps(VirtAddr::new(addr + old_len), VirtAddr::new(grown_end))
         {
@@ -158,15 +180,15 @@ impl AddressSpace {
             .as_u64()
     }
 
-    /// Moves `[addr, addr + old_len)` to `target` (or a place chosen as mmap's) with
-    /// `new_len` bytes (Linux `move_vma`, and `mremap_to` for a target): a copy of the VMA at
-    /// the new place, the PTEs moved into it, the old range unmapped. `old_len == 0` maps the
-    /// shared object a second time and moves nothing.
+    /// Moves `[addr, addr + old_len)` (inside one VMA, `old_len <= new_len` or a target) to
+    /// `target` (already unmapped) or a place chosen as mmap's, with `new_len` bytes (Linux
+    /// `move_vma`): a copy of the VMA at the new place, the PTEs moved into it, the old range
+    /// unmapped. `old_len == 0` maps the shared object a second time and moves nothing.
     fn move_vma<A: Arch>(
         &mut self,
         mm: &Mm<A>,
         addr: u64,
-        mut old_len: u64,
+        old_len: u64,
         new_len: u64,
         target: Option<u64>,
     ) -> Result<VirtAddr, MmError> {
@@ -175,20 +197,8 @@ impl AddressSpace {
         self.check_map_count(mm, 3)?;
         let before = self.vmas.len();
         let new_start = match target {
-            Some(t) => {
-                // Linux `mremap_to`: the target is unmapped first, then a shrinking move drops
-                // the old tail, so only `new_len` bytes move.
-                self.unmap_region(mm, VirtAddr::new(t), VirtAddr::new(t + new_len));
-                if old_len > new_len {
-                    self.unmap_region(
-                        mm,
-                        VirtAddr::new(addr + new_len),
-                        VirtAddr::new(addr + old_len),
-                    );
-                    old_len = new_len;
-                }
-                t
-            }
+            // Unmapped by the caller.
+            Some(t) => t,
             None => match self.get_unmapped_area(VirtAddr::zero(), new_len) {
                 Ok(va) => va.as_u64(),
                 Err(e) => {

@@ -616,6 +616,20 @@ fn mremap_shared(t: &mut Tester) {
     }
     let _ = munmap(s + PAGE, PAGE);
 
+    // Shrinking may name more than the mapping: what lies there is unmapped (Linux).
+    let a = map_before_blocker(2 * PAGE, RW, ANON, -1);
+    t.eq(
+        "mremap shrinking past the mapping's end",
+        mremap(a, 3 * PAGE, PAGE, 0),
+        Ok(a),
+    );
+    t.eq(
+        "the mapping after it is gone",
+        mprotect(a + PAGE, 2 * PAGE, PROT_READ),
+        e(errno::ENOMEM),
+    );
+    let _ = munmap(a, PAGE);
+
     // PROT_NONE moves.
     let n = map_before_blocker(2 * PAGE, RW, ANON, -1);
     poke(n, 9);

@@ -119,11 +119,38 @@ fn mremap_bounds_every_user_range() {
         remap(&env, &mut s, va, 0, PAGE, MAYMOVE),
         Err(MmError::Inval)
     );
+    // A shrinking move whose old tail passes user space is refused before anything moves.
+    let high = s
+        .mmap(
+            &env.mm,
+            VirtAddr::new(USER_END - PAGE),
+            PAGE_SIZE,
+            Prot::RW,
+            ANON | MapFlags::FIXED,
+        )
+        .unwrap()
+        .as_u64();
+    assert_eq!(
+        s.mremap(&env.mm, high, 2 * PAGE, PAGE, FIXED, va + 16 * PAGE),
+        Err(MmError::Inval),
+        "the old tail to drop passes USER_END"
+    );
+    assert_eq!(
+        env.read(&mut s, VirtAddr::new(high)).unwrap(),
+        0,
+        "still mapped"
+    );
+    s.munmap(&env.mm, VirtAddr::new(high), PAGE_SIZE).unwrap();
     assert_eq!(
         spans(&s),
         std::vec![(va, va + 2 * PAGE, Prot::RW)],
         "nothing changed"
     );
+    // Shrinking may name more than the VMA (Linux unmaps whatever lies there).
+    let after = env.map(&mut s, 2 * PAGE, 1, Prot::READ).as_u64();
+    assert_eq!(after, va + 2 * PAGE);
+    assert_eq!(remap(&env, &mut s, va, 8 * PAGE, PAGE, NONE), Ok(va));
+    assert_eq!(spans(&s), std::vec![(va, va + PAGE, Prot::RW)]);
     env.check(&[&s]);
     env.finish(std::vec![s]);
 }
