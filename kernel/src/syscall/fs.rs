@@ -701,7 +701,28 @@ const F_SETFD: u64 = 2;
 const F_GETFL: u64 = 3;
 const F_SETFL: u64 = 4;
 const F_DUPFD_CLOEXEC: u64 = 1030;
+const F_ADD_SEALS: u64 = 1033;
+const F_GET_SEALS: u64 = 1034;
 const FD_CLOEXEC: u64 = 1;
+
+/// F_ADD_SEALS/F_GET_SEALS (Linux `memfd_fcntl`): seals live on shmem objects (memfds and
+/// tmpfs files; only `MFD_ALLOW_SEALING` memfds start without `F_SEAL_SEAL`). Adding needs a
+/// descriptor open for writing (`EPERM`, checked first as Linux does); other files `EINVAL`.
+fn memfd_fcntl(file: &OpenFile, cmd: u64, arg: u64) -> SysResult {
+    if cmd == F_ADD_SEALS && !file.writable() {
+        return Err(Errno::EPERM);
+    }
+    let obj = match &file.kind {
+        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => obj,
+        _ => return Err(Errno::EINVAL),
+    };
+    if cmd == F_GET_SEALS {
+        return Ok(u64::from(obj.seals()));
+    }
+    // Linux's `memfd_fcntl` takes the seals as `unsigned int`: the high bits are dropped.
+    obj.add_seals(crate::memory::mm(), arg as u32)?;
+    Ok(0)
+}
 
 pub fn fcntl(a: Args) -> SysResult {
     let fd = a.int(0);
@@ -725,6 +746,7 @@ pub fn fcntl(a: Args) -> SysResult {
             Ok(0)
         }
         F_GETFL => Ok(u64::from(p.fds.get(fd)?.flags.load(Ordering::Relaxed))),
+        F_ADD_SEALS | F_GET_SEALS => memfd_fcntl(&*p.fds.get(fd)?, a.get(1), arg),
         F_SETFL => {
             let file = p.fds.get(fd)?;
             let settable = fs::O_APPEND | fs::O_NONBLOCK | fs::vda::O_DIRECT;
@@ -927,6 +949,9 @@ pub fn memfd_create(a: Args) -> SysResult {
         return Err(Errno::EMFILE);
     }
     let obj = cowlab_mm::shmem::ShmemObject::new();
+    if flags & MFD_ALLOW_SEALING != 0 {
+        obj.allow_sealing();
+    }
     // What /proc/<pid>/maps prints for its mappings, as Linux (`memfd:` dentries, unlinked).
     obj.set_maps_name(&alloc::format!("/memfd:{name} (deleted)"));
     let file = OpenFile::new(FileKind::Memfd(obj), fs::O_RDWR);
