@@ -69,6 +69,17 @@ pub struct StatFs {
     pub f_namelen: u32,
 }
 
+/// What a metadata block holds (see [`Ext2::metadata_blocks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MetaKind {
+    Superblock,
+    GroupDescriptors,
+    Bitmap,
+    InodeTable,
+    Directory,
+    Indirect,
+}
+
 /// A mounted ext2 filesystem over a [`BlockDevice`]. Every operation takes `&mut self`: the
 /// kernel serialises callers with one lock around it.
 pub struct Ext2<D: BlockDevice> {
@@ -559,12 +570,31 @@ impl<D: BlockDevice> Ext2<D> {
         }
     }
 
-    /// Every metadata block in use: superblocks and descriptor tables, bitmaps, inode tables,
-    /// directory blocks and indirect blocks. For tools and the image fuzzer.
-    pub fn metadata_blocks(&mut self) -> Result<Vec<u32>> {
-        let mut out: Vec<u32> = Vec::new();
-        for &(s, e) in &self.sys_zones {
-            out.extend(s..e);
+    /// Every metadata block in use, with what it holds: superblocks and descriptor tables,
+    /// bitmaps, inode tables, directory blocks and indirect blocks. For tools and the fuzzer.
+    pub fn metadata_blocks(&mut self) -> Result<Vec<(u32, MetaKind)>> {
+        let mut out: Vec<(u32, MetaKind)> = Vec::new();
+        let sparse = self.sb.feature_ro_compat & RO_COMPAT_SPARSE_SUPER != 0;
+        let gdt_blocks =
+            (self.ngroups as u64 * GROUP_DESC_SIZE as u64).div_ceil(self.bs as u64) as u32;
+        let itb = self.sb.inodes_per_group * self.sb.inode_size as u32 / self.bs;
+        for g in 0..self.ngroups {
+            let first = self.group_first_block(g);
+            if has_super(sparse, g) {
+                let sb_blk = if g == 0 {
+                    (SUPERBLOCK_OFFSET / self.bs as u64) as u32
+                } else {
+                    first
+                };
+                out.push((sb_blk, MetaKind::Superblock));
+                out.extend(
+                    (first + 1..first + 1 + gdt_blocks).map(|b| (b, MetaKind::GroupDescriptors)),
+                );
+            }
+            let gd = self.groups[g as usize];
+            out.push((gd.block_bitmap, MetaKind::Bitmap));
+            out.push((gd.inode_bitmap, MetaKind::Bitmap));
+            out.extend((gd.inode_table..gd.inode_table + itb).map(|b| (b, MetaKind::InodeTable)));
         }
         for ino in 1..=self.sb.inodes_count {
             let inode = self.read_inode(ino)?;
@@ -582,7 +612,7 @@ impl<D: BlockDevice> Ext2<D> {
                         if b == 0 || !self.valid_data_block(b) {
                             continue;
                         }
-                        out.push(b);
+                        out.push((b, MetaKind::Indirect));
                         if d + 1 < depth {
                             let buf = self.disk.bread(b)?;
                             next.extend(
@@ -599,13 +629,13 @@ impl<D: BlockDevice> Ext2<D> {
                 for lblk in 0..inode.size / self.bs as u64 {
                     let b = self.bmap(ino, &inode, lblk)?;
                     if b != 0 {
-                        out.push(b);
+                        out.push((b, MetaKind::Directory));
                     }
                 }
             }
         }
         out.sort_unstable();
-        out.dedup();
+        out.dedup_by_key(|m| m.0);
         Ok(out)
     }
 }

@@ -258,10 +258,9 @@ impl<D: BlockDevice> Ext2<D> {
         let mut span = p;
         for (slot, depth) in [(IND_BLOCK, 1u32), (DIND_BLOCK, 2), (TIND_BLOCK, 3)] {
             let b = inode.block[slot];
-            if b != 0 && from < base + span
-                && self.free_tree(ino, inode, b, depth, base, from)? {
-                    inode.block[slot] = 0;
-                }
+            if b != 0 && from < base + span && self.free_tree(ino, inode, b, depth, base, from)? {
+                inode.block[slot] = 0;
+            }
             base += span;
             span *= p;
         }

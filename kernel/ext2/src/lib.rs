@@ -31,5 +31,5 @@ pub use cache::CacheStats;
 pub use device::{BlockDevice, IoError};
 pub use dir::DirEntry;
 pub use errno::{Errno, Result};
-pub use fs::{Ext2, MountError, MountOptions, StatFs};
+pub use fs::{Ext2, MetaKind, MountError, MountOptions, StatFs};
 pub use ops::Stat;
