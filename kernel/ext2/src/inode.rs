@@ -102,7 +102,13 @@ impl<D: BlockDevice> Ext2<D> {
         let per = (self.bs / 512) as u64;
         let meta = 1 + (1 + p) + (1 + p + p * p);
         let countable = (u32::MAX as u64 / per).saturating_sub(meta);
-        addressable.min(countable) * self.bs as u64
+        let max = addressable.min(countable) * self.bs as u64;
+        if self.sb.rev_level == 0 {
+            // Revision 0 has no feature flags, so no `large_file`: 2 GiB (Linux would first
+            // upgrade the revision; we do not rewrite the superblock's layout).
+            return max.min(i32::MAX as u64);
+        }
+        max
     }
 
     /// Where logical block `lblk` hangs: the `i_block` slot, the index at each indirect level and

@@ -607,3 +607,55 @@ fn fill_disk_to_enospc_1k() {
 fn fill_disk_to_enospc_4k() {
     fill_disk(4096);
 }
+
+/// Formats without `filetype` and `dir_index`, revision 0, 2 KiB blocks and 4 KiB sectors: a small
+/// workload on each, then e2fsck.
+#[test]
+fn other_formats_e2fsck_clean() {
+    let Some(mke2fs) = mke2fs_or_skip("other_formats") else { return };
+    let cases: [(&str, u32, &[&str], usize); 4] = [
+        ("nofiletype", 1024, &["-O", "^filetype,^dir_index"], 512),
+        ("rev0", 1024, &["-r", "0"], 512),
+        ("2k", 2048, &[], 512),
+        ("4ksector", 4096, &[], 4096),
+    ];
+    for (name, block, extra, sector) in cases {
+        let dir = scratch(name);
+        let src = dir.join("root").tap_mkdir();
+        std::fs::write(src.join("old"), pattern(60, 30_000)).unwrap();
+        let img = dir.join("img");
+        mkfs(&mke2fs, &img, block, 8192, Some(&src), extra);
+        let dev = MemDevice { data: std::fs::read(&img).unwrap(), sector };
+        let mut fs = Ext2::mount(dev, cowlab_ext2::MountOptions::default()).unwrap();
+        fs.set_clock(now);
+        let root = fs.root();
+        let d = fs.mkdir(root, b"dir", 0o755, 0, 0).unwrap();
+        for i in 0..100u32 {
+            let f = fs.create(d, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap();
+            fs.write(f, 0, &pattern(i, 2000 + i as usize * 50)).unwrap();
+        }
+        fs.rename(d, b"f7", root, b"seven").unwrap();
+        fs.unlink(d, b"f8").unwrap();
+        let want_dtype = if name == "nofiletype" || name == "rev0" { 0 } else { 8 };
+        let listed = list(&mut fs, d);
+        assert_eq!(listed.len(), 98, "{name}");
+        assert!(listed.iter().all(|e| e.2 == want_dtype), "{name}: d_type");
+        let big = fs.create(root, b"big", 0o644, 0, 0).unwrap();
+        fs.write(big, 3 << 20, b"end").unwrap();
+        let past2g = fs.write(big, 1 << 31, b"x");
+        if name == "rev0" {
+            assert_eq!(past2g, Err(Errno::EFBIG), "revision 0 has no large_file");
+        } else {
+            assert_eq!(past2g, Ok(1));
+        }
+        assert_eq!(fs.error_count(), 0, "{name}: {:?}", fs.take_error());
+        let (dev, r) = fs.unmount();
+        r.unwrap();
+        std::fs::write(&img, &dev.data).unwrap();
+        let (clean, out) = e2fsck(&img);
+        assert!(clean, "{name}: e2fsck -fn:\n{out}");
+        assert_eq!(debugfs(&img, "cat /seven"), pattern(7, 2000 + 7 * 50), "{name}");
+        assert_eq!(debugfs(&img, "cat /old"), pattern(60, 30_000), "{name}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
