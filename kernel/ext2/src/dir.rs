@@ -141,7 +141,10 @@ impl<D: BlockDevice> Ext2<D> {
     /// what its `i_blocks` pays for (a directory has no holes), which also bounds every scan.
     pub(crate) fn dir_blocks(&mut self, dir: u32, inode: &Inode) -> Result<u64> {
         let bs = self.bs as u64;
-        if !inode.size.is_multiple_of(bs) || inode.size / 512 > inode.blocks as u64 {
+        if !inode.size.is_multiple_of(bs)
+            || inode.size / 512 > inode.blocks as u64
+            || inode.size / bs > self.sb.blocks_count as u64
+        {
             return Err(self.corrupt(format!(
                 "directory inode {dir}: size {} does not match its blocks",
                 inode.size

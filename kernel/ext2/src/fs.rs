@@ -100,6 +100,7 @@ pub struct Ext2<D: BlockDevice> {
     /// Inodes with no links left that are still open: freed on their last `release`.
     pub(crate) orphans: BTreeSet<u32>,
     last_error: Option<String>,
+    warning: Option<String>,
     error_count: u64,
     clock: Option<fn() -> u32>,
     fallback_time: u32,
@@ -366,6 +367,7 @@ impl<D: BlockDevice> Ext2<D> {
             open: BTreeMap::new(),
             orphans: BTreeSet::new(),
             last_error: None,
+            warning: None,
             error_count: 0,
             clock: None,
             fallback_time,
@@ -379,6 +381,16 @@ impl<D: BlockDevice> Ext2<D> {
                 Errno::EUCLEAN,
                 "the root inode is not a directory".into(),
             ));
+        }
+        if fs.mount_state & STATE_VALID == 0 || fs.mount_state & STATE_ERROR != 0 {
+            // Linux's `ext2_setup_super` warns and mounts anyway.
+            fs.warning = Some(if fs.mount_state & STATE_ERROR != 0 {
+                "ext2: warning: mounting a filesystem with errors, running e2fsck is recommended"
+                    .into()
+            } else {
+                "ext2: warning: mounting an unchecked filesystem, running e2fsck is recommended"
+                    .into()
+            });
         }
         if !fs.read_only {
             // As Linux: a mounted read-write filesystem is marked not clean on disk until it is
@@ -440,6 +452,12 @@ impl<D: BlockDevice> Ext2<D> {
     /// The description of the last corruption found (one console line), once.
     pub fn take_error(&mut self) -> Option<String> {
         self.last_error.take()
+    }
+
+    /// The warning a mount of a not cleanly unmounted (or erroneous) filesystem gives, as one
+    /// console line.
+    pub fn mount_warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 
     /// How many times corruption was found since mount.

@@ -659,3 +659,70 @@ fn other_formats_e2fsck_clean() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A directory e2fsck turned into a hashed index (`e2fsck -fD`): read linearly, changed, its
+/// index flag dropped as Linux's ext2 does, and e2fsck is content; an image left mounted (not
+/// unmounted) is reported as unchecked at the next mount.
+#[test]
+fn htree_directory_and_unclean_mount() {
+    let Some(mke2fs) = mke2fs_or_skip("htree") else {
+        return;
+    };
+    let dir = scratch("htree");
+    let src = dir.join("root").tap_mkdir();
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    for i in 0..400 {
+        std::fs::write(
+            src.join(format!("big/name-{i:04}-padding-padding")),
+            format!("{i}"),
+        )
+        .unwrap();
+    }
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, 1024, 8192, Some(&src), &[]);
+    let out = std::process::Command::new(tool("e2fsck").unwrap())
+        .args(["-fyD"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().unwrap_or(8) <= 1,
+        "e2fsck -fyD: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let flags = String::from_utf8_lossy(&debugfs(&img, "stat /big")).into_owned();
+    assert!(
+        flags.contains("Flags: 0x1000"),
+        "e2fsck -D made an indexed directory: {flags}"
+    );
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    assert_eq!(fs.mount_warning(), None);
+    let big = resolve(&mut fs, "/big").unwrap();
+    assert_eq!(list(&mut fs, big).len(), 400);
+    let f = fs.lookup(big, b"name-0123-padding-padding").unwrap();
+    assert_eq!(read_all(&mut fs, f), b"123");
+    fs.unlink(big, b"name-0007-padding-padding").unwrap();
+    fs.create(big, b"a-new-name", 0o644, 0, 0).unwrap();
+    assert_eq!(list(&mut fs, big).len(), 400);
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(
+        clean,
+        "e2fsck -fn after changing an indexed directory:\n{out}"
+    );
+    let flags = String::from_utf8_lossy(&debugfs(&img, "stat /big")).into_owned();
+    assert!(flags.contains("Flags: 0x0"), "index flag dropped: {flags}");
+    // Mounted and never unmounted: the on-disk state says not clean.
+    let fs = mount(std::fs::read(&img).unwrap());
+    let (dev, _) = fs.unmount();
+    let mut unclean = dev.data.clone();
+    unclean[1024 + 58] = 0; // s_state without EXT2_VALID_FS, as a crash leaves it
+    let fs = mount(unclean);
+    assert!(fs.mount_warning().unwrap().contains("unchecked"));
+}
+
+#[test]
+fn the_filesystem_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<Ext2<MemDevice>>();
+}
