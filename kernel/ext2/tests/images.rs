@@ -204,6 +204,27 @@ fn workload(fs: &mut Ext2<MemDevice>, block: u32) -> BTreeMap<String, Vec<u8>> {
     fs.read(sp, 0, &mut buf).unwrap();
     assert_eq!(&buf[..8], b"\0\0\0near\0");
 
+    // Across each boundary of the block map (direct/single, single/double, double/triple): one
+    // write spanning the last block before it and the first after it.
+    let p = block as u64 / 4;
+    let edges = [12, 12 + p, 12 + p + p * p];
+    let span = pattern(12, 2 * block as usize + 100);
+    for (i, edge) in edges.iter().enumerate() {
+        let f = fs
+            .create(root, format!("edge{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        let at = (edge - 1) * block as u64 + 7;
+        assert_eq!(fs.write(f, at, &span).unwrap(), span.len());
+        let mut back = vec![0u8; span.len()];
+        assert_eq!(fs.read(f, at, &mut back).unwrap(), span.len());
+        assert!(back == span, "edge {i}");
+        if at < 80 << 20 {
+            let mut whole = vec![0u8; at as usize];
+            whole.extend_from_slice(&span);
+            expect.insert(format!("/edge{i}"), whole);
+        }
+    }
+
     // Past 4 GiB: i_size_high.
     let huge = fs.create(root, b"huge", 0o644, 0, 0).unwrap();
     let off5g = (5u64 << 30) + 123;
