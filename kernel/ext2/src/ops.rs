@@ -143,13 +143,15 @@ impl<D: BlockDevice> Ext2<D> {
         let _ = self.evict(ino);
     }
 
+    /// The checks before a new name: as Linux's `filename_create`, an existing name is `EEXIST`
+    /// even on a read-only filesystem.
     fn must_not_exist(&mut self, dir: u32, name: &[u8]) -> Result<Inode> {
         check_name(name)?;
-        self.writable()?;
         let inode = self.live_dir(dir)?;
         if is_dot(name) || self.find_entry(dir, &inode, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
+        self.writable()?;
         Ok(inode)
     }
 
