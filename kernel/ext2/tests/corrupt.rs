@@ -127,7 +127,11 @@ fn unsupported_features() {
     let f = fs.lookup(root, b"file").unwrap();
     assert_eq!(read_all(&mut fs, f), pattern(1, 20 * 1024));
     assert_eq!(fs.create(root, b"x", 0o644, 0, 0), Err(Errno::EROFS));
-    assert_eq!(fs.mkdir(root, b"a", 0o755, 0, 0), Err(Errno::EEXIST), "EEXIST before EROFS");
+    assert_eq!(
+        fs.mkdir(root, b"a", 0o755, 0, 0),
+        Err(Errno::EEXIST),
+        "EEXIST before EROFS"
+    );
     assert_eq!(fs.write(f, 0, b"x"), Err(Errno::EROFS));
     assert_eq!(fs.unlink(root, b"file"), Err(Errno::EROFS));
     let (dev, r) = fs.unmount();

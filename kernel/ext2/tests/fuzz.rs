@@ -73,6 +73,21 @@ fn base_image(block: u32) -> Option<Base> {
     std::os::unix::fs::symlink("d1/".repeat(30), src.join("slow")).unwrap();
     let img = dir.join("img");
     mkfs(&mke2fs, &img, block, 2048, Some(&src), &[]);
+    // A sparse file reaching the triple-indirect blocks, written by us (and checked by e2fsck),
+    // so the mutations also hit every level of a block map.
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    let f = fs.create(root, b"tind", 0o644, 0, 0).unwrap();
+    let far = if block == 1024 {
+        70u64 << 20
+    } else {
+        5u64 << 30
+    };
+    fs.write(f, 0, b"start").unwrap();
+    fs.write(f, far, &pattern(9, 3 * block as usize)).unwrap();
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(clean, "fuzz base image:\n{out}");
     let data = std::fs::read(&img).unwrap();
     let mut fs = mount(data.clone());
     let meta = fs.metadata_blocks().unwrap();
