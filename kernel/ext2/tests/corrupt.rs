@@ -301,3 +301,105 @@ fn small_cache_evicts_dirty_blocks_correctly() {
         pattern(199, (199 % 7) * 3000 + 1)
     );
 }
+
+/// A disk that fails some requests (deterministically, by a seed).
+struct FlakyDevice {
+    inner: MemDevice,
+    state: u64,
+    one_in: u64,
+    failures: u64,
+}
+
+impl FlakyDevice {
+    fn fail(&mut self) -> bool {
+        self.state = self
+            .state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let f = (self.state >> 33) % self.one_in == 0;
+        self.failures += f as u64;
+        f
+    }
+}
+
+impl cowlab_ext2::BlockDevice for FlakyDevice {
+    fn sector_size(&self) -> usize {
+        self.inner.sector_size()
+    }
+    fn sector_count(&self) -> u64 {
+        self.inner.sector_count()
+    }
+    fn read_sectors(&mut self, s: u64, buf: &mut [u8]) -> Result<(), cowlab_ext2::IoError> {
+        if self.fail() {
+            return Err(cowlab_ext2::IoError);
+        }
+        self.inner.read_sectors(s, buf)
+    }
+    fn write_sectors(&mut self, s: u64, buf: &[u8]) -> Result<(), cowlab_ext2::IoError> {
+        if self.fail() {
+            return Err(cowlab_ext2::IoError);
+        }
+        self.inner.write_sectors(s, buf)
+    }
+}
+
+/// Device errors are `EIO` for the operation that met them: never a panic, and never mistaken
+/// for corruption (a failed read leaves nothing half-parsed, a failed write-back stays dirty).
+#[test]
+fn device_errors_are_eio() {
+    let dir = scratch("flaky");
+    let Some(img) = base_image(&dir, 1024) else {
+        return;
+    };
+    let mut saw_eio = 0;
+    for seed in 0..40u64 {
+        let dev = FlakyDevice {
+            inner: MemDevice::new(img.clone()),
+            state: seed,
+            one_in: 25,
+            failures: 0,
+        };
+        let opts = MountOptions {
+            cache_blocks: 16,
+            ..MountOptions::default()
+        };
+        let mut fs = match Ext2::mount(dev, opts) {
+            Ok(fs) => fs,
+            Err(e) => {
+                assert_eq!(e.errno, Errno::EIO, "seed {seed}: {e}");
+                continue;
+            }
+        };
+        let root = fs.root();
+        let mut note = |r: Result<(), Errno>| match r {
+            Ok(()) => {}
+            Err(Errno::EIO) => saw_eio += 1,
+            Err(e) => panic!("seed {seed}: {e:?}"),
+        };
+        for path in ["/file", "/a/b/inner"] {
+            note(resolve(&mut fs, path).and_then(|ino| {
+                let mut buf = vec![0u8; 32 * 1024];
+                fs.read(ino, 0, &mut buf).map(drop)
+            }));
+        }
+        let mut created = Vec::new();
+        for i in 0..20 {
+            let name = format!("new{i}");
+            let r = fs.create(root, name.as_bytes(), 0o644, 0, 0);
+            created.push(r.is_ok());
+            note(r.and_then(|f| fs.write(f, 0, &pattern(i, 5000)).map(drop)));
+        }
+        note(fs.mkdir(root, b"dir", 0o755, 0, 0).map(drop));
+        if created[3] {
+            note(fs.rename(root, b"new3", root, b"renamed"));
+        }
+        if created[4] {
+            note(fs.unlink(root, b"new4"));
+        }
+        note(fs.sync());
+        assert_eq!(fs.error_count(), 0, "seed {seed}: {:?}", fs.take_error());
+        let (_, r) = fs.unmount();
+        note(r);
+    }
+    assert!(saw_eio > 0, "the device failed some requests");
+}

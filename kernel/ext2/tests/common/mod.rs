@@ -186,7 +186,7 @@ pub fn pattern(seed: u32, len: usize) -> Vec<u8> {
 }
 
 /// Resolves a path from the root.
-pub fn resolve(fs: &mut Ext2<MemDevice>, path: &str) -> cowlab_ext2::Result<u32> {
+pub fn resolve<D: BlockDevice>(fs: &mut Ext2<D>, path: &str) -> cowlab_ext2::Result<u32> {
     let mut ino = fs.root();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         ino = fs.lookup(ino, part.as_bytes())?;
@@ -195,7 +195,7 @@ pub fn resolve(fs: &mut Ext2<MemDevice>, path: &str) -> cowlab_ext2::Result<u32>
 }
 
 /// Reads a whole regular file.
-pub fn read_all(fs: &mut Ext2<MemDevice>, ino: u32) -> Vec<u8> {
+pub fn read_all<D: BlockDevice>(fs: &mut Ext2<D>, ino: u32) -> Vec<u8> {
     let size = fs.stat(ino).unwrap().size as usize;
     let mut buf = vec![0u8; size];
     let mut off = 0;
@@ -208,7 +208,7 @@ pub fn read_all(fs: &mut Ext2<MemDevice>, ino: u32) -> Vec<u8> {
 }
 
 /// The names in a directory (without `.` and `..`), sorted, with inode and `d_type`.
-pub fn list(fs: &mut Ext2<MemDevice>, dir: u32) -> Vec<(String, u32, u8)> {
+pub fn list<D: BlockDevice>(fs: &mut Ext2<D>, dir: u32) -> Vec<(String, u32, u8)> {
     let mut out = Vec::new();
     fs.readdir(dir, 0, |e, _| {
         if e.name != b"." && e.name != b".." {
