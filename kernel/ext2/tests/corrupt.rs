@@ -316,7 +316,7 @@ impl FlakyDevice {
             .state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let f = (self.state >> 33) % self.one_in == 0;
+        let f = (self.state >> 33).is_multiple_of(self.one_in);
         self.failures += f as u64;
         f
     }
