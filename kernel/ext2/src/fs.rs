@@ -107,7 +107,9 @@ pub struct Ext2<D: BlockDevice> {
     pub(crate) next_generation: u32,
 }
 
-fn has_super(sparse: bool, g: u32) -> bool {
+/// Whether group `g` holds a superblock and descriptor copy (with `sparse_super`: groups 0, 1 and
+/// powers of 3, 5 and 7).
+pub(crate) fn has_super(sparse: bool, g: u32) -> bool {
     if !sparse || g <= 1 {
         return true;
     }

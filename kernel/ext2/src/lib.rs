@@ -7,7 +7,7 @@
 //! The pieces: `layout` (the on-disk structures), `cache` (the bounded write-back buffer cache for
 //! metadata), `fs` (mount-time validation, sync, unmount, statfs), `balloc` (bitmaps), `inode`
 //! (block maps, truncation, eviction), `dir` (directory blocks), `file` (read/write/truncate),
-//! `ops` (the namespace operations a VFS calls). A corrupted image is refused at mount or gets
+//! `ops` (the namespace operations a VFS calls), `mkfs` (an empty filesystem). A corrupted image is refused at mount or gets
 //! `EUCLEAN` for the damaged file with a one-line description ([`Ext2::take_error`]); nothing
 //! panics, loops without bound or writes outside the filesystem. See docs/filesystem.md.
 #![no_std]
@@ -25,6 +25,7 @@ mod fs;
 mod inode;
 pub mod layout;
 mod le;
+mod mkfs;
 mod ops;
 
 pub use cache::CacheStats;
@@ -32,4 +33,5 @@ pub use device::{BlockDevice, IoError};
 pub use dir::DirEntry;
 pub use errno::{Errno, Result};
 pub use fs::{Ext2, MetaKind, MountError, MountOptions, StatFs};
+pub use mkfs::{format, FormatOptions};
 pub use ops::Stat;
