@@ -200,7 +200,9 @@ impl<D: BlockDevice> Ext2<D> {
         let mut cur = if top == 0 {
             let nb = self.alloc_charged(inode, goal)?;
             if depth > 0 {
-                self.disk.bnew(nb)?;
+                if let Err(e) = self.disk.bnew(nb) {
+                    return Err(self.unalloc(ino, inode, nb, e));
+                }
             }
             inode.block[slot] = nb;
             if depth == 0 {
@@ -226,16 +228,29 @@ impl<D: BlockDevice> Ext2<D> {
                 continue;
             }
             let nb = self.alloc_charged(inode, goal)?;
-            if !leaf {
-                self.disk.bnew(nb)?;
+            let linked = match leaf {
+                true => Ok(()),
+                false => self.disk.bnew(nb).map(drop),
             }
-            put_u32(self.disk.bread_mut(cur)?, 4 * i, nb);
+            .and_then(|()| self.disk.bread_mut(cur).map(|b| put_u32(b, 4 * i, nb)));
+            if let Err(e) = linked {
+                return Err(self.unalloc(ino, inode, nb, e));
+            }
             if leaf {
                 return Ok((nb, true));
             }
             cur = nb;
         }
         Err(Errno::EIO)
+    }
+
+    /// Gives back a block allocated for `inode` that could not be linked (a device error while
+    /// reading its parent), so an `EIO` does not leak it; returns `err` for the caller.
+    fn unalloc(&mut self, ino: u32, inode: &mut Inode, blk: u32, err: Errno) -> Errno {
+        // Freeing cannot meet a device error here (the bitmap was just cached by the
+        // allocation); if it fails anyway, that failure was recorded and `err` still stands.
+        let _ = self.release_block(ino, inode, blk);
+        err
     }
 
     fn release_block(&mut self, ino: u32, inode: &mut Inode, blk: u32) -> Result<()> {
