@@ -206,12 +206,21 @@ impl<D: BlockDevice> Ext2<D> {
         };
         let bs = self.bs as usize;
         let ft = self.entry_ft(S_IFDIR);
-        let buf = self.disk.bnew(blk)?;
-        crate::dir::put_entry(buf, 0, ino, 12, b".", ft);
-        crate::dir::put_entry(buf, 12, dir, bs - 12, b"..", ft);
         inode.links_count = 2;
         inode.size = bs as u64;
+        // The inode is written first so that, if the block's buffer cannot be set up (a device
+        // error on a cache write-back), discarding the inode frees its block too.
         self.write_inode(ino, &inode)?;
+        match self.disk.bnew(blk) {
+            Ok(buf) => {
+                crate::dir::put_entry(buf, 0, ino, 12, b".", ft);
+                crate::dir::put_entry(buf, 12, dir, bs - 12, b"..", ft);
+            }
+            Err(e) => {
+                self.discard_inode(ino);
+                return Err(e);
+            }
+        }
         if let Err(e) = self.add_entry(dir, name, ino, inode.mode) {
             self.discard_inode(ino);
             return Err(e);
