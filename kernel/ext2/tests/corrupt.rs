@@ -516,6 +516,7 @@ fn eio_during(op: impl FnOnce(&mut Ext2<WriteSwitchDevice>, u32, u32) -> Result<
         free_before,
         "the block went back to the bitmap"
     );
+    assert_eq!(fs.statfs().f_ffree, free_inodes_before, "no inode kept");
     assert_eq!(fs.error_count(), 0);
     let (dev, r) = fs.unmount();
     r.unwrap();
