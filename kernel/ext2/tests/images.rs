@@ -633,7 +633,9 @@ fn fill_disk_to_enospc_4k() {
 /// workload on each, then e2fsck.
 #[test]
 fn other_formats_e2fsck_clean() {
-    let Some(mke2fs) = mke2fs_or_skip("other_formats") else { return };
+    let Some(mke2fs) = mke2fs_or_skip("other_formats") else {
+        return;
+    };
     let cases: [(&str, u32, &[&str], usize); 4] = [
         ("nofiletype", 1024, &["-O", "^filetype,^dir_index"], 512),
         ("rev0", 1024, &["-r", "0"], 512),
@@ -646,18 +648,27 @@ fn other_formats_e2fsck_clean() {
         std::fs::write(src.join("old"), pattern(60, 30_000)).unwrap();
         let img = dir.join("img");
         mkfs(&mke2fs, &img, block, 8192, Some(&src), extra);
-        let dev = MemDevice { data: std::fs::read(&img).unwrap(), sector };
+        let dev = MemDevice {
+            data: std::fs::read(&img).unwrap(),
+            sector,
+        };
         let mut fs = Ext2::mount(dev, cowlab_ext2::MountOptions::default()).unwrap();
         fs.set_clock(now);
         let root = fs.root();
         let d = fs.mkdir(root, b"dir", 0o755, 0, 0).unwrap();
         for i in 0..100u32 {
-            let f = fs.create(d, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap();
+            let f = fs
+                .create(d, format!("f{i}").as_bytes(), 0o644, 0, 0)
+                .unwrap();
             fs.write(f, 0, &pattern(i, 2000 + i as usize * 50)).unwrap();
         }
         fs.rename(d, b"f7", root, b"seven").unwrap();
         fs.unlink(d, b"f8").unwrap();
-        let want_dtype = if name == "nofiletype" || name == "rev0" { 0 } else { 8 };
+        let want_dtype = if name == "nofiletype" || name == "rev0" {
+            0
+        } else {
+            8
+        };
         let listed = list(&mut fs, d);
         assert_eq!(listed.len(), 98, "{name}");
         assert!(listed.iter().all(|e| e.2 == want_dtype), "{name}: d_type");
@@ -675,7 +686,11 @@ fn other_formats_e2fsck_clean() {
         std::fs::write(&img, &dev.data).unwrap();
         let (clean, out) = e2fsck(&img);
         assert!(clean, "{name}: e2fsck -fn:\n{out}");
-        assert_eq!(debugfs(&img, "cat /seven"), pattern(7, 2000 + 7 * 50), "{name}");
+        assert_eq!(
+            debugfs(&img, "cat /seven"),
+            pattern(7, 2000 + 7 * 50),
+            "{name}"
+        );
         assert_eq!(debugfs(&img, "cat /old"), pattern(60, 30_000), "{name}");
         let _ = std::fs::remove_dir_all(&dir);
     }
