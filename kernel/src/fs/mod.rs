@@ -10,6 +10,7 @@
 
 pub mod aio;
 pub mod console;
+pub mod ext2_glue;
 pub mod guptest;
 pub mod io_uring;
 pub mod pipe;

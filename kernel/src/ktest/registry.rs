@@ -5,7 +5,7 @@
 //! out as free memory.
 
 use super::{
-    cmdline, exceptions, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
+    cmdline, exceptions, ext2, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
     KernelTest,
 };
 
@@ -42,6 +42,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     test!(rtc::rtc_wall_clock_is_plausible),
     test!(virtio::virtio_blk_queue_bookkeeping),
+    test!(ext2::ext2_glue_reads_vda_and_refuses_a_raw_disk),
+    test!(ext2::ext2_in_kernel_format_write_remount),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
