@@ -6,8 +6,10 @@
 //! through the new page tables: the image is never copied into kernel memory as a whole), then
 //! given its final protection with `mprotect`. The rest up to `p_memsz` is bss and reads as
 //! zeros because the mapping is anonymous. Segments that share a page get the union of their
-//! permissions on that page. The heap (brk) starts after the highest segment. The stack is
-//! [`STACK_SIZE`] below [`STACK_TOP`] with an unmapped guard page beneath, and holds, from its
+//! permissions on that page. The heap (brk) starts after the highest segment. The stack is a
+//! grows-down mapping of [`STACK_INITIAL`] below [`STACK_TOP`] that grows on faults up to the
+//! stack limit ([`STACK_SIZE`], `RLIMIT_STACK`), keeping the memory manager's 1 MiB guard gap
+//! (`cowlab_mm::stack`) from other mappings, and holds, from its
 //! lowest address up: argc, argv pointers, NULL, envp pointers, NULL, the auxiliary vector, then
 //! the 16 AT_RANDOM bytes and the strings, as the System V ABI and Linux lay it out; RSP is
 //! 16-byte aligned at argc. Nothing here trusts the file: every offset and size is checked, and
@@ -24,9 +26,12 @@ use crate::memory;
 
 /// Where a static-PIE (`ET_DYN`) program is loaded (Linux's `ELF_ET_DYN_BASE`-like choice).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;
-/// The top of the user stack, and its size.
+/// The top of the user stack, and its size limit.
 pub const STACK_TOP: u64 = 0x7fff_ff00_0000;
-pub const STACK_SIZE: u64 = 8 * 1024 * 1024;
+pub const STACK_SIZE: u64 = cowlab_mm::stack::DEFAULT_STACK_LIMIT;
+/// What the stack VMA covers at exec (Linux's `stack_expand`, 128 KiB); the rest grows on
+/// demand, the argument strings included if they need more.
+pub const STACK_INITIAL: u64 = 128 * 1024;
 
 const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
@@ -240,13 +245,13 @@ pub fn load(
             }),
     };
 
-    let stack_bottom = STACK_TOP - STACK_SIZE;
+    aspace.set_stack_limit(STACK_SIZE);
     aspace.mmap(
         mm,
-        VirtAddr::new(stack_bottom),
-        STACK_SIZE as usize,
+        VirtAddr::new(STACK_TOP - STACK_INITIAL),
+        STACK_INITIAL as usize,
         Prot::RW,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED | MapFlags::GROWSDOWN,
     )?;
     let auxv = [
         (AT_PHDR, phdr_va),

@@ -61,6 +61,7 @@ impl From<MmError> for Errno {
             MmError::NoMem => Errno::ENOMEM,
             MmError::Access => Errno::EACCES,
             MmError::Fault => Errno::EFAULT,
+            MmError::Busy => Errno::EBUSY,
             MmError::Exist => Errno::EEXIST,
             MmError::NoDev => Errno::ENODEV,
             MmError::Inval => Errno::EINVAL,

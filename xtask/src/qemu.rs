@@ -45,6 +45,10 @@ pub struct QemuArgs {
     /// Raw kernel command-line tokens, space separated (e.g. "era=2009 loglevel=debug").
     #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
+    /// Attach the root filesystem image (`target/cowlab-root.img`, see `rootfs`) writable and
+    /// keep it between runs, instead of a fresh image in snapshot mode.
+    #[arg(long)]
+    pub persist: bool,
     /// The program `init` runs, with its arguments (passed on the kernel command line after
     /// `--`).
     #[arg(last = true, value_name = "PROGRAM ARGS")]
@@ -233,6 +237,8 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
         disk: Some(built.disk.clone()),
     };
     let mut command = machine.command(&qemu);
+    let root = crate::rootfs::ensure(&crate::target_dir(), &built.files, args.persist)?;
+    command.args(crate::rootfs::qemu_args(&root, args.persist));
     eprintln!("xtask: {}", show_command(&command));
     if args.gdb {
         eprintln!(

@@ -117,6 +117,11 @@ pub trait FileOps: Send + Sync {
         Err(Errno::ENODEV)
     }
 
+    /// The shmem object holding the file's data (memfds, tmpfs files): where seals live.
+    fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
+        None
+    }
+
     /// `ftruncate` (the descriptor is writable): `EINVAL` where a size cannot be set.
     fn truncate(&self, _len: u64) -> Result<(), Errno> {
         Err(Errno::EINVAL)

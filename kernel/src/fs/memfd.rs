@@ -134,6 +134,10 @@ impl FileOps for Memfd {
         Ok((self.obj(), offset))
     }
 
+    fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
+        Some(self.obj())
+    }
+
     fn truncate(&self, len: u64) -> Result<(), Errno> {
         self.obj().set_size(memory::mm(), len)?;
         Ok(())
@@ -149,9 +153,30 @@ impl FileOps for Memfd {
 }
 
 /// `memfd_create(name)`: a new empty shmem object open read-write, named for
-/// `/proc/<pid>/maps` as Linux names its mappings (`memfd:` dentries, unlinked).
-pub fn create(name: &str) -> Arc<super::OpenFile> {
+/// `/proc/<pid>/maps` as Linux names its mappings (`memfd:` dentries, unlinked); with
+/// `MFD_ALLOW_SEALING` (`sealing`) it starts without `F_SEAL_SEAL`.
+pub fn create(name: &str, sealing: bool) -> Arc<super::OpenFile> {
     let obj = ShmemObject::new();
+    if sealing {
+        obj.allow_sealing();
+    }
     obj.set_maps_name(&alloc::format!("/memfd:{name} (deleted)"));
     super::OpenFile::new(alloc::boxed::Box::new(Memfd::new(obj)), super::O_RDWR)
+}
+
+/// `F_ADD_SEALS` (`add`) / `F_GET_SEALS` (Linux `memfd_fcntl`): seals live on shmem objects
+/// (memfds and tmpfs files; only `MFD_ALLOW_SEALING` memfds start without `F_SEAL_SEAL`).
+/// Adding needs a descriptor open for writing (`EPERM`, checked first as Linux does); other
+/// files `EINVAL`.
+pub fn fcntl_seals(file: &super::OpenFile, add: bool, arg: u64) -> Result<u64, Errno> {
+    if add && !file.writable() {
+        return Err(Errno::EPERM);
+    }
+    let obj = file.ops.shmem_object().ok_or(Errno::EINVAL)?;
+    if !add {
+        return Ok(u64::from(obj.seals()));
+    }
+    // Linux's `memfd_fcntl` takes the seals as `unsigned int`: the high bits are dropped.
+    obj.add_seals(memory::mm(), arg as u32)?;
+    Ok(0)
 }

@@ -12,6 +12,7 @@
 
 pub mod aio;
 pub mod console;
+pub mod ext2_glue;
 pub mod file;
 pub mod guptest;
 pub mod io_uring;

@@ -92,6 +92,10 @@ impl FileOps for TmpfsFile {
         Ok((self.obj(), offset))
     }
 
+    fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
+        Some(self.obj())
+    }
+
     fn truncate(&self, len: u64) -> Result<(), Errno> {
         self.obj().set_size(memory::mm(), len)?;
         self.inode.touch_modified();

@@ -26,7 +26,7 @@ pub fn fs_kvec_read_write_through_file_ops() -> TestResult {
         "the second read did not continue at byte 4 (ELFCLASS64)"
     );
 
-    let memfd = fs::memfd::create("ktest");
+    let memfd = fs::memfd::create("ktest", false);
     let n = rw::vfs_write(&memfd, Some(3), &mut IoIter::kernel_source(b"seam"));
     ensure!(n == Ok(4), "write to a memfd: {n:?}");
     let mut back = [0xffu8; 10];

@@ -14,6 +14,7 @@
 
 mod cmdline;
 mod exceptions;
+mod ext2;
 mod frames;
 mod fs;
 mod heap;

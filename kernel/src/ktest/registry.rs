@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, frames, fs, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
-    KernelTest,
+    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, selftests, timer, uaccess,
+    virtio, KernelTest,
 };
 
 macro_rules! test {
@@ -45,6 +45,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(virtio::virtio_blk_queue_bookkeeping),
     test!(fs::fs_kvec_read_write_through_file_ops),
     test!(fs::fs_mount_walk_longest_prefix),
+    test!(ext2::ext2_glue_reads_vda_and_refuses_a_raw_disk),
+    test!(ext2::ext2_in_kernel_format_write_remount),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

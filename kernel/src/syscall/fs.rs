@@ -332,6 +332,8 @@ const F_SETFD: u64 = 2;
 const F_GETFL: u64 = 3;
 const F_SETFL: u64 = 4;
 const F_DUPFD_CLOEXEC: u64 = 1030;
+const F_ADD_SEALS: u64 = 1033;
+const F_GET_SEALS: u64 = 1034;
 const FD_CLOEXEC: u64 = 1;
 
 pub fn fcntl(a: Args) -> SysResult {
@@ -356,6 +358,9 @@ pub fn fcntl(a: Args) -> SysResult {
             Ok(0)
         }
         F_GETFL => Ok(u64::from(p.fds.get(fd)?.flags.load(Ordering::Relaxed))),
+        F_ADD_SEALS | F_GET_SEALS => {
+            fs::memfd::fcntl_seals(&*p.fds.get(fd)?, a.get(1) == F_ADD_SEALS, arg)
+        }
         F_SETFL => {
             let file = p.fds.get(fd)?;
             let settable = fs::O_APPEND | fs::O_NONBLOCK | fs::vda::O_DIRECT;
@@ -542,7 +547,10 @@ pub fn memfd_create(a: Args) -> SysResult {
     if !with_current(|p| p.fds.has_room_for(1)) {
         return Err(Errno::EMFILE);
     }
-    install(fs::memfd::create(&name), flags & MFD_CLOEXEC != 0)
+    install(
+        fs::memfd::create(&name, flags & MFD_ALLOW_SEALING != 0),
+        flags & MFD_CLOEXEC != 0,
+    )
 }
 
 /// ftruncate(fd, length).
