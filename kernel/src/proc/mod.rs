@@ -32,6 +32,7 @@ pub mod exec;
 pub mod files;
 pub mod fork;
 pub mod futex;
+pub mod rlimit;
 pub mod sched;
 pub mod signal;
 pub mod switch;
@@ -89,6 +90,8 @@ pub struct Group {
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
+    /// Resource limits (Linux `signal->rlim`): copied by fork, kept by exec.
+    pub rlimits: rlimit::Rlimits,
 }
 
 impl Group {
@@ -100,6 +103,7 @@ impl Group {
             sigactions,
             child_minflt: 0,
             own_minflt: 0,
+            rlimits: rlimit::Rlimits::linux_defaults(),
         }))
     }
 }

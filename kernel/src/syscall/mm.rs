@@ -7,7 +7,7 @@ use cowlab_mm::{Advice, MapFlags, Prot, VirtAddr};
 use super::{Args, Errno, SysResult};
 use crate::fs::FileKind;
 use crate::memory;
-use crate::proc::{current_aspace, with_current};
+use crate::proc::{current_aspace, rlimit, with_current};
 use crate::uaccess::UserSlice;
 
 const MAP_ANONYMOUS: u32 = 0x20;
@@ -31,6 +31,7 @@ pub fn mmap(a: Args) -> SysResult {
             return Err(Errno::EACCES);
         }
         let prot = Prot::from_linux(prot as u32)?;
+        rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
         let va = current_aspace().lock().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -44,6 +45,7 @@ pub fn mmap(a: Args) -> SysResult {
     }
     let prot = Prot::from_linux(prot as u32)?;
     let aspace = current_aspace();
+    rlimit::may_expand_vm(&aspace, fixed_at(addr, flags), len)?;
     let va = aspace.lock().mmap(
         memory::mm(),
         VirtAddr::new(addr),
@@ -52,6 +54,11 @@ pub fn mmap(a: Args) -> SysResult {
         MapFlags::from_linux(flags),
     )?;
     Ok(va.as_u64())
+}
+
+/// Where a `MAP_FIXED` mapping replaces what is there (for `RLIMIT_AS`, which counts it once).
+fn fixed_at(addr: u64, flags: u32) -> Option<u64> {
+    (flags & 0x10 != 0).then_some(addr)
 }
 
 fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
@@ -94,9 +101,11 @@ pub fn madvise(a: Args) -> SysResult {
 }
 
 pub fn brk(a: Args) -> SysResult {
-    let aspace = current_aspace();
-    let mut aspace = aspace.lock();
-    if a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
+    let shared = current_aspace();
+    // Linux's brk answers the old break when growth is refused (here: by `RLIMIT_AS`).
+    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err();
+    let mut aspace = shared.lock();
+    if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
         return Ok(aspace.current_brk().as_u64());
     }
     Ok(aspace.brk(memory::mm(), VirtAddr::new(a.get(0))).as_u64())
@@ -151,6 +160,7 @@ pub fn mremap(a: Args) -> SysResult {
         }
         return Ok(old);
     }
+    rlimit::may_expand_vm(&shared, None, new_len - old_len)?;
     let grown = shared.lock().mmap(
         mm,
         VirtAddr::new(old + old_len),

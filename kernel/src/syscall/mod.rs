@@ -111,6 +111,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         137 => fs::statfs(a),
         138 => fs::fstatfs(a),
         158 => proc::arch_prctl(a),
+        160 => info::setrlimit(a),
         169 => proc::reboot(a),
         186 => proc::gettid(),
         200 => proc::tkill(a),
