@@ -32,6 +32,7 @@ pub mod exec;
 pub mod files;
 pub mod fork;
 pub mod futex;
+pub mod oom;
 pub mod rlimit;
 pub mod sched;
 pub mod signal;
