@@ -34,6 +34,7 @@ mod fork;
 pub mod frame;
 pub mod gup;
 pub mod madvise;
+pub mod mlock;
 mod mm;
 pub mod mmap;
 mod mprotect;

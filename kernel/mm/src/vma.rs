@@ -106,6 +106,10 @@ impl VmaFlags {
     /// clear_refs); while off, every page counts as soft-dirty and no fault is needed to see a
     /// first write.
     pub const SOFTDIRTY: VmaFlags = VmaFlags(1 << 4);
+    /// `mlock`ed (Linux `VM_LOCKED`, see `mlock`); not inherited by fork.
+    pub const LOCKED: VmaFlags = VmaFlags(1 << 5);
+    /// Locked as pages are faulted in (Linux `VM_LOCKONFAULT`, `MLOCK_ONFAULT`).
+    pub const LOCKONFAULT: VmaFlags = VmaFlags(1 << 6);
 
     pub const fn contains(self, other: VmaFlags) -> bool {
         self.0 & other.0 == other.0

@@ -60,6 +60,7 @@ fn main() -> i32 {
     address_space(&mut t);
     stack(&mut t);
     nproc(&mut t);
+    memlock(&mut t);
     t.finish()
 }
 
@@ -506,4 +507,103 @@ fn nproc(t: &mut Tester) {
         }
     });
     t.eq("RLIMIT_NPROC 1: fork is EAGAIN", status, 0);
+}
+
+const MLOCK: usize = 149;
+const MUNLOCK: usize = 150;
+const MLOCKALL: usize = 151;
+const MUNLOCKALL: usize = 152;
+const MLOCK2: usize = 325;
+
+/// Whether this process has `CAP_IPC_LOCK` (bit 14 of `CapEff` in `/proc/self/status`), which
+/// bypasses `RLIMIT_MEMLOCK` on Linux. cowlab has no such file and enforces the limit.
+fn has_cap_ipc_lock() -> bool {
+    let mut buf = [0u8; 4096];
+    let Some(n) = read_file(c"/proc/self/status", &mut buf) else {
+        return false;
+    };
+    let text = core::str::from_utf8(&buf[..n]).unwrap_or("");
+    text.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 14) != 0)
+}
+
+/// `RLIMIT_MEMLOCK` 64 KiB (16 pages) and mlock: populated at once (touching the pages then
+/// takes no fault), ENOMEM past the limit or over a hole, EPERM with a limit of 0, EINVAL for
+/// bad flags, and locks are not inherited by fork.
+fn memlock(t: &mut Tester) {
+    let enforced = !has_cap_ipc_lock();
+    if !enforced {
+        cowlab_userland::println!(
+            "t_rlimit: skip the RLIMIT_MEMLOCK checks of mlock (ENOMEM past it, EPERM at 0): this process has CAP_IPC_LOCK, which bypasses the limit"
+        );
+    }
+    let status = in_child(|| {
+        let lim = Rlimit {
+            cur: 64 << 10,
+            max: 64 << 10,
+        };
+        if setrlimit(RLIMIT_MEMLOCK, lim).is_err() {
+            return 1;
+        }
+        let Ok(a) = map(64 * 4096) else {
+            return 2;
+        };
+        if raw3(MLOCK, a, 16 * 4096, 0) != Ok(0) {
+            return 3;
+        }
+        let before = minflt(0);
+        for p in 0..16 {
+            // SAFETY: inside the mapping.
+            unsafe { core::ptr::write_volatile((a + p * 4096) as *mut u8, 1) };
+        }
+        if minflt(0) != before {
+            return 4;
+        }
+        // One page more than the limit; relocking what is locked is free.
+        if enforced && raw3(MLOCK, a + 16 * 4096, 4096, 0) != Err(ENOMEM) {
+            return 5;
+        }
+        if raw3(MLOCK, a, 16 * 4096, 0) != Ok(0) {
+            return 6;
+        }
+        if raw3(MLOCK2, a + 16 * 4096, 4096, 2) != Err(EINVAL) {
+            return 7;
+        }
+        // Locks belong to the address space: a fork child starts with none.
+        let child = in_child(|| i32::from(raw3(MLOCK, a + 32 * 4096, 16 * 4096, 0) != Ok(0)));
+        if child != 0 {
+            return 8;
+        }
+        if raw3(MUNLOCK, a, 16 * 4096, 0) != Ok(0) {
+            return 9;
+        }
+        if raw3(MLOCK2, a + 16 * 4096, 16 * 4096, 1) != Ok(0) {
+            return 10;
+        }
+        let _ = munmap(a + 48 * 4096, 4096);
+        if raw3(MLOCK, a + 40 * 4096, 16 * 4096, 0) != Err(ENOMEM) {
+            return 11;
+        }
+        if raw3(MLOCKALL, 0, 0, 0) != Err(EINVAL) || raw3(MLOCKALL, 4, 0, 0) != Err(EINVAL) {
+            return 12;
+        }
+        // The whole address space is more than 64 KiB.
+        if enforced && raw3(MLOCKALL, 1, 0, 0) != Err(ENOMEM) {
+            return 13;
+        }
+        if raw3(MUNLOCKALL, 0, 0, 0) != Ok(0) {
+            return 14;
+        }
+        if setrlimit(RLIMIT_MEMLOCK, Rlimit { cur: 0, max: 0 }).is_err() {
+            return 15;
+        }
+        i32::from(enforced && raw3(MLOCK, a, 4096, 0) != Err(EPERM)) * 16
+    });
+    t.eq(
+        "mlock under RLIMIT_MEMLOCK 64 KiB: populated, ENOMEM past it or over a hole, EINVAL flags, not inherited, EPERM at 0",
+        status,
+        0,
+    );
 }
