@@ -135,10 +135,8 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
                 let g = parent.group.lock();
                 (g.sigactions, g.rlimits)
             };
-            let group = Group::new(parent.tgid, sigactions);
             // Linux `copy_signal`: the child starts with the parent's limits.
-            group.lock().rlimits = rlimits;
-            (tid, group)
+            (tid, Group::new(parent.tgid, sigactions, rlimits))
         };
         Task {
             tid,

@@ -96,7 +96,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn new(parent: Pid, sigactions: [u64; 65]) -> Arc<Mutex<Group>> {
+    pub fn new(parent: Pid, sigactions: [u64; 65], rlimits: rlimit::Rlimits) -> Arc<Mutex<Group>> {
         Arc::new(Mutex::new(Group {
             parent,
             live: 1,
@@ -104,7 +104,7 @@ impl Group {
             sigactions,
             child_minflt: 0,
             own_minflt: 0,
-            rlimits: rlimit::Rlimits::linux_defaults(),
+            rlimits,
         }))
     }
 }

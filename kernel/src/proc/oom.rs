@@ -47,6 +47,8 @@ pub enum OomAction {
 /// Linux `out_of_memory` for a user page fault of the current process: chooses and kills a
 /// victim (see the module comment), then yields if the caller survives. Not for the fault fast
 /// path's common case: it runs only after an allocation failed.
+#[cold]
+#[inline(never)]
 pub fn out_of_memory() -> OomAction {
     let me = current_pid();
     // (tgid, name, an address-space reference, whether it is the pending victim).
