@@ -180,14 +180,15 @@ pub fn rlimit(resource: usize) -> u64 {
     }
 }
 
-/// Linux `task_rlimit` for another process: `f` runs on the limits of the process containing
-/// thread `tid` (`ESRCH` if there is none, or it is a zombie).
+/// `prlimit64`'s view of another process: `f` runs on the limits of the process containing
+/// thread `tid` (`ESRCH` if there is none; a zombie not yet reaped still answers, as its
+/// `signal_struct` lives until then on Linux).
 pub fn with_task_rlimits<R>(tid: u32, f: impl FnOnce(&mut Rlimits) -> R) -> Result<R, Errno> {
     let group = {
         let table = TABLE.lock();
         let task = table
             .get(&tid)
-            .filter(|t| !matches!(t.state, State::Dead | State::Zombie(_)))
+            .filter(|t| t.state != State::Dead)
             .ok_or(Errno::ESRCH)?;
         task.group.clone()
     };

@@ -322,10 +322,29 @@ fn inheritance(t: &mut Tester) {
             return 7;
         }
         // Ours is unchanged.
-        i32::from(getrlimit(RLIMIT_NOFILE) != Ok(Rlimit { cur: 100, max: 200 })) * 8
+        if getrlimit(RLIMIT_NOFILE) != Ok(Rlimit { cur: 100, max: 200 }) {
+            return 8;
+        }
+        // A zombie not yet reaped still answers with its limits.
+        let zombie = match fork() {
+            Ok(0) => {
+                let _ = setrlimit(RLIMIT_NOFILE, Rlimit { cur: 33, max: 44 });
+                exit_now(0)
+            }
+            Ok(pid) => pid,
+            Err(_) => return 9,
+        };
+        let _ = sleep_ms(200);
+        let seen = prlimit(zombie, RLIMIT_NOFILE, None);
+        let _ = waitpid(zombie, 0);
+        if seen != Ok(Rlimit { cur: 33, max: 44 }) {
+            return 10;
+        }
+        // Once reaped it is gone.
+        i32::from(prlimit(zombie, RLIMIT_NOFILE, None) != Err(ESRCH)) * 11
     });
     t.eq(
-        "limits: copied by fork, kept by exec, prlimit64 on another pid (returns its old limit)",
+        "limits: copied by fork, kept by exec, prlimit64 on another pid (returns its old limit), on a zombie, ESRCH once reaped",
         status,
         0,
     );
