@@ -85,7 +85,12 @@ fn copy_mappings<A: Arch>(
         if vma.flags.contains(VmaFlags::DONTFORK) {
             continue;
         }
-        child.vmas.map_mut().insert(vma.start.as_u64(), vma.clone());
+        // Memory locks are not inherited (Linux `dup_mmap` clears `VM_LOCKED`).
+        let mut copy = vma.clone();
+        copy.flags = copy
+            .flags
+            .without(VmaFlags::LOCKED.union(VmaFlags::LOCKONFAULT));
+        child.vmas.map_mut().insert(vma.start.as_u64(), copy);
         let ctx = CopyCtx {
             mm,
             era,

@@ -21,7 +21,7 @@ use alloc::sync::Arc;
 use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
-use super::{alloc_pid, with_current, Group, Pid, State, Task, TABLE};
+use super::{alloc_pid, rlimit, with_current, Group, Pid, State, Task, TABLE};
 use crate::errno::Errno;
 use crate::idt::TrapFrame;
 use crate::uaccess::UserPtr;
@@ -101,10 +101,13 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     if flags & CLONE_SETTLS != 0 && args.tls >= cowlab_mm::aspace::USER_END {
         return Err(Errno::EPERM);
     }
-    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number
-    // (Linux `RLIMIT_NPROC` answers EAGAIN too).
-    if TABLE.lock().len() >= MAX_PROCESSES {
-        return Err(Errno::EAGAIN);
+    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number, and
+    // the caller's `RLIMIT_NPROC` (both EAGAIN, as Linux `copy_process`).
+    {
+        let table = TABLE.lock();
+        if table.len() >= MAX_PROCESSES || !rlimit::nproc_allows(rlimit::nproc_count(&table)) {
+            return Err(Errno::EAGAIN);
+        }
     }
     let parent_aspace = super::current_aspace();
     let child_aspace = if thread {
@@ -128,8 +131,12 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let sigactions = parent.group.lock().sigactions;
-            (tid, Group::new(parent.tgid, sigactions))
+            let (sigactions, rlimits) = {
+                let g = parent.group.lock();
+                (g.sigactions, g.rlimits)
+            };
+            // Linux `copy_signal`: the child starts with the parent's limits.
+            (tid, Group::new(parent.tgid, sigactions, rlimits))
         };
         Task {
             tid,

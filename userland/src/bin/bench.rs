@@ -524,6 +524,13 @@ fn pin_longterm_per_page() {
         Err(e) => return skip(NAME, e),
     };
     let len = PAGES * PAGE;
+    // The registration is charged to RLIMIT_MEMLOCK (8 MiB by default, as on Linux, where
+    // root's CAP_IPC_LOCK bypasses it; cowlab charges it): make room for 16 MiB.
+    let memlock = cowlab_userland::rlimit::Rlimit {
+        cur: 2 * len as u64,
+        max: 2 * len as u64,
+    };
+    let _ = cowlab_userland::rlimit::setrlimit(cowlab_userland::rlimit::RLIMIT_MEMLOCK, memlock);
     let buf = map(len);
     touch(buf, len);
     let iov = [buf, len];
