@@ -18,7 +18,12 @@
 //!
 //! A path whose system call or ioctl the kernel does not have yet (vmsplice, io_uring, the
 //! `gup_test` debugfs file) is skipped with the errno, so it appears by itself once it lands.
-//! The same static binary runs natively on the host Linux (`cargo xtask bench --host`).
+//! The same static binary runs natively on the host Linux (`cargo xtask bench --host`) and as
+//! `/init` of a Debian Linux kernel in the same QEMU (`cargo xtask bench --linux`). For Linux
+//! every mapping is advised `MADV_NOHUGEPAGE` (4 KiB faults, as LINUX-BASELINE.md measured;
+//! cowlab has no huge pages and answers `EINVAL`, ignored), the first line names the kernel
+//! (`BENCH-UNAME`), and as `/init` of Linux the program powers the machine off at the end
+//! (an `/init` that exits panics Linux).
 #![no_std]
 #![no_main]
 
@@ -48,6 +53,8 @@ const FORKS: usize = 5;
 const RW: u32 = PROT_READ | PROT_WRITE;
 const ANON: u32 = MAP_PRIVATE | MAP_ANONYMOUS;
 const MADV_DONTNEED: i32 = 4;
+/// Linux: keep transparent huge pages out of a mapping, so every fault is a 4 KiB fault.
+const MADV_NOHUGEPAGE: i32 = 15;
 
 /// Linux x86_64 system-call numbers the runtime library does not name.
 mod nr {
@@ -56,6 +63,7 @@ mod nr {
     pub const VMSPLICE: usize = 278;
     pub const IO_URING_SETUP: usize = 425;
     pub const IO_URING_REGISTER: usize = 427;
+    pub const REBOOT: usize = 169;
 }
 
 /// The time stamp counter, fenced on both sides so that the measured instructions neither start
@@ -89,11 +97,16 @@ fn write_byte(addr: usize, value: u8) {
     unsafe { write_volatile(addr as *mut u8, value) }
 }
 
-/// A fresh private anonymous read-write mapping of `len` bytes; exits the benchmark if the kernel
-/// refuses (every path below needs it).
+/// A fresh private anonymous read-write mapping of `len` bytes, without transparent huge pages;
+/// exits the benchmark if the kernel refuses the mapping (every path below needs it).
 fn map(len: usize) -> usize {
     match mmap(0, len, RW, ANON) {
-        Ok(addr) => addr,
+        Ok(addr) => {
+            // Linux would otherwise fault 2 MiB at a time in a 2 MiB-aligned span; cowlab has
+            // no huge pages and refuses the advice (EINVAL), which changes nothing.
+            let _ = madvise(addr, len, MADV_NOHUGEPAGE);
+            addr
+        }
         Err(e) => fail("mmap", e),
     }
 }
@@ -189,6 +202,7 @@ fn skip(name: &str, e: Errno) {
 }
 
 fn main() -> i32 {
+    uname();
     tsc_overhead();
     syscall_getppid();
     rep_movsq_4k();
@@ -211,7 +225,51 @@ fn main() -> i32 {
     gup_test_pins();
     dio_4k();
     println!("BENCH-DONE");
+    power_off_if_linux_init();
     0
+}
+
+/// `BENCH-UNAME sysname=<s> release=<r> version=<the rest of the line>`: which kernel ran the
+/// program (xtask records Linux's release and build string beside its column).
+fn uname() {
+    let mut buf = [0u8; 65 * 6];
+    // SAFETY: uname writes six 65-byte NUL-terminated fields into `buf`.
+    if unsafe {
+        raw(
+            cowlab_userland::sys::nr::UNAME,
+            [buf.as_mut_ptr() as usize, 0, 0, 0, 0, 0],
+        )
+    }
+    .is_err()
+    {
+        return;
+    }
+    let field = |i: usize| {
+        let f = &buf[i * 65..(i + 1) * 65];
+        let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+        core::str::from_utf8(&f[..end]).unwrap_or("?")
+    };
+    println!(
+        "BENCH-UNAME sysname={} release={} version={}",
+        field(0),
+        field(2),
+        field(3)
+    );
+}
+
+/// As `/init` of Linux (pid 1 on a kernel that is not cowlab) the program must not exit, which
+/// would panic the kernel: it powers the machine off (`reboot(LINUX_REBOOT_CMD_POWER_OFF)`),
+/// which ends QEMU. On cowlab `init` runs the program as a child; on a host it is not pid 1.
+fn power_off_if_linux_init() {
+    const MAGIC1: usize = 0xfee1_dead;
+    const MAGIC2: usize = 672_274_793;
+    const POWER_OFF: usize = 0x4321_fedc;
+    if cowlab_userland::sys::getpid() != 1 || cowlab_userland::test::on_cowlab() {
+        return;
+    }
+    // SAFETY: reboot takes no pointer for POWER_OFF; it does not return on success.
+    let result = unsafe { raw(nr::REBOOT, [MAGIC1, MAGIC2, POWER_OFF, 0, 0, 0]) };
+    eprintln!("bench: power-off failed: {result:?}");
 }
 
 /// An empty timed region: the cost of the two fenced reads themselves.
@@ -702,14 +760,15 @@ fn gup_test_pins() {
 /// its event (`io_getevents`). Notifying the device (`COWLAB_VDA_RELEASE`), the device's service
 /// time and the interrupt that finishes the request (reaping the used ring, dirtying and
 /// unpinning the page) are outside the regions: under `-icount` the moment the completion
-/// arrives depends on the host, so a region that may contain it does not repeat. cowlab only (the Linux 6.1
-/// baseline machine had no data disk), and never on the host, whose `/dev/vda` may be a disk.
+/// arrives depends on the host, so a region that may contain it does not repeat. cowlab only:
+/// the `HOLD`/`RELEASE` ioctls are cowlab's, the Linux machine has no data disk, and a host's
+/// `/dev/vda` may be a real disk (`reason=not-cowlab`).
 fn dio_4k() {
     const REQUESTS: usize = 256;
     let names = ["dio_read_4k", "dio_write_4k"];
     if !cowlab_userland::test::on_cowlab() {
         for name in names {
-            println!("BENCH-SKIP name={name} reason=host");
+            println!("BENCH-SKIP name={name} reason=not-cowlab");
         }
         return;
     }
