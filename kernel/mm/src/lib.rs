@@ -38,6 +38,7 @@ mod mm;
 pub mod mmap;
 mod mprotect;
 mod munmap;
+pub mod opstat;
 pub mod pagemap;
 pub mod pagetable;
 mod phys;

@@ -14,7 +14,13 @@
 //! ```text
 //! BENCH name=<name> unit=<unit> median=<n> min=<n> n=<samples>
 //! BENCH-SKIP name=<name> reason=<errno>
+//! BENCH-OPSTAT name=<path> op=<op> count=<units> <phase>=<ticks> ...
 //! ```
+//!
+//! `BENCH-OPSTAT` appears only on a cowlab kernel built with `faultstat`: the per-phase ticks
+//! its `/proc/cowlab/faultstat` gained over a path's samples (fork, GUP-fast), for
+//! `cargo xtask bench --breakdown`. The file is read before and after the samples, outside
+//! every timed region.
 //!
 //! A path whose system call or ioctl the kernel does not have yet (vmsplice, io_uring, the
 //! `gup_test` debugfs file) is skipped with the errno, so it appears by itself once it lands.
@@ -28,6 +34,7 @@
 #![no_main]
 
 use core::arch::asm;
+use core::fmt::Write as _;
 use core::ptr::{read_volatile, write_volatile};
 
 use cowlab_userland::aio::{Iocb, IO_DESTROY, IO_GETEVENTS, IO_SETUP, IO_SUBMIT};
@@ -35,7 +42,7 @@ use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
     MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
 };
-use cowlab_userland::calls::{O_DIRECT, O_RDWR};
+use cowlab_userland::calls::{open, O_DIRECT, O_RDONLY, O_RDWR};
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::vda::{HOLD, INFLIGHT, RELEASE};
 use cowlab_userland::{eprintln, println};
@@ -452,17 +459,20 @@ fn fork_and_reap() -> u64 {
 /// slope from 64 MiB.
 fn forks() {
     let mut base = Samples::new(FORKS);
+    let stat = OpStat::read();
     for _ in 0..FORKS {
         base.push(fork_and_reap());
     }
     let (base_median, base_min) = base.stats();
     report("fork_base", "tsc", base_median, base_min, base.len);
+    OpStat::report_since(&stat, "fork_base", "fork");
     drop(base);
 
     for mib in [1usize, 4, 16, 64, 256] {
         let len = mib * MIB;
         let buf = map(len);
         let mut s = Samples::new(FORKS);
+        let stat = if mib == 64 { OpStat::read() } else { None };
         for _ in 0..FORKS {
             touch(buf, len);
             s.push(fork_and_reap());
@@ -471,6 +481,7 @@ fn forks() {
         let n = s.len;
         drop(s);
         report(&name_n("fork_touched_mib_", mib), "tsc", median, min, n);
+        OpStat::report_since(&stat, &name_n("fork_touched_mib_", mib), "fork");
         if mib == 64 {
             let per_mib = |v: u64, b: u64| v.saturating_sub(b) / mib as u64;
             report(
@@ -719,6 +730,7 @@ fn gup_test_pins() {
     for (name, request) in paths {
         let mut s = Samples::new(TRIALS);
         let mut failed = None;
+        let stat = OpStat::read();
         for _ in 0..TRIALS {
             let mut args = GupTest {
                 get_delta_usec: 0,
@@ -749,9 +761,122 @@ fn gup_test_pins() {
             Some(e) => skip(name, e),
             None => report_samples(name, "tsc/page", &mut s),
         }
+        if name == "gup_fast_pin_per_page" {
+            OpStat::report_since(&stat, name, "gup_fast");
+        }
     }
     unmap(buf, len);
     let _ = close(fd as i32);
+}
+
+/// The text of `/proc/cowlab/faultstat` (a cowlab kernel built with `faultstat`; absent
+/// elsewhere), whose `OPSTAT op=<op> count=<n> <phase>=<ticks>...` lines total the phases of
+/// whole operations since boot. The text lives in a page mapped only when the file exists, so
+/// that on every other kernel the program's stack and memory stay as they were (fork's cost
+/// grows with the pages the process maps).
+struct OpStat {
+    addr: usize,
+    len: usize,
+}
+
+impl OpStat {
+    fn read() -> Option<OpStat> {
+        let fd = open(c"/proc/cowlab/faultstat", O_RDONLY).ok()?;
+        let mut stat = OpStat {
+            addr: map(PAGE),
+            len: 0,
+        };
+        while stat.len < PAGE {
+            // SAFETY: `addr` maps PAGE bytes of our own, `len < PAGE`.
+            let rest = unsafe {
+                core::slice::from_raw_parts_mut((stat.addr + stat.len) as *mut u8, PAGE - stat.len)
+            };
+            match read(fd, rest) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => stat.len += n,
+            }
+        }
+        let _ = close(fd);
+        Some(stat)
+    }
+
+    fn text(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the page were written by `read`; it lives until drop.
+        unsafe { core::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+
+    /// The fields after `OPSTAT op=<op>` on that operation's line.
+    fn fields(&self, op: &str) -> Option<&str> {
+        let text = core::str::from_utf8(self.text()).ok()?;
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix("OPSTAT op=")?.strip_prefix(op)?;
+            rest.starts_with(' ').then_some(rest)
+        })
+    }
+
+    /// Prints `BENCH-OPSTAT name=<name> op=<op>` and every field's growth since `before`.
+    fn report_since(before: &Option<OpStat>, name: &str, op: &str) {
+        let Some(before) = before else {
+            return;
+        };
+        let Some(after) = OpStat::read() else {
+            return;
+        };
+        let (Some(a), Some(b)) = (before.fields(op), after.fields(op)) else {
+            return;
+        };
+        let mut line = LineBuf::default();
+        let _ = write!(line, "BENCH-OPSTAT name={name} op={op}");
+        for (fa, fb) in a.split_whitespace().zip(b.split_whitespace()) {
+            let (Some((key, va)), Some((_, vb))) = (fa.split_once('='), fb.split_once('=')) else {
+                continue;
+            };
+            let (Ok(va), Ok(vb)) = (va.parse::<u64>(), vb.parse::<u64>()) else {
+                continue;
+            };
+            let _ = write!(line, " {key}={}", vb.wrapping_sub(va));
+        }
+        println!("{}", line.as_str());
+    }
+}
+
+impl Drop for OpStat {
+    fn drop(&mut self) {
+        let _ = munmap(self.addr, PAGE);
+    }
+}
+
+/// A line assembled before it is printed (one write, so nothing interleaves it).
+struct LineBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Default for LineBuf {
+    fn default() -> Self {
+        LineBuf {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+}
+
+impl LineBuf {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// O_DIRECT 4 KiB requests on `/dev/vda`, guest instructions per request on the CPU: submitting

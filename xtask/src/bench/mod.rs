@@ -40,8 +40,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub kvm: bool,
     /// After the measured runs, boot once more with a kernel built with the `faultstat` feature
-    /// and print its per-phase fault breakdown (printed by the kernel at power-off). The table
-    /// itself always comes from the default kernel, which carries no measurement code.
+    /// and print its per-phase breakdown of the faults (printed by the kernel at power-off) and
+    /// of fork and GUP-fast (per path, from `bench`'s BENCH-OPSTAT lines). The table itself
+    /// always comes from the default kernel, which carries no measurement code.
     #[arg(long)]
     pub breakdown: bool,
     /// Also boot Debian's Linux kernel (`linux-image-*-amd64`, fetched once with
@@ -140,30 +141,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let deterministic = differences.is_empty();
 
     let host = if args.host { Some(host_run()?) } else { None };
-    let breakdown = if args.breakdown {
-        let build_args = BuildArgs {
-            kernel: Some(breakdown::build_kernel()?),
-            ..build_args.clone()
-        };
-        let built = image::build_all(&build_args, Firmware::Bios)?;
-        let machine = Machine {
-            image: built.image.clone(),
-            ..machine.clone()
-        };
-        let log = out.join("console-faultstat.log");
-        let session = Session::start(&machine, &qemu_path, &built.kernel_elf, &log)?;
-        let (run, console) = collect(session, &log, args, "faultstat", Boot::Cowlab(accel))?;
-        let parsed = breakdown::parse(&console);
-        if parsed.is_empty() {
-            bail!(
-                "--breakdown: the faultstat kernel printed no FAULTSTAT lines (log: {})",
-                log.display()
-            );
-        }
-        Some((parsed, run))
-    } else {
-        None
-    };
+    // Before the breakdown, whose build replaces the image at the same path.
     let eras = if args.eras {
         let mut eras = Vec::new();
         for year in ERAS {
@@ -189,6 +167,31 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         None
     };
 
+    let breakdown = if args.breakdown {
+        let build_args = BuildArgs {
+            kernel: Some(breakdown::build_kernel()?),
+            ..build_args.clone()
+        };
+        let built = image::build_all(&build_args, Firmware::Bios)?;
+        let machine = Machine {
+            image: built.image.clone(),
+            ..machine.clone()
+        };
+        let log = out.join("console-faultstat.log");
+        let session = Session::start(&machine, &qemu_path, &built.kernel_elf, &log)?;
+        let (run, console) = collect(session, &log, args, "faultstat", Boot::Cowlab(accel))?;
+        let parsed = breakdown::parse(&console);
+        if parsed.is_empty() {
+            bail!(
+                "--breakdown: the faultstat kernel printed no FAULTSTAT lines (log: {})",
+                log.display()
+            );
+        }
+        let ops = breakdown::parse_ops(&console);
+        Some((parsed, ops, run))
+    } else {
+        None
+    };
     let stored = results::linux_baseline();
     let targets = results::targets();
     let (linux_column, linux_label, linux_source) = match &linux_live {
@@ -244,9 +247,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         )
     };
     println!("determinism: {runs_note}");
-    if let Some((kinds, run)) = &breakdown {
+    if let Some((kinds, ops, run)) = &breakdown {
         println!();
         print!("{}", breakdown::table(kinds, run));
+        println!();
+        print!("{}", breakdown::op_table(ops, run));
     }
     if let Some(eras) = &eras {
         println!();
@@ -271,7 +276,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         })),
         "targets_source": targets.source,
         "rows": report::json_rows(&rows),
-        "breakdown": breakdown.as_ref().map(|(kinds, run)| breakdown::json(kinds, run)),
+        "breakdown": breakdown.as_ref().map(|(kinds, _, run)| breakdown::json(kinds, run)),
+        "op_breakdown": breakdown.as_ref().map(|(_, ops, run)| breakdown::op_json(ops, run)),
         "eras": eras.as_ref().map(|eras| charts::era_json(eras)),
     });
     write(
