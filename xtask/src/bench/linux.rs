@@ -111,6 +111,10 @@ pub fn kernel() -> Result<Kernel> {
     if !kernel.vmlinuz.is_file() {
         bail!("{} has no {}", deb.display(), kernel.vmlinuz.display());
     }
+    // Only boot/ is used: the modules (some 400 MB unpacked) are never loaded.
+    for unused in ["lib", "usr", "etc"] {
+        let _ = std::fs::remove_dir_all(root.join(unused));
+    }
     let _ = std::fs::remove_file(&deb);
     std::fs::write(&record, format!("{}\n{}\n", kernel.package, kernel.version))
         .with_context(|| format!("writing {}", record.display()))?;

@@ -308,9 +308,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             bail!("--save-baseline: the runs differ, not storing them");
         }
         let path = crate::workspace_root().join(results::LINUX_BASELINE);
+        // Paths relative to the workspace: the file is committed.
+        let root = format!("{}/", crate::workspace_root().display());
+        let shown = shown_linux.replace(&root, "");
         write(
             &path,
-            &results::baseline_csv(run, &kernel.describe(), shown_linux),
+            &results::baseline_csv(run, &kernel.describe(), &shown),
         )?;
         println!("wrote {}", path.display());
     }

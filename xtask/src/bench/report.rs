@@ -316,7 +316,7 @@ mod tests {
             &targets(),
         );
         let aw = rows.iter().find(|r| r.name == "anon_write_fault").unwrap();
-        assert_eq!(aw.linux, Some(2746));
+        assert_eq!(aw.linux, Some(2729));
         assert_eq!(aw.target, Some(750));
         assert_eq!(aw.meets_target(), Some(false));
         assert_eq!(verdict(aw), "+454 (1.6x)");
@@ -335,7 +335,7 @@ mod tests {
                 "anon_write_fault",
                 "tsc/page",
                 "1204",
-                "2746",
+                "2729",
                 "0.44",
                 "750",
                 "+454 (1.6x)",
@@ -350,9 +350,9 @@ mod tests {
         let csv = csv(&rows);
         assert!(
             csv.lines()
-                .any(|l| l.starts_with("anon_write_fault,tsc/page,1204,1204,20480,,2746,,,")),
+                .any(|l| l.starts_with("anon_write_fault,tsc/page,1204,1204,20480,,2729,,,")),
             "{csv}"
         );
-        assert_eq!(json_rows(&rows)[1]["linux"], 2746);
+        assert_eq!(json_rows(&rows)[1]["linux"], 2729);
     }
 }

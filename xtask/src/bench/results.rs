@@ -180,16 +180,21 @@ pub fn linux_baseline() -> Reference {
 /// The stored Linux column written from a live Linux run: every measured row, the kernel and
 /// the method in the header.
 pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str) -> String {
-    let mut out = format!(
-        "# Linux fault-path baseline: guest instructions per operation, median, from
-         # `cargo xtask bench --linux --save-baseline` (the offline fallback of --linux).
-         # Kernel: {kernel}; uname -r {release}.
-         # Measured by userland/src/bin/bench.rs as /init, method of shared/perf/LINUX-BASELINE.md:
-         # {qemu}
-         name,linux
-",
-        release = linux.uname_field("release").unwrap_or("?"),
-    );
+    let release = linux.uname_field("release").unwrap_or("?");
+    let mut out = String::new();
+    for line in [
+        "# Linux fault-path baseline: guest instructions per operation, median, written by"
+            .to_owned(),
+        "# `cargo xtask bench --linux --save-baseline` (the offline fallback of --linux).".to_owned(),
+        format!("# Kernel: {kernel}; uname -r {release}."),
+        "# Measured by userland/src/bin/bench.rs as /init (method of shared/perf/LINUX-BASELINE.md):"
+            .to_owned(),
+        format!("# {qemu}"),
+        "name,linux".to_owned(),
+    ] {
+        out.push_str(&line);
+        out.push('\n');
+    }
     for m in &linux.measurements {
         out.push_str(&format!("{},{}\n", m.name, m.median));
     }
@@ -260,13 +265,26 @@ mod tests {
     #[test]
     fn reference_data_parses_with_its_source() {
         let linux = linux_baseline();
-        assert_eq!(linux.get("cow_copy_fault"), Some(3916));
-        assert_eq!(linux.get("fork_base"), Some(72328));
+        assert_eq!(linux.get("cow_copy_fault"), Some(3899));
+        assert_eq!(linux.get("fork_base"), Some(53515));
+        assert!(linux.source.contains("6.1.0-57-amd64"), "{}", linux.source);
         assert!(
             linux.source.contains("LINUX-BASELINE.md"),
             "{}",
             linux.source
         );
+        // What --save-baseline writes parses back to the same figures, with its source.
+        let run = Run::parse(FIXTURE).unwrap();
+        let stored =
+            Reference::parse(&baseline_csv(&run, "Debian linux-image-x", "qemu -m 1G")).unwrap();
+        assert_eq!(stored.get("anon_write_fault"), Some(1204));
+        assert_eq!(stored.values.len(), run.measurements.len());
+        assert!(
+            stored.source.contains("uname -r 6.1.0-57-amd64"),
+            "{}",
+            stored.source
+        );
+        assert!(stored.source.contains("qemu -m 1G"), "{}", stored.source);
         let targets = targets();
         assert_eq!(targets.get("anon_read_fault"), Some(220));
         assert!(targets.source.contains("issue 18"), "{}", targets.source);
