@@ -588,7 +588,7 @@ pub fn era_json(eras: &[(u32, Run)]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::super::report::{rows, Linux};
-    use super::super::results::{linux_baseline, targets, FIXTURE};
+    use super::super::results::{linux_baseline, targets, Reference, FIXTURE};
     use super::*;
 
     fn well_formed(svg: &str) {
@@ -633,14 +633,23 @@ mod tests {
         well_formed(&svg);
         assert!(svg.contains("111.1k"), "the measured point is labelled");
         assert!(svg.contains("Linux 6.1 bare fork"));
+        assert!(svg.contains(">\nLinux 6.1\n</text>"), "the Linux series in the legend");
         // The log x axis is labelled with the touched sizes.
         for mib in ["4", "16", "64", "256"] {
             assert!(svg.contains(&format!(">\n{mib}\n</text>")), "x label {mib}");
         }
-        // The stored column has no per-size figure: no Linux line at all, not a model.
-        let stored = rows(&cowlab, None, Linux::Stored(&linux_baseline()), &targets());
-        let svg = fork_chart(&stored, "Linux").unwrap();
-        assert!(!svg.contains("Linux bare fork") || !svg.contains(">Linux<"));
+        // A column with no per-size figure gets no Linux line: nothing is modelled from
+        // fork_base + fork_per_mib * MiB (at 1 MiB that model would be 105.2k).
+        let old = Reference::parse("name,linux\nfork_base,72328\nfork_per_mib,32866\n").unwrap();
+        let stored = rows(&cowlab, None, Linux::Stored(&old), &targets());
+        let svg = fork_chart(&stored, "Linux stored").unwrap();
+        well_formed(&svg);
+        assert!(!svg.contains("105.2k"), "a modelled point was drawn");
+        assert!(svg.contains("Linux stored bare fork"));
+        assert!(
+            !svg.contains(">\nLinux stored\n</text>"),
+            "no Linux series in the legend"
+        );
         well_formed(&vma_chart(&stored, "Linux").unwrap());
     }
 

@@ -278,6 +278,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn linux_boots_in_cowlabs_qemu_configuration() {
+        use crate::qemu::{show_command, Accel, Machine};
+        let kernel = Kernel {
+            vmlinuz: PathBuf::from("/t/vmlinuz-6.1.0-57-amd64"),
+            package: "linux-image-6.1.0-57-amd64".into(),
+            version: "6.1.192-3".into(),
+        };
+        let linux = show_command(&command(Path::new("qemu"), &kernel, Path::new("/t/i.cpio")));
+        let cowlab = show_command(
+            &Machine {
+                image: PathBuf::from("/t/cowlab.img"),
+                ovmf: None,
+                accel: Accel::Icount,
+                gdb: false,
+                cmdline: String::new(),
+                disk: None,
+            }
+            .command(Path::new("qemu")),
+        );
+        // The machine both kernels run on: memory, CPU, accelerator, icount, the fixed RTC.
+        let machine = "-m 1G -cpu qemu64 -accel tcg -icount shift=0,sleep=off \
+                       -rtc base=2024-01-01T00:00:00,clock=vm";
+        assert!(cowlab.contains(machine), "{cowlab}");
+        assert!(linux.contains(machine), "{linux}");
+        for option in ["-no-reboot", "-serial stdio", "-display none"] {
+            assert!(
+                linux.contains(option) && cowlab.contains(option),
+                "{option}"
+            );
+        }
+        assert!(linux.contains("-kernel /t/vmlinuz-6.1.0-57-amd64 -initrd /t/i.cpio"));
+        assert!(linux.contains("nokaslr norandmaps"), "{linux}");
+        assert_eq!(
+            kernel.describe(),
+            "Debian linux-image-6.1.0-57-amd64 6.1.192-3"
+        );
+    }
+
+    #[test]
     fn the_kernel_package_is_the_metapackages_dependency() {
         let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n";
         assert_eq!(
