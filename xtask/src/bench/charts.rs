@@ -633,7 +633,10 @@ mod tests {
         well_formed(&svg);
         assert!(svg.contains("111.1k"), "the measured point is labelled");
         assert!(svg.contains("Linux 6.1 bare fork"));
-        assert!(svg.contains(">\nLinux 6.1\n</text>"), "the Linux series in the legend");
+        assert!(
+            svg.contains(">\nLinux 6.1\n</text>"),
+            "the Linux series in the legend"
+        );
         // The log x axis is labelled with the touched sizes.
         for mib in ["4", "16", "64", "256"] {
             assert!(svg.contains(&format!(">\n{mib}\n</text>")), "x label {mib}");
