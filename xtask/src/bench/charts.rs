@@ -9,7 +9,7 @@
 //!   a log axis, the target as a red tick.
 //! - `fork.svg`: fork cost against touched memory, both axes logarithmic and labelled in MiB.
 //! - `vmas.svg`: the anonymous write fault against the number of VMAs.
-//! - `eras.svg` (`--eras`): the same paths under each of cowlab's eras.
+//! - `eras.svg` (`--eras`): the same paths under each of cowlab's eras, relative to the newest.
 
 use std::path::Path;
 
@@ -516,29 +516,107 @@ fn era_paths(rows: &[Row], eras: &[(u32, Run)]) -> Vec<String> {
         .collect()
 }
 
-/// Every path under each era (`era=YEAR`), one bar per era.
+/// Every path under each era (`era=YEAR`) relative to the last (newest) era: one dot per era
+/// on a linear axis around 1.0, so differences of a few percent show; the absolute figures are
+/// in the era table and `results.json`.
 pub fn era_chart(rows: &[Row], eras: &[(u32, Run)]) -> Result<String> {
     let categories = era_paths(rows, eras);
-    let series: Vec<Series> = eras
+    let Some((ref_year, reference)) = eras.last() else {
+        return Err(anyhow!("no era to draw"));
+    };
+    let ratio = |run: &Run, name: &str| {
+        let base = reference.get(name)?.median as f64;
+        (base > 0.0).then(|| run.get(name).map(|m| m.median as f64 / base))?
+    };
+    let ratios: Vec<Vec<Option<f64>>> = eras
         .iter()
-        .enumerate()
-        .map(|(i, (year, run))| Series {
-            label: format!("era={year}"),
-            color: ERA_COLORS[i % ERA_COLORS.len()],
-            values: categories
-                .iter()
-                .map(|n| run.get(n).map(|m| m.median as f64))
-                .collect(),
-        })
+        .map(|(_, run)| categories.iter().map(|n| ratio(run, n)).collect())
         .collect();
-    hbar_chart(
-        "cowlab per era",
-        "the same bench under each era= of the kernel command line (guest instructions, median)",
-        &categories,
-        &series,
-        &[],
-        "",
-    )
+    let (lo, hi) = ratios
+        .iter()
+        .flatten()
+        .flatten()
+        .fold((1.0f64, 1.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let pad = ((hi - lo) * 0.15).max(0.05);
+    let (x_lo, x_hi) = (lo - pad, hi + pad);
+    let groups = categories.len().max(1);
+    let row_h = 34u32;
+    let (width, height) = (1000u32, HEADER_H + 30 + row_h * groups as u32 + 60);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let (top, body) = root.split_vertically(HEADER_H);
+        let legend: Vec<(String, RGBColor, Mark)> = eras
+            .iter()
+            .enumerate()
+            .map(|(i, (year, _))| {
+                (
+                    format!("era={year}"),
+                    ERA_COLORS[i % ERA_COLORS.len()],
+                    Mark::Square,
+                )
+            })
+            .collect();
+        header(
+            &top,
+            "cowlab per era",
+            &format!(
+                "each path's median under era=YEAR over its median under era={ref_year} (1.0 = the same instructions)"
+            ),
+            &legend,
+        )?;
+        let mut chart = ChartBuilder::on(&body)
+            .margin_right(40)
+            .margin_top(10)
+            .x_label_area_size(40)
+            .y_label_area_size(210)
+            .build_cartesian_2d(x_lo..x_hi, 0f64..groups as f64)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc(format!("relative to era={ref_year}"))
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 15))
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(1.0, 0.0), (1.0, groups as f64)],
+                BLACK.stroke_width(1),
+            )))
+            .map_err(draw_err)?;
+        let n = eras.len().max(1) as f64;
+        for (g, name) in categories.iter().enumerate() {
+            let center = (groups - g) as f64 - 0.5;
+            let (px, py) = chart.backend_coord(&(x_lo, center));
+            root.draw(&Text::new(
+                name.clone(),
+                (px - 8, py),
+                TextStyle::from((FONT, 16)).pos(Pos::new(HPos::Right, VPos::Center)),
+            ))
+            .map_err(draw_err)?;
+            for (i, per_era) in ratios.iter().enumerate() {
+                let Some(r) = per_era[g] else {
+                    continue;
+                };
+                // Eras side by side within the row, oldest on top.
+                let y = center + 0.3 - 0.6 * (i as f64 + 0.5) / n;
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (r, y),
+                        4,
+                        ERA_COLORS[i % ERA_COLORS.len()].filled(),
+                    )))
+                    .map_err(draw_err)?;
+            }
+        }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
 }
 
 /// The era comparison as a Markdown table (paths down, eras across).
