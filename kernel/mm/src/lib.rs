@@ -41,6 +41,7 @@ mod mprotect;
 mod mremap;
 mod munmap;
 pub mod oom;
+pub mod opstat;
 pub mod pagemap;
 pub mod pagetable;
 mod phys;

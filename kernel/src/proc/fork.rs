@@ -18,6 +18,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 
+use cowlab_mm::opstat;
 use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
@@ -82,6 +83,7 @@ pub fn fork(frame: &TrapFrame) -> Result<Pid, Errno> {
 /// clone: a new process or a new thread of the caller's (see the module comment). `frame` is
 /// the caller's system-call frame. Returns the child's tid (its pid for a new process).
 pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
+    opstat::begin(opstat::Op::Fork);
     let flags = args.flags;
     // Linux `copy_process`'s consistency rules.
     if flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0 {
@@ -177,6 +179,11 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     if flags & CLONE_CHILD_SETTID != 0 {
         write_child_tid(&parent_aspace, &child_aspace, thread, args.child_tid, tid);
     }
+    opstat::end(
+        opstat::Op::Fork,
+        opstat::Phase::ForkSetup,
+        u64::from(!thread),
+    );
     Ok(tid)
 }
 
