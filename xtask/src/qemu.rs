@@ -464,7 +464,13 @@ impl Session {
         kernel_elf: &Path,
         log_path: &Path,
     ) -> Result<Self> {
-        let mut command = machine.command(qemu);
+        Self::start_command(machine.command(qemu), kernel_elf, log_path)
+    }
+
+    /// Starts an arbitrary QEMU `command` (another kernel: `cargo xtask bench --linux`), with
+    /// stdio piped as [`Session::start`] does.
+    pub fn start_command(mut command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+        let qemu = PathBuf::from(command.get_program());
         let file = std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut log = std::io::BufWriter::new(file);

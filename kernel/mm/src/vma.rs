@@ -109,6 +109,10 @@ impl VmaFlags {
     /// The mapping is a stack that grows down on a fault just below it (Linux `VM_GROWSDOWN`,
     /// `MAP_GROWSDOWN`); placement keeps [`crate::stack::STACK_GUARD_GAP`] free below it.
     pub const GROWSDOWN: VmaFlags = VmaFlags(1 << 5);
+    /// `mlock`ed (Linux `VM_LOCKED`, see `mlock`); not inherited by fork.
+    pub const LOCKED: VmaFlags = VmaFlags(1 << 6);
+    /// Locked as pages are faulted in (Linux `VM_LOCKONFAULT`, `MLOCK_ONFAULT`).
+    pub const LOCKONFAULT: VmaFlags = VmaFlags(1 << 7);
 
     pub const fn contains(self, other: VmaFlags) -> bool {
         self.0 & other.0 == other.0

@@ -13,9 +13,9 @@
 use alloc::vec::Vec;
 
 use cowlab_mm::foll::FollFlags;
-use cowlab_mm::gup;
 use cowlab_mm::pin::PinnedPage;
 use cowlab_mm::VirtAddr;
+use cowlab_mm::{gup, opstat};
 use spin::Mutex;
 
 use crate::errno::Errno;
@@ -144,6 +144,7 @@ impl GupTestFile {
 
     /// Linux `__gup_test_ioctl`.
     fn benchmark(&self, cmd: u64, arg: u64) -> Result<u64, Errno> {
+        opstat::begin(opstat::Op::GupFast);
         let ptr = UserPtr::<GupTestArgs>::new(arg)?;
         let mut args = ptr.read()?;
         let nr_pages = user_range(args.addr, args.size)?;
@@ -177,6 +178,7 @@ impl GupTestFile {
             .map_err(|_| Errno::ENOMEM)?;
         slots.resize_with(nr_pages as usize, || None);
         let start = crate::time::micros_since_boot();
+        opstat::mark(opstat::Phase::GupIoctl);
         let mut taken = 0usize;
         while (taken as u64) < nr_pages {
             let want = per_call.min(nr_pages - taken as u64) as usize;
@@ -195,11 +197,19 @@ impl GupTestFile {
         }
         let mid = crate::time::micros_since_boot();
         gup::unpin_user_pages(memory::mm(), &mut slots[..taken]);
+        opstat::mark(opstat::Phase::GupUnpin);
         let end = crate::time::micros_since_boot();
         args.get_delta_usec = mid - start;
         args.put_delta_usec = end - mid;
         args.size = taken as u64 * PAGE;
         ptr.write(&args)?;
+        // Pages of PIN_FAST_BENCHMARK only: the other commands take other paths.
+        let units = if entry == Entry::PinFast {
+            taken as u64
+        } else {
+            0
+        };
+        opstat::end(opstat::Op::GupFast, opstat::Phase::GupIoctl, units);
         Ok(0)
     }
 

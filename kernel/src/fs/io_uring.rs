@@ -46,7 +46,7 @@ use super::stat::{statfs_of, Stat, StatFs, ANON_INODE_FS_MAGIC};
 use super::O_RDWR;
 use crate::errno::{Errno, SysResult};
 use crate::memory;
-use crate::proc::{self, current_aspace, with_current};
+use crate::proc::{self, current_aspace, rlimit, with_current};
 use crate::uaccess::{UserPtr, UserSlice};
 
 pub const IORING_OFF_SQ_RING: u64 = 0;
@@ -223,6 +223,8 @@ struct Registration {
     bufs: Vec<Option<RegisteredBuffer>>,
     /// Units charged to [`REGISTERED_UNITS`].
     charged: usize,
+    /// Pages charged to the user's locked memory (`RLIMIT_MEMLOCK`).
+    locked: u64,
 }
 
 impl Drop for Registration {
@@ -231,14 +233,15 @@ impl Drop for Registration {
             buf.unregister(memory::mm());
         }
         REGISTERED_UNITS.fetch_sub(self.charged, Ordering::Relaxed);
+        rlimit::unaccount_locked_vm(self.locked);
     }
 }
 
 /// Kernel-heap bookkeeping of every registration, in 16-byte units: one per pinned page (its
-/// `PinnedPage`), four per buffer slot. cowlab's stand-in for `RLIMIT_MEMLOCK` accounting
-/// (`io_account_mem`, which root bypasses on Linux): the page lists live on the fixed kernel
-/// heap, so the total is capped and a registration beyond it answers `ENOMEM`, as Linux does
-/// over the limit.
+/// `PinnedPage`), four per buffer slot. The page lists live on the fixed kernel heap, so the
+/// total is capped system-wide whatever the limits say, and a registration beyond it answers
+/// `ENOMEM`. Each buffer's pages are also charged to the user's `RLIMIT_MEMLOCK`
+/// (`proc::rlimit::account_locked_vm`, Linux `io_account_mem`; root's bypass is not modelled).
 static REGISTERED_UNITS: AtomicUsize = AtomicUsize::new(0);
 /// 2 MiB of page lists (512 MiB pinned at most).
 const MAX_REGISTERED_UNITS: usize = 1 << 17;
@@ -738,8 +741,8 @@ fn probe(arg: u64, nr: u32) -> SysResult {
 
 /// Pins every buffer of the iovec array long-term for writing (`FOLL_WRITE|FOLL_LONGTERM`,
 /// `cowlab_mm::regbuf`); all or nothing. Errors as Linux: `EBUSY` if buffers are registered,
-/// `EINVAL` for 0 or more than 16384 buffers, `ENOMEM` beyond the system's registration cap
-/// (see [`REGISTERED_UNITS`]) or out of memory, `EFAULT` for an unreadable array, a buffer
+/// `EINVAL` for 0 or more than 16384 buffers, `ENOMEM` beyond the caller's `RLIMIT_MEMLOCK`,
+/// the system's registration cap (see [`REGISTERED_UNITS`]) or out of memory, `EFAULT` for an unreadable array, a buffer
 /// with a NULL base and a length (or a length of 0 or over 1 GiB, or one that cannot be pinned:
 /// unmapped, read-only, a dirty-tracked file page), `EOVERFLOW` for a range that wraps.
 fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
@@ -769,6 +772,7 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     let mut reg = Registration {
         bufs: Vec::with_capacity(iovs.len()),
         charged: UNITS_PER_SLOT * iovs.len(),
+        locked: 0,
     };
     let shared = current_aspace();
     for iov in iovs {
@@ -780,6 +784,8 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
         // `reg` gives back what it was charged when dropped.
         charge(pages)?;
         reg.charged += pages;
+        rlimit::account_locked_vm(pages as u64)?;
+        reg.locked += pages as u64;
         let pinned = register_buffer(
             mm,
             &mut shared.lock(),

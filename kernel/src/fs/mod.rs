@@ -58,8 +58,11 @@ pub struct Fd {
     pub cloexec: bool,
 }
 
-/// Linux's default `RLIMIT_NOFILE`.
-pub const MAX_FDS: usize = 1024;
+/// How many descriptors the caller may have: its `RLIMIT_NOFILE` (`proc::rlimit`), read at
+/// each allocation as Linux's `alloc_fd` does.
+pub fn max_fds() -> usize {
+    crate::proc::rlimit::nofile()
+}
 
 /// A process's descriptors.
 #[derive(Clone, Default)]
@@ -102,7 +105,7 @@ impl FdTable {
 
     /// Installs `fd` at the lowest free slot at or above `min`.
     pub fn install_from(&mut self, min: usize, fd: Fd) -> Result<usize, Errno> {
-        let index = (min..MAX_FDS)
+        let index = (min..max_fds())
             .find(|&i| self.slots.get(i).is_none_or(Option::is_none))
             .ok_or(Errno::EMFILE)?;
         self.set(index, fd);
@@ -113,7 +116,7 @@ impl FdTable {
     /// failure drops nothing while the caller holds locks).
     pub fn has_room_for(&self, n: usize) -> bool {
         let used = self.slots.iter().filter(|s| s.is_some()).count();
-        MAX_FDS - used >= n
+        max_fds().saturating_sub(used) >= n
     }
 
     pub fn install(&mut self, fd: Fd) -> Result<usize, Errno> {

@@ -192,7 +192,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         killed: false,
         sigmask: 0,
         clear_child_tid: 0,
-        group: Group::new(0, [0; 65], None),
+        group: Group::new(0, [0; 65], super::rlimit::Rlimits::linux_defaults(), None),
     };
     TABLE.lock().insert(pid, Box::new(process));
     Ok(())

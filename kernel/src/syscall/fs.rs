@@ -342,7 +342,7 @@ pub fn fcntl(a: Args) -> SysResult {
     with_current(|p| match a.get(1) {
         F_DUPFD | F_DUPFD_CLOEXEC => {
             let file = p.fds.get(fd)?;
-            if arg as usize >= fs::MAX_FDS {
+            if arg as usize >= fs::max_fds() {
                 return Err(Errno::EINVAL);
             }
             let cloexec = a.get(1) == F_DUPFD_CLOEXEC;
@@ -386,7 +386,7 @@ pub fn dup(a: Args) -> SysResult {
 }
 
 fn dup_to(old: i64, new: i64, cloexec: bool) -> SysResult {
-    if !(0..fs::MAX_FDS as i64).contains(&new) {
+    if !(0..fs::max_fds() as i64).contains(&new) {
         return Err(Errno::EBADF);
     }
     let replaced = with_current(|p| {

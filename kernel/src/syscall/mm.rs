@@ -8,7 +8,7 @@ use cowlab_mm::{Advice, MapFlags, MremapFlags, Prot, VirtAddr};
 
 use super::{Args, Errno, SysResult};
 use crate::memory;
-use crate::proc::{current_aspace, with_current};
+use crate::proc::{current_aspace, rlimit, with_current};
 
 const MAP_ANONYMOUS: u32 = 0x20;
 
@@ -26,6 +26,7 @@ pub fn mmap(a: Args) -> SysResult {
             return Err(Errno::EACCES);
         }
         let prot = mmap_prot(prot);
+        rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
         let va = current_aspace().lock().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -40,6 +41,7 @@ pub fn mmap(a: Args) -> SysResult {
     }
     let prot = mmap_prot(prot);
     let aspace = current_aspace();
+    rlimit::may_expand_vm(&aspace, fixed_at(addr, flags), len)?;
     let va = aspace.lock().mmap(
         memory::mm(),
         VirtAddr::new(addr),
@@ -60,6 +62,11 @@ fn mmap_prot(prot: u64) -> Prot {
 /// unknown bits (`EINVAL`), not to be cut off by a cast.
 fn flags_arg(bits: u64) -> Result<u32, Errno> {
     u32::try_from(bits).map_err(|_| Errno::EINVAL)
+}
+
+/// Where a `MAP_FIXED` mapping replaces what is there (for `RLIMIT_AS`, which counts it once).
+fn fixed_at(addr: u64, flags: u32) -> Option<u64> {
+    (flags & 0x10 != 0).then_some(addr)
 }
 
 fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
@@ -102,9 +109,11 @@ pub fn madvise(a: Args) -> SysResult {
 }
 
 pub fn brk(a: Args) -> SysResult {
-    let aspace = current_aspace();
-    let mut aspace = aspace.lock();
-    if a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
+    let shared = current_aspace();
+    // Linux's brk answers the old break when growth is refused (here: by `RLIMIT_AS`).
+    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err();
+    let mut aspace = shared.lock();
+    if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
         return Ok(aspace.current_brk().as_u64());
     }
     Ok(aspace.brk(memory::mm(), VirtAddr::new(a.get(0))).as_u64())
@@ -113,6 +122,14 @@ pub fn brk(a: Args) -> SysResult {
 /// mremap(old, old_len, new_len, flags, new_addr): the memory manager resizes or moves the
 /// mapping, moving its page-table entries (a shared mapping stays shared; nothing is copied).
 pub fn mremap(a: Args) -> SysResult {
+    let (old_len, new_len) = (a.get(1), a.get(2));
+    if new_len > old_len {
+        // RLIMIT_AS counts the growth (a move unmaps the old range, so it is the same).
+        // Wrapping lengths are the memory manager's to refuse.
+        let grow = new_len.saturating_add(0xfff) & !0xfff;
+        let had = old_len.saturating_add(0xfff) & !0xfff;
+        rlimit::may_expand_vm(&current_aspace(), None, grow.saturating_sub(had))?;
+    }
     let va = current_aspace().lock().mremap(
         memory::mm(),
         a.get(0),

@@ -9,6 +9,7 @@
 pub mod entry;
 mod fs;
 mod info;
+mod mlock;
 mod mm;
 mod proc;
 mod time;
@@ -112,7 +113,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         110 => proc::getppid(),
         137 => fs::statfs(a),
         138 => fs::fstatfs(a),
+        149 => mlock::mlock(a),
+        150 => mlock::munlock(a),
+        151 => mlock::mlockall(a),
+        152 => mlock::munlockall(),
         158 => proc::arch_prctl(a),
+        160 => info::setrlimit(a),
         169 => proc::reboot(a),
         186 => proc::gettid(),
         200 => proc::tkill(a),
@@ -149,6 +155,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         302 => info::prlimit64(a),
         316 => fs::renameat2(a),
         318 => info::getrandom(a),
+        325 => mlock::mlock2(a),
         319 => fs::memfd_create(a),
         327 => fs::preadv(a, true),
         328 => fs::pwritev(a, true),
