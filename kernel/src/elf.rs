@@ -14,6 +14,7 @@
 //! the 16 AT_RANDOM bytes and the strings, as the System V ABI and Linux lay it out; RSP is
 //! 16-byte aligned at argc. Nothing here trusts the file: every offset and size is checked, and
 //! a bad file is `ENOEXEC`.
+#![deny(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;

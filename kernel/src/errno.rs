@@ -1,6 +1,7 @@
 //! Linux errno values: a leaf module every layer may use (`syscall/`, `fs/`, `drivers/`,
 //! `proc/`). A system call returns `Result<u64, Errno>`; the dispatcher turns `Err(e)` into `-e`
 //! in RAX, as the Linux ABI does.
+#![deny(unsafe_code)]
 
 use cowlab_mm::MmError;
 

@@ -10,6 +10,7 @@
 //! Ticks are totals over the boot (guest instructions under `-icount`). Without the feature
 //! nothing is printed. The whole operations of `cowlab_mm::opstat` (fork, GUP-fast) follow, one
 //! line each: `OPSTAT op=<op> count=<units> <phase>=<ticks> ...`.
+#![deny(unsafe_code)]
 
 use cowlab_mm::{faultstat, opstat};
 

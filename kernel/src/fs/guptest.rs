@@ -8,6 +8,7 @@
 //! taken. `PIN_LONGTERM_TEST_START` pins a range long-term and keeps the pins in the open file
 //! until `PIN_LONGTERM_TEST_STOP` or the file's last close; `PIN_LONGTERM_TEST_READ` copies the
 //! pinned pages' current contents to a user buffer (what a device reading them would see).
+#![deny(unsafe_code)]
 
 use alloc::vec::Vec;
 
@@ -292,5 +293,28 @@ impl GupTestFile {
         };
         UserSlice::new(dst, data.len())?.write(&data)?;
         Ok(0)
+    }
+}
+
+impl super::file::FileOps for GupTestFile {
+    fn seek(&self) -> super::file::Seek {
+        super::file::Seek::Stream
+    }
+
+    fn stat(&self) -> super::stat::Stat {
+        super::stat::Stat::base(super::stat::S_IFREG | 0o600, 4)
+    }
+
+    fn statfs(&self) -> super::stat::StatFs {
+        use super::stat::{ST_NODEV, ST_NOEXEC, ST_NOSUID};
+        super::stat::statfs_of(super::stat::DEBUGFS_MAGIC, ST_NOSUID | ST_NODEV | ST_NOEXEC)
+    }
+
+    fn ioctl(&self, _file: &super::OpenFile, cmd: u64, arg: u64) -> crate::errno::SysResult {
+        GupTestFile::ioctl(self, cmd & 0xffff_ffff, arg)
+    }
+
+    fn as_any(&self) -> &dyn core::any::Any {
+        self
     }
 }

@@ -10,6 +10,7 @@
 //! around the memory-manager call, and copies to or from the caller through a kernel buffer, so
 //! no address-space lock is ever held across a user copy. Text files (`maps`, `meminfo`) are
 //! generated whole on each read and sliced at the file offset.
+#![deny(unsafe_code)]
 
 use alloc::format;
 use alloc::string::String;

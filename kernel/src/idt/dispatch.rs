@@ -5,6 +5,7 @@
 //! die with a full dump ([`super::dump::die`]). Traps from ring 3 branch off to [`user_trap`]:
 //! page faults go to the memory manager, a tick preempts, and every other exception kills the
 //! process (never the kernel).
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,4 +1,5 @@
 //! Tests of the kernel heap (`linked_list_allocator` over the carved region).
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

@@ -16,6 +16,7 @@ mod cmdline;
 mod exceptions;
 mod ext2;
 mod frames;
+mod fs;
 mod heap;
 mod mm;
 mod ramdisk;

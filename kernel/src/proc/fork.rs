@@ -14,6 +14,7 @@
 //! Either way the child's kernel stack is prepared so that its first switch-in returns to ring 3
 //! from the same system call with 0 in RAX and every other register as the caller had it (glibc
 //! and musl's clone trampolines find the start function in registers or on the new stack).
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -47,8 +48,9 @@ pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
 pub const CLONE_DETACHED: u64 = 0x40_0000;
 pub const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 
-/// The flags cowlab implements. `CLONE_FS` shares nothing yet because there is no per-process
-/// file-system state (no working directory but `/`, no umask); `CLONE_SYSVSEM` shares nothing
+/// The flags cowlab implements. The working directory lives in the thread group (`Group::cwd`):
+/// threads share it, a new process gets a copy, whether or not `CLONE_FS` asks to share it
+/// (a process sharing its parent's directory without sharing its memory is not supported); `CLONE_SYSVSEM` shares nothing
 /// because there are no System V semaphores.
 const SUPPORTED: u64 = CSIGNAL
     | CLONE_VM
@@ -133,12 +135,12 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let (sigactions, rlimits) = {
+            let (sigactions, rlimits, cwd) = {
                 let g = parent.group.lock();
-                (g.sigactions, g.rlimits)
+                (g.sigactions, g.rlimits, g.cwd.clone())
             };
             // Linux `copy_signal`: the child starts with the parent's limits.
-            (tid, Group::new(parent.tgid, sigactions, rlimits))
+            (tid, Group::new(parent.tgid, sigactions, rlimits, cwd))
         };
         Task {
             tid,

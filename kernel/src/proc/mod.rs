@@ -93,10 +93,19 @@ pub struct Group {
     pub own_minflt: u64,
     /// Resource limits (Linux `signal->rlim`): copied by fork, kept by exec.
     pub rlimits: rlimit::Rlimits,
+    /// The working directory (Linux's `fs_struct`): an absolute path, `None` for `/`; shared
+    /// by the threads of the group, copied by `fork` (a reference count, no allocation), kept
+    /// by `execve`.
+    pub cwd: Option<Arc<str>>,
 }
 
 impl Group {
-    pub fn new(parent: Pid, sigactions: [u64; 65], rlimits: rlimit::Rlimits) -> Arc<Mutex<Group>> {
+    pub fn new(
+        parent: Pid,
+        sigactions: [u64; 65],
+        rlimits: rlimit::Rlimits,
+        cwd: Option<Arc<str>>,
+    ) -> Arc<Mutex<Group>> {
         Arc::new(Mutex::new(Group {
             parent,
             live: 1,
@@ -105,6 +114,7 @@ impl Group {
             child_minflt: 0,
             own_minflt: 0,
             rlimits,
+            cwd,
         }))
     }
 }

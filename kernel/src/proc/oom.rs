@@ -20,6 +20,7 @@
 //! Frames are only ever freed by the victim's own exit, through the memory manager's reference
 //! and pin counts: a page pinned by a device, an io_uring registration held by another process
 //! or DMA in flight keeps its frame until the pin is dropped, victim or not.
+#![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;

@@ -1,4 +1,5 @@
 //! System information: uname, sysinfo, resource limits, random bytes.
+#![deny(unsafe_code)]
 
 use super::{Args, Errno, SysResult};
 use crate::proc::rlimit::{self, do_prlimit, Rlimit};

@@ -2,6 +2,7 @@
 //! with the caller's `RLIMIT_MEMLOCK` (Linux `do_mlock`, `SYSCALL_DEFINE1(mlockall)`). As for
 //! io_uring registrations, the limit is enforced as for an unprivileged process (root's
 //! `CAP_IPC_LOCK` bypass is not modelled; see `proc::rlimit`).
+#![deny(unsafe_code)]
 
 use cowlab_mm::mlock::LockMode;
 use cowlab_mm::VirtAddr;

@@ -2,11 +2,11 @@
 //! The address-space lock is held only around memory-manager calls, never around a user copy.
 //! User-supplied addresses and lengths are passed down unsummed: the memory manager bounds
 //! them before any arithmetic (`checked_addr` here bounds an address it wraps in `VirtAddr`).
+#![deny(unsafe_code)]
 
 use cowlab_mm::{Advice, MapFlags, MremapFlags, Prot, VirtAddr};
 
 use super::{Args, Errno, SysResult};
-use crate::fs::FileKind;
 use crate::memory;
 use crate::proc::{current_aspace, rlimit, with_current};
 
@@ -19,11 +19,7 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
-        let (obj, offset) = match &file.kind {
-            FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => (obj, a.get(5)),
-            FileKind::IoUring(ring) => ring.mmap_target(a.get(5), len)?,
-            _ => return Err(Errno::ENODEV),
-        };
+        let (obj, offset) = file.ops.mmap_target(a.get(5), len)?;
         // Every mapping reads the file; whether a shared one may write it is the memory
         // manager's rule (`shared_mapping_may_write`), from the open mode and the seals.
         if !file.readable() {
