@@ -5,6 +5,7 @@
 //! line lives in a static buffer so the parsed struct can borrow from it without a heap (the
 //! command line is read before the heap exists, because it sets the log level). Tokens that do
 //! not parse are kept and reported once logging is up, never silently dropped.
+#![deny(unsafe_code)]
 
 use cowlab_mm::Era;
 use spin::Once;

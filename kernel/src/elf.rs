@@ -6,12 +6,15 @@
 //! through the new page tables: the image is never copied into kernel memory as a whole), then
 //! given its final protection with `mprotect`. The rest up to `p_memsz` is bss and reads as
 //! zeros because the mapping is anonymous. Segments that share a page get the union of their
-//! permissions on that page. The heap (brk) starts after the highest segment. The stack is
-//! [`STACK_SIZE`] below [`STACK_TOP`] with an unmapped guard page beneath, and holds, from its
+//! permissions on that page. The heap (brk) starts after the highest segment. The stack is a
+//! grows-down mapping of [`STACK_INITIAL`] below [`STACK_TOP`] that grows on faults up to the
+//! stack limit (`RLIMIT_STACK`, `proc::rlimit::stack_vma_size`), keeping the memory manager's
+//! 1 MiB guard gap (`cowlab_mm::stack`) from other mappings, and holds, from its
 //! lowest address up: argc, argv pointers, NULL, envp pointers, NULL, the auxiliary vector, then
 //! the 16 AT_RANDOM bytes and the strings, as the System V ABI and Linux lay it out; RSP is
 //! 16-byte aligned at argc. Nothing here trusts the file: every offset and size is checked, and
 //! a bad file is `ENOEXEC`.
+#![deny(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -23,9 +26,11 @@ use crate::memory;
 
 /// Where a static-PIE (`ET_DYN`) program is loaded (Linux's `ELF_ET_DYN_BASE`-like choice).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;
-/// The top of the user stack, and its size.
+/// The top of the user stack.
 pub const STACK_TOP: u64 = 0x7fff_ff00_0000;
-pub const STACK_SIZE: u64 = 8 * 1024 * 1024;
+/// What the stack VMA covers at exec (Linux's `stack_expand`, 128 KiB); the rest grows on
+/// demand, the argument strings included if they need more.
+pub const STACK_INITIAL: u64 = 128 * 1024;
 
 const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
@@ -239,13 +244,13 @@ pub fn load(
             }),
     };
 
-    let stack_bottom = STACK_TOP - STACK_SIZE;
+    aspace.set_stack_limit(crate::proc::rlimit::stack_vma_size());
     aspace.mmap(
         mm,
-        VirtAddr::new(stack_bottom),
-        STACK_SIZE as usize,
+        VirtAddr::new(STACK_TOP - STACK_INITIAL),
+        STACK_INITIAL as usize,
         Prot::RW,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED | MapFlags::GROWSDOWN,
     )?;
     let auxv = [
         (AT_PHDR, phdr_va),
@@ -294,7 +299,10 @@ fn build_stack(
         strings.push(0);
     }
     let strings_len = strings.len() as u64;
-    if strings_len > 256 * 1024 {
+    // Linux `bprm_stack_limits`: the strings and the argv/envp pointers within a quarter of
+    // `RLIMIT_STACK` (the random bytes are not strings).
+    let pointers = 8 * (argv.len() + envp.len()) as u64;
+    if strings_len - 16 + pointers > crate::proc::rlimit::arg_space_limit() {
         return Err(Errno::E2BIG);
     }
     let strings_at = (STACK_TOP - 16 - strings_len) & !15;

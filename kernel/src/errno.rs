@@ -1,6 +1,7 @@
 //! Linux errno values: a leaf module every layer may use (`syscall/`, `fs/`, `drivers/`,
 //! `proc/`). A system call returns `Result<u64, Errno>`; the dispatcher turns `Err(e)` into `-e`
 //! in RAX, as the Linux ABI does.
+#![deny(unsafe_code)]
 
 use cowlab_mm::MmError;
 
@@ -60,6 +61,7 @@ impl From<MmError> for Errno {
             MmError::NoMem => Errno::ENOMEM,
             MmError::Access => Errno::EACCES,
             MmError::Fault => Errno::EFAULT,
+            MmError::Busy => Errno::EBUSY,
             MmError::Exist => Errno::EEXIST,
             MmError::NoDev => Errno::ENODEV,
             MmError::Inval => Errno::EINVAL,

@@ -8,14 +8,23 @@
 //! ```
 //!
 //! Ticks are totals over the boot (guest instructions under `-icount`). Without the feature
-//! nothing is printed.
+//! nothing is printed. The whole operations of `cowlab_mm::opstat` (fork, GUP-fast) follow, one
+//! line each: `OPSTAT op=<op> count=<units> <phase>=<ticks> ...`.
+#![deny(unsafe_code)]
 
-use cowlab_mm::faultstat;
+use cowlab_mm::{faultstat, opstat};
 
 /// Prints the totals (nothing in a kernel built without `faultstat`).
 pub fn print() {
     faultstat::for_each(|kind, count, phases| {
         print!("FAULTSTAT kind={} count={count}", kind.name());
+        for (phase, ticks) in phases {
+            print!(" {}={ticks}", phase.name());
+        }
+        println!();
+    });
+    opstat::for_each(|op, count, phases| {
+        print!("OPSTAT op={} count={count}", op.name());
         for (phase, ticks) in phases {
             print!(" {}={ticks}", phase.name());
         }

@@ -5,6 +5,7 @@
 //! calibrated against the PIT (see `time`); lines printed before calibration read `0.000000`.
 //! The level filter is a single atomic so that checking it costs one load, and the fault paths
 //! never log at all (STYLE.md rule 9).
+#![deny(unsafe_code)]
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};

@@ -4,6 +4,7 @@
 //! something to continue from. If a test is running, the KTEST protocol line comes first,
 //! exactly `KTEST FAIL <index> <name>: panicked at FILE:LINE: MSG` on one line (newlines in the
 //! message are flattened), so that xtask can record the failure and boot again past it.
+#![deny(unsafe_code)]
 
 use core::fmt::{self, Write};
 use core::panic::PanicInfo;

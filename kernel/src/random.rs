@@ -1,6 +1,7 @@
 //! A small pseudo-random generator for AT_RANDOM and getrandom: xorshift64* seeded from the TSC
 //! at first use and stirred with the TSC on every call. Not cryptographic; good enough for stack
 //! canaries and tests in a teaching kernel.
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

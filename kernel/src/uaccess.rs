@@ -67,6 +67,27 @@ impl UserSlice {
         }
     }
 
+    /// Copies into `buf` (at most `len` bytes) until done or the first fault: the bytes copied
+    /// (Linux `copy_from_user`'s "bytes not copied", turned around). The caller decides what a
+    /// short copy means (Linux's rule for reads and writes: the bytes done, `EFAULT` if none).
+    pub fn read_partial(&self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.len);
+        // SAFETY: as `read`: a kernel destination of `n` bytes, a checked user source whose
+        // faults the copy routine's fixup recovers.
+        let left = unsafe { cowlab_user_copy(buf.as_mut_ptr(), self.addr as *const u8, n as u64) };
+        n - left as usize
+    }
+
+    /// Copies `data` (at most `len` bytes) to the start of the slice until done or the first
+    /// fault: the bytes copied.
+    pub fn write_partial(&self, data: &[u8]) -> usize {
+        let n = data.len().min(self.len);
+        // SAFETY: as `write`: a checked user destination whose faults the fixup recovers, a
+        // kernel source of at least `n` bytes.
+        let left = unsafe { cowlab_user_copy(self.addr as *mut u8, data.as_ptr(), n as u64) };
+        n - left as usize
+    }
+
     /// Reads the whole slice into a new vector.
     pub fn read_vec(&self) -> Result<Vec<u8>, Errno> {
         let mut buf = alloc::vec![0; self.len];

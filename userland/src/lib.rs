@@ -18,6 +18,7 @@ pub mod args;
 pub mod calls;
 pub mod io;
 pub mod process;
+pub mod rlimit;
 pub mod start;
 pub mod sys;
 pub mod test;

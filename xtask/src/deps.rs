@@ -1,4 +1,5 @@
-//! Host programs xtask needs that cargo does not provide: QEMU, and OVMF for `--uefi`.
+//! Host programs xtask needs that cargo does not provide: QEMU, OVMF for `--uefi`, and
+//! e2fsprogs' `mke2fs` for the root filesystem image.
 //!
 //! A fresh machine may lack them. When we run as root without a terminal on stdin (as CI does)
 //! we install them with `apt-get`; otherwise we print the exact command and stop, because
@@ -37,6 +38,27 @@ pub fn ovmf() -> Result<PathBuf> {
         &format!("no OVMF firmware (looked for {})", OVMF_PATHS.join(", ")),
     )?;
     find().context("OVMF still missing after installing the ovmf package")
+}
+
+/// `mke2fs` from `$PATH` or the sbin directories (not in a normal user's `$PATH` on Debian).
+pub fn find_mke2fs() -> Result<PathBuf> {
+    find_in_path("mke2fs")
+        .or_else(|| {
+            ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| is_executable(p))
+        })
+        .context("mke2fs not found")
+}
+
+/// `mke2fs`, installing Debian's `e2fsprogs` if allowed.
+pub fn mke2fs() -> Result<PathBuf> {
+    if let Ok(path) = find_mke2fs() {
+        return Ok(path);
+    }
+    install("e2fsprogs", "mke2fs (e2fsprogs) is not installed")?;
+    find_mke2fs().context("mke2fs still missing after installing e2fsprogs")
 }
 
 /// Installs Debian `package` non-interactively when we are root with no terminal on stdin,

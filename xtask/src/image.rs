@@ -23,6 +23,9 @@ pub struct Built {
     pub image: PathBuf,
     /// The LBA-stamped data disk behind `/dev/vda` (see `disk`).
     pub disk: PathBuf,
+    /// What the ramdisk holds (name, host file): the root filesystem image is made from it
+    /// (see `rootfs`).
+    pub files: Vec<(String, PathBuf)>,
 }
 
 /// Builds the kernel and the programs, writes the ramdisk and the disk image.
@@ -77,6 +80,7 @@ pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
         ramdisk,
         image,
         disk,
+        files,
     })
 }
 

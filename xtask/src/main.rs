@@ -14,6 +14,7 @@ mod image;
 mod ktest;
 mod libtest;
 mod qemu;
+mod rootfs;
 mod symbolize;
 mod test;
 mod usertest;

@@ -45,6 +45,10 @@ pub struct QemuArgs {
     /// Raw kernel command-line tokens, space separated (e.g. "era=2009 loglevel=debug").
     #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
+    /// Attach the root filesystem image (`target/cowlab-root.img`, see `rootfs`) writable and
+    /// keep it between runs, instead of a fresh image in snapshot mode.
+    #[arg(long)]
+    pub persist: bool,
     /// The program `init` runs, with its arguments (passed on the kernel command line after
     /// `--`).
     #[arg(last = true, value_name = "PROGRAM ARGS")]
@@ -233,6 +237,8 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
         disk: Some(built.disk.clone()),
     };
     let mut command = machine.command(&qemu);
+    let root = crate::rootfs::ensure(&crate::target_dir(), &built.files, args.persist)?;
+    command.args(crate::rootfs::qemu_args(&root, args.persist));
     eprintln!("xtask: {}", show_command(&command));
     if args.gdb {
         eprintln!(
@@ -458,7 +464,13 @@ impl Session {
         kernel_elf: &Path,
         log_path: &Path,
     ) -> Result<Self> {
-        let mut command = machine.command(qemu);
+        Self::start_command(machine.command(qemu), kernel_elf, log_path)
+    }
+
+    /// Starts an arbitrary QEMU `command` (another kernel: `cargo xtask bench --linux`), with
+    /// stdio piped as [`Session::start`] does.
+    pub fn start_command(mut command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+        let qemu = PathBuf::from(command.get_program());
         let file = std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut log = std::io::BufWriter::new(file);

@@ -97,6 +97,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     if wants(Tier::Host) {
         section("host unit tests (cargo test)");
         host_tests(&logs, &mut tally)?;
+        host_clippy(&logs, &mut tally)?;
     }
     let mut tests = Vec::new();
     if wants(Tier::Userland) || wants(Tier::Programs) {
@@ -232,6 +233,36 @@ fn host_tests(logs: &Path, tally: &mut Tally) -> Result<()> {
             "host: cargo test",
             &format!("cargo test failed ({status}) without a failing test: a build error?"),
         );
+        print_tail(&log_path);
+    }
+    Ok(())
+}
+
+/// The host crates (the workspace without the two `x86_64-unknown-none` packages) under
+/// `cargo clippy --all-targets -- -D warnings`: one line, the diagnostics in `host-clippy.log`.
+fn host_clippy(logs: &Path, tally: &mut Tally) -> Result<()> {
+    let name = "host: cargo clippy --workspace (host crates) -- -D warnings";
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let log_path = logs.join("host-clippy.log");
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["clippy", "--workspace", "--exclude", "cowlab-kernel"])
+        .args([
+            "--exclude",
+            "cowlab-userland",
+            "--all-targets",
+            "--color",
+            "never",
+        ])
+        .args(["--", "-D", "warnings"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running cargo clippy")?;
+    std::fs::write(&log_path, &output.stderr)?;
+    if output.status.success() {
+        tally.pass(name);
+    } else {
+        tally.fail(name, &format!("see {}", log_path.display()));
         print_tail(&log_path);
     }
     Ok(())

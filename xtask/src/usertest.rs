@@ -131,7 +131,14 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
 /// names in the working directory and could change resource limits or descriptors of other
 /// processes. Its point is the cowlab kernel's robustness, which the host cannot cross-check.
 /// `t_vda` and `t_dio` read and write `/dev/vda`, which on a host may be a real disk.
-const QEMU_ONLY: &[&str] = &["t_fuzz", "t_vda", "t_dio", "t_limits", "t_hung"];
+const QEMU_ONLY: &[&str] = &[
+    "t_fuzz",
+    "t_vda",
+    "t_dio",
+    "t_limits",
+    "t_exhaust",
+    "t_hung",
+];
 
 /// Test programs booted again under older rule sets (SEMANTICS.md section 9), as
 /// `era=YYYY -- PROGRAM era=YYYY`: with that argument they assert the era's historical

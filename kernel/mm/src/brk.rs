@@ -48,7 +48,8 @@ impl AddressSpace {
             // The heap's end is its VMA's end, so shrinking never punches a hole.
             self.unmap_region(mm, new_end, old_end);
         } else if new_end > old_end {
-            if self.overlaps(old_end, new_end) {
+            // Linux `brk` stops short of a stack's guard gap too (`vm_start_gap(next)`).
+            if !self.free_with_gaps(old_end, new_end) {
                 return cur;
             }
             let heap = Vma {
@@ -61,6 +62,7 @@ impl AddressSpace {
                     | VmaFlags::MAYEXEC
                     | VmaFlags::SOFTDIRTY,
                 backing: Backing::Anonymous,
+                write_hold: None,
             };
             // Growing an existing heap VMA adds none; a first heap (or one after an mprotect
             // of its end) adds one (Linux `do_brk_flags` checks `map_count` too).

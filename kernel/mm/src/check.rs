@@ -195,6 +195,25 @@ fn check_space<A: Arch>(
     if let Some(e) = err {
         return Err(format!("address space {n}: {e}"));
     }
+    // A VMA is counted as a writer of its shmem object exactly when it is a shared mapping
+    // that may write (what `F_SEAL_WRITE` relies on).
+    for vma in aspace.vmas() {
+        let writer = vma.sharing() == crate::vma::Sharing::Shared
+            && vma.flags().contains(crate::vma::VmaFlags::MAYWRITE)
+            && !vma.is_anonymous();
+        if vma.write_hold.is_some() != writer {
+            return Err(format!(
+                "address space {n}: VMA {:#x}..{:#x} ({:?}, {:?}) writable-mapping hold {} \
+                 but it is {}a shared writer",
+                vma.start().as_u64(),
+                vma.end().as_u64(),
+                vma.sharing(),
+                vma.flags(),
+                vma.write_hold.is_some(),
+                if writer { "" } else { "not " }
+            ));
+        }
+    }
     for i in 0..512 {
         let e = pt.root_entry(i);
         if i >= KERNEL_PML4_START {

@@ -21,8 +21,10 @@ pub enum MmError {
     Exist,
     /// The mapping does not allow the requested permission (`EACCES`).
     Access,
-    /// A fixed mapping below `mmap_min_addr` (`EPERM`).
+    /// A fixed mapping below `mmap_min_addr`, or an operation a memfd seal forbids (`EPERM`).
     Perm,
+    /// `F_SEAL_WRITE` while a shared mapping may still write the object (`EBUSY`).
+    Busy,
     /// The kind of mapping is not implemented yet, e.g. shared anonymous memory before shmem
     /// (`ENODEV`, as Linux answers for a file that cannot be mapped).
     NoDev,
@@ -36,6 +38,7 @@ impl MmError {
             MmError::NoMem => 12,
             MmError::Access => 13,
             MmError::Fault => 14,
+            MmError::Busy => 16,
             MmError::Exist => 17,
             MmError::NoDev => 19,
             MmError::Inval => 22,

@@ -106,9 +106,10 @@ pub(crate) fn fault_inner<A: Arch>(
     if va.as_u64() >= USER_END {
         return Err(FaultError::Segv(SegvReason::NoMapping));
     }
-    let vma = aspace
-        .find_vma(va)
-        .ok_or(FaultError::Segv(SegvReason::NoMapping))?;
+    let vma = match aspace.find_vma(va) {
+        Some(vma) => vma,
+        None => return fault_outside_vmas(mm, aspace, va, kind, access),
+    };
     let forced_write = access == Access::Force
         && kind == FaultKind::Write
         && vma.is_cow_mapping()
@@ -148,6 +149,22 @@ pub(crate) fn fault_inner<A: Arch>(
     aspace.count_minor_fault();
     faultstat::end();
     Ok(())
+}
+
+/// A fault where no VMA is: a stack just above may grow down to it (`stack.rs`); else SIGSEGV.
+/// Only the process's own accesses grow a stack (Linux 6.5+: GUP never expands one).
+#[cold]
+fn fault_outside_vmas<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    kind: FaultKind,
+    access: Access,
+) -> Result<(), FaultError> {
+    if access == Access::User && aspace.expand_stack(mm, va) {
+        return fault_inner(mm, aspace, va, kind, access);
+    }
+    Err(FaultError::Segv(SegvReason::NoMapping))
 }
 
 /// May the mapping be accessed this way at all (Linux `access_error`)? x86 cannot express

@@ -17,6 +17,7 @@ use crate::era::Era;
 use crate::error::MmError;
 use crate::frame::{FrameFlags, FrameMeta};
 use crate::mm::Mm;
+use crate::opstat::{mark, Phase::*};
 use crate::pagetable::{PageTable, Pte, PteRef};
 use crate::rules;
 use crate::stats;
@@ -29,6 +30,7 @@ impl AddressSpace {
     /// exclusive on the next write).
     #[doc(alias = "dup_mmap")]
     pub fn fork<A: Arch>(&mut self, mm: &Mm<A>) -> Result<AddressSpace, MmError> {
+        mark(ForkSetup);
         // The child's VMAs count against the system-wide cap (Linux's `dup_mmap` can only fail
         // on memory for them; here the cap is that memory). Checked before anything changes.
         let inherited = self
@@ -39,10 +41,14 @@ impl AddressSpace {
         if mm.live_vmas() + inherited > mm.vma_limits().1 {
             return Err(MmError::NoMem);
         }
+        mark(ForkVmas);
         let root = PageTable::create_root(mm).ok_or(MmError::NoMem)?;
+        mark(ForkTables);
         let mut child = self.fork_shell(root);
         self.write_protect_begin();
+        mark(ForkSetup);
         let result = copy_mappings(mm, self, &mut child);
+        mark(ForkTables);
         // Whatever was copied is now counted, so that `exit` below (or the child's own, later)
         // takes exactly it off again.
         mm.account_vmas(0, child.vmas.len());
@@ -53,6 +59,7 @@ impl AddressSpace {
             flush.flush(mm.arch());
         }
         self.write_protect_end();
+        mark(ForkFlush);
         match result {
             Ok(_) => {
                 stats::inc(&mm.counters.forks);
@@ -85,7 +92,13 @@ fn copy_mappings<A: Arch>(
         if vma.flags.contains(VmaFlags::DONTFORK) {
             continue;
         }
-        child.vmas.map_mut().insert(vma.start.as_u64(), vma.clone());
+        // Memory locks are not inherited (Linux `dup_mmap` clears `VM_LOCKED`).
+        let mut copy = vma.clone();
+        copy.flags = copy
+            .flags
+            .without(VmaFlags::LOCKED.union(VmaFlags::LOCKONFAULT));
+        child.vmas.map_mut().insert(vma.start.as_u64(), copy);
+        mark(ForkVmas);
         let ctx = CopyCtx {
             mm,
             era,
@@ -163,6 +176,7 @@ fn copy_pte_range<A: Arch>(
         if pte.is_mapping() {
             // Any address of the PT's 2 MiB names the child's PT for the same span.
             let dst_slots = dst.slots(dst.walk_alloc_pt(va).ok_or(MmError::NoMem)?);
+            mark(ForkTables);
             let meta = &metas[pte.frame().pfn()];
             let wp = copy_present_pte(ctx, meta, slot, dst_slots.at(index), pte)?;
             break (dst_slots, wp);
@@ -176,6 +190,7 @@ fn copy_pte_range<A: Arch>(
         let meta = &metas[pte.frame().pfn()];
         wrprotected |= copy_present_pte(ctx, meta, slot, dst_slots.at(index), pte)?;
     }
+    mark(ForkPtes);
     Ok(wrprotected)
 }
 

@@ -27,6 +27,7 @@ use crate::fault::{fault_inner, Access, FaultKind};
 use crate::foll::FollFlags;
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
+use crate::opstat::{mark, Phase::*};
 use crate::pagetable::{Pte, Slots};
 use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
@@ -417,6 +418,7 @@ fn gup_fast<A: Arch>(
     let mut table: Option<(u64, Slots<'_>)> = None;
     let metas = mm.frames().metas();
     let mut nr = 0;
+    mark(GupEnter);
     while nr < pages.len() {
         assert!(
             pages[nr].is_none(),
@@ -449,9 +451,11 @@ fn gup_fast<A: Arch>(
             break;
         }
         let meta = &metas[pte.frame().pfn()];
+        mark(GupWalk);
         let Some(page) = try_grab_page_fast(mm, aspace, meta, pte.frame(), flags) else {
             break;
         };
+        mark(GupGrab);
         if !gup_fast_may_keep(era, flags, pte, meta.flags()) || slot.load() != pte {
             // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
             page.unpin(mm);
@@ -459,6 +463,7 @@ fn gup_fast<A: Arch>(
         }
         pages[nr] = Some(page);
         nr += 1;
+        mark(GupCheck);
     }
     mm.arch().irq_restore(irq);
     if let Some(seq) = seq {
@@ -474,6 +479,7 @@ fn gup_fast<A: Arch>(
     mm.counters
         .gup_fast_pages
         .fetch_add(nr as u64, Ordering::Relaxed);
+    mark(GupLeave);
     nr
 }
 

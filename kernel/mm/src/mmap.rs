@@ -3,8 +3,10 @@
 //! Picture: a new mapping is a VMA and nothing else — pages arrive later, one fault at a time.
 //! Placement follows Linux: `MAP_FIXED` takes the address as given and replaces whatever was
 //! mapped there; `MAP_FIXED_NOREPLACE` takes it only if free (`EEXIST`); otherwise a hint is used
-//! if the range is free, else the highest free gap below `mmap_base` (top-down). The invariant:
-//! the new VMA never overlaps another, and lies in `[MMAP_MIN_ADDR, USER_END)`.
+//! if the range is free, else the highest free gap below `mmap_base` (top-down); neither the
+//! hint nor the search places a mapping inside the guard gap below a stack
+//! (`stack::vm_start_gap`). The invariant: the new VMA never overlaps another, and lies in
+//! `[MMAP_MIN_ADDR, USER_END)`.
 
 #![deny(unsafe_code)]
 
@@ -13,7 +15,8 @@ use crate::arch::Arch;
 use crate::aspace::{AddressSpace, MMAP_MIN_ADDR, USER_END};
 use crate::error::MmError;
 use crate::mm::Mm;
-use crate::shmem::ShmemObject;
+use crate::shmem::{ShmemObject, WritableMapping};
+use crate::stack::vm_start_gap;
 use crate::vma::{Backing, Prot, Sharing, Vma, VmaFlags};
 
 use alloc::sync::Arc;
@@ -52,6 +55,8 @@ impl MapFlags {
     pub const PRIVATE: MapFlags = MapFlags(0x02);
     pub const FIXED: MapFlags = MapFlags(0x10);
     pub const ANONYMOUS: MapFlags = MapFlags(0x20);
+    /// A stack: the VMA grows down on faults below it (`VM_GROWSDOWN`).
+    pub const GROWSDOWN: MapFlags = MapFlags(0x100);
     pub const FIXED_NOREPLACE: MapFlags = MapFlags(0x10_0000);
 
     /// User-supplied flags; unknown bits are ignored, as Linux's `mmap` does.
@@ -94,18 +99,38 @@ impl AddressSpace {
         if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(MmError::NoDev);
         }
-        let backing = match sharing {
-            Sharing::Private => Backing::Anonymous,
-            Sharing::Shared => Backing::Shmem(ShmemObject::with_size(len)?, 0),
+        let mut vm_flags = VmaFlags::MAYREAD | VmaFlags::MAYWRITE | VmaFlags::MAYEXEC;
+        if flags.contains(MapFlags::GROWSDOWN) {
+            vm_flags = vm_flags | VmaFlags::GROWSDOWN;
+        }
+        let (backing, write_hold) = match sharing {
+            Sharing::Private => (Backing::Anonymous, None),
+            Sharing::Shared => {
+                let obj = ShmemObject::with_size(len)?;
+                let hold = obj.map_shared(prot, true)?;
+                (Backing::Shmem(obj, 0), hold)
+            }
         };
-        self.mmap_region(mm, addr, len, prot, flags, sharing, backing)
+        let vma = Vma {
+            start: VirtAddr::zero(),
+            end: VirtAddr::zero(),
+            prot,
+            sharing,
+            flags: vm_flags | VmaFlags::SOFTDIRTY,
+            backing,
+            write_hold,
+        };
+        self.mmap_region(mm, addr, len, flags, vma)
     }
 
     /// Maps `len` bytes of the shmem object `obj` from byte `offset` (page aligned), shared or
-    /// private per `flags` (Linux `do_mmap` of a memfd or tmpfs file). The kernel checks the
-    /// file's open mode first (a `MAP_SHARED` + `PROT_WRITE` mapping needs it open for
-    /// writing). The mapping holds its own reference to the object. Pages beyond the object's
-    /// size fault with `SegvReason::BeyondEof` (SIGBUS).
+    /// private per `flags` (Linux `do_mmap` of a memfd or tmpfs file). The kernel checks that
+    /// the file is open for reading; `fd_writable` says whether it is open for writing, which
+    /// with the object's seals decides a shared mapping's write permission
+    /// ([`crate::shmem::shared_mapping_may_write`]: `EACCES`/`EPERM` for `PROT_WRITE`, or no
+    /// `MAYWRITE`, so a later `mprotect(PROT_WRITE)` is `EACCES`). The mapping holds its own
+    /// reference to the object. Pages beyond the object's size fault with
+    /// `SegvReason::BeyondEof` (SIGBUS).
     // mmap(2) has six arguments; with the memory manager and the receiver that makes eight.
     #[allow(clippy::too_many_arguments)]
     pub fn mmap_shmem<A: Arch>(
@@ -117,34 +142,51 @@ impl AddressSpace {
         flags: MapFlags,
         obj: &Arc<ShmemObject>,
         offset: u64,
+        fd_writable: bool,
     ) -> Result<VirtAddr, MmError> {
         let (len, sharing) = check_mmap_args(len, flags)?;
         if flags.contains(MapFlags::ANONYMOUS) || !offset.is_multiple_of(crate::PAGE_SIZE as u64) {
             return Err(MmError::Inval);
         }
         offset.checked_add(len).ok_or(MmError::Inval)?;
-        let backing = Backing::Shmem(obj.clone(), offset / crate::PAGE_SIZE as u64);
-        self.mmap_region(mm, addr, len, prot, flags, sharing, backing)
+        let mut vm_flags = VmaFlags::MAYREAD | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY;
+        let write_hold: Option<WritableMapping> = match sharing {
+            // A private mapping never writes the object: COW copies are anonymous.
+            Sharing::Private => {
+                vm_flags = vm_flags | VmaFlags::MAYWRITE;
+                None
+            }
+            Sharing::Shared => {
+                let hold = obj.map_shared(prot, fd_writable)?;
+                if hold.is_some() {
+                    vm_flags = vm_flags | VmaFlags::MAYWRITE;
+                }
+                hold
+            }
+        };
+        let vma = Vma {
+            start: VirtAddr::zero(),
+            end: VirtAddr::zero(),
+            prot,
+            sharing,
+            flags: vm_flags,
+            backing: Backing::Shmem(obj.clone(), offset / crate::PAGE_SIZE as u64),
+            write_hold,
+        };
+        self.mmap_region(mm, addr, len, flags, vma)
     }
 
-    /// Places and inserts the VMA (Linux `mmap_region`). Consumes `backing`: on failure its
-    /// object reference is released.
-    #[allow(clippy::too_many_arguments)]
+    /// Places `vma` (its range still unset) at `len` bytes and inserts it (Linux
+    /// `mmap_region`). Consumes it: on failure its object reference is released.
     fn mmap_region<A: Arch>(
         &mut self,
         mm: &Mm<A>,
         addr: VirtAddr,
         len: u64,
-        prot: Prot,
         flags: MapFlags,
-        sharing: Sharing,
-        backing: Backing,
+        mut vma: Vma,
     ) -> Result<VirtAddr, MmError> {
-        let release = |mm: &Mm<A>, backing: Backing| {
-            if let Backing::Shmem(obj, _) = backing {
-                ShmemObject::put(obj, mm);
-            }
-        };
+        let release = |mm: &Mm<A>, vma: Vma| crate::munmap::release_vma(mm, vma);
         let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
         let start = if fixed {
             let refused = if !addr.is_page_aligned() {
@@ -159,7 +201,7 @@ impl AddressSpace {
                 None
             };
             if let Some(e) = refused {
-                release(mm, backing);
+                release(mm, vma);
                 return Err(e);
             }
             addr
@@ -167,7 +209,7 @@ impl AddressSpace {
             match self.get_unmapped_area(addr, len) {
                 Ok(a) => a,
                 Err(e) => {
-                    release(mm, backing);
+                    release(mm, vma);
                     return Err(e);
                 }
             }
@@ -180,48 +222,60 @@ impl AddressSpace {
             0
         };
         if let Err(e) = self.check_map_count(mm, extra) {
-            release(mm, backing);
+            release(mm, vma);
             return Err(e);
         }
         let before = self.vmas.len();
         if fixed && self.overlaps(start, end) {
             self.unmap_region(mm, start, end);
         }
-        self.insert_vma(Vma {
-            start,
-            end,
-            prot,
-            sharing,
-            flags: VmaFlags::MAYREAD | VmaFlags::MAYWRITE | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY,
-            backing,
-        });
+        vma.start = start;
+        vma.end = end;
+        self.insert_vma(vma);
         mm.account_vmas(before, self.vmas.len());
         Ok(start)
     }
 
     /// A free range of `len` bytes (page multiple): the hint if it fits, else the highest gap
-    /// below `mmap_base` (Linux `arch_get_unmapped_area_topdown`). O(number of VMAs above the
-    /// gap): placement is not on the fault path.
-    fn get_unmapped_area(&self, hint: VirtAddr, len: u64) -> Result<VirtAddr, MmError> {
+    /// below `mmap_base` (Linux `arch_get_unmapped_area_topdown`). Neither may end inside the
+    /// guard gap below a stack (`vm_start_gap`). O(number of VMAs above the gap): placement is
+    /// not on the fault path.
+    pub(crate) fn get_unmapped_area(&self, hint: VirtAddr, len: u64) -> Result<VirtAddr, MmError> {
         if hint.as_u64() != 0 {
             if let Some(h) = hint.checked_align_up() {
                 let fits = h.as_u64() >= MMAP_MIN_ADDR && h.as_u64() <= USER_END - len;
-                if fits && !self.overlaps(h, h + len) {
+                if fits && self.free_with_gaps(h, h + len) {
                     return Ok(h);
                 }
             }
         }
         let mut hi = self.mmap_base.as_u64();
+        // A stack just above `mmap_base` still keeps its gap.
+        if let Some((_, above)) = self.vmas.range(hi..).next() {
+            hi = hi.min(vm_start_gap(above));
+        }
         for vma in self.vmas.range(..hi).rev().map(|(_, v)| v) {
             let gap_lo = vma.end.as_u64();
             if gap_lo <= hi && hi - gap_lo >= len {
                 return Ok(VirtAddr::new(hi - len));
             }
-            hi = hi.min(vma.start.as_u64());
+            hi = hi.min(vm_start_gap(vma));
         }
         if hi >= MMAP_MIN_ADDR + len {
             return Ok(VirtAddr::new(hi - len));
         }
         Err(MmError::NoMem)
+    }
+
+    /// Is `[start, end)` free and clear of every stack's guard gap (the hint test of Linux
+    /// `arch_get_unmapped_area_topdown`: `addr + len <= vm_start_gap(next)`)?
+    pub(crate) fn free_with_gaps(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        if self.overlaps(start, end) {
+            return false;
+        }
+        match self.vmas.range(end.as_u64()..).next() {
+            Some((_, next)) => end.as_u64() <= vm_start_gap(next),
+            None => true,
+        }
     }
 }

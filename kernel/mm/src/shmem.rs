@@ -22,6 +22,7 @@
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -31,6 +32,7 @@ use crate::error::MmError;
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
 use crate::stats;
+use crate::vma::Prot;
 use crate::PAGE_SIZE;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -45,10 +47,15 @@ pub struct ShmemObject {
     /// path (`/memfd:NAME (deleted)` for a memfd); set once by whoever creates a named object.
     /// Kept apart from `inner` so that reading `maps` never waits on a page-cache operation.
     maps_name: Mutex<Option<String>>,
+    /// How many shared mappings may write the object (Linux `i_mmap_writable`): VMAs holding a
+    /// [`WritableMapping`]. Its own allocation so that a hold never keeps the object alive.
+    writable_maps: Arc<AtomicUsize>,
 }
 
 struct Inner {
     size: u64,
+    /// `F_SEAL_*` bits (Linux `shmem_inode_info.seals`).
+    seals: u32,
     /// Page index -> cache frame.
     pages: BTreeMap<u64, PhysAddr>,
 }
@@ -68,10 +75,77 @@ impl ShmemObject {
         Arc::new(ShmemObject {
             inner: Mutex::new(Inner {
                 size: 0,
+                // Every shmem inode starts sealed against sealing (Linux `shmem_get_inode`);
+                // only `memfd_create(MFD_ALLOW_SEALING)` clears it ([`Self::allow_sealing`]).
+                seals: seals::SEAL,
                 pages: BTreeMap::new(),
             }),
             maps_name: Mutex::new(None),
+            writable_maps: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Lets `F_ADD_SEALS` add seals (`memfd_create` with `MFD_ALLOW_SEALING`): clears
+    /// `F_SEAL_SEAL`.
+    pub fn allow_sealing(&self) {
+        self.inner.lock().seals &= !seals::SEAL;
+    }
+
+    /// The `F_SEAL_*` bits (`F_GET_SEALS`).
+    pub fn seals(&self) -> u32 {
+        self.inner.lock().seals
+    }
+
+    /// Adds seals (`F_ADD_SEALS`, Linux `memfd_add_seals`): `EINVAL` for unknown bits, `EPERM`
+    /// once `F_SEAL_SEAL` is set, `EBUSY` for `F_SEAL_WRITE` while a shared mapping may still
+    /// write the object or a cache page has a reference beyond the cache's and its mappings'
+    /// (a pin or GUP reference that could still write it: Linux `memfd_wait_for_pins`, which
+    /// waits a little first; cowlab answers at once). Checked and set under the object's lock,
+    /// which also orders it against [`Self::map_shared`], so no writable mapping can appear
+    /// after the check.
+    #[doc(alias = "memfd_add_seals")]
+    pub fn add_seals<A: Arch>(&self, mm: &Mm<A>, add: u32) -> Result<(), MmError> {
+        if add & !seals::ALL != 0 {
+            return Err(MmError::Inval);
+        }
+        let mut inner = self.inner.lock();
+        if inner.seals & seals::SEAL != 0 {
+            return Err(MmError::Perm);
+        }
+        if add & seals::WRITE != 0 && inner.seals & seals::WRITE == 0 {
+            let referenced = |&frame: &PhysAddr| {
+                let meta = mm.frames().meta(frame);
+                meta.refcount() > 1 + meta.mapcount()
+            };
+            if self.writable_maps.load(Ordering::Acquire) != 0
+                || inner.pages.values().any(referenced)
+            {
+                return Err(MmError::Busy);
+            }
+        }
+        inner.seals |= add;
+        Ok(())
+    }
+
+    /// Shared mappings that may write the object now (for tests and `F_ADD_SEALS`).
+    pub fn writable_mappings(&self) -> usize {
+        self.writable_maps.load(Ordering::Acquire)
+    }
+
+    /// Decides a new `MAP_SHARED` mapping's write permission from the open file's mode and the
+    /// seals ([`shared_mapping_may_write`]); if it may write, registers it as a writable
+    /// mapping, under the lock `F_ADD_SEALS` takes. `Some` hold: the VMA gets `MAYWRITE`.
+    pub(crate) fn map_shared(
+        &self,
+        prot: Prot,
+        fd_writable: bool,
+    ) -> Result<Option<WritableMapping>, MmError> {
+        let inner = self.inner.lock();
+        if !shared_mapping_may_write(prot, fd_writable, inner.seals)? {
+            return Ok(None);
+        }
+        self.writable_maps.fetch_add(1, Ordering::AcqRel);
+        Ok(Some(WritableMapping(self.writable_maps.clone())))
     }
 
     /// Names the object for `/proc/<pid>/maps` (e.g. `memfd_create`'s
@@ -114,6 +188,14 @@ impl ShmemObject {
             return Err(MmError::Inval);
         }
         let mut inner = self.inner.lock();
+        let sealed = match size.cmp(&inner.size) {
+            core::cmp::Ordering::Less => seals::SHRINK,
+            core::cmp::Ordering::Greater => seals::GROW,
+            core::cmp::Ordering::Equal => 0,
+        };
+        if inner.seals & sealed != 0 {
+            return Err(MmError::Perm);
+        }
         if size < inner.size {
             let first_dropped = size.div_ceil(PAGE);
             let dropped = inner.pages.split_off(&first_dropped);
@@ -137,7 +219,7 @@ impl ShmemObject {
     /// Allocates the cache pages of `[offset, offset + len)`, growing the size to cover it
     /// (`fallocate` mode 0, Linux `shmem_fallocate`). `ENOMEM` if memory runs out; unlike
     /// Linux, the pages allocated before that stay in the cache (they are zero, and the size
-    /// is unchanged).
+    /// is unchanged). `EPERM` past the size under `F_SEAL_GROW`.
     #[doc(alias = "shmem_fallocate")]
     pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
         let end = offset
@@ -145,6 +227,9 @@ impl ShmemObject {
             .filter(|&e| len > 0 && e <= SHMEM_MAX_SIZE)
             .ok_or(MmError::Inval)?;
         let mut inner = self.inner.lock();
+        if inner.seals & seals::GROW != 0 && end > inner.size {
+            return Err(MmError::Perm);
+        }
         for index in offset / PAGE..end.div_ceil(PAGE) {
             inner.page(mm, index).ok_or(MmError::NoMem)?;
         }
@@ -172,7 +257,10 @@ impl ShmemObject {
     }
 
     /// Copies `data` to offset `offset` (`write`/`pwrite`), growing the size. Returns the
-    /// bytes written; `ENOMEM` if not even the first page could be allocated.
+    /// bytes written; `ENOMEM` if not even the first page could be allocated. Seals (Linux
+    /// `shmem_write_begin`, per page): `F_SEAL_WRITE`/`F_SEAL_FUTURE_WRITE` refuse every
+    /// write, `F_SEAL_GROW` a page chunk reaching past the size; `EPERM` if that stops the
+    /// first chunk, else a short count.
     pub fn write_at<A: Arch>(
         &self,
         mm: &Mm<A>,
@@ -184,11 +272,20 @@ impl ShmemObject {
             .filter(|&e| e <= SHMEM_MAX_SIZE)
             .ok_or(MmError::Inval)?;
         let mut inner = self.inner.lock();
+        if inner.seals & (seals::WRITE | seals::FUTURE_WRITE) != 0 && !data.is_empty() {
+            return Err(MmError::Perm);
+        }
         let mut done = 0;
         while done < data.len() {
             let at = offset + done as u64;
             let off = (at % PAGE) as usize;
             let n = (PAGE_SIZE - off).min(data.len() - done);
+            if inner.seals & seals::GROW != 0 && at + n as u64 > inner.size {
+                if done == 0 {
+                    return Err(MmError::Perm);
+                }
+                break;
+            }
             let Some(frame) = inner.page(mm, at / PAGE) else {
                 break;
             };
@@ -254,6 +351,81 @@ impl Inner {
         stats::inc(&mm.counters.shmem_pages);
         self.pages.insert(index, frame);
         Some(frame)
+    }
+}
+
+/// `F_SEAL_*` with Linux's values.
+pub mod seals {
+    /// No more seals may be added.
+    pub const SEAL: u32 = 0x01;
+    /// The size may not shrink.
+    pub const SHRINK: u32 = 0x02;
+    /// The size may not grow.
+    pub const GROW: u32 = 0x04;
+    /// No writes, and no shared mapping that may write.
+    pub const WRITE: u32 = 0x08;
+    /// Like `WRITE` for new writers only: existing writable mappings keep writing.
+    pub const FUTURE_WRITE: u32 = 0x10;
+    /// Every seal cowlab knows (Linux 6.1's set: `F_SEAL_EXEC`, 6.3, is `EINVAL` here).
+    pub const ALL: u32 = SEAL | SHRINK | GROW | WRITE | FUTURE_WRITE;
+}
+
+/// May a new `MAP_SHARED` mapping of a shmem file with protection `prot` write the file, now
+/// or after an `mprotect`? The one rule for writable shared mappings (Linux `do_mmap`'s
+/// `FMODE_WRITE` checks, then `seal_check_write`): a descriptor not open for writing refuses
+/// `PROT_WRITE` (`EACCES`) and otherwise leaves the mapping without `VM_MAYWRITE`; a
+/// `F_SEAL_WRITE` or `F_SEAL_FUTURE_WRITE` seal refuses `PROT_WRITE` (`EPERM`) and otherwise
+/// leaves it without `VM_MAYWRITE` too. `Ok(true)`: the VMA gets `MAYWRITE`.
+#[doc(alias = "seal_check_write")]
+pub fn shared_mapping_may_write(
+    prot: Prot,
+    fd_writable: bool,
+    seal_bits: u32,
+) -> Result<bool, MmError> {
+    let refused = if !fd_writable {
+        MmError::Access
+    } else if seal_bits & (seals::WRITE | seals::FUTURE_WRITE) != 0 {
+        MmError::Perm
+    } else {
+        return Ok(true);
+    };
+    if prot.write() {
+        Err(refused)
+    } else {
+        Ok(false)
+    }
+}
+
+/// A shared mapping's registration as a possible writer of its object (Linux
+/// `mapping_map_writable`/`mapping_unmap_writable`). Cloning it (a VMA split, a fork) counts
+/// one more writer; dropping it (the VMA goes) one fewer.
+pub struct WritableMapping(Arc<AtomicUsize>);
+
+impl Clone for WritableMapping {
+    fn clone(&self) -> WritableMapping {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        WritableMapping(self.0.clone())
+    }
+}
+
+impl Drop for WritableMapping {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Holds of one object compare equal (VMA comparison).
+impl PartialEq for WritableMapping {
+    fn eq(&self, other: &WritableMapping) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for WritableMapping {}
+
+impl core::fmt::Debug for WritableMapping {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("WritableMapping")
     }
 }
 

@@ -13,7 +13,7 @@ use alloc::sync::Arc;
 use crate::addr::VirtAddr;
 use crate::error::MmError;
 use crate::pagetable::Pte;
-use crate::shmem::ShmemObject;
+use crate::shmem::{ShmemObject, WritableMapping};
 
 /// `PROT_*` with Linux's values.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -106,6 +106,13 @@ impl VmaFlags {
     /// clear_refs); while off, every page counts as soft-dirty and no fault is needed to see a
     /// first write.
     pub const SOFTDIRTY: VmaFlags = VmaFlags(1 << 4);
+    /// The mapping is a stack that grows down on a fault just below it (Linux `VM_GROWSDOWN`,
+    /// `MAP_GROWSDOWN`); placement keeps [`crate::stack::STACK_GUARD_GAP`] free below it.
+    pub const GROWSDOWN: VmaFlags = VmaFlags(1 << 5);
+    /// `mlock`ed (Linux `VM_LOCKED`, see `mlock`); not inherited by fork.
+    pub const LOCKED: VmaFlags = VmaFlags(1 << 6);
+    /// Locked as pages are faulted in (Linux `VM_LOCKONFAULT`, `MLOCK_ONFAULT`).
+    pub const LOCKONFAULT: VmaFlags = VmaFlags(1 << 7);
 
     pub const fn contains(self, other: VmaFlags) -> bool {
         self.0 & other.0 == other.0
@@ -136,6 +143,10 @@ pub struct Vma {
     pub(crate) sharing: Sharing,
     pub(crate) flags: VmaFlags,
     pub(crate) backing: Backing,
+    /// For a shared shmem mapping with `MAYWRITE`: its count in the object's writable
+    /// mappings (Linux `i_mmap_writable`), which `F_SEAL_WRITE` must find at zero. Held for
+    /// exactly as long as this VMA (or a split-off piece, or a fork child's copy) exists.
+    pub(crate) write_hold: Option<WritableMapping>,
 }
 
 impl Vma {
@@ -197,6 +208,21 @@ impl Vma {
             *pgoff += (at.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64;
         }
         self.start = at;
+    }
+
+    /// Moves the start down to `at` (a stack growing), keeping the backing's offset in step.
+    /// The caller checked that the offset stays representable (stacks are anonymous).
+    pub(crate) fn lower_start(&mut self, at: VirtAddr) {
+        if let Backing::Shmem(_, pgoff) = &mut self.backing {
+            *pgoff =
+                pgoff.saturating_sub((self.start.as_u64() - at.as_u64()) / crate::PAGE_SIZE as u64);
+        }
+        self.start = at;
+    }
+
+    /// Is this a stack that grows down (Linux `VM_GROWSDOWN`)?
+    pub fn grows_down(&self) -> bool {
+        self.flags.contains(VmaFlags::GROWSDOWN)
     }
 
     /// Private and may be written: writes must copy shared pages (Linux `is_cow_mapping`).

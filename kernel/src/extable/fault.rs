@@ -3,6 +3,7 @@
 //! The landing pad of a fixup receives the fault as two raw registers (see the parent module);
 //! this turns them into a [`Fault`] that says which exception it was and decodes the page-fault
 //! error code, so tests and (later) user-copy callers match on meaning, not on bits.
+#![deny(unsafe_code)]
 
 use core::fmt;
 

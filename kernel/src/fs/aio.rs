@@ -1,14 +1,17 @@
 //! Linux native AIO (`io_setup`, `io_submit`, `io_getevents`, `io_cancel`, `io_destroy`) with
-//! Linux's `struct iocb` and `struct io_event`, for `/dev/vda`.
+//! Linux's `struct iocb` and `struct io_event`.
 //!
 //! Model (`fs/aio.c`): a context belongs to the address space that created it (a child after
 //! fork cannot use its parent's: `EINVAL`) and holds up to `nr_events` results. `io_submit`
-//! validates each iocb and starts it: on an `O_DIRECT` `/dev/vda` the user pages are taken at
-//! submission and released when the device completes the request — from the interrupt handler,
-//! whether or not anyone ever calls `io_getevents` (`fs::vda::start_direct`); buffered
-//! `/dev/vda` I/O runs synchronously inside `io_submit`. Errors the transfer itself meets
-//! (alignment `EINVAL`, `EFAULT`, `EIO`) arrive as the event's `res`, as on Linux; errors in the
-//! iocb (bad descriptor, opcode, reserved fields) fail `io_submit`. Other files are `EINVAL`.
+//! validates each iocb and starts it through the file's `FileOps`: a file that completes later
+//! (`is_async`: an `O_DIRECT` `/dev/vda`) takes the user pages at submission and releases them
+//! when the device completes the request — from the interrupt handler, whether or not anyone
+//! ever calls `io_getevents` (`fs::vda::start_direct`); every other file (buffered `/dev/vda`,
+//! memfds, tmpfs, ...) runs the read or write synchronously inside `io_submit`, through the same
+//! `vfs_read`/`vfs_write` as `pread64`/`pwrite64`. Errors the transfer itself meets (alignment
+//! `EINVAL`, `EFAULT`, `EIO`) arrive as the event's `res`, as on Linux; errors in the iocb (bad
+//! descriptor, opcode, reserved fields, a buffer outside user memory) fail `io_submit`. Streams
+//! (pipes, the console) are `EINVAL`: Linux would block `io_submit` on them.
 //! There is no ring mapped in user memory: the context id is an opaque number and libaio's
 //! user-space fast path sees no ring magic and uses the system call.
 //!
@@ -16,6 +19,7 @@
 //! requests. A context whose address space is gone (the process exited without `io_destroy`)
 //! is dropped from the table by the next `io_setup` once its requests have finished; its
 //! requests never depended on it for their pages.
+#![deny(unsafe_code)]
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::{Arc, Weak};
@@ -25,11 +29,12 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use cowlab_mm::AddressSpace;
 use spin::Mutex;
 
-use super::vda::{self, Op, Started};
-use super::FileKind;
+use super::file::Seek;
+use super::iter::IoIter;
+use super::rw::{vfs_read, vfs_write};
+use super::vda::{Op, Started};
 use crate::errno::{Errno, SysResult};
 use crate::proc::{self, with_current};
-use crate::syscall::Args;
 use crate::time;
 use crate::uaccess::{UserPtr, UserSlice};
 
@@ -143,9 +148,8 @@ fn sweep() {
 }
 
 /// `io_setup(nr_events, ctx_idp)`.
-pub fn io_setup(a: Args) -> SysResult {
-    let nr = a.get(0) as u32;
-    let ctxp = UserPtr::<u64>::new(a.get(1))?;
+pub fn io_setup(nr: u32, ctx_idp: u64) -> SysResult {
+    let ctxp = UserPtr::<u64>::new(ctx_idp)?;
     if ctxp.read()? != 0 || nr == 0 || nr > 0x1000_0000 / 32 {
         return Err(Errno::EINVAL);
     }
@@ -186,9 +190,9 @@ pub fn io_setup(a: Args) -> SysResult {
 }
 
 /// `io_destroy(ctx_id)`: removes the context, then waits for its requests to finish.
-pub fn io_destroy(a: Args) -> SysResult {
-    let ctx = lookup(a.get(0))?;
-    CONTEXTS.lock().remove(&a.get(0));
+pub fn io_destroy(ctx_id: u64) -> SysResult {
+    let ctx = lookup(ctx_id)?;
+    CONTEXTS.lock().remove(&ctx_id);
     while ctx.ring.lock().inflight != 0 {
         proc::sleep(ctx.channel())?;
     }
@@ -211,15 +215,15 @@ fn submit_one(ctx: &Arc<Context>, user_iocb: u64) -> Result<(), Errno> {
         IOCB_CMD_PREAD | IOCB_CMD_PWRITE => return Err(Errno::EBADF),
         _ => return Err(Errno::EINVAL),
     };
-    if !matches!(file.kind, FileKind::Vda) {
-        return Err(Errno::EINVAL);
-    }
-    if iocb.aio_offset < 0 {
+    // Streams (pipes, the console) have no position and would block `io_submit` itself:
+    // cowlab refuses them (Linux runs them synchronously and blocks).
+    if iocb.aio_offset < 0 || file.ops.seek() == Seek::Stream {
         return Err(Errno::EINVAL);
     }
     // Linux stores KIOCB_KEY (0) in the user's iocb.
     UserPtr::<u32>::new(user_iocb + 8)?.write(&0)?;
-    let buf = UserSlice::new(iocb.aio_buf, iocb.aio_nbytes as usize)?;
+    // As Linux's `import_ubuf`: the length cut to MAX_RW_COUNT, then the range checked.
+    let mut iter = IoIter::ubuf(iocb.aio_buf, iocb.aio_nbytes as usize)?;
     {
         let mut ring = ctx.ring.lock();
         if ring.inflight + ring.events.len() >= ctx.max_events {
@@ -233,18 +237,20 @@ fn submit_one(ctx: &Arc<Context>, user_iocb: u64) -> Result<(), Errno> {
         ..IoEvent::default()
     };
     let pos = iocb.aio_offset as u64;
-    if vda::is_direct(&file) {
+    if file.ops.is_async(&file) {
         let target = ctx.clone();
         let done = alloc::boxed::Box::new(move |res: i64| {
             target.post(IoEvent { res, ..event }, true);
         });
-        if let Started::Done(res) = vda::start_direct(op, buf, pos, done) {
+        if let Started::Done(res) = file.ops.start_async(op, &mut iter, pos, done) {
             ctx.post(IoEvent { res, ..event }, true);
         }
     } else {
+        // Synchronous files complete inside `io_submit` (Linux: `read_iter` without
+        // `-EIOCBQUEUED`).
         let result = match op {
-            Op::Read => vda::read(&file, buf, Some(pos)),
-            Op::Write => vda::write(&file, buf, Some(pos)),
+            Op::Read => vfs_read(&file, Some(pos), &mut iter),
+            Op::Write => vfs_write(&file, Some(pos), &mut iter),
         };
         let res = match result {
             Ok(n) => n as i64,
@@ -257,17 +263,15 @@ fn submit_one(ctx: &Arc<Context>, user_iocb: u64) -> Result<(), Errno> {
 
 /// `io_submit(ctx_id, nr, iocbpp)`: how many iocbs were started; an error only if the first
 /// could not be.
-pub fn io_submit(a: Args) -> SysResult {
-    let nr = a.int(1);
+pub fn io_submit(ctx_id: u64, nr: i64, iocbpp: u64) -> SysResult {
     if nr < 0 {
         return Err(Errno::EINVAL);
     }
-    let ctx = lookup(a.get(0))?;
+    let ctx = lookup(ctx_id)?;
     // Linux: never more than the context holds.
     let nr = nr.min(ctx.max_events as i64);
     for i in 0..nr as u64 {
-        let result = a
-            .get(2)
+        let result = iocbpp
             .checked_add(8 * i)
             .ok_or(Errno::EFAULT)
             .and_then(|at| UserPtr::<u64>::new(at)?.read())
@@ -281,14 +285,12 @@ pub fn io_submit(a: Args) -> SysResult {
 
 /// `io_getevents(ctx_id, min_nr, nr, events, timeout)`: waits for `min_nr` events (or the
 /// timeout), then copies up to `nr`.
-pub fn io_getevents(a: Args) -> SysResult {
-    let ctx = lookup(a.get(0))?;
-    let (min_nr, nr) = (a.int(1), a.int(2));
+pub fn io_getevents(ctx_id: u64, min_nr: i64, nr: i64, out: u64, timeout: u64) -> SysResult {
+    let ctx = lookup(ctx_id)?;
     if min_nr < 0 || nr < 0 || min_nr > nr {
         return Err(Errno::EINVAL);
     }
-    let out = a.get(3);
-    let deadline = match a.get(4) {
+    let deadline = match timeout {
         0 => None,
         at => {
             let ts = UserPtr::<Timespec>::new(at)?.read()?;
@@ -327,9 +329,9 @@ pub fn io_getevents(a: Args) -> SysResult {
 
 /// `io_cancel(ctx_id, iocb, result)`: block-device requests cannot be cancelled once started
 /// (Linux has no `ki_cancel` for them): `EINVAL`, after the checks Linux makes first.
-pub fn io_cancel(a: Args) -> SysResult {
-    lookup(a.get(0))?;
+pub fn io_cancel(ctx_id: u64, iocb: u64) -> SysResult {
+    lookup(ctx_id)?;
     // Linux reads the iocb's key first (EFAULT), then finds nothing it can cancel.
-    UserPtr::<u32>::new(a.get(1).checked_add(8).ok_or(Errno::EFAULT)?)?.read()?;
+    UserPtr::<u32>::new(iocb.checked_add(8).ok_or(Errno::EFAULT)?)?.read()?;
     Err(Errno::EINVAL)
 }

@@ -8,13 +8,14 @@
 //! taken. `PIN_LONGTERM_TEST_START` pins a range long-term and keeps the pins in the open file
 //! until `PIN_LONGTERM_TEST_STOP` or the file's last close; `PIN_LONGTERM_TEST_READ` copies the
 //! pinned pages' current contents to a user buffer (what a device reading them would see).
+#![deny(unsafe_code)]
 
 use alloc::vec::Vec;
 
 use cowlab_mm::foll::FollFlags;
-use cowlab_mm::gup;
 use cowlab_mm::pin::PinnedPage;
 use cowlab_mm::VirtAddr;
+use cowlab_mm::{gup, opstat};
 use spin::Mutex;
 
 use crate::errno::Errno;
@@ -143,6 +144,7 @@ impl GupTestFile {
 
     /// Linux `__gup_test_ioctl`.
     fn benchmark(&self, cmd: u64, arg: u64) -> Result<u64, Errno> {
+        opstat::begin(opstat::Op::GupFast);
         let ptr = UserPtr::<GupTestArgs>::new(arg)?;
         let mut args = ptr.read()?;
         let nr_pages = user_range(args.addr, args.size)?;
@@ -176,6 +178,7 @@ impl GupTestFile {
             .map_err(|_| Errno::ENOMEM)?;
         slots.resize_with(nr_pages as usize, || None);
         let start = crate::time::micros_since_boot();
+        opstat::mark(opstat::Phase::GupIoctl);
         let mut taken = 0usize;
         while (taken as u64) < nr_pages {
             let want = per_call.min(nr_pages - taken as u64) as usize;
@@ -194,11 +197,19 @@ impl GupTestFile {
         }
         let mid = crate::time::micros_since_boot();
         gup::unpin_user_pages(memory::mm(), &mut slots[..taken]);
+        opstat::mark(opstat::Phase::GupUnpin);
         let end = crate::time::micros_since_boot();
         args.get_delta_usec = mid - start;
         args.put_delta_usec = end - mid;
         args.size = taken as u64 * PAGE;
         ptr.write(&args)?;
+        // Pages of PIN_FAST_BENCHMARK only: the other commands take other paths.
+        let units = if entry == Entry::PinFast {
+            taken as u64
+        } else {
+            0
+        };
+        opstat::end(opstat::Op::GupFast, opstat::Phase::GupIoctl, units);
         Ok(0)
     }
 
@@ -282,5 +293,28 @@ impl GupTestFile {
         };
         UserSlice::new(dst, data.len())?.write(&data)?;
         Ok(0)
+    }
+}
+
+impl super::file::FileOps for GupTestFile {
+    fn seek(&self) -> super::file::Seek {
+        super::file::Seek::Stream
+    }
+
+    fn stat(&self) -> super::stat::Stat {
+        super::stat::Stat::base(super::stat::S_IFREG | 0o600, 4)
+    }
+
+    fn statfs(&self) -> super::stat::StatFs {
+        use super::stat::{ST_NODEV, ST_NOEXEC, ST_NOSUID};
+        super::stat::statfs_of(super::stat::DEBUGFS_MAGIC, ST_NOSUID | ST_NODEV | ST_NOEXEC)
+    }
+
+    fn ioctl(&self, _file: &super::OpenFile, cmd: u64, arg: u64) -> crate::errno::SysResult {
+        GupTestFile::ioctl(self, cmd & 0xffff_ffff, arg)
+    }
+
+    fn as_any(&self) -> &dyn core::any::Any {
+        self
     }
 }

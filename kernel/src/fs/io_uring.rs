@@ -28,6 +28,7 @@
 //! included) drops the registration, which unpins every buffer, and puts the shmem object
 //! (mappings keep their own references). After `fork` the child shares the description, hence
 //! the one registration and its one set of pins, as the ring fd is shared on Linux.
+#![deny(unsafe_code)]
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -38,12 +39,14 @@ use cowlab_mm::shmem::ShmemObject;
 use cowlab_mm::{MmError, VirtAddr};
 use spin::Mutex;
 
-use super::{console, FileKind, OpenFile, O_RDWR};
+use super::file::{FileOps, OpenFile, Seek};
+use super::iter::IoIter;
+use super::rw::{position_for, vfs_fsync, vfs_read, vfs_write};
+use super::stat::{statfs_of, Stat, StatFs, ANON_INODE_FS_MAGIC};
+use super::O_RDWR;
 use crate::errno::{Errno, SysResult};
 use crate::memory;
-use crate::proc::{self, current_aspace, with_current};
-use crate::syscall::fs::{fsync_file, read_file, write_file};
-use crate::syscall::Args;
+use crate::proc::{self, current_aspace, rlimit, with_current};
 use crate::uaccess::{UserPtr, UserSlice};
 
 pub const IORING_OFF_SQ_RING: u64 = 0;
@@ -220,6 +223,8 @@ struct Registration {
     bufs: Vec<Option<RegisteredBuffer>>,
     /// Units charged to [`REGISTERED_UNITS`].
     charged: usize,
+    /// Pages charged to the user's locked memory (`RLIMIT_MEMLOCK`).
+    locked: u64,
 }
 
 impl Drop for Registration {
@@ -228,14 +233,15 @@ impl Drop for Registration {
             buf.unregister(memory::mm());
         }
         REGISTERED_UNITS.fetch_sub(self.charged, Ordering::Relaxed);
+        rlimit::unaccount_locked_vm(self.locked);
     }
 }
 
 /// Kernel-heap bookkeeping of every registration, in 16-byte units: one per pinned page (its
-/// `PinnedPage`), four per buffer slot. cowlab's stand-in for `RLIMIT_MEMLOCK` accounting
-/// (`io_account_mem`, which root bypasses on Linux): the page lists live on the fixed kernel
-/// heap, so the total is capped and a registration beyond it answers `ENOMEM`, as Linux does
-/// over the limit.
+/// `PinnedPage`), four per buffer slot. The page lists live on the fixed kernel heap, so the
+/// total is capped system-wide whatever the limits say, and a registration beyond it answers
+/// `ENOMEM`. Each buffer's pages are also charged to the user's `RLIMIT_MEMLOCK`
+/// (`proc::rlimit::account_locked_vm`, Linux `io_account_mem`; root's bypass is not modelled).
 static REGISTERED_UNITS: AtomicUsize = AtomicUsize::new(0);
 /// 2 MiB of page lists (512 MiB pinned at most).
 const MAX_REGISTERED_UNITS: usize = 1 << 17;
@@ -411,15 +417,14 @@ fn ring_layout(sq_entries: u32, cq_entries: u32) -> (u64, u64) {
 
 /// io_uring_setup(entries, params) (Linux `io_uring_setup`): a new ring, its descriptor
 /// (always `O_CLOEXEC`, as Linux's) and the offsets in `params`.
-pub fn setup(a: Args) -> SysResult {
-    let ptr = UserPtr::<Params>::new(a.get(1))?;
+pub fn setup(entries: u32, params: u64) -> SysResult {
+    let ptr = UserPtr::<Params>::new(params)?;
     let mut p = ptr.read()?;
     if p.resv != [0; 3] || p.flags & !SETUP_FLAGS != 0 {
         return Err(Errno::EINVAL);
     }
     let clamp = p.flags & IORING_SETUP_CLAMP != 0;
-    // `entries` is a C `u32`: the upper half of the register is not part of it.
-    let mut entries = a.get(0) as u32;
+    let mut entries = entries;
     if entries == 0 {
         return Err(Errno::EINVAL);
     }
@@ -498,7 +503,7 @@ pub fn setup(a: Args) -> SysResult {
         flags: CQ_FLAGS as u32,
         ..CqringOffsets::default()
     };
-    let file = OpenFile::new(FileKind::IoUring(ring), O_RDWR);
+    let file = OpenFile::new(alloc::boxed::Box::new(ring), O_RDWR);
     ptr.write(&p)?;
     let fd = super::Fd {
         file,
@@ -513,17 +518,15 @@ pub fn setup(a: Args) -> SysResult {
 /// The ring behind descriptor `fd`: `EBADF` for no descriptor, `EOPNOTSUPP` for another file.
 fn ring_file(fd: i64) -> Result<Arc<OpenFile>, Errno> {
     let file = with_current(|p| p.fds.get(fd))?;
-    match file.kind {
-        FileKind::IoUring(_) => Ok(file),
-        _ => Err(Errno::EOPNOTSUPP),
+    match file.downcast::<IoUring>() {
+        Some(_) => Ok(file),
+        None => Err(Errno::EOPNOTSUPP),
     }
 }
 
 fn ring_of(file: &OpenFile) -> &IoUring {
-    match &file.kind {
-        FileKind::IoUring(ring) => ring,
-        _ => unreachable!("ring_file checked the kind"),
-    }
+    file.downcast::<IoUring>()
+        .expect("ring_file checked the type")
 }
 
 /// io_uring_enter(fd, to_submit, min_complete, flags, sig, sigsz): submits up to `to_submit`
@@ -531,16 +534,15 @@ fn ring_of(file: &OpenFile) -> &IoUring {
 /// `min_complete` CQEs are ready (only another process sharing the ring can add any then;
 /// a fatal signal ends the wait with `EINTR`). Returns the number submitted. The signal mask
 /// argument is ignored (there are no signal handlers to mask).
-pub fn enter(a: Args) -> SysResult {
-    let flags = a.get(3) as u32;
+pub fn enter(fd: i64, to_submit: u32, min_complete: u32, flags: u32) -> SysResult {
     if flags & !ENTER_FLAGS != 0 {
         return Err(Errno::EINVAL);
     }
-    let file = ring_file(a.int(0))?;
+    let file = ring_file(fd)?;
     let ring = ring_of(&file);
     // At most one ring's worth per call (Linux `io_submit_sqes`: `min(to_submit, entries)`),
     // so a tail far ahead of the head cannot keep the kernel here.
-    let to_submit = (a.get(1) as u32).min(ring.sq_entries);
+    let to_submit = to_submit.min(ring.sq_entries);
     let mut submitted = 0u32;
     let mut link = Link::None;
     while submitted < to_submit {
@@ -567,7 +569,7 @@ pub fn enter(a: Args) -> SysResult {
         ring.complete(sqe.user_data, res, !skip);
     }
     if flags & IORING_ENTER_GETEVENTS != 0 {
-        let want = (a.get(2) as u32).min(ring.cq_entries);
+        let want = min_complete.min(ring.cq_entries);
         while ring.cq_ready() < want {
             if let Err(e) = proc::sleep(ring.channel()) {
                 return if submitted > 0 {
@@ -618,7 +620,7 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
             return Err(Errno::EINVAL);
         }
         let file = with_current(|p| p.fds.get(i64::from(sqe.fd)))?;
-        return fsync_file(&file);
+        return vfs_fsync(&file);
     }
     if !matches!(
         sqe.opcode,
@@ -639,26 +641,17 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
     }
     let file = with_current(|p| p.fds.get(i64::from(sqe.fd)))?;
     // Offset -1: the file position (IORING_FEAT_RW_CUR_POS); streams ignore the offset.
-    let seekable = matches!(
-        file.kind,
-        FileKind::Regular(_)
-            | FileKind::Memfd(_)
-            | FileKind::Tmpfs(..)
-            | FileKind::Proc(_)
-            | FileKind::Vda
+    let at = position_for(&file, sqe.off)?;
+    let read = matches!(
+        sqe.opcode,
+        IORING_OP_READ | IORING_OP_READV | IORING_OP_READ_FIXED
     );
-    let at = match sqe.off {
-        u64::MAX => None,
-        _ if !seekable => None,
-        off if (off as i64) < 0 => return Err(Errno::EINVAL),
-        off => Some(off),
-    };
-    match sqe.opcode {
-        IORING_OP_READ => read_file(&file, UserSlice::new(sqe.addr, sqe.len as usize)?, at),
-        IORING_OP_WRITE => write_file(&file, UserSlice::new(sqe.addr, sqe.len as usize)?, at),
-        IORING_OP_READV | IORING_OP_WRITEV => vectored(&file, sqe, at),
+    let reg;
+    let mut iter = match sqe.opcode {
+        IORING_OP_READ | IORING_OP_WRITE => IoIter::ubuf(sqe.addr, sqe.len as usize)?,
+        IORING_OP_READV | IORING_OP_WRITEV => IoIter::iovec(sqe.addr, i64::from(sqe.len))?,
         _ => {
-            let reg = ring.registration().ok_or(Errno::EFAULT)?;
+            reg = ring.registration().ok_or(Errno::EFAULT)?;
             let buf = reg
                 .bufs
                 .get(usize::from(sqe.buf_index))
@@ -673,190 +666,21 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
             if sqe.addr < start || end > start + buf.len() as u64 {
                 return Err(Errno::EFAULT);
             }
-            let range = FixedRange {
+            // The data move through the pinned frames (`ITER_BVEC`); a device DMAs into them.
+            IoIter::bvec(
                 buf,
-                offset: (sqe.addr - start) as usize,
-                len: sqe.len as usize,
-                owner: reg.clone(),
-            };
-            let n = if sqe.opcode == IORING_OP_READ_FIXED {
-                read_fixed(&file, at, &range)?
-            } else {
-                write_fixed(&file, at, &range)?
-            };
-            Ok(n as u64)
+                (sqe.addr - start) as usize,
+                sqe.len as usize,
+                reg.clone(),
+            )
         }
-    }
-}
-
-/// `IORING_OP_READV`/`WRITEV`: `addr` points at `len` iovecs; stops at the first short one.
-fn vectored(file: &OpenFile, sqe: &Sqe, at: Option<u64>) -> Result<u64, Errno> {
-    if sqe.len > 1024 {
-        return Err(Errno::EINVAL);
-    }
-    let mut total = 0u64;
-    for i in 0..u64::from(sqe.len) {
-        let iov =
-            UserPtr::<[u64; 2]>::new(sqe.addr.checked_add(16 * i).ok_or(Errno::EFAULT)?)?.read()?;
-        let slice = UserSlice::new(iov[0], iov[1] as usize)?;
-        let pos = at.map(|a| a + total);
-        let res = if sqe.opcode == IORING_OP_READV {
-            read_file(file, slice, pos)
-        } else {
-            write_file(file, slice, pos)
-        };
-        match res {
-            Ok(n) => {
-                total += n;
-                if n < iov[1] {
-                    break;
-                }
-            }
-            Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(total)
-}
-
-/// Part of a registered buffer an operation moves data through.
-pub struct FixedRange<'a> {
-    pub buf: &'a RegisteredBuffer,
-    /// Offset of the first byte within the buffer.
-    pub offset: usize,
-    pub len: usize,
-    /// The registration `buf` belongs to, for a device request that must keep its frames
-    /// pinned until it completes even if this call returns first (`fs::vda::fixed_io`).
-    pub owner: Arc<dyn core::any::Any + Send + Sync>,
-}
-
-/// The most a fixed operation moves per step through a kernel bounce buffer.
-const CHUNK: usize = 64 * 1024;
-
-/// `IORING_OP_READ_FIXED`: reads `file` at `at` (None: its position) into the pinned frames
-/// of `range` (DMA from the "device" into memory), never through the page tables; bytes read.
-///
-/// This is the per-file hook for devices that can DMA straight into registered memory: a
-/// block device (`/dev/vda`) adds an arm here that builds its request's scatter-gather list
-/// from `range.buf.for_each_segment(range.offset, range.len, ..)` (each segment: the pinned
-/// frame's physical address plus offset, and a length) instead of copying, completes the
-/// request, and returns the bytes transferred. The registration keeps the frames pinned for
-/// as long as the caller holds `range` (an `Arc` of it is held for the whole operation).
-pub fn read_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Result<usize, Errno> {
-    if !file.readable() {
-        return Err(Errno::EBADF);
-    }
-    let mm = memory::mm();
-    let pos = at.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
-    let done = match &file.kind {
-        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
-            let mut kbuf = alloc::vec![0u8; range.len.min(CHUNK)];
-            let mut done = 0;
-            while done < range.len {
-                let want = (range.len - done).min(CHUNK);
-                let n = obj.read_at(mm, pos + done as u64, &mut kbuf[..want]);
-                range.buf.dma_write(mm, range.offset + done, &kbuf[..n]);
-                done += n;
-                if n < want {
-                    break;
-                }
-            }
-            done
-        }
-        FileKind::Regular(f) => {
-            let start = (pos.min(f.data.len() as u64)) as usize;
-            let n = range.len.min(f.data.len() - start);
-            range
-                .buf
-                .dma_write(mm, range.offset, &f.data[start..start + n]);
-            n
-        }
-        FileKind::Null => 0,
-        FileKind::Proc(p) => {
-            let data = p.read(pos, range.len.min(CHUNK))?;
-            range.buf.dma_write(mm, range.offset, &data);
-            data.len()
-        }
-        FileKind::Console => {
-            let data = console::read(range.len.min(CHUNK))?;
-            range.buf.dma_write(mm, range.offset, &data);
-            return Ok(data.len());
-        }
-        FileKind::PipeRead(pipe) => {
-            let nonblock = file.flags.load(Ordering::Relaxed) & super::O_NONBLOCK != 0;
-            let mut done = 0;
-            pipe.read(nonblock, range.len.min(CHUNK), &mut |chunk| {
-                range.buf.dma_write(mm, range.offset + done, chunk);
-                done += chunk.len();
-                Ok(())
-            })?;
-            return Ok(done);
-        }
-        FileKind::Root | FileKind::TmpDir => return Err(Errno::EISDIR),
-        FileKind::Vda => return super::vda::fixed_io(file, super::vda::Op::Read, at, range),
-        _ => return Err(Errno::EINVAL),
     };
-    if at.is_none() {
-        file.offset.store(pos + done as u64, Ordering::Relaxed);
-    }
-    Ok(done)
-}
-
-/// `IORING_OP_WRITE_FIXED`: writes the pinned frames of `range` (DMA to the "device") to
-/// `file` at `at` (None: its position, or its end with `O_APPEND`); bytes written. The same
-/// hook as [`read_fixed`], in the other direction.
-pub fn write_fixed(file: &OpenFile, at: Option<u64>, range: &FixedRange) -> Result<usize, Errno> {
-    if !file.writable() {
-        return Err(Errno::EBADF);
-    }
-    let mm = memory::mm();
-    let mut kbuf = alloc::vec![0u8; range.len.min(CHUNK)];
-    match &file.kind {
-        FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {
-            let append = file.flags.load(Ordering::Relaxed) & super::O_APPEND != 0;
-            let mut pos = match at {
-                Some(p) => p,
-                None if append => obj.size(),
-                None => file.offset.load(Ordering::Relaxed),
-            };
-            let mut done = 0;
-            while done < range.len {
-                let n = (range.len - done).min(CHUNK);
-                range.buf.dma_read(mm, range.offset + done, &mut kbuf[..n]);
-                let written = match obj.write_at(mm, pos, &kbuf[..n]) {
-                    Ok(w) => w,
-                    Err(e) if done == 0 => return Err(e.into()),
-                    Err(_) => break,
-                };
-                done += written;
-                pos += written as u64;
-                if written < n {
-                    break;
-                }
-            }
-            if at.is_none() {
-                file.offset.store(pos, Ordering::Relaxed);
-            }
-            if let FileKind::Tmpfs(_, inode) = &file.kind {
-                inode.touch_modified();
-            }
-            Ok(done)
-        }
-        FileKind::Null => Ok(range.len),
-        FileKind::Vda => super::vda::fixed_io(file, super::vda::Op::Write, at, range),
-        FileKind::Console | FileKind::PipeWrite(_) => {
-            let n = range.len.min(CHUNK);
-            range.buf.dma_read(mm, range.offset, &mut kbuf[..n]);
-            match &file.kind {
-                FileKind::PipeWrite(pipe) => {
-                    let nonblock = file.flags.load(Ordering::Relaxed) & super::O_NONBLOCK != 0;
-                    pipe.write(nonblock, &kbuf[..n])
-                }
-                _ => Ok(console::write(&kbuf[..n])),
-            }
-        }
-        _ => Err(Errno::EINVAL),
-    }
+    let n = if read {
+        vfs_read(&file, at, &mut iter)?
+    } else {
+        vfs_write(&file, at, &mut iter)?
+    };
+    Ok(n as u64)
 }
 
 /// One `struct iovec` as `io_uring_register` reads it.
@@ -870,11 +694,10 @@ struct IoVec {
 /// io_uring_register(fd, opcode, arg, nr_args): `IORING_REGISTER_BUFFERS`,
 /// `IORING_UNREGISTER_BUFFERS` (Linux `io_sqe_buffers_register`/`io_sqe_buffers_unregister`)
 /// and `IORING_REGISTER_PROBE`; every other opcode answers `EINVAL`.
-pub fn register(a: Args) -> SysResult {
-    let file = ring_file(a.int(0))?;
+pub fn register(fd: i64, opcode: u32, arg: u64, nr: u32) -> SysResult {
+    let file = ring_file(fd)?;
     let ring = ring_of(&file);
-    let (arg, nr) = (a.get(2), a.get(3) as u32);
-    match a.get(1) as u32 as u64 {
+    match u64::from(opcode) {
         IORING_REGISTER_BUFFERS => register_buffers(ring, arg, u64::from(nr)),
         IORING_REGISTER_PROBE => probe(arg, nr),
         IORING_UNREGISTER_BUFFERS => {
@@ -918,8 +741,8 @@ fn probe(arg: u64, nr: u32) -> SysResult {
 
 /// Pins every buffer of the iovec array long-term for writing (`FOLL_WRITE|FOLL_LONGTERM`,
 /// `cowlab_mm::regbuf`); all or nothing. Errors as Linux: `EBUSY` if buffers are registered,
-/// `EINVAL` for 0 or more than 16384 buffers, `ENOMEM` beyond the system's registration cap
-/// (see [`REGISTERED_UNITS`]) or out of memory, `EFAULT` for an unreadable array, a buffer
+/// `EINVAL` for 0 or more than 16384 buffers, `ENOMEM` beyond the caller's `RLIMIT_MEMLOCK`,
+/// the system's registration cap (see [`REGISTERED_UNITS`]) or out of memory, `EFAULT` for an unreadable array, a buffer
 /// with a NULL base and a length (or a length of 0 or over 1 GiB, or one that cannot be pinned:
 /// unmapped, read-only, a dirty-tracked file page), `EOVERFLOW` for a range that wraps.
 fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
@@ -949,6 +772,7 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     let mut reg = Registration {
         bufs: Vec::with_capacity(iovs.len()),
         charged: UNITS_PER_SLOT * iovs.len(),
+        locked: 0,
     };
     let shared = current_aspace();
     for iov in iovs {
@@ -960,6 +784,8 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
         // `reg` gives back what it was charged when dropped.
         charge(pages)?;
         reg.charged += pages;
+        rlimit::account_locked_vm(pages as u64)?;
+        reg.locked += pages as u64;
         let pinned = register_buffer(
             mm,
             &mut shared.lock(),
@@ -981,4 +807,27 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     }
     *slot = Some(Arc::new(reg));
     Ok(0)
+}
+
+impl FileOps for IoUring {
+    fn seek(&self) -> Seek {
+        Seek::Stream
+    }
+
+    /// Linux: an anonymous inode ("[io_uring]"), mode 0600 without a file type.
+    fn stat(&self) -> Stat {
+        Stat::base(0o600, 5)
+    }
+
+    fn statfs(&self) -> StatFs {
+        statfs_of(ANON_INODE_FS_MAGIC, 0)
+    }
+
+    fn mmap_target(&self, offset: u64, len: u64) -> Result<(&Arc<ShmemObject>, u64), Errno> {
+        IoUring::mmap_target(self, offset, len)
+    }
+
+    fn as_any(&self) -> &dyn core::any::Any {
+        self
+    }
 }

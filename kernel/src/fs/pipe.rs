@@ -13,14 +13,21 @@
 //! segment is read straight from its frame, and its reference is released when the reader has
 //! consumed it or when the pipe itself goes away (both ends closed) — never leaked, never held
 //! past the pipe.
+#![deny(unsafe_code)]
 
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cowlab_mm::pin::PinnedPage;
 use spin::Mutex;
 
+use super::file::{FileOps, Kiocb, Seek};
+use super::iter::IoIter;
+use super::rw::{stream_write, CHUNK};
+use super::stat::{statfs_of, Stat, StatFs, PIPEFS_MAGIC, S_IFIFO};
 use crate::errno::Errno;
 use crate::memory;
 use crate::proc;
@@ -327,4 +334,84 @@ impl Pipe {
         proc::wakeup(self.channel());
         Ok(queued)
     }
+}
+
+/// One end of a pipe as an open file: the description counts as one reader or writer from
+/// its creation until it is dropped (the last descriptor sharing it closed).
+pub struct PipeEnd {
+    pub pipe: Arc<Pipe>,
+    pub write: bool,
+}
+
+impl PipeEnd {
+    pub fn new(pipe: Arc<Pipe>, write: bool) -> PipeEnd {
+        pipe.add_end(write);
+        PipeEnd { pipe, write }
+    }
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        self.pipe.drop_end(self.write);
+    }
+}
+
+impl FileOps for PipeEnd {
+    /// One segment's worth at most (what is there, up to the iterator's count): a reader that
+    /// got data does not block for more.
+    fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
+        if self.write {
+            return Err(Errno::EBADF);
+        }
+        let mut copied = 0;
+        self.pipe
+            .read(io.nonblock(), to.count().min(CHUNK), &mut |chunk| {
+                copied = to.copy_to(chunk);
+                to.finish(copied).map(drop)
+            })?;
+        Ok(copied)
+    }
+
+    fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
+        if !self.write {
+            return Err(Errno::EBADF);
+        }
+        let nonblock = io.nonblock();
+        stream_write(from, &mut |data| self.pipe.write(nonblock, data))
+    }
+
+    fn seek(&self) -> Seek {
+        Seek::Stream
+    }
+
+    fn stat(&self) -> Stat {
+        Stat::base(S_IFIFO | 0o600, Arc::as_ptr(&self.pipe) as u64 % 1_000_000)
+    }
+
+    fn statfs(&self) -> StatFs {
+        statfs_of(PIPEFS_MAGIC, 0)
+    }
+
+    fn fallocate(&self, _mode: i32, _offset: u64, _len: u64) -> Result<(), Errno> {
+        Err(Errno::ESPIPE)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A new pipe's two open files, read end then write end, with the status flags `status`
+/// (`O_NONBLOCK`) (Linux `create_pipe_files`).
+pub fn open_pair(status: u32) -> Result<(Arc<super::OpenFile>, Arc<super::OpenFile>), Errno> {
+    let pipe = Arc::new(Pipe::new()?);
+    let reader = super::OpenFile::new(
+        alloc::boxed::Box::new(PipeEnd::new(pipe.clone(), false)),
+        status,
+    );
+    let writer = super::OpenFile::new(
+        alloc::boxed::Box::new(PipeEnd::new(pipe, true)),
+        super::O_WRONLY | status,
+    );
+    Ok((reader, writer))
 }

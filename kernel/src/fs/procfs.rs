@@ -10,6 +10,7 @@
 //! around the memory-manager call, and copies to or from the caller through a kernel buffer, so
 //! no address-space lock is ever held across a user copy. Text files (`maps`, `meminfo`) are
 //! generated whole on each read and sliced at the file offset.
+#![deny(unsafe_code)]
 
 use alloc::format;
 use alloc::string::String;
@@ -304,12 +305,20 @@ fn mmstat() -> String {
 }
 
 /// `/proc/cowlab/faultstat`: one line per fault kind with the fault count and the ticks spent
-/// in each phase, the same `FAULTSTAT kind=... count=... <phase>=<ticks>...` lines the kernel
+/// in each phase, then one `OPSTAT op=... count=... <phase>=<ticks>...` line per whole operation
+/// (fork, GUP-fast: `cowlab_mm::opstat`); the same `FAULTSTAT`/`OPSTAT` lines the kernel
 /// prints at power-off (`crate::faultstat`), so one parser reads both.
 fn faultstat() -> String {
     let mut text = String::new();
     cowlab_mm::faultstat::for_each(|kind, count, phases| {
         let _ = write!(text, "FAULTSTAT kind={} count={count}", kind.name());
+        for (phase, ticks) in phases {
+            let _ = write!(text, " {}={ticks}", phase.name());
+        }
+        text.push('\n');
+    });
+    cowlab_mm::opstat::for_each(|op, count, phases| {
+        let _ = write!(text, "OPSTAT op={} count={count}", op.name());
         for (phase, ticks) in phases {
             let _ = write!(text, " {}={ticks}", phase.name());
         }

@@ -3,7 +3,7 @@
 //!
 //! Picture: the directory maps names to [`Entry`]s; an entry holds the file's inode (number,
 //! link count, mode) and one reference to its [`ShmemObject`]. Every open-file description of
-//! the file holds another reference (`FileKind::Tmpfs`), and every mapping one more (inside the
+//! the file holds another reference (`tmpfs_file::TmpfsFile`), and every mapping one more (inside the
 //! memory manager), exactly as memfds do, so `read`/`write`/`mmap` share the memfd code paths.
 //! A name removed (unlink, or replaced by rename) takes its entry's reference with it and
 //! lowers the inode's link count: the data live on while another name, a descriptor or a
@@ -13,6 +13,7 @@
 //!
 //! No subdirectories: `mkdir` under `/tmp` answers `EPERM`, as Linux does for a directory whose
 //! file system has no `mkdir`.
+#![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -23,7 +24,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use cowlab_mm::shmem::ShmemObject;
 use spin::Mutex;
 
-use super::{FileKind, O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
+use super::tmpfs_file::TmpfsFile;
+use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
 use crate::errno::Errno;
 use crate::memory;
 
@@ -136,50 +138,10 @@ fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Result<Arc<TmpInode>, Err
     }))
 }
 
-/// What a path names inside tmpfs.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TmpPath {
-    /// `/tmp` itself.
-    Dir,
-    /// `/tmp/NAME`; `trailing_slash` if the path ended in `/` (it must then be a directory).
-    Name { name: String, trailing_slash: bool },
-}
-
-/// Resolves `path` (absolute, or relative to `/`, the only working directory) lexically:
-/// `None` if it does not lead into `/tmp`; `ENOENT`/`ENOTDIR` for a path below a file of
-/// `/tmp` (there are no subdirectories); `ENAMETOOLONG` for a component over `NAME_MAX`.
-pub fn parse(path: &str) -> Option<Result<TmpPath, Errno>> {
-    let mut comps: Vec<&str> = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                comps.pop();
-            }
-            c => comps.push(c),
-        }
-    }
-    if comps.first() != Some(&"tmp") {
-        return None;
-    }
-    if comps.iter().any(|c| c.len() > NAME_MAX) {
-        return Some(Err(Errno::ENAMETOOLONG));
-    }
-    Some(match comps.len() {
-        1 => Ok(TmpPath::Dir),
-        2 => Ok(TmpPath::Name {
-            name: String::from(comps[1]),
-            trailing_slash: path.ends_with('/'),
-        }),
-        _ if DIR.lock().contains_key(comps[1]) => Err(Errno::ENOTDIR),
-        _ => Err(Errno::ENOENT),
-    })
-}
-
 /// Opens (or creates) `/tmp/name` with the `open` flags; the file kind to wrap.
 /// Linux: `O_CREAT|O_EXCL` on an existing name is `EEXIST`, `O_TRUNC` truncates (root may
 /// write every file), a trailing slash makes a regular file `ENOTDIR` and a creation `EISDIR`.
-pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<FileKind, Errno> {
+pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<TmpfsFile, Errno> {
     let mut dir = DIR.lock();
     let (inode, obj) = match dir.get(name) {
         Some(_) if flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL => return Err(Errno::EEXIST),
@@ -205,17 +167,15 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
         }
         inode.touch_modified();
     }
-    Ok(FileKind::Tmpfs(obj, inode))
+    Ok(TmpfsFile::new(obj, inode))
 }
 
 /// `open("/tmp", O_TMPFILE | O_RDWR/O_WRONLY, mode)`: a new file with no name (Linux
 /// `shmem_tmpfile`); with `O_EXCL` it can never be linked. The caller checked the flags.
-pub fn open_tmpfile(flags: u32, mode: u32) -> Result<FileKind, Errno> {
+pub fn open_tmpfile(flags: u32, mode: u32) -> Result<TmpfsFile, Errno> {
     let linkable = flags & O_EXCL == 0;
-    Ok(FileKind::Tmpfs(
-        ShmemObject::new(),
-        new_inode(mode, 0, linkable)?,
-    ))
+    let inode = new_inode(mode, 0, linkable)?;
+    Ok(TmpfsFile::new(ShmemObject::new(), inode))
 }
 
 /// Checks the `O_TMPFILE` flag combination (Linux `build_open_flags`): `None` without

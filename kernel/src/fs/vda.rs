@@ -20,24 +20,30 @@
 //! `EIO`. Large transfers are split into requests of at most [`CHUNK`] bytes; a failure after
 //! some data moved returns the bytes moved. Cowlab's race-scripting ioctls hold new requests
 //! back from the device and release them (docs/dma.md).
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use cowlab_mm::foll::FollFlags;
 use cowlab_mm::pin::PinnedPage;
 use cowlab_mm::{gup, rules, VirtAddr};
 
-use super::OpenFile;
+use cowlab_mm::regbuf::RegisteredBuffer;
+
+use super::file::{FileOps, Kiocb, OpenFile, Seek};
+use super::iter::{BufferOwner, IoIter, Piece};
+use super::stat::{tmpfs_statfs, Stat, StatFs, ST_NOSUID, S_IFBLK};
 use crate::drivers::dma::DmaRegion;
 pub use crate::drivers::virtio_blk::Op;
 use crate::drivers::virtio_blk::{self, Device, Request, SECTOR};
 use crate::errno::{Errno, SysResult};
 use crate::memory;
 use crate::proc;
-use crate::uaccess::{UserPtr, UserSlice};
+use crate::uaccess::UserPtr;
 
 pub const O_DIRECT: u32 = 0o40000;
 
@@ -184,15 +190,58 @@ fn direct_chunk(device: &Device, op: Op, addr: u64, len: usize, pos: u64) -> Res
     wait.wait()
 }
 
-/// O_DIRECT transfer of `buf` at `pos` (already checked for alignment and range).
-fn direct_io(device: &Device, op: Op, buf: &UserSlice, pos: u64) -> Result<usize, Errno> {
+/// One O_DIRECT request straight into (or out of) `len` bytes at `offset` of a registered
+/// buffer (io_uring's fixed buffers: the iterator's `BVEC` pieces), waited for. The frames were
+/// pinned long-term at registration, so nothing is pinned here; the request holds the
+/// registration (`owner`) until it completes, so an issuer killed while waiting cannot let the
+/// frames go while the device may still write them.
+fn registered_chunk(
+    device: &Device,
+    op: Op,
+    buf: &RegisteredBuffer,
+    offset: usize,
+    len: usize,
+    owner: &BufferOwner,
+    pos: u64,
+) -> Result<usize, Errno> {
+    let mut segments = Vec::new();
+    buf.for_each_segment(offset, len, |page, off, piece| {
+        segments.push(virtio_blk::Segment {
+            phys: page.page().frame().as_u64() + off as u64,
+            len: piece.len() as u32,
+        });
+    });
+    let wait = SyncWait::new();
+    let request = Request::registered(op, pos / SECTOR, segments, owner.clone(), wait.completion());
+    device.submit(request)?;
+    wait.wait()
+}
+
+/// O_DIRECT transfer of `iter` at `pos` (already checked for alignment and range): the device
+/// moves the data straight to or from the iterator's memory, one request per piece of at most
+/// [`CHUNK`] bytes: user pages taken with GUP, or a registered buffer's pinned frames.
+fn direct_io(device: &Device, op: Op, iter: &mut IoIter, pos: u64) -> Result<usize, Errno> {
     let mut done = 0;
-    while done < buf.len() {
-        let len = (buf.len() - done).min(CHUNK);
-        match direct_chunk(device, op, buf.addr() + done as u64, len, pos + done as u64) {
+    while let Some(piece) = iter.piece(CHUNK) {
+        let at = pos + done as u64;
+        let (want, step) = match piece {
+            Piece::User(s) => (s.len(), direct_chunk(device, op, s.addr(), s.len(), at)),
+            Piece::Frames {
+                buf,
+                offset,
+                len,
+                owner,
+            } => (
+                len,
+                registered_chunk(device, op, buf, offset, len, owner, at),
+            ),
+            Piece::Kernel(len) => (len, Err(Errno::EINVAL)),
+        };
+        match step {
             Ok(n) => {
+                iter.advance(n);
                 done += n;
-                if n < len {
+                if n < want {
                     break;
                 }
             }
@@ -224,128 +273,81 @@ fn covering(pos: u64, len: usize) -> (u64, usize) {
     (first, ((end - first) * SECTOR) as usize)
 }
 
-/// Buffered read of `buf` at `pos` (range already checked): sector-aligned reads into a bounce
-/// buffer, then copies to the user.
-fn buffered_read(device: &Device, buf: &UserSlice, pos: u64) -> Result<usize, Errno> {
+/// Buffered transfer of `iter` at `pos` (range already checked) through a bounce buffer of the
+/// covering sectors: a read copies out of it; a write copies the data in first, reads partial
+/// sectors (read-modify-write), then writes the covering sectors. Stops at the first fault.
+fn buffered_io(device: &Device, op: Op, iter: &mut IoIter, pos: u64) -> Result<usize, Errno> {
     let mut done = 0;
-    while done < buf.len() {
+    while iter.count() > 0 {
         let at = pos + done as u64;
-        let len = (buf.len() - done).min(CHUNK - (at % SECTOR) as usize);
-        let (lba, bytes) = covering(at, len);
+        let len = iter.count().min(CHUNK - (at % SECTOR) as usize);
+        let inner = (at % SECTOR) as usize;
         let step = (|| {
+            if op == Op::Read {
+                let (lba, bytes) = covering(at, len);
+                let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
+                kernel_io(device, Op::Read, lba, &region, bytes)?;
+                let mut data = alloc::vec![0u8; len];
+                region.read(inner, &mut data);
+                return Ok(iter.copy_to(&data));
+            }
+            let data = iter.copy_from_vec(len)?;
+            if data.is_empty() {
+                return Ok(0);
+            }
+            let (lba, bytes) = covering(at, data.len());
             let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
-            kernel_io(device, Op::Read, lba, &region, bytes)?;
-            let mut data = alloc::vec![0u8; len];
-            region.read((at % SECTOR) as usize, &mut data);
-            buf.sub(done, len).write(&data)
-        })();
-        match step {
-            Ok(()) => done += len,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(done)
-}
-
-/// Buffered write of `buf` at `pos` (range already checked): the user data is copied in first,
-/// partial sectors are read (read-modify-write), then the covering sectors are written.
-fn buffered_write(device: &Device, buf: &UserSlice, pos: u64) -> Result<usize, Errno> {
-    let mut done = 0;
-    while done < buf.len() {
-        let at = pos + done as u64;
-        let len = (buf.len() - done).min(CHUNK - (at % SECTOR) as usize);
-        let (lba, bytes) = covering(at, len);
-        let step = (|| {
-            let data = buf.sub(done, len).read_vec()?;
-            let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
-            if !at.is_multiple_of(SECTOR) || !(at + len as u64).is_multiple_of(SECTOR) {
+            if !at.is_multiple_of(SECTOR) || !(at + data.len() as u64).is_multiple_of(SECTOR) {
                 kernel_io(device, Op::Read, lba, &region, bytes)?;
             }
-            region.write((at % SECTOR) as usize, &data);
-            kernel_io(device, Op::Write, lba, &region, bytes)
+            region.write(inner, &data);
+            kernel_io(device, Op::Write, lba, &region, bytes)?;
+            Ok(data.len())
         })();
         match step {
-            Ok(()) => done += len,
+            Ok(n) => {
+                done += n;
+                if n < len {
+                    break;
+                }
+            }
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         }
     }
-    Ok(done)
+    iter.finish(done)
 }
 
-/// The O_DIRECT alignment rule: buffer, offset and length multiples of the logical block.
-pub fn dio_aligned(addr: u64, pos: u64, len: usize) -> bool {
-    (addr | pos | len as u64).is_multiple_of(SECTOR)
-}
-
-/// `read`/`pread64` (`offset` given) on `/dev/vda`.
-pub fn read(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
+/// A read or write of `/dev/vda` at `io.pos` (Linux `blkdev_read_iter`/`blkdev_write_iter`):
+/// the range rules of the module comment, then `O_DIRECT` (the iterator's alignment checked as
+/// Linux's `blkdev_dio_invalid`) or buffered.
+fn transfer(op: Op, io: &mut Kiocb, iter: &mut IoIter) -> Result<usize, Errno> {
     let device = device()?;
-    let pos = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
-    let size = device.capacity_bytes();
-    if pos >= size || buf.len() == 0 {
-        return Ok(0);
-    }
-    let buf = buf.sub(0, buf.len().min((size - pos) as usize));
-    let n = if is_direct(file) {
-        if !dio_aligned(buf.addr(), pos, buf.len()) {
-            return Err(Errno::EINVAL);
-        }
-        direct_io(device, Op::Read, &buf, pos)?
-    } else {
-        buffered_read(device, &buf, pos)?
-    };
-    if offset.is_none() {
-        file.offset.store(pos + n as u64, Ordering::Relaxed);
-    }
-    Ok(n as u64)
-}
-
-/// `write`/`pwrite64` (`offset` given) on `/dev/vda`.
-pub fn write(file: &OpenFile, buf: UserSlice, offset: Option<u64>) -> SysResult {
-    let device = device()?;
-    if device.read_only() {
+    if op == Op::Write && device.read_only() {
         return Err(Errno::EPERM);
     }
-    let pos = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
+    let pos = io.pos;
     let size = device.capacity_bytes();
-    if buf.len() == 0 {
+    if iter.count() == 0 {
         return Ok(0);
     }
     if pos >= size {
-        return Err(Errno::ENOSPC);
+        return match op {
+            Op::Read => Ok(0),
+            Op::Write => Err(Errno::ENOSPC),
+        };
     }
-    let buf = buf.sub(0, buf.len().min((size - pos) as usize));
-    let n = if is_direct(file) {
-        if !dio_aligned(buf.addr(), pos, buf.len()) {
+    iter.truncate((size - pos) as usize);
+    let n = if is_direct(io.file) {
+        if !(iter.alignment() | pos).is_multiple_of(SECTOR) {
             return Err(Errno::EINVAL);
         }
-        direct_io(device, Op::Write, &buf, pos)?
+        direct_io(device, op, iter, pos)?
     } else {
-        buffered_write(device, &buf, pos)?
+        buffered_io(device, op, iter, pos)?
     };
-    if offset.is_none() {
-        file.offset.store(pos + n as u64, Ordering::Relaxed);
-    }
-    Ok(n as u64)
-}
-
-/// `lseek` on `/dev/vda`: SEEK_SET/CUR/END within `[0, size]` (Linux `fixed_size_llseek`).
-pub fn lseek(file: &OpenFile, offset: i64, whence: u64) -> SysResult {
-    let size = device()?.capacity_bytes() as i64;
-    let base = match whence {
-        0 => 0,
-        1 => file.offset.load(Ordering::Relaxed) as i64,
-        2 => size,
-        _ => return Err(Errno::EINVAL),
-    };
-    let new = base.checked_add(offset).ok_or(Errno::EINVAL)?;
-    if !(0..=size).contains(&new) {
-        return Err(Errno::EINVAL);
-    }
-    file.offset.store(new as u64, Ordering::Relaxed);
-    Ok(new as u64)
+    io.pos = pos + n as u64;
+    Ok(n)
 }
 
 /// The block-device ioctls, and cowlab's race-scripting pair.
@@ -420,13 +422,13 @@ impl Aggregate {
 /// buffer taken *now* (at submission), then one request per [`CHUNK`]. The pages are released
 /// when each request completes, whether or not anyone collects the result.
 #[doc(alias = "__blkdev_direct_IO_async")]
-pub fn start_direct(op: Op, buf: UserSlice, pos: u64, done: AsyncDone) -> Started {
+pub fn start_direct(op: Op, iter: &mut IoIter, pos: u64, done: AsyncDone) -> Started {
     let device = match device() {
         Ok(d) => d,
         Err(e) => return Started::Done(-(e as i64)),
     };
     let size = device.capacity_bytes();
-    if buf.len() == 0 {
+    if iter.count() == 0 {
         return Started::Done(0);
     }
     if pos >= size {
@@ -435,27 +437,32 @@ pub fn start_direct(op: Op, buf: UserSlice, pos: u64, done: AsyncDone) -> Starte
             Op::Write => -(Errno::ENOSPC as i64),
         });
     }
-    let buf = buf.sub(0, buf.len().min((size - pos) as usize));
-    if !dio_aligned(buf.addr(), pos, buf.len()) {
+    iter.truncate((size - pos) as usize);
+    if !(iter.alignment() | pos).is_multiple_of(SECTOR) {
         return Started::Done(-(Errno::EINVAL as i64));
     }
     let mut chunks: Vec<(u64, usize, Vec<PinnedPage>)> = Vec::new();
-    let mut done_bytes = 0;
-    while done_bytes < buf.len() {
-        let len = (buf.len() - done_bytes).min(CHUNK);
-        let addr = buf.addr() + done_bytes as u64;
+    let release = |chunks: Vec<(u64, usize, Vec<PinnedPage>)>| {
+        for (_, _, pages) in chunks {
+            for page in pages {
+                page.unpin(memory::mm());
+            }
+        }
+    };
+    while let Some(piece) = iter.piece(CHUNK) {
+        let Piece::User(s) = piece else {
+            release(chunks);
+            return Started::Done(-(Errno::EINVAL as i64));
+        };
+        let (addr, len) = (s.addr(), s.len());
         match take_user_pages(op, addr, len) {
             Ok(pages) => chunks.push((addr, len, pages)),
             Err(e) => {
-                for (_, _, pages) in chunks {
-                    for page in pages {
-                        page.unpin(memory::mm());
-                    }
-                }
+                release(chunks);
                 return Started::Done(-(e as i64));
             }
         }
-        done_bytes += len;
+        iter.advance(len);
     }
     let aggregate = Arc::new(Aggregate {
         remaining: AtomicUsize::new(chunks.len()),
@@ -477,98 +484,47 @@ pub fn start_direct(op: Op, buf: UserSlice, pos: u64, done: AsyncDone) -> Starte
     Started::Queued
 }
 
-/// io_uring `READ_FIXED`/`WRITE_FIXED` on `/dev/vda` (the per-file hook of `fs::io_uring`):
-/// with `O_DIRECT` the device DMAs straight into (or out of) the registered buffer's frames,
-/// pinned long-term at registration, with no pinning here; the request holds the registration
-/// (`range.owner`) until it completes, so an issuer killed while waiting cannot let the frames
-/// go while the device may still write them. Without `O_DIRECT` the data goes through a kernel
-/// buffer. Range and alignment rules as [`read`]/[`write`].
-pub fn fixed_io(
-    file: &OpenFile,
-    op: Op,
-    at: Option<u64>,
-    range: &crate::fs::io_uring::FixedRange,
-) -> Result<usize, Errno> {
-    let device = device()?;
-    if op == Op::Write && device.read_only() {
-        return Err(Errno::EPERM);
+/// `/dev/vda` as an open file.
+pub struct VdaFile;
+
+impl FileOps for VdaFile {
+    fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
+        transfer(Op::Read, io, to)
     }
-    let pos = at.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
-    let size = device.capacity_bytes();
-    if range.len == 0 {
-        return Ok(0);
+
+    fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
+        transfer(Op::Write, io, from)
     }
-    if pos >= size {
-        return match op {
-            Op::Read => Ok(0),
-            Op::Write => Err(Errno::ENOSPC),
-        };
+
+    /// `O_DIRECT` I/O completes from the interrupt handler (Linux AIO on a block device).
+    fn is_async(&self, file: &OpenFile) -> bool {
+        is_direct(file)
     }
-    let len = range.len.min((size - pos) as usize);
-    let addr = range.buf.start().as_u64() + range.offset as u64;
-    let mm = memory::mm();
-    let mut done = 0;
-    let direct = is_direct(file);
-    if direct && !dio_aligned(addr, pos, len) {
-        return Err(Errno::EINVAL);
+
+    fn start_async(&self, op: Op, iter: &mut IoIter, pos: u64, done: AsyncDone) -> Started {
+        start_direct(op, iter, pos, done)
     }
-    while done < len {
-        let at = pos + done as u64;
-        let step = if direct {
-            let n = (len - done).min(CHUNK);
-            let mut segments = Vec::new();
-            range
-                .buf
-                .for_each_segment(range.offset + done, n, |page, off, piece| {
-                    segments.push(virtio_blk::Segment {
-                        phys: page.page().frame().as_u64() + off as u64,
-                        len: piece.len() as u32,
-                    });
-                });
-            let wait = SyncWait::new();
-            let request = Request::registered(
-                op,
-                at / SECTOR,
-                segments,
-                range.owner.clone(),
-                wait.completion(),
-            );
-            device.submit(request).and_then(|()| wait.wait())
-        } else {
-            let n = (len - done).min(CHUNK - (at % SECTOR) as usize);
-            let (lba, bytes) = covering(at, n);
-            (|| {
-                let region = Arc::new(DmaRegion::new(bytes).ok_or(Errno::ENOMEM)?);
-                let partial = !at.is_multiple_of(SECTOR) || !(at + n as u64).is_multiple_of(SECTOR);
-                if op == Op::Read || partial {
-                    kernel_io(device, Op::Read, lba, &region, bytes)?;
-                }
-                let inner = (at % SECTOR) as usize;
-                let mut data = alloc::vec![0u8; n];
-                if op == Op::Read {
-                    region.read(inner, &mut data);
-                    range.buf.dma_write(mm, range.offset + done, &data);
-                } else {
-                    range.buf.dma_read(mm, range.offset + done, &mut data);
-                    region.write(inner, &data);
-                    kernel_io(device, Op::Write, lba, &region, bytes)?;
-                }
-                Ok(n)
-            })()
-        };
-        match step {
-            Ok(n) => {
-                done += n;
-                if n == 0 {
-                    break;
-                }
-            }
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
+
+    fn seek(&self) -> Seek {
+        Seek::Fixed(device().map_or(0, |d| d.capacity_bytes()))
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            st_rdev: VDA_RDEV,
+            ..Stat::base(S_IFBLK | 0o660, 5)
         }
     }
-    if at.is_none() {
-        file.offset.store(pos + done as u64, Ordering::Relaxed);
+
+    fn statfs(&self) -> StatFs {
+        tmpfs_statfs(ST_NOSUID)
     }
-    Ok(done)
+
+    fn ioctl(&self, _file: &OpenFile, cmd: u64, arg: u64) -> SysResult {
+        ioctl(cmd & 0xffff_ffff, arg)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }

@@ -5,6 +5,7 @@
 //! die with a full dump ([`super::dump::die`]). Traps from ring 3 branch off to [`user_trap`]:
 //! page faults go to the memory manager, a tick preempts, and every other exception kills the
 //! process (never the kernel).
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,15 +61,24 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 /// and exceptions that kill the process with the signal Linux would send. Never kills the
 /// kernel.
 fn user_trap(frame: &mut TrapFrame) {
-    use crate::proc::signal::{kill_for_fault, SIGBUS, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGTRAP};
+    use crate::proc::signal::{kill_for_fault, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
+    use cowlab_mm::SegvReason;
     let number = frame.vector as u8;
     match number {
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
             match vm::handle_page_fault(cr2, frame.error_code) {
                 Ok(()) => {}
+                // Past the end of a shmem object: SIGBUS, as Linux (`SegvReason::signal`).
+                Err(cowlab_mm::FaultError::Segv(SegvReason::BeyondEof)) => {
+                    kill_for_fault(frame, SIGBUS, Some(cr2))
+                }
                 Err(cowlab_mm::FaultError::Segv(_)) => kill_for_fault(frame, SIGSEGV, Some(cr2)),
-                Err(cowlab_mm::FaultError::Oom) => kill_for_fault(frame, SIGKILL, Some(cr2)),
+                // The OOM killer frees memory by killing the largest process (maybe this
+                // one, which then ends on its return to ring 3); the fault is retried.
+                Err(cowlab_mm::FaultError::Oom) => {
+                    crate::proc::oom::out_of_memory();
+                }
             }
         }
         irq if irq >= vector::PIC_BASE => {

@@ -5,6 +5,7 @@
 //! frame-pointer backtrace whose `bt #n 0x...` lines xtask symbolizes from the unstripped ELF.
 //! If a test is running, its `KTEST FAIL` line comes first so that xtask attributes the crash.
 //! Then QEMU exits with status 3 (docs/architecture.md).
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

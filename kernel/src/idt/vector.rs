@@ -2,6 +2,7 @@
 //!
 //! Vectors 0-31 are the CPU's exceptions (Intel SDM vol. 3, table 6-1); 32-47 are the legacy
 //! PIC's 16 IRQ lines after `pic` remaps them. Nothing else is wired yet.
+#![deny(unsafe_code)]
 
 pub const NMI: u8 = 2;
 pub const BREAKPOINT: u8 = 3;

@@ -1,4 +1,5 @@
 //! Tests of the command line: read from fw_cfg at boot, and the token parser.
+#![deny(unsafe_code)]
 
 use super::{ensure, TestResult};
 use cowlab_mm::Era;

@@ -14,7 +14,9 @@
 
 mod cmdline;
 mod exceptions;
+mod ext2;
 mod frames;
+mod fs;
 mod heap;
 mod mm;
 mod ramdisk;

@@ -1,4 +1,5 @@
 //! Tests of the ramdisk (the ustar archive the bootloader loaded).
+#![deny(unsafe_code)]
 
 use super::{ensure, TestResult};
 use crate::ramdisk;

@@ -3,10 +3,11 @@
 //! casually. The ramdisk test runs after the frame-allocator test on purpose: the allocator test
 //! writes to every free frame, and an intact archive afterwards shows the ramdisk was not handed
 //! out as free memory.
+#![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, frames, heap, mm, ramdisk, rtc, selftests, timer, uaccess, virtio,
-    watchdog, KernelTest,
+    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, selftests, timer, uaccess,
+    virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -44,6 +45,10 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     test!(rtc::rtc_wall_clock_is_plausible),
     test!(virtio::virtio_blk_queue_bookkeeping),
+    test!(fs::fs_kvec_read_write_through_file_ops),
+    test!(fs::fs_mount_walk_longest_prefix),
+    test!(ext2::ext2_glue_reads_vda_and_refuses_a_raw_disk),
+    test!(ext2::ext2_in_kernel_format_write_remount),
     test!(watchdog::watchdog_nmi_arrives_twice_a_second),
     test!(watchdog::softlockup_reports_a_kernel_loop),
     test!(watchdog::hung_task_reports_a_long_uninterruptible_sleep),

@@ -1,4 +1,5 @@
 //! The wall clock: the civil-date conversion and a plausible time from the CMOS RTC.
+#![deny(unsafe_code)]
 
 use super::{ensure, TestResult};
 use crate::rtc;

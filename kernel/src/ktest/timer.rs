@@ -1,4 +1,5 @@
 //! Tests of the timer interrupt.
+#![deny(unsafe_code)]
 
 use super::{ensure, TestResult};
 use crate::time;

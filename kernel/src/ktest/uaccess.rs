@@ -1,5 +1,6 @@
 //! Tests of the user-memory path: user copies fault into the memory manager or come back as
 //! EFAULT (never a kernel crash), and the ELF loader accepts our programs and refuses garbage.
+#![deny(unsafe_code)]
 
 use alloc::string::String;
 use alloc::sync::Arc;

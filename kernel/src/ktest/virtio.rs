@@ -1,5 +1,6 @@
 //! Tests of the virtio-blk driver's queue bookkeeping, from the kernel, without processes:
 //! requests on kernel buffers, several in flight, held and released, completed by interrupt.
+#![deny(unsafe_code)]
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;

@@ -1,5 +1,6 @@
 //! Tests of the watchdogs: each detector, with its threshold lowered, reports what it exists
 //! to report (and the hung-task one stays quiet about a sleep that ends in time).
+#![deny(unsafe_code)]
 
 use super::{ensure, TestResult};
 use crate::time;

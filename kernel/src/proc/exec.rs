@@ -7,6 +7,7 @@
 //! takes over the leader's tid (the pid stays the process's); after that point of no return the
 //! old address space is torn down. Close-on-exec descriptors are closed, the recorded signal
 //! handlers reset to default (ignored signals stay ignored), FS base and FPU state cleared.
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -191,7 +192,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         killed: false,
         sigmask: 0,
         clear_child_tid: 0,
-        group: Group::new(0, [0; 65]),
+        group: Group::new(0, [0; 65], super::rlimit::Rlimits::linux_defaults(), None),
     };
     TABLE.lock().insert(pid, Box::new(process));
     Ok(())

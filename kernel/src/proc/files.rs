@@ -9,6 +9,7 @@
 //! the one CPU spins forever. Lock order: the task table, then a descriptor table. Closing what a
 //! method returns (`close`, `set`, `take_all`) is the caller's job, outside both locks, because
 //! dropping a pipe end wakes sleepers.
+#![deny(unsafe_code)]
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;

@@ -14,14 +14,16 @@
 //! Either way the child's kernel stack is prepared so that its first switch-in returns to ring 3
 //! from the same system call with 0 in RAX and every other register as the caller had it (glibc
 //! and musl's clone trampolines find the start function in registers or on the new stack).
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 
+use cowlab_mm::opstat;
 use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
-use super::{alloc_pid, with_current, Group, Pid, State, Task, TABLE};
+use super::{alloc_pid, rlimit, with_current, Group, Pid, State, Task, TABLE};
 use crate::errno::Errno;
 use crate::idt::TrapFrame;
 use crate::uaccess::UserPtr;
@@ -46,8 +48,9 @@ pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
 pub const CLONE_DETACHED: u64 = 0x40_0000;
 pub const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 
-/// The flags cowlab implements. `CLONE_FS` shares nothing yet because there is no per-process
-/// file-system state (no working directory but `/`, no umask); `CLONE_SYSVSEM` shares nothing
+/// The flags cowlab implements. The working directory lives in the thread group (`Group::cwd`):
+/// threads share it, a new process gets a copy, whether or not `CLONE_FS` asks to share it
+/// (a process sharing its parent's directory without sharing its memory is not supported); `CLONE_SYSVSEM` shares nothing
 /// because there are no System V semaphores.
 const SUPPORTED: u64 = CSIGNAL
     | CLONE_VM
@@ -82,6 +85,7 @@ pub fn fork(frame: &TrapFrame) -> Result<Pid, Errno> {
 /// clone: a new process or a new thread of the caller's (see the module comment). `frame` is
 /// the caller's system-call frame. Returns the child's tid (its pid for a new process).
 pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
+    opstat::begin(opstat::Op::Fork);
     let flags = args.flags;
     // Linux `copy_process`'s consistency rules.
     if flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0 {
@@ -101,10 +105,13 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     if flags & CLONE_SETTLS != 0 && args.tls >= cowlab_mm::aspace::USER_END {
         return Err(Errno::EPERM);
     }
-    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number
-    // (Linux `RLIMIT_NPROC` answers EAGAIN too).
-    if TABLE.lock().len() >= MAX_PROCESSES {
-        return Err(Errno::EAGAIN);
+    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number, and
+    // the caller's `RLIMIT_NPROC` (both EAGAIN, as Linux `copy_process`).
+    {
+        let table = TABLE.lock();
+        if table.len() >= MAX_PROCESSES || !rlimit::nproc_allows(rlimit::nproc_count(&table)) {
+            return Err(Errno::EAGAIN);
+        }
     }
     let parent_aspace = super::current_aspace();
     let child_aspace = if thread {
@@ -128,8 +135,12 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let sigactions = parent.group.lock().sigactions;
-            (tid, Group::new(parent.tgid, sigactions))
+            let (sigactions, rlimits, cwd) = {
+                let g = parent.group.lock();
+                (g.sigactions, g.rlimits, g.cwd.clone())
+            };
+            // Linux `copy_signal`: the child starts with the parent's limits.
+            (tid, Group::new(parent.tgid, sigactions, rlimits, cwd))
         };
         Task {
             tid,
@@ -170,6 +181,11 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     if flags & CLONE_CHILD_SETTID != 0 {
         write_child_tid(&parent_aspace, &child_aspace, thread, args.child_tid, tid);
     }
+    opstat::end(
+        opstat::Op::Fork,
+        opstat::Phase::ForkSetup,
+        u64::from(!thread),
+    );
     Ok(tid)
 }
 

@@ -15,6 +15,7 @@
 //! thread's exit (`CLONE_CHILD_CLEARTID`) is a shared one, as in Linux. A key names its object by
 //! address and holds no reference to it: a waiter whose object is freed and whose address is
 //! reused by a new object can only see a spurious wake-up, which futex users tolerate.
+#![deny(unsafe_code)]
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;

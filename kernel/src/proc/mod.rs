@@ -32,6 +32,8 @@ pub mod exec;
 pub mod files;
 pub mod fork;
 pub mod futex;
+pub mod oom;
+pub mod rlimit;
 pub mod sched;
 pub mod signal;
 pub mod switch;
@@ -89,10 +91,21 @@ pub struct Group {
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
+    /// Resource limits (Linux `signal->rlim`): copied by fork, kept by exec.
+    pub rlimits: rlimit::Rlimits,
+    /// The working directory (Linux's `fs_struct`): an absolute path, `None` for `/`; shared
+    /// by the threads of the group, copied by `fork` (a reference count, no allocation), kept
+    /// by `execve`.
+    pub cwd: Option<Arc<str>>,
 }
 
 impl Group {
-    pub fn new(parent: Pid, sigactions: [u64; 65]) -> Arc<Mutex<Group>> {
+    pub fn new(
+        parent: Pid,
+        sigactions: [u64; 65],
+        rlimits: rlimit::Rlimits,
+        cwd: Option<Arc<str>>,
+    ) -> Arc<Mutex<Group>> {
         Arc::new(Mutex::new(Group {
             parent,
             live: 1,
@@ -100,6 +113,8 @@ impl Group {
             sigactions,
             child_minflt: 0,
             own_minflt: 0,
+            rlimits,
+            cwd,
         }))
     }
 }

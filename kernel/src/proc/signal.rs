@@ -4,6 +4,7 @@
 //! table per group) but not yet delivered; a signal whose action is "ignore" (or whose default
 //! is to ignore, like SIGCHLD) is dropped. Faults in ring 3 kill the group at once, with one
 //! console line.
+#![deny(unsafe_code)]
 
 use cowlab_mm::VirtAddr;
 

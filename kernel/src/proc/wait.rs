@@ -3,6 +3,7 @@
 //! Children belong to the process (the thread group), not to the thread that forked them, so
 //! any thread of the group reaps any of them (Linux without `__WNOTHREAD`). A child process is
 //! its leader's entry; it is a zombie only once every thread of it has exited.
+#![deny(unsafe_code)]
 
 use super::{sleep, wait_channel, Pid, State, TABLE};
 use crate::errno::Errno;

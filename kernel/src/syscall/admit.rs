@@ -12,6 +12,7 @@
 //! one call builds (the dispatch below names the call), not measurements.
 //!
 //! Calls that only read, free or exit are never refused, so a program can always clean up.
+#![deny(unsafe_code)]
 
 use crate::errno::Errno;
 use crate::heap;

@@ -1,6 +1,9 @@
 //! System information: uname, sysinfo, resource limits, random bytes.
+#![deny(unsafe_code)]
 
 use super::{Args, Errno, SysResult};
+use crate::proc::rlimit::{self, do_prlimit, Rlimit};
+use crate::proc::with_group;
 use crate::uaccess::{UserPtr, UserSlice};
 use crate::{memory, proc, random, time};
 
@@ -55,32 +58,50 @@ pub fn sysinfo(a: Args) -> SysResult {
     Ok(0)
 }
 
-/// Limits by resource number: (soft, hard). Unlimited is `u64::MAX`.
-fn limit(resource: u64) -> Result<[u64; 2], Errno> {
-    Ok(match resource {
-        3 => [8 << 20, u64::MAX], // RLIMIT_STACK
-        7 => [1024, 1024],        // RLIMIT_NOFILE
-        0..=15 => [u64::MAX, u64::MAX],
-        _ => return Err(Errno::EINVAL),
-    })
-}
-
+/// getrlimit(resource, rlim): the caller's limit (`proc::rlimit`). `EINVAL` for an unknown
+/// resource, `EFAULT` for a bad pointer.
 pub fn getrlimit(a: Args) -> SysResult {
-    UserPtr::<[u64; 2]>::new(a.get(1))?.write(&limit(a.get(0))?)?;
+    let old = with_group(|g| do_prlimit(&mut g.rlimits, a.get(0), None))?;
+    UserPtr::<Rlimit>::new(a.get(1))?.write(&old)?;
     Ok(0)
 }
 
+/// setrlimit(resource, rlim): as Linux, the new value is read first (`EFAULT`), then checked
+/// (`EINVAL`, `EPERM`; see `do_prlimit`).
+pub fn setrlimit(a: Args) -> SysResult {
+    let new = UserPtr::<Rlimit>::new(a.get(1))?.read()?;
+    with_group(|g| do_prlimit(&mut g.rlimits, a.get(0), Some(new)))?;
+    stack_limit_changed(a.get(0), true);
+    Ok(0)
+}
+
+/// After a new `RLIMIT_STACK` of the caller: the memory manager checks stack growth against the
+/// limit it was given (Linux's `acct_stack_growth` reads the rlimit at each growth).
+fn stack_limit_changed(resource: u64, own: bool) {
+    if own && resource == rlimit::RLIMIT_STACK as u64 {
+        crate::proc::current_aspace()
+            .lock()
+            .set_stack_limit(rlimit::stack_vma_size());
+    }
+}
+
+/// prlimit64(pid, resource, new, old): any process's limit (0: the caller). Linux's order: the
+/// new value is read (`EFAULT`), the process found (`ESRCH`), the limit changed (`EINVAL`,
+/// `EPERM`), and only then the old one written (`EFAULT` after the change took effect).
 pub fn prlimit64(a: Args) -> SysResult {
-    if a.get(0) != 0 && a.get(0) != u64::from(proc::current_pid()) {
-        return Err(Errno::ESRCH);
-    }
-    let old = limit(a.get(1))?;
-    if a.get(2) != 0 {
-        // Setting limits is accepted and ignored (nothing enforces them yet).
-        UserPtr::<[u64; 2]>::new(a.get(2))?.read()?;
-    }
+    let new = match a.get(2) {
+        0 => None,
+        addr => Some(UserPtr::<Rlimit>::new(addr)?.read()?),
+    };
+    let pid = match a.i32(0) {
+        0 => proc::current_tid(),
+        p => u32::try_from(p).map_err(|_| Errno::ESRCH)?,
+    };
+    let old = rlimit::with_task_rlimits(pid, |limits| do_prlimit(limits, a.get(1), new))??;
+    let own = pid == proc::current_pid() || pid == proc::current_tid();
+    stack_limit_changed(a.get(1), new.is_some() && own);
     if a.get(3) != 0 {
-        UserPtr::<[u64; 2]>::new(a.get(3))?.write(&old)?;
+        UserPtr::<Rlimit>::new(a.get(3))?.write(&old)?;
     }
     Ok(0)
 }

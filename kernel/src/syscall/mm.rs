@@ -1,18 +1,16 @@
 //! Memory system calls: thin decoding in front of `cowlab_mm`, whose errors are Linux's.
-//! The address-space lock is held only around memory-manager calls, never around a user copy
-//! (mremap's move copies with the lock released).
+//! The address-space lock is held only around memory-manager calls, never around a user copy.
+//! User-supplied addresses and lengths are passed down unsummed: the memory manager bounds
+//! them before any arithmetic (`checked_addr` here bounds an address it wraps in `VirtAddr`).
+#![deny(unsafe_code)]
 
-use cowlab_mm::{Advice, MapFlags, Prot, VirtAddr};
+use cowlab_mm::{Advice, MapFlags, MremapFlags, Prot, VirtAddr};
 
 use super::{Args, Errno, SysResult};
-use crate::fs::FileKind;
 use crate::memory;
-use crate::proc::{current_aspace, with_current};
-use crate::uaccess::UserSlice;
+use crate::proc::{current_aspace, rlimit, with_current};
 
 const MAP_ANONYMOUS: u32 = 0x20;
-const MAP_SHARED: u32 = 0x01;
-const PROT_WRITE: u64 = 2;
 
 pub fn mmap(a: Args) -> SysResult {
     let (addr, len, prot, flags, fd) = (a.get(0), a.get(1), a.get(2), a.get(3) as u32, a.int(4));
@@ -21,16 +19,14 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
-        let (obj, offset) = match &file.kind {
-            FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => (obj, a.get(5)),
-            FileKind::IoUring(ring) => ring.mmap_target(a.get(5), len)?,
-            _ => return Err(Errno::ENODEV),
-        };
-        let shared = flags & 0x0f == MAP_SHARED;
-        if !file.readable() || (shared && prot & PROT_WRITE != 0 && !file.writable()) {
+        let (obj, offset) = file.ops.mmap_target(a.get(5), len)?;
+        // Every mapping reads the file; whether a shared one may write it is the memory
+        // manager's rule (`shared_mapping_may_write`), from the open mode and the seals.
+        if !file.readable() {
             return Err(Errno::EACCES);
         }
-        let prot = Prot::from_linux(prot as u32)?;
+        let prot = mmap_prot(prot);
+        rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
         let va = current_aspace().lock().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -39,11 +35,13 @@ pub fn mmap(a: Args) -> SysResult {
             MapFlags::from_linux(flags),
             obj,
             offset,
+            file.writable(),
         )?;
         return Ok(va.as_u64());
     }
-    let prot = Prot::from_linux(prot as u32)?;
+    let prot = mmap_prot(prot);
     let aspace = current_aspace();
+    rlimit::may_expand_vm(&aspace, fixed_at(addr, flags), len)?;
     let va = aspace.lock().mmap(
         memory::mm(),
         VirtAddr::new(addr),
@@ -52,6 +50,23 @@ pub fn mmap(a: Args) -> SysResult {
         MapFlags::from_linux(flags),
     )?;
     Ok(va.as_u64())
+}
+
+/// mmap's `prot`: Linux's `do_mmap` ignores bits it does not know (`PROT_SEM`, bit 32, ...),
+/// unlike mprotect; only read, write and execute mean anything.
+fn mmap_prot(prot: u64) -> Prot {
+    Prot::from_linux((prot & 7) as u32).unwrap_or(Prot::NONE)
+}
+
+/// A `prot` or flags argument the kernel takes as `unsigned long`: bits above the low 32 are
+/// unknown bits (`EINVAL`), not to be cut off by a cast.
+fn flags_arg(bits: u64) -> Result<u32, Errno> {
+    u32::try_from(bits).map_err(|_| Errno::EINVAL)
+}
+
+/// Where a `MAP_FIXED` mapping replaces what is there (for `RLIMIT_AS`, which counts it once).
+fn fixed_at(addr: u64, flags: u32) -> Option<u64> {
+    (flags & 0x10 != 0).then_some(addr)
 }
 
 fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
@@ -71,7 +86,7 @@ pub fn munmap(a: Args) -> SysResult {
 
 pub fn mprotect(a: Args) -> SysResult {
     let addr = checked_addr(a.get(0)).map_err(|_| Errno::ENOMEM)?;
-    let prot = Prot::from_linux(a.get(2) as u32)?;
+    let prot = Prot::from_linux(flags_arg(a.get(2))?)?;
     current_aspace()
         .lock()
         .mprotect(memory::mm(), addr, a.get(1) as usize, prot)?;
@@ -94,101 +109,34 @@ pub fn madvise(a: Args) -> SysResult {
 }
 
 pub fn brk(a: Args) -> SysResult {
-    let aspace = current_aspace();
-    let mut aspace = aspace.lock();
-    if a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
+    let shared = current_aspace();
+    // Linux's brk answers the old break when growth is refused (here: by `RLIMIT_AS`).
+    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err();
+    let mut aspace = shared.lock();
+    if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
         return Ok(aspace.current_brk().as_u64());
     }
     Ok(aspace.brk(memory::mm(), VirtAddr::new(a.get(0))).as_u64())
 }
 
-const MREMAP_MAYMOVE: u64 = 1;
-const MREMAP_FIXED: u64 = 2;
-
-fn page_up(x: u64) -> Option<u64> {
-    x.checked_add(0xfff).map(|v| v & !0xfff)
-}
-
-/// mremap: shrinking in place, growing in place when the pages after are free, and moving
-/// (`MREMAP_MAYMOVE`) by mapping a new range, copying, and unmapping the old one.
+/// mremap(old, old_len, new_len, flags, new_addr): the memory manager resizes or moves the
+/// mapping, moving its page-table entries (a shared mapping stays shared; nothing is copied).
 pub fn mremap(a: Args) -> SysResult {
-    let (old, old_len, new_len, flags) = (a.get(0), a.get(1), a.get(2), a.get(3));
-    if old & 0xfff != 0 || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED) != 0 || new_len == 0 {
-        return Err(Errno::EINVAL);
+    let (old_len, new_len) = (a.get(1), a.get(2));
+    if new_len > old_len {
+        // RLIMIT_AS counts the growth (a move unmaps the old range, so it is the same).
+        // Wrapping lengths are the memory manager's to refuse.
+        let grow = new_len.saturating_add(0xfff) & !0xfff;
+        let had = old_len.saturating_add(0xfff) & !0xfff;
+        rlimit::may_expand_vm(&current_aspace(), None, grow.saturating_sub(had))?;
     }
-    if flags & MREMAP_FIXED != 0 {
-        // Moving to a chosen address is not supported yet.
-        return Err(Errno::EINVAL);
-    }
-    let user_end = cowlab_mm::aspace::USER_END;
-    if old_len > user_end || new_len > user_end {
-        return Err(Errno::ENOMEM);
-    }
-    let old_len = page_up(old_len).ok_or(Errno::EINVAL)?;
-    let new_len = page_up(new_len).ok_or(Errno::ENOMEM)?;
-    // Both ranges must lie in the user half (no arithmetic below can overflow then).
-    if old + old_len.max(new_len) > user_end {
-        return Err(Errno::ENOMEM);
-    }
-    let old_va = checked_addr(old)?;
-    let mm = memory::mm();
-    let shared = current_aspace();
-    let prot = {
-        let aspace = shared.lock();
-        let vma = aspace.find_vma(old_va).ok_or(Errno::EFAULT)?;
-        if vma.end().as_u64() < old + old_len.min(new_len) {
-            return Err(Errno::EFAULT);
-        }
-        vma.prot()
-    };
-    if new_len <= old_len {
-        if new_len < old_len {
-            shared.lock().munmap(
-                mm,
-                VirtAddr::new(old + new_len),
-                (old_len - new_len) as usize,
-            )?;
-        }
-        return Ok(old);
-    }
-    let grown = shared.lock().mmap(
-        mm,
-        VirtAddr::new(old + old_len),
-        (new_len - old_len) as usize,
-        prot,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED_NOREPLACE,
-    );
-    if grown.is_ok() {
-        return Ok(old);
-    }
-    if flags & MREMAP_MAYMOVE == 0 {
-        return Err(Errno::ENOMEM);
-    }
-    let new = shared.lock().mmap(
-        mm,
-        VirtAddr::zero(),
-        new_len as usize,
-        Prot::RW,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+    let va = current_aspace().lock().mremap(
+        memory::mm(),
+        a.get(0),
+        a.get(1),
+        a.get(2),
+        MremapFlags::from_linux(flags_arg(a.get(3))?),
+        a.get(4),
     )?;
-    let new = new.as_u64();
-    // Copy without the lock (faults on both ranges resolve through the memory manager).
-    let mut buf = alloc::vec![0u8; 4096];
-    let mut at = 0;
-    while at < old_len {
-        let copied = UserSlice::new(old + at, 4096)
-            .and_then(|s| s.read(&mut buf))
-            .and_then(|()| UserSlice::new(new + at, 4096)?.write(&buf));
-        if let Err(e) = copied {
-            let _ = shared
-                .lock()
-                .munmap(mm, VirtAddr::new(new), new_len as usize);
-            return Err(e);
-        }
-        at += 4096;
-    }
-    let mut aspace = shared.lock();
-    aspace.mprotect(mm, VirtAddr::new(new), new_len as usize, prot)?;
-    aspace.munmap(mm, old_va, old_len as usize)?;
-    Ok(new)
+    Ok(va.as_u64())
 }

@@ -8,8 +8,9 @@
 
 mod admit;
 pub mod entry;
-pub(crate) mod fs;
+mod fs;
 mod info;
+mod mlock;
 mod mm;
 mod proc;
 mod time;
@@ -97,11 +98,13 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         77 => fs::ftruncate(a),
         79 => fs::getcwd(a),
         80 => fs::chdir(a),
+        81 => fs::fchdir(a),
         82 => fs::rename(a),
         83 => fs::mkdir(a),
         84 => fs::rmdir(a),
         86 => fs::link(a),
         87 => fs::unlink(a),
+        88 => fs::symlink(a),
         89 => fs::readlink(a),
         96 => time::gettimeofday(a),
         97 => info::getrlimit(a),
@@ -111,17 +114,22 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         110 => proc::getppid(),
         137 => fs::statfs(a),
         138 => fs::fstatfs(a),
+        149 => mlock::mlock(a),
+        150 => mlock::munlock(a),
+        151 => mlock::mlockall(a),
+        152 => mlock::munlockall(),
         158 => proc::arch_prctl(a),
+        160 => info::setrlimit(a),
         169 => proc::reboot(a),
         186 => proc::gettid(),
         200 => proc::tkill(a),
         201 => time::time(a),
         202 => proc::futex(a),
-        206 => crate::fs::aio::io_setup(a),
-        207 => crate::fs::aio::io_destroy(a),
-        208 => crate::fs::aio::io_getevents(a),
-        209 => crate::fs::aio::io_submit(a),
-        210 => crate::fs::aio::io_cancel(a),
+        206 => fs::io_setup(a),
+        207 => fs::io_destroy(a),
+        208 => fs::io_getevents(a),
+        209 => fs::io_submit(a),
+        210 => fs::io_cancel(a),
         217 => fs::getdents64(a),
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
@@ -133,6 +141,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         263 => fs::unlinkat(a),
         264 => fs::renameat(a),
         265 => fs::linkat(a),
+        266 => fs::symlinkat(a),
         267 => fs::readlinkat(a),
         // set_robust_list: accepted (nothing walks the list yet), but as Linux only with
         // len == sizeof(struct robust_list_head).
@@ -142,14 +151,19 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         285 => fs::fallocate(a),
         292 => fs::dup3(a),
         293 => fs::pipe2(a.get(0), a.i32(1) as u32),
+        295 => fs::preadv(a, false),
+        296 => fs::pwritev(a, false),
         302 => info::prlimit64(a),
         316 => fs::renameat2(a),
         318 => info::getrandom(a),
+        325 => mlock::mlock2(a),
         319 => fs::memfd_create(a),
+        327 => fs::preadv(a, true),
+        328 => fs::pwritev(a, true),
         334 => Err(Errno::ENOSYS),
-        425 => crate::fs::io_uring::setup(a),
-        426 => crate::fs::io_uring::enter(a),
-        427 => crate::fs::io_uring::register(a),
+        425 => fs::io_uring_setup(a),
+        426 => fs::io_uring_enter(a),
+        427 => fs::io_uring_register(a),
         // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
         435 => Err(Errno::ENOSYS),
         _ => {

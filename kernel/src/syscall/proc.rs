@@ -1,5 +1,6 @@
 //! Process and thread system calls: identity, clone/fork/exec/exit/wait, futexes, signals
 //! (record and default actions), FS base, resource usage, reboot.
+#![deny(unsafe_code)]
 
 use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;

@@ -1,6 +1,7 @@
 //! Clocks and sleeps. Time comes from the TSC (`time::micros_since_boot`); `CLOCK_REALTIME` (and
 //! `gettimeofday`, `time`) add the wall-clock time the CMOS RTC gave at boot (`rtc`). Sleeps block until the TSC says the time
 //! has passed, checking at each timer tick (10 ms).
+#![deny(unsafe_code)]
 
 use super::{Args, Errno, SysResult};
 use crate::proc;

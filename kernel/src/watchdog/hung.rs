@@ -13,6 +13,7 @@
 //! The records are a fixed table indexed by tid (no allocation on the sleep path, and the
 //! timer reads it with a `try_lock`); two tasks whose tids collide modulo its size while both
 //! asleep share a slot, and the earlier one goes unreported.
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

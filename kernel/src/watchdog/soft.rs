@@ -16,6 +16,7 @@
 //! reads it through exception-table fixups) ends with `iretq`, which unblocks NMIs early; with
 //! two NMIs a second and reports that take milliseconds, a nested NMI is unlikely, and the
 //! source is masked while a report prints to make it more so.
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 

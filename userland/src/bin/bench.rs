@@ -14,15 +14,27 @@
 //! ```text
 //! BENCH name=<name> unit=<unit> median=<n> min=<n> n=<samples>
 //! BENCH-SKIP name=<name> reason=<errno>
+//! BENCH-OPSTAT name=<path> op=<op> count=<units> <phase>=<ticks> ...
 //! ```
+//!
+//! `BENCH-OPSTAT` appears only on a cowlab kernel built with `faultstat`: the per-phase ticks
+//! its `/proc/cowlab/faultstat` gained over a path's samples (fork, GUP-fast), for
+//! `cargo xtask bench --breakdown`. The file is read before and after the samples, outside
+//! every timed region.
 //!
 //! A path whose system call or ioctl the kernel does not have yet (vmsplice, io_uring, the
 //! `gup_test` debugfs file) is skipped with the errno, so it appears by itself once it lands.
-//! The same static binary runs natively on the host Linux (`cargo xtask bench --host`).
+//! The same static binary runs natively on the host Linux (`cargo xtask bench --host`) and as
+//! `/init` of a Debian Linux kernel in the same QEMU (`cargo xtask bench --linux`). For Linux
+//! every mapping is advised `MADV_NOHUGEPAGE` (4 KiB faults, as LINUX-BASELINE.md measured;
+//! cowlab has no huge pages and answers `EINVAL`, ignored), the first line names the kernel
+//! (`BENCH-UNAME`), and as `/init` of Linux the program powers the machine off at the end
+//! (an `/init` that exits panics Linux).
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
+use core::fmt::Write as _;
 use core::ptr::{read_volatile, write_volatile};
 
 use cowlab_userland::aio::{Iocb, IO_DESTROY, IO_GETEVENTS, IO_SETUP, IO_SUBMIT};
@@ -30,7 +42,7 @@ use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
     MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
 };
-use cowlab_userland::calls::{O_DIRECT, O_RDWR};
+use cowlab_userland::calls::{open, O_DIRECT, O_RDONLY, O_RDWR};
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::vda::{HOLD, INFLIGHT, RELEASE};
 use cowlab_userland::{eprintln, println};
@@ -48,6 +60,8 @@ const FORKS: usize = 5;
 const RW: u32 = PROT_READ | PROT_WRITE;
 const ANON: u32 = MAP_PRIVATE | MAP_ANONYMOUS;
 const MADV_DONTNEED: i32 = 4;
+/// Linux: keep transparent huge pages out of a mapping, so every fault is a 4 KiB fault.
+const MADV_NOHUGEPAGE: i32 = 15;
 
 /// Linux x86_64 system-call numbers the runtime library does not name.
 mod nr {
@@ -56,6 +70,7 @@ mod nr {
     pub const VMSPLICE: usize = 278;
     pub const IO_URING_SETUP: usize = 425;
     pub const IO_URING_REGISTER: usize = 427;
+    pub const REBOOT: usize = 169;
 }
 
 /// The time stamp counter, fenced on both sides so that the measured instructions neither start
@@ -89,11 +104,16 @@ fn write_byte(addr: usize, value: u8) {
     unsafe { write_volatile(addr as *mut u8, value) }
 }
 
-/// A fresh private anonymous read-write mapping of `len` bytes; exits the benchmark if the kernel
-/// refuses (every path below needs it).
+/// A fresh private anonymous read-write mapping of `len` bytes, without transparent huge pages;
+/// exits the benchmark if the kernel refuses the mapping (every path below needs it).
 fn map(len: usize) -> usize {
     match mmap(0, len, RW, ANON) {
-        Ok(addr) => addr,
+        Ok(addr) => {
+            // Linux would otherwise fault 2 MiB at a time in a 2 MiB-aligned span; cowlab has
+            // no huge pages and refuses the advice (EINVAL), which changes nothing.
+            let _ = madvise(addr, len, MADV_NOHUGEPAGE);
+            addr
+        }
         Err(e) => fail("mmap", e),
     }
 }
@@ -189,6 +209,7 @@ fn skip(name: &str, e: Errno) {
 }
 
 fn main() -> i32 {
+    uname();
     tsc_overhead();
     syscall_getppid();
     rep_movsq_4k();
@@ -211,7 +232,51 @@ fn main() -> i32 {
     gup_test_pins();
     dio_4k();
     println!("BENCH-DONE");
+    power_off_if_linux_init();
     0
+}
+
+/// `BENCH-UNAME sysname=<s> release=<r> version=<the rest of the line>`: which kernel ran the
+/// program (xtask records Linux's release and build string beside its column).
+fn uname() {
+    let mut buf = [0u8; 65 * 6];
+    // SAFETY: uname writes six 65-byte NUL-terminated fields into `buf`.
+    if unsafe {
+        raw(
+            cowlab_userland::sys::nr::UNAME,
+            [buf.as_mut_ptr() as usize, 0, 0, 0, 0, 0],
+        )
+    }
+    .is_err()
+    {
+        return;
+    }
+    let field = |i: usize| {
+        let f = &buf[i * 65..(i + 1) * 65];
+        let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+        core::str::from_utf8(&f[..end]).unwrap_or("?")
+    };
+    println!(
+        "BENCH-UNAME sysname={} release={} version={}",
+        field(0),
+        field(2),
+        field(3)
+    );
+}
+
+/// As `/init` of Linux (pid 1 on a kernel that is not cowlab) the program must not exit, which
+/// would panic the kernel: it powers the machine off (`reboot(LINUX_REBOOT_CMD_POWER_OFF)`),
+/// which ends QEMU. On cowlab `init` runs the program as a child; on a host it is not pid 1.
+fn power_off_if_linux_init() {
+    const MAGIC1: usize = 0xfee1_dead;
+    const MAGIC2: usize = 672_274_793;
+    const POWER_OFF: usize = 0x4321_fedc;
+    if cowlab_userland::sys::getpid() != 1 || cowlab_userland::test::on_cowlab() {
+        return;
+    }
+    // SAFETY: reboot takes no pointer for POWER_OFF; it does not return on success.
+    let result = unsafe { raw(nr::REBOOT, [MAGIC1, MAGIC2, POWER_OFF, 0, 0, 0]) };
+    eprintln!("bench: power-off failed: {result:?}");
 }
 
 /// An empty timed region: the cost of the two fenced reads themselves.
@@ -394,17 +459,20 @@ fn fork_and_reap() -> u64 {
 /// slope from 64 MiB.
 fn forks() {
     let mut base = Samples::new(FORKS);
+    let stat = OpStat::read();
     for _ in 0..FORKS {
         base.push(fork_and_reap());
     }
     let (base_median, base_min) = base.stats();
     report("fork_base", "tsc", base_median, base_min, base.len);
+    OpStat::report_since(&stat, "fork_base", "fork");
     drop(base);
 
     for mib in [1usize, 4, 16, 64, 256] {
         let len = mib * MIB;
         let buf = map(len);
         let mut s = Samples::new(FORKS);
+        let stat = if mib == 64 { OpStat::read() } else { None };
         for _ in 0..FORKS {
             touch(buf, len);
             s.push(fork_and_reap());
@@ -413,6 +481,7 @@ fn forks() {
         let n = s.len;
         drop(s);
         report(&name_n("fork_touched_mib_", mib), "tsc", median, min, n);
+        OpStat::report_since(&stat, &name_n("fork_touched_mib_", mib), "fork");
         if mib == 64 {
             let per_mib = |v: u64, b: u64| v.saturating_sub(b) / mib as u64;
             report(
@@ -524,6 +593,13 @@ fn pin_longterm_per_page() {
         Err(e) => return skip(NAME, e),
     };
     let len = PAGES * PAGE;
+    // The registration is charged to RLIMIT_MEMLOCK (8 MiB by default, as on Linux, where
+    // root's CAP_IPC_LOCK bypasses it; cowlab charges it): make room for 16 MiB.
+    let memlock = cowlab_userland::rlimit::Rlimit {
+        cur: 2 * len as u64,
+        max: 2 * len as u64,
+    };
+    let _ = cowlab_userland::rlimit::setrlimit(cowlab_userland::rlimit::RLIMIT_MEMLOCK, memlock);
     let buf = map(len);
     touch(buf, len);
     let iov = [buf, len];
@@ -661,6 +737,7 @@ fn gup_test_pins() {
     for (name, request) in paths {
         let mut s = Samples::new(TRIALS);
         let mut failed = None;
+        let stat = OpStat::read();
         for _ in 0..TRIALS {
             let mut args = GupTest {
                 get_delta_usec: 0,
@@ -691,9 +768,122 @@ fn gup_test_pins() {
             Some(e) => skip(name, e),
             None => report_samples(name, "tsc/page", &mut s),
         }
+        if name == "gup_fast_pin_per_page" {
+            OpStat::report_since(&stat, name, "gup_fast");
+        }
     }
     unmap(buf, len);
     let _ = close(fd as i32);
+}
+
+/// The text of `/proc/cowlab/faultstat` (a cowlab kernel built with `faultstat`; absent
+/// elsewhere), whose `OPSTAT op=<op> count=<n> <phase>=<ticks>...` lines total the phases of
+/// whole operations since boot. The text lives in a page mapped only when the file exists, so
+/// that on every other kernel the program's stack and memory stay as they were (fork's cost
+/// grows with the pages the process maps).
+struct OpStat {
+    addr: usize,
+    len: usize,
+}
+
+impl OpStat {
+    fn read() -> Option<OpStat> {
+        let fd = open(c"/proc/cowlab/faultstat", O_RDONLY).ok()?;
+        let mut stat = OpStat {
+            addr: map(PAGE),
+            len: 0,
+        };
+        while stat.len < PAGE {
+            // SAFETY: `addr` maps PAGE bytes of our own, `len < PAGE`.
+            let rest = unsafe {
+                core::slice::from_raw_parts_mut((stat.addr + stat.len) as *mut u8, PAGE - stat.len)
+            };
+            match read(fd, rest) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => stat.len += n,
+            }
+        }
+        let _ = close(fd);
+        Some(stat)
+    }
+
+    fn text(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the page were written by `read`; it lives until drop.
+        unsafe { core::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+
+    /// The fields after `OPSTAT op=<op>` on that operation's line.
+    fn fields(&self, op: &str) -> Option<&str> {
+        let text = core::str::from_utf8(self.text()).ok()?;
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix("OPSTAT op=")?.strip_prefix(op)?;
+            rest.starts_with(' ').then_some(rest)
+        })
+    }
+
+    /// Prints `BENCH-OPSTAT name=<name> op=<op>` and every field's growth since `before`.
+    fn report_since(before: &Option<OpStat>, name: &str, op: &str) {
+        let Some(before) = before else {
+            return;
+        };
+        let Some(after) = OpStat::read() else {
+            return;
+        };
+        let (Some(a), Some(b)) = (before.fields(op), after.fields(op)) else {
+            return;
+        };
+        let mut line = LineBuf::default();
+        let _ = write!(line, "BENCH-OPSTAT name={name} op={op}");
+        for (fa, fb) in a.split_whitespace().zip(b.split_whitespace()) {
+            let (Some((key, va)), Some((_, vb))) = (fa.split_once('='), fb.split_once('=')) else {
+                continue;
+            };
+            let (Ok(va), Ok(vb)) = (va.parse::<u64>(), vb.parse::<u64>()) else {
+                continue;
+            };
+            let _ = write!(line, " {key}={}", vb.wrapping_sub(va));
+        }
+        println!("{}", line.as_str());
+    }
+}
+
+impl Drop for OpStat {
+    fn drop(&mut self) {
+        let _ = munmap(self.addr, PAGE);
+    }
+}
+
+/// A line assembled before it is printed (one write, so nothing interleaves it).
+struct LineBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Default for LineBuf {
+    fn default() -> Self {
+        LineBuf {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+}
+
+impl LineBuf {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// O_DIRECT 4 KiB requests on `/dev/vda`, guest instructions per request on the CPU: submitting
@@ -702,14 +892,15 @@ fn gup_test_pins() {
 /// its event (`io_getevents`). Notifying the device (`COWLAB_VDA_RELEASE`), the device's service
 /// time and the interrupt that finishes the request (reaping the used ring, dirtying and
 /// unpinning the page) are outside the regions: under `-icount` the moment the completion
-/// arrives depends on the host, so a region that may contain it does not repeat. cowlab only (the Linux 6.1
-/// baseline machine had no data disk), and never on the host, whose `/dev/vda` may be a disk.
+/// arrives depends on the host, so a region that may contain it does not repeat. cowlab only:
+/// the `HOLD`/`RELEASE` ioctls are cowlab's, the Linux machine has no data disk, and a host's
+/// `/dev/vda` may be a real disk (`reason=not-cowlab`).
 fn dio_4k() {
     const REQUESTS: usize = 256;
     let names = ["dio_read_4k", "dio_write_4k"];
     if !cowlab_userland::test::on_cowlab() {
         for name in names {
-            println!("BENCH-SKIP name={name} reason=host");
+            println!("BENCH-SKIP name={name} reason=not-cowlab");
         }
         return;
     }

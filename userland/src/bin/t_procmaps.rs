@@ -153,10 +153,11 @@ fn main() -> i32 {
             ),
             Ok(n) => {
                 let text = core::str::from_utf8(&buf[..n]).unwrap_or("");
+                let kinds = text.lines().filter(|l| l.starts_with("FAULTSTAT kind="));
+                let ops = text.lines().filter(|l| l.starts_with("OPSTAT op="));
                 t.check_why(
-                    "faultstat has a line per fault kind",
-                    text.lines().count() == 8
-                        && text.lines().all(|l| l.starts_with("FAULTSTAT kind=")),
+                    "faultstat has a line per fault kind, then one per operation (fork, gup_fast)",
+                    kinds.count() == 8 && ops.count() == 2 && text.lines().count() == 10,
                     text,
                 );
             }

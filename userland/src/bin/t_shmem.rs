@@ -4,6 +4,9 @@
 #![no_std]
 #![no_main]
 
+use cowlab_userland::aio::{
+    io_destroy, io_getevents, io_setup, io_submit, iocb, IoEvent, IOCB_CMD_PREAD,
+};
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::test::{in_child, Tester};
@@ -291,5 +294,184 @@ fn main() -> i32 {
     }
     t.check("50 memfds created, used, closed", ok);
 
+    iov_iter_rules(&mut t);
     t.finish()
+}
+
+const READV: usize = 19;
+const WRITEV: usize = 20;
+const PREADV: usize = 295;
+const PWRITEV: usize = 296;
+const PREADV2: usize = 327;
+const PWRITEV2: usize = 328;
+const PWRITE64: usize = 18;
+const READ: usize = 0;
+
+/// A low buffer (the program's .bss): far enough below the top of user space that a length cut
+/// to Linux's `MAX_RW_COUNT` (2 GiB - 4 KiB) still ends inside it, on Linux and cowlab alike.
+static mut LOW: [u8; 256] = [0; 256];
+
+/// The vectored and positioned calls and Linux's rule for a buffer that is only partly valid
+/// ("copy until the first fault, return the bytes done, EFAULT only if none"), on a memfd
+/// (issue 17, defect 8).
+fn iov_iter_rules(t: &mut Tester) {
+    let fd = memfd(b"iov\0", 0).unwrap_or(-1);
+    let _ = write(fd, b"abcdefghij");
+    let _ = lseek(fd, 0, 0);
+    let (mut a, mut b, mut c) = ([0u8; 3], [0u8; 3], [0u8; 4]);
+    let iov = [
+        [a.as_mut_ptr() as usize, 3],
+        [b.as_mut_ptr() as usize, 3],
+        [c.as_mut_ptr() as usize, 4],
+    ];
+    // SAFETY: three iovecs over live local buffers of the lengths given.
+    let n = unsafe { raw(READV, [fd as usize, iov.as_ptr() as usize, 3, 0, 0, 0]) };
+    t.eq("readv of a memfd fills every iovec", n, Ok(10));
+    t.check_why(
+        "readv put the bytes in order",
+        &a == b"abc" && &b == b"def" && &c == b"ghij",
+        format_args!("{a:?} {b:?} {c:?}"),
+    );
+    t.eq("readv moved the offset", lseek(fd, 0, 1), Ok(10));
+
+    let parts: [&[u8]; 2] = [b"XY", b"Z"];
+    let wiov = [
+        [parts[0].as_ptr() as usize, 2],
+        [parts[1].as_ptr() as usize, 1],
+    ];
+    // SAFETY: two iovecs over live byte strings.
+    let n = unsafe { raw(PWRITEV, [fd as usize, wiov.as_ptr() as usize, 2, 4, 0, 0]) };
+    t.eq("pwritev at offset 4", n, Ok(3));
+    t.eq("pwritev left the offset alone", lseek(fd, 0, 1), Ok(10));
+    let (mut p, mut q) = ([0u8; 2], [0u8; 5]);
+    let riov = [[p.as_mut_ptr() as usize, 2], [q.as_mut_ptr() as usize, 5]];
+    // SAFETY: two iovecs over live local buffers.
+    let n = unsafe { raw(PREADV, [fd as usize, riov.as_ptr() as usize, 2, 3, 0, 0]) };
+    t.eq("preadv at offset 3", n, Ok(7));
+    t.check_why(
+        "preadv sees the pwritev",
+        &p == b"dX" && &q == b"YZhij",
+        format_args!("{p:?} {q:?}"),
+    );
+    // SAFETY: as above.
+    let n = unsafe {
+        raw(
+            PREADV,
+            [fd as usize, riov.as_ptr() as usize, 2, usize::MAX, 0, 0],
+        )
+    };
+    t.eq("preadv at offset -1: EINVAL", n, e(errno::EINVAL));
+    let _ = lseek(fd, 8, 0);
+    // SAFETY: as above.
+    let n = unsafe {
+        raw(
+            PREADV2,
+            [fd as usize, riov.as_ptr() as usize, 2, usize::MAX, 0, 0],
+        )
+    };
+    t.eq("preadv2 at offset -1 reads at the file position", n, Ok(2));
+    t.check("preadv2 read the last two bytes", &p == b"ij");
+    t.eq("preadv2 at -1 moved the position", lseek(fd, 0, 1), Ok(10));
+    // SAFETY: as above; an unknown RWF_ flag.
+    let n = unsafe {
+        raw(
+            PREADV2,
+            [fd as usize, riov.as_ptr() as usize, 2, 0, 0, 1 << 28],
+        )
+    };
+    t.eq("preadv2 with an unknown flag: EOPNOTSUPP", n, e(95));
+    // SAFETY: two iovecs over live byte strings.
+    let n = unsafe { raw(PWRITEV2, [fd as usize, wiov.as_ptr() as usize, 2, 0, 0, 0]) };
+    t.eq("pwritev2 at offset 0", n, Ok(3));
+    let _ = lseek(fd, 0, 0);
+    // SAFETY: a live local buffer.
+    let n = unsafe { raw(READ, [fd as usize, p.as_mut_ptr() as usize, 2, 0, 0, 0]) };
+    t.check("pwritev2 reached the file", n == Ok(2) && &p == b"XY");
+    if let Ok([r, w]) = pipe() {
+        // SAFETY: as above.
+        let n = unsafe { raw(PREADV, [r as usize, riov.as_ptr() as usize, 2, 0, 0, 0]) };
+        t.eq("preadv on a pipe: ESPIPE", n, e(errno::ESPIPE));
+        let _ = write(w, b"0123456");
+        // SAFETY: two iovecs over live local buffers.
+        let n = unsafe { raw(READV, [r as usize, riov.as_ptr() as usize, 2, 0, 0, 0]) };
+        t.check_why(
+            "readv of a pipe spreads one read over the iovecs",
+            n == Ok(7) && &p == b"01" && &q == b"23456",
+            format_args!("{n:?}"),
+        );
+        let _ = (close(r), close(w));
+    }
+
+    // A buffer whose second page is unmapped.
+    let buf = map_fd(8192, 3, 0x22, -1, 0).unwrap_or(0);
+    let _ = munmap(buf + 4096, 4096);
+    for i in 0..4096 {
+        poke(buf + i, b'q');
+    }
+    // SAFETY: the first page of `buf` is mapped, the second is not: the kernel copies to the
+    // fault and stops.
+    let n = unsafe { raw(PWRITE64, [fd as usize, buf, 8192, 100, 0, 0]) };
+    t.eq(
+        "pwrite of a half-unmapped buffer: the first page (short count)",
+        n,
+        Ok(4096),
+    );
+    t.eq(
+        "the file grew by what was written",
+        size_of(fd).map(|s| s.0),
+        Ok(4196),
+    );
+    // SAFETY: as above.
+    let n = unsafe {
+        raw(
+            PREADV,
+            [fd as usize, [[buf, 8192]].as_ptr() as usize, 1, 0, 0, 0],
+        )
+    };
+    t.eq(
+        "preadv into a half-unmapped buffer: the first page",
+        n,
+        Ok(4096),
+    );
+    t.check(
+        "preadv put the file's start there",
+        peek(buf) == b'X' && peek(buf + 99) == 0,
+    );
+    // SAFETY: as above, with a buffer that starts unmapped.
+    let n = unsafe { raw(PWRITE64, [fd as usize, buf + 4096, 100, 0, 0, 0]) };
+    t.eq("pwrite with nothing readable: EFAULT", n, e(errno::EFAULT));
+    let wv = [[b"ok".as_ptr() as usize, 2], [buf + 4096, 10]];
+    // SAFETY: the second iovec is unmapped: the first is written, then the copy faults.
+    let n = unsafe { raw(WRITEV, [fd as usize, wv.as_ptr() as usize, 2, 0, 0, 0]) };
+    t.eq(
+        "writev stops at the unmapped iovec with a short count",
+        n,
+        Ok(2),
+    );
+    let _ = munmap(buf, 4096);
+
+    // Linux AIO on a memfd (a synchronous file: completed inside io_submit). A length past
+    // MAX_RW_COUNT is cut to it before the buffer is checked (Linux `import_ubuf`).
+    let _ = ftruncate(fd, 100);
+    let low = core::ptr::addr_of_mut!(LOW) as usize;
+    let ctx = io_setup(4).unwrap_or(0);
+    let mut cb = iocb(fd, IOCB_CMD_PREAD, &[], 0, 7);
+    cb.buf = low as u64;
+    cb.nbytes = 1 << 62;
+    // SAFETY: the file holds 100 bytes, fewer than LOW: only those are written.
+    t.eq(
+        "AIO pread of a memfd with a huge length: submitted",
+        unsafe { io_submit(ctx, &[&cb]) },
+        Ok(1),
+    );
+    let mut ev = [IoEvent::default(); 1];
+    let got = io_getevents(ctx, 1, &mut ev, None);
+    t.check_why(
+        "its event: the 100 bytes the file holds",
+        got == Ok(1) && ev[0].data == 7 && ev[0].res == 100,
+        format_args!("{got:?} {:?}", ev[0]),
+    );
+    let _ = io_destroy(ctx);
+    let _ = munmap(buf, 4096);
+    let _ = close(fd);
 }

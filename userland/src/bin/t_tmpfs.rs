@@ -290,6 +290,8 @@ fn main() -> i32 {
     links(&mut t, &base);
     times(&mut t, &base);
     across_fork(&mut t, &base);
+    working_directory(&mut t, &base);
+    mount_paths(&mut t);
     if cowlab {
         frames_return(&mut t, &base);
         inode_limit(&mut t, &base);
@@ -773,4 +775,131 @@ fn inode_limit(t: &mut Tester, base: &str) {
         statfs(c"/tmp").map(|s| s.f_ffree),
         Ok(st.f_ffree),
     );
+}
+
+const CHDIR: usize = 80;
+const FCHDIR: usize = 81;
+
+fn chdir(path: &CStr) -> Result<usize, Errno> {
+    // SAFETY: `path` is NUL-terminated.
+    unsafe { raw(CHDIR, [path.as_ptr() as usize, 0, 0, 0, 0, 0]) }
+}
+
+fn fchdir(fd: i32) -> Result<usize, Errno> {
+    // SAFETY: no pointer arguments.
+    unsafe { raw(FCHDIR, [fd as usize, 0, 0, 0, 0, 0]) }
+}
+
+/// The working directory as `getcwd` reports it.
+fn cwd() -> Result<Vec<u8>, Errno> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is live and 256 bytes long.
+    let n = unsafe {
+        raw(
+            nr::GETCWD,
+            [buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0, 0],
+        )
+    }?;
+    Ok(Vec::from(&buf[..n.saturating_sub(1)]))
+}
+
+/// A per-process working directory: chdir into /tmp, relative paths resolve there (open,
+/// stat, unlink, `..`), getcwd reports it, fork copies it, fchdir to a directory descriptor,
+/// and the errors (a file: ENOTDIR; a short buffer: ERANGE). Ends back in `/`.
+fn working_directory(t: &mut Tester, base: &str) {
+    let start = cwd();
+    t.eq("chdir /tmp", chdir(c"/tmp"), Ok(0));
+    t.eq("getcwd is /tmp", cwd(), Ok(Vec::from(&b"/tmp"[..])));
+    let name = format!("{base}.cwd");
+    let rel = CPath::new(&name);
+    let fd = open_mode(rel.c(), O_CREAT | O_EXCL | O_RDWR, 0o600).unwrap_or(-1);
+    t.check("a relative O_CREAT lands in the working directory", fd >= 0);
+    let _ = write(fd, b"here");
+    let _ = close(fd);
+    let abs = CPath::new(&format!("/tmp/{name}"));
+    t.eq("it is /tmp/NAME", stat(abs.c()).map(|s| s.st_size), Ok(4));
+    t.eq(
+        "stat of the relative name",
+        stat(rel.c()).map(|s| s.st_size),
+        Ok(4),
+    );
+    let child =
+        in_child(|| i32::from(cwd() != Ok(Vec::from(&b"/tmp"[..])) || stat(rel.c()).is_err()));
+    t.eq("fork copies the working directory", child, 0);
+    t.eq(
+        "chdir to a file: ENOTDIR",
+        chdir(rel.c()).map_err(|e| e.0),
+        Err(errno::ENOTDIR),
+    );
+    let mut small = [0u8; 4];
+    // SAFETY: `small` is live and 4 bytes long.
+    let short = unsafe { raw(nr::GETCWD, [small.as_mut_ptr() as usize, 4, 0, 0, 0, 0]) };
+    t.eq(
+        "getcwd into 4 bytes: ERANGE",
+        short.map_err(|e| e.0),
+        Err(errno::ERANGE),
+    );
+    t.eq("chdir ..", chdir(c".."), Ok(0));
+    t.eq("getcwd is / again", cwd(), Ok(Vec::from(&b"/"[..])));
+    let up = CPath::new(&format!("tmp/{name}"));
+    t.eq(
+        "a relative path from /",
+        stat(up.c()).map(|s| s.st_size),
+        Ok(4),
+    );
+    let tmp = open(c"/tmp", O_DIRECTORY).unwrap_or(-1);
+    t.eq("fchdir to an open /tmp", fchdir(tmp), Ok(0));
+    t.eq("getcwd after fchdir", cwd(), Ok(Vec::from(&b"/tmp"[..])));
+    t.eq("unlink of the relative name", unlink(rel.c()), Ok(0));
+    t.check("the file is gone", stat(abs.c()).is_err());
+    let _ = close(tmp);
+    let root = open(c"/", O_DIRECTORY).unwrap_or(-1);
+    t.eq("fchdir to /", fchdir(root), Ok(0));
+    let _ = close(root);
+    // Back where the program started (the host runs it from anywhere).
+    if let Ok(start) = start {
+        let mut p = start;
+        p.push(0);
+        if let Ok(c) = CStr::from_bytes_with_nul(&p) {
+            let _ = chdir(c);
+        }
+    }
+}
+
+/// Paths resolve through the mount table, as on Linux: `..` out of `/tmp` into `/dev`, a
+/// relative path from `/` into `/dev`, and a path below a file (`ENOTDIR`, not `ENOENT`).
+fn mount_paths(t: &mut Tester) {
+    t.eq(
+        "stat /tmp/../dev/null is the character device",
+        stat(c"/tmp/../dev/null").map(|s| s.st_mode & 0o170000),
+        Ok(0o020000),
+    );
+    let start = cwd();
+    let _ = chdir(c"/");
+    let fd = open(c"dev/null", O_RDWR);
+    t.check_why(
+        "open of dev/null relative to /",
+        fd.is_ok(),
+        format_args!("{fd:?}"),
+    );
+    if let Ok(fd) = fd {
+        let _ = close(fd);
+    }
+    t.eq(
+        "open below a device file: ENOTDIR",
+        open(c"/dev/null/x", 0).map_err(|e| e.0),
+        Err(errno::ENOTDIR),
+    );
+    t.eq(
+        "open below a /tmp directory entry that is missing: ENOENT",
+        open(c"/tmp/no-such-dir-cowlab/x", 0).map_err(|e| e.0),
+        Err(errno::ENOENT),
+    );
+    if let Ok(start) = start {
+        let mut p = start;
+        p.push(0);
+        if let Ok(c) = CStr::from_bytes_with_nul(&p) {
+            let _ = chdir(c);
+        }
+    }
 }

@@ -1,15 +1,18 @@
 //! `cargo xtask bench`: boots cowlab in the deterministic QEMU configuration of
 //! `shared/perf/LINUX-BASELINE.md` with `bench` as the program `init` runs, collects its `BENCH`
-//! lines, and compares them with Linux 6.1 and issue 7's targets (`xtask/data/`).
+//! lines, and compares them with Linux and the targets. With `--linux` the same `bench` binary
+//! also runs as `/init` of Debian's Linux kernel in the same QEMU ([`linux`]), so both columns
+//! come from one run; without it the Linux column is the table stored in `xtask/data/`.
 //!
 //! Under `-icount shift=0` the numbers are guest instruction counts and must repeat exactly, so
-//! the benchmark boots twice by default and says whether the two runs agree. Output:
+//! the benchmark boots every kernel twice by default and says whether the runs agree. Output:
 //! a table on stdout, `target/bench/results.{json,csv}`, and SVG charts in `target/bench/`.
 
 mod breakdown;
+mod charts;
+mod linux;
 mod report;
 mod results;
-mod svg;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -37,11 +40,25 @@ pub struct BenchArgs {
     #[arg(long)]
     pub kvm: bool,
     /// After the measured runs, boot once more with a kernel built with the `faultstat` feature
-    /// and print its per-phase fault breakdown (printed by the kernel at power-off). The table
-    /// itself always comes from the default kernel, which carries no measurement code.
+    /// and print its per-phase breakdown of the faults (printed by the kernel at power-off) and
+    /// of fork and GUP-fast (per path, from `bench`'s BENCH-OPSTAT lines). The table itself
+    /// always comes from the default kernel, which carries no measurement code.
     #[arg(long)]
     pub breakdown: bool,
-    /// Boots to compare (under icount every run must give identical numbers).
+    /// Also boot Debian's Linux kernel (`linux-image-*-amd64`, fetched once with
+    /// `apt-get download` into target/linux/) with the same `bench` as `/init`, in the same
+    /// QEMU, and take the Linux column from that run instead of the stored table.
+    #[arg(long)]
+    pub linux: bool,
+    /// With `--linux`: rewrite the stored Linux table (xtask/data/linux-6.1.csv, the offline
+    /// fallback) from this run's Linux figures.
+    #[arg(long, requires = "linux")]
+    pub save_baseline: bool,
+    /// Also boot cowlab once under every other era (`era=YEAR` on the kernel command line) and
+    /// draw the paths per era (eras.svg).
+    #[arg(long)]
+    pub eras: bool,
+    /// Boots of each kernel to compare (under icount every run must give identical numbers).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub runs: usize,
     /// Kill a boot that prints nothing for this many seconds.
@@ -60,9 +77,18 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         Accel::Icount
     };
+    if args.linux && accel != Accel::Icount {
+        bail!("--linux compares instruction counts: it needs the deterministic TCG (drop --kvm)");
+    }
     let qemu_path = deps::qemu()?;
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Fetched first: a missing package should fail before minutes of building and booting.
+    let linux_kernel = if args.linux {
+        Some(linux::kernel()?)
+    } else {
+        None
+    };
 
     let build_args = BuildArgs {
         release: true,
@@ -84,18 +110,67 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let mut runs = Vec::new();
     for i in 0..args.runs {
         let log = out.join(format!("console-{}.log", i + 1));
-        let label = format!("run {}/{}", i + 1, args.runs);
-        runs.push(boot(&machine, &qemu_path, &built.kernel_elf, &log, args, &label)?.0);
+        let label = format!("cowlab {}/{}", i + 1, args.runs);
+        let session = Session::start(&machine, &qemu_path, &built.kernel_elf, &log)?;
+        runs.push(collect(session, &log, args, &label, Boot::Cowlab(accel))?.0);
     }
     let cowlab = runs[0].clone();
-    let differences = compare(&runs);
+    let mut differences = compare(&runs, "cowlab");
+
+    let linux_live = match &linux_kernel {
+        Some(kernel) => {
+            let bench = release_bench()?;
+            let initrd = out.join("linux-initramfs.cpio");
+            linux::initramfs(&bench, &initrd)?;
+            let command = linux::command(&qemu_path, kernel, &initrd);
+            let shown_linux = qemu::show_command(&command);
+            eprintln!("xtask: {shown_linux}");
+            let mut linux_runs = Vec::new();
+            for i in 0..args.runs {
+                let log = out.join(format!("console-linux-{}.log", i + 1));
+                let label = format!("Linux {}/{}", i + 1, args.runs);
+                let command = linux::command(&qemu_path, kernel, &initrd);
+                let session = Session::start_command(command, &built.kernel_elf, &log)?;
+                linux_runs.push(collect(session, &log, args, &label, Boot::Linux)?.0);
+            }
+            differences.extend(compare(&linux_runs, "Linux"));
+            Some((linux_runs.swap_remove(0), kernel.clone(), shown_linux))
+        }
+        None => None,
+    };
     let deterministic = differences.is_empty();
 
     let host = if args.host { Some(host_run()?) } else { None };
+    // Before the breakdown, whose build replaces the image at the same path.
+    let eras = if args.eras {
+        let mut eras = Vec::new();
+        for year in ERAS {
+            let run = if year == DEFAULT_ERA {
+                cowlab.clone()
+            } else {
+                let machine = Machine {
+                    cmdline: qemu::compose_cmdline(
+                        Some(&format!("era={year}")),
+                        &["bench".to_owned()],
+                    )?,
+                    ..machine.clone()
+                };
+                let log = out.join(format!("console-era-{year}.log"));
+                let session = Session::start(&machine, &qemu_path, &built.kernel_elf, &log)?;
+                let label = format!("era={year}");
+                collect(session, &log, args, &label, Boot::Cowlab(accel))?.0
+            };
+            eras.push((year, run));
+        }
+        Some(eras)
+    } else {
+        None
+    };
+
     let breakdown = if args.breakdown {
         let build_args = BuildArgs {
             kernel: Some(breakdown::build_kernel()?),
-            ..build_args
+            ..build_args.clone()
         };
         let built = image::build_all(&build_args, Firmware::Bios)?;
         let machine = Machine {
@@ -103,14 +178,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             ..machine.clone()
         };
         let log = out.join("console-faultstat.log");
-        let (run, console) = boot(
-            &machine,
-            &qemu_path,
-            &built.kernel_elf,
-            &log,
-            args,
-            "faultstat",
-        )?;
+        let session = Session::start(&machine, &qemu_path, &built.kernel_elf, &log)?;
+        let (run, console) = collect(session, &log, args, "faultstat", Boot::Cowlab(accel))?;
         let parsed = breakdown::parse(&console);
         if parsed.is_empty() {
             bail!(
@@ -118,21 +187,42 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 log.display()
             );
         }
-        Some((parsed, run))
+        let ops = breakdown::parse_ops(&console);
+        Some((parsed, ops, run))
     } else {
         None
     };
-
-    let linux = results::linux_baseline();
+    let stored = results::linux_baseline();
     let targets = results::targets();
-    let rows = report::rows(&cowlab, host.as_ref(), &linux, &targets);
-    let table = report::table(&rows, host.is_some());
+    let (linux_column, linux_label, linux_source) = match &linux_live {
+        Some((run, kernel, shown_linux)) => (
+            report::Linux::Measured(run),
+            format!(
+                "Linux {}",
+                run.uname_field("release")
+                    .unwrap_or(kernel.package.as_str())
+            ),
+            format!(
+                "measured in this run: {}, uname -r {}, `{}`: {shown_linux}",
+                kernel.describe(),
+                run.uname_field("release").unwrap_or("?"),
+                run.uname_field("version").unwrap_or("?"),
+            ),
+        ),
+        None => (
+            report::Linux::Stored(&stored),
+            "Linux (stored)".to_owned(),
+            format!("stored ({}): {}", results::LINUX_BASELINE, stored.source),
+        ),
+    };
+    let rows = report::rows(&cowlab, host.as_ref(), linux_column, &targets);
+    let table = report::table(&rows, host.is_some(), &linux_label);
 
     println!();
     print!("{table}");
     println!();
     println!("cowlab: {}", describe_accel(accel));
-    println!("Linux 6.1: {}", linux.source);
+    println!("Linux: {linux_source}");
     println!("targets: {}", targets.source);
     if host.is_some() {
         println!("host: the same static binary run natively; TSC cycles, not instructions");
@@ -140,7 +230,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let runs_note = if args.runs == 1 {
         "one run (use --runs 2 to check determinism)".to_owned()
     } else if deterministic {
-        format!("all {} runs gave identical results", args.runs)
+        format!(
+            "all {} runs of {} gave identical results",
+            args.runs,
+            if linux_live.is_some() {
+                "each kernel"
+            } else {
+                "cowlab"
+            }
+        )
     } else {
         format!(
             "runs DIFFER ({}): {}",
@@ -149,9 +247,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         )
     };
     println!("determinism: {runs_note}");
-    if let Some((kinds, run)) = &breakdown {
+    if let Some((kinds, ops, run)) = &breakdown {
         println!();
         print!("{}", breakdown::table(kinds, run));
+        println!();
+        print!("{}", breakdown::op_table(ops, run));
+    }
+    if let Some(eras) = &eras {
+        println!();
+        print!("{}", charts::era_table(eras));
     }
 
     let json = serde_json::json!({
@@ -160,30 +264,59 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         "runs": args.runs,
         "identical_runs": deterministic,
         "differences": differences,
-        "linux_source": linux.source,
+        "linux_source": linux_source,
+        "linux_measured": linux_live.is_some(),
+        "linux_kernel": linux_live.as_ref().map(|(run, kernel, shown_linux)| serde_json::json!({
+            "package": kernel.package,
+            "package_version": kernel.version,
+            "release": run.uname_field("release"),
+            "version": run.uname_field("version"),
+            "cmdline": linux::CMDLINE,
+            "qemu": shown_linux,
+        })),
         "targets_source": targets.source,
         "rows": report::json_rows(&rows),
-        "breakdown": breakdown.as_ref().map(|(kinds, run)| breakdown::json(kinds, run)),
+        "breakdown": breakdown.as_ref().map(|(kinds, _, run)| breakdown::json(kinds, run)),
+        "op_breakdown": breakdown.as_ref().map(|(_, ops, run)| breakdown::op_json(ops, run)),
+        "eras": eras.as_ref().map(|eras| charts::era_json(eras)),
     });
     write(
         &out.join("results.json"),
         &serde_json::to_string_pretty(&json)?,
     )?;
-    write(&out.join("results.csv"), &report::csv(&rows))?;
+    let mut csv = report::csv(&rows);
+    if let Some((run, kernel, _)) = &linux_live {
+        csv = format!(
+            "# linux: {}, uname -r {}\n{csv}",
+            kernel.describe(),
+            run.uname_field("release").unwrap_or("?")
+        );
+    }
+    write(&out.join("results.csv"), &csv)?;
     write(&out.join("table.md"), &table)?;
-    write(&out.join("paths.svg"), &svg::paths_chart(&rows))?;
-    write(
-        &out.join("fork.svg"),
-        &svg::fork_chart(&rows, host.is_some()),
-    )?;
-    write(
-        &out.join("vmas.svg"),
-        &svg::vma_chart(&rows, host.is_some()),
-    )?;
+    let written = charts::write_all(&out, &rows, &linux_label, eras.as_deref())?;
     println!(
-        "wrote {0}/results.json, results.csv, table.md, paths.svg, fork.svg, vmas.svg",
-        out.display()
+        "wrote {}/results.json, results.csv, table.md, {}",
+        out.display(),
+        written.join(", ")
     );
+    if args.save_baseline {
+        let (run, kernel, shown_linux) = linux_live
+            .as_ref()
+            .expect("--save-baseline requires --linux");
+        if !deterministic {
+            bail!("--save-baseline: the runs differ, not storing them");
+        }
+        let path = crate::workspace_root().join(results::LINUX_BASELINE);
+        // Paths relative to the workspace: the file is committed.
+        let root = format!("{}/", crate::workspace_root().display());
+        let shown = shown_linux.replace(&root, "");
+        write(
+            &path,
+            &results::baseline_csv(run, &kernel.describe(), &shown),
+        )?;
+        println!("wrote {}", path.display());
+    }
 
     if accel == Accel::Icount && !deterministic {
         eprintln!("xtask: error: under -icount every run must give identical numbers");
@@ -191,6 +324,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// cowlab's eras, oldest first, as `era=` takes them; [`DEFAULT_ERA`] is the kernel's default.
+const ERAS: [u32; 5] = [2009, 2016, 2020, 2022, 2023];
+const DEFAULT_ERA: u32 = 2023;
 
 fn describe_accel(accel: Accel) -> &'static str {
     match accel {
@@ -204,17 +341,33 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The release `bench` (a static Linux executable).
+fn release_bench() -> Result<PathBuf> {
+    build::userland(Profile::Release)?
+        .into_iter()
+        .find(|p| p.name == "bench")
+        .map(|p| p.path)
+        .context("cargo built no `bench` program")
+}
+
+/// Which kernel a boot runs, for how its end is judged.
+#[derive(Clone, Copy)]
+enum Boot {
+    /// cowlab powers off through isa-debug-exit with status 0.
+    Cowlab(Accel),
+    /// Linux powers off through ACPI (`bench` calls reboot): QEMU exits with status 0.
+    Linux,
+}
+
 /// One boot: collects the program's lines with a progress line on stderr; returns the run and
 /// the whole console (for the breakdown).
-fn boot(
-    machine: &Machine,
-    qemu_path: &Path,
-    kernel_elf: &Path,
+fn collect(
+    mut session: Session,
     log: &Path,
     args: &BenchArgs,
     label: &str,
+    kind: Boot,
 ) -> Result<(Run, Vec<String>)> {
-    let mut session = Session::start(machine, qemu_path, kernel_elf, log)?;
     let started = Instant::now();
     let mut run = Run::default();
     let mut lines = Vec::new();
@@ -243,6 +396,7 @@ fn boot(
                         results::Line::Measured(m) => m.name,
                         results::Line::Skipped(s) => s.name,
                         results::Line::Done => "done".to_owned(),
+                        results::Line::Uname(_) => String::new(),
                     };
                     progress(&run, &last);
                 }
@@ -261,14 +415,20 @@ fn boot(
         }
     };
     eprintln!();
-    if exit != QemuExit::Kernel(0) || !run.done {
+    let clean = match kind {
+        Boot::Cowlab(_) => exit == QemuExit::Kernel(0),
+        Boot::Linux => exit == QemuExit::TripleFault,
+    };
+    if !clean || !run.done {
         let tail: Vec<&str> = session.tail().collect();
-        let hint = match machine.accel {
-            Accel::Kvm => "\nKVM does not work on cowlab's development and CI machines: drop --kvm",
+        let hint = match kind {
+            Boot::Cowlab(Accel::Kvm) => {
+                "\nKVM does not work on cowlab's development and CI machines: drop --kvm"
+            }
             _ => "",
         };
         bail!(
-            "bench did not finish cleanly ({exit}); last console lines:\n{}\n(log: {}){hint}",
+            "bench ({label}) did not finish cleanly ({exit}); last console lines:\n{}\n(log: {}){hint}",
             tail.join("\n"),
             log.display()
         );
@@ -276,8 +436,8 @@ fn boot(
     Ok((run, lines))
 }
 
-/// Differences of every later run from the first, one short description each.
-fn compare(runs: &[Run]) -> Vec<String> {
+/// Differences of every later run of `kernel` from the first, one short description each.
+fn compare(runs: &[Run], kernel: &str) -> Vec<String> {
     let mut out = Vec::new();
     let first = &runs[0];
     for (i, other) in runs.iter().enumerate().skip(1) {
@@ -285,7 +445,7 @@ fn compare(runs: &[Run]) -> Vec<String> {
             match other.get(&m.name) {
                 Some(o) if o == m => {}
                 Some(o) => out.push(format!(
-                    "run {}: {} median {} vs {}, min {} vs {}",
+                    "{kernel} run {}: {} median {} vs {}, min {} vs {}",
                     i + 1,
                     m.name,
                     o.median,
@@ -293,11 +453,11 @@ fn compare(runs: &[Run]) -> Vec<String> {
                     o.min,
                     m.min
                 )),
-                None => out.push(format!("run {}: {} missing", i + 1, m.name)),
+                None => out.push(format!("{kernel} run {}: {} missing", i + 1, m.name)),
             }
         }
         if other.measurements.len() != first.measurements.len() || other.skips != first.skips {
-            out.push(format!("run {}: different set of results", i + 1));
+            out.push(format!("{kernel} run {}: different set of results", i + 1));
         }
     }
     out
@@ -305,12 +465,7 @@ fn compare(runs: &[Run]) -> Vec<String> {
 
 /// Runs the release `bench` natively (it is a static Linux executable).
 fn host_run() -> Result<Run> {
-    let programs = build::userland(Profile::Release)?;
-    let bench: PathBuf = programs
-        .into_iter()
-        .find(|p| p.name == "bench")
-        .map(|p| p.path)
-        .context("cargo built no `bench` program")?;
+    let bench = release_bench()?;
     eprintln!("xtask: running {} on the host", bench.display());
     let output = Command::new(&bench)
         .stdin(Stdio::null())
@@ -331,13 +486,13 @@ mod tests {
     #[test]
     fn identical_runs_compare_equal_and_a_change_is_named() {
         let a = Run::parse(FIXTURE).unwrap();
-        assert!(compare(&[a.clone(), a.clone()]).is_empty());
+        assert!(compare(&[a.clone(), a.clone()], "cowlab").is_empty());
         let mut b = a.clone();
         b.measurements[1].median += 1;
-        let diff = compare(&[a, b]);
+        let diff = compare(&[a, b], "Linux");
         assert_eq!(diff.len(), 1);
         assert!(
-            diff[0].contains("anon_write_fault median 1205 vs 1204"),
+            diff[0].contains("Linux run 2: anon_write_fault median 1205 vs 1204"),
             "{diff:?}"
         );
     }

@@ -1,5 +1,6 @@
-//! The comparison table: cowlab against Linux 6.1 and issue 7's targets (and the host, with
-//! `--host`), printed as text and written as JSON and CSV.
+//! The comparison table: cowlab against Linux (measured in the same run with `--linux`, else the
+//! stored column) and the targets (and the host, with `--host`), printed as text and written as
+//! JSON and CSV.
 
 use std::fmt::Write as _;
 
@@ -13,14 +14,19 @@ pub struct Row {
     pub cowlab: Option<Measurement>,
     /// Why cowlab has no number (the errno of a `BENCH-SKIP`), if it has none.
     pub skipped: Option<String>,
+    /// Linux's median: measured in this run (`--linux`) or the stored figure.
     pub linux: Option<u64>,
+    /// Linux's min (a measured column only).
+    pub linux_min: Option<u64>,
+    /// Why Linux has no number (the errno of its `BENCH-SKIP`), in a measured column.
+    pub linux_skipped: Option<String>,
     pub target: Option<u64>,
     pub host: Option<Measurement>,
     pub host_skipped: Option<String>,
 }
 
 impl Row {
-    /// cowlab's median over Linux 6.1's.
+    /// cowlab's median over Linux's.
     pub fn ratio(&self) -> Option<f64> {
         let cowlab = self.cowlab.as_ref()?.median as f64;
         let linux = self.linux? as f64;
@@ -33,9 +39,18 @@ impl Row {
     }
 }
 
-/// Rows in the program's order; names only the references know (paths the program did not
+/// Where the Linux column comes from.
+#[derive(Clone, Copy)]
+pub enum Linux<'a> {
+    /// Booted in this run (`--linux`).
+    Measured(&'a Run),
+    /// The stored table (`xtask/data/`).
+    Stored(&'a Reference),
+}
+
+/// Rows in the program's order; names only the other columns know (paths the program did not
 /// reach) come last.
-pub fn rows(cowlab: &Run, host: Option<&Run>, linux: &Reference, targets: &Reference) -> Vec<Row> {
+pub fn rows(cowlab: &Run, host: Option<&Run>, linux: Linux<'_>, targets: &Reference) -> Vec<Row> {
     let mut names: Vec<(String, String)> = Vec::new();
     let mut add = |name: &str, unit: &str| {
         if !names.iter().any(|(n, _)| n == name) {
@@ -48,22 +63,48 @@ pub fn rows(cowlab: &Run, host: Option<&Run>, linux: &Reference, targets: &Refer
     for s in &cowlab.skips {
         add(&s.name, "");
     }
-    for (name, _) in linux.values.iter().chain(&targets.values) {
+    match linux {
+        Linux::Measured(run) => {
+            for m in &run.measurements {
+                add(&m.name, &m.unit);
+            }
+        }
+        Linux::Stored(reference) => {
+            for (name, _) in &reference.values {
+                add(name, "");
+            }
+        }
+    }
+    for (name, _) in &targets.values {
         add(name, "");
     }
     names
         .into_iter()
         .map(|(name, unit)| {
             let host_m = host.and_then(|h| h.get(&name)).cloned();
+            let (linux_m, linux_value, linux_skipped) = match linux {
+                Linux::Measured(run) => {
+                    let m = run.get(&name).cloned();
+                    let value = m.as_ref().map(|m| m.median);
+                    (m, value, skip_reason(run, &name))
+                }
+                Linux::Stored(reference) => (None, reference.get(&name), None),
+            };
             let unit = if unit.is_empty() {
-                host_m.as_ref().map(|m| m.unit.clone()).unwrap_or_default()
+                host_m
+                    .as_ref()
+                    .or(linux_m.as_ref())
+                    .map(|m| m.unit.clone())
+                    .unwrap_or_default()
             } else {
                 unit
             };
             Row {
                 cowlab: cowlab.get(&name).cloned(),
                 skipped: skip_reason(cowlab, &name),
-                linux: linux.get(&name),
+                linux: linux_value,
+                linux_min: linux_m.as_ref().map(|m| m.min),
+                linux_skipped,
                 target: targets.get(&name),
                 host: host_m,
                 host_skipped: host.and_then(|h| skip_reason(h, &name)),
@@ -102,13 +143,14 @@ pub fn verdict(row: &Row) -> String {
     }
 }
 
-/// The text table (medians), Markdown-shaped so docs/benchmarks.md can take it as it is.
-pub fn table(rows: &[Row], with_host: bool) -> String {
+/// The text table (medians), Markdown-shaped so docs/benchmarks.md can take it as it is;
+/// `linux_label` heads the Linux column.
+pub fn table(rows: &[Row], with_host: bool, linux_label: &str) -> String {
     let mut header = vec![
         "name",
         "unit",
         "cowlab",
-        "Linux 6.1",
+        linux_label,
         "ratio",
         "target",
         "vs target",
@@ -123,7 +165,10 @@ pub fn table(rows: &[Row], with_host: bool) -> String {
                 r.name.clone(),
                 r.unit.clone(),
                 cell(r.cowlab.as_ref(), r.skipped.as_ref()),
-                opt(r.linux),
+                match (r.linux, &r.linux_skipped) {
+                    (None, Some(reason)) => format!("skip:{reason}"),
+                    (v, _) => opt(v),
+                },
                 r.ratio().map_or_else(String::new, |x| format!("{x:.2}")),
                 opt(r.target),
                 verdict(r),
@@ -176,13 +221,13 @@ pub fn table(rows: &[Row], with_host: bool) -> String {
 /// `results.csv`: one row per path, empty cells for what is missing.
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "name,unit,cowlab_median,cowlab_min,cowlab_n,cowlab_skip,linux_6_1,ratio,target,meets_target,host_median,host_min,host_skip\n",
+        "name,unit,cowlab_median,cowlab_min,cowlab_n,cowlab_skip,linux_median,linux_min,linux_skip,ratio,target,meets_target,host_median,host_min,host_skip\n",
     );
     let num = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.name,
             r.unit,
             num(r.cowlab.as_ref().map(|m| m.median)),
@@ -190,6 +235,8 @@ pub fn csv(rows: &[Row]) -> String {
             num(r.cowlab.as_ref().map(|m| m.n)),
             r.skipped.clone().unwrap_or_default(),
             num(r.linux),
+            num(r.linux_min),
+            r.linux_skipped.clone().unwrap_or_default(),
             r.ratio().map_or_else(String::new, |x| format!("{x:.4}")),
             num(r.target),
             r.meets_target().map_or_else(String::new, |b| b.to_string()),
@@ -216,7 +263,9 @@ pub fn json_rows(rows: &[Row]) -> serde_json::Value {
                 "unit": r.unit,
                 "cowlab": m(&r.cowlab),
                 "cowlab_skip": r.skipped,
-                "linux_6_1": r.linux,
+                "linux": r.linux,
+                "linux_min": r.linux_min,
+                "linux_skip": r.linux_skipped,
                 "ratio": r.ratio(),
                 "target": r.target,
                 "meets_target": r.meets_target(),
@@ -233,15 +282,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_measured_linux_column_gives_every_row_and_its_skips() {
+        let cowlab = Run::parse(FIXTURE).unwrap();
+        let linux = Run::parse(
+            "BENCH name=anon_write_fault unit=tsc/page median=2746 min=2740 n=20480\n\
+             BENCH name=fork_touched_mib_1 unit=tsc median=100000 min=99000 n=5\n\
+             BENCH-SKIP name=pin_longterm_per_page reason=EPERM\n\
+             BENCH name=linux_only unit=tsc median=7 min=7 n=1\n",
+        )
+        .unwrap();
+        let rows = rows(&cowlab, None, Linux::Measured(&linux), &targets());
+        let get = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
+        assert_eq!(get("fork_touched_mib_1").linux, Some(100000));
+        assert_eq!(get("anon_write_fault").linux_min, Some(2740));
+        assert_eq!(get("fork_base").linux, None, "no stored figure mixed in");
+        assert_eq!(get("linux_only").unit, "tsc");
+        let text = table(&rows, false, "Linux");
+        let pin = text
+            .lines()
+            .find(|l| l.starts_with("| pin_longterm_per_page "))
+            .unwrap();
+        assert_eq!(pin.matches("skip:").count(), 2, "{pin}");
+        assert!(pin.contains("skip:EPERM"), "{pin}");
+    }
+
+    #[test]
     fn table_puts_cowlab_beside_linux_and_target() {
         let run = Run::parse(FIXTURE).unwrap();
-        let rows = rows(&run, Some(&run), &linux_baseline(), &targets());
+        let rows = rows(
+            &run,
+            Some(&run),
+            Linux::Stored(&linux_baseline()),
+            &targets(),
+        );
         let aw = rows.iter().find(|r| r.name == "anon_write_fault").unwrap();
-        assert_eq!(aw.linux, Some(2746));
-        assert_eq!(aw.target, Some(900));
+        assert_eq!(aw.linux, Some(2729));
+        assert_eq!(aw.target, Some(750));
         assert_eq!(aw.meets_target(), Some(false));
-        assert_eq!(verdict(aw), "+304 (1.3x)");
-        let text = table(&rows, true);
+        assert_eq!(verdict(aw), "+454 (1.6x)");
+        let text = table(&rows, true, "Linux");
         let cells: Vec<&str> = text
             .lines()
             .find(|l| l.starts_with("| anon_write_fault "))
@@ -256,10 +335,10 @@ mod tests {
                 "anon_write_fault",
                 "tsc/page",
                 "1204",
-                "2746",
+                "2729",
                 "0.44",
-                "900",
-                "+304 (1.3x)",
+                "750",
+                "+454 (1.6x)",
                 "1204",
                 ""
             ],
@@ -271,9 +350,9 @@ mod tests {
         let csv = csv(&rows);
         assert!(
             csv.lines()
-                .any(|l| l.starts_with("anon_write_fault,tsc/page,1204,1204,20480,,2746,")),
+                .any(|l| l.starts_with("anon_write_fault,tsc/page,1204,1204,20480,,2729,,,")),
             "{csv}"
         );
-        assert_eq!(json_rows(&rows)[1]["linux_6_1"], 2746);
+        assert_eq!(json_rows(&rows)[1]["linux"], 2729);
     }
 }

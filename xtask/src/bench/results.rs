@@ -6,10 +6,11 @@
 //! BENCH name=<name> unit=<unit> median=<n> min=<n> n=<samples>
 //! BENCH-SKIP name=<name> reason=<errno>
 //! BENCH-DONE
+//! BENCH-UNAME sysname=<s> release=<r> version=<rest of the line>
 //! ```
 //!
-//! The Linux 6.1 column and the targets are CSV files in `xtask/data/`, each naming its source in
-//! its header comment.
+//! The stored Linux column (the fallback when Linux is not booted: `--linux` measures it live)
+//! and the targets are CSV files in `xtask/data/`, each naming its source in its header comment.
 
 use anyhow::{bail, Context, Result};
 
@@ -37,6 +38,8 @@ pub struct Run {
     pub skips: Vec<Skip>,
     /// `BENCH-DONE` was seen: the program got to its end.
     pub done: bool,
+    /// The `BENCH-UNAME` line's fields after the tag (`sysname=... release=... version=...`).
+    pub uname: Option<String>,
 }
 
 /// What one output line is, if it is one of the program's.
@@ -45,6 +48,7 @@ pub enum Line {
     Measured(Measurement),
     Skipped(Skip),
     Done,
+    Uname(String),
 }
 
 impl Run {
@@ -55,6 +59,7 @@ impl Run {
             Some(Line::Measured(m)) => self.measurements.push(m.clone()),
             Some(Line::Skipped(s)) => self.skips.push(s.clone()),
             Some(Line::Done) => self.done = true,
+            Some(Line::Uname(u)) => self.uname = Some(u.clone()),
             None => {}
         }
         Ok(parsed)
@@ -70,6 +75,18 @@ impl Run {
 
     pub fn get(&self, name: &str) -> Option<&Measurement> {
         self.measurements.iter().find(|m| m.name == name)
+    }
+
+    /// One field of the `BENCH-UNAME` line (`version` is the rest of the line).
+    pub fn uname_field(&self, key: &str) -> Option<&str> {
+        let uname = self.uname.as_deref()?;
+        let at = uname.find(&format!("{key}="))? + key.len() + 1;
+        let rest = &uname[at..];
+        Some(if key == "version" {
+            rest
+        } else {
+            rest.split_whitespace().next().unwrap_or("")
+        })
     }
 }
 
@@ -106,6 +123,7 @@ pub fn parse_line(line: &str) -> Result<Option<Line>> {
             reason: field("reason")?.to_owned(),
         })),
         "BENCH-DONE" => Some(Line::Done),
+        "BENCH-UNAME" => Some(Line::Uname(fields.trim().to_owned())),
         _ => None,
     })
 }
@@ -151,12 +169,39 @@ impl Reference {
     }
 }
 
-/// Linux 6.1 under the same QEMU configuration (LINUX-BASELINE.md).
+/// The stored Linux column, relative to the workspace (`--linux --save-baseline` rewrites it).
+pub const LINUX_BASELINE: &str = "xtask/data/linux-6.1.csv";
+
+/// Linux 6.1 under the same QEMU configuration, as last stored by `--linux --save-baseline`.
 pub fn linux_baseline() -> Reference {
     Reference::parse(include_str!("../../data/linux-6.1.csv")).expect("xtask/data/linux-6.1.csv")
 }
 
-/// Issue 7's targets.
+/// The stored Linux column written from a live Linux run: every measured row, the kernel and
+/// the method in the header.
+pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str) -> String {
+    let release = linux.uname_field("release").unwrap_or("?");
+    let mut out = String::new();
+    for line in [
+        "# Linux fault-path baseline: guest instructions per operation, median, written by"
+            .to_owned(),
+        "# `cargo xtask bench --linux --save-baseline` (the offline fallback of --linux).".to_owned(),
+        format!("# Kernel: {kernel}; uname -r {release}."),
+        "# Measured by userland/src/bin/bench.rs as /init (method of shared/perf/LINUX-BASELINE.md):"
+            .to_owned(),
+        format!("# {qemu}"),
+        "name,linux".to_owned(),
+    ] {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for m in &linux.measurements {
+        out.push_str(&format!("{},{}\n", m.name, m.median));
+    }
+    out
+}
+
+/// The targets (issue 18).
 pub fn targets() -> Reference {
     Reference::parse(include_str!("../../data/targets.csv")).expect("xtask/data/targets.csv")
 }
@@ -173,6 +218,7 @@ BENCH name=fault_vmas_10 unit=tsc/page median=1227 min=1227 n=20480
 [2.437992] WARN unknown system call 425 (pid 2): ENOSYS
 BENCH-SKIP name=pin_longterm_per_page reason=ENOSYS\r
 BENCH-DONE
+BENCH-UNAME sysname=Linux release=6.1.0-57-amd64 version=#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1
 cowlab: frames free=254919 boot=254919
 ";
 
@@ -184,6 +230,11 @@ mod tests {
     fn parses_the_programs_lines() {
         let run = Run::parse(FIXTURE).unwrap();
         assert!(run.done);
+        assert_eq!(run.uname_field("release"), Some("6.1.0-57-amd64"));
+        assert_eq!(
+            run.uname_field("version"),
+            Some("#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1")
+        );
         assert_eq!(run.measurements.len(), 5);
         assert_eq!(
             run.get("anon_write_fault"),
@@ -214,15 +265,28 @@ mod tests {
     #[test]
     fn reference_data_parses_with_its_source() {
         let linux = linux_baseline();
-        assert_eq!(linux.get("cow_copy_fault"), Some(3916));
-        assert_eq!(linux.get("fork_base"), Some(72328));
+        assert_eq!(linux.get("cow_copy_fault"), Some(3899));
+        assert_eq!(linux.get("fork_base"), Some(53515));
+        assert!(linux.source.contains("6.1.0-57-amd64"), "{}", linux.source);
         assert!(
             linux.source.contains("LINUX-BASELINE.md"),
             "{}",
             linux.source
         );
+        // What --save-baseline writes parses back to the same figures, with its source.
+        let run = Run::parse(FIXTURE).unwrap();
+        let stored =
+            Reference::parse(&baseline_csv(&run, "Debian linux-image-x", "qemu -m 1G")).unwrap();
+        assert_eq!(stored.get("anon_write_fault"), Some(1204));
+        assert_eq!(stored.values.len(), run.measurements.len());
+        assert!(
+            stored.source.contains("uname -r 6.1.0-57-amd64"),
+            "{}",
+            stored.source
+        );
+        assert!(stored.source.contains("qemu -m 1G"), "{}", stored.source);
         let targets = targets();
-        assert_eq!(targets.get("anon_read_fault"), Some(350));
-        assert!(targets.source.contains("issue 7"), "{}", targets.source);
+        assert_eq!(targets.get("anon_read_fault"), Some(220));
+        assert!(targets.source.contains("issue 18"), "{}", targets.source);
     }
 }

@@ -12,6 +12,7 @@ mod fork_tests;
 mod gup_tests;
 mod random;
 mod regbuf_tests;
+mod robust_tests;
 mod shmem_tests;
 mod softdirty_tests;
 mod teardown_tests;

@@ -4,7 +4,8 @@
 //! The model knows, per process and page, the protection, the `DONTFORK` flag and the words
 //! written so far (everything else reads as zero); for `MAP_SHARED|MAP_ANONYMOUS` pages the
 //! words belong to the shmem object page, shared by every process mapping it. Pins go through
-//! `pin_user_pages(_fast)` and `/proc/self/mem` writes through `FOLL_FORCE`. After every step the invariant checker and
+//! `pin_user_pages(_fast)` and `/proc/self/mem` writes through `FOLL_FORCE`; `mremap` moves
+//! (`MREMAP_FIXED`, possibly shrinking) carry pages, words and pins to the target. After every step the invariant checker and
 //! the TLB-coherence check run, and every modelled word is compared with what the page tables
 //! actually map. Seeds are fixed so a failure reproduces; the failing seed and step are printed.
 
@@ -365,7 +366,55 @@ impl World {
                     .unwrap();
                 }
             }
-            49..=72 => {
+            69..=72 => {
+                *op = "mremap";
+                // A source range inside one VMA, a target anywhere in the window beside it.
+                let start = self.pick_page(p);
+                let Some(room) = self.procs[p]
+                    .s
+                    .find_vma(VirtAddr::new(start))
+                    .map(|v| (v.end().as_u64() - start) / PAGE)
+                else {
+                    return;
+                };
+                let n = 1 + self.rng.below(room.min(8));
+                let (target, n2) = self.pick_range();
+                let n2 = n2.min(n);
+                if target < start + n * PAGE && start < target + n2 * PAGE {
+                    return;
+                }
+                let flags = crate::mremap::MremapFlags::MAYMOVE | crate::mremap::MremapFlags::FIXED;
+                let got = self.procs[p]
+                    .s
+                    .mremap(mm, start, n * PAGE, n2 * PAGE, flags, target);
+                assert_eq!(got.map(|v| v.as_u64()), Ok(target));
+                // The target is unmapped, then the old tail, then the rest moves with its
+                // pages, words and pins.
+                for i in 0..n2 {
+                    self.procs[p].pages.remove(&(target + i * PAGE));
+                }
+                self.detach_pins(p, target, n2);
+                for i in n2..n {
+                    self.procs[p].pages.remove(&(start + i * PAGE));
+                }
+                self.detach_pins(p, start + n2 * PAGE, n - n2);
+                for i in 0..n2 {
+                    let pm = self.procs[p]
+                        .pages
+                        .remove(&(start + i * PAGE))
+                        .expect("a page of the covered range");
+                    self.procs[p].pages.insert(target + i * PAGE, pm);
+                }
+                for pin in &mut self.pins {
+                    if pin.proc == p
+                        && pin.attached
+                        && (start..start + n2 * PAGE).contains(&pin.page)
+                    {
+                        pin.page = target + (pin.page - start);
+                    }
+                }
+            }
+            49..=68 => {
                 *op = "read";
                 let page = self.pick_page(p);
                 let word = self.rng.below(WORDS);

@@ -36,6 +36,7 @@ pub(crate) fn map_obj(
         sharing,
         obj,
         offset,
+        true,
     )
     .expect("mmap of a shmem object")
 }
@@ -387,8 +388,17 @@ fn split_and_merged_shmem_mappings_keep_their_offsets() {
     // A hole punched by munmap and re-mapped at another offset does not merge.
     s.munmap(&env.mm, va + PAGE, PAGE_SIZE).unwrap();
     let fixed = MapFlags::SHARED | MapFlags::FIXED;
-    s.mmap_shmem(&env.mm, va + PAGE, PAGE_SIZE, Prot::RW, fixed, &obj, 0)
-        .unwrap();
+    s.mmap_shmem(
+        &env.mm,
+        va + PAGE,
+        PAGE_SIZE,
+        Prot::RW,
+        fixed,
+        &obj,
+        0,
+        true,
+    )
+    .unwrap();
     assert_eq!(s.vmas().count(), 3);
     assert_eq!(env.read(&mut s, va + PAGE).unwrap(), 100);
     assert_eq!(env.read(&mut s, va + 2 * PAGE).unwrap(), 103);

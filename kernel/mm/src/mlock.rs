@@ -1,0 +1,335 @@
+//! mlock, munlock, mlockall, munlockall: `VM_LOCKED` ranges and what they cost.
+//!
+//! Picture: locking marks VMAs `LOCKED` (splitting at the range's ends, as madvise does) and
+//! faults every page of the range in, so that it is resident from then on; with
+//! `MLOCK_ONFAULT` (`LOCKONFAULT`) pages come on first touch instead. cowlab never reclaims
+//! or swaps, so the lock changes no later behaviour: what it buys is residency now and an
+//! account. The account is Linux's `mm->locked_vm`, here computed from the VMAs
+//! ([`AddressSpace::locked_vm`]) instead of kept as a counter, so munmap, exit and mremap need
+//! no bookkeeping. The limit (`RLIMIT_MEMLOCK`) is the caller's: the kernel passes it in, in
+//! pages. Locks are not inherited by fork (Linux `dup_mmap` clears `VM_LOCKED`); exec starts a
+//! new address space without them.
+
+#![deny(unsafe_code)]
+
+use crate::addr::VirtAddr;
+use crate::arch::Arch;
+use crate::aspace::{AddressSpace, USER_END};
+use crate::error::MmError;
+use crate::fault::{handle_mm_fault, FaultKind};
+use crate::mm::Mm;
+use crate::vma::VmaFlags;
+use crate::PAGE_SIZE;
+
+/// How a range is locked.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LockMode {
+    /// `mlock`, `MCL_CURRENT`: populate now.
+    Populate,
+    /// `MLOCK_ONFAULT`, `MCL_ONFAULT`: lock pages as they are faulted in.
+    OnFault,
+}
+
+/// Both lock flags.
+const LOCK_FLAGS: VmaFlags = VmaFlags::LOCKED.union(VmaFlags::LOCKONFAULT);
+
+impl AddressSpace {
+    /// Pages in locked VMAs (Linux `mm->locked_vm`).
+    pub fn locked_vm(&self) -> u64 {
+        self.vmas
+            .values()
+            .filter(|v| v.flags.contains(VmaFlags::LOCKED))
+            .map(|v| (v.end.as_u64() - v.start.as_u64()) / PAGE_SIZE as u64)
+            .sum()
+    }
+
+    /// Locked pages of `[start, end)` (Linux `count_mm_mlocked_page_nr`).
+    fn locked_in(&self, start: VirtAddr, end: VirtAddr) -> u64 {
+        self.vmas
+            .values()
+            .filter(|v| v.flags.contains(VmaFlags::LOCKED))
+            .map(|v| {
+                let lo = v.start.as_u64().max(start.as_u64());
+                let hi = v.end.as_u64().min(end.as_u64());
+                hi.saturating_sub(lo) / PAGE_SIZE as u64
+            })
+            .sum()
+    }
+
+    /// Linux `do_mlock` (`mlock`, `mlock2`): locks `[addr, addr + len)` (widened to pages)
+    /// unless that would take [`locked_vm`](Self::locked_vm) past `limit_pages` (`NoMem`,
+    /// nothing changed); `NoMem` too if the range has a hole (cowlab then changes nothing,
+    /// where Linux locks up to the hole) or a page cannot be populated.
+    #[doc(alias = "do_mlock")]
+    pub fn mlock<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+        mode: LockMode,
+        limit_pages: u64,
+    ) -> Result<(), MmError> {
+        let Some((start, end)) = page_range(addr, len)? else {
+            return Ok(());
+        };
+        if !self.fully_mapped(start, end) {
+            return Err(MmError::NoMem);
+        }
+        let pages = (end.as_u64() - start.as_u64()) / PAGE_SIZE as u64;
+        let after = self.locked_vm() + pages - self.locked_in(start, end);
+        if after > limit_pages {
+            return Err(MmError::NoMem);
+        }
+        let flags = match mode {
+            LockMode::Populate => VmaFlags::LOCKED,
+            LockMode::OnFault => LOCK_FLAGS,
+        };
+        self.set_lock_flags(mm, start, end, flags)?;
+        if mode == LockMode::Populate {
+            self.populate(mm, start, end)?;
+        }
+        Ok(())
+    }
+
+    /// Linux `munlock`: clears the lock of `[addr, addr + len)`; `NoMem` for a hole.
+    pub fn munlock<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+    ) -> Result<(), MmError> {
+        let Some((start, end)) = page_range(addr, len)? else {
+            return Ok(());
+        };
+        if !self.fully_mapped(start, end) {
+            return Err(MmError::NoMem);
+        }
+        self.set_lock_flags(mm, start, end, VmaFlags::NONE)
+    }
+
+    /// Linux `mlockall(MCL_CURRENT [| MCL_ONFAULT])`: locks every VMA, `NoMem` if the whole
+    /// address space is more than `limit_pages`.
+    pub fn mlockall<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        mode: LockMode,
+        limit_pages: u64,
+    ) -> Result<(), MmError> {
+        let total: u64 = self
+            .vmas
+            .values()
+            .map(|v| (v.end.as_u64() - v.start.as_u64()) / PAGE_SIZE as u64)
+            .sum();
+        if total > limit_pages {
+            return Err(MmError::NoMem);
+        }
+        let ranges: alloc::vec::Vec<(VirtAddr, VirtAddr)> =
+            self.vmas.values().map(|v| (v.start, v.end)).collect();
+        for (start, end) in ranges {
+            self.mlock(
+                mm,
+                start,
+                (end.as_u64() - start.as_u64()) as usize,
+                mode,
+                u64::MAX,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Linux `munlockall`: unlocks every VMA.
+    pub fn munlockall<A: Arch>(&mut self, mm: &Mm<A>) {
+        let ranges: alloc::vec::Vec<(VirtAddr, VirtAddr)> =
+            self.vmas.values().map(|v| (v.start, v.end)).collect();
+        for (start, end) in ranges {
+            let _ = self.set_lock_flags(mm, start, end, VmaFlags::NONE);
+        }
+    }
+
+    /// Linux `mlock_fixup` over `[start, end)` (fully mapped): the lock flags become `flags`,
+    /// splitting at the ends and merging after.
+    fn set_lock_flags<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: VirtAddr,
+        end: VirtAddr,
+        flags: VmaFlags,
+    ) -> Result<(), MmError> {
+        self.check_map_count(mm, self.splits_needed(start, end))?;
+        let before = self.vmas.len();
+        let keys = self.isolate(start, end);
+        for key in &keys {
+            let vma = self.vmas.map_mut().get_mut(key).expect("isolated VMA");
+            vma.flags = vma.flags.without(LOCK_FLAGS) | flags;
+        }
+        for key in keys {
+            if self.vmas.contains_key(&key) {
+                self.merge_around(VirtAddr::new(key));
+            }
+        }
+        mm.account_vmas(before, self.vmas.len());
+        Ok(())
+    }
+
+    /// Linux `__mm_populate`: faults in every page of `[start, end)` of an accessible VMA,
+    /// for writing where the mapping is writable (a private page gets its own copy now).
+    fn populate<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) -> Result<(), MmError> {
+        let mut va = start.as_u64();
+        while va < end.as_u64() {
+            let prot = self
+                .find_vma(VirtAddr::new(va))
+                .map(|v| v.prot())
+                .ok_or(MmError::NoMem)?;
+            if prot.accessible() {
+                let kind = if prot.write() {
+                    FaultKind::Write
+                } else {
+                    FaultKind::Read
+                };
+                handle_mm_fault(mm, self, VirtAddr::new(va), kind).map_err(|_| MmError::NoMem)?;
+            }
+            va += PAGE_SIZE as u64;
+        }
+        Ok(())
+    }
+}
+
+/// `[addr, addr + len)` widened to pages (Linux: `len` grows by `addr`'s offset in its page);
+/// `None` for an empty range, `NoMem` past user space, `Inval` on overflow.
+fn page_range(addr: VirtAddr, len: usize) -> Result<Option<(VirtAddr, VirtAddr)>, MmError> {
+    let start = addr.as_u64() & !(PAGE_SIZE as u64 - 1);
+    let end = addr
+        .as_u64()
+        .checked_add(len as u64)
+        .and_then(|e| e.checked_add(PAGE_SIZE as u64 - 1))
+        .ok_or(MmError::Inval)?
+        & !(PAGE_SIZE as u64 - 1);
+    if end > USER_END {
+        return Err(MmError::NoMem);
+    }
+    if end == start {
+        return Ok(None);
+    }
+    Ok(Some((VirtAddr::new(start), VirtAddr::new(end))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{Env, PAGE};
+    use crate::vma::Prot;
+
+    #[test]
+    fn mlock_populates_counts_and_respects_the_limit() {
+        let env = Env::new();
+        let mut s = env.space();
+        let a = env.map(&mut s, 0, 16, Prot::RW);
+        let free = env.mm.frames().free_frames();
+        // Lock the middle 4 pages: they are populated now, the VMA splits in three.
+        s.mlock(
+            &env.mm,
+            a + 4 * PAGE,
+            4 * PAGE as usize,
+            LockMode::Populate,
+            8,
+        )
+        .expect("mlock");
+        assert_eq!(s.locked_vm(), 4);
+        assert_eq!(s.vmas().count(), 3);
+        assert!(free - env.mm.frames().free_frames() >= 4, "pages populated");
+        for p in 4..8 {
+            assert!(s.translate(&env.mm, a + p * PAGE).is_some());
+        }
+        env.check(&[&s]);
+        // Relocking what is locked costs nothing (and overlapping it counts only the new pages);
+        // 5 more pages pass the 8-page limit.
+        s.mlock(
+            &env.mm,
+            a + 4 * PAGE,
+            4 * PAGE as usize,
+            LockMode::Populate,
+            8,
+        )
+        .expect("relock");
+        s.mlock(
+            &env.mm,
+            a + 3 * PAGE,
+            2 * PAGE as usize,
+            LockMode::Populate,
+            5,
+        )
+        .expect("one new page");
+        s.munlock(&env.mm, a + 3 * PAGE, PAGE as usize)
+            .expect("munlock one");
+        assert_eq!(
+            s.mlock(
+                &env.mm,
+                a + 8 * PAGE,
+                5 * PAGE as usize,
+                LockMode::OnFault,
+                8
+            ),
+            Err(MmError::NoMem)
+        );
+        assert_eq!(s.locked_vm(), 4, "a refused mlock changes nothing");
+        // MLOCK_ONFAULT locks without populating.
+        s.mlock(
+            &env.mm,
+            a + 12 * PAGE,
+            2 * PAGE as usize,
+            LockMode::OnFault,
+            8,
+        )
+        .expect("onfault");
+        assert_eq!(s.locked_vm(), 6);
+        assert!(s.translate(&env.mm, a + 12 * PAGE).is_none());
+        // A hole is ENOMEM.
+        assert_eq!(
+            s.mlock(
+                &env.mm,
+                a + 15 * PAGE,
+                2 * PAGE as usize,
+                LockMode::Populate,
+                100
+            ),
+            Err(MmError::NoMem)
+        );
+        // munlock merges the VMAs back; munmap of a locked range drops its count.
+        s.munlock(&env.mm, a + 4 * PAGE, 4 * PAGE as usize)
+            .expect("munlock");
+        assert_eq!(s.locked_vm(), 2);
+        s.munmap(&env.mm, a + 12 * PAGE, 2 * PAGE as usize)
+            .expect("munmap");
+        assert_eq!(s.locked_vm(), 0);
+        env.check(&[&s]);
+        env.finish(alloc::vec![s]);
+    }
+
+    #[test]
+    fn locks_are_not_inherited_by_fork_and_mlockall_checks_the_whole_space() {
+        let env = Env::new();
+        let mut s = env.space();
+        let a = env.map(&mut s, 0, 8, Prot::RW);
+        assert_eq!(
+            s.mlockall(&env.mm, LockMode::Populate, 7),
+            Err(MmError::NoMem)
+        );
+        s.mlockall(&env.mm, LockMode::Populate, 8)
+            .expect("mlockall");
+        assert_eq!(s.locked_vm(), 8);
+        for p in 0..8 {
+            assert!(s.translate(&env.mm, a + p * PAGE).is_some());
+        }
+        let child = s.fork(&env.mm).expect("fork");
+        assert_eq!(child.locked_vm(), 0);
+        s.munlockall(&env.mm);
+        assert_eq!(s.locked_vm(), 0);
+        env.check(&[&s, &child]);
+        env.finish(alloc::vec![s, child]);
+    }
+}

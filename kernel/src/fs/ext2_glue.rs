@@ -1,0 +1,140 @@
+//! The block device under the ext2 filesystem in the kernel: `cowlab_ext2::BlockDevice` over a
+//! virtio-blk device, one synchronous request at a time through a kernel bounce buffer.
+//!
+//! Why it polls instead of sleeping: the filesystem is one `&mut` object behind one lock, held
+//! across each of its block requests. Sleeping with that lock held would let another process
+//! spin on it with interrupts off (system calls run with interrupts disabled and the kernel does
+//! not preempt itself), so the holder waits for its completion right here: interrupts on, `hlt`,
+//! interrupts off, check, as the in-kernel virtio tests do. The virtio interrupt handler takes only
+//! the driver's queue lock, never the filesystem's. A request that does not complete within
+//! [`TIMEOUT_TICKS`] is an I/O error; its bounce buffer is then left to the request (which owns a
+//! reference until the device finishes it) and a fresh one is used from then on, so the device
+//! can never write into memory a later request reads.
+//!
+//! Not wired into the file layer yet: the mount/path layer will own a `VirtioDisk` over the root
+//! disk and mount `cowlab_ext2::Ext2` on it.
+#![deny(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use cowlab_ext2::{BlockDevice, IoError};
+use x86_64::instructions::interrupts;
+
+use crate::drivers::dma::DmaRegion;
+use crate::drivers::virtio_blk::{Device, Op, Request, SECTOR};
+use crate::time;
+
+/// The most bytes one request moves (the bounce buffer's size).
+pub const CHUNK: usize = 64 * 1024;
+/// Ten seconds at `time::TICK_HZ`.
+pub const TIMEOUT_TICKS: u64 = 10 * time::TICK_HZ;
+
+/// A virtio-blk device as the filesystem's disk.
+pub struct VirtioDisk {
+    device: &'static Device,
+    bounce: Arc<DmaRegion>,
+}
+
+/// One request's outcome, written by the completion (in the interrupt handler).
+struct Outcome {
+    done: AtomicBool,
+    /// Bytes moved, or `-errno`.
+    result: AtomicI64,
+}
+
+impl VirtioDisk {
+    /// `None` if the heap cannot hold the bounce buffer.
+    pub fn new(device: &'static Device) -> Option<VirtioDisk> {
+        Some(VirtioDisk {
+            device,
+            bounce: Arc::new(DmaRegion::new(CHUNK)?),
+        })
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.device.read_only()
+    }
+
+    /// Moves `len` bytes (whole sectors, at most `CHUNK`) between the bounce buffer and the disk
+    /// at `sector`, and waits for the device.
+    fn transfer(&mut self, op: Op, sector: u64, len: usize) -> Result<(), IoError> {
+        let outcome = Arc::new(Outcome {
+            done: AtomicBool::new(false),
+            result: AtomicI64::new(0),
+        });
+        let report = outcome.clone();
+        let completion = Box::new(move |r: Result<usize, crate::errno::Errno>| {
+            let v = match r {
+                Ok(n) => n as i64,
+                Err(e) => -(e as i64),
+            };
+            report.result.store(v, Ordering::Relaxed);
+            report.done.store(true, Ordering::Release);
+        });
+        let request = Request::kernel(op, sector, self.bounce.clone(), 0, len, completion);
+        self.device.submit(request).map_err(|_| IoError)?;
+        let were_enabled = interrupts::are_enabled();
+        interrupts::disable();
+        let deadline = time::ticks() + TIMEOUT_TICKS;
+        // Interrupts are off between the check and `sti; hlt`, so the completion cannot slip
+        // in unnoticed: it can only arrive while halted.
+        while !outcome.done.load(Ordering::Acquire) && time::ticks() < deadline {
+            interrupts::enable_and_hlt();
+            interrupts::disable();
+        }
+        if were_enabled {
+            interrupts::enable();
+        }
+        if !outcome.done.load(Ordering::Acquire) {
+            warn!("ext2: virtio-blk request at sector {sector} timed out");
+            // The request still holds the old buffer; never reuse it.
+            self.bounce = Arc::new(DmaRegion::new(CHUNK).ok_or(IoError)?);
+            return Err(IoError);
+        }
+        if outcome.result.load(Ordering::Relaxed) == len as i64 {
+            Ok(())
+        } else {
+            Err(IoError)
+        }
+    }
+}
+
+impl BlockDevice for VirtioDisk {
+    fn sector_size(&self) -> usize {
+        SECTOR as usize
+    }
+
+    fn sector_count(&self) -> u64 {
+        self.device.capacity_bytes() / SECTOR
+    }
+
+    fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let mut at = 0;
+        while at < buf.len() {
+            let n = (buf.len() - at).min(CHUNK);
+            self.transfer(Op::Read, sector + (at as u64) / SECTOR, n)?;
+            self.bounce.read(0, &mut buf[at..at + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn write_sectors(&mut self, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        let mut at = 0;
+        while at < buf.len() {
+            let n = (buf.len() - at).min(CHUNK);
+            self.bounce.write(0, &buf[at..at + n]);
+            self.transfer(Op::Write, sector + (at as u64) / SECTOR, n)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// The driver negotiates no `VIRTIO_BLK_F_FLUSH`, so the device writes through: a completed
+    /// write is as durable as QEMU's backing file makes it.
+    fn flush(&mut self) -> Result<(), IoError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,483 @@
+//! The mount table and the directory interface a file system implements to be mounted
+//! (Linux's `vfsmount` list and a directory's `inode_operations`).
+//!
+//! A path is first made absolute and resolved lexically (`.` and `..`; there are no symbolic
+//! links yet), then the mount with the longest matching prefix takes the rest of it
+//! ([`walk`]): `/` is the ramdisk ([`RamfsRoot`]), `/tmp` the tmpfs ([`TmpfsRoot`]),
+//! `/dev` the devices, `/proc` procfs and `/sys/kernel/debug` debugfs. The mounted directory
+//! resolves what is below it (a name, or for a file system with subdirectories a relative
+//! path). A disk file system mounts at `/` by implementing [`DirInode`] for its root and taking
+//! the first row of [`MOUNTS`].
+#![deny(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::file::{DirEntry, FileOps, OpenFile, DT_DIR, DT_REG};
+use super::stat::ST_RDONLY;
+use super::tmpfs_file::{TmpDir, TmpfsFile};
+use super::{console, guptest, null, procfs, ramfs, tmpfs, vda};
+use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
+use crate::errno::Errno;
+use crate::ramdisk;
+
+/// A mounted directory: what the path walk asks of it. `name` is what lies below the
+/// directory: one component, or a relative path for a file system with subdirectories; a flat
+/// directory answers a longer one with [`flat_error`].
+pub trait DirInode: Send + Sync {
+    /// Opens the directory itself (`open("/tmp")`, `O_TMPFILE` in it).
+    fn open_self(&self, flags: u32, mode: u32) -> Result<Box<dyn FileOps>, Errno>;
+
+    /// Opens `name` with the `open` flags; `O_CREAT` creates it with the permission bits
+    /// `mode`; `trailing_slash`: the path ended in `/` (it must be a directory).
+    fn open(
+        &self,
+        name: &str,
+        trailing_slash: bool,
+        flags: u32,
+        mode: u32,
+    ) -> Result<Box<dyn FileOps>, Errno>;
+
+    /// Whether `name` is a directory (`ENOENT` if it does not exist).
+    fn lookup(&self, name: &str) -> Result<bool, Errno>;
+
+    fn mkdir(&self, name: &str, mode: u32) -> Result<(), Errno>;
+
+    /// Removes the file `name` (the caller checked it is not a directory).
+    fn unlink(&self, name: &str) -> Result<(), Errno>;
+
+    /// Removes the directory `name` (the caller checked it is one).
+    fn rmdir(&self, name: &str) -> Result<(), Errno>;
+
+    /// Renames `old` to `new` within this file system (`RENAME_*` flags).
+    fn rename(&self, old: &str, new: &str, flags: u64) -> Result<(), Errno>;
+
+    /// Gives the open file `file` the new name `name` (which does not exist).
+    fn link(&self, file: &OpenFile, name: &str) -> Result<(), Errno>;
+
+    /// Creates the symbolic link `name` to `target`: `EEXIST` if `name` exists, else `EPERM`
+    /// for a file system without symbolic links (Linux, when a directory has no `symlink`).
+    fn symlink(&self, name: &str, _target: &str) -> Result<(), Errno> {
+        match self.lookup(name) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => Err(Errno::EPERM),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The target of the symbolic link `name` (`EINVAL` for anything else).
+    fn readlink(&self, name: &str) -> Result<String, Errno> {
+        self.lookup(name)?;
+        Err(Errno::EINVAL)
+    }
+
+    /// The entries of the directory itself.
+    fn getdents(&self) -> Result<Vec<DirEntry>, Errno>;
+}
+
+/// One row of the mount table.
+pub struct Mount {
+    /// Absolute, without a trailing slash (`/` for the root).
+    pub path: &'static str,
+    pub root: &'static dyn DirInode,
+}
+
+/// The mounts, root first.
+pub static MOUNTS: [Mount; 5] = [
+    Mount {
+        path: "/",
+        root: &RamfsRoot,
+    },
+    Mount {
+        path: "/tmp",
+        root: &TmpfsRoot,
+    },
+    Mount {
+        path: "/dev",
+        root: &DevDir,
+    },
+    Mount {
+        path: "/proc",
+        root: &ProcDir,
+    },
+    Mount {
+        path: "/sys/kernel/debug",
+        root: &DebugDir,
+    },
+];
+
+/// Where a path leads: a mount, and what lies below its root.
+pub struct Walk {
+    pub mount: &'static Mount,
+    /// `None`: the mount's root itself.
+    pub name: Option<String>,
+    pub trailing_slash: bool,
+}
+
+/// Resolves the absolute path `path` lexically and finds its mount (the longest prefix).
+pub fn walk(path: &str) -> Walk {
+    let mut comps: Vec<&str> = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    let mut best = &MOUNTS[0];
+    let mut depth = 0;
+    for mount in &MOUNTS[1..] {
+        let mcomps: Vec<&str> = mount.path.split('/').filter(|c| !c.is_empty()).collect();
+        if mcomps.len() > depth && comps.starts_with(&mcomps) {
+            best = mount;
+            depth = mcomps.len();
+        }
+    }
+    let rest = &comps[depth..];
+    Walk {
+        mount: best,
+        name: (!rest.is_empty()).then(|| rest.join("/")),
+        trailing_slash: path.ends_with('/') && !rest.is_empty(),
+    }
+}
+
+/// For a flat directory, a path below one of its entries: `ENOTDIR` if the entry exists (a
+/// file), else `ENOENT`.
+pub fn flat_error(dir: &dyn DirInode, name: &str) -> Option<Errno> {
+    let (first, _) = name.split_once('/')?;
+    Some(if dir.lookup(first).is_ok() {
+        Errno::ENOTDIR
+    } else {
+        Errno::ENOENT
+    })
+}
+
+/// The root: the ramdisk's files, read-only.
+pub struct RamfsRoot;
+
+impl DirInode for RamfsRoot {
+    fn open_self(&self, flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+        if tmpfs::tmpfile_flags(flags).is_some() {
+            return Err(Errno::EROFS);
+        }
+        if flags & O_ACCMODE != 0 {
+            return Err(Errno::EISDIR);
+        }
+        Ok(Box::new(ramfs::RootDir))
+    }
+
+    fn open(
+        &self,
+        name: &str,
+        trailing_slash: bool,
+        flags: u32,
+        _mode: u32,
+    ) -> Result<Box<dyn FileOps>, Errno> {
+        if let Some(e) = flat_error(self, name) {
+            return Err(e);
+        }
+        let Some(file) = ramdisk::find(name) else {
+            return Err(match () {
+                _ if flags & O_CREAT == 0 => Errno::ENOENT,
+                _ if trailing_slash => Errno::EISDIR,
+                _ => Errno::EROFS,
+            });
+        };
+        if trailing_slash || flags & O_DIRECTORY != 0 {
+            return Err(Errno::ENOTDIR);
+        }
+        if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
+            return Err(Errno::EROFS);
+        }
+        Ok(Box::new(ramfs::RamFile(file)))
+    }
+
+    fn lookup(&self, name: &str) -> Result<bool, Errno> {
+        if let Some(e) = flat_error(self, name) {
+            return Err(e);
+        }
+        ramdisk::find(name).map(|_| false).ok_or(Errno::ENOENT)
+    }
+
+    fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
+        match self.lookup(name) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) if !name.contains('/') => Err(Errno::EROFS),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unlink(&self, name: &str) -> Result<(), Errno> {
+        self.lookup(name)?;
+        Err(Errno::EROFS)
+    }
+
+    fn rmdir(&self, name: &str) -> Result<(), Errno> {
+        self.unlink(name)
+    }
+
+    fn rename(&self, old: &str, _new: &str, _flags: u64) -> Result<(), Errno> {
+        self.unlink(old)
+    }
+
+    fn symlink(&self, name: &str, _target: &str) -> Result<(), Errno> {
+        self.mkdir(name, 0)
+    }
+
+    fn link(&self, file: &OpenFile, _name: &str) -> Result<(), Errno> {
+        Err(match () {
+            _ if file.downcast::<TmpfsFile>().is_some() => Errno::EXDEV,
+            _ if file.ops.statfs().f_flags & ST_RDONLY != 0 => Errno::EROFS,
+            _ => Errno::EPERM,
+        })
+    }
+
+    /// `.`, `..`, `tmp`, then the ramdisk's files.
+    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
+        let entry = |name: &str, ino, kind| DirEntry {
+            name: String::from(name),
+            ino,
+            kind,
+        };
+        let mut out = alloc::vec![
+            entry(".", 1, DT_DIR),
+            entry("..", 1, DT_DIR),
+            entry("tmp", tmpfs::TMPFS_ROOT_INO, DT_DIR),
+        ];
+        for (i, f) in ramdisk::files().filter_map(Result::ok).enumerate() {
+            out.push(entry(f.name, 16 + i as u64, DT_REG));
+        }
+        Ok(out)
+    }
+}
+
+/// The root of the tmpfs at `/tmp` (see `tmpfs`): one flat directory.
+pub struct TmpfsRoot;
+
+impl DirInode for TmpfsRoot {
+    fn open_self(&self, flags: u32, mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+        if tmpfs::tmpfile_flags(flags).is_some() {
+            return Ok(Box::new(tmpfs::open_tmpfile(flags, mode)?));
+        }
+        if flags & O_CREAT != 0 || flags & O_ACCMODE != 0 {
+            return Err(Errno::EISDIR);
+        }
+        Ok(Box::new(TmpDir))
+    }
+
+    fn open(
+        &self,
+        name: &str,
+        trailing_slash: bool,
+        flags: u32,
+        mode: u32,
+    ) -> Result<Box<dyn FileOps>, Errno> {
+        if let Some(e) = flat_error(self, name) {
+            return Err(e);
+        }
+        Ok(Box::new(tmpfs::open(name, trailing_slash, flags, mode)?))
+    }
+
+    fn lookup(&self, name: &str) -> Result<bool, Errno> {
+        if let Some(e) = flat_error(self, name) {
+            return Err(e);
+        }
+        if tmpfs::exists(name) {
+            Ok(false)
+        } else {
+            Err(Errno::ENOENT)
+        }
+    }
+
+    /// No subdirectories (Linux: `EPERM` when the file system has no `mkdir`).
+    fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
+        match self.lookup(name) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) if !name.contains('/') => Err(Errno::EPERM),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unlink(&self, name: &str) -> Result<(), Errno> {
+        tmpfs::unlink(name)
+    }
+
+    fn rmdir(&self, name: &str) -> Result<(), Errno> {
+        self.lookup(name)?;
+        Err(Errno::ENOTDIR)
+    }
+
+    fn rename(&self, old: &str, new: &str, flags: u64) -> Result<(), Errno> {
+        if let Some(e) = flat_error(self, new) {
+            return Err(e);
+        }
+        tmpfs::rename(old, new, flags & super::namei::RENAME_NOREPLACE != 0)
+    }
+
+    fn link(&self, file: &OpenFile, name: &str) -> Result<(), Errno> {
+        if let Some(e) = flat_error(self, name) {
+            return Err(e);
+        }
+        match file.downcast::<TmpfsFile>() {
+            Some(f) => f.link(name),
+            None => Err(Errno::EXDEV),
+        }
+    }
+
+    /// `.`, `..`, then the files in name order.
+    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
+        let mut out = alloc::vec![
+            DirEntry {
+                name: String::from("."),
+                ino: tmpfs::TMPFS_ROOT_INO,
+                kind: DT_DIR,
+            },
+            DirEntry {
+                name: String::from(".."),
+                ino: 1,
+                kind: DT_DIR,
+            },
+        ];
+        for (name, ino) in tmpfs::entries() {
+            out.push(DirEntry {
+                name,
+                ino,
+                kind: DT_REG,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A directory of named special files (`/dev`, `/sys/kernel/debug`): open, look up; nothing
+/// can be created or removed.
+trait SpecialDir: Send + Sync {
+    /// The file `name` opened with `flags`: `None` if there is none.
+    fn file(&self, name: &str, flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>>;
+
+    /// Whether names are single components (procfs has `<pid>/` subdirectories).
+    fn flat(&self) -> bool {
+        true
+    }
+}
+
+fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
+    if dir.flat() {
+        flat_error(dir, name)
+    } else {
+        None
+    }
+}
+
+impl<T: SpecialDir> DirInode for T {
+    fn open_self(&self, _flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+        Err(Errno::ENOENT)
+    }
+
+    fn open(
+        &self,
+        name: &str,
+        trailing_slash: bool,
+        flags: u32,
+        _mode: u32,
+    ) -> Result<Box<dyn FileOps>, Errno> {
+        if let Some(e) = special_error(self, name) {
+            return Err(e);
+        }
+        let file = self.file(name, flags).ok_or(Errno::ENOENT)??;
+        if trailing_slash || flags & O_DIRECTORY != 0 {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(file)
+    }
+
+    fn lookup(&self, name: &str) -> Result<bool, Errno> {
+        if let Some(e) = special_error(self, name) {
+            return Err(e);
+        }
+        self.file(name, 0).ok_or(Errno::ENOENT)?.map(|_| false)
+    }
+
+    fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
+        match self.lookup(name) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unlink(&self, name: &str) -> Result<(), Errno> {
+        self.lookup(name)?;
+        Err(Errno::EPERM)
+    }
+
+    fn rmdir(&self, name: &str) -> Result<(), Errno> {
+        self.unlink(name)
+    }
+
+    fn rename(&self, old: &str, _new: &str, _flags: u64) -> Result<(), Errno> {
+        self.lookup(old)?;
+        Err(Errno::EROFS)
+    }
+
+    fn link(&self, file: &OpenFile, _name: &str) -> Result<(), Errno> {
+        Err(if file.downcast::<TmpfsFile>().is_some() {
+            Errno::EXDEV
+        } else {
+            Errno::EPERM
+        })
+    }
+
+    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
+        Err(Errno::ENOENT)
+    }
+}
+
+/// `/dev`: the console (`console`, `tty`), `null`, and `vda` when the machine has the disk.
+pub struct DevDir;
+
+impl SpecialDir for DevDir {
+    fn file(&self, name: &str, _flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
+        Some(Ok(match name {
+            "console" | "tty" => Box::new(console::Console),
+            "null" => Box::new(null::Null),
+            "vda" => {
+                return Some(vda::device().map(|_| Box::new(vda::VdaFile) as Box<dyn FileOps>))
+            }
+            _ => return None,
+        }))
+    }
+}
+
+/// `/sys/kernel/debug`: `gup_test`.
+pub struct DebugDir;
+
+impl SpecialDir for DebugDir {
+    fn file(&self, name: &str, _flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
+        (name == "gup_test")
+            .then(|| Ok(Box::new(guptest::GupTestFile::default()) as Box<dyn FileOps>))
+    }
+}
+
+/// `/proc` (see `procfs`): `meminfo`, `cowlab/*`, `<pid>/*` and `self/*`; the files that are
+/// not writable refuse write access (`EACCES`).
+pub struct ProcDir;
+
+impl SpecialDir for ProcDir {
+    fn file(&self, name: &str, flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
+        let proc = match procfs::lookup(&alloc::format!("/proc/{name}"))? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        if flags & O_ACCMODE != 0 && !proc.writable() {
+            return Some(Err(Errno::EACCES));
+        }
+        Some(Ok(Box::new(proc)))
+    }
+
+    fn flat(&self) -> bool {
+        false
+    }
+}

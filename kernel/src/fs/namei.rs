@@ -1,0 +1,216 @@
+//! Operations on names (Linux `fs/namei.c`): paths relative to the working directory or a
+//! directory descriptor, and unlink, link, rename, mkdir, access, chdir and readlink through
+//! the mount table (`mount`): the mounted directory a path leads to does the work. The system
+//! calls read the path strings and resolve descriptors; everything else is here.
+#![deny(unsafe_code)]
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::file::OpenFile;
+use super::mount::walk;
+use super::stat::{ST_RDONLY, S_IFDIR, S_IFMT};
+use super::{name_too_long, open};
+use crate::errno::Errno;
+
+pub const AT_REMOVEDIR: u64 = 0x200;
+pub const RENAME_NOREPLACE: u64 = 1;
+
+fn is_dir(file: &OpenFile) -> bool {
+    file.ops.stat().st_mode & S_IFMT == S_IFDIR
+}
+
+fn read_only_fs(file: &OpenFile) -> bool {
+    file.ops.statfs().f_flags & ST_RDONLY != 0
+}
+
+/// The calling process's working directory.
+pub fn cwd() -> String {
+    crate::proc::with_group(|g| String::from(g.cwd.as_deref().unwrap_or("/")))
+}
+
+/// `base/path` with `.` and `..` resolved lexically (there are no symbolic links), keeping a
+/// trailing slash (it asks for a directory).
+fn join(base: &str, path: &str) -> String {
+    let mut comps: Vec<&str> = Vec::new();
+    for comp in base.split('/').chain(path.split('/')) {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    let mut out = String::new();
+    for c in &comps {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() || path.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// `path` as seen from the directory `dir` (Linux `path_init`), or from the working directory
+/// when `dir` is `None` (`AT_FDCWD`): absolute paths as they are; relative ones below the
+/// directory's path (relative to `/` they stay as they are); `ENOTDIR` if `dir` is not a
+/// directory.
+pub fn at_path(dir: Option<&OpenFile>, path: &str) -> Result<String, Errno> {
+    if path.starts_with('/') {
+        return Ok(String::from(path));
+    }
+    let base = match dir {
+        None => match crate::proc::with_group(|g| g.cwd.clone()) {
+            None => return Ok(String::from(path)),
+            Some(cwd) => String::from(&*cwd),
+        },
+        Some(dir) => String::from(dir.ops.dir_path().ok_or(Errno::ENOTDIR)?),
+    };
+    if base == "/" {
+        return Ok(String::from(path));
+    }
+    Ok(join(&base, path))
+}
+
+/// unlink/rmdir of `path`: the mount's directory removes the entry. A mount point itself is
+/// `EBUSY` for rmdir and `EISDIR` for unlink; a directory is `EISDIR` for unlink, a file
+/// `ENOTDIR` for rmdir (and for unlink with a trailing slash).
+pub fn unlink(path: &str, rmdir: bool) -> Result<(), Errno> {
+    if name_too_long(path) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let w = walk(path);
+    let Some(name) = w.name else {
+        return Err(if rmdir { Errno::EBUSY } else { Errno::EISDIR });
+    };
+    let dir = w.mount.root;
+    let is_dir = dir.lookup(&name)?;
+    if rmdir {
+        if !is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        return dir.rmdir(&name);
+    }
+    if is_dir {
+        return Err(Errno::EISDIR);
+    }
+    if w.trailing_slash {
+        return Err(Errno::ENOTDIR);
+    }
+    dir.unlink(&name)
+}
+
+/// Gives `source` the name `new` (`link`, `linkat`): `EEXIST` if `new` exists, `EPERM` for a
+/// directory, then the target directory decides (tmpfs links its own files; `EXDEV` across
+/// file systems, `EROFS` on the ramdisk).
+pub fn link(source: &OpenFile, new: &str) -> Result<(), Errno> {
+    let w = walk(new);
+    let Some(name) = w.name else {
+        return Err(Errno::EEXIST);
+    };
+    let dir = w.mount.root;
+    match dir.lookup(&name) {
+        Ok(_) => return Err(Errno::EEXIST),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    if w.trailing_slash {
+        return Err(Errno::ENOENT);
+    }
+    if is_dir(source) {
+        return Err(Errno::EPERM);
+    }
+    dir.link(source, &name)
+}
+
+/// Renames `old` to `new` (`RENAME_NOREPLACE` honoured) within one file system: `EXDEV`
+/// across mounts, `EBUSY` for a mount point, `EISDIR` onto one.
+pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
+    if name_too_long(old) || name_too_long(new) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let (from, to) = (walk(old), walk(new));
+    let Some(oname) = from.name else {
+        return Err(Errno::EBUSY);
+    };
+    from.mount.root.lookup(&oname)?;
+    if from.mount.path != to.mount.path {
+        return Err(Errno::EXDEV);
+    }
+    let Some(nname) = to.name else {
+        return Err(Errno::EISDIR);
+    };
+    from.mount.root.rename(&oname, &nname, flags)
+}
+
+/// `mkdir(path)`: the mount's directory creates it (tmpfs here has no subdirectories: `EPERM`;
+/// the ramdisk is read-only: `EROFS`); a mount point exists.
+pub fn mkdir(path: &str) -> Result<(), Errno> {
+    let w = walk(path);
+    match w.name {
+        None => Err(Errno::EEXIST),
+        Some(name) => w.mount.root.mkdir(&name, 0o777),
+    }
+}
+
+/// `access(path, mode)`: the file must exist; write access (`W_OK`) on a read-only file
+/// system is `EROFS`.
+pub fn access(path: &str, mode: u64) -> Result<(), Errno> {
+    let file = open(path, 0)?;
+    if mode & 2 != 0 && read_only_fs(&file) {
+        return Err(Errno::EROFS);
+    }
+    Ok(())
+}
+
+/// `chdir(path)` (`path` already seen from the working directory): it must be a directory
+/// (`ENOTDIR`), which becomes the group's working directory.
+pub fn chdir(path: &str) -> Result<(), Errno> {
+    fchdir(&*open(path, 0)?)
+}
+
+/// `fchdir(fd)`: the open directory `dir` becomes the working directory.
+pub fn fchdir(dir: &OpenFile) -> Result<(), Errno> {
+    let path = dir.ops.dir_path().ok_or(Errno::ENOTDIR)?;
+    let cwd = (path != "/").then(|| alloc::sync::Arc::from(path));
+    // The old directory's reference is dropped outside the group lock.
+    let old = crate::proc::with_group(|g| core::mem::replace(&mut g.cwd, cwd));
+    drop(old);
+    Ok(())
+}
+
+/// `getcwd` into `buf`: the path and its NUL; `ERANGE` if it does not fit.
+pub fn getcwd(buf: &crate::uaccess::UserSlice) -> Result<usize, Errno> {
+    let mut path = cwd().into_bytes();
+    path.push(0);
+    if buf.len() < path.len() {
+        return Err(Errno::ERANGE);
+    }
+    buf.write(&path)?;
+    Ok(path.len())
+}
+
+/// `readlink(path)`: the target of a symbolic link; `EINVAL` for anything else (a mount point
+/// included).
+pub fn readlink(path: &str) -> Result<String, Errno> {
+    let w = walk(path);
+    match w.name {
+        None => Err(Errno::EINVAL),
+        Some(name) => w.mount.root.readlink(&name),
+    }
+}
+
+/// `symlink(target, path)`: the mount's directory creates it (none of today's file systems
+/// has symbolic links: `EPERM`, `EROFS` on the ramdisk, `EEXIST` if `path` exists).
+pub fn symlink(target: &str, path: &str) -> Result<(), Errno> {
+    if name_too_long(path) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let w = walk(path);
+    match w.name {
+        None => Err(Errno::EEXIST),
+        Some(name) => w.mount.root.symlink(&name, target),
+    }
+}

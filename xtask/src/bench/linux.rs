@@ -1,0 +1,351 @@
+//! `cargo xtask bench --linux`: the same `bench` binary as `/init` of Debian's Linux kernel, in
+//! the same deterministic QEMU as cowlab, so both columns come from one run.
+//!
+//! The kernel is Debian's `linux-image-<abi>-amd64` package (the one `linux-image-amd64`
+//! depends on), fetched once with `apt-get download` into `target/linux/` and unpacked with
+//! `dpkg-deb -x`; no module is loaded. The initramfs is an uncompressed `newc` cpio archive
+//! written here: `/dev/console` and `/init` (the static `bench`). `bench` powers the machine off
+//! when it is done (an `/init` that exits panics Linux), which ends QEMU with status 0.
+//!
+//! Determinism: `-icount shift=0,sleep=off` and the virtual-clock RTC make every instruction
+//! count repeat; `nokaslr` and `norandmaps` keep the kernel's and the program's addresses (so
+//! which faults need a new page-table page) the same on every boot.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::qemu::ICOUNT_ARGS;
+use crate::target_dir;
+
+/// The Linux kernel command line: the console on the serial port, quiet, and the two switches
+/// that fix addresses between boots. `panic=-1` turns a crash into an immediate reboot, which
+/// `-no-reboot` turns into the end of QEMU.
+pub const CMDLINE: &str = "console=ttyS0 quiet nokaslr norandmaps panic=-1";
+
+/// The Debian metapackage whose dependency names the current kernel package.
+const META: &str = "linux-image-amd64";
+
+/// An unpacked Debian kernel.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The bzImage (`boot/vmlinuz-<release>`).
+    pub vmlinuz: PathBuf,
+    /// The package, e.g. `linux-image-6.1.0-57-amd64`.
+    pub package: String,
+    /// The package version, e.g. `6.1.158-1`: the upstream release plus Debian's revision.
+    pub version: String,
+}
+
+impl Kernel {
+    /// `linux-image-6.1.0-57-amd64 6.1.158-1`.
+    pub fn describe(&self) -> String {
+        format!("Debian {} {}", self.package, self.version)
+    }
+}
+
+/// The kernel under `target/linux/`, fetching and unpacking it the first time.
+pub fn kernel() -> Result<Kernel> {
+    let dir = target_dir().join("linux");
+    let record = dir.join("kernel.txt");
+    if let Some(kernel) = std::fs::read_to_string(&record)
+        .ok()
+        .and_then(|text| parse_record(&dir, &text))
+        .filter(|k| k.vmlinuz.is_file())
+    {
+        return Ok(kernel);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let package = match kernel_package() {
+        Ok(p) => p,
+        Err(_) => {
+            // A fresh machine may have no package lists yet.
+            eprintln!("xtask: {META} not known to apt; running apt-get update");
+            run(Command::new("apt-get").arg("update"), "apt-get update")?;
+            kernel_package()?
+        }
+    };
+    eprintln!(
+        "xtask: downloading {package} (apt-get download) into {}",
+        dir.display()
+    );
+    for old in debs(&dir)? {
+        let _ = std::fs::remove_file(old);
+    }
+    run(
+        Command::new("apt-get")
+            .current_dir(&dir)
+            .args(["download", &package]),
+        "apt-get download",
+    )?;
+    let deb = match debs(&dir)?.as_slice() {
+        [deb] => deb.clone(),
+        other => bail!(
+            "apt-get download left {} .deb files in {}",
+            other.len(),
+            dir.display()
+        ),
+    };
+    let version = capture(
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg("Version"),
+        "dpkg-deb -f",
+    )?;
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+        "dpkg-deb -x",
+    )?;
+    let release = package
+        .strip_prefix("linux-image-")
+        .context("kernel package name")?;
+    let kernel = Kernel {
+        vmlinuz: root.join("boot").join(format!("vmlinuz-{release}")),
+        package: package.clone(),
+        version: version.trim().to_owned(),
+    };
+    if !kernel.vmlinuz.is_file() {
+        bail!("{} has no {}", deb.display(), kernel.vmlinuz.display());
+    }
+    // Only boot/ is used: the modules (some 400 MB unpacked) are never loaded.
+    for unused in ["lib", "usr", "etc"] {
+        let _ = std::fs::remove_dir_all(root.join(unused));
+    }
+    let _ = std::fs::remove_file(&deb);
+    std::fs::write(&record, format!("{}\n{}\n", kernel.package, kernel.version))
+        .with_context(|| format!("writing {}", record.display()))?;
+    Ok(kernel)
+}
+
+fn parse_record(dir: &Path, text: &str) -> Option<Kernel> {
+    let mut lines = text.lines();
+    let package = lines.next()?.trim().to_owned();
+    let version = lines.next()?.trim().to_owned();
+    let release = package.strip_prefix("linux-image-")?;
+    Some(Kernel {
+        vmlinuz: dir.join("root/boot").join(format!("vmlinuz-{release}")),
+        package,
+        version,
+    })
+}
+
+/// The kernel package `linux-image-amd64` depends on (`apt-cache depends`).
+fn kernel_package() -> Result<String> {
+    let out = capture(
+        Command::new("apt-cache").args(["depends", META]),
+        "apt-cache depends",
+    )?;
+    package_from_depends(&out)
+        .with_context(|| format!("apt-cache depends {META}: no kernel package"))
+}
+
+fn package_from_depends(out: &str) -> Option<String> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
+        .map(str::to_owned)
+}
+
+fn debs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+fn run(command: &mut Command, what: &str) -> Result<()> {
+    let status = command
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn capture(command: &mut Command, what: &str) -> Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Writes the initramfs: `/dev/console` (so `/init` has its standard streams) and `/init`.
+pub fn initramfs(bench: &Path, out: &Path) -> Result<()> {
+    let program = std::fs::read(bench).with_context(|| format!("reading {}", bench.display()))?;
+    let mut cpio = Cpio::default();
+    cpio.entry("dev", 0o040_755, 0, &[]);
+    cpio.entry("dev/console", 0o020_600, (5 << 8) | 1, &[]);
+    cpio.entry("init", 0o100_755, 0, &program);
+    std::fs::write(out, cpio.finish()).with_context(|| format!("writing {}", out.display()))
+}
+
+/// A `newc` (SVR4, no CRC) cpio archive, the format the Linux initramfs unpacker reads: per entry
+/// a 110-byte ASCII header of 13 eight-digit hex fields, the NUL-terminated name, padding to 4,
+/// the data, padding to 4; a `TRAILER!!!` entry ends it.
+#[derive(Default)]
+struct Cpio {
+    bytes: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    /// `rdev` is `major << 8 | minor` for device nodes.
+    fn entry(&mut self, name: &str, mode: u32, rdev: u32, data: &[u8]) {
+        self.ino += 1;
+        let fields = [
+            self.ino,
+            mode,
+            0, // uid
+            0, // gid
+            1, // nlink
+            0, // mtime: fixed, so the archive is the same on every build
+            data.len() as u32,
+            0, // dev major
+            0, // dev minor
+            rdev >> 8,
+            rdev & 0xff,
+            name.len() as u32 + 1,
+            0, // check
+        ];
+        self.bytes.extend_from_slice(b"070701");
+        for f in fields {
+            self.bytes.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.push(0);
+        self.pad();
+        self.bytes.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.bytes.len().is_multiple_of(4) {
+            self.bytes.push(0);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, 0, &[]);
+        self.bytes
+    }
+}
+
+/// The QEMU command booting `kernel` with `initrd`: the machine of the cowlab run
+/// (`-m 1G -cpu qemu64 -accel tcg`, icount, the fixed RTC, `-no-reboot`, serial on stdio), with
+/// the kernel loaded by QEMU instead of from a disk.
+pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path) -> Command {
+    let mut command = Command::new(qemu);
+    command
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", CMDLINE])
+        .args([
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "1G",
+        ])
+        .args(["-cpu", "qemu64", "-accel", "tcg"])
+        .args(ICOUNT_ARGS);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_boots_in_cowlabs_qemu_configuration() {
+        use crate::qemu::{show_command, Accel, Machine};
+        let kernel = Kernel {
+            vmlinuz: PathBuf::from("/t/vmlinuz-6.1.0-57-amd64"),
+            package: "linux-image-6.1.0-57-amd64".into(),
+            version: "6.1.192-3".into(),
+        };
+        let linux = show_command(&command(Path::new("qemu"), &kernel, Path::new("/t/i.cpio")));
+        let cowlab = show_command(
+            &Machine {
+                image: PathBuf::from("/t/cowlab.img"),
+                ovmf: None,
+                accel: Accel::Icount,
+                gdb: false,
+                cmdline: String::new(),
+                disk: None,
+            }
+            .command(Path::new("qemu")),
+        );
+        // The machine both kernels run on: memory, CPU, accelerator, icount, the fixed RTC.
+        let machine = "-m 1G -cpu qemu64 -accel tcg -icount shift=0,sleep=off \
+                       -rtc base=2024-01-01T00:00:00,clock=vm";
+        assert!(cowlab.contains(machine), "{cowlab}");
+        assert!(linux.contains(machine), "{linux}");
+        for option in ["-no-reboot", "-serial stdio", "-display none"] {
+            assert!(
+                linux.contains(option) && cowlab.contains(option),
+                "{option}"
+            );
+        }
+        assert!(linux.contains("-kernel /t/vmlinuz-6.1.0-57-amd64 -initrd /t/i.cpio"));
+        assert!(linux.contains("nokaslr norandmaps"), "{linux}");
+        assert_eq!(
+            kernel.describe(),
+            "Debian linux-image-6.1.0-57-amd64 6.1.192-3"
+        );
+    }
+
+    #[test]
+    fn the_kernel_package_is_the_metapackages_dependency() {
+        let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n";
+        assert_eq!(
+            package_from_depends(out).as_deref(),
+            Some("linux-image-6.1.0-57-amd64")
+        );
+        assert_eq!(package_from_depends("linux-image-amd64\n"), None);
+    }
+
+    #[test]
+    fn cpio_entries_are_newc_and_aligned() {
+        let mut cpio = Cpio::default();
+        cpio.entry("init", 0o100_755, 0, b"abc");
+        cpio.entry("dev/console", 0o020_600, (5 << 8) | 1, &[]);
+        let bytes = cpio.finish();
+        assert!(bytes.starts_with(b"070701"));
+        // Header 110 + "init\0" 5 = 115 -> 116, data 3 -> 120.
+        assert_eq!(&bytes[110..115], b"init\0");
+        assert_eq!(&bytes[116..119], b"abc");
+        let second = &bytes[120..];
+        assert!(second.starts_with(b"070701"));
+        // Fields 10 and 11 (rdev major, minor) of the console node.
+        let field = |h: &[u8], i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap()
+        };
+        assert_eq!((field(second, 9), field(second, 10)), (5, 1));
+        assert_eq!(field(second, 1), 0o020_600);
+        assert_eq!(bytes.len() % 4, 0);
+        assert!(bytes.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}
