@@ -41,6 +41,14 @@ pub struct Cmdline {
     pub era: Era,
     /// Default `info`.
     pub loglevel: Level,
+    /// `kheap=<MiB>`: the kernel heap's size (default `memory::HEAP_SIZE`).
+    pub kheap_mib: Option<usize>,
+    /// `softlockup=<s>`: seconds without a schedule before the soft-lockup watchdog reports a
+    /// CPU (default `watchdog::SOFTLOCKUP_SECS`; 0 turns it off).
+    pub softlockup_secs: Option<u64>,
+    /// `hung_task=<s>`: seconds a task may stay blocked uninterruptibly before the hung-task
+    /// watchdog reports it (default `watchdog::HUNG_TASK_SECS`; 0 turns it off).
+    pub hung_task_secs: Option<u64>,
     /// Everything after `--`: the program `init` runs and its arguments (user mode, next issue).
     pub init: Option<&'static str>,
     bad_tokens: [Option<&'static str>; MAX_BAD_TOKENS],
@@ -78,6 +86,9 @@ pub fn parse(raw: &'static str) -> Cmdline {
         ktest: None,
         era: Era::Y2023,
         loglevel: Level::Info,
+        kheap_mib: None,
+        softlockup_secs: None,
+        hung_task_secs: None,
         init,
         bad_tokens: [None; MAX_BAD_TOKENS],
     };
@@ -99,6 +110,22 @@ pub fn parse(raw: &'static str) -> Cmdline {
             Some(("loglevel", level)) => Level::from_cmdline(level)
                 .map(|level| cmdline.loglevel = level)
                 .is_some(),
+            Some(("kheap", mib)) => {
+                let (min, max) = crate::memory::HEAP_MIB_RANGE;
+                mib.parse()
+                    .ok()
+                    .filter(|m| (min..=max).contains(m))
+                    .map(|m| cmdline.kheap_mib = Some(m))
+                    .is_some()
+            }
+            Some(("softlockup", secs)) => secs
+                .parse()
+                .map(|s| cmdline.softlockup_secs = Some(s))
+                .is_ok(),
+            Some(("hung_task", secs)) => secs
+                .parse()
+                .map(|s| cmdline.hung_task_secs = Some(s))
+                .is_ok(),
             _ => false,
         };
         if !ok && bad < MAX_BAD_TOKENS {

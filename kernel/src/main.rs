@@ -7,6 +7,8 @@
 
 #![no_std]
 #![no_main]
+// `Box::try_new`/`Arc::try_new`: user-driven allocations fail with ENOMEM (`heap`).
+#![feature(allocator_api)]
 
 extern crate alloc;
 
@@ -26,6 +28,7 @@ mod faultstat;
 mod fs;
 mod fwcfg;
 mod gdt;
+mod heap;
 mod idt;
 mod ktest;
 mod memory;
@@ -42,6 +45,7 @@ mod syscall;
 mod time;
 mod uaccess;
 mod vm;
+mod watchdog;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -82,7 +86,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     info!("tsc: {} kHz (calibrated against the PIT)", time::tsc_khz());
     rtc::init();
 
-    memory::init(boot_info);
+    memory::init(boot_info, cmdline.kheap_mib);
     paging::init();
     memory::init_mm(cmdline.era);
     vm::init();
@@ -91,6 +95,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     pic::init();
     drivers::init();
     time::start_timer();
+    watchdog::init(cmdline);
     x86_64::instructions::interrupts::enable();
 
     ramdisk::init(boot_info);

@@ -3,7 +3,8 @@
 //! The bootloader hands us a map of physical memory and a mapping of all of it at a dynamic
 //! virtual offset. From the usable regions we compute the highest usable PFN, then carve, from
 //! the start of the largest usable region, the frame-metadata array (`cowlab_mm::frame`, one
-//! 16-byte `FrameMeta` per PFN up to the highest usable one) and the kernel heap; everything else
+//! 16-byte `FrameMeta` per PFN up to the highest usable one) and the kernel heap (a fixed region
+//! given to `heap`: slab caches in front of a linked list, `cowlab_kalloc`); everything else
 //! that is usable goes to the frame allocator, which *is* `cowlab_mm::frame::FrameTable` (an
 //! intrusive free list through the metadata: O(1) allocate and free). Frame 0 is kept out so that
 //! physical address 0 is never a valid frame. Carving both from one region keeps the rest of
@@ -23,20 +24,19 @@ use bootloader_api::BootInfo;
 use cowlab_mm::addr::PhysAddr;
 use cowlab_mm::frame::{FrameMeta, FrameTable};
 use cowlab_mm::{Era, Mm, PAGE_SIZE};
-use linked_list_allocator::LockedHeap;
 use spin::Once;
 use x86_64::registers::control::Cr3;
 
 use crate::arch::KernelArch;
 
-/// Size of the kernel heap. Every user-sized kernel allocation (pipe buffers, AIO rings, tmpfs
-/// names, VMAs, registration page lists) is bounded by a system-wide budget that fits well
-/// inside it, because a failed heap allocation panics.
+/// Default size of the kernel heap (`kheap=<MiB>` on the command line sets another). Every
+/// user-sized kernel allocation (pipe buffers, AIO rings, tmpfs names, VMAs, registration page
+/// lists) is bounded by a system-wide budget that fits well inside it; beyond those, user-driven
+/// allocations fail with `ENOMEM` at the heap's reserve (`heap`).
 pub const HEAP_SIZE: usize = 64 * 1024 * 1024;
+/// Smallest and largest `kheap=` accepted (MiB).
+pub const HEAP_MIB_RANGE: (usize, usize) = (4, 1024);
 const MIB: u64 = 1024 * 1024;
-
-#[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
 
 static PHYSICAL_MEMORY_OFFSET: Once<u64> = Once::new();
 static FRAMES: Once<FrameTable> = Once::new();
@@ -53,6 +53,7 @@ struct Layout {
     meta_start: u64,
     meta_bytes: u64,
     heap_start: u64,
+    heap_bytes: usize,
 }
 
 /// The virtual address at which the bootloader mapped physical address `phys`.
@@ -87,8 +88,10 @@ fn usable_range(region: &MemoryRegion) -> Option<(u64, u64)> {
     (start < end).then_some((start, end))
 }
 
-/// Sets up the frame table and the heap from the bootloader's memory map.
-pub fn init(boot_info: &BootInfo) {
+/// Sets up the frame table and the heap (`heap_mib` MiB, or [`HEAP_SIZE`]) from the
+/// bootloader's memory map.
+pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
+    let heap_bytes = heap_mib.map_or(HEAP_SIZE, |mib| mib * MIB as usize);
     let offset = boot_info
         .physical_memory_offset
         .into_option()
@@ -110,11 +113,11 @@ pub fn init(boot_info: &BootInfo) {
     let meta_bytes = ((pfn_limit * size_of::<FrameMeta>()).div_ceil(PAGE_SIZE) * PAGE_SIZE) as u64;
     let meta_start = carve_start;
     let heap_start = meta_start + meta_bytes;
-    let carved_end = heap_start + HEAP_SIZE as u64;
+    let carved_end = heap_start + heap_bytes as u64;
     assert!(
         carved_end <= carve_end,
         "largest usable region [{carve_start:#x}, {carve_end:#x}) cannot hold the frame \
-         metadata ({meta_bytes:#x} bytes) and the heap ({HEAP_SIZE:#x} bytes)"
+         metadata ({meta_bytes:#x} bytes) and the heap ({heap_bytes:#x} bytes)"
     );
 
     // SAFETY: [meta_start, meta_start + meta_bytes) is usable RAM (memory map) that nothing else
@@ -143,10 +146,7 @@ pub fn init(boot_info: &BootInfo) {
 
     // SAFETY: [heap_start, carved_end) is carved usable RAM mapped writable at the offset, used
     // by nothing else, and this is the only `init` of the heap (FRAMES' Once ran just above).
-    unsafe {
-        HEAP.lock()
-            .init(phys_to_virt(PhysAddr::new(heap_start)), HEAP_SIZE)
-    };
+    unsafe { crate::heap::init(phys_to_virt(PhysAddr::new(heap_start)), heap_bytes) };
 
     LAYOUT.call_once(|| Layout {
         usable_regions,
@@ -155,6 +155,7 @@ pub fn init(boot_info: &BootInfo) {
         meta_start,
         meta_bytes,
         heap_start,
+        heap_bytes,
     });
 }
 
@@ -205,9 +206,10 @@ pub fn print_summary(boot_info: &BootInfo) {
         layout.pfn_limit
     );
     info!(
-        "kernel heap: {} MiB at {:#x}",
-        HEAP_SIZE as u64 / MIB,
-        layout.heap_start
+        "kernel heap: {} MiB at {:#x}, {} KiB reserved for the kernel",
+        layout.heap_bytes as u64 / MIB,
+        layout.heap_start,
+        crate::heap::reserve() / 1024
     );
     let total = table.usable_frames();
     let free = table.free_frames();
@@ -218,9 +220,4 @@ pub fn print_summary(boot_info: &BootInfo) {
         free as u64 * page / MIB
     );
     BOOT_FREE_FRAMES.store(free, Ordering::Relaxed);
-}
-
-/// Bytes of the kernel heap currently allocated.
-pub fn heap_used() -> usize {
-    HEAP.lock().used()
 }

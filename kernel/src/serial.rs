@@ -33,6 +33,11 @@ pub fn write_fmt(args: fmt::Arguments) {
     });
 }
 
+/// Whether some context holds the console (an NMI that interrupted it must not wait for it).
+pub fn is_busy() -> bool {
+    COM1_PORT.is_locked()
+}
+
 /// Releases the console lock if some interrupted context holds it.
 ///
 /// Only for the exception and panic paths, which may have interrupted a `print!` on this same CPU

@@ -396,6 +396,16 @@ fn programs_in_qemu(
             }
             print_tail(&log);
         }
+        if let Some(expected) = usertest::console_expectation(&label) {
+            let console = std::fs::read_to_string(&log).unwrap_or_default();
+            let name = format!("qemu: {label}: the console shows \"{expected}\"");
+            if console.contains(expected) {
+                tally.pass(&name);
+            } else {
+                tally.fail(&name, "not on the console");
+                print_tail(&log);
+            }
+        }
         let frames_name = format!("qemu: {label}: frames back to the boot count");
         match verdict.frames {
             Some((free, boot_count)) if free == boot_count => tally.pass(&frames_name),

@@ -131,17 +131,52 @@ pub fn run_on_host(path: &Path, program: &str, timeout: Duration) -> Result<(u32
 /// names in the working directory and could change resource limits or descriptors of other
 /// processes. Its point is the cowlab kernel's robustness, which the host cannot cross-check.
 /// `t_vda` and `t_dio` read and write `/dev/vda`, which on a host may be a real disk.
-const QEMU_ONLY: &[&str] = &["t_fuzz", "t_vda", "t_dio", "t_limits", "t_exhaust"];
+const QEMU_ONLY: &[&str] = &[
+    "t_fuzz",
+    "t_vda",
+    "t_dio",
+    "t_limits",
+    "t_exhaust",
+    "t_hung",
+];
 
 /// Test programs booted again under older rule sets (SEMANTICS.md section 9), as
 /// `era=YYYY -- PROGRAM era=YYYY`: with that argument they assert the era's historical
 /// behaviour (t_dio: the seed-003 fork/O_DIRECT races reappear; docs/dma.md).
 const ERA_RUNS: &[(&str, &[u32])] = &[("t_dio", &[2009, 2016, 2020, 2022])];
 
+/// Further boots of a program with other kernel options: (program, label, command line).
+/// `t_kheap exhaust` fills a small kernel heap with memfds until ENOMEM; `t_hung` with a 1 s
+/// hung-task threshold must make the watchdog report its held read ([`console_expectation`]).
+const OPTION_RUNS: &[(&str, &str, &str)] = &[
+    (
+        "t_kheap",
+        "t_kheap exhaust kheap=8",
+        "kheap=8 -- t_kheap exhaust",
+    ),
+    ("t_hung", "t_hung hung_task=1", "hung_task=1 -- t_hung"),
+];
+
+/// Console text a boot (by label) must show besides its program's checks: the watchdog's
+/// report is printed by the kernel, which the program cannot see.
+pub fn console_expectation(label: &str) -> Option<&'static str> {
+    match label {
+        "t_hung hung_task=1" => {
+            Some("(t_hung) blocked uninterruptibly for more than 1s waiting for a /dev/vda request")
+        }
+        _ => None,
+    }
+}
+
 /// The boots of `program` in the programs tier: (label, kernel command line). The first is the
-/// default rule set; then one per older era the program checks.
+/// default rule set; then one per older era the program checks, then [`OPTION_RUNS`].
 pub fn boots(program: &str) -> Vec<(String, String)> {
     let mut out = vec![(program.to_owned(), format!("-- {program}"))];
+    for (name, label, cmdline) in OPTION_RUNS {
+        if *name == program {
+            out.push(((*label).to_owned(), (*cmdline).to_owned()));
+        }
+    }
     for (name, eras) in ERA_RUNS {
         if *name == program {
             for era in *eras {
@@ -206,6 +241,20 @@ mod tests {
             boots("t_mm"),
             vec![("t_mm".to_owned(), "-- t_mm".to_owned())]
         );
+        assert_eq!(
+            boots("t_kheap")[1],
+            (
+                "t_kheap exhaust kheap=8".to_owned(),
+                "kheap=8 -- t_kheap exhaust".to_owned()
+            )
+        );
+        assert_eq!(
+            boots("t_hung")[1].1,
+            "hung_task=1 -- t_hung",
+            "the hung-task watchdog run"
+        );
+        assert!(console_expectation("t_hung hung_task=1").is_some());
+        assert_eq!(console_expectation("t_hung"), None);
         let dio = boots("t_dio");
         assert_eq!(dio.len(), 5);
         assert_eq!(

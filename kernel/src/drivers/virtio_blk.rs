@@ -626,7 +626,8 @@ impl Device {
             let error = if crate::proc::current_pid() == 0 {
                 Some(Errno::EAGAIN)
             } else {
-                crate::proc::sleep(DESCRIPTORS_CHANNEL).err()
+                crate::proc::sleep_uninterruptible(DESCRIPTORS_CHANNEL, "a virtio-blk descriptor")
+                    .err()
             };
             if let Some(error) = error {
                 let r = request.take().expect("request still to queue");

@@ -108,6 +108,10 @@ impl FdTable {
         let index = (min..max_fds())
             .find(|&i| self.slots.get(i).is_none_or(Option::is_none))
             .ok_or(Errno::EMFILE)?;
+        // The table grows with the highest descriptor: fallible, as Linux's `expand_files`.
+        if let Some(more) = (index + 1).checked_sub(self.slots.len()) {
+            crate::heap::try_reserve(&mut self.slots, more)?;
+        }
         self.set(index, fd);
         Ok(index)
     }

@@ -235,6 +235,16 @@ impl Pipe {
                     || state.segs.len() < MAX_SEGS;
                 let room = if slot { self.capacity - state.bytes } else { 0 };
                 let n = room.min(data.len() - done);
+                // The bytes live on the kernel heap: as Linux's `pipe_write` when no page can
+                // be had, ENOMEM unless something was written.
+                if n > 0 && crate::heap::headroom(n + 64).is_err() {
+                    drop(state);
+                    return if done > 0 {
+                        Ok(done)
+                    } else {
+                        Err(Errno::ENOMEM)
+                    };
+                }
                 if n > 0 {
                     if !matches!(state.segs.back(), Some(Segment::Bytes(_))) {
                         state.segs.push_back(Segment::Bytes(VecDeque::new()));

@@ -119,7 +119,7 @@ impl SyncWait {
         // System calls run with interrupts off, so the completion cannot slip in between the
         // check and the sleep.
         while !self.done.load(Ordering::Acquire) {
-            proc::sleep(self.channel())?;
+            proc::sleep_uninterruptible(self.channel(), "a /dev/vda request")?;
         }
         let r = self.result.load(Ordering::Relaxed);
         if r < 0 {

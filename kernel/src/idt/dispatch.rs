@@ -30,6 +30,9 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         return;
     }
     match number {
+        // An NMI may land anywhere, even between `syscall` and `swapgs` (kernel CS, user GS):
+        // the watchdog's handler uses no GS and takes no lock.
+        vector::NMI => crate::watchdog::soft::on_nmi(frame),
         vector::BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
             // RIP already points past the one-byte `int3`, so returning continues after it.
@@ -84,7 +87,12 @@ fn user_trap(frame: &mut TrapFrame) {
                 crate::proc::sched::yield_now();
             }
         }
-        vector::NMI | vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
+        vector::NMI => {
+            // Not a trap of this task: no signal, no preemption, no return-to-user work.
+            crate::watchdog::soft::on_nmi(frame);
+            return;
+        }
+        vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
         vector::BREAKPOINT | 1 => kill_for_fault(frame, SIGTRAP, None),
         0 | 16 | 19 => kill_for_fault(frame, SIGFPE, None),
         6 => kill_for_fault(frame, SIGILL, None),
@@ -102,6 +110,7 @@ fn interrupt(line: u8) {
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
         crate::proc::on_tick();
+        crate::watchdog::hung::on_tick();
     } else if Some(line) == crate::drivers::virtio_blk::irq_line() {
         crate::drivers::virtio_blk::on_interrupt();
     }

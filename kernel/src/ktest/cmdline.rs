@@ -51,6 +51,23 @@ pub fn cmdline_parser() -> TestResult {
         "default log level is not info"
     );
     ensure!(empty.init.is_none(), "empty line has an init program");
+    ensure!(
+        (empty.kheap_mib, empty.softlockup_secs, empty.hung_task_secs) == (None, None, None),
+        "empty line sets the heap or a watchdog"
+    );
+    let sized = cmdline::parse("kheap=8 softlockup=3 hung_task=0 kheap=2");
+    ensure!(
+        (sized.kheap_mib, sized.softlockup_secs, sized.hung_task_secs)
+            == (Some(8), Some(3), Some(0)),
+        "kheap/softlockup/hung_task parsed as {:?} {:?} {:?}",
+        sized.kheap_mib,
+        sized.softlockup_secs,
+        sized.hung_task_secs
+    );
+    ensure!(
+        sized.bad_tokens().eq(["kheap=2"]),
+        "a heap below the minimum is not reported as a bad token"
+    );
 
     let full = cmdline::parse("ktest ktest-skip=3 era=2016 loglevel=debug -- /init -v  x ");
     ensure!(

@@ -26,6 +26,7 @@ mod selftests;
 mod timer;
 mod uaccess;
 mod virtio;
+mod watchdog;
 
 use alloc::string::String;
 use core::fmt;

@@ -7,7 +7,7 @@
 
 use super::{
     cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, selftests, timer, uaccess,
-    virtio, KernelTest,
+    virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -23,6 +23,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(cmdline::cmdline_parsed_from_fw_cfg),
     test!(cmdline::cmdline_parser),
     test!(heap::heap_alloc_and_free),
+    test!(heap::heap_exhaustion_fails_without_panic),
+    test!(heap::heap_reserve_outlives_user_allocations),
     test!(frames::frame_alloc_all_free_all),
     test!(ramdisk::ramdisk_archive_readable),
     test!(exceptions::breakpoint_is_reported_and_continues),
@@ -47,6 +49,9 @@ pub static TESTS: &[KernelTest] = &[
     test!(fs::fs_mount_walk_longest_prefix),
     test!(ext2::ext2_glue_reads_vda_and_refuses_a_raw_disk),
     test!(ext2::ext2_in_kernel_format_write_remount),
+    test!(watchdog::watchdog_nmi_arrives_twice_a_second),
+    test!(watchdog::softlockup_reports_a_kernel_loop),
+    test!(watchdog::hung_task_reports_a_long_uninterruptible_sleep),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

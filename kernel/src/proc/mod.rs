@@ -249,6 +249,17 @@ pub fn sleep(channel: usize) -> Result<(), Errno> {
     block(channel, None)
 }
 
+/// Blocks like [`sleep`] for a wait on the kernel itself (a device request, a device
+/// descriptor), Linux's `TASK_UNINTERRUPTIBLE`: the hung-task watchdog reports one that lasts
+/// too long, naming `what`. A fatal signal still ends it with `EINTR` (`TASK_KILLABLE`).
+pub fn sleep_uninterruptible(channel: usize, what: &'static str) -> Result<(), Errno> {
+    let tid = current_tid();
+    crate::watchdog::hung::enter(tid, channel, what);
+    let slept = block(channel, None);
+    crate::watchdog::hung::leave(tid);
+    slept
+}
+
 /// Blocks the current process for `ticks` timer ticks (or until killed: `EINTR`).
 pub fn sleep_ticks(ticks: u64) -> Result<(), Errno> {
     let until = time::ticks() + ticks.max(1);

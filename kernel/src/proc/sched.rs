@@ -74,8 +74,10 @@ fn pick() -> Option<Pid> {
 
 /// Runs processes until the system shuts down. Called once, on the boot stack.
 pub fn run() -> ! {
+    crate::watchdog::soft::arm(true);
     loop {
         x86_64::instructions::interrupts::disable();
+        crate::watchdog::soft::touch();
         if let Some(status) = shutdown_status() {
             shutdown(status);
         }

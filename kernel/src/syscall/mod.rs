@@ -6,6 +6,7 @@
 //! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
 //! answer `ENOSYS` and are logged once each.
 
+mod admit;
 pub mod entry;
 mod fs;
 mod info;
@@ -48,7 +49,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let args = Args([
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ]);
-    let result = call(nr, args, frame);
+    let result = admit::admit(nr).and_then(|()| call(nr, args, frame));
     frame.rax = match result {
         Ok(value) => value,
         Err(errno) => errno.to_ret(),
