@@ -27,8 +27,15 @@ use crate::idt::TrapFrame;
 use crate::uaccess::UserPtr;
 use crate::{memory, vm};
 
-/// The most tasks (threads, and zombies) that may exist at once.
-pub const MAX_PROCESSES: usize = 128;
+/// The most tasks (threads, and zombies) that may exist at once, sized from memory as Linux's
+/// `set_max_threads` (kernel stacks may take an eighth of RAM), and bounded by the kernel heap
+/// the stacks live on: at most a quarter of it (16 MiB of 64: 512 tasks of 32 KiB).
+pub fn max_tasks() -> usize {
+    let per_task = super::switch::KERNEL_STACK_SIZE;
+    let by_ram = memory::frames().usable_frames() * cowlab_mm::PAGE_SIZE / per_task / 8;
+    let by_heap = memory::HEAP_SIZE / 4 / per_task;
+    by_ram.min(by_heap).max(16)
+}
 
 /// The signal sent to the parent at exit (ignored: SIGCHLD's default is to ignore it).
 pub const CSIGNAL: u64 = 0xff;
@@ -103,7 +110,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     }
     // Each task costs a kernel stack from the fixed-size kernel heap: bound their number
     // (Linux `RLIMIT_NPROC` answers EAGAIN too).
-    if TABLE.lock().len() >= MAX_PROCESSES {
+    if TABLE.lock().len() >= max_tasks() {
         return Err(Errno::EAGAIN);
     }
     let parent_aspace = super::current_aspace();

@@ -110,6 +110,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         110 => proc::getppid(),
         137 => fs::statfs(a),
         138 => fs::fstatfs(a),
+        157 => proc::prctl(a),
         158 => proc::arch_prctl(a),
         169 => proc::reboot(a),
         186 => proc::gettid(),

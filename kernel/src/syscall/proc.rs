@@ -230,6 +230,26 @@ pub fn arch_prctl(a: Args) -> SysResult {
     }
 }
 
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+
+/// prctl: only the child-subreaper options (see `proc::find_new_reaper`); every other option
+/// is `EINVAL`, Linux's answer to an option it does not know.
+pub fn prctl(a: Args) -> SysResult {
+    match a.get(0) {
+        PR_SET_CHILD_SUBREAPER => {
+            proc::with_group(|g| g.child_subreaper = a.get(1) != 0);
+            Ok(0)
+        }
+        PR_GET_CHILD_SUBREAPER => {
+            let value = i32::from(proc::with_group(|g| g.child_subreaper));
+            UserPtr::<i32>::new(a.get(1))?.write(&value)?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
 /// set_tid_address: the word to clear and futex-wake when this thread exits; returns the tid.
 pub fn set_tid_address(a: Args) -> SysResult {
     with_current(|t| t.clear_child_tid = a.get(0));
