@@ -62,6 +62,7 @@ impl From<MmError> for Errno {
             MmError::Fault => Errno::EFAULT,
             MmError::Exist => Errno::EEXIST,
             MmError::NoDev => Errno::ENODEV,
+            MmError::NoSpc => Errno::ENOSPC,
             MmError::Inval => Errno::EINVAL,
         }
     }

@@ -212,7 +212,7 @@ fn do_shmem_fault<A: Arch>(
     // One reference, taken under the object's lock: becomes the mapping's, or is dropped
     // after copying.
     let page = obj.get_page(mm, index).map_err(|e| match e {
-        ShmemFault::BeyondEof => FaultError::Segv(SegvReason::BeyondEof),
+        ShmemFault::BeyondEof | ShmemFault::NoSpace => FaultError::Segv(SegvReason::BeyondEof),
         ShmemFault::NoMem => FaultError::Oom,
     })?;
     let base = vma.page_prot() | Pte::ACCESSED;

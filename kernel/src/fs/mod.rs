@@ -455,10 +455,11 @@ const ST_NOSUID: u64 = 2;
 const ST_NODEV: u64 = 4;
 const ST_NOEXEC: u64 = 8;
 
-/// `fstatfs` of an open file: the file system Linux would report for it. tmpfs (`/tmp`,
-/// memfds: Linux keeps those on its internal shmem mount) reports `TMPFS_MAGIC` with Linux's
-/// default size, half of memory, in pages (`f_bfree` from the free frames, never above it),
-/// and its inode limit (`tmpfs::MAX_INODES`);
+/// `fstatfs` of an open file: the file system Linux would report for it. tmpfs (`/tmp`)
+/// reports `TMPFS_MAGIC` with its size limit and usage (`tmpfs::quota`, half of memory, in
+/// pages; `f_bfree` never above the free frames) and its inode limit (`tmpfs::MAX_INODES`);
+/// memfds (Linux's internal shmem mount, which has no limits) report `TMPFS_MAGIC` with
+/// zero blocks and inodes; the devices report Linux's devtmpfs (`TMPFS_MAGIC`, half of memory);
 /// the read-only ramdisk reports `RAMFS_MAGIC` (Linux's initramfs) with `ST_RDONLY`; `/proc`,
 /// `/sys/kernel/debug`, pipes and io_uring report procfs, debugfs, pipefs and anon-inode; the
 /// devices report `TMPFS_MAGIC` (Linux's devtmpfs).
@@ -471,27 +472,29 @@ pub fn statfs(file: &OpenFile) -> StatFs {
         f_flags: ST_VALID,
         ..StatFs::default()
     };
-    let tmpfs_sized = |st: &mut StatFs| {
-        let half = stats.usable_frames / 2;
-        st.f_blocks = half;
-        st.f_bfree = half
-            .saturating_sub(stats.shmem_pages)
-            .min(stats.free_frames);
+    let tmpfs_sized = |st: &mut StatFs, max: u64, used: u64| {
+        st.f_blocks = max;
+        st.f_bfree = max.saturating_sub(used).min(stats.free_frames);
         st.f_bavail = st.f_bfree;
         st.f_files = tmpfs::MAX_INODES;
         st.f_ffree = tmpfs::MAX_INODES.saturating_sub(tmpfs::inodes_in_use());
         st.f_fsid = [tmpfs::TMPFS_DEV as i32, 0];
     };
     match &file.kind {
-        FileKind::Tmpfs(..) | FileKind::TmpDir | FileKind::Memfd(_) => {
+        FileKind::Tmpfs(..) | FileKind::TmpDir => {
             st.f_type = tmpfs::TMPFS_MAGIC;
             st.f_flags |= ST_NOSUID | ST_NODEV;
-            tmpfs_sized(&mut st);
+            let quota = tmpfs::quota();
+            tmpfs_sized(&mut st, quota.max_pages(), quota.used_pages());
+        }
+        FileKind::Memfd(_) => {
+            st.f_type = tmpfs::TMPFS_MAGIC;
+            st.f_flags |= ST_NOSUID | ST_NODEV;
         }
         FileKind::Console | FileKind::Null | FileKind::Vda => {
             st.f_type = tmpfs::TMPFS_MAGIC;
             st.f_flags |= ST_NOSUID;
-            tmpfs_sized(&mut st);
+            tmpfs_sized(&mut st, stats.usable_frames / 2, 0);
         }
         FileKind::Regular(_) | FileKind::Root => {
             st.f_type = RAMFS_MAGIC;

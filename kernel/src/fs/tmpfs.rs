@@ -20,7 +20,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use cowlab_mm::shmem::ShmemObject;
+use cowlab_mm::shmem::{ShmemObject, ShmemQuota};
 use spin::Mutex;
 
 use super::{FileKind, O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
@@ -107,6 +107,15 @@ impl Drop for TmpInode {
     }
 }
 
+/// The size limit of `/tmp` (Linux's `size=` default: half of RAM), charged with every cache
+/// page of its files; beyond it writes, `fallocate` and faults get `ENOSPC`/`SIGBUS`.
+static QUOTA: spin::Once<ShmemQuota> = spin::Once::new();
+
+/// `/tmp`'s block quota, set to half of the usable frames on first use.
+pub fn quota() -> &'static ShmemQuota {
+    QUOTA.call_once(|| ShmemQuota::new(memory::frames().usable_frames() as u64 / 2))
+}
+
 /// Inodes in use (for `statfs`'s `f_ffree`).
 pub fn inodes_in_use() -> u64 {
     INODES.load(Ordering::Relaxed)
@@ -190,7 +199,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
         None => {
             let entry = Entry {
                 inode: new_inode(mode, 1, false)?,
-                obj: ShmemObject::new(),
+                obj: ShmemObject::new_in(Some(quota())),
             };
             let pair = (entry.inode.clone(), entry.obj.clone());
             dir.insert(String::from(name), entry);
@@ -213,7 +222,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<F
 pub fn open_tmpfile(flags: u32, mode: u32) -> Result<FileKind, Errno> {
     let linkable = flags & O_EXCL == 0;
     Ok(FileKind::Tmpfs(
-        ShmemObject::new(),
+        ShmemObject::new_in(Some(quota())),
         new_inode(mode, 0, linkable)?,
     ))
 }

@@ -64,7 +64,10 @@ fn user_trap(frame: &mut TrapFrame) {
             let cr2 = Cr2::read_raw();
             match vm::handle_page_fault(cr2, frame.error_code) {
                 Ok(()) => {}
-                Err(cowlab_mm::FaultError::Segv(_)) => kill_for_fault(frame, SIGSEGV, Some(cr2)),
+                // SIGSEGV, or SIGBUS past the end of a shmem object or its mount's limit.
+                Err(cowlab_mm::FaultError::Segv(reason)) => {
+                    kill_for_fault(frame, reason.signal() as u8, Some(cr2))
+                }
                 Err(cowlab_mm::FaultError::Oom) => kill_for_fault(frame, SIGKILL, Some(cr2)),
             }
         }
