@@ -101,6 +101,7 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.drop_end(false),
             FileKind::PipeWrite(p) => p.drop_end(true),
+            FileKind::Vda => vda::file_closed(self),
             FileKind::Memfd(_) | FileKind::Tmpfs(..) => {
                 match core::mem::replace(&mut self.kind, FileKind::Null) {
                     FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => {

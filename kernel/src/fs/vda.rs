@@ -348,9 +348,16 @@ pub fn lseek(file: &OpenFile, offset: i64, whence: u64) -> SysResult {
     Ok(new as u64)
 }
 
-/// The block-device ioctls, and cowlab's race-scripting pair.
-pub fn ioctl(request: u64, arg: u64) -> SysResult {
+/// The open-file description (by address) whose `COWLAB_VDA_HOLD` is in force. The hold is a
+/// capability of that file: only it may release, another file's hold is `EBUSY`, and closing
+/// it (its last descriptor, or its process's end) releases, so no process can stall the disk
+/// for others or leave it stalled behind it ([`file_closed`]).
+static HOLDER: spin::Mutex<Option<usize>> = spin::Mutex::new(None);
+
+/// The block-device ioctls on `file`, and cowlab's race-scripting ones.
+pub fn ioctl(file: &OpenFile, request: u64, arg: u64) -> SysResult {
     let device = device()?;
+    let me = core::ptr::from_ref(file) as usize;
     match request {
         BLKGETSIZE64 => UserPtr::<u64>::new(arg)?
             .write(&device.capacity_bytes())
@@ -362,12 +369,36 @@ pub fn ioctl(request: u64, arg: u64) -> SysResult {
             .write(&(SECTOR as u32))
             .map(|()| 0),
         COWLAB_VDA_HOLD => {
+            let mut holder = HOLDER.lock();
+            if holder.is_some_and(|h| h != me) {
+                return Err(Errno::EBUSY);
+            }
+            *holder = Some(me);
             device.hold();
             Ok(0)
         }
-        COWLAB_VDA_RELEASE => Ok(device.release() as u64),
+        COWLAB_VDA_RELEASE => {
+            let mut holder = HOLDER.lock();
+            if holder.is_some_and(|h| h != me) {
+                return Err(Errno::EPERM);
+            }
+            *holder = None;
+            Ok(device.release() as u64)
+        }
         COWLAB_VDA_INFLIGHT => Ok(device.in_flight()),
         _ => Err(Errno::ENOTTY),
+    }
+}
+
+/// The last reference to the open-file description `file` went: a hold it set ends, handing
+/// the held requests to the device.
+pub fn file_closed(file: &OpenFile) {
+    let mut holder = HOLDER.lock();
+    if *holder == Some(core::ptr::from_ref(file) as usize) {
+        *holder = None;
+        if let Ok(device) = device() {
+            device.release();
+        }
     }
 }
 

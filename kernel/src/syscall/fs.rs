@@ -664,7 +664,7 @@ pub fn ioctl(a: Args) -> SysResult {
         return gup.ioctl(a.get(1) & 0xffff_ffff, a.get(2));
     }
     if let FileKind::Vda = f.kind {
-        return fs::vda::ioctl(a.get(1) & 0xffff_ffff, a.get(2));
+        return fs::vda::ioctl(&f, a.get(1) & 0xffff_ffff, a.get(2));
     }
     if !matches!(f.kind, FileKind::Console) {
         return Err(Errno::ENOTTY);

@@ -361,6 +361,74 @@ fn main() -> i32 {
     );
 
     let _ = close(dfd);
+    hold_ownership(&mut t, fd);
     let _ = close(fd);
     t.finish()
+}
+
+/// `COWLAB_VDA_HOLD` is a capability of the open file that set it: another file cannot take
+/// or release it (EBUSY, EPERM), and it ends when that file is closed, here by the exit of the
+/// process that opened it with a read still held, so the disk is never left stalled.
+fn hold_ownership(t: &mut Tester, fd: i32) {
+    use cowlab_userland::aio::{io_setup, io_submit, iocb, IOCB_CMD_PREAD};
+    use cowlab_userland::vda::{control, HOLD, INFLIGHT, RELEASE};
+    let Ok(other) = open(c"/dev/vda", O_RDWR) else {
+        t.check("open /dev/vda again", false);
+        return;
+    };
+    t.eq("HOLD", control(fd, HOLD), Ok(0));
+    t.eq("HOLD again by the same file", control(fd, HOLD), Ok(0));
+    t.eq(
+        "HOLD by another file: EBUSY",
+        control(other, HOLD),
+        Err(Errno(errno::EBUSY)),
+    );
+    t.eq(
+        "RELEASE by another file: EPERM",
+        control(other, RELEASE),
+        Err(Errno(errno::EPERM)),
+    );
+    t.eq("RELEASE by the holder", control(fd, RELEASE), Ok(0));
+    let _ = close(other);
+
+    let status = cowlab_userland::test::in_child(|| {
+        // O_DIRECT: a buffered AIO read would run (and wait) inside io_submit.
+        let Ok(own) = open(c"/dev/vda", O_RDWR | O_DIRECT) else {
+            return 1;
+        };
+        let Ok(ctx) = io_setup(1) else { return 2 };
+        let buf = anon(PAGE);
+        if control(own, HOLD) != Ok(0) {
+            return 3;
+        }
+        let req = iocb(own, IOCB_CMD_PREAD, &buf[..PAGE], 4096 * 3300, 1);
+        // SAFETY: the buffer is a leaked mapping, valid after this process ends too.
+        if unsafe { io_submit(ctx, &[&req]) } != Ok(1) {
+            return 4;
+        }
+        0 // exits holding, with the read held
+    });
+    t.eq("a child exits holding with a read held", status, 0);
+    let mut waited = 0;
+    while control(fd, INFLIGHT) != Ok(0) && waited < 1000 {
+        let _ = sleep_ms(2);
+        waited += 1;
+    }
+    let inflight = control(fd, INFLIGHT);
+    t.eq(
+        "its exit closed the file and released the hold: nothing in flight",
+        inflight,
+        Ok(0),
+    );
+    if inflight != Ok(0) {
+        // Still held (the old device-wide hold): unstick the disk for the checks below.
+        let _ = control(fd, RELEASE);
+    }
+    let mut sector = [0u8; 512];
+    t.check(
+        "the disk still serves reads",
+        pread(fd, &mut sector, 4096 * 3301) == Ok(512) && is_stamped(&sector, 4096 * 3301),
+    );
+    t.eq("HOLD is free for another file", control(fd, HOLD), Ok(0));
+    t.eq("and released", control(fd, RELEASE), Ok(0));
 }
