@@ -28,6 +28,7 @@
 //! is removed from the table (and its kernel stack freed) only when it is not running: reaping
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
+pub mod args;
 pub mod exec;
 pub mod files;
 pub mod fork;

@@ -365,6 +365,11 @@ pub fn lseek(a: Args) -> SysResult {
     if let FileKind::Vda = f.kind {
         return fs::vda::lseek(&f, a.int(1), a.get(2));
     }
+    if let FileKind::Proc(p) = &f.kind {
+        if p.unsigned_offsets() {
+            return mem_lseek(&f, a.get(1), a.get(2));
+        }
+    }
     let size = match &f.kind {
         FileKind::Regular(r) => r.data.len() as i64,
         FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => obj.size() as i64,
@@ -383,6 +388,19 @@ pub fn lseek(a: Args) -> SysResult {
     }
     f.offset.store(new as u64, Ordering::Relaxed);
     Ok(new as u64)
+}
+
+/// lseek on `/proc/<pid>/mem` (Linux `mem_lseek`): the position is an address, so it wraps
+/// instead of failing and is returned as is (a position in the top 4095 values looks like an
+/// errno to the C library, as on Linux); `SEEK_END` is `EINVAL`.
+fn mem_lseek(f: &OpenFile, offset: u64, whence: u64) -> SysResult {
+    let new = match whence {
+        0 => offset,
+        1 => f.offset.load(Ordering::Relaxed).wrapping_add(offset),
+        _ => return Err(Errno::EINVAL),
+    };
+    f.offset.store(new, Ordering::Relaxed);
+    Ok(new)
 }
 
 pub fn fstat(a: Args) -> SysResult {

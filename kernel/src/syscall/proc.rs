@@ -3,8 +3,9 @@
 
 use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;
+use crate::proc::args::{copy_strings, ARG_MAX};
 use crate::proc::{self, fork, futex, sched, signal, with_current};
-use crate::uaccess::{read_cstr, read_cstr_array, UserPtr};
+use crate::uaccess::{read_cstr, UserPtr};
 
 pub fn getpid() -> SysResult {
     Ok(u64::from(proc::current_pid()))
@@ -43,8 +44,9 @@ pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
 
 pub fn execve(a: Args, frame: &mut TrapFrame) -> SysResult {
     let path = read_cstr(a.get(0), 4096)?;
-    let argv = read_cstr_array(a.get(1), 1024)?;
-    let envp = read_cstr_array(a.get(2), 1024)?;
+    let mut room = ARG_MAX;
+    let argv = copy_strings(a.get(1), &mut room)?;
+    let envp = copy_strings(a.get(2), &mut room)?;
     proc::exec::execve(frame, &path, &argv, &envp)?;
     // The frame now enters the new program; RAX is 0 there.
     Ok(0)

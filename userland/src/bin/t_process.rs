@@ -12,6 +12,9 @@ use cowlab_userland::test::{in_child, sibling, Tester};
 cowlab_userland::entry!(main);
 
 fn main() -> i32 {
+    if cowlab_userland::args().nth(1).map(|a| a.to_bytes()) == Some(b"--args") {
+        return check_args();
+    }
     let mut t = Tester::new("t_process");
     let me = sys::getpid();
 
@@ -253,10 +256,96 @@ fn main() -> i32 {
         );
     }
 
+    exec_limits(&mut t);
     subreaper(&mut t);
     orphans(&mut t);
 
     t.finish()
+}
+
+/// `t_process --args LEN COUNT ARGS...` (exec'd by [`exec_limits`]): exits 0 if exactly COUNT
+/// arguments follow, each LEN bytes of 0xff (not UTF-8), else 1.
+fn check_args() -> i32 {
+    let mut args = cowlab_userland::args().skip(2);
+    let mut number = || {
+        args.next()
+            .and_then(|a| a.to_str().ok())
+            .and_then(|s| s.parse::<usize>().ok())
+    };
+    let (Some(len), Some(count)) = (number(), number()) else {
+        return 1;
+    };
+    let rest: alloc::vec::Vec<_> = cowlab_userland::args().skip(4).collect();
+    let intact = rest.len() == count
+        && rest
+            .iter()
+            .all(|a| a.to_bytes().len() == len && a.to_bytes().iter().all(|&b| b == 0xff));
+    i32::from(!intact)
+}
+
+/// execve's limits are Linux's (`MAX_ARG_STRLEN`, a quarter of the stack for all of argv and
+/// envp), not fixed counts, and any bytes but NUL are accepted; exec of something that exists
+/// but is not an executable regular file is EACCES.
+fn exec_limits(t: &mut Tester) {
+    let path = sibling("t_process");
+    let run = |len, count| {
+        let arg = alloc::vec![0xffu8; len];
+        let (len_s, count_s) = (alloc::format!("{len}"), alloc::format!("{count}"));
+        let mut argv: alloc::vec::Vec<&[u8]> =
+            alloc::vec![&path, b"--args", len_s.as_bytes(), count_s.as_bytes()];
+        argv.extend(core::iter::repeat_n(&arg[..], count));
+        let mut errno_out = 0;
+        let status = in_child(|| {
+            let e = process::exec(&argv);
+            exit_now(100 + e.0)
+        });
+        if wifexited(status) && wexitstatus(status) >= 100 {
+            errno_out = wexitstatus(status) - 100;
+        }
+        (status, errno_out)
+    };
+    let ok = |(status, _): (i32, i32)| wifexited(status) && wexitstatus(status) == 0;
+    let r = run(100_000, 1);
+    t.check_why(
+        "execve with a 100000-byte non-UTF-8 argument",
+        ok(r),
+        format_args!("{r:?}"),
+    );
+    let r = run(1, 3000);
+    t.check_why("execve with 3000 arguments", ok(r), format_args!("{r:?}"));
+    let r = run(131_071, 1);
+    t.check_why(
+        "execve with a MAX_ARG_STRLEN argument (131071 bytes and the NUL)",
+        ok(r),
+        format_args!("{r:?}"),
+    );
+    let r = run(120_000, 12);
+    t.check_why(
+        "execve with 1.4 MB of arguments",
+        ok(r),
+        format_args!("{r:?}"),
+    );
+    t.eq(
+        "execve with a 131072-byte argument is E2BIG",
+        run(131_072, 1).1,
+        errno::E2BIG,
+    );
+    t.eq(
+        "execve with 7.2 MB of arguments is E2BIG",
+        run(120_000, 60).1,
+        errno::E2BIG,
+    );
+    for (what, target) in [
+        ("a directory", &b"/"[..]),
+        ("/tmp", b"/tmp"),
+        ("/dev/null", b"/dev/null"),
+    ] {
+        t.eq(
+            &alloc::format!("execve of {what} is EACCES"),
+            process::exec(&[target]),
+            Errno(errno::EACCES),
+        );
+    }
 }
 
 const PR_SET_CHILD_SUBREAPER: usize = 36;
