@@ -73,7 +73,13 @@ pub fn wait4(a: Args) -> SysResult {
     } else {
         None
     };
-    let (pid, status, minflt) = proc::wait::wait(a.int(0), options)?;
+    // pid_t is an int: the upper half of the register is ignored, and -INT_MIN does not exist
+    // (Linux `kernel_wait4`: ESRCH).
+    let which = a.i32(0);
+    if which == i32::MIN {
+        return Err(Errno::ESRCH);
+    }
+    let (pid, status, minflt) = proc::wait::wait(i64::from(which), options)?;
     if pid != 0 {
         if let Some(out) = status_out {
             out.write(&status)?;
@@ -94,7 +100,8 @@ pub fn kill(a: Args) -> SysResult {
     if signal > 64 {
         return Err(Errno::EINVAL);
     }
-    let pid = a.int(0);
+    // pid_t, as `wait4` (INT_MIN falls to ESRCH below, as Linux `kill_something_info`).
+    let pid = i64::from(a.i32(0));
     match pid {
         p if p > 0 => signal::send(u32::try_from(p).map_err(|_| Errno::ESRCH)?, signal as u8)?,
         // Every process but init and the caller (Linux: those the caller may signal).
@@ -144,11 +151,11 @@ fn signal_thread(tgid: Option<i64>, tid: i64, signal: u64) -> SysResult {
 }
 
 pub fn tkill(a: Args) -> SysResult {
-    signal_thread(None, a.int(0), a.get(1))
+    signal_thread(None, i64::from(a.i32(0)), a.get(1))
 }
 
 pub fn tgkill(a: Args) -> SysResult {
-    signal_thread(Some(a.int(0)), a.int(1), a.get(2))
+    signal_thread(Some(i64::from(a.i32(0))), i64::from(a.i32(1)), a.get(2))
 }
 
 pub fn rt_sigaction(a: Args) -> SysResult {
