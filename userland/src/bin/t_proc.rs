@@ -257,10 +257,67 @@ fn main() -> i32 {
     let _ = munmap(ro, PAGE);
     let _ = munmap(a, 2 * PAGE);
     mem_offsets(&mut t, mem);
+    mem_prot_none(&mut t, mem);
     let _ = close(mem);
     let _ = close(fd);
     let _ = close(pm);
     t.finish()
+}
+
+/// `/proc/self/mem` reaches PROT_NONE memory (FOLL_FORCE, as Linux): it writes a private page,
+/// populated or not, which stays inaccessible to the process; it reads a shared one but does
+/// not write it (EIO: no COW to break).
+fn mem_prot_none(t: &mut Tester, mem: i32) {
+    let anon = MAP_PRIVATE | MAP_ANONYMOUS;
+    let (Ok(a), Ok(shared)) = (
+        mmap(0, 2 * PAGE, PROT_READ | PROT_WRITE, anon),
+        mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS),
+    ) else {
+        t.check("mappings for the PROT_NONE checks", false);
+        return;
+    };
+    poke(a, b'a');
+    poke(shared, b's');
+    let _ = mprotect(a, 2 * PAGE, PROT_NONE);
+    let _ = mprotect(shared, PAGE, PROT_NONE);
+    t.eq(
+        "mem write into a populated PROT_NONE private page",
+        pwrite(mem, b"hello", a as u64),
+        Ok(5),
+    );
+    t.eq(
+        "mem write into an untouched PROT_NONE private page",
+        pwrite(mem, b"world", (a + PAGE) as u64),
+        Ok(5),
+    );
+    let mut five = [0u8; 5];
+    t.check(
+        "mem read of a PROT_NONE private page sees the write",
+        pread(mem, &mut five, a as u64) == Ok(5) && five == *b"hello",
+    );
+    t.check(
+        "mem read of a PROT_NONE shared page",
+        pread(mem, &mut five[..1], shared as u64) == Ok(1) && five[0] == b's',
+    );
+    t.eq(
+        "mem write into a PROT_NONE shared page is EIO",
+        pwrite(mem, b"x", shared as u64),
+        Err(Errno(5)),
+    );
+    let status = cowlab_userland::test::in_child(|| i32::from(peek(a)));
+    t.check_why(
+        "the page is still inaccessible to the process (SIGSEGV)",
+        wifsignaled(status) && wtermsig(status) == 11,
+        status,
+    );
+    let _ = mprotect(a, 2 * PAGE, PROT_READ);
+    t.eq(
+        "after mprotect(PROT_READ) the process sees both writes",
+        (peek(a), peek(a + 4), peek(a + PAGE), peek(a + PAGE + 4)),
+        (b'h', b'o', b'w', b'd'),
+    );
+    let _ = munmap(a, 2 * PAGE);
+    let _ = munmap(shared, PAGE);
 }
 
 /// The last page of user space (Linux `TASK_SIZE` is 0x7ffffffff000 on x86_64, cowlab's too).
