@@ -17,6 +17,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -31,11 +32,21 @@ use crate::{memory, vm};
 /// `set_max_threads` (kernel stacks may take an eighth of RAM), and bounded by the kernel heap
 /// the stacks live on: at most a quarter of it (16 MiB of 64: 512 tasks of 32 KiB).
 pub fn max_tasks() -> usize {
-    let per_task = super::switch::KERNEL_STACK_SIZE;
-    let by_ram = memory::frames().usable_frames() * cowlab_mm::PAGE_SIZE / per_task / 8;
-    let by_heap = memory::HEAP_SIZE / 4 / per_task;
-    by_ram.min(by_heap).max(16)
+    match MAX_TASKS.load(Ordering::Relaxed) {
+        0 => {
+            let per_task = super::switch::KERNEL_STACK_SIZE;
+            let by_ram = memory::frames().usable_frames() * cowlab_mm::PAGE_SIZE / per_task / 8;
+            let by_heap = memory::HEAP_SIZE / 4 / per_task;
+            let max = by_ram.min(by_heap).max(16);
+            MAX_TASKS.store(max, Ordering::Relaxed);
+            max
+        }
+        max => max,
+    }
 }
+
+/// [`max_tasks`], computed on first use (memory does not change after boot).
+static MAX_TASKS: AtomicUsize = AtomicUsize::new(0);
 
 /// The signal sent to the parent at exit (ignored: SIGCHLD's default is to ignore it).
 pub const CSIGNAL: u64 = 0xff;
