@@ -5,6 +5,7 @@
 //! past either, `E2BIG`. The strings are kept back to back in one buffer, as they
 //! will lie on the new stack, so a call with a hundred thousand short strings makes two heap
 //! allocations, not a hundred thousand.
+#![deny(unsafe_code)]
 
 use alloc::vec::Vec;
 

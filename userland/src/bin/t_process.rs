@@ -6,6 +6,9 @@ extern crate alloc;
 
 use cowlab_userland::calls::*;
 use cowlab_userland::process;
+use cowlab_userland::rlimit::{
+    getrlimit, set_soft, setrlimit, Rlimit, RLIMIT_NPROC, RLIM_INFINITY,
+};
 use cowlab_userland::sys::{self, errno, Errno};
 use cowlab_userland::test::{in_child, sibling, Tester};
 
@@ -17,6 +20,7 @@ fn main() -> i32 {
     }
     let mut t = Tester::new("t_process");
     let me = sys::getpid();
+    raise_nproc(&mut t);
 
     let status = in_child(|| 42);
     t.check_why(
@@ -465,6 +469,23 @@ fn mem_free() -> Option<u64> {
     let text = core::str::from_utf8(&buf[..n]).ok()?;
     let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The fork-limit and orphan checks need more tasks than `RLIMIT_NPROC`'s default allows (128
+/// on cowlab, where every process is uid 0 and the limit is enforced as for an unprivileged
+/// user): raise it, as root may, so that the task table's own bound (`max_tasks`) is what the
+/// fork-limit loop meets. A host run without root raises the soft limit to the hard one.
+fn raise_nproc(t: &mut Tester) {
+    let unlimited = Rlimit {
+        cur: RLIM_INFINITY,
+        max: RLIM_INFINITY,
+    };
+    let raised = setrlimit(RLIMIT_NPROC, unlimited);
+    if cowlab_userland::test::on_cowlab() {
+        t.eq("root raises RLIMIT_NPROC to unlimited", raised, Ok(0));
+    } else if raised.is_err() {
+        let _ = getrlimit(RLIMIT_NPROC).and_then(|r| set_soft(RLIMIT_NPROC, r.max));
+    }
 }
 
 const ORPHAN_BATCHES: usize = 32;
