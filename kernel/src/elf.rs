@@ -16,13 +16,13 @@
 //! a bad file is `ENOEXEC`.
 #![deny(unsafe_code)]
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use cowlab_mm::{copy_to_user, AddressSpace, MapFlags, Prot, VirtAddr};
 
 use crate::errno::Errno;
 use crate::memory;
+use crate::proc::args::ArgStrings;
 
 /// Where a static-PIE (`ET_DYN`) program is loaded (Linux's `ELF_ET_DYN_BASE`-like choice).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;
@@ -123,8 +123,8 @@ fn page_up(x: u64) -> Option<u64> {
 pub fn load(
     aspace: &mut AddressSpace,
     data: &[u8],
-    argv: &[String],
-    envp: &[String],
+    argv: &ArgStrings,
+    envp: &ArgStrings,
     execfn: &str,
 ) -> Result<Loaded, Errno> {
     if data.get(0..4) != Some(b"\x7fELF") || data.get(4) != Some(&2) || data.get(5) != Some(&1) {
@@ -277,8 +277,8 @@ pub fn load(
 /// Writes the initial stack below [`STACK_TOP`]; returns RSP (pointing at argc).
 fn build_stack(
     aspace: &mut AddressSpace,
-    argv: &[String],
-    envp: &[String],
+    argv: &ArgStrings,
+    envp: &ArgStrings,
     execfn: &str,
     auxv: &[(u64, u64)],
 ) -> Result<u64, Errno> {
@@ -288,33 +288,31 @@ fn build_stack(
     crate::random::fill(&mut random);
     strings.extend_from_slice(&random);
     let mut offsets = Vec::new();
-    for s in argv
-        .iter()
-        .chain(envp.iter())
-        .map(String::as_str)
-        .chain([execfn])
-    {
+    for s in argv.iter().chain(envp.iter()).chain([execfn.as_bytes()]) {
         offsets.push(strings.len());
-        strings.extend_from_slice(s.as_bytes());
+        strings.extend_from_slice(s);
         strings.push(0);
     }
     let strings_len = strings.len() as u64;
-    // Linux `bprm_stack_limits`: the strings and the argv/envp pointers within a quarter of
-    // `RLIMIT_STACK` (the random bytes are not strings).
-    let pointers = 8 * (argv.len() + envp.len()) as u64;
-    if strings_len - 16 + pointers > crate::proc::rlimit::arg_space_limit() {
+    // execve's `copy_strings` held argv and envp, strings and pointers, to
+    // `rlimit::arg_space_limit` (Linux `bprm_stack_limits`, the one place that rule lives); what
+    // is left to check is that they, the path and the auxiliary vector fit the stack mapping,
+    // which `stack_vma_size` makes larger than the argument space (the kernel's own strings for
+    // init never come near it).
+    let words_len = 8 * (argv.count() + envp.count() + 2 * auxv.len() + 10) as u64;
+    if strings_len + words_len + 32 > crate::proc::rlimit::stack_vma_size() {
         return Err(Errno::E2BIG);
     }
     let strings_at = (STACK_TOP - 16 - strings_len) & !15;
     let addr_of = |i: usize| strings_at + offsets[i] as u64;
     let mut words: Vec<u64> = Vec::new();
-    words.push(argv.len() as u64);
-    for i in 0..argv.len() {
+    words.push(argv.count() as u64);
+    for i in 0..argv.count() {
         words.push(addr_of(i));
     }
     words.push(0);
-    for i in 0..envp.len() {
-        words.push(addr_of(argv.len() + i));
+    for i in 0..envp.count() {
+        words.push(addr_of(argv.count() + i));
     }
     words.push(0);
     for &(key, value) in auxv {
@@ -324,7 +322,7 @@ fn build_stack(
     words.push(AT_RANDOM);
     words.push(strings_at);
     words.push(AT_EXECFN);
-    words.push(addr_of(argv.len() + envp.len()));
+    words.push(addr_of(argv.count() + envp.count()));
     words.push(AT_NULL);
     words.push(0);
     let mut sp = strings_at - 8 * words.len() as u64;

@@ -64,6 +64,7 @@ impl From<MmError> for Errno {
             MmError::Busy => Errno::EBUSY,
             MmError::Exist => Errno::EEXIST,
             MmError::NoDev => Errno::ENODEV,
+            MmError::NoSpc => Errno::ENOSPC,
             MmError::Inval => Errno::EINVAL,
         }
     }

@@ -78,6 +78,7 @@ pub mod errno {
     pub const ENOENT: i32 = 2;
     pub const ESRCH: i32 = 3;
     pub const ENXIO: i32 = 6;
+    pub const E2BIG: i32 = 7;
     pub const EBADF: i32 = 9;
     pub const ECHILD: i32 = 10;
     pub const ENOMEM: i32 = 12;

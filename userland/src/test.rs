@@ -41,6 +41,18 @@ impl Tester {
         self.check_why(name, ok, format_args!("got {got:?}, want {want:?}"));
     }
 
+    /// Checks that a reading (MemFree, a kernel counter) was taken both times and is equal:
+    /// unlike [`Tester::eq`] on two `Option`s, two failed readings are a failure, not a match.
+    pub fn eq_some<T: PartialEq + core::fmt::Debug>(
+        &mut self,
+        name: &str,
+        got: Option<T>,
+        want: Option<T>,
+    ) {
+        let ok = got.is_some() && got == want;
+        self.check_why(name, ok, format_args!("got {got:?}, want {want:?}"));
+    }
+
     /// Prints the closing line; the exit status.
     pub fn finish(self) -> i32 {
         crate::println!(

@@ -28,6 +28,8 @@ pub enum MmError {
     /// The kind of mapping is not implemented yet, e.g. shared anonymous memory before shmem
     /// (`ENODEV`, as Linux answers for a file that cannot be mapped).
     NoDev,
+    /// A tmpfs file past its mount's size limit (`ENOSPC`).
+    NoSpc,
 }
 
 impl MmError {
@@ -41,6 +43,7 @@ impl MmError {
             MmError::Busy => 16,
             MmError::Exist => 17,
             MmError::NoDev => 19,
+            MmError::NoSpc => 28,
             MmError::Inval => 22,
         }
     }

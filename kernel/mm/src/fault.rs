@@ -19,7 +19,7 @@ use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
 use crate::stats;
-use crate::vma::{Sharing, Vma};
+use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::wp::{do_wp_page, write_grant, WpKind};
 
 /// What the faulting access wanted.
@@ -110,11 +110,17 @@ pub(crate) fn fault_inner<A: Arch>(
         Some(vma) => vma,
         None => return fault_outside_vmas(mm, aspace, va, kind, access),
     };
-    let forced_write = access == Access::Force
-        && kind == FaultKind::Write
-        && vma.is_cow_mapping()
-        && vma.prot().accessible();
-    if !forced_write && !access_permitted(vma, kind) {
+    // FOLL_FORCE (`/proc/pid/mem`) writes a COW mapping whatever its protection, and reads a
+    // PROT_NONE one that may be read; the pages it faults in there get `PROTNONE` PTEs
+    // (`page_prot`), which the MMU still refuses to the process (Linux `check_vma_flags` lets
+    // these through and `handle_mm_fault` maps with `vm_page_prot`).
+    let forced = access == Access::Force
+        && match kind {
+            FaultKind::Write => vma.is_cow_mapping(),
+            FaultKind::Read => vma.flags().contains(VmaFlags::MAYREAD),
+            FaultKind::Unshare | FaultKind::Exec => false,
+        };
+    if !forced && !access_permitted(vma, kind) {
         return Err(FaultError::Segv(SegvReason::Protection));
     }
     faultstat::phase(Phase::Lookup);
@@ -129,7 +135,7 @@ pub(crate) fn fault_inner<A: Arch>(
         }
     } else {
         debug_assert!(
-            pte.is_present(),
+            pte.is_present() || (forced && !vma.prot().accessible()),
             "PROT_NONE PTE under an accessible VMA at {va:#x}"
         );
         match kind {
@@ -229,7 +235,7 @@ fn do_shmem_fault<A: Arch>(
     // One reference, taken under the object's lock: becomes the mapping's, or is dropped
     // after copying.
     let page = obj.get_page(mm, index).map_err(|e| match e {
-        ShmemFault::BeyondEof => FaultError::Segv(SegvReason::BeyondEof),
+        ShmemFault::BeyondEof | ShmemFault::NoSpace => FaultError::Segv(SegvReason::BeyondEof),
         ShmemFault::NoMem => FaultError::Oom,
     })?;
     let base = vma.page_prot() | Pte::ACCESSED;

@@ -251,7 +251,7 @@ fn get_one_page<A: Arch>(
             Follow::Page(frame) => return Ok(grab_page(mm, aspace, frame, requested | flags)),
             Follow::Fault(kind) => kind,
         };
-        let forced = kind == FaultKind::Write && !vma.prot().write();
+        let forced = (kind == FaultKind::Write && !vma.prot().write()) || !vma.prot().accessible();
         let access = if forced { Access::Force } else { Access::User };
         fault_inner(mm, aspace, va, kind, access).map_err(|e| match e {
             FaultError::Segv(_) => MmError::Fault,
@@ -277,10 +277,12 @@ fn get_one_page<A: Arch>(
 ///
 /// A write needs `PROT_WRITE`, or `FOLL_FORCE` on a COW mapping; a long-term write pin of a
 /// shared mapping that needs dirty tracking is refused (`writable_file_mapping_allowed`,
-/// seed 002). Unlike Linux, `FOLL_FORCE` does not read `PROT_NONE` memory: cowlab's fault path
-/// never maps an inaccessible page.
+/// seed 002). An inaccessible (`PROT_NONE`) mapping is reached only with `FOLL_FORCE` (Linux:
+/// `VM_MAYREAD` for a read; a write goes through the COW rule below like any read-only one).
 fn check_vma_flags<A: Arch>(mm: &Mm<A>, vma: &Vma, flags: FollFlags) -> Result<(), MmError> {
-    if !vma.prot().accessible() {
+    if !vma.prot().accessible()
+        && (!flags.contains(FollFlags::FORCE) || !vma.flags().contains(VmaFlags::MAYREAD))
+    {
         return Err(MmError::Fault);
     }
     if flags.contains(FollFlags::WRITE) {
@@ -312,7 +314,8 @@ fn follow_page_pte<A: Arch>(
     let Some(pte) = aspace.page_table(mm).walk(va).map(|s| s.load()) else {
         return missing;
     };
-    if !pte.is_present() {
+    // A `PROTNONE` PTE maps its frame too; only FOLL_FORCE gets here for one (check_vma_flags).
+    if !pte.is_mapping() {
         return missing;
     }
     let meta = mm.frames().meta(pte.frame());

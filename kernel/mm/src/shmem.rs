@@ -22,7 +22,7 @@
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -39,6 +39,49 @@ const PAGE: u64 = PAGE_SIZE as u64;
 
 /// Largest object size (Linux `MAX_LFS_FILESIZE` is far larger; cowlab's memory is not).
 pub const SHMEM_MAX_SIZE: u64 = 1 << 40;
+
+/// The block limit of a tmpfs mount (Linux `shmem_sb_info`'s `max_blocks` and `used_blocks`):
+/// every cache page of an object charged to it counts, from its allocation to its removal from
+/// the cache; past the limit a write, `fallocate` or fault that needs a new page fails with
+/// `ENOSPC` (`SIGBUS` for a fault). Objects with no quota (memfds, `MAP_SHARED|MAP_ANONYMOUS`:
+/// Linux's internal shm mount, which has no limit) are bounded only by memory.
+pub struct ShmemQuota {
+    max_pages: u64,
+    used_pages: AtomicU64,
+}
+
+impl ShmemQuota {
+    pub const fn new(max_pages: u64) -> ShmemQuota {
+        ShmemQuota {
+            max_pages,
+            used_pages: AtomicU64::new(0),
+        }
+    }
+
+    /// The limit in pages (`statfs`'s `f_blocks`).
+    pub fn max_pages(&self) -> u64 {
+        self.max_pages
+    }
+
+    /// Pages charged now (`f_blocks - f_bfree`).
+    pub fn used_pages(&self) -> u64 {
+        self.used_pages.load(Ordering::Relaxed)
+    }
+
+    /// Takes one page if the limit allows it (Linux `shmem_inode_acct_blocks`).
+    fn charge(&self) -> bool {
+        self.used_pages
+            .try_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used < self.max_pages).then_some(used + 1)
+            })
+            .is_ok()
+    }
+
+    fn uncharge(&self, pages: u64) {
+        let before = self.used_pages.fetch_sub(pages, Ordering::Relaxed);
+        assert!(before >= pages, "shmem quota uncharged below zero");
+    }
+}
 
 /// One shmem object (Linux: a shmem inode and its `address_space`).
 pub struct ShmemObject {
@@ -58,6 +101,25 @@ struct Inner {
     seals: u32,
     /// Page index -> cache frame.
     pages: BTreeMap<u64, PhysAddr>,
+    /// The mount the cache pages are charged to (a tmpfs file's), if any.
+    quota: Option<&'static ShmemQuota>,
+}
+
+/// Why a cache page could not be allocated.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum NoPage {
+    /// The object's quota is used up (`ENOSPC`).
+    NoSpace,
+    NoMem,
+}
+
+impl From<NoPage> for MmError {
+    fn from(e: NoPage) -> MmError {
+        match e {
+            NoPage::NoSpace => MmError::NoSpc,
+            NoPage::NoMem => MmError::NoMem,
+        }
+    }
 }
 
 /// Why a page of the object could not be provided to a fault.
@@ -65,6 +127,8 @@ struct Inner {
 pub(crate) enum ShmemFault {
     /// The page lies at or beyond the object's size (Linux: `SIGBUS`).
     BeyondEof,
+    /// The object's quota is used up: Linux's `vmf_error(-ENOSPC)` is `SIGBUS` too.
+    NoSpace,
     NoMem,
 }
 
@@ -72,6 +136,11 @@ impl ShmemObject {
     /// A new, empty object of size 0 (`memfd_create`, or a new tmpfs file).
     #[doc(alias = "shmem_file_setup")]
     pub fn new() -> Arc<ShmemObject> {
+        ShmemObject::new_in(None)
+    }
+
+    /// A new, empty object whose cache pages are charged to `quota` (a tmpfs file).
+    pub fn new_in(quota: Option<&'static ShmemQuota>) -> Arc<ShmemObject> {
         Arc::new(ShmemObject {
             inner: Mutex::new(Inner {
                 size: 0,
@@ -79,6 +148,7 @@ impl ShmemObject {
                 // only `memfd_create(MFD_ALLOW_SEALING)` clears it ([`Self::allow_sealing`]).
                 seals: seals::SEAL,
                 pages: BTreeMap::new(),
+                quota,
             }),
             maps_name: Mutex::new(None),
             writable_maps: Arc::new(AtomicUsize::new(0)),
@@ -199,6 +269,7 @@ impl ShmemObject {
         if size < inner.size {
             let first_dropped = size.div_ceil(PAGE);
             let dropped = inner.pages.split_off(&first_dropped);
+            inner.uncharge(dropped.len());
             for (_, frame) in dropped {
                 drop_cache_page(mm, frame);
             }
@@ -217,9 +288,10 @@ impl ShmemObject {
     }
 
     /// Allocates the cache pages of `[offset, offset + len)`, growing the size to cover it
-    /// (`fallocate` mode 0, Linux `shmem_fallocate`). `ENOMEM` if memory runs out; unlike
-    /// Linux, the pages allocated before that stay in the cache (they are zero, and the size
-    /// is unchanged). `EPERM` past the size under `F_SEAL_GROW`.
+    /// (`fallocate` mode 0, Linux `shmem_fallocate`). `ENOMEM` if memory runs out, `ENOSPC` past
+    /// the quota (at once if the range alone exceeds it); the zero pages of the range beyond the
+    /// size allocated before the failure are dropped again, so a failed call leaves no charge.
+    /// `EPERM` past the size under `F_SEAL_GROW`.
     #[doc(alias = "shmem_fallocate")]
     pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
         let end = offset
@@ -230,8 +302,18 @@ impl ShmemObject {
         if inner.seals & seals::GROW != 0 && end > inner.size {
             return Err(MmError::Perm);
         }
-        for index in offset / PAGE..end.div_ceil(PAGE) {
-            inner.page(mm, index).ok_or(MmError::NoMem)?;
+        let pages = offset / PAGE..end.div_ceil(PAGE);
+        if inner
+            .quota
+            .is_some_and(|q| pages.end - pages.start > q.max_pages())
+        {
+            return Err(MmError::NoSpc);
+        }
+        for index in pages.clone() {
+            if let Err(e) = inner.page(mm, index) {
+                inner.undo_fallocate(mm, pages.start..index);
+                return Err(e.into());
+            }
         }
         inner.size = inner.size.max(end);
         Ok(())
@@ -257,9 +339,10 @@ impl ShmemObject {
     }
 
     /// Copies `data` to offset `offset` (`write`/`pwrite`), growing the size. Returns the
-    /// bytes written; `ENOMEM` if not even the first page could be allocated. Seals (Linux
-    /// `shmem_write_begin`, per page): `F_SEAL_WRITE`/`F_SEAL_FUTURE_WRITE` refuse every
-    /// write, `F_SEAL_GROW` a page chunk reaching past the size; `EPERM` if that stops the
+    /// bytes written (short at the quota or when memory runs out, as Linux's
+    /// `generic_perform_write`); `ENOSPC`/`ENOMEM` if not even the first page could be had.
+    /// Seals (Linux `shmem_write_begin`, per page): `F_SEAL_WRITE`/`F_SEAL_FUTURE_WRITE` refuse
+    /// every write, `F_SEAL_GROW` a page chunk reaching past the size; `EPERM` if that stops the
     /// first chunk, else a short count.
     pub fn write_at<A: Arch>(
         &self,
@@ -276,6 +359,7 @@ impl ShmemObject {
             return Err(MmError::Perm);
         }
         let mut done = 0;
+        let mut failure = None;
         while done < data.len() {
             let at = offset + done as u64;
             let off = (at % PAGE) as usize;
@@ -286,14 +370,18 @@ impl ShmemObject {
                 }
                 break;
             }
-            let Some(frame) = inner.page(mm, at / PAGE) else {
-                break;
+            let frame = match inner.page(mm, at / PAGE) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             };
             mm.write_frame_bytes(frame + off as u64, &data[done..done + n]);
             done += n;
         }
-        if done == 0 && !data.is_empty() {
-            return Err(MmError::NoMem);
+        if let (0, Some(e)) = (done, failure) {
+            return Err(e.into());
         }
         inner.size = inner.size.max(if done == data.len() {
             end
@@ -310,6 +398,7 @@ impl ShmemObject {
     pub fn put<A: Arch>(this: Arc<ShmemObject>, mm: &Mm<A>) {
         if let Some(obj) = Arc::into_inner(this) {
             let inner = obj.inner.into_inner();
+            inner.uncharge(inner.pages.len());
             for (_, frame) in inner.pages {
                 drop_cache_page(mm, frame);
             }
@@ -325,7 +414,10 @@ impl ShmemObject {
         if index >= inner.size.div_ceil(PAGE) {
             return Err(ShmemFault::BeyondEof);
         }
-        let frame = inner.page(mm, index).ok_or(ShmemFault::NoMem)?;
+        let frame = inner.page(mm, index).map_err(|e| match e {
+            NoPage::NoSpace => ShmemFault::NoSpace,
+            NoPage::NoMem => ShmemFault::NoMem,
+        })?;
         mm.frames().meta(frame).get();
         Ok(frame)
     }
@@ -338,19 +430,47 @@ impl ShmemObject {
 }
 
 impl Inner {
-    /// The cache page at `index`, allocated zeroed if absent.
-    fn page<A: Arch>(&mut self, mm: &Mm<A>, index: u64) -> Option<PhysAddr> {
+    /// The cache page at `index`, allocated zeroed (and charged to the quota) if absent.
+    fn page<A: Arch>(&mut self, mm: &Mm<A>, index: u64) -> Result<PhysAddr, NoPage> {
         if let Some(&frame) = self.pages.get(&index) {
-            return Some(frame);
+            return Ok(frame);
         }
-        let frame = mm.alloc_zeroed()?;
+        if let Some(quota) = self.quota {
+            if !quota.charge() {
+                return Err(NoPage::NoSpace);
+            }
+        }
+        let Some(frame) = mm.alloc_zeroed() else {
+            self.uncharge(1);
+            return Err(NoPage::NoMem);
+        };
         // refcount 1 from the allocator: the cache's own reference.
         mm.frames()
             .meta(frame)
             .init_flags(FrameFlags::PAGECACHE | FrameFlags::SHMEM);
         stats::inc(&mm.counters.shmem_pages);
         self.pages.insert(index, frame);
-        Some(frame)
+        Ok(frame)
+    }
+
+    /// Drops the pages of `range` that lie wholly beyond the size: the ones a failed
+    /// `fallocate` just added (pages within the size may hold data and stay).
+    fn undo_fallocate<A: Arch>(&mut self, mm: &Mm<A>, range: core::ops::Range<u64>) {
+        let first_beyond = self.size.div_ceil(PAGE).max(range.start);
+        for index in first_beyond..range.end {
+            if let Some(frame) = self.pages.remove(&index) {
+                self.uncharge(1);
+                drop_cache_page(mm, frame);
+            }
+        }
+    }
+
+    /// Returns `pages` cache pages leaving the cache to the quota (Linux
+    /// `shmem_inode_unacct_blocks`).
+    fn uncharge(&self, pages: usize) {
+        if let Some(quota) = self.quota {
+            quota.uncharge(pages as u64);
+        }
     }
 }
 

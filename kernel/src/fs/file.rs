@@ -31,6 +31,9 @@ pub enum Seek {
     Size(u64),
     /// Positions within `[0, size]` only (`fixed_size_llseek`: block devices).
     Fixed(u64),
+    /// Positions are addresses: any 64-bit value, wrapping, with no end (Linux
+    /// `FMODE_UNSIGNED_OFFSET` and `mem_lseek`: `/proc/<pid>/mem`).
+    Address,
 }
 
 /// One directory entry for `getdents64`.

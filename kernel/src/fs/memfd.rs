@@ -11,7 +11,7 @@ use cowlab_mm::shmem::ShmemObject;
 use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::rw::CHUNK;
-use super::stat::{tmpfs_statfs, Stat, StatFs, ST_NODEV, ST_NOSUID, S_IFREG};
+use super::stat::{shmem_mount_statfs, Stat, StatFs, ST_NODEV, ST_NOSUID, S_IFREG};
 use crate::errno::Errno;
 use crate::memory;
 
@@ -127,7 +127,7 @@ impl FileOps for Memfd {
     }
 
     fn statfs(&self) -> StatFs {
-        tmpfs_statfs(ST_NOSUID | ST_NODEV)
+        shmem_mount_statfs(ST_NOSUID | ST_NODEV)
     }
 
     fn mmap_target(&self, offset: u64, _len: u64) -> Result<(&Arc<ShmemObject>, u64), Errno> {

@@ -203,7 +203,7 @@ pub fn stat(file: &OpenFile) -> Stat {
 }
 
 /// `fstatfs` of an open file: the file system Linux would report for it (see each file type's
-/// `statfs` and `stat::tmpfs_statfs`).
+/// `statfs` and `fs::stat`).
 pub fn statfs(file: &OpenFile) -> StatFs {
     file.ops.statfs()
 }

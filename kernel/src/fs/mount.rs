@@ -444,7 +444,9 @@ impl SpecialDir for DevDir {
             "console" | "tty" => Box::new(console::Console),
             "null" => Box::new(null::Null),
             "vda" => {
-                return Some(vda::device().map(|_| Box::new(vda::VdaFile) as Box<dyn FileOps>))
+                return Some(
+                    vda::device().map(|_| Box::new(vda::VdaFile::open()) as Box<dyn FileOps>),
+                )
             }
             _ => return None,
         }))

@@ -32,7 +32,11 @@ impl FileOps for ProcFile {
     }
 
     fn seek(&self) -> Seek {
-        Seek::Size(0)
+        if self.unsigned_offsets() {
+            Seek::Address
+        } else {
+            Seek::Size(0)
+        }
     }
 
     fn stat(&self) -> Stat {

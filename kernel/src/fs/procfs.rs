@@ -91,6 +91,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
 }
 
 impl ProcFile {
+    /// `/proc/<pid>/mem` offsets are addresses: any 64-bit value, kernel ones included, is a
+    /// valid position (Linux `FMODE_UNSIGNED_OFFSET` and `mem_lseek`).
+    pub fn unsigned_offsets(&self) -> bool {
+        matches!(self.what, ProcWhat::Mem)
+    }
+
     /// Whether the file may be opened for writing.
     pub fn writable(&self) -> bool {
         matches!(self.what, ProcWhat::ClearRefs | ProcWhat::Mem)
@@ -107,7 +113,7 @@ impl ProcFile {
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
-                let mut buf = alloc::vec![0u8; len];
+                let mut buf = alloc::vec![0u8; user_len(offset, len)?];
                 let n = gup::access_process_vm_read(
                     memory::mm(),
                     &mut shared.lock(),
@@ -141,7 +147,7 @@ impl ProcFile {
                     memory::mm(),
                     &mut shared.lock(),
                     VirtAddr::new(user_addr(offset)?),
-                    data,
+                    &data[..user_len(offset, data.len())?],
                 )
                 .map_err(mem_error)?;
                 Ok(n)
@@ -332,6 +338,16 @@ fn slice(text: String, offset: u64, len: usize) -> Vec<u8> {
     let start = (offset.min(bytes.len() as u64)) as usize;
     let end = start + len.min(bytes.len() - start);
     bytes[start..end].to_vec()
+}
+
+/// The part of `len` bytes at `offset` below the end of user space: an access across it moves
+/// the bytes before it (Linux `mem_rw` stops where `access_remote_vm` finds no mapping).
+fn user_len(offset: u64, len: usize) -> Result<usize, Errno> {
+    let room = cowlab_mm::aspace::USER_END
+        .checked_sub(offset)
+        .filter(|&r| r > 0)
+        .ok_or(Errno::EIO)?;
+    Ok(len.min(usize::try_from(room).unwrap_or(usize::MAX)))
 }
 
 fn user_addr(offset: u64) -> Result<u64, Errno> {

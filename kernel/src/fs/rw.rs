@@ -81,6 +81,7 @@ pub fn vfs_fsync(file: &OpenFile) -> Result<u64, Errno> {
 pub fn lseek(file: &OpenFile, offset: i64, whence: u64) -> Result<u64, Errno> {
     let (size, fixed) = match file.ops.seek() {
         Seek::Stream => return Err(Errno::ESPIPE),
+        Seek::Address => return mem_lseek(file, offset as u64, whence),
         Seek::Size(size) => (size as i64, false),
         Seek::Fixed(size) => (size as i64, true),
     };
@@ -96,6 +97,19 @@ pub fn lseek(file: &OpenFile, offset: i64, whence: u64) -> Result<u64, Errno> {
     }
     file.offset.store(new as u64, Ordering::Relaxed);
     Ok(new as u64)
+}
+
+/// lseek on a file whose positions are addresses (Linux `mem_lseek`): the position wraps
+/// instead of failing and is returned as is (a position in the top 4095 values looks like an
+/// errno to the C library, as on Linux); `SEEK_END` is `EINVAL`.
+fn mem_lseek(file: &OpenFile, offset: u64, whence: u64) -> Result<u64, Errno> {
+    let new = match whence {
+        0 => offset,
+        1 => file.offset.load(Ordering::Relaxed).wrapping_add(offset),
+        _ => return Err(Errno::EINVAL),
+    };
+    file.offset.store(new, Ordering::Relaxed);
+    Ok(new)
 }
 
 /// `ftruncate(fd, len)` (`len >= 0`): `EINVAL` on a descriptor not open for writing.

@@ -92,18 +92,33 @@ pub fn statfs_of(f_type: u64, flags: u64) -> StatFs {
     }
 }
 
-/// tmpfs (`/tmp`, memfds: Linux keeps those on its internal shmem mount, and the devices:
-/// Linux's devtmpfs) reports `TMPFS_MAGIC` with Linux's default size, half of memory, in pages
-/// (`f_bfree` from the free frames, never above it), and its inode limit
-/// (`tmpfs::MAX_INODES`).
+/// The devices (Linux's devtmpfs) report `TMPFS_MAGIC` with Linux's default size, half of
+/// memory, in pages, none of it used (`f_bfree` never above the free frames).
 pub fn tmpfs_statfs(flags: u64) -> StatFs {
+    let half = crate::memory::mm().stats().usable_frames / 2;
+    tmpfs_sized(flags, half, 0)
+}
+
+/// `/tmp` reports `TMPFS_MAGIC` with its size limit and usage (`tmpfs::quota`, half of memory,
+/// in pages).
+pub fn tmp_statfs(flags: u64) -> StatFs {
+    let quota = tmpfs::quota();
+    tmpfs_sized(flags, quota.max_pages(), quota.used_pages())
+}
+
+/// memfds live on Linux's internal shmem mount, which has no limits: `TMPFS_MAGIC` with zero
+/// blocks and inodes.
+pub fn shmem_mount_statfs(flags: u64) -> StatFs {
+    statfs_of(tmpfs::TMPFS_MAGIC, flags)
+}
+
+/// A tmpfs `statfs` of `max` blocks, `used` of them in use (`f_bfree` never above the free
+/// frames), with the inode limit `tmpfs::MAX_INODES`.
+fn tmpfs_sized(flags: u64, max: u64, used: u64) -> StatFs {
     let stats = crate::memory::mm().stats();
     let mut st = statfs_of(tmpfs::TMPFS_MAGIC, flags);
-    let half = stats.usable_frames / 2;
-    st.f_blocks = half;
-    st.f_bfree = half
-        .saturating_sub(stats.shmem_pages)
-        .min(stats.free_frames);
+    st.f_blocks = max;
+    st.f_bfree = max.saturating_sub(used).min(stats.free_frames);
     st.f_bavail = st.f_bfree;
     st.f_files = tmpfs::MAX_INODES;
     st.f_ffree = tmpfs::MAX_INODES.saturating_sub(tmpfs::inodes_in_use());

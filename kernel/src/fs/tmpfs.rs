@@ -21,7 +21,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use cowlab_mm::shmem::ShmemObject;
+use cowlab_mm::shmem::{ShmemObject, ShmemQuota};
 use spin::Mutex;
 
 use super::tmpfs_file::TmpfsFile;
@@ -109,6 +109,15 @@ impl Drop for TmpInode {
     }
 }
 
+/// The size limit of `/tmp` (Linux's `size=` default: half of RAM), charged with every cache
+/// page of its files; beyond it writes, `fallocate` and faults get `ENOSPC`/`SIGBUS`.
+static QUOTA: spin::Once<ShmemQuota> = spin::Once::new();
+
+/// `/tmp`'s block quota, set to half of the usable frames on first use.
+pub fn quota() -> &'static ShmemQuota {
+    QUOTA.call_once(|| ShmemQuota::new(memory::frames().usable_frames() as u64 / 2))
+}
+
 /// Inodes in use (for `statfs`'s `f_ffree`).
 pub fn inodes_in_use() -> u64 {
     INODES.load(Ordering::Relaxed)
@@ -152,7 +161,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<T
         None => {
             let entry = Entry {
                 inode: new_inode(mode, 1, false)?,
-                obj: ShmemObject::new(),
+                obj: ShmemObject::new_in(Some(quota())),
             };
             let pair = (entry.inode.clone(), entry.obj.clone());
             dir.insert(String::from(name), entry);
@@ -175,7 +184,7 @@ pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<T
 pub fn open_tmpfile(flags: u32, mode: u32) -> Result<TmpfsFile, Errno> {
     let linkable = flags & O_EXCL == 0;
     let inode = new_inode(mode, 0, linkable)?;
-    Ok(TmpfsFile::new(ShmemObject::new(), inode))
+    Ok(TmpfsFile::new(ShmemObject::new_in(Some(quota())), inode))
 }
 
 /// Checks the `O_TMPFILE` flag combination (Linux `build_open_flags`): `None` without

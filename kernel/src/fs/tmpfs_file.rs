@@ -12,7 +12,7 @@ use cowlab_mm::shmem::ShmemObject;
 use super::file::{DirEntry, FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::memfd::{shmem_fallocate, shmem_read, shmem_stat, shmem_write};
-use super::stat::{tmpfs_statfs, Stat, StatFs, ST_NODEV, ST_NOSUID, S_IFDIR, S_IFREG};
+use super::stat::{tmp_statfs, Stat, StatFs, ST_NODEV, ST_NOSUID, S_IFDIR, S_IFREG};
 use super::tmpfs::{self, TmpInode};
 use crate::errno::Errno;
 use crate::memory;
@@ -85,7 +85,7 @@ impl FileOps for TmpfsFile {
     }
 
     fn statfs(&self) -> StatFs {
-        tmpfs_statfs(ST_NOSUID | ST_NODEV)
+        tmp_statfs(ST_NOSUID | ST_NODEV)
     }
 
     fn mmap_target(&self, offset: u64, _len: u64) -> Result<(&Arc<ShmemObject>, u64), Errno> {
@@ -138,7 +138,7 @@ impl FileOps for TmpDir {
     }
 
     fn statfs(&self) -> StatFs {
-        tmpfs_statfs(ST_NOSUID | ST_NODEV)
+        tmp_statfs(ST_NOSUID | ST_NODEV)
     }
 
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {

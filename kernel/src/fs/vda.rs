@@ -26,7 +26,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use cowlab_mm::foll::FollFlags;
 use cowlab_mm::pin::PinnedPage;
@@ -350,8 +350,17 @@ fn transfer(op: Op, io: &mut Kiocb, iter: &mut IoIter) -> Result<usize, Errno> {
     Ok(n)
 }
 
-/// The block-device ioctls, and cowlab's race-scripting pair.
-pub fn ioctl(request: u64, arg: u64) -> SysResult {
+/// The open `/dev/vda` ([`VdaFile::id`]) whose `COWLAB_VDA_HOLD` is in force. The hold is a
+/// capability of that open-file description: only it may release, another file's hold is
+/// `EBUSY`, and closing it (its last descriptor, or its process's end) releases, so no process
+/// can stall the disk for others or leave it stalled behind it ([`file_closed`]).
+static HOLDER: spin::Mutex<Option<u64>> = spin::Mutex::new(None);
+
+/// The next [`VdaFile::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The block-device ioctls on the open `/dev/vda` `me`, and cowlab's race-scripting ones.
+pub fn ioctl(me: u64, request: u64, arg: u64) -> SysResult {
     let device = device()?;
     match request {
         BLKGETSIZE64 => UserPtr::<u64>::new(arg)?
@@ -364,12 +373,36 @@ pub fn ioctl(request: u64, arg: u64) -> SysResult {
             .write(&(SECTOR as u32))
             .map(|()| 0),
         COWLAB_VDA_HOLD => {
+            let mut holder = HOLDER.lock();
+            if holder.is_some_and(|h| h != me) {
+                return Err(Errno::EBUSY);
+            }
+            *holder = Some(me);
             device.hold();
             Ok(0)
         }
-        COWLAB_VDA_RELEASE => Ok(device.release() as u64),
+        COWLAB_VDA_RELEASE => {
+            let mut holder = HOLDER.lock();
+            if holder.is_some_and(|h| h != me) {
+                return Err(Errno::EPERM);
+            }
+            *holder = None;
+            Ok(device.release() as u64)
+        }
         COWLAB_VDA_INFLIGHT => Ok(device.in_flight()),
         _ => Err(Errno::ENOTTY),
+    }
+}
+
+/// The open `/dev/vda` `me` is gone (its description's last reference): a hold it set ends,
+/// handing the held requests to the device.
+fn file_closed(me: u64) {
+    let mut holder = HOLDER.lock();
+    if *holder == Some(me) {
+        *holder = None;
+        if let Ok(device) = device() {
+            device.release();
+        }
     }
 }
 
@@ -484,8 +517,26 @@ pub fn start_direct(op: Op, iter: &mut IoIter, pos: u64, done: AsyncDone) -> Sta
     Started::Queued
 }
 
-/// `/dev/vda` as an open file.
-pub struct VdaFile;
+/// `/dev/vda` as an open file. `id` names the open-file description for `COWLAB_VDA_HOLD`
+/// (unique for the kernel's life; an address could be reused by the next open).
+pub struct VdaFile {
+    id: u64,
+}
+
+impl VdaFile {
+    /// A new open-file description of the device.
+    pub fn open() -> VdaFile {
+        VdaFile {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for VdaFile {
+    fn drop(&mut self) {
+        file_closed(self.id);
+    }
+}
 
 impl FileOps for VdaFile {
     fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
@@ -521,7 +572,7 @@ impl FileOps for VdaFile {
     }
 
     fn ioctl(&self, _file: &OpenFile, cmd: u64, arg: u64) -> SysResult {
-        ioctl(cmd & 0xffff_ffff, arg)
+        ioctl(self.id, cmd & 0xffff_ffff, arg)
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -62,18 +62,17 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 /// kernel.
 fn user_trap(frame: &mut TrapFrame) {
     use crate::proc::signal::{kill_for_fault, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
-    use cowlab_mm::SegvReason;
     let number = frame.vector as u8;
     match number {
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
             match vm::handle_page_fault(cr2, frame.error_code) {
                 Ok(()) => {}
-                // Past the end of a shmem object: SIGBUS, as Linux (`SegvReason::signal`).
-                Err(cowlab_mm::FaultError::Segv(SegvReason::BeyondEof)) => {
-                    kill_for_fault(frame, SIGBUS, Some(cr2))
+                // SIGSEGV, or SIGBUS past the end of a shmem object or its mount's limit
+                // (`SegvReason::signal`).
+                Err(cowlab_mm::FaultError::Segv(reason)) => {
+                    kill_for_fault(frame, reason.signal() as u8, Some(cr2))
                 }
-                Err(cowlab_mm::FaultError::Segv(_)) => kill_for_fault(frame, SIGSEGV, Some(cr2)),
                 // The OOM killer frees memory by killing the largest process (maybe this
                 // one, which then ends on its return to ring 3); the fault is retried.
                 Err(cowlab_mm::FaultError::Oom) => {

@@ -91,10 +91,11 @@ pub fn elf_loader_accepts_init_refuses_garbage() -> TestResult {
     let before = memory::frames().free_frames();
     let init = ramdisk::find("init")
         .ok_or_else(|| super::TestFailure(String::from("no init in the ramdisk")))?;
-    let argv = [String::from("init")];
+    let argv = crate::proc::args::ArgStrings::from_strs(["init"]);
+    let envp = crate::proc::args::ArgStrings::default();
     let mut aspace =
         AddressSpace::new(mm).map_err(|e| super::TestFailure(alloc::format!("{e:?}")))?;
-    let loaded = elf::load(&mut aspace, init.data, &argv, &[], "init");
+    let loaded = elf::load(&mut aspace, init.data, &argv, &envp, "init");
     let stack_ok = loaded
         .as_ref()
         .is_ok_and(|l| l.stack_pointer % 16 == 0 && l.stack_pointer < elf::STACK_TOP);
@@ -104,7 +105,7 @@ pub fn elf_loader_accepts_init_refuses_garbage() -> TestResult {
     ensure!((0x40_0000..0x50_0000).contains(&entry), "entry {entry:#x}");
     let mut aspace =
         AddressSpace::new(mm).map_err(|e| super::TestFailure(alloc::format!("{e:?}")))?;
-    let garbage = elf::load(&mut aspace, b"#!/bin/sh\nnot an elf\n", &argv, &[], "x");
+    let garbage = elf::load(&mut aspace, b"#!/bin/sh\nnot an elf\n", &argv, &envp, "x");
     aspace.exit(mm);
     ensure!(
         garbage.is_err_and(|e| e == Errno::ENOEXEC),

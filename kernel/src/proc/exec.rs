@@ -12,11 +12,11 @@
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 
 use cowlab_mm::AddressSpace;
 use spin::Mutex;
 
+use super::args::ArgStrings;
 use super::switch::{FpuState, KernelStack};
 use super::{alloc_pid, with_current, Group, SharedFdTable, State, Task, TABLE};
 use crate::errno::Errno;
@@ -27,20 +27,27 @@ use crate::{elf, memory, ramdisk, vm};
 /// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).
 const USER_RFLAGS: u64 = 0x202;
 
-/// The ramdisk file named by `path` (`/name`, `./name` or `name`).
+/// The ramdisk file named by `path` (`/name`, `./name` or `name`). Anything else that exists
+/// (a directory, a device, a `/proc` or `/tmp` file) is `EACCES`, as Linux's
+/// `do_open_execat` answers for what is not an executable regular file; the lookup's own error
+/// otherwise (`ENOENT`, `ENOTDIR`, `ENAMETOOLONG`).
 fn find_program(path: &str) -> Result<ramdisk::File, Errno> {
     let name = path.trim_start_matches("./").trim_start_matches('/');
-    if name.is_empty() {
+    if let Some(file) = ramdisk::find(name).filter(|_| !name.is_empty() && !name.contains('/')) {
+        return Ok(file);
+    }
+    if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    if name.contains('/') {
-        return Err(Errno::ENOENT);
-    }
-    ramdisk::find(name).ok_or(Errno::ENOENT)
+    crate::fs::open(path, 0).map(|_| Err(Errno::EACCES))?
 }
 
 /// A new address space with the program loaded; returns it with the entry and stack pointer.
-fn build(path: &str, argv: &[String], envp: &[String]) -> Result<(AddressSpace, u64, u64), Errno> {
+fn build(
+    path: &str,
+    argv: &ArgStrings,
+    envp: &ArgStrings,
+) -> Result<(AddressSpace, u64, u64), Errno> {
     let file = find_program(path)?;
     let mm = memory::mm();
     let mut aspace = AddressSpace::new(mm)?;
@@ -88,8 +95,8 @@ fn basename(path: &str) -> String {
 pub fn execve(
     frame: &mut TrapFrame,
     path: &str,
-    argv: &[String],
-    envp: &[String],
+    argv: &ArgStrings,
+    envp: &ArgStrings,
 ) -> Result<(), Errno> {
     let (aspace, entry, sp) = build(path, argv, envp)?;
     if let Err(e) = de_thread() {
@@ -173,8 +180,9 @@ fn de_thread() -> Result<(), Errno> {
 
 /// Creates pid 1 running `path` with `argv`, its descriptors 0-2 on the console.
 pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
-    let envp: Vec<String> = alloc::vec![String::from("PATH=/"), String::from("HOME=/")];
-    let (aspace, entry, sp) = build(path, argv, &envp)?;
+    let argv = ArgStrings::from_strs(argv.iter().map(String::as_str));
+    let envp = ArgStrings::from_strs(["PATH=/", "HOME=/"]);
+    let (aspace, entry, sp) = build(path, &argv, &envp)?;
     let pid = alloc_pid();
     let mut kstack = KernelStack::new();
     let ctx_rsp = kstack.prepare(&user_frame(entry, sp));

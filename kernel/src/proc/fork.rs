@@ -18,6 +18,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cowlab_mm::opstat;
 use spin::Mutex;
@@ -29,8 +30,25 @@ use crate::idt::TrapFrame;
 use crate::uaccess::UserPtr;
 use crate::{memory, vm};
 
-/// The most tasks (threads, and zombies) that may exist at once.
-pub const MAX_PROCESSES: usize = 128;
+/// The most tasks (threads, and zombies) that may exist at once, sized from memory as Linux's
+/// `set_max_threads` (kernel stacks may take an eighth of RAM), and bounded by the kernel heap
+/// the stacks live on: at most a quarter of it (16 MiB of 64: 512 tasks of 32 KiB).
+pub fn max_tasks() -> usize {
+    match MAX_TASKS.load(Ordering::Relaxed) {
+        0 => {
+            let per_task = super::switch::KERNEL_STACK_SIZE;
+            let by_ram = memory::frames().usable_frames() * cowlab_mm::PAGE_SIZE / per_task / 8;
+            let by_heap = memory::HEAP_SIZE / 4 / per_task;
+            let max = by_ram.min(by_heap).max(16);
+            MAX_TASKS.store(max, Ordering::Relaxed);
+            max
+        }
+        max => max,
+    }
+}
+
+/// [`max_tasks`], computed on first use (memory does not change after boot).
+static MAX_TASKS: AtomicUsize = AtomicUsize::new(0);
 
 /// The signal sent to the parent at exit (ignored: SIGCHLD's default is to ignore it).
 pub const CSIGNAL: u64 = 0xff;
@@ -105,11 +123,13 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     if flags & CLONE_SETTLS != 0 && args.tls >= cowlab_mm::aspace::USER_END {
         return Err(Errno::EPERM);
     }
-    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number, and
-    // the caller's `RLIMIT_NPROC` (both EAGAIN, as Linux `copy_process`).
+    // Each task costs a kernel stack from the fixed-size kernel heap: bound their number
+    // (`max_tasks`), and the caller's `RLIMIT_NPROC` (both EAGAIN, as Linux `copy_process`).
     {
+        // Outside the table lock: its first call reads the frame allocator.
+        let max = max_tasks();
         let table = TABLE.lock();
-        if table.len() >= MAX_PROCESSES || !rlimit::nproc_allows(rlimit::nproc_count(&table)) {
+        if table.len() >= max || !rlimit::nproc_allows(rlimit::nproc_count(&table)) {
             return Err(Errno::EAGAIN);
         }
     }

@@ -28,6 +28,7 @@
 //! is removed from the table (and its kernel stack freed) only when it is not running: reaping
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
+pub mod args;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -97,6 +98,9 @@ pub struct Group {
     /// by the threads of the group, copied by `fork` (a reference count, no allocation), kept
     /// by `execve`.
     pub cwd: Option<Arc<str>>,
+    /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are reparented here instead of to init.
+    /// Not inherited by fork, kept across execve (as Linux's `is_child_subreaper`).
+    pub child_subreaper: bool,
 }
 
 impl Group {
@@ -115,6 +119,7 @@ impl Group {
             own_minflt: 0,
             rlimits,
             cwd,
+            child_subreaper: false,
         }))
     }
 }
@@ -414,7 +419,7 @@ pub fn exit_thread(status: i32) -> ! {
             }
         }
     }
-    let (aspace, fds, last, parent, tgid) = {
+    let (aspace, fds, last, parent, tgid, reaper) = {
         let mut table = TABLE.lock();
         let t = table
             .get_mut(&tid)
@@ -442,20 +447,17 @@ pub fn exit_thread(status: i32) -> ! {
             (false, true) => State::Exited,
             (_, false) => State::Dead,
         };
-        if last {
+        let reaper = if last {
             if let Some(leader) = table.get_mut(&tgid) {
                 leader.state = State::Zombie(final_status);
             }
-            // Children go to init (Linux reparents to another thread first; here children
-            // belong to the group, so only the group's end orphans them).
-            for child in table.values_mut() {
-                let mut g = child.group.lock();
-                if g.parent == tgid && child.tgid != tgid {
-                    g.parent = 1;
-                }
-            }
-        }
-        (aspace, fds, last, parent, tgid)
+            let reaper = find_new_reaper(&table, tgid, parent);
+            forget_original_parent(&mut table, tgid, reaper);
+            reaper
+        } else {
+            1
+        };
+        (aspace, fds, last, parent, tgid, reaper)
     };
     drop(fds);
     // CR3 must not hold the root we may tear down.
@@ -468,12 +470,50 @@ pub fn exit_thread(status: i32) -> ! {
     }
     if last {
         wakeup(wait_channel(parent));
-        wakeup(wait_channel(1));
+        // Zombies among the orphans are the reaper's to collect now.
+        wakeup(wait_channel(reaper));
     } else {
         wakeup(group_channel(tgid));
     }
     sched::schedule();
     unreachable!("an exited thread was scheduled");
+}
+
+/// Who adopts the children of group `tgid`, whose parent is `parent`, when it ends (Linux
+/// `find_new_reaper`): the nearest ancestor that set `PR_SET_CHILD_SUBREAPER` and still has a
+/// live thread, else init. (Linux first tries another thread of the group; here children belong
+/// to the group, so only the group's end orphans them.) The walk is bounded by the table size,
+/// so a corrupted parent chain cannot loop.
+fn find_new_reaper(table: &BTreeMap<Pid, Box<Task>>, tgid: Pid, parent: Pid) -> Pid {
+    let mut ancestor = parent;
+    for _ in 0..table.len() {
+        if ancestor <= 1 || ancestor == tgid {
+            break;
+        }
+        let Some(leader) = table.get(&ancestor) else {
+            break;
+        };
+        let g = leader.group.lock();
+        if g.child_subreaper && g.live > 0 {
+            return ancestor;
+        }
+        ancestor = g.parent;
+    }
+    1
+}
+
+/// Hands every child process of group `tgid` to `reaper` (Linux `forget_original_parent`);
+/// zombies among them are then the reaper's to wait for, live ones report their end to it.
+fn forget_original_parent(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, reaper: Pid) {
+    for child in table
+        .values_mut()
+        .filter(|c| c.is_leader() && c.tgid != tgid)
+    {
+        let mut g = child.group.lock();
+        if g.parent == tgid {
+            g.parent = reaper;
+        }
+    }
 }
 
 /// Drops one reference to an address space; the last one (not loaded in CR3) tears it down,

@@ -118,6 +118,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         150 => mlock::munlock(a),
         151 => mlock::mlockall(a),
         152 => mlock::munlockall(),
+        157 => proc::prctl(a),
         158 => proc::arch_prctl(a),
         160 => info::setrlimit(a),
         169 => proc::reboot(a),

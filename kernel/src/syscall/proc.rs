@@ -4,8 +4,9 @@
 
 use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;
+use crate::proc::args::copy_strings;
 use crate::proc::{self, fork, futex, sched, signal, with_current};
-use crate::uaccess::{read_cstr, read_cstr_array, UserPtr};
+use crate::uaccess::{read_cstr, UserPtr};
 
 pub fn getpid() -> SysResult {
     Ok(u64::from(proc::current_pid()))
@@ -44,8 +45,9 @@ pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
 
 pub fn execve(a: Args, frame: &mut TrapFrame) -> SysResult {
     let path = read_cstr(a.get(0), 4096)?;
-    let argv = read_cstr_array(a.get(1), 1024)?;
-    let envp = read_cstr_array(a.get(2), 1024)?;
+    let mut room = usize::try_from(proc::rlimit::arg_space_limit()).unwrap_or(usize::MAX);
+    let argv = copy_strings(a.get(1), &mut room)?;
+    let envp = copy_strings(a.get(2), &mut room)?;
     proc::exec::execve(frame, &path, &argv, &envp)?;
     // The frame now enters the new program; RAX is 0 there.
     Ok(0)
@@ -72,7 +74,13 @@ pub fn wait4(a: Args) -> SysResult {
     } else {
         None
     };
-    let (pid, status, minflt) = proc::wait::wait(a.int(0), options)?;
+    // pid_t is an int: the upper half of the register is ignored, and -INT_MIN does not exist
+    // (Linux `kernel_wait4`: ESRCH).
+    let which = a.i32(0);
+    if which == i32::MIN {
+        return Err(Errno::ESRCH);
+    }
+    let (pid, status, minflt) = proc::wait::wait(i64::from(which), options)?;
     if pid != 0 {
         if let Some(out) = status_out {
             out.write(&status)?;
@@ -93,7 +101,8 @@ pub fn kill(a: Args) -> SysResult {
     if signal > 64 {
         return Err(Errno::EINVAL);
     }
-    let pid = a.int(0);
+    // pid_t, as `wait4` (INT_MIN falls to ESRCH below, as Linux `kill_something_info`).
+    let pid = i64::from(a.i32(0));
     match pid {
         p if p > 0 => signal::send(u32::try_from(p).map_err(|_| Errno::ESRCH)?, signal as u8)?,
         // Every process but init and the caller (Linux: those the caller may signal).
@@ -143,11 +152,11 @@ fn signal_thread(tgid: Option<i64>, tid: i64, signal: u64) -> SysResult {
 }
 
 pub fn tkill(a: Args) -> SysResult {
-    signal_thread(None, a.int(0), a.get(1))
+    signal_thread(None, i64::from(a.i32(0)), a.get(1))
 }
 
 pub fn tgkill(a: Args) -> SysResult {
-    signal_thread(Some(a.int(0)), a.int(1), a.get(2))
+    signal_thread(Some(i64::from(a.i32(0))), i64::from(a.i32(1)), a.get(2))
 }
 
 pub fn rt_sigaction(a: Args) -> SysResult {
@@ -225,6 +234,26 @@ pub fn arch_prctl(a: Args) -> SysResult {
         ARCH_GET_FS => {
             let base = with_current(|p| p.fs_base);
             UserPtr::<u64>::new(a.get(1))?.write(&base)?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+
+/// prctl: only the child-subreaper options (see `proc::find_new_reaper`); every other option
+/// is `EINVAL`, Linux's answer to an option it does not know.
+pub fn prctl(a: Args) -> SysResult {
+    match a.get(0) {
+        PR_SET_CHILD_SUBREAPER => {
+            proc::with_group(|g| g.child_subreaper = a.get(1) != 0);
+            Ok(0)
+        }
+        PR_GET_CHILD_SUBREAPER => {
+            let value = i32::from(proc::with_group(|g| g.child_subreaper));
+            UserPtr::<i32>::new(a.get(1))?.write(&value)?;
             Ok(0)
         }
         _ => Err(Errno::EINVAL),

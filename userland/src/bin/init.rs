@@ -5,7 +5,8 @@
 #![no_std]
 #![no_main]
 
-use cowlab_userland::calls::{power_off, wexitstatus, wifexited, wtermsig};
+use cowlab_userland::calls::{power_off, waitpid, wexitstatus, wifexited, wtermsig};
+use cowlab_userland::sys::Errno;
 use cowlab_userland::{args, print, println, process, sys};
 
 cowlab_userland::entry!(main);
@@ -30,9 +31,23 @@ fn main() -> i32 {
 
 extern crate alloc;
 
+/// Waits for any child until `pid` ends; returns its wait status. As pid 1, init adopts every
+/// orphan (Linux `find_new_reaper` hands them to the namespace's init): waiting for any child
+/// instead of only `pid` is what reaps them, or their zombies would fill the task table.
+fn reap_until(pid: i32) -> Result<i32, Errno> {
+    loop {
+        match waitpid(-1, 0) {
+            Ok((reaped, status)) if reaped == pid => return Ok(status),
+            Ok(_) => {}
+            Err(Errno(sys::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs `argv`; its exit status, or 128 + the signal that killed it.
 fn run(argv: &[&[u8]]) -> i32 {
-    match process::run(argv) {
+    match process::spawn(argv).and_then(reap_until) {
         Ok(status) if wifexited(status) => wexitstatus(status),
         Ok(status) => {
             println!("init: program killed by signal {}", wtermsig(status));

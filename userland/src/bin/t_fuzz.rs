@@ -159,17 +159,21 @@ fn main() -> i32 {
     for c in 0..ring_children {
         let pid = fork().unwrap_or(-1);
         if pid == 0 {
-            fuzz_ring(Rng(seed.wrapping_mul(c + 3) | 1));
-            exit_now(0);
+            // 2: the ring could not even be set up, so nothing was fuzzed.
+            exit_now(if fuzz_ring(Rng(seed.wrapping_mul(c + 3) | 1)) {
+                0
+            } else {
+                2
+            });
         }
         if let Ok((_, status)) = waitpid(pid, 0) {
-            if wifexited(status) || wifsignaled(status) {
+            if (wifexited(status) && wexitstatus(status) == 0) || wifsignaled(status) {
                 answered += 1;
             }
         }
     }
     t.eq(
-        "every io_uring fuzzing child exited or was killed by a signal",
+        "every io_uring fuzzing child set up its ring, then exited or was killed by a signal",
         answered,
         ring_children,
     );
@@ -189,11 +193,12 @@ fn in_child_status() -> i32 {
 /// addresses (mostly inside a scratch mapping that is also registered), on a memfd, the ring
 /// itself or bad descriptors (never the console or a pipe, whose reads would block). cowlab
 /// maps both rings with the SQ ring's mmap (`IORING_FEAT_SINGLE_MMAP`).
-fn fuzz_ring(mut rng: Rng) {
+/// Returns whether the ring was set up (and fuzzed).
+fn fuzz_ring(mut rng: Rng) -> bool {
     const PAGE: usize = 4096;
     let mut p = IoUringParams::default();
     let Ok(ring) = io_uring_setup(8, &mut p) else {
-        return;
+        return false;
     };
     let rw = PROT_READ | PROT_WRITE;
     // SAFETY: new mappings at addresses the kernel chooses.
@@ -204,7 +209,7 @@ fn fuzz_ring(mut rng: Rng) {
         )
     };
     let (Ok(sq), Ok(sqes)) = (sq, sqes) else {
-        return;
+        return false;
     };
     let scratch = mmap(0, 8 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
     let memfd = memfd_create(c"fuzz", 0).unwrap_or(-1);
@@ -265,4 +270,5 @@ fn fuzz_ring(mut rng: Rng) {
             let _ = io_uring_register_buffers(ring, &[[scratch, 2 * PAGE]]);
         }
     }
+    true
 }

@@ -256,8 +256,143 @@ fn main() -> i32 {
     t.eq("every forced write succeeded", failed, 0);
     let _ = munmap(ro, PAGE);
     let _ = munmap(a, 2 * PAGE);
+    mem_offsets(&mut t, mem);
+    mem_prot_none(&mut t, mem);
     let _ = close(mem);
     let _ = close(fd);
     let _ = close(pm);
     t.finish()
+}
+
+/// `/proc/self/mem` reaches PROT_NONE memory (FOLL_FORCE, as Linux): it writes a private page,
+/// populated or not, which stays inaccessible to the process; it reads a shared one but does
+/// not write it (EIO: no COW to break).
+fn mem_prot_none(t: &mut Tester, mem: i32) {
+    let anon = MAP_PRIVATE | MAP_ANONYMOUS;
+    let (Ok(a), Ok(shared)) = (
+        mmap(0, 2 * PAGE, PROT_READ | PROT_WRITE, anon),
+        mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS),
+    ) else {
+        t.check("mappings for the PROT_NONE checks", false);
+        return;
+    };
+    poke(a, b'a');
+    poke(shared, b's');
+    let _ = mprotect(a, 2 * PAGE, PROT_NONE);
+    let _ = mprotect(shared, PAGE, PROT_NONE);
+    t.eq(
+        "mem write into a populated PROT_NONE private page",
+        pwrite(mem, b"hello", a as u64),
+        Ok(5),
+    );
+    t.eq(
+        "mem write into an untouched PROT_NONE private page",
+        pwrite(mem, b"world", (a + PAGE) as u64),
+        Ok(5),
+    );
+    let mut five = [0u8; 5];
+    t.check(
+        "mem read of a PROT_NONE private page sees the write",
+        pread(mem, &mut five, a as u64) == Ok(5) && five == *b"hello",
+    );
+    t.check(
+        "mem read of a PROT_NONE shared page",
+        pread(mem, &mut five[..1], shared as u64) == Ok(1) && five[0] == b's',
+    );
+    t.eq(
+        "mem write into a PROT_NONE shared page is EIO",
+        pwrite(mem, b"x", shared as u64),
+        Err(Errno(5)),
+    );
+    let status = cowlab_userland::test::in_child(|| i32::from(peek(a)));
+    t.check_why(
+        "the page is still inaccessible to the process (SIGSEGV)",
+        wifsignaled(status) && wtermsig(status) == 11,
+        status,
+    );
+    let _ = mprotect(a, 2 * PAGE, PROT_READ);
+    t.eq(
+        "after mprotect(PROT_READ) the process sees both writes",
+        (peek(a), peek(a + 4), peek(a + PAGE), peek(a + PAGE + 4)),
+        (b'h', b'o', b'w', b'd'),
+    );
+    let _ = munmap(a, 2 * PAGE);
+    let _ = munmap(shared, PAGE);
+}
+
+/// The last page of user space (Linux `TASK_SIZE` is 0x7ffffffff000 on x86_64, cowlab's too).
+const LAST_USER_PAGE: usize = 0x7fff_ffff_e000;
+const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
+
+/// `/proc/self/mem` positions are addresses: lseek takes any 64-bit value (a kernel address
+/// too) and returns it; reading there is EIO, pread with a negative offset EINVAL; an access
+/// across the end of user space moves the bytes before it; at the end it is EIO.
+fn mem_offsets(t: &mut Tester, mem: i32) {
+    let lseek_raw = |off: u64, whence: usize| {
+        // SAFETY: lseek takes no pointers.
+        unsafe {
+            raw(
+                cowlab_userland::sys::nr::LSEEK,
+                [mem as usize, off as usize, whence, 0, 0, 0],
+            )
+        }
+    };
+    t.eq(
+        "lseek to a kernel address returns it",
+        lseek_raw(0xffff_8000_0000_0000, 0),
+        Ok(0xffff_8000_0000_0000),
+    );
+    let mut buf = [0u8; 16];
+    t.eq(
+        "read at a kernel address is EIO",
+        read(mem, &mut buf),
+        Err(Errno(5)),
+    );
+    t.eq(
+        "SEEK_CUR from there wraps like an address",
+        lseek_raw(0x8000_0000_0000_0000, 1),
+        Ok(0x7fff_8000_0000_0000),
+    );
+    t.eq(
+        "SEEK_END is EINVAL",
+        lseek_raw(0, 2),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "pread at a negative offset is EINVAL",
+        pread(mem, &mut buf, 0xffff_8000_0000_0000),
+        Err(Errno(errno::EINVAL)),
+    );
+    let _ = lseek_raw(0, 0);
+    let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+    let Ok(last) = mmap(LAST_USER_PAGE, PAGE, PROT_READ | PROT_WRITE, flags) else {
+        // A host whose stack sits at the very top (no ASLR) has the page taken already.
+        t.check("map the last user page", !on_cowlab());
+        return;
+    };
+    if last != LAST_USER_PAGE {
+        // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+        let _ = munmap(last, PAGE);
+        t.check("map the last user page", false);
+        return;
+    }
+    poke(last + PAGE - 1, b'z');
+    let mut two = [0u8; 2 * PAGE];
+    let r = pread(mem, &mut two, last as u64);
+    t.check_why(
+        "a read across the end of user space returns the bytes before it",
+        r == Ok(PAGE) && two[PAGE - 1] == b'z',
+        format_args!("{r:?}"),
+    );
+    t.eq(
+        "a write across the end writes the bytes before it",
+        pwrite(mem, &two, last as u64),
+        Ok(PAGE),
+    );
+    t.eq(
+        "a read at the end of user space is EIO",
+        pread(mem, &mut two, (last + PAGE) as u64),
+        Err(Errno(5)),
+    );
+    let _ = munmap(last, PAGE);
 }

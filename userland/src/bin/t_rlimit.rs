@@ -505,6 +505,28 @@ fn stack(t: &mut Tester) {
         status,
         0,
     );
+    // A raised RLIMIT_STACK raises the argument space with it (a quarter, up to 6 MiB): 3 MiB
+    // of environment (24 strings, each under MAX_ARG_STRLEN) is E2BIG under 8 MiB and runs
+    // under 16 MiB; a fixed 2 MiB ARG_MAX would refuse both.
+    let long = alloc::vec![b'f'; 128_000];
+    let env: alloc::vec::Vec<&[u8]> = (0..24).map(|_| long.as_slice()).collect();
+    let status = in_child(|| {
+        if set_soft(RLIMIT_STACK, 8 << 20).is_err() {
+            return 1;
+        }
+        if run_self(&[b"noop"], &env) != -E2BIG.0 {
+            return 2;
+        }
+        if set_soft(RLIMIT_STACK, 16 << 20).is_err() {
+            return 3;
+        }
+        i32::from(run_self(&[b"noop"], &env) != 0) * 4
+    });
+    t.eq(
+        "exec with 3 MiB of environment: E2BIG under RLIMIT_STACK 8 MiB, runs under 16 MiB",
+        status,
+        0,
+    );
 }
 
 fn nproc(t: &mut Tester) {

@@ -457,5 +457,118 @@ fn main() -> i32 {
     for fd in [null_w, null_r, elf] {
         let _ = close(fd);
     }
+    edge_values(&mut t);
     t.finish()
+}
+
+const FUTEX: usize = 202;
+const FUTEX_WAIT: usize = 0;
+const FUTEX_WAIT_BITSET: usize = 9;
+const FUTEX_CLOCK_REALTIME: usize = 256;
+const ETIMEDOUT: i32 = 110;
+const EAGAIN: i32 = 11;
+
+/// User-supplied numbers at their extremes (the audit of proc/time arithmetic): pid_t
+/// arguments are ints (the upper half ignored, INT_MIN is ESRCH), timeouts of i64::MAX seconds
+/// saturate instead of wrapping, and a sleep that long is still killable.
+fn edge_values(t: &mut Tester) {
+    let int_min = i32::MIN as isize as usize;
+    t.eq(
+        "wait4(INT_MIN) is ESRCH",
+        sc(nr::WAIT4, [int_min, 0, 0, 0, 0, 0]),
+        Err(Errno(errno::ESRCH)),
+    );
+    t.eq(
+        "kill(INT_MIN, 0) is ESRCH",
+        sc(nr::KILL, [int_min, 0, 0, 0, 0, 0]),
+        Err(Errno(errno::ESRCH)),
+    );
+    let me = cowlab_userland::sys::getpid() as usize;
+    t.eq(
+        "kill((1 << 32) + getpid(), 0): the pid_t is the low half",
+        sc(nr::KILL, [(1 << 32) + me, 0, 0, 0, 0, 0]),
+        Ok(0),
+    );
+    match fork() {
+        Ok(0) => exit_now(3),
+        Ok(pid) => {
+            let mut status = 0i32;
+            let r = sc(
+                nr::WAIT4,
+                [
+                    (1 << 32) + pid as usize,
+                    &mut status as *mut i32 as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            t.eq(
+                "wait4((1 << 32) + pid) reaps pid",
+                (r, status),
+                (Ok(pid as usize), 3 << 8),
+            );
+        }
+        Err(e) => t.check_why("fork", false, e.0),
+    }
+    let word = AtomicUsize::new(1);
+    let addr = word.as_ptr() as usize;
+    let huge = [i64::MAX, 999_999_999];
+    t.eq(
+        "FUTEX_WAIT_BITSET until i64::MAX s on a changed word is EAGAIN",
+        sc(
+            FUTEX,
+            [addr, FUTEX_WAIT_BITSET, 0, huge.as_ptr() as usize, 0, !0],
+        ),
+        Err(Errno(EAGAIN)),
+    );
+    t.eq(
+        "FUTEX_WAIT for i64::MAX s on a changed word is EAGAIN",
+        sc(FUTEX, [addr, FUTEX_WAIT, 0, huge.as_ptr() as usize, 0, 0]),
+        Err(Errno(EAGAIN)),
+    );
+    let epoch = [0i64, 0];
+    t.eq(
+        "FUTEX_WAIT_BITSET|CLOCK_REALTIME until the epoch times out at once",
+        sc(
+            FUTEX,
+            [
+                addr,
+                FUTEX_WAIT_BITSET | FUTEX_CLOCK_REALTIME,
+                1,
+                epoch.as_ptr() as usize,
+                0,
+                !0,
+            ],
+        ),
+        Err(Errno(ETIMEDOUT)),
+    );
+    let negative = [-1i64, 0];
+    t.eq(
+        "FUTEX_WAIT with a negative timeout is EINVAL",
+        sc(
+            FUTEX,
+            [addr, FUTEX_WAIT, 1, negative.as_ptr() as usize, 0, 0],
+        ),
+        Err(Errno(errno::EINVAL)),
+    );
+    let forever = [i64::MAX, 999_999_999];
+    match fork() {
+        Ok(0) => {
+            let _ = sc(nr::NANOSLEEP, [forever.as_ptr() as usize, 0, 0, 0, 0, 0]);
+            exit_now(1);
+        }
+        Ok(pid) => {
+            let _ = sleep_ms(30);
+            let _ = kill(pid, 9);
+            let status = waitpid(pid, 0).map(|r| r.1);
+            t.check_why(
+                "nanosleep of i64::MAX s sleeps until killed",
+                status.is_ok_and(|s| wifsignaled(s) && wtermsig(s) == 9),
+                format_args!("{status:?}"),
+            );
+        }
+        Err(e) => t.check_why("fork", false, e.0),
+    }
 }

@@ -902,12 +902,13 @@ fn frames(t: &mut Tester) {
         for (i, slot) in threads.iter_mut().enumerate() {
             *slot = spawn(toucher, 8 + i).ok();
         }
-        let _ = spawn(blocker, 0);
-        let _ = toucher(16);
+        let spawned = threads.iter().flatten().count() + usize::from(spawn(blocker, 0).is_ok());
+        let touched = toucher(16);
         for th in threads.into_iter().flatten() {
             th.join();
         }
-        0
+        // Five threads besides this one, and this one's own pages: the six of the name.
+        i32::from(spawned != 5 || touched != 0)
     });
     let after = mem_free_kb();
     t.check(

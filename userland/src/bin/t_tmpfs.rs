@@ -219,6 +219,8 @@ fn main() -> i32 {
         t.eq("fsync of a pipe is EINVAL", r, e(errno::EINVAL));
         let _ = close(p[0]);
         let _ = close(p[1]);
+    } else {
+        t.check("pipe for the fsync check", false);
     }
 
     // ftruncate, fallocate.
@@ -292,9 +294,11 @@ fn main() -> i32 {
     across_fork(&mut t, &base);
     working_directory(&mut t, &base);
     mount_paths(&mut t);
+    memfd_unlimited(&mut t);
     if cowlab {
         frames_return(&mut t, &base);
         inode_limit(&mut t, &base);
+        size_limit(&mut t, &base);
     }
     t.finish()
 }
@@ -549,6 +553,145 @@ fn across_fork(t: &mut Tester, base: &str) {
     let _ = unlink(c"/tmp/t_tmpfs_child.fork2");
     let _ = close(fd);
     let _ = unlink(p.c());
+}
+
+/// A memfd lives on Linux's internal shmem mount, which has no size or inode limit: fstatfs
+/// reports zero blocks and inodes (and /tmp's limit does not apply to it). A store beyond its
+/// end is SIGBUS.
+fn memfd_unlimited(t: &mut Tester) {
+    let fd = memfd_create(c"t_tmpfs.limit", 0).unwrap_or(-1);
+    match fstatfs(fd) {
+        Ok(st) => t.eq(
+            "fstatfs of a memfd: TMPFS_MAGIC, no block or inode limit",
+            (st.f_type, st.f_blocks, st.f_bfree, st.f_files),
+            (TMPFS_MAGIC, 0, 0, 0),
+        ),
+        Err(err) => t.check_why("fstatfs of a memfd", false, err.0),
+    }
+    // A store past the end of the object (Linux: SIGBUS with BUS_ADRERR, not SIGSEGV).
+    let _ = ftruncate(fd, PAGE as i64);
+    let status = in_child(|| {
+        // SAFETY: a new shared mapping of two pages of a one-page memfd.
+        match unsafe { mmap_fd(0, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) } {
+            Ok(m) => {
+                poke(m, 1);
+                poke(m + PAGE, 1);
+                0
+            }
+            Err(_) => 2,
+        }
+    });
+    t.check_why(
+        "a store past the end of a memfd is SIGBUS",
+        wifsignaled(status) && wtermsig(status) == 7,
+        status,
+    );
+    let _ = close(fd);
+}
+
+/// MemTotal in kB from /proc/meminfo.
+fn mem_total() -> Option<u64> {
+    let mut buf = [0u8; 2048];
+    let n = read_file(c"/proc/meminfo", &mut buf)?;
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// /tmp's size limit (Linux's default `size=`: half of RAM): statfs reports it; a file filled
+/// to it gets short writes then ENOSPC, fallocate past it ENOSPC, a shared-mapping fault past
+/// it SIGBUS; other processes keep allocating memory; unlink gives every page back. (cowlab
+/// only: on the host this would fill the host's /tmp.)
+fn size_limit(t: &mut Tester, base: &str) {
+    let chunk = alloc::vec![0x5au8; 3 * PAGE];
+    let (Some(before), Some(total_kb), Ok(st)) = (mem_free(), mem_total(), statfs(c"/tmp")) else {
+        t.check("read MemFree, MemTotal and statfs(/tmp)", false);
+        return;
+    };
+    t.eq(
+        "statfs(/tmp) f_blocks is half of MemTotal",
+        st.f_blocks,
+        total_kb / 4 / 2,
+    );
+    let p = CPath::new(&format!("/tmp/{base}.full"));
+    let fd = open_mode(p.c(), O_CREAT | O_RDWR, 0o600).unwrap_or(-1);
+    let fill = (st.f_bfree - 2) * PAGE as u64;
+    t.eq(
+        "fallocate up to two pages below the limit",
+        fallocate(fd, 0, 0, fill as i64),
+        Ok(0),
+    );
+    t.eq(
+        "statfs f_bfree is 2",
+        statfs(c"/tmp").map(|s| (s.f_blocks - s.f_bfree, s.f_bfree)),
+        Ok((st.f_blocks - 2, 2)),
+    );
+    t.eq(
+        "a 3-page write at the limit stops after 2 pages",
+        pwrite(fd, &chunk, fill),
+        Ok(2 * PAGE),
+    );
+    let end = fill + 2 * PAGE as u64;
+    t.eq(
+        "the next write is ENOSPC",
+        pwrite(fd, &chunk[..1], end),
+        e(28),
+    );
+    t.eq(
+        "fallocate past the limit is ENOSPC",
+        fallocate(fd, 0, end as i64, PAGE as i64),
+        e(28),
+    );
+    t.eq(
+        "a write into an allocated page still works",
+        pwrite(fd, b"x", 5),
+        Ok(1),
+    );
+    t.eq(
+        "statfs f_bfree is 0 when full",
+        statfs(c"/tmp").map(|s| s.f_bfree),
+        Ok(0),
+    );
+    // A shared mapping of a hole past the limit: the store cannot get a page.
+    let _ = ftruncate(fd, (end + PAGE as u64) as i64);
+    let status = in_child(|| {
+        // SAFETY: a new shared mapping of the file's last page, chosen by the kernel.
+        match unsafe { mmap_fd(0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, end) } {
+            Ok(m) => {
+                poke(m, 1);
+                0
+            }
+            Err(_) => 2,
+        }
+    });
+    t.check_why(
+        "a store faulting a page past the limit is SIGBUS",
+        wifsignaled(status) && wtermsig(status) == 7,
+        status,
+    );
+    let status = in_child(|| {
+        let len = 4 << 20;
+        let Ok(m) = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS) else {
+            return 2;
+        };
+        for i in (0..len).step_by(PAGE) {
+            poke(m + i, 1);
+        }
+        i32::from((0..len).step_by(PAGE).any(|i| peek(m + i) != 1))
+    });
+    t.eq("another process still gets 4 MiB of memory", status, 0);
+    let _ = unlink(p.c());
+    let _ = close(fd);
+    t.eq(
+        "unlink frees the limit",
+        statfs(c"/tmp").map(|s| s.f_bfree),
+        Ok(st.f_bfree),
+    );
+    t.eq(
+        "MemFree back to baseline after the full file",
+        mem_free(),
+        Some(before),
+    );
 }
 
 /// An unlinked 1 MiB file's frames go back with its last descriptor and mapping.

@@ -206,6 +206,71 @@ fn force_write_through_proc_mem_breaks_cow_in_every_era() {
     }
 }
 
+/// `/proc/pid/mem` (FOLL_FORCE) reads and writes PROT_NONE private memory as Linux does: into
+/// an untouched page, a populated one, and one shared with a fork child (COW broken, the parent
+/// keeps its data); the pages stay inaccessible to the process. A PROT_NONE shared mapping is
+/// read but not written (no COW to break).
+#[test]
+fn force_access_to_prot_none_memory_in_every_era() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let mut parent = env.space();
+        let va = env.map(&mut parent, 0, 3, Prot::RW);
+        env.write(&mut parent, va + PAGE, 1).unwrap();
+        env.write(&mut parent, va + 2 * PAGE, 5).unwrap();
+        parent
+            .mprotect(&env.mm, va, 3 * PAGE_SIZE, Prot::NONE)
+            .unwrap();
+        let mut child = parent.fork(&env.mm).unwrap();
+        for s in 0..3u64 {
+            let space = if s < 2 { &mut parent } else { &mut child };
+            let at = va + s * PAGE;
+            let n = access_process_vm_write(&env.mm, space, at, &(7 + s).to_le_bytes());
+            assert_eq!(n, Ok(8), "{era}: page {s}");
+            let mut b = [0u8; 8];
+            assert_eq!(access_process_vm_read(&env.mm, space, at, &mut b), Ok(8));
+            assert_eq!(u64::from_le_bytes(b), 7 + s, "{era}: page {s}");
+            assert!(env.read(space, at).is_err(), "{era}: still PROT_NONE");
+        }
+        env.check(&[&parent, &child]);
+        parent
+            .mprotect(&env.mm, va, 3 * PAGE_SIZE, Prot::READ)
+            .unwrap();
+        child
+            .mprotect(&env.mm, va, 3 * PAGE_SIZE, Prot::READ)
+            .unwrap();
+        assert_eq!(env.read(&mut parent, va).unwrap(), 7, "{era}");
+        assert_eq!(env.read(&mut parent, va + PAGE).unwrap(), 8, "{era}");
+        assert_eq!(
+            env.read(&mut parent, va + 2 * PAGE).unwrap(),
+            5,
+            "{era}: parent kept"
+        );
+        assert_eq!(
+            env.read(&mut child, va + 2 * PAGE).unwrap(),
+            9,
+            "{era}: child's copy"
+        );
+        env.check(&[&parent, &child]);
+        env.finish(std::vec![parent, child]);
+    }
+    let env = Env::new();
+    let mut s = env.space();
+    let obj = super::shmem_tests::memfd(&env, 1, 3);
+    let va = super::shmem_tests::map_obj(&env, &mut s, &obj, 0, 1, Prot::NONE, MapFlags::SHARED);
+    let mut b = [0u8; 8];
+    assert_eq!(access_process_vm_read(&env.mm, &mut s, va, &mut b), Ok(8));
+    assert_eq!(u64::from_le_bytes(b), 3);
+    assert_eq!(
+        access_process_vm_write(&env.mm, &mut s, va, &[1]),
+        Err(MmError::Fault),
+        "no forced write to a shared mapping"
+    );
+    env.check(&[&s]);
+    crate::shmem::ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![s]);
+}
+
 #[test]
 fn gup_fast_takes_writable_pages_and_falls_back_for_the_rest() {
     let env = Env::new();

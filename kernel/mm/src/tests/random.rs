@@ -324,11 +324,9 @@ impl World {
                     &v.to_le_bytes(),
                 );
                 match self.procs[p].pages.get_mut(&page) {
-                    // FOLL_FORCE writes a private (COW) mapping whatever its protection, unless
-                    // it is inaccessible; a shared one only with PROT_WRITE.
-                    Some(pm)
-                        if pm.prot.accessible() && (pm.shared.is_none() || pm.prot.write()) =>
-                    {
+                    // FOLL_FORCE writes a private (COW) mapping whatever its protection,
+                    // PROT_NONE included (as Linux); a shared one only with PROT_WRITE.
+                    Some(pm) if pm.shared.is_none() || pm.prot.write() => {
                         assert_eq!(r, Ok(8));
                         match pm.shared {
                             Some(key) => {

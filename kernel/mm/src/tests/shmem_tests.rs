@@ -9,7 +9,7 @@ use crate::error::{FaultError, MmError, SegvReason};
 use crate::foll::FollFlags;
 use crate::gup::{access_process_vm_write, access_process_vm_write_hooked, unpin_user_pages};
 use crate::madvise::Advice;
-use crate::shmem::ShmemObject;
+use crate::shmem::{ShmemObject, ShmemQuota};
 
 /// A memfd of `pages` pages whose first word is `first`.
 pub(crate) fn memfd(env: &Env, pages: u64, first: u64) -> Arc<ShmemObject> {
@@ -113,6 +113,73 @@ fn shared_mappings_see_each_other_and_the_object() {
     env.check(&[&a, &b]);
     ShmemObject::put(obj, &env.mm);
     env.finish(std::vec![a, b]);
+}
+
+/// A tmpfs-like quota of 3 pages: writes stop short at it then fail with ENOSPC, fallocate
+/// fails with ENOSPC, a shared-mapping fault that needs a fourth page is SIGBUS; truncation and
+/// the last put give the pages back.
+#[test]
+fn quota_limits_cache_pages() {
+    let env = Env::new();
+    let quota: &'static ShmemQuota =
+        std::boxed::Box::leak(std::boxed::Box::new(ShmemQuota::new(3)));
+    let obj = ShmemObject::new_in(Some(quota));
+    assert_eq!(
+        obj.write_at(&env.mm, 0, &[1u8; 2 * PAGE_SIZE]),
+        Ok(2 * PAGE_SIZE)
+    );
+    assert_eq!(quota.used_pages(), 2);
+    assert_eq!(
+        obj.write_at(&env.mm, 2 * PAGE, &[2u8; 2 * PAGE_SIZE]),
+        Ok(PAGE_SIZE),
+        "a write stops short at the limit"
+    );
+    assert_eq!(obj.size(), 3 * PAGE);
+    assert_eq!(
+        obj.write_at(&env.mm, 3 * PAGE, &[3u8; 8]),
+        Err(MmError::NoSpc)
+    );
+    assert_eq!(
+        obj.write_at(&env.mm, 8, &[4u8; 8]),
+        Ok(8),
+        "cached pages stay writable"
+    );
+    assert_eq!(obj.fallocate(&env.mm, 3 * PAGE, PAGE), Err(MmError::NoSpc));
+    assert_eq!(obj.fallocate(&env.mm, 0, 4 * PAGE), Err(MmError::NoSpc));
+    assert_eq!(
+        quota.used_pages(),
+        3,
+        "a failed fallocate keeps the written pages"
+    );
+    obj.set_size(&env.mm, 5 * PAGE).unwrap();
+    let mut a = env.space();
+    let va = map_obj(&env, &mut a, &obj, 0, 5, Prot::RW, MapFlags::SHARED);
+    assert_eq!(env.read(&mut a, va + 2 * PAGE).unwrap() & 0xff, 2);
+    assert_eq!(
+        env.write(&mut a, va + 4 * PAGE, 9).unwrap_err().error,
+        FaultError::Segv(SegvReason::BeyondEof),
+        "a fault past the quota is SIGBUS"
+    );
+    assert_eq!(quota.used_pages(), 3);
+    obj.set_size(&env.mm, PAGE).unwrap();
+    assert_eq!(quota.used_pages(), 1, "truncation uncharges");
+    assert_eq!(obj.fallocate(&env.mm, PAGE, 3 * PAGE), Err(MmError::NoSpc));
+    assert_eq!(
+        (quota.used_pages(), obj.cached_pages(), obj.size()),
+        (1, 1, PAGE),
+        "a failed fallocate drops the pages it added"
+    );
+    // A memfd has no quota: bounded by memory only.
+    let memfd = ShmemObject::new();
+    assert_eq!(
+        memfd.write_at(&env.mm, 0, &[1u8; 4 * PAGE_SIZE]),
+        Ok(4 * PAGE_SIZE)
+    );
+    ShmemObject::put(memfd, &env.mm);
+    env.check(&[&a]);
+    ShmemObject::put(obj, &env.mm);
+    env.finish(std::vec![a]);
+    assert_eq!(quota.used_pages(), 0, "the last put uncharges");
 }
 
 #[test]
