@@ -88,16 +88,23 @@ impl<'a> Slots<'a> {
     }
 
     /// Slots `first..last` with their indices (one bounds check for the whole range).
+    ///
+    /// The index is the `Range`'s own: it steps without an overflow check because `last`
+    /// bounds it. An `enumerate()` counter plus `first + i` cost two checked additions per
+    /// slot under the release profile's overflow checks (fork's per-PTE loop paid them on
+    /// every slot, empty or not); the mask in `at` costs none and cannot change an index below
+    /// `ENTRIES`, which the assert guarantees.
     #[inline]
     pub(crate) fn range(
         self,
         first: usize,
         last: usize,
     ) -> impl Iterator<Item = (usize, PteRef<'a>)> {
-        self.0[first..last]
-            .iter()
-            .enumerate()
-            .map(move |(i, slot)| (first + i, PteRef(slot)))
+        assert!(
+            first <= last && last <= ENTRIES,
+            "slot range {first}..{last} outside a page-table page"
+        );
+        (first..last).map(move |i| (i, self.at(i)))
     }
 }
 
