@@ -284,7 +284,30 @@ impl FrameMeta {
 
 struct FreeList {
     head: u32,
+    /// Free frames whose contents are known to be all zero (page-table pages whose entries
+    /// were all cleared before they were freed): handed out first by
+    /// [`FrameTable::alloc_prefer_zeroed`], so a new page-table page need not be zeroed again
+    /// (the idea of Linux's old page-table quicklists). [`FrameTable::alloc`] takes them last.
+    zeroed: u32,
+    /// Frames on both lists.
     count: usize,
+}
+
+impl FreeList {
+    /// Unlinks the first frame of the zeroed list or of the other (a free frame's `mapcount`
+    /// holds the next PFN); the caller checked that list is not empty.
+    #[inline(always)]
+    fn pop(&mut self, metas: &[FrameMeta], zeroed: bool) -> usize {
+        let head = if zeroed {
+            &mut self.zeroed
+        } else {
+            &mut self.head
+        };
+        let pfn = *head as usize;
+        *head = metas[pfn].mapcount.load(Ordering::Relaxed);
+        self.count -= 1;
+        pfn
+    }
 }
 
 /// All frame metadata plus the free list. One per machine, `'static`, shared by every CPU.
@@ -315,6 +338,7 @@ impl FrameTable {
             meta,
             free: Mutex::new(FreeList {
                 head: NIL,
+                zeroed: NIL,
                 count: 0,
             }),
             usable: AtomicUsize::new(0),
@@ -361,21 +385,42 @@ impl FrameTable {
     /// zeroed.
     pub fn alloc(&self) -> Option<PhysAddr> {
         let mut list = self.free.lock();
-        if list.head == NIL {
+        // The ordinary list first (the fault path's one test of it), the zeroed one last.
+        let pfn = if list.head != NIL {
+            list.pop(self.meta, false)
+        } else if list.zeroed != NIL {
+            list.pop(self.meta, true)
+        } else {
+            return None;
+        };
+        drop(list);
+        Some(self.init_allocated(pfn))
+    }
+
+    /// [`Self::alloc`] that prefers a frame known to be all zero; says whether it got one (else
+    /// the contents are arbitrary and the caller zeroes them).
+    pub fn alloc_prefer_zeroed(&self) -> Option<(PhysAddr, bool)> {
+        let mut list = self.free.lock();
+        let zeroed = list.zeroed != NIL;
+        if !zeroed && list.head == NIL {
             return None;
         }
-        let pfn = list.head as usize;
-        let meta = &self.meta[pfn];
-        list.head = meta.mapcount.load(Ordering::Relaxed);
-        list.count -= 1;
+        let pfn = list.pop(self.meta, zeroed);
         drop(list);
+        Some((self.init_allocated(pfn), zeroed))
+    }
+
+    /// Sets up the counts and flags of frame `pfn`, just unlinked from a free list.
+    #[inline(always)]
+    fn init_allocated(&self, pfn: usize) -> PhysAddr {
+        let meta = &self.meta[pfn];
         // The frame is off the list and unreachable by anyone else: plain stores suffice. Our
         // *acquire* of the lock (synchronising with the unlock that ended the previous owner's
         // `free`) orders them after that free; the release above only publishes the list.
         meta.refcount.store(1, Ordering::Relaxed);
         meta.mapcount.store(0, Ordering::Relaxed);
         meta.flags.store(0, Ordering::Relaxed);
-        Some(PhysAddr::from_pfn(pfn))
+        PhysAddr::from_pfn(pfn)
     }
 
     /// O(1). Returns a frame to the free list. The caller must be its last owner: refcount at
@@ -388,6 +433,19 @@ impl FrameTable {
             "freeing frame {frame:#x} that is still referenced"
         );
         self.release(frame);
+    }
+
+    /// [`Self::free`] for a frame whose contents the caller knows to be all zero (every word of
+    /// a page-table page cleared): [`Self::alloc_prefer_zeroed`] hands it out without zeroing.
+    /// A frame that is not all zero here becomes a page table with stray entries, so callers
+    /// check it in debug builds (`Mm::free_pagetable_zeroed`).
+    pub fn free_zeroed(&self, frame: PhysAddr) {
+        let meta = self.meta(frame);
+        assert!(
+            meta.refcount() <= 1,
+            "freeing frame {frame:#x} that is still referenced"
+        );
+        self.release_to(frame, true);
     }
 
     /// Takes one more reference on an in-use frame (Linux `get_page`).
@@ -417,6 +475,12 @@ impl FrameTable {
 
     /// Pushes a frame whose last reference is gone onto the free list.
     fn release(&self, frame: PhysAddr) {
+        self.release_to(frame, false);
+    }
+
+    /// [`Self::release`] onto the zeroed list if `zeroed` (a constant at each call).
+    #[inline(always)]
+    fn release_to(&self, frame: PhysAddr, zeroed: bool) {
         let meta = self.meta(frame);
         let flags = meta.flags();
         assert!(
@@ -435,9 +499,14 @@ impl FrameTable {
         let pfn = frame.pfn() as u32;
         let mut list = self.free.lock();
         meta.refcount.store(0, Ordering::Relaxed);
-        meta.mapcount.store(list.head, Ordering::Relaxed);
         meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
-        list.head = pfn;
+        let head = if zeroed {
+            &mut list.zeroed
+        } else {
+            &mut list.head
+        };
+        meta.mapcount.store(*head, Ordering::Relaxed);
+        *head = pfn;
         list.count += 1;
     }
 
@@ -536,6 +605,38 @@ mod tests {
         let a = t.alloc().unwrap();
         t.free(a);
         assert_eq!(t.alloc(), Some(a));
+    }
+
+    #[test]
+    fn zeroed_frames_go_first_to_those_who_prefer_them_and_last_to_alloc() {
+        let t = table(8, 4); // frames 4..8 free
+        let a = t.alloc().unwrap();
+        let b = t.alloc().unwrap();
+        t.free_zeroed(a);
+        assert_eq!(t.free_frames(), 3, "a zeroed frame counts as free");
+        // `alloc` takes the ordinary frames first, so zeroed ones stay for page tables.
+        let c = t.alloc().unwrap();
+        assert_ne!(c, a);
+        t.free(c);
+        assert_eq!(t.alloc_prefer_zeroed(), Some((a, true)));
+        assert_eq!(
+            t.alloc_prefer_zeroed(),
+            Some((c, false)),
+            "no zeroed frame left"
+        );
+        t.free_zeroed(a);
+        // With the ordinary list empty `alloc` still finds the zeroed frame: none is lost.
+        let d = t.alloc().unwrap();
+        assert_ne!(d, a);
+        assert_eq!(t.alloc(), Some(a));
+        assert_eq!(t.alloc(), None);
+        assert_eq!(t.free_frames(), 0);
+        for f in [a, b, c, d] {
+            t.free(f);
+        }
+        assert_eq!(t.free_frames(), 4);
+        let meta = t.meta(a);
+        assert!(meta.is_free() && meta.refcount() == 0);
     }
 
     #[test]

@@ -149,7 +149,8 @@ impl<'m, A: Arch> MmuGather<'m, A> {
         }
         self.npages = 0;
         for &table in &self.tables[..self.ntables] {
-            self.mm.free_pagetable(table);
+            // Only emptied tables are gathered (`zap_level` checks every entry is zero).
+            self.mm.free_pagetable_zeroed(table);
         }
         self.ntables = 0;
     }

@@ -88,16 +88,23 @@ impl<'a> Slots<'a> {
     }
 
     /// Slots `first..last` with their indices (one bounds check for the whole range).
+    ///
+    /// The index is the `Range`'s own: it steps without an overflow check because `last`
+    /// bounds it. An `enumerate()` counter plus `first + i` cost two checked additions per
+    /// slot under the release profile's overflow checks (fork's per-PTE loop paid them on
+    /// every slot, empty or not); the mask in `at` costs none and cannot change an index below
+    /// `ENTRIES`, which the assert guarantees.
     #[inline]
     pub(crate) fn range(
         self,
         first: usize,
         last: usize,
     ) -> impl Iterator<Item = (usize, PteRef<'a>)> {
-        self.0[first..last]
-            .iter()
-            .enumerate()
-            .map(move |(i, slot)| (first + i, PteRef(slot)))
+        assert!(
+            first <= last && last <= ENTRIES,
+            "slot range {first}..{last} outside a page-table page"
+        );
+        (first..last).map(move |i| (i, self.at(i)))
     }
 }
 
@@ -128,12 +135,18 @@ impl<'m, A: Arch> PageTable<'m, A> {
     pub(crate) fn create_root(mm: &Mm<A>) -> Option<PhysAddr> {
         let root = mm.alloc_pagetable()?;
         if let Some(template) = mm.kernel_template() {
-            for i in KERNEL_PML4_START..ENTRIES {
-                // SAFETY: `template` is a live PML4 whose kernel-half entries are only accessed
-                // atomically (obligations 1 and 2 of the caller of `Mm::new`, an `unsafe fn`);
-                // `root` was just allocated as a page-table page.
-                let (src, dst) = unsafe { (mm.phys().pte(template, i), mm.phys().pte(root, i)) };
-                dst.store(src.load(Ordering::Acquire), Ordering::Release);
+            // Both tables checked against the window once, not per entry: with a check per
+            // entry the window's bounds were reloaded after every store, ~10 instructions per
+            // entry, ~2400 per fork or exec.
+            // SAFETY: `template` is a live PML4 whose kernel-half entries are only accessed
+            // atomically (obligations 1 and 2 of the caller of `Mm::new`, an `unsafe fn`);
+            // `root` was just allocated as a page-table page.
+            let (src, dst) = unsafe { (mm.phys().table(template), mm.phys().table(root)) };
+            for (s, d) in src[KERNEL_PML4_START..]
+                .iter()
+                .zip(&dst[KERNEL_PML4_START..])
+            {
+                d.store(s.load(Ordering::Acquire), Ordering::Release);
             }
         }
         Some(root)

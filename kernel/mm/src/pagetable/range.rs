@@ -130,13 +130,21 @@ impl<'m, A: Arch> PageTable<'m, A> {
     /// Clears every leaf entry of `[start, end)`, passing each former mapping to
     /// `on_unmap(va, pte)` (which drops the mapcount and hands the frame to `gather`), and
     /// unlinks page-table pages left empty (Linux `zap_page_range` + `free_pgtables`).
-    pub(crate) fn zap_range(
+    ///
+    /// Generic over `on_unmap` (one caller, `munmap::zap_pages`): the per-page work inlines into
+    /// the leaf loop instead of a `dyn` call per page.
+    pub(crate) fn zap_range<F: FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>)>(
         &self,
         start: VirtAddr,
         end: VirtAddr,
         gather: &mut MmuGather<'m, A>,
-        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
+        on_unmap: &mut F,
     ) {
+        // `zap_level`'s unchecked step relies on it.
+        assert!(
+            end.as_u64() <= crate::aspace::USER_END,
+            "zap of [{start:#x}, {end:#x}) beyond user space"
+        );
         self.zap_level(self.root, 4, start.as_u64(), end.as_u64(), gather, on_unmap);
     }
 
@@ -145,19 +153,21 @@ impl<'m, A: Arch> PageTable<'m, A> {
     /// table can be empty before the zap (the fault or fork that allocated it ran out of
     /// memory before filling it, or an earlier zap covered only part of it), and it must not
     /// outlive the unmapping of its range.
-    fn zap_level(
+    fn zap_level<F: FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>)>(
         &self,
         table: PhysAddr,
         level: u8,
         start: u64,
         end: u64,
         gather: &mut MmuGather<'m, A>,
-        on_unmap: &mut dyn FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>),
+        on_unmap: &mut F,
     ) {
         let span = level_span(level);
         let mut va = start;
         while va < end {
-            let next = ((va & !(span - 1)) + span).min(end);
+            // Cannot wrap: `va < end <= USER_END < 2^47` (asserted in `zap_range`) and `span`
+            // is at most 2^39, so the sum stays below 2^48 (unchecked: this runs per page).
+            let next = (va & !(span - 1)).wrapping_add(span).min(end);
             let slot = self.entry(table, VirtAddr::new(va).table_index(level));
             if level == 1 {
                 if !slot.load().is_empty() {

@@ -16,13 +16,18 @@ impl<A: Arch> PageTable<'_, A> {
     /// passing each remaining mapping to `on_unmap(va, pte)`. The caller has flushed every
     /// translation of this root and no CPU uses it any more, so frames and tables can be freed
     /// at once. The kernel half is shared and left alone.
+    ///
+    /// Every entry below the root is cleared as it is visited (one store per used entry), so
+    /// the PDPT, PD and PT pages go back all zero and the next table allocation need not zero
+    /// them (`Mm::free_pagetable_zeroed`). The root keeps its kernel half and is freed as is.
     pub(crate) fn destroy(self, on_unmap: &mut dyn FnMut(VirtAddr, Pte)) {
         for i in 0..KERNEL_PML4_START {
-            let e = self.entry(self.root, i).load();
+            let slot = self.entry(self.root, i);
+            let e = slot.load();
             if e.is_present() {
                 let va = i as u64 * level_span(4);
                 self.destroy_level(e.frame(), 3, va, on_unmap);
-                self.mm.free_pagetable(e.frame());
+                self.mm.free_pagetable_zeroed(e.frame());
             }
         }
         self.mm.free_pagetable(self.root);
@@ -36,7 +41,13 @@ impl<A: Arch> PageTable<'_, A> {
         on_unmap: &mut dyn FnMut(VirtAddr, Pte),
     ) {
         for i in 0..ENTRIES {
-            let e = self.entry(table, i).load();
+            let slot = self.entry(table, i);
+            let e = slot.load();
+            if e.is_empty() {
+                continue;
+            }
+            // Nobody uses this hierarchy any more (see `destroy`): a plain store suffices.
+            slot.store(Pte::EMPTY);
             let va = base + i as u64 * level_span(level);
             if level == 1 {
                 if e.is_mapping() {
@@ -44,7 +55,7 @@ impl<A: Arch> PageTable<'_, A> {
                 }
             } else if e.is_present() {
                 self.destroy_level(e.frame(), level - 1, va, on_unmap);
-                self.mm.free_pagetable(e.frame());
+                self.mm.free_pagetable_zeroed(e.frame());
             }
         }
     }

@@ -75,6 +75,52 @@ fn fork_then_write_in_both() {
     env.finish(std::vec![parent, child]);
 }
 
+/// A child's page tables are freed zeroed at its exit and handed to the next fork without a
+/// second zeroing (`Mm::free_pagetable_zeroed`): the next child must see only the parent's
+/// mappings, none of the first child's. (Freeing the tables without clearing their entries
+/// fails here, and in debug builds at the free.)
+#[test]
+fn page_tables_recycled_from_an_exited_child_are_empty() {
+    let env = Env::new();
+    let (mut parent, mut child, va) = forked(&env);
+    // The first child maps and fills memory in spans where the parent has no tables at all:
+    // another PT (+2 MiB), another PD (+1 GiB) and another PDPT (+512 GiB).
+    let far = [2 << 20, 1 << 30, 1 << 39];
+    for offset in far {
+        let v = env.map(&mut child, offset, 3, Prot::RW);
+        for page in 0..3 {
+            env.write(&mut child, v + page * PAGE, 0xdead).unwrap();
+        }
+    }
+    env.check(&[&parent, &child]);
+    let tables_before = env.mm.stats().pagetable_pages;
+    child.exit(&env.mm);
+    // Twice: the second child gets the tables the first freed, the third those of the second.
+    for _ in 0..2 {
+        let mut next = parent.fork(&env.mm).unwrap();
+        env.check(&[&parent, &next]);
+        for offset in far {
+            for page in 0..3 {
+                let v = VirtAddr::new(BASE + offset + page * PAGE);
+                assert_eq!(next.translate(&env.mm, v), None, "stale PTE at {v:#x}");
+            }
+        }
+        assert_eq!(env.read(&mut next, va).unwrap(), 0x1111);
+        env.write(&mut next, va, 0x2222).unwrap();
+        assert_eq!(env.read(&mut parent, va).unwrap(), 0x1111);
+        let v = env.map(&mut next, 2 << 20, 1, Prot::RW);
+        assert_eq!(
+            env.read(&mut next, v).unwrap(),
+            0,
+            "a recycled PT's slot is empty"
+        );
+        env.check(&[&parent, &next]);
+        next.exit(&env.mm);
+    }
+    assert!(env.mm.stats().pagetable_pages < tables_before);
+    env.finish(std::vec![parent]);
+}
+
 #[test]
 fn fork_after_child_exit_reuses_without_copy() {
     let env = Env::new();
