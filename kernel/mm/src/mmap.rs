@@ -101,6 +101,11 @@ impl AddressSpace {
         }
         let mut vm_flags = VmaFlags::MAYREAD | VmaFlags::MAYWRITE | VmaFlags::MAYEXEC;
         if flags.contains(MapFlags::GROWSDOWN) {
+            // Linux's `do_mmap` refuses a growing shared anonymous mapping: growing it would
+            // need object pages below offset 0.
+            if sharing == Sharing::Shared {
+                return Err(MmError::Inval);
+            }
             vm_flags = vm_flags | VmaFlags::GROWSDOWN;
         }
         let (backing, write_hold) = match sharing {

@@ -62,7 +62,12 @@ impl AddressSpace {
         let Some((&key, stack)) = self.vmas.range(va.as_u64()..).next() else {
             return false;
         };
-        if !stack.grows_down() || stack.end.as_u64() - at.as_u64() > self.stack_limit {
+        // Only anonymous memory grows (a shmem object has no pages below offset 0; `mmap`
+        // refuses `MAP_GROWSDOWN` on shared mappings, this keeps `lower_start`'s premise).
+        if !stack.grows_down()
+            || !matches!(stack.backing, crate::vma::Backing::Anonymous)
+            || stack.end.as_u64() - at.as_u64() > self.stack_limit
+        {
             return false;
         }
         if let Some((_, prev)) = self.vmas.range(..key).next_back() {

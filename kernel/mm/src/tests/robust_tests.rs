@@ -618,3 +618,23 @@ fn stack_guard_gap_and_growth() {
     env.check(&[&s]);
     env.finish(std::vec![s]);
 }
+
+/// Regression (review): `MAP_SHARED|MAP_ANONYMOUS|MAP_GROWSDOWN` was accepted, and growing it
+/// clamped the object offset at 0, so two addresses aliased one shmem page. Linux: `EINVAL`.
+#[test]
+fn shared_anonymous_growsdown_is_einval() {
+    let env = Env::new();
+    let mut s = env.space();
+    assert_eq!(
+        s.mmap(
+            &env.mm,
+            VirtAddr::new(0x2_0000_0000),
+            2 * PAGE_SIZE,
+            Prot::RW,
+            MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED | MapFlags::GROWSDOWN,
+        ),
+        Err(MmError::Inval)
+    );
+    assert_eq!(s.vmas().count(), 0, "nothing mapped");
+    env.finish(std::vec![s]);
+}
