@@ -12,6 +12,8 @@ pub mod aio;
 pub mod console;
 pub mod guptest;
 pub mod io_uring;
+#[cfg(feature = "kcov")]
+pub mod kcov;
 pub mod pipe;
 pub mod procfs;
 pub mod tmpfs;
@@ -63,6 +65,9 @@ pub enum FileKind {
     IoUring(io_uring::IoUring),
     /// `/dev/vda`, the virtio block device (see `vda`).
     Vda,
+    /// `/sys/kernel/debug/kcov` (see `kcov`; `kcov` feature only).
+    #[cfg(feature = "kcov")]
+    Kcov(kcov::KcovFile),
 }
 
 /// An open-file description.
@@ -281,6 +286,8 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
         "/dev/console" | "/dev/tty" => FileKind::Console,
         "/dev/null" => FileKind::Null,
         "/sys/kernel/debug/gup_test" => FileKind::GupTest(guptest::GupTestFile::default()),
+        #[cfg(feature = "kcov")]
+        "/sys/kernel/debug/kcov" => FileKind::Kcov(kcov::KcovFile::default()),
         "/dev/vda" => vda::device().map(|_| FileKind::Vda)?,
         "/" | "." | "/." => FileKind::Root,
         _ => {
@@ -378,6 +385,11 @@ pub fn stat(file: &OpenFile) -> Stat {
         FileKind::GupTest(_) => {
             st.st_mode = S_IFREG | 0o600;
             st.st_ino = 4;
+        }
+        #[cfg(feature = "kcov")]
+        FileKind::Kcov(_) => {
+            st.st_mode = S_IFREG | 0o600;
+            st.st_ino = 6;
         }
         FileKind::Proc(p) => {
             st.st_mode = S_IFREG | if p.writable() { 0o600 } else { 0o444 };
@@ -500,6 +512,11 @@ pub fn statfs(file: &OpenFile) -> StatFs {
         }
         FileKind::Proc(_) => {
             st.f_type = PROC_SUPER_MAGIC;
+            st.f_flags |= ST_NOSUID | ST_NODEV | ST_NOEXEC;
+        }
+        #[cfg(feature = "kcov")]
+        FileKind::Kcov(_) => {
+            st.f_type = DEBUGFS_MAGIC;
             st.f_flags |= ST_NOSUID | ST_NODEV | ST_NOEXEC;
         }
         FileKind::GupTest(_) => {

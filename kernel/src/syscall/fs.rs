@@ -61,6 +61,8 @@ pub(crate) fn read_file(file: &OpenFile, buf: UserSlice, offset: Option<u64>) ->
         }
         FileKind::PipeWrite(_) => Err(Errno::EBADF),
         FileKind::GupTest(_) => Err(Errno::EINVAL),
+        #[cfg(feature = "kcov")]
+        FileKind::Kcov(_) => Err(Errno::EINVAL),
         FileKind::Vda => fs::vda::read(file, buf, offset),
         FileKind::Proc(proc) => {
             let at = offset.unwrap_or_else(|| file.offset.load(Ordering::Relaxed));
@@ -665,6 +667,10 @@ pub fn ioctl(a: Args) -> SysResult {
     }
     if let FileKind::Vda = f.kind {
         return fs::vda::ioctl(a.get(1) & 0xffff_ffff, a.get(2));
+    }
+    #[cfg(feature = "kcov")]
+    if let FileKind::Kcov(kcov) = &f.kind {
+        return kcov.ioctl(a.get(1) & 0xffff_ffff, a.get(2));
     }
     if !matches!(f.kind, FileKind::Console) {
         return Err(Errno::ENOTTY);

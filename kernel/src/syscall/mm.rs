@@ -24,6 +24,8 @@ pub fn mmap(a: Args) -> SysResult {
         let (obj, offset) = match &file.kind {
             FileKind::Memfd(obj) | FileKind::Tmpfs(obj, _) => (obj, a.get(5)),
             FileKind::IoUring(ring) => ring.mmap_target(a.get(5), len)?,
+            #[cfg(feature = "kcov")]
+            FileKind::Kcov(kcov) => kcov.mmap_target(a.get(5), len)?,
             _ => return Err(Errno::ENODEV),
         };
         let shared = flags & 0x0f == MAP_SHARED;
