@@ -41,8 +41,8 @@ const KCOV_INIT_TRACE: usize = 0x8008_6301;
 const KCOV_ENABLE: usize = 0x6364;
 const KCOV_TRACE_PC: usize = 0;
 const IOCTL: usize = 16;
-/// Coverage buffer: 256 Ki words (2 MiB).
-const KCOV_WORDS: usize = 256 * 1024;
+/// Coverage buffer: 1 Mi words (8 MiB; a debug kernel's loops store a PC per iteration).
+const KCOV_WORDS: usize = 1024 * 1024;
 /// PCs are kernel addresses from its fixed base; the bitmap covers 32 MiB of text.
 const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 const TEXT_SPAN: u64 = 32 << 20;

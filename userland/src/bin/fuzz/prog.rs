@@ -123,6 +123,7 @@ const EDGE_ADDRS: &[u64] = &[
     0x1234_5678_9abc_def0,
     0xffff_8000_0000_0000,
     0xffff_ffff_8000_0000,
+    0xffff_ffff_ffff_f000,
     u64::MAX - 7,
     0x5dea_d000_0000,
 ];
