@@ -203,14 +203,19 @@ pub fn build_kcov_kernel() -> Result<PathBuf> {
     Ok(dir.join(TARGET).join("debug").join("kernel"))
 }
 
-/// A kcov image with `extra` files in its ramdisk.
-fn kcov_image(kernel: &Path, extra: Vec<PathBuf>) -> Result<image::Built> {
+/// A kcov image with `extra` files in its ramdisk, under `target/fuzz/img-<tag>` (each
+/// campaign and each replay has its own, so concurrent runs never share an image).
+fn kcov_image(kernel: &Path, extra: Vec<PathBuf>, tag: &str) -> Result<image::Built> {
     let args = BuildArgs {
         release: false,
         add: extra,
         kernel: Some(kernel.to_path_buf()),
     };
-    image::build_all_in(&args, Firmware::Bios, &target_dir().join("fuzz"))
+    image::build_all_in(
+        &args,
+        Firmware::Bios,
+        &target_dir().join("fuzz").join(format!("img-{tag}")),
+    )
 }
 
 /// Boots `program` on `built`, feeding the console to a [`Run`]; `echo` prints the lines
@@ -290,7 +295,7 @@ fn replay_calls(
     std::fs::write(&file, calls.join("\n") + "\n")?;
     let mut add = file.into_os_string();
     add.push(":repro");
-    let built = kcov_image(kernel, vec![PathBuf::from(add)])?;
+    let built = kcov_image(kernel, vec![PathBuf::from(add)], tag)?;
     let program = ["fuzz", "--replay", "/repro"].map(String::from);
     let run = boot(
         &built,
@@ -307,8 +312,24 @@ fn replay_calls(
     Ok(run.crash)
 }
 
-/// Removes calls one at a time (last first) while the same kind of crash reproduces.
-fn minimize(kernel: &Path, calls: Vec<String>, kind: &str, hang: Duration) -> Result<Vec<String>> {
+/// Minimises a crasher: first the last call alone (the one running when the kernel died,
+/// usually the culprit), else removing calls one at a time (last first) while the same kind
+/// of crash reproduces.
+fn minimize(
+    kernel: &Path,
+    calls: Vec<String>,
+    kind: &str,
+    hang: Duration,
+    tag: &str,
+) -> Result<Vec<String>> {
+    let tag = format!("{tag}-min");
+    if let Some(last) = calls.last().filter(|_| calls.len() > 1) {
+        let alone = std::slice::from_ref(last);
+        if replay_calls(kernel, alone, hang, &tag)?.is_some_and(|c| c.kind() == kind) {
+            eprintln!("xtask: fuzz: minimising: the last call alone reproduces it");
+            return Ok(alone.to_vec());
+        }
+    }
     let mut calls = calls;
     let mut i = calls.len();
     while i > 0 {
@@ -318,7 +339,7 @@ fn minimize(kernel: &Path, calls: Vec<String>, kind: &str, hang: Duration) -> Re
         }
         let mut candidate = calls.clone();
         candidate.remove(i);
-        let still = replay_calls(kernel, &candidate, hang, "min")?;
+        let still = replay_calls(kernel, &candidate, hang, &tag)?;
         if still.as_ref().is_some_and(|c| c.kind() == kind) {
             eprintln!(
                 "xtask: fuzz: minimising: call {i} is not needed ({} left)",
@@ -350,6 +371,7 @@ fn save_crash(
             calls_of(prog.replace(';', "\n").as_str()),
             crash.kind(),
             hang,
+            &format!("{mode}-seed{seed}"),
         )?;
         std::fs::write(&path, crash_file(crash, Some(seed), &calls.join(";")))?;
     }
@@ -390,18 +412,19 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
 pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
     let dir = target_dir().join("fuzz");
     std::fs::create_dir_all(dir.join("logs"))?;
-    let built = kcov_image(kernel, Vec::new())?;
     let mode = if args.no_feedback { "nofb" } else { "fb" };
+    let built = kcov_image(kernel, Vec::new(), mode)?;
     let mut crashes = Vec::new();
     let mut seen = Vec::new();
     let mut total_calls = 0;
     for seed in args.seed..args.seed + args.seeds {
-        let started = Instant::now();
+        // Time spent fuzzing (boots), not minimising.
+        let mut fuzzed = Duration::ZERO;
         // After a crash the seed goes on in a new boot (seed * 1000 + n) with what is left of
         // its budget, as syzkaller restarts its VMs; the curve is the first boot's.
         let mut calls_left = args.calls;
         for restart in 0.. {
-            let time_left = args.time.saturating_sub(started.elapsed().as_secs());
+            let time_left = args.time.saturating_sub(fuzzed.as_secs());
             if restart > 0
                 && ((args.time != 0 && time_left < 10) || (args.calls != 0 && calls_left == 0))
             {
@@ -423,7 +446,9 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
                 program.push("--no-feedback".into());
             }
             let log = dir.join("logs").join(format!("{mode}-seed{boot_seed}.log"));
+            let started = Instant::now();
             let run = boot(&built, &program, Duration::from_secs(args.hang), &log, true)?;
+            fuzzed += started.elapsed();
             let last = run.cover.last().copied().unwrap_or_default();
             total_calls += last[2];
             if args.calls != 0 {
@@ -442,7 +467,7 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
                 last[2],
                 last[1],
                 last[3],
-                started.elapsed().as_secs_f64(),
+                fuzzed.as_secs_f64(),
             );
             match &run.crash {
                 Some(crash) => {
@@ -501,9 +526,18 @@ pub fn bounded() -> Result<Option<String>> {
     };
     let kernel = build_kcov_kernel()?;
     let crashes = campaign(&kernel, &args)?;
-    Ok(crashes
-        .first()
-        .map(|f| format!("crash saved in {}", f.display())))
+    if let Some(f) = crashes.first() {
+        return Ok(Some(format!("crash saved in {}", f.display())));
+    }
+    // The coverage must be real: a kcov kernel that records nothing would pass otherwise.
+    let csv = std::fs::read_to_string(target_dir().join("fuzz").join("cover-fb-seed1.csv"))?;
+    let blocks: u64 = csv
+        .lines()
+        .last()
+        .and_then(|l| l.split(',').nth(3))
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    Ok((blocks < 1000).then(|| format!("kcov recorded only {blocks} blocks")))
 }
 
 #[cfg(test)]
