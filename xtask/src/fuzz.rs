@@ -51,6 +51,9 @@ pub struct FuzzArgs {
     /// Seconds without console output that count as a hang.
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     pub hang: u64,
+    /// Use this kcov kernel ELF instead of building one (to keep a campaign on one kernel).
+    #[arg(long, value_name = "ELF")]
+    pub kernel: Option<PathBuf>,
 }
 
 /// What ended a boot.
@@ -379,7 +382,10 @@ fn save_crash(
 }
 
 pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
-    let kernel = build_kcov_kernel()?;
+    let kernel = match &args.kernel {
+        Some(elf) => std::path::absolute(elf)?,
+        None => build_kcov_kernel()?,
+    };
     if let Some(file) = &args.replay {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -523,6 +529,7 @@ pub fn bounded() -> Result<Option<String>> {
         replay: None,
         no_minimize: true,
         hang: 90,
+        kernel: None,
     };
     let kernel = build_kcov_kernel()?;
     let crashes = campaign(&kernel, &args)?;
