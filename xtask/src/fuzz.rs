@@ -146,10 +146,10 @@ impl Run {
                     "frames not back at power-off: free={free} boot={boot}"
                 )));
             }
-        } else if line.contains("panicked at") || line.contains("KERNEL PANIC") {
-            if !matches!(self.crash, Some(Crash::Panic(_))) {
-                self.crash = Some(Crash::Panic(line.trim().to_owned()));
-            }
+        } else if (line.contains("panicked at") || line.contains("KERNEL PANIC"))
+            && !matches!(self.crash, Some(Crash::Panic(_)))
+        {
+            self.crash = Some(Crash::Panic(line.trim().to_owned()));
         }
     }
 
