@@ -544,7 +544,42 @@ pub fn bounded() -> Result<Option<String>> {
         .and_then(|l| l.split(',').nth(3))
         .and_then(|b| b.parse().ok())
         .unwrap_or(0);
-    Ok((blocks < 1000).then(|| format!("kcov recorded only {blocks} blocks")))
+    if blocks < 1000 {
+        return Ok(Some(format!("kcov recorded only {blocks} blocks")));
+    }
+    kcov_interface(&kernel)
+}
+
+/// `t_kcov` (the kcov interface's own test program, skipped elsewhere) on the kcov kernel.
+fn kcov_interface(kernel: &Path) -> Result<Option<String>> {
+    let built = kcov_image(kernel, Vec::new(), "fb")?;
+    let machine = Machine {
+        image: built.image.clone(),
+        ovmf: None,
+        accel: Accel::Tcg,
+        gdb: false,
+        cmdline: crate::qemu::compose_cmdline(None, &["t_kcov".to_owned()])?,
+        disk: Some(built.disk.clone()),
+    };
+    let log = target_dir().join("fuzz").join("logs").join("t_kcov.log");
+    let verdict = crate::usertest::run_in_qemu(
+        &machine,
+        &deps::qemu()?,
+        &built.kernel_elf,
+        &log,
+        "t_kcov",
+        Duration::from_secs(300),
+    )?;
+    let frames_back = verdict.frames.is_some_and(|(free, boot)| free == boot);
+    Ok(match verdict.summary {
+        Some((passed, 0)) if passed > 0 && frames_back && verdict.failures.is_empty() => None,
+        other => Some(format!(
+            "t_kcov on the kcov kernel: summary {other:?}, frames {:?}, failures {:?} (log: {})",
+            verdict.frames,
+            verdict.failures,
+            log.display()
+        )),
+    })
 }
 
 #[cfg(test)]
