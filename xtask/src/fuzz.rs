@@ -54,6 +54,10 @@ pub struct FuzzArgs {
     /// Use this kcov kernel ELF instead of building one (to keep a campaign on one kernel).
     #[arg(long, value_name = "ELF")]
     pub kernel: Option<PathBuf>,
+    /// Prefix of this run's image directory, logs and curves (`<tag>-fb`, ...), to keep
+    /// concurrent runs apart.
+    #[arg(long)]
+    pub tag: Option<String>,
 }
 
 /// What ended a boot.
@@ -364,7 +368,12 @@ fn save_crash(
 ) -> Result<PathBuf> {
     let dir = target_dir().join("fuzz").join("crashes");
     std::fs::create_dir_all(&dir)?;
-    let mode = if args.no_feedback { "nofb" } else { "fb" };
+    let mode = match (&args.tag, args.no_feedback) {
+        (Some(t), false) => format!("{t}-fb"),
+        (Some(t), true) => format!("{t}-nofb"),
+        (None, false) => "fb".to_owned(),
+        (None, true) => "nofb".to_owned(),
+    };
     let path = dir.join(format!("{}-{mode}-seed{seed}.prog", crash.kind()));
     std::fs::write(&path, crash_file(crash, Some(seed), prog))?;
     if !args.no_minimize && !matches!(crash, Crash::Other(_)) {
@@ -419,7 +428,12 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
     let dir = target_dir().join("fuzz");
     std::fs::create_dir_all(dir.join("logs"))?;
     let mode = if args.no_feedback { "nofb" } else { "fb" };
-    let built = kcov_image(kernel, Vec::new(), mode)?;
+    // The bounded test run keeps its files apart from a campaign that may be running.
+    let tag = match &args.tag {
+        Some(t) => format!("{t}-{mode}"),
+        None => mode.to_owned(),
+    };
+    let built = kcov_image(kernel, Vec::new(), &tag)?;
     let mut crashes = Vec::new();
     let mut seen = Vec::new();
     let mut total_calls = 0;
@@ -451,7 +465,7 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
             if args.no_feedback {
                 program.push("--no-feedback".into());
             }
-            let log = dir.join("logs").join(format!("{mode}-seed{boot_seed}.log"));
+            let log = dir.join("logs").join(format!("{tag}-seed{boot_seed}.log"));
             let started = Instant::now();
             let run = boot(&built, &program, Duration::from_secs(args.hang), &log, true)?;
             fuzzed += started.elapsed();
@@ -461,7 +475,7 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
                 calls_left = calls_left.saturating_sub(last[2].max(1));
             }
             if restart == 0 {
-                let csv = dir.join(format!("cover-{mode}-seed{seed}.csv"));
+                let csv = dir.join(format!("cover-{tag}-seed{seed}.csv"));
                 let mut text = String::from("ms,execs,calls,blocks,corpus\n");
                 for v in &run.cover {
                     let _ = writeln!(text, "{},{},{},{},{}", v[0], v[1], v[2], v[3], v[4]);
@@ -530,6 +544,7 @@ pub fn bounded() -> Result<Option<String>> {
         no_minimize: true,
         hang: 90,
         kernel: None,
+        tag: Some("test".to_owned()),
     };
     let kernel = build_kcov_kernel()?;
     let crashes = campaign(&kernel, &args)?;
@@ -537,7 +552,7 @@ pub fn bounded() -> Result<Option<String>> {
         return Ok(Some(format!("crash saved in {}", f.display())));
     }
     // The coverage must be real: a kcov kernel that records nothing would pass otherwise.
-    let csv = std::fs::read_to_string(target_dir().join("fuzz").join("cover-fb-seed1.csv"))?;
+    let csv = std::fs::read_to_string(target_dir().join("fuzz").join("cover-test-fb-seed1.csv"))?;
     let blocks: u64 = csv
         .lines()
         .last()
@@ -552,7 +567,7 @@ pub fn bounded() -> Result<Option<String>> {
 
 /// `t_kcov` (the kcov interface's own test program, skipped elsewhere) on the kcov kernel.
 fn kcov_interface(kernel: &Path) -> Result<Option<String>> {
-    let built = kcov_image(kernel, Vec::new(), "fb")?;
+    let built = kcov_image(kernel, Vec::new(), "test-fb")?;
     let machine = Machine {
         image: built.image.clone(),
         ovmf: None,
