@@ -266,7 +266,8 @@ struct Fuzzer {
 }
 
 impl Fuzzer {
-    /// Runs one program; returns the new blocks it reached, or prints the leak and exits.
+    /// Runs one program; returns the new blocks it reached (none for a child killed at the
+    /// deadline: a program that blocks is not worth mutating), or prints the leak and exits.
     fn execute(&mut self, prog: &Prog) -> u64 {
         let mut before = [0u64; 7];
         let mut after = [0u64; 7];
@@ -288,8 +289,12 @@ impl Fuzzer {
         self.outcomes[outcome as usize] += 1;
         match self.kcov.as_ref() {
             Some(k) => {
-                let pcs = k.pcs();
-                self.cover.add(pcs)
+                let new = self.cover.add(k.pcs());
+                if matches!(outcome, Outcome::TimedOut) {
+                    0
+                } else {
+                    new
+                }
             }
             None => 0,
         }
@@ -363,7 +368,7 @@ fn main() -> i32 {
         {
             break;
         }
-        let prog = if o.feedback && !corpus.is_empty() && !rng.one_in(5) {
+        let prog = if o.feedback && !corpus.is_empty() && !rng.one_in(2) {
             let mut p = corpus[rng.below(corpus.len() as u64) as usize].clone();
             let other = corpus[rng.below(corpus.len() as u64) as usize].clone();
             prog::mutate(&mut rng, &mut p, &other);
