@@ -296,6 +296,17 @@ fn replay_calls(
     hang: Duration,
     tag: &str,
 ) -> Result<Option<Crash>> {
+    replay_with(kernel, calls, hang, tag, &[])
+}
+
+/// [`replay_calls`] with extra options for the fuzzer (before `--replay`).
+fn replay_with(
+    kernel: &Path,
+    calls: &[String],
+    hang: Duration,
+    tag: &str,
+    options: &[&str],
+) -> Result<Option<Crash>> {
     let dir = target_dir().join("fuzz");
     std::fs::create_dir_all(dir.join("logs"))?;
     let file = dir.join(format!("replay-{tag}.prog"));
@@ -303,7 +314,12 @@ fn replay_calls(
     let mut add = file.into_os_string();
     add.push(":repro");
     let built = kcov_image(kernel, vec![PathBuf::from(add)], tag)?;
-    let program = ["fuzz", "--replay", "/repro"].map(String::from);
+    let program: Vec<String> = ["fuzz"]
+        .iter()
+        .chain(options)
+        .chain(&["--replay", "/repro"])
+        .map(|s| s.to_string())
+        .collect();
     let run = boot(
         &built,
         &program,
@@ -562,7 +578,29 @@ pub fn bounded() -> Result<Option<String>> {
     if blocks < 1000 {
         return Ok(Some(format!("kcov recorded only {blocks} blocks")));
     }
-    kcov_interface(&kernel)
+    if let Some(why) = kcov_interface(&kernel)? {
+        return Ok(Some(why));
+    }
+    leak_check_fires(&kernel)
+}
+
+/// The leak check must be able to fail: a child that leaves a one-page file in `/tmp`, with
+/// the fuzzer told not to clean up (`--keep-tmp`), must be reported as a leak.
+fn leak_check_fires(kernel: &Path) -> Result<Option<String>> {
+    let calls = ["open p0,i42,i1b6", "write r0.0,b0.0,i1000"].map(String::from);
+    let crash = replay_with(
+        kernel,
+        &calls,
+        Duration::from_secs(90),
+        "test-leak",
+        &["--keep-tmp"],
+    )?;
+    Ok(match crash {
+        Some(Crash::Leak(_)) => None,
+        other => Some(format!(
+            "the leak check did not see a file left in /tmp: {other:?}"
+        )),
+    })
 }
 
 /// `t_kcov` (the kcov interface's own test program, skipped elsewhere) on the kcov kernel.

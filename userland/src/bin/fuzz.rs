@@ -12,7 +12,8 @@
 //! over time. Deterministic from `--seed` (the choices depend on the coverage seen, which the
 //! same kernel reproduces up to timer noise; `--replay FILE` runs one program exactly).
 //!
-//! Usage: `fuzz [--seed S] [--calls N] [--time SECS] [--no-feedback] [--replay FILE]`.
+//! Usage: `fuzz [--seed S] [--calls N] [--time SECS] [--no-feedback] [--replay FILE]
+//! [--keep-tmp]`.
 #![no_std]
 #![no_main]
 
@@ -59,6 +60,10 @@ struct Options {
     replay: Option<String>,
 }
 
+/// `--keep-tmp`: leave what children put in `/tmp` (the harness's check that the leak check
+/// fires).
+static KEEP_TMP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
         seed: 1,
@@ -82,6 +87,7 @@ fn parse_options() -> Result<Options, String> {
             "--time" => o.time_s = value("--time")?,
             "--no-feedback" => o.feedback = false,
             "--replay" => o.replay = args.next().map(String::from),
+            "--keep-tmp" => KEEP_TMP.store(true, core::sync::atomic::Ordering::Relaxed),
             other => return Err(alloc::format!("unknown option {other}")),
         }
     }
@@ -243,8 +249,10 @@ fn run_child(prog: &Prog, kcov: Option<&Kcov>) -> Outcome {
         }
         sched_yield();
     };
-    for f in layout::TMP_FILES {
-        let _ = unlink(f);
+    if !KEEP_TMP.load(core::sync::atomic::Ordering::Relaxed) {
+        for f in layout::TMP_FILES {
+            let _ = unlink(f);
+        }
     }
     if killed {
         Outcome::TimedOut
