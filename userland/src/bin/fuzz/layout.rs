@@ -41,7 +41,7 @@ impl Region {
     }
 }
 
-/// The paths programs name: the tmpfs files the fuzzer removes after every program, the
+/// The paths programs name: tmpfs files (the fuzzer empties `/tmp` after every program), the
 /// devices, `/proc` and debugfs files, and names that must fail (empty, too long, missing,
 /// trailing slash). Never the console (the host parses it) nor another process's files.
 pub const PATHS: &[&str] = &[
@@ -67,10 +67,9 @@ pub const PATHS: &[&str] = &[
     "/tmp/../tmp/fz1",
     "fz2",
     "/tmp/.",
+    // One over NAME_MAX (the one above is a valid 249-byte name).
+    "/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 ];
-
-/// The files programs can leave behind in `/tmp` (removed by the parent after each one).
-pub const TMP_FILES: &[&core::ffi::CStr] = &[c"/tmp/fz0", c"/tmp/fz1", c"/tmp/fz2"];
 
 /// Where path `i` lies in the read-only page (NUL-terminated, one after the other).
 pub fn path_addr(i: u8) -> u64 {
