@@ -29,8 +29,11 @@ fn iterations(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A file as written: name, mode, contents.
+type Written = (String, u32, Vec<u8>);
+
 /// A valid archive of up to 4 files and what it holds.
-fn archive(rng: &mut Rng) -> (Vec<u8>, Vec<(String, u32, Vec<u8>)>) {
+fn archive(rng: &mut Rng) -> (Vec<u8>, Vec<Written>) {
     let mut a = Archive::new();
     let mut files = Vec::new();
     for i in 0..rng.below(5) {
@@ -113,7 +116,7 @@ fn valid_archives_read_back_and_mutated_ones_never_panic() {
     for case in 0..iterations(3000) {
         let (mut bytes, files) = archive(&mut rng);
         let read = entries(&bytes).unwrap_or_else(|e| panic!("case {case}: valid archive: {e}"));
-        let got: Vec<(String, u32, Vec<u8>)> = read
+        let got: Vec<Written> = read
             .iter()
             .map(|e| (e.name.clone(), e.mode, e.data.to_vec()))
             .collect();
