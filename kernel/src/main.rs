@@ -27,6 +27,8 @@ mod fs;
 mod fwcfg;
 mod gdt;
 mod idt;
+#[cfg(feature = "kcov")]
+mod kcov;
 mod ktest;
 mod memory;
 mod paging;

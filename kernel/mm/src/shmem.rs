@@ -330,9 +330,10 @@ impl ShmemObject {
         Ok(frame)
     }
 
-    /// The cache frame at `index`, if there is one (for tests).
-    #[cfg(test)]
-    pub(crate) fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
+    /// The cache frame at `index`, if there is one: for tests, and for a kernel user that
+    /// writes the frames directly and never lets the object shrink (kcov's coverage buffer,
+    /// whose pages were all allocated by `fallocate` and which offers no `ftruncate`).
+    pub fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
         self.inner.lock().pages.get(&index).copied()
     }
 }

@@ -184,6 +184,8 @@ pub fn current_tid() -> Pid {
 fn set_current(tid: Pid, tgid: Pid) {
     CURRENT.store(tid, Ordering::Relaxed);
     CURRENT_TGID.store(tgid, Ordering::Relaxed);
+    #[cfg(feature = "kcov")]
+    crate::kcov::switch_to(tid);
 }
 
 /// The running task's group record (null in the idle loop): the `Mutex` inside its
@@ -391,6 +393,8 @@ pub fn exit_current(status: i32) -> ! {
 /// (and the parent's wake-up) come before the final switch, which never returns here.
 pub fn exit_thread(status: i32) -> ! {
     let tid = current_tid();
+    #[cfg(feature = "kcov")]
+    crate::kcov::task_exit(tid);
     let (clear_tid, shared) = with_current(|t| {
         let shared = t.group.lock().live > 1;
         (t.clear_child_tid, shared)
