@@ -40,6 +40,11 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// Largest object size (Linux `MAX_LFS_FILESIZE` is far larger; cowlab's memory is not).
 pub const SHMEM_MAX_SIZE: u64 = 1 << 40;
 
+/// Pages a long shmem loop handles between two pauses ([`ShmemObject::fallocate_resched`]):
+/// small enough that a kill is seen within milliseconds, large enough that the pause costs
+/// nothing next to the allocations.
+pub const RESCHED_BATCH: u64 = 32;
+
 /// One shmem object (Linux: a shmem inode and its `address_space`).
 pub struct ShmemObject {
     inner: Mutex<Inner>,
@@ -219,22 +224,50 @@ impl ShmemObject {
     /// Allocates the cache pages of `[offset, offset + len)`, growing the size to cover it
     /// (`fallocate` mode 0, Linux `shmem_fallocate`). `ENOMEM` if memory runs out; unlike
     /// Linux, the pages allocated before that stay in the cache (they are zero, and the size
-    /// is unchanged). `EPERM` past the size under `F_SEAL_GROW`.
+    /// is unchanged). `EPERM` past the size under `F_SEAL_GROW`. For a caller that must stay
+    /// killable, see [`ShmemObject::fallocate_resched`].
     #[doc(alias = "shmem_fallocate")]
     pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
+        self.fallocate_resched(mm, offset, len, &mut || Ok(()))
+    }
+
+    /// [`ShmemObject::fallocate`] for a range a user chose (up to [`SHMEM_MAX_SIZE`]: minutes
+    /// of page allocation in a kernel that is not preemptible). Every [`RESCHED_BATCH`] pages,
+    /// with the object unlocked, it calls `resched`, which lets other tasks run (Linux's
+    /// `cond_resched`) and stops the loop with its error (Linux's `signal_pending` check in
+    /// `shmem_fallocate`: `EINTR` for a task being killed). Stopped, it leaves what `ENOMEM`
+    /// leaves: the pages allocated so far in the cache, the size unchanged. The seal is checked
+    /// again after every pause (it may have been set meanwhile).
+    pub fn fallocate_resched<A: Arch, E: From<MmError>>(
+        &self,
+        mm: &Mm<A>,
+        offset: u64,
+        len: u64,
+        resched: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), E> {
         let end = offset
             .checked_add(len)
             .filter(|&e| len > 0 && e <= SHMEM_MAX_SIZE)
             .ok_or(MmError::Inval)?;
-        let mut inner = self.inner.lock();
-        if inner.seals & seals::GROW != 0 && end > inner.size {
-            return Err(MmError::Perm);
+        let last = end.div_ceil(PAGE);
+        let mut index = offset / PAGE;
+        loop {
+            let mut inner = self.inner.lock();
+            if inner.seals & seals::GROW != 0 && end > inner.size {
+                return Err(MmError::Perm.into());
+            }
+            let batch_end = last.min(index + RESCHED_BATCH);
+            while index < batch_end {
+                inner.page(mm, index).ok_or(MmError::NoMem)?;
+                index += 1;
+            }
+            if index == last {
+                inner.size = inner.size.max(end);
+                return Ok(());
+            }
+            drop(inner);
+            resched()?;
         }
-        for index in offset / PAGE..end.div_ceil(PAGE) {
-            inner.page(mm, index).ok_or(MmError::NoMem)?;
-        }
-        inner.size = inner.size.max(end);
-        Ok(())
     }
 
     /// Copies bytes from offset `offset` into `buf` (`read`/`pread`): stops at the size; holes

@@ -68,7 +68,18 @@ pub fn shmem_fallocate(obj: &ShmemObject, mode: i32, offset: u64, len: u64) -> R
     if (offset as i64).checked_add(len as i64).is_none() {
         return Err(Errno::EFBIG);
     }
-    obj.fallocate(memory::mm(), offset, len)?;
+    obj.fallocate_resched(memory::mm(), offset, len, &mut killable_resched)
+}
+
+/// The pause of a long shmem loop (`ShmemObject::fallocate_resched`): a task being killed
+/// stops with `EINTR` (Linux's `fatal_signal_pending` checks), any other lets time and the
+/// rest run (`cond_resched`: the kernel is not preemptible, so without it a 2 GiB fallocate
+/// held the CPU, and its own kill, for over a minute).
+fn killable_resched() -> Result<(), Errno> {
+    if crate::proc::fatal_signal_pending() {
+        return Err(Errno::EINTR);
+    }
+    crate::proc::sched::cond_resched();
     Ok(())
 }
 

@@ -220,6 +220,13 @@ fn mark_killed(task: &mut Task) {
     }
 }
 
+/// Whether the calling task is being killed (its group is exiting or got a fatal signal):
+/// Linux `fatal_signal_pending(current)`, for long kernel loops a user can drive, which stop
+/// with `EINTR` (the task then ends on its return to ring 3). One load while nobody is killed.
+pub fn fatal_signal_pending() -> bool {
+    KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|t| t.killed)
+}
+
 /// Runs `f` on the current task with the table locked. Panics outside a task (the system
 /// calls and user traps only call it from one).
 pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {

@@ -295,7 +295,42 @@ fn main() -> i32 {
     t.check("50 memfds created, used, closed", ok);
 
     iov_iter_rules(&mut t);
+    big_fallocate_is_killable(&mut t);
     t.finish()
+}
+
+/// The fuzzer's 75-second hang: `fallocate(memfd, 0, 0x1000, 0x7ffff000)` allocated 2 GiB page
+/// by page without a pause, so nothing else ran and the kill of the task waited for the loop.
+/// Now (as Linux `shmem_fallocate`) the loop yields and stops with `EINTR` once the task is
+/// being killed: a child killed 100 ms into it is reaped within a second of its fork, and its
+/// pages return (the run's frame check).
+fn big_fallocate_is_killable(t: &mut Tester) {
+    let pid = fork().unwrap_or(-1);
+    if pid == 0 {
+        let fd = memfd(b"big\0", 0).unwrap_or(-1);
+        let _ = fallocate(fd, 0, 0x1000, 0x7fff_f000);
+        // Done or refused before the kill (a fast host): wait for it.
+        loop {
+            let _ = sleep_ms(1000);
+        }
+    }
+    t.check("fork for the big fallocate", pid > 0);
+    // Timed from before the sleep: without the pauses the parent's 100 ms sleep itself
+    // lasted until the child's loop ended.
+    let start = monotonic_ns();
+    let _ = sleep_ms(100);
+    t.eq(
+        "SIGKILL the child 100 ms into its fallocate",
+        kill(pid, 9),
+        Ok(0),
+    );
+    let waited = waitpid(pid, 0);
+    let ms = (monotonic_ns() - start) / 1_000_000;
+    t.check(
+        "the child died of SIGKILL",
+        matches!(waited, Ok((p, s)) if p == pid && wifsignaled(s) && wtermsig(s) == 9),
+    );
+    t.check_why("and was reaped within 1 s of the fork", ms < 1000, ms);
 }
 
 const READV: usize = 19;
