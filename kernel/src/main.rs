@@ -30,6 +30,8 @@ mod fwcfg;
 mod gdt;
 mod heap;
 mod idt;
+#[cfg(feature = "kcov")]
+mod kcov;
 mod ktest;
 mod memory;
 mod paging;

@@ -30,6 +30,12 @@ pub struct Built {
 
 /// Builds the kernel and the programs, writes the ramdisk and the disk image.
 pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
+    build_all_in(args, firmware, &target_dir())
+}
+
+/// [`build_all`] writing the ramdisk, the images and the data disk under `out` (`cargo xtask
+/// fuzz` keeps its kcov images apart from the default ones).
+pub fn build_all_in(args: &BuildArgs, firmware: Firmware, out: &Path) -> Result<Built> {
     let profile = Profile::from_release_flag(args.release);
     let kernel = match &args.kernel {
         Some(path) => build::Executable {
@@ -40,7 +46,7 @@ pub fn build_all(args: &BuildArgs, firmware: Firmware) -> Result<Built> {
     };
     let programs = build::userland(profile)?;
 
-    let out = target_dir();
+    let out = out.to_path_buf();
     std::fs::create_dir_all(&out)?;
     let suffix = profile.file_suffix();
 

@@ -10,6 +10,7 @@ mod build;
 mod deps;
 mod disk;
 mod elf;
+mod fuzz;
 mod image;
 mod ktest;
 mod libtest;
@@ -49,6 +50,9 @@ enum Command {
     /// Run the fault-path benchmark (`bench`) in deterministic QEMU (-icount), compare it with
     /// Linux 6.1 and the targets, write target/bench/results.{json,csv} and SVG charts.
     Bench(bench::BenchArgs),
+    /// Fuzz the system calls with coverage feedback on a kcov kernel: `--seed S --calls N` or
+    /// `--time SECS`, `--no-feedback`, `--replay FILE` (docs/fuzzing.md).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// What to build: shared by `qemu`, `test` and `image`.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Image(args) => image_command(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(code) => code,

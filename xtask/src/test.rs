@@ -57,6 +57,8 @@ pub enum Tier {
     Programs,
     /// Self-tests of the in-kernel test harness.
     Harness,
+    /// A bounded, seeded run of the system-call fuzzer on the kcov kernel (`cargo xtask fuzz`).
+    Fuzz,
 }
 
 /// Lines of a failing boot's log shown under its failure.
@@ -133,6 +135,14 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 }
             }
             Err(error) => tally.fail("kernel: build and image", &format!("{error:#}")),
+        }
+    }
+    if wants(Tier::Fuzz) {
+        section("system-call fuzzer (kcov kernel, seed 1, 3000 calls)");
+        match crate::fuzz::bounded() {
+            Ok(None) => tally.pass("fuzz: seed 1, 3000 calls"),
+            Ok(Some(why)) => tally.fail("fuzz: seed 1, 3000 calls", &why),
+            Err(error) => tally.fail("fuzz: seed 1, 3000 calls", &format!("{error:#}")),
         }
     }
 

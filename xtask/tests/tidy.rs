@@ -1,5 +1,5 @@
 //! Tidy checks over the source tree (as rust-analyzer's `tidy` test): the layering of the
-//! kernel's modules and of its library crates (`cowlab-mm`, `cowlab-ext2`), `#![deny(unsafe_code)]` on every kernel file without unsafe code, and a
+//! kernel's modules and of its library crates (`cowlab-mm`, `cowlab-ext2`, `cowlab-elf`), `#![deny(unsafe_code)]` on every kernel file without unsafe code, and a
 //! `// SAFETY:` comment on every `unsafe` block. `cargo test -p xtask --test tidy`.
 
 use std::fs;
@@ -56,6 +56,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // must not name the kernel crate, and their manifests must not depend on it.
     ("kernel/mm/src", &["cowlab_kernel"]),
     ("kernel/ext2/src", &["cowlab_kernel"]),
+    ("kernel/elf/src", &["cowlab_kernel"]),
 ];
 
 #[test]
@@ -74,7 +75,7 @@ fn lower_layers_never_import_higher_ones() {
             }
         }
     }
-    for krate in ["kernel/mm", "kernel/ext2"] {
+    for krate in ["kernel/mm", "kernel/ext2", "kernel/elf"] {
         let manifest = fs::read_to_string(root().join(krate).join("Cargo.toml"))
             .unwrap_or_else(|e| panic!("{krate}/Cargo.toml: {e}"));
         if manifest.contains("cowlab-kernel") {

@@ -83,6 +83,11 @@ impl ShmemQuota {
     }
 }
 
+/// Pages a long shmem loop handles between two pauses ([`ShmemObject::fallocate_resched`]):
+/// small enough that a kill is seen within milliseconds, large enough that the pause costs
+/// nothing next to the allocations.
+pub const RESCHED_BATCH: u64 = 32;
+
 /// One shmem object (Linux: a shmem inode and its `address_space`).
 pub struct ShmemObject {
     inner: Mutex<Inner>,
@@ -291,32 +296,65 @@ impl ShmemObject {
     /// (`fallocate` mode 0, Linux `shmem_fallocate`). `ENOMEM` if memory runs out, `ENOSPC` past
     /// the quota (at once if the range alone exceeds it); the zero pages of the range beyond the
     /// size allocated before the failure are dropped again, so a failed call leaves no charge.
-    /// `EPERM` past the size under `F_SEAL_GROW`.
+    /// `EPERM` past the size under `F_SEAL_GROW`. For a caller that must stay killable, see
+    /// [`ShmemObject::fallocate_resched`].
     #[doc(alias = "shmem_fallocate")]
     pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
+        self.fallocate_resched(mm, offset, len, &mut || Ok(()))
+    }
+
+    /// [`ShmemObject::fallocate`] for a range a user chose (up to [`SHMEM_MAX_SIZE`]: minutes
+    /// of page allocation in a kernel that is not preemptible). Every [`RESCHED_BATCH`] pages,
+    /// with the object unlocked, it calls `resched`, which lets other tasks run (Linux's
+    /// `cond_resched`) and stops the loop with its error (Linux's `signal_pending` check in
+    /// `shmem_fallocate`: `EINTR` for a task being killed). Stopped, it leaves what `ENOMEM`
+    /// leaves: the pages allocated so far in the cache, the size unchanged. The seal is checked
+    /// again after every pause (it may have been set meanwhile).
+    pub fn fallocate_resched<A: Arch, E: From<MmError>>(
+        &self,
+        mm: &Mm<A>,
+        offset: u64,
+        len: u64,
+        resched: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), E> {
         let end = offset
             .checked_add(len)
             .filter(|&e| len > 0 && e <= SHMEM_MAX_SIZE)
             .ok_or(MmError::Inval)?;
-        let mut inner = self.inner.lock();
-        if inner.seals & seals::GROW != 0 && end > inner.size {
-            return Err(MmError::Perm);
-        }
-        let pages = offset / PAGE..end.div_ceil(PAGE);
-        if inner
+        let (first, last) = (offset / PAGE, end.div_ceil(PAGE));
+        if self
+            .inner
+            .lock()
             .quota
-            .is_some_and(|q| pages.end - pages.start > q.max_pages())
+            .is_some_and(|q| last - first > q.max_pages())
         {
-            return Err(MmError::NoSpc);
+            return Err(MmError::NoSpc.into());
         }
-        for index in pages.clone() {
-            if let Err(e) = inner.page(mm, index) {
-                inner.undo_fallocate(mm, pages.start..index);
-                return Err(e.into());
+        let mut index = first;
+        loop {
+            let mut inner = self.inner.lock();
+            if inner.seals & seals::GROW != 0 && end > inner.size {
+                inner.undo_fallocate(mm, first..index);
+                return Err(MmError::Perm.into());
+            }
+            let batch_end = last.min(index + RESCHED_BATCH);
+            while index < batch_end {
+                if let Err(e) = inner.page(mm, index) {
+                    inner.undo_fallocate(mm, first..index);
+                    return Err(MmError::from(e).into());
+                }
+                index += 1;
+            }
+            if index == last {
+                inner.size = inner.size.max(end);
+                return Ok(());
+            }
+            drop(inner);
+            if let Err(e) = resched() {
+                self.inner.lock().undo_fallocate(mm, first..index);
+                return Err(e);
             }
         }
-        inner.size = inner.size.max(end);
-        Ok(())
     }
 
     /// Copies bytes from offset `offset` into `buf` (`read`/`pread`): stops at the size; holes
@@ -422,9 +460,10 @@ impl ShmemObject {
         Ok(frame)
     }
 
-    /// The cache frame at `index`, if there is one (for tests).
-    #[cfg(test)]
-    pub(crate) fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
+    /// The cache frame at `index`, if there is one: for tests, and for a kernel user that
+    /// writes the frames directly and never lets the object shrink (kcov's coverage buffer,
+    /// whose pages were all allocated by `fallocate` and which offers no `ftruncate`).
+    pub fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
         self.inner.lock().pages.get(&index).copied()
     }
 }

@@ -6,7 +6,7 @@
 use alloc::sync::Arc;
 use core::any::Any;
 
-use cowlab_mm::shmem::ShmemObject;
+use cowlab_mm::shmem::{ShmemObject, RESCHED_BATCH};
 
 use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
@@ -21,13 +21,14 @@ pub fn shmem_read(obj: &ShmemObject, io: &mut Kiocb, to: &mut IoIter) -> Result<
     let mm = memory::mm();
     let mut kbuf = alloc::vec![0u8; to.count().min(CHUNK)];
     let mut done = 0;
+    let mut chunks = 0;
     while to.count() > 0 {
         let want = to.count().min(CHUNK);
         let n = obj.read_at(mm, io.pos, &mut kbuf[..want]);
         let copied = to.copy_to(&kbuf[..n]);
         io.pos += copied as u64;
         done += copied;
-        if copied < want {
+        if copied < want || chunk_pause(&mut chunks).is_err() {
             break;
         }
     }
@@ -41,6 +42,7 @@ pub fn shmem_write(obj: &ShmemObject, io: &mut Kiocb, from: &mut IoIter) -> Resu
         io.pos = obj.size();
     }
     let mut done = 0;
+    let mut chunks = 0;
     while from.count() > 0 {
         let data = from.copy_from_vec(CHUNK)?;
         if data.is_empty() {
@@ -53,7 +55,7 @@ pub fn shmem_write(obj: &ShmemObject, io: &mut Kiocb, from: &mut IoIter) -> Resu
         };
         done += written;
         io.pos += written as u64;
-        if written < data.len() || from.faulted() {
+        if written < data.len() || from.faulted() || chunk_pause(&mut chunks).is_err() {
             break;
         }
     }
@@ -68,7 +70,34 @@ pub fn shmem_fallocate(obj: &ShmemObject, mode: i32, offset: u64, len: u64) -> R
     if (offset as i64).checked_add(len as i64).is_none() {
         return Err(Errno::EFBIG);
     }
-    obj.fallocate(memory::mm(), offset, len)?;
+    obj.fallocate_resched(memory::mm(), offset, len, &mut killable_resched)
+}
+
+/// Between two chunks of a shmem read or write (a 2 GiB buffer is minutes of copying and, for
+/// a write, page allocation): every `RESCHED_BATCH` pages, [`killable_resched`] (Linux's
+/// `fatal_signal_pending` checks in `generic_perform_write` and `filemap_read`); `EINTR` ends
+/// the call with the bytes done so far.
+fn chunk_pause(chunks: &mut usize) -> Result<(), Errno> {
+    *chunks += 1;
+    if !((*chunks * CHUNK) as u64).is_multiple_of(RESCHED_BATCH * 4096) {
+        return Ok(());
+    }
+    killable_resched()
+}
+
+/// The pause of a long shmem loop (`ShmemObject::fallocate_resched`): a task being killed
+/// stops with `EINTR` (Linux's `fatal_signal_pending` checks), any other lets time and the
+/// rest run (`cond_resched`: the kernel is not preemptible, so without it a 2 GiB fallocate
+/// held the CPU, and its own kill, for over a minute).
+fn killable_resched() -> Result<(), Errno> {
+    // Outside a task (the in-kernel tests at boot) there is nobody to kill or yield to.
+    if crate::proc::current_tid() == 0 {
+        return Ok(());
+    }
+    if crate::proc::fatal_signal_pending() {
+        return Err(Errno::EINTR);
+    }
+    crate::proc::sched::cond_resched();
     Ok(())
 }
 

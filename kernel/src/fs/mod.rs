@@ -17,6 +17,8 @@ pub mod file;
 pub mod guptest;
 pub mod io_uring;
 pub mod iter;
+#[cfg(feature = "kcov")]
+pub mod kcov;
 pub mod memfd;
 pub mod mount;
 pub mod namei;

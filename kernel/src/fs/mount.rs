@@ -458,8 +458,12 @@ pub struct DebugDir;
 
 impl SpecialDir for DebugDir {
     fn file(&self, name: &str, _flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
-        (name == "gup_test")
-            .then(|| Ok(Box::new(guptest::GupTestFile::default()) as Box<dyn FileOps>))
+        match name {
+            "gup_test" => Some(Ok(Box::new(guptest::GupTestFile::default()))),
+            #[cfg(feature = "kcov")]
+            "kcov" => Some(Ok(Box::new(super::kcov::KcovFile::default()))),
+            _ => None,
+        }
     }
 }
 

@@ -52,7 +52,11 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             Some(fixup) => extable::fixup(frame, fixup, 0),
             None => dump::die(frame),
         },
-        irq if irq >= vector::PIC_BASE => interrupt(irq - vector::PIC_BASE),
+        irq if irq >= vector::PIC_BASE => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            interrupt(irq - vector::PIC_BASE)
+        }
         _ => dump::die(frame),
     }
 }
@@ -81,6 +85,8 @@ fn user_trap(frame: &mut TrapFrame) {
             }
         }
         irq if irq >= vector::PIC_BASE => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
             interrupt(irq - vector::PIC_BASE);
             if irq == vector::TIMER {
                 crate::proc::sched::yield_now();

@@ -189,6 +189,8 @@ pub fn current_tid() -> Pid {
 fn set_current(tid: Pid, tgid: Pid) {
     CURRENT.store(tid, Ordering::Relaxed);
     CURRENT_TGID.store(tgid, Ordering::Relaxed);
+    #[cfg(feature = "kcov")]
+    crate::kcov::switch_to(tid);
 }
 
 /// The running task's group record (null in the idle loop): the `Mutex` inside its
@@ -221,6 +223,13 @@ fn mark_killed(task: &mut Task) {
         task.killed = true;
         KILLED_LIVE.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Whether the calling task is being killed (its group is exiting or got a fatal signal):
+/// Linux `fatal_signal_pending(current)`, for long kernel loops a user can drive, which stop
+/// with `EINTR` (the task then ends on its return to ring 3). One load while nobody is killed.
+pub fn fatal_signal_pending() -> bool {
+    KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|t| t.killed)
 }
 
 /// Runs `f` on the current task with the table locked. Panics outside a task (the system
@@ -407,6 +416,8 @@ pub fn exit_current(status: i32) -> ! {
 /// (and the parent's wake-up) come before the final switch, which never returns here.
 pub fn exit_thread(status: i32) -> ! {
     let tid = current_tid();
+    #[cfg(feature = "kcov")]
+    crate::kcov::task_exit(tid);
     let (clear_tid, shared) = with_current(|t| {
         let shared = t.group.lock().live > 1;
         (t.clear_child_tid, shared)

@@ -58,6 +58,21 @@ pub fn yield_now() {
     schedule();
 }
 
+/// Linux `cond_resched`, for long kernel loops a user can drive: the timer tick that arrived
+/// meanwhile is taken (interrupts are off in the kernel, so without it time stood still for
+/// sleepers: a parent's 100 ms sleep lasted as long as its child's 2 GiB fallocate), then the
+/// other tasks run. Callers hold no lock here; `proc::on_tick` only try-locks the table.
+pub fn cond_resched() {
+    use x86_64::instructions::{interrupts, nop};
+    if !interrupts::are_enabled() {
+        // A pending interrupt is taken after the instruction that follows `sti`.
+        interrupts::enable();
+        nop();
+        interrupts::disable();
+    }
+    yield_now();
+}
+
 /// The next runnable task after `LAST` in tid order.
 fn pick() -> Option<Pid> {
     super::apply_deferred_wakeups();

@@ -5,7 +5,8 @@
 //! written so far (everything else reads as zero); for `MAP_SHARED|MAP_ANONYMOUS` pages the
 //! words belong to the shmem object page, shared by every process mapping it. Pins go through
 //! `pin_user_pages(_fast)` and `/proc/self/mem` writes through `FOLL_FORCE`; `mremap` moves
-//! (`MREMAP_FIXED`, possibly shrinking) carry pages, words and pins to the target. After every step the invariant checker and
+//! (`MREMAP_FIXED`, possibly shrinking) carry pages, words and pins to the target; `brk` moves a
+//! heap that starts inside the window (meeting fixed mappings). After every step the invariant checker and
 //! the TLB-coherence check run, and every modelled word is compared with what the page tables
 //! actually map. Seeds are fixed so a failure reproduces; the failing seed and step are printed.
 
@@ -26,6 +27,8 @@ const WIN: u64 = BASE + (2 << 20) - 24 * PAGE;
 const WIN_PAGES: u64 = 48;
 const MAX_PROCS: usize = 4;
 const WORDS: u64 = PAGE / 8;
+/// Where each process's heap starts: inside the window, so brk meets fixed mappings.
+const BRK_BASE: u64 = WIN + 36 * PAGE;
 
 #[derive(Clone, Default)]
 struct PageModel {
@@ -266,7 +269,8 @@ impl World {
                     }
                 }
                 if self.procs.is_empty() {
-                    let s = env.space();
+                    let mut s = env.space();
+                    s.set_brk_base(VirtAddr::new(BRK_BASE));
                     self.procs.push(Proc {
                         s,
                         pages: BTreeMap::new(),
@@ -435,12 +439,60 @@ impl World {
                     ),
                 }
             }
+            73..=76 => {
+                *op = "brk";
+                self.brk(env, p);
+            }
             _ => {
                 *op = "write";
                 let page = self.pick_page(p);
                 let word = self.rng.below(WORDS);
                 self.write(env, p, page, word, op);
             }
+        }
+    }
+
+    /// Moves the break of process `p` inside the window (its heap starts at `BRK_BASE`, where
+    /// fixed mappings also land): growing maps fresh zero pages unless something is in the
+    /// way, shrinking unmaps whatever lies in the dropped range (Linux `sys_brk`).
+    fn brk(&mut self, env: &Env, p: usize) {
+        let s = &mut self.procs[p].s;
+        let (start, cur) = (s.brk_start().as_u64(), s.current_brk().as_u64());
+        let requested = match self.rng.below(4) {
+            0 => start - PAGE,
+            1 => start + self.rng.below(10) * PAGE + self.rng.below(3) * 100,
+            _ => cur + self.rng.below(4) * PAGE,
+        };
+        let got = s.brk(&env.mm, VirtAddr::new(requested)).as_u64();
+        let page_up = |x: u64| x.div_ceil(PAGE) * PAGE;
+        let (old_end, new_end) = (page_up(cur), page_up(requested));
+        if got != requested {
+            assert_eq!(got, cur, "a refused brk keeps the break");
+            assert!(
+                requested < start
+                    || (old_end..new_end)
+                        .step_by(PAGE as usize)
+                        .any(|pg| self.procs[p].pages.contains_key(&pg)),
+                "brk to {requested:#x} refused with nothing in the way"
+            );
+            return;
+        }
+        let model = &mut self.procs[p].pages;
+        if new_end > old_end {
+            for pg in (old_end..new_end).step_by(PAGE as usize) {
+                model.insert(
+                    pg,
+                    PageModel {
+                        prot: Prot::RW,
+                        ..PageModel::default()
+                    },
+                );
+            }
+        } else if new_end < old_end {
+            for pg in (new_end..old_end).step_by(PAGE as usize) {
+                model.remove(&pg);
+            }
+            self.detach_pins(p, new_end, (old_end - new_end) / PAGE);
         }
     }
 
@@ -548,7 +600,8 @@ impl World {
 fn run(seed: u64, steps: usize) {
     let env = Env::with_frames(1024);
     env.mm.set_era(Era::ALL[(seed % 5) as usize]);
-    let s = env.space();
+    let mut s = env.space();
+    s.set_brk_base(VirtAddr::new(BRK_BASE));
     let mut world = World {
         procs: std::vec![Proc {
             s,
@@ -581,9 +634,17 @@ fn run(seed: u64, steps: usize) {
     env.finish(spaces);
 }
 
+/// `COWLAB_FUZZ_ITERS=N` runs N seeds instead of the CI default.
+fn seeds(default: u64) -> u64 {
+    std::env::var("COWLAB_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn random_sequences_match_the_model() {
-    for seed in 1..=300 {
+    for seed in 1..=seeds(300) {
         run(seed, 120);
     }
 }

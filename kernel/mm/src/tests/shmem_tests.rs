@@ -552,3 +552,57 @@ fn maps_name_is_kept_for_the_objects_life() {
     let sized = ShmemObject::with_size(4096).unwrap();
     assert_eq!(sized.maps_name(), None);
 }
+
+/// A long fallocate pauses every `RESCHED_BATCH` pages with the object unlocked, and the
+/// pause's error (a kill: `EINTR` in the kernel) stops it: the size stays, the pages it added
+/// beyond the size are dropped again (as Linux's `shmem_fallocate` undoes a range it did not
+/// finish, so a stopped call leaves no tmpfs charge), and a seal set during a pause is honoured.
+#[test]
+fn fallocate_pauses_and_stops_when_told() {
+    use crate::shmem::{seals, RESCHED_BATCH};
+    let env = Env::new();
+    let obj = ShmemObject::new();
+    let mut pauses = 0;
+    obj.fallocate_resched(&env.mm, 0, 3 * RESCHED_BATCH * PAGE, &mut || {
+        pauses += 1;
+        Ok::<(), MmError>(())
+    })
+    .unwrap();
+    assert_eq!(pauses, 2, "a pause between batches, none after the last");
+    assert_eq!(obj.cached_pages() as u64, 3 * RESCHED_BATCH);
+    assert_eq!(obj.size(), 3 * RESCHED_BATCH * PAGE);
+
+    let other = ShmemObject::new();
+    let stopped = other.fallocate_resched(&env.mm, PAGE, 1 << 31, &mut || {
+        // The object is unlocked during the pause: its size can be read.
+        assert_eq!(other.size(), 0);
+        Err(MmError::Busy)
+    });
+    assert_eq!(
+        stopped,
+        Err(MmError::Busy),
+        "the pause's error ends the call"
+    );
+    assert_eq!(
+        other.size(),
+        0,
+        "a stopped fallocate does not grow the size"
+    );
+    assert_eq!(other.cached_pages(), 0, "the pages it added are dropped");
+
+    let sealed = ShmemObject::new();
+    sealed.allow_sealing();
+    let result = sealed.fallocate_resched(&env.mm, 0, 2 * RESCHED_BATCH * PAGE, &mut || {
+        sealed.add_seals(&env.mm, seals::GROW).unwrap();
+        Ok::<(), MmError>(())
+    });
+    assert_eq!(result, Err(MmError::Perm), "F_SEAL_GROW set during a pause");
+    assert_eq!(sealed.size(), 0);
+    assert_eq!(sealed.cached_pages(), 0);
+    env.check(&[]);
+    for o in [obj, other, sealed] {
+        ShmemObject::put(o, &env.mm);
+    }
+    assert_eq!(env.mm.stats().shmem_pages, 0, "every page returns");
+    env.finish(std::vec![]);
+}

@@ -1,0 +1,202 @@
+//! Kernel coverage for fuzzers (Linux `kernel/kcov.c`'s model, built only with the `kcov`
+//! cargo feature): the compiler's sanitizer-coverage pass (`trace-pc`) puts a call to
+//! `__sanitizer_cov_trace_pc` on every edge of the kernel's and cowlab-mm's code, and that
+//! call appends its return address to the coverage buffer of the running task, if it has one.
+//!
+//! Picture: a buffer is a shmem object (see `fs::kcov`, the `/sys/kernel/debug/kcov` file)
+//! whose pages were all allocated when it was sized; the process maps it `MAP_SHARED`, and
+//! the kernel writes it through the direct map, page by page, from a table of the pages'
+//! kernel addresses ([`Area::pages`]). Word 0 is the count of PCs stored after it, as on Linux.
+//!
+//! The hot path is assembly on purpose: the compiler instruments every Rust function of the
+//! kernel (there is no per-function opt-out for sanitizer coverage in Rust), so a Rust hook
+//! would call itself. It reads two globals, [`PAGES`] and [`WORDS`], which describe the running
+//! task's buffer (null/0: no coverage): the scheduler points them at the next task's buffer on
+//! every switch ([`switch_to`], from `proc::set_current`), hardware interrupts hide them
+//! while they run ([`IrqGuard`], Linux's `in_task()` check), and a task's exit ([`task_exit`])
+//! clears them before its buffer can be freed. One CPU with interrupts disabled in the kernel:
+//! nothing else can run between those updates and the hot path's reads.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use cowlab_mm::shmem::ShmemObject;
+use spin::Mutex;
+
+use crate::errno::Errno;
+use crate::memory;
+use crate::proc::Pid;
+
+/// The running task's page table: kernel addresses of its buffer's pages (null: not traced).
+static PAGES: AtomicU64 = AtomicU64::new(0);
+/// Words in the running task's buffer (word 0 included).
+static WORDS: AtomicU64 = AtomicU64::new(0);
+
+// `__sanitizer_cov_trace_pc`: n = area[0]; if n + 1 < WORDS { area[n + 1] = caller; area[0] =
+// n + 1 }. Word i lives in page i / 512 at slot i % 512.
+// SAFETY: the hook uses only caller-saved registers (it is called at any edge, between any two
+// statements of the caller), and writes nothing but the running task's buffer: PAGES is either
+// null or points at the page table of the running task's `Area`, which `TRACED` keeps alive
+// until `stop` has cleared PAGES and WORDS (on DISABLE or the task's exit), and the index is checked
+// against WORDS, the same buffer's size, before the store.
+global_asm!(
+    ".pushsection .text.cowlab_kcov, \"ax\"",
+    ".global __sanitizer_cov_trace_pc",
+    "__sanitizer_cov_trace_pc:",
+    "    mov rcx, qword ptr [rip + {pages}]",
+    "    test rcx, rcx",
+    "    jz 2f",
+    "    mov rdx, qword ptr [rcx]",
+    "    mov rax, qword ptr [rdx]",
+    "    add rax, 1",
+    "    jz 2f",
+    "    cmp rax, qword ptr [rip + {words}]",
+    "    jae 2f",
+    "    mov qword ptr [rdx], rax",
+    "    mov rdx, rax",
+    "    shr rdx, 9",
+    "    mov rdx, qword ptr [rcx + rdx * 8]",
+    "    and eax, 511",
+    "    mov r8, qword ptr [rsp]",
+    "    mov qword ptr [rdx + rax * 8], r8",
+    "2:",
+    "    ret",
+    ".popsection",
+    pages = sym PAGES,
+    words = sym WORDS,
+);
+
+/// One coverage buffer: a shmem object of `words` u64s, all pages allocated.
+pub struct Area {
+    /// `Some` until drop, which puts it.
+    obj: Option<Arc<ShmemObject>>,
+    /// Kernel (direct-map) addresses of the object's pages, in order.
+    pages: Vec<u64>,
+    pub words: u64,
+    /// The task tracing into this buffer (0: none).
+    owner: AtomicU32,
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj.take() {
+            ShmemObject::put(obj, memory::mm());
+        }
+    }
+}
+
+impl Area {
+    /// A buffer of `words` u64s (Linux `KCOV_INIT_TRACE` allocates it then): `ENOMEM` if the
+    /// pages cannot all be had.
+    pub fn new(words: u64) -> Result<Area, Errno> {
+        let bytes = words.checked_mul(8).ok_or(Errno::EINVAL)?;
+        let mm = memory::mm();
+        let obj = ShmemObject::new();
+        let mut area = Area {
+            obj: None,
+            pages: Vec::new(),
+            words,
+            owner: AtomicU32::new(0),
+        };
+        let allocated = obj.fallocate(mm, 0, bytes.next_multiple_of(4096));
+        area.obj = Some(obj);
+        allocated?;
+        let obj = area.obj();
+        area.pages = (0..bytes.div_ceil(4096))
+            .map(|i| obj.cache_frame(i).map(|f| memory::phys_to_virt(f) as u64))
+            .collect::<Option<Vec<u64>>>()
+            .ok_or(Errno::ENOMEM)?;
+        Ok(area)
+    }
+
+    pub fn obj(&self) -> &Arc<ShmemObject> {
+        self.obj
+            .as_ref()
+            .expect("the buffer object lives until drop")
+    }
+
+    /// Whether a live task traces into this buffer.
+    pub fn owner(&self) -> Pid {
+        self.owner.load(Ordering::Relaxed)
+    }
+}
+
+/// Tasks with coverage enabled, and their buffers (Linux keeps this in `task_struct::kcov`).
+static TRACED: Mutex<BTreeMap<Pid, Arc<Area>>> = Mutex::new(BTreeMap::new());
+
+/// Starts tracing the calling task `tid` into `area` (`KCOV_ENABLE`): `EBUSY` if the buffer
+/// already has a task or the task already traces into a buffer.
+pub fn enable(tid: Pid, area: &Arc<Area>) -> Result<(), Errno> {
+    let mut traced = TRACED.lock();
+    if area.owner() != 0 || traced.contains_key(&tid) {
+        return Err(Errno::EBUSY);
+    }
+    area.owner.store(tid, Ordering::Relaxed);
+    traced.insert(tid, area.clone());
+    drop(traced);
+    switch_to(tid);
+    Ok(())
+}
+
+/// Stops tracing task `tid` into `area` (`KCOV_DISABLE`): `EINVAL` unless it does.
+pub fn disable(tid: Pid, area: &Arc<Area>) -> Result<(), Errno> {
+    if area.owner() != tid {
+        return Err(Errno::EINVAL);
+    }
+    stop(tid);
+    Ok(())
+}
+
+/// Ends task `tid`'s tracing, if any (Linux `kcov_task_exit`): called first thing on a
+/// thread's exit, so the buffer can go with the last file and mapping.
+pub fn task_exit(tid: Pid) {
+    stop(tid);
+}
+
+fn stop(tid: Pid) {
+    // Hide the buffer before it can be dropped (the hot path runs inside the drop too).
+    PAGES.store(0, Ordering::Relaxed);
+    WORDS.store(0, Ordering::Relaxed);
+    let removed = TRACED.lock().remove(&tid);
+    if let Some(area) = &removed {
+        area.owner.store(0, Ordering::Relaxed);
+    }
+    drop(removed);
+}
+
+/// Points the hot path at task `tid`'s buffer (0, the idle loop: none). Called by the
+/// scheduler on every switch.
+pub fn switch_to(tid: Pid) {
+    PAGES.store(0, Ordering::Relaxed);
+    let traced = TRACED.lock();
+    let (pages, words) = match traced.get(&tid) {
+        Some(area) => (area.pages.as_ptr() as u64, area.words),
+        None => (0, 0),
+    };
+    drop(traced);
+    WORDS.store(words, Ordering::Relaxed);
+    PAGES.store(pages, Ordering::Relaxed);
+}
+
+/// Hides the running task's buffer while a hardware interrupt is handled (Linux traces only
+/// task context): what a tick or a disk interrupt runs is not the task's doing.
+pub struct IrqGuard(u64);
+
+impl IrqGuard {
+    pub fn new() -> IrqGuard {
+        IrqGuard(PAGES.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Drop for IrqGuard {
+    fn drop(&mut self) {
+        // The task may have been switched away from and back inside the interrupt (a tick
+        // preempts): `switch_to` then set the same buffer, or none if it was disabled.
+        if PAGES.load(Ordering::Relaxed) == 0 && WORDS.load(Ordering::Relaxed) != 0 {
+            PAGES.store(self.0, Ordering::Relaxed);
+        }
+    }
+}

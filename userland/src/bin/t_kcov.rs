@@ -1,0 +1,186 @@
+//! kcov (`/sys/kernel/debug/kcov`), Linux's interface: the ioctls' errors, the mapping's size
+//! rule, what tracing records (kernel PCs, the same ones for the same call), that tracing is per
+//! task (a second task cannot take a traced buffer; a task's exit frees it) and that
+//! `KCOV_DISABLE` stops it. Skipped where the file does not exist (a kernel built without the
+//! `kcov` feature, a host without kcov or debugfs); the fuzz tier of `cargo xtask test` runs it
+//! on the kcov kernel.
+#![no_std]
+#![no_main]
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::errno::*;
+use cowlab_userland::sys::{nr, Errno};
+use cowlab_userland::test::Tester;
+
+cowlab_userland::entry!(main);
+
+const KCOV_INIT_TRACE: usize = 0x8008_6301;
+const KCOV_ENABLE: usize = 0x6364;
+const KCOV_DISABLE: usize = 0x6365;
+const KCOV_TRACE_PC: usize = 0;
+const KCOV_TRACE_CMP: usize = 1;
+const EOPNOTSUPP: i32 = 95;
+const ENOTSUPP: i32 = 524;
+const WORDS: usize = 64 * 1024;
+
+fn ioctl(fd: i32, cmd: usize, arg: usize) -> Result<usize, Errno> {
+    // SAFETY: kcov's ioctls take integer arguments.
+    unsafe { raw(nr::IOCTL, [fd as usize, cmd, arg, 0, 0, 0]) }
+}
+
+fn map(fd: i32, len: usize, off: usize) -> Result<usize, Errno> {
+    // SAFETY: a new shared mapping at an address the kernel chooses.
+    unsafe { mmap_fd(0, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off as u64) }
+}
+
+fn word(area: usize, i: usize) -> u64 {
+    // SAFETY: `i < WORDS`: inside the buffer mapping.
+    unsafe { core::ptr::read_volatile((area as *const u64).add(i)) }
+}
+
+fn reset(area: usize) {
+    // SAFETY: word 0 of the buffer mapping, ours to write.
+    unsafe { core::ptr::write_volatile(area as *mut u64, 0) }
+}
+
+/// The PCs one `getppid` records, sorted.
+fn pcs_of_getppid(area: usize) -> alloc::vec::Vec<u64> {
+    reset(area);
+    cowlab_userland::sys::getppid();
+    let n = (word(area, 0) as usize).min(WORDS - 1);
+    let mut pcs: alloc::vec::Vec<u64> = (1..=n).map(|i| word(area, i)).collect();
+    pcs.sort_unstable();
+    pcs
+}
+
+extern crate alloc;
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_kcov");
+    let Ok(fd) = open(c"/sys/kernel/debug/kcov", O_RDWR) else {
+        cowlab_userland::println!("t_kcov: skipped: no /sys/kernel/debug/kcov");
+        return t.finish();
+    };
+    t.eq(
+        "mmap before KCOV_INIT_TRACE is EINVAL",
+        map(fd, 4096, 0),
+        Err(Errno(EINVAL)),
+    );
+    t.eq(
+        "KCOV_ENABLE before KCOV_INIT_TRACE is EINVAL",
+        ioctl(fd, KCOV_ENABLE, 0),
+        Err(Errno(EINVAL)),
+    );
+    t.eq(
+        "KCOV_INIT_TRACE of 1 word is EINVAL",
+        ioctl(fd, KCOV_INIT_TRACE, 1),
+        Err(Errno(EINVAL)),
+    );
+    t.eq("KCOV_INIT_TRACE", ioctl(fd, KCOV_INIT_TRACE, WORDS), Ok(0));
+    t.eq(
+        "a second KCOV_INIT_TRACE is EBUSY",
+        ioctl(fd, KCOV_INIT_TRACE, WORDS),
+        Err(Errno(EBUSY)),
+    );
+    t.eq(
+        "an unknown ioctl is ENOTTY",
+        ioctl(fd, 0x6399, 0),
+        Err(Errno(ENOTTY)),
+    );
+    let len = WORDS * 8;
+    t.eq(
+        "mmap of another size is EINVAL",
+        map(fd, len - 2 * 4096, 0),
+        Err(Errno(EINVAL)),
+    );
+    t.eq(
+        "mmap at another offset is EINVAL",
+        map(fd, len, 4096),
+        Err(Errno(EINVAL)),
+    );
+    let Ok(area) = map(fd, len, 0) else {
+        t.check("mmap of the buffer", false);
+        return t.finish();
+    };
+    let cmp = ioctl(fd, KCOV_ENABLE, KCOV_TRACE_CMP);
+    t.check_why(
+        "KCOV_TRACE_CMP is not supported",
+        matches!(cmp, Err(Errno(EOPNOTSUPP | ENOTSUPP)) | Ok(_)),
+        alloc::format!("{cmp:?}"),
+    );
+    if cmp.is_ok() {
+        // A kernel with comparison tracing (Linux): back to PC mode for the rest.
+        let _ = ioctl(fd, KCOV_DISABLE, 0);
+    }
+    t.eq(
+        "KCOV_ENABLE with a bad mode is EINVAL",
+        ioctl(fd, KCOV_ENABLE, 7),
+        Err(Errno(EINVAL)),
+    );
+    t.eq(
+        "KCOV_ENABLE KCOV_TRACE_PC",
+        ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC),
+        Ok(0),
+    );
+    t.eq(
+        "a second KCOV_ENABLE is EBUSY",
+        ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC),
+        Err(Errno(EBUSY)),
+    );
+
+    let first = pcs_of_getppid(area);
+    t.check_why("a system call records PCs", !first.is_empty(), first.len());
+    t.check(
+        "the PCs are kernel addresses",
+        first.iter().all(|&pc| pc >= 0xffff_8000_0000_0000),
+    );
+    let second = pcs_of_getppid(area);
+    t.check_why(
+        "the same call records the same PCs",
+        first == second,
+        alloc::format!("{} vs {}", first.len(), second.len()),
+    );
+
+    // Another task cannot take the buffer while this one traces into it; once the task that
+    // traced into a buffer exits, the buffer is free again.
+    let child = cowlab_userland::test::in_child(|| match ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC) {
+        Err(Errno(EBUSY)) => 0,
+        _ => 1,
+    });
+    t.eq(
+        "another task's KCOV_ENABLE of a traced buffer is EBUSY",
+        child,
+        0,
+    );
+
+    t.eq(
+        "KCOV_DISABLE with an argument is EINVAL",
+        ioctl(fd, KCOV_DISABLE, 1),
+        Err(Errno(EINVAL)),
+    );
+    t.eq("KCOV_DISABLE", ioctl(fd, KCOV_DISABLE, 0), Ok(0));
+    reset(area);
+    cowlab_userland::sys::getppid();
+    t.eq("nothing is recorded after KCOV_DISABLE", word(area, 0), 0);
+    t.eq(
+        "a second KCOV_DISABLE is EINVAL",
+        ioctl(fd, KCOV_DISABLE, 0),
+        Err(Errno(EINVAL)),
+    );
+
+    let child = cowlab_userland::test::in_child(|| {
+        i32::from(ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC).is_err())
+    });
+    t.eq("a child traces into the buffer and exits", child, 0);
+    t.eq(
+        "after its exit the buffer can be enabled again",
+        ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC),
+        Ok(0),
+    );
+    let _ = ioctl(fd, KCOV_DISABLE, 0);
+    let mut byte = [0u8; 8];
+    t.eq("read is EINVAL", read(fd, &mut byte), Err(Errno(EINVAL)));
+    let _ = munmap(area, len);
+    let _ = close(fd);
+    t.finish()
+}
