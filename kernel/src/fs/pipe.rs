@@ -91,6 +91,13 @@ struct State {
 
 impl State {
     /// Moves up to `len` bytes from the front of the queue, releasing consumed pages.
+    /// Puts bytes a reader took but could not deliver back at the front (see `Pipe::read`).
+    fn unread(&mut self, tail: &[u8]) {
+        self.segs
+            .push_front(Segment::Bytes(tail.iter().copied().collect()));
+        self.bytes += tail.len();
+    }
+
     fn take(&mut self, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
         while out.len() < len {
@@ -177,12 +184,17 @@ impl Pipe {
         proc::wakeup(self.channel());
     }
 
-    /// Reads into `out` (via `copy`, which moves bytes to the user); blocks while empty.
+    /// Reads into `out` (via `copy`, which moves bytes to the user and says how many it
+    /// moved); blocks while empty. A copy that falls short (a buffer that faults part-way) is
+    /// `EFAULT` and the chunk goes back to the front of the pipe, so nothing is lost: Linux's
+    /// `pipe_read` copies under the pipe mutex and consumes a buffer only once it was copied
+    /// whole. (The copy runs unlocked here, as a user copy may fault; a second reader racing
+    /// the put-back could see later bytes first, which Linux's mutex excludes.)
     pub fn read(
         &self,
         nonblock: bool,
         len: usize,
-        copy: &mut dyn FnMut(&[u8]) -> Result<(), Errno>,
+        copy: &mut dyn FnMut(&[u8]) -> Result<usize, Errno>,
     ) -> Result<usize, Errno> {
         if len == 0 {
             return Ok(0);
@@ -206,9 +218,13 @@ impl Pipe {
                 proc::sleep(self.channel())?;
                 continue;
             };
+            let moved = copy(&chunk);
+            if moved != Ok(chunk.len()) {
+                self.state.lock().unread(&chunk);
+                return Err(moved.err().unwrap_or(Errno::EFAULT));
+            }
             proc::wakeup(self.channel());
-            copy(&chunk)?;
-            return Ok(chunk.len());
+            return moved;
         }
     }
 
@@ -363,13 +379,11 @@ impl FileOps for PipeEnd {
         if self.write {
             return Err(Errno::EBADF);
         }
-        let mut copied = 0;
         self.pipe
             .read(io.nonblock(), to.count().min(CHUNK), &mut |chunk| {
-                copied = to.copy_to(chunk);
-                to.finish(copied).map(drop)
-            })?;
-        Ok(copied)
+                let copied = to.copy_to(chunk);
+                to.finish(copied)
+            })
     }
 
     fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {

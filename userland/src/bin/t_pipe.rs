@@ -34,6 +34,29 @@ fn main() -> i32 {
         Err(Errno(errno::EBADF)),
     );
 
+    // A read into a buffer that faults part-way is EFAULT and loses nothing (Linux's
+    // pipe_read consumes only what it copied; cowlab once dropped the uncopied bytes).
+    let data: [u8; 100] = core::array::from_fn(|i| i as u8);
+    t.eq("write 100 bytes", write(fds[1], &data), Ok(100));
+    let area = mmap(0, 2 * 4096, 3, 0x22).unwrap_or(0);
+    t.check("map two pages", area != 0);
+    t.eq(
+        "unmap the second",
+        munmap(area + 4096, 4096).map(drop),
+        Ok(()),
+    );
+    // SAFETY: 10 mapped bytes before the hole, 90 unmapped: the kernel's copy faults there.
+    let half = unsafe { core::slice::from_raw_parts_mut((area + 4096 - 10) as *mut u8, 100) };
+    t.eq(
+        "read into a half-unmapped buffer is EFAULT",
+        read(fds[0], half),
+        Err(Errno(errno::EFAULT)),
+    );
+    let mut all = [0u8; 128];
+    t.eq("every byte is still there", read(fds[0], &mut all), Ok(100));
+    t.check("in order", all[..100] == data);
+    let _ = munmap(area, 4096);
+
     // Writer blocks on a full pipe until the (slow) reader drains it: 300 KiB through 64 KiB.
     let writer = fork().unwrap_or(-1);
     if writer == 0 {
