@@ -77,7 +77,13 @@ pub struct CloneArgs {
 
 /// fork: a new process, copy of the calling thread.
 pub fn fork(frame: &TrapFrame) -> Result<Pid, Errno> {
-    clone(frame, &CloneArgs::default())
+    clone(
+        frame,
+        &CloneArgs {
+            flags: u64::from(super::signal::SIGCHLD),
+            ..CloneArgs::default()
+        },
+    )
 }
 
 /// clone: a new process or a new thread of the caller's (see the module comment). `frame` is
@@ -135,10 +141,12 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
         } else {
             let (sigactions, rlimits) = {
                 let g = parent.group.lock();
-                (g.sigactions, g.rlimits)
+                (g.sigactions.clone(), g.rlimits)
             };
             // Linux `copy_signal`: the child starts with the parent's limits.
-            (tid, Group::new(parent.tgid, sigactions, rlimits))
+            let group = Group::new(parent.tgid, sigactions, rlimits);
+            group.lock().sig.exit_signal = (flags & CSIGNAL) as u8;
+            (tid, group)
         };
         Task {
             tid,
@@ -161,6 +169,15 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             },
             killed: false,
             sigmask: parent.sigmask,
+            // Linux `copy_process`: a new thread (CLONE_VM) starts without the alternate stack.
+            sig: super::signal::ThreadSignals {
+                altstack: if flags & CLONE_VM != 0 {
+                    Default::default()
+                } else {
+                    parent.sig.altstack
+                },
+                ..Default::default()
+            },
             clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
                 args.child_tid
             } else {

@@ -16,6 +16,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask};
 use x86_64::registers::rflags::RFlags;
 use x86_64::VirtAddr;
 
+use crate::errno::Errno;
 use crate::gdt;
 use crate::idt::TrapFrame;
 
@@ -54,6 +55,9 @@ global_asm!(
     "    push rax",
     "    mov rdi, rsp",
     "    call {dispatch}",
+    // rt_sigreturn restored every register, RCX and R11 included: only iretq restores those.
+    "    test rax, rax",
+    "    jnz cowlab_trap_return",
     // A non-canonical (or kernel) RIP returns through iretq, which faults in user mode instead.
     "    mov rcx, [rsp + 17 * 8]",
     "    shr rcx, 47",
@@ -90,11 +94,22 @@ extern "C" {
     fn cowlab_syscall_entry();
 }
 
-/// Called by the entry with the saved frame; the result goes to the frame's RAX.
-extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
+/// Called by the entry with the saved frame; the result goes to the frame's RAX. Returns
+/// non-zero when the way out must be `iretq` (after `rt_sigreturn`).
+extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) -> u64 {
+    let nr = frame.rax;
     super::dispatch(frame);
+    let ret = frame.rax as i64;
+    if nr != RT_SIGRETURN
+        && (ret == -(Errno::ERESTARTSYS as i64) || ret == -(Errno::ERESTARTNOHAND as i64))
+    {
+        crate::proc::signal::deliver::note_restart(nr);
+    }
     crate::proc::on_return_to_user(frame);
+    u64::from(nr == RT_SIGRETURN)
 }
+
+const RT_SIGRETURN: u64 = 15;
 
 /// Enables `syscall`: EFER.SCE, the entry point in LSTAR, the RFLAGS mask (STAR is set by
 /// `gdt::init`).
