@@ -22,8 +22,9 @@ use crate::proc::{exit_current, with_current, State, TABLE};
 
 /// Some task may have a signal to act on at its next return to ring 3.
 pub static SIG_CHECK: AtomicBool = AtomicBool::new(false);
-/// The number of the system call that is returning `-ERESTART*` (`u64::MAX`: none); set by
-/// the system-call exit just before the return-to-user work (one CPU, interrupts off).
+/// The system call that is returning `-ERESTART*`: `tid << 32 | number` (`u64::MAX`: none);
+/// set by the system-call exit just before the return-to-user work (one CPU, interrupts off).
+/// The tid makes a note left by a thread that exited instead (killed) harmless to the next.
 static RESTART_NR: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Whether the current thread has a signal it does not block (pending for it or its group).
@@ -35,16 +36,18 @@ pub fn deliverable(task: &crate::proc::Task) -> bool {
 /// The system call `nr` returned `-ERESTARTSYS`/`-ERESTARTNOHAND` in `frame.rax`: the return
 /// path must restart it or turn it into `EINTR`.
 pub fn note_restart(nr: u64) {
-    RESTART_NR.store(nr, Ordering::Relaxed);
+    let tid = u64::from(crate::proc::current_tid());
+    RESTART_NR.store(tid << 32 | (nr & 0xffff_ffff), Ordering::Relaxed);
     SIG_CHECK.store(true, Ordering::Relaxed);
 }
 
 /// The signal work of a return to ring 3 (called when [`SIG_CHECK`] is set).
 pub fn on_return(frame: &mut TrapFrame) {
     SIG_CHECK.store(false, Ordering::Relaxed);
+    let tid = u64::from(crate::proc::current_tid());
     let mut restart = match RESTART_NR.swap(u64::MAX, Ordering::Relaxed) {
-        u64::MAX => None,
-        nr => Some(nr),
+        note if note != u64::MAX && note >> 32 == tid => Some(note & 0xffff_ffff),
+        _ => None,
     };
     loop {
         match next_step() {
