@@ -22,6 +22,7 @@ use crate::idt::TrapFrame;
 
 /// The `vector` field of a frame pushed by the syscall entry (outside the IDT's 0..=255).
 pub const SYSCALL_VECTOR: u64 = 0x100;
+
 use crate::gdt::{USER_CS, USER_DS};
 
 global_asm!(
@@ -55,9 +56,10 @@ global_asm!(
     "    push rax",
     "    mov rdi, rsp",
     "    call {dispatch}",
-    // rt_sigreturn restored every register, RCX and R11 included: only iretq restores those.
-    "    test rax, rax",
-    "    jnz cowlab_trap_return",
+    // A frame whose vector is no longer SYSCALL_VECTOR leaves through iretq, which restores
+    // every register: rt_sigreturn restored RCX and R11 too (`deliver::IRET_VECTOR`).
+    "    cmp qword ptr [rsp + 15 * 8], {vector}",
+    "    jne cowlab_trap_return",
     // A non-canonical (or kernel) RIP returns through iretq, which faults in user mode instead.
     "    mov rcx, [rsp + 17 * 8]",
     "    shr rcx, 47",
@@ -94,22 +96,21 @@ extern "C" {
     fn cowlab_syscall_entry();
 }
 
-/// Called by the entry with the saved frame; the result goes to the frame's RAX. Returns
-/// non-zero when the way out must be `iretq` (after `rt_sigreturn`).
-extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) -> u64 {
+/// Called by the entry with the saved frame; the result goes to the frame's RAX.
+extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
     let nr = frame.rax;
     super::dispatch(frame);
-    let ret = frame.rax as i64;
-    if nr != RT_SIGRETURN
-        && (ret == -(Errno::ERESTARTSYS as i64) || ret == -(Errno::ERESTARTNOHAND as i64))
+    // -ERESTARTSYS..=-ERESTARTNOHAND in one unsigned compare; rt_sigreturn's RAX is the
+    // restored one, never a restart request (its frame's vector is `IRET_VECTOR`,
+    // no longer `SYSCALL_VECTOR`).
+    let ret = frame.rax.wrapping_add(Errno::ERESTARTNOHAND as u64);
+    if ret <= (Errno::ERESTARTNOHAND as u64 - Errno::ERESTARTSYS as u64)
+        && frame.vector == SYSCALL_VECTOR
     {
         crate::proc::signal::deliver::note_restart(nr);
     }
     crate::proc::on_return_to_user(frame);
-    u64::from(nr == RT_SIGRETURN)
 }
-
-const RT_SIGRETURN: u64 = 15;
 
 /// Enables `syscall`: EFER.SCE, the entry point in LSTAR, the RFLAGS mask (STAR is set by
 /// `gdt::init`).

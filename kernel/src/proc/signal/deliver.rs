@@ -20,6 +20,10 @@ use crate::errno::Errno;
 use crate::idt::TrapFrame;
 use crate::proc::{exit_current, with_current, State, TABLE};
 
+/// The `vector` of a system-call frame that must leave through `iretq` rather than `sysretq`
+/// (the system-call exit compares the vector with its own, 0x100).
+pub const IRET_VECTOR: u64 = 0x101;
+
 /// Some task may have a signal to act on at its next return to ring 3.
 pub static SIG_CHECK: AtomicBool = AtomicBool::new(false);
 /// The system call that is returning `-ERESTART*`: `tid << 32 | number` (`u64::MAX`: none);
@@ -35,13 +39,18 @@ pub fn deliverable(task: &crate::proc::Task) -> bool {
 
 /// The system call `nr` returned `-ERESTARTSYS`/`-ERESTARTNOHAND` in `frame.rax`: the return
 /// path must restart it or turn it into `EINTR`.
+#[cold]
+#[inline(never)]
 pub fn note_restart(nr: u64) {
     let tid = u64::from(crate::proc::current_tid());
     RESTART_NR.store(tid << 32 | (nr & 0xffff_ffff), Ordering::Relaxed);
     SIG_CHECK.store(true, Ordering::Relaxed);
 }
 
-/// The signal work of a return to ring 3 (called when [`SIG_CHECK`] is set).
+/// The signal work of a return to ring 3 (called when [`SIG_CHECK`] is set). Out of line and
+/// cold, so that the common return (flag clear) keeps its small prologue.
+#[cold]
+#[inline(never)]
 pub fn on_return(frame: &mut TrapFrame) {
     SIG_CHECK.store(false, Ordering::Relaxed);
     let tid = u64::from(crate::proc::current_tid());
@@ -213,6 +222,8 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
                 }
             });
             SIG_CHECK.store(true, Ordering::Relaxed);
+            // Leave through iretq: RCX and R11 are restored too, which sysretq would clobber.
+            frame.vector = IRET_VECTOR;
             Ok(frame.rax)
         }
         Err(_) => {
