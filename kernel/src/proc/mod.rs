@@ -197,10 +197,18 @@ static CURRENT_GROUP: AtomicPtr<Mutex<Group>> = AtomicPtr::new(core::ptr::null_m
 /// The running task's kernel-stack top (0 in the idle loop), for the canary check of every
 /// return to ring 3 without a table lookup.
 static CURRENT_STACK_TOP: AtomicU64 = AtomicU64::new(0);
-/// Tasks marked `killed` that have not exited yet. While it is 0 no return to ring 3 has to
-/// look at its task: the common case costs one load (Linux tests `TIF_NOTIFY_RESUME`-like
-/// work flags in `exit_to_user_mode_loop` instead of its task list).
+/// The work of returns to ring 3: the number of tasks marked `killed` that have not exited yet
+/// (the low bits) and [`SIGNAL_WORK`]. While it is 0 no return to ring 3 has to look at its
+/// task: the common case costs one load (Linux tests `TIF_NOTIFY_RESUME`-like work flags in
+/// `exit_to_user_mode_loop` instead of its task list).
 static KILLED_LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The bit of [`KILLED_LIVE`] that asks the next return to ring 3 to look for signals.
+const SIGNAL_WORK: usize = 1 << (usize::BITS - 1);
+
+/// Asks the next return to ring 3 to look for signals (see `signal::deliver`).
+pub fn request_signal_work() {
+    KILLED_LIVE.fetch_or(SIGNAL_WORK, Ordering::Relaxed);
+}
 
 /// Records what the fast paths above need about the task the scheduler is switching to
 /// (`None`: the idle loop).
@@ -208,7 +216,7 @@ fn set_current_task(task: Option<&Task>) {
     let (group, top) = match task {
         Some(t) => {
             // The task may have signals queued while it was not running.
-            signal::deliver::SIG_CHECK.store(true, Ordering::Relaxed);
+            request_signal_work();
             (Arc::as_ptr(&t.group).cast_mut(), t.kstack.top())
         }
         None => (core::ptr::null_mut(), 0),
@@ -364,7 +372,7 @@ pub fn on_tick() {
 }
 
 /// Last work before a return to ring 3: a thread whose group is being killed or exited ends
-/// here; then signals are delivered, gated by one flag ([`signal::deliver::SIG_CHECK`]).
+/// here; then signals are delivered. One load gates both ([`KILLED_LIVE`]).
 pub fn on_return_to_user(frame: &mut TrapFrame) {
     if current_tid() == 0 {
         return;
@@ -374,12 +382,22 @@ pub fn on_return_to_user(frame: &mut TrapFrame) {
         "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
         current_tid()
     );
-    if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
+    let work = KILLED_LIVE.load(Ordering::Relaxed);
+    if work != 0 {
+        return_work(frame, work);
+    }
+}
+
+/// The uncommon part of [`on_return_to_user`]: a killed thread exits, then signals.
+#[cold]
+#[inline(never)]
+fn return_work(frame: &mut TrapFrame, work: usize) {
+    if work & !SIGNAL_WORK != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).
         exit_thread(i32::from(SIGKILL));
     }
-    if signal::deliver::SIG_CHECK.load(Ordering::Relaxed) {
+    if KILLED_LIVE.fetch_and(!SIGNAL_WORK, Ordering::Relaxed) & SIGNAL_WORK != 0 {
         signal::deliver::on_return(frame);
     }
 }

@@ -104,12 +104,18 @@ extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
     // restored one, never a restart request (its frame's vector is `IRET_VECTOR`,
     // no longer `SYSCALL_VECTOR`).
     let ret = frame.rax.wrapping_add(Errno::ERESTARTNOHAND as u64);
-    if ret <= (Errno::ERESTARTNOHAND as u64 - Errno::ERESTARTSYS as u64)
-        && frame.vector == SYSCALL_VECTOR
-    {
-        crate::proc::signal::deliver::note_restart(nr);
+    if ret <= (Errno::ERESTARTNOHAND as u64 - Errno::ERESTARTSYS as u64) {
+        restart_requested(frame, nr);
     }
     crate::proc::on_return_to_user(frame);
+}
+
+#[cold]
+#[inline(never)]
+fn restart_requested(frame: &TrapFrame, nr: u64) {
+    if frame.vector == SYSCALL_VECTOR {
+        crate::proc::signal::deliver::note_restart(nr);
+    }
 }
 
 /// Enables `syscall`: EFER.SCE, the entry point in LSTAR, the RFLAGS mask (STAR is set by

@@ -1,7 +1,7 @@
 //! Delivery on the way back to ring 3 (Linux `arch_do_signal_or_restart`), and the restart of
 //! interrupted system calls.
 //!
-//! [`SIG_CHECK`] gates it: set whenever a signal is queued, a mask changes or a task is switched
+//! [`request_check`] gates it: set whenever a signal is queued, a mask changes or a task is switched
 //! in; the return to ring 3 costs one load while it is clear (no signal work anywhere). A set flag
 //! makes the next return look at its task: dequeue the lowest deliverable signal (faults first),
 //! act on it (ignore, default action, or a handler frame, nested for each further signal), and
@@ -9,7 +9,7 @@
 //! `syscall`, RAX the number again) unless a handler without `SA_RESTART` ran, when it becomes
 //! `-EINTR`; `-ERESTARTNOHAND` restarts only if no handler ran.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::frame::{self, Delivery};
 use super::{
@@ -24,8 +24,12 @@ use crate::proc::{exit_current, with_current, State, TABLE};
 /// (the system-call exit compares the vector with its own, 0x100).
 pub const IRET_VECTOR: u64 = 0x101;
 
-/// Some task may have a signal to act on at its next return to ring 3.
-pub static SIG_CHECK: AtomicBool = AtomicBool::new(false);
+/// Some task may have a signal to act on at its next return to ring 3: sets the signal bit of
+/// the return-to-user work word (`proc::RETURN_WORK`), so the common return still costs one
+/// load for both kinds of work.
+pub fn request_check() {
+    crate::proc::request_signal_work();
+}
 /// The system call that is returning `-ERESTART*`: `tid << 32 | number` (`u64::MAX`: none);
 /// set by the system-call exit just before the return-to-user work (one CPU, interrupts off).
 /// The tid makes a note left by a thread that exited instead (killed) harmless to the next.
@@ -44,15 +48,14 @@ pub fn deliverable(task: &crate::proc::Task) -> bool {
 pub fn note_restart(nr: u64) {
     let tid = u64::from(crate::proc::current_tid());
     RESTART_NR.store(tid << 32 | (nr & 0xffff_ffff), Ordering::Relaxed);
-    SIG_CHECK.store(true, Ordering::Relaxed);
+    request_check();
 }
 
-/// The signal work of a return to ring 3 (called when [`SIG_CHECK`] is set). Out of line and
+/// The signal work of a return to ring 3 (called when a check was requested; the request is already cleared). Out of line and
 /// cold, so that the common return (flag clear) keeps its small prologue.
 #[cold]
 #[inline(never)]
 pub fn on_return(frame: &mut TrapFrame) {
-    SIG_CHECK.store(false, Ordering::Relaxed);
     let tid = u64::from(crate::proc::current_tid());
     let mut restart = match RESTART_NR.swap(u64::MAX, Ordering::Relaxed) {
         note if note != u64::MAX && note >> 32 == tid => Some(note & 0xffff_ffff),
@@ -221,7 +224,7 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
                     }
                 }
             });
-            SIG_CHECK.store(true, Ordering::Relaxed);
+            request_check();
             // Leave through iretq: RCX and R11 are restored too, which sysretq would clobber.
             frame.vector = IRET_VECTOR;
             Ok(frame.rax)

@@ -8,7 +8,7 @@
 //! is dropped; a standard signal already pending is not queued twice (real-time ones queue); a
 //! signal whose default action is fatal and that nobody blocks or handles ends the group at once
 //! (as today's `kill`); otherwise one thread that does not block it is woken from its sleep and
-//! [`deliver::SIG_CHECK`] tells the next return to ring 3 to look. CPU faults are "forced"
+//! [`deliver::request_check`] tells the next return to ring 3 to look. CPU faults are "forced"
 //! (Linux `force_sig_fault`): delivered to a handler if there is one and the signal is not
 //! blocked, else the process dies with the one console line of [`kill_for_fault`].
 
@@ -381,7 +381,7 @@ pub fn send_locked(
             t.state = State::Runnable;
         }
     }
-    deliver::SIG_CHECK.store(true, core::sync::atomic::Ordering::Relaxed);
+    deliver::request_check();
     Ok(())
 }
 
@@ -471,7 +471,7 @@ pub fn force_fault(frame: &TrapFrame, signal: u8, code: i32, addr: Option<u64>) 
     if !handled {
         kill_for_fault(frame, signal, addr);
     }
-    deliver::SIG_CHECK.store(true, core::sync::atomic::Ordering::Relaxed);
+    deliver::request_check();
 }
 
 /// A CPU exception in ring 3 that the kernel does not resolve: print the one line and end the

@@ -1,14 +1,13 @@
 //! The signal system calls' work below argument decoding: actions, masks, pending sets,
 //! waiting for signals, the alternate stack.
 
-use super::deliver::{deliverable, SIG_CHECK};
+use super::deliver::{deliverable, request_check};
 use super::{
     bit, default_action, AltStack, Default_, SigAction, SigInfo, SIGKILL, SIGSTOP, SIG_DFL,
     SIG_IGN, SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, UNBLOCKABLE,
 };
 use crate::errno::Errno;
 use crate::proc::{current_tid, with_current, TABLE};
-use core::sync::atomic::Ordering;
 
 /// rt_sigaction: sets the action of `signal` (1..=64) if `new` is given; returns the old one.
 /// Setting "ignore" (or a default that ignores) discards the signal where it is pending
@@ -60,7 +59,7 @@ pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {
         old
     });
     // Unblocking may make a pending signal deliverable now.
-    SIG_CHECK.store(true, Ordering::Relaxed);
+    request_check();
     Ok(old)
 }
 
