@@ -357,6 +357,18 @@ static void test_wait_for_signals(void) {
     check("real-time signals queue with their values (SI_QUEUE 42 then 43)",
           s == SIGRTMIN + 1 && s2 == s && first == 42 && si.si_value.sival_int == 43 &&
               si.si_code == SI_QUEUE);
+    /* Queued real-time signals are bounded (RLIMIT_SIGPENDING on Linux): EAGAIN, not a
+     * kernel out of memory, and every accepted one can be taken back. */
+    int accepted = 0;
+    while (accepted < 1 << 20 && sigqueue(getpid(), SIGRTMIN + 1, v) == 0)
+        accepted++;
+    int refused = errno == EAGAIN;
+    struct timespec zero = {0, 0};
+    int drained = 0;
+    while (sigtimedwait(&set, &si, &zero) == SIGRTMIN + 1)
+        drained++;
+    check("queueing real-time signals ends with EAGAIN, all taken back",
+          refused && accepted > 0 && drained == accepted);
     struct timespec ts = {0, 20 * 1000 * 1000};
     s = sigtimedwait(&set, &si, &ts);
     check("sigtimedwait with nothing pending: EAGAIN at the timeout", s == -1 && errno == EAGAIN);

@@ -138,14 +138,28 @@ pub struct SigPending {
     queue: Vec<SigInfo>,
 }
 
+/// The most `siginfo`s one pending set holds (the kernel heap is fixed; Linux bounds them by
+/// `RLIMIT_SIGPENDING`): a real-time signal past it is refused with `EAGAIN`, as Linux's
+/// `sigqueue` answers; a standard one is pending at most once anyway.
+const MAX_QUEUED: usize = 128;
+
 impl SigPending {
-    fn queue(&mut self, info: SigInfo) {
+    fn queue(&mut self, info: SigInfo) -> Result<(), Errno> {
         let signal = info.signal();
         if signal < 32 && self.mask & bit(signal) != 0 {
-            return;
+            return Ok(());
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            if signal >= 32 {
+                return Err(Errno::EAGAIN);
+            }
+            // A standard signal still gets its bit; its siginfo is the kernel's (`take`).
+            self.mask |= bit(signal);
+            return Ok(());
         }
         self.mask |= bit(signal);
         self.queue.push(info);
+        Ok(())
     }
 
     /// Takes the first queued instance of `signal` (Linux `collect_signal`).
@@ -350,11 +364,11 @@ pub fn send_locked(
                 .expect("looked up above")
                 .sig
                 .pending
-                .queue(info);
+                .queue(info)?;
             Some(tid)
         }
         Target::Process(_) => {
-            group.sig.shared.queue(info);
+            group.sig.shared.queue(info)?;
             table
                 .values()
                 .filter(|t| t.tgid == tgid && !matches!(t.state, State::Exited | State::Dead))
@@ -465,7 +479,8 @@ pub fn force_fault(frame: &TrapFrame, signal: u8, code: i32, addr: Option<u64>) 
         // si_addr: the faulting address, or for other exceptions the instruction (0 for #GP,
         // as Linux's SI_KERNEL).
         let si_addr = addr.unwrap_or(if code == SI_KERNEL { 0 } else { frame.rip });
-        t.sig.pending.queue(SigInfo::fault(signal, code, si_addr));
+        // A standard signal: never refused.
+        let _ = t.sig.pending.queue(SigInfo::fault(signal, code, si_addr));
         true
     });
     if !handled {
