@@ -446,6 +446,13 @@ static void test_chld_pipe(void) {
 }
 
 /* 9. Stop and continue, core dumps, faults without a handler. */
+static void *count_forever(void *arg) {
+    volatile long *counter = arg;
+    for (;;)
+        (*counter)++;
+    return NULL;
+}
+
 static void test_job_control_and_core(void) {
     pid_t pid = fork();
     if (pid == 0) {
@@ -468,6 +475,32 @@ static void test_job_control_and_core(void) {
     w = waitpid(pid, &status, 0);
     check("SIGTERM after SIGCONT ends it", w == pid && WIFSIGNALED(status) &&
           WTERMSIG(status) == SIGTERM);
+
+    /* Every thread of a stopped process stops. */
+    volatile long *counter = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                                  -1, 0);
+    pid = fork();
+    if (pid == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, count_forever, (void *)counter);
+        for (;;)
+            pause();
+    }
+    while (*counter == 0)
+        usleep(1000);
+    kill(pid, SIGSTOP);
+    w = waitpid(pid, &status, WUNTRACED);
+    long c1 = *counter;
+    usleep(100000);
+    long c2 = *counter;
+    kill(pid, SIGCONT);
+    usleep(100000);
+    long c3 = *counter;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    check("a stopped process's other thread stops too, and runs again after SIGCONT",
+          w == pid && c1 == c2 && c3 > c2);
+    munmap((void *)counter, page);
 
     pid = fork();
     if (pid == 0) {

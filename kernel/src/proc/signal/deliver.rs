@@ -35,10 +35,11 @@ pub fn request_check() {
 /// The tid makes a note left by a thread that exited instead (killed) harmless to the next.
 static RESTART_NR: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Whether the current thread has a signal it does not block (pending for it or its group).
+/// Whether the current thread has a signal it does not block (pending for it or its group),
+/// or its group is stopping: either ends an interruptible sleep.
 pub fn deliverable(task: &crate::proc::Task) -> bool {
-    let shared = task.group.lock().sig.shared.mask;
-    (task.sig.pending.mask | shared) & !task.sigmask != 0
+    let group = task.group.lock();
+    (task.sig.pending.mask | group.sig.shared.mask) & !task.sigmask != 0 || group.sig.stopped
 }
 
 /// The system call `nr` returned `-ERESTARTSYS`/`-ERESTARTNOHAND` in `frame.rax`: the return
@@ -169,6 +170,14 @@ fn next_step() -> Step {
                         CLD_STOPPED,
                         i32::from(signal),
                     );
+                    // Every other thread stops too (Linux sets JOBCTL_STOP_PENDING on each):
+                    // sleepers wake to see it, the others at their next return to ring 3.
+                    for t in table.values_mut().filter(|t| t.tgid == tgid) {
+                        if matches!(t.state, State::Blocked { .. }) {
+                            t.state = State::Runnable;
+                        }
+                    }
+                    request_check();
                     return Step::Stop;
                 }
                 Default_::Terminate | Default_::Core => {
