@@ -681,7 +681,61 @@ static void test_threads(void) {
     close(cancel_pipe[1]);
 }
 
-/* 12. Bad arguments. */
+/* 12. Bad frames for rt_sigreturn: the process dies with SIGSEGV, the kernel survives. */
+static void scribble(int sig, siginfo_t *si, void *p) {
+    ucontext_t *uc = p;
+    (void)sig;
+    (void)si;
+    signal(SIGUSR1, SIG_DFL);
+    uc->uc_mcontext.gregs[REG_EFL] = -1;
+    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)0x8000000000000000ull;
+    uc->uc_mcontext.gregs[REG_CSGSFS] = -1;
+    if (uc->uc_mcontext.fpregs)
+        memset(uc->uc_mcontext.fpregs, 0xff, 512);
+}
+static void bad_fpstate(int sig, siginfo_t *si, void *p) {
+    ucontext_t *uc = p;
+    (void)sig;
+    (void)si;
+    uc->uc_mcontext.fpregs = (void *)0xdead0000;
+}
+static void kernel_rip(int sig, siginfo_t *si, void *p) {
+    ucontext_t *uc = p;
+    (void)sig;
+    (void)si;
+    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)0xffffffff80000000ull;
+}
+
+static void test_bad_frames(void) {
+    static const char *what[] = {
+        "rt_sigreturn with a stack pointer at an unmapped page: SIGSEGV",
+        "a handler scribbling RFLAGS, CS and RIP (non-canonical) and the FPU area: SIGSEGV",
+        "a handler pointing fpstate at unmapped memory: SIGSEGV",
+        "a handler returning to a kernel address: SIGSEGV",
+        "an alternate stack in the kernel half: SIGSEGV at delivery",
+    };
+    void (*handlers[])(int, siginfo_t *, void *) = {NULL, scribble, bad_fpstate, kernel_rip,
+                                                    bad_fpstate};
+    for (int i = 0; i < 5; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (i == 0)
+                __asm__ volatile("mov $0x1000, %%rsp\n\tmov $15, %%eax\n\tsyscall" ::: "memory");
+            if (i == 4) {
+                stack_t ss = {.ss_sp = (void *)0xffffffff00000000ull, .ss_size = 1 << 20};
+                sigaltstack(&ss, NULL);
+            }
+            on(SIGUSR1, handlers[i], i == 4 ? SA_ONSTACK : 0);
+            raise(SIGUSR1);
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        check(what[i], WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+    }
+}
+
+/* 13. Bad arguments. */
 static void test_errors(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -720,6 +774,7 @@ int main(int argc, char **argv) {
     test_job_control_and_core();
     test_fpu();
     test_threads();
+    test_bad_frames();
     test_errors();
     printf("%s: %d passed, %d failed\n", name, passed, failed);
     return failed != 0;
