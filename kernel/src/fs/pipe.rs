@@ -203,7 +203,7 @@ impl Pipe {
                 if nonblock {
                     return Err(Errno::EAGAIN);
                 }
-                proc::sleep(self.channel())?;
+                proc::sleep_interruptible(self.channel())?;
                 continue;
             };
             proc::wakeup(self.channel());
@@ -265,7 +265,7 @@ impl Pipe {
                         Err(Errno::EAGAIN)
                     };
                 }
-                proc::sleep(self.channel())?;
+                proc::sleep_interruptible(self.channel())?;
             }
         }
         Ok(done)
@@ -324,7 +324,7 @@ impl Pipe {
                 }
                 return Ok(queued);
             }
-            if let Err(e) = proc::sleep(self.channel()) {
+            if let Err(e) = proc::sleep_interruptible(self.channel()) {
                 if queued == 0 {
                     return Err(e);
                 }
