@@ -45,6 +45,13 @@ pub enum Errno {
     EOPNOTSUPP = 95,
     ETIMEDOUT = 110,
     ECANCELED = 125,
+    /// Kernel-internal, never seen by user space: a blocking call interrupted by a signal,
+    /// restarted if no handler runs or the handler has `SA_RESTART`, else `EINTR` (Linux
+    /// `-ERESTARTSYS`; the signal code rewrites it on the way out).
+    ERESTARTSYS = 512,
+    /// Kernel-internal: restarted only if no handler runs, else `EINTR` (Linux
+    /// `-ERESTARTNOHAND`: sigsuspend, nanosleep, rt_sigtimedwait).
+    ERESTARTNOHAND = 514,
 }
 
 impl Errno {

@@ -260,7 +260,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
         .timeout
         .map(|s| Instant::now() + Duration::from_secs(s));
     let status = wait_until(&mut child, deadline)?;
-    let printed_anything = forwarder.join().unwrap_or(false);
+    let (printed_anything, status_line) = forwarder.join().unwrap_or((false, None));
     let Some(status) = status else {
         bail!(
             "timed out: QEMU still running after {} s (--timeout); killed it",
@@ -274,6 +274,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             bail!("QEMU exited with status 1 before the guest printed anything: QEMU could not start (see its message above){}", kvm_hint(accel));
         }
         QemuExit::Kernel(s) => {
+            let s = full_exit_status(s, status_line);
             eprintln!("xtask: kernel exit status {s}");
             Ok(ExitCode::from(u8::try_from(s).unwrap_or(u8::MAX)))
         }
@@ -320,26 +321,52 @@ pub fn wait_until(child: &mut Child, deadline: Option<Instant>) -> Result<Option
 /// Copies the serial console to our stdout byte by byte (so prompts without a newline show at
 /// once), appending symbol locations to backtrace lines before their line end. Returns whether
 /// the guest printed anything.
-fn forward_console(mut serial: impl Read, kernel_elf: &Path) -> bool {
+fn forward_console(mut serial: impl Read, kernel_elf: &Path) -> (bool, Option<u32>) {
     let mut symbolizer = Symbolizer::new(kernel_elf);
     let mut forwarder = LineAnnotator::default();
     let mut buf = [0u8; 4096];
     let mut stdout = std::io::stdout();
     let mut any = false;
+    let mut status_line = None;
     loop {
         let n = match serial.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         any = true;
-        let out = forwarder.push(&buf[..n], |line| symbolizer.annotate(line));
+        let out = forwarder.push(&buf[..n], |line| {
+            if let Some(status) = exit_status_line(line) {
+                status_line = Some(status);
+            }
+            symbolizer.annotate(line)
+        });
         if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
             break;
         }
     }
     let rest = forwarder.finish();
     let _ = stdout.write_all(&rest).and_then(|_| stdout.flush());
-    any
+    (any, status_line)
+}
+
+/// The status in the kernel's last console line `cowlab: exit status N` (printed just before
+/// it writes N to isa-debug-exit).
+pub fn exit_status_line(line: &str) -> Option<u32> {
+    line.trim_end()
+        .strip_prefix("cowlab: exit status ")?
+        .parse()
+        .ok()
+}
+
+/// The kernel's full exit status: QEMU's exit code carries only the low 7 bits of what the
+/// kernel wrote to isa-debug-exit (`(s << 1) | 1` in 8 bits), so 139 (SIGSEGV) would arrive
+/// as 11; the console line carries all of it. The line counts only if it agrees with the
+/// device on those 7 bits (a program's own output cannot pose as it).
+pub fn full_exit_status(device: u32, line: Option<u32>) -> u32 {
+    match line {
+        Some(n) if n & 0x7f == device & 0x7f => n,
+        _ => device,
+    }
 }
 
 /// Passes bytes through unchanged except that, at each line end, it may insert a suffix that
@@ -582,6 +609,21 @@ fn read_lines(input: impl Read, mut sink: impl FnMut(String) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn killed_program_status_reaches_the_host_whole() {
+        // SIGSEGV's 139 leaves QEMU as (139 << 1 | 1) & 0xff = 23, i.e. device status 11.
+        let device = ((139u32 << 1) | 1) & 0xff;
+        let device = device >> 1;
+        assert_eq!(device, 11);
+        let line = exit_status_line("cowlab: exit status 139\r");
+        assert_eq!(line, Some(139));
+        assert_eq!(full_exit_status(device, line), 139);
+        // A line that disagrees with the device (a program printing it) is not believed.
+        assert_eq!(full_exit_status(5, Some(139)), 5);
+        assert_eq!(full_exit_status(0, None), 0);
+        assert_eq!(exit_status_line("cowlab: exit status x"), None);
+    }
 
     #[test]
     fn exit_statuses_map_back_to_kernel_statuses() {

@@ -215,7 +215,7 @@ impl Pipe {
                 if nonblock {
                     return Err(Errno::EAGAIN);
                 }
-                proc::sleep(self.channel())?;
+                proc::sleep_interruptible(self.channel())?;
                 continue;
             };
             let moved = copy(&chunk);
@@ -281,7 +281,7 @@ impl Pipe {
                         Err(Errno::EAGAIN)
                     };
                 }
-                proc::sleep(self.channel())?;
+                proc::sleep_interruptible(self.channel())?;
             }
         }
         Ok(done)
@@ -340,7 +340,7 @@ impl Pipe {
                 }
                 return Ok(queued);
             }
-            if let Err(e) = proc::sleep(self.channel()) {
+            if let Err(e) = proc::sleep_interruptible(self.channel()) {
                 if queued == 0 {
                     return Err(e);
                 }

@@ -65,17 +65,22 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 /// and exceptions that kill the process with the signal Linux would send. Never kills the
 /// kernel.
 fn user_trap(frame: &mut TrapFrame) {
-    use crate::proc::signal::{kill_for_fault, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
+    use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
     let number = frame.vector as u8;
     match number {
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
             match vm::handle_page_fault(cr2, frame.error_code) {
                 Ok(()) => {}
-                // SIGSEGV, or SIGBUS past the end of a shmem object or its mount's limit
-                // (`SegvReason::signal`).
+                // The memory manager's signal and si_code: SIGSEGV with SEGV_MAPERR or
+                // SEGV_ACCERR, SIGBUS with BUS_ADRERR past the end of a shmem object.
                 Err(cowlab_mm::FaultError::Segv(reason)) => {
-                    kill_for_fault(frame, reason.signal() as u8, Some(cr2))
+                    let signal = if reason.signal() == 7 {
+                        SIGBUS
+                    } else {
+                        SIGSEGV
+                    };
+                    force_fault(frame, signal, reason.si_code(), Some(cr2));
                 }
                 // The OOM killer frees memory by killing the largest process (maybe this
                 // one, which then ends on its return to ring 3); the fault is retried.
@@ -98,11 +103,10 @@ fn user_trap(frame: &mut TrapFrame) {
             return;
         }
         vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
-        vector::BREAKPOINT | 1 => kill_for_fault(frame, SIGTRAP, None),
-        0 | 16 | 19 => kill_for_fault(frame, SIGFPE, None),
-        6 => kill_for_fault(frame, SIGILL, None),
-        17 => kill_for_fault(frame, SIGBUS, None),
-        _ => kill_for_fault(frame, SIGSEGV, None),
+        number => {
+            let (signal, code) = crate::proc::signal::exception_signal(number);
+            force_fault(frame, signal, code, None);
+        }
     }
     crate::proc::on_return_to_user(frame);
 }

@@ -4,7 +4,7 @@
 //! points at one of our assembly stubs (see [`entry`]), including the reserved ones the crate
 //! keeps private: one path for all vectors means one trap-frame layout, one dispatcher
 //! ([`dispatch`]) and one crash dump ([`dump`]). All gates are interrupt gates (IF cleared on
-//! entry), ring 0 only for now. The double fault, NMI and machine check run on their own IST
+//! entry), ring 0 only but for the breakpoint (`int3` in ring 3 is SIGTRAP, as Linux). The double fault, NMI and machine check run on their own IST
 //! stacks (see `gdt`), so a kernel stack overflow is reported instead of triple-faulting.
 
 mod dispatch;
@@ -40,14 +40,20 @@ struct Gate {
 
 /// Present, DPL 0, 64-bit interrupt gate.
 const INTERRUPT_GATE: u8 = 0x8e;
+/// The same with DPL 3: `int3` from ring 3 raises #BP (SIGTRAP) rather than #GP, as on Linux.
+const USER_INTERRUPT_GATE: u8 = 0xee;
 
 impl Gate {
-    fn interrupt(handler: u64, code_selector: u16, ist_slot: Option<u16>) -> Gate {
+    fn interrupt(handler: u64, code_selector: u16, ist_slot: Option<u16>, user: bool) -> Gate {
         Gate {
             offset_low: handler as u16,
             selector: code_selector,
             ist: ist_slot.map_or(0, |slot| slot as u8 + 1),
-            attributes: INTERRUPT_GATE,
+            attributes: if user {
+                USER_INTERRUPT_GATE
+            } else {
+                INTERRUPT_GATE
+            },
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
             reserved: 0,
@@ -81,6 +87,7 @@ pub fn init() {
                 entry::stub_address(vector),
                 code_selector.0,
                 ist_slot(vector),
+                vector == vector::BREAKPOINT,
             );
         }
         Idt(gates)

@@ -109,11 +109,18 @@ pub fn execve(
         p.fs_base = 0;
         // The new program starts with nothing to clear at exit (Linux clears it in exec).
         p.clear_child_tid = 0;
+        // Linux `flush_signal_handlers`: handlers back to default, ignored stays ignored.
         for action in p.group.lock().sigactions.iter_mut() {
-            if *action != 1 {
-                *action = 0;
-            }
+            *action = super::signal::SigAction {
+                handler: if action.handler == super::signal::SIG_IGN {
+                    super::signal::SIG_IGN
+                } else {
+                    super::signal::SIG_DFL
+                },
+                ..Default::default()
+            };
         }
+        p.sig.altstack = Default::default();
         (p.aspace.replace(new.clone()), p.fds.close_on_exec())
     });
     drop(closed);
@@ -199,8 +206,14 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         fs_base: 0,
         killed: false,
         sigmask: 0,
+        sig: Default::default(),
         clear_child_tid: 0,
-        group: Group::new(0, [0; 65], super::rlimit::Rlimits::linux_defaults(), None),
+        group: Group::new(
+            0,
+            Box::new([super::signal::SigAction::default(); 65]),
+            super::rlimit::Rlimits::linux_defaults(),
+            None,
+        ),
     };
     TABLE.lock().insert(pid, Box::new(process));
     Ok(())

@@ -97,7 +97,13 @@ pub struct CloneArgs {
 
 /// fork: a new process, copy of the calling thread.
 pub fn fork(frame: &TrapFrame) -> Result<Pid, Errno> {
-    clone(frame, &CloneArgs::default())
+    clone(
+        frame,
+        &CloneArgs {
+            flags: u64::from(super::signal::SIGCHLD),
+            ..CloneArgs::default()
+        },
+    )
 }
 
 /// clone: a new process or a new thread of the caller's (see the module comment). `frame` is
@@ -157,10 +163,12 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
         } else {
             let (sigactions, rlimits, cwd) = {
                 let g = parent.group.lock();
-                (g.sigactions, g.rlimits, g.cwd.clone())
+                (g.sigactions.clone(), g.rlimits, g.cwd.clone())
             };
             // Linux `copy_signal`: the child starts with the parent's limits.
-            (tid, Group::new(parent.tgid, sigactions, rlimits, cwd))
+            let group = Group::new(parent.tgid, sigactions, rlimits, cwd);
+            group.lock().sig.exit_signal = (flags & CSIGNAL) as u8;
+            (tid, group)
         };
         Task {
             tid,
@@ -183,6 +191,15 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             },
             killed: false,
             sigmask: parent.sigmask,
+            // Linux `copy_process`: a new thread (CLONE_VM) starts without the alternate stack.
+            sig: super::signal::ThreadSignals {
+                altstack: if flags & CLONE_VM != 0 {
+                    Default::default()
+                } else {
+                    parent.sig.altstack
+                },
+                ..Default::default()
+            },
             clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
                 args.child_tid
             } else {

@@ -131,7 +131,7 @@ pub fn wait(
             Some(_) => Some(time::ticks() + 1),
             None => None,
         };
-        if let Err(e) = block(channel(tid), until) {
+        if let Err(e) = block(channel(tid), until, true) {
             // Killed: a wake that raced with the kill still counts as consumed, as in Linux,
             // but this thread is about to exit anyway.
             dequeue(tid);

@@ -87,8 +87,11 @@ pub struct Group {
     /// signal, a fault); `None` while threads exit one by one, in which case the last thread's
     /// `exit` status is the group's (what Linux reports, checked by `t_threads` on the host).
     pub exit_status: Option<i32>,
-    /// `rt_sigaction` handlers, recorded (0 = default, 1 = ignore).
-    pub sigactions: [u64; 65],
+    /// `rt_sigaction` actions by signal number (Linux `sighand_struct`). Boxed: 2 KiB that
+    /// fork would otherwise copy through several debug-build stack frames (a 32 KiB stack).
+    pub sigactions: Box<[signal::SigAction; 65]>,
+    /// Shared pending signals, the exit signal, job-control state.
+    pub sig: signal::GroupSignals,
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
@@ -106,7 +109,7 @@ pub struct Group {
 impl Group {
     pub fn new(
         parent: Pid,
-        sigactions: [u64; 65],
+        sigactions: Box<[signal::SigAction; 65]>,
         rlimits: rlimit::Rlimits,
         cwd: Option<Arc<str>>,
     ) -> Arc<Mutex<Group>> {
@@ -115,6 +118,10 @@ impl Group {
             live: 1,
             exit_status: None,
             sigactions,
+            sig: signal::GroupSignals {
+                exit_signal: signal::SIGCHLD,
+                ..Default::default()
+            },
             child_minflt: 0,
             own_minflt: 0,
             rlimits,
@@ -143,6 +150,8 @@ pub struct Task {
     /// its group is being killed or exited, or `execve` in another thread ends it.
     pub killed: bool,
     pub sigmask: u64,
+    /// Pending signals of this thread, its alternate stack.
+    pub sig: signal::ThreadSignals,
     /// `CLONE_CHILD_CLEARTID` / `set_tid_address`: the user `u32` zeroed and futex-woken when
     /// the thread exits (how `pthread_join` learns of it).
     pub clear_child_tid: u64,
@@ -201,16 +210,28 @@ static CURRENT_GROUP: AtomicPtr<Mutex<Group>> = AtomicPtr::new(core::ptr::null_m
 /// The running task's kernel-stack top (0 in the idle loop), for the canary check of every
 /// return to ring 3 without a table lookup.
 static CURRENT_STACK_TOP: AtomicU64 = AtomicU64::new(0);
-/// Tasks marked `killed` that have not exited yet. While it is 0 no return to ring 3 has to
-/// look at its task: the common case costs one load (Linux tests `TIF_NOTIFY_RESUME`-like
-/// work flags in `exit_to_user_mode_loop` instead of its task list).
+/// The work of returns to ring 3: the number of tasks marked `killed` that have not exited yet
+/// (the low bits) and [`SIGNAL_WORK`]. While it is 0 no return to ring 3 has to look at its
+/// task: the common case costs one load (Linux tests `TIF_NOTIFY_RESUME`-like work flags in
+/// `exit_to_user_mode_loop` instead of its task list).
 static KILLED_LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The bit of [`KILLED_LIVE`] that asks the next return to ring 3 to look for signals.
+const SIGNAL_WORK: usize = 1 << (usize::BITS - 1);
+
+/// Asks the next return to ring 3 to look for signals (see `signal::deliver`).
+pub fn request_signal_work() {
+    KILLED_LIVE.fetch_or(SIGNAL_WORK, Ordering::Relaxed);
+}
 
 /// Records what the fast paths above need about the task the scheduler is switching to
 /// (`None`: the idle loop).
 fn set_current_task(task: Option<&Task>) {
     let (group, top) = match task {
-        Some(t) => (Arc::as_ptr(&t.group).cast_mut(), t.kstack.top()),
+        Some(t) => {
+            // The task may have signals queued while it was not running.
+            request_signal_work();
+            (Arc::as_ptr(&t.group).cast_mut(), t.kstack.top())
+        }
         None => (core::ptr::null_mut(), 0),
     };
     CURRENT_GROUP.store(group, Ordering::Relaxed);
@@ -260,7 +281,19 @@ pub fn current_aspace() -> vm::SharedAddressSpace {
 
 /// Blocks the current process until `wakeup(channel)`; `EINTR` if a fatal signal is pending.
 pub fn sleep(channel: usize) -> Result<(), Errno> {
-    block(channel, None)
+    block(channel, None, false)
+}
+
+/// Blocks the current thread until `wakeup(channel)`, interruptibly: `ERESTARTSYS` if a signal
+/// it does not block arrives (the return path restarts the call or makes it `EINTR`), `EINTR`
+/// if it is being killed (Linux `TASK_INTERRUPTIBLE`).
+pub fn sleep_interruptible(channel: usize) -> Result<(), Errno> {
+    block(channel, None, true)
+}
+
+/// Like [`sleep_interruptible`], waking at tick `until` at the latest.
+pub fn sleep_interruptible_until(channel: usize, until: u64) -> Result<(), Errno> {
+    block(channel, Some(until), true)
 }
 
 /// Blocks like [`sleep`] for a wait on the kernel itself (a device request, a device
@@ -269,7 +302,7 @@ pub fn sleep(channel: usize) -> Result<(), Errno> {
 pub fn sleep_uninterruptible(channel: usize, what: &'static str) -> Result<(), Errno> {
     let tid = current_tid();
     crate::watchdog::hung::enter(tid, channel, what);
-    let slept = block(channel, None);
+    let slept = block(channel, None, false);
     crate::watchdog::hung::leave(tid);
     slept
 }
@@ -278,39 +311,48 @@ pub fn sleep_uninterruptible(channel: usize, what: &'static str) -> Result<(), E
 pub fn sleep_ticks(ticks: u64) -> Result<(), Errno> {
     let until = time::ticks() + ticks.max(1);
     while time::ticks() < until {
-        block(TIMER_CHANNEL, Some(until))?;
+        block(TIMER_CHANNEL, Some(until), false)?;
     }
     Ok(())
 }
 
 /// Blocks the current process for at least `micros` microseconds of TSC time, waking on each
-/// tick to check (or until killed: `EINTR`).
+/// tick to check; interruptible (`ERESTARTSYS` on a signal, `EINTR` if killed).
 pub fn sleep_micros(micros: u64) -> Result<(), Errno> {
     let deadline = time::micros_since_boot().saturating_add(micros);
     while time::micros_since_boot() < deadline {
-        block(TIMER_CHANNEL, Some(time::ticks() + 1))?;
+        block(TIMER_CHANNEL, Some(time::ticks() + 1), true)?;
     }
     Ok(())
 }
 
 const TIMER_CHANNEL: usize = 1;
 
-fn block(channel: usize, until: Option<u64>) -> Result<(), Errno> {
-    let killed = with_current(|p| {
+fn block(channel: usize, until: Option<u64>, interruptible: bool) -> Result<(), Errno> {
+    let interrupted = |p: &Task| {
         if p.killed {
-            return true;
+            Some(Errno::EINTR)
+        } else if interruptible && signal::deliver::deliverable(p) {
+            Some(Errno::ERESTARTSYS)
+        } else {
+            None
         }
-        p.state = State::Blocked { channel, until };
-        false
+    };
+    let early = with_current(|p| {
+        let e = interrupted(p);
+        if e.is_none() {
+            p.state = State::Blocked { channel, until };
+        }
+        e
     });
-    if killed {
-        return Err(Errno::EINTR);
+    if let Some(e) = early {
+        return Err(e);
     }
     sched::schedule();
-    if with_current(|p| p.killed) {
-        return Err(Errno::EINTR);
+    match with_current(|p| interrupted(p)) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Makes every process blocked on `channel` runnable. If the table is locked (by the code
@@ -319,12 +361,13 @@ fn block(channel: usize, until: Option<u64>) -> Result<(), Errno> {
 /// process, so it cannot be lost.
 pub fn wakeup(channel: usize) {
     match TABLE.try_lock() {
-        Some(mut table) => wake_in(&mut table, channel),
+        Some(mut table) => wakeup_locked(&mut table, channel),
         None => DEFERRED_WAKEUPS.lock().push(channel),
     }
 }
 
-fn wake_in(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
+/// [`wakeup`] with the table already locked.
+pub fn wakeup_locked(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
     for p in table.values_mut() {
         if matches!(p.state, State::Blocked { channel: c, .. } if c == channel) {
             p.state = State::Runnable;
@@ -340,7 +383,7 @@ pub fn apply_deferred_wakeups() {
     if !channels.is_empty() {
         let mut table = TABLE.lock();
         for channel in channels {
-            wake_in(&mut table, channel);
+            wakeup_locked(&mut table, channel);
         }
     }
 }
@@ -348,6 +391,7 @@ pub fn apply_deferred_wakeups() {
 /// The timer's work for processes: wake the sleepers whose time has come. Called from the
 /// timer interrupt; skips a tick if the table is busy (the interrupted code holds it).
 pub fn on_tick() {
+    signal::timer::on_tick();
     let now = time::ticks();
     if let Some(mut table) = TABLE.try_lock() {
         for p in table.values_mut() {
@@ -359,8 +403,8 @@ pub fn on_tick() {
 }
 
 /// Last work before a return to ring 3: a thread whose group is being killed or exited ends
-/// here.
-pub fn on_return_to_user(_frame: &mut TrapFrame) {
+/// here; then signals are delivered. One load gates both ([`KILLED_LIVE`]).
+pub fn on_return_to_user(frame: &mut TrapFrame) {
     if current_tid() == 0 {
         return;
     }
@@ -369,10 +413,23 @@ pub fn on_return_to_user(_frame: &mut TrapFrame) {
         "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
         current_tid()
     );
-    if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
+    let work = KILLED_LIVE.load(Ordering::Relaxed);
+    if work != 0 {
+        return_work(frame, work);
+    }
+}
+
+/// The uncommon part of [`on_return_to_user`]: a killed thread exits, then signals.
+#[cold]
+#[inline(never)]
+fn return_work(frame: &mut TrapFrame, work: usize) {
+    if work & !SIGNAL_WORK != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).
         exit_thread(i32::from(SIGKILL));
+    }
+    if KILLED_LIVE.fetch_and(!SIGNAL_WORK, Ordering::Relaxed) & SIGNAL_WORK != 0 {
+        signal::deliver::on_return(frame);
     }
 }
 
@@ -462,8 +519,15 @@ pub fn exit_thread(status: i32) -> ! {
             if let Some(leader) = table.get_mut(&tgid) {
                 leader.state = State::Zombie(final_status);
             }
+            // Linux `exit_notify`: the children go to their new reaper, then the parent hears.
             let reaper = find_new_reaper(&table, tgid, parent);
             forget_original_parent(&mut table, tgid, reaper);
+            let (code, si_status) = match final_status & 0x7f {
+                0 => (signal::CLD_EXITED, (final_status >> 8) & 0xff),
+                sig if final_status & 0x80 != 0 => (signal::CLD_DUMPED, sig),
+                sig => (signal::CLD_KILLED, sig),
+            };
+            signal::notify_parent_locked(&mut table, parent, tgid, code, si_status);
             reaper
         } else {
             1

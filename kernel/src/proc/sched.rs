@@ -206,5 +206,8 @@ fn shutdown(status: i32) -> ! {
         memory::boot_free_frames()
     );
     info!("init finished with status {status}: powering off");
+    // QEMU's exit code keeps only 7 bits of what isa-debug-exit gets: this line carries the
+    // whole status (128 + signal for a killed program) to xtask (docs/architecture.md).
+    println!("cowlab: exit status {status}");
     qemu::exit_with(status as u32)
 }

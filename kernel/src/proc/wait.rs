@@ -5,10 +5,12 @@
 //! its leader's entry; it is a zombie only once every thread of it has exited.
 #![deny(unsafe_code)]
 
-use super::{sleep, wait_channel, Pid, State, TABLE};
+use super::{sleep_interruptible, wait_channel, Pid, State, TABLE};
 use crate::errno::Errno;
 
 pub const WNOHANG: u32 = 1;
+pub const WUNTRACED: u32 = 2;
+pub const WCONTINUED: u32 = 8;
 
 /// Waits for a child matching `which` (-1: any, > 0: that pid; process groups are all one: 0
 /// and < -1 mean any). Returns `(pid, status, minor faults of the child and its reaped
@@ -29,6 +31,34 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
                 .chain(children)
                 .find(|p| matches!(p.state, State::Zombie(_)))
                 .map(|p| p.tid);
+            if zombie.is_none() {
+                // A stop or continue not yet reported (Linux `wait_task_stopped` /
+                // `wait_task_continued`): reported once, the child stays.
+                let reported = table
+                    .values()
+                    .filter(|p| {
+                        p.is_leader()
+                            && p.tgid != me
+                            && matches(p.tgid)
+                            && p.group.lock().parent == me
+                    })
+                    .find_map(|p| {
+                        let mut g = p.group.lock();
+                        if options & WUNTRACED != 0 {
+                            if let Some(sig) = g.sig.stop_report.take() {
+                                return Some((p.tgid, (i32::from(sig) << 8) | 0x7f));
+                            }
+                        }
+                        if options & WCONTINUED != 0 && g.sig.cont_report {
+                            g.sig.cont_report = false;
+                            return Some((p.tgid, 0xffff));
+                        }
+                        None
+                    });
+                if let Some((pid, status)) = reported {
+                    return Ok((pid, status, 0));
+                }
+            }
             zombie.and_then(|pid| table.remove(&pid))
         };
         if let Some(child) = reaped {
@@ -46,6 +76,6 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
         if options & WNOHANG != 0 {
             return Ok((0, 0, 0));
         }
-        sleep(wait_channel(me))?;
+        sleep_interruptible(wait_channel(me))?;
     }
 }

@@ -16,11 +16,13 @@ use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask};
 use x86_64::registers::rflags::RFlags;
 use x86_64::VirtAddr;
 
+use crate::errno::Errno;
 use crate::gdt;
 use crate::idt::TrapFrame;
 
 /// The `vector` field of a frame pushed by the syscall entry (outside the IDT's 0..=255).
 pub const SYSCALL_VECTOR: u64 = 0x100;
+
 use crate::gdt::{USER_CS, USER_DS};
 
 global_asm!(
@@ -54,6 +56,10 @@ global_asm!(
     "    push rax",
     "    mov rdi, rsp",
     "    call {dispatch}",
+    // A frame whose vector is no longer SYSCALL_VECTOR leaves through iretq, which restores
+    // every register: rt_sigreturn restored RCX and R11 too (`deliver::IRET_VECTOR`).
+    "    cmp qword ptr [rsp + 15 * 8], {vector}",
+    "    jne cowlab_trap_return",
     // A non-canonical (or kernel) RIP returns through iretq, which faults in user mode instead.
     "    mov rcx, [rsp + 17 * 8]",
     "    shr rcx, 47",
@@ -92,8 +98,24 @@ extern "C" {
 
 /// Called by the entry with the saved frame; the result goes to the frame's RAX.
 extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
+    let nr = frame.rax;
     super::dispatch(frame);
+    // -ERESTARTSYS..=-ERESTARTNOHAND in one unsigned compare; rt_sigreturn's RAX is the
+    // restored one, never a restart request (its frame's vector is `IRET_VECTOR`,
+    // no longer `SYSCALL_VECTOR`).
+    let ret = frame.rax.wrapping_add(Errno::ERESTARTNOHAND as u64);
+    if ret <= (Errno::ERESTARTNOHAND as u64 - Errno::ERESTARTSYS as u64) {
+        restart_requested(frame, nr);
+    }
     crate::proc::on_return_to_user(frame);
+}
+
+#[cold]
+#[inline(never)]
+fn restart_requested(frame: &TrapFrame, nr: u64) {
+    if frame.vector == SYSCALL_VECTOR {
+        crate::proc::signal::deliver::note_restart(nr);
+    }
 }
 
 /// Enables `syscall`: EFER.SCE, the entry point in LSTAR, the RFLAGS mask (STAR is set by

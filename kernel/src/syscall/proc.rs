@@ -1,11 +1,11 @@
 //! Process and thread system calls: identity, clone/fork/exec/exit/wait, futexes, signals
-//! (record and default actions), FS base, resource usage, reboot.
+//! (in `signal`), FS base, resource usage, reboot.
 #![deny(unsafe_code)]
 
 use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;
 use crate::proc::args::copy_strings;
-use crate::proc::{self, fork, futex, sched, signal, with_current};
+use crate::proc::{self, fork, futex, sched, with_current};
 use crate::uaccess::{read_cstr, UserPtr};
 
 pub fn getpid() -> SysResult {
@@ -94,127 +94,6 @@ pub fn wait4(a: Args) -> SysResult {
         }
     }
     Ok(u64::from(pid))
-}
-
-pub fn kill(a: Args) -> SysResult {
-    let signal = a.get(1);
-    if signal > 64 {
-        return Err(Errno::EINVAL);
-    }
-    // pid_t, as `wait4` (INT_MIN falls to ESRCH below, as Linux `kill_something_info`).
-    let pid = i64::from(a.i32(0));
-    match pid {
-        p if p > 0 => signal::send(u32::try_from(p).map_err(|_| Errno::ESRCH)?, signal as u8)?,
-        // Every process but init and the caller (Linux: those the caller may signal).
-        -1 => {
-            let me = proc::current_pid();
-            let targets: alloc::vec::Vec<u32> = proc::TABLE
-                .lock()
-                .values()
-                .filter(|t| t.is_leader() && t.tgid != 1 && t.tgid != me)
-                .map(|t| t.tgid)
-                .collect();
-            if targets.is_empty() {
-                return Err(Errno::ESRCH);
-            }
-            for target in targets {
-                let _ = signal::send(target, signal as u8);
-            }
-        }
-        // Process groups are not modelled yet: the caller's group (0) is the caller, and no
-        // other group exists.
-        0 => signal::send(proc::current_pid(), signal as u8)?,
-        _ => return Err(Errno::ESRCH),
-    }
-    Ok(0)
-}
-
-/// tkill(tid, sig) and tgkill(tgid, tid, sig): a signal to one thread (glibc's `raise`, `abort`
-/// and `pthread_kill`). Signals have only their default actions, which act on the whole process,
-/// so the thread names its process; `tgid` (when given) must be that thread's. `EINVAL` for a
-/// non-positive id or a bad signal, `ESRCH` for no such thread (or one of another process).
-fn signal_thread(tgid: Option<i64>, tid: i64, signal: u64) -> SysResult {
-    if signal > 64 || tid <= 0 || tgid.is_some_and(|g| g <= 0) {
-        return Err(Errno::EINVAL);
-    }
-    let tid = u32::try_from(tid).map_err(|_| Errno::ESRCH)?;
-    let owner = proc::TABLE
-        .lock()
-        .get(&tid)
-        .filter(|t| t.state != proc::State::Dead)
-        .map(|t| t.tgid)
-        .ok_or(Errno::ESRCH)?;
-    if tgid.is_some_and(|g| g != i64::from(owner)) {
-        return Err(Errno::ESRCH);
-    }
-    signal::send(tid, signal as u8)?;
-    Ok(0)
-}
-
-pub fn tkill(a: Args) -> SysResult {
-    signal_thread(None, i64::from(a.i32(0)), a.get(1))
-}
-
-pub fn tgkill(a: Args) -> SysResult {
-    signal_thread(Some(i64::from(a.i32(0))), i64::from(a.i32(1)), a.get(2))
-}
-
-pub fn rt_sigaction(a: Args) -> SysResult {
-    let sig = a.get(0);
-    if sig == 0 || sig > 64 || a.get(3) != 8 {
-        return Err(Errno::EINVAL);
-    }
-    let new = if a.get(1) != 0 {
-        // struct sigaction: handler, flags, restorer, mask.
-        Some(UserPtr::<[u64; 4]>::new(a.get(1))?.read()?)
-    } else {
-        None
-    };
-    if new.is_some() && (sig == 9 || sig == 19) {
-        return Err(Errno::EINVAL);
-    }
-    let old = proc::with_group(|g| {
-        let old = g.sigactions[sig as usize];
-        if let Some(new) = new {
-            g.sigactions[sig as usize] = new[0];
-        }
-        old
-    });
-    if a.get(2) != 0 {
-        UserPtr::<[u64; 4]>::new(a.get(2))?.write(&[old, 0, 0, 0])?;
-    }
-    Ok(0)
-}
-
-pub fn rt_sigprocmask(a: Args) -> SysResult {
-    if a.get(3) != 8 {
-        return Err(Errno::EINVAL);
-    }
-    let set = if a.get(1) != 0 {
-        Some(UserPtr::<u64>::new(a.get(1))?.read()?)
-    } else {
-        None
-    };
-    let how = a.get(0);
-    if set.is_some() && how > 2 {
-        return Err(Errno::EINVAL);
-    }
-    let old = with_current(|p| {
-        let old = p.sigmask;
-        if let Some(set) = set {
-            let unblockable = (1 << 8) | (1 << 18); // SIGKILL, SIGSTOP (bit n-1)
-            p.sigmask = match how {
-                0 => old | set,
-                1 => old & !set,
-                _ => set,
-            } & !unblockable;
-        }
-        old
-    });
-    if a.get(2) != 0 {
-        UserPtr::<u64>::new(a.get(2))?.write(&old)?;
-    }
-    Ok(0)
 }
 
 const ARCH_SET_FS: u64 = 0x1002;

@@ -62,6 +62,16 @@ pub fn time(a: Args) -> SysResult {
     Ok(t as u64)
 }
 
+/// A sleep interrupted by a handler ends with `EINTR` whatever `SA_RESTART` says (Linux
+/// restarts it only when no handler ran).
+fn no_restart_after_handler(e: Errno) -> Errno {
+    if e == Errno::ERESTARTSYS {
+        Errno::ERESTARTNOHAND
+    } else {
+        e
+    }
+}
+
 fn sleep_for(req: u64) -> SysResult {
     let ts = UserPtr::<Timespec>::new(req)?.read()?;
     if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
@@ -70,7 +80,7 @@ fn sleep_for(req: u64) -> SysResult {
     let ns = (ts.sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.nsec as u64);
-    proc::sleep_micros(ns.div_ceil(1000))?;
+    proc::sleep_micros(ns.div_ceil(1000)).map_err(no_restart_after_handler)?;
     Ok(0)
 }
 
@@ -97,7 +107,7 @@ pub fn clock_nanosleep(a: Args) -> SysResult {
             clock::micros_since_boot()
         };
         if target_us > now_us {
-            proc::sleep_micros(target_us - now_us)?;
+            proc::sleep_micros(target_us - now_us).map_err(no_restart_after_handler)?;
         }
         return Ok(0);
     }
