@@ -88,7 +88,10 @@ impl VirtioDisk {
             interrupts::enable();
         }
         if !outcome.done.load(Ordering::Acquire) {
-            warn!("ext2: virtio-blk request at sector {sector} timed out");
+            warn!(
+                "ext2: virtio-blk {} request at sector {sector} timed out",
+                self.device.name()
+            );
             // The request still holds the old buffer; never reuse it.
             self.bounce = Arc::new(DmaRegion::new(CHUNK).ok_or(IoError)?);
             return Err(IoError);

@@ -22,29 +22,17 @@ use super::{alloc_pid, with_current, Group, SharedFdTable, State, Task, TABLE};
 use crate::errno::Errno;
 use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::TrapFrame;
-use crate::{elf, memory, ramdisk, vm};
+use crate::{elf, memory, vm};
 
 /// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).
 const USER_RFLAGS: u64 = 0x202;
 
-/// The ramdisk file named by `path` (`/name`, `./name` or `name`).
-fn find_program(path: &str) -> Result<ramdisk::File, Errno> {
-    let name = path.trim_start_matches("./").trim_start_matches('/');
-    if name.is_empty() {
-        return Err(Errno::ENOENT);
-    }
-    if name.contains('/') {
-        return Err(Errno::ENOENT);
-    }
-    ramdisk::find(name).ok_or(Errno::ENOENT)
-}
-
 /// A new address space with the program loaded; returns it with the entry and stack pointer.
 fn build(path: &str, argv: &[String], envp: &[String]) -> Result<(AddressSpace, u64, u64), Errno> {
-    let file = find_program(path)?;
+    let image = crate::fs::program_image(path)?;
     let mm = memory::mm();
     let mut aspace = AddressSpace::new(mm)?;
-    match elf::load(&mut aspace, file.data, argv, envp, path) {
+    match elf::load(&mut aspace, &image, argv, envp, path) {
         Ok(loaded) => Ok((aspace, loaded.entry, loaded.stack_pointer)),
         Err(e) => {
             aspace.exit(mm);
