@@ -478,7 +478,80 @@ pub fn mkdir(a: Args) -> SysResult {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    namei::mkdir(&at_path(AT_FDCWD, &path)?)?;
+    namei::mkdir(&at_path(AT_FDCWD, &path)?, a.get(1) as u32)?;
+    Ok(0)
+}
+
+/// sync() (162): cannot fail.
+pub fn sync(_a: Args) -> SysResult {
+    let _ = namei::sync();
+    Ok(0)
+}
+
+/// syncfs(fd) (306).
+pub fn syncfs(a: Args) -> SysResult {
+    file(a.int(0))?;
+    namei::sync()?;
+    Ok(0)
+}
+
+/// chmod(path, mode) (90).
+pub fn chmod(a: Args) -> SysResult {
+    chmod_at(AT_FDCWD, a.get(0), a.get(1), 0)
+}
+
+/// fchmod(fd, mode) (91).
+pub fn fchmod(a: Args) -> SysResult {
+    namei::chmod(&*file(a.int(0))?, a.get(1) as u32)?;
+    Ok(0)
+}
+
+/// fchmodat(dirfd, path, mode) (268): glibc's fchmodat passes no flags argument to the kernel.
+pub fn fchmodat(a: Args) -> SysResult {
+    chmod_at(a.int(0), a.get(1), a.get(2), 0)
+}
+
+fn chmod_at(dirfd: i64, path: u64, mode: u64, flags: u64) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    let f = resolve(dirfd, &path, flags)?;
+    namei::chmod(&f, mode as u32)?;
+    Ok(0)
+}
+
+/// `UTIME_NOW` and `UTIME_OMIT` in a `tv_nsec`.
+const UTIME_NOW: i64 = (1 << 30) - 1;
+const UTIME_OMIT: i64 = (1 << 30) - 2;
+
+/// utimensat(dirfd, path, times, flags) (280); a null path with a descriptor is `futimens`.
+pub fn utimensat(a: Args) -> SysResult {
+    let f = if a.get(1) == 0 {
+        if a.int(0) == AT_FDCWD {
+            return Err(Errno::EFAULT);
+        }
+        file(a.int(0))?
+    } else {
+        let path = read_cstr(a.get(1), PATH_MAX)?;
+        resolve(a.int(0), &path, a.get(3))?
+    };
+    let now = (crate::rtc::realtime_micros() / 1_000_000) as u32;
+    let (atime, mtime) = if a.get(2) == 0 {
+        (Some(now), Some(now))
+    } else {
+        let ts = UserPtr::<[i64; 4]>::new(a.get(2))?.read()?;
+        let one = |sec: i64, nsec: i64| -> Result<Option<u32>, Errno> {
+            match nsec {
+                UTIME_OMIT => Ok(None),
+                UTIME_NOW => Ok(Some(now)),
+                0..=999_999_999 => Ok(Some(sec as u32)),
+                _ => Err(Errno::EINVAL),
+            }
+        };
+        (one(ts[0], ts[1])?, one(ts[2], ts[3])?)
+    };
+    if atime.is_none() && mtime.is_none() {
+        return Ok(0);
+    }
+    namei::set_times(&f, atime, mtime)?;
     Ok(0)
 }
 
