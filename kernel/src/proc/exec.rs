@@ -29,10 +29,19 @@ const USER_RFLAGS: u64 = 0x202;
 
 /// A new address space with the program loaded; returns it with the entry and stack pointer.
 fn build(path: &str, argv: &[String], envp: &[String]) -> Result<(AddressSpace, u64, u64), Errno> {
-    let image = crate::fs::program_image(path)?;
+    build_image(path, &crate::fs::program_image(path)?, argv, envp)
+}
+
+/// [`build`] from the program's bytes.
+fn build_image(
+    path: &str,
+    image: &[u8],
+    argv: &[String],
+    envp: &[String],
+) -> Result<(AddressSpace, u64, u64), Errno> {
     let mm = memory::mm();
     let mut aspace = AddressSpace::new(mm)?;
-    match elf::load(&mut aspace, &image, argv, envp, path) {
+    match elf::load(&mut aspace, image, argv, envp, path) {
         Ok(loaded) => Ok((aspace, loaded.entry, loaded.stack_pointer)),
         Err(e) => {
             aspace.exit(mm);
@@ -162,7 +171,17 @@ fn de_thread() -> Result<(), Errno> {
 /// Creates pid 1 running `path` with `argv`, its descriptors 0-2 on the console.
 pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
     let envp: Vec<String> = alloc::vec![String::from("PATH=/"), String::from("HOME=/")];
-    let (aspace, entry, sp) = build(path, argv, &envp)?;
+    // A root disk whose init cannot be loaded (a damaged image) falls back to the ramdisk's.
+    let (aspace, entry, sp) = match build(path, argv, &envp) {
+        Ok(built) => built,
+        Err(e) => match crate::ramdisk::find(path) {
+            Some(file) => {
+                warn!("cannot start {path} from / ({e:?}); starting the ramdisk's");
+                build_image(path, file.data, argv, &envp)?
+            }
+            None => return Err(e),
+        },
+    };
     let pid = alloc_pid();
     let mut kstack = KernelStack::new();
     let ctx_rsp = kstack.prepare(&user_frame(entry, sp));

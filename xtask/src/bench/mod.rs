@@ -103,6 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         gdb: false,
         cmdline: qemu::compose_cmdline(None, &["bench".to_owned()])?,
         disk: Some(built.disk.clone()),
+        root: None,
     };
     let shown = qemu::show_command(&machine.command(&qemu_path));
     eprintln!("xtask: {shown}");
