@@ -1,7 +1,8 @@
 //! A legacy virtio-blk driver (PCI `1af4:1001`, QEMU `virtio-blk-pci,disable-modern=on`) for up
 //! to two devices (`vda`, `vdb`: [`device`], [`root_device`]), one virtqueue each, requests
-//! whose data descriptors point at the memory the caller hands over — pinned user frames for O_DIRECT, a kernel bounce buffer otherwise — and completion by
-//! interrupt, several requests in flight.
+//! whose data descriptors point at the memory the caller hands over — pinned user frames for
+//! O_DIRECT, a kernel bounce buffer otherwise — and completion by interrupt, several requests in
+//! flight.
 //!
 //! Picture (virtio 1.x, "legacy interface"): the device's registers sit in I/O BAR0 (features,
 //! queue PFN/size/select/notify, status, ISR, then the device configuration: the capacity in
