@@ -39,9 +39,9 @@ fn is_symlink(fs: &mut Fs, ino: u32) -> cowlab_ext2::Result<bool> {
 
 /// The directory holding the last component of `path` (relative to the ext2 root) and that
 /// component (`None` for the root itself), every intermediate symbolic link followed.
-fn walk_parent<'p>(
+fn walk_parent(
     fs: &mut Fs,
-    path: &'p str,
+    path: &str,
     links: &mut usize,
 ) -> cowlab_ext2::Result<(u32, Option<String>)> {
     let mut comps: Vec<String> = path
