@@ -14,7 +14,7 @@ use core::any::Any;
 
 use cowlab_ext2::Ext2;
 
-use super::ext2_file::{ext2_stat, ext2_statfs, Ext2File};
+use super::ext2_file::{ext2_stat, ext2_statfs, Ext2File, Ext2Path};
 use super::ext2_glue::VirtioDisk;
 use super::ext2_mount::with_fs;
 use super::file::{DirEntry, FileOps, Kiocb, OpenFile, Seek};
@@ -22,14 +22,12 @@ use super::iter::IoIter;
 use super::mount::DirInode;
 use super::stat::{Stat, StatFs, S_IFDIR, S_IFMT};
 use super::tmpfs;
-use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
+use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_PATH, O_TRUNC};
 use crate::errno::Errno;
 
 /// Linux's `MAXSYMLINKS`: more links followed in one walk is `ELOOP`.
 const MAX_SYMLINKS: usize = 40;
 const S_IFLNK: u16 = 0o120000;
-/// `O_NOFOLLOW`: a symbolic link as the last component is `ELOOP`.
-const O_NOFOLLOW: u32 = 0o400000;
 
 type Fs = Ext2<VirtioDisk>;
 
@@ -210,6 +208,10 @@ impl DirInode for Ext2Root {
             return self.open_dir(ino, flags, absolute(name));
         }
         if u32::from(st.mode) & 0o170000 == u32::from(S_IFLNK) {
+            // O_NOFOLLOW: ELOOP, but with O_PATH the link itself (lstat).
+            if flags & O_PATH != 0 {
+                return Ok(Box::new(Ext2Path { ino }));
+            }
             return Err(Errno::ELOOP);
         }
         if trailing_slash || flags & O_DIRECTORY != 0 {

@@ -179,3 +179,30 @@ impl FileOps for Ext2File {
         self
     }
 }
+
+/// A symbolic link opened with `O_PATH|O_NOFOLLOW` (for `lstat`): it can be stat-ed, not read.
+pub struct Ext2Path {
+    pub ino: u32,
+}
+
+impl FileOps for Ext2Path {
+    fn read_iter(&self, _io: &mut Kiocb, _to: &mut IoIter) -> Result<usize, Errno> {
+        Err(Errno::EBADF)
+    }
+
+    fn seek(&self) -> Seek {
+        Seek::Size(0)
+    }
+
+    fn stat(&self) -> Stat {
+        ext2_stat(self.ino)
+    }
+
+    fn statfs(&self) -> StatFs {
+        ext2_statfs()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

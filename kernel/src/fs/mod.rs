@@ -53,6 +53,9 @@ pub const O_APPEND: u32 = 0o2000;
 pub const O_NONBLOCK: u32 = 0o4000;
 pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_NOFOLLOW: u32 = 0o400000;
+/// `O_PATH`: with `O_NOFOLLOW`, a symbolic link itself (for `lstat`).
+pub const O_PATH: u32 = 0o10000000;
 
 /// One descriptor slot.
 #[derive(Clone)]

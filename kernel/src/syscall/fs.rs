@@ -13,6 +13,7 @@ use crate::uaccess::{read_cstr, UserPtr, UserSlice};
 
 const AT_FDCWD: i64 = -100;
 const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const PATH_MAX: usize = 4096;
 
@@ -177,8 +178,10 @@ pub fn fstat(a: Args) -> SysResult {
 }
 
 /// stat/lstat(path, buf).
-pub fn stat(a: Args, _follow: bool) -> SysResult {
-    stat_at(AT_FDCWD, a.get(0), a.get(1), 0)
+/// stat (4) and lstat (6, `nofollow`: a symbolic link itself).
+pub fn stat(a: Args, nofollow: bool) -> SysResult {
+    let flags = if nofollow { AT_SYMLINK_NOFOLLOW } else { 0 };
+    stat_at(AT_FDCWD, a.get(0), a.get(1), flags)
 }
 
 pub fn newfstatat(a: Args) -> SysResult {
@@ -189,7 +192,13 @@ pub fn newfstatat(a: Args) -> SysResult {
 /// descriptor's own file.
 fn resolve(dirfd: i64, path: &str, flags: u64) -> Result<Arc<OpenFile>, Errno> {
     if !path.is_empty() {
-        return fs::open(&at_path(dirfd, path)?, 0);
+        // lstat: an `O_PATH|O_NOFOLLOW` open, which gives a symbolic link itself.
+        let open_flags = if flags & AT_SYMLINK_NOFOLLOW != 0 {
+            fs::O_PATH | fs::O_NOFOLLOW
+        } else {
+            0
+        };
+        return fs::open(&at_path(dirfd, path)?, open_flags);
     }
     if flags & AT_EMPTY_PATH == 0 {
         return Err(Errno::ENOENT);

@@ -63,7 +63,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         3 => fs::close(a),
         4 => fs::stat(a, false),
         5 => fs::fstat(a),
-        6 => fs::stat(a, false),
+        6 => fs::stat(a, true),
         8 => fs::lseek(a),
         9 => mm::mmap(a),
         10 => mm::mprotect(a),

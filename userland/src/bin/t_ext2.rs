@@ -91,6 +91,13 @@ fn readlink(path: &str) -> Result<String, Errno> {
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+fn lstat(path: &str) -> Result<Stat, Errno> {
+    let c = p(path);
+    let mut st = Stat::default();
+    sys(6, &[c.c().as_ptr() as usize, &mut st as *mut Stat as usize])?;
+    Ok(st)
+}
+
 fn errno_of<T>(r: Result<T, Errno>) -> i32 {
     match r {
         Ok(_) => 0,
@@ -374,6 +381,33 @@ fn names(t: &mut Tester) {
     // Symbolic links: readlink, a path through a linked directory, a loop.
     t.eq("symlink lb -> b", errno_of(symlink("b", "lb")), 0);
     t.eq("readlink lb", readlink("lb"), Ok(String::from("b")));
+    t.eq(
+        "stat follows the link",
+        stat_p("lb").map(|s| s.st_mode & S_IFMT),
+        Ok(S_IFDIR),
+    );
+    t.eq(
+        "lstat gives the link itself",
+        lstat("lb").map(|s| s.st_mode & S_IFMT),
+        Ok(0o120000),
+    );
+    t.eq(
+        "lstat's size is the target's length",
+        lstat("lb").map(|s| s.st_size),
+        Ok(1),
+    );
+    t.eq(
+        "symlink dangling -> nowhere",
+        errno_of(symlink("nowhere", "dangling")),
+        0,
+    );
+    t.eq(
+        "stat of a dangling link: ENOENT",
+        errno_of(stat_p("dangling")),
+        ENOENT,
+    );
+    t.check("lstat of a dangling link", lstat("dangling").is_ok());
+    t.eq("unlink removes the link", unlink(p("dangling").c()), Ok(0));
     t.eq(
         "read through the linked directory",
         read_file(p("lb/g").c(), &mut buf),
