@@ -37,13 +37,17 @@ pub enum Errno {
     ENOSPC = 28,
     ESPIPE = 29,
     EROFS = 30,
+    EMLINK = 31,
     EPIPE = 32,
     ERANGE = 34,
     ENAMETOOLONG = 36,
     ENOSYS = 38,
+    ENOTEMPTY = 39,
+    ELOOP = 40,
     EOVERFLOW = 75,
     EOPNOTSUPP = 95,
     ETIMEDOUT = 110,
+    EUCLEAN = 117,
     ECANCELED = 125,
 }
 
