@@ -102,6 +102,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     ramdisk::init(boot_info);
     ramdisk::print_listing();
+    fs::ext2_mount::mount_root();
 
     if let Some(selection) = cmdline.ktest {
         ktest::run(selection);

@@ -242,6 +242,8 @@ fn boot(
         gdb: false,
         cmdline: crate::qemu::compose_cmdline(None, program)?,
         disk: Some(built.disk.clone()),
+        // No root disk: `/` is the ramdisk, as the corpus and its coverage were made on.
+        root: None,
     };
     let mut session = Session::start(&machine, &qemu, &built.kernel_elf, log)?;
     let mut run = Run::default();
@@ -631,6 +633,8 @@ fn kcov_interface(kernel: &Path) -> Result<Option<String>> {
         gdb: false,
         cmdline: crate::qemu::compose_cmdline(None, &["t_kcov".to_owned()])?,
         disk: Some(built.disk.clone()),
+        // No root disk: `/` is the ramdisk, as the corpus and its coverage were made on.
+        root: None,
     };
     let log = target_dir().join("fuzz").join("logs").join("t_kcov.log");
     let verdict = crate::usertest::run_in_qemu(

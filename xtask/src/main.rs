@@ -10,6 +10,7 @@ mod build;
 mod deps;
 mod disk;
 mod elf;
+mod fstest;
 mod fuzz;
 mod image;
 mod ktest;

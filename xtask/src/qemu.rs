@@ -87,6 +87,9 @@ pub struct Machine {
     pub cmdline: String,
     /// The data disk, attached as a legacy virtio-blk PCI device (`/dev/vda`).
     pub disk: Option<PathBuf>,
+    /// The root filesystem image (`vdb`, see `rootfs`) and whether it is attached writable
+    /// (`--persist`) rather than with `snapshot=on`.
+    pub root: Option<(PathBuf, bool)>,
 }
 
 impl Machine {
@@ -129,6 +132,9 @@ impl Machine {
             drive.push(",if=none,format=raw,id=vda,snapshot=on");
             command.arg("-drive").arg(drive);
             command.args(["-device", "virtio-blk-pci,drive=vda,disable-modern=on"]);
+        }
+        if let Some((root, persist)) = &self.root {
+            command.args(crate::rootfs::qemu_args(root, *persist));
         }
         if !self.cmdline.is_empty() {
             command.arg("-fw_cfg").arg(format!(
@@ -235,10 +241,12 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
         gdb: args.gdb,
         cmdline,
         disk: Some(built.disk.clone()),
+        root: Some((
+            crate::rootfs::ensure(&crate::target_dir(), &built.files, args.persist)?,
+            args.persist,
+        )),
     };
     let mut command = machine.command(&qemu);
-    let root = crate::rootfs::ensure(&crate::target_dir(), &built.files, args.persist)?;
-    command.args(crate::rootfs::qemu_args(&root, args.persist));
     eprintln!("xtask: {}", show_command(&command));
     if args.gdb {
         eprintln!(
@@ -664,6 +672,7 @@ mod tests {
             gdb: false,
             cmdline: "ktest ktest-skip=3".to_owned(),
             disk: Some(PathBuf::from("/t/cowlab-vda.img")),
+            root: None,
         };
         assert_eq!(
             show_command(&machine.command(Path::new("qemu-system-x86_64"))),

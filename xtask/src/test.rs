@@ -43,6 +43,10 @@ pub struct TestArgs {
     /// Run only these tiers (repeatable; default: all).
     #[arg(long, value_enum, value_name = "TIER")]
     pub only: Vec<Tier>,
+    /// In the programs tier, boot only these test programs (repeatable; default: all). The
+    /// root-disk tests run whatever this says.
+    #[arg(long, value_name = "NAME")]
+    pub program: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +122,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                         gdb: false,
                         cmdline: String::new(),
                         disk: Some(built.disk.clone()),
+                        root: None,
                     },
                     qemu: &qemu,
                     kernel_elf: &built.kernel_elf,
@@ -127,7 +132,21 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 }
                 if wants(Tier::Programs) {
                     section("userland test programs in QEMU (init -- PROGRAM)");
-                    programs_in_qemu(&boot, &tests, args, &logs, &mut tally);
+                    match crate::rootfs::ensure(&target_dir(), &built.files, false) {
+                        Ok(root) => {
+                            let mut with_root = boot.machine.clone();
+                            with_root.root = Some((root.clone(), false));
+                            let boot_root = QemuBoot {
+                                machine: with_root,
+                                qemu: boot.qemu,
+                                kernel_elf: boot.kernel_elf,
+                            };
+                            programs_in_qemu(&boot_root, &tests, args, &logs, &mut tally);
+                            section("the root filesystem: persistence, e2fsck, image fuzzing");
+                            root_disk_tests(&boot_root, &root, args, &logs, &mut tally);
+                        }
+                        Err(error) => tally.fail("programs: the root image", &format!("{error:#}")),
+                    }
                 }
                 if wants(Tier::Harness) {
                     section("harness self-tests");
@@ -363,6 +382,7 @@ fn programs_in_qemu(
     }
     for (test, (label, cmdline)) in tests
         .iter()
+        .filter(|t| args.program.is_empty() || args.program.contains(t))
         .flat_map(|t| usertest::boots(t).into_iter().map(move |b| (t, b)))
     {
         let mut machine = boot.machine.clone();
@@ -427,6 +447,49 @@ fn programs_in_qemu(
                 ),
             ),
             None => tally.fail(&frames_name, "no `cowlab: frames` line"),
+        }
+    }
+}
+
+/// The root-disk tests of `fstest`: the persistence test, then `FUZZ_SEEDS` fuzzed images.
+fn root_disk_tests(
+    boot: &QemuBoot<'_>,
+    root: &Path,
+    args: &TestArgs,
+    logs: &Path,
+    tally: &mut Tally,
+) {
+    use crate::fstest;
+    let timeout = Duration::from_secs(args.timeout * 4);
+    let name = "qemu: fswork --persist, e2fsck -fn clean, debugfs reads back every fsync'ed byte";
+    match fstest::persist(
+        &boot.machine,
+        boot.qemu,
+        boot.kernel_elf,
+        root,
+        logs,
+        timeout,
+    ) {
+        Ok(files) => tally.pass(&format!("{name} ({files} files)")),
+        Err(error) => {
+            tally.fail(name, &format!("{error:#}"));
+            print_tail(&logs.join("fs-persist.log"));
+        }
+    }
+    for seed in 0..fstest::FUZZ_SEEDS {
+        let name = format!("qemu: fuzzed root image seed {seed}: walked without a panic or hang");
+        let timeout = Duration::from_secs(args.timeout * 2);
+        match fstest::fuzz(
+            &boot.machine,
+            boot.qemu,
+            boot.kernel_elf,
+            root,
+            logs,
+            seed,
+            timeout,
+        ) {
+            Ok(()) => tally.pass(&name),
+            Err(error) => tally.fail(&name, &format!("{error:#}")),
         }
     }
 }

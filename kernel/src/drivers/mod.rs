@@ -1,4 +1,5 @@
-//! Device drivers: PCI configuration space and the virtio block device behind `/dev/vda`.
+//! Device drivers: PCI configuration space and the virtio block devices (`vda` behind
+//! `/dev/vda`, `vdb` under the root filesystem).
 
 pub mod dma;
 pub mod pci;

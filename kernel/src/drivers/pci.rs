@@ -103,8 +103,10 @@ impl PciFunction {
     }
 }
 
-/// The first function with this vendor and device id, scanning every bus, device and function.
-pub fn find(vendor: u16, device: u16) -> Option<PciFunction> {
+/// The `n`th (from 0) function with this vendor and device id, scanning every bus, device and
+/// function in order.
+pub fn find_nth(vendor: u16, device: u16, n: usize) -> Option<PciFunction> {
+    let mut seen = 0;
     for bus in 0..=255u8 {
         for dev in 0..32u8 {
             let first = PciFunction {
@@ -123,7 +125,10 @@ pub fn find(vendor: u16, device: u16) -> Option<PciFunction> {
             for function in 0..functions {
                 let f = PciFunction { function, ..first };
                 if f.vendor_device() == (vendor, device) {
-                    return Some(f);
+                    if seen == n {
+                        return Some(f);
+                    }
+                    seen += 1;
                 }
             }
         }

@@ -1,7 +1,8 @@
-//! A legacy virtio-blk driver (PCI `1af4:1001`, QEMU `virtio-blk-pci,disable-modern=on`): one
-//! virtqueue, requests whose data descriptors point at the memory the caller hands over —
-//! pinned user frames for O_DIRECT, a kernel bounce buffer otherwise — and completion by
-//! interrupt, several requests in flight.
+//! A legacy virtio-blk driver (PCI `1af4:1001`, QEMU `virtio-blk-pci,disable-modern=on`) for up
+//! to two devices (`vda`, `vdb`: [`device`], [`root_device`]), one virtqueue each, requests
+//! whose data descriptors point at the memory the caller hands over — pinned user frames for
+//! O_DIRECT, a kernel bounce buffer otherwise — and completion by interrupt, several requests in
+//! flight.
 //!
 //! Picture (virtio 1.x, "legacy interface"): the device's registers sit in I/O BAR0 (features,
 //! queue PFN/size/select/notify, status, ISR, then the device configuration: the capacity in
@@ -280,8 +281,10 @@ struct Queue {
     held: Vec<u16>,
 }
 
-/// The device, once found.
+/// One device, once found.
 pub struct Device {
+    /// `vda` or `vdb`.
+    name: &'static str,
     io: u16,
     irq: u8,
     capacity_sectors: u64,
@@ -291,11 +294,20 @@ pub struct Device {
     completed: AtomicU64,
 }
 
-static DEVICE: Once<Device> = Once::new();
+/// The devices in PCI order: `vda` (the raw stamped disk behind `/dev/vda`, the DMA tests'),
+/// then `vdb` (the root filesystem image). Each has its own queue and lock; they may share an
+/// interrupt line.
+static DEVICES: [Once<Device>; 2] = [Once::new(), Once::new()];
+const NAMES: [&str; 2] = ["vda", "vdb"];
 
-/// The virtio-blk device, if one was found at boot.
+/// The first virtio-blk device (`/dev/vda`), if one was found at boot.
 pub fn device() -> Option<&'static Device> {
-    DEVICE.get()
+    DEVICES[0].get()
+}
+
+/// The second virtio-blk device (`vdb`, the root filesystem's disk), if one was found.
+pub fn root_device() -> Option<&'static Device> {
+    DEVICES[1].get()
 }
 
 fn outb(port: u16, value: u8) {
@@ -334,13 +346,24 @@ pub fn queue_layout(size: usize) -> (usize, usize, usize) {
     (avail, used, total)
 }
 
-/// Finds the device, negotiates (no optional features), sets up queue 0 and unmasks its
-/// interrupt line. Without a device the kernel runs on and `/dev/vda` does not exist.
+/// Finds the devices (at most two) and sets each up. Without a device the kernel runs on and
+/// `/dev/vda` does not exist; without a second one the root stays the ramdisk.
 pub fn init() {
-    let Some(function) = pci::find(VENDOR_VIRTIO, DEVICE_BLK_LEGACY) else {
-        info!("virtio-blk: no legacy device 1af4:1001; /dev/vda is absent");
-        return;
-    };
+    for (n, slot) in DEVICES.iter().enumerate() {
+        let Some(function) = pci::find_nth(VENDOR_VIRTIO, DEVICE_BLK_LEGACY, n) else {
+            info!(
+                "virtio-blk: no legacy device 1af4:1001 #{n}; {} is absent",
+                NAMES[n]
+            );
+            return;
+        };
+        init_one(function, slot, NAMES[n]);
+    }
+}
+
+/// Negotiates with one device (no optional features), sets up its queue 0 and unmasks its
+/// interrupt line.
+fn init_one(function: pci::PciFunction, slot: &'static Once<Device>, name: &'static str) {
     let (Some(io), Some(irq)) = (function.io_bar(0), function.interrupt_line()) else {
         warn!("virtio-blk: {function:?} has no I/O BAR0 or no interrupt line; ignored");
         return;
@@ -386,7 +409,8 @@ pub fn init() {
         hold: false,
         held: Vec::with_capacity(size as usize),
     };
-    let device = DEVICE.call_once(|| Device {
+    let device = slot.call_once(|| Device {
+        name,
         io,
         irq,
         capacity_sectors,
@@ -401,7 +425,7 @@ pub fn init() {
     );
     crate::pic::unmask(irq);
     info!(
-        "virtio-blk: {:02x}:{:02x}.{} io={io:#x} irq={irq} queue={size} capacity={} sectors ({} MiB){}",
+        "virtio-blk: {name} {:02x}:{:02x}.{} io={io:#x} irq={irq} queue={size} capacity={} sectors ({} MiB){}",
         function.bus,
         function.device,
         function.function,
@@ -546,6 +570,11 @@ impl Queue {
 }
 
 impl Device {
+    /// `vda` or `vdb`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     pub fn capacity_bytes(&self) -> u64 {
         self.capacity_sectors * SECTOR
     }
@@ -671,19 +700,26 @@ impl Device {
     }
 }
 
-/// The interrupt line (8259 IRQ) of the device, if there is one.
-pub fn irq_line() -> Option<u8> {
-    device().map(|d| d.irq)
+/// Whether the 8259 line `line` belongs to one of the devices.
+pub fn handles_irq(line: u8) -> bool {
+    DEVICES.iter().filter_map(Once::get).any(|d| d.irq == line)
 }
 
-/// The device's interrupt: acknowledge (reading the ISR lowers the level-triggered line),
+/// An interrupt on `line`: every device on it is serviced (legacy INTx lines may be shared;
+/// reaping a device with nothing in its used ring costs one ISR read).
+pub fn on_interrupt(line: u8) {
+    for device in DEVICES.iter().filter_map(Once::get) {
+        if device.irq == line {
+            on_device_interrupt(device);
+        }
+    }
+}
+
+/// One device's interrupt: acknowledge (reading the ISR lowers the level-triggered line),
 /// reap the used ring, finish each request outside the lock, wake submitters waiting for
 /// descriptors.
 #[doc(alias = "vring_interrupt")]
-pub fn on_interrupt() {
-    let Some(device) = device() else {
-        return;
-    };
+fn on_device_interrupt(device: &'static Device) {
     let _isr = inb(device.io + REG_ISR);
     let finished: Vec<(Request, Result<usize, Errno>)> = device.with_queue(|q| {
         let mut out = Vec::new();

@@ -7,7 +7,7 @@
 //! not preempt itself), so the holder waits for its completion right here: interrupts on, `hlt`,
 //! interrupts off, check, as the in-kernel virtio tests do. The virtio interrupt handler takes only
 //! the driver's queue lock, never the filesystem's. A request that does not complete within
-//! [`TIMEOUT_TICKS`] is an I/O error; its bounce buffer is then left to the request (which owns a
+//! [`TIMEOUT_TICKS`] (ten minutes of ticks) is an I/O error; its bounce buffer is then left to the request (which owns a
 //! reference until the device finishes it) and a fresh one is used from then on, so the device
 //! can never write into memory a later request reads.
 //!
@@ -28,8 +28,11 @@ use crate::time;
 
 /// The most bytes one request moves (the bounce buffer's size).
 pub const CHUNK: usize = 64 * 1024;
-/// Ten seconds at `time::TICK_HZ`.
-pub const TIMEOUT_TICKS: u64 = 10 * time::TICK_HZ;
+/// Ten minutes at `time::TICK_HZ`. Generous because the ticks are virtual: under QEMU's
+/// `-icount sleep=off` (`cargo xtask bench`) every `hlt` warps the clock to the next tick, so
+/// while the host completes one request the guest may count thousands of ticks (ten seconds'
+/// worth timed out the root mount on a loaded host).
+pub const TIMEOUT_TICKS: u64 = 600 * time::TICK_HZ;
 
 /// A virtio-blk device as the filesystem's disk.
 pub struct VirtioDisk {
@@ -88,7 +91,10 @@ impl VirtioDisk {
             interrupts::enable();
         }
         if !outcome.done.load(Ordering::Acquire) {
-            warn!("ext2: virtio-blk request at sector {sector} timed out");
+            warn!(
+                "ext2: virtio-blk {} request at sector {sector} timed out",
+                self.device.name()
+            );
             // The request still holds the old buffer; never reuse it.
             self.bounce = Arc::new(DmaRegion::new(CHUNK).ok_or(IoError)?);
             return Err(IoError);

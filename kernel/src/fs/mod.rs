@@ -12,7 +12,10 @@
 
 pub mod aio;
 pub mod console;
+pub mod ext2_dir;
+pub mod ext2_file;
 pub mod ext2_glue;
+pub mod ext2_mount;
 pub mod file;
 pub mod guptest;
 pub mod io_uring;
@@ -52,6 +55,9 @@ pub const O_APPEND: u32 = 0o2000;
 pub const O_NONBLOCK: u32 = 0o4000;
 pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_NOFOLLOW: u32 = 0o400000;
+/// `O_PATH`: with `O_NOFOLLOW`, a symbolic link itself (for `lstat`).
+pub const O_PATH: u32 = 0o10000000;
 
 /// One descriptor slot.
 #[derive(Clone)]
@@ -197,6 +203,39 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
         Some(name) => dir.open(&name, walk.trailing_slash, flags, mode)?,
     };
     Ok(OpenFile::new(ops, status))
+}
+
+/// The bytes of the program `path` for execve (Linux `do_open_execat` + `kernel_read`): `path`
+/// is resolved through the mount table, relative paths from the caller's working directory;
+/// a bare name that is not found there is looked up in `/` (the programs live there, and the
+/// tests exec them by bare name from any directory). `EACCES` for a directory or a file that is
+/// not regular. Read completely before the caller builds the address space (the filesystem
+/// lock must not be taken under the address-space locks, see `ext2_mount`).
+pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Errno> {
+    use alloc::borrow::Cow;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let in_process = crate::proc::current_pid() != 0;
+    let full = if in_process {
+        namei::at_path(None, path)?
+    } else {
+        alloc::string::String::from(path)
+    };
+    let file = match open(&full, 0) {
+        Err(Errno::ENOENT) if !path.contains('/') && full != path => open(path, 0)?,
+        r => r?,
+    };
+    if file.ops.stat().st_mode & stat::S_IFMT != stat::S_IFREG {
+        return Err(Errno::EACCES);
+    }
+    if let Some(f) = file.downcast::<ext2_file::Ext2File>() {
+        return Ok(Cow::Owned(f.read_all()?));
+    }
+    if let Some(f) = file.downcast::<ramfs::RamFile>() {
+        return Ok(Cow::Borrowed(f.0.data));
+    }
+    Err(Errno::EACCES)
 }
 
 /// `fstat` of an open file.

@@ -2,8 +2,8 @@
 //! (Linux's `vfsmount` list and a directory's `inode_operations`).
 //!
 //! A path is first made absolute and resolved lexically (`.` and `..`; there are no symbolic
-//! links yet), then the mount with the longest matching prefix takes the rest of it
-//! ([`walk`]): `/` is the ramdisk ([`RamfsRoot`]), `/tmp` the tmpfs ([`TmpfsRoot`]),
+//! links at this level), then the mount with the longest matching prefix takes the rest of it
+//! ([`walk`]): `/` is the ext2 root disk, or the ramdisk without one ([`RootFs`]), `/tmp` the tmpfs ([`TmpfsRoot`]),
 //! `/dev` the devices, `/proc` procfs and `/sys/kernel/debug` debugfs. The mounted directory
 //! resolves what is below it (a name, or for a file system with subdirectories a relative
 //! path). A disk file system mounts at `/` by implementing [`DirInode`] for its root and taking
@@ -87,7 +87,7 @@ pub struct Mount {
 pub static MOUNTS: [Mount; 5] = [
     Mount {
         path: "/",
-        root: &RamfsRoot,
+        root: &RootFs,
     },
     Mount {
         path: "/tmp",
@@ -155,7 +155,63 @@ pub fn flat_error(dir: &dyn DirInode, name: &str) -> Option<Errno> {
     })
 }
 
-/// The root: the ramdisk's files, read-only.
+/// The `/` row: the ext2 root disk when it is mounted (`ext2_mount::mount_root`), else the
+/// ramdisk (no root disk attached, or its mount failed).
+pub struct RootFs;
+
+impl RootFs {
+    fn pick(&self) -> &'static dyn DirInode {
+        if super::ext2_mount::mounted() {
+            &super::ext2_dir::Ext2Root
+        } else {
+            &RamfsRoot
+        }
+    }
+}
+
+impl DirInode for RootFs {
+    fn open_self(&self, flags: u32, mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+        self.pick().open_self(flags, mode)
+    }
+    fn open(
+        &self,
+        name: &str,
+        trailing_slash: bool,
+        flags: u32,
+        mode: u32,
+    ) -> Result<Box<dyn FileOps>, Errno> {
+        self.pick().open(name, trailing_slash, flags, mode)
+    }
+    fn lookup(&self, name: &str) -> Result<bool, Errno> {
+        self.pick().lookup(name)
+    }
+    fn mkdir(&self, name: &str, mode: u32) -> Result<(), Errno> {
+        self.pick().mkdir(name, mode)
+    }
+    fn unlink(&self, name: &str) -> Result<(), Errno> {
+        self.pick().unlink(name)
+    }
+    fn rmdir(&self, name: &str) -> Result<(), Errno> {
+        self.pick().rmdir(name)
+    }
+    fn rename(&self, old: &str, new: &str, flags: u64) -> Result<(), Errno> {
+        self.pick().rename(old, new, flags)
+    }
+    fn link(&self, file: &OpenFile, name: &str) -> Result<(), Errno> {
+        self.pick().link(file, name)
+    }
+    fn symlink(&self, name: &str, target: &str) -> Result<(), Errno> {
+        self.pick().symlink(name, target)
+    }
+    fn readlink(&self, name: &str) -> Result<String, Errno> {
+        self.pick().readlink(name)
+    }
+    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
+        self.pick().getdents()
+    }
+}
+
+/// The ramdisk's files, read-only: the root without a root disk.
 pub struct RamfsRoot;
 
 impl DirInode for RamfsRoot {

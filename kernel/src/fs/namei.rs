@@ -147,12 +147,47 @@ pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
 
 /// `mkdir(path)`: the mount's directory creates it (tmpfs here has no subdirectories: `EPERM`;
 /// the ramdisk is read-only: `EROFS`); a mount point exists.
-pub fn mkdir(path: &str) -> Result<(), Errno> {
+pub fn mkdir(path: &str, mode: u32) -> Result<(), Errno> {
     let w = walk(path);
     match w.name {
         None => Err(Errno::EEXIST),
-        Some(name) => w.mount.root.mkdir(&name, 0o777),
+        Some(name) => w.mount.root.mkdir(&name, mode & 0o7777),
     }
+}
+
+/// The ext2 inode behind an open file, if it is one.
+fn ext2_ino(file: &OpenFile) -> Option<u32> {
+    use super::{ext2_dir::Ext2Dir, ext2_file::Ext2File};
+    file.downcast::<Ext2File>()
+        .map(|f| f.ino)
+        .or_else(|| file.downcast::<Ext2Dir>().map(|d| d.ino))
+}
+
+/// `chmod`/`fchmod`/`fchmodat` (Linux `chmod_common`): the permission bits of an ext2 file;
+/// `EROFS` on a read-only file system; `EPERM` for the other file types, whose modes are fixed
+/// here.
+pub fn chmod(file: &OpenFile, mode: u32) -> Result<(), Errno> {
+    match ext2_ino(file) {
+        Some(ino) => super::ext2_mount::with_fs(|fs| fs.chmod(ino, (mode & 0o7777) as u16)),
+        None if read_only_fs(file) => Err(Errno::EROFS),
+        None => Err(Errno::EPERM),
+    }
+}
+
+/// `utimensat`/`futimens`: access and modification times in seconds (`None`: left as they
+/// are) of an ext2 file; other file types as [`chmod`].
+pub fn set_times(file: &OpenFile, atime: Option<u32>, mtime: Option<u32>) -> Result<(), Errno> {
+    match ext2_ino(file) {
+        Some(ino) => super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime)),
+        None if read_only_fs(file) => Err(Errno::EROFS),
+        None => Err(Errno::EPERM),
+    }
+}
+
+/// `sync(2)` and `syncfs(2)`: the root filesystem's dirty metadata written back (file data is
+/// written through already). Linux's `sync` cannot fail; `syncfs` reports a write-back error.
+pub fn sync() -> Result<(), Errno> {
+    super::ext2_mount::sync()
 }
 
 /// `access(path, mode)`: the file must exist; write access (`W_OK`) on a read-only file

@@ -120,8 +120,8 @@ fn interrupt(line: u8) {
         time::on_tick();
         crate::proc::on_tick();
         crate::watchdog::hung::on_tick();
-    } else if Some(line) == crate::drivers::virtio_blk::irq_line() {
-        crate::drivers::virtio_blk::on_interrupt();
+    } else if crate::drivers::virtio_blk::handles_irq(line) {
+        crate::drivers::virtio_blk::on_interrupt(line);
     }
     // Other lines are masked; one that fires anyway is acknowledged and otherwise ignored.
     pic::end_of_interrupt(line);

@@ -22,25 +22,10 @@ use super::{alloc_pid, with_current, Group, SharedFdTable, State, Task, TABLE};
 use crate::errno::Errno;
 use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::TrapFrame;
-use crate::{elf, memory, ramdisk, vm};
+use crate::{elf, memory, vm};
 
 /// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).
 const USER_RFLAGS: u64 = 0x202;
-
-/// The ramdisk file named by `path` (`/name`, `./name` or `name`). Anything else that exists
-/// (a directory, a device, a `/proc` or `/tmp` file) is `EACCES`, as Linux's
-/// `do_open_execat` answers for what is not an executable regular file; the lookup's own error
-/// otherwise (`ENOENT`, `ENOTDIR`, `ENAMETOOLONG`).
-fn find_program(path: &str) -> Result<ramdisk::File, Errno> {
-    let name = path.trim_start_matches("./").trim_start_matches('/');
-    if let Some(file) = ramdisk::find(name).filter(|_| !name.is_empty() && !name.contains('/')) {
-        return Ok(file);
-    }
-    if path.is_empty() {
-        return Err(Errno::ENOENT);
-    }
-    crate::fs::open(path, 0).map(|_| Err(Errno::EACCES))?
-}
 
 /// A new address space with the program loaded; returns it with the entry and stack pointer.
 fn build(
@@ -48,10 +33,19 @@ fn build(
     argv: &ArgStrings,
     envp: &ArgStrings,
 ) -> Result<(AddressSpace, u64, u64), Errno> {
-    let file = find_program(path)?;
+    build_image(path, &crate::fs::program_image(path)?, argv, envp)
+}
+
+/// [`build`] from the program's bytes.
+fn build_image(
+    path: &str,
+    image: &[u8],
+    argv: &ArgStrings,
+    envp: &ArgStrings,
+) -> Result<(AddressSpace, u64, u64), Errno> {
     let mm = memory::mm();
     let mut aspace = AddressSpace::new(mm)?;
-    match elf::load(&mut aspace, file.data, argv, envp, path) {
+    match elf::load(&mut aspace, image, argv, envp, path) {
         Ok(loaded) => Ok((aspace, loaded.entry, loaded.stack_pointer)),
         Err(e) => {
             aspace.exit(mm);
@@ -189,7 +183,17 @@ fn de_thread() -> Result<(), Errno> {
 pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
     let argv = ArgStrings::from_strs(argv.iter().map(String::as_str));
     let envp = ArgStrings::from_strs(["PATH=/", "HOME=/"]);
-    let (aspace, entry, sp) = build(path, &argv, &envp)?;
+    // A root disk whose init cannot be loaded (a damaged image) falls back to the ramdisk's.
+    let (aspace, entry, sp) = match build(path, &argv, &envp) {
+        Ok(built) => built,
+        Err(e) => match crate::ramdisk::find(path) {
+            Some(file) => {
+                warn!("cannot start {path} from / ({e:?}); starting the ramdisk's");
+                build_image(path, file.data, &argv, &envp)?
+            }
+            None => return Err(e),
+        },
+    };
     let pid = alloc_pid();
     let mut kstack = KernelStack::new();
     let ctx_rsp = kstack.prepare(&user_frame(entry, sp));

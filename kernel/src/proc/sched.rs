@@ -200,6 +200,8 @@ fn shutdown(status: i32) -> ! {
             super::release_aspace_ref(aspace);
         }
     }
+    // Every descriptor is closed: the root is unmounted (orphans freed, everything written back).
+    crate::fs::ext2_mount::unmount_root();
     println!(
         "cowlab: frames free={} boot={}",
         memory::frames().free_frames(),

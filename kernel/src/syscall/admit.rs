@@ -12,6 +12,9 @@
 //! one call builds (the dispatch below names the call), not measurements.
 //!
 //! Calls that only read, free or exit are never refused, so a program can always clean up.
+//! Nor are mkdir, symlink, chmod, utimensat and sync: on ext2 they make or change objects on
+//! the disk, through its buffer cache of a bounded number of blocks, not on the heap (tmpfs and
+//! the ramdisk refuse them).
 #![deny(unsafe_code)]
 
 use crate::errno::Errno;

@@ -13,6 +13,7 @@ use crate::uaccess::{read_cstr, UserPtr, UserSlice};
 
 const AT_FDCWD: i64 = -100;
 const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const PATH_MAX: usize = 4096;
 
@@ -177,8 +178,10 @@ pub fn fstat(a: Args) -> SysResult {
 }
 
 /// stat/lstat(path, buf).
-pub fn stat(a: Args, _follow: bool) -> SysResult {
-    stat_at(AT_FDCWD, a.get(0), a.get(1), 0)
+/// stat (4) and lstat (6, `nofollow`: a symbolic link itself).
+pub fn stat(a: Args, nofollow: bool) -> SysResult {
+    let flags = if nofollow { AT_SYMLINK_NOFOLLOW } else { 0 };
+    stat_at(AT_FDCWD, a.get(0), a.get(1), flags)
 }
 
 pub fn newfstatat(a: Args) -> SysResult {
@@ -189,7 +192,13 @@ pub fn newfstatat(a: Args) -> SysResult {
 /// descriptor's own file.
 fn resolve(dirfd: i64, path: &str, flags: u64) -> Result<Arc<OpenFile>, Errno> {
     if !path.is_empty() {
-        return fs::open(&at_path(dirfd, path)?, 0);
+        // lstat: an `O_PATH|O_NOFOLLOW` open, which gives a symbolic link itself.
+        let open_flags = if flags & AT_SYMLINK_NOFOLLOW != 0 {
+            fs::O_PATH | fs::O_NOFOLLOW
+        } else {
+            0
+        };
+        return fs::open(&at_path(dirfd, path)?, open_flags);
     }
     if flags & AT_EMPTY_PATH == 0 {
         return Err(Errno::ENOENT);
@@ -478,7 +487,80 @@ pub fn mkdir(a: Args) -> SysResult {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    namei::mkdir(&at_path(AT_FDCWD, &path)?)?;
+    namei::mkdir(&at_path(AT_FDCWD, &path)?, a.get(1) as u32)?;
+    Ok(0)
+}
+
+/// sync() (162): cannot fail.
+pub fn sync(_a: Args) -> SysResult {
+    let _ = namei::sync();
+    Ok(0)
+}
+
+/// syncfs(fd) (306).
+pub fn syncfs(a: Args) -> SysResult {
+    file(a.int(0))?;
+    namei::sync()?;
+    Ok(0)
+}
+
+/// chmod(path, mode) (90).
+pub fn chmod(a: Args) -> SysResult {
+    chmod_at(AT_FDCWD, a.get(0), a.get(1), 0)
+}
+
+/// fchmod(fd, mode) (91).
+pub fn fchmod(a: Args) -> SysResult {
+    namei::chmod(&*file(a.int(0))?, a.get(1) as u32)?;
+    Ok(0)
+}
+
+/// fchmodat(dirfd, path, mode) (268): glibc's fchmodat passes no flags argument to the kernel.
+pub fn fchmodat(a: Args) -> SysResult {
+    chmod_at(a.int(0), a.get(1), a.get(2), 0)
+}
+
+fn chmod_at(dirfd: i64, path: u64, mode: u64, flags: u64) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    let f = resolve(dirfd, &path, flags)?;
+    namei::chmod(&f, mode as u32)?;
+    Ok(0)
+}
+
+/// `UTIME_NOW` and `UTIME_OMIT` in a `tv_nsec`.
+const UTIME_NOW: i64 = (1 << 30) - 1;
+const UTIME_OMIT: i64 = (1 << 30) - 2;
+
+/// utimensat(dirfd, path, times, flags) (280); a null path with a descriptor is `futimens`.
+pub fn utimensat(a: Args) -> SysResult {
+    let f = if a.get(1) == 0 {
+        if a.int(0) == AT_FDCWD {
+            return Err(Errno::EFAULT);
+        }
+        file(a.int(0))?
+    } else {
+        let path = read_cstr(a.get(1), PATH_MAX)?;
+        resolve(a.int(0), &path, a.get(3))?
+    };
+    let now = (crate::rtc::realtime_micros() / 1_000_000) as u32;
+    let (atime, mtime) = if a.get(2) == 0 {
+        (Some(now), Some(now))
+    } else {
+        let ts = UserPtr::<[i64; 4]>::new(a.get(2))?.read()?;
+        let one = |sec: i64, nsec: i64| -> Result<Option<u32>, Errno> {
+            match nsec {
+                UTIME_OMIT => Ok(None),
+                UTIME_NOW => Ok(Some(now)),
+                0..=999_999_999 => Ok(Some(sec as u32)),
+                _ => Err(Errno::EINVAL),
+            }
+        };
+        (one(ts[0], ts[1])?, one(ts[2], ts[3])?)
+    };
+    if atime.is_none() && mtime.is_none() {
+        return Ok(0);
+    }
+    namei::set_times(&f, atime, mtime)?;
     Ok(0)
 }
 

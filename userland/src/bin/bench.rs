@@ -42,7 +42,7 @@ use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
     MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
 };
-use cowlab_userland::calls::{open, O_DIRECT, O_RDONLY, O_RDWR};
+use cowlab_userland::calls::{open, O_CREAT, O_DIRECT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC};
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::vda::{HOLD, INFLIGHT, RELEASE};
 use cowlab_userland::{eprintln, println};
@@ -231,6 +231,7 @@ fn main() -> i32 {
     vmsplice_batch_per_page();
     gup_test_pins();
     dio_4k();
+    file_rows();
     println!("BENCH-DONE");
     power_off_if_linux_init();
     0
@@ -884,6 +885,70 @@ impl core::fmt::Write for LineBuf {
         self.len = end;
         Ok(())
     }
+}
+
+/// The file rows, on the root filesystem's `/` (cowlab: the ext2 root disk; Linux under
+/// `bench --linux`: the initramfs's rootfs, a tmpfs, since the Debian kernel's virtio-blk is a
+/// module the bench's initramfs does not load; the line `bench: file rows on f_type=...` says
+/// which): `pread` of 4 KiB of a file written once (on Linux a page-cache hit; on cowlab, which
+/// has no page cache yet, a block read from the disk, the polled wait for the device included),
+/// `pwrite` of 4 KiB over it, and `open(O_CREAT|O_EXCL)` + `close` + `unlink` of a new file.
+fn file_rows() {
+    const N: usize = 256;
+    let names = ["file_read_4k", "file_write_4k", "file_create_unlink"];
+    let path = c"/bench-file";
+    let fd = match cowlab_userland::calls::open_mode(path, O_CREAT | O_TRUNC | O_RDWR, 0o644) {
+        Ok(fd) => fd,
+        Err(e) => {
+            for name in names {
+                skip(name, e);
+            }
+            return;
+        }
+    };
+    if let Ok(st) = cowlab_userland::calls::fstatfs(fd) {
+        println!("bench: file rows on f_type={:#x}", st.f_type);
+    }
+    let mut buf = [0x5au8; PAGE];
+    let _ = cowlab_userland::calls::pwrite(fd, &buf, 0);
+    let mut s = Samples::new(N);
+    for _ in 0..N {
+        let t0 = tsc();
+        let r = cowlab_userland::calls::pread(fd, &mut buf, 0);
+        let t1 = tsc();
+        if r != Ok(PAGE) {
+            break;
+        }
+        s.push(t1 - t0);
+    }
+    report_samples(names[0], "tsc", &mut s);
+    let mut s = Samples::new(N);
+    for _ in 0..N {
+        let t0 = tsc();
+        let r = cowlab_userland::calls::pwrite(fd, &buf, 0);
+        let t1 = tsc();
+        if r != Ok(PAGE) {
+            break;
+        }
+        s.push(t1 - t0);
+    }
+    report_samples(names[1], "tsc", &mut s);
+    let _ = close(fd);
+    let _ = cowlab_userland::calls::unlink(path);
+    let new = c"/bench-new";
+    let mut s = Samples::new(N);
+    for _ in 0..N {
+        let t0 = tsc();
+        let fd = cowlab_userland::calls::open_mode(new, O_CREAT | O_EXCL | O_RDWR, 0o644);
+        let closed = fd.map(close);
+        let unlinked = cowlab_userland::calls::unlink(new);
+        let t1 = tsc();
+        if closed.is_err() || unlinked.is_err() {
+            break;
+        }
+        s.push(t1 - t0);
+    }
+    report_samples(names[2], "tsc", &mut s);
 }
 
 /// O_DIRECT 4 KiB requests on `/dev/vda`, guest instructions per request on the CPU: submitting

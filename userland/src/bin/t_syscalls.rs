@@ -281,21 +281,48 @@ fn main() -> i32 {
             sc(nr::IOCTL, [1, 0x5401, tio.as_mut_ptr() as usize, 0, 0, 0]),
             Ok(0),
         );
-        t.eq(
-            "mkdir on the read-only root is EROFS",
-            sc(nr::MKDIR, [c"/newdir".as_ptr() as usize, 0o755, 0, 0, 0, 0]),
-            Err(Errno(errno::EROFS)),
-        );
-        t.eq(
-            "open for writing is EROFS",
-            open(c"/init", 1),
-            Err(Errno(errno::EROFS)),
-        );
-        t.eq(
-            "O_CREAT of a new file is EROFS",
-            open(c"/newfile", 0o101),
-            Err(Errno(errno::EROFS)),
-        );
+        // The root is the read-only ramdisk without a root disk, else the writable ext2 root.
+        let root_read_only = cowlab_userland::calls::statfs(c"/").map(|s| s.f_flags & 1 != 0);
+        if root_read_only == Ok(true) {
+            t.eq(
+                "mkdir on the read-only root is EROFS",
+                sc(nr::MKDIR, [c"/newdir".as_ptr() as usize, 0o755, 0, 0, 0, 0]),
+                Err(Errno(errno::EROFS)),
+            );
+            t.eq(
+                "open for writing is EROFS",
+                open(c"/init", 1),
+                Err(Errno(errno::EROFS)),
+            );
+            t.eq(
+                "O_CREAT of a new file is EROFS",
+                open(c"/newfile", 0o101),
+                Err(Errno(errno::EROFS)),
+            );
+        } else {
+            t.eq("statfs of the writable root", root_read_only, Ok(false));
+            t.eq(
+                "mkdir on the writable root",
+                sc(nr::MKDIR, [c"/newdir".as_ptr() as usize, 0o755, 0, 0, 0, 0]),
+                Ok(0),
+            );
+            t.eq(
+                "and rmdir",
+                cowlab_userland::calls::rmdir(c"/newdir"),
+                Ok(0),
+            );
+            let fd = open(c"/init", 1);
+            t.check("open of a program for writing", fd.is_ok());
+            let _ = fd.map(close);
+            let fd = open(c"/newfile", 0o101);
+            t.check("O_CREAT of a new file", fd.is_ok());
+            let _ = fd.map(close);
+            t.eq(
+                "and unlink",
+                cowlab_userland::calls::unlink(c"/newfile"),
+                Ok(0),
+            );
+        }
     }
 
     let mut cwd = [0u8; 256];

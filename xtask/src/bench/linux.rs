@@ -294,6 +294,7 @@ mod tests {
                 gdb: false,
                 cmdline: String::new(),
                 disk: None,
+                root: None,
             }
             .command(Path::new("qemu")),
         );

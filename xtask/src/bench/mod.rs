@@ -103,6 +103,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         gdb: false,
         cmdline: qemu::compose_cmdline(None, &["bench".to_owned()])?,
         disk: Some(built.disk.clone()),
+        // The root disk (snapshot): the file rows run on cowlab's ext2 root.
+        root: Some((
+            crate::rootfs::ensure(&crate::target_dir(), &built.files, false)?,
+            false,
+        )),
     };
     let shown = qemu::show_command(&machine.command(&qemu_path));
     eprintln!("xtask: {shown}");

@@ -1,0 +1,137 @@
+//! The mounted root filesystem: one `cowlab_ext2::Ext2` over the second virtio-blk disk
+//! (`vdb`), behind one lock, mounted at boot ([`mount_root`]) and unmounted at power-off
+//! ([`unmount_root`]).
+//!
+//! Lock rule (the block path polls, see `ext2_glue`): [`with_fs`] holds the filesystem lock
+//! across the crate's block requests, and the glue halts with interrupts on while it waits.
+//! That is safe because (1) the kernel does not preempt itself, so nothing else runs on this
+//! CPU while the lock is held except interrupt handlers, and (2) the virtio interrupt handler
+//! takes only the driver's queue lock and what finishing a request needs (unpinning and
+//! freeing user frames of O_DIRECT/AIO/io_uring requests on `vda`: the frame allocator), never
+//! this lock. So a caller of [`with_fs`] must not hold the frame allocator, an address-space
+//! lock or a driver queue lock (exec copies a program out first, then builds the address
+//! space), and nothing under this lock may call back into the file layer.
+#![deny(unsafe_code)]
+
+use alloc::string::String;
+
+use cowlab_ext2::{Errno as Ext2Errno, Ext2, MountOptions};
+use spin::Mutex;
+
+use super::ext2_glue::VirtioDisk;
+use crate::drivers::virtio_blk;
+use crate::errno::Errno;
+
+static ROOT: Mutex<Option<Ext2<VirtioDisk>>> = Mutex::new(None);
+
+/// Whether `/` is the ext2 root (else the ramdisk).
+pub fn mounted() -> bool {
+    ROOT.lock().is_some()
+}
+
+/// The crate's errno as the kernel's (the same Linux numbers).
+pub fn errno(e: Ext2Errno) -> Errno {
+    match e {
+        Ext2Errno::EPERM => Errno::EPERM,
+        Ext2Errno::ENOENT => Errno::ENOENT,
+        Ext2Errno::EIO => Errno::EIO,
+        Ext2Errno::ENOMEM => Errno::ENOMEM,
+        Ext2Errno::EBUSY => Errno::EBUSY,
+        Ext2Errno::EEXIST => Errno::EEXIST,
+        Ext2Errno::EXDEV => Errno::EXDEV,
+        Ext2Errno::ENOTDIR => Errno::ENOTDIR,
+        Ext2Errno::EISDIR => Errno::EISDIR,
+        Ext2Errno::EINVAL => Errno::EINVAL,
+        Ext2Errno::EFBIG => Errno::EFBIG,
+        Ext2Errno::ENOSPC => Errno::ENOSPC,
+        Ext2Errno::EROFS => Errno::EROFS,
+        Ext2Errno::EMLINK => Errno::EMLINK,
+        Ext2Errno::ENAMETOOLONG => Errno::ENAMETOOLONG,
+        Ext2Errno::ENOTEMPTY => Errno::ENOTEMPTY,
+        Ext2Errno::ELOOP => Errno::ELOOP,
+        Ext2Errno::EOVERFLOW => Errno::EOVERFLOW,
+        Ext2Errno::EUCLEAN => Errno::EUCLEAN,
+    }
+}
+
+/// Seconds since the epoch, for the filesystem's timestamps.
+fn clock() -> u32 {
+    (crate::rtc::realtime_micros() / 1_000_000) as u32
+}
+
+/// Runs `f` on the mounted filesystem (`ENOENT` if there is none), with the crate's errors as
+/// the kernel's; a corruption the crate found is reported as one console line.
+pub fn with_fs<T>(
+    f: impl FnOnce(&mut Ext2<VirtioDisk>) -> cowlab_ext2::Result<T>,
+) -> Result<T, Errno> {
+    let mut guard = ROOT.lock();
+    let fs = guard.as_mut().ok_or(Errno::ENOENT)?;
+    let result = f(fs);
+    if let Some(line) = fs.take_error() {
+        warn!("{line}");
+    }
+    result.map_err(errno)
+}
+
+/// Mounts the root disk (`vdb`) if there is one. On any failure the ramdisk stays the root,
+/// with one console line saying why.
+pub fn mount_root() {
+    let Some(device) = virtio_blk::root_device() else {
+        info!("ext2: no root disk (vdb); / is the ramdisk");
+        return;
+    };
+    let Some(disk) = VirtioDisk::new(device) else {
+        warn!("ext2: no memory for the root disk's bounce buffer; / is the ramdisk");
+        return;
+    };
+    let opts = MountOptions {
+        read_only: disk.read_only(),
+        ..MountOptions::default()
+    };
+    match Ext2::mount(disk, opts) {
+        Ok(mut fs) => {
+            fs.set_clock(clock);
+            if let Some(w) = fs.mount_warning() {
+                warn!("{w}");
+            }
+            let st = fs.statfs();
+            info!(
+                "ext2: mounted vdb at / ({} blocks of {} bytes, {} free{})",
+                st.f_blocks,
+                st.f_bsize,
+                st.f_bfree,
+                match fs.read_only_reason() {
+                    Some(r) => alloc::format!(", read-only: {r}"),
+                    None if fs.is_read_only() => String::from(", read-only"),
+                    None => String::new(),
+                }
+            );
+            *ROOT.lock() = Some(fs);
+        }
+        Err(e) => warn!(
+            "ext2: cannot mount vdb ({:?}: {}); / is the ramdisk",
+            e.errno, e.reason
+        ),
+    }
+}
+
+/// `sync(2)`/`syncfs(2)`: every dirty metadata block written back.
+pub fn sync() -> Result<(), Errno> {
+    if !mounted() {
+        return Ok(());
+    }
+    with_fs(|fs| fs.sync())
+}
+
+/// Unmounts the root at power-off: orphans freed, the clean state and every dirty block
+/// written back. One console line if the write-back failed.
+pub fn unmount_root() {
+    let Some(fs) = ROOT.lock().take() else {
+        return;
+    };
+    let (_disk, result) = fs.unmount();
+    match result {
+        Ok(()) => info!("ext2: unmounted /"),
+        Err(e) => warn!("ext2: unmount of / failed to write back: {e:?}"),
+    }
+}

@@ -1,0 +1,617 @@
+//! The root filesystem (ext2 on cowlab) through every call that touches files, in a directory
+//! of its own (`$T_EXT2_DIR/t_ext2.PID`, else `./t_ext2.PID` from the working directory):
+//! the mkstemp pattern in the working directory, write/read/pread/pwrite/readv/writev, fstatfs
+//! (0xEF53 on cowlab; on the host the magic is printed), O_EXCL/O_TRUNC/O_APPEND, lseek and
+//! sparse files reading zeroes, ftruncate growing and shrinking (st_blocks falls), rename across
+//! directories, rmdir ENOTEMPTY, unlink/rmdir errors, ENAMETOOLONG, link counts, symlink/readlink
+//! and paths through a symlinked directory, ELOOP, chmod/fchmod/fchmodat, utimensat, getdents64,
+//! an unlinked open file living until its close, fsync/fdatasync/sync/syncfs, and (cowlab only:
+//! the host's disk is not ours to fill) ENOSPC on a big write with existing files intact.
+//! Runs natively on the host in a directory on a real disk filesystem.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ffi::CStr;
+
+use cowlab_userland::calls::*;
+use cowlab_userland::println;
+use cowlab_userland::sys::Errno;
+use cowlab_userland::test::{on_cowlab, Tester};
+
+cowlab_userland::entry!(main);
+
+const EXT2_SUPER_MAGIC: u64 = 0xEF53;
+const ENOTEMPTY: i32 = 39;
+const ELOOP: i32 = 40;
+const ENOSPC: i32 = 28;
+const EEXIST: i32 = 17;
+const ENOENT: i32 = 2;
+const ENOTDIR: i32 = 20;
+const EISDIR: i32 = 21;
+const ENAMETOOLONG: i32 = 36;
+const ENXIO: i32 = 6;
+
+/// A NUL-terminated copy of `s`.
+struct P(Vec<u8>);
+
+impl P {
+    fn new(s: &str) -> P {
+        let mut v = Vec::from(s.as_bytes());
+        v.push(0);
+        P(v)
+    }
+    fn c(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
+    }
+}
+
+fn p(s: &str) -> P {
+    P::new(s)
+}
+
+fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
+    let mut a = [0usize; 6];
+    a[..args.len()].copy_from_slice(args);
+    // SAFETY: every call below passes valid pointers to live buffers or none.
+    unsafe { raw(n, a) }
+}
+
+fn mkdir(path: &str, mode: u32) -> Result<usize, Errno> {
+    let c = p(path);
+    sys(83, &[c.c().as_ptr() as usize, mode as usize])
+}
+
+fn chdir(path: &str) -> Result<usize, Errno> {
+    let c = p(path);
+    sys(80, &[c.c().as_ptr() as usize])
+}
+
+fn symlink(target: &str, path: &str) -> Result<usize, Errno> {
+    let (t, l) = (p(target), p(path));
+    sys(88, &[t.c().as_ptr() as usize, l.c().as_ptr() as usize])
+}
+
+fn readlink(path: &str) -> Result<String, Errno> {
+    let c = p(path);
+    let mut buf = [0u8; 256];
+    let n = sys(
+        89,
+        &[
+            c.c().as_ptr() as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn lstat(path: &str) -> Result<Stat, Errno> {
+    let c = p(path);
+    let mut st = Stat::default();
+    sys(6, &[c.c().as_ptr() as usize, &mut st as *mut Stat as usize])?;
+    Ok(st)
+}
+
+fn errno_of<T>(r: Result<T, Errno>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.0,
+    }
+}
+
+fn open_c(path: &str, flags: u32, mode: u32) -> Result<i32, Errno> {
+    open_mode(p(path).c(), flags, mode)
+}
+
+fn stat_p(path: &str) -> Result<Stat, Errno> {
+    stat(p(path).c())
+}
+
+/// Whether getdents64 of the directory `path` lists `name`.
+fn lists(path: &str, name: &str) -> bool {
+    let Ok(fd) = open_c(path, O_RDONLY | O_DIRECTORY, 0) else {
+        return false;
+    };
+    let mut buf = [0u8; 4096];
+    let mut found = false;
+    while let Ok(n) = getdents64(fd, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut at = 0;
+        while at < n {
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            let raw = &buf[at + 19..at + reclen];
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            if &raw[..end] == name.as_bytes() {
+                found = true;
+            }
+            at += reclen;
+        }
+    }
+    let _ = close(fd);
+    found
+}
+
+fn base_dir() -> String {
+    for var in cowlab_userland::args::env() {
+        if let Some(v) = var.to_bytes().strip_prefix(b"T_EXT2_DIR=") {
+            return String::from_utf8_lossy(v).into_owned();
+        }
+    }
+    String::from(".")
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_ext2");
+    let cowlab = on_cowlab();
+    let dir = format!("{}/t_ext2.{}", base_dir(), cowlab_userland::sys::getpid());
+    t.eq(
+        "mkdir of the test directory",
+        errno_of(mkdir(&dir, 0o755)),
+        0,
+    );
+    t.eq("chdir into it", errno_of(chdir(&dir)), 0);
+
+    basic_io(&mut t, cowlab);
+    sparse_and_truncate(&mut t);
+    names(&mut t);
+    links(&mut t);
+    attributes(&mut t);
+    unlinked_open(&mut t);
+    syncs(&mut t);
+    if cowlab {
+        full_disk(&mut t);
+    } else {
+        println!("t_ext2: skipped the full-disk checks on the host");
+    }
+
+    let _ = chdir("..");
+    let name = dir.rsplit('/').next().unwrap_or("");
+    t.eq(
+        "rmdir of the emptied test directory",
+        errno_of(rmdir(p(name).c())),
+        0,
+    );
+    t.finish()
+}
+
+fn basic_io(t: &mut Tester, cowlab: bool) {
+    // mkstemp: a unique name in the working directory, O_CREAT|O_EXCL|O_RDWR, 0600.
+    let name = format!("tmp{}", cowlab_userland::sys::getpid());
+    let fd = open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600);
+    t.check("mkstemp-style create in the working directory", fd.is_ok());
+    let fd = fd.unwrap_or(-1);
+    t.eq("write", write(fd, b"hello, ext2\n"), Ok(12));
+    let mut buf = [0u8; 32];
+    t.eq("pread back", pread(fd, &mut buf, 0), Ok(12));
+    t.check("the bytes read back", &buf[..12] == b"hello, ext2\n");
+    match fstatfs(fd) {
+        Ok(st) if cowlab => t.eq(
+            "fstatfs f_type is EXT2_SUPER_MAGIC",
+            st.f_type,
+            EXT2_SUPER_MAGIC,
+        ),
+        Ok(st) => {
+            println!("t_ext2: the host's filesystem magic is {:#x}", st.f_type);
+            t.check("fstatfs answers on the host", st.f_type != 0);
+        }
+        Err(e) => t.check_why("fstatfs", false, e.0),
+    }
+    t.eq("stat size", stat_p(&name).map(|s| s.st_size), Ok(12));
+    t.eq(
+        "stat mode",
+        stat_p(&name).map(|s| s.st_mode),
+        Ok(S_IFREG | 0o600),
+    );
+    t.eq(
+        "O_CREAT|O_EXCL of an existing name: EEXIST",
+        errno_of(open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600)),
+        EEXIST,
+    );
+    t.eq("lseek SEEK_END", lseek(fd, 0, 2), Ok(12));
+    t.eq("lseek past the end", lseek(fd, 100, 0), Ok(100));
+    t.eq(
+        "SEEK_HOLE at the size: ENXIO",
+        errno_of(lseek(fd, 12, 4)),
+        ENXIO,
+    );
+    t.eq(
+        "SEEK_DATA past the size: ENXIO",
+        errno_of(lseek(fd, 13, 3)),
+        ENXIO,
+    );
+    // writev/readv through two buffers.
+    let (a, b) = (*b"abc", *b"defgh");
+    let iov = [[a.as_ptr() as usize, 3], [b.as_ptr() as usize, 5]];
+    let _ = lseek(fd, 12, 0);
+    t.eq(
+        "writev",
+        sys(20, &[fd as usize, iov.as_ptr() as usize, 2]),
+        Ok(8),
+    );
+    let (mut x, mut y) = ([0u8; 4], [0u8; 16]);
+    let iov = [[x.as_mut_ptr() as usize, 4], [y.as_mut_ptr() as usize, 16]];
+    let _ = lseek(fd, 10, 0);
+    t.eq(
+        "readv",
+        sys(19, &[fd as usize, iov.as_ptr() as usize, 2]),
+        Ok(10),
+    );
+    t.check("readv's bytes", &x == b"2\nab" && &y[..6] == b"cdefgh");
+    t.eq("close", close(fd), Ok(0));
+    // O_APPEND writes at the end whatever the position; O_TRUNC empties.
+    let fd = open_c(&name, O_WRONLY | O_APPEND, 0).unwrap_or(-1);
+    let _ = lseek(fd, 0, 0);
+    t.eq("O_APPEND write", write(fd, b"XY"), Ok(2));
+    let _ = close(fd);
+    let mut buf = [0u8; 4];
+    let fd = open_c(&name, O_RDONLY, 0).unwrap_or(-1);
+    t.eq(
+        "O_APPEND went to the end",
+        pread(fd, &mut buf[..2], 20),
+        Ok(2),
+    );
+    t.check("the appended bytes", &buf[..2] == b"XY");
+    let _ = close(fd);
+    let fd = open_c(&name, O_RDWR | O_TRUNC, 0).unwrap_or(-1);
+    t.eq(
+        "O_TRUNC empties the file",
+        fstat(fd).map(|s| s.st_size),
+        Ok(0),
+    );
+    let _ = close(fd);
+    t.eq("unlink", unlink(p(&name).c()), Ok(0));
+    t.eq("stat after unlink: ENOENT", errno_of(stat_p(&name)), ENOENT);
+}
+
+fn sparse_and_truncate(t: &mut Tester) {
+    let fd = open_c("sparse", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    t.eq("a byte at 1 MiB", pwrite(fd, b"Z", 1 << 20), Ok(1));
+    let st = fstat(fd).unwrap_or_default();
+    t.eq("sparse size", st.st_size, (1 << 20) + 1);
+    t.check_why(
+        "a sparse file holds few blocks",
+        st.st_blocks <= 64,
+        st.st_blocks,
+    );
+    let mut buf = vec![0xffu8; 8192];
+    t.eq("read inside the hole", pread(fd, &mut buf, 4096), Ok(8192));
+    t.check("the hole reads as zeroes", buf.iter().all(|&b| b == 0));
+    t.eq("ftruncate grows", ftruncate(fd, 3 << 20), Ok(0));
+    t.eq(
+        "size after growing",
+        fstat(fd).map(|s| s.st_size),
+        Ok(3 << 20),
+    );
+    t.eq(
+        "read in the grown part",
+        pread(fd, &mut buf[..16], 2 << 20),
+        Ok(16),
+    );
+    t.check(
+        "the grown part reads as zeroes",
+        buf[..16].iter().all(|&b| b == 0),
+    );
+    let _ = close(fd);
+    let _ = unlink(p("sparse").c());
+
+    let fd = open_c("dense", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    t.eq("256 KiB written", write(fd, &data), Ok(data.len()));
+    let before = fstat(fd).map(|s| s.st_blocks).unwrap_or(0);
+    t.check_why("256 KiB holds at least 512 sectors", before >= 512, before);
+    t.eq("ftruncate shrinks to 4 KiB", ftruncate(fd, 4096), Ok(0));
+    let after = fstat(fd).map(|s| s.st_blocks).unwrap_or(i64::MAX);
+    t.check_why(
+        "shrinking frees blocks",
+        after <= 16,
+        format!("{before} -> {after}"),
+    );
+    let mut back = vec![0u8; 8192];
+    t.eq(
+        "read after shrink is short",
+        pread(fd, &mut back, 0),
+        Ok(4096),
+    );
+    t.check("the kept bytes", back[..4096] == data[..4096]);
+    let _ = close(fd);
+    let _ = unlink(p("dense").c());
+}
+
+fn names(t: &mut Tester) {
+    t.eq("mkdir a", errno_of(mkdir("a", 0o755)), 0);
+    t.eq("mkdir b", errno_of(mkdir("b", 0o755)), 0);
+    t.eq(
+        "mkdir of an existing name: EEXIST",
+        errno_of(mkdir("a", 0o755)),
+        EEXIST,
+    );
+    let fd = open_c("a/f", O_CREAT | O_WRONLY, 0o644).unwrap_or(-1);
+    t.eq("write a/f", write(fd, b"moved"), Ok(5));
+    let _ = close(fd);
+    t.eq(
+        "rename across directories",
+        rename(p("a/f").c(), p("b/g").c()),
+        Ok(0),
+    );
+    t.eq("the old name is gone", errno_of(stat_p("a/f")), ENOENT);
+    let mut buf = [0u8; 8];
+    t.eq("read_file b/g", read_file(p("b/g").c(), &mut buf), Some(5));
+    t.check("the renamed file's bytes", &buf[..5] == b"moved");
+    t.check("getdents64 lists g in b", lists("b", "g"));
+    t.check("getdents64 no longer lists f in a", !lists("a", "f"));
+    t.eq(
+        "rmdir of a non-empty directory: ENOTEMPTY",
+        errno_of(rmdir(p("b").c())),
+        ENOTEMPTY,
+    );
+    t.eq(
+        "rmdir of a file: ENOTDIR",
+        errno_of(rmdir(p("b/g").c())),
+        ENOTDIR,
+    );
+    t.eq(
+        "unlink of a directory: EISDIR",
+        errno_of(unlink(p("a").c())),
+        EISDIR,
+    );
+    t.eq(
+        "open below a file: ENOTDIR",
+        errno_of(open_c("b/g/x", O_RDONLY, 0)),
+        ENOTDIR,
+    );
+    let long = "n".repeat(256);
+    t.eq(
+        "a 256-byte name: ENAMETOOLONG",
+        errno_of(open_c(&long, O_CREAT | O_WRONLY, 0o644)),
+        ENAMETOOLONG,
+    );
+    let ok255 = "m".repeat(255);
+    let fd = open_c(&ok255, O_CREAT | O_WRONLY, 0o644);
+    t.check("a 255-byte name is fine", fd.is_ok());
+    let _ = fd.map(close);
+    let _ = unlink(p(&ok255).c());
+    // Symbolic links: readlink, a path through a linked directory, a loop.
+    t.eq("symlink lb -> b", errno_of(symlink("b", "lb")), 0);
+    t.eq("readlink lb", readlink("lb"), Ok(String::from("b")));
+    t.eq(
+        "stat follows the link",
+        stat_p("lb").map(|s| s.st_mode & S_IFMT),
+        Ok(S_IFDIR),
+    );
+    t.eq(
+        "lstat gives the link itself",
+        lstat("lb").map(|s| s.st_mode & S_IFMT),
+        Ok(0o120000),
+    );
+    t.eq(
+        "lstat's size is the target's length",
+        lstat("lb").map(|s| s.st_size),
+        Ok(1),
+    );
+    t.eq(
+        "symlink dangling -> nowhere",
+        errno_of(symlink("nowhere", "dangling")),
+        0,
+    );
+    t.eq(
+        "stat of a dangling link: ENOENT",
+        errno_of(stat_p("dangling")),
+        ENOENT,
+    );
+    t.check("lstat of a dangling link", lstat("dangling").is_ok());
+    t.eq("unlink removes the link", unlink(p("dangling").c()), Ok(0));
+    t.eq(
+        "read through the linked directory",
+        read_file(p("lb/g").c(), &mut buf),
+        Some(5),
+    );
+    t.eq(
+        "symlink loop1 -> loop2",
+        errno_of(symlink("loop2", "loop1")),
+        0,
+    );
+    t.eq(
+        "symlink loop2 -> loop1",
+        errno_of(symlink("loop1", "loop2")),
+        0,
+    );
+    t.eq(
+        "open through a loop: ELOOP",
+        errno_of(open_c("loop1", O_RDONLY, 0)),
+        ELOOP,
+    );
+    t.eq("readlink of a file: EINVAL", errno_of(readlink("b/g")), 22);
+    for name in ["lb", "loop1", "loop2", "b/g"] {
+        let _ = unlink(p(name).c());
+    }
+    t.eq("rmdir a", rmdir(p("a").c()), Ok(0));
+    t.eq("rmdir b", rmdir(p("b").c()), Ok(0));
+}
+
+fn links(t: &mut Tester) {
+    let fd = open_c("l1", O_CREAT | O_WRONLY, 0o644).unwrap_or(-1);
+    let _ = close(fd);
+    t.eq(
+        "nlink of a new file",
+        stat_p("l1").map(|s| s.st_nlink),
+        Ok(1),
+    );
+    t.eq("link", link(p("l1").c(), p("l2").c()), Ok(0));
+    t.eq("nlink after link", stat_p("l1").map(|s| s.st_nlink), Ok(2));
+    t.eq(
+        "the same inode",
+        stat_p("l1").map(|s| s.st_ino),
+        stat_p("l2").map(|s| s.st_ino),
+    );
+    t.eq(
+        "link onto an existing name: EEXIST",
+        errno_of(link(p("l1").c(), p("l2").c())),
+        EEXIST,
+    );
+    t.eq("unlink l1", unlink(p("l1").c()), Ok(0));
+    t.eq(
+        "nlink after unlink",
+        stat_p("l2").map(|s| s.st_nlink),
+        Ok(1),
+    );
+    let _ = unlink(p("l2").c());
+    let before = stat_p(".").map(|s| s.st_nlink).unwrap_or(0);
+    let _ = mkdir("sub", 0o755);
+    t.eq(
+        "a new directory's nlink",
+        stat_p("sub").map(|s| s.st_nlink),
+        Ok(2),
+    );
+    t.eq(
+        "the parent's nlink grows by one",
+        stat_p(".").map(|s| s.st_nlink),
+        Ok(before + 1),
+    );
+    let _ = rmdir(p("sub").c());
+    t.eq(
+        "and falls back after rmdir",
+        stat_p(".").map(|s| s.st_nlink),
+        Ok(before),
+    );
+}
+
+fn attributes(t: &mut Tester) {
+    let fd = open_c("attr", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    let c = p("attr");
+    t.eq(
+        "chmod 0600",
+        sys(90, &[c.c().as_ptr() as usize, 0o600]),
+        Ok(0),
+    );
+    t.eq(
+        "mode after chmod",
+        fstat(fd).map(|s| s.st_mode),
+        Ok(S_IFREG | 0o600),
+    );
+    t.eq("fchmod 0640", sys(91, &[fd as usize, 0o640]), Ok(0));
+    t.eq(
+        "mode after fchmod",
+        stat_p("attr").map(|s| s.st_mode),
+        Ok(S_IFREG | 0o640),
+    );
+    let at_fdcwd = -100isize as usize;
+    t.eq(
+        "fchmodat 0444",
+        sys(268, &[at_fdcwd, c.c().as_ptr() as usize, 0o444]),
+        Ok(0),
+    );
+    t.eq(
+        "mode after fchmodat",
+        stat_p("attr").map(|s| s.st_mode),
+        Ok(S_IFREG | 0o444),
+    );
+    // utimensat: atime and mtime set to fixed seconds.
+    let times: [i64; 4] = [1_000_000, 0, 2_000_000, 0];
+    t.eq(
+        "utimensat",
+        sys(
+            280,
+            &[
+                at_fdcwd,
+                c.c().as_ptr() as usize,
+                times.as_ptr() as usize,
+                0,
+            ],
+        ),
+        Ok(0),
+    );
+    let st = stat_p("attr").unwrap_or_default();
+    t.eq(
+        "atime and mtime after utimensat",
+        (st.st_times[0], st.st_times[2]),
+        (1_000_000, 2_000_000),
+    );
+    let _ = close(fd);
+    let _ = unlink(c.c());
+}
+
+fn unlinked_open(t: &mut Tester) {
+    let fd = open_c("orphan", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    t.eq("write before unlink", write(fd, &[7u8; 10000]), Ok(10000));
+    t.eq("unlink while open", unlink(p("orphan").c()), Ok(0));
+    t.eq(
+        "nlink 0 through the descriptor",
+        fstat(fd).map(|s| s.st_nlink),
+        Ok(0),
+    );
+    t.eq("write after unlink", pwrite(fd, b"after", 10000), Ok(5));
+    let mut buf = vec![0u8; 10005];
+    t.eq("read after unlink", pread(fd, &mut buf, 0), Ok(10005));
+    t.check(
+        "the data live on",
+        buf[..10000].iter().all(|&b| b == 7) && &buf[10000..] == b"after",
+    );
+    t.eq("the name is gone", errno_of(stat_p("orphan")), ENOENT);
+    t.eq("the last close", close(fd), Ok(0));
+}
+
+fn syncs(t: &mut Tester) {
+    let fd = open_c("synced", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    let _ = write(fd, b"durable");
+    t.eq("fsync", sys(74, &[fd as usize]), Ok(0));
+    t.eq("fdatasync", sys(75, &[fd as usize]), Ok(0));
+    t.eq("syncfs", sys(306, &[fd as usize]), Ok(0));
+    t.eq("sync", sys(162, &[]), Ok(0));
+    let dfd = open_c(".", O_RDONLY | O_DIRECTORY, 0).unwrap_or(-1);
+    t.eq("fsync of a directory", sys(74, &[dfd as usize]), Ok(0));
+    let _ = close(dfd);
+    let _ = close(fd);
+    let _ = unlink(p("synced").c());
+}
+
+/// Fills the disk: the big write ends in ENOSPC (or a short count, then ENOSPC), a file
+/// written before reads back intact, and unlinking the big file gives the blocks back.
+fn full_disk(t: &mut Tester) {
+    let keep = open_c("keep", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    let pattern: Vec<u8> = (0..20000).map(|i| (i * 7 % 256) as u8).collect();
+    let _ = write(keep, &pattern);
+    let free_before = fstatfs(keep).map(|s| s.f_bfree).unwrap_or(0);
+    let big = open_c("big", O_CREAT | O_WRONLY, 0o644).unwrap_or(-1);
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut result = Ok(0);
+    for _ in 0..4096 {
+        result = write(big, &chunk);
+        match result {
+            Ok(n) if n == chunk.len() => continue,
+            _ => break,
+        }
+    }
+    // A short write is followed by ENOSPC on the next one.
+    if let Ok(n) = result {
+        if n < chunk.len() {
+            result = write(big, &chunk);
+        }
+    }
+    t.eq("a big write ends in ENOSPC", errno_of(result), ENOSPC);
+    t.eq(
+        "statfs f_bavail 0 when full",
+        fstatfs(big).map(|s| s.f_bavail),
+        Ok(0),
+    );
+    let mut back = vec![0u8; 20000];
+    t.eq(
+        "the existing file reads back",
+        pread(keep, &mut back, 0),
+        Ok(20000),
+    );
+    t.check("the existing file is intact", back == pattern);
+    let _ = close(big);
+    t.eq("unlink the big file", unlink(p("big").c()), Ok(0));
+    let free_after = fstatfs(keep).map(|s| s.f_bfree).unwrap_or(0);
+    t.eq("the blocks come back", free_after, free_before);
+    let _ = close(keep);
+    let _ = unlink(p("keep").c());
+}
