@@ -56,7 +56,7 @@ impl AddressSpace {
             // Parent PTEs lost write permission: no CPU may keep writing through an old entry.
             let mut flush = TlbFlush::none(self.root);
             flush.add_all();
-            flush.flush(mm.arch());
+            flush.flush(mm.arch(), &self.shared);
         }
         self.write_protect_end();
         mark(ForkFlush);
