@@ -295,8 +295,9 @@ impl HostArch {
     /// Copies bytes of physical memory (the CPU's data accesses after translation).
     pub(crate) fn copy_out(&self, pa: PhysAddr, buf: &mut [u8]) {
         self.check_bytes(pa, buf.len());
-        // SAFETY: in bounds (checked); user pages are never Rust objects, and the emulated CPU
-        // runs on the thread that drives the memory manager, so nothing writes them meanwhile.
+        // SAFETY: in bounds (checked); user pages are never Rust objects. Emulated CPUs on other
+        // threads (the SMP tests) may copy the same user page at once, as a device's DMA and a
+        // CPU store overlap on hardware: the bytes may tear, nothing else is affected.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 self.mem.as_ptr().add(pa.as_u64() as usize),

@@ -200,18 +200,20 @@ fn reused_frames_are_not_reached_through_old_entries() {
     env.finish(alloc::vec![s]);
 }
 
-/// A shootdown to a CPU with interrupts off (GUP-fast's walk) returns only after that CPU
-/// enables them: the page tables it walks cannot be freed under it.
-#[test]
-fn shootdown_waits_for_a_cpu_with_interrupts_off() {
+/// Munmap on CPU 0 while CPU 1 sits with interrupts off (as in a GUP-fast walk) for 100 ms;
+/// returns whether munmap returned only after CPU 1 enabled them.
+fn munmap_waited_for_irqs_off_cpu1(lose: bool) -> bool {
     let env = Env::new();
     let mut s = env.space();
     let va = env.map(&mut s, 0, 1, Prot::RW);
     env.write(&mut s, va, 1).unwrap();
     s.mm_cpumask_set(1);
+    env.mm
+        .arch()
+        .lose_shootdowns_to(if lose { CPU1 } else { 0 });
     let irqs_off = AtomicBool::new(false);
     let restored = AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let waited = std::thread::scope(|scope| {
         scope.spawn(|| {
             on_cpu(1, || {
                 let arch = env.mm.arch();
@@ -226,10 +228,25 @@ fn shootdown_waits_for_a_cpu_with_interrupts_off() {
             std::thread::yield_now();
         }
         s.munmap(&env.mm, va, PAGE as usize).unwrap();
-        assert!(
-            restored.load(Ordering::SeqCst),
-            "munmap returned (and freed) while CPU 1 still had interrupts off"
-        );
+        restored.load(Ordering::SeqCst)
     });
+    env.mm.arch().lose_shootdowns_to(0);
     env.finish(alloc::vec![s]);
+    waited
+}
+
+/// A shootdown to a CPU with interrupts off (GUP-fast's walk) returns only after that CPU
+/// enables them: the page tables it walks cannot be freed under it.
+#[test]
+fn shootdown_waits_for_a_cpu_with_interrupts_off() {
+    assert!(
+        munmap_waited_for_irqs_off_cpu1(false),
+        "munmap returned (and freed) while CPU 1 still had interrupts off"
+    );
+}
+
+/// The detector: without the IPI to CPU 1, munmap frees while CPU 1 is still in its walk.
+#[test]
+fn lost_shootdown_does_not_wait_for_a_cpu_with_interrupts_off() {
+    assert!(!munmap_waited_for_irqs_off_cpu1(true));
 }
