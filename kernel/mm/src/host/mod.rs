@@ -205,6 +205,13 @@ impl HostArch {
         self.lost_shootdowns.store(cpus, Ordering::SeqCst);
     }
 
+    /// The current CPU loads another root into CR3: without PCIDs that drops every cached
+    /// translation of `old` (what makes clearing its `mm_cpumask` bit afterwards safe).
+    pub fn load_other_root(&self, old: PhysAddr) {
+        let _instruction = self.instruction();
+        self.tlb().flush_all(old);
+    }
+
     /// Shootdown IPIs delivered to other CPUs so far.
     pub fn ipis(&self) -> u64 {
         self.ipis.load(Ordering::Relaxed)

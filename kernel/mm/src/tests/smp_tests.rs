@@ -30,6 +30,32 @@ fn access_on_cpu1_sets_its_cpumask_bit_and_fills_its_tlb() {
     env.finish(alloc::vec![s]);
 }
 
+/// A CPU that switched to another address space and cleared its bit gets no IPI (the point
+/// of the mask), and nothing stale is left on it.
+#[test]
+fn cpu_that_left_the_space_is_not_interrupted() {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 2, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    on_cpu(1, || {
+        assert_eq!(env.read(&mut s, va), Ok(1));
+        env.mm.arch().load_other_root(s.root());
+        s.mm_cpumask_clear(1);
+    });
+    let ipis = env.mm.arch().ipis();
+    s.munmap(&env.mm, va, PAGE as usize).unwrap();
+    s.mprotect(&env.mm, va + PAGE, PAGE as usize, Prot::READ)
+        .unwrap();
+    assert_eq!(
+        env.mm.arch().ipis(),
+        ipis,
+        "an IPI to a CPU outside mm_cpumask"
+    );
+    env.check(&[&s]);
+    env.finish(alloc::vec![s]);
+}
+
 #[test]
 fn munmap_on_cpu0_shoots_down_cpu1() {
     let env = Env::new();
