@@ -14,6 +14,7 @@ use std::vec::Vec;
 
 use super::{Env, BASE, PAGE};
 use crate::addr::VirtAddr;
+use crate::era::Era;
 use crate::foll::FollFlags;
 use crate::gup::{get_user_pages_fast_only, pin_user_pages_fast_only, unpin_user_pages};
 use crate::host::cpu::{user_read, user_write};
@@ -102,7 +103,21 @@ fn reader(
 
 #[test]
 fn gup_fast_races_fork_munmap_and_mprotect_on_other_cpus() {
+    stress(Era::Y2023, ROUNDS);
+}
+
+/// The same in every era: pins as plain references (2009, 2016), fork copying pinned pages
+/// (2020 on), unsharing read-only pins (2022 on) race the same writers.
+#[test]
+fn gup_fast_races_the_writers_in_every_era() {
+    for era in Era::ALL {
+        stress(era, ROUNDS / 4);
+    }
+}
+
+fn stress(era: Era, rounds: u64) {
     let env = Env::with_frames(2048);
+    env.mm.set_era(era);
     let mut s = env.space();
     let shared = s.shared().clone();
     let gen = AtomicU64::new(0);
@@ -123,7 +138,7 @@ fn gup_fast_races_fork_munmap_and_mprotect_on_other_cpus() {
                 })
             })
             .collect();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             let g = gen.fetch_add(1, SeqCst) + 1;
             assert_eq!(g % 2, 1);
             s.munmap(&env.mm, va, len).unwrap();
