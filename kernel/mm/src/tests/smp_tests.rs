@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{Env, PAGE};
 use crate::error::{FaultError, SegvReason};
+use crate::frame::FrameFlags;
 use crate::host::on_cpu;
 use crate::vma::Prot;
 
@@ -275,4 +276,61 @@ fn shootdown_waits_for_a_cpu_with_interrupts_off() {
 #[test]
 fn lost_shootdown_does_not_wait_for_a_cpu_with_interrupts_off() {
     assert!(!munmap_waited_for_irqs_off_cpu1(true));
+}
+
+/// CPU 1 sits with interrupts off (a GUP-fast walk) while CPU 0 unmaps the only page of a page
+/// table. Returns (the table stayed a table for CPU 1's whole section, it was freed after).
+fn pt_survives_walk_on_cpu1(lose: bool) -> (bool, bool) {
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    env.write(&mut s, va, 1).unwrap();
+    let pt = crate::pagetable::PageTable::new(&env.mm, s.root())
+        .walk_pt(va)
+        .expect("the page's PT");
+    let is_table = || env.flags(pt).contains(FrameFlags::PAGETABLE);
+    s.mm_cpumask_set(1);
+    env.mm
+        .arch()
+        .lose_shootdowns_to(if lose { CPU1 } else { 0 });
+    let irqs_off = AtomicBool::new(false);
+    let survived = std::thread::scope(|scope| {
+        let walker = scope.spawn(|| {
+            on_cpu(1, || {
+                let arch = env.mm.arch();
+                let irq = crate::arch::Arch::irq_save(arch);
+                irqs_off.store(true, Ordering::SeqCst);
+                let until = std::time::Instant::now() + Duration::from_millis(100);
+                let mut survived = true;
+                while std::time::Instant::now() < until {
+                    survived &= is_table();
+                    std::thread::yield_now();
+                }
+                crate::arch::Arch::irq_restore(arch, irq);
+                survived
+            })
+        });
+        while !irqs_off.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        s.munmap(&env.mm, va, PAGE as usize).unwrap();
+        walker.join().unwrap()
+    });
+    let freed = !is_table();
+    env.mm.arch().lose_shootdowns_to(0);
+    env.finish(alloc::vec![s]);
+    (survived, freed)
+}
+
+/// Page-table pages emptied by munmap are freed only after the shootdown, which waits for a
+/// CPU walking with interrupts off: the walk never sees its table freed.
+#[test]
+fn page_tables_freed_by_munmap_outlive_a_walk_on_another_cpu() {
+    assert_eq!(pt_survives_walk_on_cpu1(false), (true, true));
+}
+
+/// The detector: with the IPI lost the table is freed during the walk.
+#[test]
+fn lost_shootdown_frees_a_page_table_under_a_walk() {
+    assert_eq!(pt_survives_walk_on_cpu1(true), (false, true));
 }
