@@ -7,6 +7,8 @@
 //! not parse are kept and reported once logging is up, never silently dropped.
 #![deny(unsafe_code)]
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use cowlab_mm::Era;
 use spin::Once;
 
@@ -55,14 +57,82 @@ pub struct Cmdline {
 }
 
 impl Cmdline {
-    /// The program and arguments after `--`, split at whitespace.
-    pub fn init_args(&self) -> impl Iterator<Item = &'static str> {
-        self.init.into_iter().flat_map(str::split_whitespace)
+    /// The program and arguments after `--` ([`split_init_args`]).
+    pub fn init_args(&self) -> Vec<String> {
+        self.init.map(split_init_args).unwrap_or_default()
     }
 
     /// Tokens that were not understood (unknown, or with a bad value).
     pub fn bad_tokens(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.bad_tokens.iter().flatten().copied()
+    }
+}
+
+/// Splits what follows `--` into arguments: at unquoted whitespace, with `"..."` quoting (so
+/// an argument may hold spaces or be empty, `""`) and `\\` escaping the next character (a
+/// literal `"` or `\\`). Linux's own kernel command line quotes the same way (`next_arg`) but has
+/// no escape; `cargo xtask qemu -- PROG ARGS` quotes every argument that needs it
+/// (xtask `quote_init_arg`). A quote left open runs to the end of the line.
+pub fn split_init_args(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut current = String::new();
+    // An argument exists once anything, even an empty pair of quotes, was seen.
+    let mut started = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                started = true;
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            '"' => {
+                started = true;
+                quoted = !quoted;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    args.push(core::mem::take(&mut current));
+                    started = false;
+                }
+            }
+            c => {
+                started = true;
+                current.push(c);
+            }
+        }
+    }
+    if started {
+        args.push(current);
+    }
+    args
+}
+
+/// Warns about an option token that was not understood: names it and, for the tokens whose
+/// values are a fixed set, the known values and the default used instead. Runs before the heap
+/// exists (the log level comes from this line), so nothing here allocates.
+fn warn_bad_token(token: &str) {
+    match token.split_once('=') {
+        Some(("era", value)) => {
+            warn!("command line: unknown era \"{value}\" (known:{KnownEras}): using 2023")
+        }
+        Some(("loglevel", value)) => warn!(
+            "command line: unknown loglevel \"{value}\" (known: error warn info debug trace): using info"
+        ),
+        _ => warn!("command line: ignoring unknown or malformed token \"{token}\""),
+    }
+}
+
+/// The years `era=` accepts, each after a space ([`Era::ALL`]), formatted without a heap.
+struct KnownEras;
+
+impl core::fmt::Display for KnownEras {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        Era::ALL
+            .iter()
+            .try_for_each(|era| write!(f, " {}", era.year()))
     }
 }
 
@@ -178,7 +248,7 @@ pub fn report_problems() {
         warn!("command line longer than {MAX_LEN} bytes: truncated");
     }
     for token in cmdline.bad_tokens() {
-        warn!("command line: ignoring unknown or malformed token \"{token}\"");
+        warn_bad_token(token);
     }
 }
 

@@ -108,10 +108,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         ktest::run(selection);
     }
 
-    let argv: alloc::vec::Vec<alloc::string::String> = core::iter::once("init")
-        .chain(cmdline.init_args())
-        .map(alloc::string::String::from)
-        .collect();
+    let argv: alloc::vec::Vec<alloc::string::String> =
+        core::iter::once(alloc::string::String::from("init"))
+            .chain(cmdline.init_args())
+            .collect();
     if let Err(errno) = proc::exec::spawn_init("init", &argv) {
         error!("cannot start init: {errno:?}");
         qemu::exit(qemu::ExitStatus::Panic)

@@ -50,7 +50,7 @@ pub struct QemuArgs {
     #[arg(long)]
     pub persist: bool,
     /// The program `init` runs, with its arguments (passed on the kernel command line after
-    /// `--`).
+    /// `--`, quoted where they hold spaces or quotes or are empty).
     #[arg(last = true, value_name = "PROGRAM ARGS")]
     pub program: Vec<String>,
 }
@@ -192,20 +192,56 @@ impl std::fmt::Display for QemuExit {
     }
 }
 
-/// The kernel command line: `tokens`, then `-- PROGRAM ARGS` if a program is given.
+/// The kernel command line: `tokens`, then `-- PROGRAM ARGS` if a program is given, each
+/// argument quoted as the kernel's `cmdline::split_init_args` reads it back ([`quote_init_arg`]),
+/// so arguments may hold spaces, quotes or any UTF-8, or be empty. A `loglevel=` token with a
+/// value the kernel does not know is refused here, before QEMU starts.
 pub fn compose_cmdline(tokens: Option<&str>, program: &[String]) -> Result<String> {
-    let mut parts: Vec<&str> = tokens.into_iter().flat_map(str::split_whitespace).collect();
-    if !program.is_empty() {
-        if let Some(bad) = program
-            .iter()
-            .find(|a| a.is_empty() || a.contains(char::is_whitespace))
-        {
-            bail!("program argument {bad:?}: the kernel command line splits at spaces, so arguments can be neither empty nor contain whitespace");
+    let mut parts: Vec<String> = Vec::new();
+    for token in tokens.into_iter().flat_map(str::split_whitespace) {
+        if let Some(level) = token.strip_prefix("loglevel=") {
+            if !LOGLEVELS.contains(&level) {
+                bail!(
+                    "--cmdline {token}: unknown log level {level:?} (known: {})",
+                    LOGLEVELS.join(", ")
+                );
+            }
         }
-        parts.push("--");
-        parts.extend(program.iter().map(String::as_str));
+        parts.push(token.to_owned());
+    }
+    if !program.is_empty() {
+        if let Some(bad) = program.iter().find(|a| a.contains('\0')) {
+            bail!("program argument {bad:?}: an argument cannot contain a NUL byte");
+        }
+        parts.push("--".to_owned());
+        parts.extend(program.iter().map(|a| quote_init_arg(a)));
     }
     Ok(parts.join(" "))
+}
+
+/// The kernel's log levels (`loglevel=`, kernel/src/log.rs `Level::from_cmdline`).
+pub const LOGLEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// One program argument for the kernel command line: as is when it has no whitespace, quote or
+/// backslash and is not empty, else in double quotes with `"` and `\` escaped by a backslash.
+pub fn quote_init_arg(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && !arg
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\\');
+    if plain {
+        return arg.to_owned();
+    }
+    let mut quoted = String::with_capacity(arg.len() + 2);
+    quoted.push('"');
+    for c in arg.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// Fails early and clearly when `--kvm` cannot work here.
@@ -660,7 +696,14 @@ mod tests {
             compose_cmdline(Some("ktest"), &program).unwrap(),
             "ktest -- sh -c x"
         );
-        assert!(compose_cmdline(None, &["a b".to_owned()]).is_err());
+        let odd = ["a b", "", "q\"uo\\te", "gr\u{fc}n"].map(str::to_owned);
+        assert_eq!(
+            compose_cmdline(None, &odd).unwrap(),
+            r#"-- "a b" "" "q\"uo\\te" grün"#
+        );
+        assert!(compose_cmdline(None, &["a\0b".to_owned()]).is_err());
+        assert!(compose_cmdline(Some("loglevel=loud"), &[]).is_err());
+        assert!(compose_cmdline(Some("loglevel=trace"), &[]).is_ok());
     }
 
     #[test]

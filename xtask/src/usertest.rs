@@ -155,7 +155,14 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "kheap=8 -- t_kheap exhaust",
     ),
     ("t_hung", "t_hung hung_task=1", "hung_task=1 -- t_hung"),
+    // abi2: arguments with spaces, quotes, non-ASCII text, or empty, quoted on the command line
+    // as `compose_cmdline` quotes them (checked by its test).
+    ("t_abi2_args", "t_abi2_args quoted", T_ABI2_ARGS_LINE),
 ];
+
+/// The command line `cargo xtask qemu -- t_abi2_args ARGS` makes for `t_abi2_args`'s EXPECTED.
+const T_ABI2_ARGS_LINE: &str =
+    r#"-- t_abi2_args sh -c "ls | wc -l" "" "two  spaces" "q\"uo'te\\" "grüße ☃" """#;
 
 /// Console text a boot (by label) must show besides its program's checks: the watchdog's
 /// report is printed by the kernel, which the program cannot see.
@@ -206,6 +213,26 @@ pub fn test_programs(names: impl Iterator<Item = (String, PathBuf)>) -> Vec<(Str
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn t_abi2_args_line_is_what_compose_cmdline_makes() {
+        let args = [
+            "t_abi2_args",
+            "sh",
+            "-c",
+            "ls | wc -l",
+            "",
+            "two  spaces",
+            "q\"uo'te\\",
+            "gr\u{fc}\u{df}e \u{2603}",
+            "",
+        ]
+        .map(str::to_owned);
+        assert_eq!(
+            crate::qemu::compose_cmdline(None, &args).unwrap(),
+            super::T_ABI2_ARGS_LINE
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -86,11 +86,10 @@ pub fn cmdline_parser() -> TestResult {
         "init program parsed as {:?}",
         full.init
     );
-    let mut args = full.init_args();
     ensure!(
-        (args.next(), args.next(), args.next(), args.next())
-            == (Some("/init"), Some("-v"), Some("x"), None),
-        "init arguments split wrongly"
+        full.init_args() == ["/init", "-v", "x"],
+        "init arguments split wrongly: {:?}",
+        full.init_args()
     );
     ensure!(
         full.bad_tokens().count() == 0,
@@ -111,5 +110,32 @@ pub fn cmdline_parser() -> TestResult {
         bad.init == Some("era=2009"),
         "tokens after -- belong to init"
     );
+    Ok(())
+}
+
+/// `cargo xtask qemu -- PROG ARGS` quotes arguments with spaces, empty ones, quotes and
+/// backslashes; the kernel splits them back ([`cmdline::split_init_args`]).
+pub fn cmdline_init_args_quoted() -> TestResult {
+    let cases: [(&str, &[&str]); 9] = [
+        ("", &[]),
+        ("  a  b ", &["a", "b"]),
+        (r#"sh -c "ls | wc -l""#, &["sh", "-c", "ls | wc -l"]),
+        (r#"echo "" x """#, &["echo", "", "x", ""]),
+        (r#"a\"b "c\\d" \ "#, &["a\"b", "c\\d", " "]),
+        (r#"pre"mid dle"post"#, &["premid dlepost"]),
+        (
+            "\"gr\u{fc}\u{df}e \u{2603}\"",
+            &["gr\u{fc}\u{df}e \u{2603}"],
+        ),
+        (r#""open quote"#, &["open quote"]),
+        ("tab\t\"in\tside\"", &["tab", "in\tside"]),
+    ];
+    for (line, want) in cases {
+        let got = cmdline::split_init_args(line);
+        ensure!(
+            got == want,
+            "split_init_args({line:?}) gave {got:?}, want {want:?}"
+        );
+    }
     Ok(())
 }

@@ -22,6 +22,7 @@ macro_rules! test {
 pub static TESTS: &[KernelTest] = &[
     test!(cmdline::cmdline_parsed_from_fw_cfg),
     test!(cmdline::cmdline_parser),
+    test!(cmdline::cmdline_init_args_quoted),
     test!(heap::heap_alloc_and_free),
     test!(heap::heap_exhaustion_fails_without_panic),
     test!(heap::heap_reserve_outlives_user_allocations),
