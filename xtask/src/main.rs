@@ -10,15 +10,18 @@ mod build;
 mod deps;
 mod disk;
 mod elf;
+mod era;
 mod fstest;
 mod fuzz;
 mod image;
 mod ktest;
+mod lab;
 mod libtest;
 mod qemu;
 mod rootfs;
 mod symbolize;
 mod test;
+mod testname;
 mod usertest;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +57,11 @@ enum Command {
     /// Fuzz the system calls with coverage feedback on a kcov kernel: `--seed S --calls N` or
     /// `--time SECS`, `--no-feedback`, `--replay FILE` (docs/fuzzing.md).
     Fuzz(fuzz::FuzzArgs),
+    /// Course labs: `lab list`, `lab start NAME [DIR]` (a student tree with the lab's functions
+    /// stubbed), `lab check` (every lab fails stubbed and gets full marks on this tree).
+    Lab(lab::LabArgs),
+    /// Run one lab's tests in a tree (default: this one) and print the score table.
+    Grade(lab::GradeArgs),
 }
 
 /// What to build: shared by `qemu`, `test` and `image`.
@@ -89,6 +97,8 @@ fn main() -> ExitCode {
         Command::Image(args) => image_command(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Lab(args) => lab::run(&args),
+        Command::Grade(args) => lab::grade_command(&args),
     };
     match result {
         Ok(code) => code,

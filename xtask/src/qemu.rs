@@ -45,6 +45,10 @@ pub struct QemuArgs {
     /// Raw kernel command-line tokens, space separated (e.g. "era=2009 loglevel=debug").
     #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
+    /// Boot under this historical rule set (SEMANTICS.md section 9): 2009, 2016, 2020, 2022 or
+    /// 2023 (the default). Adds `era=YEAR` to the kernel command line.
+    #[arg(long, value_name = "YEAR", value_parser = crate::era::parse)]
+    pub era: Option<u32>,
     /// Attach the root filesystem image (`target/cowlab-root.img`, see `rootfs`) writable and
     /// keep it between runs, instead of a fresh image in snapshot mode.
     #[arg(long)]
@@ -218,7 +222,8 @@ pub fn check_kvm() -> Result<()> {
 
 /// `cargo xtask qemu`.
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
-    let cmdline = compose_cmdline(args.cmdline.as_deref(), &args.program)?;
+    let tokens = crate::era::with_token(args.era, args.cmdline.as_deref().unwrap_or(""));
+    let cmdline = compose_cmdline(Some(&tokens), &args.program)?;
     let accel = if args.kvm {
         check_kvm()?;
         Accel::Kvm
