@@ -11,6 +11,7 @@ mod deps;
 mod disk;
 mod elf;
 mod era;
+mod eras;
 mod fstest;
 mod fuzz;
 mod image;
@@ -57,6 +58,9 @@ enum Command {
     /// Fuzz the system calls with coverage feedback on a kcov kernel: `--seed S --calls N` or
     /// `--time SECS`, `--no-feedback`, `--replay FILE` (docs/fuzzing.md).
     Fuzz(fuzz::FuzzArgs),
+    /// Boot a TAP test program under every era (2009..2023), print the pass/fail matrix of its
+    /// cases and write it as Markdown (docs/eras/PROGRAM.md).
+    Eras(eras::ErasArgs),
     /// Course labs: `lab list`, `lab start NAME [DIR]` (a student tree with the lab's functions
     /// stubbed), `lab check` (every lab fails stubbed and gets full marks on this tree).
     Lab(lab::LabArgs),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image_command(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Eras(args) => eras::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Grade(args) => lab::grade_command(&args),
     };

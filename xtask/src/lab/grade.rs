@@ -217,7 +217,12 @@ fn console(
     if let Some(text) = consoles.get(&key) {
         return Ok(text.clone());
     }
-    let log = logs.join(format!("{program}-qemu.log"));
+    let which = if Some(dir) == workspace_root().canonicalize().ok().as_deref() {
+        "this-tree"
+    } else {
+        "other-tree"
+    };
+    let log = logs.join(format!("{program}-qemu-{which}.log"));
     eprintln!(
         "grade: building and booting `{program}` in QEMU from {} (log: {}) ...",
         dir.display(),
