@@ -14,6 +14,7 @@ mod era;
 mod eras;
 mod fstest;
 mod fuzz;
+mod gdb;
 mod image;
 mod ktest;
 mod lab;
@@ -61,6 +62,9 @@ enum Command {
     /// Boot a TAP test program under every era (2009..2023), print the pass/fail matrix of its
     /// cases and write it as Markdown (docs/eras/PROGRAM.md).
     Eras(eras::ErasArgs),
+    /// Boot cowlab stopped in QEMU and attach gdb with the kernel's symbols and
+    /// tools/gdb/cowlab.py (cowlab-ps, cowlab-vmas, cowlab-pte, cowlab-frame, pretty-printers).
+    Gdb(gdb::GdbArgs),
     /// Course labs: `lab list`, `lab start NAME [DIR]` (a student tree with the lab's functions
     /// stubbed), `lab check` (every lab fails stubbed and gets full marks on this tree).
     Lab(lab::LabArgs),
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Eras(args) => eras::run(&args),
+        Command::Gdb(args) => gdb::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Grade(args) => lab::grade_command(&args),
     };

@@ -163,6 +163,11 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 if wants(Tier::Harness) {
                     section("harness self-tests");
                     harness(&mut boot, args, &logs, &mut tally)?;
+                    let name = "harness: tools/gdb/cowlab.py at a breakpoint: cowlab-ps, cowlab-vmas, cowlab-pte";
+                    match crate::gdb::selftest() {
+                        Ok(()) => tally.pass(name),
+                        Err(error) => tally.fail(name, &format!("{error:#}")),
+                    }
                     section(
                         "course labs: each stubbed tree fails its grade, this tree gets full marks",
                     );
