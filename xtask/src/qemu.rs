@@ -26,13 +26,12 @@ pub struct QemuArgs {
     /// Boot through UEFI (OVMF; Debian package `ovmf`) instead of BIOS.
     #[arg(long)]
     pub uefi: bool,
-    /// Use KVM (`-accel kvm -cpu host`) instead of TCG. Opt-in: KVM does not work on cowlab's
-    /// development and CI machines.
+    /// Use KVM (`-accel kvm -cpu host`) instead of TCG: faster, where /dev/kvm exists and
+    /// works (the tests and the benchmark assume TCG).
     #[arg(long)]
     pub kvm: bool,
     /// Deterministic TCG (`-icount shift=0,sleep=off`, a virtual RTC): the guest TSC counts
-    /// retired instructions, the configuration of `shared/perf/LINUX-BASELINE.md` and of
-    /// `cargo xtask bench`.
+    /// retired instructions, as under `cargo xtask bench`.
     #[arg(long, conflicts_with = "kvm")]
     pub icount: bool,
     /// Start QEMU stopped with a gdb server on :1234 (`-s -S`) and print the gdb command to
@@ -238,6 +237,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     } else {
         (Firmware::Bios, None)
     };
+    eprintln!("xtask: building the kernel, the programs and the disk image (a first build compiles the bootloader too: several minutes)");
     let built = image::build_all(&args.build, firmware)?;
     let machine = Machine {
         image: built.image,

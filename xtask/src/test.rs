@@ -36,8 +36,7 @@ pub struct TestArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
     /// Timeout for the `selftest_hang` harness test, in seconds. The silence it measures starts
-    /// when QEMU does, so it includes the boot (2-3 s alone, 10 s and more on a loaded 2-core
-    /// machine, where 10 s here failed the self-test now and then).
+    /// when QEMU does, so it includes the boot (seconds, more on a loaded machine).
     #[arg(long, value_name = "SECS", default_value_t = 20)]
     pub hang_timeout: u64,
     /// Run only these tiers (repeatable; default: all).

@@ -35,8 +35,8 @@ pub struct BenchArgs {
     /// TSC cycles rather than guest instructions).
     #[arg(long)]
     pub host: bool,
-    /// Use KVM instead of deterministic TCG (real cycles; numbers vary between runs). Opt-in:
-    /// KVM does not work on cowlab's development and CI machines.
+    /// Use KVM instead of deterministic TCG (real cycles; numbers vary between runs), where
+    /// /dev/kvm exists and works.
     #[arg(long)]
     pub kvm: bool,
     /// After the measured runs, boot once more with a kernel built with the `faultstat` feature
