@@ -250,7 +250,8 @@ class AddrPrinter:
         self.value = value
 
     def to_string(self):
-        return "%s(%#x)" % (str(self.value.type).split("::")[-1], integer(self.value))
+        t = self.value.type.strip_typedefs()
+        return "%s(%#x)" % ((t.tag or str(t)).split("::")[-1], integer(self.value))
 
 
 class FrameMetaPrinter:
@@ -266,7 +267,9 @@ class FrameMetaPrinter:
 
 
 def lookup_printer(value):
-    name = str(value.type.strip_typedefs())
+    t = value.type.strip_typedefs()
+    # The tag, not str(): with no frame selected gdb may speak C and print "struct NAME".
+    name = t.tag or t.name or str(t)
     if name.endswith("::Pte") and "pagetable" in name:
         return PtePrinter(value)
     if name in ("cowlab_mm::addr::VirtAddr", "cowlab_mm::addr::PhysAddr"):

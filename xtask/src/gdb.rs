@@ -163,6 +163,15 @@ pub fn selftest() -> Result<()> {
         ("cowlab-vmas: the text VMA", "0x000000403000-"),
         ("cowlab-pte: a present leaf PTE", "PT  ["),
         ("cowlab-pte: the frame's metadata", "FrameMeta(refcount="),
+        ("the VirtAddr printer", "printer: VirtAddr(0x400000)"),
+        (
+            "the Pte printer",
+            "printer: Pte(0x8000000006670265 frame=0x6670000 P|U|A|D|SOFTDIRTY|NX)",
+        ),
+        (
+            "the FrameMeta printer",
+            "printer: FrameMeta(refcount=2 mapcount=1 pincount=1 flags=ANON|ANON_EXCLUSIVE)",
+        ),
     ];
     for (what, needle) in expected {
         if !text.contains(needle) {
