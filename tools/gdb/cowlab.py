@@ -6,6 +6,7 @@
 #   cowlab-vmas PID           the VMAs of a task's address space
 #   cowlab-pte PID ADDR       the page-table walk of ADDR in a task's address space
 #   cowlab-frame PFN          a frame's metadata (refcount, mapcount, pincount, flags)
+#   cowlab-break NAME         breakpoints on every instance of a (generic) function by short name
 # The kernel's layouts are read from its debug info, so the script follows field renames that
 # keep the names below; what it cannot find it reports instead of guessing.
 
@@ -367,9 +368,45 @@ class CowlabFrame(gdb.Command):
         print(frame_meta(int(gdb.parse_and_eval(arg))))
 
 
+class CowlabBreak(gdb.Command):
+    """cowlab-break NAME: a breakpoint on every instance of the function NAME, generic or not
+    (`do_wp_page` matches cowlab_mm::wp::do_wp_page<kernel::vm::KernelArch>)."""
+
+    def __init__(self):
+        super().__init__("cowlab-break", gdb.COMMAND_BREAKPOINTS)
+
+    def invoke(self, arg, from_tty):
+        name = arg.strip()
+        if not name:
+            raise gdb.GdbError("usage: cowlab-break NAME")
+        listing = gdb.execute("info functions -q ::%s" % name, to_string=True)
+        found = []
+        for line in listing.splitlines():
+            # "51:\tstatic fn cowlab_mm::wp::do_wp_page<...>(...);" or, without line
+            # information, "0x...  cowlab_mm::...": the symbol runs up to the argument list.
+            text = line.split("\t")[-1].strip()
+            for prefix in ("static fn ", "fn "):
+                if text.startswith(prefix):
+                    text = text[len(prefix):]
+                    break
+            else:
+                if not text.startswith("0x"):
+                    continue
+                text = text.split(None, 1)[-1]
+            symbol = text.split("(")[0].strip()
+            if symbol.split("<")[0].split("::")[-1] == name and symbol not in found:
+                found.append(symbol)
+        if not found:
+            raise gdb.GdbError("no function named %s" % name)
+        for symbol in found:
+            gdb.Breakpoint(symbol, internal=False)
+        print("cowlab-break: %d breakpoint(s) on %s" % (len(found), name))
+
+
 gdb.pretty_printers.append(lookup_printer)
+CowlabBreak()
 CowlabPs()
 CowlabVmas()
 CowlabPte()
 CowlabFrame()
-print("cowlab: commands cowlab-ps, cowlab-vmas PID, cowlab-pte PID ADDR, cowlab-frame PFN")
+print("cowlab: commands cowlab-ps, cowlab-vmas PID, cowlab-pte PID ADDR, cowlab-frame PFN, cowlab-break NAME")

@@ -8,6 +8,7 @@ delete
 cowlab-ps
 cowlab-vmas 1
 cowlab-pte 1 0x400000
+cowlab-break do_wp_page
 # The pretty-printers, on values built from known bits.
 python
 import struct

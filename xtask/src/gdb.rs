@@ -163,6 +163,10 @@ pub fn selftest() -> Result<()> {
         ("cowlab-vmas: the text VMA", "0x000000403000-"),
         ("cowlab-pte: a present leaf PTE", "PT  ["),
         ("cowlab-pte: the frame's metadata", "FrameMeta(refcount="),
+        (
+            "cowlab-break on a generic function by short name",
+            "cowlab-break: 1 breakpoint(s) on do_wp_page",
+        ),
         ("the VirtAddr printer", "printer: VirtAddr(0x400000)"),
         (
             "the Pte printer",
