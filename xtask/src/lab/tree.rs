@@ -43,8 +43,11 @@ pub fn write_student_tree(
                 if lab.stubbed && text.contains(&format!("// lab({}): begin", lab.name)) {
                     let (out, regions) =
                         stub_regions(text, lab.name).with_context(|| format!("in {file}"))?;
-                    stubbed.push((file.clone(), regions));
-                    bytes = out.into_bytes();
+                    // A file may only mention the markers (documentation): no region, no change.
+                    if regions > 0 {
+                        stubbed.push((file.clone(), regions));
+                        bytes = out.into_bytes();
+                    }
                 }
             }
         }
