@@ -26,13 +26,12 @@ pub struct QemuArgs {
     /// Boot through UEFI (OVMF; Debian package `ovmf`) instead of BIOS.
     #[arg(long)]
     pub uefi: bool,
-    /// Use KVM (`-accel kvm -cpu host`) instead of TCG. Opt-in: KVM does not work on cowlab's
-    /// development and CI machines.
+    /// Use KVM (`-accel kvm -cpu host`) instead of TCG: faster, where /dev/kvm exists and
+    /// works (the tests and the benchmark assume TCG).
     #[arg(long)]
     pub kvm: bool,
     /// Deterministic TCG (`-icount shift=0,sleep=off`, a virtual RTC): the guest TSC counts
-    /// retired instructions, the configuration of `shared/perf/LINUX-BASELINE.md` and of
-    /// `cargo xtask bench`.
+    /// retired instructions, as under `cargo xtask bench`.
     #[arg(long, conflicts_with = "kvm")]
     pub icount: bool,
     /// Start QEMU stopped with a gdb server on :1234 (`-s -S`) and print the gdb command to
@@ -45,6 +44,10 @@ pub struct QemuArgs {
     /// Raw kernel command-line tokens, space separated (e.g. "era=2009 loglevel=debug").
     #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
+    /// Boot under this historical rule set (SEMANTICS.md section 9): 2009, 2016, 2020, 2022 or
+    /// 2023 (the default). Adds `era=YEAR` to the kernel command line.
+    #[arg(long, value_name = "YEAR", value_parser = crate::era::parse)]
+    pub era: Option<u32>,
     /// Attach the root filesystem image (`target/cowlab-root.img`, see `rootfs`) writable and
     /// keep it between runs, instead of a fresh image in snapshot mode.
     #[arg(long)]
@@ -218,7 +221,8 @@ pub fn check_kvm() -> Result<()> {
 
 /// `cargo xtask qemu`.
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
-    let cmdline = compose_cmdline(args.cmdline.as_deref(), &args.program)?;
+    let tokens = crate::era::with_token(args.era, args.cmdline.as_deref().unwrap_or(""));
+    let cmdline = compose_cmdline(Some(&tokens), &args.program)?;
     let accel = if args.kvm {
         check_kvm()?;
         Accel::Kvm
@@ -233,6 +237,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     } else {
         (Firmware::Bios, None)
     };
+    eprintln!("xtask: building the kernel, the programs and the disk image (a first build compiles the bootloader too: several minutes)");
     let built = image::build_all(&args.build, firmware)?;
     let machine = Machine {
         image: built.image,
