@@ -25,8 +25,12 @@ pub fn mmap(a: Args) -> SysResult {
         if !file.readable() {
             return Err(Errno::EACCES);
         }
+        let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
         let prot = mmap_prot(prot);
         rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
+        if data {
+            rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
+        }
         let va = current_aspace().lock().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -39,9 +43,13 @@ pub fn mmap(a: Args) -> SysResult {
         )?;
         return Ok(va.as_u64());
     }
+    let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
     let prot = mmap_prot(prot);
     let aspace = current_aspace();
     rlimit::may_expand_vm(&aspace, fixed_at(addr, flags), len)?;
+    if data {
+        rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
+    }
     let va = aspace.lock().mmap(
         memory::mm(),
         VirtAddr::new(addr),
@@ -110,8 +118,10 @@ pub fn madvise(a: Args) -> SysResult {
 
 pub fn brk(a: Args) -> SysResult {
     let shared = current_aspace();
-    // Linux's brk answers the old break when growth is refused (here: by `RLIMIT_AS`).
-    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err();
+    // Linux's brk answers the old break when growth is refused (by `RLIMIT_AS` or
+    // `RLIMIT_DATA`).
+    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err()
+        || rlimit::check_data_rlimit(&shared, a.get(0)).is_err();
     let mut aspace = shared.lock();
     if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
         return Ok(aspace.current_brk().as_u64());
@@ -129,6 +139,7 @@ pub fn mremap(a: Args) -> SysResult {
         let grow = new_len.saturating_add(0xfff) & !0xfff;
         let had = old_len.saturating_add(0xfff) & !0xfff;
         rlimit::may_expand_vm(&current_aspace(), None, grow.saturating_sub(had))?;
+        rlimit::may_expand_data_at(&current_aspace(), a.get(0), grow.saturating_sub(had))?;
     }
     let va = current_aspace().lock().mremap(
         memory::mm(),
