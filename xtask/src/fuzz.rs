@@ -704,12 +704,12 @@ mod tests {
     #[test]
     fn reads_cover_lines_and_the_last_program() {
         let mut run = Run::default();
-        run.line("COVER ms=1092 execs=21 calls=344 blocks=2622 corpus=13 exited=21");
+        run.line("COVER ms=1092 execs=21 calls=344 blocks=2622 corpus=13 exited=21 edges=4000");
         run.line("FUZZ PROG read r0.3,b0.10,i5;close r0.1");
         run.line("FUZZ DONE execs=21");
         run.line("cowlab: frames free=10 boot=10");
         run.ended(QemuExit::Kernel(0));
-        assert_eq!(run.cover, vec![[1092, 21, 344, 2622, 13]]);
+        assert_eq!(run.cover, vec![[1092, 21, 344, 2622, 13, 4000]]);
         assert_eq!(
             run.last_prog.as_deref(),
             Some("read r0.3,b0.10,i5;close r0.1")
