@@ -20,7 +20,7 @@ use crate::arch::Arch;
 use crate::error::MmError;
 use crate::mm::Mm;
 use crate::pagetable::{PageTable, Pte};
-use crate::vma::Vma;
+use crate::vma::{Vma, VmaFlags};
 use crate::vmacache::VmaTree;
 
 /// End of user space (Linux `TASK_SIZE` with 4-level paging: the last page below the
@@ -50,6 +50,9 @@ pub struct AddressSpace {
     pub(crate) mmap_base: VirtAddr,
     /// How far a `GROWSDOWN` stack may grow (`RLIMIT_STACK`; `stack.rs`).
     pub(crate) stack_limit: u64,
+    /// Flags every new mapping gets (Linux `mm->def_flags`): the lock flags after
+    /// `mlockall(MCL_FUTURE)` (`mlock.rs`); not inherited by a fork child.
+    pub(crate) def_flags: VmaFlags,
     minflt: AtomicU64,
     has_pinned: AtomicBool,
     write_protect_seq: AtomicU32,
@@ -65,6 +68,7 @@ impl AddressSpace {
             brk: Brk::default(),
             mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
             stack_limit: crate::stack::DEFAULT_STACK_LIMIT,
+            def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             has_pinned: AtomicBool::new(false),
             write_protect_seq: AtomicU32::new(0),
@@ -164,6 +168,7 @@ impl AddressSpace {
             brk: self.brk,
             mmap_base: self.mmap_base,
             stack_limit: self.stack_limit,
+            def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             has_pinned: AtomicBool::new(false),
             write_protect_seq: AtomicU32::new(0),

@@ -12,7 +12,7 @@
 //! | `RLIMIT_NOFILE` | the descriptor table (`fs::FdTable`, through [`nofile`]), `dup2`/`dup3`, `F_DUPFD` | `EMFILE`, `EBADF`, `EINVAL` |
 //! | `RLIMIT_AS` | `mmap`, `brk`, `mremap` growth, through [`may_expand_vm`] | `ENOMEM` |
 //! | `RLIMIT_STACK` | the stack mapping exec builds ([`stack_vma_size`]) and exec's argument space ([`arg_space_limit`]) | `SIGSEGV` beyond it, `E2BIG` |
-//! | `RLIMIT_MEMLOCK` | io_uring buffer registrations ([`account_locked_vm`]) | `ENOMEM` |
+//! | `RLIMIT_MEMLOCK` | io_uring buffer registrations ([`account_locked_vm`]), mlock, new mappings after `mlockall(MCL_FUTURE)` and growth of a locked one ([`mlock_future_ok`]) | `ENOMEM`, `EAGAIN` |
 //! | `RLIMIT_FSIZE` | writes, truncate and fallocate of regular files (`fs::fsize`) | SIGXFSZ and `EFBIG`, a short write |
 //! | `RLIMIT_DATA` | private writable mappings (`mmap`, `mremap` growth, through [`may_expand_data`]) and `brk` ([`check_data_rlimit`]) | `ENOMEM`; `brk` keeps the old break |
 //!
@@ -345,6 +345,21 @@ pub fn stack_vma_size() -> u64 {
 /// more is `E2BIG`.
 pub fn arg_space_limit() -> u64 {
     (rlimit(RLIMIT_STACK) / 4).clamp(ARG_MAX, STK_LIM / 4 * 3)
+}
+
+/// Linux `mlock_future_ok`: may a mapping of `len` more bytes be made locked in `aspace`
+/// (after `mlockall(MCL_FUTURE)`, or growing a locked mapping: `locked`)? `EAGAIN` when the
+/// locked pages would pass `RLIMIT_MEMLOCK` (as mmap and mremap answer; brk keeps its break).
+pub fn mlock_future_ok(aspace: &SharedAddressSpace, locked: bool, len: u64) -> Result<(), Errno> {
+    if !locked {
+        return Ok(());
+    }
+    let limit = rlimit(RLIMIT_MEMLOCK) / 4096;
+    let pages = len.div_ceil(4096);
+    match aspace.lock().locked_vm().checked_add(pages) {
+        Some(after) if after <= limit => Ok(()),
+        _ => Err(Errno::EAGAIN),
+    }
 }
 
 /// Pages charged to uid 0's `locked_vm` (Linux `user_struct::locked_vm`): io_uring buffer
