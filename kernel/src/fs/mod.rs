@@ -17,6 +17,7 @@ pub mod ext2_file;
 pub mod ext2_glue;
 pub mod ext2_mount;
 pub mod file;
+pub mod fsize;
 pub mod guptest;
 pub mod io_uring;
 pub mod iter;
