@@ -35,6 +35,7 @@ pub mod splice;
 pub mod stat;
 pub mod tmpfs;
 pub mod tmpfs_file;
+pub mod tty;
 pub mod vda;
 
 use alloc::boxed::Box;

@@ -115,6 +115,7 @@ pub fn execve(
             };
         }
         p.sig.altstack = Default::default();
+        p.group.lock().job.did_exec = true;
         (p.aspace.replace(new.clone()), p.fds.close_on_exec())
     });
     drop(closed);
@@ -219,6 +220,13 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
             None,
         ),
     };
+    // init leads the first session and its group; the console is that session's terminal.
+    process.group.lock().job = super::pgrp::Job {
+        pgid: pid,
+        sid: pid,
+        did_exec: true,
+    };
     TABLE.lock().insert(pid, Box::new(process));
+    crate::fs::tty::init(pid);
     Ok(())
 }

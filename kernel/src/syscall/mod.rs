@@ -120,6 +120,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         99 => info::sysinfo(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
+        // tty: process groups and sessions.
+        109 => proc::setpgid(a),
+        111 => proc::getpgrp(),
+        112 => proc::setsid(),
+        121 => proc::getpgid(a),
+        124 => proc::getsid(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),
