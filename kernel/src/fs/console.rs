@@ -47,6 +47,15 @@ impl FileOps for Console {
         Seek::Stream
     }
 
+    fn poll(&self, _file: &OpenFile) -> u32 {
+        use super::poll::{POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
+        let mut mask = POLLOUT | POLLWRNORM;
+        if tty::readable() {
+            mask |= POLLIN | POLLRDNORM;
+        }
+        mask
+    }
+
     fn stat(&self) -> Stat {
         Stat {
             st_rdev: (5 << 8) | 1,

@@ -27,6 +27,7 @@ pub mod mount;
 pub mod namei;
 pub mod null;
 pub mod pipe;
+pub mod poll;
 pub mod proc_file;
 pub mod procfs;
 pub mod ramfs;

@@ -12,6 +12,7 @@ mod fs;
 mod info;
 mod mlock;
 mod mm;
+mod poll;
 mod proc;
 mod signal;
 mod time;
@@ -120,7 +121,11 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         99 => info::sysinfo(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
-        // tty: process groups and sessions.
+        // tty: process groups and sessions, poll/select.
+        7 => poll::poll(a),
+        23 => poll::select(a),
+        270 => poll::pselect6(a),
+        271 => poll::ppoll(a),
         109 => proc::setpgid(a),
         111 => proc::getpgrp(),
         112 => proc::setsid(),
