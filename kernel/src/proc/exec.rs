@@ -183,7 +183,8 @@ fn de_thread() -> Result<(), Errno> {
 /// Creates pid 1 running `path` with `argv`, its descriptors 0-2 on the console.
 pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
     let argv = ArgStrings::from_strs(argv.iter().map(String::as_str));
-    let envp = ArgStrings::from_strs(["PATH=/", "HOME=/"]);
+    // `/bin` holds BusyBox's applets on the ext2 root; `/` the programs.
+    let envp = ArgStrings::from_strs(["PATH=/bin:/", "HOME=/", "TERM=vt100"]);
     // A root disk whose init cannot be loaded (a damaged image) falls back to the ramdisk's.
     let (aspace, entry, sp) = match build(path, &argv, &envp) {
         Ok(built) => built,
