@@ -17,6 +17,7 @@ mod ktest;
 mod libtest;
 mod qemu;
 mod rootfs;
+mod session;
 mod symbolize;
 mod test;
 mod usertest;

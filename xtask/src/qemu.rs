@@ -470,6 +470,8 @@ pub struct Session {
     symbolizer: Symbolizer,
     /// The last lines of the log, for failure reports.
     tail: std::collections::VecDeque<String>,
+    /// QEMU's stdin (the serial console's input) for [`Session::start_with_input`].
+    input: Option<std::process::ChildStdin>,
 }
 
 enum Event {
@@ -504,18 +506,57 @@ impl Session {
 
     /// Starts an arbitrary QEMU `command` (another kernel: `cargo xtask bench --linux`), with
     /// stdio piped as [`Session::start`] does.
-    pub fn start_command(mut command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+    pub fn start_command(command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+        Self::start_piped(command, kernel_elf, log_path, false)
+    }
+
+    /// [`Session::start`] with the serial console's input open: [`Session::send`] types.
+    pub fn start_with_input(
+        machine: &Machine,
+        qemu: &Path,
+        kernel_elf: &Path,
+        log_path: &Path,
+    ) -> Result<Self> {
+        Self::start_piped(machine.command(qemu), kernel_elf, log_path, true)
+    }
+
+    /// Types `bytes` on the serial console (logged as `[xtask] typed ...`).
+    pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.record(&format!(
+            "[xtask] typed {:?}",
+            String::from_utf8_lossy(bytes)
+        ));
+        let input = self
+            .input
+            .as_mut()
+            .context("session started without input")?;
+        input.write_all(bytes)?;
+        input.flush()?;
+        Ok(())
+    }
+
+    fn start_piped(
+        mut command: Command,
+        kernel_elf: &Path,
+        log_path: &Path,
+        with_input: bool,
+    ) -> Result<Self> {
         let qemu = PathBuf::from(command.get_program());
         let file = std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut log = std::io::BufWriter::new(file);
         writeln!(log, "$ {}", show_command(&command))?;
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(if with_input {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", qemu.display()))?;
+        let input = child.stdin.take();
         let (tx, events) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -531,6 +572,7 @@ impl Session {
             log,
             symbolizer: Symbolizer::new(kernel_elf),
             tail: Default::default(),
+            input,
         })
     }
 
