@@ -6,7 +6,7 @@
 //! the data disk (`disk`) as a legacy virtio-blk PCI device, and the kernel command line as the
 //! fw_cfg file `opt/cowlab/cmdline`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -246,8 +246,17 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             args.persist,
         )),
     };
-    let mut command = machine.command(&qemu);
+    let interactive = std::io::stdin().is_terminal();
+    let mut command = if interactive {
+        terminal_console(machine.command(&qemu))
+    } else {
+        machine.command(&qemu)
+    };
     eprintln!("xtask: {}", show_command(&command));
+    if interactive {
+        eprintln!("xtask: {TERMINAL_HELP}");
+    }
+    let saved_tty = interactive.then(save_terminal).flatten();
     if args.gdb {
         eprintln!(
             "xtask: QEMU waits for gdb on :1234; attach with\n    {}\n\
@@ -267,7 +276,12 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     let deadline = args
         .timeout
         .map(|s| Instant::now() + Duration::from_secs(s));
-    let status = wait_until(&mut child, deadline)?;
+    let status = wait_until(&mut child, deadline);
+    // QEMU restores the terminal when it exits, but not when killed at the timeout.
+    if let Some(saved) = saved_tty {
+        restore_terminal(&saved);
+    }
+    let status = status?;
     let (printed_anything, status_line) = forwarder.join().unwrap_or((false, None));
     let Some(status) = status else {
         bail!(
@@ -286,9 +300,90 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             eprintln!("xtask: kernel exit status {s}");
             Ok(ExitCode::from(u8::try_from(s).unwrap_or(u8::MAX)))
         }
+        // QEMU's own status 0: a triple fault under -no-reboot, or the user's Ctrl-A x.
+        QemuExit::TripleFault if interactive => {
+            bail!(
+                "QEMU ended by itself: Ctrl-A x, or {}",
+                QemuExit::TripleFault
+            )
+        }
         QemuExit::TripleFault => bail!("{}", QemuExit::TripleFault),
         other => bail!("{other}{}", kvm_hint(accel)),
     }
+}
+
+/// What a user at a terminal is told about the console's keys.
+const TERMINAL_HELP: &str = "the terminal is the guest's console (raw): Ctrl-C, Ctrl-Z and Ctrl-\\ go to the guest's foreground program; Ctrl-A x quits QEMU, Ctrl-A c switches to its monitor, Ctrl-A h lists the keys";
+
+/// For a user at a terminal: the serial console on a multiplexed stdio character device with
+/// signals off (QEMU puts the terminal in raw mode, so Ctrl-C reaches the guest's line
+/// discipline instead of killing QEMU), the monitor on the same device behind Ctrl-A.
+fn terminal_console(command: Command) -> Command {
+    let mut out = Command::new(command.get_program());
+    let args: Vec<&std::ffi::OsStr> = command.get_args().collect();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "-serial" && args.get(i + 1).is_some_and(|a| *a == "stdio") {
+            out.args([
+                "-chardev",
+                "stdio,id=console,mux=on,signal=off",
+                "-mon",
+                "chardev=console,mode=readline",
+                "-serial",
+                "chardev:console",
+            ]);
+            i += 2;
+            continue;
+        }
+        out.arg(args[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+#[test]
+fn terminal_console_replaces_serial_stdio() {
+    let mut c = Command::new("qemu");
+    c.args(["-drive", "x", "-serial", "stdio", "-m", "1G"]);
+    let args: Vec<String> = terminal_console(c)
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "-drive",
+            "x",
+            "-chardev",
+            "stdio,id=console,mux=on,signal=off",
+            "-mon",
+            "chardev=console,mode=readline",
+            "-serial",
+            "chardev:console",
+            "-m",
+            "1G"
+        ]
+    );
+}
+
+/// The terminal's settings (`stty -g`), to restore after QEMU.
+fn save_terminal() -> Option<String> {
+    let out = Command::new("stty")
+        .arg("-g")
+        .stdin(Stdio::inherit())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn restore_terminal(saved: &str) {
+    let _ = Command::new("stty")
+        .arg(saved)
+        .stdin(Stdio::inherit())
+        .status();
 }
 
 /// The gdb command that attaches to `-s -S` with the kernel's symbols at their run-time
