@@ -630,16 +630,18 @@ pub fn set_pgrp(pgrp: i32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// TIOCSCTTY (Linux `tiocsctty`): a session leader without a controlling terminal takes this
-/// one if no session has it (or steals it with `arg` 1: every process is root here).
+/// TIOCSCTTY (Linux `tiocsctty`): a session leader whose session already has this terminal
+/// succeeds; any other caller that is no session leader, or whose session has a terminal, gets
+/// `EPERM`; a terminal of another session is taken only with `arg` 1 (stealing: every process
+/// is root here).
 pub fn set_ctty(steal: bool) -> Result<(), Errno> {
     let job = proc::pgrp::current_job();
-    let me = proc::current_pid();
+    let leader = job.sid == proc::current_pid();
     let mut t = TTY.lock();
-    if t.session == job.sid && t.session != 0 {
+    if leader && t.session == job.sid {
         return Ok(());
     }
-    if job.sid != me {
+    if !leader || t.session == job.sid {
         return Err(Errno::EPERM);
     }
     if t.session != 0 && !steal {
