@@ -396,6 +396,31 @@ fn main() -> i32 {
         r.is_ok_and(|(p, s)| p == same_group && wexitstatus(s) == 22),
         format_args!("{r:?}"),
     );
+    // Descriptor arguments are C ints too: glibc passes AT_FDCWD as 0x00000000ffffff9c (32-bit
+    // moves); cowlab once took that for a descriptor and answered EBADF.
+    // SAFETY: a NUL-terminated path; integer arguments otherwise.
+    let fd = unsafe {
+        raw(
+            257, // openat
+            [
+                0xffff_ff9c,
+                c"t_pgrp_int_args".as_ptr() as usize,
+                0o102,
+                0o600,
+                0,
+                0,
+            ],
+        )
+    };
+    t.check_why(
+        "openat(AT_FDCWD as a 32-bit int, relative path)",
+        fd.is_ok(),
+        format_args!("{fd:?}"),
+    );
+    // SAFETY: integer argument only.
+    let closed = unsafe { raw(3, [fd.unwrap_or(0) | 0xffff_ffff_0000_0000, 0, 0, 0, 0, 0]) };
+    t.eq("close(fd with garbage in the upper half)", closed, Ok(0));
+    let _ = unlink(c"t_pgrp_int_args");
     t.eq(
         "waitpid(0) with none left is ECHILD",
         waitpid(0, 1),
