@@ -67,6 +67,9 @@ fn do_poll(ptr: u64, nfds: u64, deadline: Option<u64>, sigmask: Option<u64>) -> 
     if nfds > proc::rlimit::nofile() as u64 {
         return Err(Errno::EINVAL);
     }
+    // The copy, the entries and their index live on the fixed kernel heap (up to NR_OPEN
+    // descriptors: about 2 MiB): ENOMEM rather than an allocation failure.
+    crate::heap::headroom(nfds as usize * 40)?;
     let user = UserSlice::new(ptr, nfds as usize * 8)?;
     let mut raw = alloc::vec![0u8; nfds as usize * 8];
     user.read(&mut raw)?;
@@ -142,6 +145,7 @@ fn do_select(nfds: i32, sets: [u64; 3], deadline: Option<u64>, sigmask: Option<u
     }
     let nfds = (nfds as usize).min(proc::rlimit::nofile().max(1024));
     let words = nfds.div_ceil(64);
+    crate::heap::headroom(nfds * 24)?;
     let mut bits = [Vec::new(), Vec::new(), Vec::new()];
     for (k, &ptr) in sets.iter().enumerate() {
         bits[k] = alloc::vec![0u64; words];
