@@ -584,6 +584,11 @@ pub fn set_termios(new: Termios, flush: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Whether the caller has a controlling terminal (`/dev/tty` opens it).
+pub fn has_ctty() -> bool {
+    is_ctty()
+}
+
 /// Whether the caller's session has this terminal as its controlling terminal.
 fn is_ctty() -> bool {
     let sid = proc::pgrp::current_job().sid;

@@ -517,10 +517,13 @@ fn main() -> i32 {
         if ioctl(0, TIOCSCTTY, 0) != Err(Errno(errno::EPERM)) {
             bad |= 4;
         }
+        if open(c"/dev/tty", O_RDWR) != Err(Errno(6)) {
+            bad |= 8; // ENXIO: no controlling terminal
+        }
         bad
     });
     t.result(
-        "after setsid: TIOCGPGRP/TIOCNOTTY ENOTTY, TIOCSCTTY of a taken terminal EPERM",
+        "after setsid: TIOCGPGRP/TIOCNOTTY ENOTTY, TIOCSCTTY of a taken terminal EPERM, /dev/tty ENXIO",
         &pass_if(
             wifexited(s) && wexitstatus(s) == 0,
             format!("status {s:#x}"),
