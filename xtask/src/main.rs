@@ -21,6 +21,7 @@ mod lab;
 mod libtest;
 mod qemu;
 mod rootfs;
+mod session;
 mod symbolize;
 mod test;
 mod testname;

@@ -155,6 +155,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                             programs_in_qemu(&boot_root, &tests, args, &logs, &mut tally);
                             section("the root filesystem: persistence, e2fsck, image fuzzing");
                             root_disk_tests(&boot_root, &root, args, &logs, &mut tally);
+                            console_session(&boot_root, args, &logs, &mut tally);
                         }
                         Err(error) => tally.fail("programs: the root image", &format!("{error:#}")),
                     }
@@ -510,6 +511,27 @@ pub(crate) fn programs_in_qemu(
 }
 
 /// The root-disk tests of `fstest`: the persistence test, then `FUZZ_SEEDS` fuzzed images.
+/// The scripted BusyBox session on the console (`session`); selected by `--program
+/// busybox-session` too.
+fn console_session(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path, tally: &mut Tally) {
+    if !args.program.is_empty() && !args.program.iter().any(|p| p == "busybox-session") {
+        return;
+    }
+    let name =
+        "qemu: busybox-session: pipeline, redirection to ext2, exit statuses, ^C, jobs/fg, ^Z";
+    let log = logs.join("busybox-session.log");
+    match crate::session::run(
+        &boot.machine,
+        boot.qemu,
+        boot.kernel_elf,
+        &log,
+        Duration::from_secs(args.timeout * 4),
+    ) {
+        Ok(steps) => tally.pass(&format!("{name} ({steps} steps)")),
+        Err(error) => tally.fail(name, &format!("{error:#}")),
+    }
+}
+
 fn root_disk_tests(
     boot: &QemuBoot<'_>,
     root: &Path,

@@ -28,6 +28,7 @@ pub mod mount;
 pub mod namei;
 pub mod null;
 pub mod pipe;
+pub mod poll;
 pub mod proc_file;
 pub mod procfs;
 pub mod ramfs;
@@ -36,6 +37,7 @@ pub mod splice;
 pub mod stat;
 pub mod tmpfs;
 pub mod tmpfs_file;
+pub mod tty;
 pub mod vda;
 
 use alloc::boxed::Box;
