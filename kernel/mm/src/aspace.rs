@@ -22,7 +22,7 @@ use crate::error::MmError;
 use crate::mm::Mm;
 use crate::mmshared::MmShared;
 use crate::pagetable::{PageTable, Pte};
-use crate::vma::Vma;
+use crate::vma::{Vma, VmaFlags};
 use crate::vmacache::VmaTree;
 
 /// End of user space (Linux `TASK_SIZE` with 4-level paging: the last page below the
@@ -52,6 +52,9 @@ pub struct AddressSpace {
     pub(crate) mmap_base: VirtAddr,
     /// How far a `GROWSDOWN` stack may grow (`RLIMIT_STACK`; `stack.rs`).
     pub(crate) stack_limit: u64,
+    /// Flags every new mapping gets (Linux `mm->def_flags`): the lock flags after
+    /// `mlockall(MCL_FUTURE)` (`mlock.rs`); not inherited by a fork child.
+    pub(crate) def_flags: VmaFlags,
     minflt: AtomicU64,
     /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
     pub(crate) shared: Arc<MmShared>,
@@ -67,6 +70,7 @@ impl AddressSpace {
             brk: Brk::default(),
             mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
             stack_limit: crate::stack::DEFAULT_STACK_LIMIT,
+            def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
         })
@@ -180,6 +184,7 @@ impl AddressSpace {
             brk: self.brk,
             mmap_base: self.mmap_base,
             stack_limit: self.stack_limit,
+            def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
         }

@@ -220,10 +220,13 @@ fn copy_present_pte<A: Arch>(
             {
                 return copy_present_page(ctx, dst, pte).map(|()| false);
             }
+            // lab(cow): begin
+            // lab(cow): stub: let _ = exclusive;
             if exclusive {
                 // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
                 meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
             }
+            // lab(cow): end
         }
     }
     Mm::<A>::dup_mapping_meta(meta);

@@ -167,6 +167,14 @@ fn account_grab<A: Arch>(
     } else {
         DmaDirection::ToDevice
     };
+    // lab(pins): begin
+    // lab(pins): stub: let _ = (aspace, meta);
+    // lab(pins): stub: stats::inc(&mm.counters.gup_refs_held);
+    // lab(pins): stub: PinnedPage {
+    // lab(pins): stub:     frame,
+    // lab(pins): stub:     kind: PinKind::Get,
+    // lab(pins): stub:     direction,
+    // lab(pins): stub: }
     if !flags.contains(FollFlags::PIN) || !rules::foll_pin_tracked(mm.era()) {
         stats::inc(&mm.counters.gup_refs_held);
         return PinnedPage {
@@ -185,6 +193,7 @@ fn account_grab<A: Arch>(
         kind: PinKind::Pin,
         direction,
     }
+    // lab(pins): end
 }
 
 /// Pins the page mapped at `va` for a device that writes it: `pin_user_pages(FOLL_WRITE)` on
