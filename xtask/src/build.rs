@@ -121,17 +121,18 @@ fn parse_artifact(line: &str) -> Option<Executable> {
 /// static-PIE `ET_DYN`) and `musl-gcc -static`: `userland/c/forkpipe.c` as `c_glibc`,
 /// `c_glibc_pie`, `c_musl`, and `userland/c/threads.c` (with `-pthread`) as `c_threads_glibc`,
 /// `c_threads_glibc_pie`, `c_threads_musl`, and `userland/c/signals.c` (`-pthread`) as
-/// `c_signals_*`, all stripped. Returns the ones built and the
+/// `c_signals_*`, and `userland/c/abi2.c` as `c_abi2_*`, all stripped. Returns the ones built and the
 /// compilers that are missing.
 pub fn c_programs() -> Result<(Vec<Executable>, Vec<&'static str>)> {
     let out = crate::target_dir().join("cowlab-c");
     std::fs::create_dir_all(&out)?;
     let mut built = Vec::new();
     let mut missing = Vec::new();
-    let sources: [(&str, &str, &[&str]); 3] = [
+    let sources: [(&str, &str, &[&str]); 4] = [
         ("forkpipe.c", "c", &[]),
         ("threads.c", "c_threads", &["-pthread"]),
         ("signals.c", "c_signals", &["-pthread"]),
+        ("abi2.c", "c_abi2", &[]),
     ];
     for (file, prefix, extra) in sources {
         let source = workspace_root().join("userland/c").join(file);

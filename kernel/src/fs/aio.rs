@@ -303,22 +303,32 @@ pub fn io_getevents(ctx_id: u64, min_nr: i64, nr: i64, out: u64, timeout: u64) -
             Some(time::micros_since_boot().saturating_add(micros))
         }
     };
+    // Linux sleeps interruptibly (read_events) and, woken by a signal with no event to return,
+    // answers EINTR, never restarted (SA_RESTART or not); with some events it returns them.
+    let mut interrupted = false;
     loop {
         let ready = ctx.ring.lock().events.len() as i64;
         let expired = deadline.is_some_and(|d| time::micros_since_boot() >= d);
         if ready >= min_nr || expired {
             break;
         }
-        match deadline {
-            None => proc::sleep(ctx.channel())?,
+        let slept = match deadline {
+            None => proc::sleep_interruptible(ctx.channel()),
             // The sleep with a deadline wakes on each tick to look again.
-            Some(_) => proc::sleep_ticks(1)?,
+            Some(_) => proc::sleep_interruptible_until(ctx.channel(), time::ticks() + 1),
+        };
+        if slept.is_err() {
+            interrupted = true;
+            break;
         }
     }
     // Only the part of `events` that will be written must be user memory (as Linux, which
     // copies event by event): `nr` itself may be anything up to LONG_MAX.
     let n = ctx.ring.lock().events.len().min(nr as usize);
     UserSlice::new(out, n * core::mem::size_of::<IoEvent>())?;
+    if n == 0 && interrupted {
+        return Err(Errno::EINTR);
+    }
     let events: Vec<IoEvent> = ctx.ring.lock().events.drain(..n).collect();
     for (i, event) in events.iter().enumerate() {
         UserPtr::<IoEvent>::new(out + (i * core::mem::size_of::<IoEvent>()) as u64)?

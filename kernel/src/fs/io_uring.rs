@@ -532,7 +532,7 @@ fn ring_of(file: &OpenFile) -> &IoUring {
 /// io_uring_enter(fd, to_submit, min_complete, flags, sig, sigsz): submits up to `to_submit`
 /// SQEs, executing each at once, then with `IORING_ENTER_GETEVENTS` waits until
 /// `min_complete` CQEs are ready (only another process sharing the ring can add any then;
-/// a fatal signal ends the wait with `EINTR`). Returns the number submitted. The signal mask
+/// any signal ends the wait with `EINTR`). Returns the number submitted. The signal mask
 /// argument is ignored (there are no signal handlers to mask).
 pub fn enter(fd: i64, to_submit: u32, min_complete: u32, flags: u32) -> SysResult {
     if flags & !ENTER_FLAGS != 0 {
@@ -571,11 +571,13 @@ pub fn enter(fd: i64, to_submit: u32, min_complete: u32, flags: u32) -> SysResul
     if flags & IORING_ENTER_GETEVENTS != 0 {
         let want = min_complete.min(ring.cq_entries);
         while ring.cq_ready() < want {
-            if let Err(e) = proc::sleep(ring.channel()) {
+            // Interruptible, as Linux's io_cqring_wait: a signal ends the wait with EINTR
+            // (not restarted, whatever SA_RESTART says) unless something was submitted.
+            if proc::sleep_interruptible(ring.channel()).is_err() {
                 return if submitted > 0 {
                     Ok(u64::from(submitted))
                 } else {
-                    Err(e)
+                    Err(Errno::EINTR)
                 };
             }
         }

@@ -311,15 +311,6 @@ pub fn sleep_uninterruptible(channel: usize, what: &'static str) -> Result<(), E
     slept
 }
 
-/// Blocks the current process for `ticks` timer ticks (or until killed: `EINTR`).
-pub fn sleep_ticks(ticks: u64) -> Result<(), Errno> {
-    let until = time::ticks() + ticks.max(1);
-    while time::ticks() < until {
-        block(TIMER_CHANNEL, Some(until), false)?;
-    }
-    Ok(())
-}
-
 /// Blocks the current process for at least `micros` microseconds of TSC time, waking on each
 /// tick to check; interruptible (`ERESTARTSYS` on a signal, `EINTR` if killed).
 pub fn sleep_micros(micros: u64) -> Result<(), Errno> {
