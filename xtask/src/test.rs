@@ -495,6 +495,17 @@ pub(crate) fn programs_in_qemu(
                 print_tail(&log);
             }
         }
+        for expected in usertest::console_once(&label) {
+            let console = std::fs::read_to_string(&log).unwrap_or_default();
+            let name = format!("qemu: {label}: the console shows \"{expected}\" once");
+            match console.matches(expected).count() {
+                1 => tally.pass(&name),
+                n => {
+                    tally.fail(&name, &format!("shown {n} times"));
+                    print_tail(&log);
+                }
+            }
+        }
         let frames_name = format!("qemu: {label}: frames back to the boot count");
         match verdict.frames {
             Some((free, boot_count)) if free == boot_count => tally.pass(&frames_name),

@@ -175,6 +175,19 @@ pub fn console_expectation(label: &str) -> Option<&'static str> {
     }
 }
 
+/// Console text a boot (by label) must show exactly once: the kernel logs each unknown
+/// system-call number once however often it is called (`t_abi2_enosys` calls them repeatedly).
+pub fn console_once(label: &str) -> &'static [&'static str] {
+    match label {
+        "t_abi2_enosys" => &[
+            "unknown system call 400 (",
+            "unknown system call 1000 (",
+            "unknown system call 1001 (",
+        ],
+        _ => &[],
+    }
+}
+
 /// The boots of `program` in the programs tier: (label, kernel command line). The first is the
 /// default rule set; then one per older era the program checks, then [`OPTION_RUNS`].
 pub fn boots(program: &str) -> Vec<(String, String)> {

@@ -42,8 +42,10 @@ impl Args {
     }
 }
 
-/// Numbers seen and unknown (one bit each for 0..512), so each is logged once.
-static UNKNOWN_LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+/// Numbers seen and unknown, one bit each for 0..1024 (Linux's x86_64 numbers end below 512),
+/// so each is logged once; every larger number shares the last bit (one line for all of them,
+/// so a program or the fuzzer spraying random numbers cannot flood the console).
+static UNKNOWN_LOGGED: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
 
 /// Runs the system call in `frame` and stores its result in `frame.rax`.
 pub fn dispatch(frame: &mut TrapFrame) {
@@ -198,11 +200,17 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
         435 => Err(Errno::ENOSYS),
         _ => {
-            let bit = nr.min(511);
+            let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
+            let bit = nr.min(last);
             let word = &UNKNOWN_LOGGED[(bit / 64) as usize];
             if word.fetch_or(1 << (bit % 64), Ordering::Relaxed) & (1 << (bit % 64)) == 0 {
+                let more = if bit == last {
+                    " (further unknown numbers above 1022 are not logged)"
+                } else {
+                    ""
+                };
                 warn!(
-                    "unknown system call {nr} (pid {}): ENOSYS",
+                    "unknown system call {nr} (pid {}): ENOSYS{more}",
                     crate::proc::current_pid()
                 );
             }
