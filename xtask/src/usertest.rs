@@ -158,6 +158,12 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
     // abi2: arguments with spaces, quotes, non-ASCII text, or empty, quoted on the command line
     // as `compose_cmdline` quotes them (checked by its test).
     ("t_abi2_args", "t_abi2_args quoted", T_ABI2_ARGS_LINE),
+    // ... and through BusyBox's `sh -c` (init finds `sh` in /bin), which passes "$@" on.
+    (
+        "t_abi2_args",
+        "t_abi2_args via sh -c",
+        r#"-- sh -c "exec /t_abi2_args \"$@\"" t_abi2_args sh -c "ls | wc -l" "" "two  spaces" "q\"uo'te\\" "grüße ☃" """#,
+    ),
 ];
 
 /// The command line `cargo xtask qemu -- t_abi2_args ARGS` makes for `t_abi2_args`'s EXPECTED.

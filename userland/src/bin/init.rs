@@ -26,6 +26,9 @@ fn main() -> i32 {
             run(&[b"cowsh"])
         }
     } else {
+        let program = resolve(argv[0]);
+        let mut argv = argv;
+        argv[0] = &program;
         run(&argv)
     };
     if sys::getpid() == 1 {
@@ -35,6 +38,25 @@ fn main() -> i32 {
 }
 
 extern crate alloc;
+
+/// A bare program name from the command line as the kernel's exec would find it (`/NAME`,
+/// cowlab's own programs), else `/bin/NAME` (BusyBox's applets: `cargo xtask qemu -- sh -c
+/// '...'`), else unchanged (exec then reports what is missing). Names with a `/` are paths.
+fn resolve(name: &[u8]) -> alloc::vec::Vec<u8> {
+    let exists = |dir: &[u8]| {
+        let mut path = alloc::vec::Vec::from(dir);
+        path.extend_from_slice(name);
+        path.push(0);
+        core::ffi::CStr::from_bytes_with_nul(&path)
+            .is_ok_and(|p| cowlab_userland::calls::stat(p).is_ok())
+    };
+    if name.contains(&b'/') || exists(b"/") || !exists(b"/bin/") {
+        return name.to_vec();
+    }
+    let mut path = b"/bin/".to_vec();
+    path.extend_from_slice(name);
+    path
+}
 
 /// Waits for any child until `pid` ends; returns its wait status. As pid 1, init adopts every
 /// orphan (Linux `find_new_reaper` hands them to the namespace's init): waiting for any child
