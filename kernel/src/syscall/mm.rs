@@ -89,20 +89,6 @@ fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
     Ok(VirtAddr::new(addr))
 }
 
-/// msync(addr, len, flags) (`AddressSpace::msync`). An address beyond user space gets the same
-/// flag and alignment checks, then ENOMEM (no VMA there) unless the range is empty.
-pub fn msync(a: Args) -> SysResult {
-    let (addr, len, flags) = (a.get(0), a.get(1) as usize, a.get(2) as u32);
-    let space = current_aspace();
-    let space = space.lock();
-    if addr >= cowlab_mm::aspace::USER_END {
-        space.msync(VirtAddr::new(addr & 0xfff), 0, flags)?;
-        return if len == 0 { Ok(0) } else { Err(Errno::ENOMEM) };
-    }
-    space.msync(VirtAddr::new(addr), len, flags)?;
-    Ok(0)
-}
-
 pub fn munmap(a: Args) -> SysResult {
     let addr = checked_addr(a.get(0))?;
     current_aspace()

@@ -10,7 +10,6 @@ mod era_tests;
 mod fault_tests;
 mod fork_tests;
 mod gup_tests;
-mod msync_tests;
 mod random;
 mod regbuf_tests;
 mod robust_tests;
