@@ -29,6 +29,7 @@
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
 pub mod args;
+pub mod cputime;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -104,6 +105,10 @@ pub struct Group {
     /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are reparented here instead of to init.
     /// Not inherited by fork, kept across execve (as Linux's `is_child_subreaper`).
     pub child_subreaper: bool,
+    /// CPU time in timer ticks (user and system), and a signal `RLIMIT_CPU` owes the group
+    /// (0: none) while the task table was busy (`cputime`).
+    pub cpu_ticks: u64,
+    pub cpu_signal: u8,
 }
 
 impl Group {
@@ -127,6 +132,8 @@ impl Group {
             rlimits,
             cwd,
             child_subreaper: false,
+            cpu_ticks: 0,
+            cpu_signal: 0,
         }))
     }
 }
@@ -392,6 +399,7 @@ pub fn apply_deferred_wakeups() {
 /// timer interrupt; skips a tick if the table is busy (the interrupted code holds it).
 pub fn on_tick() {
     signal::timer::on_tick();
+    cputime::on_tick();
     let now = time::ticks();
     if let Some(mut table) = TABLE.try_lock() {
         for p in table.values_mut() {

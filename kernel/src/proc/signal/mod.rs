@@ -43,6 +43,7 @@ pub const SIGSTOP: u8 = 19;
 pub const SIGTSTP: u8 = 20;
 pub const SIGTTIN: u8 = 21;
 pub const SIGTTOU: u8 = 22;
+pub const SIGXCPU: u8 = 24;
 pub const SIGXFSZ: u8 = 25;
 
 pub const SIG_DFL: u64 = 0;
