@@ -38,6 +38,38 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// [`munmap`](Self::munmap) of at most `max_pages` of `[addr, addr + len)`, from the first
+    /// mapping in it up: validates the whole range and its map count as `munmap` does, then
+    /// unmaps one batch. Returns `None` when nothing is left, else the `(next, end)` range still
+    /// to unmap, so the caller can release the address space between batches (Linux frees a
+    /// huge range with `cond_resched` in `zap_pte_range`; cowlab's kernel cannot sleep holding
+    /// the lock, so it unlocks). Batches go upwards, so only the first can cut a VMA in two
+    /// where the whole range would not: the map count then runs one over until the next batch.
+    pub fn munmap_some<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+        max_pages: u64,
+    ) -> Result<Option<(VirtAddr, VirtAddr)>, MmError> {
+        let (start, end) = user_range(addr, len)?;
+        self.check_map_count(mm, self.punch_extra(start, end))?;
+        let Some(from) = self
+            .vmas
+            .values()
+            .find(|v| v.end > start && v.start < end)
+            .map(|v| v.start.max(start))
+        else {
+            return Ok(None);
+        };
+        let limit = max_pages.saturating_mul(crate::PAGE_SIZE as u64);
+        let to = VirtAddr::new(end.as_u64().min(from.as_u64().saturating_add(limit)));
+        let before = self.vmas.len();
+        self.unmap_region(mm, from, to);
+        mm.account_vmas(before, self.vmas.len());
+        Ok((to < end).then_some((to, end)))
+    }
+
     /// Removes the VMAs and pages of the page-aligned `[start, end)`.
     pub(crate) fn unmap_region<A: Arch>(&mut self, mm: &Mm<A>, start: VirtAddr, end: VirtAddr) {
         let removed: alloc::vec::Vec<Vma> = self

@@ -102,12 +102,30 @@ fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
     Ok(VirtAddr::new(addr))
 }
 
+/// Pages munmap frees between two releases of the address space (8 MiB).
+const MUNMAP_BATCH: u64 = 2048;
+
+/// munmap in batches ([`MUNMAP_BATCH`], `AddressSpace::munmap_some`) with the address space
+/// unlocked and the CPU yielded between them: unmapping 512 MiB of populated memory held the
+/// CPU for its whole length. A task being killed stops early (its exit unmaps the rest).
 pub fn munmap(a: Args) -> SysResult {
-    let addr = checked_addr(a.get(0))?;
-    current_aspace()
-        .lock()
-        .munmap(memory::mm(), addr, a.get(1) as usize)?;
-    Ok(0)
+    let (mut addr, mut len) = (checked_addr(a.get(0))?, a.get(1) as usize);
+    let shared = current_aspace();
+    loop {
+        let rest = shared
+            .lock()
+            .munmap_some(memory::mm(), addr, len, MUNMAP_BATCH)?;
+        let Some((next, end)) = rest else {
+            return Ok(0);
+        };
+        (addr, len) = (next, (end.as_u64() - next.as_u64()) as usize);
+        if crate::proc::current_tid() != 0 {
+            if crate::proc::fatal_signal_pending() {
+                return Err(Errno::EINTR);
+            }
+            crate::proc::sched::cond_resched();
+        }
+    }
 }
 
 pub fn mprotect(a: Args) -> SysResult {
