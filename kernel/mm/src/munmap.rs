@@ -104,3 +104,44 @@ pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, shared: &MmShared, start: VirtAddr,
     });
     gather.finish();
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::{Env, PAGE};
+    use crate::vma::Prot;
+    use crate::VirtAddr;
+
+    /// munmap in batches of 3 pages over two populated VMAs with holes around and between them
+    /// ends exactly as one munmap: only the range's pages gone, the pieces outside kept, every
+    /// frame back, and the middle batches skip the hole instead of walking it.
+    #[test]
+    fn munmap_some_in_batches_matches_one_munmap() {
+        let env = Env::new();
+        let mut s = env.space();
+        let a = env.map(&mut s, 0, 10, Prot::RW);
+        let b = env.map(&mut s, 100 * PAGE, 10, Prot::RW);
+        for i in 0..10 {
+            env.write(&mut s, a + i * PAGE, 1).unwrap();
+            env.write(&mut s, b + i * PAGE, 2).unwrap();
+        }
+        // From the middle of the first VMA to the middle of the second.
+        let (mut addr, mut len) = (a + 4 * PAGE, (96 + 4) * PAGE as usize);
+        let mut batches = 0;
+        while let Some((next, end)) = s.munmap_some(&env.mm, addr, len, 3).expect("munmap") {
+            (addr, len) = (next, (end.as_u64() - next.as_u64()) as usize);
+            batches += 1;
+            env.check(&[&s]);
+        }
+        // 6 + 4 pages in batches of 3, the hole skipped: 3 + 3, 3, then the last 1 page.
+        assert_eq!(batches, 3, "four calls, three of them leaving a rest");
+        assert_eq!(s.vmas().count(), 2);
+        assert_eq!(env.read(&mut s, a + 3 * PAGE), Ok(1));
+        assert!(env.read(&mut s, a + 4 * PAGE).is_err());
+        assert!(env
+            .read(&mut s, VirtAddr::new(b.as_u64() + 3 * PAGE))
+            .is_err());
+        assert_eq!(env.read(&mut s, b + 4 * PAGE), Ok(2));
+        assert!(s.munmap_some(&env.mm, a, 0, 3).is_err(), "len 0 is EINVAL");
+        env.finish(alloc::vec![s]);
+    }
+}
