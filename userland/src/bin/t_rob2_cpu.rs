@@ -47,6 +47,14 @@ fn take_xcpu() -> bool {
     r == Ok(SIGXCPU)
 }
 
+/// `ru_utime + ru_stime` of `getrusage(RUSAGE_SELF)`, in microseconds.
+fn self_cpu_us() -> u64 {
+    let mut ru = [0i64; 18];
+    // SAFETY: `ru` is a live 144-byte `struct rusage`.
+    let _ = unsafe { raw(nr::GETRUSAGE, [0, ru.as_mut_ptr() as usize, 0, 0, 0, 0]) };
+    ((ru[0] + ru[2]) * 1_000_000 + ru[1] + ru[3]) as u64
+}
+
 fn block_xcpu() {
     let mask: u64 = 1 << (SIGXCPU - 1);
     // SAFETY: the new mask is a live local; no old mask is asked for.
@@ -152,6 +160,23 @@ fn main() -> i32 {
         "SIGXCPU's default action ends it",
         status,
         Ok(SIGXCPU as i32),
+    );
+
+    // getrusage(RUSAGE_SELF) counts this process's own CPU time: 300 ms of spinning.
+    let cpu_before = self_cpu_us();
+    let start = monotonic_ns();
+    let mut x = 0u64;
+    while self_cpu_us() < cpu_before + 300_000 && monotonic_ns() - start < GUARD_NS {
+        for i in 0..100_000u64 {
+            x = core::hint::black_box(x.wrapping_add(i));
+        }
+    }
+    let wall_ms = (monotonic_ns() - start) / 1_000_000;
+    let got = self_cpu_us() - cpu_before;
+    t.check_why(
+        "getrusage's CPU time reaches 300 ms of spinning (not stuck at 0)",
+        got >= 300_000,
+        format_args!("{got} us after {wall_ms} ms"),
     );
     t.finish()
 }
