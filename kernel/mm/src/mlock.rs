@@ -142,6 +142,20 @@ impl AddressSpace {
         mode: LockMode,
         limit_pages: u64,
     ) -> Result<(), MmError> {
+        for (start, end) in self.mlockall_flags(mm, mode, limit_pages)? {
+            self.populate(mm, start, end)?;
+        }
+        Ok(())
+    }
+
+    /// [`mlockall`](Self::mlockall) without its population: locks every VMA and returns the
+    /// ranges the caller must populate (none for `OnFault`), as [`mlock_flags`](Self::mlock_flags).
+    pub fn mlockall_flags<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        mode: LockMode,
+        limit_pages: u64,
+    ) -> Result<alloc::vec::Vec<(VirtAddr, VirtAddr)>, MmError> {
         let total: u64 = self
             .vmas
             .values()
@@ -152,16 +166,14 @@ impl AddressSpace {
         }
         let ranges: alloc::vec::Vec<(VirtAddr, VirtAddr)> =
             self.vmas.values().map(|v| (v.start, v.end)).collect();
+        let mut populate = alloc::vec::Vec::new();
         for (start, end) in ranges {
-            self.mlock(
-                mm,
-                start,
-                (end.as_u64() - start.as_u64()) as usize,
-                mode,
-                u64::MAX,
-            )?;
+            let len = (end.as_u64() - start.as_u64()) as usize;
+            if let Some(range) = self.mlock_flags(mm, start, len, mode, u64::MAX)? {
+                populate.push(range);
+            }
         }
-        Ok(())
+        Ok(populate)
     }
 
     /// Linux `mlockall(MCL_FUTURE [| MCL_ONFAULT])` (`mm->def_flags`): every mapping made

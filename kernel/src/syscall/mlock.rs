@@ -114,11 +114,21 @@ pub fn mlockall(a: Args) -> SysResult {
     let shared = current_aspace();
     let mut aspace = shared.lock();
     // A refused MCL_CURRENT changes nothing, MCL_FUTURE included.
-    if flags & MCL_CURRENT != 0 {
-        aspace.mlockall(memory::mm(), mode, limit)?;
-    }
+    let ranges = if flags & MCL_CURRENT != 0 {
+        aspace.mlockall_flags(memory::mm(), mode, limit)?
+    } else {
+        alloc::vec::Vec::new()
+    };
     if flags & MCL_FUTURE != 0 {
         aspace.mlock_future(mode);
+    }
+    drop(aspace);
+    // Populated as Linux's `mm_populate(0, TASK_SIZE)` after the flags: in killable batches,
+    // a mapping another thread removed meanwhile skipped.
+    for (start, end) in ranges {
+        if let Err(Errno::EINTR) = populate_killable(&shared, start, end) {
+            return Err(Errno::EINTR);
+        }
     }
     Ok(0)
 }

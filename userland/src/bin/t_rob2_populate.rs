@@ -20,6 +20,9 @@ cowlab_userland::entry!(main);
 const MAP_SHARED: u32 = 0x01;
 const MAP_POPULATE: u32 = 0x8000;
 const MLOCK: usize = 149;
+const MLOCKALL: usize = 151;
+const MUNLOCKALL: usize = 152;
+const MCL_CURRENT: usize = 1;
 const GIB: usize = 1 << 30;
 
 /// Forks a child that counts in `counter` forever; returns its pid once it has started.
@@ -194,6 +197,37 @@ fn main() -> i32 {
             let _ = munmap(va, len);
         } else {
             t.check("map 512 MiB to lock", false);
+        }
+        // mlockall(MCL_CURRENT) with a 512 MiB mapping, likewise.
+        if let Ok(va) = mmap(0, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS) {
+            words[2].store(0, Ordering::Relaxed);
+            let Some(pid) = spinner(&words[2]) else {
+                t.check("fork", false);
+                return t.finish();
+            };
+            // The child's rate alone: it counts while the parent sleeps 200 ms.
+            let b = words[2].load(Ordering::Relaxed);
+            let _ = sleep_ms(200);
+            let per_ms = (words[2].load(Ordering::Relaxed) - b) / 200;
+            sched_yield();
+            let before = words[2].load(Ordering::Relaxed);
+            let start = monotonic_ns();
+            // SAFETY: no pointer arguments (mlockall(MCL_CURRENT), then munlockall).
+            let r = unsafe { raw(MLOCKALL, [MCL_CURRENT, 0, 0, 0, 0, 0]) };
+            let took = monotonic_ns() - start;
+            let after = words[2].load(Ordering::Relaxed);
+            // SAFETY: as above.
+            let _ = unsafe { raw(MUNLOCKALL, [0; 6]) };
+            let _ = kill(pid, 9);
+            let _ = waitpid(pid, 0);
+            t.eq("mlockall(MCL_CURRENT) with 512 MiB mapped", r, Ok(0));
+            let share = per_ms * (took / 1_000_000) / 10;
+            t.check_why(
+                "the spinning child got at least a tenth of the mlockall's time",
+                after - before >= share.max(1),
+                Counted(before, after, took),
+            );
+            let _ = munmap(va, len);
         }
     }
     t.finish()
