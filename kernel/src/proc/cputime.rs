@@ -6,6 +6,10 @@
 //! soft limit is raised by one second (while below the hard one) so the signal repeats every
 //! further second of CPU time, which `getrlimit` shows, as on Linux.
 //!
+//! The kernel runs system calls with interrupts off, so a tick that falls inside one is taken
+//! at its end or at its next `cond_resched`: system time is charged late, not lost, except
+//! that several ticks inside one call count as one.
+//!
 //! Runs in the timer interrupt, so it only try-locks: a tick that finds the group locked (the
 //! interrupted code holds it) is not charged, and a signal that finds the task table locked is
 //! sent at a later tick (the limit stays crossed until it is).
