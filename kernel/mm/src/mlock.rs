@@ -69,8 +69,43 @@ impl AddressSpace {
         mode: LockMode,
         limit_pages: u64,
     ) -> Result<(), MmError> {
+        if let Some((start, end)) = self.mlock_flags(mm, addr, len, mode, limit_pages)? {
+            self.populate(mm, start, end)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the lock flags of the fully mapped `[start, end)`; the range to populate.
+    fn lock_range<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: VirtAddr,
+        end: VirtAddr,
+        mode: LockMode,
+    ) -> Result<Option<(VirtAddr, VirtAddr)>, MmError> {
+        let flags = match mode {
+            LockMode::Populate => VmaFlags::LOCKED,
+            LockMode::OnFault => LOCK_FLAGS,
+        };
+        self.set_lock_flags(mm, start, end, flags)?;
+        Ok((mode == LockMode::Populate).then_some((start, end)))
+    }
+
+    /// [`mlock`](Self::mlock) without its population: checks and sets the lock flags and
+    /// returns the range the caller must [`populate`](Self::populate) (none for `OnFault` or
+    /// an empty range). Linux `do_mlock` likewise drops the mmap lock before `__mm_populate`,
+    /// which the kernel runs in batches, releasing the address space between them, so that a
+    /// many-GiB mlock neither holds the CPU nor outlives a SIGKILL.
+    pub fn mlock_flags<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+        mode: LockMode,
+        limit_pages: u64,
+    ) -> Result<Option<(VirtAddr, VirtAddr)>, MmError> {
         let Some((start, end)) = page_range(addr, len)? else {
-            return Ok(());
+            return Ok(None);
         };
         if !self.fully_mapped(start, end) {
             return Err(MmError::NoMem);
@@ -80,15 +115,7 @@ impl AddressSpace {
         if after > limit_pages {
             return Err(MmError::NoMem);
         }
-        let flags = match mode {
-            LockMode::Populate => VmaFlags::LOCKED,
-            LockMode::OnFault => LOCK_FLAGS,
-        };
-        self.set_lock_flags(mm, start, end, flags)?;
-        if mode == LockMode::Populate {
-            self.populate(mm, start, end)?;
-        }
-        Ok(())
+        self.lock_range(mm, start, end, mode)
     }
 
     /// Linux `munlock`: clears the lock of `[addr, addr + len)`; `NoMem` for a hole.
@@ -115,6 +142,20 @@ impl AddressSpace {
         mode: LockMode,
         limit_pages: u64,
     ) -> Result<(), MmError> {
+        for (start, end) in self.mlockall_flags(mm, mode, limit_pages)? {
+            self.populate(mm, start, end)?;
+        }
+        Ok(())
+    }
+
+    /// [`mlockall`](Self::mlockall) without its population: locks every VMA and returns the
+    /// ranges the caller must populate (none for `OnFault`), as [`mlock_flags`](Self::mlock_flags).
+    pub fn mlockall_flags<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        mode: LockMode,
+        limit_pages: u64,
+    ) -> Result<alloc::vec::Vec<(VirtAddr, VirtAddr)>, MmError> {
         let total: u64 = self
             .vmas
             .values()
@@ -125,16 +166,14 @@ impl AddressSpace {
         }
         let ranges: alloc::vec::Vec<(VirtAddr, VirtAddr)> =
             self.vmas.values().map(|v| (v.start, v.end)).collect();
+        let mut populate = alloc::vec::Vec::new();
         for (start, end) in ranges {
-            self.mlock(
-                mm,
-                start,
-                (end.as_u64() - start.as_u64()) as usize,
-                mode,
-                u64::MAX,
-            )?;
+            let len = (end.as_u64() - start.as_u64()) as usize;
+            if let Some(range) = self.mlock_flags(mm, start, len, mode, u64::MAX)? {
+                populate.push(range);
+            }
         }
-        Ok(())
+        Ok(populate)
     }
 
     /// Linux `mlockall(MCL_FUTURE [| MCL_ONFAULT])` (`mm->def_flags`): every mapping made
@@ -201,13 +240,26 @@ impl AddressSpace {
     }
 
     /// Linux `__mm_populate`: faults in every page of `[start, end)` of an accessible VMA,
-    /// for writing where the mapping is writable (a private page gets its own copy now).
-    fn populate<A: Arch>(
+    /// for writing where the mapping is writable (a private page gets its own copy now);
+    /// `NoMem` for a hole or a page that cannot be populated.
+    pub fn populate<A: Arch>(
         &mut self,
         mm: &Mm<A>,
         start: VirtAddr,
         end: VirtAddr,
     ) -> Result<(), MmError> {
+        self.populate_some(mm, start, end, u64::MAX).map(|_| ())
+    }
+
+    /// [`populate`](Self::populate) of at most `budget` pages: returns where it stopped
+    /// (`end` when done), so a caller can release the address space between batches.
+    pub fn populate_some<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut budget: u64,
+    ) -> Result<VirtAddr, MmError> {
         let mut va = start.as_u64();
         while va < end.as_u64() {
             let (prot, vma_end) = self
@@ -227,11 +279,15 @@ impl AddressSpace {
                 FaultKind::Read
             };
             while va < stop {
+                if budget == 0 {
+                    return Ok(VirtAddr::new(va));
+                }
                 handle_mm_fault(mm, self, VirtAddr::new(va), kind).map_err(|_| MmError::NoMem)?;
                 va += PAGE_SIZE as u64;
+                budget -= 1;
             }
         }
-        Ok(())
+        Ok(end)
     }
 }
 

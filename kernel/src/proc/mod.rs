@@ -29,6 +29,7 @@
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
 pub mod args;
+pub mod cputime;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -107,6 +108,10 @@ pub struct Group {
     pub child_subreaper: bool,
     /// Process group and session (`pgrp`): copied by fork, kept by execve.
     pub job: pgrp::Job,
+    /// CPU time in timer ticks (user and system), and a signal `RLIMIT_CPU` owes the group
+    /// (0: none) while the task table was busy (`cputime`).
+    pub cpu_ticks: u64,
+    pub cpu_signal: u8,
 }
 
 impl Group {
@@ -131,6 +136,8 @@ impl Group {
             cwd,
             child_subreaper: false,
             job: pgrp::Job::default(),
+            cpu_ticks: 0,
+            cpu_signal: 0,
         }))
     }
 }
@@ -387,6 +394,7 @@ pub fn apply_deferred_wakeups() {
 /// timer interrupt; skips a tick if the table is busy (the interrupted code holds it).
 pub fn on_tick() {
     signal::timer::on_tick();
+    cputime::on_tick();
     let now = time::ticks();
     if let Some(mut table) = TABLE.try_lock() {
         for p in table.values_mut() {

@@ -14,9 +14,10 @@
 //! | `RLIMIT_STACK` | the stack mapping exec builds ([`stack_vma_size`]) and exec's argument space ([`arg_space_limit`]) | `SIGSEGV` beyond it, `E2BIG` |
 //! | `RLIMIT_MEMLOCK` | io_uring buffer registrations ([`account_locked_vm`]), mlock, new mappings after `mlockall(MCL_FUTURE)` and growth of a locked one ([`mlock_future_ok`]) | `ENOMEM`, `EAGAIN` |
 //! | `RLIMIT_FSIZE` | writes, truncate and fallocate of regular files (`fs::fsize`) | SIGXFSZ and `EFBIG`, a short write |
+//! | `RLIMIT_CPU` | the timer tick, on the group's CPU time (`cputime`) | SIGXCPU at the soft limit and every second after, SIGKILL at the hard one |
 //! | `RLIMIT_DATA` | private writable mappings (`mmap`, `mremap` growth, through [`may_expand_data`]) and `brk` ([`check_data_rlimit`]) | `ENOMEM`; `brk` keeps the old break |
 //!
-//! The other nine answer Linux's defaults and are stored, not enforced.
+//! The other eight answer Linux's defaults and are stored, not enforced.
 //!
 //! Privilege: every cowlab process runs as uid 0. Linux lets root (`CAP_SYS_RESOURCE`,
 //! `CAP_SYS_ADMIN`, `CAP_IPC_LOCK`, or being `INIT_USER` for `RLIMIT_NPROC`) bypass
@@ -35,7 +36,8 @@ use crate::errno::Errno;
 use crate::memory::HEAP_SIZE;
 use crate::vm::SharedAddressSpace;
 
-// Linux's numbering (0 CPU, 5 RSS, 10 LOCKS and 15 RTTIME are stored only).
+// Linux's numbering (5 RSS, 10 LOCKS and 15 RTTIME are stored only).
+pub const RLIMIT_CPU: usize = 0;
 pub const RLIMIT_FSIZE: usize = 1;
 pub const RLIMIT_DATA: usize = 2;
 pub const RLIMIT_STACK: usize = 3;
@@ -135,6 +137,12 @@ impl Rlimits {
 
     pub fn get(&self, resource: usize) -> Rlimit {
         self.0[resource]
+    }
+
+    /// Sets one limit without `do_prlimit`'s checks: the kernel's own change (`RLIMIT_CPU`'s
+    /// soft limit moving up a second after each SIGXCPU).
+    pub fn set_raw(&mut self, resource: usize, limit: Rlimit) {
+        self.0[resource] = limit;
     }
 }
 

@@ -30,10 +30,46 @@ fn do_mlock(addr: u64, len: u64, mode: LockMode) -> SysResult {
     if addr >= cowlab_mm::aspace::USER_END {
         return Err(Errno::ENOMEM);
     }
-    current_aspace()
-        .lock()
-        .mlock(memory::mm(), VirtAddr::new(addr), len as usize, mode, limit)?;
+    let shared = current_aspace();
+    let range =
+        shared
+            .lock()
+            .mlock_flags(memory::mm(), VirtAddr::new(addr), len as usize, mode, limit)?;
+    if let Some((start, end)) = range {
+        populate_killable(&shared, start, end)?;
+    }
     Ok(0)
+}
+
+/// Pages faulted in between two releases of the address space (8 MiB).
+const POPULATE_BATCH: u64 = 2048;
+
+/// Linux `__mm_populate` as `do_mlock` runs it: in batches of [`POPULATE_BATCH`] pages with
+/// the address space unlocked between them, where a task being killed stops with `EINTR` (it
+/// ends on its return to ring 3; Linux's `fatal_signal_pending` in `__get_user_pages`) and any
+/// other lets the rest run (`cond_resched`). Locking 8 GiB held the CPU, its lock and its own
+/// SIGKILL for the whole population.
+pub(super) fn populate_killable(
+    shared: &crate::vm::SharedAddressSpace,
+    start: VirtAddr,
+    end: VirtAddr,
+) -> Result<(), Errno> {
+    let mut va = start;
+    loop {
+        va = shared
+            .lock()
+            .populate_some(memory::mm(), va, end, POPULATE_BATCH)?;
+        if va >= end {
+            return Ok(());
+        }
+        // Outside a task (in-kernel tests) there is nobody to kill or yield to.
+        if crate::proc::current_tid() != 0 {
+            if crate::proc::fatal_signal_pending() {
+                return Err(Errno::EINTR);
+            }
+            crate::proc::sched::cond_resched();
+        }
+    }
 }
 
 pub fn mlock(a: Args) -> SysResult {
@@ -78,11 +114,21 @@ pub fn mlockall(a: Args) -> SysResult {
     let shared = current_aspace();
     let mut aspace = shared.lock();
     // A refused MCL_CURRENT changes nothing, MCL_FUTURE included.
-    if flags & MCL_CURRENT != 0 {
-        aspace.mlockall(memory::mm(), mode, limit)?;
-    }
+    let ranges = if flags & MCL_CURRENT != 0 {
+        aspace.mlockall_flags(memory::mm(), mode, limit)?
+    } else {
+        alloc::vec::Vec::new()
+    };
     if flags & MCL_FUTURE != 0 {
         aspace.mlock_future(mode);
+    }
+    drop(aspace);
+    // Populated as Linux's `mm_populate(0, TASK_SIZE)` after the flags: in killable batches,
+    // a mapping another thread removed meanwhile skipped.
+    for (start, end) in ranges {
+        if let Err(Errno::EINTR) = populate_killable(&shared, start, end) {
+            return Err(Errno::EINTR);
+        }
     }
     Ok(0)
 }

@@ -11,6 +11,17 @@ use crate::memory;
 use crate::proc::{current_aspace, rlimit, with_current};
 
 const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_POPULATE: u32 = 0x8000;
+const MAP_NONBLOCK: u32 = 0x10000;
+
+/// `MAP_POPULATE` without `MAP_NONBLOCK`: the new mapping is faulted in, in killable batches
+/// (Linux `mm_populate` after `do_mmap`, errors ignored: the mapping stands either way).
+fn map_populate(flags: u32, va: VirtAddr, len: u64) {
+    if flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE {
+        let end = VirtAddr::new(va.as_u64().saturating_add(len).saturating_add(0xfff) & !0xfff);
+        let _ = super::mlock::populate_killable(&current_aspace(), va, end);
+    }
+}
 
 pub fn mmap(a: Args) -> SysResult {
     let (addr, len, prot, flags, fd) = (a.get(0), a.get(1), a.get(2), a.get(3) as u32, a.int(4));
@@ -44,6 +55,7 @@ pub fn mmap(a: Args) -> SysResult {
             offset,
             file.writable(),
         )?;
+        map_populate(flags, va, len);
         return Ok(va.as_u64());
     }
     let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
@@ -62,6 +74,7 @@ pub fn mmap(a: Args) -> SysResult {
         prot,
         MapFlags::from_linux(flags),
     )?;
+    map_populate(flags, va, len);
     Ok(va.as_u64())
 }
 
@@ -89,12 +102,30 @@ fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
     Ok(VirtAddr::new(addr))
 }
 
+/// Pages munmap frees between two releases of the address space (8 MiB).
+const MUNMAP_BATCH: u64 = 2048;
+
+/// munmap in batches ([`MUNMAP_BATCH`], `AddressSpace::munmap_some`) with the address space
+/// unlocked and the CPU yielded between them: unmapping 512 MiB of populated memory held the
+/// CPU for its whole length. A task being killed stops early (its exit unmaps the rest).
 pub fn munmap(a: Args) -> SysResult {
-    let addr = checked_addr(a.get(0))?;
-    current_aspace()
-        .lock()
-        .munmap(memory::mm(), addr, a.get(1) as usize)?;
-    Ok(0)
+    let (mut addr, mut len) = (checked_addr(a.get(0))?, a.get(1) as usize);
+    let shared = current_aspace();
+    loop {
+        let rest = shared
+            .lock()
+            .munmap_some(memory::mm(), addr, len, MUNMAP_BATCH)?;
+        let Some((next, end)) = rest else {
+            return Ok(0);
+        };
+        (addr, len) = (next, (end.as_u64() - next.as_u64()) as usize);
+        if crate::proc::current_tid() != 0 {
+            if crate::proc::fatal_signal_pending() {
+                return Err(Errno::EINTR);
+            }
+            crate::proc::sched::cond_resched();
+        }
+    }
 }
 
 pub fn mprotect(a: Args) -> SysResult {

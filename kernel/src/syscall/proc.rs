@@ -263,7 +263,16 @@ pub fn getrusage(a: Args) -> SysResult {
         -1 => proc::with_group(|g| g.child_minflt),
         _ => return Err(Errno::EINVAL),
     };
+    // The group's CPU time in ticks (`proc::cputime`), user and system together, reported as
+    // user time; the children's is not summed yet.
+    let ticks = if who == 0 {
+        proc::with_group(|g| g.cpu_ticks)
+    } else {
+        0
+    };
+    let micros = ticks.saturating_mul(1_000_000 / crate::time::TICK_HZ);
     let usage = Rusage {
+        utime: [(micros / 1_000_000) as i64, (micros % 1_000_000) as i64],
         minflt: minflt as i64,
         ..Rusage::default()
     };

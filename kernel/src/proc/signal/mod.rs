@@ -43,6 +43,7 @@ pub const SIGSTOP: u8 = 19;
 pub const SIGTSTP: u8 = 20;
 pub const SIGTTIN: u8 = 21;
 pub const SIGTTOU: u8 = 22;
+pub const SIGXCPU: u8 = 24;
 pub const SIGXFSZ: u8 = 25;
 
 pub const SIG_DFL: u64 = 0;
@@ -208,6 +209,10 @@ pub struct ThreadSignals {
     pub altstack: AltStack,
     /// The mask to restore once a handler is set up (rt_sigsuspend's caller's mask).
     pub saved_mask: Option<u64>,
+    /// The caller's mask while rt_sigtimedwait sleeps with the waited-for set unblocked (Linux
+    /// `real_blocked`): those signals still count as blocked for [`ignored`], so a waited-for
+    /// SIGCHLD whose action is the default is queued, not thrown away.
+    pub real_blocked: u64,
 }
 
 /// A group's signal state beside its actions (`Group::sigactions`): Linux `signal_struct`.
@@ -275,9 +280,10 @@ pub fn death_status(signal: u8, core_limit: u64) -> i32 {
 }
 
 /// Whether `signal` sent to `task` would be thrown away (Linux `sig_ignored`): ignored by its
-/// action and not blocked (a blocked ignored signal stays pending, as Linux).
+/// action and not blocked (a blocked ignored signal stays pending, as Linux), nor blocked by the
+/// mask rt_sigtimedwait lifted while it waits (`ThreadSignals::real_blocked`).
 fn ignored(task: &Task, action: &SigAction, signal: u8) -> bool {
-    if task.sigmask & bit(signal) != 0 {
+    if (task.sigmask | task.sig.real_blocked) & bit(signal) != 0 {
         return false;
     }
     action.handler == SIG_IGN

@@ -117,9 +117,11 @@ pub fn sigtimedwait(set: u64, deadline: Option<u64>) -> Result<SigInfo, Errno> {
         if deadline.is_some_and(|d| now >= d) {
             return Err(Errno::EAGAIN);
         }
-        // While waiting, the signals of `set` count as deliverable, so they wake the sleep.
+        // While waiting, the signals of `set` count as deliverable, so they wake the sleep;
+        // `real_blocked` keeps them from being discarded as ignored meanwhile.
         let saved = with_current(|t| {
             let saved = t.sigmask;
+            t.sig.real_blocked = saved;
             t.sigmask &= !set;
             saved
         });
@@ -131,6 +133,7 @@ pub fn sigtimedwait(set: u64, deadline: Option<u64>) -> Result<SigInfo, Errno> {
         };
         let other = with_current(|t| {
             t.sigmask = saved;
+            t.sig.real_blocked = 0;
             let shared = t.group.lock().sig.shared.mask;
             (t.sig.pending.mask | shared) & set == 0 && deliverable(t)
         });
