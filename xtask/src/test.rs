@@ -47,6 +47,9 @@ pub struct TestArgs {
     /// root-disk tests run whatever this says.
     #[arg(long, value_name = "NAME")]
     pub program: Vec<String>,
+    /// Number of CPUs of every QEMU machine the tiers boot (`-smp N`, see `qemu --smp`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,6 +95,7 @@ impl Tally {
 
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let wants = |tier| args.only.is_empty() || args.only.contains(&tier);
+    crate::qemu::set_smp(args.smp);
     let logs = target_dir().join("test-logs");
     if logs.exists() {
         std::fs::remove_dir_all(&logs).with_context(|| format!("clearing {}", logs.display()))?;

@@ -22,8 +22,11 @@ pub struct IrqState(pub u64);
 ///    the kernel uses otherwise) for every physical address `p` below
 ///    `frames.len() * PAGE_SIZE`, for the [`crate::frame::FrameTable`] the `Mm` is built with;
 ///    the pointer is page aligned.
-/// 2. After [`Arch::flush_page`] (resp. [`Arch::flush_all`]) returns, no CPU uses a translation of
-///    that page (resp. of any page) under the given root that was cached before the call.
+/// 2. After [`Arch::flush_page`] (resp. [`Arch::flush_all`]) returns, this CPU uses no
+///    translation of that page (resp. of any page) under the given root that was cached before
+///    the call; after [`Arch::flush_tlb_cpus`] returns, the same holds on every CPU it names.
+///    A CPU that is not named and whose `mm_cpumask` bit is clear caches no translation of
+///    the root (it loaded another root since, which dropped them).
 pub unsafe trait Arch: Sync {
     /// Where physical address 0 appears in the kernel's virtual memory.
     fn phys_window(&self) -> *mut u8;
@@ -34,6 +37,36 @@ pub unsafe trait Arch: Sync {
 
     /// Invalidates every cached user translation of the address space whose PML4 is `root`.
     fn flush_all(&self, root: PhysAddr);
+
+    /// The index of the CPU running the caller (its `mm_cpumask` bit). Callers that use it to
+    /// decide on a flush run with preemption disabled or accept that a migration only widens
+    /// the flush (the mask always includes the CPU they started on).
+    fn cpu_id(&self) -> usize {
+        0
+    }
+
+    /// Invalidates `[start, end)` (or everything when `all`) of the address space `root` on
+    /// every CPU whose bit is set in `cpus`, this one included if set, and returns only when
+    /// all have done it (Linux `flush_tlb_mm_range` -> `flush_tlb_multi`). A CPU with
+    /// interrupts disabled (GUP-fast walking page tables) delays the return until it enables
+    /// them: this is what makes freeing page tables after the flush safe. Must not be called
+    /// with interrupts disabled (two CPUs flushing each other would deadlock).
+    ///
+    /// The default is uniprocessor: the local `flush_page` loop, or `flush_all`.
+    fn flush_tlb_cpus(&self, cpus: u64, root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        if cpus & (1u64 << self.cpu_id()) == 0 {
+            return;
+        }
+        if all {
+            self.flush_all(root);
+            return;
+        }
+        let mut va = start.align_down().as_u64();
+        while va < end.as_u64() {
+            self.flush_page(root, VirtAddr::new(va));
+            va += crate::PAGE_SIZE as u64;
+        }
+    }
 
     /// Disables interrupts on this CPU, returning the previous state.
     fn irq_save(&self) -> IrqState;

@@ -52,7 +52,8 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             Some(fixup) => extable::fixup(frame, fixup, 0),
             None => dump::die(frame),
         },
-        irq if irq >= vector::PIC_BASE => {
+        ipi if ipi >= vector::IPI_BASE => crate::smp::on_ipi(ipi),
+        irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
             interrupt(irq - vector::PIC_BASE)
@@ -89,7 +90,8 @@ fn user_trap(frame: &mut TrapFrame) {
                 }
             }
         }
-        irq if irq >= vector::PIC_BASE => {
+        ipi if ipi >= vector::IPI_BASE => crate::smp::on_ipi(ipi),
+        irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
             interrupt(irq - vector::PIC_BASE);

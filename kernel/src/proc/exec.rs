@@ -218,6 +218,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
             super::rlimit::Rlimits::linux_defaults(),
             None,
         ),
+        cpus_allowed: u64::MAX,
     };
     TABLE.lock().insert(pid, Box::new(process));
     Ok(())
