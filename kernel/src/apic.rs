@@ -22,6 +22,13 @@ const ICR_LOW: usize = 0x300;
 const ICR_HIGH: usize = 0x310;
 const LVT_LINT0: usize = 0x350;
 const LVT_LINT1: usize = 0x360;
+const LVT_TIMER: usize = 0x320;
+const TIMER_INITIAL: usize = 0x380;
+const TIMER_CURRENT: usize = 0x390;
+const TIMER_DIVIDE: usize = 0x3e0;
+/// Divide configuration "by 16" (bits 0, 1, 3 = 0b0011).
+const DIVIDE_BY_16: u32 = 0b0011;
+const TIMER_PERIODIC: u32 = 1 << 17;
 
 const SVR_ENABLE: u32 = 1 << 8;
 const LVT_MASKED: u32 = 1 << 16;
@@ -29,6 +36,9 @@ const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_INIT: u32 = 0x500;
 const ICR_STARTUP: u32 = 0x600;
+
+/// Timer counts (bus clock / 16) per scheduler tick (`time::TICK_HZ`), from [`calibrate_timer`].
+static COUNTS_PER_TICK: AtomicU64 = AtomicU64::new(0);
 
 /// Physical base of the local APIC registers (set from the MADT, else the architectural default).
 static BASE: AtomicU64 = AtomicU64::new(0xfee0_0000);
@@ -101,4 +111,37 @@ pub fn send_init(apic_id: u32) {
 /// Sends a STARTUP IPI: the target starts in real mode at `page * 4096`.
 pub fn send_startup(apic_id: u32, page: u8) {
     send(apic_id, ICR_LEVEL_ASSERT | ICR_STARTUP | u32::from(page));
+}
+
+/// Measures the local APIC timer's rate against the TSC (10 ms, interrupts disabled, timer
+/// masked) and records the count of one tick. The rate is the same on every CPU of a machine.
+pub fn calibrate_timer() {
+    const SAMPLE_US: u64 = 10_000;
+    write(TIMER_DIVIDE, DIVIDE_BY_16);
+    write(LVT_TIMER, LVT_MASKED | u32::from(vector::LOCAL_TIMER));
+    write(TIMER_INITIAL, u32::MAX);
+    let start = crate::time::rdtsc();
+    let cycles = crate::time::tsc_khz().max(1) * SAMPLE_US / 1000;
+    while crate::time::rdtsc().wrapping_sub(start) < cycles {
+        core::hint::spin_loop();
+    }
+    let elapsed = u64::from(u32::MAX - read(TIMER_CURRENT));
+    write(TIMER_INITIAL, 0);
+    let per_tick = elapsed * 1_000_000 / SAMPLE_US / crate::time::TICK_HZ;
+    COUNTS_PER_TICK.store(per_tick.max(1), Ordering::Relaxed);
+}
+
+/// Timer counts per tick (0 before [`calibrate_timer`]).
+pub fn counts_per_tick() -> u64 {
+    COUNTS_PER_TICK.load(Ordering::Relaxed)
+}
+
+/// Starts this CPU's local APIC timer: [`vector::LOCAL_TIMER`] at `time::TICK_HZ`.
+pub fn start_timer() {
+    let count = COUNTS_PER_TICK
+        .load(Ordering::Relaxed)
+        .clamp(1, u64::from(u32::MAX)) as u32;
+    write(TIMER_DIVIDE, DIVIDE_BY_16);
+    write(LVT_TIMER, TIMER_PERIODIC | u32::from(vector::LOCAL_TIMER));
+    write(TIMER_INITIAL, count);
 }

@@ -24,6 +24,8 @@ pub const IPI_BASE: u8 = 0xf0;
 pub const IPI_SHOOTDOWN: u8 = 0xf0;
 /// "Run the function posted for you" (`smp::call`), also the kernel tests' ping.
 pub const IPI_CALL: u8 = 0xf1;
+/// The local APIC timer of an application processor (its own tick, `smp`).
+pub const LOCAL_TIMER: u8 = 0xf3;
 /// The local APIC's spurious-interrupt vector: no handler work, no end-of-interrupt.
 pub const SPURIOUS: u8 = 0xff;
 /// Number of vectors with an entry stub: all of them (unused ones die with a dump).

@@ -55,6 +55,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(smp::smp_every_madt_cpu_online_with_its_own_percpu),
     test!(smp::smp_ipi_calls_run_once_on_their_target),
     test!(smp::smp_tlb_shootdown_reaches_every_cpu),
+    test!(smp::smp_local_apic_timer_ticks_on_every_ap),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

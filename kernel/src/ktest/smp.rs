@@ -277,3 +277,26 @@ fn unlink_tables(root: PhysAddr, tables: &[PhysAddr]) {
     let last = smp::online_mask();
     smp::shootdown::flush_tlb_cpus(last, root, VirtAddr::new(0), VirtAddr::new(0), true);
 }
+
+/// Every application processor takes its own local APIC timer tick at about 100 Hz: three
+/// ticks each within two seconds (the calibration gave a non-zero count on any machine).
+pub fn smp_local_apic_timer_ticks_on_every_ap() -> TestResult {
+    ensure!(
+        apic::counts_per_tick() > 0,
+        "the local APIC timer was not calibrated"
+    );
+    let start = crate::time::rdtsc();
+    let limit = crate::time::tsc_khz() * 2_000;
+    for cpu in online_cpus().filter(|&cpu| cpu != 0) {
+        let from = smp::local_ticks(cpu);
+        while smp::local_ticks(cpu) < from + 3 {
+            ensure!(
+                crate::time::rdtsc() - start < limit,
+                "CPU {cpu}: local timer ticks went from {from} to {} in two seconds",
+                smp::local_ticks(cpu)
+            );
+            core::hint::spin_loop();
+        }
+    }
+    Ok(())
+}

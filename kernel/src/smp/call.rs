@@ -46,14 +46,8 @@ pub fn run_on(cpu: usize, function: fn(), timeout_us: u64) -> Result<(), CallErr
     apic::send_ipi(apic_id_of(cpu), vector::IPI_CALL);
     while SLOTS[cpu].load(Ordering::Acquire) == function as usize {
         if expired() {
-            // Take the request back if it has not started; if it has, it will finish and
-            // empty the slot on its own.
-            let _ = SLOTS[cpu].compare_exchange(
-                function as usize,
-                0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            // The request stays posted: the target runs it when it takes the IPI and only then
+            // empties the slot, so no later request can be overwritten by this one's end.
             return Err(CallError::Timeout);
         }
         core::hint::spin_loop();

@@ -8,7 +8,9 @@
 //! the shared IDT, its local APIC with both LINT pins masked, and the `syscall` MSRs.
 //!
 //! Stage: the APs are parked. They run no tasks yet: each halts with interrupts enabled and
-//! wakes only for inter-processor interrupts (TLB shootdowns, [`call`] requests). The scheduler,
+//! wakes for inter-processor interrupts (TLB shootdowns, [`call`] requests) and for its own
+//! local APIC timer tick (100 Hz, calibrated against the TSC on the boot CPU; counted per CPU,
+//! the preemption source once tasks run there). The scheduler,
 //! the device interrupts (8259 PIC, virtual wire to the boot CPU) and the timer tick stay on the
 //! boot CPU, so user code runs on one CPU whatever `-smp` says. What the parked APs already
 //! give: the shootdown protocol (`shootdown`) runs against real remote CPUs, and bring-up, IPIs
@@ -41,6 +43,8 @@ static PRESENT: AtomicUsize = AtomicUsize::new(1);
 static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// IPIs each CPU has handled (all vectors but the spurious one).
 static IPIS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Local APIC timer ticks each CPU has taken (the application processors' own tick).
+static LOCAL_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The boot PML4, which every AP loads once it runs in the kernel half.
 static BOOT_CR3: AtomicU64 = AtomicU64::new(0);
 /// The IST and ring-0 stack tops of the AP being started: [double fault, NMI, MCE, ring 0].
@@ -80,6 +84,11 @@ pub fn boot_root() -> PhysAddr {
     PhysAddr::new(BOOT_CR3.load(Ordering::Relaxed))
 }
 
+/// Local APIC timer ticks CPU `cpu` has taken since it came up.
+pub fn local_ticks(cpu: usize) -> u64 {
+    LOCAL_TICKS[cpu].load(Ordering::Relaxed)
+}
+
 /// IPIs CPU `cpu` has handled since boot.
 pub fn ipis_handled(cpu: usize) -> u64 {
     IPIS[cpu].load(Ordering::Relaxed)
@@ -109,6 +118,7 @@ pub fn init(boot_info: &BootInfo) {
     BOOT_CR3.store(boot_pml4.start_address().as_u64(), Ordering::Relaxed);
     let Some(rsdp) = boot_info.rsdp_addr.into_option() else {
         apic::init_local(false);
+        apic::calibrate_timer();
         APIC_IDS[0].store(apic::id(), Ordering::Relaxed);
         info!("smp: no ACPI RSDP from the bootloader: 1 CPU");
         return;
@@ -117,6 +127,7 @@ pub fn init(boot_info: &BootInfo) {
         Ok(topology) => topology,
         Err(error) => {
             apic::init_local(false);
+            apic::calibrate_timer();
             APIC_IDS[0].store(apic::id(), Ordering::Relaxed);
             warn!("smp: no usable MADT ({error:?}): 1 CPU");
             return;
@@ -124,6 +135,7 @@ pub fn init(boot_info: &BootInfo) {
     };
     apic::set_base(topology.local_apic);
     apic::init_local(false);
+    apic::calibrate_timer();
     let boot_apic = apic::id();
     APIC_IDS[0].store(boot_apic, Ordering::Relaxed);
     PRESENT.store(
@@ -238,6 +250,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     crate::syscall::entry::init();
     crate::proc::switch::enable_sse();
     apic::init_local(true);
+    apic::start_timer();
     APIC_IDS[cpu].store(apic::id(), Ordering::Relaxed);
     // Release: the boot CPU that sees the bit sees the APIC ID and this CPU's state.
     ONLINE.fetch_or(1 << cpu, Ordering::Release);
@@ -256,7 +269,13 @@ pub fn on_ipi(number: u8) {
     if number == vector::SPURIOUS {
         return;
     }
-    IPIS[percpu::cpu_id()].fetch_add(1, Ordering::Relaxed);
+    let cpu = percpu::cpu_id();
+    if number == vector::LOCAL_TIMER {
+        LOCAL_TICKS[cpu].fetch_add(1, Ordering::Relaxed);
+        apic::end_of_interrupt();
+        return;
+    }
+    IPIS[cpu].fetch_add(1, Ordering::Relaxed);
     match number {
         vector::IPI_SHOOTDOWN => shootdown::service(),
         vector::IPI_CALL => call::service(),
