@@ -52,7 +52,11 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             Some(fixup) => extable::fixup(frame, fixup, 0),
             None => dump::die(frame),
         },
-        ipi if ipi >= vector::IPI_BASE => crate::smp::on_ipi(ipi),
+        ipi if ipi >= vector::IPI_BASE => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            crate::smp::on_ipi(ipi)
+        }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
@@ -90,7 +94,11 @@ fn user_trap(frame: &mut TrapFrame) {
                 }
             }
         }
-        ipi if ipi >= vector::IPI_BASE => crate::smp::on_ipi(ipi),
+        ipi if ipi >= vector::IPI_BASE => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            crate::smp::on_ipi(ipi)
+        }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
