@@ -31,6 +31,7 @@ mod fwcfg;
 mod gdt;
 mod heap;
 mod idt;
+mod ioapic;
 #[cfg(feature = "kcov")]
 mod kcov;
 mod ktest;

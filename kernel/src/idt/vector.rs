@@ -18,6 +18,10 @@ pub const PIC_BASE: u8 = 32;
 pub const TIMER: u8 = PIC_BASE;
 /// One past the PIC's last vector.
 pub const PIC_END: u8 = PIC_BASE + 16;
+/// First vector of the I/O APIC's routed ISA lines (`ioapic`): line `n` is `IOAPIC_BASE + n`.
+pub const IOAPIC_BASE: u8 = 0x30;
+/// One past the I/O APIC's last routed vector.
+pub const IOAPIC_END: u8 = IOAPIC_BASE + 16;
 /// First inter-processor interrupt vector: everything from here on is the local APIC's.
 pub const IPI_BASE: u8 = 0xf0;
 /// TLB shootdown request (`smp::shootdown`).

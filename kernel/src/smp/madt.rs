@@ -61,6 +61,13 @@ pub fn read(rsdp: u64) -> Result<Topology, acpi::AcpiError> {
             MadtEntry::LocalX2Apic(cpu) if cpu.flags & PROCESSOR_USABLE != 0 => {
                 apic_ids.push(cpu.x2apic_id)
             }
+            MadtEntry::IoApic(io) => crate::ioapic::set_base(
+                u64::from(io.io_apic_address),
+                io.global_system_interrupt_base,
+            ),
+            MadtEntry::InterruptSourceOverride(o) if o.bus == 0 => {
+                crate::ioapic::set_override(o.irq, o.global_system_interrupt, o.flags)
+            }
             _ => {}
         }
     }
