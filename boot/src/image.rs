@@ -58,12 +58,13 @@ pub fn build_disk_image(
 }
 
 /// The bootloader's own logging: on the serial console only (QEMU runs with `-display none`;
-/// drawing text into the framebuffer is slow under TCG) and at `Info`, so a boot that fails
-/// before the kernel's banner still says how far it got.
+/// drawing text into the framebuffer is slow under TCG) and at `Warn`: its twenty `Info` lines
+/// per boot (segments, GDT, mappings) buried the kernel's own first lines; a boot that fails
+/// before the kernel's banner still prints the bootloader's warnings and its panic.
 fn boot_config() -> BootConfig {
     let mut config = BootConfig::default();
     config.frame_buffer_logging = false;
     config.serial_logging = true;
-    config.log_level = LevelFilter::Info;
+    config.log_level = LevelFilter::Warn;
     config
 }

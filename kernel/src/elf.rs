@@ -69,6 +69,20 @@ fn prot_of(flags: u32) -> Prot {
 
 const PAGE: u64 = cowlab_elf::PAGE;
 
+/// A user-facing explanation of why a file is not a program cowlab can run.
+fn not_exec_reason(why: cowlab_elf::NotExec) -> &'static str {
+    use cowlab_elf::NotExec;
+    match why {
+        NotExec::Interp => "dynamically linked: build with -static (cowlab has no dynamic loader)",
+        NotExec::Magic => "not a 64-bit ELF executable",
+        NotExec::Machine => "not an x86_64 program",
+        NotExec::Type => "not an executable ELF (a relocatable object or core file?)",
+        NotExec::Entry | NotExec::Headers | NotExec::NoLoad | NotExec::Segment => {
+            "a malformed ELF file (bad entry point, headers or segments)"
+        }
+    }
+}
+
 /// Loads `data` into the empty `aspace` and builds the stack; `argv`/`envp` are the strings.
 /// The checks and the placement are `cowlab_elf::parse`'s (host-tested and fuzzed); this maps
 /// and fills what it planned.
@@ -83,7 +97,12 @@ pub fn load(
         user_end: cowlab_mm::aspace::USER_END,
         mmap_min: cowlab_mm::aspace::MMAP_MIN_ADDR,
     };
-    let plan = cowlab_elf::parse(data, limits).map_err(|_| Errno::ENOEXEC)?;
+    let plan = cowlab_elf::parse(data, limits).map_err(|why| {
+        // The console is where a first-time user looks when their program "does nothing": say
+        // why in one line (the caller still gets Linux's ENOEXEC).
+        warn!("exec {execfn}: {}", not_exec_reason(why));
+        Errno::ENOEXEC
+    })?;
     let mm = memory::mm();
     // Pass 1: map every page any segment touches (read-write for now), without overlaps, and
     // copy the file bytes (bss stays zero: fresh anonymous memory).

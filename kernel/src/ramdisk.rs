@@ -156,7 +156,8 @@ pub fn print_listing() {
     );
     for file in files() {
         match file {
-            Ok(file) => info!("  {} ({} bytes)", file.name, file.data.len()),
+            // One line per file (dozens): shown with `loglevel=debug`, not on every boot.
+            Ok(file) => debug!("  {} ({} bytes)", file.name, file.data.len()),
             Err(error) => warn!("ramdisk: {error}"),
         }
     }

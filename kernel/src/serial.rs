@@ -69,18 +69,19 @@ macro_rules! println {
     };
 }
 
-/// A byte received on COM1, if one is waiting (line status bit 0).
-pub fn try_read_byte() -> Option<u8> {
-    use x86_64::instructions::port::Port;
+/// Writes raw bytes (a terminal's output: no UTF-8 or backspace translation) as one unit.
+pub fn write_bytes(data: &[u8]) {
     interrupts::without_interrupts(|| {
-        let _guard = COM1_PORT.lock();
-        // SAFETY: reading COM1's line status and receive registers (we own the device, and hold
-        // its lock); reading RBR only consumes the received byte.
-        unsafe {
-            if Port::<u8>::new(COM1 + 5).read() & 1 == 0 {
-                return None;
-            }
-            Some(Port::<u8>::new(COM1).read())
+        let mut port = COM1_PORT.lock();
+        for &b in data {
+            port.send_raw(b);
         }
-    })
+    });
+}
+
+/// A received byte if one is waiting and the port is free: for the timer tick, which must not
+/// wait for a lock the code it interrupted may hold.
+pub fn try_read_byte_nowait() -> Option<u8> {
+    let mut port = COM1_PORT.try_lock()?;
+    port.try_receive().ok()
 }

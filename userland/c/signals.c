@@ -459,7 +459,7 @@ static void test_job_control_and_core(void) {
         /* Its own process group, whose parent (we) is in another group of the session: Linux
          * discards SIGTSTP sent to an orphaned process group (as the test's own group is when
          * a harness in the background started it), and the SIGTSTP check below would wait
-         * forever. On cowlab, which has no process groups yet, setpgid fails harmlessly. */
+         * forever. cowlab has process groups (it does not discard signals to orphaned ones). */
         setpgid(0, 0);
         for (;;)
             pause();

@@ -61,6 +61,52 @@ pub fn mke2fs() -> Result<PathBuf> {
     find_mke2fs().context("mke2fs still missing after installing e2fsprogs")
 }
 
+/// Debian `busybox-static`'s `/bin/busybox` (statically linked: the dynamic `busybox` package
+/// cannot run on cowlab), installing the package if allowed; `None` with a warning otherwise.
+pub fn busybox() -> Option<PathBuf> {
+    let find = || {
+        ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| is_executable(p) && is_static_elf(p))
+    };
+    if let Some(path) = find() {
+        return Some(path);
+    }
+    match install(
+        "busybox-static",
+        "no statically linked busybox (Debian's busybox-static)",
+    ) {
+        Ok(()) => find(),
+        Err(e) => {
+            eprintln!(
+                "xtask: warning: {e}
+xtask: the root image gets no BusyBox; the shell is cowsh"
+            );
+            None
+        }
+    }
+}
+
+/// Whether `path` is an ELF without a `PT_INTERP` program header (needs no dynamic loader).
+fn is_static_elf(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        bytes
+            .get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().expect("4 bytes")) != 3)
+    })
+}
+
 /// Installs Debian `package` non-interactively when we are root with no terminal on stdin,
 /// otherwise fails with `missing` and the command to run.
 fn install(package: &str, missing: &str) -> Result<()> {

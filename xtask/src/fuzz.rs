@@ -24,7 +24,24 @@ use crate::build::TARGET;
 use crate::qemu::{Accel, Machine, Next, QemuExit, Session};
 use crate::{deps, image, target_dir, workspace_root, BuildArgs};
 
+/// Printed after the options by `cargo xtask fuzz --help`.
+const LONG_RUNS: &str = "\
+Bounded CI run: `cargo xtask test --only fuzz` (seed 1, 3000 calls, with feedback).
+
+Long volume run (the issue-17 target: 1,000,000 calls over 10 seeds), best on an idle machine,
+one QEMU per core:
+  cargo xtask fuzz --seed 1  --seeds 5 --calls 100000 --tag vol-a
+  cargo xtask fuzz --seed 6  --seeds 5 --calls 100000 --tag vol-b
+Each seed is one boot (the ext2 root attached snapshot=on); after a crash the seed goes on in a
+fresh boot with what is left of its budget. Add --icount for instruction-counted guest time
+(calls/s then measure the fuzzer and the kernel, not the host's load), --no-feedback for the
+baseline curve, --hang SECS if the machine is very loaded. Curves: target/fuzz/cover-<tag>-<fb|nofb>-seed<S>.csv
+(ms,execs,calls,blocks,corpus,edges); consoles: target/fuzz/logs/; reproducers:
+target/fuzz/crashes/ (replay with --replay FILE). The last console line of each seed,
+`FUZZ PROFILE`, says where the guest time of a program goes. See docs/fuzzing.md.";
+
 #[derive(Args, Debug, Clone)]
+#[command(after_help = LONG_RUNS)]
 pub struct FuzzArgs {
     /// The first seed.
     #[arg(long, default_value_t = 1)]
@@ -54,6 +71,12 @@ pub struct FuzzArgs {
     /// Use this kcov kernel ELF instead of building one (to keep a campaign on one kernel).
     #[arg(long, value_name = "ELF")]
     pub kernel: Option<PathBuf>,
+    /// Deterministic TCG (`-icount shift=0,sleep=off`): guest time counts instructions (one
+    /// guest ns per instruction), so calls/s and the coverage curves measure the fuzzer and
+    /// the kernel, not the host's load (disk I/O still completes in host time, so a seed repeats
+    /// only approximately).
+    #[arg(long)]
+    pub icount: bool,
     /// Prefix of this run's image directory, logs and curves (`<tag>-fb`, ...), to keep
     /// concurrent runs apart.
     #[arg(long)]
@@ -98,8 +121,8 @@ impl Crash {
 /// One boot's reading of the console.
 #[derive(Debug, Default)]
 pub struct Run {
-    /// (ms, execs, calls, blocks, corpus) of each `COVER` line.
-    pub cover: Vec<[u64; 5]>,
+    /// (ms, execs, calls, blocks, corpus, edges) of each `COVER` line.
+    pub cover: Vec<[u64; 6]>,
     /// The program running when the boot ended (or the leaking one).
     pub last_prog: Option<String>,
     pub crash: Option<Crash>,
@@ -128,7 +151,7 @@ impl Run {
         } else if line.starts_with("FUZZ REPLAY ok") {
             self.replayed = true;
         } else if let Some(rest) = line.strip_prefix("COVER ") {
-            let mut v = [0u64; 5];
+            let mut v = [0u64; 6];
             for field in rest.split_whitespace() {
                 let Some((k, val)) = field.split_once('=') else {
                     continue;
@@ -139,6 +162,7 @@ impl Run {
                     "calls" => 2,
                     "blocks" => 3,
                     "corpus" => 4,
+                    "edges" => 5,
                     _ => continue,
                 };
                 v[i] = val.parse().unwrap_or(0);
@@ -210,40 +234,42 @@ pub fn build_kcov_kernel() -> Result<PathBuf> {
     Ok(dir.join(TARGET).join("debug").join("kernel"))
 }
 
-/// A kcov image with `extra` files in its ramdisk, under `target/fuzz/img-<tag>` (each
-/// campaign and each replay has its own, so concurrent runs never share an image).
-fn kcov_image(kernel: &Path, extra: Vec<PathBuf>, tag: &str) -> Result<image::Built> {
+/// A kcov image with `extra` files in its ramdisk, and the ext2 root filesystem image made
+/// from the same files (the fuzzer runs on the writable ext2 root, as `cargo xtask qemu`
+/// does), under `target/fuzz/img-<tag>` (each campaign and each replay has its own, so
+/// concurrent runs never share an image; the root is attached `snapshot=on`, so every boot
+/// starts from the same filesystem).
+fn kcov_image(kernel: &Path, extra: Vec<PathBuf>, tag: &str) -> Result<(image::Built, PathBuf)> {
     let args = BuildArgs {
         release: false,
         add: extra,
         kernel: Some(kernel.to_path_buf()),
     };
-    image::build_all_in(
-        &args,
-        Firmware::Bios,
-        &target_dir().join("fuzz").join(format!("img-{tag}")),
-    )
+    let dir = target_dir().join("fuzz").join(format!("img-{tag}"));
+    let built = image::build_all_in(&args, Firmware::Bios, &dir)?;
+    let root = crate::rootfs::ensure(&dir, &built.files, false)?;
+    Ok((built, root))
 }
 
 /// Boots `program` on `built`, feeding the console to a [`Run`]; `echo` prints the lines
 /// that are not `FUZZ PROG`.
 fn boot(
-    built: &image::Built,
+    (built, root): &(image::Built, PathBuf),
     program: &[String],
     hang: Duration,
     log: &Path,
     echo: bool,
+    icount: bool,
 ) -> Result<Run> {
     let qemu = deps::qemu()?;
     let machine = Machine {
         image: built.image.clone(),
         ovmf: None,
-        accel: Accel::Tcg,
+        accel: if icount { Accel::Icount } else { Accel::Tcg },
         gdb: false,
         cmdline: crate::qemu::compose_cmdline(None, program)?,
         disk: Some(built.disk.clone()),
-        // No root disk: `/` is the ramdisk, as the corpus and its coverage were made on.
-        root: None,
+        root: Some((root.clone(), false)),
     };
     let mut session = Session::start(&machine, &qemu, &built.kernel_elf, log)?;
     let mut run = Run::default();
@@ -327,6 +353,7 @@ fn replay_with(
         &program,
         hang,
         &dir.join("logs").join(format!("replay-{tag}.log")),
+        false,
         false,
     )?;
     if run.crash.is_none() && !run.replayed {
@@ -485,7 +512,14 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
             }
             let log = dir.join("logs").join(format!("{tag}-seed{boot_seed}.log"));
             let started = Instant::now();
-            let run = boot(&built, &program, Duration::from_secs(args.hang), &log, true)?;
+            let run = boot(
+                &built,
+                &program,
+                Duration::from_secs(args.hang),
+                &log,
+                true,
+                args.icount,
+            )?;
             fuzzed += started.elapsed();
             let last = run.cover.last().copied().unwrap_or_default();
             total_calls += last[2];
@@ -494,18 +528,24 @@ pub fn campaign(kernel: &Path, args: &FuzzArgs) -> Result<Vec<PathBuf>> {
             }
             if restart == 0 {
                 let csv = dir.join(format!("cover-{tag}-seed{seed}.csv"));
-                let mut text = String::from("ms,execs,calls,blocks,corpus\n");
+                let mut text = String::from("ms,execs,calls,blocks,corpus,edges\n");
                 for v in &run.cover {
-                    let _ = writeln!(text, "{},{},{},{},{}", v[0], v[1], v[2], v[3], v[4]);
+                    let _ = writeln!(
+                        text,
+                        "{},{},{},{},{},{}",
+                        v[0], v[1], v[2], v[3], v[4], v[5]
+                    );
                 }
                 std::fs::write(&csv, text)?;
             }
             println!(
-                "fuzz: seed {boot_seed} ({mode}): {} calls, {} programs, {} blocks in {:.0} s",
+                "fuzz: seed {boot_seed} ({mode}): {} calls, {} programs, {} blocks, {} edges in {:.0} s ({:.0} calls/s of guest time)",
                 last[2],
                 last[1],
                 last[3],
+                last[5],
                 fuzzed.as_secs_f64(),
+                last[2] as f64 * 1000.0 / last[0].max(1) as f64,
             );
             match &run.crash {
                 Some(crash) => {
@@ -562,6 +602,7 @@ pub fn bounded() -> Result<Option<String>> {
         no_minimize: true,
         hang: 90,
         kernel: None,
+        icount: false,
         tag: Some("test".to_owned()),
     };
     let kernel = build_kcov_kernel()?;
@@ -625,7 +666,7 @@ fn leak_check_fires(kernel: &Path) -> Result<Option<String>> {
 
 /// `t_kcov` (the kcov interface's own test program, skipped elsewhere) on the kcov kernel.
 fn kcov_interface(kernel: &Path) -> Result<Option<String>> {
-    let built = kcov_image(kernel, Vec::new(), "test-fb")?;
+    let (built, root) = kcov_image(kernel, Vec::new(), "test-fb")?;
     let machine = Machine {
         image: built.image.clone(),
         ovmf: None,
@@ -633,8 +674,7 @@ fn kcov_interface(kernel: &Path) -> Result<Option<String>> {
         gdb: false,
         cmdline: crate::qemu::compose_cmdline(None, &["t_kcov".to_owned()])?,
         disk: Some(built.disk.clone()),
-        // No root disk: `/` is the ramdisk, as the corpus and its coverage were made on.
-        root: None,
+        root: Some((root, false)),
     };
     let log = target_dir().join("fuzz").join("logs").join("t_kcov.log");
     let verdict = crate::usertest::run_in_qemu(
@@ -664,12 +704,12 @@ mod tests {
     #[test]
     fn reads_cover_lines_and_the_last_program() {
         let mut run = Run::default();
-        run.line("COVER ms=1092 execs=21 calls=344 blocks=2622 corpus=13 exited=21");
+        run.line("COVER ms=1092 execs=21 calls=344 blocks=2622 corpus=13 exited=21 edges=4000");
         run.line("FUZZ PROG read r0.3,b0.10,i5;close r0.1");
         run.line("FUZZ DONE execs=21");
         run.line("cowlab: frames free=10 boot=10");
         run.ended(QemuExit::Kernel(0));
-        assert_eq!(run.cover, vec![[1092, 21, 344, 2622, 13]]);
+        assert_eq!(run.cover, vec![[1092, 21, 344, 2622, 13, 4000]]);
         assert_eq!(
             run.last_prog.as_deref(),
             Some("read r0.3,b0.10,i5;close r0.1")

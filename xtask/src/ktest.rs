@@ -231,8 +231,11 @@ pub struct QemuBoot<'a> {
 
 impl Boot for QemuBoot<'_> {
     fn start(&mut self, cmdline: &str, log: &Path) -> Result<Box<dyn Console>> {
+        // The machine's own tokens (e.g. `era=2016` from `--era`) go first.
         let machine = Machine {
-            cmdline: cmdline.to_owned(),
+            cmdline: format!("{} {cmdline}", self.machine.cmdline)
+                .trim()
+                .to_owned(),
             ..self.machine.clone()
         };
         Ok(Box::new(Session::start(

@@ -10,15 +10,21 @@ mod build;
 mod deps;
 mod disk;
 mod elf;
+mod era;
+mod eras;
 mod fstest;
 mod fuzz;
+mod gdb;
 mod image;
 mod ktest;
+mod lab;
 mod libtest;
 mod qemu;
 mod rootfs;
+mod session;
 mod symbolize;
 mod test;
+mod testname;
 mod usertest;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +60,17 @@ enum Command {
     /// Fuzz the system calls with coverage feedback on a kcov kernel: `--seed S --calls N` or
     /// `--time SECS`, `--no-feedback`, `--replay FILE` (docs/fuzzing.md).
     Fuzz(fuzz::FuzzArgs),
+    /// Boot a TAP test program under every era (2009..2023), print the pass/fail matrix of its
+    /// cases and write it as Markdown (docs/eras/PROGRAM.md).
+    Eras(eras::ErasArgs),
+    /// Boot cowlab stopped in QEMU and attach gdb with the kernel's symbols and
+    /// tools/gdb/cowlab.py (cowlab-ps, cowlab-vmas, cowlab-pte, cowlab-frame, pretty-printers).
+    Gdb(gdb::GdbArgs),
+    /// Course labs: `lab list`, `lab start NAME [DIR]` (a student tree with the lab's functions
+    /// stubbed), `lab check` (every lab fails stubbed and gets full marks on this tree).
+    Lab(lab::LabArgs),
+    /// Run one lab's tests in a tree (default: this one) and print the score table.
+    Grade(lab::GradeArgs),
 }
 
 /// What to build: shared by `qemu`, `test` and `image`.
@@ -89,6 +106,10 @@ fn main() -> ExitCode {
         Command::Image(args) => image_command(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Eras(args) => eras::run(&args),
+        Command::Gdb(args) => gdb::run(&args),
+        Command::Lab(args) => lab::run(&args),
+        Command::Grade(args) => lab::grade_command(&args),
     };
     match result {
         Ok(code) => code,

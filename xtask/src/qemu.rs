@@ -6,7 +6,7 @@
 //! the data disk (`disk`) as a legacy virtio-blk PCI device, and the kernel command line as the
 //! fw_cfg file `opt/cowlab/cmdline`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -26,13 +26,12 @@ pub struct QemuArgs {
     /// Boot through UEFI (OVMF; Debian package `ovmf`) instead of BIOS.
     #[arg(long)]
     pub uefi: bool,
-    /// Use KVM (`-accel kvm -cpu host`) instead of TCG. Opt-in: KVM does not work on cowlab's
-    /// development and CI machines.
+    /// Use KVM (`-accel kvm -cpu host`) instead of TCG: faster, where /dev/kvm exists and
+    /// works (the tests and the benchmark assume TCG).
     #[arg(long)]
     pub kvm: bool,
     /// Deterministic TCG (`-icount shift=0,sleep=off`, a virtual RTC): the guest TSC counts
-    /// retired instructions, the configuration of `shared/perf/LINUX-BASELINE.md` and of
-    /// `cargo xtask bench`.
+    /// retired instructions, as under `cargo xtask bench`.
     #[arg(long, conflicts_with = "kvm")]
     pub icount: bool,
     /// Start QEMU stopped with a gdb server on :1234 (`-s -S`) and print the gdb command to
@@ -45,6 +44,10 @@ pub struct QemuArgs {
     /// Raw kernel command-line tokens, space separated (e.g. "era=2009 loglevel=debug").
     #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
+    /// Boot under this historical rule set (SEMANTICS.md section 9): 2009, 2016, 2020, 2022 or
+    /// 2023 (the default). Adds `era=YEAR` to the kernel command line.
+    #[arg(long, value_name = "YEAR", value_parser = crate::era::parse)]
+    pub era: Option<u32>,
     /// Attach the root filesystem image (`target/cowlab-root.img`, see `rootfs`) writable and
     /// keep it between runs, instead of a fresh image in snapshot mode.
     #[arg(long)]
@@ -248,7 +251,8 @@ pub fn check_kvm() -> Result<()> {
 /// `cargo xtask qemu`.
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     set_smp(args.smp);
-    let cmdline = compose_cmdline(args.cmdline.as_deref(), &args.program)?;
+    let tokens = crate::era::with_token(args.era, args.cmdline.as_deref().unwrap_or(""));
+    let cmdline = compose_cmdline(Some(&tokens), &args.program)?;
     let accel = if args.kvm {
         check_kvm()?;
         Accel::Kvm
@@ -263,6 +267,7 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     } else {
         (Firmware::Bios, None)
     };
+    eprintln!("xtask: building the kernel, the programs and the disk image (a first build compiles the bootloader too: several minutes)");
     let built = image::build_all(&args.build, firmware)?;
     let machine = Machine {
         image: built.image,
@@ -276,8 +281,17 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             args.persist,
         )),
     };
-    let mut command = machine.command(&qemu);
+    let interactive = std::io::stdin().is_terminal();
+    let mut command = if interactive {
+        terminal_console(machine.command(&qemu))
+    } else {
+        machine.command(&qemu)
+    };
     eprintln!("xtask: {}", show_command(&command));
+    if interactive {
+        eprintln!("xtask: {TERMINAL_HELP}");
+    }
+    let saved_tty = interactive.then(save_terminal).flatten();
     if args.gdb {
         eprintln!(
             "xtask: QEMU waits for gdb on :1234; attach with\n    {}\n\
@@ -297,7 +311,12 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     let deadline = args
         .timeout
         .map(|s| Instant::now() + Duration::from_secs(s));
-    let status = wait_until(&mut child, deadline)?;
+    let status = wait_until(&mut child, deadline);
+    // QEMU restores the terminal when it exits, but not when killed at the timeout.
+    if let Some(saved) = saved_tty {
+        restore_terminal(&saved);
+    }
+    let status = status?;
     let (printed_anything, status_line) = forwarder.join().unwrap_or((false, None));
     let Some(status) = status else {
         bail!(
@@ -316,9 +335,90 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             eprintln!("xtask: kernel exit status {s}");
             Ok(ExitCode::from(u8::try_from(s).unwrap_or(u8::MAX)))
         }
+        // QEMU's own status 0: a triple fault under -no-reboot, or the user's Ctrl-A x.
+        QemuExit::TripleFault if interactive => {
+            bail!(
+                "QEMU ended by itself: Ctrl-A x, or {}",
+                QemuExit::TripleFault
+            )
+        }
         QemuExit::TripleFault => bail!("{}", QemuExit::TripleFault),
         other => bail!("{other}{}", kvm_hint(accel)),
     }
+}
+
+/// What a user at a terminal is told about the console's keys.
+const TERMINAL_HELP: &str = "the terminal is the guest's console (raw): Ctrl-C, Ctrl-Z and Ctrl-\\ go to the guest's foreground program; Ctrl-A x quits QEMU, Ctrl-A c switches to its monitor, Ctrl-A h lists the keys";
+
+/// For a user at a terminal: the serial console on a multiplexed stdio character device with
+/// signals off (QEMU puts the terminal in raw mode, so Ctrl-C reaches the guest's line
+/// discipline instead of killing QEMU), the monitor on the same device behind Ctrl-A.
+fn terminal_console(command: Command) -> Command {
+    let mut out = Command::new(command.get_program());
+    let args: Vec<&std::ffi::OsStr> = command.get_args().collect();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "-serial" && args.get(i + 1).is_some_and(|a| *a == "stdio") {
+            out.args([
+                "-chardev",
+                "stdio,id=console,mux=on,signal=off",
+                "-mon",
+                "chardev=console,mode=readline",
+                "-serial",
+                "chardev:console",
+            ]);
+            i += 2;
+            continue;
+        }
+        out.arg(args[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+#[test]
+fn terminal_console_replaces_serial_stdio() {
+    let mut c = Command::new("qemu");
+    c.args(["-drive", "x", "-serial", "stdio", "-m", "1G"]);
+    let args: Vec<String> = terminal_console(c)
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "-drive",
+            "x",
+            "-chardev",
+            "stdio,id=console,mux=on,signal=off",
+            "-mon",
+            "chardev=console,mode=readline",
+            "-serial",
+            "chardev:console",
+            "-m",
+            "1G"
+        ]
+    );
+}
+
+/// The terminal's settings (`stty -g`), to restore after QEMU.
+fn save_terminal() -> Option<String> {
+    let out = Command::new("stty")
+        .arg("-g")
+        .stdin(Stdio::inherit())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn restore_terminal(saved: &str) {
+    let _ = Command::new("stty")
+        .arg(saved)
+        .stdin(Stdio::inherit())
+        .status();
 }
 
 /// The gdb command that attaches to `-s -S` with the kernel's symbols at their run-time
@@ -500,6 +600,8 @@ pub struct Session {
     symbolizer: Symbolizer,
     /// The last lines of the log, for failure reports.
     tail: std::collections::VecDeque<String>,
+    /// QEMU's stdin (the serial console's input) for [`Session::start_with_input`].
+    input: Option<std::process::ChildStdin>,
 }
 
 enum Event {
@@ -534,18 +636,57 @@ impl Session {
 
     /// Starts an arbitrary QEMU `command` (another kernel: `cargo xtask bench --linux`), with
     /// stdio piped as [`Session::start`] does.
-    pub fn start_command(mut command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+    pub fn start_command(command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+        Self::start_piped(command, kernel_elf, log_path, false)
+    }
+
+    /// [`Session::start`] with the serial console's input open: [`Session::send`] types.
+    pub fn start_with_input(
+        machine: &Machine,
+        qemu: &Path,
+        kernel_elf: &Path,
+        log_path: &Path,
+    ) -> Result<Self> {
+        Self::start_piped(machine.command(qemu), kernel_elf, log_path, true)
+    }
+
+    /// Types `bytes` on the serial console (logged as `[xtask] typed ...`).
+    pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.record(&format!(
+            "[xtask] typed {:?}",
+            String::from_utf8_lossy(bytes)
+        ));
+        let input = self
+            .input
+            .as_mut()
+            .context("session started without input")?;
+        input.write_all(bytes)?;
+        input.flush()?;
+        Ok(())
+    }
+
+    fn start_piped(
+        mut command: Command,
+        kernel_elf: &Path,
+        log_path: &Path,
+        with_input: bool,
+    ) -> Result<Self> {
         let qemu = PathBuf::from(command.get_program());
         let file = std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut log = std::io::BufWriter::new(file);
         writeln!(log, "$ {}", show_command(&command))?;
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(if with_input {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", qemu.display()))?;
+        let input = child.stdin.take();
         let (tx, events) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -561,6 +702,7 @@ impl Session {
             log,
             symbolizer: Symbolizer::new(kernel_elf),
             tail: Default::default(),
+            input,
         })
     }
 

@@ -46,8 +46,39 @@ fn stage_tree(stage: &Path, files: &[(String, PathBuf)]) -> Result<u64> {
     for dir in ["etc", "home", "tmp"] {
         std::fs::create_dir_all(stage.join(dir))?;
     }
+    if let Some(busybox) = crate::deps::busybox() {
+        bytes += stage_busybox(stage, &busybox)?;
+    }
     std::fs::set_permissions(stage.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     Ok(bytes)
+}
+
+/// BusyBox as the shell and the usual commands: `/bin/busybox` and a symbolic link to it in
+/// `/bin` for each applet it lists (`busybox --list`; the applet is chosen by the name it is
+/// run as). Returns the bytes copied.
+fn stage_busybox(stage: &Path, busybox: &Path) -> Result<u64> {
+    let bin = stage.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(busybox, bin.join("busybox"))
+        .with_context(|| format!("copying {} into the root image", busybox.display()))?;
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {} --list", busybox.display()))?;
+    if !list.status.success() {
+        bail!("{} --list failed ({})", busybox.display(), list.status);
+    }
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet.contains('/') || applet == "busybox" {
+            continue;
+        }
+        std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+    }
+    // Login-less defaults the applets read.
+    std::fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/home:/bin/sh\n")?;
+    std::fs::write(stage.join("etc/group"), "root:x:0:\n")?;
+    Ok(std::fs::metadata(bin.join("busybox"))?.len())
 }
 
 /// Builds the image from `files` unless `keep` and it already exists; returns its path.

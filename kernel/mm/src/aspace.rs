@@ -13,14 +13,16 @@
 
 #![deny(unsafe_code)]
 
-use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use alloc::sync::Arc;
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::error::MmError;
 use crate::mm::Mm;
+use crate::mmshared::MmShared;
 use crate::pagetable::{PageTable, Pte};
-use crate::vma::Vma;
+use crate::vma::{Vma, VmaFlags};
 use crate::vmacache::VmaTree;
 
 /// End of user space (Linux `TASK_SIZE` with 4-level paging: the last page below the
@@ -50,9 +52,12 @@ pub struct AddressSpace {
     pub(crate) mmap_base: VirtAddr,
     /// How far a `GROWSDOWN` stack may grow (`RLIMIT_STACK`; `stack.rs`).
     pub(crate) stack_limit: u64,
+    /// Flags every new mapping gets (Linux `mm->def_flags`): the lock flags after
+    /// `mlockall(MCL_FUTURE)` (`mlock.rs`); not inherited by a fork child.
+    pub(crate) def_flags: VmaFlags,
     minflt: AtomicU64,
-    has_pinned: AtomicBool,
-    write_protect_seq: AtomicU32,
+    /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
+    pub(crate) shared: Arc<MmShared>,
 }
 
 impl AddressSpace {
@@ -65,9 +70,9 @@ impl AddressSpace {
             brk: Brk::default(),
             mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
             stack_limit: crate::stack::DEFAULT_STACK_LIMIT,
+            def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
-            has_pinned: AtomicBool::new(false),
-            write_protect_seq: AtomicU32::new(0),
+            shared: Arc::new(MmShared::new(root)),
         })
     }
 
@@ -122,19 +127,34 @@ impl AddressSpace {
     /// Has this process ever pinned a page (Linux `MMF_HAS_PINNED`)? Lets fork skip the pin
     /// check for the common process that never pinned.
     pub fn has_pinned(&self) -> bool {
-        self.has_pinned.load(Ordering::Relaxed)
+        self.shared.has_pinned()
     }
 
-    pub(crate) fn set_has_pinned(&self) {
-        if !self.has_pinned() {
-            self.has_pinned.store(true, Ordering::Relaxed);
-        }
+    /// The lock-free part of this address space, for a scheduler that must set and clear
+    /// `mm_cpumask` bits without the address-space lock (clone the `Arc` into the task).
+    pub fn shared(&self) -> &Arc<MmShared> {
+        &self.shared
+    }
+
+    /// CPU `cpu` is about to load this root into CR3 ([`MmShared::mm_cpumask_set`]).
+    pub fn mm_cpumask_set(&self, cpu: usize) {
+        self.shared.mm_cpumask_set(cpu);
+    }
+
+    /// CPU `cpu` loaded another root ([`MmShared::mm_cpumask_clear`]).
+    pub fn mm_cpumask_clear(&self, cpu: usize) {
+        self.shared.mm_cpumask_clear(cpu);
+    }
+
+    /// The CPUs that may cache this space's translations (bit per CPU).
+    pub fn mm_cpumask(&self) -> u64 {
+        self.shared.mm_cpumask()
     }
 
     /// The fork sequence count: odd while fork is write-protecting this space's PTEs. GUP-fast
     /// samples it before and after pinning and retries on a change (Linux `write_protect_seq`).
     pub fn write_protect_seq(&self) -> &AtomicU32 {
-        &self.write_protect_seq
+        self.shared.write_protect_seq()
     }
 
     /// Opens a write-protect section (Linux `raw_write_seqcount_begin`): the odd value is
@@ -142,18 +162,18 @@ impl AddressSpace {
     /// `pincount`: a GUP-fast pin that fork's read misses is followed by that pinner's own
     /// fence and re-read of this count, which then sees the odd value and backs off.
     pub(crate) fn write_protect_begin(&self) {
-        let s = self.write_protect_seq.load(Ordering::Relaxed);
+        let seq = self.write_protect_seq();
+        let s = seq.load(Ordering::Relaxed);
         debug_assert!(s.is_multiple_of(2), "nested write-protect section");
-        self.write_protect_seq
-            .store(s.wrapping_add(1), Ordering::Relaxed);
+        seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }
 
     /// Closes it: every PTE store of the section is visible before the even value.
     pub(crate) fn write_protect_end(&self) {
-        let s = self.write_protect_seq.load(Ordering::Relaxed);
-        self.write_protect_seq
-            .store(s.wrapping_add(1), Ordering::Release);
+        let seq = self.write_protect_seq();
+        let s = seq.load(Ordering::Relaxed);
+        seq.store(s.wrapping_add(1), Ordering::Release);
     }
 
     /// A copy of the bookkeeping for a fork child: same VMAs and layout, fresh counters.
@@ -164,9 +184,9 @@ impl AddressSpace {
             brk: self.brk,
             mmap_base: self.mmap_base,
             stack_limit: self.stack_limit,
+            def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
-            has_pinned: AtomicBool::new(false),
-            write_protect_seq: AtomicU32::new(0),
+            shared: Arc::new(MmShared::new(root)),
         }
     }
 

@@ -60,7 +60,8 @@ impl AddressSpace {
                 flags: VmaFlags::MAYREAD
                     | VmaFlags::MAYWRITE
                     | VmaFlags::MAYEXEC
-                    | VmaFlags::SOFTDIRTY,
+                    | VmaFlags::SOFTDIRTY
+                    | self.def_flags,
                 backing: Backing::Anonymous,
                 write_hold: None,
             };
@@ -76,6 +77,9 @@ impl AddressSpace {
             self.insert_vma(heap);
         }
         mm.account_vmas(before, self.vmas.len());
+        if new_end > old_end {
+            self.populate_if_locked(mm, old_end, new_end);
+        }
         self.brk.cur = requested;
         requested
     }

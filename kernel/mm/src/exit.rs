@@ -16,10 +16,14 @@ use crate::pagetable::PageTable;
 
 impl AddressSpace {
     /// Tears the address space down. The root must not be loaded in CR3 on any CPU (the kernel
-    /// switches to its own page table first).
+    /// switches to its own page table first). Still, every CPU of `mm_cpumask` is flushed and
+    /// waited for before a table is freed: one may be in a GUP-fast walk of these tables
+    /// (`/proc/pid/mem` of a dying process) or still cache entries of a root it left lazily.
     #[doc(alias = "exit_mmap")]
     pub fn exit<A: Arch>(self, mm: &Mm<A>) {
-        mm.arch().flush_all(self.root);
+        let cpus = self.shared.flush_targets(mm.arch().cpu_id());
+        let zero = crate::addr::VirtAddr::zero();
+        mm.arch().flush_tlb_cpus(cpus, self.root, zero, zero, true);
         PageTable::new(mm, self.root).destroy(&mut |_, pte| {
             mm.remove_mapping(pte.frame());
             mm.put_page(pte.frame());

@@ -147,7 +147,7 @@ pub(crate) fn fault_inner<A: Arch>(
                 } else {
                     WpKind::Unshare
                 };
-                do_wp_page(mm, aspace.root, vma, slot, va, pte, wp)?;
+                do_wp_page(mm, &aspace.shared, vma, slot, va, pte, wp)?;
             }
             _ => {}
         }

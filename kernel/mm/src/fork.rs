@@ -56,7 +56,7 @@ impl AddressSpace {
             // Parent PTEs lost write permission: no CPU may keep writing through an old entry.
             let mut flush = TlbFlush::none(self.root);
             flush.add_all();
-            flush.flush(mm.arch());
+            flush.flush(mm.arch(), &self.shared);
         }
         self.write_protect_end();
         mark(ForkFlush);
@@ -220,10 +220,13 @@ fn copy_present_pte<A: Arch>(
             {
                 return copy_present_page(ctx, dst, pte).map(|()| false);
             }
+            // lab(cow): begin
+            // lab(cow): stub: let _ = exclusive;
             if exclusive {
                 // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
                 meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
             }
+            // lab(cow): end
         }
     }
     Mm::<A>::dup_mapping_meta(meta);

@@ -127,6 +127,18 @@ impl core::ops::BitOr for FrameFlags {
 ///   `SeqCst` fence and re-reads the sequence count, giving every pin back if it moved. One
 ///   side always sees the other: either fork's `pincount` read sees the pin and copies the
 ///   page, or the pinner's re-read sees the odd or advanced count and drops its pins.
+/// - GUP-fast vs. unmap on another CPU (issue 16): a PTE store is `Release` and GUP-fast's PTE
+///   load `Acquire`, so a frame GUP-fast reaches through a PTE has the metadata (`flags`,
+///   `mapcount`) its mapper wrote before the PTE. The reference GUP-fast's `try_get` takes
+///   cannot race the frame's freeing: the zapper clears the PTE, then flushes through
+///   `Arch::flush_tlb_cpus`, which does not return while GUP-fast's CPU has interrupts off,
+///   and only then drops the mapping's reference (`MmuGather`). So inside GUP-fast's
+///   interrupts-off section the mapping's reference is still held by the time `try_get` runs
+///   (it sees a count >= 1 and its `Acquire` pairs with the `Release` of earlier puts), and the
+///   page-table pages it walks are not yet freed. The PTE re-read after the grab (`Acquire`)
+///   then decides whether to keep it: a PTE that changed meanwhile (a COW break's clear, a
+///   fork's write-protect, a zap) gives the page back; one that did not means the page was
+///   mapped at some instant during the walk, which is all GUP promises.
 /// - The free-list link is touched only under the allocator's lock.
 #[repr(C)]
 pub struct FrameMeta {

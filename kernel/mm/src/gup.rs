@@ -27,8 +27,9 @@ use crate::fault::{fault_inner, Access, FaultKind};
 use crate::foll::FollFlags;
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
+use crate::mmshared::MmShared;
 use crate::opstat::{mark, Phase::*};
-use crate::pagetable::{Pte, Slots};
+use crate::pagetable::{PageTable, Pte, Slots};
 use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
 use crate::stats;
@@ -125,29 +126,29 @@ pub fn pin_user_pages_fast<A: Arch>(
 /// `get_user_pages_fast_only`): the number of leading pages taken, possibly 0. A caller that
 /// wants the rest takes the address-space lock and continues with [`get_user_pages`] at
 /// `start + n` pages — which is what [`get_user_pages_fast`] does.
-pub fn get_user_pages_fast_only<A: Arch>(
+pub fn get_user_pages_fast_only<A: Arch, S: AsRef<MmShared> + ?Sized>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    aspace: &S,
     start: VirtAddr,
     gup_flags: FollFlags,
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let flags = valid_gup_flags(gup_flags, Entry::Get)?;
     check_range(start.align_down(), pages.len())?;
-    Ok(gup_fast(mm, aspace, start, flags, pages))
+    Ok(gup_fast(mm, aspace.as_ref(), start, flags, pages))
 }
 
 /// The pinning twin of [`get_user_pages_fast_only`].
-pub fn pin_user_pages_fast_only<A: Arch>(
+pub fn pin_user_pages_fast_only<A: Arch, S: AsRef<MmShared> + ?Sized>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    aspace: &S,
     start: VirtAddr,
     gup_flags: FollFlags,
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let flags = valid_gup_flags(gup_flags, Entry::Pin)?;
     check_range(start.align_down(), pages.len())?;
-    Ok(gup_fast(mm, aspace, start, flags, pages))
+    Ok(gup_fast(mm, aspace.as_ref(), start, flags, pages))
 }
 
 /// Releases one page taken by any GUP entry point (Linux `unpin_user_page`, or `put_page` for
@@ -361,7 +362,7 @@ fn gup_fast_fallback<A: Arch>(
 ) -> Result<usize, MmError> {
     let start = start.align_down();
     check_range(start, pages.len())?;
-    let nr = gup_fast(mm, aspace, start, flags, pages);
+    let nr = gup_fast(mm, &aspace.shared, start, flags, pages);
     if nr == pages.len() {
         return Ok(nr);
     }
@@ -392,7 +393,7 @@ fn gup_fast_fallback<A: Arch>(
 #[doc(alias = "gup_fast_pte_range")]
 fn gup_fast<A: Arch>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    shared: &MmShared,
     start: VirtAddr,
     flags: FollFlags,
     pages: &mut [Option<PinnedPage>],
@@ -404,8 +405,8 @@ fn gup_fast<A: Arch>(
     // first; an odd value means fork is write-protecting right now (Linux
     // `raw_read_seqcount` + `read_seqcount_retry` of `write_protect_seq` in `gup_fast`).
     let seq = if pinning {
-        aspace.set_has_pinned();
-        let s = aspace.write_protect_seq().load(Ordering::Acquire);
+        shared.set_has_pinned();
+        let s = shared.write_protect_seq().load(Ordering::Acquire);
         if s % 2 == 1 {
             stats::inc(&mm.counters.gup_fast_seq_retries);
             return 0;
@@ -415,7 +416,7 @@ fn gup_fast<A: Arch>(
         None
     };
     let irq = mm.arch().irq_save();
-    let pt = aspace.page_table(mm);
+    let pt = PageTable::new(mm, shared.root());
     // The PT of the 2 MiB being visited (`va >> 21`, slots): one walk per table, not per page.
     // Valid for the whole loop: tables are freed only after a flush that waits for this CPU.
     let mut table: Option<(u64, Slots<'_>)> = None;
@@ -455,7 +456,7 @@ fn gup_fast<A: Arch>(
         }
         let meta = &metas[pte.frame().pfn()];
         mark(GupWalk);
-        let Some(page) = try_grab_page_fast(mm, aspace, meta, pte.frame(), flags) else {
+        let Some(page) = try_grab_page_fast(mm, shared, meta, pte.frame(), flags) else {
             break;
         };
         mark(GupGrab);
@@ -473,7 +474,7 @@ fn gup_fast<A: Arch>(
         // Pairs with fork's fence after making the count odd: either fork's pincount read saw
         // our pins, or we see its odd (or advanced) count here and give the pins back.
         fence(Ordering::SeqCst);
-        if aspace.write_protect_seq().load(Ordering::Acquire) != seq {
+        if shared.write_protect_seq().load(Ordering::Acquire) != seq {
             unpin_user_pages(mm, &mut pages[..nr]);
             stats::inc(&mm.counters.gup_fast_seq_retries);
             return 0;

@@ -16,7 +16,7 @@
 #![no_std]
 
 extern crate alloc;
-#[cfg(test)]
+#[cfg(any(test, feature = "host"))]
 extern crate std;
 
 pub mod addr;
@@ -37,6 +37,7 @@ pub mod madvise;
 pub mod mlock;
 mod mm;
 pub mod mmap;
+pub mod mmshared;
 mod mprotect;
 mod mremap;
 mod munmap;
@@ -73,6 +74,7 @@ pub use fault::{handle_mm_fault, handle_x86_page_fault, FaultKind};
 pub use madvise::Advice;
 pub use mm::{Mm, MAX_MAP_COUNT, MAX_VMAS};
 pub use mmap::MapFlags;
+pub use mmshared::MmShared;
 pub use mremap::MremapFlags;
 pub use uaccess::{copy_from_user, copy_to_user};
 pub use vma::Prot;

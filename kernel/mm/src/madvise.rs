@@ -71,7 +71,7 @@ impl AddressSpace {
         let holes = !self.fully_mapped(start, end);
         match advice {
             // PTEs only exist inside VMAs, so zapping the whole range touches the mapped parts.
-            Advice::DontNeed => zap_pages(mm, self.root, start, end),
+            Advice::DontNeed => zap_pages(mm, &self.shared, start, end),
             Advice::DontFork | Advice::DoFork => {
                 self.check_map_count(mm, self.splits_needed(start, end))?;
                 let before = self.vmas.len();

@@ -137,8 +137,37 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Linux `munlockall`: unlocks every VMA.
+    /// Linux `mlockall(MCL_FUTURE [| MCL_ONFAULT])` (`mm->def_flags`): every mapping made
+    /// from now on (mmap, brk) is locked, and populated unless `OnFault`; the caller checks
+    /// the limit for each ([`locks_future`](Self::locks_future), Linux `mlock_future_ok`).
+    /// Not inherited by a fork child; [`munlockall`](Self::munlockall) ends it.
+    pub fn mlock_future(&mut self, mode: LockMode) {
+        self.def_flags = match mode {
+            LockMode::Populate => VmaFlags::LOCKED,
+            LockMode::OnFault => LOCK_FLAGS,
+        };
+    }
+
+    /// Whether new mappings are locked (`mlockall(MCL_FUTURE)` in force).
+    pub fn locks_future(&self) -> bool {
+        self.def_flags.contains(VmaFlags::LOCKED)
+    }
+
+    /// Populates `[start, end)` if its VMA is locked and not on fault (Linux `mm_populate`
+    /// after `do_mmap`, `brk` and `mremap` of a locked mapping); a page that cannot be
+    /// populated is left to its fault.
+    pub fn populate_if_locked<A: Arch>(&mut self, mm: &Mm<A>, start: VirtAddr, end: VirtAddr) {
+        let locked = self.find_vma(start).is_some_and(|v| {
+            v.flags.contains(VmaFlags::LOCKED) && !v.flags.contains(VmaFlags::LOCKONFAULT)
+        });
+        if locked {
+            let _ = self.populate(mm, start, end);
+        }
+    }
+
+    /// Linux `munlockall`: unlocks every VMA and ends `MCL_FUTURE`.
     pub fn munlockall<A: Arch>(&mut self, mm: &Mm<A>) {
+        self.def_flags = VmaFlags::NONE;
         let ranges: alloc::vec::Vec<(VirtAddr, VirtAddr)> =
             self.vmas.values().map(|v| (v.start, v.end)).collect();
         for (start, end) in ranges {
@@ -358,6 +387,36 @@ mod tests {
         assert_eq!(child.locked_vm(), 0);
         s.munlockall(&env.mm);
         assert_eq!(s.locked_vm(), 0);
+        env.check(&[&s, &child]);
+        env.finish(alloc::vec![s, child]);
+    }
+
+    #[test]
+    fn mlock_future_locks_and_populates_new_mappings_until_munlockall() {
+        let env = Env::new();
+        let mut s = env.space();
+        s.mlock_future(LockMode::Populate);
+        assert!(s.locks_future());
+        let a = env.map(&mut s, 0, 4, Prot::RW);
+        assert_eq!(s.locked_vm(), 4);
+        for p in 0..4 {
+            assert!(s.translate(&env.mm, a + p * PAGE).is_some(), "populated");
+        }
+        // Not inherited by a fork child.
+        let mut child = s.fork(&env.mm).expect("fork");
+        assert!(!child.locks_future());
+        let c = env.map(&mut child, 16 * PAGE, 2, Prot::RW);
+        assert!(child.translate(&env.mm, c).is_none());
+        // On fault: locked, not populated.
+        s.mlock_future(LockMode::OnFault);
+        let b = env.map(&mut s, 32 * PAGE, 2, Prot::RW);
+        assert_eq!(s.locked_vm(), 6);
+        assert!(s.translate(&env.mm, b).is_none());
+        s.munlockall(&env.mm);
+        assert!(!s.locks_future());
+        let d = env.map(&mut s, 48 * PAGE, 2, Prot::RW);
+        assert_eq!(s.locked_vm(), 0);
+        assert!(s.translate(&env.mm, d).is_none());
         env.check(&[&s, &child]);
         env.finish(alloc::vec![s, child]);
     }

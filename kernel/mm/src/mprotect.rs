@@ -77,7 +77,7 @@ impl AddressSpace {
             let vma = vma.clone();
             flush.merge(change_pte_range(mm, era, self, &vma));
         }
-        flush.flush(mm.arch());
+        flush.flush(mm.arch(), &self.shared);
         for key in keys {
             if self.vmas.contains_key(&key) {
                 self.merge_around(VirtAddr::new(key));

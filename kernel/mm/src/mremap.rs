@@ -278,7 +278,7 @@ impl AddressSpace {
             to.store(pte);
             flush.add_page(va);
         });
-        flush.flush(mm.arch());
+        flush.flush(mm.arch(), &self.shared);
         true
     }
 }

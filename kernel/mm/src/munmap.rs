@@ -8,11 +8,12 @@
 
 #![deny(unsafe_code)]
 
-use crate::addr::{PhysAddr, VirtAddr};
+use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::{user_range, AddressSpace};
 use crate::error::MmError;
 use crate::mm::Mm;
+use crate::mmshared::MmShared;
 use crate::pagetable::PageTable;
 use crate::shmem::ShmemObject;
 use crate::tlb::MmuGather;
@@ -44,7 +45,7 @@ impl AddressSpace {
             .into_iter()
             .filter_map(|key| self.vmas.map_mut().remove(&key))
             .collect();
-        zap_pages(mm, self.root, start, end);
+        zap_pages(mm, &self.shared, start, end);
         for vma in removed {
             release_vma(mm, vma);
         }
@@ -63,9 +64,9 @@ pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, vma: Vma) {
 /// page tables left empty, after flushing the TLB (Linux `zap_page_range_single` +
 /// `tlb_finish_mmu`).
 #[doc(alias = "zap_page_range")]
-pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, root: PhysAddr, start: VirtAddr, end: VirtAddr) {
-    let mut gather = MmuGather::new(mm, root);
-    PageTable::new(mm, root).zap_range(start, end, &mut gather, &mut |va, pte, gather| {
+pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, shared: &MmShared, start: VirtAddr, end: VirtAddr) {
+    let mut gather = MmuGather::new(mm, shared);
+    PageTable::new(mm, shared.root()).zap_range(start, end, &mut gather, &mut |va, pte, gather| {
         mm.remove_mapping(pte.frame());
         gather.remove_page(va, pte.frame());
     });

@@ -22,6 +22,7 @@ use crate::error::MmError;
 use crate::foll::FollFlags;
 use crate::frame::{FrameFlags, FrameMeta};
 use crate::mm::Mm;
+use crate::mmshared::MmShared;
 use crate::rules;
 use crate::stats;
 
@@ -133,7 +134,7 @@ pub(crate) fn grab_page<A: Arch>(
 ) -> PinnedPage {
     let meta = mm.frames().meta(frame);
     meta.get();
-    account_grab(mm, aspace, meta, frame, flags)
+    account_grab(mm, &aspace.shared, meta, frame, flags)
 }
 
 /// GUP-fast's grab: the frame was reached through a PTE with no reference held, so the
@@ -141,7 +142,7 @@ pub(crate) fn grab_page<A: Arch>(
 /// `try_grab_folio_fast`). `None`: fall back.
 pub(crate) fn try_grab_page_fast<A: Arch>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    shared: &MmShared,
     meta: &FrameMeta,
     frame: PhysAddr,
     flags: FollFlags,
@@ -149,14 +150,14 @@ pub(crate) fn try_grab_page_fast<A: Arch>(
     if !meta.try_get() {
         return None;
     }
-    Some(account_grab(mm, aspace, meta, frame, flags))
+    Some(account_grab(mm, shared, meta, frame, flags))
 }
 
 /// The pin or reference accounting after the reference on `frame` (`meta`) was taken.
 #[inline]
 fn account_grab<A: Arch>(
     mm: &Mm<A>,
-    aspace: &AddressSpace,
+    shared: &MmShared,
     meta: &FrameMeta,
     frame: PhysAddr,
     flags: FollFlags,
@@ -166,6 +167,14 @@ fn account_grab<A: Arch>(
     } else {
         DmaDirection::ToDevice
     };
+    // lab(pins): begin
+    // lab(pins): stub: let _ = (aspace, meta);
+    // lab(pins): stub: stats::inc(&mm.counters.gup_refs_held);
+    // lab(pins): stub: PinnedPage {
+    // lab(pins): stub:     frame,
+    // lab(pins): stub:     kind: PinKind::Get,
+    // lab(pins): stub:     direction,
+    // lab(pins): stub: }
     if !flags.contains(FollFlags::PIN) || !rules::foll_pin_tracked(mm.era()) {
         stats::inc(&mm.counters.gup_refs_held);
         return PinnedPage {
@@ -174,7 +183,7 @@ fn account_grab<A: Arch>(
             direction,
         };
     }
-    aspace.set_has_pinned();
+    shared.set_has_pinned();
     meta.inc_pincount();
     // Pairs with fork's fence after making write_protect_seq odd (see `frame::FrameMeta`).
     fence(Ordering::SeqCst);
@@ -184,6 +193,7 @@ fn account_grab<A: Arch>(
         kind: PinKind::Pin,
         direction,
     }
+    // lab(pins): end
 }
 
 /// Pins the page mapped at `va` for a device that writes it: `pin_user_pages(FOLL_WRITE)` on

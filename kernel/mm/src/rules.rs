@@ -43,6 +43,9 @@ pub struct AnonPageState {
 #[doc(alias = "wp_can_reuse_anon_folio")]
 #[doc(alias = "do_wp_page")]
 pub fn wp_can_reuse(era: Era, page: AnonPageState) -> WpReuse {
+    // lab(cow): begin
+    // lab(cow): stub: let _ = (era, page);
+    // lab(cow): stub: WpReuse::Copy
     let proven = match era {
         Era::Y2009 | Era::Y2016 => page.mapcount == 1,
         Era::Y2020 => page.refcount == 1,
@@ -58,6 +61,7 @@ pub fn wp_can_reuse(era: Era, page: AnonPageState) -> WpReuse {
     } else {
         WpReuse::Copy
     }
+    // lab(cow): end
 }
 
 /// Row 2: are `FOLL_PIN` pins tracked (`pincount`), or are they plain references?
@@ -81,11 +85,15 @@ pub fn fork_must_copy(
     anon_exclusive: bool,
     maybe_dma_pinned: bool,
 ) -> bool {
+    // lab(pins): begin
+    // lab(pins): stub: let _ = (era, mm_has_pinned, anon_exclusive, maybe_dma_pinned);
+    // lab(pins): stub: false
     match era {
         Era::Y2009 | Era::Y2016 => false,
         Era::Y2020 => mm_has_pinned && maybe_dma_pinned,
         Era::Y2022 | Era::Y2023 => mm_has_pinned && anon_exclusive && maybe_dma_pinned,
     }
+    // lab(pins): end
 }
 
 /// May `mprotect` (or any change of protection) make this present PTE writable at once, without
@@ -148,6 +156,9 @@ pub fn gup_must_unshare(
     page_anon_exclusive: bool,
     mapping: CowMapping,
 ) -> bool {
+    // lab(unshare): begin
+    // lab(unshare): stub: let _ = (era, flags, page_anon, page_anon_exclusive, mapping);
+    // lab(unshare): stub: false
     if flags.contains(FollFlags::WRITE) || !flags.contains(FollFlags::PIN) {
         return false;
     }
@@ -161,6 +172,7 @@ pub fn gup_must_unshare(
         CowMapping::Yes | CowMapping::Unknown => true,
         CowMapping::No => false,
     }
+    // lab(unshare): end
 }
 
 /// The PTE and mapping facts [`can_follow_write_pte`] looks at.
@@ -190,6 +202,9 @@ pub struct FollowWriteState {
 ///   (tracking on and the PTE not soft-dirty: the write must fault so that it is recorded)
 ///   (Linux 6.0).
 pub fn can_follow_write_pte(era: Era, flags: FollFlags, s: FollowWriteState) -> bool {
+    // lab(dirtycow): begin
+    // lab(dirtycow): stub: let _ = era;
+    // lab(dirtycow): stub: s.pte_writable || flags.contains(FollFlags::FORCE)
     if s.pte_writable {
         return true;
     }
@@ -207,6 +222,7 @@ pub fn can_follow_write_pte(era: Era, flags: FollFlags, s: FollowWriteState) -> 
                 && !(s.vma_soft_dirty_tracking && !s.pte_soft_dirty)
         }
     }
+    // lab(dirtycow): end
 }
 
 /// What the GUP loop does after a successful write fault taken for a `FOLL_FORCE` write to a

@@ -259,6 +259,19 @@ impl ShmemObject {
     /// the cache pages wholly beyond the new size and zeroes the tail of a partial last page.
     #[doc(alias = "shmem_setattr")]
     pub fn set_size<A: Arch>(&self, mm: &Mm<A>, size: u64) -> Result<(), MmError> {
+        self.set_size_resched(mm, size, &mut || {})
+    }
+
+    /// [`set_size`](Self::set_size) for a caller that must not hold the CPU: the pages a
+    /// shrink drops are freed after the object is unlocked, `pause` called every
+    /// [`RESCHED_BATCH`] of them (Linux `shmem_undo_range`'s `cond_resched`; a truncate is not
+    /// interrupted, the new size is in force before the first pause).
+    pub fn set_size_resched<A: Arch>(
+        &self,
+        mm: &Mm<A>,
+        size: u64,
+        pause: &mut dyn FnMut(),
+    ) -> Result<(), MmError> {
         if size > SHMEM_MAX_SIZE {
             return Err(MmError::Inval);
         }
@@ -271,13 +284,11 @@ impl ShmemObject {
         if inner.seals & sealed != 0 {
             return Err(MmError::Perm);
         }
+        let mut dropped = Default::default();
         if size < inner.size {
             let first_dropped = size.div_ceil(PAGE);
-            let dropped = inner.pages.split_off(&first_dropped);
+            dropped = inner.pages.split_off(&first_dropped);
             inner.uncharge(dropped.len());
-            for (_, frame) in dropped {
-                drop_cache_page(mm, frame);
-            }
             let tail = (size % PAGE) as usize;
             if tail != 0 {
                 if let Some(&frame) = inner.pages.get(&(size / PAGE)) {
@@ -289,6 +300,14 @@ impl ShmemObject {
             }
         }
         inner.size = size;
+        drop(inner);
+        let dropped: alloc::collections::BTreeMap<u64, PhysAddr> = dropped;
+        for (i, (_, frame)) in dropped.into_iter().enumerate() {
+            if i > 0 && (i as u64).is_multiple_of(RESCHED_BATCH) {
+                pause();
+            }
+            drop_cache_page(mm, frame);
+        }
         Ok(())
     }
 

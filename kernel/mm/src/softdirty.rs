@@ -31,7 +31,7 @@ impl AddressSpace {
                 old.without(Pte::WRITABLE | Pte::SOFT_DIRTY)
             }));
         }
-        flush.flush(mm.arch());
+        flush.flush(mm.arch(), &self.shared);
     }
 
     /// Is the page at `va` soft-dirty (`/proc/pid/pagemap` bit 55)? A VMA without tracking

@@ -12,6 +12,7 @@
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::mm::Mm;
+use crate::mmshared::MmShared;
 use crate::PAGE_SIZE;
 
 /// Above this many pages a range flush becomes a full flush (Linux's
@@ -69,20 +70,28 @@ impl TlbFlush {
         !self.all && self.start >= self.end
     }
 
-    /// Performs the flush: one `flush_page` per page for small ranges, else `flush_all`.
-    pub fn flush<A: Arch>(self, arch: &A) {
+    /// Performs the flush on every CPU that may cache the address space (`shared`'s
+    /// `mm_cpumask`, read after the PTE changes, plus this CPU) and returns when all have
+    /// done it: a range for small ranges, else everything.
+    pub fn flush<A: Arch>(self, arch: &A, shared: &MmShared) {
         if self.is_empty() {
             return;
         }
-        if self.all || (self.end - self.start) / PAGE_SIZE as u64 > SINGLE_PAGE_FLUSH_CEILING {
-            arch.flush_all(self.root);
-        } else {
-            let mut va = self.start;
-            while va < self.end {
-                arch.flush_page(self.root, VirtAddr::new(va));
-                va += PAGE_SIZE as u64;
-            }
-        }
+        debug_assert_eq!(
+            self.root,
+            shared.root(),
+            "flushing through another space's mask"
+        );
+        let all =
+            self.all || (self.end - self.start) / PAGE_SIZE as u64 > SINGLE_PAGE_FLUSH_CEILING;
+        let cpus = shared.flush_targets(arch.cpu_id());
+        arch.flush_tlb_cpus(
+            cpus,
+            self.root,
+            VirtAddr::new(self.start.min(self.end)),
+            VirtAddr::new(self.end),
+            all,
+        );
     }
 
     /// Drops the token without flushing. Only for tokens already covered by another flush, and
@@ -101,6 +110,7 @@ const GATHER_TABLES: usize = 8;
 #[must_use = "finish() performs the flush and frees the gathered pages"]
 pub(crate) struct MmuGather<'m, A: Arch> {
     mm: &'m Mm<A>,
+    shared: &'m MmShared,
     flush: TlbFlush,
     pages: [PhysAddr; GATHER_PAGES],
     npages: usize,
@@ -109,10 +119,11 @@ pub(crate) struct MmuGather<'m, A: Arch> {
 }
 
 impl<'m, A: Arch> MmuGather<'m, A> {
-    pub(crate) fn new(mm: &'m Mm<A>, root: PhysAddr) -> Self {
+    pub(crate) fn new(mm: &'m Mm<A>, shared: &'m MmShared) -> Self {
         MmuGather {
             mm,
-            flush: TlbFlush::none(root),
+            shared,
+            flush: TlbFlush::none(shared.root()),
             pages: [PhysAddr::zero(); GATHER_PAGES],
             npages: 0,
             tables: [PhysAddr::zero(); GATHER_TABLES],
@@ -143,7 +154,9 @@ impl<'m, A: Arch> MmuGather<'m, A> {
     }
 
     fn flush_and_free(&mut self) {
-        self.flush.take().flush(self.mm.arch());
+        // Every CPU of the mask has flushed (and none is still inside a GUP-fast walk) when
+        // this returns: only now may the pages and tables be reused.
+        self.flush.take().flush(self.mm.arch(), self.shared);
         for &frame in &self.pages[..self.npages] {
             self.mm.put_page(frame);
         }

@@ -9,12 +9,13 @@
 
 #![deny(unsafe_code)]
 
-use crate::addr::{PhysAddr, VirtAddr};
+use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::error::FaultError;
 use crate::faultstat::{self, Kind as StatKind, Phase};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
+use crate::mmshared::MmShared;
 use crate::pagetable::{Pte, PteRef};
 use crate::rules::{self, AnonPageState, WpReuse};
 use crate::stats;
@@ -50,7 +51,7 @@ pub(crate) fn write_grant(vma: &Vma) -> u64 {
 /// `do_wp_page`).
 pub(crate) fn do_wp_page<A: Arch>(
     mm: &Mm<A>,
-    root: PhysAddr,
+    shared: &MmShared,
     vma: &Vma,
     slot: PteRef<'_>,
     va: VirtAddr,
@@ -70,7 +71,7 @@ pub(crate) fn do_wp_page<A: Arch>(
     if !flags.contains(FrameFlags::ANON) {
         // The zero page, or a shmem (later also file) page-cache page in a private mapping:
         // never written in place (SEMANTICS.md section 3).
-        return wp_page_copy(mm, root, vma, slot, va, pte, kind);
+        return wp_page_copy(mm, shared, vma, slot, va, pte, kind);
     }
     let page = AnonPageState {
         exclusive: flags.contains(FrameFlags::ANON_EXCLUSIVE),
@@ -104,7 +105,7 @@ pub(crate) fn do_wp_page<A: Arch>(
                 }
             }
         }
-        WpReuse::Copy => return wp_page_copy(mm, root, vma, slot, va, pte, kind),
+        WpReuse::Copy => return wp_page_copy(mm, shared, vma, slot, va, pte, kind),
     }
     faultstat::phase(Phase::Pte);
     Ok(())
@@ -120,7 +121,7 @@ fn wp_page_reuse(vma: &Vma, slot: PteRef<'_>) {
 /// the zero page), then drops this PTE's mapping of the old page (Linux `wp_page_copy`).
 fn wp_page_copy<A: Arch>(
     mm: &Mm<A>,
-    root: PhysAddr,
+    shared: &MmShared,
     vma: &Vma,
     slot: PteRef<'_>,
     va: VirtAddr,
@@ -140,9 +141,9 @@ fn wp_page_copy<A: Arch>(
     // meanwhile faults and waits for the address-space lock. The old page can go only after
     // the flush.
     slot.take();
-    let mut flush = TlbFlush::none(root);
+    let mut flush = TlbFlush::none(shared.root());
     flush.add_page(va);
-    flush.flush(mm.arch());
+    flush.flush(mm.arch(), shared);
     faultstat::phase(Phase::Flush);
     slot.store(Pte::new(new, bits));
     faultstat::phase(Phase::Pte);

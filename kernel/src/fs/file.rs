@@ -104,6 +104,12 @@ pub trait FileOps: Send + Sync {
         Err(Errno::ENOTTY)
     }
 
+    /// The poll events ready now (Linux `f_op->poll`); files that never wait are always
+    /// readable and writable (`DEFAULT_POLLMASK`).
+    fn poll(&self, _file: &OpenFile) -> u32 {
+        super::poll::DEFAULT_POLLMASK
+    }
+
     /// A directory's entries; `ENOTDIR` for other files.
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
         Err(Errno::ENOTDIR)

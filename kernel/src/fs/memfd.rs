@@ -85,6 +85,15 @@ fn chunk_pause(chunks: &mut usize) -> Result<(), Errno> {
     killable_resched()
 }
 
+/// The pause of a shrinking truncate (`ShmemObject::set_size_resched`): lets time and the
+/// rest run (`cond_resched`; freeing 2 GiB of pages held the CPU for seconds). Not
+/// interrupted: the new size is in force, as Linux's `shmem_undo_range`.
+pub fn shmem_resched() {
+    if crate::proc::current_tid() != 0 {
+        crate::proc::sched::cond_resched();
+    }
+}
+
 /// The pause of a long shmem loop (`ShmemObject::fallocate_resched`): a task being killed
 /// stops with `EINTR` (Linux's `fatal_signal_pending` checks), any other lets time and the
 /// rest run (`cond_resched`: the kernel is not preemptible, so without it a 2 GiB fallocate
@@ -168,7 +177,8 @@ impl FileOps for Memfd {
     }
 
     fn truncate(&self, len: u64) -> Result<(), Errno> {
-        self.obj().set_size(memory::mm(), len)?;
+        self.obj()
+            .set_size_resched(memory::mm(), len, &mut shmem_resched)?;
         Ok(())
     }
 

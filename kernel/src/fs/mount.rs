@@ -497,7 +497,10 @@ pub struct DevDir;
 impl SpecialDir for DevDir {
     fn file(&self, name: &str, _flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
         Some(Ok(match name {
-            "console" | "tty" => Box::new(console::Console),
+            "console" => Box::new(console::Console),
+            // The caller's controlling terminal: ENXIO without one (Linux `tty_open_current_tty`).
+            "tty" if !super::tty::has_ctty() => return Some(Err(Errno::ENXIO)),
+            "tty" => Box::new(console::Console),
             "null" => Box::new(null::Null),
             "vda" => {
                 return Some(

@@ -229,6 +229,31 @@ impl Pipe {
     }
 
     /// Writes all of `data`, blocking while full; `EPIPE` once no reader is left.
+    /// Linux `pipe_poll` for the read end (`write` false) or the write end.
+    pub fn poll_mask(&self, write: bool) -> u32 {
+        use super::poll::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
+        let state = self.state.lock();
+        let mut mask = 0;
+        if write {
+            let slot =
+                matches!(state.segs.back(), Some(Segment::Bytes(_))) || state.segs.len() < MAX_SEGS;
+            if slot && state.bytes < self.capacity {
+                mask |= POLLOUT | POLLWRNORM;
+            }
+            if state.readers == 0 {
+                mask |= POLLERR;
+            }
+        } else {
+            if state.bytes > 0 {
+                mask |= POLLIN | POLLRDNORM;
+            }
+            if state.writers == 0 {
+                mask |= POLLHUP;
+            }
+        }
+        mask
+    }
+
     pub fn write(&self, nonblock: bool, data: &[u8]) -> Result<usize, Errno> {
         let mut done = 0;
         while done < data.len() || data.is_empty() {
@@ -396,6 +421,10 @@ impl FileOps for PipeEnd {
 
     fn seek(&self) -> Seek {
         Seek::Stream
+    }
+
+    fn poll(&self, _file: &super::OpenFile) -> u32 {
+        self.pipe.poll_mask(self.write)
     }
 
     fn stat(&self) -> Stat {

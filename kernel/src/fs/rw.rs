@@ -53,6 +53,12 @@ pub fn vfs_write(file: &OpenFile, offset: Option<u64>, from: &mut IoIter) -> Res
         pos: start,
         append: offset.is_none() && file.flags.load(Ordering::Relaxed) & O_APPEND != 0,
     };
+    let allowed = super::fsize::generic_write_check_limits(
+        file,
+        (!io.append).then_some(start),
+        from.count(),
+    )?;
+    from.truncate(allowed);
     let n = file.ops.write_iter(&mut io, from)?;
     if offset.is_none() && io.pos != start {
         file.offset.store(io.pos, Ordering::Relaxed);
@@ -127,6 +133,7 @@ pub fn truncate(file: &OpenFile, len: u64) -> Result<(), Errno> {
     if !file.writable() {
         return Err(Errno::EINVAL);
     }
+    super::fsize::inode_newsize_ok(file, len)?;
     file.ops.truncate(len)
 }
 
@@ -138,6 +145,8 @@ pub fn fallocate(file: &OpenFile, mode: i32, offset: i64, len: i64) -> Result<()
     if !file.writable() {
         return Err(Errno::EBADF);
     }
+    // Even with FALLOC_FL_KEEP_SIZE, as Linux's shmem_fallocate (cowlab's fallocating files).
+    super::fsize::inode_newsize_ok(file, (offset as u64).saturating_add(len as u64))?;
     file.ops.fallocate(mode, offset as u64, len as u64)
 }
 

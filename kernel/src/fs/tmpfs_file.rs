@@ -97,7 +97,8 @@ impl FileOps for TmpfsFile {
     }
 
     fn truncate(&self, len: u64) -> Result<(), Errno> {
-        self.obj().set_size(memory::mm(), len)?;
+        self.obj()
+            .set_size_resched(memory::mm(), len, &mut super::memfd::shmem_resched)?;
         self.inode.touch_modified();
         Ok(())
     }

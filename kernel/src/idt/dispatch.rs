@@ -149,6 +149,7 @@ fn interrupt(line: u8) {
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
         crate::proc::on_tick();
+        crate::fs::tty::on_tick();
         crate::watchdog::hung::on_tick();
     } else if crate::drivers::virtio_blk::handles_irq(line) {
         crate::drivers::virtio_blk::on_interrupt(line);

@@ -56,6 +56,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(smp::smp_ipi_calls_run_once_on_their_target),
     test!(smp::smp_tlb_shootdown_reaches_every_cpu),
     test!(smp::smp_local_apic_timer_ticks_on_every_ap),
+    test!(smp::smp_switch_to_keeps_mm_cpumask),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

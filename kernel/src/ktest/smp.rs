@@ -300,3 +300,42 @@ pub fn smp_local_apic_timer_ticks_on_every_ap() -> TestResult {
     }
     Ok(())
 }
+
+/// `vm::switch_to` keeps `mm_cpumask` (Linux `switch_mm_irqs_off`): the bit of this CPU is set
+/// in the space it loads and cleared in the one it leaves, and a reload of the same space keeps
+/// it. A missed clear makes every later flush of the old space IPI this CPU; a missed set lets
+/// a flush on another CPU skip this one while it caches the space's entries.
+pub fn smp_switch_to_keeps_mm_cpumask() -> TestResult {
+    use alloc::sync::Arc;
+    use cowlab_mm::AddressSpace;
+    let new_space = || {
+        AddressSpace::new(memory::mm())
+            .map(|a| Arc::new(spin::Mutex::new(a)))
+            .map_err(|e| super::TestFailure(alloc::format!("AddressSpace::new: {e:?}")))
+    };
+    let (a, b) = (new_space()?, new_space()?);
+    let bit = 1u64 << percpu::cpu_id();
+    let mask = |s: &crate::vm::SharedAddressSpace| s.lock().mm_cpumask();
+    let previous = crate::vm::switch_to(Some(a.clone()));
+    let after_a = (mask(&a), mask(&b));
+    drop(crate::vm::switch_to(Some(b.clone())));
+    let after_b = (mask(&a), mask(&b));
+    drop(crate::vm::switch_to(Some(b.clone())));
+    let after_b_again = mask(&b);
+    drop(crate::vm::switch_to(previous));
+    let after_back = (mask(&a), mask(&b));
+    for space in [a, b] {
+        match Arc::try_unwrap(space) {
+            Ok(lock) => lock.into_inner().exit(memory::mm()),
+            Err(_) => return Err(super::TestFailure("address space still referenced".into())),
+        }
+    }
+    ensure!(after_a == (bit, 0), "after loading a: masks {after_a:x?}");
+    ensure!(after_b == (0, bit), "after loading b: masks {after_b:x?}");
+    ensure!(after_b_again == bit, "reloading b: mask {after_b_again:x}");
+    ensure!(
+        after_back == (0, 0),
+        "after leaving both: masks {after_back:x?}"
+    );
+    Ok(())
+}

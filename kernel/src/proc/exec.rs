@@ -115,6 +115,7 @@ pub fn execve(
             };
         }
         p.sig.altstack = Default::default();
+        p.group.lock().job.did_exec = true;
         (p.aspace.replace(new.clone()), p.fds.close_on_exec())
     });
     drop(closed);
@@ -182,7 +183,8 @@ fn de_thread() -> Result<(), Errno> {
 /// Creates pid 1 running `path` with `argv`, its descriptors 0-2 on the console.
 pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
     let argv = ArgStrings::from_strs(argv.iter().map(String::as_str));
-    let envp = ArgStrings::from_strs(["PATH=/", "HOME=/"]);
+    // `/bin` holds BusyBox's applets on the ext2 root; `/` the programs.
+    let envp = ArgStrings::from_strs(["PATH=/bin:/", "HOME=/", "TERM=vt100"]);
     // A root disk whose init cannot be loaded (a damaged image) falls back to the ramdisk's.
     let (aspace, entry, sp) = match build(path, &argv, &envp) {
         Ok(built) => built,
@@ -220,6 +222,13 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         ),
         cpus_allowed: u64::MAX,
     };
+    // init leads the first session and its group; the console is that session's terminal.
+    process.group.lock().job = super::pgrp::Job {
+        pgid: pid,
+        sid: pid,
+        did_exec: true,
+    };
     TABLE.lock().insert(pid, Box::new(process));
+    crate::fs::tty::init(pid);
     Ok(())
 }

@@ -161,13 +161,14 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let (sigactions, rlimits, cwd) = {
+            let (sigactions, rlimits, cwd, job) = {
                 let g = parent.group.lock();
-                (g.sigactions.clone(), g.rlimits, g.cwd.clone())
+                (g.sigactions.clone(), g.rlimits, g.cwd.clone(), g.job)
             };
             // Linux `copy_signal`: the child starts with the parent's limits.
             let group = Group::new(parent.tgid, sigactions, rlimits, cwd);
             group.lock().sig.exit_signal = (flags & CSIGNAL) as u8;
+            group.lock().job = super::pgrp::Job::forked(&job);
             (tid, group)
         };
         Task {

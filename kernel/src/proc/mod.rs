@@ -35,6 +35,7 @@ pub mod files;
 pub mod fork;
 pub mod futex;
 pub mod oom;
+pub mod pgrp;
 pub mod rlimit;
 pub mod sched;
 pub mod signal;
@@ -105,6 +106,8 @@ pub struct Group {
     /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are reparented here instead of to init.
     /// Not inherited by fork, kept across execve (as Linux's `is_child_subreaper`).
     pub child_subreaper: bool,
+    /// Process group and session (`pgrp`): copied by fork, kept by execve.
+    pub job: pgrp::Job,
 }
 
 impl Group {
@@ -128,6 +131,7 @@ impl Group {
             rlimits,
             cwd,
             child_subreaper: false,
+            job: pgrp::Job::default(),
         }))
     }
 }

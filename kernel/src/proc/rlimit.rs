@@ -12,9 +12,11 @@
 //! | `RLIMIT_NOFILE` | the descriptor table (`fs::FdTable`, through [`nofile`]), `dup2`/`dup3`, `F_DUPFD` | `EMFILE`, `EBADF`, `EINVAL` |
 //! | `RLIMIT_AS` | `mmap`, `brk`, `mremap` growth, through [`may_expand_vm`] | `ENOMEM` |
 //! | `RLIMIT_STACK` | the stack mapping exec builds ([`stack_vma_size`]) and exec's argument space ([`arg_space_limit`]) | `SIGSEGV` beyond it, `E2BIG` |
-//! | `RLIMIT_MEMLOCK` | io_uring buffer registrations ([`account_locked_vm`]) | `ENOMEM` |
+//! | `RLIMIT_MEMLOCK` | io_uring buffer registrations ([`account_locked_vm`]), mlock, new mappings after `mlockall(MCL_FUTURE)` and growth of a locked one ([`mlock_future_ok`]) | `ENOMEM`, `EAGAIN` |
+//! | `RLIMIT_FSIZE` | writes, truncate and fallocate of regular files (`fs::fsize`) | SIGXFSZ and `EFBIG`, a short write |
+//! | `RLIMIT_DATA` | private writable mappings (`mmap`, `mremap` growth, through [`may_expand_data`]) and `brk` ([`check_data_rlimit`]) | `ENOMEM`; `brk` keeps the old break |
 //!
-//! The other eleven answer Linux's defaults and are stored, not enforced.
+//! The other nine answer Linux's defaults and are stored, not enforced.
 //!
 //! Privilege: every cowlab process runs as uid 0. Linux lets root (`CAP_SYS_RESOURCE`,
 //! `CAP_SYS_ADMIN`, `CAP_IPC_LOCK`, or being `INIT_USER` for `RLIMIT_NPROC`) bypass
@@ -33,7 +35,9 @@ use crate::errno::Errno;
 use crate::memory::HEAP_SIZE;
 use crate::vm::SharedAddressSpace;
 
-// Linux's numbering (0 CPU, 1 FSIZE, 2 DATA, 5 RSS, 10 LOCKS and 15 RTTIME are stored only).
+// Linux's numbering (0 CPU, 5 RSS, 10 LOCKS and 15 RTTIME are stored only).
+pub const RLIMIT_FSIZE: usize = 1;
+pub const RLIMIT_DATA: usize = 2;
 pub const RLIMIT_STACK: usize = 3;
 pub const RLIMIT_CORE: usize = 4;
 pub const RLIMIT_NPROC: usize = 6;
@@ -242,6 +246,82 @@ pub fn may_expand_vm(aspace: &SharedAddressSpace, at: Option<u64>, len: u64) -> 
     }
 }
 
+/// Linux `is_data_mapping`: private, writable and not a stack (`VM_WRITE` without `VM_SHARED`
+/// or `VM_STACK`): what `RLIMIT_DATA` counts (`mm->data_vm`).
+pub fn is_data_mapping(writable: bool, shared: bool, stack: bool) -> bool {
+    writable && !shared && !stack
+}
+
+/// The data part of Linux `may_expand_vm`: may `aspace` get `len` more bytes of data mappings
+/// ([`is_data_mapping`]; at `at`, where data mappings being replaced count once)? `ENOMEM` past
+/// the caller's `RLIMIT_DATA`. Costs one group-lock round trip when the limit is infinite (the
+/// default).
+pub fn may_expand_data(
+    aspace: &SharedAddressSpace,
+    at: Option<u64>,
+    len: u64,
+) -> Result<(), Errno> {
+    let limit = rlimit(RLIMIT_DATA);
+    if limit == RLIM_INFINITY {
+        return Ok(());
+    }
+    let len = len.checked_add(0xfff).ok_or(Errno::ENOMEM)? & !0xfff;
+    let end = at.map(|a| a.saturating_add(len));
+    let (mut total, mut replaced) = (0u64, 0u64);
+    for vma in aspace.lock().vmas() {
+        let data = is_data_mapping(
+            vma.prot().contains(cowlab_mm::Prot::WRITE),
+            vma.sharing() == cowlab_mm::vma::Sharing::Shared,
+            vma.flags().contains(cowlab_mm::vma::VmaFlags::GROWSDOWN),
+        );
+        if !data {
+            continue;
+        }
+        let (s, e) = (vma.start().as_u64(), vma.end().as_u64());
+        total += e - s;
+        if let (Some(a), Some(end)) = (at, end) {
+            replaced += e.min(end).saturating_sub(s.max(a));
+        }
+    }
+    match (total - replaced).checked_add(len) {
+        Some(after) if after <= limit => Ok(()),
+        _ => Err(Errno::ENOMEM),
+    }
+}
+
+/// [`may_expand_data`] for growing the mapping at `addr` (mremap): only if it is a data mapping.
+pub fn may_expand_data_at(aspace: &SharedAddressSpace, addr: u64, len: u64) -> Result<(), Errno> {
+    if rlimit(RLIMIT_DATA) == RLIM_INFINITY {
+        return Ok(());
+    }
+    let data = aspace.lock().vmas().any(|v| {
+        v.start().as_u64() <= addr
+            && addr < v.end().as_u64()
+            && is_data_mapping(
+                v.prot().contains(cowlab_mm::Prot::WRITE),
+                v.sharing() == cowlab_mm::vma::Sharing::Shared,
+                v.flags().contains(cowlab_mm::vma::VmaFlags::GROWSDOWN),
+            )
+    });
+    if data {
+        may_expand_data(aspace, None, len)
+    } else {
+        Ok(())
+    }
+}
+
+/// Linux `check_data_rlimit` for `brk`: the heap from its start to `new` plus the data mappings
+/// outside it may not pass `RLIMIT_DATA` (Linux adds the ELF data segment; cowlab counts
+/// every private writable mapping, the segment's included).
+pub fn check_data_rlimit(aspace: &SharedAddressSpace, new: u64) -> Result<(), Errno> {
+    let cur = aspace.lock().current_brk().as_u64().saturating_add(0xfff) & !0xfff;
+    let new = new.saturating_add(0xfff) & !0xfff;
+    if new <= cur {
+        return Ok(());
+    }
+    may_expand_data(aspace, Some(cur), new - cur)
+}
+
 /// `brk` growth as `may_expand_vm` sees it: the pages between the current break and `new`.
 pub fn may_expand_brk(aspace: &SharedAddressSpace, new: u64) -> Result<(), Errno> {
     let cur = aspace.lock().current_brk().as_u64().saturating_add(0xfff) & !0xfff;
@@ -265,6 +345,21 @@ pub fn stack_vma_size() -> u64 {
 /// more is `E2BIG`.
 pub fn arg_space_limit() -> u64 {
     (rlimit(RLIMIT_STACK) / 4).clamp(ARG_MAX, STK_LIM / 4 * 3)
+}
+
+/// Linux `mlock_future_ok`: may a mapping of `len` more bytes be made locked in `aspace`
+/// (after `mlockall(MCL_FUTURE)`, or growing a locked mapping: `locked`)? `EAGAIN` when the
+/// locked pages would pass `RLIMIT_MEMLOCK` (as mmap and mremap answer; brk keeps its break).
+pub fn mlock_future_ok(aspace: &SharedAddressSpace, locked: bool, len: u64) -> Result<(), Errno> {
+    if !locked {
+        return Ok(());
+    }
+    let limit = rlimit(RLIMIT_MEMLOCK) / 4096;
+    let pages = len.div_ceil(4096);
+    match aspace.lock().locked_vm().checked_add(pages) {
+        Some(after) if after <= limit => Ok(()),
+        _ => Err(Errno::EAGAIN),
+    }
 }
 
 /// Pages charged to uid 0's `locked_vm` (Linux `user_struct::locked_vm`): io_uring buffer

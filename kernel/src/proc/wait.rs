@@ -12,17 +12,25 @@ pub const WNOHANG: u32 = 1;
 pub const WUNTRACED: u32 = 2;
 pub const WCONTINUED: u32 = 8;
 
-/// Waits for a child matching `which` (-1: any, > 0: that pid; process groups are all one: 0
-/// and < -1 mean any). Returns `(pid, status, minor faults of the child and its reaped
+/// Waits for a child matching `which` (-1: any, > 0: that pid, 0: any in the caller's process
+/// group, < -1: any in group -which; the group is the child's at the time of the check). Returns `(pid, status, minor faults of the child and its reaped
 /// children)`, or `(0, 0, 0)` with `WNOHANG` and no zombie yet.
 pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
     let me = super::current_pid();
+    let pgid = match which {
+        0 => Some(super::pgrp::current_job().pgid),
+        w if w < -1 => Some((-w) as Pid),
+        _ => None,
+    };
     loop {
         let reaped = {
             let mut table = TABLE.lock();
-            let matches = |pid: Pid| which <= 0 || i64::from(pid) == which;
+            let matches = |p: &super::Task| match pgid {
+                Some(g) => p.group.lock().job.pgid == g,
+                None => which == -1 || i64::from(p.tgid) == which,
+            };
             let mut children = table.values().filter(|p| {
-                p.is_leader() && p.tgid != me && matches(p.tgid) && p.group.lock().parent == me
+                p.is_leader() && p.tgid != me && matches(p) && p.group.lock().parent == me
             });
             let Some(first) = children.next() else {
                 return Err(Errno::ECHILD);
@@ -37,10 +45,7 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
                 let reported = table
                     .values()
                     .filter(|p| {
-                        p.is_leader()
-                            && p.tgid != me
-                            && matches(p.tgid)
-                            && p.group.lock().parent == me
+                        p.is_leader() && p.tgid != me && matches(p) && p.group.lock().parent == me
                     })
                     .find_map(|p| {
                         let mut g = p.group.lock();

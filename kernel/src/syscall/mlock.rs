@@ -59,15 +59,14 @@ pub fn munlock(a: Args) -> SysResult {
     Ok(0)
 }
 
-/// mlockall(flags): `MCL_CURRENT` (optionally `MCL_ONFAULT`). `MCL_FUTURE` (lock mappings made
-/// later) is not implemented: `EINVAL`, so a caller knows its future mappings are not locked.
+/// mlockall(flags): `MCL_CURRENT` locks every mapping now, `MCL_FUTURE` every mapping made
+/// later (`mm->def_flags`: mmap, brk and mremap growth then charge `RLIMIT_MEMLOCK` through
+/// `rlimit::mlock_future_ok`), both populated unless `MCL_ONFAULT` (Linux
+/// `apply_mlockall_flags`).
 pub fn mlockall(a: Args) -> SysResult {
     let flags = a.get(0);
     if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT
     {
-        return Err(Errno::EINVAL);
-    }
-    if flags & MCL_FUTURE != 0 {
         return Err(Errno::EINVAL);
     }
     let limit = lock_limit()?;
@@ -76,9 +75,15 @@ pub fn mlockall(a: Args) -> SysResult {
     } else {
         LockMode::Populate
     };
-    current_aspace()
-        .lock()
-        .mlockall(memory::mm(), mode, limit)?;
+    let shared = current_aspace();
+    let mut aspace = shared.lock();
+    // A refused MCL_CURRENT changes nothing, MCL_FUTURE included.
+    if flags & MCL_CURRENT != 0 {
+        aspace.mlockall(memory::mm(), mode, limit)?;
+    }
+    if flags & MCL_FUTURE != 0 {
+        aspace.mlock_future(mode);
+    }
     Ok(0)
 }
 

@@ -25,8 +25,15 @@ pub fn mmap(a: Args) -> SysResult {
         if !file.readable() {
             return Err(Errno::EACCES);
         }
+        let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
         let prot = mmap_prot(prot);
         rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
+        if data {
+            rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
+        }
+        let aspace = current_aspace();
+        let future = aspace.lock().locks_future();
+        rlimit::mlock_future_ok(&aspace, future, len)?;
         let va = current_aspace().lock().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -39,9 +46,15 @@ pub fn mmap(a: Args) -> SysResult {
         )?;
         return Ok(va.as_u64());
     }
+    let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
     let prot = mmap_prot(prot);
     let aspace = current_aspace();
     rlimit::may_expand_vm(&aspace, fixed_at(addr, flags), len)?;
+    if data {
+        rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
+    }
+    let future = aspace.lock().locks_future();
+    rlimit::mlock_future_ok(&aspace, future, len)?;
     let va = aspace.lock().mmap(
         memory::mm(),
         VirtAddr::new(addr),
@@ -110,8 +123,15 @@ pub fn madvise(a: Args) -> SysResult {
 
 pub fn brk(a: Args) -> SysResult {
     let shared = current_aspace();
-    // Linux's brk answers the old break when growth is refused (here: by `RLIMIT_AS`).
-    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err();
+    // Linux's brk answers the old break when growth is refused (by `RLIMIT_AS` or
+    // `RLIMIT_DATA`).
+    let future = shared.lock().locks_future();
+    let grow = a
+        .get(0)
+        .saturating_sub(shared.lock().current_brk().as_u64());
+    let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err()
+        || rlimit::check_data_rlimit(&shared, a.get(0)).is_err()
+        || rlimit::mlock_future_ok(&shared, future, grow).is_err();
     let mut aspace = shared.lock();
     if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
         return Ok(aspace.current_brk().as_u64());
@@ -129,8 +149,19 @@ pub fn mremap(a: Args) -> SysResult {
         let grow = new_len.saturating_add(0xfff) & !0xfff;
         let had = old_len.saturating_add(0xfff) & !0xfff;
         rlimit::may_expand_vm(&current_aspace(), None, grow.saturating_sub(had))?;
+        rlimit::may_expand_data_at(&current_aspace(), a.get(0), grow.saturating_sub(had))?;
+        // Growing a locked mapping: Linux's `mlock_future_ok` (EAGAIN), then the new part is
+        // populated.
+        let locked = current_aspace().lock().vmas().any(|v| {
+            v.start().as_u64() <= a.get(0)
+                && a.get(0) < v.end().as_u64()
+                && v.flags().contains(cowlab_mm::vma::VmaFlags::LOCKED)
+        });
+        rlimit::mlock_future_ok(&current_aspace(), locked, grow.saturating_sub(had))?;
     }
-    let va = current_aspace().lock().mremap(
+    let shared = current_aspace();
+    let mut aspace = shared.lock();
+    let va = aspace.mremap(
         memory::mm(),
         a.get(0),
         a.get(1),
@@ -138,5 +169,18 @@ pub fn mremap(a: Args) -> SysResult {
         MremapFlags::from_linux(flags_arg(a.get(3))?),
         a.get(4),
     )?;
+    if new_len > old_len {
+        let grown = (
+            va.as_u64() + (old_len.saturating_add(0xfff) & !0xfff),
+            va.as_u64() + new_len,
+        );
+        if grown.0 < grown.1 {
+            aspace.populate_if_locked(
+                memory::mm(),
+                VirtAddr::new(grown.0),
+                VirtAddr::new(grown.1.saturating_add(0xfff) & !0xfff),
+            );
+        }
+    }
     Ok(va.as_u64())
 }

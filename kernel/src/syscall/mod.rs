@@ -12,6 +12,7 @@ mod fs;
 mod info;
 mod mlock;
 mod mm;
+mod poll;
 mod proc;
 mod signal;
 mod time;
@@ -120,6 +121,16 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         99 => info::sysinfo(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
+        // tty: process groups and sessions, poll/select.
+        7 => poll::poll(a),
+        23 => poll::select(a),
+        270 => poll::pselect6(a),
+        271 => poll::ppoll(a),
+        109 => proc::setpgid(a),
+        111 => proc::getpgrp(),
+        112 => proc::setsid(),
+        121 => proc::getpgid(a),
+        124 => proc::getsid(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),

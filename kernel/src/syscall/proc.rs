@@ -336,3 +336,24 @@ pub fn getcpu(a: Args) -> SysResult {
     }
     Ok(0)
 }
+
+/// setpgid/getpgid/getpgrp/setsid/getsid (`proc::pgrp`); pids are C `int`s.
+pub fn setpgid(a: Args) -> SysResult {
+    proc::pgrp::setpgid(a.i32(0), a.i32(1)).map(|()| 0)
+}
+
+pub fn getpgid(a: Args) -> SysResult {
+    proc::pgrp::getpgid(a.i32(0)).map(u64::from)
+}
+
+pub fn getpgrp() -> SysResult {
+    Ok(u64::from(proc::pgrp::current_job().pgid))
+}
+
+pub fn setsid() -> SysResult {
+    proc::pgrp::setsid().map(u64::from)
+}
+
+pub fn getsid(a: Args) -> SysResult {
+    proc::pgrp::getsid(a.i32(0)).map(u64::from)
+}

@@ -172,10 +172,18 @@ pub fn kill(a: Args) -> SysResult {
                 let _ = signal::send(Target::Process(target), info);
             }
         }
-        // Process groups are not modelled yet: the caller's group (0) is the caller, and no
-        // other group exists.
-        0 => signal::send(Target::Process(me), info)?,
-        _ => return Err(Errno::ESRCH),
+        // The caller's process group, or group -pid (Linux `__kill_pgrp_info`): ESRCH if it
+        // has no member, else success if any member got it.
+        p => {
+            let pgid = if p == 0 {
+                proc::pgrp::current_job().pgid
+            } else if p == i32::MIN {
+                return Err(Errno::ESRCH);
+            } else {
+                (-p) as u32
+            };
+            signal::kill_pgrp(pgid, info)?;
+        }
     }
     Ok(0)
 }

@@ -47,10 +47,12 @@ const KCOV_WORDS: usize = 1024 * 1024;
 /// PCs are kernel addresses from its fixed base; the bitmap covers 32 MiB of text.
 const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 const TEXT_SPAN: u64 = 32 << 20;
-const WNOHANG: u32 = 1;
-const SIGKILL: i32 = 9;
-/// How long a child may run before it is killed.
-const CHILD_DEADLINE_NS: u64 = 3_000_000_000;
+const MADV_DONTFORK: i32 = 10;
+const SIGALRM: i32 = 14;
+const SETITIMER: usize = 38;
+/// How long a child may run before its alarm kills it (a program of 24 calls takes about
+/// 25 ms; one that blocks, in a futex wait for example, would hold the loop this long).
+const CHILD_DEADLINE_MS: u64 = 1000;
 
 struct Options {
     seed: u64,
@@ -108,6 +110,9 @@ impl Kcov {
         let len = KCOV_WORDS * 8;
         // SAFETY: a new shared mapping of the kcov file at an address the kernel chooses.
         let area = unsafe { mmap_fd(0, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) }.ok()?;
+        // Children never touch the buffer (the kernel writes it through the direct map):
+        // leaving it out of fork saves copying 2048 page-table entries per program.
+        madvise(area, len, MADV_DONTFORK).ok()?;
         // Map every page now: the leak check must not see the parent's page tables grow.
         for page in (0..len).step_by(4096) {
             // SAFETY: inside the mapping just made.
@@ -119,16 +124,21 @@ impl Kcov {
         })
     }
 
-    /// In the child: trace this task from here on, from an empty buffer.
+    /// In the parent, before the fork: start the next window from an empty buffer.
+    fn reset(&self) {
+        // SAFETY: word 0 of the mapping is ours to reset.
+        unsafe { core::ptr::write_volatile(self.area, 0) };
+    }
+
+    /// In the child: trace this task from here on (the buffer is not mapped in the child).
     fn enable(&self) {
-        // SAFETY: an ioctl with an integer argument; word 0 of the mapping is ours to reset.
-        unsafe {
-            let _ = raw(
+        // SAFETY: an ioctl with an integer argument.
+        let _ = unsafe {
+            raw(
                 IOCTL,
                 [self.fd as usize, KCOV_ENABLE, KCOV_TRACE_PC, 0, 0, 0],
-            );
-            core::ptr::write_volatile(self.area, 0);
-        }
+            )
+        };
     }
 
     /// The PCs the last child stored.
@@ -142,35 +152,55 @@ impl Kcov {
     }
 }
 
-/// Unique PCs seen so far: a bitmap over the kernel's text.
+/// Unique PCs (blocks) and unique transitions between consecutive PCs of one trace (edges)
+/// seen so far: a bitmap over the kernel's text and a hashed bitmap of edges (AFL's map).
 struct Coverage {
-    bits: Vec<u64>,
+    bits: &'static mut [u64],
+    edge_bits: &'static mut [u64],
     blocks: u64,
+    edges: u64,
+}
+
+/// 2^24 edge slots (2 MiB): collisions stay rare at the ~20,000 edges a run reaches.
+const EDGE_BITS_LOG2: u32 = 24;
+
+/// A private read-write mapping of `len` bytes of zeroes left out of fork (copying and
+/// zapping its page-table entries per program cost more than the programs' calls), every page
+/// touched now so no later leak check sees it grow.
+fn dontfork_words(len: usize) -> Option<&'static mut [u64]> {
+    let at = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS).ok()?;
+    madvise(at, len, MADV_DONTFORK).ok()?;
+    // SAFETY: a fresh private read-write mapping of `len` bytes, owned by the returned slice for
+    // the rest of the process; anonymous memory reads as zeroes.
+    let words = unsafe { core::slice::from_raw_parts_mut(at as *mut u64, len / 8) };
+    for w in (0..words.len()).step_by(512) {
+        words[w] = 0;
+    }
+    Some(words)
 }
 
 impl Coverage {
-    fn new() -> Coverage {
-        Coverage {
-            bits: alloc::vec![0; (TEXT_SPAN / 64) as usize],
+    fn new() -> Option<Coverage> {
+        Some(Coverage {
+            bits: dontfork_words((TEXT_SPAN / 8) as usize)?,
+            edge_bits: dontfork_words(1 << (EDGE_BITS_LOG2 - 3))?,
             blocks: 0,
-        }
+            edges: 0,
+        })
     }
 
-    /// Adds `pcs`; returns how many were new.
-    fn add(&mut self, pcs: &[u64]) -> u64 {
-        let mut new = 0;
-        for &pc in pcs {
-            let Some(off) = pc.checked_sub(KERNEL_BASE).filter(|&o| o < TEXT_SPAN) else {
-                continue;
-            };
-            let (w, b) = ((off / 64) as usize, off % 64);
-            if self.bits[w] & (1 << b) == 0 {
-                self.bits[w] |= 1 << b;
-                new += 1;
-            }
+    /// Adds the trace `pcs`; returns how many blocks and edges were new.
+    fn add(&mut self, pcs: &[u64]) -> (u64, u64) {
+        let (blocks, edges) = cowlab_fuzzcore::Cover {
+            blocks: self.bits,
+            edges: self.edge_bits,
+            edge_log2: EDGE_BITS_LOG2,
+            base: KERNEL_BASE,
         }
-        self.blocks += new;
-        new
+        .add(pcs);
+        self.blocks += blocks;
+        self.edges += edges;
+        (blocks, edges)
     }
 }
 
@@ -210,9 +240,23 @@ enum Outcome {
 }
 
 /// Runs `prog` in a forked child, reaps it, and cleans `/tmp`.
-fn run_child(prog: &Prog, kcov: Option<&Kcov>) -> Outcome {
+fn run_child(prog: &Prog, kcov: Option<&Kcov>, clean_ns: &mut u64) -> Outcome {
+    if let Some(k) = kcov {
+        k.reset();
+    }
     let pid = match fork() {
         Ok(0) => {
+            // A call may block forever, as on Linux: SIGALRM (its default action kills; the
+            // call table can neither block, catch nor ignore a signal) ends the child at the
+            // deadline.
+            let timer = [
+                0u64,
+                0,
+                CHILD_DEADLINE_MS / 1000,
+                CHILD_DEADLINE_MS % 1000 * 1000,
+            ];
+            // SAFETY: setitimer(ITIMER_REAL) reads the timer from a local.
+            let _ = unsafe { raw(SETITIMER, [0, timer.as_ptr() as usize, 0, 0, 0, 0]) };
             if let Some(k) = kcov {
                 k.enable();
                 let _ = close(k.fd);
@@ -231,11 +275,10 @@ fn run_child(prog: &Prog, kcov: Option<&Kcov>) -> Outcome {
             exit_now(2);
         }
     };
-    let start = monotonic_ns();
-    let mut killed = false;
+    // The child's own alarm ends it at the deadline; a blocking wait leaves the CPU to it
+    // (polling with sched_yield took half the CPU from the child it waited for).
     let status = loop {
-        match waitpid(pid, WNOHANG) {
-            Ok((0, _)) => {}
+        match waitpid(pid, 0) {
             Ok((_, status)) => break status,
             Err(Errno(cowlab_userland::sys::EINTR)) => {}
             Err(Errno(e)) => {
@@ -243,16 +286,14 @@ fn run_child(prog: &Prog, kcov: Option<&Kcov>) -> Outcome {
                 exit_now(2);
             }
         }
-        if !killed && monotonic_ns() - start > CHILD_DEADLINE_NS {
-            let _ = kill(pid, SIGKILL);
-            killed = true;
-        }
-        sched_yield();
     };
+    reap_orphans();
     if !KEEP_TMP.load(core::sync::atomic::Ordering::Relaxed) {
-        clean_tmp();
+        let t = monotonic_ns();
+        clean();
+        *clean_ns += monotonic_ns() - t;
     }
-    if killed {
+    if wifsignaled(status) && status & 0x7f == SIGALRM {
         Outcome::TimedOut
     } else if wifsignaled(status) {
         Outcome::Signaled
@@ -261,15 +302,66 @@ fn run_child(prog: &Prog, kcov: Option<&Kcov>) -> Outcome {
     }
 }
 
-/// Removes every file in `/tmp` (whatever names the child made: paths come from a fixed
-/// table, but a long or relative one is easy to miss), allocating nothing.
-fn clean_tmp() {
-    let Ok(dir) = open(c"/tmp", O_RDONLY | O_DIRECTORY) else {
-        return;
-    };
-    let mut dents = [0u8; 2048];
-    let mut path = [0u8; 5 + 256 + 1];
-    path[..5].copy_from_slice(b"/tmp/");
+const PRCTL: usize = 157;
+const MKDIR: usize = 83;
+const CHDIR: usize = 80;
+const UNLINKAT: usize = 263;
+const AT_REMOVEDIR: usize = 0x200;
+const ECHILD: usize = 10;
+
+/// After a program: removes whatever it left in `/tmp` and in the ext2 scratch directory
+/// (whatever the names: paths come from a fixed table, but a long or relative one is easy to
+/// miss), and `/nonexistent` (on the writable root, `mkdir`/`link`/`rename` can make it), makes
+/// the scratch directory again if it went and returns to it; allocates nothing.
+fn clean() {
+    for dir in [c"/tmp", layout::SCRATCH_DIR] {
+        if let Ok(fd) = open(dir, O_RDONLY | O_DIRECTORY) {
+            empty_dir(fd, 0);
+            let _ = close(fd);
+        }
+    }
+    if let Ok(fd) = open(c"/", O_RDONLY | O_DIRECTORY) {
+        remove_at(fd, b"nonexistent\0", 0);
+        let _ = close(fd);
+    }
+    // SAFETY: mkdir and chdir read a NUL-terminated path.
+    unsafe {
+        let _ = raw(
+            MKDIR,
+            [layout::SCRATCH_DIR.as_ptr() as usize, 0o755, 0, 0, 0, 0],
+        );
+        let _ = raw(
+            CHDIR,
+            [layout::SCRATCH_DIR.as_ptr() as usize, 0, 0, 0, 0, 0],
+        );
+    }
+}
+
+/// Removes `name` (NUL-terminated) in directory `dir`: a file, or a directory after emptying
+/// it (at most four levels: the paths programs name are at most two below the scratch
+/// directory).
+fn remove_at(dir: i32, name: &[u8], depth: u32) {
+    let p = name.as_ptr() as usize;
+    // SAFETY: unlinkat and openat read the NUL-terminated name.
+    unsafe {
+        if raw(UNLINKAT, [dir as usize, p, 0, 0, 0, 0]).is_ok() || depth >= 4 {
+            return;
+        }
+        if let Ok(sub) = raw(
+            257,
+            [dir as usize, p, (O_RDONLY | O_DIRECTORY) as usize, 0, 0, 0],
+        ) {
+            empty_dir(sub as i32, depth + 1);
+            let _ = close(sub as i32);
+            let _ = raw(UNLINKAT, [dir as usize, p, AT_REMOVEDIR, 0, 0, 0]);
+        }
+    }
+}
+
+/// Removes everything in the directory open as `dir`.
+fn empty_dir(dir: i32, depth: u32) {
+    let mut dents = [0u8; 1024];
+    let mut name = [0u8; 256 + 1];
     // Unlinking while reading the directory can skip entries: read again until it is empty.
     loop {
         let _ = lseek(dir, 0, 0);
@@ -283,14 +375,17 @@ fn clean_tmp() {
             if reclen == 0 {
                 break;
             }
-            let name = &dents[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if name != b"." && name != b".." && name.len() <= 256 {
-                path[5..5 + name.len()].copy_from_slice(name);
-                path[5 + name.len()] = 0;
-                if let Ok(p) = CStr::from_bytes_with_nul(&path[..5 + name.len() + 1]) {
-                    removed |= unlink(p).is_ok();
-                }
+            let raw_name = &dents[at + 19..(at + reclen).min(n)];
+            let len = raw_name
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(raw_name.len());
+            let entry = &raw_name[..len];
+            if entry != b"." && entry != b".." && len < name.len() {
+                name[..len].copy_from_slice(entry);
+                name[len] = 0;
+                remove_at(dir, &name[..=len], depth);
+                removed = true;
             }
             at += reclen;
         }
@@ -298,7 +393,23 @@ fn clean_tmp() {
             break;
         }
     }
-    let _ = close(dir);
+}
+
+/// Collects the program's own children that outlived it (this process is their subreaper;
+/// they sleep at most 31 ms): waits up to the child deadline for them.
+fn reap_orphans() {
+    let start = monotonic_ns();
+    loop {
+        match waitpid(-1, 1) {
+            Ok((0, _)) if monotonic_ns() - start < CHILD_DEADLINE_MS * 1_000_000 => {
+                let _ = sleep_ms(1);
+            }
+            Ok((0, _)) => return,
+            Ok(_) => {}
+            Err(Errno(e)) if e as usize == ECHILD => return,
+            Err(_) => return,
+        }
+    }
 }
 
 struct Fuzzer {
@@ -309,19 +420,66 @@ struct Fuzzer {
     calls: u64,
     /// Children that exited, were killed by a signal, were killed at the deadline.
     outcomes: [u64; 3],
+    /// Where the guest time goes, in ns (`FUZZ PROFILE` at the end).
+    prof: Profile,
+}
+
+/// Guest time spent in each phase of the loop, and the PCs kcov handed over.
+#[derive(Default)]
+struct Profile {
+    /// Generating or mutating the next program.
+    gen: u64,
+    /// Printing `FUZZ PROG`.
+    print: u64,
+    /// Reading `/proc/cowlab/mmstat` before and after.
+    gauges: u64,
+    /// fork to reaped child (the calls themselves, fork, exit, wait).
+    child: u64,
+    /// Emptying `/tmp`.
+    clean: u64,
+    /// Adding the child's PCs to the coverage.
+    cover: u64,
+    /// PCs read from the kcov buffer.
+    pcs: u64,
+}
+
+impl Profile {
+    fn print(&self, execs: u64, calls: u64, roundtrip_ns: u64) {
+        let per = |v: u64| v / execs.max(1) / 1000;
+        println!(
+            "FUZZ PROFILE per-program-us gen={} print={} gauges={} child={} clean={} cover={} pcs-per-program={} empty-child-us={} calls-per-program={}",
+            per(self.gen),
+            per(self.print),
+            per(self.gauges),
+            per(self.child),
+            per(self.clean),
+            per(self.cover),
+            self.pcs / execs.max(1),
+            roundtrip_ns / 1000,
+            calls / execs.max(1)
+        );
+    }
 }
 
 impl Fuzzer {
-    /// Runs one program; returns the new blocks it reached (none for a child killed at the
+    /// Runs one program; returns the new edges it reached (none for a child killed at the
     /// deadline: a program that blocks is not worth mutating), or prints the leak and exits.
     fn execute(&mut self, prog: &Prog) -> u64 {
         let mut before = [0u64; 7];
         let mut after = [0u64; 7];
+        let t0 = monotonic_ns();
         let have = gauges(&mut self.mmstat, &mut before);
-        let outcome = run_child(prog, self.kcov.as_ref());
+        let t1 = monotonic_ns();
+        let cleaned = self.prof.clean;
+        let outcome = run_child(prog, self.kcov.as_ref(), &mut self.prof.clean);
+        let t2 = monotonic_ns();
         self.execs += 1;
         self.calls += prog.len() as u64;
-        if have && gauges(&mut self.mmstat, &mut after) && before != after {
+        let have = have && gauges(&mut self.mmstat, &mut after);
+        let t3 = monotonic_ns();
+        self.prof.gauges += (t1 - t0) + (t3 - t2);
+        self.prof.child += (t2 - t1) - (self.prof.clean - cleaned);
+        if have && before != after {
             println!("FUZZ LEAK after program {}", self.execs);
             for (i, g) in GAUGES.iter().enumerate() {
                 if before[i] != after[i] {
@@ -335,7 +493,11 @@ impl Fuzzer {
         self.outcomes[outcome as usize] += 1;
         match self.kcov.as_ref() {
             Some(k) => {
-                let new = self.cover.add(k.pcs());
+                let t = monotonic_ns();
+                let pcs = k.pcs();
+                self.prof.pcs += pcs.len() as u64;
+                let (_, new) = self.cover.add(pcs);
+                self.prof.cover += monotonic_ns() - t;
                 if matches!(outcome, Outcome::TimedOut) {
                     0
                 } else {
@@ -348,7 +510,7 @@ impl Fuzzer {
 
     fn report(&self, start: u64, corpus: usize) {
         println!(
-            "COVER ms={} execs={} calls={} blocks={} corpus={} exited={} signaled={} timedout={}",
+            "COVER ms={} execs={} calls={} blocks={} corpus={} exited={} signaled={} timedout={} edges={}",
             (monotonic_ns() - start) / 1_000_000,
             self.execs,
             self.calls,
@@ -356,7 +518,8 @@ impl Fuzzer {
             corpus,
             self.outcomes[0],
             self.outcomes[1],
-            self.outcomes[2]
+            self.outcomes[2],
+            self.cover.edges
         );
     }
 }
@@ -380,20 +543,27 @@ fn main() -> i32 {
     let kcov = Kcov::open();
     let mut f = Fuzzer {
         kcov,
-        cover: Coverage::new(),
+        cover: match Coverage::new() {
+            Some(c) => c,
+            None => {
+                println!("fuzz: cannot map the coverage bitmap");
+                return 2;
+            }
+        },
         mmstat: [0; 2048],
         execs: 0,
         calls: 0,
         outcomes: [0; 3],
+        prof: Profile::default(),
     };
-    // Fault in the bitmap and the mmstat buffer before any leak check.
-    for w in (0..f.cover.bits.len()).step_by(512) {
-        f.cover.bits[w] = 0;
-    }
+    // Fault in the mmstat buffer and the stack the clean-up may use before any leak check.
+    warm_stack();
     let mut warm = [0u64; 7];
     gauges(&mut f.mmstat, &mut warm);
-    // The clean-up's stack too (its first use must not look like a leak).
-    clean_tmp();
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1): the programs' own children (`spawn`) that
+    // outlive them come to this process, which collects them before the leak check.
+    let _ = unsafe { raw(PRCTL, [36, 1, 0, 0, 0, 0]) };
+    clean();
     if let Some(path) = o.replay {
         return replay(&mut f, &path);
     }
@@ -406,7 +576,9 @@ fn main() -> i32 {
         f.kcov.is_some()
     );
     let mut rng = Rng::new(o.seed);
-    let mut corpus: Vec<Prog> = Vec::new();
+    // Kept programs and their weight (1 + the edges they added: syzkaller picks by signal).
+    let mut corpus: Vec<(Prog, u64)> = Vec::new();
+    let mut weight = 0u64;
     let start = monotonic_ns();
     let mut last_report = 0;
     loop {
@@ -416,18 +588,24 @@ fn main() -> i32 {
         {
             break;
         }
+        let t = monotonic_ns();
         let prog = if o.feedback && !corpus.is_empty() && !rng.one_in(2) {
-            let mut p = corpus[rng.below(corpus.len() as u64) as usize].clone();
-            let other = corpus[rng.below(corpus.len() as u64) as usize].clone();
+            let mut p = pick(&corpus, rng.below(weight)).clone();
+            let other = pick(&corpus, rng.below(weight)).clone();
             prog::mutate(&mut rng, &mut p, &other);
             p
         } else {
             prog::generate(&mut rng)
         };
+        let t1 = monotonic_ns();
         println!("FUZZ PROG {}", prog::encode(&prog));
+        let t2 = monotonic_ns();
+        f.prof.gen += t1 - t;
+        f.prof.print += t2 - t1;
         let new = f.execute(&prog);
         if new > 0 && o.feedback {
-            corpus.push(prog);
+            weight += 1 + new;
+            corpus.push((prog, 1 + new));
         }
         if elapsed - last_report >= 1_000_000_000 {
             last_report = elapsed;
@@ -435,14 +613,44 @@ fn main() -> i32 {
         }
     }
     f.report(start, corpus.len());
+    // The harness's round trip alone: a program of no calls, a few times.
+    let t = monotonic_ns();
+    for _ in 0..8 {
+        run_child(&Vec::new(), f.kcov.as_ref(), &mut 0);
+    }
+    f.prof.print(f.execs, f.calls, (monotonic_ns() - t) / 8);
     println!(
-        "FUZZ DONE execs={} calls={} blocks={} corpus={}",
+        "FUZZ DONE execs={} calls={} blocks={} corpus={} edges={}",
         f.execs,
         f.calls,
         f.cover.blocks,
-        corpus.len()
+        corpus.len(),
+        f.cover.edges
     );
     0
+}
+
+/// The kept program that `at` (below the total weight) falls on.
+fn pick(corpus: &[(Prog, u64)], mut at: u64) -> &Prog {
+    for (p, w) in corpus {
+        if at < *w {
+            return p;
+        }
+        at -= w;
+    }
+    &corpus[corpus.len() - 1].0
+}
+
+/// Faults in 64 KiB of stack now, so the clean-up's recursion never grows it between two leak
+/// checks.
+#[inline(never)]
+fn warm_stack() {
+    let mut a = [0u8; 64 * 1024];
+    for i in (0..a.len()).step_by(4096) {
+        // SAFETY: inside the local array.
+        unsafe { core::ptr::write_volatile(&mut a[i], 1) };
+    }
+    core::hint::black_box(&a);
 }
 
 /// Runs the program in file `path` once (the host checks the kernel survived; a leak prints

@@ -1,6 +1,7 @@
 //! `init`: the first user program. With arguments (the kernel command line's `-- PROG ARGS`)
 //! it runs `PROG ARGS`, waits for it, and powers off with its exit status (128 + signal if it
-//! was killed). Without, it runs the shell. On the host Linux (where it is not pid 1) it runs
+//! was killed). Without, it runs the shell: BusyBox's `/bin/sh` where the root image has it,
+//! else `cowsh`. On the host Linux (where it is not pid 1) it runs
 //! the program the same way and exits with its status instead of powering off.
 #![no_std]
 #![no_main]
@@ -19,7 +20,11 @@ fn main() -> i32 {
     println!();
     let argv: alloc::vec::Vec<&[u8]> = args().skip(1).map(|a| a.to_bytes()).collect();
     let status = if argv.is_empty() {
-        run(&[b"sh"])
+        if cowlab_userland::calls::stat(c"/bin/sh").is_ok() {
+            run(&[b"/bin/sh"])
+        } else {
+            run(&[b"cowsh"])
+        }
     } else {
         run(&argv)
     };

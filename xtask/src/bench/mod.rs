@@ -35,8 +35,8 @@ pub struct BenchArgs {
     /// TSC cycles rather than guest instructions).
     #[arg(long)]
     pub host: bool,
-    /// Use KVM instead of deterministic TCG (real cycles; numbers vary between runs). Opt-in:
-    /// KVM does not work on cowlab's development and CI machines.
+    /// Use KVM instead of deterministic TCG (real cycles; numbers vary between runs), where
+    /// /dev/kvm exists and works.
     #[arg(long)]
     pub kvm: bool,
     /// After the measured runs, boot once more with a kernel built with the `faultstat` feature
@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// draw the paths per era (eras.svg).
     #[arg(long)]
     pub eras: bool,
+    /// Measure cowlab under this rule set (SEMANTICS.md section 9) instead of the default 2023:
+    /// 2009, 2016, 2020, 2022 or 2023 (`era=YEAR` on the kernel command line).
+    #[arg(long, value_name = "YEAR", value_parser = crate::era::parse, conflicts_with = "eras")]
+    pub era: Option<u32>,
     /// Boots of each kernel to compare (under icount every run must give identical numbers).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub runs: usize,
@@ -101,7 +105,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         ovmf: None,
         accel,
         gdb: false,
-        cmdline: qemu::compose_cmdline(None, &["bench".to_owned()])?,
+        cmdline: qemu::compose_cmdline(
+            Some(&crate::era::with_token(args.era, "")),
+            &["bench".to_owned()],
+        )?,
         disk: Some(built.disk.clone()),
         // The root disk (snapshot): the file rows run on cowlab's ext2 root.
         root: Some((
@@ -330,9 +337,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// cowlab's eras, oldest first, as `era=` takes them; [`DEFAULT_ERA`] is the kernel's default.
-const ERAS: [u32; 5] = [2009, 2016, 2020, 2022, 2023];
-const DEFAULT_ERA: u32 = 2023;
+use crate::era::{DEFAULT_ERA, ERAS};
 
 fn describe_accel(accel: Accel) -> &'static str {
     match accel {

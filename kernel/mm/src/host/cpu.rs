@@ -14,7 +14,7 @@ use crate::aspace::AddressSpace;
 use crate::error::FaultError;
 use crate::fault::{handle_x86_page_fault, x86_error};
 use crate::host::tlb::TlbEntry;
-use crate::host::HostArch;
+use crate::host::{current_cpu, HostArch, Instruction};
 use crate::mm::Mm;
 use crate::pagetable::Pte;
 use crate::PAGE_SIZE;
@@ -48,7 +48,7 @@ pub fn user_read(
     while done < buf.len() {
         let at = va + done as u64;
         let n = (PAGE_SIZE - at.page_offset()).min(buf.len() - done);
-        let pa = access(mm, aspace, at, Access::Read)?;
+        let (pa, _instruction) = access(mm, aspace, at, Access::Read)?;
         mm.arch().copy_out(pa, &mut buf[done..done + n]);
         done += n;
     }
@@ -66,7 +66,7 @@ pub fn user_write(
     while done < data.len() {
         let at = va + done as u64;
         let n = (PAGE_SIZE - at.page_offset()).min(data.len() - done);
-        let pa = access(mm, aspace, at, Access::Write)?;
+        let (pa, _instruction) = access(mm, aspace, at, Access::Write)?;
         mm.arch().copy_in(pa, &data[done..done + n]);
         done += n;
     }
@@ -79,7 +79,7 @@ pub fn user_exec(
     aspace: &mut AddressSpace,
     va: VirtAddr,
 ) -> Result<u8, UserFault> {
-    let pa = access(mm, aspace, va, Access::Fetch)?;
+    let (pa, _instruction) = access(mm, aspace, va, Access::Fetch)?;
     let mut b = [0u8];
     mm.arch().copy_out(pa, &mut b);
     Ok(b[0])
@@ -106,18 +106,28 @@ pub fn write_u64(
     user_write(mm, aspace, va, &v.to_le_bytes())
 }
 
-/// Translates one access, faulting into the kernel until it succeeds or is refused.
-fn access(
-    mm: &Mm<HostArch>,
+/// Translates one access, faulting into the kernel until it succeeds or is refused. The
+/// translation and the access through it are one instruction: the returned guard holds off
+/// shootdowns to this CPU until the caller has copied (the fault handler runs outside it, as
+/// it may itself wait for other CPUs).
+fn access<'m>(
+    mm: &'m Mm<HostArch>,
     aspace: &mut AddressSpace,
     va: VirtAddr,
     kind: Access,
-) -> Result<PhysAddr, UserFault> {
+) -> Result<(PhysAddr, Instruction<'m>), UserFault> {
+    // Running this space on this CPU: its bit is set before the first walk, as the scheduler
+    // sets it before loading CR3.
+    aspace.mm_cpumask_set(current_cpu());
     for _ in 0..MAX_ATTEMPTS {
+        let instruction = mm.arch().instruction();
         match mm.arch().translate(aspace.root(), va, kind) {
-            Ok(pa) => return Ok(pa),
-            Err(code) => handle_x86_page_fault(mm, aspace, va.as_u64(), code)
-                .map_err(|error| UserFault { va, error })?,
+            Ok(pa) => return Ok((pa, instruction)),
+            Err(code) => {
+                drop(instruction);
+                handle_x86_page_fault(mm, aspace, va.as_u64(), code)
+                    .map_err(|error| UserFault { va, error })?
+            }
         }
     }
     panic!(
@@ -136,10 +146,10 @@ impl HostArch {
             Access::Read => {}
         }
         let offset = va.page_offset() as u64;
-        if let Some(e) = self.tlb.lookup(root, va) {
+        if let Some(e) = self.tlb().lookup(root, va) {
             if !permits(&e, kind) {
                 // A fault invalidates the translations of the faulting address (SDM 4.10.4.1).
-                self.tlb.flush_page(root, va);
+                self.tlb().flush_page(root, va);
                 return Err(code | x86_error::PROTECTION);
             }
             // A write through a clean entry needs a walk to set the dirty bit; everything else
@@ -197,7 +207,7 @@ impl HostArch {
         if kind == Access::Write {
             self.word(leaf_slot).fetch_or(Pte::DIRTY, Ordering::AcqRel);
         }
-        self.tlb.insert(root, va, entry);
+        self.tlb().insert(root, va, entry);
         Ok(frame + offset)
     }
 }

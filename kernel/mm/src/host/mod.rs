@@ -1,17 +1,25 @@
 //! The host platform: physical memory as a page-aligned heap buffer, plus an emulated MMU.
 //!
 //! Picture: [`HostArch`] plays the machine. Its buffer is "physical memory" (frame `n` at byte
-//! `n * 4096`); its [`tlb::Tlb`] caches translations exactly as long as a real TLB may, i.e.
-//! until the memory manager flushes them; and [`cpu`] performs user-mode loads, stores and
+//! `n * 4096`); each of its [`HOST_CPUS`] emulated CPUs has a [`tlb::Tlb`] that caches
+//! translations exactly as long as a real TLB may, i.e. until a flush reaches *that* CPU; and
+//! [`cpu`] performs user-mode loads, stores and
 //! instruction fetches by walking the real x86_64 tables in the buffer, raising page faults into
 //! the real fault handler. A memory manager that forgets a TLB flush, maps a page with the wrong
 //! bits, or resolves a fault wrongly therefore fails host tests the way it would fail on
 //! hardware. Built for `cfg(test)` and for host crates with the `host` feature.
+//!
+//! CPUs: a thread is emulated CPU [`current_cpu`] (0 unless inside [`on_cpu`]); one thread per
+//! CPU at a time. A CPU cannot take an IPI while its interrupts are off or in the middle of
+//! one emulated instruction (a TLB fill and the access through it), so a shootdown
+//! ([`Arch::flush_tlb_cpus`]) to it waits for that to end, as a real one would: GUP-fast's
+//! interrupts-off walk really holds off the freeing of the tables it walks.
 
 pub mod cpu;
 pub mod tlb;
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use core::cell::Cell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -22,12 +30,81 @@ use crate::mm::Mm;
 use crate::pagetable::Pte;
 use crate::PAGE_SIZE;
 
+/// Number of emulated CPUs.
+pub const HOST_CPUS: usize = 4;
+
+std::thread_local! {
+    static CURRENT_CPU: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The emulated CPU this thread is.
+pub fn current_cpu() -> usize {
+    CURRENT_CPU.with(Cell::get)
+}
+
+/// Runs `f` on this thread as emulated CPU `cpu` (restored afterwards, even when unwinding).
+/// At most one thread may be a given CPU at a time.
+pub fn on_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
+    assert!(
+        cpu < HOST_CPUS,
+        "the host machine has {HOST_CPUS} CPUs, not CPU {cpu}"
+    );
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT_CPU.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT_CPU.with(|c| c.replace(cpu)));
+    f()
+}
+
+/// One emulated CPU: its TLB and whether it can take an IPI now.
+#[derive(Default)]
+pub(crate) struct HostCpu {
+    pub(crate) tlb: tlb::Tlb,
+    irq_disabled: AtomicBool,
+    /// Held while the CPU cannot take an IPI: interrupts off, or inside one instruction.
+    /// A shootdown to this CPU takes it to flush the TLB "in the CPU's IPI handler".
+    busy: AtomicBool,
+}
+
+impl HostCpu {
+    fn hold(&self) {
+        while self
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // The machine's cores are shared: let the holder run.
+            std::thread::yield_now();
+        }
+    }
+
+    fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// One emulated instruction on the current CPU: no IPI is taken until it is dropped.
+pub(crate) struct Instruction<'a>(Option<&'a HostCpu>);
+
+impl Drop for Instruction<'_> {
+    fn drop(&mut self) {
+        if let Some(cpu) = self.0 {
+            cpu.release();
+        }
+    }
+}
+
 /// The emulated machine under a host-side [`Mm`].
 pub struct HostArch {
     mem: NonNull<u8>,
     frames: usize,
-    pub(crate) tlb: tlb::Tlb,
-    irq_enabled: AtomicBool,
+    cpus: [HostCpu; HOST_CPUS],
+    /// Test knob: shootdown IPIs to these CPUs are lost (a missing flush).
+    lost_shootdowns: AtomicU64,
+    ipis: AtomicU64,
     page_flushes: AtomicU64,
     full_flushes: AtomicU64,
     /// A `write_protect_seq` a whole fork advances at the next `irq_restore` (see
@@ -49,8 +126,9 @@ impl HostArch {
         HostArch {
             mem,
             frames,
-            tlb: tlb::Tlb::default(),
-            irq_enabled: AtomicBool::new(true),
+            cpus: Default::default(),
+            lost_shootdowns: AtomicU64::new(0),
+            ipis: AtomicU64::new(0),
             page_flushes: AtomicU64::new(0),
             full_flushes: AtomicU64::new(0),
             fork_during_irqs_off: AtomicPtr::new(core::ptr::null_mut()),
@@ -82,8 +160,97 @@ impl HostArch {
         )
     }
 
+    /// Are interrupts enabled on the current CPU?
     pub fn irqs_enabled(&self) -> bool {
-        self.irq_enabled.load(Ordering::Relaxed)
+        !self.cpu().irq_disabled.load(Ordering::Relaxed)
+    }
+
+    fn cpu(&self) -> &HostCpu {
+        &self.cpus[current_cpu()]
+    }
+
+    /// The current CPU's TLB.
+    pub fn tlb(&self) -> &tlb::Tlb {
+        &self.cpu().tlb
+    }
+
+    /// CPU `cpu`'s TLB.
+    pub fn tlb_of(&self, cpu: usize) -> &tlb::Tlb {
+        &self.cpus[cpu].tlb
+    }
+
+    /// Every CPU's TLB must be coherent with the page tables ([`tlb::Tlb::check_coherent`]).
+    pub fn check_tlbs_coherent(
+        &self,
+        mm: &Mm<HostArch>,
+        live_roots: &[PhysAddr],
+    ) -> Result<(), alloc::string::String> {
+        for (n, cpu) in self.cpus.iter().enumerate() {
+            cpu.tlb
+                .check_coherent(mm, live_roots)
+                .map_err(|e| alloc::format!("CPU {n}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Total cached translations over all CPUs.
+    pub fn tlb_entries(&self) -> usize {
+        self.cpus.iter().map(|c| c.tlb.len()).sum()
+    }
+
+    /// Test knob: from now on shootdown IPIs to the CPUs in `cpus` are lost, as if the
+    /// memory manager had not named them (0 restores delivery). Only for tests showing that a
+    /// missing shootdown is caught.
+    pub fn lose_shootdowns_to(&self, cpus: u64) {
+        self.lost_shootdowns.store(cpus, Ordering::SeqCst);
+    }
+
+    /// The current CPU loads another root into CR3: without PCIDs that drops every cached
+    /// translation of `old` (what makes clearing its `mm_cpumask` bit afterwards safe).
+    pub fn load_other_root(&self, old: PhysAddr) {
+        let _instruction = self.instruction();
+        self.tlb().flush_all(old);
+    }
+
+    /// Shootdown IPIs delivered to other CPUs so far.
+    pub fn ipis(&self) -> u64 {
+        self.ipis.load(Ordering::Relaxed)
+    }
+
+    /// Starts one instruction of the current CPU: until the result is dropped, a shootdown to
+    /// this CPU waits (it takes interrupts at instruction boundaries only). Nothing to hold
+    /// when interrupts are already off (then the CPU holds it already).
+    pub(crate) fn instruction(&self) -> Instruction<'_> {
+        let cpu = self.cpu();
+        if cpu.irq_disabled.load(Ordering::Relaxed) {
+            return Instruction(None);
+        }
+        cpu.hold();
+        Instruction(Some(cpu))
+    }
+
+    /// Flushes `[start, end)` (or all) of `root` from CPU `n`'s TLB; the caller is CPU `n` or
+    /// holds it as its IPI handler.
+    fn flush_on(&self, n: usize, root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        let tlb = &self.cpus[n].tlb;
+        if all {
+            self.full_flushes.fetch_add(1, Ordering::Relaxed);
+            for (va, frame) in tlb.entries_of(root) {
+                self.check_not_replaced(root, va, frame);
+            }
+            tlb.flush_all(root);
+            return;
+        }
+        let mut va = start.align_down().as_u64();
+        while va < end.as_u64() {
+            let at = VirtAddr::new(va);
+            self.page_flushes.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = tlb.lookup(root, at) {
+                self.check_not_replaced(root, at, e.frame);
+            }
+            tlb.flush_page(root, at);
+            va += PAGE_SIZE as u64;
+        }
     }
 
     /// The leaf PTE the MMU would walk to for `va` under `root`, if the tables exist.
@@ -135,8 +302,9 @@ impl HostArch {
     /// Copies bytes of physical memory (the CPU's data accesses after translation).
     pub(crate) fn copy_out(&self, pa: PhysAddr, buf: &mut [u8]) {
         self.check_bytes(pa, buf.len());
-        // SAFETY: in bounds (checked); user pages are never Rust objects, and the emulated CPU
-        // runs on the thread that drives the memory manager, so nothing writes them meanwhile.
+        // SAFETY: in bounds (checked); user pages are never Rust objects. Emulated CPUs on other
+        // threads (the SMP tests) may copy the same user page at once, as a device's DMA and a
+        // CPU store overlap on hardware: the bytes may tear, nothing else is affected.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 self.mem.as_ptr().add(pa.as_u64() as usize),
@@ -192,33 +360,79 @@ unsafe impl Arch for HostArch {
         self.mem.as_ptr()
     }
 
+    fn cpu_id(&self) -> usize {
+        current_cpu()
+    }
+
     fn flush_page(&self, root: PhysAddr, va: VirtAddr) {
-        self.page_flushes.fetch_add(1, Ordering::Relaxed);
-        if let Some(e) = self.tlb.lookup(root, va) {
-            self.check_not_replaced(root, va, e.frame);
-        }
-        self.tlb.flush_page(root, va);
+        self.flush_on(current_cpu(), root, va, va + PAGE_SIZE as u64, false);
     }
 
     fn flush_all(&self, root: PhysAddr) {
-        self.full_flushes.fetch_add(1, Ordering::Relaxed);
-        for (va, frame) in self.tlb.entries_of(root) {
-            self.check_not_replaced(root, va, frame);
+        self.flush_on(
+            current_cpu(),
+            root,
+            VirtAddr::zero(),
+            VirtAddr::zero(),
+            true,
+        );
+    }
+
+    /// The local CPU flushes itself; every other named CPU is "interrupted": its flush runs
+    /// once it is at an instruction boundary with interrupts on (holding its `busy`), and
+    /// this returns after the last one, as `flush_tlb_multi` waits for the IPIs' completion.
+    fn flush_tlb_cpus(&self, cpus: u64, root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        let me = current_cpu();
+        let lost = self.lost_shootdowns.load(Ordering::SeqCst);
+        for n in 0..HOST_CPUS {
+            if cpus & (1 << n) == 0 {
+                continue;
+            }
+            if n == me {
+                self.flush_on(n, root, start, end, all);
+                continue;
+            }
+            assert!(
+                self.irqs_enabled(),
+                "TLB shootdown with interrupts off on CPU {me}: two CPUs flushing each other \
+                 would deadlock"
+            );
+            if lost & (1 << n) != 0 {
+                continue;
+            }
+            self.ipis.fetch_add(1, Ordering::Relaxed);
+            let target = &self.cpus[n];
+            target.hold();
+            self.flush_on(n, root, start, end, all);
+            target.release();
         }
-        self.tlb.flush_all(root);
+        assert!(
+            cpus >> HOST_CPUS == 0,
+            "flush names CPUs beyond the host machine's {HOST_CPUS}: {cpus:#x}"
+        );
     }
 
     fn frame_freed(&self, frame: PhysAddr) {
-        if let Some((root, va)) = self.tlb.mapping_of(frame) {
-            panic!(
-                "frame {frame:#x} freed while the TLB still maps {va:#x} -> it (root {root:#x}): \
-                 a page may be freed only after the flush that removes its last translation"
-            );
+        for (n, cpu) in self.cpus.iter().enumerate() {
+            if let Some((root, va)) = cpu.tlb.mapping_of(frame) {
+                panic!(
+                    "frame {frame:#x} freed while CPU {n}'s TLB still maps {va:#x} -> it (root \
+                     {root:#x}): a page may be freed only after the flush that removes its last \
+                     translation on every CPU"
+                );
+            }
         }
     }
 
+    /// Interrupts off on the current CPU: from now on a shootdown to it waits.
     fn irq_save(&self) -> IrqState {
-        IrqState(u64::from(self.irq_enabled.swap(false, Ordering::Relaxed)))
+        let cpu = self.cpu();
+        let was_enabled = !cpu.irq_disabled.load(Ordering::Relaxed);
+        if was_enabled {
+            cpu.hold();
+            cpu.irq_disabled.store(true, Ordering::Relaxed);
+        }
+        IrqState(u64::from(was_enabled))
     }
 
     fn irq_restore(&self, state: IrqState) {
@@ -231,7 +445,11 @@ unsafe impl Arch for HostArch {
             // borrow ends; we run inside that call, so the counter is alive.
             unsafe { &*seq }.fetch_add(2, Ordering::SeqCst);
         }
-        self.irq_enabled.store(state.0 != 0, Ordering::Relaxed);
+        let cpu = self.cpu();
+        if state.0 != 0 && cpu.irq_disabled.load(Ordering::Relaxed) {
+            cpu.irq_disabled.store(false, Ordering::Relaxed);
+            cpu.release();
+        }
     }
 }
 

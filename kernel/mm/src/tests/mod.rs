@@ -14,6 +14,8 @@ mod random;
 mod regbuf_tests;
 mod robust_tests;
 mod shmem_tests;
+mod smp_stress_tests;
+mod smp_tests;
 mod softdirty_tests;
 mod teardown_tests;
 mod vma_tests;
@@ -81,7 +83,7 @@ impl Env {
             panic!("invariant violated: {e}");
         }
         let roots: Vec<PhysAddr> = spaces.iter().map(|s| s.root()).collect();
-        if let Err(e) = self.mm.arch().tlb.check_coherent(&self.mm, &roots) {
+        if let Err(e) = self.mm.arch().check_tlbs_coherent(&self.mm, &roots) {
             panic!("TLB incoherent: {e}");
         }
         assert_eq!(
@@ -108,7 +110,7 @@ impl Env {
             self.baseline,
             "frames leaked after every address space exited"
         );
-        assert!(self.mm.arch().tlb.is_empty(), "TLB entries survive exit");
+        assert_eq!(self.mm.arch().tlb_entries(), 0, "TLB entries survive exit");
     }
 
     /// Maps `pages` private anonymous pages at `BASE + offset` with `prot`.

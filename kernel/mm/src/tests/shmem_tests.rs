@@ -606,3 +606,32 @@ fn fallocate_pauses_and_stops_when_told() {
     assert_eq!(env.mm.stats().shmem_pages, 0, "every page returns");
     env.finish(std::vec![]);
 }
+
+/// A shrinking truncate frees the dropped pages after unlocking the object, pausing every
+/// `RESCHED_BATCH` of them (a huge memfd truncated to 0 held the CPU); the new size is in force
+/// during the pauses and every page returns.
+#[test]
+fn a_shrink_frees_its_pages_with_pauses() {
+    use crate::shmem::RESCHED_BATCH;
+    let env = Env::new();
+    let obj = ShmemObject::new();
+    obj.fallocate(&env.mm, 0, 4 * RESCHED_BATCH * PAGE).unwrap();
+    let free = env.mm.frames().free_frames();
+    let mut pauses = 0;
+    obj.set_size_resched(&env.mm, PAGE + 5, &mut || {
+        pauses += 1;
+        assert_eq!(obj.size(), PAGE + 5, "unlocked, the new size in force");
+    })
+    .unwrap();
+    // 4 * 32 - 2 pages dropped: pauses before the 33rd, 65th and 97th.
+    assert_eq!(pauses, 3);
+    assert_eq!(obj.cached_pages(), 2);
+    assert_eq!(
+        env.mm.frames().free_frames() - free,
+        4 * RESCHED_BATCH as usize - 2
+    );
+    env.check(&[]);
+    ShmemObject::put(obj, &env.mm);
+    assert_eq!(env.mm.stats().shmem_pages, 0, "every page returns");
+    env.finish(std::vec![]);
+}

@@ -111,7 +111,7 @@ fn missing_tlb_flush_is_detected() {
     let err = env
         .mm
         .arch()
-        .tlb
+        .tlb()
         .check_coherent(&env.mm, &roots)
         .unwrap_err();
     assert!(err.contains("a TLB flush is missing"), "{err}");
@@ -124,7 +124,7 @@ fn missing_tlb_flush_is_detected() {
     );
     // With the flush, the write faults (and reuses the exclusive page).
     env.mm.arch().flush_page(s.root(), va);
-    env.mm.arch().tlb.check_coherent(&env.mm, &roots).unwrap();
+    env.mm.arch().tlb().check_coherent(&env.mm, &roots).unwrap();
     env.write(&mut s, va, 3).unwrap();
     assert_eq!(s.minor_faults(), faults + 1);
     env.finish(std::vec![s]);

@@ -43,6 +43,7 @@ pub const SIGSTOP: u8 = 19;
 pub const SIGTSTP: u8 = 20;
 pub const SIGTTIN: u8 = 21;
 pub const SIGTTOU: u8 = 22;
+pub const SIGXFSZ: u8 = 25;
 
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
@@ -402,6 +403,62 @@ pub fn send_locked(
 /// Sends `info` to `target` (locks the table).
 pub fn send(target: Target, info: SigInfo) -> Result<(), Errno> {
     send_locked(&mut TABLE.lock(), target, info)
+}
+
+/// Sends `info` to every process of group `pgid` (Linux `__kill_pgrp_info`): `ESRCH` if the
+/// group has no member; otherwise the first error if no member took it.
+#[doc(alias = "__kill_pgrp_info")]
+pub fn kill_pgrp(pgid: Pid, info: SigInfo) -> Result<(), Errno> {
+    let members = super::pgrp::members(pgid);
+    if members.is_empty() {
+        return Err(Errno::ESRCH);
+    }
+    let mut table = TABLE.lock();
+    let mut result = Err(Errno::ESRCH);
+    for pid in members {
+        match send_locked(&mut table, Target::Process(pid), info) {
+            Ok(()) => result = Ok(()),
+            Err(e) if result.is_err() => result = Err(e),
+            Err(_) => {}
+        }
+    }
+    result
+}
+
+/// The terminal's signal characters from the timer tick: each signal of `mask` (bit n-1 for
+/// signal n) to every process of group `pgid`. `false` if the task table is busy (the tick
+/// interrupted its holder): the caller keeps them for the next tick.
+pub fn try_kill_pgrp_signals(pgid: Pid, mask: u64) -> bool {
+    let Some(mut table) = TABLE.try_lock() else {
+        return false;
+    };
+    let mut members = Vec::new();
+    for t in table
+        .values()
+        .filter(|t| t.is_leader() && t.state != State::Dead)
+    {
+        match t.group.try_lock() {
+            Some(g) if g.job.pgid == pgid => members.push(t.tgid),
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    for signal in (1..=64u8).filter(|s| mask & bit(*s) != 0) {
+        for &pid in &members {
+            let info = SigInfo::from_process(signal, SI_KERNEL, 0);
+            let _ = send_locked(&mut table, Target::Process(pid), info);
+        }
+    }
+    true
+}
+
+/// Whether the calling thread blocks `signal` or its process ignores it (Linux
+/// `is_ignored(sig) || is_current_pgrp_orphaned()`'s first half, for SIGTTIN/SIGTTOU).
+pub fn current_ignores_or_blocks(signal: u8) -> bool {
+    with_current(|t| {
+        t.sigmask & bit(signal) != 0
+            || t.group.lock().sigactions[signal as usize].handler == SIG_IGN
+    })
 }
 
 /// Sends `signal` to the calling thread (SIGPIPE from a pipe write, Linux `send_sig` to

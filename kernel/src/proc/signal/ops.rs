@@ -186,3 +186,23 @@ pub fn sigaltstack(new: Option<AltStack>, rsp: u64) -> Result<AltStack, Errno> {
         Ok(old)
     })
 }
+
+/// ppoll/pselect6: `mask` replaces the thread's mask while it waits; the old one is kept in
+/// `saved_mask` (Linux `set_user_sigmask`), so a handler that interrupts the wait returns to it.
+pub fn set_temporary_mask(mask: u64) {
+    with_current(|t| {
+        t.sig.saved_mask = Some(t.sigmask);
+        t.sigmask = mask & !UNBLOCKABLE;
+    });
+    request_check();
+}
+
+/// The wait ended without a signal to deliver: the old mask is back (Linux
+/// `restore_saved_sigmask_unless`).
+pub fn restore_temporary_mask() {
+    with_current(|t| {
+        if let Some(mask) = t.sig.saved_mask.take() {
+            t.sigmask = mask;
+        }
+    });
+}

@@ -9,11 +9,27 @@ use cowlab_userland::calls::{raw, IoUringSqe};
 use cowlab_userland::uring::{word, Ring};
 
 use super::layout::{self, Region, SCRATCH};
-use super::prog::{Arg, Prog, RES_ADDR, RES_FD, RES_RING};
+use super::prog::{Arg, Prog, RES_ADDR, RES_EXT2, RES_FD, RES_PID, RES_RING};
 use super::table::{Kind, Ret, Ty, CALLS};
 
 const IO_URING_REGISTER: usize = 427;
 const PIPE2: usize = 293;
+const GETPID: usize = 39;
+const FORK: usize = 57;
+const WAIT4: usize = 61;
+const KILL: usize = 62;
+const NANOSLEEP: usize = 35;
+const OPENAT: usize = 257;
+
+/// What the child opens before the program, on the ext2 root's scratch directory (its working
+/// directory, `layout::SCRATCH_DIR`): a regular file read-write and read-only, the directory,
+/// the root directory. (Absent on the ramdisk root: then `r5` resolves to -1.)
+const EXT2_FDS: &[(&core::ffi::CStr, u64)] = &[
+    (c"base", 0o102), // O_RDWR | O_CREAT
+    (c"base", 0),     // O_RDONLY
+    (c".", 0o200000), // O_DIRECTORY
+    (c"/", 0o200000),
+];
 
 #[derive(Default)]
 struct Resources {
@@ -21,6 +37,9 @@ struct Resources {
     addrs: Vec<u64>,
     rings: Vec<Ring>,
     aio: Vec<u64>,
+    pids: Vec<u64>,
+    /// Descriptors of ext2 files and directories opened before the program (`r5.n`).
+    ext2: Vec<u64>,
 }
 
 impl Resources {
@@ -39,6 +58,12 @@ impl Resources {
                 let fds: Vec<u64> = self.rings.iter().map(|r| r.fd as u64).collect();
                 pick(&fds, u64::MAX)
             }
+            RES_PID => {
+                // SAFETY: getpid takes no arguments.
+                let own = unsafe { raw(GETPID, [0; 6]) }.unwrap_or(1) as u64;
+                pick(&self.pids, own)
+            }
+            RES_EXT2 => pick(&self.ext2, u64::MAX),
             _ => pick(&self.aio, 0),
         }
     }
@@ -85,6 +110,14 @@ fn resolve(res: &Resources, arg: Arg) -> u64 {
 /// Runs every call of `prog` in order.
 pub fn run(prog: &Prog) {
     let mut res = Resources::default();
+    for (path, flags) in EXT2_FDS {
+        if let Some(fd) = sys(
+            OPENAT,
+            [(-100i64) as u64, path.as_ptr() as u64, *flags, 0o644, 0, 0],
+        ) {
+            res.ext2.push(fd);
+        }
+    }
     for call in prog {
         let desc = &CALLS[call.call as usize];
         let mut a = [0u64; 6];
@@ -102,6 +135,12 @@ pub fn run(prog: &Prog) {
                 Ret::Nothing => {}
             }
         }
+    }
+    // The children go with the program (the parent, a subreaper, collects any left when the
+    // program dies first).
+    for &pid in &res.pids {
+        let _ = sys(KILL, [pid, 9, 0, 0, 0, 0]);
+        let _ = sys(WAIT4, [pid, 0, 0, 0, 0, 0]);
     }
 }
 
@@ -187,6 +226,17 @@ fn execute(res: &mut Resources, kind: Kind, a: [u64; 6], args: &[Arg]) -> Option
                 IO_GETEVENTS,
                 [a[0], a[1] & 7, a[2] & 15, OUT_AT, OUT_AT + 4096, 0],
             )
+        }
+        Kind::Spawn => {
+            let pid = sys(FORK, [0; 6])?;
+            if pid == 0 {
+                let ts = [0u64, (a[0] % 32) * 1_000_000];
+                // SAFETY: nanosleep reads the timespec from a local.
+                let _ = unsafe { raw(NANOSLEEP, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
+                cowlab_userland::calls::exit_now(a[1] as i32 & 0xff);
+            }
+            res.pids.push(pid);
+            Some(0)
         }
         Kind::AioDestroy => {
             let r = sys(IO_DESTROY, [a[0], 0, 0, 0, 0, 0]);

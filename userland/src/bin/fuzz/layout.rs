@@ -69,7 +69,22 @@ pub const PATHS: &[&str] = &[
     "/tmp/.",
     // One over NAME_MAX (the one above is a valid 249-byte name).
     "/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    // The ext2 root's scratch directory (`SCRATCH_DIR`, the fuzzer's working directory, so
+    // `init`, `fz2` and `.` above name things in it too): files, a directory, a file in it, the
+    // file the child opens before each program.
+    "/fz/e0",
+    "/fz/e1",
+    "/fz/ed",
+    "/fz/ed/e2",
+    "/fz",
+    "/fz/base",
+    "ed/e3",
 ];
+
+/// The scratch directory on the ext2 root (emptied after every program; made again if a
+/// program removed it). Programs reach the root's own files only through `/` and names that
+/// must fail: a write there would outlive the program.
+pub const SCRATCH_DIR: &core::ffi::CStr = c"/fz";
 
 /// Where path `i` lies in the read-only page (NUL-terminated, one after the other).
 pub fn path_addr(i: u8) -> u64 {

@@ -27,6 +27,10 @@ pub const RES_FD: u8 = 0;
 pub const RES_ADDR: u8 = 1;
 pub const RES_RING: u8 = 2;
 pub const RES_AIO: u8 = 3;
+/// Pids of the program's children (`spawn`).
+pub const RES_PID: u8 = 4;
+/// Descriptors the child opens before the program on the ext2 root (`exec::EXT2_FDS`).
+pub const RES_EXT2: u8 = 5;
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Call {
@@ -171,7 +175,8 @@ fn len(rng: &mut Rng) -> u64 {
 pub fn gen_arg(rng: &mut Rng, ty: Ty) -> Arg {
     let res = |rng: &mut Rng, kind| Arg::Res(kind, rng.below(256) as u8);
     match ty {
-        Ty::Fd if rng.below(8) < 7 => res(rng, RES_FD),
+        Ty::Fd if rng.below(8) < 6 => res(rng, RES_FD),
+        Ty::Fd if rng.one_in(2) => res(rng, RES_EXT2),
         Ty::Fd => Arg::Imm(rng.pick(EDGE_FDS)),
         Ty::Buf => gen_buf(rng),
         Ty::Len => Arg::Imm(len(rng)),
@@ -227,6 +232,7 @@ pub fn gen_arg(rng: &mut Rng, ty: Ty) -> Arg {
         Ty::IovCount => Arg::Imm(0),
         Ty::Ring => res(rng, RES_RING),
         Ty::Aio => res(rng, RES_AIO),
+        Ty::Pid => res(rng, RES_PID),
     }
 }
 

@@ -37,6 +37,9 @@ pub enum Ty {
     Ring,
     /// An AIO context made by `aio_setup`.
     Aio,
+    /// A pid of the program's own children (`spawn`); the program's own pid while there is
+    /// none. Never an immediate: `kill(0)` or `kill(-1)` would reach the fuzzer and init.
+    Pid,
 }
 
 /// What a call's successful result is.
@@ -60,6 +63,8 @@ pub enum Kind {
     AioRw,
     AioEvents,
     AioDestroy,
+    /// fork a child that sleeps a few ms and exits (its pid becomes a resource).
+    Spawn,
 }
 
 pub struct Call {
@@ -108,6 +113,10 @@ const RLIMITS: &[u64] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16];
 const CLOCKS: &[u64] = &[0, 1, 4, 5, 6, 7, 100];
 const AT: &[u64] = &[0x100, 0x200, 0x400, 0x800, 0x1000];
 const RENAME: &[u64] = &[1, 2, 4];
+/// Signals for `kill` on the program's own children: none that stops (a stopped child would
+/// outlive the program), the rest terminate, are ignored or continue.
+const SIGNALS: &[u64] = &[0, 9, 15, 10, 12, 17, 18, 14];
+const WAIT: &[u64] = &[0, 1, 2, 8, 0x4000_0000, 0x8000_0000, 1 | 2 | 8];
 const VMSPLICE: &[u64] = &[1, 2, 4, 8];
 
 pub static CALLS: &[Call] = &[
@@ -260,6 +269,17 @@ pub static CALLS: &[Call] = &[
         Ret::Nothing,
     ),
     pseudo("aio_destroy", Kind::AioDestroy, &[Aio], Ret::Nothing),
+    pseudo("spawn", Kind::Spawn, &[Int, Int], Ret::Nothing),
+    call("kill", 62, &[Pid, Choice(SIGNALS)], Ret::Nothing),
+    call("wait4", 61, &[Pid, Buf, Choice(WAIT), Buf], Ret::Nothing),
+    call(
+        "prlimit64_pid",
+        302,
+        &[Pid, Choice(RLIMITS), Buf, Buf],
+        Ret::Nothing,
+    ),
+    call("getpriority", 140, &[Choice(&[0, 1, 2]), Pid], Ret::Nothing),
+    call("sched_getaffinity", 204, &[Pid, Len, Buf], Ret::Nothing),
 ];
 
 const fn call(name: &'static str, nr: usize, args: &'static [Ty], ret: Ret) -> Call {

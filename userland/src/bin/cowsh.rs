@@ -1,5 +1,6 @@
-//! `sh`: a tiny shell. Reads a line, splits it at spaces, and runs the program of that name from
-//! the ramdisk with the words as arguments. Built-ins: `help`, `ls`, `exit [N]`.
+//! `cowsh`: the tiny fallback shell, for a root without BusyBox's `/bin/sh` (the ramdisk).
+//! Reads a line, splits it at spaces, and runs the program of that name from the ramdisk with
+//! the words as arguments. Built-ins: `help`, `ls`, `exit [N]`.
 #![no_std]
 #![no_main]
 
@@ -13,7 +14,7 @@ use cowlab_userland::{print, println, process};
 cowlab_userland::entry!(main);
 
 fn main() -> i32 {
-    println!("cowlab sh: type `help`");
+    println!("cowsh: type `help`");
     let mut line = Vec::new();
     loop {
         print!("$ ");

@@ -1,0 +1,158 @@
+//! The scripted console session: boots the shell (BusyBox ash as init's `/bin/sh`), types
+//! commands on the serial console as a user would, and checks what comes back: a pipeline,
+//! redirection into a file on the ext2 root, exit statuses, ^C of a foreground `sleep`, a
+//! background job with `jobs` and `fg`, ^Z then `fg`, and a clean power-off with every frame
+//! back. Input goes through the kernel's line discipline and its job control (the terminal's
+//! foreground process group), so this is their end-to-end test.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::qemu::{Machine, Next, QemuExit, Session};
+
+/// One step: what to type, then a line to wait for (`Exact`: the whole line, so the echo of the
+/// typed command cannot match; `Contains`), and how long to let the typed command settle
+/// before the next step (a signal character must reach the foreground job, not the shell).
+struct Step {
+    typed: &'static [u8],
+    expect: Expect,
+    settle_ms: u64,
+}
+
+enum Expect {
+    Exact(&'static str),
+    Contains(&'static str),
+    Nothing,
+}
+
+const fn step(typed: &'static [u8], expect: Expect, settle_ms: u64) -> Step {
+    Step {
+        typed,
+        expect,
+        settle_ms,
+    }
+}
+
+/// The session. `130` is 128 + SIGINT: ash's status for a job ended by ^C.
+const SCRIPT: &[Step] = &[
+    step(b"echo one two three | wc -w\n", Expect::Exact("3"), 0),
+    step(
+        b"echo hello ext2 > /home/session.txt; cat < /home/session.txt\n",
+        Expect::Exact("hello ext2"),
+        0,
+    ),
+    step(
+        b"ls /home | grep session\n",
+        Expect::Exact("session.txt"),
+        0,
+    ),
+    step(b"false; echo status=$?\n", Expect::Exact("status=1"), 0),
+    step(
+        b"sh -c 'exit 7'; echo status=$?\n",
+        Expect::Exact("status=7"),
+        0,
+    ),
+    // ^C of a foreground sleep.
+    step(b"sleep 100\n", Expect::Contains("sleep 100"), 1500),
+    step(b"\x03", Expect::Nothing, 500),
+    step(b"echo after_int=$?\n", Expect::Exact("after_int=130"), 0),
+    // A background job, `jobs`, then `fg` and ^C.
+    step(b"sleep 100 &\n", Expect::Nothing, 500),
+    step(b"jobs\n", Expect::Contains("Running"), 0),
+    step(b"fg\n", Expect::Exact("sleep 100"), 1500),
+    step(b"\x03", Expect::Nothing, 500),
+    step(b"echo after_fg=$?\n", Expect::Exact("after_fg=130"), 0),
+    // ^Z stops the foreground job; `fg` continues it; ^C ends it.
+    step(b"sleep 100\n", Expect::Contains("sleep 100"), 1500),
+    step(b"\x1a", Expect::Contains("Stopped"), 0),
+    step(b"jobs\n", Expect::Contains("Stopped"), 0),
+    step(b"fg\n", Expect::Exact("sleep 100"), 1500),
+    step(b"\x03", Expect::Nothing, 500),
+    step(b"echo after_stop=$?\n", Expect::Exact("after_stop=130"), 0),
+    step(b"exit 0\n", Expect::Nothing, 0),
+];
+
+/// Runs [`SCRIPT`] on a boot of `machine` (whose command line must be empty: init starts the
+/// shell); the number of steps checked.
+pub fn run(
+    machine: &Machine,
+    qemu: &Path,
+    kernel_elf: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<usize> {
+    let mut machine = machine.clone();
+    machine.cmdline = String::new();
+    let mut session = Session::start_with_input(&machine, qemu, kernel_elf, log)?;
+    let deadline = Instant::now() + timeout;
+    wait_for(
+        &mut session,
+        &Expect::Contains("built-in shell (ash)"),
+        deadline,
+    )
+    .map_err(|e| e.context("BusyBox ash did not start (is busybox-static installed?)"))?;
+    // Let ash set up job control and print its first prompt.
+    std::thread::sleep(Duration::from_millis(1500));
+    for (i, s) in SCRIPT.iter().enumerate() {
+        session.send(s.typed)?;
+        if let Err(e) = wait_for(&mut session, &s.expect, deadline) {
+            bail!(
+                "step {} (typed {:?}): {e:#}; last lines:\n{}",
+                i + 1,
+                String::from_utf8_lossy(s.typed),
+                session.tail().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(s.settle_ms));
+    }
+    let mut frames = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match session.next_line(left)? {
+            Next::Line(line) => {
+                if let Some(f) = crate::usertest::parse_frames(&line) {
+                    frames = Some(f);
+                }
+            }
+            Next::Exited(QemuExit::Kernel(0)) => break,
+            Next::Exited(other) => bail!("the shell's exit 0 ended the boot with {other}"),
+            Next::Silent => {
+                session.kill("session timeout");
+                bail!("no power-off after `exit 0`");
+            }
+        }
+    }
+    match frames {
+        Some((free, boot)) if free == boot => Ok(SCRIPT.len()),
+        other => bail!("frames after the session: {other:?} (free, boot) differ or are missing"),
+    }
+}
+
+/// Reads lines until one matches `expect` (at once for `Nothing`).
+fn wait_for(session: &mut Session, expect: &Expect, deadline: Instant) -> Result<()> {
+    loop {
+        let matched = |line: &str| {
+            let line = line.trim_end();
+            match expect {
+                Expect::Exact(want) => line == *want,
+                Expect::Contains(want) => line.contains(want),
+                Expect::Nothing => true,
+            }
+        };
+        if matches!(expect, Expect::Nothing) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match session.next_line(left)? {
+            Next::Line(line) if matched(&line) => return Ok(()),
+            Next::Line(_) => {}
+            Next::Exited(exit) => bail!("QEMU ended ({exit})"),
+            Next::Silent => {
+                session.kill("session timeout");
+                bail!("timed out waiting for a line");
+            }
+        }
+    }
+}
