@@ -3,9 +3,11 @@
 //! `cowlab-mm` keeps its policy in safe code over three mechanisms, and this is the kernel's
 //! implementation of them: physical memory is the bootloader's offset mapping of all RAM, a TLB
 //! flush is `invlpg` (or a CR3 reload for a whole address space), and interrupt masking for
-//! GUP-fast is `cli` with RFLAGS saved. There is one CPU and no PCID, so only the address space
-//! loaded in CR3 can hold cached user translations: flushing any other root is a no-op, because
-//! loading it later flushes the TLB anyway (user pages are never global).
+//! GUP-fast is `cli` with RFLAGS saved. There is no PCID, so on each CPU only the address space
+//! loaded in its CR3 can hold cached user translations: flushing any other root is a no-op on
+//! that CPU, because loading it later flushes the TLB anyway (user pages are never global).
+//! `flush_page`/`flush_all` act on this CPU; `flush_tlb_cpus` reaches the others by IPI
+//! (`smp::shootdown`).
 
 use cowlab_mm::addr::{PhysAddr, VirtAddr};
 use cowlab_mm::arch::{Arch, IrqState};
@@ -39,9 +41,10 @@ impl KernelArch {
 // SAFETY: obligation 1: the window is the bootloader's mapping of all physical memory, fixed for
 // the kernel's lifetime and page aligned (`KernelArch::new`'s contract); the frames the memory
 // manager touches through it are the ones the frame table hands out, which no Rust object
-// overlaps. Obligation 2: one CPU, no PCID, no global user pages; a root that is not in CR3 has
-// no cached translations (they were flushed when CR3 last changed), and for the loaded root
-// `invlpg`/a CR3 reload drop them.
+// overlaps. Obligation 2: no PCID, no global user pages; on each CPU a root that is not in its
+// CR3 has no cached translations (they were flushed when CR3 last changed), and for the loaded
+// root `invlpg`/a CR3 reload drop them; `flush_tlb_cpus` runs that on every named CPU and
+// returns only after each acknowledged (`smp::shootdown`).
 unsafe impl Arch for KernelArch {
     fn phys_window(&self) -> *mut u8 {
         self.physical_memory_offset as *mut u8
@@ -59,15 +62,53 @@ unsafe impl Arch for KernelArch {
         }
     }
 
+    fn cpu_id(&self) -> usize {
+        crate::percpu::cpu_id()
+    }
+
+    fn flush_tlb_cpus(&self, cpus: u64, root: PhysAddr, start: VirtAddr, end: VirtAddr, all: bool) {
+        crate::smp::shootdown::flush_tlb_cpus(cpus, root, start, end, all);
+    }
+
     fn irq_save(&self) -> IrqState {
-        let flags = rflags::read_raw();
-        interrupts::disable();
-        IrqState(flags)
+        IrqState(irq_save_raw())
     }
 
     fn irq_restore(&self, state: IrqState) {
-        if RFlags::from_bits_truncate(state.0).contains(RFlags::INTERRUPT_FLAG) {
-            interrupts::enable();
-        }
+        irq_restore_raw(state.0)
+    }
+}
+
+/// Disables interrupts on this CPU, returning the RFLAGS to give [`irq_restore_raw`].
+pub fn irq_save_raw() -> u64 {
+    let flags = rflags::read_raw();
+    interrupts::disable();
+    flags
+}
+
+/// Re-enables interrupts if `flags` (from [`irq_save_raw`]) had them enabled.
+pub fn irq_restore_raw(flags: u64) {
+    if RFlags::from_bits_truncate(flags).contains(RFlags::INTERRUPT_FLAG) {
+        interrupts::enable();
+    }
+}
+
+/// Invalidates this CPU's translations of `[start, end)` (or all of them) under `root`, if
+/// `root` is the loaded PML4; a long range is one CR3 reload rather than many `invlpg`s.
+pub fn flush_local(root: PhysAddr, start: u64, end: u64, all: bool) {
+    /// Past this many pages a full flush is cheaper (Linux's `tlb_single_page_flush_ceiling`).
+    const CEILING: u64 = 33;
+    if !KernelArch::is_loaded(root) {
+        return;
+    }
+    let pages = end.saturating_sub(start) / cowlab_mm::PAGE_SIZE as u64;
+    if all || pages > CEILING {
+        tlb::flush_all();
+        return;
+    }
+    let mut va = start & !(cowlab_mm::PAGE_SIZE as u64 - 1);
+    while va < end {
+        tlb::flush(x86_64::VirtAddr::new_truncate(va));
+        va += cowlab_mm::PAGE_SIZE as u64;
     }
 }

@@ -25,6 +25,8 @@ use x86_64::structures::gdt::{
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
+use crate::percpu::MAX_CPUS;
+
 /// User code and data selectors with RPL 3 (GDT slots 5 and 4).
 pub const USER_CS: u64 = 0x2b;
 pub const USER_DS: u64 = 0x23;
@@ -74,28 +76,54 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-/// The TSS: written once at boot, then only its `rsp0` by [`set_rsp0`] on a process switch.
+/// A CPU's TSS: written once when the CPU comes up, then only its `rsp0` by [`set_rsp0`] on a
+/// process switch.
 struct TssCell(UnsafeCell<TaskStateSegment>);
 
-// SAFETY: one CPU; the TSS is written at boot and then only by `set_rsp0`, which runs with
-// interrupts disabled (the CPU reads rsp0 only on an interrupt from ring 3).
+// SAFETY: entry `i` is written by CPU `i` only: at its bring-up (before its TR points at it) and
+// by `set_rsp0` with interrupts disabled (the CPU reads rsp0 only on an interrupt from ring 3).
 unsafe impl Sync for TssCell {}
 
-static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
-static TSS_INIT: Once<()> = Once::new();
-static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+static TSS: [TssCell; MAX_CPUS] =
+    [const { TssCell(UnsafeCell::new(TaskStateSegment::new())) }; MAX_CPUS];
+/// One GDT per CPU: the descriptors are the same, but a TSS descriptor names one TSS and is
+/// marked busy by `ltr`, so every CPU needs its own.
+static GDT: [Once<GlobalDescriptorTable>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+static SELECTORS: Once<Selectors> = Once::new();
 
-/// Builds and loads the GDT and TSS, reloads the segment registers and writes STAR.
+/// The top of each stack the TSS of one CPU names (double fault, NMI, machine check, rsp0).
+pub struct CpuStacks {
+    pub double_fault: VirtAddr,
+    pub nmi: VirtAddr,
+    pub machine_check: VirtAddr,
+    pub ring0: VirtAddr,
+}
+
+/// Builds and loads the boot CPU's GDT and TSS, reloads the segment registers and writes STAR.
 pub fn init() {
-    TSS_INIT.call_once(|| {
-        // SAFETY: boot, before the TSS is loaded: nothing else reads or writes it.
-        let tss = unsafe { &mut *TSS.0.get() };
-        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = DOUBLE_FAULT_STACK.top();
-        tss.interrupt_stack_table[NMI_IST as usize] = NMI_STACK.top();
-        tss.interrupt_stack_table[MACHINE_CHECK_IST as usize] = MACHINE_CHECK_STACK.top();
-        tss.privilege_stack_table[0] = RING0_STACK.top();
-    });
-    let (gdt, selectors) = GDT.call_once(|| {
+    init_cpu(
+        0,
+        CpuStacks {
+            double_fault: DOUBLE_FAULT_STACK.top(),
+            nmi: NMI_STACK.top(),
+            machine_check: MACHINE_CHECK_STACK.top(),
+            ring0: RING0_STACK.top(),
+        },
+    );
+}
+
+/// Builds and loads CPU `cpu`'s GDT and TSS over `stacks`. Each CPU calls it once for itself
+/// (the boot CPU through [`init`], an application processor from `smp`'s entry).
+pub fn init_cpu(cpu: usize, stacks: CpuStacks) {
+    let tss_cell = &TSS[cpu];
+    // SAFETY: this CPU's TSS, before its TR points at it: nothing else reads or writes it.
+    let tss = unsafe { &mut *tss_cell.0.get() };
+    tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = stacks.double_fault;
+    tss.interrupt_stack_table[NMI_IST as usize] = stacks.nmi;
+    tss.interrupt_stack_table[MACHINE_CHECK_IST as usize] = stacks.machine_check;
+    tss.privilege_stack_table[0] = stacks.ring0;
+    let mut built = None;
+    let gdt = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let kernel_code = gdt.append(Descriptor::kernel_code_segment());
         let kernel_data = gdt.append(Descriptor::kernel_data_segment());
@@ -104,16 +132,18 @@ pub fn init() {
         let user_data = gdt.append(Descriptor::user_data_segment());
         let user_code = gdt.append(Descriptor::user_code_segment());
         // SAFETY: the TSS is a 'static that stays valid and is only changed through `set_rsp0`.
-        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
-        let selectors = Selectors {
+        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(tss_cell.0.get()) });
+        built = Some(Selectors {
             kernel_code,
             kernel_data,
             user_data,
             user_code,
             tss,
-        };
-        (gdt, selectors)
+        });
+        gdt
     });
+    // Every CPU's GDT has the same layout, so the boot CPU's selectors are everyone's.
+    let selectors = *SELECTORS.call_once(|| built.expect("the boot CPU builds its GDT first"));
     gdt.load();
     // SAFETY: the selectors index descriptors of the GDT just loaded, of the right kinds (code
     // for CS, data for SS/DS/ES, an available TSS for TR); the GDT and TSS are 'static.
@@ -134,14 +164,14 @@ pub fn init() {
 }
 
 /// Sets the stack the CPU switches to on an interrupt or exception from ring 3 (the running
-/// process's kernel stack). Call with interrupts disabled.
-pub fn set_rsp0(top: u64) {
-    // SAFETY: one CPU with interrupts disabled: no interrupt can read rsp0 during the write, and
-    // no reference to the TSS is held anywhere else.
-    unsafe { (*TSS.0.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+/// process's kernel stack) of CPU `cpu`, the calling CPU. Call with interrupts disabled.
+pub fn set_rsp0(cpu: usize, top: u64) {
+    // SAFETY: the caller's own TSS with interrupts disabled: no interrupt can read rsp0 during
+    // the write, no other CPU writes it, and no reference to it is held anywhere else.
+    unsafe { (*TSS[cpu].0.get()).privilege_stack_table[0] = VirtAddr::new(top) };
 }
 
 /// The selectors of the loaded GDT. Panics before [`init`].
 pub fn selectors() -> &'static Selectors {
-    &GDT.get().expect("gdt::init has run").1
+    SELECTORS.get().expect("gdt::init has run")
 }

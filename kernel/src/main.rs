@@ -17,6 +17,7 @@ mod log;
 #[macro_use]
 mod serial;
 
+mod apic;
 mod arch;
 mod backtrace;
 mod cmdline;
@@ -30,6 +31,7 @@ mod fwcfg;
 mod gdt;
 mod heap;
 mod idt;
+mod ioapic;
 #[cfg(feature = "kcov")]
 mod kcov;
 mod ktest;
@@ -43,6 +45,7 @@ mod qemu;
 mod ramdisk;
 mod random;
 mod rtc;
+mod smp;
 mod syscall;
 mod time;
 mod uaccess;
@@ -75,7 +78,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init();
     gdt::init();
     idt::init();
-    percpu::init();
+    percpu::init(0);
     syscall::entry::init();
     proc::switch::enable_sse();
 
@@ -92,6 +95,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     paging::init();
     memory::init_mm(cmdline.era);
     vm::init();
+    smp::init(boot_info);
     memory::print_summary(boot_info);
 
     pic::init();

@@ -43,6 +43,9 @@ static FRAMES: Once<FrameTable> = Once::new();
 static LAYOUT: Once<Layout> = Once::new();
 static MM: Once<Mm<KernelArch>> = Once::new();
 static BOOT_FREE_FRAMES: AtomicUsize = AtomicUsize::new(0);
+/// The frame below 1 MiB kept out of the allocator for the application processors' real-mode
+/// start-up code (`smp::trampoline`); 0 when the memory map has none.
+static TRAMPOLINE_FRAME: AtomicUsize = AtomicUsize::new(0);
 
 /// What [`init`] decided, for the boot summary.
 struct Layout {
@@ -75,6 +78,12 @@ pub fn mm() -> &'static Mm<KernelArch> {
 /// The allocator's free-frame count recorded at the end of boot (see [`print_summary`]).
 pub fn boot_free_frames() -> usize {
     BOOT_FREE_FRAMES.load(Ordering::Relaxed)
+}
+
+/// The physical frame reserved below 1 MiB for the application processors' start-up code.
+pub fn trampoline_frame() -> Option<PhysAddr> {
+    let frame = TRAMPOLINE_FRAME.load(Ordering::Relaxed) as u64;
+    (frame != 0).then(|| PhysAddr::new(frame))
 }
 
 /// The page-aligned part `[start, end)` of a usable region, without frame 0.
@@ -132,6 +141,11 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
     };
     let table = FRAMES.call_once(|| FrameTable::new(meta));
 
+    // A STARTUP IPI starts a CPU in real mode at a page below 1 MiB: keep the first usable one.
+    let trampoline = regions()
+        .find_map(|(start, end)| (start + PAGE_SIZE as u64 <= end.min(MIB)).then_some(start));
+    TRAMPOLINE_FRAME.store(trampoline.unwrap_or(0) as usize, Ordering::Relaxed);
+
     for (start, end) in regions() {
         // What is left of the carved region starts after the heap.
         let start = if start == carve_start {
@@ -139,8 +153,17 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
         } else {
             start
         };
-        if start < end {
-            table.add_free_range(PhysAddr::new(start), PhysAddr::new(end));
+        let add = |start: u64, end: u64| {
+            if start < end {
+                table.add_free_range(PhysAddr::new(start), PhysAddr::new(end));
+            }
+        };
+        match trampoline {
+            Some(frame) if (start..end).contains(&frame) => {
+                add(start, frame);
+                add(frame + PAGE_SIZE as u64, end);
+            }
+            _ => add(start, end),
         }
     }
 

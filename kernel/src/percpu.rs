@@ -1,13 +1,16 @@
-//! The per-CPU area, reached through GS: what the `syscall` entry needs before it has a stack.
+//! The per-CPU areas, one per CPU, each reached through that CPU's GS.
 //!
 //! `syscall` does not switch stacks, so its entry (see `syscall::entry`) must find the running
 //! process's kernel stack with no free register: it `swapgs`es and reads `gs:[0]`, parking the
-//! user RSP in `gs:[8]`. Invariant: while the CPU runs kernel code, `GsBase` points at [`PERCPU`]
-//! and `KernelGsBase` holds the user's GS base; in ring 3 the two are swapped. Every entry from
-//! ring 3 (`syscall`, interrupts and exceptions with a ring-3 CS) and every return to it
-//! `swapgs`es exactly once. `kernel_stack` equals the TSS's `rsp0`: both are set by
-//! [`set_kernel_stack`] when the scheduler switches processes.
+//! user RSP in `gs:[8]`. Invariant: while a CPU runs kernel code, its `GsBase` points at its own
+//! entry of [`PERCPU`] and `KernelGsBase` holds the user's GS base; in ring 3 the two are swapped.
+//! Every entry from ring 3 (`syscall`, interrupts and exceptions with a ring-3 CS) and every
+//! return to it `swapgs`es exactly once. `kernel_stack` equals the CPU's TSS `rsp0`: both are set
+//! by [`set_kernel_stack`] when the scheduler switches processes. `gs:[16]` is the CPU's index
+//! (0 for the boot CPU, then the application processors in MADT order, see `smp`), so
+//! [`cpu_id`] is one load with no lock and no table walk.
 
+use core::arch::asm;
 use core::cell::UnsafeCell;
 
 use x86_64::registers::model_specific::{GsBase, KernelGsBase};
@@ -15,37 +18,64 @@ use x86_64::VirtAddr;
 
 use crate::gdt;
 
-/// The fields the assembly addresses by offset (`gs:[0]`, `gs:[8]`).
-#[repr(C)]
+/// Most CPUs the kernel runs on: CPU sets (`mm_cpumask`, affinity masks) are one `u64`.
+pub const MAX_CPUS: usize = 64;
+
+/// The fields the assembly addresses by offset (`gs:[0]`, `gs:[8]`, `gs:[16]`).
+#[repr(C, align(64))]
 pub struct PerCpu {
     /// Top of the running process's kernel stack (offset 0).
     pub kernel_stack: u64,
     /// Scratch slot for the user RSP during `syscall` entry (offset 8).
     pub user_rsp: u64,
+    /// This CPU's index (offset 16), written once by [`init`].
+    pub cpu: u64,
 }
 
 struct PerCpuCell(UnsafeCell<PerCpu>);
 
-// SAFETY: one CPU; written only with interrupts disabled (`set_kernel_stack`) or by the syscall
-// entry assembly, which runs with interrupts masked by SFMASK.
+// SAFETY: entry `i` is written only by CPU `i` (its own `init`, `set_kernel_stack` with
+// interrupts disabled, the syscall entry with interrupts masked by SFMASK); other CPUs never
+// touch it.
 unsafe impl Sync for PerCpuCell {}
 
-static PERCPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
     kernel_stack: 0,
     user_rsp: 0,
+    cpu: 0,
 }));
 
-/// Points GS at the per-CPU area (the kernel side of the invariant above).
-pub fn init() {
-    GsBase::write(VirtAddr::from_ptr(PERCPU.0.get()));
+static PERCPU: [PerCpuCell; MAX_CPUS] = [EMPTY; MAX_CPUS];
+
+/// Points this CPU's GS at its per-CPU area, entry `cpu` (the kernel side of the invariant
+/// above). Each CPU calls it once, with interrupts disabled, before anything reads [`cpu_id`].
+pub fn init(cpu: usize) {
+    assert!(cpu < MAX_CPUS, "CPU index {cpu} past MAX_CPUS");
+    // SAFETY: entry `cpu` belongs to the calling CPU alone (the caller's index is its own) and
+    // nothing reads it before GS points at it.
+    unsafe { (*PERCPU[cpu].0.get()).cpu = cpu as u64 };
+    GsBase::write(VirtAddr::from_ptr(PERCPU[cpu].0.get()));
     KernelGsBase::write(VirtAddr::zero());
 }
 
-/// Makes `top` the stack for entries from ring 3: the `syscall` entry's and the TSS's `rsp0`.
-/// Call with interrupts disabled.
+/// The index of the CPU this runs on. Only meaningful in kernel code after [`init`] (GS is the
+/// kernel's); a task that can be preempted and migrated must treat the answer as a hint.
+#[inline]
+pub fn cpu_id() -> usize {
+    let cpu: u64;
+    // SAFETY: in kernel mode GS points at this CPU's `PerCpu` (invariant above); offset 16 is
+    // `cpu`, written once before GS was set.
+    unsafe { asm!("mov {}, gs:[16]", out(reg) cpu, options(nostack, readonly, preserves_flags)) };
+    cpu as usize
+}
+
+/// Makes `top` the stack for entries from ring 3 on this CPU: the `syscall` entry's and the
+/// TSS's `rsp0`. Call with interrupts disabled.
 pub fn set_kernel_stack(top: u64) {
-    // SAFETY: interrupts are disabled (caller) and the syscall entry cannot run while the kernel
-    // does: nothing else accesses the area during the write.
-    unsafe { (*PERCPU.0.get()).kernel_stack = top };
-    gdt::set_rsp0(top);
+    let cpu = cpu_id();
+    // SAFETY: interrupts are disabled (caller) and the syscall entry cannot run while this CPU
+    // runs the kernel: nothing else accesses this CPU's area during the write.
+    unsafe { (*PERCPU[cpu].0.get()).kernel_stack = top };
+    gdt::set_rsp0(cpu, top);
 }

@@ -15,7 +15,7 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use cowlab_mm::{AddressSpace, FaultError};
+use cowlab_mm::{AddressSpace, FaultError, MmShared};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
@@ -27,6 +27,10 @@ pub type SharedAddressSpace = Arc<Mutex<AddressSpace>>;
 
 /// The address space loaded in CR3, or `None` while the boot page table is.
 static CURRENT: Mutex<Option<SharedAddressSpace>> = Mutex::new(None);
+
+/// The lock-free part (`MmShared`) of [`CURRENT`]'s address space: lets [`switch_to`] clear this
+/// CPU's `mm_cpumask` bit in the space it leaves without taking that space's lock.
+static CURRENT_MM: Mutex<Option<Arc<MmShared>>> = Mutex::new(None);
 
 /// The `Mutex` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
 /// instead of taking and releasing `CURRENT`'s lock on every fault. Written only by
@@ -45,20 +49,39 @@ pub fn init() {
 
 /// Loads `aspace`'s page table into CR3 (or the boot table for `None`) and makes it the one user
 /// faults resolve against. Returns the previous current address space.
+///
+/// `mm_cpumask` (Linux `switch_mm_irqs_off`): this CPU's bit is set in the new space's mask
+/// before CR3 is written and cleared in the old one's after, when they differ, so a flusher
+/// reading a mask either reaches this CPU or knows its TLB cannot hold the space's entries.
 pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpace> {
-    let frame = match &aspace {
-        Some(shared) => {
-            let root = shared.lock().root();
-            PhysFrame::containing_address(x86_64::PhysAddr::new(root.as_u64()))
-        }
-        None => *BOOT_ROOT.get().expect("vm::init runs before any switch_to"),
-    };
     x86_64::instructions::interrupts::without_interrupts(|| {
+        let cpu = crate::percpu::cpu_id();
+        let (frame, mm) = match &aspace {
+            Some(shared) => {
+                let space = shared.lock();
+                let root =
+                    PhysFrame::containing_address(x86_64::PhysAddr::new(space.root().as_u64()));
+                (root, Some(space.shared().clone()))
+            }
+            None => (
+                *BOOT_ROOT.get().expect("vm::init runs before any switch_to"),
+                None,
+            ),
+        };
+        if let Some(mm) = &mm {
+            mm.mm_cpumask_set(cpu);
+        }
         // SAFETY: every root is either the boot PML4 or one made by `AddressSpace::new`, whose
         // kernel half is a copy of the boot PML4's (the kernel pre-allocated all upper PDPTs at
         // boot, so later kernel mappings are shared): the kernel's code, data, stacks and the
         // physical-memory window stay mapped identically across the switch.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        let old_mm = core::mem::replace(&mut *CURRENT_MM.lock(), mm.clone());
+        if let Some(old) = old_mm {
+            if !mm.as_ref().is_some_and(|new| Arc::ptr_eq(new, &old)) {
+                old.mm_cpumask_clear(cpu);
+            }
+        }
         let raw = aspace.as_ref().map_or(core::ptr::null_mut(), |shared| {
             Arc::as_ptr(shared).cast_mut()
         });

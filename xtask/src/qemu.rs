@@ -52,6 +52,10 @@ pub struct QemuArgs {
     /// keep it between runs, instead of a fresh image in snapshot mode.
     #[arg(long)]
     pub persist: bool,
+    /// Number of CPUs (`-smp N`); above 1, plain TCG runs them in parallel host threads
+    /// (`-accel tcg,thread=multi`), `--icount` round-robins them deterministically.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
     /// The program `init` runs, with its arguments (passed on the kernel command line after
     /// `--`, quoted where they hold spaces or quotes or are empty).
     #[arg(last = true, value_name = "PROGRAM ARGS")]
@@ -77,6 +81,28 @@ pub const ICOUNT_ARGS: [&str; 4] = [
     "-rtc",
     "base=2024-01-01T00:00:00,clock=vm",
 ];
+
+/// The CPU count of every machine this xtask process boots (`--smp`): one setting for the whole
+/// command, so the tiers' many `Machine`s need no field of their own.
+static SMP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Sets the CPU count of the machines booted from now on (`--smp N`).
+pub fn set_smp(cpus: u32) {
+    SMP.store(cpus.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The QEMU options for `cpus` CPUs under `accel`: none for one CPU (the command line stays as
+/// it was), else `-smp N`, with multi-threaded TCG unless icount (which needs one thread).
+fn smp_args(cpus: u32, accel: Accel) -> Vec<String> {
+    if cpus <= 1 {
+        return Vec::new();
+    }
+    let mut args = vec!["-smp".to_owned(), cpus.to_string()];
+    if accel == Accel::Tcg {
+        args.extend(["-accel".to_owned(), "tcg,thread=multi".to_owned()]);
+    }
+    args
+}
 
 /// One QEMU machine booting one cowlab image.
 #[derive(Debug, Clone)]
@@ -118,13 +144,16 @@ impl Machine {
             "-m",
             "1G",
         ]);
+        let cpus = SMP.load(std::sync::atomic::Ordering::Relaxed);
         match self.accel {
+            Accel::Tcg if cpus > 1 => command.args(["-cpu", "qemu64"]),
             Accel::Tcg => command.args(["-cpu", "qemu64", "-accel", "tcg"]),
             Accel::Kvm => command.args(["-cpu", "host", "-accel", "kvm"]),
             Accel::Icount => command
                 .args(["-cpu", "qemu64", "-accel", "tcg"])
                 .args(ICOUNT_ARGS),
         };
+        command.args(smp_args(cpus, self.accel));
         command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if let Some(disk) = &self.disk {
             // Legacy-only virtio (`disable-modern=on`: device 1af4:1001, I/O BAR0) and
@@ -257,6 +286,7 @@ pub fn check_kvm() -> Result<()> {
 
 /// `cargo xtask qemu`.
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
+    set_smp(args.smp);
     let tokens = crate::era::with_token(args.era, args.cmdline.as_deref().unwrap_or(""));
     let cmdline = compose_cmdline(Some(&tokens), &args.program)?;
     let accel = if args.kvm {
@@ -891,6 +921,17 @@ mod tests {
             ),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn smp_args_thread_tcg_but_not_icount() {
+        assert!(smp_args(1, Accel::Tcg).is_empty());
+        assert_eq!(
+            smp_args(4, Accel::Tcg),
+            ["-smp", "4", "-accel", "tcg,thread=multi"]
+        );
+        assert_eq!(smp_args(2, Accel::Icount), ["-smp", "2"]);
+        assert_eq!(smp_args(2, Accel::Kvm), ["-smp", "2"]);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct TestArgs {
     /// root-disk tests run whatever this says.
     #[arg(long, value_name = "NAME")]
     pub program: Vec<String>,
+    /// Number of CPUs of every QEMU machine the tiers boot (`-smp N`, see `qemu --smp`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
     /// Run the tests under this historical rule set (SEMANTICS.md section 9): 2009, 2016, 2020,
     /// 2022 or 2023 (the default). Adds `era=YEAR` to every boot's kernel command line.
     #[arg(long, value_name = "YEAR", value_parser = crate::era::parse)]
@@ -99,6 +102,7 @@ impl Tally {
 }
 
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
+    crate::qemu::set_smp(args.smp);
     if !args.names.is_empty() {
         return crate::testname::run(args);
     }

@@ -423,7 +423,10 @@ fn init_one(function: pci::PciFunction, slot: &'static Once<Device>, name: &'sta
         io + REG_STATUS,
         STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK,
     );
-    crate::pic::unmask(irq);
+    // Through the I/O APIC to the boot CPU when the MADT describes one, else the 8259.
+    if !crate::ioapic::route_isa(irq, crate::smp::apic_id_of(0)) {
+        crate::pic::unmask(irq);
+    }
     info!(
         "virtio-blk: {name} {:02x}:{:02x}.{} io={io:#x} irq={irq} queue={size} capacity={} sectors ({} MiB){}",
         function.bus,

@@ -31,6 +31,8 @@ pub enum ProcWhat {
     Maps,
     Mem,
     Meminfo,
+    /// `/proc/cpuinfo` (`smp::cpuinfo`).
+    Cpuinfo,
     /// `/proc/cowlab/mmstat`.
     MmStat,
     /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
@@ -53,6 +55,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         }));
     }
     match rest {
+        "cpuinfo" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::Cpuinfo,
+            }))
+        }
         "cowlab/mmstat" => {
             return Some(Ok(ProcFile {
                 pid: 0,
@@ -109,6 +117,7 @@ impl ProcFile {
             ProcWhat::ClearRefs => Err(Errno::EINVAL),
             ProcWhat::Maps => Ok(slice(self.maps()?, offset, len)),
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
+            ProcWhat::Cpuinfo => Ok(slice(crate::smp::cpuinfo::text(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Mem => {

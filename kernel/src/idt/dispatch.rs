@@ -52,10 +52,20 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             Some(fixup) => extable::fixup(frame, fixup, 0),
             None => dump::die(frame),
         },
-        irq if irq >= vector::PIC_BASE => {
+        ipi if ipi >= vector::IPI_BASE => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            crate::smp::on_ipi(ipi)
+        }
+        irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
             interrupt(irq - vector::PIC_BASE)
+        }
+        irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            routed_interrupt(irq - vector::IOAPIC_BASE)
         }
         _ => dump::die(frame),
     }
@@ -89,7 +99,17 @@ fn user_trap(frame: &mut TrapFrame) {
                 }
             }
         }
-        irq if irq >= vector::PIC_BASE => {
+        ipi if ipi >= vector::IPI_BASE => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            crate::smp::on_ipi(ipi)
+        }
+        irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            routed_interrupt(irq - vector::IOAPIC_BASE)
+        }
+        irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
             interrupt(irq - vector::PIC_BASE);
@@ -109,6 +129,16 @@ fn user_trap(frame: &mut TrapFrame) {
         }
     }
     crate::proc::on_return_to_user(frame);
+}
+
+/// A device interrupt on ISA line `line` delivered through the I/O APIC (`ioapic`): the device
+/// is serviced (for a level-triggered line, that lowers it) before the local APIC's EOI, which
+/// the I/O APIC also sees for level-triggered entries.
+fn routed_interrupt(line: u8) {
+    if crate::drivers::virtio_blk::handles_irq(line) {
+        crate::drivers::virtio_blk::on_interrupt(line);
+    }
+    crate::apic::end_of_interrupt();
 }
 
 /// A hardware interrupt on PIC line `line`.

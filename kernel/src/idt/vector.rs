@@ -1,7 +1,8 @@
 //! Interrupt vector numbers and the names of the CPU exceptions.
 //!
 //! Vectors 0-31 are the CPU's exceptions (Intel SDM vol. 3, table 6-1); 32-47 are the legacy
-//! PIC's 16 IRQ lines after `pic` remaps them. Nothing else is wired yet.
+//! PIC's 16 IRQ lines after `pic` remaps them; 0xf0 and up are the local APIC's inter-processor
+//! interrupts and its spurious vector (`apic`, `smp`).
 #![deny(unsafe_code)]
 
 pub const NMI: u8 = 2;
@@ -15,8 +16,24 @@ pub const MACHINE_CHECK: u8 = 18;
 pub const PIC_BASE: u8 = 32;
 /// The timer interrupt (PIT channel 0 on IRQ 0).
 pub const TIMER: u8 = PIC_BASE;
-/// Number of vectors with an entry stub: the exceptions and the PIC's IRQs.
-pub const STUB_COUNT: usize = 48;
+/// One past the PIC's last vector.
+pub const PIC_END: u8 = PIC_BASE + 16;
+/// First vector of the I/O APIC's routed ISA lines (`ioapic`): line `n` is `IOAPIC_BASE + n`.
+pub const IOAPIC_BASE: u8 = 0x30;
+/// One past the I/O APIC's last routed vector.
+pub const IOAPIC_END: u8 = IOAPIC_BASE + 16;
+/// First inter-processor interrupt vector: everything from here on is the local APIC's.
+pub const IPI_BASE: u8 = 0xf0;
+/// TLB shootdown request (`smp::shootdown`).
+pub const IPI_SHOOTDOWN: u8 = 0xf0;
+/// "Run the function posted for you" (`smp::call`), also the kernel tests' ping.
+pub const IPI_CALL: u8 = 0xf1;
+/// The local APIC timer of an application processor (its own tick, `smp`).
+pub const LOCAL_TIMER: u8 = 0xf3;
+/// The local APIC's spurious-interrupt vector: no handler work, no end-of-interrupt.
+pub const SPURIOUS: u8 = 0xff;
+/// Number of vectors with an entry stub: all of them (unused ones die with a dump).
+pub const STUB_COUNT: usize = 256;
 
 /// Exceptions for which the CPU pushes an error code, as a bit mask over vectors 0-31.
 pub const HAS_ERROR_CODE: u32 = (1 << 8)

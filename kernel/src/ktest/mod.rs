@@ -23,6 +23,7 @@ mod ramdisk;
 mod registry;
 mod rtc;
 mod selftests;
+mod smp;
 mod timer;
 mod uaccess;
 mod virtio;

@@ -6,7 +6,7 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, selftests, timer, uaccess,
+    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, selftests, smp, timer, uaccess,
     virtio, watchdog, KernelTest,
 };
 
@@ -53,6 +53,11 @@ pub static TESTS: &[KernelTest] = &[
     test!(watchdog::watchdog_nmi_arrives_twice_a_second),
     test!(watchdog::softlockup_reports_a_kernel_loop),
     test!(watchdog::hung_task_reports_a_long_uninterruptible_sleep),
+    test!(smp::smp_every_madt_cpu_online_with_its_own_percpu),
+    test!(smp::smp_ipi_calls_run_once_on_their_target),
+    test!(smp::smp_tlb_shootdown_reaches_every_cpu),
+    test!(smp::smp_local_apic_timer_ticks_on_every_ap),
+    test!(smp::smp_switch_to_keeps_mm_cpumask),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -220,6 +220,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
             super::rlimit::Rlimits::linux_defaults(),
             None,
         ),
+        cpus_allowed: u64::MAX,
     };
     // init leads the first session and its group; the console is that session's terminal.
     process.group.lock().job = super::pgrp::Job {

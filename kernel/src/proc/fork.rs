@@ -207,6 +207,8 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
                 0
             },
             group,
+            // Linux `dup_task_struct`: the child inherits the affinity.
+            cpus_allowed: parent.cpus_allowed,
         }
     });
     TABLE.lock().insert(tid, Box::new(child));

@@ -28,6 +28,7 @@
 //! is removed from the table (and its kernel stack freed) only when it is not running: reaping
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
+pub mod affinity;
 pub mod args;
 pub mod cputime;
 pub mod exec;
@@ -167,6 +168,8 @@ pub struct Task {
     /// the thread exits (how `pthread_join` learns of it).
     pub clear_child_tid: u64,
     pub group: Arc<Mutex<Group>>,
+    /// The CPUs this thread may run on (Linux `cpus_mask`; `affinity`).
+    pub cpus_allowed: u64,
 }
 
 impl Task {

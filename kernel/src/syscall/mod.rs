@@ -198,6 +198,10 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         427 => fs::io_uring_register(a),
         // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
         435 => Err(Errno::ENOSYS),
+        // smp (issue 16): affinity and the CPU a thread runs on.
+        203 => proc::sched_setaffinity(a),
+        204 => proc::sched_getaffinity(a),
+        309 => proc::getcpu(a),
         _ => {
             let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
             let bit = nr.min(last);

@@ -6,7 +6,7 @@ use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;
 use crate::proc::args::copy_strings;
 use crate::proc::{self, fork, futex, sched, with_current};
-use crate::uaccess::{read_cstr, UserPtr};
+use crate::uaccess::{read_cstr, UserPtr, UserSlice};
 
 pub fn getpid() -> SysResult {
     Ok(u64::from(proc::current_pid()))
@@ -302,6 +302,48 @@ pub fn reboot(a: Args) -> SysResult {
     }
     sched::request_shutdown(status);
     proc::exit_current(proc::exit_status(status))
+}
+
+/// The thread a `pid_t` argument names for the affinity calls: 0 is the caller, a negative one
+/// is no thread (`ESRCH`, as Linux's `find_process_by_pid`).
+fn affinity_target(a: &Args) -> Result<proc::Pid, Errno> {
+    u32::try_from(a.i32(0)).map_err(|_| Errno::ESRCH)
+}
+
+/// sched_setaffinity(pid, len, mask): Linux `get_user_cpu_mask` reads at most the kernel's
+/// mask size and zero-fills a shorter one, before the thread is looked up.
+pub fn sched_setaffinity(a: Args) -> SysResult {
+    let len = (a.get(1) as usize).min(proc::affinity::CPUMASK_BYTES);
+    let mut bytes = [0u8; proc::affinity::CPUMASK_BYTES];
+    UserSlice::new(a.get(2), len)?.read(&mut bytes[..len])?;
+    proc::affinity::set(affinity_target(&a)?, u64::from_le_bytes(bytes))?;
+    Ok(0)
+}
+
+/// sched_getaffinity(pid, len, mask): `EINVAL` for a buffer too short for every possible CPU or
+/// not a whole number of longs; returns the bytes written (Linux: `min(len, cpumask_size())`).
+pub fn sched_getaffinity(a: Args) -> SysResult {
+    let len = a.get(1) as usize;
+    if len.saturating_mul(8) < proc::affinity::nr_cpu_ids() || !len.is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    let mask = proc::affinity::get(affinity_target(&a)?)?;
+    let n = len.min(proc::affinity::CPUMASK_BYTES);
+    UserSlice::new(a.get(2), n)?.write(&mask.to_le_bytes()[..n])?;
+    Ok(n as u64)
+}
+
+/// getcpu(cpu, node, tcache): the CPU the caller runs on and its NUMA node (always 0); either
+/// pointer may be NULL.
+pub fn getcpu(a: Args) -> SysResult {
+    let cpu = crate::percpu::cpu_id() as u32;
+    if a.get(0) != 0 {
+        UserPtr::<u32>::new(a.get(0))?.write(&cpu)?;
+    }
+    if a.get(1) != 0 {
+        UserPtr::<u32>::new(a.get(1))?.write(&0)?;
+    }
+    Ok(0)
 }
 
 /// setpgid/getpgid/getpgrp/setsid/getsid (`proc::pgrp`); pids are C `int`s.
