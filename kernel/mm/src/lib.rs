@@ -42,6 +42,7 @@ mod mremap;
 mod munmap;
 pub mod oom;
 pub mod opstat;
+pub mod pagecache;
 pub mod pagemap;
 pub mod pagetable;
 mod phys;

@@ -31,6 +31,8 @@ pub(crate) struct Counters {
     pub(crate) gup_unshare_faults: AtomicU64,
     pub(crate) shmem_pages: AtomicU64,
     pub(crate) shmem_faults: AtomicU64,
+    pub(crate) file_pages: AtomicU64,
+    pub(crate) file_dirty: AtomicU64,
 }
 
 #[inline]
@@ -93,6 +95,10 @@ pub struct MmStats {
     pub shmem_pages: u64,
     /// Faults on an empty PTE of a shmem mapping.
     pub shmem_faults: u64,
+    /// Frames currently held by file (ext2) page caches (gauge).
+    pub file_pages: u64,
+    /// Of those, the ones marked `DIRTY` (gauge).
+    pub file_dirty: u64,
 }
 
 impl Counters {
@@ -119,6 +125,8 @@ impl Counters {
             gup_unshare_faults: r(&self.gup_unshare_faults),
             shmem_pages: r(&self.shmem_pages),
             shmem_faults: r(&self.shmem_faults),
+            file_pages: r(&self.file_pages),
+            file_dirty: r(&self.file_dirty),
             ..MmStats::default()
         }
     }
