@@ -39,6 +39,7 @@ mod mm;
 pub mod mmap;
 mod mprotect;
 mod mremap;
+pub mod msync;
 mod munmap;
 pub mod oom;
 pub mod opstat;

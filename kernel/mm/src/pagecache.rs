@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -209,7 +210,13 @@ impl FileCache {
             }
             let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
             meta.set_flags(FrameFlags::WRITEBACK);
-            clear_dirty(mm, frame);
+            // Without write-protecting the PTEs that map it (Linux `folio_mkclean`, which needs
+            // a reverse map cowlab lacks), a mapped page could be written again after this
+            // copy unseen: it stays dirty, to be stored again by the next writeback, the last
+            // one once no mapping is left.
+            if meta.mapcount() == 0 {
+                clear_dirty(mm, frame);
+            }
             mm.read_frame_bytes(frame, &mut buf[..len]);
             let r = if len == 0 {
                 Ok(())
@@ -384,4 +391,92 @@ fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
         .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK);
     stats::dec(&mm.counters.file_pages);
     mm.put_page(frame);
+}
+
+/// A mapped file as the memory manager sees it (Linux `vm_file` with its `address_space`):
+/// the cache its mappings map, and the store that fills it. The kernel's object also keeps the
+/// file open while a VMA holds it (it is dropped when the last VMA goes).
+pub trait MappedFile: Send + Sync {
+    fn cache(&self) -> &FileCache;
+    /// The inode number (`/proc/<pid>/maps`).
+    fn inode(&self) -> u64;
+    /// Fills one page from the store, as [`BackingStore::read_page`].
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError>;
+    /// Writes the file's dirty pages back (`msync(MS_SYNC)`), without any address-space lock;
+    /// `false` if the store failed (`EIO`).
+    fn writeback(&self) -> bool;
+}
+
+/// A VMA's hold on a mapped file (compared by identity).
+#[derive(Clone)]
+pub struct FileRef(pub Arc<dyn MappedFile>);
+
+impl PartialEq for FileRef {
+    fn eq(&self, other: &FileRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FileRef {}
+
+impl core::fmt::Debug for FileRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FileRef@{:p}", Arc::as_ptr(&self.0))
+    }
+}
+
+/// A [`MappedFile`]'s store as a [`BackingStore`].
+struct Fill<'a>(&'a dyn MappedFile);
+
+impl BackingStore for Fill<'_> {
+    type Error = MmError;
+
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        // The store's failure, told apart from the cache's own `NoMem`.
+        self.0.read_page(index, buf).map_err(|_| MmError::Fault)
+    }
+
+    fn write_page(&self, _index: u64, _data: &[u8]) -> Result<(), MmError> {
+        Err(MmError::Inval)
+    }
+}
+
+/// Why a fault could not have its file page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FileFault {
+    /// The page lies wholly at or beyond the end of the file (Linux: `SIGBUS`).
+    BeyondEof,
+    /// No memory for the page.
+    NoMem,
+    /// The store could not read it (Linux: `SIGBUS` too).
+    Io,
+}
+
+/// The cache page at `index` for a fault, read in if missing, with one reference for the
+/// caller taken under the cache's lock (Linux `filemap_fault`). Bytes past the end of the file
+/// in the last page are zero (the store fills them so, and truncation zeroes them).
+#[doc(alias = "filemap_fault")]
+pub(crate) fn fault_page<A: Arch>(
+    mm: &Mm<A>,
+    file: &dyn MappedFile,
+    index: u64,
+) -> Result<PhysAddr, FileFault> {
+    let mut inner = file.cache().inner.lock();
+    if index >= inner.size.div_ceil(PAGE) {
+        return Err(FileFault::BeyondEof);
+    }
+    let frame = inner
+        .page(mm, &Fill(file), index, true)
+        .map_err(|e| match e {
+            MmError::NoMem => FileFault::NoMem,
+            _ => FileFault::Io,
+        })?;
+    mm.frames().meta(frame).get();
+    Ok(frame)
+}
+
+/// A write through a shared mapping is about to reach cache page `frame` (Linux
+/// `page_mkwrite` + `folio_mark_dirty`): the page becomes `DIRTY`, so writeback stores it.
+pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    set_dirty(mm, frame);
 }

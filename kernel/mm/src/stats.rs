@@ -32,6 +32,7 @@ pub(crate) struct Counters {
     pub(crate) shmem_pages: AtomicU64,
     pub(crate) shmem_faults: AtomicU64,
     pub(crate) file_pages: AtomicU64,
+    pub(crate) file_faults: AtomicU64,
     pub(crate) file_dirty: AtomicU64,
 }
 
@@ -99,6 +100,8 @@ pub struct MmStats {
     pub file_pages: u64,
     /// Of those, the ones marked `DIRTY` (gauge).
     pub file_dirty: u64,
+    /// Faults on an empty PTE of a file mapping.
+    pub file_faults: u64,
 }
 
 impl Counters {
@@ -127,6 +130,7 @@ impl Counters {
             shmem_faults: r(&self.shmem_faults),
             file_pages: r(&self.file_pages),
             file_dirty: r(&self.file_dirty),
+            file_faults: r(&self.file_faults),
             ..MmStats::default()
         }
     }

@@ -61,6 +61,9 @@ pub(crate) fn do_wp_page<A: Arch>(
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
         // `wp_page_shared`; with files it will notify the filesystem first).
         if kind == WpKind::Write {
+            if matches!(vma.backing(), crate::vma::Backing::File(..)) {
+                crate::pagecache::page_mkwrite(mm, pte.frame());
+            }
             slot.set_bits(write_grant(vma));
         }
         return Ok(());

@@ -8,14 +8,14 @@
 //! The description holds an open reference on the inode (`Ext2::open`) and on its cache,
 //! dropped at the last close (`Ext2::release`): an unlinked file lives until then.
 //!
-//! `mmap` answers `ENODEV` (Linux's answer for a file without `mmap`): file mappings need the
-//! page cache.
+//! `mmap` maps the cache's pages ([`Ext2Mapping`], which holds the file open while mapped).
 #![deny(unsafe_code)]
 
 use alloc::sync::Arc;
 use core::any::Any;
 
-use cowlab_mm::pagecache::FileCache;
+use cowlab_mm::pagecache::{BackingStore, FileCache, FileRef, MappedFile};
+use cowlab_mm::MmError;
 
 use super::ext2_cache::{self, Ext2Store};
 use super::ext2_mount::with_fs;
@@ -207,6 +207,10 @@ impl FileOps for Ext2File {
         ext2_statfs()
     }
 
+    fn mmap_file(&self) -> Option<Result<FileRef, Errno>> {
+        Some(Ext2File::open(self.ino).map(|file| FileRef(Arc::new(Ext2Mapping { file }))))
+    }
+
     fn truncate(&self, len: u64) -> Result<(), Errno> {
         with_fs(|fs| fs.truncate(self.ino, len))?;
         self.cache.set_size(memory::mm(), len);
@@ -215,6 +219,36 @@ impl FileOps for Ext2File {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// A mapping's hold on an ext2 file: an open reference of its own (so the inode and its cache
+/// live while mapped, even after every descriptor is closed); the last VMA dropping it closes
+/// it, which writes the cache back.
+pub struct Ext2Mapping {
+    file: Ext2File,
+}
+
+impl MappedFile for Ext2Mapping {
+    fn cache(&self) -> &FileCache {
+        &self.file.cache
+    }
+
+    fn inode(&self) -> u64 {
+        u64::from(self.file.ino)
+    }
+
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        self.file
+            .store()
+            .read_page(index, buf)
+            .map_err(|_| MmError::Fault)
+    }
+
+    fn writeback(&self) -> bool {
+        let file = &self.file;
+        file.cache.writeback(memory::mm(), &file.store()).is_ok()
+            && with_fs(|fs| fs.fsync(file.ino)).is_ok()
     }
 }
 

@@ -217,6 +217,8 @@ impl ProcFile {
                     obj.maps_name()
                         .unwrap_or_else(|| String::from("/memfd: (deleted)")),
                 ),
+                // The ext2 root (`fe:10`, vdb) and the inode; cowlab keeps no path per file.
+                Backing::File(file, _) => ("fe:10", file.0.inode(), String::new()),
             };
             let mut line = format!(
                 "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
@@ -292,6 +294,7 @@ fn mmstat() -> String {
         shmem_faults,
         file_pages,
         file_dirty,
+        file_faults,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -321,6 +324,7 @@ fn mmstat() -> String {
         ("shmem_faults", shmem_faults),
         ("file_pages", file_pages),
         ("file_dirty", file_dirty),
+        ("file_faults", file_faults),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }
