@@ -258,6 +258,11 @@ impl FileCache {
         inner.size = size;
     }
 
+    /// The frame cached at `index`, if any (tests).
+    pub fn cache_frame_for_test(&self, index: u64) -> Option<PhysAddr> {
+        self.inner.lock().pages.get(&index).copied()
+    }
+
     /// Drops every clean page nobody else references (Linux `invalidate_mapping_pages`:
     /// `drop_caches`, memory pressure). Returns the frames freed.
     pub fn drop_clean<A: Arch>(&self, mm: &Mm<A>) -> usize {

@@ -265,3 +265,162 @@ fn write_through_updates_cached_pages_and_the_store() {
     cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+// ---- file mappings ----
+
+use alloc::sync::Arc;
+
+use super::gup_tests::{pin_one, Path, PATHS};
+use crate::error::{FaultError, SegvReason};
+use crate::foll::FollFlags;
+use crate::frame::FrameFlags;
+use crate::pagecache::{FileRef, MappedFile};
+
+/// A mapped file over bytes in memory.
+struct TestFile {
+    cache: FileCache,
+    data: spin::Mutex<Vec<u8>>,
+}
+
+impl MappedFile for TestFile {
+    fn cache(&self) -> &FileCache {
+        &self.cache
+    }
+    fn inode(&self) -> u64 {
+        12
+    }
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        let data = self.data.lock();
+        let start = (index * PAGE) as usize;
+        buf.fill(0);
+        if start < data.len() {
+            let n = (data.len() - start).min(buf.len());
+            buf[..n].copy_from_slice(&data[start..start + n]);
+        }
+        Ok(())
+    }
+    fn writeback(&self) -> bool {
+        true
+    }
+}
+
+fn test_file(len: usize) -> Arc<TestFile> {
+    Arc::new(TestFile {
+        cache: FileCache::new(len as u64),
+        data: spin::Mutex::new(pattern(len, 7)),
+    })
+}
+
+fn map_file(
+    env: &Env,
+    s: &mut AddressSpace,
+    f: &Arc<TestFile>,
+    pages: u64,
+    shared: bool,
+) -> VirtAddr {
+    let flags = MapFlags::from_linux(if shared { 0x01 } else { 0x02 });
+    let file: Arc<dyn MappedFile> = f.clone();
+    s.mmap_file(
+        &env.mm,
+        VirtAddr::zero(),
+        (pages * PAGE) as usize,
+        Prot::RW,
+        flags,
+        FileRef(file),
+        0,
+        true,
+    )
+    .expect("mmap of a file")
+}
+
+#[test]
+fn shared_and_private_file_mappings() {
+    let env = Env::new();
+    let f = test_file(PAGE_SIZE + 100);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 3, true);
+    let pv = map_file(&env, &mut s, &f, 3, false);
+    let word =
+        |off: usize| u64::from_le_bytes(pattern(off + 8, 7)[off..off + 8].try_into().unwrap());
+    assert_eq!(env.read(&mut s, sh).unwrap(), word(0));
+    assert_eq!(
+        env.read(&mut s, sh + PAGE + 104).unwrap(),
+        0,
+        "zeroes past the end"
+    );
+    assert_eq!(
+        env.read(&mut s, sh + 2 * PAGE).unwrap_err().error,
+        FaultError::Segv(SegvReason::BeyondEof),
+        "a page wholly past the end is SIGBUS"
+    );
+    assert_eq!(env.mm.stats().file_faults, 2);
+    // A private read maps the cache page; its write copies.
+    assert_eq!(env.read(&mut s, pv).unwrap(), word(0));
+    let cached = f.cache.cache_frame_for_test(0).unwrap();
+    assert_eq!(env.frame(&s, pv), cached);
+    env.write(&mut s, pv, 0x1111).unwrap();
+    assert_ne!(env.frame(&s, pv), cached);
+    assert!(env
+        .flags(env.frame(&s, pv))
+        .contains(FrameFlags::ANON_EXCLUSIVE));
+    assert!(
+        !env.flags(cached).contains(FrameFlags::DIRTY),
+        "a private write never dirties"
+    );
+    assert_eq!(env.read(&mut s, sh).unwrap(), word(0));
+    // A shared write dirties the cache page (page_mkwrite) and lands in it.
+    env.write(&mut s, sh + 8, 0x2222).unwrap();
+    assert!(env.flags(cached).contains(FrameFlags::DIRTY));
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    let mut b = [0u8; 8];
+    f.cache.read_at(&env.mm, &NoStore, 8, &mut b).unwrap();
+    assert_eq!(u64::from_le_bytes(b), 0x2222, "read(2) sees the store");
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn longterm_write_pins_of_shared_file_mappings_follow_the_era() {
+    for era in [Era::Y2022, Era::Y2023] {
+        for path in PATHS {
+            let env = Env::era(era);
+            let f = test_file(2 * PAGE_SIZE);
+            let mut s = env.space();
+            let sh = map_file(&env, &mut s, &f, 2, true);
+            let pv = map_file(&env, &mut s, &f, 2, false);
+            env.write(&mut s, sh, 1).unwrap();
+            let lw = FollFlags::LONGTERM | FollFlags::WRITE;
+            let shared = pin_one(&env, &mut s, sh, lw, path);
+            if era >= Era::Y2023 {
+                assert_eq!(shared.err(), Some(MmError::Fault), "{era} {path:?}");
+            } else {
+                shared.expect("allowed before 2023").unpin(&env.mm);
+            }
+            pin_one(&env, &mut s, pv, lw, path)
+                .expect("a private file mapping is pinned (after COW)")
+                .unpin(&env.mm);
+            pin_one(&env, &mut s, sh + PAGE, FollFlags::LONGTERM, path)
+                .expect("a read-only long-term pin of a shared file page")
+                .unpin(&env.mm);
+            env.check(&[&s]);
+            s.exit(&env.mm);
+            f.cache.evict(&env.mm);
+            env.finish(Vec::new());
+        }
+    }
+}
+
+/// For reading cached pages only.
+struct NoStore;
+
+impl BackingStore for NoStore {
+    type Error = MmError;
+    fn read_page(&self, _: u64, _: &mut [u8]) -> Result<(), MmError> {
+        Err(MmError::Inval)
+    }
+    fn write_page(&self, _: u64, _: &[u8]) -> Result<(), MmError> {
+        Err(MmError::Inval)
+    }
+}
