@@ -270,7 +270,7 @@ fn write_through_updates_cached_pages_and_the_store() {
 
 use alloc::sync::Arc;
 
-use super::gup_tests::{pin_one, Path, PATHS};
+use super::gup_tests::{pin_one, PATHS};
 use crate::error::{FaultError, SegvReason};
 use crate::foll::FollFlags;
 use crate::frame::FrameFlags;
