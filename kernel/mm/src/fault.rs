@@ -254,6 +254,7 @@ fn do_file_fault<A: Arch>(
         }
         (Sharing::Shared, FaultKind::Write) => {
             page_mkwrite(mm, page);
+            stats::inc(&mm.counters.writenotify_faults);
             mm.frames().meta(page).inc_mapcount();
             slot.store(Pte::new(page, base | write_grant(vma)));
         }

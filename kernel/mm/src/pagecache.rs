@@ -192,7 +192,9 @@ impl FileCache {
 
     /// Writes every `DIRTY` page back (Linux `filemap_write_and_wait`: fsync, sync, the last
     /// close, unmount): each page is marked `WRITEBACK` and clean, copied out, stored, and
-    /// `WRITEBACK` cleared. The last page stores only the bytes below the size. On a store
+    /// `WRITEBACK` cleared. A caller whose file may be mapped shared must first write-protect
+    /// every PTE mapping it ([`folio_mkclean`] on each address space), or stores made after the
+    /// copy would never be seen. The last page stores only the bytes below the size. On a store
     /// error the page is dirty again and the error returned (the other pages are still tried).
     pub fn writeback<A: Arch, S: BackingStore>(
         &self,
@@ -210,13 +212,9 @@ impl FileCache {
             }
             let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
             meta.set_flags(FrameFlags::WRITEBACK);
-            // Without write-protecting the PTEs that map it (Linux `folio_mkclean`, which needs
-            // a reverse map cowlab lacks), a mapped page could be written again after this
-            // copy unseen: it stays dirty, to be stored again by the next writeback, the last
-            // one once no mapping is left.
-            if meta.mapcount() == 0 {
-                clear_dirty(mm, frame);
-            }
+            // The caller write-protected every PTE mapping it first ([`folio_mkclean`]), so
+            // the next store faults and dirties it again.
+            clear_dirty(mm, frame);
             mm.read_frame_bytes(frame, &mut buf[..len]);
             let r = if len == 0 {
                 Ok(())
@@ -484,4 +482,36 @@ pub(crate) fn fault_page<A: Arch>(
 /// `page_mkwrite` + `folio_mark_dirty`): the page becomes `DIRTY`, so writeback stores it.
 pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     set_dirty(mm, frame);
+}
+
+/// Write-notify for one address space (Linux `folio_mkclean`, per mapping of the file): every
+/// PTE of the shared mappings of `cache`'s file is made read-only (and its hardware dirty bit
+/// cleared), with the TLB flushed, so the next store to any of its pages faults and dirties the
+/// page again (`page_mkwrite`). Private mappings are left alone: their cache pages are already
+/// read-only, and their anon copies are not the file's. cowlab has no `i_mmap` reverse map: the
+/// kernel calls this on every address space (see `ext2_cache::mkclean`).
+pub fn folio_mkclean<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &crate::aspace::AddressSpace,
+    cache: &FileCache,
+) -> usize {
+    use crate::pagetable::{PageTable, Pte};
+    use crate::vma::{Backing, Sharing};
+    let pt = PageTable::new(mm, aspace.root());
+    let mut flush = crate::tlb::TlbFlush::none(aspace.root());
+    let mut vmas = 0;
+    for vma in aspace.vmas() {
+        let Backing::File(file, _) = vma.backing() else {
+            continue;
+        };
+        if vma.sharing() != Sharing::Shared || !core::ptr::eq(file.0.cache(), cache) {
+            continue;
+        }
+        vmas += 1;
+        flush.merge(pt.change_protection(vma.start(), vma.end(), &mut |_, old| {
+            old.without(Pte::WRITABLE | Pte::DIRTY)
+        }));
+    }
+    flush.flush(mm.arch());
+    vmas
 }

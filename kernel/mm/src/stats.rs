@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub(crate) shmem_faults: AtomicU64,
     pub(crate) file_pages: AtomicU64,
     pub(crate) file_faults: AtomicU64,
+    pub(crate) writenotify_faults: AtomicU64,
     pub(crate) file_dirty: AtomicU64,
 }
 
@@ -102,6 +103,9 @@ pub struct MmStats {
     pub file_dirty: u64,
     /// Faults on an empty PTE of a file mapping.
     pub file_faults: u64,
+    /// Write faults of a shared file mapping that told the filesystem (`page_mkwrite`): the
+    /// first store to a page, and the first after each writeback (write-notify).
+    pub writenotify_faults: u64,
 }
 
 impl Counters {
@@ -131,6 +135,7 @@ impl Counters {
             file_pages: r(&self.file_pages),
             file_dirty: r(&self.file_dirty),
             file_faults: r(&self.file_faults),
+            writenotify_faults: r(&self.writenotify_faults),
             ..MmStats::default()
         }
     }

@@ -255,6 +255,14 @@ impl Vma {
         }
     }
 
+    /// Must the first store to a clean page fault, so the filesystem hears of it (Linux
+    /// `vma_wants_writenotify`)? Shared writable file mappings: their pages are mapped
+    /// read-only until a write fault dirties them (`page_mkwrite`), and writeback makes them
+    /// read-only again (`folio_mkclean`).
+    pub fn wants_writenotify(&self) -> bool {
+        self.needs_dirty_tracking()
+    }
+
     /// Is soft-dirty tracking on, so that a clean PTE must fault on its first write?
     pub fn soft_dirty_tracking(&self) -> bool {
         !self.flags.contains(VmaFlags::SOFTDIRTY)

@@ -117,12 +117,50 @@ fn all() -> Vec<(u32, Arc<FileCache>)> {
         .collect()
 }
 
+/// Write-protects every shared mapping of `cache`'s file in every address space (Linux
+/// `folio_mkclean` over `i_mmap`; cowlab has no reverse map from a file to its VMAs, so it asks
+/// every process: a writeback costs one walk of the process table). The caller holds no
+/// address-space lock and no cache lock (the fault path takes them in the order address space,
+/// then cache).
+///
+/// SMP: between this and the writeback's clearing of `DIRTY`, a store on another CPU may fault,
+/// dirty the page and make its PTE writable; the writeback then cleans a page that a writable
+/// PTE maps. Linux closes that window with the folio lock, held by both; cowlab's kernel does
+/// not run two CPUs yet, and this comment marks where the lock goes.
+pub fn mkclean(cache: &FileCache) {
+    let mm = memory::mm();
+    let spaces: Vec<crate::vm::SharedAddressSpace> = {
+        let table = crate::proc::TABLE.lock();
+        let mut spaces: Vec<crate::vm::SharedAddressSpace> = Vec::new();
+        for task in table.values() {
+            if let Some(s) = &task.aspace {
+                if !spaces.iter().any(|o| Arc::ptr_eq(o, s)) {
+                    spaces.push(s.clone());
+                }
+            }
+        }
+        spaces
+    };
+    for space in spaces {
+        cowlab_mm::pagecache::folio_mkclean(mm, &space.lock(), cache);
+    }
+}
+
+/// Writes back the dirty pages of `cache` (inode `ino`), write-protecting its shared mappings
+/// first ([`mkclean`]) so the next store to a written page faults again (write-notify).
+pub fn writeback(cache: &FileCache, ino: u32) -> Result<usize, Errno> {
+    if cache.dirty_pages(memory::mm()) == 0 {
+        return Ok(0);
+    }
+    mkclean(cache);
+    cache.writeback(memory::mm(), &Ext2Store { ino })
+}
+
 /// Writes back every dirty page of every open file (`sync`, unmount); the first error.
 pub fn sync_all() -> Result<(), Errno> {
-    let mm = memory::mm();
     let mut result = Ok(());
     for (ino, cache) in all() {
-        if let Err(e) = cache.writeback(mm, &Ext2Store { ino }) {
+        if let Err(e) = writeback(&cache, ino) {
             result = result.and(Err(e));
         }
     }

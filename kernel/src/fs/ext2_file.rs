@@ -195,7 +195,7 @@ impl FileOps for Ext2File {
     }
 
     fn fsync(&self) -> Result<(), Errno> {
-        self.cache.writeback(memory::mm(), &self.store())?;
+        ext2_cache::writeback(&self.cache, self.ino)?;
         with_fs(|fs| fs.fsync(self.ino))
     }
 
@@ -247,7 +247,7 @@ impl MappedFile for Ext2Mapping {
 
     fn writeback(&self) -> bool {
         let file = &self.file;
-        file.cache.writeback(memory::mm(), &file.store()).is_ok()
+        ext2_cache::writeback(&file.cache, file.ino).is_ok()
             && with_fs(|fs| fs.fsync(file.ino)).is_ok()
     }
 }

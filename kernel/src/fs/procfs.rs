@@ -295,6 +295,7 @@ fn mmstat() -> String {
         file_pages,
         file_dirty,
         file_faults,
+        writenotify_faults,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -325,6 +326,7 @@ fn mmstat() -> String {
         ("file_pages", file_pages),
         ("file_dirty", file_dirty),
         ("file_faults", file_faults),
+        ("writenotify_faults", writenotify_faults),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

@@ -5,7 +5,8 @@
 //! page cache until its first write and COWing away from it, a shared mapping's stores seen by
 //! read(2) at once and on the disk after munmap and close (and, on cowlab, after the cache is
 //! dropped), a mapping outliving its descriptor, msync's errors (Linux's EINVAL/ENOMEM) and
-//! MS_SYNC, and long-term write pins through io_uring buffer registration: a shared writable
+//! MS_SYNC (on cowlab: it cleans the pages, and the next store is a write-notify fault counted
+//! in mmstat's `writenotify_faults`), and long-term write pins through io_uring buffer registration: a shared writable
 //! mapping of the file is refused with EFAULT (it needs dirty tracking), a private one and a
 //! shared memfd mapping are pinned. On cowlab `file_faults` in /proc/cowlab/mmstat counts the
 //! faults. Runs natively on the host in a directory on a real disk filesystem.
@@ -185,6 +186,27 @@ fn main() -> i32 {
     t.eq("read(2) sees a shared store at once", one[0], b'S');
     t.eq("the other shared mapping too", peek(ro + PAGE + 5), b'S');
     t.eq("msync MS_SYNC", msync(sh, 3 * PAGE, MS_SYNC), Ok(0));
+    if cowlab {
+        // Writeback write-protected the page: the next store faults (write-notify).
+        let (notify, dirty) = (mmstat("writenotify_faults"), mmstat("file_dirty"));
+        t.eq("msync cleaned the file's pages", dirty, Some(0));
+        poke(sh + PAGE + 6, b'T');
+        t.eq(
+            "the next store is a write-notify fault",
+            mmstat("writenotify_faults"),
+            notify.map(|n| n + 1),
+        );
+        t.eq("and dirties its page again", mmstat("file_dirty"), Some(1));
+        poke(sh + PAGE + 7, b'U');
+        t.eq(
+            "a second store to the dirty page does not fault",
+            mmstat("writenotify_faults"),
+            notify.map(|n| n + 1),
+        );
+    } else {
+        poke(sh + PAGE + 6, b'T');
+        poke(sh + PAGE + 7, b'U');
+    }
     t.eq("msync MS_ASYNC", msync(sh, PAGE, MS_ASYNC), Ok(0));
     t.eq("msync MS_INVALIDATE", msync(sh, PAGE, MS_INVALIDATE), Ok(0));
     t.eq(
@@ -248,6 +270,8 @@ fn main() -> i32 {
     want[20] = b'Z';
     want[40] = b'Y';
     want[PAGE + 5] = b'S';
+    want[PAGE + 6] = b'T';
+    want[PAGE + 7] = b'U';
     want[SIZE - 1] = b'E';
     want[2 * PAGE + 7] = b'C';
     t.check(

@@ -424,3 +424,48 @@ impl BackingStore for NoStore {
         Err(MmError::Inval)
     }
 }
+
+#[test]
+fn writeback_write_protects_and_the_next_store_notifies() {
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let mut s = env.space();
+    let mut t = env.space();
+    let a = map_file(&env, &mut s, &f, 2, true);
+    let b = map_file(&env, &mut t, &f, 2, true);
+    env.write(&mut s, a, 5).unwrap();
+    env.write(&mut t, b, 6).unwrap();
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    assert_eq!(
+        env.mm.stats().writenotify_faults,
+        2,
+        "each first store told the file"
+    );
+    let store = VecStore::new(Vec::new());
+    for space in [&s, &t] {
+        assert_eq!(crate::pagecache::folio_mkclean(&env.mm, space, &f.cache), 1);
+    }
+    assert_eq!(f.cache.writeback(&env.mm, &store).unwrap(), 1);
+    assert_eq!(env.mm.stats().file_dirty, 0);
+    assert_eq!(
+        u64::from_le_bytes(store.data.borrow()[..8].try_into().unwrap()),
+        6
+    );
+    // Both PTEs are read-only now: each process's next store faults and re-dirties.
+    env.write(&mut s, a, 7).unwrap();
+    assert_eq!(env.mm.stats().writenotify_faults, 3);
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    env.write(&mut t, b + 8, 8).unwrap();
+    assert_eq!(env.mm.stats().writenotify_faults, 4);
+    env.write(&mut t, b + 16, 9).unwrap();
+    assert_eq!(
+        env.mm.stats().writenotify_faults,
+        4,
+        "a dirty writable page does not fault"
+    );
+    env.check(&[&s, &t]);
+    s.exit(&env.mm);
+    t.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
