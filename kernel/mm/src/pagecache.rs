@@ -515,3 +515,31 @@ pub fn folio_mkclean<A: Arch>(
     flush.flush(mm.arch());
     vmas
 }
+
+/// Removes from one address space every mapping of `cache`'s file pages from index `first` on
+/// (Linux `unmap_mapping_range` with `even_cows`, as `truncate_pagecache` calls it): shared
+/// mappings lose the cache pages, private ones their COW copies too, so an access past the new
+/// end of the file faults and gets `SIGBUS`. The VMAs stay.
+pub fn unmap_mapping_range<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &crate::aspace::AddressSpace,
+    cache: &FileCache,
+    first: u64,
+) {
+    use crate::vma::Backing;
+    for vma in aspace.vmas() {
+        let Backing::File(file, pgoff) = vma.backing() else {
+            continue;
+        };
+        if !core::ptr::eq(file.0.cache(), cache) {
+            continue;
+        }
+        let pages = (vma.end().as_u64() - vma.start().as_u64()) / PAGE;
+        let skip = first.saturating_sub(*pgoff);
+        if skip >= pages {
+            continue;
+        }
+        let start = crate::VirtAddr::new(vma.start().as_u64() + skip * PAGE);
+        crate::munmap::zap_pages(mm, aspace.root(), start, vma.end());
+    }
+}

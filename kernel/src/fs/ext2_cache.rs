@@ -129,21 +129,33 @@ fn all() -> Vec<(u32, Arc<FileCache>)> {
 /// not run two CPUs yet, and this comment marks where the lock goes.
 pub fn mkclean(cache: &FileCache) {
     let mm = memory::mm();
-    let spaces: Vec<crate::vm::SharedAddressSpace> = {
-        let table = crate::proc::TABLE.lock();
-        let mut spaces: Vec<crate::vm::SharedAddressSpace> = Vec::new();
-        for task in table.values() {
-            if let Some(s) = &task.aspace {
-                if !spaces.iter().any(|o| Arc::ptr_eq(o, s)) {
-                    spaces.push(s.clone());
-                }
-            }
-        }
-        spaces
-    };
-    for space in spaces {
+    for space in address_spaces() {
         cowlab_mm::pagecache::folio_mkclean(mm, &space.lock(), cache);
     }
+}
+
+/// `ftruncate` shrank the file to `size`: every process's mappings of its pages past the new
+/// end are removed (Linux `truncate_pagecache` -> `unmap_mapping_range`), so they fault with
+/// `SIGBUS`. Walks every address space, as [`mkclean`].
+pub fn unmap_past(cache: &FileCache, size: u64) {
+    let mm = memory::mm();
+    for space in address_spaces() {
+        cowlab_mm::pagecache::unmap_mapping_range(mm, &space.lock(), cache, size.div_ceil(PAGE));
+    }
+}
+
+/// Every live address space once (threads share theirs).
+fn address_spaces() -> Vec<crate::vm::SharedAddressSpace> {
+    let table = crate::proc::TABLE.lock();
+    let mut spaces: Vec<crate::vm::SharedAddressSpace> = Vec::new();
+    for task in table.values() {
+        if let Some(s) = &task.aspace {
+            if !spaces.iter().any(|o| Arc::ptr_eq(o, s)) {
+                spaces.push(s.clone());
+            }
+        }
+    }
+    spaces
 }
 
 /// Writes back the dirty pages of `cache` (inode `ino`), write-protecting its shared mappings

@@ -213,7 +213,11 @@ impl FileOps for Ext2File {
 
     fn truncate(&self, len: u64) -> Result<(), Errno> {
         with_fs(|fs| fs.truncate(self.ino, len))?;
+        let shrinks = len < self.cache.size();
         self.cache.set_size(memory::mm(), len);
+        if shrinks {
+            ext2_cache::unmap_past(&self.cache, len);
+        }
         Ok(())
     }
 

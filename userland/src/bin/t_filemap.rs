@@ -5,7 +5,8 @@
 //! page cache until its first write and COWing away from it, a shared mapping's stores seen by
 //! read(2) at once and on the disk after munmap and close (and, on cowlab, after the cache is
 //! dropped), a mapping outliving its descriptor, msync's errors (Linux's EINVAL/ENOMEM) and
-//! MS_SYNC (on cowlab: it cleans the pages, and the next store is a write-notify fault counted
+//! MS_SYNC, ftruncate of a mapped file (SIGBUS past the new end in every mapping, also in a
+//! child and on a private COW copy), MS_SYNC (on cowlab: it cleans the pages, and the next store is a write-notify fault counted
 //! in mmstat's `writenotify_faults`), and long-term write pins through io_uring buffer registration: a shared writable
 //! mapping of the file is refused with EFAULT (it needs dirty tracking), a private one and a
 //! shared memfd mapping are pinned. On cowlab `file_faults` in /proc/cowlab/mmstat counts the
@@ -285,8 +286,61 @@ fn main() -> i32 {
     );
     let _ = close(fd);
     t.eq("unlink", errno_of(unlink(path.c())), 0);
+    truncate_mapped(&mut t, &format!("{dir}/trunc"));
     t.eq("rmdir", errno_of(rmdir(P::new(&dir).c())), 0);
     t.finish()
+}
+
+/// ftruncate shrinking a mapped file: every mapping loses the pages past the new end (shared
+/// ones, and a private one's COW copy too: Linux `unmap_mapping_range` with `even_cows`), so
+/// they fault with SIGBUS, in this process and in a child that mapped them before.
+fn truncate_mapped(t: &mut Tester, name: &str) {
+    let path = P::new(name);
+    let fd = open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
+    t.eq("write 2 pages", write(fd, &[b'q'; 2 * PAGE]), Ok(2 * PAGE));
+    let sh = map(2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED as usize, fd).unwrap_or(0);
+    let pv = map(2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd).unwrap_or(0);
+    poke(sh + PAGE, b'r');
+    poke(pv + PAGE, b'p');
+    let [rd, wr] = pipe().unwrap_or([-1, -1]);
+    let child = fork();
+    if child == Ok(0) {
+        // Touch the page before the parent truncates, wait, then touch it again.
+        peek(sh + PAGE);
+        let mut b = [0u8; 1];
+        let _ = read(rd, &mut b);
+        peek(sh + PAGE);
+        exit_now(0);
+    }
+    t.eq(
+        "ftruncate the mapped file to 1 page",
+        ftruncate(fd, PAGE as i64),
+        Ok(0),
+    );
+    let _ = write(wr, b"x");
+    let status = child.and_then(|pid| waitpid(pid, 0).map(|(_, s)| s));
+    t.check_why(
+        "the child's mapping of the cut page gets SIGBUS",
+        status.is_ok_and(|s| wifsignaled(s) && wtermsig(s) == SIGBUS),
+        format!("{status:?}"),
+    );
+    t.eq(
+        "the shared cut page is SIGBUS here",
+        touch_in_child(sh + PAGE),
+        SIGBUS,
+    );
+    t.eq(
+        "the private copy of it too",
+        touch_in_child(pv + PAGE),
+        SIGBUS,
+    );
+    t.eq("the page below the end stays", peek(sh), b'q');
+    let _ = close(rd);
+    let _ = close(wr);
+    let _ = munmap(sh, 2 * PAGE);
+    let _ = munmap(pv, 2 * PAGE);
+    let _ = close(fd);
+    t.eq("unlink", errno_of(unlink(path.c())), 0);
 }
 
 /// io_uring's registration pins long-term for writing: refused on a shared writable file

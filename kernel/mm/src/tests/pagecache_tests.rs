@@ -469,3 +469,29 @@ fn writeback_write_protects_and_the_next_store_notifies() {
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+#[test]
+fn truncation_unmaps_the_cut_pages_everywhere() {
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 2, true);
+    let pv = map_file(&env, &mut s, &f, 2, false);
+    env.write(&mut s, sh + PAGE, 1).unwrap();
+    env.write(&mut s, pv + PAGE, 2).unwrap();
+    env.read(&mut s, sh).unwrap();
+    f.cache.set_size(&env.mm, PAGE);
+    crate::pagecache::unmap_mapping_range(&env.mm, &s, &f.cache, 1);
+    for va in [sh + PAGE, pv + PAGE] {
+        assert_eq!(
+            env.read(&mut s, va).unwrap_err().error,
+            FaultError::Segv(SegvReason::BeyondEof),
+            "the cut page faults with SIGBUS (shared, and the private COW copy)"
+        );
+    }
+    assert!(env.read(&mut s, sh).is_ok(), "the page below the end stays");
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
