@@ -9,7 +9,8 @@
 //! child and on a private COW copy), MS_SYNC (on cowlab: it cleans the pages, and the next store is a write-notify fault counted
 //! in mmstat's `writenotify_faults`), and long-term write pins through io_uring buffer registration: a shared writable
 //! mapping of the file is refused with EFAULT (it needs dirty tracking), a private one and a
-//! shared memfd mapping are pinned. On cowlab `file_faults` in /proc/cowlab/mmstat counts the
+//! shared memfd mapping are pinned; and the same matrix through gup_test's long-term pin ioctl
+//! (R/W and R/O, slow and fast) where `/sys/kernel/debug/gup_test` exists. On cowlab `file_faults` in /proc/cowlab/mmstat counts the
 //! faults. Runs natively on the host in a directory on a real disk filesystem.
 #![no_std]
 #![no_main]
@@ -387,7 +388,49 @@ fn pins(t: &mut Tester, cowlab: bool, shared: usize, private: usize) {
         register(m),
         0,
     );
+    let _ = close(ring);
+    let maps = [
+        ("shared ext2", shared),
+        ("private ext2", private),
+        ("shared memfd", m),
+    ];
+    gup_test_matrix(t, cowlab, maps);
     let _ = munmap(m, PAGE);
     let _ = close(memfd);
-    let _ = close(ring);
+}
+
+/// gup_test's `PIN_LONGTERM_TEST_START` (flags: 1 write, 2 GUP-fast) on each mapping, R/W and
+/// R/O, slow and fast: only the R/W pins of the shared ext2 mapping are refused (EFAULT; the
+/// fast path falls back to the slow one, which refuses).
+fn gup_test_matrix(t: &mut Tester, cowlab: bool, maps: [(&str, usize); 3]) {
+    let Ok(fd) = open(c"/sys/kernel/debug/gup_test", O_RDWR) else {
+        t.check("gup_test opens on cowlab", !cowlab);
+        println!("t_filemap: skip the gup_test matrix: no /sys/kernel/debug/gup_test");
+        return;
+    };
+    let kinds = [
+        (1u32, "R/W slow"),
+        (3, "R/W fast"),
+        (0, "R/O slow"),
+        (2, "R/O fast"),
+    ];
+    for (name, addr) in maps {
+        for (flags, how) in kinds {
+            let a = [addr as u64, PAGE as u64, u64::from(flags)];
+            // SAFETY: `a` is a live `struct pin_longterm_test` (addr, size, flags).
+            let r = unsafe { raw(16, [fd as usize, 0x4018_6707, a.as_ptr() as usize, 0, 0, 0]) };
+            if r.is_ok() {
+                // SAFETY: no argument.
+                let _ = unsafe { raw(16, [fd as usize, 0x6708, 0, 0, 0, 0]) };
+            }
+            let want = if flags & 1 != 0 && name == "shared ext2" {
+                EFAULT
+            } else {
+                0
+            };
+            let what = format!("gup_test long-term {how} pin of the {name} mapping");
+            t.eq(&what, errno_of(r), want);
+        }
+    }
+    let _ = close(fd);
 }
