@@ -4,14 +4,16 @@
 //! wholly past the end (in a child: the parent checks the signal), a private mapping seeing the
 //! page cache until its first write and COWing away from it, a shared mapping's stores seen by
 //! read(2) at once and on the disk after munmap and close (and, on cowlab, after the cache is
-//! dropped), a mapping outliving its descriptor, msync's errors (Linux's EINVAL/ENOMEM) and
-//! MS_SYNC, ftruncate of a mapped file (SIGBUS past the new end in every mapping, also in a
-//! child and on a private COW copy), MS_SYNC (on cowlab: it cleans the pages, and the next store is a write-notify fault counted
-//! in mmstat's `writenotify_faults`), and long-term write pins through io_uring buffer registration: a shared writable
-//! mapping of the file is refused with EFAULT (it needs dirty tracking), a private one and a
-//! shared memfd mapping are pinned; and the same matrix through gup_test's long-term pin ioctl
-//! (R/W and R/O, slow and fast) where `/sys/kernel/debug/gup_test` exists. On cowlab `file_faults` in /proc/cowlab/mmstat counts the
-//! faults. Runs natively on the host in a directory on a real disk filesystem.
+//! dropped), MADV_DONTNEED (shared stores kept, a private copy dropped), a mapping outliving its
+//! descriptor, msync's errors (Linux's EINVAL/ENOMEM) and MS_SYNC (on cowlab: it cleans the
+//! pages, and the next store is one write-notify fault, mmstat's `writenotify_faults`), ftruncate
+//! of a mapped file (SIGBUS past the new end in every mapping, also in a child and on a private
+//! COW copy), and long-term pins: through io_uring buffer registration (FOLL_WRITE) a shared
+//! writable mapping of the file is refused with EFAULT (it needs dirty tracking), a private one
+//! and a shared memfd mapping are pinned; the same matrix through gup_test's long-term pin
+//! ioctl (R/W and R/O, slow and fast) where `/sys/kernel/debug/gup_test` exists. On cowlab
+//! `file_faults` in /proc/cowlab/mmstat counts the faults. Runs natively on the host in a
+//! directory on a real disk filesystem.
 #![no_std]
 #![no_main]
 
@@ -235,6 +237,27 @@ fn main() -> i32 {
     );
     let _ = munmap(hole, PAGE);
     t.eq("msync of length 0", msync(sh, 0, MS_SYNC), Ok(0));
+
+    // MADV_DONTNEED: a shared mapping's stores stay in the file; a private mapping's COW copy
+    // is dropped, and the page reads the file again.
+    const MADV_DONTNEED: usize = 4;
+    t.eq(
+        "MADV_DONTNEED of the shared mapping",
+        sys(28, &[sh, 3 * PAGE, MADV_DONTNEED]),
+        Ok(0),
+    );
+    t.eq("the shared store survives it", peek(sh + PAGE + 5), b'S');
+    t.eq(
+        "MADV_DONTNEED of the private mapping",
+        sys(28, &[pv, 3 * PAGE, MADV_DONTNEED]),
+        Ok(0),
+    );
+    t.eq(
+        "the private copy is gone: the file shows",
+        peek(pv + 30),
+        byte(30),
+    );
+    t.eq("and so do later stores to it", peek(pv + PAGE + 5), b'S');
 
     // Long-term write pins (io_uring buffer registration: FOLL_WRITE|FOLL_LONGTERM).
     pins(&mut t, cowlab, sh, pv);
