@@ -90,7 +90,7 @@ fn usable_range(region: &MemoryRegion) -> Option<(u64, u64)> {
 
 /// Sets up the frame table and the heap (`heap_mib` MiB, or [`HEAP_SIZE`]) from the
 /// bootloader's memory map.
-pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
+pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>, mem_mib: Option<usize>) {
     let heap_bytes = heap_mib.map_or(HEAP_SIZE, |mib| mib * MIB as usize);
     let offset = boot_info
         .physical_memory_offset
@@ -132,6 +132,8 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
     };
     let table = FRAMES.call_once(|| FrameTable::new(meta));
 
+    // `mem=`: the bytes the allocator may still be given.
+    let mut budget = mem_mib.map_or(u64::MAX, |mib| mib as u64 * MIB);
     for (start, end) in regions() {
         // What is left of the carved region starts after the heap.
         let start = if start == carve_start {
@@ -139,6 +141,8 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
         } else {
             start
         };
+        let end = end.min(start.saturating_add(budget));
+        budget -= end.saturating_sub(start);
         if start < end {
             table.add_free_range(PhysAddr::new(start), PhysAddr::new(end));
         }

@@ -107,6 +107,7 @@ pub fn mount_root() {
                 }
             );
             *ROOT.lock() = Some(fs);
+            crate::memory::mm().set_shrinker(super::ext2_cache::shrink);
         }
         Err(e) => warn!(
             "ext2: cannot mount vdb ({:?}: {}); / is the ramdisk",
@@ -115,17 +116,22 @@ pub fn mount_root() {
     }
 }
 
-/// `sync(2)`/`syncfs(2)`: every dirty metadata block written back.
+/// `sync(2)`/`syncfs(2)`: every dirty page of the open files' caches, then every dirty
+/// metadata block, written back.
 pub fn sync() -> Result<(), Errno> {
     if !mounted() {
         return Ok(());
     }
-    with_fs(|fs| fs.sync())
+    let pages = super::ext2_cache::sync_all();
+    with_fs(|fs| fs.sync()).and(pages)
 }
 
 /// Unmounts the root at power-off: orphans freed, the clean state and every dirty block
 /// written back. One console line if the write-back failed.
 pub fn unmount_root() {
+    if let Err(e) = super::ext2_cache::sync_all() {
+        warn!("ext2: page-cache writeback at unmount failed: {e:?}");
+    }
     let Some(fs) = ROOT.lock().take() else {
         return;
     };

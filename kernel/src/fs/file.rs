@@ -126,6 +126,12 @@ pub trait FileOps: Send + Sync {
         Err(Errno::ENODEV)
     }
 
+    /// For a file with a page cache (ext2): the object a mapping of it holds, which keeps the
+    /// file open while mapped (Linux `f_op->mmap` of a disk file). `None`: see `mmap_target`.
+    fn mmap_file(&self) -> Option<Result<cowlab_mm::pagecache::FileRef, Errno>> {
+        None
+    }
+
     /// The shmem object holding the file's data (memfds, tmpfs files): where seals live.
     fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
         None
