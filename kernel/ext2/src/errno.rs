@@ -8,6 +8,7 @@
 pub enum Errno {
     EPERM = 1,
     ENOENT = 2,
+    ENXIO = 6,
     EIO = 5,
     ENOMEM = 12,
     EBUSY = 16,
@@ -24,6 +25,7 @@ pub enum Errno {
     ENOTEMPTY = 39,
     ELOOP = 40,
     EOVERFLOW = 75,
+    EOPNOTSUPP = 95,
     EUCLEAN = 117,
 }
 
@@ -38,6 +40,7 @@ impl Errno {
         match self {
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
+            Errno::ENXIO => "ENXIO",
             Errno::EIO => "EIO",
             Errno::ENOMEM => "ENOMEM",
             Errno::EBUSY => "EBUSY",
@@ -54,6 +57,7 @@ impl Errno {
             Errno::ENOTEMPTY => "ENOTEMPTY",
             Errno::ELOOP => "ELOOP",
             Errno::EOVERFLOW => "EOVERFLOW",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EUCLEAN => "EUCLEAN",
         }
     }

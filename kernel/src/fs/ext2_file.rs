@@ -175,6 +175,16 @@ impl FileOps for Ext2File {
         with_fs(|fs| fs.truncate(self.ino, len))
     }
 
+    /// The ext4-like subset a block map can hold (`cowlab_ext2::space`; Linux's ext2 itself
+    /// answers `EOPNOTSUPP` to every mode).
+    fn fallocate(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
+        with_fs(|fs| fs.fallocate(self.ino, mode as u32, offset, len))
+    }
+
+    fn seek_data_hole(&self, offset: u64, hole: bool) -> Option<Result<u64, Errno>> {
+        Some(with_fs(|fs| fs.seek_data_hole(self.ino, offset, hole)))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -34,6 +34,8 @@ pub fn errno(e: Ext2Errno) -> Errno {
     match e {
         Ext2Errno::EPERM => Errno::EPERM,
         Ext2Errno::ENOENT => Errno::ENOENT,
+        Ext2Errno::ENXIO => Errno::ENXIO,
+        Ext2Errno::EOPNOTSUPP => Errno::EOPNOTSUPP,
         Ext2Errno::EIO => Errno::EIO,
         Ext2Errno::ENOMEM => Errno::ENOMEM,
         Ext2Errno::EBUSY => Errno::EBUSY,

@@ -206,10 +206,9 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
 }
 
 /// The bytes of the program `path` for execve (Linux `do_open_execat` + `kernel_read`): `path`
-/// is resolved through the mount table, relative paths from the caller's working directory;
-/// a bare name that is not found there is looked up in `/` (the programs live there, and the
-/// tests exec them by bare name from any directory). `EACCES` for a directory or a file that is
-/// not regular. Read completely before the caller builds the address space (the filesystem
+/// is resolved through the mount table, relative paths (a bare name too: searching `PATH` is
+/// the C library's business) from the caller's working directory. `EACCES` for a directory or
+/// a file that is not regular. Read completely before the caller builds the address space (the filesystem
 /// lock must not be taken under the address-space locks, see `ext2_mount`).
 pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Errno> {
     use alloc::borrow::Cow;
@@ -222,10 +221,7 @@ pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Er
     } else {
         alloc::string::String::from(path)
     };
-    let file = match open(&full, 0) {
-        Err(Errno::ENOENT) if !path.contains('/') && full != path => open(path, 0)?,
-        r => r?,
-    };
+    let file = open(&full, 0)?;
     if file.ops.stat().st_mode & stat::S_IFMT != stat::S_IFREG {
         return Err(Errno::EACCES);
     }
