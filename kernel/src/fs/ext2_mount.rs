@@ -38,6 +38,7 @@ pub fn errno(e: Ext2Errno) -> Errno {
         Ext2Errno::EOPNOTSUPP => Errno::EOPNOTSUPP,
         Ext2Errno::EIO => Errno::EIO,
         Ext2Errno::ENOMEM => Errno::ENOMEM,
+        Ext2Errno::EACCES => Errno::EACCES,
         Ext2Errno::EBUSY => Errno::EBUSY,
         Ext2Errno::EEXIST => Errno::EEXIST,
         Ext2Errno::EXDEV => Errno::EXDEV,

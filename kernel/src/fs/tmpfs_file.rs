@@ -75,6 +75,8 @@ impl FileOps for TmpfsFile {
         st.st_dev = tmpfs::TMPFS_DEV;
         st.st_nlink = u64::from(inode.nlink());
         st.st_ino = inode.ino;
+        st.st_uid = inode.uid;
+        st.st_gid = inode.gid;
         let [a, m, c] = inode
             .times()
             .map(|us| ((us / 1_000_000) as i64, (us % 1_000_000 * 1000) as i64));

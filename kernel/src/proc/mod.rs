@@ -29,6 +29,7 @@
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
 pub mod args;
+pub mod cred;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -104,6 +105,10 @@ pub struct Group {
     /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are reparented here instead of to init.
     /// Not inherited by fork, kept across execve (as Linux's `is_child_subreaper`).
     pub child_subreaper: bool,
+    /// User and group ids (`cred`): copied by fork, kept by execve.
+    pub cred: cred::Cred,
+    /// The file-creation mask (Linux `fs_struct.umask`): copied by fork, kept by execve.
+    pub umask: u32,
 }
 
 impl Group {
@@ -127,6 +132,8 @@ impl Group {
             rlimits,
             cwd,
             child_subreaper: false,
+            cred: cred::Cred::ROOT,
+            umask: cred::INITIAL_UMASK,
         }))
     }
 }
