@@ -38,6 +38,7 @@ pub mod oom;
 pub mod rlimit;
 pub mod sched;
 pub mod signal;
+pub mod sleeplock;
 pub mod switch;
 pub mod wait;
 

@@ -170,6 +170,7 @@ fn main() -> i32 {
     sparse_and_truncate(&mut t);
     space(&mut t, cowlab);
     exec_relative(&mut t);
+    concurrent(&mut t);
     names(&mut t);
     links(&mut t);
     attributes(&mut t);
@@ -540,6 +541,51 @@ fn exec_relative(t: &mut Tester) {
         EXEC_PROBE_STATUS,
     );
     let _ = unlink(p("selfexe").c());
+}
+
+/// Three processes write and read back files of their own at once: on cowlab each sleeps on
+/// its disk requests and on the filesystem lock while another holds it (`ext2_glue`,
+/// `proc::sleeplock`); every byte must still land where its writer put it.
+fn concurrent(t: &mut Tester) {
+    const CHUNKS: usize = 16;
+    let mut pids = Vec::new();
+    for k in 0..3u8 {
+        match fork() {
+            Ok(0) => {
+                let name = format!("conc{k}");
+                let Ok(fd) = open_c(&name, O_CREAT | O_RDWR | O_TRUNC, 0o644) else {
+                    cowlab_userland::calls::exit_now(10);
+                };
+                let chunk: Vec<u8> = (0..65536).map(|i| (i as u8) ^ (k * 85)).collect();
+                for c in 0..CHUNKS {
+                    if pwrite(fd, &chunk, (c * chunk.len()) as u64) != Ok(chunk.len()) {
+                        cowlab_userland::calls::exit_now(11);
+                    }
+                }
+                let mut back = vec![0u8; chunk.len()];
+                for c in 0..CHUNKS {
+                    if pread(fd, &mut back, (c * chunk.len()) as u64) != Ok(back.len())
+                        || back != chunk
+                    {
+                        cowlab_userland::calls::exit_now(12);
+                    }
+                }
+                let _ = close(fd);
+                let _ = unlink(p(&name).c());
+                cowlab_userland::calls::exit_now(0);
+            }
+            Ok(pid) => pids.push(pid),
+            Err(_) => t.check("fork for the concurrent writers", false),
+        }
+    }
+    for (k, pid) in pids.into_iter().enumerate() {
+        let status = waitpid(pid, 0).map(|(_, s)| s);
+        t.eq(
+            &format!("concurrent writer {k} read back its 1 MiB"),
+            status,
+            Ok(0),
+        );
+    }
 }
 
 fn names(t: &mut Tester) {

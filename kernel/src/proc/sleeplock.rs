@@ -1,0 +1,105 @@
+//! A lock its holder may sleep under (Linux's `struct mutex` for a filesystem), for an object
+//! that may also be absent (not mounted). The value is moved out to the holder and back on
+//! release, so the spin lock inside is held only for the swap, never across the holder's work:
+//! a waiter sleeps on the lock's channel instead of spinning, and the holder may itself sleep
+//! (on a device completion) without any spin lock held.
+//!
+//! The wait is uninterruptible and not even killable: a dying process still needs the lock to
+//! release its files (the last close of an unlinked ext2 inode frees it). A killed waiter whose
+//! sleep returns at once yields instead, so the holder runs. Outside a task (boot, the idle
+//! loop's power-off) nothing can wait: a value held there belongs to a task that will never run
+//! again (power-off drops the tasks without running them), so the caller finds no value.
+//!
+//! The check-then-sleep is race-free because system calls run with interrupts off on one CPU:
+//! a release cannot slip in between (the same rule as every `proc::sleep` user). SMP needs the
+//! scheduler's `prepare_to_wait`-style sleep here.
+#![deny(unsafe_code)]
+
+use spin::Mutex;
+
+enum Slot<T> {
+    Empty,
+    Present(T),
+    Held,
+}
+
+pub struct SleepLock<T> {
+    slot: Mutex<Slot<T>>,
+    /// What a waiter waits for, for the hung-task watchdog.
+    what: &'static str,
+}
+
+impl<T> SleepLock<T> {
+    pub const fn new(what: &'static str) -> SleepLock<T> {
+        SleepLock {
+            slot: Mutex::new(Slot::Empty),
+            what,
+        }
+    }
+
+    fn channel(&self) -> usize {
+        self as *const SleepLock<T> as usize
+    }
+
+    fn wait(&self) {
+        if super::sleep_uninterruptible(self.channel(), self.what).is_err() {
+            super::sched::yield_now();
+        }
+    }
+
+    /// Takes the value, waiting while another task holds it; `None` if there is none.
+    fn acquire(&self) -> Option<T> {
+        loop {
+            let mut slot = self.slot.lock();
+            match core::mem::replace(&mut *slot, Slot::Held) {
+                Slot::Present(v) => return Some(v),
+                Slot::Empty => {
+                    *slot = Slot::Empty;
+                    return None;
+                }
+                Slot::Held if super::current_tid() == 0 => {
+                    *slot = Slot::Held;
+                    warn!(
+                        "{}: held by a task that is gone; treated as absent",
+                        self.what
+                    );
+                    return None;
+                }
+                Slot::Held => {
+                    *slot = Slot::Held;
+                    drop(slot);
+                    self.wait();
+                }
+            }
+        }
+    }
+
+    /// Puts the value back (or none) and wakes the waiters.
+    fn release(&self, value: Option<T>) {
+        *self.slot.lock() = match value {
+            Some(v) => Slot::Present(v),
+            None => Slot::Empty,
+        };
+        super::wakeup(self.channel());
+    }
+
+    /// Runs `f` on the value under the lock; `None` if there is no value.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut value = self.acquire()?;
+        let r = f(&mut value);
+        self.release(Some(value));
+        Some(r)
+    }
+
+    /// Sets the value (`None`: no value), waiting for a holder; returns the old one.
+    pub fn replace(&self, value: Option<T>) -> Option<T> {
+        let old = self.acquire();
+        self.release(value);
+        old
+    }
+
+    /// Whether there is a value (held or not).
+    pub fn is_present(&self) -> bool {
+        !matches!(*self.slot.lock(), Slot::Empty)
+    }
+}
