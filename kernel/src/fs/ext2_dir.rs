@@ -196,6 +196,19 @@ fn walk_parent(
     }
 }
 
+/// The directory holding the last component of `path` and that component; `none` for the
+/// root itself (which has no name in a parent).
+fn parent(
+    fs: &mut Fs,
+    cred: &Cred,
+    path: &str,
+    none: cowlab_ext2::Errno,
+) -> cowlab_ext2::Result<(u32, String)> {
+    let mut links = 0;
+    let (dir, last) = walk_parent(fs, cred, path, &mut links)?;
+    Ok((dir, last.ok_or(none)?))
+}
+
 /// The inode `path` names, the last symbolic link followed if `follow`.
 fn resolve(fs: &mut Fs, cred: &Cred, path: &str, follow: bool) -> cowlab_ext2::Result<u32> {
     let mut links = 0;
@@ -302,9 +315,7 @@ impl DirInode for Ext2Root {
                 }
                 // A dangling final link is created through; keep it simple: the name itself.
                 let ino = with_fs(|fs| {
-                    let mut links = 0;
-                    let (dir, last) = walk_parent(fs, &cred, name, &mut links)?;
-                    let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
+                    let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
                     may_create(fs, &cred, dir)?;
                     let (uid, gid, mode) = new_owner(fs, &cred, dir, S_IFREG | mode)?;
                     fs.create(dir, last.as_bytes(), mode, uid, gid)
@@ -353,9 +364,7 @@ impl DirInode for Ext2Root {
     fn mkdir(&self, name: &str, mode: u32) -> Result<(), Errno> {
         let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, &cred, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
             new_name(fs, &cred, dir, &last)?;
             let (uid, gid, mode) = new_owner(fs, &cred, dir, S_IFDIR | mode)?;
             fs.mkdir(dir, last.as_bytes(), mode, uid, gid).map(|_| ())
@@ -365,9 +374,7 @@ impl DirInode for Ext2Root {
     fn unlink(&self, name: &str) -> Result<(), Errno> {
         let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, &cred, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EISDIR)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EISDIR)?;
             may_delete(fs, &cred, dir, &last)?;
             fs.unlink(dir, last.as_bytes())
         })
@@ -376,9 +383,7 @@ impl DirInode for Ext2Root {
     fn rmdir(&self, name: &str) -> Result<(), Errno> {
         let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, &cred, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EBUSY)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EBUSY)?;
             if last == "." {
                 return Err(cowlab_ext2::Errno::EINVAL);
             }
@@ -411,9 +416,7 @@ impl DirInode for Ext2Root {
         };
         let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, &cred, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
             new_name(fs, &cred, dir, &last)?;
             fs.link(f.ino, dir, last.as_bytes())
         })
@@ -422,9 +425,7 @@ impl DirInode for Ext2Root {
     fn symlink(&self, name: &str, target: &str) -> Result<(), Errno> {
         let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, &cred, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
             new_name(fs, &cred, dir, &last)?;
             let (uid, gid, _) = new_owner(fs, &cred, dir, u32::from(S_IFLNK) | 0o777)?;
             fs.symlink(dir, last.as_bytes(), target.as_bytes(), uid, gid)

@@ -24,6 +24,7 @@ pub mod iter;
 pub mod kcov;
 pub mod memfd;
 pub mod mount;
+pub mod mount_dir;
 pub mod namei;
 pub mod null;
 pub mod perm;
