@@ -73,40 +73,37 @@ fn update(f: impl FnOnce(&mut Cred) -> Result<(), Errno>) -> Result<(), Errno> {
     })
 }
 
-/// Which of the three ids an unprivileged caller may switch to (Linux `setresuid`: one it
-/// already has as real, effective or saved id).
-fn one_of(id: u32, ids: [u32; 3]) -> bool {
-    id == KEEP || ids.contains(&id)
+/// One kind of id of a process, the user or the group ones: real, effective, saved,
+/// filesystem. The rules are the same for both; the privilege is always the effective uid's
+/// (`CAP_SETUID`, `CAP_SETGID`).
+struct Ids<'a> {
+    r: &'a mut u32,
+    e: &'a mut u32,
+    s: &'a mut u32,
+    fs: &'a mut u32,
+    privileged: bool,
 }
 
-/// Linux `__sys_setresuid`: each id `-1` or (without privilege) one the caller already has.
-pub fn setresuid(r: u32, e: u32, s: u32) -> Result<(), Errno> {
-    update(|c| {
-        let have = [c.uid, c.euid, c.suid];
-        if c.euid != 0 && !(one_of(r, have) && one_of(e, have) && one_of(s, have)) {
-            return Err(Errno::EPERM);
-        }
-        set_if(&mut c.uid, r);
-        set_if(&mut c.euid, e);
-        set_if(&mut c.suid, s);
-        c.fsuid = c.euid;
-        Ok(())
-    })
+fn users(c: &mut Cred) -> Ids<'_> {
+    let privileged = c.euid == 0;
+    Ids {
+        r: &mut c.uid,
+        e: &mut c.euid,
+        s: &mut c.suid,
+        fs: &mut c.fsuid,
+        privileged,
+    }
 }
 
-/// Linux `__sys_setresgid` (privilege: effective uid 0, `CAP_SETGID`).
-pub fn setresgid(r: u32, e: u32, s: u32) -> Result<(), Errno> {
-    update(|c| {
-        let have = [c.gid, c.egid, c.sgid];
-        if c.euid != 0 && !(one_of(r, have) && one_of(e, have) && one_of(s, have)) {
-            return Err(Errno::EPERM);
-        }
-        set_if(&mut c.gid, r);
-        set_if(&mut c.egid, e);
-        set_if(&mut c.sgid, s);
-        c.fsgid = c.egid;
-        Ok(())
-    })
+fn groups(c: &mut Cred) -> Ids<'_> {
+    let privileged = c.euid == 0;
+    Ids {
+        r: &mut c.gid,
+        e: &mut c.egid,
+        s: &mut c.sgid,
+        fs: &mut c.fsgid,
+        privileged,
+    }
 }
 
 fn set_if(id: &mut u32, new: u32) {
@@ -115,108 +112,100 @@ fn set_if(id: &mut u32, new: u32) {
     }
 }
 
-/// Linux `__sys_setuid`: with privilege all three ids, else the effective id to the real or
-/// saved one.
+impl Ids<'_> {
+    /// One the caller already has as real, effective or saved id (or `-1`).
+    fn has(&self, id: u32) -> bool {
+        id == KEEP || [*self.r, *self.e, *self.s].contains(&id)
+    }
+
+    /// Linux `__sys_setresuid`: each id `-1` or (without privilege) one the caller has.
+    fn set_res(self, r: u32, e: u32, s: u32) -> Result<(), Errno> {
+        if !self.privileged && !(self.has(r) && self.has(e) && self.has(s)) {
+            return Err(Errno::EPERM);
+        }
+        set_if(self.r, r);
+        set_if(self.e, e);
+        set_if(self.s, s);
+        *self.fs = *self.e;
+        Ok(())
+    }
+
+    /// Linux `__sys_setuid`: with privilege all three ids, else the effective id to the real
+    /// or saved one.
+    fn set_one(self, id: u32) -> Result<(), Errno> {
+        if id == KEEP {
+            return Err(Errno::EINVAL);
+        }
+        if self.privileged {
+            *self.r = id;
+            *self.s = id;
+        } else if id != *self.r && id != *self.s {
+            return Err(Errno::EPERM);
+        }
+        *self.e = id;
+        *self.fs = id;
+        Ok(())
+    }
+
+    /// Linux `__sys_setreuid`: the real id to the real or effective one, the effective to any
+    /// of the three; the saved id becomes the new effective one when the real id is set or the
+    /// effective one moves away from the old real id.
+    fn set_re(self, r: u32, e: u32) -> Result<(), Errno> {
+        let old_r = *self.r;
+        if r != KEEP && !self.privileged && r != old_r && r != *self.e {
+            return Err(Errno::EPERM);
+        }
+        if !self.privileged && !self.has(e) {
+            return Err(Errno::EPERM);
+        }
+        set_if(self.r, r);
+        set_if(self.e, e);
+        if r != KEEP || (e != KEEP && e != old_r) {
+            *self.s = *self.e;
+        }
+        *self.fs = *self.e;
+        Ok(())
+    }
+
+    /// Linux `__sys_setfsuid`: the old filesystem id, always; it changes if privileged or to
+    /// one of the caller's ids.
+    fn set_fs(self, id: u32) -> u32 {
+        let old = *self.fs;
+        if id != KEEP && (self.privileged || self.has(id) || id == old) {
+            *self.fs = id;
+        }
+        old
+    }
+}
+
+pub fn setresuid(r: u32, e: u32, s: u32) -> Result<(), Errno> {
+    update(|c| users(c).set_res(r, e, s))
+}
+
+pub fn setresgid(r: u32, e: u32, s: u32) -> Result<(), Errno> {
+    update(|c| groups(c).set_res(r, e, s))
+}
+
 pub fn setuid(id: u32) -> Result<(), Errno> {
-    if id == KEEP {
-        return Err(Errno::EINVAL);
-    }
-    update(|c| {
-        if c.euid == 0 {
-            c.uid = id;
-            c.suid = id;
-        } else if id != c.uid && id != c.suid {
-            return Err(Errno::EPERM);
-        }
-        c.euid = id;
-        c.fsuid = id;
-        Ok(())
-    })
+    update(|c| users(c).set_one(id))
 }
 
-/// Linux `__sys_setgid`.
 pub fn setgid(id: u32) -> Result<(), Errno> {
-    if id == KEEP {
-        return Err(Errno::EINVAL);
-    }
-    update(|c| {
-        if c.euid == 0 {
-            c.gid = id;
-            c.sgid = id;
-        } else if id != c.gid && id != c.sgid {
-            return Err(Errno::EPERM);
-        }
-        c.egid = id;
-        c.fsgid = id;
-        Ok(())
-    })
+    update(|c| groups(c).set_one(id))
 }
 
-/// Linux `__sys_setreuid`: the real id to the real or effective one, the effective to any of
-/// the three; the saved id becomes the new effective one when the real id is set or the
-/// effective one moves away from the old real id.
 pub fn setreuid(r: u32, e: u32) -> Result<(), Errno> {
-    update(|c| {
-        let old = *c;
-        let privileged = old.euid == 0;
-        if r != KEEP && !privileged && r != old.uid && r != old.euid {
-            return Err(Errno::EPERM);
-        }
-        if e != KEEP && !privileged && !one_of(e, [old.uid, old.euid, old.suid]) {
-            return Err(Errno::EPERM);
-        }
-        set_if(&mut c.uid, r);
-        set_if(&mut c.euid, e);
-        if r != KEEP || (e != KEEP && e != old.uid) {
-            c.suid = c.euid;
-        }
-        c.fsuid = c.euid;
-        Ok(())
-    })
+    update(|c| users(c).set_re(r, e))
 }
 
-/// Linux `__sys_setregid` (the same rules for the group ids).
 pub fn setregid(r: u32, e: u32) -> Result<(), Errno> {
-    update(|c| {
-        let old = *c;
-        let privileged = old.euid == 0;
-        if r != KEEP && !privileged && r != old.gid && r != old.egid {
-            return Err(Errno::EPERM);
-        }
-        if e != KEEP && !privileged && !one_of(e, [old.gid, old.egid, old.sgid]) {
-            return Err(Errno::EPERM);
-        }
-        set_if(&mut c.gid, r);
-        set_if(&mut c.egid, e);
-        if r != KEEP || (e != KEEP && e != old.gid) {
-            c.sgid = c.egid;
-        }
-        c.fsgid = c.egid;
-        Ok(())
-    })
+    update(|c| groups(c).set_re(r, e))
 }
 
-/// Linux `__sys_setfsuid`: always returns the old fsuid; changes it if privileged or to one of
-/// the caller's ids.
 pub fn setfsuid(id: u32) -> u32 {
-    super::with_group(|g| {
-        let c = &mut g.cred;
-        let old = c.fsuid;
-        if id != KEEP && (c.euid == 0 || [c.uid, c.euid, c.suid, c.fsuid].contains(&id)) {
-            c.fsuid = id;
-        }
-        old
-    })
+    super::with_group(|g| users(&mut g.cred).set_fs(id))
 }
 
-/// Linux `__sys_setfsgid`.
 pub fn setfsgid(id: u32) -> u32 {
-    super::with_group(|g| {
-        let c = &mut g.cred;
-        let old = c.fsgid;
-        if id != KEEP && (c.euid == 0 || [c.gid, c.egid, c.sgid, c.fsgid].contains(&id)) {
-            c.fsgid = id;
-        }
-        old
-    })
+    super::with_group(|g| groups(&mut g.cred).set_fs(id))
 }

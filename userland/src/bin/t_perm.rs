@@ -197,6 +197,31 @@ fn main() -> i32 {
                 EPERM,
             );
             c.eq("setgid(0) is EPERM", errno_of(sys(106, &[0])), EPERM);
+            c.eq(
+                "setreuid(-1, 65534) to an id it has",
+                sys(113, &[usize::MAX, NOBODY]),
+                Ok(0),
+            );
+            c.eq(
+                "setreuid(0, -1) is EPERM",
+                errno_of(sys(113, &[0, usize::MAX])),
+                EPERM,
+            );
+            c.eq(
+                "setregid(-1, 0) is EPERM",
+                errno_of(sys(114, &[usize::MAX, 0])),
+                EPERM,
+            );
+            c.eq(
+                "setfsuid(0) returns the old fsuid",
+                sys(122, &[0]),
+                Ok(NOBODY),
+            );
+            c.eq(
+                "... and left it (setfsuid(-1) reads it)",
+                sys(122, &[usize::MAX]),
+                Ok(NOBODY),
+            );
             c.eq("chdir into user", chdir("user"), 0);
             checks(&mut c, "uid 65534", false);
             let _ = chdir("..");
