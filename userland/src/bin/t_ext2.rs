@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{errno_of, p, sys};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
@@ -36,31 +37,6 @@ const ENOTDIR: i32 = 20;
 const EISDIR: i32 = 21;
 const ENAMETOOLONG: i32 = 36;
 const ENXIO: i32 = 6;
-
-/// A NUL-terminated copy of `s`.
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn p(s: &str) -> P {
-    P::new(s)
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers or none.
-    unsafe { raw(n, a) }
-}
 
 fn mkdir(path: &str, mode: u32) -> Result<usize, Errno> {
     let c = p(path);
@@ -96,13 +72,6 @@ fn lstat(path: &str) -> Result<Stat, Errno> {
     let mut st = Stat::default();
     sys(6, &[c.c().as_ptr() as usize, &mut st as *mut Stat as usize])?;
     Ok(st)
-}
-
-fn errno_of<T>(r: Result<T, Errno>) -> i32 {
-    match r {
-        Ok(_) => 0,
-        Err(e) => e.0,
-    }
 }
 
 fn open_c(path: &str, flags: u32, mode: u32) -> Result<i32, Errno> {

@@ -14,12 +14,10 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
-use core::ffi::CStr;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 use cowlab_userland::calls::*;
-use cowlab_userland::sys::Errno;
+use cowlab_userland::cpath::{errno_of, p, sys};
 use cowlab_userland::test::{on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
@@ -30,37 +28,6 @@ const NOBODY: usize = 65534;
 const R_OK: usize = 4;
 const W_OK: usize = 2;
 const X_OK: usize = 1;
-
-struct P(Vec<u8>);
-
-impl P {
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-    fn ptr(&self) -> usize {
-        self.0.as_ptr() as usize
-    }
-}
-
-fn p(s: &str) -> P {
-    let mut v = Vec::from(s.as_bytes());
-    v.push(0);
-    P(v)
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers or none.
-    unsafe { cowlab_userland::calls::raw(n, a) }
-}
-
-fn errno_of<T>(r: Result<T, Errno>) -> i32 {
-    match r {
-        Ok(_) => 0,
-        Err(e) => e.0,
-    }
-}
 
 fn mkdir(path: &str, mode: u32) -> i32 {
     errno_of(sys(83, &[p(path).ptr(), mode as usize]))
