@@ -24,7 +24,9 @@ enum Slot<T> {
 }
 
 pub struct SleepLock<T> {
-    slot: Mutex<Slot<T>>,
+    /// The value, and whether a task sleeps waiting for it (so an uncontended release does not
+    /// walk the task table to wake nobody).
+    slot: Mutex<(Slot<T>, bool)>,
     /// What a waiter waits for, for the hung-task watchdog.
     what: &'static str,
 }
@@ -32,7 +34,7 @@ pub struct SleepLock<T> {
 impl<T> SleepLock<T> {
     pub const fn new(what: &'static str) -> SleepLock<T> {
         SleepLock {
-            slot: Mutex::new(Slot::Empty),
+            slot: Mutex::new((Slot::Empty, false)),
             what,
         }
     }
@@ -51,14 +53,13 @@ impl<T> SleepLock<T> {
     fn acquire(&self) -> Option<T> {
         loop {
             let mut slot = self.slot.lock();
-            match core::mem::replace(&mut *slot, Slot::Held) {
+            match core::mem::replace(&mut slot.0, Slot::Held) {
                 Slot::Present(v) => return Some(v),
                 Slot::Empty => {
-                    *slot = Slot::Empty;
+                    slot.0 = Slot::Empty;
                     return None;
                 }
                 Slot::Held if super::current_tid() == 0 => {
-                    *slot = Slot::Held;
                     warn!(
                         "{}: held by a task that is gone; treated as absent",
                         self.what
@@ -66,7 +67,7 @@ impl<T> SleepLock<T> {
                     return None;
                 }
                 Slot::Held => {
-                    *slot = Slot::Held;
+                    slot.1 = true;
                     drop(slot);
                     self.wait();
                 }
@@ -74,13 +75,19 @@ impl<T> SleepLock<T> {
         }
     }
 
-    /// Puts the value back (or none) and wakes the waiters.
+    /// Puts the value back (or none) and wakes the waiters, if any.
     fn release(&self, value: Option<T>) {
-        *self.slot.lock() = match value {
-            Some(v) => Slot::Present(v),
-            None => Slot::Empty,
+        let waiters = {
+            let mut slot = self.slot.lock();
+            slot.0 = match value {
+                Some(v) => Slot::Present(v),
+                None => Slot::Empty,
+            };
+            core::mem::take(&mut slot.1)
         };
-        super::wakeup(self.channel());
+        if waiters {
+            super::wakeup(self.channel());
+        }
     }
 
     /// Runs `f` on the value under the lock; `None` if there is no value.
@@ -100,6 +107,6 @@ impl<T> SleepLock<T> {
 
     /// Whether there is a value (held or not).
     pub fn is_present(&self) -> bool {
-        !matches!(*self.slot.lock(), Slot::Empty)
+        !matches!(self.slot.lock().0, Slot::Empty)
     }
 }
