@@ -31,6 +31,9 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 
+/// One page of zeroes, for [`FileCache::zero_range`].
+static ZEROES: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
 use crate::addr::PhysAddr;
 use crate::arch::Arch;
 use crate::error::MmError;
@@ -254,6 +257,23 @@ impl FileCache {
             }
         }
         inner.size = size;
+    }
+
+    /// Zeroes `[start, end)` in the pages already cached, keeping their `DIRTY` state (Linux
+    /// `truncate_pagecache_range` after a hole punch: the store's range already reads as zeroes,
+    /// and mappings of the pages see them too). Pages not cached are read when next needed.
+    pub fn zero_range<A: Arch>(&self, mm: &Mm<A>, start: u64, end: u64) {
+        let inner = self.inner.lock();
+        let end = end.min(inner.size);
+        let mut at = start;
+        while at < end {
+            let off = (at % PAGE) as usize;
+            let n = ((PAGE_SIZE - off) as u64).min(end - at) as usize;
+            if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
+                mm.write_frame_bytes(frame + off as u64, &ZEROES[..n]);
+            }
+            at += n as u64;
+        }
     }
 
     /// The frame cached at `index`, if any (tests).

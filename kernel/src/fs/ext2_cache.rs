@@ -9,7 +9,7 @@
 //!
 //! Locks: the registry lock is held only to find, add or remove an entry, never across I/O;
 //! a cache's own lock is held across its store's I/O, which takes the filesystem lock (order:
-//! cache, then filesystem). The reclaim hook ([`shrink`]) runs inside failing frame allocations,
+//! cache, then filesystem), so its store's I/O polls ([`with_fs_atomic`]) instead of sleeping. The reclaim hook ([`shrink`]) runs inside failing frame allocations,
 //! possibly with a cache or the registry locked by the same CPU, so it only `try_lock`s.
 #![deny(unsafe_code)]
 
@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use cowlab_mm::pagecache::{BackingStore, FileCache};
 use spin::Mutex;
 
-use super::ext2_mount::with_fs;
+use super::ext2_mount::{with_fs, with_fs_atomic};
 use crate::errno::Errno;
 use crate::memory;
 
@@ -44,13 +44,13 @@ impl BackingStore for Ext2Store {
     type Error = Errno;
 
     fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let n = with_fs(|fs| fs.read(self.ino, index * PAGE, buf))?;
+        let n = with_fs_atomic(|fs| fs.read(self.ino, index * PAGE, buf))?;
         buf[n..].fill(0);
         Ok(())
     }
 
     fn write_page(&self, index: u64, data: &[u8]) -> Result<(), Errno> {
-        let n = with_fs(|fs| fs.write(self.ino, index * PAGE, data))?;
+        let n = with_fs_atomic(|fs| fs.write(self.ino, index * PAGE, data))?;
         if n < data.len() {
             return Err(Errno::ENOSPC);
         }

@@ -18,13 +18,15 @@ use cowlab_mm::pagecache::{BackingStore, FileCache, FileRef, MappedFile};
 use cowlab_mm::MmError;
 
 use super::ext2_cache::{self, Ext2Store};
-use super::ext2_mount::with_fs;
+use super::ext2_mount::{with_fs, with_fs_atomic};
 use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::stat::{statfs_of, Stat, StatFs};
 use crate::errno::Errno;
 use crate::memory;
 
+/// Linux's `FALLOC_FL_PUNCH_HOLE`.
+const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
 /// The most bytes moved under one hold of the filesystem lock.
 const CHUNK: usize = 64 * 1024;
 pub const EXT2_SUPER_MAGIC: u64 = 0xEF53;
@@ -174,7 +176,7 @@ impl FileOps for Ext2File {
             }
             let (ino, pos) = (self.ino, io.pos);
             let written = self.cache.write_through(memory::mm(), pos, &data, |d| {
-                with_fs(|fs| fs.write(ino, pos, d))
+                with_fs_atomic(|fs| fs.write(ino, pos, d))
             });
             let written = match written {
                 Ok(n) => n,
@@ -219,6 +221,35 @@ impl FileOps for Ext2File {
             ext2_cache::unmap_past(&self.cache, len);
         }
         Ok(())
+    }
+
+    /// The ext4-like subset a block map can hold (`cowlab_ext2::space`; Linux's ext2 itself
+    /// answers `EOPNOTSUPP` to every mode).
+    /// Dirty cache pages (stores through shared mappings) are written back first, so the
+    /// block map holds their data: a punched hole then stays a hole (no later writeback of old
+    /// bytes into it) and the cached copies of the punched range are zeroed as the blocks are;
+    /// a size the call grows is the cache's size too.
+    fn fallocate(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
+        ext2_cache::writeback(&self.cache, self.ino)?;
+        with_fs(|fs| fs.fallocate(self.ino, mode as u32, offset, len))?;
+        if mode as u32 & FALLOC_FL_PUNCH_HOLE != 0 {
+            self.cache
+                .zero_range(memory::mm(), offset, offset.saturating_add(len));
+        }
+        let size = with_fs(|fs| fs.stat(self.ino))?.size;
+        if size > self.cache.size() {
+            self.cache.set_size(memory::mm(), size);
+        }
+        Ok(())
+    }
+
+    /// The block map answers, after the dirty cache pages are written back (Linux ext4 counts
+    /// dirty page-cache pages over a hole as data; writing them back makes the map say so).
+    fn seek_data_hole(&self, offset: u64, hole: bool) -> Option<Result<u64, Errno>> {
+        if let Err(e) = ext2_cache::writeback(&self.cache, self.ino) {
+            return Some(Err(e));
+        }
+        Some(with_fs(|fs| fs.seek_data_hole(self.ino, offset, hole)))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -147,6 +147,12 @@ pub trait FileOps: Send + Sync {
         Err(Errno::ENODEV)
     }
 
+    /// `SEEK_DATA` (`hole` false) or `SEEK_HOLE` from `offset` (`0 <= offset`) for a file that
+    /// knows its holes; `None`: the generic answer (all data up to the size).
+    fn seek_data_hole(&self, _offset: u64, _hole: bool) -> Option<Result<u64, Errno>> {
+        None
+    }
+
     /// The concrete type, for the few callers that need it (an io_uring descriptor for
     /// `io_uring_enter`, a pipe for `vmsplice`, a tmpfs file for `linkat`).
     fn as_any(&self) -> &dyn Any;

@@ -161,12 +161,25 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let (sigactions, rlimits, cwd, job) = {
+            let (sigactions, rlimits, cwd, job, cred, umask) = {
                 let g = parent.group.lock();
-                (g.sigactions.clone(), g.rlimits, g.cwd.clone(), g.job)
+                (
+                    g.sigactions.clone(),
+                    g.rlimits,
+                    g.cwd.clone(),
+                    g.job,
+                    g.cred,
+                    g.umask,
+                )
             };
             // Linux `copy_signal`: the child starts with the parent's limits.
             let group = Group::new(parent.tgid, sigactions, rlimits, cwd);
+            // Linux `copy_creds` and `copy_fs`: the parent's ids and umask.
+            {
+                let mut g = group.lock();
+                g.cred = cred;
+                g.umask = umask;
+            }
             group.lock().sig.exit_signal = (flags & CSIGNAL) as u8;
             group.lock().job = super::pgrp::Job::forked(&job);
             (tid, group)

@@ -29,6 +29,7 @@
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
 pub mod args;
+pub mod cred;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -38,6 +39,7 @@ pub mod pgrp;
 pub mod rlimit;
 pub mod sched;
 pub mod signal;
+pub mod sleeplock;
 pub mod switch;
 pub mod wait;
 
@@ -107,6 +109,10 @@ pub struct Group {
     pub child_subreaper: bool,
     /// Process group and session (`pgrp`): copied by fork, kept by execve.
     pub job: pgrp::Job,
+    /// User and group ids (`cred`): copied by fork, kept by execve.
+    pub cred: cred::Cred,
+    /// The file-creation mask (Linux `fs_struct.umask`): copied by fork, kept by execve.
+    pub umask: u32,
 }
 
 impl Group {
@@ -131,6 +137,8 @@ impl Group {
             cwd,
             child_subreaper: false,
             job: pgrp::Job::default(),
+            cred: cred::Cred::ROOT,
+            umask: cred::INITIAL_UMASK,
         }))
     }
 }

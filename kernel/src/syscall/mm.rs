@@ -24,9 +24,16 @@ pub fn mmap(a: Args) -> SysResult {
                 return Err(Errno::EACCES);
             }
             let target = target?;
+            let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
             let prot = mmap_prot(prot);
             rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
-            let va = current_aspace().lock().mmap_file(
+            if data {
+                rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
+            }
+            let aspace = current_aspace();
+            let future = aspace.lock().locks_future();
+            rlimit::mlock_future_ok(&aspace, future, len)?;
+            let va = aspace.lock().mmap_file(
                 memory::mm(),
                 VirtAddr::new(addr),
                 len as usize,

@@ -7,6 +7,7 @@
 //! answer `ENOSYS` and are logged once each.
 
 mod admit;
+mod cred;
 pub mod entry;
 mod fs;
 mod info;
@@ -197,6 +198,20 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         427 => fs::io_uring_register(a),
         // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
         435 => Err(Errno::ENOSYS),
+        // ext2fin: credentials, umask and faccessat (the id getters are abimisc's).
+        95 => cred::umask(a),
+        105 => cred::setuid(a),
+        106 => cred::setgid(a),
+        113 => cred::setreuid(a),
+        114 => cred::setregid(a),
+        117 => cred::setresuid(a),
+        118 => cred::getresuid(a),
+        119 => cred::setresgid(a),
+        120 => cred::getresgid(a),
+        122 => cred::setfsuid(a),
+        123 => cred::setfsgid(a),
+        269 => fs::faccessat(a, false),
+        439 => fs::faccessat(a, true),
         _ => {
             let bit = nr.min(511);
             let word = &UNKNOWN_LOGGED[(bit / 64) as usize];

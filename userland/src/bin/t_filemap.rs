@@ -8,7 +8,9 @@
 //! descriptor, msync's errors (Linux's EINVAL/ENOMEM) and MS_SYNC (on cowlab: it cleans the
 //! pages, and the next store is one write-notify fault, mmstat's `writenotify_faults`), ftruncate
 //! of a mapped file (SIGBUS past the new end in every mapping, also in a child and on a private
-//! COW copy), and long-term pins: through io_uring buffer registration (FOLL_WRITE) a shared
+//! COW copy), fallocate and SEEK_DATA over a page only a mapping stored to (SEEK_DATA finds it,
+//! a punched hole zeroes what the mapping sees, a growing fallocate grows the size), and
+//! long-term pins: through io_uring buffer registration (FOLL_WRITE) a shared
 //! writable mapping of the file is refused with EFAULT (it needs dirty tracking), a private one
 //! and a shared memfd mapping are pinned; the same matrix through gup_test's long-term pin
 //! ioctl (R/W and R/O, slow and fast) where `/sys/kernel/debug/gup_test` exists. On cowlab
@@ -311,6 +313,7 @@ fn main() -> i32 {
     let _ = close(fd);
     t.eq("unlink", errno_of(unlink(path.c())), 0);
     truncate_mapped(&mut t, &format!("{dir}/trunc"));
+    space_mapped(&mut t, &format!("{dir}/space"));
     t.eq("rmdir", errno_of(rmdir(P::new(&dir).c())), 0);
     t.finish()
 }
@@ -363,6 +366,80 @@ fn truncate_mapped(t: &mut Tester, name: &str) {
     let _ = close(wr);
     let _ = munmap(sh, 2 * PAGE);
     let _ = munmap(pv, 2 * PAGE);
+    let _ = close(fd);
+    t.eq("unlink", errno_of(unlink(path.c())), 0);
+}
+
+/// fallocate and SEEK_DATA on a file whose only data is a store through a shared mapping (a
+/// dirty cached page over a hole): SEEK_DATA finds it (as ext4 counts dirty pages as data),
+/// punching the hole zeroes what the mapping sees and leaves no data, and a fallocate growing
+/// the file grows the size read(2) and fstat see.
+fn space_mapped(t: &mut Tester, name: &str) {
+    const SEEK_DATA: u32 = 3;
+    const ENXIO: i32 = 6;
+    const FALLOC_FL_KEEP_SIZE: i32 = 1;
+    const FALLOC_FL_PUNCH_HOLE: i32 = 2;
+    let path = P::new(name);
+    let fd = open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
+    t.eq(
+        "ftruncate a sparse 4-page file",
+        ftruncate(fd, 4 * PAGE as i64),
+        Ok(0),
+    );
+    let sh = map(4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED as usize, fd).unwrap_or(0);
+    t.check("map it shared", sh != 0);
+    if sh == 0 {
+        return;
+    }
+    poke(sh + 2 * PAGE + 9, b'd');
+    t.eq(
+        "SEEK_DATA finds the page only a mapping stored to",
+        lseek(fd, 0, SEEK_DATA),
+        Ok(2 * PAGE),
+    );
+    t.eq(
+        "punch a hole over it",
+        fallocate(
+            fd,
+            FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            2 * PAGE as i64,
+            PAGE as i64,
+        ),
+        Ok(0),
+    );
+    t.eq(
+        "the mapping sees the hole's zeroes",
+        peek(sh + 2 * PAGE + 9),
+        0,
+    );
+    let mut b = [1u8; 16];
+    t.eq(
+        "pread the hole",
+        pread(fd, &mut b, (2 * PAGE) as u64),
+        Ok(16),
+    );
+    t.check("it reads zeroes", b.iter().all(|&x| x == 0));
+    t.eq(
+        "SEEK_DATA after the punch: no data left",
+        errno_of(lseek(fd, 0, SEEK_DATA)),
+        ENXIO,
+    );
+    t.eq(
+        "fallocate mode 0 past the end",
+        fallocate(fd, 0, 4 * PAGE as i64, PAGE as i64),
+        Ok(0),
+    );
+    t.eq(
+        "fstat sees the grown size",
+        fstat(fd).map(|st| st.st_size as usize),
+        Ok(5 * PAGE),
+    );
+    t.eq(
+        "read(2) reaches the grown end",
+        pread(fd, &mut [0u8; 2 * PAGE], (4 * PAGE) as u64),
+        Ok(PAGE),
+    );
+    let _ = munmap(sh, 4 * PAGE);
     let _ = close(fd);
     t.eq("unlink", errno_of(unlink(path.c())), 0);
 }

@@ -226,6 +226,29 @@ fn anon_allocation_reclaims_clean_cache_pages() {
 }
 
 #[test]
+fn zero_range_zeroes_only_the_range_in_cached_pages() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(3 * PAGE_SIZE, 4));
+    let cache = FileCache::new(3 * PAGE);
+    let mut buf = vec![0u8; 3 * PAGE_SIZE];
+    cache
+        .read_at(&env.mm, &store, 0, &mut buf[..PAGE_SIZE + 1])
+        .unwrap();
+    cache.write_at(&env.mm, &store, 10, b"dirty").unwrap();
+    assert_eq!(cache.cached_pages(), 2);
+    cache.zero_range(&env.mm, 8, PAGE + 20);
+    assert_eq!(cache.cached_pages(), 2, "no page is read in or dropped");
+    assert_eq!(cache.dirty_pages(&env.mm), 1, "the dirty page stays dirty");
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    let mut want = pattern(3 * PAGE_SIZE, 4);
+    want[8..PAGE_SIZE + 20].fill(0);
+    // Page 2 was not cached: it is read from the store, untouched.
+    assert_eq!(buf, want);
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
 fn write_through_updates_cached_pages_and_the_store() {
     let env = Env::new();
     let store = VecStore::new(pattern(2 * PAGE_SIZE, 6));
