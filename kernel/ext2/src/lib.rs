@@ -19,6 +19,7 @@ mod balloc;
 mod cache;
 mod device;
 mod dir;
+mod direct;
 mod errno;
 mod file;
 mod fs;

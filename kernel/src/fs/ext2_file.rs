@@ -18,10 +18,13 @@ use cowlab_mm::pagecache::{BackingStore, FileCache, FileRef, MappedFile};
 use cowlab_mm::MmError;
 
 use super::ext2_cache::{self, Ext2Store};
+use super::ext2_direct;
 use super::ext2_mount::{with_fs, with_fs_atomic};
 use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::stat::{statfs_of, Stat, StatFs};
+use super::vda;
+use crate::drivers::virtio_blk::Op;
 use crate::errno::Errno;
 use crate::memory;
 
@@ -139,6 +142,10 @@ impl Drop for Ext2File {
 
 impl FileOps for Ext2File {
     fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
+        if vda::is_direct(io.file) && ext2_direct::applies(to) {
+            let n = ext2_direct::transfer(Op::Read, self.ino, &self.cache, io, to)?;
+            return to.finish(n);
+        }
         let mut kbuf = alloc::vec::Vec::new();
         kbuf.try_reserve_exact(to.count().min(CHUNK))
             .map_err(|_| Errno::ENOMEM)?;
@@ -167,6 +174,10 @@ impl FileOps for Ext2File {
     fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
         if io.append {
             io.pos = self.size();
+        }
+        if vda::is_direct(io.file) && ext2_direct::applies(from) {
+            let n = ext2_direct::transfer(Op::Write, self.ino, &self.cache, io, from)?;
+            return from.finish(n);
         }
         let mut done = 0;
         while from.count() > 0 {

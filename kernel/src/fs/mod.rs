@@ -14,6 +14,7 @@ pub mod aio;
 pub mod console;
 pub mod ext2_cache;
 pub mod ext2_dir;
+pub mod ext2_direct;
 pub mod ext2_file;
 pub mod ext2_glue;
 pub mod ext2_mount;

@@ -9,7 +9,8 @@
 //! pages, and the next store is one write-notify fault, mmstat's `writenotify_faults`), ftruncate
 //! of a mapped file (SIGBUS past the new end in every mapping, also in a child and on a private
 //! COW copy), fallocate and SEEK_DATA over a page only a mapping stored to (SEEK_DATA finds it,
-//! a punched hole zeroes what the mapping sees, a growing fallocate grows the size), and
+//! a punched hole zeroes what the mapping sees, a growing fallocate grows the size), O_DIRECT
+//! (coherent with mappings and the page cache, Linux's alignment errors, holes), and
 //! long-term pins: through io_uring buffer registration (FOLL_WRITE) a shared
 //! writable mapping of the file is refused with EFAULT (it needs dirty tracking), a private one
 //! and a shared memfd mapping are pinned; the same matrix through gup_test's long-term pin
@@ -314,6 +315,7 @@ fn main() -> i32 {
     t.eq("unlink", errno_of(unlink(path.c())), 0);
     truncate_mapped(&mut t, &format!("{dir}/trunc"));
     space_mapped(&mut t, &format!("{dir}/space"));
+    direct_io(&mut t, cowlab, &format!("{dir}/direct"));
     t.eq("rmdir", errno_of(rmdir(P::new(&dir).c())), 0);
     t.finish()
 }
@@ -440,6 +442,116 @@ fn space_mapped(t: &mut Tester, name: &str) {
         Ok(PAGE),
     );
     let _ = munmap(sh, 4 * PAGE);
+    let _ = close(fd);
+    t.eq("unlink", errno_of(unlink(path.c())), 0);
+}
+
+/// O_DIRECT on a disk file: a direct read sees a store a shared mapping made (dirty cache
+/// pages are written back first), a direct write is seen by the mapping and by buffered reads,
+/// misaligned offsets and buffers are EINVAL, a direct write past the end leaves a hole that
+/// reads zeroes, a direct read at an end that is not sector-aligned counts only the file's
+/// bytes, and (on cowlab) direct reads leave the page cache alone.
+fn direct_io(t: &mut Tester, cowlab: bool, name: &str) {
+    const O_DIRECT: u32 = 0o40000;
+    let path = P::new(name);
+    let fd = open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
+    let a: Vec<u8> = (0..3 * PAGE).map(|i| byte(i + 7)).collect();
+    t.eq("write 3 pages", write(fd, &a), Ok(3 * PAGE));
+    let sh = map(3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED as usize, fd).unwrap_or(0);
+    let buf = map(4 * PAGE, PROT_READ | PROT_WRITE, 0x22, -1).unwrap_or(0);
+    let dfd = open(path.c(), O_RDWR | O_DIRECT).unwrap_or(-1);
+    t.check(
+        "open O_DIRECT, map the file and a buffer",
+        sh != 0 && buf != 0 && dfd >= 0,
+    );
+    if sh == 0 || buf == 0 || dfd < 0 {
+        return;
+    }
+    poke(sh + PAGE + 3, b'M');
+    // SAFETY: `buf` is a private anonymous mapping of 4 pages this function owns.
+    let ubuf = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, 4 * PAGE) };
+    t.eq(
+        "O_DIRECT pread 3 pages",
+        pread(dfd, &mut ubuf[..3 * PAGE], 0),
+        Ok(3 * PAGE),
+    );
+    let mut want = a.clone();
+    want[PAGE + 3] = b'M';
+    t.check("it sees the mapping's store", ubuf[..3 * PAGE] == want[..]);
+    ubuf[..PAGE].fill(b'B');
+    t.eq(
+        "O_DIRECT pwrite page 2",
+        pwrite(dfd, &ubuf[..PAGE], 2 * PAGE as u64),
+        Ok(PAGE),
+    );
+    t.eq(
+        "the mapping sees the direct write",
+        peek(sh + 2 * PAGE + 17),
+        b'B',
+    );
+    let mut b = [0u8; 8];
+    t.eq(
+        "buffered pread",
+        pread(fd, &mut b, 2 * PAGE as u64 + 100),
+        Ok(8),
+    );
+    t.check("it sees the direct write", b == [b'B'; 8]);
+    t.eq(
+        "O_DIRECT pread at a misaligned offset is EINVAL",
+        errno_of(pread(dfd, &mut ubuf[..PAGE], 100)),
+        EINVAL,
+    );
+    t.eq(
+        "O_DIRECT pread into a misaligned buffer is EINVAL",
+        errno_of(pread(dfd, &mut ubuf[1..PAGE + 1], 0)),
+        EINVAL,
+    );
+    ubuf[..PAGE].fill(b'C');
+    t.eq(
+        "O_DIRECT pwrite past the end (a hole before it)",
+        pwrite(dfd, &ubuf[..PAGE], 4 * PAGE as u64),
+        Ok(PAGE),
+    );
+    t.eq(
+        "the size grows",
+        fstat(fd).map(|st| st.st_size as usize),
+        Ok(5 * PAGE),
+    );
+    ubuf.fill(1);
+    t.eq(
+        "O_DIRECT pread over the hole and the new page",
+        pread(dfd, &mut ubuf[..2 * PAGE], 3 * PAGE as u64),
+        Ok(2 * PAGE),
+    );
+    t.check(
+        "the hole reads zeroes, the page its bytes",
+        ubuf[..PAGE].iter().all(|&x| x == 0) && ubuf[PAGE..2 * PAGE].iter().all(|&x| x == b'C'),
+    );
+    t.eq(
+        "ftruncate to an end inside a sector",
+        ftruncate(fd, (5 * PAGE - 100) as i64),
+        Ok(0),
+    );
+    t.eq(
+        "O_DIRECT pread at that end counts only the file's bytes",
+        pread(dfd, &mut ubuf[..PAGE], 4 * PAGE as u64),
+        Ok(PAGE - 100),
+    );
+    if cowlab {
+        let drop = open(c"/proc/sys/vm/drop_caches", O_WRONLY).unwrap_or(-1);
+        t.eq("drop_caches", write(drop, b"3"), Ok(1));
+        let _ = close(drop);
+        let before = mmstat("file_pages");
+        t.eq(
+            "another O_DIRECT pread",
+            pread(dfd, &mut ubuf[..2 * PAGE], 0),
+            Ok(2 * PAGE),
+        );
+        t.eq("it cached no page", mmstat("file_pages"), before);
+    }
+    let _ = close(dfd);
+    let _ = munmap(sh, 3 * PAGE);
+    let _ = munmap(buf, 4 * PAGE);
     let _ = close(fd);
     t.eq("unlink", errno_of(unlink(path.c())), 0);
 }
