@@ -40,7 +40,7 @@ use core::ptr::{read_volatile, write_volatile};
 use cowlab_userland::aio::{Iocb, IO_DESTROY, IO_GETEVENTS, IO_SETUP, IO_SUBMIT};
 use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
-    MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
+    MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
 };
 use cowlab_userland::calls::{open, O_CREAT, O_DIRECT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC};
 use cowlab_userland::sys::{errno, Errno};
@@ -954,6 +954,112 @@ fn file_rows() {
         s.push(t1 - t0);
     }
     report_samples(names[2], "tsc", &mut s);
+    file_map_rows(if on_ext2 {
+        c"/mnt/bench-map"
+    } else {
+        c"/bench-map"
+    });
+}
+
+/// Maps `len` bytes of `fd` (`mmap(2)` with a file).
+fn map_file(len: usize, prot: u32, flags: u32, fd: i32) -> Result<usize, Errno> {
+    // SAFETY: mmap with no fixed address touches no memory of this process.
+    unsafe { raw(9, [0, len, prot as usize, flags as usize, fd as usize, 0]) }
+}
+
+fn msync_sync(addr: usize, len: usize) -> Result<usize, Errno> {
+    const MS_SYNC: usize = 4;
+    // SAFETY: msync of a mapping this process owns touches no memory of it.
+    unsafe { raw(26, [addr, len, MS_SYNC, 0, 0, 0]) }
+}
+
+/// The file-mapping rows, on the file rows' filesystem (ext2 on both kernels), a 1 MiB file
+/// written once so its pages are cached: `file_map_read_fault_private` and `..._shared` (a
+/// read fault per page on a fresh mapping of a cached page: the page cache lookup and the PTE),
+/// `file_writenotify_fault` (a store to a shared page that `msync(MS_SYNC)` just cleaned and
+/// write-protected: Linux's `do_wp_page` -> `page_mkwrite` path, per page), and
+/// `file_msync_1m` (`msync(MS_SYNC)` of 1 MiB whose every page was just dirtied: the write
+/// protection of each PTE and the writeback of 256 pages, the disk's time included).
+fn file_map_rows(path: &core::ffi::CStr) {
+    const N: usize = 256;
+    const ROUNDS: usize = 8;
+    let names = [
+        "file_map_read_fault_private",
+        "file_map_read_fault_shared",
+        "file_writenotify_fault",
+        "file_msync_1m",
+    ];
+    let fd = match cowlab_userland::calls::open_mode(path, O_CREAT | O_TRUNC | O_RDWR, 0o644) {
+        Ok(fd) => fd,
+        Err(e) => {
+            for name in names {
+                skip(name, e);
+            }
+            return;
+        }
+    };
+    let data = [0x3cu8; PAGE];
+    for i in 0..N {
+        let _ = cowlab_userland::calls::pwrite(fd, &data, (i * PAGE) as u64);
+    }
+    for (name, flags) in [(names[0], MAP_PRIVATE), (names[1], MAP_SHARED)] {
+        let mut s = Samples::new(N * ROUNDS);
+        for _ in 0..ROUNDS {
+            let addr = match map_file(N * PAGE, PROT_READ, flags, fd) {
+                Ok(a) => a,
+                Err(e) => {
+                    skip(name, e);
+                    break;
+                }
+            };
+            for i in 0..N {
+                let t0 = tsc();
+                read_byte(addr + i * PAGE);
+                let t1 = tsc();
+                s.push(t1 - t0);
+            }
+            unmap(addr, N * PAGE);
+        }
+        if s.len > 0 {
+            report_samples(name, "tsc/page", &mut s);
+        }
+    }
+    let addr = match map_file(N * PAGE, RW, MAP_SHARED, fd) {
+        Ok(a) => a,
+        Err(e) => {
+            skip(names[2], e);
+            skip(names[3], e);
+            let _ = close(fd);
+            let _ = cowlab_userland::calls::unlink(path);
+            return;
+        }
+    };
+    let mut notify = Samples::new(N * ROUNDS);
+    let mut sync = Samples::new(ROUNDS);
+    for round in 0..ROUNDS {
+        for i in 0..N {
+            write_byte(addr + i * PAGE, round as u8);
+        }
+        let t0 = tsc();
+        let r = msync_sync(addr, N * PAGE);
+        let t1 = tsc();
+        if r.is_err() {
+            break;
+        }
+        sync.push(t1 - t0);
+        for i in 0..N {
+            let t0 = tsc();
+            write_byte(addr + i * PAGE, 0x80 | round as u8);
+            let t1 = tsc();
+            notify.push(t1 - t0);
+        }
+        let _ = msync_sync(addr, N * PAGE);
+    }
+    report_samples(names[2], "tsc/page", &mut notify);
+    report_samples(names[3], "tsc", &mut sync);
+    unmap(addr, N * PAGE);
+    let _ = close(fd);
+    let _ = cowlab_userland::calls::unlink(path);
 }
 
 /// Under `bench --linux` (Linux, pid 1): loads the modules xtask put in the initramfs as
