@@ -508,8 +508,8 @@ pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
 /// PTE of the shared mappings of `cache`'s file is made read-only (and its hardware dirty bit
 /// cleared), with the TLB flushed, so the next store to any of its pages faults and dirties the
 /// page again (`page_mkwrite`). Private mappings are left alone: their cache pages are already
-/// read-only, and their anon copies are not the file's. cowlab has no `i_mmap` reverse map: the
-/// kernel calls this on every address space (see `ext2_cache::mkclean`).
+/// read-only, and their anon copies are not the file's. The kernel calls this on each address
+/// space of the file's reverse map (`ext2_cache::mkclean`).
 pub fn folio_mkclean<A: Arch>(
     mm: &Mm<A>,
     aspace: &crate::aspace::AddressSpace,

@@ -14,15 +14,17 @@
 #![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 
+use cowlab_mm::aspace::AddressSpace;
 use cowlab_mm::pagecache::{BackingStore, FileCache};
 use spin::Mutex;
 
 use super::ext2_mount::{with_fs, with_fs_atomic};
 use crate::errno::Errno;
 use crate::memory;
+use crate::vm::SharedAddressSpace;
 
 const PAGE: u64 = 4096;
 
@@ -30,6 +32,12 @@ struct Entry {
     cache: Arc<FileCache>,
     /// Open descriptions of the inode.
     opens: usize,
+    /// The address spaces that may map the file (Linux's `i_mmap`, per address space rather
+    /// than per VMA): each `mmap` of the file adds the caller's, each fork of one adds the
+    /// child's. An entry whose space is gone is dropped at the next walk; a space that since
+    /// unmapped the file stays until then (its walk finds no VMA). The entry lives as long as
+    /// any mapping does, since a mapping holds the file open.
+    mappers: Vec<Weak<Mutex<AddressSpace>>>,
 }
 
 static CACHES: Mutex<BTreeMap<u32, Entry>> = Mutex::new(BTreeMap::new());
@@ -71,6 +79,7 @@ pub fn attach(ino: u32) -> Result<Arc<FileCache>, Errno> {
     let e = caches.entry(ino).or_insert_with(|| Entry {
         cache: Arc::new(FileCache::new(size)),
         opens: 0,
+        mappers: Vec::new(),
     });
     e.opens += 1;
     Ok(e.cache.clone())
@@ -117,11 +126,49 @@ fn all() -> Vec<(u32, Arc<FileCache>)> {
         .collect()
 }
 
-/// Write-protects every shared mapping of `cache`'s file in every address space (Linux
-/// `folio_mkclean` over `i_mmap`; cowlab has no reverse map from a file to its VMAs, so it asks
-/// every process: a writeback costs one walk of the process table). The caller holds no
-/// address-space lock and no cache lock (the fault path takes them in the order address space,
-/// then cache).
+/// `space` is about to map inode `ino` (an `mmap` of it): walks of the file's mappings
+/// ([`mkclean`], [`unmap_past`]) visit it from now on.
+pub fn note_mapper(ino: u32, space: &SharedAddressSpace) {
+    if let Some(e) = CACHES.lock().get_mut(&ino) {
+        add_mapper(&mut e.mappers, space);
+    }
+}
+
+/// A fork copied `parent`'s mappings into `child`: every file `parent` may map, `child` may
+/// too (Linux `dup_mmap` linking each file VMA copy into `i_mmap`).
+pub fn fork_mappers(parent: &SharedAddressSpace, child: &SharedAddressSpace) {
+    for e in CACHES.lock().values_mut() {
+        if e.mappers.iter().any(|w| w.as_ptr() == Arc::as_ptr(parent)) {
+            add_mapper(&mut e.mappers, child);
+        }
+    }
+}
+
+fn add_mapper(mappers: &mut Vec<Weak<Mutex<AddressSpace>>>, space: &SharedAddressSpace) {
+    mappers.retain(|w| w.strong_count() > 0);
+    if !mappers.iter().any(|w| w.as_ptr() == Arc::as_ptr(space)) {
+        mappers.push(Arc::downgrade(space));
+    }
+}
+
+/// The live address spaces that may map `cache`'s file (its `i_mmap`), taken out of the
+/// registry so the walk runs without the registry lock.
+fn mappers_of(cache: &FileCache) -> Vec<SharedAddressSpace> {
+    let mut caches = CACHES.lock();
+    let Some(e) = caches
+        .values_mut()
+        .find(|e| core::ptr::eq(Arc::as_ptr(&e.cache), cache))
+    else {
+        return Vec::new();
+    };
+    e.mappers.retain(|w| w.strong_count() > 0);
+    e.mappers.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Write-protects every shared mapping of `cache`'s file (Linux `folio_mkclean` over
+/// `i_mmap`): only the address spaces that mapped the file are walked. The caller holds no
+/// address-space lock and no cache lock (the fault path takes them in the order address
+/// space, then cache).
 ///
 /// SMP: between this and the writeback's clearing of `DIRTY`, a store on another CPU may fault,
 /// dirty the page and make its PTE writable; the writeback then cleans a page that a writable
@@ -129,33 +176,19 @@ fn all() -> Vec<(u32, Arc<FileCache>)> {
 /// not run two CPUs yet, and this comment marks where the lock goes.
 pub fn mkclean(cache: &FileCache) {
     let mm = memory::mm();
-    for space in address_spaces() {
+    for space in mappers_of(cache) {
         cowlab_mm::pagecache::folio_mkclean(mm, &space.lock(), cache);
     }
 }
 
 /// `ftruncate` shrank the file to `size`: every process's mappings of its pages past the new
 /// end are removed (Linux `truncate_pagecache` -> `unmap_mapping_range`), so they fault with
-/// `SIGBUS`. Walks every address space, as [`mkclean`].
+/// `SIGBUS`. Walks the file's mappers, as [`mkclean`].
 pub fn unmap_past(cache: &FileCache, size: u64) {
     let mm = memory::mm();
-    for space in address_spaces() {
+    for space in mappers_of(cache) {
         cowlab_mm::pagecache::unmap_mapping_range(mm, &space.lock(), cache, size.div_ceil(PAGE));
     }
-}
-
-/// Every live address space once (threads share theirs).
-fn address_spaces() -> Vec<crate::vm::SharedAddressSpace> {
-    let table = crate::proc::TABLE.lock();
-    let mut spaces: Vec<crate::vm::SharedAddressSpace> = Vec::new();
-    for task in table.values() {
-        if let Some(s) = &task.aspace {
-            if !spaces.iter().any(|o| Arc::ptr_eq(o, s)) {
-                spaces.push(s.clone());
-            }
-        }
-    }
-    spaces
 }
 
 /// Writes back the dirty pages of `cache` (inode `ino`), write-protecting its shared mappings

@@ -221,6 +221,7 @@ impl FileOps for Ext2File {
     }
 
     fn mmap_file(&self) -> Option<Result<FileRef, Errno>> {
+        ext2_cache::note_mapper(self.ino, &crate::proc::current_aspace());
         Some(Ext2File::open(self.ino).map(|file| FileRef(Arc::new(Ext2Mapping { file }))))
     }
 

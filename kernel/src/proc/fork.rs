@@ -143,7 +143,10 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     let child_aspace = if thread {
         parent_aspace.clone()
     } else {
-        Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?))
+        let child = Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?));
+        // The copies of the parent's file mappings: the files' reverse maps learn the child.
+        crate::fs::ext2_cache::fork_mappers(&parent_aspace, &child);
+        child
     };
     let tid = alloc_pid();
     let mut child_frame = *frame;
