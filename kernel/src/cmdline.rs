@@ -45,6 +45,11 @@ pub struct Cmdline {
     pub loglevel: Level,
     /// `kheap=<MiB>`: the kernel heap's size (default `memory::HEAP_SIZE`).
     pub kheap_mib: Option<usize>,
+    /// `mem=<MiB>`: at most this much memory goes to the frame allocator (Linux's `mem=`,
+    /// which caps usable RAM; here the frame metadata and the kernel heap are carved first and
+    /// do not count). At least 16 MiB. For tests that need memory pressure, e.g. a file larger
+    /// than memory through the page cache.
+    pub mem_mib: Option<usize>,
     /// `softlockup=<s>`: seconds without a schedule before the soft-lockup watchdog reports a
     /// CPU (default `watchdog::SOFTLOCKUP_SECS`; 0 turns it off).
     pub softlockup_secs: Option<u64>,
@@ -157,6 +162,7 @@ pub fn parse(raw: &'static str) -> Cmdline {
         era: Era::Y2023,
         loglevel: Level::Info,
         kheap_mib: None,
+        mem_mib: None,
         softlockup_secs: None,
         hung_task_secs: None,
         init,
@@ -188,6 +194,12 @@ pub fn parse(raw: &'static str) -> Cmdline {
                     .map(|m| cmdline.kheap_mib = Some(m))
                     .is_some()
             }
+            Some(("mem", mib)) => mib
+                .parse()
+                .ok()
+                .filter(|&m| m >= 16)
+                .map(|m| cmdline.mem_mib = Some(m))
+                .is_some(),
             Some(("softlockup", secs)) => secs
                 .parse()
                 .map(|s| cmdline.softlockup_secs = Some(s))

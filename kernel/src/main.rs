@@ -91,7 +91,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     info!("tsc: {} kHz (calibrated against the PIT)", time::tsc_khz());
     rtc::init();
 
-    memory::init(boot_info, cmdline.kheap_mib);
+    memory::init(boot_info, cmdline.kheap_mib, cmdline.mem_mib);
     paging::init();
     memory::init_mm(cmdline.era);
     vm::init();

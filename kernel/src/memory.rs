@@ -99,7 +99,7 @@ fn usable_range(region: &MemoryRegion) -> Option<(u64, u64)> {
 
 /// Sets up the frame table and the heap (`heap_mib` MiB, or [`HEAP_SIZE`]) from the
 /// bootloader's memory map.
-pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
+pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>, mem_mib: Option<usize>) {
     let heap_bytes = heap_mib.map_or(HEAP_SIZE, |mib| mib * MIB as usize);
     let offset = boot_info
         .physical_memory_offset
@@ -146,6 +146,8 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
         .find_map(|(start, end)| (start + PAGE_SIZE as u64 <= end.min(MIB)).then_some(start));
     TRAMPOLINE_FRAME.store(trampoline.unwrap_or(0) as usize, Ordering::Relaxed);
 
+    // `mem=`: the bytes the allocator may still be given.
+    let mut budget = mem_mib.map_or(u64::MAX, |mib| mib as u64 * MIB);
     for (start, end) in regions() {
         // What is left of the carved region starts after the heap.
         let start = if start == carve_start {
@@ -153,6 +155,8 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>) {
         } else {
             start
         };
+        let end = end.min(start.saturating_add(budget));
+        budget -= end.saturating_sub(start);
         let add = |start: u64, end: u64| {
             if start < end {
                 table.add_free_range(PhysAddr::new(start), PhysAddr::new(end));

@@ -16,6 +16,7 @@ pub mod aio;
 pub mod alloc;
 pub mod args;
 pub mod calls;
+pub mod cpath;
 pub mod io;
 pub mod process;
 pub mod rlimit;

@@ -142,12 +142,18 @@ const QEMU_ONLY: &[&str] = &[
 
 /// Test programs booted again under older rule sets (SEMANTICS.md section 9), as
 /// `era=YYYY -- PROGRAM era=YYYY`: with that argument they assert the era's historical
-/// behaviour (t_dio: the seed-003 fork/O_DIRECT races reappear; docs/dma.md).
-const ERA_RUNS: &[(&str, &[u32])] = &[("t_dio", &[2009, 2016, 2020, 2022])];
+/// behaviour (t_dio: the seed-003 fork/O_DIRECT races reappear; docs/dma.md; t_seed002: the
+/// seed-002 lost write; docs/file-memory.md).
+const ERA_RUNS: &[(&str, &[u32])] = &[
+    ("t_dio", &[2009, 2016, 2020, 2022]),
+    // Seed 002: under 2022 a long-term write pin of a shared ext2 page loses a write.
+    ("t_seed002", &[2022]),
+];
 
 /// Further boots of a program with other kernel options: (program, label, command line).
 /// `t_kheap exhaust` fills a small kernel heap with memfds until ENOMEM; `t_hung` with a 1 s
-/// hung-task threshold must make the watchdog report its held read ([`console_expectation`]).
+/// hung-task threshold must make the watchdog report its held read ([`console_expectation`]);
+/// `t_pagecache big` with 32 MiB of frames streams a 96 MiB file through the page cache.
 const OPTION_RUNS: &[(&str, &str, &str)] = &[
     (
         "t_kheap",
@@ -163,6 +169,12 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_abi2_args",
         "t_abi2_args via sh -c",
         r#"-- sh -c "exec /t_abi2_args \"$@\"" t_abi2_args sh -c "ls | wc -l" "" "two  spaces" "q\"uo'te\\" "grüße ☃" """#,
+    ),
+    // A file three times memory through the page cache (clean pages reclaimed, frames back).
+    (
+        "t_pagecache",
+        "t_pagecache big mem=32",
+        "mem=32 -- t_pagecache big",
     ),
 ];
 

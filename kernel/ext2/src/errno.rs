@@ -8,8 +8,10 @@
 pub enum Errno {
     EPERM = 1,
     ENOENT = 2,
+    ENXIO = 6,
     EIO = 5,
     ENOMEM = 12,
+    EACCES = 13,
     EBUSY = 16,
     EEXIST = 17,
     EXDEV = 18,
@@ -24,6 +26,7 @@ pub enum Errno {
     ENOTEMPTY = 39,
     ELOOP = 40,
     EOVERFLOW = 75,
+    EOPNOTSUPP = 95,
     EUCLEAN = 117,
 }
 
@@ -38,8 +41,10 @@ impl Errno {
         match self {
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
+            Errno::ENXIO => "ENXIO",
             Errno::EIO => "EIO",
             Errno::ENOMEM => "ENOMEM",
+            Errno::EACCES => "EACCES",
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
             Errno::EXDEV => "EXDEV",
@@ -54,6 +59,7 @@ impl Errno {
             Errno::ENOTEMPTY => "ENOTEMPTY",
             Errno::ELOOP => "ELOOP",
             Errno::EOVERFLOW => "EOVERFLOW",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EUCLEAN => "EUCLEAN",
         }
     }

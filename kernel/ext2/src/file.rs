@@ -18,7 +18,7 @@ fn relatime_due(inode: &Inode, now: u32) -> bool {
 }
 
 impl<D: BlockDevice> Ext2<D> {
-    fn regular(&mut self, ino: u32) -> Result<Inode> {
+    pub(crate) fn regular(&mut self, ino: u32) -> Result<Inode> {
         let inode = self.read_live(ino)?;
         if inode.is_dir() {
             return Err(Errno::EISDIR);
@@ -65,7 +65,7 @@ impl<D: BlockDevice> Ext2<D> {
     }
 
     /// Zeroes the bytes from `from` to the end of the block that holds that offset.
-    fn zero_block_tail(&mut self, ino: u32, inode: &Inode, from: u64) -> Result<()> {
+    pub(crate) fn zero_block_tail(&mut self, ino: u32, inode: &Inode, from: u64) -> Result<()> {
         let bs = self.bs as u64;
         if from.is_multiple_of(bs) {
             return Ok(());
@@ -81,7 +81,7 @@ impl<D: BlockDevice> Ext2<D> {
     }
 
     /// Sets the `large_file` feature the first time a file passes 2 GiB (as Linux does).
-    fn note_size(&mut self, size: u64) {
+    pub(crate) fn note_size(&mut self, size: u64) {
         if size > i32::MAX as u64 {
             self.sb.feature_ro_compat |= RO_COMPAT_LARGE_FILE;
         }

@@ -90,7 +90,7 @@ impl<D: BlockDevice> Ext2<D> {
         inode.is_reg() || inode.is_dir() || (inode.is_symlink() && !self.is_fast_symlink(inode))
     }
 
-    fn ptrs_per_block(&self) -> u64 {
+    pub(crate) fn ptrs_per_block(&self) -> u64 {
         (self.bs / 4) as u64
     }
 
@@ -113,7 +113,7 @@ impl<D: BlockDevice> Ext2<D> {
 
     /// Where logical block `lblk` hangs: the `i_block` slot, the index at each indirect level and
     /// the number of levels.
-    fn block_path(&self, lblk: u64) -> Result<(usize, [usize; 3], usize)> {
+    pub(crate) fn block_path(&self, lblk: u64) -> Result<(usize, [usize; 3], usize)> {
         let p = self.ptrs_per_block();
         let nd = NDIR_BLOCKS as u64;
         if lblk < nd {

@@ -7,7 +7,7 @@
 //! The pieces: `layout` (the on-disk structures), `cache` (the bounded write-back buffer cache for
 //! metadata), `fs` (mount-time validation, sync, unmount, statfs), `balloc` (bitmaps), `inode`
 //! (block maps, truncation, eviction), `dir` (directory blocks), `file` (read/write/truncate),
-//! `ops` (the namespace operations a VFS calls), `mkfs` (an empty filesystem). A corrupted image is refused at mount or gets
+//! `ops` (the namespace operations a VFS calls), `space` (fallocate, SEEK_DATA/SEEK_HOLE), `mkfs` (an empty filesystem). A corrupted image is refused at mount or gets
 //! `EUCLEAN` for the damaged file with a one-line description ([`Ext2::take_error`]); nothing
 //! panics, loops without bound or writes outside the filesystem. See docs/filesystem.md.
 #![no_std]
@@ -19,6 +19,7 @@ mod balloc;
 mod cache;
 mod device;
 mod dir;
+mod direct;
 mod errno;
 mod file;
 mod fs;
@@ -27,6 +28,7 @@ pub mod layout;
 mod le;
 mod mkfs;
 mod ops;
+mod space;
 
 pub use cache::CacheStats;
 pub use device::{BlockDevice, IoError};
@@ -35,3 +37,4 @@ pub use errno::{Errno, Result};
 pub use fs::{Ext2, MetaKind, MountError, MountOptions, StatFs};
 pub use mkfs::{format, FormatOptions};
 pub use ops::Stat;
+pub use space::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};

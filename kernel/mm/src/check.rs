@@ -200,7 +200,7 @@ fn check_space<A: Arch>(
     for vma in aspace.vmas() {
         let writer = vma.sharing() == crate::vma::Sharing::Shared
             && vma.flags().contains(crate::vma::VmaFlags::MAYWRITE)
-            && !vma.is_anonymous();
+            && matches!(vma.backing(), crate::vma::Backing::Shmem(..));
         if vma.write_hold.is_some() != writer {
             return Err(format!(
                 "address space {n}: VMA {:#x}..{:#x} ({:?}, {:?}) writable-mapping hold {} \

@@ -130,8 +130,11 @@ pub(crate) fn fault_inner<A: Arch>(
     faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
         match vma.shmem_page(va) {
-            None => do_anonymous_page(mm, vma, slot, kind)?,
             Some((obj, index)) => do_shmem_fault(mm, vma, slot, obj, index, kind)?,
+            None => match vma.file_page(va) {
+                None => do_anonymous_page(mm, vma, slot, kind)?,
+                Some((file, index)) => do_file_fault(mm, vma, slot, &*file.0, index, kind)?,
+            },
         }
     } else {
         debug_assert!(
@@ -215,6 +218,53 @@ fn do_anonymous_page<A: Arch>(
         stats::inc(&mm.counters.zero_page_faults);
         faultstat::kind(StatKind::ZeroPageMap);
     }
+    faultstat::phase(Phase::Pte);
+    Ok(())
+}
+
+/// First touch of a page of a file mapping (Linux `do_read_fault`, `do_cow_fault`,
+/// `do_shared_fault` over `filemap_fault`): the cache page is found or read in; a page wholly
+/// past the end of the file is `SIGBUS`. A shared mapping maps the cache page (on a write,
+/// dirtied first: `page_mkwrite`), a private one maps it read-only, or on a write an exclusive
+/// anon copy of it — a private writer never reaches the file (SEMANTICS.md section 3).
+#[cold]
+fn do_file_fault<A: Arch>(
+    mm: &Mm<A>,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    file: &dyn crate::pagecache::MappedFile,
+    index: u64,
+    kind: FaultKind,
+) -> Result<(), FaultError> {
+    use crate::pagecache::{fault_page, page_mkwrite, FileFault};
+    let page = fault_page(mm, file, index).map_err(|e| match e {
+        FileFault::BeyondEof | FileFault::Io => FaultError::Segv(SegvReason::BeyondEof),
+        FileFault::NoMem => FaultError::Oom,
+    })?;
+    let base = vma.page_prot() | Pte::ACCESSED;
+    match (vma.sharing(), kind) {
+        (Sharing::Private, FaultKind::Write) => {
+            let Some(copy) = mm.alloc_anon_page(Some(page)) else {
+                mm.put_page(page);
+                return Err(FaultError::Oom);
+            };
+            slot.store(Pte::new(copy, base | write_grant(vma)));
+            mm.put_page(page);
+            stats::inc(&mm.counters.cow_copies);
+        }
+        (Sharing::Shared, FaultKind::Write) => {
+            page_mkwrite(mm, page);
+            stats::inc(&mm.counters.writenotify_faults);
+            mm.frames().meta(page).inc_mapcount();
+            slot.store(Pte::new(page, base | write_grant(vma)));
+        }
+        _ => {
+            mm.frames().meta(page).inc_mapcount();
+            slot.store(Pte::new(page, base));
+        }
+    }
+    stats::inc(&mm.counters.file_faults);
+    faultstat::kind(StatKind::FileFault);
     faultstat::phase(Phase::Pte);
     Ok(())
 }

@@ -11,7 +11,8 @@
 //! Where each rule lives: `rules` (every era-dependent decision), `fault` and `wp` (faults and
 //! `do_wp_page`), `fork` (`copy_present_pte`), `mprotect` (write permission without a fault),
 //! `softdirty`, `gup` (get/pin_user_pages, slow and fast), `pin` (what GUP hands out), `shmem`
-//! (memfd/tmpfs objects and their page cache), `regbuf` (long-term registered DMA buffers),
+//! (memfd/tmpfs objects and their page cache), `pagecache` (disk files' page caches, file
+//! mappings' faults, `page_mkwrite`, `folio_mkclean`), `msync`, `regbuf` (long-term registered DMA buffers),
 //! `check` (the invariants of SEMANTICS.md section 1).
 #![no_std]
 
@@ -40,9 +41,11 @@ pub mod mmap;
 pub mod mmshared;
 mod mprotect;
 mod mremap;
+pub mod msync;
 mod munmap;
 pub mod oom;
 pub mod opstat;
+pub mod pagecache;
 pub mod pagemap;
 pub mod pagetable;
 mod phys;

@@ -35,6 +35,9 @@ pub struct Mm<A: Arch> {
     max_map_count: AtomicUsize,
     /// System-wide VMA limit, [`MAX_VMAS`] unless a test lowers it.
     max_vmas: AtomicUsize,
+    /// Frees clean page-cache pages when an allocation finds no frame (Linux's shrinkers, run
+    /// by direct reclaim); set by the kernel, which owns the caches. Returns the frames freed.
+    shrinker: spin::Mutex<Option<fn() -> usize>>,
 }
 
 /// Linux's default `vm.max_map_count` (`DEFAULT_MAX_MAP_COUNT`, 65530): an operation that
@@ -88,6 +91,7 @@ impl<A: Arch> Mm<A> {
             live_vmas: AtomicUsize::new(0),
             max_map_count: AtomicUsize::new(MAX_MAP_COUNT),
             max_vmas: AtomicUsize::new(MAX_VMAS),
+            shrinker: spin::Mutex::new(None),
         })
     }
 
@@ -159,8 +163,34 @@ impl<A: Arch> Mm<A> {
         &self.phys
     }
 
-    /// A new zeroed frame nobody else can reach (refcount 1).
+    /// Installs the reclaim hook [`Self::alloc_reclaim`] runs before an allocation fails.
+    pub fn set_shrinker(&self, shrink: fn() -> usize) {
+        *self.shrinker.lock() = Some(shrink);
+    }
+
+    /// Runs the reclaim hook, then tries the allocation once more (Linux direct reclaim, after
+    /// the fast path found the free lists empty). Off the fast paths: only reached on failure.
+    #[cold]
+    pub(crate) fn alloc_reclaim(&self) -> Option<PhysAddr> {
+        let shrink = *self.shrinker.lock();
+        if shrink.is_some_and(|f| f() > 0) {
+            self.frames.alloc()
+        } else {
+            None
+        }
+    }
+
+    /// A new zeroed frame nobody else can reach (refcount 1); reclaims clean cache pages first
+    /// if none is free.
     pub(crate) fn alloc_zeroed(&self) -> Option<PhysAddr> {
+        let frame = self.frames.alloc().or_else(|| self.alloc_reclaim())?;
+        // SAFETY: the frame was just allocated; nobody else can reach it.
+        unsafe { self.phys.zero_frame(frame) };
+        Some(frame)
+    }
+
+    /// [`Self::alloc_zeroed`] without reclaim (a page cache that first frees its own pages).
+    pub(crate) fn alloc_zeroed_noreclaim(&self) -> Option<PhysAddr> {
         let frame = self.frames.alloc()?;
         // SAFETY: the frame was just allocated; nobody else can reach it.
         unsafe { self.phys.zero_frame(frame) };
@@ -170,7 +200,7 @@ impl<A: Arch> Mm<A> {
     /// A new anon page, `ANON|ANON_EXCLUSIVE`, about to be mapped by one PTE: refcount 1,
     /// mapcount 1. Its contents are zero, or a copy of `copy_from`.
     pub(crate) fn alloc_anon_page(&self, copy_from: Option<PhysAddr>) -> Option<PhysAddr> {
-        let frame = self.frames.alloc()?;
+        let frame = self.frames.alloc().or_else(|| self.alloc_reclaim())?;
         crate::faultstat::phase(crate::faultstat::Phase::Alloc);
         match copy_from {
             // The zero page's contents are zeros: zeroing is cheaper than copying.
@@ -193,7 +223,10 @@ impl<A: Arch> Mm<A> {
     pub(crate) fn alloc_pagetable(&self) -> Option<PhysAddr> {
         // A page table freed with all its entries cleared needs no second zeroing: fork makes
         // ~20 tables, and zeroing each (a 512-iteration `rep stosq`) was most of a bare fork.
-        let (frame, zeroed) = self.frames.alloc_prefer_zeroed()?;
+        let (frame, zeroed) = self
+            .frames
+            .alloc_prefer_zeroed()
+            .or_else(|| self.alloc_reclaim().map(|f| (f, false)))?;
         if !zeroed {
             // SAFETY: the frame was just allocated; nobody else can reach it.
             unsafe { self.phys.zero_frame(frame) };

@@ -181,6 +181,48 @@ impl AddressSpace {
         self.mmap_region(mm, addr, len, flags, vma)
     }
 
+    /// Maps `len` bytes of the file `file` from byte `offset` (page aligned), shared or private
+    /// per `flags` (Linux `do_mmap` of a disk file). The kernel checks that the file is open
+    /// for reading; a shared mapping may write only if it is open for writing
+    /// (`fd_writable`: `EACCES` for `PROT_WRITE`, else no `MAYWRITE`). The VMA holds the file.
+    /// Pages wholly beyond the file's end fault with `SegvReason::BeyondEof` (SIGBUS).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap_file<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        addr: VirtAddr,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+        file: crate::pagecache::FileRef,
+        offset: u64,
+        fd_writable: bool,
+    ) -> Result<VirtAddr, MmError> {
+        let (len, sharing) = check_mmap_args(len, flags)?;
+        if flags.contains(MapFlags::ANONYMOUS) || !offset.is_multiple_of(crate::PAGE_SIZE as u64) {
+            return Err(MmError::Inval);
+        }
+        offset.checked_add(len).ok_or(MmError::Inval)?;
+        let mut vm_flags = VmaFlags::MAYREAD | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY;
+        let may_write = match sharing {
+            Sharing::Private => true,
+            Sharing::Shared => crate::shmem::shared_mapping_may_write(prot, fd_writable, 0)?,
+        };
+        if may_write {
+            vm_flags = vm_flags | VmaFlags::MAYWRITE;
+        }
+        let vma = Vma {
+            start: VirtAddr::zero(),
+            end: VirtAddr::zero(),
+            prot,
+            sharing,
+            flags: vm_flags,
+            backing: Backing::File(file, offset / crate::PAGE_SIZE as u64),
+            write_hold: None,
+        };
+        self.mmap_region(mm, addr, len, flags, vma)
+    }
+
     /// Places `vma` (its range still unset) at `len` bytes and inserts it (Linux
     /// `mmap_region`). Consumes it: on failure its object reference is released.
     fn mmap_region<A: Arch>(

@@ -85,7 +85,8 @@ impl AddressSpace {
 }
 
 /// Drops a removed VMA's hold on its backing object (Linux `remove_vma` -> `fput`): the last
-/// holder of a shmem object frees its cache.
+/// holder of a shmem object frees its cache; a file's hold is dropped with the VMA (the kernel's
+/// object closes the file when its last holder goes).
 pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, vma: Vma) {
     if let Backing::Shmem(obj, _) = vma.backing {
         ShmemObject::put(obj, mm);

@@ -115,7 +115,13 @@ impl PinnedPage {
     /// never marked (nothing can have written it).
     pub fn unpin_dirty<A: Arch>(self, mm: &Mm<A>, dirty: UnpinDirty) {
         if dirty == UnpinDirty::MakeDirty && self.frame != mm.zero_page() {
-            mm.frames().meta(self.frame).set_flags(FrameFlags::DIRTY);
+            let meta = mm.frames().meta(self.frame);
+            if meta.test(FrameFlags::PAGECACHE) && !meta.test(FrameFlags::SHMEM) {
+                // A file page: dirty for writeback, and counted (Linux `folio_mark_dirty`).
+                crate::pagecache::page_mkwrite(mm, self.frame);
+            } else {
+                meta.set_flags(FrameFlags::DIRTY);
+            }
         }
         self.unpin(mm);
     }

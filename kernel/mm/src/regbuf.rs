@@ -149,10 +149,13 @@ impl RegisteredBuffer {
         self.pages.len()
     }
 
-    /// Unpins every page, marking them dirty (the device may have written them) (Linux
-    /// `io_buffer_unmap` -> `unpin_user_pages`).
+    /// Unpins every page without marking it dirty, as Linux does (`io_release_ubuf` ->
+    /// `unpin_user_page`; nor do fixed reads dirty the pages they fill): a device's writes into
+    /// a registered page never reach a filesystem that cleaned it meanwhile. That is the lost
+    /// write of seed 002, which the 2023 rule (`longterm_write_pin_allowed`) prevents by
+    /// refusing such registrations of dirty-tracked file pages (docs/file-memory.md).
     pub fn unregister<A: Arch>(mut self, mm: &Mm<A>) {
-        unpin_user_pages_dirty_lock(mm, &mut self.pages, UnpinDirty::MakeDirty);
+        unpin_user_pages_dirty_lock(mm, &mut self.pages, UnpinDirty::Clean);
     }
 }
 

@@ -31,6 +31,10 @@ pub(crate) struct Counters {
     pub(crate) gup_unshare_faults: AtomicU64,
     pub(crate) shmem_pages: AtomicU64,
     pub(crate) shmem_faults: AtomicU64,
+    pub(crate) file_pages: AtomicU64,
+    pub(crate) file_faults: AtomicU64,
+    pub(crate) writenotify_faults: AtomicU64,
+    pub(crate) file_dirty: AtomicU64,
 }
 
 #[inline]
@@ -93,6 +97,15 @@ pub struct MmStats {
     pub shmem_pages: u64,
     /// Faults on an empty PTE of a shmem mapping.
     pub shmem_faults: u64,
+    /// Frames currently held by file (ext2) page caches (gauge).
+    pub file_pages: u64,
+    /// Of those, the ones marked `DIRTY` (gauge).
+    pub file_dirty: u64,
+    /// Faults on an empty PTE of a file mapping.
+    pub file_faults: u64,
+    /// Write faults of a shared file mapping that told the filesystem (`page_mkwrite`): the
+    /// first store to a page, and the first after each writeback (write-notify).
+    pub writenotify_faults: u64,
 }
 
 impl Counters {
@@ -119,6 +132,10 @@ impl Counters {
             gup_unshare_faults: r(&self.gup_unshare_faults),
             shmem_pages: r(&self.shmem_pages),
             shmem_faults: r(&self.shmem_faults),
+            file_pages: r(&self.file_pages),
+            file_dirty: r(&self.file_dirty),
+            file_faults: r(&self.file_faults),
+            writenotify_faults: r(&self.writenotify_faults),
             ..MmStats::default()
         }
     }

@@ -87,6 +87,8 @@ pub enum Backing {
     /// A shmem object (memfd, tmpfs file, `MAP_SHARED|MAP_ANONYMOUS`); the `u64` is the page
     /// offset in the object of the VMA's first page (Linux `vm_pgoff`).
     Shmem(Arc<ShmemObject>, u64),
+    /// A file with a page cache (ext2), with `vm_pgoff` as for `Shmem`.
+    File(crate::pagecache::FileRef, u64),
 }
 
 /// VMA flags that are not the protection (Linux `VM_MAY*`, `VM_DONTCOPY`, `VM_SOFTDIRTY`).
@@ -189,7 +191,18 @@ impl Vma {
                 obj,
                 pgoff + (va.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64,
             )),
-            Backing::Anonymous => None,
+            Backing::Anonymous | Backing::File(..) => None,
+        }
+    }
+
+    /// The mapped file and the page index in it that back `va`, for a file mapping.
+    pub fn file_page(&self, va: VirtAddr) -> Option<(&crate::pagecache::FileRef, u64)> {
+        match &self.backing {
+            Backing::File(file, pgoff) => Some((
+                file,
+                pgoff + (va.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64,
+            )),
+            _ => None,
         }
     }
 
@@ -197,14 +210,14 @@ impl Vma {
     /// column; 0 for anonymous memory).
     pub fn file_offset(&self) -> u64 {
         match &self.backing {
-            Backing::Shmem(_, pgoff) => pgoff * crate::PAGE_SIZE as u64,
+            Backing::Shmem(_, pgoff) | Backing::File(_, pgoff) => pgoff * crate::PAGE_SIZE as u64,
             Backing::Anonymous => 0,
         }
     }
 
     /// Moves the start up to `at` (a split's upper half), keeping the backing's offset in step.
     pub(crate) fn advance_start(&mut self, at: VirtAddr) {
-        if let Backing::Shmem(_, pgoff) = &mut self.backing {
+        if let Backing::Shmem(_, pgoff) | Backing::File(_, pgoff) = &mut self.backing {
             *pgoff += (at.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64;
         }
         self.start = at;
@@ -213,7 +226,7 @@ impl Vma {
     /// Moves the start down to `at` (a stack growing), keeping the backing's offset in step.
     /// The caller checked that the offset stays representable (stacks are anonymous).
     pub(crate) fn lower_start(&mut self, at: VirtAddr) {
-        if let Backing::Shmem(_, pgoff) = &mut self.backing {
+        if let Backing::Shmem(_, pgoff) | Backing::File(_, pgoff) = &mut self.backing {
             *pgoff =
                 pgoff.saturating_sub((self.start.as_u64() - at.as_u64()) / crate::PAGE_SIZE as u64);
         }
@@ -231,13 +244,24 @@ impl Vma {
     }
 
     /// Does a write need to reach the filesystem through a write fault (Linux
-    /// `vma_needs_dirty_tracking`: shared file mappings with writeback)? No backing that exists
-    /// yet does: anonymous memory and shmem have no writeback. Files will answer yes for shared
-    /// mappings, which makes long-term write pins of them fail (`check_vma_flags`).
+    /// `vma_needs_dirty_tracking`: shared writable mappings over a filesystem with writeback)?
+    /// Anonymous memory and shmem have no writeback; a shared `PROT_WRITE` file mapping does,
+    /// which makes long-term write pins of it fail (`check_vma_flags`).
+    #[doc(alias = "vma_needs_dirty_tracking")]
     pub fn needs_dirty_tracking(&self) -> bool {
         match self.backing {
             Backing::Anonymous | Backing::Shmem(..) => false,
+            Backing::File(..) => self.sharing == Sharing::Shared && self.prot.write(),
         }
+    }
+
+    /// Must the first store to a clean page fault, so the filesystem hears of it (Linux
+    /// `vma_wants_writenotify`)? Shared writable file mappings: their pages are mapped
+    /// read-only until a write fault dirties them (`page_mkwrite`), and writeback makes them
+    /// read-only again (`folio_mkclean`).
+    #[doc(alias = "vma_wants_writenotify")]
+    pub fn wants_writenotify(&self) -> bool {
+        self.needs_dirty_tracking()
     }
 
     /// Is soft-dirty tracking on, so that a clean PTE must fault on its first write?
@@ -266,6 +290,11 @@ impl Vma {
             (Backing::Anonymous, Backing::Anonymous) => true,
             (Backing::Shmem(a, pa), Backing::Shmem(b, pb)) => {
                 Arc::ptr_eq(a, b)
+                    && *pb
+                        == pa + (self.end.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64
+            }
+            (Backing::File(a, pa), Backing::File(b, pb)) => {
+                a == b
                     && *pb
                         == pa + (self.end.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64
             }

@@ -62,6 +62,11 @@ pub(crate) fn do_wp_page<A: Arch>(
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
         // `wp_page_shared`; with files it will notify the filesystem first).
         if kind == WpKind::Write {
+            if vma.wants_writenotify() {
+                // The write-notify fault: writeback made this PTE read-only (`folio_mkclean`).
+                crate::pagecache::page_mkwrite(mm, pte.frame());
+                stats::inc(&mm.counters.writenotify_faults);
+            }
             slot.set_bits(write_grant(vma));
         }
         return Ok(());

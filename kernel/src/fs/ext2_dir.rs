@@ -20,10 +20,12 @@ use super::ext2_mount::with_fs;
 use super::file::{DirEntry, FileOps, Kiocb, OpenFile, Seek};
 use super::iter::IoIter;
 use super::mount::DirInode;
-use super::stat::{Stat, StatFs, S_IFDIR, S_IFMT};
+use super::perm::{self, Owner};
+use super::stat::{Stat, StatFs, S_IFDIR, S_IFMT, S_IFREG};
 use super::tmpfs;
 use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_PATH, O_TRUNC};
 use crate::errno::Errno;
+use crate::proc::cred::{self, Cred};
 
 /// Linux's `MAXSYMLINKS`: more links followed in one walk is `ELOOP`.
 const MAX_SYMLINKS: usize = 40;
@@ -35,10 +37,113 @@ fn is_symlink(fs: &mut Fs, ino: u32) -> cowlab_ext2::Result<bool> {
     Ok(fs.stat(ino)?.mode & 0o170000 == S_IFLNK)
 }
 
+/// The owner and mode of inode `ino`, for the permission checks (`fs::perm`).
+fn owner(fs: &mut Fs, ino: u32) -> cowlab_ext2::Result<Owner> {
+    let st = fs.stat(ino)?;
+    Ok(Owner {
+        mode: u32::from(st.mode),
+        uid: st.uid,
+        gid: st.gid,
+    })
+}
+
+/// A refused permission check in the crate's errno type.
+fn denied(e: Errno) -> cowlab_ext2::Errno {
+    match e {
+        Errno::EPERM => cowlab_ext2::Errno::EPERM,
+        _ => cowlab_ext2::Errno::EACCES,
+    }
+}
+
+/// `check` on inode `ino`, skipped for the filesystem uid 0 (it passes every check on a
+/// directory, and the skipped inode read keeps root's path walk as cheap as before).
+fn check(
+    fs: &mut Fs,
+    cred: &Cred,
+    ino: u32,
+    check: impl FnOnce(Owner) -> Result<(), Errno>,
+) -> cowlab_ext2::Result<()> {
+    if cred.fsuid == 0 {
+        return Ok(());
+    }
+    check(owner(fs, ino)?).map_err(denied)
+}
+
+/// Search permission on the directory `dir` (Linux `may_lookup`).
+fn search(fs: &mut Fs, cred: &Cred, dir: u32) -> cowlab_ext2::Result<()> {
+    check(fs, cred, dir, |o| {
+        perm::generic_permission(cred, o, perm::MAY_EXEC)
+    })
+}
+
+/// Write and search permission on `dir`, for a new name in it.
+fn may_create(fs: &mut Fs, cred: &Cred, dir: u32) -> cowlab_ext2::Result<()> {
+    check(fs, cred, dir, |o| perm::may_change_dir(cred, o))
+}
+
+/// Removing `name` from `dir` (Linux `may_delete`).
+fn may_delete(fs: &mut Fs, cred: &Cred, dir: u32, name: &str) -> cowlab_ext2::Result<()> {
+    if cred.fsuid == 0 {
+        return Ok(());
+    }
+    let victim = fs.lookup(dir, name.as_bytes())?;
+    let victim = owner(fs, victim)?;
+    perm::may_delete(cred, owner(fs, dir)?, victim).map_err(denied)
+}
+
+/// A new name `name` in `dir` (Linux `may_create` after the lookup): `EEXIST` first, then
+/// write and search permission.
+fn new_name(fs: &mut Fs, cred: &Cred, dir: u32, name: &str) -> cowlab_ext2::Result<()> {
+    if fs.lookup(dir, name.as_bytes()).is_ok() {
+        return Err(cowlab_ext2::Errno::EEXIST);
+    }
+    may_create(fs, cred, dir)
+}
+
+/// Linux `vfs_rename`'s checks: removing the old name, adding (or replacing, sticky rule) the
+/// new one, and write permission on a directory that moves to another parent (its `..`).
+fn may_rename(
+    fs: &mut Fs,
+    cred: &Cred,
+    (odir, oname): (u32, &str),
+    ndir: u32,
+    target: Option<u32>,
+) -> cowlab_ext2::Result<()> {
+    if cred.fsuid == 0 {
+        return Ok(());
+    }
+    may_delete(fs, cred, odir, oname)?;
+    let dir = owner(fs, ndir)?;
+    perm::may_change_dir(cred, dir).map_err(denied)?;
+    if let Some(t) = target {
+        let victim = owner(fs, t)?;
+        perm::check_sticky(cred, dir, victim).map_err(denied)?;
+    }
+    let moved = fs.lookup(odir, oname.as_bytes())?;
+    if odir != ndir && is_dir_ino(fs, moved)? {
+        check(fs, cred, moved, |o| {
+            perm::generic_permission(cred, o, perm::MAY_WRITE)
+        })?;
+    }
+    Ok(())
+}
+
+/// The uid, gid and mode of a new inode of type and mode `mode` in `dir`.
+fn new_owner(
+    fs: &mut Fs,
+    cred: &Cred,
+    dir: u32,
+    mode: u32,
+) -> cowlab_ext2::Result<(u32, u32, u16)> {
+    let (uid, gid, mode) = perm::init_owner(cred, owner(fs, dir)?, mode);
+    Ok((uid, gid, (mode & 0o7777) as u16))
+}
+
 /// The directory holding the last component of `path` (relative to the ext2 root) and that
 /// component (`None` for the root itself), every intermediate symbolic link followed.
 fn walk_parent(
     fs: &mut Fs,
+    cred: &Cred,
     path: &str,
     links: &mut usize,
 ) -> cowlab_ext2::Result<(u32, Option<String>)> {
@@ -54,6 +159,8 @@ fn walk_parent(
         let Some(comp) = comps.pop() else {
             return Ok((*stack.last().expect("root"), None));
         };
+        // Every name is looked up in a directory the caller may search, the last one too.
+        search(fs, cred, *stack.last().expect("root"))?;
         if comps.is_empty() && comp != ".." {
             return Ok((*stack.last().expect("root"), Some(comp)));
         }
@@ -89,12 +196,25 @@ fn walk_parent(
     }
 }
 
+/// The directory holding the last component of `path` and that component; `none` for the
+/// root itself (which has no name in a parent).
+fn parent(
+    fs: &mut Fs,
+    cred: &Cred,
+    path: &str,
+    none: cowlab_ext2::Errno,
+) -> cowlab_ext2::Result<(u32, String)> {
+    let mut links = 0;
+    let (dir, last) = walk_parent(fs, cred, path, &mut links)?;
+    Ok((dir, last.ok_or(none)?))
+}
+
 /// The inode `path` names, the last symbolic link followed if `follow`.
-fn resolve(fs: &mut Fs, path: &str, follow: bool) -> cowlab_ext2::Result<u32> {
+fn resolve(fs: &mut Fs, cred: &Cred, path: &str, follow: bool) -> cowlab_ext2::Result<u32> {
     let mut links = 0;
     let mut path = String::from(path);
     loop {
-        let (dir, last) = walk_parent(fs, &path, &mut links)?;
+        let (dir, last) = walk_parent(fs, cred, &path, &mut links)?;
         let Some(last) = last else {
             return Ok(dir);
         };
@@ -169,10 +289,11 @@ impl DirInode for Ext2Root {
         mode: u32,
     ) -> Result<Box<dyn FileOps>, Errno> {
         let excl = flags & O_CREAT != 0 && flags & tmpfs::O_EXCL != 0;
+        let cred = cred::current();
         let found = with_fs(|fs| {
             // O_CREAT|O_EXCL never follows a final link (Linux: it is EEXIST).
             let follow = !excl && flags & O_NOFOLLOW == 0;
-            match resolve(fs, name, follow) {
+            match resolve(fs, &cred, name, follow) {
                 Ok(ino) => Ok(Ok(ino)),
                 Err(cowlab_ext2::Errno::ENOENT) => Ok(Err(())),
                 Err(e) => Err(e),
@@ -194,16 +315,24 @@ impl DirInode for Ext2Root {
                 }
                 // A dangling final link is created through; keep it simple: the name itself.
                 let ino = with_fs(|fs| {
-                    let mut links = 0;
-                    let (dir, last) = walk_parent(fs, name, &mut links)?;
-                    let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
-                    fs.create(dir, last.as_bytes(), (mode & 0o7777) as u16, 0, 0)
+                    let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
+                    may_create(fs, &cred, dir)?;
+                    let (uid, gid, mode) = new_owner(fs, &cred, dir, S_IFREG | mode)?;
+                    fs.create(dir, last.as_bytes(), mode, uid, gid)
                 })?;
                 return Ok(Box::new(Ext2File::open(ino)?));
             }
         };
         let st = with_fs(|fs| fs.stat(ino))?;
         let kind = u32::from(st.mode) & S_IFMT;
+        if kind != u32::from(S_IFLNK) {
+            let inode = Owner {
+                mode: u32::from(st.mode),
+                uid: st.uid,
+                gid: st.gid,
+            };
+            perm::may_open(&cred, inode, flags)?;
+        }
         if kind == S_IFDIR {
             return self.open_dir(ino, flags, absolute(name));
         }
@@ -225,56 +354,58 @@ impl DirInode for Ext2Root {
     }
 
     fn lookup(&self, name: &str) -> Result<bool, Errno> {
+        let cred = cred::current();
         with_fs(|fs| {
-            let ino = resolve(fs, name, false)?;
+            let ino = resolve(fs, &cred, name, false)?;
             is_dir_ino(fs, ino)
         })
     }
 
     fn mkdir(&self, name: &str, mode: u32) -> Result<(), Errno> {
+        let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
-            fs.mkdir(dir, last.as_bytes(), (mode & 0o7777) as u16, 0, 0)
-                .map(|_| ())
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
+            new_name(fs, &cred, dir, &last)?;
+            let (uid, gid, mode) = new_owner(fs, &cred, dir, S_IFDIR | mode)?;
+            fs.mkdir(dir, last.as_bytes(), mode, uid, gid).map(|_| ())
         })
     }
 
     fn unlink(&self, name: &str) -> Result<(), Errno> {
+        let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EISDIR)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EISDIR)?;
+            may_delete(fs, &cred, dir, &last)?;
             fs.unlink(dir, last.as_bytes())
         })
     }
 
     fn rmdir(&self, name: &str) -> Result<(), Errno> {
+        let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EBUSY)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EBUSY)?;
             if last == "." {
                 return Err(cowlab_ext2::Errno::EINVAL);
             }
+            may_delete(fs, &cred, dir, &last)?;
             fs.rmdir(dir, last.as_bytes())
         })
     }
 
     fn rename(&self, old: &str, new: &str, flags: u64) -> Result<(), Errno> {
+        let cred = cred::current();
         with_fs(|fs| {
             let mut links = 0;
-            let (odir, oname) = walk_parent(fs, old, &mut links)?;
-            let (ndir, nname) = walk_parent(fs, new, &mut links)?;
+            let (odir, oname) = walk_parent(fs, &cred, old, &mut links)?;
+            let (ndir, nname) = walk_parent(fs, &cred, new, &mut links)?;
             let (Some(oname), Some(nname)) = (oname, nname) else {
                 return Err(cowlab_ext2::Errno::EBUSY);
             };
-            if flags & super::namei::RENAME_NOREPLACE != 0
-                && fs.lookup(ndir, nname.as_bytes()).is_ok()
-            {
+            let target = fs.lookup(ndir, nname.as_bytes());
+            if flags & super::namei::RENAME_NOREPLACE != 0 && target.is_ok() {
                 return Err(cowlab_ext2::Errno::EEXIST);
             }
+            may_rename(fs, &cred, (odir, &oname), ndir, target.ok())?;
             fs.rename(odir, oname.as_bytes(), ndir, nname.as_bytes())
         })
     }
@@ -283,27 +414,29 @@ impl DirInode for Ext2Root {
         let Some(f) = file.downcast::<Ext2File>() else {
             return Err(Errno::EXDEV);
         };
+        let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
+            new_name(fs, &cred, dir, &last)?;
             fs.link(f.ino, dir, last.as_bytes())
         })
     }
 
     fn symlink(&self, name: &str, target: &str) -> Result<(), Errno> {
+        let cred = cred::current();
         with_fs(|fs| {
-            let mut links = 0;
-            let (dir, last) = walk_parent(fs, name, &mut links)?;
-            let last = last.ok_or(cowlab_ext2::Errno::EEXIST)?;
-            fs.symlink(dir, last.as_bytes(), target.as_bytes(), 0, 0)
+            let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EEXIST)?;
+            new_name(fs, &cred, dir, &last)?;
+            let (uid, gid, _) = new_owner(fs, &cred, dir, u32::from(S_IFLNK) | 0o777)?;
+            fs.symlink(dir, last.as_bytes(), target.as_bytes(), uid, gid)
                 .map(|_| ())
         })
     }
 
     fn readlink(&self, name: &str) -> Result<String, Errno> {
+        let cred = cred::current();
         let bytes = with_fs(|fs| {
-            let ino = resolve(fs, name, false)?;
+            let ino = resolve(fs, &cred, name, false)?;
             if !is_symlink(fs, ino)? {
                 return Err(cowlab_ext2::Errno::EINVAL);
             }

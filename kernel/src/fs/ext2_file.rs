@@ -1,23 +1,35 @@
 //! An open ext2 regular file (or symbolic link opened through `O_PATH`-like stat): reads and
-//! writes go straight to the file's blocks through the crate (the page cache is the next
-//! issue), a chunk at a time through a kernel buffer, the user copy done outside the
-//! filesystem lock (a copy may fault, and the fault path must not wait for this lock).
+//! writes go through the file's page cache (`ext2_cache`), a chunk at a time through a kernel
+//! buffer, the user copy done outside the cache and filesystem locks (a copy may fault, and the
+//! fault path must not wait for them). Reads fill missing pages from the disk; writes go through
+//! to the disk (the crate allocates the blocks, so a full disk is `ENOSPC` at the call, as on
+//! Linux ext2) and into the pages already cached.
 //!
-//! The description holds an open reference on the inode (`Ext2::open`), dropped at the last
-//! close (`Ext2::release`): an unlinked file lives until then.
+//! The description holds an open reference on the inode (`Ext2::open`) and on its cache,
+//! dropped at the last close (`Ext2::release`): an unlinked file lives until then.
 //!
-//! `mmap` answers `ENODEV` (Linux's answer for a file without `mmap`): file mappings need the
-//! page cache.
+//! `mmap` maps the cache's pages ([`Ext2Mapping`], which holds the file open while mapped).
 #![deny(unsafe_code)]
 
+use alloc::sync::Arc;
 use core::any::Any;
 
-use super::ext2_mount::with_fs;
+use cowlab_mm::pagecache::{BackingStore, FileCache, FileRef, MappedFile};
+use cowlab_mm::MmError;
+
+use super::ext2_cache::{self, Ext2Store};
+use super::ext2_direct;
+use super::ext2_mount::{with_fs, with_fs_atomic};
 use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::stat::{statfs_of, Stat, StatFs};
+use super::vda;
+use crate::drivers::virtio_blk::Op;
 use crate::errno::Errno;
+use crate::memory;
 
+/// Linux's `FALLOC_FL_PUNCH_HOLE`.
+const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
 /// The most bytes moved under one hold of the filesystem lock.
 const CHUNK: usize = 64 * 1024;
 pub const EXT2_SUPER_MAGIC: u64 = 0xEF53;
@@ -26,9 +38,12 @@ pub const EXT2_DEV: u64 = (254 << 8) | 16;
 
 /// `stat` of inode `ino` (zeroes but the number if it cannot be read: the error was reported).
 pub fn ext2_stat(ino: u32) -> Stat {
-    let Ok(st) = with_fs(|fs| fs.stat(ino)) else {
+    let Ok(mut st) = with_fs(|fs| fs.stat(ino)) else {
         return Stat::base(0, u64::from(ino));
     };
+    if let Some(cache) = ext2_cache::lookup(ino) {
+        st.size = cache.size();
+    }
     Stat {
         st_dev: EXT2_DEV,
         st_ino: u64::from(st.ino),
@@ -71,43 +86,66 @@ pub fn ext2_statfs() -> StatFs {
 /// An open ext2 file.
 pub struct Ext2File {
     pub ino: u32,
+    cache: Arc<FileCache>,
 }
 
 impl Ext2File {
-    /// Opens inode `ino` (takes the open reference that keeps an unlinked inode alive).
+    /// Opens inode `ino` (takes the open reference that keeps an unlinked inode alive, and a
+    /// hold on its page cache).
     pub fn open(ino: u32) -> Result<Ext2File, Errno> {
         with_fs(|fs| fs.open(ino))?;
-        Ok(Ext2File { ino })
+        match ext2_cache::attach(ino) {
+            Ok(cache) => Ok(Ext2File { ino, cache }),
+            Err(e) => {
+                let _ = with_fs(|fs| fs.release(ino));
+                Err(e)
+            }
+        }
     }
 
     fn size(&self) -> u64 {
-        with_fs(|fs| fs.stat(self.ino)).map_or(0, |s| s.size)
+        self.cache.size()
+    }
+
+    fn store(&self) -> Ext2Store {
+        Ext2Store { ino: self.ino }
     }
 
     /// The whole file, for exec (read before any address-space lock is taken).
     pub fn read_all(&self) -> Result<alloc::vec::Vec<u8>, Errno> {
-        with_fs(|fs| {
-            let size = fs.stat(self.ino)?.size as usize;
-            let mut data = alloc::vec::Vec::new();
-            data.try_reserve_exact(size)
-                .map_err(|_| cowlab_ext2::Errno::ENOMEM)?;
-            data.resize(size, 0);
-            let n = fs.read(self.ino, 0, &mut data)?;
-            data.truncate(n);
-            Ok(data)
-        })
+        let size = self.size() as usize;
+        let mut data = alloc::vec::Vec::new();
+        data.try_reserve_exact(size).map_err(|_| Errno::ENOMEM)?;
+        data.resize(size, 0);
+        let n = self
+            .cache
+            .read_at(memory::mm(), &self.store(), 0, &mut data)?;
+        data.truncate(n);
+        Ok(data)
     }
 }
 
 impl Drop for Ext2File {
     fn drop(&mut self) {
-        // The last close of an unlinked inode frees it here.
+        // The last close writes the cache back (dirty pages of a file that still has names)
+        // and empties it; then the last close of an unlinked inode frees it.
+        let linked = with_fs(|fs| fs.stat(self.ino)).is_ok_and(|st| st.nlink > 0);
+        if let Err(e) = ext2_cache::detach(self.ino, linked) {
+            warn!(
+                "ext2: writeback of inode {} at close failed: {e:?}",
+                self.ino
+            );
+        }
         let _ = with_fs(|fs| fs.release(self.ino));
     }
 }
 
 impl FileOps for Ext2File {
     fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
+        if vda::is_direct(io.file) && ext2_direct::applies(to) {
+            let n = ext2_direct::transfer(Op::Read, self.ino, &self.cache, io, to)?;
+            return to.finish(n);
+        }
         let mut kbuf = alloc::vec::Vec::new();
         kbuf.try_reserve_exact(to.count().min(CHUNK))
             .map_err(|_| Errno::ENOMEM)?;
@@ -115,7 +153,9 @@ impl FileOps for Ext2File {
         let mut done = 0;
         while to.count() > 0 {
             let want = to.count().min(CHUNK);
-            let n = with_fs(|fs| fs.read(self.ino, io.pos, &mut kbuf[..want]));
+            let n = self
+                .cache
+                .read_at(memory::mm(), &self.store(), io.pos, &mut kbuf[..want]);
             let n = match n {
                 Ok(n) => n,
                 Err(e) if done == 0 => return Err(e),
@@ -135,13 +175,21 @@ impl FileOps for Ext2File {
         if io.append {
             io.pos = self.size();
         }
+        if vda::is_direct(io.file) && ext2_direct::applies(from) {
+            let n = ext2_direct::transfer(Op::Write, self.ino, &self.cache, io, from)?;
+            return from.finish(n);
+        }
         let mut done = 0;
         while from.count() > 0 {
             let data = from.copy_from_vec(CHUNK)?;
             if data.is_empty() {
                 break;
             }
-            let written = match with_fs(|fs| fs.write(self.ino, io.pos, &data)) {
+            let (ino, pos) = (self.ino, io.pos);
+            let written = self.cache.write_through(memory::mm(), pos, &data, |d| {
+                with_fs_atomic(|fs| fs.write(ino, pos, d))
+            });
+            let written = match written {
                 Ok(n) => n,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
@@ -160,6 +208,7 @@ impl FileOps for Ext2File {
     }
 
     fn fsync(&self) -> Result<(), Errno> {
+        ext2_cache::writeback(&self.cache, self.ino)?;
         with_fs(|fs| fs.fsync(self.ino))
     }
 
@@ -171,12 +220,82 @@ impl FileOps for Ext2File {
         ext2_statfs()
     }
 
+    fn mmap_file(&self) -> Option<Result<FileRef, Errno>> {
+        ext2_cache::note_mapper(self.ino, &crate::proc::current_aspace());
+        Some(Ext2File::open(self.ino).map(|file| FileRef(Arc::new(Ext2Mapping { file }))))
+    }
+
     fn truncate(&self, len: u64) -> Result<(), Errno> {
-        with_fs(|fs| fs.truncate(self.ino, len))
+        with_fs(|fs| fs.truncate(self.ino, len))?;
+        let shrinks = len < self.cache.size();
+        self.cache.set_size(memory::mm(), len);
+        if shrinks {
+            ext2_cache::unmap_past(&self.cache, len);
+        }
+        Ok(())
+    }
+
+    /// The ext4-like subset a block map can hold (`cowlab_ext2::space`; Linux's ext2 itself
+    /// answers `EOPNOTSUPP` to every mode).
+    /// Dirty cache pages (stores through shared mappings) are written back first, so the
+    /// block map holds their data: a punched hole then stays a hole (no later writeback of old
+    /// bytes into it) and the cached copies of the punched range are zeroed as the blocks are;
+    /// a size the call grows is the cache's size too.
+    fn fallocate(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
+        ext2_cache::writeback(&self.cache, self.ino)?;
+        with_fs(|fs| fs.fallocate(self.ino, mode as u32, offset, len))?;
+        if mode as u32 & FALLOC_FL_PUNCH_HOLE != 0 {
+            self.cache
+                .zero_range(memory::mm(), offset, offset.saturating_add(len));
+        }
+        let size = with_fs(|fs| fs.stat(self.ino))?.size;
+        if size > self.cache.size() {
+            self.cache.set_size(memory::mm(), size);
+        }
+        Ok(())
+    }
+
+    /// The block map answers, after the dirty cache pages are written back (Linux ext4 counts
+    /// dirty page-cache pages over a hole as data; writing them back makes the map say so).
+    fn seek_data_hole(&self, offset: u64, hole: bool) -> Option<Result<u64, Errno>> {
+        if let Err(e) = ext2_cache::writeback(&self.cache, self.ino) {
+            return Some(Err(e));
+        }
+        Some(with_fs(|fs| fs.seek_data_hole(self.ino, offset, hole)))
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// A mapping's hold on an ext2 file: an open reference of its own (so the inode and its cache
+/// live while mapped, even after every descriptor is closed); the last VMA dropping it closes
+/// it, which writes the cache back.
+pub struct Ext2Mapping {
+    file: Ext2File,
+}
+
+impl MappedFile for Ext2Mapping {
+    fn cache(&self) -> &FileCache {
+        &self.file.cache
+    }
+
+    fn inode(&self) -> u64 {
+        u64::from(self.file.ino)
+    }
+
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        self.file
+            .store()
+            .read_page(index, buf)
+            .map_err(|_| MmError::Fault)
+    }
+
+    fn writeback(&self) -> bool {
+        let file = &self.file;
+        ext2_cache::writeback(&file.cache, file.ino).is_ok()
+            && with_fs(|fs| fs.fsync(file.ino)).is_ok()
     }
 }
 

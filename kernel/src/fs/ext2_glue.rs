@@ -1,23 +1,21 @@
 //! The block device under the ext2 filesystem in the kernel: `cowlab_ext2::BlockDevice` over a
 //! virtio-blk device, one synchronous request at a time through a kernel bounce buffer.
 //!
-//! Why it polls instead of sleeping: the filesystem is one `&mut` object behind one lock, held
-//! across each of its block requests. Sleeping with that lock held would let another process
-//! spin on it with interrupts off (system calls run with interrupts disabled and the kernel does
-//! not preempt itself), so the holder waits for its completion right here: interrupts on, `hlt`,
-//! interrupts off, check, as the in-kernel virtio tests do. The virtio interrupt handler takes only
-//! the driver's queue lock, never the filesystem's. A request that does not complete within
-//! [`TIMEOUT_TICKS`] (ten minutes of ticks) is an I/O error; its bounce buffer is then left to the request (which owns a
-//! reference until the device finishes it) and a fresh one is used from then on, so the device
-//! can never write into memory a later request reads.
-//!
-//! Not wired into the file layer yet: the mount/path layer will own a `VirtioDisk` over the root
-//! disk and mount `cowlab_ext2::Ext2` on it.
+//! A task waits for its request asleep (Linux's `TASK_UNINTERRUPTIBLE`, reported by the
+//! hung-task watchdog), woken by the completion, which the virtio interrupt handler runs; the
+//! filesystem is held meanwhile through its sleeping lock (`ext2_mount`), not a spin lock, so
+//! the CPU runs other tasks during the disk's time. Outside a task (the root mount at boot) and
+//! for a task being killed (whose sleeps return at once) the wait polls instead: interrupts on,
+//! `hlt`, interrupts off, check. A polled request that does not complete within
+//! [`TIMEOUT_TICKS`] (ten minutes of ticks) is an I/O error; its bounce buffer is then left to
+//! the request (which owns a reference until the device finishes it) and a fresh one is used
+//! from then on, so the device can never write into memory a later request reads. A sleeping
+//! wait has no timeout (as on Linux, a lost completion is a hung task, reported).
 #![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use cowlab_ext2::{BlockDevice, IoError};
 use x86_64::instructions::interrupts;
@@ -33,6 +31,25 @@ pub const CHUNK: usize = 64 * 1024;
 /// while the host completes one request the guest may count thousands of ticks (ten seconds'
 /// worth timed out the root mount on a loaded host).
 pub const TIMEOUT_TICKS: u64 = 600 * time::TICK_HZ;
+
+/// How many callers on this CPU are inside [`without_sleeping`].
+static NO_SLEEP: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` with every block request it makes polled instead of slept on (Linux's rule that
+/// nothing sleeps in atomic context): the page cache does its I/O holding spin locks (the
+/// cache's own, and on a fault the address space's), and a task asleep with one of them held
+/// would leave the next task that wants it spinning with interrupts off on this single CPU.
+pub fn without_sleeping<R>(f: impl FnOnce() -> R) -> R {
+    NO_SLEEP.fetch_add(1, Ordering::Relaxed);
+    let r = f();
+    NO_SLEEP.fetch_sub(1, Ordering::Relaxed);
+    r
+}
+
+/// Whether the current caller may sleep for its block request (see [`without_sleeping`]).
+pub fn may_sleep() -> bool {
+    NO_SLEEP.load(Ordering::Relaxed) == 0
+}
 
 /// A virtio-blk device as the filesystem's disk.
 pub struct VirtioDisk {
@@ -75,9 +92,21 @@ impl VirtioDisk {
             };
             report.result.store(v, Ordering::Relaxed);
             report.done.store(true, Ordering::Release);
+            crate::proc::wakeup(Arc::as_ptr(&report) as usize);
         });
         let request = Request::kernel(op, sector, self.bounce.clone(), 0, len, completion);
         self.device.submit(request).map_err(|_| IoError)?;
+        // System calls run with interrupts off, so the completion cannot slip in between the
+        // check and the sleep.
+        let channel = Arc::as_ptr(&outcome) as usize;
+        while crate::proc::current_tid() != 0
+            && may_sleep()
+            && !outcome.done.load(Ordering::Acquire)
+        {
+            if crate::proc::sleep_uninterruptible(channel, "an ext2 block request").is_err() {
+                break;
+            }
+        }
         let were_enabled = interrupts::are_enabled();
         interrupts::disable();
         let deadline = time::ticks() + TIMEOUT_TICKS;

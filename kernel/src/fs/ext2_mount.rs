@@ -2,31 +2,32 @@
 //! (`vdb`), behind one lock, mounted at boot ([`mount_root`]) and unmounted at power-off
 //! ([`unmount_root`]).
 //!
-//! Lock rule (the block path polls, see `ext2_glue`): [`with_fs`] holds the filesystem lock
-//! across the crate's block requests, and the glue halts with interrupts on while it waits.
-//! That is safe because (1) the kernel does not preempt itself, so nothing else runs on this
-//! CPU while the lock is held except interrupt handlers, and (2) the virtio interrupt handler
-//! takes only the driver's queue lock and what finishing a request needs (unpinning and
-//! freeing user frames of O_DIRECT/AIO/io_uring requests on `vda`: the frame allocator), never
-//! this lock. So a caller of [`with_fs`] must not hold the frame allocator, an address-space
-//! lock or a driver queue lock (exec copies a program out first, then builds the address
-//! space), and nothing under this lock may call back into the file layer.
+//! Lock rule: [`with_fs`] holds the filesystem's sleeping lock (`proc::sleeplock`, Linux's
+//! per-filesystem mutex) across the crate's block requests, and the glue sleeps until the
+//! virtio completion interrupt wakes it (`ext2_glue`); other tasks wanting the filesystem sleep
+//! on the lock meanwhile, and the CPU runs whoever is runnable. No spin lock is held across
+//! either sleep. The virtio interrupt handler never takes this lock. A caller of [`with_fs`]
+//! must not hold a spin lock (the frame allocator, an address-space lock, a driver queue lock:
+//! exec copies a program out first, then builds the address space), and nothing under this
+//! lock may call back into the file layer (the lock is not recursive). The page cache's I/O,
+//! done under its spin locks, uses [`with_fs_atomic`] instead, which polls.
 #![deny(unsafe_code)]
 
 use alloc::string::String;
 
+use alloc::boxed::Box;
 use cowlab_ext2::{Errno as Ext2Errno, Ext2, MountOptions};
-use spin::Mutex;
 
 use super::ext2_glue::VirtioDisk;
 use crate::drivers::virtio_blk;
 use crate::errno::Errno;
+use crate::proc::sleeplock::SleepLock;
 
-static ROOT: Mutex<Option<Ext2<VirtioDisk>>> = Mutex::new(None);
+static ROOT: SleepLock<Box<Ext2<VirtioDisk>>> = SleepLock::new("the ext2 root filesystem");
 
 /// Whether `/` is the ext2 root (else the ramdisk).
 pub fn mounted() -> bool {
-    ROOT.lock().is_some()
+    ROOT.is_present()
 }
 
 /// The crate's errno as the kernel's (the same Linux numbers).
@@ -34,8 +35,11 @@ pub fn errno(e: Ext2Errno) -> Errno {
     match e {
         Ext2Errno::EPERM => Errno::EPERM,
         Ext2Errno::ENOENT => Errno::ENOENT,
+        Ext2Errno::ENXIO => Errno::ENXIO,
+        Ext2Errno::EOPNOTSUPP => Errno::EOPNOTSUPP,
         Ext2Errno::EIO => Errno::EIO,
         Ext2Errno::ENOMEM => Errno::ENOMEM,
+        Ext2Errno::EACCES => Errno::EACCES,
         Ext2Errno::EBUSY => Errno::EBUSY,
         Ext2Errno::EEXIST => Errno::EEXIST,
         Ext2Errno::EXDEV => Errno::EXDEV,
@@ -64,13 +68,31 @@ fn clock() -> u32 {
 pub fn with_fs<T>(
     f: impl FnOnce(&mut Ext2<VirtioDisk>) -> cowlab_ext2::Result<T>,
 ) -> Result<T, Errno> {
-    let mut guard = ROOT.lock();
-    let fs = guard.as_mut().ok_or(Errno::ENOENT)?;
-    let result = f(fs);
-    if let Some(line) = fs.take_error() {
+    with_fs_sleeping(true, f)
+}
+
+/// [`with_fs`] for a caller holding a spin lock (the page cache's I/O): neither the lock nor
+/// the block requests are waited for asleep (`ext2_glue::without_sleeping`).
+pub fn with_fs_atomic<T>(
+    f: impl FnOnce(&mut Ext2<VirtioDisk>) -> cowlab_ext2::Result<T>,
+) -> Result<T, Errno> {
+    super::ext2_glue::without_sleeping(|| with_fs_sleeping(false, f))
+}
+
+fn with_fs_sleeping<T>(
+    may_sleep: bool,
+    f: impl FnOnce(&mut Ext2<VirtioDisk>) -> cowlab_ext2::Result<T>,
+) -> Result<T, Errno> {
+    let result = ROOT
+        .with_sleeping(may_sleep, |fs| {
+            let result = f(fs);
+            (result, fs.take_error())
+        })
+        .ok_or(Errno::ENOENT)?;
+    if let (_, Some(line)) = &result {
         warn!("{line}");
     }
-    result.map_err(errno)
+    result.0.map_err(errno)
 }
 
 /// Mounts the root disk (`vdb`) if there is one. On any failure the ramdisk stays the root,
@@ -106,7 +128,8 @@ pub fn mount_root() {
                     None => String::new(),
                 }
             );
-            *ROOT.lock() = Some(fs);
+            ROOT.replace(Some(Box::new(fs)));
+            crate::memory::mm().set_shrinker(super::ext2_cache::shrink);
         }
         Err(e) => warn!(
             "ext2: cannot mount vdb ({:?}: {}); / is the ramdisk",
@@ -115,18 +138,23 @@ pub fn mount_root() {
     }
 }
 
-/// `sync(2)`/`syncfs(2)`: every dirty metadata block written back.
+/// `sync(2)`/`syncfs(2)`: every dirty page of the open files' caches, then every dirty
+/// metadata block, written back.
 pub fn sync() -> Result<(), Errno> {
     if !mounted() {
         return Ok(());
     }
-    with_fs(|fs| fs.sync())
+    let pages = super::ext2_cache::sync_all();
+    with_fs(|fs| fs.sync()).and(pages)
 }
 
 /// Unmounts the root at power-off: orphans freed, the clean state and every dirty block
 /// written back. One console line if the write-back failed.
 pub fn unmount_root() {
-    let Some(fs) = ROOT.lock().take() else {
+    if let Err(e) = super::ext2_cache::sync_all() {
+        warn!("ext2: page-cache writeback at unmount failed: {e:?}");
+    }
+    let Some(fs) = ROOT.replace(None) else {
         return;
     };
     let (_disk, result) = fs.unmount();

@@ -126,6 +126,12 @@ pub trait FileOps: Send + Sync {
         Err(Errno::ENODEV)
     }
 
+    /// For a file with a page cache (ext2): the object a mapping of it holds, which keeps the
+    /// file open while mapped (Linux `f_op->mmap` of a disk file). `None`: see `mmap_target`.
+    fn mmap_file(&self) -> Option<Result<cowlab_mm::pagecache::FileRef, Errno>> {
+        None
+    }
+
     /// The shmem object holding the file's data (memfds, tmpfs files): where seals live.
     fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
         None
@@ -139,6 +145,12 @@ pub trait FileOps: Send + Sync {
     /// `fallocate` (the descriptor is writable, `offset >= 0`, `len > 0`).
     fn fallocate(&self, _mode: i32, _offset: u64, _len: u64) -> Result<(), Errno> {
         Err(Errno::ENODEV)
+    }
+
+    /// `SEEK_DATA` (`hole` false) or `SEEK_HOLE` from `offset` (`0 <= offset`) for a file that
+    /// knows its holes; `None`: the generic answer (all data up to the size).
+    fn seek_data_hole(&self, _offset: u64, _hole: bool) -> Option<Result<u64, Errno>> {
+        None
     }
 
     /// The concrete type, for the few callers that need it (an io_uring descriptor for

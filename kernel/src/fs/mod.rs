@@ -12,7 +12,9 @@
 
 pub mod aio;
 pub mod console;
+pub mod ext2_cache;
 pub mod ext2_dir;
+pub mod ext2_direct;
 pub mod ext2_file;
 pub mod ext2_glue;
 pub mod ext2_mount;
@@ -25,8 +27,10 @@ pub mod iter;
 pub mod kcov;
 pub mod memfd;
 pub mod mount;
+pub mod mount_dir;
 pub mod namei;
 pub mod null;
+pub mod perm;
 pub mod pipe;
 pub mod poll;
 pub mod proc_file;
@@ -172,9 +176,11 @@ impl FdTable {
     }
 }
 
-/// Opens `path` (absolute or relative to `/`, the working directory of every process).
+/// Finds `path` (absolute or relative to `/`) for the kernel's own use (stat, statfs, access,
+/// chdir, execve): an `O_PATH` open, which asks no read or write permission of the file (the
+/// directories on the way must still be searchable).
 pub fn open(path: &str, flags: u32) -> Result<Arc<OpenFile>, Errno> {
-    open_mode(path, flags, 0)
+    open_mode(path, flags | O_PATH, 0)
 }
 
 /// Whether some component of `path` is longer than `NAME_MAX` (Linux checks this for every
@@ -192,6 +198,12 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     // Linux keeps every other flag in `f_flags` (`do_dentry_open`), O_TMPFILE included.
     let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | tmpfs::O_EXCL);
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
+    // Linux applies the umask in the VFS (`vfs_prepare_mode`) for file systems without ACLs.
+    let mode = if flags & (O_CREAT | tmpfs::O_TMPFILE) != 0 {
+        mode & 0o7777 & !crate::proc::cred::current_umask()
+    } else {
+        mode
+    };
     let walk = mount::walk(path);
     let dir = walk.mount.root;
     let ops = match walk.name {
@@ -209,10 +221,10 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
 }
 
 /// The bytes of the program `path` for execve (Linux `do_open_execat` + `kernel_read`): `path`
-/// is resolved through the mount table, relative paths from the caller's working directory;
-/// a bare name that is not found there is looked up in `/` (the programs live there, and the
-/// tests exec them by bare name from any directory). `EACCES` for a directory or a file that is
-/// not regular. Read completely before the caller builds the address space (the filesystem
+/// is resolved through the mount table, relative paths (a bare name too: searching `PATH` is
+/// the C library's business) from the caller's working directory. `EACCES` for a directory, a
+/// file that is not regular, or one the caller may not execute (`perm::generic_permission`:
+/// root too when no `x` bit is set). Read completely before the caller builds the address space (the filesystem
 /// lock must not be taken under the address-space locks, see `ext2_mount`).
 pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Errno> {
     use alloc::borrow::Cow;
@@ -225,13 +237,17 @@ pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Er
     } else {
         alloc::string::String::from(path)
     };
-    let file = match open(&full, 0) {
-        Err(Errno::ENOENT) if !path.contains('/') && full != path => open(path, 0)?,
-        r => r?,
-    };
-    if file.ops.stat().st_mode & stat::S_IFMT != stat::S_IFREG {
+    let file = open(&full, 0)?;
+    let st = file.ops.stat();
+    if st.st_mode & stat::S_IFMT != stat::S_IFREG {
         return Err(Errno::EACCES);
     }
+    let inode = perm::Owner {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    };
+    perm::generic_permission(&crate::proc::cred::current(), inode, perm::MAY_EXEC)?;
     if let Some(f) = file.downcast::<ext2_file::Ext2File>() {
         return Ok(Cow::Owned(f.read_all()?));
     }

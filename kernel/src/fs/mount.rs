@@ -15,8 +15,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::file::{DirEntry, FileOps, OpenFile, DT_DIR, DT_REG};
+use super::mount_dir::MountRootDir;
 use super::stat::ST_RDONLY;
-use super::tmpfs_file::{TmpDir, TmpfsFile};
+use super::tmpfs_file::{self, TmpfsFile};
 use super::{console, guptest, null, procfs, ramfs, tmpfs, vda};
 use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
 use crate::errno::Errno;
@@ -214,85 +215,32 @@ impl DirInode for RootFs {
 /// The ramdisk's files, read-only: the root without a root disk.
 pub struct RamfsRoot;
 
-impl DirInode for RamfsRoot {
-    fn open_self(&self, flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+impl SpecialDir for RamfsRoot {
+    fn file(&self, name: &str, _flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
+        ramdisk::find(name).map(|f| Ok(Box::new(ramfs::RamFile(f)) as Box<dyn FileOps>))
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn open_self(&self, flags: u32) -> Result<Box<dyn FileOps>, Errno> {
         if tmpfs::tmpfile_flags(flags).is_some() {
             return Err(Errno::EROFS);
         }
         if flags & O_ACCMODE != 0 {
             return Err(Errno::EISDIR);
         }
-        Ok(Box::new(ramfs::RootDir))
-    }
-
-    fn open(
-        &self,
-        name: &str,
-        trailing_slash: bool,
-        flags: u32,
-        _mode: u32,
-    ) -> Result<Box<dyn FileOps>, Errno> {
-        if let Some(e) = flat_error(self, name) {
-            return Err(e);
-        }
-        let Some(file) = ramdisk::find(name) else {
-            return Err(match () {
-                _ if flags & O_CREAT == 0 => Errno::ENOENT,
-                _ if trailing_slash => Errno::EISDIR,
-                _ => Errno::EROFS,
-            });
-        };
-        if trailing_slash || flags & O_DIRECTORY != 0 {
-            return Err(Errno::ENOTDIR);
-        }
-        if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
-            return Err(Errno::EROFS);
-        }
-        Ok(Box::new(ramfs::RamFile(file)))
-    }
-
-    fn lookup(&self, name: &str) -> Result<bool, Errno> {
-        if let Some(e) = flat_error(self, name) {
-            return Err(e);
-        }
-        ramdisk::find(name).map(|_| false).ok_or(Errno::ENOENT)
-    }
-
-    fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
-        match self.lookup(name) {
-            Ok(_) => Err(Errno::EEXIST),
-            Err(Errno::ENOENT) if !name.contains('/') => Err(Errno::EROFS),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn unlink(&self, name: &str) -> Result<(), Errno> {
-        self.lookup(name)?;
-        Err(Errno::EROFS)
-    }
-
-    fn rmdir(&self, name: &str) -> Result<(), Errno> {
-        self.unlink(name)
-    }
-
-    fn rename(&self, old: &str, _new: &str, _flags: u64) -> Result<(), Errno> {
-        self.unlink(old)
-    }
-
-    fn symlink(&self, name: &str, _target: &str) -> Result<(), Errno> {
-        self.mkdir(name, 0)
-    }
-
-    fn link(&self, file: &OpenFile, _name: &str) -> Result<(), Errno> {
-        Err(match () {
-            _ if file.downcast::<TmpfsFile>().is_some() => Errno::EXDEV,
-            _ if file.ops.statfs().f_flags & ST_RDONLY != 0 => Errno::EROFS,
-            _ => Errno::EPERM,
-        })
+        Ok(Box::new(MountRootDir {
+            dir: &RamfsRoot,
+            path: "/",
+            stat: ramfs::root_stat,
+            statfs: ramfs::ramfs_statfs,
+        }))
     }
 
     /// `.`, `..`, `tmp`, then the ramdisk's files.
-    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
+    fn entries(&self) -> Result<Vec<DirEntry>, Errno> {
         let entry = |name: &str, ino, kind| DirEntry {
             name: String::from(name),
             ino,
@@ -321,7 +269,12 @@ impl DirInode for TmpfsRoot {
         if flags & O_CREAT != 0 || flags & O_ACCMODE != 0 {
             return Err(Errno::EISDIR);
         }
-        Ok(Box::new(TmpDir))
+        Ok(Box::new(MountRootDir {
+            dir: &TmpfsRoot,
+            path: "/tmp",
+            stat: tmpfs_file::tmp_dir_stat,
+            statfs: tmpfs_file::tmp_dir_statfs,
+        }))
     }
 
     fn open(
@@ -408,8 +361,9 @@ impl DirInode for TmpfsRoot {
     }
 }
 
-/// A directory of named special files (`/dev`, `/sys/kernel/debug`): open, look up; nothing
-/// can be created or removed.
+/// A directory whose names cannot change: the special files (`/dev`, `/proc`,
+/// `/sys/kernel/debug`: changes are `EPERM`) and the ramdisk (`read_only`: changes are `EROFS`,
+/// and so is creating a name). Open and look up; nothing is created or removed.
 trait SpecialDir: Send + Sync {
     /// The file `name` opened with `flags`: `None` if there is none.
     fn file(&self, name: &str, flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>>;
@@ -417,6 +371,21 @@ trait SpecialDir: Send + Sync {
     /// Whether names are single components (procfs has `<pid>/` subdirectories).
     fn flat(&self) -> bool {
         true
+    }
+
+    /// A read-only file system rather than a directory that has no such operations.
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    /// Opening the directory itself.
+    fn open_self(&self, _flags: u32) -> Result<Box<dyn FileOps>, Errno> {
+        Err(Errno::ENOENT)
+    }
+
+    /// The directory's entries.
+    fn entries(&self) -> Result<Vec<DirEntry>, Errno> {
+        Err(Errno::ENOENT)
     }
 }
 
@@ -429,8 +398,8 @@ fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
 }
 
 impl<T: SpecialDir> DirInode for T {
-    fn open_self(&self, _flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
-        Err(Errno::ENOENT)
+    fn open_self(&self, flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+        SpecialDir::open_self(self, flags)
     }
 
     fn open(
@@ -443,9 +412,18 @@ impl<T: SpecialDir> DirInode for T {
         if let Some(e) = special_error(self, name) {
             return Err(e);
         }
-        let file = self.file(name, flags).ok_or(Errno::ENOENT)??;
+        let ro = self.read_only();
+        let file = match self.file(name, flags) {
+            Some(file) => file?,
+            None if ro && flags & O_CREAT != 0 && trailing_slash => return Err(Errno::EISDIR),
+            None if ro && flags & O_CREAT != 0 => return Err(Errno::EROFS),
+            None => return Err(Errno::ENOENT),
+        };
         if trailing_slash || flags & O_DIRECTORY != 0 {
             return Err(Errno::ENOTDIR);
+        }
+        if ro && (flags & O_ACCMODE != 0 || flags & O_TRUNC != 0) {
+            return Err(Errno::EROFS);
         }
         Ok(file)
     }
@@ -460,13 +438,18 @@ impl<T: SpecialDir> DirInode for T {
     fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
         match self.lookup(name) {
             Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) if self.read_only() && !name.contains('/') => Err(Errno::EROFS),
             Err(e) => Err(e),
         }
     }
 
     fn unlink(&self, name: &str) -> Result<(), Errno> {
         self.lookup(name)?;
-        Err(Errno::EPERM)
+        Err(if self.read_only() {
+            Errno::EROFS
+        } else {
+            Errno::EPERM
+        })
     }
 
     fn rmdir(&self, name: &str) -> Result<(), Errno> {
@@ -478,16 +461,28 @@ impl<T: SpecialDir> DirInode for T {
         Err(Errno::EROFS)
     }
 
+    /// `EEXIST`, else `EROFS` on the ramdisk, `EPERM` where there is no `symlink` (Linux).
+    fn symlink(&self, name: &str, _target: &str) -> Result<(), Errno> {
+        if self.read_only() {
+            return self.mkdir(name, 0);
+        }
+        match self.lookup(name) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => Err(Errno::EPERM),
+            Err(e) => Err(e),
+        }
+    }
+
     fn link(&self, file: &OpenFile, _name: &str) -> Result<(), Errno> {
-        Err(if file.downcast::<TmpfsFile>().is_some() {
-            Errno::EXDEV
-        } else {
-            Errno::EPERM
+        Err(match () {
+            _ if file.downcast::<TmpfsFile>().is_some() => Errno::EXDEV,
+            _ if self.read_only() && file.ops.statfs().f_flags & ST_RDONLY != 0 => Errno::EROFS,
+            _ => Errno::EPERM,
         })
     }
 
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        Err(Errno::ENOENT)
+        self.entries()
     }
 }
 

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use super::file::OpenFile;
 use super::mount::walk;
+use super::perm;
 use super::stat::{ST_RDONLY, S_IFDIR, S_IFMT};
 use super::{name_too_long, open};
 use crate::errno::Errno;
@@ -151,7 +152,10 @@ pub fn mkdir(path: &str, mode: u32) -> Result<(), Errno> {
     let w = walk(path);
     match w.name {
         None => Err(Errno::EEXIST),
-        Some(name) => w.mount.root.mkdir(&name, mode & 0o7777),
+        Some(name) => {
+            let mode = mode & 0o7777 & !crate::proc::cred::current_umask();
+            w.mount.root.mkdir(&name, mode)
+        }
     }
 }
 
@@ -168,7 +172,13 @@ fn ext2_ino(file: &OpenFile) -> Option<u32> {
 /// here.
 pub fn chmod(file: &OpenFile, mode: u32) -> Result<(), Errno> {
     match ext2_ino(file) {
-        Some(ino) => super::ext2_mount::with_fs(|fs| fs.chmod(ino, (mode & 0o7777) as u16)),
+        Some(ino) => {
+            let cred = crate::proc::cred::current();
+            let inode = owner_of(file);
+            perm::owner_or_capable(&cred, inode)?;
+            let mode = perm::chmod_bits(&cred, inode, mode);
+            super::ext2_mount::with_fs(|fs| fs.chmod(ino, mode as u16))
+        }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),
     }
@@ -192,12 +202,32 @@ pub fn sync() -> Result<(), Errno> {
 
 /// `access(path, mode)`: the file must exist; write access (`W_OK`) on a read-only file
 /// system is `EROFS`.
-pub fn access(path: &str, mode: u64) -> Result<(), Errno> {
+pub fn access(path: &str, mode: u64, eaccess: bool) -> Result<(), Errno> {
+    if mode & !7 != 0 {
+        return Err(Errno::EINVAL);
+    }
     let file = open(path, 0)?;
     if mode & 2 != 0 && read_only_fs(&file) {
         return Err(Errno::EROFS);
     }
-    Ok(())
+    // Linux `do_faccessat`: the real ids unless AT_EACCESS (a set-user-ID program asks what
+    // its user may do); a real uid 0 keeps the overrides.
+    let mut cred = crate::proc::cred::current();
+    if !eaccess {
+        cred.fsuid = cred.uid;
+        cred.fsgid = cred.gid;
+    }
+    perm::generic_permission(&cred, owner_of(&file), mode as u32)
+}
+
+/// The owner and mode of an open file, for `perm`.
+fn owner_of(file: &OpenFile) -> perm::Owner {
+    let st = file.ops.stat();
+    perm::Owner {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    }
 }
 
 /// `chdir(path)` (`path` already seen from the working directory): it must be a directory
@@ -209,6 +239,8 @@ pub fn chdir(path: &str) -> Result<(), Errno> {
 /// `fchdir(fd)`: the open directory `dir` becomes the working directory.
 pub fn fchdir(dir: &OpenFile) -> Result<(), Errno> {
     let path = dir.ops.dir_path().ok_or(Errno::ENOTDIR)?;
+    // Linux `set_fs_pwd` after `path_permission(MAY_EXEC | MAY_CHDIR)`.
+    perm::generic_permission(&crate::proc::cred::current(), owner_of(dir), perm::MAY_EXEC)?;
     let cwd = (path != "/").then(|| alloc::sync::Arc::from(path));
     // The old directory's reference is dropped outside the group lock.
     let old = crate::proc::with_group(|g| core::mem::replace(&mut g.cwd, cwd));

@@ -37,6 +37,8 @@ pub enum ProcWhat {
     MmStat,
     /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
     FaultStat,
+    /// `/proc/sys/vm/drop_caches` (write-only, as on Linux: `1`, `2` or `3`).
+    DropCaches,
 }
 
 /// An open `/proc` file.
@@ -59,6 +61,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::Cpuinfo,
+            }))
+        }
+        "sys/vm/drop_caches" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::DropCaches,
             }))
         }
         "cowlab/mmstat" => {
@@ -107,7 +115,10 @@ impl ProcFile {
 
     /// Whether the file may be opened for writing.
     pub fn writable(&self) -> bool {
-        matches!(self.what, ProcWhat::ClearRefs | ProcWhat::Mem)
+        matches!(
+            self.what,
+            ProcWhat::ClearRefs | ProcWhat::Mem | ProcWhat::DropCaches
+        )
     }
 
     /// Reads up to `len` bytes at `offset`.
@@ -115,6 +126,7 @@ impl ProcFile {
         match self.what {
             ProcWhat::Pagemap => self.pagemap(offset, len),
             ProcWhat::ClearRefs => Err(Errno::EINVAL),
+            ProcWhat::DropCaches => Err(Errno::EINVAL),
             ProcWhat::Maps => Ok(slice(self.maps()?, offset, len)),
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::Cpuinfo => Ok(slice(crate::smp::cpuinfo::text(), offset, len)),
@@ -161,6 +173,7 @@ impl ProcFile {
                 .map_err(mem_error)?;
                 Ok(n)
             }
+            ProcWhat::DropCaches => drop_caches(data),
             _ => Err(Errno::EBADF),
         }
     }
@@ -213,6 +226,8 @@ impl ProcFile {
                     obj.maps_name()
                         .unwrap_or_else(|| String::from("/memfd: (deleted)")),
                 ),
+                // The ext2 root (`fe:10`, vdb) and the inode; cowlab keeps no path per file.
+                Backing::File(file, _) => ("fe:10", file.0.inode(), String::new()),
             };
             let mut line = format!(
                 "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
@@ -286,6 +301,10 @@ fn mmstat() -> String {
         gup_unshare_faults,
         shmem_pages,
         shmem_faults,
+        file_pages,
+        file_dirty,
+        file_faults,
+        writenotify_faults,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -313,6 +332,10 @@ fn mmstat() -> String {
         ("gup_unshare_faults", gup_unshare_faults),
         ("shmem_pages", shmem_pages),
         ("shmem_faults", shmem_faults),
+        ("file_pages", file_pages),
+        ("file_dirty", file_dirty),
+        ("file_faults", file_faults),
+        ("writenotify_faults", writenotify_faults),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }
@@ -381,4 +404,21 @@ fn aspace(pid: Pid) -> Result<vm::SharedAddressSpace, Errno> {
         .get(&pid)
         .and_then(|p| p.aspace.clone())
         .ok_or(Errno::ESRCH)
+}
+
+/// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_caches_sysctl_handler`, bounded 1..=4):
+/// bit 1 frees the clean page-cache pages of every file (dirty ones stay: `sync` first); bit 2
+/// (slab objects) has nothing to free in cowlab; 4 only silences Linux's log line; anything
+/// else is `EINVAL`.
+fn drop_caches(data: &[u8]) -> Result<usize, Errno> {
+    let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+    match text.trim().parse::<u32>() {
+        Ok(n @ 1..=4) => {
+            if n & 1 != 0 {
+                super::ext2_cache::drop_caches();
+            }
+            Ok(data.len())
+        }
+        _ => Err(Errno::EINVAL),
+    }
 }

@@ -2,17 +2,16 @@
 //! (Linux's initramfs is a ramfs; cowlab's is read-only, so `statfs` says `ST_RDONLY`).
 #![deny(unsafe_code)]
 
-use alloc::vec::Vec;
 use core::any::Any;
 
-use super::file::{DirEntry, FileOps, Kiocb, Seek};
+use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
 use super::stat::{statfs_of, Stat, StatFs, RAMFS_MAGIC, ST_RDONLY, S_IFDIR, S_IFREG};
 use crate::errno::Errno;
 use crate::ramdisk;
 
 /// `statfs` of the ramdisk.
-fn ramfs_statfs() -> StatFs {
+pub fn ramfs_statfs() -> StatFs {
     let mut st = statfs_of(RAMFS_MAGIC, ST_RDONLY);
     st.f_files = ramdisk::files().count() as u64 + 1;
     st
@@ -56,42 +55,10 @@ impl FileOps for RamFile {
     }
 }
 
-/// The root directory `/`: the ramdisk's files and the `tmp` mount point.
-pub struct RootDir;
-
-impl FileOps for RootDir {
-    fn read_iter(&self, _io: &mut Kiocb, _to: &mut IoIter) -> Result<usize, Errno> {
-        Err(Errno::EISDIR)
-    }
-
-    fn seek(&self) -> Seek {
-        Seek::Size(0)
-    }
-
-    fn fsync(&self) -> Result<(), Errno> {
-        Ok(())
-    }
-
-    fn stat(&self) -> Stat {
-        Stat {
-            st_nlink: 2,
-            ..Stat::base(S_IFDIR | 0o555, 1)
-        }
-    }
-
-    fn statfs(&self) -> StatFs {
-        ramfs_statfs()
-    }
-
-    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        super::mount::DirInode::getdents(&super::mount::RamfsRoot)
-    }
-
-    fn dir_path(&self) -> Option<&str> {
-        Some("/")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+/// `stat` of the ramdisk's root directory.
+pub fn root_stat() -> Stat {
+    Stat {
+        st_nlink: 2,
+        ..Stat::base(S_IFDIR | 0o555, 1)
     }
 }

@@ -95,13 +95,18 @@ pub fn lseek(file: &OpenFile, offset: i64, whence: u64) -> Result<u64, Errno> {
         0 => 0,
         1 => file.offset.load(Ordering::Relaxed) as i64,
         2 => size,
-        // SEEK_DATA/SEEK_HOLE for a file type without a hole map (Linux
-        // `generic_file_llseek_size`): all data up to the size, one hole at it.
+        // SEEK_DATA/SEEK_HOLE: the file's hole map where it has one, else (Linux
+        // `generic_file_llseek_size`) all data up to the size, one hole at it.
         3 | 4 if !fixed => {
-            if offset < 0 || offset >= size {
+            if offset < 0 {
                 return Err(Errno::ENXIO);
             }
-            let new = if whence == 3 { offset } else { size };
+            let new = match file.ops.seek_data_hole(offset as u64, whence == 4) {
+                Some(found) => found? as i64,
+                None if offset >= size => return Err(Errno::ENXIO),
+                None if whence == 3 => offset,
+                None => size,
+            };
             file.offset.store(new as u64, Ordering::Relaxed);
             return Ok(new as u64);
         }

@@ -24,10 +24,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use cowlab_mm::shmem::{ShmemObject, ShmemQuota};
 use spin::Mutex;
 
+use super::perm::{self, Owner};
 use super::tmpfs_file::TmpfsFile;
 use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
 use crate::errno::Errno;
 use crate::memory;
+use crate::proc::cred;
 
 /// `f_type` of tmpfs (Linux `TMPFS_MAGIC`).
 pub const TMPFS_MAGIC: u64 = 0x0102_1994;
@@ -41,8 +43,12 @@ pub const O_EXCL: u32 = 0o200;
 /// Linux `O_TMPFILE`: `__O_TMPFILE | O_DIRECTORY`.
 pub const O_TMPFILE: u32 = 0o20_200_000;
 const O_TMPFILE_BIT: u32 = 0o20_000_000;
-/// The umask every process has (there is no `umask` call yet): Linux's default.
-const UMASK: u32 = 0o022;
+/// `/tmp` itself for the permission checks: root's, world-writable and sticky, as on Linux.
+const TMP_DIR: Owner = Owner {
+    mode: super::stat::S_IFDIR | 0o1777,
+    uid: 0,
+    gid: 0,
+};
 
 /// A tmpfs inode: what `fstat` reports about a file besides its data.
 pub struct TmpInode {
@@ -51,6 +57,9 @@ pub struct TmpInode {
     nlink: AtomicU32,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// The owner: the creator's filesystem ids.
+    pub uid: u32,
+    pub gid: u32,
     /// Linux `I_LINKABLE`: set for an `O_TMPFILE` file opened without `O_EXCL` until it gets
     /// its first name; the only way a file with no names can get one.
     linkable: AtomicBool,
@@ -64,6 +73,15 @@ pub struct TmpInode {
 }
 
 impl TmpInode {
+    /// Owner and mode, for `perm`.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            mode: super::stat::S_IFREG | self.mode,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
     pub fn nlink(&self) -> u32 {
         self.nlink.load(Ordering::Relaxed)
     }
@@ -123,8 +141,10 @@ pub fn inodes_in_use() -> u64 {
     INODES.load(Ordering::Relaxed)
 }
 
-/// A new inode, `ENOSPC` if tmpfs holds [`MAX_INODES`] (Linux `shmem_reserve_inode`).
+/// A new inode owned by the caller with the permission bits `mode` (the umask was applied by
+/// the VFS), `ENOSPC` if tmpfs holds [`MAX_INODES`] (Linux `shmem_reserve_inode`).
 fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Result<Arc<TmpInode>, Errno> {
+    let cred = cred::current();
     let mut n = INODES.load(Ordering::Relaxed);
     loop {
         if n >= MAX_INODES {
@@ -142,20 +162,27 @@ fn new_inode(mode: u32, nlink: u32, linkable: bool) -> Result<Arc<TmpInode>, Err
         ctime: AtomicU64::new(now),
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
         nlink: AtomicU32::new(nlink),
-        mode: mode & 0o7777 & !UMASK,
+        mode: mode & 0o7777,
+        uid: cred.fsuid,
+        gid: cred.fsgid,
         linkable: AtomicBool::new(linkable),
     }))
 }
 
 /// Opens (or creates) `/tmp/name` with the `open` flags; the file kind to wrap.
-/// Linux: `O_CREAT|O_EXCL` on an existing name is `EEXIST`, `O_TRUNC` truncates (root may
-/// write every file), a trailing slash makes a regular file `ENOTDIR` and a creation `EISDIR`.
+/// Linux: `O_CREAT|O_EXCL` on an existing name is `EEXIST`, `O_TRUNC` truncates, an existing
+/// file needs the access the flags ask (`perm::may_open`), a trailing slash makes a regular
+/// file `ENOTDIR` and a creation `EISDIR`.
 pub fn open(name: &str, trailing_slash: bool, flags: u32, mode: u32) -> Result<TmpfsFile, Errno> {
+    let cred = cred::current();
     let mut dir = DIR.lock();
     let (inode, obj) = match dir.get(name) {
         Some(_) if flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL => return Err(Errno::EEXIST),
         Some(_) if trailing_slash || flags & O_DIRECTORY != 0 => return Err(Errno::ENOTDIR),
-        Some(e) => (e.inode.clone(), e.obj.clone()),
+        Some(e) => {
+            perm::may_open(&cred, e.inode.owner(), flags)?;
+            (e.inode.clone(), e.obj.clone())
+        }
         None if flags & O_CREAT == 0 => return Err(Errno::ENOENT),
         None if trailing_slash => return Err(Errno::EISDIR),
         None => {
@@ -206,7 +233,12 @@ pub fn tmpfile_flags(flags: u32) -> Option<Result<(), Errno>> {
 
 /// Removes `/tmp/name` (Linux `shmem_unlink`); its data go with the last holder.
 pub fn unlink(name: &str) -> Result<(), Errno> {
-    let entry = DIR.lock().remove(name).ok_or(Errno::ENOENT)?;
+    let cred = cred::current();
+    let mut dir = DIR.lock();
+    let victim = dir.get(name).ok_or(Errno::ENOENT)?.inode.owner();
+    perm::may_delete(&cred, TMP_DIR, victim)?;
+    let entry = dir.remove(name).expect("checked above");
+    drop(dir);
     release(entry);
     Ok(())
 }
@@ -254,9 +286,14 @@ pub fn exists(name: &str) -> bool {
 /// `rename("/tmp/old", "/tmp/new")` (Linux `shmem_rename2`): replaces an existing `new`
 /// unless `noreplace` (`EEXIST`). Renaming a file to itself does nothing.
 pub fn rename(old: &str, new: &str, noreplace: bool) -> Result<(), Errno> {
+    let cred = cred::current();
     let mut dir = DIR.lock();
-    if !dir.contains_key(old) {
+    let Some(moved) = dir.get(old) else {
         return Err(Errno::ENOENT);
+    };
+    perm::may_delete(&cred, TMP_DIR, moved.inode.owner())?;
+    if let Some(target) = dir.get(new) {
+        perm::check_sticky(&cred, TMP_DIR, target.inode.owner())?;
     }
     // Two names of one file: Linux's rename does nothing.
     let same = dir

@@ -1,39 +1,38 @@
-//! Open tmpfs files and the `/tmp` directory (see `tmpfs` for the directory itself): a file's
-//! data go through the memfd paths (`memfd::shmem_*`); writes, truncation and allocation
-//! through a descriptor update the inode's times.
+//! Open tmpfs files (see `tmpfs` for the directory itself): a file's data go through the
+//! memfd description (`memfd::Memfd`); writes, truncation and allocation through a descriptor
+//! update the inode's times. Also the `stat`/`statfs` of `/tmp` for `mount_dir`.
 #![deny(unsafe_code)]
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::any::Any;
 
 use cowlab_mm::shmem::ShmemObject;
 
-use super::file::{DirEntry, FileOps, Kiocb, Seek};
+use super::file::{FileOps, Kiocb, Seek};
 use super::iter::IoIter;
-use super::memfd::{shmem_fallocate, shmem_read, shmem_stat, shmem_write};
+use super::memfd::{shmem_stat, Memfd};
 use super::stat::{tmp_statfs, Stat, StatFs, ST_NODEV, ST_NOSUID, S_IFDIR, S_IFREG};
 use super::tmpfs::{self, TmpInode};
 use crate::errno::Errno;
-use crate::memory;
 
-/// An open tmpfs file: its data, with one reference held by this description (put when it is
-/// dropped), and its inode.
+/// An open tmpfs file: its data as a memfd description holds them (one reference, put when
+/// it is dropped: the same ownership and data paths), and its inode, whose times the writes,
+/// truncation and allocation through the descriptor update.
 pub struct TmpfsFile {
-    obj: Option<Arc<ShmemObject>>,
+    data: Memfd,
     pub inode: Arc<TmpInode>,
 }
 
 impl TmpfsFile {
     pub fn new(obj: Arc<ShmemObject>, inode: Arc<TmpInode>) -> TmpfsFile {
         TmpfsFile {
-            obj: Some(obj),
+            data: Memfd::new(obj),
             inode,
         }
     }
 
     pub fn obj(&self) -> &Arc<ShmemObject> {
-        self.obj.as_ref().expect("the object lives until drop")
+        self.data.obj()
     }
 
     /// Gives the file the name `/tmp/name` (`link`, `linkat`).
@@ -42,27 +41,19 @@ impl TmpfsFile {
     }
 }
 
-impl Drop for TmpfsFile {
-    fn drop(&mut self) {
-        if let Some(obj) = self.obj.take() {
-            ShmemObject::put(obj, memory::mm());
-        }
-    }
-}
-
 impl FileOps for TmpfsFile {
     fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
-        shmem_read(self.obj(), io, to)
+        self.data.read_iter(io, to)
     }
 
     fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
-        let n = shmem_write(self.obj(), io, from)?;
+        let n = self.data.write_iter(io, from)?;
         self.inode.touch_modified();
         Ok(n)
     }
 
     fn seek(&self) -> Seek {
-        Seek::Size(self.obj().size())
+        self.data.seek()
     }
 
     fn fsync(&self) -> Result<(), Errno> {
@@ -75,6 +66,8 @@ impl FileOps for TmpfsFile {
         st.st_dev = tmpfs::TMPFS_DEV;
         st.st_nlink = u64::from(inode.nlink());
         st.st_ino = inode.ino;
+        st.st_uid = inode.uid;
+        st.st_gid = inode.gid;
         let [a, m, c] = inode
             .times()
             .map(|us| ((us / 1_000_000) as i64, (us % 1_000_000 * 1000) as i64));
@@ -88,23 +81,22 @@ impl FileOps for TmpfsFile {
         tmp_statfs(ST_NOSUID | ST_NODEV)
     }
 
-    fn mmap_target(&self, offset: u64, _len: u64) -> Result<(&Arc<ShmemObject>, u64), Errno> {
-        Ok((self.obj(), offset))
+    fn mmap_target(&self, offset: u64, len: u64) -> Result<(&Arc<ShmemObject>, u64), Errno> {
+        self.data.mmap_target(offset, len)
     }
 
     fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
-        Some(self.obj())
+        self.data.shmem_object()
     }
 
     fn truncate(&self, len: u64) -> Result<(), Errno> {
-        self.obj()
-            .set_size_resched(memory::mm(), len, &mut super::memfd::shmem_resched)?;
+        self.data.truncate(len)?;
         self.inode.touch_modified();
         Ok(())
     }
 
     fn fallocate(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
-        shmem_fallocate(self.obj(), mode, offset, len)?;
+        self.data.fallocate(mode, offset, len)?;
         self.inode.touch_modified();
         Ok(())
     }
@@ -114,43 +106,16 @@ impl FileOps for TmpfsFile {
     }
 }
 
-/// The `/tmp` directory.
-pub struct TmpDir;
-
-impl FileOps for TmpDir {
-    fn read_iter(&self, _io: &mut Kiocb, _to: &mut IoIter) -> Result<usize, Errno> {
-        Err(Errno::EISDIR)
+/// `stat` of the `/tmp` directory (root's, sticky and world-writable).
+pub fn tmp_dir_stat() -> Stat {
+    Stat {
+        st_dev: tmpfs::TMPFS_DEV,
+        st_nlink: 2,
+        ..Stat::base(S_IFDIR | 0o1777, tmpfs::TMPFS_ROOT_INO)
     }
+}
 
-    fn seek(&self) -> Seek {
-        Seek::Size(0)
-    }
-
-    fn fsync(&self) -> Result<(), Errno> {
-        Ok(())
-    }
-
-    fn stat(&self) -> Stat {
-        Stat {
-            st_dev: tmpfs::TMPFS_DEV,
-            st_nlink: 2,
-            ..Stat::base(S_IFDIR | 0o1777, tmpfs::TMPFS_ROOT_INO)
-        }
-    }
-
-    fn statfs(&self) -> StatFs {
-        tmp_statfs(ST_NOSUID | ST_NODEV)
-    }
-
-    fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        super::mount::DirInode::getdents(&super::mount::TmpfsRoot)
-    }
-
-    fn dir_path(&self) -> Option<&str> {
-        Some("/tmp")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+/// `statfs` of `/tmp`.
+pub fn tmp_dir_statfs() -> StatFs {
+    tmp_statfs(ST_NOSUID | ST_NODEV)
 }

@@ -130,6 +130,24 @@ impl SyncWait {
     }
 }
 
+impl SyncWait {
+    /// [`SyncWait::wait`] that outlasts a kill: a killed waiter polls (interrupts on, `hlt`)
+    /// until the device finishes, for an issuer whose locks must stay held until then (an ext2
+    /// direct write: the filesystem lock keeps the block from being freed and reused while the
+    /// device still writes it).
+    pub fn wait_to_end(self: &Arc<SyncWait>) -> Result<usize, Errno> {
+        loop {
+            match self.wait() {
+                Err(Errno::EINTR) if !self.done.load(Ordering::Acquire) => {
+                    x86_64::instructions::interrupts::enable_and_hlt();
+                    x86_64::instructions::interrupts::disable();
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 fn errno_from(e: i64) -> Errno {
     match e {
         5 => Errno::EIO,

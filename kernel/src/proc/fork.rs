@@ -143,7 +143,10 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     let child_aspace = if thread {
         parent_aspace.clone()
     } else {
-        Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?))
+        let child = Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?));
+        // The copies of the parent's file mappings: the files' reverse maps learn the child.
+        crate::fs::ext2_cache::fork_mappers(&parent_aspace, &child);
+        child
     };
     let tid = alloc_pid();
     let mut child_frame = *frame;
@@ -161,12 +164,25 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             parent.group.lock().live += 1;
             (parent.tgid, parent.group.clone())
         } else {
-            let (sigactions, rlimits, cwd, job) = {
+            let (sigactions, rlimits, cwd, job, cred, umask) = {
                 let g = parent.group.lock();
-                (g.sigactions.clone(), g.rlimits, g.cwd.clone(), g.job)
+                (
+                    g.sigactions.clone(),
+                    g.rlimits,
+                    g.cwd.clone(),
+                    g.job,
+                    g.cred,
+                    g.umask,
+                )
             };
             // Linux `copy_signal`: the child starts with the parent's limits.
             let group = Group::new(parent.tgid, sigactions, rlimits, cwd);
+            // Linux `copy_creds` and `copy_fs`: the parent's ids and umask.
+            {
+                let mut g = group.lock();
+                g.cred = cred;
+                g.umask = umask;
+            }
             group.lock().sig.exit_signal = (flags & CSIGNAL) as u8;
             group.lock().job = super::pgrp::Job::forked(&job);
             (tid, group)

@@ -31,6 +31,7 @@
 pub mod affinity;
 pub mod args;
 pub mod cputime;
+pub mod cred;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -40,6 +41,7 @@ pub mod pgrp;
 pub mod rlimit;
 pub mod sched;
 pub mod signal;
+pub mod sleeplock;
 pub mod switch;
 pub mod wait;
 
@@ -113,6 +115,10 @@ pub struct Group {
     /// (0: none) while the task table was busy (`cputime`).
     pub cpu_ticks: u64,
     pub cpu_signal: u8,
+    /// User and group ids (`cred`): copied by fork, kept by execve.
+    pub cred: cred::Cred,
+    /// The file-creation mask (Linux `fs_struct.umask`): copied by fork, kept by execve.
+    pub umask: u32,
 }
 
 impl Group {
@@ -139,6 +145,8 @@ impl Group {
             job: pgrp::Job::default(),
             cpu_ticks: 0,
             cpu_signal: 0,
+            cred: cred::Cred::ROOT,
+            umask: cred::INITIAL_UMASK,
         }))
     }
 }

@@ -332,7 +332,28 @@ fn rename_at(olddir: i64, old: u64, newdir: i64, new: u64, flags: u64) -> SysRes
 
 pub fn access(a: Args) -> SysResult {
     let path = read_cstr(a.get(0), PATH_MAX)?;
-    namei::access(&at_path(AT_FDCWD, &path)?, a.get(1))?;
+    namei::access(&at_path(AT_FDCWD, &path)?, a.get(1), false)?;
+    Ok(0)
+}
+
+const AT_EACCESS: u64 = 0x200;
+
+/// faccessat(dirfd, path, mode) (269) and faccessat2(dirfd, path, mode, flags) (439, which
+/// alone takes `AT_EACCESS`, `AT_SYMLINK_NOFOLLOW`, `AT_EMPTY_PATH`: `EINVAL` for others).
+pub fn faccessat(a: Args, with_flags: bool) -> SysResult {
+    let flags = if with_flags { a.get(3) } else { 0 };
+    if flags & !(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let path = read_cstr(a.get(1), PATH_MAX)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    namei::access(
+        &at_path(a.int(0), &path)?,
+        a.get(2),
+        flags & AT_EACCESS != 0,
+    )?;
     Ok(0)
 }
 

@@ -30,6 +30,32 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
+        if let Some(target) = file.ops.mmap_file() {
+            if !file.readable() {
+                return Err(Errno::EACCES);
+            }
+            let target = target?;
+            let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
+            let prot = mmap_prot(prot);
+            rlimit::may_expand_vm(&current_aspace(), fixed_at(addr, flags), len)?;
+            if data {
+                rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
+            }
+            let aspace = current_aspace();
+            let future = aspace.lock().locks_future();
+            rlimit::mlock_future_ok(&aspace, future, len)?;
+            let va = aspace.lock().mmap_file(
+                memory::mm(),
+                VirtAddr::new(addr),
+                len as usize,
+                prot,
+                MapFlags::from_linux(flags),
+                target,
+                a.get(5),
+                file.writable(),
+            )?;
+            return Ok(va.as_u64());
+        }
         let (obj, offset) = file.ops.mmap_target(a.get(5), len)?;
         // Every mapping reads the file; whether a shared one may write it is the memory
         // manager's rule (`shared_mapping_may_write`), from the open mode and the seals.
@@ -214,4 +240,25 @@ pub fn mremap(a: Args) -> SysResult {
         }
     }
     Ok(va.as_u64())
+}
+
+/// `msync(addr, len, flags)`: the memory manager names the shared file mappings of the range
+/// (and Linux's errors); their files are written back here, with the address space unlocked.
+pub fn msync(a: Args) -> SysResult {
+    let found = current_aspace()
+        .lock()
+        .msync_files(a.get(0), a.get(1), a.get(2) as u32);
+    let (files, error) = match found {
+        Ok(files) => (files, None),
+        Err((e, files)) => (files, Some(e)),
+    };
+    for file in files {
+        if !file.0.writeback() {
+            return Err(Errno::EIO);
+        }
+    }
+    match error {
+        Some(e) => Err(e.into()),
+        None => Ok(0),
+    }
 }

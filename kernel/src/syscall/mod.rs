@@ -7,6 +7,7 @@
 //! answer `ENOSYS` and are logged once each.
 
 mod admit;
+mod cred;
 pub mod entry;
 mod fs;
 mod info;
@@ -86,6 +87,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         22 => fs::pipe2(a.get(0), 0),
         24 => proc::sched_yield(),
         25 => mm::mremap(a),
+        26 => mm::msync(a),
         28 => mm::madvise(a),
         32 => fs::dup(a),
         33 => fs::dup2(a),
@@ -202,6 +204,20 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         203 => proc::sched_setaffinity(a),
         204 => proc::sched_getaffinity(a),
         309 => proc::getcpu(a),
+        // ext2fin: credentials, umask and faccessat (the id getters are abimisc's).
+        95 => cred::umask(a),
+        105 => cred::setuid(a),
+        106 => cred::setgid(a),
+        113 => cred::setreuid(a),
+        114 => cred::setregid(a),
+        117 => cred::setresuid(a),
+        118 => cred::getresuid(a),
+        119 => cred::setresgid(a),
+        120 => cred::getresgid(a),
+        122 => cred::setfsuid(a),
+        123 => cred::setfsgid(a),
+        269 => fs::faccessat(a, false),
+        439 => fs::faccessat(a, true),
         _ => {
             let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
             let bit = nr.min(last);

@@ -40,7 +40,7 @@ use core::ptr::{read_volatile, write_volatile};
 use cowlab_userland::aio::{Iocb, IO_DESTROY, IO_GETEVENTS, IO_SETUP, IO_SUBMIT};
 use cowlab_userland::calls::{
     close, exit_now, fork, madvise, mmap, mprotect, munmap, pipe, raw, read, waitpid, write,
-    MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE,
+    MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
 };
 use cowlab_userland::calls::{open, O_CREAT, O_DIRECT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC};
 use cowlab_userland::sys::{errno, Errno};
@@ -887,16 +887,22 @@ impl core::fmt::Write for LineBuf {
     }
 }
 
-/// The file rows, on the root filesystem's `/` (cowlab: the ext2 root disk; Linux under
-/// `bench --linux`: the initramfs's rootfs, a tmpfs, since the Debian kernel's virtio-blk is a
-/// module the bench's initramfs does not load; the line `bench: file rows on f_type=...` says
-/// which): `pread` of 4 KiB of a file written once (on Linux a page-cache hit; on cowlab, which
-/// has no page cache yet, a block read from the disk, the polled wait for the device included),
-/// `pwrite` of 4 KiB over it, and `open(O_CREAT|O_EXCL)` + `close` + `unlink` of a new file.
+/// The file rows, on an ext2 filesystem on both kernels: cowlab's root disk at `/`; under
+/// `bench --linux` the same image, attached to Linux as its only virtio disk and mounted at
+/// `/mnt` by [`linux_mount_ext2`] (else Linux's rows run on its initramfs, a tmpfs; the line
+/// `bench: file rows on f_type=...` says which): `pread` of 4 KiB of a file written once (on
+/// Linux a page-cache hit; on cowlab, which has no page cache yet, a block read from the disk,
+/// the sleep until the device's interrupt included), `pwrite` of 4 KiB over it, and
+/// `open(O_CREAT|O_EXCL)` + `close` + `unlink` of a new file.
 fn file_rows() {
     const N: usize = 256;
     let names = ["file_read_4k", "file_write_4k", "file_create_unlink"];
-    let path = c"/bench-file";
+    let on_ext2 = linux_mount_ext2();
+    let (path, new) = if on_ext2 {
+        (c"/mnt/bench-file", c"/mnt/bench-new")
+    } else {
+        (c"/bench-file", c"/bench-new")
+    };
     let fd = match cowlab_userland::calls::open_mode(path, O_CREAT | O_TRUNC | O_RDWR, 0o644) {
         Ok(fd) => fd,
         Err(e) => {
@@ -935,7 +941,6 @@ fn file_rows() {
     report_samples(names[1], "tsc", &mut s);
     let _ = close(fd);
     let _ = cowlab_userland::calls::unlink(path);
-    let new = c"/bench-new";
     let mut s = Samples::new(N);
     for _ in 0..N {
         let t0 = tsc();
@@ -949,6 +954,181 @@ fn file_rows() {
         s.push(t1 - t0);
     }
     report_samples(names[2], "tsc", &mut s);
+    file_map_rows(if on_ext2 {
+        c"/mnt/bench-map"
+    } else {
+        c"/bench-map"
+    });
+}
+
+/// Maps `len` bytes of `fd` (`mmap(2)` with a file).
+fn map_file(len: usize, prot: u32, flags: u32, fd: i32) -> Result<usize, Errno> {
+    // SAFETY: mmap with no fixed address touches no memory of this process.
+    unsafe { raw(9, [0, len, prot as usize, flags as usize, fd as usize, 0]) }
+}
+
+fn msync_sync(addr: usize, len: usize) -> Result<usize, Errno> {
+    const MS_SYNC: usize = 4;
+    // SAFETY: msync of a mapping this process owns touches no memory of it.
+    unsafe { raw(26, [addr, len, MS_SYNC, 0, 0, 0]) }
+}
+
+/// The file-mapping rows, on the file rows' filesystem (ext2 on both kernels), a 1 MiB file
+/// written once so its pages are cached: `file_map_read_fault_private` and `..._shared` (a
+/// read fault per page on a fresh mapping of a cached page: the page cache lookup and the PTE),
+/// `file_writenotify_fault` (a store to a shared page that `msync(MS_SYNC)` just cleaned and
+/// write-protected: Linux's `do_wp_page` -> `page_mkwrite` path, per page), and
+/// `file_msync_1m` (`msync(MS_SYNC)` of 1 MiB whose every page was just dirtied: the write
+/// protection of each PTE and the writeback of 256 pages, the disk's time included).
+fn file_map_rows(path: &core::ffi::CStr) {
+    const N: usize = 256;
+    const ROUNDS: usize = 8;
+    let names = [
+        "file_map_read_fault_private",
+        "file_map_read_fault_shared",
+        "file_writenotify_fault",
+        "file_msync_1m",
+    ];
+    let fd = match cowlab_userland::calls::open_mode(path, O_CREAT | O_TRUNC | O_RDWR, 0o644) {
+        Ok(fd) => fd,
+        Err(e) => {
+            for name in names {
+                skip(name, e);
+            }
+            return;
+        }
+    };
+    let data = [0x3cu8; PAGE];
+    for i in 0..N {
+        let _ = cowlab_userland::calls::pwrite(fd, &data, (i * PAGE) as u64);
+    }
+    for (name, flags) in [(names[0], MAP_PRIVATE), (names[1], MAP_SHARED)] {
+        let mut s = Samples::new(N * ROUNDS);
+        for _ in 0..ROUNDS {
+            let addr = match map_file(N * PAGE, PROT_READ, flags, fd) {
+                Ok(a) => a,
+                Err(e) => {
+                    skip(name, e);
+                    break;
+                }
+            };
+            for i in 0..N {
+                let t0 = tsc();
+                read_byte(addr + i * PAGE);
+                let t1 = tsc();
+                s.push(t1 - t0);
+            }
+            unmap(addr, N * PAGE);
+        }
+        if s.len > 0 {
+            report_samples(name, "tsc/page", &mut s);
+        }
+    }
+    let addr = match map_file(N * PAGE, RW, MAP_SHARED, fd) {
+        Ok(a) => a,
+        Err(e) => {
+            skip(names[2], e);
+            skip(names[3], e);
+            let _ = close(fd);
+            let _ = cowlab_userland::calls::unlink(path);
+            return;
+        }
+    };
+    let mut notify = Samples::new(N * ROUNDS);
+    let mut sync = Samples::new(ROUNDS);
+    for round in 0..ROUNDS {
+        for i in 0..N {
+            write_byte(addr + i * PAGE, round as u8);
+        }
+        let t0 = tsc();
+        let r = msync_sync(addr, N * PAGE);
+        let t1 = tsc();
+        if r.is_err() {
+            break;
+        }
+        sync.push(t1 - t0);
+        for i in 0..N {
+            let t0 = tsc();
+            write_byte(addr + i * PAGE, 0x80 | round as u8);
+            let t1 = tsc();
+            notify.push(t1 - t0);
+        }
+        let _ = msync_sync(addr, N * PAGE);
+    }
+    report_samples(names[2], "tsc/page", &mut notify);
+    report_samples(names[3], "tsc", &mut sync);
+    unmap(addr, N * PAGE);
+    let _ = close(fd);
+    let _ = cowlab_userland::calls::unlink(path);
+}
+
+/// Under `bench --linux` (Linux, pid 1): loads the modules xtask put in the initramfs as
+/// `/modules/NN.ko` in dependency order (virtio, virtio-pci, virtio-blk, ext4, which serves
+/// ext2), then mounts the virtio disk (cowlab's root image, a snapshot) at `/mnt` as ext2
+/// through a devtmpfs at `/devtmp`. Whether it is mounted; on cowlab it never tries.
+fn linux_mount_ext2() -> bool {
+    if cowlab_userland::sys::getpid() != 1 || cowlab_userland::test::on_cowlab() {
+        return false;
+    }
+    const FINIT_MODULE: usize = 313;
+    const MKDIR: usize = 83;
+    const MOUNT: usize = 165;
+    let sc = |n: usize, a: [usize; 6]| {
+        // SAFETY: every call passes NUL-terminated strings that outlive it, or none.
+        unsafe { cowlab_userland::calls::raw(n, a) }
+    };
+    for i in 0..100 {
+        let mut name = *b"/modules/00.ko\0";
+        name[9] = b'0' + (i / 10) as u8;
+        name[10] = b'0' + (i % 10) as u8;
+        let path = core::ffi::CStr::from_bytes_with_nul(&name).expect("one NUL at the end");
+        let Ok(fd) = cowlab_userland::calls::open_mode(path, O_RDONLY, 0) else {
+            break;
+        };
+        if let Err(e) = sc(
+            FINIT_MODULE,
+            [fd as usize, c"".as_ptr() as usize, 0, 0, 0, 0],
+        ) {
+            eprintln!("bench: finit_module of module {i} failed: errno {}", e.0);
+        }
+        let _ = close(fd);
+    }
+    for dir in [c"/devtmp", c"/mnt"] {
+        let _ = sc(MKDIR, [dir.as_ptr() as usize, 0o755, 0, 0, 0, 0]);
+    }
+    let devtmpfs = c"devtmpfs";
+    if sc(
+        MOUNT,
+        [
+            devtmpfs.as_ptr() as usize,
+            c"/devtmp".as_ptr() as usize,
+            devtmpfs.as_ptr() as usize,
+            0,
+            0,
+            0,
+        ],
+    )
+    .is_err()
+    {
+        return false;
+    }
+    match sc(
+        MOUNT,
+        [
+            c"/devtmp/vda".as_ptr() as usize,
+            c"/mnt".as_ptr() as usize,
+            c"ext2".as_ptr() as usize,
+            0,
+            0,
+            0,
+        ],
+    ) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("bench: mounting the ext2 disk failed: errno {}", e.0);
+            false
+        }
+    }
 }
 
 /// O_DIRECT 4 KiB requests on `/dev/vda`, guest instructions per request on the CPU: submitting

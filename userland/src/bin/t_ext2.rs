@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{errno_of, p, sys};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
@@ -36,31 +37,6 @@ const ENOTDIR: i32 = 20;
 const EISDIR: i32 = 21;
 const ENAMETOOLONG: i32 = 36;
 const ENXIO: i32 = 6;
-
-/// A NUL-terminated copy of `s`.
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn p(s: &str) -> P {
-    P::new(s)
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers or none.
-    unsafe { raw(n, a) }
-}
 
 fn mkdir(path: &str, mode: u32) -> Result<usize, Errno> {
     let c = p(path);
@@ -96,13 +72,6 @@ fn lstat(path: &str) -> Result<Stat, Errno> {
     let mut st = Stat::default();
     sys(6, &[c.c().as_ptr() as usize, &mut st as *mut Stat as usize])?;
     Ok(st)
-}
-
-fn errno_of<T>(r: Result<T, Errno>) -> i32 {
-    match r {
-        Ok(_) => 0,
-        Err(e) => e.0,
-    }
 }
 
 fn open_c(path: &str, flags: u32, mode: u32) -> Result<i32, Errno> {
@@ -148,7 +117,14 @@ fn base_dir() -> String {
     String::from(".")
 }
 
+/// The argument the exec checks start their child with: it only exits with this status.
+const EXEC_PROBE: &str = "--exec-probe";
+const EXEC_PROBE_STATUS: i32 = 42;
+
 fn main() -> i32 {
+    if cowlab_userland::args::args().nth(1).map(CStr::to_bytes) == Some(EXEC_PROBE.as_bytes()) {
+        return EXEC_PROBE_STATUS;
+    }
     let mut t = Tester::new("t_ext2");
     let cowlab = on_cowlab();
     let dir = format!("{}/t_ext2.{}", base_dir(), cowlab_userland::sys::getpid());
@@ -161,6 +137,9 @@ fn main() -> i32 {
 
     basic_io(&mut t, cowlab);
     sparse_and_truncate(&mut t);
+    space(&mut t, cowlab);
+    exec_relative(&mut t);
+    concurrent(&mut t);
     names(&mut t);
     links(&mut t);
     attributes(&mut t);
@@ -323,6 +302,259 @@ fn sparse_and_truncate(t: &mut Tester) {
     t.check("the kept bytes", back[..4096] == data[..4096]);
     let _ = close(fd);
     let _ = unlink(p("dense").c());
+}
+
+const FALLOC_FL_KEEP_SIZE: i32 = 1;
+const FALLOC_FL_PUNCH_HOLE: i32 = 2;
+const SEEK_DATA: u32 = 3;
+const SEEK_HOLE: u32 = 4;
+const EOPNOTSUPP: i32 = 95;
+const KIB64: i64 = 64 * 1024;
+
+/// fallocate and SEEK_DATA/SEEK_HOLE from the block map, at 64 KiB granularity so the answers
+/// are the same for every block size (cowlab's ext2; the host's ext4 in its directory).
+fn space(t: &mut Tester, cowlab: bool) {
+    let fd = open_c("falloc", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    t.eq("fallocate mode 0", fallocate(fd, 0, 0, 4 * KIB64), Ok(0));
+    let st = fstat(fd).unwrap_or_default();
+    t.eq("fallocate mode 0 sets the size", st.st_size, 4 * KIB64);
+    t.check_why(
+        "fallocate mode 0 allocates the blocks",
+        st.st_blocks >= 4 * KIB64 / 512,
+        st.st_blocks,
+    );
+    let mut buf = vec![0xffu8; 4 * KIB64 as usize];
+    t.eq(
+        "read of preallocated blocks",
+        pread(fd, &mut buf, 0),
+        Ok(buf.len()),
+    );
+    t.check(
+        "preallocated blocks read as zeroes",
+        buf.iter().all(|&b| b == 0),
+    );
+    let data: Vec<u8> = (0..4 * KIB64).map(|i| (i % 253) as u8 + 1).collect();
+    t.eq(
+        "overwrite the preallocated file",
+        pwrite(fd, &data, 0),
+        Ok(data.len()),
+    );
+    let before = fstat(fd).map(|s| s.st_blocks).unwrap_or(0);
+    t.eq(
+        "PUNCH_HOLE|KEEP_SIZE of the second 64 KiB",
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, KIB64, KIB64),
+        Ok(0),
+    );
+    let st = fstat(fd).unwrap_or_default();
+    t.eq("punching keeps the size", st.st_size, 4 * KIB64);
+    t.eq(
+        "punching frees exactly the punched blocks",
+        before - st.st_blocks,
+        KIB64 / 512,
+    );
+    t.eq(
+        "read across the hole",
+        pread(fd, &mut buf, 0),
+        Ok(buf.len()),
+    );
+    let mut want = data.clone();
+    want[KIB64 as usize..2 * KIB64 as usize].fill(0);
+    t.check(
+        "the punched range reads as zeroes, the rest kept",
+        buf == want,
+    );
+    t.eq(
+        "SEEK_HOLE from 0",
+        lseek(fd, 0, SEEK_HOLE),
+        Ok(KIB64 as usize),
+    );
+    t.eq("SEEK_DATA from 0", lseek(fd, 0, SEEK_DATA), Ok(0));
+    t.eq(
+        "SEEK_DATA inside the hole",
+        lseek(fd, KIB64 + 5, SEEK_DATA),
+        Ok(2 * KIB64 as usize),
+    );
+    t.eq(
+        "SEEK_HOLE inside the hole is where it is",
+        lseek(fd, KIB64 + 5, SEEK_HOLE),
+        Ok(KIB64 as usize + 5),
+    );
+    t.eq(
+        "SEEK_HOLE after the hole is the size",
+        lseek(fd, 2 * KIB64, SEEK_HOLE),
+        Ok(4 * KIB64 as usize),
+    );
+    t.eq(
+        "SEEK_DATA at the size is ENXIO",
+        errno_of(lseek(fd, 4 * KIB64, SEEK_DATA)),
+        ENXIO,
+    );
+    t.eq(
+        "KEEP_SIZE inside the file",
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, KIB64, KIB64),
+        Ok(0),
+    );
+    t.eq(
+        "KEEP_SIZE keeps the size",
+        fstat(fd).map(|s| s.st_size),
+        Ok(4 * KIB64),
+    );
+    t.eq(
+        "PUNCH_HOLE without KEEP_SIZE is EOPNOTSUPP",
+        errno_of(fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, KIB64)),
+        EOPNOTSUPP,
+    );
+    t.eq(
+        "an unknown mode is EOPNOTSUPP",
+        errno_of(fallocate(fd, 0x1000, 0, KIB64)),
+        EOPNOTSUPP,
+    );
+    // ext2 cannot hold blocks past the end-of-file block (e2fsck: "i_size is X, should be Y");
+    // the host's ext4 can.
+    let past = fallocate(fd, FALLOC_FL_KEEP_SIZE, 4 * KIB64, KIB64);
+    if cowlab {
+        t.eq(
+            "KEEP_SIZE past the end is EOPNOTSUPP on ext2",
+            errno_of(past),
+            EOPNOTSUPP,
+        );
+    } else {
+        t.eq("KEEP_SIZE past the end (host)", past, Ok(0));
+    }
+    t.eq(
+        "mode 0 past the end grows the file",
+        fallocate(fd, 0, 5 * KIB64, KIB64),
+        Ok(0),
+    );
+    t.eq(
+        "the grown size",
+        fstat(fd).map(|s| s.st_size),
+        Ok(6 * KIB64),
+    );
+    let _ = close(fd);
+    let _ = unlink(p("falloc").c());
+
+    let fd = open_c("holes", O_CREAT | O_RDWR, 0o644).unwrap_or(-1);
+    t.eq("a byte at 4 MiB", pwrite(fd, b"Z", 4 << 20), Ok(1));
+    t.eq(
+        "SEEK_DATA skips the leading hole",
+        lseek(fd, 0, SEEK_DATA),
+        Ok(4 << 20),
+    );
+    t.eq(
+        "SEEK_HOLE at the start of a hole",
+        lseek(fd, 0, SEEK_HOLE),
+        Ok(0),
+    );
+    let _ = close(fd);
+    let _ = unlink(p("holes").c());
+}
+
+/// The absolute path of this program (xtask runs it by full path on the host; on cowlab the
+/// programs sit in `/`).
+fn own_path() -> String {
+    let argv0 = cowlab_userland::args::args()
+        .next()
+        .map(|a| String::from_utf8_lossy(a.to_bytes()).into_owned())
+        .unwrap_or_default();
+    if argv0.starts_with('/') {
+        return argv0;
+    }
+    let name = argv0.rsplit('/').next().unwrap_or("t_ext2");
+    format!("/{name}")
+}
+
+/// The exit status of a child that execs `path` as the probe (`errno` if the exec fails).
+fn exec_status(path: &str) -> i32 {
+    let Ok(pid) = fork() else {
+        return -1;
+    };
+    if pid == 0 {
+        let path = p(path);
+        let probe = p(EXEC_PROBE);
+        let argv = [path.0.as_ptr(), probe.0.as_ptr(), core::ptr::null()];
+        let envp = [core::ptr::null()];
+        let e = execve(path.c(), &argv, &envp);
+        cowlab_userland::calls::exit_now(e.0);
+    }
+    match waitpid(pid, 0) {
+        Ok((_, status)) if status & 0x7f == 0 => (status >> 8) & 0xff,
+        _ => -1,
+    }
+}
+
+/// execve of a name without `/` is relative to the working directory (Linux `getname` +
+/// `do_open_execat`: no search, that is the C library's `execvp`): a program that exists only
+/// elsewhere is ENOENT, one reached from the working directory runs.
+fn exec_relative(t: &mut Tester) {
+    let me = own_path();
+    let name = me.rsplit('/').next().unwrap_or("t_ext2");
+    t.eq(
+        "execve of a bare name not in the working directory is ENOENT",
+        exec_status(name),
+        ENOENT,
+    );
+    t.eq(
+        "symlink to this program",
+        errno_of(symlink(&me, "selfexe")),
+        0,
+    );
+    t.eq(
+        "execve of a bare name in the working directory runs it",
+        exec_status("selfexe"),
+        EXEC_PROBE_STATUS,
+    );
+    t.eq(
+        "execve of ./name runs it",
+        exec_status("./selfexe"),
+        EXEC_PROBE_STATUS,
+    );
+    let _ = unlink(p("selfexe").c());
+}
+
+/// Three processes write and read back files of their own at once: on cowlab each sleeps on
+/// its disk requests and on the filesystem lock while another holds it (`ext2_glue`,
+/// `proc::sleeplock`); every byte must still land where its writer put it.
+fn concurrent(t: &mut Tester) {
+    const CHUNKS: usize = 16;
+    let mut pids = Vec::new();
+    for k in 0..3u8 {
+        match fork() {
+            Ok(0) => {
+                let name = format!("conc{k}");
+                let Ok(fd) = open_c(&name, O_CREAT | O_RDWR | O_TRUNC, 0o644) else {
+                    cowlab_userland::calls::exit_now(10);
+                };
+                let chunk: Vec<u8> = (0..65536).map(|i| (i as u8) ^ (k * 85)).collect();
+                for c in 0..CHUNKS {
+                    if pwrite(fd, &chunk, (c * chunk.len()) as u64) != Ok(chunk.len()) {
+                        cowlab_userland::calls::exit_now(11);
+                    }
+                }
+                let mut back = vec![0u8; chunk.len()];
+                for c in 0..CHUNKS {
+                    if pread(fd, &mut back, (c * chunk.len()) as u64) != Ok(back.len())
+                        || back != chunk
+                    {
+                        cowlab_userland::calls::exit_now(12);
+                    }
+                }
+                let _ = close(fd);
+                let _ = unlink(p(&name).c());
+                cowlab_userland::calls::exit_now(0);
+            }
+            Ok(pid) => pids.push(pid),
+            Err(_) => t.check("fork for the concurrent writers", false),
+        }
+    }
+    for (k, pid) in pids.into_iter().enumerate() {
+        let status = waitpid(pid, 0).map(|(_, s)| s);
+        t.eq(
+            &format!("concurrent writer {k} read back its 1 MiB"),
+            status,
+            Ok(0),
+        );
+    }
 }
 
 fn names(t: &mut Tester) {

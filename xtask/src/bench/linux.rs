@@ -3,9 +3,13 @@
 //!
 //! The kernel is Debian's `linux-image-<abi>-amd64` package (the one `linux-image-amd64`
 //! depends on), fetched once with `apt-get download` into `target/linux/` and unpacked with
-//! `dpkg-deb -x`; no module is loaded. The initramfs is an uncompressed `newc` cpio archive
-//! written here: `/dev/console` and `/init` (the static `bench`). `bench` powers the machine off
-//! when it is done (an `/init` that exits panics Linux), which ends QEMU with status 0.
+//! `dpkg-deb -x`. Of its modules only [`MODULES`] are kept (virtio-pci, virtio-blk and ext4,
+//! which serves ext2 in Debian's configuration, with their dependencies), so the file rows
+//! measure Linux's ext2 on the same image as cowlab's: the image is attached as Linux's only
+//! virtio disk (a snapshot) and `bench` loads the modules and mounts it. The initramfs is an
+//! uncompressed `newc` cpio archive written here: `/dev/console`, `/init` (the static `bench`)
+//! and `/modules/NN.ko` in load order. `bench` powers the machine off when it is done (an
+//! `/init` that exits panics Linux), which ends QEMU with status 0.
 //!
 //! Determinism: `-icount shift=0,sleep=off` and the virtual-clock RTC make every instruction
 //! count repeat; `nokaslr` and `norandmaps` keep the kernel's and the program's addresses (so
@@ -27,6 +31,22 @@ pub const CMDLINE: &str = "console=ttyS0 quiet nokaslr norandmaps panic=-1";
 /// The Debian metapackage whose dependency names the current kernel package.
 const META: &str = "linux-image-amd64";
 
+/// The modules `bench` loads (`finit_module`, in this order: each after what it depends on,
+/// per the modules' `depends=`), below `lib/modules/<release>/`.
+const MODULES: &[&str] = &[
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+    "kernel/lib/crc16.ko",
+    "kernel/fs/mbcache.ko",
+    "kernel/fs/jbd2/jbd2.ko",
+    "kernel/crypto/crc32c_generic.ko",
+    "kernel/fs/ext4/ext4.ko",
+];
+
 /// An unpacked Debian kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {
@@ -39,6 +59,19 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The kept modules ([`MODULES`]) in load order, next to the unpacked kernel.
+    pub fn modules(&self) -> Vec<PathBuf> {
+        let dir = self
+            .vmlinuz
+            .parent()
+            .and_then(Path::parent)
+            .map(|r| r.join("modules"));
+        let dir = dir.unwrap_or_default();
+        (0..MODULES.len())
+            .map(|i| dir.join(format!("{i:02}.ko")))
+            .collect()
+    }
+
     /// `linux-image-6.1.0-57-amd64 6.1.158-1`.
     pub fn describe(&self) -> String {
         format!("Debian {} {}", self.package, self.version)
@@ -52,7 +85,7 @@ pub fn kernel() -> Result<Kernel> {
     if let Some(kernel) = std::fs::read_to_string(&record)
         .ok()
         .and_then(|text| parse_record(&dir, &text))
-        .filter(|k| k.vmlinuz.is_file())
+        .filter(|k| k.vmlinuz.is_file() && k.modules().iter().all(|m| m.is_file()))
     {
         return Ok(kernel);
     }
@@ -111,7 +144,14 @@ pub fn kernel() -> Result<Kernel> {
     if !kernel.vmlinuz.is_file() {
         bail!("{} has no {}", deb.display(), kernel.vmlinuz.display());
     }
-    // Only boot/ is used: the modules (some 400 MB unpacked) are never loaded.
+    // Only boot/ and the modules the bench loads are kept (all of them are some 400 MB).
+    let modules = root.join("modules");
+    std::fs::create_dir_all(&modules)?;
+    for (i, m) in MODULES.iter().enumerate() {
+        let from = root.join("lib/modules").join(release).join(m);
+        std::fs::copy(&from, modules.join(format!("{i:02}.ko")))
+            .with_context(|| format!("keeping {}", from.display()))?;
+    }
     for unused in ["lib", "usr", "etc"] {
         let _ = std::fs::remove_dir_all(root.join(unused));
     }
@@ -187,13 +227,19 @@ fn capture(command: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Writes the initramfs: `/dev/console` (so `/init` has its standard streams) and `/init`.
-pub fn initramfs(bench: &Path, out: &Path) -> Result<()> {
+/// Writes the initramfs: `/dev/console` (so `/init` has its standard streams), `/init`, and
+/// the modules as `/modules/NN.ko`.
+pub fn initramfs(bench: &Path, modules: &[PathBuf], out: &Path) -> Result<()> {
     let program = std::fs::read(bench).with_context(|| format!("reading {}", bench.display()))?;
     let mut cpio = Cpio::default();
     cpio.entry("dev", 0o040_755, 0, &[]);
     cpio.entry("dev/console", 0o020_600, (5 << 8) | 1, &[]);
     cpio.entry("init", 0o100_755, 0, &program);
+    cpio.entry("modules", 0o040_755, 0, &[]);
+    for (i, m) in modules.iter().enumerate() {
+        let data = std::fs::read(m).with_context(|| format!("reading {}", m.display()))?;
+        cpio.entry(&format!("modules/{i:02}.ko"), 0o100_644, 0, &data);
+    }
     std::fs::write(out, cpio.finish()).with_context(|| format!("writing {}", out.display()))
 }
 
@@ -250,9 +296,14 @@ impl Cpio {
 
 /// The QEMU command booting `kernel` with `initrd`: the machine of the cowlab run
 /// (`-m 1G -cpu qemu64 -accel tcg`, icount, the fixed RTC, `-no-reboot`, serial on stdio), with
-/// the kernel loaded by QEMU instead of from a disk.
-pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path) -> Command {
+/// the kernel loaded by QEMU instead of from a disk, and `disk` (cowlab's root image) as the
+/// only virtio disk, a snapshot.
+pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path, disk: &Path) -> Command {
     let mut command = Command::new(qemu);
+    let mut drive = std::ffi::OsString::from("file=");
+    drive.push(disk);
+    drive.push(",format=raw,if=virtio,snapshot=on");
+    command.arg("-drive").arg(drive);
     command
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -285,7 +336,12 @@ mod tests {
             package: "linux-image-6.1.0-57-amd64".into(),
             version: "6.1.192-3".into(),
         };
-        let linux = show_command(&command(Path::new("qemu"), &kernel, Path::new("/t/i.cpio")));
+        let linux = show_command(&command(
+            Path::new("qemu"),
+            &kernel,
+            Path::new("/t/i.cpio"),
+            Path::new("/t/root.img"),
+        ));
         let cowlab = show_command(
             &Machine {
                 image: PathBuf::from("/t/cowlab.img"),
@@ -311,6 +367,13 @@ mod tests {
         }
         assert!(linux.contains("-kernel /t/vmlinuz-6.1.0-57-amd64 -initrd /t/i.cpio"));
         assert!(linux.contains("nokaslr norandmaps"), "{linux}");
+        // cowlab's root image, for the file rows on Linux's ext2.
+        assert!(
+            linux.contains("-drive file=/t/root.img,format=raw,if=virtio,snapshot=on"),
+            "{linux}"
+        );
+        assert_eq!(kernel.modules().len(), MODULES.len());
+        assert!(kernel.modules()[0].ends_with("modules/00.ko"));
         assert_eq!(
             kernel.describe(),
             "Debian linux-image-6.1.0-57-amd64 6.1.192-3"

@@ -133,15 +133,16 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         Some(kernel) => {
             let bench = release_bench()?;
             let initrd = out.join("linux-initramfs.cpio");
-            linux::initramfs(&bench, &initrd)?;
-            let command = linux::command(&qemu_path, kernel, &initrd);
+            linux::initramfs(&bench, &kernel.modules(), &initrd)?;
+            let (root_img, _) = machine.root.as_ref().context("the root image")?;
+            let command = linux::command(&qemu_path, kernel, &initrd, root_img);
             let shown_linux = qemu::show_command(&command);
             eprintln!("xtask: {shown_linux}");
             let mut linux_runs = Vec::new();
             for i in 0..args.runs {
                 let log = out.join(format!("console-linux-{}.log", i + 1));
                 let label = format!("Linux {}/{}", i + 1, args.runs);
-                let command = linux::command(&qemu_path, kernel, &initrd);
+                let command = linux::command(&qemu_path, kernel, &initrd, root_img);
                 let session = Session::start_command(command, &built.kernel_elf, &log)?;
                 linux_runs.push(collect(session, &log, args, &label, Boot::Linux)?.0);
             }

@@ -1,0 +1,110 @@
+//! fallocate and SEEK_DATA/SEEK_HOLE over the block map, checked against e2fsprogs: after
+//! preallocating, punching and seeking, `e2fsck -fn` finds nothing and `debugfs` reads back the
+//! bytes the map now describes.
+
+mod common;
+
+use common::*;
+use cowlab_ext2::{Errno, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
+
+const PUNCH: u32 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+
+fn space(block: u32) {
+    let Some(mke2fs) = mke2fs_or_skip("space") else {
+        return;
+    };
+    let dir = scratch("space");
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, block, 8 * 1024, None, &[]);
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    let bs = u64::from(block);
+    let free0 = fs.statfs().f_bfree;
+
+    // Mode 0 on an empty file: the size grows, the blocks are there and read as zeroes.
+    let f = fs.create(root, b"pre", 0o644, 0, 0).unwrap();
+    fs.fallocate(f, 0, 0, 20 * bs + 7).unwrap();
+    let st = fs.stat(f).unwrap();
+    assert_eq!(st.size, 20 * bs + 7);
+    assert!(st.blocks >= 21 * bs / 512, "blocks {}", st.blocks);
+    assert!(
+        free0 - fs.statfs().f_bfree >= 21,
+        "the blocks left the free count"
+    );
+    assert!(read_all(&mut fs, f).iter().all(|&b| b == 0));
+    // Fully allocated: no hole before the end, no data past it.
+    assert_eq!(fs.seek_data_hole(f, 0, true), Ok(20 * bs + 7));
+    assert_eq!(fs.seek_data_hole(f, 5, false), Ok(5));
+    assert_eq!(fs.seek_data_hole(f, 20 * bs + 7, false), Err(Errno::ENXIO));
+
+    // Write a pattern, punch the middle: whole blocks leave the map, edges become zeroes.
+    let data = pattern(7, (20 * bs + 7) as usize);
+    fs.write(f, 0, &data).unwrap();
+    let before = fs.stat(f).unwrap().blocks;
+    fs.fallocate(f, PUNCH, 2 * bs + 100, 5 * bs).unwrap();
+    let mut want = data.clone();
+    want[(2 * bs + 100) as usize..(7 * bs + 100) as usize].fill(0);
+    assert!(read_all(&mut fs, f) == want, "punched bytes read as zeroes");
+    let st = fs.stat(f).unwrap();
+    assert_eq!(st.size, 20 * bs + 7, "KEEP_SIZE");
+    assert_eq!(before - st.blocks, 4 * bs / 512, "blocks 3..7 freed");
+    assert_eq!(fs.seek_data_hole(f, 0, true), Ok(3 * bs));
+    assert_eq!(fs.seek_data_hole(f, 3 * bs + 1, true), Ok(3 * bs + 1));
+    assert_eq!(fs.seek_data_hole(f, 3 * bs, false), Ok(7 * bs));
+    assert_eq!(fs.seek_data_hole(f, 7 * bs, true), Ok(20 * bs + 7));
+    // Punching past the end changes nothing; KEEP_SIZE inside the last block refills.
+    fs.fallocate(f, PUNCH, 30 * bs, bs).unwrap();
+    assert_eq!(fs.stat(f).unwrap().size, 20 * bs + 7);
+    fs.fallocate(f, FALLOC_FL_KEEP_SIZE, 3 * bs, 2 * bs)
+        .unwrap();
+    assert_eq!(fs.seek_data_hole(f, 3 * bs, false), Ok(3 * bs));
+    assert_eq!(fs.seek_data_hole(f, 3 * bs, true), Ok(5 * bs));
+    assert_eq!(fs.stat(f).unwrap().size, 20 * bs + 7);
+    // KEEP_SIZE past the last block would leave blocks e2fsck reports: refused.
+    assert_eq!(
+        fs.fallocate(f, FALLOC_FL_KEEP_SIZE, 20 * bs, 2 * bs),
+        Err(Errno::EOPNOTSUPP)
+    );
+    assert_eq!(
+        fs.fallocate(f, FALLOC_FL_PUNCH_HOLE, 0, bs),
+        Err(Errno::EOPNOTSUPP)
+    );
+    assert_eq!(fs.fallocate(f, 0x10, 0, bs), Err(Errno::EOPNOTSUPP));
+    assert_eq!(fs.fallocate(f, 0, u64::MAX - 10, 100), Err(Errno::EFBIG));
+
+    // A sparse file with a hole spanning a missing indirect block, found in one step.
+    let s = fs.create(root, b"sparse", 0o644, 0, 0).unwrap();
+    let far = 3000 * bs;
+    fs.write(s, far, b"tail").unwrap();
+    fs.write(s, 0, b"head").unwrap();
+    assert_eq!(fs.seek_data_hole(s, 0, true), Ok(bs));
+    assert_eq!(fs.seek_data_hole(s, bs, false), Ok(far));
+    assert_eq!(fs.seek_data_hole(s, far, true), Ok(far + 4));
+    assert_eq!(fs.seek_data_hole(s, far + 4, true), Err(Errno::ENXIO));
+    // Mode 0 past the end grows it, the old tail stays.
+    fs.fallocate(s, 0, far + 2, 3 * bs).unwrap();
+    assert_eq!(fs.stat(s).unwrap().size, far + 2 + 3 * bs);
+    let all = read_all(&mut fs, s);
+    assert_eq!(&all[far as usize..far as usize + 4], b"tail");
+    assert!(all[far as usize + 4..].iter().all(|&b| b == 0));
+
+    let expect_pre = read_all(&mut fs, f);
+    let expect_sparse = read_all(&mut fs, s);
+    assert_eq!(fs.error_count(), 0, "{:?}", fs.take_error());
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(clean, "e2fsck -fn after fallocate ({block}):\n{out}");
+    assert!(debugfs(&img, "cat /pre") == expect_pre);
+    assert!(debugfs(&img, "cat /sparse") == expect_sparse);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fallocate_and_seek_1k() {
+    space(1024);
+}
+
+#[test]
+fn fallocate_and_seek_4k() {
+    space(4096);
+}

@@ -1,0 +1,565 @@
+//! The page cache of a file with a backing store (Linux `address_space` of a disk file,
+//! `mm/filemap.c`): an ext2 regular file's pages as frames flagged `PAGECACHE`, looked up by
+//! page index, filled from the store on first use, written back when dirty.
+//!
+//! Picture: a [`FileCache`] is the file's in-memory size (Linux `i_size`, which runs ahead of
+//! the size on disk until writeback) plus a sorted map from page index to frame. The cache holds
+//! one reference on each frame; `DIRTY` says the frame differs from the store, `WRITEBACK` that
+//! it is being written. The store is a [`BackingStore`] passed to each call (the kernel's ext2
+//! glue; a `Vec` in host tests), so this module knows nothing of filesystems.
+//!
+//! Locking: one spin lock per cache, held across the store's I/O (so a page is never read in
+//! twice, and a writeback sees a stable page). Lock order: cache, then whatever the store takes
+//! (the filesystem). Reclaim from an allocation that fails elsewhere only ever `try_lock`s a
+//! cache ([`FileCache::try_drop_clean`]), so an allocator that holds a cache lock cannot
+//! deadlock on it.
+//!
+//! Invariant: a frame is in at most one cache; while it is, its flags contain `PAGECACHE` and
+//! not `SHMEM`/`ANON`, `refcount >= 1 + mapcount + pincount`, and the `file_pages` gauge counts
+//! it (`file_dirty` counts those with `DIRTY`).
+//!
+//! Not shared with [`crate::shmem`] yet: shmem keeps its own map (it has no store, seals and a
+//! quota); the two differ in the fill (zeroes vs. the store) and the writeback (none vs. the
+//! store), the split this module's `BackingStore` draws.
+
+#![deny(unsafe_code)]
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use spin::Mutex;
+
+/// One page of zeroes, for [`FileCache::zero_range`].
+static ZEROES: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+use crate::addr::PhysAddr;
+use crate::arch::Arch;
+use crate::error::MmError;
+use crate::frame::FrameFlags;
+use crate::mm::Mm;
+use crate::stats;
+use crate::PAGE_SIZE;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// Where a file's pages come from and go to (Linux `address_space_operations`' `read_folio`
+/// and `writepage`).
+pub trait BackingStore {
+    /// The store's error (an errno), which also expresses the cache's own `ENOMEM`.
+    type Error: From<MmError>;
+    /// Fills `buf` (one page) with page `index` of the stored file; bytes the store does not
+    /// hold (a hole, past its end) read as zeroes.
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
+    /// Stores `data` (the first `data.len()` bytes of page `index`: the whole page, or the part
+    /// below the cache's size) in the file, allocating blocks as needed.
+    fn write_page(&self, index: u64, data: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// One file's page cache.
+pub struct FileCache {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    size: u64,
+    pages: BTreeMap<u64, PhysAddr>,
+}
+
+impl FileCache {
+    /// An empty cache over a stored file of `size` bytes.
+    pub const fn new(size: u64) -> FileCache {
+        FileCache {
+            inner: Mutex::new(Inner {
+                size,
+                pages: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// The file's size as the cache knows it (`st_size`, `SEEK_END`).
+    pub fn size(&self) -> u64 {
+        self.inner.lock().size
+    }
+
+    /// Frames currently in the cache.
+    pub fn cached_pages(&self) -> usize {
+        self.inner.lock().pages.len()
+    }
+
+    /// Pages currently `DIRTY`.
+    pub fn dirty_pages<A: Arch>(&self, mm: &Mm<A>) -> usize {
+        let inner = self.inner.lock();
+        inner
+            .pages
+            .values()
+            .filter(|&&f| mm.frames().meta(f).test(FrameFlags::DIRTY))
+            .count()
+    }
+
+    /// Copies bytes from `offset` into `buf` (`read`/`pread`, Linux `filemap_read`), reading
+    /// missing pages from the store; stops at the size. Returns the bytes read; an error only
+    /// if not even the first page could be had.
+    pub fn read_at<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, S::Error> {
+        let mut inner = self.inner.lock();
+        let avail = inner.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let mut done = 0;
+        while done < avail {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE_SIZE - off).min(avail - done);
+            let frame = match inner.page(mm, store, at / PAGE, true) {
+                Ok(f) => f,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            mm.read_frame_bytes(frame + off as u64, &mut buf[done..done + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Copies `data` to `offset` (`write`/`pwrite`, Linux `generic_perform_write`): the pages
+    /// become `DIRTY` and the size grows; nothing reaches the store until writeback. A page only
+    /// partly overwritten is read in first (unless it lies wholly beyond the size). Returns the
+    /// bytes written (short if memory runs out); an error if not even the first page could be
+    /// had.
+    pub fn write_at<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, S::Error> {
+        offset
+            .checked_add(data.len() as u64)
+            .ok_or(S::Error::from(MmError::Inval))?;
+        let mut inner = self.inner.lock();
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE_SIZE - off).min(data.len() - done);
+            let index = at / PAGE;
+            // A whole-page overwrite, or a page with no stored bytes, needs no read.
+            let fill = n < PAGE_SIZE && index * PAGE < inner.size;
+            let frame = match inner.page(mm, store, index, fill) {
+                Ok(f) => f,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            mm.write_frame_bytes(frame + off as u64, &data[done..done + n]);
+            set_dirty(mm, frame);
+            done += n;
+            inner.size = inner.size.max(at + n as u64);
+        }
+        Ok(done)
+    }
+
+    /// Writes `data` at `offset` through to the store and into the cache (`write`/`pwrite` of a
+    /// filesystem that allocates blocks at the call, as Linux ext2's `write_begin` does, so a
+    /// full disk is `ENOSPC` here, not a lost page at writeback): `store_write` stores the bytes
+    /// and says how many it took; those are then copied into the pages already cached (a page
+    /// not cached is read from the store when next needed), which keep their `DIRTY` state, and
+    /// the size grows to cover them. The cache stays locked throughout, so no reader can fill a
+    /// page from the store's old contents in between.
+    pub fn write_through<A: Arch, E>(
+        &self,
+        mm: &Mm<A>,
+        offset: u64,
+        data: &[u8],
+        store_write: impl FnOnce(&[u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let mut inner = self.inner.lock();
+        let n = store_write(data)?.min(data.len());
+        let mut done = 0;
+        while done < n {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let len = (PAGE_SIZE - off).min(n - done);
+            if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
+                mm.write_frame_bytes(frame + off as u64, &data[done..done + len]);
+            }
+            done += len;
+        }
+        inner.size = inner.size.max(offset + n as u64);
+        Ok(n)
+    }
+
+    /// Writes every `DIRTY` page back (Linux `filemap_write_and_wait`: fsync, sync, the last
+    /// close, unmount): each page is marked `WRITEBACK` and clean, copied out, stored, and
+    /// `WRITEBACK` cleared. A caller whose file may be mapped shared must first write-protect
+    /// every PTE mapping it ([`folio_mkclean`] on each address space), or stores made after the
+    /// copy would never be seen. The last page stores only the bytes below the size. On a store
+    /// error the page is dirty again and the error returned (the other pages are still tried).
+    pub fn writeback<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+    ) -> Result<usize, S::Error> {
+        let inner = self.inner.lock();
+        let mut buf = page_buf()?;
+        let mut written = 0;
+        let mut failure = None;
+        for (&index, &frame) in inner.pages.iter() {
+            let meta = mm.frames().meta(frame);
+            if !meta.test(FrameFlags::DIRTY) {
+                continue;
+            }
+            let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
+            meta.set_flags(FrameFlags::WRITEBACK);
+            // The caller write-protected every PTE mapping it first ([`folio_mkclean`]), so
+            // the next store faults and dirties it again.
+            clear_dirty(mm, frame);
+            mm.read_frame_bytes(frame, &mut buf[..len]);
+            let r = if len == 0 {
+                Ok(())
+            } else {
+                store.write_page(index, &buf[..len])
+            };
+            meta.clear_flags(FrameFlags::WRITEBACK);
+            match r {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    set_dirty(mm, frame);
+                    failure = Some(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
+    /// Sets the size (`ftruncate`, Linux `truncate_setsize`): shrinking drops the pages wholly
+    /// beyond it (dirty or not: their data is cut off) and zeroes the tail of a partial last
+    /// page. The caller then truncates the store.
+    pub fn set_size<A: Arch>(&self, mm: &Mm<A>, size: u64) {
+        let mut inner = self.inner.lock();
+        if size < inner.size {
+            let dropped = inner.pages.split_off(&size.div_ceil(PAGE));
+            for (_, frame) in dropped {
+                drop_cache_page(mm, frame);
+            }
+            let tail = (size % PAGE) as usize;
+            if tail != 0 {
+                if let Some(&frame) = inner.pages.get(&(size / PAGE)) {
+                    mm.write_frame_bytes(frame + tail as u64, &vec![0u8; PAGE_SIZE - tail]);
+                }
+            }
+        }
+        inner.size = size;
+    }
+
+    /// Zeroes `[start, end)` in the pages already cached, keeping their `DIRTY` state (Linux
+    /// `truncate_pagecache_range` after a hole punch: the store's range already reads as zeroes,
+    /// and mappings of the pages see them too). Pages not cached are read when next needed.
+    pub fn zero_range<A: Arch>(&self, mm: &Mm<A>, start: u64, end: u64) {
+        let inner = self.inner.lock();
+        let end = end.min(inner.size);
+        let mut at = start;
+        while at < end {
+            let off = (at % PAGE) as usize;
+            let n = ((PAGE_SIZE - off) as u64).min(end - at) as usize;
+            if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
+                mm.write_frame_bytes(frame + off as u64, &ZEROES[..n]);
+            }
+            at += n as u64;
+        }
+    }
+
+    /// The frame cached at `index`, if any (tests).
+    pub fn cache_frame_for_test(&self, index: u64) -> Option<PhysAddr> {
+        self.inner.lock().pages.get(&index).copied()
+    }
+
+    /// Drops every clean page nobody else references (Linux `invalidate_mapping_pages`:
+    /// `drop_caches`, memory pressure). Returns the frames freed.
+    pub fn drop_clean<A: Arch>(&self, mm: &Mm<A>) -> usize {
+        self.inner.lock().drop_clean(mm)
+    }
+
+    /// [`Self::drop_clean`] if the cache is not locked (reclaim from an allocation that may
+    /// itself hold this cache's lock): 0 if it is.
+    pub fn try_drop_clean<A: Arch>(&self, mm: &Mm<A>) -> usize {
+        match self.inner.try_lock() {
+            Some(mut inner) => inner.drop_clean(mm),
+            None => 0,
+        }
+    }
+
+    /// Empties the cache, dirty pages included (the file is gone, or its last user wrote them
+    /// back already; Linux `truncate_inode_pages_final`).
+    pub fn evict<A: Arch>(&self, mm: &Mm<A>) {
+        let pages = core::mem::take(&mut self.inner.lock().pages);
+        for (_, frame) in pages {
+            drop_cache_page(mm, frame);
+        }
+    }
+}
+
+impl Drop for FileCache {
+    /// A cache must be evicted before it goes (it cannot reach the `Mm` here); a leak of its
+    /// frames would be caught by the checker, so say so loudly in debug builds.
+    fn drop(&mut self) {
+        debug_assert!(
+            self.inner.get_mut().pages.is_empty(),
+            "a FileCache dropped with pages"
+        );
+    }
+}
+
+impl Inner {
+    /// The cache page at `index`; if missing, a new frame, filled from the store when `fill`
+    /// (else zeroed). Under memory pressure the cache's own clean pages go first, then the
+    /// `Mm`'s reclaim runs, and the allocation is retried.
+    fn page<A: Arch, S: BackingStore>(
+        &mut self,
+        mm: &Mm<A>,
+        store: &S,
+        index: u64,
+        fill: bool,
+    ) -> Result<PhysAddr, S::Error> {
+        if let Some(&frame) = self.pages.get(&index) {
+            return Ok(frame);
+        }
+        let frame = match mm.alloc_zeroed_noreclaim() {
+            Some(f) => f,
+            None => {
+                self.drop_clean(mm);
+                mm.alloc_zeroed().ok_or(MmError::NoMem)?
+            }
+        };
+        if fill {
+            let filled = page_buf().map_err(S::Error::from).and_then(|mut buf| {
+                store.read_page(index, &mut buf)?;
+                Ok(buf)
+            });
+            match filled {
+                Ok(buf) => mm.write_frame_bytes(frame, &buf),
+                Err(e) => {
+                    mm.frames().free(frame);
+                    return Err(e);
+                }
+            }
+        }
+        // refcount 1 from the allocator: the cache's own reference.
+        mm.frames().meta(frame).init_flags(FrameFlags::PAGECACHE);
+        stats::inc(&mm.counters.file_pages);
+        self.pages.insert(index, frame);
+        Ok(frame)
+    }
+
+    fn drop_clean<A: Arch>(&mut self, mm: &Mm<A>) -> usize {
+        let victims: Vec<u64> = self
+            .pages
+            .iter()
+            .filter(|&(_, &f)| {
+                let meta = mm.frames().meta(f);
+                !meta
+                    .flags()
+                    .intersects(FrameFlags::DIRTY | FrameFlags::WRITEBACK)
+                    && meta.refcount() == 1
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        for index in &victims {
+            if let Some(frame) = self.pages.remove(index) {
+                drop_cache_page(mm, frame);
+            }
+        }
+        victims.len()
+    }
+}
+
+/// A one-page kernel buffer (a store's I/O goes through it: the store does not see frames).
+fn page_buf() -> Result<Vec<u8>, MmError> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(PAGE_SIZE)
+        .map_err(|_| MmError::NoMem)?;
+    buf.resize(PAGE_SIZE, 0);
+    Ok(buf)
+}
+
+fn set_dirty<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    let meta = mm.frames().meta(frame);
+    if !meta.test(FrameFlags::DIRTY) {
+        meta.set_flags(FrameFlags::DIRTY);
+        stats::inc(&mm.counters.file_dirty);
+    }
+}
+
+fn clear_dirty<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    let meta = mm.frames().meta(frame);
+    if meta.test(FrameFlags::DIRTY) {
+        meta.clear_flags(FrameFlags::DIRTY);
+        stats::dec(&mm.counters.file_dirty);
+    }
+}
+
+/// Removes `frame` from its cache: it loses its cache flags and the cache's reference.
+#[doc(alias = "filemap_remove_folio")]
+fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    clear_dirty(mm, frame);
+    mm.frames()
+        .meta(frame)
+        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK);
+    stats::dec(&mm.counters.file_pages);
+    mm.put_page(frame);
+}
+
+/// A mapped file as the memory manager sees it (Linux `vm_file` with its `address_space`):
+/// the cache its mappings map, and the store that fills it. The kernel's object also keeps the
+/// file open while a VMA holds it (it is dropped when the last VMA goes).
+pub trait MappedFile: Send + Sync {
+    fn cache(&self) -> &FileCache;
+    /// The inode number (`/proc/<pid>/maps`).
+    fn inode(&self) -> u64;
+    /// Fills one page from the store, as [`BackingStore::read_page`].
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError>;
+    /// Writes the file's dirty pages back (`msync(MS_SYNC)`), without any address-space lock;
+    /// `false` if the store failed (`EIO`).
+    fn writeback(&self) -> bool;
+}
+
+/// A VMA's hold on a mapped file (compared by identity).
+#[derive(Clone)]
+pub struct FileRef(pub Arc<dyn MappedFile>);
+
+impl PartialEq for FileRef {
+    fn eq(&self, other: &FileRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FileRef {}
+
+impl core::fmt::Debug for FileRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FileRef@{:p}", Arc::as_ptr(&self.0))
+    }
+}
+
+/// A [`MappedFile`]'s store as a [`BackingStore`].
+struct Fill<'a>(&'a dyn MappedFile);
+
+impl BackingStore for Fill<'_> {
+    type Error = MmError;
+
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        // The store's failure, told apart from the cache's own `NoMem`.
+        self.0.read_page(index, buf).map_err(|_| MmError::Fault)
+    }
+
+    fn write_page(&self, _index: u64, _data: &[u8]) -> Result<(), MmError> {
+        Err(MmError::Inval)
+    }
+}
+
+/// Why a fault could not have its file page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FileFault {
+    /// The page lies wholly at or beyond the end of the file (Linux: `SIGBUS`).
+    BeyondEof,
+    /// No memory for the page.
+    NoMem,
+    /// The store could not read it (Linux: `SIGBUS` too).
+    Io,
+}
+
+/// The cache page at `index` for a fault, read in if missing, with one reference for the
+/// caller taken under the cache's lock (Linux `filemap_fault`). Bytes past the end of the file
+/// in the last page are zero (the store fills them so, and truncation zeroes them).
+#[doc(alias = "filemap_fault")]
+pub(crate) fn fault_page<A: Arch>(
+    mm: &Mm<A>,
+    file: &dyn MappedFile,
+    index: u64,
+) -> Result<PhysAddr, FileFault> {
+    let mut inner = file.cache().inner.lock();
+    if index >= inner.size.div_ceil(PAGE) {
+        return Err(FileFault::BeyondEof);
+    }
+    let frame = inner
+        .page(mm, &Fill(file), index, true)
+        .map_err(|e| match e {
+            MmError::NoMem => FileFault::NoMem,
+            _ => FileFault::Io,
+        })?;
+    mm.frames().meta(frame).get();
+    Ok(frame)
+}
+
+/// A write through a shared mapping is about to reach cache page `frame` (Linux
+/// `page_mkwrite` + `folio_mark_dirty`): the page becomes `DIRTY`, so writeback stores it.
+pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    set_dirty(mm, frame);
+}
+
+/// Write-notify for one address space (Linux `folio_mkclean`, per mapping of the file): every
+/// PTE of the shared mappings of `cache`'s file is made read-only (and its hardware dirty bit
+/// cleared), with the TLB flushed, so the next store to any of its pages faults and dirties the
+/// page again (`page_mkwrite`). Private mappings are left alone: their cache pages are already
+/// read-only, and their anon copies are not the file's. The kernel calls this on each address
+/// space of the file's reverse map (`ext2_cache::mkclean`).
+pub fn folio_mkclean<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &crate::aspace::AddressSpace,
+    cache: &FileCache,
+) -> usize {
+    use crate::pagetable::{PageTable, Pte};
+    use crate::vma::{Backing, Sharing};
+    let pt = PageTable::new(mm, aspace.root());
+    let mut flush = crate::tlb::TlbFlush::none(aspace.root());
+    let mut vmas = 0;
+    for vma in aspace.vmas() {
+        let Backing::File(file, _) = vma.backing() else {
+            continue;
+        };
+        if vma.sharing() != Sharing::Shared || !core::ptr::eq(file.0.cache(), cache) {
+            continue;
+        }
+        vmas += 1;
+        flush.merge(pt.change_protection(vma.start(), vma.end(), &mut |_, old| {
+            old.without(Pte::WRITABLE | Pte::DIRTY)
+        }));
+    }
+    flush.flush(mm.arch(), aspace.shared());
+    vmas
+}
+
+/// Removes from one address space every mapping of `cache`'s file pages from index `first` on
+/// (Linux `unmap_mapping_range` with `even_cows`, as `truncate_pagecache` calls it): shared
+/// mappings lose the cache pages, private ones their COW copies too, so an access past the new
+/// end of the file faults and gets `SIGBUS`. The VMAs stay.
+pub fn unmap_mapping_range<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &crate::aspace::AddressSpace,
+    cache: &FileCache,
+    first: u64,
+) {
+    use crate::vma::Backing;
+    for vma in aspace.vmas() {
+        let Backing::File(file, pgoff) = vma.backing() else {
+            continue;
+        };
+        if !core::ptr::eq(file.0.cache(), cache) {
+            continue;
+        }
+        let pages = (vma.end().as_u64() - vma.start().as_u64()) / PAGE;
+        let skip = first.saturating_sub(*pgoff);
+        if skip >= pages {
+            continue;
+        }
+        let start = crate::VirtAddr::new(vma.start().as_u64() + skip * PAGE);
+        crate::munmap::zap_pages(mm, aspace.shared(), start, vma.end());
+    }
+}

@@ -1,0 +1,520 @@
+//! The file page cache over an in-memory store: fill, write-behind, writeback, truncation,
+//! clean-page dropping, and reclaim when frames run out.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use super::*;
+use crate::error::MmError;
+use crate::pagecache::{BackingStore, FileCache};
+
+/// A stored file: its bytes, plus the page indexes read and written.
+struct VecStore {
+    data: RefCell<Vec<u8>>,
+    reads: RefCell<Vec<u64>>,
+    writes: RefCell<Vec<u64>>,
+}
+
+impl VecStore {
+    fn new(data: Vec<u8>) -> VecStore {
+        VecStore {
+            data: RefCell::new(data),
+            reads: RefCell::new(Vec::new()),
+            writes: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl BackingStore for VecStore {
+    type Error = MmError;
+
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        self.reads.borrow_mut().push(index);
+        let data = self.data.borrow();
+        let start = (index * PAGE) as usize;
+        buf.fill(0);
+        if start < data.len() {
+            let n = (data.len() - start).min(buf.len());
+            buf[..n].copy_from_slice(&data[start..start + n]);
+        }
+        Ok(())
+    }
+
+    fn write_page(&self, index: u64, src: &[u8]) -> Result<(), MmError> {
+        self.writes.borrow_mut().push(index);
+        let mut data = self.data.borrow_mut();
+        let start = (index * PAGE) as usize;
+        if data.len() < start + src.len() {
+            data.resize(start + src.len(), 0);
+        }
+        data[start..start + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+}
+
+#[test]
+fn reads_fill_from_the_store_once() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(3 * PAGE_SIZE + 100, 1));
+    let cache = FileCache::new(3 * PAGE + 100);
+    let mut buf = vec![0u8; 4 * PAGE_SIZE];
+    let n = cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    assert_eq!(n, 3 * PAGE_SIZE + 100);
+    assert_eq!(&buf[..n], &store.data.borrow()[..]);
+    let n = cache.read_at(&env.mm, &store, 10, &mut buf[..20]).unwrap();
+    assert_eq!(n, 20);
+    assert_eq!(
+        *store.reads.borrow(),
+        vec![0, 1, 2, 3],
+        "each page read in once"
+    );
+    assert_eq!(env.mm.stats().file_pages, 4);
+    assert_eq!(
+        cache.read_at(&env.mm, &store, 4 * PAGE, &mut buf).unwrap(),
+        0
+    );
+    cache.evict(&env.mm);
+    assert_eq!(env.mm.stats().file_pages, 0);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn writes_stay_dirty_until_writeback() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(PAGE_SIZE, 2));
+    let cache = FileCache::new(PAGE);
+    // A partial write of a stored page reads it in; one past the end does not.
+    assert_eq!(cache.write_at(&env.mm, &store, 10, b"hello").unwrap(), 5);
+    assert_eq!(
+        cache
+            .write_at(&env.mm, &store, 2 * PAGE + 1, b"xy")
+            .unwrap(),
+        2
+    );
+    assert_eq!(*store.reads.borrow(), vec![0]);
+    assert!(store.writes.borrow().is_empty(), "write-behind");
+    assert_eq!(cache.size(), 2 * PAGE + 3);
+    assert_eq!(cache.dirty_pages(&env.mm), 2);
+    assert_eq!(env.mm.stats().file_dirty, 2);
+    assert_eq!(cache.writeback(&env.mm, &store).unwrap(), 2);
+    assert_eq!(*store.writes.borrow(), vec![0, 2]);
+    assert_eq!(env.mm.stats().file_dirty, 0);
+    let data = store.data.borrow().clone();
+    assert_eq!(
+        data.len() as u64,
+        2 * PAGE + 3,
+        "the last page stores up to the size"
+    );
+    assert_eq!(&data[10..15], b"hello");
+    assert_eq!(data[0], pattern(1, 2)[0]);
+    assert!(data[PAGE_SIZE..2 * PAGE_SIZE + 1].iter().all(|&b| b == 0));
+    assert_eq!(&data[2 * PAGE_SIZE + 1..], b"xy");
+    assert_eq!(cache.writeback(&env.mm, &store).unwrap(), 0, "clean now");
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn drop_clean_keeps_dirty_and_referenced_pages() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(4 * PAGE_SIZE, 3));
+    let cache = FileCache::new(4 * PAGE);
+    let mut buf = vec![0u8; 4 * PAGE_SIZE];
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    cache.write_at(&env.mm, &store, PAGE, b"d").unwrap();
+    assert_eq!(cache.drop_clean(&env.mm), 3);
+    assert_eq!(cache.cached_pages(), 1);
+    cache.writeback(&env.mm, &store).unwrap();
+    assert_eq!(cache.try_drop_clean(&env.mm), 1);
+    assert_eq!(cache.cached_pages(), 0);
+    // Read back from the store: the write survived the drop.
+    cache.read_at(&env.mm, &store, PAGE, &mut buf[..1]).unwrap();
+    assert_eq!(buf[0], b'd');
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn shrinking_drops_pages_and_zeroes_the_tail() {
+    let env = Env::new();
+    let store = VecStore::new(Vec::new());
+    let cache = FileCache::new(0);
+    cache
+        .write_at(&env.mm, &store, 0, &pattern(3 * PAGE_SIZE, 4))
+        .unwrap();
+    cache.set_size(&env.mm, PAGE + 10);
+    assert_eq!(cache.cached_pages(), 2);
+    cache.set_size(&env.mm, 2 * PAGE);
+    let mut buf = vec![0xffu8; PAGE_SIZE];
+    cache.read_at(&env.mm, &store, PAGE, &mut buf).unwrap();
+    assert_eq!(&buf[..10], &pattern(PAGE_SIZE + 10, 4)[PAGE_SIZE..]);
+    assert!(
+        buf[10..].iter().all(|&b| b == 0),
+        "the cut tail reads as zeroes"
+    );
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn a_file_larger_than_memory_streams_through_the_cache() {
+    let env = Env::with_frames(256);
+    let free = env.mm.frames().free_frames();
+    let pages = 3 * free;
+    let store = VecStore::new(Vec::new());
+    let cache = FileCache::new(0);
+    for i in 0..pages {
+        let chunk = pattern(PAGE_SIZE, i as u8);
+        let n = cache
+            .write_at(&env.mm, &store, (i * PAGE_SIZE) as u64, &chunk)
+            .unwrap();
+        assert_eq!(n, PAGE_SIZE);
+        if cache.dirty_pages(&env.mm) >= free / 4 {
+            cache.writeback(&env.mm, &store).unwrap();
+        }
+    }
+    cache.writeback(&env.mm, &store).unwrap();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for i in 0..pages {
+        cache
+            .read_at(&env.mm, &store, (i * PAGE_SIZE) as u64, &mut buf)
+            .unwrap();
+        assert_eq!(buf, pattern(PAGE_SIZE, i as u8), "page {i}");
+    }
+    assert!(cache.cached_pages() < pages);
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn anon_allocation_reclaims_clean_cache_pages() {
+    // The hook is a plain `fn`: it reaches the machine and the cache through statics.
+    static ENV: std::sync::OnceLock<&'static Env> = std::sync::OnceLock::new();
+    static CACHE: FileCache = FileCache::new(200 * PAGE);
+    fn shrink() -> usize {
+        CACHE.try_drop_clean(&ENV.get().unwrap().mm)
+    }
+    let env: &'static Env =
+        ENV.get_or_init(|| alloc::boxed::Box::leak(alloc::boxed::Box::new(Env::with_frames(128))));
+    env.mm.set_shrinker(shrink);
+    let store = VecStore::new(pattern(200 * PAGE_SIZE, 5));
+    let mut s = env.space();
+    let addr = s
+        .mmap(
+            &env.mm,
+            VirtAddr::new(BASE),
+            PAGE as usize,
+            Prot::READ | Prot::WRITE,
+            ANON,
+        )
+        .unwrap();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let mut i = 0;
+    while env.mm.frames().free_frames() > 0 {
+        CACHE.read_at(&env.mm, &store, i * PAGE, &mut buf).unwrap();
+        i += 1;
+    }
+    write_u64(&env.mm, &mut s, addr, 42).expect("the fault reclaims cache pages");
+    assert!(CACHE.cached_pages() < i as usize);
+    CACHE.evict(&env.mm);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn zero_range_zeroes_only_the_range_in_cached_pages() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(3 * PAGE_SIZE, 4));
+    let cache = FileCache::new(3 * PAGE);
+    let mut buf = vec![0u8; 3 * PAGE_SIZE];
+    cache
+        .read_at(&env.mm, &store, 0, &mut buf[..PAGE_SIZE + 1])
+        .unwrap();
+    cache.write_at(&env.mm, &store, 10, b"dirty").unwrap();
+    assert_eq!(cache.cached_pages(), 2);
+    cache.zero_range(&env.mm, 8, PAGE + 20);
+    assert_eq!(cache.cached_pages(), 2, "no page is read in or dropped");
+    assert_eq!(cache.dirty_pages(&env.mm), 1, "the dirty page stays dirty");
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    let mut want = pattern(3 * PAGE_SIZE, 4);
+    want[8..PAGE_SIZE + 20].fill(0);
+    // Page 2 was not cached: it is read from the store, untouched.
+    assert_eq!(buf, want);
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn write_through_updates_cached_pages_and_the_store() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(2 * PAGE_SIZE, 6));
+    let cache = FileCache::new(2 * PAGE);
+    let mut buf = vec![0u8; PAGE_SIZE];
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    let data = pattern(PAGE_SIZE + 8, 9);
+    let at = PAGE - 4;
+    let n = cache
+        .write_through(&env.mm, at, &data, |d| {
+            let mut s = store.data.borrow_mut();
+            let end = at as usize + d.len();
+            if s.len() < end {
+                s.resize(end, 0);
+            }
+            s[at as usize..end].copy_from_slice(d);
+            Ok::<usize, MmError>(d.len())
+        })
+        .unwrap();
+    assert_eq!(n, data.len());
+    assert_eq!(cache.size(), at + data.len() as u64);
+    assert_eq!(cache.dirty_pages(&env.mm), 0, "the store has the bytes");
+    assert_eq!(
+        cache.cached_pages(),
+        1,
+        "no page is created by a write-through"
+    );
+    let mut all = vec![0u8; 3 * PAGE_SIZE];
+    let got = cache.read_at(&env.mm, &store, 0, &mut all).unwrap();
+    assert_eq!(&all[..got], &store.data.borrow()[..]);
+    assert_eq!(&all[at as usize..got], &data[..]);
+    // A store that takes nothing leaves the cache as it was.
+    let r = cache.write_through(&env.mm, 0, b"zz", |_| Err::<usize, MmError>(MmError::NoSpc));
+    assert_eq!(r, Err(MmError::NoSpc));
+    cache.read_at(&env.mm, &store, 0, &mut buf[..2]).unwrap();
+    assert_eq!(&buf[..2], &pattern(2, 6)[..]);
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+// ---- file mappings ----
+
+use alloc::sync::Arc;
+
+use super::gup_tests::{pin_one, PATHS};
+use crate::error::{FaultError, SegvReason};
+use crate::foll::FollFlags;
+use crate::frame::FrameFlags;
+use crate::pagecache::{FileRef, MappedFile};
+
+/// A mapped file over bytes in memory.
+struct TestFile {
+    cache: FileCache,
+    data: spin::Mutex<Vec<u8>>,
+}
+
+impl MappedFile for TestFile {
+    fn cache(&self) -> &FileCache {
+        &self.cache
+    }
+    fn inode(&self) -> u64 {
+        12
+    }
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        let data = self.data.lock();
+        let start = (index * PAGE) as usize;
+        buf.fill(0);
+        if start < data.len() {
+            let n = (data.len() - start).min(buf.len());
+            buf[..n].copy_from_slice(&data[start..start + n]);
+        }
+        Ok(())
+    }
+    fn writeback(&self) -> bool {
+        true
+    }
+}
+
+fn test_file(len: usize) -> Arc<TestFile> {
+    Arc::new(TestFile {
+        cache: FileCache::new(len as u64),
+        data: spin::Mutex::new(pattern(len, 7)),
+    })
+}
+
+fn map_file(
+    env: &Env,
+    s: &mut AddressSpace,
+    f: &Arc<TestFile>,
+    pages: u64,
+    shared: bool,
+) -> VirtAddr {
+    let flags = MapFlags::from_linux(if shared { 0x01 } else { 0x02 });
+    let file: Arc<dyn MappedFile> = f.clone();
+    s.mmap_file(
+        &env.mm,
+        VirtAddr::zero(),
+        (pages * PAGE) as usize,
+        Prot::RW,
+        flags,
+        FileRef(file),
+        0,
+        true,
+    )
+    .expect("mmap of a file")
+}
+
+#[test]
+fn shared_and_private_file_mappings() {
+    let env = Env::new();
+    let f = test_file(PAGE_SIZE + 100);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 3, true);
+    let pv = map_file(&env, &mut s, &f, 3, false);
+    let word =
+        |off: usize| u64::from_le_bytes(pattern(off + 8, 7)[off..off + 8].try_into().unwrap());
+    assert_eq!(env.read(&mut s, sh).unwrap(), word(0));
+    assert_eq!(
+        env.read(&mut s, sh + PAGE + 104).unwrap(),
+        0,
+        "zeroes past the end"
+    );
+    assert_eq!(
+        env.read(&mut s, sh + 2 * PAGE).unwrap_err().error,
+        FaultError::Segv(SegvReason::BeyondEof),
+        "a page wholly past the end is SIGBUS"
+    );
+    assert_eq!(env.mm.stats().file_faults, 2);
+    // A private read maps the cache page; its write copies.
+    assert_eq!(env.read(&mut s, pv).unwrap(), word(0));
+    let cached = f.cache.cache_frame_for_test(0).unwrap();
+    assert_eq!(env.frame(&s, pv), cached);
+    env.write(&mut s, pv, 0x1111).unwrap();
+    assert_ne!(env.frame(&s, pv), cached);
+    assert!(env
+        .flags(env.frame(&s, pv))
+        .contains(FrameFlags::ANON_EXCLUSIVE));
+    assert!(
+        !env.flags(cached).contains(FrameFlags::DIRTY),
+        "a private write never dirties"
+    );
+    assert_eq!(env.read(&mut s, sh).unwrap(), word(0));
+    // A shared write dirties the cache page (page_mkwrite) and lands in it.
+    env.write(&mut s, sh + 8, 0x2222).unwrap();
+    assert!(env.flags(cached).contains(FrameFlags::DIRTY));
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    let mut b = [0u8; 8];
+    f.cache.read_at(&env.mm, &NoStore, 8, &mut b).unwrap();
+    assert_eq!(u64::from_le_bytes(b), 0x2222, "read(2) sees the store");
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn longterm_write_pins_of_shared_file_mappings_follow_the_era() {
+    for era in [Era::Y2022, Era::Y2023] {
+        for path in PATHS {
+            let env = Env::era(era);
+            let f = test_file(2 * PAGE_SIZE);
+            let mut s = env.space();
+            let sh = map_file(&env, &mut s, &f, 2, true);
+            let pv = map_file(&env, &mut s, &f, 2, false);
+            env.write(&mut s, sh, 1).unwrap();
+            let lw = FollFlags::LONGTERM | FollFlags::WRITE;
+            let shared = pin_one(&env, &mut s, sh, lw, path);
+            if era >= Era::Y2023 {
+                assert_eq!(shared.err(), Some(MmError::Fault), "{era} {path:?}");
+            } else {
+                shared.expect("allowed before 2023").unpin(&env.mm);
+            }
+            pin_one(&env, &mut s, pv, lw, path)
+                .expect("a private file mapping is pinned (after COW)")
+                .unpin(&env.mm);
+            pin_one(&env, &mut s, sh + PAGE, FollFlags::LONGTERM, path)
+                .expect("a read-only long-term pin of a shared file page")
+                .unpin(&env.mm);
+            env.check(&[&s]);
+            s.exit(&env.mm);
+            f.cache.evict(&env.mm);
+            env.finish(Vec::new());
+        }
+    }
+}
+
+/// For reading cached pages only.
+struct NoStore;
+
+impl BackingStore for NoStore {
+    type Error = MmError;
+    fn read_page(&self, _: u64, _: &mut [u8]) -> Result<(), MmError> {
+        Err(MmError::Inval)
+    }
+    fn write_page(&self, _: u64, _: &[u8]) -> Result<(), MmError> {
+        Err(MmError::Inval)
+    }
+}
+
+#[test]
+fn writeback_write_protects_and_the_next_store_notifies() {
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let mut s = env.space();
+    let mut t = env.space();
+    let a = map_file(&env, &mut s, &f, 2, true);
+    let b = map_file(&env, &mut t, &f, 2, true);
+    env.write(&mut s, a, 5).unwrap();
+    env.write(&mut t, b, 6).unwrap();
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    assert_eq!(
+        env.mm.stats().writenotify_faults,
+        2,
+        "each first store told the file"
+    );
+    let store = VecStore::new(Vec::new());
+    for space in [&s, &t] {
+        assert_eq!(crate::pagecache::folio_mkclean(&env.mm, space, &f.cache), 1);
+    }
+    assert_eq!(f.cache.writeback(&env.mm, &store).unwrap(), 1);
+    assert_eq!(env.mm.stats().file_dirty, 0);
+    assert_eq!(
+        u64::from_le_bytes(store.data.borrow()[..8].try_into().unwrap()),
+        6
+    );
+    // Both PTEs are read-only now: each process's next store faults and re-dirties.
+    env.write(&mut s, a, 7).unwrap();
+    assert_eq!(env.mm.stats().writenotify_faults, 3);
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    env.write(&mut t, b + 8, 8).unwrap();
+    assert_eq!(env.mm.stats().writenotify_faults, 4);
+    env.write(&mut t, b + 16, 9).unwrap();
+    assert_eq!(
+        env.mm.stats().writenotify_faults,
+        4,
+        "a dirty writable page does not fault"
+    );
+    env.check(&[&s, &t]);
+    s.exit(&env.mm);
+    t.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+#[test]
+fn truncation_unmaps_the_cut_pages_everywhere() {
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 2, true);
+    let pv = map_file(&env, &mut s, &f, 2, false);
+    env.write(&mut s, sh + PAGE, 1).unwrap();
+    env.write(&mut s, pv + PAGE, 2).unwrap();
+    env.read(&mut s, sh).unwrap();
+    f.cache.set_size(&env.mm, PAGE);
+    crate::pagecache::unmap_mapping_range(&env.mm, &s, &f.cache, 1);
+    for va in [sh + PAGE, pv + PAGE] {
+        assert_eq!(
+            env.read(&mut s, va).unwrap_err().error,
+            FaultError::Segv(SegvReason::BeyondEof),
+            "the cut page faults with SIGBUS (shared, and the private COW copy)"
+        );
+    }
+    assert!(env.read(&mut s, sh).is_ok(), "the page below the end stays");
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}

@@ -1,0 +1,230 @@
+//! The page caches of open ext2 regular files: one `cowlab_mm::pagecache::FileCache` per inode,
+//! looked up by inode number, with the ext2 crate as its backing store ([`Ext2Store`]).
+//!
+//! Lifetime: a cache lives while some description has its file open ([`attach`] at open,
+//! [`detach`] at close). The last close writes its dirty pages back (unless the inode is
+//! already unlinked: its data dies with it) and empties it, so an inode number the filesystem
+//! reuses never finds a stale cache, and no cache outlives the mount. Linux keeps pages of
+//! closed files; cowlab drops them at the last close (the price: a file reopened is read again).
+//!
+//! Locks: the registry lock is held only to find, add or remove an entry, never across I/O;
+//! a cache's own lock is held across its store's I/O, which takes the filesystem lock (order:
+//! cache, then filesystem), so its store's I/O polls ([`with_fs_atomic`]) instead of sleeping. The reclaim hook ([`shrink`]) runs inside failing frame allocations,
+//! possibly with a cache or the registry locked by the same CPU, so it only `try_lock`s.
+#![deny(unsafe_code)]
+
+use alloc::collections::BTreeMap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+
+use cowlab_mm::aspace::AddressSpace;
+use cowlab_mm::pagecache::{BackingStore, FileCache};
+use spin::Mutex;
+
+use super::ext2_mount::{with_fs, with_fs_atomic};
+use crate::errno::Errno;
+use crate::memory;
+use crate::vm::SharedAddressSpace;
+
+const PAGE: u64 = 4096;
+
+struct Entry {
+    cache: Arc<FileCache>,
+    /// Open descriptions of the inode.
+    opens: usize,
+    /// The address spaces that may map the file (Linux's `i_mmap`, per address space rather
+    /// than per VMA): each `mmap` of the file adds the caller's, each fork of one adds the
+    /// child's. An entry whose space is gone is dropped at the next walk; a space that since
+    /// unmapped the file stays until then (its walk finds no VMA). The entry lives as long as
+    /// any mapping does, since a mapping holds the file open.
+    mappers: Vec<Weak<Mutex<AddressSpace>>>,
+}
+
+static CACHES: Mutex<BTreeMap<u32, Entry>> = Mutex::new(BTreeMap::new());
+
+/// Inode `ino` as a page cache's store: pages are read and written with the crate's file calls.
+#[derive(Clone, Copy)]
+pub struct Ext2Store {
+    pub ino: u32,
+}
+
+impl BackingStore for Ext2Store {
+    type Error = Errno;
+
+    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let n = with_fs_atomic(|fs| fs.read(self.ino, index * PAGE, buf))?;
+        buf[n..].fill(0);
+        Ok(())
+    }
+
+    fn write_page(&self, index: u64, data: &[u8]) -> Result<(), Errno> {
+        let n = with_fs_atomic(|fs| fs.write(self.ino, index * PAGE, data))?;
+        if n < data.len() {
+            return Err(Errno::ENOSPC);
+        }
+        Ok(())
+    }
+}
+
+/// Registers one more open description of `ino`; the first creates the cache, sized from the
+/// inode.
+pub fn attach(ino: u32) -> Result<Arc<FileCache>, Errno> {
+    if let Some(e) = CACHES.lock().get_mut(&ino) {
+        e.opens += 1;
+        return Ok(e.cache.clone());
+    }
+    let size = with_fs(|fs| fs.stat(ino))?.size;
+    let mut caches = CACHES.lock();
+    // Another CPU may have added it while the size was read.
+    let e = caches.entry(ino).or_insert_with(|| Entry {
+        cache: Arc::new(FileCache::new(size)),
+        opens: 0,
+        mappers: Vec::new(),
+    });
+    e.opens += 1;
+    Ok(e.cache.clone())
+}
+
+/// One open description of `ino` is gone; the last writes the cache back (if `keep_data`:
+/// the inode still has names) and empties it. Returns the writeback's error, if any.
+pub fn detach(ino: u32, keep_data: bool) -> Result<(), Errno> {
+    let cache = {
+        let mut caches = CACHES.lock();
+        let Some(e) = caches.get_mut(&ino) else {
+            return Ok(());
+        };
+        e.opens -= 1;
+        if e.opens > 0 {
+            return Ok(());
+        }
+        caches.remove(&ino).map(|e| e.cache)
+    };
+    let Some(cache) = cache else {
+        return Ok(());
+    };
+    let mm = memory::mm();
+    let r = if keep_data {
+        cache.writeback(mm, &Ext2Store { ino }).map(drop)
+    } else {
+        Ok(())
+    };
+    cache.evict(mm);
+    r
+}
+
+/// The cache of open inode `ino`, if it has one.
+pub fn lookup(ino: u32) -> Option<Arc<FileCache>> {
+    CACHES.lock().get(&ino).map(|e| e.cache.clone())
+}
+
+/// Every cache, for a walk done without the registry lock.
+fn all() -> Vec<(u32, Arc<FileCache>)> {
+    CACHES
+        .lock()
+        .iter()
+        .map(|(&ino, e)| (ino, e.cache.clone()))
+        .collect()
+}
+
+/// `space` is about to map inode `ino` (an `mmap` of it): walks of the file's mappings
+/// ([`mkclean`], [`unmap_past`]) visit it from now on.
+pub fn note_mapper(ino: u32, space: &SharedAddressSpace) {
+    if let Some(e) = CACHES.lock().get_mut(&ino) {
+        add_mapper(&mut e.mappers, space);
+    }
+}
+
+/// A fork copied `parent`'s mappings into `child`: every file `parent` may map, `child` may
+/// too (Linux `dup_mmap` linking each file VMA copy into `i_mmap`).
+pub fn fork_mappers(parent: &SharedAddressSpace, child: &SharedAddressSpace) {
+    for e in CACHES.lock().values_mut() {
+        if e.mappers.iter().any(|w| w.as_ptr() == Arc::as_ptr(parent)) {
+            add_mapper(&mut e.mappers, child);
+        }
+    }
+}
+
+fn add_mapper(mappers: &mut Vec<Weak<Mutex<AddressSpace>>>, space: &SharedAddressSpace) {
+    mappers.retain(|w| w.strong_count() > 0);
+    if !mappers.iter().any(|w| w.as_ptr() == Arc::as_ptr(space)) {
+        mappers.push(Arc::downgrade(space));
+    }
+}
+
+/// The live address spaces that may map `cache`'s file (its `i_mmap`), taken out of the
+/// registry so the walk runs without the registry lock.
+fn mappers_of(cache: &FileCache) -> Vec<SharedAddressSpace> {
+    let mut caches = CACHES.lock();
+    let Some(e) = caches
+        .values_mut()
+        .find(|e| core::ptr::eq(Arc::as_ptr(&e.cache), cache))
+    else {
+        return Vec::new();
+    };
+    e.mappers.retain(|w| w.strong_count() > 0);
+    e.mappers.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Write-protects every shared mapping of `cache`'s file (Linux `folio_mkclean` over
+/// `i_mmap`): only the address spaces that mapped the file are walked. The caller holds no
+/// address-space lock and no cache lock (the fault path takes them in the order address
+/// space, then cache).
+///
+/// SMP: between this and the writeback's clearing of `DIRTY`, a store on another CPU may fault,
+/// dirty the page and make its PTE writable; the writeback then cleans a page that a writable
+/// PTE maps. Linux closes that window with the folio lock, held by both; cowlab's kernel does
+/// not run two CPUs yet, and this comment marks where the lock goes.
+pub fn mkclean(cache: &FileCache) {
+    let mm = memory::mm();
+    for space in mappers_of(cache) {
+        cowlab_mm::pagecache::folio_mkclean(mm, &space.lock(), cache);
+    }
+}
+
+/// `ftruncate` shrank the file to `size`: every process's mappings of its pages past the new
+/// end are removed (Linux `truncate_pagecache` -> `unmap_mapping_range`), so they fault with
+/// `SIGBUS`. Walks the file's mappers, as [`mkclean`].
+pub fn unmap_past(cache: &FileCache, size: u64) {
+    let mm = memory::mm();
+    for space in mappers_of(cache) {
+        cowlab_mm::pagecache::unmap_mapping_range(mm, &space.lock(), cache, size.div_ceil(PAGE));
+    }
+}
+
+/// Writes back the dirty pages of `cache` (inode `ino`), write-protecting its shared mappings
+/// first ([`mkclean`]) so the next store to a written page faults again (write-notify).
+pub fn writeback(cache: &FileCache, ino: u32) -> Result<usize, Errno> {
+    if cache.dirty_pages(memory::mm()) == 0 {
+        return Ok(0);
+    }
+    mkclean(cache);
+    cache.writeback(memory::mm(), &Ext2Store { ino })
+}
+
+/// Writes back every dirty page of every open file (`sync`, unmount); the first error.
+pub fn sync_all() -> Result<(), Errno> {
+    let mut result = Ok(());
+    for (ino, cache) in all() {
+        if let Err(e) = writeback(&cache, ino) {
+            result = result.and(Err(e));
+        }
+    }
+    result
+}
+
+/// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_pagecache_sb`): every clean, unreferenced
+/// cache page is freed (dirty pages stay, as on Linux: `sync` first). Returns the frames freed.
+pub fn drop_caches() -> usize {
+    let mm = memory::mm();
+    all().iter().map(|(_, c)| c.drop_clean(mm)).sum()
+}
+
+/// The reclaim hook the memory manager runs before an allocation fails: frees clean cache
+/// pages of caches nobody holds locked (see the module comment).
+pub fn shrink() -> usize {
+    let mm = memory::mm();
+    let Some(caches) = CACHES.try_lock() else {
+        return 0;
+    };
+    caches.values().map(|e| e.cache.try_drop_clean(mm)).sum()
+}
