@@ -74,7 +74,8 @@ pub unsafe trait Arch: Sync {
     /// Restores the state returned by the matching [`Arch::irq_save`].
     fn irq_restore(&self, state: IrqState);
 
-    /// Debug hook: `frame` just lost its last reference and went back to the allocator. No
+    /// Debug hook: `frame` just lost its last reference and is about to go back to the
+    /// allocator (called before it is reusable, so no other CPU can have mapped it again). No
     /// cached translation may still reach it (pages are freed only after the flush that
     /// removes their last translation). The kernel does nothing; the host's emulated TLB
     /// panics if one of its entries still maps the frame.

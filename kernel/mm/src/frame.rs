@@ -474,6 +474,19 @@ impl FrameTable {
     /// [`Self::put`] for a caller holding `frame`'s metadata already (unpin paths).
     #[inline]
     pub(crate) fn put_meta(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
+        self.put_meta_then(meta, frame, || {})
+    }
+
+    /// [`Self::put_meta`] that runs `last` after the last reference is gone but before the
+    /// frame goes back on the free list: once there, another CPU may allocate and map it at
+    /// once, so anything that inspects "the frame being freed" must run in between.
+    #[inline]
+    pub(crate) fn put_meta_then(
+        &self,
+        meta: &FrameMeta,
+        frame: PhysAddr,
+        last: impl FnOnce(),
+    ) -> bool {
         let old = meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on frame {frame:#x}");
         if old != 1 {
@@ -481,6 +494,7 @@ impl FrameTable {
         }
         // Pairs with the Release decrements of every other reference holder.
         fence(Ordering::Acquire);
+        last();
         self.release(frame);
         true
     }

@@ -307,11 +307,15 @@ impl<A: Arch> Mm<A> {
     pub(crate) fn put_page_meta(&self, meta: &FrameMeta, frame: PhysAddr) {
         // `ANON` never changes while the page is in use, so reading it before the put is exact.
         let anon = meta.test(FrameFlags::ANON);
-        if self.frames.put_meta(meta, frame) {
-            self.arch.frame_freed(frame);
-            if anon {
-                stats::dec(&self.counters.anon_pages);
-            }
+        // The TLB check runs before the frame is back on the free list: after that, another
+        // CPU may reallocate it, map it and cache the new translation, which the check would
+        // take for a stale one of the old mapping (a false "freed while mapped").
+        if self
+            .frames
+            .put_meta_then(meta, frame, || self.arch.frame_freed(frame))
+            && anon
+        {
+            stats::dec(&self.counters.anon_pages);
         }
     }
 

@@ -97,6 +97,9 @@ impl Drop for Instruction<'_> {
     }
 }
 
+/// See [`HostArch::probe_frame_freed`].
+pub type FrameFreedProbe = alloc::boxed::Box<dyn Fn(PhysAddr) + Send + Sync>;
+
 /// The emulated machine under a host-side [`Mm`].
 pub struct HostArch {
     mem: NonNull<u8>,
@@ -107,6 +110,8 @@ pub struct HostArch {
     ipis: AtomicU64,
     page_flushes: AtomicU64,
     full_flushes: AtomicU64,
+    /// Test knob: runs as [`Arch::frame_freed`] is called (see [`HostArch::probe_frame_freed`]).
+    frame_freed_probe: spin::Mutex<Option<FrameFreedProbe>>,
     /// A `write_protect_seq` a whole fork advances at the next `irq_restore` (see
     /// [`HostArch::with_fork_during_irqs_off`]); null when unset.
     fork_during_irqs_off: AtomicPtr<AtomicU32>,
@@ -131,6 +136,7 @@ impl HostArch {
             ipis: AtomicU64::new(0),
             page_flushes: AtomicU64::new(0),
             full_flushes: AtomicU64::new(0),
+            frame_freed_probe: spin::Mutex::new(None),
             fork_during_irqs_off: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
@@ -150,6 +156,13 @@ impl HostArch {
             .store(core::ptr::from_ref(seq).cast_mut(), Ordering::SeqCst);
         let _clear = Clear(&self.fork_during_irqs_off);
         f()
+    }
+
+    /// Test knob: `probe` runs with each frame passed to [`Arch::frame_freed`], i.e. at the
+    /// moment the TLB check runs (`None` removes it). Lets a test act as another CPU would at
+    /// that instant, e.g. try to allocate the frame.
+    pub fn probe_frame_freed(&self, probe: Option<FrameFreedProbe>) {
+        *self.frame_freed_probe.lock() = probe;
     }
 
     /// `(flush_page calls, flush_all calls)` so far.
@@ -413,6 +426,9 @@ unsafe impl Arch for HostArch {
     }
 
     fn frame_freed(&self, frame: PhysAddr) {
+        if let Some(probe) = &*self.frame_freed_probe.lock() {
+            probe(frame);
+        }
         for (n, cpu) in self.cpus.iter().enumerate() {
             if let Some((root, va)) = cpu.tlb.mapping_of(frame) {
                 panic!(

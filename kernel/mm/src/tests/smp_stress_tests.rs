@@ -25,6 +25,11 @@ use crate::PAGE_SIZE;
 
 const PAGES: usize = 16;
 const ROUNDS: u64 = 120;
+/// Under load a reader thread may not be scheduled before the writer's `rounds` are over; the
+/// writer then keeps going, up to this many times its rounds, until every reader has taken
+/// at least [`MIN_TAKEN`] pages, so the race is really exercised in each run.
+const ROUNDS_CAP_FACTOR: u64 = 100;
+const MIN_TAKEN: u64 = PAGES as u64;
 const WORDS: usize = PAGE_SIZE / 8;
 
 fn word(g: u64, page: usize, w: usize) -> u64 {
@@ -67,16 +72,16 @@ fn check_page(buf: &[u8], page: usize, stable: Option<u64>) {
     }
 }
 
-/// CPU `cpu` takes pins (`pin`) or references of the range with GUP-fast until `stop`.
-/// Returns the pages it took.
+/// CPU `cpu` takes pins (`pin`) or references of the range with GUP-fast until `stop`,
+/// counting the pages it took in `taken` as it goes.
 fn reader(
     env: &Env,
     shared: &crate::MmShared,
     gen: &AtomicU64,
     stop: &AtomicBool,
     pin: bool,
-) -> u64 {
-    let mut taken = 0;
+    taken: &AtomicU64,
+) {
     let mut buf = alloc::vec![0u8; PAGE_SIZE];
     while !stop.load(SeqCst) {
         let g0 = gen.load(SeqCst);
@@ -95,10 +100,9 @@ fn reader(
             check_page(&buf, i, stable);
         }
         unpin_user_pages(&env.mm, &mut pages);
-        taken += n as u64;
+        taken.fetch_add(n as u64, SeqCst);
         std::thread::yield_now();
     }
-    taken
 }
 
 #[test]
@@ -124,21 +128,25 @@ fn stress(era: Era, rounds: u64) {
     let stop = AtomicBool::new(false);
     let len = PAGES * PAGE_SIZE;
     let va = VirtAddr::new(BASE);
-    let (pinned, referenced) = std::thread::scope(|scope| {
+    let taken = [AtomicU64::new(0), AtomicU64::new(0)];
+    std::thread::scope(|scope| {
         let readers: Vec<_> = [(1, true), (2, false)]
             .into_iter()
-            .map(|(cpu, pin)| {
+            .zip(&taken)
+            .map(|((cpu, pin), taken)| {
                 let (env, shared, gen, stop) = (&env, &shared, &gen, &stop);
                 scope.spawn(move || {
                     on_cpu(cpu, || {
                         // A thread of this process runs here: the scheduler set the bit.
                         shared.mm_cpumask_set(cpu);
-                        reader(env, shared, gen, stop, pin)
+                        reader(env, shared, gen, stop, pin, taken)
                     })
                 })
             })
             .collect();
-        for round in 0..rounds {
+        let starved = || taken.iter().any(|t| t.load(SeqCst) < MIN_TAKEN);
+        let mut round = 0;
+        while round < rounds || (starved() && round < rounds * ROUNDS_CAP_FACTOR) {
             let g = gen.fetch_add(1, SeqCst) + 1;
             assert_eq!(g % 2, 1);
             s.munmap(&env.mm, va, len).unwrap();
@@ -169,14 +177,65 @@ fn stress(era: Era, rounds: u64) {
                     .unwrap();
             }
             std::thread::yield_now();
+            round += 1;
         }
         stop.store(true, SeqCst);
-        let mut totals = readers.into_iter().map(|r| r.join().unwrap());
-        (totals.next().unwrap(), totals.next().unwrap())
+        for r in readers {
+            r.join().unwrap();
+        }
     });
+    let [pinned, referenced] = taken.map(AtomicU64::into_inner);
     assert!(
-        pinned > 0 && referenced > 0,
-        "the readers never took a page: {pinned} {referenced}"
+        pinned >= MIN_TAKEN && referenced >= MIN_TAKEN,
+        "the readers took too few pages even after {ROUNDS_CAP_FACTOR}x the writer's rounds: \
+         {pinned} pinned, {referenced} referenced"
+    );
+    env.check(&[&s]);
+    drop(shared);
+    env.finish(alloc::vec![s]);
+}
+
+/// The per-CPU TLB check of a freed frame ([`crate::arch::Arch::frame_freed`]) must run before
+/// the frame is back on the free list. It ran after, and then CPU 0 could reallocate the frame
+/// a reader on CPU 1 had just unpinned, map it and cache the new (correct) translation before
+/// the check looked, which reported it as "freed while CPU 0's TLB still maps it" (1 run in
+/// ~30 of the stress test above under load). Here the probe is that other CPU, allocating at
+/// the exact moment of the check.
+#[test]
+fn frame_freed_check_runs_before_the_frame_is_reusable() {
+    let env = Env::with_frames(64);
+    let mut s = env.space();
+    let shared = s.shared().clone();
+    let va = env.map(&mut s, 0, 1, Prot::RW);
+    user_write(&env.mm, &mut s, va, &[7]).unwrap();
+    let mut pages: [Option<PinnedPage>; 1] = [None];
+    let n = pin_user_pages_fast_only(&env.mm, &shared, va, FollFlags::NONE, &mut pages).unwrap();
+    assert_eq!(n, 1, "the mapped page is pinned");
+    let frame = pages[0].as_ref().unwrap().frame();
+    // The mapping's reference goes (after its flush); the pin keeps the frame.
+    s.munmap(&env.mm, va, PAGE_SIZE).unwrap();
+    let frames = env.mm.frames();
+    let checked = std::sync::Arc::new(AtomicU64::new(0));
+    let reused = std::sync::Arc::new(AtomicBool::new(false));
+    let (c, r) = (checked.clone(), reused.clone());
+    env.mm
+        .arch()
+        .probe_frame_freed(Some(alloc::boxed::Box::new(move |f| {
+            if f != frame {
+                return;
+            }
+            c.fetch_add(1, SeqCst);
+            let got = frames.alloc().expect("a free frame");
+            r.fetch_or(got == f, SeqCst);
+            frames.free(got);
+        })));
+    // On CPU 1, as the stress test's reader: the last reference goes, the frame is freed.
+    on_cpu(1, || unpin_user_pages(&env.mm, &mut pages));
+    env.mm.arch().probe_frame_freed(None);
+    assert_eq!(checked.load(SeqCst), 1, "the unpin freed the frame once");
+    assert!(
+        !reused.load(SeqCst),
+        "frame {frame:#x} could be allocated again while its TLB check ran"
     );
     env.check(&[&s]);
     drop(shared);
