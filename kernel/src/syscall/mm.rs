@@ -105,20 +105,22 @@ fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
 /// Pages munmap frees between two releases of the address space (8 MiB).
 const MUNMAP_BATCH: u64 = 2048;
 
-/// munmap in batches ([`MUNMAP_BATCH`], `AddressSpace::munmap_some`) with the address space
-/// unlocked and the CPU yielded between them: unmapping 512 MiB of populated memory held the
-/// CPU for its whole length. A task being killed stops early (its exit unmaps the rest).
+/// munmap in steps (`AddressSpace::munmap_start`/`munmap_step`): pages are freed
+/// [`MUNMAP_BATCH`] at a time with the address space unlocked and the CPU yielded between
+/// steps (unmapping 512 MiB of populated memory held the CPU for its whole length), and the
+/// VMAs go in one last atomic step, so other threads' mappings are never cut. A task being
+/// killed stops early (its exit unmaps the rest).
 pub fn munmap(a: Args) -> SysResult {
-    let (mut addr, mut len) = (checked_addr(a.get(0))?, a.get(1) as usize);
+    let (addr, len) = (checked_addr(a.get(0))?, a.get(1) as usize);
     let shared = current_aspace();
+    let mut cur = shared.lock().munmap_start(memory::mm(), addr, len)?;
     loop {
-        let rest = shared
+        if shared
             .lock()
-            .munmap_some(memory::mm(), addr, len, MUNMAP_BATCH)?;
-        let Some((next, end)) = rest else {
+            .munmap_step(memory::mm(), &mut cur, MUNMAP_BATCH)?
+        {
             return Ok(0);
-        };
-        (addr, len) = (next, (end.as_u64() - next.as_u64()) as usize);
+        }
         if crate::proc::current_tid() != 0 {
             if crate::proc::fatal_signal_pending() {
                 return Err(Errno::EINTR);
