@@ -192,16 +192,15 @@ impl AddressSpace {
         self.def_flags.contains(VmaFlags::LOCKED)
     }
 
-    /// Populates `[start, end)` if its VMA is locked and not on fault (Linux `mm_populate`
-    /// after `do_mmap`, `brk` and `mremap` of a locked mapping); a page that cannot be
+    /// Whether a range just mapped or grown at `start` is to be populated: its VMA is locked
+    /// and not on fault (Linux's `populate` out-parameter of `do_mmap`, `brk` and `mremap`).
+    /// The caller populates it after dropping the lock, in killable batches (`populate_some`),
+    /// as Linux's `mm_populate` runs after `mmap_write_unlock`; a page that cannot be
     /// populated is left to its fault.
-    pub fn populate_if_locked<A: Arch>(&mut self, mm: &Mm<A>, start: VirtAddr, end: VirtAddr) {
-        let locked = self.find_vma(start).is_some_and(|v| {
+    pub fn wants_populate(&self, start: VirtAddr) -> bool {
+        self.find_vma(start).is_some_and(|v| {
             v.flags.contains(VmaFlags::LOCKED) && !v.flags.contains(VmaFlags::LOCKONFAULT)
-        });
-        if locked {
-            let _ = self.populate(mm, start, end);
-        }
+        })
     }
 
     /// Linux `munlockall`: unlocks every VMA and ends `MCL_FUTURE`.
@@ -455,6 +454,13 @@ mod tests {
         assert!(s.locks_future());
         let a = env.map(&mut s, 0, 4, Prot::RW);
         assert_eq!(s.locked_vm(), 4);
+        // The caller populates, with the lock dropped (the syscall layer's batches).
+        assert!(s.wants_populate(a));
+        assert!(
+            s.translate(&env.mm, a).is_none(),
+            "not populated under the lock"
+        );
+        s.populate(&env.mm, a, a + 4 * PAGE).expect("populate");
         for p in 0..4 {
             assert!(s.translate(&env.mm, a + p * PAGE).is_some(), "populated");
         }
@@ -467,6 +473,7 @@ mod tests {
         s.mlock_future(LockMode::OnFault);
         let b = env.map(&mut s, 32 * PAGE, 2, Prot::RW);
         assert_eq!(s.locked_vm(), 6);
+        assert!(!s.wants_populate(b));
         assert!(s.translate(&env.mm, b).is_none());
         s.munlockall(&env.mm);
         assert!(!s.locks_future());

@@ -9,12 +9,17 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cowlab_userland::calls::*;
+use cowlab_userland::rlimit::{setrlimit, Rlimit, RLIMIT_MEMLOCK, RLIM_INFINITY};
+use cowlab_userland::sys::Errno;
 use cowlab_userland::test::Tester;
 use cowlab_userland::thread;
 
 cowlab_userland::entry!(main);
 
 const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+const MLOCKALL: usize = 151;
+const MCL_FUTURE: usize = 2;
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -104,8 +109,80 @@ fn munmap_race(t: &mut Tester) {
     );
 }
 
+fn syscall2(nr: usize, a: usize, b: usize) -> Result<usize, Errno> {
+    // SAFETY: mlock and mlockall take integers; mlock only locks our own mappings.
+    unsafe { raw(nr, [a, b, 0, 0, 0, 0]) }
+}
+
+/// After `mlockall(MCL_FUTURE)` a 64 GiB read-only mapping is populated in killable batches:
+/// SIGKILL ends the mmap within 2 s (it was populated in one pass under the address-space
+/// lock, so the parent did not even run until it was done).
+fn mcl_future_populate_killable(t: &mut Tester, words: &[AtomicUsize; 4]) {
+    words[0].store(0, Ordering::Relaxed);
+    let pid = match fork() {
+        Ok(0) => {
+            if syscall2(MLOCKALL, MCL_FUTURE, 0).is_err() {
+                exit_now(1);
+            }
+            words[0].store(1, Ordering::Relaxed);
+            let r = mmap(0, 64 * GIB, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS);
+            words[0].store(if r.is_ok() { 2 } else { 3 }, Ordering::Relaxed);
+            exit_now(0);
+        }
+        Ok(pid) => pid,
+        Err(_) => return t.check("fork", false),
+    };
+    while words[0].load(Ordering::Relaxed) == 0 {
+        if let Ok(Some(_)) = try_reap(pid) {
+            return t.check("mlockall(MCL_FUTURE) in the child", false);
+        }
+        sched_yield();
+    }
+    let _ = sleep_ms(300);
+    let state = words[0].load(Ordering::Relaxed);
+    let start = monotonic_ns();
+    let _ = kill(pid, 9);
+    let status = waitpid(pid, 0).map(|(_, s)| s);
+    let took_ms = (monotonic_ns() - start) / 1_000_000;
+    t.eq(
+        "the MCL_FUTURE populate of 64 GiB was running at the kill",
+        state,
+        1,
+    );
+    t.eq("SIGKILL ended it", status, Ok(9));
+    t.check_why("within 2 s of the kill", took_ms < 2000, Ms(took_ms));
+}
+
+fn try_reap(pid: i32) -> Result<Option<i32>, Errno> {
+    const WNOHANG: u32 = 1;
+    waitpid(pid, WNOHANG).map(|(p, s)| (p == pid).then_some(s))
+}
+
 fn main() -> i32 {
     let mut t = Tester::new("t_fixmm");
     munmap_race(&mut t);
+    let Ok(page) = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS) else {
+        t.check("map the shared words", false);
+        return t.finish();
+    };
+    // SAFETY: a fresh shared read-write page, aligned for AtomicUsizes, alive until exit.
+    let words = unsafe { &*(page as *const [AtomicUsize; 4]) };
+    let inf = Rlimit {
+        cur: RLIM_INFINITY,
+        max: RLIM_INFINITY,
+    };
+    if setrlimit(RLIMIT_MEMLOCK, inf).is_ok() {
+        mcl_future_populate_killable(&mut t, words);
+    } else {
+        cowlab_userland::println!("t_fixmm: RLIMIT_MEMLOCK cannot be raised: mlock cases skipped");
+    }
     t.finish()
+}
+
+struct Ms(u64);
+
+impl core::fmt::Display for Ms {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        write!(f, "took {} ms", self.0)
+    }
 }
