@@ -18,6 +18,7 @@ cowlab_userland::entry!(main);
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
+const MLOCK: usize = 149;
 const MLOCKALL: usize = 151;
 const MCL_FUTURE: usize = 2;
 
@@ -158,6 +159,46 @@ fn try_reap(pid: i32) -> Result<Option<i32>, Errno> {
     waitpid(pid, WNOHANG).map(|(p, s)| (p == pid).then_some(s))
 }
 
+/// Thread B of the mlock case: once the mlock has started, unmaps the last 64 MiB of the
+/// range it populates.
+fn unmapper(words: usize) -> i32 {
+    // SAFETY: `words` is the address of the shared words, mapped until exit.
+    let words = unsafe { &*(words as *const [AtomicUsize; 4]) };
+    while words[1].load(Ordering::Acquire) == 0 {
+        sched_yield();
+    }
+    let _ = sleep_ms(20);
+    let base = words[1].load(Ordering::Relaxed);
+    words[2].store(
+        munmap(base + GIB - 64 * MIB, 64 * MIB).is_ok() as usize,
+        Ordering::Release,
+    );
+    0
+}
+
+/// mlock whose population meets a hole another thread unmapped after the lock flags were set
+/// returns 0, as Linux's `__mm_populate` skips holes (it was ENOMEM with the range locked).
+fn mlock_populate_skips_holes(t: &mut Tester, words: &[AtomicUsize; 4]) {
+    let Ok(base) = mmap(0, GIB, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS) else {
+        return t.check("map 1 GiB", false);
+    };
+    words[1].store(0, Ordering::Relaxed);
+    words[2].store(0, Ordering::Relaxed);
+    let Ok(b) = thread::spawn(unmapper, words as *const _ as usize) else {
+        return t.check("spawn thread B", false);
+    };
+    words[1].store(base, Ordering::Release);
+    let r = syscall2(MLOCK, base, GIB);
+    b.join();
+    t.eq(
+        "thread B unmapped the tail",
+        words[2].load(Ordering::Acquire),
+        1,
+    );
+    t.eq("mlock meeting a hole made during its population", r, Ok(0));
+    let _ = munmap(base, GIB);
+}
+
 fn main() -> i32 {
     let mut t = Tester::new("t_fixmm");
     munmap_race(&mut t);
@@ -173,6 +214,7 @@ fn main() -> i32 {
     };
     if setrlimit(RLIMIT_MEMLOCK, inf).is_ok() {
         mcl_future_populate_killable(&mut t, words);
+        mlock_populate_skips_holes(&mut t, words);
     } else {
         cowlab_userland::println!("t_fixmm: RLIMIT_MEMLOCK cannot be raised: mlock cases skipped");
     }
