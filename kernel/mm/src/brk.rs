@@ -77,9 +77,6 @@ impl AddressSpace {
             self.insert_vma(heap);
         }
         mm.account_vmas(before, self.vmas.len());
-        if new_end > old_end {
-            self.populate_if_locked(mm, old_end, new_end);
-        }
         self.brk.cur = requested;
         requested
     }

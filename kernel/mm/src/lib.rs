@@ -79,6 +79,7 @@ pub use mm::{Mm, MAX_MAP_COUNT, MAX_VMAS};
 pub use mmap::MapFlags;
 pub use mmshared::MmShared;
 pub use mremap::MremapFlags;
+pub use munmap::MunmapCursor;
 pub use uaccess::{copy_from_user, copy_to_user};
 pub use vma::Prot;
 

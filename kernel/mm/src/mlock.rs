@@ -192,16 +192,15 @@ impl AddressSpace {
         self.def_flags.contains(VmaFlags::LOCKED)
     }
 
-    /// Populates `[start, end)` if its VMA is locked and not on fault (Linux `mm_populate`
-    /// after `do_mmap`, `brk` and `mremap` of a locked mapping); a page that cannot be
+    /// Whether a range just mapped or grown at `start` is to be populated: its VMA is locked
+    /// and not on fault (Linux's `populate` out-parameter of `do_mmap`, `brk` and `mremap`).
+    /// The caller populates it after dropping the lock, in killable batches (`populate_some`),
+    /// as Linux's `mm_populate` runs after `mmap_write_unlock`; a page that cannot be
     /// populated is left to its fault.
-    pub fn populate_if_locked<A: Arch>(&mut self, mm: &Mm<A>, start: VirtAddr, end: VirtAddr) {
-        let locked = self.find_vma(start).is_some_and(|v| {
+    pub fn wants_populate(&self, start: VirtAddr) -> bool {
+        self.find_vma(start).is_some_and(|v| {
             v.flags.contains(VmaFlags::LOCKED) && !v.flags.contains(VmaFlags::LOCKONFAULT)
-        });
-        if locked {
-            let _ = self.populate(mm, start, end);
-        }
+        })
     }
 
     /// Linux `munlockall`: unlocks every VMA and ends `MCL_FUTURE`.
@@ -241,7 +240,7 @@ impl AddressSpace {
 
     /// Linux `__mm_populate`: faults in every page of `[start, end)` of an accessible VMA,
     /// for writing where the mapping is writable (a private page gets its own copy now);
-    /// `NoMem` for a hole or a page that cannot be populated.
+    /// holes are skipped; `NoMem` for a page that cannot be populated.
     pub fn populate<A: Arch>(
         &mut self,
         mm: &Mm<A>,
@@ -262,10 +261,21 @@ impl AddressSpace {
     ) -> Result<VirtAddr, MmError> {
         let mut va = start.as_u64();
         while va < end.as_u64() {
-            let (prot, vma_end) = self
+            // A hole (unmapped by another thread between two batches, with the lock dropped)
+            // is skipped to the next VMA, as Linux's `__mm_populate` does: the range's lock
+            // flags are already set, and mlock returns 0.
+            let Some((prot, vma_end)) = self
                 .find_vma(VirtAddr::new(va))
                 .map(|v| (v.prot(), v.end().as_u64()))
-                .ok_or(MmError::NoMem)?;
+            else {
+                match self.vmas.range(va + 1..end.as_u64()).next() {
+                    Some((&next, _)) => {
+                        va = next;
+                        continue;
+                    }
+                    None => return Ok(end),
+                }
+            };
             let stop = vma_end.min(end.as_u64());
             // An inaccessible VMA is skipped whole, as `__mm_populate` does: a walk per page
             // would let mlock of a huge PROT_NONE reservation hold the kernel for minutes.
@@ -455,6 +465,13 @@ mod tests {
         assert!(s.locks_future());
         let a = env.map(&mut s, 0, 4, Prot::RW);
         assert_eq!(s.locked_vm(), 4);
+        // The caller populates, with the lock dropped (the syscall layer's batches).
+        assert!(s.wants_populate(a));
+        assert!(
+            s.translate(&env.mm, a).is_none(),
+            "not populated under the lock"
+        );
+        s.populate(&env.mm, a, a + 4 * PAGE).expect("populate");
         for p in 0..4 {
             assert!(s.translate(&env.mm, a + p * PAGE).is_some(), "populated");
         }
@@ -467,6 +484,7 @@ mod tests {
         s.mlock_future(LockMode::OnFault);
         let b = env.map(&mut s, 32 * PAGE, 2, Prot::RW);
         assert_eq!(s.locked_vm(), 6);
+        assert!(!s.wants_populate(b));
         assert!(s.translate(&env.mm, b).is_none());
         s.munlockall(&env.mm);
         assert!(!s.locks_future());
@@ -475,5 +493,38 @@ mod tests {
         assert!(s.translate(&env.mm, d).is_none());
         env.check(&[&s, &child]);
         env.finish(alloc::vec![s, child]);
+    }
+
+    /// A hole met by a later batch (unmapped between batches) is skipped, as Linux's
+    /// `__mm_populate`: the VMA after it is still populated and the call succeeds.
+    #[test]
+    fn populate_some_skips_a_hole_made_between_batches() {
+        let env = Env::new();
+        let mut s = env.space();
+        let a = env.map(&mut s, 0, 12, Prot::RW);
+        let end = a + 12 * PAGE;
+        let next = s.populate_some(&env.mm, a, end, 2).expect("populate");
+        assert_eq!(next, a + 2 * PAGE);
+        s.munmap(&env.mm, a + 4 * PAGE, (4 * PAGE) as usize)
+            .expect("munmap");
+        let mut va = next;
+        while va < end {
+            va = s
+                .populate_some(&env.mm, va, end, 2)
+                .expect("a hole is no error");
+        }
+        assert_eq!(va, end);
+        for p in (0..4).chain(8..12) {
+            assert!(
+                s.translate(&env.mm, a + p * PAGE).is_some(),
+                "page {p} populated"
+            );
+        }
+        // A range ending in a hole finishes too.
+        s.munmap(&env.mm, a + 10 * PAGE, (2 * PAGE) as usize)
+            .expect("munmap");
+        assert_eq!(s.populate_some(&env.mm, a + 9 * PAGE, end, 8), Ok(end));
+        env.check(&[&s]);
+        env.finish(alloc::vec![s]);
     }
 }

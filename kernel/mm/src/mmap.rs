@@ -278,13 +278,11 @@ impl AddressSpace {
         }
         vma.start = start;
         vma.end = end;
-        // After mlockall(MCL_FUTURE) the mapping is locked, and populated unless on fault;
-        // a page that cannot be populated is left to its fault, as Linux's `mm_populate`
-        // after `do_mmap` ignores its error.
+        // After mlockall(MCL_FUTURE) the mapping is locked; the caller populates it unless on
+        // fault (`wants_populate`), with this lock dropped.
         vma.flags = vma.flags | self.def_flags;
         self.insert_vma(vma);
         mm.account_vmas(before, self.vmas.len());
-        self.populate_if_locked(mm, start, end);
         Ok(start)
     }
 

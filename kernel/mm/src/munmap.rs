@@ -38,38 +38,78 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// [`munmap`](Self::munmap) of at most `max_pages` of `[addr, addr + len)`, from the first
-    /// mapping in it up: validates the whole range and its map count as `munmap` does, then
-    /// unmaps one batch. Returns `None` when nothing is left, else the `(next, end)` range still
-    /// to unmap, so the caller can release the address space between batches (Linux frees a
-    /// huge range with `cond_resched` in `zap_pte_range`; cowlab's kernel cannot sleep holding
-    /// the lock, so it unlocks). Batches go upwards, so only the first can cut a VMA in two
-    /// where the whole range would not: the map count then runs one over until the next batch.
-    pub fn munmap_some<A: Arch>(
-        &mut self,
+    /// Starts a batched [`munmap`](Self::munmap) of `[addr, addr + len)`: validates the range
+    /// and the map count as `munmap` does and records the current VMA set's change count.
+    pub fn munmap_start<A: Arch>(
+        &self,
         mm: &Mm<A>,
         addr: VirtAddr,
         len: usize,
-        max_pages: u64,
-    ) -> Result<Option<(VirtAddr, VirtAddr)>, MmError> {
+    ) -> Result<MunmapCursor, MmError> {
         let (start, end) = user_range(addr, len)?;
         self.check_map_count(mm, self.punch_extra(start, end))?;
-        let Some(from) = self
-            .vmas
-            .values()
-            .find(|v| v.end > start && v.start < end)
-            .map(|v| v.start.max(start))
-        else {
-            return Ok(None);
-        };
-        let limit = max_pages.saturating_mul(crate::PAGE_SIZE as u64);
-        let to = VirtAddr::new(end.as_u64().min(from.as_u64().saturating_add(limit)));
-        let before = self.vmas.len();
-        self.unmap_region(mm, from, to);
-        mm.account_vmas(before, self.vmas.len());
-        Ok((to < end).then_some((to, end)))
+        Ok(MunmapCursor {
+            start,
+            end,
+            next: start,
+            changes: self.vmas.changes(),
+        })
     }
 
+    /// One step of a batched munmap, for a caller that releases the address space between
+    /// steps (Linux frees a huge range with `cond_resched` in `zap_pte_range` while the VMAs
+    /// are already detached; cowlab's kernel cannot sleep holding the lock, so it unlocks).
+    /// Returns `true` when the munmap is complete.
+    ///
+    /// The VMA tree is changed only by the last step, one atomic [`munmap`](Self::munmap) of
+    /// the whole range, so no other thread can see part of the range unmapped, map into it and
+    /// then lose half its new mapping to a later batch, and the map count never runs over its
+    /// limit between steps. The steps before it only free pages: each zaps at most `max_pages`
+    /// of the VMAs in the range, and only while the VMA set is still the one `munmap_start`
+    /// saw (an unchanged change count), so no page of a mapping made since is ever zapped. Once
+    /// the set has changed, or the rest fits in one batch, the last step unmaps the rest.
+    pub fn munmap_step<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        cur: &mut MunmapCursor,
+        max_pages: u64,
+    ) -> Result<bool, MmError> {
+        let whole = (cur.end.as_u64() - cur.start.as_u64()) as usize;
+        if self.vmas.changes() == cur.changes {
+            let mut budget = max_pages.saturating_mul(crate::PAGE_SIZE as u64);
+            let mut zap = alloc::vec::Vec::new();
+            let mut stop = None;
+            let first = self.vmas.range(..=cur.next.as_u64()).next_back();
+            let rest = self.vmas.range(cur.next.as_u64() + 1..cur.end.as_u64());
+            for v in first.into_iter().chain(rest).map(|(_, v)| v) {
+                if v.end <= cur.next {
+                    continue;
+                }
+                let from = v.start.max(cur.next);
+                let to = v.end.min(cur.end);
+                let len = to.as_u64() - from.as_u64();
+                if len > budget {
+                    let cut = VirtAddr::new(from.as_u64() + budget);
+                    if budget > 0 {
+                        zap.push((from, cut));
+                    }
+                    stop = Some(cut);
+                    break;
+                }
+                budget -= len;
+                zap.push((from, to));
+            }
+            if let Some(next) = stop {
+                for (from, to) in zap {
+                    zap_pages(mm, &self.shared, from, to);
+                }
+                cur.next = next;
+                return Ok(false);
+            }
+        }
+        self.munmap(mm, cur.start, whole)?;
+        Ok(true)
+    }
     /// Removes the VMAs and pages of the page-aligned `[start, end)`.
     pub(crate) fn unmap_region<A: Arch>(&mut self, mm: &Mm<A>, start: VirtAddr, end: VirtAddr) {
         let removed: alloc::vec::Vec<Vma> = self
@@ -82,6 +122,17 @@ impl AddressSpace {
             release_vma(mm, vma);
         }
     }
+}
+
+/// A batched munmap in progress ([`AddressSpace::munmap_start`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MunmapCursor {
+    start: VirtAddr,
+    end: VirtAddr,
+    /// Where the next page-freeing step resumes.
+    next: VirtAddr,
+    /// The VMA tree's change count when the munmap started.
+    changes: u64,
 }
 
 /// Drops a removed VMA's hold on its backing object (Linux `remove_vma` -> `fput`): the last
@@ -116,7 +167,7 @@ mod tests {
     /// ends exactly as one munmap: only the range's pages gone, the pieces outside kept, every
     /// frame back, and the middle batches skip the hole instead of walking it.
     #[test]
-    fn munmap_some_in_batches_matches_one_munmap() {
+    fn munmap_steps_match_one_munmap() {
         let env = Env::new();
         let mut s = env.space();
         let a = env.map(&mut s, 0, 10, Prot::RW);
@@ -126,15 +177,19 @@ mod tests {
             env.write(&mut s, b + i * PAGE, 2).unwrap();
         }
         // From the middle of the first VMA to the middle of the second.
-        let (mut addr, mut len) = (a + 4 * PAGE, (96 + 4) * PAGE as usize);
-        let mut batches = 0;
-        while let Some((next, end)) = s.munmap_some(&env.mm, addr, len, 3).expect("munmap") {
-            (addr, len) = (next, (end.as_u64() - next.as_u64()) as usize);
-            batches += 1;
+        let mut cur = s
+            .munmap_start(&env.mm, a + 4 * PAGE, (96 + 4) * PAGE as usize)
+            .expect("munmap");
+        let mut steps = 1;
+        while !s.munmap_step(&env.mm, &mut cur, 3).expect("munmap") {
+            steps += 1;
+            // Only pages go between steps: the VMAs stay until the last one.
+            assert_eq!(s.vmas().count(), 2);
             env.check(&[&s]);
         }
-        // 6 + 4 pages in batches of 3, the hole skipped: 3 + 3, 3, then the last 1 page.
-        assert_eq!(batches, 3, "four calls, three of them leaving a rest");
+        // 6 + 4 pages in batches of 3, the hole skipped: 3, 3, 3, then the last page with the
+        // VMAs.
+        assert_eq!(steps, 4);
         assert_eq!(s.vmas().count(), 2);
         assert_eq!(env.read(&mut s, a + 3 * PAGE), Ok(1));
         assert!(env.read(&mut s, a + 4 * PAGE).is_err());
@@ -142,7 +197,45 @@ mod tests {
             .read(&mut s, VirtAddr::new(b.as_u64() + 3 * PAGE))
             .is_err());
         assert_eq!(env.read(&mut s, b + 4 * PAGE), Ok(2));
-        assert!(s.munmap_some(&env.mm, a, 0, 3).is_err(), "len 0 is EINVAL");
+        assert!(s.munmap_start(&env.mm, a, 0).is_err(), "len 0 is EINVAL");
+        env.finish(alloc::vec![s]);
+    }
+
+    /// A mapping made in a hole of the range between two steps (another thread, with the
+    /// address space unlocked) is never cut in half, and its pages are not zapped by later
+    /// steps: the munmap's one change to the VMA tree removes it whole, as if it had been made
+    /// before the munmap (the regression: later batches re-found "the first VMA in the rest"
+    /// and unmapped the part of the new mapping above the batch boundary).
+    #[test]
+    fn munmap_steps_never_tear_a_mapping_made_between_them() {
+        let env = Env::new();
+        let mut s = env.space();
+        let a = env.map(&mut s, 0, 8, Prot::RW);
+        let _b = env.map(&mut s, 16 * PAGE, 4, Prot::RW);
+        for i in 0..8 {
+            env.write(&mut s, a + i * PAGE, 1).unwrap();
+        }
+        let mut cur = s.munmap_start(&env.mm, a, 20 * PAGE as usize).unwrap();
+        assert!(!s.munmap_step(&env.mm, &mut cur, 8).unwrap());
+        // Another thread maps over the hole [8, 16) and writes its first and last page.
+        let c = env.map(&mut s, 8 * PAGE, 8, Prot::RW);
+        env.write(&mut s, c, 7).unwrap();
+        env.write(&mut s, c + 7 * PAGE, 7).unwrap();
+        while !s.munmap_step(&env.mm, &mut cur, 2).unwrap() {
+            assert_eq!(
+                env.read(&mut s, c + 7 * PAGE),
+                Ok(7),
+                "its pages stay until the end"
+            );
+        }
+        // Removed whole: no piece of it is left.
+        assert_eq!(s.vmas().count(), 0);
+        env.check(&[&s]);
+
+        // The same mapping made after the munmap completed survives whole.
+        let c = env.map(&mut s, 8 * PAGE, 8, Prot::RW);
+        env.write(&mut s, c + 7 * PAGE, 7).unwrap();
+        assert_eq!(s.vmas().count(), 1);
         env.finish(alloc::vec![s]);
     }
 }

@@ -22,6 +22,9 @@ pub(crate) struct VmaTree {
     /// `Cell`) so that `&AddressSpace` stays `Sync` for the lock-free GUP-fast readers; relaxed
     /// is enough because it is only a hint about data that no one mutates while `&self` lives.
     last: AtomicPtr<Vma>,
+    /// Bumped on every mutable access to `map` (Linux's old `vmacache_seqnum` role): batched
+    /// munmap compares it across batches to know the VMA set is still the one it started with.
+    changes: u64,
 }
 
 impl VmaTree {
@@ -29,6 +32,7 @@ impl VmaTree {
         VmaTree {
             map: BTreeMap::new(),
             last: AtomicPtr::new(ptr::null_mut()),
+            changes: 0,
         }
     }
 
@@ -36,7 +40,13 @@ impl VmaTree {
     /// `Vma` (B-tree nodes split, merge and shift their values on insert and remove).
     pub(crate) fn map_mut(&mut self) -> &mut BTreeMap<u64, Vma> {
         *self.last.get_mut() = ptr::null_mut();
+        self.changes = self.changes.wrapping_add(1);
         &mut self.map
+    }
+
+    /// How many times the map was handed out for changes (see `changes`).
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
     }
 
     pub(crate) fn into_map(self) -> BTreeMap<u64, Vma> {

@@ -23,6 +23,21 @@ fn map_populate(flags: u32, va: VirtAddr, len: u64) {
     }
 }
 
+/// A range just mapped or grown that is locked (`mlockall(MCL_FUTURE)`, or a locked mapping
+/// grown by mremap) and not on fault is populated now, in killable batches with the address
+/// space unlocked (Linux `mm_populate` after `do_mmap`/`brk`/`mremap`, errors ignored).
+fn populate_if_locked(start: VirtAddr, end: VirtAddr) {
+    let shared = current_aspace();
+    let wants = start < end && shared.lock().wants_populate(start);
+    if wants {
+        let _ = super::mlock::populate_killable(&shared, start, end);
+    }
+}
+
+fn page_up(va: u64) -> VirtAddr {
+    VirtAddr::new(va.saturating_add(0xfff) & !0xfff)
+}
+
 pub fn mmap(a: Args) -> SysResult {
     let (addr, len, prot, flags, fd) = (a.get(0), a.get(1), a.get(2), a.get(3) as u32, a.int(4));
     if addr & 0xfff != 0 && flags & 0x10 != 0 {
@@ -82,6 +97,7 @@ pub fn mmap(a: Args) -> SysResult {
             file.writable(),
         )?;
         map_populate(flags, va, len);
+        populate_if_locked(va, page_up(va.as_u64().saturating_add(len)));
         return Ok(va.as_u64());
     }
     let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
@@ -101,6 +117,7 @@ pub fn mmap(a: Args) -> SysResult {
         MapFlags::from_linux(flags),
     )?;
     map_populate(flags, va, len);
+    populate_if_locked(va, page_up(va.as_u64().saturating_add(len)));
     Ok(va.as_u64())
 }
 
@@ -131,20 +148,22 @@ fn checked_addr(addr: u64) -> Result<VirtAddr, Errno> {
 /// Pages munmap frees between two releases of the address space (8 MiB).
 const MUNMAP_BATCH: u64 = 2048;
 
-/// munmap in batches ([`MUNMAP_BATCH`], `AddressSpace::munmap_some`) with the address space
-/// unlocked and the CPU yielded between them: unmapping 512 MiB of populated memory held the
-/// CPU for its whole length. A task being killed stops early (its exit unmaps the rest).
+/// munmap in steps (`AddressSpace::munmap_start`/`munmap_step`): pages are freed
+/// [`MUNMAP_BATCH`] at a time with the address space unlocked and the CPU yielded between
+/// steps (unmapping 512 MiB of populated memory held the CPU for its whole length), and the
+/// VMAs go in one last atomic step, so other threads' mappings are never cut. A task being
+/// killed stops early (its exit unmaps the rest).
 pub fn munmap(a: Args) -> SysResult {
-    let (mut addr, mut len) = (checked_addr(a.get(0))?, a.get(1) as usize);
+    let (addr, len) = (checked_addr(a.get(0))?, a.get(1) as usize);
     let shared = current_aspace();
+    let mut cur = shared.lock().munmap_start(memory::mm(), addr, len)?;
     loop {
-        let rest = shared
+        if shared
             .lock()
-            .munmap_some(memory::mm(), addr, len, MUNMAP_BATCH)?;
-        let Some((next, end)) = rest else {
+            .munmap_step(memory::mm(), &mut cur, MUNMAP_BATCH)?
+        {
             return Ok(0);
-        };
-        (addr, len) = (next, (end.as_u64() - next.as_u64()) as usize);
+        }
         if crate::proc::current_tid() != 0 {
             if crate::proc::fatal_signal_pending() {
                 return Err(Errno::EINTR);
@@ -190,10 +209,14 @@ pub fn brk(a: Args) -> SysResult {
         || rlimit::check_data_rlimit(&shared, a.get(0)).is_err()
         || rlimit::mlock_future_ok(&shared, future, grow).is_err();
     let mut aspace = shared.lock();
+    let old = aspace.current_brk();
     if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
-        return Ok(aspace.current_brk().as_u64());
+        return Ok(old.as_u64());
     }
-    Ok(aspace.brk(memory::mm(), VirtAddr::new(a.get(0))).as_u64())
+    let new = aspace.brk(memory::mm(), VirtAddr::new(a.get(0)));
+    drop(aspace);
+    populate_if_locked(page_up(old.as_u64()), page_up(new.as_u64()));
+    Ok(new.as_u64())
 }
 
 /// mremap(old, old_len, new_len, flags, new_addr): the memory manager resizes or moves the
@@ -226,18 +249,12 @@ pub fn mremap(a: Args) -> SysResult {
         MremapFlags::from_linux(flags_arg(a.get(3))?),
         a.get(4),
     )?;
+    drop(aspace);
     if new_len > old_len {
-        let grown = (
-            va.as_u64() + (old_len.saturating_add(0xfff) & !0xfff),
-            va.as_u64() + new_len,
+        populate_if_locked(
+            page_up(va.as_u64().saturating_add(old_len)),
+            page_up(va.as_u64().saturating_add(new_len)),
         );
-        if grown.0 < grown.1 {
-            aspace.populate_if_locked(
-                memory::mm(),
-                VirtAddr::new(grown.0),
-                VirtAddr::new(grown.1.saturating_add(0xfff) & !0xfff),
-            );
-        }
     }
     Ok(va.as_u64())
 }
