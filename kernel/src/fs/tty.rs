@@ -510,25 +510,43 @@ pub fn read(
         return Ok(0);
     }
     let mut deadline = None;
+    // (bytes queued when the inter-byte timer was armed, its end).
+    let mut inter_byte: Option<(usize, u64)> = None;
     loop {
         let (peeked, used) = {
             let t = TTY.lock();
+            let (min, time) = (t.termios.cc[VMIN], t.termios.cc[VTIME]);
+            let span = u64::from(time) * crate::time::TICK_HZ / 10;
             if t.readable() {
                 let (p, u) = t.peek(len);
                 (Some(p), u)
-            } else {
-                let (min, time) = (t.termios.cc[VMIN], t.termios.cc[VTIME]);
-                if !t.canonical() && min == 0 {
-                    if time == 0 {
-                        return Ok(0);
+            } else if !t.canonical() && min == 0 {
+                if time == 0 {
+                    return Ok(0);
+                }
+                let end = *deadline.get_or_insert(crate::time::ticks() + span);
+                if crate::time::ticks() >= end {
+                    return Ok(0);
+                }
+                (None, 0)
+            } else if !t.canonical() && time > 0 && !t.queue.is_empty() {
+                // VMIN and VTIME both set (Linux n_tty_read): VTIME is an inter-byte timer,
+                // started by the first byte and restarted by each later one; when it runs
+                // out the read returns what arrived, fewer than VMIN bytes.
+                let now = crate::time::ticks();
+                match inter_byte {
+                    Some((queued, end)) if queued == t.queue.len() && now >= end => {
+                        let (p, u) = t.peek(len);
+                        (Some(p), u)
                     }
-                    let end = *deadline.get_or_insert(
-                        crate::time::ticks() + u64::from(time) * crate::time::TICK_HZ / 10,
-                    );
-                    if crate::time::ticks() >= end {
-                        return Ok(0);
+                    Some((queued, _)) if queued == t.queue.len() => (None, 0),
+                    _ => {
+                        inter_byte = Some((t.queue.len(), now + span));
+                        deadline = Some(now + span);
+                        (None, 0)
                     }
                 }
+            } else {
                 (None, 0)
             }
         };

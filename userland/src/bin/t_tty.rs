@@ -41,7 +41,7 @@ const VEOF: usize = 4;
 const VTIME: usize = 5;
 const VMIN: usize = 6;
 const VSUSP: usize = 10;
-const PLANNED: u32 = 37;
+const PLANNED: u32 = 38;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -392,6 +392,49 @@ fn main() -> i32 {
             format!("{got:?} after {ms} ms"),
         ),
     );
+    // VMIN 5 VTIME 2 with one byte typed: the inter-byte timer ends the read with that byte.
+    // The read runs in a child so that a read that never times out fails instead of hanging.
+    raw_mode.cc[VMIN] = 5;
+    let _ = tcsets(fd, &raw_mode);
+    let _ = type_in(fd, b"a");
+    let start = monotonic_ns();
+    let child = match fork() {
+        Ok(0) => {
+            let mut b = [0u8; 8];
+            exit_now(match read(fd, &mut b) {
+                Ok(n) => n as i32,
+                Err(e) => 100 + e.0 as i32,
+            })
+        }
+        Ok(pid) => pid,
+        Err(_) => -1,
+    };
+    let mut s = -1;
+    while monotonic_ns() - start < 3_000_000_000 {
+        if let Ok((pid, status)) = waitpid(child, 1) {
+            if pid == child {
+                s = status;
+                break;
+            }
+        }
+        let _ = sleep_ms(20);
+    }
+    let ms = (monotonic_ns() - start) / 1_000_000;
+    if s == -1 {
+        let _ = kill(child, 9);
+        let _ = waitpid(child, 0);
+    }
+    t.result(
+        "raw VMIN 5 VTIME 2: one typed byte read after about 200 ms",
+        &pass_if(
+            wifexited(s) && wexitstatus(s) == 1 && (150..3000).contains(&ms),
+            format!("status {s:#x} after {ms} ms"),
+        ),
+    );
+    raw_mode.cc[VMIN] = 0;
+    raw_mode.cc[VTIME] = 0;
+    let _ = tcsets(fd, &raw_mode);
+    let _ = read_str(fd, 64);
     let _ = tcsets(fd, &quiet);
 
     // Signal characters to the foreground group.
