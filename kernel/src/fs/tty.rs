@@ -631,8 +631,8 @@ pub fn get_sid() -> Result<Pid, Errno> {
 }
 
 /// TIOCSPGRP (Linux `tiocspgrp`): `ENOTTY` unless the caller's controlling terminal, SIGTTOU
-/// from the background, `EINVAL` for a negative group, `ESRCH` for none, `EPERM` for one of
-/// another session.
+/// from the background, `EINVAL` for a negative group, `ESRCH` for no group and no process of
+/// that id, `EPERM` for one of another session.
 pub fn set_pgrp(pgrp: i32) -> Result<(), Errno> {
     if !is_ctty() {
         return Err(Errno::ENOTTY);
@@ -641,12 +641,18 @@ pub fn set_pgrp(pgrp: i32) -> Result<(), Errno> {
     if pgrp < 0 {
         return Err(Errno::EINVAL);
     }
+    // Linux `session_of_pgrp`: the session of the group's first member, or, for a pid that
+    // names no group, of the process with that pid (which Linux accepts as a foreground group).
     let members = proc::pgrp::members(pgrp as Pid);
-    let Some(&first) = members.first() else {
+    let group_sid = match members.first() {
+        Some(&first) => proc::pgrp::job_of(first).map(|(j, _)| j.sid),
+        None if pgrp == 0 => None,
+        None => proc::pgrp::getsid(pgrp).ok(),
+    };
+    let Some(group_sid) = group_sid else {
         return Err(Errno::ESRCH);
     };
-    let sid = proc::pgrp::current_job().sid;
-    if proc::pgrp::job_of(first).map(|(j, _)| j.sid) != Some(sid) {
+    if group_sid != proc::pgrp::current_job().sid {
         return Err(Errno::EPERM);
     }
     TTY.lock().fgpgrp = pgrp as Pid;

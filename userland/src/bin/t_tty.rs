@@ -41,7 +41,7 @@ const VEOF: usize = 4;
 const VTIME: usize = 5;
 const VMIN: usize = 6;
 const VSUSP: usize = 10;
-const PLANNED: u32 = 38;
+const PLANNED: u32 = 39;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -244,6 +244,26 @@ fn main() -> i32 {
     t.result(
         "TIOCSPGRP to a group that does not exist is ESRCH",
         &eq(set_pgrp(fd, 0x3fff_fff0), Err(Errno(errno::ESRCH))),
+    );
+    // A pid of our session that names no group: Linux's session_of_pgrp takes the process's
+    // session, so the terminal accepts it as its foreground group.
+    let child = match fork() {
+        Ok(0) => {
+            let _ = sleep_ms(5000);
+            exit_now(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => -1,
+    };
+    ignore(22);
+    let r = set_pgrp(fd, child);
+    let fg = get_int(fd, TIOCGPGRP);
+    let _ = set_pgrp(fd, getpgrp());
+    let _ = kill(child, 9);
+    let _ = waitpid(child, 0);
+    t.result(
+        "TIOCSPGRP to a pid of our session that is no group id is accepted",
+        &eq((r, fg), (Ok(0), Ok(child))),
     );
     t.result(
         "TIOCSPGRP -1 is EINVAL",
