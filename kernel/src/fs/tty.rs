@@ -127,6 +127,8 @@ pub struct Tty {
     pending_signals: u64,
     /// Echo and output bytes produced in the tick, printed once the lock is dropped.
     echo: Vec<u8>,
+    /// A reader holds the read lock ([`ReadLock`]).
+    reading: bool,
 }
 
 pub static TTY: Mutex<Tty> = Mutex::new(Tty {
@@ -152,6 +154,7 @@ pub static TTY: Mutex<Tty> = Mutex::new(Tty {
     lnext: false,
     pending_signals: 0,
     echo: Vec::new(),
+    reading: false,
 });
 
 /// The wait channel of readers (and pollers) of the terminal.
@@ -498,6 +501,40 @@ fn check_background(signal: u8) -> Result<(), Errno> {
     Err(Errno::ERESTARTSYS)
 }
 
+/// Where a reader waits for another reader to finish (Linux `atomic_read_lock`).
+const READ_LOCK_CHANNEL: usize = READ_CHANNEL + 1;
+
+/// One reader at a time, held across the user copy: the bytes are peeked, copied (which may
+/// fault and sleep) and only then consumed, so two readers between peek and consume would both
+/// get the same bytes (Linux's per-tty `atomic_read_lock`, a sleeping mutex).
+struct ReadLock;
+
+impl ReadLock {
+    /// `nonblock`: `EAGAIN` instead of waiting (Linux takes the lock with `mutex_trylock` then).
+    fn acquire(nonblock: bool) -> Result<ReadLock, Errno> {
+        loop {
+            {
+                let mut t = TTY.lock();
+                if !t.reading {
+                    t.reading = true;
+                    return Ok(ReadLock);
+                }
+            }
+            if nonblock {
+                return Err(Errno::EAGAIN);
+            }
+            proc::sleep_interruptible(READ_LOCK_CHANNEL)?;
+        }
+    }
+}
+
+impl Drop for ReadLock {
+    fn drop(&mut self) {
+        TTY.lock().reading = false;
+        proc::wakeup(READ_LOCK_CHANNEL);
+    }
+}
+
 /// A read of at most `len` bytes, handing them to `copy` (which returns how many it could copy
 /// to the user; a short copy leaves the rest queued, Linux `copy_from_read_buf`).
 pub fn read(
@@ -509,6 +546,7 @@ pub fn read(
     if len == 0 {
         return Ok(0);
     }
+    let _reading = ReadLock::acquire(nonblock)?;
     let mut deadline = None;
     // (bytes queued when the inter-byte timer was armed, its end).
     let mut inter_byte: Option<(usize, u64)> = None;

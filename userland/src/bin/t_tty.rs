@@ -41,7 +41,7 @@ const VEOF: usize = 4;
 const VTIME: usize = 5;
 const VMIN: usize = 6;
 const VSUSP: usize = 10;
-const PLANNED: u32 = 39;
+const PLANNED: u32 = 40;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -452,6 +452,49 @@ fn main() -> i32 {
         ),
     );
     raw_mode.cc[VMIN] = 0;
+    raw_mode.cc[VTIME] = 0;
+    let _ = tcsets(fd, &raw_mode);
+    let _ = read_str(fd, 64);
+
+    // Concurrent readers: every typed byte is read exactly once (one reader at a time holds the
+    // terminal across its copy to the user).
+    raw_mode.cc[VTIME] = 5;
+    let _ = tcsets(fd, &raw_mode);
+    let typed: alloc::vec::Vec<u8> = (b'A'..b'A' + 48).collect();
+    let _ = type_in(fd, &typed);
+    let out = pipe().unwrap_or([-1, -1]);
+    let readers: alloc::vec::Vec<i32> = (0..3)
+        .map(|_| match fork() {
+            Ok(0) => {
+                let _ = close(out[0]);
+                let mut b = [0u8; 1];
+                while let Ok(1) = read(fd, &mut b) {
+                    let _ = write(out[1], &b);
+                }
+                exit_now(0)
+            }
+            Ok(pid) => pid,
+            Err(_) => -1,
+        })
+        .collect();
+    let _ = close(out[1]);
+    let mut got = alloc::vec::Vec::new();
+    let mut b = [0u8; 64];
+    while let Ok(n @ 1..) = read(out[0], &mut b) {
+        got.extend_from_slice(&b[..n]);
+    }
+    let _ = close(out[0]);
+    for pid in readers {
+        let _ = waitpid(pid, 0);
+    }
+    got.sort_unstable();
+    t.result(
+        "three concurrent raw readers get every typed byte exactly once",
+        &eq(
+            String::from_utf8_lossy(&got).into_owned(),
+            String::from_utf8_lossy(&typed).into_owned(),
+        ),
+    );
     raw_mode.cc[VTIME] = 0;
     let _ = tcsets(fd, &raw_mode);
     let _ = read_str(fd, 64);
