@@ -731,8 +731,19 @@ pub fn notty() -> Result<(), Errno> {
     if job.sid != proc::current_pid() {
         return Ok(());
     }
+    disassociate_ctty(job.sid);
+    Ok(())
+}
+
+/// Session `sid`'s leader gives up its controlling terminal (TIOCNOTTY, or its process's end):
+/// the foreground group gets SIGHUP then SIGCONT and the terminal is left without a session
+/// or foreground group, free for another session leader (Linux `disassociate_ctty`).
+pub fn disassociate_ctty(sid: Pid) {
     let fg = {
         let mut t = TTY.lock();
+        if t.session != sid {
+            return;
+        }
         let fg = t.fgpgrp;
         t.session = 0;
         t.fgpgrp = 0;
@@ -744,7 +755,6 @@ pub fn notty() -> Result<(), Errno> {
             let _ = proc::signal::kill_pgrp(fg, info);
         }
     }
-    Ok(())
 }
 
 pub fn termios() -> Termios {

@@ -41,7 +41,7 @@ const VEOF: usize = 4;
 const VTIME: usize = 5;
 const VMIN: usize = 6;
 const VSUSP: usize = 10;
-const PLANNED: u32 = 40;
+const PLANNED: u32 = 41;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -636,5 +636,65 @@ fn main() -> i32 {
         ),
     );
     let _ = tcsets(fd, &saved);
+
+    // Last, as it takes the terminal away from our session: a session leader's end releases
+    // its controlling terminal, SIGHUP killing its foreground job, and another session leader
+    // can then take it without stealing (Linux `disassociate_ctty` from `do_exit`). The host
+    // uses a fresh pseudo-terminal; cowlab has only the console.
+    let slave = pty_slave();
+    let term_fd = |slave: &Option<String>| match slave {
+        Some(path) => {
+            let c = alloc::ffi::CString::new(path.as_str()).unwrap_or_default();
+            open(&c, O_RDWR | 0o400).unwrap_or(-1)
+        }
+        None => fd,
+    };
+    let out = pipe().unwrap_or([-1, -1]);
+    let leader = match fork() {
+        Ok(0) => {
+            let _ = id(112, 0); // setsid
+            let tfd = term_fd(&slave);
+            if ioctl(tfd, TIOCSCTTY, 1).is_err() {
+                exit_now(2);
+            }
+            if let Ok(0) = fork() {
+                let _ = close(out[0]);
+                let _ = sleep_ms(2000);
+                let _ = write(out[1], b"alive");
+                exit_now(0);
+            }
+            let _ = sleep_ms(200);
+            exit_now(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => -1,
+    };
+    let _ = close(out[1]);
+    let _ = waitpid(leader, 0);
+    let _ = sleep_ms(300);
+    let s = cowlab_userland::test::in_child(|| {
+        let _ = id(112, 0); // setsid
+        match ioctl(term_fd(&slave), TIOCSCTTY, 0) {
+            Ok(_) => 0,
+            Err(e) => e.0 as i32,
+        }
+    });
+    let mut b = [0u8; 8];
+    let n = read(out[0], &mut b);
+    let _ = close(out[0]);
+    t.result(
+        "a session leader's exit frees its terminal (TIOCSCTTY 0 by a new leader) and SIGHUPs its foreground job",
+        &eq((wifexited(s).then(|| wexitstatus(s)), n), (Some(0), Ok(0))),
+    );
     t.finish(PLANNED)
+}
+
+/// A fresh pseudo-terminal's slave path where there is `/dev/ptmx` (the host), else `None`.
+fn pty_slave() -> Option<String> {
+    let master = open(c"/dev/ptmx", O_RDWR | 0o400).ok()?;
+    let unlock = 0i32;
+    ioctl(master, 0x4004_5431, &unlock as *const i32 as usize).ok()?; // TIOCSPTLCK
+    let n = get_int(master, 0x8004_5430).ok()?; // TIOCGPTN
+                                                // The master stays open (leaked on purpose) so the slave lives until we exit.
+    Some(format!("/dev/pts/{n}"))
 }
