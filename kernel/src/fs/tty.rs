@@ -127,6 +127,8 @@ pub struct Tty {
     pending_signals: u64,
     /// Echo and output bytes produced in the tick, printed once the lock is dropped.
     echo: Vec<u8>,
+    /// A reader holds the read lock ([`ReadLock`]).
+    reading: bool,
 }
 
 pub static TTY: Mutex<Tty> = Mutex::new(Tty {
@@ -152,6 +154,7 @@ pub static TTY: Mutex<Tty> = Mutex::new(Tty {
     lnext: false,
     pending_signals: 0,
     echo: Vec::new(),
+    reading: false,
 });
 
 /// The wait channel of readers (and pollers) of the terminal.
@@ -498,6 +501,40 @@ fn check_background(signal: u8) -> Result<(), Errno> {
     Err(Errno::ERESTARTSYS)
 }
 
+/// Where a reader waits for another reader to finish (Linux `atomic_read_lock`).
+const READ_LOCK_CHANNEL: usize = READ_CHANNEL + 1;
+
+/// One reader at a time, held across the user copy: the bytes are peeked, copied (which may
+/// fault and sleep) and only then consumed, so two readers between peek and consume would both
+/// get the same bytes (Linux's per-tty `atomic_read_lock`, a sleeping mutex).
+struct ReadLock;
+
+impl ReadLock {
+    /// `nonblock`: `EAGAIN` instead of waiting (Linux takes the lock with `mutex_trylock` then).
+    fn acquire(nonblock: bool) -> Result<ReadLock, Errno> {
+        loop {
+            {
+                let mut t = TTY.lock();
+                if !t.reading {
+                    t.reading = true;
+                    return Ok(ReadLock);
+                }
+            }
+            if nonblock {
+                return Err(Errno::EAGAIN);
+            }
+            proc::sleep_interruptible(READ_LOCK_CHANNEL)?;
+        }
+    }
+}
+
+impl Drop for ReadLock {
+    fn drop(&mut self) {
+        TTY.lock().reading = false;
+        proc::wakeup(READ_LOCK_CHANNEL);
+    }
+}
+
 /// A read of at most `len` bytes, handing them to `copy` (which returns how many it could copy
 /// to the user; a short copy leaves the rest queued, Linux `copy_from_read_buf`).
 pub fn read(
@@ -509,26 +546,45 @@ pub fn read(
     if len == 0 {
         return Ok(0);
     }
+    let _reading = ReadLock::acquire(nonblock)?;
     let mut deadline = None;
+    // (bytes queued when the inter-byte timer was armed, its end).
+    let mut inter_byte: Option<(usize, u64)> = None;
     loop {
         let (peeked, used) = {
             let t = TTY.lock();
+            let (min, time) = (t.termios.cc[VMIN], t.termios.cc[VTIME]);
+            let span = u64::from(time) * crate::time::TICK_HZ / 10;
             if t.readable() {
                 let (p, u) = t.peek(len);
                 (Some(p), u)
-            } else {
-                let (min, time) = (t.termios.cc[VMIN], t.termios.cc[VTIME]);
-                if !t.canonical() && min == 0 {
-                    if time == 0 {
-                        return Ok(0);
+            } else if !t.canonical() && min == 0 {
+                if time == 0 {
+                    return Ok(0);
+                }
+                let end = *deadline.get_or_insert(crate::time::ticks() + span);
+                if crate::time::ticks() >= end {
+                    return Ok(0);
+                }
+                (None, 0)
+            } else if !t.canonical() && time > 0 && !t.queue.is_empty() {
+                // VMIN and VTIME both set (Linux n_tty_read): VTIME is an inter-byte timer,
+                // started by the first byte and restarted by each later one; when it runs
+                // out the read returns what arrived, fewer than VMIN bytes.
+                let now = crate::time::ticks();
+                match inter_byte {
+                    Some((queued, end)) if queued == t.queue.len() && now >= end => {
+                        let (p, u) = t.peek(len);
+                        (Some(p), u)
                     }
-                    let end = *deadline.get_or_insert(
-                        crate::time::ticks() + u64::from(time) * crate::time::TICK_HZ / 10,
-                    );
-                    if crate::time::ticks() >= end {
-                        return Ok(0);
+                    Some((queued, _)) if queued == t.queue.len() => (None, 0),
+                    _ => {
+                        inter_byte = Some((t.queue.len(), now + span));
+                        deadline = Some(now + span);
+                        (None, 0)
                     }
                 }
+            } else {
                 (None, 0)
             }
         };
@@ -613,8 +669,8 @@ pub fn get_sid() -> Result<Pid, Errno> {
 }
 
 /// TIOCSPGRP (Linux `tiocspgrp`): `ENOTTY` unless the caller's controlling terminal, SIGTTOU
-/// from the background, `EINVAL` for a negative group, `ESRCH` for none, `EPERM` for one of
-/// another session.
+/// from the background, `EINVAL` for a negative group, `ESRCH` for no group and no process of
+/// that id, `EPERM` for one of another session.
 pub fn set_pgrp(pgrp: i32) -> Result<(), Errno> {
     if !is_ctty() {
         return Err(Errno::ENOTTY);
@@ -623,12 +679,18 @@ pub fn set_pgrp(pgrp: i32) -> Result<(), Errno> {
     if pgrp < 0 {
         return Err(Errno::EINVAL);
     }
+    // Linux `session_of_pgrp`: the session of the group's first member, or, for a pid that
+    // names no group, of the process with that pid (which Linux accepts as a foreground group).
     let members = proc::pgrp::members(pgrp as Pid);
-    let Some(&first) = members.first() else {
+    let group_sid = match members.first() {
+        Some(&first) => proc::pgrp::job_of(first).map(|(j, _)| j.sid),
+        None if pgrp == 0 => None,
+        None => proc::pgrp::getsid(pgrp).ok(),
+    };
+    let Some(group_sid) = group_sid else {
         return Err(Errno::ESRCH);
     };
-    let sid = proc::pgrp::current_job().sid;
-    if proc::pgrp::job_of(first).map(|(j, _)| j.sid) != Some(sid) {
+    if group_sid != proc::pgrp::current_job().sid {
         return Err(Errno::EPERM);
     }
     TTY.lock().fgpgrp = pgrp as Pid;
@@ -669,8 +731,19 @@ pub fn notty() -> Result<(), Errno> {
     if job.sid != proc::current_pid() {
         return Ok(());
     }
+    disassociate_ctty(job.sid);
+    Ok(())
+}
+
+/// Session `sid`'s leader gives up its controlling terminal (TIOCNOTTY, or its process's end):
+/// the foreground group gets SIGHUP then SIGCONT and the terminal is left without a session
+/// or foreground group, free for another session leader (Linux `disassociate_ctty`).
+pub fn disassociate_ctty(sid: Pid) {
     let fg = {
         let mut t = TTY.lock();
+        if t.session != sid {
+            return;
+        }
         let fg = t.fgpgrp;
         t.session = 0;
         t.fgpgrp = 0;
@@ -682,7 +755,6 @@ pub fn notty() -> Result<(), Errno> {
             let _ = proc::signal::kill_pgrp(fg, info);
         }
     }
-    Ok(())
 }
 
 pub fn termios() -> Termios {

@@ -501,7 +501,7 @@ pub fn exit_thread(status: i32) -> ! {
             }
         }
     }
-    let (aspace, fds, last, parent, tgid, reaper) = {
+    let (aspace, fds, last, parent, tgid, reaper, session_leader) = {
         let mut table = TABLE.lock();
         let t = table
             .get_mut(&tid)
@@ -523,6 +523,7 @@ pub fn exit_thread(status: i32) -> ! {
         }
         let parent = group.parent;
         let final_status = group.exit_status.unwrap_or(status);
+        let session_leader = last && group.job.sid == tgid;
         drop(group);
         t.state = match (last, t.tid == t.tgid) {
             (true, true) => State::Zombie(final_status),
@@ -546,8 +547,12 @@ pub fn exit_thread(status: i32) -> ! {
         } else {
             1
         };
-        (aspace, fds, last, parent, tgid, reaper)
+        (aspace, fds, last, parent, tgid, reaper, session_leader)
     };
+    // Linux `do_exit`: a session leader's end releases its controlling terminal.
+    if session_leader {
+        crate::fs::tty::disassociate_ctty(tgid);
+    }
     drop(fds);
     // CR3 must not hold the root we may tear down.
     drop(vm::switch_to(None));

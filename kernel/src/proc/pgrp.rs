@@ -68,7 +68,8 @@ fn group_in_session(pgid: Pid, sid: Pid) -> bool {
 }
 
 /// setpgid(pid, pgid), Linux `sys_setpgid`'s checks in its order: `EINVAL` for a negative
-/// pgid; `ESRCH` unless `pid` is the caller or its child; for a child, `EPERM` if it is in
+/// pgid; `ESRCH` unless `pid` is the caller or its child, `EINVAL` for a thread that is not its
+/// process's leader; for a child, `EPERM` if it is in
 /// another session and `EACCES` once it has exec'd; `EPERM` for a session leader and for a
 /// group that does not exist in the caller's session.
 #[doc(alias = "sys_setpgid")]
@@ -80,7 +81,19 @@ pub fn setpgid(pid: i32, pgid: i32) -> Result<(), Errno> {
     let pid = if pid == 0 { me } else { pid as Pid };
     let pgid = if pgid == 0 { pid } else { pgid as Pid };
     let mine = current_job();
-    let (target, parent) = job_of(pid).ok_or(Errno::ESRCH)?;
+    // Linux `sys_setpgid`: a pid that names a thread other than its process's leader is found,
+    // then refused with EINVAL.
+    let (target, parent) = match job_of(pid) {
+        Some(found) => found,
+        None if TABLE
+            .lock()
+            .get(&pid)
+            .is_some_and(|t| t.state != State::Dead) =>
+        {
+            return Err(Errno::EINVAL)
+        }
+        None => return Err(Errno::ESRCH),
+    };
     if pid != me {
         if parent != me {
             return Err(Errno::ESRCH);

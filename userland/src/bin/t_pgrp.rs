@@ -160,6 +160,27 @@ fn main() -> i32 {
         Err(Errno(errno::ESRCH)),
     );
 
+    // A thread id that is not its process's leader: Linux finds it, then says EINVAL.
+    static QUIT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    fn idle(_: usize) -> i32 {
+        while !QUIT.load(core::sync::atomic::Ordering::Acquire) {
+            let _ = sleep_ms(1);
+        }
+        0
+    }
+    match cowlab_userland::thread::spawn(idle, 0) {
+        Ok(thread) => {
+            t.eq(
+                "setpgid(a non-leader thread, 0) is EINVAL",
+                setpgid(thread.tid(), 0),
+                Err(Errno(errno::EINVAL)),
+            );
+            QUIT.store(true, core::sync::atomic::Ordering::Release);
+            thread.join();
+        }
+        Err(e) => t.check_why("spawn a thread", false, e.0),
+    }
+
     // setpgid on a child.
     let child = paused_child(-1);
     t.eq("a forked child is in our group", getpgid(child), Ok(pgrp));

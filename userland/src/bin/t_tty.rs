@@ -41,7 +41,7 @@ const VEOF: usize = 4;
 const VTIME: usize = 5;
 const VMIN: usize = 6;
 const VSUSP: usize = 10;
-const PLANNED: u32 = 37;
+const PLANNED: u32 = 41;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -245,6 +245,26 @@ fn main() -> i32 {
         "TIOCSPGRP to a group that does not exist is ESRCH",
         &eq(set_pgrp(fd, 0x3fff_fff0), Err(Errno(errno::ESRCH))),
     );
+    // A pid of our session that names no group: Linux's session_of_pgrp takes the process's
+    // session, so the terminal accepts it as its foreground group.
+    let child = match fork() {
+        Ok(0) => {
+            let _ = sleep_ms(5000);
+            exit_now(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => -1,
+    };
+    ignore(22);
+    let r = set_pgrp(fd, child);
+    let fg = get_int(fd, TIOCGPGRP);
+    let _ = set_pgrp(fd, getpgrp());
+    let _ = kill(child, 9);
+    let _ = waitpid(child, 0);
+    t.result(
+        "TIOCSPGRP to a pid of our session that is no group id is accepted",
+        &eq((r, fg), (Ok(0), Ok(child))),
+    );
     t.result(
         "TIOCSPGRP -1 is EINVAL",
         &eq(set_pgrp(fd, -1), Err(Errno(errno::EINVAL))),
@@ -392,6 +412,92 @@ fn main() -> i32 {
             format!("{got:?} after {ms} ms"),
         ),
     );
+    // VMIN 5 VTIME 2 with one byte typed: the inter-byte timer ends the read with that byte.
+    // The read runs in a child so that a read that never times out fails instead of hanging.
+    raw_mode.cc[VMIN] = 5;
+    let _ = tcsets(fd, &raw_mode);
+    let _ = type_in(fd, b"a");
+    let start = monotonic_ns();
+    let child = match fork() {
+        Ok(0) => {
+            let mut b = [0u8; 8];
+            exit_now(match read(fd, &mut b) {
+                Ok(n) => n as i32,
+                Err(e) => 100 + e.0 as i32,
+            })
+        }
+        Ok(pid) => pid,
+        Err(_) => -1,
+    };
+    let mut s = -1;
+    while monotonic_ns() - start < 3_000_000_000 {
+        if let Ok((pid, status)) = waitpid(child, 1) {
+            if pid == child {
+                s = status;
+                break;
+            }
+        }
+        let _ = sleep_ms(20);
+    }
+    let ms = (monotonic_ns() - start) / 1_000_000;
+    if s == -1 {
+        let _ = kill(child, 9);
+        let _ = waitpid(child, 0);
+    }
+    t.result(
+        "raw VMIN 5 VTIME 2: one typed byte read after about 200 ms",
+        &pass_if(
+            wifexited(s) && wexitstatus(s) == 1 && (150..3000).contains(&ms),
+            format!("status {s:#x} after {ms} ms"),
+        ),
+    );
+    raw_mode.cc[VMIN] = 0;
+    raw_mode.cc[VTIME] = 0;
+    let _ = tcsets(fd, &raw_mode);
+    let _ = read_str(fd, 64);
+
+    // Concurrent readers: every typed byte is read exactly once (one reader at a time holds the
+    // terminal across its copy to the user).
+    raw_mode.cc[VTIME] = 5;
+    let _ = tcsets(fd, &raw_mode);
+    let typed: alloc::vec::Vec<u8> = (b'A'..b'A' + 48).collect();
+    let _ = type_in(fd, &typed);
+    let out = pipe().unwrap_or([-1, -1]);
+    let readers: alloc::vec::Vec<i32> = (0..3)
+        .map(|_| match fork() {
+            Ok(0) => {
+                let _ = close(out[0]);
+                let mut b = [0u8; 1];
+                while let Ok(1) = read(fd, &mut b) {
+                    let _ = write(out[1], &b);
+                }
+                exit_now(0)
+            }
+            Ok(pid) => pid,
+            Err(_) => -1,
+        })
+        .collect();
+    let _ = close(out[1]);
+    let mut got = alloc::vec::Vec::new();
+    let mut b = [0u8; 64];
+    while let Ok(n @ 1..) = read(out[0], &mut b) {
+        got.extend_from_slice(&b[..n]);
+    }
+    let _ = close(out[0]);
+    for pid in readers {
+        let _ = waitpid(pid, 0);
+    }
+    got.sort_unstable();
+    t.result(
+        "three concurrent raw readers get every typed byte exactly once",
+        &eq(
+            String::from_utf8_lossy(&got).into_owned(),
+            String::from_utf8_lossy(&typed).into_owned(),
+        ),
+    );
+    raw_mode.cc[VTIME] = 0;
+    let _ = tcsets(fd, &raw_mode);
+    let _ = read_str(fd, 64);
     let _ = tcsets(fd, &quiet);
 
     // Signal characters to the foreground group.
@@ -530,5 +636,65 @@ fn main() -> i32 {
         ),
     );
     let _ = tcsets(fd, &saved);
+
+    // Last, as it takes the terminal away from our session: a session leader's end releases
+    // its controlling terminal, SIGHUP killing its foreground job, and another session leader
+    // can then take it without stealing (Linux `disassociate_ctty` from `do_exit`). The host
+    // uses a fresh pseudo-terminal; cowlab has only the console.
+    let slave = pty_slave();
+    let term_fd = |slave: &Option<String>| match slave {
+        Some(path) => {
+            let c = alloc::ffi::CString::new(path.as_str()).unwrap_or_default();
+            open(&c, O_RDWR | 0o400).unwrap_or(-1)
+        }
+        None => fd,
+    };
+    let out = pipe().unwrap_or([-1, -1]);
+    let leader = match fork() {
+        Ok(0) => {
+            let _ = id(112, 0); // setsid
+            let tfd = term_fd(&slave);
+            if ioctl(tfd, TIOCSCTTY, 1).is_err() {
+                exit_now(2);
+            }
+            if let Ok(0) = fork() {
+                let _ = close(out[0]);
+                let _ = sleep_ms(2000);
+                let _ = write(out[1], b"alive");
+                exit_now(0);
+            }
+            let _ = sleep_ms(200);
+            exit_now(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => -1,
+    };
+    let _ = close(out[1]);
+    let _ = waitpid(leader, 0);
+    let _ = sleep_ms(300);
+    let s = cowlab_userland::test::in_child(|| {
+        let _ = id(112, 0); // setsid
+        match ioctl(term_fd(&slave), TIOCSCTTY, 0) {
+            Ok(_) => 0,
+            Err(e) => e.0 as i32,
+        }
+    });
+    let mut b = [0u8; 8];
+    let n = read(out[0], &mut b);
+    let _ = close(out[0]);
+    t.result(
+        "a session leader's exit frees its terminal (TIOCSCTTY 0 by a new leader) and SIGHUPs its foreground job",
+        &eq((wifexited(s).then(|| wexitstatus(s)), n), (Some(0), Ok(0))),
+    );
     t.finish(PLANNED)
+}
+
+/// A fresh pseudo-terminal's slave path where there is `/dev/ptmx` (the host), else `None`.
+fn pty_slave() -> Option<String> {
+    let master = open(c"/dev/ptmx", O_RDWR | 0o400).ok()?;
+    let unlock = 0i32;
+    ioctl(master, 0x4004_5431, &unlock as *const i32 as usize).ok()?; // TIOCSPTLCK
+    let n = get_int(master, 0x8004_5430).ok()?; // TIOCGPTN
+                                                // The master stays open (leaked on purpose) so the slave lives until we exit.
+    Some(format!("/dev/pts/{n}"))
 }
