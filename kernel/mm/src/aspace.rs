@@ -53,6 +53,8 @@ pub struct AddressSpace {
     minflt: AtomicU64,
     has_pinned: AtomicBool,
     write_protect_seq: AtomicU32,
+    /// Where exec put argv/envp and what it ran (`layout.rs`).
+    pub(crate) layout: crate::layout::ExecLayout,
 }
 
 impl AddressSpace {
@@ -68,6 +70,7 @@ impl AddressSpace {
             minflt: AtomicU64::new(0),
             has_pinned: AtomicBool::new(false),
             write_protect_seq: AtomicU32::new(0),
+            layout: Default::default(),
         })
     }
 
@@ -167,6 +170,7 @@ impl AddressSpace {
             minflt: AtomicU64::new(0),
             has_pinned: AtomicBool::new(false),
             write_protect_seq: AtomicU32::new(0),
+            layout: self.layout.clone(),
         }
     }
 

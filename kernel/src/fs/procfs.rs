@@ -20,6 +20,7 @@ use core::fmt::Write;
 use cowlab_mm::vma::{Backing, Sharing};
 use cowlab_mm::{gup, MmError, VirtAddr};
 
+use super::procpid;
 use crate::errno::Errno;
 use crate::proc::{current_pid, Pid, TABLE};
 use crate::{memory, vm};
@@ -35,6 +36,13 @@ pub enum ProcWhat {
     MmStat,
     /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
     FaultStat,
+    /// `/proc/<pid>/{stat,status,cmdline,comm,smaps,smaps_rollup}` (`procpid`).
+    Stat,
+    Status,
+    Cmdline,
+    Comm,
+    Smaps,
+    SmapsRollup,
 }
 
 /// An open `/proc` file.
@@ -77,6 +85,22 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             Err(_) => return Some(Err(Errno::ENOENT)),
         },
     };
+    // The process views describe zombies too (Linux shows them until reaped).
+    let view = match name {
+        "stat" => Some(ProcWhat::Stat),
+        "status" => Some(ProcWhat::Status),
+        "cmdline" => Some(ProcWhat::Cmdline),
+        "comm" => Some(ProcWhat::Comm),
+        "smaps" => Some(ProcWhat::Smaps),
+        "smaps_rollup" => Some(ProcWhat::SmapsRollup),
+        _ => None,
+    };
+    if let Some(what) = view {
+        return Some(match procpid::snapshot(pid) {
+            Ok(_) => Ok(ProcFile { pid, what }),
+            Err(_) => Err(Errno::ENOENT),
+        });
+    }
     if aspace(pid).is_err() {
         return Some(Err(Errno::ENOENT));
     }
@@ -88,6 +112,30 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         _ => return Some(Err(Errno::ENOENT)),
     };
     Some(Ok(ProcFile { pid, what }))
+}
+
+/// The target of a link under `/proc`: `self` (the caller's pid), `<pid>/exe` and
+/// `<pid>/cwd`; `None` if `name` (below `/proc/`) is not one of them.
+pub fn readlink(name: &str) -> Option<Result<String, Errno>> {
+    if name == "self" {
+        return Some(Ok(format!("{}", current_pid())));
+    }
+    let (who, link) = name.split_once('/')?;
+    if link != "exe" && link != "cwd" {
+        return None;
+    }
+    let pid = match who {
+        "self" => current_pid(),
+        n => n.parse::<Pid>().ok()?,
+    };
+    let snap = match procpid::snapshot(pid) {
+        Ok(s) => s,
+        Err(_) => return Some(Err(Errno::ENOENT)),
+    };
+    Some(match link {
+        "exe" => procpid::exe(&snap),
+        _ => Ok(procpid::cwd(&snap)),
+    })
 }
 
 impl ProcFile {
@@ -111,6 +159,30 @@ impl ProcFile {
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
+            ProcWhat::Stat
+            | ProcWhat::Status
+            | ProcWhat::Cmdline
+            | ProcWhat::Comm
+            | ProcWhat::Smaps
+            | ProcWhat::SmapsRollup => {
+                let snap = procpid::snapshot(self.pid)?;
+                let bytes = match self.what {
+                    ProcWhat::Stat => procpid::stat(&snap).into_bytes(),
+                    ProcWhat::Status => procpid::status(&snap).into_bytes(),
+                    ProcWhat::Cmdline => procpid::cmdline(&snap)?,
+                    ProcWhat::Comm => procpid::comm(&snap).into_bytes(),
+                    ProcWhat::Smaps => {
+                        let maps = if snap.aspace.is_some() {
+                            self.maps()?
+                        } else {
+                            String::new()
+                        };
+                        procpid::smaps(&snap, &maps).into_bytes()
+                    }
+                    _ => procpid::smaps_rollup(&snap).into_bytes(),
+                };
+                Ok(slice_bytes(bytes, offset, len))
+            }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
                 let mut buf = alloc::vec![0u8; user_len(offset, len)?];
@@ -334,7 +406,10 @@ fn faultstat() -> String {
 }
 
 fn slice(text: String, offset: u64, len: usize) -> Vec<u8> {
-    let bytes = text.into_bytes();
+    slice_bytes(text.into_bytes(), offset, len)
+}
+
+fn slice_bytes(bytes: Vec<u8>, offset: u64, len: usize) -> Vec<u8> {
     let start = (offset.min(bytes.len() as u64)) as usize;
     let end = start + len.min(bytes.len() - start);
     bytes[start..end].to_vec()

@@ -19,6 +19,14 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
+        if file.downcast::<crate::fs::memdev::MemDev>() == Some(&crate::fs::memdev::MemDev::Zero) {
+            // Linux `mmap_zero`: /dev/zero maps as anonymous memory, private or shared.
+            if !file.readable() {
+                return Err(Errno::EACCES);
+            }
+            let anon = u64::from(flags | MAP_ANONYMOUS);
+            return mmap(Args([addr, len, a.get(2), anon, u64::MAX, 0]));
+        }
         let (obj, offset) = file.ops.mmap_target(a.get(5), len)?;
         // Every mapping reads the file; whether a shared one may write it is the memory
         // manager's rule (`shared_mapping_may_write`), from the open mode and the seals.

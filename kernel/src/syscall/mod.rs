@@ -120,6 +120,9 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         99 => info::sysinfo(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
+        // abimisc: the id calls beside getuid/getgid (102..108 above).
+        115 => proc::getgroups(a),
+        118 | 120 => proc::getres_ids(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),

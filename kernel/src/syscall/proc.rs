@@ -119,13 +119,40 @@ pub fn arch_prctl(a: Args) -> SysResult {
     }
 }
 
+const PR_SET_NAME: u64 = 15;
+const PR_GET_NAME: u64 = 16;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 
-/// prctl: only the child-subreaper options (see `proc::find_new_reaper`); every other option
-/// is `EINVAL`, Linux's answer to an option it does not know.
+/// prctl: the thread's name (`comm`, 15 bytes and a NUL, as Linux `TASK_COMM_LEN`) and the
+/// child-subreaper options (see `proc::find_new_reaper`); every other option is `EINVAL`,
+/// Linux's answer to an option it does not know. The option is an `int`.
 pub fn prctl(a: Args) -> SysResult {
-    match a.get(0) {
+    match a.get(0) as u32 as u64 {
+        PR_SET_NAME => {
+            // Linux `strncpy_from_user(comm, arg2, 15)`: longer names are cut, not refused.
+            let mut name = alloc::vec::Vec::new();
+            for i in 0..15 {
+                let mut byte = [0u8];
+                crate::uaccess::UserSlice::new(a.get(1).wrapping_add(i), 1)?.read(&mut byte)?;
+                if byte[0] == 0 {
+                    break;
+                }
+                name.push(byte[0]);
+            }
+            let name = alloc::string::String::from_utf8_lossy(&name).into_owned();
+            with_current(|t| t.name = name);
+            Ok(0)
+        }
+        PR_GET_NAME => {
+            let mut comm = [0u8; 16];
+            with_current(|t| {
+                let n = t.name.len().min(15);
+                comm[..n].copy_from_slice(&t.name.as_bytes()[..n]);
+            });
+            crate::uaccess::UserSlice::new(a.get(1), 16)?.write(&comm)?;
+            Ok(0)
+        }
         PR_SET_CHILD_SUBREAPER => {
             proc::with_group(|g| g.child_subreaper = a.get(1) != 0);
             Ok(0)
@@ -293,4 +320,23 @@ pub fn reboot(a: Args) -> SysResult {
     }
     sched::request_shutdown(status);
     proc::exit_current(proc::exit_status(status))
+}
+
+/// getgroups(size, list): cowlab has one user, root, with no supplementary groups (the
+/// privilege model, `setgroups`, belongs with the credentials). `size` is an `int`: negative is
+/// `EINVAL`, as Linux.
+pub fn getgroups(a: Args) -> SysResult {
+    if a.i32(0) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(0)
+}
+
+/// getresuid/getresgid(real, effective, saved): all three are root's 0. Linux writes each with
+/// `put_user`, so a bad pointer is `EFAULT`.
+pub fn getres_ids(a: Args) -> SysResult {
+    for i in 0..3 {
+        UserPtr::<u32>::new(a.get(i))?.write(&0)?;
+    }
+    Ok(0)
 }

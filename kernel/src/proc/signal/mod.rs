@@ -144,6 +144,11 @@ pub struct SigPending {
 const MAX_QUEUED: usize = 128;
 
 impl SigPending {
+    /// The queued `siginfo`s (`SigQ` of `/proc/<pid>/status`).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     fn queue(&mut self, info: SigInfo) -> Result<(), Errno> {
         let signal = info.signal();
         if signal < 32 && self.mask & bit(signal) != 0 {
