@@ -6,6 +6,7 @@
 //! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
 //! answer `ENOSYS` and are logged once each.
 
+mod abi;
 mod admit;
 pub mod entry;
 mod fs;
@@ -47,9 +48,11 @@ static UNKNOWN_LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 /// Runs the system call in `frame` and stores its result in `frame.rax`.
 pub fn dispatch(frame: &mut TrapFrame) {
     let nr = frame.rax;
-    let args = Args([
+    let mut regs = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-    ]);
+    ];
+    abi::narrow(nr, &mut regs);
+    let args = Args(regs);
     let result = admit::admit(nr).and_then(|()| call(nr, args, frame));
     frame.rax = match result {
         Ok(value) => value,
