@@ -35,6 +35,7 @@ pub mod frame;
 pub mod gup;
 pub mod layout;
 pub mod madvise;
+pub mod mincore;
 pub mod mlock;
 mod mm;
 pub mod mmap;

@@ -106,8 +106,6 @@ pub fn madvise(a: Args) -> SysResult {
     let advice = match a.i32(2) {
         // MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED, HUGEPAGE, NOHUGEPAGE: hints only.
         0..=3 | 14 | 15 => return Ok(0),
-        // MADV_FREE may drop the pages at any time: dropping them now is allowed.
-        8 => Advice::DontNeed,
         other => Advice::from_linux(other)?,
     };
     current_aspace()
@@ -147,4 +145,46 @@ pub fn mremap(a: Args) -> SysResult {
         a.get(4),
     )?;
     Ok(va.as_u64())
+}
+
+/// mincore(addr, len, vec): one byte per page, 1 if resident (`cowlab_mm::mincore`). Linux's
+/// order of checks: an unaligned address is `EINVAL`, a range past user space `ENOMEM`, a
+/// `vec` that cannot hold the bytes `EFAULT`, a hole `ENOMEM`. One output page per round, with
+/// a fatal signal ending a huge walk.
+pub fn mincore(a: Args) -> SysResult {
+    let (addr, len, vec) = (a.get(0), a.get(1), a.get(2));
+    if addr & 0xfff != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let pages = len.div_ceil(4096);
+    let end = pages
+        .checked_mul(4096)
+        .and_then(|bytes| addr.checked_add(bytes))
+        .ok_or(Errno::ENOMEM)?;
+    if end > cowlab_mm::aspace::USER_END {
+        return Err(Errno::ENOMEM);
+    }
+    // Linux `access_ok(vec, pages)`: the whole output must be user addresses.
+    if vec
+        .checked_add(pages)
+        .is_none_or(|e| e > cowlab_mm::aspace::USER_END)
+    {
+        return Err(Errno::EFAULT);
+    }
+    let mut buf = [0u8; 4096];
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(4096) as usize;
+        current_aspace().lock().mincore(
+            memory::mm(),
+            VirtAddr::new(addr + done * 4096),
+            &mut buf[..n],
+        )?;
+        crate::uaccess::UserSlice::new(vec + done, n)?.write(&buf[..n])?;
+        done += n as u64;
+        if crate::proc::fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
+    }
+    Ok(0)
 }

@@ -86,6 +86,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         22 => fs::pipe2(a.get(0), 0),
         24 => proc::sched_yield(),
         25 => mm::mremap(a),
+        27 => mm::mincore(a),
         28 => mm::madvise(a),
         32 => fs::dup(a),
         33 => fs::dup2(a),

@@ -344,3 +344,36 @@ fn failed_fork_flushes_the_parents_write_protected_entries() {
     env.check(&[&parent]);
     env.finish(std::vec![parent]);
 }
+
+/// `MADV_WIPEONFORK`: the child's VMA exists but starts empty (reads zero, writes stick); the
+/// parent's pages are untouched and not shared with the child; `KEEPONFORK` undoes it.
+#[test]
+fn wipeonfork_child_gets_an_empty_vma() {
+    use crate::madvise::Advice;
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 2, Prot::RW);
+    let kept = env.map(&mut parent, 8 * PAGE, 1, Prot::RW);
+    env.write(&mut parent, va, 5).unwrap();
+    env.write(&mut parent, kept, 6).unwrap();
+    parent
+        .madvise(&env.mm, va, 2 * PAGE_SIZE, Advice::WipeOnFork)
+        .unwrap();
+    parent
+        .madvise(&env.mm, kept, PAGE_SIZE, Advice::WipeOnFork)
+        .unwrap();
+    parent
+        .madvise(&env.mm, kept, PAGE_SIZE, Advice::KeepOnFork)
+        .unwrap();
+    let mut child = parent.fork(&env.mm).unwrap();
+    assert!(
+        child.translate(&env.mm, va).is_none(),
+        "a wiped page was copied"
+    );
+    assert_eq!(env.read(&mut child, va).unwrap(), 0);
+    assert_eq!(env.read(&mut child, kept).unwrap(), 6);
+    env.write(&mut child, va, 9).unwrap();
+    assert_eq!(env.read(&mut parent, va).unwrap(), 5);
+    env.check(&[&parent, &child]);
+    env.finish(std::vec![parent, child]);
+}
