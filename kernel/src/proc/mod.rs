@@ -527,7 +527,20 @@ pub fn exit_thread(status: i32) -> ! {
                 sig if final_status & 0x80 != 0 => (signal::CLD_DUMPED, sig),
                 sig => (signal::CLD_KILLED, sig),
             };
+            // Read before the notification: it may reset a SA_RESETHAND handler.
+            let autoreap = signal::parent_autoreaps(&table, parent, tgid);
             signal::notify_parent_locked(&mut table, parent, tgid, code, si_status);
+            if autoreap {
+                // No zombie (Linux `release_task` right away): a leader still on its stack is
+                // freed by the scheduler once off it; one that exited earlier goes now.
+                if tid == tgid {
+                    if let Some(leader) = table.get_mut(&tgid) {
+                        leader.state = State::Dead;
+                    }
+                } else {
+                    table.remove(&tgid);
+                }
+            }
             reaper
         } else {
             1

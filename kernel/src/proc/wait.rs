@@ -21,8 +21,13 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
         let reaped = {
             let mut table = TABLE.lock();
             let matches = |pid: Pid| which <= 0 || i64::from(pid) == which;
+            // A `Dead` leader was reaped automatically (`parent_autoreaps`): not a child any more.
             let mut children = table.values().filter(|p| {
-                p.is_leader() && p.tgid != me && matches(p.tgid) && p.group.lock().parent == me
+                p.is_leader()
+                    && p.state != State::Dead
+                    && p.tgid != me
+                    && matches(p.tgid)
+                    && p.group.lock().parent == me
             });
             let Some(first) = children.next() else {
                 return Err(Errno::ECHILD);

@@ -1,0 +1,203 @@
+//! Issue 13's process calls, with Linux's answers (the same checks pass on the host):
+//! `nanosleep`/`clock_nanosleep` interrupted by a handler fail with `EINTR` and write the time
+//! left; `SIGCHLD` set to `SIG_IGN` or `SA_NOCLDWAIT` reap children automatically (no zombie,
+//! `wait` fails with `ECHILD` once they are gone, the handler still runs with `SA_NOCLDWAIT`).
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cowlab_userland::calls::*;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::Tester;
+
+cowlab_userland::entry!(main);
+
+const SIGCHLD: usize = 17;
+const SIGALRM: usize = 14;
+const SA_NOCLDWAIT: u64 = 2;
+const SA_RESTORER: u64 = 0x0400_0000;
+const SIG_IGN: usize = 1;
+
+static CAUGHT: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_signal(_sig: i32) {
+    CAUGHT.fetch_add(1, Ordering::SeqCst);
+}
+
+// The return from a handler: rt_sigreturn (15), as libc's `__restore_rt`.
+core::arch::global_asm!(
+    ".globl t_abi_proc_restorer",
+    "t_abi_proc_restorer:",
+    "mov eax, 15",
+    "syscall",
+);
+
+extern "C" {
+    fn t_abi_proc_restorer();
+}
+
+fn sc(n: usize, a: [usize; 6]) -> Result<usize, Errno> {
+    // SAFETY: the calls below pass valid pointers to local structures.
+    unsafe { raw(n, a) }
+}
+
+/// rt_sigaction(signal, handler, flags) with the restorer above.
+fn sigaction(signal: usize, handler: usize, flags: u64) -> Result<usize, Errno> {
+    let act: [u64; 4] = [
+        handler as u64,
+        flags | SA_RESTORER,
+        t_abi_proc_restorer as *const () as usize as u64,
+        0,
+    ];
+    sc(13, [signal, &act as *const _ as usize, 0, 8, 0, 0])
+}
+
+/// A one-shot ITIMER_REAL of `ms` milliseconds.
+fn alarm_ms(ms: i64) {
+    let it: [i64; 4] = [0, 0, 0, ms * 1000];
+    let _ = sc(38, [0, &it as *const _ as usize, 0, 0, 0, 0]);
+}
+
+fn spawn_exiting_child() -> i32 {
+    match fork() {
+        Ok(0) => exit_now(0),
+        Ok(pid) => pid,
+        Err(_) => -1,
+    }
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_abi_proc");
+    let eintr = Err(Errno(cowlab_userland::sys::EINTR));
+    let echild = Err(Errno(errno::ECHILD));
+
+    // nanosleep: EINTR and the remaining time.
+    t.eq(
+        "SIGALRM handler",
+        sigaction(SIGALRM, on_signal as *const () as usize, 0),
+        Ok(0),
+    );
+    alarm_ms(100);
+    let req: [i64; 2] = [2, 0];
+    let mut rem: [i64; 2] = [-1, -1];
+    let r = sc(
+        35,
+        [
+            &req as *const _ as usize,
+            rem.as_mut_ptr() as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    t.eq("nanosleep interrupted by a handler", r, eintr);
+    t.eq("the handler ran", CAUGHT.load(Ordering::SeqCst), 1);
+    let left = rem[0] * 1_000_000_000 + rem[1];
+    t.check_why(
+        "nanosleep wrote the time left (about 1.9 s of 2 s)",
+        (1_000_000_000..2_000_000_000).contains(&left) && (0..1_000_000_000).contains(&rem[1]),
+        format_args!("{rem:?}"),
+    );
+    alarm_ms(100);
+    let mut rem2: [i64; 2] = [-1, -1];
+    let r = sc(
+        230,
+        [
+            1,
+            0,
+            &req as *const _ as usize,
+            rem2.as_mut_ptr() as usize,
+            0,
+            0,
+        ],
+    );
+    t.eq("clock_nanosleep interrupted", r, eintr);
+    let left = rem2[0] * 1_000_000_000 + rem2[1];
+    t.check_why(
+        "clock_nanosleep wrote the time left",
+        (1_000_000_000..2_000_000_000).contains(&left),
+        format_args!("{rem2:?}"),
+    );
+    alarm_ms(100);
+    let r = sc(35, [&req as *const _ as usize, 8, 0, 0, 0, 0]);
+    t.eq(
+        "nanosleep with an unwritable rem",
+        r,
+        Err(Errno(errno::EFAULT)),
+    );
+    let short: [i64; 2] = [0, 1_000_000];
+    let mut rem3: [i64; 2] = [7, 7];
+    let r = sc(
+        35,
+        [
+            &short as *const _ as usize,
+            rem3.as_mut_ptr() as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    t.eq("an uninterrupted nanosleep", r, Ok(0));
+    t.eq("an uninterrupted nanosleep leaves rem alone", rem3, [7, 7]);
+
+    // SIGCHLD ignored: children are reaped at exit.
+    t.eq("SIGCHLD SIG_IGN", sigaction(SIGCHLD, SIG_IGN, 0), Ok(0));
+    let a = spawn_exiting_child();
+    let b = spawn_exiting_child();
+    t.check("fork", a > 0 && b > 0);
+    t.eq(
+        "wait with SIGCHLD ignored: ECHILD once both are gone",
+        waitpid(-1, 0).map(|r| r.0),
+        echild,
+    );
+    t.check(
+        "no zombie left in /proc",
+        read_file(&cpath(a), &mut [0u8; 64]).is_none()
+            && read_file(&cpath(b), &mut [0u8; 64]).is_none(),
+    );
+
+    // SA_NOCLDWAIT with a handler: reaped too, and SIGCHLD still delivered.
+    CAUGHT.store(0, Ordering::SeqCst);
+    t.eq(
+        "SIGCHLD SA_NOCLDWAIT",
+        sigaction(SIGCHLD, on_signal as *const () as usize, SA_NOCLDWAIT),
+        Ok(0),
+    );
+    let c = spawn_exiting_child();
+    let mut r = waitpid(c, 0).map(|r| r.0);
+    // A handler interrupting the wait is EINTR; wait again.
+    while r == Err(Errno(cowlab_userland::sys::EINTR)) {
+        r = waitpid(c, 0).map(|r| r.0);
+    }
+    t.eq("wait with SA_NOCLDWAIT: ECHILD", r, echild);
+    for _ in 0..1000 {
+        if CAUGHT.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        let _ = sleep_ms(1);
+    }
+    t.eq(
+        "SIGCHLD was still delivered",
+        CAUGHT.load(Ordering::SeqCst),
+        1,
+    );
+
+    // Back to SIG_DFL: a zombie waits to be reaped.
+    t.eq("SIGCHLD SIG_DFL", sigaction(SIGCHLD, 0, 0), Ok(0));
+    let d = spawn_exiting_child();
+    t.eq(
+        "with SIG_DFL the child is waited for",
+        waitpid(d, 0).map(|r| (r.0, r.1)),
+        Ok((d, 0)),
+    );
+    t.finish()
+}
+
+fn cpath(pid: i32) -> alloc::ffi::CString {
+    alloc::ffi::CString::new(alloc::format!("/proc/{pid}/stat")).unwrap_or_default()
+}
+
+extern crate alloc;
