@@ -551,8 +551,9 @@ pub fn exit_thread(status: i32) -> ! {
     // CR3 must not hold the root we may tear down.
     drop(vm::switch_to(None));
     if let Some(aspace) = aspace {
+        let in_use = aspace_in_use(&aspace);
         let torn_down = release_aspace_ref(aspace);
-        if last && !torn_down {
+        if last && !torn_down && !in_use {
             warn!("tgid {tgid}: address space still referenced after its last thread; leaking it");
         }
     }
@@ -618,7 +619,23 @@ pub fn release_aspace_ref(aspace: vm::SharedAddressSpace) -> bool {
 
 /// Tears down an address space no one else uses (not loaded in CR3).
 pub fn release_aspace(aspace: vm::SharedAddressSpace) {
-    if !release_aspace_ref(aspace) {
+    let in_use = aspace_in_use(&aspace);
+    if !release_aspace_ref(aspace) && !in_use {
         warn!("address space still shared at release; leaking it");
     }
+}
+
+/// Whether a task in the table still has `aspace` (a `CLONE_VM` sharer such as a vfork
+/// parent, who then drops the last reference itself).
+pub fn aspace_in_use(aspace: &vm::SharedAddressSpace) -> bool {
+    TABLE
+        .lock()
+        .values()
+        .any(|t| t.aspace.as_ref().is_some_and(|a| Arc::ptr_eq(a, aspace)))
+}
+
+/// Sleeps on `channel` until woken, the tick `until`, or a kill (`EINTR`); signals that are
+/// not fatal do not end it (Linux `TASK_KILLABLE`).
+pub fn sleep_killable_until(channel: usize, until: u64) -> Result<(), Errno> {
+    block(channel, Some(until), false)
 }

@@ -29,6 +29,16 @@ pub fn fork(frame: &TrapFrame) -> SysResult {
     Ok(u64::from(proc::fork::fork(frame)?))
 }
 
+/// vfork: a new process sharing the caller's memory, the caller blocked until the child execs
+/// or exits (Linux `CLONE_VM | CLONE_VFORK | SIGCHLD`).
+pub fn vfork(frame: &TrapFrame) -> SysResult {
+    let args = fork::CloneArgs {
+        flags: fork::CLONE_VM | fork::CLONE_VFORK | u64::from(proc::signal::SIGCHLD),
+        ..fork::CloneArgs::default()
+    };
+    Ok(u64::from(fork::clone(frame, &args)?))
+}
+
 /// clone(flags, stack, parent_tid, child_tid, tls): a new process or thread (see
 /// `proc::fork`). `clone3` (435) answers ENOSYS, on which glibc falls back to this call and
 /// musl never uses it.

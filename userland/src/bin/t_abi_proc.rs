@@ -1,7 +1,9 @@
 //! Issue 13's process calls, with Linux's answers (the same checks pass on the host):
 //! `nanosleep`/`clock_nanosleep` interrupted by a handler fail with `EINTR` and write the time
 //! left; `SIGCHLD` set to `SIG_IGN` or `SA_NOCLDWAIT` reap children automatically (no zombie,
-//! `wait` fails with `ECHILD` once they are gone, the handler still runs with `SA_NOCLDWAIT`).
+//! `wait` fails with `ECHILD` once they are gone, the handler still runs with `SA_NOCLDWAIT`);
+//! `vfork` shares the memory and blocks the parent until the child exits or execs (the child
+//! runs only assembly: it must not touch the stack it shares with its blocked parent).
 #![no_std]
 #![no_main]
 
@@ -67,8 +69,131 @@ fn spawn_exiting_child() -> i32 {
     }
 }
 
+/// The vfork child's flag, written by the child in the shared memory.
+static FLAG: AtomicU32 = AtomicU32::new(0);
+
+/// vfork; the child sleeps `*ts`, stores 42 in `FLAG` and exits with 5. Returns the child's pid
+/// in the parent.
+fn vfork_sleep_store_exit(ts: &[i64; 2]) -> isize {
+    let ret: isize;
+    // SAFETY: the child runs only this block's instructions after the vfork (nanosleep, a
+    // store to a static, exit) and never returns into Rust code, so it writes nothing to the
+    // stack it shares with the parent; the parent continues after the block.
+    unsafe {
+        core::arch::asm!(
+            "mov eax, 58",
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, {ts}",
+            "xor esi, esi",
+            "mov eax, 35",
+            "syscall",
+            "mov dword ptr [{flag}], 42",
+            "mov edi, 5",
+            "mov eax, 60",
+            "syscall",
+            "2:",
+            ts = in(reg) ts as *const _ as usize,
+            flag = in(reg) FLAG.as_ptr() as usize,
+            out("rax") ret,
+            out("rdi") _,
+            out("rsi") _,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
+/// vfork; the child execs `path` with `argv` (a NULL-terminated array) or exits 127.
+fn vfork_exec(path: *const u8, argv: *const *const u8) -> isize {
+    let ret: isize;
+    // SAFETY: as in `vfork_sleep_store_exit`: the child only makes system calls.
+    unsafe {
+        core::arch::asm!(
+            "mov eax, 58",
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, {path}",
+            "mov rsi, {argv}",
+            "xor edx, edx",
+            "mov eax, 59",
+            "syscall",
+            "mov edi, 127",
+            "mov eax, 60",
+            "syscall",
+            "2:",
+            path = in(reg) path as usize,
+            argv = in(reg) argv as usize,
+            out("rax") ret,
+            out("rdi") _,
+            out("rsi") _,
+            out("rdx") _,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
 fn main() -> i32 {
+    if cowlab_userland::args()
+        .nth(1)
+        .is_some_and(|a| a.to_bytes() == b"sleep-exit")
+    {
+        let _ = sleep_ms(300);
+        return 7;
+    }
     let mut t = Tester::new("t_abi_proc");
+
+    // vfork: shared memory, the parent waits for the child's exit.
+    let ts: [i64; 2] = [0, 100_000_000];
+    let start = monotonic_ns();
+    let pid = vfork_sleep_store_exit(&ts);
+    let waited = monotonic_ns() - start;
+    t.check_why("vfork", pid > 0, pid);
+    t.eq(
+        "the vfork child wrote the parent's memory before the parent ran",
+        FLAG.load(Ordering::SeqCst),
+        42,
+    );
+    t.check_why(
+        "the parent was blocked while the child slept",
+        waited >= 90_000_000,
+        waited,
+    );
+    t.eq(
+        "the vfork child is reaped with its status",
+        waitpid(pid as i32, 0).map(|(p, s)| (p, wexitstatus(s))),
+        Ok((pid as i32, 5)),
+    );
+    // vfork + exec: the parent runs again at the exec, while the child still lives.
+    let me = cowlab_userland::test::sibling("t_abi_proc");
+    let mut path = me.clone();
+    path.push(0);
+    let arg1 = b"sleep-exit\0";
+    let argv: [*const u8; 3] = [path.as_ptr(), arg1.as_ptr(), core::ptr::null()];
+    let start = monotonic_ns();
+    let pid = vfork_exec(path.as_ptr(), argv.as_ptr()) as i32;
+    let waited = monotonic_ns() - start;
+    t.check_why("vfork then exec", pid > 0, pid);
+    t.check_why(
+        "the parent resumed at the exec, not at the exit",
+        waited < 250_000_000,
+        waited,
+    );
+    t.eq(
+        "the exec'd child still runs",
+        waitpid(pid, 1).map(|r| r.0),
+        Ok(0),
+    );
+    t.eq(
+        "the exec'd child exits 7",
+        waitpid(pid, 0).map(|(p, s)| (p, wexitstatus(s))),
+        Ok((pid, 7)),
+    );
     let eintr = Err(Errno(cowlab_userland::sys::EINTR));
     let echild = Err(Errno(errno::ECHILD));
 
