@@ -191,8 +191,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         425 => fs::io_uring_setup(a),
         426 => fs::io_uring_enter(a),
         427 => fs::io_uring_register(a),
-        // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
-        435 => Err(Errno::ENOSYS),
+        435 => proc::clone3(a, frame),
         _ => {
             let bit = nr.min(511);
             let word = &UNKNOWN_LOGGED[(bit / 64) as usize];

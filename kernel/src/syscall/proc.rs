@@ -40,8 +40,7 @@ pub fn vfork(frame: &TrapFrame) -> SysResult {
 }
 
 /// clone(flags, stack, parent_tid, child_tid, tls): a new process or thread (see
-/// `proc::fork`). `clone3` (435) answers ENOSYS, on which glibc falls back to this call and
-/// musl never uses it.
+/// `proc::fork`).
 pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
     let args = fork::CloneArgs {
         flags: a.get(0),
@@ -49,6 +48,56 @@ pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
         parent_tid: a.get(2),
         child_tid: a.get(3),
         tls: a.get(4),
+    };
+    Ok(u64::from(fork::clone(frame, &args)?))
+}
+
+/// clone3(args, size): `struct clone_args` (flags, pidfd, child_tid, parent_tid, exit_signal,
+/// stack, stack_size, tls, set_tid, set_tid_size, cgroup), checked as Linux
+/// `copy_clone_args_from_user` and `clone3_args_valid`: a size below the first version (64) is
+/// `EINVAL`, one above a page `E2BIG`, as are non-zero bytes past the fields known here; the
+/// exit signal has its own field (`CSIGNAL` bits in `flags` are `EINVAL`); the stack is its
+/// lowest address plus its size. `set_tid` (checkpoint/restore) and the flags without a
+/// `clone` equivalent here (`CLONE_PIDFD`, `CLONE_INTO_CGROUP`, `CLONE_CLEAR_SIGHAND`) are
+/// refused by `fork::clone` like any unsupported flag.
+pub fn clone3(a: Args, frame: &TrapFrame) -> SysResult {
+    const VER0: usize = 64;
+    const KNOWN: usize = 88;
+    let size = a.get(1) as usize;
+    if size < VER0 {
+        return Err(Errno::EINVAL);
+    }
+    if size > 4096 {
+        return Err(Errno::E2BIG);
+    }
+    // On the heap: a page on the kernel stack of a call that goes on to fork is too much.
+    let mut raw = alloc::vec![0u8; size.max(KNOWN)];
+    crate::uaccess::UserSlice::new(a.get(0), size)?.read(&mut raw[..size])?;
+    if raw[KNOWN.min(size)..size].iter().any(|&b| b != 0) {
+        return Err(Errno::E2BIG);
+    }
+    let field = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let (flags, pidfd, child_tid, parent_tid, exit_signal) =
+        (field(0), field(1), field(2), field(3), field(4));
+    let (stack, stack_size, tls, set_tid, set_tid_size) =
+        (field(5), field(6), field(7), field(8), field(9));
+    let _ = pidfd;
+    if flags & fork::CSIGNAL != 0 || exit_signal > 64 {
+        return Err(Errno::EINVAL);
+    }
+    // A thread (or CLONE_PARENT sibling) signals nobody at exit.
+    if flags & (fork::CLONE_THREAD | 0x8000) != 0 && exit_signal != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if (stack == 0) != (stack_size == 0) || set_tid != 0 || set_tid_size != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let args = fork::CloneArgs {
+        flags: flags | exit_signal,
+        stack: stack.checked_add(stack_size).ok_or(Errno::EINVAL)?,
+        parent_tid,
+        child_tid,
+        tls,
     };
     Ok(u64::from(fork::clone(frame, &args)?))
 }

@@ -197,6 +197,57 @@ fn main() -> i32 {
     let eintr = Err(Errno(cowlab_userland::sys::EINTR));
     let echild = Err(Errno(errno::ECHILD));
 
+    // clone3: Linux's argument checks, then a fork-like child.
+    let e2big = Err(Errno(7));
+    let einval = Err(Errno(errno::EINVAL));
+    let mut ca = [0u64; 11];
+    ca[4] = SIGCHLD as u64;
+    let c3 = |args: &[u64; 11], size: usize| sc(435, [args.as_ptr() as usize, size, 0, 0, 0, 0]);
+    t.eq("clone3 size below VER0", c3(&ca, 63), einval);
+    let mut big = [0u64; 40];
+    big[4] = SIGCHLD as u64;
+    t.eq(
+        "clone3 size above a page",
+        sc(435, [big.as_ptr() as usize, 5000, 0, 0, 0, 0]),
+        e2big,
+    );
+    big[20] = 1;
+    t.eq(
+        "clone3 non-zero unknown tail",
+        sc(435, [big.as_ptr() as usize, 200, 0, 0, 0, 0]),
+        e2big,
+    );
+    let mut bad = ca;
+    bad[0] = SIGCHLD as u64;
+    bad[4] = 0;
+    t.eq("clone3 CSIGNAL bits in flags", c3(&bad, 88), einval);
+    let mut bad = ca;
+    bad[4] = 65;
+    t.eq("clone3 exit_signal 65", c3(&bad, 88), einval);
+    let mut bad = ca;
+    bad[6] = 4096;
+    t.eq("clone3 stack_size without stack", c3(&bad, 88), einval);
+    let mut bad = ca;
+    bad[0] = 0x10000 | 0x800 | 0x100;
+    t.eq("clone3 thread with an exit signal", c3(&bad, 88), einval);
+    let mut bad = ca;
+    bad[8] = 1;
+    t.eq("clone3 set_tid without set_tid_size", c3(&bad, 88), einval);
+    t.eq(
+        "clone3 unreadable args",
+        sc(435, [8, 88, 0, 0, 0, 0]),
+        Err(Errno(errno::EFAULT)),
+    );
+    match c3(&ca, 64) {
+        Ok(0) => exit_now(3),
+        Ok(pid) => t.eq(
+            "a clone3 child is a process with SIGCHLD",
+            waitpid(pid as i32, 0).map(|(p, s)| (p as usize, wexitstatus(s))),
+            Ok((pid, 3)),
+        ),
+        Err(e) => t.check_why("clone3 fork-like", false, format_args!("{e:?}")),
+    }
+
     // nanosleep: EINTR and the remaining time.
     t.eq(
         "SIGALRM handler",
