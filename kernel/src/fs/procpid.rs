@@ -5,8 +5,8 @@
 //!
 //! A [`Snapshot`] is taken under the process table's lock (the task, then its group's lock, the
 //! order every other path uses); the address space is locked afterwards, alone, only for the
-//! memory numbers. Fields cowlab does not keep are Linux's value for "none": CPU times and the
-//! start time are 0 (no per-task CPU accounting yet), the scheduling fields are those of a
+//! memory numbers. CPU times are the sampled ticks of `proc::cputime`. Fields cowlab does not
+//! keep are Linux's value for "none": the start time is 0, the scheduling fields are those of a
 //! `SCHED_OTHER` task at nice 0 on CPU 0, and the process group and session are the pid until
 //! process groups exist.
 #![deny(unsafe_code)]
@@ -22,6 +22,7 @@ use cowlab_mm::vma::{Backing, VmaFlags};
 use cowlab_mm::VirtAddr;
 
 use crate::errno::Errno;
+use crate::proc::cputime::CpuTime;
 use crate::proc::rlimit::RLIMIT_SIGPENDING;
 use crate::proc::signal::SIG_IGN;
 use crate::proc::{Pid, State, TABLE};
@@ -45,6 +46,8 @@ pub struct Snapshot {
     sig_queue_limit: u64,
     cwd: Option<Arc<str>>,
     pub aspace: Option<vm::SharedAddressSpace>,
+    cpu: CpuTime,
+    child_cpu: CpuTime,
 }
 
 /// The process whose group leader is `pid`, zombies included (`ESRCH` if there is none).
@@ -55,6 +58,10 @@ pub fn snapshot(pid: Pid) -> Result<Snapshot, Errno> {
         .filter(|t| t.tgid == pid)
         .ok_or(Errno::ESRCH)?;
     let group = task.group.lock();
+    let mut cpu = group.dead_cpu;
+    for t in table.values().filter(|t| t.tgid == pid) {
+        cpu.add(t.cpu);
+    }
     let mut ignored = 0;
     let mut caught = 0;
     for (signal, action) in group.sigactions.iter().enumerate().skip(1) {
@@ -89,6 +96,8 @@ pub fn snapshot(pid: Pid) -> Result<Snapshot, Errno> {
         sig_queue_limit: group.rlimits.get(RLIMIT_SIGPENDING).cur,
         cwd: group.cwd.clone(),
         aspace: task.aspace.clone(),
+        cpu,
+        child_cpu: group.child_cpu,
     })
 }
 
@@ -172,7 +181,7 @@ pub fn stat(snap: &Snapshot) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "{pid} ({}) {} {} {pid} {pid} 0 -1 {} {} {} 0 0 0 0 0 0 20 0 {} 0 0 {} {} {rsslim} ",
+        "{pid} ({}) {} {} {pid} {pid} 0 -1 {} {} {} 0 0 {} {} {} {} 20 0 {} 0 0 {} {} {rsslim} ",
         snap.name,
         snap.state,
         snap.ppid,
@@ -180,6 +189,10 @@ pub fn stat(snap: &Snapshot) -> String {
         if snap.state == 'Z' { 0x4 } else { 0 },
         m.minflt,
         snap.cminflt,
+        snap.cpu.user,
+        snap.cpu.system,
+        snap.child_cpu.user,
+        snap.child_cpu.system,
         snap.threads,
         m.vm_size,
         m.rss.rss / 4096,

@@ -214,6 +214,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         sigmask: 0,
         sig: Default::default(),
         clear_child_tid: 0,
+        cpu: Default::default(),
         group: Group::new(
             0,
             Box::new([super::signal::SigAction::default(); 65]),

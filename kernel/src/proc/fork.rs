@@ -207,6 +207,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
                 0
             },
             group,
+            cpu: Default::default(),
         }
     });
     TABLE.lock().insert(tid, Box::new(child));

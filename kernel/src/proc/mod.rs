@@ -29,6 +29,7 @@
 //! for leaders, the idle loop for dead threads, `execve`'s `de_thread` for an exited leader.
 
 pub mod args;
+pub mod cputime;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -104,6 +105,9 @@ pub struct Group {
     /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are reparented here instead of to init.
     /// Not inherited by fork, kept across execve (as Linux's `is_child_subreaper`).
     pub child_subreaper: bool,
+    /// CPU time of the group's exited threads, and of its reaped children (`cputime`).
+    pub dead_cpu: cputime::CpuTime,
+    pub child_cpu: cputime::CpuTime,
 }
 
 impl Group {
@@ -127,6 +131,8 @@ impl Group {
             rlimits,
             cwd,
             child_subreaper: false,
+            dead_cpu: Default::default(),
+            child_cpu: Default::default(),
         }))
     }
 }
@@ -156,6 +162,8 @@ pub struct Task {
     /// the thread exits (how `pthread_join` learns of it).
     pub clear_child_tid: u64,
     pub group: Arc<Mutex<Group>>,
+    /// Ticks of user and system time this thread ran (`cputime`).
+    pub cpu: cputime::CpuTime,
 }
 
 impl Task {
@@ -501,6 +509,7 @@ pub fn exit_thread(status: i32) -> ! {
         let fds = core::mem::take(&mut t.fds);
         let mut group = t.group.lock();
         group.live -= 1;
+        group.dead_cpu.add(core::mem::take(&mut t.cpu));
         let last = group.live == 0;
         if last {
             if let Some(aspace) = &aspace {

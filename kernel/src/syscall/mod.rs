@@ -123,6 +123,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         97 => info::getrlimit(a),
         98 => proc::getrusage(a),
         99 => info::sysinfo(a),
+        100 => proc::times(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
         // abimisc: the id calls beside getuid/getgid (102..108 above).

@@ -139,16 +139,13 @@ pub fn wait4(a: Args) -> SysResult {
     if which == i32::MIN {
         return Err(Errno::ESRCH);
     }
-    let (pid, status, minflt) = proc::wait::wait(i64::from(which), options)?;
+    let (pid, status, minflt, cpu) = proc::wait::wait(i64::from(which), options)?;
     if pid != 0 {
         if let Some(out) = status_out {
             out.write(&status)?;
         }
         if a.get(3) != 0 {
-            let usage = Rusage {
-                minflt: minflt as i64,
-                ..Rusage::default()
-            };
+            let usage = Rusage::new(cpu, minflt);
             UserPtr::<Rusage>::new(a.get(3))?.write(&usage)?;
         }
     }
@@ -342,19 +339,51 @@ pub struct Rusage {
     rest: [i64; 8],
 }
 
+impl Rusage {
+    /// `ru_utime`, `ru_stime` from ticks, and `ru_minflt`. `ru_maxrss` stays 0: the RSS
+    /// high-water mark is not kept yet.
+    fn new(cpu: proc::cputime::CpuTime, minflt: u64) -> Rusage {
+        let tv = |ticks: u64| {
+            let us = proc::cputime::CpuTime::micros(ticks);
+            [(us / 1_000_000) as i64, (us % 1_000_000) as i64]
+        };
+        Rusage {
+            utime: tv(cpu.user),
+            stime: tv(cpu.system),
+            minflt: minflt as i64,
+            ..Rusage::default()
+        }
+    }
+}
+
+/// getrusage(who): `RUSAGE_SELF` (0), `RUSAGE_CHILDREN` (-1) and `RUSAGE_THREAD` (1).
 pub fn getrusage(a: Args) -> SysResult {
-    let who = a.int(0);
-    let minflt = match who {
-        0 => with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
-        -1 => proc::with_group(|g| g.child_minflt),
+    let (cpu, minflt) = match a.int(0) {
+        0 => (
+            proc::cputime::group_self(proc::current_pid()),
+            with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
+        ),
+        -1 => proc::with_group(|g| (g.child_cpu, g.child_minflt)),
+        // The faults are counted per address space, not per thread: the thread's share is
+        // not known, so RUSAGE_THREAD reports its CPU time only.
+        1 => (with_current(|t| t.cpu), 0),
         _ => return Err(Errno::EINVAL),
     };
-    let usage = Rusage {
-        minflt: minflt as i64,
-        ..Rusage::default()
-    };
-    UserPtr::<Rusage>::new(a.get(1))?.write(&usage)?;
+    UserPtr::<Rusage>::new(a.get(1))?.write(&Rusage::new(cpu, minflt))?;
     Ok(0)
+}
+
+/// times(buf): the process's and its reaped children's user and system ticks (`struct tms`,
+/// four `clock_t`), and the ticks since boot (Linux: since an arbitrary point); a null `buf`
+/// is allowed.
+pub fn times(a: Args) -> SysResult {
+    if a.get(0) != 0 {
+        let own = proc::cputime::group_self(proc::current_pid());
+        let children = proc::with_group(|g| g.child_cpu);
+        let tms = [own.user, own.system, children.user, children.system];
+        UserPtr::<[u64; 4]>::new(a.get(0))?.write(&tms)?;
+    }
+    Ok(crate::time::ticks())
 }
 
 const REBOOT_MAGIC1: u64 = 0xfee1_dead;

@@ -138,6 +138,28 @@ fn vfork_exec(path: *const u8, argv: *const *const u8) -> isize {
     ret
 }
 
+/// times(): (utime, stime, cutime, cstime) in ticks of 1/100 s.
+fn times() -> [i64; 4] {
+    let mut tms = [0i64; 4];
+    let _ = sc(100, [tms.as_mut_ptr() as usize, 0, 0, 0, 0, 0]);
+    tms
+}
+
+/// Burns user time until `times()` shows `ticks` of it, or 20 s of wall time pass.
+fn spin_user(ticks: i64) -> bool {
+    let deadline = monotonic_ns() + 20_000_000_000;
+    let mut x = 1u64;
+    while monotonic_ns() < deadline {
+        for _ in 0..100_000 {
+            x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        if times()[0] >= ticks {
+            return true;
+        }
+    }
+    false
+}
+
 fn main() -> i32 {
     if cowlab_userland::args()
         .nth(1)
@@ -196,6 +218,114 @@ fn main() -> i32 {
     );
     let eintr = Err(Errno(cowlab_userland::sys::EINTR));
     let echild = Err(Errno(errno::ECHILD));
+
+    // CPU time: times, getrusage and wait4's rusage.
+    t.check("user time reaches 20 ticks", spin_user(20));
+    let z = open(c"/dev/zero", O_RDONLY).unwrap_or(-1);
+    let mut chunk = alloc::vec![0u8; 1 << 20];
+    let deadline = monotonic_ns() + 20_000_000_000;
+    while times()[1] < 10 && monotonic_ns() < deadline {
+        let _ = read(z, &mut chunk);
+    }
+    let _ = close(z);
+    t.check_why(
+        "reads of /dev/zero count as system time",
+        times()[1] >= 10,
+        format_args!("{:?}", times()),
+    );
+    let mut ru = [0i64; 18];
+    t.eq(
+        "getrusage(RUSAGE_SELF)",
+        sc(98, [0, ru.as_mut_ptr() as usize, 0, 0, 0, 0]),
+        Ok(0),
+    );
+    t.check_why(
+        "ru_utime >= 200 ms",
+        ru[0] * 1_000_000 + ru[1] >= 200_000,
+        format_args!("{:?}", &ru[..4]),
+    );
+    t.check_why(
+        "ru_stime >= 100 ms",
+        ru[2] * 1_000_000 + ru[3] >= 100_000,
+        format_args!("{:?}", &ru[..4]),
+    );
+    let mut thread_ru = [0i64; 18];
+    t.eq(
+        "getrusage(RUSAGE_THREAD)",
+        sc(98, [1, thread_ru.as_mut_ptr() as usize, 0, 0, 0, 0]),
+        Ok(0),
+    );
+    t.check(
+        "RUSAGE_THREAD utime > 0",
+        thread_ru[0] * 1_000_000 + thread_ru[1] > 0,
+    );
+    t.eq(
+        "getrusage(2)",
+        sc(98, [2, ru.as_mut_ptr() as usize, 0, 0, 0, 0]),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.check("times(NULL) succeeds", sc(100, [0; 6]).is_ok());
+    t.eq(
+        "times to a bad address",
+        sc(100, [8, 0, 0, 0, 0, 0]),
+        Err(Errno(errno::EFAULT)),
+    );
+    let before = times();
+    match fork() {
+        Ok(0) => {
+            let mine = times()[0];
+            exit_now(i32::from(!spin_user(mine + 20)));
+        }
+        Ok(child) => {
+            let mut status = 0i32;
+            let mut cru = [0i64; 18];
+            let r = sc(
+                61,
+                [
+                    child as usize,
+                    &mut status as *mut i32 as usize,
+                    0,
+                    cru.as_mut_ptr() as usize,
+                    0,
+                    0,
+                ],
+            );
+            t.eq("wait4 with rusage", r, Ok(child as usize));
+            t.eq("the child burned its 20 ticks", wexitstatus(status), 0);
+            t.check_why(
+                "wait4's ru_utime >= 200 ms",
+                cru[0] * 1_000_000 + cru[1] >= 200_000,
+                format_args!("{:?}", &cru[..4]),
+            );
+            let after = times();
+            t.check_why(
+                "times' cutime grew by the child's",
+                after[2] - before[2] >= 20,
+                format_args!("{before:?} {after:?}"),
+            );
+            let mut chru = [0i64; 18];
+            let _ = sc(98, [usize::MAX, chru.as_mut_ptr() as usize, 0, 0, 0, 0]);
+            t.check_why(
+                "RUSAGE_CHILDREN utime >= 200 ms",
+                chru[0] * 1_000_000 + chru[1] >= 200_000,
+                format_args!("{:?}", &chru[..4]),
+            );
+            let stat = alloc::string::String::from_utf8(slurp_stat()).unwrap_or_default();
+            let fields: alloc::vec::Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            // Fields 14..17 (utime, stime, cutime, cstime) are the 12th..15th after the name.
+            let utime: i64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(-1);
+            let cutime: i64 = fields.get(13).and_then(|f| f.parse().ok()).unwrap_or(-1);
+            t.check_why(
+                "/proc/self/stat utime and cutime",
+                utime >= 20 && cutime >= 20,
+                &stat,
+            );
+        }
+        Err(e) => t.check_why("fork", false, format_args!("{e:?}")),
+    }
 
     // clone3: Linux's argument checks, then a fork-like child.
     let e2big = Err(Errno(7));
@@ -370,6 +500,13 @@ fn main() -> i32 {
         Ok((d, 0)),
     );
     t.finish()
+}
+
+fn slurp_stat() -> alloc::vec::Vec<u8> {
+    let mut buf = alloc::vec![0u8; 1024];
+    let n = read_file(c"/proc/self/stat", &mut buf).unwrap_or(0);
+    buf.truncate(n);
+    buf
 }
 
 fn cpath(pid: i32) -> alloc::ffi::CString {
