@@ -19,6 +19,7 @@ use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
 use crate::stats;
+use crate::trace::{Decision, Rule};
 use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::wp::{do_wp_page, write_grant, WpKind};
 
@@ -128,11 +129,25 @@ pub(crate) fn fault_inner<A: Arch>(
     let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
+    // What was done, for the fault trace (`trace.rs`): two bytes in registers; recorded only
+    // when tracing, behind the one branch below.
+    let mut decided = None;
     if !pte.is_mapping() {
-        match vma.shmem_page(va) {
-            None => do_anonymous_page(mm, vma, slot, kind)?,
-            Some((obj, index)) => do_shmem_fault(mm, vma, slot, obj, index, kind)?,
-        }
+        let anon = match vma.shmem_page(va) {
+            None => {
+                do_anonymous_page(mm, vma, slot, kind)?;
+                true
+            }
+            Some((obj, index)) => {
+                do_shmem_fault(mm, vma, slot, obj, index, kind)?;
+                false
+            }
+        };
+        decided = Some(match (anon, kind) {
+            (false, _) => (Decision::Shmem, Rule::ShmemFault),
+            (true, FaultKind::Write) => (Decision::NewPage, Rule::DoAnonymousPage),
+            (true, _) => (Decision::ZeroPage, Rule::DoAnonymousPage),
+        });
     } else {
         debug_assert!(
             pte.is_present() || (forced && !vma.prot().accessible()),
@@ -147,9 +162,14 @@ pub(crate) fn fault_inner<A: Arch>(
                 } else {
                     WpKind::Unshare
                 };
-                do_wp_page(mm, aspace.root, vma, slot, va, pte, wp)?;
+                decided = Some(do_wp_page(mm, aspace.root, vma, slot, va, pte, wp)?);
             }
             _ => {}
+        }
+    }
+    if mm.trace.enabled() {
+        if let Some(decision) = decided {
+            mm.trace.record(aspace.root, va, kind, decision);
         }
     }
     aspace.count_minor_fault();

@@ -56,6 +56,7 @@ mod softdirty;
 pub mod stack;
 pub mod stats;
 pub mod tlb;
+pub mod trace;
 pub mod uaccess;
 pub mod vma;
 mod vmacache;

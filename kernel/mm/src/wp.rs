@@ -19,6 +19,7 @@ use crate::pagetable::{Pte, PteRef};
 use crate::rules::{self, AnonPageState, WpReuse};
 use crate::stats;
 use crate::tlb::TlbFlush;
+use crate::trace::{Decision, Rule};
 use crate::vma::Vma;
 
 /// Which fault reached `do_wp_page`.
@@ -56,28 +57,29 @@ pub(crate) fn do_wp_page<A: Arch>(
     va: VirtAddr,
     pte: Pte,
     kind: WpKind,
-) -> Result<(), FaultError> {
+) -> Result<(Decision, Rule), FaultError> {
     if !vma.is_cow_mapping() {
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
         // `wp_page_shared`; with files it will notify the filesystem first).
         if kind == WpKind::Write {
             slot.set_bits(write_grant(vma));
         }
-        return Ok(());
+        return Ok((Decision::SharedWrite, Rule::WpPageShared));
     }
     let meta = mm.frames().meta(pte.frame());
     let flags = meta.flags();
     if !flags.contains(FrameFlags::ANON) {
         // The zero page, or a shmem (later also file) page-cache page in a private mapping:
         // never written in place (SEMANTICS.md section 3).
-        return wp_page_copy(mm, root, vma, slot, va, pte, kind);
+        wp_page_copy(mm, root, vma, slot, va, pte, kind)?;
+        return Ok((Decision::Copy, Rule::NotAnon));
     }
     let page = AnonPageState {
         exclusive: flags.contains(FrameFlags::ANON_EXCLUSIVE),
         mapcount: meta.mapcount(),
         refcount: meta.refcount(),
     };
-    match rules::wp_can_reuse(mm.era(), page) {
+    let decided = match rules::wp_can_reuse(mm.era(), page) {
         WpReuse::Exclusive => {
             // Unsharing an exclusive page is a no-op.
             if kind == WpKind::Write {
@@ -87,6 +89,7 @@ pub(crate) fn do_wp_page<A: Arch>(
             } else {
                 faultstat::kind(StatKind::Unshare);
             }
+            (Decision::Reuse, Rule::WpCanReuseExclusive)
         }
         WpReuse::Proven => {
             if !page.exclusive {
@@ -103,11 +106,20 @@ pub(crate) fn do_wp_page<A: Arch>(
                     faultstat::kind(StatKind::Unshare);
                 }
             }
+            let done = if kind == WpKind::Write {
+                Decision::Reuse
+            } else {
+                Decision::Unshare
+            };
+            (done, Rule::WpCanReuseProven)
         }
-        WpReuse::Copy => return wp_page_copy(mm, root, vma, slot, va, pte, kind),
-    }
+        WpReuse::Copy => {
+            wp_page_copy(mm, root, vma, slot, va, pte, kind)?;
+            return Ok((Decision::Copy, Rule::WpCanReuseCopy));
+        }
+    };
     faultstat::phase(Phase::Pte);
-    Ok(())
+    Ok(decided)
 }
 
 /// Writes go to the page in place (Linux `wp_page_reuse`). Gaining a permission needs no TLB

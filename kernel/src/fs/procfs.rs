@@ -36,6 +36,8 @@ pub enum ProcWhat {
     MmStat,
     /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
     FaultStat,
+    /// `/proc/cowlab/trace`: the fault trace (`cowlab_mm::trace`); write 1 or 0 to switch it.
+    Trace,
     /// `/proc/<pid>/{stat,status,cmdline,comm,smaps,smaps_rollup}` (`procpid`).
     Stat,
     Status,
@@ -65,6 +67,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::MmStat,
+            }))
+        }
+        "cowlab/trace" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::Trace,
             }))
         }
         "cowlab/faultstat" if cowlab_mm::faultstat::ENABLED => {
@@ -147,7 +155,10 @@ impl ProcFile {
 
     /// Whether the file may be opened for writing.
     pub fn writable(&self) -> bool {
-        matches!(self.what, ProcWhat::ClearRefs | ProcWhat::Mem)
+        matches!(
+            self.what,
+            ProcWhat::ClearRefs | ProcWhat::Mem | ProcWhat::Trace
+        )
     }
 
     /// Reads up to `len` bytes at `offset`.
@@ -159,6 +170,7 @@ impl ProcFile {
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
+            ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
             ProcWhat::Stat
             | ProcWhat::Status
             | ProcWhat::Cmdline
@@ -212,6 +224,14 @@ impl ProcFile {
                     }
                     _ => Err(Errno::EINVAL),
                 }
+            }
+            ProcWhat::Trace => {
+                match data.first() {
+                    Some(b'1') => memory::mm().trace.set_enabled(true),
+                    Some(b'0') => memory::mm().trace.set_enabled(false),
+                    _ => return Err(Errno::EINVAL),
+                }
+                Ok(data.len())
             }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;

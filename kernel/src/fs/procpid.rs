@@ -391,3 +391,42 @@ pub fn cwd(snap: &Snapshot) -> String {
         .as_deref()
         .map_or_else(|| String::from("/"), String::from)
 }
+
+/// `/proc/cowlab/trace`: a `tracing 0|1` line, then one line per recorded fault, oldest
+/// first: `seq pid kind address decision rule` (pid 0: the address space has gone).
+pub fn fault_trace() -> String {
+    let spaces: Vec<(Pid, vm::SharedAddressSpace)> = TABLE
+        .lock()
+        .values()
+        .filter(|t| t.tid == t.tgid)
+        .filter_map(|t| Some((t.tgid, t.aspace.clone()?)))
+        .collect();
+    // The roots, each address space locked alone (never under the table's lock).
+    let roots: Vec<(u64, Pid)> = spaces
+        .iter()
+        .map(|(pid, a)| (a.lock().root().as_u64(), *pid))
+        .collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "tracing {}", u8::from(memory::mm().trace.enabled()));
+    for e in memory::mm().trace.events() {
+        let pid = roots
+            .iter()
+            .find(|(root, _)| *root == e.root.as_u64())
+            .map_or(0, |&(_, pid)| pid);
+        let kind = match e.kind {
+            cowlab_mm::fault::FaultKind::Read => "read",
+            cowlab_mm::fault::FaultKind::Write => "write",
+            cowlab_mm::fault::FaultKind::Exec => "exec",
+            cowlab_mm::fault::FaultKind::Unshare => "unshare",
+        };
+        let _ = writeln!(
+            s,
+            "{} {pid} {kind} {:#x} {} {}",
+            e.seq,
+            e.addr.as_u64(),
+            e.decision.name(),
+            e.rule.name()
+        );
+    }
+    s
+}

@@ -408,7 +408,73 @@ fn main() -> i32 {
         slurp("/proc/999999/stat").is_none(),
         true,
     );
+    if cowlab_userland::test::on_cowlab() {
+        fault_trace(&mut t, pid);
+    }
     t.finish()
+}
+
+/// `/proc/cowlab/trace` (cowlab only): off by default; on, a first write is a new page decided
+/// by `do_anonymous_page`, a child's write after fork a copy decided by `wp_can_reuse`; off
+/// again, nothing more is recorded.
+fn fault_trace(t: &mut Tester, pid: i32) {
+    let first = text("/proc/cowlab/trace");
+    t.eq(
+        "trace is off by default",
+        first.lines().next(),
+        Some("tracing 0"),
+    );
+    let set = |v: &[u8]| -> Result<usize, Errno> {
+        let fd = open(c"/proc/cowlab/trace", O_WRONLY)?;
+        let r = write(fd, v);
+        let _ = close(fd);
+        r
+    };
+    t.eq("trace on", set(b"1"), Ok(1));
+    t.eq(
+        "trace rejects other values",
+        set(b"x"),
+        Err(Errno(errno::EINVAL)),
+    );
+    let page = fenced(1);
+    touch(page, 1);
+    match fork() {
+        Ok(0) => {
+            touch(page, 1);
+            exit_now(0);
+        }
+        Ok(child) => {
+            let _ = waitpid(child, 0);
+            let trace = text("/proc/cowlab/trace");
+            let addr = format!("{page:#x}");
+            let me = format!(" {pid} write {addr} new-page do_anonymous_page");
+            t.check_why(
+                "the first write: new-page by do_anonymous_page",
+                trace.contains(&me),
+                &trace,
+            );
+            let kid = format!(" {child} write {addr} copy wp_can_reuse=");
+            // The child's entry names its pid only while it lived: the reaped child's address
+            // space is gone, so its faults show pid 0.
+            let kid0 = format!(" 0 write {addr} copy wp_can_reuse=");
+            t.check_why(
+                "the child's write after fork: a copy by wp_can_reuse",
+                trace.contains(&kid) || trace.contains(&kid0),
+                &trace,
+            );
+        }
+        Err(e) => t.check_why("fork", false, format_args!("{e:?}")),
+    }
+    t.eq("trace off", set(b"0"), Ok(1));
+    let before = text("/proc/cowlab/trace").lines().count();
+    touch(fenced(1), 1);
+    let after = text("/proc/cowlab/trace");
+    t.eq("nothing recorded while off", after.lines().count(), before);
+    t.eq(
+        "trace reads as off",
+        after.lines().next(),
+        Some("tracing 0"),
+    );
 }
 
 /// `getrusage(RUSAGE_SELF)`'s minflt if it is at least `seen` (faults only grow).

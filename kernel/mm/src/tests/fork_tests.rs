@@ -377,3 +377,42 @@ fn wipeonfork_child_gets_an_empty_vma() {
     env.check(&[&parent, &child]);
     env.finish(std::vec![parent, child]);
 }
+
+/// The fault trace records what the fault handler decided and which rule decided it, only
+/// while switched on.
+#[test]
+fn fault_trace_records_decisions_and_rules_only_when_on() {
+    use crate::trace::{Decision, Rule};
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 2, Prot::RW);
+    env.mm.trace.set_enabled(true);
+    env.write(&mut parent, va, 1).unwrap();
+    env.read(&mut parent, va + PAGE).unwrap();
+    let mut child = parent.fork(&env.mm).unwrap();
+    env.write(&mut child, va, 2).unwrap();
+    let mine = |root: crate::addr::PhysAddr| {
+        env.mm
+            .trace
+            .events()
+            .into_iter()
+            .filter(move |e| e.root == root)
+            .map(|e| (e.addr, e.decision, e.rule))
+            .collect::<std::vec::Vec<_>>()
+    };
+    assert_eq!(
+        mine(parent.root()),
+        std::vec![
+            (va, Decision::NewPage, Rule::DoAnonymousPage),
+            (va + PAGE, Decision::ZeroPage, Rule::DoAnonymousPage),
+        ]
+    );
+    assert_eq!(
+        mine(child.root()),
+        std::vec![(va, Decision::Copy, Rule::WpCanReuseCopy)]
+    );
+    env.mm.trace.set_enabled(false);
+    env.write(&mut parent, va + PAGE, 3).unwrap();
+    assert_eq!(mine(parent.root()).len(), 2, "recorded while off");
+    env.finish(std::vec![parent, child]);
+}
