@@ -136,6 +136,11 @@ pub fn mremap(a: Args) -> SysResult {
         let had = old_len.saturating_add(0xfff) & !0xfff;
         rlimit::may_expand_vm(&current_aspace(), None, grow.saturating_sub(had))?;
     }
+    if a.get(3) & 4 != 0 {
+        // MREMAP_DONTUNMAP keeps the old range: the whole new range is growth.
+        let len = new_len.saturating_add(0xfff) & !0xfff;
+        rlimit::may_expand_vm(&current_aspace(), None, len)?;
+    }
     let va = current_aspace().lock().mremap(
         memory::mm(),
         a.get(0),

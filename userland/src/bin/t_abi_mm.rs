@@ -271,6 +271,78 @@ fn main() -> i32 {
     t.eq("after DONTNEED the page reads 0", peek(w), 0);
     t.eq("unknown advice", madvise(w, PAGE, 999), einval);
 
+    // MREMAP_DONTUNMAP: the data moves, the old range stays mapped and reads zeros.
+    const MAYMOVE: u32 = 1;
+    const FIXED: u32 = 2;
+    const DONTUNMAP: u32 = 4;
+    let d = fenced(2, RW);
+    poke(d, 5);
+    poke(d + PAGE, 6);
+    t.eq(
+        "DONTUNMAP without MAYMOVE",
+        mremap(d, 2 * PAGE, 2 * PAGE, DONTUNMAP),
+        einval,
+    );
+    t.eq(
+        "DONTUNMAP resizing",
+        mremap(d, 2 * PAGE, 3 * PAGE, MAYMOVE | DONTUNMAP),
+        einval,
+    );
+    let moved = mremap(d, 2 * PAGE, 2 * PAGE, MAYMOVE | DONTUNMAP);
+    t.check_why(
+        "DONTUNMAP moves",
+        moved.is_ok_and(|m| m != d),
+        format_args!("{moved:?}"),
+    );
+    if let Ok(m) = moved {
+        t.eq("the data moved", (peek(m), peek(m + PAGE)), (5, 6));
+        t.eq("the old range is empty, not unmapped", resident(d, 2), 0);
+        t.eq(
+            "the old range reads zeros",
+            (peek(d), peek(d + PAGE)),
+            (0, 0),
+        );
+        poke(d, 8);
+        t.eq("the old range is writable", peek(d), 8);
+        t.eq("and separate from the new", peek(m), 5);
+    }
+    let target = fenced(2, RW);
+    let src = fenced(1, RW);
+    poke(src, 3);
+    // SAFETY: mremap with a new address takes five arguments; no user memory is passed.
+    let r = unsafe {
+        raw(
+            25,
+            [
+                src,
+                PAGE,
+                PAGE,
+                (MAYMOVE | FIXED | DONTUNMAP) as usize,
+                target + PAGE,
+                0,
+            ],
+        )
+    };
+    t.eq("DONTUNMAP with FIXED", r, Ok(target + PAGE));
+    t.eq("FIXED target holds the data", peek(target + PAGE), 3);
+    t.eq("FIXED source reads zero", peek(src), 0);
+    // A shared mapping (Linux 5.13+): the old range still maps the same memory.
+    poke(shared, 1);
+    let sm = mremap(shared, PAGE, PAGE, MAYMOVE | DONTUNMAP);
+    t.check_why(
+        "DONTUNMAP of shared memory",
+        sm.is_ok(),
+        format_args!("{sm:?}"),
+    );
+    if let Ok(m) = sm {
+        poke(m, 4);
+        t.eq(
+            "both ranges see the shared page",
+            (peek(shared), peek(m)),
+            (4, 4),
+        );
+    }
+
     // /dev/zero: reads zeros, maps as anonymous memory.
     let z = open(c"/dev/zero", O_RDWR).unwrap_or(-1);
     t.check("open /dev/zero", z >= 0);

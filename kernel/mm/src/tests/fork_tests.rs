@@ -416,3 +416,39 @@ fn fault_trace_records_decisions_and_rules_only_when_on() {
     assert_eq!(mine(parent.root()).len(), 2, "recorded while off");
     env.finish(std::vec![parent, child]);
 }
+
+/// `MREMAP_DONTUNMAP`: the pages move (same frames, no copy), the old range stays mapped and
+/// reads zeros; resizing, a missing `MAYMOVE` and shared memory are `EINVAL`.
+#[test]
+fn mremap_dontunmap_moves_the_pages_and_leaves_the_range_empty() {
+    use crate::error::MmError;
+    use crate::mremap::MremapFlags;
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 2, Prot::RW);
+    env.write(&mut s, va, 5).unwrap();
+    env.write(&mut s, va + PAGE, 6).unwrap();
+    let frame = env.frame(&s, va);
+    let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+    let a = va.as_u64();
+    assert_eq!(
+        s.mremap(&env.mm, a, 2 * PAGE, 3 * PAGE, flags, 0),
+        Err(MmError::Inval)
+    );
+    assert_eq!(
+        s.mremap(&env.mm, a, 2 * PAGE, 2 * PAGE, MremapFlags::DONTUNMAP, 0),
+        Err(MmError::Inval)
+    );
+    let new = s.mremap(&env.mm, a, 2 * PAGE, 2 * PAGE, flags, 0).unwrap();
+    assert_ne!(new, va);
+    assert_eq!(env.frame(&s, new), frame, "the page was copied, not moved");
+    assert_eq!(env.read(&mut s, new + PAGE).unwrap(), 6);
+    assert!(s.translate(&env.mm, va).is_none(), "the old PTE stayed");
+    assert_eq!(
+        env.read(&mut s, va).unwrap(),
+        0,
+        "the old range is not empty"
+    );
+    env.check(&[&s]);
+    env.finish(std::vec![s]);
+}
