@@ -305,7 +305,9 @@ pub fn smaps(snap: &Snapshot, maps_text: &str) -> String {
     let Some(shared) = &snap.aspace else {
         return String::new();
     };
-    let (counts, vmas): (BTreeMap<VirtAddr, SmapsCounts>, Vec<(VirtAddr, u64, bool)>) = {
+    // Each VMA's start, size and whether it is locked, in `maps` order.
+    type VmaRow = (VirtAddr, u64, bool);
+    let (counts, vmas): (BTreeMap<VirtAddr, SmapsCounts>, Vec<VmaRow>) = {
         let aspace = shared.lock();
         let vmas = aspace
             .vmas()

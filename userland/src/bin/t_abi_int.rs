@@ -78,7 +78,7 @@ const ROWS: &[Row] = &[
     ("read(fd)", |m, f| sc(0, [m(f.file), 0, 0, 0, 0, 0])),
     ("write(fd)", |m, f| sc(1, [m(f.file), 0, 0, 0, 0, 0])),
     ("close(fd)", |m, f| {
-        let fd = dup(f.file).map_err(|e| e)?;
+        let fd = dup(f.file)?;
         sc(3, [m(fd), 0, 0, 0, 0, 0])
     }),
     ("fstat(fd)", |m, f| {
