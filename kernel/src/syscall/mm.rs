@@ -108,9 +108,39 @@ pub fn madvise(a: Args) -> SysResult {
         0..=3 | 14 | 15 => return Ok(0),
         other => Advice::from_linux(other)?,
     };
+    let len = a.get(1) as usize;
+    if matches!(advice, Advice::PopulateRead | Advice::PopulateWrite) && addr.is_page_aligned() {
+        return madvise_populate(addr.as_u64(), len, advice);
+    }
     current_aspace()
         .lock()
-        .madvise(memory::mm(), addr, a.get(1) as usize, advice)?;
+        .madvise(memory::mm(), addr, len, advice)?;
+    Ok(0)
+}
+
+/// `MADV_POPULATE_*` a chunk at a time (Linux `madvise_populate`: killable, rescheduling), so
+/// populating a huge mapping neither holds the address space nor the CPU for minutes.
+fn madvise_populate(addr: u64, len: usize, advice: Advice) -> SysResult {
+    const CHUNK: u64 = 2 << 20;
+    let end = addr
+        .checked_add(len as u64)
+        .map(|e| e.saturating_add(0xfff) & !0xfff)
+        .ok_or(Errno::EINVAL)?;
+    if end > cowlab_mm::aspace::USER_END {
+        return Err(Errno::ENOMEM);
+    }
+    let mut at = addr;
+    while at < end {
+        let n = (end - at).min(CHUNK);
+        current_aspace()
+            .lock()
+            .madvise(memory::mm(), VirtAddr::new(at), n as usize, advice)?;
+        at += n;
+        if crate::proc::fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
+        crate::proc::sched::cond_resched();
+    }
     Ok(0)
 }
 

@@ -168,6 +168,28 @@ fn main() -> i32 {
         Ok(0),
     );
 
+    // Across many 2 MiB chunks (cowlab populates a chunk at a time): 16 MiB, then a hole.
+    let big = mmap(0, 16 << 20, PROT_READ, ANON).unwrap_or(0);
+    t.eq(
+        "POPULATE_READ of 16 MiB",
+        madvise(big, 16 << 20, MADV_POPULATE_READ),
+        Ok(0),
+    );
+    let mut v = [0u8; 64];
+    let _ = mincore(big + (15 << 20), 64 * PAGE, &mut v);
+    t.eq(
+        "the last chunk is resident",
+        v.iter().filter(|&&b| b & 1 == 1).count(),
+        64,
+    );
+    let _ = munmap(big + (8 << 20), PAGE);
+    t.eq(
+        "POPULATE_READ of 16 MiB with a hole",
+        madvise(big, 16 << 20, MADV_POPULATE_READ),
+        enomem,
+    );
+    let _ = munmap(big, 16 << 20);
+
     // MADV_FREE: private anonymous only; the range reads back as its data or zeros.
     let f = fenced(2, RW);
     poke(f, 7);
