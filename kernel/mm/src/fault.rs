@@ -129,9 +129,6 @@ pub(crate) fn fault_inner<A: Arch>(
     let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
-    // What was done, for the fault trace (`trace.rs`): two bytes in registers; recorded only
-    // when tracing, behind the one branch below.
-    let mut decided = None;
     if !pte.is_mapping() {
         let anon = match vma.shmem_page(va) {
             None => {
@@ -143,11 +140,15 @@ pub(crate) fn fault_inner<A: Arch>(
                 false
             }
         };
-        decided = Some(match (anon, kind) {
-            (false, _) => (Decision::Shmem, Rule::ShmemFault),
-            (true, FaultKind::Write) => (Decision::NewPage, Rule::DoAnonymousPage),
-            (true, _) => (Decision::ZeroPage, Rule::DoAnonymousPage),
-        });
+        // The fault trace (`trace.rs`): one flag test when off; `do_wp_page` records its own.
+        if mm.trace.enabled() {
+            let decision = match (anon, kind) {
+                (false, _) => (Decision::Shmem, Rule::ShmemFault),
+                (true, FaultKind::Write) => (Decision::NewPage, Rule::DoAnonymousPage),
+                (true, _) => (Decision::ZeroPage, Rule::DoAnonymousPage),
+            };
+            mm.trace.record(aspace.root, va, kind, decision);
+        }
     } else {
         debug_assert!(
             pte.is_present() || (forced && !vma.prot().accessible()),
@@ -162,14 +163,9 @@ pub(crate) fn fault_inner<A: Arch>(
                 } else {
                     WpKind::Unshare
                 };
-                decided = Some(do_wp_page(mm, aspace.root, vma, slot, va, pte, wp)?);
+                do_wp_page(mm, aspace.root, vma, slot, va, pte, wp)?;
             }
             _ => {}
-        }
-    }
-    if mm.trace.enabled() {
-        if let Some(decision) = decided {
-            mm.trace.record(aspace.root, va, kind, decision);
         }
     }
     aspace.count_minor_fault();

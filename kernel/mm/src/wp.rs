@@ -12,6 +12,7 @@
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::error::FaultError;
+use crate::fault::FaultKind;
 use crate::faultstat::{self, Kind as StatKind, Phase};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
@@ -57,14 +58,22 @@ pub(crate) fn do_wp_page<A: Arch>(
     va: VirtAddr,
     pte: Pte,
     kind: WpKind,
-) -> Result<(Decision, Rule), FaultError> {
+) -> Result<(), FaultError> {
     if !vma.is_cow_mapping() {
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
         // `wp_page_shared`; with files it will notify the filesystem first).
         if kind == WpKind::Write {
             slot.set_bits(write_grant(vma));
         }
-        return Ok((Decision::SharedWrite, Rule::WpPageShared));
+        trace(
+            mm,
+            root,
+            va,
+            kind,
+            Decision::SharedWrite,
+            Rule::WpPageShared,
+        );
+        return Ok(());
     }
     let meta = mm.frames().meta(pte.frame());
     let flags = meta.flags();
@@ -72,14 +81,15 @@ pub(crate) fn do_wp_page<A: Arch>(
         // The zero page, or a shmem (later also file) page-cache page in a private mapping:
         // never written in place (SEMANTICS.md section 3).
         wp_page_copy(mm, root, vma, slot, va, pte, kind)?;
-        return Ok((Decision::Copy, Rule::NotAnon));
+        trace(mm, root, va, kind, Decision::Copy, Rule::NotAnon);
+        return Ok(());
     }
     let page = AnonPageState {
         exclusive: flags.contains(FrameFlags::ANON_EXCLUSIVE),
         mapcount: meta.mapcount(),
         refcount: meta.refcount(),
     };
-    let decided = match rules::wp_can_reuse(mm.era(), page) {
+    match rules::wp_can_reuse(mm.era(), page) {
         WpReuse::Exclusive => {
             // Unsharing an exclusive page is a no-op.
             if kind == WpKind::Write {
@@ -89,7 +99,14 @@ pub(crate) fn do_wp_page<A: Arch>(
             } else {
                 faultstat::kind(StatKind::Unshare);
             }
-            (Decision::Reuse, Rule::WpCanReuseExclusive)
+            trace(
+                mm,
+                root,
+                va,
+                kind,
+                Decision::Reuse,
+                Rule::WpCanReuseExclusive,
+            );
         }
         WpReuse::Proven => {
             if !page.exclusive {
@@ -111,15 +128,35 @@ pub(crate) fn do_wp_page<A: Arch>(
             } else {
                 Decision::Unshare
             };
-            (done, Rule::WpCanReuseProven)
+            trace(mm, root, va, kind, done, Rule::WpCanReuseProven);
         }
         WpReuse::Copy => {
             wp_page_copy(mm, root, vma, slot, va, pte, kind)?;
-            return Ok((Decision::Copy, Rule::WpCanReuseCopy));
+            trace(mm, root, va, kind, Decision::Copy, Rule::WpCanReuseCopy);
+            return Ok(());
         }
-    };
+    }
     faultstat::phase(Phase::Pte);
-    Ok(decided)
+    Ok(())
+}
+
+/// The fault trace's record of this decision: one flag test when tracing is off.
+#[inline(always)]
+fn trace<A: Arch>(
+    mm: &Mm<A>,
+    root: PhysAddr,
+    va: VirtAddr,
+    kind: WpKind,
+    decision: Decision,
+    rule: Rule,
+) {
+    if mm.trace.enabled() {
+        let kind = match kind {
+            WpKind::Write => FaultKind::Write,
+            WpKind::Unshare => FaultKind::Unshare,
+        };
+        mm.trace.record(root, va, kind, (decision, rule));
+    }
 }
 
 /// Writes go to the page in place (Linux `wp_page_reuse`). Gaining a permission needs no TLB
