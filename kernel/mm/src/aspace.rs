@@ -58,6 +58,8 @@ pub struct AddressSpace {
     minflt: AtomicU64,
     /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
     pub(crate) shared: Arc<MmShared>,
+    /// Where exec put argv/envp and what it ran (`layout.rs`).
+    pub(crate) layout: crate::layout::ExecLayout,
 }
 
 impl AddressSpace {
@@ -73,6 +75,7 @@ impl AddressSpace {
             def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
+            layout: Default::default(),
         })
     }
 
@@ -187,6 +190,7 @@ impl AddressSpace {
             def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
+            layout: self.layout.clone(),
         }
     }
 

@@ -19,6 +19,7 @@ use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
 use crate::stats;
+use crate::trace::{Decision, Rule};
 use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::wp::{do_wp_page, write_grant, WpKind};
 
@@ -129,9 +130,24 @@ pub(crate) fn fault_inner<A: Arch>(
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
-        match vma.shmem_page(va) {
-            None => do_anonymous_page(mm, vma, slot, kind)?,
-            Some((obj, index)) => do_shmem_fault(mm, vma, slot, obj, index, kind)?,
+        let anon = match vma.shmem_page(va) {
+            None => {
+                do_anonymous_page(mm, vma, slot, kind)?;
+                true
+            }
+            Some((obj, index)) => {
+                do_shmem_fault(mm, vma, slot, obj, index, kind)?;
+                false
+            }
+        };
+        // The fault trace (`trace.rs`): one flag test when off; `do_wp_page` records its own.
+        if mm.trace.enabled() {
+            let decision = match (anon, kind) {
+                (false, _) => (Decision::Shmem, Rule::ShmemFault),
+                (true, FaultKind::Write) => (Decision::NewPage, Rule::DoAnonymousPage),
+                (true, _) => (Decision::ZeroPage, Rule::DoAnonymousPage),
+            };
+            mm.trace.record(aspace.root, va, kind, decision);
         }
     } else {
         debug_assert!(

@@ -23,6 +23,7 @@ pub mod io_uring;
 pub mod iter;
 #[cfg(feature = "kcov")]
 pub mod kcov;
+pub mod memdev;
 pub mod memfd;
 pub mod mount;
 pub mod namei;
@@ -31,6 +32,7 @@ pub mod pipe;
 pub mod poll;
 pub mod proc_file;
 pub mod procfs;
+pub mod procpid;
 pub mod ramfs;
 pub mod rw;
 pub mod splice;
@@ -239,6 +241,21 @@ pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Er
         return Ok(Cow::Borrowed(f.0.data));
     }
     Err(Errno::EACCES)
+}
+
+/// The absolute path [`program_image`] loads for `path` (what `/proc/<pid>/exe` shows): from
+/// the working directory, or from `/` for a bare name found only there.
+pub fn program_path(path: &str) -> alloc::string::String {
+    if path.starts_with('/') || crate::proc::current_pid() == 0 {
+        return alloc::format!("/{}", path.trim_start_matches('/'));
+    }
+    // `at_path` leaves a path relative to `/` as it is.
+    match namei::at_path(None, path) {
+        Ok(full) if open(&full, 0).is_ok() || path.contains('/') => {
+            alloc::format!("/{}", full.trim_start_matches('/'))
+        }
+        _ => alloc::format!("/{path}"),
+    }
 }
 
 /// `fstat` of an open file.

@@ -418,6 +418,11 @@ trait SpecialDir: Send + Sync {
     fn flat(&self) -> bool {
         true
     }
+
+    /// The target of the symbolic link `name`: `None` if it is not one.
+    fn link(&self, _name: &str) -> Option<Result<String, Errno>> {
+        None
+    }
 }
 
 fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
@@ -457,6 +462,13 @@ impl<T: SpecialDir> DirInode for T {
         self.file(name, 0).ok_or(Errno::ENOENT)?.map(|_| false)
     }
 
+    fn readlink(&self, name: &str) -> Result<String, Errno> {
+        match self.link(name) {
+            Some(target) => target,
+            None => self.lookup(name).and(Err(Errno::EINVAL)),
+        }
+    }
+
     fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
         match self.lookup(name) {
             Ok(_) => Err(Errno::EEXIST),
@@ -491,7 +503,7 @@ impl<T: SpecialDir> DirInode for T {
     }
 }
 
-/// `/dev`: the console (`console`, `tty`), `null`, and `vda` when the machine has the disk.
+/// `/dev`: the console (`console`, `tty`), `null`, `zero`, `full`, `random`, `urandom`, and `vda` when the machine has the disk.
 pub struct DevDir;
 
 impl SpecialDir for DevDir {
@@ -502,6 +514,9 @@ impl SpecialDir for DevDir {
             "tty" if !super::tty::has_ctty() => return Some(Err(Errno::ENXIO)),
             "tty" => Box::new(console::Console),
             "null" => Box::new(null::Null),
+            "zero" | "full" | "random" | "urandom" => {
+                Box::new(super::memdev::MemDev::by_name(name)?)
+            }
             "vda" => {
                 return Some(
                     vda::device().map(|_| Box::new(vda::VdaFile::open()) as Box<dyn FileOps>),
@@ -544,5 +559,9 @@ impl SpecialDir for ProcDir {
 
     fn flat(&self) -> bool {
         false
+    }
+
+    fn link(&self, name: &str) -> Option<Result<String, Errno>> {
+        procfs::readlink(name)
     }
 }

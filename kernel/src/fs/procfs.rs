@@ -20,6 +20,7 @@ use core::fmt::Write;
 use cowlab_mm::vma::{Backing, Sharing};
 use cowlab_mm::{gup, MmError, VirtAddr};
 
+use super::procpid;
 use crate::errno::Errno;
 use crate::proc::{current_pid, Pid, TABLE};
 use crate::{memory, vm};
@@ -35,6 +36,15 @@ pub enum ProcWhat {
     MmStat,
     /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
     FaultStat,
+    /// `/proc/cowlab/trace`: the fault trace (`cowlab_mm::trace`); write 1 or 0 to switch it.
+    Trace,
+    /// `/proc/<pid>/{stat,status,cmdline,comm,smaps,smaps_rollup}` (`procpid`).
+    Stat,
+    Status,
+    Cmdline,
+    Comm,
+    Smaps,
+    SmapsRollup,
 }
 
 /// An open `/proc` file.
@@ -59,6 +69,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
                 what: ProcWhat::MmStat,
             }))
         }
+        "cowlab/trace" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::Trace,
+            }))
+        }
         "cowlab/faultstat" if cowlab_mm::faultstat::ENABLED => {
             return Some(Ok(ProcFile {
                 pid: 0,
@@ -77,6 +93,22 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             Err(_) => return Some(Err(Errno::ENOENT)),
         },
     };
+    // The process views describe zombies too (Linux shows them until reaped).
+    let view = match name {
+        "stat" => Some(ProcWhat::Stat),
+        "status" => Some(ProcWhat::Status),
+        "cmdline" => Some(ProcWhat::Cmdline),
+        "comm" => Some(ProcWhat::Comm),
+        "smaps" => Some(ProcWhat::Smaps),
+        "smaps_rollup" => Some(ProcWhat::SmapsRollup),
+        _ => None,
+    };
+    if let Some(what) = view {
+        return Some(match procpid::snapshot(pid) {
+            Ok(_) => Ok(ProcFile { pid, what }),
+            Err(_) => Err(Errno::ENOENT),
+        });
+    }
     if aspace(pid).is_err() {
         return Some(Err(Errno::ENOENT));
     }
@@ -90,6 +122,30 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
     Some(Ok(ProcFile { pid, what }))
 }
 
+/// The target of a link under `/proc`: `self` (the caller's pid), `<pid>/exe` and
+/// `<pid>/cwd`; `None` if `name` (below `/proc/`) is not one of them.
+pub fn readlink(name: &str) -> Option<Result<String, Errno>> {
+    if name == "self" {
+        return Some(Ok(format!("{}", current_pid())));
+    }
+    let (who, link) = name.split_once('/')?;
+    if link != "exe" && link != "cwd" {
+        return None;
+    }
+    let pid = match who {
+        "self" => current_pid(),
+        n => n.parse::<Pid>().ok()?,
+    };
+    let snap = match procpid::snapshot(pid) {
+        Ok(s) => s,
+        Err(_) => return Some(Err(Errno::ENOENT)),
+    };
+    Some(match link {
+        "exe" => procpid::exe(&snap),
+        _ => Ok(procpid::cwd(&snap)),
+    })
+}
+
 impl ProcFile {
     /// `/proc/<pid>/mem` offsets are addresses: any 64-bit value, kernel ones included, is a
     /// valid position (Linux `FMODE_UNSIGNED_OFFSET` and `mem_lseek`).
@@ -99,7 +155,10 @@ impl ProcFile {
 
     /// Whether the file may be opened for writing.
     pub fn writable(&self) -> bool {
-        matches!(self.what, ProcWhat::ClearRefs | ProcWhat::Mem)
+        matches!(
+            self.what,
+            ProcWhat::ClearRefs | ProcWhat::Mem | ProcWhat::Trace
+        )
     }
 
     /// Reads up to `len` bytes at `offset`.
@@ -111,6 +170,31 @@ impl ProcFile {
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
+            ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
+            ProcWhat::Stat
+            | ProcWhat::Status
+            | ProcWhat::Cmdline
+            | ProcWhat::Comm
+            | ProcWhat::Smaps
+            | ProcWhat::SmapsRollup => {
+                let snap = procpid::snapshot(self.pid)?;
+                let bytes = match self.what {
+                    ProcWhat::Stat => procpid::stat(&snap).into_bytes(),
+                    ProcWhat::Status => procpid::status(&snap).into_bytes(),
+                    ProcWhat::Cmdline => procpid::cmdline(&snap)?,
+                    ProcWhat::Comm => procpid::comm(&snap).into_bytes(),
+                    ProcWhat::Smaps => {
+                        let maps = if snap.aspace.is_some() {
+                            self.maps()?
+                        } else {
+                            String::new()
+                        };
+                        procpid::smaps(&snap, &maps).into_bytes()
+                    }
+                    _ => procpid::smaps_rollup(&snap).into_bytes(),
+                };
+                Ok(slice_bytes(bytes, offset, len))
+            }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
                 let mut buf = alloc::vec![0u8; user_len(offset, len)?];
@@ -140,6 +224,14 @@ impl ProcFile {
                     }
                     _ => Err(Errno::EINVAL),
                 }
+            }
+            ProcWhat::Trace => {
+                match data.first() {
+                    Some(b'1') => memory::mm().trace.set_enabled(true),
+                    Some(b'0') => memory::mm().trace.set_enabled(false),
+                    _ => return Err(Errno::EINVAL),
+                }
+                Ok(data.len())
             }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
@@ -334,7 +426,10 @@ fn faultstat() -> String {
 }
 
 fn slice(text: String, offset: u64, len: usize) -> Vec<u8> {
-    let bytes = text.into_bytes();
+    slice_bytes(text.into_bytes(), offset, len)
+}
+
+fn slice_bytes(bytes: Vec<u8>, offset: u64, len: usize) -> Vec<u8> {
     let start = (offset.min(bytes.len() as u64)) as usize;
     let end = start + len.min(bytes.len() - start);
     bytes[start..end].to_vec()

@@ -55,6 +55,9 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         irq if irq >= vector::PIC_BASE => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
+            if irq == vector::TIMER {
+                crate::proc::cputime::account_tick(false);
+            }
             interrupt(irq - vector::PIC_BASE)
         }
         _ => dump::die(frame),
@@ -92,6 +95,9 @@ fn user_trap(frame: &mut TrapFrame) {
         irq if irq >= vector::PIC_BASE => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
+            if irq == vector::TIMER {
+                crate::proc::cputime::account_tick(true);
+            }
             interrupt(irq - vector::PIC_BASE);
             if irq == vector::TIMER {
                 crate::proc::sched::yield_now();

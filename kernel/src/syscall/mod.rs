@@ -6,6 +6,7 @@
 //! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
 //! answer `ENOSYS` and are logged once each.
 
+mod abi;
 mod admit;
 pub mod entry;
 mod fs;
@@ -48,9 +49,11 @@ static UNKNOWN_LOGGED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 /// Runs the system call in `frame` and stores its result in `frame.rax`.
 pub fn dispatch(frame: &mut TrapFrame) {
     let nr = frame.rax;
-    let args = Args([
+    let mut regs = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-    ]);
+    ];
+    abi::narrow(nr, &mut regs);
+    let args = Args(regs);
     let result = admit::admit(nr).and_then(|()| call(nr, args, frame));
     frame.rax = match result {
         Ok(value) => value,
@@ -84,6 +87,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         22 => fs::pipe2(a.get(0), 0),
         24 => proc::sched_yield(),
         25 => mm::mremap(a),
+        27 => mm::mincore(a),
         28 => mm::madvise(a),
         32 => fs::dup(a),
         33 => fs::dup2(a),
@@ -94,7 +98,8 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         38 => signal::setitimer(a),
         39 => proc::getpid(),
         56 => proc::clone(a, frame),
-        57 | 58 => proc::fork(frame),
+        57 => proc::fork(frame),
+        58 => proc::vfork(frame),
         59 => proc::execve(a, frame),
         60 => proc::exit(a),
         61 => proc::wait4(a),
@@ -119,6 +124,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         97 => info::getrlimit(a),
         98 => proc::getrusage(a),
         99 => info::sysinfo(a),
+        100 => proc::times(a),
         102 | 104 | 107 | 108 => Ok(0),
         110 => proc::getppid(),
         // tty: process groups and sessions, poll/select.
@@ -131,6 +137,9 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         112 => proc::setsid(),
         121 => proc::getpgid(a),
         124 => proc::getsid(a),
+        // abimisc: the id calls beside getuid/getgid (102..108 above).
+        115 => proc::getgroups(a),
+        118 | 120 => proc::getres_ids(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),
@@ -194,8 +203,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         425 => fs::io_uring_setup(a),
         426 => fs::io_uring_enter(a),
         427 => fs::io_uring_register(a),
-        // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
-        435 => Err(Errno::ENOSYS),
+        435 => proc::clone3(a, frame),
         _ => {
             let bit = nr.min(511);
             let word = &UNKNOWN_LOGGED[(bit / 64) as usize];

@@ -249,7 +249,12 @@ fn run_child(prog: &Prog, kcov: Option<&Kcov>, clean_ns: &mut u64) -> Outcome {
             // A call may block forever, as on Linux: SIGALRM (its default action kills; the
             // call table can neither block, catch nor ignore a signal) ends the child at the
             // deadline.
-            let timer = [0u64, 0, CHILD_DEADLINE_MS / 1000, CHILD_DEADLINE_MS % 1000 * 1000];
+            let timer = [
+                0u64,
+                0,
+                CHILD_DEADLINE_MS / 1000,
+                CHILD_DEADLINE_MS % 1000 * 1000,
+            ];
             // SAFETY: setitimer(ITIMER_REAL) reads the timer from a local.
             let _ = unsafe { raw(SETITIMER, [0, timer.as_ptr() as usize, 0, 0, 0, 0]) };
             if let Some(k) = kcov {
