@@ -31,6 +31,7 @@ pub mod null;
 pub mod pipe;
 pub mod poll;
 pub mod proc_file;
+pub mod procdir;
 pub mod procfs;
 pub mod procpid;
 pub mod ramfs;

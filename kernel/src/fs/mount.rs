@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use super::file::{DirEntry, FileOps, OpenFile, DT_DIR, DT_REG};
 use super::stat::ST_RDONLY;
 use super::tmpfs_file::{TmpDir, TmpfsFile};
-use super::{console, guptest, null, procfs, ramfs, tmpfs, vda};
+use super::{console, guptest, null, procdir, procfs, ramfs, tmpfs, vda};
 use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
 use crate::errno::Errno;
 use crate::ramdisk;
@@ -423,6 +423,21 @@ trait SpecialDir: Send + Sync {
     fn link(&self, _name: &str) -> Option<Result<String, Errno>> {
         None
     }
+
+    /// The directory `name` (`None`: the mount's root) opened: `None` if it is not one (the
+    /// root of a directory without one cannot be opened or listed).
+    fn dir(&self, _name: Option<&str>) -> Option<Box<dyn FileOps>> {
+        None
+    }
+}
+
+/// A directory opened for reading only (Linux `may_open`: `EISDIR` for write access or
+/// `O_CREAT`).
+fn open_dir_only(dir: Box<dyn FileOps>, flags: u32) -> Result<Box<dyn FileOps>, Errno> {
+    if flags & O_ACCMODE != 0 || flags & O_CREAT != 0 {
+        return Err(Errno::EISDIR);
+    }
+    Ok(dir)
 }
 
 fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
@@ -434,8 +449,8 @@ fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
 }
 
 impl<T: SpecialDir> DirInode for T {
-    fn open_self(&self, _flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
-        Err(Errno::ENOENT)
+    fn open_self(&self, flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
+        open_dir_only(self.dir(None).ok_or(Errno::ENOENT)?, flags)
     }
 
     fn open(
@@ -448,6 +463,9 @@ impl<T: SpecialDir> DirInode for T {
         if let Some(e) = special_error(self, name) {
             return Err(e);
         }
+        if let Some(dir) = self.dir(Some(name)) {
+            return open_dir_only(dir, flags);
+        }
         let file = self.file(name, flags).ok_or(Errno::ENOENT)??;
         if trailing_slash || flags & O_DIRECTORY != 0 {
             return Err(Errno::ENOTDIR);
@@ -458,6 +476,9 @@ impl<T: SpecialDir> DirInode for T {
     fn lookup(&self, name: &str) -> Result<bool, Errno> {
         if let Some(e) = special_error(self, name) {
             return Err(e);
+        }
+        if self.dir(Some(name)).is_some() {
+            return Ok(true);
         }
         self.file(name, 0).ok_or(Errno::ENOENT)?.map(|_| false)
     }
@@ -499,7 +520,7 @@ impl<T: SpecialDir> DirInode for T {
     }
 
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        Err(Errno::ENOENT)
+        self.dir(None).ok_or(Errno::ENOENT)?.getdents()
     }
 }
 
@@ -563,5 +584,13 @@ impl SpecialDir for ProcDir {
 
     fn link(&self, name: &str) -> Option<Result<String, Errno>> {
         procfs::readlink(name)
+    }
+
+    /// `/proc` itself and `/proc/<pid>` (`self` too) are directories (`procdir`).
+    fn dir(&self, name: Option<&str>) -> Option<Box<dyn FileOps>> {
+        Some(match name {
+            None => Box::new(procdir::ProcDirFile::root()),
+            Some(n) => Box::new(procdir::ProcDirFile::pid(procdir::pid_of(n)?)),
+        })
     }
 }

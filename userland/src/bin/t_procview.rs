@@ -47,6 +47,35 @@ fn slurp(path: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The names a directory lists (`getdents64` in small batches), or `None` if it cannot be
+/// opened as one.
+fn dir_names(path: &str) -> Option<Vec<String>> {
+    let mut cpath = Vec::from(path.as_bytes());
+    cpath.push(0);
+    let fd = open(
+        core::ffi::CStr::from_bytes_with_nul(&cpath).ok()?,
+        O_RDONLY | O_DIRECTORY,
+    )
+    .ok()?;
+    let mut names = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = getdents64(fd, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut at = 0;
+        while at + 19 < n {
+            let reclen = u16::from_le_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            let name = &buf[at + 19..at + reclen];
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            names.push(String::from_utf8_lossy(&name[..len]).into_owned());
+            at += reclen;
+        }
+    }
+    let _ = close(fd);
+    Some(names)
+}
+
 fn text(path: &str) -> String {
     String::from_utf8(slurp(path).unwrap_or_default()).unwrap_or_default()
 }
@@ -320,6 +349,38 @@ fn main() -> i32 {
     }
     let _ = close(r);
     let _ = close(w);
+
+    // /proc lists every process as a directory (how `ps` finds them), /proc/<pid>/ its files.
+    let root = dir_names("/proc").unwrap_or_default();
+    let me = format!("{pid}");
+    t.check_why(
+        "/proc lists our pid, self and meminfo",
+        root.contains(&me)
+            && root.iter().any(|n| n == "self")
+            && root.iter().any(|n| n == "meminfo"),
+        format_args!("{root:?}"),
+    );
+    t.check_why(
+        "/proc lists our parent",
+        root.contains(&format!("{}", getppid())),
+        format_args!("{root:?}"),
+    );
+    let own = dir_names(&format!("/proc/{pid}")).unwrap_or_default();
+    t.check_why(
+        "/proc/<pid>/ lists stat, status, cmdline, maps, exe",
+        ["stat", "status", "cmdline", "maps", "exe"]
+            .iter()
+            .all(|n| own.iter().any(|o| o == n)),
+        format_args!("{own:?}"),
+    );
+    t.check(
+        "/proc/self/ is the same directory",
+        dir_names("/proc/self/").is_some_and(|n| n.iter().any(|o| o == "smaps_rollup")),
+    );
+    t.check(
+        "/proc/999999/ is not a directory",
+        dir_names("/proc/999999").is_none(),
+    );
 
     // A new session: its own group and session, no controlling terminal (tty_nr 0, tpgid -1).
     match fork() {
