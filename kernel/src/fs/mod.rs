@@ -88,6 +88,9 @@ impl FdTable {
     /// Descriptors 0, 1, 2 on the console (what `init` starts with).
     pub fn with_console() -> FdTable {
         let console = OpenFile::new(Box::new(console::Console), O_RDWR);
+        console
+            .path
+            .call_once(|| alloc::string::String::from("/dev/console"));
         let fd = Fd {
             file: console,
             cloexec: false,
@@ -169,6 +172,15 @@ impl FdTable {
         closed
     }
 
+    /// The open descriptors and their files, lowest first (`/proc/<pid>/fd/`).
+    pub fn files(&self) -> Vec<(usize, Arc<OpenFile>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_ref()?.file.clone())))
+            .collect()
+    }
+
     /// Takes every descriptor (exit).
     pub fn take_all(&mut self) -> Vec<Fd> {
         self.slots.drain(..).flatten().collect()
@@ -197,18 +209,25 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();
     let walk = mount::walk(path);
     let dir = walk.mount.root;
-    let ops = match walk.name {
+    let ops = match &walk.name {
         None => dir.open_self(flags, mode)?,
         // O_TMPFILE names a directory: an existing file is not one.
         Some(name) if tmpfile => {
-            return Err(match dir.lookup(&name) {
+            return Err(match dir.lookup(name) {
                 Ok(_) => Errno::ENOTDIR,
                 Err(e) => e,
             })
         }
-        Some(name) => dir.open(&name, walk.trailing_slash, flags, mode)?,
+        Some(name) => dir.open(name, walk.trailing_slash, flags, mode)?,
     };
-    Ok(OpenFile::new(ops, status))
+    let file = OpenFile::new(ops, status);
+    let mount = walk.mount.path;
+    file.path.call_once(|| match (&walk.name, mount) {
+        (None, m) => alloc::string::String::from(m),
+        (Some(name), "/") => alloc::format!("/{name}"),
+        (Some(name), m) => alloc::format!("{m}/{name}"),
+    });
+    Ok(file)
 }
 
 /// The bytes of the program `path` for execve (Linux `do_open_execat` + `kernel_read`): `path`

@@ -586,11 +586,12 @@ impl SpecialDir for ProcDir {
         procfs::readlink(name)
     }
 
-    /// `/proc` itself and `/proc/<pid>` (`self` too) are directories (`procdir`).
+    /// `/proc` itself, `/proc/<pid>` (`self` too) and `/proc/<pid>/fd` are directories
+    /// (`procdir`).
     fn dir(&self, name: Option<&str>) -> Option<Box<dyn FileOps>> {
         Some(match name {
             None => Box::new(procdir::ProcDirFile::root()),
-            Some(n) => Box::new(procdir::ProcDirFile::pid(procdir::pid_of(n)?)),
+            Some(n) => Box::new(procdir::ProcDirFile::named(n)?),
         })
     }
 }

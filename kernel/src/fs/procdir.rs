@@ -1,15 +1,18 @@
 //! The directories of `/proc`: the root (Linux `proc_root_readdir`: its own files, then one
 //! directory per process, which is how `ps` finds them) and `/proc/<pid>/`
-//! (`proc_pident_readdir` over the files `procfs` serves). Listing takes the process table's
+//! (`proc_pident_readdir` over the files `procfs` serves) with its `fd/` (`proc_readfd`: one
+//! link per open descriptor, naming the path the file was opened by). Listing takes the process table's
 //! lock once; a process that exits afterwards simply fails its later lookups (`ENOENT`), as on
 //! Linux.
 #![deny(unsafe_code)]
 
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
+use super::file::OpenFile;
 use super::file::{DirEntry, FileOps, Kiocb, Seek, DT_DIR, DT_REG};
 use super::iter::IoIter;
 use super::stat::{
@@ -31,6 +34,7 @@ const PID_ENTRIES: &[(&str, u8)] = &[
     ("comm", DT_REG),
     ("cwd", DT_LNK),
     ("exe", DT_LNK),
+    ("fd", DT_DIR),
     ("maps", DT_REG),
     ("mem", DT_REG),
     ("pagemap", DT_REG),
@@ -62,30 +66,81 @@ pub fn pid_of(name: &str) -> Option<Pid> {
     pids().contains(&pid).then_some(pid)
 }
 
-/// A `/proc` directory opened: the root (`pid` `None`) or `/proc/<pid>/`.
+/// The open files of process `pid` by descriptor (`None` if it has exited). The files are
+/// cloned under the task table's and the descriptor table's locks and must be dropped after
+/// both are released (dropping a pipe end wakes sleepers).
+pub fn fds_of(pid: Pid) -> Option<Vec<(usize, Arc<OpenFile>)>> {
+    let fds = {
+        let table = TABLE.lock();
+        let task = table
+            .get(&pid)
+            .filter(|t| t.is_leader() && !matches!(t.state, State::Dead | State::Zombie(_)))?;
+        task.fds.files()
+    };
+    Some(fds)
+}
+
+/// `/proc/<pid>/fd/<n>`'s target (Linux `proc_fd_link`): `ENOENT` if the descriptor is not
+/// open.
+pub fn fd_link(pid: Pid, fd: &str) -> Result<String, Errno> {
+    let n: usize = fd.parse().map_err(|_| Errno::ENOENT)?;
+    let files = fds_of(pid).ok_or(Errno::ENOENT)?;
+    let file = files.iter().find(|(i, _)| *i == n).ok_or(Errno::ENOENT)?;
+    Ok(file.1.link_target())
+}
+
+/// Which `/proc` directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Root,
+    Pid(Pid),
+    /// `/proc/<pid>/fd/`.
+    Fds(Pid),
+}
+
+/// A `/proc` directory opened: the root, `/proc/<pid>/` or `/proc/<pid>/fd/`.
 pub struct ProcDirFile {
-    pid: Option<Pid>,
+    which: Which,
     path: String,
 }
 
 impl ProcDirFile {
     pub fn root() -> ProcDirFile {
         ProcDirFile {
-            pid: None,
+            which: Which::Root,
             path: String::from("/proc"),
         }
     }
 
     pub fn pid(pid: Pid) -> ProcDirFile {
         ProcDirFile {
-            pid: Some(pid),
+            which: Which::Pid(pid),
             path: format!("/proc/{pid}"),
         }
     }
 
+    /// The directory `name` below `/proc` (`<pid>`, `self`, `<pid>/fd`), if it is one.
+    pub fn named(name: &str) -> Option<ProcDirFile> {
+        match name.split_once('/') {
+            None => Some(ProcDirFile::pid(pid_of(name)?)),
+            Some((who, "fd")) => {
+                let pid = pid_of(who)?;
+                fds_of(pid)?;
+                Some(ProcDirFile {
+                    which: Which::Fds(pid),
+                    path: format!("/proc/{pid}/fd"),
+                })
+            }
+            Some(_) => None,
+        }
+    }
+
     fn ino(&self) -> u64 {
-        self.pid
-            .map_or(PROC_ROOT_INO, |p| PID_DIR_INO + u64::from(p))
+        match self.which {
+            Which::Root => PROC_ROOT_INO,
+            Which::Pid(p) => PID_DIR_INO + u64::from(p) * 2,
+            Which::Fds(p) => PID_DIR_INO + u64::from(p) * 2 + 1,
+        }
     }
 }
 
@@ -115,23 +170,34 @@ impl FileOps for ProcDirFile {
 
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
         let entry = |name: String, ino, kind| DirEntry { name, ino, kind };
+        let parent = match self.which {
+            Which::Fds(p) => PID_DIR_INO + u64::from(p) * 2,
+            _ => PROC_ROOT_INO,
+        };
         let mut out = alloc::vec![
             entry(String::from("."), self.ino(), DT_DIR),
-            entry(String::from(".."), PROC_ROOT_INO, DT_DIR),
+            entry(String::from(".."), parent, DT_DIR),
         ];
-        match self.pid {
-            None => {
+        match self.which {
+            Which::Root => {
                 out.push(entry(String::from("meminfo"), 2, DT_REG));
                 out.push(entry(String::from("self"), 3, DT_LNK));
                 for pid in pids() {
                     out.push(entry(
                         format!("{pid}"),
-                        PID_DIR_INO + u64::from(pid),
+                        PID_DIR_INO + u64::from(pid) * 2,
                         DT_DIR,
                     ));
                 }
             }
-            Some(pid) => {
+            Which::Fds(pid) => {
+                let files = fds_of(pid).ok_or(Errno::ENOENT)?;
+                let base = 0x8000_0000 + u64::from(pid) * 0x1_0000;
+                for (fd, _) in &files {
+                    out.push(entry(format!("{fd}"), base + *fd as u64, DT_LNK));
+                }
+            }
+            Which::Pid(pid) => {
                 // A reaped process's directory lists nothing more (Linux: `ENOENT`).
                 if !pids().contains(&pid) {
                     return Err(Errno::ENOENT);

@@ -129,6 +129,10 @@ pub fn readlink(name: &str) -> Option<Result<String, Errno>> {
         return Some(Ok(format!("{}", current_pid())));
     }
     let (who, link) = name.split_once('/')?;
+    if let Some(fd) = link.strip_prefix("fd/") {
+        let pid = super::procdir::pid_of(who)?;
+        return Some(super::procdir::fd_link(pid, fd));
+    }
     if link != "exe" && link != "cwd" {
         return None;
     }

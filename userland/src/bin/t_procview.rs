@@ -505,6 +505,55 @@ fn main() -> i32 {
         readlink_str(c"/proc/self/cwd"),
         Ok(cwd),
     );
+    // fd/: one link per open descriptor, naming the path it was opened by.
+    let null = open(c"/dev/null", O_RDONLY).unwrap_or(-1);
+    let [pr, pw] = pipe().unwrap_or([-1, -1]);
+    let fds = dir_names("/proc/self/fd").unwrap_or_default();
+    t.check_why(
+        "/proc/self/fd lists the open descriptors",
+        [null, pr, pw]
+            .iter()
+            .all(|fd| fds.contains(&format!("{fd}"))),
+        format_args!("{fds:?}"),
+    );
+    let link = |fd: i32| {
+        let mut path = Vec::from(format!("/proc/self/fd/{fd}").as_bytes());
+        path.push(0);
+        core::ffi::CStr::from_bytes_with_nul(&path)
+            .map_err(|_| Errno(errno::EINVAL))
+            .and_then(readlink_str)
+    };
+    t.eq(
+        "fd link of /dev/null",
+        link(null),
+        Ok(String::from("/dev/null")),
+    );
+    let pipe_link = link(pr).unwrap_or_default();
+    t.check_why(
+        "fd link of a pipe is pipe:[ino]",
+        pipe_link.starts_with("pipe:[")
+            && pipe_link.ends_with(']')
+            && link(pw) == Ok(pipe_link.clone()),
+        &pipe_link,
+    );
+    // A high descriptor: the listing's own directory descriptor takes the lowest free one.
+    let high = dup2(null, 40).unwrap_or(-1);
+    let _ = close(null);
+    let _ = close(high);
+    t.eq(
+        "a closed descriptor has no link",
+        link(high),
+        Err(Errno(errno::ENOENT)),
+    );
+    t.check_why(
+        "a closed descriptor is not listed",
+        !dir_names(&format!("/proc/{pid}/fd"))
+            .unwrap_or_default()
+            .contains(&format!("{high}")),
+        format_args!("{high}"),
+    );
+    let _ = close(pr);
+    let _ = close(pw);
     t.eq(
         "a pid that does not exist",
         slurp("/proc/999999/stat").is_none(),
