@@ -133,6 +133,11 @@ impl AddressSpace {
         self.shared.has_pinned()
     }
 
+    /// This address space's COW fault outcomes so far (`cowstat`; `/proc/<pid>/cowlab`).
+    pub fn cow_counts(&self) -> crate::cowstat::CowSnapshot {
+        self.shared.cow.snapshot()
+    }
+
     /// The lock-free part of this address space, for a scheduler that must set and clear
     /// `mm_cpumask` bits without the address-space lock (clone the `Arc` into the task).
     pub fn shared(&self) -> &Arc<MmShared> {

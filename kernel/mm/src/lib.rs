@@ -24,6 +24,7 @@ pub mod arch;
 pub mod aspace;
 mod brk;
 pub mod check;
+pub mod cowstat;
 pub mod era;
 pub mod error;
 mod exit;

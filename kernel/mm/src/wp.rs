@@ -11,6 +11,7 @@
 
 use crate::addr::VirtAddr;
 use crate::arch::Arch;
+use crate::cowstat::CowCounts;
 use crate::error::FaultError;
 use crate::fault::FaultKind;
 use crate::faultstat::{self, Kind as StatKind, Phase};
@@ -76,12 +77,14 @@ pub(crate) fn do_wp_page<A: Arch>(
         );
         return Ok(());
     }
+    CowCounts::inc(&shared.cow.faults);
     let meta = mm.frames().meta(pte.frame());
     let flags = meta.flags();
     if !flags.contains(FrameFlags::ANON) {
         // The zero page, or a shmem (later also file) page-cache page in a private mapping:
         // never written in place (SEMANTICS.md section 3).
         wp_page_copy(mm, shared, vma, slot, va, pte, kind)?;
+        CowCounts::inc(&shared.cow.copies);
         trace(mm, shared, va, kind, Decision::Copy, Rule::NotAnon);
         return Ok(());
     }
@@ -96,8 +99,10 @@ pub(crate) fn do_wp_page<A: Arch>(
             if kind == WpKind::Write {
                 wp_page_reuse(vma, slot);
                 stats::inc(&mm.counters.wp_reuses_exclusive);
+                CowCounts::inc(&shared.cow.reuses);
                 faultstat::kind(StatKind::CowReuse);
             } else {
+                CowCounts::inc(&shared.cow.unshares);
                 faultstat::kind(StatKind::Unshare);
             }
             trace(
@@ -117,10 +122,12 @@ pub(crate) fn do_wp_page<A: Arch>(
                 WpKind::Write => {
                     wp_page_reuse(vma, slot);
                     stats::inc(&mm.counters.wp_reuses_proven);
+                    CowCounts::inc(&shared.cow.reuses);
                     faultstat::kind(StatKind::CowReuse);
                 }
                 WpKind::Unshare => {
                     stats::inc(&mm.counters.unshares);
+                    CowCounts::inc(&shared.cow.unshares);
                     faultstat::kind(StatKind::Unshare);
                 }
             }
@@ -133,6 +140,7 @@ pub(crate) fn do_wp_page<A: Arch>(
         }
         WpReuse::Copy => {
             wp_page_copy(mm, shared, vma, slot, va, pte, kind)?;
+            CowCounts::inc(&shared.cow.copies);
             trace(mm, shared, va, kind, Decision::Copy, Rule::WpCanReuseCopy);
             return Ok(());
         }

@@ -32,6 +32,7 @@ const PID_ENTRIES: &[(&str, u8)] = &[
     ("clear_refs", DT_REG),
     ("cmdline", DT_REG),
     ("comm", DT_REG),
+    ("cowlab", DT_REG),
     ("cwd", DT_LNK),
     ("exe", DT_LNK),
     ("fd", DT_DIR),

@@ -45,6 +45,8 @@ pub enum ProcWhat {
     Comm,
     Smaps,
     SmapsRollup,
+    /// `/proc/<pid>/cowlab`: the process's COW fault outcomes (`cowlab_mm::cowstat`).
+    Cowlab,
 }
 
 /// An open `/proc` file.
@@ -117,6 +119,7 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         "clear_refs" => ProcWhat::ClearRefs,
         "maps" => ProcWhat::Maps,
         "mem" => ProcWhat::Mem,
+        "cowlab" => ProcWhat::Cowlab,
         _ => return Some(Err(Errno::ENOENT)),
     };
     Some(Ok(ProcFile { pid, what }))
@@ -198,6 +201,14 @@ impl ProcFile {
                     _ => procpid::smaps_rollup(&snap).into_bytes(),
                 };
                 Ok(slice_bytes(bytes, offset, len))
+            }
+            ProcWhat::Cowlab => {
+                let c = aspace(self.pid)?.lock().cow_counts();
+                let text = format!(
+                    "faults {}\ncopies {}\nreuses {}\nunshares {}\n",
+                    c.faults, c.copies, c.reuses, c.unshares
+                );
+                Ok(slice(text, offset, len))
             }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, getpid, getppid, Errno};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -164,6 +164,21 @@ fn fenced(pages: usize) -> usize {
     let base = mmap(0, (pages + 2) * PAGE, 0, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
     let _ = mprotect(base + PAGE, pages * PAGE, PROT_READ | PROT_WRITE);
     base + PAGE
+}
+
+/// `/proc/self/cowlab`'s counters: faults, copies, reuses, unshares.
+fn cow_counts() -> Option<[u64; 4]> {
+    let text = text("/proc/self/cowlab");
+    let mut out = [0u64; 4];
+    for (i, key) in ["faults", "copies", "reuses", "unshares"]
+        .iter()
+        .enumerate()
+    {
+        out[i] = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())?;
+    }
+    Some(out)
 }
 
 fn touch(addr: usize, pages: usize) {
@@ -381,6 +396,53 @@ fn main() -> i32 {
         "/proc/999999/ is not a directory",
         dir_names("/proc/999999").is_none(),
     );
+
+    // cowlab's per-process COW counters (no such file on Linux): a fork child writing pages the
+    // parent still maps copies them; the parent writing them after the child is gone reuses
+    // them in place.
+    if on_cowlab() {
+        let pages = 8;
+        let area = fenced(pages);
+        touch(area, pages);
+        let before = cow_counts().unwrap_or_default();
+        match fork() {
+            Ok(0) => {
+                let start = cow_counts();
+                touch(area, pages);
+                let end = cow_counts();
+                let ok = match (start, end) {
+                    (Some(a), Some(b)) => {
+                        b[1] - a[1] >= pages as u64 && b[0] - a[0] >= b[1] - a[1] && b[2] >= a[2]
+                    }
+                    _ => false,
+                };
+                exit_now(if ok { 0 } else { 1 });
+            }
+            Ok(child) => {
+                let r = waitpid(child, 0);
+                t.check_why(
+                    "cowlab: the child's writes to shared pages count as faults and copies",
+                    r.is_ok_and(|(_, s)| wifexited(s) && wexitstatus(s) == 0),
+                    format_args!("{r:?}"),
+                );
+                let mid = cow_counts().unwrap_or_default();
+                touch(area, pages);
+                let after = cow_counts().unwrap_or_default();
+                t.check_why(
+                    "cowlab: the parent's writes after the child exited are reuses",
+                    after[2] - mid[2] >= pages as u64 && after[0] - mid[0] >= pages as u64,
+                    format_args!("{before:?} {mid:?} {after:?}"),
+                );
+                t.check_why(
+                    "cowlab: the counters of another pid read the same way",
+                    text(&format!("/proc/{pid}/cowlab")).starts_with("faults "),
+                    "",
+                );
+            }
+            Err(e) => t.check_why("fork", false, format_args!("{e:?}")),
+        }
+        let _ = munmap(area - PAGE, (pages + 2) * PAGE);
+    }
 
     // A new session: its own group and session, no controlling terminal (tty_nr 0, tpgid -1).
     match fork() {
