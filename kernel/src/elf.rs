@@ -234,5 +234,19 @@ fn build_stack(
     let mm = memory::mm();
     copy_to_user(mm, aspace, VirtAddr::new(sp), &bytes).map_err(|_| Errno::EFAULT)?;
     copy_to_user(mm, aspace, VirtAddr::new(strings_at), &strings).map_err(|_| Errno::EFAULT)?;
+    // `offsets` ends with execfn's: the environment ends where it starts.
+    let env_end = addr_of(argv.count() + envp.count());
+    aspace.set_exec_layout(cowlab_mm::layout::ExecLayout {
+        arg_start: strings_at + 16,
+        arg_end: if envp.count() > 0 {
+            addr_of(argv.count())
+        } else {
+            env_end
+        },
+        env_end,
+        exe: Some(alloc::sync::Arc::from(
+            crate::fs::program_path(execfn).as_str(),
+        )),
+    });
     Ok(sp)
 }

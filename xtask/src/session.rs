@@ -1,7 +1,8 @@
 //! The scripted console session: boots the shell (BusyBox ash as init's `/bin/sh`), types
 //! commands on the serial console as a user would, and checks what comes back: a pipeline,
 //! redirection into a file on the ext2 root, exit statuses, ^C of a foreground `sleep`, a
-//! background job with `jobs` and `fg`, ^Z then `fg`, and a clean power-off with every frame
+//! background job with `jobs` and `fg`, ^Z then `fg`, `ps` finding a background job through
+//! `/proc`, and a clean power-off with every frame
 //! back. Input goes through the kernel's line discipline and its job control (the terminal's
 //! foreground process group), so this is their end-to-end test.
 
@@ -71,6 +72,11 @@ const SCRIPT: &[Step] = &[
     step(b"fg\n", Expect::Exact("sleep 100"), 1500),
     step(b"\x03", Expect::Nothing, 500),
     step(b"echo after_stop=$?\n", Expect::Exact("after_stop=130"), 0),
+    // BusyBox `ps` lists /proc's pid directories and reads each one's stat and cmdline: it
+    // finds the background sleep (the grep's own line ends in `$`, so only the sleep counts).
+    step(b"sleep 55 &\n", Expect::Nothing, 500),
+    step(b"ps | grep -c 'sleep 55$'\n", Expect::Exact("1"), 0),
+    step(b"kill %1; wait\n", Expect::Nothing, 500),
     step(b"exit 0\n", Expect::Nothing, 0),
 ];
 

@@ -533,7 +533,7 @@ fn console_session(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path, tally: &mu
         return;
     }
     let name =
-        "qemu: busybox-session: pipeline, redirection to ext2, exit statuses, ^C, jobs/fg, ^Z";
+        "qemu: busybox-session: pipeline, redirection to ext2, exit statuses, ^C, jobs/fg, ^Z, ps";
     let log = logs.join("busybox-session.log");
     match crate::session::run(
         &boot.machine,

@@ -58,6 +58,8 @@ pub struct AddressSpace {
     minflt: AtomicU64,
     /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
     pub(crate) shared: Arc<MmShared>,
+    /// Where exec put argv/envp and what it ran (`layout.rs`).
+    pub(crate) layout: crate::layout::ExecLayout,
 }
 
 impl AddressSpace {
@@ -73,6 +75,7 @@ impl AddressSpace {
             def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
+            layout: Default::default(),
         })
     }
 
@@ -128,6 +131,11 @@ impl AddressSpace {
     /// check for the common process that never pinned.
     pub fn has_pinned(&self) -> bool {
         self.shared.has_pinned()
+    }
+
+    /// This address space's COW fault outcomes so far (`cowstat`; `/proc/<pid>/cowlab`).
+    pub fn cow_counts(&self) -> crate::cowstat::CowSnapshot {
+        self.shared.cow.snapshot()
     }
 
     /// The lock-free part of this address space, for a scheduler that must set and clear
@@ -187,6 +195,7 @@ impl AddressSpace {
             def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
+            layout: self.layout.clone(),
         }
     }
 

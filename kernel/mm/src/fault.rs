@@ -19,6 +19,7 @@ use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
 use crate::stats;
+use crate::trace::{Decision, Rule};
 use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::wp::{do_wp_page, write_grant, WpKind};
 
@@ -129,12 +130,28 @@ pub(crate) fn fault_inner<A: Arch>(
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
-        match vma.shmem_page(va) {
-            Some((obj, index)) => do_shmem_fault(mm, vma, slot, obj, index, kind)?,
+        let decision = match vma.shmem_page(va) {
+            Some((obj, index)) => {
+                do_shmem_fault(mm, vma, slot, obj, index, kind)?;
+                (Decision::Shmem, Rule::ShmemFault)
+            }
             None => match vma.file_page(va) {
-                None => do_anonymous_page(mm, vma, slot, kind)?,
-                Some((file, index)) => do_file_fault(mm, vma, slot, &*file.0, index, kind)?,
+                None => {
+                    do_anonymous_page(mm, vma, slot, kind)?;
+                    match kind {
+                        FaultKind::Write => (Decision::NewPage, Rule::DoAnonymousPage),
+                        _ => (Decision::ZeroPage, Rule::DoAnonymousPage),
+                    }
+                }
+                Some((file, index)) => {
+                    do_file_fault(mm, vma, slot, &*file.0, index, kind)?;
+                    (Decision::File, Rule::FileFault)
+                }
             },
+        };
+        // The fault trace (`trace.rs`): one flag test when off; `do_wp_page` records its own.
+        if mm.trace.enabled() {
+            mm.trace.record(aspace.root, va, kind, decision);
         }
     } else {
         debug_assert!(

@@ -99,6 +99,11 @@ fn copy_mappings<A: Arch>(
             .without(VmaFlags::LOCKED.union(VmaFlags::LOCKONFAULT));
         child.vmas.map_mut().insert(vma.start.as_u64(), copy);
         mark(ForkVmas);
+        // `MADV_WIPEONFORK`: the child's VMA starts empty (Linux `dup_mmap` skips
+        // `copy_page_range` for it) and keeps the flag.
+        if vma.flags.contains(VmaFlags::WIPEONFORK) {
+            continue;
+        }
         let ctx = CopyCtx {
             mm,
             era,

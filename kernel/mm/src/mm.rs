@@ -27,6 +27,8 @@ pub struct Mm<A: Arch> {
     kernel_template: Option<PhysAddr>,
     era: AtomicU8,
     pub(crate) counters: Counters,
+    /// The fault trace (`trace.rs`), off unless switched on.
+    pub trace: crate::trace::FaultTrace,
     /// VMAs held by every live address space together (the sum of their VMA counts), kept by
     /// the VMA-changing entry points and `exit`; checked against `max_vmas`.
     live_vmas: AtomicUsize,
@@ -88,6 +90,7 @@ impl<A: Arch> Mm<A> {
             kernel_template,
             era: AtomicU8::new(Era::default() as u8),
             counters: Counters::default(),
+            trace: Default::default(),
             live_vmas: AtomicUsize::new(0),
             max_map_count: AtomicUsize::new(MAX_MAP_COUNT),
             max_vmas: AtomicUsize::new(MAX_VMAS),

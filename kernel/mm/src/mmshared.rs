@@ -34,6 +34,8 @@ pub struct MmShared {
     mm_cpumask: AtomicU64,
     has_pinned: AtomicBool,
     write_protect_seq: AtomicU32,
+    /// This address space's COW outcomes (`cowstat`).
+    pub(crate) cow: crate::cowstat::CowCounts,
 }
 
 impl MmShared {
@@ -43,6 +45,7 @@ impl MmShared {
             mm_cpumask: AtomicU64::new(0),
             has_pinned: AtomicBool::new(false),
             write_protect_seq: AtomicU32::new(0),
+            cow: Default::default(),
         }
     }
 

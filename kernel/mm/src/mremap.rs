@@ -32,9 +32,11 @@ pub struct MremapFlags(u32);
 impl MremapFlags {
     pub const MAYMOVE: MremapFlags = MremapFlags(1);
     pub const FIXED: MremapFlags = MremapFlags(2);
+    /// Move the pages but leave the old range mapped, empty (Linux 5.7).
+    pub const DONTUNMAP: MremapFlags = MremapFlags(4);
 
-    /// User-supplied flags; unknown bits (and `MREMAP_DONTUNMAP`, not implemented) are
-    /// refused by [`AddressSpace::mremap`] with `EINVAL`.
+    /// User-supplied flags; unknown bits are refused by [`AddressSpace::mremap`] with
+    /// `EINVAL`.
     pub const fn from_linux(bits: u32) -> MremapFlags {
         MremapFlags(bits)
     }
@@ -75,8 +77,12 @@ impl AddressSpace {
     ) -> Result<VirtAddr, MmError> {
         let maymove = flags.contains(MremapFlags::MAYMOVE);
         let fixed = flags.contains(MremapFlags::FIXED);
-        if flags.0 & !(MremapFlags::MAYMOVE.0 | MremapFlags::FIXED.0) != 0
+        let dontunmap = flags.contains(MremapFlags::DONTUNMAP);
+        let known = MremapFlags::MAYMOVE.0 | MremapFlags::FIXED.0 | MremapFlags::DONTUNMAP.0;
+        // `MREMAP_DONTUNMAP` moves only, never resizes (Linux `mremap`'s flag checks).
+        if flags.0 & !known != 0
             || (fixed && !maymove)
+            || (dontunmap && (!maymove || old_len != new_len))
             || !addr.is_multiple_of(PAGE)
         {
             return Err(MmError::Inval);
@@ -129,7 +135,13 @@ impl AddressSpace {
             if old_len > room {
                 return Err(MmError::Fault);
             }
-            return self.move_vma(mm, addr, old_len, new_len, Some(target));
+            return self.move_vma(mm, addr, old_len, new_len, Some(target), dontunmap);
+        }
+        if dontunmap {
+            if old_len > room {
+                return Err(MmError::Fault);
+            }
+            return self.move_vma(mm, addr, old_len, new_len, None, true);
         }
         // Shrinking is always allowed (Linux `do_mremap`): it unmaps `[addr + new_len,
         // addr + old_len)` whatever lies there, even past this VMA.
@@ -169,7 +181,7 @@ impl AddressSpace {
         if !maymove {
             return Err(MmError::NoMem);
         }
-        self.move_vma(mm, addr, old_len, new_len, None)
+        self.move_vma(mm, addr, old_len, new_len, None, false)
     }
 
     /// The key (start) of the VMA containing `addr`.
@@ -183,7 +195,10 @@ impl AddressSpace {
     /// Moves `[addr, addr + old_len)` (inside one VMA, `old_len <= new_len` or a target) to
     /// `target` (already unmapped) or a place chosen as mmap's, with `new_len` bytes (Linux
     /// `move_vma`): a copy of the VMA at the new place, the PTEs moved into it, the old range
-    /// unmapped. `old_len == 0` maps the shared object a second time and moves nothing.
+    /// unmapped — or, with `dontunmap`, left mapped and empty, so that private anonymous memory
+    /// there reads zeros again and a shared mapping faults its object's pages back in (Linux
+    /// 5.13+ allows every mapping cowlab has). `old_len == 0` maps the shared object a second time and moves
+    /// nothing.
     fn move_vma<A: Arch>(
         &mut self,
         mm: &Mm<A>,
@@ -191,6 +206,7 @@ impl AddressSpace {
         old_len: u64,
         new_len: u64,
         target: Option<u64>,
+        dontunmap: bool,
     ) -> Result<VirtAddr, MmError> {
         // Linux refuses a move within three VMAs of `max_map_count` (the new VMA, and two
         // splits of the old one).
@@ -227,7 +243,7 @@ impl AddressSpace {
             mm.account_vmas(before, self.vmas.len());
             return Err(MmError::NoMem);
         }
-        if old_len != 0 {
+        if old_len != 0 && !dontunmap {
             self.unmap_region(mm, VirtAddr::new(addr), VirtAddr::new(addr + old_len));
         }
         mm.account_vmas(before, self.vmas.len());

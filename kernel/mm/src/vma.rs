@@ -115,6 +115,10 @@ impl VmaFlags {
     pub const LOCKED: VmaFlags = VmaFlags(1 << 6);
     /// Locked as pages are faulted in (Linux `VM_LOCKONFAULT`, `MLOCK_ONFAULT`).
     pub const LOCKONFAULT: VmaFlags = VmaFlags(1 << 7);
+    /// `MADV_WIPEONFORK`: a fork child gets this mapping empty (Linux `VM_WIPEONFORK`).
+    pub const WIPEONFORK: VmaFlags = VmaFlags(1 << 8);
+    /// `MADV_DONTDUMP`: left out of core dumps (Linux `VM_DONTDUMP`).
+    pub const DONTDUMP: VmaFlags = VmaFlags(1 << 9);
 
     pub const fn contains(self, other: VmaFlags) -> bool {
         self.0 & other.0 == other.0

@@ -11,7 +11,9 @@
 
 use crate::addr::VirtAddr;
 use crate::arch::Arch;
+use crate::cowstat::CowCounts;
 use crate::error::FaultError;
+use crate::fault::FaultKind;
 use crate::faultstat::{self, Kind as StatKind, Phase};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
@@ -20,6 +22,7 @@ use crate::pagetable::{Pte, PteRef};
 use crate::rules::{self, AnonPageState, WpReuse};
 use crate::stats;
 use crate::tlb::TlbFlush;
+use crate::trace::{Decision, Rule};
 use crate::vma::Vma;
 
 /// Which fault reached `do_wp_page`.
@@ -69,14 +72,26 @@ pub(crate) fn do_wp_page<A: Arch>(
             }
             slot.set_bits(write_grant(vma));
         }
+        trace(
+            mm,
+            shared,
+            va,
+            kind,
+            Decision::SharedWrite,
+            Rule::WpPageShared,
+        );
         return Ok(());
     }
+    CowCounts::inc(&shared.cow.faults);
     let meta = mm.frames().meta(pte.frame());
     let flags = meta.flags();
     if !flags.contains(FrameFlags::ANON) {
         // The zero page, or a shmem (later also file) page-cache page in a private mapping:
         // never written in place (SEMANTICS.md section 3).
-        return wp_page_copy(mm, shared, vma, slot, va, pte, kind);
+        wp_page_copy(mm, shared, vma, slot, va, pte, kind)?;
+        CowCounts::inc(&shared.cow.copies);
+        trace(mm, shared, va, kind, Decision::Copy, Rule::NotAnon);
+        return Ok(());
     }
     let page = AnonPageState {
         exclusive: flags.contains(FrameFlags::ANON_EXCLUSIVE),
@@ -89,10 +104,20 @@ pub(crate) fn do_wp_page<A: Arch>(
             if kind == WpKind::Write {
                 wp_page_reuse(vma, slot);
                 stats::inc(&mm.counters.wp_reuses_exclusive);
+                CowCounts::inc(&shared.cow.reuses);
                 faultstat::kind(StatKind::CowReuse);
             } else {
+                CowCounts::inc(&shared.cow.unshares);
                 faultstat::kind(StatKind::Unshare);
             }
+            trace(
+                mm,
+                shared,
+                va,
+                kind,
+                Decision::Reuse,
+                Rule::WpCanReuseExclusive,
+            );
         }
         WpReuse::Proven => {
             if !page.exclusive {
@@ -102,18 +127,50 @@ pub(crate) fn do_wp_page<A: Arch>(
                 WpKind::Write => {
                     wp_page_reuse(vma, slot);
                     stats::inc(&mm.counters.wp_reuses_proven);
+                    CowCounts::inc(&shared.cow.reuses);
                     faultstat::kind(StatKind::CowReuse);
                 }
                 WpKind::Unshare => {
                     stats::inc(&mm.counters.unshares);
+                    CowCounts::inc(&shared.cow.unshares);
                     faultstat::kind(StatKind::Unshare);
                 }
             }
+            let done = if kind == WpKind::Write {
+                Decision::Reuse
+            } else {
+                Decision::Unshare
+            };
+            trace(mm, shared, va, kind, done, Rule::WpCanReuseProven);
         }
-        WpReuse::Copy => return wp_page_copy(mm, shared, vma, slot, va, pte, kind),
+        WpReuse::Copy => {
+            wp_page_copy(mm, shared, vma, slot, va, pte, kind)?;
+            CowCounts::inc(&shared.cow.copies);
+            trace(mm, shared, va, kind, Decision::Copy, Rule::WpCanReuseCopy);
+            return Ok(());
+        }
     }
     faultstat::phase(Phase::Pte);
     Ok(())
+}
+
+/// The fault trace's record of this decision: one flag test when tracing is off.
+#[inline(always)]
+fn trace<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    va: VirtAddr,
+    kind: WpKind,
+    decision: Decision,
+    rule: Rule,
+) {
+    if mm.trace.enabled() {
+        let kind = match kind {
+            WpKind::Write => FaultKind::Write,
+            WpKind::Unshare => FaultKind::Unshare,
+        };
+        mm.trace.record(shared.root(), va, kind, (decision, rule));
+    }
 }
 
 /// Writes go to the page in place (Linux `wp_page_reuse`). Gaining a permission needs no TLB

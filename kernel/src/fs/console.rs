@@ -58,7 +58,7 @@ impl FileOps for Console {
 
     fn stat(&self) -> Stat {
         Stat {
-            st_rdev: (5 << 8) | 1,
+            st_rdev: tty::CONSOLE_RDEV,
             ..Stat::base(S_IFCHR | 0o620, 2)
         }
     }

@@ -166,6 +166,9 @@ pub struct OpenFile {
     pub offset: AtomicU64,
     /// `O_*` status flags (access mode, `O_APPEND`, `O_NONBLOCK`, `O_DIRECT`).
     pub flags: AtomicU32,
+    /// The absolute path it was opened by (Linux `f_path`, what `/proc/<pid>/fd/<n>` names);
+    /// unset for files no path names (pipes, memfds, io_uring).
+    pub path: spin::Once<String>,
 }
 
 impl OpenFile {
@@ -174,7 +177,23 @@ impl OpenFile {
             ops,
             offset: AtomicU64::new(0),
             flags: AtomicU32::new(flags),
+            path: spin::Once::new(),
         })
+    }
+
+    /// The target of its `/proc/<pid>/fd/<n>` link (Linux `d_path`): the path it was opened
+    /// by; a pipe is `pipe:[ino]` as on Linux; any other file without a path
+    /// `anon_inode:[ino]` (Linux names the kind of anonymous inode; cowlab its number).
+    pub fn link_target(&self) -> String {
+        if let Some(path) = self.path.get() {
+            return path.clone();
+        }
+        let st = self.ops.stat();
+        if st.st_mode & super::stat::S_IFMT == super::stat::S_IFIFO {
+            alloc::format!("pipe:[{}]", st.st_ino)
+        } else {
+            alloc::format!("anon_inode:[{}]", st.st_ino)
+        }
     }
 
     pub fn readable(&self) -> bool {

@@ -25,6 +25,7 @@ pub mod io_uring;
 pub mod iter;
 #[cfg(feature = "kcov")]
 pub mod kcov;
+pub mod memdev;
 pub mod memfd;
 pub mod mount;
 pub mod mount_dir;
@@ -34,7 +35,9 @@ pub mod perm;
 pub mod pipe;
 pub mod poll;
 pub mod proc_file;
+pub mod procdir;
 pub mod procfs;
+pub mod procpid;
 pub mod ramfs;
 pub mod rw;
 pub mod splice;
@@ -89,6 +92,9 @@ impl FdTable {
     /// Descriptors 0, 1, 2 on the console (what `init` starts with).
     pub fn with_console() -> FdTable {
         let console = OpenFile::new(Box::new(console::Console), O_RDWR);
+        console
+            .path
+            .call_once(|| alloc::string::String::from("/dev/console"));
         let fd = Fd {
             file: console,
             cloexec: false,
@@ -170,6 +176,15 @@ impl FdTable {
         closed
     }
 
+    /// The open descriptors and their files, lowest first (`/proc/<pid>/fd/`).
+    pub fn files(&self) -> Vec<(usize, Arc<OpenFile>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_ref()?.file.clone())))
+            .collect()
+    }
+
     /// Takes every descriptor (exit).
     pub fn take_all(&mut self) -> Vec<Fd> {
         self.slots.drain(..).flatten().collect()
@@ -206,18 +221,25 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     };
     let walk = mount::walk(path);
     let dir = walk.mount.root;
-    let ops = match walk.name {
+    let ops = match &walk.name {
         None => dir.open_self(flags, mode)?,
         // O_TMPFILE names a directory: an existing file is not one.
         Some(name) if tmpfile => {
-            return Err(match dir.lookup(&name) {
+            return Err(match dir.lookup(name) {
                 Ok(_) => Errno::ENOTDIR,
                 Err(e) => e,
             })
         }
-        Some(name) => dir.open(&name, walk.trailing_slash, flags, mode)?,
+        Some(name) => dir.open(name, walk.trailing_slash, flags, mode)?,
     };
-    Ok(OpenFile::new(ops, status))
+    let file = OpenFile::new(ops, status);
+    let mount = walk.mount.path;
+    file.path.call_once(|| match (&walk.name, mount) {
+        (None, m) => alloc::string::String::from(m),
+        (Some(name), "/") => alloc::format!("/{name}"),
+        (Some(name), m) => alloc::format!("{m}/{name}"),
+    });
+    Ok(file)
 }
 
 /// The bytes of the program `path` for execve (Linux `do_open_execat` + `kernel_read`): `path`
@@ -255,6 +277,21 @@ pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Er
         return Ok(Cow::Borrowed(f.0.data));
     }
     Err(Errno::EACCES)
+}
+
+/// The absolute path [`program_image`] loads for `path` (what `/proc/<pid>/exe` shows): from
+/// the working directory, or from `/` for a bare name found only there.
+pub fn program_path(path: &str) -> alloc::string::String {
+    if path.starts_with('/') || crate::proc::current_pid() == 0 {
+        return alloc::format!("/{}", path.trim_start_matches('/'));
+    }
+    // `at_path` leaves a path relative to `/` as it is.
+    match namei::at_path(None, path) {
+        Ok(full) if open(&full, 0).is_ok() || path.contains('/') => {
+            alloc::format!("/{}", full.trim_start_matches('/'))
+        }
+        _ => alloc::format!("/{path}"),
+    }
 }
 
 /// `fstat` of an open file.

@@ -18,7 +18,7 @@ use super::file::{DirEntry, FileOps, OpenFile, DT_DIR, DT_REG};
 use super::mount_dir::MountRootDir;
 use super::stat::ST_RDONLY;
 use super::tmpfs_file::{self, TmpfsFile};
-use super::{console, guptest, null, procfs, ramfs, tmpfs, vda};
+use super::{console, guptest, null, procdir, procfs, ramfs, tmpfs, vda};
 use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
 use crate::errno::Errno;
 use crate::ramdisk;
@@ -387,6 +387,26 @@ trait SpecialDir: Send + Sync {
     fn entries(&self) -> Result<Vec<DirEntry>, Errno> {
         Err(Errno::ENOENT)
     }
+
+    /// The target of the symbolic link `name`: `None` if it is not one.
+    fn link(&self, _name: &str) -> Option<Result<String, Errno>> {
+        None
+    }
+
+    /// The directory `name` (`None`: the mount's root) opened: `None` if it is not one (the
+    /// root of a directory without one cannot be opened or listed).
+    fn dir(&self, _name: Option<&str>) -> Option<Box<dyn FileOps>> {
+        None
+    }
+}
+
+/// A directory opened for reading only (Linux `may_open`: `EISDIR` for write access or
+/// `O_CREAT`).
+fn open_dir_only(dir: Box<dyn FileOps>, flags: u32) -> Result<Box<dyn FileOps>, Errno> {
+    if flags & O_ACCMODE != 0 || flags & O_CREAT != 0 {
+        return Err(Errno::EISDIR);
+    }
+    Ok(dir)
 }
 
 fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
@@ -399,7 +419,10 @@ fn special_error<T: SpecialDir>(dir: &T, name: &str) -> Option<Errno> {
 
 impl<T: SpecialDir> DirInode for T {
     fn open_self(&self, flags: u32, _mode: u32) -> Result<Box<dyn FileOps>, Errno> {
-        SpecialDir::open_self(self, flags)
+        match self.dir(None) {
+            Some(dir) => open_dir_only(dir, flags),
+            None => SpecialDir::open_self(self, flags),
+        }
     }
 
     fn open(
@@ -411,6 +434,9 @@ impl<T: SpecialDir> DirInode for T {
     ) -> Result<Box<dyn FileOps>, Errno> {
         if let Some(e) = special_error(self, name) {
             return Err(e);
+        }
+        if let Some(dir) = self.dir(Some(name)) {
+            return open_dir_only(dir, flags);
         }
         let ro = self.read_only();
         let file = match self.file(name, flags) {
@@ -432,7 +458,17 @@ impl<T: SpecialDir> DirInode for T {
         if let Some(e) = special_error(self, name) {
             return Err(e);
         }
+        if self.dir(Some(name)).is_some() {
+            return Ok(true);
+        }
         self.file(name, 0).ok_or(Errno::ENOENT)?.map(|_| false)
+    }
+
+    fn readlink(&self, name: &str) -> Result<String, Errno> {
+        match self.link(name) {
+            Some(target) => target,
+            None => self.lookup(name).and(Err(Errno::EINVAL)),
+        }
     }
 
     fn mkdir(&self, name: &str, _mode: u32) -> Result<(), Errno> {
@@ -482,11 +518,14 @@ impl<T: SpecialDir> DirInode for T {
     }
 
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
-        self.entries()
+        match self.dir(None) {
+            Some(dir) => dir.getdents(),
+            None => self.entries(),
+        }
     }
 }
 
-/// `/dev`: the console (`console`, `tty`), `null`, and `vda` when the machine has the disk.
+/// `/dev`: the console (`console`, `tty`), `null`, `zero`, `full`, `random`, `urandom`, and `vda` when the machine has the disk.
 pub struct DevDir;
 
 impl SpecialDir for DevDir {
@@ -497,6 +536,9 @@ impl SpecialDir for DevDir {
             "tty" if !super::tty::has_ctty() => return Some(Err(Errno::ENXIO)),
             "tty" => Box::new(console::Console),
             "null" => Box::new(null::Null),
+            "zero" | "full" | "random" | "urandom" => {
+                Box::new(super::memdev::MemDev::by_name(name)?)
+            }
             "vda" => {
                 return Some(
                     vda::device().map(|_| Box::new(vda::VdaFile::open()) as Box<dyn FileOps>),
@@ -539,5 +581,18 @@ impl SpecialDir for ProcDir {
 
     fn flat(&self) -> bool {
         false
+    }
+
+    fn link(&self, name: &str) -> Option<Result<String, Errno>> {
+        procfs::readlink(name)
+    }
+
+    /// `/proc` itself, `/proc/<pid>` (`self` too) and `/proc/<pid>/fd` are directories
+    /// (`procdir`).
+    fn dir(&self, name: Option<&str>) -> Option<Box<dyn FileOps>> {
+        Some(match name {
+            None => Box::new(procdir::ProcDirFile::root()),
+            Some(n) => Box::new(procdir::ProcDirFile::named(n)?),
+        })
     }
 }

@@ -20,6 +20,7 @@ use core::fmt::Write;
 use cowlab_mm::vma::{Backing, Sharing};
 use cowlab_mm::{gup, MmError, VirtAddr};
 
+use super::procpid;
 use crate::errno::Errno;
 use crate::proc::{current_pid, Pid, TABLE};
 use crate::{memory, vm};
@@ -39,6 +40,17 @@ pub enum ProcWhat {
     FaultStat,
     /// `/proc/sys/vm/drop_caches` (write-only, as on Linux: `1`, `2` or `3`).
     DropCaches,
+    /// `/proc/cowlab/trace`: the fault trace (`cowlab_mm::trace`); write 1 or 0 to switch it.
+    Trace,
+    /// `/proc/<pid>/{stat,status,cmdline,comm,smaps,smaps_rollup}` (`procpid`).
+    Stat,
+    Status,
+    Cmdline,
+    Comm,
+    Smaps,
+    SmapsRollup,
+    /// `/proc/<pid>/cowlab`: the process's COW fault outcomes (`cowlab_mm::cowstat`).
+    Cowlab,
 }
 
 /// An open `/proc` file.
@@ -75,6 +87,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
                 what: ProcWhat::MmStat,
             }))
         }
+        "cowlab/trace" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::Trace,
+            }))
+        }
         "cowlab/faultstat" if cowlab_mm::faultstat::ENABLED => {
             return Some(Ok(ProcFile {
                 pid: 0,
@@ -93,6 +111,22 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             Err(_) => return Some(Err(Errno::ENOENT)),
         },
     };
+    // The process views describe zombies too (Linux shows them until reaped).
+    let view = match name {
+        "stat" => Some(ProcWhat::Stat),
+        "status" => Some(ProcWhat::Status),
+        "cmdline" => Some(ProcWhat::Cmdline),
+        "comm" => Some(ProcWhat::Comm),
+        "smaps" => Some(ProcWhat::Smaps),
+        "smaps_rollup" => Some(ProcWhat::SmapsRollup),
+        _ => None,
+    };
+    if let Some(what) = view {
+        return Some(match procpid::snapshot(pid) {
+            Ok(_) => Ok(ProcFile { pid, what }),
+            Err(_) => Err(Errno::ENOENT),
+        });
+    }
     if aspace(pid).is_err() {
         return Some(Err(Errno::ENOENT));
     }
@@ -101,9 +135,38 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         "clear_refs" => ProcWhat::ClearRefs,
         "maps" => ProcWhat::Maps,
         "mem" => ProcWhat::Mem,
+        "cowlab" => ProcWhat::Cowlab,
         _ => return Some(Err(Errno::ENOENT)),
     };
     Some(Ok(ProcFile { pid, what }))
+}
+
+/// The target of a link under `/proc`: `self` (the caller's pid), `<pid>/exe` and
+/// `<pid>/cwd`; `None` if `name` (below `/proc/`) is not one of them.
+pub fn readlink(name: &str) -> Option<Result<String, Errno>> {
+    if name == "self" {
+        return Some(Ok(format!("{}", current_pid())));
+    }
+    let (who, link) = name.split_once('/')?;
+    if let Some(fd) = link.strip_prefix("fd/") {
+        let pid = super::procdir::pid_of(who)?;
+        return Some(super::procdir::fd_link(pid, fd));
+    }
+    if link != "exe" && link != "cwd" {
+        return None;
+    }
+    let pid = match who {
+        "self" => current_pid(),
+        n => n.parse::<Pid>().ok()?,
+    };
+    let snap = match procpid::snapshot(pid) {
+        Ok(s) => s,
+        Err(_) => return Some(Err(Errno::ENOENT)),
+    };
+    Some(match link {
+        "exe" => procpid::exe(&snap),
+        _ => Ok(procpid::cwd(&snap)),
+    })
 }
 
 impl ProcFile {
@@ -117,7 +180,7 @@ impl ProcFile {
     pub fn writable(&self) -> bool {
         matches!(
             self.what,
-            ProcWhat::ClearRefs | ProcWhat::Mem | ProcWhat::DropCaches
+            ProcWhat::ClearRefs | ProcWhat::Mem | ProcWhat::DropCaches | ProcWhat::Trace
         )
     }
 
@@ -132,6 +195,39 @@ impl ProcFile {
             ProcWhat::Cpuinfo => Ok(slice(crate::smp::cpuinfo::text(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
+            ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
+            ProcWhat::Stat
+            | ProcWhat::Status
+            | ProcWhat::Cmdline
+            | ProcWhat::Comm
+            | ProcWhat::Smaps
+            | ProcWhat::SmapsRollup => {
+                let snap = procpid::snapshot(self.pid)?;
+                let bytes = match self.what {
+                    ProcWhat::Stat => procpid::stat(&snap).into_bytes(),
+                    ProcWhat::Status => procpid::status(&snap).into_bytes(),
+                    ProcWhat::Cmdline => procpid::cmdline(&snap)?,
+                    ProcWhat::Comm => procpid::comm(&snap).into_bytes(),
+                    ProcWhat::Smaps => {
+                        let maps = if snap.aspace.is_some() {
+                            self.maps()?
+                        } else {
+                            String::new()
+                        };
+                        procpid::smaps(&snap, &maps).into_bytes()
+                    }
+                    _ => procpid::smaps_rollup(&snap).into_bytes(),
+                };
+                Ok(slice_bytes(bytes, offset, len))
+            }
+            ProcWhat::Cowlab => {
+                let c = aspace(self.pid)?.lock().cow_counts();
+                let text = format!(
+                    "faults {}\ncopies {}\nreuses {}\nunshares {}\n",
+                    c.faults, c.copies, c.reuses, c.unshares
+                );
+                Ok(slice(text, offset, len))
+            }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
                 let mut buf = alloc::vec![0u8; user_len(offset, len)?];
@@ -161,6 +257,14 @@ impl ProcFile {
                     }
                     _ => Err(Errno::EINVAL),
                 }
+            }
+            ProcWhat::Trace => {
+                match data.first() {
+                    Some(b'1') => memory::mm().trace.set_enabled(true),
+                    Some(b'0') => memory::mm().trace.set_enabled(false),
+                    _ => return Err(Errno::EINVAL),
+                }
+                Ok(data.len())
             }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
@@ -366,7 +470,10 @@ fn faultstat() -> String {
 }
 
 fn slice(text: String, offset: u64, len: usize) -> Vec<u8> {
-    let bytes = text.into_bytes();
+    slice_bytes(text.into_bytes(), offset, len)
+}
+
+fn slice_bytes(bytes: Vec<u8>, offset: u64, len: usize) -> Vec<u8> {
     let start = (offset.min(bytes.len() as u64)) as usize;
     let end = start + len.min(bytes.len() - start);
     bytes[start..end].to_vec()

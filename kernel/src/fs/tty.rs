@@ -640,6 +640,18 @@ pub fn set_termios(new: Termios, flush: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The device number of the console terminal (`/dev/console`, major 5 minor 1), as `stat`
+/// shows it and `/proc/<pid>/stat` encodes `tty_nr` (Linux `new_encode_dev`, the same value for
+/// a minor below 256).
+pub const CONSOLE_RDEV: u64 = (5 << 8) | 1;
+
+/// For `/proc/<pid>/stat`: the controlling terminal of session `sid` and its foreground group
+/// (`tty_nr`, `tpgid`), or `None` when the session has none (Linux prints 0 and -1).
+pub fn ctty_of_session(sid: Pid) -> Option<(u64, Pid)> {
+    let t = TTY.lock();
+    (t.session != 0 && t.session == sid).then_some((CONSOLE_RDEV, t.fgpgrp))
+}
+
 /// Whether the caller has a controlling terminal (`/dev/tty` opens it).
 pub fn has_ctty() -> bool {
     is_ctty()

@@ -60,6 +60,9 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
+            if irq == vector::TIMER {
+                crate::proc::cputime::account_tick(false);
+            }
             interrupt(irq - vector::PIC_BASE)
         }
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
@@ -112,6 +115,9 @@ fn user_trap(frame: &mut TrapFrame) {
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
+            if irq == vector::TIMER {
+                crate::proc::cputime::account_tick(true);
+            }
             interrupt(irq - vector::PIC_BASE);
             if irq == vector::TIMER {
                 crate::proc::sched::yield_now();

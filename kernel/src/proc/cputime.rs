@@ -1,25 +1,52 @@
-//! Process CPU time and `RLIMIT_CPU` (Linux `check_process_timers`' rlimit part).
+//! CPU time by sampling (Linux `account_process_tick` without `VIRT_CPU_ACCOUNTING`) and the
+//! `RLIMIT_CPU` rule on it (Linux `check_process_timers`' rlimit part). One account serves
+//! both: each timer tick charges the running task one tick of user or system time, by the
+//! privilege of the code it interrupted. A thread's ticks move to its group when it exits, a
+//! reaped child's (and its own reaped children's) to the parent: what `times`, `getrusage`,
+//! `wait4`, `/proc/<pid>/stat` and the CPU limit see, in ticks of [`crate::time::TICK_HZ`]
+//! (100 Hz, Linux's `USER_HZ` too).
 //!
-//! Each timer tick that interrupts a task charges one tick to its group (`Group::cpu_ticks`,
-//! user and system time together, as Linux compares their sum with the limit). Once the
-//! group's CPU time reaches the hard limit it gets SIGKILL; at the soft limit SIGXCPU, and the
+//! The limit compares the group's user plus system time (its live threads' and its exited
+//! threads') with `RLIMIT_CPU`: at the hard limit SIGKILL; at the soft limit SIGXCPU, and the
 //! soft limit is raised by one second (while below the hard one) so the signal repeats every
-//! further second of CPU time, which `getrlimit` shows, as on Linux.
+//! further second, which `getrlimit` shows, as on Linux.
 //!
 //! The kernel runs system calls with interrupts off, so a tick that falls inside one is taken
 //! at its end or at its next `cond_resched`: system time is charged late, not lost, except
 //! that several ticks inside one call count as one.
 //!
-//! Runs in the timer interrupt, so it only try-locks: a tick that finds the group locked (the
-//! interrupted code holds it) is not charged, and a signal that finds the task table locked is
-//! sent at a later tick (the limit stays crossed until it is).
-
-use core::sync::atomic::Ordering;
+//! Runs in the timer interrupt, so it only try-locks: a tick that finds the task table locked
+//! (the interrupted code holds it) is not charged; one that finds the group locked is charged
+//! but the limit is checked at a later tick (it stays crossed until then).
+#![deny(unsafe_code)]
 
 use super::rlimit::{RLIMIT_CPU, RLIM_INFINITY};
 use super::signal::{send_locked, SigInfo, Target, SIGKILL, SIGXCPU, SI_KERNEL};
-use super::{current_tid, CURRENT_GROUP, TABLE};
+use super::{current_tid, TABLE};
 use crate::time::TICK_HZ;
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct CpuTime {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl CpuTime {
+    pub fn add(&mut self, other: CpuTime) {
+        self.user += other.user;
+        self.system += other.system;
+    }
+
+    /// User and system ticks together (what `RLIMIT_CPU` counts).
+    pub fn total(&self) -> u64 {
+        self.user + self.system
+    }
+
+    /// Microseconds, for the `timeval`s of `struct rusage`.
+    pub fn micros(ticks: u64) -> u64 {
+        ticks.saturating_mul(1_000_000 / TICK_HZ)
+    }
+}
 
 /// What a group's CPU time asks for after a tick.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,47 +70,62 @@ pub fn rlimit_cpu_check(ticks: u64, soft: u64, hard: u64) -> CpuLimit {
     }
 }
 
-/// Charges the interrupted task's group one tick and enforces `RLIMIT_CPU`. Timer interrupt.
-pub fn on_tick() {
-    let tgid = super::CURRENT_TGID.load(Ordering::Relaxed);
-    if current_tid() == 0 || tgid == 0 {
+/// Charges the current task one tick (`user` if the tick interrupted ring 3) and enforces
+/// `RLIMIT_CPU` on its group. Timer interrupt.
+#[doc(alias = "account_process_tick")]
+pub fn account_tick(user: bool) {
+    let tid = current_tid();
+    if tid == 0 {
         return;
     }
-    let group = CURRENT_GROUP.load(Ordering::Relaxed);
-    // SAFETY: as in `with_group`: a non-null `CURRENT_GROUP` is the interrupted task's group,
-    // which that task keeps alive while it runs. Only `&Mutex` is formed.
-    let Some(group) = (unsafe { group.as_ref() }) else {
+    // Lock order: the table, then the group.
+    let Some(mut table) = TABLE.try_lock() else {
         return;
     };
-    // Lock order: the table, then the group.
-    let table = TABLE.try_lock();
+    let Some(task) = table.get_mut(&tid) else {
+        return;
+    };
+    if user {
+        task.cpu.user += 1;
+    } else {
+        task.cpu.system += 1;
+    }
+    let tgid = task.tgid;
+    let group = task.group.clone();
     let Some(mut g) = group.try_lock() else {
         return;
     };
-    g.cpu_ticks += 1;
+    let mut used = g.dead_cpu;
+    for t in table.values().filter(|t| t.tgid == tgid) {
+        used.add(t.cpu);
+    }
     let mut lim = g.rlimits.get(RLIMIT_CPU);
-    match rlimit_cpu_check(g.cpu_ticks, lim.cur, lim.max) {
-        CpuLimit::Within => {}
+    let signal = match rlimit_cpu_check(used.total(), lim.cur, lim.max) {
+        CpuLimit::Within => return,
         CpuLimit::Xcpu(next) => {
             lim.cur = next;
             g.rlimits.set_raw(RLIMIT_CPU, lim);
-            if g.cpu_signal != SIGKILL {
-                g.cpu_signal = SIGXCPU;
-            }
+            SIGXCPU
         }
-        CpuLimit::Kill => g.cpu_signal = SIGKILL,
-    }
-    // A signal due while the table is busy waits in `cpu_signal` for a later tick.
-    let Some(mut table) = table else {
-        return;
+        CpuLimit::Kill => SIGKILL,
     };
-    let signal = core::mem::take(&mut g.cpu_signal);
     drop(g);
-    if signal != 0 {
-        let _ = send_locked(
-            &mut table,
-            Target::Process(tgid),
-            SigInfo::new(signal, SI_KERNEL),
-        );
+    let _ = send_locked(
+        &mut table,
+        Target::Process(tgid),
+        SigInfo::new(signal, SI_KERNEL),
+    );
+}
+
+/// The calling process's own CPU time: its live threads' plus its exited threads'.
+pub fn group_self(tgid: super::Pid) -> CpuTime {
+    let table = TABLE.lock();
+    let mut total = CpuTime::default();
+    let mut dead = None;
+    for t in table.values().filter(|t| t.tgid == tgid) {
+        total.add(t.cpu);
+        dead.get_or_insert_with(|| t.group.lock().dead_cpu);
     }
+    total.add(dead.unwrap_or_default());
+    total
 }

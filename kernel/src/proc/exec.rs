@@ -121,8 +121,10 @@ pub fn execve(
     drop(closed);
     drop(vm::switch_to(Some(new)));
     if let Some(old) = old {
-        // The other threads dropped theirs in de_thread: this is the last reference.
+        // The other threads dropped theirs in de_thread: this is the last reference, unless
+        // a vfork parent shares it (it waits for exactly this moment: wake it).
         super::release_aspace(old);
+        super::wakeup(super::wait_channel(super::with_group(|g| g.parent)));
     }
     x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::zero());
     FpuState::initial().restore();
@@ -214,6 +216,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         sigmask: 0,
         sig: Default::default(),
         clear_child_tid: 0,
+        cpu: Default::default(),
         group: Group::new(
             0,
             Box::new([super::signal::SigAction::default(); 65]),

@@ -49,6 +49,11 @@ impl SharedFdTable {
         self.0.lock().get(fd)
     }
 
+    /// The open descriptors and their files (drop them outside the task table's lock).
+    pub fn files(&self) -> Vec<(usize, Arc<OpenFile>)> {
+        self.0.lock().files()
+    }
+
     /// The slot `fd`, the table locked while the result lives.
     pub fn slot(&self, fd: i64) -> Result<FdRef<'_>, Errno> {
         let guard = self.0.lock();

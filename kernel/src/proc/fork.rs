@@ -119,11 +119,12 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
         return Err(Errno::EINVAL);
     }
     let thread = flags & CLONE_THREAD != 0;
-    // Shared memory without a shared group (CLONE_VM alone, CLONE_SIGHAND without
-    // CLONE_THREAD) is not modelled; vfork's CLONE_VM|CLONE_VFORK is run as a fork, which a
-    // vfork child (exec or _exit only) cannot tell apart.
-    let vm_without_thread = flags & CLONE_VM != 0 && !thread && flags & CLONE_VFORK == 0;
-    if flags & !SUPPORTED != 0 || vm_without_thread {
+    // A new process may share the memory (`CLONE_VM`: vfork, posix_spawn); signal actions
+    // shared without a shared group (`CLONE_SIGHAND` without `CLONE_THREAD`) are not
+    // modelled (they live in the group).
+    let share_vm = flags & CLONE_VM != 0;
+    let sighand_without_thread = flags & CLONE_SIGHAND != 0 && !thread;
+    if flags & !SUPPORTED != 0 || sighand_without_thread {
         return Err(Errno::EINVAL);
     }
     if flags & CLONE_SETTLS != 0 && args.tls >= cowlab_mm::aspace::USER_END {
@@ -140,7 +141,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
         }
     }
     let parent_aspace = super::current_aspace();
-    let child_aspace = if thread {
+    let child_aspace = if share_vm {
         parent_aspace.clone()
     } else {
         let child = Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?));
@@ -225,6 +226,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             group,
             // Linux `dup_task_struct`: the child inherits the affinity.
             cpus_allowed: parent.cpus_allowed,
+            cpu: Default::default(),
         }
     });
     TABLE.lock().insert(tid, Box::new(child));
@@ -235,7 +237,10 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
         }
     }
     if flags & CLONE_CHILD_SETTID != 0 {
-        write_child_tid(&parent_aspace, &child_aspace, thread, args.child_tid, tid);
+        write_child_tid(&parent_aspace, &child_aspace, share_vm, args.child_tid, tid);
+    }
+    if flags & CLONE_VFORK != 0 {
+        wait_for_vfork_done(tid, &child_aspace);
     }
     opstat::end(
         opstat::Op::Fork,
@@ -245,6 +250,27 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     Ok(tid)
 }
 
+/// Linux `wait_for_vfork_done`: the vfork parent sleeps until the child stops using the memory
+/// they share, by exec (a new address space) or exit. Killable only, as Linux. The wakeups are
+/// the child's exit (`wait_channel` of the parent) and `execve`'s; the one-tick bound covers
+/// a wakeup that lands between the check and the sleep.
+fn wait_for_vfork_done(child: Pid, mm: &vm::SharedAddressSpace) {
+    let me = super::current_pid();
+    loop {
+        let done = TABLE.lock().get(&child).is_none_or(|c| {
+            matches!(c.state, State::Zombie(_) | State::Dead | State::Exited)
+                || !c.aspace.as_ref().is_some_and(|a| Arc::ptr_eq(a, mm))
+        });
+        if done {
+            return;
+        }
+        let until = crate::time::ticks() + 1;
+        if super::sleep_killable_until(super::wait_channel(me), until).is_err() {
+            return;
+        }
+    }
+}
+
 /// `CLONE_CHILD_SETTID`: `tid` written at `addr` in the child's memory. Linux does it in the
 /// child's first moments (`schedule_tail`); here the caller does it before the child can run,
 /// with the child's address space loaded for the write (a copy-on-write fault then resolves in
@@ -252,14 +278,14 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
 fn write_child_tid(
     parent: &vm::SharedAddressSpace,
     child: &vm::SharedAddressSpace,
-    thread: bool,
+    shared: bool,
     addr: u64,
     tid: Pid,
 ) {
     let Ok(ptr) = UserPtr::<u32>::new(addr) else {
         return;
     };
-    if thread {
+    if shared {
         let _ = ptr.write(&tid);
         return;
     }

@@ -111,14 +111,13 @@ pub struct Group {
     pub child_subreaper: bool,
     /// Process group and session (`pgrp`): copied by fork, kept by execve.
     pub job: pgrp::Job,
-    /// CPU time in timer ticks (user and system), and a signal `RLIMIT_CPU` owes the group
-    /// (0: none) while the task table was busy (`cputime`).
-    pub cpu_ticks: u64,
-    pub cpu_signal: u8,
     /// User and group ids (`cred`): copied by fork, kept by execve.
     pub cred: cred::Cred,
     /// The file-creation mask (Linux `fs_struct.umask`): copied by fork, kept by execve.
     pub umask: u32,
+    /// CPU time of the group's exited threads, and of its reaped children (`cputime`).
+    pub dead_cpu: cputime::CpuTime,
+    pub child_cpu: cputime::CpuTime,
 }
 
 impl Group {
@@ -143,10 +142,10 @@ impl Group {
             cwd,
             child_subreaper: false,
             job: pgrp::Job::default(),
-            cpu_ticks: 0,
-            cpu_signal: 0,
             cred: cred::Cred::ROOT,
             umask: cred::INITIAL_UMASK,
+            dead_cpu: Default::default(),
+            child_cpu: Default::default(),
         }))
     }
 }
@@ -178,6 +177,8 @@ pub struct Task {
     pub group: Arc<Mutex<Group>>,
     /// The CPUs this thread may run on (Linux `cpus_mask`; `affinity`).
     pub cpus_allowed: u64,
+    /// Ticks of user and system time this thread ran (`cputime`).
+    pub cpu: cputime::CpuTime,
 }
 
 impl Task {
@@ -405,7 +406,6 @@ pub fn apply_deferred_wakeups() {
 /// timer interrupt; skips a tick if the table is busy (the interrupted code holds it).
 pub fn on_tick() {
     signal::timer::on_tick();
-    cputime::on_tick();
     let now = time::ticks();
     if let Some(mut table) = TABLE.try_lock() {
         for p in table.values_mut() {
@@ -515,6 +515,7 @@ pub fn exit_thread(status: i32) -> ! {
         let fds = core::mem::take(&mut t.fds);
         let mut group = t.group.lock();
         group.live -= 1;
+        group.dead_cpu.add(core::mem::take(&mut t.cpu));
         let last = group.live == 0;
         if last {
             if let Some(aspace) = &aspace {
@@ -542,7 +543,20 @@ pub fn exit_thread(status: i32) -> ! {
                 sig if final_status & 0x80 != 0 => (signal::CLD_DUMPED, sig),
                 sig => (signal::CLD_KILLED, sig),
             };
+            // Read before the notification: it may reset a SA_RESETHAND handler.
+            let autoreap = signal::parent_autoreaps(&table, parent, tgid);
             signal::notify_parent_locked(&mut table, parent, tgid, code, si_status);
+            if autoreap {
+                // No zombie (Linux `release_task` right away): a leader still on its stack is
+                // freed by the scheduler once off it; one that exited earlier goes now.
+                if tid == tgid {
+                    if let Some(leader) = table.get_mut(&tgid) {
+                        leader.state = State::Dead;
+                    }
+                } else {
+                    table.remove(&tgid);
+                }
+            }
             reaper
         } else {
             1
@@ -557,8 +571,9 @@ pub fn exit_thread(status: i32) -> ! {
     // CR3 must not hold the root we may tear down.
     drop(vm::switch_to(None));
     if let Some(aspace) = aspace {
+        let in_use = aspace_in_use(&aspace);
         let torn_down = release_aspace_ref(aspace);
-        if last && !torn_down {
+        if last && !torn_down && !in_use {
             warn!("tgid {tgid}: address space still referenced after its last thread; leaking it");
         }
     }
@@ -624,7 +639,23 @@ pub fn release_aspace_ref(aspace: vm::SharedAddressSpace) -> bool {
 
 /// Tears down an address space no one else uses (not loaded in CR3).
 pub fn release_aspace(aspace: vm::SharedAddressSpace) {
-    if !release_aspace_ref(aspace) {
+    let in_use = aspace_in_use(&aspace);
+    if !release_aspace_ref(aspace) && !in_use {
         warn!("address space still shared at release; leaking it");
     }
+}
+
+/// Whether a task in the table still has `aspace` (a `CLONE_VM` sharer such as a vfork
+/// parent, who then drops the last reference itself).
+pub fn aspace_in_use(aspace: &vm::SharedAddressSpace) -> bool {
+    TABLE
+        .lock()
+        .values()
+        .any(|t| t.aspace.as_ref().is_some_and(|a| Arc::ptr_eq(a, aspace)))
+}
+
+/// Sleeps on `channel` until woken, the tick `until`, or a kill (`EINTR`); signals that are
+/// not fatal do not end it (Linux `TASK_KILLABLE`).
+pub fn sleep_killable_until(channel: usize, until: u64) -> Result<(), Errno> {
+    block(channel, Some(until), false)
 }

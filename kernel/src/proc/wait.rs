@@ -13,9 +13,10 @@ pub const WUNTRACED: u32 = 2;
 pub const WCONTINUED: u32 = 8;
 
 /// Waits for a child matching `which` (-1: any, > 0: that pid, 0: any in the caller's process
-/// group, < -1: any in group -which; the group is the child's at the time of the check). Returns `(pid, status, minor faults of the child and its reaped
-/// children)`, or `(0, 0, 0)` with `WNOHANG` and no zombie yet.
-pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
+/// group, < -1: any in group -which; the group is the child's at the time of the check).
+/// Returns `(pid, status, minor faults and CPU time of the child and its reaped children)`, or
+/// zeros with `WNOHANG` and no zombie yet.
+pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64, super::cputime::CpuTime), Errno> {
     let me = super::current_pid();
     let pgid = match which {
         0 => Some(super::pgrp::current_job().pgid),
@@ -29,8 +30,13 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
                 Some(g) => p.group.lock().job.pgid == g,
                 None => which == -1 || i64::from(p.tgid) == which,
             };
+            // A `Dead` leader was reaped automatically (`parent_autoreaps`): not a child any more.
             let mut children = table.values().filter(|p| {
-                p.is_leader() && p.tgid != me && matches(p) && p.group.lock().parent == me
+                p.is_leader()
+                    && p.state != State::Dead
+                    && p.tgid != me
+                    && matches(p)
+                    && p.group.lock().parent == me
             });
             let Some(first) = children.next() else {
                 return Err(Errno::ECHILD);
@@ -61,7 +67,7 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
                         None
                     });
                 if let Some((pid, status)) = reported {
-                    return Ok((pid, status, 0));
+                    return Ok((pid, status, 0, Default::default()));
                 }
             }
             zombie.and_then(|pid| table.remove(&pid))
@@ -70,16 +76,22 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64), Errno> {
             let State::Zombie(status) = child.state else {
                 unreachable!("only zombies are reaped")
             };
-            let minflt = {
+            let (minflt, cpu) = {
                 let group = child.group.lock();
-                group.own_minflt + group.child_minflt
+                let mut cpu = group.dead_cpu;
+                cpu.add(group.child_cpu);
+                cpu.add(child.cpu);
+                (group.own_minflt + group.child_minflt, cpu)
             };
-            super::with_group(|g| g.child_minflt += minflt);
+            super::with_group(|g| {
+                g.child_minflt += minflt;
+                g.child_cpu.add(cpu);
+            });
             // The child's kernel stack is freed here: it is not running (it is a zombie).
-            return Ok((child.tid, status, minflt));
+            return Ok((child.tid, status, minflt, cpu));
         }
         if options & WNOHANG != 0 {
-            return Ok((0, 0, 0));
+            return Ok((0, 0, 0, Default::default()));
         }
         sleep_interruptible(wait_channel(me))?;
     }

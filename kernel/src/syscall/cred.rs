@@ -39,6 +39,23 @@ pub fn setresgid(a: Args) -> SysResult {
     cred::setresgid(id(&a, 0), id(&a, 1), id(&a, 2)).map(|()| 0)
 }
 
+/// getuid (102), getgid (104), geteuid (107), getegid (108): never fail.
+pub fn getuid() -> SysResult {
+    Ok(u64::from(cred::current().uid))
+}
+
+pub fn getgid() -> SysResult {
+    Ok(u64::from(cred::current().gid))
+}
+
+pub fn geteuid() -> SysResult {
+    Ok(u64::from(cred::current().euid))
+}
+
+pub fn getegid() -> SysResult {
+    Ok(u64::from(cred::current().egid))
+}
+
 /// getresuid(ruid, euid, suid) (118): `EFAULT` on a bad pointer.
 pub fn getresuid(a: Args) -> SysResult {
     let c = cred::current();

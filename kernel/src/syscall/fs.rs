@@ -17,14 +17,8 @@ const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const PATH_MAX: usize = 4096;
 
-/// A descriptor argument: a C `int`, so only the register's low 32 bits count (glibc passes
-/// `AT_FDCWD` as `0x00000000ffffff9c`).
-fn fd_arg(fd: i64) -> i64 {
-    i64::from(fd as i32)
-}
-
 fn file(fd: i64) -> Result<Arc<OpenFile>, Errno> {
-    with_current(|p| p.fds.get(fd_arg(fd)))
+    with_current(|p| p.fds.get(fd))
 }
 
 /// An explicit file offset argument: `EINVAL` if negative.
@@ -139,7 +133,7 @@ pub fn openat(a: Args) -> SysResult {
 
 /// `path` as seen from `dirfd` (`AT_FDCWD` or a directory descriptor; see `namei::at_path`).
 fn at_path(dirfd: i64, path: &str) -> Result<alloc::string::String, Errno> {
-    if fd_arg(dirfd) == AT_FDCWD || path.starts_with('/') {
+    if dirfd == AT_FDCWD || path.starts_with('/') {
         return namei::at_path(None, path);
     }
     namei::at_path(Some(&*file(dirfd)?), path)
@@ -168,7 +162,7 @@ fn open_at(dirfd: i64, path: u64, flags: u32, mode: u32) -> SysResult {
 }
 
 pub fn close(a: Args) -> SysResult {
-    let closed = with_current(|p| p.fds.close(fd_arg(a.int(0))))?;
+    let closed = with_current(|p| p.fds.close(a.int(0)))?;
     drop(closed);
     Ok(0)
 }
@@ -209,7 +203,7 @@ fn resolve(dirfd: i64, path: &str, flags: u64) -> Result<Arc<OpenFile>, Errno> {
     if flags & AT_EMPTY_PATH == 0 {
         return Err(Errno::ENOENT);
     }
-    if fd_arg(dirfd) == AT_FDCWD {
+    if dirfd == AT_FDCWD {
         fs::open(&namei::cwd(), 0)
     } else {
         file(dirfd)

@@ -45,6 +45,14 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
+        if file.downcast::<crate::fs::memdev::MemDev>() == Some(&crate::fs::memdev::MemDev::Zero) {
+            // Linux `mmap_zero`: /dev/zero maps as anonymous memory, private or shared.
+            if !file.readable() {
+                return Err(Errno::EACCES);
+            }
+            let anon = u64::from(flags | MAP_ANONYMOUS);
+            return mmap(Args([addr, len, a.get(2), anon, u64::MAX, 0]));
+        }
         if let Some(target) = file.ops.mmap_file() {
             if !file.readable() {
                 return Err(Errno::EACCES);
@@ -187,13 +195,41 @@ pub fn madvise(a: Args) -> SysResult {
     let advice = match a.i32(2) {
         // MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED, HUGEPAGE, NOHUGEPAGE: hints only.
         0..=3 | 14 | 15 => return Ok(0),
-        // MADV_FREE may drop the pages at any time: dropping them now is allowed.
-        8 => Advice::DontNeed,
         other => Advice::from_linux(other)?,
     };
+    let len = a.get(1) as usize;
+    if matches!(advice, Advice::PopulateRead | Advice::PopulateWrite) && addr.is_page_aligned() {
+        return madvise_populate(addr.as_u64(), len, advice);
+    }
     current_aspace()
         .lock()
-        .madvise(memory::mm(), addr, a.get(1) as usize, advice)?;
+        .madvise(memory::mm(), addr, len, advice)?;
+    Ok(0)
+}
+
+/// `MADV_POPULATE_*` a chunk at a time (Linux `madvise_populate`: killable, rescheduling), so
+/// populating a huge mapping neither holds the address space nor the CPU for minutes.
+fn madvise_populate(addr: u64, len: usize, advice: Advice) -> SysResult {
+    const CHUNK: u64 = 2 << 20;
+    let end = addr
+        .checked_add(len as u64)
+        .map(|e| e.saturating_add(0xfff) & !0xfff)
+        .ok_or(Errno::EINVAL)?;
+    if end > cowlab_mm::aspace::USER_END {
+        return Err(Errno::ENOMEM);
+    }
+    let mut at = addr;
+    while at < end {
+        let n = (end - at).min(CHUNK);
+        current_aspace()
+            .lock()
+            .madvise(memory::mm(), VirtAddr::new(at), n as usize, advice)?;
+        at += n;
+        if crate::proc::fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
+        crate::proc::sched::cond_resched();
+    }
     Ok(0)
 }
 
@@ -239,6 +275,13 @@ pub fn mremap(a: Args) -> SysResult {
         });
         rlimit::mlock_future_ok(&current_aspace(), locked, grow.saturating_sub(had))?;
     }
+    if a.get(3) & 4 != 0 {
+        // MREMAP_DONTUNMAP keeps the old range: the whole new range is growth (Linux
+        // `may_expand_vm`, which counts RLIMIT_DATA for a data mapping too).
+        let len = new_len.saturating_add(0xfff) & !0xfff;
+        rlimit::may_expand_vm(&current_aspace(), None, len)?;
+        rlimit::may_expand_data_at(&current_aspace(), a.get(0), len)?;
+    }
     let shared = current_aspace();
     let mut aspace = shared.lock();
     let va = aspace.mremap(
@@ -278,4 +321,46 @@ pub fn msync(a: Args) -> SysResult {
         Some(e) => Err(e.into()),
         None => Ok(0),
     }
+}
+
+/// mincore(addr, len, vec): one byte per page, 1 if resident (`cowlab_mm::mincore`). Linux's
+/// order of checks: an unaligned address is `EINVAL`, a range past user space `ENOMEM`, a
+/// `vec` that cannot hold the bytes `EFAULT`, a hole `ENOMEM`. One output page per round, with
+/// a fatal signal ending a huge walk.
+pub fn mincore(a: Args) -> SysResult {
+    let (addr, len, vec) = (a.get(0), a.get(1), a.get(2));
+    if addr & 0xfff != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let pages = len.div_ceil(4096);
+    let end = pages
+        .checked_mul(4096)
+        .and_then(|bytes| addr.checked_add(bytes))
+        .ok_or(Errno::ENOMEM)?;
+    if end > cowlab_mm::aspace::USER_END {
+        return Err(Errno::ENOMEM);
+    }
+    // Linux `access_ok(vec, pages)`: the whole output must be user addresses.
+    if vec
+        .checked_add(pages)
+        .is_none_or(|e| e > cowlab_mm::aspace::USER_END)
+    {
+        return Err(Errno::EFAULT);
+    }
+    let mut buf = [0u8; 4096];
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(4096) as usize;
+        current_aspace().lock().mincore(
+            memory::mm(),
+            VirtAddr::new(addr + done * 4096),
+            &mut buf[..n],
+        )?;
+        crate::uaccess::UserSlice::new(vec + done, n)?.write(&buf[..n])?;
+        done += n as u64;
+        if crate::proc::fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
+    }
+    Ok(0)
 }

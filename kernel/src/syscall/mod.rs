@@ -6,6 +6,7 @@
 //! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
 //! answer `ENOSYS` and are logged once each.
 
+mod abi;
 mod admit;
 mod cred;
 pub mod entry;
@@ -51,9 +52,11 @@ static UNKNOWN_LOGGED: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
 /// Runs the system call in `frame` and stores its result in `frame.rax`.
 pub fn dispatch(frame: &mut TrapFrame) {
     let nr = frame.rax;
-    let args = Args([
+    let mut regs = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-    ]);
+    ];
+    abi::narrow(nr, &mut regs);
+    let args = Args(regs);
     let result = admit::admit(nr).and_then(|()| call(nr, args, frame));
     frame.rax = match result {
         Ok(value) => value,
@@ -88,6 +91,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         24 => proc::sched_yield(),
         25 => mm::mremap(a),
         26 => mm::msync(a),
+        27 => mm::mincore(a),
         28 => mm::madvise(a),
         32 => fs::dup(a),
         33 => fs::dup2(a),
@@ -98,7 +102,8 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         38 => signal::setitimer(a),
         39 => proc::getpid(),
         56 => proc::clone(a, frame),
-        57 | 58 => proc::fork(frame),
+        57 => proc::fork(frame),
+        58 => proc::vfork(frame),
         59 => proc::execve(a, frame),
         60 => proc::exit(a),
         61 => proc::wait4(a),
@@ -123,7 +128,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         97 => info::getrlimit(a),
         98 => proc::getrusage(a),
         99 => info::sysinfo(a),
-        102 | 104 | 107 | 108 => Ok(0),
+        100 => proc::times(a),
+        // The id getters read the credentials (`proc::cred`).
+        102 => cred::getuid(),
+        104 => cred::getgid(),
+        107 => cred::geteuid(),
+        108 => cred::getegid(),
         110 => proc::getppid(),
         // tty: process groups and sessions, poll/select.
         7 => poll::poll(a),
@@ -135,6 +145,8 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         112 => proc::setsid(),
         121 => proc::getpgid(a),
         124 => proc::getsid(a),
+        // abimisc: getgroups (the other id calls are ext2fin's, `cred`).
+        115 => proc::getgroups(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),
@@ -198,13 +210,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         425 => fs::io_uring_setup(a),
         426 => fs::io_uring_enter(a),
         427 => fs::io_uring_register(a),
-        // clone3: glibc falls back to clone (56) on ENOSYS; musl never uses it.
-        435 => Err(Errno::ENOSYS),
+        435 => proc::clone3(a, frame),
         // smp (issue 16): affinity and the CPU a thread runs on.
         203 => proc::sched_setaffinity(a),
         204 => proc::sched_getaffinity(a),
         309 => proc::getcpu(a),
-        // ext2fin: credentials, umask and faccessat (the id getters are abimisc's).
+        // ext2fin: credentials, umask and faccessat.
         95 => cred::umask(a),
         105 => cred::setuid(a),
         106 => cred::setgid(a),

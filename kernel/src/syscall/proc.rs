@@ -29,9 +29,18 @@ pub fn fork(frame: &TrapFrame) -> SysResult {
     Ok(u64::from(proc::fork::fork(frame)?))
 }
 
+/// vfork: a new process sharing the caller's memory, the caller blocked until the child execs
+/// or exits (Linux `CLONE_VM | CLONE_VFORK | SIGCHLD`).
+pub fn vfork(frame: &TrapFrame) -> SysResult {
+    let args = fork::CloneArgs {
+        flags: fork::CLONE_VM | fork::CLONE_VFORK | u64::from(proc::signal::SIGCHLD),
+        ..fork::CloneArgs::default()
+    };
+    Ok(u64::from(fork::clone(frame, &args)?))
+}
+
 /// clone(flags, stack, parent_tid, child_tid, tls): a new process or thread (see
-/// `proc::fork`). `clone3` (435) answers ENOSYS, on which glibc falls back to this call and
-/// musl never uses it.
+/// `proc::fork`).
 pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
     let args = fork::CloneArgs {
         flags: a.get(0),
@@ -39,6 +48,56 @@ pub fn clone(a: Args, frame: &TrapFrame) -> SysResult {
         parent_tid: a.get(2),
         child_tid: a.get(3),
         tls: a.get(4),
+    };
+    Ok(u64::from(fork::clone(frame, &args)?))
+}
+
+/// clone3(args, size): `struct clone_args` (flags, pidfd, child_tid, parent_tid, exit_signal,
+/// stack, stack_size, tls, set_tid, set_tid_size, cgroup), checked as Linux
+/// `copy_clone_args_from_user` and `clone3_args_valid`: a size below the first version (64) is
+/// `EINVAL`, one above a page `E2BIG`, as are non-zero bytes past the fields known here; the
+/// exit signal has its own field (`CSIGNAL` bits in `flags` are `EINVAL`); the stack is its
+/// lowest address plus its size. `set_tid` (checkpoint/restore) and the flags without a
+/// `clone` equivalent here (`CLONE_PIDFD`, `CLONE_INTO_CGROUP`, `CLONE_CLEAR_SIGHAND`) are
+/// refused by `fork::clone` like any unsupported flag.
+pub fn clone3(a: Args, frame: &TrapFrame) -> SysResult {
+    const VER0: usize = 64;
+    const KNOWN: usize = 88;
+    let size = a.get(1) as usize;
+    if size < VER0 {
+        return Err(Errno::EINVAL);
+    }
+    if size > 4096 {
+        return Err(Errno::E2BIG);
+    }
+    // On the heap: a page on the kernel stack of a call that goes on to fork is too much.
+    let mut raw = alloc::vec![0u8; size.max(KNOWN)];
+    crate::uaccess::UserSlice::new(a.get(0), size)?.read(&mut raw[..size])?;
+    if raw[KNOWN.min(size)..size].iter().any(|&b| b != 0) {
+        return Err(Errno::E2BIG);
+    }
+    let field = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let (flags, pidfd, child_tid, parent_tid, exit_signal) =
+        (field(0), field(1), field(2), field(3), field(4));
+    let (stack, stack_size, tls, set_tid, set_tid_size) =
+        (field(5), field(6), field(7), field(8), field(9));
+    let _ = pidfd;
+    if flags & fork::CSIGNAL != 0 || exit_signal > 64 {
+        return Err(Errno::EINVAL);
+    }
+    // A thread (or CLONE_PARENT sibling) signals nobody at exit.
+    if flags & (fork::CLONE_THREAD | 0x8000) != 0 && exit_signal != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if (stack == 0) != (stack_size == 0) || set_tid != 0 || set_tid_size != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let args = fork::CloneArgs {
+        flags: flags | exit_signal,
+        stack: stack.checked_add(stack_size).ok_or(Errno::EINVAL)?,
+        parent_tid,
+        child_tid,
+        tls,
     };
     Ok(u64::from(fork::clone(frame, &args)?))
 }
@@ -80,16 +139,13 @@ pub fn wait4(a: Args) -> SysResult {
     if which == i32::MIN {
         return Err(Errno::ESRCH);
     }
-    let (pid, status, minflt) = proc::wait::wait(i64::from(which), options)?;
+    let (pid, status, minflt, cpu) = proc::wait::wait(i64::from(which), options)?;
     if pid != 0 {
         if let Some(out) = status_out {
             out.write(&status)?;
         }
         if a.get(3) != 0 {
-            let usage = Rusage {
-                minflt: minflt as i64,
-                ..Rusage::default()
-            };
+            let usage = Rusage::new(cpu, minflt);
             UserPtr::<Rusage>::new(a.get(3))?.write(&usage)?;
         }
     }
@@ -119,13 +175,40 @@ pub fn arch_prctl(a: Args) -> SysResult {
     }
 }
 
+const PR_SET_NAME: u64 = 15;
+const PR_GET_NAME: u64 = 16;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 
-/// prctl: only the child-subreaper options (see `proc::find_new_reaper`); every other option
-/// is `EINVAL`, Linux's answer to an option it does not know.
+/// prctl: the thread's name (`comm`, 15 bytes and a NUL, as Linux `TASK_COMM_LEN`) and the
+/// child-subreaper options (see `proc::find_new_reaper`); every other option is `EINVAL`,
+/// Linux's answer to an option it does not know. The option is an `int`.
 pub fn prctl(a: Args) -> SysResult {
-    match a.get(0) {
+    match a.get(0) as u32 as u64 {
+        PR_SET_NAME => {
+            // Linux `strncpy_from_user(comm, arg2, 15)`: longer names are cut, not refused.
+            let mut name = alloc::vec::Vec::new();
+            for i in 0..15 {
+                let mut byte = [0u8];
+                crate::uaccess::UserSlice::new(a.get(1).wrapping_add(i), 1)?.read(&mut byte)?;
+                if byte[0] == 0 {
+                    break;
+                }
+                name.push(byte[0]);
+            }
+            let name = alloc::string::String::from_utf8_lossy(&name).into_owned();
+            with_current(|t| t.name = name);
+            Ok(0)
+        }
+        PR_GET_NAME => {
+            let mut comm = [0u8; 16];
+            with_current(|t| {
+                let n = t.name.len().min(15);
+                comm[..n].copy_from_slice(&t.name.as_bytes()[..n]);
+            });
+            crate::uaccess::UserSlice::new(a.get(1), 16)?.write(&comm)?;
+            Ok(0)
+        }
         PR_SET_CHILD_SUBREAPER => {
             proc::with_group(|g| g.child_subreaper = a.get(1) != 0);
             Ok(0)
@@ -256,28 +339,51 @@ pub struct Rusage {
     rest: [i64; 8],
 }
 
+impl Rusage {
+    /// `ru_utime`, `ru_stime` from ticks, and `ru_minflt`. `ru_maxrss` stays 0: the RSS
+    /// high-water mark is not kept yet.
+    fn new(cpu: proc::cputime::CpuTime, minflt: u64) -> Rusage {
+        let tv = |ticks: u64| {
+            let us = proc::cputime::CpuTime::micros(ticks);
+            [(us / 1_000_000) as i64, (us % 1_000_000) as i64]
+        };
+        Rusage {
+            utime: tv(cpu.user),
+            stime: tv(cpu.system),
+            minflt: minflt as i64,
+            ..Rusage::default()
+        }
+    }
+}
+
+/// getrusage(who): `RUSAGE_SELF` (0), `RUSAGE_CHILDREN` (-1) and `RUSAGE_THREAD` (1).
 pub fn getrusage(a: Args) -> SysResult {
-    let who = a.int(0);
-    let minflt = match who {
-        0 => with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
-        -1 => proc::with_group(|g| g.child_minflt),
+    let (cpu, minflt) = match a.int(0) {
+        0 => (
+            proc::cputime::group_self(proc::current_pid()),
+            with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
+        ),
+        -1 => proc::with_group(|g| (g.child_cpu, g.child_minflt)),
+        // The faults are counted per address space, not per thread: the thread's share is
+        // not known, so RUSAGE_THREAD reports its CPU time only.
+        1 => (with_current(|t| t.cpu), 0),
         _ => return Err(Errno::EINVAL),
     };
-    // The group's CPU time in ticks (`proc::cputime`), user and system together, reported as
-    // user time; the children's is not summed yet.
-    let ticks = if who == 0 {
-        proc::with_group(|g| g.cpu_ticks)
-    } else {
-        0
-    };
-    let micros = ticks.saturating_mul(1_000_000 / crate::time::TICK_HZ);
-    let usage = Rusage {
-        utime: [(micros / 1_000_000) as i64, (micros % 1_000_000) as i64],
-        minflt: minflt as i64,
-        ..Rusage::default()
-    };
-    UserPtr::<Rusage>::new(a.get(1))?.write(&usage)?;
+    UserPtr::<Rusage>::new(a.get(1))?.write(&Rusage::new(cpu, minflt))?;
     Ok(0)
+}
+
+/// times(buf): the process's and its reaped children's user and system ticks (`struct tms`,
+/// four `clock_t`), and the ticks since boot (Linux: since an arbitrary point); a null `buf`
+/// is allowed.
+pub fn times(a: Args) -> SysResult {
+    if a.get(0) != 0 {
+        let own = proc::cputime::group_self(proc::current_pid());
+        let children = proc::with_group(|g| g.child_cpu);
+        let tms = [own.user, own.system, children.user, children.system];
+        UserPtr::<[u64; 4]>::new(a.get(0))?.write(&tms)?;
+    }
+    Ok(crate::time::ticks())
 }
 
 const REBOOT_MAGIC1: u64 = 0xfee1_dead;
@@ -365,4 +471,14 @@ pub fn setsid() -> SysResult {
 
 pub fn getsid(a: Args) -> SysResult {
     proc::pgrp::getsid(a.i32(0)).map(u64::from)
+}
+
+/// getgroups(size, list): the credentials (`proc::cred`) keep no supplementary groups, so the
+/// list is always empty. `size` is an `int`: negative is
+/// `EINVAL`, as Linux.
+pub fn getgroups(a: Args) -> SysResult {
+    if a.i32(0) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(0)
 }

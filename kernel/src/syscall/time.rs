@@ -72,7 +72,10 @@ fn no_restart_after_handler(e: Errno) -> Errno {
     }
 }
 
-fn sleep_for(req: u64) -> SysResult {
+/// A relative sleep of `*req`; when a signal ends it early, the time left goes to `*rem` (if
+/// `rem` is not 0) and the call fails with `EINTR` (Linux `hrtimer_nanosleep` and
+/// `nanosleep_copyout`; a `rem` that cannot be written is `EFAULT`).
+fn sleep_for(req: u64, rem: u64) -> SysResult {
     let ts = UserPtr::<Timespec>::new(req)?.read()?;
     if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
         return Err(Errno::EINVAL);
@@ -80,12 +83,24 @@ fn sleep_for(req: u64) -> SysResult {
     let ns = (ts.sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.nsec as u64);
-    proc::sleep_micros(ns.div_ceil(1000)).map_err(no_restart_after_handler)?;
-    Ok(0)
+    let start = clock::micros_since_boot();
+    let Err(e) = proc::sleep_micros(ns.div_ceil(1000)) else {
+        return Ok(0);
+    };
+    if rem != 0 {
+        let slept = clock::micros_since_boot().saturating_sub(start);
+        let left = ns.saturating_sub(slept.saturating_mul(1000));
+        let left = Timespec {
+            sec: (left / 1_000_000_000) as i64,
+            nsec: (left % 1_000_000_000) as i64,
+        };
+        UserPtr::<Timespec>::new(rem)?.write(&left)?;
+    }
+    Err(no_restart_after_handler(e))
 }
 
 pub fn nanosleep(a: Args) -> SysResult {
-    sleep_for(a.get(0))
+    sleep_for(a.get(0), a.get(1))
 }
 
 pub fn clock_nanosleep(a: Args) -> SysResult {
@@ -111,5 +126,5 @@ pub fn clock_nanosleep(a: Args) -> SysResult {
         }
         return Ok(0);
     }
-    sleep_for(a.get(2))
+    sleep_for(a.get(2), a.get(3))
 }

@@ -344,3 +344,111 @@ fn failed_fork_flushes_the_parents_write_protected_entries() {
     env.check(&[&parent]);
     env.finish(std::vec![parent]);
 }
+
+/// `MADV_WIPEONFORK`: the child's VMA exists but starts empty (reads zero, writes stick); the
+/// parent's pages are untouched and not shared with the child; `KEEPONFORK` undoes it.
+#[test]
+fn wipeonfork_child_gets_an_empty_vma() {
+    use crate::madvise::Advice;
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 2, Prot::RW);
+    let kept = env.map(&mut parent, 8 * PAGE, 1, Prot::RW);
+    env.write(&mut parent, va, 5).unwrap();
+    env.write(&mut parent, kept, 6).unwrap();
+    parent
+        .madvise(&env.mm, va, 2 * PAGE_SIZE, Advice::WipeOnFork)
+        .unwrap();
+    parent
+        .madvise(&env.mm, kept, PAGE_SIZE, Advice::WipeOnFork)
+        .unwrap();
+    parent
+        .madvise(&env.mm, kept, PAGE_SIZE, Advice::KeepOnFork)
+        .unwrap();
+    let mut child = parent.fork(&env.mm).unwrap();
+    assert!(
+        child.translate(&env.mm, va).is_none(),
+        "a wiped page was copied"
+    );
+    assert_eq!(env.read(&mut child, va).unwrap(), 0);
+    assert_eq!(env.read(&mut child, kept).unwrap(), 6);
+    env.write(&mut child, va, 9).unwrap();
+    assert_eq!(env.read(&mut parent, va).unwrap(), 5);
+    env.check(&[&parent, &child]);
+    env.finish(std::vec![parent, child]);
+}
+
+/// The fault trace records what the fault handler decided and which rule decided it, only
+/// while switched on.
+#[test]
+fn fault_trace_records_decisions_and_rules_only_when_on() {
+    use crate::trace::{Decision, Rule};
+    let env = Env::new();
+    let mut parent = env.space();
+    let va = env.map(&mut parent, 0, 2, Prot::RW);
+    env.mm.trace.set_enabled(true);
+    env.write(&mut parent, va, 1).unwrap();
+    env.read(&mut parent, va + PAGE).unwrap();
+    let mut child = parent.fork(&env.mm).unwrap();
+    env.write(&mut child, va, 2).unwrap();
+    let mine = |root: crate::addr::PhysAddr| {
+        env.mm
+            .trace
+            .events()
+            .into_iter()
+            .filter(move |e| e.root == root)
+            .map(|e| (e.addr, e.decision, e.rule))
+            .collect::<std::vec::Vec<_>>()
+    };
+    assert_eq!(
+        mine(parent.root()),
+        std::vec![
+            (va, Decision::NewPage, Rule::DoAnonymousPage),
+            (va + PAGE, Decision::ZeroPage, Rule::DoAnonymousPage),
+        ]
+    );
+    assert_eq!(
+        mine(child.root()),
+        std::vec![(va, Decision::Copy, Rule::WpCanReuseCopy)]
+    );
+    env.mm.trace.set_enabled(false);
+    env.write(&mut parent, va + PAGE, 3).unwrap();
+    assert_eq!(mine(parent.root()).len(), 2, "recorded while off");
+    env.finish(std::vec![parent, child]);
+}
+
+/// `MREMAP_DONTUNMAP`: the pages move (same frames, no copy), the old range stays mapped and
+/// reads zeros; resizing, a missing `MAYMOVE` and shared memory are `EINVAL`.
+#[test]
+fn mremap_dontunmap_moves_the_pages_and_leaves_the_range_empty() {
+    use crate::error::MmError;
+    use crate::mremap::MremapFlags;
+    let env = Env::new();
+    let mut s = env.space();
+    let va = env.map(&mut s, 0, 2, Prot::RW);
+    env.write(&mut s, va, 5).unwrap();
+    env.write(&mut s, va + PAGE, 6).unwrap();
+    let frame = env.frame(&s, va);
+    let flags = MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP;
+    let a = va.as_u64();
+    assert_eq!(
+        s.mremap(&env.mm, a, 2 * PAGE, 3 * PAGE, flags, 0),
+        Err(MmError::Inval)
+    );
+    assert_eq!(
+        s.mremap(&env.mm, a, 2 * PAGE, 2 * PAGE, MremapFlags::DONTUNMAP, 0),
+        Err(MmError::Inval)
+    );
+    let new = s.mremap(&env.mm, a, 2 * PAGE, 2 * PAGE, flags, 0).unwrap();
+    assert_ne!(new, va);
+    assert_eq!(env.frame(&s, new), frame, "the page was copied, not moved");
+    assert_eq!(env.read(&mut s, new + PAGE).unwrap(), 6);
+    assert!(s.translate(&env.mm, va).is_none(), "the old PTE stayed");
+    assert_eq!(
+        env.read(&mut s, va).unwrap(),
+        0,
+        "the old range is not empty"
+    );
+    env.check(&[&s]);
+    env.finish(std::vec![s]);
+}

@@ -15,6 +15,7 @@ mod random;
 mod regbuf_tests;
 mod robust_tests;
 mod shmem_tests;
+mod smaps_tests;
 mod smp_stress_tests;
 mod smp_tests;
 mod softdirty_tests;

@@ -235,6 +235,8 @@ impl World {
                             Advice::DontNeed => pm.words.clear(),
                             Advice::DontFork => pm.dontfork = true,
                             Advice::DoFork => pm.dontfork = false,
+                            // Not drawn above.
+                            _ => unreachable!(),
                         }
                     }
                 }

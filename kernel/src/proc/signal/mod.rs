@@ -50,6 +50,7 @@ pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
 pub const SA_NOCLDSTOP: u64 = 1;
+pub const SA_NOCLDWAIT: u64 = 2;
 pub const SA_RESTORER: u64 = 0x0400_0000;
 pub const SA_ONSTACK: u64 = 0x0800_0000;
 pub const SA_RESTART: u64 = 0x1000_0000;
@@ -146,6 +147,11 @@ pub struct SigPending {
 const MAX_QUEUED: usize = 128;
 
 impl SigPending {
+    /// The queued `siginfo`s (`SigQ` of `/proc/<pid>/status`).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     fn queue(&mut self, info: SigInfo) -> Result<(), Errno> {
         let signal = info.signal();
         if signal < 32 && self.mask & bit(signal) != 0 {
@@ -511,6 +517,21 @@ pub fn notify_parent_locked(
     let mut info = SigInfo::from_process(exit_signal, code, child);
     info.data[1] = status as u32 as u64;
     let _ = send_locked(table, Target::Process(parent), info);
+}
+
+/// Whether the end of `child` (a group whose last thread is exiting) leaves no zombie: its
+/// parent ignores `SIGCHLD` or set `SA_NOCLDWAIT` on it, and the child's exit signal is
+/// `SIGCHLD` (Linux `do_notify_parent`'s `autoreap`). The parent's `wait` then sleeps until
+/// its last child is gone and fails with `ECHILD`.
+pub fn parent_autoreaps(table: &BTreeMap<Pid, Box<super::Task>>, parent: Pid, child: Pid) -> bool {
+    let exit_signal = table
+        .get(&child)
+        .map_or(SIGCHLD, |c| c.group.lock().sig.exit_signal);
+    let Some(p) = table.get(&parent) else {
+        return false;
+    };
+    let action = p.group.lock().sigactions[SIGCHLD as usize];
+    exit_signal == SIGCHLD && (action.handler == SIG_IGN || action.flags & SA_NOCLDWAIT != 0)
 }
 
 /// The signal and `si_code` of a CPU exception in ring 3 other than a page fault (Linux
