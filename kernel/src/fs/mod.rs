@@ -12,6 +12,8 @@
 
 pub mod aio;
 pub mod console;
+pub mod epoll;
+pub mod eventfd;
 pub mod ext2_cache;
 pub mod ext2_dir;
 pub mod ext2_direct;
