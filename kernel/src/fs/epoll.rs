@@ -243,12 +243,10 @@ impl Epoll {
         // without CAP_BLOCK_SUSPEND (cowlab has no suspend to block).
         let events = (events | EPOLLERR | EPOLLHUP) & !EPOLLWAKEUP;
         let target_ep = file.downcast::<Epoll>();
-        if events & EPOLLEXCLUSIVE != 0 {
-            if op == EPOLL_CTL_MOD
-                || (op == EPOLL_CTL_ADD && (target_ep.is_some() || events & !EXCLUSIVE_OK != 0))
-            {
-                return Err(Errno::EINVAL);
-            }
+        let exclusive_bad = op == EPOLL_CTL_MOD
+            || (op == EPOLL_CTL_ADD && (target_ep.is_some() || events & !EXCLUSIVE_OK != 0));
+        if events & EPOLLEXCLUSIVE != 0 && exclusive_bad {
+            return Err(Errno::EINVAL);
         }
         let _nesting = match (op, target_ep) {
             (EPOLL_CTL_ADD, Some(ep)) => {

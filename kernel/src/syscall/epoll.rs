@@ -1,6 +1,8 @@
-//! epoll_create/epoll_create1, epoll_ctl, epoll_wait/epoll_pwait/epoll_pwait2 and eventfd/
-//! eventfd2: argument decoding around `fs::epoll` and `fs::eventfd` (Linux `fs/eventpoll.c`,
-//! `fs/eventfd.c`), in Linux's order of checks so each bad argument gets Linux's errno.
+//! epoll_create/epoll_create1, epoll_ctl, epoll_wait/epoll_pwait/epoll_pwait2, eventfd/
+//! eventfd2, timerfd_create/settime/gettime and signalfd/signalfd4: argument decoding around
+//! `fs::epoll`, `fs::eventfd`, `fs::timerfd` and `fs::signalfd` (Linux `fs/eventpoll.c`,
+//! `fs/eventfd.c`, `fs/timerfd.c`, `fs/signalfd.c`), in Linux's order of checks so each bad
+//! argument gets Linux's errno.
 #![deny(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -11,6 +13,8 @@ use super::{Args, SysResult};
 use crate::errno::Errno;
 use crate::fs::epoll::{Epoll, EPOLL_CTL_DEL};
 use crate::fs::eventfd::{EventFd, EFD_SEMAPHORE};
+use crate::fs::signalfd::SignalFd;
+use crate::fs::timerfd::{self, TimerFd};
 use crate::fs::{Fd, OpenFile, O_CLOEXEC, O_NONBLOCK, O_RDWR};
 use crate::proc::{signal::ops, with_current};
 use crate::time;
@@ -173,4 +177,118 @@ pub fn eventfd(a: Args) -> SysResult {
     let mut regs = [0u64; 6];
     regs[0] = a.get(0);
     eventfd2(Args(regs))
+}
+
+/// `CLOCK_REALTIME_ALARM` and `CLOCK_BOOTTIME_ALARM`: their base clocks here (cowlab never
+/// suspends), for callers Linux would let use them (`CAP_WAKE_ALARM`: root).
+const CLOCK_REALTIME_ALARM: i32 = 8;
+const CLOCK_BOOTTIME_ALARM: i32 = 9;
+
+/// timerfd_create(int clockid, int flags): `TFD_NONBLOCK`, `TFD_CLOEXEC`.
+pub fn timerfd_create(a: Args) -> SysResult {
+    let (clock, flags) = (a.i32(0), a.i32(1) as u32);
+    let base = match clock {
+        timerfd::CLOCK_REALTIME | CLOCK_REALTIME_ALARM => timerfd::CLOCK_REALTIME,
+        timerfd::CLOCK_MONOTONIC => timerfd::CLOCK_MONOTONIC,
+        timerfd::CLOCK_BOOTTIME | CLOCK_BOOTTIME_ALARM => timerfd::CLOCK_BOOTTIME,
+        _ => return Err(Errno::EINVAL),
+    };
+    if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if matches!(clock, CLOCK_REALTIME_ALARM | CLOCK_BOOTTIME_ALARM)
+        && crate::proc::cred::current().euid != 0
+    {
+        return Err(Errno::EPERM);
+    }
+    let tfd = crate::heap::try_box(TimerFd::new(base)?)?;
+    install(
+        OpenFile::new(tfd as Box<_>, O_RDWR | (flags & O_NONBLOCK)),
+        flags & O_CLOEXEC != 0,
+    )
+}
+
+/// A timespec as microseconds, rounded up so a non-zero time stays non-zero; `EINVAL` for a
+/// negative or denormal one (Linux `timespec64_valid`).
+fn micros_of(sec: i64, nsec: i64) -> Result<u64, Errno> {
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((sec as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add((nsec as u64).div_ceil(1000)))
+}
+
+fn itimerspec(spec: timerfd::Spec) -> [i64; 4] {
+    let (interval, value) = spec;
+    let ts = |us: u64| [(us / 1_000_000) as i64, (us % 1_000_000 * 1000) as i64];
+    let [a, b] = ts(interval);
+    let [c, d] = ts(value);
+    [a, b, c, d]
+}
+
+fn timer_of(fd: i32) -> Result<Arc<OpenFile>, Errno> {
+    let file = with_current(|p| p.fds.get(i64::from(fd)))?;
+    if file.downcast::<TimerFd>().is_none() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(file)
+}
+
+/// timerfd_settime(int fd, int flags, const struct itimerspec *new, struct itimerspec *old).
+pub fn timerfd_settime(a: Args) -> SysResult {
+    let (fd, flags) = (a.i32(0), a.i32(1) as u32);
+    let new = UserPtr::<[i64; 4]>::new(a.get(2))?.read()?;
+    if flags & !(timerfd::TFD_TIMER_ABSTIME | timerfd::TFD_TIMER_CANCEL_ON_SET) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let interval = micros_of(new[0], new[1])?;
+    let value = micros_of(new[2], new[3])?;
+    let file = timer_of(fd)?;
+    let tfd = file.downcast::<TimerFd>().ok_or(Errno::EINVAL)?;
+    let old = tfd.set(flags, interval, value);
+    if a.get(3) != 0 {
+        UserPtr::<[i64; 4]>::new(a.get(3))?.write(&itimerspec(old))?;
+    }
+    Ok(0)
+}
+
+/// timerfd_gettime(int fd, struct itimerspec *cur).
+pub fn timerfd_gettime(a: Args) -> SysResult {
+    let file = timer_of(a.i32(0))?;
+    let tfd = file.downcast::<TimerFd>().ok_or(Errno::EINVAL)?;
+    UserPtr::<[i64; 4]>::new(a.get(1))?.write(&itimerspec(tfd.get()))?;
+    Ok(0)
+}
+
+/// signalfd4(int ufd, const sigset_t *mask, size_t sizemask, int flags): a new signalfd for
+/// `ufd` -1, else a new mask for the signalfd `ufd`. `SFD_NONBLOCK`, `SFD_CLOEXEC`.
+pub fn signalfd4(a: Args) -> SysResult {
+    if a.get(2) != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let mask = UserPtr::<u64>::new(a.get(1))?.read()?;
+    let (ufd, flags) = (a.i32(0), a.i32(3) as u32);
+    if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if ufd == -1 {
+        let sfd = crate::heap::try_box(SignalFd::new(mask))?;
+        return install(
+            OpenFile::new(sfd as Box<_>, O_RDWR | (flags & O_NONBLOCK)),
+            flags & O_CLOEXEC != 0,
+        );
+    }
+    let file = with_current(|p| p.fds.get(i64::from(ufd)))?;
+    file.downcast::<SignalFd>()
+        .ok_or(Errno::EINVAL)?
+        .set_mask(mask);
+    Ok(ufd as u64)
+}
+
+/// signalfd(int ufd, const sigset_t *mask, size_t sizemask): signalfd4 without flags.
+pub fn signalfd(a: Args) -> SysResult {
+    let mut regs = [0u64; 6];
+    regs[..3].copy_from_slice(&[a.get(0), a.get(1), a.get(2)]);
+    signalfd4(Args(regs))
 }

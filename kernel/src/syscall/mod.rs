@@ -239,6 +239,11 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         441 => epoll::epoll_pwait2(a),
         284 => epoll::eventfd(a),
         290 => epoll::eventfd2(a),
+        283 => epoll::timerfd_create(a),
+        286 => epoll::timerfd_settime(a),
+        287 => epoll::timerfd_gettime(a),
+        282 => epoll::signalfd(a),
+        289 => epoll::signalfd4(a),
         _ => {
             let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
             let bit = nr.min(last);
