@@ -56,6 +56,11 @@ impl FileOps for Console {
         mask
     }
 
+    /// Writes never wait: only input changes the answer.
+    fn poll_channels(&self, _file: &OpenFile) -> Option<[usize; 2]> {
+        Some([tty::READ_CHANNEL; 2])
+    }
+
     fn stat(&self) -> Stat {
         Stat {
             st_rdev: tty::CONSOLE_RDEV,

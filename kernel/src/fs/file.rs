@@ -110,6 +110,16 @@ pub trait FileOps: Send + Sync {
         super::poll::DEFAULT_POLLMASK
     }
 
+    /// The wait channels woken whenever the answer of [`FileOps::poll`] may change: readers'
+    /// (input events, hang-ups) and writers' (room to write), the same one twice for a file with
+    /// one queue (Linux: the wait queues `f_op->poll` hands to `poll_wait`, and the event key of
+    /// their wake-ups). epoll links to them (`proc::waitlink`). `None`: the file has no poll
+    /// method of its own (regular files, directories, most devices), which epoll refuses with
+    /// `EPERM` as Linux's `file_can_poll`.
+    fn poll_channels(&self, _file: &OpenFile) -> Option<[usize; 2]> {
+        None
+    }
+
     /// A directory's entries; `ENOTDIR` for other files.
     fn getdents(&self) -> Result<Vec<DirEntry>, Errno> {
         Err(Errno::ENOTDIR)

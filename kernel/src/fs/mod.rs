@@ -12,6 +12,8 @@
 
 pub mod aio;
 pub mod console;
+pub mod epoll;
+pub mod eventfd;
 pub mod ext2_cache;
 pub mod ext2_dir;
 pub mod ext2_direct;
@@ -40,8 +42,10 @@ pub mod procfs;
 pub mod procpid;
 pub mod ramfs;
 pub mod rw;
+pub mod signalfd;
 pub mod splice;
 pub mod stat;
+pub mod timerfd;
 pub mod tmpfs;
 pub mod tmpfs_file;
 pub mod tty;

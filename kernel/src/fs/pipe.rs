@@ -4,8 +4,9 @@
 //! no writer left it reads EOF (0). A writer blocks while the buffer is full and a reader exists;
 //! with no reader left it gets `EPIPE` and SIGPIPE. The counts of open read and write ends are
 //! kept by the open-file descriptions (`fs::OpenFile`), which bump them when created and drop
-//! them when the last descriptor sharing them closes. Sleepers wait on the pipe's address as the
-//! wait channel (`proc::sleep`), and every state change wakes that channel. With `O_NONBLOCK`
+//! them when the last descriptor sharing them closes. Readers sleep on the pipe's address as the
+//! wait channel (`proc::sleep`), writers on the next byte's, and every state change wakes the
+//! side it concerns (both when an end closes). With `O_NONBLOCK`
 //! the calls answer `EAGAIN` instead of sleeping.
 //!
 //! The buffer is a queue of segments (Linux `pipe_buffer`s): bytes copied in by `write`, or
@@ -159,8 +160,24 @@ impl Pipe {
         })
     }
 
-    fn channel(&self) -> usize {
+    /// Readers sleep here, woken by new data and a writer's close (Linux `rd_wait`).
+    fn rd_channel(&self) -> usize {
         self as *const Pipe as usize
+    }
+
+    /// Writers sleep here, woken by freed room and a reader's close (Linux `wr_wait`). Two
+    /// channels, so an epoll watching the read end edge-triggered is not woken by its own reads.
+    fn wr_channel(&self) -> usize {
+        self as *const Pipe as usize + 1
+    }
+
+    /// The channel an end's poll answer changes on: readers' for the read end.
+    pub fn poll_channel(&self, write: bool) -> usize {
+        if write {
+            self.wr_channel()
+        } else {
+            self.rd_channel()
+        }
     }
 
     pub fn add_end(&self, write: bool) {
@@ -181,7 +198,8 @@ impl Pipe {
                 state.readers -= 1;
             }
         }
-        proc::wakeup(self.channel());
+        proc::wakeup(self.rd_channel());
+        proc::wakeup(self.wr_channel());
     }
 
     /// Reads into `out` (via `copy`, which moves bytes to the user and says how many it
@@ -215,7 +233,7 @@ impl Pipe {
                 if nonblock {
                     return Err(Errno::EAGAIN);
                 }
-                proc::sleep_interruptible(self.channel())?;
+                proc::sleep_interruptible(self.rd_channel())?;
                 continue;
             };
             let moved = copy(&chunk);
@@ -223,7 +241,7 @@ impl Pipe {
                 self.state.lock().unread(&chunk);
                 return Err(moved.err().unwrap_or(Errno::EFAULT));
             }
-            proc::wakeup(self.channel());
+            proc::wakeup(self.wr_channel());
             return moved;
         }
     }
@@ -297,7 +315,7 @@ impl Pipe {
                 }
                 done += n;
             }
-            proc::wakeup(self.channel());
+            proc::wakeup(self.rd_channel());
             if done < data.len() {
                 if nonblock {
                     return if done > 0 {
@@ -306,7 +324,7 @@ impl Pipe {
                         Err(Errno::EAGAIN)
                     };
                 }
-                proc::sleep_interruptible(self.channel())?;
+                proc::sleep_interruptible(self.wr_channel())?;
             }
         }
         Ok(done)
@@ -357,7 +375,7 @@ impl Pipe {
             }
             // Full: let a reader in before sleeping (it may be the one to drain the pipe).
             if queued > 0 {
-                proc::wakeup(self.channel());
+                proc::wakeup(self.rd_channel());
             }
             if nonblock {
                 if queued == 0 {
@@ -365,14 +383,14 @@ impl Pipe {
                 }
                 return Ok(queued);
             }
-            if let Err(e) = proc::sleep_interruptible(self.channel()) {
+            if let Err(e) = proc::sleep_interruptible(self.wr_channel()) {
                 if queued == 0 {
                     return Err(e);
                 }
                 return Ok(queued);
             }
         }
-        proc::wakeup(self.channel());
+        proc::wakeup(self.rd_channel());
         Ok(queued)
     }
 }
@@ -425,6 +443,11 @@ impl FileOps for PipeEnd {
 
     fn poll(&self, _file: &super::OpenFile) -> u32 {
         self.pipe.poll_mask(self.write)
+    }
+
+    fn poll_channels(&self, _file: &super::OpenFile) -> Option<[usize; 2]> {
+        let c = self.pipe.poll_channel(self.write);
+        Some([c, c])
     }
 
     fn stat(&self) -> Stat {

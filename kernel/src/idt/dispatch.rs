@@ -156,6 +156,7 @@ fn interrupt(line: u8) {
         time::on_tick();
         crate::proc::on_tick();
         crate::fs::tty::on_tick();
+        crate::fs::timerfd::on_tick();
         crate::watchdog::hung::on_tick();
     } else if crate::drivers::virtio_blk::handles_irq(line) {
         crate::drivers::virtio_blk::on_interrupt(line);

@@ -44,6 +44,7 @@ pub mod signal;
 pub mod sleeplock;
 pub mod switch;
 pub mod wait;
+pub mod waitlink;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -374,6 +375,7 @@ fn block(channel: usize, until: Option<u64>, interruptible: bool) -> Result<(), 
 /// one CPU), the wake-up is deferred and applied by the scheduler before it picks the next
 /// process, so it cannot be lost.
 pub fn wakeup(channel: usize) {
+    waitlink::follow(channel);
     match TABLE.try_lock() {
         Some(mut table) => wakeup_locked(&mut table, channel),
         None => DEFERRED_WAKEUPS.lock().push(channel),

@@ -10,6 +10,7 @@ mod abi;
 mod admit;
 mod cred;
 pub mod entry;
+mod epoll;
 mod fs;
 mod info;
 mod mlock;
@@ -229,6 +230,20 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         123 => cred::setfsgid(a),
         269 => fs::faccessat(a, false),
         439 => fs::faccessat(a, true),
+        // epoll (issue 13): epoll and the event files.
+        213 => epoll::epoll_create(a),
+        291 => epoll::epoll_create1(a),
+        233 => epoll::epoll_ctl(a),
+        232 => epoll::epoll_wait(a),
+        281 => epoll::epoll_pwait(a),
+        441 => epoll::epoll_pwait2(a),
+        284 => epoll::eventfd(a),
+        290 => epoll::eventfd2(a),
+        283 => epoll::timerfd_create(a),
+        286 => epoll::timerfd_settime(a),
+        287 => epoll::timerfd_gettime(a),
+        282 => epoll::signalfd(a),
+        289 => epoll::signalfd4(a),
         _ => {
             let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
             let bit = nr.min(last);

@@ -391,6 +391,11 @@ pub fn send_locked(
     };
     let core_limit = group.rlimits.get(super::rlimit::RLIMIT_CORE).cur;
     drop(group);
+    // signalfd readers and the epolls watching them (Linux `signalfd_notify`), whether or not
+    // a thread can take the signal.
+    let sfd = signalfd_channel(&group_arc);
+    super::waitlink::follow(sfd);
+    super::wakeup_locked(table, sfd);
     let Some(wake) = wake else {
         return Ok(());
     };
@@ -410,6 +415,12 @@ pub fn send_locked(
     }
     deliver::request_check();
     Ok(())
+}
+
+/// The channel a process's signalfd readers sleep on, woken when a signal is queued to it or
+/// one of its threads (Linux `sighand->signalfd_wqh`).
+pub fn signalfd_channel(group: &alloc::sync::Arc<spin::Mutex<super::Group>>) -> usize {
+    alloc::sync::Arc::as_ptr(group) as usize
 }
 
 /// Sends `info` to `target` (locks the table).

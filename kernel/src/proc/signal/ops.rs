@@ -91,6 +91,28 @@ pub fn sigsuspend(mask: u64) -> Errno {
     }
 }
 
+/// Takes the lowest pending signal of `set`, the calling thread's own before its process's
+/// (Linux `dequeue_signal`): for sigtimedwait and signalfd reads.
+pub fn dequeue_signal(set: u64) -> Option<SigInfo> {
+    with_current(|t| {
+        let mut g = t.group.lock();
+        let own = t.sig.pending.mask & set;
+        let shared = g.sig.shared.mask & set;
+        if own != 0 {
+            Some(t.sig.pending.take(own.trailing_zeros() as u8 + 1))
+        } else if shared != 0 {
+            Some(g.sig.shared.take(shared.trailing_zeros() as u8 + 1))
+        } else {
+            None
+        }
+    })
+}
+
+/// The signals of `set` pending for the calling thread (its own and its process's).
+pub fn pending_in(set: u64) -> u64 {
+    with_current(|t| (t.sig.pending.mask | t.group.lock().sig.shared.mask) & set)
+}
+
 /// rt_sigtimedwait: takes a pending signal of `set` (waiting for one until `deadline`, in
 /// microseconds since boot); `EAGAIN` at the deadline, `EINTR` if another signal interrupts.
 #[doc(alias = "do_sigtimedwait")]
@@ -98,19 +120,7 @@ pub fn sigtimedwait(set: u64, deadline: Option<u64>) -> Result<SigInfo, Errno> {
     let set = set & !UNBLOCKABLE;
     let tid = current_tid();
     loop {
-        let taken = with_current(|t| {
-            let mut g = t.group.lock();
-            let own = t.sig.pending.mask & set;
-            let shared = g.sig.shared.mask & set;
-            if own != 0 {
-                Some(t.sig.pending.take(own.trailing_zeros() as u8 + 1))
-            } else if shared != 0 {
-                Some(g.sig.shared.take(shared.trailing_zeros() as u8 + 1))
-            } else {
-                None
-            }
-        });
-        if let Some(info) = taken {
+        if let Some(info) = dequeue_signal(set) {
             return Ok(info);
         }
         let now = crate::time::micros_since_boot();
