@@ -755,15 +755,30 @@ fn main() -> i32 {
     // a few milliseconds (so the write falls anywhere between two 10 ms ticks), then yields;
     // the waiter's latency from that write to its return is a context switch, not the time to
     // the next tick (median about 5 ms when cowlab's poll looked again on each tick).
+    // The machine running the suite may be loaded (two QEMUs on two cores in CI), which delays
+    // a wake-up by host scheduling: take the best median of up to three rounds. A kernel that
+    // looks again only on ticks has a median near 5 ms; it passes one round below 2 ms with a
+    // probability under 0.5%, three rounds under 1.5%.
     for (name, use_epoll) in [
-        ("poll wakes within 3 ms of a write (median of 15)", false),
         (
-            "epoll_wait wakes within 3 ms of a write (median of 15)",
+            "poll wakes within 2 ms of a write (best median of 15)",
+            false,
+        ),
+        (
+            "epoll_wait wakes within 2 ms of a write (best median of 15)",
             true,
         ),
     ] {
-        let us = wake_latency_us(use_epoll);
-        t.check_why(name, us < 3000, format_args!("{us} us"));
+        let mut rounds = alloc::vec::Vec::new();
+        for _ in 0..3 {
+            let us = wake_latency_us(use_epoll);
+            rounds.push(us);
+            if us < 2000 {
+                break;
+            }
+        }
+        let best = rounds.iter().copied().min().unwrap_or(u64::MAX);
+        t.check_why(name, best < 2000, format_args!("medians {rounds:?} us"));
     }
 
     for fd in [nb[0], nb[1], r[0], r[1], s[0], s[1], ep] {
