@@ -212,6 +212,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 let with_root = root.as_ref().map(|image| {
                     let mut machine = boot.machine.clone();
                     machine.root = Some((image.clone(), false));
+                    machine.image = slim_image(&built);
                     QemuBoot {
                         machine,
                         qemu: boot.qemu,
@@ -806,6 +807,15 @@ fn run_on_host(path: &Path, status: &Path) -> Result<()> {
         "unexpected output {stdout:?}"
     );
     Ok(())
+}
+
+/// The image for boots with the root disk attached: [`image::slim`], or the full image (and
+/// a note why) if it cannot be made.
+pub(crate) fn slim_image(built: &image::Built) -> PathBuf {
+    image::slim(built).unwrap_or_else(|error| {
+        println!("(the slim image for root-disk boots: {error:#}; booting the full image)");
+        built.image.clone()
+    })
 }
 
 /// QEMU and the BIOS image for tiers 3 and 4.

@@ -144,6 +144,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             let root = crate::rootfs::ensure(&target_dir(), &built.files, false)?;
             let mut with_root = boot.machine.clone();
             with_root.root = Some((root, false));
+            with_root.image = test::slim_image(&built);
             let boot_root = QemuBoot {
                 machine: with_root,
                 qemu: boot.qemu,
