@@ -11,6 +11,11 @@
 //! 5. harness: the kernel's deliberately broken `selftest_*` tests are reported as what they are.
 //!
 //! QEMU's serial output goes to `target/test-logs/<tier>-boot<N>.log`; failures show the tail.
+//!
+//! The boots of tiers 3 to 5 are one list of jobs and the host-native programs another, each
+//! run `--jobs` at a time ([`crate::parallel::ordered`]): every job has its own log, image
+//! copies and command line, and holds its lines in a [`Report`] until every earlier job has
+//! printed, so the output does not depend on `--jobs`.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
