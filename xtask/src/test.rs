@@ -988,3 +988,70 @@ pub(crate) fn shown_lines(lines: &[String], log: &Path) -> Vec<String> {
     out.push(format!("    (log: {})", log.display()));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TestArgs,
+    }
+
+    fn parse(argv: &[&str]) -> TestArgs {
+        Cli::parse_from(std::iter::once("test").chain(argv.iter().copied())).args
+    }
+
+    fn labels(jobs: &[Job]) -> Vec<&str> {
+        jobs.iter()
+            .map(|job| match job {
+                Job::Program { label, .. } => label.as_str(),
+                _ => "?",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jobs_flag_short_long_and_default() {
+        assert_eq!(parse(&["-j", "3"]).jobs(), 3);
+        assert_eq!(parse(&["--jobs", "1"]).jobs(), 1);
+        assert_eq!(parse(&["--smp", "64"]).jobs(), 1);
+        assert!(parse(&[]).jobs() >= 1);
+        assert!(Cli::try_parse_from(["test", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn program_jobs_keep_the_program_order_and_the_filters() {
+        let tests = ["t_a", "t_dio", "t_mm"].map(str::to_owned);
+        let all = program_jobs(&tests, &parse(&[]));
+        assert_eq!(
+            labels(&all),
+            [
+                "t_a",
+                "t_dio",
+                "t_dio era=2009",
+                "t_dio era=2016",
+                "t_dio era=2020",
+                "t_dio era=2022",
+                "t_mm"
+            ]
+        );
+        let some = program_jobs(&tests, &parse(&["--program", "t_mm", "--program", "t_dio"]));
+        assert_eq!(
+            labels(&some),
+            [
+                "t_dio",
+                "t_dio era=2009",
+                "t_dio era=2016",
+                "t_dio era=2020",
+                "t_dio era=2022",
+                "t_mm"
+            ]
+        );
+        // `--era` replaces the programs' own era boots.
+        let era = program_jobs(&tests, &parse(&["--era", "2016"]));
+        assert_eq!(labels(&era), ["t_a", "t_dio", "t_mm"]);
+    }
+}
