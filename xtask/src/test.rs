@@ -159,9 +159,12 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         section("in-kernel tests (QEMU, TCG)");
         match kernel_machine(args) {
             Ok((qemu, built)) => {
+                // Every boot here runs with the slim image (`init` from its ramdisk, the rest
+                // of the programs from the ext2 root where one is attached; the in-kernel tests
+                // need no other program).
                 let boot = QemuBoot {
                     machine: Machine {
-                        image: built.image.clone(),
+                        image: slim_image(&built),
                         ovmf: None,
                         accel: Accel::Tcg,
                         gdb: false,
@@ -217,7 +220,6 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 let with_root = root.as_ref().map(|image| {
                     let mut machine = boot.machine.clone();
                     machine.root = Some((image.clone(), false));
-                    machine.image = slim_image(&built);
                     QemuBoot {
                         machine,
                         qemu: boot.qemu,
