@@ -11,11 +11,16 @@
 //! 5. harness: the kernel's deliberately broken `selftest_*` tests are reported as what they are.
 //!
 //! QEMU's serial output goes to `target/test-logs/<tier>-boot<N>.log`; failures show the tail.
+//!
+//! The boots of tiers 3 to 5 are one list of jobs and the host-native programs another, each
+//! run `--jobs` at a time ([`crate::parallel::ordered`]): every job has its own log, image
+//! copies and command line, and holds its lines in a [`Report`] until every earlier job has
+//! printed, so the output does not depend on `--jobs`.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -25,7 +30,8 @@ use crate::build::{self, Profile};
 use crate::ktest::{self, Failure, Filter, Limits, Outcome, QemuBoot};
 use crate::libtest::{self, TestOutcome};
 use crate::qemu::{Accel, Machine};
-use crate::{deps, elf, image, target_dir, usertest, workspace_root, BuildArgs};
+use crate::report::{self, Report};
+use crate::{deps, elf, image, parallel, target_dir, usertest, workspace_root, BuildArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
@@ -46,6 +52,11 @@ pub struct TestArgs {
     /// root-disk tests run whatever this says.
     #[arg(long, value_name = "NAME")]
     pub program: Vec<String>,
+    /// Run up to N QEMU boots (and host-native test programs) at once; results still print
+    /// in the usual order. Default: the host's CPUs divided by `--smp`, at most 4 (2 on CI's
+    /// 2-CPU machine). `--jobs 1` runs one at a time.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Number of CPUs of every QEMU machine the tiers boot (`-smp N`, see `qemu --smp`).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,
@@ -58,6 +69,14 @@ pub struct TestArgs {
     /// on the host unit tests' names (`rules::tests::wp_reuse_per_era`, `fork`).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
+}
+
+impl TestArgs {
+    /// How many boots run at once (`--jobs`, or its default).
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .map_or_else(|| parallel::default_jobs(self.smp), |n| n as usize)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,12 +109,22 @@ pub(crate) struct Tally {
 
 impl Tally {
     pub(crate) fn pass(&mut self, line: &str) {
-        println!("{line} ... ok");
-        self.passed += 1;
+        self.pass_took(line, None);
     }
 
     pub(crate) fn fail(&mut self, name: &str, why: &str) {
-        println!("{name} ... FAILED: {why}");
+        self.fail_took(name, why, None);
+    }
+
+    /// [`Tally::pass`], with how long the test took after `ok` when known.
+    pub(crate) fn pass_took(&mut self, line: &str, took: Option<Duration>) {
+        println!("{line} ... ok{}", report::took_suffix(took));
+        self.passed += 1;
+    }
+
+    /// [`Tally::fail`], with how long the test took after the reason when known.
+    pub(crate) fn fail_took(&mut self, name: &str, why: &str, took: Option<Duration>) {
+        println!("{name} ... FAILED: {why}{}", report::took_suffix(took));
         self.failed += 1;
         self.failures.push(name.to_owned());
     }
@@ -120,18 +149,22 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         host_tests(&logs, &mut tally)?;
         host_clippy(&logs, &mut tally)?;
     }
+    let jobs = args.jobs();
     let mut tests = Vec::new();
     if wants(Tier::Userland) || wants(Tier::Programs) {
         section("userland programs");
-        tests = userland(profile, &mut tally, wants(Tier::Userland));
+        tests = userland(profile, &mut tally, wants(Tier::Userland), jobs);
     }
     if wants(Tier::Kernel) || wants(Tier::Harness) || wants(Tier::Programs) {
         section("in-kernel tests (QEMU, TCG)");
         match kernel_machine(args) {
             Ok((qemu, built)) => {
-                let mut boot = QemuBoot {
+                // Every boot here runs with the slim image (`init` from its ramdisk, the rest
+                // of the programs from the ext2 root where one is attached; the in-kernel tests
+                // need no other program).
+                let boot = QemuBoot {
                     machine: Machine {
-                        image: built.image.clone(),
+                        image: slim_image(&built),
                         ovmf: None,
                         accel: Accel::Tcg,
                         gdb: false,
@@ -142,31 +175,67 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                     qemu: &qemu,
                     kernel_elf: &built.kernel_elf,
                 };
+                // The kernel tier, the programs tier and the harness's boots, as one list of
+                // jobs run `jobs` at a time and reported in this order (crate::parallel).
+                let mut list = Vec::new();
                 if wants(Tier::Kernel) {
-                    kernel_tests(&mut boot, args, &logs, &mut tally)?;
+                    list.push(Job::Kernel);
                 }
+                let mut root = None;
                 if wants(Tier::Programs) {
-                    section("userland test programs in QEMU (init -- PROGRAM)");
+                    list.push(Job::Section(
+                        "userland test programs in QEMU (init -- PROGRAM)",
+                    ));
                     match crate::rootfs::ensure(&target_dir(), &built.files, false) {
-                        Ok(root) => {
-                            let mut with_root = boot.machine.clone();
-                            with_root.root = Some((root.clone(), false));
-                            let boot_root = QemuBoot {
-                                machine: with_root,
-                                qemu: boot.qemu,
-                                kernel_elf: boot.kernel_elf,
-                            };
-                            programs_in_qemu(&boot_root, &tests, args, &logs, &mut tally);
-                            section("the root filesystem: persistence, e2fsck, image fuzzing");
-                            root_disk_tests(&boot_root, &root, args, &logs, &mut tally);
-                            console_session(&boot_root, args, &logs, &mut tally);
+                        Ok(image) => {
+                            root = Some(image);
+                            if tests.is_empty() {
+                                list.push(Job::Failed(
+                                    "programs: at least one userland test program",
+                                    "none was built".to_owned(),
+                                ));
+                            }
+                            list.extend(program_jobs(&tests, args));
+                            list.push(Job::Section(
+                                "the root filesystem: persistence, e2fsck, image fuzzing",
+                            ));
+                            list.push(Job::Persist);
+                            list.extend((0..crate::fstest::FUZZ_SEEDS).map(Job::Fuzz));
+                            if args.program.is_empty()
+                                || args.program.iter().any(|p| p == "busybox-session")
+                            {
+                                list.push(Job::Session);
+                            }
                         }
-                        Err(error) => tally.fail("programs: the root image", &format!("{error:#}")),
+                        Err(error) => list.push(Job::Failed(
+                            "programs: the root image",
+                            format!("{error:#}"),
+                        )),
                     }
                 }
                 if wants(Tier::Harness) {
-                    section("harness self-tests");
-                    harness(&mut boot, args, &logs, &mut tally)?;
+                    list.push(Job::Section("harness self-tests"));
+                    list.extend((0..SELF_TESTS.len()).map(Job::Harness));
+                }
+                let with_root = root.as_ref().map(|image| {
+                    let mut machine = boot.machine.clone();
+                    machine.root = Some((image.clone(), false));
+                    QemuBoot {
+                        machine,
+                        qemu: boot.qemu,
+                        kernel_elf: boot.kernel_elf,
+                    }
+                });
+                let boots = Boots {
+                    plain: &boot,
+                    with_root: with_root.as_ref(),
+                    root: root.as_deref(),
+                    args,
+                    logs: &logs,
+                    jobs,
+                };
+                parallel::ordered(&list, jobs, |job| boots.run(job), |r| r.apply(&mut tally));
+                if wants(Tier::Harness) {
                     let name = "harness: tools/gdb/cowlab.py at a breakpoint: cowlab-ps, cowlab-vmas, cowlab-pte";
                     match crate::gdb::selftest() {
                         Ok(()) => tally.pass(name),
@@ -345,8 +414,13 @@ fn host_clippy(logs: &Path, tally: &mut Tally) -> Result<()> {
 
 /// Tier 2: each program's ELF shape, `init` on the host Linux, and every test program natively
 /// on the host (a cross-check that the tests are right). Returns the test programs' names.
-pub(crate) fn userland(profile: Profile, tally: &mut Tally, checks: bool) -> Vec<String> {
-    userland_paths(profile, tally, checks)
+pub(crate) fn userland(
+    profile: Profile,
+    tally: &mut Tally,
+    checks: bool,
+    jobs: usize,
+) -> Vec<String> {
+    userland_paths(profile, tally, checks, jobs)
         .into_iter()
         .map(|t| t.0)
         .collect()
@@ -357,10 +431,15 @@ pub(crate) fn userland_built(
     profile: Profile,
     tally: &mut Tally,
 ) -> Result<Vec<(String, PathBuf)>> {
-    Ok(userland_paths(profile, tally, false))
+    Ok(userland_paths(profile, tally, false, 1))
 }
 
-fn userland_paths(profile: Profile, tally: &mut Tally, checks: bool) -> Vec<(String, PathBuf)> {
+fn userland_paths(
+    profile: Profile,
+    tally: &mut Tally,
+    checks: bool,
+    jobs: usize,
+) -> Vec<(String, PathBuf)> {
     let programs = match build::userland(profile) {
         Ok(programs) => programs,
         Err(error) => {
@@ -414,20 +493,121 @@ fn userland_paths(profile: Profile, tally: &mut Tally, checks: bool) -> Vec<(Str
         },
         _ => tally.fail(name, "no init or status program was built"),
     }
-    for (test, path) in tests
+    // Natively, `jobs` at a time like the boots: each program works in files named after its
+    // pid, so programs running side by side do not meet.
+    let native: Vec<&(String, PathBuf)> = tests
         .iter()
         .filter(|(test, _)| usertest::runs_on_host(test))
-    {
+        .collect();
+    let limit = parallel::headroom(Duration::from_secs(60), jobs);
+    let run = |(test, path): &&(String, PathBuf)| {
         let name = format!("host: {test}");
-        match usertest::run_on_host(path, test, Duration::from_secs(60)) {
-            Ok((passed, _)) => tally.pass(&format!("{name} ({passed} checks)")),
-            Err(error) => tally.fail(&name, &format!("{error:#}")),
+        let start = Instant::now();
+        let mut report = Report::default();
+        match usertest::run_on_host(path, test, limit) {
+            Ok((passed, _)) => {
+                report.pass_took(format!("{name} ({passed} checks)"), start.elapsed())
+            }
+            Err(error) => report.fail_took(name, format!("{error:#}"), start.elapsed()),
         }
-    }
+        report
+    };
+    parallel::ordered(&native, jobs, run, |r| r.apply(tally));
     tests
 }
 
-/// Tier 4: every test program in QEMU, one boot each.
+/// One job of the QEMU tiers, run beside others by [`crate::parallel::ordered`]: a boot (or
+/// the kernel tier's boots) with its own log, image copies and command line.
+enum Job {
+    /// A section title (no boot).
+    Section(&'static str),
+    /// A failure known before any boot: name and reason.
+    Failed(&'static str, String),
+    /// Tier 3: every in-kernel test.
+    Kernel,
+    /// One boot of a test program: the program, the boot's label and its command line.
+    Program {
+        test: String,
+        label: String,
+        cmdline: String,
+    },
+    /// `fswork` on a `--persist` copy of the root image, then e2fsck and debugfs.
+    Persist,
+    /// A metadata-fuzzed copy of the root image, by seed.
+    Fuzz(u64),
+    /// The scripted BusyBox session on the console.
+    Session,
+    /// One of [`SELF_TESTS`], by index.
+    Harness(usize),
+}
+
+/// What the jobs share (read only): the machines, the options and the log directory.
+struct Boots<'a> {
+    /// The machine without the root image (in-kernel tests, harness).
+    plain: &'a QemuBoot<'a>,
+    /// The machine with the root image attached `snapshot=on` (the programs tier).
+    with_root: Option<&'a QemuBoot<'a>>,
+    root: Option<&'a Path>,
+    args: &'a TestArgs,
+    logs: &'a Path,
+    jobs: usize,
+}
+
+impl Boots<'_> {
+    fn run(&self, job: &Job) -> Report {
+        let args = self.args;
+        let root_boot = || {
+            self.with_root
+                .expect("root jobs are listed only with a root image")
+        };
+        let root = || {
+            self.root
+                .expect("root jobs are listed only with a root image")
+        };
+        match job {
+            Job::Section(title) => {
+                let mut report = Report::default();
+                report.note(format!("== {title} =="));
+                report
+            }
+            Job::Failed(name, why) => Report::failed(name, why),
+            Job::Kernel => kernel_tests(self.plain, args, self.logs),
+            Job::Program {
+                test,
+                label,
+                cmdline,
+            } => program_boot(root_boot(), test, label, cmdline, self),
+            Job::Persist => persist_boot(root_boot(), root(), self),
+            Job::Fuzz(seed) => fuzz_boot(root_boot(), root(), *seed, self),
+            Job::Session => console_session(root_boot(), self),
+            Job::Harness(index) => harness(self.plain, &SELF_TESTS[*index], args, self.logs),
+        }
+    }
+
+    /// A time limit tuned for one boot at a time, with room for the others running beside it.
+    fn limit(&self, one_at_a_time: Duration) -> Duration {
+        parallel::headroom(one_at_a_time, self.jobs)
+    }
+}
+
+/// The programs tier's boots of `tests` (`--program` and `--era` applied), in order.
+fn program_jobs(tests: &[String], args: &TestArgs) -> Vec<Job> {
+    tests
+        .iter()
+        .filter(|t| args.program.is_empty() || args.program.contains(t))
+        .flat_map(|t| usertest::boots(t).into_iter().map(move |b| (t, b)))
+        // `--era` replaces the program's own era boots.
+        .filter(|(_, (_, cmdline))| args.era.is_none() || !cmdline.contains("era="))
+        .map(|(test, (label, cmdline))| Job::Program {
+            test: test.clone(),
+            label,
+            cmdline,
+        })
+        .collect()
+}
+
+/// Tier 4: every test program in QEMU, one boot each, `--jobs` at a time (`cargo xtask test
+/// NAME...`; the full suite lists the same boots with the others).
 pub(crate) fn programs_in_qemu(
     boot: &QemuBoot<'_>,
     tests: &[String],
@@ -441,152 +621,171 @@ pub(crate) fn programs_in_qemu(
             "none was built",
         );
     }
-    for (test, (label, cmdline)) in tests
-        .iter()
-        .filter(|t| args.program.is_empty() || args.program.contains(t))
-        .flat_map(|t| usertest::boots(t).into_iter().map(move |b| (t, b)))
-        // `--era` replaces the program's own era boots.
-        .filter(|(_, (_, cmdline))| args.era.is_none() || !cmdline.contains("era="))
-    {
-        let mut machine = boot.machine.clone();
-        machine.cmdline = crate::era::with_token(args.era, &cmdline);
-        let log = logs.join(format!("program-{}.log", label.replace([' ', '='], "-")));
-        let name = format!("qemu: {label}");
-        let verdict = match usertest::run_in_qemu(
-            &machine,
-            boot.qemu,
-            boot.kernel_elf,
-            &log,
-            test,
-            Duration::from_secs(args.timeout * 2),
-        ) {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                tally.fail(&name, &format!("{error:#}"));
-                continue;
-            }
-        };
-        let ok = verdict.summary.is_some_and(|(_, failed)| failed == 0)
-            && verdict.exit == Some(crate::qemu::QemuExit::Kernel(0));
-        if ok {
-            let passed = verdict.summary.map_or(0, |s| s.0);
-            tally.pass(&format!("{name} ({passed} checks)"));
-        } else {
-            let why = if verdict.timed_out {
-                "timed out".to_owned()
-            } else {
-                format!(
-                    "summary {:?}, QEMU {}",
-                    verdict.summary,
-                    verdict
-                        .exit
-                        .map_or_else(|| "still running".to_owned(), |e| e.to_string())
-                )
-            };
-            tally.fail(&name, &why);
-            for line in &verdict.failures {
-                println!("    {line}");
-            }
-            print_tail(&log);
-        }
-        if let Some(expected) = usertest::console_expectation(&label) {
-            let console = std::fs::read_to_string(&log).unwrap_or_default();
-            let name = format!("qemu: {label}: the console shows \"{expected}\"");
-            if console.contains(expected) {
-                tally.pass(&name);
-            } else {
-                tally.fail(&name, "not on the console");
-                print_tail(&log);
-            }
-        }
-        for expected in usertest::console_once(&label) {
-            let console = std::fs::read_to_string(&log).unwrap_or_default();
-            let name = format!("qemu: {label}: the console shows \"{expected}\" once");
-            match console.matches(expected).count() {
-                1 => tally.pass(&name),
-                n => {
-                    tally.fail(&name, &format!("shown {n} times"));
-                    print_tail(&log);
-                }
-            }
-        }
-        let frames_name = format!("qemu: {label}: frames back to the boot count");
-        match verdict.frames {
-            Some((free, boot_count)) if free == boot_count => tally.pass(&frames_name),
-            Some((free, boot_count)) => tally.fail(
-                &frames_name,
-                &format!(
-                    "free={free} boot={boot_count}: {} frames leaked",
-                    boot_count as i64 - free as i64
-                ),
-            ),
-            None => tally.fail(&frames_name, "no `cowlab: frames` line"),
-        }
-    }
+    let jobs = args.jobs();
+    let boots = Boots {
+        plain: boot,
+        with_root: Some(boot),
+        root: None,
+        args,
+        logs,
+        jobs,
+    };
+    let list = program_jobs(tests, args);
+    parallel::ordered(&list, jobs, |job| boots.run(job), |r| r.apply(tally));
 }
 
-/// The root-disk tests of `fstest`: the persistence test, then `FUZZ_SEEDS` fuzzed images.
+/// One boot of the programs tier: the program's checks, the console expectations of its label,
+/// the frame count.
+fn program_boot(
+    boot: &QemuBoot<'_>,
+    test: &str,
+    label: &str,
+    cmdline: &str,
+    boots: &Boots<'_>,
+) -> Report {
+    let mut report = Report::default();
+    let mut machine = boot.machine.clone();
+    machine.cmdline = crate::era::with_token(boots.args.era, cmdline);
+    let log = boots
+        .logs
+        .join(format!("program-{}.log", label.replace([' ', '='], "-")));
+    let name = format!("qemu: {label}");
+    let start = Instant::now();
+    let verdict = match usertest::run_in_qemu(
+        &machine,
+        boot.qemu,
+        boot.kernel_elf,
+        &log,
+        test,
+        boots.limit(Duration::from_secs(boots.args.timeout * 2)),
+    ) {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            report.fail_took(&name, format!("{error:#}"), start.elapsed());
+            return report;
+        }
+    };
+    let took = start.elapsed();
+    let ok = verdict.summary.is_some_and(|(_, failed)| failed == 0)
+        && verdict.exit == Some(crate::qemu::QemuExit::Kernel(0));
+    if ok {
+        let passed = verdict.summary.map_or(0, |s| s.0);
+        report.pass_took(format!("{name} ({passed} checks)"), took);
+    } else {
+        let why = if verdict.timed_out {
+            "timed out".to_owned()
+        } else {
+            format!(
+                "summary {:?}, QEMU {}",
+                verdict.summary,
+                verdict
+                    .exit
+                    .map_or_else(|| "still running".to_owned(), |e| e.to_string())
+            )
+        };
+        report.fail_took(&name, why, took);
+        for line in &verdict.failures {
+            report.note(format!("    {line}"));
+        }
+        report.tail(&log);
+    }
+    if let Some(expected) = usertest::console_expectation(label) {
+        let console = std::fs::read_to_string(&log).unwrap_or_default();
+        let name = format!("qemu: {label}: the console shows \"{expected}\"");
+        if console.contains(expected) {
+            report.pass(name);
+        } else {
+            report.fail(name, "not on the console");
+            report.tail(&log);
+        }
+    }
+    for expected in usertest::console_once(label) {
+        let console = std::fs::read_to_string(&log).unwrap_or_default();
+        let name = format!("qemu: {label}: the console shows \"{expected}\" once");
+        match console.matches(expected).count() {
+            1 => report.pass(name),
+            n => {
+                report.fail(name, format!("shown {n} times"));
+                report.tail(&log);
+            }
+        }
+    }
+    let frames_name = format!("qemu: {label}: frames back to the boot count");
+    match verdict.frames {
+        Some((free, boot_count)) if free == boot_count => report.pass(frames_name),
+        Some((free, boot_count)) => report.fail(
+            frames_name,
+            format!(
+                "free={free} boot={boot_count}: {} frames leaked",
+                boot_count as i64 - free as i64
+            ),
+        ),
+        None => report.fail(frames_name, "no `cowlab: frames` line"),
+    }
+    report
+}
+
 /// The scripted BusyBox session on the console (`session`); selected by `--program
 /// busybox-session` too.
-fn console_session(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path, tally: &mut Tally) {
-    if !args.program.is_empty() && !args.program.iter().any(|p| p == "busybox-session") {
-        return;
-    }
+fn console_session(boot: &QemuBoot<'_>, boots: &Boots<'_>) -> Report {
+    let mut report = Report::default();
     let name =
         "qemu: busybox-session: pipeline, redirection to ext2, exit statuses, ^C, jobs/fg, ^Z, ps";
-    let log = logs.join("busybox-session.log");
+    let log = boots.logs.join("busybox-session.log");
+    let start = Instant::now();
     match crate::session::run(
         &boot.machine,
         boot.qemu,
         boot.kernel_elf,
         &log,
-        Duration::from_secs(args.timeout * 4),
+        boots.limit(Duration::from_secs(boots.args.timeout * 4)),
     ) {
-        Ok(steps) => tally.pass(&format!("{name} ({steps} steps)")),
-        Err(error) => tally.fail(name, &format!("{error:#}")),
+        Ok(steps) => report.pass_took(format!("{name} ({steps} steps)"), start.elapsed()),
+        Err(error) => report.fail_took(name, format!("{error:#}"), start.elapsed()),
     }
+    report
 }
 
-fn root_disk_tests(
-    boot: &QemuBoot<'_>,
-    root: &Path,
-    args: &TestArgs,
-    logs: &Path,
-    tally: &mut Tally,
-) {
-    use crate::fstest;
-    let timeout = Duration::from_secs(args.timeout * 4);
+/// The root-disk tests of `fstest`: the persistence test.
+fn persist_boot(boot: &QemuBoot<'_>, root: &Path, boots: &Boots<'_>) -> Report {
+    let mut report = Report::default();
     let name = "qemu: fswork --persist, e2fsck -fn clean, debugfs reads back every fsync'ed byte";
-    match fstest::persist(
+    let start = Instant::now();
+    match crate::fstest::persist(
         &boot.machine,
         boot.qemu,
         boot.kernel_elf,
         root,
-        logs,
-        timeout,
+        boots.logs,
+        boots.limit(Duration::from_secs(boots.args.timeout * 4)),
     ) {
-        Ok(files) => tally.pass(&format!("{name} ({files} files)")),
+        Ok(files) => report.pass_took(format!("{name} ({files} files)"), start.elapsed()),
         Err(error) => {
-            tally.fail(name, &format!("{error:#}"));
-            print_tail(&logs.join("fs-persist.log"));
+            report.fail_took(name, format!("{error:#}"), start.elapsed());
+            report.tail(&boots.logs.join("fs-persist.log"));
         }
     }
-    for seed in 0..fstest::FUZZ_SEEDS {
-        let name = format!("qemu: fuzzed root image seed {seed}: walked without a panic or hang");
-        let timeout = Duration::from_secs(args.timeout * 2);
-        match fstest::fuzz(
-            &boot.machine,
-            boot.qemu,
-            boot.kernel_elf,
-            root,
-            logs,
-            seed,
-            timeout,
-        ) {
-            Ok(()) => tally.pass(&name),
-            Err(error) => tally.fail(&name, &format!("{error:#}")),
-        }
+    report
+}
+
+/// The root-disk tests of `fstest`: one of the `FUZZ_SEEDS` fuzzed images.
+fn fuzz_boot(boot: &QemuBoot<'_>, root: &Path, seed: u64, boots: &Boots<'_>) -> Report {
+    let mut report = Report::default();
+    let name = format!("qemu: fuzzed root image seed {seed}: walked without a panic or hang");
+    let start = Instant::now();
+    match crate::fstest::fuzz(
+        &boot.machine,
+        boot.qemu,
+        boot.kernel_elf,
+        root,
+        boots.logs,
+        seed,
+        boots.limit(Duration::from_secs(boots.args.timeout * 2)),
+    ) {
+        Ok(()) => report.pass_took(name, start.elapsed()),
+        Err(error) => report.fail_took(name, format!("{error:#}"), start.elapsed()),
     }
+    report
 }
 
 /// Runs `init STATUS-PATH host-check` as a host process: it must greet with its arguments, run
@@ -617,6 +816,15 @@ fn run_on_host(path: &Path, status: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The image for boots with the root disk attached: [`image::slim`], or the full image (and
+/// a note why) if it cannot be made.
+pub(crate) fn slim_image(built: &image::Built) -> PathBuf {
+    image::slim(built).unwrap_or_else(|error| {
+        println!("(the slim image for root-disk boots: {error:#}; booting the full image)");
+        built.image.clone()
+    })
+}
+
 /// QEMU and the BIOS image for tiers 3 and 4.
 pub(crate) fn kernel_machine(args: &TestArgs) -> Result<(PathBuf, image::Built)> {
     let qemu = deps::qemu()?;
@@ -625,43 +833,52 @@ pub(crate) fn kernel_machine(args: &TestArgs) -> Result<(PathBuf, image::Built)>
 }
 
 /// Tier 3: every in-kernel test.
-fn kernel_tests(
-    boot: &mut QemuBoot<'_>,
-    args: &TestArgs,
-    logs: &Path,
-    tally: &mut Tally,
-) -> Result<()> {
+fn kernel_tests(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path) -> Report {
+    let mut report = Report::default();
+    let mut boot = QemuBoot {
+        machine: boot.machine.clone(),
+        qemu: boot.qemu,
+        kernel_elf: boot.kernel_elf,
+    };
     let limits = Limits::new(Duration::from_secs(args.timeout));
-    let report = ktest::run(
-        boot,
+    let start = Instant::now();
+    let run = ktest::run(
+        &mut boot,
         &Filter::All,
         limits,
         logs,
         "ktest",
         &mut |result| match &result.outcome {
-            Outcome::Passed { .. } => {
-                println!("{result}");
-                tally.passed += 1;
-            }
+            Outcome::Passed { .. } => report.counted(result.to_string(), None),
             Outcome::Failed(_) => {
-                println!("{result}");
-                tally.failed += 1;
-                tally.failures.push(format!("ktest {}", result.name));
-                print_lines(&result.output, &result.log);
+                report.counted(result.to_string(), Some(format!("ktest {}", result.name)));
+                report.lines(&result.output, &result.log);
             }
         },
-    )?;
-    for problem in &report.problems {
-        tally.fail(
+    );
+    let run = match run {
+        Ok(run) => run,
+        Err(error) => {
+            report.fail("ktest: the in-kernel tests booted", format!("{error:#}"));
+            return report;
+        }
+    };
+    for problem in &run.problems {
+        report.fail(
             "ktest: the kernel runs the test protocol to its end",
             &problem.what,
         );
-        print_lines(&problem.tail, &problem.log);
+        report.lines(&problem.tail, &problem.log);
     }
-    if report.tests.is_empty() && report.problems.is_empty() {
-        tally.fail("ktest: at least one in-kernel test ran", "KTEST COUNT 0");
+    if run.tests.is_empty() && run.problems.is_empty() {
+        report.fail("ktest: at least one in-kernel test ran", "KTEST COUNT 0");
     }
-    Ok(())
+    report.note(format!(
+        "(ktest: {} tests in {:.1} s)",
+        run.tests.len(),
+        start.elapsed().as_secs_f64()
+    ));
+    report
 }
 
 /// What a harness self-test expects the driver to report.
@@ -689,49 +906,154 @@ const SELF_TESTS: [SelfTest; 3] = [
     },
 ];
 
-/// Tier 4: the deliberately broken kernel tests are reported as what they are.
-fn harness(boot: &mut QemuBoot<'_>, args: &TestArgs, logs: &Path, tally: &mut Tally) -> Result<()> {
-    for test in &SELF_TESTS {
-        let silence = if test.kernel_test == "selftest_hang" {
-            args.hang_timeout
-        } else {
-            args.timeout
-        };
-        let filter = Filter::Named(test.kernel_test.to_owned());
-        let limits = Limits::new(Duration::from_secs(silence));
-        let report = ktest::run(boot, &filter, limits, logs, test.kernel_test, &mut |_| {})?;
-        let result = report.tests.iter().find(|r| r.name == test.kernel_test);
-        let verdict = match result.map(|r| &r.outcome) {
-            Some(Outcome::Failed(failure)) if (test.expect)(failure) => Ok(()),
-            Some(Outcome::Failed(failure)) => Err(format!("reported as: {failure}")),
-            Some(Outcome::Passed { .. }) => Err("reported as passed".to_owned()),
-            None => Err(match report.problems.first() {
-                Some(problem) => format!("no result for {}: {}", test.kernel_test, problem.what),
-                None => format!("the kernel ran no test named {}", test.kernel_test),
-            }),
-        };
-        match verdict {
-            Ok(()) => tally.pass(test.description),
-            Err(why) => {
-                tally.fail(test.description, &why);
-                print_tail(&logs.join(format!("{}-boot1.log", test.kernel_test)));
-            }
+/// Tier 5: a deliberately broken kernel test is reported as what it is.
+fn harness(boot: &QemuBoot<'_>, test: &SelfTest, args: &TestArgs, logs: &Path) -> Report {
+    let mut report = Report::default();
+    let mut boot = QemuBoot {
+        machine: boot.machine.clone(),
+        qemu: boot.qemu,
+        kernel_elf: boot.kernel_elf,
+    };
+    let silence = if test.kernel_test == "selftest_hang" {
+        args.hang_timeout
+    } else {
+        args.timeout
+    };
+    let filter = Filter::Named(test.kernel_test.to_owned());
+    let limits = Limits::new(Duration::from_secs(silence));
+    let start = Instant::now();
+    let run = match ktest::run(
+        &mut boot,
+        &filter,
+        limits,
+        logs,
+        test.kernel_test,
+        &mut |_| {},
+    ) {
+        Ok(run) => run,
+        Err(error) => {
+            report.fail(test.description, format!("{error:#}"));
+            return report;
+        }
+    };
+    let took = start.elapsed();
+    let result = run.tests.iter().find(|r| r.name == test.kernel_test);
+    let verdict = match result.map(|r| &r.outcome) {
+        Some(Outcome::Failed(failure)) if (test.expect)(failure) => Ok(()),
+        Some(Outcome::Failed(failure)) => Err(format!("reported as: {failure}")),
+        Some(Outcome::Passed { .. }) => Err("reported as passed".to_owned()),
+        None => Err(match run.problems.first() {
+            Some(problem) => format!("no result for {}: {}", test.kernel_test, problem.what),
+            None => format!("the kernel ran no test named {}", test.kernel_test),
+        }),
+    };
+    match verdict {
+        Ok(()) => report.pass_took(test.description, took),
+        Err(why) => {
+            report.fail_took(test.description, why, took);
+            report.tail(&logs.join(format!("{}-boot1.log", test.kernel_test)));
         }
     }
-    Ok(())
+    report
 }
 
 /// Prints the last lines of a log file and its path.
 pub(crate) fn print_tail(log: &Path) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let start = lines.len().saturating_sub(TAIL);
-    print_lines(&lines[start..], log);
+    for line in tail_lines(log) {
+        println!("{line}");
+    }
 }
 
 pub(crate) fn print_lines(lines: &[String], log: &Path) {
-    for line in lines.iter().rev().take(TAIL).rev() {
-        println!("    | {line}");
+    for line in shown_lines(lines, log) {
+        println!("{line}");
     }
-    println!("    (log: {})", log.display());
+}
+
+/// What [`print_tail`] prints.
+pub(crate) fn tail_lines(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let start = lines.len().saturating_sub(TAIL);
+    shown_lines(&lines[start..], log)
+}
+
+/// What [`print_lines`] prints: the last [`TAIL`] of `lines`, then the log's path.
+pub(crate) fn shown_lines(lines: &[String], log: &Path) -> Vec<String> {
+    let mut out: Vec<String> = lines
+        .iter()
+        .rev()
+        .take(TAIL)
+        .rev()
+        .map(|line| format!("    | {line}"))
+        .collect();
+    out.push(format!("    (log: {})", log.display()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TestArgs,
+    }
+
+    fn parse(argv: &[&str]) -> TestArgs {
+        Cli::parse_from(std::iter::once("test").chain(argv.iter().copied())).args
+    }
+
+    fn labels(jobs: &[Job]) -> Vec<&str> {
+        jobs.iter()
+            .map(|job| match job {
+                Job::Program { label, .. } => label.as_str(),
+                _ => "?",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jobs_flag_short_long_and_default() {
+        assert_eq!(parse(&["-j", "3"]).jobs(), 3);
+        assert_eq!(parse(&["--jobs", "1"]).jobs(), 1);
+        assert_eq!(parse(&["--smp", "64"]).jobs(), 1);
+        assert!(parse(&[]).jobs() >= 1);
+        assert!(Cli::try_parse_from(["test", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn program_jobs_keep_the_program_order_and_the_filters() {
+        let tests = ["t_a", "t_dio", "t_mm"].map(str::to_owned);
+        let all = program_jobs(&tests, &parse(&[]));
+        assert_eq!(
+            labels(&all),
+            [
+                "t_a",
+                "t_dio",
+                "t_dio era=2009",
+                "t_dio era=2016",
+                "t_dio era=2020",
+                "t_dio era=2022",
+                "t_mm"
+            ]
+        );
+        let some = program_jobs(&tests, &parse(&["--program", "t_mm", "--program", "t_dio"]));
+        assert_eq!(
+            labels(&some),
+            [
+                "t_dio",
+                "t_dio era=2009",
+                "t_dio era=2016",
+                "t_dio era=2020",
+                "t_dio era=2022",
+                "t_mm"
+            ]
+        );
+        // `--era` replaces the programs' own era boots.
+        let era = program_jobs(&tests, &parse(&["--era", "2016"]));
+        assert_eq!(labels(&era), ["t_a", "t_dio", "t_mm"]);
+    }
 }

@@ -105,9 +105,15 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                     }
                     Some((_, path)) if usertest::runs_on_host(program) => {
                         let name = format!("host: {program}");
+                        let start = std::time::Instant::now();
                         match usertest::run_on_host(path, program, Duration::from_secs(60)) {
-                            Ok((passed, _)) => tally.pass(&format!("{name} ({passed} checks)")),
-                            Err(error) => tally.fail(&name, &format!("{error:#}")),
+                            Ok((passed, _)) => tally.pass_took(
+                                &format!("{name} ({passed} checks)"),
+                                Some(start.elapsed()),
+                            ),
+                            Err(error) => {
+                                tally.fail_took(&name, &format!("{error:#}"), Some(start.elapsed()))
+                            }
                         }
                     }
                     Some(_) => {}
@@ -144,6 +150,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             let root = crate::rootfs::ensure(&target_dir(), &built.files, false)?;
             let mut with_root = boot.machine.clone();
             with_root.root = Some((root, false));
+            with_root.image = test::slim_image(&built);
             let boot_root = QemuBoot {
                 machine: with_root,
                 qemu: boot.qemu,

@@ -10,7 +10,7 @@
 //! `big`: a file three times the machine's memory (cowlab: its usable frames; `big=<MiB>` sets
 //! the size, e.g. on the host) written in 1 MiB chunks, fsync'ed, read back and checksummed;
 //! on cowlab the caches are dropped between and the free frames must return to their count
-//! before the file was written. Booted as `mem=32 -- t_pagecache big` by the test tier.
+//! before the file was written. Booted as `mem=16 -- t_pagecache big` by the test tier.
 //! Runs natively on the host in a directory on a real disk filesystem.
 #![no_std]
 #![no_main]
