@@ -44,6 +44,13 @@ use crate::PAGE_SIZE;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// A cache page whose bytes below the size all have blocks on the store (Linux's buffer-head
+/// `BH_Mapped` state, `PG_mappedtodisk`): set by [`file_page_mkwrite`] once the file allocated
+/// them, so a later write-notify fault on the page does not ask the filesystem again; cleared
+/// where blocks under a cached page can go (truncation's partial last page, a punched hole).
+/// Private to the page cache (a bit no other frame kind uses).
+const MAPPED_TO_DISK: FrameFlags = FrameFlags::from_bits(1 << 12);
+
 /// Where a file's pages come from and go to (Linux `address_space_operations`' `read_folio`
 /// and `writepage`).
 pub trait BackingStore {
@@ -253,6 +260,8 @@ impl FileCache {
             if tail != 0 {
                 if let Some(&frame) = inner.pages.get(&(size / PAGE)) {
                     mm.write_frame_bytes(frame + tail as u64, &vec![0u8; PAGE_SIZE - tail]);
+                    // The store frees the blocks past the size: a later growth is a hole.
+                    mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
                 }
             }
         }
@@ -271,6 +280,7 @@ impl FileCache {
             let n = ((PAGE_SIZE - off) as u64).min(end - at) as usize;
             if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
                 mm.write_frame_bytes(frame + off as u64, &ZEROES[..n]);
+                mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
             }
             at += n as u64;
         }
@@ -411,7 +421,7 @@ fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     clear_dirty(mm, frame);
     mm.frames()
         .meta(frame)
-        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK);
+        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK | MAPPED_TO_DISK);
     stats::dec(&mm.counters.file_pages);
     mm.put_page(frame);
 }
@@ -428,6 +438,15 @@ pub trait MappedFile: Send + Sync {
     /// Writes the file's dirty pages back (`msync(MS_SYNC)`), without any address-space lock;
     /// `false` if the store failed (`EIO`).
     fn writeback(&self) -> bool;
+    /// A store through a shared mapping is about to dirty page `index`, whose first `len` bytes
+    /// lie below the file's size (Linux `vm_ops->page_mkwrite`, `block_page_mkwrite`): the
+    /// store allocates the blocks under them. Called with the cache locked. An error becomes
+    /// the store's `SIGBUS` (`ENOSPC`: a full disk), or the OOM kill for `NoMem`. The default
+    /// has nothing to allocate.
+    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
+        let _ = (index, len);
+        Ok(())
+    }
 }
 
 /// A VMA's hold on a mapped file (compared by identity).
@@ -502,6 +521,41 @@ pub(crate) fn fault_page<A: Arch>(
 /// `page_mkwrite` + `folio_mark_dirty`): the page becomes `DIRTY`, so writeback stores it.
 pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     set_dirty(mm, frame);
+}
+
+/// A write through a shared mapping of `file` is about to reach its cache page `frame` at
+/// `index` (Linux `do_page_mkwrite` -> `block_page_mkwrite`): unless the page is dirty already
+/// or known to have its blocks, the file allocates them ([`MappedFile::page_mkwrite`]); then
+/// the page is marked dirty ([`page_mkwrite`]). A full disk is the store's `SIGBUS`
+/// (`BUS_ADRERR`), with nothing mapped writable and the page still clean. Runs under the
+/// cache's lock, so a truncation or writeback cannot come between the check and the dirtying;
+/// a page the file no longer reaches (truncated meanwhile) is `SIGBUS` too.
+#[cold]
+pub(crate) fn file_page_mkwrite<A: Arch>(
+    mm: &Mm<A>,
+    file: &dyn MappedFile,
+    index: u64,
+    frame: PhysAddr,
+) -> Result<(), crate::error::FaultError> {
+    use crate::error::{FaultError, SegvReason};
+    let meta = mm.frames().meta(frame);
+    if meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK) {
+        set_dirty(mm, frame);
+        return Ok(());
+    }
+    let inner = file.cache().inner.lock();
+    let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
+    if len == 0 {
+        return Err(FaultError::Segv(SegvReason::BeyondEof));
+    }
+    file.page_mkwrite(index, len).map_err(|e| match e {
+        MmError::NoMem => FaultError::Oom,
+        _ => FaultError::Segv(SegvReason::BeyondEof),
+    })?;
+    meta.set_flags(MAPPED_TO_DISK);
+    set_dirty(mm, frame);
+    drop(inner);
+    Ok(())
 }
 
 /// Write-notify for one address space (Linux `folio_mkclean`, per mapping of the file): every
