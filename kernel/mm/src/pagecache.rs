@@ -29,6 +29,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use spin::Mutex;
 
 /// One page of zeroes, for [`FileCache::zero_range`].
@@ -67,6 +69,26 @@ pub trait BackingStore {
 /// One file's page cache.
 pub struct FileCache {
     inner: Mutex<Inner>,
+    /// When the cache last went from clean to dirty, on the [`set_clock`] clock (Linux's
+    /// per-inode `dirtied_when`, which the periodic flusher compares with `dirty_expire`); 0
+    /// while no stamp is set. Stamped by [`file_page_mkwrite`] (or by the flusher when it finds
+    /// pages dirtied some other way), cleared when writeback starts.
+    dirtied_when: AtomicU64,
+}
+
+/// The clock dirty caches are stamped with (the kernel's tick counter); none until
+/// [`set_clock`] (host tests without one stamp 1). Read only when a clean cache is first
+/// dirtied.
+static CLOCK: Mutex<Option<fn() -> u64>> = Mutex::new(None);
+
+/// Sets the clock of the caches' dirty stamps ([`FileCache::dirtied_when`]).
+pub fn set_clock(clock: fn() -> u64) {
+    *CLOCK.lock() = Some(clock);
+}
+
+fn clock_now() -> u64 {
+    let clock = *CLOCK.lock();
+    clock.map_or(0, |f| f())
 }
 
 struct Inner {
@@ -82,6 +104,29 @@ impl FileCache {
                 size,
                 pages: BTreeMap::new(),
             }),
+            dirtied_when: AtomicU64::new(0),
+        }
+    }
+
+    /// When the cache went dirty (its oldest unwritten store, to the flusher's precision), on
+    /// the [`set_clock`] clock; `None` if no stamp is set.
+    pub fn dirtied_when(&self) -> Option<u64> {
+        match self.dirtied_when.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Stamps the cache dirty now unless it already is (Linux `__mark_inode_dirty` keeps the
+    /// first `dirtied_when`): one load when it is.
+    pub fn note_dirtied(&self) {
+        if self.dirtied_when.load(Ordering::Relaxed) == 0 {
+            let _ = self.dirtied_when.compare_exchange(
+                0,
+                clock_now().max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -212,6 +257,10 @@ impl FileCache {
         store: &S,
     ) -> Result<usize, S::Error> {
         let inner = self.inner.lock();
+        // Pages dirtied from here on are a new generation (Linux requeues the inode with a new
+        // `dirtied_when`); a page whose store fails stays dirty unstamped, and the flusher
+        // stamps it when it finds it.
+        self.dirtied_when.store(0, Ordering::Relaxed);
         let mut buf = page_buf()?;
         let mut written = 0;
         let mut failure = None;
@@ -547,6 +596,7 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
     let meta = mm.frames().meta(frame);
     if meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK) {
         set_dirty(mm, frame);
+        file.cache().note_dirtied();
         return Ok(());
     }
     let inner = file.cache().inner.lock();
@@ -560,6 +610,7 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
     })?;
     meta.set_flags(MAPPED_TO_DISK);
     set_dirty(mm, frame);
+    file.cache().note_dirtied();
     drop(inner);
     Ok(())
 }

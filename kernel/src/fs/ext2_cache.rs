@@ -212,6 +212,29 @@ pub fn sync_all() -> Result<(), Errno> {
     result
 }
 
+/// The periodic flusher's round (`fs::writeback`, Linux `wb_writeback` for old data): every
+/// cache dirty since `expire` ticks or more before `now` is written back (shared mappings
+/// write-protected first). A cache found dirty without a stamp (a page dirtied by a device
+/// through a pin, or left dirty by a failed writeback) is stamped now and waits its turn.
+/// Returns the first error (the other caches are still tried).
+pub fn flush_expired(now: u64, expire: u64) -> Result<usize, Errno> {
+    let mm = memory::mm();
+    let mut written = 0;
+    let mut result = Ok(());
+    for (ino, cache) in all() {
+        match cache.dirtied_when() {
+            Some(t) if now.saturating_sub(t) >= expire => match writeback(&cache, ino) {
+                Ok(n) => written += n,
+                Err(e) => result = result.and(Err(e)),
+            },
+            Some(_) => {}
+            None if cache.dirty_pages(mm) > 0 => cache.note_dirtied(),
+            None => {}
+        }
+    }
+    result.map(|()| written)
+}
+
 /// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_pagecache_sb`): every clean, unreferenced
 /// cache page is freed (dirty pages stay, as on Linux: `sync` first). Returns the frames freed.
 pub fn drop_caches() -> usize {

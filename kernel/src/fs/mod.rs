@@ -46,6 +46,7 @@ pub mod tmpfs;
 pub mod tmpfs_file;
 pub mod tty;
 pub mod vda;
+pub mod writeback;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;

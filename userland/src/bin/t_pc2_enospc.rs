@@ -78,9 +78,9 @@ fn store_in_child(addr: usize, byte: u8) -> i32 {
         // handler, flags, restorer, mask. The handler exits, so the restorer never runs; x86-64
         // Linux wants one anyway.
         let act = [
-            on_sigbus as usize as u64,
+            on_sigbus as *const () as usize as u64,
             SA_SIGINFO | SA_RESTORER,
-            on_sigbus as usize as u64,
+            on_sigbus as *const () as usize as u64,
             0,
         ];
         if sys(13, &[SIGBUS, act.as_ptr() as usize, 0, 8]).is_err() {

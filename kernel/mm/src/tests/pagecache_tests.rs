@@ -584,3 +584,39 @@ fn truncation_unmaps_the_cut_pages_everywhere() {
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// The flusher's age of a dirty cache (Linux `dirtied_when`): stamped by the store that first
+/// dirties a clean cache, kept by later stores, cleared when writeback starts, stamped again by
+/// the next store (a write-notify fault on the cleaned page).
+#[test]
+fn the_first_store_stamps_the_cache_and_writeback_clears_it() {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static NOW: AtomicU64 = AtomicU64::new(100);
+    crate::pagecache::set_clock(|| NOW.load(Ordering::Relaxed));
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 2, true);
+    env.read(&mut s, sh).unwrap();
+    assert_eq!(f.cache.dirtied_when(), None, "a read dirties nothing");
+    env.write(&mut s, sh, 1).unwrap();
+    assert_eq!(f.cache.dirtied_when(), Some(100));
+    NOW.store(150, Ordering::Relaxed);
+    env.write(&mut s, sh + PAGE, 2).unwrap();
+    assert_eq!(f.cache.dirtied_when(), Some(100), "the oldest store counts");
+    crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+    f.cache
+        .writeback(&env.mm, &VecStore::new(Vec::new()))
+        .unwrap();
+    assert_eq!(f.cache.dirtied_when(), None);
+    NOW.store(200, Ordering::Relaxed);
+    env.write(&mut s, sh, 3).unwrap();
+    assert_eq!(
+        f.cache.dirtied_when(),
+        Some(200),
+        "write-notify fault stamps"
+    );
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
