@@ -154,6 +154,7 @@ pub fn unmount_root() {
     if let Err(e) = super::ext2_cache::sync_all() {
         warn!("ext2: page-cache writeback at unmount failed: {e:?}");
     }
+    super::ext2_cache::evict_all();
     let Some(fs) = ROOT.replace(None) else {
         return;
     };
