@@ -280,6 +280,14 @@ pub fn flush_expired(now: u64, expire: u64) -> Result<usize, Errno> {
     let mut written = 0;
     let mut result = Ok(());
     for (ino, cache) in all() {
+        // Background work never waits for the filesystem with a cache locked: its holder may
+        // want that cache next (a truncate, after its block I/O), and a waiter on one CPU
+        // yields rather than sleeps, so it would spin on the cache forever. Free now, the
+        // filesystem is taken at once and kept through the (polled) writeback; busy, the
+        // round ends and the next interval tries again.
+        if super::ext2_mount::busy() {
+            break;
+        }
         match cache.dirtied_when() {
             Some(t) if now.saturating_sub(t) >= expire => match writeback(&cache, ino) {
                 Ok(n) => written += n,

@@ -390,10 +390,15 @@ fn meminfo() -> String {
     let stats = memory::mm().stats();
     let kb = |pages: u64| pages * 4;
     let mut text = String::new();
+    // Clean file-cache pages are reclaimable (closed files keep theirs): Linux counts them in
+    // MemAvailable and Cached, not in MemFree.
+    let clean_file = stats.file_pages.saturating_sub(stats.file_dirty);
     for (key, pages) in [
         ("MemTotal:", stats.usable_frames),
         ("MemFree:", stats.free_frames),
-        ("MemAvailable:", stats.free_frames),
+        ("MemAvailable:", stats.free_frames + clean_file),
+        ("Cached:", stats.file_pages + stats.shmem_pages),
+        ("Dirty:", stats.file_dirty),
         ("AnonPages:", stats.anon_pages),
         ("Shmem:", stats.shmem_pages),
         ("PageTables:", stats.pagetable_pages),
