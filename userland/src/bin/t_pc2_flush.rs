@@ -194,7 +194,7 @@ fn main() -> i32 {
     t.eq(
         "the disk holds every store, no fsync or msync called",
         back,
-        [b'B', b'C', b'D', b'A'],
+        *b"BCDA",
     );
     let _ = close(fd);
     t.eq("unlink", errno_of(unlink(path.c())), 0);
