@@ -120,5 +120,6 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         error!("cannot start init: {errno:?}");
         qemu::exit(qemu::ExitStatus::Panic)
     }
+    fs::writeback::start();
     proc::sched::run()
 }

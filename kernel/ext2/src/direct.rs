@@ -20,6 +20,24 @@ impl<D: BlockDevice> Ext2<D> {
             .collect()
     }
 
+    /// Makes sure every block under `[off, off + len)` of regular file `ino` is allocated (Linux
+    /// `block_page_mkwrite` -> `__block_write_begin`): a store through a shared mapping into a
+    /// hole gets its blocks when the page is first dirtied, so a full disk is `ENOSPC` at the
+    /// store (the kernel's `SIGBUS`) rather than a page lost at writeback. Blocks already there
+    /// cost one map lookup each and change nothing; missing ones are allocated as
+    /// [`Self::direct_write_begin`] does (zeroed, the size covering them).
+    pub fn allocate_range(&mut self, ino: u32, off: u64, len: u64) -> Result<()> {
+        let inode = self.regular(ino)?;
+        let bs = self.bs as u64;
+        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
+        for lblk in off / bs..end.div_ceil(bs) {
+            if self.bmap(ino, &inode, lblk)? == 0 {
+                return self.direct_write_begin(ino, off, len).map(drop);
+            }
+        }
+        Ok(())
+    }
+
     /// Prepares a direct write of `[off, off + len)`: every missing block is allocated and
     /// written with zeroes first (ext2 has no unwritten state, so a block whose data transfer
     /// then fails, or that the write covers only partly, must not show an earlier owner's

@@ -504,6 +504,14 @@ impl<D: BlockDevice> Ext2<D> {
         Ok(())
     }
 
+    /// The inode's generation (`i_generation`, new for every inode the filesystem allocates),
+    /// and its size: what a cache kept past a file's last close compares before it is used
+    /// again, since a freed inode number may name another file by then.
+    pub fn generation(&mut self, ino: u32) -> Result<(u32, u64)> {
+        let inode = self.read_live(ino)?;
+        Ok((inode.generation, inode.size))
+    }
+
     /// `stat(2)`.
     pub fn stat(&mut self, ino: u32) -> Result<Stat> {
         let inode = self.read_live(ino)?;

@@ -108,3 +108,55 @@ fn fallocate_and_seek_1k() {
 fn fallocate_and_seek_4k() {
     space(4096);
 }
+
+/// `allocate_range` (the kernel's `page_mkwrite`): blocks under a hole of a sparse file are
+/// allocated and read as zeroes, blocks already there are left alone, and on a full disk the
+/// call is `ENOSPC` with the image still consistent.
+#[test]
+fn allocate_range_fills_holes_and_reports_a_full_disk() {
+    let Some(mke2fs) = mke2fs_or_skip("allocate_range") else {
+        return;
+    };
+    let dir = scratch("allocate_range");
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, 1024, 2 * 1024, None, &[]);
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    let f = fs.create(root, b"sparse", 0o644, 0, 0).unwrap();
+    fs.write(f, 0, b"head").unwrap();
+    fs.truncate(f, 64 * 1024).unwrap();
+    let blocks = fs.stat(f).unwrap().blocks;
+    fs.allocate_range(f, 0, 4096).unwrap();
+    assert_eq!(
+        fs.stat(f).unwrap().blocks - blocks,
+        3 * 1024 / 512,
+        "three of the first page's four blocks were holes"
+    );
+    let free = fs.statfs().f_bfree;
+    fs.allocate_range(f, 0, 4096).unwrap();
+    assert_eq!(fs.statfs().f_bfree, free, "nothing missing, nothing taken");
+    let data = read_all(&mut fs, f);
+    assert_eq!(&data[..4], b"head");
+    assert!(data[4..].iter().all(|&b| b == 0));
+    assert_eq!(fs.stat(f).unwrap().size, 64 * 1024, "the size stays");
+    // Fill the disk, then a hole can get no block.
+    let big = fs.create(root, b"big", 0o644, 0, 0).unwrap();
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut off = 0;
+    while let Ok(n) = fs.write(big, off, &chunk) {
+        if n == 0 {
+            break;
+        }
+        off += n as u64;
+    }
+    assert_eq!(fs.allocate_range(f, 32 * 1024, 4096), Err(Errno::ENOSPC));
+    fs.allocate_range(f, 0, 4096)
+        .expect("an allocated page needs no block");
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(
+        clean,
+        "e2fsck -fn after allocate_range on a full disk:\n{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -253,7 +253,7 @@ fn do_file_fault<A: Arch>(
     index: u64,
     kind: FaultKind,
 ) -> Result<(), FaultError> {
-    use crate::pagecache::{fault_page, page_mkwrite, FileFault};
+    use crate::pagecache::{fault_page, file_page_mkwrite, FileFault};
     let page = fault_page(mm, file, index).map_err(|e| match e {
         FileFault::BeyondEof | FileFault::Io => FaultError::Segv(SegvReason::BeyondEof),
         FileFault::NoMem => FaultError::Oom,
@@ -270,7 +270,10 @@ fn do_file_fault<A: Arch>(
             stats::inc(&mm.counters.cow_copies);
         }
         (Sharing::Shared, FaultKind::Write) => {
-            page_mkwrite(mm, page);
+            if let Err(e) = file_page_mkwrite(mm, file, index, page) {
+                mm.put_page(page);
+                return Err(e);
+            }
             stats::inc(&mm.counters.writenotify_faults);
             mm.frames().meta(page).inc_mapcount();
             slot.store(Pte::new(page, base | write_grant(vma)));

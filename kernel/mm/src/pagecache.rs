@@ -29,6 +29,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use spin::Mutex;
 
 /// One page of zeroes, for [`FileCache::zero_range`].
@@ -43,6 +45,13 @@ use crate::stats;
 use crate::PAGE_SIZE;
 
 const PAGE: u64 = PAGE_SIZE as u64;
+
+/// A cache page whose bytes below the size all have blocks on the store (Linux's buffer-head
+/// `BH_Mapped` state, `PG_mappedtodisk`): set by [`file_page_mkwrite`] once the file allocated
+/// them, so a later write-notify fault on the page does not ask the filesystem again; cleared
+/// where blocks under a cached page can go (truncation's partial last page, a punched hole).
+/// Private to the page cache (a bit no other frame kind uses).
+const MAPPED_TO_DISK: FrameFlags = FrameFlags::from_bits(1 << 12);
 
 /// Where a file's pages come from and go to (Linux `address_space_operations`' `read_folio`
 /// and `writepage`).
@@ -60,6 +69,26 @@ pub trait BackingStore {
 /// One file's page cache.
 pub struct FileCache {
     inner: Mutex<Inner>,
+    /// When the cache last went from clean to dirty, on the [`set_clock`] clock (Linux's
+    /// per-inode `dirtied_when`, which the periodic flusher compares with `dirty_expire`); 0
+    /// while no stamp is set. Stamped by [`file_page_mkwrite`] (or by the flusher when it finds
+    /// pages dirtied some other way), cleared when writeback starts.
+    dirtied_when: AtomicU64,
+}
+
+/// The clock dirty caches are stamped with (the kernel's tick counter); none until
+/// [`set_clock`] (host tests without one stamp 1). Read only when a clean cache is first
+/// dirtied.
+static CLOCK: Mutex<Option<fn() -> u64>> = Mutex::new(None);
+
+/// Sets the clock of the caches' dirty stamps ([`FileCache::dirtied_when`]).
+pub fn set_clock(clock: fn() -> u64) {
+    *CLOCK.lock() = Some(clock);
+}
+
+fn clock_now() -> u64 {
+    let clock = *CLOCK.lock();
+    clock.map_or(0, |f| f())
 }
 
 struct Inner {
@@ -75,6 +104,29 @@ impl FileCache {
                 size,
                 pages: BTreeMap::new(),
             }),
+            dirtied_when: AtomicU64::new(0),
+        }
+    }
+
+    /// When the cache went dirty (its oldest unwritten store, to the flusher's precision), on
+    /// the [`set_clock`] clock; `None` if no stamp is set.
+    pub fn dirtied_when(&self) -> Option<u64> {
+        match self.dirtied_when.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Stamps the cache dirty now unless it already is (Linux `__mark_inode_dirty` keeps the
+    /// first `dirtied_when`): one load when it is.
+    pub fn note_dirtied(&self) {
+        if self.dirtied_when.load(Ordering::Relaxed) == 0 {
+            let _ = self.dirtied_when.compare_exchange(
+                0,
+                clock_now().max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -205,6 +257,10 @@ impl FileCache {
         store: &S,
     ) -> Result<usize, S::Error> {
         let inner = self.inner.lock();
+        // Pages dirtied from here on are a new generation (Linux requeues the inode with a new
+        // `dirtied_when`); a page whose store fails stays dirty unstamped, and the flusher
+        // stamps it when it finds it.
+        self.dirtied_when.store(0, Ordering::Relaxed);
         let mut buf = page_buf()?;
         let mut written = 0;
         let mut failure = None;
@@ -253,6 +309,8 @@ impl FileCache {
             if tail != 0 {
                 if let Some(&frame) = inner.pages.get(&(size / PAGE)) {
                     mm.write_frame_bytes(frame + tail as u64, &vec![0u8; PAGE_SIZE - tail]);
+                    // The store frees the blocks past the size: a later growth is a hole.
+                    mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
                 }
             }
         }
@@ -271,6 +329,7 @@ impl FileCache {
             let n = ((PAGE_SIZE - off) as u64).min(end - at) as usize;
             if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
                 mm.write_frame_bytes(frame + off as u64, &ZEROES[..n]);
+                mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
             }
             at += n as u64;
         }
@@ -310,6 +369,12 @@ impl Drop for FileCache {
     /// A cache must be evicted before it goes (it cannot reach the `Mm` here); a leak of its
     /// frames would be caught by the checker, so say so loudly in debug builds.
     fn drop(&mut self) {
+        // A host test that failed an assertion with a cache still full unwinds through here:
+        // a second panic would abort the test binary and hide every other test's result.
+        #[cfg(test)]
+        if std::thread::panicking() {
+            return;
+        }
         debug_assert!(
             self.inner.get_mut().pages.is_empty(),
             "a FileCache dropped with pages"
@@ -411,7 +476,7 @@ fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     clear_dirty(mm, frame);
     mm.frames()
         .meta(frame)
-        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK);
+        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK | MAPPED_TO_DISK);
     stats::dec(&mm.counters.file_pages);
     mm.put_page(frame);
 }
@@ -428,6 +493,15 @@ pub trait MappedFile: Send + Sync {
     /// Writes the file's dirty pages back (`msync(MS_SYNC)`), without any address-space lock;
     /// `false` if the store failed (`EIO`).
     fn writeback(&self) -> bool;
+    /// A store through a shared mapping is about to dirty page `index`, whose first `len` bytes
+    /// lie below the file's size (Linux `vm_ops->page_mkwrite`, `block_page_mkwrite`): the
+    /// store allocates the blocks under them. Called with the cache locked. An error becomes
+    /// the store's `SIGBUS` (`ENOSPC`: a full disk), or the OOM kill for `NoMem`. The default
+    /// has nothing to allocate.
+    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
+        let _ = (index, len);
+        Ok(())
+    }
 }
 
 /// A VMA's hold on a mapped file (compared by identity).
@@ -502,6 +576,43 @@ pub(crate) fn fault_page<A: Arch>(
 /// `page_mkwrite` + `folio_mark_dirty`): the page becomes `DIRTY`, so writeback stores it.
 pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     set_dirty(mm, frame);
+}
+
+/// A write through a shared mapping of `file` is about to reach its cache page `frame` at
+/// `index` (Linux `do_page_mkwrite` -> `block_page_mkwrite`): unless the page is dirty already
+/// or known to have its blocks, the file allocates them ([`MappedFile::page_mkwrite`]); then
+/// the page is marked dirty ([`page_mkwrite`]). A full disk is the store's `SIGBUS`
+/// (`BUS_ADRERR`), with nothing mapped writable and the page still clean. Runs under the
+/// cache's lock, so a truncation or writeback cannot come between the check and the dirtying;
+/// a page the file no longer reaches (truncated meanwhile) is `SIGBUS` too.
+#[cold]
+pub(crate) fn file_page_mkwrite<A: Arch>(
+    mm: &Mm<A>,
+    file: &dyn MappedFile,
+    index: u64,
+    frame: PhysAddr,
+) -> Result<(), crate::error::FaultError> {
+    use crate::error::{FaultError, SegvReason};
+    let meta = mm.frames().meta(frame);
+    if meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK) {
+        set_dirty(mm, frame);
+        file.cache().note_dirtied();
+        return Ok(());
+    }
+    let inner = file.cache().inner.lock();
+    let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
+    if len == 0 {
+        return Err(FaultError::Segv(SegvReason::BeyondEof));
+    }
+    file.page_mkwrite(index, len).map_err(|e| match e {
+        MmError::NoMem => FaultError::Oom,
+        _ => FaultError::Segv(SegvReason::BeyondEof),
+    })?;
+    meta.set_flags(MAPPED_TO_DISK);
+    set_dirty(mm, frame);
+    file.cache().note_dirtied();
+    drop(inner);
+    Ok(())
 }
 
 /// Write-notify for one address space (Linux `folio_mkclean`, per mapping of the file): every

@@ -261,10 +261,14 @@ pub fn longterm_write_pin_allowed(
     flags: FollFlags,
     vma_needs_dirty_tracking: bool,
 ) -> bool {
+    // lab(writeback): begin
+    // lab(writeback): stub: let _ = (era, flags, vma_needs_dirty_tracking);
+    // lab(writeback): stub: true
     if !flags.contains(FollFlags::LONGTERM | FollFlags::WRITE) {
         return true;
     }
     era < Era::Y2023 || !vma_needs_dirty_tracking
+    // lab(writeback): end
 }
 
 #[cfg(test)]

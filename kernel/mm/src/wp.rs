@@ -67,7 +67,9 @@ pub(crate) fn do_wp_page<A: Arch>(
         if kind == WpKind::Write {
             if vma.wants_writenotify() {
                 // The write-notify fault: writeback made this PTE read-only (`folio_mkclean`).
-                crate::pagecache::page_mkwrite(mm, pte.frame());
+                if let Some((file, index)) = vma.file_page(va) {
+                    crate::pagecache::file_page_mkwrite(mm, &*file.0, index, pte.frame())?;
+                }
                 stats::inc(&mm.counters.writenotify_faults);
             }
             slot.set_bits(write_grant(vma));

@@ -1,11 +1,13 @@
 //! The page caches of open ext2 regular files: one `cowlab_mm::pagecache::FileCache` per inode,
 //! looked up by inode number, with the ext2 crate as its backing store ([`Ext2Store`]).
 //!
-//! Lifetime: a cache lives while some description has its file open ([`attach`] at open,
-//! [`detach`] at close). The last close writes its dirty pages back (unless the inode is
-//! already unlinked: its data dies with it) and empties it, so an inode number the filesystem
-//! reuses never finds a stale cache, and no cache outlives the mount. Linux keeps pages of
-//! closed files; cowlab drops them at the last close (the price: a file reopened is read again).
+//! Lifetime: a cache is created at a file's first open ([`attach`]) and kept past its last
+//! close ([`detach`], which writes it back), as Linux keeps a closed file's pages until reclaim:
+//! a file reopened finds its pages. Its clean pages go under memory pressure ([`shrink`]) and
+//! at `drop_caches`; an unlinked file's cache goes at its last close (or at the unlink, if it is
+//! closed: [`forget_closed`]). A kept cache remembers its inode's generation: if the inode
+//! number names another file by the time it is opened again, the old cache is dropped then.
+//! Unmount empties every cache ([`evict_all`]), so none outlives the mount.
 //!
 //! Locks: the registry lock is held only to find, add or remove an entry, never across I/O;
 //! a cache's own lock is held across its store's I/O, which takes the filesystem lock (order:
@@ -30,8 +32,12 @@ const PAGE: u64 = 4096;
 
 struct Entry {
     cache: Arc<FileCache>,
-    /// Open descriptions of the inode.
+    /// Open descriptions of the inode (0: kept past the last close).
     opens: usize,
+    /// The inode's generation and size when the cache was made or last closed: a kept cache
+    /// is used again only if both still match (the inode number was not freed and reused).
+    generation: u32,
+    size_at_close: u64,
     /// The address spaces that may map the file (Linux's `i_mmap`, per address space rather
     /// than per VMA): each `mmap` of the file adds the caller's, each fork of one adds the
     /// child's. An entry whose space is gone is dropped at the next walk; a space that since
@@ -67,26 +73,43 @@ impl BackingStore for Ext2Store {
 }
 
 /// Registers one more open description of `ino`; the first creates the cache, sized from the
-/// inode.
+/// inode, or takes back the cache kept since the last close if the inode is still the same
+/// file (generation and size).
 pub fn attach(ino: u32) -> Result<Arc<FileCache>, Errno> {
-    if let Some(e) = CACHES.lock().get_mut(&ino) {
+    if let Some(e) = CACHES.lock().get_mut(&ino).filter(|e| e.opens > 0) {
         e.opens += 1;
         return Ok(e.cache.clone());
     }
-    let size = with_fs(|fs| fs.stat(ino))?.size;
-    let mut caches = CACHES.lock();
-    // Another CPU may have added it while the size was read.
-    let e = caches.entry(ino).or_insert_with(|| Entry {
-        cache: Arc::new(FileCache::new(size)),
-        opens: 0,
-        mappers: Vec::new(),
-    });
-    e.opens += 1;
-    Ok(e.cache.clone())
+    let (generation, size) = with_fs(|fs| fs.generation(ino))?;
+    let (cache, stale) = {
+        let mut caches = CACHES.lock();
+        // Another CPU may have added or reopened it while the inode was read.
+        let stale = match caches.get(&ino) {
+            Some(e) if e.opens == 0 && (e.generation, e.size_at_close) != (generation, size) => {
+                caches.remove(&ino).map(|e| e.cache)
+            }
+            _ => None,
+        };
+        let e = caches.entry(ino).or_insert_with(|| Entry {
+            cache: Arc::new(FileCache::new(size)),
+            opens: 0,
+            generation,
+            size_at_close: size,
+            mappers: Vec::new(),
+        });
+        e.opens += 1;
+        (e.cache.clone(), stale)
+    };
+    if let Some(old) = stale {
+        // A freed inode's pages: its data died with it.
+        old.evict(memory::mm());
+    }
+    Ok(cache)
 }
 
-/// One open description of `ino` is gone; the last writes the cache back (if `keep_data`:
-/// the inode still has names) and empties it. Returns the writeback's error, if any.
+/// One open description of `ino` is gone; the last writes the cache back and keeps it (if
+/// `keep_data`: the inode still has names), or empties and forgets it (unlinked: its data dies
+/// with it). Returns the writeback's error, if any (the pages stay dirty, for the flusher).
 pub fn detach(ino: u32, keep_data: bool) -> Result<(), Errno> {
     let cache = {
         let mut caches = CACHES.lock();
@@ -97,24 +120,59 @@ pub fn detach(ino: u32, keep_data: bool) -> Result<(), Errno> {
         if e.opens > 0 {
             return Ok(());
         }
-        caches.remove(&ino).map(|e| e.cache)
-    };
-    let Some(cache) = cache else {
-        return Ok(());
+        if keep_data {
+            e.cache.clone()
+        } else {
+            let gone = caches.remove(&ino);
+            drop(caches);
+            if let Some(e) = gone {
+                e.cache.evict(memory::mm());
+            }
+            return Ok(());
+        }
     };
     let mm = memory::mm();
-    let r = if keep_data {
-        cache.writeback(mm, &Ext2Store { ino }).map(drop)
-    } else {
-        Ok(())
-    };
-    cache.evict(mm);
+    let r = cache.writeback(mm, &Ext2Store { ino }).map(drop);
+    let size = cache.size();
+    if let Some(e) = CACHES.lock().get_mut(&ino) {
+        if e.opens == 0 && Arc::ptr_eq(&e.cache, &cache) {
+            e.size_at_close = size;
+        }
+    }
     r
 }
 
-/// The cache of open inode `ino`, if it has one.
+/// `ino` lost a name (unlink, or a rename over it): if it is closed, its kept cache goes now
+/// (if that was its last name the inode is free, and the pages would only wait for reclaim).
+pub fn forget_closed(ino: u32) {
+    let old = {
+        let mut caches = CACHES.lock();
+        match caches.get(&ino) {
+            Some(e) if e.opens == 0 => caches.remove(&ino).map(|e| e.cache),
+            _ => None,
+        }
+    };
+    if let Some(old) = old {
+        old.evict(memory::mm());
+    }
+}
+
+/// Unmount: every cache is emptied and forgotten (after [`sync_all`] wrote them back).
+pub fn evict_all() {
+    let all = core::mem::take(&mut *CACHES.lock());
+    for (_, e) in all {
+        e.cache.evict(memory::mm());
+    }
+}
+
+/// The cache of open inode `ino`, if it has one (a cache kept past the last close is not
+/// answered: the inode on disk is as current, and its number may already name another file).
 pub fn lookup(ino: u32) -> Option<Arc<FileCache>> {
-    CACHES.lock().get(&ino).map(|e| e.cache.clone())
+    CACHES
+        .lock()
+        .get(&ino)
+        .filter(|e| e.opens > 0)
+        .map(|e| e.cache.clone())
 }
 
 /// Every cache, for a walk done without the registry lock.
@@ -212,11 +270,57 @@ pub fn sync_all() -> Result<(), Errno> {
     result
 }
 
+/// The periodic flusher's round (`fs::writeback`, Linux `wb_writeback` for old data): every
+/// cache dirty since `expire` ticks or more before `now` is written back (shared mappings
+/// write-protected first). A cache found dirty without a stamp (a page dirtied by a device
+/// through a pin, or left dirty by a failed writeback) is stamped now and waits its turn.
+/// Returns the first error (the other caches are still tried).
+pub fn flush_expired(now: u64, expire: u64) -> Result<usize, Errno> {
+    let mm = memory::mm();
+    let mut written = 0;
+    let mut result = Ok(());
+    for (ino, cache) in all() {
+        // Background work never waits for the filesystem with a cache locked: its holder may
+        // want that cache next (a truncate, after its block I/O), and a waiter on one CPU
+        // yields rather than sleeps, so it would spin on the cache forever. Free now, the
+        // filesystem is taken at once and kept through the (polled) writeback; busy, the
+        // round ends and the next interval tries again.
+        if super::ext2_mount::busy() {
+            break;
+        }
+        match cache.dirtied_when() {
+            Some(t) if now.saturating_sub(t) >= expire => match writeback(&cache, ino) {
+                Ok(n) => written += n,
+                Err(e) => result = result.and(Err(e)),
+            },
+            Some(_) => {}
+            None if cache.dirty_pages(mm) > 0 => cache.note_dirtied(),
+            None => {}
+        }
+    }
+    result.map(|()| written)
+}
+
 /// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_pagecache_sb`): every clean, unreferenced
 /// cache page is freed (dirty pages stay, as on Linux: `sync` first). Returns the frames freed.
 pub fn drop_caches() -> usize {
     let mm = memory::mm();
-    all().iter().map(|(_, c)| c.drop_clean(mm)).sum()
+    let mut freed = 0;
+    for (ino, cache) in all() {
+        freed += cache.drop_clean(mm);
+        // A closed file's cache left empty is forgotten (the registry stays bounded); nobody
+        // can add pages to it while it has no open description.
+        if cache.cached_pages() == 0 {
+            let mut caches = CACHES.lock();
+            if caches
+                .get(&ino)
+                .is_some_and(|e| e.opens == 0 && Arc::ptr_eq(&e.cache, &cache))
+            {
+                caches.remove(&ino);
+            }
+        }
+    }
+    freed
 }
 
 /// The reclaim hook the memory manager runs before an allocation fails: frees clean cache

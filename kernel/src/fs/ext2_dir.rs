@@ -373,11 +373,14 @@ impl DirInode for Ext2Root {
 
     fn unlink(&self, name: &str) -> Result<(), Errno> {
         let cred = cred::current();
-        with_fs(|fs| {
+        let ino = with_fs(|fs| {
             let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EISDIR)?;
             may_delete(fs, &cred, dir, &last)?;
-            fs.unlink(dir, last.as_bytes())
-        })
+            let ino = fs.lookup(dir, last.as_bytes())?;
+            fs.unlink(dir, last.as_bytes()).map(|()| ino)
+        })?;
+        super::ext2_cache::forget_closed(ino);
+        Ok(())
     }
 
     fn rmdir(&self, name: &str) -> Result<(), Errno> {
@@ -394,7 +397,7 @@ impl DirInode for Ext2Root {
 
     fn rename(&self, old: &str, new: &str, flags: u64) -> Result<(), Errno> {
         let cred = cred::current();
-        with_fs(|fs| {
+        let replaced = with_fs(|fs| {
             let mut links = 0;
             let (odir, oname) = walk_parent(fs, &cred, old, &mut links)?;
             let (ndir, nname) = walk_parent(fs, &cred, new, &mut links)?;
@@ -407,7 +410,13 @@ impl DirInode for Ext2Root {
             }
             may_rename(fs, &cred, (odir, &oname), ndir, target.ok())?;
             fs.rename(odir, oname.as_bytes(), ndir, nname.as_bytes())
-        })
+                .map(|()| target.ok())
+        })?;
+        // The file renamed over lost its name.
+        if let Some(ino) = replaced {
+            super::ext2_cache::forget_closed(ino);
+        }
+        Ok(())
     }
 
     fn link(&self, file: &OpenFile, name: &str) -> Result<(), Errno> {

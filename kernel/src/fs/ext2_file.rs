@@ -297,6 +297,18 @@ impl MappedFile for Ext2Mapping {
         ext2_cache::writeback(&file.cache, file.ino).is_ok()
             && with_fs(|fs| fs.fsync(file.ino)).is_ok()
     }
+
+    /// Allocates the blocks under the page's bytes (Linux ext2's `block_page_mkwrite`): a store
+    /// into a hole on a full disk is `SIGBUS` at the store, not a lost page at writeback. Runs
+    /// in the fault with the cache locked, so the filesystem is taken without sleeping.
+    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
+        let ino = self.file.ino;
+        with_fs_atomic(|fs| fs.allocate_range(ino, index * 4096, len as u64)).map_err(|e| match e {
+            Errno::ENOMEM => MmError::NoMem,
+            Errno::ENOSPC => MmError::NoSpc,
+            _ => MmError::Fault,
+        })
+    }
 }
 
 /// A symbolic link opened with `O_PATH|O_NOFOLLOW` (for `lstat`): it can be stat-ed, not read.

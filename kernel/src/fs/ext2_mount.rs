@@ -30,6 +30,11 @@ pub fn mounted() -> bool {
     ROOT.is_present()
 }
 
+/// Whether a task holds the filesystem now (asleep on a block request, or yielded).
+pub fn busy() -> bool {
+    ROOT.is_held()
+}
+
 /// The crate's errno as the kernel's (the same Linux numbers).
 pub fn errno(e: Ext2Errno) -> Errno {
     match e {
@@ -154,6 +159,7 @@ pub fn unmount_root() {
     if let Err(e) = super::ext2_cache::sync_all() {
         warn!("ext2: page-cache writeback at unmount failed: {e:?}");
     }
+    super::ext2_cache::evict_all();
     let Some(fs) = ROOT.replace(None) else {
         return;
     };

@@ -50,6 +50,7 @@ pub mod tmpfs;
 pub mod tmpfs_file;
 pub mod tty;
 pub mod vda;
+pub mod writeback;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;

@@ -51,6 +51,9 @@ pub enum ProcWhat {
     SmapsRollup,
     /// `/proc/<pid>/cowlab`: the process's COW fault outcomes (`cowlab_mm::cowstat`).
     Cowlab,
+    /// `/proc/sys/vm/dirty_expire_centisecs`, `dirty_writeback_centisecs` (`writeback`).
+    DirtyExpire,
+    DirtyWriteback,
 }
 
 /// An open `/proc` file.
@@ -80,6 +83,13 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
                 pid: 0,
                 what: ProcWhat::DropCaches,
             }))
+        }
+        "sys/vm/dirty_expire_centisecs" | "sys/vm/dirty_writeback_centisecs" => {
+            let what = match rest {
+                "sys/vm/dirty_expire_centisecs" => ProcWhat::DirtyExpire,
+                _ => ProcWhat::DirtyWriteback,
+            };
+            return Some(Ok(ProcFile { pid: 0, what }));
         }
         "cowlab/mmstat" => {
             return Some(Ok(ProcFile {
@@ -180,7 +190,12 @@ impl ProcFile {
     pub fn writable(&self) -> bool {
         matches!(
             self.what,
-            ProcWhat::ClearRefs | ProcWhat::Mem | ProcWhat::DropCaches | ProcWhat::Trace
+            ProcWhat::ClearRefs
+                | ProcWhat::Mem
+                | ProcWhat::DropCaches
+                | ProcWhat::Trace
+                | ProcWhat::DirtyExpire
+                | ProcWhat::DirtyWriteback
         )
     }
 
@@ -194,6 +209,9 @@ impl ProcFile {
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::Cpuinfo => Ok(slice(crate::smp::cpuinfo::text(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
+            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => {
+                Ok(slice(self.tunable().read(), offset, len))
+            }
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
             ProcWhat::Stat
@@ -278,7 +296,16 @@ impl ProcFile {
                 Ok(n)
             }
             ProcWhat::DropCaches => drop_caches(data),
+            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => self.tunable().write(data),
             _ => Err(Errno::EBADF),
+        }
+    }
+
+    fn tunable(&self) -> super::writeback::Tunable {
+        use super::writeback::Tunable;
+        match self.what {
+            ProcWhat::DirtyExpire => Tunable::DirtyExpireCentisecs,
+            _ => Tunable::DirtyWritebackCentisecs,
         }
     }
 
@@ -363,10 +390,15 @@ fn meminfo() -> String {
     let stats = memory::mm().stats();
     let kb = |pages: u64| pages * 4;
     let mut text = String::new();
+    // Clean file-cache pages are reclaimable (closed files keep theirs): Linux counts them in
+    // MemAvailable and Cached, not in MemFree.
+    let clean_file = stats.file_pages.saturating_sub(stats.file_dirty);
     for (key, pages) in [
         ("MemTotal:", stats.usable_frames),
         ("MemFree:", stats.free_frames),
-        ("MemAvailable:", stats.free_frames),
+        ("MemAvailable:", stats.free_frames + clean_file),
+        ("Cached:", stats.file_pages + stats.shmem_pages),
+        ("Dirty:", stats.file_dirty),
         ("AnonPages:", stats.anon_pages),
         ("Shmem:", stats.shmem_pages),
         ("PageTables:", stats.pagetable_pages),

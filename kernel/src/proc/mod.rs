@@ -36,6 +36,7 @@ pub mod exec;
 pub mod files;
 pub mod fork;
 pub mod futex;
+pub mod kthread;
 pub mod oom;
 pub mod pgrp;
 pub mod rlimit;

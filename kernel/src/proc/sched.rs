@@ -178,6 +178,7 @@ fn shutdown_status() -> Option<i32> {
 
 fn kill_all_but_init() {
     let mut table = TABLE.lock();
+    super::kthread::stop_all(&mut table);
     // init's own threads are not touched: init's end (exit_group, reboot) already decided
     // its status and told them to exit.
     let groups: alloc::vec::Vec<Pid> = table

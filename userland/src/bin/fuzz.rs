@@ -221,12 +221,18 @@ fn gauges(buf: &mut [u8; 2048], out: &mut [u64; 7]) -> bool {
         return false;
     };
     let text = core::str::from_utf8(&buf[..n]).unwrap_or("");
+    *out = [0; 7];
     for line in text.lines() {
         let Some((name, value)) = line.split_once(' ') else {
             continue;
         };
         if let Some(i) = GAUGES.iter().position(|g| *g == name) {
-            out[i] = value.trim().parse().unwrap_or(0);
+            out[i] += value.trim().parse().unwrap_or(0);
+        }
+        // A closed file's clean pages stay cached (reclaimable, as on Linux): a child that read
+        // an ext2 file leaves frames in the cache, not lost. Counted with the free frames.
+        if name == "file_pages" {
+            out[0] += value.trim().parse().unwrap_or(0);
         }
     }
     true

@@ -93,7 +93,8 @@ fn stat_value(path: &core::ffi::CStr, key: &[u8]) -> Option<u64> {
 }
 
 fn mem_free() -> Option<u64> {
-    stat_value(c"/proc/meminfo", b"MemFree:")
+    // MemAvailable: MemFree plus the clean file-cache pages closed files keep.
+    stat_value(c"/proc/meminfo", b"MemAvailable:")
 }
 
 /// Pins held now, when the kernel has `/proc/cowlab/mmstat`.

@@ -95,7 +95,9 @@ fn mem_free_kb() -> Option<u64> {
     let mut buf = [0u8; 1024];
     let n = read_file(c"/proc/meminfo", &mut buf)?;
     let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
+    // MemAvailable: MemFree plus the clean file-cache pages closed files keep (and reclaim
+    // takes back under the OOM cases), which are not lost memory.
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -193,6 +193,7 @@ fn mem_free_kb() -> Option<u64> {
     let n = read(fd, &mut buf).unwrap_or(0);
     let _ = close(fd);
     let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
+    // MemAvailable: MemFree plus the clean file-cache pages closed files keep.
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }

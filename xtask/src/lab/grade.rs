@@ -108,13 +108,22 @@ pub fn grade(lab: &Lab, dir: &Path, timeout: u64, consoles: &mut Consoles) -> Re
                     ),
                 }
             }
-            Check::Program(program) => {
-                let console = console(&dir, program, timeout, &logs, consoles)?;
+            Check::Program(program) | Check::EraProgram { program, .. } => {
+                let era = match test.check {
+                    Check::EraProgram { era, .. } => Some(era),
+                    _ => None,
+                };
+                let console = console_era(&dir, program, era, timeout, &logs, consoles)?;
                 let summary = console
                     .lines()
                     .find_map(|l| usertest::parse_summary(l, program));
                 let frames = console.lines().find_map(usertest::parse_frames);
-                let name = format!("{program}: every check, frames back to the boot count");
+                let name = match era {
+                    Some(era) => {
+                        format!("{program} era={era}: every check, frames back to the boot count")
+                    }
+                    None => format!("{program}: every check, frames back to the boot count"),
+                };
                 match (summary, frames) {
                     (Some((_, 0)), Some((free, boot))) if free == boot => {
                         (name, true, String::new())
@@ -213,7 +222,23 @@ fn console(
     logs: &Path,
     consoles: &mut Consoles,
 ) -> Result<String> {
-    let key = (dir.to_owned(), program.to_owned());
+    console_era(dir, program, None, timeout, logs, consoles)
+}
+
+/// [`console`], booted under `era` if given (`--era ERA -- PROGRAM era=ERA`).
+fn console_era(
+    dir: &Path,
+    program: &str,
+    era: Option<u32>,
+    timeout: u64,
+    logs: &Path,
+    consoles: &mut Consoles,
+) -> Result<String> {
+    let label = match era {
+        Some(era) => format!("{program}-era{era}"),
+        None => program.to_owned(),
+    };
+    let key = (dir.to_owned(), label.clone());
     if let Some(text) = consoles.get(&key) {
         return Ok(text.clone());
     }
@@ -222,7 +247,7 @@ fn console(
     } else {
         "other-tree"
     };
-    let log = logs.join(format!("{program}-qemu-{which}.log"));
+    let log = logs.join(format!("{label}-qemu-{which}.log"));
     eprintln!(
         "grade: building and booting `{program}` in QEMU from {} (log: {}) ...",
         dir.display(),
@@ -233,9 +258,15 @@ fn console(
     command
         .current_dir(dir)
         .args(["xtask", "qemu", "--timeout"])
-        .arg(timeout.to_string())
-        .args(["--", program])
-        .stdin(Stdio::null());
+        .arg(timeout.to_string());
+    if let Some(era) = era {
+        command.args(["--era".to_owned(), era.to_string()]);
+    }
+    command.args(["--", program]);
+    if let Some(era) = era {
+        command.arg(format!("era={era}"));
+    }
+    command.stdin(Stdio::null());
     tree_env(&mut command, dir);
     let output = command.output().context("running cargo xtask qemu")?;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -355,7 +386,9 @@ mod tests {
                             lab.name
                         );
                     }
-                    Check::Tap { program, .. } | Check::Program(program) => {
+                    Check::Tap { program, .. }
+                    | Check::Program(program)
+                    | Check::EraProgram { program, .. } => {
                         let bin = workspace_root().join(format!("userland/src/bin/{program}.rs"));
                         assert!(bin.exists(), "{}: {program}", lab.name);
                     }

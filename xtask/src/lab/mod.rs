@@ -23,7 +23,7 @@ mod tree;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 pub use grade::{check_all, grade_command, GradeArgs};
@@ -48,6 +48,10 @@ pub enum Check {
     /// The program's own summary line (`t_x: N passed, 0 failed`) and frames back to the boot
     /// count.
     Program(&'static str),
+    /// [`Check::Program`] booted under an older rule set, as the era runs of `cargo xtask test`
+    /// do: `--era ERA -- PROGRAM era=ERA` (the argument makes the program assert the era's
+    /// historical behaviour).
+    EraProgram { program: &'static str, era: u32 },
 }
 
 /// A lab: its name (the marker's), its handout and its tests.
@@ -183,6 +187,34 @@ pub const LABS: &[Lab] = &[
         ],
     },
     Lab {
+        name: "writeback",
+        number: 5,
+        title: "Writeback and long-term pins (seed 002)",
+        stubbed: true,
+        tests: &[
+            host(10, "rules::tests::longterm_write_pin_rule"),
+            host(
+                10,
+                "tests::pagecache_tests::longterm_write_pins_of_shared_file_mappings_follow_the_era",
+            ),
+            host(
+                5,
+                "tests::pagecache_tests::writeback_write_protects_and_the_next_store_notifies",
+            ),
+            Graded {
+                points: 10,
+                check: Check::Program("t_seed002"),
+            },
+            Graded {
+                points: 5,
+                check: Check::EraProgram {
+                    program: "t_seed002",
+                    era: 2022,
+                },
+            },
+        ],
+    },
+    Lab {
         name: "measure",
         number: 6,
         title: "Measure a fault",
@@ -193,9 +225,6 @@ pub const LABS: &[Lab] = &[
 
 /// The lab named `name`, or an error listing the labs.
 pub fn find(name: &str) -> Result<&'static Lab> {
-    if name == "writeback" {
-        bail!("lab 5 (writeback) needs file mappings (issue 12) and is not available yet");
-    }
     LABS.iter().find(|l| l.name == name).ok_or_else(|| {
         let names: Vec<&str> = LABS.iter().map(|l| l.name).collect();
         anyhow::anyhow!("unknown lab {name:?}: the labs are {}", names.join(", "))
@@ -264,7 +293,6 @@ pub fn run(args: &LabArgs) -> Result<ExitCode> {
                     lab.number, lab.name, lab.title, total, lab.name
                 );
             }
-            println!("lab 5 writeback  Writeback and long-term pins (seed 002): available when issue 12 lands");
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Check { names } => grade::check(names),

@@ -303,6 +303,9 @@ use crate::pagecache::{FileRef, MappedFile};
 struct TestFile {
     cache: FileCache,
     data: spin::Mutex<Vec<u8>>,
+    /// The store is full: `page_mkwrite` is `NoSpc`. Pages it was asked to allocate are listed.
+    full: core::sync::atomic::AtomicBool,
+    mkwrites: spin::Mutex<Vec<(u64, usize)>>,
 }
 
 impl MappedFile for TestFile {
@@ -325,13 +328,76 @@ impl MappedFile for TestFile {
     fn writeback(&self) -> bool {
         true
     }
+    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
+        if self.full.load(core::sync::atomic::Ordering::Relaxed) {
+            return Err(MmError::NoSpc);
+        }
+        self.mkwrites.lock().push((index, len));
+        Ok(())
+    }
 }
 
 fn test_file(len: usize) -> Arc<TestFile> {
     Arc::new(TestFile {
         cache: FileCache::new(len as u64),
         data: spin::Mutex::new(pattern(len, 7)),
+        full: core::sync::atomic::AtomicBool::new(false),
+        mkwrites: spin::Mutex::new(Vec::new()),
     })
+}
+
+/// `page_mkwrite` asks the file for blocks when a clean page is first written through a shared
+/// mapping (fault on an empty PTE and write-notify fault alike), once per page: a page already
+/// known to have its blocks, or dirty, is not asked about again. When the store is full the
+/// store gets `SIGBUS` (Linux `block_page_mkwrite` -> `VM_FAULT_SIGBUS`), the page stays clean
+/// and read-only, and nothing leaks.
+#[test]
+fn page_mkwrite_allocates_once_and_a_full_store_is_sigbus() {
+    use core::sync::atomic::Ordering;
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE + 100);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 3, true);
+    env.write(&mut s, sh, 1).unwrap();
+    env.write(&mut s, sh + 8, 2).unwrap();
+    assert_eq!(*f.mkwrites.lock(), vec![(0, PAGE_SIZE)]);
+    // Writeback cleans and write-protects; the next store's write-notify fault does not ask.
+    crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+    f.cache
+        .writeback(&env.mm, &VecStore::new(Vec::new()))
+        .unwrap();
+    env.write(&mut s, sh, 3).unwrap();
+    assert_eq!(f.mkwrites.lock().len(), 1, "page 0 has its blocks");
+    assert_eq!(env.mm.stats().writenotify_faults, 2);
+    // The last page: only the bytes below the size need blocks.
+    env.write(&mut s, sh + 2 * PAGE, 4).unwrap();
+    assert_eq!(f.mkwrites.lock()[1], (2, 100));
+    // Full: a read maps page 1, the store into it is SIGBUS, and the page stays clean.
+    f.full.store(true, Ordering::Relaxed);
+    env.read(&mut s, sh + PAGE).unwrap();
+    assert_eq!(
+        env.write(&mut s, sh + PAGE, 5).unwrap_err().error,
+        FaultError::Segv(SegvReason::BeyondEof),
+        "ENOSPC at page_mkwrite is SIGBUS"
+    );
+    let page1 = f.cache.cache_frame_for_test(1).unwrap();
+    assert!(!env.flags(page1).contains(FrameFlags::DIRTY));
+    assert!(!env.pte(&s, sh + PAGE).is_writable(), "still read-only");
+    // A dirty page is written on without asking, full or not.
+    env.write(&mut s, sh + 16, 6).unwrap();
+    // An untouched page, first touched by a store: SIGBUS from the fault on the empty PTE.
+    crate::munmap::zap_pages(&env.mm, s.shared(), sh + PAGE, sh + 2 * PAGE);
+    assert_eq!(
+        env.write(&mut s, sh + PAGE, 7).unwrap_err().error,
+        FaultError::Segv(SegvReason::BeyondEof)
+    );
+    f.full.store(false, Ordering::Relaxed);
+    env.write(&mut s, sh + PAGE, 8).unwrap();
+    assert_eq!(f.mkwrites.lock()[2], (1, PAGE_SIZE));
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
 }
 
 fn map_file(
@@ -514,6 +580,42 @@ fn truncation_unmaps_the_cut_pages_everywhere() {
     }
     assert!(env.read(&mut s, sh).is_ok(), "the page below the end stays");
     env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// The flusher's age of a dirty cache (Linux `dirtied_when`): stamped by the store that first
+/// dirties a clean cache, kept by later stores, cleared when writeback starts, stamped again by
+/// the next store (a write-notify fault on the cleaned page).
+#[test]
+fn the_first_store_stamps_the_cache_and_writeback_clears_it() {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static NOW: AtomicU64 = AtomicU64::new(100);
+    crate::pagecache::set_clock(|| NOW.load(Ordering::Relaxed));
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 2, true);
+    env.read(&mut s, sh).unwrap();
+    assert_eq!(f.cache.dirtied_when(), None, "a read dirties nothing");
+    env.write(&mut s, sh, 1).unwrap();
+    assert_eq!(f.cache.dirtied_when(), Some(100));
+    NOW.store(150, Ordering::Relaxed);
+    env.write(&mut s, sh + PAGE, 2).unwrap();
+    assert_eq!(f.cache.dirtied_when(), Some(100), "the oldest store counts");
+    crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+    f.cache
+        .writeback(&env.mm, &VecStore::new(Vec::new()))
+        .unwrap();
+    assert_eq!(f.cache.dirtied_when(), None);
+    NOW.store(200, Ordering::Relaxed);
+    env.write(&mut s, sh, 3).unwrap();
+    assert_eq!(
+        f.cache.dirtied_when(),
+        Some(200),
+        "write-notify fault stamps"
+    );
     s.exit(&env.mm);
     f.cache.evict(&env.mm);
     env.finish(Vec::new());

@@ -326,7 +326,8 @@ pub fn send_locked(
     }
     let signal = info.signal();
     let tgid = task.tgid;
-    if signal == 0 || matches!(task.state, State::Zombie(_)) {
+    // Kernel threads (group 0, `kthread`) take no signals.
+    if signal == 0 || matches!(task.state, State::Zombie(_)) || tgid == 0 {
         return Ok(());
     }
     let group_arc = task.group.clone();
