@@ -140,6 +140,27 @@ impl Drop for Ext2File {
     }
 }
 
+/// Linux `file_remove_privs` before a write or truncate: a writer without `CAP_FSETID` clears
+/// the set-user-ID (and group-executable set-group-ID) bit of the file it modifies
+/// (`perm::setattr_should_drop_suidgid`). One inode read when neither bit is set.
+fn file_remove_privs(ino: u32) -> Result<(), Errno> {
+    let st = with_fs(|fs| fs.stat(ino))?;
+    let mode = u32::from(st.mode);
+    if mode & 0o6000 == 0 {
+        return Ok(());
+    }
+    let owner = super::perm::Owner {
+        mode,
+        uid: st.uid,
+        gid: st.gid,
+    };
+    let kill = super::perm::setattr_should_drop_suidgid(&crate::proc::cred::current(), owner);
+    if kill == 0 {
+        return Ok(());
+    }
+    with_fs(|fs| fs.chmod(ino, (mode & 0o7777 & !kill) as u16))
+}
+
 impl FileOps for Ext2File {
     fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
         if vda::is_direct(io.file) && ext2_direct::applies(to) {
@@ -172,6 +193,7 @@ impl FileOps for Ext2File {
     }
 
     fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
+        file_remove_privs(self.ino)?;
         if io.append {
             io.pos = self.size();
         }
@@ -226,6 +248,7 @@ impl FileOps for Ext2File {
     }
 
     fn truncate(&self, len: u64) -> Result<(), Errno> {
+        file_remove_privs(self.ino)?;
         with_fs(|fs| fs.truncate(self.ino, len))?;
         let shrinks = len < self.cache.size();
         self.cache.set_size(memory::mm(), len);

@@ -184,11 +184,43 @@ pub fn chmod(file: &OpenFile, mode: u32) -> Result<(), Errno> {
     }
 }
 
-/// `utimensat`/`futimens`: access and modification times in seconds (`None`: left as they
-/// are) of an ext2 file; other file types as [`chmod`].
-pub fn set_times(file: &OpenFile, atime: Option<u32>, mtime: Option<u32>) -> Result<(), Errno> {
+/// `chown`/`fchown`/`lchown`/`fchownat` (Linux `chown_common`): the owner and group of an
+/// ext2 file (`None`: left as it is), as `perm::chown_prepare` allows, which also says which
+/// set-id bits go; other file types as [`chmod`].
+pub fn chown(file: &OpenFile, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
     match ext2_ino(file) {
-        Some(ino) => super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime)),
+        Some(ino) => {
+            let inode = owner_of(file);
+            let mode = perm::chown_prepare(&crate::proc::cred::current(), inode, uid, gid)?;
+            super::ext2_mount::with_fs(|fs| {
+                fs.chown(ino, uid, gid)?;
+                if mode != inode.mode & 0o7777 {
+                    fs.chmod(ino, mode as u16)?;
+                }
+                Ok(())
+            })
+        }
+        None if read_only_fs(file) => Err(Errno::EROFS),
+        None => Err(Errno::EPERM),
+    }
+}
+
+/// `utimensat`/`futimens`: access and modification times in seconds (`None`: left as they
+/// are) of an ext2 file, as `perm::may_utimes` allows (`touch`: both set to now; `explicit`:
+/// one given); other file types as [`chmod`].
+pub fn set_times(
+    file: &OpenFile,
+    atime: Option<u32>,
+    mtime: Option<u32>,
+    touch: bool,
+    explicit: bool,
+) -> Result<(), Errno> {
+    match ext2_ino(file) {
+        Some(ino) => {
+            let cred = crate::proc::cred::current();
+            perm::may_utimes(&cred, owner_of(file), touch, explicit)?;
+            super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime))
+        }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),
     }

@@ -172,7 +172,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
                     g.rlimits,
                     g.cwd.clone(),
                     g.job,
-                    g.cred,
+                    g.cred.clone(),
                     g.umask,
                 )
             };

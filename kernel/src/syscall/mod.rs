@@ -146,7 +146,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         121 => proc::getpgid(a),
         124 => proc::getsid(a),
         // abimisc: getgroups (the other id calls are ext2fin's, `cred`).
-        115 => proc::getgroups(a),
+        115 => cred::getgroups(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),
@@ -229,6 +229,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         123 => cred::setfsgid(a),
         269 => fs::faccessat(a, false),
         439 => fs::faccessat(a, true),
+        // cred: supplementary groups, chown.
+        116 => cred::setgroups(a),
+        92 => fs::chown(a),
+        93 => fs::fchown(a),
+        94 => fs::lchown(a),
+        260 => fs::fchownat(a),
         _ => {
             let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
             let bit = nr.min(last);
