@@ -219,7 +219,7 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     } else {
         mode
     };
-    let walk = mount::walk(path);
+    let walk = mount::walk_checked(path)?;
     let dir = walk.mount.root;
     let ops = match &walk.name {
         None => dir.open_self(flags, mode)?,

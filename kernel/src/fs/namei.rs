@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::file::OpenFile;
-use super::mount::walk;
+use super::mount::walk_checked;
 use super::perm;
 use super::stat::{ST_RDONLY, S_IFDIR, S_IFMT};
 use super::{name_too_long, open};
@@ -82,7 +82,7 @@ pub fn unlink(path: &str, rmdir: bool) -> Result<(), Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let w = walk(path);
+    let w = walk_checked(path)?;
     let Some(name) = w.name else {
         return Err(if rmdir { Errno::EBUSY } else { Errno::EISDIR });
     };
@@ -107,7 +107,7 @@ pub fn unlink(path: &str, rmdir: bool) -> Result<(), Errno> {
 /// directory, then the target directory decides (tmpfs links its own files; `EXDEV` across
 /// file systems, `EROFS` on the ramdisk).
 pub fn link(source: &OpenFile, new: &str) -> Result<(), Errno> {
-    let w = walk(new);
+    let w = walk_checked(new)?;
     let Some(name) = w.name else {
         return Err(Errno::EEXIST);
     };
@@ -132,7 +132,7 @@ pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
     if name_too_long(old) || name_too_long(new) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let (from, to) = (walk(old), walk(new));
+    let (from, to) = (walk_checked(old)?, walk_checked(new)?);
     let Some(oname) = from.name else {
         return Err(Errno::EBUSY);
     };
@@ -149,7 +149,7 @@ pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
 /// `mkdir(path)`: the mount's directory creates it (tmpfs here has no subdirectories: `EPERM`;
 /// the ramdisk is read-only: `EROFS`); a mount point exists.
 pub fn mkdir(path: &str, mode: u32) -> Result<(), Errno> {
-    let w = walk(path);
+    let w = walk_checked(path)?;
     match w.name {
         None => Err(Errno::EEXIST),
         Some(name) => {
@@ -294,7 +294,7 @@ pub fn getcwd(buf: &crate::uaccess::UserSlice) -> Result<usize, Errno> {
 /// `readlink(path)`: the target of a symbolic link; `EINVAL` for anything else (a mount point
 /// included).
 pub fn readlink(path: &str) -> Result<String, Errno> {
-    let w = walk(path);
+    let w = walk_checked(path)?;
     match w.name {
         None => Err(Errno::EINVAL),
         Some(name) => w.mount.root.readlink(&name),
@@ -307,7 +307,7 @@ pub fn symlink(target: &str, path: &str) -> Result<(), Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let w = walk(path);
+    let w = walk_checked(path)?;
     match w.name {
         None => Err(Errno::EEXIST),
         Some(name) => w.mount.root.symlink(&name, target),

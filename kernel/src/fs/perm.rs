@@ -51,7 +51,11 @@ pub fn generic_permission(cred: &Cred, inode: Owner, mask: u32) -> Result<(), Er
         }
     }
     // CAP_DAC_READ_SEARCH: read a file, read and search a directory.
-    let readable = if is_dir { MAY_READ | MAY_EXEC } else { MAY_READ };
+    let readable = if is_dir {
+        MAY_READ | MAY_EXEC
+    } else {
+        MAY_READ
+    };
     if mask & !readable == 0 && has_cap(cred, Cap::DacReadSearch) {
         return Ok(());
     }
@@ -171,7 +175,8 @@ pub fn chown_prepare(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> Result<u32, Errno> {
-    if uid.is_some_and(|u| !chown_ok(cred, inode, u)) || gid.is_some_and(|g| !chgrp_ok(cred, inode, g))
+    if uid.is_some_and(|u| !chown_ok(cred, inode, u))
+        || gid.is_some_and(|g| !chgrp_ok(cred, inode, g))
     {
         return Err(Errno::EPERM);
     }

@@ -255,7 +255,8 @@ pub fn status(snap: &Snapshot) -> String {
     for (i, g) in c.groups().iter().enumerate() {
         let _ = write!(s, "{}{g}", if i == 0 { "" } else { " " });
     }
-    let _ = writeln!(s);
+    // Linux keeps a trailing space after the list (empty or not).
+    let _ = writeln!(s, " ");
     if snap.aspace.is_some() {
         for (key, bytes) in [
             ("VmSize:", m.vm_size),

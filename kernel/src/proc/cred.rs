@@ -34,7 +34,7 @@ pub struct Cred {
     pub egid: u32,
     pub sgid: u32,
     pub fsgid: u32,
-    /// Supplementary groups, sorted, no duplicates (`None`: none). Shared: copying a `Cred`
+    /// Supplementary groups, sorted (`None`: none). Shared: copying a `Cred`
     /// costs a reference count, not an allocation.
     pub groups: Option<Arc<[u32]>>,
 }
@@ -80,8 +80,6 @@ pub enum Cap {
     Setuid,
     /// 14: lock memory past `RLIMIT_MEMLOCK`.
     IpcLock,
-    /// 23: raise the nice value; `setpriority` of another user's process.
-    SysNice,
     /// 24: raise hard limits; fork past `RLIMIT_NPROC`.
     SysResource,
 }
@@ -128,7 +126,7 @@ pub fn getgroups() -> Option<Arc<[u32]>> {
 
 /// Linux `setgroups` (`may_setgroups` + `groups_sort` + `set_current_groups`): `EPERM`
 /// without `CAP_SETGID`, `EINVAL` for more than [`NGROUPS_MAX`] (the caller checks the
-/// count before reading the list). Sorted and deduplicated, as Linux's `groups_search` needs.
+/// count before reading the list). Sorted, as Linux's `groups_search` needs.
 pub fn setgroups(mut list: Vec<u32>) -> Result<(), Errno> {
     if list.len() > NGROUPS_MAX {
         return Err(Errno::EINVAL);
@@ -137,7 +135,6 @@ pub fn setgroups(mut list: Vec<u32>) -> Result<(), Errno> {
         return Err(Errno::EPERM);
     }
     list.sort_unstable();
-    list.dedup();
     let groups = (!list.is_empty()).then(|| Arc::from(list));
     super::with_group(|g| g.cred.groups = groups);
     Ok(())

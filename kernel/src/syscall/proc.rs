@@ -472,4 +472,3 @@ pub fn setsid() -> SysResult {
 pub fn getsid(a: Args) -> SysResult {
     proc::pgrp::getsid(a.i32(0)).map(u64::from)
 }
-
