@@ -123,8 +123,10 @@ pub fn setgroups(a: Args) -> SysResult {
         UserSlice::new(a.get(1), size * 4)?.read(&mut bytes)?;
     }
     let list = bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .as_chunks::<4>()
+        .0
+        .iter()
+        .map(|c| u32::from_ne_bytes(*c))
         .collect();
     cred::setgroups(list).map(|()| 0)
 }

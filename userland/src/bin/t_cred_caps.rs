@@ -200,11 +200,10 @@ fn main() -> i32 {
         );
         c.eq(
             "a second: EAGAIN",
-            errno_of(fork().map(|pid| {
+            errno_of(fork().inspect(|&pid| {
                 if pid == 0 {
                     exit_now(0);
                 }
-                pid
             })),
             EAGAIN,
         );
