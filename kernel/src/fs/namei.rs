@@ -177,7 +177,9 @@ pub fn chmod(file: &OpenFile, mode: u32) -> Result<(), Errno> {
             let inode = owner_of(file);
             perm::owner_or_capable(&cred, inode)?;
             let mode = perm::chmod_bits(&cred, inode, mode);
-            super::ext2_mount::with_fs(|fs| fs.chmod(ino, mode as u16))
+            let r = super::ext2_mount::with_fs(|fs| fs.chmod(ino, mode as u16));
+            super::ext2_file::attr_changed();
+            r
         }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),
@@ -192,13 +194,15 @@ pub fn chown(file: &OpenFile, uid: Option<u32>, gid: Option<u32>) -> Result<(), 
         Some(ino) => {
             let inode = owner_of(file);
             let mode = perm::chown_prepare(&crate::proc::cred::current(), inode, uid, gid)?;
-            super::ext2_mount::with_fs(|fs| {
+            let r = super::ext2_mount::with_fs(|fs| {
                 fs.chown(ino, uid, gid)?;
                 if mode != inode.mode & 0o7777 {
                     fs.chmod(ino, mode as u16)?;
                 }
                 Ok(())
-            })
+            });
+            super::ext2_file::attr_changed();
+            r
         }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),

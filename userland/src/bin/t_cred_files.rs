@@ -392,6 +392,17 @@ fn main() -> i32 {
         c.eq("... ftruncate", errno_of(ftruncate(fd, 0)), 0);
         let _ = close(fd);
         c.eq("... clears S_ISUID", mode_of(&f("suid")), 0o755);
+        // One descriptor: a write without set-id bits, chmod u+s, a write again.
+        let fd = open(p(&f("suid")).c(), O_WRONLY).unwrap_or(-1);
+        c.eq(
+            "a write through a kept descriptor",
+            errno_of(write(fd, b"a")),
+            0,
+        );
+        c.eq("chmod 04755 meanwhile", chmod(&f("suid"), 0o4755), 0);
+        c.eq("the next write through it", errno_of(write(fd, b"b")), 0);
+        c.eq("... clears S_ISUID again", mode_of(&f("suid")), 0o755);
+        let _ = close(fd);
         c.eq("chmod 06755 of its file", chmod(&f("suid"), 0o6755), 0);
         c.eq(
             "chown -1 -1 of its set-id file clears the bits",
