@@ -93,6 +93,39 @@ pub fn load(
     envp: &ArgStrings,
     execfn: &str,
 ) -> Result<Loaded, Errno> {
+    load_as(aspace, data, argv, envp, execfn, &ExecIds::ROOT)
+}
+
+/// The ids the auxiliary vector tells the new program (`AT_UID`, `AT_EUID`, `AT_GID`,
+/// `AT_EGID`) and `AT_SECURE` (Linux `bprm->secureexec`: a set-user-ID or set-group-ID exec
+/// that changed the effective ids; the C library then ignores `LD_*`-style environment).
+pub struct ExecIds {
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub secure: bool,
+}
+
+impl ExecIds {
+    pub const ROOT: ExecIds = ExecIds {
+        uid: 0,
+        euid: 0,
+        gid: 0,
+        egid: 0,
+        secure: false,
+    };
+}
+
+/// [`load`] for a program that runs with `ids`.
+pub fn load_as(
+    aspace: &mut AddressSpace,
+    data: &[u8],
+    argv: &ArgStrings,
+    envp: &ArgStrings,
+    execfn: &str,
+    ids: &ExecIds,
+) -> Result<Loaded, Errno> {
     let limits = cowlab_elf::Limits {
         user_end: cowlab_mm::aspace::USER_END,
         mmap_min: cowlab_mm::aspace::MMAP_MIN_ADDR,
@@ -160,11 +193,11 @@ pub fn load(
         (AT_BASE, 0),
         (AT_FLAGS, 0),
         (AT_ENTRY, plan.entry),
-        (AT_UID, 0),
-        (AT_EUID, 0),
-        (AT_GID, 0),
-        (AT_EGID, 0),
-        (AT_SECURE, 0),
+        (AT_UID, u64::from(ids.uid)),
+        (AT_EUID, u64::from(ids.euid)),
+        (AT_GID, u64::from(ids.gid)),
+        (AT_EGID, u64::from(ids.egid)),
+        (AT_SECURE, u64::from(ids.secure)),
         (AT_CLKTCK, 100),
     ];
     let stack_pointer = build_stack(aspace, argv, envp, execfn, &auxv)?;

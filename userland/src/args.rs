@@ -63,3 +63,33 @@ pub fn env() -> CStrings {
         next: ENVP.load(Ordering::Relaxed),
     }
 }
+
+/// The auxiliary vector (type, value pairs after the environment's NULL; `AT_NULL` ends it).
+pub fn auxv() -> impl Iterator<Item = (u64, u64)> {
+    let mut p = ENVP.load(Ordering::Relaxed).cast_const();
+    if !p.is_null() {
+        // SAFETY: `init`'s obligation 1: `envp` is NULL-terminated; the kernel put the
+        // auxiliary vector right after that NULL, and it lives as long as the process.
+        unsafe {
+            while !(*p).is_null() {
+                p = p.add(1);
+            }
+            p = p.add(1);
+        }
+    }
+    let mut at = p.cast::<u64>();
+    core::iter::from_fn(move || {
+        if at.is_null() {
+            return None;
+        }
+        // SAFETY: the auxiliary vector is pairs of words up to an `AT_NULL` pair, which stops
+        // the walk before reading past it.
+        let (k, v) = unsafe { (*at, *at.add(1)) };
+        if k == 0 {
+            return None;
+        }
+        // SAFETY: as above, the next pair exists (this one was not `AT_NULL`).
+        at = unsafe { at.add(2) };
+        Some((k, v))
+    })
+}

@@ -17,6 +17,7 @@ pub mod alloc;
 pub mod args;
 pub mod calls;
 pub mod cpath;
+pub mod cred;
 pub mod io;
 pub mod process;
 pub mod rlimit;

@@ -224,7 +224,7 @@ struct Registration {
     /// Units charged to [`REGISTERED_UNITS`].
     charged: usize,
     /// Pages charged to the user's locked memory (`RLIMIT_MEMLOCK`).
-    locked: u64,
+    locked: rlimit::LockedCharge,
 }
 
 impl Drop for Registration {
@@ -233,7 +233,7 @@ impl Drop for Registration {
             buf.unregister(memory::mm());
         }
         REGISTERED_UNITS.fetch_sub(self.charged, Ordering::Relaxed);
-        rlimit::unaccount_locked_vm(self.locked);
+        rlimit::unaccount_locked_vm(&self.locked);
     }
 }
 
@@ -241,7 +241,7 @@ impl Drop for Registration {
 /// `PinnedPage`), four per buffer slot. The page lists live on the fixed kernel heap, so the
 /// total is capped system-wide whatever the limits say, and a registration beyond it answers
 /// `ENOMEM`. Each buffer's pages are also charged to the user's `RLIMIT_MEMLOCK`
-/// (`proc::rlimit::account_locked_vm`, Linux `io_account_mem`; root's bypass is not modelled).
+/// (`proc::rlimit::account_locked_vm`, Linux `io_account_mem`; not for `CAP_IPC_LOCK`).
 static REGISTERED_UNITS: AtomicUsize = AtomicUsize::new(0);
 /// 2 MiB of page lists (512 MiB pinned at most).
 const MAX_REGISTERED_UNITS: usize = 1 << 17;
@@ -774,7 +774,7 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     let mut reg = Registration {
         bufs: Vec::with_capacity(iovs.len()),
         charged: UNITS_PER_SLOT * iovs.len(),
-        locked: 0,
+        locked: Default::default(),
     };
     let shared = current_aspace();
     for iov in iovs {
@@ -786,8 +786,7 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
         // `reg` gives back what it was charged when dropped.
         charge(pages)?;
         reg.charged += pages;
-        rlimit::account_locked_vm(pages as u64)?;
-        reg.locked += pages as u64;
+        rlimit::account_locked_vm(&mut reg.locked, pages as u64)?;
         let pinned = register_buffer(
             mm,
             &mut shared.lock(),

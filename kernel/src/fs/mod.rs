@@ -224,7 +224,7 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
     } else {
         mode
     };
-    let walk = mount::walk(path);
+    let walk = mount::walk_checked(path)?;
     let dir = walk.mount.root;
     let ops = match &walk.name {
         None => dir.open_self(flags, mode)?,
@@ -252,8 +252,11 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
 /// the C library's business) from the caller's working directory. `EACCES` for a directory, a
 /// file that is not regular, or one the caller may not execute (`perm::generic_permission`:
 /// root too when no `x` bit is set). Read completely before the caller builds the address space (the filesystem
-/// lock must not be taken under the address-space locks, see `ext2_mount`).
-pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Errno> {
+/// lock must not be taken under the address-space locks, see `ext2_mount`). Also returns the
+/// file's owner and mode (set-user-ID and set-group-ID programs, `cred::bprm_fill_uid`).
+pub fn program_image(
+    path: &str,
+) -> Result<(alloc::borrow::Cow<'static, [u8]>, perm::Owner), Errno> {
     use alloc::borrow::Cow;
     if path.is_empty() {
         return Err(Errno::ENOENT);
@@ -276,10 +279,10 @@ pub fn program_image(path: &str) -> Result<alloc::borrow::Cow<'static, [u8]>, Er
     };
     perm::generic_permission(&crate::proc::cred::current(), inode, perm::MAY_EXEC)?;
     if let Some(f) = file.downcast::<ext2_file::Ext2File>() {
-        return Ok(Cow::Owned(f.read_all()?));
+        return Ok((Cow::Owned(f.read_all()?), inode));
     }
     if let Some(f) = file.downcast::<ramfs::RamFile>() {
-        return Ok(Cow::Borrowed(f.0.data));
+        return Ok((Cow::Borrowed(f.0.data), inode));
     }
     Err(Errno::EACCES)
 }

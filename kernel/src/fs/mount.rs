@@ -19,8 +19,9 @@ use super::mount_dir::MountRootDir;
 use super::stat::ST_RDONLY;
 use super::tmpfs_file::{self, TmpfsFile};
 use super::{console, guptest, null, procdir, procfs, ramfs, tmpfs, vda};
-use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC};
+use super::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_PATH, O_TRUNC};
 use crate::errno::Errno;
+use crate::proc::cred::Cap;
 use crate::ramdisk;
 
 /// A mounted directory: what the path walk asks of it. `name` is what lies below the
@@ -143,6 +144,43 @@ pub fn walk(path: &str) -> Walk {
         name: (!rest.is_empty()).then(|| rest.join("/")),
         trailing_slash: path.ends_with('/') && !rest.is_empty(),
     }
+}
+
+/// [`walk`] with Linux's `may_lookup` on the directories of the file systems it crosses: a
+/// path into another mount (`/tmp`, `/proc`, ...) first passes through `/` (and the
+/// directories above the mount point) of the root file system, which need search permission
+/// (`EACCES`) as within one file system. Callers with `CAP_DAC_OVERRIDE` skip the look-ups.
+pub fn walk_checked(path: &str) -> Result<Walk, Errno> {
+    let w = walk(path);
+    if w.mount.path != "/"
+        && !crate::proc::cred::has_cap(&crate::proc::cred::current(), Cap::DacOverride)
+    {
+        may_cross(w.mount.path)?;
+    }
+    Ok(w)
+}
+
+/// Search permission on each directory of the root file system above the mount point
+/// `mount` (`/` for `/tmp`; `/`, `/sys`, `/sys/kernel` for `/sys/kernel/debug`). A missing
+/// one (the ramdisk has no `/sys`) is not checked.
+fn may_cross(mount: &str) -> Result<(), Errno> {
+    let root = MOUNTS[0].root;
+    let parent = mount.rsplit_once('/').map_or("", |(p, _)| p);
+    let dir = match parent.trim_start_matches('/') {
+        "" => root.open_self(O_PATH, 0),
+        p => match root.open(p, false, O_PATH, 0) {
+            Ok(dir) => Ok(dir),
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => Err(e),
+        },
+    }?;
+    let st = dir.stat();
+    let inode = super::perm::Owner {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    };
+    super::perm::generic_permission(&crate::proc::cred::current(), inode, super::perm::MAY_EXEC)
 }
 
 /// For a flat directory, a path below one of its entries: `ENOTDIR` if the entry exists (a

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::file::OpenFile;
-use super::mount::walk;
+use super::mount::walk_checked;
 use super::perm;
 use super::stat::{ST_RDONLY, S_IFDIR, S_IFMT};
 use super::{name_too_long, open};
@@ -82,7 +82,7 @@ pub fn unlink(path: &str, rmdir: bool) -> Result<(), Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let w = walk(path);
+    let w = walk_checked(path)?;
     let Some(name) = w.name else {
         return Err(if rmdir { Errno::EBUSY } else { Errno::EISDIR });
     };
@@ -107,7 +107,7 @@ pub fn unlink(path: &str, rmdir: bool) -> Result<(), Errno> {
 /// directory, then the target directory decides (tmpfs links its own files; `EXDEV` across
 /// file systems, `EROFS` on the ramdisk).
 pub fn link(source: &OpenFile, new: &str) -> Result<(), Errno> {
-    let w = walk(new);
+    let w = walk_checked(new)?;
     let Some(name) = w.name else {
         return Err(Errno::EEXIST);
     };
@@ -132,7 +132,7 @@ pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
     if name_too_long(old) || name_too_long(new) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let (from, to) = (walk(old), walk(new));
+    let (from, to) = (walk_checked(old)?, walk_checked(new)?);
     let Some(oname) = from.name else {
         return Err(Errno::EBUSY);
     };
@@ -149,7 +149,7 @@ pub fn rename(old: &str, new: &str, flags: u64) -> Result<(), Errno> {
 /// `mkdir(path)`: the mount's directory creates it (tmpfs here has no subdirectories: `EPERM`;
 /// the ramdisk is read-only: `EROFS`); a mount point exists.
 pub fn mkdir(path: &str, mode: u32) -> Result<(), Errno> {
-    let w = walk(path);
+    let w = walk_checked(path)?;
     match w.name {
         None => Err(Errno::EEXIST),
         Some(name) => {
@@ -177,7 +177,32 @@ pub fn chmod(file: &OpenFile, mode: u32) -> Result<(), Errno> {
             let inode = owner_of(file);
             perm::owner_or_capable(&cred, inode)?;
             let mode = perm::chmod_bits(&cred, inode, mode);
-            super::ext2_mount::with_fs(|fs| fs.chmod(ino, mode as u16))
+            let r = super::ext2_mount::with_fs(|fs| fs.chmod(ino, mode as u16));
+            super::ext2_file::attr_changed();
+            r
+        }
+        None if read_only_fs(file) => Err(Errno::EROFS),
+        None => Err(Errno::EPERM),
+    }
+}
+
+/// `chown`/`fchown`/`lchown`/`fchownat` (Linux `chown_common`): the owner and group of an
+/// ext2 file (`None`: left as it is), as `perm::chown_prepare` allows, which also says which
+/// set-id bits go; other file types as [`chmod`].
+pub fn chown(file: &OpenFile, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    match ext2_ino(file) {
+        Some(ino) => {
+            let inode = owner_of(file);
+            let mode = perm::chown_prepare(&crate::proc::cred::current(), inode, uid, gid)?;
+            let r = super::ext2_mount::with_fs(|fs| {
+                fs.chown(ino, uid, gid)?;
+                if mode != inode.mode & 0o7777 {
+                    fs.chmod(ino, mode as u16)?;
+                }
+                Ok(())
+            });
+            super::ext2_file::attr_changed();
+            r
         }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),
@@ -185,10 +210,21 @@ pub fn chmod(file: &OpenFile, mode: u32) -> Result<(), Errno> {
 }
 
 /// `utimensat`/`futimens`: access and modification times in seconds (`None`: left as they
-/// are) of an ext2 file; other file types as [`chmod`].
-pub fn set_times(file: &OpenFile, atime: Option<u32>, mtime: Option<u32>) -> Result<(), Errno> {
+/// are) of an ext2 file, as `perm::may_utimes` allows (`touch`: both set to now; `explicit`:
+/// one given); other file types as [`chmod`].
+pub fn set_times(
+    file: &OpenFile,
+    atime: Option<u32>,
+    mtime: Option<u32>,
+    touch: bool,
+    explicit: bool,
+) -> Result<(), Errno> {
     match ext2_ino(file) {
-        Some(ino) => super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime)),
+        Some(ino) => {
+            let cred = crate::proc::cred::current();
+            perm::may_utimes(&cred, owner_of(file), touch, explicit)?;
+            super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime))
+        }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),
     }
@@ -262,7 +298,7 @@ pub fn getcwd(buf: &crate::uaccess::UserSlice) -> Result<usize, Errno> {
 /// `readlink(path)`: the target of a symbolic link; `EINVAL` for anything else (a mount point
 /// included).
 pub fn readlink(path: &str) -> Result<String, Errno> {
-    let w = walk(path);
+    let w = walk_checked(path)?;
     match w.name {
         None => Err(Errno::EINVAL),
         Some(name) => w.mount.root.readlink(&name),
@@ -275,7 +311,7 @@ pub fn symlink(target: &str, path: &str) -> Result<(), Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
-    let w = walk(path);
+    let w = walk_checked(path)?;
     match w.name {
         None => Err(Errno::EEXIST),
         Some(name) => w.mount.root.symlink(&name, target),

@@ -102,7 +102,7 @@ pub fn snapshot(pid: Pid) -> Result<Snapshot, Errno> {
         aspace: task.aspace.clone(),
         cpu,
         child_cpu: group.child_cpu,
-        cred: group.cred,
+        cred: group.cred.clone(),
         umask: group.umask,
     })
 }
@@ -251,7 +251,12 @@ pub fn status(snap: &Snapshot) -> String {
     let c = &snap.cred;
     let _ = writeln!(s, "Uid:\t{}\t{}\t{}\t{}", c.uid, c.euid, c.suid, c.fsuid);
     let _ = writeln!(s, "Gid:\t{}\t{}\t{}\t{}", c.gid, c.egid, c.sgid, c.fsgid);
-    let _ = writeln!(s, "Groups:\t");
+    let _ = write!(s, "Groups:\t");
+    for (i, g) in c.groups().iter().enumerate() {
+        let _ = write!(s, "{}{g}", if i == 0 { "" } else { " " });
+    }
+    // Linux keeps a trailing space after the list (empty or not).
+    let _ = writeln!(s, " ");
     if snap.aspace.is_some() {
         for (key, bytes) in [
             ("VmSize:", m.vm_size),

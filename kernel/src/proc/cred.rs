@@ -3,16 +3,28 @@
 //!
 //! cowlab keeps them per thread group rather than per thread: glibc and musl make every
 //! `set*id` call act on all threads (the `setxid` broadcast), so a program cannot tell the
-//! difference. There are no capabilities: an effective uid of 0 has all of them (`CAP_SETUID`,
-//! `CAP_SETGID`), a filesystem uid of 0 has `CAP_DAC_OVERRIDE`/`CAP_FOWNER` (see `fs::perm`).
-//! No supplementary groups, no set-user-ID programs: execve keeps the ids.
+//! difference.
+//!
+//! Capabilities are Linux's root emulation (`cap_emulate_setxuid`, `cap_task_fix_setuid`)
+//! without capability sets: [`capable`] answers yes for the capabilities a root process has,
+//! the file-system ones ([`Cap::is_fs`]) while the filesystem uid is 0, the others while the
+//! effective uid is 0; any other process has none. Every privileged rule asks [`capable`] (or
+//! [`capable_fs`]) for the capability Linux checks, by that name.
+//!
+//! Supplementary groups (`group_info`): a sorted list, set by `setgroups` (with `CAP_SETGID`),
+//! shared by fork and kept by execve, searched by [`in_group_p`].
+//!
+//! execve gives a set-user-ID or set-group-ID program its owner's ids ([`bprm_fill_uid`]).
 #![deny(unsafe_code)]
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 use crate::errno::Errno;
 
 /// The ids of a process. `fsuid`/`fsgid` follow the effective ids (Linux) unless `setfsuid`
 /// sets them apart; permission checks on files use them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cred {
     pub uid: u32,
     pub euid: u32,
@@ -22,6 +34,9 @@ pub struct Cred {
     pub egid: u32,
     pub sgid: u32,
     pub fsgid: u32,
+    /// Supplementary groups, sorted (`None`: none). Shared: copying a `Cred`
+    /// costs a reference count, not an allocation.
+    pub groups: Option<Arc<[u32]>>,
 }
 
 impl Cred {
@@ -34,7 +49,125 @@ impl Cred {
         egid: 0,
         sgid: 0,
         fsgid: 0,
+        groups: None,
     };
+
+    /// The supplementary groups.
+    pub fn groups(&self) -> &[u32] {
+        self.groups.as_deref().unwrap_or(&[])
+    }
+}
+
+/// The capabilities cowlab's privileged rules ask for (Linux's numbers in the comments; the
+/// names are Linux's without `CAP_`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    /// 0: change a file's owner, or its group to any group.
+    Chown,
+    /// 1: pass every read, write and search check (execute needs one `x` bit).
+    DacOverride,
+    /// 2: pass read checks on files and read/search checks on directories.
+    DacReadSearch,
+    /// 3: act as the owner of any file (chmod, utimes with explicit times, sticky deletes).
+    Fowner,
+    /// 4: keep set-user-ID/set-group-ID bits on write; set `S_ISGID` outside the group.
+    Fsetid,
+    /// 5: signal any process.
+    Kill,
+    /// 6: any group ids, and `setgroups`.
+    Setgid,
+    /// 7: any user ids; `prlimit64` on another user's process.
+    Setuid,
+    /// 14: lock memory past `RLIMIT_MEMLOCK`.
+    IpcLock,
+    /// 24: raise hard limits; fork past `RLIMIT_NPROC`.
+    SysResource,
+}
+
+impl Cap {
+    /// Linux `CAP_FS_MASK`: the capabilities that follow the filesystem uid
+    /// (`cap_emulate_setxuid` drops them when `fsuid` leaves 0, `setfsuid` raises them back).
+    pub fn is_fs(self) -> bool {
+        matches!(
+            self,
+            Cap::Chown | Cap::DacOverride | Cap::DacReadSearch | Cap::Fowner | Cap::Fsetid
+        )
+    }
+}
+
+/// Linux `ns_capable(&init_user_ns, cap)` for the credentials `cred`: root's capabilities,
+/// the file-system ones by the filesystem uid, the rest by the effective uid.
+pub fn has_cap(cred: &Cred, cap: Cap) -> bool {
+    if cap.is_fs() {
+        cred.fsuid == 0
+    } else {
+        cred.euid == 0
+    }
+}
+
+/// Linux `capable(cap)`: whether the caller has `cap` (see [`has_cap`]).
+pub fn capable(cap: Cap) -> bool {
+    has_cap(&current(), cap)
+}
+
+/// Linux `in_group_p`: is `gid` the filesystem gid or one of the supplementary groups of
+/// `cred`? (The group class of the permission checks, chown's and chmod's group rules.)
+pub fn in_group_p(cred: &Cred, gid: u32) -> bool {
+    cred.fsgid == gid || cred.groups().binary_search(&gid).is_ok()
+}
+
+/// Linux `NGROUPS_MAX`.
+pub const NGROUPS_MAX: usize = 65536;
+
+/// `getgroups`: the caller's supplementary groups.
+pub fn getgroups() -> Option<Arc<[u32]>> {
+    current().groups
+}
+
+/// Linux `setgroups` (`may_setgroups` + `groups_sort` + `set_current_groups`): `EPERM`
+/// without `CAP_SETGID`, `EINVAL` for more than [`NGROUPS_MAX`] (the caller checks the
+/// count before reading the list). Sorted, as Linux's `groups_search` needs.
+pub fn setgroups(mut list: Vec<u32>) -> Result<(), Errno> {
+    if list.len() > NGROUPS_MAX {
+        return Err(Errno::EINVAL);
+    }
+    if !capable(Cap::Setgid) {
+        return Err(Errno::EPERM);
+    }
+    list.sort_unstable();
+    let groups = (!list.is_empty()).then(|| Arc::from(list));
+    super::with_group(|g| g.cred.groups = groups);
+    Ok(())
+}
+
+/// Linux `bprm_fill_uid` and the id half of `cap_bprm_creds_from_file` for an execve of a file
+/// with `mode` owned by `uid`:`gid`: the caller's credentials as the new program gets them, and
+/// whether that exec is "secure" (`AT_SECURE`: the effective ids differ from the real ones).
+/// A set-user-ID file gives its owner as effective uid, a set-group-ID file with group execute
+/// permission its group as effective gid; then, for every exec, the saved and filesystem ids
+/// become the effective ones.
+pub fn bprm_fill_uid(old: &Cred, mode: u32, uid: u32, gid: u32) -> (Cred, bool) {
+    const S_ISUID: u32 = 0o4000;
+    const S_ISGID: u32 = 0o2000;
+    const S_IXGRP: u32 = 0o010;
+    let mut new = old.clone();
+    if mode & S_ISUID != 0 {
+        new.euid = uid;
+    }
+    if mode & (S_ISGID | S_IXGRP) == S_ISGID | S_IXGRP {
+        new.egid = gid;
+    }
+    new.suid = new.euid;
+    new.fsuid = new.euid;
+    new.sgid = new.egid;
+    new.fsgid = new.egid;
+    let secure = new.euid != new.uid || new.egid != new.gid;
+    (new, secure)
+}
+
+/// Linux `commit_creds` for execve: the ids [`bprm_fill_uid`] computed become the caller's.
+pub fn commit_creds(new: Cred) {
+    super::with_group(|g| g.cred = new);
 }
 
 /// The umask a process starts with (Linux `init_fs`).
@@ -48,7 +181,7 @@ pub fn current() -> Cred {
     if super::current_pid() == 0 {
         return Cred::ROOT;
     }
-    super::with_group(|g| g.cred)
+    super::with_group(|g| g.cred.clone())
 }
 
 /// The caller's umask (Linux `current_umask`).
@@ -66,7 +199,7 @@ pub fn umask(mask: u32) -> u32 {
 
 fn update(f: impl FnOnce(&mut Cred) -> Result<(), Errno>) -> Result<(), Errno> {
     super::with_group(|g| {
-        let mut new = g.cred;
+        let mut new = g.cred.clone();
         f(&mut new)?;
         g.cred = new;
         Ok(())
@@ -85,7 +218,7 @@ struct Ids<'a> {
 }
 
 fn users(c: &mut Cred) -> Ids<'_> {
-    let privileged = c.euid == 0;
+    let privileged = has_cap(c, Cap::Setuid);
     Ids {
         r: &mut c.uid,
         e: &mut c.euid,
@@ -96,7 +229,7 @@ fn users(c: &mut Cred) -> Ids<'_> {
 }
 
 fn groups(c: &mut Cred) -> Ids<'_> {
-    let privileged = c.euid == 0;
+    let privileged = has_cap(c, Cap::Setgid);
     Ids {
         r: &mut c.gid,
         e: &mut c.egid,

@@ -27,13 +27,26 @@ use crate::{elf, memory, vm};
 /// RFLAGS a program starts with: interrupts enabled (bit 1 is always set).
 const USER_RFLAGS: u64 = 0x202;
 
-/// A new address space with the program loaded; returns it with the entry and stack pointer.
+/// A new address space with the program loaded; returns it with the entry and stack pointer,
+/// and the credentials the program runs with (`cred::bprm_fill_uid`: a set-user-ID or
+/// set-group-ID file's owner), which the caller commits once the exec cannot fail.
 fn build(
     path: &str,
     argv: &ArgStrings,
     envp: &ArgStrings,
-) -> Result<(AddressSpace, u64, u64), Errno> {
-    build_image(path, &crate::fs::program_image(path)?, argv, envp)
+) -> Result<(AddressSpace, u64, u64, super::cred::Cred), Errno> {
+    let (image, owner) = crate::fs::program_image(path)?;
+    let old = super::cred::current();
+    let (new, secure) = super::cred::bprm_fill_uid(&old, owner.mode, owner.uid, owner.gid);
+    let ids = elf::ExecIds {
+        uid: new.uid,
+        euid: new.euid,
+        gid: new.gid,
+        egid: new.egid,
+        secure,
+    };
+    let (aspace, entry, sp) = build_image(path, &image, argv, envp, &ids)?;
+    Ok((aspace, entry, sp, new))
 }
 
 /// [`build`] from the program's bytes.
@@ -42,10 +55,11 @@ fn build_image(
     image: &[u8],
     argv: &ArgStrings,
     envp: &ArgStrings,
+    ids: &elf::ExecIds,
 ) -> Result<(AddressSpace, u64, u64), Errno> {
     let mm = memory::mm();
     let mut aspace = AddressSpace::new(mm)?;
-    match elf::load(&mut aspace, image, argv, envp, path) {
+    match elf::load_as(&mut aspace, image, argv, envp, path, ids) {
         Ok(loaded) => Ok((aspace, loaded.entry, loaded.stack_pointer)),
         Err(e) => {
             aspace.exit(mm);
@@ -92,11 +106,12 @@ pub fn execve(
     argv: &ArgStrings,
     envp: &ArgStrings,
 ) -> Result<(), Errno> {
-    let (aspace, entry, sp) = build(path, argv, envp)?;
+    let (aspace, entry, sp, cred) = build(path, argv, envp)?;
     if let Err(e) = de_thread() {
         aspace.exit(memory::mm());
         return Err(e);
     }
+    super::cred::commit_creds(cred);
     let new = Arc::new(Mutex::new(aspace));
     let (old, closed) = with_current(|p| {
         p.name = basename(path);
@@ -189,11 +204,12 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
     let envp = ArgStrings::from_strs(["PATH=/bin:/", "HOME=/", "TERM=vt100"]);
     // A root disk whose init cannot be loaded (a damaged image) falls back to the ramdisk's.
     let (aspace, entry, sp) = match build(path, &argv, &envp) {
-        Ok(built) => built,
+        // init runs as root whatever its file's mode.
+        Ok((aspace, entry, sp, _)) => (aspace, entry, sp),
         Err(e) => match crate::ramdisk::find(path) {
             Some(file) => {
                 warn!("cannot start {path} from / ({e:?}); starting the ramdisk's");
-                build_image(path, file.data, &argv, &envp)?
+                build_image(path, file.data, &argv, &envp, &elf::ExecIds::ROOT)?
             }
             None => return Err(e),
         },

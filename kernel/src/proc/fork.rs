@@ -136,7 +136,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
         // Outside the table lock: its first call reads the frame allocator.
         let max = max_tasks();
         let table = TABLE.lock();
-        if table.len() >= max || !rlimit::nproc_allows(rlimit::nproc_count(&table)) {
+        if table.len() >= max || !rlimit::nproc_allows(&table) {
             return Err(Errno::EAGAIN);
         }
     }
@@ -172,7 +172,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
                     g.rlimits,
                     g.cwd.clone(),
                     g.job,
-                    g.cred,
+                    g.cred.clone(),
                     g.umask,
                 )
             };

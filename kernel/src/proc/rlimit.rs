@@ -19,17 +19,21 @@
 //!
 //! The other eight answer Linux's defaults and are stored, not enforced.
 //!
-//! Privilege: every cowlab process runs as uid 0. Linux lets root (`CAP_SYS_RESOURCE`,
-//! `CAP_SYS_ADMIN`, `CAP_IPC_LOCK`, or being `INIT_USER` for `RLIMIT_NPROC`) bypass
-//! `RLIMIT_NPROC` and `RLIMIT_MEMLOCK`; cowlab instead enforces them as Linux does for an
-//! unprivileged process, so that the limits can be tested at all. What root is still granted
-//! is kept: raising a hard limit is allowed (only `RLIMIT_NOFILE` above [`NR_OPEN`] is
-//! `EPERM`), and `prlimit64` may act on any pid. "Per user" counters (Linux `user_struct`'s
-//! `locked_vm`, the `ucounts` of `RLIMIT_NPROC`) are therefore one system-wide count: there is
-//! one user.
+//! Privilege (`cred::capable`): `CAP_SYS_RESOURCE` (effective uid 0) raises hard limits and
+//! forks past `RLIMIT_NPROC`, as does a real uid of 0 (Linux's `INIT_USER`); `CAP_IPC_LOCK`
+//! locks memory past `RLIMIT_MEMLOCK` (and io_uring registrations of such a caller are not
+//! charged, as Linux's `ctx->user` accounting is skipped); `prlimit64` on another process needs
+//! the same real, effective and saved ids or `CAP_SYS_RESOURCE`
+//! ([`check_prlimit_permission`]). The per-user counters are per real uid: the tasks of
+//! `RLIMIT_NPROC` ([`nproc_count`]) and the locked pages of io_uring registrations
+//! ([`account_locked_vm`], Linux `user_struct::locked_vm`).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use alloc::collections::BTreeMap;
+use core::sync::atomic::Ordering;
 
+use spin::Mutex;
+
+use super::cred::{capable, has_cap, Cap, Cred};
 use super::switch::KERNEL_STACK_SIZE;
 use super::{State, TABLE};
 use crate::errno::Errno;
@@ -154,12 +158,14 @@ impl Default for Rlimits {
 
 /// Linux `do_prlimit`: returns the old limit of `resource` in `limits` and, with `new`, sets
 /// it. `EINVAL` for an unknown resource or a soft limit above the hard one, `EPERM` for an
-/// `RLIMIT_NOFILE` above [`NR_OPEN`] (even for root). Raising a hard limit needs
-/// `CAP_SYS_RESOURCE`, which every cowlab process has.
+/// `RLIMIT_NOFILE` above [`NR_OPEN`] (even for root) or for raising the hard limit without
+/// `CAP_SYS_RESOURCE` (`may_raise`, the caller's [`capable`], asked before the group lock is
+/// taken).
 pub fn do_prlimit(
     limits: &mut Rlimits,
     resource: u64,
     new: Option<Rlimit>,
+    may_raise: bool,
 ) -> Result<Rlimit, Errno> {
     let resource = usize::try_from(resource)
         .ok()
@@ -175,9 +181,30 @@ pub fn do_prlimit(
     }
     let old = limits.0[resource];
     if let Some(new) = new {
+        if new.max > old.max && !may_raise {
+            return Err(Errno::EPERM);
+        }
         limits.0[resource] = new;
     }
     Ok(old)
+}
+
+/// Whether the caller may raise hard limits (`CAP_SYS_RESOURCE`), for [`do_prlimit`].
+pub fn may_raise_hard_limit() -> bool {
+    capable(Cap::SysResource)
+}
+
+/// Linux `check_prlimit_permission`: another process's limits may be read or changed when its
+/// real, effective and saved uids all equal the caller's real uid and its gids the caller's
+/// real gid, or with `CAP_SYS_RESOURCE`; `EPERM` otherwise. (The caller's own process is the
+/// caller's business: not asked.)
+pub fn check_prlimit_permission(caller: &Cred, target: &Cred) -> Result<(), Errno> {
+    let same = [target.uid, target.euid, target.suid] == [caller.uid; 3]
+        && [target.gid, target.egid, target.sgid] == [caller.gid; 3];
+    if same || has_cap(caller, Cap::SysResource) {
+        return Ok(());
+    }
+    Err(Errno::EPERM)
 }
 
 /// The caller's soft limit of `resource` (Linux `rlimit()`); Linux's default outside a task
@@ -195,7 +222,10 @@ pub fn rlimit(resource: usize) -> u64 {
 /// `prlimit64`'s view of another process: `f` runs on the limits of the process containing
 /// thread `tid` (`ESRCH` if there is none; a zombie not yet reaped still answers, as its
 /// `signal_struct` lives until then on Linux).
-pub fn with_task_rlimits<R>(tid: u32, f: impl FnOnce(&mut Rlimits) -> R) -> Result<R, Errno> {
+pub fn with_task_rlimits<R>(
+    tid: u32,
+    f: impl FnOnce(&Cred, &mut Rlimits) -> R,
+) -> Result<R, Errno> {
     let group = {
         let table = TABLE.lock();
         let task = table
@@ -205,7 +235,8 @@ pub fn with_task_rlimits<R>(tid: u32, f: impl FnOnce(&mut Rlimits) -> R) -> Resu
         task.group.clone()
     };
     let mut group = group.lock();
-    Ok(f(&mut group.rlimits))
+    let group = &mut *group;
+    Ok(f(&group.cred, &mut group.rlimits))
 }
 
 /// `RLIMIT_NOFILE` of the caller as a descriptor count: descriptors `0..nofile()` may be used.
@@ -213,20 +244,35 @@ pub fn nofile() -> usize {
     rlimit(RLIMIT_NOFILE).min(NR_OPEN) as usize
 }
 
-/// Whether one more task fits under the caller's `RLIMIT_NPROC` (Linux `copy_process`:
-/// the new task's user count, this one included, may not exceed the limit). `tasks` is the
-/// number of tasks the user has: every task not yet released (zombies count until reaped), all
-/// of them uid 0's.
-pub fn nproc_allows(tasks: usize) -> bool {
-    (tasks as u64) < rlimit(RLIMIT_NPROC)
+/// Whether the caller may fork one more task (Linux `copy_process`): the tasks of its real
+/// uid, this one included, may not exceed its `RLIMIT_NPROC`, unless the real uid is 0
+/// (`INIT_USER`) or it has `CAP_SYS_RESOURCE`. Counts (locking each process's group) only
+/// when the limit could refuse. Call with the table locked and the caller's group not.
+pub fn nproc_allows(
+    table: &alloc::collections::BTreeMap<super::Pid, alloc::boxed::Box<super::Task>>,
+) -> bool {
+    let limit = rlimit(RLIMIT_NPROC);
+    if limit == RLIM_INFINITY {
+        return true;
+    }
+    let cred = super::cred::current();
+    if cred.uid == 0 || has_cap(&cred, Cap::SysResource) {
+        return true;
+    }
+    (nproc_count(table, cred.uid) as u64) < limit
 }
 
-/// Tasks counted against `RLIMIT_NPROC`: all but exited non-leader threads waiting for the idle
-/// loop to free their stacks (Linux releases those at exit). Call with the table locked.
+/// Tasks of real uid `uid` counted against `RLIMIT_NPROC` (Linux's per-user `ucounts`): all
+/// but exited non-leader threads waiting for the idle loop to free their stacks (Linux
+/// releases those at exit); zombies count until reaped. Call with the table locked.
 pub fn nproc_count(
     table: &alloc::collections::BTreeMap<super::Pid, alloc::boxed::Box<super::Task>>,
+    uid: u32,
 ) -> usize {
-    table.values().filter(|t| t.state != State::Dead).count()
+    table
+        .values()
+        .filter(|t| t.state != State::Dead && t.group.lock().cred.uid == uid)
+        .count()
 }
 
 /// Linux `may_expand_vm` for `RLIMIT_AS`: may `aspace` map `len` more bytes (at `at`, where
@@ -362,7 +408,7 @@ pub fn mlock_future_ok(aspace: &SharedAddressSpace, locked: bool, len: u64) -> R
     if !locked {
         return Ok(());
     }
-    let limit = rlimit(RLIMIT_MEMLOCK) / 4096;
+    let limit = lock_limit_pages();
     let pages = len.div_ceil(4096);
     match aspace.lock().locked_vm().checked_add(pages) {
         Some(after) if after <= limit => Ok(()),
@@ -370,28 +416,63 @@ pub fn mlock_future_ok(aspace: &SharedAddressSpace, locked: bool, len: u64) -> R
     }
 }
 
-/// Pages charged to uid 0's `locked_vm` (Linux `user_struct::locked_vm`): io_uring buffer
-/// registrations. One user, so one system-wide count (see the module comment).
-static USER_LOCKED_VM: AtomicU64 = AtomicU64::new(0);
+/// Pages charged to each real uid's locked memory (Linux `user_struct::locked_vm`): io_uring
+/// buffer registrations. Entries at zero are removed.
+static USER_LOCKED_VM: Mutex<BTreeMap<u32, u64>> = Mutex::new(BTreeMap::new());
 
-/// Linux `__io_account_mem`: charges `pages` to the user's locked memory, `ENOMEM` if that
-/// would pass the caller's `RLIMIT_MEMLOCK` (nothing is charged then).
-pub fn account_locked_vm(pages: u64) -> Result<(), Errno> {
-    let limit = rlimit(RLIMIT_MEMLOCK) / 4096;
-    let mut cur = USER_LOCKED_VM.load(Ordering::Relaxed);
-    loop {
-        let new = cur
-            .checked_add(pages)
-            .filter(|&n| n <= limit)
-            .ok_or(Errno::ENOMEM)?;
-        match USER_LOCKED_VM.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return Ok(()),
-            Err(now) => cur = now,
-        }
+/// What [`account_locked_vm`] charged for one owner (an io_uring registration): given back by
+/// [`unaccount_locked_vm`].
+#[derive(Debug, Default)]
+pub struct LockedCharge {
+    uid: u32,
+    pages: u64,
+}
+
+/// The most pages the caller may lock (`RLIMIT_MEMLOCK` in pages; no limit with
+/// `CAP_IPC_LOCK`, as Linux's `do_mlock`, `mlock_future_ok` and io_uring ask `capable`).
+pub fn lock_limit_pages() -> u64 {
+    if capable(Cap::IpcLock) {
+        return u64::MAX;
     }
+    rlimit(RLIMIT_MEMLOCK) / 4096
+}
+
+/// Linux `__io_account_mem`: charges `pages` to the caller's real uid's locked memory,
+/// recorded in `charge`; `ENOMEM` if that would pass the caller's `RLIMIT_MEMLOCK` (nothing is
+/// charged then). A caller with `CAP_IPC_LOCK` is not charged (Linux leaves `ctx->user`
+/// unaccounted).
+pub fn account_locked_vm(charge: &mut LockedCharge, pages: u64) -> Result<(), Errno> {
+    if capable(Cap::IpcLock) {
+        return Ok(());
+    }
+    let uid = super::cred::current().uid;
+    let limit = rlimit(RLIMIT_MEMLOCK) / 4096;
+    if charge.pages != 0 && charge.uid != uid {
+        // One owner charges one user (a registration is made by one caller).
+        return Err(Errno::EINVAL);
+    }
+    let mut users = USER_LOCKED_VM.lock();
+    let cur = users.entry(uid).or_insert(0);
+    let new = cur
+        .checked_add(pages)
+        .filter(|&n| n <= limit)
+        .ok_or(Errno::ENOMEM)?;
+    *cur = new;
+    charge.uid = uid;
+    charge.pages += pages;
+    Ok(())
 }
 
 /// Linux `__io_unaccount_mem`: gives back what [`account_locked_vm`] charged.
-pub fn unaccount_locked_vm(pages: u64) {
-    USER_LOCKED_VM.fetch_sub(pages, Ordering::Relaxed);
+pub fn unaccount_locked_vm(charge: &LockedCharge) {
+    if charge.pages == 0 {
+        return;
+    }
+    let mut users = USER_LOCKED_VM.lock();
+    if let Some(cur) = users.get_mut(&charge.uid) {
+        *cur = cur.saturating_sub(charge.pages);
+        if *cur == 0 {
+            users.remove(&charge.uid);
+        }
+    }
 }

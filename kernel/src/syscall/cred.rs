@@ -2,9 +2,12 @@
 //! Ids are `uid_t` (32 bits; `-1` leaves an id unchanged).
 #![deny(unsafe_code)]
 
+use alloc::vec::Vec;
+
 use super::{Args, SysResult};
+use crate::errno::Errno;
 use crate::proc::cred;
-use crate::uaccess::UserPtr;
+use crate::uaccess::{UserPtr, UserSlice};
 
 fn id(a: &Args, i: usize) -> u32 {
     a.get(i) as u32
@@ -82,4 +85,48 @@ pub fn setfsuid(a: Args) -> SysResult {
 
 pub fn setfsgid(a: Args) -> SysResult {
     Ok(u64::from(cred::setfsgid(id(&a, 0))))
+}
+
+/// getgroups(size, list) (115): the number of supplementary groups; with `size` > 0 also the
+/// groups into `list` (`EINVAL` if they do not fit or `size` is negative, `EFAULT`).
+pub fn getgroups(a: Args) -> SysResult {
+    let size = usize::try_from(a.i32(0)).map_err(|_| Errno::EINVAL)?;
+    let groups = cred::getgroups();
+    let groups = groups.as_deref().unwrap_or(&[]);
+    if size == 0 {
+        return Ok(groups.len() as u64);
+    }
+    if groups.len() > size {
+        return Err(Errno::EINVAL);
+    }
+    let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    UserSlice::new(a.get(1), bytes.len())?.write(&bytes)?;
+    Ok(groups.len() as u64)
+}
+
+/// setgroups(size, list) (116): `EPERM` without `CAP_SETGID` (checked first, as Linux), then
+/// `EINVAL` for a `size` (an `int`) outside `0..=NGROUPS_MAX`, `EFAULT` for the list.
+pub fn setgroups(a: Args) -> SysResult {
+    if !cred::capable(cred::Cap::Setgid) {
+        return Err(Errno::EPERM);
+    }
+    let size = a.get(0) as u32 as usize;
+    if size > cred::NGROUPS_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(size * 4)
+        .map_err(|_| Errno::ENOMEM)?;
+    bytes.resize(size * 4, 0);
+    if size > 0 {
+        UserSlice::new(a.get(1), size * 4)?.read(&mut bytes)?;
+    }
+    let list = bytes
+        .as_chunks::<4>()
+        .0
+        .iter()
+        .map(|c| u32::from_ne_bytes(*c))
+        .collect();
+    cred::setgroups(list).map(|()| 0)
 }

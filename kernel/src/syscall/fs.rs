@@ -564,10 +564,14 @@ pub fn utimensat(a: Args) -> SysResult {
         resolve(a.int(0), &path, a.get(3))?
     };
     let now = (crate::rtc::realtime_micros() / 1_000_000) as u32;
+    // Linux `vfs_utimes`: a null `times` or two `UTIME_NOW` is a "touch" (write permission
+    // suffices); anything else that sets a time needs ownership.
+    let mut touch = true;
     let (atime, mtime) = if a.get(2) == 0 {
         (Some(now), Some(now))
     } else {
         let ts = UserPtr::<[i64; 4]>::new(a.get(2))?.read()?;
+        touch = ts[1] == UTIME_NOW && ts[3] == UTIME_NOW;
         let one = |sec: i64, nsec: i64| -> Result<Option<u32>, Errno> {
             match nsec {
                 UTIME_OMIT => Ok(None),
@@ -581,7 +585,44 @@ pub fn utimensat(a: Args) -> SysResult {
     if atime.is_none() && mtime.is_none() {
         return Ok(0);
     }
-    namei::set_times(&f, atime, mtime)?;
+    namei::set_times(&f, atime, mtime, touch, !touch)?;
+    Ok(0)
+}
+
+/// An id argument of the chown family: `-1` leaves it (`None`).
+fn chown_id(v: u64) -> Option<u32> {
+    Some(v as u32).filter(|&id| id != u32::MAX)
+}
+
+/// chown(path, uid, gid) (92): follows a final symbolic link.
+pub fn chown(a: Args) -> SysResult {
+    chown_at(AT_FDCWD, a.get(0), a.get(1), a.get(2), 0)
+}
+
+/// lchown(path, uid, gid) (94): a final symbolic link itself.
+pub fn lchown(a: Args) -> SysResult {
+    chown_at(AT_FDCWD, a.get(0), a.get(1), a.get(2), AT_SYMLINK_NOFOLLOW)
+}
+
+/// fchown(fd, uid, gid) (93).
+pub fn fchown(a: Args) -> SysResult {
+    namei::chown(&*file(a.int(0))?, chown_id(a.get(1)), chown_id(a.get(2)))?;
+    Ok(0)
+}
+
+/// fchownat(dirfd, path, uid, gid, flags) (260): `AT_SYMLINK_NOFOLLOW`, `AT_EMPTY_PATH`;
+/// other flags `EINVAL`.
+pub fn fchownat(a: Args) -> SysResult {
+    if a.get(4) & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    chown_at(a.int(0), a.get(1), a.get(2), a.get(3), a.get(4))
+}
+
+fn chown_at(dirfd: i64, path: u64, uid: u64, gid: u64, flags: u64) -> SysResult {
+    let path = read_cstr(path, PATH_MAX)?;
+    let f = resolve(dirfd, &path, flags)?;
+    namei::chown(&f, chown_id(uid), chown_id(gid))?;
     Ok(0)
 }
 

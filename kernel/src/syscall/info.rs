@@ -61,7 +61,7 @@ pub fn sysinfo(a: Args) -> SysResult {
 /// getrlimit(resource, rlim): the caller's limit (`proc::rlimit`). `EINVAL` for an unknown
 /// resource, `EFAULT` for a bad pointer.
 pub fn getrlimit(a: Args) -> SysResult {
-    let old = with_group(|g| do_prlimit(&mut g.rlimits, a.get(0), None))?;
+    let old = with_group(|g| do_prlimit(&mut g.rlimits, a.get(0), None, false))?;
     UserPtr::<Rlimit>::new(a.get(1))?.write(&old)?;
     Ok(0)
 }
@@ -70,7 +70,8 @@ pub fn getrlimit(a: Args) -> SysResult {
 /// (`EINVAL`, `EPERM`; see `do_prlimit`).
 pub fn setrlimit(a: Args) -> SysResult {
     let new = UserPtr::<Rlimit>::new(a.get(1))?.read()?;
-    with_group(|g| do_prlimit(&mut g.rlimits, a.get(0), Some(new)))?;
+    let may_raise = rlimit::may_raise_hard_limit();
+    with_group(|g| do_prlimit(&mut g.rlimits, a.get(0), Some(new), may_raise))?;
     stack_limit_changed(a.get(0), true);
     Ok(0)
 }
@@ -97,8 +98,15 @@ pub fn prlimit64(a: Args) -> SysResult {
         0 => proc::current_tid(),
         p => u32::try_from(p).map_err(|_| Errno::ESRCH)?,
     };
-    let old = rlimit::with_task_rlimits(pid, |limits| do_prlimit(limits, a.get(1), new))??;
     let own = pid == proc::current_pid() || pid == proc::current_tid();
+    let caller = crate::proc::cred::current();
+    let may_raise = rlimit::may_raise_hard_limit();
+    let old = rlimit::with_task_rlimits(pid, |target, limits| {
+        if !own {
+            rlimit::check_prlimit_permission(&caller, target)?;
+        }
+        do_prlimit(limits, a.get(1), new, may_raise)
+    })??;
     stack_limit_changed(a.get(1), new.is_some() && own);
     if a.get(3) != 0 {
         UserPtr::<Rlimit>::new(a.get(3))?.write(&old)?;

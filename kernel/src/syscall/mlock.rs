@@ -1,7 +1,6 @@
 //! mlock, mlock2, munlock, mlockall, munlockall: thin decoding in front of `cowlab_mm::mlock`,
-//! with the caller's `RLIMIT_MEMLOCK` (Linux `do_mlock`, `SYSCALL_DEFINE1(mlockall)`). As for
-//! io_uring registrations, the limit is enforced as for an unprivileged process (root's
-//! `CAP_IPC_LOCK` bypass is not modelled; see `proc::rlimit`).
+//! with the caller's `RLIMIT_MEMLOCK` (Linux `do_mlock`, `SYSCALL_DEFINE1(mlockall)`), which
+//! `CAP_IPC_LOCK` (root) bypasses, as for io_uring registrations (see `proc::rlimit`).
 #![deny(unsafe_code)]
 
 use cowlab_mm::mlock::LockMode;
@@ -10,18 +9,19 @@ use cowlab_mm::VirtAddr;
 use super::{Args, Errno, SysResult};
 use crate::memory;
 use crate::proc::current_aspace;
-use crate::proc::rlimit::{rlimit, RLIMIT_MEMLOCK};
+use crate::proc::rlimit;
 
 const MLOCK_ONFAULT: u64 = 1;
 const MCL_CURRENT: u64 = 1;
 const MCL_FUTURE: u64 = 2;
 const MCL_ONFAULT: u64 = 4;
 
-/// The caller's `RLIMIT_MEMLOCK` in pages; `EPERM` when it is 0 (Linux `can_do_mlock`).
+/// The caller's `RLIMIT_MEMLOCK` in pages (no limit with `CAP_IPC_LOCK`); `EPERM` when it is
+/// 0 without it (Linux `can_do_mlock`).
 fn lock_limit() -> Result<u64, Errno> {
-    match rlimit(RLIMIT_MEMLOCK) {
+    match rlimit::lock_limit_pages() {
         0 => Err(Errno::EPERM),
-        bytes => Ok(bytes / 4096),
+        pages => Ok(pages),
     }
 }
 

@@ -147,7 +147,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         121 => proc::getpgid(a),
         124 => proc::getsid(a),
         // abimisc: getgroups (the other id calls are ext2fin's, `cred`).
-        115 => proc::getgroups(a),
+        115 => cred::getgroups(a),
         127 => signal::rt_sigpending(a),
         128 => signal::rt_sigtimedwait(a),
         129 => signal::rt_sigqueueinfo(a),
@@ -244,6 +244,12 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         287 => epoll::timerfd_gettime(a),
         282 => epoll::signalfd(a),
         289 => epoll::signalfd4(a),
+        // cred: supplementary groups, chown.
+        116 => cred::setgroups(a),
+        92 => fs::chown(a),
+        93 => fs::fchown(a),
+        94 => fs::lchown(a),
+        260 => fs::fchownat(a),
         _ => {
             let last = UNKNOWN_LOGGED.len() as u64 * 64 - 1;
             let bit = nr.min(last);

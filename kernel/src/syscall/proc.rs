@@ -472,13 +472,3 @@ pub fn setsid() -> SysResult {
 pub fn getsid(a: Args) -> SysResult {
     proc::pgrp::getsid(a.i32(0)).map(u64::from)
 }
-
-/// getgroups(size, list): the credentials (`proc::cred`) keep no supplementary groups, so the
-/// list is always empty. `size` is an `int`: negative is
-/// `EINVAL`, as Linux.
-pub fn getgroups(a: Args) -> SysResult {
-    if a.i32(0) < 0 {
-        return Err(Errno::EINVAL);
-    }
-    Ok(0)
-}

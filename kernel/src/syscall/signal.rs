@@ -156,7 +156,10 @@ pub fn kill(a: Args) -> SysResult {
     let me = proc::current_pid();
     let info = SigInfo::from_process(sig, SI_USER, me);
     match pid {
-        p if p > 0 => signal::send(Target::Process(p as u32), info)?,
+        p if p > 0 => {
+            signal::permission::may_signal(p as u32, sig)?;
+            signal::send(Target::Process(p as u32), info)?
+        }
         // Every process but init and the caller (Linux: those the caller may signal).
         -1 => {
             let targets: alloc::vec::Vec<u32> = TABLE
@@ -165,12 +168,7 @@ pub fn kill(a: Args) -> SysResult {
                 .filter(|t| t.is_leader() && t.tgid != 1 && t.tgid != me)
                 .map(|t| t.tgid)
                 .collect();
-            if targets.is_empty() {
-                return Err(Errno::ESRCH);
-            }
-            for target in targets {
-                let _ = signal::send(Target::Process(target), info);
-            }
+            signal::permission::kill_all_from_user(&targets, info)?;
         }
         // The caller's process group, or group -pid (Linux `__kill_pgrp_info`): ESRCH if it
         // has no member, else success if any member got it.
@@ -182,7 +180,7 @@ pub fn kill(a: Args) -> SysResult {
             } else {
                 (-p) as u32
             };
-            signal::kill_pgrp(pgid, info)?;
+            signal::permission::kill_pgrp_from_user(pgid, info)?;
         }
     }
     Ok(0)
@@ -204,6 +202,7 @@ fn signal_thread(tgid: Option<i32>, tid: i32, info: SigInfo) -> SysResult {
     if tgid.is_some_and(|g| g as u32 != owner) {
         return Err(Errno::ESRCH);
     }
+    signal::permission::may_signal(tid as u32, info.signo as u8)?;
     signal::send(Target::Thread(tid as u32), info)?;
     Ok(0)
 }
@@ -238,6 +237,7 @@ pub fn rt_sigqueueinfo(a: Args) -> SysResult {
     if pid <= 0 {
         return Err(Errno::ESRCH);
     }
+    signal::permission::may_signal(pid as u32, sig)?;
     signal::send(Target::Process(pid as u32), info)?;
     Ok(0)
 }

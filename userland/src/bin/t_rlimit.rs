@@ -4,10 +4,10 @@
 //! MAP_FIXED counted once, mremap and brk), `RLIMIT_STACK` (the stack's size, exec's argument
 //! space: E2BIG) and `RLIMIT_NPROC` (fork's EAGAIN).
 //!
-//! Runs on the host Linux too. A host running this as root bypasses `RLIMIT_NPROC`
-//! (`CAP_SYS_RESOURCE`, `INIT_USER`); cowlab enforces it as for an unprivileged process (see
-//! `kernel/src/proc/rlimit.rs`), so that check is skipped on a root host, with the reason
-//! printed. Cowlab's default table (Linux's `INIT_RLIMITS`) is checked only on cowlab: a host's
+//! Runs on the host Linux too. Root bypasses `RLIMIT_NPROC` (`CAP_SYS_RESOURCE`, `INIT_USER`)
+//! and `RLIMIT_MEMLOCK` (`CAP_IPC_LOCK`) on both systems, so those checks run in a child that
+//! first drops to an unprivileged uid of its own (`t_cred_caps` checks the bypass itself).
+//! Cowlab's default table (Linux's `INIT_RLIMITS`) is checked only on cowlab: a host's
 //! login session has changed its own.
 //!
 //! Each case runs in a child (the limits it sets die with it) that exits with 0 or the number
@@ -529,15 +529,23 @@ fn stack(t: &mut Tester) {
     );
 }
 
-fn nproc(t: &mut Tester) {
+/// A uid no other process has (`RLIMIT_NPROC` counts the tasks of the real uid): this
+/// test's pid above 40000.
+fn private_uid() -> u32 {
+    40000 + cowlab_userland::sys::getpid() as u32 % 20000
+}
+
+/// In a child: as root, drop to [`private_uid`] (root bypasses the limits checked next).
+fn unprivileged() -> bool {
     let euid = raw3(GETEUID, 0, 0, 0).unwrap_or(1);
-    if euid == 0 && !on_cowlab() {
-        cowlab_userland::println!(
-            "t_rlimit: skip RLIMIT_NPROC fork check: root on Linux bypasses RLIMIT_NPROC (INIT_USER, CAP_SYS_RESOURCE)"
-        );
-        return;
-    }
+    euid != 0 || cowlab_userland::cred::drop_to(private_uid(), private_uid()).is_ok()
+}
+
+fn nproc(t: &mut Tester) {
     let status = in_child(|| {
+        if !unprivileged() {
+            return 4;
+        }
         if setrlimit(RLIMIT_NPROC, Rlimit { cur: 1, max: 1 }).is_err() {
             return 1;
         }
@@ -561,7 +569,8 @@ const MUNLOCKALL: usize = 152;
 const MLOCK2: usize = 325;
 
 /// Whether this process has `CAP_IPC_LOCK` (bit 14 of `CapEff` in `/proc/self/status`), which
-/// bypasses `RLIMIT_MEMLOCK` on Linux. cowlab has no such file and enforces the limit.
+/// bypasses `RLIMIT_MEMLOCK` on Linux (a host that keeps capabilities past setuid). cowlab
+/// shows no `CapEff`: an unprivileged process there has none.
 fn has_cap_ipc_lock() -> bool {
     let mut buf = [0u8; 4096];
     let Some(n) = read_file(c"/proc/self/status", &mut buf) else {
@@ -578,13 +587,11 @@ fn has_cap_ipc_lock() -> bool {
 /// takes no fault), ENOMEM past the limit or over a hole, EPERM with a limit of 0, EINVAL for
 /// bad flags, and locks are not inherited by fork.
 fn memlock(t: &mut Tester) {
-    let enforced = !has_cap_ipc_lock();
-    if !enforced {
-        cowlab_userland::println!(
-            "t_rlimit: skip the RLIMIT_MEMLOCK checks of mlock (ENOMEM past it, EPERM at 0): this process has CAP_IPC_LOCK, which bypasses the limit"
-        );
-    }
     let status = in_child(|| {
+        if !unprivileged() {
+            return 17;
+        }
+        let enforced = !has_cap_ipc_lock();
         let lim = Rlimit {
             cur: 64 << 10,
             max: 64 << 10,

@@ -3,8 +3,8 @@
 //! not inherit it, `munlockall` ends it; with `RLIMIT_MEMLOCK` too small a new mapping is
 //! `EAGAIN`, `brk` keeps its break, and growing a locked mapping with `mremap` is `EAGAIN`
 //! (Linux `mlock_future_ok`); a growth within the limit is populated. Runs on the host Linux
-//! too: there the limit checks run after `setuid(65534)` (root's `CAP_IPC_LOCK` bypasses the
-//! limit; cowlab enforces it for its uid 0, see `kernel/src/proc/rlimit.rs`).
+//! too. The limit checks run after `setuid(65534)`: root's `CAP_IPC_LOCK` bypasses the limit on
+//! both systems (`kernel/src/proc/rlimit.rs`).
 #![no_std]
 #![no_main]
 
@@ -120,10 +120,10 @@ fn main() -> i32 {
         status == 0,
         status >> 8,
     );
-    // A root host has CAP_IPC_LOCK, which bypasses the limit: the child drops it with
-    // setuid to an unprivileged uid (ENOSYS on cowlab, which enforces the limit for uid 0).
+    // Root has CAP_IPC_LOCK, which bypasses the limit: the child drops it with setuid to an
+    // unprivileged uid.
     let status = in_child(|| {
-        // SAFETY: setuid takes an integer.
+        // SAFETY: setuid takes an integer. (EPERM when not run as root: nothing to drop.)
         let _ = unsafe { raw(SETUID, [65534, 0, 0, 0, 0, 0]) };
         let a = anon(4);
         if set_soft(RLIMIT_MEMLOCK, 64 * 1024).is_err() || mlockall(MCL_FUTURE).is_err() {

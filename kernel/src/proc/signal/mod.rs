@@ -15,6 +15,7 @@
 pub mod deliver;
 pub mod frame;
 pub mod ops;
+pub mod permission;
 pub mod timer;
 
 use alloc::boxed::Box;
