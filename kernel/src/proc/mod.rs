@@ -250,6 +250,7 @@ static SIGNAL_WORK: AtomicU64 = AtomicU64::new(0);
 /// Asks the next return to ring 3 of every CPU to look for signals (see `signal::deliver`).
 pub fn request_signal_work() {
     SIGNAL_WORK.store(u64::MAX, Ordering::Relaxed);
+    sched::kick_busy();
 }
 
 /// Records what the fast paths above need about the task the scheduler is switching to
@@ -257,8 +258,8 @@ pub fn request_signal_work() {
 fn set_current_task(task: Option<&Task>) {
     let (group, top) = match task {
         Some(t) => {
-            // The task may have signals queued while it was not running.
-            request_signal_work();
+            // The task may have signals queued while it was not running: this CPU looks.
+            SIGNAL_WORK.fetch_or(1 << cpu_id(), Ordering::Relaxed);
             (Arc::as_ptr(&t.group).cast_mut(), t.kstack.top())
         }
         None => (core::ptr::null_mut(), 0),
@@ -273,6 +274,7 @@ fn mark_killed(task: &mut Task) {
     if !task.killed {
         task.killed = true;
         KILLED_LIVE.fetch_add(1, Ordering::Relaxed);
+        sched::kick_busy();
     }
 }
 

@@ -109,6 +109,19 @@ fn kick_idle_slow() {
     }
 }
 
+/// Makes every other CPU that runs a task enter the kernel soon (Linux `kick_process`): a
+/// signal or a kill for a thread running in ring 3 there is then acted on at once rather than
+/// at that CPU's next tick. Nothing to do while the application processors are parked.
+pub fn kick_busy() {
+    let active = crate::smp::active_mask();
+    if active != 1 {
+        let busy = active & !IDLE_CPUS.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id());
+        if busy != 0 {
+            crate::smp::send_resched(busy);
+        }
+    }
+}
+
 /// Some task became runnable (woken, forked, yielded): the next [`kick_idle`] wakes the idle
 /// CPUs. One relaxed store; the big lock orders it with the kick.
 #[inline]
