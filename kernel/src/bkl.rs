@@ -40,7 +40,8 @@ static OWNER: AtomicUsize = AtomicUsize::new(0);
 static STARVING: AtomicUsize = AtomicUsize::new(0);
 /// Spins of a waiter before it claims [`STARVING`].
 const STARVATION_SPINS: u32 = 2000;
-/// Nesting depth of the holder; written only by the holder.
+/// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
+/// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
 /// Acquisitions that found the lock held by another CPU (contention, for `/proc` and tests).
 static CONTENDED: AtomicU64 = AtomicU64::new(0);
@@ -49,7 +50,6 @@ static CONTENDED: AtomicU64 = AtomicU64::new(0);
 /// on behalf of nobody, before the scheduler starts.
 pub fn init_boot() {
     OWNER.store(1, Ordering::Relaxed);
-    DEPTH.store(1, Ordering::Relaxed);
 }
 
 /// Whether this CPU holds the lock.
@@ -69,7 +69,6 @@ pub fn lock() {
     {
         lock_slow(me);
     }
-    DEPTH.store(1, Ordering::Relaxed);
 }
 
 #[cold]
@@ -109,7 +108,7 @@ fn lock_slow(me: usize) {
 /// Releases the lock taken by [`lock`] (depth 1). Interrupts off.
 #[inline]
 pub fn unlock() {
-    DEPTH.store(0, Ordering::Relaxed);
+    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
     OWNER.store(0, Ordering::Release);
 }
 
@@ -136,13 +135,11 @@ pub fn unlock_nested(taken: bool) {
     }
 }
 
-/// The way out to ring 3: releases the lock if this CPU holds it (a kernel entry from ring 3
-/// always does; the check keeps a CPU whose scheduler is off, a parked AP, harmless).
+/// The way out to ring 3: releases the lock, which every path to ring 3 holds (the entry took
+/// it, or the idle loop handed it to a new task).
 #[inline]
 pub fn release_to_user() {
-    if held() {
-        unlock();
-    }
+    unlock();
 }
 
 /// How many acquisitions had to wait for another CPU.

@@ -431,16 +431,17 @@ pub fn on_tick() {
 /// here; then signals are delivered. Two loads gate both ([`KILLED_LIVE`], [`SIGNAL_WORK`]).
 /// First, CPUs halted in their idle loops are woken if this kernel entry made a task runnable.
 pub fn on_return_to_user(frame: &mut TrapFrame) {
-    if current_tid() == 0 {
+    let cpu = cpu_id();
+    let tid = CURRENT[cpu].load(Ordering::Relaxed);
+    if tid == 0 {
         return;
     }
     sched::kick_idle();
     assert!(
-        switch::canary_intact_below(CURRENT_STACK_TOP[cpu_id()].load(Ordering::Relaxed)),
-        "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
-        current_tid()
+        switch::canary_intact_below(CURRENT_STACK_TOP[cpu].load(Ordering::Relaxed)),
+        "kernel stack overflow in tid {tid} (canary at the bottom of its 32 KiB stack overwritten)",
     );
-    let me = 1u64 << cpu_id();
+    let me = 1u64 << cpu;
     if KILLED_LIVE.load(Ordering::Relaxed) != 0 || SIGNAL_WORK.load(Ordering::Relaxed) & me != 0 {
         return_work(frame, me);
     }

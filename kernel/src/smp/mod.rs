@@ -7,7 +7,9 @@
 //! stacks from the heap), its own GDT/TSS (`gdt::init_cpu`) and per-CPU area (`percpu::init`),
 //! the shared IDT, its local APIC with both LINT pins masked, and the `syscall` MSRs.
 //!
-//! Stage: the APs are parked. They run no tasks yet: each halts with interrupts enabled and
+//! Stage 2 (`smp_sched=1`): every AP runs the scheduler's idle loop (`proc::sched::run_ap`)
+//! and tasks, kernel code under the big kernel lock (`bkl`). By default (and below) the APs
+//! are parked. They run no tasks: each halts with interrupts enabled and
 //! wakes for inter-processor interrupts (TLB shootdowns, [`call`] requests) and for its own
 //! local APIC timer tick (100 Hz, calibrated against the TSC on the boot CPU; counted per CPU,
 //! the preemption source once tasks run there). The scheduler,
