@@ -342,11 +342,23 @@ pub fn sleep_uninterruptible(channel: usize, what: &'static str) -> Result<(), E
 /// Blocks the current process for at least `micros` microseconds of TSC time, waking on each
 /// tick to check; interruptible (`ERESTARTSYS` on a signal, `EINTR` if killed).
 pub fn sleep_micros(micros: u64) -> Result<(), Errno> {
+    const MICROS_PER_TICK: u64 = 1_000_000 / time::TICK_HZ;
     let deadline = time::micros_since_boot().saturating_add(micros);
-    while time::micros_since_boot() < deadline {
-        block(TIMER_CHANNEL, Some(time::ticks() + 1), true)?;
+    loop {
+        let now = time::micros_since_boot();
+        if now >= deadline {
+            return Ok(());
+        }
+        // Half the ticks left (at least one): a few wake-ups per sleep instead of one per tick
+        // (128 sleepers woken 100 times a second each swamped the big kernel lock on 2 CPUs),
+        // and ticks that lag the TSC cost at most one extra short sleep, never an overslept one.
+        let ticks_left = (deadline - now).div_ceil(MICROS_PER_TICK);
+        block(
+            TIMER_CHANNEL,
+            Some(time::ticks() + (ticks_left / 2).max(1)),
+            true,
+        )?;
     }
-    Ok(())
 }
 
 const TIMER_CHANNEL: usize = 1;

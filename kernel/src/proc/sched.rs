@@ -60,7 +60,6 @@ pub fn schedule() {
         let p = table.get_mut(&tid).expect("schedule from a task");
         &mut p.ctx_rsp
     };
-    kick_idle();
     // SAFETY: `ctx` points into the task's boxed entry, which stays in the table while it runs
     // (reaping, the idle loop and de_thread remove only tasks that are not running); the
     // idle context's saved RSP is valid since this CPU's idle loop switched to us.
