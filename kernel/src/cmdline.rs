@@ -56,6 +56,9 @@ pub struct Cmdline {
     /// `hung_task=<s>`: seconds a task may stay blocked uninterruptibly before the hung-task
     /// watchdog reports it (default `watchdog::HUNG_TASK_SECS`; 0 turns it off).
     pub hung_task_secs: Option<u64>,
+    /// `smp_sched=0|1`: whether the application processors run tasks (issue 16 stage 2, under
+    /// the big kernel lock) or stay parked; default parked.
+    pub smp_sched: bool,
     /// Everything after `--`: the program `init` runs and its arguments (user mode, next issue).
     pub init: Option<&'static str>,
     bad_tokens: [Option<&'static str>; MAX_BAD_TOKENS],
@@ -165,6 +168,7 @@ pub fn parse(raw: &'static str) -> Cmdline {
         mem_mib: None,
         softlockup_secs: None,
         hung_task_secs: None,
+        smp_sched: false,
         init,
         bad_tokens: [None; MAX_BAD_TOKENS],
     };
@@ -208,6 +212,17 @@ pub fn parse(raw: &'static str) -> Cmdline {
                 .parse()
                 .map(|s| cmdline.hung_task_secs = Some(s))
                 .is_ok(),
+            Some(("smp_sched", on)) => match on {
+                "0" => {
+                    cmdline.smp_sched = false;
+                    true
+                }
+                "1" => {
+                    cmdline.smp_sched = true;
+                    true
+                }
+                _ => false,
+            },
             _ => false,
         };
         if !ok && bad < MAX_BAD_TOKENS {

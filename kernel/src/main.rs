@@ -20,6 +20,7 @@ mod serial;
 mod apic;
 mod arch;
 mod backtrace;
+mod bkl;
 mod cmdline;
 mod drivers;
 mod elf;
@@ -79,6 +80,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     gdt::init();
     idt::init();
     percpu::init(0);
+    bkl::init_boot();
     syscall::entry::init();
     proc::switch::enable_sse();
 
@@ -95,7 +97,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     paging::init();
     memory::init_mm(cmdline.era);
     vm::init();
-    smp::init(boot_info);
+    smp::init(boot_info, cmdline.smp_sched);
     memory::print_summary(boot_info);
 
     pic::init();

@@ -20,6 +20,7 @@ use crate::gdt;
 
 /// Most CPUs the kernel runs on: CPU sets (`mm_cpumask`, affinity masks) are one `u64`.
 pub const MAX_CPUS: usize = 64;
+const _: () = assert!(MAX_CPUS.is_power_of_two());
 
 /// The fields the assembly addresses by offset (`gs:[0]`, `gs:[8]`, `gs:[16]`).
 #[repr(C, align(64))]
@@ -67,7 +68,9 @@ pub fn cpu_id() -> usize {
     // SAFETY: in kernel mode GS points at this CPU's `PerCpu` (invariant above); offset 16 is
     // `cpu`, written once before GS was set.
     unsafe { asm!("mov {}, gs:[16]", out(reg) cpu, options(nostack, readonly, preserves_flags)) };
-    cpu as usize
+    // Always below MAX_CPUS (`init` asserts it); the mask tells the compiler so, which drops the
+    // bounds check of every per-CPU array access (the fault path makes several).
+    cpu as usize & (MAX_CPUS - 1)
 }
 
 /// Makes `top` the stack for entries from ring 3 on this CPU: the `syscall` entry's and the

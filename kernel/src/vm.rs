@@ -21,22 +21,27 @@ use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 
 use crate::memory;
+use crate::percpu::MAX_CPUS;
 
 /// An address space as processes (and kernel tests) share it.
 pub type SharedAddressSpace = Arc<Mutex<AddressSpace>>;
 
 /// The address space loaded in CR3, or `None` while the boot page table is.
-static CURRENT: Mutex<Option<SharedAddressSpace>> = Mutex::new(None);
+/// One entry per CPU (`percpu::cpu_id()`), each written only by its own CPU.
+static CURRENT: [Mutex<Option<SharedAddressSpace>>; MAX_CPUS] =
+    [const { Mutex::new(None) }; MAX_CPUS];
 
 /// The lock-free part (`MmShared`) of [`CURRENT`]'s address space: lets [`switch_to`] clear this
 /// CPU's `mm_cpumask` bit in the space it leaves without taking that space's lock.
-static CURRENT_MM: Mutex<Option<Arc<MmShared>>> = Mutex::new(None);
+static CURRENT_MM: [Mutex<Option<Arc<MmShared>>>; MAX_CPUS] =
+    [const { Mutex::new(None) }; MAX_CPUS];
 
 /// The `Mutex` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
 /// instead of taking and releasing `CURRENT`'s lock on every fault. Written only by
 /// [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the `Arc` (and so
 /// the pointee) alive for as long as the pointer is published.
-static CURRENT_RAW: AtomicPtr<Mutex<AddressSpace>> = AtomicPtr::new(core::ptr::null_mut());
+static CURRENT_RAW: [AtomicPtr<Mutex<AddressSpace>>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
 /// The boot PML4, which maps only the kernel half; recorded by [`init`].
 static BOOT_ROOT: spin::Once<PhysFrame> = spin::Once::new();
@@ -76,7 +81,7 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
         // boot, so later kernel mappings are shared): the kernel's code, data, stacks and the
         // physical-memory window stay mapped identically across the switch.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-        let old_mm = core::mem::replace(&mut *CURRENT_MM.lock(), mm.clone());
+        let old_mm = core::mem::replace(&mut *CURRENT_MM[cpu].lock(), mm.clone());
         if let Some(old) = old_mm {
             if !mm.as_ref().is_some_and(|new| Arc::ptr_eq(new, &old)) {
                 old.mm_cpumask_clear(cpu);
@@ -85,8 +90,8 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
         let raw = aspace.as_ref().map_or(core::ptr::null_mut(), |shared| {
             Arc::as_ptr(shared).cast_mut()
         });
-        let previous = core::mem::replace(&mut *CURRENT.lock(), aspace);
-        CURRENT_RAW.store(raw, Ordering::Release);
+        let previous = core::mem::replace(&mut *CURRENT[cpu].lock(), aspace);
+        CURRENT_RAW[cpu].store(raw, Ordering::Release);
         previous
     })
 }
@@ -114,9 +119,9 @@ pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
 /// the boot page table is loaded.
 #[inline]
 fn with_current_raw<R>(f: impl FnOnce(&Mutex<AddressSpace>) -> R) -> Option<R> {
-    let raw = CURRENT_RAW.load(Ordering::Acquire);
-    // SAFETY: a non-null `CURRENT_RAW` points into the `Arc` that `CURRENT` holds; both change
-    // only together in `switch_to`, with interrupts off on the one CPU, and the only caller (the
+    let raw = CURRENT_RAW[crate::percpu::cpu_id()].load(Ordering::Acquire);
+    // SAFETY: a non-null `CURRENT_RAW[cpu]` points into the `Arc` that `CURRENT[cpu]` holds;
+    // both change only together in `switch_to` on that CPU, with interrupts off, and the only caller (the
     // page-fault path, interrupts off) cannot run inside `switch_to` nor call it from `f`. So
     // the `Mutex` outlives the borrow passed to `f`.
     unsafe { raw.as_ref() }.map(f)

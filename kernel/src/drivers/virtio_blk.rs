@@ -718,6 +718,15 @@ pub fn on_interrupt(line: u8) {
     }
 }
 
+/// Services every device as its interrupt would: for a polled wait on an application
+/// processor, which holds the big kernel lock that the interrupt handler (on the boot CPU, the
+/// I/O APIC's destination) would need, so the interrupt cannot finish the request meanwhile.
+pub fn poll_all() {
+    for device in DEVICES.iter().filter_map(Once::get) {
+        on_device_interrupt(device);
+    }
+}
+
 /// One device's interrupt: acknowledge (reading the ISR lowers the level-triggered line),
 /// reap the used ring, finish each request outside the lock, wake submitters waiting for
 /// descriptors.

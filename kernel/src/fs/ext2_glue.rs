@@ -115,6 +115,9 @@ impl VirtioDisk {
         while !outcome.done.load(Ordering::Acquire) && time::ticks() < deadline {
             interrupts::enable_and_hlt();
             interrupts::disable();
+            if crate::percpu::cpu_id() != 0 {
+                crate::drivers::virtio_blk::poll_all();
+            }
         }
         if were_enabled {
             interrupts::enable();

@@ -141,6 +141,11 @@ impl SyncWait {
                 Err(Errno::EINTR) if !self.done.load(Ordering::Acquire) => {
                     x86_64::instructions::interrupts::enable_and_hlt();
                     x86_64::instructions::interrupts::disable();
+                    if crate::percpu::cpu_id() != 0 {
+                        // The completion's interrupt goes to the boot CPU, which needs the
+                        // big kernel lock this CPU holds.
+                        crate::drivers::virtio_blk::poll_all();
+                    }
                 }
                 r => return r,
             }

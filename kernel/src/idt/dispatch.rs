@@ -60,15 +60,19 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
+            let taken = crate::bkl::lock_nested();
             if irq == vector::TIMER {
                 crate::proc::cputime::account_tick(false);
             }
-            interrupt(irq - vector::PIC_BASE)
+            interrupt(irq - vector::PIC_BASE);
+            crate::bkl::unlock_nested(taken);
         }
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
-            routed_interrupt(irq - vector::IOAPIC_BASE)
+            let taken = crate::bkl::lock_nested();
+            routed_interrupt(irq - vector::IOAPIC_BASE);
+            crate::bkl::unlock_nested(taken);
         }
         _ => dump::die(frame),
     }
@@ -80,6 +84,16 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 fn user_trap(frame: &mut TrapFrame) {
     use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
     let number = frame.vector as u8;
+    match number {
+        // Not a trap of this task: no lock, no signal, no preemption, no return-to-user work.
+        vector::NMI => return crate::watchdog::soft::on_nmi(frame),
+        // Their own protocol, no kernel state: the lock would only delay the flush.
+        vector::IPI_SHOOTDOWN | vector::IPI_CALL | vector::SPURIOUS => {
+            return crate::smp::on_ipi(number)
+        }
+        _ => {}
+    }
+    crate::bkl::lock();
     match number {
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
@@ -105,7 +119,13 @@ fn user_trap(frame: &mut TrapFrame) {
         ipi if ipi >= vector::IPI_BASE => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
-            crate::smp::on_ipi(ipi)
+            crate::smp::on_ipi(ipi);
+            // An application processor's own tick preempts its task, as the PIT's does on the
+            // boot CPU (which accounts on the PIT instead).
+            if ipi == vector::LOCAL_TIMER && crate::percpu::cpu_id() != 0 {
+                crate::proc::cputime::account_tick(true);
+                crate::proc::sched::yield_now();
+            }
         }
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
@@ -123,11 +143,6 @@ fn user_trap(frame: &mut TrapFrame) {
                 crate::proc::sched::yield_now();
             }
         }
-        vector::NMI => {
-            // Not a trap of this task: no signal, no preemption, no return-to-user work.
-            crate::watchdog::soft::on_nmi(frame);
-            return;
-        }
         vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
         number => {
             let (signal, code) = crate::proc::signal::exception_signal(number);
@@ -135,6 +150,7 @@ fn user_trap(frame: &mut TrapFrame) {
         }
     }
     crate::proc::on_return_to_user(frame);
+    crate::bkl::release_to_user();
 }
 
 /// A device interrupt on ISA line `line` delivered through the I/O APIC (`ioapic`): the device

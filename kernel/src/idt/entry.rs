@@ -124,7 +124,9 @@ global_asm!(
 );
 
 extern "C" {
-    /// Restores a [`TrapFrame`] at `rsp` and `iretq`s to it (the tail of `trap_common`).
+    /// Restores a [`TrapFrame`] at `rsp` and `iretq`s to it (the tail of `trap_common`; jumped
+    /// to by the syscall exit and `proc::switch::cowlab_first_return`).
+    #[allow(dead_code)]
     pub fn cowlab_trap_return() -> !;
     static cowlab_trap_stubs: [u8; 16 * vector::STUB_COUNT];
 }

@@ -13,7 +13,7 @@ mod entry;
 pub mod vector;
 
 pub use dispatch::breakpoint_count;
-pub use entry::{cowlab_trap_return, TrapFrame};
+pub use entry::TrapFrame;
 
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS};

@@ -28,6 +28,9 @@ pub const IPI_BASE: u8 = 0xf0;
 pub const IPI_SHOOTDOWN: u8 = 0xf0;
 /// "Run the function posted for you" (`smp::call`), also the kernel tests' ping.
 pub const IPI_CALL: u8 = 0xf1;
+/// Reschedule: a task became runnable while this CPU was idle (`proc::sched::kick_idle`); the
+/// interrupt only ends its `hlt`.
+pub const IPI_RESCHED: u8 = 0xf2;
 /// The local APIC timer of an application processor (its own tick, `smp`).
 pub const LOCAL_TIMER: u8 = 0xf3;
 /// The local APIC's spurious-interrupt vector: no handler work, no end-of-interrupt.

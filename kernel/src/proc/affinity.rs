@@ -44,6 +44,13 @@ pub fn set(tid: Pid, mask: u64) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     task.cpus_allowed = mask;
+    let moves_me = task.tid == current_tid() && mask & (1u64 << crate::percpu::cpu_id()) == 0;
+    drop(table);
+    if moves_me {
+        // Linux migrates the caller before the call returns: from now on it runs only on a
+        // CPU of its mask, which the scheduler picks it on.
+        super::sched::yield_now();
+    }
     Ok(())
 }
 

@@ -168,6 +168,7 @@ fn de_thread() -> Result<(), Errno> {
                 super::mark_killed(t);
                 if matches!(t.state, State::Blocked { .. }) {
                     t.state = State::Runnable;
+                    crate::proc::sched::note_runnable();
                 }
             }
             // Dead threads leave the table once the idle loop is back from them; until then

@@ -57,6 +57,7 @@ use spin::Mutex;
 
 use crate::errno::Errno;
 use crate::idt::TrapFrame;
+use crate::percpu::{cpu_id, MAX_CPUS};
 use crate::uaccess::UserPtr;
 use crate::{memory, time, vm};
 pub use files::SharedFdTable;
@@ -191,9 +192,10 @@ impl Task {
 
 /// All tasks by tid.
 pub static TABLE: Mutex<BTreeMap<Pid, Box<Task>>> = Mutex::new(BTreeMap::new());
-/// The running task's tid and tgid (0 while the idle loop runs).
-static CURRENT: AtomicU32 = AtomicU32::new(0);
-static CURRENT_TGID: AtomicU32 = AtomicU32::new(0);
+/// The running task's tid and tgid on each CPU (0 while its idle loop runs), indexed by
+/// `percpu::cpu_id()`: every CPU runs its own task (issue 16 stage 2).
+static CURRENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static CURRENT_TGID: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 /// The channel of a parent waiting for its children.
@@ -212,17 +214,18 @@ pub fn alloc_pid() -> Pid {
 
 /// The running process's pid, its thread group id (0 in the idle loop or before user mode).
 pub fn current_pid() -> Pid {
-    CURRENT_TGID.load(Ordering::Relaxed)
+    CURRENT_TGID[cpu_id()].load(Ordering::Relaxed)
 }
 
 /// The running thread's tid (0 in the idle loop or before user mode).
 pub fn current_tid() -> Pid {
-    CURRENT.load(Ordering::Relaxed)
+    CURRENT[cpu_id()].load(Ordering::Relaxed)
 }
 
 fn set_current(tid: Pid, tgid: Pid) {
-    CURRENT.store(tid, Ordering::Relaxed);
-    CURRENT_TGID.store(tgid, Ordering::Relaxed);
+    let cpu = cpu_id();
+    CURRENT[cpu].store(tid, Ordering::Relaxed);
+    CURRENT_TGID[cpu].store(tgid, Ordering::Relaxed);
     #[cfg(feature = "kcov")]
     crate::kcov::switch_to(tid);
 }
@@ -231,21 +234,25 @@ fn set_current(tid: Pid, tgid: Pid) {
 /// `Task::group` `Arc`, which the task keeps for its whole life, so the pointee outlives every
 /// run of the task. Lets `with_group` (getppid, rlimits, signal actions...) skip the table
 /// lookup on the system-call path.
-static CURRENT_GROUP: AtomicPtr<Mutex<Group>> = AtomicPtr::new(core::ptr::null_mut());
+static CURRENT_GROUP: [AtomicPtr<Mutex<Group>>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 /// The running task's kernel-stack top (0 in the idle loop), for the canary check of every
 /// return to ring 3 without a table lookup.
-static CURRENT_STACK_TOP: AtomicU64 = AtomicU64::new(0);
-/// The work of returns to ring 3: the number of tasks marked `killed` that have not exited yet
-/// (the low bits) and [`SIGNAL_WORK`]. While it is 0 no return to ring 3 has to look at its
-/// task: the common case costs one load (Linux tests `TIF_NOTIFY_RESUME`-like work flags in
+static CURRENT_STACK_TOP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The work of returns to ring 3: the number of tasks marked `killed` that have not exited yet.
+/// While it and this CPU's bit of [`SIGNAL_WORK`] are 0 no return to ring 3 has to look at its
+/// task: the common case costs two loads (Linux tests `TIF_NOTIFY_RESUME`-like work flags in
 /// `exit_to_user_mode_loop` instead of its task list).
 static KILLED_LIVE: AtomicUsize = AtomicUsize::new(0);
-/// The bit of [`KILLED_LIVE`] that asks the next return to ring 3 to look for signals.
-const SIGNAL_WORK: usize = 1 << (usize::BITS - 1);
+/// One bit per CPU: its next return to ring 3 looks for signals. A request sets every CPU's
+/// bit (the sender does not know where the receiver runs); each CPU clears its own when it
+/// looks, so one CPU's return cannot swallow the check another CPU's task needs.
+static SIGNAL_WORK: AtomicU64 = AtomicU64::new(0);
 
-/// Asks the next return to ring 3 to look for signals (see `signal::deliver`).
+/// Asks the next return to ring 3 of every CPU to look for signals (see `signal::deliver`).
 pub fn request_signal_work() {
-    KILLED_LIVE.fetch_or(SIGNAL_WORK, Ordering::Relaxed);
+    SIGNAL_WORK.store(u64::MAX, Ordering::Relaxed);
+    sched::kick_busy();
 }
 
 /// Records what the fast paths above need about the task the scheduler is switching to
@@ -253,14 +260,15 @@ pub fn request_signal_work() {
 fn set_current_task(task: Option<&Task>) {
     let (group, top) = match task {
         Some(t) => {
-            // The task may have signals queued while it was not running.
-            request_signal_work();
+            // The task may have signals queued while it was not running: this CPU looks.
+            SIGNAL_WORK.fetch_or(1 << cpu_id(), Ordering::Relaxed);
             (Arc::as_ptr(&t.group).cast_mut(), t.kstack.top())
         }
         None => (core::ptr::null_mut(), 0),
     };
-    CURRENT_GROUP.store(group, Ordering::Relaxed);
-    CURRENT_STACK_TOP.store(top, Ordering::Relaxed);
+    let cpu = cpu_id();
+    CURRENT_GROUP[cpu].store(group, Ordering::Relaxed);
+    CURRENT_STACK_TOP[cpu].store(top, Ordering::Relaxed);
 }
 
 /// Marks `task` to exit at its next return to ring 3, counting it in [`KILLED_LIVE`].
@@ -268,6 +276,7 @@ fn mark_killed(task: &mut Task) {
     if !task.killed {
         task.killed = true;
         KILLED_LIVE.fetch_add(1, Ordering::Relaxed);
+        sched::kick_busy();
     }
 }
 
@@ -291,7 +300,7 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
 
 /// Runs `f` on the current task's group record. Panics outside a task, as `with_current`.
 pub fn with_group<R>(f: impl FnOnce(&mut Group) -> R) -> R {
-    let group = CURRENT_GROUP.load(Ordering::Relaxed);
+    let group = CURRENT_GROUP[cpu_id()].load(Ordering::Relaxed);
     // SAFETY: a non-null `CURRENT_GROUP` is the running task's `Arc<Mutex<Group>>` target (set
     // by the scheduler before it runs the task, cleared when it is back); the task holds that
     // `Arc` until it is reaped, which never happens while it runs. Only `&Mutex` is formed.
@@ -335,11 +344,23 @@ pub fn sleep_uninterruptible(channel: usize, what: &'static str) -> Result<(), E
 /// Blocks the current process for at least `micros` microseconds of TSC time, waking on each
 /// tick to check; interruptible (`ERESTARTSYS` on a signal, `EINTR` if killed).
 pub fn sleep_micros(micros: u64) -> Result<(), Errno> {
+    const MICROS_PER_TICK: u64 = 1_000_000 / time::TICK_HZ;
     let deadline = time::micros_since_boot().saturating_add(micros);
-    while time::micros_since_boot() < deadline {
-        block(TIMER_CHANNEL, Some(time::ticks() + 1), true)?;
+    loop {
+        let now = time::micros_since_boot();
+        if now >= deadline {
+            return Ok(());
+        }
+        // Half the ticks left (at least one): a few wake-ups per sleep instead of one per tick
+        // (128 sleepers woken 100 times a second each swamped the big kernel lock on 2 CPUs),
+        // and ticks that lag the TSC cost at most one extra short sleep, never an overslept one.
+        let ticks_left = (deadline - now).div_ceil(MICROS_PER_TICK);
+        block(
+            TIMER_CHANNEL,
+            Some(time::ticks() + (ticks_left / 2).max(1)),
+            true,
+        )?;
     }
-    Ok(())
 }
 
 const TIMER_CHANNEL: usize = 1;
@@ -388,6 +409,7 @@ pub fn wakeup_locked(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
     for p in table.values_mut() {
         if matches!(p.state, State::Blocked { channel: c, .. } if c == channel) {
             p.state = State::Runnable;
+            sched::note_runnable();
         }
     }
 }
@@ -414,38 +436,42 @@ pub fn on_tick() {
         for p in table.values_mut() {
             if matches!(p.state, State::Blocked { until: Some(t), .. } if t <= now) {
                 p.state = State::Runnable;
+                sched::note_runnable();
             }
         }
     }
 }
 
 /// Last work before a return to ring 3: a thread whose group is being killed or exited ends
-/// here; then signals are delivered. One load gates both ([`KILLED_LIVE`]).
+/// here; then signals are delivered. Two loads gate both ([`KILLED_LIVE`], [`SIGNAL_WORK`]).
+/// First, CPUs halted in their idle loops are woken if this kernel entry made a task runnable.
 pub fn on_return_to_user(frame: &mut TrapFrame) {
-    if current_tid() == 0 {
+    let cpu = cpu_id();
+    let tid = CURRENT[cpu].load(Ordering::Relaxed);
+    if tid == 0 {
         return;
     }
+    sched::kick_idle();
     assert!(
-        switch::canary_intact_below(CURRENT_STACK_TOP.load(Ordering::Relaxed)),
-        "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
-        current_tid()
+        switch::canary_intact_below(CURRENT_STACK_TOP[cpu].load(Ordering::Relaxed)),
+        "kernel stack overflow in tid {tid} (canary at the bottom of its 32 KiB stack overwritten)",
     );
-    let work = KILLED_LIVE.load(Ordering::Relaxed);
-    if work != 0 {
-        return_work(frame, work);
+    let me = 1u64 << cpu;
+    if KILLED_LIVE.load(Ordering::Relaxed) != 0 || SIGNAL_WORK.load(Ordering::Relaxed) & me != 0 {
+        return_work(frame, me);
     }
 }
 
 /// The uncommon part of [`on_return_to_user`]: a killed thread exits, then signals.
 #[cold]
 #[inline(never)]
-fn return_work(frame: &mut TrapFrame, work: usize) {
-    if work & !SIGNAL_WORK != 0 && with_current(|p| p.killed) {
+fn return_work(frame: &mut TrapFrame, me: u64) {
+    if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).
         exit_thread(i32::from(SIGKILL));
     }
-    if KILLED_LIVE.fetch_and(!SIGNAL_WORK, Ordering::Relaxed) & SIGNAL_WORK != 0 {
+    if SIGNAL_WORK.fetch_and(!me, Ordering::Relaxed) & me != 0 {
         signal::deliver::on_return(frame);
     }
 }
@@ -470,6 +496,7 @@ fn kill_group_locked(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, status: i3
         mark_killed(t);
         if matches!(t.state, State::Blocked { .. }) {
             t.state = State::Runnable;
+            sched::note_runnable();
         }
     }
 }

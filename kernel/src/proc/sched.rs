@@ -13,23 +13,34 @@
 //! QEMU exits with init's status.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::FsBase;
 use x86_64::VirtAddr;
 
 use super::switch::cowlab_switch;
 use super::{Pid, State, TABLE};
+use crate::percpu::MAX_CPUS;
 use crate::{memory, percpu, qemu, vm};
 
+/// Each CPU's idle context: the saved RSP of its idle loop while a task runs there.
 struct IdleRsp(UnsafeCell<u64>);
-// SAFETY: one CPU; written only by `cowlab_switch` with interrupts disabled.
+// SAFETY: entry `i` is used only by CPU `i`: written by `cowlab_switch` in its idle loop and
+// read by `schedule` on the same CPU (a task switches back to the idle loop of the CPU it runs
+// on), both with interrupts disabled and the big kernel lock held.
 unsafe impl Sync for IdleRsp {}
-static IDLE_RSP: IdleRsp = IdleRsp(UnsafeCell::new(0));
+static IDLE_RSP: [IdleRsp; MAX_CPUS] = [const { IdleRsp(UnsafeCell::new(0)) }; MAX_CPUS];
 
+/// The tid the round robin continues after (system-wide: picks happen under the big lock).
 static LAST: AtomicU32 = AtomicU32::new(0);
 /// `reboot`'s status, once requested (`i32::MIN`: not requested).
 static SHUTDOWN: AtomicI32 = AtomicI32::new(i32::MIN);
+/// CPUs halted in their idle loop with nothing to run (bit per CPU), for [`kick_idle`].
+static IDLE_CPUS: AtomicU64 = AtomicU64::new(0);
+/// A task became runnable since the last [`kick_idle`].
+static NEW_WORK: AtomicBool = AtomicBool::new(false);
+/// Whether the boot CPU's scheduler runs (the application processors wait for it).
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Records a power-off request with `status` (reboot); the idle loop acts on it.
 pub fn request_shutdown(status: i32) {
@@ -38,6 +49,9 @@ pub fn request_shutdown(status: i32) {
 
 /// Gives the CPU back to the idle loop; returns when this process is scheduled again. The
 /// caller has set its state (runnable to yield, blocked to sleep, zombie to die).
+///
+/// The big kernel lock stays held across the switch: the idle loop of this CPU continues with
+/// it, so no other CPU can pick this task until it is off its kernel stack.
 pub fn schedule() {
     super::apply_deferred_wakeups();
     let tid = super::current_tid();
@@ -48,13 +62,14 @@ pub fn schedule() {
     };
     // SAFETY: `ctx` points into the task's boxed entry, which stays in the table while it runs
     // (reaping, the idle loop and de_thread remove only tasks that are not running); the
-    // idle context's saved RSP is valid since the idle loop switched to us.
-    unsafe { cowlab_switch(ctx, *IDLE_RSP.0.get()) };
+    // idle context's saved RSP is valid since this CPU's idle loop switched to us.
+    unsafe { cowlab_switch(ctx, *IDLE_RSP[percpu::cpu_id()].0.get()) };
 }
 
 /// Preemption: the current process goes to the back of the queue.
 pub fn yield_now() {
     super::with_current(|p| p.state = State::Runnable);
+    note_runnable();
     schedule();
 }
 
@@ -73,12 +88,58 @@ pub fn cond_resched() {
     yield_now();
 }
 
-/// The next runnable task after `LAST` in tid order.
+/// Wakes the halted CPUs with a reschedule IPI when some task may run (Linux
+/// `wake_up_idle_cpu`). Called with the big lock held after tasks became runnable; a CPU sets
+/// its bit in [`IDLE_CPUS`] under the lock before it releases it to halt, so the waker either
+/// sees the bit or the CPU sees the task when it looks again.
+pub fn kick_idle() {
+    if NEW_WORK.load(Ordering::Relaxed) {
+        kick_idle_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn kick_idle_slow() {
+    NEW_WORK.store(false, Ordering::Relaxed);
+    let idle = IDLE_CPUS.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id());
+    if idle != 0 {
+        crate::smp::send_resched(idle);
+    }
+}
+
+/// Makes every other CPU that runs a task enter the kernel soon (Linux `kick_process`): a
+/// signal or a kill for a thread running in ring 3 there is then acted on at once rather than
+/// at that CPU's next tick. Nothing to do while the application processors are parked.
+pub fn kick_busy() {
+    let active = crate::smp::active_mask();
+    if active != 1 {
+        let busy = active & !IDLE_CPUS.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id());
+        if busy != 0 {
+            crate::smp::send_resched(busy);
+        }
+    }
+}
+
+/// Some task became runnable (woken, forked, yielded): the next [`kick_idle`] wakes the idle
+/// CPUs. One relaxed store; the big lock orders it with the kick.
+#[inline]
+pub fn note_runnable() {
+    NEW_WORK.store(true, Ordering::Relaxed);
+}
+
+/// The next task this CPU may run after `LAST` in tid order. A task whose mask names no CPU
+/// that runs tasks (set before the scheduler went SMP, or naming only parked CPUs) runs
+/// anywhere rather than never.
 fn pick() -> Option<Pid> {
     super::apply_deferred_wakeups();
+    let me = 1u64 << percpu::cpu_id();
+    let active = crate::smp::active_mask();
     let table = TABLE.lock();
     let last = LAST.load(Ordering::Relaxed);
-    let runnable = |p: &&alloc::boxed::Box<super::Task>| p.state == State::Runnable;
+    let runnable = |p: &&alloc::boxed::Box<super::Task>| {
+        p.state == State::Runnable && (p.cpus_allowed & me != 0 || p.cpus_allowed & active == 0)
+    };
     table
         .range(last + 1..)
         .map(|(_, p)| p)
@@ -90,15 +151,46 @@ fn pick() -> Option<Pid> {
 /// Runs processes until the system shuts down. Called once, on the boot stack.
 pub fn run() -> ! {
     crate::watchdog::soft::arm(true);
+    STARTED.store(true, Ordering::Release);
+    idle_loop(true)
+}
+
+/// An application processor's scheduler (with `smp_sched=1`): waits, halted, for the boot
+/// CPU's scheduler to start, then runs tasks like it. Never returns.
+pub fn run_ap() -> ! {
+    while !STARTED.load(Ordering::Acquire) {
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+    x86_64::instructions::interrupts::disable();
+    crate::bkl::lock();
+    idle_loop(false)
+}
+
+/// The per-CPU idle loop: holds the big lock except while halted.
+fn idle_loop(boot: bool) -> ! {
+    let cpu = percpu::cpu_id();
     loop {
         x86_64::instructions::interrupts::disable();
         crate::watchdog::soft::touch();
-        if let Some(status) = shutdown_status() {
-            shutdown(status);
+        if boot {
+            if let Some(status) = shutdown_status() {
+                shutdown(status);
+            }
         }
         let Some(pid) = pick() else {
-            // Nothing to run: wait for an interrupt (a tick wakes sleepers).
+            // Nothing to run: wait for an interrupt (a tick wakes sleepers, a reschedule IPI
+            // new work). With several CPUs scheduling, an idle CPU keeps no address space
+            // loaded: its reference would outlive the last thread's release (a leak).
+            if crate::smp::active_mask() != 1 {
+                drop(vm::switch_to(None));
+            }
+            IDLE_CPUS.fetch_or(1 << cpu, Ordering::Relaxed);
+            crate::bkl::unlock();
+            // `sti; hlt`: an IPI sent after the unlock is taken by the `hlt`, not lost.
             x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+            crate::bkl::lock();
+            IDLE_CPUS.fetch_and(!(1 << cpu), Ordering::Relaxed);
             continue;
         };
         let (ctx, top, aspace, fs_base, fpu, tgid) = {
@@ -125,7 +217,7 @@ pub fn run() -> ! {
         // the task cannot be removed while it runs or before we are back here (below).
         unsafe {
             (*fpu).restore();
-            cowlab_switch(IDLE_RSP.0.get(), ctx);
+            cowlab_switch(IDLE_RSP[cpu].0.get(), ctx);
             (*fpu).save();
         }
         // The task may have changed its tid while it ran (execve in a non-leader thread takes
@@ -208,6 +300,12 @@ fn shutdown(status: i32) -> ! {
         memory::frames().free_frames(),
         memory::boot_free_frames()
     );
+    if crate::smp::active_mask() != 1 {
+        info!(
+            "big kernel lock: {} contended acquisitions",
+            crate::bkl::contended()
+        );
+    }
     info!("init finished with status {status}: powering off");
     // QEMU's exit code keeps only 7 bits of what isa-debug-exit gets: this line carries the
     // whole status (128 + signal for a killed program) to xtask (docs/architecture.md).

@@ -12,7 +12,7 @@ use alloc::boxed::Box;
 use core::arch::{asm, global_asm};
 use core::mem::MaybeUninit;
 
-use crate::idt::{cowlab_trap_return, TrapFrame};
+use crate::idt::TrapFrame;
 
 global_asm!(
     ".pushsection .text.cowlab_switch, \"ax\"",
@@ -34,12 +34,27 @@ global_asm!(
     "    pop rbx",
     "    pop rbp",
     "    ret",
+    // A new task's first switch-in returns here: it leaves the kernel holding the big lock its
+    // CPU's idle loop handed over, so it releases it on its way to ring 3 (`bkl`).
+    ".global cowlab_first_return",
+    "cowlab_first_return:",
+    "    call {release}",
+    "    jmp cowlab_trap_return",
     ".popsection",
+    release = sym first_return_release,
 );
+
+/// The big lock's release on a new task's first way out (`cowlab_first_return`). The stack is
+/// 16-byte aligned here: the switch popped six registers and the return address off the layout
+/// `KernelStack::prepare` made, leaving the 22-word frame.
+extern "C" fn first_return_release() {
+    crate::bkl::release_to_user();
+}
 
 extern "C" {
     /// Saves the callee-saved registers and RSP in `*save_rsp`, resumes the context at `new_rsp`.
     pub fn cowlab_switch(save_rsp: *mut u64, new_rsp: u64);
+    fn cowlab_first_return();
 }
 
 /// Size of a process's kernel stack.
@@ -81,7 +96,7 @@ impl KernelStack {
             for i in 0..6 {
                 words.add(i).write(0);
             }
-            words.add(6).write(cowlab_trap_return as *const () as u64);
+            words.add(6).write(cowlab_first_return as *const () as u64);
         }
         ctx
     }

@@ -7,7 +7,9 @@
 //! stacks from the heap), its own GDT/TSS (`gdt::init_cpu`) and per-CPU area (`percpu::init`),
 //! the shared IDT, its local APIC with both LINT pins masked, and the `syscall` MSRs.
 //!
-//! Stage: the APs are parked. They run no tasks yet: each halts with interrupts enabled and
+//! Stage 2 (`smp_sched=1`): every AP runs the scheduler's idle loop (`proc::sched::run_ap`)
+//! and tasks, kernel code under the big kernel lock (`bkl`). By default (and below) the APs
+//! are parked. They run no tasks: each halts with interrupts enabled and
 //! wakes for inter-processor interrupts (TLB shootdowns, [`call`] requests) and for its own
 //! local APIC timer tick (100 Hz, calibrated against the TSC on the boot CPU; counted per CPU,
 //! the preemption source once tasks run there). The scheduler,
@@ -24,7 +26,7 @@ mod trampoline;
 
 use alloc::boxed::Box;
 use alloc::vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bootloader_api::BootInfo;
 use cowlab_mm::addr::PhysAddr;
@@ -58,10 +60,28 @@ pub fn online_mask() -> u64 {
     ONLINE.load(Ordering::Acquire)
 }
 
-/// The CPUs the scheduler runs tasks on (Linux `cpu_active_mask`): the boot CPU alone at this
-/// stage, the application processors being online but parked.
+/// Whether the application processors run tasks (`smp_sched=1`), set once at boot.
+static SCHED_ON_APS: AtomicBool = AtomicBool::new(false);
+
+/// The CPUs the scheduler runs tasks on (Linux `cpu_active_mask`): every CPU online with
+/// `smp_sched=1`, else the boot CPU alone (the application processors online but parked).
+#[inline]
 pub fn active_mask() -> u64 {
-    1
+    if SCHED_ON_APS.load(Ordering::Relaxed) {
+        online_mask()
+    } else {
+        1
+    }
+}
+
+/// Sends the reschedule IPI to every CPU in `cpus` (halted idle CPUs, `proc::sched`).
+pub fn send_resched(cpus: u64) {
+    let mut rest = cpus & online_mask();
+    while rest != 0 {
+        let cpu = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        apic::send_ipi(apic_id_of(cpu), vector::IPI_RESCHED);
+    }
 }
 
 /// Number of CPUs online.
@@ -113,7 +133,8 @@ fn delay_us(micros: u64) {
 /// once, with interrupts disabled, after the heap, the frame allocator and the kernel half of
 /// the page tables exist, and before the boot's free-frame count is taken (the temporary page
 /// tables are returned before it).
-pub fn init(boot_info: &BootInfo) {
+pub fn init(boot_info: &BootInfo, sched_on_aps: bool) {
+    SCHED_ON_APS.store(sched_on_aps, Ordering::Relaxed);
     let (boot_pml4, _) = Cr3::read();
     BOOT_CR3.store(boot_pml4.start_address().as_u64(), Ordering::Relaxed);
     let Some(rsdp) = boot_info.rsdp_addr.into_option() else {
@@ -179,13 +200,18 @@ pub fn init(boot_info: &BootInfo) {
         tables.free();
     }
     info!(
-        "smp: {} of {} CPUs online (local APIC IDs {:?}); APs parked (idle, IPIs only)",
+        "smp: {} of {} CPUs online (local APIC IDs {:?}); {}",
         online_count(),
         present_count(),
         (0..MAX_CPUS)
             .filter(|cpu| online_mask() & (1 << cpu) != 0)
             .map(apic_id_of)
-            .collect::<alloc::vec::Vec<_>>()
+            .collect::<alloc::vec::Vec<_>>(),
+        if sched_on_aps {
+            "tasks run on every CPU (smp_sched=1, big kernel lock)"
+        } else {
+            "APs parked (idle, IPIs only)"
+        }
     );
 }
 
@@ -254,6 +280,9 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     APIC_IDS[cpu].store(apic::id(), Ordering::Relaxed);
     // Release: the boot CPU that sees the bit sees the APIC ID and this CPU's state.
     ONLINE.fetch_or(1 << cpu, Ordering::Release);
+    if SCHED_ON_APS.load(Ordering::Relaxed) {
+        crate::proc::sched::run_ap()
+    }
     idle()
 }
 

@@ -34,7 +34,9 @@ pub fn request_check() {
 /// The system call that is returning `-ERESTART*`: `tid << 32 | number` (`u64::MAX`: none);
 /// set by the system-call exit just before the return-to-user work (one CPU, interrupts off).
 /// The tid makes a note left by a thread that exited instead (killed) harmless to the next.
-static RESTART_NR: AtomicU64 = AtomicU64::new(u64::MAX);
+/// One per CPU: the note and the return that reads it run on the CPU of the system call.
+static RESTART_NR: [AtomicU64; crate::percpu::MAX_CPUS] =
+    [const { AtomicU64::new(u64::MAX) }; crate::percpu::MAX_CPUS];
 
 /// Whether the current thread has a signal it does not block (pending for it or its group),
 /// or its group is stopping: either ends an interruptible sleep.
@@ -49,7 +51,7 @@ pub fn deliverable(task: &crate::proc::Task) -> bool {
 #[inline(never)]
 pub fn note_restart(nr: u64) {
     let tid = u64::from(crate::proc::current_tid());
-    RESTART_NR.store(tid << 32 | (nr & 0xffff_ffff), Ordering::Relaxed);
+    RESTART_NR[crate::percpu::cpu_id()].store(tid << 32 | (nr & 0xffff_ffff), Ordering::Relaxed);
     request_check();
 }
 
@@ -59,7 +61,7 @@ pub fn note_restart(nr: u64) {
 #[inline(never)]
 pub fn on_return(frame: &mut TrapFrame) {
     let tid = u64::from(crate::proc::current_tid());
-    let mut restart = match RESTART_NR.swap(u64::MAX, Ordering::Relaxed) {
+    let mut restart = match RESTART_NR[crate::percpu::cpu_id()].swap(u64::MAX, Ordering::Relaxed) {
         note if note != u64::MAX && note >> 32 == tid => Some(note & 0xffff_ffff),
         _ => None,
     };
@@ -176,6 +178,7 @@ fn next_step() -> Step {
                     for t in table.values_mut().filter(|t| t.tgid == tgid) {
                         if matches!(t.state, State::Blocked { .. }) {
                             t.state = State::Runnable;
+                            crate::proc::sched::note_runnable();
                         }
                     }
                     request_check();

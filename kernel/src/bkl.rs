@@ -1,0 +1,148 @@
+//! The big kernel lock: kernel code runs on one CPU at a time, user code on all of them.
+//!
+//! Stage 2 of issue 16 (docs/architecture.md, "Multiprocessor"). The kernel was written for one
+//! CPU with interrupts off from every entry to the return to ring 3; the task table, the
+//! scheduler's idle context, the address-space mutexes taken with `try_lock` in the fault path
+//! and many other structures rely on that. Rather than audit them all at once, a CPU holds this
+//! lock whenever it runs kernel code on behalf of a task or the scheduler:
+//!
+//! - taken on every entry from ring 3 (`syscall`, an exception or interrupt with a ring-3 CS,
+//!   NMIs excepted), released just before the return to ring 3 (`release_to_user`);
+//! - held across a context switch: the task that calls `schedule` hands it to its CPU's idle
+//!   loop, which hands it to the next task (a new task releases it on its first way out,
+//!   `switch::cowlab_first_return`); so a task marked runnable cannot be picked by another CPU
+//!   before it is off its kernel stack;
+//! - released by the idle loop only around `hlt`;
+//! - taken recursively by device and timer interrupts that arrive in kernel mode (the boot
+//!   code, `cond_resched`'s window, the idle `hlt`).
+//!
+//! Not taken by the shootdown and cross-CPU call IPIs, which have their own protocol, nor by
+//! NMIs. A CPU spinning for the lock has interrupts off, so it services its own pending
+//! shootdown and call requests while it waits: the holder may be flushing this CPU's TLB.
+//!
+//! Cost on the entry path: a load and one `cmpxchg` to take, a load and a store to release,
+//! plus a load of the CPU index (`gs:[16]`) for each.
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::percpu;
+
+/// `cpu + 1` of the holder, 0 when free.
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+/// `cpu + 1` of a waiter that spun [`STARVATION_SPINS`] times without getting the lock, 0 when
+/// none: while set, only that CPU may take the lock. A plain test-and-set lock let a CPU looping
+/// on cheap system calls (release, retake a few hundred cycles later) starve the other CPUs; a
+/// ticket lock cured that but made every acquisition a hand-off, which on an overloaded host
+/// (TCG's vCPU threads descheduled) cost a host time slice each (t_threads' Dirty COW pair: 13 s
+/// with test-and-set, 108 s with tickets). This keeps test-and-set's cheap re-acquisition and
+/// bounds the wait.
+static STARVING: AtomicUsize = AtomicUsize::new(0);
+/// Spins of a waiter before it claims [`STARVING`].
+const STARVATION_SPINS: u32 = 2000;
+/// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
+/// only by the holder.
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
+/// Acquisitions that found the lock held by another CPU (contention, for `/proc` and tests).
+static CONTENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the boot CPU the holder: the boot code (and the in-kernel tests) runs as kernel code
+/// on behalf of nobody, before the scheduler starts.
+pub fn init_boot() {
+    OWNER.store(1, Ordering::Relaxed);
+}
+
+/// Whether this CPU holds the lock.
+#[inline]
+pub fn held() -> bool {
+    OWNER.load(Ordering::Relaxed) == percpu::cpu_id() + 1
+}
+
+/// Takes the lock (non-recursive: the caller knows this CPU does not hold it). Interrupts off.
+#[inline]
+pub fn lock() {
+    let me = percpu::cpu_id() + 1;
+    if STARVING.load(Ordering::Relaxed) != 0
+        || OWNER
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        lock_slow(me);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn lock_slow(me: usize) {
+    debug_assert_ne!(
+        OWNER.load(Ordering::Relaxed),
+        me,
+        "big kernel lock taken twice"
+    );
+    CONTENDED.fetch_add(1, Ordering::Relaxed);
+    let mut spins = 0u32;
+    loop {
+        let starving = STARVING.load(Ordering::Relaxed);
+        if (starving == 0 || starving == me)
+            && OWNER.load(Ordering::Relaxed) == 0
+            && OWNER
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            if starving == me {
+                STARVING.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        spins = spins.saturating_add(1);
+        if spins >= STARVATION_SPINS && starving == 0 {
+            let _ = STARVING.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        // The holder may be waiting for this CPU to flush its TLB or run a call.
+        crate::smp::shootdown::service();
+        crate::smp::call::service();
+        core::hint::spin_loop();
+    }
+}
+
+/// Releases the lock taken by [`lock`] (depth 1). Interrupts off.
+#[inline]
+pub fn unlock() {
+    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+    OWNER.store(0, Ordering::Release);
+}
+
+/// Takes the lock unless this CPU holds it already (an interrupt taken in kernel mode); whether
+/// it was taken here, for [`unlock_nested`].
+#[inline]
+pub fn lock_nested() -> bool {
+    if held() {
+        DEPTH.fetch_add(1, Ordering::Relaxed);
+        false
+    } else {
+        lock();
+        true
+    }
+}
+
+/// Undoes [`lock_nested`].
+#[inline]
+pub fn unlock_nested(taken: bool) {
+    if taken {
+        unlock();
+    } else {
+        DEPTH.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The way out to ring 3: releases the lock, which every path to ring 3 holds (the entry took
+/// it, or the idle loop handed it to a new task).
+#[inline]
+pub fn release_to_user() {
+    unlock();
+}
+
+/// How many acquisitions had to wait for another CPU.
+pub fn contended() -> u64 {
+    CONTENDED.load(Ordering::Relaxed)
+}
