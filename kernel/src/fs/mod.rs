@@ -36,8 +36,10 @@ pub mod pipe;
 pub mod poll;
 pub mod proc_file;
 pub mod procdir;
+pub mod procfd;
 pub mod procfs;
 pub mod procpid;
+pub mod procstat;
 pub mod ramfs;
 pub mod rw;
 pub mod splice;
@@ -220,6 +222,11 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
         mode
     };
     let walk = mount::walk(path);
+    if walk.mount.path == "/proc" {
+        if let Some(file) = procfd::open(walk.name.as_deref().unwrap_or(""), flags, mode) {
+            return file;
+        }
+    }
     let dir = walk.mount.root;
     let ops = match &walk.name {
         None => dir.open_self(flags, mode)?,

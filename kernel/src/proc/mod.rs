@@ -36,6 +36,7 @@ pub mod exec;
 pub mod files;
 pub mod fork;
 pub mod futex;
+pub mod kstat;
 pub mod oom;
 pub mod pgrp;
 pub mod rlimit;
@@ -206,6 +207,11 @@ fn group_channel(tgid: Pid) -> usize {
 
 pub fn alloc_pid() -> Pid {
     NEXT_PID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The pid handed out last (`/proc/loadavg`'s last field; Linux `idr_get_cursor` - 1).
+pub fn last_pid() -> Pid {
+    NEXT_PID.load(Ordering::Relaxed).saturating_sub(1)
 }
 
 /// The running process's pid, its thread group id (0 in the idle loop or before user mode).
@@ -413,6 +419,13 @@ pub fn on_tick() {
                 p.state = State::Runnable;
             }
         }
+        kstat::sample_load(now, || {
+            let running = table
+                .values()
+                .filter(|p| matches!(p.state, State::Runnable | State::Running))
+                .count();
+            Some(running as u64)
+        });
     }
 }
 

@@ -117,6 +117,7 @@ pub fn run() -> ! {
             )
         };
         LAST.store(pid, Ordering::Relaxed);
+        super::kstat::context_switch();
         super::set_current(pid, tgid);
         percpu::set_kernel_stack(top);
         drop(vm::switch_to(aspace));

@@ -272,10 +272,14 @@ pub fn on_ipi(number: u8) {
     let cpu = percpu::cpu_id();
     if number == vector::LOCAL_TIMER {
         LOCAL_TICKS[cpu].fetch_add(1, Ordering::Relaxed);
+        // The APs run no tasks yet: every local tick is idle time (`/proc/stat`).
+        crate::proc::kstat::tick(cpu, crate::proc::kstat::IDLE);
+        crate::proc::kstat::irq(None);
         apic::end_of_interrupt();
         return;
     }
     IPIS[cpu].fetch_add(1, Ordering::Relaxed);
+    crate::proc::kstat::irq(None);
     match number {
         vector::IPI_SHOOTDOWN => shootdown::service(),
         vector::IPI_CALL => call::service(),
