@@ -12,6 +12,7 @@
 
 pub mod aio;
 pub mod console;
+pub mod copy;
 pub mod ext2_cache;
 pub mod ext2_dir;
 pub mod ext2_direct;
