@@ -101,6 +101,11 @@ pub struct Group {
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
+    /// `ru_maxrss` in KiB (Linux `signal->maxrss`, `cmaxrss`): the high-water mark of the
+    /// address spaces this group has left (exec, exit), and the largest of its reaped
+    /// children's.
+    pub maxrss: u64,
+    pub child_maxrss: u64,
     /// Resource limits (Linux `signal->rlim`): copied by fork, kept by exec.
     pub rlimits: rlimit::Rlimits,
     /// The working directory (Linux's `fs_struct`): an absolute path, `None` for `/`; shared
@@ -139,6 +144,8 @@ impl Group {
             },
             child_minflt: 0,
             own_minflt: 0,
+            maxrss: 0,
+            child_maxrss: 0,
             rlimits,
             cwd,
             child_subreaper: false,
@@ -532,7 +539,10 @@ pub fn exit_thread(status: i32) -> ! {
         let last = group.live == 0;
         if last {
             if let Some(aspace) = &aspace {
-                group.own_minflt = aspace.lock().minor_faults();
+                let aspace = aspace.lock();
+                group.own_minflt = aspace.minor_faults();
+                let peak = aspace.hiwater_rss(memory::mm()) * 4;
+                group.maxrss = group.maxrss.max(peak);
             }
         }
         let parent = group.parent;
