@@ -38,6 +38,7 @@ pub mod fork;
 pub mod futex;
 pub mod kstat;
 pub mod oom;
+pub mod orphan;
 pub mod pgrp;
 pub mod rlimit;
 pub mod sched;
@@ -560,7 +561,11 @@ pub fn exit_thread(status: i32) -> ! {
             }
             // Linux `exit_notify`: the children go to their new reaper, then the parent hears.
             let reaper = find_new_reaper(&table, tgid, parent);
-            forget_original_parent(&mut table, tgid, reaper);
+            let orphans = forget_original_parent(&mut table, tgid, reaper);
+            for child in orphans {
+                orphan::kill_orphaned_pgrp(&mut table, child, Some(tgid));
+            }
+            orphan::kill_orphaned_pgrp(&mut table, tgid, None);
             let (code, si_status) = match final_status & 0x7f {
                 0 => (signal::CLD_EXITED, (final_status >> 8) & 0xff),
                 sig if final_status & 0x80 != 0 => (signal::CLD_DUMPED, sig),
@@ -636,7 +641,13 @@ fn find_new_reaper(table: &BTreeMap<Pid, Box<Task>>, tgid: Pid, parent: Pid) -> 
 
 /// Hands every child process of group `tgid` to `reaper` (Linux `forget_original_parent`);
 /// zombies among them are then the reaper's to wait for, live ones report their end to it.
-fn forget_original_parent(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, reaper: Pid) {
+/// Returns the children moved.
+fn forget_original_parent(
+    table: &mut BTreeMap<Pid, Box<Task>>,
+    tgid: Pid,
+    reaper: Pid,
+) -> alloc::vec::Vec<Pid> {
+    let mut moved = alloc::vec::Vec::new();
     for child in table
         .values_mut()
         .filter(|c| c.is_leader() && c.tgid != tgid)
@@ -644,8 +655,10 @@ fn forget_original_parent(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, reape
         let mut g = child.group.lock();
         if g.parent == tgid {
             g.parent = reaper;
+            moved.push(child.tgid);
         }
     }
+    moved
 }
 
 /// Drops one reference to an address space; the last one (not loaded in CR3) tears it down,
