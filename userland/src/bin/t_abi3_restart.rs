@@ -104,10 +104,13 @@ fn select_pipe(ms: u64) -> Result<usize, Errno> {
     unsafe { raw(23, args) }
 }
 
+/// A blocking call of the given milliseconds.
+type Wait = fn(u64) -> Result<usize, Errno>;
+
 /// Runs `call` (a `ms`-millisecond wait) in a child that the parent stops after `ms / 5` and
 /// continues `ms / 5` later: the child exits 0 if the call returned 0, and reports the
 /// elapsed time on a pipe; (the parent saw it stop, result, elapsed ms).
-fn stop_continue(ms: u64, call: fn(u64) -> Result<usize, Errno>) -> (bool, i32, u64) {
+fn stop_continue(ms: u64, call: Wait) -> (bool, i32, u64) {
     let [r, w] = pipe().expect("pipe");
     let child = fork().unwrap_or(-1);
     if child == 0 {
@@ -140,7 +143,7 @@ fn main() -> i32 {
     );
 
     let ms = 1000;
-    let cases: [(&str, fn(u64) -> Result<usize, Errno>); 4] = [
+    let cases: [(&str, Wait); 4] = [
         ("nanosleep", |ms| nanosleep(ms, &mut [0; 2])),
         ("clock_nanosleep", clock_nanosleep),
         ("poll", |ms| poll_pipe(ms as i32)),
