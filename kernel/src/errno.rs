@@ -56,6 +56,11 @@ pub enum Errno {
     /// Kernel-internal: restarted only if no handler runs, else `EINTR` (Linux
     /// `-ERESTARTNOHAND`: sigsuspend, nanosleep, rt_sigtimedwait).
     ERESTARTNOHAND = 514,
+    /// Kernel-internal: `EINTR` if a handler runs, else the call goes on through
+    /// `restart_syscall` with what the task's restart block recorded (Linux
+    /// `-ERESTART_RESTARTBLOCK`: relative nanosleep, poll: the time left, not the whole).
+    #[allow(non_camel_case_types)]
+    ERESTART_RESTARTBLOCK = 516,
 }
 
 impl Errno {

@@ -56,6 +56,10 @@ pub struct AddressSpace {
     /// `mlockall(MCL_FUTURE)` (`mlock.rs`); not inherited by a fork child.
     pub(crate) def_flags: VmaFlags,
     minflt: AtomicU64,
+    /// Linux `hiwater_rss`: the most resident pages seen at a sample (`rss.rs`), and the
+    /// minor-fault count at that sample (`u64::MAX`: never sampled).
+    pub(crate) hiwater_rss: AtomicU64,
+    pub(crate) hiwater_at: AtomicU64,
     /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
     pub(crate) shared: Arc<MmShared>,
     /// Where exec put argv/envp and what it ran (`layout.rs`).
@@ -74,6 +78,8 @@ impl AddressSpace {
             stack_limit: crate::stack::DEFAULT_STACK_LIMIT,
             def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
+            hiwater_rss: AtomicU64::new(0),
+            hiwater_at: AtomicU64::new(u64::MAX),
             shared: Arc::new(MmShared::new(root)),
             layout: Default::default(),
         })
@@ -194,6 +200,8 @@ impl AddressSpace {
             stack_limit: self.stack_limit,
             def_flags: VmaFlags::NONE,
             minflt: AtomicU64::new(0),
+            hiwater_rss: AtomicU64::new(0),
+            hiwater_at: AtomicU64::new(u64::MAX),
             shared: Arc::new(MmShared::new(root)),
             layout: self.layout.clone(),
         }

@@ -54,6 +54,7 @@ pub mod pagetable;
 mod phys;
 pub mod pin;
 pub mod regbuf;
+mod rss;
 pub mod rules;
 pub mod shmem;
 pub mod smaps;

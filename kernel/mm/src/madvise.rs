@@ -128,7 +128,10 @@ impl AddressSpace {
         }
         match advice {
             // PTEs only exist inside VMAs, so zapping the whole range touches the mapped parts.
-            Advice::DontNeed | Advice::Free => zap_pages(mm, &self.shared, start, end),
+            Advice::DontNeed | Advice::Free => {
+                self.hiwater_rss(mm);
+                zap_pages(mm, &self.shared, start, end)
+            }
             Advice::PopulateRead | Advice::PopulateWrite => {
                 return self.madvise_populate(mm, start, end, advice == Advice::PopulateWrite)
             }

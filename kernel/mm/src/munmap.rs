@@ -100,6 +100,7 @@ impl AddressSpace {
                 zap.push((from, to));
             }
             if let Some(next) = stop {
+                self.hiwater_rss(mm);
                 for (from, to) in zap {
                     zap_pages(mm, &self.shared, from, to);
                 }
@@ -117,6 +118,7 @@ impl AddressSpace {
             .into_iter()
             .filter_map(|key| self.vmas.map_mut().remove(&key))
             .collect();
+        self.hiwater_rss(mm);
         zap_pages(mm, &self.shared, start, end);
         for vma in removed {
             release_vma(mm, vma);

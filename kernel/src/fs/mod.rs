@@ -14,6 +14,7 @@ pub mod aio;
 pub mod console;
 pub mod epoll;
 pub mod eventfd;
+pub mod copy;
 pub mod ext2_cache;
 pub mod ext2_dir;
 pub mod ext2_direct;
@@ -38,8 +39,10 @@ pub mod pipe;
 pub mod poll;
 pub mod proc_file;
 pub mod procdir;
+pub mod procfd;
 pub mod procfs;
 pub mod procpid;
+pub mod procstat;
 pub mod ramfs;
 pub mod rw;
 pub mod signalfd;
@@ -225,6 +228,11 @@ pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Err
         mode
     };
     let walk = mount::walk_checked(path)?;
+    if walk.mount.path == "/proc" {
+        if let Some(file) = procfd::open(walk.name.as_deref().unwrap_or(""), flags, mode) {
+            return file;
+        }
+    }
     let dir = walk.mount.root;
     let ops = match &walk.name {
         None => dir.open_self(flags, mode)?,

@@ -42,6 +42,7 @@ const PID_ENTRIES: &[(&str, u8)] = &[
     ("smaps", DT_REG),
     ("smaps_rollup", DT_REG),
     ("stat", DT_REG),
+    ("statm", DT_REG),
     ("status", DT_REG),
 ];
 
@@ -183,6 +184,9 @@ impl FileOps for ProcDirFile {
             Which::Root => {
                 out.push(entry(String::from("meminfo"), 2, DT_REG));
                 out.push(entry(String::from("self"), 3, DT_LNK));
+                for (i, name) in ["stat", "uptime", "loadavg"].into_iter().enumerate() {
+                    out.push(entry(String::from(name), 4 + i as u64, DT_REG));
+                }
                 for pid in pids() {
                     out.push(entry(
                         format!("{pid}"),

@@ -49,6 +49,11 @@ pub enum ProcWhat {
     Comm,
     Smaps,
     SmapsRollup,
+    /// `/proc/stat`, `/proc/uptime`, `/proc/loadavg` and `/proc/<pid>/statm` (`procstat`).
+    SysStat,
+    Uptime,
+    Loadavg,
+    Statm,
     /// `/proc/<pid>/cowlab`: the process's COW fault outcomes (`cowlab_mm::cowstat`).
     Cowlab,
     /// `/proc/sys/vm/dirty_expire_centisecs`, `dirty_writeback_centisecs` (`writeback`).
@@ -77,6 +82,14 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
                 pid: 0,
                 what: ProcWhat::Cpuinfo,
             }))
+        }
+        "stat" | "uptime" | "loadavg" => {
+            let what = match rest {
+                "stat" => ProcWhat::SysStat,
+                "uptime" => ProcWhat::Uptime,
+                _ => ProcWhat::Loadavg,
+            };
+            return Some(Ok(ProcFile { pid: 0, what }));
         }
         "sys/vm/drop_caches" => {
             return Some(Ok(ProcFile {
@@ -125,6 +138,7 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
     let view = match name {
         "stat" => Some(ProcWhat::Stat),
         "status" => Some(ProcWhat::Status),
+        "statm" => Some(ProcWhat::Statm),
         "cmdline" => Some(ProcWhat::Cmdline),
         "comm" => Some(ProcWhat::Comm),
         "smaps" => Some(ProcWhat::Smaps),
@@ -214,8 +228,12 @@ impl ProcFile {
             }
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
+            ProcWhat::SysStat => Ok(slice(super::procstat::stat(), offset, len)),
+            ProcWhat::Uptime => Ok(slice(super::procstat::uptime(), offset, len)),
+            ProcWhat::Loadavg => Ok(slice(super::procstat::loadavg(), offset, len)),
             ProcWhat::Stat
             | ProcWhat::Status
+            | ProcWhat::Statm
             | ProcWhat::Cmdline
             | ProcWhat::Comm
             | ProcWhat::Smaps
@@ -224,6 +242,7 @@ impl ProcFile {
                 let bytes = match self.what {
                     ProcWhat::Stat => procpid::stat(&snap).into_bytes(),
                     ProcWhat::Status => procpid::status(&snap).into_bytes(),
+                    ProcWhat::Statm => procpid::statm(&snap).into_bytes(),
                     ProcWhat::Cmdline => procpid::cmdline(&snap)?,
                     ProcWhat::Comm => procpid::comm(&snap).into_bytes(),
                     ProcWhat::Smaps => {

@@ -235,6 +235,22 @@ pub fn stat(snap: &Snapshot) -> String {
     s
 }
 
+/// `/proc/<pid>/statm`: sizes in pages: total, resident, shared (resident but not
+/// anonymous), text, lib (always 0 since Linux 2.6), data (data plus stack) and dt (always 0),
+/// as Linux `proc_pid_statm`; all zeros for a zombie.
+pub fn statm(snap: &Snapshot) -> String {
+    let m = mem_summary(snap);
+    let page = |bytes: u64| bytes / 4096;
+    alloc::format!(
+        "{} {} {} {} 0 {} 0\n",
+        page(m.vm_size),
+        page(m.rss.rss),
+        page(m.rss.rss - m.rss.anonymous),
+        page(m.vm_exe),
+        page(m.vm_data + m.vm_stack),
+    )
+}
+
 /// `/proc/<pid>/status` (Linux `proc_pid_status`, the fields cowlab can fill).
 pub fn status(snap: &Snapshot) -> String {
     let m = mem_summary(snap);

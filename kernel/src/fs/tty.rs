@@ -496,6 +496,10 @@ fn check_background(signal: u8) -> Result<(), Errno> {
             Ok(())
         };
     }
+    // A stop signal to an orphaned group would never be undone: EIO instead.
+    if proc::orphan::is_current_pgrp_orphaned() {
+        return Err(Errno::EIO);
+    }
     let info = proc::signal::SigInfo::from_process(signal, proc::signal::SI_KERNEL, 0);
     let _ = proc::signal::kill_pgrp(job.pgid, info);
     Err(Errno::ERESTARTSYS)

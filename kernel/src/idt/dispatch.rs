@@ -157,6 +157,7 @@ fn user_trap(frame: &mut TrapFrame) {
 /// is serviced (for a level-triggered line, that lowers it) before the local APIC's EOI, which
 /// the I/O APIC also sees for level-triggered entries.
 fn routed_interrupt(line: u8) {
+    crate::proc::kstat::irq(Some(line));
     if crate::drivers::virtio_blk::handles_irq(line) {
         crate::drivers::virtio_blk::on_interrupt(line);
     }
@@ -168,6 +169,7 @@ fn interrupt(line: u8) {
     if pic::is_spurious(line) {
         return;
     }
+    crate::proc::kstat::irq(Some(line));
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
         crate::proc::on_tick();

@@ -75,6 +75,12 @@ pub fn rlimit_cpu_check(ticks: u64, soft: u64, hard: u64) -> CpuLimit {
 #[doc(alias = "account_process_tick")]
 pub fn account_tick(user: bool) {
     let tid = current_tid();
+    let slot = match (tid, user) {
+        (0, _) => super::kstat::IDLE,
+        (_, true) => super::kstat::USER,
+        (_, false) => super::kstat::SYSTEM,
+    };
+    super::kstat::tick(crate::percpu::cpu_id(), slot);
     if tid == 0 {
         return;
     }

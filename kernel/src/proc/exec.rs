@@ -136,6 +136,9 @@ pub fn execve(
     drop(closed);
     drop(vm::switch_to(Some(new)));
     if let Some(old) = old {
+        // Linux `exec_mmap`: the old space's high-water mark stays the process's.
+        let peak = old.lock().hiwater_rss(crate::memory::mm()) * 4;
+        super::with_group(|g| g.maxrss = g.maxrss.max(peak));
         // The other threads dropped theirs in de_thread: this is the last reference, unless
         // a vfork parent shares it (it waits for exactly this moment: wake it).
         super::release_aspace(old);

@@ -231,6 +231,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     });
     TABLE.lock().insert(tid, Box::new(child));
     super::sched::note_runnable();
+    super::kstat::fork();
     // Linux writes both before the child can run, and ignores a bad address.
     if flags & CLONE_PARENT_SETTID != 0 {
         if let Ok(ptr) = UserPtr::<u32>::new(args.parent_tid) {

@@ -37,7 +37,9 @@ pub mod files;
 pub mod fork;
 pub mod futex;
 pub mod kthread;
+pub mod kstat;
 pub mod oom;
+pub mod orphan;
 pub mod pgrp;
 pub mod rlimit;
 pub mod sched;
@@ -103,6 +105,11 @@ pub struct Group {
     /// Minor faults of the reaped children (`RUSAGE_CHILDREN`) and of this group once exited.
     pub child_minflt: u64,
     pub own_minflt: u64,
+    /// `ru_maxrss` in KiB (Linux `signal->maxrss`, `cmaxrss`): the high-water mark of the
+    /// address spaces this group has left (exec, exit), and the largest of its reaped
+    /// children's.
+    pub maxrss: u64,
+    pub child_maxrss: u64,
     /// Resource limits (Linux `signal->rlim`): copied by fork, kept by exec.
     pub rlimits: rlimit::Rlimits,
     /// The working directory (Linux's `fs_struct`): an absolute path, `None` for `/`; shared
@@ -141,6 +148,8 @@ impl Group {
             },
             child_minflt: 0,
             own_minflt: 0,
+            maxrss: 0,
+            child_maxrss: 0,
             rlimits,
             cwd,
             child_subreaper: false,
@@ -210,6 +219,11 @@ fn group_channel(tgid: Pid) -> usize {
 
 pub fn alloc_pid() -> Pid {
     NEXT_PID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The pid handed out last (`/proc/loadavg`'s last field; Linux `idr_get_cursor` - 1).
+pub fn last_pid() -> Pid {
+    NEXT_PID.load(Ordering::Relaxed).saturating_sub(1)
 }
 
 /// The running process's pid, its thread group id (0 in the idle loop or before user mode).
@@ -439,6 +453,13 @@ pub fn on_tick() {
                 sched::note_runnable();
             }
         }
+        kstat::sample_load(now, || {
+            let running = table
+                .values()
+                .filter(|p| matches!(p.state, State::Runnable | State::Running))
+                .count();
+            Some(running as u64)
+        });
     }
 }
 
@@ -549,7 +570,10 @@ pub fn exit_thread(status: i32) -> ! {
         let last = group.live == 0;
         if last {
             if let Some(aspace) = &aspace {
-                group.own_minflt = aspace.lock().minor_faults();
+                let aspace = aspace.lock();
+                group.own_minflt = aspace.minor_faults();
+                let peak = aspace.hiwater_rss(memory::mm()) * 4;
+                group.maxrss = group.maxrss.max(peak);
             }
         }
         let parent = group.parent;
@@ -567,7 +591,11 @@ pub fn exit_thread(status: i32) -> ! {
             }
             // Linux `exit_notify`: the children go to their new reaper, then the parent hears.
             let reaper = find_new_reaper(&table, tgid, parent);
-            forget_original_parent(&mut table, tgid, reaper);
+            let orphans = forget_original_parent(&mut table, tgid, reaper);
+            for child in orphans {
+                orphan::kill_orphaned_pgrp(&mut table, child, Some(tgid));
+            }
+            orphan::kill_orphaned_pgrp(&mut table, tgid, None);
             let (code, si_status) = match final_status & 0x7f {
                 0 => (signal::CLD_EXITED, (final_status >> 8) & 0xff),
                 sig if final_status & 0x80 != 0 => (signal::CLD_DUMPED, sig),
@@ -643,7 +671,13 @@ fn find_new_reaper(table: &BTreeMap<Pid, Box<Task>>, tgid: Pid, parent: Pid) -> 
 
 /// Hands every child process of group `tgid` to `reaper` (Linux `forget_original_parent`);
 /// zombies among them are then the reaper's to wait for, live ones report their end to it.
-fn forget_original_parent(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, reaper: Pid) {
+/// Returns the children moved.
+fn forget_original_parent(
+    table: &mut BTreeMap<Pid, Box<Task>>,
+    tgid: Pid,
+    reaper: Pid,
+) -> alloc::vec::Vec<Pid> {
+    let mut moved = alloc::vec::Vec::new();
     for child in table
         .values_mut()
         .filter(|c| c.is_leader() && c.tgid != tgid)
@@ -651,8 +685,10 @@ fn forget_original_parent(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, reape
         let mut g = child.group.lock();
         if g.parent == tgid {
             g.parent = reaper;
+            moved.push(child.tgid);
         }
     }
+    moved
 }
 
 /// Drops one reference to an address space; the last one (not loaded in CR3) tears it down,

@@ -209,6 +209,7 @@ fn idle_loop(boot: bool) -> ! {
             )
         };
         LAST.store(pid, Ordering::Relaxed);
+        super::kstat::context_switch();
         super::set_current(pid, tgid);
         percpu::set_kernel_stack(top);
         drop(vm::switch_to(aspace));

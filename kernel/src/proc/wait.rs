@@ -12,11 +12,21 @@ pub const WNOHANG: u32 = 1;
 pub const WUNTRACED: u32 = 2;
 pub const WCONTINUED: u32 = 8;
 
+/// What `wait4`'s `struct rusage` reports of a reaped child (with its own reaped children).
+#[derive(Clone, Copy, Default)]
+pub struct Usage {
+    pub minflt: u64,
+    pub cpu: super::cputime::CpuTime,
+    /// `ru_maxrss` in KiB: the larger of the child's own high-water mark and its children's
+    /// (Linux `wait_task_zombie`, which also raises the parent's `cmaxrss` to it).
+    pub maxrss: u64,
+}
+
 /// Waits for a child matching `which` (-1: any, > 0: that pid, 0: any in the caller's process
 /// group, < -1: any in group -which; the group is the child's at the time of the check).
-/// Returns `(pid, status, minor faults and CPU time of the child and its reaped children)`, or
-/// zeros with `WNOHANG` and no zombie yet.
-pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64, super::cputime::CpuTime), Errno> {
+/// Returns `(pid, status, the usage of the child and its reaped children)`, or zeros with
+/// `WNOHANG` and no zombie yet.
+pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, Usage), Errno> {
     let me = super::current_pid();
     let pgid = match which {
         0 => Some(super::pgrp::current_job().pgid),
@@ -67,7 +77,7 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64, super::cputime::
                         None
                     });
                 if let Some((pid, status)) = reported {
-                    return Ok((pid, status, 0, Default::default()));
+                    return Ok((pid, status, Usage::default()));
                 }
             }
             zombie.and_then(|pid| table.remove(&pid))
@@ -76,22 +86,27 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, u64, super::cputime::
             let State::Zombie(status) = child.state else {
                 unreachable!("only zombies are reaped")
             };
-            let (minflt, cpu) = {
+            let usage = {
                 let group = child.group.lock();
                 let mut cpu = group.dead_cpu;
                 cpu.add(group.child_cpu);
                 cpu.add(child.cpu);
-                (group.own_minflt + group.child_minflt, cpu)
+                Usage {
+                    minflt: group.own_minflt + group.child_minflt,
+                    cpu,
+                    maxrss: group.maxrss.max(group.child_maxrss),
+                }
             };
             super::with_group(|g| {
-                g.child_minflt += minflt;
-                g.child_cpu.add(cpu);
+                g.child_minflt += usage.minflt;
+                g.child_cpu.add(usage.cpu);
+                g.child_maxrss = g.child_maxrss.max(usage.maxrss);
             });
             // The child's kernel stack is freed here: it is not running (it is a zombie).
-            return Ok((child.tid, status, minflt, cpu));
+            return Ok((child.tid, status, usage));
         }
         if options & WNOHANG != 0 {
-            return Ok((0, 0, 0, Default::default()));
+            return Ok((0, 0, Usage::default()));
         }
         sleep_interruptible(wait_channel(me))?;
     }

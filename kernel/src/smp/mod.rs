@@ -301,10 +301,18 @@ pub fn on_ipi(number: u8) {
     let cpu = percpu::cpu_id();
     if number == vector::LOCAL_TIMER {
         LOCAL_TICKS[cpu].fetch_add(1, Ordering::Relaxed);
+        // A tick in the idle loop is idle time (`/proc/stat`); one that interrupted a task in
+        // ring 3 is charged as user time by the trap dispatcher (`smp_sched=1`), so it must not
+        // count here too.
+        if crate::proc::current_tid() == 0 {
+            crate::proc::kstat::tick(cpu, crate::proc::kstat::IDLE);
+        }
+        crate::proc::kstat::irq(None);
         apic::end_of_interrupt();
         return;
     }
     IPIS[cpu].fetch_add(1, Ordering::Relaxed);
+    crate::proc::kstat::irq(None);
     match number {
         vector::IPI_SHOOTDOWN => shootdown::service(),
         vector::IPI_CALL => call::service(),

@@ -125,6 +125,10 @@ fn widths(nr: u64) -> &'static [W] {
         117 | 119 => &[U, U, U],
         269 => &[S, L, S],
         439 => &[S, L, S, S],
+        // abi (issue 13): sendfile(int out, int in, off, count),
+        // copy_file_range(int in, off_in, int out, off_out, len, unsigned flags).
+        40 => &[S, S],
+        326 => &[S, L, S, L, L, U],
         _ => &[],
     }
 }

@@ -101,11 +101,11 @@ extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
     crate::bkl::lock();
     let nr = frame.rax;
     super::dispatch(frame);
-    // -ERESTARTSYS..=-ERESTARTNOHAND in one unsigned compare; rt_sigreturn's RAX is the
-    // restored one, never a restart request (its frame's vector is `IRET_VECTOR`,
-    // no longer `SYSCALL_VECTOR`).
-    let ret = frame.rax.wrapping_add(Errno::ERESTARTNOHAND as u64);
-    if ret <= (Errno::ERESTARTNOHAND as u64 - Errno::ERESTARTSYS as u64) {
+    // -ERESTARTSYS..=-ERESTART_RESTARTBLOCK in one unsigned compare (515, Linux's
+    // ENOIOCTLCMD, is never returned); rt_sigreturn's RAX is the restored one, never a
+    // restart request (its frame's vector is `IRET_VECTOR`, no longer `SYSCALL_VECTOR`).
+    let ret = frame.rax.wrapping_add(Errno::ERESTART_RESTARTBLOCK as u64);
+    if ret <= (Errno::ERESTART_RESTARTBLOCK as u64 - Errno::ERESTARTSYS as u64) {
         restart_requested(frame, nr);
     }
     crate::proc::on_return_to_user(frame);

@@ -766,3 +766,40 @@ pub fn io_submit(a: Args) -> SysResult {
 pub fn io_cancel(a: Args) -> SysResult {
     fs::aio::io_cancel(a.get(0), a.get(1))
 }
+
+/// An optional `loff_t *` argument: its value (`EFAULT` if it cannot be read), None for NULL.
+fn read_off(ptr: u64) -> Result<Option<i64>, Errno> {
+    if ptr == 0 {
+        return Ok(None);
+    }
+    UserPtr::<i64>::new(ptr)?.read().map(Some)
+}
+
+/// Stores a position back through a `loff_t *` argument (`EFAULT` overrides the result, as
+/// Linux's `put_user` after the copy).
+fn write_off(ptr: u64, value: Option<i64>, result: Result<usize, Errno>) -> SysResult {
+    if let (Some(v), true) = (value, ptr != 0) {
+        UserPtr::<i64>::new(ptr)?.write(&v)?;
+    }
+    done(result?)
+}
+
+/// sendfile(out_fd, in_fd, offset, count) (40).
+pub fn sendfile(a: Args) -> SysResult {
+    let pos = read_off(a.get(2))?;
+    let input = file(a.int(1))?;
+    let out = file(a.int(0))?;
+    let (result, pos) = fs::copy::sendfile(&out, &input, pos, a.get(3) as usize);
+    write_off(a.get(2), pos, result)
+}
+
+/// copy_file_range(fd_in, off_in, fd_out, off_out, len, flags) (326).
+pub fn copy_file_range(a: Args) -> SysResult {
+    let input = file(a.int(0))?;
+    let out = file(a.int(2))?;
+    let (pin, pout) = (read_off(a.get(1))?, read_off(a.get(3))?);
+    let (result, pin, pout) =
+        fs::copy::copy_file_range(&input, pin, &out, pout, a.get(4) as usize, a.get(5));
+    let result = write_off(a.get(1), pin, result);
+    write_off(a.get(3), pout, result.map(|n| n as usize))
+}

@@ -106,7 +106,24 @@ pub fn poll(a: Args) -> SysResult {
     } else {
         Some(time::micros_since_boot().saturating_add(ms as u64 * 1000))
     };
-    do_poll(a.get(0), u64::from(a.get(1) as u32), deadline, None)
+    poll_restart(a.get(0), u64::from(a.get(1) as u32), deadline)
+}
+
+/// poll, first call or continued by `restart_syscall`: interrupted, it records its arguments
+/// and deadline and returns `-ERESTART_RESTARTBLOCK`, so that without a handler it goes on
+/// for the time left only (Linux `sys_poll`, `do_restart_poll`).
+pub fn poll_restart(ufds: u64, nfds: u64, deadline: Option<u64>) -> SysResult {
+    match do_poll(ufds, nfds, deadline, None) {
+        Err(Errno::ERESTARTNOHAND) => {
+            proc::signal::restart::set(proc::signal::restart::Restart::Poll {
+                ufds,
+                nfds,
+                deadline,
+            });
+            Err(Errno::ERESTART_RESTARTBLOCK)
+        }
+        r => r,
+    }
 }
 
 pub fn ppoll(a: Args) -> SysResult {

@@ -139,13 +139,13 @@ pub fn wait4(a: Args) -> SysResult {
     if which == i32::MIN {
         return Err(Errno::ESRCH);
     }
-    let (pid, status, minflt, cpu) = proc::wait::wait(i64::from(which), options)?;
+    let (pid, status, usage) = proc::wait::wait(i64::from(which), options)?;
     if pid != 0 {
         if let Some(out) = status_out {
             out.write(&status)?;
         }
         if a.get(3) != 0 {
-            let usage = Rusage::new(cpu, minflt);
+            let usage = Rusage::new(usage.cpu, usage.minflt, usage.maxrss);
             UserPtr::<Rusage>::new(a.get(3))?.write(&usage)?;
         }
     }
@@ -340,9 +340,8 @@ pub struct Rusage {
 }
 
 impl Rusage {
-    /// `ru_utime`, `ru_stime` from ticks, and `ru_minflt`. `ru_maxrss` stays 0: the RSS
-    /// high-water mark is not kept yet.
-    fn new(cpu: proc::cputime::CpuTime, minflt: u64) -> Rusage {
+    /// `ru_utime`, `ru_stime` from ticks, `ru_minflt`, and `ru_maxrss` in KiB.
+    fn new(cpu: proc::cputime::CpuTime, minflt: u64, maxrss: u64) -> Rusage {
         let tv = |ticks: u64| {
             let us = proc::cputime::CpuTime::micros(ticks);
             [(us / 1_000_000) as i64, (us % 1_000_000) as i64]
@@ -351,6 +350,7 @@ impl Rusage {
             utime: tv(cpu.user),
             stime: tv(cpu.system),
             minflt: minflt as i64,
+            maxrss: maxrss as i64,
             ..Rusage::default()
         }
     }
@@ -358,18 +358,27 @@ impl Rusage {
 
 /// getrusage(who): `RUSAGE_SELF` (0), `RUSAGE_CHILDREN` (-1) and `RUSAGE_THREAD` (1).
 pub fn getrusage(a: Args) -> SysResult {
-    let (cpu, minflt) = match a.int(0) {
+    // Linux `getrusage`: the self and thread views fold the live space's high-water mark into
+    // the group's (`setmax_mm_hiwater_rss`); the children's is the largest reaped one.
+    let own_peak = || {
+        let live = with_current(|p| p.aspace.clone()).map_or(0, |aspace| {
+            aspace.lock().hiwater_rss(crate::memory::mm()) * 4
+        });
+        proc::with_group(|g| g.maxrss).max(live)
+    };
+    let (cpu, minflt, maxrss) = match a.int(0) {
         0 => (
             proc::cputime::group_self(proc::current_pid()),
             with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
+            own_peak(),
         ),
-        -1 => proc::with_group(|g| (g.child_cpu, g.child_minflt)),
+        -1 => proc::with_group(|g| (g.child_cpu, g.child_minflt, g.child_maxrss)),
         // The faults are counted per address space, not per thread: the thread's share is
-        // not known, so RUSAGE_THREAD reports its CPU time only.
-        1 => (with_current(|t| t.cpu), 0),
+        // not known, so RUSAGE_THREAD reports its CPU time and the space's peak only.
+        1 => (with_current(|t| t.cpu), 0, own_peak()),
         _ => return Err(Errno::EINVAL),
     };
-    UserPtr::<Rusage>::new(a.get(1))?.write(&Rusage::new(cpu, minflt))?;
+    UserPtr::<Rusage>::new(a.get(1))?.write(&Rusage::new(cpu, minflt, maxrss))?;
     Ok(0)
 }
 

@@ -5,6 +5,7 @@
 
 use super::{Args, Errno, SysResult};
 use crate::proc;
+use crate::proc::signal::restart::{self, Restart};
 use crate::time as clock;
 use crate::uaccess::UserPtr;
 
@@ -72,9 +73,7 @@ fn no_restart_after_handler(e: Errno) -> Errno {
     }
 }
 
-/// A relative sleep of `*req`; when a signal ends it early, the time left goes to `*rem` (if
-/// `rem` is not 0) and the call fails with `EINTR` (Linux `hrtimer_nanosleep` and
-/// `nanosleep_copyout`; a `rem` that cannot be written is `EFAULT`).
+/// A relative sleep of `*req`: until a deadline (Linux `hrtimer_nanosleep`).
 fn sleep_for(req: u64, rem: u64) -> SysResult {
     let ts = UserPtr::<Timespec>::new(req)?.read()?;
     if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
@@ -83,20 +82,49 @@ fn sleep_for(req: u64, rem: u64) -> SysResult {
     let ns = (ts.sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.nsec as u64);
-    let start = clock::micros_since_boot();
-    let Err(e) = proc::sleep_micros(ns.div_ceil(1000)) else {
+    let deadline = clock::micros_since_boot().saturating_add(ns.div_ceil(1000));
+    sleep_until(deadline, rem)
+}
+
+/// Sleeps until `deadline` (microseconds since boot). When a signal ends it early, the time
+/// left goes to `*rem` (if `rem` is not 0; `EFAULT` if it cannot be written) and the call
+/// returns `-ERESTART_RESTARTBLOCK` with the deadline recorded: `EINTR` if a handler runs,
+/// else `restart_syscall` sleeps out the rest (Linux `do_nanosleep`, `nanosleep_copyout`,
+/// `hrtimer_nanosleep_restart`).
+fn sleep_until(deadline: u64, rem: u64) -> SysResult {
+    let left = deadline.saturating_sub(clock::micros_since_boot());
+    let Err(e) = proc::sleep_micros(left) else {
         return Ok(0);
     };
     if rem != 0 {
-        let slept = clock::micros_since_boot().saturating_sub(start);
-        let left = ns.saturating_sub(slept.saturating_mul(1000));
+        let left = deadline
+            .saturating_sub(clock::micros_since_boot())
+            .saturating_mul(1000);
         let left = Timespec {
             sec: (left / 1_000_000_000) as i64,
             nsec: (left % 1_000_000_000) as i64,
         };
         UserPtr::<Timespec>::new(rem)?.write(&left)?;
     }
-    Err(no_restart_after_handler(e))
+    if e != Errno::ERESTARTSYS {
+        return Err(e);
+    }
+    restart::set(Restart::Nanosleep { deadline, rem });
+    Err(Errno::ERESTART_RESTARTBLOCK)
+}
+
+/// restart_syscall (219): continues the call the thread's restart block recorded; `EINTR`
+/// when there is none (Linux `do_no_restart_syscall`).
+pub fn restart_syscall() -> SysResult {
+    match restart::take() {
+        Restart::None => Err(Errno::EINTR),
+        Restart::Nanosleep { deadline, rem } => sleep_until(deadline, rem),
+        Restart::Poll {
+            ufds,
+            nfds,
+            deadline,
+        } => super::poll::poll_restart(ufds, nfds, deadline),
+    }
 }
 
 pub fn nanosleep(a: Args) -> SysResult {

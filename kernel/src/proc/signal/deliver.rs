@@ -110,9 +110,17 @@ pub fn on_return(frame: &mut TrapFrame) {
     });
 }
 
+/// The call is made again: the same one, or for `-ERESTART_RESTARTBLOCK` `restart_syscall`,
+/// which continues from the task's restart block (Linux `handle_signal`/`arch_do_signal`'s
+/// `__NR_restart_syscall`).
 fn rewind(frame: &mut TrapFrame, nr: u64) {
+    let block = frame.rax == Errno::ERESTART_RESTARTBLOCK.to_ret();
     frame.rip -= 2;
-    frame.rax = nr;
+    frame.rax = if block {
+        super::restart::RESTART_SYSCALL
+    } else {
+        nr
+    };
 }
 
 enum Step {
@@ -230,6 +238,9 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
     match frame::restore(frame) {
         Ok(restored) => {
             with_current(|t| {
+                // Linux: a call interrupted before the handler ran is not continued by a
+                // later restart_syscall.
+                t.sig.restart = super::restart::Restart::None;
                 t.sigmask = restored.mask & !UNBLOCKABLE;
                 if let Some(alt) = restored.altstack {
                     if alt.flags & super::SS_AUTODISARM != 0 {

@@ -16,6 +16,7 @@ pub mod deliver;
 pub mod frame;
 pub mod ops;
 pub mod permission;
+pub mod restart;
 pub mod timer;
 
 use alloc::boxed::Box;
@@ -220,6 +221,8 @@ pub struct ThreadSignals {
     /// `real_blocked`): those signals still count as blocked for [`ignored`], so a waited-for
     /// SIGCHLD whose action is the default is queued, not thrown away.
     pub real_blocked: u64,
+    /// What `restart_syscall` continues (Linux `restart_block`).
+    pub restart: restart::Restart,
 }
 
 /// A group's signal state beside its actions (`Group::sigactions`): Linux `signal_struct`.

@@ -1,0 +1,122 @@
+//! System-wide scheduler and CPU statistics for `/proc/stat` (Linux `kernel_cpustat`,
+//! `nr_context_switches`, `total_forks`, `kstat_irqs`) and `/proc/loadavg` (`calc_global_load`).
+//!
+//! Each timer tick charges one [`CpuStat`] slot of the CPU it lands on: `user` or `system` when
+//! it interrupted a task (`cputime::account_tick`), `idle` when it interrupted the idle loop.
+//! The application processors, which run no tasks yet, charge their own local APIC ticks to
+//! idle. Counters are relaxed atomics: written from interrupts, read by `/proc/stat` without a
+//! lock (a reader may see one slot a tick ahead of another, as on Linux).
+//!
+//! The load average is Linux's fixed-point exponential decay (`FSHIFT` = 11, the 1/5/15-minute
+//! factors of `calc_load`) sampled every 5 seconds (`LOAD_FREQ`) over the tasks runnable or
+//! running; cowlab has no uninterruptible sleep, so nothing else counts.
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::percpu::MAX_CPUS;
+
+/// The slots of one CPU's line, in `/proc/stat` order.
+pub const USER: usize = 0;
+pub const SYSTEM: usize = 2;
+pub const IDLE: usize = 3;
+pub const SLOTS: usize = 10;
+
+static CPU: [[AtomicU64; SLOTS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; SLOTS] }; MAX_CPUS];
+static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
+static FORKS: AtomicU64 = AtomicU64::new(0);
+/// Interrupts taken, by legacy IRQ line (0..16), and all of them together (IPIs included).
+static IRQS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static IRQ_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Linux `avenrun`: 1, 5 and 15 minute averages in `FIXED_1` units.
+static AVENRUN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+const FSHIFT: u32 = 11;
+const FIXED_1: u64 = 1 << FSHIFT;
+/// Linux `EXP_1`, `EXP_5`, `EXP_15`: `FIXED_1 / exp(5s / 1, 5, 15 min)`.
+const EXP: [u64; 3] = [1884, 2014, 2037];
+/// Ticks between load samples (Linux `LOAD_FREQ`: 5 s).
+const LOAD_FREQ: u64 = 5 * crate::time::TICK_HZ;
+
+/// Charges one tick on `cpu` to `slot`.
+pub fn tick(cpu: usize, slot: usize) {
+    if let Some(row) = CPU.get(cpu) {
+        row[slot].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One switch to a task (Linux counts `nr_switches` in `__schedule`).
+pub fn context_switch() {
+    CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One task created by fork, vfork or clone (Linux `total_forks` in `copy_process`).
+pub fn fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One interrupt: `line` is a legacy IRQ line, `None` an IPI or local timer.
+pub fn irq(line: Option<u8>) {
+    IRQ_TOTAL.fetch_add(1, Ordering::Relaxed);
+    if let Some(c) = line.and_then(|l| IRQS.get(usize::from(l))) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A CPU's ten counters in ticks.
+pub fn cpu(cpu: usize) -> [u64; SLOTS] {
+    core::array::from_fn(|i| CPU[cpu][i].load(Ordering::Relaxed))
+}
+
+pub fn context_switches() -> u64 {
+    CONTEXT_SWITCHES.load(Ordering::Relaxed)
+}
+
+pub fn forks() -> u64 {
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// The interrupt total and the per-line counts.
+pub fn irqs() -> (u64, [u64; 16]) {
+    (
+        IRQ_TOTAL.load(Ordering::Relaxed),
+        core::array::from_fn(|i| IRQS[i].load(Ordering::Relaxed)),
+    )
+}
+
+/// Linux `calc_load`: one step of the exponential decay towards `active` (`FIXED_1` units).
+pub fn calc_load(load: u64, exp: u64, active: u64) -> u64 {
+    let mut newload = load * exp + active * (FIXED_1 - exp);
+    if active >= load {
+        newload += FIXED_1 - 1;
+    }
+    newload / FIXED_1
+}
+
+/// Every `LOAD_FREQ` ticks, folds the number of runnable tasks into the averages (Linux
+/// `calc_global_load`). Timer interrupt; `active` is counted by the caller.
+pub fn sample_load(ticks: u64, active: impl FnOnce() -> Option<u64>) {
+    if ticks == 0 || !ticks.is_multiple_of(LOAD_FREQ) {
+        return;
+    }
+    let Some(active) = active() else {
+        return;
+    };
+    let active = active * FIXED_1;
+    for (avg, exp) in AVENRUN.iter().zip(EXP) {
+        avg.store(
+            calc_load(avg.load(Ordering::Relaxed), exp, active),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The three averages as Linux prints them: integer part and hundredths (`LOAD_INT`,
+/// `LOAD_FRAC` with Linux's rounding offset of `FIXED_1/200`).
+pub fn loadavg() -> [(u64, u64); 3] {
+    core::array::from_fn(|i| {
+        let x = AVENRUN[i].load(Ordering::Relaxed) + FIXED_1 / 200;
+        (x >> FSHIFT, ((x & (FIXED_1 - 1)) * 100) >> FSHIFT)
+    })
+}
