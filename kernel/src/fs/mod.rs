@@ -12,9 +12,9 @@
 
 pub mod aio;
 pub mod console;
+pub mod copy;
 pub mod epoll;
 pub mod eventfd;
-pub mod copy;
 pub mod ext2_cache;
 pub mod ext2_dir;
 pub mod ext2_direct;
