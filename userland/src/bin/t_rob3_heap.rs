@@ -257,6 +257,24 @@ fn poll_skipped(b: &mut Bufs) -> Result<usize, Errno> {
     }
 }
 
+/// Writes the memfd `fd` (made before the heap filled) 64 KiB at a time, up to 512 MiB: how it
+/// ended and the bytes written. The memfd is closed (its pages freed).
+fn fill_memfd(b: &mut Bufs, fd: i32) -> (Result<(), Errno>, usize) {
+    let mut done = 0;
+    let end = loop {
+        if done >= 512 << 20 {
+            break Ok(());
+        }
+        match pwrite(fd, &b.maps, done as u64) {
+            Ok(0) => break Ok(()),
+            Ok(n) => done += n,
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = close(fd);
+    (end, done)
+}
+
 /// The program's buffers, made before the MemFree baseline.
 struct Bufs {
     dents: Vec<u8>,
@@ -293,6 +311,7 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
     let (Ok(ready), Ok(go)) = (pipe(), pipe()) else {
         return t.check("pipes", false);
     };
+    let memfd = memfd_create(c"fill", 0);
     let mut holders = Vec::with_capacity(64);
     let mut full = false;
     for _ in 0..60 {
@@ -333,6 +352,15 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
         "with the heap full, poll of 1024 entries: ENOMEM",
         poll_skipped(b),
         Err(ENOMEM),
+    );
+    let fill = match memfd {
+        Ok(fd) => fill_memfd(b, fd),
+        Err(e) => (Err(e), 0),
+    };
+    t.check_why(
+        "with the heap full, writing a memfd ends in ENOMEM (its page index is on the heap)",
+        matches!(fill, (Err(ENOMEM), _)),
+        format_args!("{:?} after {} KiB", fill.0, fill.1 / 1024),
     );
     let _ = close(go[1]);
     let _ = close(go[0]);
