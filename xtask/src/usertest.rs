@@ -168,6 +168,12 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_rob3_heap exhaust kheap=8",
         "kheap=8 -- t_rob3_heap exhaust",
     ),
+    // rob3: with 64 MiB of frames a kernel-mode fault on a user copy runs the OOM killer.
+    (
+        "t_rob3_heap",
+        "t_rob3_heap kfault mem=64",
+        "mem=64 -- t_rob3_heap kfault",
+    ),
     // abi2: arguments with spaces, quotes, non-ASCII text, or empty, quoted on the command line
     // as `compose_cmdline` quotes them (checked by its test).
     ("t_abi2_args", "t_abi2_args quoted", T_ABI2_ARGS_LINE),

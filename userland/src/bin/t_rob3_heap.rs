@@ -14,6 +14,12 @@
 //! reserve by memfd holders, `getdents64`, a maps read and a 1024-entry `poll` are `ENOMEM`;
 //! after the holders go all of them work again, and MemFree is back at its value.
 //!
+//! `t_rob3_heap kfault` (cowlab only, booted with `mem=64`): a kernel-mode fault on a user
+//! copy that finds no frame runs the OOM killer and retries, as a ring-3 fault does: a child
+//! holds all but 8 MiB of memory, then a 16 MiB read from /dev/zero into untouched memory
+//! completes (it returned a short count before: the fault took the copy's fixup) and the child
+//! is the one killed.
+//!
 //! `t_rob3_heap args N` is the exec target: checks it got N arguments of [`ARG_LEN`] bytes.
 
 #![no_std]
@@ -53,6 +59,14 @@ fn main() -> i32 {
         return exec_target(&argv);
     }
     let mut t = Tester::new("t_rob3_heap");
+    if argv.iter().any(|a| a.to_bytes() == b"kfault") {
+        if on_cowlab() {
+            kernel_fault_oom(&mut t);
+        } else {
+            t.check("kfault mode needs cowlab booted with mem=64", false);
+        }
+        return t.finish();
+    }
     let exhaust = argv.iter().any(|a| a.to_bytes() == b"exhaust");
     if exhaust && !on_cowlab() {
         t.check("exhaust mode needs cowlab booted with kheap=8", false);
@@ -371,6 +385,71 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
         all_ok &= matches!(waitpid(pid, 0), Ok((_, 0)));
     }
     t.check("every holder exited normally", all_ok);
+}
+
+fn kernel_fault_oom(t: &mut Tester) {
+    const READ: usize = 16 << 20;
+    let (Ok(ready), Ok(go)) = (pipe(), pipe()) else {
+        return t.check("pipes", false);
+    };
+    let hog_kb = mem_free_kb().unwrap_or(0).saturating_sub(8 * 1024) as usize;
+    let hog = match fork() {
+        Ok(0) => {
+            let _ = close(go[1]);
+            let len = hog_kb * 1024;
+            if let Ok(base) = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS) {
+                for off in (0..len).step_by(4096) {
+                    // SAFETY: inside the fresh mapping.
+                    unsafe { core::ptr::write_volatile((base + off) as *mut u8, 1) };
+                }
+            }
+            let _ = write(ready[1], &[1]);
+            let mut byte = [0u8];
+            let _ = read(go[0], &mut byte);
+            exit_now(0)
+        }
+        Ok(pid) => pid,
+        Err(e) => return t.check_why("fork the memory holder", false, format_args!("{e:?}")),
+    };
+    let mut byte = [0u8];
+    t.eq(
+        "the holder touched its memory",
+        read(ready[0], &mut byte),
+        Ok(1),
+    );
+    let Ok(buf) = mmap(0, READ, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS) else {
+        return t.check("mmap the read buffer", false);
+    };
+    // SAFETY: `buf` is a fresh READ-byte mapping of this process, used only here.
+    let dst = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, READ) };
+    let zero = open(c"/dev/zero", O_RDONLY);
+    let mut done = 0;
+    let end = loop {
+        if done == READ {
+            break Ok(());
+        }
+        match zero.and_then(|fd| read(fd, &mut dst[done..])) {
+            Ok(0) => break Ok(()),
+            Ok(n) => done += n,
+            Err(e) => break Err(e),
+        }
+    };
+    t.check_why(
+        "a 16 MiB read from /dev/zero into untouched memory completes under OOM",
+        end.is_ok() && done == READ,
+        format_args!("{end:?} after {} KiB", done / 1024),
+    );
+    let _ = close(go[1]);
+    let status = waitpid(hog, 0).map(|(_, s)| s);
+    t.check_why(
+        "the OOM killer chose the holder (SIGKILL), not the reader",
+        matches!(status, Ok(s) if wifsignaled(s) && wtermsig(s) == 9),
+        format_args!("{status:?}"),
+    );
+    if let Ok(fd) = zero {
+        let _ = close(fd);
+    }
+    let _ = munmap(buf, READ);
 }
 
 fn mem_free_kb() -> Option<u64> {
