@@ -55,6 +55,9 @@ pub struct AddressSpace {
     /// Flags every new mapping gets (Linux `mm->def_flags`): the lock flags after
     /// `mlockall(MCL_FUTURE)` (`mlock.rs`); not inherited by a fork child.
     pub(crate) def_flags: VmaFlags,
+    /// Ranges a batched munmap is freeing with the lock dropped between its steps
+    /// (`munmap.rs`): faults there fail as if the VMAs were already gone.
+    pub(crate) unmapping: alloc::vec::Vec<(VirtAddr, VirtAddr)>,
     minflt: AtomicU64,
     /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
     pub(crate) shared: Arc<MmShared>,
@@ -73,6 +76,7 @@ impl AddressSpace {
             mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
             stack_limit: crate::stack::DEFAULT_STACK_LIMIT,
             def_flags: VmaFlags::NONE,
+            unmapping: alloc::vec::Vec::new(),
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
             layout: Default::default(),
@@ -193,6 +197,7 @@ impl AddressSpace {
             mmap_base: self.mmap_base,
             stack_limit: self.stack_limit,
             def_flags: VmaFlags::NONE,
+            unmapping: alloc::vec::Vec::new(),
             minflt: AtomicU64::new(0),
             shared: Arc::new(MmShared::new(root)),
             layout: self.layout.clone(),
