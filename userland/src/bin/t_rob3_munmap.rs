@@ -17,7 +17,7 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::Errno;
@@ -27,6 +27,7 @@ use cowlab_userland::thread;
 cowlab_userland::entry!(main);
 
 const EFAULT: Errno = Errno(14);
+const MAP_POPULATE: u32 = 0x8000;
 /// 64 MiB: eight of cowlab's 8 MiB munmap batches.
 const PAGES: usize = 16384;
 /// The toucher's pages: the start of the range, which the first batch frees.
@@ -151,5 +152,87 @@ fn main() -> i32 {
     }
     t.check("no page of the range survives munmap", ok);
     let _ = close(sink);
+    exit_of_a_large_process(&mut t);
     t.finish()
+}
+
+/// Forks a child that counts in `counter` until killed; returns its pid once it has started.
+fn spinner(counter: &AtomicU64) -> Option<i32> {
+    match fork() {
+        Ok(0) => loop {
+            counter.fetch_add(1, Ordering::Relaxed);
+        },
+        Ok(pid) => {
+            while counter.load(Ordering::Relaxed) == 0 {
+                sched_yield();
+            }
+            Some(pid)
+        }
+        Err(_) => None,
+    }
+}
+
+/// The exit of a process with 512 MiB populated frees its pages in batches: a spinning child
+/// gets at least a tenth of the time the exit takes (before, the teardown held the CPU for its
+/// whole length, a slice at most for the spinner).
+fn exit_of_a_large_process(t: &mut Tester) {
+    const LEN: usize = 512 << 20;
+    let Ok(page) = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS) else {
+        return t.check("map the shared words", false);
+    };
+    // SAFETY: a fresh shared read-write page, aligned for AtomicU64s, alive until exit.
+    let words = unsafe { &*(page as *const [AtomicU64; 3]) };
+    // words[0]: the spinner's count; [1]: the big child is populated; [2]: it may exit.
+    let big = match fork() {
+        Ok(0) => {
+            let populated = mmap(
+                0,
+                LEN,
+                PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+            );
+            words[1].store(if populated.is_ok() { 1 } else { 2 }, Ordering::Relaxed);
+            while words[2].load(Ordering::Relaxed) == 0 {
+                sched_yield();
+            }
+            exit_now(0)
+        }
+        Ok(pid) => pid,
+        Err(_) => return t.check("fork the large process", false),
+    };
+    while words[1].load(Ordering::Relaxed) == 0 {
+        let _ = sleep_ms(10);
+    }
+    t.eq(
+        "the large child populated 512 MiB",
+        words[1].load(Ordering::Relaxed),
+        1,
+    );
+    let Some(spin) = spinner(&words[0]) else {
+        let _ = kill(big, 9);
+        let _ = waitpid(big, 0);
+        return t.check("fork the spinner", false);
+    };
+    // The spinner's rate alone, while this process sleeps and the big child yields.
+    let b = words[0].load(Ordering::Relaxed);
+    let _ = sleep_ms(200);
+    let per_ms = (words[0].load(Ordering::Relaxed) - b) / 200;
+    let before = words[0].load(Ordering::Relaxed);
+    let start = monotonic_ns();
+    words[2].store(1, Ordering::Relaxed);
+    let status = waitpid(big, 0).map(|(_, s)| s);
+    let took_ms = (monotonic_ns() - start) / 1_000_000;
+    let after = words[0].load(Ordering::Relaxed);
+    let _ = kill(spin, 9);
+    let _ = waitpid(spin, 0);
+    t.eq("the large child exited with 0", status, Ok(0));
+    t.check_why(
+        "the spinning child got at least a tenth of the large exit's time",
+        after - before >= (per_ms * took_ms / 10).max(1),
+        format_args!(
+            "{} counts in {took_ms} ms, {per_ms} per ms alone",
+            after - before
+        ),
+    );
+    let _ = munmap(page, 4096);
 }
