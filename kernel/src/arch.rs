@@ -77,6 +77,12 @@ unsafe impl Arch for KernelArch {
     fn irq_restore(&self, state: IrqState) {
         irq_restore_raw(state.0)
     }
+
+    fn metadata_room(&self) -> bool {
+        // A B-tree node of a cache index with its slab slack; a page added within an existing
+        // node takes nothing, so this is conservative by one node at most.
+        crate::heap::headroom(256).is_ok()
+    }
 }
 
 /// Disables interrupts on this CPU, returning the RFLAGS to give [`irq_restore_raw`].

@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use cowlab_mm::{copy_to_user, AddressSpace, MapFlags, Prot, VirtAddr};
 
 use crate::errno::Errno;
+use crate::heap;
 use crate::memory;
 use crate::proc::args::ArgStrings;
 
@@ -216,11 +217,15 @@ fn build_stack(
     auxv: &[(u64, u64)],
 ) -> Result<u64, Errno> {
     // The string area, built downwards from the top: random bytes, then the strings.
+    // Sized up front and fallibly: the strings may be megabytes on a small kernel heap.
     let mut strings: Vec<u8> = Vec::new();
+    let strings_total = 16 + argv.bytes_len() + envp.bytes_len() + execfn.len() + 1;
+    heap::try_reserve(&mut strings, strings_total)?;
     let mut random = [0u8; 16];
     crate::random::fill(&mut random);
     strings.extend_from_slice(&random);
     let mut offsets = Vec::new();
+    heap::try_reserve(&mut offsets, argv.count() + envp.count() + 1)?;
     for s in argv.iter().chain(envp.iter()).chain([execfn.as_bytes()]) {
         offsets.push(strings.len());
         strings.extend_from_slice(s);
@@ -239,6 +244,10 @@ fn build_stack(
     let strings_at = (STACK_TOP - 16 - strings_len) & !15;
     let addr_of = |i: usize| strings_at + offsets[i] as u64;
     let mut words: Vec<u64> = Vec::new();
+    heap::try_reserve(
+        &mut words,
+        argv.count() + envp.count() + 2 * auxv.len() + 10,
+    )?;
     words.push(argv.count() as u64);
     for i in 0..argv.count() {
         words.push(addr_of(i));
@@ -260,7 +269,8 @@ fn build_stack(
     words.push(0);
     let mut sp = strings_at - 8 * words.len() as u64;
     sp &= !15;
-    let mut bytes = Vec::with_capacity(words.len() * 8);
+    let mut bytes = Vec::new();
+    heap::try_reserve(&mut bytes, words.len() * 8)?;
     for w in &words {
         bytes.extend_from_slice(&w.to_le_bytes());
     }

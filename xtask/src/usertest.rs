@@ -163,6 +163,19 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "kheap=8 -- t_kheap exhaust",
     ),
     ("t_hung", "t_hung hung_task=1", "hung_task=1 -- t_hung"),
+    // rob3: user-sized kernel-heap allocations (exec arguments, getdents, maps, poll) on a
+    // small heap end in ENOMEM, never a panic.
+    (
+        "t_rob3_heap",
+        "t_rob3_heap exhaust kheap=8",
+        "kheap=8 -- t_rob3_heap exhaust",
+    ),
+    // rob3: with 64 MiB of frames a kernel-mode fault on a user copy runs the OOM killer.
+    (
+        "t_rob3_heap",
+        "t_rob3_heap kfault mem=64",
+        "mem=64 -- t_rob3_heap kfault",
+    ),
     // abi2: arguments with spaces, quotes, non-ASCII text, or empty, quoted on the command line
     // as `compose_cmdline` quotes them (checked by its test).
     ("t_abi2_args", "t_abi2_args quoted", T_ABI2_ARGS_LINE),

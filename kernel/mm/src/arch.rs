@@ -74,6 +74,15 @@ pub unsafe trait Arch: Sync {
     /// Restores the state returned by the matching [`Arch::irq_save`].
     fn irq_restore(&self, state: IrqState);
 
+    /// Whether the memory manager may grow the heap-held metadata of a cache (one more page in
+    /// a shmem object's or a file cache's index) for a page a user program asks for. A kernel
+    /// with a fixed heap answers no once the heap is down to what it keeps for itself, and the
+    /// page is then refused like a frame the allocator has not got (`ENOMEM`, `VM_FAULT_OOM`):
+    /// Linux's `xa_store` failing under `GFP_KERNEL`. The host has no such limit.
+    fn metadata_room(&self) -> bool {
+        true
+    }
+
     /// Debug hook: `frame` just lost its last reference and is about to go back to the
     /// allocator (called before it is reusable, so no other CPU can have mapped it again). No
     /// cached translation may still reach it (pages are freed only after the flush that

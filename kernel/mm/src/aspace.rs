@@ -55,6 +55,9 @@ pub struct AddressSpace {
     /// Flags every new mapping gets (Linux `mm->def_flags`): the lock flags after
     /// `mlockall(MCL_FUTURE)` (`mlock.rs`); not inherited by a fork child.
     pub(crate) def_flags: VmaFlags,
+    /// Ranges a batched munmap is freeing with the lock dropped between its steps
+    /// (`munmap.rs`): faults there fail as if the VMAs were already gone.
+    pub(crate) unmapping: alloc::vec::Vec<(VirtAddr, VirtAddr)>,
     minflt: AtomicU64,
     /// Linux `hiwater_rss`: the most resident pages seen at a sample (`rss.rs`), and the
     /// minor-fault count at that sample (`u64::MAX`: never sampled).
@@ -77,6 +80,7 @@ impl AddressSpace {
             mmap_base: VirtAddr::new(DEFAULT_MMAP_BASE),
             stack_limit: crate::stack::DEFAULT_STACK_LIMIT,
             def_flags: VmaFlags::NONE,
+            unmapping: alloc::vec::Vec::new(),
             minflt: AtomicU64::new(0),
             hiwater_rss: AtomicU64::new(0),
             hiwater_at: AtomicU64::new(u64::MAX),
@@ -199,6 +203,7 @@ impl AddressSpace {
             mmap_base: self.mmap_base,
             stack_limit: self.stack_limit,
             def_flags: VmaFlags::NONE,
+            unmapping: alloc::vec::Vec::new(),
             minflt: AtomicU64::new(0),
             hiwater_rss: AtomicU64::new(0),
             hiwater_at: AtomicU64::new(u64::MAX),

@@ -104,7 +104,7 @@ pub(crate) fn fault_inner<A: Arch>(
     access: Access,
 ) -> Result<(), FaultError> {
     faultstat::begin();
-    if va.as_u64() >= USER_END {
+    if va.as_u64() >= USER_END || aspace.being_unmapped(va) {
         return Err(FaultError::Segv(SegvReason::NoMapping));
     }
     let vma = match aspace.find_vma(va) {

@@ -396,6 +396,9 @@ impl Inner {
         if let Some(&frame) = self.pages.get(&index) {
             return Ok(frame);
         }
+        if !mm.arch().metadata_room() {
+            return Err(MmError::NoMem.into());
+        }
         let frame = match mm.alloc_zeroed_noreclaim() {
             Some(f) => f,
             None => {

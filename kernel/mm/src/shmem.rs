@@ -493,6 +493,9 @@ impl Inner {
         if let Some(&frame) = self.pages.get(&index) {
             return Ok(frame);
         }
+        if !mm.arch().metadata_room() {
+            return Err(NoPage::NoMem);
+        }
         if let Some(quota) = self.quota {
             if !quota.charge() {
                 return Err(NoPage::NoSpace);

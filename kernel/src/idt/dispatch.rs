@@ -40,8 +40,16 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
-            if vm::is_user_address(cr2) && vm::handle_page_fault(cr2, frame.error_code).is_ok() {
-                return;
+            if vm::is_user_address(cr2) {
+                match vm::handle_page_fault(cr2, frame.error_code) {
+                    Ok(()) => return,
+                    Err(cowlab_mm::FaultError::Oom) if kernel_oom_may_retry(frame) => {
+                        if crate::proc::oom::out_of_memory() == crate::proc::oom::OomAction::Retry {
+                            return;
+                        }
+                    }
+                    Err(_) => {}
+                }
             }
             match extable::search(frame.rip) {
                 Some(fixup) => extable::fixup(frame, fixup, cr2),
@@ -76,6 +84,20 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
         _ => dump::die(frame),
     }
+}
+
+/// Whether a kernel-mode fault on user memory that found no frame may run the OOM killer and
+/// retry, as a ring-3 fault does (Linux's `do_user_addr_fault` makes no difference: the fault
+/// returns `VM_FAULT_OOM`, `pagefault_out_of_memory` kills, the copy is retried). Only for a
+/// user-copy instruction with a fixup (anything else dies anyway), and while no fatal signal is
+/// pending here: a process being killed takes the fixup, its copy fails (`EFAULT` or a short
+/// count) and it ends on its way back to ring 3, as Linux's `fault_signal_pending` check does.
+/// Waiting for the victim here is as safe as the fault itself: system calls run with
+/// interrupts off and yield only where they choose, and a user copy is never made holding a
+/// spin lock (the fault path already takes the address-space lock and may sleep on the disk
+/// for a file page).
+fn kernel_oom_may_retry(frame: &TrapFrame) -> bool {
+    extable::search(frame.rip).is_some() && !crate::proc::fatal_signal_pending()
 }
 
 /// A trap taken in ring 3: interrupts (a tick preempts), page faults for the memory manager,

@@ -4,12 +4,15 @@
 //! the room the caller passes (execve: `rlimit::arg_space_limit`, a quarter of `RLIMIT_STACK`);
 //! past either, `E2BIG`. The strings are kept back to back in one buffer, as they
 //! will lie on the new stack, so a call with a hundred thousand short strings makes two heap
-//! allocations, not a hundred thousand.
+//! allocations, not a hundred thousand. Both grow through `heap::try_reserve`: the space a
+//! program may ask for (6 MiB) is more than a small kernel heap holds, and a copy the heap
+//! cannot take is `ENOMEM` (Linux's `copy_strings` when it cannot get a page), not a panic.
 #![deny(unsafe_code)]
 
 use alloc::vec::Vec;
 
 use crate::errno::Errno;
+use crate::heap;
 use crate::uaccess::{UserPtr, UserSlice};
 
 /// Linux `MAX_ARG_STRLEN`: the longest string, its NUL included (32 pages).
@@ -32,6 +35,11 @@ impl ArgStrings {
             out.ends.push(out.bytes.len());
         }
         out
+    }
+
+    /// All the strings with their NULs, back to back.
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
     }
 
     /// The number of strings (argc, or the environment's count).
@@ -67,6 +75,7 @@ pub fn copy_strings(addr: u64, room: &mut usize) -> Result<ArgStrings, Errno> {
         *room = room.checked_sub(8).ok_or(Errno::E2BIG)?;
         let len = copy_string(ptr, MAX_ARG_STRLEN.min(*room), &mut out.bytes)?;
         *room -= len;
+        heap::try_reserve(&mut out.ends, 1)?;
         out.ends.push(out.bytes.len());
     }
 }
@@ -87,11 +96,16 @@ fn copy_string(addr: u64, max: usize, out: &mut Vec<u8>) -> Result<usize, Errno>
         let to_page_end = 4096 - (at % 4096) as usize;
         let chunk = to_page_end.min(buf.len()).min(max - taken);
         UserSlice::new(at, chunk)?.read(&mut buf[..chunk])?;
-        if let Some(nul) = buf[..chunk].iter().position(|&b| b == 0) {
-            out.extend_from_slice(&buf[..=nul]);
+        let nul = buf[..chunk].iter().position(|&b| b == 0);
+        let take = nul.map_or(chunk, |nul| nul + 1);
+        if let Err(e) = heap::try_reserve(out, take) {
+            out.truncate(start);
+            return Err(e);
+        }
+        out.extend_from_slice(&buf[..take]);
+        if nul.is_some() {
             return Ok(out.len() - start);
         }
-        out.extend_from_slice(&buf[..chunk]);
         // In range: `UserSlice::new` accepted `[at, at + chunk)` in the user half.
         at += chunk as u64;
     }

@@ -1,9 +1,10 @@
 //! The out-of-memory killer (Linux `out_of_memory`, `oom_kill_process`): when a user page fault
 //! cannot get a frame, the process with the largest footprint dies, not the one that asked.
 //!
-//! Picture: the fault handler gets `FaultError::Oom` and calls [`out_of_memory`]. It measures
-//! every process's address space (`AddressSpace::footprint`: resident pages and page tables),
-//! lets `cowlab_mm::oom::select_bad_process` choose, and kills the choice the way a fatal
+//! Picture: the fault handler gets `FaultError::Oom` (from ring 3, or from a kernel copy to or
+//! from user memory: `idt::dispatch`'s `kernel_oom_may_retry`) and calls [`out_of_memory`]. It
+//! measures every process's address space (`AddressSpace::footprint`: resident pages and page
+//! tables), lets `cowlab_mm::oom::select_bad_process` choose, and kills the choice the way a fatal
 //! signal does (every thread marked, sleepers woken; each exits at its next return to ring 3,
 //! and the last one tears the address space down). It prints one console line:
 //!

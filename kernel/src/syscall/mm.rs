@@ -174,6 +174,7 @@ pub fn munmap(a: Args) -> SysResult {
         }
         if crate::proc::current_tid() != 0 {
             if crate::proc::fatal_signal_pending() {
+                shared.lock().munmap_abort(&cur);
                 return Err(Errno::EINTR);
             }
             crate::proc::sched::cond_resched();
