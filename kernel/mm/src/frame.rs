@@ -15,6 +15,10 @@ use spin::Mutex;
 
 use crate::addr::PhysAddr;
 
+mod huge;
+
+pub use huge::{BLOCK_FRAMES, BLOCK_ORDER};
+
 /// Frame flags, one bit each, stored in [`FrameMeta::flags`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct FrameFlags(u32);
@@ -40,6 +44,14 @@ impl FrameFlags {
     pub const SHMEM: FrameFlags = FrameFlags(1 << 6);
     /// A page-table page (PML4, PDPT, PD or PT) of some address space.
     pub const PAGETABLE: FrameFlags = FrameFlags(1 << 7);
+    /// Head of a large folio (`folio.rs`): its `refcount` and `pincount` are the folio's.
+    pub const HEAD: FrameFlags = FrameFlags(1 << 8);
+    /// A tail frame of a large folio (`folio.rs`): its `pincount` field holds the head's PFN,
+    /// its `refcount` one of the folio's extra counts; only `mapcount` and the per-subpage
+    /// flags (`ANON_EXCLUSIVE`) are its own.
+    pub const TAIL: FrameFlags = FrameFlags(1 << 9);
+    /// Free, and part of a whole free 2 MiB block on the block list (`frame/huge.rs`).
+    pub const BLOCK: FrameFlags = FrameFlags(1 << 29);
     /// On the free list. Only the allocator sets or clears it.
     pub const FREE: FrameFlags = FrameFlags(1 << 30);
     /// Never handed out: firmware, the kernel image, the metadata array, holes.
@@ -301,7 +313,13 @@ struct FreeList {
     /// [`FrameTable::alloc_prefer_zeroed`], so a new page-table page need not be zeroed again
     /// (the idea of Linux's old page-table quicklists). [`FrameTable::alloc`] takes them last.
     zeroed: u32,
-    /// Frames on both lists.
+    /// Whole free 2 MiB-aligned blocks of [`huge::BLOCK_FRAMES`] frames (`frame/huge.rs`),
+    /// linked through the first frame's `mapcount`.
+    blocks: u32,
+    /// `count` when a harvest last came back empty: the next one waits for a block's worth of
+    /// frees (`FrameTable::alloc_block`).
+    harvest_mark: usize,
+    /// Frames on all lists (blocks included).
     count: usize,
 }
 
@@ -351,6 +369,8 @@ impl FrameTable {
             free: Mutex::new(FreeList {
                 head: NIL,
                 zeroed: NIL,
+                blocks: NIL,
+                harvest_mark: 0,
                 count: 0,
             }),
             usable: AtomicUsize::new(0),
@@ -402,6 +422,8 @@ impl FrameTable {
             list.pop(self.meta, false)
         } else if list.zeroed != NIL {
             list.pop(self.meta, true)
+        } else if list.blocks != NIL {
+            self.break_block(&mut list)
         } else {
             return None;
         };
@@ -415,7 +437,12 @@ impl FrameTable {
         let mut list = self.free.lock();
         let zeroed = list.zeroed != NIL;
         if !zeroed && list.head == NIL {
-            return None;
+            if list.blocks == NIL {
+                return None;
+            }
+            let pfn = self.break_block(&mut list);
+            drop(list);
+            return Some((self.init_allocated(pfn), false));
         }
         let pfn = list.pop(self.meta, zeroed);
         drop(list);
