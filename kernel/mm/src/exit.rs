@@ -25,7 +25,11 @@ impl AddressSpace {
         let zero = crate::addr::VirtAddr::zero();
         mm.arch().flush_tlb_cpus(cpus, self.root, zero, zero, true);
         PageTable::new(mm, self.root).destroy(&mut |_, pte| {
-            mm.remove_mapping(pte.frame());
+            if pte.has(crate::pagetable::Pte::HUGE) {
+                crate::huge_memory::zap_huge_pmd(mm, &self.shared, pte);
+            } else {
+                mm.remove_mapping(pte.frame());
+            }
             mm.put_page(pte.frame());
         });
         mm.account_vmas(self.vmas.len(), 0);

@@ -15,6 +15,7 @@ use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::{FaultError, SegvReason};
 use crate::faultstat::{self, Kind as StatKind, Phase};
+use crate::huge_memory::{do_huge_pmd_anonymous_page, do_huge_pmd_fault, thp_vma_allowable};
 use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
@@ -125,8 +126,16 @@ pub(crate) fn fault_inner<A: Arch>(
         return Err(FaultError::Segv(SegvReason::Protection));
     }
     faultstat::phase(Phase::Lookup);
+    if thp_vma_allowable(mm, vma, va)
+        && do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, va, kind)?
+    {
+        aspace.count_minor_fault();
+        return Ok(());
+    }
     let pt = aspace.page_table(mm);
-    let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
+    let Some(slot) = pt.walk_alloc(va) else {
+        return fault_on_pmd_or_oom(mm, aspace, va, kind, access);
+    };
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
@@ -191,6 +200,36 @@ fn fault_outside_vmas<A: Arch>(
         return fault_inner(mm, aspace, va, kind, access);
     }
     Err(FaultError::Segv(SegvReason::NoMapping))
+}
+
+/// `walk_alloc` found no PT slot for `va`: out of memory for a table, or a PMD leaf (a THP)
+/// maps the 2 MiB, perhaps in a VMA no longer eligible (`MADV_NOHUGEPAGE` after the fault).
+/// The PMD's fault either finishes there or splits it, after which the PTE path runs.
+#[cold]
+fn fault_on_pmd_or_oom<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    kind: FaultKind,
+    access: Access,
+) -> Result<(), FaultError> {
+    let pt = aspace.page_table(mm);
+    let Some(slot) = pt.walk_pmd(va) else {
+        return Err(FaultError::Oom);
+    };
+    let pmd = slot.load();
+    if !pmd.is_huge() {
+        return Err(FaultError::Oom);
+    }
+    let vma = aspace
+        .find_vma(va)
+        .ok_or(FaultError::Segv(SegvReason::NoMapping))?;
+    if do_huge_pmd_fault(mm, &aspace.shared, vma, slot, va, pmd, kind)? {
+        aspace.count_minor_fault();
+        return Ok(());
+    }
+    // Split: the small-page path now finds the PT.
+    fault_inner(mm, aspace, va, kind, access)
 }
 
 /// May the mapping be accessed this way at all (Linux `access_error`)? x86 cannot express

@@ -114,6 +114,18 @@ fn copy_mappings<A: Arch>(
             writable: vma.prot.write(),
             page_prot: vma.page_prot(),
         };
+        if vma.is_anonymous() && vma.sharing == Sharing::Private {
+            // PMD-mapped THPs first: shared whole, or split so that the PTE loop below copies
+            // what may be pinned.
+            wrprotected |= crate::huge_memory::copy_huge_pmds(
+                mm,
+                &parent.shared,
+                &child.shared,
+                vma.start,
+                vma.end,
+                has_pinned,
+            )?;
+        }
         let mut result = Ok(());
         src.for_each_pt(vma.start, vma.end, &mut |va, pt, first, last| {
             if result.is_ok() {
@@ -220,7 +232,7 @@ fn copy_present_pte<A: Arch>(
                     ctx.era,
                     ctx.has_pinned,
                     exclusive,
-                    meta.maybe_dma_pinned(),
+                    ctx.mm.frames().folio_maybe_dma_pinned(meta),
                 )
             {
                 return copy_present_page(ctx, dst, pte).map(|()| false);
@@ -234,7 +246,7 @@ fn copy_present_pte<A: Arch>(
             // lab(cow): end
         }
     }
-    Mm::<A>::dup_mapping_meta(meta);
+    ctx.mm.dup_mapping_meta(meta);
     let wrprotected = ctx.cow && pte.is_writable();
     if wrprotected {
         src.clear_bits(Pte::WRITABLE);

@@ -154,10 +154,12 @@ impl core::ops::BitOr for FrameFlags {
 /// - The free-list link is touched only under the allocator's lock.
 #[repr(C)]
 pub struct FrameMeta {
-    refcount: AtomicU32,
+    /// On a tail of a large folio, a folio field (`folio.rs`).
+    pub(crate) refcount: AtomicU32,
     /// Number of PTEs mapping the frame; on a free frame, the next free PFN.
-    mapcount: AtomicU32,
-    pincount: AtomicU32,
+    pub(crate) mapcount: AtomicU32,
+    /// On a tail of a large folio, the head's PFN (`folio.rs`).
+    pub(crate) pincount: AtomicU32,
     flags: AtomicU32,
 }
 
@@ -487,9 +489,9 @@ impl FrameTable {
         self.release_to(frame, true);
     }
 
-    /// Takes one more reference on an in-use frame (Linux `get_page`).
+    /// Takes one more reference on an in-use frame (Linux `get_page`), on its folio.
     pub fn get(&self, frame: PhysAddr) {
-        self.meta(frame).get();
+        self.head_meta(self.meta(frame)).get();
     }
 
     /// Drops one reference (Linux `put_page`); the last one frees the frame. Returns whether it
@@ -501,19 +503,25 @@ impl FrameTable {
     /// [`Self::put`] for a caller holding `frame`'s metadata already (unpin paths).
     #[inline]
     pub(crate) fn put_meta(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
-        self.put_meta_then(meta, frame, || {})
+        self.put_meta_then(meta, frame, |_, _| {})
     }
 
-    /// [`Self::put_meta`] that runs `last` after the last reference is gone but before the
-    /// frame goes back on the free list: once there, another CPU may allocate and map it at
-    /// once, so anything that inspects "the frame being freed" must run in between.
+    /// [`Self::put_meta`] that runs `last(first, frames)` after the last reference is gone but
+    /// before the folio's frames go back on the free list: once there, another CPU may
+    /// allocate and map them at once, so anything that inspects "the frames being freed" must
+    /// run in between. The reference is the folio's: a subpage of a large folio drops it on the
+    /// head, and the last one frees the whole folio.
     #[inline]
     pub(crate) fn put_meta_then(
         &self,
         meta: &FrameMeta,
         frame: PhysAddr,
-        last: impl FnOnce(),
+        last: impl FnOnce(PhysAddr, usize),
     ) -> bool {
+        let flags = meta.flags();
+        if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+            return self.put_large(meta, last);
+        }
         let old = meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on frame {frame:#x}");
         if old != 1 {
@@ -521,9 +529,32 @@ impl FrameTable {
         }
         // Pairs with the Release decrements of every other reference holder.
         fence(Ordering::Acquire);
-        last();
+        last(frame, 1);
         self.release(frame);
         true
+    }
+
+    /// [`Self::put_meta_then`] for a frame of a large folio.
+    #[cold]
+    fn put_large(&self, meta: &FrameMeta, last: impl FnOnce(PhysAddr, usize)) -> bool {
+        let head_meta = self.head_meta(meta);
+        let head = self.folio_head_of_meta(head_meta);
+        let old = head_meta.refcount.fetch_sub(1, Ordering::Release);
+        assert!(old > 0, "refcount underflow on folio {head:#x}");
+        if old != 1 {
+            return false;
+        }
+        fence(Ordering::Acquire);
+        last(head, huge::BLOCK_FRAMES);
+        self.free_large_folio(head);
+        true
+    }
+
+    /// The PFN of the frame `meta` describes (a pointer into the metadata array).
+    fn folio_head_of_meta(&self, meta: &FrameMeta) -> PhysAddr {
+        let base = self.meta.as_ptr() as usize;
+        let at = meta as *const FrameMeta as usize;
+        PhysAddr::from_pfn((at - base) / core::mem::size_of::<FrameMeta>())
     }
 
     /// Pushes a frame whose last reference is gone onto the free list.

@@ -312,7 +312,9 @@ fn follow_page_pte<A: Arch>(
     } else {
         FaultKind::Read
     });
-    let Some(pte) = aspace.page_table(mm).walk(va).map(|s| s.load()) else {
+    // `translate`: on a PMD-mapped THP, the subpage's 4 KiB view of the PMD (Linux
+    // `follow_huge_pmd`), so the same rules decide and the pin lands on the subpage's folio.
+    let Some(pte) = aspace.page_table(mm).translate(va) else {
         return missing;
     };
     // A `PROTNONE` PTE maps its frame too; only FOLL_FORCE gets here for one (check_vma_flags).

@@ -40,6 +40,8 @@ pub struct Mm<A: Arch> {
     /// Frees clean page-cache pages when an allocation finds no frame (Linux's shrinkers, run
     /// by direct reclaim); set by the kernel, which owns the caches. Returns the frames freed.
     shrinker: spin::Mutex<Option<fn() -> usize>>,
+    /// `/sys/kernel/mm/transparent_hugepage/` (`huge_memory.rs`).
+    thp: crate::huge_memory::ThpSettings,
 }
 
 /// Linux's default `vm.max_map_count` (`DEFAULT_MAX_MAP_COUNT`, 65530): an operation that
@@ -95,7 +97,20 @@ impl<A: Arch> Mm<A> {
             max_map_count: AtomicUsize::new(MAX_MAP_COUNT),
             max_vmas: AtomicUsize::new(MAX_VMAS),
             shrinker: spin::Mutex::new(None),
+            thp: Default::default(),
         })
+    }
+
+    /// The THP controls.
+    #[inline]
+    pub fn thp(&self) -> &crate::huge_memory::ThpSettings {
+        &self.thp
+    }
+
+    /// Zeroes a frame the caller just allocated and nobody else can reach (a THP's subpages).
+    pub(crate) fn zero_frame_owned(&self, frame: PhysAddr) {
+        // SAFETY: the caller's obligation, stated above: freshly allocated, unreachable.
+        unsafe { self.phys.zero_frame(frame) };
     }
 
     pub fn frames(&self) -> &'static FrameTable {
@@ -277,14 +292,14 @@ impl<A: Arch> Mm<A> {
     /// Adds a mapping (and its reference) of an existing page: fork sharing a page, or the zero
     /// page being mapped (Linux `folio_add_anon_rmap`/`folio_get`).
     pub(crate) fn dup_mapping(&self, frame: PhysAddr) {
-        Self::dup_mapping_meta(self.frames.meta(frame));
+        self.dup_mapping_meta(self.frames.meta(frame));
     }
 
     /// [`Self::dup_mapping`] for a caller that already holds the frame's metadata (fork's
     /// per-page loop: one metadata lookup and bounds check per page instead of two).
     #[inline]
-    pub(crate) fn dup_mapping_meta(meta: &FrameMeta) {
-        meta.get();
+    pub(crate) fn dup_mapping_meta(&self, meta: &FrameMeta) {
+        self.frames.head_meta(meta).get();
         meta.inc_mapcount();
     }
 
@@ -310,15 +325,25 @@ impl<A: Arch> Mm<A> {
     pub(crate) fn put_page_meta(&self, meta: &FrameMeta, frame: PhysAddr) {
         // `ANON` never changes while the page is in use, so reading it before the put is exact.
         let anon = meta.test(FrameFlags::ANON);
+        let mut freed = 0;
         // The TLB check runs before the frame is back on the free list: after that, another
         // CPU may reallocate it, map it and cache the new translation, which the check would
         // take for a stale one of the old mapping (a false "freed while mapped").
-        if self
-            .frames
-            .put_meta_then(meta, frame, || self.arch.frame_freed(frame))
-            && anon
+        if self.frames.put_meta_then(meta, frame, |first, n| {
+            freed = n;
+            for i in 0..n {
+                self.arch.frame_freed(first + (i * crate::PAGE_SIZE) as u64);
+            }
+        }) && anon
         {
-            stats::dec(&self.counters.anon_pages);
+            if freed == 1 {
+                stats::dec(&self.counters.anon_pages);
+            } else {
+                self.counters
+                    .anon_pages
+                    .fetch_sub(freed as u64, Ordering::Relaxed);
+                stats::dec(&self.counters.anon_thps);
+            }
         }
     }
 

@@ -151,6 +151,11 @@ pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, vma: Vma) {
 pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, shared: &MmShared, start: VirtAddr, end: VirtAddr) {
     let mut gather = MmuGather::new(mm, shared);
     PageTable::new(mm, shared.root()).zap_range(start, end, &mut gather, &mut |va, pte, gather| {
+        if pte.has(crate::pagetable::Pte::HUGE) {
+            crate::huge_memory::zap_huge_pmd(mm, shared, pte);
+            gather.remove_huge(va, pte.frame());
+            return;
+        }
         mm.remove_mapping(pte.frame());
         gather.remove_page(va, pte.frame());
     });

@@ -409,6 +409,12 @@ fn mmstat() -> String {
         file_dirty,
         file_faults,
         writenotify_faults,
+        anon_thps,
+        thp_fault_alloc,
+        thp_fault_fallback,
+        thp_split_pmd,
+        thp_wp_splits,
+        thp_fork_shared,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -440,6 +446,12 @@ fn mmstat() -> String {
         ("file_dirty", file_dirty),
         ("file_faults", file_faults),
         ("writenotify_faults", writenotify_faults),
+        ("anon_thps", anon_thps),
+        ("thp_fault_alloc", thp_fault_alloc),
+        ("thp_fault_fallback", thp_fault_fallback),
+        ("thp_split_pmd", thp_split_pmd),
+        ("thp_wp_splits", thp_wp_splits),
+        ("thp_fork_shared", thp_fork_shared),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 use super::{level_span, PageTable, Pte, PteRef, ENTRIES};
+
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::tlb::{MmuGather, TlbFlush};
@@ -43,7 +44,9 @@ impl<'m, A: Arch> PageTable<'m, A> {
                 f(VirtAddr::new(va), slot);
             } else {
                 let e = slot.load();
-                if e.is_present() {
+                // PMD leaves are not PTEs: callers that change entries split them first
+                // (`huge_memory::split_huge_pmd_range`), readers use `for_each_huge_pmd`.
+                if e.is_present() && !e.has(Pte::HUGE) {
                     self.visit(e.frame(), level - 1, va, next, f);
                 }
             }
@@ -79,7 +82,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
             let e = self
                 .entry(table, VirtAddr::new(va).table_index(level))
                 .load();
-            if e.is_present() {
+            if e.is_present() && !e.has(Pte::HUGE) {
                 if level == 2 {
                     let first = VirtAddr::new(va).table_index(1);
                     // `next` is the end of this PT's span or `end`; both page aligned.
@@ -177,7 +180,25 @@ impl<'m, A: Arch> PageTable<'m, A> {
                     }
                 }
             } else {
-                let e = slot.load();
+                let mut e = slot.load();
+                if level == 2 && e.is_huge() {
+                    if va & (span - 1) == 0 && next - va == span {
+                        // The whole 2 MiB: the PMD goes as one (Linux `zap_huge_pmd`).
+                        let old = slot.take();
+                        on_unmap(VirtAddr::new(va), old, gather);
+                        va = next;
+                        continue;
+                    }
+                    // Part of it: the PMD mapping becomes 512 PTEs first (with the table
+                    // deposited at fault time, so this cannot fail), then the range's go.
+                    crate::huge_memory::split_huge_pmd_slot(
+                        self.mm,
+                        gather.shared(),
+                        slot,
+                        VirtAddr::new(va & !(span - 1)),
+                    );
+                    e = slot.load();
+                }
                 if e.is_present() {
                     self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap);
                     if self.is_table_empty(e.frame()) {
