@@ -42,6 +42,7 @@ pub mod ramfs;
 pub mod rw;
 pub mod splice;
 pub mod stat;
+pub mod sysmm;
 pub mod tmpfs;
 pub mod tmpfs_file;
 pub mod tty;

@@ -368,6 +368,10 @@ fn meminfo() -> String {
         ("MemFree:", stats.free_frames),
         ("MemAvailable:", stats.free_frames),
         ("AnonPages:", stats.anon_pages),
+        (
+            "AnonHugePages:",
+            stats.anon_thps * cowlab_mm::folio::HPAGE_PMD_NR as u64,
+        ),
         ("Shmem:", stats.shmem_pages),
         ("PageTables:", stats.pagetable_pages),
     ] {
