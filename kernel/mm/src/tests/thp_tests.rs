@@ -407,3 +407,60 @@ fn read_only_pin_of_a_shared_thp_unshares_one_subpage() {
     pin.unpin(&env.mm);
     env.finish(vec![parent, child]);
 }
+
+#[test]
+fn gup_fast_pins_subpages_from_the_pmd_and_falls_back_when_it_must() {
+    let env = env();
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 4);
+    env.write(&mut s, va, 1).unwrap();
+    let head = pmd(&env, &s, va).unwrap().frame();
+    // Three subpages at the end of the first THP and one page past it (no THP there yet).
+    let mut pages = [None, None, None, None];
+    let start = va + (HPAGE_PMD_NR as u64 - 3) * PAGE;
+    let n = crate::gup::pin_user_pages_fast(
+        &env.mm,
+        &mut s,
+        start,
+        crate::foll::FollFlags::WRITE,
+        &mut pages,
+    )
+    .unwrap();
+    assert_eq!(n, 4);
+    let st = env.mm.stats();
+    assert_eq!(
+        st.gup_fast_pages, 3,
+        "the THP's subpages came from the PMD leaf"
+    );
+    assert_eq!(
+        st.gup_fast_fallbacks, 1,
+        "the empty page after it needed a fault"
+    );
+    assert_eq!(pages[0].as_ref().unwrap().frame(), head + 509 * PAGE);
+    assert_eq!(env.mm.frames().folio_pincount(head), 3);
+    assert_eq!(env.mm.frames().folio_refcount(head), 1 + 3);
+    env.check(&[&s]);
+    crate::gup::unpin_user_pages(&env.mm, &mut pages);
+    assert_eq!(env.mm.frames().folio_pincount(head), 0);
+    // After fork the PMD is read-only: a write pin cannot use it and falls back to the slow
+    // path, which splits and copies the subpage (the child shares the folio).
+    let child = s.fork(&env.mm).unwrap();
+    let mut one = [None];
+    crate::gup::pin_user_pages_fast(
+        &env.mm,
+        &mut s,
+        va + 2 * PAGE,
+        crate::foll::FollFlags::WRITE,
+        &mut one,
+    )
+    .unwrap();
+    assert_eq!(env.mm.stats().gup_fast_pages, 3, "not taken fast");
+    assert_ne!(
+        one[0].as_ref().unwrap().frame(),
+        head + 2 * PAGE,
+        "COW before the pin"
+    );
+    env.check(&[&s, &child]);
+    crate::gup::unpin_user_pages(&env.mm, &mut one);
+    env.finish(vec![s, child]);
+}
