@@ -126,15 +126,19 @@ pub(crate) fn fault_inner<A: Arch>(
         return Err(FaultError::Segv(SegvReason::Protection));
     }
     faultstat::phase(Phase::Lookup);
-    if thp_vma_allowable(mm, vma, va)
-        && do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, va, kind)?
-    {
-        aspace.count_minor_fault();
-        return Ok(());
-    }
     let pt = aspace.page_table(mm);
-    let Some(slot) = pt.walk_alloc(va) else {
-        return fault_on_pmd_or_oom(mm, aspace, va, kind, access);
+    // The PT is there for all but the first fault of each 2 MiB: only then is a THP possible
+    // (or a PMD leaf in the way), so the small-page path pays nothing for either.
+    let slot = match pt.walk(va) {
+        Some(slot) => slot,
+        None => match fault_no_pt(mm, aspace, vma, va, kind)? {
+            Some(slot) => slot,
+            None => {
+                aspace.count_minor_fault();
+                faultstat::end();
+                return Ok(());
+            }
+        },
     };
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
@@ -202,34 +206,39 @@ fn fault_outside_vmas<A: Arch>(
     Err(FaultError::Segv(SegvReason::NoMapping))
 }
 
-/// `walk_alloc` found no PT slot for `va`: out of memory for a table, or a PMD leaf (a THP)
-/// maps the 2 MiB, perhaps in a VMA no longer eligible (`MADV_NOHUGEPAGE` after the fault).
-/// The PMD's fault either finishes there or splits it, after which the PTE path runs.
+/// No PT translates `va` yet (Linux `__handle_mm_fault` at the PMD level): an eligible VMA
+/// gets a THP (`create_huge_pmd`); a PMD leaf already there takes its own fault (perhaps in a
+/// VMA no longer eligible, `MADV_NOHUGEPAGE` after the fault), which may split it; otherwise
+/// the tables down to the PT are allocated. `Ok(None)`: handled at the PMD; `Ok(Some(slot))`:
+/// continue on the PTE.
 #[cold]
-fn fault_on_pmd_or_oom<A: Arch>(
-    mm: &Mm<A>,
-    aspace: &mut AddressSpace,
+#[inline(never)]
+fn fault_no_pt<'m, A: Arch>(
+    mm: &'m Mm<A>,
+    aspace: &AddressSpace,
+    vma: &Vma,
     va: VirtAddr,
     kind: FaultKind,
-    access: Access,
-) -> Result<(), FaultError> {
+) -> Result<Option<PteRef<'m>>, FaultError> {
+    if thp_vma_allowable(mm, vma, va)
+        && do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, va, kind)?
+    {
+        return Ok(None);
+    }
     let pt = aspace.page_table(mm);
-    let Some(slot) = pt.walk_pmd(va) else {
-        return Err(FaultError::Oom);
-    };
+    if let Some(slot) = pt.walk_alloc(va) {
+        return Ok(Some(slot));
+    }
+    let slot = pt.walk_pmd(va).ok_or(FaultError::Oom)?;
     let pmd = slot.load();
     if !pmd.is_huge() {
         return Err(FaultError::Oom);
     }
-    let vma = aspace
-        .find_vma(va)
-        .ok_or(FaultError::Segv(SegvReason::NoMapping))?;
     if do_huge_pmd_fault(mm, &aspace.shared, vma, slot, va, pmd, kind)? {
-        aspace.count_minor_fault();
-        return Ok(());
+        return Ok(None);
     }
-    // Split: the small-page path now finds the PT.
-    fault_inner(mm, aspace, va, kind, access)
+    // Split: the PT is there now.
+    pt.walk(va).map(Some).ok_or(FaultError::Oom)
 }
 
 /// May the mapping be accessed this way at all (Linux `access_error`)? x86 cannot express

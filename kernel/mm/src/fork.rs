@@ -223,8 +223,8 @@ fn copy_present_pte<A: Arch>(
     dst: PteRef<'_>,
     pte: Pte,
 ) -> Result<bool, MmError> {
+    let flags = meta.flags();
     if ctx.cow {
-        let flags = meta.flags();
         if flags.contains(FrameFlags::ANON) {
             let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
             if ctx.may_copy
@@ -246,7 +246,14 @@ fn copy_present_pte<A: Arch>(
             // lab(cow): end
         }
     }
-    ctx.mm.dup_mapping_meta(meta);
+    // Linux `folio_dup_file_rmap_pte`/`folio_try_dup_anon_rmap_pte`: the reference is the
+    // folio's (a subpage of a PTE-mapped THP takes it on the head), tested on the flags
+    // already loaded so a small page pays one bit test.
+    if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+        ctx.mm.dup_mapping_meta(meta);
+    } else {
+        Mm::<A>::dup_small_mapping(meta);
+    }
     let wrprotected = ctx.cow && pte.is_writable();
     if wrprotected {
         src.clear_bits(Pte::WRITABLE);

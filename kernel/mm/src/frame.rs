@@ -503,51 +503,52 @@ impl FrameTable {
     /// [`Self::put`] for a caller holding `frame`'s metadata already (unpin paths).
     #[inline]
     pub(crate) fn put_meta(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
-        self.put_meta_then(meta, frame, |_, _| {})
+        self.put_meta_then(meta, frame, |_, _| {}) != 0
     }
 
     /// [`Self::put_meta`] that runs `last(first, frames)` after the last reference is gone but
     /// before the folio's frames go back on the free list: once there, another CPU may
     /// allocate and map them at once, so anything that inspects "the frames being freed" must
     /// run in between. The reference is the folio's: a subpage of a large folio drops it on the
-    /// head, and the last one frees the whole folio.
-    #[inline]
+    /// head, and the last one frees the whole folio. Returns the frames freed (0: not the last
+    /// reference).
+    #[inline(always)]
     pub(crate) fn put_meta_then(
         &self,
         meta: &FrameMeta,
         frame: PhysAddr,
         last: impl FnOnce(PhysAddr, usize),
-    ) -> bool {
-        let flags = meta.flags();
-        if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+    ) -> usize {
+        if meta.flags().intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
             return self.put_large(meta, last);
         }
         let old = meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on frame {frame:#x}");
         if old != 1 {
-            return false;
+            return 0;
         }
         // Pairs with the Release decrements of every other reference holder.
         fence(Ordering::Acquire);
         last(frame, 1);
         self.release(frame);
-        true
+        1
     }
 
     /// [`Self::put_meta_then`] for a frame of a large folio.
     #[cold]
-    fn put_large(&self, meta: &FrameMeta, last: impl FnOnce(PhysAddr, usize)) -> bool {
+    #[inline(never)]
+    fn put_large(&self, meta: &FrameMeta, last: impl FnOnce(PhysAddr, usize)) -> usize {
         let head_meta = self.head_meta(meta);
         let head = self.folio_head_of_meta(head_meta);
         let old = head_meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on folio {head:#x}");
         if old != 1 {
-            return false;
+            return 0;
         }
         fence(Ordering::Acquire);
         last(head, huge::BLOCK_FRAMES);
         self.free_large_folio(head);
-        true
+        huge::BLOCK_FRAMES
     }
 
     /// The PFN of the frame `meta` describes (a pointer into the metadata array).

@@ -422,6 +422,9 @@ pub(crate) fn split_huge_pmd_range<A: Arch>(
     start: VirtAddr,
     end: VirtAddr,
 ) {
+    if shared.deposit_count.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     let pt = PageTable::new(mm, shared.root());
     for at in huge_pmds(&pt, start, end) {
         if let Some(slot) = pt.walk_pmd(at) {
@@ -457,6 +460,11 @@ pub(crate) fn copy_huge_pmds<A: Arch>(
     end: VirtAddr,
     has_pinned: bool,
 ) -> Result<bool, MmError> {
+    if src.deposit_count.load(Ordering::Relaxed) == 0 {
+        // One deposit per PMD leaf: none, so no THP to copy (a process that never had one
+        // pays this test per VMA, not a walk).
+        return Ok(false);
+    }
     let src_pt = PageTable::new(mm, src.root());
     let dst_pt = PageTable::new(mm, dst.root());
     let frames = mm.frames();

@@ -295,8 +295,16 @@ impl<A: Arch> Mm<A> {
         self.dup_mapping_meta(self.frames.meta(frame));
     }
 
-    /// [`Self::dup_mapping`] for a caller that already holds the frame's metadata (fork's
-    /// per-page loop: one metadata lookup and bounds check per page instead of two).
+    /// [`Self::dup_mapping`] of a small page (not part of a large folio) for a caller that
+    /// already holds the frame's metadata (fork's per-page loop: one metadata lookup and bounds
+    /// check per page instead of two).
+    #[inline]
+    pub(crate) fn dup_small_mapping(meta: &FrameMeta) {
+        meta.get();
+        meta.inc_mapcount();
+    }
+
+    /// [`Self::dup_mapping`] for any frame, large folios included.
     #[inline]
     pub(crate) fn dup_mapping_meta(&self, meta: &FrameMeta) {
         self.frames.head_meta(meta).get();
@@ -325,26 +333,30 @@ impl<A: Arch> Mm<A> {
     pub(crate) fn put_page_meta(&self, meta: &FrameMeta, frame: PhysAddr) {
         // `ANON` never changes while the page is in use, so reading it before the put is exact.
         let anon = meta.test(FrameFlags::ANON);
-        let mut freed = 0;
         // The TLB check runs before the frame is back on the free list: after that, another
         // CPU may reallocate it, map it and cache the new translation, which the check would
         // take for a stale one of the old mapping (a false "freed while mapped").
-        if self.frames.put_meta_then(meta, frame, |first, n| {
-            freed = n;
+        let freed = self.frames.put_meta_then(meta, frame, |first, n| {
             for i in 0..n {
                 self.arch.frame_freed(first + (i * crate::PAGE_SIZE) as u64);
             }
-        }) && anon
-        {
+        });
+        if freed != 0 && anon {
             if freed == 1 {
                 stats::dec(&self.counters.anon_pages);
             } else {
-                self.counters
-                    .anon_pages
-                    .fetch_sub(freed as u64, Ordering::Relaxed);
-                stats::dec(&self.counters.anon_thps);
+                self.uncount_thp(freed);
             }
         }
+    }
+
+    /// A freed THP of `frames` frames leaves the anon counters.
+    #[cold]
+    fn uncount_thp(&self, frames: usize) {
+        self.counters
+            .anon_pages
+            .fetch_sub(frames as u64, Ordering::Relaxed);
+        stats::dec(&self.counters.anon_thps);
     }
 
     /// Is every byte of the zero page zero? For the checker's zero-page invariant.

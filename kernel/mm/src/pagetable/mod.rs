@@ -260,10 +260,9 @@ impl<'m, A: Arch> PageTable<'m, A> {
         for level in [4u8, 3, 2] {
             let slot = self.entry(table, va.table_index(level));
             let e = slot.load();
-            if e.has(Pte::HUGE) {
+            if level == 2 && e.has(Pte::HUGE) {
                 // A PMD leaf: the caller must handle (fault) or split it first; never
                 // descend into a 2 MiB page as if it were a PT.
-                debug_assert!(level == 2, "huge entry above the PD at {va:#x}");
                 return None;
             }
             table = if e.is_present() {
