@@ -224,27 +224,25 @@ fn copy_present_pte<A: Arch>(
     pte: Pte,
 ) -> Result<bool, MmError> {
     let flags = meta.flags();
-    if ctx.cow {
-        if flags.contains(FrameFlags::ANON) {
-            let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
-            if ctx.may_copy
-                && rules::fork_must_copy(
-                    ctx.era,
-                    ctx.has_pinned,
-                    exclusive,
-                    ctx.mm.frames().folio_maybe_dma_pinned(meta),
-                )
-            {
-                return copy_present_page(ctx, dst, pte).map(|()| false);
-            }
-            // lab(cow): begin
-            // lab(cow): stub: let _ = exclusive;
-            if exclusive {
-                // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
-                meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
-            }
-            // lab(cow): end
+    if ctx.cow && flags.contains(FrameFlags::ANON) {
+        let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
+        if ctx.may_copy
+            && rules::fork_must_copy(
+                ctx.era,
+                ctx.has_pinned,
+                exclusive,
+                ctx.mm.frames().folio_maybe_dma_pinned(meta),
+            )
+        {
+            return copy_present_page(ctx, dst, pte).map(|()| false);
         }
+        // lab(cow): begin
+        // lab(cow): stub: let _ = exclusive;
+        if exclusive {
+            // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
+            meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+        }
+        // lab(cow): end
     }
     // Linux `folio_dup_file_rmap_pte`/`folio_try_dup_anon_rmap_pte`: the reference is the
     // folio's (a subpage of a PTE-mapped THP takes it on the head), tested on the flags
