@@ -129,8 +129,9 @@ pub(crate) fn fault_inner<A: Arch>(
     let pt = aspace.page_table(mm);
     // The PT is there for all but the first fault of each 2 MiB: only then is a THP possible
     // (or a PMD leaf in the way), so the small-page path pays nothing for either.
-    let slot = match pt.walk(va) {
-        Some(slot) => slot,
+    let slot = match pt.walk_pt(va) {
+        // `walk_pt` inlines here (as `walk_alloc` did): an out-of-line `walk` cost a call.
+        Some(table) => pt.entry(table, va.table_index(1)),
         None => match fault_no_pt(mm, aspace, vma, va, kind)? {
             Some(slot) => slot,
             None => {

@@ -324,6 +324,7 @@ impl<A: Arch> Mm<A> {
     }
 
     /// Drops one reference (Linux `put_page`), freeing the page with the last one.
+    #[inline]
     pub(crate) fn put_page(&self, frame: PhysAddr) {
         self.put_page_meta(self.frames.meta(frame), frame);
     }
@@ -337,8 +338,10 @@ impl<A: Arch> Mm<A> {
         // CPU may reallocate it, map it and cache the new translation, which the check would
         // take for a stale one of the old mapping (a false "freed while mapped").
         let freed = self.frames.put_meta_then(meta, frame, |first, n| {
-            for i in 0..n {
-                self.arch.frame_freed(first + (i * crate::PAGE_SIZE) as u64);
+            if n == 1 {
+                self.arch.frame_freed(first);
+            } else {
+                self.frames_freed(first, n);
             }
         });
         if freed != 0 && anon {
@@ -347,6 +350,15 @@ impl<A: Arch> Mm<A> {
             } else {
                 self.uncount_thp(freed);
             }
+        }
+    }
+
+    /// The `frame_freed` hook for each frame of a freed large folio.
+    #[cold]
+    #[inline(never)]
+    fn frames_freed(&self, first: PhysAddr, n: usize) {
+        for i in 0..n {
+            self.arch.frame_freed(first + (i * crate::PAGE_SIZE) as u64);
         }
     }
 
