@@ -151,29 +151,10 @@ pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, vma: Vma) {
 pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, shared: &MmShared, start: VirtAddr, end: VirtAddr) {
     let mut gather = MmuGather::new(mm, shared);
     PageTable::new(mm, shared.root()).zap_range(start, end, &mut gather, &mut |va, pte, gather| {
-        if pte.has(crate::pagetable::Pte::HUGE) {
-            zap_huge(mm, shared, va, pte, gather);
-            return;
-        }
         mm.remove_mapping(pte.frame());
         gather.remove_page(va, pte.frame());
     });
     gather.finish();
-}
-
-/// `zap_pages`'s PMD leaf, out of line so the per-page closure stays small enough to inline
-/// into the zap loop.
-#[cold]
-#[inline(never)]
-fn zap_huge<'m, A: Arch>(
-    mm: &'m Mm<A>,
-    shared: &MmShared,
-    va: VirtAddr,
-    pte: crate::pagetable::Pte,
-    gather: &mut MmuGather<'m, A>,
-) {
-    crate::huge_memory::zap_huge_pmd(mm, shared, pte);
-    gather.remove_huge(va, pte.frame());
 }
 
 #[cfg(test)]

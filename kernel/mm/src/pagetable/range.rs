@@ -182,21 +182,10 @@ impl<'m, A: Arch> PageTable<'m, A> {
             } else {
                 let mut e = slot.load();
                 if level == 2 && e.is_huge() {
-                    if va & (span - 1) == 0 && next - va == span {
-                        // The whole 2 MiB: the PMD goes as one (Linux `zap_huge_pmd`).
-                        let old = slot.take();
-                        on_unmap(VirtAddr::new(va), old, gather);
+                    if zap_huge_pmd_slot(self.mm, slot, va, next, gather) {
                         va = next;
                         continue;
                     }
-                    // Part of it: the PMD mapping becomes 512 PTEs first (with the table
-                    // deposited at fault time, so this cannot fail), then the range's go.
-                    crate::huge_memory::split_huge_pmd_slot(
-                        self.mm,
-                        gather.shared(),
-                        slot,
-                        VirtAddr::new(va & !(span - 1)),
-                    );
                     e = slot.load();
                 }
                 if e.is_present() {
@@ -214,6 +203,36 @@ impl<'m, A: Arch> PageTable<'m, A> {
     fn is_table_empty(&self, table: PhysAddr) -> bool {
         (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
     }
+}
+
+/// A PMD leaf in a zapped range (Linux `zap_huge_pmd` / `__split_huge_pmd` in
+/// `zap_pmd_range`): the whole 2 MiB goes as one PMD (returns `true`); part of it splits the
+/// PMD mapping into 512 PTEs first (with the table deposited at fault time, so this cannot
+/// fail) and returns `false` for the caller to zap the range's PTEs. Out of line so that the
+/// caller's per-page `on_unmap` keeps a single call site and inlines.
+#[cold]
+#[inline(never)]
+fn zap_huge_pmd_slot<'m, A: Arch>(
+    mm: &'m crate::mm::Mm<A>,
+    slot: PteRef<'m>,
+    va: u64,
+    next: u64,
+    gather: &mut MmuGather<'m, A>,
+) -> bool {
+    let span = level_span(2);
+    if va & (span - 1) == 0 && next - va == span {
+        let old = slot.take();
+        crate::huge_memory::zap_huge_pmd(mm, gather.shared(), old);
+        gather.remove_huge(VirtAddr::new(va), old.frame());
+        return true;
+    }
+    crate::huge_memory::split_huge_pmd_slot(
+        mm,
+        gather.shared(),
+        slot,
+        VirtAddr::new(va & !(span - 1)),
+    );
+    false
 }
 
 /// Does going from `old` to `new` remove a translation or a permission some TLB may cache?
