@@ -32,8 +32,11 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
     let frames = mm.frames();
     let mut mapcount = vec![0u32; frames.len()];
     let mut table_owner = vec![false; frames.len()];
+    // PMD mappings per folio head (`huge_memory.rs`).
+    let mut entire = vec![0u32; frames.len()];
     for (n, aspace) in spaces.iter().enumerate() {
         check_space(mm, n, aspace, &mut mapcount, &mut table_owner)?;
+        check_huge_pmds(mm, n, aspace, &mut entire, &mut table_owner)?;
     }
 
     let era = mm.era();
@@ -63,6 +66,16 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
             return Err(format!(
                 "frame {frame:#x} ({flags:?}): mapcount {maps} but {mapped} PTEs map it"
             ));
+        }
+        if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+            check_large_subpage(mm, frame, &mapcount, &entire)?;
+            if flags.contains(FrameFlags::ANON) {
+                anon += 1;
+            }
+            continue;
+        }
+        if entire[pfn] != 0 {
+            return Err(format!("a PMD maps {frame:#x}, which is no large folio"));
         }
         if refs < 1 || u64::from(refs) < u64::from(maps) + u64::from(pins) {
             return Err(format!(
@@ -184,7 +197,11 @@ fn check_space<A: Arch>(
         if level < 4 && err.is_none() {
             for i in 0..512 {
                 let e = pt.table_entry(table, i);
-                if level > 1 && e.is_present() && e.flags() & !Pte::ACCESSED != Pte::TABLE_FLAGS {
+                if level > 1
+                    && e.is_present()
+                    && !(level == 2 && e.has(Pte::HUGE))
+                    && e.flags() & !Pte::ACCESSED != Pte::TABLE_FLAGS
+                {
                     err = Some(format!(
                         "intermediate entry {e:?} in {table:#x} is not a plain user table entry"
                     ));
@@ -298,6 +315,124 @@ fn check_pte<A: Arch>(
     if vma.is_cow_mapping() && pte.is_writable() && !meta.test(FrameFlags::ANON_EXCLUSIVE) {
         return Err(format!(
             "writable PTE {pte:?} of a COW mapping maps a non-exclusive page"
+        ));
+    }
+    Ok(())
+}
+
+/// The PMD leaves of one address space (`huge_memory.rs`): each maps the head of a large anon
+/// folio, 2 MiB aligned, inside one private anonymous VMA, with the VMA's protection, writable
+/// only if the folio is exclusive; each has one deposited page table. Counts them per head.
+fn check_huge_pmds<A: Arch>(
+    mm: &Mm<A>,
+    n: usize,
+    aspace: &AddressSpace,
+    entire: &mut [u32],
+    table_owner: &mut [bool],
+) -> Result<(), String> {
+    let pt = aspace.page_table(mm);
+    let mut leaves = 0usize;
+    let mut result = Ok(());
+    pt.for_each_huge_pmd(VirtAddr::zero(), VirtAddr::new(USER_END), &mut |va, pmd| {
+        leaves += 1;
+        if result.is_err() {
+            return;
+        }
+        let head = pmd.frame();
+        let flags = mm.frames().meta(head).flags();
+        let end = va.as_u64() + crate::folio::HPAGE_PMD_SIZE;
+        let vma = aspace.find_vma(va);
+        result = if !flags.contains(FrameFlags::HEAD | FrameFlags::ANON) {
+            Err(format!(
+                "PMD {pmd:?} maps {head:#x}, not a large anon folio"
+            ))
+        } else if !vma.is_some_and(|v| {
+            v.is_anonymous()
+                && v.sharing() == crate::vma::Sharing::Private
+                && v.end().as_u64() >= end
+        }) {
+            Err(format!("PMD {pmd:?} not inside one private anon VMA"))
+        } else if vma.is_some_and(|v| pmd.is_present() != v.prot().accessible()) {
+            Err(format!("PMD {pmd:?} presence disagrees with its VMA"))
+        } else if pmd.is_writable()
+            && (!flags.contains(FrameFlags::ANON_EXCLUSIVE)
+                || !vma.is_some_and(|v| v.prot().write()))
+        {
+            Err(format!(
+                "writable PMD {pmd:?} of a non-exclusive folio or R/O VMA"
+            ))
+        } else {
+            Ok(())
+        }
+        .map_err(|e| format!("address space {n}, {va:#x}: {e}"));
+        entire[head.pfn()] += 1;
+    });
+    result?;
+    let mut deposits = 0usize;
+    crate::huge_memory::deposited(mm, &aspace.shared, &mut |t| {
+        deposits += 1;
+        table_owner[t.pfn()] = true;
+    });
+    if deposits != leaves {
+        return Err(format!(
+            "address space {n}: {leaves} PMD leaves but {deposits} deposited page tables"
+        ));
+    }
+    Ok(())
+}
+
+/// A frame of a large folio: its counts against the PTEs and PMDs that map it (the folio
+/// layout of `folio.rs`), checked once per folio at the head.
+fn check_large_subpage<A: Arch>(
+    mm: &Mm<A>,
+    frame: PhysAddr,
+    mapcount: &[u32],
+    entire: &[u32],
+) -> Result<(), String> {
+    let frames = mm.frames();
+    let head = frames.folio_head(frame);
+    let hmeta = frames.meta(head);
+    if !hmeta.test(FrameFlags::HEAD) {
+        return Err(format!(
+            "tail {frame:#x} links to {head:#x}, which is no folio head"
+        ));
+    }
+    let meta = frames.meta(frame);
+    let flags = meta.flags();
+    let pmds = entire[head.pfn()];
+    let page_maps = meta.mapcount() + pmds;
+    let pins = hmeta.pincount();
+    if flags.contains(FrameFlags::ANON_EXCLUSIVE) && page_maps > 1 {
+        return Err(format!(
+            "subpage {frame:#x}: ANON_EXCLUSIVE but mapped {page_maps} times"
+        ));
+    }
+    if mm.era() >= Era::Y2022
+        && pins > 0
+        && page_maps > 0
+        && flags.contains(FrameFlags::ANON)
+        && !flags.contains(FrameFlags::ANON_EXCLUSIVE)
+    {
+        return Err(format!(
+            "subpage {frame:#x} of a pinned folio is mapped but not exclusive"
+        ));
+    }
+    if frame != head {
+        return Ok(());
+    }
+    if frames.entire_mapcount(head) != pmds {
+        return Err(format!(
+            "folio {head:#x}: entire mapcount {} but {pmds} PMDs map it",
+            frames.entire_mapcount(head)
+        ));
+    }
+    let ptes: u64 = (0..crate::folio::HPAGE_PMD_NR)
+        .map(|i| u64::from(mapcount[head.pfn() + i]))
+        .sum();
+    let refs = hmeta.refcount();
+    if refs < 1 || u64::from(refs) < ptes + u64::from(pmds) + u64::from(pins) {
+        return Err(format!(
+            "folio {head:#x}: refcount {refs} < {ptes} PTEs + {pmds} PMDs + {pins} pins"
         ));
     }
     Ok(())

@@ -25,7 +25,11 @@ impl AddressSpace {
         let zero = crate::addr::VirtAddr::zero();
         mm.arch().flush_tlb_cpus(cpus, self.root, zero, zero, true);
         PageTable::new(mm, self.root).destroy(&mut |_, pte| {
-            mm.remove_mapping(pte.frame());
+            if pte.has(crate::pagetable::Pte::HUGE) {
+                exit_huge_pmd(mm, &self.shared, pte);
+            } else {
+                mm.remove_mapping(pte.frame());
+            }
             mm.put_page(pte.frame());
         });
         mm.account_vmas(self.vmas.len(), 0);
@@ -33,4 +37,16 @@ impl AddressSpace {
             crate::munmap::release_vma(mm, vma);
         }
     }
+}
+
+/// A PMD leaf met at exit: its entire mapping and its deposited table go (the caller drops the
+/// reference). Out of line: the per-page teardown loop stays as small as before THPs.
+#[cold]
+#[inline(never)]
+fn exit_huge_pmd<A: Arch>(
+    mm: &Mm<A>,
+    shared: &crate::mmshared::MmShared,
+    pmd: crate::pagetable::Pte,
+) {
+    crate::huge_memory::zap_huge_pmd(mm, shared, pmd);
 }

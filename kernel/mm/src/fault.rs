@@ -15,6 +15,7 @@ use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::{FaultError, SegvReason};
 use crate::faultstat::{self, Kind as StatKind, Phase};
+use crate::huge_memory::{do_huge_pmd_anonymous_page, do_huge_pmd_fault, thp_vma_allowable};
 use crate::mm::Mm;
 use crate::pagetable::{Pte, PteRef};
 use crate::shmem::{ShmemFault, ShmemObject};
@@ -126,7 +127,20 @@ pub(crate) fn fault_inner<A: Arch>(
     }
     faultstat::phase(Phase::Lookup);
     let pt = aspace.page_table(mm);
-    let slot = pt.walk_alloc(va).ok_or(FaultError::Oom)?;
+    // The PT is there for all but the first fault of each 2 MiB: only then is a THP possible
+    // (or a PMD leaf in the way), so the small-page path pays nothing for either.
+    let slot = match pt.walk_pt(va) {
+        // `walk_pt` inlines here (as `walk_alloc` did): an out-of-line `walk` cost a call.
+        Some(table) => pt.entry(table, va.table_index(1)),
+        None => match fault_no_pt(mm, aspace, vma, va, kind)? {
+            Some(slot) => slot,
+            None => {
+                aspace.count_minor_fault();
+                faultstat::end();
+                return Ok(());
+            }
+        },
+    };
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
@@ -191,6 +205,41 @@ fn fault_outside_vmas<A: Arch>(
         return fault_inner(mm, aspace, va, kind, access);
     }
     Err(FaultError::Segv(SegvReason::NoMapping))
+}
+
+/// No PT translates `va` yet (Linux `__handle_mm_fault` at the PMD level): an eligible VMA
+/// gets a THP (`create_huge_pmd`); a PMD leaf already there takes its own fault (perhaps in a
+/// VMA no longer eligible, `MADV_NOHUGEPAGE` after the fault), which may split it; otherwise
+/// the tables down to the PT are allocated. `Ok(None)`: handled at the PMD; `Ok(Some(slot))`:
+/// continue on the PTE.
+#[cold]
+#[inline(never)]
+fn fault_no_pt<'m, A: Arch>(
+    mm: &'m Mm<A>,
+    aspace: &AddressSpace,
+    vma: &Vma,
+    va: VirtAddr,
+    kind: FaultKind,
+) -> Result<Option<PteRef<'m>>, FaultError> {
+    if thp_vma_allowable(mm, vma, va)
+        && do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, va, kind)?
+    {
+        return Ok(None);
+    }
+    let pt = aspace.page_table(mm);
+    if let Some(slot) = pt.walk_alloc(va) {
+        return Ok(Some(slot));
+    }
+    let slot = pt.walk_pmd(va).ok_or(FaultError::Oom)?;
+    let pmd = slot.load();
+    if !pmd.is_huge() {
+        return Err(FaultError::Oom);
+    }
+    if do_huge_pmd_fault(mm, &aspace.shared, vma, slot, va, pmd, kind)? {
+        return Ok(None);
+    }
+    // Split: the PT is there now.
+    pt.walk(va).map(Some).ok_or(FaultError::Oom)
 }
 
 /// May the mapping be accessed this way at all (Linux `access_error`)? x86 cannot express

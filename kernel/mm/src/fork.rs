@@ -114,6 +114,18 @@ fn copy_mappings<A: Arch>(
             writable: vma.prot.write(),
             page_prot: vma.page_prot(),
         };
+        if vma.is_anonymous() && vma.sharing == Sharing::Private {
+            // PMD-mapped THPs first: shared whole, or split so that the PTE loop below copies
+            // what may be pinned.
+            wrprotected |= crate::huge_memory::copy_huge_pmds(
+                mm,
+                &parent.shared,
+                &child.shared,
+                vma.start,
+                vma.end,
+                has_pinned,
+            )?;
+        }
         let mut result = Ok(());
         src.for_each_pt(vma.start, vma.end, &mut |va, pt, first, last| {
             if result.is_ok() {
@@ -211,30 +223,35 @@ fn copy_present_pte<A: Arch>(
     dst: PteRef<'_>,
     pte: Pte,
 ) -> Result<bool, MmError> {
-    if ctx.cow {
-        let flags = meta.flags();
-        if flags.contains(FrameFlags::ANON) {
-            let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
-            if ctx.may_copy
-                && rules::fork_must_copy(
-                    ctx.era,
-                    ctx.has_pinned,
-                    exclusive,
-                    meta.maybe_dma_pinned(),
-                )
-            {
-                return copy_present_page(ctx, dst, pte).map(|()| false);
-            }
-            // lab(cow): begin
-            // lab(cow): stub: let _ = exclusive;
-            if exclusive {
-                // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
-                meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
-            }
-            // lab(cow): end
+    let flags = meta.flags();
+    if ctx.cow && flags.contains(FrameFlags::ANON) {
+        let exclusive = flags.contains(FrameFlags::ANON_EXCLUSIVE);
+        if ctx.may_copy
+            && rules::fork_must_copy(
+                ctx.era,
+                ctx.has_pinned,
+                exclusive,
+                ctx.mm.frames().folio_maybe_dma_pinned(meta),
+            )
+        {
+            return copy_present_page(ctx, dst, pte).map(|()| false);
         }
+        // lab(cow): begin
+        // lab(cow): stub: let _ = exclusive;
+        if exclusive {
+            // Linux `page_try_dup_anon_rmap`: from now on two processes map it.
+            meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+        }
+        // lab(cow): end
     }
-    Mm::<A>::dup_mapping_meta(meta);
+    // Linux `folio_dup_file_rmap_pte`/`folio_try_dup_anon_rmap_pte`: the reference is the
+    // folio's (a subpage of a PTE-mapped THP takes it on the head), tested on the flags
+    // already loaded so a small page pays one bit test.
+    if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+        ctx.mm.dup_mapping_meta(meta);
+    } else {
+        Mm::<A>::dup_small_mapping(meta);
+    }
     let wrprotected = ctx.cow && pte.is_writable();
     if wrprotected {
         src.clear_bits(Pte::WRITABLE);

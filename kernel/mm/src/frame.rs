@@ -15,6 +15,10 @@ use spin::Mutex;
 
 use crate::addr::PhysAddr;
 
+mod huge;
+
+pub use huge::{BLOCK_FRAMES, BLOCK_ORDER};
+
 /// Frame flags, one bit each, stored in [`FrameMeta::flags`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct FrameFlags(u32);
@@ -40,6 +44,14 @@ impl FrameFlags {
     pub const SHMEM: FrameFlags = FrameFlags(1 << 6);
     /// A page-table page (PML4, PDPT, PD or PT) of some address space.
     pub const PAGETABLE: FrameFlags = FrameFlags(1 << 7);
+    /// Head of a large folio (`folio.rs`): its `refcount` and `pincount` are the folio's.
+    pub const HEAD: FrameFlags = FrameFlags(1 << 8);
+    /// A tail frame of a large folio (`folio.rs`): its `pincount` field holds the head's PFN,
+    /// its `refcount` one of the folio's extra counts; only `mapcount` and the per-subpage
+    /// flags (`ANON_EXCLUSIVE`) are its own.
+    pub const TAIL: FrameFlags = FrameFlags(1 << 9);
+    /// Free, and part of a whole free 2 MiB block on the block list (`frame/huge.rs`).
+    pub const BLOCK: FrameFlags = FrameFlags(1 << 29);
     /// On the free list. Only the allocator sets or clears it.
     pub const FREE: FrameFlags = FrameFlags(1 << 30);
     /// Never handed out: firmware, the kernel image, the metadata array, holes.
@@ -142,10 +154,12 @@ impl core::ops::BitOr for FrameFlags {
 /// - The free-list link is touched only under the allocator's lock.
 #[repr(C)]
 pub struct FrameMeta {
-    refcount: AtomicU32,
+    /// On a tail of a large folio, a folio field (`folio.rs`).
+    pub(crate) refcount: AtomicU32,
     /// Number of PTEs mapping the frame; on a free frame, the next free PFN.
-    mapcount: AtomicU32,
-    pincount: AtomicU32,
+    pub(crate) mapcount: AtomicU32,
+    /// On a tail of a large folio, the head's PFN (`folio.rs`).
+    pub(crate) pincount: AtomicU32,
     flags: AtomicU32,
 }
 
@@ -301,7 +315,13 @@ struct FreeList {
     /// [`FrameTable::alloc_prefer_zeroed`], so a new page-table page need not be zeroed again
     /// (the idea of Linux's old page-table quicklists). [`FrameTable::alloc`] takes them last.
     zeroed: u32,
-    /// Frames on both lists.
+    /// Whole free 2 MiB-aligned blocks of [`huge::BLOCK_FRAMES`] frames (`frame/huge.rs`),
+    /// linked through the first frame's `mapcount`.
+    blocks: u32,
+    /// `count` when a harvest last came back empty: the next one waits for a block's worth of
+    /// frees (`FrameTable::alloc_block`).
+    harvest_mark: usize,
+    /// Frames on all lists (blocks included).
     count: usize,
 }
 
@@ -351,6 +371,8 @@ impl FrameTable {
             free: Mutex::new(FreeList {
                 head: NIL,
                 zeroed: NIL,
+                blocks: NIL,
+                harvest_mark: 0,
                 count: 0,
             }),
             usable: AtomicUsize::new(0),
@@ -402,6 +424,8 @@ impl FrameTable {
             list.pop(self.meta, false)
         } else if list.zeroed != NIL {
             list.pop(self.meta, true)
+        } else if list.blocks != NIL {
+            self.break_block(&mut list)
         } else {
             return None;
         };
@@ -415,7 +439,12 @@ impl FrameTable {
         let mut list = self.free.lock();
         let zeroed = list.zeroed != NIL;
         if !zeroed && list.head == NIL {
-            return None;
+            if list.blocks == NIL {
+                return None;
+            }
+            let pfn = self.break_block(&mut list);
+            drop(list);
+            return Some((self.init_allocated(pfn), false));
         }
         let pfn = list.pop(self.meta, zeroed);
         drop(list);
@@ -460,9 +489,9 @@ impl FrameTable {
         self.release_to(frame, true);
     }
 
-    /// Takes one more reference on an in-use frame (Linux `get_page`).
+    /// Takes one more reference on an in-use frame (Linux `get_page`), on its folio.
     pub fn get(&self, frame: PhysAddr) {
-        self.meta(frame).get();
+        self.head_meta(self.meta(frame)).get();
     }
 
     /// Drops one reference (Linux `put_page`); the last one frees the frame. Returns whether it
@@ -474,29 +503,59 @@ impl FrameTable {
     /// [`Self::put`] for a caller holding `frame`'s metadata already (unpin paths).
     #[inline]
     pub(crate) fn put_meta(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
-        self.put_meta_then(meta, frame, || {})
+        self.put_meta_then(meta, frame, |_, _| {}) != 0
     }
 
-    /// [`Self::put_meta`] that runs `last` after the last reference is gone but before the
-    /// frame goes back on the free list: once there, another CPU may allocate and map it at
-    /// once, so anything that inspects "the frame being freed" must run in between.
-    #[inline]
+    /// [`Self::put_meta`] that runs `last(first, frames)` after the last reference is gone but
+    /// before the folio's frames go back on the free list: once there, another CPU may
+    /// allocate and map them at once, so anything that inspects "the frames being freed" must
+    /// run in between. The reference is the folio's: a subpage of a large folio drops it on the
+    /// head, and the last one frees the whole folio. Returns the frames freed (0: not the last
+    /// reference).
+    #[inline(always)]
     pub(crate) fn put_meta_then(
         &self,
         meta: &FrameMeta,
         frame: PhysAddr,
-        last: impl FnOnce(),
-    ) -> bool {
+        last: impl FnOnce(PhysAddr, usize),
+    ) -> usize {
+        if meta.flags().intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+            return self.put_large(meta, last);
+        }
         let old = meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on frame {frame:#x}");
         if old != 1 {
-            return false;
+            return 0;
         }
         // Pairs with the Release decrements of every other reference holder.
         fence(Ordering::Acquire);
-        last();
+        last(frame, 1);
         self.release(frame);
-        true
+        1
+    }
+
+    /// [`Self::put_meta_then`] for a frame of a large folio.
+    #[cold]
+    #[inline(never)]
+    fn put_large(&self, meta: &FrameMeta, last: impl FnOnce(PhysAddr, usize)) -> usize {
+        let head_meta = self.head_meta(meta);
+        let head = self.folio_head_of_meta(head_meta);
+        let old = head_meta.refcount.fetch_sub(1, Ordering::Release);
+        assert!(old > 0, "refcount underflow on folio {head:#x}");
+        if old != 1 {
+            return 0;
+        }
+        fence(Ordering::Acquire);
+        last(head, huge::BLOCK_FRAMES);
+        self.free_large_folio(head);
+        huge::BLOCK_FRAMES
+    }
+
+    /// The PFN of the frame `meta` describes (a pointer into the metadata array).
+    fn folio_head_of_meta(&self, meta: &FrameMeta) -> PhysAddr {
+        let base = self.meta.as_ptr() as usize;
+        let at = meta as *const FrameMeta as usize;
+        PhysAddr::from_pfn((at - base) / core::mem::size_of::<FrameMeta>())
     }
 
     /// Pushes a frame whose last reference is gone onto the free list.

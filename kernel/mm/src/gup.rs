@@ -312,7 +312,9 @@ fn follow_page_pte<A: Arch>(
     } else {
         FaultKind::Read
     });
-    let Some(pte) = aspace.page_table(mm).walk(va).map(|s| s.load()) else {
+    // `translate`: on a PMD-mapped THP, the subpage's 4 KiB view of the PMD (Linux
+    // `follow_huge_pmd`), so the same rules decide and the pin lands on the subpage's folio.
+    let Some(pte) = aspace.page_table(mm).translate(va) else {
         return missing;
     };
     // A `PROTNONE` PTE maps its frame too; only FOLL_FORCE gets here for one (check_vma_flags).
@@ -439,6 +441,13 @@ fn gup_fast<A: Arch>(
             Some((key, slots)) if key == va >> 21 => slots,
             _ => {
                 let Some(pt_page) = pt.walk_pt(VirtAddr::new(va)) else {
+                    // No PT: a PMD leaf (a THP) perhaps, whose subpages are taken from it.
+                    let (got, whole) =
+                        gup_fast_pmd_leaf(mm, shared, &pt, era, flags, va, &mut pages[nr..]);
+                    nr += got;
+                    if whole {
+                        continue;
+                    }
                     break;
                 };
                 let slots = pt.slots(pt_page);
@@ -485,6 +494,51 @@ fn gup_fast<A: Arch>(
         .fetch_add(nr as u64, Ordering::Relaxed);
     mark(GupLeave);
     nr
+}
+
+/// GUP-fast on a PMD leaf (Linux `gup_fast_pmd_leaf`): the subpages of the THP mapped at
+/// `va`'s 2 MiB, from `va` up to the end of that 2 MiB or of `pages`, each taken as a PTE of the
+/// same permissions would be (a reference or pin on the folio per subpage, as Linux's
+/// `try_grab_folio_fast` with `refs`), each kept only if the PMD is unchanged afterwards.
+/// Returns the pages taken and whether all of that span was (else the caller stops there).
+#[cold]
+fn gup_fast_pmd_leaf<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    pt: &PageTable<'_, A>,
+    era: Era,
+    flags: FollFlags,
+    va: u64,
+    pages: &mut [Option<PinnedPage>],
+) -> (usize, bool) {
+    let Some(slot) = pt.walk_pmd(VirtAddr::new(va)) else {
+        return (0, false);
+    };
+    let pmd = slot.load();
+    if !pmd.is_huge() || !pmd.is_present() || !pmd.has(Pte::USER) {
+        return (0, false);
+    }
+    if flags.contains(FollFlags::WRITE) && !pmd.is_writable() {
+        return (0, false);
+    }
+    let span_end = (va | (crate::folio::HPAGE_PMD_SIZE - 1)) + 1;
+    let want = ((span_end - va) / PAGE) as usize;
+    let metas = mm.frames().metas();
+    let mut got = 0;
+    while got < pages.len().min(want) {
+        let sub = pmd.huge_subpage(VirtAddr::new(va + got as u64 * PAGE));
+        let meta = &metas[sub.frame().pfn()];
+        let Some(page) = try_grab_page_fast(mm, shared, meta, sub.frame(), flags) else {
+            return (got, false);
+        };
+        if !gup_fast_may_keep(era, flags, sub, meta.flags()) || slot.load() != pmd {
+            page.unpin(mm);
+            return (got, false);
+        }
+        pages[got] = Some(page);
+        got += 1;
+    }
+    (got, got == want)
 }
 
 /// After taking the page: may GUP-fast keep it without knowing the VMA? Not if the pin needs

@@ -49,12 +49,19 @@ pub enum Advice {
     PopulateWrite,
     /// Reclaim hints (`MADV_COLD`, `MADV_PAGEOUT`): nothing to do without swap.
     Cold,
+    /// THPs wanted here (`MADV_HUGEPAGE`; clears `NoHugePage`). Existing mappings stay.
+    HugePage,
+    /// No THPs here (`MADV_NOHUGEPAGE`; clears `HugePage`). Existing THPs stay mapped, as in
+    /// Linux; only new faults use small pages.
+    NoHugePage,
 }
 
 impl Advice {
     pub const MADV_DONTNEED: i32 = 4;
     pub const MADV_FREE: i32 = 8;
     pub const MADV_DONTFORK: i32 = 10;
+    pub const MADV_HUGEPAGE: i32 = 14;
+    pub const MADV_NOHUGEPAGE: i32 = 15;
     pub const MADV_DOFORK: i32 = 11;
     pub const MADV_DONTDUMP: i32 = 16;
     pub const MADV_DODUMP: i32 = 17;
@@ -79,6 +86,8 @@ impl Advice {
             Self::MADV_COLD | Self::MADV_PAGEOUT => Ok(Advice::Cold),
             Self::MADV_POPULATE_READ => Ok(Advice::PopulateRead),
             Self::MADV_POPULATE_WRITE => Ok(Advice::PopulateWrite),
+            Self::MADV_HUGEPAGE => Ok(Advice::HugePage),
+            Self::MADV_NOHUGEPAGE => Ok(Advice::NoHugePage),
             _ => Err(MmError::Inval),
         }
     }
@@ -92,7 +101,19 @@ impl Advice {
             Advice::KeepOnFork => Some((VmaFlags::WIPEONFORK, false)),
             Advice::DontDump => Some((VmaFlags::DONTDUMP, true)),
             Advice::DoDump => Some((VmaFlags::DONTDUMP, false)),
+            Advice::HugePage => Some((VmaFlags::HUGEPAGE, true)),
+            Advice::NoHugePage => Some((VmaFlags::NOHUGEPAGE, true)),
             _ => None,
+        }
+    }
+
+    /// The VMA flag the advice clears besides (`HUGEPAGE` and `NOHUGEPAGE` exclude each other,
+    /// Linux `hugepage_madvise`).
+    const fn clears(self) -> VmaFlags {
+        match self {
+            Advice::HugePage => VmaFlags::NOHUGEPAGE,
+            Advice::NoHugePage => VmaFlags::HUGEPAGE,
+            _ => VmaFlags::NONE,
         }
     }
 }
@@ -147,7 +168,8 @@ impl AddressSpace {
                         vma.flags | flag
                     } else {
                         vma.flags.without(flag)
-                    };
+                    }
+                    .without(advice.clears());
                 }
                 for key in keys {
                     if self.vmas.contains_key(&key) {

@@ -40,6 +40,8 @@ pub struct Mm<A: Arch> {
     /// Frees clean page-cache pages when an allocation finds no frame (Linux's shrinkers, run
     /// by direct reclaim); set by the kernel, which owns the caches. Returns the frames freed.
     shrinker: spin::Mutex<Option<fn() -> usize>>,
+    /// `/sys/kernel/mm/transparent_hugepage/` (`huge_memory.rs`).
+    thp: crate::huge_memory::ThpSettings,
 }
 
 /// Linux's default `vm.max_map_count` (`DEFAULT_MAX_MAP_COUNT`, 65530): an operation that
@@ -95,7 +97,20 @@ impl<A: Arch> Mm<A> {
             max_map_count: AtomicUsize::new(MAX_MAP_COUNT),
             max_vmas: AtomicUsize::new(MAX_VMAS),
             shrinker: spin::Mutex::new(None),
+            thp: Default::default(),
         })
+    }
+
+    /// The THP controls.
+    #[inline]
+    pub fn thp(&self) -> &crate::huge_memory::ThpSettings {
+        &self.thp
+    }
+
+    /// Zeroes a frame the caller just allocated and nobody else can reach (a THP's subpages).
+    pub(crate) fn zero_frame_owned(&self, frame: PhysAddr) {
+        // SAFETY: the caller's obligation, stated above: freshly allocated, unreachable.
+        unsafe { self.phys.zero_frame(frame) };
     }
 
     pub fn frames(&self) -> &'static FrameTable {
@@ -277,14 +292,22 @@ impl<A: Arch> Mm<A> {
     /// Adds a mapping (and its reference) of an existing page: fork sharing a page, or the zero
     /// page being mapped (Linux `folio_add_anon_rmap`/`folio_get`).
     pub(crate) fn dup_mapping(&self, frame: PhysAddr) {
-        Self::dup_mapping_meta(self.frames.meta(frame));
+        self.dup_mapping_meta(self.frames.meta(frame));
     }
 
-    /// [`Self::dup_mapping`] for a caller that already holds the frame's metadata (fork's
-    /// per-page loop: one metadata lookup and bounds check per page instead of two).
+    /// [`Self::dup_mapping`] of a small page (not part of a large folio) for a caller that
+    /// already holds the frame's metadata (fork's per-page loop: one metadata lookup and bounds
+    /// check per page instead of two).
     #[inline]
-    pub(crate) fn dup_mapping_meta(meta: &FrameMeta) {
+    pub(crate) fn dup_small_mapping(meta: &FrameMeta) {
         meta.get();
+        meta.inc_mapcount();
+    }
+
+    /// [`Self::dup_mapping`] for any frame, large folios included.
+    #[inline]
+    pub(crate) fn dup_mapping_meta(&self, meta: &FrameMeta) {
+        self.frames.head_meta(meta).get();
         meta.inc_mapcount();
     }
 
@@ -301,6 +324,7 @@ impl<A: Arch> Mm<A> {
     }
 
     /// Drops one reference (Linux `put_page`), freeing the page with the last one.
+    #[inline]
     pub(crate) fn put_page(&self, frame: PhysAddr) {
         self.put_page_meta(self.frames.meta(frame), frame);
     }
@@ -313,13 +337,38 @@ impl<A: Arch> Mm<A> {
         // The TLB check runs before the frame is back on the free list: after that, another
         // CPU may reallocate it, map it and cache the new translation, which the check would
         // take for a stale one of the old mapping (a false "freed while mapped").
-        if self
-            .frames
-            .put_meta_then(meta, frame, || self.arch.frame_freed(frame))
-            && anon
-        {
-            stats::dec(&self.counters.anon_pages);
+        let freed = self.frames.put_meta_then(meta, frame, |first, n| {
+            if n == 1 {
+                self.arch.frame_freed(first);
+            } else {
+                self.frames_freed(first, n);
+            }
+        });
+        if freed != 0 && anon {
+            if freed == 1 {
+                stats::dec(&self.counters.anon_pages);
+            } else {
+                self.uncount_thp(freed);
+            }
         }
+    }
+
+    /// The `frame_freed` hook for each frame of a freed large folio.
+    #[cold]
+    #[inline(never)]
+    fn frames_freed(&self, first: PhysAddr, n: usize) {
+        for i in 0..n {
+            self.arch.frame_freed(first + (i * crate::PAGE_SIZE) as u64);
+        }
+    }
+
+    /// A freed THP of `frames` frames leaves the anon counters.
+    #[cold]
+    fn uncount_thp(&self, frames: usize) {
+        self.counters
+            .anon_pages
+            .fetch_sub(frames as u64, Ordering::Relaxed);
+        stats::dec(&self.counters.anon_thps);
     }
 
     /// Is every byte of the zero page zero? For the checker's zero-page invariant.

@@ -36,6 +36,11 @@ pub struct MmShared {
     write_protect_seq: AtomicU32,
     /// This address space's COW outcomes (`cowstat`).
     pub(crate) cow: crate::cowstat::CowCounts,
+    /// Page-table pages deposited for splitting PMD leaves (`huge_memory.rs`): the physical
+    /// address of the first, linked through each one's entry 0; 0 when none. Changed only by
+    /// the holder of the address space.
+    pub(crate) deposits: AtomicU64,
+    pub(crate) deposit_count: core::sync::atomic::AtomicUsize,
 }
 
 impl MmShared {
@@ -46,6 +51,8 @@ impl MmShared {
             has_pinned: AtomicBool::new(false),
             write_protect_seq: AtomicU32::new(0),
             cow: Default::default(),
+            deposits: AtomicU64::new(0),
+            deposit_count: core::sync::atomic::AtomicUsize::new(0),
         }
     }
 

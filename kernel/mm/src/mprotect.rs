@@ -91,6 +91,9 @@ impl AddressSpace {
 /// Rewrites every mapping PTE of `vma` from its (new) protection (Linux `change_pte_range`).
 fn change_pte_range<A: Arch>(mm: &Mm<A>, era: Era, aspace: &AddressSpace, vma: &Vma) -> TlbFlush {
     let base = vma.page_prot();
+    // PMD leaves become PTEs first (Linux keeps them with `change_huge_pmd`; splitting is this
+    // stage's simpler rule, and correct: every subpage keeps its frame and exclusive bit).
+    crate::huge_memory::split_huge_pmd_range(mm, &aspace.shared, vma.start, vma.end);
     aspace
         .page_table(mm)
         .change_protection(vma.start, vma.end, &mut |_, old| {

@@ -259,6 +259,8 @@ impl AddressSpace {
     fn move_page_tables<A: Arch>(&self, mm: &Mm<A>, old: u64, new: u64, len: u64) -> bool {
         let pt = self.page_table(mm);
         let (start, end) = (VirtAddr::new(old), VirtAddr::new(old + len));
+        // PMD-mapped THPs move as 512 PTEs (Linux `move_huge_pmd` moves an aligned one whole).
+        crate::huge_memory::split_huge_pmd_range(mm, &self.shared, start, end);
         let mut allocated = true;
         let mut last_pt = u64::MAX;
         pt.for_each_leaf(start, end, &mut |va, slot| {

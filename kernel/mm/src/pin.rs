@@ -103,7 +103,8 @@ impl PinnedPage {
         let meta = mm.frames().meta(self.frame);
         match self.kind {
             PinKind::Pin => {
-                meta.dec_pincount();
+                // A pin of a subpage of a large folio is counted on the folio.
+                mm.frames().head_meta(meta).dec_pincount();
                 stats::dec(&mm.counters.gup_pins_held);
             }
             PinKind::Get => stats::dec(&mm.counters.gup_refs_held),
@@ -138,7 +139,7 @@ pub(crate) fn grab_page<A: Arch>(
     frame: PhysAddr,
     flags: FollFlags,
 ) -> PinnedPage {
-    let meta = mm.frames().meta(frame);
+    let meta = mm.frames().head_meta(mm.frames().meta(frame));
     meta.get();
     account_grab(mm, &aspace.shared, meta, frame, flags)
 }
@@ -153,6 +154,9 @@ pub(crate) fn try_grab_page_fast<A: Arch>(
     frame: PhysAddr,
     flags: FollFlags,
 ) -> Option<PinnedPage> {
+    // The folio's count (Linux `try_get_folio`): a tail's link to its head is stable while
+    // GUP-fast's interrupts-off walk keeps the folio from being freed and reused.
+    let meta = mm.frames().head_meta(meta);
     if !meta.try_get() {
         return None;
     }

@@ -39,6 +39,8 @@ pub struct SmapsCounts {
     /// The proportional size of the resident pages of a `VM_LOCKED` VMA, << [`PSS_SHIFT`]
     /// (Linux adds the PSS to `Locked`).
     pub locked_frac: u64,
+    /// Anonymous memory mapped by PMDs (THPs), Linux's `AnonHugePages`.
+    pub anon_huge: u64,
 }
 
 impl SmapsCounts {
@@ -62,6 +64,7 @@ impl SmapsCounts {
         self.referenced += other.referenced;
         self.anonymous += other.anonymous;
         self.locked_frac += other.locked_frac;
+        self.anon_huge += other.anon_huge;
     }
 }
 
@@ -85,17 +88,37 @@ impl AddressSpace {
                 let Some(vma) = self.find_vma(va) else {
                     continue;
                 };
-                let meta = mm.frames().meta(e.frame());
                 let c = out.entry(vma.start()).or_default();
                 smaps_account(
                     c,
                     e,
-                    meta.mapcount(),
-                    meta.test(FrameFlags::ANON) && vma.sharing() == Sharing::Private,
+                    // A subpage of a PTE-mapped THP may also be mapped by PMDs elsewhere.
+                    mm.frames().page_mapcount(e.frame()),
+                    mm.frames().meta(e.frame()).test(FrameFlags::ANON)
+                        && vma.sharing() == Sharing::Private,
                     vma.flags().contains(VmaFlags::LOCKED),
                 );
             }
         });
+        // PMD-mapped THPs (Linux `smaps_pmd_entry`): every subpage as above, and the whole
+        // 2 MiB as `AnonHugePages`.
+        pt.for_each_huge_pmd(
+            VirtAddr::zero(),
+            VirtAddr::new(crate::aspace::USER_END),
+            &mut |va, pmd| {
+                let Some(vma) = self.find_vma(va) else {
+                    return;
+                };
+                let c = out.entry(vma.start()).or_default();
+                for i in 0..crate::folio::HPAGE_PMD_NR as u64 {
+                    let sub = VirtAddr::new(va.as_u64() + i * PAGE);
+                    let pte = pmd.huge_subpage(sub);
+                    let locked = vma.flags().contains(VmaFlags::LOCKED);
+                    smaps_account(c, pte, mm.frames().page_mapcount(pte.frame()), true, locked);
+                }
+                c.anon_huge += crate::folio::HPAGE_PMD_SIZE;
+            },
+        );
         out
     }
 }

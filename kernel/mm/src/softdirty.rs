@@ -27,6 +27,7 @@ impl AddressSpace {
         let mut flush = TlbFlush::none(self.root);
         for vma in self.vmas.map_mut().values_mut() {
             vma.flags = vma.flags.without(VmaFlags::SOFTDIRTY);
+            crate::huge_memory::split_huge_pmd_range(mm, &self.shared, vma.start, vma.end);
             flush.merge(pt.change_protection(vma.start, vma.end, &mut |_, old| {
                 old.without(Pte::WRITABLE | Pte::SOFT_DIRTY)
             }));

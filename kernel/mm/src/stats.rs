@@ -12,6 +12,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) anon_pages: AtomicU64,
+    /// Large anon folios (THPs) allocated and not yet freed.
+    pub(crate) anon_thps: AtomicU64,
     pub(crate) pagetable_pages: AtomicU64,
     pub(crate) anon_faults: AtomicU64,
     pub(crate) zero_page_faults: AtomicU64,
@@ -35,6 +37,11 @@ pub(crate) struct Counters {
     pub(crate) file_faults: AtomicU64,
     pub(crate) writenotify_faults: AtomicU64,
     pub(crate) file_dirty: AtomicU64,
+    pub(crate) thp_fault_alloc: AtomicU64,
+    pub(crate) thp_fault_fallback: AtomicU64,
+    pub(crate) thp_split_pmd: AtomicU64,
+    pub(crate) thp_wp_splits: AtomicU64,
+    pub(crate) thp_fork_shared: AtomicU64,
 }
 
 #[inline]
@@ -106,6 +113,18 @@ pub struct MmStats {
     /// Write faults of a shared file mapping that told the filesystem (`page_mkwrite`): the
     /// first store to a page, and the first after each writeback (write-notify).
     pub writenotify_faults: u64,
+    /// Large anon folios (2 MiB THPs) in use.
+    pub anon_thps: u64,
+    /// Faults that mapped a new THP with a PMD (Linux `thp_fault_alloc`).
+    pub thp_fault_alloc: u64,
+    /// THP faults that found no free 2 MiB block and fell back to 4 KiB pages.
+    pub thp_fault_fallback: u64,
+    /// PMD mappings split into 512 PTEs (Linux `thp_split_pmd`).
+    pub thp_split_pmd: u64,
+    /// Of those, splits by a write or unshare fault the folio could not reuse.
+    pub thp_wp_splits: u64,
+    /// PMD mappings fork shared with a child write-protected.
+    pub thp_fork_shared: u64,
 }
 
 impl Counters {
@@ -136,6 +155,12 @@ impl Counters {
             file_dirty: r(&self.file_dirty),
             file_faults: r(&self.file_faults),
             writenotify_faults: r(&self.writenotify_faults),
+            anon_thps: r(&self.anon_thps),
+            thp_fault_alloc: r(&self.thp_fault_alloc),
+            thp_fault_fallback: r(&self.thp_fault_fallback),
+            thp_split_pmd: r(&self.thp_split_pmd),
+            thp_wp_splits: r(&self.thp_wp_splits),
+            thp_fork_shared: r(&self.thp_fork_shared),
             ..MmStats::default()
         }
     }

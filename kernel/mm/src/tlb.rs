@@ -49,6 +49,12 @@ impl TlbFlush {
         self.end = self.end.max(va + PAGE_SIZE as u64);
     }
 
+    /// Adds the pages of `[start, end)` (page aligned).
+    pub(crate) fn add_range(&mut self, start: VirtAddr, end: VirtAddr) {
+        self.start = self.start.min(start.as_u64());
+        self.end = self.end.max(end.as_u64());
+    }
+
     /// Adds every translation of the address space.
     pub(crate) fn add_all(&mut self) {
         self.all = true;
@@ -140,6 +146,22 @@ impl<'m, A: Arch> MmuGather<'m, A> {
         self.flush.add_page(va);
         self.pages[self.npages] = frame;
         self.npages += 1;
+    }
+
+    /// `va`'s 2 MiB no longer map the large folio `head` through a PMD (its entire mapcount
+    /// is already dropped); the PMD's one reference is dropped after the flush.
+    pub(crate) fn remove_huge(&mut self, va: VirtAddr, head: PhysAddr) {
+        if self.npages == GATHER_PAGES {
+            self.flush_and_free();
+        }
+        self.flush.add_range(va, va + crate::folio::HPAGE_PMD_SIZE);
+        self.pages[self.npages] = head;
+        self.npages += 1;
+    }
+
+    /// The address space being changed.
+    pub(crate) fn shared(&self) -> &'m MmShared {
+        self.shared
     }
 
     /// `table`, which translated `va`, is unlinked from its parent; freed after the flush

@@ -119,6 +119,11 @@ impl VmaFlags {
     pub const WIPEONFORK: VmaFlags = VmaFlags(1 << 8);
     /// `MADV_DONTDUMP`: left out of core dumps (Linux `VM_DONTDUMP`).
     pub const DONTDUMP: VmaFlags = VmaFlags(1 << 9);
+    /// `MADV_HUGEPAGE`: THPs wanted here even when `enabled` is `madvise` (Linux
+    /// `VM_HUGEPAGE`).
+    pub const HUGEPAGE: VmaFlags = VmaFlags(1 << 10);
+    /// `MADV_NOHUGEPAGE`: never THPs here (Linux `VM_NOHUGEPAGE`).
+    pub const NOHUGEPAGE: VmaFlags = VmaFlags(1 << 11);
 
     pub const fn contains(self, other: VmaFlags) -> bool {
         self.0 & other.0 == other.0

@@ -95,10 +95,21 @@ pub(crate) fn do_wp_page<A: Arch>(
         trace(mm, shared, va, kind, Decision::Copy, Rule::NotAnon);
         return Ok(());
     }
+    let large = flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL);
     let page = AnonPageState {
         exclusive: flags.contains(FrameFlags::ANON_EXCLUSIVE),
-        mapcount: meta.mapcount(),
-        refcount: meta.refcount(),
+        // Linux `page_mapcount` and `folio_ref_count`: a subpage of a large folio is mapped by
+        // its PTEs and its folio's PMDs, and references are the folio's.
+        mapcount: if large {
+            mm.frames().page_mapcount(pte.frame())
+        } else {
+            meta.mapcount()
+        },
+        refcount: if large {
+            mm.frames().folio_refcount(pte.frame())
+        } else {
+            meta.refcount()
+        },
     };
     match rules::wp_can_reuse(mm.era(), page) {
         WpReuse::Exclusive => {

@@ -49,6 +49,7 @@ pub mod signalfd;
 pub mod splice;
 pub mod stat;
 pub mod timerfd;
+pub mod sysmm;
 pub mod tmpfs;
 pub mod tmpfs_file;
 pub mod tty;

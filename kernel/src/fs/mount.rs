@@ -86,7 +86,7 @@ pub struct Mount {
 }
 
 /// The mounts, root first.
-pub static MOUNTS: [Mount; 5] = [
+pub static MOUNTS: [Mount; 6] = [
     Mount {
         path: "/",
         root: &RootFs,
@@ -106,6 +106,10 @@ pub static MOUNTS: [Mount; 5] = [
     Mount {
         path: "/sys/kernel/debug",
         root: &DebugDir,
+    },
+    Mount {
+        path: "/sys/kernel/mm",
+        root: &SysMmDir,
     },
 ];
 
@@ -598,6 +602,20 @@ impl SpecialDir for DebugDir {
             "kcov" => Some(Ok(Box::new(super::kcov::KcovFile::default()))),
             _ => None,
         }
+    }
+}
+
+/// `/sys/kernel/mm`: `transparent_hugepage/{enabled,defrag,use_zero_page,hpage_pmd_size}`
+/// (`sysmm`).
+pub struct SysMmDir;
+
+impl SpecialDir for SysMmDir {
+    fn file(&self, name: &str, flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
+        super::sysmm::SysMmFile::open(name, flags)
+    }
+
+    fn flat(&self) -> bool {
+        false
     }
 }
 

@@ -419,6 +419,10 @@ fn meminfo() -> String {
         ("Cached:", stats.file_pages + stats.shmem_pages),
         ("Dirty:", stats.file_dirty),
         ("AnonPages:", stats.anon_pages),
+        (
+            "AnonHugePages:",
+            stats.anon_thps * cowlab_mm::folio::HPAGE_PMD_NR as u64,
+        ),
         ("Shmem:", stats.shmem_pages),
         ("PageTables:", stats.pagetable_pages),
     ] {
@@ -460,6 +464,12 @@ fn mmstat() -> String {
         file_dirty,
         file_faults,
         writenotify_faults,
+        anon_thps,
+        thp_fault_alloc,
+        thp_fault_fallback,
+        thp_split_pmd,
+        thp_wp_splits,
+        thp_fork_shared,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -491,6 +501,12 @@ fn mmstat() -> String {
         ("file_dirty", file_dirty),
         ("file_faults", file_faults),
         ("writenotify_faults", writenotify_faults),
+        ("anon_thps", anon_thps),
+        ("thp_fault_alloc", thp_fault_alloc),
+        ("thp_fault_fallback", thp_fault_fallback),
+        ("thp_split_pmd", thp_split_pmd),
+        ("thp_wp_splits", thp_wp_splits),
+        ("thp_fork_shared", thp_fork_shared),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

@@ -408,6 +408,7 @@ fn smaps_block(s: &mut String, size: Option<u64>, c: &SmapsCounts) {
         ("Private_Dirty:", c.private_dirty),
         ("Referenced:", c.referenced),
         ("Anonymous:", c.anonymous),
+        ("AnonHugePages:", c.anon_huge),
         ("Swap:", 0),
         ("Locked:", c.locked()),
     ]);

@@ -194,8 +194,8 @@ pub fn mprotect(a: Args) -> SysResult {
 pub fn madvise(a: Args) -> SysResult {
     let addr = checked_addr(a.get(0))?;
     let advice = match a.i32(2) {
-        // MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED, HUGEPAGE, NOHUGEPAGE: hints only.
-        0..=3 | 14 | 15 => return Ok(0),
+        // MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED: hints only.
+        0..=3 => return Ok(0),
         other => Advice::from_linux(other)?,
     };
     let len = a.get(1) as usize;

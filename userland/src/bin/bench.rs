@@ -27,7 +27,7 @@
 //! The same static binary runs natively on the host Linux (`cargo xtask bench --host`) and as
 //! `/init` of a Debian Linux kernel in the same QEMU (`cargo xtask bench --linux`). For Linux
 //! every mapping is advised `MADV_NOHUGEPAGE` (4 KiB faults, as LINUX-BASELINE.md measured;
-//! cowlab has no huge pages and answers `EINVAL`, ignored), the first line names the kernel
+//! cowlab honours it too, and its default `enabled=madvise` gives no THP anyway), the first line names the kernel
 //! (`BENCH-UNAME`), and as `/init` of Linux the program powers the machine off at the end
 //! (an `/init` that exits panics Linux).
 #![no_std]
@@ -109,8 +109,8 @@ fn write_byte(addr: usize, value: u8) {
 fn map(len: usize) -> usize {
     match mmap(0, len, RW, ANON) {
         Ok(addr) => {
-            // Linux would otherwise fault 2 MiB at a time in a 2 MiB-aligned span; cowlab has
-            // no huge pages and refuses the advice (EINVAL), which changes nothing.
+            // Linux would otherwise fault 2 MiB at a time in a 2 MiB-aligned span; cowlab's
+            // default (`enabled=madvise`) would not, and it takes the advice the same way.
             let _ = madvise(addr, len, MADV_NOHUGEPAGE);
             addr
         }

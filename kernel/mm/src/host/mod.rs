@@ -277,6 +277,9 @@ impl HostArch {
             if !e.is_present() {
                 return None;
             }
+            if level == 2 && e.has(Pte::HUGE) {
+                return Some(e.huge_subpage(va));
+            }
             table = e.frame();
         }
         Some(Pte::from_raw(

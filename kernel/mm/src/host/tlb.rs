@@ -101,7 +101,8 @@ impl Tlb {
                     e.frame
                 ));
             }
-            let pte = PageTable::new(mm, root).walk(va).map(|s| s.load());
+            // `translate`: a PMD-mapped THP answers with its subpage's 4 KiB view.
+            let pte = PageTable::new(mm, root).translate(va);
             let ok = pte.is_some_and(|p| {
                 p.is_present()
                     && p.frame() == e.frame

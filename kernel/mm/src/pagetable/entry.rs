@@ -23,7 +23,8 @@ impl Pte {
     pub const NO_CACHE: u64 = 1 << 4;
     pub const ACCESSED: u64 = 1 << 5;
     pub const DIRTY: u64 = 1 << 6;
-    /// In a PDPT or PD entry: maps a 1 GiB or 2 MiB page (never used for user memory here).
+    /// In a PD entry (a PMD): maps a 2 MiB page, a PMD-mapped THP (`huge_memory.rs`); in a
+    /// PDPT entry a 1 GiB page (kernel only).
     pub const HUGE: u64 = 1 << 7;
     pub const GLOBAL: u64 = 1 << 8;
     /// Software: written since the last `clear_refs` (Linux `_PAGE_SOFT_DIRTY`).
@@ -81,6 +82,19 @@ impl Pte {
 
     pub const fn is_writable(self) -> bool {
         self.has(Self::PRESENT | Self::WRITABLE)
+    }
+
+    /// A PMD leaf: a level-2 entry mapping a 2 MiB page (present or `PROTNONE`) instead of
+    /// pointing to a PT. Meaningful on level-2 entries only.
+    pub const fn is_huge(self) -> bool {
+        self.has(Self::HUGE) && self.is_mapping()
+    }
+
+    /// The 4 KiB PTE the PMD leaf `self` amounts to at `va` (same permissions and history
+    /// bits, the subpage's frame): what a walk that only understands PTEs should see.
+    pub const fn huge_subpage(self, va: crate::addr::VirtAddr) -> Pte {
+        let sub = va.as_u64() & ((1 << 21) - 1) & !0xfff;
+        Pte((self.0 & !Self::HUGE) + sub)
     }
 
     pub const fn is_dirty(self) -> bool {

@@ -187,12 +187,51 @@ impl<'m, A: Arch> PageTable<'m, A> {
         let mut table = self.root;
         for level in [4u8, 3, 2] {
             let e = self.entry(table, va.table_index(level)).load();
-            if !e.is_present() {
+            // A PMD leaf (THP) has no PT below it: its 4 KiB view is `translate`'s. The `HUGE`
+            // test costs nothing on the common path: it shares the branch of the present test.
+            if e.raw() & (Pte::PRESENT | Pte::HUGE) != Pte::PRESENT {
                 return None;
             }
             table = e.frame();
         }
         Some(table)
+    }
+
+    /// The PD slot (the PMD) translating `va`, if the tables down to the PD exist.
+    pub(crate) fn walk_pmd(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        if !va.is_canonical() {
+            return None;
+        }
+        let mut table = self.root;
+        for level in [4u8, 3] {
+            let e = self.entry(table, va.table_index(level)).load();
+            if !e.is_present() {
+                return None;
+            }
+            table = e.frame();
+        }
+        Some(self.entry(table, va.table_index(2)))
+    }
+
+    /// The PD slot translating the user address `va`, allocating a missing PDPT or PD.
+    pub(crate) fn walk_alloc_pmd(&self, va: VirtAddr) -> Option<PteRef<'m>> {
+        assert!(
+            va.table_index(4) < KERNEL_PML4_START && va.is_canonical(),
+            "user page-table walk at kernel address {va:#x}"
+        );
+        let mut table = self.root;
+        for level in [4u8, 3] {
+            let slot = self.entry(table, va.table_index(level));
+            let e = slot.load();
+            table = if e.is_present() {
+                e.frame()
+            } else {
+                let new = self.mm.alloc_pagetable()?;
+                slot.store(Pte::new(new, Pte::TABLE_FLAGS));
+                new
+            };
+        }
+        Some(self.entry(table, va.table_index(2)))
     }
 
     /// The leaf slot translating the user address `va`, allocating missing PDPT/PD/PT pages
@@ -221,6 +260,11 @@ impl<'m, A: Arch> PageTable<'m, A> {
         for level in [4u8, 3, 2] {
             let slot = self.entry(table, va.table_index(level));
             let e = slot.load();
+            if level == 2 && e.has(Pte::HUGE) {
+                // A PMD leaf: the caller must handle (fault) or split it first; never
+                // descend into a 2 MiB page as if it were a PT.
+                return None;
+            }
             table = if e.is_present() {
                 e.frame()
             } else {
@@ -233,9 +277,13 @@ impl<'m, A: Arch> PageTable<'m, A> {
     }
 
     /// The leaf entry for `va` if it maps a frame (present or `PROTNONE`).
+    /// A PMD-mapped THP answers with the 4 KiB view of its subpage ([`Pte::huge_subpage`]).
     pub fn translate(&self, va: VirtAddr) -> Option<Pte> {
-        let pte = self.walk(va)?.load();
-        pte.is_mapping().then_some(pte)
+        if let Some(pte) = self.walk(va).map(|s| s.load()) {
+            return pte.is_mapping().then_some(pte);
+        }
+        let pmd = self.walk_pmd(va)?.load();
+        pmd.is_huge().then(|| pmd.huge_subpage(va))
     }
 
     /// Entry `index` of the root (for the checker and tests of the kernel half).

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 use super::{level_span, PageTable, Pte, PteRef, ENTRIES};
+
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::tlb::{MmuGather, TlbFlush};
@@ -43,7 +44,9 @@ impl<'m, A: Arch> PageTable<'m, A> {
                 f(VirtAddr::new(va), slot);
             } else {
                 let e = slot.load();
-                if e.is_present() {
+                // PMD leaves are not PTEs: callers that change entries split them first
+                // (`huge_memory::split_huge_pmd_range`), readers use `for_each_huge_pmd`.
+                if e.is_present() && !e.has(Pte::HUGE) {
                     self.visit(e.frame(), level - 1, va, next, f);
                 }
             }
@@ -79,7 +82,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
             let e = self
                 .entry(table, VirtAddr::new(va).table_index(level))
                 .load();
-            if e.is_present() {
+            if e.is_present() && !e.has(Pte::HUGE) {
                 if level == 2 {
                     let first = VirtAddr::new(va).table_index(1);
                     // `next` is the end of this PT's span or `end`; both page aligned.
@@ -177,7 +180,14 @@ impl<'m, A: Arch> PageTable<'m, A> {
                     }
                 }
             } else {
-                let e = slot.load();
+                let mut e = slot.load();
+                if level == 2 && e.is_huge() {
+                    if zap_huge_pmd_slot(self.mm, slot, va, next, gather) {
+                        va = next;
+                        continue;
+                    }
+                    e = slot.load();
+                }
                 if e.is_present() {
                     self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap);
                     if self.is_table_empty(e.frame()) {
@@ -193,6 +203,36 @@ impl<'m, A: Arch> PageTable<'m, A> {
     fn is_table_empty(&self, table: PhysAddr) -> bool {
         (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
     }
+}
+
+/// A PMD leaf in a zapped range (Linux `zap_huge_pmd` / `__split_huge_pmd` in
+/// `zap_pmd_range`): the whole 2 MiB goes as one PMD (returns `true`); part of it splits the
+/// PMD mapping into 512 PTEs first (with the table deposited at fault time, so this cannot
+/// fail) and returns `false` for the caller to zap the range's PTEs. Out of line so that the
+/// caller's per-page `on_unmap` keeps a single call site and inlines.
+#[cold]
+#[inline(never)]
+fn zap_huge_pmd_slot<'m, A: Arch>(
+    mm: &'m crate::mm::Mm<A>,
+    slot: PteRef<'m>,
+    va: u64,
+    next: u64,
+    gather: &mut MmuGather<'m, A>,
+) -> bool {
+    let span = level_span(2);
+    if va & (span - 1) == 0 && next - va == span {
+        let old = slot.take();
+        crate::huge_memory::zap_huge_pmd(mm, gather.shared(), old);
+        gather.remove_huge(VirtAddr::new(va), old.frame());
+        return true;
+    }
+    crate::huge_memory::split_huge_pmd_slot(
+        mm,
+        gather.shared(),
+        slot,
+        VirtAddr::new(va & !(span - 1)),
+    );
+    false
 }
 
 /// Does going from `old` to `new` remove a translation or a permission some TLB may cache?

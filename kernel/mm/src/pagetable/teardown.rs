@@ -49,7 +49,8 @@ impl<A: Arch> PageTable<'_, A> {
             // Nobody uses this hierarchy any more (see `destroy`): a plain store suffices.
             slot.store(Pte::EMPTY);
             let va = base + i as u64 * level_span(level);
-            if level == 1 {
+            if level == 1 || (level == 2 && e.is_huge()) {
+                // A PMD leaf is reported whole; the caller sees `HUGE` and drops the folio.
                 if e.is_mapping() {
                     on_unmap(VirtAddr::new(va), e);
                 }
@@ -85,7 +86,7 @@ impl<A: Arch> PageTable<'_, A> {
         }
         for i in 0..ENTRIES {
             let e = self.entry(table, i).load();
-            if e.is_present() {
+            if e.is_present() && !e.has(Pte::HUGE) {
                 self.tables_below(e.frame(), level - 1, base + i as u64 * level_span(level), f);
             }
         }

@@ -1,0 +1,124 @@
+//! `/sys/kernel/mm`: the THP controls of `transparent_hugepage/` (Linux `mm/huge_memory.c`'s
+//! sysfs attributes) over `cowlab_mm::huge_memory::ThpSettings`.
+//!
+//! `enabled` (`always`, `madvise`, `never`), `defrag` (`always`, `defer`, `defer+madvise`,
+//! `madvise`, `never`) and `use_zero_page` (`0`/`1`) read with the selection bracketed and take
+//! one word; `hpage_pmd_size` is read-only. A write of anything else is `EINVAL`, as Linux.
+#![deny(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use core::any::Any;
+
+use super::file::{FileOps, Kiocb, Seek};
+use super::iter::IoIter;
+use super::rw::CHUNK;
+use super::stat::{statfs_of, Stat, StatFs, ST_NODEV, ST_NOEXEC, ST_NOSUID, S_IFREG};
+use crate::errno::Errno;
+use crate::memory;
+
+/// Linux's `SYSFS_MAGIC`.
+pub const SYSFS_MAGIC: u64 = 0x6265_6572;
+
+/// One attribute of `transparent_hugepage/`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Knob {
+    Enabled,
+    Defrag,
+    UseZeroPage,
+    HpagePmdSize,
+}
+
+impl Knob {
+    /// The attribute at `name` below `/sys/kernel/mm`.
+    pub fn by_path(name: &str) -> Option<Knob> {
+        Some(match name.strip_prefix("transparent_hugepage/")? {
+            "enabled" => Knob::Enabled,
+            "defrag" => Knob::Defrag,
+            "use_zero_page" => Knob::UseZeroPage,
+            "hpage_pmd_size" => Knob::HpagePmdSize,
+            _ => return None,
+        })
+    }
+
+    pub fn writable(self) -> bool {
+        self != Knob::HpagePmdSize
+    }
+
+    fn show(self) -> String {
+        let thp = memory::mm().thp();
+        let mut out = String::new();
+        match self {
+            Knob::Enabled => thp.show_enabled(&mut out),
+            Knob::Defrag => thp.show_defrag(&mut out),
+            Knob::UseZeroPage => out = format!("{}\n", u8::from(thp.use_zero_page())),
+            Knob::HpagePmdSize => out = format!("{}\n", cowlab_mm::folio::HPAGE_PMD_SIZE),
+        }
+        out
+    }
+
+    fn store(self, input: &str) -> Result<(), Errno> {
+        let thp = memory::mm().thp();
+        match self {
+            Knob::Enabled => thp.store_enabled(input),
+            Knob::Defrag => thp.store_defrag(input),
+            Knob::UseZeroPage => thp.store_use_zero_page(input),
+            Knob::HpagePmdSize => return Err(Errno::EACCES),
+        }
+        .map_err(|_| Errno::EINVAL)
+    }
+}
+
+/// An open attribute.
+pub struct SysMmFile(pub Knob);
+
+impl SysMmFile {
+    /// Opens `name` with `flags` (`EACCES` for write access to a read-only attribute, as
+    /// kernfs).
+    pub fn open(name: &str, flags: u32) -> Option<Result<Box<dyn FileOps>, Errno>> {
+        let knob = Knob::by_path(name)?;
+        if flags & super::O_ACCMODE != 0 && !knob.writable() {
+            return Some(Err(Errno::EACCES));
+        }
+        Some(Ok(Box::new(SysMmFile(knob))))
+    }
+}
+
+impl FileOps for SysMmFile {
+    fn read_iter(&self, io: &mut Kiocb, to: &mut IoIter) -> Result<usize, Errno> {
+        let text = self.0.show();
+        let from = (io.pos as usize).min(text.len());
+        let end = text.len().min(from + to.count().min(CHUNK));
+        let n = to.copy_to(&text.as_bytes()[from..end]);
+        io.pos += n as u64;
+        to.finish(n)
+    }
+
+    fn write_iter(&self, _io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
+        let data = from.copy_from_vec(CHUNK)?;
+        if data.is_empty() && from.faulted() {
+            return Err(Errno::EFAULT);
+        }
+        let text = core::str::from_utf8(&data).map_err(|_| Errno::EINVAL)?;
+        self.0.store(text)?;
+        Ok(data.len())
+    }
+
+    fn seek(&self) -> Seek {
+        Seek::Size(0)
+    }
+
+    fn stat(&self) -> Stat {
+        let mode = S_IFREG | if self.0.writable() { 0o644 } else { 0o444 };
+        Stat::base(mode, 0x5100 + self.0 as u64)
+    }
+
+    fn statfs(&self) -> StatFs {
+        statfs_of(SYSFS_MAGIC, ST_NOSUID | ST_NODEV | ST_NOEXEC)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
