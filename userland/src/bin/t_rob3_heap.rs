@@ -52,6 +52,8 @@ const PER_HOLDER: usize = 1000;
 
 const MADE_ALL: u8 = 0;
 const GOT_ENOMEM: u8 = 1;
+/// A holder's byte before it reports.
+const NO_REPORT: u8 = 0xff;
 
 fn main() -> i32 {
     let argv: Vec<_> = args().collect();
@@ -297,11 +299,12 @@ struct Bufs {
     pollfds: Vec<[i32; 2]>,
 }
 
-/// A child holding memfds until the heap is full; reports on `ready`, holds until `go` ends.
-fn spawn_holder(ready: [i32; 2], go: [i32; 2]) -> Result<i32, Errno> {
+/// A child holding memfds until the heap is full; reports in its byte of the shared page
+/// `board` (a store cannot fail when the heap is full, where a pipe write is `ENOMEM` and left
+/// the parent waiting forever), holds until `go` ends.
+fn spawn_holder(board: *mut u8, go: [i32; 2]) -> Result<i32, Errno> {
     match fork()? {
         0 => {
-            let _ = close(ready[0]);
             let _ = close(go[1]);
             let mut report = MADE_ALL;
             for _ in 0..PER_HOLDER {
@@ -310,7 +313,8 @@ fn spawn_holder(ready: [i32; 2], go: [i32; 2]) -> Result<i32, Errno> {
                     break;
                 }
             }
-            let _ = write(ready[1], &[report]);
+            // SAFETY: `board` is a live shared page mapped before the fork.
+            unsafe { core::ptr::write_volatile(board, report) };
             let mut byte = [0u8];
             let _ = read(go[0], &mut byte);
             exit_now(0)
@@ -319,17 +323,38 @@ fn spawn_holder(ready: [i32; 2], go: [i32; 2]) -> Result<i32, Errno> {
     }
 }
 
+/// The holder's report in `board`, waiting up to 60 s for it (`None`: it never came).
+fn holder_report(board: *mut u8) -> Option<u8> {
+    for _ in 0..6000 {
+        // SAFETY: `board` is a live shared page.
+        let v = unsafe { core::ptr::read_volatile(board) };
+        if v != NO_REPORT {
+            return Some(v);
+        }
+        let _ = sleep_ms(10);
+    }
+    None
+}
+
 /// Fills the heap to its reserve with memfd holders, checks the calls answer `ENOMEM`, and
 /// releases the holders.
 fn full_heap(t: &mut Tester, b: &mut Bufs) {
-    let (Ok(ready), Ok(go)) = (pipe(), pipe()) else {
-        return t.check("pipes", false);
+    let (Ok(board), Ok(go)) = (
+        mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS),
+        pipe(),
+    ) else {
+        return t.check("the report page and the pipe", false);
     };
+    let board = board as *mut u8;
     let memfd = memfd_create(c"fill", 0);
     let mut holders = Vec::with_capacity(64);
     let mut full = false;
-    for _ in 0..60 {
-        match spawn_holder(ready, go) {
+    for i in 0..60 {
+        // SAFETY: the page is 4096 bytes; i < 60.
+        let slot = unsafe { board.add(i) };
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(slot, NO_REPORT) };
+        match spawn_holder(slot, go) {
             Ok(pid) => holders.push(pid),
             Err(ENOMEM) => {
                 full = true;
@@ -337,10 +362,9 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
             }
             Err(_) => break,
         }
-        let mut byte = [0u8];
-        match read(ready[0], &mut byte) {
-            Ok(1) if byte[0] == MADE_ALL => {}
-            Ok(1) if byte[0] == GOT_ENOMEM => {
+        match holder_report(slot) {
+            Some(MADE_ALL) => {}
+            Some(GOT_ENOMEM) => {
                 full = true;
                 break;
             }
@@ -378,8 +402,7 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
     );
     let _ = close(go[1]);
     let _ = close(go[0]);
-    let _ = close(ready[0]);
-    let _ = close(ready[1]);
+    let _ = munmap(board as usize, 4096);
     let mut all_ok = true;
     for pid in holders {
         all_ok &= matches!(waitpid(pid, 0), Ok((_, 0)));
