@@ -84,14 +84,17 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 fn user_trap(frame: &mut TrapFrame) {
     use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
     let number = frame.vector as u8;
-    match number {
-        // Not a trap of this task: no lock, no signal, no preemption, no return-to-user work.
-        vector::NMI => return crate::watchdog::soft::on_nmi(frame),
-        // Their own protocol, no kernel state: the lock would only delay the flush.
-        vector::IPI_SHOOTDOWN | vector::IPI_CALL | vector::SPURIOUS => {
-            return crate::smp::on_ipi(number)
+    // The page fault, the common trap, skips the lock-free vectors' test below (one compare).
+    if number != vector::PAGE_FAULT {
+        match number {
+            // Not a trap of this task: no lock, no signal, no preemption, no return-to-user work.
+            vector::NMI => return crate::watchdog::soft::on_nmi(frame),
+            // Their own protocol, no kernel state: the lock would only delay the flush.
+            vector::IPI_SHOOTDOWN | vector::IPI_CALL | vector::SPURIOUS => {
+                return crate::smp::on_ipi(number)
+            }
+            _ => {}
         }
-        _ => {}
     }
     crate::bkl::lock();
     match number {
