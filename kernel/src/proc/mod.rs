@@ -461,7 +461,7 @@ pub fn on_return_to_user(frame: &mut TrapFrame) {
     if KILLED_LIVE.load(Ordering::Relaxed) != 0
         || SIGNAL_WORK.load(Ordering::Relaxed) >> cpu & 1 != 0
     {
-        return_work(frame, 1u64 << cpu);
+        return_work(frame, cpu);
     }
 }
 
@@ -478,7 +478,8 @@ fn stack_overflow() -> ! {
 /// The uncommon part of [`on_return_to_user`]: a killed thread exits, then signals.
 #[cold]
 #[inline(never)]
-fn return_work(frame: &mut TrapFrame, me: u64) {
+fn return_work(frame: &mut TrapFrame, cpu: usize) {
+    let me = 1u64 << cpu;
     if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).
