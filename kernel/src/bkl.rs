@@ -182,6 +182,27 @@ pub fn release_to_user() {
     unlock();
 }
 
+/// [`lock`] for an entry from ring 3 that keeps the answer to "is the lock in use" (constant
+/// after boot, [`enable`]) in a register for [`release_to_user_if`]: one load of
+/// [`ENABLED`] per entry instead of two.
+#[inline(always)]
+pub fn lock_from_user() -> bool {
+    let on = enabled();
+    if on {
+        lock_enabled();
+    }
+    on
+}
+
+/// [`release_to_user`] after [`lock_from_user`] returned `locked`.
+#[inline(always)]
+pub fn release_to_user_if(locked: bool) {
+    if locked {
+        debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+        OWNER.store(0, Ordering::Release);
+    }
+}
+
 /// How many acquisitions had to wait for another CPU.
 pub fn contended() -> u64 {
     CONTENDED.load(Ordering::Relaxed)

@@ -43,15 +43,15 @@ pub struct PerCpu {
 #[repr(usize)]
 pub enum Slot {
     /// `proc`: the running thread's tid (0 in the idle loop).
-    CurrentTid,
+    Tid,
     /// `proc`: the running thread's tgid (0 in the idle loop).
-    CurrentTgid,
+    Tgid,
     /// `proc`: the running task's group record (`CURRENT_GROUP`, null in the idle loop).
-    CurrentGroup,
+    Group,
     /// `proc`: the running task's kernel-stack top (0 in the idle loop).
-    CurrentStackTop,
+    StackTop,
     /// `vm`: the `Mutex` of the loaded address space (`CURRENT_RAW`, null for the boot table).
-    CurrentAspace,
+    Aspace,
 }
 
 impl Slot {
@@ -132,9 +132,9 @@ pub fn write<const SLOT: usize>(value: u64) {
 
 /// Whether `offset` is that of a [`Slot`].
 const fn is_slot(offset: usize) -> bool {
-    offset >= Slot::CurrentTid.offset()
+    offset >= Slot::Tid.offset()
         && offset < core::mem::size_of::<PerCpu>()
-        && offset % 8 == 0
+        && offset.is_multiple_of(8)
 }
 
 /// The offset of `slot` for [`read`]/[`write`]'s const parameter.

@@ -39,7 +39,7 @@ static CURRENT_MM: [Mutex<Option<Arc<MmShared>>>; MAX_CPUS] =
 /// (`gs:`, a `percpu` slot) instead of taking and releasing `CURRENT`'s lock on every fault.
 /// Written only by [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the
 /// `Arc` (and so the pointee) alive for as long as the pointer is published.
-const CURRENT_RAW: usize = crate::percpu::slot(crate::percpu::Slot::CurrentAspace);
+const CURRENT_RAW: usize = crate::percpu::slot(crate::percpu::Slot::Aspace);
 
 /// The boot PML4, which maps only the kernel half; recorded by [`init`].
 static BOOT_ROOT: spin::Once<PhysFrame> = spin::Once::new();

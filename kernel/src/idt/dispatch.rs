@@ -24,11 +24,18 @@ pub fn breakpoint_count() -> u64 {
 /// Called by `trap_common` with interrupts disabled and all registers saved in `*frame`; the
 /// registers are restored from `*frame` when it returns.
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    let number = frame.vector as u8;
     if frame.cs & 3 == 3 {
         user_trap(frame);
-        return;
+    } else {
+        kernel_trap(frame);
     }
+}
+
+/// A trap taken in kernel mode. Not inlined: its logging and fixup paths would otherwise give
+/// the user page-fault path their stack frame and saved registers.
+#[inline(never)]
+fn kernel_trap(frame: &mut TrapFrame) {
+    let number = frame.vector as u8;
     match number {
         // An NMI may land anywhere, even between `syscall` and `swapgs` (kernel CS, user GS):
         // the watchdog's handler uses no GS and takes no lock.
@@ -85,10 +92,10 @@ fn user_trap(frame: &mut TrapFrame) {
     // The page fault, the common trap, first: the other vectors' tests (the lock-free NMI and
     // IPIs, the jump on the vector) stay off its path.
     if frame.vector as u8 == vector::PAGE_FAULT {
-        crate::bkl::lock();
+        let locked = crate::bkl::lock_from_user();
         user_page_fault(frame);
         crate::proc::on_return_to_user(frame);
-        crate::bkl::release_to_user();
+        crate::bkl::release_to_user_if(locked);
     } else {
         user_trap_other(frame);
     }

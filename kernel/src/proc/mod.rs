@@ -195,8 +195,8 @@ pub static TABLE: Mutex<BTreeMap<Pid, Box<Task>>> = Mutex::new(BTreeMap::new());
 /// The running task's tid and tgid on each CPU (0 while its idle loop runs) are this CPU's
 /// `percpu` slots: every CPU runs its own task (issue 16 stage 2), and the entry paths read
 /// them with one `gs:` load.
-const CURRENT: usize = percpu::slot(Slot::CurrentTid);
-const CURRENT_TGID: usize = percpu::slot(Slot::CurrentTgid);
+const CURRENT: usize = percpu::slot(Slot::Tid);
+const CURRENT_TGID: usize = percpu::slot(Slot::Tgid);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 /// The channel of a parent waiting for its children.
@@ -234,10 +234,10 @@ fn set_current(tid: Pid, tgid: Pid) {
 /// `Task::group` `Arc`, which the task keeps for its whole life, so the pointee outlives every
 /// run of the task. Lets `with_group` (getppid, rlimits, signal actions...) skip the table
 /// lookup on the system-call path. A `percpu` slot, as [`CURRENT`].
-const CURRENT_GROUP: usize = percpu::slot(Slot::CurrentGroup);
+const CURRENT_GROUP: usize = percpu::slot(Slot::Group);
 /// The running task's kernel-stack top (0 in the idle loop), for the canary check of every
 /// return to ring 3 without a table lookup. A `percpu` slot, as [`CURRENT`].
-const CURRENT_STACK_TOP: usize = percpu::slot(Slot::CurrentStackTop);
+const CURRENT_STACK_TOP: usize = percpu::slot(Slot::StackTop);
 
 /// This CPU's [`CURRENT_GROUP`].
 #[inline(always)]
