@@ -20,11 +20,17 @@
 //! NMIs. A CPU spinning for the lock has interrupts off, so it services its own pending
 //! shootdown and call requests while it waits: the holder may be flushing this CPU's TLB.
 //!
-//! Cost on the entry path: a load and one `cmpxchg` to take, a load and a store to release,
-//! plus a load of the CPU index (`gs:[16]`) for each.
+//! Only while several CPUs schedule tasks ([`enable`], `smp_sched=1`): with the application
+//! processors parked the boot CPU is the only one that runs kernel code on behalf of a task, so
+//! it holds the lock from boot on and every operation here is a load of [`ENABLED`] and a
+//! not-taken branch (Linux compiles its locks out of a uniprocessor kernel; this decides at
+//! boot). The parked CPUs take IPIs only, which never take the lock.
+//!
+//! Cost on the entry path with the lock enabled: a load and one `cmpxchg` to take, a load and a
+//! store to release, plus a load of the CPU index (`gs:[16]`) for each.
 #![deny(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::percpu;
 
@@ -46,21 +52,47 @@ static DEPTH: AtomicUsize = AtomicUsize::new(0);
 /// Acquisitions that found the lock held by another CPU (contention, for `/proc` and tests).
 static CONTENDED: AtomicU64 = AtomicU64::new(0);
 
+/// Whether the lock is in use (several CPUs schedule tasks). Written once, by [`enable`] on
+/// the boot CPU before any application processor runs the scheduler; until then (and forever
+/// with `smp_sched=0`) the boot CPU is the holder and taking or releasing does nothing.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
 /// Makes the boot CPU the holder: the boot code (and the in-kernel tests) runs as kernel code
 /// on behalf of nobody, before the scheduler starts.
 pub fn init_boot() {
     OWNER.store(1, Ordering::Relaxed);
 }
 
-/// Whether this CPU holds the lock.
+/// Turns the lock on: the application processors are about to run tasks. Called once by the
+/// boot code, which holds the lock at depth 0 (`init_boot`, no entry in progress), so the
+/// state every later `lock`/`unlock` pair expects is already the real one.
+pub fn enable() {
+    debug_assert!(OWNER.load(Ordering::Relaxed) == 1 && DEPTH.load(Ordering::Relaxed) == 0);
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether the lock is in use ([`enable`]); `#[inline(always)]`: one load on every entry.
+#[inline(always)]
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether this CPU holds the lock (the boot CPU always does while it is not [`enable`]d).
 #[inline]
 pub fn held() -> bool {
     OWNER.load(Ordering::Relaxed) == percpu::cpu_id() + 1
 }
 
 /// Takes the lock (non-recursive: the caller knows this CPU does not hold it). Interrupts off.
-#[inline]
+#[inline(always)]
 pub fn lock() {
+    if enabled() {
+        lock_enabled();
+    }
+}
+
+#[inline(always)]
+fn lock_enabled() {
     let me = percpu::cpu_id() + 1;
     if STARVING.load(Ordering::Relaxed) != 0
         || OWNER
@@ -106,17 +138,22 @@ fn lock_slow(me: usize) {
 }
 
 /// Releases the lock taken by [`lock`] (depth 1). Interrupts off.
-#[inline]
+#[inline(always)]
 pub fn unlock() {
-    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
-    OWNER.store(0, Ordering::Release);
+    if enabled() {
+        debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+        OWNER.store(0, Ordering::Release);
+    }
 }
 
 /// Takes the lock unless this CPU holds it already (an interrupt taken in kernel mode); whether
-/// it was taken here, for [`unlock_nested`].
+/// it was taken here, for [`unlock_nested`]. Nothing to take or count while not [`enable`]d
+/// (an interrupt cannot straddle `enable`, which runs on the boot CPU's main flow).
 #[inline]
 pub fn lock_nested() -> bool {
-    if held() {
+    if !enabled() {
+        false
+    } else if held() {
         DEPTH.fetch_add(1, Ordering::Relaxed);
         false
     } else {
@@ -128,6 +165,9 @@ pub fn lock_nested() -> bool {
 /// Undoes [`lock_nested`].
 #[inline]
 pub fn unlock_nested(taken: bool) {
+    if !enabled() {
+        return;
+    }
     if taken {
         unlock();
     } else {
@@ -137,9 +177,30 @@ pub fn unlock_nested(taken: bool) {
 
 /// The way out to ring 3: releases the lock, which every path to ring 3 holds (the entry took
 /// it, or the idle loop handed it to a new task).
-#[inline]
+#[inline(always)]
 pub fn release_to_user() {
     unlock();
+}
+
+/// [`lock`] for an entry from ring 3 that keeps the answer to "is the lock in use" (constant
+/// after boot, [`enable`]) in a register for [`release_to_user_if`]: one load of
+/// [`ENABLED`] per entry instead of two.
+#[inline(always)]
+pub fn lock_from_user() -> bool {
+    let on = enabled();
+    if on {
+        lock_enabled();
+    }
+    on
+}
+
+/// [`release_to_user`] after [`lock_from_user`] returned `locked`.
+#[inline(always)]
+pub fn release_to_user_if(locked: bool) {
+    if locked {
+        debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+        OWNER.store(0, Ordering::Release);
+    }
 }
 
 /// How many acquisitions had to wait for another CPU.

@@ -22,7 +22,9 @@ use crate::gdt;
 pub const MAX_CPUS: usize = 64;
 const _: () = assert!(MAX_CPUS.is_power_of_two());
 
-/// The fields the assembly addresses by offset (`gs:[0]`, `gs:[8]`, `gs:[16]`).
+/// The fields the assembly addresses by offset (`gs:[0]`, `gs:[8]`, `gs:[16]`), then the
+/// running task's state that every entry from ring 3 reads ([`Slot`]): one `mov` from `gs:`
+/// each, where an array indexed by [`cpu_id`] costs a load, a mask and an indexed load.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// Top of the running process's kernel stack (offset 0).
@@ -31,7 +33,35 @@ pub struct PerCpu {
     pub user_rsp: u64,
     /// This CPU's index (offset 16), written once by [`init`].
     pub cpu: u64,
+    /// The [`Slot`]s, each owned by the module that names it.
+    slots: [u64; Slot::COUNT],
 }
+
+/// A word of this CPU's area owned by another module, read and written only by this CPU
+/// through [`read`] and [`write`] (Linux's `this_cpu_read`/`this_cpu_write`).
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum Slot {
+    /// `proc`: the running thread's tid (0 in the idle loop).
+    Tid,
+    /// `proc`: the running thread's tgid (0 in the idle loop).
+    Tgid,
+    /// `proc`: the running task's group record (`CURRENT_GROUP`, null in the idle loop).
+    Group,
+    /// `proc`: the running task's kernel-stack top (0 in the idle loop).
+    StackTop,
+    /// `vm`: the `Mutex` of the loaded address space (`CURRENT_RAW`, null for the boot table).
+    Aspace,
+}
+
+impl Slot {
+    const COUNT: usize = 5;
+    /// Byte offset from GS base.
+    const fn offset(self) -> usize {
+        core::mem::offset_of!(PerCpu, slots) + 8 * self as usize
+    }
+}
+const _: () = assert!(core::mem::size_of::<PerCpu>() == 64);
 
 struct PerCpuCell(UnsafeCell<PerCpu>);
 
@@ -45,6 +75,7 @@ const EMPTY: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
     kernel_stack: 0,
     user_rsp: 0,
     cpu: 0,
+    slots: [0; Slot::COUNT],
 }));
 
 static PERCPU: [PerCpuCell; MAX_CPUS] = [EMPTY; MAX_CPUS];
@@ -71,6 +102,44 @@ pub fn cpu_id() -> usize {
     // Always below MAX_CPUS (`init` asserts it); the mask tells the compiler so, which drops the
     // bounds check of every per-CPU array access (the fault path makes several).
     cpu as usize & (MAX_CPUS - 1)
+}
+
+/// This CPU's `slot`. Kernel code only (GS is the kernel's); a task that can migrate reads the
+/// CPU it runs on now, as with [`cpu_id`].
+#[inline(always)]
+pub fn read<const SLOT: usize>() -> u64 {
+    const { assert!(is_slot(SLOT)) };
+    let value: u64;
+    // SAFETY: in kernel mode GS points at this CPU's `PerCpu` (invariant above) and `SLOT` is the
+    // offset of one of its slots (asserted at compile time); the load has no side effect.
+    unsafe {
+        asm!("mov {}, gs:[{off}]", out(reg) value, off = const SLOT,
+             options(nostack, readonly, preserves_flags))
+    };
+    value
+}
+
+/// Sets this CPU's `slot` (see [`read`]). Only this CPU touches its area.
+#[inline(always)]
+pub fn write<const SLOT: usize>(value: u64) {
+    const { assert!(is_slot(SLOT)) };
+    // SAFETY: as in `read`; the word belongs to this CPU, and no other CPU reads or writes it.
+    unsafe {
+        asm!("mov gs:[{off}], {}", in(reg) value, off = const SLOT,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// Whether `offset` is that of a [`Slot`].
+const fn is_slot(offset: usize) -> bool {
+    offset >= Slot::Tid.offset()
+        && offset < core::mem::size_of::<PerCpu>()
+        && offset.is_multiple_of(8)
+}
+
+/// The offset of `slot` for [`read`]/[`write`]'s const parameter.
+pub const fn slot(slot: Slot) -> usize {
+    slot.offset()
 }
 
 /// Makes `top` the stack for entries from ring 3 on this CPU: the `syscall` entry's and the

@@ -13,7 +13,6 @@
 //! holds an address-space lock; doing so panics with a message naming this rule.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use cowlab_mm::{AddressSpace, FaultError, MmShared};
 use spin::Mutex;
@@ -37,11 +36,10 @@ static CURRENT_MM: [Mutex<Option<Arc<MmShared>>>; MAX_CPUS] =
     [const { Mutex::new(None) }; MAX_CPUS];
 
 /// The `Mutex` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
-/// instead of taking and releasing `CURRENT`'s lock on every fault. Written only by
-/// [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the `Arc` (and so
-/// the pointee) alive for as long as the pointer is published.
-static CURRENT_RAW: [AtomicPtr<Mutex<AddressSpace>>; MAX_CPUS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+/// (`gs:`, a `percpu` slot) instead of taking and releasing `CURRENT`'s lock on every fault.
+/// Written only by [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the
+/// `Arc` (and so the pointee) alive for as long as the pointer is published.
+const CURRENT_RAW: usize = crate::percpu::slot(crate::percpu::Slot::Aspace);
 
 /// The boot PML4, which maps only the kernel half; recorded by [`init`].
 static BOOT_ROOT: spin::Once<PhysFrame> = spin::Once::new();
@@ -91,7 +89,7 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
             Arc::as_ptr(shared).cast_mut()
         });
         let previous = core::mem::replace(&mut *CURRENT[cpu].lock(), aspace);
-        CURRENT_RAW[cpu].store(raw, Ordering::Release);
+        crate::percpu::write::<CURRENT_RAW>(raw.expose_provenance() as u64);
         previous
     })
 }
@@ -119,8 +117,9 @@ pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
 /// the boot page table is loaded.
 #[inline]
 fn with_current_raw<R>(f: impl FnOnce(&Mutex<AddressSpace>) -> R) -> Option<R> {
-    let raw = CURRENT_RAW[crate::percpu::cpu_id()].load(Ordering::Acquire);
-    // SAFETY: a non-null `CURRENT_RAW[cpu]` points into the `Arc` that `CURRENT[cpu]` holds;
+    let raw: *const Mutex<AddressSpace> =
+        core::ptr::with_exposed_provenance(crate::percpu::read::<CURRENT_RAW>() as usize);
+    // SAFETY: a non-null `CURRENT_RAW` (this CPU's) points into the `Arc` that `CURRENT[cpu]` holds;
     // both change only together in `switch_to` on that CPU, with interrupts off, and the only caller (the
     // page-fault path, interrupts off) cannot run inside `switch_to` nor call it from `f`. So
     // the `Mutex` outlives the borrow passed to `f`.

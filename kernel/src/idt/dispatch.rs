@@ -24,11 +24,18 @@ pub fn breakpoint_count() -> u64 {
 /// Called by `trap_common` with interrupts disabled and all registers saved in `*frame`; the
 /// registers are restored from `*frame` when it returns.
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    let number = frame.vector as u8;
     if frame.cs & 3 == 3 {
         user_trap(frame);
-        return;
+    } else {
+        kernel_trap(frame);
     }
+}
+
+/// A trap taken in kernel mode. Not inlined: its logging and fixup paths would otherwise give
+/// the user page-fault path their stack frame and saved registers.
+#[inline(never)]
+fn kernel_trap(frame: &mut TrapFrame) {
+    let number = frame.vector as u8;
     match number {
         // An NMI may land anywhere, even between `syscall` and `swapgs` (kernel CS, user GS):
         // the watchdog's handler uses no GS and takes no lock.
@@ -104,7 +111,47 @@ fn kernel_oom_may_retry(frame: &TrapFrame) -> bool {
 /// and exceptions that kill the process with the signal Linux would send. Never kills the
 /// kernel.
 fn user_trap(frame: &mut TrapFrame) {
+    // The page fault, the common trap, first: the other vectors' tests (the lock-free NMI and
+    // IPIs, the jump on the vector) stay off its path.
+    if frame.vector as u8 == vector::PAGE_FAULT {
+        let locked = crate::bkl::lock_from_user();
+        user_page_fault(frame);
+        crate::proc::on_return_to_user(frame);
+        crate::bkl::release_to_user_if(locked);
+    } else {
+        user_trap_other(frame);
+    }
+}
+
+/// A page fault in ring 3: the memory manager resolves it, or the task gets its signal.
+#[inline(always)]
+fn user_page_fault(frame: &mut TrapFrame) {
     use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
+    let cr2 = Cr2::read_raw();
+    match vm::handle_page_fault(cr2, frame.error_code) {
+        Ok(()) => {}
+        // The memory manager's signal and si_code: SIGSEGV with SEGV_MAPERR or SEGV_ACCERR,
+        // SIGBUS with BUS_ADRERR past the end of a shmem object.
+        Err(cowlab_mm::FaultError::Segv(reason)) => {
+            let signal = if reason.signal() == 7 {
+                SIGBUS
+            } else {
+                SIGSEGV
+            };
+            force_fault(frame, signal, reason.si_code(), Some(cr2));
+        }
+        // The OOM killer frees memory by killing the largest process (maybe this one, which
+        // then ends on its return to ring 3); the fault is retried.
+        Err(cowlab_mm::FaultError::Oom) => {
+            crate::proc::oom::out_of_memory();
+        }
+    }
+}
+
+/// Every trap from ring 3 but the page fault.
+#[inline(never)]
+fn user_trap_other(frame: &mut TrapFrame) {
+    use crate::proc::signal::force_fault;
     let number = frame.vector as u8;
     match number {
         // Not a trap of this task: no lock, no signal, no preemption, no return-to-user work.
@@ -117,27 +164,6 @@ fn user_trap(frame: &mut TrapFrame) {
     }
     crate::bkl::lock();
     match number {
-        vector::PAGE_FAULT => {
-            let cr2 = Cr2::read_raw();
-            match vm::handle_page_fault(cr2, frame.error_code) {
-                Ok(()) => {}
-                // The memory manager's signal and si_code: SIGSEGV with SEGV_MAPERR or
-                // SEGV_ACCERR, SIGBUS with BUS_ADRERR past the end of a shmem object.
-                Err(cowlab_mm::FaultError::Segv(reason)) => {
-                    let signal = if reason.signal() == 7 {
-                        SIGBUS
-                    } else {
-                        SIGSEGV
-                    };
-                    force_fault(frame, signal, reason.si_code(), Some(cr2));
-                }
-                // The OOM killer frees memory by killing the largest process (maybe this
-                // one, which then ends on its return to ring 3); the fault is retried.
-                Err(cowlab_mm::FaultError::Oom) => {
-                    crate::proc::oom::out_of_memory();
-                }
-            }
-        }
         ipi if ipi >= vector::IPI_BASE => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();

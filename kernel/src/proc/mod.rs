@@ -53,13 +53,13 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
 use crate::errno::Errno;
 use crate::idt::TrapFrame;
-use crate::percpu::{cpu_id, MAX_CPUS};
+use crate::percpu::{self, cpu_id, Slot};
 use crate::uaccess::UserPtr;
 use crate::{memory, time, vm};
 pub use files::SharedFdTable;
@@ -201,10 +201,11 @@ impl Task {
 
 /// All tasks by tid.
 pub static TABLE: Mutex<BTreeMap<Pid, Box<Task>>> = Mutex::new(BTreeMap::new());
-/// The running task's tid and tgid on each CPU (0 while its idle loop runs), indexed by
-/// `percpu::cpu_id()`: every CPU runs its own task (issue 16 stage 2).
-static CURRENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-static CURRENT_TGID: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// The running task's tid and tgid on each CPU (0 while its idle loop runs) are this CPU's
+/// `percpu` slots: every CPU runs its own task (issue 16 stage 2), and the entry paths read
+/// them with one `gs:` load.
+const CURRENT: usize = percpu::slot(Slot::Tid);
+const CURRENT_TGID: usize = percpu::slot(Slot::Tgid);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 /// The channel of a parent waiting for its children.
@@ -228,18 +229,17 @@ pub fn last_pid() -> Pid {
 
 /// The running process's pid, its thread group id (0 in the idle loop or before user mode).
 pub fn current_pid() -> Pid {
-    CURRENT_TGID[cpu_id()].load(Ordering::Relaxed)
+    percpu::read::<CURRENT_TGID>() as Pid
 }
 
 /// The running thread's tid (0 in the idle loop or before user mode).
 pub fn current_tid() -> Pid {
-    CURRENT[cpu_id()].load(Ordering::Relaxed)
+    percpu::read::<CURRENT>() as Pid
 }
 
 fn set_current(tid: Pid, tgid: Pid) {
-    let cpu = cpu_id();
-    CURRENT[cpu].store(tid, Ordering::Relaxed);
-    CURRENT_TGID[cpu].store(tgid, Ordering::Relaxed);
+    percpu::write::<CURRENT>(u64::from(tid));
+    percpu::write::<CURRENT_TGID>(u64::from(tgid));
     #[cfg(feature = "kcov")]
     crate::kcov::switch_to(tid);
 }
@@ -247,12 +247,17 @@ fn set_current(tid: Pid, tgid: Pid) {
 /// The running task's group record (null in the idle loop): the `Mutex` inside its
 /// `Task::group` `Arc`, which the task keeps for its whole life, so the pointee outlives every
 /// run of the task. Lets `with_group` (getppid, rlimits, signal actions...) skip the table
-/// lookup on the system-call path.
-static CURRENT_GROUP: [AtomicPtr<Mutex<Group>>; MAX_CPUS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+/// lookup on the system-call path. A `percpu` slot, as [`CURRENT`].
+const CURRENT_GROUP: usize = percpu::slot(Slot::Group);
 /// The running task's kernel-stack top (0 in the idle loop), for the canary check of every
-/// return to ring 3 without a table lookup.
-static CURRENT_STACK_TOP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// return to ring 3 without a table lookup. A `percpu` slot, as [`CURRENT`].
+const CURRENT_STACK_TOP: usize = percpu::slot(Slot::StackTop);
+
+/// This CPU's [`CURRENT_GROUP`].
+#[inline(always)]
+fn current_group() -> *const Mutex<Group> {
+    core::ptr::with_exposed_provenance(percpu::read::<CURRENT_GROUP>() as usize)
+}
 /// The work of returns to ring 3: the number of tasks marked `killed` that have not exited yet.
 /// While it and this CPU's bit of [`SIGNAL_WORK`] are 0 no return to ring 3 has to look at its
 /// task: the common case costs two loads (Linux tests `TIF_NOTIFY_RESUME`-like work flags in
@@ -280,9 +285,8 @@ fn set_current_task(task: Option<&Task>) {
         }
         None => (core::ptr::null_mut(), 0),
     };
-    let cpu = cpu_id();
-    CURRENT_GROUP[cpu].store(group, Ordering::Relaxed);
-    CURRENT_STACK_TOP[cpu].store(top, Ordering::Relaxed);
+    percpu::write::<CURRENT_GROUP>(group.expose_provenance() as u64);
+    percpu::write::<CURRENT_STACK_TOP>(top);
 }
 
 /// Marks `task` to exit at its next return to ring 3, counting it in [`KILLED_LIVE`].
@@ -314,7 +318,7 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
 
 /// Runs `f` on the current task's group record. Panics outside a task, as `with_current`.
 pub fn with_group<R>(f: impl FnOnce(&mut Group) -> R) -> R {
-    let group = CURRENT_GROUP[cpu_id()].load(Ordering::Relaxed);
+    let group = current_group();
     // SAFETY: a non-null `CURRENT_GROUP` is the running task's `Arc<Mutex<Group>>` target (set
     // by the scheduler before it runs the task, cleared when it is back); the task holds that
     // `Arc` until it is reaped, which never happens while it runs. Only `&Mutex` is formed.
@@ -467,26 +471,36 @@ pub fn on_tick() {
 /// here; then signals are delivered. Two loads gate both ([`KILLED_LIVE`], [`SIGNAL_WORK`]).
 /// First, CPUs halted in their idle loops are woken if this kernel entry made a task runnable.
 pub fn on_return_to_user(frame: &mut TrapFrame) {
-    let cpu = cpu_id();
-    let tid = CURRENT[cpu].load(Ordering::Relaxed);
-    if tid == 0 {
+    if percpu::read::<CURRENT>() == 0 {
         return;
     }
     sched::kick_idle();
-    assert!(
-        switch::canary_intact_below(CURRENT_STACK_TOP[cpu].load(Ordering::Relaxed)),
-        "kernel stack overflow in tid {tid} (canary at the bottom of its 32 KiB stack overwritten)",
-    );
-    let me = 1u64 << cpu;
-    if KILLED_LIVE.load(Ordering::Relaxed) != 0 || SIGNAL_WORK.load(Ordering::Relaxed) & me != 0 {
-        return_work(frame, me);
+    if !switch::canary_intact_below(percpu::read::<CURRENT_STACK_TOP>()) {
+        stack_overflow();
     }
+    let cpu = cpu_id();
+    if KILLED_LIVE.load(Ordering::Relaxed) != 0
+        || SIGNAL_WORK.load(Ordering::Relaxed) >> cpu & 1 != 0
+    {
+        return_work(frame, cpu);
+    }
+}
+
+/// The canary check of [`on_return_to_user`] failed: the kernel stack overflowed.
+#[cold]
+#[inline(never)]
+fn stack_overflow() -> ! {
+    panic!(
+        "kernel stack overflow in tid {} (canary at the bottom of its 32 KiB stack overwritten)",
+        current_tid()
+    );
 }
 
 /// The uncommon part of [`on_return_to_user`]: a killed thread exits, then signals.
 #[cold]
 #[inline(never)]
-fn return_work(frame: &mut TrapFrame, me: u64) {
+fn return_work(frame: &mut TrapFrame, cpu: usize) {
+    let me = 1u64 << cpu;
     if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).

@@ -29,7 +29,6 @@
 //! ([`account_locked_vm`], Linux `user_struct::locked_vm`).
 
 use alloc::collections::BTreeMap;
-use core::sync::atomic::Ordering;
 
 use spin::Mutex;
 
@@ -210,7 +209,7 @@ pub fn check_prlimit_permission(caller: &Cred, target: &Cred) -> Result<(), Errn
 /// The caller's soft limit of `resource` (Linux `rlimit()`); Linux's default outside a task
 /// (kernel tests, the first exec). Takes the caller's group lock: callers must not hold it.
 pub fn rlimit(resource: usize) -> u64 {
-    let group = super::CURRENT_GROUP[crate::percpu::cpu_id()].load(Ordering::Relaxed);
+    let group = super::current_group();
     // SAFETY: as in `with_group`: a non-null `CURRENT_GROUP` is the running task's group,
     // which the task keeps alive while it runs. Only `&Mutex` is formed.
     match unsafe { group.as_ref() } {

@@ -135,6 +135,9 @@ fn delay_us(micros: u64) {
 /// tables are returned before it).
 pub fn init(boot_info: &BootInfo, sched_on_aps: bool) {
     SCHED_ON_APS.store(sched_on_aps, Ordering::Relaxed);
+    if sched_on_aps {
+        crate::bkl::enable();
+    }
     let (boot_pml4, _) = Cr3::read();
     BOOT_CR3.store(boot_pml4.start_address().as_u64(), Ordering::Relaxed);
     let Some(rsdp) = boot_info.rsdp_addr.into_option() else {

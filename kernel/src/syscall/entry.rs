@@ -98,7 +98,7 @@ extern "C" {
 
 /// Called by the entry with the saved frame; the result goes to the frame's RAX.
 extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
-    crate::bkl::lock();
+    let locked = crate::bkl::lock_from_user();
     let nr = frame.rax;
     super::dispatch(frame);
     // -ERESTARTSYS..=-ERESTART_RESTARTBLOCK in one unsigned compare (515, Linux's
@@ -109,7 +109,7 @@ extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
         restart_requested(frame, nr);
     }
     crate::proc::on_return_to_user(frame);
-    crate::bkl::release_to_user();
+    crate::bkl::release_to_user_if(locked);
 }
 
 #[cold]
