@@ -60,14 +60,44 @@ pub const EPOLL_CTL_MOD: i32 = 3;
 /// How deep epoll instances may watch each other (Linux `EP_MAX_NESTS`).
 const MAX_NESTS: usize = 4;
 
-/// An instance's wake-up point: its address is the channel `epoll_wait` sleeps on.
+/// An instance's wake-up points and the registrations watching it.
+///
+/// Two channels: `epoll_wait` sleeps on [`wait_channel`](Self::wait_channel), which nothing
+/// links to, while watchers (an outer epoll, poll/select) link to
+/// [`poll_channel`](Self::poll_channel). An item firing wakes the first with `proc::wakeup`
+/// and follows the second itself with a depth, so wake-ups through nested instances are
+/// bounded (`Item::fire_nested`).
 struct Notify {
-    _unique: u8,
+    _unique: [u8; 2],
+    /// The items of other instances watching this one (Linux `file->f_ep`), for the upward
+    /// half of the loop check; dead entries are pruned as they are met.
+    up: Mutex<Vec<Weak<Item>>>,
 }
 
 impl Notify {
-    fn channel(self: &Arc<Self>) -> usize {
+    fn wait_channel(self: &Arc<Self>) -> usize {
         Arc::as_ptr(self) as usize
+    }
+
+    fn poll_channel(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize + 1
+    }
+
+    /// Wakes this instance's waiters and, `depth` links away from the first wake-up, its
+    /// watchers.
+    fn wake(self: &Arc<Self>, depth: usize) {
+        proc::wakeup(self.wait_channel());
+        waitlink::follow_nested(self.poll_channel(), depth);
+    }
+
+    /// The instances watching this one, one per registration.
+    fn watchers(&self) -> Vec<Arc<Notify>> {
+        let mut up = self.up.lock();
+        up.retain(|w| w.strong_count() > 0);
+        up.iter()
+            .filter_map(Weak::upgrade)
+            .map(|it| it.owner.clone())
+            .collect()
     }
 }
 
@@ -90,8 +120,18 @@ struct Item {
 impl WakeTarget for Item {
     /// From the watched file's wake-up, possibly in an interrupt: atomics and a wake-up only.
     fn fire(&self) {
+        self.fire_nested(0);
+    }
+
+    /// The owner's watchers are one link further. The loop check keeps chains within
+    /// `MAX_NESTS`, so the cut-off never drops a real wake-up; it only guarantees the stack.
+    fn fire_nested(&self, depth: usize) {
         self.ready.store(true, Ordering::Release);
-        proc::wakeup(self.owner.channel());
+        if depth <= MAX_NESTS {
+            self.owner.wake(depth + 1);
+        } else {
+            proc::wakeup(self.owner.wait_channel());
+        }
     }
 }
 
@@ -134,8 +174,9 @@ impl Item {
     }
 
     /// What a scan reports for the item now (0: nothing), consuming the edge-triggered mark.
-    /// `consume` false (a poll of the instance itself) leaves the mark as it is.
-    fn events_now(&self, consume: bool) -> u32 {
+    /// `consume` false (a poll of the instance itself) leaves the mark as it is. `depth`: how
+    /// many instances are being polled through to get here (Linux `ep_item_poll`'s depth).
+    fn events_now(&self, consume: bool, depth: usize) -> u32 {
         let ev = self.events.load(Ordering::Relaxed);
         if ev & !PRIVATE == 0 {
             return 0; // a fired EPOLLONESHOT item, disabled until EPOLL_CTL_MOD
@@ -150,10 +191,14 @@ impl Item {
                 return 0;
             }
         }
-        match self.file.upgrade() {
-            Some(f) => f.ops.poll(&f) & ev & !PRIVATE,
-            None => 0,
-        }
+        let Some(f) = self.file.upgrade() else {
+            return 0;
+        };
+        let now = match f.downcast::<Epoll>() {
+            Some(ep) => ep.poll_nested(depth + 1),
+            None => f.ops.poll(&f),
+        };
+        now & ev & !PRIVATE
     }
 }
 
@@ -195,7 +240,10 @@ impl Default for Epoll {
 impl Epoll {
     pub fn new() -> Epoll {
         Epoll {
-            notify: Arc::new(Notify { _unique: 0 }),
+            notify: Arc::new(Notify {
+                _unique: [0; 2],
+                up: Mutex::new(Vec::new()),
+            }),
             items: Mutex::new(Items {
                 list: Vec::new(),
                 rotor: 0,
@@ -204,7 +252,22 @@ impl Epoll {
     }
 
     fn wake(&self) {
-        proc::wakeup(self.notify.channel());
+        self.notify.wake(0);
+    }
+
+    /// `poll` of the instance reached through `depth` outer instances: readable when some
+    /// item would be reported. Past `MAX_NESTS` (which the loop check never lets a chain
+    /// reach) it reports nothing rather than recurse further.
+    fn poll_nested(&self, depth: usize) -> u32 {
+        if depth > MAX_NESTS {
+            return 0;
+        }
+        let items = self.items.lock();
+        if items.list.iter().any(|it| it.events_now(false, depth) != 0) {
+            EPOLLIN | EPOLLRDNORM
+        } else {
+            0
+        }
     }
 
     /// The epoll instances `self` watches.
@@ -218,18 +281,57 @@ impl Epoll {
             .collect()
     }
 
-    /// Whether adding `self` under `to` would close a loop or nest deeper than `MAX_NESTS`
-    /// (Linux `ep_loop_check`, counting the levels below `self`).
-    fn loop_check(to: &Epoll, target: &Epoll, depth: usize) -> Result<(), Errno> {
-        if core::ptr::eq(to, target) || depth > MAX_NESTS {
+    /// Whether adding instance `target` to `into` would close a loop, or make some chain of
+    /// instances watching instances longer than `MAX_NESTS` links: the levels below `target`,
+    /// plus the new link, plus the levels above `into` (the instances watching it, however
+    /// deep). Linux `ep_loop_check`. Counting only one side lets a chain grow without bound
+    /// by adding empty instances top-down, and every level costs the wake-up and poll paths a
+    /// stack frame.
+    #[doc(alias = "ep_loop_check")]
+    fn loop_check(into: &Epoll, target: &Epoll) -> Result<(), Errno> {
+        let mut memo = Vec::new();
+        let below = Self::depth_below(into, target, 0, &mut memo)?;
+        if below > MAX_NESTS {
             return Err(Errno::ELOOP);
         }
-        for child in target.children() {
-            if let Some(ep) = child.downcast::<Epoll>() {
-                Self::loop_check(to, ep, depth + 1)?;
-            }
+        memo.clear();
+        let above = depth_above(&into.notify, 0, &mut memo)?;
+        if below + 1 + above > MAX_NESTS {
+            return Err(Errno::ELOOP);
         }
         Ok(())
+    }
+
+    /// How many levels of instances `ep` watches below it (`MAX_NESTS + 1`: too many, or
+    /// `into` is among them, a loop). Linux `ep_loop_check_proc`; `memo` keeps each instance's
+    /// answer so a wide graph is walked once, not once per path.
+    fn depth_below(
+        into: &Epoll,
+        ep: &Epoll,
+        depth: usize,
+        memo: &mut Vec<(usize, usize)>,
+    ) -> Result<usize, Errno> {
+        let key = ep as *const Epoll as usize;
+        if let Some(&(_, d)) = memo.iter().find(|(k, _)| *k == key) {
+            return Ok(d);
+        }
+        let mut result = 0;
+        for child in ep.children() {
+            let Some(child) = child.downcast::<Epoll>() else {
+                continue;
+            };
+            if core::ptr::eq(child, into) || depth > MAX_NESTS {
+                result = MAX_NESTS + 1;
+            } else {
+                result = result.max(Self::depth_below(into, child, depth + 1, memo)? + 1);
+            }
+            if result > MAX_NESTS {
+                break;
+            }
+        }
+        memo.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+        memo.push((key, result));
+        Ok(result)
     }
 
     /// `epoll_ctl` on (`file`, `fd`) with `events` (the caller checked the descriptors and
@@ -251,7 +353,7 @@ impl Epoll {
         let _nesting = match (op, target_ep) {
             (EPOLL_CTL_ADD, Some(ep)) => {
                 let guard = NESTING.lock();
-                Self::loop_check(self, ep, 0)?;
+                Self::loop_check(self, ep)?;
                 Some(guard)
             }
             _ => None,
@@ -280,6 +382,12 @@ impl Epoll {
                     ready: AtomicBool::new(true),
                     owner: self.notify.clone(),
                 });
+                if let Some(ep) = target_ep {
+                    let mut up = ep.notify.up.lock();
+                    up.retain(|w| w.strong_count() > 0);
+                    crate::heap::try_reserve(&mut up, 1)?;
+                    up.push(Arc::downgrade(&item));
+                }
                 if let Err(e) = item.relink() {
                     item.unlink();
                     return Err(e);
@@ -324,7 +432,7 @@ impl Epoll {
             }
             let i = (start + k) % n;
             let item = &items.list[i];
-            let got = item.events_now(true);
+            let got = item.events_now(true, 0);
             if got == 0 {
                 continue;
             }
@@ -357,9 +465,12 @@ impl Epoll {
                 Some(d) if now >= d => return Ok(out),
                 Some(d) => {
                     let ticks = (d - now).div_ceil(1_000_000 / time::TICK_HZ);
-                    proc::sleep_interruptible_until(self.notify.channel(), time::ticks() + ticks)
+                    proc::sleep_interruptible_until(
+                        self.notify.wait_channel(),
+                        time::ticks() + ticks,
+                    )
                 }
-                None => proc::sleep_interruptible(self.notify.channel()),
+                None => proc::sleep_interruptible(self.notify.wait_channel()),
             };
             match slept {
                 Ok(()) => {}
@@ -394,16 +505,11 @@ impl FileOps for Epoll {
     /// Readable when some item would be reported (Linux `ep_eventpoll_poll`), without
     /// consuming edge-triggered marks.
     fn poll(&self, _file: &OpenFile) -> u32 {
-        let items = self.items.lock();
-        if items.list.iter().any(|it| it.events_now(false) != 0) {
-            EPOLLIN | EPOLLRDNORM
-        } else {
-            0
-        }
+        self.poll_nested(0)
     }
 
     fn poll_channels(&self, _file: &OpenFile) -> Option<[usize; 2]> {
-        Some([self.notify.channel(); 2])
+        Some([self.notify.poll_channel(); 2])
     }
 
     fn stat(&self) -> Stat {
@@ -426,4 +532,25 @@ pub fn anon_stat<T>(obj: &Arc<T>) -> Stat {
         0o600,
         (Arc::as_ptr(obj) as *const u8 as u64 >> 4) % 1_000_000,
     )
+}
+
+/// How many levels of instances watch `n` above it (Linux `ep_get_upwards_depth_proc`), with
+/// `memo` as in [`Epoll::depth_below`]. The loop check keeps this within `MAX_NESTS`; past it
+/// the walk stops and answers "too deep" rather than recurse.
+fn depth_above(n: &Notify, depth: usize, memo: &mut Vec<(usize, usize)>) -> Result<usize, Errno> {
+    let key = n as *const Notify as usize;
+    if let Some(&(_, d)) = memo.iter().find(|(k, _)| *k == key) {
+        return Ok(d);
+    }
+    let mut result = 0;
+    for w in n.watchers() {
+        if depth > MAX_NESTS {
+            result = MAX_NESTS + 1;
+            break;
+        }
+        result = result.max(depth_above(&w, depth + 1, memo)? + 1);
+    }
+    memo.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+    memo.push((key, result));
+    Ok(result)
 }

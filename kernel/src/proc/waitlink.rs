@@ -23,6 +23,15 @@ use crate::errno::Errno;
 /// sleep or take a lock that interrupted code may hold).
 pub trait WakeTarget: Send + Sync {
     fn fire(&self);
+
+    /// [`fire`](Self::fire) from a wake-up `depth` links away from the first channel woken. A
+    /// target that wakes further channels (an epoll watched by another) passes `depth + 1` to
+    /// [`follow_nested`] and stops past its limit, so a chain of links can never take more
+    /// than a bounded stack (Linux bounds `ep_poll_callback` nesting the same way).
+    fn fire_nested(&self, depth: usize) {
+        let _ = depth;
+        self.fire();
+    }
 }
 
 /// Channel -> the targets linked to it. Held with interrupts off: the tty's tick wakes its
@@ -69,6 +78,12 @@ pub fn unlink(channel: usize, target: &Arc<dyn WakeTarget>) {
 /// Fires the targets linked to `channel` (called by `proc::wakeup`). The table lock is
 /// released before any target fires, so a target may wake further channels (a nested epoll).
 pub fn follow(channel: usize) {
+    follow_nested(channel, 0);
+}
+
+/// [`follow`] for a wake-up `depth` links away from the first channel woken: each target is
+/// told the depth, and one that wakes on must go through here with `depth + 1`.
+pub fn follow_nested(channel: usize, depth: usize) {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
@@ -80,6 +95,6 @@ pub fn follow(channel: usize) {
             .unwrap_or_default()
     });
     for t in targets {
-        t.fire();
+        t.fire_nested(depth);
     }
 }
