@@ -10,6 +10,8 @@
 # The kernel's layouts are read from its debug info, so the script follows field renames that
 # keep the names below; what it cannot find it reports instead of guessing.
 
+import re
+
 import gdb
 
 PTE_FLAGS = [
@@ -290,13 +292,20 @@ class CowlabPs(gdb.Command):
         rows = tasks()
         print("%5s %5s %-10s %-18s %s" % ("TID", "TGID", "STATE", "CR3", "NAME"))
         for tid, task in rows:
-            state = str(task["state"]).split("::")[-1]
+            state = state_name(str(task["state"]))
             try:
                 root = "%#x" % integer(task_aspace_value(task)["root"])
             except gdb.GdbError:
                 root = "-"
             print("%5d %5d %-10s %-18s %s" % (tid, integer(task["tgid"]), state[:10], root, rust_str(task["name"])))
         print("%d tasks" % len(rows))
+
+
+def state_name(text):
+    """The variant of a printed `State` ("...State::Blocked{channel: ..}" -> "Blocked"): the
+    text after the last "::" is a field's value for a variant with fields."""
+    m = re.search(r"State::(\w+)", text)
+    return m.group(1) if m else text.split("::")[-1]
 
 
 def task_aspace_value(task):

@@ -160,6 +160,8 @@ pub fn selftest() -> Result<()> {
     let expected = [
         ("cowlab-ps: init is task 1", "    1     1 "),
         ("cowlab-ps: its name", " init"),
+        // A state with fields prints as its variant's name (it once printed "None}").
+        ("cowlab-ps: a blocked task's state", "     0 Blocked    "),
         ("cowlab-vmas: the text VMA", "0x000000403000-"),
         ("cowlab-pte: a present leaf PTE", "PT  ["),
         ("cowlab-pte: the frame's metadata", "FrameMeta(refcount="),
