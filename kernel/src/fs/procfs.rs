@@ -162,6 +162,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         "cowlab" => ProcWhat::Cowlab,
         _ => return Some(Err(Errno::ENOENT)),
     };
+    // Linux `proc_mem_open`: another user's memory is not readable or writable.
+    if matches!(what, ProcWhat::Mem) {
+        if let Err(e) = super::procdir::may_inspect(pid) {
+            return Some(Err(e));
+        }
+    }
     Some(Ok(ProcFile { pid, what }))
 }
 
@@ -187,6 +193,10 @@ pub fn readlink(name: &str) -> Option<Result<String, Errno>> {
         Ok(s) => s,
         Err(_) => return Some(Err(Errno::ENOENT)),
     };
+    // Linux `proc_exe_link`/`proc_cwd_link` ask `proc_fd_access_allowed`.
+    if let Err(e) = super::procdir::may_inspect(pid) {
+        return Some(Err(e));
+    }
     Some(match link {
         "exe" => procpid::exe(&snap),
         _ => Ok(procpid::cwd(&snap)),
