@@ -210,6 +210,17 @@ impl ProcFile {
         matches!(self.what, ProcWhat::Mem)
     }
 
+    /// The permission bits of a `/proc/sys` file (root's, as Linux's sysctl tables give
+    /// them): `drop_caches` write-only `0200`, the writeback intervals `0644`. An open is
+    /// checked against them (`ProcDir::file`); `None` for the other files.
+    pub fn sysctl_mode(&self) -> Option<u32> {
+        match self.what {
+            ProcWhat::DropCaches => Some(0o200),
+            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => Some(0o644),
+            _ => None,
+        }
+    }
+
     /// Whether the file may be opened for writing.
     pub fn writable(&self) -> bool {
         matches!(

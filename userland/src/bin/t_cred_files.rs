@@ -521,7 +521,41 @@ fn main() -> i32 {
         exec_unshares_files(),
         0,
     );
+    sysctl_modes(&mut t);
     t.finish()
+}
+
+/// The `/proc/sys/vm` files cowlab has are root's, `0644` (`0200` for `drop_caches`), and an
+/// open is checked against that mode: another user reads the intervals but writes nothing.
+fn sysctl_modes(t: &mut Tester) {
+    const WB: &str = "/proc/sys/vm/dirty_writeback_centisecs";
+    const EXP: &str = "/proc/sys/vm/dirty_expire_centisecs";
+    const DROP: &str = "/proc/sys/vm/drop_caches";
+    for (file, mode) in [(WB, 0o644), (EXP, 0o644), (DROP, 0o200)] {
+        t.eq(
+            &format!("{file} is mode {mode:o}"),
+            mode_of(file) & 0o7777,
+            mode,
+        );
+    }
+    for (file, flags, want) in [
+        (WB, O_WRONLY, EACCES),
+        (WB, O_RDONLY, 0),
+        (EXP, O_RDWR, EACCES),
+        (DROP, O_WRONLY, EACCES),
+        (DROP, O_RDONLY, EACCES),
+    ] {
+        t.eq(
+            &format!("uid 1000: open {file} flags {flags}"),
+            child(move || {
+                if drop_to(1000, 1000).is_err() {
+                    return 99;
+                }
+                errno_of(open(p(file).c(), flags))
+            }),
+            want,
+        );
+    }
 }
 
 /// The descriptor the exec'd program of [`exec_unshares_files`] opens.
