@@ -135,6 +135,13 @@ impl FileOps for PipeBoth {
         self.read.poll(file) | self.write.poll(file)
     }
 
+    /// Both ends' channels: readers' (data, hang-up) and writers' (room), so epoll and poll
+    /// sleep on them like on a pipe end (Linux `pipe_poll` on a `FMODE_READ|FMODE_WRITE` file).
+    fn poll_channels(&self, _file: &OpenFile) -> Option<[usize; 2]> {
+        let pipe = &self.read.pipe;
+        Some([pipe.poll_channel(false), pipe.poll_channel(true)])
+    }
+
     fn stat(&self) -> Stat {
         self.read.stat()
     }

@@ -66,6 +66,25 @@ fn main() -> i32 {
         read_str(rw),
         "xy".into(),
     );
+    // It has the pipe's wait channels: epoll takes it and wakes on data.
+    // SAFETY: epoll_create1 takes an integer.
+    let ep = unsafe { raw(291, [0; 6]) }.map_or(-1, |e| e as i32);
+    let mut ev = [0u8; 12];
+    ev[..4].copy_from_slice(&1u32.to_ne_bytes());
+    t.eq(
+        "epoll_ctl ADD of the O_RDWR reopen",
+        epoll_ctl_add(ep, rw, &ev),
+        Ok(0),
+    );
+    t.eq("epoll_wait: nothing to read yet", epoll_wait(ep, 0), Ok(0));
+    let _ = write(w, b"q");
+    t.eq(
+        "epoll_wait: readable once written",
+        epoll_wait(ep, 1000),
+        Ok(1),
+    );
+    let _ = read_str(rw);
+    let _ = close(ep);
     // The writers are counted: with every writer closed the reader sees end of file.
     let _ = close(w);
     let _ = write(w2, b"z");
@@ -176,6 +195,34 @@ fn main() -> i32 {
 }
 
 const O_PATH: u32 = 0o10000000;
+
+fn epoll_ctl_add(ep: i32, fd: i32, ev: &[u8; 12]) -> Result<usize, Errno> {
+    // SAFETY: `ev` is a live `struct epoll_event` (packed, 12 bytes).
+    unsafe {
+        raw(
+            233,
+            [ep as usize, 1, fd as usize, ev.as_ptr() as usize, 0, 0],
+        )
+    }
+}
+
+fn epoll_wait(ep: i32, timeout_ms: i32) -> Result<usize, Errno> {
+    let mut out = [0u8; 12];
+    // SAFETY: room for one event.
+    unsafe {
+        raw(
+            232,
+            [
+                ep as usize,
+                out.as_mut_ptr() as usize,
+                1,
+                timeout_ms as usize,
+                0,
+                0,
+            ],
+        )
+    }
+}
 const EACCES: i32 = 13;
 const EBADF: i32 = 9;
 
