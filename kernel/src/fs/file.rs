@@ -19,7 +19,7 @@ use cowlab_mm::shmem::ShmemObject;
 use super::iter::IoIter;
 use super::stat::{Stat, StatFs};
 use super::vda::{AsyncDone, Op, Started};
-use super::{O_ACCMODE, O_NONBLOCK, O_WRONLY};
+use super::{O_ACCMODE, O_NONBLOCK, O_PATH, O_WRONLY};
 use crate::errno::{Errno, SysResult};
 
 /// How `lseek` and positioned I/O treat a file (Linux `llseek` and `FMODE_PREAD`).
@@ -206,12 +206,18 @@ impl OpenFile {
         }
     }
 
+    /// An `O_PATH` description: it names a file but gives no access to its contents (Linux
+    /// `FMODE_PATH`), whatever access mode the open asked for.
+    pub fn is_path(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & O_PATH != 0
+    }
+
     pub fn readable(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & O_ACCMODE != O_WRONLY
+        !self.is_path() && self.flags.load(Ordering::Relaxed) & O_ACCMODE != O_WRONLY
     }
 
     pub fn writable(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & O_ACCMODE != 0
+        !self.is_path() && self.flags.load(Ordering::Relaxed) & O_ACCMODE != 0
     }
 
     /// The file type as `T`, if it is one.

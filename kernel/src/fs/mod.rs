@@ -213,12 +213,23 @@ pub fn name_too_long(path: &str) -> bool {
     path.split('/').any(|c| c.len() > tmpfs::NAME_MAX)
 }
 
+/// Linux `build_open_flags`: an `O_PATH` open keeps only `O_CLOEXEC`, `O_DIRECTORY` and
+/// `O_NOFOLLOW` beside itself; the access mode, `O_CREAT`, `O_TRUNC` and the rest are ignored.
+fn path_open_flags(flags: u32) -> u32 {
+    if flags & O_PATH != 0 {
+        flags & (O_PATH | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW)
+    } else {
+        flags
+    }
+}
+
 /// Opens `path` with the permission bits `mode` for a file `O_CREAT` or `O_TMPFILE` creates:
 /// the mount table finds the file system (`mount::walk`), whose directory opens the rest.
 pub fn open_mode(path: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Errno> {
     if name_too_long(path) {
         return Err(Errno::ENAMETOOLONG);
     }
+    let flags = path_open_flags(flags);
     // Linux keeps every other flag in `f_flags` (`do_dentry_open`), O_TMPFILE included.
     let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | tmpfs::O_EXCL);
     let tmpfile = tmpfs::tmpfile_flags(flags).transpose()?.is_some();

@@ -632,6 +632,17 @@ impl SpecialDir for ProcDir {
         if flags & O_ACCMODE != 0 && !proc.writable() {
             return Some(Err(Errno::EACCES));
         }
+        // A sysctl file is root's: its mode decides who opens it (Linux `proc_sys_permission`).
+        if let Some(mode) = proc.sysctl_mode() {
+            let owner = super::perm::Owner {
+                mode: super::stat::S_IFREG | mode,
+                uid: 0,
+                gid: 0,
+            };
+            if let Err(e) = super::perm::may_open(&crate::proc::cred::current(), owner, flags) {
+                return Some(Err(e));
+            }
+        }
         Some(Ok(Box::new(proc)))
     }
 

@@ -40,7 +40,12 @@ impl FileOps for ProcFile {
     }
 
     fn stat(&self) -> Stat {
-        let mode = S_IFREG | if self.writable() { 0o600 } else { 0o444 };
+        let perm = match self.sysctl_mode() {
+            Some(m) => m,
+            None if self.writable() => 0o600,
+            None => 0o444,
+        };
+        let mode = S_IFREG | perm;
         Stat::base(mode, 0x1000 + self.pid as u64 * 8 + self.what as u64)
     }
 

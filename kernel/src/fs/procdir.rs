@@ -82,9 +82,22 @@ pub fn fds_of(pid: Pid) -> Option<Vec<(usize, Arc<OpenFile>)>> {
     Some(fds)
 }
 
+/// Whether the caller may look through process `pid`'s descriptors, executable, working
+/// directory or memory (Linux `proc_fd_access_allowed` / `proc_mem_open`): its own process
+/// always, another by `cred::ptrace_may_access`. `EACCES` if not, `ENOENT` if it is gone.
+pub fn may_inspect(pid: Pid) -> Result<(), Errno> {
+    if pid == current_pid() {
+        return Ok(());
+    }
+    let target = crate::proc::rlimit::with_task_rlimits(pid, |cred, _| cred.clone())
+        .map_err(|_| Errno::ENOENT)?;
+    crate::proc::cred::ptrace_may_access(&crate::proc::cred::current(), &target)
+}
+
 /// `/proc/<pid>/fd/<n>`'s target (Linux `proc_fd_link`): `ENOENT` if the descriptor is not
-/// open.
+/// open, `EACCES` if the caller may not inspect `pid` ([`may_inspect`]).
 pub fn fd_link(pid: Pid, fd: &str) -> Result<String, Errno> {
+    may_inspect(pid)?;
     let n: usize = fd.parse().map_err(|_| Errno::ENOENT)?;
     let files = fds_of(pid).ok_or(Errno::ENOENT)?;
     let file = files.iter().find(|(i, _)| *i == n).ok_or(Errno::ENOENT)?;

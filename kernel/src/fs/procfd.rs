@@ -10,8 +10,8 @@
 //! - other anonymous inodes (io_uring, eventfd, ...) have no open: `ENXIO`, as on Linux.
 //!
 //! `O_CREAT|O_EXCL` is `EEXIST` (the link exists), `O_DIRECTORY` on a non-directory `ENOTDIR`.
-//! An `O_PATH` open of a pipe or memfd shares the description (only `fstat` and the like can
-//! use it).
+//! An `O_PATH` open of a pipe or memfd is a new description naming the same file (only
+//! `fstat` and the like can use it).
 #![deny(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -40,6 +40,9 @@ pub fn open(name: &str, flags: u32, mode: u32) -> Option<Result<Arc<OpenFile>, E
 fn reopen(who: &str, fd: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, Errno> {
     let pid = super::procdir::pid_of(who).ok_or(Errno::ENOENT)?;
     let n: usize = fd.parse().map_err(|_| Errno::ENOENT)?;
+    // Following the link needs the right to inspect the process (Linux `proc_fd_get_link`
+    // through `proc_fd_access_allowed`), whatever the file's own mode would allow.
+    super::procdir::may_inspect(pid)?;
     let file = super::procdir::fds_of(pid)
         .ok_or(Errno::ENOENT)?
         .into_iter()
@@ -56,7 +59,9 @@ fn reopen(who: &str, fd: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, E
         return Err(Errno::ENOTDIR);
     }
     if flags & O_PATH != 0 {
-        return Ok(file);
+        // A new description that only names the same file (Linux opens the dentry afresh):
+        // sharing the target's would hand out its offset and status flags.
+        return Ok(OpenFile::new(Box::new(PathOnly(file)), flags & PATH_FLAGS));
     }
     let status = flags & !(O_CLOEXEC | O_CREAT | O_TRUNC | super::tmpfs::O_EXCL);
     let ops: Box<dyn FileOps> = if let Some(end) = file.downcast::<PipeEnd>() {
@@ -81,6 +86,31 @@ fn reopen(who: &str, fd: &str, flags: u32, mode: u32) -> Result<Arc<OpenFile>, E
     Ok(OpenFile::new(ops, status))
 }
 
+/// `O_PATH` keeps only these flags (Linux `O_PATH_FLAGS`).
+const PATH_FLAGS: u32 = O_PATH | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW;
+
+/// An `O_PATH` description of a pipe or memfd reopened through `/proc/<pid>/fd/<n>`: it
+/// stats as the file and gives no access to its contents (the open file is `is_path`).
+struct PathOnly(Arc<OpenFile>);
+
+impl FileOps for PathOnly {
+    fn seek(&self) -> Seek {
+        Seek::Stream
+    }
+
+    fn stat(&self) -> Stat {
+        self.0.ops.stat()
+    }
+
+    fn statfs(&self) -> StatFs {
+        self.0.ops.statfs()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// A pipe opened for reading and writing through `/proc/<pid>/fd/<n>`: counts as a reader
 /// and a writer (Linux `fifo_open` with `FMODE_READ | FMODE_WRITE`).
 struct PipeBoth {
@@ -103,6 +133,13 @@ impl FileOps for PipeBoth {
 
     fn poll(&self, file: &OpenFile) -> u32 {
         self.read.poll(file) | self.write.poll(file)
+    }
+
+    /// Both ends' channels: readers' (data, hang-up) and writers' (room), so epoll and poll
+    /// sleep on them like on a pipe end (Linux `pipe_poll` on a `FMODE_READ|FMODE_WRITE` file).
+    fn poll_channels(&self, _file: &OpenFile) -> Option<[usize; 2]> {
+        let pipe = &self.read.pipe;
+        Some([pipe.poll_channel(false), pipe.poll_channel(true)])
     }
 
     fn stat(&self) -> Stat {

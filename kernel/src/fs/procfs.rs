@@ -162,6 +162,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         "cowlab" => ProcWhat::Cowlab,
         _ => return Some(Err(Errno::ENOENT)),
     };
+    // Linux `proc_mem_open`: another user's memory is not readable or writable.
+    if matches!(what, ProcWhat::Mem) {
+        if let Err(e) = super::procdir::may_inspect(pid) {
+            return Some(Err(e));
+        }
+    }
     Some(Ok(ProcFile { pid, what }))
 }
 
@@ -187,6 +193,10 @@ pub fn readlink(name: &str) -> Option<Result<String, Errno>> {
         Ok(s) => s,
         Err(_) => return Some(Err(Errno::ENOENT)),
     };
+    // Linux `proc_exe_link`/`proc_cwd_link` ask `proc_fd_access_allowed`.
+    if let Err(e) = super::procdir::may_inspect(pid) {
+        return Some(Err(e));
+    }
     Some(match link {
         "exe" => procpid::exe(&snap),
         _ => Ok(procpid::cwd(&snap)),
@@ -198,6 +208,17 @@ impl ProcFile {
     /// valid position (Linux `FMODE_UNSIGNED_OFFSET` and `mem_lseek`).
     pub fn unsigned_offsets(&self) -> bool {
         matches!(self.what, ProcWhat::Mem)
+    }
+
+    /// The permission bits of a `/proc/sys` file (root's, as Linux's sysctl tables give
+    /// them): `drop_caches` write-only `0200`, the writeback intervals `0644`. An open is
+    /// checked against them (`ProcDir::file`); `None` for the other files.
+    pub fn sysctl_mode(&self) -> Option<u32> {
+        match self.what {
+            ProcWhat::DropCaches => Some(0o200),
+            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => Some(0o644),
+            _ => None,
+        }
     }
 
     /// Whether the file may be opened for writing.

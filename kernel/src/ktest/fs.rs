@@ -10,7 +10,7 @@ use crate::fs::{self, rw};
 /// memfd written from one and read back into another at explicit offsets; a `KVEC` source
 /// cannot be read into (nothing moves) and a `KVEC` destination cannot be written from.
 pub fn fs_kvec_read_write_through_file_ops() -> TestResult {
-    let Ok(init) = fs::open("/init", 0) else {
+    let Ok(init) = fs::open_mode("/init", 0, 0) else {
         return Ok(()); // an image without init (not one xtask builds)
     };
     let mut head = [0u8; 4];

@@ -6,7 +6,7 @@
 //! CPUs, so Linux's `cpumask_size()` is 8 bytes here.
 #![deny(unsafe_code)]
 
-use super::{current_tid, Pid, State, TABLE};
+use super::{current_tid, Pid, TABLE};
 use crate::errno::Errno;
 
 /// Bytes of a CPU mask as the system calls copy it (Linux `cpumask_size()` for up to 64 CPUs).
@@ -27,7 +27,7 @@ pub fn get(tid: Pid) -> Result<u64, Errno> {
     let table = TABLE.lock();
     let task = table
         .get(&resolve(tid))
-        .filter(|t| t.state != State::Dead)
+        .filter(|t| t.user_visible())
         .ok_or(Errno::ESRCH)?;
     Ok(task.cpus_allowed & crate::smp::active_mask())
 }
@@ -38,7 +38,7 @@ pub fn set(tid: Pid, mask: u64) -> Result<(), Errno> {
     let mut table = TABLE.lock();
     let task = table
         .get_mut(&resolve(tid))
-        .filter(|t| t.state != State::Dead)
+        .filter(|t| t.user_visible())
         .ok_or(Errno::ESRCH)?;
     if mask & crate::smp::active_mask() == 0 {
         return Err(Errno::EINVAL);

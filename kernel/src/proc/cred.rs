@@ -80,6 +80,8 @@ pub enum Cap {
     Setuid,
     /// 14: lock memory past `RLIMIT_MEMLOCK`.
     IpcLock,
+    /// 19: inspect any process (`/proc/<pid>/fd/`, `mem`, `exe`, `cwd`).
+    SysPtrace,
     /// 24: raise hard limits; fork past `RLIMIT_NPROC`.
     SysResource,
 }
@@ -108,6 +110,27 @@ pub fn has_cap(cred: &Cred, cap: Cap) -> bool {
 /// Linux `capable(cap)`: whether the caller has `cap` (see [`has_cap`]).
 pub fn capable(cap: Cap) -> bool {
     has_cap(&current(), cap)
+}
+
+/// Linux `ptrace_may_access(task, PTRACE_MODE_READ_FSCREDS)` (`__ptrace_may_access`) for a
+/// process with credentials `target`, asked by one with `caller`: the caller's filesystem uid
+/// must be the target's real, effective and saved uid and its filesystem gid the target's
+/// three gids, else it needs `CAP_SYS_PTRACE`. `EACCES` if not. (The caller's own thread
+/// group is always allowed: callers check that first. cowlab has no "dumpable" flag.)
+pub fn ptrace_may_access(caller: &Cred, target: &Cred) -> Result<(), Errno> {
+    let uid = caller.fsuid;
+    let gid = caller.fsgid;
+    let ids_match = [target.uid, target.euid, target.suid]
+        .iter()
+        .all(|&u| u == uid)
+        && [target.gid, target.egid, target.sgid]
+            .iter()
+            .all(|&g| g == gid);
+    if ids_match || has_cap(caller, Cap::SysPtrace) {
+        Ok(())
+    } else {
+        Err(Errno::EACCES)
+    }
 }
 
 /// Linux `in_group_p`: is `gid` the filesystem gid or one of the supplementary groups of

@@ -131,7 +131,12 @@ pub fn execve(
         }
         p.sig.altstack = Default::default();
         p.group.lock().job.did_exec = true;
-        (p.aspace.replace(new.clone()), p.fds.close_on_exec())
+        // Linux unshares the table before closing on exec, for every program.
+        let shared = p.fds.unshare();
+        (
+            p.aspace.replace(new.clone()),
+            (shared, p.fds.close_on_exec()),
+        )
     });
     drop(closed);
     drop(vm::switch_to(Some(new)));

@@ -45,6 +45,19 @@ impl SharedFdTable {
         SharedFdTable::new(self.0.lock().clone())
     }
 
+    /// Linux `unshare_files` (execve, `begin_new_exec`): a table another process shares
+    /// (`CLONE_FILES` without a thread group) becomes a private copy, so the new program's
+    /// descriptors, set-user-ID or not, are not another process's to use or change. Gives
+    /// back the shared table to drop outside the locks (its files may be the last references
+    /// if the sharer exits meanwhile).
+    pub fn unshare(&mut self) -> Option<SharedFdTable> {
+        if Arc::strong_count(&self.0) == 1 {
+            return None;
+        }
+        let copy = self.duplicate();
+        Some(core::mem::replace(self, copy))
+    }
+
     pub fn get(&self, fd: i64) -> Result<Arc<OpenFile>, Errno> {
         self.0.lock().get(fd)
     }

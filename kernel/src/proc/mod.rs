@@ -197,6 +197,18 @@ impl Task {
     pub fn is_leader(&self) -> bool {
         self.tid == self.tgid
     }
+
+    /// A kernel thread (`kthread::spawn`: no thread group, no address space). A user's pid
+    /// lookups do not find it (Linux: signals, affinity, limits on a kthread are refused; cowlab
+    /// answers `ESRCH` throughout, as for `getpgid` and `tgkill`).
+    pub fn is_kthread(&self) -> bool {
+        self.tgid == 0
+    }
+
+    /// Whether a user's pid lookup finds this task: alive and not a kernel thread.
+    pub fn user_visible(&self) -> bool {
+        self.state != State::Dead && !self.is_kthread()
+    }
 }
 
 /// All tasks by tid.

@@ -229,7 +229,7 @@ pub fn with_task_rlimits<R>(
         let table = TABLE.lock();
         let task = table
             .get(&tid)
-            .filter(|t| t.state != State::Dead)
+            .filter(|t| t.user_visible())
             .ok_or(Errno::ESRCH)?;
         task.group.clone()
     };

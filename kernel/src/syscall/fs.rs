@@ -17,7 +17,19 @@ const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const PATH_MAX: usize = 4096;
 
+/// The descriptor's file for an operation on its contents (Linux `fdget`): an `O_PATH`
+/// descriptor only names a file, `EBADF`.
 fn file(fd: i64) -> Result<Arc<OpenFile>, Errno> {
+    let f = file_raw(fd)?;
+    if f.is_path() {
+        return Err(Errno::EBADF);
+    }
+    Ok(f)
+}
+
+/// The descriptor's file for the calls an `O_PATH` descriptor allows (Linux `fdget_raw`):
+/// fstat, fstatfs, fchdir, a `*at` directory and `AT_EMPTY_PATH`.
+fn file_raw(fd: i64) -> Result<Arc<OpenFile>, Errno> {
     with_current(|p| p.fds.get(fd))
 }
 
@@ -136,7 +148,7 @@ fn at_path(dirfd: i64, path: &str) -> Result<alloc::string::String, Errno> {
     if dirfd == AT_FDCWD || path.starts_with('/') {
         return namei::at_path(None, path);
     }
-    namei::at_path(Some(&*file(dirfd)?), path)
+    namei::at_path(Some(&*file_raw(dirfd)?), path)
 }
 
 /// Installs `file` at the lowest free descriptor.
@@ -172,7 +184,7 @@ pub fn lseek(a: Args) -> SysResult {
 }
 
 pub fn fstat(a: Args) -> SysResult {
-    let f = file(a.int(0))?;
+    let f = file_raw(a.int(0))?;
     UserPtr::<fs::Stat>::new(a.get(1))?.write(&fs::stat(&f))?;
     Ok(0)
 }
@@ -206,7 +218,7 @@ fn resolve(dirfd: i64, path: &str, flags: u64) -> Result<Arc<OpenFile>, Errno> {
     if dirfd == AT_FDCWD {
         fs::open(&namei::cwd(), 0)
     } else {
-        file(dirfd)
+        file_raw(dirfd)
     }
 }
 
@@ -232,7 +244,7 @@ pub fn statfs(a: Args) -> SysResult {
 
 /// fstatfs(fd, buf) (Linux 138).
 pub fn fstatfs(a: Args) -> SysResult {
-    let f = file(a.int(0))?;
+    let f = file_raw(a.int(0))?;
     UserPtr::<fs::StatFs>::new(a.get(1))?.write(&fs::statfs(&f))?;
     Ok(0)
 }
@@ -429,7 +441,7 @@ fn dup_to(old: i64, new: i64, cloexec: bool) -> SysResult {
 
 pub fn dup2(a: Args) -> SysResult {
     if a.int(0) == a.int(1) {
-        file(a.int(0))?;
+        file_raw(a.int(0))?;
         return Ok(a.get(1));
     }
     dup_to(a.int(0), a.int(1), false)
@@ -499,7 +511,7 @@ pub fn chdir(a: Args) -> SysResult {
 
 /// fchdir(fd) (81).
 pub fn fchdir(a: Args) -> SysResult {
-    namei::fchdir(&*file(a.int(0))?)?;
+    namei::fchdir(&*file_raw(a.int(0))?)?;
     Ok(0)
 }
 

@@ -45,6 +45,10 @@ pub fn mmap(a: Args) -> SysResult {
     }
     if flags & MAP_ANONYMOUS == 0 {
         let file = with_current(|p| p.fds.get(fd))?;
+        // Linux `fget` does not hand out an `O_PATH` description.
+        if file.is_path() {
+            return Err(Errno::EBADF);
+        }
         if file.downcast::<crate::fs::memdev::MemDev>() == Some(&crate::fs::memdev::MemDev::Zero) {
             // Linux `mmap_zero`: /dev/zero maps as anonymous memory, private or shared.
             if !file.readable() {

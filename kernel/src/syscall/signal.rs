@@ -196,7 +196,7 @@ fn signal_thread(tgid: Option<i32>, tid: i32, info: SigInfo) -> SysResult {
     let owner = TABLE
         .lock()
         .get(&(tid as u32))
-        .filter(|t| t.state != proc::State::Dead)
+        .filter(|t| t.user_visible())
         .map(|t| t.tgid)
         .ok_or(Errno::ESRCH)?;
     if tgid.is_some_and(|g| g as u32 != owner) {

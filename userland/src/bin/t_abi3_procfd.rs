@@ -2,7 +2,10 @@
 //! refers to, as on Linux: a regular file reopened with its own offset and the new flags, a
 //! pipe end as a new reader, writer or both of the same pipe (also another process's), a memfd
 //! as the same object; a closed descriptor is `ENOENT`, `O_CREAT|O_EXCL` `EEXIST`,
-//! `O_DIRECTORY` on a pipe `ENOTDIR`. The same assertions on the host Linux.
+//! `O_DIRECTORY` on a pipe `ENOTDIR`. Another user's `/proc/<pid>/fd/<n>`, `exe`, `cwd` and
+//! `mem` are `EACCES` (`ptrace_may_access`); an `O_PATH` descriptor, whatever access mode it
+//! asked, gives `EBADF` to read, write, pread, mmap and fchmod. The same assertions on the
+//! host Linux (run as root: the other user is a forked child at uid 1000).
 #![no_std]
 #![no_main]
 
@@ -63,6 +66,25 @@ fn main() -> i32 {
         read_str(rw),
         "xy".into(),
     );
+    // It has the pipe's wait channels: epoll takes it and wakes on data.
+    // SAFETY: epoll_create1 takes an integer.
+    let ep = unsafe { raw(291, [0; 6]) }.map_or(-1, |e| e as i32);
+    let mut ev = [0u8; 12];
+    ev[..4].copy_from_slice(&1u32.to_ne_bytes());
+    t.eq(
+        "epoll_ctl ADD of the O_RDWR reopen",
+        epoll_ctl_add(ep, rw, &ev),
+        Ok(0),
+    );
+    t.eq("epoll_wait: nothing to read yet", epoll_wait(ep, 0), Ok(0));
+    let _ = write(w, b"q");
+    t.eq(
+        "epoll_wait: readable once written",
+        epoll_wait(ep, 1000),
+        Ok(1),
+    );
+    let _ = read_str(rw);
+    let _ = close(ep);
     // The writers are counted: with every writer closed the reader sees end of file.
     let _ = close(w);
     let _ = write(w2, b"z");
@@ -151,7 +173,216 @@ fn main() -> i32 {
     );
     let _ = pwrite(m2, b"M", 0);
     t.eq("writes reach the same object", pread_str(m), "Memfd".into());
+
+    // O_PATH through the link: a new description that only names the memfd.
+    let mp = reopen(m, O_PATH).unwrap_or(-1);
+    t.check("open fd/<memfd> O_PATH", mp >= 0 && mp != m);
+    let mut b = [0u8; 4];
+    t.eq("pread on it is EBADF", pread(mp, &mut b, 0), Err(Errno(9)));
+    t.eq(
+        "it stats as the memfd",
+        fstat(mp).map(|s| s.st_size),
+        fstat(m).map(|s| s.st_size),
+    );
+    t.eq(
+        "its status flags are its own (O_PATH)",
+        fcntl(mp, 3, 0).map(|f| f as u32 & O_PATH != 0),
+        Ok(true),
+    );
+
+    other_user(&mut t, m);
     t.finish()
+}
+
+const O_PATH: u32 = 0o10000000;
+
+fn epoll_ctl_add(ep: i32, fd: i32, ev: &[u8; 12]) -> Result<usize, Errno> {
+    // SAFETY: `ev` is a live `struct epoll_event` (packed, 12 bytes).
+    unsafe {
+        raw(
+            233,
+            [ep as usize, 1, fd as usize, ev.as_ptr() as usize, 0, 0],
+        )
+    }
+}
+
+fn epoll_wait(ep: i32, timeout_ms: i32) -> Result<usize, Errno> {
+    let mut out = [0u8; 12];
+    // SAFETY: room for one event.
+    unsafe {
+        raw(
+            232,
+            [
+                ep as usize,
+                out.as_mut_ptr() as usize,
+                1,
+                timeout_ms as usize,
+                0,
+                0,
+            ],
+        )
+    }
+}
+const EACCES: i32 = 13;
+const EBADF: i32 = 9;
+
+/// The errno of `r` (0 for success).
+fn errno<T>(r: Result<T, Errno>) -> i32 {
+    r.err().map_or(0, |e| e.0)
+}
+
+/// Runs `f` in a child at uid/gid 1000 and gives its exit code (255: could not drop).
+fn as_user(f: impl FnOnce() -> i32) -> i32 {
+    let status = cowlab_userland::test::in_child(|| {
+        if cowlab_userland::cred::drop_to(1000, 1000).is_err() {
+            return 255;
+        }
+        f()
+    });
+    if status & 0x7f == 0 {
+        (status >> 8) & 0xff
+    } else {
+        -1
+    }
+}
+
+fn readlink_errno(path: &CString) -> i32 {
+    let mut buf = [0u8; 128];
+    // SAFETY: readlink writes at most `buf.len()` bytes into `buf`.
+    let r = unsafe {
+        raw(
+            89,
+            [
+                path.as_ptr() as usize,
+                buf.as_mut_ptr() as usize,
+                buf.len(),
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    errno(r)
+}
+
+/// What an unprivileged process may do with root's process and files.
+fn other_user(t: &mut Tester, m: i32) {
+    let me = alloc::format!("{}", getpid());
+    let fdp = fdpath(&me, m);
+    t.eq(
+        "uid 1000: root's fd/<memfd> O_RDWR is EACCES",
+        as_user(|| errno(open(&fdp, O_RDWR))),
+        EACCES,
+    );
+    t.eq(
+        "uid 1000: root's fd/<memfd> O_RDONLY is EACCES",
+        as_user(|| errno(open(&fdp, O_RDONLY))),
+        EACCES,
+    );
+    t.eq(
+        "uid 1000: root's fd/<memfd> O_PATH is EACCES",
+        as_user(|| errno(open(&fdp, O_PATH))),
+        EACCES,
+    );
+    t.eq(
+        "uid 1000: readlink root's fd/<memfd> is EACCES",
+        as_user(|| readlink_errno(&fdp)),
+        EACCES,
+    );
+    for link in ["exe", "cwd"] {
+        let p = CString::new(format!("/proc/{me}/{link}")).expect("no NUL");
+        t.eq(
+            &format!("uid 1000: readlink root's {link} is EACCES"),
+            as_user(|| readlink_errno(&p)),
+            EACCES,
+        );
+    }
+    let mem = CString::new(format!("/proc/{me}/mem")).expect("no NUL");
+    t.eq(
+        "uid 1000: root's mem is EACCES",
+        as_user(|| errno(open(&mem, O_RDONLY))),
+        EACCES,
+    );
+    t.eq(
+        "uid 1000: its own fd/<n> still opens",
+        as_user(|| {
+            let n = memfd_create(c"own", 0).unwrap_or(-1);
+            errno(open(&fdpath("self", n), O_RDWR))
+        }),
+        0,
+    );
+
+    // O_PATH ignores the access mode: a root 0600 file is named, not readable or writable.
+    let dir = cowlab_userland::cred::work_dir("t_abi3_procfd");
+    let cdir = CString::new(dir.clone()).expect("no NUL");
+    // SAFETY: mkdir reads the path.
+    let _ = unsafe { raw(83, [cdir.as_ptr() as usize, 0o755, 0, 0, 0, 0]) };
+    let secret = CString::new(format!("{dir}/secret")).expect("no NUL");
+    if let Ok(fd) = open_mode(&secret, O_CREAT | O_WRONLY | O_TRUNC, 0o600) {
+        let _ = write(fd, b"rootonly");
+        let _ = close(fd);
+    }
+    t.eq(
+        "uid 1000: the 0600 file O_RDONLY is EACCES",
+        as_user(|| errno(open(&secret, O_RDONLY))),
+        EACCES,
+    );
+    let path_checks = |fd: i32| -> i32 {
+        let mut b = [0u8; 8];
+        if errno(pread(fd, &mut b, 0)) != EBADF {
+            return 1;
+        }
+        if errno(read(fd, &mut b)) != EBADF {
+            return 2;
+        }
+        if errno(write(fd, b"x")) != EBADF {
+            return 3;
+        }
+        if errno(pwrite(fd, b"x", 0)) != EBADF {
+            return 4;
+        }
+        // SAFETY: a file mapping of a descriptor; no memory is touched.
+        let map = unsafe { raw(9, [0, 4096, 1, 1, fd as usize, 0]) };
+        if errno(map) != EBADF {
+            return 5;
+        }
+        // SAFETY: fchmod takes integers.
+        if errno(unsafe { raw(91, [fd as usize, 0o666, 0, 0, 0, 0]) }) != EBADF {
+            return 6;
+        }
+        if fstat(fd).map(|s| s.st_size) != Ok(8) {
+            return 7;
+        }
+        if fcntl(fd, 3, 0).map(|f| f as u32 & (O_PATH | 3)) != Ok(O_PATH) {
+            return 8;
+        }
+        0
+    };
+    t.eq(
+        "uid 1000: O_PATH|O_RDWR of the 0600 file opens but reads, writes, maps, chmods EBADF",
+        as_user(|| match open(&secret, O_PATH | O_RDWR) {
+            Ok(fd) => path_checks(fd),
+            Err(e) => 100 + e.0,
+        }),
+        0,
+    );
+    t.eq(
+        "root: O_PATH|O_RDWR likewise",
+        match open(&secret, O_PATH | O_RDWR) {
+            Ok(fd) => path_checks(fd),
+            Err(e) => 100 + e.0,
+        },
+        0,
+    );
+    let absent = CString::new(format!("{dir}/absent")).expect("no NUL");
+    t.eq(
+        "O_PATH|O_CREAT creates nothing (ENOENT)",
+        errno(open_mode(&absent, O_PATH | O_CREAT, 0o644)),
+        2,
+    );
+    let _ = unlink(&secret);
+    // SAFETY: rmdir reads the path.
+    let _ = unsafe { raw(84, [cdir.as_ptr() as usize, 0, 0, 0, 0, 0]) };
 }
 
 fn pread_str(fd: i32) -> alloc::string::String {

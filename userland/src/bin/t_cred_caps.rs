@@ -5,9 +5,11 @@
 //! `CAP_IPC_LOCK`: `mlock` past `RLIMIT_MEMLOCK` (even at 0); `CAP_KILL`: signalling a process
 //! of another user (`EPERM`, signal 0 included; `SIGCONT` within the session allowed). Runs as
 //! root; the unprivileged halves in children that drop to a uid of their own, on cowlab and on
-//! the host.
+//! the host. Kernel threads are no process: every pid call on one is `ESRCH`.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use cowlab_userland::calls::*;
 use cowlab_userland::cpath::{errno_of, sys};
@@ -251,5 +253,43 @@ fn main() -> i32 {
         c.finish()
     });
     t.eq("the unprivileged checks pass", user, 0);
+    kernel_threads_hidden(&mut t);
     t.finish()
+}
+
+/// A pid that no user process has (`getpgid` says `ESRCH`) is not found by any other pid
+/// call either: on cowlab the page-cache flusher kernel thread has such a tid (Linux: kernel
+/// threads live in no user pid namespace of a container; outside one they have a group and
+/// are skipped here).
+fn kernel_threads_hidden(t: &mut Tester) {
+    let me = cowlab_userland::sys::getpid() as usize;
+    let mut hidden = 0;
+    let mut bad = alloc::string::String::new();
+    let mut mask = [u64::MAX; 1];
+    let mut lim = [0u64; 2];
+    for tid in 2..me {
+        if errno_of(sys(121, &[tid])) != 3 {
+            continue;
+        }
+        hidden += 1;
+        let got = [
+            errno_of(sys(62, &[tid, 0])),
+            errno_of(sys(200, &[tid, 0])),
+            errno_of(sys(203, &[tid, 8, mask.as_mut_ptr() as usize])),
+            errno_of(sys(204, &[tid, 8, mask.as_mut_ptr() as usize])),
+            errno_of(sys(302, &[tid, 7, 0, lim.as_mut_ptr() as usize])),
+            errno_of(sys(234, &[tid, tid, 0])),
+        ];
+        if got != [3; 6] {
+            bad.push_str(&alloc::format!("tid {tid}: {got:?}; "));
+        }
+    }
+    t.check_why(
+        "a tid with no process: kill, tkill, sched_set/getaffinity, prlimit64, tgkill ESRCH",
+        bad.is_empty(),
+        &bad,
+    );
+    if cowlab_userland::test::on_cowlab() {
+        t.check("cowlab has a kernel thread below this pid", hidden > 0);
+    }
 }

@@ -188,6 +188,9 @@ fn main() -> i32 {
     if args.get(1).map(String::as_str) == Some("report") {
         return report(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("shareopen") {
+        return share_open(&args[2..]);
+    }
     let mut t = Tester::new("t_cred_files");
     if getresuid()[1] != 0 {
         cowlab_userland::println!("t_cred_files: skip: needs root");
@@ -513,7 +516,103 @@ fn main() -> i32 {
         );
     }
     t.eq("rmdir the test directory", errno_of(rmdir(p(&dir).c())), 0);
+    t.eq(
+        "exec unshares a CLONE_FILES table: the sharer does not see what the program opens",
+        exec_unshares_files(),
+        0,
+    );
+    sysctl_modes(&mut t);
     t.finish()
+}
+
+/// The `/proc/sys/vm` files cowlab has are root's, `0644` (`0200` for `drop_caches`), and an
+/// open is checked against that mode: another user reads the intervals but writes nothing.
+fn sysctl_modes(t: &mut Tester) {
+    const WB: &str = "/proc/sys/vm/dirty_writeback_centisecs";
+    const EXP: &str = "/proc/sys/vm/dirty_expire_centisecs";
+    const DROP: &str = "/proc/sys/vm/drop_caches";
+    for (file, mode) in [(WB, 0o644), (EXP, 0o644), (DROP, 0o200)] {
+        t.eq(
+            &format!("{file} is mode {mode:o}"),
+            mode_of(file) & 0o7777,
+            mode,
+        );
+    }
+    for (file, flags, want) in [
+        (WB, O_WRONLY, EACCES),
+        (WB, O_RDONLY, 0),
+        (EXP, O_RDWR, EACCES),
+        (DROP, O_WRONLY, EACCES),
+        (DROP, O_RDONLY, EACCES),
+    ] {
+        t.eq(
+            &format!("uid 1000: open {file} flags {flags}"),
+            child(move || {
+                if drop_to(1000, 1000).is_err() {
+                    return 99;
+                }
+                errno_of(open(p(file).c(), flags))
+            }),
+            want,
+        );
+    }
+}
+
+/// The descriptor the exec'd program of [`exec_unshares_files`] opens.
+const SHARED_FD: i32 = 200;
+
+/// `prog shareopen W R`: opens `/` at [`SHARED_FD`], says so on `W`, waits for a byte on `R`.
+fn share_open(args: &[String]) -> i32 {
+    let fds: Vec<i32> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let [w, r] = fds[..] else { return 97 };
+    let Ok(fd) = open(c"/", O_RDONLY) else {
+        return 96;
+    };
+    let _ = dup2(fd, SHARED_FD);
+    let _ = write(w, b"!");
+    let mut b = [0u8; 1];
+    let _ = read(r, &mut b);
+    0
+}
+
+/// A process created by `clone(CLONE_FILES)` (sharing the table, not a thread) execs a
+/// program that opens a file: Linux's execve always unshares the table first
+/// (`unshare_files`), so the sharer's [`SHARED_FD`] stays closed. 0, else what failed.
+fn exec_unshares_files() -> i32 {
+    child(|| {
+        let (Ok([ar, aw]), Ok([br, bw])) = (pipe(), pipe()) else {
+            return 1;
+        };
+        let _ = close(SHARED_FD);
+        let exe = self_exe();
+        let (w, r) = (format!("{aw}"), format!("{br}"));
+        // clone(CLONE_FILES | SIGCHLD) with no new stack: a forked process sharing the table.
+        let Ok(c) = sys(56, &[0x400 | 17, 0, 0, 0, 0]) else {
+            return 2;
+        };
+        if c == 0 {
+            let argv: [&[u8]; 4] = [exe.as_bytes(), b"shareopen", w.as_bytes(), r.as_bytes()];
+            let e = cowlab_userland::process::exec(&argv).0;
+            // Wake the sharer, which holds the write end too.
+            let _ = write(aw, b"x");
+            exit_now(e + 100);
+        }
+        let mut b = [0u8; 1];
+        let said = read(ar, &mut b);
+        let seen = fcntl(SHARED_FD, 1, 0);
+        let _ = write(bw, b"!");
+        let status = waitpid(c as i32, 0).map(|(_, s)| s);
+        if said != Ok(1) {
+            return 3;
+        }
+        if status != Ok(0) {
+            return 4;
+        }
+        if seen.is_ok() {
+            return 5;
+        }
+        0
+    })
 }
 
 /// With `/` at mode 0700, an unprivileged process may not reach anything: on the root file

@@ -325,7 +325,7 @@ pub fn send_locked(
         Target::Process(p) | Target::Thread(p) => p,
     };
     let task = table.get(&id).ok_or(Errno::ESRCH)?;
-    if task.state == State::Dead {
+    if !task.user_visible() {
         return Err(Errno::ESRCH);
     }
     let signal = info.signal();

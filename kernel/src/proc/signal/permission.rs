@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use super::{send_locked, SigInfo, Target, SIGCONT};
 use crate::errno::Errno;
 use crate::proc::cred::{self, has_cap, Cap, Cred};
-use crate::proc::{Pid, State, TABLE};
+use crate::proc::{Pid, TABLE};
 
 /// Linux `kill_ok_by_cred`: the sender's real or effective uid is the target's real or saved
 /// uid, or the sender has `CAP_KILL`.
@@ -30,7 +30,7 @@ fn check_kill_permission(
     let table = TABLE.lock();
     let task = table
         .get(&tid)
-        .filter(|t| t.state != State::Dead)
+        .filter(|t| t.user_visible())
         .ok_or(Errno::ESRCH)?;
     let group = task.group.lock();
     if kill_ok_by_cred(sender, &group.cred) || (signal == SIGCONT && group.job.sid == sender_sid) {
