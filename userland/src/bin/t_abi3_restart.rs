@@ -150,7 +150,19 @@ fn main() -> i32 {
         ("select", select_pipe),
     ];
     for (name, call) in cases {
-        let (stopped, status, took) = stop_continue(ms, call);
+        // The bounds below are wall-clock: on a loaded machine (two QEMUs on CI's two cores) a
+        // run can overshoot them, so a case gets up to three tries; a kernel that restarts with
+        // the whole timeout misses the upper bound by ms / 5 every time.
+        let stop = if name == "select" { ms / 5 } else { 0 };
+        let mut run = stop_continue(ms, call);
+        for _ in 0..2 {
+            let (_, _, took) = run;
+            if took + 10 >= ms + stop && took + 20 < ms + stop + ms / 5 {
+                break;
+            }
+            run = stop_continue(ms, call);
+        }
+        let (stopped, status, took) = run;
         t.check(&format!("{name}: stopped while it waits"), stopped);
         t.eq(
             &format!("{name}: completes with 0 after SIGCONT"),
@@ -160,7 +172,6 @@ fn main() -> i32 {
         // A restart with the whole timeout would take ms / 5 + ms / 5 + ms at least. The
         // restart block keeps an absolute deadline (the stop counts); select instead writes
         // the time left into its timeval when interrupted, so its stopped time is added.
-        let stop = if name == "select" { ms / 5 } else { 0 };
         t.check_why(
             &format!("{name}: waits the time left, not the whole again"),
             took + 10 >= ms + stop && took + 20 < ms + stop + ms / 5,
@@ -190,15 +201,18 @@ fn main() -> i32 {
         );
         t.check_why(
             &format!("rem is the time left ({what})"),
-            (600..=850).contains(&left),
+            // Not the whole 1000 ms (rem never written or not reduced), not 0; at most what is
+            // left after the signal's 200 ms (loose below: a loaded host delays the signal).
+            (1..=850).contains(&left),
             format!("{left} ms"),
         );
         let t0 = monotonic_ns();
         let r = poll_pipe(1000);
         t.eq(&format!("poll + handler ({what}): EINTR"), r, Err(EINTR));
         t.check_why(
+            // Before its 1000 ms timeout (EINTR above says a signal ended it).
             &format!("poll ended at the signal ({what})"),
-            ms_since(t0) < 500,
+            ms_since(t0) < 1000,
             ms_since(t0),
         );
         let _ = waitpid(child, 0);

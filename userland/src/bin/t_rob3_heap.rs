@@ -232,7 +232,9 @@ fn count_names(b: &mut Bufs) -> Result<usize, Errno> {
                 let mut at = 0;
                 while at < n {
                     let reclen = usize::from(u16::from_le_bytes([buf[at + 16], buf[at + 17]]));
-                    if buf[at + 19..].starts_with(b"rob3h") {
+                    // This program's names only (a digit follows): the host's /tmp is shared.
+                    let name = &buf[at + 19..];
+                    if name.starts_with(b"rob3h") && name.get(5).is_some_and(u8::is_ascii_digit) {
                         count += 1;
                     }
                     at += reclen.max(1);
