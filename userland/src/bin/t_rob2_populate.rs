@@ -144,9 +144,11 @@ fn main() -> i32 {
             t.eq("munmap of 512 MiB populated", r, Ok(0));
             // Sharing the CPU, the child gets about half of the call's time; a call that held
             // it lets the child run one slice at most, at its return (a few ms).
-            let share = per_ms * (took / 1_000_000) / 10;
+            // A twentieth: the calibration and the measurement see different host load when two
+            // QEMUs share two cores (CI); a spinner starved by an unpreemptible loop gets ~0.
+            let share = per_ms * (took / 1_000_000) / 20;
             t.check_why(
-                "the spinning child got at least a tenth of the munmap's time",
+                "the spinning child got at least a twentieth of the munmap's time",
                 after - before >= share.max(1),
                 Counted(before, after, took),
             );
@@ -221,9 +223,11 @@ fn main() -> i32 {
             let _ = kill(pid, 9);
             let _ = waitpid(pid, 0);
             t.eq("mlockall(MCL_CURRENT) with 512 MiB mapped", r, Ok(0));
-            let share = per_ms * (took / 1_000_000) / 10;
+            // A twentieth: the calibration and the measurement see different host load when two
+            // QEMUs share two cores (CI); a spinner starved by an unpreemptible loop gets ~0.
+            let share = per_ms * (took / 1_000_000) / 20;
             t.check_why(
-                "the spinning child got at least a tenth of the mlockall's time",
+                "the spinning child got at least a twentieth of the mlockall's time",
                 after - before >= share.max(1),
                 Counted(before, after, took),
             );

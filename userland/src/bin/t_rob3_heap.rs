@@ -79,7 +79,13 @@ fn main() -> i32 {
         dents: vec![1u8; 1 << 20],
         maps: vec![1u8; 64 * 1024],
         pollfds: vec![[-1, 1]; 1024],
+        board: mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS)
+            .map_or(core::ptr::null_mut(), |a| a as *mut u8),
     };
+    if !b.board.is_null() {
+        // SAFETY: the shared page is mapped; touched now, before the baseline.
+        unsafe { core::ptr::write_volatile(b.board, NO_REPORT) };
+    }
     let mut arg = vec![b'a'; ARG_LEN + 1];
     arg[ARG_LEN] = 0;
     big_exec(&mut t, &arg, if exhaust { 50 } else { 8 }, exhaust);
@@ -299,6 +305,8 @@ struct Bufs {
     maps: Vec<u8>,
     /// `struct pollfd`s: fd, then events and revents as one word.
     pollfds: Vec<[i32; 2]>,
+    /// A shared page where the memfd holders report (a byte each).
+    board: *mut u8,
 }
 
 /// A child holding memfds until the heap is full; reports in its byte of the shared page
@@ -341,13 +349,10 @@ fn holder_report(board: *mut u8) -> Option<u8> {
 /// Fills the heap to its reserve with memfd holders, checks the calls answer `ENOMEM`, and
 /// releases the holders.
 fn full_heap(t: &mut Tester, b: &mut Bufs) {
-    let (Ok(board), Ok(go)) = (
-        mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS),
-        pipe(),
-    ) else {
+    let (false, Ok(go)) = (b.board.is_null(), pipe()) else {
         return t.check("the report page and the pipe", false);
     };
-    let board = board as *mut u8;
+    let board = b.board;
     let memfd = memfd_create(c"fill", 0);
     let mut holders = Vec::with_capacity(64);
     let mut full = false;
@@ -404,7 +409,6 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
     );
     let _ = close(go[1]);
     let _ = close(go[0]);
-    let _ = munmap(board as usize, 4096);
     let mut all_ok = true;
     for pid in holders {
         all_ok &= matches!(waitpid(pid, 0), Ok((_, 0)));
