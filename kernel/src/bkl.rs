@@ -49,6 +49,10 @@ const STARVATION_SPINS: u32 = 2000;
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
+/// CPUs spinning in [`lock_slow`] (bit per CPU), for [`relax`].
+static WAITING: AtomicU64 = AtomicU64::new(0);
+/// Spins [`relax`] waits, with the lock free, for a waiting CPU to take it.
+const HANDOFF_SPINS: u32 = 20_000;
 /// Acquisitions that found the lock held by another CPU (contention, for `/proc` and tests).
 static CONTENDED: AtomicU64 = AtomicU64::new(0);
 
@@ -112,6 +116,8 @@ fn lock_slow(me: usize) {
         "big kernel lock taken twice"
     );
     CONTENDED.fetch_add(1, Ordering::Relaxed);
+    let bit = 1u64 << (me - 1);
+    WAITING.fetch_or(bit, Ordering::Relaxed);
     let mut spins = 0u32;
     loop {
         let starving = STARVING.load(Ordering::Relaxed);
@@ -124,6 +130,7 @@ fn lock_slow(me: usize) {
             if starving == me {
                 STARVING.store(0, Ordering::Relaxed);
             }
+            WAITING.fetch_and(!bit, Ordering::Relaxed);
             return;
         }
         spins = spins.saturating_add(1);
@@ -144,6 +151,38 @@ pub fn unlock() {
         debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
         OWNER.store(0, Ordering::Release);
     }
+}
+
+/// Whether another CPU spins for the lock (never while the lock is off).
+#[inline]
+pub fn others_waiting() -> bool {
+    enabled() && WAITING.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id()) != 0
+}
+
+/// Lets the CPUs waiting for the lock run their kernel entries, then takes it back; whether it
+/// let go (the caller's data may have changed meanwhile). Nothing to do when no other CPU
+/// waits, or while the lock is off. The caller holds it at depth 0 and no other lock.
+///
+/// For kernel loops whose other side runs in parallel on Linux: the GUP slow path calls it
+/// between a fault and its retry (Linux's `cond_resched()` in `__get_user_pages`, with
+/// `mmap_lock` only read-held, so another thread's `madvise` runs meanwhile on its CPU). A plain
+/// release and re-take would win the lock back before a spinning waiter saw it free, so this
+/// waits (bounded: the waiter's vCPU thread may be off the host CPU) until someone took it.
+pub fn relax() -> bool {
+    if !others_waiting() {
+        return false;
+    }
+    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+    OWNER.store(0, Ordering::Release);
+    let mut spins = 0u32;
+    while OWNER.load(Ordering::Relaxed) == 0 && spins < HANDOFF_SPINS {
+        crate::smp::shootdown::service();
+        crate::smp::call::service();
+        core::hint::spin_loop();
+        spins += 1;
+    }
+    lock_enabled();
+    true
 }
 
 /// Takes the lock unless this CPU holds it already (an interrupt taken in kernel mode); whether

@@ -30,6 +30,7 @@ mod faultstat;
 mod fs;
 mod fwcfg;
 mod gdt;
+mod gup_hold;
 mod heap;
 mod idt;
 mod ioapic;

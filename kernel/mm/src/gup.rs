@@ -80,7 +80,7 @@ pub fn get_user_pages<A: Arch>(
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let flags = valid_gup_flags(gup_flags, Entry::Get)?;
-    get_user_pages_locked(mm, aspace, start, flags, pages, &mut |_, _| {})
+    get_user_pages_locked(mm, aspace, start, flags, pages)
 }
 
 /// Pins (`FOLL_PIN`) `pages.len()` pages from the page containing `start`, faulting and
@@ -94,7 +94,7 @@ pub fn pin_user_pages<A: Arch>(
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let flags = valid_gup_flags(gup_flags, Entry::Pin)?;
-    get_user_pages_locked(mm, aspace, start, flags, pages, &mut |_, _| {})
+    get_user_pages_locked(mm, aspace, start, flags, pages)
 }
 
 /// [`get_user_pages`] trying the lockless fast path first; pages it cannot take go through the
@@ -181,25 +181,70 @@ pub fn unpin_user_pages_dirty_lock<A: Arch>(
 /// A point where Linux's GUP loop may let other threads of the process run: after a fault,
 /// before looking at the PTE again (`cond_resched()` in `__get_user_pages`; the mmap lock is
 /// only held for reading, so `madvise(MADV_DONTNEED)` may run). Tests use it to play the
-/// racing thread of the Dirty COW exploit; the kernel passes a no-op.
+/// racing thread of the Dirty COW exploit, through [`Hooked`].
+#[cfg(test)]
 pub(crate) type RetryHook<'h, A> = dyn FnMut(&Mm<A>, &mut AddressSpace) + 'h;
+
+/// The slow path's hold on the address space (Linux: the caller of `__get_user_pages` holds
+/// `mmap_lock` for reading across the whole loop, and the loop calls `cond_resched()` between
+/// a fault and the next look at the PTE). A plain `AddressSpace` is a hold that never lets go;
+/// the kernel's hold lets the address-space lock and the CPU go there, so that another
+/// thread's `madvise` or fork really runs between the fault and the retry, as on Linux.
+pub trait MmapHold<A: Arch> {
+    /// The address space, locked. Borrowed afresh after every [`MmapHold::resched`].
+    fn aspace(&mut self) -> &mut AddressSpace;
+    /// The resched point. Returns whether the lock was let go and another task may have
+    /// changed the address space meanwhile: the loop then looks the VMA up again (it does each
+    /// round, as Linux does after it dropped `mmap_lock`) and does not count the round against
+    /// its no-progress bound ([`MAX_FAULT_ROUNDS`]). The hold itself bounds how often it lets
+    /// go within one call, so the loop ends even against a thread that undoes every fault.
+    fn resched(&mut self, mm: &Mm<A>) -> bool;
+}
+
+impl<A: Arch> MmapHold<A> for AddressSpace {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self
+    }
+
+    fn resched(&mut self, _: &Mm<A>) -> bool {
+        false
+    }
+}
+
+/// A hold that runs a test's [`RetryHook`] at the resched point, without letting go.
+#[cfg(test)]
+struct Hooked<'a, 'h, A: Arch> {
+    aspace: &'a mut AddressSpace,
+    hook: &'a mut RetryHook<'h, A>,
+}
+
+#[cfg(test)]
+impl<A: Arch> MmapHold<A> for Hooked<'_, '_, A> {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self.aspace
+    }
+
+    fn resched(&mut self, mm: &Mm<A>) -> bool {
+        (self.hook)(mm, self.aspace);
+        false
+    }
+}
 
 /// The slow path over validated flags (Linux `__get_user_pages`).
 #[doc(alias = "__get_user_pages")]
 pub(crate) fn get_user_pages_locked<A: Arch>(
     mm: &Mm<A>,
-    aspace: &mut AddressSpace,
+    hold: &mut dyn MmapHold<A>,
     start: VirtAddr,
     flags: FollFlags,
     pages: &mut [Option<PinnedPage>],
-    hook: &mut RetryHook<'_, A>,
 ) -> Result<usize, MmError> {
     let start = start.align_down();
     check_range(start, pages.len())?;
     for (i, slot) in pages.iter_mut().enumerate() {
         assert!(slot.is_none(), "GUP output slot {i} already holds a page");
         let va = VirtAddr::new(start.as_u64().wrapping_add(i as u64 * PAGE));
-        match get_one_page(mm, aspace, va, flags, hook) {
+        match get_one_page(mm, hold, va, flags) {
             Ok(page) => {
                 *slot = Some(page);
                 stats::inc(&mm.counters.gup_slow_pages);
@@ -232,10 +277,9 @@ enum Follow {
 
 fn get_one_page<A: Arch>(
     mm: &Mm<A>,
-    aspace: &mut AddressSpace,
+    hold: &mut dyn MmapHold<A>,
     va: VirtAddr,
     mut flags: FollFlags,
-    hook: &mut RetryHook<'_, A>,
 ) -> Result<PinnedPage, MmError> {
     if va.as_u64() >= USER_END {
         return Err(MmError::Fault);
@@ -243,9 +287,11 @@ fn get_one_page<A: Arch>(
     // The pin's DMA direction is the caller's request, even if a FOLL_FORCE retry below drops
     // FOLL_WRITE from the lookup (the COW was broken for this caller).
     let requested = flags;
-    for _ in 0..MAX_FAULT_ROUNDS {
+    let mut stalled = 0;
+    while stalled < MAX_FAULT_ROUNDS {
         let era = mm.era();
-        // The VMA may have changed while the hook ran (as while Linux dropped the lock).
+        let aspace = hold.aspace();
+        // The VMA may have changed while the lock was let go at the resched point.
         let vma = aspace.find_vma(va).ok_or(MmError::Fault)?;
         check_vma_flags(mm, vma, flags)?;
         let kind = match follow_page_pte(mm, aspace, vma, va, flags) {
@@ -269,7 +315,9 @@ fn get_one_page<A: Arch>(
                 ForceWriteRetry::Refault => {}
             }
         }
-        hook(mm, aspace);
+        if !hold.resched(mm) {
+            stalled += 1;
+        }
     }
     panic!("GUP at {va:#x}: the fault path resolves but the page never becomes followable");
 }
@@ -373,14 +421,7 @@ fn gup_fast_fallback<A: Arch>(
         .gup_fast_fallbacks
         .fetch_add(left, Ordering::Relaxed);
     let rest_start = VirtAddr::new(start.as_u64().wrapping_add(nr as u64 * PAGE));
-    match get_user_pages_locked(
-        mm,
-        aspace,
-        rest_start,
-        flags,
-        &mut pages[nr..],
-        &mut |_, _| {},
-    ) {
+    match get_user_pages_locked(mm, aspace, rest_start, flags, &mut pages[nr..]) {
         Ok(more) => Ok(nr + more),
         Err(_) if nr > 0 => Ok(nr),
         Err(e) => Err(e),
@@ -576,16 +617,28 @@ pub fn access_process_vm_write<A: Arch>(
     va: VirtAddr,
     data: &[u8],
 ) -> Result<usize, MmError> {
-    access_process_vm_write_hooked(mm, aspace, va, data, &mut |_, _| {})
+    access_process_vm_write_held(mm, aspace, va, data)
 }
 
 /// [`access_process_vm_write`] with a [`RetryHook`] (tests play the racing thread with it).
+#[cfg(test)]
 pub(crate) fn access_process_vm_write_hooked<A: Arch>(
     mm: &Mm<A>,
     aspace: &mut AddressSpace,
     va: VirtAddr,
     data: &[u8],
     hook: &mut RetryHook<'_, A>,
+) -> Result<usize, MmError> {
+    access_process_vm_write_held(mm, &mut Hooked { aspace, hook }, va, data)
+}
+
+/// [`access_process_vm_write`] through a [`MmapHold`] that may let the address space go at the
+/// slow path's resched point (the kernel's `/proc/pid/mem`): the two-thread Dirty COW race.
+pub fn access_process_vm_write_held<A: Arch>(
+    mm: &Mm<A>,
+    hold: &mut dyn MmapHold<A>,
+    va: VirtAddr,
+    data: &[u8],
 ) -> Result<usize, MmError> {
     if !access_ok(va, data.len()) {
         return Err(MmError::Fault);
@@ -597,7 +650,7 @@ pub(crate) fn access_process_vm_write_hooked<A: Arch>(
         let n = (PAGE_SIZE - off).min(data.len() - done);
         let mut slot = [None];
         let flags = FollFlags::WRITE | FollFlags::FORCE | FollFlags::GET;
-        match get_user_pages_locked(mm, aspace, at, flags, &mut slot, hook) {
+        match get_user_pages_locked(mm, hold, at, flags, &mut slot) {
             Ok(_) => {}
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
@@ -630,6 +683,16 @@ pub fn access_process_vm_read<A: Arch>(
     va: VirtAddr,
     buf: &mut [u8],
 ) -> Result<usize, MmError> {
+    access_process_vm_read_held(mm, aspace, va, buf)
+}
+
+/// [`access_process_vm_read`] through a [`MmapHold`] (see [`access_process_vm_write_held`]).
+pub fn access_process_vm_read_held<A: Arch>(
+    mm: &Mm<A>,
+    hold: &mut dyn MmapHold<A>,
+    va: VirtAddr,
+    buf: &mut [u8],
+) -> Result<usize, MmError> {
     if !access_ok(va, buf.len()) {
         return Err(MmError::Fault);
     }
@@ -640,7 +703,7 @@ pub fn access_process_vm_read<A: Arch>(
         let n = (PAGE_SIZE - off).min(buf.len() - done);
         let mut slot = [None];
         let flags = FollFlags::FORCE | FollFlags::GET;
-        match get_user_pages_locked(mm, aspace, at, flags, &mut slot, &mut |_, _| {}) {
+        match get_user_pages_locked(mm, hold, at, flags, &mut slot) {
             Ok(_) => {}
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,

@@ -22,6 +22,7 @@ use cowlab_mm::{gup, MmError, VirtAddr};
 
 use super::procpid;
 use crate::errno::Errno;
+use crate::gup_hold::ReschedHold;
 use crate::proc::{current_pid, Pid, TABLE};
 use crate::{memory, vm};
 
@@ -289,9 +290,9 @@ impl ProcFile {
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
                 let mut buf = alloc::vec![0u8; user_len(offset, len)?];
-                let n = gup::access_process_vm_read(
+                let n = gup::access_process_vm_read_held(
                     memory::mm(),
-                    &mut shared.lock(),
+                    &mut ReschedHold::new(&shared),
                     VirtAddr::new(user_addr(offset)?),
                     &mut buf,
                 )
@@ -326,9 +327,11 @@ impl ProcFile {
             }
             ProcWhat::Mem => {
                 let shared = aspace(self.pid)?;
-                let n = gup::access_process_vm_write(
+                // The Dirty COW window: the slow path lets the address space go between
+                // the forced write's COW break and its retry (`gup_hold`).
+                let n = gup::access_process_vm_write_held(
                     memory::mm(),
-                    &mut shared.lock(),
+                    &mut ReschedHold::new(&shared),
                     VirtAddr::new(user_addr(offset)?),
                     &data[..user_len(offset, data.len())?],
                 )

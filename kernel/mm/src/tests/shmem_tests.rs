@@ -427,6 +427,71 @@ fn dirty_cow_race_leaks_only_under_the_2009_rules() {
     }
 }
 
+/// A hold that lets the address space go at every resched point (as the kernel's does on
+/// several CPUs) while a racing thread zaps the page each time, `lets_go` times in one call.
+struct ZappingHold<'a> {
+    aspace: &'a mut AddressSpace,
+    va: VirtAddr,
+    lets_go: usize,
+}
+
+impl crate::gup::MmapHold<HostArch> for ZappingHold<'_> {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self.aspace
+    }
+
+    fn resched(&mut self, mm: &Mm<HostArch>) -> bool {
+        if self.lets_go == 0 {
+            return false;
+        }
+        self.lets_go -= 1;
+        self.aspace
+            .madvise(mm, self.va, PAGE_SIZE, Advice::DontNeed)
+            .unwrap();
+        true
+    }
+}
+
+/// Regression (the GUP slow path's resched point): a thread that undoes the fault at every
+/// point where the lock was let go (40 times, more than the no-progress bound of 16 rounds)
+/// must not make the loop give up with a panic; once the hold stops letting go the write
+/// lands, in the memfd only under 2009's dropped FOLL_WRITE, in a private copy otherwise.
+#[test]
+fn dirty_cow_race_survives_a_thread_zapping_at_every_resched_point() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let obj = memfd(&env, 1, 0x1111);
+        let mut s = env.space();
+        let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::READ, MapFlags::PRIVATE);
+        env.read(&mut s, va).unwrap();
+        let data = 0xbadu64.to_le_bytes();
+        let mut hold = ZappingHold {
+            aspace: &mut s,
+            va,
+            lets_go: 40,
+        };
+        let r = crate::gup::access_process_vm_write_held(&env.mm, &mut hold, va, &data);
+        assert_eq!(r, Ok(8), "{era}");
+        assert_eq!(hold.lets_go, 0, "{era}: every resched point let go");
+        let leaked = obj_u64(&env, &obj, 0) == 0xbad;
+        assert_eq!(
+            leaked,
+            era == Era::Y2009,
+            "{era}: did the write reach the memfd?"
+        );
+        if !leaked {
+            assert_eq!(
+                env.read(&mut s, va).unwrap(),
+                0xbad,
+                "{era}: the private copy"
+            );
+        }
+        env.check(&[&s]);
+        ShmemObject::put(obj, &env.mm);
+        env.finish(std::vec![s]);
+    }
+}
+
 #[test]
 fn split_and_merged_shmem_mappings_keep_their_offsets() {
     let env = Env::new();

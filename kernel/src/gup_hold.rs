@@ -1,0 +1,66 @@
+//! The kernel's hold on an address space for the GUP slow path (`cowlab_mm::gup::MmapHold`):
+//! at the loop's resched point, between a fault and the retry that looks at the PTE again, it
+//! lets the address-space lock and the big kernel lock go, so that threads waiting on other
+//! CPUs run their system calls there, and takes both back (big lock first, the order of
+//! docs/architecture.md). The mm core then looks the VMA up again, as Linux's
+//! `__get_user_pages` does after `mmap_lock` was dropped.
+//!
+//! Why: on Linux both the GUP caller and `madvise(MADV_DONTNEED)` hold `mmap_lock` only for
+//! reading, and `__get_user_pages` calls `cond_resched()` before each `follow_page_mask`, so
+//! another thread's zap really runs between a `FOLL_FORCE` write's COW break and its retry.
+//! That is the Dirty COW window; which outcome it has (the retry finds the page cache page and
+//! writes it, or faults again) is the era's rule `foll_force_cow_retry`, not this file's. With
+//! one CPU running tasks (`smp_sched=0`), or nobody waiting, the hold never lets go.
+#![deny(unsafe_code)]
+
+use cowlab_mm::aspace::AddressSpace;
+use cowlab_mm::gup::MmapHold;
+use cowlab_mm::Mm;
+use spin::{Mutex, MutexGuard};
+
+use crate::arch::KernelArch;
+
+/// Times one GUP call lets go. Once is the window Linux's races live in (between the first
+/// fault and its retry); each further time costs a hand-off of the big lock both ways (on an
+/// overloaded host, a host time slice of the other vCPU thread: 8 per call made the Dirty COW
+/// writer 16 writes in 3 s against 79 madvises) and lets a thread that undoes every fault keep
+/// the caller looping. After that the loop runs under the mm core's no-progress bound.
+const MAX_LETS_GO: u32 = 1;
+
+/// A locked address space that may be let go at the GUP slow path's resched point.
+pub struct ReschedHold<'m> {
+    lock: &'m Mutex<AddressSpace>,
+    /// Always `Some` outside [`MmapHold::resched`].
+    guard: Option<MutexGuard<'m, AddressSpace>>,
+    lets_go: u32,
+}
+
+impl<'m> ReschedHold<'m> {
+    /// Locks `lock` (the caller holds the big kernel lock and no address-space lock).
+    pub fn new(lock: &'m Mutex<AddressSpace>) -> Self {
+        ReschedHold {
+            lock,
+            guard: Some(lock.lock()),
+            lets_go: 0,
+        }
+    }
+}
+
+impl MmapHold<KernelArch> for ReschedHold<'_> {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self.guard
+            .as_mut()
+            .expect("the address space is locked outside resched")
+    }
+
+    fn resched(&mut self, _: &Mm<KernelArch>) -> bool {
+        if self.lets_go >= MAX_LETS_GO || !crate::bkl::others_waiting() {
+            return false;
+        }
+        self.guard = None;
+        let let_go = crate::bkl::relax();
+        self.guard = Some(self.lock.lock());
+        self.lets_go += u32::from(let_go);
+        let_go
+    }
+}
