@@ -185,6 +185,29 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_abi2_args via sh -c",
         r#"-- sh -c "exec /t_abi2_args \"$@\"" t_abi2_args sh -c "ls | wc -l" "" "two  spaces" "q\"uo'te\\" "grüße ☃" """#,
     ),
+    // dcow (issue 16): Dirty COW and seed 003 bug 1 racing on real CPUs, no HOLD ioctl: they
+    // must happen under the old eras with tasks on 2+ CPUs (the tier's --smp), never under
+    // 2023 (the default boot) or a later rule set than the bug's.
+    (
+        "t_dcow_race",
+        "t_dcow_race era=2009 smp_sched=1",
+        "smp_sched=1 era=2009 -- t_dcow_race era=2009",
+    ),
+    (
+        "t_dcow_race",
+        "t_dcow_race era=2016 smp_sched=1",
+        "smp_sched=1 era=2016 -- t_dcow_race era=2016",
+    ),
+    (
+        "t_dcow_dio",
+        "t_dcow_dio era=2009 smp_sched=1",
+        "smp_sched=1 era=2009 -- t_dcow_dio era=2009",
+    ),
+    (
+        "t_dcow_dio",
+        "t_dcow_dio era=2022 smp_sched=1",
+        "smp_sched=1 era=2022 -- t_dcow_dio era=2022",
+    ),
     // A file three times memory through the page cache (clean pages reclaimed, frames back).
     // 16 MiB of frames, a 48 MiB file: 32 and 96 took 70 s of guest time under TCG.
     (

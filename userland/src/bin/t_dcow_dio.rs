@@ -13,7 +13,9 @@
 //! Arguments: `era=YYYY` (the kernel booted with the same `era=` token) and `secs=N` (default
 //! 20). On cowlab under an era before 2023 with tasks on 2 or more CPUs, the loss must happen
 //! within N seconds; under 2023, and natively on the host Linux whatever the argument, it must
-//! never happen over `min(N, 3)` seconds of tries (1 s on the host). The file is
+//! never happen over at least `min(N, 3)` seconds (1 s on the host) and 10 tries (at most N
+//! seconds). With tasks on one CPU under an old era the loss may happen (the reader sleeps in
+//! its I/O wait and the main thread forks) or not: reported, not asserted. The file is
 //! `t_dcow_dio.<pid>` in the working directory (cowlab: the ext2 root, `ext2_direct`).
 //!
 //! The reader thread never allocates (the runtime's allocator is single-threaded).
@@ -38,11 +40,16 @@ const HALF: usize = 2048;
 /// Blocks of `HALF` bytes in the file, each filled with its own byte ([`stamp`]).
 const BLOCKS: u64 = 32;
 const SCHED_GETAFFINITY: usize = 204;
+/// Tries a run under the 2023 rules makes at least (a try costs a fork and a child's exit:
+/// hundreds of milliseconds on two vCPUs of an overloaded TCG host).
+const MIN_TRIES: u32 = 10;
 
 /// The request number the reader should serve next (0: none yet, `u32::MAX`: stop).
 static GO: AtomicU32 = AtomicU32::new(0);
 /// The request number the reader finished last.
 static DONE: AtomicU32 = AtomicU32::new(0);
+/// The request number the reader is about to issue (set just before its system call).
+static STARTED: AtomicU32 = AtomicU32::new(0);
 static FD: AtomicI32 = AtomicI32::new(-1);
 static ADDR: AtomicUsize = AtomicUsize::new(0);
 static OFF: AtomicU64 = AtomicU64::new(0);
@@ -87,6 +94,7 @@ fn reader(_: usize) -> i32 {
             return 0;
         }
         seen = go;
+        STARTED.store(go, Ordering::SeqCst);
         // SAFETY: ADDR..ADDR + HALF is the second half of a page the main thread keeps mapped
         // until DONE says this read is over.
         let r = unsafe {
@@ -125,7 +133,7 @@ struct Try {
 }
 
 /// One try: request `seq` reads block `k` into the second half of a fresh page; the fork
-/// comes after `delay_us` of spinning.
+/// comes `delay_us` after the reader is about to enter its system call.
 fn one_try(fd: i32, seq: u32, k: u64, delay_us: u64) -> Option<Try> {
     let page = mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS).ok()?;
     // SAFETY: a fresh private mapping, used only through this slice (and by the reader's DMA
@@ -138,6 +146,11 @@ fn one_try(fd: i32, seq: u32, k: u64, delay_us: u64) -> Option<Try> {
     OFF.store(k * HALF as u64, Ordering::SeqCst);
     GO.store(seq, Ordering::SeqCst);
     let _ = futex_wake(&GO, 1);
+    // Waits out the reader's wake-up (its CPU may be halted); yields for one CPU.
+    let give_up = monotonic_ns() + 2_000_000_000;
+    while STARTED.load(Ordering::SeqCst) != seq && monotonic_ns() < give_up {
+        sched_yield();
+    }
     let until = monotonic_ns() + delay_us * 1000;
     while monotonic_ns() < until {
         core::hint::spin_loop();
@@ -200,9 +213,10 @@ fn main() -> i32 {
     if !cowlab && era < 2023 {
         println!("t_dcow_dio: era={era} asked, but the host Linux is modern: expecting 2023");
     }
-    let expect_loss = cowlab && era < 2023 && cpus >= 2;
-    if cowlab && era < 2023 && cpus < 2 {
-        println!("t_dcow_dio: tasks run on {cpus} CPU here (boot with --smp 2 smp_sched=1): the race needs two; checking only that no data is lost");
+    let old_era = cowlab && era < 2023;
+    let expect_loss = old_era && cpus >= 2;
+    if old_era && cpus < 2 {
+        println!("t_dcow_dio: tasks run on {cpus} CPU here (boot with --smp 2 smp_sched=1): a loss may or may not happen, reporting only");
     }
     let name = format!("t_dcow_dio.{}\0", getpid());
     let path = core::ffi::CStr::from_bytes_with_nul(name.as_bytes()).expect("one NUL");
@@ -226,29 +240,35 @@ fn main() -> i32 {
     };
     let thread = spawn(reader, 0);
     t.check("the reader thread started", thread.is_ok());
-    let run_ms = if expect_loss {
-        secs * 1000
-    } else if cowlab {
-        secs.min(3) * 1000
-    } else {
-        1000
-    };
+    // Under 2023 rules at least `min(secs, 3)` s (1 s natively) and [`MIN_TRIES`] tries, at
+    // most `secs` s; under an old era until the first loss (on one CPU, or as long).
+    let min_ms = if cowlab { secs.min(3) * 1000 } else { 1000 };
     let start = monotonic_ns();
     let (mut tries, mut failed_reads, mut late, mut losses, mut first_loss) = (0u32, 0, 0, 0, None);
     let (mut child_got_it, mut parent_writes_kept) = (0, 0);
+    let mut delay = 0u64;
     while thread.is_ok() {
         let ms = (monotonic_ns() - start) / 1_000_000;
-        if ms >= run_ms || (expect_loss && first_loss.is_some()) {
+        let done = (old_era && first_loss.is_some())
+            || (!expect_loss && ms >= min_ms && tries >= MIN_TRIES);
+        if done || ms >= secs * 1000 {
             break;
         }
         tries += 1;
-        let delay_us = u64::from(tries % 16) * 20;
+        // The fork should come after the reader's GUP and before its DMA: a fork after the
+        // read was over halves the delay, one that lost nothing lengthens it; jittered.
+        let delay_us = delay * (8 + u64::from(tries % 9)) / 16;
         let Some(r) = one_try(fd, tries, u64::from(tries) % BLOCKS, delay_us) else {
             failed_reads += 1;
             break;
         };
         failed_reads += u32::from(!r.read_ok);
         late += u32::from(r.done_at_fork);
+        if r.done_at_fork {
+            delay /= 2;
+        } else if !r.lost {
+            delay = (delay + 20 + delay / 4).min(50_000);
+        }
         parent_writes_kept += u32::from(r.parent_first);
         if r.read_ok && r.lost {
             losses += 1;
@@ -276,7 +296,13 @@ fn main() -> i32 {
         parent_writes_kept,
         tries,
     );
-    if expect_loss {
+    if old_era && !expect_loss {
+        t.check_why(
+            "tries made",
+            tries >= MIN_TRIES || losses > 0,
+            format_args!("{tries}"),
+        );
+    } else if expect_loss {
         t.check_why(
             &format!(
                 "era {era}: reproduced: the parent lost the data read from disk within {secs} s"
@@ -295,7 +321,7 @@ fn main() -> i32 {
             losses == 0,
             format_args!("{losses} of {tries} tries, first {first_loss:?}"),
         );
-        t.check_why("many tries", tries >= 20, format_args!("{tries}"));
+        t.check_why("many tries", tries >= MIN_TRIES, format_args!("{tries}"));
     }
     let _ = close(fd);
     t.eq("the file is removed", unlink(path), Ok(0));
