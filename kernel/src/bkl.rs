@@ -161,7 +161,7 @@ pub fn others_waiting() -> bool {
 
 /// Lets the CPUs waiting for the lock run their kernel entries, then takes it back; whether it
 /// let go (the caller's data may have changed meanwhile). Nothing to do when no other CPU
-/// waits, or while the lock is off. The caller holds it at depth 0 and no other lock.
+/// waits, while the lock is off, or when it is held nested. The caller holds no other lock.
 ///
 /// For kernel loops whose other side runs in parallel on Linux: the GUP slow path calls it
 /// between a fault and its retry (Linux's `cond_resched()` in `__get_user_pages`, with
@@ -169,10 +169,11 @@ pub fn others_waiting() -> bool {
 /// release and re-take would win the lock back before a spinning waiter saw it free, so this
 /// waits (bounded: the waiter's vCPU thread may be off the host CPU) until someone took it.
 pub fn relax() -> bool {
-    if !others_waiting() {
+    // Nested (an interrupt's kernel code), the outer holder's state is not ours to let go.
+    if !others_waiting() || DEPTH.load(Ordering::Relaxed) != 0 {
         return false;
     }
-    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+    debug_assert!(held());
     OWNER.store(0, Ordering::Release);
     let mut spins = 0u32;
     while OWNER.load(Ordering::Relaxed) == 0 && spins < HANDOFF_SPINS {

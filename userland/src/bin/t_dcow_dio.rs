@@ -11,11 +11,11 @@
 //! child, so the parent never loses it.
 //!
 //! Arguments: `era=YYYY` (the kernel booted with the same `era=` token) and `secs=N` (default
-//! 20). On cowlab under an era before 2023 with tasks on 2 or more CPUs, the loss must happen
-//! within N seconds; under 2023, and natively on the host Linux whatever the argument, it must
-//! never happen over at least `min(N, 3)` seconds (1 s on the host) and 10 tries (at most N
-//! seconds). With tasks on one CPU under an old era the loss may happen (the reader sleeps in
-//! its I/O wait and the main thread forks) or not: reported, not asserted. The file is
+//! 40). On cowlab under an era before 2023 the loss must happen within N seconds (on one CPU
+//! too: the reader sleeps in its I/O wait and the main thread forks; on two, a try costs ten
+//! times more on an overloaded host, fork taking 50-170 ms, and the DMA must land after it);
+//! under 2023, and natively on the host Linux whatever the argument, it must never happen over
+//! at least `min(N, 3)` seconds (1 s on the host) and 10 tries (at most N seconds). The file is
 //! `t_dcow_dio.<pid>` in the working directory (cowlab: the ext2 root, `ext2_direct`).
 //!
 //! The reader thread never allocates (the runtime's allocator is single-threaded).
@@ -48,8 +48,6 @@ const MIN_TRIES: u32 = 10;
 static GO: AtomicU32 = AtomicU32::new(0);
 /// The request number the reader finished last.
 static DONE: AtomicU32 = AtomicU32::new(0);
-/// The request number the reader is about to issue (set just before its system call).
-static STARTED: AtomicU32 = AtomicU32::new(0);
 static FD: AtomicI32 = AtomicI32::new(-1);
 static ADDR: AtomicUsize = AtomicUsize::new(0);
 static OFF: AtomicU64 = AtomicU64::new(0);
@@ -94,7 +92,6 @@ fn reader(_: usize) -> i32 {
             return 0;
         }
         seen = go;
-        STARTED.store(go, Ordering::SeqCst);
         // SAFETY: ADDR..ADDR + HALF is the second half of a page the main thread keeps mapped
         // until DONE says this read is over.
         let r = unsafe {
@@ -133,7 +130,7 @@ struct Try {
 }
 
 /// One try: request `seq` reads block `k` into the second half of a fresh page; the fork
-/// comes `delay_us` after the reader is about to enter its system call.
+/// comes after `delay_us` of spinning.
 fn one_try(fd: i32, seq: u32, k: u64, delay_us: u64) -> Option<Try> {
     let page = mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS).ok()?;
     // SAFETY: a fresh private mapping, used only through this slice (and by the reader's DMA
@@ -146,11 +143,6 @@ fn one_try(fd: i32, seq: u32, k: u64, delay_us: u64) -> Option<Try> {
     OFF.store(k * HALF as u64, Ordering::SeqCst);
     GO.store(seq, Ordering::SeqCst);
     let _ = futex_wake(&GO, 1);
-    // Waits out the reader's wake-up (its CPU may be halted); yields for one CPU.
-    let give_up = monotonic_ns() + 2_000_000_000;
-    while STARTED.load(Ordering::SeqCst) != seq && monotonic_ns() < give_up {
-        sched_yield();
-    }
     let until = monotonic_ns() + delay_us * 1000;
     while monotonic_ns() < until {
         core::hint::spin_loop();
@@ -208,16 +200,13 @@ fn main() -> i32 {
     let mut t = Tester::new("t_dcow_dio");
     let cowlab = on_cowlab();
     let era = arg(b"era=").unwrap_or(2023);
-    let secs = arg(b"secs=").unwrap_or(20).max(1);
+    let secs = arg(b"secs=").unwrap_or(40).max(1);
     let cpus = cpus();
     if !cowlab && era < 2023 {
         println!("t_dcow_dio: era={era} asked, but the host Linux is modern: expecting 2023");
     }
     let old_era = cowlab && era < 2023;
-    let expect_loss = old_era && cpus >= 2;
-    if old_era && cpus < 2 {
-        println!("t_dcow_dio: tasks run on {cpus} CPU here (boot with --smp 2 smp_sched=1): a loss may or may not happen, reporting only");
-    }
+    let expect_loss = old_era;
     let name = format!("t_dcow_dio.{}\0", getpid());
     let path = core::ffi::CStr::from_bytes_with_nul(name.as_bytes()).expect("one NUL");
     let fd = match make_file(path) {
@@ -246,7 +235,6 @@ fn main() -> i32 {
     let start = monotonic_ns();
     let (mut tries, mut failed_reads, mut late, mut losses, mut first_loss) = (0u32, 0, 0, 0, None);
     let (mut child_got_it, mut parent_writes_kept) = (0, 0);
-    let mut delay = 0u64;
     while thread.is_ok() {
         let ms = (monotonic_ns() - start) / 1_000_000;
         let done = (old_era && first_loss.is_some())
@@ -255,20 +243,16 @@ fn main() -> i32 {
             break;
         }
         tries += 1;
-        // The fork should come after the reader's GUP and before its DMA: a fork after the
-        // read was over halves the delay, one that lost nothing lengthens it; jittered.
-        let delay_us = delay * (8 + u64::from(tries % 9)) / 16;
+        // Sweeps the fork's moment across the read (a controller aiming at the end of the
+        // read's window lost the race less often here: 37 tries against 11 to 22).
+        let delay_us = u64::from(tries % 16) * 20;
         let Some(r) = one_try(fd, tries, u64::from(tries) % BLOCKS, delay_us) else {
             failed_reads += 1;
             break;
         };
         failed_reads += u32::from(!r.read_ok);
         late += u32::from(r.done_at_fork);
-        if r.done_at_fork {
-            delay /= 2;
-        } else if !r.lost {
-            delay = (delay + 20 + delay / 4).min(50_000);
-        }
+
         parent_writes_kept += u32::from(r.parent_first);
         if r.read_ok && r.lost {
             losses += 1;
@@ -296,13 +280,7 @@ fn main() -> i32 {
         parent_writes_kept,
         tries,
     );
-    if old_era && !expect_loss {
-        t.check_why(
-            "tries made",
-            tries >= MIN_TRIES || losses > 0,
-            format_args!("{tries}"),
-        );
-    } else if expect_loss {
+    if expect_loss {
         t.check_why(
             &format!(
                 "era {era}: reproduced: the parent lost the data read from disk within {secs} s"
