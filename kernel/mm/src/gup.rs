@@ -196,7 +196,7 @@ pub trait MmapHold<A: Arch> {
     /// The resched point. Returns whether the lock was let go and another task may have
     /// changed the address space meanwhile: the loop then looks the VMA up again (it does each
     /// round, as Linux does after it dropped `mmap_lock`) and does not count the round against
-    /// its no-progress bound ([`MAX_FAULT_ROUNDS`]). The hold itself bounds how often it lets
+    /// its no-progress bound (`MAX_FAULT_ROUNDS`). The hold itself bounds how often it lets
     /// go within one call, so the loop ends even against a thread that undoes every fault.
     fn resched(&mut self, mm: &Mm<A>) -> bool;
 }
