@@ -399,6 +399,12 @@ impl ProcFile {
                 ),
                 // The ext2 root (`fe:10`, vdb) and the inode; cowlab keeps no path per file.
                 Backing::File(file, _) => ("fe:10", file.0.inode(), String::new()),
+                // hugetlbfs (Linux's internal mount shows `00:0f`-like devices).
+                Backing::Hugetlb(map) => (
+                    "00:0f",
+                    alloc::sync::Arc::as_ptr(map.file()) as u64 % 1_000_000,
+                    String::from(map.file().name()),
+                ),
             };
             let mut line = format!(
                 "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
@@ -471,6 +477,8 @@ fn mmstat() -> String {
         wp_reuses_proven,
         unshares,
         fork_pinned_copies,
+        hugetlb_faults,
+        hugetlb_cow_copies,
         forks,
         gup_pins_held,
         gup_refs_held,
@@ -508,6 +516,8 @@ fn mmstat() -> String {
         ("wp_reuses_proven", wp_reuses_proven),
         ("unshares", unshares),
         ("fork_pinned_copies", fork_pinned_copies),
+        ("hugetlb_faults", hugetlb_faults),
+        ("hugetlb_cow_copies", hugetlb_cow_copies),
         ("forks", forks),
         ("gup_pins_held", gup_pins_held),
         ("gup_refs_held", gup_refs_held),
