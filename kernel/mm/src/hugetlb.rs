@@ -402,6 +402,29 @@ impl crate::aspace::AddressSpace {
         }
         Ok(())
     }
+
+    /// The range `MADV_DONTNEED` of `[start, end)` zaps (Linux
+    /// `madvise_dontneed_free_valid_vma`): in a hugetlb VMA the start must be huge-aligned
+    /// (`EINVAL`) and the end is rounded *down* to a huge page, so that a caller unaware of
+    /// huge pages never loses more than it named.
+    pub(crate) fn hugetlb_dontneed_range(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) -> Result<(VirtAddr, VirtAddr), MmError> {
+        if self
+            .find_vma(start)
+            .is_some_and(|v| v.is_hugetlb() && !huge_aligned(start.as_u64()))
+        {
+            return Err(MmError::Inval);
+        }
+        let last = VirtAddr::new(end.as_u64() - 1);
+        let end = match self.find_vma(last) {
+            Some(v) if v.is_hugetlb() => VirtAddr::new(end.as_u64() & !(HPAGE_SIZE - 1)),
+            _ => end,
+        };
+        Ok((start, end.max(start)))
+    }
 }
 
 /// Zeroes the 512 frames of a folio the caller holds and nobody maps.
@@ -796,5 +819,82 @@ impl crate::aspace::AddressSpace {
             write_hold: None,
         };
         self.mmap_region(mm, at, len, place, vma)
+    }
+}
+
+/// A write to `nr_hugepages` (sysfs's, or `/proc/sys/vm`'s with `sysctl` set: leading blanks
+/// allowed as `proc_doulongvec_minmax`): one unsigned decimal, an optional `+`, one trailing
+/// newline, else `EINVAL` (Linux `kstrtoul`).
+pub fn parse_nr_hugepages(input: &str, sysctl: bool) -> Result<u64, MmError> {
+    let mut word = input.strip_suffix('\n').unwrap_or(input);
+    if sysctl {
+        word = word.trim_start_matches([' ', '\t', '\n']);
+    }
+    let digits = word.strip_prefix('+').unwrap_or(word);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(MmError::Inval);
+    }
+    digits.parse().map_err(|_| MmError::Inval)
+}
+
+/// The hugetlb lines of `/proc/meminfo` (Linux `hugetlb_report_meminfo`), in its order and
+/// column layout.
+pub fn meminfo_lines(c: crate::frame::HugeCounts, out: &mut String) {
+    use core::fmt::Write;
+    let kb = HPAGE_SIZE / 1024;
+    for (key, v) in [
+        ("HugePages_Total:", c.total),
+        ("HugePages_Free:", c.free),
+        ("HugePages_Rsvd:", c.resv),
+        ("HugePages_Surp:", c.surplus),
+    ] {
+        let _ = writeln!(out, "{key:<16}{v:>8}");
+    }
+    let _ = writeln!(out, "{:<16}{kb:>8} kB", "Hugepagesize:");
+    let _ = writeln!(out, "{:<16}{:>8} kB", "Hugetlb:", c.total * kb);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nr_hugepages_parses_as_kstrtoul() {
+        assert_eq!(parse_nr_hugepages("12\n", false), Ok(12));
+        assert_eq!(parse_nr_hugepages("+3", false), Ok(3));
+        for bad in [
+            "",
+            "\n",
+            "-1",
+            "abc",
+            "1 2",
+            " 4",
+            "4\n\n",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse_nr_hugepages(bad, false),
+                Err(MmError::Inval),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_nr_hugepages("  4\n", true), Ok(4));
+    }
+
+    #[test]
+    fn meminfo_lines_have_linux_layout() {
+        let mut s = String::new();
+        let c = crate::frame::HugeCounts {
+            total: 3,
+            free: 2,
+            resv: 1,
+            surplus: 0,
+        };
+        meminfo_lines(c, &mut s);
+        assert_eq!(
+            s,
+            "HugePages_Total:       3\nHugePages_Free:        2\nHugePages_Rsvd:        1\n\
+             HugePages_Surp:        0\nHugepagesize:       2048 kB\nHugetlb:            6144 kB\n"
+        );
     }
 }

@@ -150,6 +150,7 @@ impl AddressSpace {
         match advice {
             // PTEs only exist inside VMAs, so zapping the whole range touches the mapped parts.
             Advice::DontNeed | Advice::Free => {
+                let (start, end) = self.hugetlb_dontneed_range(start, end)?;
                 self.hiwater_rss(mm);
                 zap_pages(mm, &self.shared, start, end)
             }

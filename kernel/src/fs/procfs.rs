@@ -59,6 +59,8 @@ pub enum ProcWhat {
     /// `/proc/sys/vm/dirty_expire_centisecs`, `dirty_writeback_centisecs` (`writeback`).
     DirtyExpire,
     DirtyWriteback,
+    /// `/proc/sys/vm/nr_hugepages`: the hugetlb pool's persistent size (`cowlab_mm::hugetlb`).
+    NrHugepages,
 }
 
 /// An open `/proc` file.
@@ -95,6 +97,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::DropCaches,
+            }))
+        }
+        "sys/vm/nr_hugepages" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::NrHugepages,
             }))
         }
         "sys/vm/dirty_expire_centisecs" | "sys/vm/dirty_writeback_centisecs" => {
@@ -216,7 +224,7 @@ impl ProcFile {
     pub fn sysctl_mode(&self) -> Option<u32> {
         match self.what {
             ProcWhat::DropCaches => Some(0o200),
-            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => Some(0o644),
+            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback | ProcWhat::NrHugepages => Some(0o644),
             _ => None,
         }
     }
@@ -231,6 +239,7 @@ impl ProcFile {
                 | ProcWhat::Trace
                 | ProcWhat::DirtyExpire
                 | ProcWhat::DirtyWriteback
+                | ProcWhat::NrHugepages
         )
     }
 
@@ -246,6 +255,10 @@ impl ProcFile {
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => {
                 Ok(slice(self.tunable().read(), offset, len))
+            }
+            ProcWhat::NrHugepages => {
+                let n = memory::mm().frames().hugetlb_counts().persistent();
+                Ok(slice(alloc::format!("{n}\n"), offset, len))
             }
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
@@ -337,6 +350,13 @@ impl ProcFile {
             }
             ProcWhat::DropCaches => drop_caches(data),
             ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => self.tunable().write(data),
+            ProcWhat::NrHugepages => {
+                let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+                let n = cowlab_mm::hugetlb::parse_nr_hugepages(text, true)
+                    .map_err(|_| Errno::EINVAL)?;
+                memory::mm().frames().hugetlb_set_max(n);
+                Ok(data.len())
+            }
             _ => Err(Errno::EBADF),
         }
     }
@@ -455,6 +475,7 @@ fn meminfo() -> String {
     ] {
         let _ = writeln!(text, "{key:<16}{:>8} kB", kb(pages));
     }
+    cowlab_mm::hugetlb::meminfo_lines(memory::mm().frames().hugetlb_counts(), &mut text);
     text
 }
 

@@ -343,3 +343,35 @@ fn shared_file_mappings_share_pages_and_private_ones_copy_file_pages() {
     HugetlbFile::put(file, &env.mm);
     finish(&env, vec![a, b, c]);
 }
+
+#[test]
+fn dontneed_rounds_the_end_down_and_refuses_an_unaligned_start() {
+    let env = env(Era::Y2023);
+    env.mm.frames().hugetlb_set_max(2);
+    let mut s = env.space();
+    let va = map_anon(&env, &mut s, 2, HUGE_ANON).unwrap();
+    env.write(&mut s, va, 1).unwrap();
+    env.write(&mut s, va + HPAGE_SIZE, 2).unwrap();
+    use crate::madvise::Advice;
+    assert_eq!(
+        s.madvise(&env.mm, va + PAGE, PAGE as usize, Advice::DontNeed),
+        Err(MmError::Inval)
+    );
+    // One page named: nothing dropped (Linux rounds down).
+    s.madvise(&env.mm, va, PAGE as usize, Advice::DontNeed)
+        .unwrap();
+    assert_eq!(env.read(&mut s, va), Ok(1));
+    // A page and a half: the first huge page goes, the second stays.
+    s.madvise(
+        &env.mm,
+        va,
+        (HPAGE_SIZE + 4 * PAGE) as usize,
+        Advice::DontNeed,
+    )
+    .unwrap();
+    assert_eq!(counts(&env).free, 1);
+    assert_eq!(env.read(&mut s, va + HPAGE_SIZE), Ok(2));
+    assert_eq!(env.read(&mut s, va), Ok(0), "refaulted zeroed");
+    env.check(&[&s]);
+    finish(&env, vec![s]);
+}
