@@ -149,8 +149,9 @@ impl HugetlbFile {
     }
 
     /// `fallocate` mode 0 over `[offset, offset + len)`: every huge page it touches gets a
-    /// zeroed folio (consuming its reservation), the size grows to cover it; `ENOSPC` when the
-    /// pool runs out, the pages allocated so far kept (Linux `hugetlbfs_fallocate`).
+    /// zeroed folio (consuming its reservation), then the size grows to cover them; `ENOSPC`
+    /// when the pool runs out, the pages allocated so far kept in the cache and the size
+    /// unchanged (Linux `hugetlbfs_fallocate`).
     pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
         let end = offset.checked_add(len).ok_or(MmError::Inval)?;
         let (first, last) = (offset / HPAGE_SIZE, end.div_ceil(HPAGE_SIZE));
@@ -161,8 +162,9 @@ impl HugetlbFile {
             }
             let head = inner.alloc_folio(mm, index).ok_or(MmError::NoSpc)?;
             inner.pages.insert(index, head);
-            inner.size = inner.size.max((index + 1) * HPAGE_SIZE);
         }
+        let mut inner = self.inner.lock();
+        inner.size = inner.size.max(last * HPAGE_SIZE);
         Ok(())
     }
 

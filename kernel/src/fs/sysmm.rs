@@ -80,7 +80,9 @@ impl Knob {
             | Knob::SurplusHugepages => {
                 let c = memory::mm().frames().hugetlb_counts();
                 let v = match self {
-                    Knob::NrHugepages => c.persistent(),
+                    // Every hugetlb page, surplus included (Linux `nr_hugepages_show`);
+                    // `/proc/sys/vm/nr_hugepages` shows the persistent size instead.
+                    Knob::NrHugepages => c.total,
                     Knob::FreeHugepages => c.free,
                     Knob::ResvHugepages => c.resv,
                     _ => c.surplus,

@@ -268,6 +268,31 @@ mod tests {
         assert_eq!(t.free_frames(), boot);
     }
 
+    /// The sequence measured on Linux 6.18 (nr_hugepages sysfs = total, sysctl = persistent).
+    #[test]
+    fn shrink_and_regrow_under_use_and_promise_follow_linux() {
+        let t = table(4);
+        let boot = t.free_frames();
+        t.hugetlb_set_max(3);
+        let used = t.hugetlb_alloc(false).unwrap();
+        assert!(t.hugetlb_reserve(1));
+        let c = |t: &FrameTable| {
+            let c = t.hugetlb_counts();
+            (c.total, c.free, c.resv, c.surplus, c.persistent())
+        };
+        t.hugetlb_set_max(0);
+        assert_eq!(c(t), (2, 1, 1, 2, 0));
+        t.hugetlb_set_max(1);
+        assert_eq!(c(t), (2, 1, 1, 1, 1), "a surplus page became persistent");
+        t.hugetlb_set_max(0);
+        assert_eq!(c(t), (2, 1, 1, 2, 0));
+        t.hugetlb_unreserve(1);
+        assert_eq!(c(t), (1, 0, 0, 1, 0));
+        assert!(!t.put(used));
+        assert_eq!(c(t), (0, 0, 0, 0, 0));
+        assert_eq!(t.free_frames(), boot);
+    }
+
     #[test]
     fn a_freed_folio_returns_to_the_pool_clean() {
         let t = table(1);
