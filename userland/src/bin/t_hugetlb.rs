@@ -162,6 +162,8 @@ fn resv_pages() -> u64 {
 fn main() -> i32 {
     let mut t = Tester::new("t_hugetlb");
     let cowlab = on_cowlab();
+    // Held to the end (released by exit): see `lock_pool`.
+    let _lock = lock_pool();
     let Some(old_nr) = read_num(SYSFS, "nr_hugepages") else {
         println!("t_hugetlb: skip: no {SYSFS} (kernel without hugetlb)");
         t.check("cowlab has the hugetlb pool", !cowlab);
@@ -282,6 +284,19 @@ fn main() -> i32 {
         t.eq("MemFree back to its value", meminfo(b"MemFree:"), mem_free0);
     }
     t.finish()
+}
+
+/// On the host, xtask runs programs in parallel and they share one pool: `t_cow` and
+/// `t_hugetlb` each hold this lock (`flock` on `/tmp/cowlab-hugetlb.lock`) while they size the
+/// pool and count its pages. cowlab runs one program per boot and has no `flock`.
+fn lock_pool() -> Option<i32> {
+    if on_cowlab() {
+        return None;
+    }
+    let fd = open_mode(c"/tmp/cowlab-hugetlb.lock", O_RDWR | O_CREAT, 0o666).ok()?;
+    // SAFETY: flock(fd, LOCK_EX) takes no memory.
+    let _ = unsafe { raw(73, [fd as usize, 2, 0, 0, 0, 0]) };
+    Some(fd)
 }
 
 #[inline(never)]

@@ -40,6 +40,21 @@ fn memfd_create_flags(
 pub struct Pool {
     /// `nr_hugepages` before the program raised it, if it did.
     restore: Option<u64>,
+    /// The host-wide pool lock ([`lock_pool`]), held until [`teardown`].
+    lock: Option<i32>,
+}
+
+/// On the host, xtask runs programs in parallel and they share one pool: `t_cow` and
+/// `t_hugetlb` each hold this lock (`flock` on `/tmp/cowlab-hugetlb.lock`) while they size the
+/// pool and count its pages. cowlab runs one program per boot and has no `flock`.
+fn lock_pool() -> Option<i32> {
+    if cowlab_userland::test::on_cowlab() {
+        return None;
+    }
+    let fd = open_mode(c"/tmp/cowlab-hugetlb.lock", O_RDWR | 0o100, 0o666).ok()?;
+    // SAFETY: flock(fd, LOCK_EX) takes no memory.
+    let _ = unsafe { cowlab_userland::calls::raw(73, [fd as usize, 2, 0, 0, 0, 0]) };
+    Some(fd)
 }
 
 /// The number after `key` in `/proc/meminfo`.
@@ -81,15 +96,26 @@ fn set_nr_hugepages(n: u64) -> bool {
 // The reason is a stack-built `Msg` on purpose: nothing here may grow the heap.
 #[allow(clippy::result_large_err)]
 pub fn setup() -> Result<Pool, Msg> {
-    let free = free_huge_pages().ok_or_else(|| Msg::from("no HugePages_Free in /proc/meminfo"))?;
+    let mut pool = Pool {
+        restore: None,
+        lock: lock_pool(),
+    };
+    let Some(free) = free_huge_pages() else {
+        teardown(pool);
+        return Err("no HugePages_Free in /proc/meminfo".into());
+    };
     if free >= WANT_FREE {
-        return Ok(Pool { restore: None });
+        return Ok(pool);
     }
-    let nr = nr_hugepages().ok_or_else(|| Msg::from("no /proc/sys/vm/nr_hugepages"))?;
+    let Some(nr) = nr_hugepages() else {
+        teardown(pool);
+        return Err("no /proc/sys/vm/nr_hugepages".into());
+    };
     if !set_nr_hugepages(nr + WANT_FREE - free) {
+        teardown(pool);
         return Err("cannot write /proc/sys/vm/nr_hugepages (not root?)".into());
     }
-    let pool = Pool { restore: Some(nr) };
+    pool.restore = Some(nr);
     let now = free_huge_pages().unwrap_or(0);
     if now < WANT_FREE {
         teardown(pool);
@@ -104,6 +130,9 @@ pub fn setup() -> Result<Pool, Msg> {
 pub fn teardown(pool: Pool) {
     if let Some(nr) = pool.restore {
         let _ = set_nr_hugepages(nr);
+    }
+    if let Some(fd) = pool.lock {
+        let _ = close(fd);
     }
 }
 
