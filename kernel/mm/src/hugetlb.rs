@@ -405,6 +405,24 @@ impl crate::aspace::AddressSpace {
         Ok(())
     }
 
+    /// `[start, end)` widened to huge-page boundaries inside hugetlb VMAs, for mlock: Linux's
+    /// `mlock_fixup` leaves hugetlb VMAs unsplit (and unlocked: their pages are never
+    /// reclaimed anyway); cowlab locks the whole huge pages, so a VMA is never cut inside one.
+    pub(crate) fn hugetlb_round_out(&self, start: VirtAddr, end: VirtAddr) -> (VirtAddr, VirtAddr) {
+        let mut s = start;
+        let mut e = end;
+        if self.find_vma(start).is_some_and(|v| v.is_hugetlb()) {
+            s = VirtAddr::new(start.as_u64() & !(HPAGE_SIZE - 1));
+        }
+        if self
+            .find_vma(end)
+            .is_some_and(|v| v.is_hugetlb() && v.start < end)
+        {
+            e = VirtAddr::new(end.as_u64().next_multiple_of(HPAGE_SIZE));
+        }
+        (s, e)
+    }
+
     /// The range `MADV_DONTNEED` of `[start, end)` zaps (Linux
     /// `madvise_dontneed_free_valid_vma`): in a hugetlb VMA the start must be huge-aligned
     /// (`EINVAL`) and the end is rounded *down* to a huge page, so that a caller unaware of

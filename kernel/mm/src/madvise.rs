@@ -160,6 +160,7 @@ impl AddressSpace {
             Advice::Cold => {}
             _ => {
                 let (flag, set) = advice.flag().expect("a flag advice");
+                self.hugetlb_check_split(start, end)?;
                 self.check_map_count(mm, self.splits_needed(start, end))?;
                 let before = self.vmas.len();
                 let keys = self.isolate(start, end);

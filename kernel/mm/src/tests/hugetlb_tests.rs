@@ -375,3 +375,32 @@ fn dontneed_rounds_the_end_down_and_refuses_an_unaligned_start() {
     env.check(&[&s]);
     finish(&env, vec![s]);
 }
+
+#[test]
+fn madvise_and_mlock_never_cut_a_huge_page() {
+    let env = env(Era::Y2023);
+    env.mm.frames().hugetlb_set_max(2);
+    let mut s = env.space();
+    let va = map_anon(&env, &mut s, 2, HUGE_ANON).unwrap();
+    env.write(&mut s, va + HPAGE_SIZE, 3).unwrap();
+    use crate::madvise::Advice;
+    assert_eq!(
+        s.madvise(&env.mm, va, PAGE as usize, Advice::DontFork),
+        Err(MmError::Inval),
+        "a flag advice would split inside a huge page"
+    );
+    s.mlock(
+        &env.mm,
+        va + HPAGE_SIZE + PAGE,
+        PAGE as usize,
+        crate::mlock::LockMode::Populate,
+        u64::MAX,
+    )
+    .unwrap();
+    for v in s.vmas() {
+        assert!(v.start().as_u64() % HPAGE_SIZE == 0 && v.end().as_u64() % HPAGE_SIZE == 0);
+    }
+    assert_eq!(env.read(&mut s, va + HPAGE_SIZE), Ok(3));
+    env.check(&[&s]);
+    finish(&env, vec![s]);
+}
