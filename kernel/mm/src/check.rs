@@ -69,7 +69,8 @@ pub fn check_invariants<A: Arch>(mm: &Mm<A>, spaces: &[&AddressSpace]) -> Result
         }
         if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
             check_large_subpage(mm, frame, &mapcount, &entire)?;
-            if flags.contains(FrameFlags::ANON) {
+            // hugetlb folios are the pool's, not counted as anon memory (as Linux's AnonPages).
+            if flags.contains(FrameFlags::ANON) && !flags.contains(FrameFlags::HUGETLB) {
                 anon += 1;
             }
             continue;
@@ -332,6 +333,7 @@ fn check_huge_pmds<A: Arch>(
 ) -> Result<(), String> {
     let pt = aspace.page_table(mm);
     let mut leaves = 0usize;
+    let mut hugetlb_leaves = 0usize;
     let mut result = Ok(());
     pt.for_each_huge_pmd(VirtAddr::zero(), VirtAddr::new(USER_END), &mut |va, pmd| {
         leaves += 1;
@@ -342,6 +344,13 @@ fn check_huge_pmds<A: Arch>(
         let flags = mm.frames().meta(head).flags();
         let end = va.as_u64() + crate::folio::HPAGE_PMD_SIZE;
         let vma = aspace.find_vma(va);
+        if flags.contains(FrameFlags::HUGETLB) {
+            hugetlb_leaves += 1;
+            entire[head.pfn()] += 1;
+            result = check_hugetlb_pmd(pmd, flags, vma, end)
+                .map_err(|e| format!("address space {n}, {va:#x}: {e}"));
+            return;
+        }
         result = if !flags.contains(FrameFlags::HEAD | FrameFlags::ANON) {
             Err(format!(
                 "PMD {pmd:?} maps {head:#x}, not a large anon folio"
@@ -373,9 +382,40 @@ fn check_huge_pmds<A: Arch>(
         deposits += 1;
         table_owner[t.pfn()] = true;
     });
-    if deposits != leaves {
+    if deposits + hugetlb_leaves != leaves {
         return Err(format!(
             "address space {n}: {leaves} PMD leaves but {deposits} deposited page tables"
+        ));
+    }
+    Ok(())
+}
+
+/// A hugetlb PMD leaf (`hugetlb.rs`): the head of a hugetlb folio, inside one hugetlb VMA,
+/// with its protection; writable only where the VMA may write and, in a private mapping, only
+/// an exclusive anon folio. No deposit: hugetlb PMDs are never split.
+fn check_hugetlb_pmd(
+    pmd: crate::pagetable::Pte,
+    flags: FrameFlags,
+    vma: Option<&crate::vma::Vma>,
+    end: u64,
+) -> Result<(), String> {
+    let Some(vma) = vma.filter(|v| v.is_hugetlb() && v.end().as_u64() >= end) else {
+        return Err(format!("hugetlb PMD {pmd:?} not inside one hugetlb VMA"));
+    };
+    if !flags.contains(FrameFlags::HEAD) {
+        return Err(format!("hugetlb PMD {pmd:?} maps no folio head"));
+    }
+    if pmd.is_present() != vma.prot().accessible() {
+        return Err(format!(
+            "hugetlb PMD {pmd:?} presence disagrees with its VMA"
+        ));
+    }
+    let private = vma.sharing() == crate::vma::Sharing::Private;
+    if pmd.is_writable()
+        && (!vma.prot().write() || (private && !flags.contains(FrameFlags::ANON_EXCLUSIVE)))
+    {
+        return Err(format!(
+            "writable hugetlb PMD {pmd:?} of a shared folio or R/O VMA"
         ));
     }
     Ok(())
@@ -430,7 +470,9 @@ fn check_large_subpage<A: Arch>(
         .map(|i| u64::from(mapcount[head.pfn() + i]))
         .sum();
     let refs = hmeta.refcount();
-    if refs < 1 || u64::from(refs) < ptes + u64::from(pmds) + u64::from(pins) {
+    // A free hugetlb folio sits in the pool with no reference at all.
+    let min = u32::from(!hmeta.test(FrameFlags::HUGETLB));
+    if refs < min || u64::from(refs) < ptes + u64::from(pmds) + u64::from(pins) {
         return Err(format!(
             "folio {head:#x}: refcount {refs} < {ptes} PTEs + {pmds} PMDs + {pins} pins"
         ));

@@ -221,6 +221,10 @@ fn fault_no_pt<'m, A: Arch>(
     va: VirtAddr,
     kind: FaultKind,
 ) -> Result<Option<PteRef<'m>>, FaultError> {
+    if vma.is_hugetlb() {
+        crate::hugetlb::hugetlb_fault(mm, &aspace.shared, vma, va, kind)?;
+        return Ok(None);
+    }
     if thp_vma_allowable(mm, vma, va)
         && do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, va, kind)?
     {

@@ -134,6 +134,14 @@ impl FrameTable {
             .fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Adds a PMD mapping of the folio at `head` whose reference the caller already holds (a
+    /// hugetlb fault mapping the folio it just got).
+    pub(crate) fn add_entire_mapcount_only(&self, head: PhysAddr) {
+        self.meta(head + 4096)
+            .refcount
+            .fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Drops a PMD mapping of the folio at `head` (Linux `folio_remove_rmap_pmd`); its
     /// reference is left to the caller, who drops it after the TLB flush. The last mapping of
     /// the folio clears the exclusive bits, as for small pages.

@@ -94,6 +94,7 @@ fn copy_mappings<A: Arch>(
         }
         // Memory locks are not inherited (Linux `dup_mmap` clears `VM_LOCKED`).
         let mut copy = vma.clone();
+        crate::hugetlb::fork_vma_copy(&mut copy);
         copy.flags = copy
             .flags
             .without(VmaFlags::LOCKED.union(VmaFlags::LOCKONFAULT));
@@ -114,6 +115,16 @@ fn copy_mappings<A: Arch>(
             writable: vma.prot.write(),
             page_prot: vma.page_prot(),
         };
+        if vma.is_hugetlb() {
+            wrprotected |= crate::hugetlb::copy_hugetlb_page_range(
+                mm,
+                &parent.shared,
+                &child.shared,
+                vma,
+                has_pinned,
+            )?;
+            continue;
+        }
         if vma.is_anonymous() && vma.sharing == Sharing::Private {
             // PMD-mapped THPs first: shared whole, or split so that the PTE loop below copies
             // what may be pinned.

@@ -16,8 +16,10 @@ use spin::Mutex;
 use crate::addr::PhysAddr;
 
 mod huge;
+mod hugetlb_pool;
 
 pub use huge::{BLOCK_FRAMES, BLOCK_ORDER};
+pub use hugetlb_pool::HugeCounts;
 
 /// Frame flags, one bit each, stored in [`FrameMeta::flags`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -50,6 +52,9 @@ impl FrameFlags {
     /// its `refcount` one of the folio's extra counts; only `mapcount` and the per-subpage
     /// flags (`ANON_EXCLUSIVE`) are its own.
     pub const TAIL: FrameFlags = FrameFlags(1 << 9);
+    /// Every frame of a hugetlb folio (`hugetlb_pool.rs`): its last reference returns it to
+    /// the hugetlb pool, not to the frame allocator (Linux `folio_test_hugetlb`).
+    pub const HUGETLB: FrameFlags = FrameFlags(1 << 14);
     /// Free, and part of a whole free 2 MiB block on the block list (`frame/huge.rs`).
     pub const BLOCK: FrameFlags = FrameFlags(1 << 29);
     /// On the free list. Only the allocator sets or clears it.
@@ -347,6 +352,9 @@ pub struct FrameTable {
     meta: &'static [FrameMeta],
     free: Mutex<FreeList>,
     usable: AtomicUsize,
+    /// The hugetlb pool of 2 MiB folios (`hugetlb_pool.rs`): here because the last `put` of a
+    /// hugetlb folio, wherever it happens, returns it there.
+    hugetlb: Mutex<hugetlb_pool::HugePool>,
 }
 
 impl FrameTable {
@@ -376,6 +384,7 @@ impl FrameTable {
                 count: 0,
             }),
             usable: AtomicUsize::new(0),
+            hugetlb: Mutex::new(hugetlb_pool::HugePool::new()),
         }
     }
 
@@ -547,6 +556,11 @@ impl FrameTable {
         }
         fence(Ordering::Acquire);
         last(head, huge::BLOCK_FRAMES);
+        if head_meta.test(FrameFlags::HUGETLB) {
+            // Back to the pool: no frame reaches the allocator, no anon counter moves.
+            self.free_huge_folio(head);
+            return 0;
+        }
         self.free_large_folio(head);
         huge::BLOCK_FRAMES
     }

@@ -428,7 +428,10 @@ pub(crate) fn split_huge_pmd_range<A: Arch>(
     let pt = PageTable::new(mm, shared.root());
     for at in huge_pmds(&pt, start, end) {
         if let Some(slot) = pt.walk_pmd(at) {
-            split_huge_pmd_slot(mm, shared, slot, at);
+            // hugetlb pages are never split (their VMAs are never cut inside a page).
+            if !crate::hugetlb::is_hugetlb_pmd(mm, slot.load()) {
+                split_huge_pmd_slot(mm, shared, slot, at);
+            }
         }
     }
 }
@@ -514,6 +517,10 @@ pub(crate) fn copy_huge_pmds<A: Arch>(
 /// reference is the caller's to drop after the TLB flush.
 pub(crate) fn zap_huge_pmd<A: Arch>(mm: &Mm<A>, shared: &MmShared, pmd: Pte) {
     mm.frames().remove_entire_mapping(pmd.frame());
+    if crate::hugetlb::is_hugetlb_pmd(mm, pmd) {
+        // Never split, so never given a deposit.
+        return;
+    }
     let table = withdraw(mm, shared);
     // Never linked into the hierarchy, so no TLB or walker can hold it: free at once.
     mm.free_pagetable_zeroed(table);

@@ -150,6 +150,7 @@ impl AddressSpace {
         match advice {
             // PTEs only exist inside VMAs, so zapping the whole range touches the mapped parts.
             Advice::DontNeed | Advice::Free => {
+                let (start, end) = self.hugetlb_dontneed_range(start, end)?;
                 self.hiwater_rss(mm);
                 zap_pages(mm, &self.shared, start, end)
             }
@@ -159,6 +160,7 @@ impl AddressSpace {
             Advice::Cold => {}
             _ => {
                 let (flag, set) = advice.flag().expect("a flag advice");
+                self.hugetlb_check_split(start, end)?;
                 self.check_map_count(mm, self.splits_needed(start, end))?;
                 let before = self.vmas.len();
                 let keys = self.isolate(start, end);

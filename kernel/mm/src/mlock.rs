@@ -222,6 +222,7 @@ impl AddressSpace {
         end: VirtAddr,
         flags: VmaFlags,
     ) -> Result<(), MmError> {
+        let (start, end) = self.hugetlb_round_out(start, end);
         self.check_map_count(mm, self.splits_needed(start, end))?;
         let before = self.vmas.len();
         let keys = self.isolate(start, end);

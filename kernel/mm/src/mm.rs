@@ -113,6 +113,14 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.zero_frame(frame) };
     }
 
+    /// Copies `src` into `dst`, a frame the caller just allocated and nobody else can reach
+    /// (a hugetlb COW's subpages).
+    pub(crate) fn copy_frame_owned(&self, dst: PhysAddr, src: PhysAddr) {
+        // SAFETY: the caller's obligation: `dst` is freshly allocated and unreachable, so the
+        // copy races with nothing; `src` is a user page read only through raw copies.
+        unsafe { self.phys.copy_frame(dst, src) };
+    }
+
     pub fn frames(&self) -> &'static FrameTable {
         self.frames
     }

@@ -22,7 +22,7 @@ use crate::vma::{Backing, Prot, Sharing, Vma, VmaFlags};
 use alloc::sync::Arc;
 
 /// Validates `len` and the sharing mode of `flags`: the page-rounded length and the mode.
-fn check_mmap_args(len: usize, flags: MapFlags) -> Result<(u64, Sharing), MmError> {
+pub(crate) fn check_mmap_args(len: usize, flags: MapFlags) -> Result<(u64, Sharing), MmError> {
     if len == 0 {
         return Err(MmError::Inval);
     }
@@ -58,6 +58,10 @@ impl MapFlags {
     /// A stack: the VMA grows down on faults below it (`VM_GROWSDOWN`).
     pub const GROWSDOWN: MapFlags = MapFlags(0x100);
     pub const FIXED_NOREPLACE: MapFlags = MapFlags(0x10_0000);
+    /// No hugetlb reservation at mmap (`hugetlb.rs`): a fault may find no page (`SIGBUS`).
+    pub const NORESERVE: MapFlags = MapFlags(0x4000);
+    /// Anonymous memory in hugetlb pages (`hugetlb.rs`); bits 26..31 may name the size.
+    pub const HUGETLB: MapFlags = MapFlags(0x4_0000);
 
     /// User-supplied flags; unknown bits are ignored, as Linux's `mmap` does.
     pub const fn from_linux(bits: u32) -> MapFlags {
@@ -95,6 +99,9 @@ impl AddressSpace {
         prot: Prot,
         flags: MapFlags,
     ) -> Result<VirtAddr, MmError> {
+        if flags.contains(MapFlags::HUGETLB) && flags.contains(MapFlags::ANONYMOUS) {
+            return self.mmap_hugetlb_anon(mm, addr, len, prot, flags);
+        }
         let (len, sharing) = check_mmap_args(len, flags)?;
         if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(MmError::NoDev);
@@ -225,7 +232,7 @@ impl AddressSpace {
 
     /// Places `vma` (its range still unset) at `len` bytes and inserts it (Linux
     /// `mmap_region`). Consumes it: on failure its object reference is released.
-    fn mmap_region<A: Arch>(
+    pub(crate) fn mmap_region<A: Arch>(
         &mut self,
         mm: &Mm<A>,
         addr: VirtAddr,
@@ -245,7 +252,7 @@ impl AddressSpace {
             } else if flags.contains(MapFlags::FIXED_NOREPLACE) && self.overlaps(addr, addr + len) {
                 Some(MmError::Exist)
             } else {
-                None
+                self.hugetlb_check_split(addr, addr + len).err()
             };
             if let Some(e) = refused {
                 release(mm, vma);

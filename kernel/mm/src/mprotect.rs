@@ -63,6 +63,7 @@ impl AddressSpace {
         {
             return Err(MmError::Access);
         }
+        self.hugetlb_check_split(start, end)?;
         self.check_map_count(mm, self.splits_needed(start, end))?;
         let before = self.vmas.len();
         let keys = self.isolate(start, end);
@@ -90,6 +91,9 @@ impl AddressSpace {
 
 /// Rewrites every mapping PTE of `vma` from its (new) protection (Linux `change_pte_range`).
 fn change_pte_range<A: Arch>(mm: &Mm<A>, era: Era, aspace: &AddressSpace, vma: &Vma) -> TlbFlush {
+    if vma.is_hugetlb() {
+        return crate::hugetlb::hugetlb_change_protection(mm, &aspace.shared, vma);
+    }
     let base = vma.page_prot();
     // PMD leaves become PTEs first (Linux keeps them with `change_huge_pmd`; splitting is this
     // stage's simpler rule, and correct: every subpage keeps its frame and exclusive bit).

@@ -110,6 +110,10 @@ impl AddressSpace {
             .then(|| self.find_vma(VirtAddr::new(addr)))
             .flatten()
             .ok_or(MmError::Fault)?;
+        if vma.is_hugetlb() {
+            // cowlab does not move or resize hugetlb mappings (Linux moves huge-aligned ones).
+            return Err(MmError::Inval);
+        }
         // `addr < vma.end`: the room left in the VMA.
         let room = vma.end.as_u64() - addr;
         if old_len == 0 && (vma.sharing != Sharing::Shared || !maymove) {

@@ -30,6 +30,7 @@ impl AddressSpace {
         len: usize,
     ) -> Result<(), MmError> {
         let (start, end) = user_range(addr, len)?;
+        self.hugetlb_check_split(start, end)?;
         // Linux `do_vmi_align_munmap`: only a hole in the middle of one VMA adds one.
         self.check_map_count(mm, self.punch_extra(start, end))?;
         let before = self.vmas.len();
@@ -47,6 +48,7 @@ impl AddressSpace {
         len: usize,
     ) -> Result<MunmapCursor, MmError> {
         let (start, end) = user_range(addr, len)?;
+        self.hugetlb_check_split(start, end)?;
         self.check_map_count(mm, self.punch_extra(start, end))?;
         Ok(MunmapCursor {
             start,
@@ -180,9 +182,11 @@ pub struct MunmapCursor {
 /// Drops a removed VMA's hold on its backing object (Linux `remove_vma` -> `fput`): the last
 /// holder of a shmem object frees its cache; a file's hold is dropped with the VMA (the kernel's
 /// object closes the file when its last holder goes).
-pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, vma: Vma) {
-    if let Backing::Shmem(obj, _) = vma.backing {
-        ShmemObject::put(obj, mm);
+pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, mut vma: Vma) {
+    match core::mem::replace(&mut vma.backing, Backing::Anonymous) {
+        Backing::Shmem(obj, _) => ShmemObject::put(obj, mm),
+        Backing::Hugetlb(map) => crate::hugetlb::hugetlb_vm_close(mm, &vma, map),
+        Backing::Anonymous | Backing::File(..) => {}
     }
 }
 

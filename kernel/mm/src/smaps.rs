@@ -109,6 +109,11 @@ impl AddressSpace {
                 let Some(vma) = self.find_vma(va) else {
                     return;
                 };
+                if vma.is_hugetlb() {
+                    // hugetlb pages are neither Rss nor AnonHugePages (Linux counts them in
+                    // `Private_Hugetlb`/`Shared_Hugetlb`, which cowlab does not show).
+                    return;
+                }
                 let c = out.entry(vma.start()).or_default();
                 for i in 0..crate::folio::HPAGE_PMD_NR as u64 {
                     let sub = VirtAddr::new(va.as_u64() + i * PAGE);

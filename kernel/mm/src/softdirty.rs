@@ -26,6 +26,10 @@ impl AddressSpace {
         let pt = PageTable::new(mm, self.root);
         let mut flush = TlbFlush::none(self.root);
         for vma in self.vmas.map_mut().values_mut() {
+            if vma.is_hugetlb() {
+                // Linux's clear_refs walk has no hugetlb entry: these PMDs stay as they are.
+                continue;
+            }
             vma.flags = vma.flags.without(VmaFlags::SOFTDIRTY);
             crate::huge_memory::split_huge_pmd_range(mm, &self.shared, vma.start, vma.end);
             flush.merge(pt.change_protection(vma.start, vma.end, &mut |_, old| {

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub(crate) wp_reuses_proven: AtomicU64,
     pub(crate) unshares: AtomicU64,
     pub(crate) fork_pinned_copies: AtomicU64,
+    pub(crate) hugetlb_faults: AtomicU64,
+    pub(crate) hugetlb_cow_copies: AtomicU64,
     pub(crate) forks: AtomicU64,
     pub(crate) gup_pins_held: AtomicU64,
     pub(crate) gup_refs_held: AtomicU64,
@@ -83,6 +85,11 @@ pub struct MmStats {
     pub unshares: u64,
     /// Pages fork copied for the child because they may be pinned (`fork_must_copy`).
     pub fork_pinned_copies: u64,
+    /// hugetlb pages taken from the pool by a fault or fallocate (`hugetlb.rs`).
+    pub hugetlb_faults: u64,
+    /// Whole-page hugetlb copies: a private write or unshare fault, or fork of a maybe-pinned
+    /// page.
+    pub hugetlb_cow_copies: u64,
     /// Successful forks.
     pub forks: u64,
     /// `FOLL_PIN` pins currently held (gauge; back to its old value when every pin is released).
@@ -141,6 +148,8 @@ impl Counters {
             wp_reuses_proven: r(&self.wp_reuses_proven),
             unshares: r(&self.unshares),
             fork_pinned_copies: r(&self.fork_pinned_copies),
+            hugetlb_faults: r(&self.hugetlb_faults),
+            hugetlb_cow_copies: r(&self.hugetlb_cow_copies),
             forks: r(&self.forks),
             gup_pins_held: r(&self.gup_pins_held),
             gup_refs_held: r(&self.gup_refs_held),

@@ -89,6 +89,9 @@ pub enum Backing {
     Shmem(Arc<ShmemObject>, u64),
     /// A file with a page cache (ext2), with `vm_pgoff` as for `Shmem`.
     File(crate::pagecache::FileRef, u64),
+    /// A hugetlb file (`MAP_HUGETLB`, `MFD_HUGETLB`): 2 MiB pages from the pool, never split
+    /// (`hugetlb.rs`).
+    Hugetlb(crate::hugetlb::HugetlbMap),
 }
 
 /// VMA flags that are not the protection (Linux `VM_MAY*`, `VM_DONTCOPY`, `VM_SOFTDIRTY`).
@@ -189,6 +192,12 @@ impl Vma {
         self.start <= va && va < self.end
     }
 
+    /// A hugetlb mapping (Linux `is_vm_hugetlb_page`).
+    #[inline]
+    pub fn is_hugetlb(&self) -> bool {
+        matches!(self.backing, Backing::Hugetlb(..))
+    }
+
     pub fn is_anonymous(&self) -> bool {
         matches!(self.backing, Backing::Anonymous)
     }
@@ -200,7 +209,7 @@ impl Vma {
                 obj,
                 pgoff + (va.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64,
             )),
-            Backing::Anonymous | Backing::File(..) => None,
+            Backing::Anonymous | Backing::File(..) | Backing::Hugetlb(..) => None,
         }
     }
 
@@ -220,13 +229,17 @@ impl Vma {
     pub fn file_offset(&self) -> u64 {
         match &self.backing {
             Backing::Shmem(_, pgoff) | Backing::File(_, pgoff) => pgoff * crate::PAGE_SIZE as u64,
+            Backing::Hugetlb(map) => map.pgoff * crate::PAGE_SIZE as u64,
             Backing::Anonymous => 0,
         }
     }
 
     /// Moves the start up to `at` (a split's upper half), keeping the backing's offset in step.
     pub(crate) fn advance_start(&mut self, at: VirtAddr) {
-        if let Backing::Shmem(_, pgoff) | Backing::File(_, pgoff) = &mut self.backing {
+        if let Backing::Shmem(_, pgoff)
+        | Backing::File(_, pgoff)
+        | Backing::Hugetlb(crate::hugetlb::HugetlbMap { pgoff, .. }) = &mut self.backing
+        {
             *pgoff += (at.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64;
         }
         self.start = at;
@@ -259,7 +272,7 @@ impl Vma {
     #[doc(alias = "vma_needs_dirty_tracking")]
     pub fn needs_dirty_tracking(&self) -> bool {
         match self.backing {
-            Backing::Anonymous | Backing::Shmem(..) => false,
+            Backing::Anonymous | Backing::Shmem(..) | Backing::Hugetlb(..) => false,
             Backing::File(..) => self.sharing == Sharing::Shared && self.prot.write(),
         }
     }
@@ -301,6 +314,14 @@ impl Vma {
                 Arc::ptr_eq(a, b)
                     && *pb
                         == pa + (self.end.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64
+            }
+            (Backing::Hugetlb(a), Backing::Hugetlb(b)) => {
+                Arc::ptr_eq(&a.file, &b.file)
+                    && a.resv.is_none()
+                    && b.resv.is_none()
+                    && b.pgoff
+                        == a.pgoff
+                            + (self.end.as_u64() - self.start.as_u64()) / crate::PAGE_SIZE as u64
             }
             (Backing::File(a, pa), Backing::File(b, pb)) => {
                 a == b

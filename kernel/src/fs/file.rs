@@ -142,6 +142,11 @@ pub trait FileOps: Send + Sync {
         None
     }
 
+    /// The hugetlb file of a `MFD_HUGETLB` memfd (`hugetlbfs`), which mmap maps in huge pages.
+    fn hugetlb_file(&self) -> Option<&Arc<cowlab_mm::hugetlb::HugetlbFile>> {
+        None
+    }
+
     /// The shmem object holding the file's data (memfds, tmpfs files): where seals live.
     fn shmem_object(&self) -> Option<&Arc<ShmemObject>> {
         None

@@ -24,6 +24,7 @@ pub mod ext2_mount;
 pub mod file;
 pub mod fsize;
 pub mod guptest;
+pub mod hugetlbfs;
 pub mod io_uring;
 pub mod iter;
 #[cfg(feature = "kcov")]

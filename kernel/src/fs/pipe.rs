@@ -332,7 +332,8 @@ impl Pipe {
 
     /// Queues the referenced pages of `pages` in order (`vmsplice`): the first at byte `off`,
     /// each for as much of `len` bytes in all as it holds. One lock and one wake-up per batch
-    /// (Linux `iter_to_pipe` + `add_to_pipe`). Blocks while full unless `nonblock`; `EPIPE`
+    /// (Linux `iter_to_pipe` + `add_to_pipe`). Blocks while full and nothing is queued yet
+    /// unless `nonblock`; `EPIPE`
     /// (and `SIGPIPE`) once no reader is left. Returns the bytes queued, or the error (`EPIPE`,
     /// `EAGAIN`, `EINTR`) when nothing was; the pages left in `pages` were not queued and stay
     /// the caller's to release.
@@ -377,7 +378,9 @@ impl Pipe {
             if queued > 0 {
                 proc::wakeup(self.rd_channel());
             }
-            if nonblock {
+            // Sleeps only while nothing is queued: with some pages in, a full pipe ends the
+            // call (Linux `iter_to_pipe` stops at a full pipe).
+            if nonblock || queued > 0 {
                 if queued == 0 {
                     return Err(Errno::EAGAIN);
                 }

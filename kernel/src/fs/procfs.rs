@@ -60,6 +60,8 @@ pub enum ProcWhat {
     /// `/proc/sys/vm/dirty_expire_centisecs`, `dirty_writeback_centisecs` (`writeback`).
     DirtyExpire,
     DirtyWriteback,
+    /// `/proc/sys/vm/nr_hugepages`: the hugetlb pool's persistent size (`cowlab_mm::hugetlb`).
+    NrHugepages,
 }
 
 /// An open `/proc` file.
@@ -96,6 +98,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::DropCaches,
+            }))
+        }
+        "sys/vm/nr_hugepages" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::NrHugepages,
             }))
         }
         "sys/vm/dirty_expire_centisecs" | "sys/vm/dirty_writeback_centisecs" => {
@@ -217,7 +225,7 @@ impl ProcFile {
     pub fn sysctl_mode(&self) -> Option<u32> {
         match self.what {
             ProcWhat::DropCaches => Some(0o200),
-            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => Some(0o644),
+            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback | ProcWhat::NrHugepages => Some(0o644),
             _ => None,
         }
     }
@@ -232,6 +240,7 @@ impl ProcFile {
                 | ProcWhat::Trace
                 | ProcWhat::DirtyExpire
                 | ProcWhat::DirtyWriteback
+                | ProcWhat::NrHugepages
         )
     }
 
@@ -247,6 +256,10 @@ impl ProcFile {
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
             ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => {
                 Ok(slice(self.tunable().read(), offset, len))
+            }
+            ProcWhat::NrHugepages => {
+                let n = memory::mm().frames().hugetlb_counts().persistent();
+                Ok(slice(alloc::format!("{n}\n"), offset, len))
             }
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
@@ -340,6 +353,13 @@ impl ProcFile {
             }
             ProcWhat::DropCaches => drop_caches(data),
             ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => self.tunable().write(data),
+            ProcWhat::NrHugepages => {
+                let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+                let n = cowlab_mm::hugetlb::parse_nr_hugepages(text, true)
+                    .map_err(|_| Errno::EINVAL)?;
+                memory::mm().frames().hugetlb_set_max(n);
+                Ok(data.len())
+            }
             _ => Err(Errno::EBADF),
         }
     }
@@ -402,6 +422,12 @@ impl ProcFile {
                 ),
                 // The ext2 root (`fe:10`, vdb) and the inode; cowlab keeps no path per file.
                 Backing::File(file, _) => ("fe:10", file.0.inode(), String::new()),
+                // hugetlbfs (Linux's internal mount shows `00:0f`-like devices).
+                Backing::Hugetlb(map) => (
+                    "00:0f",
+                    alloc::sync::Arc::as_ptr(map.file()) as u64 % 1_000_000,
+                    String::from(map.file().name()),
+                ),
             };
             let mut line = format!(
                 "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
@@ -452,6 +478,7 @@ fn meminfo() -> String {
     ] {
         let _ = writeln!(text, "{key:<16}{:>8} kB", kb(pages));
     }
+    cowlab_mm::hugetlb::meminfo_lines(memory::mm().frames().hugetlb_counts(), &mut text);
     text
 }
 
@@ -474,6 +501,8 @@ fn mmstat() -> String {
         wp_reuses_proven,
         unshares,
         fork_pinned_copies,
+        hugetlb_faults,
+        hugetlb_cow_copies,
         forks,
         gup_pins_held,
         gup_refs_held,
@@ -511,6 +540,8 @@ fn mmstat() -> String {
         ("wp_reuses_proven", wp_reuses_proven),
         ("unshares", unshares),
         ("fork_pinned_copies", fork_pinned_copies),
+        ("hugetlb_faults", hugetlb_faults),
+        ("hugetlb_cow_copies", hugetlb_cow_copies),
         ("forks", forks),
         ("gup_pins_held", gup_pins_held),
         ("gup_refs_held", gup_refs_held),

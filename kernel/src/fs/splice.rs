@@ -56,7 +56,10 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             }
             let off = (va & 0xfff) as usize;
             let len = ((first + got as u64 * 4096).min(end) - va) as usize;
-            let pushed = pipe.push_pages(nonblock, &mut pages[..got], off, len);
+            // Linux waits for room only before the first page (`wait_for_space`), then queues
+            // what fits and returns: a vmsplice larger than the pipe is a short count, not a
+            // wait for a reader (which deadlocked cow.c's vmsplice families on 2 MiB pages).
+            let pushed = pipe.push_pages(nonblock || total > 0, &mut pages[..got], off, len);
             cowlab_mm::gup::unpin_user_pages(mm, &mut pages[..got]);
             match pushed {
                 Ok(n) => {

@@ -4,6 +4,8 @@
 //! `enabled` (`always`, `madvise`, `never`), `defrag` (`always`, `defer`, `defer+madvise`,
 //! `madvise`, `never`) and `use_zero_page` (`0`/`1`) read with the selection bracketed and take
 //! one word; `hpage_pmd_size` is read-only. A write of anything else is `EINVAL`, as Linux.
+//! `hugepages/hugepages-2048kB/{nr,free,resv,surplus}_hugepages`: the hugetlb pool's counts;
+//! a write of a number to `nr_hugepages` resizes the pool as far as memory allows.
 #![deny(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -28,11 +30,26 @@ pub enum Knob {
     Defrag,
     UseZeroPage,
     HpagePmdSize,
+    /// `hugepages/hugepages-2048kB/`: the hugetlb pool (`cowlab_mm::hugetlb`); only
+    /// `nr_hugepages` is writable.
+    NrHugepages,
+    FreeHugepages,
+    ResvHugepages,
+    SurplusHugepages,
 }
 
 impl Knob {
     /// The attribute at `name` below `/sys/kernel/mm`.
     pub fn by_path(name: &str) -> Option<Knob> {
+        if let Some(attr) = name.strip_prefix("hugepages/hugepages-2048kB/") {
+            return Some(match attr {
+                "nr_hugepages" => Knob::NrHugepages,
+                "free_hugepages" => Knob::FreeHugepages,
+                "resv_hugepages" => Knob::ResvHugepages,
+                "surplus_hugepages" => Knob::SurplusHugepages,
+                _ => return None,
+            });
+        }
         Some(match name.strip_prefix("transparent_hugepage/")? {
             "enabled" => Knob::Enabled,
             "defrag" => Knob::Defrag,
@@ -43,7 +60,10 @@ impl Knob {
     }
 
     pub fn writable(self) -> bool {
-        self != Knob::HpagePmdSize
+        !matches!(
+            self,
+            Knob::HpagePmdSize | Knob::FreeHugepages | Knob::ResvHugepages | Knob::SurplusHugepages
+        )
     }
 
     fn show(self) -> String {
@@ -54,6 +74,21 @@ impl Knob {
             Knob::Defrag => thp.show_defrag(&mut out),
             Knob::UseZeroPage => out = format!("{}\n", u8::from(thp.use_zero_page())),
             Knob::HpagePmdSize => out = format!("{}\n", cowlab_mm::folio::HPAGE_PMD_SIZE),
+            Knob::NrHugepages
+            | Knob::FreeHugepages
+            | Knob::ResvHugepages
+            | Knob::SurplusHugepages => {
+                let c = memory::mm().frames().hugetlb_counts();
+                let v = match self {
+                    // Every hugetlb page, surplus included (Linux `nr_hugepages_show`);
+                    // `/proc/sys/vm/nr_hugepages` shows the persistent size instead.
+                    Knob::NrHugepages => c.total,
+                    Knob::FreeHugepages => c.free,
+                    Knob::ResvHugepages => c.resv,
+                    _ => c.surplus,
+                };
+                out = format!("{v}\n");
+            }
         }
         out
     }
@@ -64,7 +99,16 @@ impl Knob {
             Knob::Enabled => thp.store_enabled(input),
             Knob::Defrag => thp.store_defrag(input),
             Knob::UseZeroPage => thp.store_use_zero_page(input),
-            Knob::HpagePmdSize => return Err(Errno::EACCES),
+            Knob::NrHugepages => {
+                let n = cowlab_mm::hugetlb::parse_nr_hugepages(input, false)
+                    .map_err(|_| Errno::EINVAL)?;
+                memory::mm().frames().hugetlb_set_max(n);
+                return Ok(());
+            }
+            Knob::HpagePmdSize
+            | Knob::FreeHugepages
+            | Knob::ResvHugepages
+            | Knob::SurplusHugepages => return Err(Errno::EACCES),
         }
         .map_err(|_| Errno::EINVAL)
     }

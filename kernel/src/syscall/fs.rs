@@ -687,13 +687,18 @@ pub fn getdents64(a: Args) -> SysResult {
 
 const MFD_CLOEXEC: u32 = 1;
 const MFD_ALLOW_SEALING: u32 = 2;
+const MFD_HUGETLB: u32 = 4;
 /// Linux's limit on a memfd name (`MFD_NAME_MAX_LEN`), without the "memfd:" prefix.
 const MFD_NAME_MAX: usize = 249;
 
 /// memfd_create(name, flags): an anonymous shmem file of size 0, open read-write.
 pub fn memfd_create(a: Args) -> SysResult {
     let flags = a.get(1) as u32;
-    if flags & !(MFD_CLOEXEC | MFD_ALLOW_SEALING) != 0 {
+    // Linux `memfd_create`: the page-size bits only with MFD_HUGETLB; a size with no pool is
+    // ENODEV (cowlab has 2 MiB only).
+    let huge = flags & MFD_HUGETLB != 0;
+    let known = MFD_CLOEXEC | MFD_ALLOW_SEALING | if huge { MFD_HUGETLB | 0xfc00_0000 } else { 0 };
+    if flags & !known != 0 {
         return Err(Errno::EINVAL);
     }
     let name = read_cstr(a.get(0), PATH_MAX)?;
@@ -702,6 +707,12 @@ pub fn memfd_create(a: Args) -> SysResult {
     }
     if !with_current(|p| p.fds.has_room_for(1)) {
         return Err(Errno::EMFILE);
+    }
+    if huge {
+        if !cowlab_mm::hugetlb::huge_size_supported(flags) {
+            return Err(Errno::ENODEV);
+        }
+        return install(fs::hugetlbfs::create(&name), flags & MFD_CLOEXEC != 0);
     }
     install(
         fs::memfd::create(&name, flags & MFD_ALLOW_SEALING != 0),

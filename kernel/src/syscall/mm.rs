@@ -57,6 +57,9 @@ pub fn mmap(a: Args) -> SysResult {
             let anon = u64::from(flags | MAP_ANONYMOUS);
             return mmap(Args([addr, len, a.get(2), anon, u64::MAX, 0]));
         }
+        if let Some(hfile) = file.ops.hugetlb_file() {
+            return mmap_hugetlb_file(&file, hfile, a);
+        }
         if let Some(target) = file.ops.mmap_file() {
             if !file.readable() {
                 return Err(Errno::EACCES);
@@ -127,6 +130,41 @@ pub fn mmap(a: Args) -> SysResult {
         len as usize,
         prot,
         MapFlags::from_linux(flags),
+    )?;
+    map_populate(flags, va, len);
+    populate_if_locked(va, page_up(va.as_u64().saturating_add(len)));
+    Ok(va.as_u64())
+}
+
+/// mmap of a hugetlb memfd (`fs::hugetlbfs`): the checks of a shmem mapping, then
+/// `mmap_hugetlb` (huge-page lengths, offsets and reservations).
+fn mmap_hugetlb_file(
+    file: &crate::fs::OpenFile,
+    hfile: &alloc::sync::Arc<cowlab_mm::hugetlb::HugetlbFile>,
+    a: Args,
+) -> SysResult {
+    let (addr, len, prot, flags) = (a.get(0), a.get(1), a.get(2), a.get(3) as u32);
+    if !file.readable() {
+        return Err(Errno::EACCES);
+    }
+    let data = rlimit::is_data_mapping(prot & 2 != 0, flags & 3 != 2, flags & 0x100 != 0);
+    let prot = mmap_prot(prot);
+    let aspace = current_aspace();
+    rlimit::may_expand_vm(&aspace, fixed_at(addr, flags), len)?;
+    if data {
+        rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
+    }
+    let future = aspace.lock().locks_future();
+    rlimit::mlock_future_ok(&aspace, future, len)?;
+    let va = aspace.lock().mmap_hugetlb(
+        memory::mm(),
+        VirtAddr::new(addr),
+        len as usize,
+        prot,
+        MapFlags::from_linux(flags),
+        hfile,
+        a.get(5),
+        file.writable(),
     )?;
     map_populate(flags, va, len);
     populate_if_locked(va, page_up(va.as_u64().saturating_add(len)));

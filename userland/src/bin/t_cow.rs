@@ -18,6 +18,8 @@ extern crate alloc;
 #[macro_use]
 #[path = "t_cow/families.rs"]
 mod families;
+#[path = "t_cow/hugetlb.rs"]
+mod hugetlb;
 #[path = "t_cow/stats.rs"]
 mod stats;
 #[path = "t_cow/sys.rs"]
@@ -275,6 +277,30 @@ fn run_case(
     tap.result(desc, &outcome);
 }
 
+/// Every family on cow.c's hugetlb 2 MiB memory type (`t_cow/hugetlb.rs`), with the pool
+/// raised for the run and restored after it.
+fn run_hugetlb_cases(tap: &mut Tap, ctx: &mut Ctx, cowlab: bool) {
+    let pool = hugetlb::setup();
+    if let Err(why) = &pool {
+        tap.diag(format_args!("hugetlb: {why}"));
+    }
+    for &(desc, family) in ANON {
+        let desc = format!("{desc} (hugetlb 2048 kB)");
+        run_case(tap, ctx, cowlab, &desc, |ctx| {
+            hugetlb::run_anon(ctx, family, &pool)
+        });
+    }
+    for &(desc, family) in NON_ANON {
+        let desc = format!("{desc} (hugetlb 2048 kB)");
+        run_case(tap, ctx, cowlab, &desc, |ctx| {
+            hugetlb::run_non_anon(ctx, family, &pool)
+        });
+    }
+    if let Ok(pool) = pool {
+        hugetlb::teardown(pool);
+    }
+}
+
 /// Touches 64 KiB of stack so that no case faults a new stack page in (which would move the
 /// frame counts between a case's two snapshots).
 #[inline(never)]
@@ -286,6 +312,7 @@ fn prefault_stack() {
 fn main() -> i32 {
     let cowlab = on_cowlab();
     let planned = (ANON.len() + NON_ANON.len() * NON_ANON_MEMS.len()) as u32;
+    let planned = planned + (ANON.len() + NON_ANON.len()) as u32; // hugetlb (2048 kB)
     let mut tap = Tap::new("t_cow", planned);
     prefault_stack();
     let first = stats::read();
@@ -294,9 +321,9 @@ fn main() -> i32 {
     let mut ctx = Ctx {
         gup_fd,
         era,
-        old: alloc::vec![0u8; PAGE],
-        new: alloc::vec![0u8; PAGE],
-        tmp: alloc::vec![0u8; PAGE],
+        old: alloc::vec![0u8; hugetlb::HPAGE],
+        new: alloc::vec![0u8; hugetlb::HPAGE],
+        tmp: alloc::vec![0u8; hugetlb::HPAGE],
     };
     match (cowlab, first) {
         (true, Some(s)) => tap.diag(format_args!(
@@ -324,6 +351,7 @@ fn main() -> i32 {
             });
         }
     }
+    run_hugetlb_cases(&mut tap, &mut ctx, cowlab);
     if let Some(fd) = ctx.gup_fd {
         let _ = close(fd);
     }

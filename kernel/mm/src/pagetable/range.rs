@@ -220,7 +220,10 @@ fn zap_huge_pmd_slot<'m, A: Arch>(
     gather: &mut MmuGather<'m, A>,
 ) -> bool {
     let span = level_span(2);
-    if va & (span - 1) == 0 && next - va == span {
+    // A hugetlb page goes whole: its VMA is cut only at huge-page boundaries, so a partial
+    // range here is a batched munmap's step inside a range that is going away entirely.
+    let whole = va & (span - 1) == 0 && next - va == span;
+    if whole || crate::hugetlb::is_hugetlb_pmd(mm, slot.load()) {
         let old = slot.take();
         crate::huge_memory::zap_huge_pmd(mm, gather.shared(), old);
         gather.remove_huge(VirtAddr::new(va), old.frame());

@@ -21,6 +21,8 @@ pub enum Need {
     GupTest,
     IoUring,
     Tmpfile,
+    /// Free 2 MiB hugetlb pages (`hugetlb.rs`).
+    Hugetlb,
 }
 
 /// A message built on the stack: a case allocates nothing on the heap, so the program's own

@@ -1,0 +1,686 @@
+//! hugetlb from user space (issue 14): the pool's sysfs files and `/proc/sys/vm/nr_hugepages`
+//! (growing, shrinking, in-use pages turned surplus, parse errors), the `/proc/meminfo`
+//! `HugePages_*`/`Hugepagesize`/`Hugetlb` lines, `MAP_HUGETLB` and `MFD_HUGETLB` errnos
+//! (sizes, alignments, reservations at mmap, `SIGBUS` without one), COW of a whole huge page
+//! on fork, long-term pins slow and fast (gup_test, where the kernel has it) outliving their
+//! mapping, and the pool and `MemFree` back at the end. The program sizes the pool itself
+//! (root); where it cannot (not root, a read-only `/proc/sys`, no free 2 MiB memory on the
+//! host) it skips with the reason, which on cowlab is a failure.
+#![no_std]
+#![no_main]
+
+use cowlab_userland::calls::*;
+use cowlab_userland::println;
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, on_cowlab, Tester};
+
+cowlab_userland::entry!(main);
+
+const PAGE: usize = 4096;
+const HPAGE: usize = 2 << 20;
+const RW: u32 = PROT_READ | PROT_WRITE;
+const MAP_HUGETLB: u32 = 0x4_0000;
+const MAP_NORESERVE: u32 = 0x4000;
+const HUGE_2MB: u32 = 21 << 26;
+const HUGE_1GB: u32 = 30 << 26;
+const HUGE_64KB: u32 = 16 << 26;
+const MFD_HUGETLB: u32 = 4;
+const HUGE_ANON: u32 = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
+const MADV_DONTNEED: i32 = 4;
+const MREMAP_MAYMOVE: u32 = 1;
+/// Pages the pool gets for the test.
+const POOL: u64 = 4;
+
+const ENODEV: i32 = 19;
+const ENOSPC: i32 = 28;
+
+const SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/";
+
+fn peek(addr: usize) -> u8 {
+    // SAFETY: callers pass addresses inside their own live mappings (or expect the fault).
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+fn poke(addr: usize, v: u8) {
+    // SAFETY: callers pass addresses inside their own live writable mappings.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+fn raw_mmap(
+    addr: usize,
+    len: usize,
+    prot: u32,
+    flags: u32,
+    fd: i32,
+    off: u64,
+) -> Result<usize, Errno> {
+    // SAFETY: mmap only creates mappings; the caller uses them as its own memory.
+    unsafe {
+        raw(
+            9,
+            [
+                addr,
+                len,
+                prot as usize,
+                flags as usize,
+                fd as usize,
+                off as usize,
+            ],
+        )
+    }
+}
+
+fn memfd(flags: u32) -> Result<i32, Errno> {
+    // SAFETY: the name is a NUL-terminated string alive for the call.
+    unsafe {
+        raw(
+            319,
+            [c"hugetlb".as_ptr() as usize, flags as usize, 0, 0, 0, 0],
+        )
+    }
+    .map(|fd| fd as i32)
+}
+
+/// A path as a NUL-terminated buffer.
+fn path(dir: &str, name: &str, buf: &mut [u8; 128]) -> usize {
+    let n = dir.len() + name.len();
+    buf[..dir.len()].copy_from_slice(dir.as_bytes());
+    buf[dir.len()..n].copy_from_slice(name.as_bytes());
+    buf[n] = 0;
+    n
+}
+
+/// The number in a small file (`None` if it cannot be read or is not one number).
+fn read_num(dir: &str, name: &str) -> Option<u64> {
+    let mut p = [0u8; 128];
+    let n = path(dir, name, &mut p);
+    let cpath = core::ffi::CStr::from_bytes_with_nul(&p[..=n]).ok()?;
+    let mut buf = [0u8; 64];
+    let k = read_file(cpath, &mut buf)?;
+    core::str::from_utf8(&buf[..k]).ok()?.trim().parse().ok()
+}
+
+/// Writes `text` to a small file: the write's result.
+fn write_str(dir: &str, name: &str, text: &[u8]) -> Result<usize, Errno> {
+    let mut p = [0u8; 128];
+    let n = path(dir, name, &mut p);
+    let cpath = core::ffi::CStr::from_bytes_with_nul(&p[..=n]).map_err(|_| Errno(errno::EINVAL))?;
+    let fd = open(cpath, O_WRONLY)?;
+    let r = write(fd, text);
+    let _ = close(fd);
+    r
+}
+
+fn set_pool(n: u64) -> Result<usize, Errno> {
+    let mut buf = [0u8; 24];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    write_str("/proc/sys/vm/", "nr_hugepages", &buf[i..])
+}
+
+/// `/proc/meminfo`'s value for `key` (the number after it).
+fn meminfo(key: &[u8]) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let n = read_file(c"/proc/meminfo", &mut buf)?;
+    let text = &buf[..n];
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let mut digits = text[at..]
+        .iter()
+        .skip_while(|b| **b == b' ')
+        .take_while(|b| b.is_ascii_digit())
+        .peekable();
+    digits.peek()?;
+    Some(digits.fold(0, |v, d| v * 10 + u64::from(d - b'0')))
+}
+
+/// The pool's four counts from sysfs, and the same from `/proc/meminfo`.
+fn pool() -> [Option<u64>; 4] {
+    [
+        read_num(SYSFS, "nr_hugepages"),
+        read_num(SYSFS, "free_hugepages"),
+        read_num(SYSFS, "resv_hugepages"),
+        read_num(SYSFS, "surplus_hugepages"),
+    ]
+}
+
+fn free_pages() -> u64 {
+    meminfo(b"HugePages_Free:").unwrap_or(u64::MAX)
+}
+
+fn resv_pages() -> u64 {
+    meminfo(b"HugePages_Rsvd:").unwrap_or(u64::MAX)
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_hugetlb");
+    let cowlab = on_cowlab();
+    // Held to the end (released by exit): see `lock_pool`.
+    let _lock = lock_pool();
+    let Some(old_nr) = read_num(SYSFS, "nr_hugepages") else {
+        println!("t_hugetlb: skip: no {SYSFS} (kernel without hugetlb)");
+        t.check("cowlab has the hugetlb pool", !cowlab);
+        return t.finish();
+    };
+    // The stack the checks below use is touched first, so that MemFree compares at the end.
+    prefault_stack();
+    let mem_free0 = meminfo(b"MemFree:");
+    t.eq(
+        "/proc/sys/vm/nr_hugepages agrees with sysfs",
+        read_num("/proc/sys/vm/", "nr_hugepages"),
+        Some(old_nr),
+    );
+    t.eq(
+        "Hugepagesize: 2048 kB",
+        meminfo(b"Hugepagesize:"),
+        Some(2048),
+    );
+    t.eq(
+        "free_hugepages is read-only (EACCES)",
+        write_str(SYSFS, "free_hugepages", b"1"),
+        Err(Errno(errno::EACCES)),
+    );
+    let base_free = free_pages();
+    let base_resv = resv_pages();
+    match set_pool(old_nr + POOL) {
+        Ok(_) => {}
+        Err(e) => {
+            println!("t_hugetlb: skip: cannot write /proc/sys/vm/nr_hugepages ({e:?}; not root?)");
+            t.check("cowlab lets root size the pool", !cowlab);
+            return t.finish();
+        }
+    }
+    if free_pages() < base_free + POOL {
+        println!("t_hugetlb: skip: the host found no {POOL} free 2 MiB pages for the pool");
+        t.check("cowlab grows the pool", !cowlab);
+        let _ = set_pool(old_nr);
+        return t.finish();
+    }
+    let [nr, free, resv, surp] = pool();
+    t.eq("nr_hugepages grew by 4", nr, Some(old_nr + POOL));
+    t.eq(
+        "HugePages_Total",
+        meminfo(b"HugePages_Total:"),
+        nr.map(|n| n + surp.unwrap_or(0)),
+    );
+    t.eq("HugePages_Free = free_hugepages", Some(free_pages()), free);
+    t.eq("HugePages_Rsvd = resv_hugepages", Some(resv_pages()), resv);
+    t.eq(
+        "HugePages_Surp = surplus_hugepages",
+        meminfo(b"HugePages_Surp:"),
+        surp,
+    );
+    if cowlab {
+        t.eq(
+            "Hugetlb: 8192 kB",
+            meminfo(b"Hugetlb:"),
+            Some((old_nr + POOL) * 2048),
+        );
+        t.eq(
+            "nr_hugepages: a word is EINVAL",
+            set_pool_text(b"abc"),
+            Err(Errno(errno::EINVAL)),
+        );
+        t.eq(
+            "nr_hugepages: -1 is EINVAL",
+            set_pool_text(b"-1"),
+            Err(Errno(errno::EINVAL)),
+        );
+        t.eq(
+            "sysfs nr_hugepages: \"\" is EINVAL",
+            write_str(SYSFS, "nr_hugepages", b""),
+            Err(Errno(errno::EINVAL)),
+        );
+    }
+    let free0 = free_pages();
+
+    mmap_errnos(&mut t, free0);
+    memfd_files(&mut t, free0);
+    cow_on_fork(&mut t, free0);
+    vmsplice_huge(&mut t, free0);
+    pins(&mut t, free0);
+
+    // Shrinking the pool under a page in use: it becomes surplus, and goes back when freed.
+    let a = raw_mmap(0, HPAGE, RW, HUGE_ANON, -1, 0).unwrap_or(0);
+    if a != 0 {
+        poke(a, 1);
+        let _ = set_pool(old_nr);
+        let [nr, _, _, surp] = pool();
+        t.eq(
+            "shrunk below use: /proc/sys/vm/nr_hugepages is the persistent size",
+            read_num("/proc/sys/vm/", "nr_hugepages"),
+            Some(old_nr),
+        );
+        t.eq(
+            "sysfs nr_hugepages counts the surplus page",
+            nr,
+            Some(old_nr + 1),
+        );
+        t.eq("the page in use is surplus", surp, Some(1));
+        t.eq("it keeps its data", peek(a), 1);
+        t.eq("munmap it", munmap(a, HPAGE), Ok(0));
+        t.eq(
+            "surplus gone with it",
+            read_num(SYSFS, "surplus_hugepages"),
+            Some(0),
+        );
+    } else {
+        t.check("mmap for the shrink", false);
+    }
+    let _ = set_pool(old_nr);
+    let [nr, free, resv, surp] = pool();
+    t.eq("pool back to its size", nr, Some(old_nr));
+    t.eq("free back", free, Some(base_free));
+    t.eq("no reservation left", resv, Some(base_resv));
+    t.eq("no surplus left", surp, Some(0));
+    if cowlab {
+        t.eq("MemFree back to its value", meminfo(b"MemFree:"), mem_free0);
+    }
+    t.finish()
+}
+
+/// On the host, xtask runs programs in parallel and they share one pool: `t_cow` and
+/// `t_hugetlb` each hold this lock (`flock` on `/tmp/cowlab-hugetlb.lock`) while they size the
+/// pool and count its pages. cowlab runs one program per boot and has no `flock`.
+fn lock_pool() -> Option<i32> {
+    if on_cowlab() {
+        return None;
+    }
+    let fd = open_mode(c"/tmp/cowlab-hugetlb.lock", O_RDWR | O_CREAT, 0o666).ok()?;
+    // SAFETY: flock(fd, LOCK_EX) takes no memory.
+    let _ = unsafe { raw(73, [fd as usize, 2, 0, 0, 0, 0]) };
+    Some(fd)
+}
+
+#[inline(never)]
+fn prefault_stack() {
+    let mut probe = [0u8; 64 * 1024];
+    core::hint::black_box(&mut probe);
+}
+
+fn set_pool_text(text: &[u8]) -> Result<usize, Errno> {
+    write_str("/proc/sys/vm/", "nr_hugepages", text)
+}
+
+/// mmap(MAP_HUGETLB) and what Linux refuses.
+fn mmap_errnos(t: &mut Tester, free0: u64) {
+    t.eq(
+        "more pages than free: ENOMEM (reservation)",
+        raw_mmap(0, (free0 as usize + 1) * HPAGE, RW, HUGE_ANON, -1, 0),
+        Err(Errno(errno::ENOMEM)),
+    );
+    t.eq(
+        "MAP_HUGE_64KB: EINVAL (no such pool)",
+        raw_mmap(0, HPAGE, RW, HUGE_ANON | HUGE_64KB, -1, 0),
+        Err(Errno(errno::EINVAL)),
+    );
+    let gig = read_num(
+        "/sys/kernel/mm/hugepages/hugepages-1048576kB/",
+        "free_hugepages",
+    );
+    let r = raw_mmap(0, HPAGE, RW, HUGE_ANON | HUGE_1GB, -1, 0);
+    match gig {
+        None => t.eq(
+            "MAP_HUGE_1GB without 1 GiB pages: EINVAL",
+            r,
+            Err(Errno(errno::EINVAL)),
+        ),
+        Some(0) => t.eq(
+            "MAP_HUGE_1GB with none free: ENOMEM",
+            r,
+            Err(Errno(errno::ENOMEM)),
+        ),
+        Some(_) => {
+            if let Ok(p) = r {
+                let _ = munmap(p, 1 << 30);
+            }
+        }
+    }
+    t.eq(
+        "MAP_FIXED at an address not 2 MiB aligned: EINVAL",
+        raw_mmap(0x7e00_0000_1000, HPAGE, RW, HUGE_ANON | MAP_FIXED, -1, 0),
+        Err(Errno(errno::EINVAL)),
+    );
+    let p = raw_mmap(0, PAGE, RW, HUGE_ANON | HUGE_2MB, -1, 0);
+    t.check("MAP_HUGETLB|MAP_HUGE_2MB of 4 KiB", p.is_ok());
+    let Ok(p) = p else { return };
+    t.check("2 MiB aligned", p % HPAGE == 0);
+    t.eq("reserved at mmap", resv_pages(), 1);
+    t.eq("nothing taken yet", free_pages(), free0);
+    poke(p + HPAGE - 1, 7);
+    t.eq("the length was rounded up to 2 MiB", peek(p + HPAGE - 1), 7);
+    t.eq("the fault consumed the reservation", resv_pages(), 0);
+    t.eq("one page taken", free_pages(), free0 - 1);
+    t.eq(
+        "munmap 4 KiB of it: EINVAL",
+        munmap(p, PAGE),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "munmap from +4 KiB: EINVAL",
+        munmap(p + PAGE, HPAGE),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "mprotect 4 KiB: EINVAL",
+        mprotect(p, PAGE, PROT_READ),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "mremap: EINVAL",
+        mremap(p, HPAGE, 2 * HPAGE, MREMAP_MAYMOVE),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "MADV_DONTNEED of 4 KiB: 0",
+        madvise(p, PAGE, MADV_DONTNEED),
+        Ok(0),
+    );
+    t.eq(
+        "... which drops nothing (rounded down)",
+        peek(p + HPAGE - 1),
+        7,
+    );
+    t.eq(
+        "MADV_DONTNEED from +4 KiB: EINVAL",
+        madvise(p + PAGE, PAGE, MADV_DONTNEED),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "mprotect R/O of the page",
+        mprotect(p, HPAGE, PROT_READ),
+        Ok(0),
+    );
+    let status = in_child(|| {
+        poke(p, 1);
+        0
+    });
+    t.check_why(
+        "a write to the R/O page is SIGSEGV",
+        wifsignaled(status) && wtermsig(status) == 11,
+        status,
+    );
+    t.eq("mprotect R/W again", mprotect(p, HPAGE, RW), Ok(0));
+    poke(p, 9);
+    t.eq("writable again", peek(p), 9);
+    t.eq("munmap 2 MiB", munmap(p, HPAGE), Ok(0));
+    t.eq("the page is back in the pool", free_pages(), free0);
+
+    // MAP_NORESERVE: no promise at mmap; with the pool used up the fault is SIGBUS.
+    let all = raw_mmap(0, free0 as usize * HPAGE, RW, HUGE_ANON, -1, 0).unwrap_or(0);
+    t.check("map every free page", all != 0);
+    let nores = raw_mmap(0, HPAGE, RW, HUGE_ANON | MAP_NORESERVE, -1, 0);
+    t.check_why(
+        "MAP_NORESERVE maps with no page to promise",
+        nores.is_ok(),
+        format_args!("{nores:?}"),
+    );
+    t.eq(
+        "without MAP_NORESERVE: ENOMEM",
+        raw_mmap(0, HPAGE, RW, HUGE_ANON, -1, 0),
+        Err(Errno(errno::ENOMEM)),
+    );
+    if let Ok(q) = nores {
+        // The reserved pages are not taken yet but promised: the fault finds none.
+        let status = in_child(|| {
+            poke(q, 1);
+            0
+        });
+        t.check_why(
+            "its fault finds no page: SIGBUS",
+            wifsignaled(status) && wtermsig(status) == 7,
+            status,
+        );
+        let _ = munmap(q, HPAGE);
+    }
+    if all != 0 {
+        let _ = munmap(all, free0 as usize * HPAGE);
+    }
+    t.eq("every page back", free_pages(), free0);
+    t.eq("every promise back", resv_pages(), 0);
+}
+
+/// memfd_create(MFD_HUGETLB) files.
+fn memfd_files(t: &mut Tester, free0: u64) {
+    t.eq(
+        "MFD_HUGE_2MB without MFD_HUGETLB: EINVAL",
+        memfd(HUGE_2MB),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq(
+        "MFD_HUGETLB with a size that has no pool: ENODEV",
+        memfd(MFD_HUGETLB | HUGE_64KB),
+        Err(Errno(ENODEV)),
+    );
+    let fd = memfd(MFD_HUGETLB | HUGE_2MB);
+    t.check("memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)", fd.is_ok());
+    let Ok(fd) = fd else { return };
+    t.eq(
+        "ftruncate to 4 KiB: EINVAL",
+        ftruncate(fd, PAGE as i64),
+        Err(Errno(errno::EINVAL)),
+    );
+    t.eq("ftruncate to 4 MiB", ftruncate(fd, 2 * HPAGE as i64), Ok(0));
+    t.eq("write: EINVAL", write(fd, b"x"), Err(Errno(errno::EINVAL)));
+    let mut buf = [0xaau8; 8];
+    t.eq("read a hole", read(fd, &mut buf), Ok(8));
+    t.eq("... zeroes", buf, [0u8; 8]);
+    t.eq(
+        "mmap at offset 4 KiB: EINVAL",
+        raw_mmap(0, HPAGE, RW, MAP_SHARED, fd, PAGE as u64),
+        Err(Errno(errno::EINVAL)),
+    );
+    let a = raw_mmap(0, 2 * HPAGE, RW, MAP_SHARED, fd, 0).unwrap_or(0);
+    let b = raw_mmap(0, HPAGE, RW, MAP_SHARED, fd, HPAGE as u64).unwrap_or(0);
+    t.check("two shared mappings", a != 0 && b != 0);
+    t.eq("the file's 2 pages reserved once", resv_pages(), 2);
+    if a != 0 && b != 0 {
+        poke(a + HPAGE + 5, 0x5a);
+        t.eq("a store shows in the other mapping", peek(b + 5), 0x5a);
+        let mut one = [0u8; 1];
+        t.eq(
+            "... and to read()",
+            pread(fd, &mut one, (HPAGE + 5) as u64),
+            Ok(1),
+        );
+        t.eq("the byte", one[0], 0x5a);
+        // A private mapping sees the file and copies on write.
+        let c = raw_mmap(0, HPAGE, RW, MAP_PRIVATE, fd, HPAGE as u64).unwrap_or(0);
+        t.check("a private mapping of it", c != 0);
+        if c != 0 {
+            t.eq("it reads the file", peek(c + 5), 0x5a);
+            poke(c + 5, 0x11);
+            t.eq("its write stays private", peek(b + 5), 0x5a);
+            let _ = munmap(c, HPAGE);
+        }
+    }
+    for m in [a, b] {
+        if m != 0 {
+            let _ = munmap(m, HPAGE);
+        }
+    }
+    if a != 0 {
+        let _ = munmap(a + HPAGE, HPAGE);
+    }
+    t.eq(
+        "the file keeps its page and promise",
+        (free_pages(), resv_pages()),
+        (free0 - 1, 1),
+    );
+    t.eq(
+        "fallocate past the pool: ENOSPC",
+        fallocate(fd, 0, 0, (free0 as i64 + 2) * HPAGE as i64),
+        Err(Errno(ENOSPC)),
+    );
+    t.eq("ftruncate to 0", ftruncate(fd, 0), Ok(0));
+    t.eq("truncation returns the pages", free_pages(), free0);
+    t.eq("fallocate 2 MiB", fallocate(fd, 0, 0, HPAGE as i64), Ok(0));
+    t.eq("one page taken", free_pages(), free0 - 1);
+    let _ = close(fd);
+    t.eq("close returns it", free_pages(), free0);
+    t.eq("no promise left", resv_pages(), 0);
+}
+
+/// fork + write: the whole huge page is copied; each side keeps its bytes.
+fn cow_on_fork(t: &mut Tester, free0: u64) {
+    let p = raw_mmap(0, HPAGE, RW, HUGE_ANON, -1, 0).unwrap_or(0);
+    t.check("private hugetlb page for fork", p != 0);
+    if p == 0 {
+        return;
+    }
+    for i in 0..HPAGE / PAGE {
+        poke(p + i * PAGE, i as u8);
+    }
+    let status = in_child(|| {
+        if (0..HPAGE / PAGE).any(|i| peek(p + i * PAGE) != i as u8) {
+            return 2;
+        }
+        poke(p + 3 * PAGE, 0xcc);
+        // The copy carried every subpage, not only the one written.
+        if peek(p + 3 * PAGE) != 0xcc || peek(p + 400 * PAGE) != 400u16 as u8 {
+            return 3;
+        }
+        if free_pages() != free0 - 2 {
+            return 4;
+        }
+        0
+    });
+    t.check_why(
+        "the child reads the page, writes a copy of it all (2 pages in use)",
+        wifexited(status) && wexitstatus(status) == 0,
+        status,
+    );
+    t.eq("the parent keeps its byte", peek(p + 3 * PAGE), 3);
+    poke(p + 4 * PAGE, 0x44);
+    t.eq(
+        "the parent writes its page after the child",
+        peek(p + 4 * PAGE),
+        0x44,
+    );
+    t.eq("the child's copy went back", free_pages(), free0 - 1);
+    let _ = munmap(p, HPAGE);
+    t.eq("all back after fork and COW", free_pages(), free0);
+}
+
+/// vmsplice of a whole huge page into an empty pipe: Linux queues what fits (16 pages) and
+/// returns, it never waits for a reader once something is queued (cowlab slept there until
+/// this test: cow.c's vmsplice families on 2 MiB pages deadlocked). The pipe's references keep
+/// the page out of the pool after munmap.
+fn vmsplice_huge(t: &mut Tester, free0: u64) {
+    let p = raw_mmap(0, HPAGE, RW, HUGE_ANON, -1, 0).unwrap_or(0);
+    let fds = pipe().unwrap_or([-1, -1]);
+    t.check("a huge page and a pipe", p != 0 && fds[0] >= 0);
+    if p == 0 || fds[0] < 0 {
+        return;
+    }
+    for i in 0..16 {
+        poke(p + i * PAGE, 0x30 + i as u8);
+    }
+    let iov = [p, HPAGE];
+    // SAFETY: one iovec naming this process's mapping; vmsplice only takes references.
+    let n = unsafe { raw(278, [fds[1] as usize, iov.as_ptr() as usize, 1, 0, 0, 0]) };
+    t.eq("vmsplice of 2 MiB: the 64 KiB that fit", n, Ok(16 * PAGE));
+    let _ = munmap(p, HPAGE);
+    t.eq(
+        "the pipe's references keep the page",
+        free_pages(),
+        free0 - 1,
+    );
+    let mut buf = [0u8; PAGE];
+    let mut ok = true;
+    for i in 0..16 {
+        ok &= read(fds[0], &mut buf) == Ok(PAGE) && buf[0] == 0x30 + i as u8;
+    }
+    t.check("the pipe holds the page's bytes", ok);
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+    t.eq("read and closed: back in the pool", free_pages(), free0);
+}
+
+const PIN_LONGTERM_TEST_START: u64 = 0x4018_6707;
+const PIN_LONGTERM_TEST_STOP: u64 = 0x6708;
+const FLAG_WRITE: u32 = 1;
+const FLAG_FAST: u32 = 2;
+
+#[repr(C)]
+struct PinLongterm {
+    addr: u64,
+    size: u64,
+    flags: u32,
+}
+
+fn ioctl(fd: i32, cmd: u64, arg: usize) -> Result<usize, Errno> {
+    // SAFETY: the gup_test ioctls read or write only the argument the caller passes.
+    unsafe { raw(16, [fd as usize, cmd as usize, arg, 0, 0, 0]) }
+}
+
+/// Long-term pins, R/O and R/W, slow and fast, on a private hugetlb page and a shared
+/// hugetlb memfd page; each pin keeps the page out of the pool after munmap until released.
+fn pins(t: &mut Tester, free0: u64) {
+    let Ok(gup) = open(c"/sys/kernel/debug/gup_test", O_RDWR) else {
+        println!("t_hugetlb: skip: pins: no /sys/kernel/debug/gup_test");
+        t.check("cowlab has gup_test", !on_cowlab());
+        return;
+    };
+    for shared in [false, true] {
+        for flags in [0, FLAG_WRITE, FLAG_FAST, FLAG_WRITE | FLAG_FAST] {
+            let fd = if shared {
+                memfd(MFD_HUGETLB).unwrap_or(-1)
+            } else {
+                -1
+            };
+            if shared {
+                let _ = ftruncate(fd, HPAGE as i64);
+            }
+            let p = if shared {
+                raw_mmap(0, HPAGE, RW, MAP_SHARED, fd, 0)
+            } else {
+                raw_mmap(0, HPAGE, RW, HUGE_ANON, -1, 0)
+            }
+            .unwrap_or(0);
+            if p == 0 {
+                t.check("map for the pin", false);
+                continue;
+            }
+            poke(p, 1);
+            let args = PinLongterm {
+                addr: p as u64,
+                size: HPAGE as u64,
+                flags,
+            };
+            let started = ioctl(gup, PIN_LONGTERM_TEST_START, &args as *const _ as usize);
+            let which = match (shared, flags) {
+                (false, 0) => "private R/O slow",
+                (false, 1) => "private R/W slow",
+                (false, 2) => "private R/O fast",
+                (false, _) => "private R/W fast",
+                (true, 0) => "shared R/O slow",
+                (true, 1) => "shared R/W slow",
+                (true, 2) => "shared R/O fast",
+                (true, _) => "shared R/W fast",
+            };
+            t.check_why(which, started.is_ok(), format_args!("{started:?}"));
+            let _ = munmap(p, HPAGE);
+            if fd >= 0 {
+                let _ = close(fd);
+            }
+            if started.is_ok() {
+                t.eq(
+                    "the pinned page stays out of the pool",
+                    free_pages(),
+                    free0 - 1,
+                );
+                let _ = ioctl(gup, PIN_LONGTERM_TEST_STOP, 0);
+            }
+            t.eq("released: back in the pool", free_pages(), free0);
+        }
+    }
+    let _ = close(gup);
+}
