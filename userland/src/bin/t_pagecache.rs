@@ -154,28 +154,35 @@ fn fsync(fd: i32) -> Result<usize, Errno> {
     unsafe { raw(74, [fd as usize, 0, 0, 0, 0, 0]) }
 }
 
-/// Writes through one descriptor are seen through another at once, at any alignment; reads
-/// fill the cache (cowlab: `file_pages`), a drop empties it and the data comes back from disk.
+/// Writes through one descriptor are seen through another at once, at any alignment; writes
+/// fill the cache (cowlab: `file_pages`; write-back) and reads find it, a drop empties it and
+/// the data comes back from disk.
 fn coherence(t: &mut Tester, cowlab: bool, name: &str) {
     let len = MIB;
     let fd = open_c(name, O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
     let mut data = vec![0u8; len];
     fill(&mut data, 1, 0);
+    let before = mmstat("file_pages");
     let mut written = 0;
     for chunk in data.chunks(64 * 1024) {
         written += write(fd, chunk).unwrap_or(0);
     }
     t.eq("1 MiB written in 64 KiB writes", written, len);
-    let before = mmstat("file_pages");
+    let cached = mmstat("file_pages");
     let mut back = vec![0u8; len];
     t.eq("pread of the whole file", pread(fd, &mut back, 0), Ok(len));
     t.check("it reads back what was written", back == data);
     if cowlab {
-        let after = mmstat("file_pages").unwrap_or(0);
+        // Write-back: the write put the file's 256 pages in the cache, the read found them.
         t.check_why(
-            "the read filled the cache (file_pages grew by the file's 256 pages)",
-            after >= before.unwrap_or(u64::MAX).saturating_add(256),
-            format!("{before:?} -> {after}"),
+            "the write filled the cache (file_pages grew by the file's 256 pages)",
+            cached.unwrap_or(0) >= before.unwrap_or(u64::MAX).saturating_add(256),
+            format!("{before:?} -> {cached:?}"),
+        );
+        t.eq(
+            "the read found every page cached",
+            mmstat("file_pages"),
+            cached,
         );
     }
 
