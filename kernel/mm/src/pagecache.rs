@@ -400,15 +400,26 @@ impl FileCache {
                 .map_err(|_| S::Error::from(MmError::NoMem))
                 .and_then(|()| inner.page(mm, store, index, fill));
             match got {
-                Ok(f) => frames.push(f),
+                // Held until the copy: the next page's allocation may reclaim this cache's
+                // clean pages (`drop_clean` skips referenced ones), and these are still clean.
+                Ok(f) => {
+                    mm.frames().meta(f).get();
+                    frames.push(f);
+                }
                 Err(e) if frames.is_empty() => return Err(e),
                 Err(_) => break,
             }
             have += n;
         }
-        let n = begin(have - offset)?.min(have - offset) as usize;
+        let n = match begin(have - offset) {
+            Ok(n) => n.min(have - offset) as usize,
+            Err(e) => {
+                frames.iter().for_each(|&f| mm.put_page(f));
+                return Err(e);
+            }
+        };
         let mut done = 0;
-        for frame in frames {
+        for &frame in &frames {
             if done >= n {
                 break;
             }
@@ -419,6 +430,7 @@ impl FileCache {
             set_dirty(mm, frame);
             done += len;
         }
+        frames.iter().for_each(|&f| mm.put_page(f));
         inner.size = inner.size.max(offset + n as u64);
         drop(inner);
         if n > 0 {

@@ -748,3 +748,38 @@ fn buffered_writes_dirty_pages_and_batches_clean_them() {
     cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// Regression: a buffered write of several pages when memory is short. Each page's allocation
+/// may reclaim the cache's clean pages, and the pages the same write allocated before it are
+/// still clean until the bytes are copied: they must be held, or one frame ends up under two
+/// indices and a page's bytes land in another's (the `t_pagecache big` corruption).
+#[test]
+fn a_multi_page_write_under_pressure_keeps_its_own_pages() {
+    let env = Env::with_frames(96);
+    let store = VecStore::new(Vec::new());
+    let cache = FileCache::new(0);
+    let mut i = 0u64;
+    // Fill memory with dirty cache pages but one frame: reclaim can free nothing but the
+    // write's own clean pages.
+    while env.mm.frames().free_frames() > 1 {
+        let n = cache
+            .write_at(&env.mm, &store, i * PAGE, &pattern(PAGE_SIZE, i as u8))
+            .unwrap();
+        assert_eq!(n, PAGE_SIZE);
+        i += 1;
+    }
+    let data = pattern(8 * PAGE_SIZE, 0x5a);
+    let at = i * PAGE;
+    // Only one page can be had: the write is cut to it, every byte in its place.
+    let n = cache
+        .write_begin_end(&env.mm, &store, at, &data, |len| Ok(len))
+        .unwrap();
+    assert_eq!(n, PAGE_SIZE, "cut at the page memory could not hold");
+    let data = &data[..n];
+    let mut back = vec![0u8; data.len()];
+    cache.read_at(&env.mm, &store, at, &mut back).unwrap();
+    assert!(back == data, "each page holds its own bytes");
+    cache.writeback(&env.mm, &store).unwrap();
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
