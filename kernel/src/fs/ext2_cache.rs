@@ -415,7 +415,7 @@ fn write_run(
         device.submit(request)?;
         WRITEBACK_REQUESTS.fetch_add(1, Ordering::Relaxed);
         let waited = crate::time::rdtsc();
-        let moved = wait.wait_to_end();
+        let moved = wait.wait_anywhere();
         WRITEBACK_WAIT_TSC.fetch_add(crate::time::rdtsc() - waited, Ordering::Relaxed);
         if (moved? as u64) < bytes {
             return Err(Errno::EIO);
