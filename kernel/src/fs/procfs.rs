@@ -539,8 +539,8 @@ fn mmstat() -> String {
             super::ext2_cache::WRITEBACK_REQUESTS.load(core::sync::atomic::Ordering::Relaxed),
         ),
         (
-            "writeback_wait_tsc",
-            super::ext2_cache::WRITEBACK_WAIT_TSC.load(core::sync::atomic::Ordering::Relaxed),
+            "disk_wait_tsc",
+            super::ext2_cache::DISK_WAIT_TSC.load(core::sync::atomic::Ordering::Relaxed),
         ),
         (
             "dirty_throttled",

@@ -1079,12 +1079,13 @@ fn file_map_rows(path: &core::ffi::CStr) {
 /// through one shared mapping: make the page clean and under writeback, write-protect its PTE
 /// (with the TLB flush, once per call), map its block and put it in a block request (the
 /// requests submitted), excluding the device's time. cowlab: `msync(MS_SYNC)` of the range
-/// less the TSC its writeback spent waiting for the device (`/proc/cowlab/mmstat`'s
-/// `writeback_wait_tsc`, read before and after, untimed), divided by the pages; this includes
-/// the system call and the end of writeback. Linux: `sync_file_range(SYNC_FILE_RANGE_WRITE)`
-/// of the range, which starts the writeback of every dirty page (`folio_clear_dirty_for_io`,
-/// which write-protects through the rmap, then the bios' submission) and returns without
-/// waiting, divided by the pages; an untimed `fsync` then waits for the I/O.
+/// less the TSC spent waiting for the root disk meanwhile (writeback's requests and the metadata
+/// blocks the msync's fsync writes: `/proc/cowlab/mmstat`'s `disk_wait_tsc`, read before and
+/// after, untimed), divided by the pages; this includes the system call, the metadata sync's CPU
+/// work and the end of writeback. Linux: `sync_file_range(SYNC_FILE_RANGE_WRITE)` of the range,
+/// which starts the writeback of every dirty page (`folio_clear_dirty_for_io`, which
+/// write-protects through the rmap, then the bios' submission) and returns without waiting,
+/// divided by the pages; an untimed `fsync` then waits for the I/O.
 fn writeback_per_page(fd: i32, addr: usize, pages: usize) {
     const ROUNDS: usize = 8;
     const SYNC_FILE_RANGE: usize = 277;
@@ -1097,13 +1098,13 @@ fn writeback_per_page(fd: i32, addr: usize, pages: usize) {
             write_byte(addr + i * PAGE, 0x40 | round as u8);
         }
         if cowlab {
-            let w0 = mmstat_value("writeback_wait_tsc");
+            let w0 = mmstat_value("disk_wait_tsc");
             let t0 = tsc();
             let r = msync_sync(addr, pages * PAGE);
             let t1 = tsc();
-            let w1 = mmstat_value("writeback_wait_tsc");
+            let w1 = mmstat_value("disk_wait_tsc");
             let (Ok(_), Some(w0), Some(w1)) = (r, w0, w1) else {
-                println!("BENCH-SKIP name={name} reason=no-writeback_wait_tsc");
+                println!("BENCH-SKIP name={name} reason=no-disk_wait_tsc");
                 return;
             };
             s.push((t1 - t0).saturating_sub(w1 - w0) / pages as u64);
