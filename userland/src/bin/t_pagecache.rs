@@ -9,7 +9,8 @@
 //! and the data surviving a drop (so it reached the disk).
 //!
 //! `big`: a file three times the machine's memory (cowlab: its usable frames; `big=<MiB>` sets
-//! the size, e.g. on the host) written in 1 MiB chunks, fsync'ed, read back and checksummed;
+//! the size, e.g. on the host) written in 1 MiB chunks (on cowlab the writer is throttled:
+//! mmstat `dirty_throttled` grows), fsync'ed, read back and checksummed;
 //! on cowlab the caches are dropped between and the free frames must return to their count
 //! before the file was written. Booted as `mem=16 -- t_pagecache big` by the test tier.
 //! Runs natively on the host in a directory on a real disk filesystem.
@@ -394,6 +395,7 @@ fn big_file(t: &mut Tester, cowlab: bool, name: &str, mib: Option<usize>) {
     back.fill(1);
     let _ = drop_caches();
     let free_before = mmstat("free_frames");
+    let throttled = mmstat("dirty_throttled");
     let fd = open_c(name, O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
     let mut sum_written = FNV_START;
     let mut written = 0;
@@ -409,6 +411,16 @@ fn big_file(t: &mut Tester, cowlab: bool, name: &str, mib: Option<usize>) {
         }
     }
     t.eq("the whole file written", written, size);
+    if cowlab {
+        // Write-back: three times memory cannot stay dirty; past `dirty_ratio` the writer
+        // wrote its file back itself (`balance_dirty_pages`).
+        let now = mmstat("dirty_throttled");
+        t.check_why(
+            "the writer was throttled (dirty_throttled grew)",
+            now.unwrap_or(0) > throttled.unwrap_or(u64::MAX),
+            format!("{throttled:?} -> {now:?}"),
+        );
+    }
     t.eq("fsync", fsync(fd), Ok(0));
     if cowlab {
         t.eq("drop_caches", drop_caches(), Ok(2));
