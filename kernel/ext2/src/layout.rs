@@ -172,7 +172,7 @@ pub const DIND_BLOCK: usize = 13;
 pub const TIND_BLOCK: usize = 14;
 
 /// The first 128 bytes of an on-disk inode (the "good old" part every inode size has), parsed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inode {
     pub mode: u16,
     pub uid: u32,

@@ -7,7 +7,7 @@
 //! The pieces: `layout` (the on-disk structures), `cache` (the bounded write-back buffer cache for
 //! metadata), `fs` (mount-time validation, sync, unmount, statfs), `balloc` (bitmaps), `inode`
 //! (block maps, truncation, eviction), `dir` (directory blocks), `file` (read/write/truncate),
-//! `ops` (the namespace operations a VFS calls), `space` (fallocate, SEEK_DATA/SEEK_HOLE), `mkfs` (an empty filesystem). A corrupted image is refused at mount or gets
+//! `ops` (the namespace operations a VFS calls), `space` (fallocate, SEEK_DATA/SEEK_HOLE), `wb` (block mapping for the kernel's write-back page cache), `mkfs` (an empty filesystem). A corrupted image is refused at mount or gets
 //! `EUCLEAN` for the damaged file with a one-line description ([`Ext2::take_error`]); nothing
 //! panics, loops without bound or writes outside the filesystem. See docs/filesystem.md.
 #![no_std]
@@ -29,6 +29,7 @@ mod le;
 mod mkfs;
 mod ops;
 mod space;
+mod wb;
 
 pub use cache::CacheStats;
 pub use device::{BlockDevice, IoError};

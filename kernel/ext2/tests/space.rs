@@ -160,3 +160,63 @@ fn allocate_range_fills_holes_and_reports_a_full_disk() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `write_begin` and `writeback_blocks` (the kernel's write-back page cache): a buffered write
+/// gets its blocks and its size at the call, a short count then `ENOSPC` on a full disk;
+/// writeback finds where each block goes (0 past the size), allocating a hole below it; the
+/// data then written to those blocks reads back, and e2fsck finds the image consistent.
+#[test]
+fn write_begin_allocates_at_the_call_and_writeback_maps() {
+    let Some(mke2fs) = mke2fs_or_skip("write_begin") else {
+        return;
+    };
+    let dir = scratch("write_begin");
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, 1024, 2 * 1024, None, &[]);
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    let f = fs.create(root, b"wb", 0o644, 0, 0).unwrap();
+    let free = fs.statfs().f_bfree;
+    assert_eq!(fs.write_begin(f, 1000, 3000), Ok(3000));
+    assert_eq!(fs.stat(f).unwrap().size, 4000, "the size covers the write");
+    assert_eq!(
+        free - fs.statfs().f_bfree,
+        4,
+        "blocks 0..4 (1000..4000) allocated"
+    );
+    assert_eq!(fs.write_begin(f, 0, 100), Ok(100));
+    assert_eq!(fs.statfs().f_bfree, free - 4, "block 0 was there");
+    assert_eq!(
+        fs.stat(f).unwrap().size,
+        4000,
+        "a write inside keeps the size"
+    );
+    let map = fs.writeback_blocks(f, 0, 6).unwrap();
+    assert!(map[..4].iter().all(|&b| b != 0), "{map:?}");
+    assert_eq!(&map[4..], &[0, 0], "past the size: nothing to store");
+    // A hole below the size (grown by truncate) is allocated by writeback.
+    fs.truncate(f, 6000).unwrap();
+    let map = fs.writeback_blocks(f, 4, 2).unwrap();
+    assert!(map.iter().all(|&b| b != 0), "{map:?}");
+    let data = pattern(3, 6000);
+    fs.write(f, 0, &data).unwrap();
+    assert!(read_all(&mut fs, f) == data);
+    // Fill the disk: a write past every free block is cut short, then ENOSPC.
+    let big = fs.create(root, b"big", 0o644, 0, 0).unwrap();
+    let left = fs.statfs().f_bfree;
+    let n = fs.write_begin(big, 0, (left + 100) * 1024).unwrap();
+    assert!(n > 0 && n < (left + 100) * 1024, "short count {n}");
+    assert_eq!(
+        fs.stat(big).unwrap().size,
+        n,
+        "the size covers only the blocks"
+    );
+    assert_eq!(fs.write_begin(big, n, 1024), Err(Errno::ENOSPC));
+    let zeroes = vec![0u8; n as usize];
+    fs.write(big, 0, &zeroes).unwrap();
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(clean, "e2fsck -fn after write_begin:\n{out}");
+    assert!(debugfs(&img, "cat /wb") == data);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -159,6 +159,9 @@ pub(crate) fn fault_inner<A: Arch>(
                 }
                 Some((file, index)) => {
                     do_file_fault(mm, vma, slot, &*file.0, index, kind)?;
+                    if kind == FaultKind::Read {
+                        crate::faultaround::do_fault_around(mm, aspace, vma, va, &*file.0, index);
+                    }
                     (Decision::File, Rule::FileFault)
                 }
             },

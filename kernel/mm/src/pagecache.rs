@@ -76,6 +76,15 @@ pub struct FileCache {
     dirtied_when: AtomicU64,
 }
 
+/// The pages of one writeback, between [`FileCache::begin_writeback`] and
+/// [`FileCache::end_writeback`]: each clean, `WRITEBACK`, and referenced by the batch.
+pub struct WritebackBatch {
+    /// (index, frame), in index order.
+    pub pages: Vec<(u64, PhysAddr)>,
+    /// The file's size when the batch began (the last page stores only the bytes below it).
+    pub size: u64,
+}
+
 /// The clock dirty caches are stamped with (the kernel's tick counter); none until
 /// [`set_clock`] (host tests without one stamp 1). Read only when a clean cache is first
 /// dirtied.
@@ -245,54 +254,213 @@ impl FileCache {
         Ok(n)
     }
 
-    /// Writes every `DIRTY` page back (Linux `filemap_write_and_wait`: fsync, sync, the last
-    /// close, unmount): each page is marked `WRITEBACK` and clean, copied out, stored, and
-    /// `WRITEBACK` cleared. A caller whose file may be mapped shared must first write-protect
-    /// every PTE mapping it ([`folio_mkclean`] on each address space), or stores made after the
-    /// copy would never be seen. The last page stores only the bytes below the size. On a store
-    /// error the page is dirty again and the error returned (the other pages are still tried).
+    /// Writes every `DIRTY` page back one page at a time through `store` (host tests; the
+    /// kernel batches: [`Self::begin_writeback`], its own I/O, [`Self::end_writeback`]). A
+    /// caller whose file may be mapped shared write-protects every PTE mapping it
+    /// ([`folio_mkclean`]) between the begin and the I/O. The last page stores only the bytes
+    /// below the size. On a store error the page is dirty again and the error returned (the
+    /// other pages are still tried).
     pub fn writeback<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
         store: &S,
     ) -> Result<usize, S::Error> {
-        let inner = self.inner.lock();
-        // Pages dirtied from here on are a new generation (Linux requeues the inode with a new
-        // `dirtied_when`); a page whose store fails stays dirty unstamped, and the flusher
-        // stamps it when it finds it.
-        self.dirtied_when.store(0, Ordering::Relaxed);
+        let batch = self.begin_writeback(mm)?;
         let mut buf = page_buf()?;
-        let mut written = 0;
+        let mut failed = Vec::new();
         let mut failure = None;
-        for (&index, &frame) in inner.pages.iter() {
-            let meta = mm.frames().meta(frame);
-            if !meta.test(FrameFlags::DIRTY) {
-                continue;
-            }
-            let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
-            meta.set_flags(FrameFlags::WRITEBACK);
-            // The caller write-protected every PTE mapping it first ([`folio_mkclean`]), so
-            // the next store faults and dirties it again.
-            clear_dirty(mm, frame);
+        for &(index, frame) in &batch.pages {
+            let len = batch.size.saturating_sub(index * PAGE).min(PAGE) as usize;
             mm.read_frame_bytes(frame, &mut buf[..len]);
             let r = if len == 0 {
                 Ok(())
             } else {
                 store.write_page(index, &buf[..len])
             };
-            meta.clear_flags(FrameFlags::WRITEBACK);
-            match r {
-                Ok(()) => written += 1,
-                Err(e) => {
-                    set_dirty(mm, frame);
-                    failure = Some(e);
-                }
+            if let Err(e) = r {
+                failed.push(index);
+                failure = Some(e);
             }
         }
+        let written = batch.pages.len() - failed.len();
+        self.end_writeback(mm, batch, |i| failed.contains(&i));
         match failure {
             Some(e) => Err(e),
             None => Ok(written),
         }
+    }
+
+    /// Starts writing back every `DIRTY` page (Linux `write_cache_pages` ->
+    /// `folio_clear_dirty_for_io` + `folio_start_writeback`): under the cache's lock each one is
+    /// made clean and `WRITEBACK`, and the batch takes a reference on it, so the caller does the
+    /// I/O with no spin lock held (and may sleep on the device) while the frames stay. Clearing
+    /// `DIRTY` comes before the caller's write protection ([`folio_mkclean`]), which comes
+    /// before the I/O: a store before the protection lands in the page before the device reads
+    /// it, a store after it faults and dirties the page again. A page dirtied again during the
+    /// I/O stays dirty for the next writeback. The pages are in index order; `size` is the
+    /// file's size at the start.
+    pub fn begin_writeback<A: Arch>(&self, mm: &Mm<A>) -> Result<WritebackBatch, MmError> {
+        let inner = self.inner.lock();
+        self.collect_dirty(mm, &inner)
+    }
+
+    /// [`Self::begin_writeback`] if the cache is not locked (background writeback, Linux's
+    /// `WB_SYNC_NONE` skipping a locked folio); `None` if it is.
+    pub fn try_begin_writeback<A: Arch>(
+        &self,
+        mm: &Mm<A>,
+    ) -> Option<Result<WritebackBatch, MmError>> {
+        let inner = self.inner.try_lock()?;
+        Some(self.collect_dirty(mm, &inner))
+    }
+
+    fn collect_dirty<A: Arch>(&self, mm: &Mm<A>, inner: &Inner) -> Result<WritebackBatch, MmError> {
+        // Pages dirtied from here on are a new generation (Linux requeues the inode with a new
+        // `dirtied_when`); a page whose store fails is dirty again, and the flusher stamps it
+        // when it finds it.
+        self.dirtied_when.store(0, Ordering::Relaxed);
+        let mut pages = Vec::new();
+        for (&index, &frame) in inner.pages.iter() {
+            let meta = mm.frames().meta(frame);
+            if !meta.test(FrameFlags::DIRTY) {
+                continue;
+            }
+            pages.try_reserve(1).map_err(|_| MmError::NoMem)?;
+            meta.set_flags(FrameFlags::WRITEBACK);
+            clear_dirty(mm, frame);
+            meta.get();
+            pages.push((index, frame));
+        }
+        Ok(WritebackBatch {
+            pages,
+            size: inner.size,
+        })
+    }
+
+    /// Ends a writeback started by [`Self::begin_writeback`] (Linux `folio_end_writeback`):
+    /// `WRITEBACK` is cleared on the pages still in a cache (truncation may have dropped some
+    /// meanwhile: it clears `PAGECACHE`, and the batch's reference keeps the frame from being
+    /// reused until here), the ones `failed` says were not stored are dirty again, and the
+    /// batch's references go. Takes no lock (the flag changes are atomic): a task that must
+    /// not spin on the cache's lock (its holder may be waiting for the filesystem this caller
+    /// just released) can end a batch.
+    pub fn end_writeback<A: Arch>(
+        &self,
+        mm: &Mm<A>,
+        batch: WritebackBatch,
+        failed: impl Fn(u64) -> bool,
+    ) {
+        for (index, frame) in batch.pages {
+            let meta = mm.frames().meta(frame);
+            if meta.test(FrameFlags::PAGECACHE) {
+                meta.clear_flags(FrameFlags::WRITEBACK);
+                if failed(index) {
+                    set_dirty(mm, frame);
+                }
+            }
+            mm.put_page(frame);
+        }
+    }
+
+    /// Copies `data` to `offset` for a filesystem that allocates blocks at the call
+    /// (`write`/`pwrite`, Linux `generic_perform_write` with ext2's `write_begin`/`write_end`):
+    /// under the cache's lock the pages under the range are found or read in (a page only partly
+    /// overwritten and holding stored bytes is read first), then `begin(len)` gives the store
+    /// the chance to allocate blocks and move its size, and says how many bytes from `offset`
+    /// it took (short on a full disk), then those are copied in, the pages become `DIRTY` and
+    /// the size grows. Nothing reaches the store's blocks until writeback. The pages are read in
+    /// before `begin` so no fill sees blocks the store just allocated and has not written yet.
+    /// Returns the bytes written; an error if not even the first page could be had or `begin`
+    /// took nothing.
+    pub fn write_begin_end<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        data: &[u8],
+        begin: impl FnOnce(u64) -> Result<u64, S::Error>,
+    ) -> Result<usize, S::Error> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(S::Error::from(MmError::Inval))?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut inner = self.inner.lock();
+        // Every page first: the range is cut at the first page that cannot be had.
+        let mut have = offset;
+        let mut frames: Vec<PhysAddr> = Vec::new();
+        while have < end {
+            let index = have / PAGE;
+            let off = have % PAGE;
+            let n = (PAGE - off).min(end - have);
+            let fill = n < PAGE && index * PAGE < inner.size;
+            let got = frames
+                .try_reserve(1)
+                .map_err(|_| S::Error::from(MmError::NoMem))
+                .and_then(|()| inner.page(mm, store, index, fill));
+            match got {
+                // Held until the copy: the next page's allocation may reclaim this cache's
+                // clean pages (`drop_clean` skips referenced ones), and these are still clean.
+                Ok(f) => {
+                    mm.frames().meta(f).get();
+                    frames.push(f);
+                }
+                Err(e) if frames.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+            have += n;
+        }
+        let n = match begin(have - offset) {
+            Ok(n) => n.min(have - offset) as usize,
+            Err(e) => {
+                frames.iter().for_each(|&f| mm.put_page(f));
+                return Err(e);
+            }
+        };
+        let mut done = 0;
+        for &frame in &frames {
+            if done >= n {
+                break;
+            }
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let len = (PAGE_SIZE - off).min(n - done);
+            mm.write_frame_bytes(frame + off as u64, &data[done..done + len]);
+            set_dirty(mm, frame);
+            done += len;
+        }
+        frames.iter().for_each(|&f| mm.put_page(f));
+        inner.size = inner.size.max(offset + n as u64);
+        drop(inner);
+        if n > 0 {
+            self.note_dirtied();
+        }
+        Ok(n)
+    }
+
+    /// Maps the cached pages of `[first, last)` that lie below the size, under the cache's
+    /// lock, without reading anything in (Linux `filemap_map_pages`, fault-around): `map` is
+    /// called on each with its index and frame and says whether it mapped it (then it took a
+    /// reference and a mapcount for its PTE, which it may do here: truncation removes pages
+    /// under this lock). Pages under writeback are mapped as any other (the device only reads
+    /// them). Returns how many were mapped.
+    pub(crate) fn map_pages(
+        &self,
+        first: u64,
+        last: u64,
+        mut map: impl FnMut(u64, PhysAddr) -> bool,
+    ) -> usize {
+        let inner = self.inner.lock();
+        let last = last.min(inner.size.div_ceil(PAGE));
+        if first >= last {
+            return 0;
+        }
+        inner
+            .pages
+            .range(first..last)
+            .filter(|&(&i, &f)| map(i, f))
+            .count()
     }
 
     /// Sets the size (`ftruncate`, Linux `truncate_setsize`): shrinking drops the pages wholly

@@ -44,11 +44,17 @@ pub(crate) struct Counters {
     pub(crate) thp_split_pmd: AtomicU64,
     pub(crate) thp_wp_splits: AtomicU64,
     pub(crate) thp_fork_shared: AtomicU64,
+    pub(crate) fault_around_pages: AtomicU64,
 }
 
 #[inline]
 pub(crate) fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[inline]
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 #[inline]
@@ -132,6 +138,8 @@ pub struct MmStats {
     pub thp_wp_splits: u64,
     /// PMD mappings fork shared with a child write-protected.
     pub thp_fork_shared: u64,
+    /// File pages mapped by fault-around next to a read fault's page (`faultaround.rs`).
+    pub fault_around_pages: u64,
 }
 
 impl Counters {
@@ -170,6 +178,7 @@ impl Counters {
             thp_split_pmd: r(&self.thp_split_pmd),
             thp_wp_splits: r(&self.thp_wp_splits),
             thp_fork_shared: r(&self.thp_fork_shared),
+            fault_around_pages: r(&self.fault_around_pages),
             ..MmStats::default()
         }
     }

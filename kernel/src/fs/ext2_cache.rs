@@ -2,31 +2,68 @@
 //! looked up by inode number, with the ext2 crate as its backing store ([`Ext2Store`]).
 //!
 //! Lifetime: a cache is created at a file's first open ([`attach`]) and kept past its last
-//! close ([`detach`], which writes it back), as Linux keeps a closed file's pages until reclaim:
+//! close ([`detach`], dirty pages and all), as Linux keeps a closed file's pages until reclaim:
 //! a file reopened finds its pages. Its clean pages go under memory pressure ([`shrink`]) and
 //! at `drop_caches`; an unlinked file's cache goes at its last close (or at the unlink, if it is
 //! closed: [`forget_closed`]). A kept cache remembers its inode's generation: if the inode
 //! number names another file by the time it is opened again, the old cache is dropped then.
 //! Unmount empties every cache ([`evict_all`]), so none outlives the mount.
 //!
-//! Locks: the registry lock is held only to find, add or remove an entry, never across I/O;
-//! a cache's own lock is held across its store's I/O, which takes the filesystem lock (order:
-//! cache, then filesystem), so its store's I/O polls ([`with_fs_atomic`]) instead of sleeping. The reclaim hook ([`shrink`]) runs inside failing frame allocations,
-//! possibly with a cache or the registry locked by the same CPU, so it only `try_lock`s.
+//! Locks: the registry lock is held only to find, add or remove an entry, never across I/O.
+//! A cache's own (spin) lock is held across the I/O that fills a page (a read or fault of a
+//! page not cached), which takes the filesystem lock without sleeping ([`with_fs_atomic`]).
+//! Writeback is different ([`writeback`]): it runs under [`WRITEBACK`], a sleeping lock
+//! (`proc::sleeplock`), takes the cache's spin lock only to collect the dirty pages
+//! (`FileCache::begin_writeback`: each made clean, `WRITEBACK` and referenced), then with no
+//! spin lock held maps their blocks and writes them with one virtio-blk request per run of
+//! consecutive pages and blocks (at most `MAX_SEGMENTS` pages), the task asleep on each
+//! request with only the sleeping locks held (writeback, then the filesystem), and ends the
+//! batch without the cache's lock (`FileCache::end_writeback`). Order: [`WRITEBACK`], then the
+//! cache's spin lock (briefly, released), then address-space locks (write protection,
+//! released), then the filesystem lock. The periodic flusher only `try_lock`s a cache
+//! (`FileCache::try_begin_writeback`): a cache lock may be held by a task that yielded while
+//! waiting for the filesystem, and a spinning flusher would never let it run. The reclaim hook
+//! ([`shrink`]) runs inside failing frame allocations, possibly with a cache or the registry
+//! locked by the same CPU, so it only `try_lock`s.
 #![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use cowlab_mm::aspace::AddressSpace;
-use cowlab_mm::pagecache::{BackingStore, FileCache};
+
+use cowlab_mm::pagecache::{BackingStore, FileCache, WritebackBatch};
+use cowlab_mm::PhysAddr;
 use spin::Mutex;
 
 use super::ext2_mount::{with_fs, with_fs_atomic};
+use super::vda::SyncWait;
+use crate::drivers::virtio_blk::{self, Op, Request, Segment, MAX_SEGMENTS, SECTOR};
 use crate::errno::Errno;
 use crate::memory;
+use crate::proc::sleeplock::SleepLock;
 use crate::vm::SharedAddressSpace;
+
+/// Serialises writebacks (Linux waits on each page's `PG_writeback` instead): a `fsync` that
+/// finds pages another writeback is storing waits here until they are on the disk. Sleeping:
+/// its holder sleeps on the device. Present from mount on ([`init`]).
+static WRITEBACK: SleepLock<()> = SleepLock::new("page-cache writeback");
+
+/// Pages written back, and the virtio-blk requests that carried them (mmstat's
+/// `writeback_pages` and `writeback_requests`: their ratio is the batching).
+pub static WRITEBACK_PAGES: AtomicU64 = AtomicU64::new(0);
+pub static WRITEBACK_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// TSC cycles spent waiting for the root disk (mmstat's `disk_wait_tsc`): writeback's requests
+/// and the filesystem's own block requests (`ext2_glue`). The bench's `writeback_per_page`
+/// subtracts it to count only the CPU's part.
+pub static DISK_WAIT_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the writeback lock present (at mount).
+pub fn init() {
+    WRITEBACK.replace(Some(()));
+}
 
 const PAGE: u64 = 4096;
 
@@ -107,39 +144,30 @@ pub fn attach(ino: u32) -> Result<Arc<FileCache>, Errno> {
     Ok(cache)
 }
 
-/// One open description of `ino` is gone; the last writes the cache back and keeps it (if
-/// `keep_data`: the inode still has names), or empties and forgets it (unlinked: its data dies
-/// with it). Returns the writeback's error, if any (the pages stay dirty, for the flusher).
+/// One open description of `ino` is gone; the last keeps the cache (if `keep_data`: the inode
+/// still has names), dirty pages included, as Linux keeps a closed file's pages: the flusher,
+/// `sync`, dirty throttling or unmount write them back. An unlinked inode's cache is emptied
+/// and forgotten (its data die with it). No I/O here: the last close may come from a `munmap`
+/// dropping a VMA with its address space locked.
 pub fn detach(ino: u32, keep_data: bool) -> Result<(), Errno> {
-    let cache = {
-        let mut caches = CACHES.lock();
-        let Some(e) = caches.get_mut(&ino) else {
-            return Ok(());
-        };
-        e.opens -= 1;
-        if e.opens > 0 {
-            return Ok(());
-        }
-        if keep_data {
-            e.cache.clone()
-        } else {
-            let gone = caches.remove(&ino);
-            drop(caches);
-            if let Some(e) = gone {
-                e.cache.evict(memory::mm());
-            }
-            return Ok(());
-        }
+    let mut caches = CACHES.lock();
+    let Some(e) = caches.get_mut(&ino) else {
+        return Ok(());
     };
-    let mm = memory::mm();
-    let r = cache.writeback(mm, &Ext2Store { ino }).map(drop);
-    let size = cache.size();
-    if let Some(e) = CACHES.lock().get_mut(&ino) {
-        if e.opens == 0 && Arc::ptr_eq(&e.cache, &cache) {
-            e.size_at_close = size;
-        }
+    e.opens -= 1;
+    if e.opens > 0 {
+        return Ok(());
     }
-    r
+    if keep_data {
+        e.size_at_close = e.cache.size();
+        return Ok(());
+    }
+    let gone = caches.remove(&ino);
+    drop(caches);
+    if let Some(e) = gone {
+        e.cache.evict(memory::mm());
+    }
+    Ok(())
 }
 
 /// `ino` lost a name (unlink, or a rename over it): if it is closed, its kept cache goes now
@@ -228,10 +256,10 @@ fn mappers_of(cache: &FileCache) -> Vec<SharedAddressSpace> {
 /// address-space lock and no cache lock (the fault path takes them in the order address
 /// space, then cache).
 ///
-/// SMP: between this and the writeback's clearing of `DIRTY`, a store on another CPU may fault,
-/// dirty the page and make its PTE writable; the writeback then cleans a page that a writable
-/// PTE maps. Linux closes that window with the folio lock, held by both; cowlab's kernel does
-/// not run two CPUs yet, and this comment marks where the lock goes.
+/// Writeback calls it after `begin_writeback` cleared `DIRTY` and before the device reads the
+/// pages (Linux `folio_clear_dirty_for_io`'s order): a store before the protection lands in the
+/// page before the device reads it; a store after it faults and dirties the page again, so no
+/// writable PTE is left over a page writeback believes clean.
 pub fn mkclean(cache: &FileCache) {
     let mm = memory::mm();
     for space in mappers_of(cache) {
@@ -249,14 +277,153 @@ pub fn unmap_past(cache: &FileCache, size: u64) {
     }
 }
 
-/// Writes back the dirty pages of `cache` (inode `ino`), write-protecting its shared mappings
-/// first ([`mkclean`]) so the next store to a written page faults again (write-notify).
+/// Writes back the dirty pages of `cache` (inode `ino`) and waits for them (Linux
+/// `filemap_write_and_wait`: fsync, msync, sync, O_DIRECT, fallocate, the last close,
+/// unmount): after any writeback in progress ends ([`WRITEBACK`]), every dirty page is cleaned,
+/// its shared mappings write-protected ([`mkclean`]), and the pages stored in batches
+/// ([`write_batch`]). Returns the pages written, or the first error (the failed pages are dirty
+/// again).
 pub fn writeback(cache: &FileCache, ino: u32) -> Result<usize, Errno> {
-    if cache.dirty_pages(memory::mm()) == 0 {
+    let mm = memory::mm();
+    let run = || {
+        let batch = cache.begin_writeback(mm).map_err(|_| Errno::ENOMEM)?;
+        store_batch(cache, ino, batch)
+    };
+    match WRITEBACK.with_sleeping(true, |_| run()) {
+        Some(r) => r,
+        // Not mounted yet, or at power-off outside a task: nothing else writes back.
+        None => run(),
+    }
+}
+
+/// [`writeback`] for the flusher (Linux's `WB_SYNC_NONE`): a cache whose lock is taken is
+/// skipped (`Ok(0)`), and so are writebacks in progress.
+fn writeback_nowait(cache: &FileCache, ino: u32) -> Result<usize, Errno> {
+    let mm = memory::mm();
+    WRITEBACK
+        .with_sleeping(true, |_| match cache.try_begin_writeback(mm) {
+            None => Ok(0),
+            Some(Err(_)) => Err(Errno::ENOMEM),
+            Some(Ok(batch)) => store_batch(cache, ino, batch),
+        })
+        .unwrap_or(Ok(0))
+}
+
+/// Write-protects, stores and ends one batch.
+fn store_batch(cache: &FileCache, ino: u32, batch: WritebackBatch) -> Result<usize, Errno> {
+    let mm = memory::mm();
+    if batch.pages.is_empty() {
+        cache.end_writeback(mm, batch, |_| false);
         return Ok(0);
     }
     mkclean(cache);
-    cache.writeback(memory::mm(), &Ext2Store { ino })
+    let (failed, error) = write_batch(ino, &batch);
+    let written = batch.pages.len() - failed.len();
+    cache.end_writeback(mm, batch, |i| failed.binary_search(&i).is_ok());
+    match error {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
+}
+
+/// Stores a batch's pages (Linux `ext2_writepages` -> `mpage_writepages`): runs of consecutive
+/// page indices, at most [`MAX_SEGMENTS`] pages each, are mapped to blocks under the filesystem
+/// lock (`Ext2::writeback_blocks`: holes below the size allocated, blocks past it skipped) and
+/// each run of consecutive disk blocks goes to the device as one request straight from the
+/// cache frames (no bounce buffer), the task asleep until it completes. Returns the indices
+/// not stored (sorted) and the first error.
+fn write_batch(ino: u32, batch: &WritebackBatch) -> (alloc::vec::Vec<u64>, Option<Errno>) {
+    let mut failed = Vec::new();
+    let mut error = None;
+    let Some(device) = virtio_blk::root_device() else {
+        return (
+            batch.pages.iter().map(|p| p.0).collect(),
+            Some(Errno::ENXIO),
+        );
+    };
+    let pages = &batch.pages;
+    let mut at = 0;
+    while at < pages.len() {
+        let mut end = at + 1;
+        while end < pages.len() && end - at < MAX_SEGMENTS && pages[end].0 == pages[end - 1].0 + 1 {
+            end += 1;
+        }
+        let run = &pages[at..end];
+        if let Err(e) = with_fs(|fs| Ok(write_run(fs, device, ino, run))).and_then(|r| r) {
+            failed.extend(run.iter().map(|p| p.0));
+            error.get_or_insert(e);
+        }
+        at = end;
+    }
+    (failed, error)
+}
+
+/// One run of consecutive pages (under the filesystem lock, so no block under it is freed
+/// while the device writes it).
+fn write_run(
+    fs: &mut cowlab_ext2::Ext2<super::ext2_glue::VirtioDisk>,
+    device: &'static virtio_blk::Device,
+    ino: u32,
+    run: &[(u64, PhysAddr)],
+) -> Result<(), Errno> {
+    let bs = u64::from(fs.block_size());
+    let per_page = PAGE / bs;
+    let first = run[0].0 * per_page;
+    let blocks = fs
+        .writeback_blocks(ino, first, run.len() as u64 * per_page)
+        .map_err(super::ext2_mount::errno)?;
+    let mut j = 0;
+    while j < blocks.len() {
+        if blocks[j] == 0 {
+            j += 1;
+            continue;
+        }
+        let start = j;
+        let mut segments: Vec<Segment> = Vec::new();
+        while j < blocks.len()
+            && blocks[j] != 0
+            && u64::from(blocks[j]) == u64::from(blocks[start]) + (j - start) as u64
+        {
+            let frame = run[j / per_page as usize].1;
+            let phys = frame.as_u64() + (j as u64 % per_page) * bs;
+            match segments.last_mut() {
+                Some(last) if last.phys + u64::from(last.len) == phys => last.len += bs as u32,
+                _ => {
+                    if segments.len() == MAX_SEGMENTS {
+                        break;
+                    }
+                    segments.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+                    segments.push(Segment {
+                        phys,
+                        len: bs as u32,
+                    });
+                }
+            }
+            j += 1;
+        }
+        let bytes = (j - start) as u64 * bs;
+        let wait = SyncWait::new();
+        // The batch holds a reference on every frame until `end_writeback`, which comes after
+        // `wait_to_end`: the request needs no hold of its own.
+        let owner: alloc::sync::Arc<dyn core::any::Any + Send + Sync> = alloc::sync::Arc::new(());
+        let request = Request::registered(
+            Op::Write,
+            u64::from(blocks[start]) * bs / SECTOR,
+            segments,
+            owner,
+            wait.completion(),
+        );
+        device.submit(request)?;
+        WRITEBACK_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        let waited = crate::time::rdtsc();
+        let moved = wait.wait_anywhere();
+        DISK_WAIT_TSC.fetch_add(crate::time::rdtsc() - waited, Ordering::Relaxed);
+        if (moved? as u64) < bytes {
+            return Err(Errno::EIO);
+        }
+    }
+    WRITEBACK_PAGES.fetch_add(run.len() as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Writes back every dirty page of every open file (`sync`, unmount); the first error.
@@ -280,16 +447,8 @@ pub fn flush_expired(now: u64, expire: u64) -> Result<usize, Errno> {
     let mut written = 0;
     let mut result = Ok(());
     for (ino, cache) in all() {
-        // Background work never waits for the filesystem with a cache locked: its holder may
-        // want that cache next (a truncate, after its block I/O), and a waiter on one CPU
-        // yields rather than sleeps, so it would spin on the cache forever. Free now, the
-        // filesystem is taken at once and kept through the (polled) writeback; busy, the
-        // round ends and the next interval tries again.
-        if super::ext2_mount::busy() {
-            break;
-        }
         match cache.dirtied_when() {
-            Some(t) if now.saturating_sub(t) >= expire => match writeback(&cache, ino) {
+            Some(t) if now.saturating_sub(t) >= expire => match writeback_nowait(&cache, ino) {
                 Ok(n) => written += n,
                 Err(e) => result = result.and(Err(e)),
             },

@@ -1,9 +1,11 @@
 //! An open ext2 regular file (or symbolic link opened through `O_PATH`-like stat): reads and
 //! writes go through the file's page cache (`ext2_cache`), a chunk at a time through a kernel
 //! buffer, the user copy done outside the cache and filesystem locks (a copy may fault, and the
-//! fault path must not wait for them). Reads fill missing pages from the disk; writes go through
-//! to the disk (the crate allocates the blocks, so a full disk is `ENOSPC` at the call, as on
-//! Linux ext2) and into the pages already cached.
+//! fault path must not wait for them). Reads fill missing pages from the disk; writes are
+//! write-back: the crate allocates the blocks and moves the size at the call (a full disk is
+//! `ENOSPC` there, as on Linux ext2), the bytes go into the cache's pages, which stay dirty
+//! until writeback (the flusher, fsync, sync, msync, the last close, memory pressure through
+//! dirty throttling, unmount); `O_SYNC`/`O_DSYNC` write back before returning.
 //!
 //! The description holds an open reference on the inode (`Ext2::open`) and on its cache,
 //! dropped at the last close (`Ext2::release`): an unlinked file lives until then.
@@ -29,6 +31,8 @@ use crate::drivers::virtio_blk::Op;
 use crate::errno::Errno;
 use crate::memory;
 
+/// Linux's `O_DSYNC` (also part of `O_SYNC`, `__O_SYNC | O_DSYNC`).
+const O_DSYNC: u32 = 0o10000;
 /// Linux's `FALLOC_FL_PUNCH_HOLE`.
 const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
 /// The most bytes moved under one hold of the filesystem lock.
@@ -144,8 +148,9 @@ impl Ext2File {
 
 impl Drop for Ext2File {
     fn drop(&mut self) {
-        // The last close writes the cache back (dirty pages of a file that still has names)
-        // and empties it; then the last close of an unlinked inode frees it.
+        // The last close keeps the cache of a file that still has names (its dirty pages wait
+        // for writeback) and empties an unlinked one's; then the last close of an unlinked
+        // inode frees it.
         let linked = with_fs(|fs| fs.stat(self.ino)).is_ok_and(|st| st.nlink > 0);
         if let Err(e) = ext2_cache::detach(self.ino, linked) {
             warn!(
@@ -234,9 +239,14 @@ impl FileOps for Ext2File {
                 break;
             }
             let (ino, pos) = (self.ino, io.pos);
-            let written = self.cache.write_through(memory::mm(), pos, &data, |d| {
-                with_fs_atomic(|fs| fs.write(ino, pos, d))
-            });
+            // Write-back (Linux `generic_perform_write`): the blocks and the size at the call
+            // (`Ext2::write_begin`, so a full disk is `ENOSPC` here), the bytes into the
+            // cache's pages, which are dirty until writeback stores them.
+            let written =
+                self.cache
+                    .write_begin_end(memory::mm(), &self.store(), pos, &data, |len| {
+                        with_fs_atomic(|fs| fs.write_begin(ino, pos, len))
+                    });
             let written = match written {
                 Ok(n) => n,
                 Err(e) if done == 0 => return Err(e),
@@ -244,9 +254,15 @@ impl FileOps for Ext2File {
             };
             done += written;
             io.pos += written as u64;
+            super::ext2_throttle::balance_dirty_pages(&self.cache, self.ino, written);
             if written < data.len() || from.faulted() {
                 break;
             }
+        }
+        // O_SYNC/O_DSYNC (Linux `generic_write_sync`): the data and the inode on the disk
+        // before the call returns.
+        if done > 0 && io.file.flags.load(Ordering::Relaxed) & O_DSYNC != 0 {
+            self.fsync()?;
         }
         from.finish(done)
     }

@@ -99,6 +99,7 @@ impl VirtioDisk {
         // System calls run with interrupts off, so the completion cannot slip in between the
         // check and the sleep.
         let channel = Arc::as_ptr(&outcome) as usize;
+        let waited = time::rdtsc();
         while crate::proc::current_tid() != 0
             && may_sleep()
             && !outcome.done.load(Ordering::Acquire)
@@ -122,6 +123,7 @@ impl VirtioDisk {
         if were_enabled {
             interrupts::enable();
         }
+        super::ext2_cache::DISK_WAIT_TSC.fetch_add(time::rdtsc() - waited, Ordering::Relaxed);
         if !outcome.done.load(Ordering::Acquire) {
             warn!(
                 "ext2: virtio-blk {} request at sector {sector} timed out",

@@ -30,11 +30,6 @@ pub fn mounted() -> bool {
     ROOT.is_present()
 }
 
-/// Whether a task holds the filesystem now (asleep on a block request, or yielded).
-pub fn busy() -> bool {
-    ROOT.is_held()
-}
-
 /// The crate's errno as the kernel's (the same Linux numbers).
 pub fn errno(e: Ext2Errno) -> Errno {
     match e {
@@ -135,6 +130,7 @@ pub fn mount_root() {
             );
             ROOT.replace(Some(Box::new(fs)));
             crate::memory::mm().set_shrinker(super::ext2_cache::shrink);
+            super::ext2_cache::init();
         }
         Err(e) => warn!(
             "ext2: cannot mount vdb ({:?}: {}); / is the ramdisk",

@@ -523,6 +523,7 @@ fn mmstat() -> String {
         thp_split_pmd,
         thp_wp_splits,
         thp_fork_shared,
+        fault_around_pages,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -562,6 +563,23 @@ fn mmstat() -> String {
         ("thp_split_pmd", thp_split_pmd),
         ("thp_wp_splits", thp_wp_splits),
         ("thp_fork_shared", thp_fork_shared),
+        ("fault_around_pages", fault_around_pages),
+        (
+            "writeback_pages",
+            super::ext2_cache::WRITEBACK_PAGES.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "writeback_requests",
+            super::ext2_cache::WRITEBACK_REQUESTS.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "disk_wait_tsc",
+            super::ext2_cache::DISK_WAIT_TSC.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "dirty_throttled",
+            super::ext2_throttle::THROTTLED.load(core::sync::atomic::Ordering::Relaxed),
+        ),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

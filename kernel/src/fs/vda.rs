@@ -153,6 +153,29 @@ impl SyncWait {
     }
 }
 
+impl SyncWait {
+    /// [`SyncWait::wait_to_end`] from any context: outside a task (the unmount at power-off,
+    /// which writes back the page caches) there is nothing to sleep on, so it polls.
+    pub fn wait_anywhere(self: &Arc<SyncWait>) -> Result<usize, Errno> {
+        if proc::current_tid() != 0 {
+            return self.wait_to_end();
+        }
+        while !self.done.load(Ordering::Acquire) {
+            x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+            if crate::percpu::cpu_id() != 0 {
+                crate::drivers::virtio_blk::poll_all();
+            }
+        }
+        let r = self.result.load(Ordering::Relaxed);
+        if r < 0 {
+            Err(errno_from(-r))
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
 fn errno_from(e: i64) -> Errno {
     match e {
         5 => Errno::EIO,

@@ -120,9 +120,4 @@ impl<T> SleepLock<T> {
     pub fn is_present(&self) -> bool {
         !matches!(self.slot.lock().0, Slot::Empty)
     }
-
-    /// Whether a task holds the value now.
-    pub fn is_held(&self) -> bool {
-        matches!(self.slot.lock().0, Slot::Held)
-    }
 }

@@ -210,6 +210,15 @@ fn skip(name: &str, e: Errno) {
 
 fn main() -> i32 {
     uname();
+    // pc3: `bench files` runs only the file rows (a quick before/after of the page cache).
+    if cowlab_userland::args::args()
+        .nth(1)
+        .is_some_and(|a| a.to_bytes() == b"files")
+    {
+        file_rows();
+        println!("BENCH-DONE");
+        return 0;
+    }
     tsc_overhead();
     syscall_getppid();
     rep_movsq_4k();
@@ -1057,10 +1066,82 @@ fn file_map_rows(path: &core::ffi::CStr) {
     }
     report_samples(names[2], "tsc/page", &mut notify);
     report_samples(names[3], "tsc", &mut sync);
+    writeback_per_page(fd, addr, N);
     unmap(addr, N * PAGE);
     let _ = close(fd);
     let _ = cowlab_userland::calls::unlink(path);
 }
+
+// ---- pc3 (issue 12): writeback_per_page ----
+
+/// `writeback_per_page`: the CPU's part of writing back one dirty page of a file, per page of
+/// a 256-page (1 MiB) contiguous writeback whose every page was just dirtied by a store
+/// through one shared mapping: make the page clean and under writeback, write-protect its PTE
+/// (with the TLB flush, once per call), map its block and put it in a block request (the
+/// requests submitted), excluding the device's time. cowlab: `msync(MS_SYNC)` of the range
+/// less the TSC spent waiting for the root disk meanwhile (writeback's requests and the metadata
+/// blocks the msync's fsync writes: `/proc/cowlab/mmstat`'s `disk_wait_tsc`, read before and
+/// after, untimed), divided by the pages; this includes the system call, the metadata sync's CPU
+/// work and the end of writeback. Linux: `sync_file_range(SYNC_FILE_RANGE_WRITE)` of the range,
+/// which starts the writeback of every dirty page (`folio_clear_dirty_for_io`, which
+/// write-protects through the rmap, then the bios' submission) and returns without waiting,
+/// divided by the pages; an untimed `fsync` then waits for the I/O.
+fn writeback_per_page(fd: i32, addr: usize, pages: usize) {
+    const ROUNDS: usize = 8;
+    const SYNC_FILE_RANGE: usize = 277;
+    const SYNC_FILE_RANGE_WRITE: usize = 2;
+    let name = "writeback_per_page";
+    let cowlab = cowlab_userland::test::on_cowlab();
+    let mut s = Samples::new(ROUNDS);
+    for round in 0..ROUNDS {
+        for i in 0..pages {
+            write_byte(addr + i * PAGE, 0x40 | round as u8);
+        }
+        if cowlab {
+            let w0 = mmstat_value("disk_wait_tsc");
+            let t0 = tsc();
+            let r = msync_sync(addr, pages * PAGE);
+            let t1 = tsc();
+            let w1 = mmstat_value("disk_wait_tsc");
+            let (Ok(_), Some(w0), Some(w1)) = (r, w0, w1) else {
+                println!("BENCH-SKIP name={name} reason=no-disk_wait_tsc");
+                return;
+            };
+            s.push((t1 - t0).saturating_sub(w1 - w0) / pages as u64);
+        } else {
+            let t0 = tsc();
+            // SAFETY: sync_file_range takes no pointer.
+            let r = unsafe {
+                raw(
+                    SYNC_FILE_RANGE,
+                    [fd as usize, 0, pages * PAGE, SYNC_FILE_RANGE_WRITE, 0, 0],
+                )
+            };
+            let t1 = tsc();
+            if let Err(e) = r {
+                skip(name, e);
+                return;
+            }
+            s.push((t1 - t0) / pages as u64);
+            // SAFETY: fsync takes no pointer.
+            let _ = unsafe { raw(74, [fd as usize, 0, 0, 0, 0, 0]) };
+        }
+    }
+    report_samples(name, "tsc/page", &mut s);
+}
+
+/// One counter of `/proc/cowlab/mmstat` (cowlab only).
+fn mmstat_value(name: &str) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let n = cowlab_userland::calls::read_file(c"/proc/cowlab/mmstat", &mut buf)?;
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---- end pc3 ----
 
 /// Under `bench --linux` (Linux, pid 1): loads the modules xtask put in the initramfs as
 /// `/modules/NN.ko` in dependency order (virtio, virtio-pci, virtio-blk, ext4, which serves

@@ -9,7 +9,8 @@
 //! and the data surviving a drop (so it reached the disk).
 //!
 //! `big`: a file three times the machine's memory (cowlab: its usable frames; `big=<MiB>` sets
-//! the size, e.g. on the host) written in 1 MiB chunks, fsync'ed, read back and checksummed;
+//! the size, e.g. on the host) written in 1 MiB chunks (on cowlab the writer is throttled:
+//! mmstat `dirty_throttled` grows), fsync'ed, read back and checksummed;
 //! on cowlab the caches are dropped between and the free frames must return to their count
 //! before the file was written. Booted as `mem=16 -- t_pagecache big` by the test tier.
 //! Runs natively on the host in a directory on a real disk filesystem.
@@ -154,28 +155,35 @@ fn fsync(fd: i32) -> Result<usize, Errno> {
     unsafe { raw(74, [fd as usize, 0, 0, 0, 0, 0]) }
 }
 
-/// Writes through one descriptor are seen through another at once, at any alignment; reads
-/// fill the cache (cowlab: `file_pages`), a drop empties it and the data comes back from disk.
+/// Writes through one descriptor are seen through another at once, at any alignment; writes
+/// fill the cache (cowlab: `file_pages`; write-back) and reads find it, a drop empties it and
+/// the data comes back from disk.
 fn coherence(t: &mut Tester, cowlab: bool, name: &str) {
     let len = MIB;
     let fd = open_c(name, O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
     let mut data = vec![0u8; len];
     fill(&mut data, 1, 0);
+    let before = mmstat("file_pages");
     let mut written = 0;
     for chunk in data.chunks(64 * 1024) {
         written += write(fd, chunk).unwrap_or(0);
     }
     t.eq("1 MiB written in 64 KiB writes", written, len);
-    let before = mmstat("file_pages");
+    let cached = mmstat("file_pages");
     let mut back = vec![0u8; len];
     t.eq("pread of the whole file", pread(fd, &mut back, 0), Ok(len));
     t.check("it reads back what was written", back == data);
     if cowlab {
-        let after = mmstat("file_pages").unwrap_or(0);
+        // Write-back: the write put the file's 256 pages in the cache, the read found them.
         t.check_why(
-            "the read filled the cache (file_pages grew by the file's 256 pages)",
-            after >= before.unwrap_or(u64::MAX).saturating_add(256),
-            format!("{before:?} -> {after}"),
+            "the write filled the cache (file_pages grew by the file's 256 pages)",
+            cached.unwrap_or(0) >= before.unwrap_or(u64::MAX).saturating_add(256),
+            format!("{before:?} -> {cached:?}"),
+        );
+        t.eq(
+            "the read found every page cached",
+            mmstat("file_pages"),
+            cached,
         );
     }
 
@@ -387,6 +395,7 @@ fn big_file(t: &mut Tester, cowlab: bool, name: &str, mib: Option<usize>) {
     back.fill(1);
     let _ = drop_caches();
     let free_before = mmstat("free_frames");
+    let throttled = mmstat("dirty_throttled");
     let fd = open_c(name, O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
     let mut sum_written = FNV_START;
     let mut written = 0;
@@ -402,6 +411,16 @@ fn big_file(t: &mut Tester, cowlab: bool, name: &str, mib: Option<usize>) {
         }
     }
     t.eq("the whole file written", written, size);
+    if cowlab {
+        // Write-back: three times memory cannot stay dirty; past `dirty_ratio` the writer
+        // wrote its file back itself (`balance_dirty_pages`).
+        let now = mmstat("dirty_throttled");
+        t.check_why(
+            "the writer was throttled (dirty_throttled grew)",
+            now.unwrap_or(0) > throttled.unwrap_or(u64::MAX),
+            format!("{throttled:?} -> {now:?}"),
+        );
+    }
     t.eq("fsync", fsync(fd), Ok(0));
     if cowlab {
         t.eq("drop_caches", drop_caches(), Ok(2));

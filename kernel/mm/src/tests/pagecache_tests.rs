@@ -620,3 +620,166 @@ fn the_first_store_stamps_the_cache_and_writeback_clears_it() {
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// Fault-around (`faultaround.rs`, Linux `filemap_map_pages`): a read fault maps the cached
+/// neighbours in its 16-page window read-only with no further fault, leaves pages not cached
+/// and pages past the window alone, and maps nothing with the window set to one page.
+#[test]
+fn a_read_fault_maps_its_cached_neighbours() {
+    use crate::faultaround::{set_fault_around_bytes, DEFAULT_FAULT_AROUND_BYTES};
+    let env = Env::new();
+    let f = test_file(40 * PAGE_SIZE);
+    // Cache pages 0..40 but 18.
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let store = VecStore::new(pattern(40 * PAGE_SIZE, 7));
+    for i in (0..40).filter(|&i| i != 18) {
+        f.cache
+            .read_at(&env.mm, &store, i * PAGE, &mut buf)
+            .unwrap();
+    }
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 40, true);
+    let around = env.mm.stats().fault_around_pages;
+    env.read(&mut s, sh + 20 * PAGE).unwrap();
+    assert_eq!(env.mm.stats().file_faults, 1);
+    // The window is aligned on the virtual address, as Linux's.
+    let win = (sh.as_u64() + 20 * PAGE) & !(16 * PAGE - 1);
+    let first = (win - sh.as_u64()) / PAGE;
+    let window = first..first + 16;
+    assert!(window.contains(&18) && window.contains(&17) && first + 16 < 40);
+    assert_eq!(
+        env.mm.stats().fault_around_pages - around,
+        14,
+        "16 but the faulting page and the uncached 18"
+    );
+    for i in window.clone().filter(|&i| i != 18) {
+        let pte = env.pte(&s, sh + i * PAGE);
+        assert!(!pte.is_writable(), "page {i} read-only (write-notify)");
+        assert_eq!(pte.frame(), f.cache.cache_frame_for_test(i).unwrap());
+    }
+    assert!(
+        s.translate(&env.mm, sh + (first + 16) * PAGE).is_none(),
+        "past the window"
+    );
+    assert!(s.translate(&env.mm, sh + 18 * PAGE).is_none(), "not cached");
+    env.read(&mut s, sh + (first + 15) * PAGE).unwrap();
+    assert_eq!(
+        env.mm.stats().file_faults,
+        1,
+        "a neighbour reads without a fault"
+    );
+    // The first store to a neighbour is write-notify's fault, which dirties it.
+    env.write(&mut s, sh + 17 * PAGE, 9).unwrap();
+    assert!(env
+        .flags(f.cache.cache_frame_for_test(17).unwrap())
+        .contains(FrameFlags::DIRTY));
+    set_fault_around_bytes(PAGE);
+    env.read(&mut s, sh + 39 * PAGE).unwrap();
+    assert!(s.translate(&env.mm, sh + 38 * PAGE).is_none(), "turned off");
+    set_fault_around_bytes(DEFAULT_FAULT_AROUND_BYTES);
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// The write-back `write(2)` path (`write_begin_end`) and the batched writeback the kernel
+/// drives (`begin_writeback`, its own I/O, `end_writeback`): the store's `begin` is asked for
+/// the whole range before any byte is copied and its short count cuts the write; pages are
+/// dirty until writeback; a batch holds each page clean, `WRITEBACK` and referenced, and a
+/// page that failed is dirty again at the end.
+#[test]
+fn buffered_writes_dirty_pages_and_batches_clean_them() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(PAGE_SIZE, 3));
+    let cache = FileCache::new(PAGE);
+    let data = pattern(3 * PAGE_SIZE, 4);
+    let mut asked = Vec::new();
+    let n = cache
+        .write_begin_end(&env.mm, &store, 100, &data, |len| {
+            asked.push(len);
+            Ok(len - 50)
+        })
+        .unwrap();
+    assert_eq!(asked, vec![3 * PAGE]);
+    assert_eq!(n, 3 * PAGE_SIZE - 50, "cut where the store stopped");
+    assert_eq!(cache.size(), 100 + 3 * PAGE - 50);
+    assert_eq!(
+        *store.reads.borrow(),
+        vec![0],
+        "the partial stored page read first"
+    );
+    assert!(
+        store.writes.borrow().is_empty(),
+        "nothing stored before writeback"
+    );
+    assert_eq!(cache.dirty_pages(&env.mm), 4);
+    let refs = |i: u64| {
+        env.mm
+            .frames()
+            .meta(cache.cache_frame_for_test(i).unwrap())
+            .refcount()
+    };
+    let batch = cache.begin_writeback(&env.mm).unwrap();
+    assert_eq!(
+        batch.pages.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(cache.dirty_pages(&env.mm), 0);
+    assert_eq!(refs(1), 2, "the batch's reference");
+    assert!(env.flags(batch.pages[1].1).contains(FrameFlags::WRITEBACK));
+    assert_eq!(cache.drop_clean(&env.mm), 0, "pages under writeback stay");
+    cache.end_writeback(&env.mm, batch, |i| i == 2);
+    assert_eq!(refs(1), 1);
+    assert!(!env
+        .flags(cache.cache_frame_for_test(1).unwrap())
+        .contains(FrameFlags::WRITEBACK));
+    assert_eq!(
+        cache.dirty_pages(&env.mm),
+        1,
+        "the failed page is dirty again"
+    );
+    let e = cache.write_begin_end(&env.mm, &store, 0, b"x", |_| Err(MmError::NoSpc));
+    assert_eq!(e, Err(MmError::NoSpc));
+    assert_eq!(cache.writeback(&env.mm, &store).unwrap(), 1);
+    let mut back = vec![0u8; n];
+    cache.read_at(&env.mm, &store, 100, &mut back).unwrap();
+    assert!(back == data[..n], "the bytes read back");
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// Regression: a buffered write of several pages when memory is short. Each page's allocation
+/// may reclaim the cache's clean pages, and the pages the same write allocated before it are
+/// still clean until the bytes are copied: they must be held, or one frame ends up under two
+/// indices and a page's bytes land in another's (the `t_pagecache big` corruption).
+#[test]
+fn a_multi_page_write_under_pressure_keeps_its_own_pages() {
+    let env = Env::with_frames(96);
+    let store = VecStore::new(Vec::new());
+    let cache = FileCache::new(0);
+    let mut i = 0u64;
+    // Fill memory with dirty cache pages but one frame: reclaim can free nothing but the
+    // write's own clean pages.
+    while env.mm.frames().free_frames() > 1 {
+        let n = cache
+            .write_at(&env.mm, &store, i * PAGE, &pattern(PAGE_SIZE, i as u8))
+            .unwrap();
+        assert_eq!(n, PAGE_SIZE);
+        i += 1;
+    }
+    let data = pattern(8 * PAGE_SIZE, 0x5a);
+    let at = i * PAGE;
+    // Only one page can be had: the write is cut to it, every byte in its place.
+    let n = cache
+        .write_begin_end(&env.mm, &store, at, &data, |len| Ok(len))
+        .unwrap();
+    assert_eq!(n, PAGE_SIZE, "cut at the page memory could not hold");
+    let data = &data[..n];
+    let mut back = vec![0u8; data.len()];
+    cache.read_at(&env.mm, &store, at, &mut back).unwrap();
+    assert!(back == data, "each page holds its own bytes");
+    cache.writeback(&env.mm, &store).unwrap();
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}

@@ -1,0 +1,125 @@
+//! Block mapping for a write-back page cache (Linux ext2's `write_begin`/`write_end` and
+//! `writepages` through `ext2_get_block`): `write(2)` into the cache allocates the blocks under
+//! the bytes and moves the size at the call ([`Ext2::write_begin`], so a full disk is `ENOSPC`
+//! there), and writeback later asks where a run of pages goes ([`Ext2::writeback_blocks`]) and
+//! moves the data itself. The crate never sees the data on either path.
+//!
+//! Unlike [`Ext2::direct_write_begin`], new blocks are not zeroed on the disk: the cache pages
+//! over them hold the file's bytes (zeroes where nothing was written) and writeback stores whole
+//! blocks from them. Until then a new block's old contents are on the disk, unreachable through
+//! the kernel (the dirty page is cached until it is written), as with Linux's ext2 after a crash.
+
+use alloc::vec::Vec;
+
+use crate::device::BlockDevice;
+use crate::errno::{Errno, Result};
+use crate::fs::Ext2;
+
+impl<D: BlockDevice> Ext2<D> {
+    /// Prepares a buffered write of `[off, off + len)` to regular file `ino`: every missing block
+    /// under the range is allocated (contents left to the caller's writeback), the size grows to
+    /// cover what got blocks, and mtime/ctime move (the inode is written to the buffer cache only
+    /// if something changed). Returns the bytes from `off` that have blocks: `len`, or fewer
+    /// when the disk filled (`ENOSPC` if none did). `EFBIG` at or past the size limit; a range
+    /// crossing it is cut there.
+    pub fn write_begin(&mut self, ino: u32, off: u64, len: u64) -> Result<u64> {
+        self.writable()?;
+        let mut inode = self.regular(ino)?;
+        let max = self.max_file_size();
+        if off >= max {
+            return Err(Errno::EFBIG);
+        }
+        let end = off.saturating_add(len).min(max);
+        if len == 0 {
+            return Ok(0);
+        }
+        let before = inode.clone();
+        if off > inode.size {
+            // The old last block's tail must read as zeroes once the size passes it.
+            self.zero_block_tail(ino, &inode, inode.size)?;
+        }
+        let bs = u64::from(self.bs);
+        let mut goal = 0;
+        let mut failure = None;
+        let mut covered = end;
+        for lblk in off / bs..end.div_ceil(bs) {
+            if goal == 0 && lblk > 0 {
+                // Locality: right after the file's previous block.
+                if let Ok(prev) = self.bmap(ino, &inode, lblk - 1) {
+                    if prev != 0 {
+                        goal = prev + 1;
+                    }
+                }
+            }
+            if let Err(e) = self.bmap_alloc(ino, &mut inode, lblk, &mut goal) {
+                covered = (lblk * bs).max(off);
+                failure = Some(e);
+                break;
+            }
+        }
+        if covered > inode.size {
+            inode.size = covered;
+            self.note_size(covered);
+        }
+        if covered > off {
+            let now = self.now();
+            inode.mtime = now;
+            inode.ctime = now;
+        }
+        if inode != before {
+            self.write_inode(ino, &inode)?;
+        }
+        match failure {
+            Some(e) if covered == off => Err(e),
+            _ => Ok(covered - off),
+        }
+    }
+
+    /// Where writeback stores logical blocks `[first, first + count)` of regular file `ino`:
+    /// their disk blocks in order, 0 for a block at or past the size (nothing to store: the
+    /// file was truncated since the pages were dirtied). A hole below the size (a page dirtied
+    /// behind the mappings' backs, by a device writing into a pinned page) is allocated here,
+    /// so its `ENOSPC` is the writeback's error, as on Linux.
+    pub fn writeback_blocks(&mut self, ino: u32, first: u64, count: u64) -> Result<Vec<u32>> {
+        let mut inode = self.regular(ino)?;
+        let bs = u64::from(self.bs);
+        let live = inode.size.div_ceil(bs);
+        let mut blocks = Vec::new();
+        blocks
+            .try_reserve_exact(count as usize)
+            .map_err(|_| Errno::ENOMEM)?;
+        let mut goal = 0;
+        let mut allocated = false;
+        let mut failure = None;
+        for lblk in first..first.saturating_add(count) {
+            if lblk >= live {
+                blocks.push(0);
+                continue;
+            }
+            let blk = self.bmap(ino, &inode, lblk)?;
+            if blk != 0 {
+                goal = blk + 1;
+                blocks.push(blk);
+                continue;
+            }
+            self.writable()?;
+            match self.bmap_alloc(ino, &mut inode, lblk, &mut goal) {
+                Ok((blk, _)) => {
+                    allocated = true;
+                    blocks.push(blk);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if allocated {
+            self.write_inode(ino, &inode)?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(blocks),
+        }
+    }
+}
