@@ -342,7 +342,18 @@ fn check_huge_pmds<A: Arch>(
         let flags = mm.frames().meta(head).flags();
         let end = va.as_u64() + crate::folio::HPAGE_PMD_SIZE;
         let vma = aspace.find_vma(va);
-        result = if !flags.contains(FrameFlags::HEAD | FrameFlags::ANON) {
+        let huge_zero = flags.contains(FrameFlags::HEAD | FrameFlags::ZERO);
+        result = if huge_zero {
+            // The huge zero folio: never writable, never anon, in a private anon VMA.
+            if pmd.is_writable() || flags.intersects(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE)
+            {
+                Err(format!(
+                    "huge zero PMD {pmd:?} is writable or anon ({flags:?})"
+                ))
+            } else {
+                Ok(())
+            }
+        } else if !flags.contains(FrameFlags::HEAD | FrameFlags::ANON) {
             Err(format!(
                 "PMD {pmd:?} maps {head:#x}, not a large anon folio"
             ))

@@ -167,7 +167,7 @@ const _: () = assert!(core::mem::size_of::<FrameMeta>() == 16);
 const _: () = assert!(core::mem::align_of::<FrameMeta>() == 4);
 
 /// Ends the intrusive free list.
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = u32::MAX;
 
 // The small accessors and state changes below are `#[inline]`: they are non-generic, so without
 // it the kernel crate's monomorphised fault, fork and zap paths call each one out of line through
@@ -347,6 +347,9 @@ pub struct FrameTable {
     meta: &'static [FrameMeta],
     free: Mutex<FreeList>,
     usable: AtomicUsize,
+    /// The huge zero folio's head PFN, [`NIL`] while there is none (`huge_zero.rs`). Its lock
+    /// also serialises the folio's last put against a new mapping's get.
+    pub(crate) huge_zero: Mutex<u32>,
 }
 
 impl FrameTable {
@@ -376,6 +379,7 @@ impl FrameTable {
                 count: 0,
             }),
             usable: AtomicUsize::new(0),
+            huge_zero: Mutex::new(NIL),
         }
     }
 
@@ -540,6 +544,9 @@ impl FrameTable {
     fn put_large(&self, meta: &FrameMeta, last: impl FnOnce(PhysAddr, usize)) -> usize {
         let head_meta = self.head_meta(meta);
         let head = self.folio_head_of_meta(head_meta);
+        if head_meta.test(FrameFlags::ZERO) {
+            return self.put_huge_zero(head, last);
+        }
         let old = head_meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on folio {head:#x}");
         if old != 1 {

@@ -37,6 +37,7 @@ mod fork;
 pub mod frame;
 pub mod gup;
 pub mod huge_memory;
+mod huge_zero;
 pub mod layout;
 pub mod madvise;
 pub mod mincore;

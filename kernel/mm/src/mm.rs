@@ -174,6 +174,7 @@ impl<A: Arch> Mm<A> {
         s.free_frames = self.frames.free_frames() as u64;
         s.usable_frames = self.frames.usable_frames() as u64;
         s.zero_page_mappings = u64::from(self.frames.meta(self.zero_page).mapcount());
+        s.huge_zero_mappings = u64::from(self.frames.huge_zero_mappings());
         s
     }
 

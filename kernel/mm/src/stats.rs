@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub(crate) thp_split_pmd: AtomicU64,
     pub(crate) thp_wp_splits: AtomicU64,
     pub(crate) thp_fork_shared: AtomicU64,
+    // thp2 (issue 14): the huge zero folio, folio splits, collapse.
+    pub(crate) thp_zero_page_alloc: AtomicU64,
 }
 
 #[inline]
@@ -125,6 +127,11 @@ pub struct MmStats {
     pub thp_wp_splits: u64,
     /// PMD mappings fork shared with a child write-protected.
     pub thp_fork_shared: u64,
+    // thp2 (issue 14): the huge zero folio, folio splits, collapse.
+    /// Times the huge zero folio was allocated (Linux `thp_zero_page_alloc`).
+    pub thp_zero_page_alloc: u64,
+    /// PMDs currently mapping the huge zero folio (gauge).
+    pub huge_zero_mappings: u64,
 }
 
 impl Counters {
@@ -161,6 +168,7 @@ impl Counters {
             thp_split_pmd: r(&self.thp_split_pmd),
             thp_wp_splits: r(&self.thp_wp_splits),
             thp_fork_shared: r(&self.thp_fork_shared),
+            thp_zero_page_alloc: r(&self.thp_zero_page_alloc),
             ..MmStats::default()
         }
     }

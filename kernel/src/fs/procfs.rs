@@ -491,6 +491,9 @@ fn mmstat() -> String {
         thp_split_pmd,
         thp_wp_splits,
         thp_fork_shared,
+        // thp2 (issue 14)
+        thp_zero_page_alloc,
+        huge_zero_mappings,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -528,6 +531,9 @@ fn mmstat() -> String {
         ("thp_split_pmd", thp_split_pmd),
         ("thp_wp_splits", thp_wp_splits),
         ("thp_fork_shared", thp_fork_shared),
+        // thp2 (issue 14)
+        ("thp_zero_page_alloc", thp_zero_page_alloc),
+        ("huge_zero_mappings", huge_zero_mappings),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

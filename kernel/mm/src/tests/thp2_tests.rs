@@ -1,0 +1,281 @@
+//! Issue 14, second stage (thp2): the huge zero folio, folio splits, MADV_COLLAPSE.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{Env, ANON, BASE, PAGE};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::aspace::AddressSpace;
+use crate::era::Era;
+use crate::folio::{HPAGE_PMD_NR, HPAGE_PMD_SIZE};
+use crate::foll::FollFlags;
+use crate::frame::FrameFlags;
+use crate::madvise::Advice;
+use crate::pagemap::{PM_PFRAME_MASK, PM_PRESENT};
+use crate::pagetable::Pte;
+use crate::vma::Prot;
+
+/// 16 MiB: several whole 2 MiB blocks.
+fn env() -> Env {
+    Env::with_frames(8 * HPAGE_PMD_NR)
+}
+
+/// Maps `mib` MiB of private anon memory at the 2 MiB-aligned `BASE`, `MADV_HUGEPAGE`.
+fn map_huge(env: &Env, s: &mut AddressSpace, mib: u64) -> VirtAddr {
+    let va = s
+        .mmap(
+            &env.mm,
+            VirtAddr::new(BASE),
+            (mib << 20) as usize,
+            Prot::RW,
+            ANON | crate::mmap::MapFlags::FIXED,
+        )
+        .expect("mmap");
+    s.madvise(&env.mm, va, (mib << 20) as usize, Advice::HugePage)
+        .expect("MADV_HUGEPAGE");
+    va
+}
+
+/// The PMD of `va`, if it is a leaf.
+fn pmd(env: &Env, s: &AddressSpace, va: VirtAddr) -> Option<Pte> {
+    s.page_table(&env.mm)
+        .walk_pmd(va)
+        .map(|slot| slot.load())
+        .filter(|p| p.is_huge())
+}
+
+/// Takes every free 2 MiB block, so that THP allocations fail until [`give_back`].
+fn take_all_blocks(env: &Env) -> Vec<PhysAddr> {
+    let mut held = Vec::new();
+    while let Some(b) = env.mm.frames().alloc_block(true) {
+        // Each frame as a kernel allocation holding one reference (for the checker).
+        for i in 1..HPAGE_PMD_NR {
+            env.mm.frames().meta(b + i as u64 * PAGE).get();
+        }
+        held.push(b);
+    }
+    held
+}
+
+fn give_back(env: &Env, held: Vec<PhysAddr>) {
+    for b in held {
+        for i in 1..HPAGE_PMD_NR {
+            let m = env.mm.frames().meta(b + i as u64 * PAGE);
+            m.refcount.store(0, core::sync::atomic::Ordering::Relaxed);
+        }
+        env.mm.frames().free_block(b);
+    }
+}
+
+#[test]
+fn huge_zero_read_fault_maps_one_shared_read_only_pmd_freed_with_its_last_mapping() {
+    let env = env();
+    let mut a = env.space();
+    let mut b = env.space();
+    let va = map_huge(&env, &mut a, 2);
+    map_huge(&env, &mut b, 2);
+    assert_eq!(env.read(&mut a, va + 7 * PAGE), Ok(0));
+    assert_eq!(env.read(&mut b, va + 300 * PAGE), Ok(0));
+    let (pa, pb) = (pmd(&env, &a, va).unwrap(), pmd(&env, &b, va).unwrap());
+    assert_eq!(pa.frame(), pb.frame(), "one huge zero folio for both");
+    assert!(!pa.is_writable() && !pb.is_writable());
+    let head = pa.frame();
+    assert!(head.pfn().is_multiple_of(HPAGE_PMD_NR));
+    assert!(env.mm.frames().is_huge_zero(head + 511 * PAGE));
+    assert!(!env.flags(head).contains(FrameFlags::ANON));
+    let st = env.mm.stats();
+    assert_eq!(
+        (st.thp_zero_page_alloc, st.huge_zero_mappings, st.anon_pages),
+        (1, 2, 0),
+        "allocated once, two PMDs, no anon memory"
+    );
+    assert_eq!(st.thp_fault_alloc, 0);
+    // pagemap: present, each subpage's own PFN of the zero folio.
+    for i in [0u64, 1, 255, 511] {
+        let w = a.pagemap_entry(&env.mm, va + i * PAGE);
+        assert!(w & PM_PRESENT != 0);
+        assert_eq!(w & PM_PFRAME_MASK, (head.pfn() as u64) + i);
+    }
+    // Not counted as anon memory or AnonHugePages (as the small zero page).
+    let smaps = a.smaps(&env.mm);
+    assert!(smaps.values().all(|c| c.anon_huge == 0 && c.rss == 0));
+    env.check(&[&a, &b]);
+    a.munmap(&env.mm, va, 2 << 20).unwrap();
+    assert_eq!(env.mm.stats().huge_zero_mappings, 1);
+    assert!(env.mm.frames().is_huge_zero(head), "b still maps it");
+    let free = env.mm.frames().free_frames();
+    b.munmap(&env.mm, va, 2 << 20).unwrap();
+    assert_eq!(env.mm.stats().huge_zero_mappings, 0);
+    assert!(
+        !env.mm.frames().is_huge_zero(head),
+        "the last mapping freed the folio"
+    );
+    assert!(env.mm.frames().free_frames() >= free + HPAGE_PMD_NR);
+    // A new read fault allocates it again.
+    map_huge(&env, &mut a, 2);
+    assert_eq!(env.read(&mut a, va), Ok(0));
+    assert_eq!(env.mm.stats().thp_zero_page_alloc, 2);
+    env.check(&[&a, &b]);
+    env.finish(vec![a, b]);
+}
+
+#[test]
+fn use_zero_page_off_gives_a_read_fault_a_writable_thp() {
+    let env = env();
+    env.mm.thp().set_use_zero_page(false);
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 2);
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    let p = pmd(&env, &s, va).unwrap();
+    assert!(p.is_writable() && !env.mm.frames().is_huge_zero(p.frame()));
+    assert_eq!(env.mm.stats().thp_zero_page_alloc, 0);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn write_on_the_huge_zero_page_maps_a_new_thp_or_small_pages_without_a_block() {
+    let env = env();
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 4);
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    assert_eq!(env.read(&mut s, va + HPAGE_PMD_SIZE), Ok(0));
+    let zero = pmd(&env, &s, va).unwrap().frame();
+    // A block is free: the write replaces the zero folio by a zeroed exclusive THP.
+    env.write(&mut s, va + 9 * PAGE, 99).unwrap();
+    let p = pmd(&env, &s, va).expect("still one PMD");
+    assert!(p.is_writable() && p.frame() != zero);
+    assert!(env
+        .flags(p.frame())
+        .contains(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE));
+    assert_eq!(env.read(&mut s, va + 9 * PAGE), Ok(99));
+    assert_eq!(env.read(&mut s, va + 10 * PAGE), Ok(0));
+    assert_eq!(
+        env.mm.stats().huge_zero_mappings,
+        1,
+        "the second 2 MiB keeps it"
+    );
+    env.check(&[&s]);
+    // No block free: the second write splits into small zero-page PTEs and copies 4 KiB.
+    let held = take_all_blocks(&env);
+    let zero_maps = env.mm.stats().zero_page_mappings;
+    env.write(&mut s, va + HPAGE_PMD_SIZE + 3 * PAGE, 33)
+        .unwrap();
+    assert!(pmd(&env, &s, va + HPAGE_PMD_SIZE).is_none(), "split");
+    let st = env.mm.stats();
+    assert_eq!(
+        st.zero_page_mappings,
+        zero_maps + 511,
+        "511 small zero PTEs"
+    );
+    assert_eq!(st.huge_zero_mappings, 0);
+    assert_eq!(env.read(&mut s, va + HPAGE_PMD_SIZE + 3 * PAGE), Ok(33));
+    assert_eq!(
+        env.frame(&s, va + HPAGE_PMD_SIZE + 4 * PAGE),
+        env.mm.zero_page()
+    );
+    assert!(!env.mm.frames().is_huge_zero(zero), "its last mapping went");
+    env.check(&[&s]);
+    give_back(&env, held);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn fork_shares_the_huge_zero_pmd_and_each_side_breaks_it_alone() {
+    let env = env();
+    let mut parent = env.space();
+    let va = map_huge(&env, &mut parent, 2);
+    assert_eq!(env.read(&mut parent, va), Ok(0));
+    let zero = pmd(&env, &parent, va).unwrap().frame();
+    let mut child = parent.fork(&env.mm).unwrap();
+    assert_eq!(pmd(&env, &child, va).unwrap().frame(), zero);
+    assert_eq!(env.mm.stats().huge_zero_mappings, 2);
+    env.check(&[&parent, &child]);
+    env.write(&mut child, va + PAGE, 7).unwrap();
+    assert_ne!(pmd(&env, &child, va).unwrap().frame(), zero);
+    assert_eq!(pmd(&env, &parent, va).unwrap().frame(), zero);
+    assert_eq!(env.read(&mut parent, va + PAGE), Ok(0));
+    env.check(&[&parent, &child]);
+    env.finish(vec![parent, child]);
+}
+
+#[test]
+fn partial_operations_split_the_huge_zero_pmd_into_small_zero_ptes() {
+    let env = env();
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 2);
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    s.mprotect(&env.mm, va + 4 * PAGE, PAGE as usize, Prot::READ)
+        .unwrap();
+    assert!(pmd(&env, &s, va).is_none());
+    assert_eq!(env.mm.stats().zero_page_mappings, 512);
+    assert_eq!(env.mm.stats().huge_zero_mappings, 0);
+    s.munmap(&env.mm, va + 8 * PAGE, 8 * PAGE as usize).unwrap();
+    assert_eq!(env.mm.stats().zero_page_mappings, 504);
+    env.check(&[&s]);
+    // The small zero PTEs behave as any: a write copies.
+    env.write(&mut s, va + 100 * PAGE, 1).unwrap();
+    assert_eq!(env.mm.stats().zero_page_mappings, 503);
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn long_term_read_only_pin_unshares_the_huge_zero_page_per_era() {
+    for era in [Era::Y2020, Era::Y2023] {
+        let env = env();
+        env.mm.set_era(era);
+        let mut s = env.space();
+        let va = map_huge(&env, &mut s, 2);
+        assert_eq!(env.read(&mut s, va), Ok(0));
+        let zero = pmd(&env, &s, va).unwrap().frame();
+        let mut pages = [None];
+        crate::gup::pin_user_pages_fast(
+            &env.mm,
+            &mut s,
+            va + 5 * PAGE,
+            FollFlags::LONGTERM,
+            &mut pages,
+        )
+        .unwrap();
+        let pin = pages[0].take().unwrap();
+        let st = env.mm.stats();
+        if era == Era::Y2023 {
+            assert_eq!(st.gup_fast_pages, 0, "{era}: GUP-fast must fall back");
+            assert!(!env.mm.is_zero_frame(pin.frame()), "{era}: unshared");
+            assert!(pmd(&env, &s, va).is_none(), "split for the unshare");
+            env.write(&mut s, va + 5 * PAGE, 0x5a).unwrap();
+            let mut buf = [0u8; 8];
+            pin.dma_read(&env.mm, 0, &mut buf);
+            assert_eq!(u64::from_le_bytes(buf), 0x5a, "the pin sees the write");
+        } else {
+            assert_eq!(pin.frame(), zero + 5 * PAGE, "{era}: pins the zero folio");
+            env.write(&mut s, va + 5 * PAGE, 0x5a).unwrap();
+            let mut buf = [0u8; 8];
+            pin.dma_read(&env.mm, 0, &mut buf);
+            assert_eq!(u64::from_le_bytes(buf), 0, "{era}: the pin lost the write");
+        }
+        env.check(&[&s]);
+        pin.unpin(&env.mm);
+        env.finish(vec![s]);
+    }
+}
+
+#[test]
+fn short_term_read_only_pins_take_the_huge_zero_page_fast() {
+    let env = env();
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 2);
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    let zero = pmd(&env, &s, va).unwrap().frame();
+    let mut pages = [None, None];
+    crate::gup::pin_user_pages_fast(&env.mm, &mut s, va, FollFlags::NONE, &mut pages).unwrap();
+    assert_eq!(env.mm.stats().gup_fast_pages, 2);
+    assert_eq!(pages[1].as_ref().unwrap().frame(), zero + PAGE);
+    // The pin keeps the folio after its mapping went.
+    s.munmap(&env.mm, va, 2 << 20).unwrap();
+    assert!(env.mm.frames().is_huge_zero(zero));
+    env.check(&[&s]);
+    crate::gup::unpin_user_pages(&env.mm, &mut pages);
+    assert!(!env.mm.frames().is_huge_zero(zero));
+    env.finish(vec![s]);
+}
