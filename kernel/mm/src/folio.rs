@@ -221,6 +221,9 @@ impl FrameTable {
             metas[first].test(FrameFlags::HEAD),
             "free_large_folio: {head:#x} is not a folio head"
         );
+        if metas[first].test(FrameFlags::SPLIT_QUEUED) {
+            self.deferred_split_remove(head);
+        }
         for m in &metas[first + 1..first + HPAGE_PMD_NR] {
             assert!(
                 m.test(FrameFlags::TAIL),

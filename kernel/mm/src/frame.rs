@@ -50,6 +50,8 @@ impl FrameFlags {
     /// its `refcount` one of the folio's extra counts; only `mapcount` and the per-subpage
     /// flags (`ANON_EXCLUSIVE`) are its own.
     pub const TAIL: FrameFlags = FrameFlags(1 << 9);
+    /// On a large folio's head: queued for a deferred split (`folio_split.rs`).
+    pub const SPLIT_QUEUED: FrameFlags = FrameFlags(1 << 24);
     /// Free, and part of a whole free 2 MiB block on the block list (`frame/huge.rs`).
     pub const BLOCK: FrameFlags = FrameFlags(1 << 29);
     /// On the free list. Only the allocator sets or clears it.
@@ -350,6 +352,9 @@ pub struct FrameTable {
     /// The huge zero folio's head PFN, [`NIL`] while there is none (`huge_zero.rs`). Its lock
     /// also serialises the folio's last put against a new mapping's get.
     pub(crate) huge_zero: Mutex<u32>,
+    /// The deferred split queue (`folio_split.rs`) and its length, readable without the lock.
+    pub(crate) split_queue: Mutex<crate::folio_split::SplitQueue>,
+    pub(crate) split_pending: AtomicUsize,
 }
 
 impl FrameTable {
@@ -380,6 +385,8 @@ impl FrameTable {
             }),
             usable: AtomicUsize::new(0),
             huge_zero: Mutex::new(NIL),
+            split_queue: Mutex::new(crate::folio_split::SplitQueue::new()),
+            split_pending: AtomicUsize::new(0),
         }
     }
 

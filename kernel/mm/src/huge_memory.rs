@@ -623,7 +623,13 @@ pub(crate) fn copy_huge_pmds<A: Arch>(
 /// 2 MiB or exit): drop the mapping and the deposit (Linux `zap_huge_pmd`). The mapping's
 /// reference is the caller's to drop after the TLB flush.
 pub(crate) fn zap_huge_pmd<A: Arch>(mm: &Mm<A>, shared: &MmShared, pmd: Pte) {
-    mm.frames().remove_entire_mapping(pmd.frame());
+    let frames = mm.frames();
+    frames.remove_entire_mapping(pmd.frame());
+    if frames.entire_mapcount(pmd.frame()) == 0 && frames.folio_mapcount(pmd.frame()) != 0 {
+        // Its last PMD went while other processes map parts of it by PTEs (Linux
+        // `folio_remove_rmap_pmd` -> `deferred_split_folio`).
+        frames.deferred_split_folio(pmd.frame());
+    }
     let table = withdraw(mm, shared);
     // Never linked into the hierarchy, so no TLB or walker can hold it: free at once.
     mm.free_pagetable_zeroed(table);

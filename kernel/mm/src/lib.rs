@@ -32,6 +32,7 @@ mod exit;
 pub mod fault;
 pub mod faultstat;
 pub mod folio;
+mod folio_split;
 pub mod foll;
 mod fork;
 pub mod frame;

@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) thp_fork_shared: AtomicU64,
     // thp2 (issue 14): the huge zero folio, folio splits, collapse.
     pub(crate) thp_zero_page_alloc: AtomicU64,
+    pub(crate) thp_split_page: AtomicU64,
 }
 
 #[inline]
@@ -132,6 +133,10 @@ pub struct MmStats {
     pub thp_zero_page_alloc: u64,
     /// PMDs currently mapping the huge zero folio (gauge).
     pub huge_zero_mappings: u64,
+    /// Large folios split into small ones (Linux `thp_split_page`).
+    pub thp_split_page: u64,
+    /// Folios waiting on the deferred split queue (gauge).
+    pub deferred_split_queued: u64,
 }
 
 impl Counters {
@@ -169,6 +174,7 @@ impl Counters {
             thp_wp_splits: r(&self.thp_wp_splits),
             thp_fork_shared: r(&self.thp_fork_shared),
             thp_zero_page_alloc: r(&self.thp_zero_page_alloc),
+            thp_split_page: r(&self.thp_split_page),
             ..MmStats::default()
         }
     }

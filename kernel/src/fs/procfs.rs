@@ -494,6 +494,8 @@ fn mmstat() -> String {
         // thp2 (issue 14)
         thp_zero_page_alloc,
         huge_zero_mappings,
+        thp_split_page,
+        deferred_split_queued,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -534,6 +536,8 @@ fn mmstat() -> String {
         // thp2 (issue 14)
         ("thp_zero_page_alloc", thp_zero_page_alloc),
         ("huge_zero_mappings", huge_zero_mappings),
+        ("thp_split_page", thp_split_page),
+        ("deferred_split_queued", deferred_split_queued),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

@@ -279,3 +279,139 @@ fn short_term_read_only_pins_take_the_huge_zero_page_fast() {
     assert!(!env.mm.frames().is_huge_zero(zero));
     env.finish(vec![s]);
 }
+
+/// A written 2 MiB THP at `va` (one PMD), subpage `i` holding `i`.
+fn thp_with_data(env: &Env, s: &mut AddressSpace, mib: u64) -> (VirtAddr, PhysAddr) {
+    let va = map_huge(env, s, mib);
+    for i in 0..HPAGE_PMD_NR as u64 {
+        env.write(s, va + i * PAGE, i).unwrap();
+    }
+    let head = pmd(env, s, va).expect("a THP").frame();
+    (va, head)
+}
+
+fn is_small(env: &Env, frame: PhysAddr) -> bool {
+    !env.flags(frame)
+        .intersects(FrameFlags::HEAD | FrameFlags::TAIL)
+}
+
+#[test]
+fn partial_munmap_of_a_thp_splits_the_folio_and_frees_the_unmapped_subpages() {
+    let env = env();
+    let mut s = env.space();
+    let (va, head) = thp_with_data(&env, &mut s, 2);
+    let free = env.mm.frames().free_frames();
+    s.munmap(&env.mm, va + 256 * PAGE, 256 * PAGE as usize)
+        .unwrap();
+    let st = env.mm.stats();
+    assert_eq!(
+        (
+            st.thp_split_page,
+            st.anon_thps,
+            st.anon_pages,
+            st.deferred_split_queued
+        ),
+        (1, 0, 256, 0),
+        "split into small folios at the end of the munmap"
+    );
+    // 256 subpages back, minus the PT the PMD split put in place (it was deposited).
+    assert_eq!(env.mm.frames().free_frames(), free + 256);
+    for i in [0u64, 7, 255] {
+        assert_eq!(env.read(&mut s, va + i * PAGE), Ok(i));
+        assert!(is_small(&env, head + i * PAGE));
+        assert_eq!(env.mm.frames().meta(head + i * PAGE).refcount(), 1);
+        assert!(env.exclusive(&s, va + i * PAGE));
+    }
+    assert!(env.mm.frames().meta(head + 300 * PAGE).is_free());
+    env.check(&[&s]);
+    // The small pages behave as any: DONTNEED frees one at once.
+    s.madvise(&env.mm, va, PAGE as usize, Advice::DontNeed)
+        .unwrap();
+    assert!(env.mm.frames().meta(head).is_free());
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn a_pinned_or_referenced_folio_is_not_split_until_released() {
+    let env = env();
+    let mut s = env.space();
+    let (va, head) = thp_with_data(&env, &mut s, 2);
+    let pin = crate::pin::pin_user_page(&env.mm, &mut s, va + 3 * PAGE).unwrap();
+    let get = crate::pin::get_user_page(&env.mm, &mut s, va + 400 * PAGE).unwrap();
+    s.munmap(&env.mm, va + 256 * PAGE, 256 * PAGE as usize)
+        .unwrap();
+    let st = env.mm.stats();
+    assert_eq!(
+        (st.thp_split_page, st.anon_thps, st.deferred_split_queued),
+        (0, 1, 1)
+    );
+    assert!(!is_small(&env, head + 3 * PAGE), "pinned: still one folio");
+    env.check(&[&s]);
+    pin.unpin(&env.mm);
+    assert_eq!(
+        env.mm.deferred_split_scan(),
+        0,
+        "the GUP reference still holds it"
+    );
+    assert_eq!(env.mm.stats().deferred_split_queued, 1);
+    // The referenced subpage (unmapped) keeps its data through the reference.
+    let mut buf = [0u8; 8];
+    get.dma_read(&env.mm, 0, &mut buf);
+    assert_eq!(u64::from_le_bytes(buf), 400);
+    get.unpin(&env.mm);
+    assert_eq!(env.mm.deferred_split_scan(), 256, "the shrinker's scan");
+    let st = env.mm.stats();
+    assert_eq!(
+        (st.thp_split_page, st.anon_thps, st.deferred_split_queued),
+        (1, 0, 0)
+    );
+    assert_eq!(env.read(&mut s, va + 3 * PAGE), Ok(3));
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn a_folio_freed_whole_leaves_the_queue_and_pmd_mapped_folios_are_never_queued() {
+    let env = env();
+    let mut parent = env.space();
+    let (va, _head) = thp_with_data(&env, &mut parent, 2);
+    let child = parent.fork(&env.mm).unwrap();
+    // The child still maps it by its PMD: the parent's partial unmap queues nothing.
+    parent
+        .munmap(&env.mm, va + 256 * PAGE, 256 * PAGE as usize)
+        .unwrap();
+    assert_eq!(env.mm.stats().deferred_split_queued, 0);
+    // The child's exit drops the last PMD: now it is partly mapped, queued, split by a scan.
+    child.exit(&env.mm);
+    assert_eq!(env.mm.stats().deferred_split_queued, 1);
+    assert_eq!(env.mm.deferred_split_scan(), 256);
+    assert_eq!(env.read(&mut parent, va + 9 * PAGE), Ok(9));
+    env.check(&[&parent]);
+    // Queued, then freed whole before any scan: it leaves the queue.
+    let mut s2 = env.space();
+    let va2 = VirtAddr::new(BASE + 8 * HPAGE_PMD_SIZE);
+    s2.mmap(
+        &env.mm,
+        va2,
+        2 << 20,
+        Prot::RW,
+        ANON | crate::mmap::MapFlags::FIXED,
+    )
+    .unwrap();
+    s2.madvise(&env.mm, va2, 2 << 20, Advice::HugePage).unwrap();
+    env.write(&mut s2, va2, 1).unwrap();
+    let pin = crate::pin::pin_user_page(&env.mm, &mut s2, va2).unwrap();
+    s2.munmap(&env.mm, va2 + PAGE, PAGE as usize).unwrap();
+    assert_eq!(
+        env.mm.stats().deferred_split_queued,
+        1,
+        "pinned: stays queued"
+    );
+    s2.munmap(&env.mm, va2, 2 << 20).unwrap();
+    pin.unpin(&env.mm);
+    assert_eq!(env.mm.stats().deferred_split_queued, 0, "freed whole");
+    assert_eq!(env.mm.stats().anon_thps, 0);
+    env.check(&[&parent, &s2]);
+    env.finish(vec![parent, s2]);
+}
