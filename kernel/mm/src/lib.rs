@@ -39,6 +39,7 @@ pub mod frame;
 pub mod gup;
 pub mod huge_memory;
 mod huge_zero;
+mod khugepaged;
 pub mod layout;
 pub mod madvise;
 pub mod mincore;

@@ -113,6 +113,15 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.zero_frame(frame) };
     }
 
+    /// Copies the mapped page `src` (the caller holds a reference and the address space that
+    /// maps it, so nobody writes it meanwhile) into `dst`, a frame the caller just allocated
+    /// and nobody else can reach (MADV_COLLAPSE's new THP).
+    pub(crate) fn copy_frame_owned(&self, dst: PhysAddr, src: PhysAddr) {
+        // SAFETY: the caller's obligations stated above: `dst` is fresh and unreachable, and
+        // distinct from `src`, which stays allocated while the caller holds it.
+        unsafe { self.phys.copy_frame(dst, src) };
+    }
+
     pub fn frames(&self) -> &'static FrameTable {
         self.frames
     }

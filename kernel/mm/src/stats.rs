@@ -45,6 +45,7 @@ pub(crate) struct Counters {
     // thp2 (issue 14): the huge zero folio, folio splits, collapse.
     pub(crate) thp_zero_page_alloc: AtomicU64,
     pub(crate) thp_split_page: AtomicU64,
+    pub(crate) thp_collapse_alloc: AtomicU64,
 }
 
 #[inline]
@@ -137,6 +138,8 @@ pub struct MmStats {
     pub thp_split_page: u64,
     /// Folios waiting on the deferred split queue (gauge).
     pub deferred_split_queued: u64,
+    /// THPs made by `MADV_COLLAPSE` (Linux `thp_collapse_alloc`).
+    pub thp_collapse_alloc: u64,
 }
 
 impl Counters {
@@ -175,6 +178,7 @@ impl Counters {
             thp_fork_shared: r(&self.thp_fork_shared),
             thp_zero_page_alloc: r(&self.thp_zero_page_alloc),
             thp_split_page: r(&self.thp_split_page),
+            thp_collapse_alloc: r(&self.thp_collapse_alloc),
             ..MmStats::default()
         }
     }

@@ -496,6 +496,7 @@ fn mmstat() -> String {
         huge_zero_mappings,
         thp_split_page,
         deferred_split_queued,
+        thp_collapse_alloc,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -538,6 +539,7 @@ fn mmstat() -> String {
         ("huge_zero_mappings", huge_zero_mappings),
         ("thp_split_page", thp_split_page),
         ("deferred_split_queued", deferred_split_queued),
+        ("thp_collapse_alloc", thp_collapse_alloc),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }

@@ -415,3 +415,161 @@ fn a_folio_freed_whole_leaves_the_queue_and_pmd_mapped_folios_are_never_queued()
     env.check(&[&parent, &s2]);
     env.finish(vec![parent, s2]);
 }
+
+/// `mib` MiB at `BASE` filled with small pages (subpage `i` of each 2 MiB holds `i + 1`, every
+/// other one left empty when `sparse`), then `MADV_HUGEPAGE`.
+fn small_pages(env: &Env, s: &mut AddressSpace, mib: u64, sparse: bool) -> VirtAddr {
+    let va = s
+        .mmap(
+            &env.mm,
+            VirtAddr::new(BASE),
+            (mib << 20) as usize,
+            Prot::RW,
+            ANON | crate::mmap::MapFlags::FIXED,
+        )
+        .unwrap();
+    for i in 0..(mib << 20) / PAGE {
+        if !sparse || i % 2 == 0 {
+            env.write(s, va + i * PAGE, i % HPAGE_PMD_NR as u64 + 1)
+                .unwrap();
+        }
+    }
+    assert!(pmd(env, s, va).is_none(), "madvise mode: small pages");
+    s.madvise(&env.mm, va, (mib << 20) as usize, Advice::HugePage)
+        .unwrap();
+    va
+}
+
+#[test]
+fn madv_collapse_copies_512_small_pages_into_one_thp_and_frees_them() {
+    let env = env();
+    let mut s = env.space();
+    let va = small_pages(&env, &mut s, 4, true);
+    let free = env.mm.frames().free_frames();
+    // One page of the second 2 MiB is the zero page.
+    assert_eq!(env.read(&mut s, va + HPAGE_PMD_SIZE + PAGE), Ok(0));
+    s.madvise(&env.mm, va, 4 << 20, Advice::Collapse).unwrap();
+    for at in [va, va + HPAGE_PMD_SIZE] {
+        let p = pmd(&env, &s, at).expect("collapsed");
+        assert!(p.is_writable() && env.flags(p.frame()).contains(FrameFlags::ANON_EXCLUSIVE));
+    }
+    let st = env.mm.stats();
+    assert_eq!((st.thp_collapse_alloc, st.anon_thps), (2, 2));
+    assert_eq!(st.anon_pages, 2 * HPAGE_PMD_NR as u64);
+    assert_eq!(st.zero_page_mappings, 0);
+    // 2 x 256 small pages went, 2 x 512 came; the two PTs are now the deposits.
+    assert_eq!(env.mm.frames().free_frames(), free + 512 - 1024);
+    for i in 0..HPAGE_PMD_NR as u64 * 2 {
+        let want = if i % 2 == 0 {
+            i % HPAGE_PMD_NR as u64 + 1
+        } else {
+            0
+        };
+        assert_eq!(env.read(&mut s, va + i * PAGE), Ok(want), "subpage {i}");
+    }
+    env.check(&[&s]);
+    // Already PMD-mapped: nothing to do.
+    s.madvise(&env.mm, va, 2 << 20, Advice::Collapse).unwrap();
+    assert_eq!(env.mm.stats().thp_collapse_alloc, 2);
+    // A range holding no whole aligned 2 MiB: nothing, success.
+    s.madvise(&env.mm, va + PAGE, 2 << 20, Advice::Collapse)
+        .unwrap();
+    env.finish(vec![s]);
+}
+
+#[test]
+fn madv_collapse_errnos_follow_linux() {
+    let env = env();
+    let mut s = env.space();
+    let va = small_pages(&env, &mut s, 4, false);
+    // A GUP reference: EAGAIN, nothing changed.
+    let get = crate::pin::get_user_page(&env.mm, &mut s, va + 3 * PAGE).unwrap();
+    assert_eq!(
+        s.madvise(&env.mm, va, 2 << 20, Advice::Collapse),
+        Err(crate::error::MmError::Again)
+    );
+    assert!(pmd(&env, &s, va).is_none());
+    get.unpin(&env.mm);
+    env.check(&[&s]);
+    // No free block: ENOMEM.
+    let held = take_all_blocks(&env);
+    assert_eq!(
+        s.madvise(&env.mm, va, 2 << 20, Advice::Collapse),
+        Err(crate::error::MmError::NoMem)
+    );
+    give_back(&env, held);
+    // MADV_NOHUGEPAGE: EINVAL, even for a range with no whole 2 MiB.
+    s.madvise(&env.mm, va + HPAGE_PMD_SIZE, 2 << 20, Advice::NoHugePage)
+        .unwrap();
+    assert_eq!(
+        s.madvise(
+            &env.mm,
+            va + HPAGE_PMD_SIZE,
+            PAGE as usize,
+            Advice::Collapse
+        ),
+        Err(crate::error::MmError::Inval)
+    );
+    // A 2 MiB split between two VMAs: EINVAL.
+    s.madvise(&env.mm, va, 2 << 20, Advice::HugePage).unwrap();
+    s.mprotect(&env.mm, va + 100 * PAGE, PAGE as usize, Prot::READ)
+        .unwrap();
+    assert_eq!(
+        s.madvise(&env.mm, va, 2 << 20, Advice::Collapse),
+        Err(crate::error::MmError::Inval)
+    );
+    s.mprotect(&env.mm, va + 100 * PAGE, PAGE as usize, Prot::RW)
+        .unwrap();
+    // No page table, or only the zero page: EINVAL.
+    s.madvise(&env.mm, va, 2 << 20, Advice::DontNeed).unwrap();
+    assert_eq!(
+        s.madvise(&env.mm, va, 2 << 20, Advice::Collapse),
+        Err(crate::error::MmError::Inval)
+    );
+    env.check(&[&s]);
+    // A hole: the mapped 2 MiB is collapsed, then ENOMEM.
+    let mut t = env.space();
+    let vb = small_pages(&env, &mut t, 4, false);
+    t.munmap(&env.mm, vb + HPAGE_PMD_SIZE, 2 << 20).unwrap();
+    assert_eq!(
+        t.madvise(&env.mm, vb, 4 << 20, Advice::Collapse),
+        Err(crate::error::MmError::NoMem)
+    );
+    assert!(pmd(&env, &t, vb).is_some());
+    env.check(&[&s, &t]);
+    env.finish(vec![s, t]);
+}
+
+#[test]
+fn madv_collapse_of_fork_shared_pages_copies_and_the_child_keeps_its_own() {
+    let env = env();
+    let mut parent = env.space();
+    let va = small_pages(&env, &mut parent, 2, false);
+    let mut child = parent.fork(&env.mm).unwrap();
+    parent
+        .madvise(&env.mm, va, 2 << 20, Advice::Collapse)
+        .unwrap();
+    assert!(pmd(&env, &parent, va).is_some());
+    assert!(pmd(&env, &child, va).is_none());
+    env.write(&mut parent, va + 7 * PAGE, 99).unwrap();
+    assert_eq!(env.read(&mut child, va + 7 * PAGE), Ok(8));
+    env.check(&[&parent, &child]);
+    // A PTE-mapped THP collapses back into one (its old folio is freed).
+    let (p2, h2) = (va, pmd(&env, &parent, va).unwrap().frame());
+    parent
+        .mprotect(&env.mm, p2, PAGE as usize, Prot::READ)
+        .unwrap();
+    parent
+        .mprotect(&env.mm, p2, PAGE as usize, Prot::RW)
+        .unwrap();
+    assert!(pmd(&env, &parent, p2).is_none(), "PTE-mapped");
+    parent
+        .madvise(&env.mm, p2, 2 << 20, Advice::Collapse)
+        .unwrap();
+    let new = pmd(&env, &parent, p2).unwrap().frame();
+    assert_ne!(new, h2);
+    assert_eq!(env.read(&mut parent, va + 7 * PAGE), Ok(99));
+    assert_eq!(env.mm.stats().anon_thps, 1);
+    env.check(&[&parent, &child]);
+    env.finish(vec![parent, child]);
+}
