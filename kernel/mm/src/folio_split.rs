@@ -5,8 +5,9 @@
 //! it leaves subpages nobody maps, still held by the folio until its last reference goes. When
 //! a subpage's last PTE mapping goes while the folio has no PMD mapping, the folio is *queued*
 //! (`deferred_split_folio`, from `Mm::remove_mapping`; at most once, `SPLIT_QUEUED` on the head).
-//! Later — at the end of the munmap or `MADV_DONTNEED` that queued it, and on memory pressure
-//! before an allocation fails (`Mm::alloc_reclaim`) — the scan (`deferred_split_scan`) splits
+//! Later — on memory pressure before an allocation fails (`Mm::alloc_reclaim`, as Linux's
+//! deferred-split shrinker) or when `2` is written to `/proc/sys/vm/drop_caches` (Linux's
+//! `drop_slab` runs the shrinkers) — the scan (`deferred_split_scan`) splits
 //! each queued folio it can: every subpage becomes a small anon folio of its own with its own
 //! mapcount as its refcount and its own `ANON_EXCLUSIVE` bit, and the subpages no PTE maps are
 //! freed. No page-table entry changes: each PTE already names its subpage's frame, which after
@@ -125,7 +126,7 @@ impl FrameTable {
         self.split_queue.lock().len
     }
 
-    /// Is anything queued? One load, for the end of every zap.
+    /// Is anything queued? One load, before an allocation gives up.
     #[inline]
     pub(crate) fn deferred_split_pending(&self) -> bool {
         self.split_pending.load(Ordering::Relaxed) != 0

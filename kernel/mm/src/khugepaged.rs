@@ -77,9 +77,6 @@ impl AddressSpace {
                 last_fail = Some(e);
             }
         }
-        if mm.frames().deferred_split_pending() {
-            mm.deferred_split_scan();
-        }
         match last_fail {
             Some(e) => Err(e),
             None if holes => Err(MmError::NoMem),

@@ -197,10 +197,6 @@ pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, shared: &MmShared, start: VirtAddr,
         gather.remove_page(va, pte.frame());
     });
     gather.finish();
-    if mm.frames().deferred_split_pending() {
-        // The references are dropped: partly unmapped THPs can be split now.
-        mm.deferred_split_scan();
-    }
 }
 
 #[cfg(test)]

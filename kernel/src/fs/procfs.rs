@@ -615,14 +615,18 @@ fn aspace(pid: Pid) -> Result<vm::SharedAddressSpace, Errno> {
 
 /// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_caches_sysctl_handler`, bounded 1..=4):
 /// bit 1 frees the clean page-cache pages of every file (dirty ones stay: `sync` first); bit 2
-/// (slab objects) has nothing to free in cowlab; 4 only silences Linux's log line; anything
-/// else is `EINVAL`.
+/// (slab objects: Linux's `drop_slab` runs every shrinker) runs the deferred split of partly
+/// unmapped THPs (`deferred_split_scan`), cowlab's only shrinker besides the page cache; 4
+/// only silences Linux's log line; anything else is `EINVAL`.
 fn drop_caches(data: &[u8]) -> Result<usize, Errno> {
     let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
     match text.trim().parse::<u32>() {
         Ok(n @ 1..=4) => {
             if n & 1 != 0 {
                 super::ext2_cache::drop_caches();
+            }
+            if n & 2 != 0 {
+                crate::memory::mm().deferred_split_scan();
             }
             Ok(data.len())
         }

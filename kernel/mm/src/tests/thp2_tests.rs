@@ -305,6 +305,14 @@ fn partial_munmap_of_a_thp_splits_the_folio_and_frees_the_unmapped_subpages() {
         .unwrap();
     let st = env.mm.stats();
     assert_eq!(
+        (st.thp_split_page, st.anon_thps, st.deferred_split_queued),
+        (0, 1, 1),
+        "queued, still one folio (a PTE-mapped THP)"
+    );
+    assert_eq!(env.mm.frames().free_frames(), free, "nothing freed yet");
+    assert_eq!(env.mm.deferred_split_scan(), 256, "the shrinker's scan");
+    let st = env.mm.stats();
+    assert_eq!(
         (
             st.thp_split_page,
             st.anon_thps,
@@ -312,9 +320,9 @@ fn partial_munmap_of_a_thp_splits_the_folio_and_frees_the_unmapped_subpages() {
             st.deferred_split_queued
         ),
         (1, 0, 256, 0),
-        "split into small folios at the end of the munmap"
+        "split into small folios"
     );
-    // 256 subpages back, minus the PT the PMD split put in place (it was deposited).
+    // 256 subpages back (the PT the split put in place was the deposit).
     assert_eq!(env.mm.frames().free_frames(), free + 256);
     for i in [0u64, 7, 255] {
         assert_eq!(env.read(&mut s, va + i * PAGE), Ok(i));
@@ -346,7 +354,9 @@ fn a_pinned_or_referenced_folio_is_not_split_until_released() {
         (st.thp_split_page, st.anon_thps, st.deferred_split_queued),
         (0, 1, 1)
     );
+    assert_eq!(env.mm.deferred_split_scan(), 0, "pinned: not split");
     assert!(!is_small(&env, head + 3 * PAGE), "pinned: still one folio");
+    assert_eq!(env.mm.stats().deferred_split_queued, 1, "still queued");
     env.check(&[&s]);
     pin.unpin(&env.mm);
     assert_eq!(
