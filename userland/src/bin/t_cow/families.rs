@@ -21,6 +21,8 @@ pub enum Need {
     GupTest,
     IoUring,
     Tmpfile,
+    /// A THP (or the huge zero page) the kernel did not give (thp2).
+    Thp,
 }
 
 /// A message built on the stack: a case allocates nothing on the heap, so the program's own
