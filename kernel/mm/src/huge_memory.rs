@@ -203,7 +203,7 @@ pub(crate) fn thp_vma_allowable<A: Arch>(mm: &Mm<A>, vma: &Vma, va: VirtAddr) ->
 /// The VMA kind and range part of the eligibility: private anonymous memory, the 2 MiB around
 /// `va` wholly inside the VMA.
 #[cold]
-fn thp_vma_suitable(vma: &Vma, va: VirtAddr) -> bool {
+pub(crate) fn thp_vma_suitable(vma: &Vma, va: VirtAddr) -> bool {
     let haddr = va.as_u64() & !(HPAGE_PMD_SIZE - 1);
     vma.is_anonymous()
         && vma.sharing() == Sharing::Private

@@ -10,8 +10,9 @@
 //! exclusive, writable when the VMA is.
 //!
 //! What a range must be, measured on Linux 6.18 (the errno of each case):
-//! - the VMA: private anonymous, accessible, THP-eligible (`enabled=always` without
-//!   `MADV_NOHUGEPAGE`, or `MADV_HUGEPAGE`), else `EINVAL`; each aligned 2 MiB of the range
+//! - the VMA: private anonymous, accessible, not `MADV_NOHUGEPAGE`, else `EINVAL` (the
+//!   sysfs `enabled` mode does not matter: a range without `MADV_HUGEPAGE` under `madvise`
+//!   collapses too); each aligned 2 MiB of the range
 //!   wholly inside one such VMA, else `EINVAL`; a range with no whole aligned 2 MiB: 0;
 //! - already PMD-mapped (a THP, the huge zero folio): success, nothing to do;
 //! - no page table there, or only empty and zero-page PTEs: `EINVAL`;
@@ -30,13 +31,13 @@ use crate::aspace::AddressSpace;
 use crate::error::MmError;
 use crate::folio::{HPAGE_PMD_NR, HPAGE_PMD_SIZE};
 use crate::frame::FrameFlags;
-use crate::huge_memory::{deposit, thp_vma_allowable};
+use crate::huge_memory::{deposit, thp_vma_suitable};
 use crate::mm::Mm;
 use crate::mmshared::MmShared;
 use crate::pagetable::{PageTable, Pte};
 use crate::stats;
 use crate::tlb::TlbFlush;
-use crate::vma::Vma;
+use crate::vma::{Vma, VmaFlags};
 use crate::wp::write_grant;
 use crate::PAGE_SIZE;
 
@@ -54,7 +55,7 @@ impl AddressSpace {
         let first = self
             .vmas()
             .find(|v| v.end() > start && v.start() < end)
-            .map(|v| collapse_allowed(mm, v, v.start()));
+            .map(|v| collapse_allowed(v, v.start()));
         if first == Some(false) {
             return Err(MmError::Inval);
         }
@@ -68,7 +69,7 @@ impl AddressSpace {
             let Some(vma) = self.find_vma(haddr) else {
                 continue; // a hole: ENOMEM below
             };
-            if !collapse_allowed(mm, vma, haddr) {
+            if !collapse_allowed(vma, haddr) {
                 last_fail = Some(MmError::Inval);
                 continue;
             }
@@ -85,10 +86,13 @@ impl AddressSpace {
     }
 }
 
-/// May the 2 MiB around `va` in `vma` be collapsed (Linux `thp_vma_allowable_order` for
-/// collapse plus `hugepage_vma_revalidate`)?
-fn collapse_allowed<A: Arch>(mm: &Mm<A>, vma: &Vma, va: VirtAddr) -> bool {
-    vma.prot().accessible() && thp_vma_allowable(mm, vma, va)
+/// May the 2 MiB around `va` in `vma` be collapsed (Linux `thp_vma_allowable_order` with
+/// `TVA_FORCED_COLLAPSE`, plus `hugepage_vma_revalidate`)? Independent of the sysfs
+/// `enabled` mode, as Linux documents and does; only `MADV_NOHUGEPAGE` refuses.
+fn collapse_allowed(vma: &Vma, va: VirtAddr) -> bool {
+    vma.prot().accessible()
+        && !vma.flags().contains(VmaFlags::NOHUGEPAGE)
+        && thp_vma_suitable(vma, va)
 }
 
 /// Collapses the PT mapping `[haddr, haddr + 2 MiB)` of `vma` into a new THP (Linux

@@ -508,6 +508,28 @@ fn madv_collapse_errnos_follow_linux() {
         Err(crate::error::MmError::NoMem)
     );
     give_back(&env, held);
+    // Independent of `enabled`: collapses even under `never`.
+    env.mm
+        .thp()
+        .set_enabled(crate::huge_memory::ThpEnabled::Never);
+    let mut u = env.space();
+    let vu = u
+        .mmap(
+            &env.mm,
+            VirtAddr::new(BASE),
+            2 << 20,
+            Prot::RW,
+            ANON | crate::mmap::MapFlags::FIXED,
+        )
+        .unwrap();
+    env.write(&mut u, vu, 5).unwrap();
+    u.madvise(&env.mm, vu, 2 << 20, Advice::Collapse).unwrap();
+    assert!(pmd(&env, &u, vu).is_some());
+    assert_eq!(env.read(&mut u, vu), Ok(5));
+    env.mm
+        .thp()
+        .set_enabled(crate::huge_memory::ThpEnabled::Madvise);
+    u.exit(&env.mm);
     // MADV_NOHUGEPAGE: EINVAL, even for a range with no whole 2 MiB.
     s.madvise(&env.mm, va + HPAGE_PMD_SIZE, 2 << 20, Advice::NoHugePage)
         .unwrap();
