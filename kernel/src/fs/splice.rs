@@ -56,7 +56,10 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             }
             let off = (va & 0xfff) as usize;
             let len = ((first + got as u64 * 4096).min(end) - va) as usize;
-            let pushed = pipe.push_pages(nonblock, &mut pages[..got], off, len);
+            // Linux `vmsplice_to_pipe` waits for room only before the first page: once some
+            // went in, a full pipe ends the call with a short count (cow.c's THP cases
+            // vmsplice 2 MiB into a 64 KiB pipe and expect 64 KiB).
+            let pushed = pipe.push_pages(nonblock || total > 0, &mut pages[..got], off, len);
             cowlab_mm::gup::unpin_user_pages(mm, &mut pages[..got]);
             match pushed {
                 Ok(n) => {
