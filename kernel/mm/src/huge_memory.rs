@@ -530,6 +530,20 @@ pub(crate) fn split_huge_pmd_range<A: Arch>(
     }
 }
 
+/// A VMA is about to be split at `start` and `end` (flag changes by madvise or mlock): a PMD
+/// leaf straddling either boundary is split first, so that no PMD maps two VMAs (Linux
+/// `vma_adjust_trans_huge`). An aligned boundary needs nothing.
+pub(crate) fn vma_adjust_trans_huge<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    start: VirtAddr,
+    end: VirtAddr,
+) {
+    // An empty range at an unaligned address visits the PMD around it.
+    split_huge_pmd_range(mm, shared, start, start);
+    split_huge_pmd_range(mm, shared, end, end);
+}
+
 /// The addresses of the PMD leaves of `[start, end)` (no allocation when there are none).
 fn huge_pmds<A: Arch>(
     pt: &PageTable<'_, A>,

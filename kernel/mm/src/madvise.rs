@@ -165,6 +165,7 @@ impl AddressSpace {
             _ => {
                 let (flag, set) = advice.flag().expect("a flag advice");
                 self.check_map_count(mm, self.splits_needed(start, end))?;
+                crate::huge_memory::vma_adjust_trans_huge(mm, &self.shared, start, end);
                 let before = self.vmas.len();
                 let keys = self.isolate(start, end);
                 for key in &keys {

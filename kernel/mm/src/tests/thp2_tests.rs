@@ -605,3 +605,44 @@ fn madv_collapse_of_fork_shared_pages_copies_and_the_child_keeps_its_own() {
     env.check(&[&parent, &child]);
     env.finish(vec![parent, child]);
 }
+
+#[test]
+fn a_vma_split_inside_a_pmd_splits_the_pmd_and_fork_copies_only_what_it_may() {
+    let env = env();
+    let mut s = env.space();
+    let (va, head) = thp_with_data(&env, &mut s, 2);
+    // cow.c's partially shared THP: DONTFORK on all but the first page.
+    s.madvise(
+        &env.mm,
+        va + PAGE,
+        (HPAGE_PMD_SIZE - PAGE) as usize,
+        Advice::DontFork,
+    )
+    .unwrap();
+    assert!(pmd(&env, &s, va).is_none(), "no PMD may map two VMAs");
+    env.check(&[&s]);
+    let child = s.fork(&env.mm).unwrap();
+    assert_eq!(env.mm.frames().page_mapcount(head), 2, "page 0 is shared");
+    assert_eq!(
+        env.mm.frames().page_mapcount(head + PAGE),
+        1,
+        "DONTFORK pages are not"
+    );
+    assert!(env.exclusive(&s, va + PAGE), "and stay exclusive");
+    assert!(!env.exclusive(&s, va));
+    env.check(&[&s, &child]);
+    // mlock of part splits it too.
+    let mut t = env.space();
+    let (vb, _) = thp_with_data(&env, &mut t, 2);
+    t.mlock(
+        &env.mm,
+        vb + 8 * PAGE,
+        PAGE as usize,
+        crate::mlock::LockMode::Populate,
+        u64::MAX,
+    )
+    .unwrap();
+    assert!(pmd(&env, &t, vb).is_none());
+    env.check(&[&s, &child, &t]);
+    env.finish(vec![s, child, t]);
+}
