@@ -646,3 +646,111 @@ fn a_vma_split_inside_a_pmd_splits_the_pmd_and_fork_copies_only_what_it_may() {
     env.check(&[&s, &child, &t]);
     env.finish(vec![s, child, t]);
 }
+
+/// Random THP operations over several address spaces (faults, huge-zero reads, splits,
+/// DONTNEED, munmap/remap, collapse, fork, exit, pins, the deferred split), every page checked
+/// against a per-space model and the invariant checker run after every step.
+#[test]
+fn random_thp_operations_keep_every_page_and_every_count() {
+    let seeds: u64 = option_env!("THP2_SEEDS")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for seed in 1..=seeds {
+        random_thp_run(seed, 120);
+    }
+}
+
+fn random_thp_run(seed: u64, steps: usize) {
+    const PAGES: usize = 2 * HPAGE_PMD_NR;
+    let env = Env::with_frames(16 * HPAGE_PMD_NR);
+    let mut rng = super::Rng::new(seed);
+    let mut spaces: Vec<(AddressSpace, Vec<u64>)> = Vec::new();
+    let mut first = env.space();
+    map_huge(&env, &mut first, 4);
+    spaces.push((first, vec![0u64; PAGES]));
+    let mut pins: Vec<crate::pin::PinnedPage> = Vec::new();
+    for step in 0..steps {
+        let n = rng.below(spaces.len() as u64) as usize;
+        let i = rng.below(PAGES as u64);
+        let va = VirtAddr::new(BASE + i * PAGE);
+        let v = step as u64 + 1;
+        let op = rng.below(11);
+        let count = spaces.len();
+        let (s, model) = &mut spaces[n];
+        match op {
+            0..=2 => {
+                env.write(s, va, v).unwrap();
+                model[i as usize] = v;
+            }
+            3 => assert_eq!(
+                env.read(s, va),
+                Ok(model[i as usize]),
+                "seed {seed} step {step}"
+            ),
+            4 => {
+                let len = 1 + rng.below(600).min(PAGES as u64 - i - 1);
+                s.madvise(&env.mm, va, (len * PAGE) as usize, Advice::DontNeed)
+                    .unwrap();
+                model[i as usize..(i + len) as usize].fill(0);
+            }
+            5 => {
+                s.mprotect(&env.mm, va, PAGE as usize, Prot::READ).unwrap();
+                s.mprotect(&env.mm, va, PAGE as usize, Prot::RW).unwrap();
+            }
+            6 => {
+                let r = VirtAddr::new(BASE + (i / HPAGE_PMD_NR as u64) * HPAGE_PMD_SIZE);
+                let _ = s.madvise(&env.mm, r, 2 << 20, Advice::Collapse);
+            }
+            7 => {
+                let len = 1 + rng.below(300).min(PAGES as u64 - i - 1);
+                s.munmap(&env.mm, va, (len * PAGE) as usize).unwrap();
+                s.mmap(
+                    &env.mm,
+                    va,
+                    (len * PAGE) as usize,
+                    Prot::RW,
+                    ANON | crate::mmap::MapFlags::FIXED,
+                )
+                .unwrap();
+                s.madvise(&env.mm, va, (len * PAGE) as usize, Advice::HugePage)
+                    .unwrap();
+                model[i as usize..(i + len) as usize].fill(0);
+            }
+            8 if count < 4 => {
+                let child = s.fork(&env.mm).unwrap();
+                let m = model.clone();
+                spaces.push((child, m));
+            }
+            8 if count > 1 => {
+                let (gone, _) = spaces.swap_remove(n);
+                gone.exit(&env.mm);
+            }
+            9 if pins.len() < 8 => {
+                if let Ok(p) = crate::pin::pin_user_page(&env.mm, s, va) {
+                    pins.push(p);
+                }
+            }
+            9 => pins.swap_remove(0).unpin(&env.mm),
+            _ => {
+                env.mm.deferred_split_scan();
+            }
+        }
+        let all: Vec<&AddressSpace> = spaces.iter().map(|(s, _)| s).collect();
+        env.check(&all);
+        if step % 20 == 19 {
+            for (s, model) in spaces.iter_mut() {
+                for (p, &want) in model.iter().enumerate() {
+                    assert_eq!(
+                        env.read(s, VirtAddr::new(BASE + p as u64 * PAGE)),
+                        Ok(want),
+                        "seed {seed} step {step} page {p}"
+                    );
+                }
+            }
+        }
+    }
+    for p in pins {
+        p.unpin(&env.mm);
+    }
+    env.finish(spaces.into_iter().map(|(s, _)| s).collect());
+}
