@@ -81,6 +81,7 @@ impl From<MmError> for Errno {
             MmError::Exist => Errno::EEXIST,
             MmError::NoDev => Errno::ENODEV,
             MmError::NoSpc => Errno::ENOSPC,
+            MmError::Again => Errno::EAGAIN,
             MmError::Inval => Errno::EINVAL,
         }
     }

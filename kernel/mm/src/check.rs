@@ -351,7 +351,18 @@ fn check_huge_pmds<A: Arch>(
                 .map_err(|e| format!("address space {n}, {va:#x}: {e}"));
             return;
         }
-        result = if !flags.contains(FrameFlags::HEAD | FrameFlags::ANON) {
+        let huge_zero = flags.contains(FrameFlags::HEAD | FrameFlags::ZERO);
+        result = if huge_zero {
+            // The huge zero folio: never writable, never anon, in a private anon VMA.
+            if pmd.is_writable() || flags.intersects(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE)
+            {
+                Err(format!(
+                    "huge zero PMD {pmd:?} is writable or anon ({flags:?})"
+                ))
+            } else {
+                Ok(())
+            }
+        } else if !flags.contains(FrameFlags::HEAD | FrameFlags::ANON) {
             Err(format!(
                 "PMD {pmd:?} maps {head:#x}, not a large anon folio"
             ))

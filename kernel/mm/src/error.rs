@@ -30,6 +30,8 @@ pub enum MmError {
     NoDev,
     /// A tmpfs file past its mount's size limit (`ENOSPC`).
     NoSpc,
+    /// Transiently impossible, e.g. `MADV_COLLAPSE` of a page someone holds (`EAGAIN`).
+    Again,
 }
 
 impl MmError {
@@ -44,6 +46,7 @@ impl MmError {
             MmError::Exist => 17,
             MmError::NoDev => 19,
             MmError::NoSpc => 28,
+            MmError::Again => 11,
             MmError::Inval => 22,
         }
     }

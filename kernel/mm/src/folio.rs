@@ -161,14 +161,19 @@ impl FrameTable {
     /// `ANON|ANON_EXCLUSIVE` with PTE mapcount 0 (Linux `folio_prep_large_rmappable` +
     /// `folio_add_new_anon_rmap` with `RMAP_EXCLUSIVE`). Nobody else can reach it yet.
     pub(crate) fn prep_anon_thp(&self, head: PhysAddr, extra: FrameFlags) {
+        self.prep_large(head, FrameFlags::ANON | extra, 1);
+    }
+
+    /// Lays out the folio metadata of a fresh block at `head`: refcount 1, entire mapcount
+    /// `entire`, every subpage flagged `per` with PTE mapcount 0 (the table above).
+    pub(crate) fn prep_large(&self, head: PhysAddr, per: FrameFlags, entire: u32) {
         let first = head.pfn();
         let metas = self.metas();
-        let per = FrameFlags::ANON | extra;
         metas[first].init_flags(FrameFlags::HEAD | per);
         metas[first].init_counts(1, 0);
         for (i, m) in metas[first + 1..first + HPAGE_PMD_NR].iter().enumerate() {
             let word = match i + 1 {
-                1 => 1,
+                1 => entire,
                 2 => HPAGE_PMD_ORDER,
                 _ => 0,
             };
@@ -177,6 +182,14 @@ impl FrameTable {
             m.pincount.store(first as u32, Ordering::Relaxed);
             m.init_flags(FrameFlags::TAIL | per);
         }
+    }
+
+    /// Counts one more PMD mapping of the folio at `head` whose reference the caller already
+    /// took (the huge zero folio: `Mm::get_huge_zero_folio` hands out the reference).
+    pub(crate) fn inc_entire_mapcount(&self, head: PhysAddr) {
+        self.meta(head + 4096)
+            .refcount
+            .fetch_add(1, Ordering::AcqRel);
     }
 
     /// Adds `n` references to the folio at `head` (a split turns one PMD reference into 512 PTE
@@ -216,6 +229,9 @@ impl FrameTable {
             metas[first].test(FrameFlags::HEAD),
             "free_large_folio: {head:#x} is not a folio head"
         );
+        if metas[first].test(FrameFlags::SPLIT_QUEUED) {
+            self.deferred_split_remove(head);
+        }
         for m in &metas[first + 1..first + HPAGE_PMD_NR] {
             assert!(
                 m.test(FrameFlags::TAIL),

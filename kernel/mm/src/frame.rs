@@ -55,6 +55,8 @@ impl FrameFlags {
     /// Every frame of a hugetlb folio (`hugetlb_pool.rs`): its last reference returns it to
     /// the hugetlb pool, not to the frame allocator (Linux `folio_test_hugetlb`).
     pub const HUGETLB: FrameFlags = FrameFlags(1 << 14);
+    /// On a large folio's head: queued for a deferred split (`folio_split.rs`).
+    pub const SPLIT_QUEUED: FrameFlags = FrameFlags(1 << 24);
     /// Free, and part of a whole free 2 MiB block on the block list (`frame/huge.rs`).
     pub const BLOCK: FrameFlags = FrameFlags(1 << 29);
     /// On the free list. Only the allocator sets or clears it.
@@ -172,7 +174,7 @@ const _: () = assert!(core::mem::size_of::<FrameMeta>() == 16);
 const _: () = assert!(core::mem::align_of::<FrameMeta>() == 4);
 
 /// Ends the intrusive free list.
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = u32::MAX;
 
 // The small accessors and state changes below are `#[inline]`: they are non-generic, so without
 // it the kernel crate's monomorphised fault, fork and zap paths call each one out of line through
@@ -355,6 +357,12 @@ pub struct FrameTable {
     /// The hugetlb pool of 2 MiB folios (`hugetlb_pool.rs`): here because the last `put` of a
     /// hugetlb folio, wherever it happens, returns it there.
     hugetlb: Mutex<hugetlb_pool::HugePool>,
+    /// The huge zero folio's head PFN, [`NIL`] while there is none (`huge_zero.rs`). Its lock
+    /// also serialises the folio's last put against a new mapping's get.
+    pub(crate) huge_zero: Mutex<u32>,
+    /// The deferred split queue (`folio_split.rs`) and its length, readable without the lock.
+    pub(crate) split_queue: Mutex<crate::folio_split::SplitQueue>,
+    pub(crate) split_pending: AtomicUsize,
 }
 
 impl FrameTable {
@@ -385,6 +393,9 @@ impl FrameTable {
             }),
             usable: AtomicUsize::new(0),
             hugetlb: Mutex::new(hugetlb_pool::HugePool::new()),
+            huge_zero: Mutex::new(NIL),
+            split_queue: Mutex::new(crate::folio_split::SplitQueue::new()),
+            split_pending: AtomicUsize::new(0),
         }
     }
 
@@ -549,6 +560,9 @@ impl FrameTable {
     fn put_large(&self, meta: &FrameMeta, last: impl FnOnce(PhysAddr, usize)) -> usize {
         let head_meta = self.head_meta(meta);
         let head = self.folio_head_of_meta(head_meta);
+        if head_meta.test(FrameFlags::ZERO) {
+            return self.put_huge_zero(head, last);
+        }
         let old = head_meta.refcount.fetch_sub(1, Ordering::Release);
         assert!(old > 0, "refcount underflow on folio {head:#x}");
         if old != 1 {

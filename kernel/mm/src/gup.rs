@@ -656,7 +656,7 @@ pub fn access_process_vm_write_held<A: Arch>(
             Err(_) => break,
         }
         let page = slot[0].take().expect("GUP reported one page");
-        if page.frame() == mm.zero_page() {
+        if mm.is_zero_frame(page.frame()) {
             // Only the 2009 retry (FOLL_WRITE dropped, then a racing MADV_DONTNEED and a read
             // fault) can hand the zero page to a writer. Linux would have written it; cowlab
             // keeps the zero page's invariant and fails the write instead.

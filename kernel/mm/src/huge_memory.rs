@@ -37,7 +37,7 @@ use crate::folio::{HPAGE_PMD_NR, HPAGE_PMD_SIZE};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
 use crate::mmshared::MmShared;
-use crate::pagetable::{PageTable, Pte, PteRef};
+use crate::pagetable::{PageTable, Pte, PteRef, Slots};
 use crate::rules::{self, AnonPageState, WpReuse};
 use crate::stats;
 use crate::tlb::TlbFlush;
@@ -203,7 +203,7 @@ pub(crate) fn thp_vma_allowable<A: Arch>(mm: &Mm<A>, vma: &Vma, va: VirtAddr) ->
 /// The VMA kind and range part of the eligibility: private anonymous memory, the 2 MiB around
 /// `va` wholly inside the VMA.
 #[cold]
-fn thp_vma_suitable(vma: &Vma, va: VirtAddr) -> bool {
+pub(crate) fn thp_vma_suitable(vma: &Vma, va: VirtAddr) -> bool {
     let haddr = va.as_u64() & !(HPAGE_PMD_SIZE - 1);
     vma.is_anonymous()
         && vma.sharing() == Sharing::Private
@@ -286,6 +286,9 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     let Some(table) = mm.alloc_pagetable() else {
         return Ok(false);
     };
+    if kind != FaultKind::Write && mm.thp().use_zero_page() {
+        return Ok(map_huge_zero_pmd(mm, shared, vma, slot, table));
+    }
     let Some(head) = mm.frames().alloc_block(defrag_allowed(mm, vma)) else {
         mm.free_pagetable_zeroed(table);
         stats::inc(&mm.counters.thp_fault_fallback);
@@ -306,6 +309,72 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     let bits = vma.page_prot() | write_grant(vma) | Pte::HUGE | Pte::ACCESSED;
     slot.store(Pte::new(head, bits));
     Ok(true)
+}
+
+/// A read fault with `use_zero_page=1` (Linux `do_huge_pmd_anonymous_page`'s zero-page
+/// branch): maps the huge zero folio read-only with one PMD, the deposit `table` kept for its
+/// later split. `false` (table freed) when no 2 MiB block is free for the folio: small pages.
+fn map_huge_zero_pmd<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    table: PhysAddr,
+) -> bool {
+    let Some(head) = mm.get_huge_zero_folio(defrag_allowed(mm, vma)) else {
+        mm.free_pagetable_zeroed(table);
+        stats::inc(&mm.counters.thp_fault_fallback);
+        return false;
+    };
+    mm.frames().inc_entire_mapcount(head);
+    deposit(mm, shared, table);
+    slot.store(Pte::new(head, vma.page_prot() | Pte::HUGE | Pte::ACCESSED));
+    true
+}
+
+/// A write or unshare fault on a PMD mapping the huge zero folio (Linux's old
+/// `do_huge_pmd_wp_page_fallback` for writes; `__split_huge_pmd` for unshares): a write gets a
+/// new zeroed exclusive THP in place of the zero folio when a block is free; otherwise, and
+/// for an unshare, the PMD is split into PTEs of the small zero page and the small-page rules
+/// copy the faulting 4 KiB page (`Ok(false)`).
+fn huge_zero_wp<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    va: VirtAddr,
+    pmd: Pte,
+    kind: FaultKind,
+) -> Result<bool, FaultError> {
+    let haddr = VirtAddr::new(va.as_u64() & !(HPAGE_PMD_SIZE - 1));
+    if kind == FaultKind::Write {
+        if let Some(new) = mm.frames().alloc_block(defrag_allowed(mm, vma)) {
+            for i in 0..HPAGE_PMD_NR {
+                mm.zero_frame_owned(new + (i * PAGE_SIZE) as u64);
+            }
+            mm.frames().prep_anon_thp(new, FrameFlags::ANON_EXCLUSIVE);
+            mm.counters
+                .anon_pages
+                .fetch_add(HPAGE_PMD_NR as u64, Ordering::Relaxed);
+            stats::inc(&mm.counters.anon_thps);
+            stats::inc(&mm.counters.thp_fault_alloc);
+            // Clear, flush, then set: no CPU may keep reading the zero folio through a stale
+            // entry once the new folio is written. The deposit stays with the PMD leaf.
+            let old = slot.take();
+            let mut flush = TlbFlush::none(shared.root());
+            flush.add_range(haddr, haddr + HPAGE_PMD_SIZE);
+            flush.flush(mm.arch(), shared);
+            let bits = (old.flags() & !Pte::WRITABLE) | write_grant(vma) | Pte::ACCESSED;
+            slot.store(Pte::new(new, bits));
+            mm.frames().remove_entire_mapping(pmd.frame());
+            mm.put_page(pmd.frame());
+            stats::inc(&mm.counters.zero_page_copies);
+            return Ok(true);
+        }
+        stats::inc(&mm.counters.thp_fault_fallback);
+    }
+    split_huge_pmd_slot(mm, shared, slot, haddr);
+    Ok(false)
 }
 
 /// A fault on a present PMD leaf (Linux `huge_pmd_set_accessed`, `do_huge_pmd_wp_page`).
@@ -343,6 +412,9 @@ fn do_huge_pmd_wp_page<A: Arch>(
 ) -> Result<bool, FaultError> {
     let head = pmd.frame();
     let frames = mm.frames();
+    if frames.is_huge_zero(head) {
+        return huge_zero_wp(mm, shared, vma, slot, va, pmd, kind);
+    }
     let page = AnonPageState {
         exclusive: frames.meta(head).test(FrameFlags::ANON_EXCLUSIVE),
         mapcount: frames.folio_mapcount(head),
@@ -403,6 +475,10 @@ pub(crate) fn split_huge_pmd_slot<A: Arch>(
     let pt = PageTable::new(mm, shared.root());
     let slots = pt.slots(table);
     let bits = pmd.flags() & !Pte::HUGE;
+    if frames.is_huge_zero(head) {
+        split_huge_zero_pmd(mm, slot, (table, slots), head, bits);
+        return;
+    }
     for i in 0..HPAGE_PMD_NR {
         let frame = head + (i * PAGE_SIZE) as u64;
         frames.meta(frame).inc_mapcount();
@@ -411,6 +487,27 @@ pub(crate) fn split_huge_pmd_slot<A: Arch>(
     frames.add_folio_refs(head, HPAGE_PMD_NR as u32 - 1);
     frames.drop_entire_mapcount_for_split(head);
     slot.store(Pte::new(table, Pte::TABLE_FLAGS));
+    stats::inc(&mm.counters.thp_split_pmd);
+}
+
+/// The huge-zero half of [`split_huge_pmd_slot`] (Linux `__split_huge_zero_page_pmd`), after
+/// the PMD was cleared and flushed: the new PT maps the *small* zero page 512 times, and the
+/// PMD's mapping and reference of the huge zero folio go.
+fn split_huge_zero_pmd<A: Arch>(
+    mm: &Mm<A>,
+    slot: PteRef<'_>,
+    (table, slots): (PhysAddr, Slots<'_>),
+    head: PhysAddr,
+    bits: u64,
+) {
+    let zero = mm.zero_page();
+    for i in 0..HPAGE_PMD_NR {
+        mm.dup_mapping(zero);
+        slots.at(i).store(Pte::new(zero, bits));
+    }
+    slot.store(Pte::new(table, Pte::TABLE_FLAGS));
+    mm.frames().remove_entire_mapping(head);
+    mm.put_page(head);
     stats::inc(&mm.counters.thp_split_pmd);
 }
 
@@ -434,6 +531,20 @@ pub(crate) fn split_huge_pmd_range<A: Arch>(
             }
         }
     }
+}
+
+/// A VMA is about to be split at `start` and `end` (flag changes by madvise or mlock): a PMD
+/// leaf straddling either boundary is split first, so that no PMD maps two VMAs (Linux
+/// `vma_adjust_trans_huge`). An aligned boundary needs nothing.
+pub(crate) fn vma_adjust_trans_huge<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    start: VirtAddr,
+    end: VirtAddr,
+) {
+    // An empty range at an unaligned address visits the PMD around it.
+    split_huge_pmd_range(mm, shared, start, start);
+    split_huge_pmd_range(mm, shared, end, end);
 }
 
 /// The addresses of the PMD leaves of `[start, end)` (no allocation when there are none).
@@ -481,6 +592,19 @@ pub(crate) fn copy_huge_pmds<A: Arch>(
             continue;
         }
         let head = pmd.frame();
+        if frames.is_huge_zero(head) {
+            // Linux `copy_huge_pmd`'s `is_huge_zero_pmd` branch: never copied, only shared.
+            let table = mm.alloc_pagetable().ok_or(MmError::NoMem)?;
+            let Some(dst_slot) = dst_pt.walk_alloc_pmd(at) else {
+                mm.free_pagetable_zeroed(table);
+                return Err(MmError::NoMem);
+            };
+            deposit(mm, dst, table);
+            frames.meta(head).get();
+            frames.inc_entire_mapcount(head);
+            dst_slot.store(pmd.without(Pte::ACCESSED));
+            continue;
+        }
         let exclusive = frames.meta(head).test(FrameFlags::ANON_EXCLUSIVE);
         if rules::fork_must_copy(
             mm.era(),
@@ -516,10 +640,16 @@ pub(crate) fn copy_huge_pmds<A: Arch>(
 /// 2 MiB or exit): drop the mapping and the deposit (Linux `zap_huge_pmd`). The mapping's
 /// reference is the caller's to drop after the TLB flush.
 pub(crate) fn zap_huge_pmd<A: Arch>(mm: &Mm<A>, shared: &MmShared, pmd: Pte) {
-    mm.frames().remove_entire_mapping(pmd.frame());
+    let frames = mm.frames();
+    frames.remove_entire_mapping(pmd.frame());
     if crate::hugetlb::is_hugetlb_pmd(mm, pmd) {
         // Never split, so never given a deposit.
         return;
+    }
+    if frames.entire_mapcount(pmd.frame()) == 0 && frames.folio_mapcount(pmd.frame()) != 0 {
+        // Its last PMD went while other processes map parts of it by PTEs (Linux
+        // `folio_remove_rmap_pmd` -> `deferred_split_folio`).
+        frames.deferred_split_folio(pmd.frame());
     }
     let table = withdraw(mm, shared);
     // Never linked into the hierarchy, so no TLB or walker can hold it: free at once.

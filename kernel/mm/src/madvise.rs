@@ -54,6 +54,8 @@ pub enum Advice {
     /// No THPs here (`MADV_NOHUGEPAGE`; clears `HugePage`). Existing THPs stay mapped, as in
     /// Linux; only new faults use small pages.
     NoHugePage,
+    /// Collapse the range's small pages into THPs now (`MADV_COLLAPSE`, `khugepaged.rs`).
+    Collapse,
 }
 
 impl Advice {
@@ -71,6 +73,7 @@ impl Advice {
     pub const MADV_PAGEOUT: i32 = 21;
     pub const MADV_POPULATE_READ: i32 = 22;
     pub const MADV_POPULATE_WRITE: i32 = 23;
+    pub const MADV_COLLAPSE: i32 = 25;
 
     /// Decodes a user-supplied advice (`EINVAL` for anything else).
     pub const fn from_linux(advice: i32) -> Result<Advice, MmError> {
@@ -88,6 +91,7 @@ impl Advice {
             Self::MADV_POPULATE_WRITE => Ok(Advice::PopulateWrite),
             Self::MADV_HUGEPAGE => Ok(Advice::HugePage),
             Self::MADV_NOHUGEPAGE => Ok(Advice::NoHugePage),
+            Self::MADV_COLLAPSE => Ok(Advice::Collapse),
             _ => Err(MmError::Inval),
         }
     }
@@ -158,10 +162,12 @@ impl AddressSpace {
                 return self.madvise_populate(mm, start, end, advice == Advice::PopulateWrite)
             }
             Advice::Cold => {}
+            Advice::Collapse => return self.madvise_collapse(mm, start, end, holes),
             _ => {
                 let (flag, set) = advice.flag().expect("a flag advice");
                 self.hugetlb_check_split(start, end)?;
                 self.check_map_count(mm, self.splits_needed(start, end))?;
+                crate::huge_memory::vma_adjust_trans_huge(mm, &self.shared, start, end);
                 let before = self.vmas.len();
                 let keys = self.isolate(start, end);
                 for key in &keys {

@@ -224,6 +224,7 @@ impl AddressSpace {
     ) -> Result<(), MmError> {
         let (start, end) = self.hugetlb_round_out(start, end);
         self.check_map_count(mm, self.splits_needed(start, end))?;
+        crate::huge_memory::vma_adjust_trans_huge(mm, &self.shared, start, end);
         let before = self.vmas.len();
         let keys = self.isolate(start, end);
         for key in &keys {

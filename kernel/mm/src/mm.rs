@@ -113,11 +113,12 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.zero_frame(frame) };
     }
 
-    /// Copies `src` into `dst`, a frame the caller just allocated and nobody else can reach
-    /// (a hugetlb COW's subpages).
+    /// Copies the page `src` (the caller holds a reference and the address space that maps it,
+    /// so nobody writes it meanwhile) into `dst`, a frame the caller just allocated and nobody
+    /// else can reach (MADV_COLLAPSE's new THP, a hugetlb COW's subpages).
     pub(crate) fn copy_frame_owned(&self, dst: PhysAddr, src: PhysAddr) {
-        // SAFETY: the caller's obligation: `dst` is freshly allocated and unreachable, so the
-        // copy races with nothing; `src` is a user page read only through raw copies.
+        // SAFETY: the caller's obligations stated above: `dst` is fresh and unreachable, and
+        // distinct from `src`, which stays allocated while the caller holds it.
         unsafe { self.phys.copy_frame(dst, src) };
     }
 
@@ -182,6 +183,8 @@ impl<A: Arch> Mm<A> {
         s.free_frames = self.frames.free_frames() as u64;
         s.usable_frames = self.frames.usable_frames() as u64;
         s.zero_page_mappings = u64::from(self.frames.meta(self.zero_page).mapcount());
+        s.huge_zero_mappings = u64::from(self.frames.huge_zero_mappings());
+        s.deferred_split_queued = self.frames.deferred_split_len() as u64;
         s
     }
 
@@ -198,6 +201,13 @@ impl<A: Arch> Mm<A> {
     /// the fast path found the free lists empty). Off the fast paths: only reached on failure.
     #[cold]
     pub(crate) fn alloc_reclaim(&self) -> Option<PhysAddr> {
+        // Partly unmapped THPs give their unmapped subpages back first (Linux's deferred
+        // split shrinker).
+        if self.frames.deferred_split_pending() && self.deferred_split_scan() > 0 {
+            if let Some(frame) = self.frames.alloc() {
+                return Some(frame);
+            }
+        }
         let shrink = *self.shrinker.lock();
         if shrink.is_some_and(|f| f() > 0) {
             self.frames.alloc()
@@ -325,9 +335,16 @@ impl<A: Arch> Mm<A> {
     pub(crate) fn remove_mapping(&self, frame: PhysAddr) {
         let meta = self.frames.meta(frame);
         let old = meta.dec_mapcount();
-        if old == 1 && meta.test(FrameFlags::ANON_EXCLUSIVE) {
-            // The last PTE is gone; a later pin or reference must not see "exclusive".
-            meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+        if old == 1 {
+            let flags = meta.flags();
+            if flags.contains(FrameFlags::ANON_EXCLUSIVE) {
+                // The last PTE is gone; a later pin or reference must not see "exclusive".
+                meta.clear_flags(FrameFlags::ANON_EXCLUSIVE);
+            }
+            if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+                // A subpage of a PTE-mapped THP is no longer mapped: split it later.
+                self.frames.deferred_split_folio(frame);
+            }
         }
     }
 

@@ -49,8 +49,9 @@ impl AddressSpace {
         }
         // A PROT_NONE PTE still maps its frame: Linux reports it present too.
         word |= PM_PRESENT | (pte.frame().pfn() as u64 & PM_PFRAME_MASK);
-        // The zero page is a "special" mapping in Linux: neither exclusive nor a file page.
-        if pte.frame() == mm.zero_page() {
+        // The zero pages (small and huge) are "special" mappings in Linux: neither exclusive
+        // nor file pages. A huge-zero PMD reports each subpage's own PFN.
+        if mm.is_zero_frame(pte.frame()) {
             return word;
         }
         let meta = mm.frames().meta(pte.frame());

@@ -115,7 +115,7 @@ impl PinnedPage {
     /// Marks the page dirty if asked (the device wrote it), then releases it. The zero page is
     /// never marked (nothing can have written it).
     pub fn unpin_dirty<A: Arch>(self, mm: &Mm<A>, dirty: UnpinDirty) {
-        if dirty == UnpinDirty::MakeDirty && self.frame != mm.zero_page() {
+        if dirty == UnpinDirty::MakeDirty && !mm.is_zero_frame(self.frame) {
             let meta = mm.frames().meta(self.frame);
             if meta.test(FrameFlags::PAGECACHE) && !meta.test(FrameFlags::SHMEM) {
                 // A file page: dirty for writeback, and counted (Linux `folio_mark_dirty`).

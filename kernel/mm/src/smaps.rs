@@ -114,6 +114,10 @@ impl AddressSpace {
                     // `Private_Hugetlb`/`Shared_Hugetlb`, which cowlab does not show).
                     return;
                 }
+                if mm.frames().is_huge_zero(pmd.frame()) {
+                    // Not counted, as the small zero page (Linux `vm_normal_page_pmd`).
+                    return;
+                }
                 let c = out.entry(vma.start()).or_default();
                 for i in 0..crate::folio::HPAGE_PMD_NR as u64 {
                     let sub = VirtAddr::new(va.as_u64() + i * PAGE);

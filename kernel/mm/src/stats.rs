@@ -45,6 +45,10 @@ pub(crate) struct Counters {
     pub(crate) thp_wp_splits: AtomicU64,
     pub(crate) thp_fork_shared: AtomicU64,
     pub(crate) fault_around_pages: AtomicU64,
+    // thp2 (issue 14): the huge zero folio, folio splits, collapse.
+    pub(crate) thp_zero_page_alloc: AtomicU64,
+    pub(crate) thp_split_page: AtomicU64,
+    pub(crate) thp_collapse_alloc: AtomicU64,
 }
 
 #[inline]
@@ -140,6 +144,17 @@ pub struct MmStats {
     pub thp_fork_shared: u64,
     /// File pages mapped by fault-around next to a read fault's page (`faultaround.rs`).
     pub fault_around_pages: u64,
+    // thp2 (issue 14): the huge zero folio, folio splits, collapse.
+    /// Times the huge zero folio was allocated (Linux `thp_zero_page_alloc`).
+    pub thp_zero_page_alloc: u64,
+    /// PMDs currently mapping the huge zero folio (gauge).
+    pub huge_zero_mappings: u64,
+    /// Large folios split into small ones (Linux `thp_split_page`).
+    pub thp_split_page: u64,
+    /// Folios waiting on the deferred split queue (gauge).
+    pub deferred_split_queued: u64,
+    /// THPs made by `MADV_COLLAPSE` (Linux `thp_collapse_alloc`).
+    pub thp_collapse_alloc: u64,
 }
 
 impl Counters {
@@ -179,6 +194,9 @@ impl Counters {
             thp_wp_splits: r(&self.thp_wp_splits),
             thp_fork_shared: r(&self.thp_fork_shared),
             fault_around_pages: r(&self.fault_around_pages),
+            thp_zero_page_alloc: r(&self.thp_zero_page_alloc),
+            thp_split_page: r(&self.thp_split_page),
+            thp_collapse_alloc: r(&self.thp_collapse_alloc),
             ..MmStats::default()
         }
     }

@@ -524,6 +524,12 @@ fn mmstat() -> String {
         thp_wp_splits,
         thp_fork_shared,
         fault_around_pages,
+        // thp2 (issue 14)
+        thp_zero_page_alloc,
+        huge_zero_mappings,
+        thp_split_page,
+        deferred_split_queued,
+        thp_collapse_alloc,
     } = mm.stats();
     let mut text = String::new();
     let _ = writeln!(text, "era {}", mm.era());
@@ -580,6 +586,12 @@ fn mmstat() -> String {
             "dirty_throttled",
             super::ext2_throttle::THROTTLED.load(core::sync::atomic::Ordering::Relaxed),
         ),
+        // thp2 (issue 14)
+        ("thp_zero_page_alloc", thp_zero_page_alloc),
+        ("huge_zero_mappings", huge_zero_mappings),
+        ("thp_split_page", thp_split_page),
+        ("deferred_split_queued", deferred_split_queued),
+        ("thp_collapse_alloc", thp_collapse_alloc),
     ] {
         let _ = writeln!(text, "{name} {value}");
     }
@@ -655,14 +667,18 @@ fn aspace(pid: Pid) -> Result<vm::SharedAddressSpace, Errno> {
 
 /// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_caches_sysctl_handler`, bounded 1..=4):
 /// bit 1 frees the clean page-cache pages of every file (dirty ones stay: `sync` first); bit 2
-/// (slab objects) has nothing to free in cowlab; 4 only silences Linux's log line; anything
-/// else is `EINVAL`.
+/// (slab objects: Linux's `drop_slab` runs every shrinker) runs the deferred split of partly
+/// unmapped THPs (`deferred_split_scan`), cowlab's only shrinker besides the page cache; 4
+/// only silences Linux's log line; anything else is `EINVAL`.
 fn drop_caches(data: &[u8]) -> Result<usize, Errno> {
     let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
     match text.trim().parse::<u32>() {
         Ok(n @ 1..=4) => {
             if n & 1 != 0 {
                 super::ext2_cache::drop_caches();
+            }
+            if n & 2 != 0 {
+                crate::memory::mm().deferred_split_scan();
             }
             Ok(data.len())
         }

@@ -24,6 +24,8 @@ mod hugetlb;
 mod stats;
 #[path = "t_cow/sys.rs"]
 mod sys;
+#[path = "t_cow/thp.rs"]
+mod thp;
 #[path = "t_cow/uring.rs"]
 mod uring;
 
@@ -313,6 +315,8 @@ fn main() -> i32 {
     let cowlab = on_cowlab();
     let planned = (ANON.len() + NON_ANON.len() * NON_ANON_MEMS.len()) as u32;
     let planned = planned + (ANON.len() + NON_ANON.len()) as u32; // hugetlb (2048 kB)
+                                                                  // thp2: the THP memory types (cases after the base-page ones).
+    let planned = planned + thp::planned();
     let mut tap = Tap::new("t_cow", planned);
     prefault_stack();
     let first = stats::read();
@@ -321,10 +325,14 @@ fn main() -> i32 {
     let mut ctx = Ctx {
         gup_fd,
         era,
-        old: alloc::vec![0u8; hugetlb::HPAGE],
-        new: alloc::vec![0u8; hugetlb::HPAGE],
-        tmp: alloc::vec![0u8; hugetlb::HPAGE],
+        old: alloc::vec![0u8; thp::THP],
+        new: alloc::vec![0u8; thp::THP],
+        tmp: alloc::vec![0u8; thp::THP],
     };
+    // thp2: THP-sized buffers, every page touched before the first baseline.
+    for buf in [&mut ctx.old, &mut ctx.new, &mut ctx.tmp] {
+        fill(buf.as_mut_ptr() as usize, buf.len(), 0);
+    }
     match (cowlab, first) {
         (true, Some(s)) => tap.diag(format_args!(
             "cowlab era {}: baselines from /proc/cowlab/mmstat",
@@ -352,6 +360,7 @@ fn main() -> i32 {
         }
     }
     run_hugetlb_cases(&mut tap, &mut ctx, cowlab);
+    thp::run_all(&mut tap, &mut ctx, cowlab);
     if let Some(fd) = ctx.gup_fd {
         let _ = close(fd);
     }

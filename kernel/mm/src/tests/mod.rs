@@ -21,6 +21,7 @@ mod smp_stress_tests;
 mod smp_tests;
 mod softdirty_tests;
 mod teardown_tests;
+mod thp2_tests;
 mod thp_tests;
 mod vma_tests;
 mod vmalimit_tests;

@@ -23,6 +23,8 @@ pub enum Need {
     Tmpfile,
     /// Free 2 MiB hugetlb pages (`hugetlb.rs`).
     Hugetlb,
+    /// A THP (or the huge zero page) the kernel did not give (thp2).
+    Thp,
 }
 
 /// A message built on the stack: a case allocates nothing on the heap, so the program's own

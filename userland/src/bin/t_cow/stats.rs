@@ -22,13 +22,17 @@ pub struct Snapshot {
     pub gup_fast_pages: u64,
     pub gup_fast_fallbacks: u64,
     pub gup_unshare_faults: u64,
+    // thp2: large-folio gauges.
+    pub anon_thps: u64,
+    pub huge_zero_mappings: u64,
+    pub deferred_split_queued: u64,
 }
 
 /// Reads the file; `None` where it does not exist (the host) or is not understood.
 pub fn read() -> Option<Snapshot> {
     let fd = open(c"/proc/cowlab/mmstat", 0).ok()?;
     // The file is ~700 bytes: a stack buffer, so reading allocates nothing in this process.
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 4096];
     let n = pread(fd, &mut buf, 0).ok();
     let _ = close(fd);
     let text = core::str::from_utf8(&buf[..n?]).ok()?;
@@ -54,12 +58,16 @@ pub fn read() -> Option<Snapshot> {
             "gup_fast_pages" => &mut s.gup_fast_pages,
             "gup_fast_fallbacks" => &mut s.gup_fast_fallbacks,
             "gup_unshare_faults" => &mut s.gup_unshare_faults,
+            // thp2
+            "anon_thps" => &mut s.anon_thps,
+            "huge_zero_mappings" => &mut s.huge_zero_mappings,
+            "deferred_split_queued" => &mut s.deferred_split_queued,
             _ => continue,
         };
         *field = value;
         seen += 1;
     }
-    (seen == 12).then_some(s)
+    (seen == 12 + 3).then_some(s)
 }
 
 impl Snapshot {
@@ -83,6 +91,18 @@ impl Snapshot {
             ("shmem_pages", before.shmem_pages, self.shmem_pages),
             ("gup_pins_held", before.gup_pins_held, self.gup_pins_held),
             ("gup_refs_held", before.gup_refs_held, self.gup_refs_held),
+            // thp2
+            ("anon_thps", before.anon_thps, self.anon_thps),
+            (
+                "huge_zero_mappings",
+                before.huge_zero_mappings,
+                self.huge_zero_mappings,
+            ),
+            (
+                "deferred_split_queued",
+                before.deferred_split_queued,
+                self.deferred_split_queued,
+            ),
         ] {
             if a != b {
                 let _ = write!(
