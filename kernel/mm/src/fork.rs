@@ -47,7 +47,11 @@ impl AddressSpace {
         let mut child = self.fork_shell(root);
         self.write_protect_begin();
         mark(ForkSetup);
-        let result = copy_mappings(mm, self, &mut child);
+        // Resident pages of the VMAs the child does not get (Linux `copy_pte_range` adds the
+        // copied ones to the child's counters page by page; here the per-PTE loop stays free of
+        // it and the child starts from the parent's count less these).
+        let mut skipped = 0;
+        let result = copy_mappings(mm, self, &mut child, &mut skipped);
         mark(ForkTables);
         // Whatever was copied is now counted, so that `exit` below (or the child's own, later)
         // takes exactly it off again.
@@ -62,6 +66,7 @@ impl AddressSpace {
         mark(ForkFlush);
         match result {
             Ok(_) => {
+                child.shared.add_rss(self.shared.rss() - skipped);
                 stats::inc(&mm.counters.forks);
                 Ok(child)
             }
@@ -73,11 +78,13 @@ impl AddressSpace {
     }
 }
 
-/// Copies VMAs and PTEs; returns whether any parent PTE was write-protected.
+/// Copies VMAs and PTEs; returns whether any parent PTE was write-protected. Adds to `skipped`
+/// the resident pages of the VMAs not copied (`MADV_DONTFORK`, `MADV_WIPEONFORK`).
 fn copy_mappings<A: Arch>(
     mm: &Mm<A>,
     parent: &AddressSpace,
     child: &mut AddressSpace,
+    skipped: &mut u64,
 ) -> Result<bool, MmError> {
     let era = mm.era();
     let has_pinned = parent.has_pinned();
@@ -90,6 +97,7 @@ fn copy_mappings<A: Arch>(
     let mut wrprotected = false;
     for vma in parent.vmas.values() {
         if vma.flags.contains(VmaFlags::DONTFORK) {
+            *skipped += crate::rss::resident_in(mm, &src, vma.start, vma.end);
             continue;
         }
         // Memory locks are not inherited (Linux `dup_mmap` clears `VM_LOCKED`).
@@ -102,6 +110,7 @@ fn copy_mappings<A: Arch>(
         // `MADV_WIPEONFORK`: the child's VMA starts empty (Linux `dup_mmap` skips
         // `copy_page_range` for it) and keeps the flag.
         if vma.flags.contains(VmaFlags::WIPEONFORK) {
+            *skipped += crate::rss::resident_in(mm, &src, vma.start, vma.end);
             continue;
         }
         let ctx = CopyCtx {

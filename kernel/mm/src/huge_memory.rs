@@ -305,6 +305,7 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     // exclusive, so a write needs no further fault.
     let bits = vma.page_prot() | write_grant(vma) | Pte::HUGE | Pte::ACCESSED;
     slot.store(Pte::new(head, bits));
+    shared.add_rss(HPAGE_PMD_NR as u64);
     Ok(true)
 }
 
@@ -513,6 +514,7 @@ pub(crate) fn copy_huge_pmds<A: Arch>(
 /// 2 MiB or exit): drop the mapping and the deposit (Linux `zap_huge_pmd`). The mapping's
 /// reference is the caller's to drop after the TLB flush.
 pub(crate) fn zap_huge_pmd<A: Arch>(mm: &Mm<A>, shared: &MmShared, pmd: Pte) {
+    shared.sub_rss(HPAGE_PMD_NR as u64);
     mm.frames().remove_entire_mapping(pmd.frame());
     let table = withdraw(mm, shared);
     // Never linked into the hierarchy, so no TLB or walker can hold it: free at once.
