@@ -59,10 +59,8 @@ pub struct AddressSpace {
     /// (`munmap.rs`): faults there fail as if the VMAs were already gone.
     pub(crate) unmapping: alloc::vec::Vec<(VirtAddr, VirtAddr)>,
     minflt: AtomicU64,
-    /// Linux `hiwater_rss`: the most resident pages seen at a sample (`rss.rs`), and the
-    /// minor-fault count at that sample (`u64::MAX`: never sampled).
+    /// Linux `hiwater_rss`: the most resident pages seen at a sample (`rss.rs`).
     pub(crate) hiwater_rss: AtomicU64,
-    pub(crate) hiwater_at: AtomicU64,
     /// What other CPUs read without the lock: `mm_cpumask`, `write_protect_seq`, `has_pinned`.
     pub(crate) shared: Arc<MmShared>,
     /// Where exec put argv/envp and what it ran (`layout.rs`).
@@ -83,7 +81,6 @@ impl AddressSpace {
             unmapping: alloc::vec::Vec::new(),
             minflt: AtomicU64::new(0),
             hiwater_rss: AtomicU64::new(0),
-            hiwater_at: AtomicU64::new(u64::MAX),
             shared: Arc::new(MmShared::new(root)),
             layout: Default::default(),
         })
@@ -206,7 +203,6 @@ impl AddressSpace {
             unmapping: alloc::vec::Vec::new(),
             minflt: AtomicU64::new(0),
             hiwater_rss: AtomicU64::new(0),
-            hiwater_at: AtomicU64::new(u64::MAX),
             shared: Arc::new(MmShared::new(root)),
             layout: self.layout.clone(),
         }

@@ -251,6 +251,13 @@ fn check_space<A: Arch>(
         }
     }
 
+    let resident = crate::rss::resident_in(mm, &pt, VirtAddr::zero(), VirtAddr::new(USER_END));
+    if aspace.rss_pages() != resident {
+        return Err(format!(
+            "address space {n}: rss counter {} but {resident} resident pages mapped",
+            aspace.rss_pages()
+        ));
+    }
     let zero = mm.zero_page();
     let mut result = Ok(());
     pt.for_each_leaf(

@@ -147,20 +147,29 @@ pub(crate) fn fault_inner<A: Arch>(
         let decision = match vma.shmem_page(va) {
             Some((obj, index)) => {
                 do_shmem_fault(mm, vma, slot, obj, index, kind)?;
+                aspace.shared.add_rss(1);
                 (Decision::Shmem, Rule::ShmemFault)
             }
             None => match vma.file_page(va) {
                 None => {
                     do_anonymous_page(mm, vma, slot, kind)?;
                     match kind {
-                        FaultKind::Write => (Decision::NewPage, Rule::DoAnonymousPage),
+                        FaultKind::Write => {
+                            // The zero page a read maps is nobody's resident memory.
+                            aspace.shared.add_rss(1);
+                            (Decision::NewPage, Rule::DoAnonymousPage)
+                        }
                         _ => (Decision::ZeroPage, Rule::DoAnonymousPage),
                     }
                 }
                 Some((file, index)) => {
                     do_file_fault(mm, vma, slot, &*file.0, index, kind)?;
+                    aspace.shared.add_rss(1);
                     if kind == FaultKind::Read {
-                        crate::faultaround::do_fault_around(mm, aspace, vma, va, &*file.0, index);
+                        let around = crate::faultaround::do_fault_around(
+                            mm, aspace, vma, va, &*file.0, index,
+                        );
+                        aspace.shared.add_rss(around as u64);
                     }
                     (Decision::File, Rule::FileFault)
                 }

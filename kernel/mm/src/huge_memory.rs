@@ -308,6 +308,7 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     // exclusive, so a write needs no further fault.
     let bits = vma.page_prot() | write_grant(vma) | Pte::HUGE | Pte::ACCESSED;
     slot.store(Pte::new(head, bits));
+    shared.add_rss(HPAGE_PMD_NR as u64);
     Ok(true)
 }
 
@@ -366,6 +367,8 @@ fn huge_zero_wp<A: Arch>(
             flush.flush(mm.arch(), shared);
             let bits = (old.flags() & !Pte::WRITABLE) | write_grant(vma) | Pte::ACCESSED;
             slot.store(Pte::new(new, bits));
+            // The zero folio counted nothing; the new THP is 512 resident pages.
+            shared.add_rss(HPAGE_PMD_NR as u64);
             mm.frames().remove_entire_mapping(pmd.frame());
             mm.put_page(pmd.frame());
             stats::inc(&mm.counters.zero_page_copies);
@@ -643,8 +646,12 @@ pub(crate) fn zap_huge_pmd<A: Arch>(mm: &Mm<A>, shared: &MmShared, pmd: Pte) {
     let frames = mm.frames();
     frames.remove_entire_mapping(pmd.frame());
     if crate::hugetlb::is_hugetlb_pmd(mm, pmd) {
-        // Never split, so never given a deposit.
+        // Never split, so never given a deposit; hugetlb pages are not RSS (as Linux).
         return;
+    }
+    if !frames.is_huge_zero(pmd.frame()) {
+        // The huge zero folio was never counted (as the small zero page).
+        shared.sub_rss(HPAGE_PMD_NR as u64);
     }
     if frames.entire_mapcount(pmd.frame()) == 0 && frames.folio_mapcount(pmd.frame()) != 0 {
         // Its last PMD went while other processes map parts of it by PTEs (Linux

@@ -145,6 +145,7 @@ fn collapse_huge_page<A: Arch>(
     flush.add_range(haddr, haddr + HPAGE_PMD_SIZE);
     flush.flush(mm.arch(), shared);
     let mut bits = 0;
+    let mut resident = 0u64;
     for (i, slot) in slots.range(0, HPAGE_PMD_NR) {
         let dst = new + (i * PAGE_SIZE) as u64;
         let pte = slot.take();
@@ -158,6 +159,7 @@ fn collapse_huge_page<A: Arch>(
             mm.zero_frame_owned(dst);
         } else {
             mm.copy_frame_owned(dst, old);
+            resident += 1;
         }
         mm.remove_mapping(old);
         mm.put_page(old);
@@ -173,5 +175,8 @@ fn collapse_huge_page<A: Arch>(
     deposit(mm, shared, table);
     let bits = vma.page_prot() | write_grant(vma) | bits | Pte::HUGE | Pte::ACCESSED;
     pmd_slot.store(Pte::new(new, bits));
+    // The holes and zero-page slots the THP now backs become resident (Linux counts the
+    // collapsed folio as HPAGE_PMD_NR anon pages).
+    shared.add_rss(HPAGE_PMD_NR as u64 - resident);
     Ok(())
 }

@@ -41,6 +41,12 @@ pub struct MmShared {
     /// the holder of the address space.
     pub(crate) deposits: AtomicU64,
     pub(crate) deposit_count: core::sync::atomic::AtomicUsize,
+    /// Resident pages mapped by this address space (Linux's `mm_struct` rss counters, summed):
+    /// anonymous, file and shmem pages, a PMD-mapped THP as its 512 pages, the shared zero page
+    /// not at all. Kept by the sites that map and unmap pages ([`Self::add_rss`],
+    /// [`Self::sub_rss`]); atomic because zaps reach it through `&MmShared` (a file truncation
+    /// unmapping the pages of every mapper).
+    rss: AtomicU64,
 }
 
 impl MmShared {
@@ -53,7 +59,27 @@ impl MmShared {
             cow: Default::default(),
             deposits: AtomicU64::new(0),
             deposit_count: core::sync::atomic::AtomicUsize::new(0),
+            rss: AtomicU64::new(0),
         }
+    }
+
+    /// Resident pages (Linux `get_mm_rss`), exact: every mapping and unmapping site counts.
+    #[inline]
+    pub fn rss(&self) -> u64 {
+        self.rss.load(Ordering::Relaxed)
+    }
+
+    /// `pages` more resident pages were mapped (Linux `add_mm_counter`).
+    #[inline(always)]
+    pub(crate) fn add_rss(&self, pages: u64) {
+        self.rss.fetch_add(pages, Ordering::Relaxed);
+    }
+
+    /// `pages` resident pages were unmapped.
+    #[inline(always)]
+    pub(crate) fn sub_rss(&self, pages: u64) {
+        let old = self.rss.fetch_sub(pages, Ordering::Relaxed);
+        debug_assert!(old >= pages, "rss counter underflow: {old} - {pages}");
     }
 
     /// Physical address of the PML4 (what CR3 gets).

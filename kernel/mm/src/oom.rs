@@ -29,26 +29,19 @@ pub struct Footprint {
 }
 
 impl AddressSpace {
-    /// Measures this address space by walking its page tables: O(page tables), for the OOM
-    /// path and reports, never a fast path.
+    /// Measures this address space: the running RSS count (`rss.rs`, a PMD-mapped THP as
+    /// its 512 pages) and the page-table pages by walking the tables, O(page tables), for the
+    /// OOM path and reports, never a fast path.
     pub fn footprint<A: Arch>(&self, mm: &Mm<A>) -> Footprint {
         let pt = self.page_table(mm);
-        let zero = mm.zero_page();
         let mut fp = Footprint::default();
-        pt.for_each_table(&mut |table, level, _| {
+        pt.for_each_table(&mut |_, level, _| {
             if level == 4 {
                 return;
             }
             fp.pagetable_pages += 1;
-            if level == 1 {
-                for i in 0..crate::pagetable::ENTRIES {
-                    let e = pt.table_entry(table, i);
-                    if e.is_mapping() && e.frame() != zero {
-                        fp.rss_pages += 1;
-                    }
-                }
-            }
         });
+        fp.rss_pages = self.shared.rss();
         fp
     }
 }

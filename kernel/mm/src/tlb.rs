@@ -122,6 +122,11 @@ pub(crate) struct MmuGather<'m, A: Arch> {
     npages: usize,
     tables: [PhysAddr; GATHER_TABLES],
     ntables: usize,
+    /// The shared zero page (not resident memory of anyone), and how many other pages
+    /// [`Self::remove_page`] took: the RSS count drops by it at [`Self::finish`] (a PMD leaf
+    /// takes its 512 off in `zap_huge_pmd`).
+    zero: PhysAddr,
+    resident: u64,
 }
 
 impl<'m, A: Arch> MmuGather<'m, A> {
@@ -134,6 +139,8 @@ impl<'m, A: Arch> MmuGather<'m, A> {
             npages: 0,
             tables: [PhysAddr::zero(); GATHER_TABLES],
             ntables: 0,
+            zero: mm.zero_page(),
+            resident: 0,
         }
     }
 
@@ -146,6 +153,9 @@ impl<'m, A: Arch> MmuGather<'m, A> {
         self.flush.add_page(va);
         self.pages[self.npages] = frame;
         self.npages += 1;
+        // Wrapping: at most one per page of the address space, far from 2^64 (and an overflow
+        // check here costs two instructions per unmapped page).
+        self.resident = self.resident.wrapping_add(u64::from(frame != self.zero));
     }
 
     /// `va`'s 2 MiB no longer map the large folio `head` through a PMD (its entire mapcount
@@ -192,6 +202,7 @@ impl<'m, A: Arch> MmuGather<'m, A> {
 
     /// Flushes and frees everything gathered (Linux `tlb_finish_mmu`).
     pub(crate) fn finish(mut self) {
+        self.shared.sub_rss(self.resident);
         self.flush_and_free();
         self.flush.take().forget();
     }

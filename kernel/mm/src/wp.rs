@@ -225,6 +225,8 @@ fn wp_page_copy<A: Arch>(
     mm.remove_mapping(old);
     mm.put_page(old);
     if old == mm.zero_page() {
+        // The zero page was not resident memory of this space; its copy is.
+        shared.add_rss(1);
         stats::inc(&mm.counters.zero_page_copies);
         faultstat::kind(StatKind::ZeroPageCopy);
     } else {
