@@ -20,7 +20,9 @@ use spin::{Mutex, MutexGuard};
 
 use crate::arch::KernelArch;
 
-/// Times one GUP call lets go. Once is the window Linux's races live in (between the first
+/// Times one hold lets go: a hold spans one `/proc/pid/mem` read or write (one 64 KiB chunk,
+/// however many pages and GUP rounds), so this is once per such call, not per page. Once is the
+/// window Linux's races live in (between the first
 /// fault and its retry); each further time costs a hand-off of the big lock both ways (on an
 /// overloaded host, a host time slice of the other vCPU thread: 8 per call made the Dirty COW
 /// writer 16 writes in 3 s against 79 madvises) and lets a thread that undoes every fault keep

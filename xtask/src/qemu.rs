@@ -144,7 +144,9 @@ impl Machine {
             "-m",
             "1G",
         ]);
-        let cpus = SMP.load(std::sync::atomic::Ordering::Relaxed);
+        let cpus = SMP
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(crate::usertest::own_cpus(&self.cmdline));
         match self.accel {
             Accel::Tcg if cpus > 1 => command.args(["-cpu", "qemu64"]),
             Accel::Tcg => command.args(["-cpu", "qemu64", "-accel", "tcg"]),

@@ -172,6 +172,19 @@ impl AddressSpace {
         self.shared.write_protect_seq()
     }
 
+    /// Changes whenever an operation that Linux does under `mmap_lock` held for writing ran on
+    /// this space (Linux's `mm_lock_seq` plays this part): every VMA change (mmap, munmap,
+    /// mprotect, mremap, brk, mlock, flag-setting madvise: `vmas.map_mut()`) and every fork
+    /// (`write_protect_seq`, two steps per fork). `MADV_DONTNEED` changes neither: Linux runs
+    /// it under the read lock, inside a GUP caller's `cond_resched()` window. The GUP slow
+    /// path compares it across a let-go (`gup.rs`): a change is Linux's dropped-and-retaken
+    /// `mmap_lock`, after which `__get_user_pages` starts again from the caller's flags.
+    pub fn mmap_write_seq(&self) -> u64 {
+        self.vmas
+            .changes()
+            .wrapping_add(u64::from(self.write_protect_seq().load(Ordering::Acquire)))
+    }
+
     /// Opens a write-protect section (Linux `raw_write_seqcount_begin`): the odd value is
     /// visible before any PTE store of the section, and (`SeqCst` fence) before fork reads any
     /// `pincount`: a GUP-fast pin that fork's read misses is followed by that pinner's own

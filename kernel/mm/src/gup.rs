@@ -315,8 +315,17 @@ fn get_one_page<A: Arch>(
                 ForceWriteRetry::Refault => {}
             }
         }
+        let seq = hold.aspace().mmap_write_seq();
         if !hold.resched(mm) {
             stalled += 1;
+        } else if hold.aspace().mmap_write_seq() != seq {
+            // What ran meanwhile would have waited for Linux's `mmap_lock`, held for reading
+            // across `cond_resched()`; Linux sees such a change only where it really drops the
+            // lock, and then restarts from the caller's flags. A forced write keeping its
+            // dropped FOLL_WRITE (or its FOLL_COW) across a fork could write a page the child
+            // now shares.
+            flags = requested;
+            stalled = 0;
         }
     }
     panic!("GUP at {va:#x}: the fault path resolves but the page never becomes followable");

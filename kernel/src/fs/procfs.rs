@@ -23,7 +23,7 @@ use cowlab_mm::{gup, MmError, VirtAddr};
 use super::procpid;
 use crate::errno::Errno;
 use crate::gup_hold::ReschedHold;
-use crate::proc::{current_pid, Pid, TABLE};
+use crate::proc::{current_pid, AspaceRef, Pid, TABLE};
 use crate::{memory, vm};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -301,7 +301,9 @@ impl ProcFile {
                 Ok(slice(text, offset, len))
             }
             ProcWhat::Mem => {
-                let shared = aspace(self.pid)?;
+                // An owner, not a bare clone: the target may exit or exec while the hold has
+                // let go, and then this is the last reference and must tear the space down.
+                let shared = AspaceRef::new(aspace(self.pid)?);
                 let mut buf = alloc::vec![0u8; user_len(offset, len)?];
                 let n = gup::access_process_vm_read_held(
                     memory::mm(),
@@ -339,7 +341,8 @@ impl ProcFile {
                 Ok(data.len())
             }
             ProcWhat::Mem => {
-                let shared = aspace(self.pid)?;
+                // An owner: see the read side.
+                let shared = AspaceRef::new(aspace(self.pid)?);
                 // The Dirty COW window: the slow path lets the address space go between
                 // the forced write's COW break and its retry (`gup_hold`).
                 let n = gup::access_process_vm_write_held(

@@ -660,7 +660,8 @@ pub fn exit_thread(status: i32) -> ! {
     if let Some(aspace) = aspace {
         let in_use = aspace_in_use(&aspace);
         let torn_down = release_aspace_ref(aspace);
-        if last && !torn_down && !in_use {
+        // A `/proc/pid/mem` reader may hold it across its let-go (`AspaceRef`): it tears down.
+        if last && !torn_down && !in_use && unowned_refs_possible() {
             warn!("tgid {tgid}: address space still referenced after its last thread; leaking it");
         }
     }
@@ -798,10 +799,50 @@ pub fn release_aspace_ref(aspace: vm::SharedAddressSpace) -> bool {
     }
 }
 
+/// A reference to another process's address space held across a point where the big lock
+/// is let go (`/proc/pid/mem` through `gup_hold::ReschedHold`): the owner may exit or exec
+/// meanwhile, its release then finds this reference alive and leaves the teardown to it, so
+/// dropping it is [`release_aspace_ref`], never a bare `Arc` drop (which would lose every frame:
+/// `AddressSpace` has no `Drop`, its teardown needs the frame allocator).
+pub struct AspaceRef(Option<vm::SharedAddressSpace>);
+
+/// Live [`AspaceRef`]s: while any exists, a release that is not the last is legitimate.
+static ASPACE_REFS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+impl AspaceRef {
+    pub fn new(aspace: vm::SharedAddressSpace) -> Self {
+        ASPACE_REFS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        AspaceRef(Some(aspace))
+    }
+}
+
+/// Whether a reference that is neither a task's nor an [`AspaceRef`]'s may exist, i.e. a
+/// release that did not tear down is a leak.
+fn unowned_refs_possible() -> bool {
+    ASPACE_REFS.load(core::sync::atomic::Ordering::Relaxed) == 0
+}
+
+impl core::ops::Deref for AspaceRef {
+    type Target = vm::SharedAddressSpace;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only in drop")
+    }
+}
+
+impl Drop for AspaceRef {
+    fn drop(&mut self) {
+        if let Some(aspace) = self.0.take() {
+            release_aspace_ref(aspace);
+            ASPACE_REFS.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Tears down an address space no one else uses (not loaded in CR3).
 pub fn release_aspace(aspace: vm::SharedAddressSpace) {
     let in_use = aspace_in_use(&aspace);
-    if !release_aspace_ref(aspace) && !in_use {
+    if !release_aspace_ref(aspace) && !in_use && unowned_refs_possible() {
         warn!("address space still shared at release; leaking it");
     }
 }

@@ -492,6 +492,61 @@ fn dirty_cow_race_survives_a_thread_zapping_at_every_resched_point() {
     }
 }
 
+/// A hold whose one let-go runs a fork of the space (another thread's fork, which on Linux
+/// waits for the GUP caller's `mmap_lock`).
+struct ForkingHold<'a> {
+    aspace: &'a mut AddressSpace,
+    child: Option<AddressSpace>,
+}
+
+impl crate::gup::MmapHold<HostArch> for ForkingHold<'_> {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self.aspace
+    }
+
+    fn resched(&mut self, mm: &Mm<HostArch>) -> bool {
+        if self.child.is_some() {
+            return false;
+        }
+        self.child = Some(self.aspace.fork(mm).unwrap());
+        true
+    }
+}
+
+/// Regression (the resched point's let-go): a fork between a forced write's COW break and its
+/// retry must not let the retry keep the changed flags (2016's FOLL_COW, 2009's dropped
+/// FOLL_WRITE) and write the COW copy fork just shared with the child. Linux holds
+/// `mmap_lock` across `cond_resched()`, so fork cannot run there; where it drops the lock it
+/// starts again from the caller's flags, which breaks COW once more for the parent.
+#[test]
+fn fork_in_the_let_go_never_receives_the_forced_write() {
+    for era in Era::ALL {
+        let env = Env::era(era);
+        let obj = memfd(&env, 1, 0x1111);
+        let mut s = env.space();
+        let va = map_obj(&env, &mut s, &obj, 0, 1, Prot::READ, MapFlags::PRIVATE);
+        env.read(&mut s, va).unwrap();
+        let mut hold = ForkingHold {
+            aspace: &mut s,
+            child: None,
+        };
+        let data = 0xbadu64.to_le_bytes();
+        let r = crate::gup::access_process_vm_write_held(&env.mm, &mut hold, va, &data);
+        assert_eq!(r, Ok(8), "{era}");
+        let mut child = hold.child.take().expect("the hold let go once");
+        assert_eq!(
+            env.read(&mut child, va).unwrap(),
+            0x1111,
+            "{era}: the child sees the parent's later forced write"
+        );
+        assert_eq!(env.read(&mut s, va).unwrap(), 0xbad, "{era}: the parent's");
+        assert_eq!(obj_u64(&env, &obj, 0), 0x1111, "{era}: the memfd");
+        env.check(&[&s, &child]);
+        ShmemObject::put(obj, &env.mm);
+        env.finish(std::vec![s, child]);
+    }
+}
+
 #[test]
 fn split_and_merged_shmem_mappings_keep_their_offsets() {
     let env = Env::new();
