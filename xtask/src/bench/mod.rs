@@ -29,6 +29,18 @@ use crate::{deps, image, target_dir, BuildArgs};
 
 use results::Run;
 
+/// The CPUs of the SMP boot (`--smp`): the rows are named for 4 (`smp_munmap_1page_4cpus`).
+pub const SMP_CPUS: u32 = 4;
+
+/// The kernel command-line token that lets cowlab's application processors run tasks (the
+/// default is being changed to 1 this session; passed explicitly so the row means the same).
+const SMP_SCHED: &str = "smp_sched=1";
+
+/// The program `init` runs in the SMP boot: `bench smp`.
+fn smp_program() -> Vec<String> {
+    vec!["bench".to_owned(), "smp".to_owned()]
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Also run the same `bench` binary natively on this Linux host (a third column, in host
@@ -62,6 +74,11 @@ pub struct BenchArgs {
     /// 2009, 2016, 2020, 2022 or 2023 (`era=YEAR` on the kernel command line).
     #[arg(long, value_name = "YEAR", value_parser = crate::era::parse, conflicts_with = "eras")]
     pub era: Option<u32>,
+    /// Also boot each kernel (cowlab with `smp_sched=1`; Linux with `--linux`) with 4 CPUs and
+    /// run `bench smp`: the multiprocessor rows (issue 16). Implied by `--save-baseline`, so the
+    /// stored Linux column keeps them.
+    #[arg(long)]
+    pub smp: bool,
     /// Boots of each kernel to compare (under icount every run must give identical numbers).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub runs: usize,
@@ -126,6 +143,31 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         let session = Session::start(&machine, &qemu_path, &built.kernel_elf, &log)?;
         runs.push(collect(session, &log, args, &label, Boot::Cowlab(accel))?.0);
     }
+    // The SMP boot of each run: the same image with 4 CPUs, `smp_sched=1`, `bench smp`; its
+    // rows join that run's.
+    let smp = args.smp || args.save_baseline;
+    let shown_smp = if smp {
+        let smp_machine = Machine {
+            cmdline: qemu::compose_cmdline(
+                Some(&crate::era::with_token(args.era, SMP_SCHED)),
+                &smp_program(),
+            )?,
+            ..machine.clone()
+        };
+        qemu::set_smp(SMP_CPUS);
+        let shown_smp = qemu::show_command(&smp_machine.command(&qemu_path));
+        eprintln!("xtask: {shown_smp}");
+        for (i, run) in runs.iter_mut().enumerate() {
+            let log = out.join(format!("console-smp-{}.log", i + 1));
+            let label = format!("cowlab -smp {SMP_CPUS} {}/{}", i + 1, args.runs);
+            let session = Session::start(&smp_machine, &qemu_path, &built.kernel_elf, &log)?;
+            run.merge(collect(session, &log, args, &label, Boot::Cowlab(accel))?.0)?;
+        }
+        qemu::set_smp(1);
+        Some(shown_smp)
+    } else {
+        None
+    };
     let cowlab = runs[0].clone();
     let mut differences = compare(&runs, "cowlab");
 
@@ -135,16 +177,28 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             let initrd = out.join("linux-initramfs.cpio");
             linux::initramfs(&bench, &kernel.modules(), &initrd)?;
             let (root_img, _) = machine.root.as_ref().context("the root image")?;
-            let command = linux::command(&qemu_path, kernel, &initrd, root_img);
+            let command = linux::command(&qemu_path, kernel, &initrd, root_img, false);
             let shown_linux = qemu::show_command(&command);
             eprintln!("xtask: {shown_linux}");
+            if smp {
+                let command = linux::command(&qemu_path, kernel, &initrd, root_img, true);
+                eprintln!("xtask: {}", qemu::show_command(&command));
+            }
             let mut linux_runs = Vec::new();
             for i in 0..args.runs {
                 let log = out.join(format!("console-linux-{}.log", i + 1));
                 let label = format!("Linux {}/{}", i + 1, args.runs);
-                let command = linux::command(&qemu_path, kernel, &initrd, root_img);
+                let command = linux::command(&qemu_path, kernel, &initrd, root_img, false);
                 let session = Session::start_command(command, &built.kernel_elf, &log)?;
-                linux_runs.push(collect(session, &log, args, &label, Boot::Linux)?.0);
+                let mut run = collect(session, &log, args, &label, Boot::Linux)?.0;
+                if smp {
+                    let log = out.join(format!("console-linux-smp-{}.log", i + 1));
+                    let label = format!("Linux -smp {SMP_CPUS} {}/{}", i + 1, args.runs);
+                    let command = linux::command(&qemu_path, kernel, &initrd, root_img, true);
+                    let session = Session::start_command(command, &built.kernel_elf, &log)?;
+                    run.merge(collect(session, &log, args, &label, Boot::Linux)?.0)?;
+                }
+                linux_runs.push(run);
             }
             differences.extend(compare(&linux_runs, "Linux"));
             Some((linux_runs.swap_remove(0), kernel.clone(), shown_linux))
@@ -273,6 +327,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 
     let json = serde_json::json!({
         "qemu": shown,
+        "qemu_smp": shown_smp,
         "accel": describe_accel(accel),
         "runs": args.runs,
         "identical_runs": deterministic,
@@ -285,6 +340,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             "release": run.uname_field("release"),
             "version": run.uname_field("version"),
             "cmdline": linux::CMDLINE,
+            "cmdline_smp": smp.then(|| linux::cmdline(true)),
             "qemu": shown_linux,
         })),
         "targets_source": targets.source,
@@ -323,7 +379,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         let path = crate::workspace_root().join(results::LINUX_BASELINE);
         // Paths relative to the workspace: the file is committed.
         let root = format!("{}/", crate::workspace_root().display());
-        let shown = shown_linux.replace(&root, "");
+        let mut shown = shown_linux.replace(&root, "");
+        if smp {
+            shown.push_str(&format!(
+                " (smp_* rows: the same with -smp {SMP_CPUS} and `-- smp` appended to -append)"
+            ));
+        }
         write(
             &path,
             &results::baseline_csv(run, &kernel.describe(), &shown),

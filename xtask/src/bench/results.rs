@@ -73,6 +73,21 @@ impl Run {
         Ok(run)
     }
 
+    /// Adds the rows of another boot of the same kernel (the SMP boot of `--smp`): its
+    /// measurements and skips after this run's; done only if both got to their end. A name
+    /// both runs measured is an error (the two boots must measure different paths).
+    pub fn merge(&mut self, other: Run) -> Result<()> {
+        for m in &other.measurements {
+            if self.get(&m.name).is_some() {
+                bail!("both boots measured {}", m.name);
+            }
+        }
+        self.measurements.extend(other.measurements);
+        self.skips.extend(other.skips);
+        self.done &= other.done;
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Measurement> {
         self.measurements.iter().find(|m| m.name == name)
     }
@@ -253,6 +268,28 @@ mod tests {
                 reason: "ENOSYS".into()
             }]
         );
+    }
+
+    #[test]
+    fn the_smp_boot_merges_after_the_main_boot() {
+        let mut run = Run::parse(FIXTURE).unwrap();
+        let smp = Run::parse(
+            "BENCH name=smp_fault_disjoint_4 unit=tsc/fault median=950 min=949 n=5\n\
+             BENCH-SKIP name=smp_gup_fast_forker_per_page reason=ENOENT\n\
+             BENCH-DONE\n",
+        )
+        .unwrap();
+        run.merge(smp.clone()).unwrap();
+        assert!(run.done);
+        assert_eq!(run.measurements.len(), 6);
+        assert_eq!(run.measurements[5].name, "smp_fault_disjoint_4");
+        assert_eq!(run.get("smp_fault_disjoint_4").unwrap().min, 949);
+        assert_eq!(run.skips.len(), 2);
+        // The same row twice is refused; a boot that did not finish leaves the run unfinished.
+        assert!(run.clone().merge(smp).is_err());
+        let mut unfinished = Run::parse(FIXTURE).unwrap();
+        unfinished.merge(Run::default()).unwrap();
+        assert!(!unfinished.done);
     }
 
     #[test]
