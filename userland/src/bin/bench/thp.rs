@@ -13,8 +13,9 @@
 //! the same 2 MiB: a PMD mapping makes it a plain access (the timer's own 5 or so), a PTE
 //! mapping another fault (hundreds). A row whose range was not PMD-mapped is skipped with
 //! `reason=no-thp` (a kernel without THP, or `enabled=never`), except the zero-page row, which
-//! is reported either way with a `bench:` line saying how it was mapped (cowlab's huge zero
-//! page is being built: until it lands its row measures the 4 KiB zero page's read fault).
+//! is reported either way with a `bench:` line saying how it was mapped: the huge zero page
+//! (read-only: a write then faults), a zero-filled THP the read allocated (cowlab until its huge
+//! zero page lands: the row then equals `thp_fault_2m`), or 4 KiB pages.
 //!
 //! On Linux as `/init` nothing has mounted sysfs: [`linux_thp_setup`] mounts it at `/sys` and
 //! makes sure `transparent_hugepage/enabled` is not `never` (Debian's default, `always`, is left
@@ -150,7 +151,8 @@ fn thp_cow_fault() {
 fn thp_zero_read_fault() {
     const NAME: &str = "thp_zero_read_fault";
     let mut s = Samples::new(HUGE * TRIALS);
-    let mut huge_zero = true;
+    let mut pmd = true;
+    let mut write_faults = true;
     for _ in 0..TRIALS {
         let (raw, len, huge) = match map_huge() {
             Ok(m) => m,
@@ -163,15 +165,20 @@ fn thp_zero_read_fault() {
             let t1 = tsc();
             s.push(t1 - t0);
         }
-        huge_zero &= pmd_mapped(huge, true);
+        pmd &= pmd_mapped(huge, true);
+        // The huge zero page is read-only: a write to it faults. A kernel without one may
+        // have allocated a zero-filled THP on the read, which a write does not fault on.
+        write_faults &= !pmd_mapped(huge + PAGE, false);
         let _ = munmap(raw, len);
     }
     println!(
         "bench: {NAME}: {}",
-        if huge_zero {
-            "PMD-mapped (the huge zero page)"
-        } else {
-            "not PMD-mapped (the next 4 KiB read faulted: no huge zero page, the row is a 4 KiB read fault)"
+        match (pmd, write_faults) {
+            (true, true) => "PMD-mapped read-only (the huge zero page)",
+            (true, false) => {
+                "PMD-mapped writable (the read allocated a zero-filled THP: no huge zero page)"
+            }
+            (false, _) => "not PMD-mapped (the next 4 KiB read faulted: a 4 KiB read fault)",
         }
     );
     report_samples(NAME, "tsc/2MiB", &mut s);
