@@ -26,7 +26,11 @@
 //!   spinning in user space there): the difference is the TLB shootdown.
 //! - `smp_gup_fast_forker_per_page` / `smp_vmsplice_forker_per_page`: GUP-fast of 16 pages per
 //!   call (`gup_test` `PIN_FAST_BENCHMARK`, cowlab only; `vmsplice`, both kernels), per page,
-//!   while a thread on another CPU forks the process (16 MiB touched) again and again.
+//!   each call right after a fork of the process (16 MiB touched) by a thread on CPU 1, in
+//!   lockstep: the fork write-protects the buffer and shoots down CPU 0's TLB while this thread
+//!   spins in user space. A free-running forker was tried first: how often its forks fell
+//!   between the calls depended on where the round-robin slices ended (0 or 216 forks in two
+//!   boots), so the figure did not repeat; lockstep makes every call meet a fresh fork.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -57,13 +61,16 @@ static GO: AtomicU32 = AtomicU32::new(0);
 static DONE: AtomicU32 = AtomicU32::new(0);
 static STOP: AtomicU32 = AtomicU32::new(0);
 static FORKS: AtomicU32 = AtomicU32::new(0);
+/// The forker's turn: set by the GUP thread before each call, cleared by the forker after its
+/// fork.
+static TURN: AtomicU32 = AtomicU32::new(0);
 /// Per worker: the first page's address, the stride in pages (a fault job).
 static JOB_BASE: [core::sync::atomic::AtomicUsize; CPUS] =
     [const { core::sync::atomic::AtomicUsize::new(0) }; CPUS];
 static JOB_STRIDE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 
 fn reset() {
-    for flag in [&READY, &GO, &DONE, &STOP, &FORKS] {
+    for flag in [&READY, &GO, &DONE, &STOP, &FORKS, &TURN] {
         flag.store(0, Ordering::SeqCst);
     }
 }
@@ -247,16 +254,31 @@ fn munmap_1page(name: &str, others: usize) {
     report_samples(name, "tsc/call", &mut s);
 }
 
-/// Forks again and again (the child exits at once) until `STOP`, counting the forks.
+/// On each turn (`TURN` set), forks once (the child exits at once, reaped) and hands the turn
+/// back; until `STOP`.
 fn forker(cpu: usize) -> i32 {
     if pin(cpu).is_err() {
         return 1;
     }
-    while STOP.load(Ordering::Acquire) == 0 {
+    loop {
+        while TURN.load(Ordering::Acquire) == 0 {
+            if STOP.load(Ordering::Acquire) != 0 {
+                return 0;
+            }
+            core::hint::spin_loop();
+        }
         super::fork_and_reap();
         FORKS.fetch_add(1, Ordering::AcqRel);
+        TURN.store(0, Ordering::Release);
     }
-    0
+}
+
+/// Has the forker fork once and waits (spinning in user space) until it has.
+fn fork_on_cpu1() {
+    TURN.store(1, Ordering::Release);
+    while TURN.load(Ordering::Acquire) != 0 {
+        core::hint::spin_loop();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -265,8 +287,8 @@ enum Gup {
     Vmsplice,
 }
 
-/// GUP-fast of [`BATCH`] pages per call over a touched 16 MiB buffer while a thread on CPU 1
-/// forks; per page, each call timed.
+/// GUP-fast of [`BATCH`] pages per call over a touched 16 MiB buffer, each call after a fork
+/// by the thread on CPU 1; per page, each call timed. One trial (256 calls, 256 forks).
 fn gup_with_forker(name: &str, how: Gup) {
     const FOLL_WRITE: u32 = 0x01;
     let fd = match how {
@@ -290,13 +312,12 @@ fn gup_with_forker(name: &str, how: Gup) {
     touch(sink, BATCH * PAGE);
     reset();
     let worker = start(forker, 1);
-    spin_until(&FORKS, 1);
-    let forks_before = FORKS.load(Ordering::Acquire);
-    let mut s = Samples::new(TRIALS * PER_THREAD / BATCH);
+    let mut s = Samples::new(PER_THREAD / BATCH);
     let mut failed = None;
-    'trials: for _ in 0..TRIALS {
+    'trials: for _ in 0..1 {
         for batch in 0..PER_THREAD / BATCH {
             let at = buf + batch * BATCH * PAGE;
+            fork_on_cpu1();
             let (t0, result, t1) = match how {
                 Gup::GupTest => {
                     let mut args = GupTest {
@@ -354,13 +375,13 @@ fn gup_with_forker(name: &str, how: Gup) {
             }
         }
     }
-    let forks = FORKS.load(Ordering::Acquire) - forks_before;
+    let forks = FORKS.load(Ordering::Acquire);
     STOP.store(1, Ordering::Release);
     worker.join();
     match failed {
         Some(e) => skip(name, e),
         None => {
-            println!("bench: {name}: {forks} forks ran on CPU 1 meanwhile");
+            println!("bench: {name}: {forks} forks on CPU 1, one before each call");
             report_samples(name, "tsc/page", &mut s);
         }
     }
