@@ -75,8 +75,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "YEAR", value_parser = crate::era::parse, conflicts_with = "eras")]
     pub era: Option<u32>,
     /// Also boot each kernel (cowlab with `smp_sched=1`; Linux with `--linux`) with 4 CPUs and
-    /// run `bench smp`: the multiprocessor rows (issue 16). Implied by `--save-baseline`, so the
-    /// stored Linux column keeps them.
+    /// run `bench smp`: the multiprocessor rows (issue 16). Without it, `--save-baseline` keeps
+    /// the stored `smp_*` rows as they were.
     #[arg(long)]
     pub smp: bool,
     /// Boots of each kernel to compare (under icount every run must give identical numbers).
@@ -147,7 +147,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     // rows join that run's. No disk: a virtio request completes when the host says, and under
     // icount with several CPUs the boot's disk reads (ext2's mount) shift the timer phase and
     // with it where the round-robin slices end, which made two boots' smp_* rows differ.
-    let smp = args.smp || args.save_baseline;
+    let smp = args.smp;
     let shown_smp = if smp {
         let smp_machine = smp_machine(&machine, args.era)?;
         qemu::set_smp(SMP_CPUS);
@@ -398,7 +398,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         }
         write(
             &path,
-            &results::baseline_csv(run, &kernel.describe(), &shown),
+            &results::baseline_csv(run, &kernel.describe(), &shown, &stored),
         )?;
         println!("wrote {}", path.display());
     }

@@ -193,8 +193,9 @@ pub fn linux_baseline() -> Reference {
 }
 
 /// The stored Linux column written from a live Linux run: every measured row, the kernel and
-/// the method in the header.
-pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str) -> String {
+/// the method in the header; then the rows of `previous` this run did not measure (the
+/// `smp_*` rows of a run without `--smp`), kept as they were and named in a comment.
+pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str, previous: &Reference) -> String {
     let release = linux.uname_field("release").unwrap_or("?");
     let mut out = String::new();
     for line in [
@@ -212,6 +213,17 @@ pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str) -> String {
     }
     for m in &linux.measurements {
         out.push_str(&format!("{},{}\n", m.name, m.median));
+    }
+    let kept: Vec<&(String, u64)> = previous
+        .values
+        .iter()
+        .filter(|(name, _)| linux.get(name).is_none())
+        .collect();
+    if !kept.is_empty() {
+        out.push_str("# Not measured by this run, kept from the previous file:\n");
+        for (name, value) in kept {
+            out.push_str(&format!("{name},{value}\n"));
+        }
     }
     out
 }
@@ -312,10 +324,19 @@ mod tests {
         );
         // What --save-baseline writes parses back to the same figures, with its source.
         let run = Run::parse(FIXTURE).unwrap();
-        let stored =
-            Reference::parse(&baseline_csv(&run, "Debian linux-image-x", "qemu -m 1G")).unwrap();
+        let stored = Reference::parse(&baseline_csv(
+            &run,
+            "Debian linux-image-x",
+            "qemu -m 1G",
+            &Reference::parse("name,linux\nfork_base,1\nsmp_fault_shared_4,2700\n").unwrap(),
+        ))
+        .unwrap();
+        // A row the run measured takes the new figure; one it did not is kept.
+        assert_eq!(stored.get("fork_base"), Some(68474));
+        assert_eq!(stored.get("smp_fault_shared_4"), Some(2700));
+        assert!(stored.source.contains("kept from the previous file"));
         assert_eq!(stored.get("anon_write_fault"), Some(1204));
-        assert_eq!(stored.values.len(), run.measurements.len());
+        assert_eq!(stored.values.len(), run.measurements.len() + 1);
         assert!(
             stored.source.contains("uname -r 6.1.0-57-amd64"),
             "{}",
