@@ -49,6 +49,12 @@ use cowlab_userland::{eprintln, println};
 
 cowlab_userland::entry!(main);
 
+// The SMP and THP rows (issues 16 and 14), each in a file of its own.
+#[path = "bench/smp.rs"]
+mod smp;
+#[path = "bench/thp.rs"]
+mod thp;
+
 const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
 /// Pages faulted one at a time per trial.
@@ -219,6 +225,13 @@ fn main() -> i32 {
         println!("BENCH-DONE");
         return 0;
     }
+    // `bench smp`: only the multiprocessor rows, in the 4-CPU boot of `xtask bench --smp`.
+    if cowlab_userland::args::args().nth(1) == Some(c"smp") {
+        smp::smp_rows();
+        println!("BENCH-DONE");
+        power_off_if_linux_init();
+        return 0;
+    }
     tsc_overhead();
     syscall_getppid();
     rep_movsq_4k();
@@ -241,6 +254,7 @@ fn main() -> i32 {
     gup_test_pins();
     dio_4k();
     file_rows();
+    thp::thp_rows();
     println!("BENCH-DONE");
     power_off_if_linux_init();
     0

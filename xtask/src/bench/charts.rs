@@ -10,6 +10,8 @@
 //! - `fork.svg`: fork cost against touched memory, both axes logarithmic and labelled in MiB.
 //! - `vmas.svg`: the anonymous write fault against the number of VMAs.
 //! - `eras.svg` (`--eras`): the same paths under each of cowlab's eras, relative to the newest.
+//! - `smp.svg` (`--smp`): instructions per fault (all CPUs') against the faulting threads, on
+//!   disjoint ranges and on one shared range, both kernels.
 
 use std::path::Path;
 
@@ -37,6 +39,10 @@ const FONT: &str = "sans-serif";
 
 pub const FORK_MIB: [u64; 5] = [1, 4, 16, 64, 256];
 pub const VMAS: [u64; 4] = [1, 10, 100, 1000];
+pub const SMP_THREADS: [u64; 3] = [1, 2, 4];
+/// The shared-range series: lighter cowlab, darker Linux.
+const COWLAB_SHARED: RGBColor = RGBColor(0x6b, 0xae, 0xd6);
+const LINUX_SHARED: RGBColor = RGBColor(0x33, 0x33, 0x33);
 
 /// Writes every chart into `out`; returns the file names.
 pub fn write_all(
@@ -52,6 +58,12 @@ pub fn write_all(
     ];
     if let Some(eras) = eras {
         charts.push(("eras.svg", era_chart(rows, eras)?));
+    }
+    if rows
+        .iter()
+        .any(|r| r.name.starts_with("smp_fault_") && r.cowlab.is_some())
+    {
+        charts.push(("smp.svg", smp_chart(rows, linux_label)?));
     }
     let mut names = Vec::new();
     for (name, svg) in charts {
@@ -265,7 +277,11 @@ fn host_of(rows: &[Row], name: &str) -> Option<f64> {
 fn path_rows(rows: &[Row]) -> Vec<&Row> {
     rows.iter()
         .filter(|r| r.target.is_some() || r.linux.is_some())
-        .filter(|r| !r.name.starts_with("fork_touched_mib_") && !r.name.starts_with("fault_vmas_"))
+        .filter(|r| {
+            !r.name.starts_with("fork_touched_mib_")
+                && !r.name.starts_with("fault_vmas_")
+                && !r.name.starts_with("smp_fault_")
+        })
         .filter(|r| r.name != "tsc_overhead")
         .filter(|r| r.cowlab.is_some() || r.linux.is_some())
         .collect()
@@ -500,6 +516,53 @@ pub fn vma_chart(rows: &[Row], linux_label: &str) -> Result<String> {
         "VMAs added (log scale)",
         "guest instructions per fault",
         &VMAS,
+        &series,
+        false,
+        &[],
+    )
+}
+
+/// Fault work against the faulting threads (1, 2, 4) in the 4-CPU boot: guest instructions of
+/// all CPUs per fault, each thread on its own range and all on one shared range; a kernel's
+/// series appears only where it has measured points.
+pub fn smp_chart(rows: &[Row], linux_label: &str) -> Result<String> {
+    let mut series = Vec::new();
+    for (kind, label) in [
+        ("disjoint", "disjoint ranges"),
+        ("shared", "one shared range"),
+    ] {
+        let names: Vec<String> = SMP_THREADS
+            .iter()
+            .map(|n| format!("smp_fault_{kind}_{n}"))
+            .collect();
+        let shared = kind == "shared";
+        for (kernel, color, values) in [
+            (
+                "cowlab",
+                if shared { COWLAB_SHARED } else { COWLAB },
+                names.iter().map(|n| cowlab_of(rows, n)).collect::<Vec<_>>(),
+            ),
+            (
+                linux_label,
+                if shared { LINUX_SHARED } else { LINUX },
+                names.iter().map(|n| linux_of(rows, n)).collect(),
+            ),
+        ] {
+            if values.iter().any(Option::is_some) {
+                series.push(Series {
+                    label: format!("{kernel}, {label}"),
+                    color,
+                    values,
+                });
+            }
+        }
+    }
+    line_chart(
+        "write faults on 4 CPUs",
+        "guest instructions of all CPUs from the threads' start to the last fault, per fault (median of 5); flat = no SMP overhead",
+        "faulting threads, one per CPU (log scale)",
+        "guest instructions per fault, all CPUs",
+        &SMP_THREADS,
         &series,
         false,
         &[],
@@ -747,6 +810,50 @@ mod tests {
             table.contains("| anon_write_fault | 1204 | 1204 |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_smp_chart_draws_both_kernels_and_leaves_the_paths_chart() {
+        let mut cowlab = Run::parse(FIXTURE).unwrap();
+        let mut linux = Run::default();
+        for (i, n) in SMP_THREADS.iter().enumerate() {
+            for (kind, extra) in [("disjoint", 0), ("shared", 40)] {
+                for (run, base) in [(&mut cowlab, 900), (&mut linux, 2700)] {
+                    run.measurements.push(super::super::results::Measurement {
+                        name: format!("smp_fault_{kind}_{n}"),
+                        unit: "tsc/fault".into(),
+                        median: base + extra + 10 * i as u64,
+                        min: base,
+                        n: 5,
+                    });
+                }
+            }
+        }
+        let rows = rows(&cowlab, None, Linux::Measured(&linux), &targets());
+        let svg = smp_chart(&rows, "Linux 6.1").unwrap();
+        well_formed(&svg);
+        for label in [
+            "cowlab, disjoint ranges",
+            "cowlab, one shared range",
+            "Linux 6.1, disjoint ranges",
+            "Linux 6.1, one shared range",
+        ] {
+            assert!(svg.contains(&format!(">\n{label}\n</text>")), "{label}");
+        }
+        // The points are labelled with their values (cowlab shared at 4 threads: 960).
+        assert!(svg.contains(">\n960\n</text>"), "{svg}");
+        assert!(svg.contains(">\n2\n</text>"), "x label 2");
+        let paths = paths_chart(&rows, "Linux 6.1").unwrap();
+        assert!(!paths.contains("smp_fault_"), "the series is in smp.svg");
+        // Without Linux's rows its series are absent, not zero.
+        let stored = rows_stored(&cowlab);
+        let svg = smp_chart(&stored, "Linux").unwrap();
+        assert!(!svg.contains("Linux, disjoint ranges"));
+    }
+
+    fn rows_stored(cowlab: &Run) -> Vec<Row> {
+        let none = Reference::parse("name,linux\n").unwrap();
+        rows(cowlab, None, Linux::Stored(&none), &targets())
     }
 
     #[test]

@@ -294,11 +294,22 @@ impl Cpio {
     }
 }
 
+/// The kernel command line of the SMP boot (`--smp`): [`CMDLINE`], then `-- smp`, which Linux
+/// passes to `/init` as its first argument (`bench smp`: only the multiprocessor rows).
+pub fn cmdline(smp: bool) -> String {
+    if smp {
+        format!("{CMDLINE} -- smp")
+    } else {
+        CMDLINE.to_owned()
+    }
+}
+
 /// The QEMU command booting `kernel` with `initrd`: the machine of the cowlab run
 /// (`-m 1G -cpu qemu64 -accel tcg`, icount, the fixed RTC, `-no-reboot`, serial on stdio), with
 /// the kernel loaded by QEMU instead of from a disk, and `disk` (cowlab's root image) as the
-/// only virtio disk, a snapshot.
-pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path, disk: &Path) -> Command {
+/// only virtio disk, a snapshot. With `smp`, the SMP boot: `-smp` [`super::SMP_CPUS`] (one
+/// round-robin TCG thread under icount, as cowlab's) and `bench smp`.
+pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path, disk: &Path, smp: bool) -> Command {
     let mut command = Command::new(qemu);
     let mut drive = std::ffi::OsString::from("file=");
     drive.push(disk);
@@ -309,7 +320,8 @@ pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path, disk: &Path) -> Comm
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", CMDLINE])
+        .arg("-append")
+        .arg(cmdline(smp))
         .args([
             "-serial",
             "stdio",
@@ -321,6 +333,9 @@ pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path, disk: &Path) -> Comm
         ])
         .args(["-cpu", "qemu64", "-accel", "tcg"])
         .args(ICOUNT_ARGS);
+    if smp {
+        command.args(["-smp", &super::SMP_CPUS.to_string()]);
+    }
     command
 }
 
@@ -341,6 +356,7 @@ mod tests {
             &kernel,
             Path::new("/t/i.cpio"),
             Path::new("/t/root.img"),
+            false,
         ));
         let cowlab = show_command(
             &Machine {
@@ -372,6 +388,19 @@ mod tests {
             linux.contains("-drive file=/t/root.img,format=raw,if=virtio,snapshot=on"),
             "{linux}"
         );
+        assert!(!linux.contains("-smp"), "{linux}");
+        // The SMP boot: 4 CPUs under the same icount (round-robin, one thread), `bench smp`.
+        let smp = show_command(&command(
+            Path::new("qemu"),
+            &kernel,
+            Path::new("/t/i.cpio"),
+            Path::new("/t/root.img"),
+            true,
+        ));
+        assert!(smp.contains(machine), "{smp}");
+        assert!(smp.contains("-smp 4"), "{smp}");
+        assert!(!smp.contains("thread=multi"), "{smp}");
+        assert!(smp.contains("norandmaps panic=-1 -- smp'"), "{smp}");
         assert_eq!(kernel.modules().len(), MODULES.len());
         assert!(kernel.modules()[0].ends_with("modules/00.ko"));
         assert_eq!(

@@ -73,6 +73,21 @@ impl Run {
         Ok(run)
     }
 
+    /// Adds the rows of another boot of the same kernel (the SMP boot of `--smp`): its
+    /// measurements and skips after this run's; done only if both got to their end. A name
+    /// both runs measured is an error (the two boots must measure different paths).
+    pub fn merge(&mut self, other: Run) -> Result<()> {
+        for m in &other.measurements {
+            if self.get(&m.name).is_some() {
+                bail!("both boots measured {}", m.name);
+            }
+        }
+        self.measurements.extend(other.measurements);
+        self.skips.extend(other.skips);
+        self.done &= other.done;
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Measurement> {
         self.measurements.iter().find(|m| m.name == name)
     }
@@ -178,8 +193,9 @@ pub fn linux_baseline() -> Reference {
 }
 
 /// The stored Linux column written from a live Linux run: every measured row, the kernel and
-/// the method in the header.
-pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str) -> String {
+/// the method in the header; then the rows of `previous` this run did not measure (the
+/// `smp_*` rows of a run without `--smp`), kept as they were and named in a comment.
+pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str, previous: &Reference) -> String {
     let release = linux.uname_field("release").unwrap_or("?");
     let mut out = String::new();
     for line in [
@@ -197,6 +213,17 @@ pub fn baseline_csv(linux: &Run, kernel: &str, qemu: &str) -> String {
     }
     for m in &linux.measurements {
         out.push_str(&format!("{},{}\n", m.name, m.median));
+    }
+    let kept: Vec<&(String, u64)> = previous
+        .values
+        .iter()
+        .filter(|(name, _)| linux.get(name).is_none())
+        .collect();
+    if !kept.is_empty() {
+        out.push_str("# Not measured by this run, kept from the previous file:\n");
+        for (name, value) in kept {
+            out.push_str(&format!("{name},{value}\n"));
+        }
     }
     out
 }
@@ -256,6 +283,28 @@ mod tests {
     }
 
     #[test]
+    fn the_smp_boot_merges_after_the_main_boot() {
+        let mut run = Run::parse(FIXTURE).unwrap();
+        let smp = Run::parse(
+            "BENCH name=smp_fault_disjoint_4 unit=tsc/fault median=950 min=949 n=5\n\
+             BENCH-SKIP name=smp_gup_fast_forker_per_page reason=ENOENT\n\
+             BENCH-DONE\n",
+        )
+        .unwrap();
+        run.merge(smp.clone()).unwrap();
+        assert!(run.done);
+        assert_eq!(run.measurements.len(), 6);
+        assert_eq!(run.measurements[5].name, "smp_fault_disjoint_4");
+        assert_eq!(run.get("smp_fault_disjoint_4").unwrap().min, 949);
+        assert_eq!(run.skips.len(), 2);
+        // The same row twice is refused; a boot that did not finish leaves the run unfinished.
+        assert!(run.clone().merge(smp).is_err());
+        let mut unfinished = Run::parse(FIXTURE).unwrap();
+        unfinished.merge(Run::default()).unwrap();
+        assert!(!unfinished.done);
+    }
+
+    #[test]
     fn a_malformed_line_is_an_error() {
         assert!(parse_line("BENCH name=x unit=tsc median=oops min=1 n=1").is_err());
         assert!(parse_line("BENCH name=x").is_err());
@@ -266,7 +315,7 @@ mod tests {
     fn reference_data_parses_with_its_source() {
         let linux = linux_baseline();
         assert_eq!(linux.get("cow_copy_fault"), Some(3899));
-        assert_eq!(linux.get("fork_base"), Some(53615));
+        assert_eq!(linux.get("fork_base"), Some(53783));
         assert!(linux.source.contains("6.1.0-57-amd64"), "{}", linux.source);
         assert!(
             linux.source.contains("LINUX-BASELINE.md"),
@@ -275,10 +324,19 @@ mod tests {
         );
         // What --save-baseline writes parses back to the same figures, with its source.
         let run = Run::parse(FIXTURE).unwrap();
-        let stored =
-            Reference::parse(&baseline_csv(&run, "Debian linux-image-x", "qemu -m 1G")).unwrap();
+        let stored = Reference::parse(&baseline_csv(
+            &run,
+            "Debian linux-image-x",
+            "qemu -m 1G",
+            &Reference::parse("name,linux\nfork_base,1\nsmp_fault_shared_4,2700\n").unwrap(),
+        ))
+        .unwrap();
+        // A row the run measured takes the new figure; one it did not is kept.
+        assert_eq!(stored.get("fork_base"), Some(68474));
+        assert_eq!(stored.get("smp_fault_shared_4"), Some(2700));
+        assert!(stored.source.contains("kept from the previous file"));
         assert_eq!(stored.get("anon_write_fault"), Some(1204));
-        assert_eq!(stored.values.len(), run.measurements.len());
+        assert_eq!(stored.values.len(), run.measurements.len() + 1);
         assert!(
             stored.source.contains("uname -r 6.1.0-57-amd64"),
             "{}",
