@@ -772,7 +772,7 @@ fn a_multi_page_write_under_pressure_keeps_its_own_pages() {
     let at = i * PAGE;
     // Only one page can be had: the write is cut to it, every byte in its place.
     let n = cache
-        .write_begin_end(&env.mm, &store, at, &data, |len| Ok(len))
+        .write_begin_end(&env.mm, &store, at, &data, Ok)
         .unwrap();
     assert_eq!(n, PAGE_SIZE, "cut at the page memory could not hold");
     let data = &data[..n];
