@@ -16,8 +16,9 @@
 //! write their own buffer: the scheduler points them at the next task's buffer on every switch
 //! ([`switch_to`], from `proc::set_current`, on the CPU the task runs on), hardware interrupts
 //! hide them while they run ([`IrqGuard`], Linux's `in_task()` check), and a task's exit
-//! ([`task_exit`]) clears them before its buffer can be freed. Only the CPU itself touches its
-//! words, with interrupts disabled in the kernel, so nothing runs between those updates and its
+//! ([`task_exit`]) clears them before its buffer can be freed. The hook looks at GS only once a
+//! task has enabled coverage ([`LIVE`]): the boot runs instrumented code before GS is set up.
+//! Only the CPU itself touches its words, with interrupts disabled in the kernel, so nothing runs between those updates and its
 //! hot path's reads; GS is the kernel's in every instrumented function (an NMI taken with the
 //! user's GS still loaded swaps it first, `idt::entry`'s `cowlab_nmi_common`).
 
@@ -25,7 +26,7 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cowlab_mm::shmem::ShmemObject;
 use spin::Mutex;
@@ -33,6 +34,12 @@ use spin::Mutex;
 use crate::errno::Errno;
 use crate::proc::Pid;
 use crate::{memory, percpu};
+
+/// Whether any task ever enabled coverage (0 until the first `KCOV_ENABLE`, then 1 for good):
+/// the hook reads GS only after that. Until a CPU's `percpu::init` its GS base is 0, and the
+/// boot and the application processors' start run instrumented code before it; the first
+/// `KCOV_ENABLE` comes from a task, so after every CPU that came up has its per-CPU area.
+static LIVE: AtomicU64 = AtomicU64::new(0);
 
 /// This CPU's running task's page table: kernel addresses of its buffer's pages (null: not
 /// traced). A per-CPU word (`gs:`).
@@ -43,8 +50,9 @@ const WORDS: usize = crate::percpu::slot(crate::percpu::Slot::KcovWords);
 // `__sanitizer_cov_trace_pc`: n = area[0]; if n + 1 < WORDS { area[n + 1] = caller; area[0] =
 // n + 1 }. Word i lives in page i / 512 at slot i % 512.
 // SAFETY: the hook uses only caller-saved registers (it is called at any edge, between any two
-// statements of the caller), and writes nothing but the running task's buffer: GS is this CPU's
-// per-CPU area in all kernel code (NMIs included, see the module comment), PAGES there is either
+// statements of the caller), and writes nothing but the running task's buffer: it reads GS only
+// once LIVE is set, after which GS is this CPU's per-CPU area in all kernel code (NMIs
+// included, see the module comment), PAGES there is either
 // null or points at the page table of the `Area` of the task running on this CPU, which
 // `TRACED` keeps alive until `stop` has cleared PAGES and WORDS (on DISABLE or the task's exit,
 // run by that task on its CPU), and the index is checked against WORDS, the same buffer's size,
@@ -53,6 +61,8 @@ global_asm!(
     ".pushsection .text.cowlab_kcov, \"ax\"",
     ".global __sanitizer_cov_trace_pc",
     "__sanitizer_cov_trace_pc:",
+    "    cmp qword ptr [rip + {live}], 0",
+    "    je 2f",
     "    mov rcx, qword ptr gs:[{pages}]",
     "    test rcx, rcx",
     "    jz 2f",
@@ -72,6 +82,7 @@ global_asm!(
     "2:",
     "    ret",
     ".popsection",
+    live = sym LIVE,
     pages = const PAGES,
     words = const WORDS,
 );
@@ -144,6 +155,7 @@ pub fn enable(tid: Pid, area: &Arc<Area>) -> Result<(), Errno> {
     area.owner.store(tid, Ordering::Relaxed);
     traced.insert(tid, area.clone());
     drop(traced);
+    LIVE.store(1, Ordering::Relaxed);
     switch_to(tid);
     Ok(())
 }
