@@ -176,7 +176,7 @@ fn lock_slow(me: usize, may_halt: bool) {
         crate::smp::shootdown::service();
         crate::smp::call::service();
         // The claimant is next: it keeps spinning to take the lock the moment it is free.
-        if may_halt && spins % HALT_SPINS == 0 && STARVING.load(Ordering::Relaxed) != me {
+        if may_halt && spins.is_multiple_of(HALT_SPINS) && STARVING.load(Ordering::Relaxed) != me {
             halt_until_release(me);
         }
         core::hint::spin_loop();

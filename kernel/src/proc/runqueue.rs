@@ -100,7 +100,11 @@ pub fn allowed(task: &Task, active: u64) -> u64 {
 /// there does not count against that CPU.
 pub fn select_cpu(task: &Task, active: u64, leaving: Option<usize>) -> usize {
     let allowed = allowed(task, active);
-    let load_of = |cpu: usize| load(cpu) - usize::from(leaving == Some(cpu));
+    // One CPU (the machine of `cargo xtask bench`): nothing to choose.
+    if allowed & (allowed - 1) == 0 {
+        return allowed.trailing_zeros() as usize;
+    }
+    let load_of = |cpu: usize| load(cpu).saturating_sub(usize::from(leaving == Some(cpu)));
     let last = usize::from(task.sched.cpu) & (MAX_CPUS - 1);
     let last_ok = allowed >> last & 1 != 0;
     if last_ok && load_of(last) == 0 {
@@ -109,17 +113,18 @@ pub fn select_cpu(task: &Task, active: u64, leaving: Option<usize>) -> usize {
     // An idle CPU, else the least loaded; scanning from the one after `last` spreads tasks woken
     // together (a fork burst) over the idle CPUs instead of piling them on the lowest.
     let mut best = (usize::MAX, last);
-    for i in 1..=MAX_CPUS {
-        let cpu = (last + i) & (MAX_CPUS - 1);
-        if allowed >> cpu & 1 == 0 {
-            continue;
-        }
-        let load = load_of(cpu);
-        if load == 0 {
-            return cpu;
-        }
-        if load < best.0 {
-            best = (load, cpu);
+    let above = allowed & u64::MAX.checked_shl(last as u32 + 1).unwrap_or(0);
+    for mut bits in [above, allowed & !above] {
+        while bits != 0 {
+            let cpu = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let load = load_of(cpu);
+            if load == 0 {
+                return cpu;
+            }
+            if load < best.0 {
+                best = (load, cpu);
+            }
         }
     }
     if last_ok {
@@ -220,7 +225,7 @@ fn steal(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
             n += 1;
         }
     }
-    victims[..n].sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    victims[..n].sort_unstable_by_key(|v| core::cmp::Reverse(v.0));
     for &(_, other) in &victims[..n] {
         let mut queue = QUEUES[other].lock();
         let found = queue.iter().position(|tid| {
