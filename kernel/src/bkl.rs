@@ -67,6 +67,10 @@ const HALT_SPINS: u32 = 200;
 /// holder's vCPU needed (t_process on 2 CPUs: 160 s against 59 s on one, most of it in waits
 /// for a holder tearing down an exiting child). Halted, it costs the host nothing.
 static WAITERS: AtomicU64 = AtomicU64::new(0);
+/// CPUs in the contended path of an acquisition, spinning or halted (bit per CPU), for
+/// [`let_waiters_in`].
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
@@ -154,6 +158,8 @@ fn lock_slow(me: usize, may_halt: bool) {
         "big kernel lock taken twice"
     );
     CONTENDED.fetch_add(1, Ordering::Relaxed);
+    let bit = 1u64 << (me - 1);
+    WAITING.fetch_or(bit, Ordering::Relaxed);
     let mut spins = 0u32;
     loop {
         let starving = STARVING.load(Ordering::Relaxed);
@@ -166,6 +172,7 @@ fn lock_slow(me: usize, may_halt: bool) {
             if starving == me {
                 STARVING.store(0, Ordering::Relaxed);
             }
+            WAITING.fetch_and(!bit, Ordering::Relaxed);
             return;
         }
         spins = spins.saturating_add(1);
@@ -280,6 +287,29 @@ pub fn release_to_user_if(locked: bool) {
         debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
         release();
     }
+}
+
+/// Hands the lock to a CPU waiting for it, if any, then takes it back: the idle loop's call
+/// between two tasks. The lock is otherwise held across the switches of a task that loops in
+/// the kernel with `cond_resched` (a 2 GiB `write`), so a CPU waiting to run the task woken
+/// meanwhile (t_shmem's parent, queued on the idle CPU, about to kill that writer) waited for
+/// the whole loop. Only between tasks: the one that ran is off its kernel stack. The waiter is
+/// made the [`STARVING`] claimant unless one exists, so it is the next owner: a CPU in the
+/// contended path holds nothing and takes the lock before it does anything else.
+pub fn let_waiters_in() {
+    if !enabled() {
+        return;
+    }
+    let me = percpu::cpu_id();
+    let others = WAITING.load(Ordering::Relaxed) & !(1u64 << me);
+    if others == 0 {
+        return;
+    }
+    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+    let waiter = others.trailing_zeros() as usize + 1;
+    let _ = STARVING.compare_exchange(0, waiter, Ordering::Relaxed, Ordering::Relaxed);
+    release();
+    lock();
 }
 
 /// How many acquisitions had to wait for another CPU.

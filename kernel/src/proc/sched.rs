@@ -227,6 +227,7 @@ fn idle_loop(boot: bool) -> ! {
             }
         }
         kick_idle();
+        crate::bkl::let_waiters_in();
         let Some(picked) = pick(cpu) else {
             // Nothing to run: wait for an interrupt (a tick wakes sleepers, a reschedule IPI
             // new work). With several CPUs scheduling, an idle CPU keeps no address space
