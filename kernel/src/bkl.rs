@@ -18,13 +18,24 @@
 //!
 //! Not taken by the shootdown and cross-CPU call IPIs, which have their own protocol, nor by
 //! NMIs. A CPU spinning for the lock has interrupts off, so it services its own pending
-//! shootdown and call requests while it waits: the holder may be flushing this CPU's TLB.
+//! shootdown and call requests while it waits: the holder may be flushing this CPU's TLB. After
+//! a short spin a waiter that came from ring 3 by `syscall` or a page fault, or from its idle
+//! loop, halts with interrupts enabled until the release's reschedule IPI ([`WAITERS`]): under
+//! TCG a spinning vCPU is a busy host thread, a halted one costs nothing. Interrupt handlers
+//! only spin ([`lock_in_interrupt`]).
 //!
-//! Only while several CPUs schedule tasks ([`enable`], `smp_sched=1`): with the application
-//! processors parked the boot CPU is the only one that runs kernel code on behalf of a task, so
-//! it holds the lock from boot on and every operation here is a load of [`ENABLED`] and a
-//! not-taken branch (Linux compiles its locks out of a uniprocessor kernel; this decides at
-//! boot). The parked CPUs take IPIs only, which never take the lock.
+//! Only while several CPUs schedule tasks ([`enable`]: `smp_sched=1`, the default, and more than
+//! one CPU online): on one CPU, or with the application processors parked (`smp_sched=0`), the
+//! boot CPU is the only one that runs kernel code on behalf of a task, so it holds the lock from
+//! boot on and every operation here is a load of [`ENABLED`] and a not-taken branch (Linux
+//! compiles its locks out of a uniprocessor kernel; this decides at boot). The parked CPUs take
+//! IPIs only, which never take the lock.
+//!
+//! Below it, in the lock order of docs/architecture.md: the task table, then one run queue's
+//! lock (`proc::runqueue`, a leaf). The run queues rely on this lock for one thing the queue
+//! locks alone would not give: a task queued while it is still on its kernel stack (a yield, a
+//! preemption) cannot be picked by another CPU before its own CPU's idle loop is back, because
+//! the lock is held across the switch.
 //!
 //! Cost on the entry path with the lock enabled: a load and one `cmpxchg` to take, a load and a
 //! store to release, plus a load of the CPU index (`gs:[16]`) for each.
@@ -44,8 +55,22 @@ static OWNER: AtomicUsize = AtomicUsize::new(0);
 /// with test-and-set, 108 s with tickets). This keeps test-and-set's cheap re-acquisition and
 /// bounds the wait.
 static STARVING: AtomicUsize = AtomicUsize::new(0);
-/// Spins of a waiter before it claims [`STARVING`].
-const STARVATION_SPINS: u32 = 2000;
+/// Spins of a waiter before it claims [`STARVING`]. 2000 let a thread looping on system calls
+/// on one CPU get about twenty acquisitions for each of a thread on another (t_threads' Dirty
+/// COW pair: 1651 writes to 79 madvises in 3 s, 862 to 83 with halting waiters); 400 keeps the
+/// cheap re-acquisition for short waits and bounds the share of a busy CPU.
+const STARVATION_SPINS: u32 = 400;
+/// Spins of a waiter before it halts until the holder's release wakes it ([`WAITERS`]).
+const HALT_SPINS: u32 = 200;
+/// CPUs halted waiting for the lock (bit per CPU): the release sends them the reschedule IPI.
+/// A spinning vCPU is a busy host thread under TCG; on a loaded host it took the host CPU the
+/// holder's vCPU needed (t_process on 2 CPUs: 160 s against 59 s on one, most of it in waits
+/// for a holder tearing down an exiting child). Halted, it costs the host nothing.
+static WAITERS: AtomicU64 = AtomicU64::new(0);
+/// CPUs in the contended path of an acquisition, spinning or halted (bit per CPU), for
+/// [`let_waiters_in`].
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
@@ -103,13 +128,34 @@ fn lock_enabled() {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
     {
-        lock_slow(me);
+        lock_slow(me, true);
     }
 }
 
+/// [`lock`] for an interrupt or exception handler (never halts: before its end-of-interrupt
+/// the local APIC holds back the release's IPI, of the same priority class as the timer's,
+/// and a handler may run inside another waiter's halt). Interrupts off.
+#[inline]
+pub fn lock_in_interrupt() {
+    if !enabled() {
+        return;
+    }
+    let me = percpu::cpu_id() + 1;
+    if STARVING.load(Ordering::Relaxed) != 0
+        || OWNER
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        lock_slow(me, false);
+    }
+}
+
+/// The contended acquisition: spin, then (`may_halt`: an entry from ring 3, the idle loop)
+/// halt with interrupts enabled until a release's IPI. An interrupt taken in that window runs
+/// as it would in the idle `hlt`: handlers take the lock through [`lock_nested`], which spins.
 #[cold]
 #[inline(never)]
-fn lock_slow(me: usize) {
+fn lock_slow(me: usize, may_halt: bool) {
     debug_assert_ne!(
         OWNER.load(Ordering::Relaxed),
         me,
@@ -140,7 +186,44 @@ fn lock_slow(me: usize) {
         // The holder may be waiting for this CPU to flush its TLB or run a call.
         crate::smp::shootdown::service();
         crate::smp::call::service();
+        // The claimant is next: it keeps spinning to take the lock the moment it is free.
+        if may_halt && spins.is_multiple_of(HALT_SPINS) && STARVING.load(Ordering::Relaxed) != me {
+            halt_until_release(me);
+        }
         core::hint::spin_loop();
+    }
+}
+
+/// Halts until the holder releases (its [`wake_waiters`] IPI) or any interrupt arrives. The
+/// bit is set before the last look at the owner, and the release clears the owner before it
+/// reads the bits (both `SeqCst`): either this CPU sees the lock free or the releaser sees the
+/// bit. `sti; hlt` takes an IPI sent in between at the `hlt`.
+fn halt_until_release(me: usize) {
+    let bit = 1u64 << (me - 1);
+    WAITERS.fetch_or(bit, Ordering::SeqCst);
+    if OWNER.load(Ordering::SeqCst) != 0 {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+    WAITERS.fetch_and(!bit, Ordering::Relaxed);
+}
+
+/// Frees the lock and wakes the CPUs halted waiting for it. The `SeqCst` store (an `xchg`)
+/// orders it before the read of [`WAITERS`] (a plain store could pass the load).
+#[inline(always)]
+fn release() {
+    OWNER.store(0, Ordering::SeqCst);
+    if WAITERS.load(Ordering::SeqCst) != 0 {
+        wake_waiters();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wake_waiters() {
+    let others = WAITERS.load(Ordering::SeqCst) & !(1u64 << percpu::cpu_id());
+    if others != 0 {
+        crate::smp::send_resched(others);
     }
 }
 
@@ -149,7 +232,7 @@ fn lock_slow(me: usize) {
 pub fn unlock() {
     if enabled() {
         debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
-        OWNER.store(0, Ordering::Release);
+        release();
     }
 }
 
@@ -197,7 +280,7 @@ pub fn lock_nested() -> bool {
         DEPTH.fetch_add(1, Ordering::Relaxed);
         false
     } else {
-        lock();
+        lock_in_interrupt();
         true
     }
 }
@@ -239,8 +322,31 @@ pub fn lock_from_user() -> bool {
 pub fn release_to_user_if(locked: bool) {
     if locked {
         debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
-        OWNER.store(0, Ordering::Release);
+        release();
     }
+}
+
+/// Hands the lock to a CPU waiting for it, if any, then takes it back: the idle loop's call
+/// between two tasks. The lock is otherwise held across the switches of a task that loops in
+/// the kernel with `cond_resched` (a 2 GiB `write`), so a CPU waiting to run the task woken
+/// meanwhile (t_shmem's parent, queued on the idle CPU, about to kill that writer) waited for
+/// the whole loop. Only between tasks: the one that ran is off its kernel stack. The waiter is
+/// made the [`STARVING`] claimant unless one exists, so it is the next owner: a CPU in the
+/// contended path holds nothing and takes the lock before it does anything else.
+pub fn let_waiters_in() {
+    if !enabled() {
+        return;
+    }
+    let me = percpu::cpu_id();
+    let others = WAITING.load(Ordering::Relaxed) & !(1u64 << me);
+    if others == 0 {
+        return;
+    }
+    debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
+    let waiter = others.trailing_zeros() as usize + 1;
+    let _ = STARVING.compare_exchange(0, waiter, Ordering::Relaxed, Ordering::Relaxed);
+    release();
+    lock();
 }
 
 /// How many acquisitions had to wait for another CPU.

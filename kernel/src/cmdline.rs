@@ -57,7 +57,7 @@ pub struct Cmdline {
     /// watchdog reports it (default `watchdog::HUNG_TASK_SECS`; 0 turns it off).
     pub hung_task_secs: Option<u64>,
     /// `smp_sched=0|1`: whether the application processors run tasks (issue 16 stage 2, under
-    /// the big kernel lock) or stay parked; default parked.
+    /// the big kernel lock) or stay parked; default 1 (every CPU runs tasks).
     pub smp_sched: bool,
     /// Everything after `--`: the program `init` runs and its arguments (user mode, next issue).
     pub init: Option<&'static str>,
@@ -168,7 +168,7 @@ pub fn parse(raw: &'static str) -> Cmdline {
         mem_mib: None,
         softlockup_secs: None,
         hung_task_secs: None,
-        smp_sched: false,
+        smp_sched: true,
         init,
         bad_tokens: [None; MAX_BAD_TOKENS],
     };

@@ -10,12 +10,17 @@
 //!
 //! The hot path is assembly on purpose: the compiler instruments every Rust function of the
 //! kernel (there is no per-function opt-out for sanitizer coverage in Rust), so a Rust hook
-//! would call itself. It reads two globals, [`PAGES`] and [`WORDS`], which describe the running
-//! task's buffer (null/0: no coverage): the scheduler points them at the next task's buffer on
-//! every switch ([`switch_to`], from `proc::set_current`), hardware interrupts hide them
-//! while they run ([`IrqGuard`], Linux's `in_task()` check), and a task's exit ([`task_exit`])
-//! clears them before its buffer can be freed. One CPU with interrupts disabled in the kernel:
-//! nothing else can run between those updates and the hot path's reads.
+//! would call itself. It reads two words of this CPU's per-CPU area through GS ([`PAGES`] and
+//! [`WORDS`], `percpu::Slot::KcovPages`/`KcovWords`), which describe the buffer of the task
+//! running on this CPU (null/0: no coverage), so tasks traced on different CPUs at once each
+//! write their own buffer: the scheduler points them at the next task's buffer on every switch
+//! ([`switch_to`], from `proc::set_current`, on the CPU the task runs on), hardware interrupts
+//! hide them while they run ([`IrqGuard`], Linux's `in_task()` check), and a task's exit
+//! ([`task_exit`]) clears them before its buffer can be freed. The hook looks at GS only once a
+//! task has enabled coverage ([`LIVE`]): the boot runs instrumented code before GS is set up.
+//! Only the CPU itself touches its words, with interrupts disabled in the kernel, so nothing runs between those updates and its
+//! hot path's reads; GS is the kernel's in every instrumented function (an NMI taken with the
+//! user's GS still loaded swaps it first, `idt::entry`'s `cowlab_nmi_common`).
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -27,33 +32,45 @@ use cowlab_mm::shmem::ShmemObject;
 use spin::Mutex;
 
 use crate::errno::Errno;
-use crate::memory;
 use crate::proc::Pid;
+use crate::{memory, percpu};
 
-/// The running task's page table: kernel addresses of its buffer's pages (null: not traced).
-static PAGES: AtomicU64 = AtomicU64::new(0);
-/// Words in the running task's buffer (word 0 included).
-static WORDS: AtomicU64 = AtomicU64::new(0);
+/// Whether any task ever enabled coverage (0 until the first `KCOV_ENABLE`, then 1 for good):
+/// the hook reads GS only after that. Until a CPU's `percpu::init` its GS base is 0, and the
+/// boot and the application processors' start run instrumented code before it; the first
+/// `KCOV_ENABLE` comes from a task, so after every CPU that came up has its per-CPU area.
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// This CPU's running task's page table: kernel addresses of its buffer's pages (null: not
+/// traced). A per-CPU word (`gs:`).
+const PAGES: usize = crate::percpu::slot(crate::percpu::Slot::KcovPages);
+/// Words in this CPU's running task's buffer (word 0 included). A per-CPU word.
+const WORDS: usize = crate::percpu::slot(crate::percpu::Slot::KcovWords);
 
 // `__sanitizer_cov_trace_pc`: n = area[0]; if n + 1 < WORDS { area[n + 1] = caller; area[0] =
 // n + 1 }. Word i lives in page i / 512 at slot i % 512.
 // SAFETY: the hook uses only caller-saved registers (it is called at any edge, between any two
-// statements of the caller), and writes nothing but the running task's buffer: PAGES is either
-// null or points at the page table of the running task's `Area`, which `TRACED` keeps alive
-// until `stop` has cleared PAGES and WORDS (on DISABLE or the task's exit), and the index is checked
-// against WORDS, the same buffer's size, before the store.
+// statements of the caller), and writes nothing but the running task's buffer: it reads GS only
+// once LIVE is set, after which GS is this CPU's per-CPU area in all kernel code (NMIs
+// included, see the module comment), PAGES there is either
+// null or points at the page table of the `Area` of the task running on this CPU, which
+// `TRACED` keeps alive until `stop` has cleared PAGES and WORDS (on DISABLE or the task's exit,
+// run by that task on its CPU), and the index is checked against WORDS, the same buffer's size,
+// before the store.
 global_asm!(
     ".pushsection .text.cowlab_kcov, \"ax\"",
     ".global __sanitizer_cov_trace_pc",
     "__sanitizer_cov_trace_pc:",
-    "    mov rcx, qword ptr [rip + {pages}]",
+    "    cmp qword ptr [rip + {live}], 0",
+    "    je 2f",
+    "    mov rcx, qword ptr gs:[{pages}]",
     "    test rcx, rcx",
     "    jz 2f",
     "    mov rdx, qword ptr [rcx]",
     "    mov rax, qword ptr [rdx]",
     "    add rax, 1",
     "    jz 2f",
-    "    cmp rax, qword ptr [rip + {words}]",
+    "    cmp rax, qword ptr gs:[{words}]",
     "    jae 2f",
     "    mov qword ptr [rdx], rax",
     "    mov rdx, rax",
@@ -65,8 +82,9 @@ global_asm!(
     "2:",
     "    ret",
     ".popsection",
-    pages = sym PAGES,
-    words = sym WORDS,
+    live = sym LIVE,
+    pages = const PAGES,
+    words = const WORDS,
 );
 
 /// One coverage buffer: a shmem object of `words` u64s, all pages allocated.
@@ -137,6 +155,7 @@ pub fn enable(tid: Pid, area: &Arc<Area>) -> Result<(), Errno> {
     area.owner.store(tid, Ordering::Relaxed);
     traced.insert(tid, area.clone());
     drop(traced);
+    LIVE.store(1, Ordering::Relaxed);
     switch_to(tid);
     Ok(())
 }
@@ -157,9 +176,10 @@ pub fn task_exit(tid: Pid) {
 }
 
 fn stop(tid: Pid) {
-    // Hide the buffer before it can be dropped (the hot path runs inside the drop too).
-    PAGES.store(0, Ordering::Relaxed);
-    WORDS.store(0, Ordering::Relaxed);
+    // Hide the buffer before it can be dropped (the hot path runs inside the drop too). The task
+    // stops its own tracing, on the CPU it runs on: that CPU's words are the ones naming it.
+    percpu::write::<PAGES>(0);
+    percpu::write::<WORDS>(0);
     let removed = TRACED.lock().remove(&tid);
     if let Some(area) = &removed {
         area.owner.store(0, Ordering::Relaxed);
@@ -170,15 +190,15 @@ fn stop(tid: Pid) {
 /// Points the hot path at task `tid`'s buffer (0, the idle loop: none). Called by the
 /// scheduler on every switch.
 pub fn switch_to(tid: Pid) {
-    PAGES.store(0, Ordering::Relaxed);
+    percpu::write::<PAGES>(0);
     let traced = TRACED.lock();
     let (pages, words) = match traced.get(&tid) {
         Some(area) => (area.pages.as_ptr() as u64, area.words),
         None => (0, 0),
     };
     drop(traced);
-    WORDS.store(words, Ordering::Relaxed);
-    PAGES.store(pages, Ordering::Relaxed);
+    percpu::write::<WORDS>(words);
+    percpu::write::<PAGES>(pages);
 }
 
 /// Hides the running task's buffer while a hardware interrupt is handled (Linux traces only
@@ -187,7 +207,9 @@ pub struct IrqGuard(u64);
 
 impl IrqGuard {
     pub fn new() -> IrqGuard {
-        IrqGuard(PAGES.swap(0, Ordering::Relaxed))
+        let pages = percpu::read::<PAGES>();
+        percpu::write::<PAGES>(0);
+        IrqGuard(pages)
     }
 }
 
@@ -195,8 +217,8 @@ impl Drop for IrqGuard {
     fn drop(&mut self) {
         // The task may have been switched away from and back inside the interrupt (a tick
         // preempts): `switch_to` then set the same buffer, or none if it was disabled.
-        if PAGES.load(Ordering::Relaxed) == 0 && WORDS.load(Ordering::Relaxed) != 0 {
-            PAGES.store(self.0, Ordering::Relaxed);
+        if percpu::read::<PAGES>() == 0 && percpu::read::<WORDS>() != 0 {
+            percpu::write::<PAGES>(self.0);
         }
     }
 }

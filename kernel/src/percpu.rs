@@ -52,16 +52,22 @@ pub enum Slot {
     StackTop,
     /// `vm`: the `Mutex` of the loaded address space (`CURRENT_RAW`, null for the boot table).
     Aspace,
+    /// `kcov`: the running task's coverage page table (null: not traced), read by the hook.
+    #[cfg_attr(not(feature = "kcov"), allow(dead_code))]
+    KcovPages,
+    /// `kcov`: the words of that buffer.
+    #[cfg_attr(not(feature = "kcov"), allow(dead_code))]
+    KcovWords,
 }
 
 impl Slot {
-    const COUNT: usize = 5;
+    const COUNT: usize = 7;
     /// Byte offset from GS base.
     const fn offset(self) -> usize {
         core::mem::offset_of!(PerCpu, slots) + 8 * self as usize
     }
 }
-const _: () = assert!(core::mem::size_of::<PerCpu>() == 64);
+const _: () = assert!(core::mem::size_of::<PerCpu>() == 128);
 
 struct PerCpuCell(UnsafeCell<PerCpu>);
 

@@ -53,8 +53,9 @@ pub struct QemuArgs {
     #[arg(long)]
     pub persist: bool,
     /// Number of CPUs (`-smp N`); above 1, plain TCG runs them in parallel host threads
-    /// (`-accel tcg,thread=multi`), `--icount` round-robins them deterministically.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// (`-accel tcg,thread=multi`), `--icount` round-robins them deterministically. Every CPU
+    /// runs tasks unless the command line says `smp_sched=0`.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,
     /// The program `init` runs, with its arguments (passed on the kernel command line after
     /// `--`, quoted where they hold spaces or quotes or are empty).
@@ -89,6 +90,27 @@ static SMP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 /// Sets the CPU count of the machines booted from now on (`--smp N`).
 pub fn set_smp(cpus: u32) {
     SMP.store(cpus.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+thread_local! {
+    /// [`with_smp`]'s CPU count for the machines this thread boots, over [`SMP`].
+    static SMP_HERE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the machines it boots on this thread given `cpus` CPUs (`None`: [`SMP`]); how
+/// a test tier boots its own CPU count while other tiers' jobs run beside it.
+pub fn with_smp<R>(cpus: Option<u32>, f: impl FnOnce() -> R) -> R {
+    let before = SMP_HERE.with(|c| c.replace(cpus.map(|n| n.max(1))));
+    let result = f();
+    SMP_HERE.with(|c| c.set(before));
+    result
+}
+
+/// The CPU count of a machine booted now on this thread.
+fn smp_now() -> u32 {
+    SMP_HERE
+        .with(|c| c.get())
+        .unwrap_or_else(|| SMP.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The QEMU options for `cpus` CPUs under `accel`: none for one CPU (the command line stays as
@@ -144,9 +166,7 @@ impl Machine {
             "-m",
             "1G",
         ]);
-        let cpus = SMP
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(crate::usertest::own_cpus(&self.cmdline));
+        let cpus = smp_now().max(crate::usertest::own_cpus(&self.cmdline));
         match self.accel {
             Accel::Tcg if cpus > 1 => command.args(["-cpu", "qemu64"]),
             Accel::Tcg => command.args(["-cpu", "qemu64", "-accel", "tcg"]),

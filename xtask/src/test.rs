@@ -58,8 +58,10 @@ pub struct TestArgs {
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
     /// Number of CPUs of every QEMU machine the tiers boot (`-smp N`, see `qemu --smp`).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub smp: u32,
+    /// Default: each tier its own, the programs tier 2 (`PROGRAMS_SMP`), the in-kernel tests
+    /// once on 1 and once on 4 (`KERNEL_SMP`), the other boots 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: Option<u32>,
     /// Run the tests under this historical rule set (SEMANTICS.md section 9): 2009, 2016, 2020,
     /// 2022 or 2023 (the default). Adds `era=YEAR` to every boot's kernel command line.
     #[arg(long, value_name = "YEAR", value_parser = crate::era::parse)]
@@ -74,10 +76,29 @@ pub struct TestArgs {
 impl TestArgs {
     /// How many boots run at once (`--jobs`, or its default).
     pub fn jobs(&self) -> usize {
-        self.jobs
-            .map_or_else(|| parallel::default_jobs(self.smp), |n| n as usize)
+        self.jobs.map_or_else(
+            || parallel::default_jobs(self.smp.unwrap_or(1)),
+            |n| n as usize,
+        )
+    }
+
+    /// The CPU count of the test programs' boots: `--smp`, else [`PROGRAMS_SMP`].
+    pub fn programs_smp(&self) -> u32 {
+        self.smp.unwrap_or(PROGRAMS_SMP)
+    }
+
+    /// The CPU counts the in-kernel tests boot with: `--smp`, else [`KERNEL_SMP`].
+    pub fn kernel_smp(&self) -> Vec<u32> {
+        self.smp.map_or_else(|| KERNEL_SMP.to_vec(), |n| vec![n])
     }
 }
+
+/// CPUs of each test program's boot by default: several CPUs are how cowlab runs (issue 16).
+/// The default `--jobs` still counts one host CPU per boot: a program's idle CPUs halt, so a
+/// boot costs about one host CPU unless its program runs threads on both.
+pub const PROGRAMS_SMP: u32 = 2;
+/// The in-kernel tests run once per count (issue 16: on 1 CPU and on 4).
+pub const KERNEL_SMP: [u32; 2] = [1, 4];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Tier {
@@ -131,7 +152,7 @@ impl Tally {
 }
 
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
-    crate::qemu::set_smp(args.smp);
+    crate::qemu::set_smp(args.smp.unwrap_or(1));
     if !args.names.is_empty() {
         return crate::testname::run(args);
     }
@@ -179,7 +200,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                 // jobs run `jobs` at a time and reported in this order (crate::parallel).
                 let mut list = Vec::new();
                 if wants(Tier::Kernel) {
-                    list.push(Job::Kernel);
+                    list.extend(args.kernel_smp().into_iter().map(Job::Kernel));
                 }
                 let mut root = None;
                 if wants(Tier::Programs) {
@@ -523,8 +544,8 @@ enum Job {
     Section(&'static str),
     /// A failure known before any boot: name and reason.
     Failed(&'static str, String),
-    /// Tier 3: every in-kernel test.
-    Kernel,
+    /// Tier 3: every in-kernel test, on this many CPUs.
+    Kernel(u32),
     /// One boot of a test program: the program, the boot's label and its command line.
     Program {
         test: String,
@@ -571,12 +592,16 @@ impl Boots<'_> {
                 report
             }
             Job::Failed(name, why) => Report::failed(name, why),
-            Job::Kernel => kernel_tests(self.plain, args, self.logs),
+            Job::Kernel(cpus) => crate::qemu::with_smp(Some(*cpus), || {
+                kernel_tests(self.plain, args, self.logs, *cpus)
+            }),
             Job::Program {
                 test,
                 label,
                 cmdline,
-            } => program_boot(root_boot(), test, label, cmdline, self),
+            } => crate::qemu::with_smp(Some(args.programs_smp()), || {
+                program_boot(root_boot(), test, label, cmdline, self)
+            }),
             Job::Persist => persist_boot(root_boot(), root(), self),
             Job::Fuzz(seed) => fuzz_boot(root_boot(), root(), *seed, self),
             Job::Session => console_session(root_boot(), self),
@@ -832,8 +857,14 @@ pub(crate) fn kernel_machine(args: &TestArgs) -> Result<(PathBuf, image::Built)>
     Ok((qemu, built))
 }
 
-/// Tier 3: every in-kernel test.
-fn kernel_tests(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path) -> Report {
+/// Tier 3: every in-kernel test, booted with `cpus` CPUs (named so in each line unless 1).
+fn kernel_tests(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path, cpus: u32) -> Report {
+    let (label, tag) = if cpus == 1 {
+        ("ktest".to_owned(), String::new())
+    } else {
+        (format!("ktest-smp{cpus}"), format!(" [{cpus} CPUs]"))
+    };
+    let tagged = |line: String| line.replacen(" ... ", &format!("{tag} ... "), 1);
     let mut report = Report::default();
     let mut boot = QemuBoot {
         machine: boot.machine.clone(),
@@ -847,11 +878,14 @@ fn kernel_tests(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path) -> Report {
         &Filter::All,
         limits,
         logs,
-        "ktest",
+        &label,
         &mut |result| match &result.outcome {
-            Outcome::Passed { .. } => report.counted(result.to_string(), None),
+            Outcome::Passed { .. } => report.counted(tagged(result.to_string()), None),
             Outcome::Failed(_) => {
-                report.counted(result.to_string(), Some(format!("ktest {}", result.name)));
+                report.counted(
+                    tagged(result.to_string()),
+                    Some(format!("ktest {}{tag}", result.name)),
+                );
                 report.lines(&result.output, &result.log);
             }
         },
@@ -874,7 +908,7 @@ fn kernel_tests(boot: &QemuBoot<'_>, args: &TestArgs, logs: &Path) -> Report {
         report.fail("ktest: at least one in-kernel test ran", "KTEST COUNT 0");
     }
     report.note(format!(
-        "(ktest: {} tests in {:.1} s)",
+        "(ktest{tag}: {} tests in {:.1} s)",
         run.tests.len(),
         start.elapsed().as_secs_f64()
     ));

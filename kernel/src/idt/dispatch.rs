@@ -39,7 +39,11 @@ fn kernel_trap(frame: &mut TrapFrame) {
     match number {
         // An NMI may land anywhere, even between `syscall` and `swapgs` (kernel CS, user GS):
         // the watchdog's handler uses no GS and takes no lock.
-        vector::NMI => crate::watchdog::soft::on_nmi(frame),
+        vector::NMI => {
+            #[cfg(feature = "kcov")]
+            let _hidden = crate::kcov::IrqGuard::new();
+            crate::watchdog::soft::on_nmi(frame)
+        }
         vector::BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
             // RIP already points past the one-byte `int3`, so returning continues after it.
@@ -70,7 +74,17 @@ fn kernel_trap(frame: &mut TrapFrame) {
         ipi if ipi >= vector::IPI_BASE => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
-            crate::smp::on_ipi(ipi)
+            crate::smp::on_ipi(ipi);
+            // An application processor's tick inside a task's kernel code (a `cond_resched`
+            // window) is that task's system time, as the PIT's is on the boot CPU.
+            if ipi == vector::LOCAL_TIMER
+                && crate::percpu::cpu_id() != 0
+                && crate::proc::current_tid() != 0
+            {
+                let taken = crate::bkl::lock_nested();
+                crate::proc::cputime::account_tick(false);
+                crate::bkl::unlock_nested(taken);
+            }
         }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
@@ -162,7 +176,7 @@ fn user_trap_other(frame: &mut TrapFrame) {
         }
         _ => {}
     }
-    crate::bkl::lock();
+    crate::bkl::lock_in_interrupt();
     match number {
         ipi if ipi >= vector::IPI_BASE => {
             #[cfg(feature = "kcov")]
@@ -173,6 +187,8 @@ fn user_trap_other(frame: &mut TrapFrame) {
             if ipi == vector::LOCAL_TIMER && crate::percpu::cpu_id() != 0 {
                 crate::proc::cputime::account_tick(true);
                 crate::proc::sched::yield_now();
+            } else if ipi == vector::IPI_RESCHED {
+                crate::proc::sched::resched_ipi();
             }
         }
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {

@@ -22,6 +22,7 @@ mod mm;
 mod ramdisk;
 mod registry;
 mod rtc;
+mod runqueue;
 mod selftests;
 mod smp;
 mod timer;

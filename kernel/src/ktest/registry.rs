@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, selftests, smp, timer, uaccess,
-    virtio, watchdog, KernelTest,
+    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, runqueue, selftests, smp, timer,
+    uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -58,6 +58,10 @@ pub static TESTS: &[KernelTest] = &[
     test!(smp::smp_tlb_shootdown_reaches_every_cpu),
     test!(smp::smp_local_apic_timer_ticks_on_every_ap),
     test!(smp::smp_switch_to_keeps_mm_cpumask),
+    test!(runqueue::runqueue_wakeup_placement),
+    test!(runqueue::runqueue_pick_is_fifo_and_skips_stale_entries),
+    test!(runqueue::runqueue_idle_cpu_pulls_work),
+    test!(runqueue::runqueue_affinity_change_moves_a_queued_task),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -33,18 +33,27 @@ pub fn get(tid: Pid) -> Result<u64, Errno> {
 }
 
 /// Linux `sched_setaffinity`: `EINVAL` when the mask names no active CPU, else the thread's
-/// mask becomes `mask` (the scheduler picks only CPUs in it).
+/// mask becomes `mask` and the thread moves at once if it is on a CPU the mask leaves out
+/// (Linux `__set_cpus_allowed_ptr`'s migration): a queued one to another queue, one running on
+/// another CPU through that CPU's reschedule IPI, the caller by yielding.
 pub fn set(tid: Pid, mask: u64) -> Result<(), Errno> {
     let mut table = TABLE.lock();
     let task = table
         .get_mut(&resolve(tid))
         .filter(|t| t.user_visible())
         .ok_or(Errno::ESRCH)?;
-    if mask & crate::smp::active_mask() == 0 {
+    let active = crate::smp::active_mask();
+    if mask & active == 0 {
         return Err(Errno::EINVAL);
     }
     task.cpus_allowed = mask;
-    let moves_me = task.tid == current_tid() && mask & (1u64 << crate::percpu::cpu_id()) == 0;
+    let here = crate::percpu::cpu_id();
+    let moves_me = task.tid == current_tid() && mask & (1u64 << here) == 0;
+    super::runqueue::requeue(task, active);
+    let running_on = usize::from(task.sched.cpu);
+    if !moves_me && task.state == super::State::Running && mask >> running_on & 1 == 0 {
+        super::sched::resched_cpu(running_on);
+    }
     drop(table);
     if moves_me {
         // Linux migrates the caller before the call returns: from now on it runs only on a

@@ -175,8 +175,7 @@ fn de_thread() -> Result<(), Errno> {
                 others += 1;
                 super::mark_killed(t);
                 if matches!(t.state, State::Blocked { .. }) {
-                    t.state = State::Runnable;
-                    crate::proc::sched::note_runnable();
+                    crate::proc::sched::make_runnable(t);
                 }
             }
             // Dead threads leave the table once the idle loop is back from them; until then
@@ -249,6 +248,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
             None,
         ),
         cpus_allowed: u64::MAX,
+        sched: Default::default(),
     };
     // init leads the first session and its group; the console is that session's terminal.
     process.group.lock().job = super::pgrp::Job {
@@ -256,7 +256,13 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         sid: pid,
         did_exec: true,
     };
-    TABLE.lock().insert(pid, Box::new(process));
+    {
+        let mut table = TABLE.lock();
+        table.insert(pid, Box::new(process));
+        if let Some(init) = table.get_mut(&pid) {
+            super::sched::enqueue(init);
+        }
+    }
     crate::fs::tty::init(pid);
     Ok(())
 }

@@ -227,10 +227,20 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
             // Linux `dup_task_struct`: the child inherits the affinity.
             cpus_allowed: parent.cpus_allowed,
             cpu: Default::default(),
+            // Placed first on the parent's CPU if it is idle, else on an idle one.
+            sched: super::runqueue::TaskSched {
+                on_rq: None,
+                cpu: crate::percpu::cpu_id() as u8,
+            },
         }
     });
-    TABLE.lock().insert(tid, Box::new(child));
-    super::sched::note_runnable();
+    {
+        let mut table = TABLE.lock();
+        table.insert(tid, Box::new(child));
+        if let Some(child) = table.get_mut(&tid) {
+            super::sched::enqueue(child);
+        }
+    }
     super::kstat::fork();
     // Linux writes both before the child can run, and ignores a bad address.
     if flags & CLONE_PARENT_SETTID != 0 {

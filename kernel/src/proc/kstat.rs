@@ -3,8 +3,8 @@
 //!
 //! Each timer tick charges one [`CpuStat`] slot of the CPU it lands on: `user` or `system` when
 //! it interrupted a task (`cputime::account_tick`), `idle` when it interrupted the idle loop.
-//! The application processors, which run no tasks yet, charge their own local APIC ticks to
-//! idle. Counters are relaxed atomics: written from interrupts, read by `/proc/stat` without a
+//! The application processors charge their own local APIC ticks the same way (a parked one
+//! to idle; the trap dispatcher charges a task's user or system tick there). Counters are relaxed atomics: written from interrupts, read by `/proc/stat` without a
 //! lock (a reader may see one slot a tick ahead of another, as on Linux).
 //!
 //! The load average is Linux's fixed-point exponential decay (`FSHIFT` = 11, the 1/5/15-minute

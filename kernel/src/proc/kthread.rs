@@ -60,8 +60,15 @@ pub fn spawn(name: &str, entry: extern "C" fn() -> !) -> Pid {
             None,
         ),
         cpus_allowed: u64::MAX,
+        sched: Default::default(),
     };
-    TABLE.lock().insert(tid, Box::new(task));
+    {
+        let mut table = TABLE.lock();
+        table.insert(tid, Box::new(task));
+        if let Some(task) = table.get_mut(&tid) {
+            super::sched::enqueue(task);
+        }
+    }
     tid
 }
 

@@ -42,6 +42,7 @@ pub mod oom;
 pub mod orphan;
 pub mod pgrp;
 pub mod rlimit;
+pub mod runqueue;
 pub mod sched;
 pub mod signal;
 pub mod sleeplock;
@@ -191,6 +192,8 @@ pub struct Task {
     pub cpus_allowed: u64,
     /// Ticks of user and system time this thread ran (`cputime`).
     pub cpu: cputime::CpuTime,
+    /// Its run queue and last CPU (`runqueue`).
+    pub sched: runqueue::TaskSched,
 }
 
 impl Task {
@@ -438,8 +441,7 @@ pub fn wakeup(channel: usize) {
 pub fn wakeup_locked(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
     for p in table.values_mut() {
         if matches!(p.state, State::Blocked { channel: c, .. } if c == channel) {
-            p.state = State::Runnable;
-            sched::note_runnable();
+            sched::make_runnable(p);
         }
     }
 }
@@ -465,8 +467,7 @@ pub fn on_tick() {
     if let Some(mut table) = TABLE.try_lock() {
         for p in table.values_mut() {
             if matches!(p.state, State::Blocked { until: Some(t), .. } if t <= now) {
-                p.state = State::Runnable;
-                sched::note_runnable();
+                sched::make_runnable(p);
             }
         }
         kstat::sample_load(now, || {
@@ -542,8 +543,7 @@ fn kill_group_locked(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid, status: i3
         }
         mark_killed(t);
         if matches!(t.state, State::Blocked { .. }) {
-            t.state = State::Runnable;
-            sched::note_runnable();
+            sched::make_runnable(t);
         }
     }
 }

@@ -1,25 +1,27 @@
-//! The round-robin scheduler and the idle loop.
+//! The scheduler: per-CPU run queues (`runqueue`) and each CPU's idle loop.
 //!
-//! Model: the boot stack runs the idle loop; every switch goes task -> idle -> next task (two
-//! `cowlab_switch`es, simple to reason about). The schedulable entities are tasks (threads):
-//! the idle loop picks the runnable task after the last one that ran in tid order (round
-//! robin), loads its kernel stack (TSS rsp0 and the syscall stack), address space, FS base and
-//! FPU state, and switches to it; with nothing runnable it halts with interrupts enabled until an
-//! interrupt makes something runnable. Back from a task that exited as a non-leader thread
-//! (`Dead`), it frees the task: only now is its kernel stack out of use.
-//! Preemption: a timer tick taken in ring 3 makes the task yield. The system ends when
-//! `init` (pid 1) is a zombie or `reboot` asked for it: every other process is then torn down,
-//! the free-frame count is printed (`cowlab: frames free=<n> boot=<n>`, checked by xtask) and
-//! QEMU exits with init's status.
+//! Model: each CPU's boot stack runs its idle loop; every switch goes task -> idle -> next task
+//! (two `cowlab_switch`es, simple to reason about). The schedulable entities are tasks
+//! (threads): the idle loop takes the task at the front of its CPU's run queue (or pulls one
+//! from a busier CPU), loads its kernel stack (TSS rsp0 and the syscall stack), address space,
+//! FS base and FPU state, and switches to it; with nothing runnable it halts with interrupts
+//! enabled until an interrupt makes something runnable. Back from a task that exited as a
+//! non-leader thread (`Dead`), it frees the task: only now is its kernel stack out of use.
+//! Preemption: a timer tick taken in ring 3 makes the task yield (to the back of a queue).
+//! A task made runnable goes through [`make_runnable`] (wake-ups, kills, stops) or [`enqueue`]
+//! (a new task), which queue it. The system ends when `init` (pid 1) is a zombie or `reboot`
+//! asked for it: every other process is then torn down, the free-frame count is printed
+//! (`cowlab: frames free=<n> boot=<n>`, checked by xtask) and QEMU exits with init's status.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::FsBase;
 use x86_64::VirtAddr;
 
+use super::runqueue;
 use super::switch::cowlab_switch;
-use super::{Pid, State, TABLE};
+use super::{Pid, State, Task, TABLE};
 use crate::percpu::MAX_CPUS;
 use crate::{memory, percpu, qemu, vm};
 
@@ -31,14 +33,10 @@ struct IdleRsp(UnsafeCell<u64>);
 unsafe impl Sync for IdleRsp {}
 static IDLE_RSP: [IdleRsp; MAX_CPUS] = [const { IdleRsp(UnsafeCell::new(0)) }; MAX_CPUS];
 
-/// The tid the round robin continues after (system-wide: picks happen under the big lock).
-static LAST: AtomicU32 = AtomicU32::new(0);
 /// `reboot`'s status, once requested (`i32::MIN`: not requested).
 static SHUTDOWN: AtomicI32 = AtomicI32::new(i32::MIN);
 /// CPUs halted in their idle loop with nothing to run (bit per CPU), for [`kick_idle`].
 static IDLE_CPUS: AtomicU64 = AtomicU64::new(0);
-/// A task became runnable since the last [`kick_idle`].
-static NEW_WORK: AtomicBool = AtomicBool::new(false);
 /// Whether the boot CPU's scheduler runs (the application processors wait for it).
 static STARTED: AtomicBool = AtomicBool::new(false);
 
@@ -66,11 +64,27 @@ pub fn schedule() {
     unsafe { cowlab_switch(ctx, *IDLE_RSP[percpu::cpu_id()].0.get()) };
 }
 
-/// Preemption: the current process goes to the back of the queue.
+/// Preemption: the current task goes to the back of a run queue (its own CPU's unless that
+/// one is busier than an idle CPU it may use, or no longer in its mask).
 pub fn yield_now() {
-    super::with_current(|p| p.state = State::Runnable);
-    note_runnable();
+    let cpu = percpu::cpu_id();
+    super::with_current(|p| {
+        p.state = State::Runnable;
+        runqueue::enqueue(p, crate::smp::active_mask(), Some(cpu));
+    });
     schedule();
+}
+
+/// Makes the blocked `task` runnable and queues it (Linux `try_to_wake_up`). Table locked.
+pub fn make_runnable(task: &mut Task) {
+    task.state = State::Runnable;
+    runqueue::enqueue(task, crate::smp::active_mask(), None);
+}
+
+/// Queues a new task (fork, clone, the first process, a kernel thread) that is `Runnable`.
+pub fn enqueue(task: &mut Task) {
+    debug_assert_eq!(task.state, State::Runnable);
+    runqueue::enqueue(task, crate::smp::active_mask(), None);
 }
 
 /// Linux `cond_resched`, for long kernel loops a user can drive: the timer tick that arrived
@@ -88,23 +102,44 @@ pub fn cond_resched() {
     yield_now();
 }
 
-/// Wakes the halted CPUs with a reschedule IPI when some task may run (Linux
-/// `wake_up_idle_cpu`). Called with the big lock held after tasks became runnable; a CPU sets
-/// its bit in [`IDLE_CPUS`] under the lock before it releases it to halt, so the waker either
-/// sees the bit or the CPU sees the task when it looks again.
+/// Wakes the halted CPUs that were given a task by another CPU with a reschedule IPI (Linux
+/// `wake_up_idle_cpu`). Called with the big lock held after tasks were queued; a CPU sets its
+/// bit in [`IDLE_CPUS`] under the lock before it releases it to halt, so the waker either sees
+/// the bit or the CPU sees its queue when it looks again.
+#[inline]
 pub fn kick_idle() {
-    if NEW_WORK.load(Ordering::Relaxed) {
-        kick_idle_slow();
+    let kicks = runqueue::take_kicks();
+    if kicks != 0 {
+        kick_idle_slow(kicks);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn kick_idle_slow() {
-    NEW_WORK.store(false, Ordering::Relaxed);
-    let idle = IDLE_CPUS.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id());
+fn kick_idle_slow(kicks: u64) {
+    let idle = kicks & IDLE_CPUS.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id());
     if idle != 0 {
         crate::smp::send_resched(idle);
+    }
+}
+
+/// Makes CPU `cpu`, which runs a task that may no longer run there, switch away at once: its
+/// [`runqueue::NEED_RESCHED`] bit and the reschedule IPI (Linux `resched_curr`), acted on by
+/// [`resched_ipi`] when the IPI arrives in ring 3, else at that task's next entry or tick.
+pub fn resched_cpu(cpu: usize) {
+    runqueue::NEED_RESCHED.fetch_or(1 << cpu, Ordering::Relaxed);
+    if cpu != percpu::cpu_id() {
+        crate::smp::send_resched(1 << cpu);
+    }
+}
+
+/// The reschedule IPI taken from ring 3: the running task gives the CPU up if
+/// [`resched_cpu`] asked for it (an affinity change), else it only ended a `hlt`.
+pub fn resched_ipi() {
+    let me = 1u64 << percpu::cpu_id();
+    if runqueue::NEED_RESCHED.load(Ordering::Relaxed) & me != 0 {
+        runqueue::NEED_RESCHED.fetch_and(!me, Ordering::Relaxed);
+        yield_now();
     }
 }
 
@@ -121,31 +156,45 @@ pub fn kick_busy() {
     }
 }
 
-/// Some task became runnable (woken, forked, yielded): the next [`kick_idle`] wakes the idle
-/// CPUs. One relaxed store; the big lock orders it with the kick.
-#[inline]
-pub fn note_runnable() {
-    NEW_WORK.store(true, Ordering::Relaxed);
+/// The next task for this CPU from the run queues (`runqueue::pick`), marked `Running` here,
+/// and what the switch needs of it. A runnable task on no queue (a lost enqueue) is reported and
+/// queued when this CPU finds nothing.
+fn pick(cpu: usize) -> Option<Picked> {
+    super::apply_deferred_wakeups();
+    let active = crate::smp::active_mask();
+    let mut table = TABLE.lock();
+    let pid = match runqueue::pick(&mut table, cpu, active) {
+        Some(pid) => pid,
+        None => {
+            runqueue::repair_lost(&mut table, active);
+            runqueue::pick(&mut table, cpu, active)?
+        }
+    };
+    let p = table.get_mut(&pid).expect("picked from the table");
+    p.state = State::Running;
+    p.sched.cpu = cpu as u8;
+    super::set_current_task(Some(p));
+    let fpu: *mut super::switch::FpuState = &mut *p.fpu;
+    Some(Picked {
+        pid,
+        ctx: p.ctx_rsp,
+        top: p.kstack.top(),
+        aspace: p.aspace.clone(),
+        fs_base: p.fs_base,
+        fpu,
+        tgid: p.tgid,
+    })
 }
 
-/// The next task this CPU may run after `LAST` in tid order. A task whose mask names no CPU
-/// that runs tasks (set before the scheduler went SMP, or naming only parked CPUs) runs
-/// anywhere rather than never.
-fn pick() -> Option<Pid> {
-    super::apply_deferred_wakeups();
-    let me = 1u64 << percpu::cpu_id();
-    let active = crate::smp::active_mask();
-    let table = TABLE.lock();
-    let last = LAST.load(Ordering::Relaxed);
-    let runnable = |p: &&alloc::boxed::Box<super::Task>| {
-        p.state == State::Runnable && (p.cpus_allowed & me != 0 || p.cpus_allowed & active == 0)
-    };
-    table
-        .range(last + 1..)
-        .map(|(_, p)| p)
-        .find(runnable)
-        .or_else(|| table.values().find(runnable))
-        .map(|p| p.tid)
+/// What the idle loop needs to switch to a picked task.
+struct Picked {
+    pid: Pid,
+    ctx: u64,
+    top: u64,
+    aspace: Option<vm::SharedAddressSpace>,
+    fs_base: u64,
+    fpu: *mut super::switch::FpuState,
+    tgid: Pid,
 }
 
 /// Runs processes until the system shuts down. Called once, on the boot stack.
@@ -177,7 +226,9 @@ fn idle_loop(boot: bool) -> ! {
                 shutdown(status);
             }
         }
-        let Some(pid) = pick() else {
+        kick_idle();
+        crate::bkl::let_waiters_in();
+        let Some(picked) = pick(cpu) else {
             // Nothing to run: wait for an interrupt (a tick wakes sleepers, a reschedule IPI
             // new work). With several CPUs scheduling, an idle CPU keeps no address space
             // loaded: its reference would outlive the last thread's release (a leak).
@@ -193,22 +244,20 @@ fn idle_loop(boot: bool) -> ! {
             IDLE_CPUS.fetch_and(!(1 << cpu), Ordering::Relaxed);
             continue;
         };
-        let (ctx, top, aspace, fs_base, fpu, tgid) = {
-            let mut table = TABLE.lock();
-            let p = table.get_mut(&pid).expect("picked from the table");
-            p.state = State::Running;
-            super::set_current_task(Some(p));
-            let fpu: *mut super::switch::FpuState = &mut *p.fpu;
-            (
-                p.ctx_rsp,
-                p.kstack.top(),
-                p.aspace.clone(),
-                p.fs_base,
-                fpu,
-                p.tgid,
-            )
-        };
-        LAST.store(pid, Ordering::Relaxed);
+        let Picked {
+            pid,
+            ctx,
+            top,
+            aspace,
+            fs_base,
+            fpu,
+            tgid,
+        } = picked;
+        runqueue::set_busy(cpu, true);
+        // A request to leave was for the task that ran here before.
+        if runqueue::NEED_RESCHED.load(Ordering::Relaxed) >> cpu & 1 != 0 {
+            runqueue::NEED_RESCHED.fetch_and(!(1 << cpu), Ordering::Relaxed);
+        }
         super::kstat::context_switch();
         super::set_current(pid, tgid);
         percpu::set_kernel_stack(top);
@@ -224,6 +273,7 @@ fn idle_loop(boot: bool) -> ! {
         // The task may have changed its tid while it ran (execve in a non-leader thread takes
         // the leader's): the current tid says which entry it is now.
         let ran = super::current_tid();
+        runqueue::set_busy(cpu, false);
         super::set_current(0, 0);
         super::set_current_task(None);
         let mut table = TABLE.lock();
@@ -303,8 +353,9 @@ fn shutdown(status: i32) -> ! {
     );
     if crate::smp::active_mask() != 1 {
         info!(
-            "big kernel lock: {} contended acquisitions",
-            crate::bkl::contended()
+            "big kernel lock: {} contended acquisitions; {} tasks pulled by another CPU",
+            crate::bkl::contended(),
+            runqueue::migrations()
         );
     }
     info!("init finished with status {status}: powering off");

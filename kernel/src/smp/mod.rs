@@ -135,9 +135,6 @@ fn delay_us(micros: u64) {
 /// tables are returned before it).
 pub fn init(boot_info: &BootInfo, sched_on_aps: bool) {
     SCHED_ON_APS.store(sched_on_aps, Ordering::Relaxed);
-    if sched_on_aps {
-        crate::bkl::enable();
-    }
     let (boot_pml4, _) = Cr3::read();
     BOOT_CR3.store(boot_pml4.start_address().as_u64(), Ordering::Relaxed);
     let Some(rsdp) = boot_info.rsdp_addr.into_option() else {
@@ -201,6 +198,12 @@ pub fn init(boot_info: &BootInfo, sched_on_aps: bool) {
     // the trampoline, so its tables stay allocated (a leak of four frames, reported above).
     if online_count() == aps.len() + 1 {
         tables.free();
+    }
+    // The lock only once a second CPU will run tasks: on one CPU (the default machine of the
+    // benchmarks) `smp_sched=1` costs nothing. The APs wait, halted, for the scheduler's start
+    // before they take it.
+    if sched_on_aps && online_count() > 1 {
+        crate::bkl::enable();
     }
     info!(
         "smp: {} of {} CPUs online (local APIC IDs {:?}); {}",
@@ -304,9 +307,9 @@ pub fn on_ipi(number: u8) {
     let cpu = percpu::cpu_id();
     if number == vector::LOCAL_TIMER {
         LOCAL_TICKS[cpu].fetch_add(1, Ordering::Relaxed);
-        // A tick in the idle loop is idle time (`/proc/stat`); one that interrupted a task in
-        // ring 3 is charged as user time by the trap dispatcher (`smp_sched=1`), so it must not
-        // count here too.
+        // A tick in the idle loop is idle time (`/proc/stat`); one that interrupted a task is
+        // charged as its user or system time by the trap dispatcher (`smp_sched=1`), so it must
+        // not count here too.
         if crate::proc::current_tid() == 0 {
             crate::proc::kstat::tick(cpu, crate::proc::kstat::IDLE);
         }

@@ -55,6 +55,33 @@ fn pcs_of_getppid(area: usize) -> alloc::vec::Vec<u64> {
 
 extern crate alloc;
 
+/// The allowed CPUs other than the one this runs on (0: none).
+fn other_cpus() -> u64 {
+    let mut mask = 0u64;
+    let (mut cpu, mut node) = (0u32, 0u32);
+    // SAFETY: the kernel writes 8 bytes at `&mut mask` and one u32 at each getcpu pointer.
+    unsafe {
+        let _ = raw(204, [0, 8, &mut mask as *mut u64 as usize, 0, 0, 0]);
+        let _ = raw(
+            309,
+            [
+                &mut cpu as *mut u32 as usize,
+                &mut node as *mut u32 as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        );
+    }
+    mask & !(1u64 << cpu)
+}
+
+fn setaffinity(mask: u64) -> Result<usize, Errno> {
+    // SAFETY: the kernel reads 8 bytes at `&mask`.
+    unsafe { raw(203, [0, 8, &mask as *const u64 as usize, 0, 0, 0]) }
+}
+
 fn main() -> i32 {
     let mut t = Tester::new("t_kcov");
     let Ok(fd) = open(c"/sys/kernel/debug/kcov", O_RDWR) else {
@@ -140,6 +167,69 @@ fn main() -> i32 {
         first == second,
         alloc::format!("{} vs {}", first.len(), second.len()),
     );
+
+    // Coverage is per task, not per system: a child on another CPU (when there is one) making
+    // other system calls all the while adds none of its PCs to this task's buffer and takes
+    // none of this task's from it (one global buffer pointer, set by whichever CPU switched
+    // last, did both). A sample may hold more than the call's own PCs (a tick handled on the
+    // way back to ring 3, a contended lock's spins), never fewer, never uname's own.
+    // The call's own PCs: those in every one of five quiet samples (a tick's are not).
+    let mut own_pcs = first.clone();
+    own_pcs.dedup();
+    for _ in 0..5 {
+        let sample = pcs_of_getppid(area);
+        own_pcs.retain(|pc| sample.binary_search(pc).is_ok());
+    }
+    let mut utsname = [0u8; 65 * 6];
+    reset(area);
+    // SAFETY: uname writes 390 bytes into `utsname`.
+    let _ = unsafe { raw(nr::UNAME, [utsname.as_mut_ptr() as usize, 0, 0, 0, 0, 0]) };
+    let n = (word(area, 0) as usize).min(WORDS - 1);
+    let uname_only: alloc::collections::BTreeSet<u64> = (1..=n)
+        .map(|i| word(area, i))
+        .filter(|pc| first.binary_search(pc).is_err() && own_pcs.binary_search(pc).is_err())
+        .collect();
+    t.check_why(
+        "uname records PCs getppid does not",
+        !uname_only.is_empty(),
+        n,
+    );
+    let others = other_cpus();
+    match fork() {
+        Ok(0) => {
+            if others != 0 {
+                let _ = setaffinity(others);
+            }
+            let mut buf = [0u8; 65 * 6];
+            loop {
+                // SAFETY: uname writes 390 bytes into `buf`.
+                let _ = unsafe { raw(nr::UNAME, [buf.as_mut_ptr() as usize, 0, 0, 0, 0, 0]) };
+            }
+        }
+        Ok(child) => {
+            let mut differing = 0;
+            let start = monotonic_ns();
+            let mut samples = 0;
+            while monotonic_ns() - start < 1_000_000_000 || samples < 50 {
+                let got = pcs_of_getppid(area);
+                let own = own_pcs.iter().all(|pc| got.binary_search(pc).is_ok());
+                if !own || got.iter().any(|pc| uname_only.contains(pc)) {
+                    differing += 1;
+                }
+                samples += 1;
+            }
+            let _ = kill(child, 9);
+            let _ = waitpid(child, 0);
+            t.check_why(
+                "another task's system calls meanwhile neither add to nor take from the buffer",
+                differing == 0,
+                alloc::format!(
+                    "{differing} of {samples} getppid calls lacked their PCs or had uname's"
+                ),
+            );
+        }
+        Err(e) => t.check_why("fork a busy child", false, e.0),
+    }
 
     // Another task cannot take the buffer while this one traces into it; once the task that
     // traced into a buffer exits, the buffer is free again.

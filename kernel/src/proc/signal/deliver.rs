@@ -185,8 +185,7 @@ fn next_step() -> Step {
                     // sleepers wake to see it, the others at their next return to ring 3.
                     for t in table.values_mut().filter(|t| t.tgid == tgid) {
                         if matches!(t.state, State::Blocked { .. }) {
-                            t.state = State::Runnable;
-                            crate::proc::sched::note_runnable();
+                            crate::proc::sched::make_runnable(t);
                         }
                     }
                     request_check();

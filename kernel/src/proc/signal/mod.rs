@@ -415,8 +415,7 @@ pub fn send_locked(
     }
     if let Some(t) = table.get_mut(&wake) {
         if matches!(t.state, State::Blocked { .. }) {
-            t.state = State::Runnable;
-            crate::proc::sched::note_runnable();
+            crate::proc::sched::make_runnable(t);
         }
     }
     deliver::request_check();

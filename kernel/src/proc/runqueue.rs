@@ -1,0 +1,273 @@
+//! Per-CPU run queues (Linux `struct rq`, reduced to a FIFO per CPU): where a runnable task
+//! waits, which CPU it waits on, and how work moves between CPUs.
+//!
+//! - Each CPU picks the next task from the front of its own queue ([`pick`]).
+//! - A task made runnable (woken, forked, preempted) is queued on one CPU ([`enqueue`]) chosen
+//!   by [`select_cpu`] (Linux `select_task_rq`): its last CPU if that one is idle, else an idle
+//!   CPU it may use, else its last CPU if still allowed, else the least loaded allowed one. A
+//!   CPU that got work from another CPU is kicked out of its `hlt` (`sched::kick_idle`).
+//! - A CPU whose queue is empty pulls the oldest task it may run from the busiest other queue
+//!   (Linux's new-idle balance, [`steal`]); an idle CPU also looks at every tick of its own, so
+//!   work queued behind a busy CPU moves within one tick.
+//! - `sched_setaffinity` takes a queued task off a CPU it may no longer use ([`requeue`]) and
+//!   sends a running one's CPU the reschedule IPI with its [`NEED_RESCHED`] bit set, so it
+//!   leaves at once rather than at its next tick.
+//!
+//! The queues hold tids; the task table stays the truth. A task records the queue it is on
+//! (`TaskSched::on_rq`); an entry whose task is gone, is not runnable or records another queue
+//! is stale and skipped (a reaped or exec-renamed task never has to be searched for). Locks: a
+//! queue's `Mutex` is a leaf, taken with the task table held and never the other way round, one
+//! queue at a time; everything here also runs under the big kernel lock, which is what keeps a
+//! task queued by `yield` from being picked by another CPU before it is off its kernel stack.
+#![deny(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use spin::Mutex;
+
+use super::{Pid, State, Task};
+use crate::percpu::MAX_CPUS;
+
+/// The scheduler's fields of a task.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct TaskSched {
+    /// The CPU whose queue holds the task (`None`: running, blocked, exited, or new).
+    pub on_rq: Option<u8>,
+    /// The CPU the task last ran on (Linux `task_cpu`); while it runs, the CPU it runs on.
+    pub cpu: u8,
+}
+
+type Table = BTreeMap<Pid, Box<Task>>;
+
+static QUEUES: [Mutex<VecDeque<Pid>>; MAX_CPUS] = [const { Mutex::new(VecDeque::new()) }; MAX_CPUS];
+/// Each queue's length, read without its lock by placement and stealing (a hint: the lock
+/// decides).
+static LEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// CPUs running a task now (one bit per CPU; the idle loop sets it when it switches to a task
+/// and clears it when back).
+static BUSY: AtomicU64 = AtomicU64::new(0);
+/// CPUs given a task by another CPU since the last kick (`sched::kick_idle` wakes those halted).
+static KICK: AtomicU64 = AtomicU64::new(0);
+/// CPUs whose running task must give the CPU up at its next entry (the reschedule IPI's work,
+/// Linux `TIF_NEED_RESCHED`): its affinity no longer names that CPU.
+pub static NEED_RESCHED: AtomicU64 = AtomicU64::new(0);
+/// Tasks that pulled from another CPU's queue (`/proc/cowlab`-style counter for tests).
+static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Tasks on `cpu`: its queue plus the one it runs.
+pub fn load(cpu: usize) -> usize {
+    LEN[cpu].load(Ordering::Relaxed) + (BUSY.load(Ordering::Relaxed) >> cpu & 1) as usize
+}
+
+/// Marks `cpu` as running a task (`true`) or back in its idle loop.
+pub fn set_busy(cpu: usize, busy: bool) {
+    if busy {
+        BUSY.fetch_or(1 << cpu, Ordering::Relaxed);
+    } else {
+        BUSY.fetch_and(!(1 << cpu), Ordering::Relaxed);
+    }
+}
+
+/// Takes the set of CPUs to kick (see [`KICK`]): one load when there are none (every return
+/// to ring 3 asks).
+#[inline]
+pub fn take_kicks() -> u64 {
+    if KICK.load(Ordering::Relaxed) == 0 {
+        0
+    } else {
+        KICK.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// How many times a CPU took a task queued on another CPU.
+pub fn migrations() -> u64 {
+    MIGRATIONS.load(Ordering::Relaxed)
+}
+
+/// The CPUs `task` may run on among `active` (a mask naming none of them: all of them, so a
+/// task never becomes unrunnable).
+pub fn allowed(task: &Task, active: u64) -> u64 {
+    match task.cpus_allowed & active {
+        0 => active,
+        mask => mask,
+    }
+}
+
+/// Linux `select_task_rq`, reduced: the CPU to queue `task` on among `active`. `leaving` is the
+/// CPU the task is giving up while still on it (a preempted or yielding task): its own running
+/// there does not count against that CPU.
+pub fn select_cpu(task: &Task, active: u64, leaving: Option<usize>) -> usize {
+    let allowed = allowed(task, active);
+    // One CPU (the machine of `cargo xtask bench`): nothing to choose.
+    if allowed & (allowed - 1) == 0 {
+        return allowed.trailing_zeros() as usize;
+    }
+    let load_of = |cpu: usize| load(cpu).saturating_sub(usize::from(leaving == Some(cpu)));
+    let last = usize::from(task.sched.cpu) & (MAX_CPUS - 1);
+    let last_ok = allowed >> last & 1 != 0;
+    if last_ok && load_of(last) == 0 {
+        return last;
+    }
+    // An idle CPU, else the least loaded; scanning from the one after `last` spreads tasks woken
+    // together (a fork burst) over the idle CPUs instead of piling them on the lowest.
+    let mut best = (usize::MAX, last);
+    let above = allowed & u64::MAX.checked_shl(last as u32 + 1).unwrap_or(0);
+    for mut bits in [above, allowed & !above] {
+        while bits != 0 {
+            let cpu = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let load = load_of(cpu);
+            if load == 0 {
+                return cpu;
+            }
+            if load < best.0 {
+                best = (load, cpu);
+            }
+        }
+    }
+    if last_ok {
+        last
+    } else {
+        best.1
+    }
+}
+
+/// Queues the runnable `task` at the back of the queue [`select_cpu`] chooses (nothing if it
+/// is queued already). `leaving` as for [`select_cpu`].
+pub fn enqueue(task: &mut Task, active: u64, leaving: Option<usize>) {
+    if task.sched.on_rq.is_some() {
+        return;
+    }
+    let cpu = select_cpu(task, active, leaving);
+    push(task, cpu);
+}
+
+fn push(task: &mut Task, cpu: usize) {
+    let mut queue = QUEUES[cpu].lock();
+    queue.push_back(task.tid);
+    LEN[cpu].store(queue.len(), Ordering::Relaxed);
+    drop(queue);
+    task.sched.on_rq = Some(cpu as u8);
+    if cpu != crate::percpu::cpu_id() {
+        KICK.fetch_or(1 << cpu, Ordering::Relaxed);
+    }
+}
+
+/// Takes `task` off its queue if that CPU is no longer allowed and queues it again on one that
+/// is (`sched_setaffinity` of a waiting task).
+pub fn requeue(task: &mut Task, active: u64) {
+    let Some(cpu) = task.sched.on_rq else {
+        return;
+    };
+    let cpu = usize::from(cpu);
+    if allowed(task, active) >> cpu & 1 != 0 {
+        return;
+    }
+    dequeue(task);
+    enqueue(task, active, None);
+}
+
+/// Takes `task` off the queue it is on, if any.
+pub fn dequeue(task: &mut Task) {
+    let Some(cpu) = task.sched.on_rq.take() else {
+        return;
+    };
+    let cpu = usize::from(cpu);
+    let mut queue = QUEUES[cpu].lock();
+    queue.retain(|&tid| tid != task.tid);
+    LEN[cpu].store(queue.len(), Ordering::Relaxed);
+}
+
+/// Whether the queue entry `tid` on `cpu` is live: the task is runnable and records this queue.
+fn claim(table: &mut Table, tid: Pid, cpu: usize) -> bool {
+    match table.get_mut(&tid) {
+        Some(t) if t.state == State::Runnable && t.sched.on_rq == Some(cpu as u8) => {
+            t.sched.on_rq = None;
+            t.sched.cpu = cpu as u8;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The next task for `cpu`: the front of its own queue, else one pulled from another CPU
+/// ([`steal`]). The caller holds the table and makes the task `Running`.
+pub fn pick(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
+    loop {
+        let mut queue = QUEUES[cpu].lock();
+        let tid = queue.pop_front();
+        LEN[cpu].store(queue.len(), Ordering::Relaxed);
+        drop(queue);
+        match tid {
+            Some(tid) if claim(table, tid, cpu) => return Some(tid),
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    steal(table, cpu, active)
+}
+
+/// Linux's idle balance, reduced: the oldest task `cpu` may run from the busiest other queue
+/// that has a task waiting behind a running one (or two waiting), so an idle CPU never takes
+/// the one task a CPU about to pick it has.
+fn steal(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
+    let mut others = active & !(1u64 << cpu);
+    let mut victims: [(usize, usize); 8] = [(0, 0); 8];
+    let mut n = 0;
+    while others != 0 && n < victims.len() {
+        let other = others.trailing_zeros() as usize;
+        others &= others - 1;
+        let waiting = LEN[other].load(Ordering::Relaxed);
+        if waiting >= 2 || (waiting == 1 && BUSY.load(Ordering::Relaxed) >> other & 1 != 0) {
+            victims[n] = (waiting, other);
+            n += 1;
+        }
+    }
+    victims[..n].sort_unstable_by_key(|v| core::cmp::Reverse(v.0));
+    for &(_, other) in &victims[..n] {
+        let mut queue = QUEUES[other].lock();
+        let found = queue.iter().position(|tid| {
+            table.get(tid).is_some_and(|t| {
+                t.state == State::Runnable
+                    && t.sched.on_rq == Some(other as u8)
+                    && allowed(t, active) >> cpu & 1 != 0
+            })
+        });
+        let Some(index) = found else {
+            continue;
+        };
+        let tid = queue.remove(index).expect("found above");
+        LEN[other].store(queue.len(), Ordering::Relaxed);
+        drop(queue);
+        let t = table.get_mut(&tid).expect("checked above");
+        t.sched.on_rq = None;
+        t.sched.cpu = cpu as u8;
+        MIGRATIONS.fetch_add(1, Ordering::Relaxed);
+        return Some(tid);
+    }
+    None
+}
+
+/// A runnable task on no queue is a wake-up that forgot [`enqueue`] (it would never run): say
+/// so once and queue it. Run by an idle CPU that found nothing, so it costs nothing while busy.
+pub fn repair_lost(table: &mut Table, active: u64) {
+    static WARNED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    for t in table.values_mut() {
+        if t.state == State::Runnable && t.sched.on_rq.is_none() {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                warn!(
+                    "run queue: tid {} runnable on no queue (a lost enqueue)",
+                    t.tid
+                );
+            }
+            enqueue(t, active, None);
+        }
+    }
+}
+
+/// The tids queued on `cpu`, front first (for tests and `/proc`).
+pub fn queued(cpu: usize) -> alloc::vec::Vec<Pid> {
+    QUEUES[cpu].lock().iter().copied().collect()
+}
