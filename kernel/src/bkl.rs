@@ -68,14 +68,12 @@ const HALT_SPINS: u32 = 200;
 /// for a holder tearing down an exiting child). Halted, it costs the host nothing.
 static WAITERS: AtomicU64 = AtomicU64::new(0);
 /// CPUs in the contended path of an acquisition, spinning or halted (bit per CPU), for
-/// [`let_waiters_in`].
+/// [`let_waiters_in`] and [`relax`].
 static WAITING: AtomicU64 = AtomicU64::new(0);
 
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
-/// CPUs spinning in [`lock_slow`] (bit per CPU), for [`relax`].
-static WAITING: AtomicU64 = AtomicU64::new(0);
 /// Spins [`relax`] waits, with the lock free, for a waiting CPU to take it.
 const HANDOFF_SPINS: u32 = 20_000;
 /// Acquisitions that found the lock held by another CPU (contention, for `/proc` and tests).
@@ -257,7 +255,13 @@ pub fn relax() -> bool {
         return false;
     }
     debug_assert!(held());
-    OWNER.store(0, Ordering::Release);
+    // A waiter may be halted (`halt_until_release`): `release` sends it the IPI a plain store
+    // would not, and the claim makes it the next owner, not this CPU's re-lock below.
+    let me = percpu::cpu_id();
+    let others = WAITING.load(Ordering::Relaxed) & !(1u64 << me);
+    let waiter = others.trailing_zeros() as usize + 1;
+    let _ = STARVING.compare_exchange(0, waiter, Ordering::Relaxed, Ordering::Relaxed);
+    release();
     let mut spins = 0u32;
     while OWNER.load(Ordering::Relaxed) == 0 && spins < HANDOFF_SPINS {
         crate::smp::shootdown::service();
