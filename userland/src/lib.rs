@@ -18,6 +18,7 @@ pub mod args;
 pub mod calls;
 pub mod cpath;
 pub mod cred;
+pub mod epoll;
 pub mod io;
 pub mod process;
 pub mod rlimit;

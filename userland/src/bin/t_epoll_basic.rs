@@ -13,6 +13,10 @@ extern crate alloc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use cowlab_userland::calls::*;
+use cowlab_userland::epoll::{
+    epoll_create1, epoll_ctl as ctl, epoll_wait as wait, Event, ADD, DEL, EPOLL_CTL, EPOLL_WAIT,
+    ERR, ET, EXCLUSIVE, HUP, IN, MOD, ONESHOT, OUT, RDHUP,
+};
 use cowlab_userland::sys::{errno, nr, Errno};
 use cowlab_userland::test::{in_child, Tester};
 
@@ -21,22 +25,8 @@ cowlab_userland::entry!(main);
 const POLL: usize = 7;
 const SETITIMER: usize = 38;
 const EPOLL_CREATE: usize = 213;
-const EPOLL_WAIT: usize = 232;
-const EPOLL_CTL: usize = 233;
 const EPOLL_PWAIT: usize = 281;
-const EPOLL_CREATE1: usize = 291;
 const EPOLL_PWAIT2: usize = 441;
-const ADD: i32 = 1;
-const DEL: i32 = 2;
-const MOD: i32 = 3;
-const IN: u32 = 0x1;
-const OUT: u32 = 0x4;
-const ERR: u32 = 0x8;
-const HUP: u32 = 0x10;
-const RDHUP: u32 = 0x2000;
-const EXCLUSIVE: u32 = 1 << 28;
-const ONESHOT: u32 = 1 << 30;
-const ET: u32 = 1 << 31;
 const EAGAIN: i32 = 11;
 const ELOOP: i32 = 40;
 const F_GETFD: u32 = 1;
@@ -45,59 +35,9 @@ const SIGALRM: usize = 14;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct Event {
-    events: u32,
-    data: u64,
-}
-
 fn epoll_create(size: i32) -> Result<i32, Errno> {
     // SAFETY: no pointer arguments.
     unsafe { raw(EPOLL_CREATE, [size as u32 as usize, 0, 0, 0, 0, 0]) }.map(|f| f as i32)
-}
-
-fn epoll_create1(flags: u32) -> Result<i32, Errno> {
-    // SAFETY: no pointer arguments.
-    unsafe { raw(EPOLL_CREATE1, [flags as usize, 0, 0, 0, 0, 0]) }.map(|f| f as i32)
-}
-
-fn ctl(ep: i32, op: i32, fd: i32, events: u32, data: u64) -> Result<usize, Errno> {
-    let ev = Event { events, data };
-    // SAFETY: a live 12-byte epoll_event.
-    unsafe {
-        raw(
-            EPOLL_CTL,
-            [
-                ep as usize,
-                op as usize,
-                fd as usize,
-                &ev as *const Event as usize,
-                0,
-                0,
-            ],
-        )
-    }
-}
-
-/// epoll_wait into a local array; the (events, data) pairs.
-fn wait(ep: i32, max: usize, ms: i32) -> Result<alloc::vec::Vec<(u32, u64)>, Errno> {
-    let mut evs = [Event::default(); 8];
-    // SAFETY: `evs` holds 8 events; `max` <= 8.
-    let n = unsafe {
-        raw(
-            EPOLL_WAIT,
-            [
-                ep as usize,
-                evs.as_mut_ptr() as usize,
-                max.min(8),
-                ms as u32 as usize,
-                0,
-                0,
-            ],
-        )
-    }?;
-    Ok(evs[..n].iter().map(|e| (e.events, e.data)).collect())
 }
 
 fn pwait2(ep: i32, ts: Option<&[i64; 2]>) -> Result<usize, Errno> {
