@@ -13,6 +13,7 @@
 extern crate alloc as alloc_crate;
 
 pub mod aio;
+pub mod alarm;
 pub mod alloc;
 pub mod args;
 pub mod calls;

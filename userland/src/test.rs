@@ -233,3 +233,8 @@ pub fn spinner(counter: &core::sync::atomic::AtomicU64) -> Option<i32> {
         Err(_) => None,
     }
 }
+
+/// Milliseconds of `CLOCK_MONOTONIC` since `start` (a `monotonic_ns` reading).
+pub fn ms_since(start: u64) -> u64 {
+    (crate::calls::monotonic_ns() - start) / 1_000_000
+}

@@ -10,20 +10,20 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
+use cowlab_userland::alarm::{alarm_in, handle_alarm, CAUGHT};
 use cowlab_userland::calls::*;
 use cowlab_userland::epoll::{
     epoll_create1, epoll_ctl as ctl, epoll_wait as wait, Event, ADD, DEL, EPOLL_CTL, EPOLL_WAIT,
     ERR, ET, EXCLUSIVE, HUP, IN, MOD, ONESHOT, OUT, RDHUP,
 };
-use cowlab_userland::sys::{errno, nr, Errno};
-use cowlab_userland::test::{in_child, Tester};
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
 const POLL: usize = 7;
-const SETITIMER: usize = 38;
 const EPOLL_CREATE: usize = 213;
 const EPOLL_PWAIT: usize = 281;
 const EPOLL_PWAIT2: usize = 441;
@@ -32,7 +32,6 @@ const ELOOP: i32 = 40;
 const F_GETFD: u32 = 1;
 const O_NONBLOCK: u32 = 0o4000;
 const SIGALRM: usize = 14;
-const SA_RESTORER: u64 = 0x0400_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 
 fn epoll_create(size: i32) -> Result<i32, Errno> {
@@ -50,49 +49,6 @@ fn pwait2(ep: i32, ts: Option<&[i64; 2]>) -> Result<usize, Errno> {
             [ep as usize, evs.as_mut_ptr() as usize, 4, ts, 0, 8],
         )
     }
-}
-
-static CAUGHT: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn on_alarm(_sig: i32) {
-    CAUGHT.fetch_add(1, Ordering::SeqCst);
-}
-
-core::arch::global_asm!(
-    ".globl t_epoll_basic_restorer",
-    "t_epoll_basic_restorer:",
-    "mov eax, 15",
-    "syscall",
-);
-
-extern "C" {
-    fn t_epoll_basic_restorer();
-}
-
-fn handle_alarm(flags: u64) {
-    let act = [
-        on_alarm as *const () as usize as u64,
-        flags | SA_RESTORER,
-        t_epoll_basic_restorer as *const () as usize as u64,
-        0,
-    ];
-    // SAFETY: rt_sigaction reads a 32-byte struct sigaction; handler and restorer are ours.
-    let _ = unsafe {
-        raw(
-            nr::RT_SIGACTION,
-            [SIGALRM, act.as_ptr() as usize, 0, 8, 0, 0],
-        )
-    };
-}
-
-fn alarm_in(ms: i64) {
-    let it = [0i64, 0, ms / 1000, (ms % 1000) * 1000];
-    // SAFETY: a live itimerval; no old value written.
-    let _ = unsafe { raw(SETITIMER, [0, it.as_ptr() as usize, 0, 0, 0, 0]) };
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 /// Waits until `fd` is readable, by poll or through `ep` (an epoll instance watching it).
