@@ -76,3 +76,9 @@ pub fn epoll_wait(ep: i32, max: usize, ms: i32) -> Result<Vec<(u32, u64)>, Errno
     }?;
     Ok(evs[..n].iter().map(|e| (e.events, e.data)).collect())
 }
+
+/// Reads the 8-byte counter of an eventfd or a timerfd.
+pub fn read_u64(fd: i32) -> Result<u64, Errno> {
+    let mut b = [0u8; 8];
+    crate::calls::read(fd, &mut b).map(|_| u64::from_ne_bytes(b))
+}

@@ -9,9 +9,11 @@
 extern crate alloc;
 
 use cowlab_userland::calls::*;
-use cowlab_userland::epoll::{epoll_create1, epoll_ctl as ctl, epoll_wait, ERR, ET, IN, OUT};
+use cowlab_userland::epoll::{
+    epoll_create1, epoll_ctl as ctl, epoll_wait, read_u64 as get, ERR, ET, IN, OUT,
+};
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -30,11 +32,6 @@ fn eventfd2(init: u32, flags: u32) -> Result<i32, Errno> {
     unsafe { raw(EVENTFD2, [init as usize, flags as usize, 0, 0, 0, 0]) }.map(|f| f as i32)
 }
 
-fn get(fd: i32) -> Result<u64, Errno> {
-    let mut b = [0u8; 8];
-    read(fd, &mut b).map(|_| u64::from_ne_bytes(b))
-}
-
 fn put(fd: i32, v: u64) -> Result<usize, Errno> {
     write(fd, &v.to_ne_bytes())
 }
@@ -49,10 +46,6 @@ fn revents(fd: i32) -> i64 {
     // SAFETY: one live pollfd (fd, events, revents in 8 bytes).
     let _ = unsafe { raw(POLL, [pfd.as_mut_ptr() as usize, 1, 0, 0, 0, 0]) };
     pfd[0] >> 48
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 fn main() -> i32 {

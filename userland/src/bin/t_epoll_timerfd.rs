@@ -10,9 +10,9 @@
 extern crate alloc;
 
 use cowlab_userland::calls::*;
-use cowlab_userland::epoll::{epoll_create1, epoll_ctl, epoll_wait, ADD, ET, IN};
+use cowlab_userland::epoll::{epoll_create1, epoll_ctl, epoll_wait, read_u64 as get, ADD, ET, IN};
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -90,15 +90,6 @@ fn clock_ns(clock: i32) -> i64 {
         )
     };
     ts[0] * 1_000_000_000 + ts[1]
-}
-
-fn get(fd: i32) -> Result<u64, Errno> {
-    let mut b = [0u8; 8];
-    read(fd, &mut b).map(|_| u64::from_ne_bytes(b))
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 fn left_ms(spec: [i64; 4]) -> i64 {
