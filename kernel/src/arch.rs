@@ -83,6 +83,13 @@ unsafe impl Arch for KernelArch {
         // node takes nothing, so this is conservative by one node at most.
         crate::heap::headroom(256).is_ok()
     }
+
+    fn defer_evict(
+        &self,
+        dead: cowlab_mm::shmem::DeadCache,
+    ) -> Result<(), cowlab_mm::shmem::DeadCache> {
+        crate::proc::evict::defer(dead)
+    }
 }
 
 /// Disables interrupts on this CPU, returning the RFLAGS to give [`irq_restore_raw`].

@@ -13,11 +13,13 @@
 extern crate alloc as alloc_crate;
 
 pub mod aio;
+pub mod alarm;
 pub mod alloc;
 pub mod args;
 pub mod calls;
 pub mod cpath;
 pub mod cred;
+pub mod epoll;
 pub mod io;
 pub mod process;
 pub mod rlimit;

@@ -194,3 +194,47 @@ impl Tap {
         i32::from(self.failed != 0)
     }
 }
+
+/// A field of `/proc/meminfo` in KiB (`MemFree`, `MemAvailable`, `Shmem`, ...): the one
+/// reader the test programs share. No heap, a 2 KiB stack buffer: a program comparing `MemFree`
+/// calls it once before its baseline, so the buffer's stack page is already there.
+pub fn meminfo_kb(field: &str) -> Option<u64> {
+    let fd = crate::calls::open(c"/proc/meminfo", crate::calls::O_RDONLY).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = crate::calls::read(fd, &mut buf).unwrap_or(0);
+    let _ = crate::calls::close(fd);
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text.lines().find(|l| l.split(':').next() == Some(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `MemFree` in KiB.
+pub fn mem_free_kb() -> Option<u64> {
+    meminfo_kb("MemFree")
+}
+
+/// Forks a child that counts in `counter` (in memory shared with the caller: a
+/// `MAP_SHARED|MAP_ANONYMOUS` page) until it is killed; returns its pid once it has counted,
+/// after a fresh time slice, so the child has not run between the caller's next read and its
+/// next call. The fairness tests measure how much of an operation's time the spinner got.
+pub fn spinner(counter: &core::sync::atomic::AtomicU64) -> Option<i32> {
+    use core::sync::atomic::Ordering;
+    match crate::calls::fork() {
+        Ok(0) => loop {
+            counter.fetch_add(1, Ordering::Relaxed);
+        },
+        Ok(pid) => {
+            while counter.load(Ordering::Relaxed) == 0 {
+                crate::calls::sched_yield();
+            }
+            crate::calls::sched_yield();
+            Some(pid)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC` since `start` (a `monotonic_ns` reading).
+pub fn ms_since(start: u64) -> u64 {
+    (crate::calls::monotonic_ns() - start) / 1_000_000
+}

@@ -81,6 +81,11 @@ pub struct FuzzArgs {
     /// concurrent runs apart.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Boot nothing: print the coverage curve of the campaign `--tag` names (blocks and edges
+    /// over calls and over guest time, the mean over its seeds, with and without feedback)
+    /// from its `cover-*.csv` files, and save it as `target/fuzz/curve-<tag>-{calls,time}.csv`.
+    #[arg(long)]
+    pub curve: bool,
 }
 
 /// What ended a boot.
@@ -89,7 +94,8 @@ pub enum Crash {
     Panic(String),
     Exception(String),
     TripleFault,
-    Hang,
+    /// Silence after the fuzzer started; the kernel watchdog's line, if it printed one.
+    Hang(String),
     /// The fuzzer's leak check, or the frame count at power-off.
     Leak(String),
     /// The fuzzer or QEMU ended some other way.
@@ -103,7 +109,7 @@ impl Crash {
             Crash::Panic(_) => "panic",
             Crash::Exception(_) => "exception",
             Crash::TripleFault => "triplefault",
-            Crash::Hang => "hang",
+            Crash::Hang(_) => "hang",
             Crash::Leak(_) => "leak",
             Crash::Other(_) => "other",
         }
@@ -113,7 +119,8 @@ impl Crash {
         match self {
             Crash::Panic(m) | Crash::Exception(m) | Crash::Leak(m) | Crash::Other(m) => m.clone(),
             Crash::TripleFault => "triple fault (QEMU reset under -no-reboot)".into(),
-            Crash::Hang => "no console output: the kernel hangs".into(),
+            Crash::Hang(w) if w.is_empty() => "no console output: the kernel hangs".into(),
+            Crash::Hang(w) => format!("no console output: the kernel hangs; {w}"),
         }
     }
 }
@@ -129,11 +136,24 @@ pub struct Run {
     pub done: bool,
     /// A `FUZZ REPLAY ok` line was seen.
     pub replayed: bool,
+    /// The fuzzer printed its first line (`FUZZ start`, or a replay's `FUZZ PROG`): silence
+    /// before it is the host starving QEMU (boots under heavy load), not a kernel hang.
+    pub started: bool,
+    /// The kernel watchdog's report (soft lockup, hung task), if it printed one.
+    pub watchdog: Option<String>,
 }
 
 impl Run {
     /// Reads one console line.
     pub fn line(&mut self, line: &str) {
+        if line.starts_with("FUZZ ") {
+            self.started = true;
+        }
+        if self.watchdog.is_none()
+            && (line.contains("watchdog: soft lockup") || line.contains("watchdog: hung task"))
+        {
+            self.watchdog = Some(line.trim().to_owned());
+        }
         if let Some(prog) = line.strip_prefix("FUZZ PROG ") {
             self.last_prog = Some(prog.to_owned());
         } else if let Some(prog) = line.strip_prefix("FUZZ CRASH leak ") {
@@ -273,9 +293,14 @@ fn boot(
     };
     let mut session = Session::start(&machine, &qemu, &built.kernel_elf, log)?;
     let mut run = Run::default();
+    let mut cpu_at_last_line = qemu_cpu_secs(session.pid());
     loop {
-        match session.next_line(hang)? {
+        // The boot itself prints within a second of guest time; a loaded host can starve QEMU
+        // for minutes before that, which is no kernel hang.
+        let wait = if run.started { hang } else { hang * 5 };
+        match session.next_line(wait)? {
             Next::Line(line) => {
+                cpu_at_last_line = qemu_cpu_secs(session.pid());
                 if echo && !line.starts_with("FUZZ PROG") {
                     println!("{line}");
                 }
@@ -285,13 +310,52 @@ fn boot(
                 run.ended(exit);
                 return Ok(run);
             }
+            // Silence while QEMU itself got little CPU is the host starving it (a niced run on
+            // a loaded machine), not the guest hanging: wait on.
+            Next::Silent if starved(session.pid(), cpu_at_last_line, hang) => {
+                session.note(&format!(
+                    "[xtask] silent {} s, but QEMU ran only {:.1} s of CPU meanwhile: waiting on",
+                    wait.as_secs(),
+                    qemu_cpu_secs(session.pid()) - cpu_at_last_line
+                ));
+                cpu_at_last_line = qemu_cpu_secs(session.pid());
+            }
+            Next::Silent if !run.started => {
+                session.kill("fuzz: no console output before the fuzzer started (host stall)");
+                run.crash = Some(Crash::Other(
+                    "no console output before the fuzzer started (host stall?)".into(),
+                ));
+                return Ok(run);
+            }
             Next::Silent => {
                 session.kill("fuzz: no console output (hang)");
-                run.crash = Some(Crash::Hang);
+                run.crash = Some(Crash::Hang(run.watchdog.clone().unwrap_or_default()));
                 return Ok(run);
             }
         }
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`; 0 if unknown.
+fn qemu_cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+    // the 12th and 13th, in clock ticks (100 a second on Linux).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Whether QEMU got less than a fifth of the hang threshold in CPU time since `since` (its CPU
+/// seconds then): the guest cannot have hung in a time it did not run.
+fn starved(pid: u32, since: f64, hang: Duration) -> bool {
+    let now = qemu_cpu_secs(pid);
+    now > 0.0 && now - since < hang.as_secs_f64() / 5.0
 }
 
 /// A crash file: the header (kind, message, seed), then one call a line.
@@ -436,6 +500,10 @@ fn save_crash(
 }
 
 pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
+    if args.curve {
+        print!("{}", curve(args.tag.as_deref(), 10)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let kernel = match &args.kernel {
         Some(elf) => std::path::absolute(elf)?,
         None => build_kcov_kernel()?,
@@ -604,6 +672,7 @@ pub fn bounded() -> Result<Option<String>> {
         kernel: None,
         icount: false,
         tag: Some("test".to_owned()),
+        curve: false,
     };
     let kernel = build_kcov_kernel()?;
     let crashes = campaign(&kernel, &args)?;
@@ -698,6 +767,125 @@ fn kcov_interface(kernel: &Path) -> Result<Option<String>> {
     })
 }
 
+/// One seed's curve: the rows of a `cover-*.csv` (ms, execs, calls, blocks, corpus, edges).
+type Curve = Vec<[u64; 6]>;
+
+fn read_curves(dir: &Path, prefix: &str) -> Result<Vec<(u64, Curve)>> {
+    let mut curves = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(seed) = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(".csv"))
+            .and_then(|r| r.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(dir.join(&name))?;
+        let curve = parse_curve(&text);
+        if !curve.is_empty() {
+            curves.push((seed, curve));
+        }
+    }
+    curves.sort_by_key(|c| c.0);
+    Ok(curves)
+}
+
+fn parse_curve(text: &str) -> Curve {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let v: Vec<u64> = l.split(',').filter_map(|f| f.parse().ok()).collect();
+            (v.len() == 6).then(|| [v[0], v[1], v[2], v[3], v[4], v[5]])
+        })
+        .collect()
+}
+
+/// The mean of column `col` at `x` of column `xcol` over the seeds that got that far (the last
+/// row at or before `x`); with how many seeds.
+fn mean_at(curves: &[(u64, Curve)], xcol: usize, x: u64, col: usize) -> Option<(u64, usize)> {
+    let values: Vec<u64> = curves
+        .iter()
+        .filter(|(_, c)| c.last().is_some_and(|r| r[xcol] >= x))
+        .filter_map(|(_, c)| c.iter().rev().find(|r| r[xcol] <= x).map(|r| r[col]))
+        .collect();
+    (!values.is_empty()).then(|| {
+        (
+            values.iter().sum::<u64>() / values.len() as u64,
+            values.len(),
+        )
+    })
+}
+
+/// The coverage curve of campaign `tag` (`--curve`): a table over calls and one over guest
+/// time, `points` rows each, blocks and edges with feedback and without (the mean over the
+/// seeds that reached the row, their count in brackets); also saved as CSV.
+pub fn curve(tag: Option<&str>, points: u64) -> Result<String> {
+    let dir = target_dir().join("fuzz");
+    let prefix = |mode: &str| match tag {
+        Some(t) => format!("cover-{t}-{mode}-seed"),
+        None => format!("cover-{mode}-seed"),
+    };
+    let fb = read_curves(&dir, &prefix("fb"))?;
+    let nofb = read_curves(&dir, &prefix("nofb"))?;
+    if fb.is_empty() && nofb.is_empty() {
+        bail!("no {}*.csv in {}", prefix("fb"), dir.display());
+    }
+    let mut out = String::new();
+    for (mode, curves) in [("fb", &fb), ("nofb", &nofb)] {
+        let calls: u64 = curves
+            .iter()
+            .filter_map(|(_, c)| c.last())
+            .map(|r| r[2])
+            .sum();
+        let seeds: Vec<String> = curves.iter().map(|(s, _)| s.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{mode}: {} seeds ({}), {calls} calls in their first boots",
+            curves.len(),
+            seeds.join(",")
+        );
+    }
+    let name = tag.unwrap_or("default");
+    for (xcol, what, unit) in [(2usize, "calls", 1u64), (0, "time", 1000)] {
+        // The rows go up to the furthest seed: later rows average fewer seeds.
+        let max = fb
+            .iter()
+            .chain(&nofb)
+            .filter_map(|(_, c)| c.last())
+            .map(|r| r[xcol])
+            .max()
+            .unwrap_or(0);
+        let step = (max / points).max(1);
+        let head = if xcol == 2 {
+            "calls per seed"
+        } else {
+            "guest s"
+        };
+        let _ = writeln!(
+            out,
+            "\n| {head} | fb blocks | nofb blocks | fb edges | nofb edges |\n|---|---|---|---|---|"
+        );
+        let mut csv =
+            format!("{what},fb_blocks,fb_seeds,nofb_blocks,nofb_seeds,fb_edges,nofb_edges\n");
+        for i in 1..=points {
+            let x = step * i;
+            let cell = |c: &[(u64, Curve)], col| match mean_at(c, xcol, x, col) {
+                Some((v, n)) => (format!("{v} ({n})"), v.to_string(), n),
+                None => ("-".to_owned(), String::new(), 0),
+            };
+            let (fbb, fbv, fbn) = cell(&fb, 3);
+            let (nfb, nfv, nfn) = cell(&nofb, 3);
+            let (fbe, fbev, _) = cell(&fb, 5);
+            let (nfe, nfev, _) = cell(&nofb, 5);
+            let _ = writeln!(out, "| {} | {fbb} | {nfb} | {fbe} | {nfe} |", x / unit);
+            let _ = writeln!(csv, "{},{fbv},{fbn},{nfv},{nfn},{fbev},{nfev}", x / unit);
+        }
+        std::fs::write(dir.join(format!("curve-{name}-{what}.csv")), csv)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -748,8 +936,39 @@ mod tests {
     }
 
     #[test]
+    fn curves_average_the_seeds_that_got_that_far() {
+        let a = parse_curve(
+            "ms,execs,calls,blocks,corpus,edges\n1000,1,10,100,0,150\n2000,2,20,200,0,250\n",
+        );
+        let b = parse_curve("ms,execs,calls,blocks,corpus,edges\n1000,1,15,300,0,350\n");
+        let curves = vec![(1, a), (2, b)];
+        assert_eq!(mean_at(&curves, 2, 12, 3), Some((100, 1)));
+        assert_eq!(mean_at(&curves, 2, 15, 3), Some((200, 2)));
+        assert_eq!(mean_at(&curves, 2, 20, 3), Some((200, 1)));
+        assert_eq!(mean_at(&curves, 2, 25, 3), None);
+    }
+
+    #[test]
+    fn silence_before_the_fuzzer_starts_is_no_hang() {
+        let mut run = Run::default();
+        run.line("init: argv = \"init\" \"fuzz\"");
+        assert!(!run.started);
+        run.line("FUZZ start seed=1 calls=0 time=360 feedback=true kcov=true");
+        assert!(run.started);
+        run.line("cowlab: watchdog: soft lockup: CPU#0 stuck for 20s without scheduling");
+        assert!(run
+            .watchdog
+            .as_deref()
+            .is_some_and(|w| w.contains("soft lockup")));
+    }
+
+    #[test]
     fn crash_files_round_trip_their_calls() {
-        let text = crash_file(&Crash::Hang, Some(7), "read r0.3,b0.10,i5;close r0.1");
+        let text = crash_file(
+            &Crash::Hang(String::new()),
+            Some(7),
+            "read r0.3,b0.10,i5;close r0.1",
+        );
         assert!(text.starts_with("# cowlab fuzz crash: hang\n"));
         assert!(text.contains("# seed 7\n"));
         assert_eq!(calls_of(&text), vec!["read r0.3,b0.10,i5", "close r0.1"]);

@@ -793,6 +793,16 @@ impl Session {
         }
     }
 
+    /// QEMU's process id (to read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes a harness line into the log.
+    pub fn note(&mut self, line: &str) {
+        self.record(line);
+    }
+
     /// Kills QEMU (after a timeout), noting why in the log.
     pub fn kill(&mut self, why: &str) {
         self.record(&format!("[xtask] killing QEMU: {why}"));

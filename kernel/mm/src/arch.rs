@@ -83,6 +83,14 @@ pub unsafe trait Arch: Sync {
         true
     }
 
+    /// Takes the cache of a large shmem object whose last holder just went, to free it where
+    /// pausing is allowed (Linux defers the final `fput` to `task_work`, run at the return to
+    /// user mode, and `shmem_evict_inode`'s truncate calls `cond_resched`). `Err` gives it
+    /// back, to be freed at once (the host's answer: it has nobody to pause for).
+    fn defer_evict(&self, dead: crate::shmem::DeadCache) -> Result<(), crate::shmem::DeadCache> {
+        Err(dead)
+    }
+
     /// Debug hook: `frame` just lost its last reference and is about to go back to the
     /// allocator (called before it is reusable, so no other CPU can have mapped it again). No
     /// cached translation may still reach it (pages are freed only after the flush that

@@ -452,13 +452,23 @@ impl ShmemObject {
     /// `iput` -> `shmem_evict_inode`). Every `Arc` clone of an object must end here (or inside
     /// the memory manager, which does it for VMAs), or its pages leak.
     #[doc(alias = "shmem_evict_inode")]
+    ///
+    /// A cache of more than [`DEFER_EVICT_PAGES`] pages is handed to [`Arch::defer_evict`]
+    /// (the kernel frees it in batches, letting other tasks run between them, before the
+    /// closing task returns to user mode: a `Drop` may run where sleeping is not allowed);
+    /// a smaller one, or one the arch declines, is freed here.
     pub fn put<A: Arch>(this: Arc<ShmemObject>, mm: &Mm<A>) {
         if let Some(obj) = Arc::into_inner(this) {
             let inner = obj.inner.into_inner();
             inner.uncharge(inner.pages.len());
-            for (_, frame) in inner.pages {
-                drop_cache_page(mm, frame);
+            let mut dead = DeadCache { pages: inner.pages };
+            if dead.len() > DEFER_EVICT_PAGES {
+                match mm.arch().defer_evict(dead) {
+                    Ok(()) => return,
+                    Err(back) => dead = back,
+                }
             }
+            dead.free_some(mm, usize::MAX);
         }
     }
 
@@ -484,6 +494,40 @@ impl ShmemObject {
     /// whose pages were all allocated by `fallocate` and which offers no `ftruncate`).
     pub fn cache_frame(&self, index: u64) -> Option<PhysAddr> {
         self.inner.lock().pages.get(&index).copied()
+    }
+}
+
+/// Caches at most this large are freed by the last [`ShmemObject::put`] itself (a batch: 1 MiB).
+pub const DEFER_EVICT_PAGES: usize = 256;
+
+/// The cache of an object whose last holder went, on its way back to the allocator (Linux
+/// `shmem_evict_inode`'s truncate, which runs from the deferred `fput`): whoever holds it
+/// frees it in steps ([`DeadCache::free_some`]) and must free all of it (dropping it with pages
+/// left leaks them).
+pub struct DeadCache {
+    pages: BTreeMap<u64, PhysAddr>,
+}
+
+impl DeadCache {
+    /// Pages not yet freed.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Frees up to `n` of the pages (each loses the cache's reference; a page still mapped or
+    /// pinned lives on as an orphan); returns whether none are left.
+    pub fn free_some<A: Arch>(&mut self, mm: &Mm<A>, n: usize) -> bool {
+        for _ in 0..n {
+            match self.pages.pop_first() {
+                Some((_, frame)) => drop_cache_page(mm, frame),
+                None => break,
+            }
+        }
+        self.pages.is_empty()
     }
 }
 

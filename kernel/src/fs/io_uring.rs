@@ -754,7 +754,10 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     if nr == 0 || nr > IORING_MAX_REG_BUFFERS {
         return Err(Errno::EINVAL);
     }
-    let mut iovs = Vec::with_capacity(nr as usize);
+    // Both arrays are sized by the caller (up to 16384 entries): on a short kernel heap they
+    // are `ENOMEM`, not an allocation failure (which panics).
+    let mut iovs = Vec::new();
+    crate::heap::try_reserve(&mut iovs, nr as usize)?;
     for i in 0..nr {
         let at = arg.checked_add(16 * i).ok_or(Errno::EFAULT)?;
         let iov = UserPtr::<IoVec>::new(at)?.read()?;
@@ -770,9 +773,11 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
         iovs.push(iov);
     }
     let mm = memory::mm();
+    let mut bufs = Vec::new();
+    crate::heap::try_reserve(&mut bufs, iovs.len())?;
     charge(UNITS_PER_SLOT * iovs.len())?;
     let mut reg = Registration {
-        bufs: Vec::with_capacity(iovs.len()),
+        bufs,
         charged: UNITS_PER_SLOT * iovs.len(),
         locked: Default::default(),
     };

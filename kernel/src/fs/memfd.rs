@@ -98,7 +98,7 @@ pub fn shmem_resched() {
 /// stops with `EINTR` (Linux's `fatal_signal_pending` checks), any other lets time and the
 /// rest run (`cond_resched`: the kernel is not preemptible, so without it a 2 GiB fallocate
 /// held the CPU, and its own kill, for over a minute).
-fn killable_resched() -> Result<(), Errno> {
+pub(super) fn killable_resched() -> Result<(), Errno> {
     // Outside a task (the in-kernel tests at boot) there is nobody to kill or yield to.
     if crate::proc::current_tid() == 0 {
         return Ok(());

@@ -392,7 +392,9 @@ impl DirInode for TmpfsRoot {
                 kind: DT_DIR,
             },
         ];
-        for (name, ino) in tmpfs::entries() {
+        let entries = tmpfs::entries()?;
+        crate::heap::try_reserve(&mut out, entries.len())?;
+        for (name, ino) in entries {
             out.push(DirEntry {
                 name,
                 ino,

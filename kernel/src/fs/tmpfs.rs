@@ -316,9 +316,15 @@ pub fn rename(old: &str, new: &str, noreplace: bool) -> Result<(), Errno> {
 }
 
 /// The directory's entries (name, inode number) in name order, for `getdents64`.
-pub fn entries() -> Vec<(String, u64)> {
-    DIR.lock()
-        .iter()
-        .map(|(name, e)| (name.clone(), e.inode.ino))
-        .collect()
+///
+/// Fallible: a full directory's copy is large, and a heap with room in total may still lack
+/// one block that size (`t_rob3_heap exhaust` panicked here once the heap was fragmented).
+pub fn entries() -> Result<Vec<(String, u64)>, crate::errno::Errno> {
+    let dir = DIR.lock();
+    let mut out = Vec::new();
+    crate::heap::try_reserve(&mut out, dir.len())?;
+    for (name, e) in dir.iter() {
+        out.push((crate::heap::try_string(name)?, e.inode.ino));
+    }
+    Ok(out)
 }

@@ -182,9 +182,16 @@ impl Tty {
         }
         if self.termios.lflag & ECHOCTL != 0 && (b < 0x20 || b == 0x7f) && b != b'\t' && b != b'\n'
         {
-            self.echo.push(b'^');
-            self.echo.push(b ^ 0x40);
+            self.echo_byte(b'^');
+            self.echo_byte(b ^ 0x40);
         } else {
+            self.echo_byte(b);
+        }
+    }
+
+    /// One byte of echo, dropped if the heap has no room for it (see [`Tty::put`]).
+    fn echo_byte(&mut self, b: u8) {
+        if self.echo.try_reserve(1).is_ok() {
             self.echo.push(b);
         }
     }
@@ -265,7 +272,7 @@ impl Tty {
                 } else {
                     self.line.clear();
                     if t.lflag & ECHOK != 0 && t.lflag & ECHO != 0 {
-                        self.echo.push(b'\n');
+                        self.echo_byte(b'\n');
                     }
                 }
                 return;
@@ -276,9 +283,11 @@ impl Tty {
             }
             if b == b'\n' || (b == t.cc[VEOL] && b != 0) || (b == t.cc[VEOL2] && b != 0) {
                 if t.lflag & ECHO != 0 || (b == b'\n' && t.lflag & ECHONL != 0) {
-                    self.echo.push(b);
+                    self.echo_byte(b);
                 }
-                self.line.push(b);
+                if self.line.try_reserve(1).is_ok() {
+                    self.line.push(b);
+                }
                 self.end_line(false);
                 return;
             }
@@ -286,14 +295,17 @@ impl Tty {
         self.put(b);
     }
 
-    /// A byte into the line (canonical) or straight to readers (raw), echoed.
+    /// A byte into the line (canonical) or straight to readers (raw), echoed. A byte that
+    /// finds no room is dropped, as at `MAX_INPUT` (Linux's `n_tty` buffer is fixed; here the
+    /// line and the queue grow on the heap, and a short heap must not panic the input path,
+    /// which `TIOCSTI` lets any program drive).
     fn put(&mut self, b: u8) {
         self.echo_char(b);
         if self.canonical() {
-            if self.line.len() < MAX_INPUT - 1 {
+            if self.line.len() < MAX_INPUT - 1 && self.line.try_reserve(1).is_ok() {
                 self.line.push(b);
             }
-        } else if self.queue.len() < MAX_INPUT {
+        } else if self.queue.len() < MAX_INPUT && self.queue.try_reserve(1).is_ok() {
             self.queue.push_back(u16::from(b));
         }
     }
@@ -301,7 +313,9 @@ impl Tty {
     /// Completes the line being edited; `eof`: ended by ^D (an empty one reads as end of file).
     fn end_line(&mut self, eof: bool) {
         let line = core::mem::take(&mut self.line);
-        if self.queue.len() + line.len() + 1 > MAX_INPUT {
+        if self.queue.len() + line.len() + 1 > MAX_INPUT
+            || self.queue.try_reserve(line.len() + 1).is_err()
+        {
             return;
         }
         self.queue.extend(line.iter().map(|&b| u16::from(b)));

@@ -111,6 +111,9 @@ pub fn execve(
         aspace.exit(memory::mm());
         return Err(e);
     }
+    // The point of no return: the old program's pages go in batches with pauses (as at exit)
+    // instead of in the one pass of the final teardown, which held the CPU for all of them.
+    super::zap_exiting_aspace();
     super::cred::commit_creds(cred);
     let new = Arc::new(Mutex::new(aspace));
     let (old, closed) = with_current(|p| {

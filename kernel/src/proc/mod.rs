@@ -32,6 +32,7 @@ pub mod affinity;
 pub mod args;
 pub mod cputime;
 pub mod cred;
+pub mod evict;
 pub mod exec;
 pub mod files;
 pub mod fork;
@@ -581,6 +582,12 @@ pub fn exit_thread(status: i32) -> ! {
     if !shared {
         zap_exiting_aspace();
     }
+    // Linux `do_exit` closes the files before `exit_notify`: a large memfd or tmpfs cache
+    // whose last descriptor goes here is freed with pauses while the exit is not yet visible
+    // (a parent reaping the zombie finds the frames back).
+    let fds = with_current(|t| core::mem::take(&mut t.fds));
+    drop(fds);
+    evict::run_own(true);
     let (aspace, fds, last, parent, tgid, reaper, session_leader) = {
         let mut table = TABLE.lock();
         let t = table
@@ -665,6 +672,8 @@ pub fn exit_thread(status: i32) -> ! {
             warn!("tgid {tgid}: address space still referenced after its last thread; leaking it");
         }
     }
+    // Shared mappings' caches the teardown dropped: the zombie is visible now, so no pause.
+    evict::run_own(false);
     if last {
         wakeup(wait_channel(parent));
         // Zombies among the orphans are the reaper's to collect now.
@@ -731,7 +740,8 @@ const EXIT_PAUSE_US: u64 = 2000;
 /// `unmap_vmas` calls `cond_resched` in `zap_pte_range`): the exit of a process with gigabytes
 /// populated held the CPU for its whole length. Only when nothing else uses the address space
 /// (no other thread, no `CLONE_VM` sharer) and more than one batch is resident; not stopped by
-/// the pending fatal signal that may be why we exit.
+/// the pending fatal signal that may be why we exit. `execve` calls it too, past its point of
+/// no return, for the old program's space.
 fn zap_exiting_aspace() {
     let tid = current_tid();
     let Some(aspace) = with_current(|t| t.aspace.clone()) else {

@@ -344,6 +344,7 @@ fn shutdown(status: i32) -> ! {
             super::release_aspace_ref(aspace);
         }
     }
+    super::evict::run_all();
     // Every descriptor is closed: the root is unmounted (orphans freed, everything written back).
     crate::fs::ext2_mount::unmount_root();
     println!(

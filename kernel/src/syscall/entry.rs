@@ -101,6 +101,9 @@ extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
     let locked = crate::bkl::lock_from_user();
     let nr = frame.rax;
     super::dispatch(frame);
+    if crate::proc::evict::pending() {
+        crate::proc::evict::run_own(true);
+    }
     // -ERESTARTSYS..=-ERESTART_RESTARTBLOCK in one unsigned compare (515, Linux's
     // ENOIOCTLCMD, is never returned); rt_sigreturn's RAX is the restored one, never a
     // restart request (its frame's vector is `IRET_VECTOR`, no longer `SYSCALL_VECTOR`).

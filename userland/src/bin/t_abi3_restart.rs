@@ -13,7 +13,7 @@ use alloc::format;
 use core::sync::atomic::{AtomicU32, Ordering};
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -51,10 +51,6 @@ fn handle_usr1(flags: u64) {
     ];
     // SAFETY: rt_sigaction reads one struct sigaction.
     let _ = unsafe { raw(13, [SIGUSR1, &act as *const _ as usize, 0, 8, 0, 0]) };
-}
-
-fn ms_since(t0: u64) -> u64 {
-    (monotonic_ns() - t0) / 1_000_000
 }
 
 /// The blocking calls, each for `ms` milliseconds; the result.

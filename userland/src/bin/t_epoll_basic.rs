@@ -10,94 +10,33 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
+use cowlab_userland::alarm::{alarm_in, handle_alarm, CAUGHT};
 use cowlab_userland::calls::*;
-use cowlab_userland::sys::{errno, nr, Errno};
-use cowlab_userland::test::{in_child, Tester};
+use cowlab_userland::epoll::{
+    epoll_create1, epoll_ctl as ctl, epoll_wait as wait, Event, ADD, DEL, EPOLL_CTL, EPOLL_WAIT,
+    ERR, ET, EXCLUSIVE, HUP, IN, MOD, ONESHOT, OUT, RDHUP,
+};
+use cowlab_userland::sys::{errno, Errno};
+use cowlab_userland::test::{in_child, ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
 const POLL: usize = 7;
-const SETITIMER: usize = 38;
 const EPOLL_CREATE: usize = 213;
-const EPOLL_WAIT: usize = 232;
-const EPOLL_CTL: usize = 233;
 const EPOLL_PWAIT: usize = 281;
-const EPOLL_CREATE1: usize = 291;
 const EPOLL_PWAIT2: usize = 441;
-const ADD: i32 = 1;
-const DEL: i32 = 2;
-const MOD: i32 = 3;
-const IN: u32 = 0x1;
-const OUT: u32 = 0x4;
-const ERR: u32 = 0x8;
-const HUP: u32 = 0x10;
-const RDHUP: u32 = 0x2000;
-const EXCLUSIVE: u32 = 1 << 28;
-const ONESHOT: u32 = 1 << 30;
-const ET: u32 = 1 << 31;
 const EAGAIN: i32 = 11;
 const ELOOP: i32 = 40;
 const F_GETFD: u32 = 1;
 const O_NONBLOCK: u32 = 0o4000;
 const SIGALRM: usize = 14;
-const SA_RESTORER: u64 = 0x0400_0000;
 const SA_RESTART: u64 = 0x1000_0000;
-
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct Event {
-    events: u32,
-    data: u64,
-}
 
 fn epoll_create(size: i32) -> Result<i32, Errno> {
     // SAFETY: no pointer arguments.
     unsafe { raw(EPOLL_CREATE, [size as u32 as usize, 0, 0, 0, 0, 0]) }.map(|f| f as i32)
-}
-
-fn epoll_create1(flags: u32) -> Result<i32, Errno> {
-    // SAFETY: no pointer arguments.
-    unsafe { raw(EPOLL_CREATE1, [flags as usize, 0, 0, 0, 0, 0]) }.map(|f| f as i32)
-}
-
-fn ctl(ep: i32, op: i32, fd: i32, events: u32, data: u64) -> Result<usize, Errno> {
-    let ev = Event { events, data };
-    // SAFETY: a live 12-byte epoll_event.
-    unsafe {
-        raw(
-            EPOLL_CTL,
-            [
-                ep as usize,
-                op as usize,
-                fd as usize,
-                &ev as *const Event as usize,
-                0,
-                0,
-            ],
-        )
-    }
-}
-
-/// epoll_wait into a local array; the (events, data) pairs.
-fn wait(ep: i32, max: usize, ms: i32) -> Result<alloc::vec::Vec<(u32, u64)>, Errno> {
-    let mut evs = [Event::default(); 8];
-    // SAFETY: `evs` holds 8 events; `max` <= 8.
-    let n = unsafe {
-        raw(
-            EPOLL_WAIT,
-            [
-                ep as usize,
-                evs.as_mut_ptr() as usize,
-                max.min(8),
-                ms as u32 as usize,
-                0,
-                0,
-            ],
-        )
-    }?;
-    Ok(evs[..n].iter().map(|e| (e.events, e.data)).collect())
 }
 
 fn pwait2(ep: i32, ts: Option<&[i64; 2]>) -> Result<usize, Errno> {
@@ -110,49 +49,6 @@ fn pwait2(ep: i32, ts: Option<&[i64; 2]>) -> Result<usize, Errno> {
             [ep as usize, evs.as_mut_ptr() as usize, 4, ts, 0, 8],
         )
     }
-}
-
-static CAUGHT: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn on_alarm(_sig: i32) {
-    CAUGHT.fetch_add(1, Ordering::SeqCst);
-}
-
-core::arch::global_asm!(
-    ".globl t_epoll_basic_restorer",
-    "t_epoll_basic_restorer:",
-    "mov eax, 15",
-    "syscall",
-);
-
-extern "C" {
-    fn t_epoll_basic_restorer();
-}
-
-fn handle_alarm(flags: u64) {
-    let act = [
-        on_alarm as *const () as usize as u64,
-        flags | SA_RESTORER,
-        t_epoll_basic_restorer as *const () as usize as u64,
-        0,
-    ];
-    // SAFETY: rt_sigaction reads a 32-byte struct sigaction; handler and restorer are ours.
-    let _ = unsafe {
-        raw(
-            nr::RT_SIGACTION,
-            [SIGALRM, act.as_ptr() as usize, 0, 8, 0, 0],
-        )
-    };
-}
-
-fn alarm_in(ms: i64) {
-    let it = [0i64, 0, ms / 1000, (ms % 1000) * 1000];
-    // SAFETY: a live itimerval; no old value written.
-    let _ = unsafe { raw(SETITIMER, [0, it.as_ptr() as usize, 0, 0, 0, 0]) };
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 /// Waits until `fd` is readable, by poll or through `ep` (an epoll instance watching it).

@@ -9,84 +9,35 @@
 extern crate alloc;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::epoll::{
+    epoll_create1, epoll_ctl as ctl, epoll_wait, read_u64 as get, ERR, ET, IN, OUT,
+};
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
 const POLL: usize = 7;
-const EPOLL_WAIT: usize = 232;
-const EPOLL_CTL: usize = 233;
 const EVENTFD: usize = 284;
 const EVENTFD2: usize = 290;
-const EPOLL_CREATE1: usize = 291;
 const EFD_SEMAPHORE: u32 = 1;
 const EFD_NONBLOCK: u32 = 0o4000;
 const EFD_CLOEXEC: u32 = 0o2000000;
 const EAGAIN: i32 = 11;
 const F_GETFD: u32 = 1;
 const F_GETFL: u32 = 3;
-const IN: u32 = 0x1;
-const OUT: u32 = 0x4;
-const ERR: u32 = 0x8;
-const ET: u32 = 1 << 31;
-
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct Event {
-    events: u32,
-    data: u64,
-}
 
 fn eventfd2(init: u32, flags: u32) -> Result<i32, Errno> {
     // SAFETY: no pointer arguments.
     unsafe { raw(EVENTFD2, [init as usize, flags as usize, 0, 0, 0, 0]) }.map(|f| f as i32)
 }
 
-fn get(fd: i32) -> Result<u64, Errno> {
-    let mut b = [0u8; 8];
-    read(fd, &mut b).map(|_| u64::from_ne_bytes(b))
-}
-
 fn put(fd: i32, v: u64) -> Result<usize, Errno> {
     write(fd, &v.to_ne_bytes())
 }
 
-fn ctl(ep: i32, op: i32, fd: i32, events: u32, data: u64) -> Result<usize, Errno> {
-    let ev = Event { events, data };
-    // SAFETY: a live 12-byte epoll_event.
-    unsafe {
-        raw(
-            EPOLL_CTL,
-            [
-                ep as usize,
-                op as usize,
-                fd as usize,
-                &ev as *const Event as usize,
-                0,
-                0,
-            ],
-        )
-    }
-}
-
 fn wait(ep: i32, ms: i32) -> Result<alloc::vec::Vec<(u32, u64)>, Errno> {
-    let mut evs = [Event::default(); 4];
-    // SAFETY: `evs` holds 4 events.
-    let n = unsafe {
-        raw(
-            EPOLL_WAIT,
-            [
-                ep as usize,
-                evs.as_mut_ptr() as usize,
-                4,
-                ms as u32 as usize,
-                0,
-                0,
-            ],
-        )
-    }?;
-    Ok(evs[..n].iter().map(|e| (e.events, e.data)).collect())
+    epoll_wait(ep, 4, ms)
 }
 
 /// poll's revents for `fd` asked for POLLIN|POLLOUT.
@@ -95,10 +46,6 @@ fn revents(fd: i32) -> i64 {
     // SAFETY: one live pollfd (fd, events, revents in 8 bytes).
     let _ = unsafe { raw(POLL, [pfd.as_mut_ptr() as usize, 1, 0, 0, 0, 0]) };
     pfd[0] >> 48
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 fn main() -> i32 {
@@ -196,8 +143,7 @@ fn main() -> i32 {
     let _ = waitpid(child, 0);
 
     // epoll on an eventfd.
-    // SAFETY: no pointer arguments.
-    let ep = unsafe { raw(EPOLL_CREATE1, [0; 6]) }.map_or(-1, |f| f as i32);
+    let ep = epoll_create1(0).unwrap_or(-1);
     t.eq("ADD an eventfd", ctl(ep, 1, fd, IN | OUT, 1), Ok(0));
     t.eq("count 0: EPOLLOUT", wait(ep, 0), Ok(alloc::vec![(OUT, 1)]));
     let _ = put(fd, 1);

@@ -13,74 +13,26 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::epoll::{epoll_create1, epoll_ctl, epoll_wait, ADD, DEL, IN};
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{in_child, Tester};
 
 cowlab_userland::entry!(main);
 
 const POLL: usize = 7;
-const EPOLL_WAIT: usize = 232;
-const EPOLL_CTL: usize = 233;
-const EPOLL_CREATE1: usize = 291;
-const ADD: i32 = 1;
-const DEL: i32 = 2;
-const IN: u32 = 0x1;
 const ELOOP: i32 = 40;
 /// Instances per chain: enough to go well past the limit, few enough to be quick.
 const N: usize = 64;
 /// Links the longest allowed chain has (Linux `EP_MAX_NESTS`).
 const MAX_LINKS: usize = 4;
 
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct Event {
-    events: u32,
-    data: u64,
-}
-
-fn epoll_create1() -> i32 {
-    // SAFETY: no pointer arguments.
-    unsafe { raw(EPOLL_CREATE1, [0; 6]) }.map_or(-1, |f| f as i32)
-}
-
+/// epoll_ctl with the descriptor as the data.
 fn ctl(ep: i32, op: i32, fd: i32, events: u32) -> Result<usize, Errno> {
-    let ev = Event {
-        events,
-        data: fd as u64,
-    };
-    // SAFETY: a live 12-byte epoll_event.
-    unsafe {
-        raw(
-            EPOLL_CTL,
-            [
-                ep as usize,
-                op as usize,
-                fd as usize,
-                &ev as *const Event as usize,
-                0,
-                0,
-            ],
-        )
-    }
+    epoll_ctl(ep, op, fd, events, fd as u64)
 }
 
 fn wait(ep: i32, ms: i32) -> Result<Vec<(u32, u64)>, Errno> {
-    let mut evs = [Event::default(); 4];
-    // SAFETY: `evs` holds 4 events.
-    let n = unsafe {
-        raw(
-            EPOLL_WAIT,
-            [
-                ep as usize,
-                evs.as_mut_ptr() as usize,
-                4,
-                ms as u32 as usize,
-                0,
-                0,
-            ],
-        )
-    }?;
-    Ok(evs[..n].iter().map(|e| (e.events, e.data)).collect())
+    epoll_wait(ep, 4, ms)
 }
 
 /// poll() for input on one descriptor with a timeout; the revents.
@@ -114,7 +66,7 @@ fn poll_in(fd: i32, ms: i32) -> Result<u16, Errno> {
 }
 
 fn create(n: usize) -> Vec<i32> {
-    (0..n).map(|_| epoll_create1()).collect()
+    (0..n).map(|_| epoll_create1(0).unwrap_or(-1)).collect()
 }
 
 fn close_all(fds: &[i32]) {
@@ -265,7 +217,7 @@ fn main() -> i32 {
         ctl(a[2], ADD, b[1], IN),
         Ok(0),
     );
-    let c = epoll_create1();
+    let c = epoll_create1(0).unwrap_or(-1);
     t.eq(
         "then nothing more below the bottom (5 links)",
         ctl(b[2], ADD, c, IN),

@@ -9,6 +9,7 @@
 extern crate alloc;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::epoll::{epoll_create1, epoll_ctl, epoll_wait, ADD};
 use cowlab_userland::sys::{errno, getpid, nr, Errno};
 use cowlab_userland::test::Tester;
 
@@ -18,10 +19,7 @@ const POLL: usize = 7;
 const GETUID: usize = 102;
 const RT_SIGPENDING: usize = 127;
 const RT_SIGQUEUEINFO: usize = 129;
-const EPOLL_WAIT: usize = 232;
-const EPOLL_CTL: usize = 233;
 const SIGNALFD4: usize = 289;
-const EPOLL_CREATE1: usize = 291;
 const SIGUSR1: i32 = 10;
 const SIGUSR2: i32 = 12;
 const SIGCHLD: i32 = 17;
@@ -32,13 +30,6 @@ const SFD_CLOEXEC: u32 = 0o2000000;
 const EAGAIN: i32 = 11;
 const F_GETFD: u32 = 1;
 const IN: u32 = 1;
-
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct Event {
-    events: u32,
-    data: u64,
-}
 
 fn bit(sig: i32) -> u64 {
     1 << (sig - 1)
@@ -254,26 +245,8 @@ fn main() -> i32 {
     let _ = read_one(cfd);
 
     // epoll on a signalfd.
-    // SAFETY: no pointer arguments.
-    let ep = unsafe { raw(EPOLL_CREATE1, [0; 6]) }.map_or(-1, |f| f as i32);
-    let ev = Event {
-        events: IN,
-        data: 6,
-    };
-    // SAFETY: a live epoll_event.
-    let r = unsafe {
-        raw(
-            EPOLL_CTL,
-            [
-                ep as usize,
-                1,
-                sfd as usize,
-                &ev as *const Event as usize,
-                0,
-                0,
-            ],
-        )
-    };
+    let ep = epoll_create1(0).unwrap_or(-1);
+    let r = epoll_ctl(ep, ADD, sfd, IN, 6);
     t.eq("ADD a signalfd", r, Ok(0));
     let sender = match fork() {
         Ok(0) => {
@@ -284,15 +257,9 @@ fn main() -> i32 {
         Ok(pid) => pid,
         Err(_) => -1,
     };
-    let mut evs = [Event::default(); 2];
-    // SAFETY: 2 live events.
-    let n = unsafe {
-        raw(
-            EPOLL_WAIT,
-            [ep as usize, evs.as_mut_ptr() as usize, 2, 2000, 0, 0],
-        )
-    };
-    let got = evs[0].events;
+    let evs = epoll_wait(ep, 2, 2000);
+    let n = evs.as_ref().map(|e| e.len()).map_err(|&e| e);
+    let got = evs.ok().and_then(|e| e.first().map(|e| e.0)).unwrap_or(0);
     t.eq(
         "epoll_wait woken by a child's kill: EPOLLIN",
         (n, got),

@@ -10,33 +10,22 @@
 extern crate alloc;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::epoll::{epoll_create1, epoll_ctl, epoll_wait, read_u64 as get, ADD, ET, IN};
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
 const CLOCK_GETTIME: usize = 228;
-const EPOLL_WAIT: usize = 232;
-const EPOLL_CTL: usize = 233;
 const TIMERFD_CREATE: usize = 283;
 const TIMERFD_SETTIME: usize = 286;
 const TIMERFD_GETTIME: usize = 287;
-const EPOLL_CREATE1: usize = 291;
 const REALTIME: i32 = 0;
 const MONOTONIC: i32 = 1;
 const ABSTIME: u32 = 1;
 const NONBLOCK: u32 = 0o4000;
 const EAGAIN: i32 = 11;
 const F_GETFL: u32 = 3;
-const IN: u32 = 1;
-const ET: u32 = 1 << 31;
-
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct Event {
-    events: u32,
-    data: u64,
-}
 
 fn create(clock: i32, flags: u32) -> Result<i32, Errno> {
     // SAFETY: no pointer arguments.
@@ -101,15 +90,6 @@ fn clock_ns(clock: i32) -> i64 {
         )
     };
     ts[0] * 1_000_000_000 + ts[1]
-}
-
-fn get(fd: i32) -> Result<u64, Errno> {
-    let mut b = [0u8; 8];
-    read(fd, &mut b).map(|_| u64::from_ne_bytes(b))
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 fn left_ms(spec: [i64; 4]) -> i64 {
@@ -256,46 +236,12 @@ fn main() -> i32 {
     let _ = close(rt);
 
     // epoll: woken at expiry; one edge per period.
-    // SAFETY: no pointer arguments.
-    let ep = unsafe { raw(EPOLL_CREATE1, [0; 6]) }.map_or(-1, |f| f as i32);
-    let ev = Event {
-        events: IN | ET,
-        data: 5,
-    };
-    // SAFETY: a live epoll_event.
-    let r = unsafe {
-        raw(
-            EPOLL_CTL,
-            [
-                ep as usize,
-                1,
-                nb as usize,
-                &ev as *const Event as usize,
-                0,
-                0,
-            ],
-        )
-    };
+    let ep = epoll_create1(0).unwrap_or(-1);
+    let r = epoll_ctl(ep, ADD, nb, IN | ET, 5);
     t.eq("ADD a timerfd (ET)", r, Ok(0));
     let _ = settime(nb, 0, ms(50, 50));
-    let mut evs = [Event::default(); 2];
     let start = monotonic_ns();
-    let mut wait = |ms: i32| {
-        // SAFETY: 2 live events.
-        unsafe {
-            raw(
-                EPOLL_WAIT,
-                [
-                    ep as usize,
-                    evs.as_mut_ptr() as usize,
-                    2,
-                    ms as u32 as usize,
-                    0,
-                    0,
-                ],
-            )
-        }
-    };
+    let wait = |ms: i32| epoll_wait(ep, 2, ms).map(|evs| evs.len());
     t.eq("epoll_wait(-1) woken at the expiry", wait(-1), Ok(1));
     let waited = ms_since(start);
     t.check_why(

@@ -26,7 +26,7 @@
 use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::*;
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{meminfo_kb, Tester};
 use cowlab_userland::uring::Ring;
 
 cowlab_userland::entry!(main);
@@ -46,7 +46,7 @@ fn main() -> i32 {
     let mut t = Tester::new("t_exhaust");
     // Warm up what the checks below use (stack pages, the allocator), so that the baselines
     // are not disturbed by this process's own first use.
-    let _ = mem_free_kb();
+    let _ = meminfo_kb("MemAvailable");
     let _ = procs();
     warm_stack();
     measured(&mut t, "fork bomb", fork_bomb);
@@ -72,15 +72,15 @@ fn warm_stack() {
 /// Runs `case` and checks that MemFree returns to its value before it (it may take the
 /// kernel a moment to tear the last address space down after the reap).
 fn measured(t: &mut Tester, name: &str, case: fn(&mut Tester)) {
-    let before = mem_free_kb();
+    let before = meminfo_kb("MemAvailable");
     case(t);
-    let mut after = mem_free_kb();
+    let mut after = meminfo_kb("MemAvailable");
     for _ in 0..50 {
         if after == before {
             break;
         }
         let _ = sleep_ms(10);
-        after = mem_free_kb();
+        after = meminfo_kb("MemAvailable");
     }
     t.check_why(
         &alloc::format!("{name}: MemFree back to its value"),
@@ -90,16 +90,6 @@ fn measured(t: &mut Tester, name: &str, case: fn(&mut Tester)) {
 }
 
 extern crate alloc;
-
-fn mem_free_kb() -> Option<u64> {
-    let mut buf = [0u8; 1024];
-    let n = read_file(c"/proc/meminfo", &mut buf)?;
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    // MemAvailable: MemFree plus the clean file-cache pages closed files keep (and reclaim
-    // takes back under the OOM cases), which are not lost memory.
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
 
 /// Tasks in the system (`sysinfo.procs`).
 fn procs() -> u16 {
@@ -365,7 +355,10 @@ fn hog(leave_kb: u64, ready: i32, wait: i32) -> ! {
     for p in 0..len / PAGE {
         // SAFETY: inside the mapping just made.
         unsafe { core::ptr::write_volatile((a + p * PAGE) as *mut u8, 0x77) };
-        if leave_kb != 0 && p % 256 == 0 && mem_free_kb().is_some_and(|kb| kb < leave_kb) {
+        if leave_kb != 0
+            && p % 256 == 0
+            && meminfo_kb("MemAvailable").is_some_and(|kb| kb < leave_kb)
+        {
             let _ = write(ready, b"r");
             let mut b = [0u8; 1];
             let _ = read(wait, &mut b);

@@ -23,7 +23,7 @@ use core::arch::x86_64::_rdtsc;
 use cowlab_userland::args::args;
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::{on_cowlab, Tester};
+use cowlab_userland::test::{meminfo_kb, on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -139,7 +139,7 @@ fn release(holders: Vec<Holder>, ready: [i32; 2], go: [i32; 2]) -> bool {
 /// them (COW); all of that must happen before the MemFree baseline.
 fn warm_up() {
     // Its buffer is the deepest use of this process's stack.
-    let _ = mem_free_kb();
+    let _ = meminfo_kb("MemAvailable");
     let (Ok(ready), Ok(go)) = (pipe(), pipe()) else {
         return;
     };
@@ -164,7 +164,7 @@ fn flat_cost(t: &mut Tester) {
     let ticks = memfd_cost();
     cowlab_userland::println!("t_kheap: memfd_create+close with 0 memfds live: {ticks} ticks");
     costs.push((0, ticks));
-    let before = mem_free_kb();
+    let before = meminfo_kb("MemAvailable");
     let mut live = 0;
     for _ in 0..4 {
         for _ in 0..CHILDREN / 4 {
@@ -193,7 +193,11 @@ fn flat_cost(t: &mut Tester) {
     t.check("every holder exited normally", release(holders, ready, go));
     // A host's MemFree moves with everything else running there.
     if on_cowlab() {
-        t.eq("MemFree back to its value", mem_free_kb(), before);
+        t.eq(
+            "MemFree back to its value",
+            meminfo_kb("MemAvailable"),
+            before,
+        );
     }
     let (first, last) = (costs[0].1, costs[costs.len() - 1].1);
     t.check_why(
@@ -209,7 +213,7 @@ fn exhaustion(t: &mut Tester) {
         return t.check("pipes", false);
     };
     let mut holders = holder_vec(64);
-    let before = mem_free_kb();
+    let before = meminfo_kb("MemAvailable");
     let mut enomem = false;
     let mut memfd_enomem = false;
     let mut other = None;
@@ -291,16 +295,9 @@ fn exhaustion(t: &mut Tester) {
     }
     let child = cowlab_userland::test::in_child(|| 7);
     t.eq("afterwards fork works again", child, 7 << 8);
-    t.eq("MemFree back to its value", mem_free_kb(), before);
-}
-
-fn mem_free_kb() -> Option<u64> {
-    let fd = open(c"/proc/meminfo", O_RDONLY).ok()?;
-    let mut buf = [0u8; 1024];
-    let n = read(fd, &mut buf).unwrap_or(0);
-    let _ = close(fd);
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    // MemAvailable: MemFree plus the clean file-cache pages closed files keep.
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    t.eq(
+        "MemFree back to its value",
+        meminfo_kb("MemAvailable"),
+        before,
+    );
 }

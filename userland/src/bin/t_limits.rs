@@ -14,7 +14,7 @@
 
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{meminfo_kb, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -34,11 +34,15 @@ fn main() -> i32 {
     // The first run also grows this program's stack (the iovec array is 16 KiB), so the
     // baseline is taken after it, and the second run is inside the measured stretch.
     vmsplice_segments(&mut t);
-    let before = mem_free_kb();
+    let before = meminfo_kb("MemAvailable");
     aio_contexts(&mut t);
     vmsplice_segments(&mut t);
     pipes_in_several_processes(&mut t);
-    t.eq_some("MemFree back to its value", mem_free_kb(), before);
+    t.eq_some(
+        "MemFree back to its value",
+        meminfo_kb("MemAvailable"),
+        before,
+    );
     t.finish()
 }
 
@@ -185,15 +189,4 @@ fn fill_pipes() -> i32 {
         }
     }
     code
-}
-
-fn mem_free_kb() -> Option<u64> {
-    let fd = open(c"/proc/meminfo", O_RDONLY).ok()?;
-    let mut buf = [0u8; 1024];
-    let n = read(fd, &mut buf).unwrap_or(0);
-    let _ = close(fd);
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    // MemAvailable: MemFree plus the clean file-cache pages closed files keep.
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

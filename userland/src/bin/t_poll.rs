@@ -7,11 +7,12 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
+use cowlab_userland::alarm::{alarm_in, handle_alarm, CAUGHT};
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, nr, Errno};
-use cowlab_userland::test::{in_child, Tester};
+use cowlab_userland::test::{in_child, ms_since, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -19,14 +20,12 @@ const POLL: usize = 7;
 const SELECT: usize = 23;
 const PSELECT6: usize = 270;
 const PPOLL: usize = 271;
-const SETITIMER: usize = 38;
 const POLLIN: i16 = 1;
 const POLLOUT: i16 = 4;
 const POLLERR: i16 = 8;
 const POLLHUP: i16 = 0x10;
 const POLLNVAL: i16 = 0x20;
 const SIGALRM: usize = 14;
-const SA_RESTORER: u64 = 0x0400_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 
 #[repr(C)]
@@ -92,47 +91,6 @@ fn select(
     unsafe { raw(SELECT, [nfds as u32 as usize, rd, wr, 0, tv, 0]) }
 }
 
-static CAUGHT: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn on_alarm(_sig: i32) {
-    CAUGHT.fetch_add(1, Ordering::SeqCst);
-}
-
-core::arch::global_asm!(
-    ".globl t_poll_restorer",
-    "t_poll_restorer:",
-    "mov eax, 15",
-    "syscall",
-);
-
-extern "C" {
-    fn t_poll_restorer();
-}
-
-fn handle_alarm(flags: u64) {
-    let act = [
-        on_alarm as *const () as usize as u64,
-        flags | SA_RESTORER,
-        t_poll_restorer as *const () as usize as u64,
-        0,
-    ];
-    // SAFETY: rt_sigaction reads a 32-byte struct sigaction from `act`; the handler and the
-    // restorer are functions of this program.
-    let _ = unsafe {
-        raw(
-            nr::RT_SIGACTION,
-            [SIGALRM, act.as_ptr() as usize, 0, 8, 0, 0],
-        )
-    };
-}
-
-/// SIGALRM after `ms` milliseconds (setitimer ITIMER_REAL, one shot).
-fn alarm_in(ms: i64) {
-    let it = [0i64, 0, ms / 1000, (ms % 1000) * 1000];
-    // SAFETY: a live 32-byte itimerval; no old value written.
-    let _ = unsafe { raw(SETITIMER, [0, it.as_ptr() as usize, 0, 0, 0, 0]) };
-}
-
 fn sigprocmask(how: usize, set: u64) -> u64 {
     let mut old = 0u64;
     // SAFETY: live u64s for the new and old sets.
@@ -150,10 +108,6 @@ fn sigprocmask(how: usize, set: u64) -> u64 {
         )
     };
     old
-}
-
-fn ms_since(start: u64) -> u64 {
-    (monotonic_ns() - start) / 1_000_000
 }
 
 fn main() -> i32 {

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::{setrlimit, Rlimit, RLIMIT_MEMLOCK, RLIM_INFINITY};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{spinner, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -24,24 +24,6 @@ const MLOCKALL: usize = 151;
 const MUNLOCKALL: usize = 152;
 const MCL_CURRENT: usize = 1;
 const GIB: usize = 1 << 30;
-
-/// Forks a child that counts in `counter` forever; returns its pid once it has started.
-fn spinner(counter: &AtomicU64) -> Option<i32> {
-    match fork() {
-        Ok(0) => loop {
-            counter.fetch_add(1, Ordering::Relaxed);
-        },
-        Ok(pid) => {
-            while counter.load(Ordering::Relaxed) == 0 {
-                sched_yield();
-            }
-            // A fresh time slice, so the child has not run between the read and the call.
-            sched_yield();
-            Some(pid)
-        }
-        Err(_) => None,
-    }
-}
 
 fn main() -> i32 {
     let mut t = Tester::new("t_rob2_populate");

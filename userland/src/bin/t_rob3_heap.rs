@@ -11,8 +11,9 @@
 //!
 //! `t_rob3_heap exhaust` (cowlab only, booted with `kheap=8`): exec with 6 MiB of arguments
 //! (more than the 8 MiB heap can copy twice) is `ENOMEM`; then, with the heap filled to its
-//! reserve by memfd holders, `getdents64`, a maps read and a 1024-entry `poll` are `ENOMEM`;
-//! after the holders go all of them work again, and MemFree is back at its value.
+//! reserve by memfd holders, `getdents64`, a maps read and a 1024-entry `poll` are `ENOMEM`,
+//! `TIOCSTI` input lands or is dropped (at most `MAX_INPUT` bytes wait); after the holders go
+//! all of them work again, and MemFree is back at its value.
 //!
 //! `t_rob3_heap kfault` (cowlab only, booted with `mem=64`): a kernel-mode fault on a user
 //! copy that finds no frame runs the OOM killer and retries, as a ring-3 fault does: a child
@@ -36,7 +37,7 @@ use cowlab_userland::args::args;
 use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::{getrlimit, setrlimit, RLIMIT_STACK};
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::{on_cowlab, sibling, Tester};
+use cowlab_userland::test::{mem_free_kb, on_cowlab, sibling, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -398,6 +399,7 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
         poll_skipped(b),
         Err(ENOMEM),
     );
+    tty_input_full_heap(t);
     let fill = match memfd {
         Ok(fd) => fill_memfd(b, fd),
         Err(e) => (Err(e), 0),
@@ -414,6 +416,54 @@ fn full_heap(t: &mut Tester, b: &mut Bufs) {
         all_ok &= matches!(waitpid(pid, 0), Ok((_, 0)));
     }
     t.check("every holder exited normally", all_ok);
+}
+
+const TCGETS: usize = 0x5401;
+const TCSETS: usize = 0x5402;
+const TCFLSH: usize = 0x540b;
+const TIOCSTI: usize = 0x5412;
+const FIONREAD: usize = 0x541b;
+
+fn tty_ioctl(cmd: usize, arg: usize) -> Result<usize, Errno> {
+    // SAFETY: `arg` points at a live local of the size `cmd` uses, or is an integer.
+    unsafe { raw(16, [0, cmd, arg, 0, 0, 0]) }
+}
+
+/// Input pushed with `TIOCSTI` while the heap is full: the terminal's queue grows on the heap,
+/// so each byte either lands or is dropped (never a panic); at most `MAX_INPUT` (4096) wait,
+/// and a flush empties the queue. In raw mode without echo, on the console (the controlling
+/// terminal in QEMU); restored after.
+fn tty_input_full_heap(t: &mut Tester) {
+    // struct termios: four u32 flags, c_line, c_cc[19] (36 bytes).
+    let mut saved = [0u8; 36];
+    if tty_ioctl(TCGETS, saved.as_mut_ptr() as usize).is_err() {
+        return t.check("stdin is the console terminal (TCGETS)", false);
+    }
+    let mut raw_mode = saved;
+    let lflag = u32::from_ne_bytes(raw_mode[12..16].try_into().unwrap_or([0; 4]));
+    // ICANON (0o2) and ECHO (0o10) off.
+    raw_mode[12..16].copy_from_slice(&(lflag & !0o12).to_ne_bytes());
+    let _ = tty_ioctl(TCSETS, raw_mode.as_ptr() as usize);
+    let mut pushed = 0;
+    let mut refused = None;
+    for _ in 0..5000 {
+        let b = b'x';
+        match tty_ioctl(TIOCSTI, &b as *const u8 as usize) {
+            Ok(_) => pushed += 1,
+            Err(e) => refused = Some(e),
+        }
+    }
+    let mut waiting = 0i32;
+    let _ = tty_ioctl(FIONREAD, &mut waiting as *mut i32 as usize);
+    let _ = tty_ioctl(TCFLSH, 0);
+    let mut after = -1i32;
+    let _ = tty_ioctl(FIONREAD, &mut after as *mut i32 as usize);
+    let _ = tty_ioctl(TCSETS, saved.as_ptr() as usize);
+    t.check_why(
+        "with the heap full, TIOCSTI input: at most MAX_INPUT bytes wait, then flushed",
+        (1..=4096).contains(&waiting) && after == 0,
+        format_args!("{pushed} pushed ({refused:?}), {waiting} waiting, {after} after TCFLSH"),
+    );
 }
 
 fn kernel_fault_oom(t: &mut Tester) {
@@ -479,14 +529,4 @@ fn kernel_fault_oom(t: &mut Tester) {
         let _ = close(fd);
     }
     let _ = munmap(buf, READ);
-}
-
-fn mem_free_kb() -> Option<u64> {
-    let fd = open(c"/proc/meminfo", O_RDONLY).ok()?;
-    let mut buf = [0u8; 1024];
-    let n = read(fd, &mut buf).unwrap_or(0);
-    let _ = close(fd);
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

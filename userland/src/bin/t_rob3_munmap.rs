@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::{on_cowlab, Tester};
+use cowlab_userland::test::{on_cowlab, spinner, Tester};
 use cowlab_userland::thread;
 
 cowlab_userland::entry!(main);
@@ -154,22 +154,6 @@ fn main() -> i32 {
     let _ = close(sink);
     exit_of_a_large_process(&mut t);
     t.finish()
-}
-
-/// Forks a child that counts in `counter` until killed; returns its pid once it has started.
-fn spinner(counter: &AtomicU64) -> Option<i32> {
-    match fork() {
-        Ok(0) => loop {
-            counter.fetch_add(1, Ordering::Relaxed);
-        },
-        Ok(pid) => {
-            while counter.load(Ordering::Relaxed) == 0 {
-                sched_yield();
-            }
-            Some(pid)
-        }
-        Err(_) => None,
-    }
 }
 
 /// The exit of a process with 512 MiB populated frees its pages in batches: a spinning child

@@ -9,7 +9,7 @@
 
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::test::{on_cowlab, Tester};
+use cowlab_userland::test::{mem_free_kb, on_cowlab, Tester};
 use cowlab_userland::vda::is_stamped;
 
 cowlab_userland::entry!(main);
@@ -24,24 +24,6 @@ const DISK_BYTES: u64 = 64 * 1024 * 1024;
 fn ioctl(fd: i32, cmd: usize, arg: usize) -> Result<usize, Errno> {
     // SAFETY: callers pass pointers to live values of the size `cmd` writes.
     unsafe { raw(IOCTL, [fd as usize, cmd, arg, 0, 0, 0]) }
-}
-
-/// Free memory in kB from /proc/meminfo (`MemFree:`); `None` if it cannot be read.
-fn mem_free_kb() -> Option<u64> {
-    let mut text = [0u8; 2048];
-    let fd = open(c"/proc/meminfo", 0).ok()?;
-    let n = read(fd, &mut text).unwrap_or(0);
-    let _ = close(fd);
-    let text = &text[..n];
-    let key = b"MemFree:";
-    let at = text.windows(key.len()).position(|w| w == key)?;
-    Some(
-        text[at + key.len()..]
-            .iter()
-            .skip_while(|b| **b == b' ')
-            .take_while(|b| b.is_ascii_digit())
-            .fold(0, |v, b| v * 10 + u64::from(b - b'0')),
-    )
 }
 
 /// A counter of /proc/cowlab/mmstat (`name value` lines), where the kernel has it.

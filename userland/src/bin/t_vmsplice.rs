@@ -6,7 +6,7 @@
 
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, Errno};
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{mem_free_kb, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -35,21 +35,6 @@ fn fill(addr: usize, len: usize, from: usize) {
         // SAFETY: callers pass a live writable mapping of at least `len` bytes.
         unsafe { core::ptr::write_volatile((addr + i) as *mut u8, pattern(from + i)) };
     }
-}
-
-/// MemFree in kB from /proc/meminfo (read into a stack buffer: no allocation).
-fn mem_free_kb() -> Option<u64> {
-    let mut text = [0u8; 2048];
-    let n = read_file(c"/proc/meminfo", &mut text)?;
-    let line = text[..n]
-        .split(|&b| b == b'\n')
-        .find(|l| l.starts_with(b"MemFree:"))?;
-    let digits = line.iter().skip_while(|b| !b.is_ascii_digit());
-    Some(
-        digits
-            .take_while(|b| b.is_ascii_digit())
-            .fold(0, |v, b| v * 10 + u64::from(b - b'0')),
-    )
 }
 
 fn read_exact(fd: i32, buf: &mut [u8]) -> usize {
