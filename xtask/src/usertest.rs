@@ -232,7 +232,12 @@ const OWN_BOOT_OPTIONS: &[(&str, &str)] = &[("t_exhaust", "mem=256")];
 /// Programs whose every boot has at least this many CPUs whatever `--smp` says (`qemu::Machine`
 /// asks [`own_cpus`]): the `t_dcow_*` races need tasks on two CPUs (their `expect_cpus=2`
 /// fails a boot that has fewer).
-const OWN_CPUS: &[(&str, u32)] = &[("t_dcow_race", 2), ("t_dcow_dio", 2), ("t_dcow_memexit", 2)];
+const OWN_CPUS: &[(&str, u32)] = &[
+    ("t_dcow_race", 2),
+    ("t_dcow_dio", 2),
+    ("t_dcow_memexit", 2),
+    ("t_sched_cpus", 2),
+];
 
 /// The least CPU count of a boot with kernel command line `cmdline` (1 if its program has no
 /// entry in [`OWN_CPUS`]).

@@ -3,6 +3,7 @@
 //! own task table and a four-CPU active mask, whatever the machine has (the queues of CPUs that
 //! are not online exist all the same), so they pass on 1 and on 4 CPUs; the scheduler has not
 //! started yet, so nothing else uses the queues meanwhile.
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
