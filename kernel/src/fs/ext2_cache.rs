@@ -317,7 +317,7 @@ fn store_batch(cache: &FileCache, ino: u32, batch: WritebackBatch) -> Result<usi
         return Ok(0);
     }
     mkclean(cache);
-    let (failed, error) = write_batch(ino, &batch);
+    let (failed, error) = write_batch(cache, ino, &batch);
     let written = batch.pages.len() - failed.len();
     cache.end_writeback(mm, batch, |i| failed.binary_search(&i).is_ok());
     match error {
@@ -332,7 +332,11 @@ fn store_batch(cache: &FileCache, ino: u32, batch: WritebackBatch) -> Result<usi
 /// each run of consecutive disk blocks goes to the device as one request straight from the
 /// cache frames (no bounce buffer), the task asleep until it completes. Returns the indices
 /// not stored (sorted) and the first error.
-fn write_batch(ino: u32, batch: &WritebackBatch) -> (alloc::vec::Vec<u64>, Option<Errno>) {
+fn write_batch(
+    cache: &FileCache,
+    ino: u32,
+    batch: &WritebackBatch,
+) -> (alloc::vec::Vec<u64>, Option<Errno>) {
     let mut failed = Vec::new();
     let mut error = None;
     let Some(device) = virtio_blk::root_device() else {
@@ -349,7 +353,25 @@ fn write_batch(ino: u32, batch: &WritebackBatch) -> (alloc::vec::Vec<u64>, Optio
             end += 1;
         }
         let run = &pages[at..end];
-        if let Err(e) = with_fs(|fs| Ok(write_run(fs, device, ino, run))).and_then(|r| r) {
+        // Under the filesystem lock, the cache must still be the registry's for `ino`: the
+        // flusher and `sync` write closed files' caches without holding the inode, and while
+        // this task slept for the lock the file may have been unlinked (its cache forgotten,
+        // [`forget_closed`]) and the number given to a new file, whose blocks would receive
+        // the old file's data. Every path that drops a cache from the registry means its data
+        // die with it, so the run is dropped as written.
+        let still_ours = || {
+            CACHES
+                .lock()
+                .get(&ino)
+                .is_some_and(|e| core::ptr::eq(Arc::as_ptr(&e.cache), cache))
+        };
+        let stored = with_fs(|fs| {
+            if !still_ours() {
+                return Ok(Ok(()));
+            }
+            Ok(write_run(fs, device, ino, run))
+        });
+        if let Err(e) = stored.and_then(|r| r) {
             failed.extend(run.iter().map(|p| p.0));
             error.get_or_insert(e);
         }

@@ -128,8 +128,11 @@ fn user_trap(frame: &mut TrapFrame) {
     // The page fault, the common trap, first: the other vectors' tests (the lock-free NMI and
     // IPIs, the jump on the vector) stay off its path.
     if frame.vector as u8 == vector::PAGE_FAULT {
+        // CR2 before the lock: a contended `lock_from_user` may halt with interrupts on, and
+        // a fault taken meanwhile would overwrite it (Linux reads it first thing at entry).
+        let cr2 = Cr2::read_raw();
         let locked = crate::bkl::lock_from_user();
-        user_page_fault(frame);
+        user_page_fault(frame, cr2);
         crate::proc::on_return_to_user(frame);
         crate::bkl::release_to_user_if(locked);
     } else {
@@ -139,9 +142,8 @@ fn user_trap(frame: &mut TrapFrame) {
 
 /// A page fault in ring 3: the memory manager resolves it, or the task gets its signal.
 #[inline(always)]
-fn user_page_fault(frame: &mut TrapFrame) {
+fn user_page_fault(frame: &mut TrapFrame, cr2: u64) {
     use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
-    let cr2 = Cr2::read_raw();
     match vm::handle_page_fault(cr2, frame.error_code) {
         Ok(()) => {}
         // The memory manager's signal and si_code: SIGSEGV with SEGV_MAPERR or SEGV_ACCERR,

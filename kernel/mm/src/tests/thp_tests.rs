@@ -464,3 +464,44 @@ fn gup_fast_pins_subpages_from_the_pmd_and_falls_back_when_it_must() {
     crate::gup::unpin_user_pages(&env.mm, &mut one);
     env.finish(vec![s, child]);
 }
+
+/// A fork that runs out of memory after it copied THP PMDs (and small PTEs) into the child
+/// tears the child down without taking more off the child's RSS counter than it holds (the
+/// child counted nothing yet: a debug-build panic, found by review) and frees everything.
+#[test]
+fn a_fork_failing_after_a_thp_was_copied_tears_the_child_down() {
+    let mut failed = 0;
+    for left in 0..24 {
+        let env = env();
+        let mut parent = env.space();
+        let va = map_huge(&env, &mut parent, 4);
+        for i in [0, HPAGE_PMD_NR as u64] {
+            env.write(&mut parent, va + i * PAGE, i).unwrap();
+        }
+        let small = env.map(&mut parent, 1 << 30, 4, Prot::RW);
+        for i in 0..4 {
+            env.write(&mut parent, small + i * PAGE, i).unwrap();
+        }
+        let frames = env.mm.frames();
+        let mut held = vec![];
+        while frames.free_frames() > left {
+            match frames.alloc() {
+                Some(f) => held.push(f),
+                None => break,
+            }
+        }
+        match parent.fork(&env.mm) {
+            Ok(child) => {
+                env.check(&[&parent, &child]);
+                child.exit(&env.mm);
+            }
+            Err(_) => failed += 1,
+        }
+        for f in held {
+            frames.free(f);
+        }
+        env.check(&[&parent]);
+        env.finish(vec![parent]);
+    }
+    assert!(failed > 0, "no fork ran out of memory");
+}
