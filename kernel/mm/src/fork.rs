@@ -74,14 +74,12 @@ impl AddressSpace {
                 // The child counted nothing yet, but its teardown takes off every page it maps
                 // (THP PMDs and PTEs copied before the failure): count them first. A rare path,
                 // so a walk rather than counting in the copy loops.
-                let pt = child.page_table(mm);
                 let copied = crate::rss::resident_in(
                     mm,
-                    &pt,
+                    &child.page_table(mm),
                     crate::addr::VirtAddr::zero(),
                     crate::addr::VirtAddr::new(crate::aspace::USER_END),
                 );
-                drop(pt);
                 child.shared.add_rss(copied);
                 child.exit(mm);
                 Err(e)

@@ -12,37 +12,9 @@ use crate::foll::FollFlags;
 use crate::frame::FrameFlags;
 use crate::madvise::Advice;
 use crate::pagemap::{PM_PFRAME_MASK, PM_PRESENT};
-use crate::pagetable::Pte;
 use crate::vma::Prot;
 
-/// 16 MiB: several whole 2 MiB blocks.
-fn env() -> Env {
-    Env::with_frames(8 * HPAGE_PMD_NR)
-}
-
-/// Maps `mib` MiB of private anon memory at the 2 MiB-aligned `BASE`, `MADV_HUGEPAGE`.
-fn map_huge(env: &Env, s: &mut AddressSpace, mib: u64) -> VirtAddr {
-    let va = s
-        .mmap(
-            &env.mm,
-            VirtAddr::new(BASE),
-            (mib << 20) as usize,
-            Prot::RW,
-            ANON | crate::mmap::MapFlags::FIXED,
-        )
-        .expect("mmap");
-    s.madvise(&env.mm, va, (mib << 20) as usize, Advice::HugePage)
-        .expect("MADV_HUGEPAGE");
-    va
-}
-
-/// The PMD of `va`, if it is a leaf.
-fn pmd(env: &Env, s: &AddressSpace, va: VirtAddr) -> Option<Pte> {
-    s.page_table(&env.mm)
-        .walk_pmd(va)
-        .map(|slot| slot.load())
-        .filter(|p| p.is_huge())
-}
+use super::thp_tests::{env, map_huge, pmd};
 
 /// Takes every free 2 MiB block, so that THP allocations fail until [`give_back`].
 fn take_all_blocks(env: &Env) -> Vec<PhysAddr> {

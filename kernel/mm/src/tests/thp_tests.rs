@@ -16,12 +16,12 @@ use crate::pin::pin_user_page;
 use crate::vma::Prot;
 
 /// 16 MiB: several whole 2 MiB blocks.
-fn env() -> Env {
+pub(super) fn env() -> Env {
     Env::with_frames(8 * HPAGE_PMD_NR)
 }
 
 /// Maps `mib` MiB of private anon memory at the 2 MiB-aligned `BASE`, `MADV_HUGEPAGE`.
-fn map_huge(env: &Env, s: &mut AddressSpace, mib: u64) -> VirtAddr {
+pub(super) fn map_huge(env: &Env, s: &mut AddressSpace, mib: u64) -> VirtAddr {
     let va = s
         .mmap(
             &env.mm,
@@ -37,7 +37,7 @@ fn map_huge(env: &Env, s: &mut AddressSpace, mib: u64) -> VirtAddr {
 }
 
 /// The PMD of `va`, if it is a leaf.
-fn pmd(env: &Env, s: &AddressSpace, va: VirtAddr) -> Option<Pte> {
+pub(super) fn pmd(env: &Env, s: &AddressSpace, va: VirtAddr) -> Option<Pte> {
     s.page_table(&env.mm)
         .walk_pmd(va)
         .map(|slot| slot.load())
