@@ -238,3 +238,36 @@ pub fn spinner(counter: &core::sync::atomic::AtomicU64) -> Option<i32> {
 pub fn ms_since(start: u64) -> u64 {
     (crate::calls::monotonic_ns() - start) / 1_000_000
 }
+
+/// `SIGKILL`'s number, for the helpers below and the programs that kill children.
+pub const SIGKILL: i32 = 9;
+
+/// The child's wait status if it has ended (`waitpid` with `WNOHANG`), `None` while it runs.
+pub fn try_reap(pid: i32) -> Result<Option<i32>, crate::sys::Errno> {
+    const WNOHANG: u32 = 1;
+    crate::calls::waitpid(pid, WNOHANG).map(|(p, s)| (p == pid).then_some(s))
+}
+
+/// Waits up to `ms` milliseconds for `pid` to end: its wait status, `None` if it still runs
+/// (a test must not hang on a child that a kernel bug left asleep), or the wait's errno.
+pub fn reap_within(pid: i32, ms: u64) -> Result<Option<i32>, crate::sys::Errno> {
+    let deadline = crate::calls::monotonic_ns().saturating_add(ms.saturating_mul(1_000_000));
+    loop {
+        if let Some(status) = try_reap(pid)? {
+            return Ok(Some(status));
+        }
+        if crate::calls::monotonic_ns() >= deadline {
+            return Ok(None);
+        }
+        let _ = crate::calls::sleep_ms(2);
+    }
+}
+
+/// Sends `SIGKILL` to `pid` and reaps it within `ms`: the wait status (as [`reap_within`]) and
+/// the milliseconds from the kill to the reap (or to giving up).
+pub fn kill_and_reap(pid: i32, ms: u64) -> (Result<Option<i32>, crate::sys::Errno>, u64) {
+    let start = crate::calls::monotonic_ns();
+    let _ = crate::calls::kill(pid, SIGKILL);
+    let status = reap_within(pid, ms);
+    (status, (crate::calls::monotonic_ns() - start) / 1_000_000)
+}

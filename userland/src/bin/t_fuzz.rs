@@ -122,52 +122,55 @@ fn main() -> i32 {
         }
         None => 0x5eed_0001,
     } | 1;
-    cowlab_userland::println!("t_fuzz: seed {seed:#x}");
-    let children: u64 = 24;
-    let calls_each = 400;
-    let mut answered = 0;
-    for c in 0..children {
-        let pid = fork().unwrap_or(-1);
-        if pid == 0 {
-            let mut rng = Rng(seed.wrapping_add(c.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
-            let local = [0u8; 256];
-            let stack = local.as_ptr() as usize;
-            for _ in 0..calls_each {
-                let n = CALLS[(rng.next() % CALLS.len() as u64) as usize];
-                let mut args = [0; 6].map(|_: usize| rng.arg(stack));
-                // Defence in depth: never create files, never touch another process's limits.
-                match n {
-                    nr::OPEN => args[1] &= !0o100,
-                    nr::OPENAT => args[2] &= !0o100,
-                    nr::PRLIMIT64 => args[0] = 0,
-                    // Waiting for completions nothing will post would block forever (as on
-                    // Linux): submit only.
-                    426 => args[3] &= !1,
-                    _ => {}
-                }
-                // Leave descriptors 0-2 alone: no garbage on the console, which xtask parses.
-                if matches!(n, nr::CLOSE | nr::DUP2 | nr::DUP3 | nr::WRITE | nr::WRITEV)
-                    && (args[0] < 3 || args[1] < 3)
-                {
-                    continue;
-                }
-                // SAFETY: deliberately arbitrary: the kernel must reject what is invalid, and
-                // whatever valid damage a call does (unmapping our own memory, say) ends at
-                // most this child.
-                let _ = unsafe { raw(n, args) };
-            }
-            exit_now(0);
-        }
-        if let Ok((_, status)) = waitpid(pid, 0) {
-            if wifexited(status) || wifsignaled(status) {
-                answered += 1;
-            }
-        }
+    // `trace` after the seed prints every call before it is made (to find one that blocks).
+    let trace = cowlab_userland::args::args()
+        .nth(2)
+        .is_some_and(|a| a.to_bytes() == b"trace");
+    // The default run adds the seed that hung a CI-like run (a child blocked for good in a
+    // write to its own full pipe, as Linux blocks too): its parent must kill it at the deadline.
+    let seeds: &[u64] = match arg {
+        None => &[seed, 0x9740_c6bd_0002_a3fb],
+        Some(_) => &[seed],
+    };
+    let mut ended = Ended::default();
+    for &seed in seeds {
+        cowlab_userland::println!("t_fuzz: seed {seed:#x}");
+        fuzz_children(seed, trace, &mut ended);
     }
+    // The shape that hung, made on purpose (the random programs reach it only on some stack
+    // layouts): a child writes 5 MiB into a pipe whose read end only it holds.
+    let pid = fork().unwrap_or(-1);
+    if pid == 0 {
+        let Ok([_keep_reader, w]) = pipe() else {
+            exit_now(2)
+        };
+        // SAFETY: 5 MiB from the program's first page on: as much as is mapped is copied, the
+        // rest is EFAULT; the write blocks once 64 KiB fill the pipe.
+        let _ = unsafe { raw(nr::WRITE, [w as usize, 0x40_0000, 5 << 20, 0, 0, 0]) };
+        exit_now(3)
+    }
+    let blocked = wait_or_kill(pid, &mut ended);
+    t.check_why(
+        "a child writing 5 MiB into its own pipe blocks until SIGKILL ends it",
+        blocked == Some(Ending::KilledAtDeadline),
+        format_args!("{blocked:?}"),
+    );
     t.eq(
-        "every fuzzing child exited or was killed by a signal",
-        answered,
-        children,
+        "every fuzzing child exited, was killed by a signal, or was killed at its deadline",
+        ended.answered,
+        ended.children,
+    );
+    t.eq(
+        "SIGKILL reaped every child still running at its deadline",
+        ended.unreaped,
+        0,
+    );
+    cowlab_userland::println!(
+        "# {} children: {} exited, {} killed by a signal, {} killed at the {DEADLINE_MS} ms deadline",
+        ended.children,
+        ended.exited,
+        ended.signaled,
+        ended.at_deadline
     );
     let ring_children = 8;
     let mut answered = 0;
@@ -194,6 +197,104 @@ fn main() -> i32 {
     );
     t.check("the system still forks and execs", in_child_status() == 0);
     t.finish()
+}
+
+/// How long a fuzzing child may run: one that is still there was blocked (a call that blocks
+/// forever on Linux too) and is killed. Its 400 calls take well under a second.
+const DEADLINE_MS: u64 = 3000;
+
+/// What ended the fuzzing children.
+#[derive(Default)]
+struct Ended {
+    children: u64,
+    answered: u64,
+    exited: u64,
+    signaled: u64,
+    at_deadline: u64,
+    unreaped: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Ending {
+    Exited,
+    Signaled,
+    KilledAtDeadline,
+}
+
+/// Waits for a fuzzing child until [`DEADLINE_MS`], then kills it with SIGKILL, which must end
+/// it whatever it sleeps in (it may have blocked or ignored every other signal). `None`: not
+/// reaped even then (a sleep SIGKILL does not end: a kernel bug).
+fn wait_or_kill(pid: i32, ended: &mut Ended) -> Option<Ending> {
+    use cowlab_userland::test::{kill_and_reap, reap_within, SIGKILL};
+    ended.children += 1;
+    let ending = match reap_within(pid, DEADLINE_MS) {
+        Ok(Some(s)) if wifexited(s) => Some(Ending::Exited),
+        Ok(Some(s)) if wifsignaled(s) => Some(Ending::Signaled),
+        Ok(None) => match kill_and_reap(pid, 5000).0 {
+            Ok(Some(s)) if wifsignaled(s) && wtermsig(s) == SIGKILL => {
+                Some(Ending::KilledAtDeadline)
+            }
+            _ => {
+                ended.unreaped += 1;
+                None
+            }
+        },
+        _ => None,
+    };
+    match ending {
+        Some(Ending::Exited) => ended.exited += 1,
+        Some(Ending::Signaled) => ended.signaled += 1,
+        Some(Ending::KilledAtDeadline) => ended.at_deadline += 1,
+        None => return None,
+    }
+    ended.answered += 1;
+    ending
+}
+
+/// 24 children of 400 random calls each from `seed`.
+fn fuzz_children(seed: u64, trace: bool, ended: &mut Ended) {
+    let children: u64 = 24;
+    let calls_each = 400;
+    for c in 0..children {
+        let pid = fork().unwrap_or(-1);
+        if pid == 0 {
+            let mut rng = Rng(seed.wrapping_add(c.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
+            let local = [0u8; 256];
+            let stack = local.as_ptr() as usize;
+            for _ in 0..calls_each {
+                let n = CALLS[(rng.next() % CALLS.len() as u64) as usize];
+                let mut args = [0; 6].map(|_: usize| rng.arg(stack));
+                // Defence in depth: never create files, never touch another process's limits.
+                match n {
+                    nr::OPEN => args[1] &= !0o100,
+                    nr::OPENAT => args[2] &= !0o100,
+                    nr::PRLIMIT64 => args[0] = 0,
+                    // Waiting for completions nothing will post would block forever (as on
+                    // Linux): submit only.
+                    426 => args[3] &= !1,
+                    _ => {}
+                }
+                // Leave descriptors 0-2 alone: no garbage on the console, which xtask parses.
+                if matches!(n, nr::CLOSE | nr::DUP2 | nr::DUP3 | nr::WRITE | nr::WRITEV)
+                    && (args[0] < 3 || args[1] < 3)
+                {
+                    continue;
+                }
+                if trace {
+                    cowlab_userland::println!("t_fuzz: child {c} call {n} {args:x?}");
+                }
+                // SAFETY: deliberately arbitrary: the kernel must reject what is invalid, and
+                // whatever valid damage a call does (unmapping our own memory, say) ends at
+                // most this child.
+                let r = unsafe { raw(n, args) };
+                if trace {
+                    cowlab_userland::println!("t_fuzz: = {r:?}");
+                }
+            }
+            exit_now(0);
+        }
+        wait_or_kill(pid, ended);
+    }
 }
 
 fn in_child_status() -> i32 {
