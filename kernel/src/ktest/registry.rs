@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, runqueue, selftests, smp, timer,
-    uaccess, virtio, watchdog, KernelTest,
+    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, mm, ramdisk, rtc, runqueue, selftests,
+    smp, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -62,6 +62,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_pick_is_fifo_and_skips_stale_entries),
     test!(runqueue::runqueue_idle_cpu_pulls_work),
     test!(runqueue::runqueue_affinity_change_moves_a_queued_task),
+    test!(heap_frag::heap_frag_tmpfs_listing_is_enomem),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -1,0 +1,137 @@
+//! User-sized kernel allocations on a fragmented heap: room in total (well above the reserve,
+//! so `heap::headroom` admits them) but no free block as large as one request. Such a request
+//! must be `ENOMEM`, not an allocation failure (which panics the kernel). Regression for the
+//! tmpfs listing (`tmpfs::entries` and `TmpfsRoot::getdents` grew plain `Vec`s: `t_rob3_heap
+//! exhaust` panicked in getdents of /tmp once the heap was fragmented; fixed in e29d626).
+
+use alloc::format;
+use core::alloc::Layout;
+
+use super::{ensure, TestResult};
+use crate::errno::Errno;
+use crate::fs::mount::{DirInode, TmpfsRoot};
+use crate::fs::{tmpfs, O_CREAT};
+use crate::heap;
+
+/// The holes' size: every free block is this long, once [`fragment`] is done.
+const HOLE: usize = 16 * 1024;
+
+/// A heap left with every free byte in [`HOLE`]-sized blocks between held ones: the blocks
+/// still held, to give back with [`release`].
+struct Fragmented {
+    held: *mut u8,
+}
+
+/// Allocates blocks of `size` until the heap refuses, chained through their first word
+/// (the second holds the size).
+fn fill(size: usize, chain: &mut *mut u8) -> usize {
+    let layout = Layout::from_size_align(size, 16).expect("valid layout");
+    let mut n = 0;
+    loop {
+        // SAFETY: non-zero size.
+        let block = unsafe { alloc::alloc::alloc(layout) };
+        if block.is_null() {
+            return n;
+        }
+        // SAFETY: a fresh block of at least 16 bytes, 16-aligned.
+        unsafe {
+            block.cast::<*mut u8>().write(*chain);
+            block.cast::<usize>().add(1).write(size);
+        }
+        *chain = block;
+        n += 1;
+    }
+}
+
+/// Frees one chained block; returns the next.
+fn free_one(block: *mut u8) -> *mut u8 {
+    // SAFETY: `block` came from `fill`, which wrote its link and size in its first two words;
+    // it is freed once, with that layout.
+    unsafe {
+        let next = block.cast::<*mut u8>().read();
+        let size = block.cast::<usize>().add(1).read();
+        alloc::alloc::dealloc(block, Layout::from_size_align(size, 16).expect("valid"));
+        next
+    }
+}
+
+/// Fills the whole heap with [`HOLE`]-sized blocks (then smaller ones, down to 16 bytes, so no
+/// other free space is left), then frees every other [`HOLE`] block: about half the heap is
+/// free, in holes no larger than [`HOLE`] (their neighbours are held).
+fn fragment() -> Fragmented {
+    heap::shrink();
+    let mut holes = core::ptr::null_mut();
+    fill(HOLE, &mut holes);
+    let mut held = core::ptr::null_mut();
+    let mut size = HOLE / 2;
+    while size >= 16 {
+        fill(size, &mut held);
+        size /= 2;
+    }
+    // `holes` lists the HOLE blocks newest first: free one, keep the next.
+    let mut block = holes;
+    while !block.is_null() {
+        let keep = free_one(block);
+        if keep.is_null() {
+            break;
+        }
+        // SAFETY: `keep` is a live chained block; relink it onto `held`.
+        block = unsafe { keep.cast::<*mut u8>().read() };
+        // SAFETY: as above.
+        unsafe { keep.cast::<*mut u8>().write(held) };
+        held = keep;
+    }
+    Fragmented { held }
+}
+
+fn release(f: Fragmented) {
+    let mut block = f.held;
+    while !block.is_null() {
+        block = free_one(block);
+    }
+    heap::shrink();
+}
+
+/// getdents64 of /tmp with 1200 names (a 38 KiB copy of the listing) on a heap fragmented into
+/// 16 KiB holes: `ENOMEM` from both `tmpfs::entries` and the directory's listing, the heap's
+/// usage back afterwards, and the listing complete again.
+pub fn heap_frag_tmpfs_listing_is_enomem() -> TestResult {
+    const FILES: usize = 1200;
+    let name = |i: usize| format!("kt_frag_{i:04}");
+    for i in 0..FILES {
+        let made = tmpfs::open(&name(i), false, O_CREAT, 0o600).map(drop);
+        ensure!(made.is_ok(), "creating /tmp/{}: {made:?}", name(i));
+    }
+    heap::shrink();
+    let used_before = heap::used();
+    let frag = fragment();
+    let free = heap::stats().free_bytes;
+    let listed = tmpfs::entries().map(|v| v.len());
+    let dents = TmpfsRoot.getdents().map(|v| v.len());
+    release(frag);
+    let used_after = heap::used();
+    let again = tmpfs::entries().map(|v| v.len());
+    let removed = (0..FILES).all(|i| tmpfs::unlink(&name(i)).is_ok());
+    ensure!(
+        free >= heap::reserve() + 4 * FILES * 32,
+        "the fragmented heap has {free} bytes free: too little to pass the headroom check"
+    );
+    ensure!(
+        listed == Err(Errno::ENOMEM),
+        "tmpfs::entries on a fragmented heap: {listed:?}"
+    );
+    ensure!(
+        dents == Err(Errno::ENOMEM),
+        "getdents of /tmp on a fragmented heap: {dents:?}"
+    );
+    ensure!(
+        used_after == used_before,
+        "heap usage {used_before} before, {used_after} after"
+    );
+    ensure!(
+        again.is_ok_and(|n| n >= FILES),
+        "the listing once the heap is whole: {again:?}"
+    );
+    ensure!(removed, "unlinking the test's names");
+    Ok(())
+}
