@@ -688,7 +688,7 @@ fn execute_op(ring: &IoUring, sqe: &Sqe) -> Result<u64, Errno> {
 /// One `struct iovec` as `io_uring_register` reads it.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct IoVec {
+pub(crate) struct IoVec {
     base: u64,
     len: u64,
 }
@@ -754,27 +754,9 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     if nr == 0 || nr > IORING_MAX_REG_BUFFERS {
         return Err(Errno::EINVAL);
     }
-    // Both arrays are sized by the caller (up to 16384 entries): on a short kernel heap they
-    // are `ENOMEM`, not an allocation failure (which panics).
-    let mut iovs = Vec::new();
-    crate::heap::try_reserve(&mut iovs, nr as usize)?;
-    for i in 0..nr {
-        let at = arg.checked_add(16 * i).ok_or(Errno::EFAULT)?;
-        let iov = UserPtr::<IoVec>::new(at)?.read()?;
-        if iov.base == 0 {
-            if iov.len != 0 {
-                return Err(Errno::EFAULT);
-            }
-        } else if iov.len == 0 || iov.len > MAX_BUFFER_LEN {
-            return Err(Errno::EFAULT);
-        } else if iov.base.checked_add(iov.len + PAGE - 1).is_none() {
-            return Err(Errno::EOVERFLOW);
-        }
-        iovs.push(iov);
-    }
+    let iovs = read_iovecs(arg, nr)?;
     let mm = memory::mm();
-    let mut bufs = Vec::new();
-    crate::heap::try_reserve(&mut bufs, iovs.len())?;
+    let bufs = registration_slots(iovs.len())?;
     charge(UNITS_PER_SLOT * iovs.len())?;
     let mut reg = Registration {
         bufs,
@@ -813,6 +795,41 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     }
     *slot = Some(Arc::new(reg));
     Ok(0)
+}
+
+/// The kernel's copy of a registration's iovec array (`nr` entries at `arg`), each checked.
+/// Sized by the caller (up to 16384 entries): on a short kernel heap it is `ENOMEM`, not an
+/// allocation failure (which panics), before any entry is read.
+pub(crate) fn read_iovecs(arg: u64, nr: u64) -> Result<Vec<IoVec>, Errno> {
+    let mut iovs = Vec::new();
+    crate::heap::try_reserve(&mut iovs, nr as usize)?;
+    for i in 0..nr {
+        let at = arg.checked_add(16 * i).ok_or(Errno::EFAULT)?;
+        let iov = UserPtr::<IoVec>::new(at)?.read()?;
+        if iov.base == 0 {
+            if iov.len != 0 {
+                return Err(Errno::EFAULT);
+            }
+        } else if iov.len == 0 || iov.len > MAX_BUFFER_LEN {
+            return Err(Errno::EFAULT);
+        } else if iov.base.checked_add(iov.len + PAGE - 1).is_none() {
+            return Err(Errno::EOVERFLOW);
+        }
+        iovs.push(iov);
+    }
+    Ok(iovs)
+}
+
+/// The empty slot array of a registration of `n` buffers: `ENOMEM` on a short heap, as
+/// [`read_iovecs`]. Returns its capacity (the slots themselves stay private to this file).
+pub(crate) fn registration_slots_fit(n: usize) -> Result<usize, Errno> {
+    registration_slots(n).map(|v| v.capacity())
+}
+
+fn registration_slots(n: usize) -> Result<Vec<Option<RegisteredBuffer>>, Errno> {
+    let mut bufs = Vec::new();
+    crate::heap::try_reserve(&mut bufs, n)?;
+    Ok(bufs)
 }
 
 impl FileOps for IoUring {

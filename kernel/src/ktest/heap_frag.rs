@@ -2,7 +2,10 @@
 //! so `heap::headroom` admits them) but no free block as large as one request. Such a request
 //! must be `ENOMEM`, not an allocation failure (which panics the kernel). Regression for the
 //! tmpfs listing (`tmpfs::entries` and `TmpfsRoot::getdents` grew plain `Vec`s: `t_rob3_heap
-//! exhaust` panicked in getdents of /tmp once the heap was fragmented; fixed in e29d626).
+//! exhaust` panicked in getdents of /tmp once the heap was fragmented) and for io_uring's
+//! buffer registration (its iovec copy and slot array were `Vec::with_capacity` of up to 16384
+//! entries); both fixed in e29d626. A full heap does not show either: the system-call gate
+//! (`syscall/admit.rs`) refuses the call before it allocates.
 
 use alloc::format;
 use core::alloc::Layout;
@@ -10,7 +13,7 @@ use core::alloc::Layout;
 use super::{ensure, TestResult};
 use crate::errno::Errno;
 use crate::fs::mount::{DirInode, TmpfsRoot};
-use crate::fs::{tmpfs, O_CREAT};
+use crate::fs::{io_uring, tmpfs, O_CREAT};
 use crate::heap;
 
 /// The holes' size: every free block is this long, once [`fragment`] is done.
@@ -133,5 +136,46 @@ pub fn heap_frag_tmpfs_listing_is_enomem() -> TestResult {
         "the listing once the heap is whole: {again:?}"
     );
     ensure!(removed, "unlinking the test's names");
+    Ok(())
+}
+
+/// `IORING_REGISTER_BUFFERS` of 16384 buffers (a 256 KiB iovec copy, a slot array as large or
+/// larger) on a heap fragmented into 16 KiB holes: both arrays are `ENOMEM`, before any entry
+/// is read; on the whole heap the same copy gets as far as reading the (unmapped) array,
+/// `EFAULT`, and the slots fit; the heap's usage is back afterwards.
+pub fn heap_frag_uring_registration_is_enomem() -> TestResult {
+    const NR: u64 = 16384;
+    const UNMAPPED: u64 = 0x1000;
+    heap::shrink();
+    let used_before = heap::used();
+    let frag = fragment();
+    let iovs = io_uring::read_iovecs(UNMAPPED, NR).map(|v| v.len());
+    let slots = io_uring::registration_slots_fit(NR as usize);
+    release(frag);
+    let used_after = heap::used();
+    let iovs_whole = io_uring::read_iovecs(UNMAPPED, NR).map(|v| v.len());
+    let slots_whole = io_uring::registration_slots_fit(NR as usize);
+    heap::shrink();
+    ensure!(
+        iovs == Err(Errno::ENOMEM),
+        "the iovec copy on a fragmented heap: {iovs:?}"
+    );
+    ensure!(
+        slots == Err(Errno::ENOMEM),
+        "the slot array on a fragmented heap: {slots:?}"
+    );
+    ensure!(
+        iovs_whole == Err(Errno::EFAULT),
+        "the iovec copy on the whole heap (the array is unmapped): {iovs_whole:?}"
+    );
+    ensure!(
+        slots_whole.is_ok_and(|n| n >= NR as usize),
+        "the slot array on the whole heap: {slots_whole:?}"
+    );
+    ensure!(
+        used_after == used_before && heap::used() == used_before,
+        "heap usage {used_before} before, {used_after} after, {} at the end",
+        heap::used()
+    );
     Ok(())
 }

@@ -63,6 +63,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_idle_cpu_pulls_work),
     test!(runqueue::runqueue_affinity_change_moves_a_queued_task),
     test!(heap_frag::heap_frag_tmpfs_listing_is_enomem),
+    test!(heap_frag::heap_frag_uring_registration_is_enomem),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
