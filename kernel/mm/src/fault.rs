@@ -151,6 +151,15 @@ pub(crate) fn fault_inner<A: Arch>(
                 (Decision::Shmem, Rule::ShmemFault)
             }
             None => match vma.file_page(va) {
+                // A hugetlb VMA is mapped by PMD leaves only; a PT found there is a stray (no
+                // path leaves one today) that must not get a 4 KiB page: the hugetlb fault
+                // frees it if empty. Tested here, off the PTE-present and file paths.
+                None if vma.is_hugetlb() => {
+                    crate::hugetlb::hugetlb_fault(mm, &aspace.shared, vma, va, kind)?;
+                    aspace.count_minor_fault();
+                    faultstat::end();
+                    return Ok(());
+                }
                 None => {
                     do_anonymous_page(mm, vma, slot, kind)?;
                     match kind {

@@ -34,7 +34,7 @@ use crate::mmshared::MmShared;
 use crate::pagetable::{PageTable, Pte, PteRef};
 use crate::rules::{self, AnonPageState, WpReuse};
 use crate::stats;
-use crate::tlb::TlbFlush;
+use crate::tlb::{MmuGather, TlbFlush};
 use crate::vma::{Backing, Sharing, Vma};
 use crate::wp::write_grant;
 use crate::PAGE_SIZE;
@@ -479,7 +479,8 @@ fn prep_anon<A: Arch>(mm: &Mm<A>, head: PhysAddr) {
 }
 
 /// A fault at `va` in the hugetlb VMA `vma` (Linux `hugetlb_fault`): the early branch of
-/// `fault_no_pt` (a hugetlb range never has a PT, so the 4 KiB path never gets here).
+/// `fault_no_pt`, and of the 4 KiB path should a PT be found in a hugetlb range (none should
+/// be: a zap unlinks every empty table of its range).
 #[cold]
 pub(crate) fn hugetlb_fault<A: Arch>(
     mm: &Mm<A>,
@@ -504,9 +505,18 @@ pub(crate) fn hugetlb_fault<A: Arch>(
         };
     }
     if !pmd.is_empty() {
-        // A PT where a hugetlb page belongs: left by a small mapping this one replaced; the
-        // unmap that removed it freed it only if empty, so it has mappings: refuse.
-        return Err(FaultError::Segv(SegvReason::BeyondEof));
+        // A PT where a hugetlb page belongs. A hugetlb VMA is only ever mapped by PMD leaves
+        // (Linux `huge_pte_alloc` never finds a PTE table there: `free_pgtables` took it with
+        // the mapping it served). An empty one is a stray: unlink and free it, then fault
+        // the huge page in. One with mappings would be a broken invariant: refuse rather than
+        // map over it or beside it.
+        if !pmd.is_present() || !pt.is_table_empty(pmd.frame()) {
+            return Err(FaultError::Segv(SegvReason::BeyondEof));
+        }
+        slot.store(Pte::EMPTY);
+        let mut gather = MmuGather::new(mm, shared);
+        gather.remove_table(haddr, pmd.frame());
+        gather.finish();
     }
     hugetlb_no_page(mm, shared, vma, map, slot, haddr, kind)
 }

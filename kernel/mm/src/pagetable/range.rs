@@ -200,7 +200,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
         }
     }
 
-    fn is_table_empty(&self, table: PhysAddr) -> bool {
+    pub(crate) fn is_table_empty(&self, table: PhysAddr) -> bool {
         (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
     }
 }

@@ -404,3 +404,58 @@ fn madvise_and_mlock_never_cut_a_huge_page() {
     env.check(&[&s]);
     finish(&env, vec![s]);
 }
+
+/// Puts an empty PT where the hugetlb page of `va` belongs (no path leaves one today: a zap
+/// unlinks every empty table of its range; this stands for one that would).
+fn plant_empty_pt(env: &Env, s: &AddressSpace, va: VirtAddr) {
+    assert!(s.page_table(&env.mm).walk_alloc(va).is_some());
+    let slot = s.page_table(&env.mm).walk_pmd(va).unwrap().load();
+    assert!(slot.is_present() && !slot.is_huge(), "a PT at {va:#x}");
+}
+
+#[test]
+fn fault_under_a_stray_empty_pt_maps_the_huge_page_not_a_small_one() {
+    let env = env(Era::Y2023);
+    env.mm.frames().hugetlb_set_max(1);
+    let mut s = env.space();
+    let va = map_anon(&env, &mut s, 1, HUGE_ANON).unwrap();
+    plant_empty_pt(&env, &s, va);
+    let tables = env.mm.stats().pagetable_pages;
+    assert_eq!(env.read(&mut s, va + 3 * PAGE), Ok(0));
+    let leaf = pmd(&env, &s, va);
+    assert!(env.flags(leaf.frame()).contains(FrameFlags::HUGETLB));
+    assert_eq!(
+        env.mm.stats().pagetable_pages,
+        tables - 1,
+        "the stray PT was freed"
+    );
+    env.write(&mut s, va + 400 * PAGE, 9).unwrap();
+    assert_eq!(pmd(&env, &s, va).frame(), leaf.frame());
+    assert_eq!(env.read(&mut s, va + 400 * PAGE), Ok(9));
+    env.check(&[&s]);
+    finish(&env, vec![s]);
+}
+
+#[test]
+fn gup_under_a_stray_empty_pt_pins_the_huge_page() {
+    let env = env(Era::Y2023);
+    env.mm.frames().hugetlb_set_max(1);
+    let mut s = env.space();
+    let va = map_anon(&env, &mut s, 1, HUGE_ANON).unwrap();
+    plant_empty_pt(&env, &s, va);
+    let mut pages = [None];
+    let n = crate::gup::pin_user_pages_fast(
+        &env.mm,
+        &mut s,
+        va + 10 * PAGE,
+        FollFlags::WRITE | FollFlags::LONGTERM,
+        &mut pages,
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    let head = pmd(&env, &s, va).frame();
+    assert_eq!(env.mm.frames().folio_pincount(head), 1);
+    crate::gup::unpin_user_pages(&env.mm, &mut pages);
+    env.check(&[&s]);
+    finish(&env, vec![s]);
+}
