@@ -222,6 +222,14 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_pagecache big mem=16",
         "mem=16 -- t_pagecache big",
     ),
+    // fuzzhang: init holds a 64 MiB memfd until it powers off; its last close, on init's own
+    // exit path, frees in batches with pauses, and the power-off must not cut one short (the
+    // frame count at the end: 15,872 frames short before the fix).
+    (
+        "t_fuzz3_killsleep",
+        "t_fuzz3_killsleep hold_memfd=64",
+        "-- hold_memfd=64 t_fuzz3_killsleep",
+    ),
 ];
 
 /// Kernel options of a program's own (first) boot. `t_exhaust` fills the machine's memory twice

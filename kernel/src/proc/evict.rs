@@ -76,17 +76,33 @@ fn run(pause: bool, mine: impl Fn(Pid) -> bool) {
             let mut q = QUEUE.lock();
             q.iter()
                 .position(|(tid, _)| mine(*tid))
-                .map(|i| q.swap_remove(i).1)
+                .map(|i| q.swap_remove(i))
         };
-        let Some(mut dead) = taken else {
+        let Some((tid, mut dead)) = taken else {
             return;
         };
-        while !dead.free_some(mm, BATCH) {
+        loop {
+            if dead.free_some(mm, BATCH) {
+                QUEUED.fetch_sub(1, Ordering::Release);
+                break;
+            }
             if pause && time::micros_since_boot().saturating_sub(since) >= PAUSE_US {
+                // Back in the queue across the pause: while this task is away the system may
+                // power off (init's reboot does not wait for init itself, which frees its
+                // caches on that very exit path), and `run_all` frees only what is queued.
+                let mut q = QUEUE.lock();
+                if q.try_reserve(1).is_ok() {
+                    q.push((tid, dead));
+                    drop(q);
+                    sched::cond_resched();
+                    since = time::micros_since_boot();
+                    break;
+                }
+                // No room to queue it (a full kernel heap): pause holding it, as before.
+                drop(q);
                 sched::cond_resched();
                 since = time::micros_since_boot();
             }
         }
-        QUEUED.fetch_sub(1, Ordering::Release);
     }
 }

@@ -18,7 +18,21 @@ fn main() -> i32 {
         print!(" {:?}", arg.to_str().unwrap_or("<not UTF-8>"));
     }
     println!();
-    let argv: alloc::vec::Vec<&[u8]> = args().skip(1).map(|a| a.to_bytes()).collect();
+    let mut argv: alloc::vec::Vec<&[u8]> = args().skip(1).map(|a| a.to_bytes()).collect();
+    // `hold_memfd=MIB PROG ARGS`: init keeps a memfd of MIB MiB open until it powers off, so
+    // its last close happens on init's own exit path, racing the power-off (docs/fuzzing.md,
+    // deferred evictions).
+    if let Some(mib) = argv
+        .first()
+        .and_then(|a| a.strip_prefix(b"hold_memfd="))
+        .and_then(|n| core::str::from_utf8(n).ok()?.parse::<i64>().ok())
+    {
+        argv.remove(0);
+        if let Ok(fd) = cowlab_userland::calls::memfd_create(c"init-hold", 0) {
+            let made = cowlab_userland::calls::fallocate(fd, 0, 0, mib << 20);
+            println!("init: holding a memfd of {mib} MiB: {made:?}");
+        }
+    }
     let status = if argv.is_empty() {
         if cowlab_userland::calls::stat(c"/bin/sh").is_ok() {
             run(&[b"/bin/sh"])
