@@ -55,7 +55,7 @@ pub fn heap_alloc_and_free() -> TestResult {
 
 /// Allocates blocks of `size` bytes until the heap refuses, chaining them through their first
 /// word onto `chain`; returns how many it got.
-fn fill_with(size: usize, chain: &mut *mut u8) -> usize {
+pub(super) fn fill_with(size: usize, chain: &mut *mut u8) -> usize {
     let layout = Layout::from_size_align(size, 8).expect("valid layout");
     let mut count = 0;
     loop {
@@ -74,17 +74,22 @@ fn fill_with(size: usize, chain: &mut *mut u8) -> usize {
     }
 }
 
+/// Frees one block [`fill_with`] chained; returns the next on its chain.
+pub(super) fn free_block(block: *mut u8) -> *mut u8 {
+    // SAFETY: `block` came from `fill_with`, which wrote the next link and the block's size in
+    // its first two words; it is freed once, with that layout.
+    unsafe {
+        let next = block.cast::<*mut u8>().read();
+        let size = block.cast::<usize>().add(1).read();
+        alloc::alloc::dealloc(block, Layout::from_size_align(size, 8).expect("valid"));
+        next
+    }
+}
+
 /// Frees every block [`fill_with`] chained.
-fn free_chain(mut chain: *mut u8) {
+pub(super) fn free_chain(mut chain: *mut u8) {
     while !chain.is_null() {
-        // SAFETY: every block on the chain came from `fill_with`, which wrote the next link and
-        // the block's size in its first two words.
-        unsafe {
-            let next = chain.cast::<*mut u8>().read();
-            let size = chain.cast::<usize>().add(1).read();
-            alloc::alloc::dealloc(chain, Layout::from_size_align(size, 8).expect("valid"));
-            chain = next;
-        }
+        chain = free_block(chain);
     }
 }
 

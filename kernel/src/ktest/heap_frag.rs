@@ -8,8 +8,8 @@
 //! (`syscall/admit.rs`) refuses the call before it allocates.
 
 use alloc::format;
-use core::alloc::Layout;
 
+use super::heap::{fill_with, free_block, free_chain};
 use super::{ensure, TestResult};
 use crate::errno::Errno;
 use crate::fs::mount::{DirInode, TmpfsRoot};
@@ -20,42 +20,9 @@ use crate::heap;
 const HOLE: usize = 16 * 1024;
 
 /// A heap left with every free byte in [`HOLE`]-sized blocks between held ones: the blocks
-/// still held, to give back with [`release`].
+/// still held (a [`fill_with`] chain), to give back with [`release`].
 struct Fragmented {
     held: *mut u8,
-}
-
-/// Allocates blocks of `size` until the heap refuses, chained through their first word
-/// (the second holds the size).
-fn fill(size: usize, chain: &mut *mut u8) -> usize {
-    let layout = Layout::from_size_align(size, 16).expect("valid layout");
-    let mut n = 0;
-    loop {
-        // SAFETY: non-zero size.
-        let block = unsafe { alloc::alloc::alloc(layout) };
-        if block.is_null() {
-            return n;
-        }
-        // SAFETY: a fresh block of at least 16 bytes, 16-aligned.
-        unsafe {
-            block.cast::<*mut u8>().write(*chain);
-            block.cast::<usize>().add(1).write(size);
-        }
-        *chain = block;
-        n += 1;
-    }
-}
-
-/// Frees one chained block; returns the next.
-fn free_one(block: *mut u8) -> *mut u8 {
-    // SAFETY: `block` came from `fill`, which wrote its link and size in its first two words;
-    // it is freed once, with that layout.
-    unsafe {
-        let next = block.cast::<*mut u8>().read();
-        let size = block.cast::<usize>().add(1).read();
-        alloc::alloc::dealloc(block, Layout::from_size_align(size, 16).expect("valid"));
-        next
-    }
 }
 
 /// Fills the whole heap with [`HOLE`]-sized blocks (then smaller ones, down to 16 bytes, so no
@@ -64,17 +31,17 @@ fn free_one(block: *mut u8) -> *mut u8 {
 fn fragment() -> Fragmented {
     heap::shrink();
     let mut holes = core::ptr::null_mut();
-    fill(HOLE, &mut holes);
+    fill_with(HOLE, &mut holes);
     let mut held = core::ptr::null_mut();
     let mut size = HOLE / 2;
     while size >= 16 {
-        fill(size, &mut held);
+        fill_with(size, &mut held);
         size /= 2;
     }
     // `holes` lists the HOLE blocks newest first: free one, keep the next.
     let mut block = holes;
     while !block.is_null() {
-        let keep = free_one(block);
+        let keep = free_block(block);
         if keep.is_null() {
             break;
         }
@@ -88,10 +55,7 @@ fn fragment() -> Fragmented {
 }
 
 fn release(f: Fragmented) {
-    let mut block = f.held;
-    while !block.is_null() {
-        block = free_one(block);
-    }
+    free_chain(f.held);
     heap::shrink();
 }
 

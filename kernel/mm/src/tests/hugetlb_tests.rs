@@ -405,21 +405,23 @@ fn madvise_and_mlock_never_cut_a_huge_page() {
     finish(&env, vec![s]);
 }
 
-/// Puts an empty PT where the hugetlb page of `va` belongs (no path leaves one today: a zap
-/// unlinks every empty table of its range; this stands for one that would).
-fn plant_empty_pt(env: &Env, s: &AddressSpace, va: VirtAddr) {
+/// A space with one hugetlb page mapped (a pool of one) and an empty PT where that page
+/// belongs (no path leaves one today: a zap unlinks every empty table of its range; this stands
+/// for one that would).
+fn mapped_over_a_stray_pt(env: &Env) -> (AddressSpace, VirtAddr) {
+    env.mm.frames().hugetlb_set_max(1);
+    let mut s = env.space();
+    let va = map_anon(env, &mut s, 1, HUGE_ANON).unwrap();
     assert!(s.page_table(&env.mm).walk_alloc(va).is_some());
     let slot = s.page_table(&env.mm).walk_pmd(va).unwrap().load();
     assert!(slot.is_present() && !slot.is_huge(), "a PT at {va:#x}");
+    (s, va)
 }
 
 #[test]
 fn fault_under_a_stray_empty_pt_maps_the_huge_page_not_a_small_one() {
     let env = env(Era::Y2023);
-    env.mm.frames().hugetlb_set_max(1);
-    let mut s = env.space();
-    let va = map_anon(&env, &mut s, 1, HUGE_ANON).unwrap();
-    plant_empty_pt(&env, &s, va);
+    let (mut s, va) = mapped_over_a_stray_pt(&env);
     let tables = env.mm.stats().pagetable_pages;
     assert_eq!(env.read(&mut s, va + 3 * PAGE), Ok(0));
     let leaf = pmd(&env, &s, va);
@@ -439,10 +441,7 @@ fn fault_under_a_stray_empty_pt_maps_the_huge_page_not_a_small_one() {
 #[test]
 fn gup_under_a_stray_empty_pt_pins_the_huge_page() {
     let env = env(Era::Y2023);
-    env.mm.frames().hugetlb_set_max(1);
-    let mut s = env.space();
-    let va = map_anon(&env, &mut s, 1, HUGE_ANON).unwrap();
-    plant_empty_pt(&env, &s, va);
+    let (mut s, va) = mapped_over_a_stray_pt(&env);
     let mut pages = [None];
     let n = crate::gup::pin_user_pages_fast(
         &env.mm,
