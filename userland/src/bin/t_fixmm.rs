@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::{setrlimit, Rlimit, RLIMIT_MEMLOCK, RLIM_INFINITY};
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::Tester;
+use cowlab_userland::test::{kill_and_reap, try_reap, Tester};
 use cowlab_userland::thread;
 
 cowlab_userland::entry!(main);
@@ -141,22 +141,15 @@ fn mcl_future_populate_killable(t: &mut Tester, words: &[AtomicUsize; 4]) {
     }
     let _ = sleep_ms(300);
     let state = words[0].load(Ordering::Relaxed);
-    let start = monotonic_ns();
-    let _ = kill(pid, 9);
-    let status = waitpid(pid, 0).map(|(_, s)| s);
-    let took_ms = (monotonic_ns() - start) / 1_000_000;
+    // Bounded at 30 s: a populate SIGKILL cannot end fails the check instead of hanging.
+    let (status, took_ms) = kill_and_reap(pid, 30_000);
     t.eq(
         "the MCL_FUTURE populate of 64 GiB was running at the kill",
         state,
         1,
     );
-    t.eq("SIGKILL ended it", status, Ok(9));
+    t.eq("SIGKILL ended it", status, Ok(Some(9)));
     t.check_why("within 2 s of the kill", took_ms < 2000, Ms(took_ms));
-}
-
-fn try_reap(pid: i32) -> Result<Option<i32>, Errno> {
-    const WNOHANG: u32 = 1;
-    waitpid(pid, WNOHANG).map(|(p, s)| (p == pid).then_some(s))
 }
 
 /// Thread B of the mlock case: once the mlock has started, unmaps the last 64 MiB of the
