@@ -4,7 +4,8 @@
 //! exists, even when the reader is the writer), so the call is not the bug; what must hold is
 //! that the parent can end such a child. Each case runs in a child that first blocks every
 //! signal it can and ignores `SIGALRM`, then makes the call: the call must still be blocked
-//! after 200 ms (as on Linux), and `SIGKILL` must end the child within 3 s.
+//! after 200 ms (as on Linux), and `SIGKILL` must end the child within 3 s. The cases cover
+//! the kinds of sleep a system call reaches (pipe waits, futex, timers, poll, pause, io_uring).
 //! Passes on the host Linux too.
 
 #![no_std]
@@ -25,6 +26,8 @@ cowlab_userland::entry!(main);
 const SIG_BLOCK: usize = 0;
 const SIG_IGN: usize = 1;
 const SIGALRM: usize = 14;
+const POLL: usize = 7;
+const PAUSE: usize = 34;
 
 /// Blocks every signal (SIGKILL and SIGSTOP cannot be) and ignores SIGALRM, as a fuzzed program
 /// may have done before its blocking call.
@@ -46,7 +49,8 @@ fn shut_out_signals() {
 }
 
 /// The blocking calls: the seed's pipe write, a writev of the same, a read of an empty pipe
-/// whose write end the reader holds, and a futex wait nobody wakes.
+/// whose write end the reader holds, a futex wait nobody wakes, an hour's nanosleep, a poll of
+/// that empty pipe, pause, and an io_uring wait for a completion nothing posts.
 fn sleeper(case: u32) -> i32 {
     shut_out_signals();
     let Ok([rd, w]) = pipe() else {
@@ -64,9 +68,28 @@ fn sleeper(case: u32) -> i32 {
             unsafe { raw(nr::WRITEV, [w as usize, iov.as_ptr() as usize, 2, 0, 0, 0]) }
         }
         2 => read(rd, &mut [0u8; 16]),
-        _ => {
+        3 => {
             let word = AtomicU32::new(7);
             cowlab_userland::thread::futex_wait(&word, 7, None)
+        }
+        4 => sleep_ms(3_600_000),
+        5 => {
+            // pollfd { fd, events: POLLIN, revents }, no timeout.
+            let fds = [rd as u32 as u64 | (1 << 32)];
+            // SAFETY: one live pollfd.
+            unsafe { raw(POLL, [fds.as_ptr() as usize, 1, usize::MAX, 0, 0, 0]) }
+        }
+        6 => {
+            // SAFETY: pause takes no arguments.
+            unsafe { raw(PAUSE, [0; 6]) }
+        }
+        _ => {
+            let mut p = IoUringParams::default();
+            match io_uring_setup(4, &mut p) {
+                // SAFETY: nothing is submitted; the call only waits for a completion.
+                Ok(ring) => unsafe { io_uring_enter(ring, 0, 1, IORING_ENTER_GETEVENTS) },
+                Err(e) => Err(e),
+            }
         }
     };
     // Returning at all is the failure: exit 3 says the call came back (with its result).
@@ -81,8 +104,19 @@ fn main() -> i32 {
         "writev of 256 KiB into its own pipe",
         "read of its own empty pipe",
         "futex wait nobody wakes",
+        "nanosleep of an hour",
+        "poll of its own empty pipe without a timeout",
+        "pause",
+        "io_uring_enter waiting for a completion nothing posts",
     ];
+    // The host may refuse io_uring (a container's seccomp, io_uring_disabled): that case needs it.
+    let mut p = IoUringParams::default();
+    let uring = io_uring_setup(4, &mut p).map(close).is_ok();
     for (case, name) in names.iter().enumerate() {
+        if case == 7 && !uring {
+            cowlab_userland::println!("# skipped: {name}: io_uring_setup refused here");
+            continue;
+        }
         let pid = match fork() {
             Ok(0) => exit_now(sleeper(case as u32)),
             Ok(pid) => pid,
