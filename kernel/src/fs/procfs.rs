@@ -589,6 +589,15 @@ fn mmstat() -> String {
             "dirty_throttled",
             super::ext2_throttle::THROTTLED.load(core::sync::atomic::Ordering::Relaxed),
         ),
+        // pcache (issue 12): page-cache fills and page-lock waits.
+        (
+            "file_fills",
+            cowlab_mm::pagecache::FILE_FILLS.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "page_lock_waits",
+            cowlab_mm::pagecache::PAGE_LOCK_WAITS.load(core::sync::atomic::Ordering::Relaxed),
+        ),
         // thp2 (issue 14)
         ("thp_zero_page_alloc", thp_zero_page_alloc),
         ("huge_zero_mappings", huge_zero_mappings),
