@@ -514,6 +514,28 @@ pub fn flush_expired(now: u64, expire: u64) -> Result<usize, Errno> {
     result.map(|()| written)
 }
 
+/// Background writeback (Linux `wb_check_background_flush` -> `wb_writeback` with
+/// `for_background`): while `over()` says too many pages are dirty, the dirty caches are
+/// written back one by one, the longest dirty first, whatever their age; locked caches and
+/// pages are skipped, as by the periodic round. Returns the first error.
+pub fn flush_background(over: fn() -> bool) -> Result<usize, Errno> {
+    let mut caches = all();
+    // A cache dirtied without a stamp (a pin's DMA) goes last.
+    caches.sort_by_key(|(_, c)| c.dirtied_when().unwrap_or(u64::MAX));
+    let mut written = 0;
+    let mut result = Ok(());
+    for (ino, cache) in caches {
+        if !over() {
+            break;
+        }
+        match writeback_nowait(&cache, ino) {
+            Ok(n) => written += n,
+            Err(e) => result = result.and(Err(e)),
+        }
+    }
+    result.map(|()| written)
+}
+
 /// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_pagecache_sb`): every clean, unreferenced
 /// cache page is freed (dirty pages stay, as on Linux: `sync` first). Returns the frames freed.
 pub fn drop_caches() -> usize {
