@@ -82,10 +82,12 @@ fn wait_on_page(channel: usize, locked: &dyn Fn() -> bool, may_sleep: bool) {
             core::hint::spin_loop();
         } else if may_sleep && super::ext2_glue::may_sleep() {
             if crate::proc::sleep_uninterruptible(channel, "a page-cache page lock").is_err() {
-                crate::proc::sched::yield_now();
+                crate::proc::sched::cond_resched();
             }
         } else {
-            crate::proc::sched::yield_now();
+            // Pending interrupts first: the holder may be asleep on the disk, and on one CPU
+            // a bare yield (interrupts off, this task always runnable) never lets it in.
+            crate::proc::sched::cond_resched();
         }
     }
 }
