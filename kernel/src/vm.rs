@@ -104,13 +104,57 @@ pub fn is_user_address(addr: u64) -> bool {
 /// Called from the trap handler with interrupts disabled; no logging here (hot path).
 #[doc(alias = "exc_page_fault")]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
-    with_current_raw(|shared| {
+    let result = with_current_raw(|shared| {
         let mut aspace = shared.try_lock().unwrap_or_else(|| {
             panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
         });
-        cowlab_mm::handle_x86_page_fault(memory::mm(), &mut aspace, cr2, error_code)
+        cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
     })
-    .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)))
+    .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
+    match result {
+        Err(FaultError::Retry) => fault_fill_and_retry(cr2, error_code),
+        r => r,
+    }
+}
+
+/// A fault on a file page not cached yet, or being read by another task (Linux
+/// `VM_FAULT_RETRY`): the page is read in, or its reader waited for, asleep with the address
+/// space unlocked (so other threads of the process fault and map meanwhile), then the fault
+/// runs again. A page reclaimed between the fill and the retry is filled again; a failed read
+/// is the fault's `SIGBUS`.
+#[cold]
+#[inline(never)]
+fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
+    use cowlab_mm::pagecache::{filemap_fault_fill, FileFault};
+    loop {
+        // The VMA's file and page index, taken under the lock and held (the file stays open
+        // with the reference) while the lock is dropped.
+        let target = with_current_raw(|shared| {
+            let aspace = shared.try_lock()?;
+            let va = cowlab_mm::VirtAddr::new(cr2);
+            let (file, index) = aspace.find_vma(va)?.file_page(va)?;
+            Some((file.clone(), index))
+        })
+        .flatten();
+        // The mapping changed meanwhile: the fault itself says what now.
+        if let Some((file, index)) = target {
+            match filemap_fault_fill(memory::mm(), &*file.0, index) {
+                Ok(()) => {}
+                Err(FileFault::NoMem) => return Err(FaultError::Oom),
+                Err(_) => return Err(FaultError::Segv(cowlab_mm::SegvReason::BeyondEof)),
+            }
+        }
+        let result = with_current_raw(|shared| {
+            let mut aspace = shared.try_lock().unwrap_or_else(|| {
+                panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
+            });
+            cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
+        })
+        .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
+        if result != Err(FaultError::Retry) {
+            return result;
+        }
+    }
 }
 
 /// Runs `f` on the current address space's lock without touching [`CURRENT`]'s; `None` while

@@ -90,4 +90,9 @@ pub enum FaultError {
     Segv(SegvReason),
     /// No memory for the page or a page table: the process is killed (Linux `VM_FAULT_OOM`).
     Oom,
+    /// The fault needs a file page read in (or another task's read of it finished) and its
+    /// caller allowed a retry (`handle_x86_page_fault_retry`): it drops the address space's
+    /// lock, fills the page asleep, and faults again (Linux `VM_FAULT_RETRY`). Never returned
+    /// to a caller that did not ask for it.
+    Retry,
 }

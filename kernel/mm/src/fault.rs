@@ -73,6 +73,27 @@ pub fn handle_x86_page_fault<A: Arch>(
     handle_mm_fault(mm, aspace, VirtAddr::new(cr2), kind)
 }
 
+/// [`handle_x86_page_fault`] for a caller that can drop the address space's lock and run the
+/// fault again (the kernel's page-fault handler; Linux `FAULT_FLAG_ALLOW_RETRY`): a file page
+/// not cached yet, or being filled by another task, is [`FaultError::Retry`] instead of a read
+/// or a wait under the lock. The caller then calls `pagecache::filemap_fault_fill` for the
+/// VMA's page at `cr2` with no lock held, and faults again.
+pub fn handle_x86_page_fault_retry<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    cr2: u64,
+    error_code: u64,
+) -> Result<(), FaultError> {
+    let kind = if error_code & x86_error::INSTRUCTION != 0 {
+        FaultKind::Exec
+    } else if error_code & x86_error::WRITE != 0 {
+        FaultKind::Write
+    } else {
+        FaultKind::Read
+    };
+    fault_inner(mm, aspace, VirtAddr::new(cr2), kind, Access::User, true)
+}
+
 /// Resolves a fault at `va` (Linux `handle_mm_fault`). On success the access can be retried;
 /// the process's minor-fault count has grown by one.
 pub fn handle_mm_fault<A: Arch>(
@@ -81,7 +102,7 @@ pub fn handle_mm_fault<A: Arch>(
     va: VirtAddr,
     kind: FaultKind,
 ) -> Result<(), FaultError> {
-    fault_inner(mm, aspace, va, kind, Access::User)
+    fault_inner(mm, aspace, va, kind, Access::User, false)
 }
 
 /// Who is asking: the process itself, or GUP with `FOLL_FORCE` on its behalf.
@@ -103,6 +124,7 @@ pub(crate) fn fault_inner<A: Arch>(
     va: VirtAddr,
     kind: FaultKind,
     access: Access,
+    may_retry: bool,
 ) -> Result<(), FaultError> {
     faultstat::begin();
     if va.as_u64() >= USER_END || aspace.being_unmapped(va) {
@@ -172,7 +194,7 @@ pub(crate) fn fault_inner<A: Arch>(
                     }
                 }
                 Some((file, index)) => {
-                    do_file_fault(mm, vma, slot, &*file.0, index, kind)?;
+                    do_file_fault(mm, vma, slot, &*file.0, index, kind, may_retry)?;
                     aspace.shared.add_rss(1);
                     if kind == FaultKind::Read {
                         let around = crate::faultaround::do_fault_around(
@@ -223,7 +245,7 @@ fn fault_outside_vmas<A: Arch>(
     access: Access,
 ) -> Result<(), FaultError> {
     if access == Access::User && aspace.expand_stack(mm, va) {
-        return fault_inner(mm, aspace, va, kind, access);
+        return fault_inner(mm, aspace, va, kind, access, false);
     }
     Err(FaultError::Segv(SegvReason::NoMapping))
 }
@@ -326,11 +348,13 @@ fn do_file_fault<A: Arch>(
     file: &dyn crate::pagecache::MappedFile,
     index: u64,
     kind: FaultKind,
+    may_retry: bool,
 ) -> Result<(), FaultError> {
     use crate::pagecache::{fault_page, file_page_mkwrite, FileFault};
-    let page = fault_page(mm, file, index).map_err(|e| match e {
+    let page = fault_page(mm, file, index, may_retry).map_err(|e| match e {
         FileFault::BeyondEof | FileFault::Io => FaultError::Segv(SegvReason::BeyondEof),
         FileFault::NoMem => FaultError::Oom,
+        FileFault::Retry => FaultError::Retry,
     })?;
     let base = vma.page_prot() | Pte::ACCESSED;
     match (vma.sharing(), kind) {

@@ -6,8 +6,8 @@
 //! The window is [`fault_around_bytes`] (default 64 KiB, 16 pages, as Linux), aligned down to
 //! its size, cut to the VMA, to the page-table page of the faulting address (one PT: no table is
 //! allocated for a neighbour) and to the file's size. Only empty PTEs are filled, only with
-//! pages already cached (nothing is read in: Linux skips pages not uptodate or locked; every
-//! cowlab cache page is uptodate once inserted), each with `vma.page_prot()` (read-only for a
+//! pages already cached and `UPTODATE` (nothing is read in, and a page still being filled is
+//! skipped, as Linux skips pages not uptodate or locked), each with `vma.page_prot()` (read-only for a
 //! private mapping and for a writable shared one, whose first store then takes write-notify's
 //! `do_wp_page` path, as after a read fault), accessed. Each mapped page takes a reference and
 //! a mapcount under the cache's lock, so truncation (which drops pages under it, then unmaps)
@@ -82,7 +82,12 @@ pub(crate) fn do_fault_around<A: Arch>(
     let first = index - (addr - start) / PAGE;
     let last = index + (end - addr) / PAGE;
     let prot = vma.page_prot() | Pte::ACCESSED;
-    let mapped = file.cache().map_pages(first, last, |i, frame| {
+    let uptodate = |frame| {
+        mm.frames()
+            .meta(frame)
+            .test(crate::frame::FrameFlags::UPTODATE)
+    };
+    let mapped = file.cache().map_pages(first, last, uptodate, |i, frame| {
         if i == index {
             return false;
         }

@@ -55,6 +55,15 @@ impl FrameFlags {
     /// Every frame of a hugetlb folio (`hugetlb_pool.rs`): its last reference returns it to
     /// the hugetlb pool, not to the frame allocator (Linux `folio_test_hugetlb`).
     pub const HUGETLB: FrameFlags = FrameFlags(1 << 14);
+    /// A page-cache page held by one task (Linux `PG_locked`, `folio_lock`): set while the page
+    /// is filled from its store, and while truncation removes it; others wait for it to clear
+    /// asleep (`pagecache::wait_on_page_locked`), never spinning.
+    pub const LOCKED: FrameFlags = FrameFlags(1 << 16);
+    /// A page-cache page whose bytes are valid (Linux `PG_uptodate`): set once its fill from the
+    /// store completes (or it was created over bytes the file does not hold). A cached page
+    /// without it is locked and being filled; one that loses its lock without it failed its
+    /// read (`EIO` to every waiter).
+    pub const UPTODATE: FrameFlags = FrameFlags(1 << 17);
     /// On a large folio's head: queued for a deferred split (`folio_split.rs`).
     pub const SPLIT_QUEUED: FrameFlags = FrameFlags(1 << 24);
     /// Free, and part of a whole free 2 MiB block on the block list (`frame/huge.rs`).
@@ -263,6 +272,13 @@ impl FrameMeta {
     #[inline]
     pub(crate) fn set_flags(&self, flags: FrameFlags) {
         self.flags.fetch_or(flags.0, Ordering::Release);
+    }
+
+    /// Sets `flag` and says whether this call set it (it was clear): a test-and-set for
+    /// [`FrameFlags::LOCKED`] (Linux `folio_trylock`).
+    #[inline]
+    pub(crate) fn test_and_set(&self, flag: FrameFlags) -> bool {
+        self.flags.fetch_or(flag.0, Ordering::AcqRel) & flag.0 == 0
     }
 
     #[inline]

@@ -300,8 +300,9 @@ fn get_one_page<A: Arch>(
         };
         let forced = (kind == FaultKind::Write && !vma.prot().write()) || !vma.prot().accessible();
         let access = if forced { Access::Force } else { Access::User };
-        fault_inner(mm, aspace, va, kind, access).map_err(|e| match e {
-            FaultError::Segv(_) => MmError::Fault,
+        fault_inner(mm, aspace, va, kind, access, false).map_err(|e| match e {
+            // `Retry` is only for callers that ask for it (not GUP).
+            FaultError::Segv(_) | FaultError::Retry => MmError::Fault,
             FaultError::Oom => MmError::NoMem,
         })?;
         if kind == FaultKind::Unshare {

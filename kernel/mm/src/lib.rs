@@ -86,7 +86,7 @@ pub use arch::{Arch, IrqState};
 pub use aspace::AddressSpace;
 pub use era::Era;
 pub use error::{FaultError, MmError, SegvReason};
-pub use fault::{handle_mm_fault, handle_x86_page_fault, FaultKind};
+pub use fault::{handle_mm_fault, handle_x86_page_fault, handle_x86_page_fault_retry, FaultKind};
 pub use madvise::Advice;
 pub use mm::{Mm, MAX_MAP_COUNT, MAX_VMAS};
 pub use mmap::MapFlags;

@@ -8,11 +8,22 @@
 //! it is being written. The store is a [`BackingStore`] passed to each call (the kernel's ext2
 //! glue; a `Vec` in host tests), so this module knows nothing of filesystems.
 //!
-//! Locking: one spin lock per cache, held across the store's I/O (so a page is never read in
-//! twice, and a writeback sees a stable page). Lock order: cache, then whatever the store takes
-//! (the filesystem). Reclaim from an allocation that fails elsewhere only ever `try_lock`s a
-//! cache ([`FileCache::try_drop_clean`]), so an allocator that holds a cache lock cannot
-//! deadlock on it.
+//! Locking: one spin lock per cache over its map and size, never held across the store's I/O,
+//! and a per-page lock (`FrameFlags::LOCKED`, Linux's `folio_lock`) for what takes time. A read
+//! or fault that misses inserts a locked page without `UPTODATE` under the spin lock, drops
+//! it, fills the page from the store (the kernel's store sleeps on the disk), then sets
+//! `UPTODATE` and unlocks, waking the waiters; another reader of that page finds it, takes a
+//! reference and waits for the lock asleep ([`wait_on_page_locked`], the kernel's
+//! [`set_page_waiter`] hook), then uses it. A failed fill removes the page and unlocks it
+//! without `UPTODATE`: every waiter gets the error (`EIO`). So a page is read from the store
+//! once however many tasks want it. Truncation waits for the locks of the pages it removes;
+//! writeback takes each dirty page's lock (`trylock`, under the spin lock: a dirty page is
+//! never being filled) to clean it; buffered writes hold the locks of their pages from the
+//! lookup to the copy (Linux `write_begin`/`write_end`). Lock order: page locks (ascending
+//! index), then the cache's spin lock, then whatever the store takes (the filesystem). Reclaim
+//! from an allocation that fails elsewhere only ever `try_lock`s a cache
+//! ([`FileCache::try_drop_clean`]), so an allocator that holds a cache lock cannot deadlock on
+//! it; it skips locked pages (their filler holds a reference).
 //!
 //! Invariant: a frame is in at most one cache; while it is, its flags contain `PAGECACHE` and
 //! not `SHMEM`/`ANON`, `refcount >= 1 + mapcount + pincount`, and the `file_pages` gauge counts
@@ -29,7 +40,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -59,8 +70,10 @@ pub trait BackingStore {
     /// The store's error (an errno), which also expresses the cache's own `ENOMEM`.
     type Error: From<MmError>;
     /// Fills `buf` (one page) with page `index` of the stored file; bytes the store does not
-    /// hold (a hole, past its end) read as zeroes.
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
+    /// hold (a hole, past its end) read as zeroes. No cache lock is held; `may_sleep` false
+    /// means the caller holds some other spin lock (a fault that cannot drop its address
+    /// space's lock) and the store must poll rather than sleep.
+    fn read_page(&self, index: u64, buf: &mut [u8], may_sleep: bool) -> Result<(), Self::Error>;
     /// Stores `data` (the first `data.len()` bytes of page `index`: the whole page, or the part
     /// below the cache's size) in the file, allocating blocks as needed.
     fn write_page(&self, index: u64, data: &[u8]) -> Result<(), Self::Error>;
@@ -74,6 +87,8 @@ pub struct FileCache {
     /// while no stamp is set. Stamped by [`file_page_mkwrite`] (or by the flusher when it finds
     /// pages dirtied some other way), cleared when writeback starts.
     dirtied_when: AtomicU64,
+    /// Pages read from the store (one per fill, however many tasks waited for it).
+    fills: AtomicU64,
 }
 
 /// The pages of one writeback, between [`FileCache::begin_writeback`] and
@@ -100,6 +115,98 @@ fn clock_now() -> u64 {
     clock.map_or(0, |f| f())
 }
 
+/// How a task waits for a page lock and how an unlock wakes it (Linux's folio wait queues):
+/// the kernel's sleep on a channel and wakeup; none in host tests, whose threads spin.
+#[derive(Clone, Copy)]
+pub struct PageWaiter {
+    /// Waits while `locked()` holds, on `channel`; asleep if `may_sleep` (the caller holds no
+    /// spin lock), else giving the CPU up some other way (a yield).
+    pub wait: fn(channel: usize, locked: &dyn Fn() -> bool, may_sleep: bool),
+    /// Wakes the tasks waiting on `channel`.
+    pub wake: fn(channel: usize),
+}
+
+static WAITER: Mutex<Option<PageWaiter>> = Mutex::new(None);
+/// Tasks inside [`wait_on_page_locked`] (so an uncontended unlock wakes nobody: Linux's
+/// `PG_waiters`, as one system-wide count rather than a frame flag).
+static PAGE_WAITERS: AtomicUsize = AtomicUsize::new(0);
+/// Pages read into file caches (mmstat `file_fills`), and waits for a page lock another task
+/// held (mmstat `page_lock_waits`).
+pub static FILE_FILLS: AtomicU64 = AtomicU64::new(0);
+pub static PAGE_LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the kernel's page-lock wait and wake.
+pub fn set_page_waiter(waiter: PageWaiter) {
+    *WAITER.lock() = Some(waiter);
+}
+
+/// The wait channel of `frame`'s lock.
+fn page_channel(frame: PhysAddr) -> usize {
+    frame.as_u64() as usize
+}
+
+/// Waits until `frame` (on which the caller holds a reference) is unlocked (Linux
+/// `folio_wait_locked`), asleep unless `!may_sleep`.
+#[doc(alias = "folio_wait_locked")]
+fn wait_on_page_locked<A: Arch>(mm: &Mm<A>, frame: PhysAddr, may_sleep: bool) {
+    let meta = mm.frames().meta(frame);
+    if !meta.test(FrameFlags::LOCKED) {
+        return;
+    }
+    PAGE_LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+    PAGE_WAITERS.fetch_add(1, Ordering::SeqCst);
+    let locked = || meta.test(FrameFlags::LOCKED);
+    // Copied out: the hook's lock must not be held across the sleep (the unlock needs it).
+    let waiter = *WAITER.lock();
+    match waiter {
+        Some(w) => (w.wait)(page_channel(frame), &locked, may_sleep),
+        None => {
+            while locked() {
+                #[cfg(test)]
+                std::thread::yield_now();
+                #[cfg(not(test))]
+                core::hint::spin_loop();
+            }
+        }
+    }
+    PAGE_WAITERS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Takes `frame`'s lock, waiting for it (Linux `folio_lock`); the caller holds a reference.
+#[doc(alias = "folio_lock")]
+fn lock_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr, may_sleep: bool) {
+    while !mm.frames().meta(frame).test_and_set(FrameFlags::LOCKED) {
+        wait_on_page_locked(mm, frame, may_sleep);
+    }
+}
+
+/// Releases `frame`'s lock and wakes its waiters (Linux `folio_unlock`).
+#[doc(alias = "folio_unlock")]
+pub(crate) fn unlock_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    mm.frames().meta(frame).clear_flags(FrameFlags::LOCKED);
+    // Against a waiter that counted itself, then saw the page locked (store, then load, on
+    // both sides): one of the two sees the other's store.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if PAGE_WAITERS.load(Ordering::SeqCst) > 0 {
+        let waiter = *WAITER.lock();
+        if let Some(w) = waiter {
+            (w.wake)(page_channel(frame));
+        }
+    }
+}
+
+/// What a lookup under the cache's spin lock found; each case holds a reference for the
+/// caller.
+enum Slot {
+    /// An `UPTODATE` page.
+    Ready(PhysAddr),
+    /// A page another task is filling (locked, not `UPTODATE`): wait for it.
+    Busy(PhysAddr),
+    /// A new page, locked, inserted by this lookup: the caller fills it (or, for a write that
+    /// covers it, writes it) and unlocks it.
+    New(PhysAddr),
+}
+
 struct Inner {
     size: u64,
     pages: BTreeMap<u64, PhysAddr>,
@@ -114,6 +221,7 @@ impl FileCache {
                 pages: BTreeMap::new(),
             }),
             dirtied_when: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
         }
     }
 
@@ -169,19 +277,19 @@ impl FileCache {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, S::Error> {
-        let mut inner = self.inner.lock();
-        let avail = inner.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let avail = self.size().saturating_sub(offset).min(buf.len() as u64) as usize;
         let mut done = 0;
         while done < avail {
             let at = offset + done as u64;
             let off = (at % PAGE) as usize;
             let n = (PAGE_SIZE - off).min(avail - done);
-            let frame = match inner.page(mm, store, at / PAGE, true) {
+            let frame = match self.get_page(mm, store, at / PAGE, true) {
                 Ok(f) => f,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
             };
             mm.read_frame_bytes(frame + off as u64, &mut buf[done..done + n]);
+            mm.put_page(frame);
             done += n;
         }
         Ok(done)
@@ -199,29 +307,7 @@ impl FileCache {
         offset: u64,
         data: &[u8],
     ) -> Result<usize, S::Error> {
-        offset
-            .checked_add(data.len() as u64)
-            .ok_or(S::Error::from(MmError::Inval))?;
-        let mut inner = self.inner.lock();
-        let mut done = 0;
-        while done < data.len() {
-            let at = offset + done as u64;
-            let off = (at % PAGE) as usize;
-            let n = (PAGE_SIZE - off).min(data.len() - done);
-            let index = at / PAGE;
-            // A whole-page overwrite, or a page with no stored bytes, needs no read.
-            let fill = n < PAGE_SIZE && index * PAGE < inner.size;
-            let frame = match inner.page(mm, store, index, fill) {
-                Ok(f) => f,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            };
-            mm.write_frame_bytes(frame + off as u64, &data[done..done + n]);
-            set_dirty(mm, frame);
-            done += n;
-            inner.size = inner.size.max(at + n as u64);
-        }
-        Ok(done)
+        self.write_begin_end(mm, store, offset, data, Ok)
     }
 
     /// Writes `data` at `offset` through to the store and into the cache (`write`/`pwrite` of a
@@ -252,6 +338,118 @@ impl FileCache {
         }
         inner.size = inner.size.max(offset + n as u64);
         Ok(n)
+    }
+
+    /// Pages this cache read from its store (host tests: a page is read once however many
+    /// tasks wanted it).
+    pub fn fills(&self) -> u64 {
+        self.fills.load(Ordering::Relaxed)
+    }
+
+    /// The `UPTODATE` page at `index` with a reference for the caller (Linux
+    /// `filemap_get_pages` -> `filemap_read_folio`): found, or inserted locked and filled from
+    /// the store with no spin lock held, or, if another task is
+    /// filling it, waited for (asleep unless `!may_sleep`). `EIO` (the store's error) if the
+    /// fill failed, for the filler and every waiter.
+    fn get_page<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        index: u64,
+        may_sleep: bool,
+    ) -> Result<PhysAddr, S::Error> {
+        let slot = self.inner.lock().lookup(mm, index)?;
+        match slot {
+            Slot::Ready(frame) => Ok(frame),
+            Slot::Busy(frame) => {
+                wait_on_page_locked(mm, frame, may_sleep);
+                if mm.frames().meta(frame).test(FrameFlags::UPTODATE) {
+                    return Ok(frame);
+                }
+                mm.put_page(frame);
+                Err(S::Error::from(MmError::Fault))
+            }
+            Slot::New(frame) => {
+                self.fill_page(mm, store, index, frame, may_sleep)
+                    .inspect_err(|_| mm.put_page(frame))?;
+                mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
+                unlock_page(mm, frame);
+                Ok(frame)
+            }
+        }
+    }
+
+    /// The page at `index`, locked, with a reference (Linux `write_begin`'s
+    /// `__filemap_get_folio(FGP_LOCK | FGP_CREAT)`), and whether its bytes are valid: a cached
+    /// page is waited for and locked; a new one is filled from the store if `fill` (valid), else
+    /// left as allocated (zeroes, not valid: the caller's write must cover it or
+    /// [`Self::write_end_pages`] reads it). Buffered writes only: may sleep.
+    fn get_page_locked<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        index: u64,
+        fill: bool,
+    ) -> Result<(PhysAddr, bool), S::Error> {
+        loop {
+            let slot = self.inner.lock().lookup(mm, index)?;
+            match slot {
+                Slot::Ready(frame) | Slot::Busy(frame) => {
+                    lock_page(mm, frame, true);
+                    let meta = mm.frames().meta(frame);
+                    if meta.test(FrameFlags::UPTODATE) && meta.test(FrameFlags::PAGECACHE) {
+                        return Ok((frame, true));
+                    }
+                    // Its fill failed (removed) or truncation took it meanwhile: look again.
+                    unlock_page(mm, frame);
+                    mm.put_page(frame);
+                }
+                Slot::New(frame) => {
+                    if fill {
+                        self.fill_page(mm, store, index, frame, true)
+                            .inspect_err(|_| mm.put_page(frame))?;
+                        mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
+                    }
+                    return Ok((frame, fill));
+                }
+            }
+        }
+    }
+
+    /// Reads page `index` into `frame`, a new page the caller locked (Linux `read_folio`), with
+    /// no spin lock of the cache held. On failure the page leaves the cache and is unlocked
+    /// without `UPTODATE`, so its waiters see the error; the caller keeps its reference.
+    fn fill_page<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        index: u64,
+        frame: PhysAddr,
+        may_sleep: bool,
+    ) -> Result<(), S::Error> {
+        let filled = page_buf().map_err(S::Error::from).and_then(|mut buf| {
+            store.read_page(index, &mut buf, may_sleep)?;
+            Ok(buf)
+        });
+        match filled {
+            Ok(buf) => {
+                mm.write_frame_bytes(frame, &buf);
+                self.fills.fetch_add(1, Ordering::Relaxed);
+                FILE_FILLS.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                {
+                    let mut inner = self.inner.lock();
+                    if inner.pages.get(&index) == Some(&frame) {
+                        inner.pages.remove(&index);
+                        remove_cache_page(mm, frame);
+                    }
+                }
+                unlock_page(mm, frame);
+                Err(e)
+            }
+        }
     }
 
     /// Writes every `DIRTY` page back one page at a time through `store` (host tests; the
@@ -300,12 +498,28 @@ impl FileCache {
     /// I/O stays dirty for the next writeback. The pages are in index order; `size` is the
     /// file's size at the start.
     pub fn begin_writeback<A: Arch>(&self, mm: &Mm<A>) -> Result<WritebackBatch, MmError> {
-        let inner = self.inner.lock();
-        self.collect_dirty(mm, &inner)
+        loop {
+            let inner = self.inner.lock();
+            // Linux `write_cache_pages` with `WB_SYNC_ALL` locks each dirty folio, waiting: a
+            // buffered write holding one is waited for, so its earlier stores are not skipped.
+            let busy = inner.pages.values().copied().find(|&f| {
+                let meta = mm.frames().meta(f);
+                meta.test(FrameFlags::DIRTY) && meta.test(FrameFlags::LOCKED)
+            });
+            match busy {
+                None => return self.collect_dirty(mm, &inner),
+                Some(frame) => {
+                    mm.frames().meta(frame).get();
+                    drop(inner);
+                    wait_on_page_locked(mm, frame, true);
+                    mm.put_page(frame);
+                }
+            }
+        }
     }
 
     /// [`Self::begin_writeback`] if the cache is not locked (background writeback, Linux's
-    /// `WB_SYNC_NONE` skipping a locked folio); `None` if it is.
+    /// `WB_SYNC_NONE`), skipping locked pages (they stay dirty); `None` if it is.
     pub fn try_begin_writeback<A: Arch>(
         &self,
         mm: &Mm<A>,
@@ -326,9 +540,16 @@ impl FileCache {
                 continue;
             }
             pages.try_reserve(1).map_err(|_| MmError::NoMem)?;
+            // Linux `folio_clear_dirty_for_io` + `folio_start_writeback` under the folio lock,
+            // released before the I/O. A page someone holds (a buffered write in its copy:
+            // only the background flusher gets here then) stays dirty for the next round.
+            if !meta.test_and_set(FrameFlags::LOCKED) {
+                continue;
+            }
             meta.set_flags(FrameFlags::WRITEBACK);
             clear_dirty(mm, frame);
             meta.get();
+            unlock_page(mm, frame);
             pages.push((index, frame));
         }
         Ok(WritebackBatch {
@@ -364,8 +585,9 @@ impl FileCache {
 
     /// Copies `data` to `offset` for a filesystem that allocates blocks at the call
     /// (`write`/`pwrite`, Linux `generic_perform_write` with ext2's `write_begin`/`write_end`):
-    /// under the cache's lock the pages under the range are found or read in (a page only partly
-    /// overwritten and holding stored bytes is read first), then `begin(len)` gives the store
+    /// the pages under the range are found or read in and locked, in index order (a page only
+    /// partly overwritten and holding stored bytes is read first), then under the cache's spin
+    /// lock `begin(len)` gives the store
     /// the chance to allocate blocks and move its size, and says how many bytes from `offset`
     /// it took (short on a full disk), then those are copied in, the pages become `DIRTY` and
     /// the size grows. Nothing reaches the store's blocks until writeback. The pages are read in
@@ -386,57 +608,86 @@ impl FileCache {
         if data.is_empty() {
             return Ok(0);
         }
-        let mut inner = self.inner.lock();
-        // Every page first: the range is cut at the first page that cannot be had.
+        // Every page first, each locked (Linux `write_begin`): the range is cut at the first
+        // page that cannot be had. The locks keep truncation and other writers off the pages
+        // until the copy; the references keep reclaim off them (the next page's allocation may
+        // reclaim this cache's clean pages).
+        let size = self.size();
         let mut have = offset;
-        let mut frames: Vec<PhysAddr> = Vec::new();
+        // (frame, index, whether its bytes are valid without this write's copy)
+        let mut pages: Vec<(PhysAddr, u64, bool)> = Vec::new();
         while have < end {
             let index = have / PAGE;
             let off = have % PAGE;
             let n = (PAGE - off).min(end - have);
-            let fill = n < PAGE && index * PAGE < inner.size;
-            let got = frames
+            // A whole-page overwrite, or a page with no stored bytes, needs no read.
+            let fill = n < PAGE && index * PAGE < size;
+            let got = pages
                 .try_reserve(1)
                 .map_err(|_| S::Error::from(MmError::NoMem))
-                .and_then(|()| inner.page(mm, store, index, fill));
+                .and_then(|()| self.get_page_locked(mm, store, index, fill));
             match got {
-                // Held until the copy: the next page's allocation may reclaim this cache's
-                // clean pages (`drop_clean` skips referenced ones), and these are still clean.
-                Ok(f) => {
-                    mm.frames().meta(f).get();
-                    frames.push(f);
-                }
-                Err(e) if frames.is_empty() => return Err(e),
+                Ok((f, valid)) => pages.push((f, index, valid || index * PAGE >= size)),
+                Err(e) if pages.is_empty() => return Err(e),
                 Err(_) => break,
             }
             have += n;
         }
+        let mut inner = self.inner.lock();
         let n = match begin(have - offset) {
             Ok(n) => n.min(have - offset) as usize,
             Err(e) => {
-                frames.iter().for_each(|&f| mm.put_page(f));
+                drop(inner);
+                self.write_end_pages(mm, store, &mut pages);
                 return Err(e);
             }
         };
+        let mut n = n;
         let mut done = 0;
-        for &frame in &frames {
+        for page in pages.iter_mut() {
             if done >= n {
                 break;
             }
             let at = offset + done as u64;
             let off = (at % PAGE) as usize;
             let len = (PAGE_SIZE - off).min(n - done);
-            mm.write_frame_bytes(frame + off as u64, &data[done..done + len]);
-            set_dirty(mm, frame);
+            if !page.2 && len < PAGE_SIZE {
+                // A short count ends inside a page this write was to cover wholly and did not
+                // read: its other bytes are not known, so the write ends before it.
+                n = done;
+                break;
+            }
+            mm.write_frame_bytes(page.0 + off as u64, &data[done..done + len]);
+            set_dirty(mm, page.0);
+            // A page this write covered wholly is valid now, whatever it held.
+            page.2 |= len == PAGE_SIZE;
             done += len;
         }
-        frames.iter().for_each(|&f| mm.put_page(f));
         inner.size = inner.size.max(offset + n as u64);
         drop(inner);
+        self.write_end_pages(mm, store, &mut pages);
         if n > 0 {
             self.note_dirtied();
         }
         Ok(n)
+    }
+
+    /// Unlocks and releases the pages of a write (Linux `write_end`): each one is `UPTODATE`,
+    /// except a page created for a whole-page overwrite that a short write did not reach,
+    /// which is read from the store first (or, if that fails, removed: its waiters get `EIO`).
+    fn write_end_pages<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        pages: &mut [(PhysAddr, u64, bool)],
+    ) {
+        for &mut (frame, index, valid) in pages.iter_mut() {
+            if valid || self.fill_page(mm, store, index, frame, true).is_ok() {
+                mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
+                unlock_page(mm, frame);
+            }
+            mm.put_page(frame);
+        }
     }
 
     /// Maps the cached pages of `[first, last)` that lie below the size, under the cache's
@@ -449,6 +700,7 @@ impl FileCache {
         &self,
         first: u64,
         last: u64,
+        uptodate: impl Fn(PhysAddr) -> bool,
         mut map: impl FnMut(u64, PhysAddr) -> bool,
     ) -> usize {
         let inner = self.inner.lock();
@@ -456,10 +708,11 @@ impl FileCache {
         if first >= last {
             return 0;
         }
+        // A page being filled (not `UPTODATE`) is left to its own fault.
         inner
             .pages
             .range(first..last)
-            .filter(|&(&i, &f)| map(i, f))
+            .filter(|&(&i, &f)| uptodate(f) && map(i, f))
             .count()
     }
 
@@ -467,11 +720,24 @@ impl FileCache {
     /// beyond it (dirty or not: their data is cut off) and zeroes the tail of a partial last
     /// page. The caller then truncates the store.
     pub fn set_size<A: Arch>(&self, mm: &Mm<A>, size: u64) {
-        let mut inner = self.inner.lock();
-        if size < inner.size {
+        loop {
+            let mut inner = self.inner.lock();
+            if size >= inner.size {
+                inner.size = size;
+                return;
+            }
+            // Linux `truncate_inode_pages_range`: each page to cut (and a partial last page)
+            // is locked first, so none is cut while it is filled or written.
+            if let Err(busy) = inner.trylock_from(mm, size / PAGE) {
+                drop(inner);
+                wait_on_page_locked(mm, busy, true);
+                mm.put_page(busy);
+                continue;
+            }
             let dropped = inner.pages.split_off(&size.div_ceil(PAGE));
             for (_, frame) in dropped {
-                drop_cache_page(mm, frame);
+                remove_cache_page(mm, frame);
+                unlock_page(mm, frame);
             }
             let tail = (size % PAGE) as usize;
             if tail != 0 {
@@ -479,10 +745,12 @@ impl FileCache {
                     mm.write_frame_bytes(frame + tail as u64, &vec![0u8; PAGE_SIZE - tail]);
                     // The store frees the blocks past the size: a later growth is a hole.
                     mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
+                    unlock_page(mm, frame);
                 }
             }
+            inner.size = size;
+            return;
         }
-        inner.size = size;
     }
 
     /// Zeroes `[start, end)` in the pages already cached, keeping their `DIRTY` state (Linux
@@ -526,9 +794,21 @@ impl FileCache {
     /// Empties the cache, dirty pages included (the file is gone, or its last user wrote them
     /// back already; Linux `truncate_inode_pages_final`).
     pub fn evict<A: Arch>(&self, mm: &Mm<A>) {
-        let pages = core::mem::take(&mut self.inner.lock().pages);
+        let pages = loop {
+            let mut inner = self.inner.lock();
+            match inner.trylock_from(mm, 0) {
+                Ok(()) => break core::mem::take(&mut inner.pages),
+                Err(busy) => {
+                    drop(inner);
+                    // May run with an address-space lock held (a last `munmap`): no sleep.
+                    wait_on_page_locked(mm, busy, false);
+                    mm.put_page(busy);
+                }
+            }
+        };
         for (_, frame) in pages {
-            drop_cache_page(mm, frame);
+            remove_cache_page(mm, frame);
+            unlock_page(mm, frame);
         }
     }
 }
@@ -551,18 +831,18 @@ impl Drop for FileCache {
 }
 
 impl Inner {
-    /// The cache page at `index`; if missing, a new frame, filled from the store when `fill`
-    /// (else zeroed). Under memory pressure the cache's own clean pages go first, then the
-    /// `Mm`'s reclaim runs, and the allocation is retried.
-    fn page<A: Arch, S: BackingStore>(
-        &mut self,
-        mm: &Mm<A>,
-        store: &S,
-        index: u64,
-        fill: bool,
-    ) -> Result<PhysAddr, S::Error> {
+    /// Looks `index` up under the spin lock, with a reference for the caller; a missing page
+    /// is inserted zeroed and locked ([`Slot::New`]). Under memory pressure the cache's own
+    /// clean pages go first, then the `Mm`'s reclaim runs, and the allocation is retried.
+    fn lookup<A: Arch, E: From<MmError>>(&mut self, mm: &Mm<A>, index: u64) -> Result<Slot, E> {
         if let Some(&frame) = self.pages.get(&index) {
-            return Ok(frame);
+            let meta = mm.frames().meta(frame);
+            meta.get();
+            return Ok(if meta.test(FrameFlags::UPTODATE) {
+                Slot::Ready(frame)
+            } else {
+                Slot::Busy(frame)
+            });
         }
         if !mm.arch().metadata_room() {
             return Err(MmError::NoMem.into());
@@ -574,24 +854,29 @@ impl Inner {
                 mm.alloc_zeroed().ok_or(MmError::NoMem)?
             }
         };
-        if fill {
-            let filled = page_buf().map_err(S::Error::from).and_then(|mut buf| {
-                store.read_page(index, &mut buf)?;
-                Ok(buf)
-            });
-            match filled {
-                Ok(buf) => mm.write_frame_bytes(frame, &buf),
-                Err(e) => {
-                    mm.frames().free(frame);
-                    return Err(e);
-                }
-            }
-        }
-        // refcount 1 from the allocator: the cache's own reference.
-        mm.frames().meta(frame).init_flags(FrameFlags::PAGECACHE);
+        // refcount 1 from the allocator: the cache's own reference; one more for the caller.
+        let meta = mm.frames().meta(frame);
+        meta.init_flags(FrameFlags::PAGECACHE | FrameFlags::LOCKED);
+        meta.get();
         stats::inc(&mm.counters.file_pages);
         self.pages.insert(index, frame);
-        Ok(frame)
+        Ok(Slot::New(frame))
+    }
+
+    /// Locks every page from index `first` on (truncation, eviction), or says which one is
+    /// busy: then none is left locked and the caller waits for it (with a reference) and tries
+    /// again. The spin lock keeps new pages out meanwhile.
+    fn trylock_from<A: Arch>(&self, mm: &Mm<A>, first: u64) -> Result<(), PhysAddr> {
+        for (taken, (_, &frame)) in self.pages.range(first..).enumerate() {
+            if !mm.frames().meta(frame).test_and_set(FrameFlags::LOCKED) {
+                for (_, &f) in self.pages.range(first..).take(taken) {
+                    unlock_page(mm, f);
+                }
+                mm.frames().meta(frame).get();
+                return Err(frame);
+            }
+        }
+        Ok(())
     }
 
     fn drop_clean<A: Arch>(&mut self, mm: &Mm<A>) -> usize {
@@ -600,9 +885,10 @@ impl Inner {
             .iter()
             .filter(|&(_, &f)| {
                 let meta = mm.frames().meta(f);
+                // A locked page is being filled or written: its holder has a reference too.
                 !meta
                     .flags()
-                    .intersects(FrameFlags::DIRTY | FrameFlags::WRITEBACK)
+                    .intersects(FrameFlags::DIRTY | FrameFlags::WRITEBACK | FrameFlags::LOCKED)
                     && meta.refcount() == 1
             })
             .map(|(&i, _)| i)
@@ -644,10 +930,17 @@ fn clear_dirty<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
 /// Removes `frame` from its cache: it loses its cache flags and the cache's reference.
 #[doc(alias = "filemap_remove_folio")]
 fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
+    mm.frames().meta(frame).clear_flags(FrameFlags::LOCKED);
+    remove_cache_page(mm, frame);
+}
+
+/// [`drop_cache_page`] of a page the caller has locked: the lock stays for the caller to
+/// release ([`unlock_page`] wakes its waiters, who find it gone).
+fn remove_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     clear_dirty(mm, frame);
-    mm.frames()
-        .meta(frame)
-        .clear_flags(FrameFlags::PAGECACHE | FrameFlags::WRITEBACK | MAPPED_TO_DISK);
+    mm.frames().meta(frame).clear_flags(
+        FrameFlags::PAGECACHE | FrameFlags::WRITEBACK | FrameFlags::UPTODATE | MAPPED_TO_DISK,
+    );
     stats::dec(&mm.counters.file_pages);
     mm.put_page(frame);
 }
@@ -660,7 +953,7 @@ pub trait MappedFile: Send + Sync {
     /// The inode number (`/proc/<pid>/maps`).
     fn inode(&self) -> u64;
     /// Fills one page from the store, as [`BackingStore::read_page`].
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError>;
+    fn read_page(&self, index: u64, buf: &mut [u8], may_sleep: bool) -> Result<(), MmError>;
     /// Writes the file's dirty pages back (`msync(MS_SYNC)`), without any address-space lock;
     /// `false` if the store failed (`EIO`).
     fn writeback(&self) -> bool;
@@ -699,9 +992,11 @@ struct Fill<'a>(&'a dyn MappedFile);
 impl BackingStore for Fill<'_> {
     type Error = MmError;
 
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+    fn read_page(&self, index: u64, buf: &mut [u8], may_sleep: bool) -> Result<(), MmError> {
         // The store's failure, told apart from the cache's own `NoMem`.
-        self.0.read_page(index, buf).map_err(|_| MmError::Fault)
+        self.0
+            .read_page(index, buf, may_sleep)
+            .map_err(|_| MmError::Fault)
     }
 
     fn write_page(&self, _index: u64, _data: &[u8]) -> Result<(), MmError> {
@@ -711,36 +1006,81 @@ impl BackingStore for Fill<'_> {
 
 /// Why a fault could not have its file page.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum FileFault {
+pub enum FileFault {
     /// The page lies wholly at or beyond the end of the file (Linux: `SIGBUS`).
     BeyondEof,
     /// No memory for the page.
     NoMem,
     /// The store could not read it (Linux: `SIGBUS` too).
     Io,
+    /// The page is not cached yet, or another task is filling it: the fault must drop its
+    /// locks and fill or wait for it ([`filemap_fault_fill`]), then run again (Linux
+    /// `VM_FAULT_RETRY`).
+    Retry,
 }
 
-/// The cache page at `index` for a fault, read in if missing, with one reference for the
-/// caller taken under the cache's lock (Linux `filemap_fault`). Bytes past the end of the file
-/// in the last page are zero (the store fills them so, and truncation zeroes them).
+/// The cache page at `index` for a fault, with one reference for the caller (Linux
+/// `filemap_fault`). Bytes past the end of the file in the last page are zero (the store fills
+/// them so, and truncation zeroes them). A page not cached, or being filled by another task,
+/// is [`FileFault::Retry`] if `may_retry` (the caller holds its address space's lock, which
+/// must not be held asleep: it drops it and calls [`filemap_fault_fill`]); otherwise it is
+/// filled or waited for here, the store polling and the wait yielding instead of sleeping.
 #[doc(alias = "filemap_fault")]
 pub(crate) fn fault_page<A: Arch>(
     mm: &Mm<A>,
     file: &dyn MappedFile,
     index: u64,
+    may_retry: bool,
 ) -> Result<PhysAddr, FileFault> {
-    let mut inner = file.cache().inner.lock();
-    if index >= inner.size.div_ceil(PAGE) {
+    let cache = file.cache();
+    {
+        let inner = cache.inner.lock();
+        if index >= inner.size.div_ceil(PAGE) {
+            return Err(FileFault::BeyondEof);
+        }
+        // The common case, a cached page, with one lock round.
+        if let Some(&frame) = inner.pages.get(&index) {
+            let meta = mm.frames().meta(frame);
+            if meta.test(FrameFlags::UPTODATE) {
+                meta.get();
+                return Ok(frame);
+            }
+        }
+    }
+    if may_retry {
+        return Err(FileFault::Retry);
+    }
+    cache
+        .get_page(mm, &Fill(file), index, false)
+        .map_err(fill_error)
+}
+
+fn fill_error(e: MmError) -> FileFault {
+    match e {
+        MmError::NoMem => FileFault::NoMem,
+        _ => FileFault::Io,
+    }
+}
+
+/// The fill a fault asked for with [`FileFault::Retry`] (Linux `filemap_fault` after
+/// `VM_FAULT_RETRY` dropped the `mmap_lock`): with no spin lock held, page `index` of `file`
+/// is read into its cache, or another task's fill of it waited for, asleep. The caller then
+/// runs the fault again. `Io` if the read failed (every waiter's fault gets `SIGBUS`).
+#[doc(alias = "filemap_read_folio")]
+pub fn filemap_fault_fill<A: Arch>(
+    mm: &Mm<A>,
+    file: &dyn MappedFile,
+    index: u64,
+) -> Result<(), FileFault> {
+    if index >= file.cache().size().div_ceil(PAGE) {
         return Err(FileFault::BeyondEof);
     }
-    let frame = inner
-        .page(mm, &Fill(file), index, true)
-        .map_err(|e| match e {
-            MmError::NoMem => FileFault::NoMem,
-            _ => FileFault::Io,
-        })?;
-    mm.frames().meta(frame).get();
-    Ok(frame)
+    let frame = file
+        .cache()
+        .get_page(mm, &Fill(file), index, true)
+        .map_err(fill_error)?;
+    mm.put_page(frame);
+    Ok(())
 }
 
 /// A write through a shared mapping is about to reach cache page `frame` (Linux

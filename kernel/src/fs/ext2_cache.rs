@@ -10,9 +10,11 @@
 //! Unmount empties every cache ([`evict_all`]), so none outlives the mount.
 //!
 //! Locks: the registry lock is held only to find, add or remove an entry, never across I/O.
-//! A cache's own (spin) lock is held across the I/O that fills a page (a read or fault of a
-//! page not cached), which takes the filesystem lock without sleeping ([`with_fs_atomic`]).
-//! Writeback is different ([`writeback`]): it runs under [`WRITEBACK`], a sleeping lock
+//! A cache's own (spin) lock is never held across I/O: a page missing from it is inserted
+//! locked (the page lock, `FrameFlags::LOCKED`) and read with the filesystem taken asleep
+//! ([`Ext2Store::read_page`]), other tasks wanting the page asleep on its lock
+//! ([`wait_on_page`]); only a fault that cannot drop its address-space lock reads with the
+//! filesystem polled ([`with_fs_atomic`]). Writeback ([`writeback`]) runs under [`WRITEBACK`], a sleeping lock
 //! (`proc::sleeplock`), takes the cache's spin lock only to collect the dirty pages
 //! (`FileCache::begin_writeback`: each made clean, `WRITEBACK` and referenced), then with no
 //! spin lock held maps their blocks and writes them with one virtio-blk request per run of
@@ -22,7 +24,8 @@
 //! cache's spin lock (briefly, released), then address-space locks (write protection,
 //! released), then the filesystem lock. The periodic flusher only `try_lock`s a cache
 //! (`FileCache::try_begin_writeback`): a cache lock may be held by a task that yielded while
-//! waiting for the filesystem, and a spinning flusher would never let it run. The reclaim hook
+//! waiting for the filesystem (a buffered write allocating blocks), and a spinning flusher
+//! would never let it run. The reclaim hook
 //! ([`shrink`]) runs inside failing frame allocations, possibly with a cache or the registry
 //! locked by the same CPU, so it only `try_lock`s.
 #![deny(unsafe_code)]
@@ -60,9 +63,33 @@ pub static WRITEBACK_REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// subtracts it to count only the CPU's part.
 pub static DISK_WAIT_TSC: AtomicU64 = AtomicU64::new(0);
 
-/// Makes the writeback lock present (at mount).
+/// Makes the writeback lock present and installs the page-lock sleep (at mount).
 pub fn init() {
     WRITEBACK.replace(Some(()));
+    cowlab_mm::pagecache::set_page_waiter(cowlab_mm::pagecache::PageWaiter {
+        wait: wait_on_page,
+        wake: crate::proc::wakeup,
+    });
+}
+
+/// Waits for a page lock (Linux `folio_wait_locked`, `TASK_UNINTERRUPTIBLE`): asleep on the
+/// page's channel when the caller may sleep (no spin lock held, in a task), else yielding so
+/// the holder (asleep on the disk) can run and finish. The check and the sleep are atomic:
+/// kernel code runs under the big kernel lock, and the unlock that wakes runs in a task too.
+fn wait_on_page(channel: usize, locked: &dyn Fn() -> bool, may_sleep: bool) {
+    while locked() {
+        if crate::proc::current_tid() == 0 {
+            core::hint::spin_loop();
+        } else if may_sleep && super::ext2_glue::may_sleep() {
+            if crate::proc::sleep_uninterruptible(channel, "a page-cache page lock").is_err() {
+                crate::proc::sched::cond_resched();
+            }
+        } else {
+            // Pending interrupts first: the holder may be asleep on the disk, and on one CPU
+            // a bare yield (interrupts off, this task always runnable) never lets it in.
+            crate::proc::sched::cond_resched();
+        }
+    }
 }
 
 const PAGE: u64 = 4096;
@@ -94,8 +121,15 @@ pub struct Ext2Store {
 impl BackingStore for Ext2Store {
     type Error = Errno;
 
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let n = with_fs_atomic(|fs| fs.read(self.ino, index * PAGE, buf))?;
+    /// A fill (no cache lock held): asleep on the filesystem lock and the disk, unless the
+    /// caller holds a spin lock (a fault that cannot drop its address space's lock).
+    fn read_page(&self, index: u64, buf: &mut [u8], may_sleep: bool) -> Result<(), Errno> {
+        let read = |fs: &mut cowlab_ext2::Ext2<_>| fs.read(self.ino, index * PAGE, buf);
+        let n = if may_sleep {
+            with_fs(read)?
+        } else {
+            with_fs_atomic(read)?
+        };
         buf[n..].fill(0);
         Ok(())
     }
@@ -477,6 +511,28 @@ pub fn flush_expired(now: u64, expire: u64) -> Result<usize, Errno> {
             Some(_) => {}
             None if cache.dirty_pages(mm) > 0 => cache.note_dirtied(),
             None => {}
+        }
+    }
+    result.map(|()| written)
+}
+
+/// Background writeback (Linux `wb_check_background_flush` -> `wb_writeback` with
+/// `for_background`): while `over()` says too many pages are dirty, the dirty caches are
+/// written back one by one, the longest dirty first, whatever their age; locked caches and
+/// pages are skipped, as by the periodic round. Returns the first error.
+pub fn flush_background(over: fn() -> bool) -> Result<usize, Errno> {
+    let mut caches = all();
+    // A cache dirtied without a stamp (a pin's DMA) goes last.
+    caches.sort_by_key(|(_, c)| c.dirtied_when().unwrap_or(u64::MAX));
+    let mut written = 0;
+    let mut result = Ok(());
+    for (ino, cache) in caches {
+        if !over() {
+            break;
+        }
+        match writeback_nowait(&cache, ino) {
+            Ok(n) => written += n,
+            Err(e) => result = result.and(Err(e)),
         }
     }
     result.map(|()| written)

@@ -374,10 +374,10 @@ impl MappedFile for Ext2Mapping {
         u64::from(self.file.ino)
     }
 
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+    fn read_page(&self, index: u64, buf: &mut [u8], may_sleep: bool) -> Result<(), MmError> {
         self.file
             .store()
-            .read_page(index, buf)
+            .read_page(index, buf, may_sleep)
             .map_err(|_| MmError::Fault)
     }
 

@@ -57,9 +57,14 @@ pub enum ProcWhat {
     Statm,
     /// `/proc/<pid>/cowlab`: the process's COW fault outcomes (`cowlab_mm::cowstat`).
     Cowlab,
-    /// `/proc/sys/vm/dirty_expire_centisecs`, `dirty_writeback_centisecs` (`writeback`).
+    /// `/proc/sys/vm/dirty_*`: the writeback tunables (`writeback::Tunable`; unit variants:
+    /// the discriminant numbers the inode).
     DirtyExpire,
     DirtyWriteback,
+    DirtyRatio,
+    DirtyBytes,
+    DirtyBackgroundRatio,
+    DirtyBackgroundBytes,
     /// `/proc/sys/vm/nr_hugepages`: the hugetlb pool's persistent size (`cowlab_mm::hugetlb`).
     NrHugepages,
 }
@@ -106,12 +111,19 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
                 what: ProcWhat::NrHugepages,
             }))
         }
-        "sys/vm/dirty_expire_centisecs" | "sys/vm/dirty_writeback_centisecs" => {
-            let what = match rest {
-                "sys/vm/dirty_expire_centisecs" => ProcWhat::DirtyExpire,
-                _ => ProcWhat::DirtyWriteback,
-            };
-            return Some(Ok(ProcFile { pid: 0, what }));
+        _ if rest.starts_with("sys/vm/dirty_") => {
+            use super::writeback::Tunable;
+            if let Some(t) = Tunable::from_name(&rest[7..]) {
+                let what = match t {
+                    Tunable::ExpireCentisecs => ProcWhat::DirtyExpire,
+                    Tunable::WritebackCentisecs => ProcWhat::DirtyWriteback,
+                    Tunable::Ratio => ProcWhat::DirtyRatio,
+                    Tunable::Bytes => ProcWhat::DirtyBytes,
+                    Tunable::BackgroundRatio => ProcWhat::DirtyBackgroundRatio,
+                    Tunable::BackgroundBytes => ProcWhat::DirtyBackgroundBytes,
+                };
+                return Some(Ok(ProcFile { pid: 0, what }));
+            }
         }
         "cowlab/mmstat" => {
             return Some(Ok(ProcFile {
@@ -225,7 +237,13 @@ impl ProcFile {
     pub fn sysctl_mode(&self) -> Option<u32> {
         match self.what {
             ProcWhat::DropCaches => Some(0o200),
-            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback | ProcWhat::NrHugepages => Some(0o644),
+            ProcWhat::DirtyExpire
+            | ProcWhat::DirtyWriteback
+            | ProcWhat::DirtyRatio
+            | ProcWhat::DirtyBytes
+            | ProcWhat::DirtyBackgroundRatio
+            | ProcWhat::DirtyBackgroundBytes
+            | ProcWhat::NrHugepages => Some(0o644),
             _ => None,
         }
     }
@@ -240,6 +258,10 @@ impl ProcFile {
                 | ProcWhat::Trace
                 | ProcWhat::DirtyExpire
                 | ProcWhat::DirtyWriteback
+                | ProcWhat::DirtyRatio
+                | ProcWhat::DirtyBytes
+                | ProcWhat::DirtyBackgroundRatio
+                | ProcWhat::DirtyBackgroundBytes
                 | ProcWhat::NrHugepages
         )
     }
@@ -254,8 +276,14 @@ impl ProcFile {
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::Cpuinfo => Ok(slice(crate::smp::cpuinfo::text(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
-            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => {
-                Ok(slice(self.tunable().read(), offset, len))
+            ProcWhat::DirtyExpire
+            | ProcWhat::DirtyWriteback
+            | ProcWhat::DirtyRatio
+            | ProcWhat::DirtyBytes
+            | ProcWhat::DirtyBackgroundRatio
+            | ProcWhat::DirtyBackgroundBytes => {
+                let t = self.tunable().ok_or(Errno::EINVAL)?;
+                Ok(slice(t.read(), offset, len))
             }
             ProcWhat::NrHugepages => {
                 let n = memory::mm().frames().hugetlb_counts().persistent();
@@ -355,7 +383,7 @@ impl ProcFile {
                 Ok(n)
             }
             ProcWhat::DropCaches => drop_caches(data),
-            ProcWhat::DirtyExpire | ProcWhat::DirtyWriteback => self.tunable().write(data),
+            _ if self.tunable().is_some() => self.tunable().ok_or(Errno::EINVAL)?.write(data),
             ProcWhat::NrHugepages => {
                 let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
                 let n = cowlab_mm::hugetlb::parse_nr_hugepages(text, true)
@@ -367,12 +395,18 @@ impl ProcFile {
         }
     }
 
-    fn tunable(&self) -> super::writeback::Tunable {
+    /// The writeback tunable this file is, if it is one.
+    fn tunable(&self) -> Option<super::writeback::Tunable> {
         use super::writeback::Tunable;
-        match self.what {
-            ProcWhat::DirtyExpire => Tunable::DirtyExpireCentisecs,
-            _ => Tunable::DirtyWritebackCentisecs,
-        }
+        Some(match self.what {
+            ProcWhat::DirtyExpire => Tunable::ExpireCentisecs,
+            ProcWhat::DirtyWriteback => Tunable::WritebackCentisecs,
+            ProcWhat::DirtyRatio => Tunable::Ratio,
+            ProcWhat::DirtyBytes => Tunable::Bytes,
+            ProcWhat::DirtyBackgroundRatio => Tunable::BackgroundRatio,
+            ProcWhat::DirtyBackgroundBytes => Tunable::BackgroundBytes,
+            _ => return None,
+        })
     }
 
     /// 8-byte entries, one per page from page `offset / 8` (Linux `pagemap_read`).
@@ -588,6 +622,19 @@ fn mmstat() -> String {
         (
             "dirty_throttled",
             super::ext2_throttle::THROTTLED.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        // pcache (issue 12): page-cache fills and page-lock waits.
+        (
+            "file_fills",
+            cowlab_mm::pagecache::FILE_FILLS.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "background_writebacks",
+            super::writeback::BACKGROUND_ROUNDS.load(core::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "page_lock_waits",
+            cowlab_mm::pagecache::PAGE_LOCK_WAITS.load(core::sync::atomic::Ordering::Relaxed),
         ),
         // thp2 (issue 14)
         ("thp_zero_page_alloc", thp_zero_page_alloc),

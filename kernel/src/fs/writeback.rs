@@ -1,61 +1,197 @@
-//! Periodic writeback (Linux's per-device flusher, `wb_workfn` -> `wb_check_old_data_flush`):
-//! a kernel thread wakes every `dirty_writeback_centisecs` and writes back the page caches
-//! that have been dirty for longer than `dirty_expire_centisecs`, write-protecting their
-//! shared mappings first (`folio_mkclean`), so a store through a mapping reaches the disk
-//! within about expire + interval without any `fsync`/`msync`.
+//! Periodic and background writeback (Linux's per-device flusher, `wb_workfn` ->
+//! `wb_check_old_data_flush` and `wb_check_background_flush`): a kernel thread wakes every
+//! `dirty_writeback_centisecs` and writes back the page caches that have been dirty for longer
+//! than `dirty_expire_centisecs`, write-protecting their shared mappings first
+//! (`folio_mkclean`), so a store through a mapping reaches the disk within about expire +
+//! interval without any `fsync`/`msync`; and, woken by a writer that finds more file pages
+//! dirty than the background threshold ([`dirty_thresholds`]), writes back caches, oldest
+//! first, whatever their age, until the count is below it.
 //!
-//! The two tunables are `/proc/sys/vm/dirty_expire_centisecs` (default 3000, 30 s) and
-//! `/proc/sys/vm/dirty_writeback_centisecs` (default 500; 0 turns periodic writeback off), as
-//! on Linux. A write to either wakes the flusher so the new values count at once. The clock is
-//! the timer tick (`time::TICK_HZ` = 100: one tick is one centisecond).
+//! The tunables are Linux's `/proc/sys/vm` files ([`Tunable`]): `dirty_expire_centisecs`
+//! (default 3000, 30 s), `dirty_writeback_centisecs` (default 500; 0 turns periodic writeback
+//! off), `dirty_background_ratio` (10) or `dirty_background_bytes`, and `dirty_ratio` (20) or
+//! `dirty_bytes`, the limit past which a writer is throttled (`ext2_throttle`). Of each
+//! ratio/bytes pair, writing one sets the other to 0 (Linux's `dirty_ratio_handler` and
+//! `dirty_bytes_handler`), and the non-zero one counts. A write to any of them wakes the
+//! flusher so the new values count at once. The clock is the timer tick (`time::TICK_HZ` =
+//! 100: one tick is one centisecond).
 #![deny(unsafe_code)]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::errno::Errno;
 use crate::proc::kthread;
 
 static EXPIRE_CS: AtomicU64 = AtomicU64::new(3000);
+/// As Linux's `unsigned int dirty_writeback_interval`: a negative write is a huge interval.
 static INTERVAL_CS: AtomicU64 = AtomicU64::new(500);
+static DIRTY_RATIO: AtomicU64 = AtomicU64::new(20);
+static DIRTY_BYTES: AtomicU64 = AtomicU64::new(0);
+static BACKGROUND_RATIO: AtomicU64 = AtomicU64::new(10);
+static BACKGROUND_BYTES: AtomicU64 = AtomicU64::new(0);
 /// The flusher's tid (0 before it starts).
 static FLUSHER: AtomicU32 = AtomicU32::new(0);
+/// A writer found the background threshold passed: the flusher's next round writes back.
+static BACKGROUND_WANTED: AtomicBool = AtomicBool::new(false);
+/// Flusher rounds that wrote back because of the background threshold (mmstat
+/// `background_writebacks`).
+pub static BACKGROUND_ROUNDS: AtomicU64 = AtomicU64::new(0);
 
-/// A `/proc/sys/vm` writeback tunable.
+const PAGE: u64 = 4096;
+
+/// A `/proc/sys/vm` writeback tunable (`dirty_expire_centisecs`, `dirty_writeback_centisecs`,
+/// `dirty_ratio`, `dirty_bytes`, `dirty_background_ratio`, `dirty_background_bytes`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Tunable {
-    DirtyExpireCentisecs,
-    DirtyWritebackCentisecs,
+    ExpireCentisecs,
+    WritebackCentisecs,
+    Ratio,
+    Bytes,
+    BackgroundRatio,
+    BackgroundBytes,
+}
+
+/// What a write may hold (Linux's `ctl_table` bounds for each file).
+enum Range {
+    /// `proc_dointvec_minmax` from `min` to `max`.
+    Int { min: i64, max: i64 },
+    /// `proc_dointvec` of an `unsigned int`: any `int`, a negative one stored as its bits.
+    UInt,
+    /// `proc_doulongvec_minmax` from `min`.
+    ULong { min: u64 },
 }
 
 impl Tunable {
+    /// The tunable at `/proc/sys/vm/<name>`.
+    pub fn from_name(name: &str) -> Option<Tunable> {
+        Some(match name {
+            "dirty_expire_centisecs" => Tunable::ExpireCentisecs,
+            "dirty_writeback_centisecs" => Tunable::WritebackCentisecs,
+            "dirty_ratio" => Tunable::Ratio,
+            "dirty_bytes" => Tunable::Bytes,
+            "dirty_background_ratio" => Tunable::BackgroundRatio,
+            "dirty_background_bytes" => Tunable::BackgroundBytes,
+            _ => return None,
+        })
+    }
+
     fn cell(self) -> &'static AtomicU64 {
         match self {
-            Tunable::DirtyExpireCentisecs => &EXPIRE_CS,
-            Tunable::DirtyWritebackCentisecs => &INTERVAL_CS,
+            Tunable::ExpireCentisecs => &EXPIRE_CS,
+            Tunable::WritebackCentisecs => &INTERVAL_CS,
+            Tunable::Ratio => &DIRTY_RATIO,
+            Tunable::Bytes => &DIRTY_BYTES,
+            Tunable::BackgroundRatio => &BACKGROUND_RATIO,
+            Tunable::BackgroundBytes => &BACKGROUND_BYTES,
+        }
+    }
+
+    fn range(self) -> Range {
+        match self {
+            Tunable::ExpireCentisecs => Range::Int {
+                min: 0,
+                max: i32::MAX as i64,
+            },
+            Tunable::WritebackCentisecs => Range::UInt,
+            Tunable::Ratio | Tunable::BackgroundRatio => Range::Int { min: 0, max: 100 },
+            // Linux `dirty_bytes_min`: two pages.
+            Tunable::Bytes => Range::ULong { min: 2 * PAGE },
+            Tunable::BackgroundBytes => Range::ULong { min: 1 },
+        }
+    }
+
+    /// The other half of a ratio/bytes pair, zeroed when this one changes.
+    fn twin(self) -> Option<Tunable> {
+        match self {
+            Tunable::Ratio => Some(Tunable::Bytes),
+            Tunable::Bytes => Some(Tunable::Ratio),
+            Tunable::BackgroundRatio => Some(Tunable::BackgroundBytes),
+            Tunable::BackgroundBytes => Some(Tunable::BackgroundRatio),
+            _ => None,
         }
     }
 
     /// The file's text (`3000\n`).
     pub fn read(self) -> alloc::string::String {
-        alloc::format!("{}\n", self.cell().load(Ordering::Relaxed))
+        let v = self.cell().load(Ordering::Relaxed);
+        match self.range() {
+            Range::UInt => alloc::format!("{}\n", v as u32 as i32),
+            _ => alloc::format!("{v}\n"),
+        }
     }
 
-    /// Sets the value from `data` (a decimal integer, surrounding white space allowed, 0 to
-    /// `i32::MAX` as Linux's `proc_dointvec_minmax` with a minimum of 0): `EINVAL` otherwise.
-    /// Wakes the flusher.
+    /// Sets the value from `data` as Linux's sysctl handlers do: the first white-space
+    /// separated word, a decimal integer within the file's range, else `EINVAL` (a word, a
+    /// trailing letter, a negative byte count, a ratio over 100); an empty write changes
+    /// nothing. A ratio or byte count that changes zeroes its twin. Wakes the flusher.
     pub fn write(self, data: &[u8]) -> Result<usize, Errno> {
         let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
-        let value = text.trim().parse::<i32>().map_err(|_| Errno::EINVAL)?;
-        if value < 0 {
-            return Err(Errno::EINVAL);
+        let Some(word) = text.split_whitespace().next() else {
+            return Ok(data.len());
+        };
+        let value = match self.range() {
+            Range::Int { min, max } => {
+                let v = word.parse::<i64>().map_err(|_| Errno::EINVAL)?;
+                if v < min || v > max {
+                    return Err(Errno::EINVAL);
+                }
+                v as u64
+            }
+            Range::UInt => u64::from(word.parse::<i32>().map_err(|_| Errno::EINVAL)? as u32),
+            Range::ULong { min } => {
+                let v = word.parse::<u64>().map_err(|_| Errno::EINVAL)?;
+                if v < min {
+                    return Err(Errno::EINVAL);
+                }
+                v
+            }
+        };
+        let old = self.cell().swap(value, Ordering::Relaxed);
+        if old != value {
+            if let Some(twin) = self.twin() {
+                twin.cell().store(0, Ordering::Relaxed);
+            }
         }
-        self.cell().store(value as u64, Ordering::Relaxed);
-        match FLUSHER.load(Ordering::Relaxed) {
-            0 => {}
-            tid => kthread::wake(tid),
-        }
+        wake_flusher();
         Ok(data.len())
     }
+}
+
+fn wake_flusher() {
+    match FLUSHER.load(Ordering::Relaxed) {
+        0 => {}
+        tid => kthread::wake(tid),
+    }
+}
+
+/// The background threshold and the dirty limit, in pages, for `available` pages of memory
+/// (Linux `domain_dirty_limits`): each from its bytes tunable if set, else from its ratio; a
+/// background threshold not below the limit is half the limit.
+pub fn dirty_thresholds(available: u64) -> (u64, u64) {
+    let pages = |bytes: &AtomicU64, ratio: &AtomicU64| match bytes.load(Ordering::Relaxed) {
+        0 => available * ratio.load(Ordering::Relaxed) / 100,
+        b => b.div_ceil(PAGE),
+    };
+    let limit = pages(&DIRTY_BYTES, &DIRTY_RATIO);
+    let mut background = pages(&BACKGROUND_BYTES, &BACKGROUND_RATIO);
+    if background >= limit {
+        background = limit / 2;
+    }
+    (background, limit)
+}
+
+/// A writer found more pages dirty than the background threshold (Linux
+/// `wb_start_background_writeback`): the flusher writes back until they are below it.
+pub fn start_background_writeback() {
+    if !BACKGROUND_WANTED.swap(true, Ordering::Relaxed) {
+        wake_flusher();
+    }
+}
+
+/// Whether more file pages are dirty than the background threshold.
+fn over_background_thresh() -> bool {
+    let stats = crate::memory::mm().stats();
+    stats.file_dirty > dirty_thresholds(stats.usable_frames).0
 }
 
 /// Starts the flusher thread if the ext2 root is mounted (after `init`, which must be pid 1).
@@ -73,8 +209,12 @@ extern "C" fn flusher() -> ! {
     let me = crate::proc::current_tid();
     loop {
         let interval = INTERVAL_CS.load(Ordering::Relaxed);
-        // Killable sleeps only end early on a wake (kernel threads take no signals).
-        let _ = if interval == 0 {
+        // Killable sleeps only end early on a wake (kernel threads take no signals). A wake
+        // for background writeback that came during the last round (not asleep: lost) is
+        // found here; the check and the sleep are atomic under the big kernel lock.
+        let _ = if BACKGROUND_WANTED.load(Ordering::Relaxed) {
+            Ok(())
+        } else if interval == 0 {
             crate::proc::sleep(kthread::channel(me))
         } else {
             crate::proc::sleep_killable_until(
@@ -89,6 +229,13 @@ extern "C" fn flusher() -> ! {
             let expire = EXPIRE_CS.load(Ordering::Relaxed);
             if let Err(e) = super::ext2_cache::flush_expired(crate::time::ticks(), expire) {
                 warn!("flush-ext2: periodic writeback failed: {e:?}");
+            }
+        }
+        // Linux `wb_check_background_flush`: asked for by a writer, or found on the round.
+        if BACKGROUND_WANTED.swap(false, Ordering::Relaxed) | over_background_thresh() {
+            BACKGROUND_ROUNDS.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = super::ext2_cache::flush_background(over_background_thresh) {
+                warn!("flush-ext2: background writeback failed: {e:?}");
             }
         }
     }

@@ -161,6 +161,8 @@ fn user_page_fault(frame: &mut TrapFrame, cr2: u64) {
         Err(cowlab_mm::FaultError::Oom) => {
             crate::proc::oom::out_of_memory();
         }
+        // `vm::handle_page_fault` fills and retries itself; never here.
+        Err(cowlab_mm::FaultError::Retry) => {}
     }
 }
 

@@ -45,7 +45,7 @@ impl<T> SleepLock<T> {
 
     fn wait(&self) {
         if super::sleep_uninterruptible(self.channel(), self.what).is_err() {
-            super::sched::yield_now();
+            super::sched::cond_resched();
         }
     }
 
@@ -69,7 +69,10 @@ impl<T> SleepLock<T> {
                 }
                 Slot::Held if !may_sleep => {
                     drop(slot);
-                    super::sched::yield_now();
+                    // With the pending interrupts taken first: the holder may be asleep on a
+                    // device, and on one CPU, with interrupts off in the kernel and this task
+                    // always runnable, a bare yield would never let its completion in.
+                    super::sched::cond_resched();
                 }
                 Slot::Held => {
                     slot.1 = true;

@@ -12,6 +12,7 @@ mod fork_tests;
 mod gup_tests;
 mod hugetlb_tests;
 mod pagecache_tests;
+mod pagelock_tests;
 mod random;
 mod regbuf_tests;
 mod robust_tests;

@@ -29,7 +29,7 @@ impl VecStore {
 impl BackingStore for VecStore {
     type Error = MmError;
 
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+    fn read_page(&self, index: u64, buf: &mut [u8], _may_sleep: bool) -> Result<(), MmError> {
         self.reads.borrow_mut().push(index);
         let data = self.data.borrow();
         let start = (index * PAGE) as usize;
@@ -315,7 +315,7 @@ impl MappedFile for TestFile {
     fn inode(&self) -> u64 {
         12
     }
-    fn read_page(&self, index: u64, buf: &mut [u8]) -> Result<(), MmError> {
+    fn read_page(&self, index: u64, buf: &mut [u8], _may_sleep: bool) -> Result<(), MmError> {
         let data = self.data.lock();
         let start = (index * PAGE) as usize;
         buf.fill(0);
@@ -506,7 +506,7 @@ struct NoStore;
 
 impl BackingStore for NoStore {
     type Error = MmError;
-    fn read_page(&self, _: u64, _: &mut [u8]) -> Result<(), MmError> {
+    fn read_page(&self, _: u64, _: &mut [u8], _: bool) -> Result<(), MmError> {
         Err(MmError::Inval)
     }
     fn write_page(&self, _: u64, _: &[u8]) -> Result<(), MmError> {
@@ -781,5 +781,42 @@ fn a_multi_page_write_under_pressure_keeps_its_own_pages() {
     assert!(back == data, "each page holds its own bytes");
     cache.writeback(&env.mm, &store).unwrap();
     cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// A fault that may retry (the kernel's page-fault handler) does not read a missing file page
+/// under the address space's lock: it answers `Retry`; the fill then runs with no lock
+/// held (`filemap_fault_fill`), and the fault again maps the page. A page wholly past the end
+/// is `SIGBUS` before any of that.
+#[test]
+fn a_fault_that_may_retry_leaves_the_fill_to_its_caller() {
+    use crate::error::{FaultError, SegvReason};
+    use crate::fault::handle_x86_page_fault_retry;
+    let env = Env::new();
+    let f = test_file(PAGE_SIZE + 10);
+    let mut s = env.space();
+    let va = map_file(&env, &mut s, &f, 3, false);
+    let read = 0b100;
+    assert_eq!(
+        handle_x86_page_fault_retry(&env.mm, &mut s, va.as_u64(), read),
+        Err(FaultError::Retry)
+    );
+    assert_eq!(f.cache.cached_pages(), 0, "nothing read under the lock");
+    let file: &dyn MappedFile = &*f;
+    crate::pagecache::filemap_fault_fill(&env.mm, file, 0).unwrap();
+    assert_eq!(f.cache.fills(), 1);
+    handle_x86_page_fault_retry(&env.mm, &mut s, va.as_u64(), read).unwrap();
+    let want = pattern(PAGE_SIZE, 7);
+    assert_eq!(
+        env.read(&mut s, va).unwrap(),
+        u64::from_le_bytes(want[..8].try_into().unwrap())
+    );
+    assert_eq!(
+        handle_x86_page_fault_retry(&env.mm, &mut s, va.as_u64() + 2 * PAGE, read),
+        Err(FaultError::Segv(SegvReason::BeyondEof))
+    );
+    assert_eq!(f.cache.fills(), 1);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }

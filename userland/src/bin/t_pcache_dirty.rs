@@ -1,0 +1,319 @@
+//! The dirty-memory tunables of `/proc/sys/vm` (docs/file-memory.md, "Dirty limits"):
+//! `dirty_ratio`/`dirty_bytes`, `dirty_background_ratio`/`dirty_background_bytes`,
+//! `dirty_expire_centisecs`, `dirty_writeback_centisecs`.
+//!
+//! Everywhere (cowlab and the host): each file reads a number; where they can be written
+//! (root: skipped, said so, on a host without it) the ranges and errnos are Linux's (a ratio
+//! over 100, a negative or non-numeric value, `dirty_bytes` under two pages, a
+//! `dirty_background_bytes` of 0: `EINVAL`; an empty write changes nothing), and writing one
+//! of a ratio/bytes pair zeroes the other. Every value is restored at the end. On cowlab also
+//! (cowlab's defaults, and the effect, through `/proc/cowlab/mmstat`): with the background
+//! threshold above what a writer leaves dirty, nothing is written back (the age limit set
+//! far away); once `dirty_background_bytes` is below it, the flusher writes back without any
+//! `fsync` until the dirty count is under the threshold; with `dirty_bytes` below it, the
+//! writer is throttled (`dirty_throttled`).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ffi::CStr;
+
+use cowlab_userland::calls::*;
+use cowlab_userland::println;
+use cowlab_userland::sys::Errno;
+use cowlab_userland::test::{on_cowlab, Tester};
+
+cowlab_userland::entry!(main);
+
+const EINVAL: i32 = 22;
+const MIB: usize = 1 << 20;
+const NAMES: [&str; 6] = [
+    "dirty_ratio",
+    "dirty_bytes",
+    "dirty_background_ratio",
+    "dirty_background_bytes",
+    "dirty_expire_centisecs",
+    "dirty_writeback_centisecs",
+];
+
+struct P(Vec<u8>);
+
+impl P {
+    fn new(s: &str) -> P {
+        let mut v = Vec::from(s.as_bytes());
+        v.push(0);
+        P(v)
+    }
+    fn c(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
+    }
+}
+
+fn path(name: &str) -> P {
+    P::new(&format!("/proc/sys/vm/{name}"))
+}
+
+fn get(name: &str) -> Option<i64> {
+    let mut buf = [0u8; 64];
+    let n = read_file(path(name).c(), &mut buf)?;
+    core::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+fn set(name: &str, text: &str) -> Result<usize, Errno> {
+    let fd = open(path(name).c(), O_WRONLY)?;
+    let r = write(fd, text.as_bytes());
+    let _ = close(fd);
+    r
+}
+
+fn errno_of<T>(r: Result<T, Errno>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.0,
+    }
+}
+
+fn mmstat(name: &str) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let n = read_file(c"/proc/cowlab/mmstat", &mut buf)?;
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn delta(name: &str, before: Option<u64>) -> Option<u64> {
+    Some(mmstat(name)?.wrapping_sub(before?))
+}
+
+/// Restores a ratio/bytes pair: the non-zero one counts (writing it zeroes the other).
+fn restore_pair(saved: &[(&str, i64)], ratio: &str, bytes: &str) {
+    let value = |n: &str| saved.iter().find(|s| s.0 == n).map(|s| s.1);
+    match (value(ratio), value(bytes)) {
+        (_, Some(b)) if b > 0 => {
+            let _ = set(bytes, &format!("{b}"));
+        }
+        (Some(r), _) => {
+            let _ = set(ratio, &format!("{r}"));
+        }
+        _ => {}
+    }
+}
+
+/// The errno checks and the ratio/bytes pairing (values harmless to a host's writeback while
+/// they last); `false` if the files cannot be written.
+fn ranges(t: &mut Tester) -> bool {
+    let r = get("dirty_ratio").unwrap_or(20);
+    match set("dirty_ratio", &format!("{r}")) {
+        Ok(_) => {}
+        Err(e) => {
+            println!(
+                "t_pcache_dirty: skip the writes (/proc/sys/vm is not writable here: errno {}; needs root)",
+                e.0
+            );
+            return false;
+        }
+    }
+    for (name, text) in [
+        ("dirty_ratio", "101"),
+        ("dirty_ratio", "-1"),
+        ("dirty_ratio", "abc"),
+        ("dirty_ratio", "20x"),
+        ("dirty_background_ratio", "101"),
+        ("dirty_bytes", "4096"),
+        ("dirty_bytes", "0"),
+        ("dirty_bytes", "-5"),
+        ("dirty_background_bytes", "0"),
+        ("dirty_expire_centisecs", "-1"),
+        ("dirty_expire_centisecs", "2147483648"),
+    ] {
+        t.eq(
+            &format!("{name} = {text:?} is EINVAL"),
+            errno_of(set(name, text)),
+            EINVAL,
+        );
+    }
+    t.eq(
+        "the refused writes left dirty_ratio",
+        get("dirty_ratio"),
+        Some(r),
+    );
+    t.eq("an empty write is 0 bytes", set("dirty_ratio", ""), Ok(0));
+    t.eq("and changes nothing", get("dirty_ratio"), Some(r));
+    // The pairs: the one written last counts, the other reads 0.
+    t.eq(
+        "dirty_bytes = 1 GiB",
+        set("dirty_bytes", "1073741824"),
+        Ok(10),
+    );
+    t.eq("dirty_bytes reads it", get("dirty_bytes"), Some(1 << 30));
+    t.eq("dirty_ratio then reads 0", get("dirty_ratio"), Some(0));
+    t.eq("dirty_ratio = 25", set("dirty_ratio", "25\n"), Ok(3));
+    t.eq("dirty_ratio reads it", get("dirty_ratio"), Some(25));
+    t.eq("dirty_bytes then reads 0", get("dirty_bytes"), Some(0));
+    t.eq(
+        "dirty_background_bytes = 512 MiB",
+        set("dirty_background_bytes", "536870912"),
+        Ok(9),
+    );
+    t.eq(
+        "dirty_background_ratio then reads 0",
+        get("dirty_background_ratio"),
+        Some(0),
+    );
+    t.eq(
+        "dirty_background_ratio = 10",
+        set("dirty_background_ratio", "10"),
+        Ok(2),
+    );
+    t.eq(
+        "dirty_background_bytes then reads 0",
+        get("dirty_background_bytes"),
+        Some(0),
+    );
+    t.eq(
+        "dirty_expire_centisecs = 1500",
+        set("dirty_expire_centisecs", "1500"),
+        Ok(4),
+    );
+    t.eq("reads 1500", get("dirty_expire_centisecs"), Some(1500));
+    true
+}
+
+/// Writes `len` bytes at the end of `fd` in 64 KiB calls.
+fn append(fd: i32, len: usize, seed: u8) -> bool {
+    let chunk = vec![seed; 64 * 1024];
+    (0..len / chunk.len()).all(|_| write(fd, &chunk) == Ok(chunk.len()))
+}
+
+/// Waits up to `limit_ms` for `ok()`; whether it came.
+fn wait_for(limit_ms: u64, ok: impl Fn() -> bool) -> bool {
+    let start = monotonic_ns();
+    while (monotonic_ns() - start) / 1_000_000 < limit_ms {
+        if ok() {
+            return true;
+        }
+        let _ = sleep_ms(20);
+    }
+    ok()
+}
+
+/// The thresholds at work (cowlab: observed through mmstat).
+fn effect(t: &mut Tester, base: &str) {
+    let name = format!("{base}/t_pcache_dirty.{}", cowlab_userland::sys::getpid());
+    let file = P::new(&name);
+    let fd = open_mode(file.c(), O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
+    t.check("create the file", fd >= 0);
+    if fd < 0 {
+        return;
+    }
+    // Only the thresholds may start writeback: the age limit an hour away.
+    t.check(
+        "dirty_expire_centisecs = 1 hour",
+        set("dirty_expire_centisecs", "360000").is_ok(),
+    );
+    t.check("dirty_ratio = 20", set("dirty_ratio", "20").is_ok());
+    t.check(
+        "dirty_background_bytes = 64 MiB",
+        set("dirty_background_bytes", "67108864").is_ok(),
+    );
+    let wb = mmstat("writeback_pages");
+    let rounds = mmstat("background_writebacks");
+    let throttled = mmstat("dirty_throttled");
+    t.check("write 2 MiB", append(fd, 2 * MIB, 1));
+    let _ = sleep_ms(300);
+    t.eq_some(
+        "under the background threshold: nothing written back",
+        delta("writeback_pages", wb),
+        Some(0),
+    );
+    t.check(
+        "and the 512 pages stay dirty",
+        mmstat("file_dirty").is_some_and(|d| d >= 512),
+    );
+    // 256 pages: the next 32 pages written find 512+ dirty and wake the flusher.
+    t.check(
+        "dirty_background_bytes = 1 MiB",
+        set("dirty_background_bytes", "1048576").is_ok(),
+    );
+    t.check("write 1 MiB more", append(fd, MIB, 2));
+    let under = wait_for(10_000, || mmstat("file_dirty").is_some_and(|d| d <= 256));
+    t.check_why(
+        "past the background threshold the flusher writes back, no fsync, to under it",
+        under,
+        format!("file_dirty {:?}", mmstat("file_dirty")),
+    );
+    t.check(
+        "counted as pages written back and a background round",
+        delta("writeback_pages", wb).is_some_and(|n| n >= 512)
+            && delta("background_writebacks", rounds).is_some_and(|n| n >= 1),
+    );
+    t.eq_some(
+        "no writer throttled (the dirty limit is 20% of memory)",
+        delta("dirty_throttled", throttled),
+        Some(0),
+    );
+    // The hard limit: two pages (the background threshold is then one): each look at the
+    // count, right after a 16-page write, finds more dirty whatever the flusher did (with
+    // 1 MiB, on one CPU the flusher kept the count under it between the looks).
+    t.check("dirty_bytes = 2 pages", set("dirty_bytes", "8192").is_ok());
+    let throttled = mmstat("dirty_throttled");
+    t.check("write 2 MiB past it", append(fd, 2 * MIB, 3));
+    t.check(
+        "past dirty_bytes the writer is throttled (writes its file back)",
+        delta("dirty_throttled", throttled).is_some_and(|n| n >= 1),
+    );
+    let _ = close(fd);
+    t.check("unlink", unlink(file.c()).is_ok());
+}
+
+fn main() -> i32 {
+    let mut t = Tester::new("t_pcache_dirty");
+    let cowlab = on_cowlab();
+    let base = cowlab_userland::args::args()
+        .nth(1)
+        .and_then(|a| a.to_str().ok().map(String::from))
+        .unwrap_or_else(|| String::from("."));
+    let mut saved: Vec<(&str, i64)> = Vec::new();
+    for name in NAMES {
+        let v = get(name);
+        t.check(&format!("{name} reads a number"), v.is_some());
+        if let Some(v) = v {
+            saved.push((name, v));
+        }
+    }
+    if cowlab {
+        t.eq(
+            "Linux's defaults",
+            NAMES.map(get),
+            [Some(20), Some(0), Some(10), Some(0), Some(3000), Some(500)],
+        );
+    }
+    let writable = ranges(&mut t);
+    if writable && cowlab {
+        effect(&mut t, &base);
+    } else if writable {
+        println!("t_pcache_dirty: the writeback effect is checked on cowlab only (mmstat)");
+    }
+    if writable {
+        restore_pair(&saved, "dirty_ratio", "dirty_bytes");
+        restore_pair(&saved, "dirty_background_ratio", "dirty_background_bytes");
+        for name in ["dirty_expire_centisecs", "dirty_writeback_centisecs"] {
+            if let Some(&(_, v)) = saved.iter().find(|s| s.0 == name) {
+                let _ = set(name, &format!("{v}"));
+            }
+        }
+        t.eq(
+            "every value restored",
+            NAMES.map(get),
+            NAMES.map(|n| saved.iter().find(|s| s.0 == n).map(|s| s.1)),
+        );
+    }
+    t.finish()
+}
