@@ -122,7 +122,22 @@ fn setaffinity(mask: u64) -> Result<usize, Errno> {
     unsafe { raw(203, [0, 8, &mask as *const u64 as usize, 0, 0, 0]) }
 }
 
+/// A thread's body: traces into the buffer of kcov file `fd`, then execs `t_kcov exit`.
+fn exec_traced(fd: usize) -> i32 {
+    if ioctl(fd as i32, KCOV_ENABLE, KCOV_TRACE_PC).is_err() {
+        return 2;
+    }
+    cowlab_userland::process::exec(&[b"/t_kcov", b"exit"]).0 + 100
+}
+
 fn main() -> i32 {
+    if cowlab_userland::args::args()
+        .nth(1)
+        .is_some_and(|a| a.to_bytes() == b"exit")
+    {
+        // The image `exec_traced` runs: its exit ends the tracing it inherited.
+        return 0;
+    }
     let mut t = Tester::new("t_kcov");
     let Ok(fd) = open(c"/sys/kernel/debug/kcov", O_RDWR) else {
         cowlab_userland::println!("t_kcov: skipped: no /sys/kernel/debug/kcov");
@@ -353,6 +368,26 @@ fn main() -> i32 {
     t.eq("a child traces into the buffer and exits", child, 0);
     t.eq(
         "after its exit the buffer can be enabled again",
+        ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC),
+        Ok(0),
+    );
+    let _ = ioctl(fd, KCOV_DISABLE, 0);
+
+    // A traced thread other than its group's leader runs execve: it takes the leader's tid and
+    // keeps its buffer, and its exit then frees the buffer as any traced task's does (the
+    // buffer stayed taken by the old tid, EBUSY for good, before `kcov::task_renamed`).
+    let child = cowlab_userland::test::in_child(|| {
+        match cowlab_userland::thread::spawn(exec_traced, fd as usize) {
+            // The thread's execve ends this one.
+            Ok(_) => loop {
+                let _ = sleep_ms(1000);
+            },
+            Err(_) => 4,
+        }
+    });
+    t.eq("a traced thread's execve and exit", child, 0);
+    t.eq(
+        "after them the buffer can be enabled again",
         ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC),
         Ok(0),
     );
