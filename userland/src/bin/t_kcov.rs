@@ -301,6 +301,7 @@ fn main() -> i32 {
             // none); at least half of them must be there.
             let (mut lacking, mut foreign) = (0, 0);
             let mut seen: alloc::collections::BTreeSet<u64> = alloc::collections::BTreeSet::new();
+            let mut lacked = alloc::string::String::new();
             let start = monotonic_ns();
             let mut samples = 0;
             while monotonic_ns() - start < 1_000_000_000 || samples < 50 {
@@ -311,6 +312,18 @@ fn main() -> i32 {
                     .count();
                 if own * 2 < own_pcs.len() || own == 0 {
                     lacking += 1;
+                    // The first such sample: its size, how many own PCs it held, a few missing.
+                    if lacked.is_empty() {
+                        lacked = alloc::format!(
+                            " (one of {} PCs held {own}, lacked e.g. {:x?})",
+                            got.len(),
+                            own_pcs
+                                .iter()
+                                .filter(|pc| got.binary_search(pc).is_err())
+                                .take(4)
+                                .collect::<alloc::vec::Vec<_>>()
+                        );
+                    }
                 }
                 if got.iter().any(|pc| uname_own.binary_search(pc).is_ok()) {
                     foreign += 1;
@@ -325,7 +338,7 @@ fn main() -> i32 {
                 "another task's system calls meanwhile neither add to nor take from the buffer",
                 differing == 0,
                 alloc::format!(
-                    "of {samples} getppid calls, {lacking} lacked most of their {} PCs, {foreign} had some of uname's {} ({:x?})",
+                    "of {samples} getppid calls, {lacking} lacked most of their {} PCs{lacked}, {foreign} had some of uname's {} ({:x?})",
                     own_pcs.len(),
                     uname_own.len(),
                     seen.iter().take(6).collect::<alloc::vec::Vec<_>>()
