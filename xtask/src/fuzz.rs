@@ -694,9 +694,19 @@ pub fn bounded() -> Result<Option<String>> {
     // runs on the other one: the hook's words are per CPU). It ran on 1 CPU only for a while
     // (issue 16): its "uname PCs" were a tick's, and the kernel traced the switch into the task's
     // buffer (docs/fuzzing.md "kcov on several CPUs").
+    // On 2 CPUs under a loaded host one of 15 runs had a getppid sample lacking most of its
+    // PCs (open, docs/fuzzing.md): a second boot is allowed there, and the first's failure is
+    // printed; the per-CPU defect this guards against failed every sample of every run.
     for cpus in [1, 2] {
-        if let Some(why) = crate::qemu::with_smp(Some(cpus), || kcov_interface(&kernel, cpus))? {
-            return Ok(Some(why));
+        let boot = || crate::qemu::with_smp(Some(cpus), || kcov_interface(&kernel, cpus));
+        if let Some(why) = boot()? {
+            if cpus == 1 {
+                return Ok(Some(why));
+            }
+            eprintln!("xtask: t_kcov on {cpus} CPUs failed once, booting it again: {why}");
+            if let Some(why) = boot()? {
+                return Ok(Some(why));
+            }
         }
     }
     if let Some(why) = leak_check_fires(&kernel)? {
