@@ -13,13 +13,16 @@
 //! would call itself. It reads two words of this CPU's per-CPU area through GS ([`PAGES`] and
 //! [`WORDS`], `percpu::Slot::KcovPages`/`KcovWords`), which describe the buffer of the task
 //! running on this CPU (null/0: no coverage), so tasks traced on different CPUs at once each
-//! write their own buffer: the scheduler points them at the next task's buffer on every switch
-//! ([`switch_to`], from `proc::set_current`, on the CPU the task runs on), hardware interrupts
-//! hide them while they run ([`IrqGuard`], Linux's `in_task()` check), and a task's exit
-//! ([`task_exit`]) clears them before its buffer can be freed. The hook looks at GS only once a
+//! write their own buffer. `KCOV_ENABLE` sets them for the calling task; the scheduler hides
+//! them for the switch and gives them back when the task runs again, on whichever CPU
+//! ([`switch_out`]/[`switch_in`], first and last thing in `proc::sched::schedule`, the only way a
+//! task leaves and regains a CPU; the idle loop and a new task's first run see none); hardware
+//! interrupts hide them while they run ([`IrqGuard`], Linux's `in_task()` check), and a task's
+//! exit ([`task_exit`]) clears them before its buffer can be freed. The hook looks at GS only once a
 //! task has enabled coverage ([`LIVE`]): the boot runs instrumented code before GS is set up.
-//! Only the CPU itself touches its words, with interrupts disabled in the kernel, so nothing runs between those updates and its
-//! hot path's reads; GS is the kernel's in every instrumented function (an NMI taken with the
+//! Only the CPU itself touches its words, with interrupts disabled in the kernel, so nothing
+//! runs between those updates and its hot path's reads but an NMI, whose guard puts back what
+//! it found; GS is the kernel's in every instrumented function (an NMI taken with the
 //! user's GS still loaded swaps it first, `idt::entry`'s `cowlab_nmi_common`).
 
 use alloc::collections::BTreeMap;
@@ -53,7 +56,8 @@ const WORDS: usize = crate::percpu::slot(crate::percpu::Slot::KcovWords);
 // statements of the caller), and writes nothing but the running task's buffer: it reads GS only
 // once LIVE is set, after which GS is this CPU's per-CPU area in all kernel code (NMIs
 // included, see the module comment), PAGES there is either
-// null or points at the page table of the `Area` of the task running on this CPU, which
+// null or points at the page table of the `Area` of the task running on this CPU (set by its
+// own `enable`, or given back to it by `switch_in` from what its `switch_out` saved), which
 // `TRACED` keeps alive until `stop` has cleared PAGES and WORDS (on DISABLE or the task's exit,
 // run by that task on its CPU), and the index is checked against WORDS, the same buffer's size,
 // before the store.
@@ -154,9 +158,11 @@ pub fn enable(tid: Pid, area: &Arc<Area>) -> Result<(), Errno> {
     }
     area.owner.store(tid, Ordering::Relaxed);
     traced.insert(tid, area.clone());
+    let (pages, words) = (area.pages.as_ptr() as u64, area.words);
     drop(traced);
     LIVE.store(1, Ordering::Relaxed);
-    switch_to(tid);
+    percpu::write::<WORDS>(words);
+    percpu::write::<PAGES>(pages);
     Ok(())
 }
 
@@ -187,18 +193,45 @@ fn stop(tid: Pid) {
     drop(removed);
 }
 
-/// Points the hot path at task `tid`'s buffer (0, the idle loop: none). Called by the
-/// scheduler on every switch.
-pub fn switch_to(tid: Pid) {
-    percpu::write::<PAGES>(0);
-    let traced = TRACED.lock();
-    let (pages, words) = match traced.get(&tid) {
-        Some(area) => (area.pages.as_ptr() as u64, area.words),
-        None => (0, 0),
+/// A task's coverage words as it left its CPU ([`switch_out`]), kept on its own stack (in
+/// `proc::sched::schedule`'s frame) until it runs again ([`switch_in`]).
+pub struct Saved {
+    pages: u64,
+    words: u64,
+}
+
+/// Hides the running task's buffer for the switch away from it (the first thing
+/// `proc::sched::schedule` does): the scheduler, the idle loop and whatever runs on this CPU
+/// until the task is back are not the task's doing (Linux builds `kernel/sched/` without kcov
+/// instrumentation for that reason). What is saved includes whether the task was inside a
+/// hardware interrupt ([`IrqGuard`] had hidden its buffer, PAGES 0): a tick that preempts it
+/// stays hidden when it resumes there.
+pub fn switch_out() -> Saved {
+    let saved = Saved {
+        pages: percpu::read::<PAGES>(),
+        words: percpu::read::<WORDS>(),
     };
-    drop(traced);
-    percpu::write::<WORDS>(words);
-    percpu::write::<PAGES>(pages);
+    percpu::write::<PAGES>(0);
+    percpu::write::<WORDS>(0);
+    saved
+}
+
+/// Gives the task back its coverage words once it runs again (the last thing `schedule` does),
+/// on whichever CPU that is. Only the task itself enables, disables or ends its tracing, so
+/// while it was away its buffer stayed what it was and alive (in [`TRACED`]).
+pub fn switch_in(saved: Saved) {
+    percpu::write::<WORDS>(saved.words);
+    percpu::write::<PAGES>(saved.pages);
+}
+
+/// Task `old`'s tracing now belongs to tid `new` (`execve` in a non-leader thread takes the
+/// leader's tid): the task traces on, and its exit (under the new tid) still frees the buffer.
+pub fn task_renamed(old: Pid, new: Pid) {
+    let mut traced = TRACED.lock();
+    if let Some(area) = traced.remove(&old) {
+        area.owner.store(new, Ordering::Relaxed);
+        traced.insert(new, area);
+    }
 }
 
 /// Hides the running task's buffer while a hardware interrupt is handled (Linux traces only
@@ -216,8 +249,9 @@ impl IrqGuard {
 impl Drop for IrqGuard {
     fn drop(&mut self) {
         // The task may have been switched away from and back inside the interrupt (a tick
-        // preempts): `switch_to` then set the same buffer, or none if it was disabled.
-        if percpu::read::<PAGES>() == 0 && percpu::read::<WORDS>() != 0 {
+        // preempts): `switch_in` then gave it back the hidden state it left with. WORDS 0: its
+        // tracing ended meanwhile (`stop`), the buffer may be gone.
+        if percpu::read::<WORDS>() != 0 {
             percpu::write::<PAGES>(self.0);
         }
     }

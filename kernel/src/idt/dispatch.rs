@@ -171,6 +171,13 @@ fn user_page_fault(frame: &mut TrapFrame, cr2: u64) {
 fn user_trap_other(frame: &mut TrapFrame) {
     use crate::proc::signal::force_fault;
     let number = frame.vector as u8;
+    // An interrupt (an NMI, an IPI, a device's or the timer's) is not the task's doing: its
+    // entry, the preemption it makes and its way back to ring 3 are hidden from the task's
+    // coverage, as Linux's non-instrumented entry and scheduler code are. Exceptions are the
+    // task's own (Linux traces their signals too).
+    #[cfg(feature = "kcov")]
+    let _hidden =
+        (number == vector::NMI || number >= vector::PIC_BASE).then(crate::kcov::IrqGuard::new);
     match number {
         // Not a trap of this task: no lock, no signal, no preemption, no return-to-user work.
         vector::NMI => return crate::watchdog::soft::on_nmi(frame),
@@ -183,8 +190,6 @@ fn user_trap_other(frame: &mut TrapFrame) {
     crate::bkl::lock_in_interrupt();
     match number {
         ipi if ipi >= vector::IPI_BASE => {
-            #[cfg(feature = "kcov")]
-            let _hidden = crate::kcov::IrqGuard::new();
             crate::smp::on_ipi(ipi);
             // An application processor's own tick preempts its task, as the PIT's does on the
             // boot CPU (which accounts on the PIT instead).
@@ -196,13 +201,9 @@ fn user_trap_other(frame: &mut TrapFrame) {
             }
         }
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
-            #[cfg(feature = "kcov")]
-            let _hidden = crate::kcov::IrqGuard::new();
             routed_interrupt(irq - vector::IOAPIC_BASE)
         }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
-            #[cfg(feature = "kcov")]
-            let _hidden = crate::kcov::IrqGuard::new();
             if irq == vector::TIMER {
                 crate::proc::cputime::account_tick(true);
             }

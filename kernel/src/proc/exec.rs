@@ -204,6 +204,8 @@ fn de_thread() -> Result<(), Errno> {
         task.tid = tgid;
         table.insert(tgid, task);
         super::set_current(tgid, tgid);
+        #[cfg(feature = "kcov")]
+        crate::kcov::task_renamed(me, tgid);
     }
     Ok(())
 }

@@ -256,8 +256,6 @@ pub fn current_tid() -> Pid {
 fn set_current(tid: Pid, tgid: Pid) {
     percpu::write::<CURRENT>(u64::from(tid));
     percpu::write::<CURRENT_TGID>(u64::from(tgid));
-    #[cfg(feature = "kcov")]
-    crate::kcov::switch_to(tid);
 }
 
 /// The running task's group record (null in the idle loop): the `Mutex` inside its

@@ -51,6 +51,9 @@ pub fn request_shutdown(status: i32) {
 /// The big kernel lock stays held across the switch: the idle loop of this CPU continues with
 /// it, so no other CPU can pick this task until it is off its kernel stack.
 pub fn schedule() {
+    // First and last: the switch is no part of the task's coverage (see `kcov::switch_out`).
+    #[cfg(feature = "kcov")]
+    let coverage = crate::kcov::switch_out();
     super::apply_deferred_wakeups();
     let tid = super::current_tid();
     let ctx: *mut u64 = {
@@ -62,6 +65,8 @@ pub fn schedule() {
     // (reaping, the idle loop and de_thread remove only tasks that are not running); the
     // idle context's saved RSP is valid since this CPU's idle loop switched to us.
     unsafe { cowlab_switch(ctx, *IDLE_RSP[percpu::cpu_id()].0.get()) };
+    #[cfg(feature = "kcov")]
+    crate::kcov::switch_in(coverage);
 }
 
 /// Preemption: the current task goes to the back of a run queue (its own CPU's unless that
