@@ -18,6 +18,7 @@ mod ext2;
 mod frames;
 mod fs;
 mod heap;
+mod locking;
 mod mm;
 mod ramdisk;
 mod registry;

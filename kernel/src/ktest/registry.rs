@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, mm, ramdisk, rtc, runqueue, selftests, smp, timer,
-    uaccess, virtio, watchdog, KernelTest,
+    cmdline, exceptions, ext2, frames, fs, heap, locking, mm, ramdisk, rtc, runqueue, selftests,
+    smp, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -62,6 +62,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_pick_is_fifo_and_skips_stale_entries),
     test!(runqueue::runqueue_idle_cpu_pulls_work),
     test!(runqueue::runqueue_affinity_change_moves_a_queued_task),
+    test!(locking::lockdep_reports_an_inverted_pair_once),
+    test!(locking::mmap_lock_readers_share_and_a_writer_excludes_both),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

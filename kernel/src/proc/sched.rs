@@ -51,6 +51,7 @@ pub fn request_shutdown(status: i32) {
 /// The big kernel lock stays held across the switch: the idle loop of this CPU continues with
 /// it, so no other CPU can pick this task until it is off its kernel stack.
 pub fn schedule() {
+    cowlab_sync::might_sleep("schedule");
     super::apply_deferred_wakeups();
     let tid = super::current_tid();
     let ctx: *mut u64 = {

@@ -31,7 +31,9 @@ mod spinlock;
 
 pub use class::LockClass;
 pub use lockdep::{might_sleep, set_context_fn, set_report_hook, LockReport};
-pub use mmap_lock::{set_wait_hooks, MmapLock, MmapReadGuard, MmapWriteGuard, PtlGuard};
+pub use mmap_lock::{
+    set_wait_hooks, MmapLock, MmapReadGuard, MmapReadPtlGuard, MmapWriteGuard, PtlGuard,
+};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use seqcount::{SeqCount, SeqWriteGuard};
 pub use spinlock::{SpinGuard, SpinLock};

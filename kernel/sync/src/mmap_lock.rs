@@ -209,6 +209,10 @@ impl<T> MmapLock<T> {
         self.data.get_mut()
     }
 
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+
     /// After a release: wakes the sleepers if any may sleep. All of them: readers and a writer
     /// look again, the writer-waiting bit keeps the readers behind a waiting writer.
     #[inline]
@@ -238,35 +242,102 @@ impl<'a, T> MmapReadGuard<'a, T> {
     /// exclusive access among the readers. Spins: its holders never sleep.
     #[track_caller]
     pub fn ptl(&mut self) -> PtlGuard<'_, T> {
-        let lock = self.lock;
-        lockdep::before_acquire(lock.ptl_class);
-        while lock
-            .ptl
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            while lock.ptl.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
-            }
-        }
-        lockdep::acquired(lock.ptl_class);
-        PtlGuard { lock }
+        lock_ptl(self.lock);
+        PtlGuard { lock: self.lock }
     }
 
     /// [`Self::ptl`] without waiting.
     #[track_caller]
     pub fn try_ptl(&mut self) -> Option<PtlGuard<'_, T>> {
-        let lock = self.lock;
-        lock.ptl
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        lockdep::acquired(lock.ptl_class);
-        Some(PtlGuard { lock })
+        try_lock_ptl(self.lock)?;
+        Some(PtlGuard { lock: self.lock })
+    }
+
+    /// This read hold and the page-table lock in one guard (for a holder kept in a struct, as
+    /// the GUP slow path's).
+    #[track_caller]
+    pub fn into_ptl(self) -> MmapReadPtlGuard<'a, T> {
+        lock_ptl(self.lock);
+        MmapReadPtlGuard { read: self }
+    }
+
+    /// [`Self::into_ptl`] without waiting; gives the read hold back if the lock is taken.
+    #[track_caller]
+    pub fn try_into_ptl(self) -> Result<MmapReadPtlGuard<'a, T>, Self> {
+        match try_lock_ptl(self.lock) {
+            Some(()) => Ok(MmapReadPtlGuard { read: self }),
+            None => Err(self),
+        }
     }
 
     /// The lock this guard reads (to take it again after a let-go).
     pub fn lock(&self) -> &'a MmapLock<T> {
         self.lock
+    }
+}
+
+#[track_caller]
+fn lock_ptl<T>(lock: &MmapLock<T>) {
+    lockdep::before_acquire(lock.ptl_class);
+    while lock
+        .ptl
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        while lock.ptl.load(Ordering::Relaxed) {
+            core::hint::spin_loop();
+        }
+    }
+    lockdep::acquired(lock.ptl_class);
+}
+
+#[track_caller]
+fn try_lock_ptl<T>(lock: &MmapLock<T>) -> Option<()> {
+    lock.ptl
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .ok()?;
+    lockdep::acquired(lock.ptl_class);
+    Some(())
+}
+
+fn unlock_ptl<T>(lock: &MmapLock<T>) {
+    lockdep::released(lock.ptl_class);
+    lock.ptl.store(false, Ordering::Release);
+}
+
+impl<T> MmapLock<T> {
+    /// [`Self::read`] and the page-table lock in one guard: `&mut T` for a reader.
+    #[track_caller]
+    pub fn read_ptl(&self) -> MmapReadPtlGuard<'_, T> {
+        self.read().into_ptl()
+    }
+}
+
+/// A read hold of an [`MmapLock`] with its page-table lock: `&mut T` among the readers.
+pub struct MmapReadPtlGuard<'a, T> {
+    read: MmapReadGuard<'a, T>,
+}
+
+impl<T> Deref for MmapReadPtlGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the semaphore is read-held (no writer) and the page-table lock is ours: no
+        // other reference to the data exists.
+        unsafe { &*self.read.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for MmapReadPtlGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this access unique.
+        unsafe { &mut *self.read.lock.data.get() }
+    }
+}
+
+impl<T> Drop for MmapReadPtlGuard<'_, T> {
+    fn drop(&mut self) {
+        // The page-table lock first; the read hold goes with the field after this.
+        unlock_ptl(self.read.lock);
     }
 }
 
@@ -301,8 +372,7 @@ impl<T> DerefMut for PtlGuard<'_, T> {
 
 impl<T> Drop for PtlGuard<'_, T> {
     fn drop(&mut self) {
-        lockdep::released(self.lock.ptl_class);
-        self.lock.ptl.store(false, Ordering::Release);
+        unlock_ptl(self.lock);
     }
 }
 

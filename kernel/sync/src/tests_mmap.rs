@@ -156,3 +156,29 @@ fn a_writer_is_not_starved_by_a_stream_of_readers() {
     });
     assert_eq!(*lock.write(), 50);
 }
+
+#[test]
+fn a_combined_read_and_ptl_guard_releases_both() {
+    setup();
+    let lock = MmapLock::new(&MMAP, &PTL, 5u32);
+    {
+        let mut g = lock.read_ptl();
+        *g += 1;
+        assert_eq!(lock.state().0, 1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setup();
+                assert!(
+                    lock.read().try_ptl().is_none(),
+                    "the page-table lock is held"
+                );
+            });
+        });
+    }
+    assert_eq!(lock.state(), (0, false, false));
+    let r = lock.try_read().expect("free");
+    let g = r.try_into_ptl().ok().expect("page-table lock free");
+    assert_eq!(*g, 6);
+    drop(g);
+    assert_eq!(*lock.try_write().expect("both released"), 6);
+}
