@@ -118,13 +118,13 @@ pub fn is_user_address(addr: u64) -> bool {
 #[doc(alias = "exc_page_fault")]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     with_current_raw(|shared| {
-        let held = match shared.try_read().map(|r| r.try_into_ptl()) {
-            Some(Ok(held)) => held,
+        // One compare-exchange takes the read hold and the page-table lock.
+        let mut aspace = match shared.try_read_ptl() {
+            Some(held) => held,
             // From ring 3 a writer (or a reader's page-table work) of another CPU is waited for.
-            _ if error_code & USER_FAULT != 0 => shared.read_ptl(),
-            _ => locked_at_kernel_fault(cr2),
+            None if error_code & USER_FAULT != 0 => shared.read_ptl(),
+            None => locked_at_kernel_fault(cr2),
         };
-        let mut aspace = held;
         cowlab_mm::handle_x86_page_fault(memory::mm(), &mut aspace, cr2, error_code)
     })
     .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)))

@@ -368,7 +368,7 @@ pub fn mremap(a: Args) -> SysResult {
 /// (and Linux's errors); their files are written back here, with the address space unlocked.
 pub fn msync(a: Args) -> SysResult {
     let found = current_aspace()
-        .write()
+        .read_ptl()
         .msync_files(a.get(0), a.get(1), a.get(2) as u32);
     let (files, error) = match found {
         Ok(files) => (files, None),

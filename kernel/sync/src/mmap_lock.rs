@@ -25,7 +25,7 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::lockdep;
 use crate::LockClass;
@@ -36,7 +36,11 @@ const WRITER: u32 = 1 << 31;
 const WRITER_WAITING: u32 = 1 << 30;
 /// Set while someone sleeps (or may sleep) in the wait hook: releases call the wake hook.
 const SLEEPERS: u32 = 1 << 29;
-const READERS: u32 = SLEEPERS - 1;
+/// Set while a reader holds the page-table lock. In the same word as the semaphore, so a fault
+/// takes both with one compare-exchange and lets both go with one subtraction (the fault path
+/// paid one atomic for the old mutex; two would be its cost doubled).
+const PTL: u32 = 1 << 28;
+const READERS: u32 = PTL - 1;
 
 static WAIT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 static WAKE_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -76,7 +80,6 @@ pub struct MmapLock<T> {
     class: &'static LockClass,
     ptl_class: &'static LockClass,
     state: AtomicU32,
-    ptl: AtomicBool,
     data: UnsafeCell<T>,
 }
 
@@ -99,7 +102,6 @@ impl<T> MmapLock<T> {
             class,
             ptl_class,
             state: AtomicU32::new(0),
-            ptl: AtomicBool::new(false),
             data: UnsafeCell::new(data),
         }
     }
@@ -134,6 +136,31 @@ impl<T> MmapLock<T> {
                     Ordering::Relaxed,
                 )
                 .is_ok()
+    }
+
+    /// Takes the semaphore for reading and the page-table lock, if no writer holds or waits for
+    /// it and no reader holds the page-table lock: one compare-exchange.
+    #[inline]
+    fn try_read_ptl_raw(&self) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        s & (WRITER | WRITER_WAITING | PTL) == 0
+            && s & READERS != READERS
+            && self
+                .state
+                .compare_exchange(s, (s + 1) | PTL, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// [`Self::read_ptl`] without waiting (the fault path's fast path).
+    #[inline]
+    #[track_caller]
+    pub fn try_read_ptl(&self) -> Option<MmapReadPtlGuard<'_, T>> {
+        if !self.try_read_ptl_raw() {
+            return None;
+        }
+        lockdep::acquired(self.class);
+        lockdep::acquired(self.ptl_class);
+        Some(MmapReadPtlGuard { lock: self })
     }
 
     /// Takes it for reading (Linux `mmap_read_lock`), waiting behind a writer that holds or
@@ -258,14 +285,21 @@ impl<'a, T> MmapReadGuard<'a, T> {
     #[track_caller]
     pub fn into_ptl(self) -> MmapReadPtlGuard<'a, T> {
         lock_ptl(self.lock);
-        MmapReadPtlGuard { read: self }
+        let lock = self.lock;
+        // The combined guard releases the read hold.
+        core::mem::forget(self);
+        MmapReadPtlGuard { lock }
     }
 
     /// [`Self::into_ptl`] without waiting; gives the read hold back if the lock is taken.
     #[track_caller]
     pub fn try_into_ptl(self) -> Result<MmapReadPtlGuard<'a, T>, Self> {
         match try_lock_ptl(self.lock) {
-            Some(()) => Ok(MmapReadPtlGuard { read: self }),
+            Some(()) => {
+                let lock = self.lock;
+                core::mem::forget(self);
+                Ok(MmapReadPtlGuard { lock })
+            }
             None => Err(self),
         }
     }
@@ -279,12 +313,8 @@ impl<'a, T> MmapReadGuard<'a, T> {
 #[track_caller]
 fn lock_ptl<T>(lock: &MmapLock<T>) {
     lockdep::before_acquire(lock.ptl_class);
-    while lock
-        .ptl
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        while lock.ptl.load(Ordering::Relaxed) {
+    while lock.state.fetch_or(PTL, Ordering::Acquire) & PTL != 0 {
+        while lock.state.load(Ordering::Relaxed) & PTL != 0 {
             core::hint::spin_loop();
         }
     }
@@ -293,29 +323,40 @@ fn lock_ptl<T>(lock: &MmapLock<T>) {
 
 #[track_caller]
 fn try_lock_ptl<T>(lock: &MmapLock<T>) -> Option<()> {
-    lock.ptl
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .ok()?;
+    if lock.state.fetch_or(PTL, Ordering::Acquire) & PTL != 0 {
+        return None;
+    }
     lockdep::acquired(lock.ptl_class);
     Some(())
 }
 
 fn unlock_ptl<T>(lock: &MmapLock<T>) {
     lockdep::released(lock.ptl_class);
-    lock.ptl.store(false, Ordering::Release);
+    lock.state.fetch_and(!PTL, Ordering::Release);
 }
 
 impl<T> MmapLock<T> {
     /// [`Self::read`] and the page-table lock in one guard: `&mut T` for a reader.
     #[track_caller]
     pub fn read_ptl(&self) -> MmapReadPtlGuard<'_, T> {
-        self.read().into_ptl()
+        lockdep::before_acquire(self.class);
+        if self.try_read_ptl_raw() {
+            lockdep::acquired(self.class);
+            lockdep::before_acquire(self.ptl_class);
+            lockdep::acquired(self.ptl_class);
+            return MmapReadPtlGuard { lock: self };
+        }
+        while !self.try_read_raw() {
+            self.read_slow();
+        }
+        lockdep::acquired(self.class);
+        MmapReadGuard { lock: self }.into_ptl()
     }
 }
 
 /// A read hold of an [`MmapLock`] with its page-table lock: `&mut T` among the readers.
 pub struct MmapReadPtlGuard<'a, T> {
-    read: MmapReadGuard<'a, T>,
+    lock: &'a MmapLock<T>,
 }
 
 impl<T> Deref for MmapReadPtlGuard<'_, T> {
@@ -323,21 +364,24 @@ impl<T> Deref for MmapReadPtlGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: the semaphore is read-held (no writer) and the page-table lock is ours: no
         // other reference to the data exists.
-        unsafe { &*self.read.lock.data.get() }
+        unsafe { &*self.lock.data.get() }
     }
 }
 
 impl<T> DerefMut for MmapReadPtlGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this access unique.
-        unsafe { &mut *self.read.lock.data.get() }
+        unsafe { &mut *self.lock.data.get() }
     }
 }
 
 impl<T> Drop for MmapReadPtlGuard<'_, T> {
     fn drop(&mut self) {
-        // The page-table lock first; the read hold goes with the field after this.
-        unlock_ptl(self.read.lock);
+        lockdep::released(self.lock.ptl_class);
+        lockdep::released(self.lock.class);
+        // Both at once: the PTL bit is set and at least this reader is counted.
+        let after = self.lock.state.fetch_sub(PTL + 1, Ordering::Release) - (PTL + 1);
+        self.lock.wake_if_sleepers(after);
     }
 }
 

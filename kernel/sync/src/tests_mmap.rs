@@ -182,3 +182,42 @@ fn a_combined_read_and_ptl_guard_releases_both() {
     drop(g);
     assert_eq!(*lock.try_write().expect("both released"), 6);
 }
+
+#[test]
+fn the_one_step_read_and_ptl_respects_readers_writers_and_the_ptl() {
+    setup();
+    let lock = MmapLock::new(&MMAP, &PTL, 0u32);
+    std::thread::scope(|s| {
+        // Beside a plain reader: allowed (two readers), and the PTL is then taken.
+        let plain = lock.try_read().expect("free");
+        s.spawn(|| {
+            setup();
+            let mut g = lock.try_read_ptl().expect("a second reader with the PTL");
+            *g += 1;
+            assert_eq!(lock.state().0, 2);
+            std::thread::scope(|s2| {
+                s2.spawn(|| {
+                    setup();
+                    assert!(lock.try_read_ptl().is_none(), "the PTL twice");
+                });
+            });
+        })
+        .join()
+        .unwrap();
+        drop(plain);
+    });
+    assert_eq!(
+        lock.state(),
+        (0, false, false),
+        "one subtraction released both"
+    );
+    let w = lock.try_write().expect("free after the combined guard");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setup();
+            assert!(lock.try_read_ptl().is_none(), "beside a writer");
+        });
+    });
+    drop(w);
+    assert_eq!(*lock.read_ptl(), 1);
+}
