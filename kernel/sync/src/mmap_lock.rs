@@ -142,6 +142,17 @@ impl<T> MmapLock<T> {
     /// it and no reader holds the page-table lock: one compare-exchange.
     #[inline]
     fn try_read_ptl_raw(&self) -> bool {
+        // The fault path's common case, nobody else in: one compare-exchange from 0, no load
+        // and no tests before it.
+        self.state
+            .compare_exchange(0, 1 | PTL, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            || self.try_read_ptl_contended()
+    }
+
+    /// [`Self::try_read_ptl_raw`] beside other readers (or anything else in the word).
+    #[cold]
+    fn try_read_ptl_contended(&self) -> bool {
         let s = self.state.load(Ordering::Relaxed);
         s & (WRITER | WRITER_WAITING | PTL) == 0
             && s & READERS != READERS
@@ -379,9 +390,13 @@ impl<T> Drop for MmapReadPtlGuard<'_, T> {
     fn drop(&mut self) {
         lockdep::released(self.lock.ptl_class);
         lockdep::released(self.lock.class);
-        // Both at once: the PTL bit is set and at least this reader is counted.
-        let after = self.lock.state.fetch_sub(PTL + 1, Ordering::Release) - (PTL + 1);
-        self.lock.wake_if_sleepers(after);
+        // Both at once: the PTL bit is set and at least this reader is counted, so the
+        // subtraction borrows nothing from SLEEPERS, tested on the old value (one `test` after
+        // the `xadd`; the rest of the wake-up condition only when someone sleeps).
+        let before = self.lock.state.fetch_sub(PTL + 1, Ordering::Release);
+        if before & SLEEPERS != 0 {
+            self.lock.wake_if_sleepers(before - (PTL + 1));
+        }
     }
 }
 
