@@ -37,11 +37,17 @@
 //! preemption) cannot be picked by another CPU before its own CPU's idle loop is back, because
 //! the lock is held across the switch.
 //!
+//! The lock-order checker (debug builds) sees it as class `big kernel lock` (`locking::BKL`):
+//! taken and released wherever the lock really changes hands while enabled (not the nested
+//! interrupt depth, not while it is off on one CPU), in the CPU's context, as its owner is.
+//!
 //! Cost on the entry path with the lock enabled: a load and one `cmpxchg` to take, a load and a
 //! store to release, plus a load of the CPU index (`gs:[16]`) for each.
 #![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use cowlab_sync::lockdep;
 
 use crate::percpu;
 
@@ -121,6 +127,7 @@ pub fn lock() {
 #[inline(always)]
 fn lock_enabled() {
     let me = percpu::cpu_id() + 1;
+    lockdep::before_acquire(&crate::locking::BKL);
     if STARVING.load(Ordering::Relaxed) != 0
         || OWNER
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -128,6 +135,7 @@ fn lock_enabled() {
     {
         lock_slow(me, true);
     }
+    lockdep::acquired(&crate::locking::BKL);
 }
 
 /// [`lock`] for an interrupt or exception handler (never halts: before its end-of-interrupt
@@ -139,6 +147,7 @@ pub fn lock_in_interrupt() {
         return;
     }
     let me = percpu::cpu_id() + 1;
+    lockdep::before_acquire(&crate::locking::BKL);
     if STARVING.load(Ordering::Relaxed) != 0
         || OWNER
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -146,6 +155,7 @@ pub fn lock_in_interrupt() {
     {
         lock_slow(me, false);
     }
+    lockdep::acquired(&crate::locking::BKL);
 }
 
 /// The contended acquisition: spin, then (`may_halt`: an entry from ring 3, the idle loop)
@@ -210,6 +220,7 @@ fn halt_until_release(me: usize) {
 /// orders it before the read of [`WAITERS`] (a plain store could pass the load).
 #[inline(always)]
 fn release() {
+    lockdep::released(&crate::locking::BKL);
     OWNER.store(0, Ordering::SeqCst);
     if WAITERS.load(Ordering::SeqCst) != 0 {
         wake_waiters();

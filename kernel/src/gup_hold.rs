@@ -1,5 +1,6 @@
 //! The kernel's hold on an address space for the GUP slow path (`cowlab_mm::gup::MmapHold`):
-//! at the loop's resched point, between a fault and the retry that looks at the PTE again, it
+//! `mmap_lock` read-held with its page-table lock (Linux's GUP callers take `mmap_read_lock`).
+//! At the loop's resched point, between a fault and the retry that looks at the PTE again, it
 //! lets the address-space lock and the big kernel lock go, so that threads waiting on other
 //! CPUs run their system calls there, and takes both back (big lock first, the order of
 //! docs/architecture.md). The mm core then looks the VMA up again, as Linux's
@@ -16,7 +17,7 @@
 use cowlab_mm::aspace::AddressSpace;
 use cowlab_mm::gup::MmapHold;
 use cowlab_mm::Mm;
-use spin::{Mutex, MutexGuard};
+use cowlab_sync::{MmapLock, MmapReadPtlGuard};
 
 use crate::arch::KernelArch;
 
@@ -31,18 +32,18 @@ const MAX_LETS_GO: u32 = 1;
 
 /// A locked address space that may be let go at the GUP slow path's resched point.
 pub struct ReschedHold<'m> {
-    lock: &'m Mutex<AddressSpace>,
+    lock: &'m MmapLock<AddressSpace>,
     /// Always `Some` outside [`MmapHold::resched`].
-    guard: Option<MutexGuard<'m, AddressSpace>>,
+    guard: Option<MmapReadPtlGuard<'m, AddressSpace>>,
     lets_go: u32,
 }
 
 impl<'m> ReschedHold<'m> {
-    /// Locks `lock` (the caller holds the big kernel lock and no address-space lock).
-    pub fn new(lock: &'m Mutex<AddressSpace>) -> Self {
+    /// Read-locks `lock` (the caller holds the big kernel lock and no address-space lock).
+    pub fn new(lock: &'m MmapLock<AddressSpace>) -> Self {
         ReschedHold {
             lock,
-            guard: Some(lock.lock()),
+            guard: Some(lock.read_ptl()),
             lets_go: 0,
         }
     }
@@ -61,7 +62,7 @@ impl MmapHold<KernelArch> for ReschedHold<'_> {
         }
         self.guard = None;
         let let_go = crate::bkl::relax();
-        self.guard = Some(self.lock.lock());
+        self.guard = Some(self.lock.read_ptl());
         self.lets_go += u32::from(let_go);
         let_go
     }

@@ -37,6 +37,7 @@ mod ioapic;
 #[cfg(feature = "kcov")]
 mod kcov;
 mod ktest;
+mod locking;
 mod memory;
 mod paging;
 mod panic;
@@ -81,6 +82,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     gdt::init();
     idt::init();
     percpu::init(0);
+    locking::init();
     bkl::init_boot();
     syscall::entry::init();
     proc::switch::enable_sse();

@@ -7,14 +7,17 @@
 //! kernel touching user memory; only if the memory manager refuses does the trap code fall back
 //! to an exception-table fixup (a probe or user copy that expected it) or to the crash dump.
 //!
-//! Invariant: the fault handler takes the address space's lock with `try_lock`, because the
-//! trap runs with interrupts off on the one CPU: if the lock is held, the holder is the code the
-//! fault interrupted, and waiting would deadlock. Kernel code must not touch user memory while it
-//! holds an address-space lock; doing so panics with a message naming this rule.
+//! Invariant: a fault takes the address space's `mmap_lock` for reading and its page-table lock
+//! (docs/locking.md). A fault from ring 3 waits for a writer like any reader; a fault in kernel
+//! mode (a user copy) takes both without waiting, because under the big kernel lock nobody else
+//! runs kernel code: a held lock belongs to the code the fault interrupted, and waiting would
+//! deadlock. Kernel code must not touch user memory while it holds an address-space lock; doing
+//! so panics with a message naming this rule.
 
 use alloc::sync::Arc;
 
 use cowlab_mm::{AddressSpace, FaultError, MmShared};
+use cowlab_sync::{MmapLock, MmapReadPtlGuard};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
@@ -22,8 +25,18 @@ use x86_64::structures::paging::PhysFrame;
 use crate::memory;
 use crate::percpu::MAX_CPUS;
 
-/// An address space as processes (and kernel tests) share it.
-pub type SharedAddressSpace = Arc<Mutex<AddressSpace>>;
+/// An address space as processes (and kernel tests) share it, behind its `mmap_lock`.
+pub type SharedAddressSpace = Arc<MmapLock<AddressSpace>>;
+
+/// Wraps a new address space in its lock (the kernel's classes: `mmap_lock` and the
+/// page-table lock inside it).
+pub fn share(aspace: AddressSpace) -> SharedAddressSpace {
+    Arc::new(MmapLock::new(
+        &crate::locking::MMAP_LOCK,
+        &crate::locking::PAGE_TABLE_LOCK,
+        aspace,
+    ))
+}
 
 /// The address space loaded in CR3, or `None` while the boot page table is.
 /// One entry per CPU (`percpu::cpu_id()`), each written only by its own CPU.
@@ -35,7 +48,7 @@ static CURRENT: [Mutex<Option<SharedAddressSpace>>; MAX_CPUS] =
 static CURRENT_MM: [Mutex<Option<Arc<MmShared>>>; MAX_CPUS] =
     [const { Mutex::new(None) }; MAX_CPUS];
 
-/// The `Mutex` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
+/// The `MmapLock` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
 /// (`gs:`, a `percpu` slot) instead of taking and releasing `CURRENT`'s lock on every fault.
 /// Written only by [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the
 /// `Arc` (and so the pointee) alive for as long as the pointer is published.
@@ -61,7 +74,7 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
         let cpu = crate::percpu::cpu_id();
         let (frame, mm) = match &aspace {
             Some(shared) => {
-                let space = shared.lock();
+                let space = shared.read_ptl();
                 let root =
                     PhysFrame::containing_address(x86_64::PhysAddr::new(space.root().as_u64()));
                 (root, Some(space.shared().clone()))
@@ -105,9 +118,7 @@ pub fn is_user_address(addr: u64) -> bool {
 #[doc(alias = "exc_page_fault")]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     let result = with_current_raw(|shared| {
-        let mut aspace = shared.try_lock().unwrap_or_else(|| {
-            panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
-        });
+        let mut aspace = lock_for_fault(shared, cr2, error_code);
         cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
     })
     .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
@@ -130,7 +141,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
         // The VMA's file and page index, taken under the lock and held (the file stays open
         // with the reference) while the lock is dropped.
         let target = with_current_raw(|shared| {
-            let aspace = shared.try_lock()?;
+            let aspace = lock_for_fault(shared, cr2, error_code);
             let va = cowlab_mm::VirtAddr::new(cr2);
             let (file, index) = aspace.find_vma(va)?.file_page(va)?;
             Some((file.clone(), index))
@@ -145,9 +156,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
             }
         }
         let result = with_current_raw(|shared| {
-            let mut aspace = shared.try_lock().unwrap_or_else(|| {
-                panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
-            });
+            let mut aspace = lock_for_fault(shared, cr2, error_code);
             cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
         })
         .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
@@ -157,15 +166,40 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     }
 }
 
+/// The page-fault error code's U/S bit: the access came from ring 3.
+const USER_FAULT: u64 = 1 << 2;
+
+/// The fault's hold on the address space: one compare-exchange takes the read hold and the
+/// page-table lock; from ring 3 a writer (or a reader's page-table work) of another CPU is
+/// waited for; from the kernel the lock is its own (a bug, reported).
+#[inline]
+fn lock_for_fault(
+    shared: &MmapLock<AddressSpace>,
+    cr2: u64,
+    error_code: u64,
+) -> MmapReadPtlGuard<'_, AddressSpace> {
+    match shared.try_read_ptl() {
+        Some(held) => held,
+        None if error_code & USER_FAULT != 0 => shared.read_ptl(),
+        None => locked_at_kernel_fault(cr2),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn locked_at_kernel_fault(cr2: u64) -> ! {
+    panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
+}
+
 /// Runs `f` on the current address space's lock without touching [`CURRENT`]'s; `None` while
 /// the boot page table is loaded.
 #[inline]
-fn with_current_raw<R>(f: impl FnOnce(&Mutex<AddressSpace>) -> R) -> Option<R> {
-    let raw: *const Mutex<AddressSpace> =
+fn with_current_raw<R>(f: impl FnOnce(&MmapLock<AddressSpace>) -> R) -> Option<R> {
+    let raw: *const MmapLock<AddressSpace> =
         core::ptr::with_exposed_provenance(crate::percpu::read::<CURRENT_RAW>() as usize);
     // SAFETY: a non-null `CURRENT_RAW` (this CPU's) points into the `Arc` that `CURRENT[cpu]` holds;
     // both change only together in `switch_to` on that CPU, with interrupts off, and the only caller (the
     // page-fault path, interrupts off) cannot run inside `switch_to` nor call it from `f`. So
-    // the `Mutex` outlives the borrow passed to `f`.
+    // the lock outlives the borrow passed to `f`.
     unsafe { raw.as_ref() }.map(f)
 }

@@ -90,7 +90,7 @@ struct Ring {
 }
 
 struct Context {
-    owner: Weak<Mutex<AddressSpace>>,
+    owner: Weak<cowlab_sync::MmapLock<AddressSpace>>,
     max_events: usize,
     /// Taken from the interrupt handler (completions) and, interrupts off, by the calls.
     ring: Mutex<Ring>,

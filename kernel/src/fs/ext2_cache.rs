@@ -107,7 +107,7 @@ struct Entry {
     /// child's. An entry whose space is gone is dropped at the next walk; a space that since
     /// unmapped the file stays until then (its walk finds no VMA). The entry lives as long as
     /// any mapping does, since a mapping holds the file open.
-    mappers: Vec<Weak<Mutex<AddressSpace>>>,
+    mappers: Vec<Weak<cowlab_sync::MmapLock<AddressSpace>>>,
 }
 
 static CACHES: Mutex<BTreeMap<u32, Entry>> = Mutex::new(BTreeMap::new());
@@ -264,7 +264,10 @@ pub fn fork_mappers(parent: &SharedAddressSpace, child: &SharedAddressSpace) {
     }
 }
 
-fn add_mapper(mappers: &mut Vec<Weak<Mutex<AddressSpace>>>, space: &SharedAddressSpace) {
+fn add_mapper(
+    mappers: &mut Vec<Weak<cowlab_sync::MmapLock<AddressSpace>>>,
+    space: &SharedAddressSpace,
+) {
     mappers.retain(|w| w.strong_count() > 0);
     if !mappers.iter().any(|w| w.as_ptr() == Arc::as_ptr(space)) {
         mappers.push(Arc::downgrade(space));
@@ -297,7 +300,7 @@ fn mappers_of(cache: &FileCache) -> Vec<SharedAddressSpace> {
 pub fn mkclean(cache: &FileCache) {
     let mm = memory::mm();
     for space in mappers_of(cache) {
-        cowlab_mm::pagecache::folio_mkclean(mm, &space.lock(), cache);
+        cowlab_mm::pagecache::folio_mkclean(mm, &space.read_ptl(), cache);
     }
 }
 
@@ -307,7 +310,12 @@ pub fn mkclean(cache: &FileCache) {
 pub fn unmap_past(cache: &FileCache, size: u64) {
     let mm = memory::mm();
     for space in mappers_of(cache) {
-        cowlab_mm::pagecache::unmap_mapping_range(mm, &space.lock(), cache, size.div_ceil(PAGE));
+        cowlab_mm::pagecache::unmap_mapping_range(
+            mm,
+            &space.read_ptl(),
+            cache,
+            size.div_ceil(PAGE),
+        );
     }
 }
 

@@ -103,7 +103,7 @@ fn take(
 ) -> Result<usize, Errno> {
     let mm = memory::mm();
     let shared = current_aspace();
-    let mut aspace = shared.lock();
+    let mut aspace = shared.read_ptl();
     let va = VirtAddr::new(addr);
     let n = match entry {
         Entry::GetFast => gup::get_user_pages_fast(mm, &mut aspace, va, flags, slots),

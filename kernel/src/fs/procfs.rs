@@ -321,7 +321,7 @@ impl ProcFile {
                 Ok(slice_bytes(bytes, offset, len))
             }
             ProcWhat::Cowlab => {
-                let c = aspace(self.pid)?.lock().cow_counts();
+                let c = aspace(self.pid)?.read_ptl().cow_counts();
                 let text = format!(
                     "faults {}\ncopies {}\nreuses {}\nunshares {}\n",
                     c.faults, c.copies, c.reuses, c.unshares
@@ -354,7 +354,9 @@ impl ProcFile {
                 match text.trim().parse::<u32>() {
                     // CLEAR_REFS_SOFT_DIRTY
                     Ok(4) => {
-                        aspace(self.pid)?.lock().clear_refs_soft_dirty(memory::mm());
+                        aspace(self.pid)?
+                            .write()
+                            .clear_refs_soft_dirty(memory::mm());
                         Ok(data.len())
                     }
                     _ => Err(Errno::EINVAL),
@@ -420,7 +422,7 @@ impl ProcFile {
             .min(end_page.saturating_sub(first))
             .min(8192);
         let shared = aspace(self.pid)?;
-        let aspace = shared.lock();
+        let aspace = shared.read_ptl();
         let mut out = Vec::with_capacity(count as usize * 8);
         for page in first..first + count {
             let entry = aspace.pagemap_entry(memory::mm(), VirtAddr::new(page * 4096));
@@ -435,7 +437,7 @@ impl ProcFile {
     /// Linux `show_map_vma`.
     fn maps(&self) -> Result<String, Errno> {
         let shared = aspace(self.pid)?;
-        let aspace = shared.lock();
+        let aspace = shared.read_ptl();
         let heap = aspace.brk_start().as_u64()..aspace.current_brk().as_u64();
         let stack_top = crate::elf::STACK_TOP - 1;
         let mut text = String::new();

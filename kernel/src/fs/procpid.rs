@@ -141,7 +141,7 @@ fn mem_summary(snap: &Snapshot) -> MemSummary {
     let Some(shared) = &snap.aspace else {
         return MemSummary::default();
     };
-    let aspace = shared.lock();
+    let aspace = shared.read_ptl();
     let mm = memory::mm();
     let mut m = MemSummary {
         minflt: aspace.minor_faults(),
@@ -317,7 +317,7 @@ pub fn cmdline(snap: &Snapshot) -> Result<Vec<u8>, Errno> {
     let Some(shared) = &snap.aspace else {
         return Ok(Vec::new());
     };
-    let mut aspace = shared.lock();
+    let mut aspace = shared.read_ptl();
     let layout = aspace.exec_layout().clone();
     let len = layout
         .arg_end
@@ -344,7 +344,7 @@ pub fn smaps(snap: &Snapshot, maps_text: &str) -> String {
     // Each VMA's start, size and whether it is locked, in `maps` order.
     type VmaRow = (VirtAddr, u64, bool);
     let (counts, vmas): (BTreeMap<VirtAddr, SmapsCounts>, Vec<VmaRow>) = {
-        let aspace = shared.lock();
+        let aspace = shared.read_ptl();
         let vmas = aspace
             .vmas()
             .map(|v| {
@@ -373,7 +373,7 @@ pub fn smaps_rollup(snap: &Snapshot) -> String {
     let mut total = SmapsCounts::default();
     let mut range = (0, 0);
     if let Some(shared) = &snap.aspace {
-        let aspace = shared.lock();
+        let aspace = shared.read_ptl();
         for c in aspace.smaps(memory::mm()).values() {
             total.add(c);
         }
@@ -420,7 +420,7 @@ fn smaps_block(s: &mut String, size: Option<u64>, c: &SmapsCounts) {
 /// The target of `/proc/<pid>/exe`: the path exec loaded.
 pub fn exe(snap: &Snapshot) -> Result<String, Errno> {
     let shared = snap.aspace.as_ref().ok_or(Errno::ENOENT)?;
-    let exe = shared.lock().exec_layout().exe.clone();
+    let exe = shared.read_ptl().exec_layout().exe.clone();
     exe.map(|p| String::from(&*p)).ok_or(Errno::ENOENT)
 }
 
@@ -443,7 +443,7 @@ pub fn fault_trace() -> String {
     // The roots, each address space locked alone (never under the table's lock).
     let roots: Vec<(u64, Pid)> = spaces
         .iter()
-        .map(|(pid, a)| (a.lock().root().as_u64(), *pid))
+        .map(|(pid, a)| (a.read_ptl().root().as_u64(), *pid))
         .collect();
     let mut s = String::new();
     let _ = writeln!(s, "tracing {}", u8::from(memory::mm().trace.enabled()));

@@ -41,7 +41,7 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             let mut pages: [Option<PinnedPage>; VMSPLICE_BATCH] = Default::default();
             let got = cowlab_mm::gup::get_user_pages_fast(
                 mm,
-                &mut aspace.lock(),
+                &mut aspace.read_ptl(),
                 cowlab_mm::VirtAddr::new(first),
                 cowlab_mm::foll::FollFlags::NONE,
                 &mut pages[..nr],

@@ -203,7 +203,7 @@ pub fn take_user_pages(op: Op, addr: u64, len: usize) -> Result<Vec<PinnedPage>,
     let mut slots: Vec<Option<PinnedPage>> = (0..count).map(|_| None).collect();
     let shared = proc::current_aspace();
     let taken = {
-        let mut aspace = shared.lock();
+        let mut aspace = shared.read_ptl();
         let va = VirtAddr::new(first);
         if rules::dma_uses_foll_pin(mm.era()) {
             gup::pin_user_pages_fast(mm, &mut aspace, va, flags, &mut slots)

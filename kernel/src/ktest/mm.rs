@@ -97,7 +97,6 @@ use cowlab_mm::frame::FrameFlags;
 use cowlab_mm::madvise::Advice;
 use cowlab_mm::pin::pin_user_page;
 use cowlab_mm::Era;
-use spin::Mutex;
 
 use crate::vm;
 
@@ -114,7 +113,7 @@ impl Hw {
     fn new() -> Result<Hw, TestFailure> {
         let aspace = AddressSpace::new(memory::mm()).map_err(|e| err("AddressSpace::new", &e))?;
         Ok(Hw {
-            space: Arc::new(Mutex::new(aspace)),
+            space: crate::vm::share(aspace),
         })
     }
 
@@ -122,7 +121,7 @@ impl Hw {
     fn map_anon(&self, pages: usize) -> Result<VirtAddr, TestFailure> {
         let flags = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
         self.space
-            .lock()
+            .write()
             .mmap(
                 memory::mm(),
                 VirtAddr::zero(),
@@ -153,22 +152,22 @@ impl Hw {
 
     /// The frame mapped at `va` and whether its PTE is writable.
     fn pte(&self, va: VirtAddr) -> Option<(PhysAddr, bool)> {
-        let pte = self.space.lock().translate(memory::mm(), va)?;
+        let pte = self.space.read_ptl().translate(memory::mm(), va)?;
         pte.is_present().then(|| (pte.frame(), pte.is_writable()))
     }
 
     fn minor_faults(&self) -> u64 {
-        self.space.lock().minor_faults()
+        self.space.read_ptl().minor_faults()
     }
 
     fn fork(&self) -> Result<Hw, TestFailure> {
         let child = self
             .space
-            .lock()
+            .write()
             .fork(memory::mm())
             .map_err(|e| err("fork", &e))?;
         Ok(Hw {
-            space: Arc::new(Mutex::new(child)),
+            space: crate::vm::share(child),
         })
     }
 
@@ -180,7 +179,15 @@ impl Hw {
 
 /// Runs the invariant checker of SEMANTICS.md section 1 over `spaces`.
 fn check(spaces: &[&Hw]) -> TestResult {
-    let guards: alloc::vec::Vec<_> = spaces.iter().map(|s| s.space.lock()).collect();
+    // Several locks of one class at once: try-locks (no order to record; nothing else runs).
+    let guards: alloc::vec::Vec<_> = spaces
+        .iter()
+        .map(|s| {
+            s.space
+                .try_write()
+                .expect("a test address space is unlocked")
+        })
+        .collect();
     let refs: alloc::vec::Vec<&AddressSpace> = guards.iter().map(|g| &**g).collect();
     check_invariants(memory::mm(), &refs).map_err(TestFailure)
 }
@@ -332,7 +339,7 @@ pub fn hw_fork_copies_pinned_page() -> TestResult {
     ensure!(parent.write(va, 0x66) == Ok(()), "setup");
     let (frame, _) = parent.pte(va).ok_or_else(|| err("no PTE", &va))?;
     let pin =
-        pin_user_page(memory::mm(), &mut parent.space.lock(), va).map_err(|e| err("pin", &e))?;
+        pin_user_page(memory::mm(), &mut parent.space.write(), va).map_err(|e| err("pin", &e))?;
     let child = parent.fork()?;
     let (child_frame, _) = child.pte(va).ok_or_else(|| err("child PTE", &va))?;
     ensure!(
@@ -380,14 +387,14 @@ pub fn hw_mprotect_exclusive_vs_shared() -> TestResult {
     let mm = memory::mm();
     parent
         .space
-        .lock()
+        .write()
         .mprotect(mm, va, len, Prot::READ)
         .map_err(|e| err("mprotect R", &e))?;
     let denied = parent.write(exclusive, 3);
     ensure!(denied.is_err(), "write to a PROT_READ page succeeded");
     parent
         .space
-        .lock()
+        .write()
         .mprotect(mm, va, len, Prot::RW)
         .map_err(|e| err("mprotect RW", &e))?;
     ensure!(
@@ -428,7 +435,7 @@ pub fn hw_bad_access_is_refused() -> TestResult {
     let flags = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
     let ro = hw
         .space
-        .lock()
+        .write()
         .mmap(memory::mm(), VirtAddr::zero(), PAGE_SIZE, Prot::READ, flags)
         .map_err(|e| err("mmap", &e))?;
     ensure!(hw.read(ro) == Ok(0), "PROT_READ page does not read zero");
@@ -470,7 +477,7 @@ pub fn hw_madv_dontneed_reads_zero() -> TestResult {
     ensure!(used >= 8, "8 written pages took only {used} frames");
     let mm = memory::mm();
     hw.space
-        .lock()
+        .write()
         .madvise(mm, va, 8 * PAGE_SIZE, Advice::DontNeed)
         .map_err(|e| err("madvise", &e))?;
     // The page-table pages stay; the eight data frames are back.
@@ -505,7 +512,7 @@ pub fn hw_era_switch_changes_reuse() -> TestResult {
         let va = parent.map_anon(1)?;
         ensure!(parent.write(va, 1) == Ok(()), "setup");
         let child = parent.fork()?;
-        let reference = cowlab_mm::pin::get_user_page(mm, &mut parent.space.lock(), va)
+        let reference = cowlab_mm::pin::get_user_page(mm, &mut parent.space.write(), va)
             .map_err(|e| err("get_user_page", &e))?;
         child.exit();
         ensure!(parent.write(va, 2) == Ok(()), "parent write");

@@ -19,6 +19,7 @@ mod frames;
 mod fs;
 mod heap;
 mod heap_frag;
+mod locking;
 mod mm;
 mod ramdisk;
 mod registry;

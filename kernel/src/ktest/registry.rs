@@ -6,7 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, mm, ramdisk, rtc, runqueue, selftests,
+    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, ramdisk, rtc, runqueue,
+    selftests,
     smp, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
@@ -64,6 +65,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_affinity_change_moves_a_queued_task),
     test!(heap_frag::heap_frag_tmpfs_listing_is_enomem),
     test!(heap_frag::heap_frag_uring_registration_is_enomem),
+    test!(locking::lockdep_reports_an_inverted_pair_once),
+    test!(locking::mmap_lock_readers_share_and_a_writer_excludes_both),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -310,12 +310,12 @@ pub fn smp_switch_to_keeps_mm_cpumask() -> TestResult {
     use cowlab_mm::AddressSpace;
     let new_space = || {
         AddressSpace::new(memory::mm())
-            .map(|a| Arc::new(spin::Mutex::new(a)))
+            .map(crate::vm::share)
             .map_err(|e| super::TestFailure(alloc::format!("AddressSpace::new: {e:?}")))
     };
     let (a, b) = (new_space()?, new_space()?);
     let bit = 1u64 << percpu::cpu_id();
-    let mask = |s: &crate::vm::SharedAddressSpace| s.lock().mm_cpumask();
+    let mask = |s: &crate::vm::SharedAddressSpace| s.read_ptl().mm_cpumask();
     let previous = crate::vm::switch_to(Some(a.clone()));
     let after_a = (mask(&a), mask(&b));
     drop(crate::vm::switch_to(Some(b.clone())));

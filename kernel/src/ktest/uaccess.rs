@@ -6,7 +6,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 
 use cowlab_mm::{AddressSpace, MapFlags, Prot, VirtAddr};
-use spin::Mutex;
 
 use super::{ensure, TestResult};
 use crate::errno::Errno;
@@ -58,7 +57,7 @@ pub fn user_copy_through_page_faults() -> TestResult {
             .mprotect(mm, VirtAddr::new(base + 4096), 4096, Prot::READ)
             .is_ok();
     ensure!(mapped, "mmap/mprotect failed");
-    let shared = Arc::new(Mutex::new(aspace));
+    let shared = crate::vm::share(aspace);
     let previous = vm::switch_to(Some(shared.clone()));
     let result = (|| {
         let ptr = UserPtr::<u64>::new(base + 8)?;

@@ -11,10 +11,8 @@
 
 use alloc::boxed::Box;
 use alloc::string::String;
-use alloc::sync::Arc;
 
 use cowlab_mm::AddressSpace;
-use spin::Mutex;
 
 use super::args::ArgStrings;
 use super::switch::{FpuState, KernelStack};
@@ -115,7 +113,7 @@ pub fn execve(
     // instead of in the one pass of the final teardown, which held the CPU for all of them.
     super::zap_exiting_aspace();
     super::cred::commit_creds(cred);
-    let new = Arc::new(Mutex::new(aspace));
+    let new = vm::share(aspace);
     let (old, closed) = with_current(|p| {
         p.name = basename(path);
         p.fs_base = 0;
@@ -145,7 +143,7 @@ pub fn execve(
     drop(vm::switch_to(Some(new)));
     if let Some(old) = old {
         // Linux `exec_mmap`: the old space's high-water mark stays the process's.
-        let peak = old.lock().hiwater_rss(crate::memory::mm()) * 4;
+        let peak = old.read_ptl().hiwater_rss(crate::memory::mm()) * 4;
         super::with_group(|g| g.maxrss = g.maxrss.max(peak));
         // The other threads dropped theirs in de_thread: this is the last reference, unless
         // a vfork parent shares it (it waits for exactly this moment: wake it).
@@ -235,7 +233,7 @@ pub fn spawn_init(path: &str, argv: &[String]) -> Result<(), Errno> {
         tgid: pid,
         name: basename(path),
         state: State::Runnable,
-        aspace: Some(Arc::new(Mutex::new(aspace))),
+        aspace: Some(vm::share(aspace)),
         kstack,
         ctx_rsp,
         fpu: FpuState::initial(),

@@ -21,7 +21,6 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cowlab_mm::opstat;
-use spin::Mutex;
 
 use super::switch::{FpuState, KernelStack};
 use super::{alloc_pid, rlimit, with_current, Group, Pid, State, Task, TABLE};
@@ -144,7 +143,7 @@ pub fn clone(frame: &TrapFrame, args: &CloneArgs) -> Result<Pid, Errno> {
     let child_aspace = if share_vm {
         parent_aspace.clone()
     } else {
-        let child = Arc::new(Mutex::new(parent_aspace.lock().fork(memory::mm())?));
+        let child = vm::share(parent_aspace.write().fork(memory::mm())?);
         // The copies of the parent's file mappings: the files' reverse maps learn the child.
         crate::fs::ext2_cache::fork_mappers(&parent_aspace, &child);
         child

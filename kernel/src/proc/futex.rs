@@ -67,7 +67,7 @@ fn key(addr: u64, scope: Scope) -> Result<Key, Errno> {
     }
     let aspace = with_current(|t| t.aspace.clone()).ok_or(Errno::EFAULT)?;
     if scope == Scope::Shared && crate::vm::is_user_address(addr) {
-        let aspace = aspace.lock();
+        let aspace = aspace.read_ptl();
         let va = cowlab_mm::VirtAddr::new(addr);
         let shared = aspace.find_vma(va).and_then(|vma| {
             if vma.sharing() != cowlab_mm::vma::Sharing::Shared {

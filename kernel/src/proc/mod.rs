@@ -604,7 +604,7 @@ pub fn exit_thread(status: i32) -> ! {
         let last = group.live == 0;
         if last {
             if let Some(aspace) = &aspace {
-                let aspace = aspace.lock();
+                let aspace = aspace.read_ptl();
                 group.own_minflt = aspace.minor_faults();
                 let peak = aspace.hiwater_rss(memory::mm()) * 4;
                 group.maxrss = group.maxrss.max(peak);
@@ -756,7 +756,7 @@ fn zap_exiting_aspace() {
     }
     let mm = memory::mm();
     let range = {
-        let a = aspace.lock();
+        let a = aspace.write();
         let mapped: u64 = a
             .vmas()
             .map(|v| v.end().as_u64() - v.start().as_u64())
@@ -775,14 +775,14 @@ fn zap_exiting_aspace() {
         }
     };
     let len = (range.1.as_u64() - range.0.as_u64()) as usize;
-    let Ok(mut cur) = aspace.lock().munmap_start(mm, range.0, len) else {
+    let Ok(mut cur) = aspace.write().munmap_start(mm, range.0, len) else {
         return;
     };
     let mut since = time::micros_since_boot();
     loop {
         // The lock is released before the pause (a guard in a `while let` scrutinee would
         // live through the body, and switching back here takes the lock).
-        let step = aspace.lock().munmap_step(mm, &mut cur, EXIT_ZAP_BATCH);
+        let step = aspace.write().munmap_step(mm, &mut cur, EXIT_ZAP_BATCH);
         if !matches!(step, Ok(false)) {
             return;
         }
@@ -799,8 +799,8 @@ fn zap_exiting_aspace() {
 /// returning every frame. Returns whether this was the last.
 pub fn release_aspace_ref(aspace: vm::SharedAddressSpace) -> bool {
     match Arc::try_unwrap(aspace) {
-        Ok(mutex) => {
-            mutex.into_inner().exit(memory::mm());
+        Ok(lock) => {
+            lock.into_inner().exit(memory::mm());
             true
         }
         Err(_) => false,

@@ -74,7 +74,10 @@ pub fn out_of_memory() -> OomAction {
         .iter()
         .filter_map(|(&tgid, (_, aspace))| {
             // A locked address space belongs to code this fault interrupted; leave it out.
-            let footprint = aspace.try_lock()?.footprint(mm);
+            let footprint = aspace
+                .try_read()
+                .and_then(|r| r.try_into_ptl().ok())?
+                .footprint(mm);
             Some(OomCandidate {
                 id: tgid,
                 footprint,

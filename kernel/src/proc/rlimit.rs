@@ -286,7 +286,7 @@ pub fn may_expand_vm(aspace: &SharedAddressSpace, at: Option<u64>, len: u64) -> 
     let len = len.checked_add(0xfff).ok_or(Errno::ENOMEM)? & !0xfff;
     let end = at.map(|a| a.saturating_add(len));
     let (mut total, mut replaced) = (0u64, 0u64);
-    for vma in aspace.lock().vmas() {
+    for vma in aspace.read_ptl().vmas() {
         let (s, e) = (vma.start().as_u64(), vma.end().as_u64());
         total += e - s;
         if let (Some(a), Some(end)) = (at, end) {
@@ -321,7 +321,7 @@ pub fn may_expand_data(
     let len = len.checked_add(0xfff).ok_or(Errno::ENOMEM)? & !0xfff;
     let end = at.map(|a| a.saturating_add(len));
     let (mut total, mut replaced) = (0u64, 0u64);
-    for vma in aspace.lock().vmas() {
+    for vma in aspace.read_ptl().vmas() {
         let data = is_data_mapping(
             vma.prot().contains(cowlab_mm::Prot::WRITE),
             vma.sharing() == cowlab_mm::vma::Sharing::Shared,
@@ -347,7 +347,7 @@ pub fn may_expand_data_at(aspace: &SharedAddressSpace, addr: u64, len: u64) -> R
     if rlimit(RLIMIT_DATA) == RLIM_INFINITY {
         return Ok(());
     }
-    let data = aspace.lock().vmas().any(|v| {
+    let data = aspace.read_ptl().vmas().any(|v| {
         v.start().as_u64() <= addr
             && addr < v.end().as_u64()
             && is_data_mapping(
@@ -367,7 +367,12 @@ pub fn may_expand_data_at(aspace: &SharedAddressSpace, addr: u64, len: u64) -> R
 /// outside it may not pass `RLIMIT_DATA` (Linux adds the ELF data segment; cowlab counts
 /// every private writable mapping, the segment's included).
 pub fn check_data_rlimit(aspace: &SharedAddressSpace, new: u64) -> Result<(), Errno> {
-    let cur = aspace.lock().current_brk().as_u64().saturating_add(0xfff) & !0xfff;
+    let cur = aspace
+        .read_ptl()
+        .current_brk()
+        .as_u64()
+        .saturating_add(0xfff)
+        & !0xfff;
     let new = new.saturating_add(0xfff) & !0xfff;
     if new <= cur {
         return Ok(());
@@ -377,7 +382,12 @@ pub fn check_data_rlimit(aspace: &SharedAddressSpace, new: u64) -> Result<(), Er
 
 /// `brk` growth as `may_expand_vm` sees it: the pages between the current break and `new`.
 pub fn may_expand_brk(aspace: &SharedAddressSpace, new: u64) -> Result<(), Errno> {
-    let cur = aspace.lock().current_brk().as_u64().saturating_add(0xfff) & !0xfff;
+    let cur = aspace
+        .read_ptl()
+        .current_brk()
+        .as_u64()
+        .saturating_add(0xfff)
+        & !0xfff;
     let new = new.saturating_add(0xfff) & !0xfff;
     if new <= cur {
         return Ok(());
@@ -409,7 +419,7 @@ pub fn mlock_future_ok(aspace: &SharedAddressSpace, locked: bool, len: u64) -> R
     }
     let limit = lock_limit_pages();
     let pages = len.div_ceil(4096);
-    match aspace.lock().locked_vm().checked_add(pages) {
+    match aspace.read_ptl().locked_vm().checked_add(pages) {
         Some(after) if after <= limit => Ok(()),
         _ => Err(Errno::EAGAIN),
     }

@@ -25,7 +25,7 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use spin::Mutex;
+use cowlab_sync::SpinLock;
 
 use super::{Pid, State, Task};
 use crate::percpu::MAX_CPUS;
@@ -41,7 +41,9 @@ pub struct TaskSched {
 
 type Table = BTreeMap<Pid, Box<Task>>;
 
-static QUEUES: [Mutex<VecDeque<Pid>>; MAX_CPUS] = [const { Mutex::new(VecDeque::new()) }; MAX_CPUS];
+/// Each CPU's queue, under a lock of class `run queue` (`locking::RUNQUEUE`) for the order checker.
+static QUEUES: [SpinLock<VecDeque<Pid>>; MAX_CPUS] =
+    [const { SpinLock::new(&crate::locking::RUNQUEUE, VecDeque::new()) }; MAX_CPUS];
 /// Each queue's length, read without its lock by placement and stealing (a hint: the lock
 /// decides).
 static LEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];

@@ -54,6 +54,7 @@ pub fn schedule() {
     // First and last: the switch is no part of the task's coverage (see `kcov::switch_out`).
     #[cfg(feature = "kcov")]
     let coverage = crate::kcov::switch_out();
+    cowlab_sync::might_sleep("schedule");
     super::apply_deferred_wakeups();
     let tid = super::current_tid();
     let ctx: *mut u64 = {

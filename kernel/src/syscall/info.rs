@@ -81,7 +81,7 @@ pub fn setrlimit(a: Args) -> SysResult {
 fn stack_limit_changed(resource: u64, own: bool) {
     if own && resource == rlimit::RLIMIT_STACK as u64 {
         crate::proc::current_aspace()
-            .lock()
+            .write()
             .set_stack_limit(rlimit::stack_vma_size());
     }
 }

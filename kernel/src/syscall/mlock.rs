@@ -33,7 +33,7 @@ fn do_mlock(addr: u64, len: u64, mode: LockMode) -> SysResult {
     let shared = current_aspace();
     let range =
         shared
-            .lock()
+            .write()
             .mlock_flags(memory::mm(), VirtAddr::new(addr), len as usize, mode, limit)?;
     if let Some((start, end)) = range {
         populate_killable(&shared, start, end)?;
@@ -56,8 +56,9 @@ pub(super) fn populate_killable(
 ) -> Result<(), Errno> {
     let mut va = start;
     loop {
+        // Faults in, as Linux's `populate_vma_page_range` under `mmap_read_lock`.
         va = shared
-            .lock()
+            .read_ptl()
             .populate_some(memory::mm(), va, end, POPULATE_BATCH)?;
         if va >= end {
             return Ok(());
@@ -90,7 +91,7 @@ pub fn munlock(a: Args) -> SysResult {
         return Err(Errno::ENOMEM);
     }
     current_aspace()
-        .lock()
+        .write()
         .munlock(memory::mm(), VirtAddr::new(a.get(0)), a.get(1) as usize)?;
     Ok(0)
 }
@@ -112,7 +113,7 @@ pub fn mlockall(a: Args) -> SysResult {
         LockMode::Populate
     };
     let shared = current_aspace();
-    let mut aspace = shared.lock();
+    let mut aspace = shared.write();
     // A refused MCL_CURRENT changes nothing, MCL_FUTURE included.
     let ranges = if flags & MCL_CURRENT != 0 {
         aspace.mlockall_flags(memory::mm(), mode, limit)?
@@ -134,6 +135,6 @@ pub fn mlockall(a: Args) -> SysResult {
 }
 
 pub fn munlockall() -> SysResult {
-    current_aspace().lock().munlockall(memory::mm());
+    current_aspace().write().munlockall(memory::mm());
     Ok(0)
 }

@@ -28,7 +28,7 @@ fn map_populate(flags: u32, va: VirtAddr, len: u64) {
 /// space unlocked (Linux `mm_populate` after `do_mmap`/`brk`/`mremap`, errors ignored).
 fn populate_if_locked(start: VirtAddr, end: VirtAddr) {
     let shared = current_aspace();
-    let wants = start < end && shared.lock().wants_populate(start);
+    let wants = start < end && shared.read_ptl().wants_populate(start);
     if wants {
         let _ = super::mlock::populate_killable(&shared, start, end);
     }
@@ -72,9 +72,9 @@ pub fn mmap(a: Args) -> SysResult {
                 rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
             }
             let aspace = current_aspace();
-            let future = aspace.lock().locks_future();
+            let future = aspace.read_ptl().locks_future();
             rlimit::mlock_future_ok(&aspace, future, len)?;
-            let va = aspace.lock().mmap_file(
+            let va = aspace.write().mmap_file(
                 memory::mm(),
                 VirtAddr::new(addr),
                 len as usize,
@@ -99,9 +99,9 @@ pub fn mmap(a: Args) -> SysResult {
             rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
         }
         let aspace = current_aspace();
-        let future = aspace.lock().locks_future();
+        let future = aspace.read_ptl().locks_future();
         rlimit::mlock_future_ok(&aspace, future, len)?;
-        let va = current_aspace().lock().mmap_shmem(
+        let va = current_aspace().write().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
             len as usize,
@@ -122,9 +122,9 @@ pub fn mmap(a: Args) -> SysResult {
     if data {
         rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
     }
-    let future = aspace.lock().locks_future();
+    let future = aspace.read_ptl().locks_future();
     rlimit::mlock_future_ok(&aspace, future, len)?;
-    let va = aspace.lock().mmap(
+    let va = aspace.write().mmap(
         memory::mm(),
         VirtAddr::new(addr),
         len as usize,
@@ -154,9 +154,9 @@ fn mmap_hugetlb_file(
     if data {
         rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
     }
-    let future = aspace.lock().locks_future();
+    let future = aspace.read_ptl().locks_future();
     rlimit::mlock_future_ok(&aspace, future, len)?;
-    let va = aspace.lock().mmap_hugetlb(
+    let va = aspace.write().mmap_hugetlb(
         memory::mm(),
         VirtAddr::new(addr),
         len as usize,
@@ -206,17 +206,17 @@ const MUNMAP_BATCH: u64 = 2048;
 pub fn munmap(a: Args) -> SysResult {
     let (addr, len) = (checked_addr(a.get(0))?, a.get(1) as usize);
     let shared = current_aspace();
-    let mut cur = shared.lock().munmap_start(memory::mm(), addr, len)?;
+    let mut cur = shared.write().munmap_start(memory::mm(), addr, len)?;
     loop {
         if shared
-            .lock()
+            .write()
             .munmap_step(memory::mm(), &mut cur, MUNMAP_BATCH)?
         {
             return Ok(0);
         }
         if crate::proc::current_tid() != 0 {
             if crate::proc::fatal_signal_pending() {
-                shared.lock().munmap_abort(&cur);
+                shared.write().munmap_abort(&cur);
                 return Err(Errno::EINTR);
             }
             crate::proc::sched::cond_resched();
@@ -228,7 +228,7 @@ pub fn mprotect(a: Args) -> SysResult {
     let addr = checked_addr(a.get(0)).map_err(|_| Errno::ENOMEM)?;
     let prot = Prot::from_linux(flags_arg(a.get(2))?)?;
     current_aspace()
-        .lock()
+        .write()
         .mprotect(memory::mm(), addr, a.get(1) as usize, prot)?;
     Ok(0)
 }
@@ -244,10 +244,29 @@ pub fn madvise(a: Args) -> SysResult {
     if matches!(advice, Advice::PopulateRead | Advice::PopulateWrite) && addr.is_page_aligned() {
         return madvise_populate(addr.as_u64(), len, advice);
     }
-    current_aspace()
-        .lock()
-        .madvise(memory::mm(), addr, len, advice)?;
+    let shared = current_aspace();
+    if madvise_need_mmap_write(advice) {
+        shared.write().madvise(memory::mm(), addr, len, advice)?;
+    } else {
+        shared.read_ptl().madvise(memory::mm(), addr, len, advice)?;
+    }
     Ok(0)
+}
+
+/// Whether `advice` changes VMAs (flags, splits, merges) and so needs `mmap_lock` for writing;
+/// the others only zap, populate or age page-table entries and hold it for reading, so another
+/// thread's fault or GUP runs beside them (Linux `madvise_need_mmap_write`: read for
+/// `DONTNEED`, `FREE`, `COLD`, `POPULATE_*`, `COLLAPSE`, `WILLNEED`, `PAGEOUT`, `REMOVE`).
+fn madvise_need_mmap_write(advice: Advice) -> bool {
+    !matches!(
+        advice,
+        Advice::DontNeed
+            | Advice::Free
+            | Advice::Cold
+            | Advice::PopulateRead
+            | Advice::PopulateWrite
+            | Advice::Collapse
+    )
 }
 
 /// `MADV_POPULATE_*` a chunk at a time (Linux `madvise_populate`: killable, rescheduling), so
@@ -265,7 +284,7 @@ fn madvise_populate(addr: u64, len: usize, advice: Advice) -> SysResult {
     while at < end {
         let n = (end - at).min(CHUNK);
         current_aspace()
-            .lock()
+            .read_ptl()
             .madvise(memory::mm(), VirtAddr::new(at), n as usize, advice)?;
         at += n;
         if crate::proc::fatal_signal_pending() {
@@ -280,14 +299,14 @@ pub fn brk(a: Args) -> SysResult {
     let shared = current_aspace();
     // Linux's brk answers the old break when growth is refused (by `RLIMIT_AS` or
     // `RLIMIT_DATA`).
-    let future = shared.lock().locks_future();
+    let future = shared.read_ptl().locks_future();
     let grow = a
         .get(0)
-        .saturating_sub(shared.lock().current_brk().as_u64());
+        .saturating_sub(shared.read_ptl().current_brk().as_u64());
     let refused = rlimit::may_expand_brk(&shared, a.get(0)).is_err()
         || rlimit::check_data_rlimit(&shared, a.get(0)).is_err()
         || rlimit::mlock_future_ok(&shared, future, grow).is_err();
-    let mut aspace = shared.lock();
+    let mut aspace = shared.write();
     let old = aspace.current_brk();
     if refused || a.get(0) == 0 || a.get(0) >= cowlab_mm::aspace::USER_END {
         return Ok(old.as_u64());
@@ -311,7 +330,7 @@ pub fn mremap(a: Args) -> SysResult {
         rlimit::may_expand_data_at(&current_aspace(), a.get(0), grow.saturating_sub(had))?;
         // Growing a locked mapping: Linux's `mlock_future_ok` (EAGAIN), then the new part is
         // populated.
-        let locked = current_aspace().lock().vmas().any(|v| {
+        let locked = current_aspace().read_ptl().vmas().any(|v| {
             v.start().as_u64() <= a.get(0)
                 && a.get(0) < v.end().as_u64()
                 && v.flags().contains(cowlab_mm::vma::VmaFlags::LOCKED)
@@ -326,7 +345,7 @@ pub fn mremap(a: Args) -> SysResult {
         rlimit::may_expand_data_at(&current_aspace(), a.get(0), len)?;
     }
     let shared = current_aspace();
-    let mut aspace = shared.lock();
+    let mut aspace = shared.write();
     let va = aspace.mremap(
         memory::mm(),
         a.get(0),
@@ -349,7 +368,7 @@ pub fn mremap(a: Args) -> SysResult {
 /// (and Linux's errors); their files are written back here, with the address space unlocked.
 pub fn msync(a: Args) -> SysResult {
     let found = current_aspace()
-        .lock()
+        .read_ptl()
         .msync_files(a.get(0), a.get(1), a.get(2) as u32);
     let (files, error) = match found {
         Ok(files) => (files, None),
@@ -394,7 +413,7 @@ pub fn mincore(a: Args) -> SysResult {
     let mut done = 0;
     while done < pages {
         let n = (pages - done).min(4096) as usize;
-        current_aspace().lock().mincore(
+        current_aspace().read_ptl().mincore(
             memory::mm(),
             VirtAddr::new(addr + done * 4096),
             &mut buf[..n],

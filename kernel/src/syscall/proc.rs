@@ -362,14 +362,14 @@ pub fn getrusage(a: Args) -> SysResult {
     // the group's (`setmax_mm_hiwater_rss`); the children's is the largest reaped one.
     let own_peak = || {
         let live = with_current(|p| p.aspace.clone()).map_or(0, |aspace| {
-            aspace.lock().hiwater_rss(crate::memory::mm()) * 4
+            aspace.read_ptl().hiwater_rss(crate::memory::mm()) * 4
         });
         proc::with_group(|g| g.maxrss).max(live)
     };
     let (cpu, minflt, maxrss) = match a.int(0) {
         0 => (
             proc::cputime::group_self(proc::current_pid()),
-            with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.lock().minor_faults()),
+            with_current(|p| p.aspace.clone()).map_or(0, |aspace| aspace.read_ptl().minor_faults()),
             own_peak(),
         ),
         -1 => proc::with_group(|g| (g.child_cpu, g.child_minflt, g.child_maxrss)),

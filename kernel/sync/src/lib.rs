@@ -11,7 +11,9 @@
 //!
 //! The wrappers: [`SpinLock`] (mutual exclusion, never sleeps), [`RwLock`] (many readers or one
 //! writer, the shape of Linux's `mmap_lock`; a "sleeping" class for [`might_sleep`]), and
-//! [`SeqCount`] (a writer-side sequence count readers retry on, like `write_protect_seq`).
+//! [`SeqCount`] (a writer-side sequence count readers retry on, like `write_protect_seq`), and
+//! [`MmapLock`] (the address space's reader/writer semaphore with its page-table lock inside,
+//! whose waits sleep through the kernel's hooks).
 //! `no_std`, no allocation; the host runs the same code under `cargo test`.
 #![no_std]
 // Release builds compile the checker out; class ids and its tables are then unused.
@@ -22,15 +24,21 @@ extern crate std;
 
 mod class;
 pub mod lockdep;
+mod mmap_lock;
 mod rwlock;
 mod seqcount;
 mod spinlock;
 
 pub use class::LockClass;
 pub use lockdep::{might_sleep, set_context_fn, set_report_hook, LockReport};
+pub use mmap_lock::{
+    set_wait_hooks, MmapLock, MmapReadGuard, MmapReadPtlGuard, MmapWriteGuard, PtlGuard,
+};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use seqcount::{SeqCount, SeqWriteGuard};
 pub use spinlock::{SpinGuard, SpinLock};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mmap;

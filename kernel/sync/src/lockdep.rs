@@ -25,7 +25,7 @@ use crate::class::MAX_CLASSES;
 use crate::LockClass;
 
 /// Contexts with their own held-lock stack.
-pub const MAX_CONTEXTS: usize = 256;
+pub const MAX_CONTEXTS: usize = 1024;
 /// Locks one context may hold at once (deeper nesting is itself reported).
 pub const MAX_HELD: usize = 16;
 
@@ -129,6 +129,11 @@ mod state {
         }
     }; MAX_CONTEXTS];
 
+    /// `REPORTED[a]` bit `b`: the pair (held `a`, taking `b`) was reported already (inversions
+    /// and, at `a == b`, recursion): each is reported once, not at every acquisition.
+    pub(super) static REPORTED: [AtomicU64; MAX_CLASSES] =
+        [const { AtomicU64::new(0) }; MAX_CLASSES];
+
     pub(super) static CONTEXT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
     pub(super) static REPORT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 }
@@ -213,11 +218,20 @@ fn first_edge_towards(from: u8, to: u8) -> &'static Location<'static> {
     Location::caller()
 }
 
+/// Whether the pair (held `h`, taking `c`) is reported for the first time.
+#[cfg(debug_assertions)]
+fn first_report(h: u8, c: u8) -> bool {
+    let bit = 1u64 << c;
+    state::REPORTED[h as usize].fetch_or(bit, Ordering::Relaxed) & bit == 0
+}
+
 /// Checks and records that the current context is about to take a lock of `class` (called
-/// before spinning, so a report leaves nothing half-taken).
+/// before spinning, so a report leaves nothing half-taken). Public for locks built outside this
+/// crate (the kernel's big lock): call it, take the lock, then [`acquired`]; [`released`] when
+/// letting go (Linux's `lock_acquire`/`lock_release` annotations).
 #[inline]
 #[track_caller]
-pub(crate) fn before_acquire(class: &'static LockClass) {
+pub fn before_acquire(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
         let at = Location::caller();
@@ -229,6 +243,9 @@ pub(crate) fn before_acquire(class: &'static LockClass) {
             let h = held.class[i].load(Ordering::Relaxed);
             let held_at = location(held.at[i].load(Ordering::Relaxed));
             if h == c {
+                if !first_report(h, c) {
+                    continue;
+                }
                 report(LockReport::Recursive {
                     class: class.name(),
                     taken_at: at,
@@ -237,6 +254,9 @@ pub(crate) fn before_acquire(class: &'static LockClass) {
                 continue;
             }
             if reach & (1 << h) != 0 {
+                if !first_report(h, c) {
+                    continue;
+                }
                 report(LockReport::Inversion {
                     taking: class.name(),
                     taken_at: at,
@@ -265,7 +285,7 @@ pub(crate) fn before_acquire(class: &'static LockClass) {
 /// The lock was taken: push it on the context's stack.
 #[inline]
 #[track_caller]
-pub(crate) fn acquired(class: &'static LockClass) {
+pub fn acquired(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
         let held = held();
@@ -291,7 +311,7 @@ pub(crate) fn acquired(class: &'static LockClass) {
 /// The lock is being released: remove its (most recent) entry, wherever it is in the stack
 /// (locks need not be released in reverse order).
 #[inline]
-pub(crate) fn released(class: &'static LockClass) {
+pub fn released(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
         let c = class.id();

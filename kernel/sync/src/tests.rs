@@ -16,7 +16,7 @@ fn thread_context() -> usize {
     ID.with(|id| *id)
 }
 
-fn setup() {
+pub(crate) fn setup() {
     lockdep::set_context_fn(thread_context);
 }
 

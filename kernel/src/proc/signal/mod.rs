@@ -595,20 +595,22 @@ pub fn kill_for_fault(frame: &TrapFrame, signal: u8, addr: Option<u64>) -> ! {
     let (pid, tid, name, aspace) =
         with_current(|p| (p.tgid, p.tid, p.name.clone(), p.aspace.clone()));
     let vma = match (addr, &aspace) {
-        (Some(a), Some(shared)) if a < cowlab_mm::aspace::USER_END => match shared.try_lock() {
-            Some(aspace) => aspace.find_vma(VirtAddr::new(a)).map(|v| {
-                let prot = v.prot();
-                alloc::format!(
-                    "vma {:#x}-{:#x} {}{}{}",
-                    v.start().as_u64(),
-                    v.end().as_u64(),
-                    if prot.read() { 'r' } else { '-' },
-                    if prot.write() { 'w' } else { '-' },
-                    if prot.exec() { 'x' } else { '-' }
-                )
-            }),
-            None => None,
-        },
+        (Some(a), Some(shared)) if a < cowlab_mm::aspace::USER_END => {
+            match shared.try_read().and_then(|r| r.try_into_ptl().ok()) {
+                Some(aspace) => aspace.find_vma(VirtAddr::new(a)).map(|v| {
+                    let prot = v.prot();
+                    alloc::format!(
+                        "vma {:#x}-{:#x} {}{}{}",
+                        v.start().as_u64(),
+                        v.end().as_u64(),
+                        if prot.read() { 'r' } else { '-' },
+                        if prot.write() { 'w' } else { '-' },
+                        if prot.exec() { 'x' } else { '-' }
+                    )
+                }),
+                None => None,
+            }
+        }
         _ => None,
     };
     // Nothing may stay alive across `exit_current`, which does not return: drop our reference

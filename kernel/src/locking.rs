@@ -1,0 +1,83 @@
+//! The kernel's lock classes and its hooks into `cowlab-sync`: the lock-order checker's
+//! contexts and reports, and how a contended address-space lock waits.
+//!
+//! Picture: every classed lock (a `cowlab_sync` lock built with one of the classes below, or
+//! the big kernel lock, which annotates itself) tells the checker when it is taken and
+//! released. In debug builds the checker keeps per context the stack of classes held and a
+//! global graph of "B taken while A held"; the first acquisition that closes a cycle is
+//! reported here, once per pair of classes, as one console line naming both places, followed
+//! by the backtrace of the acquisition that closed it. The kernel carries on (Linux's lockdep
+//! also only warns): the report is about an order that can deadlock, not one that did.
+//!
+//! Contexts are CPUs: every classed lock today is held without sleeping, or (the big lock) is
+//! owned by a CPU rather than a task and stays with the CPU across a switch. A sleeping class
+//! held across a sleep (the address-space lock, once a fault waits for I/O under it) needs
+//! per-task contexts; docs/locking.md lists that as open. The order of the classes is in
+//! docs/locking.md.
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cowlab_sync::{LockClass, LockReport};
+
+/// The big kernel lock (`bkl.rs`); sleeping: it is held across `schedule`.
+pub static BKL: LockClass = LockClass::sleeping("big kernel lock");
+/// Every address space's reader/writer semaphore (Linux `mmap_lock`); its holder may sleep.
+pub static MMAP_LOCK: LockClass = LockClass::sleeping("mmap_lock");
+/// The page-table lock inside each address space's `MmapLock` (Linux's per-mm
+/// `page_table_lock`): readers' page-table work.
+pub static PAGE_TABLE_LOCK: LockClass = LockClass::new("page_table_lock");
+/// One CPU's run queue (`proc/runqueue.rs`), a leaf.
+pub static RUNQUEUE: LockClass = LockClass::new("run queue");
+
+/// The last report, for the in-kernel test.
+static LAST: spin::Mutex<Option<LockReport>> = spin::Mutex::new(None);
+
+/// Inversions and recursions reported so far (for the in-kernel test and `/proc`-style
+/// summaries).
+static REPORTS: AtomicU32 = AtomicU32::new(0);
+
+/// Installs the hooks. Call once on the boot CPU after `percpu::init` (the context function
+/// reads the CPU index) and before another CPU starts.
+pub fn init() {
+    cowlab_sync::set_context_fn(crate::percpu::cpu_id);
+    cowlab_sync::set_report_hook(report);
+    cowlab_sync::set_wait_hooks(wait, wake);
+}
+
+/// The checker's report: one console line, then the backtrace of the acquisition (the place
+/// the other order was recorded at is named in the line). Never panics.
+fn report(r: &LockReport) {
+    REPORTS.fetch_add(1, Ordering::Relaxed);
+    *LAST.lock() = Some(*r);
+    println!("cowlab: lockdep: {r}");
+    crate::backtrace::print_current();
+}
+
+/// How many reports the checker made since boot (0 in release builds).
+pub fn reports() -> u32 {
+    REPORTS.load(Ordering::Relaxed)
+}
+
+/// The last report made, if any.
+pub fn last_report() -> Option<LockReport> {
+    *LAST.lock()
+}
+
+/// A contended address-space lock: a task sleeps on the lock's channel until a release wakes
+/// it (the check of the lock and this sleep cannot miss a release in between: both run under
+/// the big kernel lock). A killed task's sleep returns at once; it yields instead, so the
+/// holder runs. Outside a task (boot, in-kernel tests) nothing else can hold it for long.
+fn wait(channel: usize) {
+    if crate::proc::current_tid() == 0 {
+        core::hint::spin_loop();
+        return;
+    }
+    if crate::proc::sleep_uninterruptible(channel, "mmap_lock").is_err() {
+        crate::proc::sched::yield_now();
+    }
+}
+
+fn wake(channel: usize) {
+    crate::proc::wakeup(channel);
+}
