@@ -7,8 +7,7 @@
 
 use super::{
     cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, ramdisk, rtc, runqueue,
-    selftests,
-    smp, timer, uaccess, virtio, watchdog, KernelTest,
+    selftests, smp, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
