@@ -62,6 +62,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_pick_is_fifo_and_skips_stale_entries),
     test!(runqueue::runqueue_idle_cpu_pulls_work),
     test!(runqueue::runqueue_affinity_change_moves_a_queued_task),
+    test!(uaccess::syscall_narrow_table_matches_widths),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
