@@ -103,6 +103,7 @@ pub fn is_user_address(addr: u64) -> bool {
 /// `cr2` against the current address space. `Ok` means the faulting instruction can be retried.
 /// Called from the trap handler with interrupts disabled; no logging here (hot path).
 #[doc(alias = "exc_page_fault")]
+#[inline]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     with_current_raw(|shared| {
         let mut aspace = shared.try_lock().unwrap_or_else(|| {
