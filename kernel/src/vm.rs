@@ -116,6 +116,7 @@ pub fn is_user_address(addr: u64) -> bool {
 /// `cr2` against the current address space. `Ok` means the faulting instruction can be retried.
 /// Called from the trap handler with interrupts disabled; no logging here (hot path).
 #[doc(alias = "exc_page_fault")]
+#[inline]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     let result = with_current_raw(|shared| {
         let mut aspace = lock_for_fault(shared, cr2, error_code);

@@ -54,8 +54,10 @@ impl VmaTree {
     }
 
     /// The VMA containing `va` (Linux `vma_lookup`): the cached one if it contains `va`, else
-    /// an O(log n) search whose result becomes the cached one.
-    #[inline]
+    /// an O(log n) search whose result becomes the cached one. The hit is inlined into the
+    /// callers (the fault path); the search is not, so that its B-tree code does not keep this
+    /// function out of line (an out-of-line `find` cost every fault a call with its prologue).
+    #[inline(always)]
     pub(crate) fn find(&self, va: VirtAddr) -> Option<&Vma> {
         let last = self.last.load(Ordering::Relaxed);
         if !last.is_null() {
@@ -69,6 +71,12 @@ impl VmaTree {
                 return Some(vma);
             }
         }
+        self.find_slow(va)
+    }
+
+    /// [`Self::find`] on a cache miss: the tree search, which refills the cache.
+    #[inline(never)]
+    fn find_slow(&self, va: VirtAddr) -> Option<&Vma> {
         let (_, vma) = self.map.range(..=va.as_u64()).next_back()?;
         if !vma.contains(va) {
             return None;

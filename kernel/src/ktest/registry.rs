@@ -66,6 +66,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(heap_frag::heap_frag_uring_registration_is_enomem),
     test!(locking::lockdep_reports_an_inverted_pair_once),
     test!(locking::mmap_lock_readers_share_and_a_writer_excludes_both),
+    test!(uaccess::syscall_narrow_table_matches_widths),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -114,3 +114,30 @@ pub fn elf_loader_accepts_init_refuses_garbage() -> TestResult {
     ensure!(after == before, "frames: {before} before, {after} after");
     Ok(())
 }
+
+/// The system-call argument narrowing table (`syscall::abi::NARROWS`, built at compile time from
+/// `widths`) narrows every call's registers as `widths` says, and a call with 32-bit arguments
+/// really gets them narrowed (so the comparison is not between two no-ops).
+pub fn syscall_narrow_table_matches_widths() -> TestResult {
+    use crate::syscall::abi;
+    let mismatch = abi::first_table_mismatch();
+    ensure!(
+        mismatch.is_none(),
+        "call {mismatch:?} narrowed unlike widths()"
+    );
+    // openat(int dfd, path, int flags, umode_t mode)
+    let mut regs = [
+        0xffff_ffff_ffff_ff9c_u64 & 0x0000_0000_ffff_ffff,
+        7,
+        0x1_0000_0002,
+        0x1_0000_01a4,
+        5,
+        6,
+    ];
+    abi::narrow(257, &mut regs);
+    ensure!(
+        regs == [0xffff_ffff_ffff_ff9c, 7, 2, 0x1a4, 5, 6],
+        "openat narrowed to {regs:x?}"
+    );
+    Ok(())
+}

@@ -6,7 +6,7 @@
 //! `uaccess::UserSlice`/`UserPtr` there, the only way to reach user memory. Unknown numbers
 //! answer `ENOSYS` and are logged once each.
 
-mod abi;
+pub(crate) mod abi;
 mod admit;
 mod cred;
 pub mod entry;

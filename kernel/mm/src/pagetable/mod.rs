@@ -184,9 +184,13 @@ impl<'m, A: Arch> PageTable<'m, A> {
             // Only bits 47..12 index the tables: a non-canonical address would alias another.
             return None;
         }
+        // The window's base and limit copied once: each level's `Acquire` load would otherwise
+        // make the compiler reload both from the `Mm` before the next level's access.
+        let window = *self.mm.phys();
         let mut table = self.root;
         for level in [4u8, 3, 2] {
-            let e = self.entry(table, va.table_index(level)).load();
+            // SAFETY: as in `entry` (the same window, copied).
+            let e = PteRef(unsafe { window.pte(table, va.table_index(level)) }).load();
             // A PMD leaf (THP) has no PT below it: its 4 KiB view is `translate`'s. The `HUGE`
             // test costs nothing on the common path: it shares the branch of the present test.
             if e.raw() & (Pte::PRESENT | Pte::HUGE) != Pte::PRESENT {

@@ -165,6 +165,9 @@ impl<'m, A: Arch> PageTable<'m, A> {
         gather: &mut MmuGather<'m, A>,
         on_unmap: &mut F,
     ) {
+        if level == 1 {
+            return self.zap_pt(table, start, end, gather, on_unmap);
+        }
         let span = level_span(level);
         let mut va = start;
         while va < end {
@@ -172,36 +175,62 @@ impl<'m, A: Arch> PageTable<'m, A> {
             // is at most 2^39, so the sum stays below 2^48 (unchecked: this runs per page).
             let next = (va & !(span - 1)).wrapping_add(span).min(end);
             let slot = self.entry(table, VirtAddr::new(va).table_index(level));
-            if level == 1 {
-                if !slot.load().is_empty() {
-                    let old = slot.take();
-                    if old.is_mapping() {
-                        on_unmap(VirtAddr::new(va), old, gather);
-                    }
+            let mut e = slot.load();
+            if level == 2 && e.is_huge() {
+                if zap_huge_pmd_slot(self.mm, slot, va, next, gather) {
+                    va = next;
+                    continue;
                 }
-            } else {
-                let mut e = slot.load();
-                if level == 2 && e.is_huge() {
-                    if zap_huge_pmd_slot(self.mm, slot, va, next, gather) {
-                        va = next;
-                        continue;
-                    }
-                    e = slot.load();
-                }
-                if e.is_present() {
-                    self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap);
-                    if self.is_table_empty(e.frame()) {
-                        slot.store(Pte::EMPTY);
-                        gather.remove_table(VirtAddr::new(va), e.frame());
-                    }
+                e = slot.load();
+            }
+            if e.is_present() {
+                self.zap_level(e.frame(), level - 1, va, next, gather, on_unmap);
+                if self.is_table_empty(e.frame()) {
+                    slot.store(Pte::EMPTY);
+                    gather.remove_table(VirtAddr::new(va), e.frame());
                 }
             }
             va = next;
         }
     }
 
+    /// The leaf level of [`Self::zap_level`]: the pages of `[start, end)`, all inside the one PT
+    /// `table`. The PT is checked against the memory window once (`slots`): through `entry`,
+    /// every page reloaded the window's base and limit after the previous page's atomic
+    /// exchange.
+    #[inline(always)]
+    fn zap_pt<F: FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>)>(
+        &self,
+        table: PhysAddr,
+        start: u64,
+        end: u64,
+        gather: &mut MmuGather<'m, A>,
+        on_unmap: &mut F,
+    ) {
+        if start >= end {
+            return;
+        }
+        let page = level_span(1);
+        let pt_base = start & !(level_span(2) - 1);
+        let first = VirtAddr::new(start).table_index(1);
+        // `end` is at most the PT's end (the caller's `next`), so this is at most 512; `range`
+        // asserts it. Below 2^48 (`zap_range`'s assert), so the arithmetic cannot wrap.
+        let last = ((end - pt_base).div_ceil(page)) as usize;
+        for (i, slot) in self.slots(table).range(first, last) {
+            if !slot.load().is_empty() {
+                let old = slot.take();
+                if old.is_mapping() {
+                    on_unmap(VirtAddr::new(pt_base | ((i as u64) << 12)), old, gather);
+                }
+            }
+        }
+    }
+
+    /// Whether every entry of `table` is empty (one window check for the 512 loads).
     pub(crate) fn is_table_empty(&self, table: PhysAddr) -> bool {
-        (0..ENTRIES).all(|i| self.entry(table, i).load().is_empty())
+        self.slots(table)
+            .range(0, ENTRIES)
+            .all(|(_, slot)| slot.load().is_empty())
     }
 }
 
