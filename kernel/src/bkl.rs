@@ -185,9 +185,19 @@ fn lock_slow(me: usize, may_halt: bool) {
         // The holder may be waiting for this CPU to flush its TLB or run a call.
         crate::smp::shootdown::service();
         crate::smp::call::service();
-        // The claimant is next: it keeps spinning to take the lock the moment it is free.
-        if may_halt && spins.is_multiple_of(HALT_SPINS) && STARVING.load(Ordering::Relaxed) != me {
-            halt_until_release(me);
+        // The claimant is next: it keeps spinning to take the lock the moment it is free, but
+        // opens an interrupt window now and then, as the halt does: with interrupts off for
+        // the whole wait, the boot CPU took neither the PIT tick nor the disk's interrupt,
+        // whose `nudge_holder` is what wakes a holder polling for that request.
+        if may_halt && spins.is_multiple_of(HALT_SPINS) {
+            if STARVING.load(Ordering::Relaxed) != me {
+                halt_until_release(me);
+            } else {
+                interrupt_window();
+            }
+            // A handler taken meanwhile may have waited for the lock too, and cleared the bit
+            // on its way out.
+            WAITING.fetch_or(bit, Ordering::Relaxed);
         }
         core::hint::spin_loop();
     }
@@ -205,6 +215,14 @@ fn halt_until_release(me: usize) {
         x86_64::instructions::interrupts::disable();
     }
     WAITERS.fetch_and(!bit, Ordering::Relaxed);
+}
+
+/// Takes the interrupts pending on this CPU (the one after `sti` is taken after the next
+/// instruction): a waiter on the entry path holds nothing an interrupt handler needs.
+fn interrupt_window() {
+    x86_64::instructions::interrupts::enable();
+    x86_64::instructions::nop();
+    x86_64::instructions::interrupts::disable();
 }
 
 /// Frees the lock and wakes the CPUs halted waiting for it. The `SeqCst` store (an `xchg`)
