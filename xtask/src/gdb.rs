@@ -28,6 +28,9 @@ pub struct GdbArgs {
     /// prompt, e.g. to script a breakpoint and `cowlab-ps`.
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+    /// Number of CPUs (`-smp N`, as `qemu --smp`; default 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub smp: u32,
     /// Collect gdb's output instead of showing it (the harness tier's self-test).
     #[arg(skip)]
     pub capture: bool,
@@ -77,7 +80,7 @@ fn start(args: &GdbArgs) -> Result<Outcome> {
         .local_addr()?
         .port();
     let log = target_dir().join("gdb-console.log");
-    let mut command = machine.command(&qemu);
+    let mut command = crate::qemu::with_smp(Some(args.smp), || machine.command(&qemu));
     command
         .args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")])
         .stdin(Stdio::null())
@@ -151,6 +154,7 @@ pub fn selftest() -> Result<()> {
         cmdline: None,
         era: None,
         batch: Some(workspace_root().join("tools/gdb/selftest.gdb")),
+        smp: 1,
         program: Vec::new(),
         capture: true,
     };

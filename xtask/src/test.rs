@@ -95,9 +95,11 @@ impl TestArgs {
 
 /// CPUs of each test program's boot by default. One for now, with the programs that need
 /// several booting their own count (`usertest::OWN_CPUS`: the t_dcow_* races, t_sched_cpus):
-/// on 2 CPUs `c_signals_glibc` hung once in two boots (not yet understood) and a boot cost
-/// about 1.9 times as much wall time on a loaded 2-core host, which the CI budget (40 minutes
-/// on 2 cores) does not leave room for. `--smp 2` runs the tier on 2 CPUs.
+/// a 2-CPU program boot still costs several times the wall time of a 1-CPU one on a loaded
+/// 2-core host (`c_signals_glibc`: 32 s against 7 s from init to power-off at load 20), which
+/// the CI budget (40 minutes on 2 cores) does not leave room for; the `c_signals_glibc` hang
+/// was the test's own race (docs/architecture.md, "The c_signals_glibc hang"). `--smp 2` runs
+/// the tier on 2 CPUs.
 pub const PROGRAMS_SMP: u32 = 1;
 /// The in-kernel tests run once per count (issue 16: on 1 CPU and on 4).
 pub const KERNEL_SMP: [u32; 2] = [1, 4];

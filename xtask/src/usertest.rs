@@ -245,6 +245,7 @@ const OWN_CPUS: &[(&str, u32)] = &[
     ("t_dcow_dio", 2),
     ("t_dcow_memexit", 2),
     ("t_sched_cpus", 2),
+    ("t_smp2_groupstop", 2),
 ];
 
 /// The least CPU count of a boot with kernel command line `cmdline` (1 if its program has no

@@ -99,6 +99,7 @@ fn kernel_trap(frame: &mut TrapFrame) {
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
+            crate::bkl::nudge_holder();
             let taken = crate::bkl::lock_nested();
             routed_interrupt(irq - vector::IOAPIC_BASE);
             crate::bkl::unlock_nested(taken);
@@ -184,6 +185,10 @@ fn user_trap_other(frame: &mut TrapFrame) {
         // Their own protocol, no kernel state: the lock would only delay the flush.
         vector::IPI_SHOOTDOWN | vector::IPI_CALL | vector::SPURIOUS => {
             return crate::smp::on_ipi(number)
+        }
+        // A holder polling for this device's request wakes to reap it (`bkl::nudge_holder`).
+        irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
+            crate::bkl::nudge_holder()
         }
         _ => {}
     }

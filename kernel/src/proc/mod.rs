@@ -619,6 +619,10 @@ pub fn exit_thread(status: i32) -> ! {
             (false, true) => State::Exited,
             (_, false) => State::Dead,
         };
+        // The stop the others wait in may have waited for this thread only.
+        if !last {
+            signal::participate_group_stop(&mut table, tgid);
+        }
         let reaper = if last {
             if let Some(leader) = table.get_mut(&tgid) {
                 leader.state = State::Zombie(final_status);

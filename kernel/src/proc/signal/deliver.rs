@@ -14,8 +14,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::frame::{self, Delivery};
 use super::{
-    bit, death_status, default_action, stop_channel, Default_, SigAction, SigInfo, CLD_STOPPED,
-    SA_NODEFER, SA_RESETHAND, SA_RESTART, SIGSEGV, SIG_DFL, SIG_IGN, SYNCHRONOUS, UNBLOCKABLE,
+    bit, death_status, default_action, stop_channel, Default_, SigAction, SigInfo, SA_NODEFER,
+    SA_RESETHAND, SA_RESTART, SIGSEGV, SIG_DFL, SIG_IGN, SYNCHRONOUS, UNBLOCKABLE,
 };
 use crate::errno::Errno;
 use crate::idt::TrapFrame;
@@ -169,18 +169,13 @@ fn next_step() -> Step {
                 Default_::Ignore | Default_::Continue => continue,
                 Default_::Stop => {
                     // Linux `do_signal_stop`: the group stops, the parent hears of it.
+                    // The parent hears of it when the last thread stops
+                    // (`participate_group_stop`, from `wait_while_stopped`).
                     group.sig.stopped = true;
-                    group.sig.stop_report = Some(signal);
+                    group.sig.stop_pending = Some(signal);
                     group.sig.cont_report = false;
-                    let (parent, tgid) = (group.parent, task.tgid);
+                    let tgid = task.tgid;
                     drop(group);
-                    super::notify_parent_locked(
-                        &mut table,
-                        parent,
-                        tgid,
-                        CLD_STOPPED,
-                        i32::from(signal),
-                    );
                     // Every other thread stops too (Linux sets JOBCTL_STOP_PENDING on each):
                     // sleepers wake to see it, the others at their next return to ring 3.
                     for t in table.values_mut().filter(|t| t.tgid == tgid) {
@@ -215,16 +210,22 @@ fn next_step() -> Step {
 /// Sleeps while the current group is stopped (until SIGCONT or SIGKILL).
 fn wait_while_stopped() {
     loop {
-        let stopped = with_current(|t| {
+        let stopped = {
+            let mut table = TABLE.lock();
+            let t = table
+                .get_mut(&crate::proc::current_tid())
+                .expect("the current task is in the table");
             let stopped = !t.killed && t.group.lock().sig.stopped;
+            let tgid = t.tgid;
             if stopped {
                 t.state = State::Blocked {
-                    channel: stop_channel(t.tgid),
+                    channel: stop_channel(tgid),
                     until: None,
                 };
+                super::participate_group_stop(&mut table, tgid);
             }
             stopped
-        });
+        };
         if !stopped {
             return;
         }

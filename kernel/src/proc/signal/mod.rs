@@ -237,6 +237,43 @@ pub struct GroupSignals {
     /// `WCONTINUED`.
     pub stop_report: Option<u8>,
     pub cont_report: bool,
+    /// A stop (the signal) whose report waits for the group's other threads to stop too
+    /// ([`participate_group_stop`]).
+    pub stop_pending: Option<u8>,
+}
+
+/// Linux `do_signal_stop` / `task_participate_group_stop`: the parent hears of a group stop
+/// (`CLD_STOPPED`, `waitpid(WUNTRACED)`) only once every live thread of group `tgid` sleeps on
+/// its stop channel, so a thread still running in ring 3 on another CPU cannot change memory
+/// after the report (with one CPU the others never ran meanwhile; on two the counter of
+/// c_signals' stopped thread moved once after `waitpid` returned). Called by each thread that
+/// enters the stop sleep and by each one that exits. Table locked.
+pub fn participate_group_stop(table: &mut BTreeMap<Pid, Box<Task>>, tgid: Pid) {
+    let Some(leader) = table.get(&tgid) else {
+        return;
+    };
+    let group_arc = leader.group.clone();
+    let mut group = group_arc.lock();
+    let Some(signal) = group.sig.stop_pending else {
+        return;
+    };
+    let channel = stop_channel(tgid);
+    let all_stopped = table
+        .values()
+        .filter(|t| t.tgid == tgid)
+        .all(|t| match t.state {
+            State::Exited | State::Dead | State::Zombie(_) => true,
+            State::Blocked { channel: c, .. } => c == channel,
+            _ => false,
+        });
+    if !all_stopped {
+        return;
+    }
+    group.sig.stop_pending = None;
+    group.sig.stop_report = Some(signal);
+    let parent = group.parent;
+    drop(group);
+    notify_parent_locked(table, parent, tgid, CLD_STOPPED, i32::from(signal));
 }
 
 pub fn name(signal: u8) -> &'static str {
@@ -356,6 +393,7 @@ pub fn send_locked(
         if group.sig.stopped {
             group.sig.stopped = false;
             group.sig.stop_report = None;
+            group.sig.stop_pending = None;
             group.sig.cont_report = true;
             let parent = group.parent;
             drop(group);
