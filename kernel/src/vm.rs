@@ -26,16 +26,46 @@ use crate::memory;
 use crate::percpu::MAX_CPUS;
 
 /// An address space as processes (and kernel tests) share it, behind its `mmap_lock`.
-pub type SharedAddressSpace = Arc<MmapLock<AddressSpace>>;
+pub type SharedAddressSpace = Arc<MmSpace>;
+
+/// An address space's `mmap_lock` and, beside it, what a context switch reads without that
+/// lock (Linux's `switch_mm` reads `mm->pgd` unlocked): the page-table root and the shared
+/// counters never change for the space's life. The switch must not take the lock: the idle
+/// loop switches into a task whose sibling may be asleep holding it for writing (a munmap
+/// waiting on a page lock), and the idle loop must never sleep or spin on it.
+pub struct MmSpace {
+    lock: MmapLock<AddressSpace>,
+    mm: Arc<MmShared>,
+}
+
+impl MmSpace {
+    /// The address space, once no one else shares it (teardown).
+    pub fn into_inner(self) -> AddressSpace {
+        self.lock.into_inner()
+    }
+}
+
+impl core::ops::Deref for MmSpace {
+    type Target = MmapLock<AddressSpace>;
+
+    fn deref(&self) -> &MmapLock<AddressSpace> {
+        &self.lock
+    }
+}
 
 /// Wraps a new address space in its lock (the kernel's classes: `mmap_lock` and the
 /// page-table lock inside it).
 pub fn share(aspace: AddressSpace) -> SharedAddressSpace {
-    Arc::new(MmapLock::new(
-        &crate::locking::MMAP_LOCK,
-        &crate::locking::PAGE_TABLE_LOCK,
-        aspace,
-    ))
+    let mm = aspace.shared().clone();
+    debug_assert_eq!(mm.root(), aspace.root());
+    Arc::new(MmSpace {
+        lock: MmapLock::new(
+            &crate::locking::MMAP_LOCK,
+            &crate::locking::PAGE_TABLE_LOCK,
+            aspace,
+        ),
+        mm,
+    })
 }
 
 /// The address space loaded in CR3, or `None` while the boot page table is.
@@ -74,10 +104,9 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
         let cpu = crate::percpu::cpu_id();
         let (frame, mm) = match &aspace {
             Some(shared) => {
-                let space = shared.read_ptl();
                 let root =
-                    PhysFrame::containing_address(x86_64::PhysAddr::new(space.root().as_u64()));
-                (root, Some(space.shared().clone()))
+                    PhysFrame::containing_address(x86_64::PhysAddr::new(shared.mm.root().as_u64()));
+                (root, Some(shared.mm.clone()))
             }
             None => (
                 *BOOT_ROOT.get().expect("vm::init runs before any switch_to"),
@@ -99,7 +128,7 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
             }
         }
         let raw = aspace.as_ref().map_or(core::ptr::null_mut(), |shared| {
-            Arc::as_ptr(shared).cast_mut()
+            core::ptr::from_ref::<MmapLock<AddressSpace>>(shared).cast_mut()
         });
         let previous = core::mem::replace(&mut *CURRENT[cpu].lock(), aspace);
         crate::percpu::write::<CURRENT_RAW>(raw.expose_provenance() as u64);

@@ -26,7 +26,6 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use cowlab_mm::AddressSpace;
 use spin::Mutex;
 
 use super::file::Seek;
@@ -90,7 +89,7 @@ struct Ring {
 }
 
 struct Context {
-    owner: Weak<cowlab_sync::MmapLock<AddressSpace>>,
+    owner: Weak<crate::vm::MmSpace>,
     max_events: usize,
     /// Taken from the interrupt handler (completions) and, interrupts off, by the calls.
     ring: Mutex<Ring>,

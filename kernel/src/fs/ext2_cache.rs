@@ -35,7 +35,6 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use cowlab_mm::aspace::AddressSpace;
 
 use cowlab_mm::pagecache::{BackingStore, FileCache, WritebackBatch};
 use cowlab_mm::PhysAddr;
@@ -107,7 +106,7 @@ struct Entry {
     /// child's. An entry whose space is gone is dropped at the next walk; a space that since
     /// unmapped the file stays until then (its walk finds no VMA). The entry lives as long as
     /// any mapping does, since a mapping holds the file open.
-    mappers: Vec<Weak<cowlab_sync::MmapLock<AddressSpace>>>,
+    mappers: Vec<Weak<crate::vm::MmSpace>>,
 }
 
 static CACHES: Mutex<BTreeMap<u32, Entry>> = Mutex::new(BTreeMap::new());
@@ -264,10 +263,7 @@ pub fn fork_mappers(parent: &SharedAddressSpace, child: &SharedAddressSpace) {
     }
 }
 
-fn add_mapper(
-    mappers: &mut Vec<Weak<cowlab_sync::MmapLock<AddressSpace>>>,
-    space: &SharedAddressSpace,
-) {
+fn add_mapper(mappers: &mut Vec<Weak<crate::vm::MmSpace>>, space: &SharedAddressSpace) {
     mappers.retain(|w| w.strong_count() > 0);
     if !mappers.iter().any(|w| w.as_ptr() == Arc::as_ptr(space)) {
         mappers.push(Arc::downgrade(space));

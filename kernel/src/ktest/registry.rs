@@ -58,6 +58,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(smp::smp_tlb_shootdown_reaches_every_cpu),
     test!(smp::smp_local_apic_timer_ticks_on_every_ap),
     test!(smp::smp_switch_to_keeps_mm_cpumask),
+    test!(smp::smp_switch_to_takes_no_mmap_lock),
     test!(runqueue::runqueue_wakeup_placement),
     test!(runqueue::runqueue_pick_is_fifo_and_skips_stale_entries),
     test!(runqueue::runqueue_idle_cpu_pulls_work),

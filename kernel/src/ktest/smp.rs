@@ -339,3 +339,32 @@ pub fn smp_switch_to_keeps_mm_cpumask() -> TestResult {
     );
     Ok(())
 }
+
+/// `vm::switch_to` reads the root without the `mmap_lock` (Linux's `switch_mm` reads `mm->pgd`
+/// unlocked): the idle loop switches into a task whose sibling may sleep holding the lock for
+/// writing (a munmap waiting on a page lock). Taking it there slept on the idle stack or spun
+/// forever with interrupts off; here the switch runs while this task holds the write side.
+pub fn smp_switch_to_takes_no_mmap_lock() -> TestResult {
+    use alloc::sync::Arc;
+    let space = cowlab_mm::AddressSpace::new(memory::mm())
+        .map(crate::vm::share)
+        .map_err(|e| super::TestFailure(alloc::format!("AddressSpace::new: {e:?}")))?;
+    let held = space.write();
+    let previous = crate::vm::switch_to(Some(space.clone()));
+    let loaded = x86_64::registers::control::Cr3::read()
+        .0
+        .start_address()
+        .as_u64();
+    drop(crate::vm::switch_to(previous));
+    let root = held.root().as_u64();
+    drop(held);
+    match Arc::try_unwrap(space) {
+        Ok(lock) => lock.into_inner().exit(memory::mm()),
+        Err(_) => return Err(super::TestFailure("address space still referenced".into())),
+    }
+    ensure!(
+        loaded == root,
+        "CR3 {loaded:#x} after the switch, root {root:#x}"
+    );
+    Ok(())
+}

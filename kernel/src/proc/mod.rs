@@ -586,6 +586,13 @@ pub fn exit_thread(status: i32) -> ! {
     let fds = with_current(|t| core::mem::take(&mut t.fds));
     drop(fds);
     evict::run_own(true);
+    // The group's fault and peak-RSS figures, read before the table lock: the address-space
+    // lock may sleep (a writer of a `CLONE_VM` sharer holds it), which must not happen with
+    // the table's or the group's spin lock held.
+    let aspace_stats = with_current(|t| t.aspace.clone()).map(|aspace| {
+        let aspace = aspace.read_ptl();
+        (aspace.minor_faults(), aspace.hiwater_rss(memory::mm()))
+    });
     let (aspace, fds, last, parent, tgid, reaper, session_leader) = {
         let mut table = TABLE.lock();
         let t = table
@@ -603,11 +610,9 @@ pub fn exit_thread(status: i32) -> ! {
         group.dead_cpu.add(core::mem::take(&mut t.cpu));
         let last = group.live == 0;
         if last {
-            if let Some(aspace) = &aspace {
-                let aspace = aspace.read_ptl();
-                group.own_minflt = aspace.minor_faults();
-                let peak = aspace.hiwater_rss(memory::mm()) * 4;
-                group.maxrss = group.maxrss.max(peak);
+            if let Some((minflt, hiwater)) = aspace_stats {
+                group.own_minflt = minflt;
+                group.maxrss = group.maxrss.max(hiwater * 4);
             }
         }
         let parent = group.parent;
