@@ -151,6 +151,13 @@ pub(crate) fn fault_inner<A: Arch>(
                 (Decision::Shmem, Rule::ShmemFault)
             }
             None => match vma.file_page(va) {
+                // mTHP (`mthp.rs`): one load and branch while no smaller size is enabled.
+                None if kind == FaultKind::Write
+                    && mm.thp().sizes.any()
+                    && crate::mthp::do_anonymous_mthp(mm, &aspace.shared, vma, va)? =>
+                {
+                    (Decision::NewPage, Rule::DoAnonymousPage)
+                }
                 None => {
                     do_anonymous_page(mm, vma, slot, kind)?;
                     match kind {
