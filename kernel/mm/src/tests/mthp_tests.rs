@@ -463,3 +463,30 @@ fn smallest_folios_queue_and_split_through_their_own_tails() {
     assert_eq!(env.mm.thp().sizes.stats(2).split, 2);
     env.finish(vec![s]);
 }
+
+/// The brief's era check (SEMANTICS.md section 11 has no era row for it): a write to a
+/// fork-shared PMD-mapped THP splits the PMD and copies one 4 KiB page in every era, never the
+/// whole 2 MiB; the other side keeps its PMD.
+#[test]
+fn pmd_thp_cow_copies_4k_not_the_whole_thp_in_every_era() {
+    for era in [Era::Y2009, Era::Y2016, Era::Y2020, Era::Y2022, Era::Y2023] {
+        let env = env();
+        env.mm.set_era(era);
+        let mut parent = env.space();
+        let va = super::thp_tests::map_huge(&env, &mut parent, 2);
+        env.write(&mut parent, va, 1).unwrap();
+        let head = pmd(&env, &parent, va).expect("a THP").frame();
+        let mut child = parent.fork(&env.mm).unwrap();
+        let free = env.mm.frames().free_frames();
+        env.write(&mut child, va + 7 * PAGE, 2).unwrap();
+        // One new page (and the PT the split withdrew from the deposit: no allocation).
+        assert_eq!(env.mm.frames().free_frames(), free - 1, "{era}: 4 KiB copied");
+        assert!(pmd(&env, &child, va).is_none(), "{era}: the child's PMD split");
+        assert!(is_small(&env, env.frame(&child, va + 7 * PAGE)), "{era}");
+        assert_eq!(env.frame(&child, va + 8 * PAGE), head + 8 * PAGE, "{era}");
+        assert_eq!(pmd(&env, &parent, va).map(|p| p.frame()), Some(head), "{era}");
+        assert_eq!(env.read(&mut parent, va + 7 * PAGE), Ok(0), "{era}");
+        env.check(&[&parent, &child]);
+        env.finish(vec![parent, child]);
+    }
+}
