@@ -106,7 +106,7 @@ impl Default for MthpSizes {
 /// The order of the size named `kb` kilobytes, if it has a directory.
 pub fn order_of_kb(kb: u64) -> Option<u32> {
     let pages = kb / 4;
-    if kb % 4 != 0 || !pages.is_power_of_two() {
+    if !kb.is_multiple_of(4) || !pages.is_power_of_two() {
         return None;
     }
     let order = pages.trailing_zeros();

@@ -137,15 +137,9 @@ impl FrameTable {
         if list.head == NIL || !first.is_multiple_of(nr) {
             return None;
         }
-        let mut at = first;
-        for _ in 1..nr {
-            let next = self.meta[at].mapcount.load(Ordering::Relaxed);
-            if next as usize != at + 1 {
-                return None;
-            }
-            at += 1;
-        }
-        Some(first)
+        let linked = (first..first + nr - 1)
+            .all(|at| self.meta[at].mapcount.load(Ordering::Relaxed) as usize == at + 1);
+        linked.then_some(first)
     }
 
     /// Returns the run of [`Self::alloc_run`] at `head` (every frame unmapped, unpinned, no

@@ -480,11 +480,22 @@ fn pmd_thp_cow_copies_4k_not_the_whole_thp_in_every_era() {
         let free = env.mm.frames().free_frames();
         env.write(&mut child, va + 7 * PAGE, 2).unwrap();
         // One new page (and the PT the split withdrew from the deposit: no allocation).
-        assert_eq!(env.mm.frames().free_frames(), free - 1, "{era}: 4 KiB copied");
-        assert!(pmd(&env, &child, va).is_none(), "{era}: the child's PMD split");
+        assert_eq!(
+            env.mm.frames().free_frames(),
+            free - 1,
+            "{era}: 4 KiB copied"
+        );
+        assert!(
+            pmd(&env, &child, va).is_none(),
+            "{era}: the child's PMD split"
+        );
         assert!(is_small(&env, env.frame(&child, va + 7 * PAGE)), "{era}");
         assert_eq!(env.frame(&child, va + 8 * PAGE), head + 8 * PAGE, "{era}");
-        assert_eq!(pmd(&env, &parent, va).map(|p| p.frame()), Some(head), "{era}");
+        assert_eq!(
+            pmd(&env, &parent, va).map(|p| p.frame()),
+            Some(head),
+            "{era}"
+        );
         assert_eq!(env.read(&mut parent, va + 7 * PAGE), Ok(0), "{era}");
         env.check(&[&parent, &child]);
         env.finish(vec![parent, child]);
