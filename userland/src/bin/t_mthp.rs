@@ -220,7 +220,7 @@ fn fault_fork_split(t: &mut Tester, cowlab: bool) {
     if head != 0 {
         t.check_why(
             "contiguous PFNs from a 64 KiB-aligned one",
-            head % NR as u64 == 0 && (0..NR).all(|i| pm[i] & PFN == head + i as u64),
+            head.is_multiple_of(NR as u64) && (0..NR).all(|i| pm[i] & PFN == head + i as u64),
             format_args!("head {head:#x}"),
         );
     } else {
