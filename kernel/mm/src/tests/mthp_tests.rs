@@ -501,3 +501,28 @@ fn pmd_thp_cow_copies_4k_not_the_whole_thp_in_every_era() {
         env.finish(vec![parent, child]);
     }
 }
+
+#[test]
+fn madv_collapse_turns_mthps_into_one_pmd_thp_and_frees_them() {
+    let env = env();
+    let mut s = env.space();
+    enable(&env, O64, SizeEnabled::Always);
+    let va = map(&env, &mut s, 2 << 20);
+    for i in 0..64 {
+        env.write(&mut s, va + i * PAGE, i + 1).unwrap();
+    }
+    assert_eq!(env.mm.thp().sizes.stats(O64).nr_anon, 4);
+    s.madvise(&env.mm, va, 2 << 20, Advice::Collapse).unwrap();
+    assert!(pmd(&env, &s, va).is_some(), "one PMD now");
+    for i in 0..64 {
+        assert_eq!(env.read(&mut s, va + i * PAGE), Ok(i + 1));
+    }
+    assert_eq!(env.read(&mut s, va + 100 * PAGE), Ok(0));
+    assert_eq!(
+        env.mm.thp().sizes.stats(O64).nr_anon,
+        0,
+        "the mTHPs were freed"
+    );
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
