@@ -151,11 +151,10 @@ pub(crate) fn fault_inner<A: Arch>(
                 (Decision::Shmem, Rule::ShmemFault)
             }
             None => match vma.file_page(va) {
-                // mTHP (`mthp.rs`): one load and branch while no smaller size is enabled.
-                None if kind == FaultKind::Write
-                    && mm.thp().sizes.any()
-                    && crate::mthp::do_anonymous_mthp(mm, &aspace.shared, vma, va)? =>
-                {
+                // mTHP (`mthp.rs`): a test and a branch while no smaller size is enabled; the
+                // rest is out of line so this function's code stays as it was.
+                None if kind == FaultKind::Write && mm.thp().sizes.any() => {
+                    fault_anon_mthp(mm, &aspace.shared, vma, slot, va)?;
                     (Decision::NewPage, Rule::DoAnonymousPage)
                 }
                 None => {
@@ -207,6 +206,24 @@ pub(crate) fn fault_inner<A: Arch>(
     }
     aspace.count_minor_fault();
     faultstat::end();
+    Ok(())
+}
+
+/// The rest of [`fault_inner`] for an anon write fault on an empty PTE while some mTHP size
+/// is enabled: an mTHP when one fits (`mthp::do_anonymous_mthp`), else the 4 KiB page.
+#[cold]
+#[inline(never)]
+fn fault_anon_mthp<A: Arch>(
+    mm: &Mm<A>,
+    shared: &crate::mmshared::MmShared,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    va: VirtAddr,
+) -> Result<(), FaultError> {
+    if !crate::mthp::do_anonymous_mthp(mm, shared, vma, va)? {
+        do_anonymous_page(mm, vma, slot, FaultKind::Write)?;
+        shared.add_rss(1);
+    }
     Ok(())
 }
 
