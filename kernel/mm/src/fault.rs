@@ -302,6 +302,10 @@ fn access_permitted(vma: &Vma, kind: FaultKind) -> bool {
 /// unshare it (`gup_must_unshare`, long-term pins from 2022), raises a second unshare fault,
 /// which `do_wp_page` resolves with a copy (`wp_page_copy` of the zero page: a zeroed exclusive
 /// anon page, still read-only). Two faults, the same end state.
+///
+/// Always inlined: since `fault_anon_mthp` calls it too, LLVM would otherwise call it out of
+/// line from `fault_inner`.
+#[inline(always)]
 fn do_anonymous_page<A: Arch>(
     mm: &Mm<A>,
     vma: &Vma,
