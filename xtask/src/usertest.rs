@@ -157,6 +157,14 @@ const ERA_RUNS: &[(&str, &[u32])] = &[
 /// hung-task threshold must make the watchdog report its held read ([`console_expectation`]);
 /// `t_pagecache big` with 16 MiB of frames streams a 48 MiB file through the page cache.
 const OPTION_RUNS: &[(&str, &str, &str)] = &[
+    // mthp (issue 14): cow.c's mTHP memory types, three boots so each stays short.
+    ("t_cow", "t_cow mthp=16,32", "-- t_cow mthp=16,32"),
+    ("t_cow", "t_cow mthp=64,128", "-- t_cow mthp=64,128"),
+    (
+        "t_cow",
+        "t_cow mthp=256,512,1024",
+        "-- t_cow mthp=256,512,1024",
+    ),
     (
         "t_kheap",
         "t_kheap exhaust kheap=8",

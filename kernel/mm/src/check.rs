@@ -484,7 +484,7 @@ fn check_large_subpage<A: Arch>(
             frames.entire_mapcount(head)
         ));
     }
-    let ptes: u64 = (0..crate::folio::HPAGE_PMD_NR)
+    let ptes: u64 = (0..frames.folio_nr(head))
         .map(|i| u64::from(mapcount[head.pfn() + i]))
         .sum();
     let refs = hmeta.refcount();

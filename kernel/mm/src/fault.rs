@@ -182,6 +182,12 @@ pub(crate) fn fault_inner<A: Arch>(
                     faultstat::end();
                     return Ok(());
                 }
+                // mTHP (`mthp.rs`): a test and a branch while no smaller size is enabled; the
+                // rest is out of line so this function's code stays as it was.
+                None if kind == FaultKind::Write && mm.thp().sizes.any() => {
+                    fault_anon_mthp(mm, &aspace.shared, vma, slot, va)?;
+                    (Decision::NewPage, Rule::DoAnonymousPage)
+                }
                 None => {
                     do_anonymous_page(mm, vma, slot, kind)?;
                     match kind {
@@ -231,6 +237,24 @@ pub(crate) fn fault_inner<A: Arch>(
     }
     aspace.count_minor_fault();
     faultstat::end();
+    Ok(())
+}
+
+/// The rest of [`fault_inner`] for an anon write fault on an empty PTE while some mTHP size
+/// is enabled: an mTHP when one fits (`mthp::do_anonymous_mthp`), else the 4 KiB page.
+#[cold]
+#[inline(never)]
+fn fault_anon_mthp<A: Arch>(
+    mm: &Mm<A>,
+    shared: &crate::mmshared::MmShared,
+    vma: &Vma,
+    slot: PteRef<'_>,
+    va: VirtAddr,
+) -> Result<(), FaultError> {
+    if !crate::mthp::do_anonymous_mthp(mm, shared, vma, va)? {
+        do_anonymous_page(mm, vma, slot, FaultKind::Write)?;
+        shared.add_rss(1);
+    }
     Ok(())
 }
 
@@ -309,6 +333,10 @@ fn access_permitted(vma: &Vma, kind: FaultKind) -> bool {
 /// unshare it (`gup_must_unshare`, long-term pins from 2022), raises a second unshare fault,
 /// which `do_wp_page` resolves with a copy (`wp_page_copy` of the zero page: a zeroed exclusive
 /// anon page, still read-only). Two faults, the same end state.
+///
+/// Always inlined: since `fault_anon_mthp` calls it too, LLVM would otherwise call it out of
+/// line from `fault_inner`.
+#[inline(always)]
 fn do_anonymous_page<A: Arch>(
     mm: &Mm<A>,
     vma: &Vma,

@@ -1,14 +1,19 @@
-//! Large folios: a 2 MiB run of frames managed as one unit (SEMANTICS.md section 11).
+//! Large folios: a naturally aligned run of 2^order frames managed as one unit (SEMANTICS.md
+//! section 11): PMD-mapped THPs, hugetlb pages and the huge zero folio (order 9), and mTHPs
+//! (orders 2..=8, PTE-mapped only: `mthp.rs`).
 //!
-//! Picture: a large folio keeps the 16-byte [`FrameMeta`] of each of its 512 frames, and Linux's
+//! Picture: a large folio keeps the 16-byte [`FrameMeta`] of each of its frames, and Linux's
 //! trick of storing the folio-wide fields in the *tail* frames' words that a tail does not need.
 //!
 //! | frame | `refcount` word | `mapcount` word | `pincount` word | `flags` |
 //! |---|---|---|---|---|
-//! | head (subpage 0) | the folio's refcount | subpage 0's PTE mapcount | the folio's pin count | `HEAD` + per-subpage (`ANON`, `ANON_EXCLUSIVE`) |
-//! | tail 1 | entire mapcount: PMDs mapping the whole folio | subpage 1's PTE mapcount | head PFN | `TAIL` + per-subpage |
-//! | tail 2 | the folio's order (9) | subpage 2's PTE mapcount | head PFN | `TAIL` + per-subpage |
-//! | tail 3..511 | 0 | subpage's PTE mapcount | head PFN | `TAIL` + per-subpage |
+//! | head (subpage 0) | the folio's refcount | subpage 0's PTE mapcount | the folio's pin count | `HEAD` + order field + per-subpage (`ANON`, `ANON_EXCLUSIVE`) |
+//! | tail 1 | entire mapcount: PMDs mapping the whole folio (always 0 below order 9) | subpage 1's PTE mapcount | head PFN | `TAIL` + per-subpage |
+//! | tail 2, 3 | the deferred split queue's next/previous head (while queued), else 0 | subpage's PTE mapcount | head PFN | `TAIL` + per-subpage |
+//! | other tails | 0 | subpage's PTE mapcount | head PFN | `TAIL` + per-subpage |
+//!
+//! The order lives in the head's flags (bits 10..13), so the smallest mTHP (order 2: head and
+//! tails 1..3) has room for every field.
 //!
 //! Counting, as Linux: every PTE that maps a subpage and every PMD that maps the folio holds one
 //! reference on the folio; a GUP reference or pin of a subpage holds one reference (and one pin)
@@ -24,7 +29,7 @@
 use core::sync::atomic::Ordering;
 
 use crate::addr::PhysAddr;
-use crate::frame::{FrameFlags, FrameMeta, FrameTable, BLOCK_FRAMES, BLOCK_ORDER};
+use crate::frame::{FrameFlags, FrameMeta, FrameTable, BLOCK_FRAMES, BLOCK_ORDER, ORDER_SHIFT};
 
 /// Order of a PMD-mapped THP.
 pub const HPAGE_PMD_ORDER: u32 = BLOCK_ORDER;
@@ -70,11 +75,18 @@ impl FrameTable {
     /// Order of the folio `frame` belongs to (0 for a small page).
     pub fn folio_order(&self, frame: PhysAddr) -> u32 {
         let head = self.folio_head(frame);
-        if self.meta(head).test(FrameFlags::HEAD) {
-            self.meta(head + 2 * 4096).refcount.load(Ordering::Relaxed)
+        let f = self.meta(head).flags();
+        if f.contains(FrameFlags::HEAD) {
+            (f.bits() & FrameFlags::ORDER_MASK.bits()) >> ORDER_SHIFT
         } else {
             0
         }
+    }
+
+    /// Frames in the folio whose head is `head` (Linux `folio_nr_pages`); 1 for a small page.
+    #[inline]
+    pub fn folio_nr(&self, head: PhysAddr) -> usize {
+        1 << self.folio_order(head)
     }
 
     /// The folio's reference count (Linux `folio_ref_count`).
@@ -119,7 +131,7 @@ impl FrameTable {
         if !self.meta(head).test(FrameFlags::HEAD) {
             return self.meta(head).mapcount();
         }
-        let ptes: u32 = (0..HPAGE_PMD_NR)
+        let ptes: u32 = (0..self.folio_nr(head))
             .map(|i| self.meta(head + (i * 4096) as u64).mapcount())
             .sum();
         ptes + self.entire_mapcount(head)
@@ -161,22 +173,38 @@ impl FrameTable {
     /// `ANON|ANON_EXCLUSIVE` with PTE mapcount 0 (Linux `folio_prep_large_rmappable` +
     /// `folio_add_new_anon_rmap` with `RMAP_EXCLUSIVE`). Nobody else can reach it yet.
     pub(crate) fn prep_anon_thp(&self, head: PhysAddr, extra: FrameFlags) {
-        self.prep_large(head, FrameFlags::ANON | extra, 1);
+        self.prep_large(head, FrameFlags::ANON | extra, 1, HPAGE_PMD_ORDER);
     }
 
-    /// Lays out the folio metadata of a fresh block at `head`: refcount 1, entire mapcount
-    /// `entire`, every subpage flagged `per` with PTE mapcount 0 (the table above).
-    pub(crate) fn prep_large(&self, head: PhysAddr, per: FrameFlags, entire: u32) {
+    /// Turns the run `head` just returned by [`FrameTable::alloc_run`] into an mTHP about to be
+    /// mapped by one PTE per subpage (Linux `alloc_anon_folio` + `folio_add_new_anon_rmap` +
+    /// `folio_ref_add(nr - 1)`): refcount `2^order` (one per PTE), no entire mapping, every
+    /// subpage `ANON|ANON_EXCLUSIVE` with PTE mapcount 1. Nobody else can reach it yet.
+    pub(crate) fn prep_anon_mthp(&self, head: PhysAddr, order: u32) {
+        let nr = 1usize << order;
+        self.prep_large(
+            head,
+            FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE,
+            0,
+            order,
+        );
+        let metas = &self.metas()[head.pfn()..head.pfn() + nr];
+        metas[0].init_counts(nr as u32, 1);
+        for m in &metas[1..] {
+            m.mapcount.store(1, Ordering::Release);
+        }
+    }
+
+    /// Lays out the folio metadata of a fresh run of `2^order` frames at `head`: refcount 1,
+    /// entire mapcount `entire`, every subpage flagged `per` with PTE mapcount 0 (the table
+    /// above).
+    pub(crate) fn prep_large(&self, head: PhysAddr, per: FrameFlags, entire: u32, order: u32) {
         let first = head.pfn();
         let metas = self.metas();
-        metas[first].init_flags(FrameFlags::HEAD | per);
+        metas[first].init_flags(FrameFlags::HEAD | FrameFlags::order(order) | per);
         metas[first].init_counts(1, 0);
-        for (i, m) in metas[first + 1..first + HPAGE_PMD_NR].iter().enumerate() {
-            let word = match i + 1 {
-                1 => entire,
-                2 => HPAGE_PMD_ORDER,
-                _ => 0,
-            };
+        for (i, m) in metas[first + 1..first + (1 << order)].iter().enumerate() {
+            let word = if i == 0 { entire } else { 0 };
             m.refcount.store(word, Ordering::Relaxed);
             m.mapcount.store(0, Ordering::Relaxed);
             m.pincount.store(first as u32, Ordering::Relaxed);
@@ -211,7 +239,7 @@ impl FrameTable {
     /// Sets or clears `ANON_EXCLUSIVE` on every subpage of the folio at `head`.
     pub(crate) fn set_folio_exclusive(&self, head: PhysAddr, exclusive: bool) {
         let first = head.pfn();
-        for m in &self.metas()[first..first + HPAGE_PMD_NR] {
+        for m in &self.metas()[first..first + self.folio_nr(head)] {
             if exclusive {
                 m.set_flags(FrameFlags::ANON_EXCLUSIVE);
             } else {
@@ -220,11 +248,13 @@ impl FrameTable {
         }
     }
 
-    /// Dismantles a large folio whose last reference is gone and returns its block (Linux
-    /// `free_large_folio` -> `free_pages` of order 9). Every subpage must be unmapped.
-    pub(crate) fn free_large_folio(&self, head: PhysAddr) {
+    /// Dismantles a large folio whose last reference is gone and returns its frames (Linux
+    /// `free_large_folio` -> `free_pages` of its order): a whole 2 MiB block, or an mTHP's run
+    /// to the 4 KiB lists. Every subpage must be unmapped. Returns the frames freed.
+    pub(crate) fn free_large_folio(&self, head: PhysAddr) -> usize {
         let first = head.pfn();
         let metas = self.metas();
+        let order = self.folio_order(head);
         assert!(
             metas[first].test(FrameFlags::HEAD),
             "free_large_folio: {head:#x} is not a folio head"
@@ -232,7 +262,8 @@ impl FrameTable {
         if metas[first].test(FrameFlags::SPLIT_QUEUED) {
             self.deferred_split_remove(head);
         }
-        for m in &metas[first + 1..first + HPAGE_PMD_NR] {
+        let nr = 1usize << order;
+        for m in &metas[first + 1..first + nr] {
             assert!(
                 m.test(FrameFlags::TAIL),
                 "free_large_folio: folio {head:#x} has a non-tail frame"
@@ -242,7 +273,12 @@ impl FrameTable {
             m.init_flags(FrameFlags::NONE);
         }
         metas[first].init_flags(FrameFlags::NONE);
-        self.free_block(head);
+        if order == BLOCK_ORDER {
+            self.free_block(head);
+        } else {
+            self.free_run(head, order);
+        }
+        nr
     }
 }
 

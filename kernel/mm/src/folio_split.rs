@@ -18,8 +18,9 @@
 //! an io_uring buffer, a DMA) keeps it whole, and it stays queued for a later scan; a folio
 //! freed while queued leaves the queue (`free_large_folio`).
 //!
-//! The queue is a doubly linked list through words the folio layout leaves unused: tail 3's
-//! `refcount` word holds the next head's PFN, tail 4's the previous one's ([`NIL`] ends).
+//! The queue is a doubly linked list through words the folio layout leaves unused: tail 2's
+//! `refcount` word holds the next head's PFN, tail 3's the previous one's ([`NIL`] ends), so
+//! the smallest mTHP (order 2) can be queued too.
 //!
 //! Concurrency: the split freezes the folio's refcount at 0 with a compare-exchange from the
 //! mapcount sum, so a reference taken before it makes the split fail. It rewrites the metadata
@@ -34,7 +35,7 @@ use core::sync::atomic::Ordering;
 
 use crate::addr::PhysAddr;
 use crate::arch::Arch;
-use crate::folio::HPAGE_PMD_NR;
+use crate::folio::HPAGE_PMD_ORDER;
 use crate::frame::{FrameFlags, FrameTable, NIL};
 use crate::mm::Mm;
 use crate::stats;
@@ -52,8 +53,8 @@ impl SplitQueue {
 }
 
 /// Tail frames whose spare `refcount` words link the queue.
-const NEXT: usize = 3;
-const PREV: usize = 4;
+const NEXT: usize = 2;
+const PREV: usize = 3;
 
 impl FrameTable {
     fn link(&self, head: u32, which: usize) -> &core::sync::atomic::AtomicU32 {
@@ -164,12 +165,13 @@ impl<A: Arch> Mm<A> {
         freed
     }
 
-    /// Splits the PTE-mapped anon THP at `head` into 512 small anon pages and frees those no
-    /// PTE maps (Linux `split_huge_page_to_list_to_order` for order 0), if only its PTEs hold
-    /// it; called with the split queue locked (lock order: split queue, then free lists).
+    /// Splits the PTE-mapped anon THP or mTHP at `head` into small anon pages and frees those
+    /// no PTE maps (Linux `split_huge_page_to_list_to_order` for order 0), if only its PTEs
+    /// hold it; called with the split queue locked (lock order: split queue, then free lists).
     fn split_folio(&self, head: PhysAddr) -> Split {
         let frames = self.frames();
-        let metas = &frames.metas()[head.pfn()..head.pfn() + HPAGE_PMD_NR];
+        let order = frames.folio_order(head);
+        let metas = &frames.metas()[head.pfn()..head.pfn() + (1 << order)];
         if frames.entire_mapcount(head) != 0 || metas[0].pincount() != 0 {
             return Split::Busy;
         }
@@ -193,7 +195,7 @@ impl<A: Arch> Mm<A> {
                 // The head link: a small page's pin count is its own.
                 m.pincount.store(0, Ordering::Relaxed);
             }
-            m.clear_flags(FrameFlags::HEAD | FrameFlags::TAIL);
+            m.clear_flags(FrameFlags::HEAD | FrameFlags::TAIL | FrameFlags::ORDER_MASK);
         }
         let mut freed = 0;
         for (i, m) in metas.iter().enumerate() {
@@ -208,8 +210,12 @@ impl<A: Arch> Mm<A> {
         self.counters
             .anon_pages
             .fetch_sub(freed as u64, Ordering::Relaxed);
-        stats::dec(&self.counters.anon_thps);
-        stats::inc(&self.counters.thp_split_page);
+        if order == HPAGE_PMD_ORDER {
+            stats::dec(&self.counters.anon_thps);
+            stats::inc(&self.counters.thp_split_page);
+        } else {
+            self.thp().sizes.split(order);
+        }
         Split::Done(freed)
     }
 }

@@ -25,7 +25,15 @@ pub use hugetlb_pool::HugeCounts;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct FrameFlags(u32);
 
+/// Where [`FrameFlags::ORDER_MASK`] starts.
+pub(crate) const ORDER_SHIFT: u32 = 10;
+
 impl FrameFlags {
+    /// The order field of a folio head's flags.
+    pub const fn order(order: u32) -> FrameFlags {
+        FrameFlags((order & 0xf) << ORDER_SHIFT)
+    }
+
     pub const NONE: FrameFlags = FrameFlags(0);
     /// Anonymous memory (Linux `PageAnon`): reached only through private page tables and pins,
     /// never through a file or the page cache.
@@ -52,6 +60,8 @@ impl FrameFlags {
     /// its `refcount` one of the folio's extra counts; only `mapcount` and the per-subpage
     /// flags (`ANON_EXCLUSIVE`) are its own.
     pub const TAIL: FrameFlags = FrameFlags(1 << 9);
+    /// On a large folio's head: the folio's order (2..=9), a 4-bit field (`folio.rs`).
+    pub const ORDER_MASK: FrameFlags = FrameFlags(0xf << ORDER_SHIFT);
     /// Every frame of a hugetlb folio (`hugetlb_pool.rs`): its last reference returns it to
     /// the hugetlb pool, not to the frame allocator (Linux `folio_test_hugetlb`).
     pub const HUGETLB: FrameFlags = FrameFlags(1 << 14);
@@ -585,14 +595,13 @@ impl FrameTable {
             return 0;
         }
         fence(Ordering::Acquire);
-        last(head, huge::BLOCK_FRAMES);
+        last(head, self.folio_nr(head));
         if head_meta.test(FrameFlags::HUGETLB) {
             // Back to the pool: no frame reaches the allocator, no anon counter moves.
             self.free_huge_folio(head);
             return 0;
         }
-        self.free_large_folio(head);
-        huge::BLOCK_FRAMES
+        self.free_large_folio(head)
     }
 
     /// The PFN of the frame `meta` describes (a pointer into the metadata array).

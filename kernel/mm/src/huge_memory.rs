@@ -78,6 +78,8 @@ pub struct ThpSettings {
     enabled: AtomicU8,
     defrag: AtomicU8,
     use_zero_page: AtomicBool,
+    /// `hugepages-<N>kB/`: the per-size controls and counters (`mthp.rs`).
+    pub sizes: crate::mthp::MthpSizes,
 }
 
 impl Default for ThpSettings {
@@ -89,6 +91,7 @@ impl Default for ThpSettings {
             enabled: AtomicU8::new(ThpEnabled::Madvise as u8),
             defrag: AtomicU8::new(ThpDefrag::Madvise as u8),
             use_zero_page: AtomicBool::new(true),
+            sizes: crate::mthp::MthpSizes::default(),
         }
     }
 }
@@ -187,17 +190,15 @@ impl ThpSettings {
 
 /// May a fault at `va` in `vma` be served by a PMD-mapped THP (Linux
 /// `thp_vma_allowable_order` for order 9, plus the range check of
-/// `do_huge_pmd_anonymous_page`)? The flag tests come first: with the default `madvise` and no
-/// `MADV_HUGEPAGE`, the small-page fault pays one test of the VMA's flags and one of the mode.
+/// `do_huge_pmd_anonymous_page`)? `hugepages-2048kB/enabled` decides (its default `inherit`:
+/// the top-level `enabled`). The flag tests come first: with the default `madvise` and no
+/// `MADV_HUGEPAGE`, the small-page fault pays a few tests of the VMA's flags and the modes.
 #[inline]
 pub(crate) fn thp_vma_allowable<A: Arch>(mm: &Mm<A>, vma: &Vma, va: VirtAddr) -> bool {
-    let flags = vma.flags();
-    let wanted = match mm.thp().enabled() {
-        ThpEnabled::Always => !flags.contains(VmaFlags::NOHUGEPAGE),
-        ThpEnabled::Madvise => flags.contains(VmaFlags::HUGEPAGE),
-        ThpEnabled::Never => false,
-    };
-    wanted && thp_vma_suitable(vma, va)
+    let thp = mm.thp();
+    thp.sizes
+        .allowed(crate::folio::HPAGE_PMD_ORDER, thp.enabled(), vma.flags())
+        && thp_vma_suitable(vma, va)
 }
 
 /// The VMA kind and range part of the eligibility: private anonymous memory, the 2 MiB around

@@ -52,6 +52,7 @@ pub mod mmshared;
 mod mprotect;
 mod mremap;
 pub mod msync;
+pub mod mthp;
 mod munmap;
 pub mod oom;
 pub mod opstat;

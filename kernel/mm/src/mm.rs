@@ -387,13 +387,17 @@ impl<A: Arch> Mm<A> {
         }
     }
 
-    /// A freed THP of `frames` frames leaves the anon counters.
+    /// A freed THP or mTHP of `frames` frames leaves the anon counters.
     #[cold]
     fn uncount_thp(&self, frames: usize) {
         self.counters
             .anon_pages
             .fetch_sub(frames as u64, Ordering::Relaxed);
-        stats::dec(&self.counters.anon_thps);
+        if frames == crate::folio::HPAGE_PMD_NR {
+            stats::dec(&self.counters.anon_thps);
+        } else {
+            self.thp().sizes.freed(frames.trailing_zeros());
+        }
     }
 
     /// Is every byte of the zero page zero? For the checker's zero-page invariant.

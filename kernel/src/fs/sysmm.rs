@@ -6,6 +6,9 @@
 //! one word; `hpage_pmd_size` is read-only. A write of anything else is `EINVAL`, as Linux.
 //! `hugepages/hugepages-2048kB/{nr,free,resv,surplus}_hugepages`: the hugetlb pool's counts;
 //! a write of a number to `nr_hugepages` resizes the pool as far as memory allows.
+//! `transparent_hugepage/hugepages-<N>kB/enabled` for N = 16..2048 (`always`, `inherit`,
+//! `madvise`, `never`; `cowlab_mm::mthp`) and its `stats/{anon_fault_alloc,
+//! anon_fault_fallback,nr_anon,split}` (read-only).
 #![deny(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -36,6 +39,37 @@ pub enum Knob {
     FreeHugepages,
     ResvHugepages,
     SurplusHugepages,
+    /// `transparent_hugepage/hugepages-<N>kB/enabled` of the size of this order.
+    SizeEnabled(u8),
+    /// `transparent_hugepage/hugepages-<N>kB/stats/<stat>`: the order and the stat.
+    SizeStat(u8, SizeStat),
+}
+
+/// The per-size counters offered under `hugepages-<N>kB/stats/`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SizeStat {
+    AnonFaultAlloc,
+    AnonFaultFallback,
+    NrAnon,
+    Split,
+}
+
+/// `hugepages-<N>kB/<attr>` below `transparent_hugepage/`.
+fn size_knob(path: &str) -> Option<Knob> {
+    let rest = path.strip_prefix("hugepages-")?;
+    let (kb, attr) = rest.split_once("kB/")?;
+    let order = cowlab_mm::mthp::order_of_kb(kb.parse().ok()?)? as u8;
+    if attr == "enabled" {
+        return Some(Knob::SizeEnabled(order));
+    }
+    let stat = match attr.strip_prefix("stats/")? {
+        "anon_fault_alloc" => SizeStat::AnonFaultAlloc,
+        "anon_fault_fallback" => SizeStat::AnonFaultFallback,
+        "nr_anon" => SizeStat::NrAnon,
+        "split" => SizeStat::Split,
+        _ => return None,
+    };
+    Some(Knob::SizeStat(order, stat))
 }
 
 impl Knob {
@@ -50,7 +84,11 @@ impl Knob {
                 _ => return None,
             });
         }
-        Some(match name.strip_prefix("transparent_hugepage/")? {
+        let thp = name.strip_prefix("transparent_hugepage/")?;
+        if thp.starts_with("hugepages-") {
+            return size_knob(thp);
+        }
+        Some(match thp {
             "enabled" => Knob::Enabled,
             "defrag" => Knob::Defrag,
             "use_zero_page" => Knob::UseZeroPage,
@@ -62,8 +100,29 @@ impl Knob {
     pub fn writable(self) -> bool {
         !matches!(
             self,
-            Knob::HpagePmdSize | Knob::FreeHugepages | Knob::ResvHugepages | Knob::SurplusHugepages
+            Knob::HpagePmdSize
+                | Knob::FreeHugepages
+                | Knob::ResvHugepages
+                | Knob::SurplusHugepages
+                | Knob::SizeStat(..)
         )
+    }
+
+    /// A distinct inode number per attribute.
+    fn ino(self) -> u64 {
+        0x5100
+            + match self {
+                Knob::Enabled => 0,
+                Knob::Defrag => 1,
+                Knob::UseZeroPage => 2,
+                Knob::HpagePmdSize => 3,
+                Knob::NrHugepages => 4,
+                Knob::FreeHugepages => 5,
+                Knob::ResvHugepages => 6,
+                Knob::SurplusHugepages => 7,
+                Knob::SizeEnabled(o) => 0x10 * u64::from(o),
+                Knob::SizeStat(o, st) => 0x10 * u64::from(o) + 1 + st as u64,
+            }
     }
 
     fn show(self) -> String {
@@ -74,6 +133,17 @@ impl Knob {
             Knob::Defrag => thp.show_defrag(&mut out),
             Knob::UseZeroPage => out = format!("{}\n", u8::from(thp.use_zero_page())),
             Knob::HpagePmdSize => out = format!("{}\n", cowlab_mm::folio::HPAGE_PMD_SIZE),
+            Knob::SizeEnabled(order) => thp.sizes.show_enabled(u32::from(order), &mut out),
+            Knob::SizeStat(order, st) => {
+                let c = thp.sizes.stats(u32::from(order));
+                let v = match st {
+                    SizeStat::AnonFaultAlloc => c.anon_fault_alloc,
+                    SizeStat::AnonFaultFallback => c.anon_fault_fallback,
+                    SizeStat::NrAnon => c.nr_anon,
+                    SizeStat::Split => c.split,
+                };
+                out = format!("{v}\n");
+            }
             Knob::NrHugepages
             | Knob::FreeHugepages
             | Knob::ResvHugepages
@@ -99,6 +169,7 @@ impl Knob {
             Knob::Enabled => thp.store_enabled(input),
             Knob::Defrag => thp.store_defrag(input),
             Knob::UseZeroPage => thp.store_use_zero_page(input),
+            Knob::SizeEnabled(order) => thp.sizes.store_enabled(u32::from(order), input),
             Knob::NrHugepages => {
                 let n = cowlab_mm::hugetlb::parse_nr_hugepages(input, false)
                     .map_err(|_| Errno::EINVAL)?;
@@ -108,7 +179,8 @@ impl Knob {
             Knob::HpagePmdSize
             | Knob::FreeHugepages
             | Knob::ResvHugepages
-            | Knob::SurplusHugepages => return Err(Errno::EACCES),
+            | Knob::SurplusHugepages
+            | Knob::SizeStat(..) => return Err(Errno::EACCES),
         }
         .map_err(|_| Errno::EINVAL)
     }
@@ -155,7 +227,7 @@ impl FileOps for SysMmFile {
 
     fn stat(&self) -> Stat {
         let mode = S_IFREG | if self.0.writable() { 0o644 } else { 0o444 };
-        Stat::base(mode, 0x5100 + self.0 as u64)
+        Stat::base(mode, self.0.ino())
     }
 
     fn statfs(&self) -> StatFs {

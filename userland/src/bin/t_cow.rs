@@ -20,6 +20,8 @@ extern crate alloc;
 mod families;
 #[path = "t_cow/hugetlb.rs"]
 mod hugetlb;
+#[path = "t_cow/mthp.rs"]
+mod mthp;
 #[path = "t_cow/stats.rs"]
 mod stats;
 #[path = "t_cow/sys.rs"]
@@ -313,10 +315,24 @@ fn prefault_stack() {
 
 fn main() -> i32 {
     let cowlab = on_cowlab();
+    // `mthp=SIZES`: only cow.c's mTHP memory types of those sizes (`t_cow/mthp.rs`).
+    let mthp_sizes = match mthp::sizes_from_args() {
+        Ok(sizes) => sizes,
+        Err(why) => {
+            cowlab_userland::println!("t_cow: {why}");
+            return 2;
+        }
+    };
+    let base = mthp_sizes.is_empty();
     let planned = (ANON.len() + NON_ANON.len() * NON_ANON_MEMS.len()) as u32;
     let planned = planned + (ANON.len() + NON_ANON.len()) as u32; // hugetlb (2048 kB)
                                                                   // thp2: the THP memory types (cases after the base-page ones).
     let planned = planned + thp::planned();
+    let planned = if base {
+        planned
+    } else {
+        mthp::planned(&mthp_sizes)
+    };
     let mut tap = Tap::new("t_cow", planned);
     prefault_stack();
     let first = stats::read();
@@ -345,6 +361,13 @@ fn main() -> i32 {
         tap.diag("/sys/kernel/debug/gup_test unavailable");
     }
 
+    if !base {
+        mthp::run_all(&mut tap, &mut ctx, cowlab, &mthp_sizes);
+        if let Some(fd) = ctx.gup_fd {
+            let _ = close(fd);
+        }
+        return tap.finish(planned);
+    }
     for &(desc, family) in ANON {
         let desc = format!("{desc} (base page)");
         run_case(&mut tap, &mut ctx, cowlab, &desc, |ctx| {

@@ -81,6 +81,100 @@ impl FrameTable {
         list.count += BLOCK_FRAMES;
     }
 
+    /// A naturally aligned run of `2^order` frames (`order` 1..=8, an mTHP: Linux
+    /// `alloc_pages(order)`), the first with refcount 1 and every frame otherwise as
+    /// [`Self::alloc_block`] leaves it. Without a buddy allocator: if the 4 KiB list starts with
+    /// such a run (what [`Self::free_run`] and an earlier call leave there) it is popped;
+    /// otherwise a whole block is taken (harvesting if `harvest`), its first `2^order` frames
+    /// returned and the rest pushed onto the 4 KiB list in ascending order, so the next
+    /// allocations of this order find their runs at the list's head. `None` when neither
+    /// exists: the fault falls back to a smaller order.
+    pub fn alloc_run(&self, order: u32, harvest: bool) -> Option<PhysAddr> {
+        debug_assert!((1..BLOCK_ORDER).contains(&order));
+        let nr = 1usize << order;
+        let mut list = self.free.lock();
+        let first = match self.run_at_head(&list, nr) {
+            Some(first) => {
+                list.head = self.meta[first + nr - 1].mapcount.load(Ordering::Relaxed);
+                list.count -= nr;
+                first
+            }
+            None => {
+                if list.blocks == NIL && harvest {
+                    self.harvest(&mut list);
+                }
+                if list.blocks == NIL {
+                    return None;
+                }
+                let first = list.blocks as usize;
+                list.blocks = self.meta[first].mapcount.load(Ordering::Relaxed);
+                for pfn in (first + nr..first + BLOCK_FRAMES).rev() {
+                    let meta = &self.meta[pfn];
+                    meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
+                    meta.mapcount.store(list.head, Ordering::Relaxed);
+                    list.head = pfn as u32;
+                }
+                list.count -= nr;
+                first
+            }
+        };
+        drop(list);
+        for pfn in first..first + nr {
+            let meta = &self.meta[pfn];
+            meta.refcount
+                .store(u32::from(pfn == first), Ordering::Relaxed);
+            meta.mapcount.store(0, Ordering::Relaxed);
+            meta.pincount.store(0, Ordering::Relaxed);
+            meta.flags.store(0, Ordering::Relaxed);
+        }
+        Some(PhysAddr::from_pfn(first))
+    }
+
+    /// Does the 4 KiB list start with `nr` consecutive frames from an `nr`-aligned PFN? At most
+    /// `nr` link reads.
+    fn run_at_head(&self, list: &FreeList, nr: usize) -> Option<usize> {
+        let first = list.head as usize;
+        if list.head == NIL || !first.is_multiple_of(nr) {
+            return None;
+        }
+        let linked = (first..first + nr - 1)
+            .all(|at| self.meta[at].mapcount.load(Ordering::Relaxed) as usize == at + 1);
+        linked.then_some(first)
+    }
+
+    /// Returns the run of [`Self::alloc_run`] at `head` (every frame unmapped, unpinned, no
+    /// reference but at most the caller's on the first) to the 4 KiB list, ascending from the
+    /// head of the list, where the next `alloc_run` of this order finds it.
+    pub fn free_run(&self, head: PhysAddr, order: u32) {
+        let first = head.pfn();
+        let nr = 1usize << order;
+        assert!(
+            first.is_multiple_of(nr) && first + nr <= self.meta.len(),
+            "free_run: {head:#x} is not the start of an order-{order} run"
+        );
+        for pfn in first..first + nr {
+            let meta = &self.meta[pfn];
+            assert!(
+                !meta
+                    .flags()
+                    .intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO)
+                    && meta.refcount() <= u32::from(pfn == first)
+                    && meta.mapcount() == 0
+                    && meta.pincount() == 0,
+                "free_run: frame {pfn:#x} is free, reserved, referenced, mapped or pinned"
+            );
+        }
+        let mut list = self.free.lock();
+        for pfn in (first..first + nr).rev() {
+            let meta = &self.meta[pfn];
+            meta.refcount.store(0, Ordering::Relaxed);
+            meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
+            meta.mapcount.store(list.head, Ordering::Relaxed);
+            list.head = pfn as u32;
+        }
+        list.count += nr;
+    }
+
     /// Whole free blocks on the block list (for tests and `/proc`).
     pub fn free_blocks(&self) -> usize {
         let list = self.free.lock();
@@ -334,6 +428,66 @@ mod tests {
         t.free_block(b);
         assert_eq!(t.free_frames(), boot);
         assert_eq!(t.free_blocks(), 3);
+    }
+
+    #[test]
+    fn runs_are_aligned_reused_from_the_list_head_and_return_exactly() {
+        let t = table(1);
+        let boot = t.free_frames();
+        let a = t.alloc_run(4, true).expect("a block to break");
+        assert!(
+            a.pfn().is_multiple_of(B),
+            "the first run is a block's start"
+        );
+        assert_eq!(t.meta(a).refcount(), 1);
+        assert_eq!(t.free_frames(), boot - 16);
+        let blocks = t.free_blocks();
+        // The broken block's rest is at the list head: the next runs come from it.
+        let b = t.alloc_run(4, true).unwrap();
+        assert_eq!(b.pfn(), a.pfn() + 16);
+        let c = t.alloc_run(2, true).unwrap();
+        assert_eq!(c.pfn(), a.pfn() + 32);
+        assert_eq!(t.free_blocks(), blocks, "no block broken for them");
+        // A 4 KiB allocation in between misaligns the head: the next run breaks a block.
+        let small = t.alloc().unwrap();
+        assert_eq!(small.pfn(), a.pfn() + 36);
+        let d = t.alloc_run(3, true).unwrap();
+        assert!(d.pfn().is_multiple_of(B));
+        assert_eq!(t.free_blocks(), blocks - 1);
+        // A freed run goes back to the head and is the next run of its order.
+        t.free_run(b, 4);
+        assert_eq!(t.alloc_run(4, true), Some(b));
+        for (r, o) in [(a, 4), (b, 4), (c, 2), (d, 3)] {
+            t.free_run(r, o);
+        }
+        t.free(small);
+        assert_eq!(t.free_frames(), boot);
+        // Every frame free again: the harvest reassembles all three blocks.
+        let mut all = Vec::new();
+        while let Some(x) = t.alloc_block(true) {
+            all.push(x);
+        }
+        assert_eq!(all.len(), 3);
+        for x in all {
+            t.free_block(x);
+        }
+    }
+
+    #[test]
+    fn no_run_without_a_block_or_an_aligned_head() {
+        let t = table(1);
+        let mut all = Vec::new();
+        while let Some(f) = t.alloc() {
+            all.push(f);
+        }
+        // Free every other frame: plenty of free memory, no contiguous run.
+        for f in all.iter().copied().filter(|f| f.pfn() % 2 == 0) {
+            t.free(f);
+        }
+        assert!(t.alloc_run(1, true).is_none());
+        for f in all.iter().copied().filter(|f| f.pfn() % 2 == 1) {
+            t.free(f);
+        }
     }
 
     #[test]

@@ -163,7 +163,8 @@ impl FrameTable {
     /// its per-subpage state is cleared and it goes back on the free list, or to the allocator
     /// if the pool holds surplus folios.
     pub(super) fn free_huge_folio(&self, head: PhysAddr) {
-        let keep = FrameFlags::HEAD | FrameFlags::TAIL | FrameFlags::HUGETLB;
+        let keep =
+            FrameFlags::HEAD | FrameFlags::TAIL | FrameFlags::HUGETLB | FrameFlags::ORDER_MASK;
         let first = head.pfn();
         for m in &self.metas()[first..first + BLOCK_FRAMES] {
             m.flags.store(m.flags().0 & keep.0, Ordering::Relaxed);
@@ -185,11 +186,11 @@ impl FrameTable {
     fn prep_hugetlb_folio(&self, head: PhysAddr) {
         let first = head.pfn();
         let metas = self.metas();
-        metas[first].init_flags(FrameFlags::HEAD | FrameFlags::HUGETLB);
+        metas[first]
+            .init_flags(FrameFlags::HEAD | FrameFlags::order(BLOCK_ORDER) | FrameFlags::HUGETLB);
         metas[first].init_counts(0, 0);
-        for (i, m) in metas[first + 1..first + BLOCK_FRAMES].iter().enumerate() {
-            let word = if i + 1 == 2 { BLOCK_ORDER } else { 0 };
-            m.refcount.store(word, Ordering::Relaxed);
+        for m in &metas[first + 1..first + BLOCK_FRAMES] {
+            m.refcount.store(0, Ordering::Relaxed);
             m.mapcount.store(0, Ordering::Relaxed);
             m.pincount.store(first as u32, Ordering::Relaxed);
             m.init_flags(FrameFlags::TAIL | FrameFlags::HUGETLB);

@@ -34,7 +34,7 @@ const MREMAP_FIXED: usize = 2;
 
 /// cow.c `enum thp_run` without the swap-out variants (cowlab has no swap).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ThpRun {
+pub(crate) enum ThpRun {
     Pmd,
     Pte,
     SinglePte,
@@ -60,7 +60,9 @@ pub fn run_all(tap: &mut Tap, ctx: &mut Ctx, cowlab: bool) {
     for &(desc, family) in ANON {
         for &(mem_name, run) in THP_RUNS {
             let desc = format!("{desc} ({mem_name})");
-            run_case(tap, ctx, cowlab, &desc, |ctx| run_thp(ctx, family, run));
+            run_case(tap, ctx, cowlab, &desc, |ctx| {
+                run_thp(ctx, family, run, THP)
+            });
         }
     }
     for &(desc, family) in NON_ANON {
@@ -114,21 +116,22 @@ fn anon_family(ctx: &mut Ctx, family: Anon, mem: usize, size: usize, run: ThpRun
     }
 }
 
-/// cow.c `do_run_with_thp`: a 2 MiB-aligned `MADV_HUGEPAGE` range whose first touch must
-/// populate the whole THP, filled with 1, then shaped as `run` says.
-fn run_thp(ctx: &mut Ctx, family: Anon, run: ThpRun) -> R {
+/// cow.c `do_run_with_thp`: a `thp`-aligned range (`MADV_HUGEPAGE` for the PMD size) whose
+/// first touch must populate the whole THP or mTHP of `thp` bytes, filled with 1, then shaped
+/// as `run` says.
+pub(crate) fn run_thp(ctx: &mut Ctx, family: Anon, run: ThpRun, thp: usize) -> R {
     let rw = PROT_READ | PROT_WRITE;
     let anon = MAP_PRIVATE | MAP_ANONYMOUS;
-    let mmap_mem = match mmap(0, 2 * THP, rw, anon) {
+    let mmap_mem = match mmap(0, 2 * thp, rw, anon) {
         Ok(m) => m,
         Err(e) => return R::Fail(msg!("mmap: {e:?}")),
     };
-    let mem = (mmap_mem + THP - 1) & !(THP - 1);
+    let mem = (mmap_mem + thp - 1) & !(thp - 1);
     let mut mremap_mem = None;
-    let r = shape_and_run(ctx, family, run, mem, &mut mremap_mem);
-    let _ = munmap(mmap_mem, 2 * THP);
+    let r = shape_and_run(ctx, family, run, mem, thp, &mut mremap_mem);
+    let _ = munmap(mmap_mem, 2 * thp);
     if let Some(m) = mremap_mem {
-        let _ = munmap(m, THP / 2);
+        let _ = munmap(m, thp / 2);
     }
     r
 }
@@ -138,17 +141,22 @@ fn shape_and_run(
     family: Anon,
     run: ThpRun,
     mem: usize,
+    thp: usize,
     mremap_mem: &mut Option<usize>,
 ) -> R {
-    if let Err(e) = madvise(mem, THP, MADV_HUGEPAGE) {
-        return R::Fail(msg!("MADV_HUGEPAGE: {e:?}"));
+    // cow.c advises every size; an mTHP size runs only where it is `always` (`mthp.rs`), and
+    // without the hint a host's `inherit` PMD size cannot take the range instead.
+    if thp == THP {
+        if let Err(e) = madvise(mem, THP, MADV_HUGEPAGE) {
+            return R::Fail(msg!("MADV_HUGEPAGE: {e:?}"));
+        }
     }
     fill(mem, 1, 1);
-    if !populated(mem + THP - PAGE) {
+    if !populated(mem + thp - PAGE) {
         return R::Skip(Need::Thp, "Did not get a THP populated".into());
     }
-    fill(mem, THP, 1);
-    let mut size = THP;
+    fill(mem, thp, 1);
+    let mut size = thp;
     match run {
         ThpRun::Pmd => {}
         ThpRun::Pte | ThpRun::SinglePte => {
@@ -159,7 +167,7 @@ fn shape_and_run(
                 return R::Fail("mprotect failed".into());
             }
             if run == ThpRun::SinglePte {
-                if let Err(e) = madvise(mem + PAGE, THP - PAGE, MADV_DONTNEED) {
+                if let Err(e) = madvise(mem + PAGE, thp - PAGE, MADV_DONTNEED) {
                     return R::Fail(msg!("MADV_DONTNEED: {e:?}"));
                 }
                 size = PAGE;
@@ -167,7 +175,7 @@ fn shape_and_run(
         }
         ThpRun::PartialMremap => {
             // Move the second half somewhere else; the test runs on the first half.
-            let half = THP / 2;
+            let half = thp / 2;
             let to = match mmap(0, half, 0, MAP_PRIVATE | MAP_ANONYMOUS) {
                 Ok(m) => m,
                 Err(e) => return R::Fail(msg!("mmap: {e:?}")),
@@ -181,7 +189,7 @@ fn shape_and_run(
         ThpRun::PartialShared => {
             // Share the first page with a child that exits at once: the rest of the THP was
             // never shared.
-            if let Err(e) = madvise(mem + PAGE, THP - PAGE, MADV_DONTFORK) {
+            if let Err(e) = madvise(mem + PAGE, thp - PAGE, MADV_DONTFORK) {
                 return R::Fail(msg!("MADV_DONTFORK: {e:?}"));
             }
             match fork() {
@@ -191,7 +199,7 @@ fn shape_and_run(
                 }
                 Err(e) => return R::Fail(msg!("fork: {e:?}")),
             }
-            if let Err(e) = madvise(mem + PAGE, THP - PAGE, MADV_DOFORK) {
+            if let Err(e) = madvise(mem + PAGE, thp - PAGE, MADV_DOFORK) {
                 return R::Fail(msg!("MADV_DOFORK: {e:?}"));
             }
         }
