@@ -20,7 +20,10 @@
 //! writeback takes each dirty page's lock (`trylock`, under the spin lock: a dirty page is
 //! never being filled) to clean it; buffered writes hold the locks of their pages from the
 //! lookup to the copy (Linux `write_begin`/`write_end`). Lock order: page locks (ascending
-//! index), then the cache's spin lock, then whatever the store takes (the filesystem). Reclaim
+//! index), then whatever the store takes (the filesystem), then the cache's spin lock, held
+//! briefly and never across a call into the store: a task waiting for the filesystem may give
+//! the CPU up, and on one CPU a yield under a spin lock the filesystem's holder needs next
+//! deadlocks (`write_begin_end`, [`file_page_mkwrite`]). Reclaim
 //! from an allocation that fails elsewhere only ever `try_lock`s a cache
 //! ([`FileCache::try_drop_clean`]), so an allocator that holds a cache lock cannot deadlock on
 //! it; it skips locked pages (their filler holds a reference).
@@ -586,8 +589,8 @@ impl FileCache {
     /// Copies `data` to `offset` for a filesystem that allocates blocks at the call
     /// (`write`/`pwrite`, Linux `generic_perform_write` with ext2's `write_begin`/`write_end`):
     /// the pages under the range are found or read in and locked, in index order (a page only
-    /// partly overwritten and holding stored bytes is read first), then under the cache's spin
-    /// lock `begin(len)` gives the store
+    /// partly overwritten and holding stored bytes is read first), then, with only the page
+    /// locks held (it may sleep), `begin(len)` gives the store
     /// the chance to allocate blocks and move its size, and says how many bytes from `offset`
     /// it took (short on a full disk), then those are copied in, the pages become `DIRTY` and
     /// the size grows. Nothing reaches the store's blocks until writeback. The pages are read in
@@ -633,15 +636,19 @@ impl FileCache {
             }
             have += n;
         }
-        let mut inner = self.inner.lock();
+        // The store's `begin` runs with only the page locks held, never the cache's spin lock:
+        // the filesystem may be busy with a fill of another page of this file, and waiting for
+        // it with the spin lock held would deadlock against that filler's next use of the
+        // cache (it retakes the spin lock after its I/O). The page locks keep truncation off
+        // the range meanwhile (`set_size` locks every page it cuts).
         let n = match begin(have - offset) {
             Ok(n) => n.min(have - offset) as usize,
             Err(e) => {
-                drop(inner);
                 self.write_end_pages(mm, store, &mut pages);
                 return Err(e);
             }
         };
+        let mut inner = self.inner.lock();
         let mut n = n;
         let mut done = 0;
         for page in pages.iter_mut() {
@@ -1093,9 +1100,10 @@ pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
 /// `index` (Linux `do_page_mkwrite` -> `block_page_mkwrite`): unless the page is dirty already
 /// or known to have its blocks, the file allocates them ([`MappedFile::page_mkwrite`]); then
 /// the page is marked dirty ([`page_mkwrite`]). A full disk is the store's `SIGBUS`
-/// (`BUS_ADRERR`), with nothing mapped writable and the page still clean. Runs under the
-/// cache's lock, so a truncation or writeback cannot come between the check and the dirtying;
-/// a page the file no longer reaches (truncated meanwhile) is `SIGBUS` too.
+/// (`BUS_ADRERR`), with nothing mapped writable and the page still clean. The dirtying runs
+/// under the cache's lock (not the allocation), so a truncation or writeback cannot come
+/// between the check and it; a page the file no longer reaches (truncated meanwhile) is
+/// `SIGBUS` too.
 #[cold]
 pub(crate) fn file_page_mkwrite<A: Arch>(
     mm: &Mm<A>,
@@ -1110,15 +1118,23 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
         file.cache().note_dirtied();
         return Ok(());
     }
-    let inner = file.cache().inner.lock();
-    let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
+    let cache = file.cache();
+    let len = cache.size().saturating_sub(index * PAGE).min(PAGE) as usize;
     if len == 0 {
         return Err(FaultError::Segv(SegvReason::BeyondEof));
     }
+    // The filesystem is called with the cache's spin lock dropped (another task may hold the
+    // filesystem across a fill of this file and need the spin lock next: see
+    // `write_begin_end`); whether truncation took the page meanwhile is checked after, under
+    // the spin lock, which then keeps truncation and writeback off until the page is dirty.
     file.page_mkwrite(index, len).map_err(|e| match e {
         MmError::NoMem => FaultError::Oom,
         _ => FaultError::Segv(SegvReason::BeyondEof),
     })?;
+    let inner = cache.inner.lock();
+    if inner.pages.get(&index) != Some(&frame) || inner.size <= index * PAGE {
+        return Err(FaultError::Segv(SegvReason::BeyondEof));
+    }
     meta.set_flags(MAPPED_TO_DISK);
     set_dirty(mm, frame);
     file.cache().note_dirtied();
