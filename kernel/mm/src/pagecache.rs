@@ -287,7 +287,9 @@ impl FileCache {
             let off = (at % PAGE) as usize;
             let n = (PAGE_SIZE - off).min(avail - done);
             let frame = match self.get_page(mm, store, at / PAGE, true) {
-                Ok(f) => f,
+                Ok(Some(f)) => f,
+                // Truncated meanwhile: the file ends here now.
+                Ok(None) => break,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
             };
@@ -352,33 +354,58 @@ impl FileCache {
     /// The `UPTODATE` page at `index` with a reference for the caller (Linux
     /// `filemap_get_pages` -> `filemap_read_folio`): found, or inserted locked and filled from
     /// the store with no spin lock held, or, if another task is
-    /// filling it, waited for (asleep unless `!may_sleep`). `EIO` (the store's error) if the
-    /// fill failed, for the filler and every waiter.
+    /// filling it, waited for (asleep unless `!may_sleep`). A page that is not `UPTODATE` after
+    /// the wait is not an error of its own (Linux `filemap_update_page`): if it left the cache
+    /// (its fill failed, or truncation took it after the fill) it is looked up again; if it is
+    /// still cached, this task locks it and reads it itself. The store's error (`EIO`) only
+    /// for a fill of this task's that failed. `None` if the page lies beyond the size now (a
+    /// truncation while waiting: the reader's end of file).
     fn get_page<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
         store: &S,
         index: u64,
         may_sleep: bool,
-    ) -> Result<PhysAddr, S::Error> {
-        let slot = self.inner.lock().lookup(mm, index)?;
-        match slot {
-            Slot::Ready(frame) => Ok(frame),
-            Slot::Busy(frame) => {
-                wait_on_page_locked(mm, frame, may_sleep);
-                if mm.frames().meta(frame).test(FrameFlags::UPTODATE) {
-                    return Ok(frame);
+    ) -> Result<Option<PhysAddr>, S::Error> {
+        loop {
+            let slot = {
+                let mut inner = self.inner.lock();
+                if index >= inner.size.div_ceil(PAGE) {
+                    return Ok(None);
                 }
-                mm.put_page(frame);
-                Err(S::Error::from(MmError::Fault))
-            }
-            Slot::New(frame) => {
-                self.fill_page(mm, store, index, frame, may_sleep)
-                    .inspect_err(|_| mm.put_page(frame))?;
-                mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
-                unlock_page(mm, frame);
-                Ok(frame)
-            }
+                inner.lookup(mm, index)?
+            };
+            let frame = match slot {
+                Slot::Ready(frame) => return Ok(Some(frame)),
+                Slot::New(frame) => frame,
+                Slot::Busy(frame) => {
+                    wait_on_page_locked(mm, frame, may_sleep);
+                    let meta = mm.frames().meta(frame);
+                    if meta.test(FrameFlags::UPTODATE) && meta.test(FrameFlags::PAGECACHE) {
+                        return Ok(Some(frame));
+                    }
+                    // Linux `filemap_read_folio` by a waiter: take the lock, and unless the
+                    // page became usable or left the cache meanwhile, read it.
+                    lock_page(mm, frame, may_sleep);
+                    let meta = mm.frames().meta(frame);
+                    if !meta.test(FrameFlags::PAGECACHE) {
+                        unlock_page(mm, frame);
+                        mm.put_page(frame);
+                        continue;
+                    }
+                    if meta.test(FrameFlags::UPTODATE) {
+                        unlock_page(mm, frame);
+                        return Ok(Some(frame));
+                    }
+                    frame
+                }
+            };
+            // A locked page of this cache without `UPTODATE`: this task reads it.
+            self.fill_page(mm, store, index, frame, may_sleep)
+                .inspect_err(|_| mm.put_page(frame))?;
+            mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
+            unlock_page(mm, frame);
+            return Ok(Some(frame));
         }
     }
 
@@ -778,6 +805,17 @@ impl FileCache {
         }
     }
 
+    /// Truncation as [`Self::set_size`] does it for a caller already holding the locks of the
+    /// pages it cuts (tests: truncation that took a page's lock straight after its filler).
+    #[cfg(test)]
+    pub(crate) fn truncate_locked_for_test<A: Arch>(&self, mm: &Mm<A>, size: u64) {
+        let mut inner = self.inner.lock();
+        for (_, frame) in inner.pages.split_off(&size.div_ceil(PAGE)) {
+            remove_cache_page(mm, frame);
+        }
+        inner.size = size;
+    }
+
     /// The frame cached at `index`, if any (tests).
     pub fn cache_frame_for_test(&self, index: u64) -> Option<PhysAddr> {
         self.inner.lock().pages.get(&index).copied()
@@ -1059,7 +1097,8 @@ pub(crate) fn fault_page<A: Arch>(
     }
     cache
         .get_page(mm, &Fill(file), index, false)
-        .map_err(fill_error)
+        .map_err(fill_error)?
+        .ok_or(FileFault::BeyondEof)
 }
 
 fn fill_error(e: MmError) -> FileFault {
@@ -1085,7 +1124,8 @@ pub fn filemap_fault_fill<A: Arch>(
     let frame = file
         .cache()
         .get_page(mm, &Fill(file), index, true)
-        .map_err(fill_error)?;
+        .map_err(fill_error)?
+        .ok_or(FileFault::BeyondEof)?;
     mm.put_page(frame);
     Ok(())
 }
