@@ -5,7 +5,8 @@
 //! address space locked and panicked ("page fault at ... while its address space is locked").
 //!
 //! Over 64 pages of a file, the caches dropped each round: one thread populates the private,
-//! writable mapping (`MADV_POPULATE_READ`, or `mlock` then `munlock`) while the main thread
+//! writable mapping (`MADV_POPULATE_READ`, `mlock` then `munlock`, or a GUP read of it through
+//! `/proc/self/mem` with the bytes checked) while the main thread
 //! reads it, odd pages by touching them, even pages by `pread`ing the file's page into itself
 //! (the kernel's copy faults). Then every byte is checked. Runs on the host too (dropping the
 //! caches needs root; without it the pages are cached, said so).
@@ -73,10 +74,35 @@ static RESULT: AtomicI32 = AtomicI32::new(-1);
 fn populate_thread(use_mlock: usize) -> i32 {
     let at = MAP_AT.load(Ordering::SeqCst);
     let len = PAGES * PAGE;
-    let r = if use_mlock != 0 {
-        sys(149, &[at, len]).and_then(|_| sys(150, &[at, len]))
-    } else {
-        sys(28, &[at, len, MADV_POPULATE_READ])
+    let r = match use_mlock {
+        1 => sys(149, &[at, len]).and_then(|_| sys(150, &[at, len])),
+        // GUP's slow path: a read of the mapping through /proc/self/mem.
+        2 => {
+            let mut buf = alloc::vec![0u8; len];
+            // Short reads (a chunk at a time) are read on.
+            let r = open(c"/proc/self/mem", O_RDONLY).and_then(|mem| {
+                let mut done = 0;
+                let mut r = Ok(0);
+                while done < len {
+                    match pread(mem, &mut buf[done..], (at + done) as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let _ = close(mem);
+                r.map(|_| done)
+            });
+            match r {
+                Ok(n) if n == len && buf.iter().enumerate().all(|(i, &b)| b == byte(i)) => Ok(0),
+                Ok(_) => Err(Errno(5)),
+                Err(e) => Err(e),
+            }
+        }
+        _ => sys(28, &[at, len, MADV_POPULATE_READ]),
     };
     RESULT.store(r.map_or_else(|e| e.0 as i32, |_| 0), Ordering::SeqCst);
     0
@@ -84,15 +110,14 @@ fn populate_thread(use_mlock: usize) -> i32 {
 
 /// One round: whether every byte of the mapping is the file's, and the populating call's
 /// result.
-fn round(fd: i32, use_mlock: bool) -> Result<i32, &'static str> {
+fn round(fd: i32, use_mlock: usize) -> Result<i32, &'static str> {
     let _ = drop_caches();
     let len = PAGES * PAGE;
     let prot = (PROT_READ | PROT_WRITE) as usize;
     let at = sys(9, &[0, len, prot, MAP_PRIVATE as usize, fd as usize, 0]).map_err(|_| "mmap")?;
     MAP_AT.store(at, Ordering::SeqCst);
     RESULT.store(-1, Ordering::SeqCst);
-    let thread =
-        cowlab_userland::thread::spawn(populate_thread, use_mlock as usize).map_err(|_| "spawn")?;
+    let thread = cowlab_userland::thread::spawn(populate_thread, use_mlock).map_err(|_| "spawn")?;
     let mut ok = true;
     for p in 0..PAGES {
         let page = at + p * PAGE;
@@ -139,7 +164,11 @@ fn main() -> i32 {
     if !drop_caches() {
         println!("t_pcfix_populate: note: no drop_caches (not root): the pages stay cached");
     }
-    for (what, use_mlock) in [("MADV_POPULATE_READ", false), ("mlock", true)] {
+    for (what, use_mlock) in [
+        ("MADV_POPULATE_READ", 0),
+        ("mlock", 1),
+        ("/proc/self/mem", 2),
+    ] {
         for r in 0..ROUNDS {
             let got = round(fd, use_mlock);
             t.check_why(
