@@ -66,4 +66,14 @@ impl MmapHold<KernelArch> for ReschedHold<'_> {
         self.lets_go += u32::from(let_go);
         let_go
     }
+
+    fn can_unlock(&self) -> bool {
+        true
+    }
+
+    fn unlocked(&mut self, _: &Mm<KernelArch>, f: &mut dyn FnMut()) {
+        self.guard = None;
+        f();
+        self.guard = Some(self.lock.read_ptl());
+    }
 }

@@ -105,6 +105,34 @@ pub fn handle_mm_fault<A: Arch>(
     fault_inner(mm, aspace, va, kind, Access::User, false)
 }
 
+/// A page a populating fault needs read in first (Linux `VM_FAULT_RETRY` from
+/// `populate_vma_page_range`): the file and page index. The caller lets its address-space
+/// hold go, fills it ([`crate::pagecache::filemap_fault_fill`]), takes the hold again and
+/// faults again from there, looking the VMA up afresh.
+pub type PendingFill = (crate::pagecache::FileRef, u64);
+
+/// [`handle_mm_fault`] for a populating caller that can let its address-space hold go
+/// (`mlock`, `MADV_POPULATE_*`): a file page not cached yet, or being filled by another task,
+/// is `Ok(Some(_))`, never read or waited for here, so no task waits on a page lock or polls
+/// the filesystem with the address space locked (another thread's user copy would find it
+/// locked).
+pub fn populate_fault<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    kind: FaultKind,
+) -> Result<Option<PendingFill>, FaultError> {
+    match fault_inner(mm, aspace, va, kind, Access::User, true) {
+        Ok(()) => Ok(None),
+        Err(FaultError::Retry) => aspace
+            .find_vma(va)
+            .and_then(|v| v.file_page(va))
+            .map(|(file, index)| Some((file.clone(), index)))
+            .ok_or(FaultError::Segv(SegvReason::NoMapping)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Who is asking: the process itself, or GUP with `FOLL_FORCE` on its behalf.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Access {

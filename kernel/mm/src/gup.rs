@@ -199,6 +199,17 @@ pub trait MmapHold<A: Arch> {
     /// its no-progress bound (`MAX_FAULT_ROUNDS`). The hold itself bounds how often it lets
     /// go within one call, so the loop ends even against a thread that undoes every fault.
     fn resched(&mut self, mm: &Mm<A>) -> bool;
+    /// Whether [`MmapHold::unlocked`] really lets the address space go. A hold that cannot
+    /// (a bare locked `AddressSpace`) has its faults fill file pages in place, polling.
+    fn can_unlock(&self) -> bool {
+        false
+    }
+    /// Runs `f` with the address space unlocked, then locks it again (Linux: `mmap_lock`
+    /// dropped for `VM_FAULT_RETRY`, retaken by `__get_user_pages`' caller); only called if
+    /// [`MmapHold::can_unlock`].
+    fn unlocked(&mut self, _mm: &Mm<A>, f: &mut dyn FnMut()) {
+        f();
+    }
 }
 
 impl<A: Arch> MmapHold<A> for AddressSpace {
@@ -300,11 +311,33 @@ fn get_one_page<A: Arch>(
         };
         let forced = (kind == FaultKind::Write && !vma.prot().write()) || !vma.prot().accessible();
         let access = if forced { Access::Force } else { Access::User };
-        fault_inner(mm, aspace, va, kind, access, false).map_err(|e| match e {
-            // `Retry` is only for callers that ask for it (not GUP).
-            FaultError::Segv(_) | FaultError::Retry => MmError::Fault,
-            FaultError::Oom => MmError::NoMem,
-        })?;
+        let may_retry = hold.can_unlock();
+        let aspace = hold.aspace();
+        match fault_inner(mm, aspace, va, kind, access, may_retry) {
+            Ok(()) => {}
+            Err(FaultError::Retry) => {
+                // The page is read (or another task's read waited for) with the address space
+                // unlocked, never with a page lock or the filesystem waited for under it; then
+                // the loop looks the VMA up again.
+                let (file, index) = aspace
+                    .find_vma(va)
+                    .and_then(|v| v.file_page(va))
+                    .map(|(f, i)| (f.clone(), i))
+                    .ok_or(MmError::Fault)?;
+                let mut filled = Ok(());
+                hold.unlocked(mm, &mut || {
+                    filled = crate::pagecache::filemap_fault_fill(mm, &*file.0, index);
+                });
+                filled.map_err(|e| match e {
+                    crate::pagecache::FileFault::NoMem => MmError::NoMem,
+                    _ => MmError::Fault,
+                })?;
+                stalled += 1;
+                continue;
+            }
+            Err(FaultError::Segv(_)) => return Err(MmError::Fault),
+            Err(FaultError::Oom) => return Err(MmError::NoMem),
+        }
         if kind == FaultKind::Unshare {
             stats::inc(&mm.counters.gup_unshare_faults);
         }

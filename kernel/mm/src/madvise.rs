@@ -159,7 +159,9 @@ impl AddressSpace {
                 zap_pages(mm, &self.shared, start, end)
             }
             Advice::PopulateRead | Advice::PopulateWrite => {
-                return self.madvise_populate(mm, start, end, advice == Advice::PopulateWrite)
+                return self
+                    .madvise_populate(mm, start, end, advice == Advice::PopulateWrite, None)
+                    .map(|_| ())
             }
             Advice::Cold => {}
             Advice::Collapse => return self.madvise_collapse(mm, start, end, holes),
@@ -222,13 +224,18 @@ impl AddressSpace {
     /// VMA; an inaccessible VMA, or a non-writable one for a write, is `EINVAL`; a hole is
     /// `ENOMEM` (the pages before it stay populated); a fault that would raise SIGBUS or
     /// SIGSEGV is `EFAULT`, one without memory `ENOMEM`.
-    fn madvise_populate<A: Arch>(
+    ///
+    /// With `fill` (the kernel, which can let its hold go) a file page not cached yet stops
+    /// it there with `fill` set ([`crate::fault::populate_fault`]): the caller fills the page
+    /// unlocked and calls again from the address returned. Else it returns `end`.
+    pub fn madvise_populate<A: Arch>(
         &mut self,
         mm: &Mm<A>,
         start: VirtAddr,
         end: VirtAddr,
         write: bool,
-    ) -> Result<(), MmError> {
+        mut fill: Option<&mut Option<crate::fault::PendingFill>>,
+    ) -> Result<VirtAddr, MmError> {
         let kind = if write {
             FaultKind::Write
         } else {
@@ -244,14 +251,23 @@ impl AddressSpace {
                 return Err(MmError::Inval);
             }
             let stop = vma_end.min(end.as_u64());
+            let error = |e| match e {
+                FaultError::Oom => MmError::NoMem,
+                _ => MmError::Fault,
+            };
             while va < stop {
-                handle_mm_fault(mm, self, VirtAddr::new(va), kind).map_err(|e| match e {
-                    FaultError::Oom => MmError::NoMem,
-                    _ => MmError::Fault,
-                })?;
+                let at = VirtAddr::new(va);
+                if let Some(fill) = fill.as_deref_mut() {
+                    *fill = crate::fault::populate_fault(mm, self, at, kind).map_err(error)?;
+                    if fill.is_some() {
+                        return Ok(at);
+                    }
+                } else {
+                    handle_mm_fault(mm, self, at, kind).map_err(error)?;
+                }
                 va += PAGE_SIZE as u64;
             }
         }
-        Ok(())
+        Ok(end)
     }
 }

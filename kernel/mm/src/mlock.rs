@@ -16,7 +16,7 @@ use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::MmError;
-use crate::fault::{handle_mm_fault, FaultKind};
+use crate::fault::{handle_mm_fault, populate_fault, FaultKind};
 use crate::mm::Mm;
 use crate::vma::VmaFlags;
 use crate::PAGE_SIZE;
@@ -259,7 +259,33 @@ impl AddressSpace {
         mm: &Mm<A>,
         start: VirtAddr,
         end: VirtAddr,
+        budget: u64,
+    ) -> Result<VirtAddr, MmError> {
+        self.populate_some_inner(mm, start, end, budget, None)
+    }
+
+    /// [`populate_some`](Self::populate_some) for a caller that lets its hold go to fill a
+    /// file page (the kernel): it stops at the first page not cached yet, setting `fill`
+    /// ([`crate::fault::populate_fault`]); the caller fills it unlocked and goes on from the
+    /// address returned.
+    pub fn populate_some_unlocked_fill<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: VirtAddr,
+        end: VirtAddr,
+        budget: u64,
+        fill: &mut Option<crate::fault::PendingFill>,
+    ) -> Result<VirtAddr, MmError> {
+        self.populate_some_inner(mm, start, end, budget, Some(fill))
+    }
+
+    fn populate_some_inner<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: VirtAddr,
+        end: VirtAddr,
         mut budget: u64,
+        mut fill: Option<&mut Option<crate::fault::PendingFill>>,
     ) -> Result<VirtAddr, MmError> {
         let mut va = start.as_u64();
         while va < end.as_u64() {
@@ -294,7 +320,15 @@ impl AddressSpace {
                 if budget == 0 {
                     return Ok(VirtAddr::new(va));
                 }
-                handle_mm_fault(mm, self, VirtAddr::new(va), kind).map_err(|_| MmError::NoMem)?;
+                let at = VirtAddr::new(va);
+                if let Some(fill) = fill.as_deref_mut() {
+                    *fill = populate_fault(mm, self, at, kind).map_err(|_| MmError::NoMem)?;
+                    if fill.is_some() {
+                        return Ok(at);
+                    }
+                } else {
+                    handle_mm_fault(mm, self, at, kind).map_err(|_| MmError::NoMem)?;
+                }
                 va += PAGE_SIZE as u64;
                 budget -= 1;
             }

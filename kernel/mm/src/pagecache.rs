@@ -20,7 +20,10 @@
 //! writeback takes each dirty page's lock (`trylock`, under the spin lock: a dirty page is
 //! never being filled) to clean it; buffered writes hold the locks of their pages from the
 //! lookup to the copy (Linux `write_begin`/`write_end`). Lock order: page locks (ascending
-//! index), then the cache's spin lock, then whatever the store takes (the filesystem). Reclaim
+//! index), then whatever the store takes (the filesystem), then the cache's spin lock, held
+//! briefly and never across a call into the store: a task waiting for the filesystem may give
+//! the CPU up, and on one CPU a yield under a spin lock the filesystem's holder needs next
+//! deadlocks (`write_begin_end`, [`file_page_mkwrite`]). Reclaim
 //! from an allocation that fails elsewhere only ever `try_lock`s a cache
 //! ([`FileCache::try_drop_clean`]), so an allocator that holds a cache lock cannot deadlock on
 //! it; it skips locked pages (their filler holds a reference).
@@ -284,7 +287,9 @@ impl FileCache {
             let off = (at % PAGE) as usize;
             let n = (PAGE_SIZE - off).min(avail - done);
             let frame = match self.get_page(mm, store, at / PAGE, true) {
-                Ok(f) => f,
+                Ok(Some(f)) => f,
+                // Truncated meanwhile: the file ends here now.
+                Ok(None) => break,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
             };
@@ -349,33 +354,58 @@ impl FileCache {
     /// The `UPTODATE` page at `index` with a reference for the caller (Linux
     /// `filemap_get_pages` -> `filemap_read_folio`): found, or inserted locked and filled from
     /// the store with no spin lock held, or, if another task is
-    /// filling it, waited for (asleep unless `!may_sleep`). `EIO` (the store's error) if the
-    /// fill failed, for the filler and every waiter.
+    /// filling it, waited for (asleep unless `!may_sleep`). A page that is not `UPTODATE` after
+    /// the wait is not an error of its own (Linux `filemap_update_page`): if it left the cache
+    /// (its fill failed, or truncation took it after the fill) it is looked up again; if it is
+    /// still cached, this task locks it and reads it itself. The store's error (`EIO`) only
+    /// for a fill of this task's that failed. `None` if the page lies beyond the size now (a
+    /// truncation while waiting: the reader's end of file).
     fn get_page<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
         store: &S,
         index: u64,
         may_sleep: bool,
-    ) -> Result<PhysAddr, S::Error> {
-        let slot = self.inner.lock().lookup(mm, index)?;
-        match slot {
-            Slot::Ready(frame) => Ok(frame),
-            Slot::Busy(frame) => {
-                wait_on_page_locked(mm, frame, may_sleep);
-                if mm.frames().meta(frame).test(FrameFlags::UPTODATE) {
-                    return Ok(frame);
+    ) -> Result<Option<PhysAddr>, S::Error> {
+        loop {
+            let slot = {
+                let mut inner = self.inner.lock();
+                if index >= inner.size.div_ceil(PAGE) {
+                    return Ok(None);
                 }
-                mm.put_page(frame);
-                Err(S::Error::from(MmError::Fault))
-            }
-            Slot::New(frame) => {
-                self.fill_page(mm, store, index, frame, may_sleep)
-                    .inspect_err(|_| mm.put_page(frame))?;
-                mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
-                unlock_page(mm, frame);
-                Ok(frame)
-            }
+                inner.lookup(mm, index)?
+            };
+            let frame = match slot {
+                Slot::Ready(frame) => return Ok(Some(frame)),
+                Slot::New(frame) => frame,
+                Slot::Busy(frame) => {
+                    wait_on_page_locked(mm, frame, may_sleep);
+                    let meta = mm.frames().meta(frame);
+                    if meta.test(FrameFlags::UPTODATE) && meta.test(FrameFlags::PAGECACHE) {
+                        return Ok(Some(frame));
+                    }
+                    // Linux `filemap_read_folio` by a waiter: take the lock, and unless the
+                    // page became usable or left the cache meanwhile, read it.
+                    lock_page(mm, frame, may_sleep);
+                    let meta = mm.frames().meta(frame);
+                    if !meta.test(FrameFlags::PAGECACHE) {
+                        unlock_page(mm, frame);
+                        mm.put_page(frame);
+                        continue;
+                    }
+                    if meta.test(FrameFlags::UPTODATE) {
+                        unlock_page(mm, frame);
+                        return Ok(Some(frame));
+                    }
+                    frame
+                }
+            };
+            // A locked page of this cache without `UPTODATE`: this task reads it.
+            self.fill_page(mm, store, index, frame, may_sleep)
+                .inspect_err(|_| mm.put_page(frame))?;
+            mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
+            unlock_page(mm, frame);
+            return Ok(Some(frame));
         }
     }
 
@@ -586,8 +616,8 @@ impl FileCache {
     /// Copies `data` to `offset` for a filesystem that allocates blocks at the call
     /// (`write`/`pwrite`, Linux `generic_perform_write` with ext2's `write_begin`/`write_end`):
     /// the pages under the range are found or read in and locked, in index order (a page only
-    /// partly overwritten and holding stored bytes is read first), then under the cache's spin
-    /// lock `begin(len)` gives the store
+    /// partly overwritten and holding stored bytes is read first), then, with only the page
+    /// locks held (it may sleep), `begin(len)` gives the store
     /// the chance to allocate blocks and move its size, and says how many bytes from `offset`
     /// it took (short on a full disk), then those are copied in, the pages become `DIRTY` and
     /// the size grows. Nothing reaches the store's blocks until writeback. The pages are read in
@@ -633,15 +663,19 @@ impl FileCache {
             }
             have += n;
         }
-        let mut inner = self.inner.lock();
+        // The store's `begin` runs with only the page locks held, never the cache's spin lock:
+        // the filesystem may be busy with a fill of another page of this file, and waiting for
+        // it with the spin lock held would deadlock against that filler's next use of the
+        // cache (it retakes the spin lock after its I/O). The page locks keep truncation off
+        // the range meanwhile (`set_size` locks every page it cuts).
         let n = match begin(have - offset) {
             Ok(n) => n.min(have - offset) as usize,
             Err(e) => {
-                drop(inner);
                 self.write_end_pages(mm, store, &mut pages);
                 return Err(e);
             }
         };
+        let mut inner = self.inner.lock();
         let mut n = n;
         let mut done = 0;
         for page in pages.iter_mut() {
@@ -769,6 +803,17 @@ impl FileCache {
             }
             at += n as u64;
         }
+    }
+
+    /// Truncation as [`Self::set_size`] does it for a caller already holding the locks of the
+    /// pages it cuts (tests: truncation that took a page's lock straight after its filler).
+    #[cfg(test)]
+    pub(crate) fn truncate_locked_for_test<A: Arch>(&self, mm: &Mm<A>, size: u64) {
+        let mut inner = self.inner.lock();
+        for (_, frame) in inner.pages.split_off(&size.div_ceil(PAGE)) {
+            remove_cache_page(mm, frame);
+        }
+        inner.size = size;
     }
 
     /// The frame cached at `index`, if any (tests).
@@ -1052,7 +1097,8 @@ pub(crate) fn fault_page<A: Arch>(
     }
     cache
         .get_page(mm, &Fill(file), index, false)
-        .map_err(fill_error)
+        .map_err(fill_error)?
+        .ok_or(FileFault::BeyondEof)
 }
 
 fn fill_error(e: MmError) -> FileFault {
@@ -1078,7 +1124,8 @@ pub fn filemap_fault_fill<A: Arch>(
     let frame = file
         .cache()
         .get_page(mm, &Fill(file), index, true)
-        .map_err(fill_error)?;
+        .map_err(fill_error)?
+        .ok_or(FileFault::BeyondEof)?;
     mm.put_page(frame);
     Ok(())
 }
@@ -1093,9 +1140,10 @@ pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
 /// `index` (Linux `do_page_mkwrite` -> `block_page_mkwrite`): unless the page is dirty already
 /// or known to have its blocks, the file allocates them ([`MappedFile::page_mkwrite`]); then
 /// the page is marked dirty ([`page_mkwrite`]). A full disk is the store's `SIGBUS`
-/// (`BUS_ADRERR`), with nothing mapped writable and the page still clean. Runs under the
-/// cache's lock, so a truncation or writeback cannot come between the check and the dirtying;
-/// a page the file no longer reaches (truncated meanwhile) is `SIGBUS` too.
+/// (`BUS_ADRERR`), with nothing mapped writable and the page still clean. The dirtying runs
+/// under the cache's lock (not the allocation), so a truncation or writeback cannot come
+/// between the check and it; a page the file no longer reaches (truncated meanwhile) is
+/// `SIGBUS` too.
 #[cold]
 pub(crate) fn file_page_mkwrite<A: Arch>(
     mm: &Mm<A>,
@@ -1110,15 +1158,23 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
         file.cache().note_dirtied();
         return Ok(());
     }
-    let inner = file.cache().inner.lock();
-    let len = inner.size.saturating_sub(index * PAGE).min(PAGE) as usize;
+    let cache = file.cache();
+    let len = cache.size().saturating_sub(index * PAGE).min(PAGE) as usize;
     if len == 0 {
         return Err(FaultError::Segv(SegvReason::BeyondEof));
     }
+    // The filesystem is called with the cache's spin lock dropped (another task may hold the
+    // filesystem across a fill of this file and need the spin lock next: see
+    // `write_begin_end`); whether truncation took the page meanwhile is checked after, under
+    // the spin lock, which then keeps truncation and writeback off until the page is dirty.
     file.page_mkwrite(index, len).map_err(|e| match e {
         MmError::NoMem => FaultError::Oom,
         _ => FaultError::Segv(SegvReason::BeyondEof),
     })?;
+    let inner = cache.inner.lock();
+    if inner.pages.get(&index) != Some(&frame) || inner.size <= index * PAGE {
+        return Err(FaultError::Segv(SegvReason::BeyondEof));
+    }
     meta.set_flags(MAPPED_TO_DISK);
     set_dirty(mm, frame);
     file.cache().note_dirtied();

@@ -248,7 +248,8 @@ impl FileOps for Ext2File {
             let written =
                 self.cache
                     .write_begin_end(memory::mm(), &self.store(), pos, &data, |len| {
-                        with_fs_atomic(|fs| fs.write_begin(ino, pos, len))
+                        // Only page locks held here: the filesystem is waited for asleep.
+                        with_fs(|fs| fs.write_begin(ino, pos, len))
                     });
             let written = match written {
                 Ok(n) => n,

@@ -56,10 +56,23 @@ pub(super) fn populate_killable(
 ) -> Result<(), Errno> {
     let mut va = start;
     loop {
-        // Faults in, as Linux's `populate_vma_page_range` under `mmap_read_lock`.
-        va = shared
-            .read_ptl()
-            .populate_some(memory::mm(), va, end, POPULATE_BATCH)?;
+        // Faults in, as Linux's `populate_vma_page_range` under `mmap_read_lock`; a file page
+        // not cached yet is read with the lock let go (`VM_FAULT_RETRY`): waiting for a page
+        // lock or the filesystem with it held would leave another thread's user copy finding
+        // the address space locked.
+        let mut fill = None;
+        va = shared.read_ptl().populate_some_unlocked_fill(
+            memory::mm(),
+            va,
+            end,
+            POPULATE_BATCH,
+            &mut fill,
+        )?;
+        if let Some((file, index)) = fill {
+            cowlab_mm::pagecache::filemap_fault_fill(memory::mm(), &*file.0, index)
+                .map_err(|_| Errno::ENOMEM)?;
+            continue;
+        }
         if va >= end {
             return Ok(());
         }

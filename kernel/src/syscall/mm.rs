@@ -280,12 +280,29 @@ fn madvise_populate(addr: u64, len: usize, advice: Advice) -> SysResult {
     if end > cowlab_mm::aspace::USER_END {
         return Err(Errno::ENOMEM);
     }
+    let write = advice == Advice::PopulateWrite;
     let mut at = addr;
     while at < end {
         let n = (end - at).min(CHUNK);
-        current_aspace()
-            .read_ptl()
-            .madvise(memory::mm(), VirtAddr::new(at), n as usize, advice)?;
+        // A file page not cached yet stops the chunk: it is read with the address space
+        // unlocked (Linux `VM_FAULT_RETRY`), then the chunk goes on from it.
+        let mut fill = None;
+        let stopped = current_aspace().read_ptl().madvise_populate(
+            memory::mm(),
+            VirtAddr::new(at),
+            VirtAddr::new(at + n),
+            write,
+            Some(&mut fill),
+        )?;
+        if let Some((file, index)) = fill {
+            use cowlab_mm::pagecache::{filemap_fault_fill, FileFault};
+            filemap_fault_fill(memory::mm(), &*file.0, index).map_err(|e| match e {
+                FileFault::NoMem => Errno::ENOMEM,
+                _ => Errno::EFAULT,
+            })?;
+            at = stopped.as_u64();
+            continue;
+        }
         at += n;
         if crate::proc::fatal_signal_pending() {
             return Err(Errno::EINTR);

@@ -14,13 +14,18 @@ use crate::error::MmError;
 use crate::frame::FrameFlags;
 use crate::pagecache::{BackingStore, FileCache};
 
-/// A store whose reads block until the gate opens, counting reads; `fail` makes them fail.
+/// A store whose reads block until the gate opens, counting reads; `fail` makes them fail with
+/// [`STORE_ERROR`].
 struct GatedStore {
     data: Vec<u8>,
     open: AtomicBool,
     reads: AtomicUsize,
     fail: AtomicBool,
 }
+
+/// The gated store's failure: an error the cache itself never makes up (the kernel's store
+/// says `EIO`), so a caller that gets it knows a store read failed for it.
+const STORE_ERROR: MmError = MmError::Again;
 
 impl GatedStore {
     fn new(len: usize) -> GatedStore {
@@ -49,7 +54,7 @@ impl BackingStore for GatedStore {
             std::thread::yield_now();
         }
         if self.fail.load(Ordering::SeqCst) {
-            return Err(MmError::Fault);
+            return Err(STORE_ERROR);
         }
         let start = index as usize * PAGE_SIZE;
         buf.fill(0);
@@ -151,8 +156,10 @@ fn concurrent_readers_fill_a_page_once_and_wait_for_its_lock() {
     env.finish(Vec::new());
 }
 
-/// A failed fill: the filler and the waiter both get the error, the page leaves the cache (no
-/// frame leaks), and the next reader reads the store again.
+/// A failed fill: the filler gets the store's error and the page leaves the cache (no frame
+/// leaks); the waiter looks the page up again and reads it itself (Linux
+/// `filemap_update_page`), getting the store's error too while it fails; the next reader reads
+/// the store again.
 #[test]
 fn a_failed_fill_fails_every_waiter_and_removes_the_page() {
     sleeping_waiter();
@@ -170,13 +177,17 @@ fn a_failed_fill_fails_every_waiter_and_removes_the_page() {
         let second = scope.spawn(read);
         settle();
         store.open.store(true, Ordering::SeqCst);
-        assert_eq!(first.join().unwrap(), Err(MmError::Fault));
-        assert_eq!(second.join().unwrap(), Err(MmError::Fault));
+        assert_eq!(first.join().unwrap(), Err(STORE_ERROR));
+        assert_eq!(
+            second.join().unwrap(),
+            Err(STORE_ERROR),
+            "the waiter's own read failed"
+        );
     });
     assert_eq!(
         store.reads.load(Ordering::SeqCst),
-        1,
-        "the waiter did not read"
+        2,
+        "the waiter read the page itself"
     );
     assert_eq!(cache.cached_pages(), 0);
     assert_eq!(env.mm.stats().file_pages, 0);
@@ -299,6 +310,82 @@ fn a_short_write_reads_the_whole_pages_it_did_not_cover() {
             .meta(cache.cache_frame_for_test(index).unwrap());
         assert!(meta.test(FrameFlags::UPTODATE) && !meta.test(FrameFlags::LOCKED));
     }
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// A reader's thread, its result: the bytes read and the buffer.
+type ReaderThread<'s> = std::thread::ScopedJoinHandle<'s, Result<(usize, Vec<u8>), MmError>>;
+
+/// Puts page 1 of a two-page cache in the state of a page being filled (cached, `LOCKED`, not
+/// `UPTODATE`) by a filler this test plays, and starts a reader of it, which waits.
+fn reader_waiting_on_page_1<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    env: &'s Env,
+    store: &'s GatedStore,
+    cache: &'s FileCache,
+) -> (crate::addr::PhysAddr, ReaderThread<'s>) {
+    let mut buf = vec![0u8; 16];
+    assert_eq!(cache.read_at(&env.mm, store, PAGE, &mut buf), Ok(16));
+    let frame = cache.cache_frame_for_test(1).unwrap();
+    let meta = env.mm.frames().meta(frame);
+    meta.clear_flags(FrameFlags::UPTODATE);
+    assert!(meta.test_and_set(FrameFlags::LOCKED));
+    let reader = scope.spawn(move || {
+        let mut buf = vec![0u8; 16];
+        cache
+            .read_at(&env.mm, store, PAGE, &mut buf)
+            .map(|n| (n, buf))
+    });
+    settle();
+    assert!(
+        !reader.is_finished(),
+        "the reader did not wait for the lock"
+    );
+    (frame, reader)
+}
+
+/// A page still cached but not `UPTODATE` after its lock was let go (its filler gave up
+/// without removing it) is read by the waiter itself, not an error (`EFAULT`) for it.
+#[test]
+fn a_waiter_reads_a_cached_page_left_not_uptodate() {
+    sleeping_waiter();
+    let env = Env::new();
+    let store = GatedStore::new(2 * PAGE_SIZE);
+    store.open.store(true, Ordering::SeqCst);
+    let cache = FileCache::new(2 * PAGE);
+    std::thread::scope(|scope| {
+        let (frame, reader) = reader_waiting_on_page_1(scope, &env, &store, &cache);
+        crate::pagecache::unlock_page(&env.mm, frame);
+        let want = store.data[PAGE_SIZE..PAGE_SIZE + 16].to_vec();
+        assert_eq!(reader.join().unwrap(), Ok((16, want)));
+    });
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2, "one read each");
+    let meta = env.mm.frames().meta(cache.cache_frame_for_test(1).unwrap());
+    assert!(meta.test(FrameFlags::UPTODATE) && !meta.test(FrameFlags::LOCKED));
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// Truncated after the fill: truncation took the page's lock straight after its filler and
+/// removed it; the waiter, finding it `UPTODATE` but no longer cached, looks again and finds
+/// the file ending before it (a short read), not the removed page's stale bytes.
+#[test]
+fn a_waiter_of_a_page_truncated_after_its_fill_sees_the_new_end() {
+    sleeping_waiter();
+    let env = Env::new();
+    let store = GatedStore::new(2 * PAGE_SIZE);
+    store.open.store(true, Ordering::SeqCst);
+    let cache = FileCache::new(2 * PAGE);
+    std::thread::scope(|scope| {
+        let (frame, reader) = reader_waiting_on_page_1(scope, &env, &store, &cache);
+        env.mm.frames().meta(frame).set_flags(FrameFlags::UPTODATE);
+        cache.truncate_locked_for_test(&env.mm, 100);
+        crate::pagecache::unlock_page(&env.mm, frame);
+        let got = reader.join().unwrap();
+        assert_eq!(got.map(|(n, _)| n), Ok(0), "the file ends at 100 now");
+    });
+    assert_eq!(cache.cached_pages(), 0, "page 1 was truncated away");
     cache.evict(&env.mm);
     env.finish(Vec::new());
 }
