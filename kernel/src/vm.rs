@@ -158,8 +158,9 @@ pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     }
 }
 
-/// A fault on a file page not cached yet, or being read by another task (Linux
-/// `VM_FAULT_RETRY`): the page is read in, or its reader waited for, asleep with the address
+/// A fault on a file page not cached yet, or being read by another task, or a store through a
+/// shared file mapping whose page needs blocks (Linux `VM_FAULT_RETRY`): the page is read in,
+/// or its reader waited for, and the file's `page_mkwrite` runs, asleep with the address
 /// space unlocked (so other threads of the process fault and map meanwhile), then the fault
 /// runs again. A page reclaimed between the fill and the retry is filled again; a failed read
 /// is the fault's `SIGBUS`.
@@ -173,13 +174,17 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
         let target = with_current_raw(|shared| {
             let aspace = lock_for_fault(shared, cr2, error_code);
             let va = cowlab_mm::VirtAddr::new(cr2);
-            let (file, index) = aspace.find_vma(va)?.file_page(va)?;
-            Some((file.clone(), index))
+            let vma = aspace.find_vma(va)?;
+            // A store through a shared file mapping: the file's block allocation
+            // (`page_mkwrite`) runs here too, asleep, not under the page-table lock.
+            let write = error_code & WRITE_FAULT != 0 && vma.wants_writenotify();
+            let (file, index) = vma.file_page(va)?;
+            Some((file.clone(), index, write))
         })
         .flatten();
         // The mapping changed meanwhile: the fault itself says what now.
-        if let Some((file, index)) = target {
-            match filemap_fault_fill(memory::mm(), &*file.0, index) {
+        if let Some((file, index, write)) = target {
+            match filemap_fault_fill(memory::mm(), &*file.0, index, write) {
                 Ok(()) => {}
                 Err(FileFault::NoMem) => return Err(FaultError::Oom),
                 Err(_) => return Err(FaultError::Segv(cowlab_mm::SegvReason::BeyondEof)),
@@ -198,6 +203,8 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
 
 /// The page-fault error code's U/S bit: the access came from ring 3.
 const USER_FAULT: u64 = 1 << 2;
+/// The page-fault error code's W/R bit: the access was a write.
+const WRITE_FAULT: u64 = 1 << 1;
 
 /// The fault's hold on the address space: one compare-exchange takes the read hold and the
 /// page-table lock; from ring 3 a writer (or a reader's page-table work) of another CPU is

@@ -106,10 +106,11 @@ pub fn handle_mm_fault<A: Arch>(
 }
 
 /// A page a populating fault needs read in first (Linux `VM_FAULT_RETRY` from
-/// `populate_vma_page_range`): the file and page index. The caller lets its address-space
+/// `populate_vma_page_range`): the file, the page index, and whether the file must also
+/// allocate the page's blocks for a store (write-notify). The caller lets its address-space
 /// hold go, fills it ([`crate::pagecache::filemap_fault_fill`]), takes the hold again and
 /// faults again from there, looking the VMA up afresh.
-pub type PendingFill = (crate::pagecache::FileRef, u64);
+pub type PendingFill = (crate::pagecache::FileRef, u64, bool);
 
 /// [`handle_mm_fault`] for a populating caller that can let its address-space hold go
 /// (`mlock`, `MADV_POPULATE_*`): a file page not cached yet, or being filled by another task,
@@ -126,8 +127,11 @@ pub fn populate_fault<A: Arch>(
         Ok(()) => Ok(None),
         Err(FaultError::Retry) => aspace
             .find_vma(va)
-            .and_then(|v| v.file_page(va))
-            .map(|(file, index)| Some((file.clone(), index)))
+            .and_then(|v| {
+                let write = kind == FaultKind::Write && v.wants_writenotify();
+                v.file_page(va).map(|(file, index)| (file, index, write))
+            })
+            .map(|(file, index, write)| Some((file.clone(), index, write)))
             .ok_or(FaultError::Segv(SegvReason::NoMapping)),
         Err(e) => Err(e),
     }
@@ -258,7 +262,7 @@ pub(crate) fn fault_inner<A: Arch>(
                 } else {
                     WpKind::Unshare
                 };
-                do_wp_page(mm, &aspace.shared, vma, slot, va, pte, wp)?;
+                do_wp_page(mm, &aspace.shared, vma, slot, va, pte, wp, may_retry)?;
             }
             _ => {}
         }
@@ -408,7 +412,9 @@ fn do_file_fault<A: Arch>(
 ) -> Result<(), FaultError> {
     use crate::pagecache::{fault_page, file_page_mkwrite, FileFault};
     let page = fault_page(mm, file, index, may_retry).map_err(|e| match e {
-        FileFault::BeyondEof | FileFault::Io => FaultError::Segv(SegvReason::BeyondEof),
+        FileFault::BeyondEof | FileFault::Io | FileFault::NoSpace => {
+            FaultError::Segv(SegvReason::BeyondEof)
+        }
         FileFault::NoMem => FaultError::Oom,
         FileFault::Retry => FaultError::Retry,
     })?;
@@ -424,7 +430,7 @@ fn do_file_fault<A: Arch>(
             stats::inc(&mm.counters.cow_copies);
         }
         (Sharing::Shared, FaultKind::Write) => {
-            if let Err(e) = file_page_mkwrite(mm, file, index, page) {
+            if let Err(e) = file_page_mkwrite(mm, file, index, page, may_retry) {
                 mm.put_page(page);
                 return Err(e);
             }

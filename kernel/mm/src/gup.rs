@@ -319,14 +319,16 @@ fn get_one_page<A: Arch>(
                 // The page is read (or another task's read waited for) with the address space
                 // unlocked, never with a page lock or the filesystem waited for under it; then
                 // the loop looks the VMA up again.
-                let (file, index) = aspace
+                let (file, index, write) = aspace
                     .find_vma(va)
-                    .and_then(|v| v.file_page(va))
-                    .map(|(f, i)| (f.clone(), i))
+                    .and_then(|v| {
+                        let write = kind == FaultKind::Write && v.wants_writenotify();
+                        v.file_page(va).map(|(f, i)| (f.clone(), i, write))
+                    })
                     .ok_or(MmError::Fault)?;
                 let mut filled = Ok(());
                 hold.unlocked(mm, &mut || {
-                    filled = crate::pagecache::filemap_fault_fill(mm, &*file.0, index);
+                    filled = crate::pagecache::filemap_fault_fill(mm, &*file.0, index, write);
                 });
                 filled.map_err(|e| match e {
                     crate::pagecache::FileFault::NoMem => MmError::NoMem,

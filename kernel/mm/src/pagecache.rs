@@ -1004,11 +1004,14 @@ pub trait MappedFile: Send + Sync {
     fn writeback(&self) -> bool;
     /// A store through a shared mapping is about to dirty page `index`, whose first `len` bytes
     /// lie below the file's size (Linux `vm_ops->page_mkwrite`, `block_page_mkwrite`): the
-    /// store allocates the blocks under them. Called with the cache locked. An error becomes
-    /// the store's `SIGBUS` (`ENOSPC`: a full disk), or the OOM kill for `NoMem`. The default
-    /// has nothing to allocate.
-    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
-        let _ = (index, len);
+    /// store allocates the blocks under them. Never called with a spin lock of the cache held;
+    /// `may_sleep` (the fault's retry, [`filemap_fault_fill`], with the page locked and no
+    /// address-space lock) lets the store sleep on the filesystem and the disk, else (a fault
+    /// that cannot drop its locks) it must poll. An error becomes the store's `SIGBUS`
+    /// (`ENOSPC`: a full disk), or the OOM kill for `NoMem`. The default has nothing to
+    /// allocate.
+    fn page_mkwrite(&self, index: u64, len: usize, may_sleep: bool) -> Result<(), MmError> {
+        let _ = (index, len, may_sleep);
         Ok(())
     }
 }
@@ -1058,6 +1061,9 @@ pub enum FileFault {
     NoMem,
     /// The store could not read it (Linux: `SIGBUS` too).
     Io,
+    /// The file has no blocks for a store into the page (`ENOSPC` at `page_mkwrite`: the
+    /// store's `SIGBUS`).
+    NoSpace,
     /// The page is not cached yet, or another task is filling it: the fault must drop its
     /// locks and fill or wait for it ([`filemap_fault_fill`]), then run again (Linux
     /// `VM_FAULT_RETRY`).
@@ -1108,15 +1114,19 @@ fn fill_error(e: MmError) -> FileFault {
     }
 }
 
-/// The fill a fault asked for with [`FileFault::Retry`] (Linux `filemap_fault` after
-/// `VM_FAULT_RETRY` dropped the `mmap_lock`): with no spin lock held, page `index` of `file`
-/// is read into its cache, or another task's fill of it waited for, asleep. The caller then
-/// runs the fault again. `Io` if the read failed (every waiter's fault gets `SIGBUS`).
+/// The work a fault asked for with [`FileFault::Retry`] (Linux `filemap_fault` and
+/// `do_page_mkwrite` after `VM_FAULT_RETRY` dropped the `mmap_lock` and the page-table lock):
+/// with no spin lock held, page `index` of `file` is read into its cache, or another task's
+/// fill of it waited for, asleep; if `write` (a store through a shared mapping that wants
+/// write-notify), the file then allocates the page's blocks ([`filemap_page_mkwrite`]). The
+/// caller then runs the fault again. `Io` if the read failed (every waiter's fault gets
+/// `SIGBUS`), `NoSpace` if the file has no blocks for the store (`SIGBUS` too).
 #[doc(alias = "filemap_read_folio")]
 pub fn filemap_fault_fill<A: Arch>(
     mm: &Mm<A>,
     file: &dyn MappedFile,
     index: u64,
+    write: bool,
 ) -> Result<(), FileFault> {
     if index >= file.cache().size().div_ceil(PAGE) {
         return Err(FileFault::BeyondEof);
@@ -1126,8 +1136,52 @@ pub fn filemap_fault_fill<A: Arch>(
         .get_page(mm, &Fill(file), index, true)
         .map_err(fill_error)?
         .ok_or(FileFault::BeyondEof)?;
+    let done = if write {
+        filemap_page_mkwrite(mm, file, index, frame)
+    } else {
+        Ok(())
+    };
     mm.put_page(frame);
-    Ok(())
+    done
+}
+
+/// The filesystem half of a write-notify fault, run from its retry with no address-space or
+/// page-table lock held (Linux `do_page_mkwrite` -> `block_page_mkwrite`, which locks the
+/// folio, checks it is still the file's and below the size, and may sleep in the
+/// filesystem): `frame` (page `index`, referenced by the caller) is locked, asleep if another
+/// task holds it; unless it is dirty or has its blocks already, the file allocates them
+/// ([`MappedFile::page_mkwrite`], which may sleep); the page is flagged [`MAPPED_TO_DISK`] and
+/// unlocked. The fault that runs again then finds the flag and dirties the page with no call
+/// out ([`file_page_mkwrite`]). A page truncated meanwhile is left alone (the fault again
+/// decides: `SIGBUS` past the end).
+#[doc(alias = "do_page_mkwrite")]
+fn filemap_page_mkwrite<A: Arch>(
+    mm: &Mm<A>,
+    file: &dyn MappedFile,
+    index: u64,
+    frame: PhysAddr,
+) -> Result<(), FileFault> {
+    lock_page(mm, frame, true);
+    let meta = mm.frames().meta(frame);
+    // The page lock keeps truncation and a punched hole off the page (both lock the pages
+    // they cut or zero); the size is read after taking it.
+    let len = file.cache().size().saturating_sub(index * PAGE).min(PAGE) as usize;
+    let done = if !meta.test(FrameFlags::PAGECACHE) || len == 0 {
+        Ok(())
+    } else if meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK) {
+        Ok(())
+    } else {
+        match file.page_mkwrite(index, len, true) {
+            Ok(()) => {
+                meta.set_flags(MAPPED_TO_DISK);
+                Ok(())
+            }
+            Err(MmError::NoMem) => Err(FileFault::NoMem),
+            Err(_) => Err(FileFault::NoSpace),
+        }
+    };
+    unlock_page(mm, frame);
+    done
 }
 
 /// A write through a shared mapping is about to reach cache page `frame` (Linux
@@ -1144,12 +1198,20 @@ pub(crate) fn page_mkwrite<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
 /// under the cache's lock (not the allocation), so a truncation or writeback cannot come
 /// between the check and it; a page the file no longer reaches (truncated meanwhile) is
 /// `SIGBUS` too.
+///
+/// The caller holds the page-table lock. If it `may_retry` (the kernel's page-fault handler,
+/// GUP and populate callers that can let the address space go), a page that needs the
+/// filesystem is [`FaultError::Retry`] (Linux `VM_FAULT_RETRY`): the allocation then runs
+/// from [`filemap_fault_fill`] with the page locked and nothing else held, asleep on the
+/// filesystem and the disk, and the fault runs again. Only a caller that cannot drop its
+/// locks calls the filesystem from here, polling it.
 #[cold]
 pub(crate) fn file_page_mkwrite<A: Arch>(
     mm: &Mm<A>,
     file: &dyn MappedFile,
     index: u64,
     frame: PhysAddr,
+    may_retry: bool,
 ) -> Result<(), crate::error::FaultError> {
     use crate::error::{FaultError, SegvReason};
     let meta = mm.frames().meta(frame);
@@ -1163,11 +1225,14 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
     if len == 0 {
         return Err(FaultError::Segv(SegvReason::BeyondEof));
     }
+    if may_retry {
+        return Err(FaultError::Retry);
+    }
     // The filesystem is called with the cache's spin lock dropped (another task may hold the
     // filesystem across a fill of this file and need the spin lock next: see
     // `write_begin_end`); whether truncation took the page meanwhile is checked after, under
     // the spin lock, which then keeps truncation and writeback off until the page is dirty.
-    file.page_mkwrite(index, len).map_err(|e| match e {
+    file.page_mkwrite(index, len, false).map_err(|e| match e {
         MmError::NoMem => FaultError::Oom,
         _ => FaultError::Segv(SegvReason::BeyondEof),
     })?;

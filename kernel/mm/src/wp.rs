@@ -51,7 +51,10 @@ pub(crate) fn write_grant(vma: &Vma) -> u64 {
 }
 
 /// Handles a write or unshare fault on the present, read-only `pte` at `va` (Linux
-/// `do_wp_page`).
+/// `do_wp_page`). `may_retry`: the caller can drop its locks and fault again (Linux
+/// `FAULT_FLAG_ALLOW_RETRY`), so a write-notify fault that needs the filesystem answers
+/// [`FaultError::Retry`] instead of calling it here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn do_wp_page<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
@@ -60,6 +63,7 @@ pub(crate) fn do_wp_page<A: Arch>(
     va: VirtAddr,
     pte: Pte,
     kind: WpKind,
+    may_retry: bool,
 ) -> Result<(), FaultError> {
     if !vma.is_cow_mapping() {
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
@@ -68,7 +72,13 @@ pub(crate) fn do_wp_page<A: Arch>(
             if vma.wants_writenotify() {
                 // The write-notify fault: writeback made this PTE read-only (`folio_mkclean`).
                 if let Some((file, index)) = vma.file_page(va) {
-                    crate::pagecache::file_page_mkwrite(mm, &*file.0, index, pte.frame())?;
+                    crate::pagecache::file_page_mkwrite(
+                        mm,
+                        &*file.0,
+                        index,
+                        pte.frame(),
+                        may_retry,
+                    )?;
                 }
                 stats::inc(&mm.counters.writenotify_faults);
             }

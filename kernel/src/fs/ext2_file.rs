@@ -389,11 +389,18 @@ impl MappedFile for Ext2Mapping {
     }
 
     /// Allocates the blocks under the page's bytes (Linux ext2's `block_page_mkwrite`): a store
-    /// into a hole on a full disk is `SIGBUS` at the store, not a lost page at writeback. Runs
-    /// in the fault with the cache locked, so the filesystem is taken without sleeping.
-    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
+    /// into a hole on a full disk is `SIGBUS` at the store, not a lost page at writeback. The
+    /// page fault's retry calls it with the page locked and no address-space lock
+    /// (`may_sleep`): the filesystem lock and the disk are waited for asleep; a fault that
+    /// cannot drop its locks (GUP from a kernel path) polls them.
+    fn page_mkwrite(&self, index: u64, len: usize, may_sleep: bool) -> Result<(), MmError> {
         let ino = self.file.ino;
-        with_fs_atomic(|fs| fs.allocate_range(ino, index * 4096, len as u64)).map_err(|e| match e {
+        let r = if may_sleep {
+            with_fs(|fs| fs.allocate_range(ino, index * 4096, len as u64))
+        } else {
+            with_fs_atomic(|fs| fs.allocate_range(ino, index * 4096, len as u64))
+        };
+        r.map_err(|e| match e {
             Errno::ENOMEM => MmError::NoMem,
             Errno::ENOSPC => MmError::NoSpc,
             _ => MmError::Fault,

@@ -68,8 +68,8 @@ pub(super) fn populate_killable(
             POPULATE_BATCH,
             &mut fill,
         )?;
-        if let Some((file, index)) = fill {
-            cowlab_mm::pagecache::filemap_fault_fill(memory::mm(), &*file.0, index)
+        if let Some((file, index, write)) = fill {
+            cowlab_mm::pagecache::filemap_fault_fill(memory::mm(), &*file.0, index, write)
                 .map_err(|_| Errno::ENOMEM)?;
             continue;
         }

@@ -294,9 +294,9 @@ fn madvise_populate(addr: u64, len: usize, advice: Advice) -> SysResult {
             write,
             Some(&mut fill),
         )?;
-        if let Some((file, index)) = fill {
+        if let Some((file, index, write)) = fill {
             use cowlab_mm::pagecache::{filemap_fault_fill, FileFault};
-            filemap_fault_fill(memory::mm(), &*file.0, index).map_err(|e| match e {
+            filemap_fault_fill(memory::mm(), &*file.0, index, write).map_err(|e| match e {
                 FileFault::NoMem => Errno::ENOMEM,
                 _ => Errno::EFAULT,
             })?;

@@ -306,6 +306,8 @@ struct TestFile {
     /// The store is full: `page_mkwrite` is `NoSpc`. Pages it was asked to allocate are listed.
     full: core::sync::atomic::AtomicBool,
     mkwrites: spin::Mutex<Vec<(u64, usize)>>,
+    /// Of those calls, the ones allowed to sleep (from the fault's retry).
+    mkwrites_asleep: core::sync::atomic::AtomicUsize,
 }
 
 impl MappedFile for TestFile {
@@ -328,11 +330,15 @@ impl MappedFile for TestFile {
     fn writeback(&self) -> bool {
         true
     }
-    fn page_mkwrite(&self, index: u64, len: usize) -> Result<(), MmError> {
+    fn page_mkwrite(&self, index: u64, len: usize, may_sleep: bool) -> Result<(), MmError> {
         if self.full.load(core::sync::atomic::Ordering::Relaxed) {
             return Err(MmError::NoSpc);
         }
         self.mkwrites.lock().push((index, len));
+        if may_sleep {
+            self.mkwrites_asleep
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -343,6 +349,7 @@ fn test_file(len: usize) -> Arc<TestFile> {
         data: spin::Mutex::new(pattern(len, 7)),
         full: core::sync::atomic::AtomicBool::new(false),
         mkwrites: spin::Mutex::new(Vec::new()),
+        mkwrites_asleep: core::sync::atomic::AtomicUsize::new(0),
     })
 }
 
@@ -803,7 +810,7 @@ fn a_fault_that_may_retry_leaves_the_fill_to_its_caller() {
     );
     assert_eq!(f.cache.cached_pages(), 0, "nothing read under the lock");
     let file: &dyn MappedFile = &*f;
-    crate::pagecache::filemap_fault_fill(&env.mm, file, 0).unwrap();
+    crate::pagecache::filemap_fault_fill(&env.mm, file, 0, false).unwrap();
     assert_eq!(f.cache.fills(), 1);
     handle_x86_page_fault_retry(&env.mm, &mut s, va.as_u64(), read).unwrap();
     let want = pattern(PAGE_SIZE, 7);
@@ -816,6 +823,77 @@ fn a_fault_that_may_retry_leaves_the_fill_to_its_caller() {
         Err(FaultError::Segv(SegvReason::BeyondEof))
     );
     assert_eq!(f.cache.fills(), 1);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// The write-notify fault of the kernel's page-fault handler (one that may retry) never calls
+/// the filesystem with the page-table lock held (Linux `do_page_mkwrite` after
+/// `VM_FAULT_RETRY`): a store to a clean page that needs blocks answers `Retry`, on an empty
+/// PTE and on a write-protected one alike, without asking the file; the retry's
+/// `filemap_fault_fill(write)` asks it, allowed to sleep, with the page locked; the fault run
+/// again dirties the page and maps it writable with no second call. A full store is the
+/// store's `SIGBUS` from the retry, the page left clean and read-only.
+#[test]
+fn a_write_notify_fault_that_may_retry_calls_the_file_unlocked() {
+    use crate::fault::handle_x86_page_fault_retry;
+    use core::sync::atomic::Ordering;
+    let env = Env::new();
+    let f = test_file(2 * PAGE_SIZE);
+    let file: &dyn MappedFile = &*f;
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 2, true);
+    let write = 0b110;
+    // The page is cached first (the read fault's own retry), so only the mkwrite is left.
+    crate::pagecache::filemap_fault_fill(&env.mm, file, 0, false).unwrap();
+    assert_eq!(
+        handle_x86_page_fault_retry(&env.mm, &mut s, sh.as_u64(), write),
+        Err(FaultError::Retry),
+        "a store to a page without blocks retries"
+    );
+    assert!(
+        f.mkwrites.lock().is_empty(),
+        "no filesystem call under the PTL"
+    );
+    crate::pagecache::filemap_fault_fill(&env.mm, file, 0, true).unwrap();
+    assert_eq!(*f.mkwrites.lock(), vec![(0, PAGE_SIZE)]);
+    assert_eq!(f.mkwrites_asleep.load(Ordering::Relaxed), 1, "asleep");
+    let page0 = f.cache.cache_frame_for_test(0).unwrap();
+    assert!(!env.mm.frames().meta(page0).test(FrameFlags::LOCKED));
+    handle_x86_page_fault_retry(&env.mm, &mut s, sh.as_u64(), write).unwrap();
+    assert!(env.pte(&s, sh).is_writable());
+    assert!(env.flags(page0).contains(FrameFlags::DIRTY));
+    // Cleaned and write-protected: the next store's write-notify fault needs no retry.
+    crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+    f.cache
+        .writeback(&env.mm, &VecStore::new(Vec::new()))
+        .unwrap();
+    handle_x86_page_fault_retry(&env.mm, &mut s, sh.as_u64(), write).unwrap();
+    assert_eq!(f.mkwrites.lock().len(), 1);
+    // A read-mapped page (the write-protect path), with the store full.
+    let p1 = sh + PAGE;
+    env.read(&mut s, p1).unwrap();
+    f.full.store(true, Ordering::Relaxed);
+    assert_eq!(
+        handle_x86_page_fault_retry(&env.mm, &mut s, p1.as_u64(), write),
+        Err(FaultError::Retry)
+    );
+    assert_eq!(
+        crate::pagecache::filemap_fault_fill(&env.mm, file, 1, true),
+        Err(crate::pagecache::FileFault::NoSpace),
+        "ENOSPC at page_mkwrite: the store's SIGBUS"
+    );
+    let page1 = f.cache.cache_frame_for_test(1).unwrap();
+    assert!(!env.flags(page1).contains(FrameFlags::DIRTY));
+    assert!(!env.flags(page1).contains(FrameFlags::LOCKED));
+    assert!(!env.pte(&s, p1).is_writable(), "still read-only");
+    f.full.store(false, Ordering::Relaxed);
+    crate::pagecache::filemap_fault_fill(&env.mm, file, 1, true).unwrap();
+    handle_x86_page_fault_retry(&env.mm, &mut s, p1.as_u64(), write).unwrap();
+    assert!(env.pte(&s, p1).is_writable());
+    assert_eq!(f.mkwrites_asleep.load(Ordering::Relaxed), 2);
+    env.check(&[&s]);
     s.exit(&env.mm);
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
