@@ -53,6 +53,13 @@ impl Tester {
         self.check_why(name, ok, format_args!("got {got:?}, want {want:?}"));
     }
 
+    /// The exit status, without the closing line: for checks run in a forked child (their
+    /// `ok`/`FAIL` lines are the program's; the parent checks the child's status and prints
+    /// the one closing line).
+    pub fn status(&self) -> i32 {
+        i32::from(self.failed != 0)
+    }
+
     /// Prints the closing line; the exit status.
     pub fn finish(self) -> i32 {
         crate::println!(

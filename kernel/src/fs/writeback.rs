@@ -100,7 +100,7 @@ impl Tunable {
         }
     }
 
-    /// The other half of a ratio/bytes pair, zeroed when this one changes.
+    /// The other half of a ratio/bytes pair, zeroed when this one is written.
     fn twin(self) -> Option<Tunable> {
         match self {
             Tunable::Ratio => Some(Tunable::Bytes),
@@ -109,6 +109,14 @@ impl Tunable {
             Tunable::BackgroundBytes => Some(Tunable::BackgroundRatio),
             _ => None,
         }
+    }
+
+    /// Whether a write zeroes the twin even when it changes nothing (an empty write, the same
+    /// value): Linux's `dirty_background_ratio_handler` and `dirty_background_bytes_handler`
+    /// zero it on every successful write; `dirty_ratio_handler` and `dirty_bytes_handler` only
+    /// when the value changed.
+    fn zeroes_twin_always(self) -> bool {
+        matches!(self, Tunable::BackgroundRatio | Tunable::BackgroundBytes)
     }
 
     /// The file's text (`3000\n`).
@@ -120,41 +128,112 @@ impl Tunable {
         }
     }
 
-    /// Sets the value from `data` as Linux's sysctl handlers do: the first white-space
-    /// separated word, a decimal integer within the file's range, else `EINVAL` (a word, a
-    /// trailing letter, a negative byte count, a ratio over 100); an empty write changes
-    /// nothing. A ratio or byte count that changes zeroes its twin. Wakes the flusher.
+    /// Sets the value from `data` as Linux's sysctl handlers do (`proc_dointvec_minmax`,
+    /// `proc_doulongvec_minmax` and the `dirty_*_handler`s around them): the first number
+    /// ([`parse_sysctl_number`]) within the file's range, else `EINVAL`; a byte count whose
+    /// pages do not fit an `unsigned int` is `ERANGE` (Linux's `DIV_ROUND_UP(bytes,
+    /// PAGE_SIZE) > UINT_MAX`, whose add wraps: a count within a page of `u64::MAX` passes, as
+    /// there). An empty write changes nothing and counts 0 bytes; otherwise the count is the
+    /// bytes up to the number's end and the white space after it. The twin of a ratio/bytes
+    /// pair is zeroed as Linux does ([`Self::zeroes_twin_always`]). Wakes the flusher.
     pub fn write(self, data: &[u8]) -> Result<usize, Errno> {
-        let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
-        let Some(word) = text.split_whitespace().next() else {
-            return Ok(data.len());
+        let Some((negative, magnitude, used)) = parse_sysctl_number(data)? else {
+            if self.zeroes_twin_always() {
+                self.zero_twin();
+            }
+            return Ok(0);
         };
         let value = match self.range() {
             Range::Int { min, max } => {
-                let v = word.parse::<i64>().map_err(|_| Errno::EINVAL)?;
+                let v = i64::try_from(magnitude).map_err(|_| Errno::EINVAL)?;
+                let v = if negative { -v } else { v };
                 if v < min || v > max {
                     return Err(Errno::EINVAL);
                 }
                 v as u64
             }
-            Range::UInt => u64::from(word.parse::<i32>().map_err(|_| Errno::EINVAL)? as u32),
+            // `proc_dointvec` of an int-sized cell: INT_MIN to INT_MAX, stored as its bits.
+            Range::UInt => {
+                let v = i64::try_from(magnitude).map_err(|_| Errno::EINVAL)?;
+                let v = i32::try_from(if negative { -v } else { v }).map_err(|_| Errno::EINVAL)?;
+                u64::from(v as u32)
+            }
             Range::ULong { min } => {
-                let v = word.parse::<u64>().map_err(|_| Errno::EINVAL)?;
-                if v < min {
+                if negative || magnitude < min {
                     return Err(Errno::EINVAL);
                 }
-                v
+                if magnitude.wrapping_add(PAGE - 1) / PAGE > u64::from(u32::MAX) {
+                    return Err(Errno::ERANGE);
+                }
+                magnitude
             }
         };
         let old = self.cell().swap(value, Ordering::Relaxed);
-        if old != value {
-            if let Some(twin) = self.twin() {
-                twin.cell().store(0, Ordering::Relaxed);
-            }
+        if old != value || self.zeroes_twin_always() {
+            self.zero_twin();
         }
         wake_flusher();
-        Ok(data.len())
+        Ok(used)
     }
+
+    fn zero_twin(self) {
+        if let Some(twin) = self.twin() {
+            twin.cell().store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The first number of a sysctl write (Linux `proc_get_long`): white space (C `isspace`)
+/// skipped, an optional `-` (no `+`), digits in C's base 0 (`0x`/`0X` hex, a leading `0`
+/// octal, else decimal) that fit 64 bits, then the end or a space, tab or newline.
+/// `Ok(None)` for an empty write; `EINVAL` for one of white space only or anything else.
+/// Returns the sign, the magnitude and the bytes used (the number and the white space after
+/// it).
+fn parse_sysctl_number(data: &[u8]) -> Result<Option<(bool, u64, usize)>, Errno> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let mut at = data
+        .iter()
+        .position(|&b| !is_space(b))
+        .ok_or(Errno::EINVAL)?;
+    let negative = data[at] == b'-';
+    if negative {
+        at += 1;
+    }
+    let rest = &data[at..];
+    let (radix, skip) = match rest {
+        [b'0', b'x' | b'X', ..] => (16, 2),
+        [b'0', ..] => (8, 0),
+        _ => (10, 0),
+    };
+    let digits = &rest[skip..];
+    let len = digits
+        .iter()
+        .position(|&b| !(b as char).is_digit(radix))
+        .unwrap_or(digits.len());
+    if len == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let mut value: u64 = 0;
+    for &b in &digits[..len] {
+        let d = u64::from((b as char).to_digit(radix).ok_or(Errno::EINVAL)?);
+        value = value
+            .checked_mul(u64::from(radix))
+            .and_then(|v| v.checked_add(d))
+            .ok_or(Errno::EINVAL)?;
+    }
+    let mut end = at + skip + len;
+    if let Some(&next) = data.get(end) {
+        if !matches!(next, b' ' | b'\t' | b'\n') {
+            return Err(Errno::EINVAL);
+        }
+    }
+    while data.get(end).is_some_and(|&b| is_space(b)) {
+        end += 1;
+    }
+    Ok(Some((negative, value, end)))
 }
 
 fn wake_flusher() {

@@ -5,8 +5,11 @@
 //! Everywhere (cowlab and the host): each file reads a number; where they can be written
 //! (root: skipped, said so, on a host without it) the ranges and errnos are Linux's (a ratio
 //! over 100, a negative or non-numeric value, `dirty_bytes` under two pages, a
-//! `dirty_background_bytes` of 0: `EINVAL`; an empty write changes nothing), and writing one
-//! of a ratio/bytes pair zeroes the other. Every value is restored at the end. On cowlab also
+//! `dirty_background_bytes` of 0, white space only: `EINVAL`; an empty write changes nothing;
+//! numbers in C's base 0, `0x10` and `010`; a byte count of 2^32 pages or more: `ERANGE`), and
+//! writing one of a ratio/bytes pair zeroes the other (the background pair's on any write, the
+//! limit pair's on a change). The writing checks run in a forked child; the parent restores
+//! every value after it ends, whatever it did (a failed check, a panic, a kill). On cowlab also
 //! (cowlab's defaults, and the effect, through `/proc/cowlab/mmstat`): with the background
 //! threshold above what a writer leaves dirty, nothing is written back (the age limit set
 //! far away); once `dirty_background_bytes` is below it, the flusher writes back without any
@@ -26,11 +29,12 @@ use core::ffi::CStr;
 use cowlab_userland::calls::*;
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::{on_cowlab, Tester};
+use cowlab_userland::test::{in_child, on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
 
 const EINVAL: i32 = 22;
+const ERANGE: i32 = 34;
 const MIB: usize = 1 << 20;
 const NAMES: [&str; 6] = [
     "dirty_ratio",
@@ -106,20 +110,25 @@ fn restore_pair(saved: &[(&str, i64)], ratio: &str, bytes: &str) {
     }
 }
 
-/// The errno checks and the ratio/bytes pairing (values harmless to a host's writeback while
-/// they last); `false` if the files cannot be written.
-fn ranges(t: &mut Tester) -> bool {
+/// Whether the files can be written (the same value written back).
+fn writable() -> bool {
     let r = get("dirty_ratio").unwrap_or(20);
     match set("dirty_ratio", &format!("{r}")) {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(e) => {
             println!(
                 "t_pcache_dirty: skip the writes (/proc/sys/vm is not writable here: errno {}; needs root)",
                 e.0
             );
-            return false;
+            false
         }
     }
+}
+
+/// The errno checks and the ratio/bytes pairing (values harmless to a host's writeback while
+/// they last).
+fn ranges(t: &mut Tester) {
+    let r = get("dirty_ratio").unwrap_or(20);
     for (name, text) in [
         ("dirty_ratio", "101"),
         ("dirty_ratio", "-1"),
@@ -132,6 +141,20 @@ fn ranges(t: &mut Tester) -> bool {
         ("dirty_background_bytes", "0"),
         ("dirty_expire_centisecs", "-1"),
         ("dirty_expire_centisecs", "2147483648"),
+        // White space only is not an empty write.
+        ("dirty_ratio", "   "),
+        ("dirty_ratio", "\n"),
+        ("dirty_bytes", " \t\n"),
+        ("dirty_background_bytes", "\n"),
+        ("dirty_expire_centisecs", " "),
+        ("dirty_writeback_centisecs", "\t"),
+        // Base 0: `08` is an octal 0 followed by a stray digit; `0x` has no digits.
+        ("dirty_ratio", "08"),
+        ("dirty_ratio", "0x"),
+        ("dirty_ratio", "+5"),
+        ("dirty_ratio", "12\0"),
+        ("dirty_bytes", "-0"),
+        ("dirty_bytes", "18446744073709551616"),
     ] {
         t.eq(
             &format!("{name} = {text:?} is EINVAL"),
@@ -146,6 +169,115 @@ fn ranges(t: &mut Tester) -> bool {
     );
     t.eq("an empty write is 0 bytes", set("dirty_ratio", ""), Ok(0));
     t.eq("and changes nothing", get("dirty_ratio"), Some(r));
+    // C's base 0 (`kstrtoul(.., 0)`), and the count: the number and the white space after it.
+    t.eq("dirty_ratio = \"0x10\"", set("dirty_ratio", "0x10"), Ok(4));
+    t.eq("reads 16", get("dirty_ratio"), Some(16));
+    t.eq("dirty_ratio = \"010\"", set("dirty_ratio", "010"), Ok(3));
+    t.eq("reads 8 (octal)", get("dirty_ratio"), Some(8));
+    t.eq("dirty_ratio = \"0X11\"", set("dirty_ratio", "0X11"), Ok(4));
+    t.eq("reads 17", get("dirty_ratio"), Some(17));
+    t.eq(
+        "dirty_ratio = \"  12  13\" counts up to 13",
+        set("dirty_ratio", "  12  13"),
+        Ok(6),
+    );
+    t.eq("reads 12", get("dirty_ratio"), Some(12));
+    t.eq("dirty_ratio = \"-0\"", set("dirty_ratio", "-0"), Ok(2));
+    t.eq("reads 0", get("dirty_ratio"), Some(0));
+    t.eq(
+        "dirty_writeback_centisecs = -1 (an unsigned int)",
+        set("dirty_writeback_centisecs", "-1"),
+        Ok(2),
+    );
+    t.eq("reads -1", get("dirty_writeback_centisecs"), Some(-1));
+    t.eq(
+        "dirty_writeback_centisecs = 500",
+        set("dirty_writeback_centisecs", "500"),
+        Ok(3),
+    );
+    t.eq("dirty_ratio = 20", set("dirty_ratio", "20"), Ok(2));
+    t.eq(
+        "dirty_bytes = \"0x2000\" (two pages)",
+        set("dirty_bytes", "0x2000"),
+        Ok(6),
+    );
+    t.eq("reads 8192", get("dirty_bytes"), Some(8192));
+    t.eq(
+        "dirty_bytes = \"020000\"",
+        set("dirty_bytes", "020000\n"),
+        Ok(7),
+    );
+    t.eq("reads 8192 (octal)", get("dirty_bytes"), Some(8192));
+    // Byte counts whose pages do not fit an unsigned int: ERANGE, the value kept.
+    for (name, text) in [
+        ("dirty_bytes", "17592186044416"),
+        ("dirty_background_bytes", "17592186044416"),
+        ("dirty_bytes", "18446744073709547520"),
+    ] {
+        t.eq(
+            &format!("{name} = {text} (2^32 pages or more) is ERANGE"),
+            errno_of(set(name, text)),
+            ERANGE,
+        );
+    }
+    t.eq("dirty_bytes kept", get("dirty_bytes"), Some(8192));
+    t.eq(
+        "dirty_background_bytes kept (0)",
+        get("dirty_background_bytes"),
+        Some(0),
+    );
+    t.eq(
+        "dirty_bytes = 2^32 - 1 pages",
+        set("dirty_bytes", "17592186040320"),
+        Ok(14),
+    );
+    t.eq("reads it", get("dirty_bytes"), Some(17592186040320));
+    // The twins. dirty_ratio and dirty_bytes zero each other only on a change.
+    t.eq("dirty_bytes = 8192", set("dirty_bytes", "8192"), Ok(4));
+    t.eq("dirty_ratio reads 0", get("dirty_ratio"), Some(0));
+    t.eq("an empty dirty_ratio write", set("dirty_ratio", ""), Ok(0));
+    t.eq(
+        "dirty_ratio = 0 (no change)",
+        set("dirty_ratio", "0"),
+        Ok(1),
+    );
+    t.eq("dirty_bytes survives both", get("dirty_bytes"), Some(8192));
+    // The background pair: any successful write zeroes the twin, an empty one too.
+    t.eq(
+        "dirty_background_bytes = 8192",
+        set("dirty_background_bytes", "8192"),
+        Ok(4),
+    );
+    t.eq(
+        "an empty dirty_background_ratio write",
+        set("dirty_background_ratio", ""),
+        Ok(0),
+    );
+    t.eq(
+        "zeroes dirty_background_bytes",
+        get("dirty_background_bytes"),
+        Some(0),
+    );
+    t.eq(
+        "dirty_background_ratio = 10",
+        set("dirty_background_ratio", "10"),
+        Ok(2),
+    );
+    t.eq(
+        "an empty dirty_background_bytes write",
+        set("dirty_background_bytes", ""),
+        Ok(0),
+    );
+    t.eq(
+        "zeroes dirty_background_ratio",
+        get("dirty_background_ratio"),
+        Some(0),
+    );
+    t.eq(
+        "dirty_background_ratio = 10",
+        set("dirty_background_ratio", "10"),
+        Ok(2),
+    );
     // The pairs: the one written last counts, the other reads 0.
     t.eq(
         "dirty_bytes = 1 GiB",
@@ -183,7 +315,6 @@ fn ranges(t: &mut Tester) -> bool {
         Ok(4),
     );
     t.eq("reads 1500", get("dirty_expire_centisecs"), Some(1500));
-    true
 }
 
 /// Writes `len` bytes at the end of `fd` in 64 KiB calls.
@@ -295,13 +426,19 @@ fn main() -> i32 {
             [Some(20), Some(0), Some(10), Some(0), Some(3000), Some(500)],
         );
     }
-    let writable = ranges(&mut t);
-    if writable && cowlab {
-        effect(&mut t, &base);
-    } else if writable {
-        println!("t_pcache_dirty: the writeback effect is checked on cowlab only (mmstat)");
-    }
-    if writable {
+    if writable() {
+        // The writes in a child: whatever it does (a failed check, a panic, a kill), the
+        // parent restores every value after it, so the host keeps its writeback settings.
+        let status = in_child(|| {
+            let mut c = Tester::new("t_pcache_dirty");
+            ranges(&mut c);
+            if cowlab {
+                effect(&mut c, &base);
+            } else {
+                println!("t_pcache_dirty: the writeback effect is checked on cowlab only (mmstat)");
+            }
+            c.status()
+        });
         restore_pair(&saved, "dirty_ratio", "dirty_bytes");
         restore_pair(&saved, "dirty_background_ratio", "dirty_background_bytes");
         for name in ["dirty_expire_centisecs", "dirty_writeback_centisecs"] {
@@ -309,6 +446,7 @@ fn main() -> i32 {
                 let _ = set(name, &format!("{v}"));
             }
         }
+        t.eq("the writing checks (a child) passed", status, 0);
         t.eq(
             "every value restored",
             NAMES.map(get),
