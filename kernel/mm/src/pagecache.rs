@@ -315,13 +315,14 @@ impl FileCache {
         self.write_begin_end(mm, store, offset, data, Ok)
     }
 
-    /// Writes `data` at `offset` through to the store and into the cache (`write`/`pwrite` of a
-    /// filesystem that allocates blocks at the call, as Linux ext2's `write_begin` does, so a
-    /// full disk is `ENOSPC` here, not a lost page at writeback): `store_write` stores the bytes
-    /// and says how many it took; those are then copied into the pages already cached (a page
-    /// not cached is read from the store when next needed), which keep their `DIRTY` state, and
-    /// the size grows to cover them. The cache stays locked throughout, so no reader can fill a
-    /// page from the store's old contents in between.
+    /// Writes `data` at `offset` through to the store and into the cache (an `O_DIRECT` write,
+    /// Linux `filemap_write_and_wait_range` + the direct write + `invalidate_inode_pages2_range`):
+    /// `store_write` stores the bytes and says how many it took; those are then copied into
+    /// the pages already cached, each locked meanwhile ([`Self::for_each_cached_locked`]), which
+    /// keep their `DIRTY` state (a page not cached is read from the store when next needed),
+    /// and the size grows to cover them. A fill that read the store's old bytes before the
+    /// store changed holds its page's lock until its copy is in: the update waits for it and
+    /// then overwrites it, so no stale byte stays cached (nor resurrects after the update).
     pub fn write_through<A: Arch, E>(
         &self,
         mm: &Mm<A>,
@@ -329,20 +330,57 @@ impl FileCache {
         data: &[u8],
         store_write: impl FnOnce(&[u8]) -> Result<usize, E>,
     ) -> Result<usize, E> {
-        let mut inner = self.inner.lock();
         let n = store_write(data)?.min(data.len());
-        let mut done = 0;
-        while done < n {
-            let at = offset + done as u64;
-            let off = (at % PAGE) as usize;
-            let len = (PAGE_SIZE - off).min(n - done);
-            if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
-                mm.write_frame_bytes(frame + off as u64, &data[done..done + len]);
-            }
-            done += len;
-        }
-        inner.size = inner.size.max(offset + n as u64);
+        let end = offset + n as u64;
+        self.for_each_cached_locked(mm, offset, end, |frame, index| {
+            let from = (index * PAGE).max(offset);
+            let to = ((index + 1) * PAGE).min(end);
+            let src = &data[(from - offset) as usize..(to - offset) as usize];
+            mm.write_frame_bytes(frame + from % PAGE, src);
+        });
+        let mut inner = self.inner.lock();
+        inner.size = inner.size.max(end);
         Ok(n)
+    }
+
+    /// Calls `f(frame, index)` on each page cached in `[start, end)` that is `UPTODATE`, with
+    /// the page locked (Linux's `truncate_pagecache_range` / `invalidate_inode_pages2_range`
+    /// walk, `folio_lock` on each): a page being filled is waited for (asleep), so its fill's
+    /// copy cannot land after `f`'s change. The cache's spin lock is held only to find the next
+    /// page; a page inserted after that lookup is read from the store as it is now. A page that
+    /// left the cache or stayed not `UPTODATE` (its fill failed) is skipped.
+    fn for_each_cached_locked<A: Arch>(
+        &self,
+        mm: &Mm<A>,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(PhysAddr, u64),
+    ) {
+        let mut index = start / PAGE;
+        let last = end.div_ceil(PAGE);
+        while index < last {
+            let next = {
+                let inner = self.inner.lock();
+                let found = inner.pages.range(index..last).next().map(|(&i, &f)| (i, f));
+                if let Some((_, frame)) = found {
+                    mm.frames().meta(frame).get();
+                }
+                found
+            };
+            let Some((i, frame)) = next else {
+                return;
+            };
+            lock_page(mm, frame, true);
+            let meta = mm.frames().meta(frame);
+            // The reference kept the frame from reuse: still `PAGECACHE` means still this
+            // cache's page `i` (frames enter a cache only when newly allocated).
+            if meta.test(FrameFlags::PAGECACHE) && meta.test(FrameFlags::UPTODATE) {
+                f(frame, i);
+            }
+            unlock_page(mm, frame);
+            mm.put_page(frame);
+            index = i + 1;
+        }
     }
 
     /// Pages this cache read from its store (host tests: a page is read once however many
@@ -790,19 +828,20 @@ impl FileCache {
     /// Zeroes `[start, end)` in the pages already cached, keeping their `DIRTY` state (Linux
     /// `truncate_pagecache_range` after a hole punch: the store's range already reads as zeroes,
     /// and mappings of the pages see them too). Pages not cached are read when next needed.
+    /// Each page is locked while it is zeroed ([`Self::for_each_cached_locked`]): a fill that
+    /// read the punched blocks' old bytes is waited for and then zeroed, never left holding
+    /// them.
     pub fn zero_range<A: Arch>(&self, mm: &Mm<A>, start: u64, end: u64) {
-        let inner = self.inner.lock();
-        let end = end.min(inner.size);
-        let mut at = start;
-        while at < end {
-            let off = (at % PAGE) as usize;
-            let n = ((PAGE_SIZE - off) as u64).min(end - at) as usize;
-            if let Some(&frame) = inner.pages.get(&(at / PAGE)) {
-                mm.write_frame_bytes(frame + off as u64, &ZEROES[..n]);
-                mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
-            }
-            at += n as u64;
+        let end = end.min(self.size());
+        if start >= end {
+            return;
         }
+        self.for_each_cached_locked(mm, start, end, |frame, index| {
+            let from = (index * PAGE).max(start);
+            let to = ((index + 1) * PAGE).min(end);
+            mm.write_frame_bytes(frame + from % PAGE, &ZEROES[..(to - from) as usize]);
+            mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
+        });
     }
 
     /// Truncation as [`Self::set_size`] does it for a caller already holding the locks of the

@@ -389,3 +389,52 @@ fn a_waiter_of_a_page_truncated_after_its_fill_sees_the_new_end() {
     cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// A fill that read the store before an `O_DIRECT` write changed it (`write_through`) or a
+/// punched hole zeroed it (`zero_range`) holds its page's lock until its copy is in: the update
+/// waits for the lock and then overwrites the page, so the fill's old bytes do not stay cached
+/// (Linux does both with the folio locked). Without the lock the update landed first and the
+/// fill's copy resurrected the old bytes.
+#[test]
+fn direct_writes_and_punched_holes_wait_for_a_fill_in_progress() {
+    sleeping_waiter();
+    for punch in [false, true] {
+        let env = Env::new();
+        let store = GatedStore::new(PAGE_SIZE);
+        let cache = FileCache::new(PAGE);
+        let new = vec![0xa5u8; 100];
+        let updated = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let filler = scope.spawn(|| {
+                let mut buf = vec![0u8; 1];
+                cache.read_at(&env.mm, &store, 0, &mut buf)
+            });
+            store.wait_for_reader();
+            let updater = scope.spawn(|| {
+                if punch {
+                    cache.zero_range(&env.mm, 50, 150);
+                } else {
+                    cache
+                        .write_through(&env.mm, 50, &new, |d| Ok::<usize, MmError>(d.len()))
+                        .unwrap();
+                }
+                updated.store(true, Ordering::SeqCst);
+            });
+            settle();
+            let waited = !updated.load(Ordering::SeqCst);
+            // The gate opens before any verdict, so a failure cannot leave the filler stuck.
+            store.open.store(true, Ordering::SeqCst);
+            filler.join().unwrap().unwrap();
+            updater.join().unwrap();
+            assert!(waited, "the update did not wait for the fill in progress");
+        });
+        let mut back = vec![0u8; PAGE_SIZE];
+        cache.read_at(&env.mm, &store, 0, &mut back).unwrap();
+        let want: &[u8] = if punch { &[0; 100] } else { &new };
+        assert_eq!(&back[50..150], want, "punch={punch}: the update is cached");
+        assert_eq!(&back[..50], &store.data[..50], "the rest is the store's");
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+        cache.evict(&env.mm);
+        env.finish(Vec::new());
+    }
+}
