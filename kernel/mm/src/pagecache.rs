@@ -706,15 +706,42 @@ impl FileCache {
         // it with the spin lock held would deadlock against that filler's next use of the
         // cache (it retakes the spin lock after its I/O). The page locks keep truncation off
         // the range meanwhile (`set_size` locks every page it cuts).
-        let n = match begin(have - offset) {
+        let mut n = match begin(have - offset) {
             Ok(n) => n.min(have - offset) as usize,
             Err(e) => {
                 self.write_end_pages(mm, store, &mut pages);
                 return Err(e);
             }
         };
+        // A short count (a full disk, on a filesystem whose blocks are smaller than a page)
+        // that ends inside a page this write was to cover wholly and did not read: the page's
+        // bytes past the count are the store's (a hole's zeroes, or blocks the file had), so
+        // the page is read now, and the count's bytes then copied over it. The read also
+        // returns the old contents of the blocks `begin` just allocated under the count; the
+        // copy overwrites exactly those, so none of them stays visible. Cutting the write
+        // before the page instead (as before) left those blocks inside the file's new size
+        // with their old disk contents and no dirty page over them (and made a write whose
+        // first page this was return 0).
+        let mut short_fill_error = None;
+        let end_at = offset + n as u64;
+        if n > 0 && !end_at.is_multiple_of(PAGE) {
+            let at = pages.iter().position(|p| p.1 == end_at / PAGE && !p.2);
+            if let Some(at) = at {
+                let (frame, index, _) = pages[at];
+                match self.fill_page(mm, store, index, frame, true) {
+                    Ok(()) => pages[at].2 = true,
+                    Err(e) => {
+                        // The failed fill took the page out of the cache and unlocked it:
+                        // the write ends before it.
+                        pages.remove(at);
+                        mm.put_page(frame);
+                        n = (index * PAGE).saturating_sub(offset) as usize;
+                        short_fill_error = Some(e);
+                    }
+                }
+            }
+        }
         let mut inner = self.inner.lock();
-        let mut n = n;
         let mut done = 0;
         for page in pages.iter_mut() {
             if done >= n {
@@ -741,7 +768,10 @@ impl FileCache {
         if n > 0 {
             self.note_dirtied();
         }
-        Ok(n)
+        match short_fill_error {
+            Some(e) if n == 0 => Err(e),
+            _ => Ok(n),
+        }
     }
 
     /// Unlocks and releases the pages of a write (Linux `write_end`): each one is `UPTODATE`,

@@ -293,6 +293,53 @@ fn write_through_updates_cached_pages_and_the_store() {
 
 use alloc::sync::Arc;
 
+/// A buffered write cut short by the store (a full disk with 1 KiB blocks: `begin` takes only
+/// the first two blocks of a page) that ends inside a page it was to overwrite wholly returns
+/// the bytes it took, never 0, and the page holds them followed by the store's own bytes (a
+/// hole's zeroes, a block the file had): the page is read before the copy, so nothing the
+/// writer did not write, and nothing the store did not hold, becomes visible. On a page past
+/// the end of the file, the count's bytes and zeroes after them.
+#[test]
+fn a_write_cut_inside_a_page_it_overwrites_keeps_the_stores_bytes() {
+    let env = Env::new();
+    let old = pattern(3 * PAGE_SIZE, 0x11);
+    let store = VecStore::new(old.clone());
+    let cache = FileCache::new(3 * PAGE);
+    let data = pattern(PAGE_SIZE, 0x77);
+    // Page 1, inside the file: the store takes 2048 of its 4096 bytes.
+    let n = cache
+        .write_begin_end(&env.mm, &store, PAGE, &data, |len| {
+            assert_eq!(len, PAGE);
+            Ok(2048)
+        })
+        .unwrap();
+    assert_eq!(n, 2048, "the bytes written, not 0");
+    let mut back = vec![0u8; PAGE_SIZE];
+    cache.read_at(&env.mm, &store, PAGE, &mut back).unwrap();
+    assert!(back[..2048] == data[..2048], "the written bytes");
+    assert!(
+        back[2048..] == old[PAGE_SIZE + 2048..2 * PAGE_SIZE],
+        "then the store's own bytes"
+    );
+    assert_eq!(cache.dirty_pages(&env.mm), 1);
+    // Two pages at the end of the file (growing it): cut 1024 bytes into the second.
+    let two = pattern(2 * PAGE_SIZE, 0x33);
+    let n = cache
+        .write_begin_end(&env.mm, &store, 3 * PAGE, &two, |_| Ok(PAGE + 1024))
+        .unwrap();
+    assert_eq!(n, PAGE_SIZE + 1024);
+    assert_eq!(cache.size(), 4 * PAGE + 1024);
+    let mut back = vec![0xffu8; PAGE_SIZE];
+    assert_eq!(
+        cache.read_at(&env.mm, &store, 4 * PAGE, &mut back).unwrap(),
+        1024
+    );
+    assert!(back[..1024] == two[PAGE_SIZE..PAGE_SIZE + 1024]);
+    cache.writeback(&env.mm, &store).unwrap();
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
 use super::gup_tests::{pin_one, PATHS};
 use crate::error::{FaultError, SegvReason};
 use crate::foll::FollFlags;
