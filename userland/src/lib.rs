@@ -21,6 +21,7 @@ pub mod cpath;
 pub mod cred;
 pub mod epoll;
 pub mod io;
+pub mod pcfile;
 pub mod process;
 pub mod rlimit;
 pub mod start;

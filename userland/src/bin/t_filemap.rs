@@ -23,12 +23,12 @@
 extern crate alloc;
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{sys, CPath as P};
+use cowlab_userland::pcfile::{base_dir, mmstat};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
@@ -48,26 +48,6 @@ const EINVAL: i32 = 22;
 const ENOMEM: i32 = 12;
 const EFAULT: i32 = 14;
 const EACCES: i32 = 13;
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers, or addresses it owns.
-    unsafe { raw(n, a) }
-}
 
 fn map(len: usize, prot: usize, flags: usize, fd: i32) -> Result<usize, Errno> {
     sys(9, &[0, len, prot, flags, fd as usize, 0])
@@ -98,16 +78,6 @@ fn byte(i: usize) -> u8 {
     (i * 31 % 251) as u8 + 1
 }
 
-fn mmstat(name: &str) -> Option<u64> {
-    let mut buf = [0u8; 4096];
-    let n = read_file(c"/proc/cowlab/mmstat", &mut buf)?;
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The signal that killed a child which touched `addr`, or 0 if it exited.
 fn touch_in_child(addr: usize) -> i32 {
     match fork() {
@@ -126,10 +96,7 @@ fn touch_in_child(addr: usize) -> i32 {
 fn main() -> i32 {
     let mut t = Tester::new("t_filemap");
     let cowlab = on_cowlab();
-    let base = cowlab_userland::args::args()
-        .nth(1)
-        .and_then(|a| a.to_str().ok().map(String::from))
-        .unwrap_or_else(|| String::from("."));
+    let base = base_dir();
     let dir = format!("{base}/t_filemap.{}", cowlab_userland::sys::getpid());
     t.eq(
         "mkdir",

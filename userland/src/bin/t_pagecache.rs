@@ -23,10 +23,11 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
-use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::CPath as P;
+use cowlab_userland::pcfile::mmstat;
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
@@ -38,19 +39,6 @@ const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
 
 /// A NUL-terminated copy of `s`.
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
 fn open_c(path: &str, flags: u32, mode: u32) -> Result<i32, Errno> {
     open_mode(P::new(path).c(), flags, mode)
 }
@@ -63,16 +51,6 @@ fn errno_of<T>(r: Result<T, Errno>) -> i32 {
 }
 
 /// A counter of `/proc/cowlab/mmstat` (`name value` lines); `None` off cowlab.
-fn mmstat(name: &str) -> Option<u64> {
-    let mut buf = [0u8; 4096];
-    let n = read_file(c"/proc/cowlab/mmstat", &mut buf)?;
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// `echo 3 > /proc/sys/vm/drop_caches`.
 fn drop_caches() -> Result<usize, Errno> {
     let fd = open(c"/proc/sys/vm/drop_caches", O_WRONLY)?;

@@ -18,10 +18,10 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::vec;
-use alloc::vec::Vec;
-use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{sys, CPath as P};
+use cowlab_userland::pcfile::base_dir;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{in_child, Tester};
 
@@ -35,26 +35,6 @@ const BUS_ADRERR: i32 = 2;
 const SA_SIGINFO: u64 = 4;
 const SA_RESTORER: u64 = 0x0400_0000;
 const MS_SYNC: usize = 4;
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers, or addresses it owns.
-    unsafe { raw(n, a) }
-}
 
 fn errno_of<T>(r: Result<T, Errno>) -> i32 {
     match r {
@@ -103,10 +83,7 @@ fn blocks(fd: i32) -> i64 {
 
 fn main() -> i32 {
     let mut t = Tester::new("t_pc2_enospc");
-    let base = cowlab_userland::args::args()
-        .nth(1)
-        .and_then(|a| a.to_str().ok().map(alloc::string::String::from))
-        .unwrap_or_else(|| alloc::string::String::from("."));
+    let base = base_dir();
     let dir = format!("{base}/t_pc2_enospc.{}", cowlab_userland::sys::getpid());
     t.eq(
         "mkdir",

@@ -16,11 +16,11 @@
 extern crate alloc;
 
 use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{sys, CPath as P};
+use cowlab_userland::pcfile::{base_dir, mmstat};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
@@ -31,26 +31,6 @@ const PAGE: usize = 4096;
 const EINVAL: i32 = 22;
 const EXPIRE: &CStr = c"/proc/sys/vm/dirty_expire_centisecs";
 const INTERVAL: &CStr = c"/proc/sys/vm/dirty_writeback_centisecs";
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers, or addresses it owns.
-    unsafe { raw(n, a) }
-}
 
 fn errno_of<T>(r: Result<T, Errno>) -> i32 {
     match r {
@@ -70,16 +50,6 @@ fn set(path: &CStr, text: &str) -> Result<usize, Errno> {
     let r = write(fd, text.as_bytes());
     let _ = close(fd);
     r
-}
-
-fn mmstat(name: &str) -> Option<u64> {
-    let mut buf = [0u8; 4096];
-    let n = read_file(c"/proc/cowlab/mmstat", &mut buf)?;
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Milliseconds until no file page is dirty (`None` after `limit_ms`).
@@ -127,10 +97,7 @@ fn main() -> i32 {
     t.eq("set the interval to 0.2 s", set(INTERVAL, "20"), Ok(2));
     t.eq("expire reads back", read_number(EXPIRE), Some(100));
 
-    let base = cowlab_userland::args::args()
-        .nth(1)
-        .and_then(|a| a.to_str().ok().map(String::from))
-        .unwrap_or_else(|| String::from("."));
+    let base = base_dir();
     let name = format!("{base}/t_pc2_flush.{}", cowlab_userland::sys::getpid());
     let path = P::new(&name);
     let fd = open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);

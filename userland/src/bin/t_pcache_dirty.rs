@@ -21,12 +21,12 @@
 extern crate alloc;
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::CPath as P;
+use cowlab_userland::pcfile::{base_dir, mmstat};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{in_child, on_cowlab, Tester};
@@ -44,19 +44,6 @@ const NAMES: [&str; 6] = [
     "dirty_expire_centisecs",
     "dirty_writeback_centisecs",
 ];
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
 
 fn path(name: &str) -> P {
     P::new(&format!("/proc/sys/vm/{name}"))
@@ -80,16 +67,6 @@ fn errno_of<T>(r: Result<T, Errno>) -> i32 {
         Ok(_) => 0,
         Err(e) => e.0,
     }
-}
-
-fn mmstat(name: &str) -> Option<u64> {
-    let mut buf = [0u8; 4096];
-    let n = read_file(c"/proc/cowlab/mmstat", &mut buf)?;
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn delta(name: &str, before: Option<u64>) -> Option<u64> {
@@ -407,10 +384,7 @@ fn effect(t: &mut Tester, base: &str) {
 fn main() -> i32 {
     let mut t = Tester::new("t_pcache_dirty");
     let cowlab = on_cowlab();
-    let base = cowlab_userland::args::args()
-        .nth(1)
-        .and_then(|a| a.to_str().ok().map(String::from))
-        .unwrap_or_else(|| String::from("."));
+    let base = base_dir();
     let mut saved: Vec<(&str, i64)> = Vec::new();
     for name in NAMES {
         let v = get(name);

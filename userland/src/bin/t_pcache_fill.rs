@@ -15,13 +15,13 @@
 extern crate alloc;
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{sys, CPath as P};
+use cowlab_userland::pcfile::{base_dir, drop_caches, mmstat};
 use cowlab_userland::println;
-use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
 
 cowlab_userland::entry!(main);
@@ -29,45 +29,6 @@ cowlab_userland::entry!(main);
 const PAGE: usize = 4096;
 const PAGES: usize = 64;
 const ROUNDS: usize = 3;
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers, or addresses it owns.
-    unsafe { raw(n, a) }
-}
-
-fn mmstat(name: &str) -> Option<u64> {
-    let mut buf = [0u8; 4096];
-    let n = read_file(c"/proc/cowlab/mmstat", &mut buf)?;
-    let text = core::str::from_utf8(&buf[..n]).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn drop_caches() -> bool {
-    let Ok(fd) = open(c"/proc/sys/vm/drop_caches", O_WRONLY) else {
-        return false;
-    };
-    let ok = write(fd, b"3") == Ok(1);
-    let _ = close(fd);
-    ok
-}
 
 fn byte(i: usize) -> u8 {
     (i as u8).wrapping_mul(29) ^ (i / PAGE) as u8 ^ 0x5a
@@ -115,10 +76,7 @@ fn read_all(path: &CStr) -> bool {
 fn main() -> i32 {
     let mut t = Tester::new("t_pcache_fill");
     let cowlab = on_cowlab();
-    let base = cowlab_userland::args::args()
-        .nth(1)
-        .and_then(|a| a.to_str().ok().map(String::from))
-        .unwrap_or_else(|| String::from("."));
+    let base = base_dir();
     let pid = cowlab_userland::sys::getpid();
     let name = format!("{base}/t_pcache_fill.{pid}");
     let path = P::new(&name);

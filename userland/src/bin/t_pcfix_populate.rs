@@ -16,12 +16,12 @@
 extern crate alloc;
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
-use core::ffi::CStr;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{sys, CPath as P};
+use cowlab_userland::pcfile::{base_dir, drop_caches};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::Tester;
@@ -32,35 +32,6 @@ const PAGE: usize = 4096;
 const PAGES: usize = 64;
 const ROUNDS: usize = 3;
 const MADV_POPULATE_READ: usize = 22;
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers, or addresses it owns.
-    unsafe { raw(n, a) }
-}
-
-fn drop_caches() -> bool {
-    let Ok(fd) = open(c"/proc/sys/vm/drop_caches", O_WRONLY) else {
-        return false;
-    };
-    let ok = write(fd, b"3") == Ok(1);
-    let _ = close(fd);
-    ok
-}
 
 fn byte(i: usize) -> u8 {
     (i as u8).wrapping_mul(37) ^ (i / PAGE) as u8 ^ 0x3c
@@ -146,10 +117,7 @@ fn round(fd: i32, use_mlock: usize) -> Result<i32, &'static str> {
 
 fn main() -> i32 {
     let mut t = Tester::new("t_pcfix_populate");
-    let base = cowlab_userland::args::args()
-        .nth(1)
-        .and_then(|a| a.to_str().ok().map(String::from))
-        .unwrap_or_else(|| String::from("."));
+    let base = base_dir();
     let pid = cowlab_userland::sys::getpid();
     let name = format!("{base}/t_pcfix_populate.{pid}");
     let path = P::new(&name);

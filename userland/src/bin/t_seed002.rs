@@ -21,10 +21,9 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
-use alloc::vec::Vec;
-use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
+use cowlab_userland::cpath::{sys, CPath as P};
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
@@ -38,26 +37,6 @@ const EFAULT: i32 = 14;
 /// Where on `/dev/vda` the pin holder's data comes from (past anything the image's tests use
 /// at the start; the disk is a snapshot, so the write is thrown away at power-off).
 const VDA_OFFSET: u64 = 8 << 20;
-
-struct P(Vec<u8>);
-
-impl P {
-    fn new(s: &str) -> P {
-        let mut v = Vec::from(s.as_bytes());
-        v.push(0);
-        P(v)
-    }
-    fn c(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.0).expect("one NUL at the end")
-    }
-}
-
-fn sys(n: usize, args: &[usize]) -> Result<usize, Errno> {
-    let mut a = [0usize; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: every call below passes valid pointers to live buffers, or addresses it owns.
-    unsafe { raw(n, a) }
-}
 
 fn errno_of<T>(r: Result<T, Errno>) -> i32 {
     match r {
