@@ -1235,9 +1235,11 @@ fn filemap_page_mkwrite<A: Arch>(
     // The page lock keeps truncation and a punched hole off the page (both lock the pages
     // they cut or zero); the size is read after taking it.
     let len = file.cache().size().saturating_sub(index * PAGE).min(PAGE) as usize;
-    let done = if !meta.test(FrameFlags::PAGECACHE) || len == 0 {
-        Ok(())
-    } else if meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK) {
+    // Truncated meanwhile, or dirty or with its blocks already: nothing to allocate.
+    let done = if !meta.test(FrameFlags::PAGECACHE)
+        || len == 0
+        || meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK)
+    {
         Ok(())
     } else {
         match file.page_mkwrite(index, len, true) {
