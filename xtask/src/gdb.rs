@@ -167,7 +167,10 @@ pub fn selftest() -> Result<()> {
         // A state with fields prints as its variant's name (it once printed "None}").
         ("cowlab-ps: a blocked task's state", "     0 Blocked    "),
         // Where the text starts moves with init's size; the ELF base and the permissions do not.
-        ("cowlab-vmas: the first VMA at the ELF base", "0x000000400000-"),
+        (
+            "cowlab-vmas: the first VMA at the ELF base",
+            "0x000000400000-",
+        ),
         ("cowlab-vmas: the text VMA", " r-x Private "),
         ("cowlab-pte: a present leaf PTE", "PT  ["),
         ("cowlab-pte: the frame's metadata", "FrameMeta(refcount="),
