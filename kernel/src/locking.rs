@@ -43,6 +43,17 @@ pub fn init() {
     cowlab_sync::set_context_fn(crate::percpu::cpu_id);
     cowlab_sync::set_report_hook(report);
     cowlab_sync::set_wait_hooks(wait, wake);
+    cowlab_sync::set_owner_fn(owner);
+}
+
+/// The id an address-space lock records for its write holder (Linux's `rwsem->owner`): the
+/// task's id, or outside a task (boot, an in-kernel test, an IPI handler) one per CPU, above
+/// every task id. Never 0 (no holder).
+fn owner() -> usize {
+    match crate::proc::current_tid() {
+        0 => usize::MAX - crate::percpu::cpu_id(),
+        tid => tid as usize,
+    }
 }
 
 /// The checker's report: one console line, then the backtrace of the acquisition (the place
