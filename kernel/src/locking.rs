@@ -44,6 +44,7 @@ pub fn init() {
     cowlab_sync::set_report_hook(report);
     cowlab_sync::set_wait_hooks(wait, wake);
     cowlab_sync::set_owner_fn(owner);
+    cowlab_sync::set_spin_hook(service_cross_cpu_requests);
 }
 
 /// The id an address-space lock records for its write holder (Linux's `rwsem->owner`): the
@@ -54,6 +55,14 @@ fn owner() -> usize {
         0 => usize::MAX - crate::percpu::cpu_id(),
         tid => tid as usize,
     }
+}
+
+/// A CPU spinning for a page-table lock (interrupts off) answers its pending TLB-shootdown and
+/// cross-CPU call requests on each turn, as a big-lock waiter does: the holder may be flushing
+/// this CPU's TLB and waiting for the acknowledgement, under the lock this CPU waits for.
+fn service_cross_cpu_requests() {
+    crate::smp::shootdown::service();
+    crate::smp::call::service();
 }
 
 /// The checker's report: one console line, then the backtrace of the acquisition (the place
@@ -78,9 +87,11 @@ pub fn last_report() -> Option<LockReport> {
 /// A contended address-space lock: a task sleeps on the lock's channel until a release wakes
 /// it (the check of the lock and this sleep cannot miss a release in between: both run under
 /// the big kernel lock). A killed task's sleep returns at once; it yields instead, so the
-/// holder runs. Outside a task (boot, in-kernel tests) nothing else can hold it for long.
+/// holder runs. Outside a task (boot, in-kernel tests, an IPI handler) it spins, answering
+/// this CPU's shootdown and call requests as the page-table lock's spin does.
 fn wait(channel: usize) {
     if crate::proc::current_tid() == 0 {
+        service_cross_cpu_requests();
         core::hint::spin_loop();
         return;
     }

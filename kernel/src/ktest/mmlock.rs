@@ -1,7 +1,8 @@
 //! Tests of the address-space lock against kernel-mode faults and other CPUs (issue 16,
 //! session 8): a user copy faulting while the lock is taken waits for another CPU's writer,
-//! and fails with `EFAULT` (reported once) under its own write hold. The cross-CPU part needs
-//! a second online CPU (`--smp 2` and `4`); on one CPU the test checks the one-CPU part only.
+//! fails with `EFAULT` (reported once) under its own write hold, and a CPU spinning for the
+//! page-table lock answers the holder's TLB shootdown. The cross-CPU parts need a second
+//! online CPU (`--smp 2` and `4`); on one CPU they check the one-CPU part only.
 #![deny(unsafe_code)]
 
 use alloc::string::String;
@@ -23,6 +24,7 @@ static TARGET: spin::Mutex<Option<SharedAddressSpace>> = spin::Mutex::new(None);
 static HELD: AtomicBool = AtomicBool::new(false);
 static COPYING: AtomicBool = AtomicBool::new(false);
 static RELEASED: AtomicBool = AtomicBool::new(false);
+static FLUSHED: AtomicBool = AtomicBool::new(false);
 
 /// An address space with two anonymous read-write pages at [`BASE`], not faulted in.
 fn space() -> Result<SharedAddressSpace, TestFailure> {
@@ -147,4 +149,64 @@ pub fn mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold() -> TestRes
     let after = memory::frames().free_frames();
     ensure!(after == before, "frames: {before} before, {after} after");
     Ok(())
+}
+
+/// On another CPU (an IPI handler, interrupts off): takes [`TARGET`]'s page-table lock, which
+/// the test CPU holds while it flushes this CPU's TLB.
+fn spin_for_the_ptl() {
+    let Some(shared) = TARGET.lock().clone() else {
+        return;
+    };
+    HELD.store(true, Ordering::Release);
+    let ptl = shared.read_ptl();
+    // The holder let go only after this CPU acknowledged its flush.
+    let flushed_first = FLUSHED.load(Ordering::Acquire);
+    drop(ptl);
+    RELEASED.store(flushed_first, Ordering::Release);
+    COPYING.store(true, Ordering::Release);
+}
+
+/// A CPU spinning for a page-table lock with interrupts off answers TLB-shootdown requests: the
+/// holder here flushes that CPU's TLB (and waits for its acknowledgement) while holding the
+/// lock the other CPU spins on. Before: both CPUs spun forever. Needs a second CPU.
+pub fn smp_ptl_spinner_services_tlb_shootdowns() -> TestResult {
+    let Some(cpu) = other_cpu() else {
+        return Ok(());
+    };
+    let shared = space()?;
+    *TARGET.lock() = Some(shared.clone());
+    for flag in [&HELD, &COPYING, &RELEASED, &FLUSHED] {
+        flag.store(false, Ordering::Relaxed);
+    }
+    let result = (|| {
+        let held = shared.read_ptl();
+        let root = cowlab_mm::addr::PhysAddr::new(held.root().as_u64());
+        let _ = smp::call::run_on(cpu, spin_for_the_ptl, 100);
+        ensure!(wait_for(&HELD, 2_000), "the other CPU never ran");
+        // Let it reach the page-table lock's spin (its flush waits either way).
+        let start = time::rdtsc();
+        while time::rdtsc().wrapping_sub(start) < time::tsc_khz().max(1) {
+            core::hint::spin_loop();
+        }
+        smp::shootdown::flush_tlb_cpus(
+            1 << cpu,
+            root,
+            VirtAddr::new(BASE),
+            VirtAddr::new(BASE + 4096),
+            false,
+        );
+        FLUSHED.store(true, Ordering::Release);
+        drop(held);
+        ensure!(
+            wait_for(&COPYING, 2_000),
+            "the other CPU never got the page-table lock"
+        );
+        ensure!(
+            RELEASED.load(Ordering::Acquire),
+            "the other CPU got the page-table lock before the holder's flush ended"
+        );
+        Ok(())
+    })();
+    tear_down(shared)?;
+    result
 }

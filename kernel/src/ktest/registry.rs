@@ -69,6 +69,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(locking::mmap_lock_readers_share_and_a_writer_excludes_both),
     test!(uaccess::syscall_narrow_table_matches_widths),
     test!(mmlock::mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold),
+    test!(mmlock::smp_ptl_spinner_services_tlb_shootdowns),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
