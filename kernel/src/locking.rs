@@ -9,11 +9,10 @@
 //! by the backtrace of the acquisition that closed it. The kernel carries on (Linux's lockdep
 //! also only warns): the report is about an order that can deadlock, not one that did.
 //!
-//! Contexts are CPUs: every classed lock today is held without sleeping, or (the big lock) is
-//! owned by a CPU rather than a task and stays with the CPU across a switch. A sleeping class
-//! held across a sleep (the address-space lock, once a fault waits for I/O under it) needs
-//! per-task contexts; docs/locking.md lists that as open. The order of the classes is in
-//! docs/locking.md.
+//! Contexts are CPUs for the spin locks and the big lock (owned by a CPU, kept by the CPU
+//! across a switch), and tasks for the address-space lock (`LockClass::task_held`): a task
+//! sleeps holding it and may wake and release it on another CPU. A check looks at both the
+//! CPU's and the task's stack. The order of the classes is in docs/locking.md.
 #![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -22,8 +21,9 @@ use cowlab_sync::{LockClass, LockReport};
 
 /// The big kernel lock (`bkl.rs`); sleeping: it is held across `schedule`.
 pub static BKL: LockClass = LockClass::sleeping("big kernel lock");
-/// Every address space's reader/writer semaphore (Linux `mmap_lock`); its holder may sleep.
-pub static MMAP_LOCK: LockClass = LockClass::sleeping("mmap_lock");
+/// Every address space's reader/writer semaphore (Linux `mmap_lock`); its holder may sleep,
+/// and wake on another CPU: its holds are the task's, not the CPU's.
+pub static MMAP_LOCK: LockClass = LockClass::task_held("mmap_lock");
 /// The page-table lock inside each address space's `MmapLock` (Linux's per-mm
 /// `page_table_lock`): readers' page-table work.
 pub static PAGE_TABLE_LOCK: LockClass = LockClass::new("page_table_lock");
@@ -41,8 +41,35 @@ static REPORTS: AtomicU32 = AtomicU32::new(0);
 /// reads the CPU index) and before another CPU starts.
 pub fn init() {
     cowlab_sync::set_context_fn(crate::percpu::cpu_id);
+    cowlab_sync::set_task_context_fn(task_context);
     cowlab_sync::set_report_hook(report);
     cowlab_sync::set_wait_hooks(wait, wake);
+    cowlab_sync::set_owner_fn(owner);
+    cowlab_sync::set_spin_hook(service_cross_cpu_requests);
+}
+
+/// The checker's task number for the task-held classes (the `mmap_lock`): the task id, 0
+/// outside a task (boot, the idle loop, an IPI handler: the hold is then the CPU's).
+fn task_context() -> usize {
+    crate::proc::current_tid() as usize
+}
+
+/// The id an address-space lock records for its write holder (Linux's `rwsem->owner`): the
+/// task's id, or outside a task (boot, an in-kernel test, an IPI handler) one per CPU, above
+/// every task id. Never 0 (no holder).
+fn owner() -> usize {
+    match crate::proc::current_tid() {
+        0 => usize::MAX - crate::percpu::cpu_id(),
+        tid => tid as usize,
+    }
+}
+
+/// A CPU spinning for a page-table lock (interrupts off) answers its pending TLB-shootdown and
+/// cross-CPU call requests on each turn, as a big-lock waiter does: the holder may be flushing
+/// this CPU's TLB and waiting for the acknowledgement, under the lock this CPU waits for.
+fn service_cross_cpu_requests() {
+    crate::smp::shootdown::service();
+    crate::smp::call::service();
 }
 
 /// The checker's report: one console line, then the backtrace of the acquisition (the place
@@ -67,9 +94,11 @@ pub fn last_report() -> Option<LockReport> {
 /// A contended address-space lock: a task sleeps on the lock's channel until a release wakes
 /// it (the check of the lock and this sleep cannot miss a release in between: both run under
 /// the big kernel lock). A killed task's sleep returns at once; it yields instead, so the
-/// holder runs. Outside a task (boot, in-kernel tests) nothing else can hold it for long.
+/// holder runs. Outside a task (boot, in-kernel tests, an IPI handler) it spins, answering
+/// this CPU's shootdown and call requests as the page-table lock's spin does.
 fn wait(channel: usize) {
     if crate::proc::current_tid() == 0 {
+        service_cross_cpu_requests();
         core::hint::spin_loop();
         return;
     }

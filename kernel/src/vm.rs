@@ -148,7 +148,7 @@ pub fn is_user_address(addr: u64) -> bool {
 #[inline]
 pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     let result = with_current_raw(|shared| {
-        let mut aspace = lock_for_fault(shared, cr2, error_code);
+        let mut aspace = lock_for_fault(shared, cr2, error_code)?;
         cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
     })
     .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
@@ -172,7 +172,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
         // The VMA's file and page index, taken under the lock and held (the file stays open
         // with the reference) while the lock is dropped.
         let target = with_current_raw(|shared| {
-            let aspace = lock_for_fault(shared, cr2, error_code);
+            let aspace = lock_for_fault(shared, cr2, error_code).ok()?;
             let va = cowlab_mm::VirtAddr::new(cr2);
             let vma = aspace.find_vma(va)?;
             // A store through a shared file mapping: the file's block allocation
@@ -191,7 +191,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
             }
         }
         let result = with_current_raw(|shared| {
-            let mut aspace = lock_for_fault(shared, cr2, error_code);
+            let mut aspace = lock_for_fault(shared, cr2, error_code)?;
             cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
         })
         .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
@@ -207,25 +207,56 @@ const USER_FAULT: u64 = 1 << 2;
 const WRITE_FAULT: u64 = 1 << 1;
 
 /// The fault's hold on the address space: one compare-exchange takes the read hold and the
-/// page-table lock; from ring 3 a writer (or a reader's page-table work) of another CPU is
-/// waited for; from the kernel the lock is its own (a bug, reported).
+/// page-table lock; otherwise the holder is waited for (a writer, or a reader's page-table
+/// work), unless a kernel-mode fault's own task holds it for writing: then the fault fails
+/// (`Segv`: a user copy takes its fixup, `EFAULT`).
 #[inline]
 fn lock_for_fault(
     shared: &MmapLock<AddressSpace>,
     cr2: u64,
     error_code: u64,
-) -> MmapReadPtlGuard<'_, AddressSpace> {
+) -> Result<MmapReadPtlGuard<'_, AddressSpace>, FaultError> {
     match shared.try_read_ptl() {
-        Some(held) => held,
-        None if error_code & USER_FAULT != 0 => shared.read_ptl(),
-        None => locked_at_kernel_fault(cr2),
+        Some(held) => Ok(held),
+        None if error_code & USER_FAULT != 0 => Ok(shared.read_ptl()),
+        None => lock_at_kernel_fault(shared, cr2),
     }
 }
 
+/// Kernel-mode faults that found their own task holding the lock for writing (a kernel bug:
+/// user memory copied under `mmap_write_lock`), for the in-kernel test.
+static SELF_LOCKED_FAULTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many kernel-mode faults found their own task holding the address space for writing.
+pub fn self_locked_faults() -> u64 {
+    SELF_LOCKED_FAULTS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// A user copy (or another kernel access to user memory) faulted while the lock is taken
+/// (Linux `do_user_addr_fault`'s failed `mmap_read_trylock`). Another task's hold (a writer
+/// asleep on a page lock, a sibling's munmap on another CPU, a reader's page-table work) is
+/// waited for, as a ring-3 fault waits. This task's own write hold would be waited for
+/// forever: the fault fails instead (the copy's fixup makes it `EFAULT`; without a fixup the
+/// trap dies with its dump, as any kernel fault on a bad address), and the first time is
+/// reported as the kernel bug it is. (This task's own read hold is not recorded: the kernel
+/// copies no user memory under one; waiting then deadlocks, as on Linux.)
 #[cold]
 #[inline(never)]
-fn locked_at_kernel_fault(cr2: u64) -> ! {
-    panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
+fn lock_at_kernel_fault(
+    shared: &MmapLock<AddressSpace>,
+    cr2: u64,
+) -> Result<MmapReadPtlGuard<'_, AddressSpace>, FaultError> {
+    use core::sync::atomic::Ordering;
+    if !shared.is_write_held_by_current() {
+        return Ok(shared.read_ptl());
+    }
+    if SELF_LOCKED_FAULTS.fetch_add(1, Ordering::Relaxed) == 0 {
+        println!(
+            "cowlab: kernel bug: page fault at {cr2:#x} on user memory while this task holds its address space's mmap_lock for writing; the access fails (EFAULT)"
+        );
+        crate::backtrace::print_current();
+    }
+    Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping))
 }
 
 /// Runs `f` on the current address space's lock without touching [`CURRENT`]'s; `None` while

@@ -21,6 +21,7 @@ mod heap;
 mod heap_frag;
 mod locking;
 mod mm;
+mod mmlock;
 mod ramdisk;
 mod registry;
 mod rtc;

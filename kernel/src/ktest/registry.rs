@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, ramdisk, rtc, runqueue,
-    selftests, smp, timer, uaccess, virtio, watchdog, KernelTest,
+    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
+    runqueue, selftests, smp, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -68,6 +68,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(locking::lockdep_reports_an_inverted_pair_once),
     test!(locking::mmap_lock_readers_share_and_a_writer_excludes_both),
     test!(uaccess::syscall_narrow_table_matches_widths),
+    test!(mmlock::mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold),
+    test!(mmlock::smp_ptl_spinner_services_tlb_shootdowns),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -5,7 +5,7 @@
 //! function and emptied the slot. The slot holds only `fn()` pointers (no captured state), so
 //! posting one needs no allocation; callers pass arguments through statics.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{apic_id_of, online_mask};
 use crate::idt::vector;
@@ -13,6 +13,10 @@ use crate::percpu::MAX_CPUS;
 use crate::{apic, percpu, time};
 
 static SLOTS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Set while a CPU runs its posted function: a function that spins for a lock services this
+/// CPU's requests meanwhile (`locking::service_cross_cpu_requests`), and must not find its own
+/// still-posted slot and run itself again.
+static RUNNING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Why [`run_on`] did not run the function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +61,15 @@ pub fn run_on(cpu: usize, function: fn(), timeout_us: u64) -> Result<(), CallErr
 
 /// Runs the function posted for this CPU, if any (the [`vector::IPI_CALL`] handler).
 pub fn service() {
-    let slot = &SLOTS[percpu::cpu_id()];
+    let cpu = percpu::cpu_id();
+    let slot = &SLOTS[cpu];
     let posted = slot.load(Ordering::Acquire);
-    if posted == 0 {
+    if posted == 0 || RUNNING[cpu].swap(true, Ordering::Relaxed) {
         return;
     }
     // SAFETY: the slot holds 0 or a value `run_on` stored from a `fn()`; non-zero here.
     let function: fn() = unsafe { core::mem::transmute::<usize, fn()>(posted) };
     function();
+    RUNNING[cpu].store(false, Ordering::Relaxed);
     slot.store(0, Ordering::Release);
 }

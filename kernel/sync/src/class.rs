@@ -21,6 +21,10 @@ pub struct LockClass {
     /// Whether holding it may sleep (a sleeping lock like `mmap_lock`), as opposed to a spin
     /// lock, under which [`crate::might_sleep`] complains.
     sleeping: bool,
+    /// Whether a hold belongs to the task rather than the CPU (it is kept across a sleep, and
+    /// the task may wake and release it on another CPU): the checker keeps it on the task's
+    /// held-lock stack ([`crate::lockdep::set_task_context_fn`]).
+    task: bool,
     /// 0 until first used; then `1..MAX_CLASSES`.
     id: AtomicU8,
 }
@@ -31,6 +35,7 @@ impl LockClass {
         LockClass {
             name,
             sleeping: false,
+            task: false,
             id: AtomicU8::new(0),
         }
     }
@@ -40,6 +45,19 @@ impl LockClass {
         LockClass {
             name,
             sleeping: true,
+            task: false,
+            id: AtomicU8::new(0),
+        }
+    }
+
+    /// A sleeping class whose holds belong to a task (Linux's `mmap_lock`: a task sleeps
+    /// holding it and may release it on another CPU). A plain [`Self::sleeping`] class is
+    /// held by the CPU (the kernel's big lock, kept by the CPU across a switch).
+    pub const fn task_held(name: &'static str) -> LockClass {
+        LockClass {
+            name,
+            sleeping: true,
+            task: true,
             id: AtomicU8::new(0),
         }
     }
@@ -50,6 +68,10 @@ impl LockClass {
 
     pub fn is_sleeping(&self) -> bool {
         self.sleeping
+    }
+
+    pub fn is_task_held(&self) -> bool {
+        self.task
     }
 
     /// The class's small id, assigned on first use (races resolve to one winner).

@@ -30,9 +30,10 @@ mod seqcount;
 mod spinlock;
 
 pub use class::LockClass;
-pub use lockdep::{might_sleep, set_context_fn, set_report_hook, LockReport};
+pub use lockdep::{might_sleep, set_context_fn, set_report_hook, set_task_context_fn, LockReport};
 pub use mmap_lock::{
-    set_wait_hooks, MmapLock, MmapReadGuard, MmapReadPtlGuard, MmapWriteGuard, PtlGuard,
+    set_owner_fn, set_spin_hook, set_wait_hooks, MmapLock, MmapReadGuard, MmapReadPtlGuard,
+    MmapWriteGuard, PtlGuard,
 };
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use seqcount::{SeqCount, SeqWriteGuard};

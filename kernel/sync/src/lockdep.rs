@@ -8,10 +8,14 @@
 //! following the two orders can deadlock, and the inversion is reported with both places. With
 //! at most [`MAX_CLASSES`] classes a reachability query is a few dozen mask operations.
 //!
-//! Contexts: a held-lock stack belongs to a context (a task or a CPU), numbered by the function
-//! given to [`set_context_fn`] (default: everything is context 0). The kernel passes the CPU
-//! number (locks are held with preemption off); host tests a per-thread number. A context is used by
-//! one thread at a time, so its stack needs no lock.
+//! Contexts: a held-lock stack belongs to a context, a CPU numbered by the function given to
+//! [`set_context_fn`] (default: everything is context 0; the kernel passes the CPU number, as
+//! spin locks are held with preemption off; host tests a per-thread number), or for the classes
+//! built with [`LockClass::task_held`] a task numbered by [`set_task_context_fn`]: such a lock
+//! is held across a sleep and may be released on another CPU, and the CPU's stack would keep a
+//! stale entry (a later acquisition there reported as recursion) while the other CPU's release
+//! found nothing. A check looks at both stacks of the caller: its CPU's and its task's. A
+//! context is used by one thread at a time, so its stack needs no lock.
 //!
 //! Everything here is compiled only with `debug_assertions`; release builds keep the calls as
 //! empty inline functions.
@@ -134,7 +138,18 @@ mod state {
     pub(super) static REPORTED: [AtomicU64; MAX_CLASSES] =
         [const { AtomicU64::new(0) }; MAX_CLASSES];
 
+    /// The task contexts' stacks (classes built with `LockClass::task_held`).
+    pub(super) static TASK_HELD: [Held; MAX_CONTEXTS] = [const {
+        Held {
+            depth: AtomicUsize::new(0),
+            class: [const { AtomicU8::new(0) }; MAX_HELD],
+            sleeping: [const { AtomicU8::new(0) }; MAX_HELD],
+            at: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_HELD],
+        }
+    }; MAX_CONTEXTS];
+
     pub(super) static CONTEXT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+    pub(super) static TASK_CONTEXT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
     pub(super) static REPORT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 }
 
@@ -143,6 +158,16 @@ mod state {
 pub fn set_context_fn(f: fn() -> usize) {
     #[cfg(debug_assertions)]
     state::CONTEXT_FN.store(f as *mut (), Ordering::Release);
+    #[cfg(not(debug_assertions))]
+    let _ = f;
+}
+
+/// Sets how the checker numbers tasks, for the [`LockClass::task_held`] classes: a non-zero
+/// number per task (taken modulo [`MAX_CONTEXTS`]), 0 outside a task (the lock's hold then
+/// goes on the CPU's stack). Default: no tasks.
+pub fn set_task_context_fn(f: fn() -> usize) {
+    #[cfg(debug_assertions)]
+    state::TASK_CONTEXT_FN.store(f as *mut (), Ordering::Release);
     #[cfg(not(debug_assertions))]
     let _ = f;
 }
@@ -178,6 +203,33 @@ fn held() -> &'static state::Held {
         f()
     };
     &state::HELD[ctx % MAX_CONTEXTS]
+}
+
+/// The running task's stack, if there is a task.
+#[cfg(debug_assertions)]
+fn task_held() -> Option<&'static state::Held> {
+    let f = state::TASK_CONTEXT_FN.load(Ordering::Acquire);
+    if f.is_null() {
+        return None;
+    }
+    // SAFETY: only `set_task_context_fn` stores here, a `fn() -> usize` cast to a pointer.
+    let f: fn() -> usize = unsafe { core::mem::transmute::<*mut (), fn() -> usize>(f) };
+    match f() {
+        0 => None,
+        task => Some(&state::TASK_HELD[task % MAX_CONTEXTS]),
+    }
+}
+
+/// The stack a hold of `class` goes on: its task's for a task-held class in a task, else
+/// the CPU's.
+#[cfg(debug_assertions)]
+fn stack_for(class: &'static LockClass) -> &'static state::Held {
+    if class.is_task_held() {
+        if let Some(task) = task_held() {
+            return task;
+        }
+    }
+    held()
 }
 
 #[cfg(debug_assertions)]
@@ -236,9 +288,28 @@ pub fn before_acquire(class: &'static LockClass) {
     {
         let at = Location::caller();
         let c = class.id();
-        let held = held();
-        let depth = held.depth.load(Ordering::Relaxed);
         let reach = reachable(c);
+        let cpu = held();
+        let task = task_held();
+        for held in core::iter::once(cpu).chain(task) {
+            check_against(class, held, c, reach, at);
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = class;
+}
+
+/// [`before_acquire`] against one stack of the caller's.
+#[cfg(debug_assertions)]
+fn check_against(
+    class: &'static LockClass,
+    held: &'static state::Held,
+    c: u8,
+    reach: u64,
+    at: &'static Location<'static>,
+) {
+    {
+        let depth = held.depth.load(Ordering::Relaxed);
         for i in 0..depth {
             let h = held.class[i].load(Ordering::Relaxed);
             let held_at = location(held.at[i].load(Ordering::Relaxed));
@@ -278,8 +349,6 @@ pub fn before_acquire(class: &'static LockClass) {
             state::AFTER[h as usize].fetch_or(1 << c, Ordering::AcqRel);
         }
     }
-    #[cfg(not(debug_assertions))]
-    let _ = class;
 }
 
 /// The lock was taken: push it on the context's stack.
@@ -288,7 +357,7 @@ pub fn before_acquire(class: &'static LockClass) {
 pub fn acquired(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
-        let held = held();
+        let held = stack_for(class);
         let depth = held.depth.load(Ordering::Relaxed);
         if depth == MAX_HELD {
             report(LockReport::TooDeep {
@@ -315,7 +384,7 @@ pub fn released(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
         let c = class.id();
-        let held = held();
+        let held = stack_for(class);
         let depth = held.depth.load(Ordering::Relaxed);
         let Some(i) = (0..depth)
             .rev()
@@ -369,6 +438,7 @@ pub fn held_count() -> usize {
     #[cfg(debug_assertions)]
     {
         held().depth.load(Ordering::Relaxed)
+            + task_held().map_or(0, |t| t.depth.load(Ordering::Relaxed))
     }
     #[cfg(not(debug_assertions))]
     0

@@ -12,8 +12,8 @@
 //! per-table split locks, and a fault's PTE re-check after taking it, Linux's `pte_same`, is
 //! moot while one lock covers the read and the install.)
 //!
-//! Writer preference: a writer that has to wait sets [`WRITER_WAITING`], and new readers wait
-//! behind it, so a stream of faults from many threads cannot starve an `munmap` (Linux's rwsem
+//! Writer preference: a writer that has to wait counts itself in [`WAITERS`] until it takes the
+//! lock, and new readers wait while the count is not zero, so a stream of faults from many threads cannot starve an `munmap` (Linux's rwsem
 //! hands the lock to a queued writer likewise). Therefore a reader must never take the
 //! semaphore again while holding it (a writer queued in between deadlocks both); the order
 //! checker reports that as recursive locking.
@@ -25,22 +25,27 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::lockdep;
 use crate::LockClass;
 
 /// Set while a writer holds the semaphore.
 const WRITER: u32 = 1 << 31;
-/// Set while a writer waits: new readers hold back.
-const WRITER_WAITING: u32 = 1 << 30;
 /// Set while someone sleeps (or may sleep) in the wait hook: releases call the wake hook.
 const SLEEPERS: u32 = 1 << 29;
 /// Set while a reader holds the page-table lock. In the same word as the semaphore, so a fault
 /// takes both with one compare-exchange and lets both go with one subtraction (the fault path
 /// paid one atomic for the old mutex; two would be its cost doubled).
 const PTL: u32 = 1 << 28;
-const READERS: u32 = PTL - 1;
+/// One waiting writer in the count of writers that wait: while it is non-zero new readers hold
+/// back. A count, not a bit: a writer that takes the lock removes itself only, so a second
+/// writer still waiting keeps the readers behind it (a bit cleared by the first writer let a
+/// stream of readers overtake the second one, asleep until the next release).
+const WAITER: u32 = 1 << 16;
+/// The count of waiting writers (12 bits; a writer finding it full waits uncounted).
+const WAITERS: u32 = PTL - WAITER;
+const READERS: u32 = WAITER - 1;
 
 static WAIT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 static WAKE_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -75,11 +80,52 @@ fn wake(channel: usize) {
     f(channel);
 }
 
+static OWNER_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static SPIN_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets how a write holder is named: `owner()` returns a non-zero id unique to the running
+/// task (the kernel: its task id, or a per-CPU id outside a task). Without it no holder is
+/// known and [`MmapLock::is_write_held_by_current`] is `false`.
+pub fn set_owner_fn(owner: fn() -> usize) {
+    OWNER_FN.store(owner as *mut (), Ordering::Release);
+}
+
+fn current_owner() -> usize {
+    let f = OWNER_FN.load(Ordering::Acquire);
+    if f.is_null() {
+        return 0;
+    }
+    // SAFETY: only `set_owner_fn` stores here, a `fn() -> usize` cast to a pointer.
+    let f: fn() -> usize = unsafe { core::mem::transmute::<*mut (), fn() -> usize>(f) };
+    f()
+}
+
+/// Sets what a CPU spinning for the page-table lock does on each turn: the kernel services
+/// its TLB-shootdown and cross-CPU call requests there (the holder, interrupts off or not, may
+/// be waiting for this CPU's acknowledgement; this CPU spins with interrupts off). An arch
+/// hook, so that the lock and the mm core stay host-testable.
+pub fn set_spin_hook(relax: fn()) {
+    SPIN_FN.store(relax as *mut (), Ordering::Release);
+}
+
+#[cold]
+fn spin_relax() {
+    let f = SPIN_FN.load(Ordering::Acquire);
+    if !f.is_null() {
+        // SAFETY: only `set_spin_hook` stores here, a `fn()` cast to a pointer.
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
+        f();
+    }
+    core::hint::spin_loop();
+}
+
 /// A reader/writer semaphore with a page-table spin lock inside (see the module comment).
 pub struct MmapLock<T> {
     class: &'static LockClass,
     ptl_class: &'static LockClass,
     state: AtomicU32,
+    /// Who holds it for writing (the owner function's id), 0 when no writer does.
+    owner: AtomicUsize,
     data: UnsafeCell<T>,
 }
 
@@ -102,6 +148,7 @@ impl<T> MmapLock<T> {
             class,
             ptl_class,
             state: AtomicU32::new(0),
+            owner: AtomicUsize::new(0),
             data: UnsafeCell::new(data),
         }
     }
@@ -114,7 +161,7 @@ impl<T> MmapLock<T> {
     #[inline]
     fn try_read_raw(&self) -> bool {
         let s = self.state.load(Ordering::Relaxed);
-        s & (WRITER | WRITER_WAITING) == 0
+        s & (WRITER | WAITERS) == 0
             && s & READERS != READERS
             && self
                 .state
@@ -122,19 +169,15 @@ impl<T> MmapLock<T> {
                 .is_ok()
     }
 
-    /// Takes the semaphore for writing if nobody holds it (keeps `SLEEPERS`).
+    /// Takes the semaphore for writing if nobody holds it, as a writer not counted among the
+    /// waiting ones (keeps `SLEEPERS` and the count of the writers that wait).
     #[inline]
     fn try_write_raw(&self) -> bool {
         let s = self.state.load(Ordering::Relaxed);
         s & (WRITER | READERS) == 0
             && self
                 .state
-                .compare_exchange(
-                    s,
-                    (s & SLEEPERS) | WRITER,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
     }
 
@@ -154,7 +197,7 @@ impl<T> MmapLock<T> {
     #[cold]
     fn try_read_ptl_contended(&self) -> bool {
         let s = self.state.load(Ordering::Relaxed);
-        s & (WRITER | WRITER_WAITING | PTL) == 0
+        s & (WRITER | WAITERS | PTL) == 0
             && s & READERS != READERS
             && self
                 .state
@@ -189,7 +232,7 @@ impl<T> MmapLock<T> {
     #[cold]
     fn read_slow(&self) {
         let s = self.state.fetch_or(SLEEPERS, Ordering::Relaxed) | SLEEPERS;
-        if s & (WRITER | WRITER_WAITING) != 0 {
+        if s & (WRITER | WAITERS) != 0 {
             wait_on(self.channel());
         }
     }
@@ -209,21 +252,63 @@ impl<T> MmapLock<T> {
     #[track_caller]
     pub fn write(&self) -> MmapWriteGuard<'_, T> {
         lockdep::before_acquire(self.class);
-        while !self.try_write_raw() {
+        if !self.try_write_raw() {
             self.write_slow();
         }
+        self.owner.store(current_owner(), Ordering::Relaxed);
         lockdep::acquired(self.class);
         MmapWriteGuard { lock: self }
     }
 
+    /// The contended write: counts itself among the waiting writers (holding new readers
+    /// back), waits until no reader and no writer holds the lock, and takes it in the same
+    /// compare-exchange that takes itself off the count (Linux's rwsem hands the lock to the
+    /// queued writer; here the writer takes it, and readers cannot come in between because
+    /// the count stays non-zero until then).
     #[cold]
     fn write_slow(&self) {
-        let s = self
-            .state
-            .fetch_or(WRITER_WAITING | SLEEPERS, Ordering::Relaxed);
-        if s & (WRITER | READERS) != 0 {
-            wait_on(self.channel());
+        let counted = self.count_waiting_writer();
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & (WRITER | READERS) == 0 {
+                let taken = if counted {
+                    (s - WAITER) | WRITER
+                } else {
+                    s | WRITER
+                };
+                if self
+                    .state
+                    .compare_exchange(s, taken, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            let s = self.state.fetch_or(SLEEPERS, Ordering::Relaxed);
+            if s & (WRITER | READERS) != 0 {
+                wait_on(self.channel());
+            }
         }
+    }
+
+    /// Adds this writer to the count of waiting ones (and marks sleepers: it is about to wait);
+    /// `false` when the count is full (4095 writers waiting): this one then waits uncounted,
+    /// behind the others' preference.
+    fn count_waiting_writer(&self) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        while s & WAITERS != WAITERS {
+            match self.state.compare_exchange_weak(
+                s,
+                (s + WAITER) | SLEEPERS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        false
     }
 
     /// Takes it for writing without waiting (Linux `mmap_write_trylock`).
@@ -232,6 +317,7 @@ impl<T> MmapLock<T> {
         if !self.try_write_raw() {
             return None;
         }
+        self.owner.store(current_owner(), Ordering::Relaxed);
         lockdep::acquired(self.class);
         Some(MmapWriteGuard { lock: self })
     }
@@ -240,7 +326,22 @@ impl<T> MmapLock<T> {
     /// `/proc`-style reports; a snapshot).
     pub fn state(&self) -> (u32, bool, bool) {
         let s = self.state.load(Ordering::Relaxed);
-        (s & READERS, s & WRITER != 0, s & WRITER_WAITING != 0)
+        (s & READERS, s & WRITER != 0, s & WAITERS != 0)
+    }
+
+    /// How many writers wait for it (a snapshot).
+    pub fn waiting_writers(&self) -> u32 {
+        (self.state.load(Ordering::Relaxed) & WAITERS) / WAITER
+    }
+
+    /// Whether the caller (the owner [`set_owner_fn`]'s function names) holds it for writing:
+    /// exact for the caller itself, which alone stores its own id (Linux's `rwsem_owner`).
+    /// A fault in kernel code on user memory asks, so as not to wait for itself.
+    pub fn is_write_held_by_current(&self) -> bool {
+        let me = current_owner();
+        me != 0
+            && self.state.load(Ordering::Relaxed) & WRITER != 0
+            && self.owner.load(Ordering::Relaxed) == me
     }
 
     pub fn get_mut(&mut self) -> &mut T {
@@ -262,8 +363,8 @@ impl<T> MmapLock<T> {
 
     #[cold]
     fn wake_sleepers(&self) {
-        // Who still has to wait sets SLEEPERS again before sleeping. WRITER_WAITING stays until
-        // a writer takes the lock, so the readers woken here cannot overtake the writer.
+        // Who still has to wait sets SLEEPERS again before sleeping. A waiting writer stays
+        // counted until it takes the lock, so the readers woken here cannot overtake it.
         let _ = self.state.fetch_and(!SLEEPERS, Ordering::Relaxed);
         wake(self.channel());
     }
@@ -326,7 +427,7 @@ fn lock_ptl<T>(lock: &MmapLock<T>) {
     lockdep::before_acquire(lock.ptl_class);
     while lock.state.fetch_or(PTL, Ordering::Acquire) & PTL != 0 {
         while lock.state.load(Ordering::Relaxed) & PTL != 0 {
-            core::hint::spin_loop();
+            spin_relax();
         }
     }
     lockdep::acquired(lock.ptl_class);
@@ -465,6 +566,8 @@ impl<T> DerefMut for MmapWriteGuard<'_, T> {
 impl<T> Drop for MmapWriteGuard<'_, T> {
     fn drop(&mut self) {
         lockdep::released(self.lock.class);
+        // Before the release: once it is free, another task may take it and store its own id.
+        self.lock.owner.store(0, Ordering::Relaxed);
         let after = self.lock.state.fetch_and(!WRITER, Ordering::Release) & !WRITER;
         self.lock.wake_if_sleepers(after);
     }

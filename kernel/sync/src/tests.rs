@@ -247,3 +247,67 @@ fn locks_may_be_released_out_of_order() {
     let held: Vec<usize> = std::vec![lockdep::held_count()];
     assert_eq!(held, [0]);
 }
+
+std::thread_local!(static TASK: core::cell::Cell<usize> = const { core::cell::Cell::new(0) });
+
+fn task_context() -> usize {
+    TASK.with(core::cell::Cell::get)
+}
+
+/// Issue 16, session 8: a task-held lock (the mmap_lock) taken by a task on one CPU, held
+/// across a sleep and released after the task woke on another CPU. With per-CPU stacks only,
+/// the first CPU kept the entry (the next task there to take the class was reported as
+/// recursive locking) and the second CPU's release found nothing. Threads stand for CPUs, the
+/// task number moves between them.
+#[test]
+fn a_task_held_lock_released_on_another_cpu_leaves_no_entry_behind() {
+    setup();
+    lockdep::set_task_context_fn(task_context);
+    static M: LockClass = LockClass::task_held("test task-held rwsem (moves between CPUs)");
+    static S: LockClass = LockClass::new("test spin lock under the task-held one");
+    static NEXT_TASK: AtomicUsize = AtomicUsize::new(5000);
+    let task = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+    let (took, took_rx) = std::sync::mpsc::channel::<()>();
+    let (released, released_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        // CPU A: the task takes M (and a spin lock under it, released before the sleep), then
+        // "sleeps": CPU A runs no task until the task has released M elsewhere.
+        s.spawn(move || {
+            setup();
+            TASK.with(|t| t.set(task));
+            lockdep::before_acquire(&M);
+            lockdep::acquired(&M);
+            lockdep::before_acquire(&S);
+            lockdep::acquired(&S);
+            lockdep::released(&S);
+            TASK.with(|t| t.set(0));
+            took.send(()).unwrap();
+            released_rx.recv().unwrap();
+            assert_eq!(
+                lockdep::held_count(),
+                0,
+                "CPU A still holds the task's lock"
+            );
+            // Another task on CPU A takes the class: no recursion.
+            TASK.with(|t| t.set(task + 1));
+            let report = report_of(|| {
+                lockdep::before_acquire(&M);
+                lockdep::acquired(&M);
+                lockdep::released(&M);
+            });
+            assert_eq!(report, None, "a stale entry on CPU A");
+            TASK.with(|t| t.set(0));
+        });
+        // CPU B: the task wakes here and releases M.
+        s.spawn(move || {
+            setup();
+            took_rx.recv().unwrap();
+            TASK.with(|t| t.set(task));
+            assert_eq!(lockdep::held_count(), 1, "the task's hold moved with it");
+            lockdep::released(&M);
+            assert_eq!(lockdep::held_count(), 0, "released on CPU B");
+            TASK.with(|t| t.set(0));
+            released.send(()).unwrap();
+        });
+    });
+}

@@ -221,3 +221,170 @@ fn the_one_step_read_and_ptl_respects_readers_writers_and_the_ptl() {
     drop(w);
     assert_eq!(*lock.read_ptl(), 1);
 }
+
+/// A wait hook that parks the threads waiting on one lock (`GATED`) until the test lets them
+/// through one at a time, however often the lock's releases wake them: so a waiting writer
+/// stays asleep, as a kernel task sleeps, while the test looks at what readers may do. Other
+/// locks' waits spin, as without hooks.
+mod gate {
+    use std::sync::{Condvar, Mutex};
+
+    pub struct Gate {
+        pub channel: usize,
+        pub parked: u32,
+        pub tokens: u32,
+    }
+
+    pub static GATED: Mutex<Option<Gate>> = Mutex::new(None);
+    pub static CHANGED: Condvar = Condvar::new();
+
+    pub fn wait(channel: usize) {
+        let mut g = GATED.lock().unwrap();
+        if g.as_ref().is_none_or(|g| g.channel != channel) {
+            drop(g);
+            core::hint::spin_loop();
+            return;
+        }
+        g.as_mut().unwrap().parked += 1;
+        CHANGED.notify_all();
+        loop {
+            let gate = g.as_mut().unwrap();
+            if gate.tokens > 0 {
+                gate.tokens -= 1;
+                gate.parked -= 1;
+                CHANGED.notify_all();
+                return;
+            }
+            g = CHANGED.wait(g).unwrap();
+        }
+    }
+
+    pub fn wake(_channel: usize) {}
+
+    /// Blocks until `n` threads are parked.
+    pub fn parked(n: u32) {
+        let mut g = GATED.lock().unwrap();
+        while g.as_ref().unwrap().parked < n {
+            g = CHANGED.wait(g).unwrap();
+        }
+    }
+
+    /// Lets one parked thread through.
+    pub fn release_one() {
+        GATED.lock().unwrap().as_mut().unwrap().tokens += 1;
+        CHANGED.notify_all();
+    }
+}
+
+/// Issue 16, session 8: with two writers waiting behind a reader, the first to take the lock
+/// cleared the one writer-waiting bit, so once it released, readers came in ahead of the
+/// second (asleep until the next release) and a stream of them could starve it. Both writers
+/// park in the wait hook; after the first has had its turn, a new reader must still be held
+/// back while the second sleeps.
+#[test]
+fn a_second_waiting_writer_still_holds_new_readers_back() {
+    setup();
+    // Boxed: the channel (the lock's address) must not be reused by another test's lock while
+    // the gate is armed.
+    let lock = std::boxed::Box::new(MmapLock::new(&MMAP, &PTL, 0u64));
+    let channel = core::ptr::from_ref::<MmapLock<u64>>(&lock) as usize;
+    *gate::GATED.lock().unwrap() = Some(gate::Gate {
+        channel,
+        parked: 0,
+        tokens: 0,
+    });
+    crate::set_wait_hooks(gate::wait, gate::wake);
+    let turns = AtomicU32::new(0);
+    let reader = lock.read();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                setup();
+                *lock.write() += 1;
+                turns.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        gate::parked(2);
+        drop(reader);
+        // The first writer's turn: it takes the lock and releases it.
+        gate::release_one();
+        wait_until("the first writer's turn", || {
+            turns.load(Ordering::SeqCst) == 1
+        });
+        let overtook = lock.try_read().is_some();
+        // The second writer's turn (before asserting: the scope joins it).
+        gate::release_one();
+        assert!(!overtook, "a new reader overtook the second waiting writer");
+    });
+    *gate::GATED.lock().unwrap() = None;
+    assert_eq!(*lock.try_write().expect("free"), 2);
+}
+
+fn thread_owner() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    std::thread_local!(static ID: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    ID.with(|id| *id)
+}
+
+/// The write side knows its holder (issue 16, session 8: a user copy faulting while its own
+/// task holds the lock for writing must not wait for itself): the holder sees itself, another
+/// thread and a reader do not, and a release forgets it.
+#[test]
+fn the_write_holder_is_known_to_itself_only() {
+    setup();
+    crate::set_owner_fn(thread_owner);
+    let lock = MmapLock::new(&MMAP, &PTL, 0u32);
+    assert!(!lock.is_write_held_by_current(), "free");
+    let w = lock.write();
+    assert!(lock.is_write_held_by_current(), "the writer itself");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setup();
+            assert!(!lock.is_write_held_by_current(), "another thread");
+        });
+    });
+    drop(w);
+    assert!(!lock.is_write_held_by_current(), "after the release");
+    let t = lock.try_write().expect("free");
+    assert!(lock.is_write_held_by_current(), "a trylock's writer");
+    drop(t);
+    let _r = lock.read();
+    assert!(!lock.is_write_held_by_current(), "a reader");
+}
+
+static ACKS: AtomicU32 = AtomicU32::new(0);
+
+fn ack_requests() {
+    ACKS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Issue 16, session 8: a CPU spinning for the page-table lock with interrupts off answered no
+/// TLB-shootdown request, so a holder flushing that CPU waited for it forever. The spin hook
+/// stands for the kernel's servicing: the holder here waits, holding the page-table lock, for
+/// an acknowledgement that only the spinning thread can give.
+#[test]
+fn a_page_table_lock_spinner_answers_the_holders_requests() {
+    setup();
+    crate::set_spin_hook(ack_requests);
+    let lock = MmapLock::new(&MMAP, &PTL, 0u32);
+    let spinning = AtomicBool::new(false);
+    let mut held = lock.read_ptl();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setup();
+            let mut r = lock.read();
+            spinning.store(true, Ordering::SeqCst);
+            *r.ptl() += 1;
+        });
+        wait_until("the spinner", || spinning.load(Ordering::SeqCst));
+        let before = ACKS.load(Ordering::SeqCst);
+        // The shootdown's wait for its acknowledgement, under the page-table lock.
+        wait_until("the spinner's acknowledgement", || {
+            ACKS.load(Ordering::SeqCst) > before
+        });
+        *held += 1;
+        drop(held);
+    });
+    assert_eq!(*lock.read_ptl(), 2);
+}
