@@ -43,6 +43,17 @@ pub fn init() {
     cowlab_sync::set_context_fn(crate::percpu::cpu_id);
     cowlab_sync::set_report_hook(report);
     cowlab_sync::set_wait_hooks(wait, wake);
+    cowlab_sync::set_ptl_spin_hook(ptl_spin);
+}
+
+/// Between two looks at a taken page-table lock: this CPU's TLB shootdown and cross-CPU call
+/// requests. The holder may be a fault without the big lock (`fault_unlocked.rs`) flushing
+/// this CPU's TLB while it holds the page-table lock (a COW copy); the spinner has interrupts
+/// off, so without this both would wait for ever.
+fn ptl_spin() {
+    crate::smp::shootdown::service();
+    crate::smp::call::service();
+    core::hint::spin_loop();
 }
 
 /// The checker's report: one console line, then the backtrace of the acquisition (the place
@@ -79,5 +90,11 @@ fn wait(channel: usize) {
 }
 
 fn wake(channel: usize) {
+    // A fault without the big lock (`fault_unlocked.rs`) releases the lock without holding it;
+    // the wake-up needs it (task table, run queues). Taking it here also closes the lost
+    // wake-up window: a writer that saw this reader and set `SLEEPERS` holds the big lock until
+    // it is asleep, so this cannot wake before it sleeps.
+    let taken = crate::bkl::lock_nested();
     crate::proc::wakeup(channel);
+    crate::bkl::unlock_nested(taken);
 }

@@ -211,7 +211,8 @@ fn lock_for_fault(
     match shared.try_read_ptl() {
         Some(held) => held,
         None if error_code & USER_FAULT != 0 => shared.read_ptl(),
-        None => locked_at_kernel_fault(cr2),
+        None => crate::fault_unlocked::wait_for_unlocked_faults(shared)
+            .unwrap_or_else(|| locked_at_kernel_fault(cr2)),
     }
 }
 
@@ -219,6 +220,13 @@ fn lock_for_fault(
 #[inline(never)]
 fn locked_at_kernel_fault(cr2: u64) -> ! {
     panic!("page fault at {cr2:#x} while its address space is locked: kernel code touched user memory holding the lock")
+}
+
+/// [`with_current_raw`] for the fault path without the big lock (`fault_unlocked.rs`), with
+/// interrupts off from the trap as `with_current_raw`'s safety argument needs.
+#[inline(always)]
+pub(crate) fn with_current_lock<R>(f: impl FnOnce(&MmapLock<AddressSpace>) -> R) -> Option<R> {
+    with_current_raw(f)
 }
 
 /// Runs `f` on the current address space's lock without touching [`CURRENT`]'s; `None` while

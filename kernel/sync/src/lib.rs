@@ -32,7 +32,8 @@ mod spinlock;
 pub use class::LockClass;
 pub use lockdep::{might_sleep, set_context_fn, set_report_hook, LockReport};
 pub use mmap_lock::{
-    set_wait_hooks, MmapLock, MmapReadGuard, MmapReadPtlGuard, MmapWriteGuard, PtlGuard,
+    set_ptl_spin_hook, set_wait_hooks, MmapLock, MmapReadGuard, MmapReadPtlGuard, MmapWriteGuard,
+    PtlGuard,
 };
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use seqcount::{SeqCount, SeqWriteGuard};

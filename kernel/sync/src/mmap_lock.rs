@@ -44,6 +44,26 @@ const READERS: u32 = PTL - 1;
 
 static WAIT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 static WAKE_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// What a CPU does between two looks at a taken page-table lock ([`set_ptl_spin_hook`]).
+static PTL_SPIN_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets what the page-table lock's spin does between two looks. The kernel services its
+/// CPU's TLB shootdown requests there: a holder that faults without the big kernel lock may
+/// flush other CPUs' TLBs holding it (a COW copy), and the spinner has interrupts off.
+pub fn set_ptl_spin_hook(f: fn()) {
+    PTL_SPIN_FN.store(f as *mut (), Ordering::Release);
+}
+
+fn ptl_spin() {
+    let f = PTL_SPIN_FN.load(Ordering::Acquire);
+    if f.is_null() {
+        core::hint::spin_loop();
+        return;
+    }
+    // SAFETY: only `set_ptl_spin_hook` stores here, a `fn()` cast to a pointer.
+    let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
+    f();
+}
 
 /// Sets how a contended [`MmapLock`] waits: `wait(channel)` blocks until `wake(channel)` or
 /// returns early (the caller looks again either way); `wake(channel)` wakes every waiter on it.
@@ -326,7 +346,7 @@ fn lock_ptl<T>(lock: &MmapLock<T>) {
     lockdep::before_acquire(lock.ptl_class);
     while lock.state.fetch_or(PTL, Ordering::Acquire) & PTL != 0 {
         while lock.state.load(Ordering::Relaxed) & PTL != 0 {
-            core::hint::spin_loop();
+            ptl_spin();
         }
     }
     lockdep::acquired(lock.ptl_class);
