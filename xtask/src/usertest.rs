@@ -254,6 +254,8 @@ const OWN_CPUS: &[(&str, u32)] = &[
     ("t_dcow_memexit", 2),
     ("t_sched_cpus", 2),
     ("t_smp2_groupstop", 2),
+    // nobkl: faults without the big lock race munmap/mprotect/fork on another CPU.
+    ("t_nobkl_fault", 2),
 ];
 
 /// The least CPU count of a boot with kernel command line `cmdline` (1 if its program has no
