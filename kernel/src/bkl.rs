@@ -105,12 +105,14 @@ pub fn enable() {
 }
 
 /// Whether a ring-3 page fault may first try the fault path without this lock
-/// (`vm::fault_unlocked`; docs/locking.md "BKL-free fault path"). Written once at boot
-/// ([`allow_unlocked_faults`], `fault_bkl=0`, the default), before any CPU runs a task; read
-/// only while the lock is [`enable`]d, so one CPU never loads it.
+/// (`fault_unlocked.rs`; docs/locking.md "BKL-free fault path"). Written once at boot
+/// ([`allow_unlocked_faults`]: `fault_bkl=0`; off by default until the SMP programs ran with
+/// it), before any CPU runs a task; read only while the lock is [`enable`]d, so one CPU never
+/// loads it.
 static UNLOCKED_FAULTS: AtomicBool = AtomicBool::new(false);
 
-/// Sets [`UNLOCKED_FAULTS`] (`fault_bkl=1` turns it off: every fault takes the lock, as before).
+/// Sets [`UNLOCKED_FAULTS`] (`fault_bkl=1`, the default, leaves it off: every fault takes the
+/// lock, as before).
 pub fn allow_unlocked_faults(on: bool) {
     UNLOCKED_FAULTS.store(on, Ordering::Relaxed);
 }
