@@ -50,6 +50,10 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// pattern.
 static CHURNS: AtomicU64 = AtomicU64::new(0);
 static GUARD_BAD: AtomicU64 = AtomicU64::new(0);
+/// Worker rounds finished, all workers together: the churn thread makes at most one pass per
+/// round, so that on many CPUs its write holds cannot starve the workers' faults (a
+/// writer-preferring lock and a writer looping on it).
+static ROUNDS_DONE: AtomicU64 = AtomicU64::new(0);
 
 /// The `key=N` argument, if any.
 fn arg(key: &[u8]) -> Option<u64> {
@@ -144,6 +148,7 @@ fn worker(i: usize) -> i32 {
                 verify(slice_addr(i, p), i * STRIDE + p, 0);
             }
         }
+        ROUNDS_DONE.fetch_add(1, Ordering::Relaxed);
     }
     for p in 0..SLICE {
         verify(slice_addr(i, p), i * STRIDE + p, gen[p]);
@@ -153,12 +158,19 @@ fn worker(i: usize) -> i32 {
 }
 
 /// The churn thread: remaps each guard page (zero, then its own pattern) and mprotects the
-/// whole region executable and back, across every worker's slice, until the workers are done.
+/// whole region executable and back, across every worker's slice, once per worker round.
 fn churn(_: usize) -> i32 {
     let base = BASE.load(Ordering::Relaxed);
     let len = WORKERS * STRIDE * PAGE;
     let mut n = 0u64;
-    while !STOP.load(Ordering::Relaxed) {
+    loop {
+        if n >= ROUNDS_DONE.load(Ordering::Relaxed) {
+            if STOP.load(Ordering::Relaxed) {
+                break;
+            }
+            sched_yield();
+            continue;
+        }
         n += 1;
         for w in 0..WORKERS {
             let guard = slice_addr(w, SLICE);
