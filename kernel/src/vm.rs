@@ -12,7 +12,9 @@
 //! mode (a user copy) takes both without waiting, because under the big kernel lock nobody else
 //! runs kernel code: a held lock belongs to the code the fault interrupted, and waiting would
 //! deadlock. Kernel code must not touch user memory while it holds an address-space lock; doing
-//! so panics with a message naming this rule.
+//! so panics with a message naming this rule. The one holder outside the big lock is a ring-3
+//! fault resolved without it (`fault_unlocked.rs`, `fault_bkl=0`), which a kernel-mode fault
+//! waits out (`fault_unlocked::wait_for_unlocked_faults`).
 
 use alloc::sync::Arc;
 
