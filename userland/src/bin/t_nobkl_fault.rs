@@ -5,7 +5,7 @@
 //! TLBs), and the main thread forks again and again, each child checking that it sees the data
 //! of the moment of its fork and that its writes stay its own while the parent writes on.
 //! Every page is checked word by word against a model (which generation of which page it must
-//! hold). `rounds=N` worker rounds (default 24), `forks=N` (default 12).
+//! hold). `rounds=N` worker rounds (default 8), `forks=N` (default 4): short, for CI.
 //!
 //! The fault path without the lock resolves exactly these faults (zero page, new anon page, COW
 //! copy and reuse) while mprotect and munmap take the address space for writing on another
@@ -38,7 +38,7 @@ const PROT_RW: u32 = PROT_READ | PROT_WRITE;
 const PROT_EXEC: u32 = 4;
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
-static ROUNDS: AtomicU64 = AtomicU64::new(24);
+static ROUNDS: AtomicU64 = AtomicU64::new(8);
 /// Pages whose words differed from the model, and the first such page's address.
 static BAD: AtomicU64 = AtomicU64::new(0);
 static FIRST_BAD: AtomicU64 = AtomicU64::new(0);
@@ -241,8 +241,8 @@ fn fork_round(region: usize, gen: u64) -> bool {
 
 fn main() -> i32 {
     let mut t = Tester::new("t_nobkl_fault");
-    ROUNDS.store(arg(b"rounds=").unwrap_or(24), Ordering::Relaxed);
-    let forks = arg(b"forks=").unwrap_or(12);
+    ROUNDS.store(arg(b"rounds=").unwrap_or(8), Ordering::Relaxed);
+    let forks = arg(b"forks=").unwrap_or(4);
     let len = WORKERS * STRIDE * PAGE;
     let Ok(base) = mmap(0, len, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS) else {
         t.check("mmap the workers' region", false);
