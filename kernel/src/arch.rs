@@ -98,6 +98,13 @@ unsafe impl Arch for KernelArch {
         irq_restore_raw(state.0)
     }
 
+    fn may_reclaim(&self) -> bool {
+        // Direct reclaim walks the page caches and other address spaces, which only the big
+        // lock's holder may do; a fault without it (`fault_unlocked.rs`) fails the allocation
+        // instead and is retried under the lock.
+        crate::bkl::held()
+    }
+
     fn metadata_room(&self) -> bool {
         // A B-tree node of a cache index with its slab slack; a page added within an existing
         // node takes nothing, so this is conservative by one node at most.

@@ -104,6 +104,19 @@ pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+/// Whether a ring-3 page fault may first try the fault path without this lock
+/// (`fault_unlocked.rs`; docs/locking.md "BKL-free fault path"). Written once at boot
+/// ([`allow_unlocked_faults`]: `fault_bkl=0`; off by default until the SMP programs ran with
+/// it), before any CPU runs a task; read only while the lock is [`enable`]d, so one CPU never
+/// loads it.
+static UNLOCKED_FAULTS: AtomicBool = AtomicBool::new(false);
+
+/// Sets [`UNLOCKED_FAULTS`] (`fault_bkl=1`, the default, leaves it off: every fault takes the
+/// lock, as before).
+pub fn allow_unlocked_faults(on: bool) {
+    UNLOCKED_FAULTS.store(on, Ordering::Relaxed);
+}
+
 /// Whether the lock is in use ([`enable`]); `#[inline(always)]`: one load on every entry.
 #[inline(always)]
 fn enabled() -> bool {
@@ -369,6 +382,22 @@ pub fn lock_from_user() -> bool {
         lock_enabled();
     }
     on
+}
+
+/// [`lock_from_user`] for the page fault: while the lock is in use and faults may run without
+/// it, `unlocked` is tried first; `None` when it handled the fault (the lock was not taken).
+/// With the lock off (one CPU) this is [`lock_from_user`]: the same load and branch, and
+/// `unlocked` is never called.
+#[inline(always)]
+pub fn lock_from_user_unless(unlocked: impl FnOnce() -> bool) -> Option<bool> {
+    let on = enabled();
+    if on {
+        if UNLOCKED_FAULTS.load(Ordering::Relaxed) && unlocked() {
+            return None;
+        }
+        lock_enabled();
+    }
+    Some(on)
 }
 
 /// [`release_to_user`] after [`lock_from_user`] returned `locked`.

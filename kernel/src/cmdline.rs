@@ -59,6 +59,10 @@ pub struct Cmdline {
     /// `smp_sched=0|1`: whether the application processors run tasks (issue 16 stage 2, under
     /// the big kernel lock) or stay parked; default 1 (every CPU runs tasks).
     pub smp_sched: bool,
+    /// `fault_bkl=0|1`: whether every ring-3 page fault takes the big kernel lock (1, the
+    /// default for now: the old behaviour) or anonymous faults may be resolved without it (0;
+    /// docs/locking.md "BKL-free fault path", not yet run over every SMP program).
+    pub fault_bkl: bool,
     /// Everything after `--`: the program `init` runs and its arguments (user mode, next issue).
     pub init: Option<&'static str>,
     bad_tokens: [Option<&'static str>; MAX_BAD_TOKENS],
@@ -169,6 +173,7 @@ pub fn parse(raw: &'static str) -> Cmdline {
         softlockup_secs: None,
         hung_task_secs: None,
         smp_sched: true,
+        fault_bkl: true,
         init,
         bad_tokens: [None; MAX_BAD_TOKENS],
     };
@@ -219,6 +224,13 @@ pub fn parse(raw: &'static str) -> Cmdline {
                 }
                 "1" => {
                     cmdline.smp_sched = true;
+                    true
+                }
+                _ => false,
+            },
+            Some(("fault_bkl", on)) => match on {
+                "0" | "1" => {
+                    cmdline.fault_bkl = on == "1";
                     true
                 }
                 _ => false,

@@ -224,6 +224,13 @@ pub fn switch_in(saved: Saved) {
     percpu::write::<PAGES>(saved.pages);
 }
 
+/// Whether the task running on this CPU traces its coverage now (its buffer is loaded, not
+/// hidden by an interrupt).
+#[inline]
+pub fn tracing_here() -> bool {
+    percpu::read::<PAGES>() != 0
+}
+
 /// Task `old`'s tracing now belongs to tid `new` (`execve` in a non-leader thread takes the
 /// leader's tid): the task traces on, and its exit (under the new tid) still frees the buffer.
 pub fn task_renamed(old: Pid, new: Pid) {

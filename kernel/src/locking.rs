@@ -108,5 +108,11 @@ fn wait(channel: usize) {
 }
 
 fn wake(channel: usize) {
+    // A fault without the big lock (`fault_unlocked.rs`) releases the lock without holding it;
+    // the wake-up needs it (task table, run queues). Taking it here also closes the lost
+    // wake-up window: a writer that saw this reader and set `SLEEPERS` holds the big lock until
+    // it is asleep, so this cannot wake before it sleeps.
+    let taken = crate::bkl::lock_nested();
     crate::proc::wakeup(channel);
+    crate::bkl::unlock_nested(taken);
 }

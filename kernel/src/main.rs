@@ -26,6 +26,7 @@ mod drivers;
 mod elf;
 mod errno;
 mod extable;
+mod fault_unlocked;
 mod faultstat;
 mod fs;
 mod fwcfg;
@@ -101,6 +102,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     memory::init_mm(cmdline.era);
     vm::init();
     smp::init(boot_info, cmdline.smp_sched);
+    bkl::allow_unlocked_faults(!cmdline.fault_bkl);
     memory::print_summary(boot_info);
 
     pic::init();

@@ -12,7 +12,9 @@
 //! mode (a user copy) takes both without waiting, because under the big kernel lock nobody else
 //! runs kernel code: a held lock belongs to the code the fault interrupted, and waiting would
 //! deadlock. Kernel code must not touch user memory while it holds an address-space lock; doing
-//! so panics with a message naming this rule.
+//! so panics with a message naming this rule. The one holder outside the big lock is a ring-3
+//! fault resolved without it (`fault_unlocked.rs`, `fault_bkl=0`), which a kernel-mode fault
+//! waits out (`fault_unlocked::wait_for_unlocked_faults`).
 
 use alloc::sync::Arc;
 
@@ -219,7 +221,12 @@ fn lock_for_fault(
     match shared.try_read_ptl() {
         Some(held) => Ok(held),
         None if error_code & USER_FAULT != 0 => Ok(shared.read_ptl()),
-        None => lock_at_kernel_fault(shared, cr2),
+        // An unlocked fault (`fault_unlocked.rs`) on another CPU holds the page-table lock
+        // briefly with interrupts off: spin it out first; any other holder is waited for.
+        None => match crate::fault_unlocked::wait_for_unlocked_faults(shared) {
+            Some(held) => Ok(held),
+            None => lock_at_kernel_fault(shared, cr2),
+        },
     }
 }
 
@@ -257,6 +264,13 @@ fn lock_at_kernel_fault(
         crate::backtrace::print_current();
     }
     Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping))
+}
+
+/// [`with_current_raw`] for the fault path without the big lock (`fault_unlocked.rs`), with
+/// interrupts off from the trap as `with_current_raw`'s safety argument needs.
+#[inline(always)]
+pub(crate) fn with_current_lock<R>(f: impl FnOnce(&MmapLock<AddressSpace>) -> R) -> Option<R> {
+    with_current_raw(f)
 }
 
 /// Runs `f` on the current address space's lock without touching [`CURRENT`]'s; `None` while

@@ -223,6 +223,12 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_dcow_memexit smp_sched=1",
         "smp_sched=1 -- t_dcow_memexit expect_cpus=2",
     ),
+    // nobkl: the same race with anonymous faults resolved without the big lock (off by default).
+    (
+        "t_nobkl_fault",
+        "t_nobkl_fault fault_bkl=0",
+        "fault_bkl=0 -- t_nobkl_fault",
+    ),
     // A file three times memory through the page cache (clean pages reclaimed, frames back).
     // 16 MiB of frames, a 48 MiB file: 32 and 96 took 70 s of guest time under TCG.
     (
@@ -254,6 +260,8 @@ const OWN_CPUS: &[(&str, u32)] = &[
     ("t_dcow_memexit", 2),
     ("t_sched_cpus", 2),
     ("t_smp2_groupstop", 2),
+    // nobkl: faults without the big lock race munmap/mprotect/fork on another CPU.
+    ("t_nobkl_fault", 2),
 ];
 
 /// The least CPU count of a boot with kernel command line `cmdline` (1 if its program has no

@@ -83,6 +83,14 @@ pub unsafe trait Arch: Sync {
         true
     }
 
+    /// Whether an allocation that found no free frame may run direct reclaim here (the
+    /// deferred-split scan and the kernel's shrinker, which walk caches and other address
+    /// spaces). The kernel answers no on a CPU resolving a fault without its big lock
+    /// (`fault_unlocked.rs`): the allocation fails and the fault is retried under the lock.
+    fn may_reclaim(&self) -> bool {
+        true
+    }
+
     /// Takes the cache of a large shmem object whose last holder just went, to free it where
     /// pausing is allowed (Linux defers the final `fput` to `task_work`, run at the return to
     /// user mode, and `shmem_evict_inode`'s truncate calls `cond_resched`). `Err` gives it

@@ -347,7 +347,7 @@ fn fault_no_pt<'m, A: Arch>(
 
 /// May the mapping be accessed this way at all (Linux `access_error`)? x86 cannot express
 /// write-only or execute-only pages, so any permission allows reads.
-fn access_permitted(vma: &Vma, kind: FaultKind) -> bool {
+pub(crate) fn access_permitted(vma: &Vma, kind: FaultKind) -> bool {
     match kind {
         FaultKind::Read | FaultKind::Unshare => vma.prot().accessible(),
         FaultKind::Write => vma.prot().write(),

@@ -30,6 +30,7 @@ pub mod era;
 pub mod error;
 mod exit;
 pub mod fault;
+pub mod fault_unlocked;
 pub mod faultaround;
 pub mod faultstat;
 pub mod folio;

@@ -201,6 +201,9 @@ impl<A: Arch> Mm<A> {
     /// the fast path found the free lists empty). Off the fast paths: only reached on failure.
     #[cold]
     pub(crate) fn alloc_reclaim(&self) -> Option<PhysAddr> {
+        if !self.arch.may_reclaim() {
+            return None;
+        }
         // Partly unmapped THPs give their unmapped subpages back first (Linux's deferred
         // split shrinker).
         if self.frames.deferred_split_pending() && self.deferred_split_scan() > 0 {

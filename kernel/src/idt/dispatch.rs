@@ -132,7 +132,11 @@ fn user_trap(frame: &mut TrapFrame) {
         // CR2 before the lock: a contended `lock_from_user` may halt with interrupts on, and
         // a fault taken meanwhile would overwrite it (Linux reads it first thing at entry).
         let cr2 = Cr2::read_raw();
-        let locked = crate::bkl::lock_from_user();
+        // An anonymous fault may be resolved without the big lock first (`fault_unlocked.rs`).
+        let unlocked = || crate::fault_unlocked::fault_unlocked(cr2, frame.error_code);
+        let Some(locked) = crate::bkl::lock_from_user_unless(unlocked) else {
+            return crate::proc::after_unlocked_fault(frame);
+        };
         user_page_fault(frame, cr2);
         crate::proc::on_return_to_user(frame);
         crate::bkl::release_to_user_if(locked);

@@ -498,6 +498,26 @@ pub fn on_return_to_user(frame: &mut TrapFrame) {
     }
 }
 
+/// The way back to ring 3 after a fault resolved without the big lock (`fault_unlocked.rs`):
+/// a kill or signal posted for this CPU meanwhile also sent it an IPI, taken once interrupts
+/// are back on in ring 3; should one be seen already, the return work runs here under the lock.
+#[inline(always)]
+pub fn after_unlocked_fault(frame: &mut TrapFrame) {
+    if KILLED_LIVE.load(Ordering::Relaxed) != 0
+        || SIGNAL_WORK.load(Ordering::Relaxed) >> cpu_id() & 1 != 0
+    {
+        after_unlocked_fault_work(frame);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn after_unlocked_fault_work(frame: &mut TrapFrame) {
+    let locked = crate::bkl::lock_from_user();
+    on_return_to_user(frame);
+    crate::bkl::release_to_user_if(locked);
+}
+
 /// The canary check of [`on_return_to_user`] failed: the kernel stack overflowed.
 #[cold]
 #[inline(never)]

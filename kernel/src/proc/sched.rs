@@ -364,6 +364,10 @@ fn shutdown(status: i32) -> ! {
             crate::bkl::contended(),
             runqueue::migrations()
         );
+        info!(
+            "big kernel lock: {} page faults resolved without it",
+            crate::fault_unlocked::resolved()
+        );
     }
     info!("init finished with status {status}: powering off");
     // QEMU's exit code keeps only 7 bits of what isa-debug-exit gets: this line carries the

@@ -25,6 +25,7 @@ mod softdirty_tests;
 mod teardown_tests;
 mod thp2_tests;
 mod thp_tests;
+mod unlocked_fault_tests;
 mod vma_tests;
 mod vmalimit_tests;
 

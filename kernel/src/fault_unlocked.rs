@@ -1,0 +1,95 @@
+//! Ring-3 page faults resolved without the big kernel lock (issue 16; Linux's per-VMA-lock
+//! fault path, `lock_vma_under_rcu` with `VM_FAULT_RETRY` back to the `mmap_lock` path).
+//!
+//! Picture: the page-fault branch of `idt::dispatch::user_trap` calls [`fault_unlocked`] before
+//! it takes the big lock (`bkl::lock_from_user_unless`; only while the lock is in use, and
+//! only with `fault_bkl=0`: off by default for now). With interrupts still off from the trap, it takes the current
+//! address space's `mmap_lock` for reading with its page-table lock, without waiting
+//! (`try_read_ptl`: a writer holding or waiting, or another reader's page-table work, sends the
+//! fault to the locked path), and asks the memory manager's unlocked fault
+//! (`cowlab_mm::fault_unlocked`), which resolves only private anonymous faults on small pages
+//! and answers `Retry` for everything else. On `Retry` nothing was changed and the trap goes on
+//! as before. What this may touch, and why each shared structure is safe, is docs/locking.md,
+//! "BKL-free fault path".
+//!
+//! Two other parts of the kernel change with it: a fault in kernel mode that finds the lock
+//! taken waits while an unlocked fault is in flight ([`wait_for_unlocked_faults`]) instead of
+//! taking the holder for the interrupted code itself, and the `mmap_lock` wake hook takes the
+//! big lock when its caller does not hold it (`locking::wake`).
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use cowlab_mm::AddressSpace;
+use cowlab_sync::{MmapLock, MmapReadPtlGuard};
+
+use crate::memory;
+
+/// Unlocked faults in progress on any CPU: raised before the lock is tried, lowered after its
+/// release. A kernel-mode fault that finds an address-space lock taken while this is not zero
+/// may be facing one of them, which ends without waiting for anything this CPU holds.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Faults resolved here since boot (for the in-kernel test and `/proc/cowlab/mmstat`-style
+/// reports).
+static RESOLVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Tries the ring-3 fault at `cr2` without the big lock; `true` when it is resolved (the
+/// access can be retried), `false` when the locked path must run it. Interrupts are off.
+#[inline(never)]
+pub fn fault_unlocked(cr2: u64, error_code: u64) -> bool {
+    // A traced task's coverage stays what the locked path records (t_kcov compares it).
+    #[cfg(feature = "kcov")]
+    if crate::kcov::tracing_here() {
+        return false;
+    }
+    // x86 orders this locked increment before the lock's compare-exchange: a CPU that sees
+    // the lock taken by this fault then sees the count (`wait_for_unlocked_faults`).
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    let done = crate::vm::with_current_lock(|shared| {
+        let Some(mut aspace) = shared.try_read_ptl() else {
+            return false;
+        };
+        cowlab_mm::fault_unlocked::handle_x86_page_fault_unlocked(
+            memory::mm(),
+            &mut aspace,
+            cr2,
+            error_code,
+        )
+        .is_ok()
+    })
+    .unwrap_or(false);
+    // Release: the lock's release (in the guard's drop above) is seen by whoever sees zero.
+    IN_FLIGHT.fetch_sub(1, Ordering::Release);
+    if done {
+        RESOLVED.fetch_add(1, Ordering::Relaxed);
+    }
+    done
+}
+
+/// Faults resolved without the big lock since boot.
+pub fn resolved() -> usize {
+    RESOLVED.load(Ordering::Relaxed)
+}
+
+/// A kernel-mode fault (a user copy, under the big lock) found `shared` taken: while an
+/// unlocked fault is in flight it may be the holder, which never waits for this CPU except for
+/// a TLB shootdown (serviced here), so spin until the lock is free. `None` when no unlocked
+/// fault is in flight and the lock is still taken: the holder is the interrupted code itself.
+#[cold]
+#[inline(never)]
+pub fn wait_for_unlocked_faults(
+    shared: &MmapLock<AddressSpace>,
+) -> Option<MmapReadPtlGuard<'_, AddressSpace>> {
+    loop {
+        if let Some(held) = shared.try_read_ptl() {
+            return Some(held);
+        }
+        if IN_FLIGHT.load(Ordering::Acquire) == 0 {
+            return shared.try_read_ptl();
+        }
+        crate::smp::shootdown::service();
+        crate::smp::call::service();
+        core::hint::spin_loop();
+    }
+}
