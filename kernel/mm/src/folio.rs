@@ -311,7 +311,7 @@ mod tests {
         // A pin of a subpage counts on the folio.
         let hm = t.head_meta(t.meta(sub));
         hm.get();
-        hm.inc_pincount();
+        hm.add_pincount(1);
         assert_eq!((t.folio_refcount(head), t.folio_pincount(sub)), (2, 1));
         assert!(t.folio_maybe_dma_pinned(t.meta(head + 511 * 4096)));
         hm.dec_pincount();

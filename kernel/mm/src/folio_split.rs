@@ -181,7 +181,7 @@ impl<A: Arch> Mm<A> {
             return Split::Busy;
         }
         // Freeze (Linux `folio_ref_freeze`): from here no reference can be taken (GUP-fast's
-        // `try_get` refuses 0), and one taken before makes this fail.
+        // `try_get_many` refuses 0), and one taken before makes this fail.
         if metas[0]
             .refcount
             .compare_exchange(mapped, 0, Ordering::Acquire, Ordering::Relaxed)

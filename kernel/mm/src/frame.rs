@@ -148,7 +148,7 @@ impl core::ops::BitOr for FrameFlags {
 /// # Memory ordering
 ///
 /// - `refcount`: increments are `Relaxed` (the caller already holds a reference, as with
-///   `Arc::clone`), except GUP-fast's `try_get`, which holds none and so refuses a frame whose
+///   `Arc::clone`), except GUP-fast's `try_get_many`, which holds none and so refuses a frame whose
 ///   count already reached 0 (a compare-exchange, `Acquire` on success); decrements are
 ///   `Release`, and the decrement that reaches 0 is followed by an `Acquire` fence before the
 ///   frame is freed, so every access made through any reference happens-before the frame's
@@ -159,19 +159,19 @@ impl core::ops::BitOr for FrameFlags {
 /// - `pincount` vs fork is a Dekker pair: fork makes its address space's `write_protect_seq`
 ///   odd, issues a `SeqCst` fence, and only then reads `pincount` (to decide `fork_must_copy`)
 ///   and clears `ANON_EXCLUSIVE`. GUP-fast (`gup::gup_fast`) first samples the sequence count
-///   (`Acquire`) and backs off if it is odd; then, per page, takes the reference (`try_get`),
-///   increments `pincount` (`SeqCst`) followed by a `SeqCst` fence (`pin::account_grab`), and
-///   re-reads the PTE, giving the page back if it changed; after the walk it issues another
-///   `SeqCst` fence and re-reads the sequence count, giving every pin back if it moved. One
+///   (`Acquire`) and backs off if it is odd; then, per page or per run of subpages of one
+///   folio, takes the references (`try_get_many`), adds to `pincount` (`SeqCst`) followed by a
+///   `SeqCst` fence (`pin::account_grab`), and re-reads the PTEs, giving back the pages whose
+///   PTE changed; after the walk it issues another `SeqCst` fence and re-reads the sequence count, giving every pin back if it moved. One
 ///   side always sees the other: either fork's `pincount` read sees the pin and copies the
 ///   page, or the pinner's re-read sees the odd or advanced count and drops its pins.
 /// - GUP-fast vs. unmap on another CPU (issue 16): a PTE store is `Release` and GUP-fast's PTE
 ///   load `Acquire`, so a frame GUP-fast reaches through a PTE has the metadata (`flags`,
-///   `mapcount`) its mapper wrote before the PTE. The reference GUP-fast's `try_get` takes
+///   `mapcount`) its mapper wrote before the PTE. The reference GUP-fast's `try_get_many` takes
 ///   cannot race the frame's freeing: the zapper clears the PTE, then flushes through
 ///   `Arch::flush_tlb_cpus`, which does not return while GUP-fast's CPU has interrupts off,
 ///   and only then drops the mapping's reference (`MmuGather`). So inside GUP-fast's
-///   interrupts-off section the mapping's reference is still held by the time `try_get` runs
+///   interrupts-off section the mapping's reference is still held by the time `try_get_many` runs
 ///   (it sees a count >= 1 and its `Acquire` pairs with the `Release` of earlier puts), and the
 ///   page-table pages it walks are not yet freed. The PTE re-read after the grab (`Acquire`)
 ///   then decides whether to keep it: a PTE that changed meanwhile (a COW break's clear, a
@@ -258,18 +258,22 @@ impl FrameMeta {
         self.refcount.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes a reference unless the frame is being freed (refcount 0): GUP-fast's
-    /// `try_get_folio`, which reaches the frame through a PTE without holding any reference.
-    #[inline]
-    pub(crate) fn try_get(&self) -> bool {
+    /// Takes `refs` references unless the frame is being freed (refcount 0): GUP-fast's
+    /// `try_get_folio`, which reaches the frame through a PTE without holding any reference
+    /// (`refs` > 1 for a run of subpages of one folio: Linux `folio_ref_try_add`).
+    #[inline(always)]
+    pub(crate) fn try_get_many(&self, refs: u32) -> bool {
         let mut cur = self.refcount.load(Ordering::Relaxed);
         loop {
             if cur == 0 {
                 return false;
             }
+            let Some(new) = cur.checked_add(refs) else {
+                return false;
+            };
             match self.refcount.compare_exchange_weak(
                 cur,
-                cur + 1,
+                new,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
@@ -277,6 +281,21 @@ impl FrameMeta {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// Drops `n` references that cannot be the last (the caller still holds another one, put
+    /// afterwards through [`FrameTable::put_meta`]): the batched part of an unpin of a run of
+    /// subpages.
+    #[inline]
+    pub(crate) fn put_many_not_last(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let old = self.refcount.fetch_sub(n, Ordering::Release);
+        assert!(
+            old > n,
+            "refcount underflow: a batched put reached the last reference"
+        );
     }
 
     #[inline]
@@ -326,9 +345,20 @@ impl FrameMeta {
         old
     }
 
+    /// `refs` pins at once (a run of subpages of one folio).
     #[inline]
-    pub(crate) fn inc_pincount(&self) {
-        self.pincount.fetch_add(1, Ordering::SeqCst);
+    pub(crate) fn add_pincount(&self, refs: u32) {
+        self.pincount.fetch_add(refs, Ordering::SeqCst);
+    }
+
+    /// Gives back `refs` pins at once.
+    #[inline]
+    pub(crate) fn sub_pincount(&self, refs: u32) {
+        let old = self.pincount.fetch_sub(refs, Ordering::SeqCst);
+        assert!(
+            old >= refs,
+            "pincount underflow: unpinning a frame that is not pinned"
+        );
     }
 
     #[inline]

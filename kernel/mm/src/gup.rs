@@ -29,8 +29,9 @@ use crate::frame::FrameFlags;
 use crate::mm::Mm;
 use crate::mmshared::MmShared;
 use crate::opstat::{mark, Phase::*};
+use crate::pagetable::ENTRIES;
 use crate::pagetable::{PageTable, Pte, Slots};
-use crate::pin::{grab_page, try_grab_page_fast, PinnedPage, UnpinDirty};
+use crate::pin::{count_held, grab_page, try_grab_folio_fast, PinnedPage, UnpinDirty};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
 use crate::stats;
 use crate::uaccess::access_ok;
@@ -169,11 +170,7 @@ pub fn unpin_user_pages_dirty_lock<A: Arch>(
     pages: &mut [Option<PinnedPage>],
     dirty: UnpinDirty,
 ) {
-    for slot in pages.iter_mut() {
-        if let Some(page) = slot.take() {
-            page.unpin_dirty(mm, dirty);
-        }
-    }
+    crate::pin::unpin_pages(mm, pages, dirty);
 }
 
 // ---- the slow path ----
@@ -474,11 +471,13 @@ fn gup_fast_fallback<A: Arch>(
 }
 
 /// Takes the leading pages of the range whose PTEs alone prove they may be taken, without the
-/// address-space lock and without looking at any VMA (Linux `gup_fast` and
-/// `gup_fast_pte_range`). Interrupts are off throughout: page-table pages are freed only after
-/// a TLB flush, which (on the real machine) waits for this CPU, so every table reached stays a
-/// table until the walk ends. Allocation-free, log-free. Returns the number of pages taken.
-#[doc(alias = "gup_fast_pte_range")]
+/// address-space lock and without looking at any VMA (Linux `gup_fast`). Interrupts are off
+/// throughout: page-table pages are freed only after a TLB flush, which (on the real machine)
+/// waits for this CPU, so every table reached stays a table until the walk ends.
+/// Allocation-free, log-free. Returns the number of pages taken.
+///
+/// Both callers checked the range with [`check_range`] (page-aligned, below `USER_END`, no
+/// overflow), so the addresses below are computed without checks.
 fn gup_fast<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
@@ -505,64 +504,28 @@ fn gup_fast<A: Arch>(
     };
     let irq = mm.arch().irq_save();
     let pt = PageTable::new(mm, shared.root());
-    // The PT of the 2 MiB being visited (`va >> 21`, slots): one walk per table, not per page.
-    // Valid for the whole loop: tables are freed only after a flush that waits for this CPU.
-    let mut table: Option<(u64, Slots<'_>)> = None;
-    let metas = mm.frames().metas();
     let mut nr = 0;
     mark(GupEnter);
+    // One walk per PT page (2 MiB), then the PTEs of that table in one loop.
     while nr < pages.len() {
-        assert!(
-            pages[nr].is_none(),
-            "GUP output slot {nr} already holds a page"
-        );
-        let Some(va) = start
-            .as_u64()
-            .checked_add(nr as u64 * PAGE)
-            .filter(|&v| v < USER_END)
-        else {
-            break;
-        };
-        let slots = match table {
-            Some((key, slots)) if key == va >> 21 => slots,
-            _ => {
-                let Some(pt_page) = pt.walk_pt(VirtAddr::new(va)) else {
-                    // No PT: a PMD leaf (a THP) perhaps, whose subpages are taken from it.
-                    let (got, whole) =
-                        gup_fast_pmd_leaf(mm, shared, &pt, era, flags, va, &mut pages[nr..]);
-                    nr += got;
-                    if whole {
-                        continue;
-                    }
-                    break;
-                };
-                let slots = pt.slots(pt_page);
-                table = Some((va >> 21, slots));
-                slots
+        let va = start.as_u64().wrapping_add((nr as u64).wrapping_mul(PAGE));
+        let Some(pt_page) = pt.walk_pt(VirtAddr::new(va)) else {
+            // No PT: a PMD leaf (a THP) perhaps, whose subpages are taken from it.
+            let (got, whole) = gup_fast_pmd_leaf(mm, shared, &pt, era, flags, va, &mut pages[nr..]);
+            nr += got;
+            if whole {
+                continue;
             }
-        };
-        let slot = slots.at(VirtAddr::new(va).table_index(1));
-        let pte = slot.load();
-        if !pte.is_present() || !pte.has(Pte::USER) {
-            break;
-        }
-        if flags.contains(FollFlags::WRITE) && !pte.is_writable() {
-            break;
-        }
-        let meta = &metas[pte.frame().pfn()];
-        mark(GupWalk);
-        let Some(page) = try_grab_page_fast(mm, shared, meta, pte.frame(), flags) else {
             break;
         };
-        mark(GupGrab);
-        if !gup_fast_may_keep(era, flags, pte, meta.flags()) || slot.load() != pte {
-            // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
-            page.unpin(mm);
+        let first = VirtAddr::new(va).table_index(1);
+        let span = (ENTRIES - first).min(pages.len() - nr);
+        let out = &mut pages[nr..nr + span];
+        let got = gup_fast_pte_range(mm, shared, era, flags, pt.slots(pt_page), first, out);
+        nr += got;
+        if got < span {
             break;
         }
-        pages[nr] = Some(page);
-        nr += 1;
-        mark(GupCheck);
     }
     mm.arch().irq_restore(irq);
     if let Some(seq) = seq {
@@ -582,10 +545,139 @@ fn gup_fast<A: Arch>(
     nr
 }
 
+/// GUP-fast over the PTEs `first..first + out.len()` of one PT page (Linux
+/// `gup_fast_pte_range`): each PTE read once, the page taken, the PTE read again. A run of
+/// PTEs mapping consecutive subpages of one large folio with the same bits is taken with one
+/// atomic add of its length ([`gup_fast_folio_run`]). Returns the pages taken, a prefix of
+/// `out`.
+#[inline(always)]
+fn gup_fast_pte_range<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    era: Era,
+    flags: FollFlags,
+    slots: Slots<'_>,
+    first: usize,
+    out: &mut [Option<PinnedPage>],
+) -> usize {
+    let metas = mm.frames().metas();
+    let write = flags.contains(FollFlags::WRITE);
+    let mut i = 0;
+    while i < out.len() {
+        // `first + out.len() <= ENTRIES` (the caller's span): `at` masks, no check needed.
+        let slot = slots.at(first.wrapping_add(i));
+        let pte = slot.load();
+        if !pte.is_present() || !pte.has(Pte::USER) || (write && !pte.is_writable()) {
+            break;
+        }
+        // A PTE can map a frame beyond the table (a device's memory): the slow path's.
+        let Some(meta) = metas.get(pte.frame().pfn()) else {
+            break;
+        };
+        let page_flags = meta.flags();
+        mark(GupWalk);
+        if page_flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+            let got =
+                gup_fast_folio_run(mm, shared, era, flags, slots, first + i, pte, &mut out[i..]);
+            i += got.0;
+            if !got.1 {
+                break;
+            }
+            continue;
+        }
+        if !assert_empty(&out[i]) {
+            break;
+        }
+        let Some(kind) = try_grab_folio_fast(mm, shared, meta, flags, 1) else {
+            break;
+        };
+        count_held(mm, kind, 1);
+        mark(GupGrab);
+        let page = PinnedPage::new(pte.frame(), kind, flags);
+        if !gup_fast_may_keep(era, flags, pte, meta.flags()) || slot.load() != pte {
+            // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
+            page.unpin(mm);
+            break;
+        }
+        out[i] = Some(page);
+        i += 1;
+        mark(GupCheck);
+    }
+    i
+}
+
+/// Every GUP output slot must come in empty (a page left there would leak).
+#[inline(always)]
+fn assert_empty(slot: &Option<PinnedPage>) -> bool {
+    assert!(slot.is_none(), "GUP output slot already holds a page");
+    true
+}
+
+/// The large-folio arm of [`gup_fast_pte_range`]: the PTE at `index` maps a subpage of a large
+/// folio; the following PTEs that map the next subpages of the same folio with the same bits
+/// (at most `out.len()`) are taken with one reference add and one pin add on the folio (Linux
+/// `try_grab_folio_fast` with `refs`), then each is kept only if its PTE is unchanged and
+/// [`gup_fast_may_keep`] allows it; the first that is not ends the run and gives back the rest.
+/// Returns the pages taken and whether the whole run was (else the caller stops there).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn gup_fast_folio_run<A: Arch>(
+    mm: &Mm<A>,
+    shared: &MmShared,
+    era: Era,
+    flags: FollFlags,
+    slots: Slots<'_>,
+    index: usize,
+    pte: Pte,
+    out: &mut [Option<PinnedPage>],
+) -> (usize, bool) {
+    let metas = mm.frames().metas();
+    let frames = mm.frames();
+    let head = frames.head_meta(&metas[pte.frame().pfn()]);
+    // The run: consecutive PTEs whose only difference is the next frame, inside the folio.
+    let mut n = 1;
+    while n < out.len() && index + n < ENTRIES {
+        let next = slots.at(index + n).load();
+        let expected = Pte::from_raw(pte.raw().wrapping_add(n as u64 * PAGE));
+        if next != expected {
+            break;
+        }
+        let Some(meta) = metas.get(expected.frame().pfn()) else {
+            break;
+        };
+        if !core::ptr::eq(frames.head_meta(meta), head) {
+            break;
+        }
+        n += 1;
+    }
+    for slot in &out[..n] {
+        assert_empty(slot);
+    }
+    let Some(kind) = try_grab_folio_fast(mm, shared, head, flags, n as u32) else {
+        return (0, false);
+    };
+    count_held(mm, kind, n as u64);
+    for (k, slot) in out[..n].iter_mut().enumerate() {
+        *slot = Some(PinnedPage::new(pte.frame() + k as u64 * PAGE, kind, flags));
+    }
+    for k in 0..n {
+        let expected = Pte::from_raw(pte.raw().wrapping_add(k as u64 * PAGE));
+        let page_flags = metas[expected.frame().pfn()].flags();
+        if !gup_fast_may_keep(era, flags, expected, page_flags)
+            || slots.at(index + k).load() != expected
+        {
+            // Back out from here on, as Linux's `gup_put_folio`, and leave it to the slow path.
+            unpin_user_pages(mm, &mut out[k..n]);
+            return (k, false);
+        }
+    }
+    (n, true)
+}
+
 /// GUP-fast on a PMD leaf (Linux `gup_fast_pmd_leaf`): the subpages of the THP mapped at
-/// `va`'s 2 MiB, from `va` up to the end of that 2 MiB or of `pages`, each taken as a PTE of the
-/// same permissions would be (a reference or pin on the folio per subpage, as Linux's
-/// `try_grab_folio_fast` with `refs`), each kept only if the PMD is unchanged afterwards.
+/// `va`'s 2 MiB, from `va` up to the end of that 2 MiB or of `pages`, taken with one
+/// reference add (and one pin add) on the folio for all of them, as Linux's
+/// `try_grab_folio_fast` with `refs`, and kept only if the PMD is unchanged afterwards.
 /// Returns the pages taken and whether all of that span was (else the caller stops there).
 #[cold]
 fn gup_fast_pmd_leaf<A: Arch>(
@@ -609,22 +701,33 @@ fn gup_fast_pmd_leaf<A: Arch>(
     }
     let span_end = (va | (crate::folio::HPAGE_PMD_SIZE - 1)) + 1;
     let want = ((span_end - va) / PAGE) as usize;
+    let n = pages.len().min(want);
     let metas = mm.frames().metas();
-    let mut got = 0;
-    while got < pages.len().min(want) {
-        let sub = pmd.huge_subpage(VirtAddr::new(va + got as u64 * PAGE));
-        let meta = &metas[sub.frame().pfn()];
-        let Some(page) = try_grab_page_fast(mm, shared, meta, sub.frame(), flags) else {
-            return (got, false);
-        };
-        if !gup_fast_may_keep(era, flags, sub, meta.flags()) || slot.load() != pmd {
-            page.unpin(mm);
-            return (got, false);
-        }
-        pages[got] = Some(page);
-        got += 1;
+    let first = pmd.huge_subpage(VirtAddr::new(va));
+    let head = mm.frames().head_meta(&metas[first.frame().pfn()]);
+    for page in &pages[..n] {
+        assert_empty(page);
     }
-    (got, got == want)
+    let Some(kind) = try_grab_folio_fast(mm, shared, head, flags, n as u32) else {
+        return (0, false);
+    };
+    count_held(mm, kind, n as u64);
+    for (k, page) in pages[..n].iter_mut().enumerate() {
+        *page = Some(PinnedPage::new(
+            first.frame() + k as u64 * PAGE,
+            kind,
+            flags,
+        ));
+    }
+    for k in 0..n {
+        let sub = pmd.huge_subpage(VirtAddr::new(va + k as u64 * PAGE));
+        let meta = &metas[sub.frame().pfn()];
+        if !gup_fast_may_keep(era, flags, sub, meta.flags()) || slot.load() != pmd {
+            unpin_user_pages(mm, &mut pages[k..n]);
+            return (k, false);
+        }
+    }
+    (n, n == want)
 }
 
 /// After taking the page: may GUP-fast keep it without knowing the VMA? Not if the pin needs
@@ -632,6 +735,7 @@ fn gup_fast_pmd_leaf<A: Arch>(
 /// back), nor for a long-term write pin of a page that is neither anon nor shmem (it may be a
 /// dirty-tracked file page; Linux `folio_fast_pin_allowed`).
 #[doc(alias = "folio_fast_pin_allowed")]
+#[inline(always)]
 fn gup_fast_may_keep(era: Era, flags: FollFlags, pte: Pte, page_flags: FrameFlags) -> bool {
     let anon = page_flags.contains(FrameFlags::ANON);
     let exclusive = page_flags.contains(FrameFlags::ANON_EXCLUSIVE);

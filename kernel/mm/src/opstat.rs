@@ -77,7 +77,7 @@ pub enum Phase {
     GupEnter,
     /// Finding the PT page (once per 2 MiB) and reading and checking the PTE, per page.
     GupWalk,
-    /// Taking the reference and the pin count (`try_grab_page_fast`), per page.
+    /// Taking the reference and the pin count (`try_grab_folio_fast`), per page.
     GupGrab,
     /// The checks after taking it (`gup_fast_may_keep`, the PTE re-read) and the store.
     GupCheck,

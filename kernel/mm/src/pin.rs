@@ -96,6 +96,22 @@ impl PinnedPage {
         }
     }
 
+    /// The page GUP took on `frame` as `kind`, with the DMA direction `flags` grant (only a
+    /// `FOLL_WRITE` take may be written by a device).
+    #[inline(always)]
+    pub(crate) fn new(frame: PhysAddr, kind: PinKind, flags: FollFlags) -> PinnedPage {
+        let direction = if flags.contains(FollFlags::WRITE) {
+            DmaDirection::Bidirectional
+        } else {
+            DmaDirection::ToDevice
+        };
+        PinnedPage {
+            frame,
+            kind,
+            direction,
+        }
+    }
+
     /// Releases the page (Linux `unpin_user_page` or `put_page`).
     #[doc(alias = "unpin_user_page")]
     #[doc(alias = "put_page")]
@@ -115,16 +131,26 @@ impl PinnedPage {
     /// Marks the page dirty if asked (the device wrote it), then releases it. The zero page is
     /// never marked (nothing can have written it).
     pub fn unpin_dirty<A: Arch>(self, mm: &Mm<A>, dirty: UnpinDirty) {
-        if dirty == UnpinDirty::MakeDirty && !mm.is_zero_frame(self.frame) {
-            let meta = mm.frames().meta(self.frame);
-            if meta.test(FrameFlags::PAGECACHE) && !meta.test(FrameFlags::SHMEM) {
-                // A file page: dirty for writeback, and counted (Linux `folio_mark_dirty`).
-                crate::pagecache::page_mkwrite(mm, self.frame);
-            } else {
-                meta.set_flags(FrameFlags::DIRTY);
-            }
+        if dirty == UnpinDirty::MakeDirty {
+            self.mark_dirty(mm);
         }
         self.unpin(mm);
+    }
+
+    /// The device wrote the page: mark it dirty (never the zero page, which nothing can have
+    /// written).
+    #[cold]
+    fn mark_dirty<A: Arch>(&self, mm: &Mm<A>) {
+        if mm.is_zero_frame(self.frame) {
+            return;
+        }
+        let meta = mm.frames().meta(self.frame);
+        if meta.test(FrameFlags::PAGECACHE) && !meta.test(FrameFlags::SHMEM) {
+            // A file page: dirty for writeback, and counted (Linux `folio_mark_dirty`).
+            crate::pagecache::page_mkwrite(mm, self.frame);
+        } else {
+            meta.set_flags(FrameFlags::DIRTY);
+        }
     }
 }
 
@@ -141,69 +167,141 @@ pub(crate) fn grab_page<A: Arch>(
 ) -> PinnedPage {
     let meta = mm.frames().head_meta(mm.frames().meta(frame));
     meta.get();
-    account_grab(mm, &aspace.shared, meta, frame, flags)
+    let kind = account_grab(mm, &aspace.shared, meta, flags, 1);
+    count_held(mm, kind, 1);
+    PinnedPage::new(frame, kind, flags)
 }
 
-/// GUP-fast's grab: the frame was reached through a PTE with no reference held, so the
-/// reference is taken only if the frame is not already on its way to the free list (Linux
-/// `try_grab_folio_fast`). `None`: fall back.
-pub(crate) fn try_grab_page_fast<A: Arch>(
+/// GUP-fast's grab of `refs` subpages of one folio at once (`meta`: the folio's head, or the
+/// small page itself): the frames were reached through PTEs with no reference held, so the
+/// references are taken only if the folio is not already on its way to the free list (Linux
+/// `try_grab_folio_fast` with `refs`: one atomic add for a run of subpages). `None`: fall
+/// back. The caller makes the [`PinnedPage`]s with [`PinnedPage::new`] and the returned kind,
+/// and counts them in the held gauges ([`count_held`], once per call).
+#[inline(always)]
+pub(crate) fn try_grab_folio_fast<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
     meta: &FrameMeta,
-    frame: PhysAddr,
     flags: FollFlags,
-) -> Option<PinnedPage> {
-    // The folio's count (Linux `try_get_folio`): a tail's link to its head is stable while
-    // GUP-fast's interrupts-off walk keeps the folio from being freed and reused.
-    let meta = mm.frames().head_meta(meta);
-    if !meta.try_get() {
+    refs: u32,
+) -> Option<PinKind> {
+    if !meta.try_get_many(refs) {
         return None;
     }
-    Some(account_grab(mm, shared, meta, frame, flags))
+    Some(account_grab(mm, shared, meta, flags, refs))
 }
 
-/// The pin or reference accounting after the reference on `frame` (`meta`) was taken.
-#[inline]
+/// The pin or reference accounting after `refs` references on the folio whose head metadata is
+/// `meta` were taken: `refs` pins (pincount, then the fence that orders them before the PTE
+/// re-check and fork's pincount read) or `refs` plain references. Returns which.
+#[inline(always)]
 fn account_grab<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
     meta: &FrameMeta,
-    frame: PhysAddr,
     flags: FollFlags,
-) -> PinnedPage {
-    let direction = if flags.contains(FollFlags::WRITE) {
-        DmaDirection::Bidirectional
-    } else {
-        DmaDirection::ToDevice
-    };
+    refs: u32,
+) -> PinKind {
     // lab(pins): begin
-    // lab(pins): stub: let _ = (aspace, meta);
-    // lab(pins): stub: stats::inc(&mm.counters.gup_refs_held);
-    // lab(pins): stub: PinnedPage {
-    // lab(pins): stub:     frame,
-    // lab(pins): stub:     kind: PinKind::Get,
-    // lab(pins): stub:     direction,
-    // lab(pins): stub: }
+    // lab(pins): stub: let _ = (mm, shared, meta, flags, refs);
+    // lab(pins): stub: PinKind::Get
     if !flags.contains(FollFlags::PIN) || !rules::foll_pin_tracked(mm.era()) {
-        stats::inc(&mm.counters.gup_refs_held);
-        return PinnedPage {
-            frame,
-            kind: PinKind::Get,
-            direction,
-        };
+        return PinKind::Get;
     }
     shared.set_has_pinned();
-    meta.inc_pincount();
+    meta.add_pincount(refs);
     // Pairs with fork's fence after making write_protect_seq odd (see `frame::FrameMeta`).
     fence(Ordering::SeqCst);
-    stats::inc(&mm.counters.gup_pins_held);
-    PinnedPage {
-        frame,
-        kind: PinKind::Pin,
-        direction,
-    }
+    PinKind::Pin
     // lab(pins): end
+}
+
+/// Counts `n` pages taken as `kind` in the held gauges (`gup_pins_held`, `gup_refs_held`):
+/// GUP-fast once per call, the slow path per page.
+#[inline(always)]
+pub(crate) fn count_held<A: Arch>(mm: &Mm<A>, kind: PinKind, n: u64) {
+    match kind {
+        PinKind::Pin => stats::add(&mm.counters.gup_pins_held, n),
+        PinKind::Get => stats::add(&mm.counters.gup_refs_held, n),
+    }
+}
+
+/// Gives back `n` references (and pins, for [`PinKind::Pin`]) of one folio, whose head
+/// metadata is `head`, that GUP took on the consecutive subpages from `frame`: one atomic
+/// subtraction of `n - 1` (the caller's other references keep the folio alive), then the last
+/// through the ordinary put, which frees the folio if it was the last reference.
+#[inline]
+fn unpin_folio_run<A: Arch>(mm: &Mm<A>, head: &FrameMeta, frame: PhysAddr, kind: PinKind, n: u32) {
+    if kind == PinKind::Pin {
+        head.sub_pincount(n);
+    }
+    head.put_many_not_last(n - 1);
+    mm.put_page_meta(mm.frames().meta(frame), frame);
+}
+
+/// Releases every page of `pages` (Linux `unpin_user_pages_dirty_lock`, with its batching of
+/// a run of subpages of one folio into one count update: `gup_folio_next`), leaving the slots
+/// `None`; each is first marked dirty if `dirty` says so. The held-page gauges move once per
+/// call.
+pub(crate) fn unpin_pages<A: Arch>(
+    mm: &Mm<A>,
+    pages: &mut [Option<PinnedPage>],
+    dirty: UnpinDirty,
+) {
+    let metas = mm.frames().metas();
+    let (mut pins, mut refs) = (0u64, 0u64);
+    let mut i = 0;
+    while i < pages.len() {
+        let Some(page) = pages[i].take() else {
+            i += 1;
+            continue;
+        };
+        if dirty == UnpinDirty::MakeDirty {
+            page.mark_dirty(mm);
+        }
+        match page.kind {
+            PinKind::Pin => pins = pins.wrapping_add(1),
+            PinKind::Get => refs = refs.wrapping_add(1),
+        }
+        let meta = &metas[page.frame.pfn()];
+        if !meta.flags().intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+            if page.kind == PinKind::Pin {
+                meta.dec_pincount();
+            }
+            mm.put_page_meta(meta, page.frame);
+            i += 1;
+            continue;
+        }
+        // A large folio: the following slots holding the next subpages of the same folio,
+        // taken the same way, go with this one.
+        let head = mm.frames().head_meta(meta);
+        let mut n = 1u32;
+        while let Some(Some(next)) = pages.get(i + n as usize) {
+            let expected = page.frame + u64::from(n) * crate::PAGE_SIZE as u64;
+            if next.frame != expected
+                || next.kind != page.kind
+                || !core::ptr::eq(mm.frames().head_meta(&metas[expected.pfn()]), head)
+            {
+                break;
+            }
+            n += 1;
+        }
+        for slot in &mut pages[i + 1..i + n as usize] {
+            let next = slot.take().expect("counted above");
+            if dirty == UnpinDirty::MakeDirty {
+                next.mark_dirty(mm);
+            }
+            match next.kind {
+                PinKind::Pin => pins = pins.wrapping_add(1),
+                PinKind::Get => refs = refs.wrapping_add(1),
+            }
+        }
+        unpin_folio_run(mm, head, page.frame, page.kind, n);
+        i += n as usize;
+    }
+    stats::sub(&mm.counters.gup_pins_held, pins);
+    stats::sub(&mm.counters.gup_refs_held, refs);
 }
 
 /// Pins the page mapped at `va` for a device that writes it: `pin_user_pages(FOLL_WRITE)` on

@@ -62,6 +62,11 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 }
 
 #[inline]
+pub(crate) fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Ordering::Relaxed);
+}
+
+#[inline]
 pub(crate) fn dec(c: &AtomicU64) {
     c.fetch_sub(1, Ordering::Relaxed);
 }

@@ -60,7 +60,12 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             // what fits and returns: a vmsplice larger than the pipe is a short count, not a
             // wait for a reader (which deadlocked cow.c's vmsplice families on 2 MiB pages).
             let pushed = pipe.push_pages(nonblock || total > 0, &mut pages[..got], off, len);
-            cowlab_mm::gup::unpin_user_pages(mm, &mut pages[..got]);
+            // The pipe took the pages covering what it queued (a prefix); the rest are ours.
+            let taken = match pushed {
+                Ok(n) if n > 0 => (off + n).div_ceil(4096).min(got),
+                _ => 0,
+            };
+            cowlab_mm::gup::unpin_user_pages(mm, &mut pages[taken..got]);
             match pushed {
                 Ok(n) => {
                     total += n as u64;

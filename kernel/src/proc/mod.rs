@@ -480,21 +480,24 @@ pub fn on_tick() {
 }
 
 /// Last work before a return to ring 3: a thread whose group is being killed or exited ends
-/// here; then signals are delivered. Two loads gate both ([`KILLED_LIVE`], [`SIGNAL_WORK`]).
-/// First, CPUs halted in their idle loops are woken if this kernel entry made a task runnable.
+/// here; then signals are delivered; CPUs halted in their idle loops are woken if this kernel
+/// entry made a task runnable. One test gates all three: the OR of the run queues' kick set,
+/// [`KILLED_LIVE`] and [`SIGNAL_WORK`] (every CPU's bits), each looked at precisely in
+/// [`return_work`] (another CPU's pending signal bit only costs this CPU a trip there).
+#[inline]
 pub fn on_return_to_user(frame: &mut TrapFrame) {
     if percpu::read::<CURRENT>() == 0 {
         return;
     }
-    sched::kick_idle();
     if !switch::canary_intact_below(percpu::read::<CURRENT_STACK_TOP>()) {
         stack_overflow();
     }
-    let cpu = cpu_id();
-    if KILLED_LIVE.load(Ordering::Relaxed) != 0
-        || SIGNAL_WORK.load(Ordering::Relaxed) >> cpu & 1 != 0
+    if runqueue::kicks_pending()
+        | KILLED_LIVE.load(Ordering::Relaxed) as u64
+        | SIGNAL_WORK.load(Ordering::Relaxed)
+        != 0
     {
-        return_work(frame, cpu);
+        return_work(frame);
     }
 }
 
@@ -528,17 +531,22 @@ fn stack_overflow() -> ! {
     );
 }
 
-/// The uncommon part of [`on_return_to_user`]: a killed thread exits, then signals.
+/// The uncommon part of [`on_return_to_user`]: idle CPUs kicked, a killed thread exits, then
+/// signals.
 #[cold]
 #[inline(never)]
-fn return_work(frame: &mut TrapFrame, cpu: usize) {
-    let me = 1u64 << cpu;
+fn return_work(frame: &mut TrapFrame) {
+    sched::kick_idle();
+    let me = 1u64 << cpu_id();
     if KILLED_LIVE.load(Ordering::Relaxed) != 0 && with_current(|p| p.killed) {
         // The group's status was set by whoever killed it; SIGKILL only if none was (execve's
         // de_thread ends threads without deciding the group's status, and never the last one).
         exit_thread(i32::from(SIGKILL));
     }
-    if SIGNAL_WORK.fetch_and(!me, Ordering::Relaxed) & me != 0 {
+    // Loaded first: a kick or a kill brings every return here, most with no signal bit set.
+    if SIGNAL_WORK.load(Ordering::Relaxed) & me != 0
+        && SIGNAL_WORK.fetch_and(!me, Ordering::Relaxed) & me != 0
+    {
         signal::deliver::on_return(frame);
     }
 }

@@ -72,8 +72,14 @@ pub fn set_busy(cpu: usize, busy: bool) {
     }
 }
 
-/// Takes the set of CPUs to kick (see [`KICK`]): one load when there are none (every return
-/// to ring 3 asks).
+/// The set of CPUs to kick, read without taking it (the return to ring 3 folds it into one
+/// test with its other work: `proc::on_return_to_user`).
+#[inline(always)]
+pub fn kicks_pending() -> u64 {
+    KICK.load(Ordering::Relaxed)
+}
+
+/// Takes the set of CPUs to kick (see [`KICK`]): one load when there are none.
 #[inline]
 pub fn take_kicks() -> u64 {
     if KICK.load(Ordering::Relaxed) == 0 {

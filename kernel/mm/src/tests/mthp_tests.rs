@@ -339,6 +339,64 @@ fn gup_fast_pins_subpages_on_the_folio() {
     env.finish(vec![s]);
 }
 
+/// GUP-fast takes a run of PTEs mapping consecutive subpages of one folio with one count
+/// update each (Linux `try_grab_folio_fast` with `refs`), and a run ends at the folio's end:
+/// 36 pages over three 64 KiB folios are 14 + 16 + 6 pins on the three heads, exactly, and
+/// the batched unpin gives back each folio's count in one go.
+#[test]
+fn gup_fast_pins_a_run_per_folio_and_unpins_per_folio() {
+    let env = env();
+    let mut s = env.space();
+    let (va, head) = mthp_with_data(&env, &mut s);
+    for i in N64..3 * N64 {
+        env.write(&mut s, va + i * PAGE, i + 1).unwrap();
+    }
+    let heads = [
+        head,
+        env.frame(&s, va + N64 * PAGE),
+        env.frame(&s, va + 2 * N64 * PAGE),
+    ];
+    for h in heads {
+        assert_eq!(env.mm.frames().folio_order(h), O64);
+        assert_eq!(env.mm.frames().folio_refcount(h), N64 as u32);
+    }
+    let mut pages: alloc::vec::Vec<_> = (0..36).map(|_| None).collect();
+    let got = crate::gup::pin_user_pages_fast_only(
+        &env.mm,
+        &s,
+        va + 2 * PAGE,
+        FollFlags::WRITE,
+        &mut pages,
+    )
+    .unwrap();
+    assert_eq!(got, 36);
+    for (i, page) in pages.iter().enumerate() {
+        let want = env.frame(&s, va + (2 + i as u64) * PAGE);
+        assert_eq!(page.as_ref().unwrap().frame(), want, "page {i}");
+    }
+    for (h, pins) in heads.iter().zip([14, 16, 6]) {
+        assert_eq!(env.mm.frames().folio_pincount(*h), pins);
+        assert_eq!(env.mm.frames().folio_refcount(*h), N64 as u32 + pins);
+    }
+    assert_eq!(env.mm.stats().gup_pins_held, 36);
+    env.check(&[&s]);
+    crate::gup::unpin_user_pages(&env.mm, &mut pages[..20]);
+    assert_eq!(env.mm.frames().folio_pincount(heads[0]), 0);
+    assert_eq!(env.mm.frames().folio_pincount(heads[1]), 10);
+    assert_eq!(env.mm.stats().gup_pins_held, 16);
+    // The mapping goes; the pins left keep their folios, and the last unpin frees them.
+    s.munmap(&env.mm, va, 2 << 20).unwrap();
+    assert!(env.mm.frames().meta(heads[0]).is_free());
+    assert_eq!(env.mm.frames().folio_refcount(heads[1]), 10);
+    crate::gup::unpin_user_pages(&env.mm, &mut pages);
+    assert!(pages.iter().all(Option::is_none));
+    for h in heads {
+        assert!(env.mm.frames().meta(h).is_free());
+    }
+    assert_eq!(env.mm.stats().gup_pins_held, 0);
+    env.finish(vec![s]);
+}
+
 #[test]
 fn partial_munmap_queues_the_folio_and_the_deferred_split_frees_the_rest() {
     let env = env();
