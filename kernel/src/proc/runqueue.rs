@@ -83,6 +83,30 @@ pub fn take_kicks() -> u64 {
     }
 }
 
+/// Whether an idle `cpu` may find a task under the big kernel lock: one on its own queue, or
+/// one [`steal`] would pull (its test, without the queue locks). An idle application
+/// processor asks this when its tick or an IPI ends its `hlt`, and halts again without the
+/// lock when the answer is no: taking the lock 100 times a second for nothing made the busy
+/// CPU's kernel entries wait for it, and each of those waits a hand-off by IPI between two
+/// vCPU threads (docs/architecture.md, "The cost of a 2-CPU boot"). A queue filled after the
+/// look still wakes it: the enqueuer's kick (`sched::kick_idle`) sees it in `IDLE_CPUS`.
+pub fn may_have_work(cpu: usize, active: u64) -> bool {
+    if LEN[cpu].load(Ordering::Relaxed) != 0 {
+        return true;
+    }
+    let busy = BUSY.load(Ordering::Relaxed);
+    let mut others = active & !(1u64 << cpu);
+    while others != 0 {
+        let other = others.trailing_zeros() as usize;
+        others &= others - 1;
+        let waiting = LEN[other].load(Ordering::Relaxed);
+        if waiting >= 2 || (waiting == 1 && busy >> other & 1 != 0) {
+            return true;
+        }
+    }
+    false
+}
+
 /// How many times a CPU took a task queued on another CPU.
 pub fn migrations() -> u64 {
     MIGRATIONS.load(Ordering::Relaxed)
