@@ -95,9 +95,10 @@ impl TestArgs {
 
 /// CPUs of each test program's boot by default. One for now, with the programs that need
 /// several booting their own count (`usertest::OWN_CPUS`: the t_dcow_* races, t_sched_cpus):
-/// the whole tier on 2 CPUs has not passed yet (session 8, host load 29: `t_cow
+/// the whole tier on 2 CPUs has not passed yet (session 8, host load 29, 70 of 73 boots: `t_cow
 /// mthp=256,512,1024` past its time limit, `t_epoll_basic`'s 2 ms wake-up bounds missed by a
-/// wake-up that needs the other vCPU thread) nor been timed against 1 CPU at the same load,
+/// wake-up that needs the other vCPU thread, `t_fuzz2_bigfree`'s spinner wait bound) nor been
+/// timed against 1 CPU at the same load,
 /// so whether it fits the CI budget (40 minutes on 2 cores, the tier may grow by about 8) is
 /// open (docs/architecture.md, "The cost of a 2-CPU boot, found"). `--smp 2` runs the tier on
 /// 2 CPUs.
