@@ -68,15 +68,23 @@ fn with_table(body: impl FnOnce(&mut BTreeMap<Pid, Box<Task>>) -> TestResult) ->
     result
 }
 
-/// Wake-up placement (`select_cpu`): the last CPU while it is idle, else an idle CPU the task
-/// may use, else the last CPU, else the least loaded allowed one.
+/// Wake-up placement (`select_cpu`): the boot CPU while it is idle, else the last CPU while it
+/// is idle, else an idle CPU the task may use, else the last CPU, else the least loaded
+/// allowed one.
 pub fn runqueue_wakeup_placement() -> TestResult {
     with_table(|table| {
         table.insert(BASE_TID, task(BASE_TID, 2, u64::MAX));
         let t = &table[&BASE_TID];
+        let to = runqueue::select_cpu(t, ACTIVE, None);
+        ensure!(to == 0, "all idle: went to {to}, not the boot CPU");
+        ensure!(
+            runqueue::select_cpu(t, ACTIVE, Some(2)) == 0,
+            "all idle, leaving CPU 2: not the boot CPU"
+        );
+        runqueue::set_busy(0, true);
         ensure!(
             runqueue::select_cpu(t, ACTIVE, None) == 2,
-            "all idle: not the last CPU"
+            "boot CPU busy: not the last CPU"
         );
         runqueue::set_busy(2, true);
         let to = runqueue::select_cpu(t, ACTIVE, None);

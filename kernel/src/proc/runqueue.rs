@@ -89,6 +89,30 @@ pub fn take_kicks() -> u64 {
     }
 }
 
+/// Whether an idle `cpu` may find a task under the big kernel lock: one on its own queue, or
+/// one [`steal`] would pull (its test, without the queue locks). An idle application
+/// processor asks this when its tick or an IPI ends its `hlt`, and halts again without the
+/// lock when the answer is no: taking the lock 100 times a second for nothing made the busy
+/// CPU's kernel entries wait for it, and each of those waits a hand-off by IPI between two
+/// vCPU threads (docs/architecture.md, "The cost of a 2-CPU boot"). A queue filled after the
+/// look still wakes it: the enqueuer's kick (`sched::kick_idle`) sees it in `IDLE_CPUS`.
+pub fn may_have_work(cpu: usize, active: u64) -> bool {
+    if LEN[cpu].load(Ordering::Relaxed) != 0 {
+        return true;
+    }
+    let busy = BUSY.load(Ordering::Relaxed);
+    let mut others = active & !(1u64 << cpu);
+    while others != 0 {
+        let other = others.trailing_zeros() as usize;
+        others &= others - 1;
+        let waiting = LEN[other].load(Ordering::Relaxed);
+        if waiting >= 2 || (waiting == 1 && busy >> other & 1 != 0) {
+            return true;
+        }
+    }
+    false
+}
+
 /// How many times a CPU took a task queued on another CPU.
 pub fn migrations() -> u64 {
     MIGRATIONS.load(Ordering::Relaxed)
@@ -103,7 +127,8 @@ pub fn allowed(task: &Task, active: u64) -> u64 {
     }
 }
 
-/// Linux `select_task_rq`, reduced: the CPU to queue `task` on among `active`. `leaving` is the
+/// Linux `select_task_rq`, reduced (and the boot CPU preferred while idle, below): the CPU to
+/// queue `task` on among `active`. `leaving` is the
 /// CPU the task is giving up while still on it (a preempted or yielding task): its own running
 /// there does not count against that CPU.
 pub fn select_cpu(task: &Task, active: u64, leaving: Option<usize>) -> usize {
@@ -113,6 +138,16 @@ pub fn select_cpu(task: &Task, active: u64, leaving: Option<usize>) -> usize {
         return allowed.trailing_zeros() as usize;
     }
     let load_of = |cpu: usize| load(cpu).saturating_sub(usize::from(leaving == Some(cpu)));
+    // The boot CPU first while it is idle: it takes the PIT tick and every device interrupt,
+    // and their handlers need the big kernel lock. A task there gets its disk completions and
+    // ticks on its own CPU, and an idle application processor wakes without the lock
+    // (`may_have_work`); a task left on an application processor made the idle boot CPU
+    // contend with it for the lock at each of its 100 ticks a second and at each completion,
+    // a hand-off between two vCPU threads each time (c_signals_glibc on 2 CPUs: 19 s of guest
+    // time against 7 s on one, docs/architecture.md "The cost of a 2-CPU boot").
+    if allowed & 1 != 0 && load_of(0) == 0 {
+        return 0;
+    }
     let last = usize::from(task.sched.cpu) & (MAX_CPUS - 1);
     let last_ok = allowed >> last & 1 != 0;
     if last_ok && load_of(last) == 0 {
