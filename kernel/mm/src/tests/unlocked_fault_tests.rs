@@ -94,7 +94,7 @@ fn everything_else_is_retried_untouched() {
         (va, USER | INSTRUCTION, "an instruction fetch"),
         (va, USER | (1 << 3), "a reserved bit"),
         (
-            VirtAddr::new(crate::aspace::USER_END - PAGE as u64),
+            VirtAddr::new(crate::aspace::USER_END - PAGE),
             READ_EMPTY,
             "the top",
         ),
