@@ -382,7 +382,7 @@ fn do_anonymous_page<A: Arch>(
         stats::inc(&mm.counters.anon_faults);
         faultstat::kind(StatKind::ZeroFill);
     } else {
-        mm.dup_mapping(mm.zero_page());
+        mm.dup_zero_page();
         slot.store(Pte::new(mm.zero_page(), vma.page_prot() | Pte::ACCESSED));
         stats::inc(&mm.counters.zero_page_faults);
         faultstat::kind(StatKind::ZeroPageMap);
