@@ -494,19 +494,45 @@ impl FrameTable {
     /// O(1). A frame with refcount 1, mapcount 0, pincount 0 and no flags. Contents are not
     /// zeroed.
     pub fn alloc(&self) -> Option<PhysAddr> {
+        self.alloc_as(FrameFlags::NONE, 0)
+    }
+
+    /// [`Self::alloc`] whose frame gets `flags` and `mapcount` (and refcount 1) in the stores
+    /// that set up every allocated frame: the anon fault's page (`Mm::alloc_anon_page`) is
+    /// initialised once, not as a plain frame and then again as an anon page. Inlined there
+    /// (the call, its frame and the second metadata lookup were ~15 instructions of the write
+    /// fault); only the ordinary list's pop is inline, the rest out of line.
+    #[inline(always)]
+    pub(crate) fn alloc_as(&self, flags: FrameFlags, mapcount: u32) -> Option<PhysAddr> {
         let mut list = self.free.lock();
         // The ordinary list first (the fault path's one test of it), the zeroed one last.
         let pfn = if list.head != NIL {
             list.pop(self.meta, false)
-        } else if list.zeroed != NIL {
-            list.pop(self.meta, true)
-        } else if list.blocks != NIL {
-            self.break_block(&mut list)
         } else {
-            return None;
+            self.alloc_not_head(&mut list)?
         };
         drop(list);
-        Some(self.init_allocated(pfn))
+        let meta = &self.meta[pfn];
+        // The frame is off the list and unreachable by anyone else: plain stores suffice. Our
+        // *acquire* of the lock (synchronising with the unlock that ended the previous owner's
+        // `free`) orders them after that free; the release above only publishes the list.
+        meta.refcount.store(1, Ordering::Relaxed);
+        meta.mapcount.store(mapcount, Ordering::Relaxed);
+        meta.flags.store(flags.0, Ordering::Relaxed);
+        Some(PhysAddr::from_pfn(pfn))
+    }
+
+    /// [`Self::alloc_as`] when the ordinary list is empty: the zeroed list, else a block.
+    #[cold]
+    #[inline(never)]
+    fn alloc_not_head(&self, list: &mut FreeList) -> Option<usize> {
+        if list.zeroed != NIL {
+            Some(list.pop(self.meta, true))
+        } else if list.blocks != NIL {
+            Some(self.break_block(list))
+        } else {
+            None
+        }
     }
 
     /// [`Self::alloc`] that prefers a frame known to be all zero; says whether it got one (else

@@ -199,6 +199,10 @@ impl PhysWindow {
     /// `copy_frame` on the same frame would be a data race (undefined behaviour): host tests
     /// never run them concurrently, and a threaded device model would need these copies to
     /// become per-word atomic ones.
+    ///
+    /// Inlined: once `Mm::alloc_anon_page` was inlined into its callers LLVM called this out
+    /// of line from `wp_page_copy` (a call, a frame and the window reloaded per COW copy).
+    #[inline(always)]
     pub(crate) unsafe fn copy_frame(&self, dst: PhysAddr, src: PhysAddr) {
         let d = self.ptr(dst, PAGE_SIZE);
         let s = self.ptr(src, PAGE_SIZE);

@@ -226,9 +226,7 @@ fn wp_page_copy<A: Arch>(
     // meanwhile faults and waits for the address-space lock. The old page can go only after
     // the flush.
     slot.take();
-    let mut flush = TlbFlush::none(shared.root());
-    flush.add_page(va);
-    flush.flush(mm.arch(), shared);
+    TlbFlush::flush_one_page(mm.arch(), shared, va);
     faultstat::phase(Phase::Flush);
     slot.store(Pte::new(new, bits));
     faultstat::phase(Phase::Pte);
