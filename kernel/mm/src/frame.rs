@@ -672,6 +672,52 @@ impl FrameTable {
         self.release_to(frame, false);
     }
 
+    /// Drops one reference of a frame that is not part of a large folio; `true` if it was the
+    /// last, and the caller then owes [`Self::release_batch`] the frame (after any check that
+    /// must see it still allocated: see [`Self::put_meta_then`]). The batched form of
+    /// [`Self::put_meta`] for paths that free many single frames together.
+    pub(crate) fn put_small_deferred(&self, meta: &FrameMeta, frame: PhysAddr) -> bool {
+        debug_assert!(!meta.flags().intersects(FrameFlags::HEAD | FrameFlags::TAIL));
+        let old = meta.refcount.fetch_sub(1, Ordering::Release);
+        assert!(old > 0, "refcount underflow on frame {frame:#x}");
+        if old != 1 {
+            return false;
+        }
+        // Pairs with the Release decrements of every other reference holder.
+        fence(Ordering::Acquire);
+        true
+    }
+
+    /// Returns frames whose last reference [`Self::put_small_deferred`] dropped to the free
+    /// list under one acquisition of its lock (Linux `free_unref_folios` frees a batch the
+    /// same way), with [`Self::release`]'s checks on each.
+    pub(crate) fn release_batch(&self, frames: &[PhysAddr]) {
+        if frames.is_empty() {
+            return;
+        }
+        for &frame in frames {
+            let flags = self.meta(frame).flags();
+            assert!(
+                !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO),
+                "freeing frame {frame:#x} that is already free, reserved or the zero page (flags {:#x})",
+                flags.0
+            );
+            assert!(
+                self.meta(frame).mapcount() == 0 && self.meta(frame).pincount() == 0,
+                "freeing frame {frame:#x} that is still mapped or pinned"
+            );
+        }
+        let mut list = self.free.lock();
+        for &frame in frames {
+            let meta = self.meta(frame);
+            meta.refcount.store(0, Ordering::Relaxed);
+            meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
+            meta.mapcount.store(list.head, Ordering::Relaxed);
+            list.head = frame.pfn() as u32;
+        }
+        list.count += frames.len();
+    }
+
     /// [`Self::release`] onto the zeroed list if `zeroed` (a constant at each call).
     #[inline(always)]
     fn release_to(&self, frame: PhysAddr, zeroed: bool) {

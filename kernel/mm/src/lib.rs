@@ -38,6 +38,7 @@ mod folio_split;
 pub mod foll;
 mod fork;
 pub mod frame;
+mod freebatch;
 pub mod gup;
 pub mod huge_memory;
 mod huge_zero;

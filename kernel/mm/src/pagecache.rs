@@ -54,6 +54,7 @@ use crate::addr::PhysAddr;
 use crate::arch::Arch;
 use crate::error::MmError;
 use crate::frame::FrameFlags;
+use crate::freebatch::{FreeBatch, FREE_BATCH};
 use crate::mm::Mm;
 use crate::stats;
 use crate::PAGE_SIZE;
@@ -896,6 +897,28 @@ impl FileCache {
         self.inner.lock().drop_clean(mm)
     }
 
+    /// [`Self::drop_clean`] a batch at a time (Linux `invalidate_mapping_pages` with its
+    /// `cond_resched` between `folio_batch`es), for a caller that may sleep and holds no lock
+    /// (`drop_caches`): the cache lock is taken per batch of [`FREE_BATCH`] pages, each
+    /// batch's frames go back to the free list together after it is let go, and `pause`
+    /// runs between batches (the kernel passes a `cond_resched` every few ms). Pages added
+    /// behind the scan meanwhile stay. Returns the frames freed.
+    pub fn drop_clean_pausing<A: Arch>(&self, mm: &Mm<A>, mut pause: impl FnMut()) -> usize {
+        let mut freed = 0;
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let mut batch = FreeBatch::new();
+            let (n, next) = self.inner.lock().drop_clean_from(mm, start, &mut batch);
+            batch.finish(mm);
+            freed += n;
+            from = next;
+            if from.is_some() {
+                pause();
+            }
+        }
+        freed
+    }
+
     /// [`Self::drop_clean`] if the cache is not locked (reclaim from an allocation that may
     /// itself hold this cache's lock): 0 if it is.
     pub fn try_drop_clean<A: Arch>(&self, mm: &Mm<A>) -> usize {
@@ -994,25 +1017,62 @@ impl Inner {
     }
 
     fn drop_clean<A: Arch>(&mut self, mm: &Mm<A>) -> usize {
-        let victims: Vec<u64> = self
-            .pages
-            .iter()
-            .filter(|&(_, &f)| {
-                let meta = mm.frames().meta(f);
-                // A locked page is being filled or written: its holder has a reference too.
-                !meta
-                    .flags()
-                    .intersects(FrameFlags::DIRTY | FrameFlags::WRITEBACK | FrameFlags::LOCKED)
-                    && meta.refcount() == 1
-            })
-            .map(|(&i, _)| i)
-            .collect();
-        for index in &victims {
-            if let Some(frame) = self.pages.remove(index) {
-                drop_cache_page(mm, frame);
+        let mut batch = FreeBatch::new();
+        let mut freed = 0;
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let (n, next) = self.drop_clean_from(mm, start, &mut batch);
+            freed += n;
+            from = next;
+        }
+        batch.finish(mm);
+        freed
+    }
+
+    /// One step of [`Self::drop_clean`]: from page index `start` on, looks at up to
+    /// `4 * FREE_BATCH` pages and removes up to [`FREE_BATCH`] of them that are clean and
+    /// referenced by the cache alone, their references going into `batch` (no allocation: this
+    /// runs from reclaim). Returns the pages removed and the index to go on from (`None`: the
+    /// end of the cache was reached).
+    fn drop_clean_from<A: Arch>(
+        &mut self,
+        mm: &Mm<A>,
+        start: u64,
+        batch: &mut FreeBatch,
+    ) -> (usize, Option<u64>) {
+        let mut victims = [0u64; FREE_BATCH];
+        let mut n = 0;
+        let mut next = None;
+        for (seen, (&index, &frame)) in self.pages.range(start..).enumerate() {
+            if n == FREE_BATCH || seen == 4 * FREE_BATCH {
+                next = Some(index);
+                break;
+            }
+            let meta = mm.frames().meta(frame);
+            // A locked page is being filled or written: its holder has a reference too.
+            if !meta
+                .flags()
+                .intersects(FrameFlags::DIRTY | FrameFlags::WRITEBACK | FrameFlags::LOCKED)
+                && meta.refcount() == 1
+            {
+                victims[n] = index;
+                n += 1;
             }
         }
-        victims.len()
+        for index in &victims[..n] {
+            if let Some(frame) = self.pages.remove(index) {
+                let meta = mm.frames().meta(frame);
+                meta.clear_flags(
+                    FrameFlags::LOCKED
+                        | FrameFlags::PAGECACHE
+                        | FrameFlags::UPTODATE
+                        | MAPPED_TO_DISK,
+                );
+                stats::dec(&mm.counters.file_pages);
+                batch.put(mm, frame);
+            }
+        }
+        (n, next)
     }
 }
 
@@ -1041,15 +1101,11 @@ fn clear_dirty<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     }
 }
 
-/// Removes `frame` from its cache: it loses its cache flags and the cache's reference.
+/// Removes `frame`, which the caller has locked, from its cache: it loses its cache flags and
+/// the cache's reference (Linux `filemap_remove_folio`); the lock stays for the caller to
+/// release ([`unlock_page`] wakes its waiters, who find it gone). Clean unlocked pages go in
+/// batches ([`Inner::drop_clean_from`]).
 #[doc(alias = "filemap_remove_folio")]
-fn drop_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
-    mm.frames().meta(frame).clear_flags(FrameFlags::LOCKED);
-    remove_cache_page(mm, frame);
-}
-
-/// [`drop_cache_page`] of a page the caller has locked: the lock stays for the caller to
-/// release ([`unlock_page`] wakes its waiters, who find it gone).
 fn remove_cache_page<A: Arch>(mm: &Mm<A>, frame: PhysAddr) {
     clear_dirty(mm, frame);
     mm.frames().meta(frame).clear_flags(

@@ -544,11 +544,23 @@ pub fn flush_background(over: fn() -> bool) -> Result<usize, Errno> {
 
 /// `echo N > /proc/sys/vm/drop_caches` (Linux `drop_pagecache_sb`): every clean, unreferenced
 /// cache page is freed (dirty pages stay, as on Linux: `sync` first). Returns the frames freed.
+/// The pages go in batches, with a `cond_resched` at most every [`DROP_PAUSE_US`] between
+/// them (Linux `invalidate_mapping_pages`): a drop of a large cache held the CPU for its whole
+/// length. Called from a system call holding no lock.
 pub fn drop_caches() -> usize {
     let mm = memory::mm();
     let mut freed = 0;
+    let mut since = crate::time::micros_since_boot();
+    let mut pause = || {
+        let now = crate::time::micros_since_boot();
+        if now.saturating_sub(since) >= DROP_PAUSE_US {
+            crate::proc::sched::cond_resched();
+            since = crate::time::micros_since_boot();
+        }
+    };
     for (ino, cache) in all() {
-        freed += cache.drop_clean(mm);
+        freed += cache.drop_clean_pausing(mm, &mut pause);
+        pause();
         // A closed file's cache left empty is forgotten (the registry stays bounded); nobody
         // can add pages to it while it has no open description.
         if cache.cached_pages() == 0 {
@@ -563,6 +575,9 @@ pub fn drop_caches() -> usize {
     }
     freed
 }
+
+/// How long `drop_caches` frees pages before it lets other tasks run (as `proc::evict`).
+const DROP_PAUSE_US: u64 = 2000;
 
 /// The reclaim hook the memory manager runs before an allocation fails: frees clean cache
 /// pages of caches nobody holds locked (see the module comment).

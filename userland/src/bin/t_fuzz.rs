@@ -6,6 +6,10 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
+use alloc::format;
+use core::sync::atomic::{AtomicU64, Ordering};
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::nr;
 use cowlab_userland::test::Tester;
@@ -128,12 +132,17 @@ fn main() -> i32 {
         .is_some_and(|a| a.to_bytes() == b"trace");
     let mut ended = Ended::default();
     cowlab_userland::println!("t_fuzz: seed {seed:#x}");
-    fuzz_children(seed, trace, &mut ended);
+    let page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS).ok();
+    // SAFETY: a fresh shared read-write page, aligned for AtomicU64s, never unmapped by the
+    // parent.
+    let progress = page.map(|p| unsafe { &*(p as *const Progress) });
+    fuzz_children(seed, trace, &mut ended, progress);
+    report(&mut t, "fuzzing", &ended);
     // The shape that hung seed 0x9740c6bd0002a3fb (a child blocked for good in a write to its
     // own full pipe, as Linux blocks too), made on purpose: the random programs reach it only
     // on some stack layouts (their pointer arguments are drawn near the stack), so the seed
     // alone stopped drawing it once this program's frame changed. Its parent must kill it at
-    // the deadline.
+    // the deadline. It has its own count: the fuzzing children's bound must not pay for it.
     let pid = fork().unwrap_or(-1);
     if pid == 0 {
         let Ok([_keep_reader, w]) = pipe() else {
@@ -144,113 +153,238 @@ fn main() -> i32 {
         let _ = unsafe { raw(nr::WRITE, [w as usize, 0x40_0000, 5 << 20, 0, 0, 0]) };
         exit_now(3)
     }
-    let blocked = wait_or_kill(pid, &mut ended);
+    let blocked = wait_or_kill(pid, &mut Ended::default(), None);
     t.check_why(
         "a child writing 5 MiB into its own pipe blocks until SIGKILL ends it",
         blocked == Some(Ending::KilledAtDeadline),
         format_args!("{blocked:?}"),
     );
-    t.eq(
-        "every fuzzing child exited, was killed by a signal, or was killed at its deadline",
-        ended.answered,
-        ended.children,
-    );
-    t.eq(
-        "SIGKILL reaped every child still running at its deadline",
-        ended.unreaped,
-        0,
-    );
-    cowlab_userland::println!(
-        "# {} children: {} exited, {} killed by a signal, {} killed at the {DEADLINE_MS} ms deadline",
-        ended.children,
-        ended.exited,
-        ended.signaled,
-        ended.at_deadline
-    );
     let ring_children = 8;
-    let mut answered = 0;
+    let mut rings = Ended::default();
+    let mut set_up = 0;
     for c in 0..ring_children {
+        reset(progress);
         let pid = fork().unwrap_or(-1);
         if pid == 0 {
             // 2: the ring could not even be set up, so nothing was fuzzed.
-            exit_now(if fuzz_ring(Rng(seed.wrapping_mul(c + 3) | 1)) {
+            exit_now(if fuzz_ring(Rng(seed.wrapping_mul(c + 3) | 1), progress) {
                 0
             } else {
                 2
             });
         }
-        if let Ok((_, status)) = waitpid(pid, 0) {
-            if (wifexited(status) && wexitstatus(status) == 0) || wifsignaled(status) {
-                answered += 1;
-            }
+        let ending = wait_or_kill(pid, &mut rings, progress);
+        if let Some(Ending::Exited(0) | Ending::Signaled) = ending {
+            set_up += 1;
         }
     }
     t.eq(
-        "every io_uring fuzzing child set up its ring, then exited or was killed by a signal",
-        answered,
-        ring_children,
+        "every io_uring fuzzing child that ended by itself had set up its ring",
+        set_up,
+        rings.answered,
     );
+    report(&mut t, "io_uring fuzzing", &rings);
     t.check("the system still forks and execs", in_child_status() == 0);
     t.finish()
 }
 
-/// How long a fuzzing child may run: one that is still there was blocked (a call that blocks
-/// forever on Linux too) and is killed. Its 400 calls take well under a second.
+/// How long a fuzzing child may stay in one call: one that is still there was blocked (a call
+/// that blocks forever on Linux too) and is killed. Its 400 calls take well under a second on
+/// an idle machine; on a loaded CI host they may take longer, so the deadline counts from the
+/// child's last call made (its progress word), up to [`CAP_MS`] in all.
 const DEADLINE_MS: u64 = 3000;
+
+/// The longest a fuzzing child may run at all, however it progresses.
+const CAP_MS: u64 = 60_000;
+
+/// At most one child in this many may be killed at the deadline at all, and at most one in
+/// [`BLOCKED_FRACTION`] asleep in the kernel there: a child that blocked is not a crash, but
+/// neither did it answer, and a kernel hang in some call must not pass as one (every child
+/// blocking would otherwise still count as "answered"). A child found running (state R) made
+/// no call for 3 s while it ran: random calls can scribble on its own stack (a `read` into
+/// it, `MADV_DONTNEED`), which can leave it looping in user mode without its progress word.
+const DEADLINE_FRACTION: u64 = 4;
+
+/// See [`DEADLINE_FRACTION`].
+const BLOCKED_FRACTION: u64 = 8;
 
 /// What ended the fuzzing children.
 #[derive(Default)]
 struct Ended {
     children: u64,
+    /// Ended by themselves: exited or killed by a signal of their own making.
     answered: u64,
     exited: u64,
     signaled: u64,
+    /// Still running at the deadline, then ended by SIGKILL: not answered.
     at_deadline: u64,
+    /// Of those, the ones asleep in the kernel (state S or D) at the deadline.
+    blocked: u64,
+    /// Not even SIGKILL ended them within 20 s (a kernel bug).
     unreaped: u64,
 }
 
 #[derive(Debug, PartialEq)]
 enum Ending {
-    Exited,
+    Exited(i32),
     Signaled,
     KilledAtDeadline,
 }
 
-/// Waits for a fuzzing child until [`DEADLINE_MS`], then kills it with SIGKILL, which must end
-/// it whatever it sleeps in (it may have blocked or ignored every other signal). `None`: not
-/// reaped even then (a sleep SIGKILL does not end: a kernel bug).
-fn wait_or_kill(pid: i32, ended: &mut Ended) -> Option<Ending> {
+/// The checks on one group of children: each one either answered or was killed at the
+/// deadline and reaped, and few of them needed the deadline.
+fn report(t: &mut Tester, what: &str, ended: &Ended) {
+    cowlab_userland::println!(
+        "# {} {what} children: {} answered ({} exited, {} killed by a signal), {} killed at the deadline ({DEADLINE_MS} ms in one call; {} of them asleep in the kernel), {} not reaped",
+        ended.children,
+        ended.answered,
+        ended.exited,
+        ended.signaled,
+        ended.at_deadline,
+        ended.blocked,
+        ended.unreaped
+    );
+    t.eq(
+        &format!("every {what} child answered (exited or killed by a signal) or was killed at its deadline"),
+        ended.answered + ended.at_deadline,
+        ended.children,
+    );
+    t.eq(
+        &format!("SIGKILL reaped every {what} child still running at its deadline"),
+        ended.unreaped,
+        0,
+    );
+    t.check_why(
+        &format!("at most 1 in {DEADLINE_FRACTION} {what} children ran into the deadline"),
+        ended.at_deadline * DEADLINE_FRACTION <= ended.children,
+        format_args!("{} of {}", ended.at_deadline, ended.children),
+    );
+    t.check_why(
+        &format!(
+            "at most 1 in {BLOCKED_FRACTION} {what} children slept in the kernel at the deadline"
+        ),
+        ended.blocked * BLOCKED_FRACTION <= ended.children,
+        format_args!("{} of {}", ended.blocked, ended.children),
+    );
+}
+
+/// Where a fuzzing child is: the calls it began (word 0), then the number and the six
+/// arguments of the one it is in, in a page it shares with the parent (a random call may
+/// unmap or scribble on it: the child then dies of SIGSEGV, or the report is garbage; neither
+/// hides a hang, which the count of calls still shows).
+type Progress = [AtomicU64; 8];
+
+fn reset(progress: Option<&Progress>) {
+    if let Some(p) = progress {
+        p.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+    }
+}
+
+/// The child is about to make call `nr` with `args` (or submit SQE `nr`).
+fn note(progress: Option<&Progress>, nr: u64, args: &[usize]) {
+    if let Some(p) = progress {
+        p[1].store(nr, Ordering::Relaxed);
+        for (w, &a) in p[2..].iter().zip(args) {
+            w.store(a as u64, Ordering::Relaxed);
+        }
+        p[0].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits for a fuzzing child until it has made no call for [`DEADLINE_MS`] (or ran
+/// [`CAP_MS`]; without `progress`, until [`DEADLINE_MS`]), then kills it with SIGKILL, which
+/// must end it whatever it sleeps in (it may have blocked or ignored every other signal), and
+/// prints the call it was in. `None`: not reaped even then (a sleep SIGKILL does not end: a
+/// kernel bug).
+fn wait_or_kill(pid: i32, ended: &mut Ended, progress: Option<&Progress>) -> Option<Ending> {
     use cowlab_userland::test::{kill_and_reap, reap_within, SIGKILL};
     ended.children += 1;
-    let ending = match reap_within(pid, DEADLINE_MS) {
-        Ok(Some(s)) if wifexited(s) => Some(Ending::Exited),
+    let start = monotonic_ns();
+    let calls = || progress.map_or(0, |p| p[0].load(Ordering::Relaxed));
+    let (mut last, mut since) = (calls(), start);
+    let reaped = loop {
+        match reap_within(pid, 100) {
+            Ok(None) => {}
+            other => break other,
+        }
+        let now = monotonic_ns();
+        let made = calls();
+        if made != last {
+            (last, since) = (made, now);
+        }
+        if now - since >= DEADLINE_MS * 1_000_000 || now - start >= CAP_MS * 1_000_000 {
+            break Ok(None);
+        }
+    };
+    let ending = match reaped {
+        Ok(Some(s)) if wifexited(s) => Some(Ending::Exited(wexitstatus(s))),
         Ok(Some(s)) if wifsignaled(s) => Some(Ending::Signaled),
-        Ok(None) => match kill_and_reap(pid, 5000).0 {
-            Ok(Some(s)) if wifsignaled(s) && wtermsig(s) == SIGKILL => {
-                Some(Ending::KilledAtDeadline)
+        Ok(None) => {
+            // The child's state and CPU time (`/proc/<pid>/stat` fields 3, 14, 15): running
+            // (R) without progress is starved, sleeping (S, D) in a call that cannot block
+            // is a kernel bug.
+            let mut stat = [0u8; 512];
+            let path = format!("/proc/{pid}/stat\0");
+            let n = core::ffi::CStr::from_bytes_with_nul(path.as_bytes())
+                .ok()
+                .and_then(|c| read_file(c, &mut stat))
+                .unwrap_or(0);
+            let text = core::str::from_utf8(&stat[..n]).unwrap_or("");
+            let fields = text.rsplit(')').next().unwrap_or("");
+            let f: alloc::vec::Vec<&str> = fields.split_whitespace().collect();
+            if matches!(f.first(), Some(&"S" | &"D")) {
+                ended.blocked += 1;
             }
-            _ => {
-                ended.unreaped += 1;
-                None
+            cowlab_userland::println!(
+                "# child {pid} at the deadline: state {} utime {} stime {} (ticks)",
+                f.first().unwrap_or(&"?"),
+                f.get(11).unwrap_or(&"?"),
+                f.get(12).unwrap_or(&"?")
+            );
+            if let Some(p) = progress {
+                let w: [u64; 8] = core::array::from_fn(|i| p[i].load(Ordering::Relaxed));
+                cowlab_userland::println!(
+                    "# child {pid} killed at the deadline after {} ms, in call {}: nr (or SQE opcode) {} args {:x?}",
+                    (monotonic_ns() - start) / 1_000_000,
+                    w[0],
+                    w[1],
+                    &w[2..]
+                );
             }
-        },
+            // Loosely bounded: a loaded CI host can stall the guest for seconds.
+            match kill_and_reap(pid, 20_000).0 {
+                Ok(Some(s)) if wifsignaled(s) && wtermsig(s) == SIGKILL => {
+                    Some(Ending::KilledAtDeadline)
+                }
+                _ => {
+                    ended.unreaped += 1;
+                    None
+                }
+            }
+        }
         _ => None,
     };
     match ending {
-        Some(Ending::Exited) => ended.exited += 1,
-        Some(Ending::Signaled) => ended.signaled += 1,
+        Some(Ending::Exited(_)) => {
+            ended.exited += 1;
+            ended.answered += 1;
+        }
+        Some(Ending::Signaled) => {
+            ended.signaled += 1;
+            ended.answered += 1;
+        }
         Some(Ending::KilledAtDeadline) => ended.at_deadline += 1,
-        None => return None,
+        None => {}
     }
-    ended.answered += 1;
     ending
 }
 
 /// 24 children of 400 random calls each from `seed`.
-fn fuzz_children(seed: u64, trace: bool, ended: &mut Ended) {
+fn fuzz_children(seed: u64, trace: bool, ended: &mut Ended, progress: Option<&Progress>) {
     let children: u64 = 24;
     let calls_each = 400;
     for c in 0..children {
+        reset(progress);
         let pid = fork().unwrap_or(-1);
         if pid == 0 {
             let mut rng = Rng(seed.wrapping_add(c.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
@@ -275,6 +409,7 @@ fn fuzz_children(seed: u64, trace: bool, ended: &mut Ended) {
                 {
                     continue;
                 }
+                note(progress, n as u64, &args);
                 if trace {
                     cowlab_userland::println!("t_fuzz: child {c} call {n} {args:x?}");
                 }
@@ -288,7 +423,7 @@ fn fuzz_children(seed: u64, trace: bool, ended: &mut Ended) {
             }
             exit_now(0);
         }
-        wait_or_kill(pid, ended);
+        wait_or_kill(pid, ended, progress);
     }
 }
 
@@ -305,7 +440,7 @@ fn in_child_status() -> i32 {
 /// itself or bad descriptors (never the console or a pipe, whose reads would block). cowlab
 /// maps both rings with the SQ ring's mmap (`IORING_FEAT_SINGLE_MMAP`).
 /// Returns whether the ring was set up (and fuzzed).
-fn fuzz_ring(mut rng: Rng) -> bool {
+fn fuzz_ring(mut rng: Rng, progress: Option<&Progress>) -> bool {
     const PAGE: usize = 4096;
     let mut p = IoUringParams::default();
     let Ok(ring) = io_uring_setup(8, &mut p) else {
@@ -374,6 +509,11 @@ fn fuzz_ring(mut rng: Rng) -> bool {
             let tail = core::ptr::read_volatile(word(p.cq_off.tail));
             core::ptr::write_volatile(word(p.cq_off.head), tail);
         }
+        note(
+            progress,
+            u64::from(sqe.opcode),
+            &[fd as usize, sqe.off as usize, addr, sqe.len as usize],
+        );
         // SAFETY: deliberately arbitrary SQEs; whatever they write lands in this child.
         let _ = unsafe { io_uring_enter(ring, 1, 0, 0) };
         if i.is_multiple_of(50) {

@@ -119,6 +119,51 @@ fn writes_stay_dirty_until_writeback() {
     env.finish(Vec::new());
 }
 
+/// `drop_caches`' form: the cache lock and the free list's lock taken once per batch, a pause
+/// between batches, the clean pages all freed and counted, the dirty ones (a third of them,
+/// spread out: the scan looks at more pages than it frees) kept.
+#[test]
+fn drop_clean_pausing_frees_in_batches_and_keeps_dirty_pages() {
+    const PAGES: usize = 5 * 64 + 7;
+    let env = Env::with_frames(1024);
+    let store = VecStore::new(pattern(PAGES * PAGE_SIZE, 4));
+    let cache = FileCache::new(PAGES as u64 * PAGE);
+    let mut buf = vec![0u8; PAGES * PAGE_SIZE];
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    for i in (0..PAGES).step_by(3) {
+        cache
+            .write_at(&env.mm, &store, i as u64 * PAGE, b"d")
+            .unwrap();
+    }
+    let dirty = PAGES.div_ceil(3);
+    let free0 = env.mm.frames().free_frames();
+    let mut pauses = 0;
+    let freed = cache.drop_clean_pausing(&env.mm, || pauses += 1);
+    assert_eq!(freed, PAGES - dirty);
+    assert_eq!(cache.cached_pages(), dirty);
+    assert_eq!(env.mm.frames().free_frames(), free0 + freed);
+    assert_eq!(env.mm.stats().file_pages, dirty as u64);
+    // At most 64 pages a batch: 218 clean pages need 4 batches, 3 pauses between them.
+    assert!(
+        pauses >= (PAGES - dirty).div_ceil(64) - 1,
+        "{pauses} pauses"
+    );
+    // A page someone else references stays too.
+    cache.writeback(&env.mm, &store).unwrap();
+    let held = cache.cache_frame_for_test(6).unwrap();
+    env.mm.frames().get(held);
+    assert_eq!(cache.drop_clean_pausing(&env.mm, || {}), dirty - 1);
+    assert_eq!(cache.cached_pages(), 1);
+    assert!(!env.mm.frames().put(held), "the cache's reference is left");
+    // The data written survived the drop (it reached the store).
+    cache
+        .read_at(&env.mm, &store, 3 * PAGE, &mut buf[..1])
+        .unwrap();
+    assert_eq!(buf[0], b'd');
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
 #[test]
 fn drop_clean_keeps_dirty_and_referenced_pages() {
     let env = Env::new();
