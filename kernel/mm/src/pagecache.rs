@@ -1297,6 +1297,12 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
         return Err(FaultError::Segv(SegvReason::BeyondEof));
     }
     if may_retry {
+        // Only the cache's own page may retry: one truncation took out (its PTE not zapped
+        // yet) would retry forever, the retry's fill working on the cache's new page at the
+        // index (Linux `filemap_page_mkwrite`'s `folio->mapping` check). It is not the file's.
+        if cache.inner.lock().pages.get(&index) != Some(&frame) {
+            return Err(FaultError::Segv(SegvReason::BeyondEof));
+        }
         return Err(FaultError::Retry);
     }
     // The filesystem is called with the cache's spin lock dropped (another task may hold the
