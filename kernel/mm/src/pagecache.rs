@@ -332,14 +332,18 @@ impl FileCache {
     ) -> Result<usize, E> {
         let n = store_write(data)?.min(data.len());
         let end = offset + n as u64;
+        // The size grows with the store, before the walk may sleep on a page lock: a
+        // truncation that runs meanwhile (the store's, then the cache's) must not be undone.
+        {
+            let mut inner = self.inner.lock();
+            inner.size = inner.size.max(end);
+        }
         self.for_each_cached_locked(mm, offset, end, |frame, index| {
             let from = (index * PAGE).max(offset);
             let to = ((index + 1) * PAGE).min(end);
             let src = &data[(from - offset) as usize..(to - offset) as usize];
             mm.write_frame_bytes(frame + from % PAGE, src);
         });
-        let mut inner = self.inner.lock();
-        inner.size = inner.size.max(end);
         Ok(n)
     }
 
