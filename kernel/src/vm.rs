@@ -164,42 +164,44 @@ pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
 /// shared file mapping whose page needs blocks (Linux `VM_FAULT_RETRY`): the page is read in,
 /// or its reader waited for, and the file's `page_mkwrite` runs, asleep with the address
 /// space unlocked (so other threads of the process fault and map meanwhile), then the fault
-/// runs again. A page reclaimed between the fill and the retry is filled again; a failed read
-/// is the fault's `SIGBUS`.
+/// runs again, once: a page reclaimed between the fill and the retry is left to the fault the
+/// re-run instruction takes; a failed read is the fault's `SIGBUS`.
 #[cold]
 #[inline(never)]
 fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     use cowlab_mm::pagecache::{filemap_fault_fill, FileFault};
-    loop {
-        // The VMA's file and page index, taken under the lock and held (the file stays open
-        // with the reference) while the lock is dropped.
-        let target = with_current_raw(|shared| {
-            let aspace = lock_for_fault(shared, cr2, error_code).ok()?;
-            let va = cowlab_mm::VirtAddr::new(cr2);
-            let vma = aspace.find_vma(va)?;
-            // A store through a shared file mapping: the file's block allocation
-            // (`page_mkwrite`) runs here too, asleep, not under the page-table lock.
-            let write = error_code & WRITE_FAULT != 0 && vma.wants_writenotify();
-            let (file, index) = vma.file_page(va)?;
-            Some((file.clone(), index, write))
-        })
-        .flatten();
-        // The mapping changed meanwhile: the fault itself says what now.
-        if let Some((file, index, write)) = target {
-            match filemap_fault_fill(memory::mm(), &*file.0, index, write) {
-                Ok(()) => {}
-                Err(FileFault::NoMem) => return Err(FaultError::Oom),
-                Err(_) => return Err(FaultError::Segv(cowlab_mm::SegvReason::BeyondEof)),
-            }
+    // The VMA's file and page index, taken under the lock and held (the file stays open
+    // with the reference) while the lock is dropped.
+    let target = with_current_raw(|shared| {
+        let aspace = lock_for_fault(shared, cr2, error_code).ok()?;
+        let va = cowlab_mm::VirtAddr::new(cr2);
+        let vma = aspace.find_vma(va)?;
+        // A store through a shared file mapping: the file's block allocation
+        // (`page_mkwrite`) runs here too, asleep, not under the page-table lock.
+        let write = error_code & WRITE_FAULT != 0 && vma.wants_writenotify();
+        let (file, index) = vma.file_page(va)?;
+        Some((file.clone(), index, write))
+    })
+    .flatten();
+    // The mapping changed meanwhile: the fault itself says what now.
+    if let Some((file, index, write)) = target {
+        match filemap_fault_fill(memory::mm(), &*file.0, index, write) {
+            Ok(()) => {}
+            Err(FileFault::NoMem) => return Err(FaultError::Oom),
+            Err(_) => return Err(FaultError::Segv(cowlab_mm::SegvReason::BeyondEof)),
         }
-        let result = with_current_raw(|shared| {
-            let mut aspace = lock_for_fault(shared, cr2, error_code)?;
-            cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
-        })
-        .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
-        if result != Err(FaultError::Retry) {
-            return result;
-        }
+    }
+    let result = with_current_raw(|shared| {
+        let mut aspace = lock_for_fault(shared, cr2, error_code)?;
+        cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
+    })
+    .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
+    // Still `Retry` after a fill (the page reclaimed meanwhile, or the mapping changed):
+    // the instruction runs again, through signal delivery and the scheduler, instead of
+    // looping here with interrupts off.
+    match result {
+        Err(FaultError::Retry) => Ok(()),
+        r => r,
     }
 }
 

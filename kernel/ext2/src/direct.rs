@@ -25,11 +25,19 @@ impl<D: BlockDevice> Ext2<D> {
     /// hole gets its blocks when the page is first dirtied, so a full disk is `ENOSPC` at the
     /// store (the kernel's `SIGBUS`) rather than a page lost at writeback. Blocks already there
     /// cost one map lookup each and change nothing; missing ones are allocated as
-    /// [`Self::direct_write_begin`] does (zeroed, the size covering them).
+    /// [`Self::direct_write_begin`] does (zeroed). The range is cut at the size, which this
+    /// never grows: the caller computed `len` from its cache's size, and a truncation may have
+    /// cut the file since (the filesystem is truncated before the cache); a range wholly past
+    /// the size is `ENXIO` (the page was truncated: the store's `SIGBUS`; Linux
+    /// `block_page_mkwrite` overloads `-EFAULT`).
     pub fn allocate_range(&mut self, ino: u32, off: u64, len: u64) -> Result<()> {
         let inode = self.regular(ino)?;
         let bs = self.bs as u64;
-        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
+        let end = off.checked_add(len).ok_or(Errno::EFBIG)?.min(inode.size);
+        if off >= end {
+            return Err(Errno::ENXIO);
+        }
+        let len = end - off;
         for lblk in off / bs..end.div_ceil(bs) {
             if self.bmap(ino, &inode, lblk)? == 0 {
                 return self.direct_write_begin(ino, off, len).map(drop);

@@ -161,6 +161,42 @@ fn allocate_range_fills_holes_and_reports_a_full_disk() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `allocate_range` never grows the size: the kernel's `page_mkwrite` computed its range from
+/// the cache's size, and an `ftruncate` that cut the file meanwhile (the filesystem first, then
+/// the cache) must stay cut. A range reaching past the size is cut at it; one wholly past it
+/// is `ENXIO` (the store's `SIGBUS`). Before, the allocation set the size to the range's end.
+#[test]
+fn allocate_range_never_grows_the_size() {
+    let Some(mke2fs) = mke2fs_or_skip("allocate_range_size") else {
+        return;
+    };
+    let dir = scratch("allocate_range_size");
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, 1024, 2 * 1024, None, &[]);
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    let f = fs.create(root, b"cut", 0o644, 0, 0).unwrap();
+    fs.truncate(f, 8192).unwrap();
+    // Truncated to half a page after the caller read the size.
+    fs.truncate(f, 2048).unwrap();
+    fs.allocate_range(f, 0, 4096).unwrap();
+    assert_eq!(fs.stat(f).unwrap().size, 2048, "the truncation stays");
+    assert_eq!(
+        fs.stat(f).unwrap().blocks,
+        2 * 1024 / 512,
+        "blocks below it only"
+    );
+    assert_eq!(fs.allocate_range(f, 4096, 4096), Err(Errno::ENXIO));
+    assert_eq!(fs.stat(f).unwrap().size, 2048);
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(
+        clean,
+        "e2fsck -fn after allocate_range past the size:\n{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `write_begin` and `writeback_blocks` (the kernel's write-back page cache): a buffered write
 /// gets its blocks and its size at the call, a short count then `ENOSPC` on a full disk;
 /// writeback finds where each block goes (0 past the size), allocating a hole below it; the

@@ -333,14 +333,18 @@ impl FileCache {
     ) -> Result<usize, E> {
         let n = store_write(data)?.min(data.len());
         let end = offset + n as u64;
+        // The size grows with the store, before the walk may sleep on a page lock: a
+        // truncation that runs meanwhile (the store's, then the cache's) must not be undone.
+        {
+            let mut inner = self.inner.lock();
+            inner.size = inner.size.max(end);
+        }
         self.for_each_cached_locked(mm, offset, end, |frame, index| {
             let from = (index * PAGE).max(offset);
             let to = ((index + 1) * PAGE).min(end);
             let src = &data[(from - offset) as usize..(to - offset) as usize];
             mm.write_frame_bytes(frame + from % PAGE, src);
         });
-        let mut inner = self.inner.lock();
-        inner.size = inner.size.max(end);
         Ok(n)
     }
 
@@ -1353,6 +1357,12 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
         return Err(FaultError::Segv(SegvReason::BeyondEof));
     }
     if may_retry {
+        // Only the cache's own page may retry: one truncation took out (its PTE not zapped
+        // yet) would retry forever, the retry's fill working on the cache's new page at the
+        // index (Linux `filemap_page_mkwrite`'s `folio->mapping` check). It is not the file's.
+        if cache.inner.lock().pages.get(&index) != Some(&frame) {
+            return Err(FaultError::Segv(SegvReason::BeyondEof));
+        }
         return Err(FaultError::Retry);
     }
     // The filesystem is called with the cache's spin lock dropped (another task may hold the

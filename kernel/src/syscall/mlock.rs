@@ -71,12 +71,11 @@ pub(super) fn populate_killable(
         if let Some((file, index, write)) = fill {
             cowlab_mm::pagecache::filemap_fault_fill(memory::mm(), &*file.0, index, write)
                 .map_err(|_| Errno::ENOMEM)?;
-            continue;
-        }
-        if va >= end {
+        } else if va >= end {
             return Ok(());
         }
-        // Outside a task (in-kernel tests) there is nobody to kill or yield to.
+        // Outside a task (in-kernel tests) there is nobody to kill or yield to. Checked after
+        // a fill too: a page that keeps needing one must not loop here unkillable.
         if crate::proc::current_tid() != 0 {
             if crate::proc::fatal_signal_pending() {
                 return Err(Errno::EINTR);

@@ -301,9 +301,10 @@ fn madvise_populate(addr: u64, len: usize, advice: Advice) -> SysResult {
                 _ => Errno::EFAULT,
             })?;
             at = stopped.as_u64();
-            continue;
+        } else {
+            at += n;
         }
-        at += n;
+        // After a fill too: a page that keeps needing one must not loop here unkillable.
         if crate::proc::fatal_signal_pending() {
             return Err(Errno::EINTR);
         }

@@ -990,3 +990,58 @@ fn a_write_notify_fault_that_may_retry_calls_the_file_unlocked() {
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// A write-notify fault on a page that truncation took out of the cache before the PTE that
+/// maps it was zapped (ftruncate zaps after cutting the cache, and a regrowth may cache a new
+/// page at the index meanwhile) never answers `Retry`: the retry's fill works on the cache's
+/// new page, so the stale PTE would retry forever. It is `SIGBUS` (the page is no longer the
+/// file's), with no call to the filesystem for it.
+#[test]
+fn a_write_fault_on_a_truncated_page_not_yet_unmapped_does_not_retry() {
+    use crate::fault::handle_x86_page_fault_retry;
+    let env = Env::new();
+    let f = test_file(PAGE_SIZE);
+    let file: &dyn MappedFile = &*f;
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 1, true);
+    let write = 0b110;
+    crate::pagecache::filemap_fault_fill(&env.mm, file, 0, false).unwrap();
+    env.read(&mut s, sh).unwrap();
+    let stale = f.cache.cache_frame_for_test(0).unwrap();
+    // Cut and grown again, the zap not run yet: the PTE still maps the stale frame.
+    f.cache.set_size(&env.mm, 0);
+    f.cache.set_size(&env.mm, PAGE);
+    assert_eq!(env.pte(&s, sh).frame(), stale);
+    let mut retries = 0;
+    let result = loop {
+        match handle_x86_page_fault_retry(&env.mm, &mut s, sh.as_u64(), write) {
+            Err(FaultError::Retry) if retries < 5 => {
+                retries += 1;
+                crate::pagecache::filemap_fault_fill(&env.mm, file, 0, true).unwrap();
+            }
+            r => break r,
+        }
+    };
+    assert_eq!(retries, 0, "the stale page never answers Retry");
+    assert_eq!(result, Err(FaultError::Segv(SegvReason::BeyondEof)));
+    assert!(
+        !env.pte(&s, sh).is_writable(),
+        "the stale page stays read-only"
+    );
+    assert!(
+        f.mkwrites.lock().is_empty(),
+        "no blocks asked for a stale page"
+    );
+    crate::pagecache::unmap_mapping_range(&env.mm, &s, &f.cache, 0);
+    env.write(&mut s, sh, 1).unwrap();
+    assert_eq!(
+        Some(env.pte(&s, sh).frame()),
+        f.cache.cache_frame_for_test(0),
+        "the cache's page once unmapped"
+    );
+    assert!(env.pte(&s, sh).is_writable());
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}

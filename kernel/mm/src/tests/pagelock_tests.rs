@@ -438,3 +438,43 @@ fn direct_writes_and_punched_holes_wait_for_a_fill_in_progress() {
         env.finish(Vec::new());
     }
 }
+
+/// An `O_DIRECT` write that grows the file grows the cache's size before it waits for a page
+/// lock (`write_through`), so a truncation that runs while it waits is not undone: the store
+/// grew and was cut meanwhile, and the cache must end at the cut too. Before, the size grew
+/// after the walk over the cached pages and a truncation in between was lost (the cache said
+/// the file still reached the write's end).
+#[test]
+fn a_truncation_while_a_direct_write_waits_for_a_page_lock_is_kept() {
+    sleeping_waiter();
+    let env = Env::new();
+    let store = GatedStore::new(PAGE_SIZE);
+    store.open.store(true, Ordering::SeqCst);
+    let cache = FileCache::new(PAGE);
+    let mut buf = vec![0u8; 1];
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    let frame = cache.cache_frame_for_test(0).unwrap();
+    assert!(env.mm.frames().meta(frame).test_and_set(FrameFlags::LOCKED));
+    let new = vec![0xa5u8; 2 * PAGE_SIZE];
+    let stored = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            cache.write_through(&env.mm, 0, &new, |d| {
+                stored.store(true, Ordering::SeqCst);
+                Ok::<usize, MmError>(d.len())
+            })
+        });
+        while !stored.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        settle();
+        // The writer waits for page 0's lock; the file is cut to its first page meanwhile
+        // (the store first, then the cache: `ftruncate`).
+        cache.set_size(&env.mm, PAGE);
+        crate::pagecache::unlock_page(&env.mm, frame);
+        assert_eq!(writer.join().unwrap(), Ok(2 * PAGE_SIZE));
+    });
+    assert_eq!(cache.size(), PAGE, "the truncation is kept");
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
