@@ -13,22 +13,15 @@
 //! "BKL-free fault path".
 //!
 //! Two other parts of the kernel change with it: a fault in kernel mode that finds the lock
-//! taken waits while an unlocked fault is in flight ([`wait_for_unlocked_faults`]) instead of
-//! taking the holder for the interrupted code itself, and the `mmap_lock` wake hook takes the
-//! big lock when its caller does not hold it (`locking::wake`).
+//! taken waits for it like any reader (`vm::lock_at_kernel_fault`: a spin that only waited out
+//! in-flight unlocked faults deadlocked against their release's wake-up, which needs the big
+//! lock that spinner held), and the `mmap_lock` wake hook of a task takes the big lock when it
+//! does not hold it (`locking::wake`).
 #![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use cowlab_mm::AddressSpace;
-use cowlab_sync::{MmapLock, MmapReadPtlGuard};
-
 use crate::memory;
-
-/// Unlocked faults in progress on any CPU: raised before the lock is tried, lowered after its
-/// release. A kernel-mode fault that finds an address-space lock taken while this is not zero
-/// may be facing one of them, which ends without waiting for anything this CPU holds.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Faults resolved here since boot (for the in-kernel test and `/proc/cowlab/mmstat`-style
 /// reports).
@@ -43,9 +36,6 @@ pub fn fault_unlocked(cr2: u64, error_code: u64) -> bool {
     if crate::kcov::tracing_here() {
         return false;
     }
-    // x86 orders this locked increment before the lock's compare-exchange: a CPU that sees
-    // the lock taken by this fault then sees the count (`wait_for_unlocked_faults`).
-    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
     let done = crate::vm::with_current_lock(|shared| {
         let Some(mut aspace) = shared.try_read_ptl() else {
             return false;
@@ -59,8 +49,6 @@ pub fn fault_unlocked(cr2: u64, error_code: u64) -> bool {
         .is_ok()
     })
     .unwrap_or(false);
-    // Release: the lock's release (in the guard's drop above) is seen by whoever sees zero.
-    IN_FLIGHT.fetch_sub(1, Ordering::Release);
     if done {
         RESOLVED.fetch_add(1, Ordering::Relaxed);
     }
@@ -70,26 +58,4 @@ pub fn fault_unlocked(cr2: u64, error_code: u64) -> bool {
 /// Faults resolved without the big lock since boot.
 pub fn resolved() -> usize {
     RESOLVED.load(Ordering::Relaxed)
-}
-
-/// A kernel-mode fault (a user copy, under the big lock) found `shared` taken: while an
-/// unlocked fault is in flight it may be the holder, which never waits for this CPU except for
-/// a TLB shootdown (serviced here), so spin until the lock is free. `None` when no unlocked
-/// fault is in flight and the lock is still taken: the holder is the interrupted code itself.
-#[cold]
-#[inline(never)]
-pub fn wait_for_unlocked_faults(
-    shared: &MmapLock<AddressSpace>,
-) -> Option<MmapReadPtlGuard<'_, AddressSpace>> {
-    loop {
-        if let Some(held) = shared.try_read_ptl() {
-            return Some(held);
-        }
-        if IN_FLIGHT.load(Ordering::Acquire) == 0 {
-            return shared.try_read_ptl();
-        }
-        crate::smp::shootdown::service();
-        crate::smp::call::service();
-        core::hint::spin_loop();
-    }
 }

@@ -8,13 +8,12 @@
 //! to an exception-table fixup (a probe or user copy that expected it) or to the crash dump.
 //!
 //! Invariant: a fault takes the address space's `mmap_lock` for reading and its page-table lock
-//! (docs/locking.md). A fault from ring 3 waits for a writer like any reader; a fault in kernel
-//! mode (a user copy) takes both without waiting, because under the big kernel lock nobody else
-//! runs kernel code: a held lock belongs to the code the fault interrupted, and waiting would
-//! deadlock. Kernel code must not touch user memory while it holds an address-space lock; doing
-//! so panics with a message naming this rule. The one holder outside the big lock is a ring-3
-//! fault resolved without it (`fault_unlocked.rs`, `fault_bkl=0`), which a kernel-mode fault
-//! waits out (`fault_unlocked::wait_for_unlocked_faults`).
+//! (docs/locking.md). A fault from ring 3 waits for a writer like any reader; so does a fault in
+//! kernel mode (a user copy) when another task or CPU holds the lock (a writer asleep, a
+//! sibling's munmap, a ring-3 fault resolved without the big lock: `fault_unlocked.rs`,
+//! `fault_bkl=0`), sleeping or spinning as the lock's slow path does. Under its own task's
+//! write hold it would wait for itself: that access fails instead (`EFAULT` through the copy's
+//! fixup), reported once as the kernel bug it is ([`lock_at_kernel_fault`]).
 
 use alloc::sync::Arc;
 
@@ -223,12 +222,7 @@ fn lock_for_fault(
     match shared.try_read_ptl() {
         Some(held) => Ok(held),
         None if error_code & USER_FAULT != 0 => Ok(shared.read_ptl()),
-        // An unlocked fault (`fault_unlocked.rs`) on another CPU holds the page-table lock
-        // briefly with interrupts off: spin it out first; any other holder is waited for.
-        None => match crate::fault_unlocked::wait_for_unlocked_faults(shared) {
-            Some(held) => Ok(held),
-            None => lock_at_kernel_fault(shared, cr2),
-        },
+        None => lock_at_kernel_fault(shared, cr2),
     }
 }
 
