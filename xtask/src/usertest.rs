@@ -227,7 +227,7 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
     (
         "t_nobkl_fault",
         "t_nobkl_fault fault_bkl=0",
-        "fault_bkl=0 -- t_nobkl_fault",
+        "fault_bkl=0 -- t_nobkl_fault expect_unlocked=1",
     ),
     // A file three times memory through the page cache (clean pages reclaimed, frames back).
     // 16 MiB of frames, a 48 MiB file: 32 and 96 took 70 s of guest time under TCG.
