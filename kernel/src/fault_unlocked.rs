@@ -19,9 +19,20 @@
 //! does not hold it (`locking::wake`).
 #![deny(unsafe_code)]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::memory;
+
+/// Per CPU: inside [`fault_unlocked`] (interrupts are off there, so the flag stays this
+/// CPU's). The `mmap_lock` wake-up takes the big lock only here (`locking::wake`).
+static INSIDE: [AtomicBool; crate::percpu::MAX_CPUS] =
+    [const { AtomicBool::new(false) }; crate::percpu::MAX_CPUS];
+
+/// Whether this CPU is resolving a fault without the big lock (its lock release is the one
+/// `mmap_lock` release made without the big lock by a task).
+pub fn inside() -> bool {
+    INSIDE[crate::percpu::cpu_id()].load(Ordering::Relaxed)
+}
 
 /// Faults resolved here since boot (for the in-kernel test and `/proc/cowlab/mmstat`-style
 /// reports).
@@ -36,6 +47,8 @@ pub fn fault_unlocked(cr2: u64, error_code: u64) -> bool {
     if crate::kcov::tracing_here() {
         return false;
     }
+    let cpu = crate::percpu::cpu_id();
+    INSIDE[cpu].store(true, Ordering::Relaxed);
     let done = crate::vm::with_current_lock(|shared| {
         let Some(mut aspace) = shared.try_read_ptl() else {
             return false;
@@ -49,6 +62,7 @@ pub fn fault_unlocked(cr2: u64, error_code: u64) -> bool {
         .is_ok()
     })
     .unwrap_or(false);
+    INSIDE[cpu].store(false, Ordering::Relaxed);
     if done {
         RESOLVED.fetch_add(1, Ordering::Relaxed);
     }

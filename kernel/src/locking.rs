@@ -112,12 +112,12 @@ fn wake(channel: usize) {
     // the wake-up needs it (task table, run queues). Taking it here also closes the lost
     // wake-up window: a writer that saw this reader and set `SLEEPERS` holds the big lock until
     // it is asleep, so this cannot wake before it sleeps.
-    // Outside a task (an IPI handler holding a space for an in-kernel test, boot code) there is
-    // no unlocked fault to order against, and the big lock may be held for good by the CPU
-    // this one waits for (the boot CPU running the in-kernel tests): spinning for it there
-    // with interrupts off never ended (ktest `mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold`
-    // on 4 CPUs, and the next test found that CPU's call slot still taken).
-    if crate::proc::current_tid() == 0 {
+    // Only that release needs it: every other one runs under the big lock already, or in an
+    // IPI handler (an in-kernel test's holder on another CPU), where spinning for a lock the
+    // boot CPU keeps through the in-kernel tests never ended (ktest
+    // `mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold` on 4 CPUs, now and then:
+    // the first fix, "outside a task", missed an IPI that interrupted a kernel thread).
+    if !crate::fault_unlocked::inside() {
         crate::proc::wakeup(channel);
         return;
     }
