@@ -15,8 +15,8 @@
 //! Two other parts of the kernel change with it: a fault in kernel mode that finds the lock
 //! taken waits for it like any reader (`vm::lock_at_kernel_fault`: a spin that only waited out
 //! in-flight unlocked faults deadlocked against their release's wake-up, which needs the big
-//! lock that spinner held), and the `mmap_lock` wake hook of a task takes the big lock when it
-//! does not hold it (`locking::wake`).
+//! lock that spinner held), and the `mmap_lock` wake hook takes the big lock for a release made
+//! in here ([`inside`], `locking::wake`).
 #![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
