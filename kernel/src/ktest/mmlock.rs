@@ -18,6 +18,11 @@ use crate::vm::SharedAddressSpace;
 use crate::{memory, percpu, smp, time, vm};
 
 const BASE: u64 = 0x2000_0000;
+/// How long a CPU waits for another's step: generous, because under TCG with 4 vCPUs on a
+/// loaded 2-core host a vCPU can go seconds without the host CPU (CI-like run 4: the holder
+/// finished after the old 2 s bound, and the space was torn down under it). The waits end as
+/// soon as the step is done.
+const LOADED_HOST_MS: u64 = 30_000;
 
 /// The space another CPU's function works on (an IPI handler captures nothing).
 static TARGET: spin::Mutex<Option<SharedAddressSpace>> = spin::Mutex::new(None);
@@ -73,7 +78,7 @@ fn hold_for_writing() {
     };
     let held = shared.write();
     HELD.store(true, Ordering::Release);
-    let _ = wait_for(&COPYING, 2_000);
+    let _ = wait_for(&COPYING, LOADED_HOST_MS);
     let start = time::rdtsc();
     while time::rdtsc().wrapping_sub(start) < time::tsc_khz().max(1) * 20 {
         core::hint::spin_loop();
@@ -108,7 +113,7 @@ pub fn mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold() -> TestRes
         }
         // The call outlives this wait (the holder spins); it clears its slot when done.
         let _ = smp::call::run_on(cpu, hold_for_writing, 100);
-        let held = wait_for(&HELD, 2_000);
+        let held = wait_for(&HELD, LOADED_HOST_MS);
         // The second page, not faulted in yet.
         let ptr = UserPtr::<u64>::new(BASE + 4096 + 8)
             .map_err(|e| TestFailure(alloc::format!("{e:?}")))?;
@@ -116,7 +121,7 @@ pub fn mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold() -> TestRes
         let copied = ptr.write(&0xc0ffee).and_then(|()| ptr.read());
         let released_first = RELEASED.load(Ordering::Acquire);
         // The holder's call finishes before the space goes.
-        let done = wait_for(&RELEASED, 2_000);
+        let done = wait_for(&RELEASED, LOADED_HOST_MS);
         other = Some((held, copied, released_first, done));
     }
     drop(vm::switch_to(previous));
@@ -182,7 +187,7 @@ pub fn smp_ptl_spinner_services_tlb_shootdowns() -> TestResult {
         let held = shared.read_ptl();
         let root = cowlab_mm::addr::PhysAddr::new(held.root().as_u64());
         let _ = smp::call::run_on(cpu, spin_for_the_ptl, 100);
-        ensure!(wait_for(&HELD, 2_000), "the other CPU never ran");
+        ensure!(wait_for(&HELD, LOADED_HOST_MS), "the other CPU never ran");
         // Let it reach the page-table lock's spin (its flush waits either way).
         let start = time::rdtsc();
         while time::rdtsc().wrapping_sub(start) < time::tsc_khz().max(1) {
@@ -198,7 +203,7 @@ pub fn smp_ptl_spinner_services_tlb_shootdowns() -> TestResult {
         FLUSHED.store(true, Ordering::Release);
         drop(held);
         ensure!(
-            wait_for(&COPYING, 2_000),
+            wait_for(&COPYING, LOADED_HOST_MS),
             "the other CPU never got the page-table lock"
         );
         ensure!(
