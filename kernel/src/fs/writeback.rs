@@ -183,12 +183,16 @@ impl Tunable {
     }
 }
 
+/// Linux's `TMPBUFLEN - 1` in `proc_get_long`: a number (its sign and base prefix included)
+/// this long or longer is `EINVAL`.
+const SYSCTL_NUMBER_MAX: usize = 21;
+
 /// The first number of a sysctl write (Linux `proc_get_long`): white space (C `isspace`)
 /// skipped, an optional `-` (no `+`), digits in C's base 0 (`0x`/`0X` hex, a leading `0`
-/// octal, else decimal) that fit 64 bits, then the end or a space, tab or newline.
-/// `Ok(None)` for an empty write; `EINVAL` for one of white space only or anything else.
-/// Returns the sign, the magnitude and the bytes used (the number and the white space after
-/// it).
+/// octal, else decimal) that fit 64 bits, then the end or a space, tab or newline; from the
+/// sign to the last digit under [`SYSCTL_NUMBER_MAX`] bytes. `Ok(None)` for an empty write;
+/// `EINVAL` for one of white space only or anything else. Returns the sign, the magnitude and
+/// the bytes used (the number and the white space after it).
 fn parse_sysctl_number(data: &[u8]) -> Result<Option<(bool, u64, usize)>, Errno> {
     if data.is_empty() {
         return Ok(None);
@@ -198,6 +202,7 @@ fn parse_sysctl_number(data: &[u8]) -> Result<Option<(bool, u64, usize)>, Errno>
         .iter()
         .position(|&b| !is_space(b))
         .ok_or(Errno::EINVAL)?;
+    let first = at;
     let negative = data[at] == b'-';
     if negative {
         at += 1;
@@ -225,6 +230,13 @@ fn parse_sysctl_number(data: &[u8]) -> Result<Option<(bool, u64, usize)>, Errno>
             .ok_or(Errno::EINVAL)?;
     }
     let mut end = at + skip + len;
+    // Linux copies at most `TMPBUFLEN - 1` (21) bytes from the first non-space into a buffer
+    // and refuses a number that fills it (it may go on past it): the sign, a `0x` and the
+    // digits count, leading zeroes too (checked on the host, Linux 6.18: 20 such bytes are
+    // taken, 21 are `EINVAL`).
+    if end - first >= SYSCTL_NUMBER_MAX {
+        return Err(Errno::EINVAL);
+    }
     if let Some(&next) = data.get(end) {
         if !matches!(next, b' ' | b'\t' | b'\n') {
             return Err(Errno::EINVAL);
