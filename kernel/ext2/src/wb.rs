@@ -57,7 +57,23 @@ impl<D: BlockDevice> Ext2<D> {
                 break;
             }
         }
-        if covered > inode.size {
+        if failure.is_some() {
+            // The failed block's allocation may have linked indirect blocks for it before the
+            // disk filled (or the device failed): past the size the write reaches they map
+            // nothing, so they go, as Linux's `ext2_write_failed` truncates what a failed
+            // write allocated beyond `i_size`. Below the old size a hole stays a hole.
+            let size = match covered > off {
+                true => covered.max(inode.size),
+                false => inode.size,
+            };
+            if let Err(e) = self.free_blocks_from(ino, &mut inode, size.div_ceil(bs)) {
+                self.write_inode(ino, &inode)?;
+                return Err(e);
+            }
+        }
+        // Only bytes that got blocks move the size: a write refused at its first block leaves
+        // it (before, a write past the end that found the disk full grew it to the offset).
+        if covered > off && covered > inode.size {
             inode.size = covered;
             self.note_size(covered);
         }
@@ -73,6 +89,27 @@ impl<D: BlockDevice> Ext2<D> {
             Some(e) if covered == off => Err(e),
             _ => Ok(covered - off),
         }
+    }
+
+    /// Undoes the end of a buffered write that [`Self::write_begin`] prepared but the caller
+    /// could not finish (Linux `ext2_write_failed`): the page cache took only the bytes below
+    /// `keep` (a fill failed, or the count ended inside a page it could not complete), so a size
+    /// `write_begin` grew past `keep` comes back to it and the blocks it allocated past it are
+    /// freed (`ext2_truncate_blocks`). A size at or below `keep` is left alone: nothing of
+    /// this write lies beyond it.
+    pub fn write_failed(&mut self, ino: u32, keep: u64) -> Result<()> {
+        let mut inode = self.regular(ino)?;
+        if inode.size <= keep {
+            return Ok(());
+        }
+        self.writable()?;
+        let bs = u64::from(self.bs);
+        let freed = self.free_blocks_from(ino, &mut inode, keep.div_ceil(bs));
+        if freed.is_ok() {
+            inode.size = keep;
+        }
+        self.write_inode(ino, &inode)?;
+        freed
     }
 
     /// Where writeback stores logical blocks `[first, first + count)` of regular file `ino`:

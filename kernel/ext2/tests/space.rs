@@ -239,6 +239,7 @@ fn write_begin_allocates_at_the_call_and_writeback_maps() {
     assert!(read_all(&mut fs, f) == data);
     // Fill the disk: a write past every free block is cut short, then ENOSPC.
     let big = fs.create(root, b"big", 0o644, 0, 0).unwrap();
+    let spare = fs.create(root, b"spare", 0o644, 0, 0).unwrap();
     let left = fs.statfs().f_bfree;
     let n = fs.write_begin(big, 0, (left + 100) * 1024).unwrap();
     assert!(n > 0 && n < (left + 100) * 1024, "short count {n}");
@@ -254,5 +255,91 @@ fn write_begin_allocates_at_the_call_and_writeback_maps() {
     let (clean, out) = e2fsck(&img);
     assert!(clean, "e2fsck -fn after write_begin:\n{out}");
     assert!(debugfs(&img, "cat /wb") == data);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The number of free blocks brought to exactly `want`: the disk filled by `big`, cut back a
+/// block at a time until at least `want` are free, then `spare` takes the extra ones.
+fn leave_free(fs: &mut cowlab_ext2::Ext2<MemDevice>, root: u32, want: u64) {
+    let big = fs.create(root, b"big", 0o644, 0, 0).unwrap();
+    let spare = fs.create(root, b"spare", 0o644, 0, 0).unwrap();
+    let left = fs.statfs().f_bfree;
+    let n = fs.write_begin(big, 0, (left + 100) * 1024).unwrap();
+    let mut size = n;
+    while fs.statfs().f_bfree < want {
+        size -= 1024;
+        fs.truncate(big, size).unwrap();
+    }
+    let mut blocks = 0;
+    while fs.statfs().f_bfree > want {
+        assert_eq!(fs.write_begin(spare, blocks * 1024, 1024), Ok(1024));
+        blocks += 1;
+    }
+    fs.write(spare, 0, &vec![0u8; blocks as usize * 1024])
+        .unwrap();
+    assert_eq!(fs.statfs().f_bfree, want);
+}
+
+/// pcache3 (Linux `ext2_write_failed`): a buffered write that fails part-way keeps no block
+/// past the file's size. `write_begin` on a disk with one free block, for the first block
+/// past the twelve direct ones, needs an indirect block and a data block: it gets the indirect
+/// one, then `ENOSPC`; the indirect block is freed again (before, it stayed linked, mapping
+/// nothing, past the size) and the size is left alone. `write_failed` gives back the size and
+/// the blocks a prepared write allocated past the bytes the page cache took. e2fsck -fn is
+/// clean after both, and the freed blocks are free again.
+#[test]
+fn a_failed_write_keeps_no_block_past_the_size() {
+    let Some(mke2fs) = mke2fs_or_skip("write_failed") else {
+        return;
+    };
+    let dir = scratch("write_failed");
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, 1024, 2 * 1024, None, &[]);
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    // write_failed: 1000 bytes, a write to 9000 prepared, only 2500 taken.
+    let f = fs.create(root, b"short", 0o644, 0, 0).unwrap();
+    let free = fs.statfs().f_bfree;
+    assert_eq!(fs.write_begin(f, 0, 1000), Ok(1000));
+    assert_eq!(fs.write_begin(f, 1000, 8000), Ok(8000));
+    assert_eq!(free - fs.statfs().f_bfree, 9);
+    assert_eq!(fs.write_failed(f, 2500), Ok(()));
+    let st = fs.stat(f).unwrap();
+    assert_eq!(st.size, 2500, "the size the cache took");
+    assert_eq!(st.blocks, 3 * 2, "blocks 0..3 kept");
+    assert_eq!(free - fs.statfs().f_bfree, 3, "blocks 3..9 free again");
+    // Never grows nor cuts below the size.
+    assert_eq!(fs.write_failed(f, 4000), Ok(()));
+    assert_eq!(fs.stat(f).unwrap().size, 2500);
+    fs.write(f, 0, &pattern(1, 2500)).unwrap();
+    // A file of twelve direct blocks, one free block on the disk.
+    let d = fs.create(root, b"direct", 0o644, 0, 0).unwrap();
+    assert_eq!(fs.write_begin(d, 0, 12 * 1024), Ok(12 * 1024));
+    fs.write(d, 0, &pattern(2, 12 * 1024)).unwrap();
+    leave_free(&mut fs, root, 1);
+    assert_eq!(fs.write_begin(d, 12 * 1024, 1024), Err(Errno::ENOSPC));
+    assert_eq!(
+        fs.statfs().f_bfree,
+        1,
+        "the indirect block allocated for the failed block is free again"
+    );
+    let st = fs.stat(d).unwrap();
+    assert_eq!(
+        (st.size, st.blocks),
+        (12 * 1024, 24),
+        "size and blocks as before"
+    );
+    // A write past the end refused at its first block leaves the size.
+    assert_eq!(fs.write_begin(d, 20 * 1024, 1024), Err(Errno::ENOSPC));
+    assert_eq!(fs.stat(d).unwrap().size, 12 * 1024, "no hole grown");
+    assert_eq!(fs.statfs().f_bfree, 1);
+    let big = resolve(&mut fs, "/big").unwrap();
+    let bsize = fs.stat(big).unwrap().size;
+    fs.write(big, 0, &vec![0u8; bsize as usize]).unwrap();
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(clean, "e2fsck -fn after failed writes:\n{out}");
+    assert!(debugfs(&img, "cat /direct") == pattern(2, 12 * 1024));
+    assert!(debugfs(&img, "cat /short") == pattern(1, 2500));
     let _ = std::fs::remove_dir_all(&dir);
 }

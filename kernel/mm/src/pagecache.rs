@@ -81,6 +81,15 @@ pub trait BackingStore {
     /// Stores `data` (the first `data.len()` bytes of page `index`: the whole page, or the part
     /// below the cache's size) in the file, allocating blocks as needed.
     fn write_page(&self, index: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// A buffered write whose `begin` prepared more than the cache then took (a fill failed,
+    /// or a short count ended inside a page it could not complete) ends at `keep`, the file's
+    /// new size (Linux `ext2_write_failed`): the store gives back the size and the blocks that
+    /// `begin` added past it. Called with the write's page locks held, no spin lock. A store
+    /// whose `begin` allocates nothing has nothing to undo.
+    fn write_failed(&self, keep: u64) -> Result<(), Self::Error> {
+        let _ = keep;
+        Ok(())
+    }
 }
 
 /// One file's page cache.
@@ -727,6 +736,7 @@ impl FileCache {
         // before the page instead (as before) left those blocks inside the file's new size
         // with their old disk contents and no dirty page over them (and made a write whose
         // first page this was return 0).
+        let begun = n as u64;
         let mut short_fill_error = None;
         let end_at = offset + n as u64;
         if n > 0 && !end_at.is_multiple_of(PAGE) {
@@ -767,8 +777,33 @@ impl FileCache {
             page.2 |= len == PAGE_SIZE;
             done += len;
         }
-        inner.size = inner.size.max(offset + n as u64);
+        let size = inner.size.max(offset + n as u64);
+        inner.size = size;
+        // Linux `ext2_write_failed`: the store prepared blocks (and a size) up to `offset +
+        // begun`, the cache took less. The pages this write created past the new size leave the
+        // cache (they are locked, and nobody else could see a page past the end), then the
+        // store gives back what lies past it, before `write_end_pages` reads any page this
+        // write did not reach (which must not find the blocks just allocated there).
+        let trim = offset + begun > size;
+        if trim {
+            let cut = size.div_ceil(PAGE);
+            pages.retain(|&(frame, index, _)| {
+                if index < cut || inner.pages.get(&index) != Some(&frame) {
+                    return true;
+                }
+                inner.pages.remove(&index);
+                remove_cache_page(mm, frame);
+                unlock_page(mm, frame);
+                mm.put_page(frame);
+                false
+            });
+        }
         drop(inner);
+        if trim {
+            // A failure here (the device) leaves blocks past the size, for e2fsck to find,
+            // never data loss: the count the caller gets is the cache's.
+            let _ = store.write_failed(size);
+        }
         self.write_end_pages(mm, store, &mut pages);
         if n > 0 {
             self.note_dirtied();

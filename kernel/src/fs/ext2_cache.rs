@@ -140,6 +140,11 @@ impl BackingStore for Ext2Store {
         }
         Ok(())
     }
+
+    /// Only page locks held (`write_begin_end`): asleep on the filesystem, as `begin`.
+    fn write_failed(&self, keep: u64) -> Result<(), Errno> {
+        with_fs(|fs| fs.write_failed(self.ino, keep))
+    }
 }
 
 /// Registers one more open description of `ino`; the first creates the cache, sized from the

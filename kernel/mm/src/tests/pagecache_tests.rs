@@ -385,6 +385,93 @@ fn a_write_cut_inside_a_page_it_overwrites_keeps_the_stores_bytes() {
     env.finish(Vec::new());
 }
 
+/// A [`VecStore`] whose page `bad` cannot be read (`EIO`), recording the sizes a failed write
+/// was cut back to.
+struct BadPageStore {
+    inner: VecStore,
+    bad: u64,
+    failed: RefCell<Vec<u64>>,
+}
+
+impl BackingStore for BadPageStore {
+    type Error = MmError;
+
+    fn read_page(&self, index: u64, buf: &mut [u8], may_sleep: bool) -> Result<(), MmError> {
+        if index == self.bad {
+            return Err(MmError::Fault);
+        }
+        self.inner.read_page(index, buf, may_sleep)
+    }
+
+    fn write_page(&self, index: u64, src: &[u8]) -> Result<(), MmError> {
+        self.inner.write_page(index, src)
+    }
+
+    fn write_failed(&self, keep: u64) -> Result<(), MmError> {
+        self.failed.borrow_mut().push(keep);
+        Ok(())
+    }
+}
+
+/// pcache3 (Linux `ext2_write_failed`): a write whose `begin` prepared blocks up to some byte,
+/// of which the cache took less (the page where the count ends could not be read: `EIO`),
+/// tells the store the size it ended at, so the store frees the blocks and the size it added
+/// past it, and leaves no page of its own past the new end in the cache. Before, the store
+/// kept the blocks (and on ext2 a size) past the file's end, and the pages the write created
+/// past it stayed cached.
+#[test]
+fn a_write_that_fails_part_way_gives_back_what_it_prepared_past_the_end() {
+    let env = Env::new();
+    let size = 2 * PAGE + 1000;
+    let store = BadPageStore {
+        inner: VecStore::new(pattern(size as usize, 0x21)),
+        bad: 2,
+        failed: RefCell::new(Vec::new()),
+    };
+    let cache = FileCache::new(size);
+    // Pages 1 (partial, read), 2 (whole, inside the file: not read), 3 and 4 (whole, past the
+    // end), 5 (partial, past the end).
+    let offset = PAGE + 100;
+    let data = pattern(4 * PAGE_SIZE, 0x5a);
+    let n = cache
+        .write_begin_end(&env.mm, &store, offset, &data, |len| {
+            assert_eq!(len, 4 * PAGE);
+            // The store had blocks for only part of page 2.
+            Ok(2 * PAGE + 2000 - offset)
+        })
+        .unwrap();
+    assert_eq!(n as u64, 2 * PAGE - offset, "the write ends before page 2");
+    assert_eq!(cache.size(), size, "the size is the old one");
+    assert_eq!(
+        *store.failed.borrow(),
+        vec![size],
+        "the store was told to give back what it prepared past the size"
+    );
+    assert_eq!(
+        env.mm.stats().file_pages,
+        1,
+        "only page 1 stays cached: none past the end"
+    );
+    let mut back = vec![0u8; 2 * PAGE_SIZE];
+    assert_eq!(
+        cache
+            .read_at(&env.mm, &store.inner, PAGE, &mut back)
+            .unwrap(),
+        PAGE_SIZE + 1000
+    );
+    assert!(back[..100] == pattern(size as usize, 0x21)[PAGE_SIZE..PAGE_SIZE + 100]);
+    assert!(back[100..PAGE_SIZE] == data[..PAGE_SIZE - 100]);
+    // A write the store took wholly tells it nothing.
+    let n = cache
+        .write_begin_end(&env.mm, &store.inner, 0, &data[..10], |len| Ok(len))
+        .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(store.failed.borrow().len(), 1);
+    cache.writeback(&env.mm, &store.inner).unwrap();
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
 use super::gup_tests::{pin_one, PATHS};
 use crate::error::{FaultError, SegvReason};
 use crate::foll::FollFlags;
