@@ -18,7 +18,7 @@ use crate::aspace::{AddressSpace, USER_END};
 use crate::error::MmError;
 use crate::fault::{handle_mm_fault, populate_fault, FaultKind};
 use crate::mm::Mm;
-use crate::vma::VmaFlags;
+use crate::vma::{Sharing, Vma, VmaFlags};
 use crate::PAGE_SIZE;
 
 /// How a range is locked.
@@ -241,7 +241,7 @@ impl AddressSpace {
     }
 
     /// Linux `__mm_populate`: faults in every page of `[start, end)` of an accessible VMA,
-    /// for writing where the mapping is writable (a private page gets its own copy now);
+    /// for writing only where the mapping is private and writable ([`populate_fault_kind`]);
     /// holes are skipped; `NoMem` for a page that cannot be populated.
     pub fn populate<A: Arch>(
         &mut self,
@@ -292,9 +292,9 @@ impl AddressSpace {
             // A hole (unmapped by another thread between two batches, with the lock dropped)
             // is skipped to the next VMA, as Linux's `__mm_populate` does: the range's lock
             // flags are already set, and mlock returns 0.
-            let Some((prot, vma_end)) = self
+            let Some((prot, kind, vma_end)) = self
                 .find_vma(VirtAddr::new(va))
-                .map(|v| (v.prot(), v.end().as_u64()))
+                .map(|v| (v.prot(), populate_fault_kind(v), v.end().as_u64()))
             else {
                 match self.vmas.range(va + 1..end.as_u64()).next() {
                     Some((&next, _)) => {
@@ -311,11 +311,6 @@ impl AddressSpace {
                 va = stop;
                 continue;
             }
-            let kind = if prot.write() {
-                FaultKind::Write
-            } else {
-                FaultKind::Read
-            };
             while va < stop {
                 if budget == 0 {
                     return Ok(VirtAddr::new(va));
@@ -334,6 +329,20 @@ impl AddressSpace {
             }
         }
         Ok(end)
+    }
+}
+
+/// How populating (`mlock`, `MAP_LOCKED`, `mlockall`, `MAP_POPULATE`) faults a page of `vma`
+/// in (Linux `populate_vma_page_range`: `FOLL_WRITE` only when `VM_WRITE` is set and
+/// `VM_SHARED` is not): a private writable mapping for writing, so each page gets its own copy
+/// now and a later store does not fault; every other mapping for reading. A shared file
+/// mapping is populated clean and read-only (its first store still takes write-notify's
+/// fault), never dirtied whole by the lock: writeback would otherwise store every locked page.
+fn populate_fault_kind(vma: &Vma) -> FaultKind {
+    if vma.prot().write() && vma.sharing() == Sharing::Private {
+        FaultKind::Write
+    } else {
+        FaultKind::Read
     }
 }
 

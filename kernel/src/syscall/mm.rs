@@ -84,6 +84,10 @@ pub fn mmap(a: Args) -> SysResult {
                 a.get(5),
                 file.writable(),
             )?;
+            // pcache3: ext2 file mappings are populated too (MAP_POPULATE, MAP_LOCKED,
+            // MCL_FUTURE); before, only anonymous and shmem ones were.
+            map_populate(flags, va, len);
+            populate_if_locked(va, page_up(va.as_u64().saturating_add(len)));
             return Ok(va.as_u64());
         }
         let (obj, offset) = file.ops.mmap_target(a.get(5), len)?;
