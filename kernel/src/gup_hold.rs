@@ -47,6 +47,19 @@ impl<'m> ReschedHold<'m> {
             lets_go: 0,
         }
     }
+
+    /// A hold that lets the address space go only to fill a file page or let the filesystem
+    /// allocate its blocks (`MmapHold::unlocked`, the fault's `Retry`), never at the resched
+    /// point: the system calls that take user pages for I/O (O_DIRECT, vmsplice, io_uring
+    /// registration, gup_test), which before held the space locked across the whole walk and
+    /// so read file pages and ran `page_mkwrite` polling the filesystem under it. Their
+    /// callers hold the big kernel lock and no spin lock (the fill sleeps).
+    pub fn for_fills(lock: &'m MmapLock<AddressSpace>) -> Self {
+        ReschedHold {
+            lets_go: MAX_LETS_GO,
+            ..Self::new(lock)
+        }
+    }
 }
 
 impl MmapHold<KernelArch> for ReschedHold<'_> {

@@ -187,13 +187,19 @@ impl Machine {
             command.arg("-drive").arg(drive);
             command.args(["-device", "virtio-blk-pci,drive=vda,disable-modern=on"]);
         }
+        // pcache3: `root_bs=1024` attaches the 1 KiB-block variant of the root image.
+        let (cmdline, small_blocks) = crate::rootfs::take_small_blocks(&self.cmdline);
         if let Some((root, persist)) = &self.root {
-            command.args(crate::rootfs::qemu_args(root, *persist));
+            let root = match small_blocks {
+                true => crate::rootfs::small_blocks_path(root),
+                false => root.clone(),
+            };
+            command.args(crate::rootfs::qemu_args(&root, *persist));
         }
-        if !self.cmdline.is_empty() {
+        if !cmdline.is_empty() {
             command.arg("-fw_cfg").arg(format!(
                 "name=opt/cowlab/cmdline,string={}",
-                escape_option(&self.cmdline)
+                escape_option(&cmdline)
             ));
         }
         if self.gdb {

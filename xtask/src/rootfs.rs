@@ -24,6 +24,42 @@ pub fn path(target: &Path) -> PathBuf {
     target.join("cowlab-root.img")
 }
 
+/// The block size of the variant image (pcache3): 1 KiB, four blocks to a page, so the page
+/// cache's partial-page block allocation, holes and truncation inside a page, and the
+/// writeback of a page whose blocks are not contiguous run on a real disk.
+pub const SMALL_BLOCK_SIZE: u32 = 1024;
+
+/// The kernel command-line token that attaches the 1 KiB-block variant instead of the root
+/// image (xtask's own: [`take_small_blocks`] removes it before the kernel sees the line).
+pub const SMALL_BLOCKS_TOKEN: &str = "root_bs=1024";
+
+/// The variant built beside `root` with the same files and [`SMALL_BLOCK_SIZE`] blocks.
+pub fn small_blocks_path(root: &Path) -> PathBuf {
+    root.with_file_name("cowlab-root-1k.img")
+}
+
+/// `cmdline` without [`SMALL_BLOCKS_TOKEN`], and whether it was there.
+pub fn take_small_blocks(cmdline: &str) -> (String, bool) {
+    let (before, after) = match cmdline.split_once("-- ") {
+        Some((b, a)) => (b, Some(a)),
+        None => (cmdline, None),
+    };
+    let kept: Vec<&str> = before
+        .split_whitespace()
+        .filter(|t| *t != SMALL_BLOCKS_TOKEN)
+        .collect();
+    let found = kept.len() != before.split_whitespace().count();
+    let mut out = kept.join(" ");
+    if let Some(after) = after {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str("-- ");
+        out.push_str(after);
+    }
+    (if found { out } else { cmdline.to_owned() }, found)
+}
+
 /// Lays out the tree the image holds under `stage` (emptied first): `files` (name in the root,
 /// host path) and the empty directories `/etc`, `/home`, `/tmp` (`/tmp` sticky and world-writable
 /// as on Linux; the kernel mounts its tmpfs there).
@@ -96,12 +132,25 @@ pub fn ensure(target: &Path, files: &[(String, PathBuf)], keep: bool) -> Result<
     let bytes = stage_tree(&stage, files)?;
     // Twice the files (block rounding, inode tables) plus free room, in KiB for mke2fs.
     let kib = (2 * bytes + FREE_BYTES).div_ceil(1024);
-    cowlab_boot::replace_atomically(&out, |temp| {
-        let output = Command::new(&mke2fs)
-            .args(["-q", "-F", "-t", "ext2", "-b", &BLOCK_SIZE.to_string()])
+    make_image(&mke2fs, &stage, &out, kib, BLOCK_SIZE)?;
+    make_image(
+        &mke2fs,
+        &stage,
+        &small_blocks_path(&out),
+        kib,
+        SMALL_BLOCK_SIZE,
+    )?;
+    Ok(out)
+}
+
+/// `mke2fs -t ext2 -b BLOCK -d STAGE` into `out` (replaced atomically), `kib` KiB.
+fn make_image(mke2fs: &Path, stage: &Path, out: &Path, kib: u64, block: u32) -> Result<()> {
+    cowlab_boot::replace_atomically(out, |temp| {
+        let output = Command::new(mke2fs)
+            .args(["-q", "-F", "-t", "ext2", "-b", &block.to_string()])
             .args(["-L", "cowlab-root", "-E", "root_owner=0:0"])
             .arg("-d")
-            .arg(&stage)
+            .arg(stage)
             .arg(temp)
             .arg(format!("{kib}k"))
             .output()
@@ -114,8 +163,7 @@ pub fn ensure(target: &Path, files: &[(String, PathBuf)], keep: bool) -> Result<
             );
         }
         Ok(())
-    })?;
-    Ok(out)
+    })
 }
 
 /// The QEMU options that attach `image` as the second virtio-blk disk (`vdb`).
@@ -137,6 +185,23 @@ pub fn qemu_args(image: &Path, persist: bool) -> Vec<std::ffi::OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_small_blocks_token_is_taken_before_the_program() {
+        assert_eq!(
+            take_small_blocks("root_bs=1024 -- t_pc3_k1 root_bs=1024"),
+            ("-- t_pc3_k1 root_bs=1024".to_owned(), true)
+        );
+        assert_eq!(
+            take_small_blocks("mem=16 root_bs=1024 -- t_x"),
+            ("mem=16 -- t_x".to_owned(), true)
+        );
+        assert_eq!(take_small_blocks("-- t_x"), ("-- t_x".to_owned(), false));
+        assert_eq!(
+            small_blocks_path(Path::new("/t/cowlab-root.img")),
+            Path::new("/t/cowlab-root-1k.img")
+        );
+    }
 
     #[test]
     fn qemu_args_snapshot_unless_persist() {

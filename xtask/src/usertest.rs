@@ -236,6 +236,14 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_pagecache big mem=16",
         "mem=16 -- t_pagecache big",
     ),
+    // pcache3 (issue 12): the page cache over blocks of 1 KiB (four to a page), on the
+    // 1 KiB-block variant of the root image (`root_bs=1024`: xtask attaches it instead and
+    // takes the token off the kernel's line); the program checks the block size it got.
+    (
+        "t_pc3_smallblk",
+        "t_pc3_smallblk root_bs=1024",
+        "root_bs=1024 -- t_pc3_smallblk . 1024",
+    ),
     // fuzzhang: init holds a 64 MiB memfd until it powers off; its last close, on init's own
     // exit path, frees in batches with pauses, and the power-off must not cut one short (the
     // frame count at the end: 15,872 frames short before the fix).
@@ -262,6 +270,8 @@ const OWN_CPUS: &[(&str, u32)] = &[
     ("t_smp2_groupstop", 2),
     // nobkl: faults without the big lock race munmap/mprotect/fork on another CPU.
     ("t_nobkl_fault", 2),
+    // pcache3: an O_DIRECT write growing a file races ftruncate on another CPU.
+    ("t_pc3_dirace", 2),
 ];
 
 /// The least CPU count of a boot with kernel command line `cmdline` (1 if its program has no

@@ -123,6 +123,31 @@ pub fn pin_user_pages_fast<A: Arch>(
     gup_fast_fallback(mm, aspace, start, flags, pages)
 }
 
+/// [`get_user_pages`] or [`pin_user_pages`] (`pin`), through the fast path first if `fast`,
+/// over a hold that may let the address space go: a file page not cached yet, or a
+/// write-notify fault that needs the filesystem's blocks, is filled with the address space
+/// unlocked and then looked up again (Linux's `VM_FAULT_RETRY` for a caller that passes
+/// `FAULT_FLAG_ALLOW_RETRY`), as the page fault does, instead of polling the filesystem
+/// with the lock held. The kernel's system calls that take user pages (O_DIRECT, vmsplice,
+/// io_uring registration, gup_test) come here.
+pub fn user_pages_held<A: Arch>(
+    mm: &Mm<A>,
+    hold: &mut dyn MmapHold<A>,
+    start: VirtAddr,
+    gup_flags: FollFlags,
+    pin: bool,
+    fast: bool,
+    pages: &mut [Option<PinnedPage>],
+) -> Result<usize, MmError> {
+    let entry = if pin { Entry::Pin } else { Entry::Get };
+    let flags = valid_gup_flags(gup_flags, entry)?;
+    if fast {
+        gup_fast_fallback(mm, hold, start, flags, pages)
+    } else {
+        get_user_pages_locked(mm, hold, start, flags, pages)
+    }
+}
+
 /// Only the lockless fast path, over a shared `&AddressSpace` (Linux
 /// `get_user_pages_fast_only`): the number of leading pages taken, possibly 0. A caller that
 /// wants the rest takes the address-space lock and continues with [`get_user_pages`] at
@@ -447,14 +472,14 @@ fn follow_page_pte<A: Arch>(
 /// `internal_get_user_pages_fast`).
 fn gup_fast_fallback<A: Arch>(
     mm: &Mm<A>,
-    aspace: &mut AddressSpace,
+    aspace: &mut dyn MmapHold<A>,
     start: VirtAddr,
     flags: FollFlags,
     pages: &mut [Option<PinnedPage>],
 ) -> Result<usize, MmError> {
     let start = start.align_down();
     check_range(start, pages.len())?;
-    let nr = gup_fast(mm, &aspace.shared, start, flags, pages);
+    let nr = gup_fast(mm, &aspace.aspace().shared, start, flags, pages);
     if nr == pages.len() {
         return Ok(nr);
     }

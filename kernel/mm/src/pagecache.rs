@@ -82,11 +82,13 @@ pub trait BackingStore {
     /// below the cache's size) in the file, allocating blocks as needed.
     fn write_page(&self, index: u64, data: &[u8]) -> Result<(), Self::Error>;
     /// A buffered write whose `begin` prepared more than the cache then took (a fill failed,
-    /// or a short count ended inside a page it could not complete) ends at `keep`, the file's
-    /// new size (Linux `ext2_write_failed`): the store gives back the size and the blocks that
-    /// `begin` added past it. Called with the write's page locks held, no spin lock. A store
-    /// whose `begin` allocates nothing has nothing to undo.
-    fn write_failed(&self, keep: u64) -> Result<(), Self::Error> {
+    /// or a short count ended inside a page it could not complete) has ended (Linux
+    /// `ext2_write_failed`): the store gives back the size and the blocks that `begin` added
+    /// past the cache's size, which it asks `keep` for ([`FileCache::trim_target`]) under the
+    /// lock its `begin` takes, so no write starts in between; `None`: another write is in
+    /// flight and will ask again. Called with no lock held. A store whose `begin` allocates
+    /// nothing has nothing to undo.
+    fn write_failed(&self, keep: &dyn Fn() -> Option<u64>) -> Result<(), Self::Error> {
         let _ = keep;
         Ok(())
     }
@@ -147,6 +149,10 @@ static PAGE_WAITERS: AtomicUsize = AtomicUsize::new(0);
 /// held (mmstat `page_lock_waits`).
 pub static FILE_FILLS: AtomicU64 = AtomicU64::new(0);
 pub static PAGE_LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
+/// Fills and `page_mkwrite` calls made by a fault that could not let its address space go
+/// (mmstat `file_polled`): the filesystem polled with the address-space lock held. Only the
+/// kernel's user copies (a kernel-mode fault) and host tests' bare holds do that.
+pub static FILE_POLLED: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the kernel's page-lock wait and wake.
 pub fn set_page_waiter(waiter: PageWaiter) {
@@ -223,6 +229,13 @@ enum Slot {
 struct Inner {
     size: u64,
     pages: BTreeMap<u64, PhysAddr>,
+    /// Buffered writes between their start and their end ([`FileCache::write_begin_end`]):
+    /// while any is in flight, blocks and a size the store prepared past the cache's size may
+    /// be another write's, not yet copied in.
+    writers: u32,
+    /// A write took less than its store prepared, while another was in flight: the last
+    /// writer out gives back what lies past the size then ([`FileCache::trim_target`]).
+    trim_pending: bool,
 }
 
 impl FileCache {
@@ -232,6 +245,8 @@ impl FileCache {
             inner: Mutex::new(Inner {
                 size,
                 pages: BTreeMap::new(),
+                writers: 0,
+                trim_pending: false,
             }),
             dirtied_when: AtomicU64::new(0),
             fills: AtomicU64::new(0),
@@ -327,12 +342,18 @@ impl FileCache {
 
     /// Writes `data` at `offset` through to the store and into the cache (an `O_DIRECT` write,
     /// Linux `filemap_write_and_wait_range` + the direct write + `invalidate_inode_pages2_range`):
-    /// `store_write` stores the bytes and says how many it took; those are then copied into
-    /// the pages already cached, each locked meanwhile ([`Self::for_each_cached_locked`]), which
-    /// keep their `DIRTY` state (a page not cached is read from the store when next needed),
-    /// and the size grows to cover them. A fill that read the store's old bytes before the
+    /// `store_write` stores the bytes and says how many it took, and grows the cache's size
+    /// with the store's ([`Self::grow_size`]) under the store's own lock, so that a truncation
+    /// (the store's, then the cache's) is ordered against both; this call never grows it. The
+    /// bytes are then copied into the pages already cached, each locked meanwhile
+    /// ([`Self::for_each_cached_locked`]), which keep their `DIRTY` state (a page not cached is
+    /// read from the store when next needed). A fill that read the store's old bytes before the
     /// store changed holds its page's lock until its copy is in: the update waits for it and
     /// then overwrites it, so no stale byte stays cached (nor resurrects after the update).
+    /// A truncation that ran after the store cut the cache's pages past its size and zeroed
+    /// the tail of its last one: the copy stops at the size read under the page's lock (which
+    /// keeps truncation off that page), so no written byte lands past the end of the file,
+    /// where a later growth would show it instead of zeroes.
     pub fn write_through<A: Arch, E>(
         &self,
         mm: &Mm<A>,
@@ -342,19 +363,23 @@ impl FileCache {
     ) -> Result<usize, E> {
         let n = store_write(data)?.min(data.len());
         let end = offset + n as u64;
-        // The size grows with the store, before the walk may sleep on a page lock: a
-        // truncation that runs meanwhile (the store's, then the cache's) must not be undone.
-        {
-            let mut inner = self.inner.lock();
-            inner.size = inner.size.max(end);
-        }
         self.for_each_cached_locked(mm, offset, end, |frame, index| {
             let from = (index * PAGE).max(offset);
-            let to = ((index + 1) * PAGE).min(end);
-            let src = &data[(from - offset) as usize..(to - offset) as usize];
-            mm.write_frame_bytes(frame + from % PAGE, src);
+            let to = ((index + 1) * PAGE).min(end).min(self.size());
+            if from < to {
+                let src = &data[(from - offset) as usize..(to - offset) as usize];
+                mm.write_frame_bytes(frame + from % PAGE, src);
+            }
         });
         Ok(n)
+    }
+
+    /// Grows the size to `end` if it is smaller (a direct write's end, Linux `i_size_write`
+    /// under the inode lock at the end of the write): the caller holds the lock that orders it
+    /// against truncation of the store.
+    pub fn grow_size(&self, end: u64) {
+        let mut inner = self.inner.lock();
+        inner.size = inner.size.max(end);
     }
 
     /// Calls `f(frame, index)` on each page cached in `[start, end)` that is `UPTODATE`, with
@@ -684,6 +709,43 @@ impl FileCache {
         data: &[u8],
         begin: impl FnOnce(u64) -> Result<u64, S::Error>,
     ) -> Result<usize, S::Error> {
+        self.inner.lock().writers += 1;
+        let r = self.write_begin_end_inner(mm, store, offset, data, begin);
+        let trim = {
+            let mut inner = self.inner.lock();
+            inner.writers -= 1;
+            inner.writers == 0 && inner.trim_pending
+        };
+        if trim {
+            // A failure here (the device) leaves blocks past the size, for e2fsck to find,
+            // never data loss: the count the caller gets is the cache's.
+            let _ = store.write_failed(&|| self.trim_target());
+        }
+        r
+    }
+
+    /// The size a store gives back what it prepared past (Linux `ext2_write_failed`'s
+    /// `i_size`), asked by the store under the lock its `begin` takes: `None` while a buffered
+    /// write is in flight (what lies past the size may be its prepared blocks; the last one out
+    /// asks again), else the size, the request then done.
+    pub fn trim_target(&self) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        if inner.writers > 0 {
+            inner.trim_pending = true;
+            return None;
+        }
+        inner.trim_pending = false;
+        Some(inner.size)
+    }
+
+    fn write_begin_end_inner<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        data: &[u8],
+        begin: impl FnOnce(u64) -> Result<u64, S::Error>,
+    ) -> Result<usize, S::Error> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(S::Error::from(MmError::Inval))?;
@@ -781,11 +843,12 @@ impl FileCache {
         inner.size = size;
         // Linux `ext2_write_failed`: the store prepared blocks (and a size) up to `offset +
         // begun`, the cache took less. The pages this write created past the new size leave the
-        // cache (they are locked, and nobody else could see a page past the end), then the
-        // store gives back what lies past it, before `write_end_pages` reads any page this
-        // write did not reach (which must not find the blocks just allocated there).
+        // cache now (they are locked, and nobody else could see a page past the end); the
+        // store gives back what lies past the size when the last write in flight ends
+        // (`write_begin_end`), so no other write's prepared blocks are freed under it.
         let trim = offset + begun > size;
         if trim {
+            inner.trim_pending = true;
             let cut = size.div_ceil(PAGE);
             pages.retain(|&(frame, index, _)| {
                 if index < cut || inner.pages.get(&index) != Some(&frame) {
@@ -799,11 +862,6 @@ impl FileCache {
             });
         }
         drop(inner);
-        if trim {
-            // A failure here (the device) leaves blocks past the size, for e2fsck to find,
-            // never data loss: the count the caller gets is the cache's.
-            let _ = store.write_failed(size);
-        }
         self.write_end_pages(mm, store, &mut pages);
         if n > 0 {
             self.note_dirtied();
@@ -1265,6 +1323,7 @@ pub(crate) fn fault_page<A: Arch>(
     if may_retry {
         return Err(FileFault::Retry);
     }
+    FILE_POLLED.fetch_add(1, Ordering::Relaxed);
     cache
         .get_page(mm, &Fill(file), index, false)
         .map_err(fill_error)?
@@ -1404,6 +1463,7 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
     // filesystem across a fill of this file and need the spin lock next: see
     // `write_begin_end`); whether truncation took the page meanwhile is checked after, under
     // the spin lock, which then keeps truncation and writeback off until the page is dirty.
+    FILE_POLLED.fetch_add(1, Ordering::Relaxed);
     file.page_mkwrite(index, len, false).map_err(|e| match e {
         MmError::NoMem => FaultError::Oom,
         _ => FaultError::Segv(SegvReason::BeyondEof),
@@ -1449,6 +1509,58 @@ pub fn folio_mkclean<A: Arch>(
     }
     flush.flush(mm.arch(), aspace.shared());
     vmas
+}
+
+/// Removes from one address space the mappings of `cache`'s file pages `[first, last)` that map
+/// the cache's own frames (Linux `unmap_mapping_range` without `even_cows`, as
+/// `truncate_pagecache_range` calls it for a punched hole): a shared mapping loses them, a
+/// private one its PTEs of cache pages but not its COW copies (those are the process's own
+/// data, not the file's). The next access refaults and finds what the cache holds now (the
+/// punched range's zeroes). The VMAs stay.
+pub fn unmap_mapping_pages<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &crate::aspace::AddressSpace,
+    cache: &FileCache,
+    first: u64,
+    last: u64,
+) {
+    use crate::vma::{Backing, Sharing};
+    use crate::VirtAddr;
+    for vma in aspace.vmas() {
+        let Backing::File(file, pgoff) = vma.backing() else {
+            continue;
+        };
+        if !core::ptr::eq(file.0.cache(), cache) {
+            continue;
+        }
+        let pages = (vma.end().as_u64() - vma.start().as_u64()) / PAGE;
+        let (lo, hi) = (first.max(*pgoff), last.min(pgoff + pages));
+        if lo >= hi {
+            continue;
+        }
+        let va = |index: u64| VirtAddr::new(vma.start().as_u64() + (index - pgoff) * PAGE);
+        if vma.sharing() == Sharing::Shared {
+            crate::munmap::zap_pages(mm, aspace.shared(), va(lo), va(hi));
+            continue;
+        }
+        // Private: only the runs of PTEs that map cache frames, each zapped at once.
+        let mut run: Option<u64> = None;
+        for index in lo..=hi {
+            let cached = index < hi
+                && aspace
+                    .translate(mm, va(index))
+                    .filter(|pte| pte.is_present())
+                    .is_some_and(|pte| mm.frames().meta(pte.frame()).test(FrameFlags::PAGECACHE));
+            match (cached, run) {
+                (true, None) => run = Some(index),
+                (false, Some(from)) => {
+                    crate::munmap::zap_pages(mm, aspace.shared(), va(from), va(index));
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Removes from one address space every mapping of `cache`'s file pages from index `first` on

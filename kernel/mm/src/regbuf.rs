@@ -19,10 +19,10 @@ use alloc::vec::Vec;
 
 use crate::addr::VirtAddr;
 use crate::arch::Arch;
-use crate::aspace::{user_range, AddressSpace};
+use crate::aspace::user_range;
 use crate::error::MmError;
 use crate::foll::FollFlags;
-use crate::gup::{pin_user_pages_fast, unpin_user_pages_dirty_lock};
+use crate::gup::{unpin_user_pages_dirty_lock, user_pages_held, MmapHold};
 use crate::mm::Mm;
 use crate::pin::DmaFromDevice;
 use crate::pin::{PinnedPage, UnpinDirty};
@@ -45,7 +45,7 @@ pub struct RegisteredBuffer {
 #[doc(alias = "io_sqe_buffer_register")]
 pub fn register_buffer<A: Arch>(
     mm: &Mm<A>,
-    aspace: &mut AddressSpace,
+    hold: &mut dyn MmapHold<A>,
     va: VirtAddr,
     len: usize,
 ) -> Result<RegisteredBuffer, MmError> {
@@ -60,7 +60,7 @@ pub fn register_buffer<A: Arch>(
         .map_err(|_| MmError::NoMem)?;
     pages.resize_with(npages, || None);
     let flags = FollFlags::WRITE | FollFlags::LONGTERM;
-    match pin_user_pages_fast(mm, aspace, first, flags, &mut pages) {
+    match user_pages_held(mm, hold, first, flags, true, true, &mut pages) {
         Ok(n) if n == npages => Ok(RegisteredBuffer {
             start: va,
             len,

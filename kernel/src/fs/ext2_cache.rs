@@ -141,9 +141,13 @@ impl BackingStore for Ext2Store {
         Ok(())
     }
 
-    /// Only page locks held (`write_begin_end`): asleep on the filesystem, as `begin`.
-    fn write_failed(&self, keep: u64) -> Result<(), Errno> {
-        with_fs(|fs| fs.write_failed(self.ino, keep))
+    /// No lock held (`write_begin_end`): asleep on the filesystem, under which `keep` is asked,
+    /// so no write's `begin` runs between the answer and the trim.
+    fn write_failed(&self, keep: &dyn Fn() -> Option<u64>) -> Result<(), Errno> {
+        with_fs(|fs| match keep() {
+            Some(size) => fs.write_failed(self.ino, size),
+            None => Ok(()),
+        })
     }
 }
 
@@ -317,6 +321,21 @@ pub fn unmap_past(cache: &FileCache, size: u64) {
             cache,
             size.div_ceil(PAGE),
         );
+    }
+}
+
+/// A hole was punched over `[start, end)`: every process's mappings of the whole pages in it
+/// are removed (Linux `truncate_pagecache_range` -> `unmap_mapping_range` without
+/// `even_cows`: private COW copies stay), so the next access refaults and sees the zeroes.
+/// Partial pages at the edges stay mapped; their punched bytes are zeroed in place.
+pub fn unmap_punched(cache: &FileCache, start: u64, end: u64) {
+    let (first, last) = (start.div_ceil(PAGE), end / PAGE);
+    if first >= last {
+        return;
+    }
+    let mm = memory::mm();
+    for space in mappers_of(cache) {
+        cowlab_mm::pagecache::unmap_mapping_pages(mm, &space.read_ptl(), cache, first, last);
     }
 }
 

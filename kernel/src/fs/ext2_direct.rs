@@ -110,9 +110,24 @@ fn chunk(
             Op::Read => fs.block_map(ino, first, count)?,
             Op::Write => fs.direct_write_begin(ino, pos, len as u64)?,
         };
-        Ok(move_extents(
-            op, device, &pages, addr, len, pos, bs, &blocks,
-        ))
+        let moved = move_extents(op, device, &pages, addr, len, pos, bs, &blocks);
+        if op == Op::Write {
+            // Under the filesystem lock, so a truncation (the disk's, then the cache's) is
+            // ordered against both: the cache's size grows with the disk's here, never after
+            // the lock went (which undid a truncation run meanwhile). A transfer cut short
+            // gives back the size and blocks `direct_write_begin` prepared past what reached
+            // the disk (Linux `ext2_write_failed` after a direct write).
+            let done = *moved.as_ref().unwrap_or(&0) as u64;
+            cache.grow_size(pos + done);
+            if done < len as u64 {
+                // Not while a buffered write is in flight (the blocks past the size may be
+                // its): the last one out trims then.
+                if let Some(size) = cache.trim_target() {
+                    fs.write_failed(ino, size)?;
+                }
+            }
+        }
+        Ok(moved)
     })
     .and_then(|r| r);
     let mm = memory::mm();
@@ -204,24 +219,18 @@ fn zero_user(pages: &[PinnedPage], base: u64, uaddr: u64, n: usize) -> Result<()
     Ok(())
 }
 
-/// After a direct write of `n` bytes at `pos`: the cache's size covers them, and the pages of
-/// the range it still holds get the bytes (read from the pinned user pages), so every reader
+/// After a direct write of `n` bytes at `pos` (the cache's size grew with the disk's, under
+/// the filesystem lock): the pages of the range it still holds get the bytes (read from the pinned user pages), so every reader
 /// and mapping sees what the disk now has.
 fn refresh_cache(cache: &FileCache, pages: &[PinnedPage], addr: u64, n: usize, pos: u64) {
     let mm = memory::mm();
     if cache.cached_pages() == 0 {
-        if pos + n as u64 > cache.size() {
-            cache.set_size(mm, pos + n as u64);
-        }
         return;
     }
     let mut data = Vec::new();
     if data.try_reserve_exact(n).is_err() {
         // No memory for the copy: drop what can be dropped rather than keep stale pages.
         cache.drop_clean(mm);
-        if pos + n as u64 > cache.size() {
-            cache.set_size(mm, pos + n as u64);
-        }
         return;
     }
     data.resize(n, 0);

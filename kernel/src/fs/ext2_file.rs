@@ -337,6 +337,7 @@ impl FileOps for Ext2File {
         };
         if result.is_ok() && mode as u32 & FALLOC_FL_PUNCH_HOLE != 0 {
             self.cache.zero_range(memory::mm(), offset, end);
+            ext2_cache::unmap_punched(&self.cache, offset, end);
         }
         let size = with_fs(|fs| fs.stat(self.ino))?.size;
         if size > self.cache.size() {

@@ -103,14 +103,15 @@ fn take(
 ) -> Result<usize, Errno> {
     let mm = memory::mm();
     let shared = current_aspace();
-    let mut aspace = shared.read_ptl();
+    let mut hold = crate::gup_hold::ReschedHold::for_fills(&shared);
     let va = VirtAddr::new(addr);
-    let n = match entry {
-        Entry::GetFast => gup::get_user_pages_fast(mm, &mut aspace, va, flags, slots),
-        Entry::PinFast => gup::pin_user_pages_fast(mm, &mut aspace, va, flags, slots),
-        Entry::Get => gup::get_user_pages(mm, &mut aspace, va, flags, slots),
-        Entry::Pin => gup::pin_user_pages(mm, &mut aspace, va, flags, slots),
-    }?;
+    let (pin, fast) = match entry {
+        Entry::GetFast => (false, true),
+        Entry::PinFast => (true, true),
+        Entry::Get => (false, false),
+        Entry::Pin => (true, false),
+    };
+    let n = gup::user_pages_held(mm, &mut hold, va, flags, pin, fast, slots)?;
     Ok(n)
 }
 

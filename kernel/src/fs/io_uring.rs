@@ -776,7 +776,7 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
         rlimit::account_locked_vm(&mut reg.locked, pages as u64)?;
         let pinned = register_buffer(
             mm,
-            &mut shared.read_ptl(),
+            &mut crate::gup_hold::ReschedHold::for_fills(&shared),
             VirtAddr::new(iov.base),
             iov.len as usize,
         );

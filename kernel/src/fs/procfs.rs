@@ -638,6 +638,11 @@ fn mmstat() -> String {
             "page_lock_waits",
             cowlab_mm::pagecache::PAGE_LOCK_WAITS.load(core::sync::atomic::Ordering::Relaxed),
         ),
+        // pcache3 (issue 12): fills and page_mkwrite calls that polled the filesystem.
+        (
+            "file_polled",
+            cowlab_mm::pagecache::FILE_POLLED.load(core::sync::atomic::Ordering::Relaxed),
+        ),
         // nobkl (issue 16): ring-3 faults resolved without the big kernel lock (`fault_bkl=0`).
         ("faults_unlocked", crate::fault_unlocked::resolved() as u64),
         // thp2 (issue 14)

@@ -317,16 +317,20 @@ pub fn cmdline(snap: &Snapshot) -> Result<Vec<u8>, Errno> {
     let Some(shared) = &snap.aspace else {
         return Ok(Vec::new());
     };
-    let mut aspace = shared.read_ptl();
-    let layout = aspace.exec_layout().clone();
+    // A hold that lets go to fill a file page (the arguments may lie in a file mapping a
+    // program pointed them at), as the other GUP callers.
+    let mut hold = crate::gup_hold::ReschedHold::for_fills(shared);
+    let layout = cowlab_mm::gup::MmapHold::aspace(&mut hold)
+        .exec_layout()
+        .clone();
     let len = layout
         .arg_end
         .saturating_sub(layout.arg_start)
         .min(64 * 1024) as usize;
     let mut buf = alloc::vec![0u8; len];
-    let n = cowlab_mm::gup::access_process_vm_read(
+    let n = cowlab_mm::gup::access_process_vm_read_held(
         memory::mm(),
-        &mut aspace,
+        &mut hold,
         VirtAddr::new(layout.arg_start),
         &mut buf,
     )

@@ -39,11 +39,13 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             let first = va & !0xfff;
             let nr = ((end - first).div_ceil(4096) as usize).min(VMSPLICE_BATCH);
             let mut pages: [Option<PinnedPage>; VMSPLICE_BATCH] = Default::default();
-            let got = cowlab_mm::gup::get_user_pages_fast(
+            let got = cowlab_mm::gup::user_pages_held(
                 mm,
-                &mut aspace.read_ptl(),
+                &mut crate::gup_hold::ReschedHold::for_fills(&aspace),
                 cowlab_mm::VirtAddr::new(first),
                 cowlab_mm::foll::FollFlags::NONE,
+                false,
+                true,
                 &mut pages[..nr],
             )
             .unwrap_or(0);

@@ -203,13 +203,10 @@ pub fn take_user_pages(op: Op, addr: u64, len: usize) -> Result<Vec<PinnedPage>,
     let mut slots: Vec<Option<PinnedPage>> = (0..count).map(|_| None).collect();
     let shared = proc::current_aspace();
     let taken = {
-        let mut aspace = shared.read_ptl();
+        let mut hold = crate::gup_hold::ReschedHold::for_fills(&shared);
         let va = VirtAddr::new(first);
-        if rules::dma_uses_foll_pin(mm.era()) {
-            gup::pin_user_pages_fast(mm, &mut aspace, va, flags, &mut slots)
-        } else {
-            gup::get_user_pages_fast(mm, &mut aspace, va, flags, &mut slots)
-        }
+        let pin = rules::dma_uses_foll_pin(mm.era());
+        gup::user_pages_held(mm, &mut hold, va, flags, pin, true, &mut slots)
     };
     match taken {
         Ok(n) if n == count => Ok(slots.into_iter().map(|s| s.expect("taken")).collect()),

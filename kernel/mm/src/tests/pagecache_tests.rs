@@ -310,6 +310,7 @@ fn write_through_updates_cached_pages_and_the_store() {
                 s.resize(end, 0);
             }
             s[at as usize..end].copy_from_slice(d);
+            cache.grow_size(end as u64);
             Ok::<usize, MmError>(d.len())
         })
         .unwrap();
@@ -407,8 +408,10 @@ impl BackingStore for BadPageStore {
         self.inner.write_page(index, src)
     }
 
-    fn write_failed(&self, keep: u64) -> Result<(), MmError> {
-        self.failed.borrow_mut().push(keep);
+    fn write_failed(&self, keep: &dyn Fn() -> Option<u64>) -> Result<(), MmError> {
+        if let Some(keep) = keep() {
+            self.failed.borrow_mut().push(keep);
+        }
         Ok(())
     }
 }
@@ -468,6 +471,44 @@ fn a_write_that_fails_part_way_gives_back_what_it_prepared_past_the_end() {
     assert_eq!(n, 10);
     assert_eq!(store.failed.borrow().len(), 1);
     cache.writeback(&env.mm, &store.inner).unwrap();
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
+/// pcache3: a truncation that runs between an `O_DIRECT` write's store (which grew the size)
+/// and its walk over the cached pages (the kernel's store runs under the filesystem lock, the
+/// walk after it) is kept: the walk neither grows the size again nor copies the write's bytes
+/// past the new end into the last page, whose tail stays zero (a later growth of the file
+/// shows zeroes there). Before, the size came back to the write's end and the tail held the
+/// written bytes.
+#[test]
+fn a_direct_write_keeps_a_truncation_that_ran_after_its_store() {
+    let env = Env::new();
+    let store = VecStore::new(pattern(PAGE_SIZE, 4));
+    let cache = FileCache::new(PAGE);
+    let mut buf = vec![0u8; 1];
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    let data = vec![0xa5u8; 2 * PAGE_SIZE];
+    let n = cache
+        .write_through(&env.mm, 0, &data, |d| {
+            cache.grow_size(d.len() as u64);
+            // ftruncate(100) meanwhile: the store, then the cache.
+            store.data.borrow_mut().truncate(100);
+            cache.set_size(&env.mm, 100);
+            Ok::<usize, MmError>(d.len())
+        })
+        .unwrap();
+    assert_eq!(n, 2 * PAGE_SIZE);
+    assert_eq!(cache.size(), 100, "the truncation is kept");
+    assert_eq!(env.mm.stats().file_pages, 1, "no page past the end");
+    cache.set_size(&env.mm, PAGE);
+    let mut back = vec![0xffu8; PAGE_SIZE];
+    assert_eq!(
+        cache.read_at(&env.mm, &store, 0, &mut back).unwrap(),
+        PAGE_SIZE
+    );
+    assert!(back[..100].iter().all(|&b| b == 0xa5), "the written bytes");
+    assert!(back[100..].iter().all(|&b| b == 0), "zeroes past the cut");
     cache.evict(&env.mm);
     env.finish(Vec::new());
 }
