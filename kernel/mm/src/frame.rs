@@ -21,6 +21,13 @@ mod hugetlb_pool;
 pub use huge::{BLOCK_FRAMES, BLOCK_ORDER};
 pub use hugetlb_pool::HugeCounts;
 
+#[cfg(test)]
+std::thread_local! {
+    /// Host tests: how often this thread took the free list's lock to free frames (one per
+    /// frame freed alone, one per batch), to check that long frees are batched.
+    pub(crate) static FREE_LIST_LOCKS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 /// Frame flags, one bit each, stored in [`FrameMeta::flags`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct FrameFlags(u32);
@@ -707,6 +714,8 @@ impl FrameTable {
                 "freeing frame {frame:#x} that is still mapped or pinned"
             );
         }
+        #[cfg(test)]
+        FREE_LIST_LOCKS.with(|n| n.set(n.get() + 1));
         let mut list = self.free.lock();
         for &frame in frames {
             let meta = self.meta(frame);
@@ -737,6 +746,8 @@ impl FrameTable {
             "freeing frame {frame:#x} that is still mapped or pinned"
         );
         let pfn = frame.pfn() as u32;
+        #[cfg(test)]
+        FREE_LIST_LOCKS.with(|n| n.set(n.get() + 1));
         let mut list = self.free.lock();
         meta.refcount.store(0, Ordering::Relaxed);
         meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);

@@ -1040,10 +1040,23 @@ impl FileCache {
                 }
             }
         };
+        // The cache's references go in batches (issue 17: a large clean file's eviction took
+        // the free list's lock once per page): each page leaves the cache and is unlocked
+        // (its waiters hold references of their own), then its reference goes into the batch.
+        let mut batch = FreeBatch::new();
         for (_, frame) in pages {
-            remove_cache_page(mm, frame);
+            clear_dirty(mm, frame);
+            mm.frames().meta(frame).clear_flags(
+                FrameFlags::PAGECACHE
+                    | FrameFlags::WRITEBACK
+                    | FrameFlags::UPTODATE
+                    | MAPPED_TO_DISK,
+            );
+            stats::dec(&mm.counters.file_pages);
             unlock_page(mm, frame);
+            batch.put(mm, frame);
         }
+        batch.finish(mm);
     }
 }
 

@@ -1173,3 +1173,34 @@ fn a_write_fault_on_a_truncated_page_not_yet_unmapped_does_not_retry() {
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// Issue 17: evicting a large clean cache (unmount, the last close of an unlinked file) puts
+/// its frames on the free list in batches, one lock acquisition per `FREE_BATCH` frames, not
+/// one per page (before: 200 for 200 pages).
+#[test]
+fn evicting_a_large_cache_frees_in_batches() {
+    use crate::frame::FREE_LIST_LOCKS;
+    let env = Env::new();
+    let pages = 200;
+    let store = VecStore::new(pattern(pages * PAGE_SIZE, 8));
+    let cache = FileCache::new((pages * PAGE_SIZE) as u64);
+    let mut buf = vec![0u8; pages * PAGE_SIZE];
+    cache.read_at(&env.mm, &store, 0, &mut buf).unwrap();
+    assert_eq!(env.mm.stats().file_pages, pages as u64);
+    let free = env.mm.frames().free_frames();
+    let before = FREE_LIST_LOCKS.with(|n| n.get());
+    cache.evict(&env.mm);
+    let locks = FREE_LIST_LOCKS.with(|n| n.get()) - before;
+    assert_eq!(
+        env.mm.frames().free_frames(),
+        free + pages,
+        "every page freed"
+    );
+    assert_eq!(env.mm.stats().file_pages, 0);
+    assert_eq!(
+        locks,
+        pages.div_ceil(crate::freebatch::FREE_BATCH) as u64,
+        "batched"
+    );
+    env.finish(Vec::new());
+}
