@@ -116,8 +116,18 @@ impl<D: BlockDevice> Ext2<D> {
     /// their disk blocks in order, 0 for a block at or past the size (nothing to store: the
     /// file was truncated since the pages were dirtied). A hole below the size (a page dirtied
     /// behind the mappings' backs, by a device writing into a pinned page) is allocated here,
-    /// so its `ENOSPC` is the writeback's error, as on Linux.
-    pub fn writeback_blocks(&mut self, ino: u32, first: u64, count: u64) -> Result<Vec<u32>> {
+    /// so its `ENOSPC` is the writeback's error, as on Linux, unless `zeroes(i)` says the
+    /// caller's data for block `first + i` are all zeroes: then it stays a hole (0), which
+    /// reads the same. With blocks smaller than a page, a page written in part has holes
+    /// beside its written blocks; Linux writes only a page's dirty, mapped buffers and leaves
+    /// those holes, where this allocated them (found on a 1 KiB-block image).
+    pub fn writeback_blocks(
+        &mut self,
+        ino: u32,
+        first: u64,
+        count: u64,
+        zeroes: impl Fn(u64) -> bool,
+    ) -> Result<Vec<u32>> {
         let mut inode = self.regular(ino)?;
         let bs = u64::from(self.bs);
         let live = inode.size.div_ceil(bs);
@@ -137,6 +147,10 @@ impl<D: BlockDevice> Ext2<D> {
             if blk != 0 {
                 goal = blk + 1;
                 blocks.push(blk);
+                continue;
+            }
+            if zeroes(lblk - first) {
+                blocks.push(0);
                 continue;
             }
             self.writable()?;

@@ -227,12 +227,21 @@ fn write_begin_allocates_at_the_call_and_writeback_maps() {
         4000,
         "a write inside keeps the size"
     );
-    let map = fs.writeback_blocks(f, 0, 6).unwrap();
+    let map = fs.writeback_blocks(f, 0, 6, |_| false).unwrap();
     assert!(map[..4].iter().all(|&b| b != 0), "{map:?}");
     assert_eq!(&map[4..], &[0, 0], "past the size: nothing to store");
     // A hole below the size (grown by truncate) is allocated by writeback.
     fs.truncate(f, 6000).unwrap();
-    let map = fs.writeback_blocks(f, 4, 2).unwrap();
+    let free = fs.statfs().f_bfree;
+    let map = fs.writeback_blocks(f, 4, 2, |i| i == 0).unwrap();
+    assert_eq!(map[0], 0, "a hole whose data are zeroes stays a hole");
+    assert!(map[1] != 0, "{map:?}");
+    assert_eq!(
+        free - fs.statfs().f_bfree,
+        1,
+        "only the other was allocated"
+    );
+    let map = fs.writeback_blocks(f, 4, 2, |_| false).unwrap();
     assert!(map.iter().all(|&b| b != 0), "{map:?}");
     let data = pattern(3, 6000);
     fs.write(f, 0, &data).unwrap();

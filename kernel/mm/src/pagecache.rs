@@ -1492,6 +1492,22 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
     Ok(())
 }
 
+/// Whether bytes `[off, off + len)` of cache page `frame` are all zero (writeback, whose batch
+/// holds a reference on the page: a hole under zeroes need not get a block).
+pub fn cache_bytes_are_zero<A: Arch>(mm: &Mm<A>, frame: PhysAddr, off: usize, len: usize) -> bool {
+    let mut buf = [0u8; 256];
+    let mut at = off;
+    while at < off + len {
+        let n = buf.len().min(off + len - at);
+        mm.read_frame_bytes(frame + at as u64, &mut buf[..n]);
+        if buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        at += n;
+    }
+    true
+}
+
 /// Write-notify for one address space (Linux `folio_mkclean`, per mapping of the file): every
 /// PTE of the shared mappings of `cache`'s file is made read-only (and its hardware dirty bit
 /// cleared), with the TLB flushed, so the next store to any of its pages faults and dirties the

@@ -453,8 +453,20 @@ fn write_run(
     let bs = u64::from(fs.block_size());
     let per_page = PAGE / bs;
     let first = run[0].0 * per_page;
+    // A hole under a page's zeroes stays a hole (a page written in part, blocks smaller than
+    // a page); the batch's references keep the frames.
+    let mm = memory::mm();
+    let zeroes = |i: u64| {
+        let frame = run[(i / per_page) as usize].1;
+        cowlab_mm::pagecache::cache_bytes_are_zero(
+            mm,
+            frame,
+            ((i % per_page) * bs) as usize,
+            bs as usize,
+        )
+    };
     let blocks = fs
-        .writeback_blocks(ino, first, run.len() as u64 * per_page)
+        .writeback_blocks(ino, first, run.len() as u64 * per_page, zeroes)
         .map_err(super::ext2_mount::errno)?;
     let mut j = 0;
     while j < blocks.len() {
