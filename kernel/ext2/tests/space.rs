@@ -248,7 +248,6 @@ fn write_begin_allocates_at_the_call_and_writeback_maps() {
     assert!(read_all(&mut fs, f) == data);
     // Fill the disk: a write past every free block is cut short, then ENOSPC.
     let big = fs.create(root, b"big", 0o644, 0, 0).unwrap();
-    let spare = fs.create(root, b"spare", 0o644, 0, 0).unwrap();
     let left = fs.statfs().f_bfree;
     let n = fs.write_begin(big, 0, (left + 100) * 1024).unwrap();
     assert!(n > 0 && n < (left + 100) * 1024, "short count {n}");

@@ -466,7 +466,7 @@ fn a_write_that_fails_part_way_gives_back_what_it_prepared_past_the_end() {
     assert!(back[100..PAGE_SIZE] == data[..PAGE_SIZE - 100]);
     // A write the store took wholly tells it nothing.
     let n = cache
-        .write_begin_end(&env.mm, &store.inner, 0, &data[..10], |len| Ok(len))
+        .write_begin_end(&env.mm, &store.inner, 0, &data[..10], Ok)
         .unwrap();
     assert_eq!(n, 10);
     assert_eq!(store.failed.borrow().len(), 1);
