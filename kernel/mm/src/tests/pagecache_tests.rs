@@ -1204,3 +1204,41 @@ fn evicting_a_large_cache_frees_in_batches() {
     );
     env.finish(Vec::new());
 }
+
+/// pcache3 (Linux `populate_vma_page_range`): mlock of a shared writable file mapping
+/// populates it for reading: every page mapped, read-only, none dirty, no `page_mkwrite`; the
+/// first store still takes write-notify's fault. A private writable one gets its own copies.
+/// Before, populate faulted every writable mapping for writing and dirtied the whole file.
+#[test]
+fn mlock_populates_a_shared_file_mapping_clean() {
+    use crate::mlock::LockMode;
+    let env = Env::new();
+    let f = test_file(3 * PAGE_SIZE);
+    let mut s = env.space();
+    let sh = map_file(&env, &mut s, &f, 3, true);
+    s.mlock(&env.mm, sh, 3 * PAGE_SIZE, LockMode::Populate, u64::MAX)
+        .unwrap();
+    for i in 0..3 {
+        let pte = s.translate(&env.mm, sh + i * PAGE).expect("populated");
+        assert!(!pte.is_writable(), "page {i} mapped read-only");
+    }
+    assert_eq!(env.mm.stats().file_dirty, 0, "nothing dirtied");
+    assert!(f.mkwrites.lock().is_empty(), "no page_mkwrite");
+    env.write(&mut s, sh + PAGE, 1).unwrap();
+    assert_eq!(env.mm.stats().file_dirty, 1, "the store dirties its page");
+    let pv = map_file(&env, &mut s, &f, 3, false);
+    s.mlock(&env.mm, pv, 3 * PAGE_SIZE, LockMode::Populate, u64::MAX)
+        .unwrap();
+    for i in 0..3 {
+        assert!(
+            env.flags(env.frame(&s, pv + i * PAGE))
+                .contains(FrameFlags::ANON_EXCLUSIVE),
+            "private page {i} copied"
+        );
+    }
+    assert_eq!(env.mm.stats().file_dirty, 1);
+    env.check(&[&s]);
+    s.exit(&env.mm);
+    f.cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
