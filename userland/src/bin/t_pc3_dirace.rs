@@ -13,7 +13,7 @@
 //! A page of the file stays cached and mapped throughout (a shared mapping the main thread
 //! reads), so the direct write's update of cached pages runs each time. Everywhere (cowlab and
 //! the host, in a directory on a disk filesystem that takes O_DIRECT). Arguments: the
-//! directory, then `rounds=N` (default 40).
+//! directory, then `rounds=N` (default 16: a short boot in the CI tier).
 #![no_std]
 #![no_main]
 
@@ -60,7 +60,7 @@ fn main() -> i32 {
                 .and_then(|s| s.strip_prefix("rounds=")?.parse().ok())
         })
         .next()
-        .unwrap_or(40);
+        .unwrap_or(16);
     let pid = cowlab_userland::sys::getpid();
     let name = format!("{base}/t_pc3_dirace.{pid}");
     let path = P::new(&name);
