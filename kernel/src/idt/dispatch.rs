@@ -22,13 +22,19 @@ pub fn breakpoint_count() -> u64 {
 }
 
 /// Called by `trap_common` with interrupts disabled and all registers saved in `*frame`; the
-/// registers are restored from `*frame` when it returns.
+/// registers this function may clobber are restored from `*frame` when it returns. The
+/// callee-saved ones are not reloaded (`entry.rs`): no trap handler may change them in the
+/// frame (checked in debug kernels).
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    #[cfg(debug_assertions)]
+    let saved = frame.callee_saved();
     if frame.cs & 3 == 3 {
         user_trap(frame);
     } else {
         kernel_trap(frame);
     }
+    #[cfg(debug_assertions)]
+    frame.assert_callee_saved(saved);
 }
 
 /// A trap taken in kernel mode. Not inlined: its logging and fixup paths would otherwise give
