@@ -58,7 +58,7 @@ fn kernel_trap(frame: &mut TrapFrame) {
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
             if vm::is_user_address(cr2) {
-                match vm::handle_page_fault(cr2, frame.error_code) {
+                match vm::handle_page_fault::<false>(cr2, frame.error_code) {
                     Ok(()) => return,
                     Err(cowlab_mm::FaultError::Oom) if kernel_oom_may_retry(frame) => {
                         if crate::proc::oom::out_of_memory() == crate::proc::oom::OomAction::Retry {
@@ -155,7 +155,7 @@ fn user_trap(frame: &mut TrapFrame) {
 #[inline(always)]
 fn user_page_fault(frame: &mut TrapFrame, cr2: u64) {
     use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
-    match vm::handle_page_fault(cr2, frame.error_code) {
+    match vm::handle_page_fault::<true>(cr2, frame.error_code) {
         Ok(()) => {}
         // The memory manager's signal and si_code: SIGSEGV with SEGV_MAPERR or SEGV_ACCERR,
         // SIGBUS with BUS_ADRERR past the end of a shmem object.
