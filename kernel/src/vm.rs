@@ -145,11 +145,18 @@ pub fn is_user_address(addr: u64) -> bool {
 /// The page-fault path for user addresses: asks the memory manager to resolve the fault at
 /// `cr2` against the current address space. `Ok` means the faulting instruction can be retried.
 /// Called from the trap handler with interrupts disabled; no logging here (hot path).
+///
+/// `RING3`: the fault was taken in ring 3 (`user_trap`), not by the kernel's own access to
+/// user memory (`kernel_trap`: a user copy); it decides how a busy lock is waited for
+/// ([`lock_for_fault`]). Always inlined, one instance per caller: with one function (and its
+/// closure) shared by both callers LLVM called it out of line, a frame, call and return on
+/// every ring-3 fault; `kernel_trap` is itself out of line, so its copy costs only code size.
 #[doc(alias = "exc_page_fault")]
-#[inline]
-pub fn handle_page_fault(cr2: u64, error_code: u64) -> Result<(), FaultError> {
+#[inline(always)]
+pub fn handle_page_fault<const RING3: bool>(cr2: u64, error_code: u64) -> Result<(), FaultError> {
+    debug_assert_eq!(RING3, error_code & USER_FAULT != 0);
     let result = with_current_raw(|shared| {
-        let mut aspace = lock_for_fault(shared, cr2, error_code)?;
+        let mut aspace = lock_for_fault(shared, cr2, RING3)?;
         cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
     })
     .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
@@ -172,7 +179,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
     // The VMA's file and page index, taken under the lock and held (the file stays open
     // with the reference) while the lock is dropped.
     let target = with_current_raw(|shared| {
-        let aspace = lock_for_fault(shared, cr2, error_code).ok()?;
+        let aspace = lock_for_fault(shared, cr2, error_code & USER_FAULT != 0).ok()?;
         let va = cowlab_mm::VirtAddr::new(cr2);
         let vma = aspace.find_vma(va)?;
         // A store through a shared file mapping: the file's block allocation
@@ -191,7 +198,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
         }
     }
     let result = with_current_raw(|shared| {
-        let mut aspace = lock_for_fault(shared, cr2, error_code)?;
+        let mut aspace = lock_for_fault(shared, cr2, error_code & USER_FAULT != 0)?;
         cowlab_mm::handle_x86_page_fault_retry(memory::mm(), &mut aspace, cr2, error_code)
     })
     .unwrap_or(Err(FaultError::Segv(cowlab_mm::SegvReason::NoMapping)));
@@ -212,16 +219,17 @@ const WRITE_FAULT: u64 = 1 << 1;
 /// The fault's hold on the address space: one compare-exchange takes the read hold and the
 /// page-table lock; otherwise the holder is waited for (a writer, or a reader's page-table
 /// work), unless a kernel-mode fault's own task holds it for writing: then the fault fails
-/// (`Segv`: a user copy takes its fixup, `EFAULT`).
+/// (`Segv`: a user copy takes its fixup, `EFAULT`). `ring3`: the fault was taken in ring 3
+/// (the error code's U/S bit).
 #[inline]
 fn lock_for_fault(
     shared: &MmapLock<AddressSpace>,
     cr2: u64,
-    error_code: u64,
+    ring3: bool,
 ) -> Result<MmapReadPtlGuard<'_, AddressSpace>, FaultError> {
     match shared.try_read_ptl() {
         Some(held) => Ok(held),
-        None if error_code & USER_FAULT != 0 => Ok(shared.read_ptl()),
+        None if ring3 => Ok(shared.read_ptl()),
         None => lock_at_kernel_fault(shared, cr2),
     }
 }

@@ -22,13 +22,19 @@ pub fn breakpoint_count() -> u64 {
 }
 
 /// Called by `trap_common` with interrupts disabled and all registers saved in `*frame`; the
-/// registers are restored from `*frame` when it returns.
+/// registers this function may clobber are restored from `*frame` when it returns. The
+/// callee-saved ones are not reloaded (`entry.rs`): no trap handler may change them in the
+/// frame (checked in debug kernels).
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    #[cfg(debug_assertions)]
+    let saved = frame.callee_saved();
     if frame.cs & 3 == 3 {
         user_trap(frame);
     } else {
         kernel_trap(frame);
     }
+    #[cfg(debug_assertions)]
+    frame.assert_callee_saved(saved);
 }
 
 /// A trap taken in kernel mode. Not inlined: its logging and fixup paths would otherwise give
@@ -52,7 +58,7 @@ fn kernel_trap(frame: &mut TrapFrame) {
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
             if vm::is_user_address(cr2) {
-                match vm::handle_page_fault(cr2, frame.error_code) {
+                match vm::handle_page_fault::<false>(cr2, frame.error_code) {
                     Ok(()) => return,
                     Err(cowlab_mm::FaultError::Oom) if kernel_oom_may_retry(frame) => {
                         if crate::proc::oom::out_of_memory() == crate::proc::oom::OomAction::Retry {
@@ -149,7 +155,7 @@ fn user_trap(frame: &mut TrapFrame) {
 #[inline(always)]
 fn user_page_fault(frame: &mut TrapFrame, cr2: u64) {
     use crate::proc::signal::{force_fault, SIGBUS, SIGSEGV};
-    match vm::handle_page_fault(cr2, frame.error_code) {
+    match vm::handle_page_fault::<true>(cr2, frame.error_code) {
         Ok(()) => {}
         // The memory manager's signal and si_code: SIGSEGV with SEGV_MAPERR or SEGV_ACCERR,
         // SIGBUS with BUS_ADRERR past the end of a shmem object.

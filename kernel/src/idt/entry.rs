@@ -52,6 +52,33 @@ pub struct TrapFrame {
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
+impl TrapFrame {
+    /// The callee-saved registers of the SysV ABI (RBX, RBP, R12-R15). The ways back from a
+    /// trap and from `sysretq`'s system calls do not reload them: the Rust code between entry
+    /// and exit preserves them, so they still hold the frame's values, as long as nothing
+    /// rewrites them in the frame. Only `rt_sigreturn` and `execve` do, and both leave through
+    /// `cowlab_trap_return`'s full restore (their frames' vectors are no longer the system
+    /// call's); debug kernels check the rest with [`Self::assert_callee_saved`].
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    pub fn callee_saved(&self) -> [u64; 6] {
+        [self.rbx, self.rbp, self.r12, self.r13, self.r14, self.r15]
+    }
+
+    /// Panics if the frame's callee-saved registers differ from `saved` (taken at entry): a
+    /// handler changed one in a frame whose exit would not restore it.
+    #[track_caller]
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    pub fn assert_callee_saved(&self, saved: [u64; 6]) {
+        assert_eq!(
+            self.callee_saved(),
+            saved,
+            "callee-saved register changed in a frame that leaves without reloading them \
+             (vector {:#x})",
+            self.vector
+        );
+    }
+}
+
 global_asm!(
     ".pushsection .text.cowlab_trap_entry, \"ax\"",
     ".p2align 4",
@@ -152,7 +179,26 @@ global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    call {dispatch}",
-    // Also the way into ring 3 for a new process: its kernel stack holds a TrapFrame here.
+    // Back from a trap: RBX, RBP and R12-R15 still hold the frame's values (`trap_dispatch`
+    // preserves them, SysV ABI, and no trap handler rewrites them: `TrapFrame::callee_saved`),
+    // so only the nine registers it may clobber are reloaded.
+    "    mov rax, [rsp]",
+    "    mov rcx, [rsp + 2 * 8]",
+    "    mov rdx, [rsp + 3 * 8]",
+    "    mov rsi, [rsp + 4 * 8]",
+    "    mov rdi, [rsp + 5 * 8]",
+    "    mov r8, [rsp + 7 * 8]",
+    "    mov r9, [rsp + 8 * 8]",
+    "    mov r10, [rsp + 9 * 8]",
+    "    mov r11, [rsp + 10 * 8]",
+    // The fifteen registers, the vector and the error code.
+    "    add rsp, 17 * 8",
+    "    test qword ptr [rsp + 8], 3",
+    "    jz 3f",
+    "    swapgs",
+    "3:  iretq",
+    // Every register from the frame: the way into ring 3 for a new process (its kernel stack
+    // holds a TrapFrame here) and after a system call that rewrote its frame.
     ".global cowlab_trap_return",
     "cowlab_trap_return:",
     "    pop rax",

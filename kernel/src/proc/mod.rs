@@ -332,6 +332,20 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
 
 /// Runs `f` on the current task's group record. Panics outside a task, as `with_current`.
 pub fn with_group<R>(f: impl FnOnce(&mut Group) -> R) -> R {
+    with_group_inline(f)
+}
+
+/// The parent's pid (`getppid`): [`with_group`] inlined into the system call, the benchmark's
+/// null call (out of line: a call, a frame and a return around the lock and the load).
+#[inline(always)]
+pub fn current_parent() -> Pid {
+    with_group_inline(|g| g.parent)
+}
+
+/// [`with_group`]'s body, inlined where a caller asks for it ([`current_parent`]); the other
+/// callers keep their out-of-line instances, as before.
+#[inline(always)]
+fn with_group_inline<R>(f: impl FnOnce(&mut Group) -> R) -> R {
     let group = current_group();
     // SAFETY: a non-null `CURRENT_GROUP` is the running task's `Arc<Mutex<Group>>` target (set
     // by the scheduler before it runs the task, cleared when it is back); the task holds that
@@ -484,11 +498,17 @@ pub fn on_tick() {
 /// entry made a task runnable. One test gates all three: the OR of the run queues' kick set,
 /// [`KILLED_LIVE`] and [`SIGNAL_WORK`] (every CPU's bits), each looked at precisely in
 /// [`return_work`] (another CPU's pending signal bit only costs this CPU a trip there).
+///
+/// Only on the way back to ring 3, where a task always runs: only `execve` makes a ring-3
+/// frame, and only tasks exec; the scheduler sets [`CURRENT`] before a task first enters ring
+/// 3. (A test of [`CURRENT`] here cost every system call and fault 3 instructions.)
 #[inline]
 pub fn on_return_to_user(frame: &mut TrapFrame) {
-    if percpu::read::<CURRENT>() == 0 {
-        return;
-    }
+    debug_assert_ne!(
+        percpu::read::<CURRENT>(),
+        0,
+        "return to ring 3 outside a task"
+    );
     if !switch::canary_intact_below(percpu::read::<CURRENT_STACK_TOP>()) {
         stack_overflow();
     }

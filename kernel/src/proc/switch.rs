@@ -143,13 +143,12 @@ pub fn enable_sse() {
 }
 
 /// Whether the canary of the kernel stack whose top is `top` (a `KernelStack::top` of a live
-/// stack, or 0 for none) is intact: the check of every return to ring 3, from the top the
-/// scheduler recorded, without finding the task.
+/// stack) is intact: the check of every return to ring 3, from the top the scheduler recorded,
+/// without finding the task. Only the idle loop has no stack top (0), and it never returns to
+/// ring 3 (a test for 0 here cost every return 2 instructions).
 #[inline]
 pub fn canary_intact_below(top: u64) -> bool {
-    if top == 0 {
-        return true;
-    }
+    debug_assert_ne!(top, 0, "return to ring 3 without a task's kernel stack");
     // The canary's upper half only (one 64-bit compare, not two, on every return to ring 3):
     // the stack grows down, so an overflow reaches the upper half (the higher address) first.
     let upper = top.wrapping_sub(KERNEL_STACK_SIZE as u64 - 8) as *const u64;

@@ -142,18 +142,25 @@ static NARROWS: [bool; 512] = {
     let mut table = [false; 512];
     let mut nr = 0;
     while nr < table.len() {
-        let w = widths(nr as u64);
-        let mut i = 0;
-        while i < w.len() {
-            if !matches!(w[i], L) {
-                table[nr] = true;
-            }
-            i += 1;
-        }
+        table[nr] = narrows(nr as u64);
         nr += 1;
     }
     table
 };
+
+/// Whether call `nr` has a 32-bit argument ([`widths`] not all `L`): [`narrow`] changes
+/// something only then.
+pub const fn narrows(nr: u64) -> bool {
+    let w = widths(nr);
+    let mut i = 0;
+    while i < w.len() {
+        if !matches!(w[i], L) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
 
 /// Narrows the 32-bit arguments of call `nr` in `args` to their C type.
 #[inline(always)]

@@ -52,6 +52,11 @@ const fn heap_needed(nr: u64) -> Option<usize> {
     })
 }
 
+/// Whether [`admit`] may refuse call `nr` (a creating call).
+pub const fn is_gated(nr: u64) -> bool {
+    heap_needed(nr).is_some()
+}
+
 /// [`heap_needed`] by number (0: not a creating call), so the gate costs one load on the
 /// system-call path.
 static NEEDED: [u32; 512] = {

@@ -7,7 +7,10 @@
 //! leave it (vector [`SYSCALL_VECTOR`]), so fork, exec and the scheduler see one frame format.
 //! The way out is `sysretq` when the frame's RIP is canonical, else the `iretq` tail of the trap
 //! path (`sysretq` with a non-canonical RCX faults in ring 0 on Intel CPUs: the classic
-//! CVE-2012-0217). Interrupts stay disabled for the whole system call; they are re-enabled by
+//! CVE-2012-0217). `sysretq`'s way reloads only the registers the Rust code may clobber (the
+//! callee-saved ones are still the user's: [`TrapFrame::callee_saved`]); a call that rewrites
+//! the frame's callee-saved registers (`execve`, `rt_sigreturn`) changes its vector and leaves
+//! through `iretq`, which restores all fifteen. Interrupts stay disabled for the whole system call; they are re-enabled by
 //! the RFLAGS the return restores.
 
 use core::arch::global_asm;
@@ -62,27 +65,22 @@ global_asm!(
     "    jne cowlab_trap_return",
     // A non-canonical (or kernel) RIP returns through iretq, which faults in user mode instead.
     "    mov rcx, [rsp + 17 * 8]",
-    "    shr rcx, 47",
+    "    mov rax, rcx",
+    "    shr rax, 47",
     "    jnz cowlab_trap_return",
-    "    pop rax",
-    "    pop rbx",
-    "    pop rcx",
-    "    pop rdx",
-    "    pop rsi",
-    "    pop rdi",
-    "    pop rbp",
-    "    pop r8",
-    "    pop r9",
-    "    pop r10",
-    "    pop r11",
-    "    pop r12",
-    "    pop r13",
-    "    pop r14",
-    "    pop r15",
-    "    add rsp, 16",
-    "    mov rcx, [rsp]",
-    "    mov r11, [rsp + 16]",
-    "    mov rsp, [rsp + 24]",
+    // Only the registers the Rust code may have clobbered are reloaded: RBX, RBP and R12-R15
+    // still hold the frame's values, since `syscall_entry_rust` preserves them (SysV ABI) and
+    // nothing changes them in a frame that leaves here (`TrapFrame::callee_saved`); RCX and R11
+    // are the saved RIP and RFLAGS, as `sysretq` wants them.
+    "    mov rax, [rsp]",
+    "    mov rdx, [rsp + 3 * 8]",
+    "    mov rsi, [rsp + 4 * 8]",
+    "    mov rdi, [rsp + 5 * 8]",
+    "    mov r8, [rsp + 7 * 8]",
+    "    mov r9, [rsp + 8 * 8]",
+    "    mov r10, [rsp + 9 * 8]",
+    "    mov r11, [rsp + 19 * 8]",
+    "    mov rsp, [rsp + 20 * 8]",
     "    swapgs",
     "    sysretq",
     ".popsection",
@@ -98,6 +96,8 @@ extern "C" {
 
 /// Called by the entry with the saved frame; the result goes to the frame's RAX.
 extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
+    #[cfg(debug_assertions)]
+    let saved = frame.callee_saved();
     let locked = crate::bkl::lock_from_user();
     let nr = frame.rax;
     super::dispatch(frame);
@@ -113,6 +113,10 @@ extern "C" fn syscall_entry_rust(frame: &mut TrapFrame) {
     }
     crate::proc::on_return_to_user(frame);
     crate::bkl::release_to_user_if(locked);
+    #[cfg(debug_assertions)]
+    if frame.vector == SYSCALL_VECTOR {
+        frame.assert_callee_saved(saved);
+    }
 }
 
 #[cold]
