@@ -295,9 +295,7 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
         stats::inc(&mm.counters.thp_fault_fallback);
         return Ok(false);
     };
-    for i in 0..HPAGE_PMD_NR {
-        mm.zero_frame_owned(head + (i * PAGE_SIZE) as u64);
-    }
+    mm.zero_frames_owned(head, HPAGE_PMD_NR);
     mm.frames().prep_anon_thp(head, FrameFlags::ANON_EXCLUSIVE);
     mm.counters
         .anon_pages
@@ -351,9 +349,7 @@ fn huge_zero_wp<A: Arch>(
     let haddr = VirtAddr::new(va.as_u64() & !(HPAGE_PMD_SIZE - 1));
     if kind == FaultKind::Write {
         if let Some(new) = mm.frames().alloc_block(defrag_allowed(mm, vma)) {
-            for i in 0..HPAGE_PMD_NR {
-                mm.zero_frame_owned(new + (i * PAGE_SIZE) as u64);
-            }
+            mm.zero_frames_owned(new, HPAGE_PMD_NR);
             mm.frames().prep_anon_thp(new, FrameFlags::ANON_EXCLUSIVE);
             mm.counters
                 .anon_pages

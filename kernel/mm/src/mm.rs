@@ -113,6 +113,13 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.zero_frame(frame) };
     }
 
+    /// Zeroes the `n` consecutive frames from `first`, a large folio the caller just allocated
+    /// and nobody else can reach, in one pass (see [`PhysWindow::zero_frames`]).
+    pub(crate) fn zero_frames_owned(&self, first: PhysAddr, n: usize) {
+        // SAFETY: the caller's obligation, stated above: freshly allocated, unreachable.
+        unsafe { self.phys.zero_frames(first, n) };
+    }
+
     /// Copies the page `src` (the caller holds a reference and the address space that maps it,
     /// so nobody writes it meanwhile) into `dst`, a frame the caller just allocated and nobody
     /// else can reach (MADV_COLLAPSE's new THP, a hugetlb COW's subpages).
