@@ -702,23 +702,24 @@ impl FrameTable {
         if frames.is_empty() {
             return;
         }
-        for &frame in frames {
-            let flags = self.meta(frame).flags();
-            assert!(
-                !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO),
-                "freeing frame {frame:#x} that is already free, reserved or the zero page (flags {:#x})",
-                flags.0
-            );
-            assert!(
-                self.meta(frame).mapcount() == 0 && self.meta(frame).pincount() == 0,
-                "freeing frame {frame:#x} that is still mapped or pinned"
-            );
-        }
         #[cfg(test)]
         FREE_LIST_LOCKS.with(|n| n.set(n.get() + 1));
+        // A local copy: the stores below would otherwise make the compiler reload the slice
+        // from `self` for every frame.
+        let metas = self.meta;
         let mut list = self.free.lock();
+        // One pass under the lock: the checks of `release_to` and the push (a second pass for
+        // the checks cost the batch's callers a metadata lookup and a loop per frame). A failed
+        // check panics with the lock held; the kernel does not come back from a panic.
         for &frame in frames {
-            let meta = self.meta(frame);
+            let meta = &metas[frame.pfn()];
+            let flags = meta.flags();
+            if flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO)
+                || meta.mapcount() != 0
+                || meta.pincount() != 0
+            {
+                bad_release(frame, meta);
+            }
             meta.refcount.store(0, Ordering::Relaxed);
             meta.flags.store(FrameFlags::FREE.0, Ordering::Relaxed);
             meta.mapcount.store(list.head, Ordering::Relaxed);
@@ -799,6 +800,20 @@ impl FrameTable {
             .enumerate()
             .map(|(pfn, m)| (PhysAddr::from_pfn(pfn), m))
     }
+}
+
+/// [`FrameTable::release_batch`]'s checks failed: the same panics as [`FrameTable::release`]'s.
+/// Out of line so the batch loop keeps no copy of its values for the message.
+#[cold]
+#[inline(never)]
+fn bad_release(frame: PhysAddr, meta: &FrameMeta) -> ! {
+    let flags = meta.flags();
+    assert!(
+        !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO),
+        "freeing frame {frame:#x} that is already free, reserved or the zero page (flags {:#x})",
+        flags.0
+    );
+    panic!("freeing frame {frame:#x} that is still mapped or pinned");
 }
 
 #[cfg(test)]

@@ -295,9 +295,7 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
         stats::inc(&mm.counters.thp_fault_fallback);
         return Ok(false);
     };
-    for i in 0..HPAGE_PMD_NR {
-        mm.zero_frame_owned(head + (i * PAGE_SIZE) as u64);
-    }
+    mm.zero_frames_owned(head, HPAGE_PMD_NR);
     mm.frames().prep_anon_thp(head, FrameFlags::ANON_EXCLUSIVE);
     mm.counters
         .anon_pages
@@ -351,9 +349,7 @@ fn huge_zero_wp<A: Arch>(
     let haddr = VirtAddr::new(va.as_u64() & !(HPAGE_PMD_SIZE - 1));
     if kind == FaultKind::Write {
         if let Some(new) = mm.frames().alloc_block(defrag_allowed(mm, vma)) {
-            for i in 0..HPAGE_PMD_NR {
-                mm.zero_frame_owned(new + (i * PAGE_SIZE) as u64);
-            }
+            mm.zero_frames_owned(new, HPAGE_PMD_NR);
             mm.frames().prep_anon_thp(new, FrameFlags::ANON_EXCLUSIVE);
             mm.counters
                 .anon_pages
@@ -483,10 +479,17 @@ pub(crate) fn split_huge_pmd_slot<A: Arch>(
         split_huge_zero_pmd(mm, slot, (table, slots), head, bits);
         return;
     }
-    for i in 0..HPAGE_PMD_NR {
-        let frame = head + (i * PAGE_SIZE) as u64;
-        frames.meta(frame).inc_mapcount();
-        slots.at(i).store(Pte::new(frame, bits));
+    // The folio's 512 metadata entries are bounds-checked once and the PTE steps by one frame
+    // (the 2 MiB-aligned folio's frames cannot carry into the flag bits): per subpage the loop
+    // is the mapcount's atomic add and the store (a metadata lookup with its bounds check and
+    // the frame's mask per subpage made the loop ~11 instructions longer).
+    let pfn = head.pfn();
+    let metas = &frames.metas()[pfn..pfn + HPAGE_PMD_NR];
+    let mut pte = Pte::new(head, bits).raw();
+    for (meta, (_, slot)) in metas.iter().zip(slots.range(0, HPAGE_PMD_NR)) {
+        meta.inc_mapcount();
+        slot.store(Pte::from_raw(pte));
+        pte = pte.wrapping_add(PAGE_SIZE as u64);
     }
     frames.add_folio_refs(head, HPAGE_PMD_NR as u32 - 1);
     frames.drop_entire_mapcount_for_split(head);

@@ -101,9 +101,7 @@ impl<A: Arch> Mm<A> {
             return Some(head);
         }
         let head = frames.alloc_block(harvest)?;
-        for i in 0..HPAGE_PMD_NR {
-            self.zero_frame_owned(head + (i * crate::PAGE_SIZE) as u64);
-        }
+        self.zero_frames_owned(head, HPAGE_PMD_NR);
         frames.prep_large(head, FrameFlags::ZERO, 0, crate::folio::HPAGE_PMD_ORDER);
         *hz = head.pfn() as u32;
         stats::inc(&self.counters.thp_zero_page_alloc);

@@ -449,9 +449,7 @@ impl crate::aspace::AddressSpace {
 
 /// Zeroes the 512 frames of a folio the caller holds and nobody maps.
 fn zero_huge_folio<A: Arch>(mm: &Mm<A>, head: PhysAddr) {
-    for i in 0..HPAGE_PMD_NR {
-        mm.zero_frame_owned(head + (i * PAGE_SIZE) as u64);
-    }
+    mm.zero_frames_owned(head, HPAGE_PMD_NR);
 }
 
 /// A private fault's new folio for file index `index` of `map` (Linux `alloc_hugetlb_folio`

@@ -113,6 +113,13 @@ impl<A: Arch> Mm<A> {
         unsafe { self.phys.zero_frame(frame) };
     }
 
+    /// Zeroes the `n` consecutive frames from `first`, a large folio the caller just allocated
+    /// and nobody else can reach, in one pass (see [`PhysWindow::zero_frames`]).
+    pub(crate) fn zero_frames_owned(&self, first: PhysAddr, n: usize) {
+        // SAFETY: the caller's obligation, stated above: freshly allocated, unreachable.
+        unsafe { self.phys.zero_frames(first, n) };
+    }
+
     /// Copies the page `src` (the caller holds a reference and the address space that maps it,
     /// so nobody writes it meanwhile) into `dst`, a frame the caller just allocated and nobody
     /// else can reach (MADV_COLLAPSE's new THP, a hugetlb COW's subpages).
@@ -363,7 +370,13 @@ impl<A: Arch> Mm<A> {
     /// held is *not* dropped: the caller passes it to [`Self::put_page`] once no TLB can still
     /// translate to the frame.
     pub(crate) fn remove_mapping(&self, frame: PhysAddr) {
-        let meta = self.frames.meta(frame);
+        self.remove_mapping_meta(self.frames.meta(frame), frame);
+    }
+
+    /// [`Self::remove_mapping`] for a caller holding `frame`'s metadata already (the zap loop
+    /// looks it up in a metadata slice it keeps in registers).
+    #[inline]
+    pub(crate) fn remove_mapping_meta(&self, meta: &FrameMeta, frame: PhysAddr) {
         let old = meta.dec_mapcount();
         if old == 1 {
             let flags = meta.flags();
@@ -405,6 +418,45 @@ impl<A: Arch> Mm<A> {
             } else {
                 self.uncount_thp(freed);
             }
+        }
+    }
+
+    /// Drops one reference on each frame of `pages` (Linux `release_pages`, the page-freeing
+    /// half of `tlb_finish_mmu`): the frames whose last reference goes are put on the free list
+    /// together, under one acquisition of its lock, and the anon counter moves once. A frame of
+    /// a large folio takes [`Self::put_page`]'s path (its folio's count and split work). The
+    /// slice is scratch: the freed small frames are compacted to its front.
+    ///
+    /// Each freed frame passes the `frame_freed` hook while it is still allocated, as in
+    /// [`Self::put_page_meta`].
+    #[inline]
+    pub(crate) fn release_pages(&self, pages: &mut [PhysAddr]) {
+        let mut freed = 0;
+        let mut anon = 0u64;
+        // The slice in registers across the loop's atomics (through `meta` it is reloaded from
+        // the table after each).
+        let metas = self.frames.metas();
+        for i in 0..pages.len() {
+            let frame = pages[i];
+            let meta = &metas[frame.pfn()];
+            // `ANON` never changes while the page is in use: read before the put, it is exact.
+            let flags = meta.flags();
+            if flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+                self.put_page_meta(meta, frame);
+                continue;
+            }
+            if self.frames.put_small_deferred(meta, frame) {
+                self.arch.frame_freed(frame);
+                // Wrapping: at most the batch's length.
+                anon = anon.wrapping_add(u64::from(flags.contains(FrameFlags::ANON)));
+                // `freed <= i`: the slot written was already read.
+                pages[freed] = frame;
+                freed += 1;
+            }
+        }
+        self.frames.release_batch(&pages[..freed]);
+        if anon != 0 {
+            self.counters.anon_pages.fetch_sub(anon, Ordering::Relaxed);
         }
     }
 

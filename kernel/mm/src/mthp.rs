@@ -266,9 +266,7 @@ pub(crate) fn do_anonymous_mthp<A: Arch>(
             stats.anon_fault_fallback.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        for i in 0..nr {
-            mm.zero_frame_owned(head + (i * PAGE_SIZE) as u64);
-        }
+        mm.zero_frames_owned(head, nr);
         mm.frames().prep_anon_mthp(head, order);
         mm.counters
             .anon_pages

@@ -196,9 +196,13 @@ pub(crate) fn release_vma<A: Arch>(mm: &Mm<A>, mut vma: Vma) {
 #[doc(alias = "zap_page_range")]
 pub(crate) fn zap_pages<A: Arch>(mm: &Mm<A>, shared: &MmShared, start: VirtAddr, end: VirtAddr) {
     let mut gather = MmuGather::new(mm, shared);
-    PageTable::new(mm, shared.root()).zap_range(start, end, &mut gather, &mut |va, pte, gather| {
-        mm.remove_mapping(pte.frame());
-        gather.remove_page(va, pte.frame());
+    // In registers for the whole zap (through `mm.frames()` the slice is reloaded after each
+    // page's atomics).
+    let metas = mm.frames().metas();
+    PageTable::new(mm, shared.root()).zap_range(start, end, &mut gather, &mut |pte, gather| {
+        let frame = pte.frame();
+        mm.remove_mapping_meta(&metas[frame.pfn()], frame);
+        gather.remove_page(frame);
     });
     gather.finish();
 }

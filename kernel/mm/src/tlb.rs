@@ -157,15 +157,43 @@ impl<'m, A: Arch> MmuGather<'m, A> {
         }
     }
 
-    /// `va` no longer maps `frame` (its mapcount is already dropped); the reference the mapping
-    /// held is dropped after the flush.
-    pub(crate) fn remove_page(&mut self, va: VirtAddr, frame: PhysAddr) {
-        if self.npages == GATHER_PAGES {
-            self.flush_and_free();
+    /// Whether the page batch is full: the zap loop then flushes the pages it cleared so far
+    /// ([`Self::flush_range_and_free`]) before its next [`Self::remove_page`].
+    #[inline]
+    pub(crate) fn pages_full(&self) -> bool {
+        self.npages == GATHER_PAGES
+    }
+
+    /// Adds `[start, end)` (page aligned; nothing if empty) to the pending flush.
+    #[inline]
+    pub(crate) fn add_flush_range(&mut self, start: u64, end: u64) {
+        if start < end {
+            self.flush
+                .add_range(VirtAddr::new(start), VirtAddr::new(end));
         }
-        self.flush.add_page(va);
+    }
+
+    /// [`Self::add_flush_range`], then flushes and frees everything gathered.
+    pub(crate) fn flush_range_and_free(&mut self, start: u64, end: u64) {
+        self.add_flush_range(start, end);
+        self.flush_and_free();
+    }
+
+    /// A PTE no longer maps `frame` (its mapcount is already dropped); the reference the
+    /// mapping held is dropped after the flush. The caller adds the PTE's address to the flush
+    /// ([`Self::add_flush_range`], once per run of pages: a range update per page cost the zap
+    /// ~10 instructions per page) before the batch is flushed, and flushes a full batch first
+    /// ([`Self::pages_full`]).
+    #[inline]
+    pub(crate) fn remove_page(&mut self, frame: PhysAddr) {
+        if self.npages == GATHER_PAGES {
+            // The caller's duty; kept as a check so a missed flush cannot index out of the
+            // batch. Flushing here would miss the caller's range: a bug, not a fallback.
+            panic!("MmuGather::remove_page on a full batch");
+        }
         self.pages[self.npages] = frame;
-        self.npages += 1;
+        // Below `GATHER_PAGES`, checked above.
+        self.npages = self.npages.wrapping_add(1);
         // Wrapping: at most one per page of the address space, far from 2^64 (and an overflow
         // check here costs two instructions per unmapped page).
         self.resident = self.resident.wrapping_add(u64::from(frame != self.zero));
@@ -202,9 +230,8 @@ impl<'m, A: Arch> MmuGather<'m, A> {
         // Every CPU of the mask has flushed (and none is still inside a GUP-fast walk) when
         // this returns: only now may the pages and tables be reused.
         self.flush.take().flush(self.mm.arch(), self.shared);
-        for &frame in &self.pages[..self.npages] {
-            self.mm.put_page(frame);
-        }
+        // One free-list lock for the whole batch, not one per page.
+        self.mm.release_pages(&mut self.pages[..self.npages]);
         self.npages = 0;
         for &table in &self.tables[..self.ntables] {
             // Only emptied tables are gathered (`zap_level` checks every entry is zero).

@@ -108,6 +108,28 @@ impl<'a> Slots<'a> {
     }
 }
 
+impl<'a> Slots<'a> {
+    /// Slots `first..last` of this table beside the same slots of `other` (fork's parent and
+    /// child PTs): one bounds check for both, and the loop steps two pointers instead of
+    /// indexing two tables per slot.
+    #[inline]
+    pub(crate) fn pairs(
+        self,
+        other: Slots<'a>,
+        first: usize,
+        last: usize,
+    ) -> impl Iterator<Item = (PteRef<'a>, PteRef<'a>)> {
+        assert!(
+            first <= last && last <= ENTRIES,
+            "slot range {first}..{last} outside a page-table page"
+        );
+        self.0[first..last]
+            .iter()
+            .zip(&other.0[first..last])
+            .map(|(a, b)| (PteRef(a), PteRef(b)))
+    }
+}
+
 /// Bytes translated by one entry at `level` (1 = PT entry = one page).
 pub(crate) const fn level_span(level: u8) -> u64 {
     1u64 << (12 + 9 * (level as u32 - 1))

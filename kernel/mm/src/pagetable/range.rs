@@ -136,7 +136,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
     ///
     /// Generic over `on_unmap` (one caller, `munmap::zap_pages`): the per-page work inlines into
     /// the leaf loop instead of a `dyn` call per page.
-    pub(crate) fn zap_range<F: FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>)>(
+    pub(crate) fn zap_range<F: FnMut(Pte, &mut MmuGather<'m, A>)>(
         &self,
         start: VirtAddr,
         end: VirtAddr,
@@ -156,7 +156,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
     /// table can be empty before the zap (the fault or fork that allocated it ran out of
     /// memory before filling it, or an earlier zap covered only part of it), and it must not
     /// outlive the unmapping of its range.
-    fn zap_level<F: FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>)>(
+    fn zap_level<F: FnMut(Pte, &mut MmuGather<'m, A>)>(
         &self,
         table: PhysAddr,
         level: u8,
@@ -199,7 +199,7 @@ impl<'m, A: Arch> PageTable<'m, A> {
     /// every page reloaded the window's base and limit after the previous page's atomic
     /// exchange.
     #[inline(always)]
-    fn zap_pt<F: FnMut(VirtAddr, Pte, &mut MmuGather<'m, A>)>(
+    fn zap_pt<F: FnMut(Pte, &mut MmuGather<'m, A>)>(
         &self,
         table: PhysAddr,
         start: u64,
@@ -216,14 +216,30 @@ impl<'m, A: Arch> PageTable<'m, A> {
         // `end` is at most the PT's end (the caller's `next`), so this is at most 512; `range`
         // asserts it. Below 2^48 (`zap_range`'s assert), so the arithmetic cannot wrap.
         let last = ((end - pt_base).div_ceil(page)) as usize;
+        // The cleared pages' range for the flush, kept here and handed to the gather once per
+        // run (before a full batch is flushed, and at the end), not widened in the gather per
+        // page. `lo..hi` covers exactly the cleared pages and the empty slots between them.
+        let mut lo = u64::MAX;
+        let mut hi = 0;
         for (i, slot) in self.slots(table).range(first, last) {
             if !slot.load().is_empty() {
                 let old = slot.take();
                 if old.is_mapping() {
-                    on_unmap(VirtAddr::new(pt_base | ((i as u64) << 12)), old, gather);
+                    let va = pt_base | ((i as u64) << 12);
+                    if gather.pages_full() {
+                        // Every gathered page was cleared before this one: flush them; this
+                        // page goes with the next flush.
+                        gather.flush_range_and_free(lo, hi);
+                        lo = va;
+                    }
+                    lo = lo.min(va);
+                    // Below `USER_END` (`zap_range`'s assert): cannot wrap.
+                    hi = va.wrapping_add(page);
+                    on_unmap(old, gather);
                 }
             }
         }
+        gather.add_flush_range(lo, hi);
     }
 
     /// Whether every entry of `table` is empty (one window check for the 512 loads).

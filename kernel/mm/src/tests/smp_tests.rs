@@ -334,3 +334,71 @@ fn page_tables_freed_by_munmap_outlive_a_walk_on_another_cpu() {
 fn lost_shootdown_frees_a_page_table_under_a_walk() {
     assert_eq!(pt_survives_walk_on_cpu1(true), (false, true));
 }
+
+/// The zap hands the gather one flush range per run of cleared PTEs (not one page at a time),
+/// and flushes a full batch of 64 pages before its next page: every page cached on CPU 1 must
+/// still be flushed before its frame is freed (the frame-freed hook panics otherwise), for
+/// sparse pages on both sides of a PT boundary (a ranged flush, under the 32-page ceiling) and
+/// for a run long enough to fill the batch in the middle of a PT.
+#[test]
+fn zapped_runs_and_full_batches_are_flushed_on_cpu1_before_their_frames_are_freed() {
+    let env = Env::with_frames(1024);
+    let mut s = env.space();
+    // 2 MiB-aligned start: a PT boundary 512 pages in.
+    let va = env.map(&mut s, 0, 1024, Prot::RW);
+    assert_eq!(
+        va.as_u64() % (512 * PAGE),
+        0,
+        "the test wants a PT boundary"
+    );
+    // Sparse: 505, 509, 511 | 512, 514, 517 (a 13-page range across the boundary).
+    let sparse = [505u64, 509, 511, 512, 514, 517];
+    // Dense: 100 pages in the first PT (the batch fills at 64 in the middle of it) and 150 in
+    // the second, after the sparse ones.
+    let dense: alloc::vec::Vec<u64> = (300..400).chain(600..750).collect();
+    for &p in sparse.iter().chain(&dense) {
+        env.write(&mut s, va + p * PAGE, p).unwrap();
+    }
+    on_cpu(1, || {
+        for &p in sparse.iter().chain(&dense) {
+            assert_eq!(env.read(&mut s, va + p * PAGE), Ok(p));
+        }
+    });
+    let cached = env.mm.arch().tlb_of(1).len();
+    assert!(
+        cached >= sparse.len() + dense.len(),
+        "CPU 1 caches {cached}"
+    );
+    // The sparse range alone: a ranged flush on CPU 1.
+    s.munmap(&env.mm, va + 504 * PAGE, (14 * PAGE) as usize)
+        .unwrap();
+    for &p in &sparse {
+        assert!(env.read(&mut s, va + p * PAGE).is_err());
+    }
+    on_cpu(1, || {
+        assert!(env.read(&mut s, va + 505 * PAGE).is_err());
+        assert_eq!(env.read(&mut s, va + 300 * PAGE), Ok(300));
+    });
+    // MADV_DONTNEED of the dense runs: full batches in the middle of each PT.
+    // (Two calls: the range has the hole the munmap left, which madvise refuses.)
+    for (from, to) in [(0, 504), (518, 1024)] {
+        s.madvise(
+            &env.mm,
+            va + from * PAGE,
+            ((to - from) * PAGE) as usize,
+            crate::madvise::Advice::DontNeed,
+        )
+        .unwrap();
+    }
+    on_cpu(1, || {
+        for &p in &dense {
+            assert_eq!(env.read(&mut s, va + p * PAGE), Ok(0), "page {p}");
+        }
+    });
+    env.mm
+        .arch()
+        .check_tlbs_coherent(&env.mm, &[s.root()])
+        .unwrap();
+    env.check(&[&s]);
+    env.finish(alloc::vec![s]);
+}
