@@ -6,7 +6,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::{setrlimit, Rlimit, RLIMIT_MEMLOCK, RLIM_INFINITY};
@@ -26,15 +26,19 @@ static BASE: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 static STOP: AtomicUsize = AtomicUsize::new(0);
 static GOT: AtomicUsize = AtomicUsize::new(0);
+/// Set (and woken) once `BASE` is: thread B sleeps on it while this thread touches the 20 MiB.
+static READY: AtomicU32 = AtomicU32::new(0);
 
 /// Thread B: maps 12 MiB hinting at base + 4 MiB until the hint is granted (possible only once
 /// the munmap took [4, 8) MiB away) or it is told to stop.
 fn hinter(_: usize) -> i32 {
-    let mut base = 0;
-    while base == 0 {
-        base = BASE.load(Ordering::Acquire);
-        sched_yield();
+    // Asleep, not yielding in a loop: on two CPUs a loop of system calls here contends with
+    // every fault of the other thread's 5120-page setup for the kernel (a round took 35 to 100
+    // s of a loaded host against 4 s on one CPU, past the boot's time limit).
+    while READY.load(Ordering::Acquire) == 0 {
+        let _ = thread::futex_wait(&READY, 0, None);
     }
+    let base = BASE.load(Ordering::Acquire);
     let want = base + 4 * MIB;
     STARTED.store(1, Ordering::Release);
     while STOP.load(Ordering::Acquire) == 0 {
@@ -60,6 +64,7 @@ fn munmap_race(t: &mut Tester) {
     let (mut won, mut torn) = (0, 0);
     for _ in 0..8 {
         BASE.store(0, Ordering::Relaxed);
+        READY.store(0, Ordering::Relaxed);
         STARTED.store(0, Ordering::Relaxed);
         STOP.store(0, Ordering::Relaxed);
         GOT.store(0, Ordering::Relaxed);
@@ -83,6 +88,8 @@ fn munmap_race(t: &mut Tester) {
         }
         let _ = munmap(base + 8 * MIB, 8 * MIB);
         BASE.store(base, Ordering::Release);
+        READY.store(1, Ordering::Release);
+        let _ = thread::futex_wake(&READY, 1);
         while STARTED.load(Ordering::Acquire) == 0 {
             sched_yield();
         }

@@ -356,6 +356,12 @@ fn wait_or_kill(pid: i32, ended: &mut Ended, progress: Option<&Progress>) -> Opt
                 Ok(Some(s)) if wifsignaled(s) && wtermsig(s) == SIGKILL => {
                     Some(Ending::KilledAtDeadline)
                 }
+                // It ended by itself between the deadline and the kill: on 2+ CPUs it runs
+                // beside this check (a 2-CPU boot at host load 30: a child past its 400th call,
+                // state R for 3 s in its exit, then reaped with its own status, which counted
+                // as "not reaped").
+                Ok(Some(s)) if wifexited(s) => Some(Ending::Exited(wexitstatus(s))),
+                Ok(Some(s)) if wifsignaled(s) => Some(Ending::Signaled),
                 _ => {
                     ended.unreaped += 1;
                     None

@@ -30,6 +30,8 @@ cowlab_userland::entry!(main);
 
 const MAP_POPULATE: u32 = 0x8000;
 const SCHED_SETAFFINITY: usize = 203;
+/// Tries per case to show a short longest wait.
+const TRIES: usize = 5;
 
 fn main() -> i32 {
     let mut args = cowlab_userland::args().skip(1);
@@ -57,10 +59,13 @@ fn main() -> i32 {
     // SAFETY: a fresh shared read-write page, aligned for AtomicU64s, alive until exit.
     let words = unsafe { &*(page as *const [AtomicU64; 4]) };
     // A loaded host can stall QEMU for a second or more, which the guest sees as a long wait
-    // too: each case has three tries to show its waits are short (without the fixes every try
-    // has a long one: the free is one wait). The other checks run in every try.
+    // too: each case has up to five tries to show its waits are short (without the fixes every
+    // try has a long one: the free is one wait). The other checks run in every try. Five, not
+    // three: on 2 CPUs at host load 23 three exec tries in a row saw stalls of 3115, 1292 and
+    // 879 ms (the memfd case one of 3110 ms in 3399), while a single boot at the same load
+    // passed at its first try (59 ms of 562).
     let mut best: Option<(u64, u64)> = None;
-    for _ in 0..3 {
+    for _ in 0..TRIES {
         best = shorter(best, memfd_close(&mut t, mib << 20, words));
         if best.is_some_and(|(gap, took)| short(gap, took)) {
             break;
@@ -68,7 +73,7 @@ fn main() -> i32 {
     }
     longest_wait(&mut t, "memfd close", best);
     let mut best = None;
-    for _ in 0..3 {
+    for _ in 0..TRIES {
         // The exec case's fixed costs (loading the new program, its exit) are diluted by a
         // larger teardown.
         best = shorter(best, exec_release(&mut t, (mib * 4) << 20, words));
