@@ -165,6 +165,13 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_cow mthp=256,512,1024",
         "-- t_cow mthp=256,512,1024",
     ),
+    // huge3 (issue 14): 1 GiB hugetlb pages, two reserved at boot (a 4 GiB guest:
+    // `own_mem_mib`); the 2 MiB checks run again beside them.
+    (
+        "t_hugetlb",
+        "t_hugetlb 1G",
+        "hugepagesz=1G hugepages=2 -- t_hugetlb",
+    ),
     (
         "t_kheap",
         "t_kheap exhaust kheap=8",

@@ -277,8 +277,9 @@ impl HostArch {
             if !e.is_present() {
                 return None;
             }
-            if level == 2 && e.has(Pte::HUGE) {
-                return Some(e.huge_subpage(va));
+            if level <= 3 && e.has(Pte::HUGE) {
+                // A PMD leaf, or a PUD leaf (a 1 GiB hugetlb page).
+                return Some(e.huge_subpage_at(va, level));
             }
             table = e.frame();
         }
