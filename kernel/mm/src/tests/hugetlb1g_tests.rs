@@ -233,3 +233,55 @@ fn map_huge_1gb_is_einval_without_gigantic_support() {
     assert_eq!(crate::hugetlb::huge_size_of(30 << 26), Some(HugeSize::Pud));
     env.finish(vec![s]);
 }
+
+/// The era rules on a PUD leaf (the same named functions as for 2 MiB): a long-term R/O pin
+/// of a fork-shared anon 1 GiB page unshares it whole from 2022 (`gup_must_unshare`,
+/// `hugetlb_wp` with `Unshare`), so the pin sees the parent's later write; in 2020 it pins the
+/// shared page and the write goes to a copy. `MADV_DONTNEED` must start 1 GiB-aligned.
+#[test]
+fn gigantic_ro_pin_of_a_shared_page_unshares_it_whole_from_2022() {
+    let _one = ONE_AT_A_TIME.lock();
+    for (era, unshares) in [(Era::Y2020, false), (Era::Y2023, true)] {
+        let env = env(era);
+        env.mm.frames().hugetlb_set_max_of(HugeSize::Pud, 2);
+        let mut parent = env.space();
+        let va = parent
+            .mmap(
+                &env.mm,
+                VirtAddr::new(4 * GIB),
+                GIB as usize,
+                Prot::RW,
+                HUGE_1G_ANON,
+            )
+            .unwrap();
+        env.write(&mut parent, va + 5 * PAGE, 5).unwrap();
+        assert_eq!(
+            parent.madvise(
+                &env.mm,
+                va + (2 << 20),
+                2 << 20,
+                crate::madvise::Advice::DontNeed
+            ),
+            Err(MmError::Inval),
+            "MADV_DONTNEED inside the GiB"
+        );
+        let mut child = parent.fork(&env.mm).unwrap();
+        let mut pages = [None];
+        crate::gup::pin_user_pages_fast(
+            &env.mm,
+            &mut parent,
+            va + 5 * PAGE,
+            FollFlags::LONGTERM,
+            &mut pages,
+        )
+        .unwrap();
+        env.write(&mut parent, va + 5 * PAGE, 6).unwrap();
+        let mut buf = [0u8; 8];
+        pages[0].as_ref().unwrap().dma_read(&env.mm, 0, &mut buf);
+        assert_eq!(u64::from_le_bytes(buf) == 6, unshares, "era {era:?}");
+        assert_eq!(env.read(&mut child, va + 5 * PAGE), Ok(5));
+        env.check(&[&parent, &child]);
+        crate::gup::unpin_user_pages(&env.mm, &mut pages);
+        finish(&env, vec![parent, child]);
+    }
+}
