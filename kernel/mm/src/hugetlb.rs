@@ -71,7 +71,7 @@ pub fn gigantic_supported() -> bool {
 
 impl Vma {
     /// The page size of a hugetlb VMA (its file's), `None` for any other VMA.
-    pub(crate) fn huge_bytes(&self) -> Option<u64> {
+    pub fn huge_bytes(&self) -> Option<u64> {
         match &self.backing {
             Backing::Hugetlb(map) => Some(map.file.page_bytes()),
             _ => None,

@@ -365,6 +365,11 @@ fn mmap_errnos(t: &mut Tester, free0: u64) {
     t.eq("the fault consumed the reservation", resv_pages(), 0);
     t.eq("one page taken", free_pages(), free0 - 1);
     t.eq(
+        "smaps: KernelPageSize 2048 kB",
+        smaps_page_kb(p),
+        Some(2048),
+    );
+    t.eq(
         "munmap 4 KiB of it: EINVAL",
         munmap(p, PAGE),
         Err(Errno(errno::EINVAL)),
@@ -722,6 +727,11 @@ fn gigantic(t: &mut Tester) {
         munmap(p + HPAGE, HPAGE),
         Err(Errno(errno::EINVAL)),
     );
+    t.eq(
+        "smaps: KernelPageSize 1048576 kB",
+        smaps_page_kb(p),
+        Some(GPAGE as u64 / 1024),
+    );
     let offs = [0usize, 12345 * PAGE + 7, GPAGE / 2, GPAGE - 1];
     for (i, &o) in offs.iter().enumerate() {
         t.eq("a fresh GiB reads zero", peek(p + o), 0);
@@ -837,4 +847,29 @@ impl NumText {
     fn as_bytes(&self) -> &[u8] {
         &self.0[self.1..]
     }
+}
+
+/// `KernelPageSize` (kB) in `/proc/self/smaps` of the mapping that starts at `start`.
+fn smaps_page_kb(start: usize) -> Option<u64> {
+    let mut buf = [0u8; 32 * 1024];
+    let n = read_file(c"/proc/self/smaps", &mut buf)?;
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let mut hex = [0u8; 16];
+    let mut i = hex.len();
+    let mut v = start;
+    loop {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[v % 16];
+        v /= 16;
+        if v == 0 {
+            break;
+        }
+    }
+    let head = core::str::from_utf8(&hex[i..]).ok()?;
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.split('-').next().map(|a| a.trim_start_matches('0')) != Some(head));
+    lines.next()?;
+    let line = lines.find(|l| l.starts_with("KernelPageSize:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
