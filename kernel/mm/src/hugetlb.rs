@@ -71,11 +71,16 @@ pub fn gigantic_supported() -> bool {
 
 impl Vma {
     /// The page size of a hugetlb VMA (its file's), `None` for any other VMA.
-    pub fn huge_bytes(&self) -> Option<u64> {
+    pub fn huge_size(&self) -> Option<HugeSize> {
         match &self.backing {
-            Backing::Hugetlb(map) => Some(map.file.page_bytes()),
+            Backing::Hugetlb(map) => Some(map.file.hsize()),
             _ => None,
         }
+    }
+
+    /// [`Self::huge_size`] in bytes.
+    pub fn huge_bytes(&self) -> Option<u64> {
+        self.huge_size().map(HugeSize::bytes)
     }
 }
 
@@ -735,13 +740,7 @@ pub(crate) fn copy_hugetlb_page_range<A: Arch>(
     let frames = mm.frames();
     let mut wrprotected = false;
     let mut leaves = alloc::vec::Vec::new();
-    let h = vma.huge_bytes().map_or(HugeSize::Pmd, |b| {
-        if b == HugeSize::Pud.bytes() {
-            HugeSize::Pud
-        } else {
-            HugeSize::Pmd
-        }
-    });
+    let h = vma.huge_size().unwrap_or(HugeSize::Pmd);
     match h {
         HugeSize::Pmd => src_pt.for_each_huge_pmd(vma.start, vma.end, &mut |va, _| leaves.push(va)),
         HugeSize::Pud => src_pt.for_each_huge_pud(vma.start, vma.end, &mut |va, _| leaves.push(va)),
@@ -809,8 +808,8 @@ pub(crate) fn hugetlb_change_protection<A: Arch>(
 ) -> TlbFlush {
     let pt = PageTable::new(mm, shared.root());
     let mut flush = TlbFlush::none(shared.root());
-    let hbytes = vma.huge_bytes().unwrap_or(HPAGE_SIZE);
-    let gigantic = hbytes == HugeSize::Pud.bytes();
+    let h = vma.huge_size().unwrap_or(HugeSize::Pmd);
+    let (hbytes, gigantic) = (h.bytes(), h == HugeSize::Pud);
     let mut visit = |at: VirtAddr, pmd: Pte| {
         let slot = if gigantic {
             pt.walk_pud(at)
