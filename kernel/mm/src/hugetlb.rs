@@ -27,7 +27,7 @@ use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::error::{FaultError, MmError, SegvReason};
 use crate::fault::FaultKind;
-use crate::folio::HPAGE_PMD_SIZE;
+use crate::folio::{HPAGE_PMD_NR, HPAGE_PMD_SIZE};
 use crate::frame::{FrameFlags, HugeSize};
 use crate::mm::Mm;
 use crate::mmshared::MmShared;
@@ -518,6 +518,9 @@ impl crate::aspace::AddressSpace {
 /// Zeroes the frames (512, or 262144 for 1 GiB) of a folio the caller holds and nobody maps.
 fn zero_huge_folio<A: Arch>(mm: &Mm<A>, head: PhysAddr) {
     for i in 0..mm.frames().folio_nr(head) {
+        if i > 0 && i % HPAGE_PMD_NR == 0 {
+            mm.arch().long_work_progress();
+        }
         mm.zero_frame_owned(head + (i * PAGE_SIZE) as u64);
     }
 }
@@ -718,6 +721,9 @@ fn hugetlb_wp<A: Arch>(
 /// and nobody maps).
 fn copy_huge_folio<A: Arch>(mm: &Mm<A>, dst: PhysAddr, src: PhysAddr) {
     for i in 0..mm.frames().folio_nr(src) {
+        if i > 0 && i % HPAGE_PMD_NR == 0 {
+            mm.arch().long_work_progress();
+        }
         let off = (i * PAGE_SIZE) as u64;
         mm.copy_frame_owned(dst + off, src + off);
     }

@@ -72,6 +72,9 @@ fn gigantic_private_page_faults_cows_whole_and_pins_per_subpage() {
     }
     let leaf = pud(&env, &parent, va);
     assert!(leaf.is_writable());
+    // Clearing the GiB reported progress every 2 MiB (the kernel's soft-lockup watchdog fired
+    // during a 1 GiB clear before it did).
+    assert_eq!(env.mm.arch().long_work_reports(), 511);
     let head = leaf.frame();
     assert_eq!(
         env.mm.frames().folio_order(head),
