@@ -111,6 +111,10 @@ unsafe impl Arch for KernelArch {
         crate::heap::headroom(256).is_ok()
     }
 
+    fn long_work_progress(&self) {
+        crate::watchdog::soft::touch();
+    }
+
     fn defer_evict(
         &self,
         dead: cowlab_mm::shmem::DeadCache,

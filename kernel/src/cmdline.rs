@@ -63,6 +63,12 @@ pub struct Cmdline {
     /// default for now: the old behaviour) or anonymous faults may be resolved without it (0;
     /// docs/locking.md "BKL-free fault path", not yet run over every SMP program).
     pub fault_bkl: bool,
+    /// `hugepagesz=1G hugepages=N`: 1 GiB hugetlb pages reserved at boot (Linux's gigantic
+    /// pages from memblock); `hugepages=` counts pages of the size the last `hugepagesz=`
+    /// named (2M or 1G; without one, the default 2 MiB size).
+    pub hugepages_1g: u64,
+    /// `hugepages=N` for the 2 MiB size: the pool's size at boot.
+    pub hugepages_2m: u64,
     /// Everything after `--`: the program `init` runs and its arguments (user mode, next issue).
     pub init: Option<&'static str>,
     bad_tokens: [Option<&'static str>; MAX_BAD_TOKENS],
@@ -174,12 +180,15 @@ pub fn parse(raw: &'static str) -> Cmdline {
         hung_task_secs: None,
         smp_sched: true,
         fault_bkl: true,
+        hugepages_1g: 0,
+        hugepages_2m: 0,
         init,
         bad_tokens: [None; MAX_BAD_TOKENS],
     };
     let mut want_all = false;
     let mut skip = 0;
     let mut bad = 0;
+    let mut gigantic = false;
     for token in options.split_whitespace() {
         let ok = match token.split_once('=') {
             None if token == "ktest" => {
@@ -209,6 +218,27 @@ pub fn parse(raw: &'static str) -> Cmdline {
                 .filter(|&m| m >= 16)
                 .map(|m| cmdline.mem_mib = Some(m))
                 .is_some(),
+            Some(("hugepagesz", size)) => match size {
+                "2M" | "2m" | "2048K" | "2048k" => {
+                    gigantic = false;
+                    true
+                }
+                "1G" | "1g" | "1024M" | "1048576K" | "1048576k" => {
+                    gigantic = true;
+                    true
+                }
+                _ => false,
+            },
+            Some(("hugepages", n)) => n
+                .parse()
+                .map(|n| {
+                    if gigantic {
+                        cmdline.hugepages_1g = n;
+                    } else {
+                        cmdline.hugepages_2m = n;
+                    }
+                })
+                .is_ok(),
             Some(("softlockup", secs)) => secs
                 .parse()
                 .map(|s| cmdline.softlockup_secs = Some(s))

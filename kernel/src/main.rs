@@ -98,6 +98,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     rtc::init();
 
     memory::init(boot_info, cmdline.kheap_mib, cmdline.mem_mib);
+    memory::reserve_hugetlb(cmdline.hugepages_1g, cmdline.hugepages_2m);
     paging::init();
     memory::init_mm(cmdline.era);
     vm::init();

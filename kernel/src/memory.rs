@@ -186,6 +186,43 @@ pub fn init(boot_info: &BootInfo, heap_mib: Option<usize>, mem_mib: Option<usize
     });
 }
 
+/// Offers 1 GiB hugetlb pages if the CPU maps 1 GiB pages (CPUID 0x80000001 EDX bit 26,
+/// `pdpe1gb`; Linux's `X86_FEATURE_GBPAGES`), then reserves the boot-time pools of the
+/// command line: `gigantic` 1 GiB pages first, while nothing has been allocated yet and
+/// every free aligned GiB is whole (Linux allocates gigantic boot pages from memblock, before
+/// the buddy allocator, for the same reason), then `huge` 2 MiB pages. Fewer pages than
+/// asked (too little memory) are reported, as Linux's "HugeTLB: allocating N of page size 1
+/// GiB failed".
+pub fn reserve_hugetlb(gigantic: u64, huge: u64) {
+    let edx = core::arch::x86_64::__cpuid(0x8000_0001).edx;
+    let gbpages = edx & (1 << 26) != 0;
+    cowlab_mm::hugetlb::set_gigantic_supported(gbpages);
+    let table = frames();
+    if gigantic > 0 {
+        if gbpages {
+            table.hugetlb_set_max_of(cowlab_mm::frame::HugeSize::Pud, gigantic);
+        }
+        let got = table
+            .hugetlb_counts_of(cowlab_mm::frame::HugeSize::Pud)
+            .total;
+        if got < gigantic {
+            warn!(
+                "hugetlb: {got} of {gigantic} 1 GiB pages reserved ({})",
+                if gbpages {
+                    "no more 1 GiB-aligned free memory"
+                } else {
+                    "the CPU has no 1 GiB pages"
+                }
+            );
+        } else {
+            info!("hugetlb: {got} 1 GiB pages reserved at boot");
+        }
+    }
+    if huge > 0 {
+        table.hugetlb_set_max(huge);
+    }
+}
+
 /// Builds the memory manager (which takes the shared zero page) under rule set `era`. Call after
 /// `paging::init`: the active PML4 becomes the kernel-half template of every address space.
 pub fn init_mm(era: Era) {

@@ -57,6 +57,10 @@ pub struct QemuArgs {
     /// runs tasks unless the command line says `smp_sched=0`.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,
+    /// Guest RAM (`-m`): MiB, or with a `G`/`M` suffix (`3G`); default 1 GiB. Above 1 GiB the
+    /// CPU also gets 1 GiB page support (`qemu64,+pdpe1gb`), which 1 GiB hugetlb pages need.
+    #[arg(long, value_name = "SIZE", value_parser = parse_mem)]
+    pub mem: Option<u32>,
     /// The program `init` runs, with its arguments (passed on the kernel command line after
     /// `--`, quoted where they hold spaces or quotes or are empty).
     #[arg(last = true, value_name = "PROGRAM ARGS")]
@@ -104,6 +108,52 @@ pub fn with_smp<R>(cpus: Option<u32>, f: impl FnOnce() -> R) -> R {
     let result = f();
     SMP_HERE.with(|c| c.set(before));
     result
+}
+
+/// Guest RAM of every machine this xtask process boots (`--mem`), in MiB.
+static MEM_MIB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_MEM_MIB);
+
+/// The machine's RAM unless `--mem` or the program ([`crate::usertest::own_mem_mib`]) asks for
+/// more: 1 GiB.
+pub const DEFAULT_MEM_MIB: u32 = 1024;
+
+/// Sets the RAM of the machines booted from now on (`--mem SIZE`).
+pub fn set_mem(mib: u32) {
+    MEM_MIB.store(mib, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `--mem`'s value: `3G`, `3072M` or `3072` (MiB); 128 MiB..=64 GiB.
+pub fn parse_mem(value: &str) -> Result<u32, String> {
+    let v = value.trim();
+    let (digits, scale) = match v.strip_suffix(['G', 'g']) {
+        Some(d) => (d, 1024),
+        None => (v.strip_suffix(['M', 'm']).unwrap_or(v), 1),
+    };
+    let mib = digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{value}` is not a size (MiB, or with a G or M suffix)"))?;
+    if !(128..=64 * 1024).contains(&mib) {
+        return Err(format!("{mib} MiB: guest RAM must be 128 MiB..64 GiB"));
+    }
+    Ok(mib)
+}
+
+/// The RAM (MiB) of a machine booting `cmdline` now.
+fn mem_now(cmdline: &str) -> u32 {
+    MEM_MIB
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(crate::usertest::own_mem_mib(cmdline))
+}
+
+/// QEMU's `-m` value for `mib` MiB (`1G` for the default, as every command line had it).
+fn mem_arg(mib: u32) -> String {
+    if mib.is_multiple_of(1024) {
+        format!("{}G", mib / 1024)
+    } else {
+        format!("{mib}M")
+    }
 }
 
 /// The CPU count of a machine booted now on this thread.
@@ -157,22 +207,23 @@ impl Machine {
         if let Some(ovmf) = &self.ovmf {
             command.arg("-bios").arg(ovmf);
         }
-        command.args([
-            "-serial",
-            "stdio",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-m",
-            "1G",
-        ]);
+        command.args(["-serial", "stdio", "-display", "none", "-no-reboot", "-m"]);
+        let mem = mem_now(&self.cmdline);
+        command.arg(mem_arg(mem));
+        // 1 GiB pages (CPUID pdpe1gb) only on a machine that can hold one besides the kernel:
+        // the default machine's CPU model stays `qemu64` as the benchmarks measured it.
+        let tcg_cpu = if mem > DEFAULT_MEM_MIB {
+            "qemu64,+pdpe1gb"
+        } else {
+            "qemu64"
+        };
         let cpus = smp_now().max(crate::usertest::own_cpus(&self.cmdline));
         match self.accel {
-            Accel::Tcg if cpus > 1 => command.args(["-cpu", "qemu64"]),
-            Accel::Tcg => command.args(["-cpu", "qemu64", "-accel", "tcg"]),
+            Accel::Tcg if cpus > 1 => command.args(["-cpu", tcg_cpu]),
+            Accel::Tcg => command.args(["-cpu", tcg_cpu, "-accel", "tcg"]),
             Accel::Kvm => command.args(["-cpu", "host", "-accel", "kvm"]),
             Accel::Icount => command
-                .args(["-cpu", "qemu64", "-accel", "tcg"])
+                .args(["-cpu", tcg_cpu, "-accel", "tcg"])
                 .args(ICOUNT_ARGS),
         };
         command.args(smp_args(cpus, self.accel));
@@ -315,6 +366,9 @@ pub fn check_kvm() -> Result<()> {
 /// `cargo xtask qemu`.
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     set_smp(args.smp);
+    if let Some(mib) = args.mem {
+        set_mem(mib);
+    }
     let tokens = crate::era::with_token(args.era, args.cmdline.as_deref().unwrap_or(""));
     let cmdline = compose_cmdline(Some(&tokens), &args.program)?;
     let accel = if args.kvm {
@@ -958,6 +1012,30 @@ mod tests {
                  -rtc base=2024-01-01T00:00:00,clock=vm"
             ),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn mem_sizes_parse_and_reach_the_command_line() {
+        assert_eq!(parse_mem("3G"), Ok(3072));
+        assert_eq!(parse_mem("1536M"), Ok(1536));
+        assert_eq!(parse_mem("2048"), Ok(2048));
+        assert!(parse_mem("64").is_err() && parse_mem("3T").is_err() && parse_mem("").is_err());
+        assert_eq!(mem_arg(1024), "1G");
+        assert_eq!(mem_arg(1536), "1536M");
+        let big = Machine {
+            image: PathBuf::from("/i"),
+            ovmf: None,
+            accel: Accel::Tcg,
+            gdb: false,
+            cmdline: "hugepagesz=1G hugepages=1 -- t_hugetlb".to_owned(),
+            disk: None,
+            root: None,
+        };
+        let shown = show_command(&big.command(Path::new("q")));
+        assert!(
+            shown.contains("-m 3G -cpu 'qemu64,+pdpe1gb'"),
+            "a 1 GiB hugetlb page boots 3 GiB: {shown}"
         );
     }
 

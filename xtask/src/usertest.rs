@@ -165,6 +165,13 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_cow mthp=256,512,1024",
         "-- t_cow mthp=256,512,1024",
     ),
+    // huge3 (issue 14): 1 GiB hugetlb pages, two reserved at boot (a 4 GiB guest:
+    // `own_mem_mib`); `1G`: only the 1 GiB checks.
+    (
+        "t_hugetlb",
+        "t_hugetlb 1G",
+        "hugepagesz=1G hugepages=2 -- t_hugetlb 1G",
+    ),
     (
         "t_kheap",
         "t_kheap exhaust kheap=8",
@@ -273,6 +280,31 @@ const OWN_CPUS: &[(&str, u32)] = &[
     // pcache3: an O_DIRECT write growing a file races ftruncate on another CPU.
     ("t_pc3_dirace", 2),
 ];
+
+/// The least RAM (MiB) of a boot with kernel command line `cmdline` (0: the default): a boot
+/// that reserves N 1 GiB hugetlb pages (`hugepagesz=1G hugepages=N` before `--`) gets N + 2
+/// GiB, so that N 1 GiB-aligned free gigabytes exist beside the kernel's first one and a
+/// gigabyte is left for everything else (huge3: t_hugetlb's and t_cow's 1 GiB runs).
+pub fn own_mem_mib(cmdline: &str) -> u32 {
+    let options = cmdline.split_once("--").map_or(cmdline, |(o, _)| o);
+    let mut gigantic = false;
+    let mut pages = 0;
+    // Linux's rule: `hugepages=` counts pages of the size the last `hugepagesz=` named.
+    for token in options.split_whitespace() {
+        if let Some(size) = token.strip_prefix("hugepagesz=") {
+            gigantic = matches!(size, "1G" | "1g" | "1024M" | "1048576K" | "1048576k");
+        } else if let Some(n) = token.strip_prefix("hugepages=") {
+            if gigantic {
+                pages = n.parse::<u32>().unwrap_or(0).min(60);
+            }
+        }
+    }
+    if pages == 0 {
+        0
+    } else {
+        (pages + 2) * 1024
+    }
+}
 
 /// The least CPU count of a boot with kernel command line `cmdline` (1 if its program has no
 /// entry in [`OWN_CPUS`]).
@@ -434,6 +466,16 @@ mod tests {
         );
         assert_eq!(own_cpus("-- t_dcow_memexit"), 2);
         assert_eq!(own_cpus("mem=256 -- t_exhaust"), 1);
+        assert_eq!(
+            own_mem_mib("hugepagesz=1G hugepages=1 -- t_hugetlb gib"),
+            3072
+        );
+        assert_eq!(
+            own_mem_mib("hugepages=4 hugepagesz=1G -- t_x"),
+            0,
+            "2 MiB pages"
+        );
+        assert_eq!(own_mem_mib("-- t_hugetlb hugepagesz=1G hugepages=1"), 0);
         assert_eq!(own_cpus(""), 1);
         assert_eq!(console_expectation("t_hung"), None);
         let dio = boots("t_dio");

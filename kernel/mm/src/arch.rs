@@ -99,6 +99,12 @@ pub unsafe trait Arch: Sync {
         Err(dead)
     }
 
+    /// Called every 2 MiB while one operation clears or copies a 1 GiB hugetlb page (seconds
+    /// of work in one fault or fork, which cannot give up the CPU while it holds the address
+    /// space): the kernel tells its soft-lockup detector the CPU is making progress (Linux's
+    /// `clear_gigantic_page` calls `cond_resched` per subpage instead). The host does nothing.
+    fn long_work_progress(&self) {}
+
     /// Debug hook: `frame` just lost its last reference and is about to go back to the
     /// allocator (called before it is reusable, so no other CPU can have mapped it again). No
     /// cached translation may still reach it (pages are freed only after the flush that

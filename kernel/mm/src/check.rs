@@ -200,7 +200,7 @@ fn check_space<A: Arch>(
                 let e = pt.table_entry(table, i);
                 if level > 1
                     && e.is_present()
-                    && !(level == 2 && e.has(Pte::HUGE))
+                    && !((level == 2 || level == 3) && e.has(Pte::HUGE))
                     && e.flags() & !Pte::ACCESSED != Pte::TABLE_FLAGS
                 {
                     err = Some(format!(
@@ -393,6 +393,26 @@ fn check_huge_pmds<A: Arch>(
         }
         .map_err(|e| format!("address space {n}, {va:#x}: {e}"));
         entire[head.pfn()] += 1;
+    });
+    result?;
+    // PUD leaves: 1 GiB hugetlb pages, under the same rules as hugetlb PMDs.
+    let mut result = Ok(());
+    pt.for_each_huge_pud(VirtAddr::zero(), VirtAddr::new(USER_END), &mut |va, pud| {
+        if result.is_err() {
+            return;
+        }
+        let head = pud.frame();
+        let flags = mm.frames().meta(head).flags();
+        let end = va.as_u64() + crate::pagetable::HPAGE_PUD_SIZE;
+        entire[head.pfn()] += 1;
+        result = if !flags.contains(FrameFlags::HUGETLB)
+            || mm.frames().folio_order(head) != crate::frame::GIGANTIC_ORDER
+        {
+            Err(format!("PUD {pud:?} maps no 1 GiB hugetlb folio"))
+        } else {
+            check_hugetlb_pmd(pud, flags, aspace.find_vma(va), end)
+        }
+        .map_err(|e| format!("address space {n}, {va:#x}: {e}"));
     });
     result?;
     let mut deposits = 0usize;

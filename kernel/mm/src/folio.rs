@@ -29,7 +29,7 @@
 use core::sync::atomic::Ordering;
 
 use crate::addr::PhysAddr;
-use crate::frame::{FrameFlags, FrameMeta, FrameTable, BLOCK_FRAMES, BLOCK_ORDER, ORDER_SHIFT};
+use crate::frame::{FrameFlags, FrameMeta, FrameTable, BLOCK_FRAMES, BLOCK_ORDER};
 
 /// Order of a PMD-mapped THP.
 pub const HPAGE_PMD_ORDER: u32 = BLOCK_ORDER;
@@ -77,7 +77,7 @@ impl FrameTable {
         let head = self.folio_head(frame);
         let f = self.meta(head).flags();
         if f.contains(FrameFlags::HEAD) {
-            (f.bits() & FrameFlags::ORDER_MASK.bits()) >> ORDER_SHIFT
+            f.order_of()
         } else {
             0
         }
@@ -280,7 +280,9 @@ impl FrameTable {
             m.init_flags(FrameFlags::NONE);
         }
         metas[first].init_flags(FrameFlags::NONE);
-        if order == BLOCK_ORDER {
+        if order == crate::frame::GIGANTIC_ORDER {
+            self.free_gigantic(head);
+        } else if order == BLOCK_ORDER {
             self.free_block(head);
         } else {
             self.free_run(head, order);

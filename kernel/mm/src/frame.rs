@@ -15,11 +15,13 @@ use spin::Mutex;
 
 use crate::addr::PhysAddr;
 
+mod gigantic;
 mod huge;
 mod hugetlb_pool;
 
+pub use gigantic::{GIGANTIC_FRAMES, GIGANTIC_ORDER};
 pub use huge::{BLOCK_FRAMES, BLOCK_ORDER};
-pub use hugetlb_pool::HugeCounts;
+pub use hugetlb_pool::{HugeCounts, HugeSize};
 
 #[cfg(test)]
 std::thread_local! {
@@ -36,9 +38,24 @@ pub struct FrameFlags(u32);
 pub(crate) const ORDER_SHIFT: u32 = 10;
 
 impl FrameFlags {
-    /// The order field of a folio head's flags.
+    /// The order field of a folio head's flags. Orders 0..=14 are stored as they are; the
+    /// 4-bit field's last value stands for [`gigantic::GIGANTIC_ORDER`] (a 1 GiB hugetlb
+    /// folio), the one larger order a folio can have (orders 10..=17 never occur).
     pub const fn order(order: u32) -> FrameFlags {
-        FrameFlags((order & 0xf) << ORDER_SHIFT)
+        let field = if order == gigantic::GIGANTIC_ORDER {
+            0xf
+        } else {
+            order & 0xf
+        };
+        FrameFlags(field << ORDER_SHIFT)
+    }
+
+    /// The order [`Self::order`] stored in these flags.
+    pub const fn order_of(self) -> u32 {
+        match (self.0 & Self::ORDER_MASK.0) >> ORDER_SHIFT {
+            0xf => gigantic::GIGANTIC_ORDER,
+            field => field,
+        }
     }
 
     pub const NONE: FrameFlags = FrameFlags(0);
@@ -417,9 +434,10 @@ pub struct FrameTable {
     meta: &'static [FrameMeta],
     free: Mutex<FreeList>,
     usable: AtomicUsize,
-    /// The hugetlb pool of 2 MiB folios (`hugetlb_pool.rs`): here because the last `put` of a
-    /// hugetlb folio, wherever it happens, returns it there.
-    hugetlb: Mutex<hugetlb_pool::HugePool>,
+    /// The hugetlb pools of 2 MiB and 1 GiB folios (`hugetlb_pool.rs`, indexed by
+    /// `HugeSize`): here because the last `put` of a hugetlb folio, wherever it happens,
+    /// returns it there.
+    hugetlb: [Mutex<hugetlb_pool::HugePool>; 2],
     /// The huge zero folio's head PFN, [`NIL`] while there is none (`huge_zero.rs`). Its lock
     /// also serialises the folio's last put against a new mapping's get.
     pub(crate) huge_zero: Mutex<u32>,
@@ -455,7 +473,10 @@ impl FrameTable {
                 count: 0,
             }),
             usable: AtomicUsize::new(0),
-            hugetlb: Mutex::new(hugetlb_pool::HugePool::new()),
+            hugetlb: [
+                Mutex::new(hugetlb_pool::HugePool::new()),
+                Mutex::new(hugetlb_pool::HugePool::new()),
+            ],
             huge_zero: Mutex::new(NIL),
             split_queue: Mutex::new(crate::folio_split::SplitQueue::new()),
             split_pending: AtomicUsize::new(0),

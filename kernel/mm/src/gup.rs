@@ -714,8 +714,14 @@ fn gup_fast_pmd_leaf<A: Arch>(
     va: u64,
     pages: &mut [Option<PinnedPage>],
 ) -> (usize, bool) {
-    let Some(slot) = pt.walk_pmd(VirtAddr::new(va)) else {
-        return (0, false);
+    // A PMD leaf, or no PD at all under a PUD leaf (a 1 GiB hugetlb page, Linux
+    // `gup_fast_pud_leaf`): the same steps over the leaf's span.
+    let (slot, level) = match pt.walk_pmd(VirtAddr::new(va)) {
+        Some(slot) => (slot, 2),
+        None => match pt.walk_pud(VirtAddr::new(va)) {
+            Some(slot) => (slot, 3),
+            None => return (0, false),
+        },
     };
     let pmd = slot.load();
     if !pmd.is_huge() || !pmd.is_present() || !pmd.has(Pte::USER) {
@@ -724,11 +730,11 @@ fn gup_fast_pmd_leaf<A: Arch>(
     if flags.contains(FollFlags::WRITE) && !pmd.is_writable() {
         return (0, false);
     }
-    let span_end = (va | (crate::folio::HPAGE_PMD_SIZE - 1)) + 1;
+    let span_end = (va | (crate::pagetable::level_span(level) - 1)) + 1;
     let want = ((span_end - va) / PAGE) as usize;
     let n = pages.len().min(want);
     let metas = mm.frames().metas();
-    let first = pmd.huge_subpage(VirtAddr::new(va));
+    let first = pmd.huge_subpage_at(VirtAddr::new(va), level);
     let head = mm.frames().head_meta(&metas[first.frame().pfn()]);
     for page in &pages[..n] {
         assert_empty(page);
@@ -745,7 +751,7 @@ fn gup_fast_pmd_leaf<A: Arch>(
         ));
     }
     for k in 0..n {
-        let sub = pmd.huge_subpage(VirtAddr::new(va + k as u64 * PAGE));
+        let sub = pmd.huge_subpage_at(VirtAddr::new(va + k as u64 * PAGE), level);
         let meta = &metas[sub.frame().pfn()];
         if !gup_fast_may_keep(era, flags, sub, meta.flags()) || slot.load() != pmd {
             unpin_user_pages(mm, &mut pages[k..n]);

@@ -698,7 +698,8 @@ impl<A: Arch> PageTable<'_, A> {
                 if e.is_huge() {
                     f(VirtAddr::new(va & !(span - 1)), e);
                 }
-            } else if e.is_present() {
+            } else if e.is_present() && !e.has(Pte::HUGE) {
+                // (A PUD leaf, a 1 GiB hugetlb page, has no PD below it.)
                 self.visit_pmds(e.frame(), level - 1, va.max(start), end.min(next), f);
             }
             va = next;

@@ -28,7 +28,7 @@ use crate::arch::Arch;
 use crate::error::{FaultError, MmError, SegvReason};
 use crate::fault::FaultKind;
 use crate::folio::{HPAGE_PMD_NR, HPAGE_PMD_SIZE};
-use crate::frame::FrameFlags;
+use crate::frame::{FrameFlags, HugeSize};
 use crate::mm::Mm;
 use crate::mmshared::MmShared;
 use crate::pagetable::{PageTable, Pte, PteRef};
@@ -39,26 +39,66 @@ use crate::vma::{Backing, Sharing, Vma};
 use crate::wp::write_grant;
 use crate::PAGE_SIZE;
 
-/// Bytes of a hugetlb page (the only size: 1 GiB pages would need 1 GiB-aligned contiguous
-/// memory, more than cowlab's guests have).
+/// Bytes of a hugetlb page of the default size (2 MiB); a 1 GiB file or VMA says its own
+/// ([`HugetlbFile::page_bytes`], [`Vma::huge_bytes`]).
 pub const HPAGE_SIZE: u64 = HPAGE_PMD_SIZE;
 
-/// Is `x` a multiple of the huge page size?
+/// Is `x` a multiple of the default huge page size?
 pub const fn huge_aligned(x: u64) -> bool {
     x & (HPAGE_SIZE - 1) == 0
+}
+
+/// Is `x` a multiple of `bytes` (a power of two)?
+const fn aligned_to(x: u64, bytes: u64) -> bool {
+    x & (bytes - 1) == 0
+}
+
+/// Whether this machine offers 1 GiB pages (Linux registers the 1 GiB hstate only on CPUs
+/// with `X86_FEATURE_GBPAGES`): set once at boot by the kernel from CPUID, by the host tests
+/// for their emulated MMU.
+static GIGANTIC_SUPPORTED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Offers (or withdraws) the 1 GiB hugetlb size.
+pub fn set_gigantic_supported(on: bool) {
+    GIGANTIC_SUPPORTED.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Does this machine have the 1 GiB hugetlb size?
+pub fn gigantic_supported() -> bool {
+    GIGANTIC_SUPPORTED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+impl Vma {
+    /// The page size of a hugetlb VMA (its file's), `None` for any other VMA.
+    pub fn huge_size(&self) -> Option<HugeSize> {
+        match &self.backing {
+            Backing::Hugetlb(map) => Some(map.file.hsize()),
+            _ => None,
+        }
+    }
+
+    /// [`Self::huge_size`] in bytes.
+    pub fn huge_bytes(&self) -> Option<u64> {
+        self.huge_size().map(HugeSize::bytes)
+    }
 }
 
 /// A hugetlbfs file: a memfd made with `MFD_HUGETLB`, or the anonymous file behind a
 /// `MAP_HUGETLB` mapping. Its folios are indexed in huge pages.
 pub struct HugetlbFile {
     inner: spin::Mutex<FileInner>,
+    /// Its page size (Linux `hstate_inode`).
+    hsize: HugeSize,
     /// `/proc/<pid>/maps`' name for its mappings.
     name: String,
 }
 
 struct FileInner {
-    /// Bytes (a multiple of [`HPAGE_SIZE`]).
+    /// Bytes (a multiple of the page size).
     size: u64,
+    /// The page size (as [`HugetlbFile::hsize`], here for the methods under the lock).
+    h: HugeSize,
     /// The page cache: huge-page index to folio head; the file holds one reference on each.
     pages: BTreeMap<u64, PhysAddr>,
     /// Indices with a pool reservation and no folio yet (Linux's inode `resv_map`).
@@ -92,14 +132,31 @@ impl HugetlbFile {
     /// A new empty file of `size` bytes (rounded up to huge pages) named `name` in
     /// `/proc/<pid>/maps` (Linux `hugetlb_file_setup`).
     pub fn new(size: u64, name: &str) -> Arc<HugetlbFile> {
+        Self::new_sized(HugeSize::Pmd, size, name)
+    }
+
+    /// As [`Self::new`] with pages of size `h` (`MFD_HUGE_1GB`, `MAP_HUGE_1GB`).
+    pub fn new_sized(h: HugeSize, size: u64, name: &str) -> Arc<HugetlbFile> {
         Arc::new(HugetlbFile {
             inner: spin::Mutex::new(FileInner {
-                size: size.div_ceil(HPAGE_SIZE) * HPAGE_SIZE,
+                size: size.div_ceil(h.bytes()) * h.bytes(),
+                h,
                 pages: BTreeMap::new(),
                 reserved: BTreeSet::new(),
             }),
+            hsize: h,
             name: String::from(name),
         })
+    }
+
+    /// Its page size.
+    pub fn hsize(&self) -> HugeSize {
+        self.hsize
+    }
+
+    /// Bytes of one of its pages (`st_blksize`).
+    pub fn page_bytes(&self) -> u64 {
+        self.hsize.bytes()
     }
 
     pub fn name(&self) -> &str {
@@ -120,7 +177,8 @@ impl HugetlbFile {
     pub fn put<A: Arch>(this: Arc<HugetlbFile>, mm: &Mm<A>) {
         if let Some(file) = Arc::into_inner(this) {
             let inner = file.inner.into_inner();
-            mm.frames().hugetlb_unreserve(inner.reserved.len() as u64);
+            mm.frames()
+                .hugetlb_unreserve(inner.h, inner.reserved.len() as u64);
             for (_, head) in inner.pages {
                 mm.put_page(head);
             }
@@ -132,16 +190,17 @@ impl HugetlbFile {
     /// caller unmapped nothing: mapped folios live on until their mappings go, as Linux's
     /// `hugetlb_vmdelete_list` would unmap them (cowlab's mappings keep their PMDs).
     pub fn set_size<A: Arch>(&self, mm: &Mm<A>, size: u64) -> Result<(), MmError> {
-        if !huge_aligned(size) {
+        let hbytes = self.page_bytes();
+        if !aligned_to(size, hbytes) {
             return Err(MmError::Inval);
         }
         let mut inner = self.inner.lock();
-        let first = size / HPAGE_SIZE;
+        let first = size / hbytes;
         let gone: alloc::vec::Vec<PhysAddr> = inner.pages.split_off(&first).into_values().collect();
         let unreserve = inner.reserved.split_off(&first).len() as u64;
         inner.size = size;
         drop(inner);
-        mm.frames().hugetlb_unreserve(unreserve);
+        mm.frames().hugetlb_unreserve(self.hsize, unreserve);
         for head in gone {
             mm.put_page(head);
         }
@@ -154,7 +213,8 @@ impl HugetlbFile {
     /// unchanged (Linux `hugetlbfs_fallocate`).
     pub fn fallocate<A: Arch>(&self, mm: &Mm<A>, offset: u64, len: u64) -> Result<(), MmError> {
         let end = offset.checked_add(len).ok_or(MmError::Inval)?;
-        let (first, last) = (offset / HPAGE_SIZE, end.div_ceil(HPAGE_SIZE));
+        let hbytes = self.page_bytes();
+        let (first, last) = (offset / hbytes, end.div_ceil(hbytes));
         for index in first..last {
             let mut inner = self.inner.lock();
             if inner.pages.contains_key(&index) {
@@ -164,7 +224,7 @@ impl HugetlbFile {
             inner.pages.insert(index, head);
         }
         let mut inner = self.inner.lock();
-        inner.size = inner.size.max(last * HPAGE_SIZE);
+        inner.size = inner.size.max(last * hbytes);
         Ok(())
     }
 
@@ -178,9 +238,10 @@ impl HugetlbFile {
             let at = pos + done as u64;
             let chunk = (PAGE_SIZE - (at as usize % PAGE_SIZE)).min(n - done);
             let out = &mut buf[done..done + chunk];
-            match inner.pages.get(&(at / HPAGE_SIZE)) {
+            let hbytes = inner.h.bytes();
+            match inner.pages.get(&(at / hbytes)) {
                 Some(&head) => {
-                    let frame = head + ((at % HPAGE_SIZE) & !(PAGE_SIZE as u64 - 1));
+                    let frame = head + ((at % hbytes) & !(PAGE_SIZE as u64 - 1));
                     mm.read_frame_bytes(frame + at % PAGE_SIZE as u64, out);
                 }
                 None => out.fill(0),
@@ -194,7 +255,7 @@ impl HugetlbFile {
     /// index's reservation if it has one) if missing, with one reference for the caller.
     fn get_shared_page<A: Arch>(&self, mm: &Mm<A>, index: u64) -> Result<PhysAddr, HugetlbNoPage> {
         let mut inner = self.inner.lock();
-        if index >= inner.size / HPAGE_SIZE {
+        if index >= inner.size / inner.h.bytes() {
             return Err(HugetlbNoPage::BeyondEof);
         }
         let head = match inner.pages.get(&index) {
@@ -217,7 +278,7 @@ impl HugetlbFile {
         index: u64,
     ) -> Result<Option<PhysAddr>, HugetlbNoPage> {
         let inner = self.inner.lock();
-        if index >= inner.size / HPAGE_SIZE {
+        if index >= inner.size / inner.h.bytes() {
             return Err(HugetlbNoPage::BeyondEof);
         }
         let found = inner.pages.get(&index).copied();
@@ -235,7 +296,7 @@ impl HugetlbFile {
         let need: alloc::vec::Vec<u64> = (first..last)
             .filter(|i| !inner.pages.contains_key(i) && !inner.reserved.contains(i))
             .collect();
-        if !mm.frames().hugetlb_reserve(need.len() as u64) {
+        if !mm.frames().hugetlb_reserve(self.hsize, need.len() as u64) {
             return Err(MmError::NoMem);
         }
         inner.reserved.extend(need);
@@ -247,7 +308,7 @@ impl FileInner {
     /// A zeroed folio for the file's `index`, from its reservation if it has one.
     fn alloc_folio<A: Arch>(&mut self, mm: &Mm<A>, index: u64) -> Option<PhysAddr> {
         let reserved = self.reserved.remove(&index);
-        let head = mm.frames().hugetlb_alloc(reserved)?;
+        let head = mm.frames().hugetlb_alloc(self.h, reserved)?;
         zero_huge_folio(mm, head);
         stats::inc(&mm.counters.hugetlb_faults);
         Some(head)
@@ -258,6 +319,7 @@ impl FileInner {
 /// `HPAGE_RESV_OWNER`): the file indices `[first, last)` were promised at mmap; `consumed`
 /// holds those a fault has used. Shared by the pieces of a split VMA.
 pub struct PrivateResv {
+    h: HugeSize,
     first: u64,
     last: u64,
     consumed: spin::Mutex<BTreeSet<u64>>,
@@ -282,7 +344,7 @@ impl PrivateResv {
             }
         }
         drop(consumed);
-        mm.frames().hugetlb_unreserve(n);
+        mm.frames().hugetlb_unreserve(self.h, n);
     }
 }
 
@@ -322,7 +384,8 @@ impl HugetlbMap {
 
     /// The file's huge-page index that backs `va` in `vma`.
     fn index(&self, vma: &Vma, va: VirtAddr) -> u64 {
-        (self.pgoff * PAGE_SIZE as u64 + (va.as_u64() - vma.start.as_u64())) / HPAGE_SIZE
+        (self.pgoff * PAGE_SIZE as u64 + (va.as_u64() - vma.start.as_u64()))
+            / self.file.page_bytes()
     }
 }
 
@@ -337,20 +400,22 @@ pub(crate) fn hugetlb_mmap_backing<A: Arch>(
     sharing: Sharing,
     noreserve: bool,
 ) -> Result<Backing, MmError> {
-    if !huge_aligned(offset) {
+    let (h, hbytes) = (file.hsize(), file.page_bytes());
+    if !aligned_to(offset, hbytes) {
         return Err(MmError::Inval);
     }
     let end = offset.checked_add(len).ok_or(MmError::Inval)?;
-    let (first, last) = (offset / HPAGE_SIZE, end / HPAGE_SIZE);
+    let (first, last) = (offset / hbytes, end / hbytes);
     let mut resv = None;
     if !noreserve {
         match sharing {
             Sharing::Shared => file.reserve_shared(mm, first, last)?,
             Sharing::Private => {
-                if !mm.frames().hugetlb_reserve(last - first) {
+                if !mm.frames().hugetlb_reserve(h, last - first) {
                     return Err(MmError::NoMem);
                 }
                 resv = Some(Arc::new(PrivateResv {
+                    h,
                     first,
                     last,
                     consumed: spin::Mutex::new(BTreeSet::new()),
@@ -397,7 +462,8 @@ impl crate::aspace::AddressSpace {
     ) -> Result<(), MmError> {
         for at in [start, end] {
             if let Some(vma) = self.find_vma(at) {
-                if vma.is_hugetlb() && vma.start < at && !huge_aligned(at.as_u64()) {
+                let hbytes = vma.huge_bytes();
+                if hbytes.is_some_and(|b| vma.start < at && !aligned_to(at.as_u64(), b)) {
                     return Err(MmError::Inval);
                 }
             }
@@ -411,14 +477,15 @@ impl crate::aspace::AddressSpace {
     pub(crate) fn hugetlb_round_out(&self, start: VirtAddr, end: VirtAddr) -> (VirtAddr, VirtAddr) {
         let mut s = start;
         let mut e = end;
-        if self.find_vma(start).is_some_and(|v| v.is_hugetlb()) {
-            s = VirtAddr::new(start.as_u64() & !(HPAGE_SIZE - 1));
+        if let Some(b) = self.find_vma(start).and_then(|v| v.huge_bytes()) {
+            s = VirtAddr::new(start.as_u64() & !(b - 1));
         }
-        if self
+        if let Some(b) = self
             .find_vma(end)
-            .is_some_and(|v| v.is_hugetlb() && v.start < end)
+            .filter(|v| v.start < end)
+            .and_then(|v| v.huge_bytes())
         {
-            e = VirtAddr::new(end.as_u64().next_multiple_of(HPAGE_SIZE));
+            e = VirtAddr::new(end.as_u64().next_multiple_of(b));
         }
         (s, e)
     }
@@ -434,22 +501,34 @@ impl crate::aspace::AddressSpace {
     ) -> Result<(VirtAddr, VirtAddr), MmError> {
         if self
             .find_vma(start)
-            .is_some_and(|v| v.is_hugetlb() && !huge_aligned(start.as_u64()))
+            .and_then(|v| v.huge_bytes())
+            .is_some_and(|b| !aligned_to(start.as_u64(), b))
         {
             return Err(MmError::Inval);
         }
         let last = VirtAddr::new(end.as_u64() - 1);
-        let end = match self.find_vma(last) {
-            Some(v) if v.is_hugetlb() => VirtAddr::new(end.as_u64() & !(HPAGE_SIZE - 1)),
-            _ => end,
+        let end = match self.find_vma(last).and_then(|v| v.huge_bytes()) {
+            Some(b) => VirtAddr::new(end.as_u64() & !(b - 1)),
+            None => end,
         };
         Ok((start, end.max(start)))
     }
 }
 
-/// Zeroes the 512 frames of a folio the caller holds and nobody maps.
+/// Zeroes the frames (512, or 262144 for 1 GiB) of a folio the caller holds and nobody maps.
 fn zero_huge_folio<A: Arch>(mm: &Mm<A>, head: PhysAddr) {
-    mm.zero_frames_owned(head, HPAGE_PMD_NR);
+    // In 2 MiB steps, each one `rep stosq` (perfgup's one-call fill), with a progress report
+    // between them so that clearing a GiB is not taken for a soft lockup.
+    let nr = mm.frames().folio_nr(head);
+    let mut i = 0;
+    while i < nr {
+        if i > 0 {
+            mm.arch().long_work_progress();
+        }
+        let n = HPAGE_PMD_NR.min(nr - i);
+        mm.zero_frames_owned(head + (i * PAGE_SIZE) as u64, n);
+        i += n;
+    }
 }
 
 /// A private fault's new folio for file index `index` of `map` (Linux `alloc_hugetlb_folio`
@@ -457,7 +536,7 @@ fn zero_huge_folio<A: Arch>(mm: &Mm<A>, head: PhysAddr) {
 /// unpromised free page; `None` when the pool has none (the fault is `SIGBUS`).
 fn alloc_private<A: Arch>(mm: &Mm<A>, map: &HugetlbMap, index: u64) -> Option<PhysAddr> {
     let reserved = map.resv.as_ref().is_some_and(|r| r.consume(index));
-    let head = mm.frames().hugetlb_alloc(reserved);
+    let head = mm.frames().hugetlb_alloc(map.file.hsize(), reserved);
     if head.is_none() && reserved {
         unreachable!("a consumed hugetlb reservation found no free page");
     }
@@ -468,7 +547,7 @@ fn alloc_private<A: Arch>(mm: &Mm<A>, map: &HugetlbMap, index: u64) -> Option<Ph
 /// (Linux `hugetlb_add_new_anon_rmap`): the reference becomes the PMD's.
 fn prep_anon<A: Arch>(mm: &Mm<A>, head: PhysAddr) {
     let frames = mm.frames();
-    for i in 0..HPAGE_PMD_NR {
+    for i in 0..frames.folio_nr(head) {
         frames
             .meta(head + (i * PAGE_SIZE) as u64)
             .set_flags(FrameFlags::ANON | FrameFlags::ANON_EXCLUSIVE);
@@ -490,9 +569,15 @@ pub(crate) fn hugetlb_fault<A: Arch>(
     let Backing::Hugetlb(map) = &vma.backing else {
         unreachable!("hugetlb_fault on a VMA that maps no hugetlb file");
     };
-    let haddr = VirtAddr::new(va.as_u64() & !(HPAGE_SIZE - 1));
+    let hbytes = map.file.page_bytes();
+    let haddr = VirtAddr::new(va.as_u64() & !(hbytes - 1));
     let pt = PageTable::new(mm, shared.root());
-    let slot = pt.walk_alloc_pmd(haddr).ok_or(FaultError::Oom)?;
+    // The leaf's level is the file's page size's: a PMD for 2 MiB, a PUD for 1 GiB.
+    let slot = match map.file.hsize() {
+        HugeSize::Pmd => pt.walk_alloc_pmd(haddr),
+        HugeSize::Pud => pt.walk_alloc_pud(haddr),
+    }
+    .ok_or(FaultError::Oom)?;
     let pmd = slot.load();
     if pmd.is_huge() {
         return match kind {
@@ -503,7 +588,8 @@ pub(crate) fn hugetlb_fault<A: Arch>(
         };
     }
     if !pmd.is_empty() {
-        // A PT where a hugetlb page belongs. A hugetlb VMA is only ever mapped by PMD leaves
+        // A PT (or, for 1 GiB, a PD) where a hugetlb page belongs. A hugetlb VMA is only ever
+        // mapped by leaves of its size
         // (Linux `huge_pte_alloc` never finds a PTE table there: `free_pgtables` took it with
         // the mapping it served). An empty one is a stray: unlink and free it, then fault
         // the huge page in. One with mappings would be a broken invariant: refuse rather than
@@ -625,7 +711,7 @@ fn hugetlb_wp<A: Arch>(
     // Clear, flush, then set: no CPU may write the old folio after the copy was taken.
     let old = slot.take();
     let mut flush = TlbFlush::none(shared.root());
-    flush.add_range(haddr, haddr + HPAGE_SIZE);
+    flush.add_range(haddr, haddr + map.file.page_bytes());
     flush.flush(mm.arch(), shared);
     let mut bits = (old.flags() & !Pte::WRITABLE) | Pte::ACCESSED;
     if kind == FaultKind::Write {
@@ -637,9 +723,13 @@ fn hugetlb_wp<A: Arch>(
     Ok(())
 }
 
-/// Copies the 512 frames of `src` into `dst` (which the caller holds and nobody maps).
+/// Copies the frames (512, or 262144 for 1 GiB) of `src` into `dst` (which the caller holds
+/// and nobody maps).
 fn copy_huge_folio<A: Arch>(mm: &Mm<A>, dst: PhysAddr, src: PhysAddr) {
-    for i in 0..HPAGE_PMD_NR {
+    for i in 0..mm.frames().folio_nr(src) {
+        if i > 0 && i % HPAGE_PMD_NR == 0 {
+            mm.arch().long_work_progress();
+        }
         let off = (i * PAGE_SIZE) as u64;
         mm.copy_frame_owned(dst + off, src + off);
     }
@@ -662,16 +752,24 @@ pub(crate) fn copy_hugetlb_page_range<A: Arch>(
     let frames = mm.frames();
     let mut wrprotected = false;
     let mut leaves = alloc::vec::Vec::new();
-    src_pt.for_each_huge_pmd(vma.start, vma.end, &mut |va, _| leaves.push(va));
+    let h = vma.huge_size().unwrap_or(HugeSize::Pmd);
+    match h {
+        HugeSize::Pmd => src_pt.for_each_huge_pmd(vma.start, vma.end, &mut |va, _| leaves.push(va)),
+        HugeSize::Pud => src_pt.for_each_huge_pud(vma.start, vma.end, &mut |va, _| leaves.push(va)),
+    }
     for at in leaves {
-        let Some(slot) = src_pt.walk_pmd(at) else {
+        let (slot, dst_slot) = match h {
+            HugeSize::Pmd => (src_pt.walk_pmd(at), dst_pt.walk_alloc_pmd(at)),
+            HugeSize::Pud => (src_pt.walk_pud(at), dst_pt.walk_alloc_pud(at)),
+        };
+        let Some(slot) = slot else {
             continue;
         };
         let pmd = slot.load();
         if !pmd.is_huge() {
             continue;
         }
-        let dst_slot = dst_pt.walk_alloc_pmd(at).ok_or(MmError::NoMem)?;
+        let dst_slot = dst_slot.ok_or(MmError::NoMem)?;
         let head = pmd.frame();
         let anon = frames.meta(head).test(FrameFlags::ANON);
         if vma.sharing == Sharing::Shared || !anon {
@@ -691,7 +789,7 @@ pub(crate) fn copy_hugetlb_page_range<A: Arch>(
             exclusive,
             frames.folio_maybe_dma_pinned(frames.meta(head)),
         ) {
-            let new = frames.hugetlb_alloc(false).ok_or(MmError::NoMem)?;
+            let new = frames.hugetlb_alloc(h, false).ok_or(MmError::NoMem)?;
             copy_huge_folio(mm, new, head);
             prep_anon(mm, new);
             stats::inc(&mm.counters.hugetlb_cow_copies);
@@ -722,8 +820,15 @@ pub(crate) fn hugetlb_change_protection<A: Arch>(
 ) -> TlbFlush {
     let pt = PageTable::new(mm, shared.root());
     let mut flush = TlbFlush::none(shared.root());
-    pt.for_each_huge_pmd(vma.start, vma.end, &mut |at, pmd| {
-        let Some(slot) = pt.walk_pmd(at) else {
+    let h = vma.huge_size().unwrap_or(HugeSize::Pmd);
+    let (hbytes, gigantic) = (h.bytes(), h == HugeSize::Pud);
+    let mut visit = |at: VirtAddr, pmd: Pte| {
+        let slot = if gigantic {
+            pt.walk_pud(at)
+        } else {
+            pt.walk_pmd(at)
+        };
+        let Some(slot) = slot else {
             return;
         };
         let keep = pmd.flags() & (Pte::ACCESSED | Pte::DIRTY | Pte::SOFT_DIRTY);
@@ -738,9 +843,14 @@ pub(crate) fn hugetlb_change_protection<A: Arch>(
         let new = Pte::new(pmd.frame(), bits);
         if new != pmd {
             slot.store(new);
-            flush.add_range(at, at + HPAGE_SIZE);
+            flush.add_range(at, at + hbytes);
         }
-    });
+    };
+    if gigantic {
+        pt.for_each_huge_pud(vma.start, vma.end, &mut visit);
+    } else {
+        pt.for_each_huge_pmd(vma.start, vma.end, &mut visit);
+    }
     flush
 }
 
@@ -753,10 +863,20 @@ pub(crate) fn is_hugetlb_pmd<A: Arch>(mm: &Mm<A>, pmd: Pte) -> bool {
 /// size; 0 means the default size.
 pub const MAP_HUGE_SHIFT: u32 = 26;
 
-/// Does the size field of `flags` name a hugetlb size cowlab has (Linux `hstate_sizelog`):
-/// 0 (the default) or 21 (2 MiB)? 1 GiB pages (30) do not exist here.
-pub const fn huge_size_supported(flags: u32) -> bool {
-    matches!((flags >> MAP_HUGE_SHIFT) & 0x3f, 0 | 21)
+/// The hugetlb size the size field of `flags` names (Linux `hstate_sizelog`): 0 (the
+/// default) or 21 is 2 MiB, 30 is 1 GiB where the machine has it ([`gigantic_supported`]);
+/// `None` for any other.
+pub fn huge_size_of(flags: u32) -> Option<HugeSize> {
+    match (flags >> MAP_HUGE_SHIFT) & 0x3f {
+        0 | 21 => Some(HugeSize::Pmd),
+        30 if gigantic_supported() => Some(HugeSize::Pud),
+        _ => None,
+    }
+}
+
+/// Does the size field of `flags` name a hugetlb size cowlab has ([`huge_size_of`])?
+pub fn huge_size_supported(flags: u32) -> bool {
+    huge_size_of(flags).is_some()
 }
 
 impl crate::aspace::AddressSpace {
@@ -771,13 +891,11 @@ impl crate::aspace::AddressSpace {
         prot: crate::vma::Prot,
         flags: crate::mmap::MapFlags,
     ) -> Result<VirtAddr, MmError> {
-        if !huge_size_supported(flags.bits()) {
-            return Err(MmError::Inval);
-        }
+        let h = huge_size_of(flags.bits()).ok_or(MmError::Inval)?;
         let hlen = (len as u64)
-            .checked_next_multiple_of(HPAGE_SIZE)
+            .checked_next_multiple_of(h.bytes())
             .ok_or(MmError::NoMem)?;
-        let file = HugetlbFile::new(hlen, "/anon_hugepage (deleted)");
+        let file = HugetlbFile::new_sized(h, hlen, "/anon_hugepage (deleted)");
         let r = self.mmap_hugetlb(mm, addr, len, prot, flags, &file, 0, true);
         HugetlbFile::put(file, mm);
         r
@@ -803,11 +921,10 @@ impl crate::aspace::AddressSpace {
         use crate::mmap::MapFlags;
         use crate::vma::VmaFlags;
         let (len, sharing) = crate::mmap::check_mmap_args(len, flags)?;
-        let len = len
-            .checked_next_multiple_of(HPAGE_SIZE)
-            .ok_or(MmError::NoMem)?;
+        let hbytes = file.page_bytes();
+        let len = len.checked_next_multiple_of(hbytes).ok_or(MmError::NoMem)?;
         let fixed = flags.contains(MapFlags::FIXED) || flags.contains(MapFlags::FIXED_NOREPLACE);
-        if (fixed && !huge_aligned(addr.as_u64())) || !huge_aligned(offset) {
+        if (fixed && !aligned_to(addr.as_u64(), hbytes)) || !aligned_to(offset, hbytes) {
             return Err(MmError::Inval);
         }
         let mut vm_flags = VmaFlags::MAYREAD | VmaFlags::MAYEXEC | VmaFlags::SOFTDIRTY;
@@ -823,10 +940,10 @@ impl crate::aspace::AddressSpace {
         let (at, place) = if fixed {
             (addr, flags)
         } else {
-            let hint = VirtAddr::new(addr.as_u64().next_multiple_of(HPAGE_SIZE));
-            let pad = HPAGE_SIZE - PAGE_SIZE as u64;
+            let hint = VirtAddr::new(addr.as_u64().next_multiple_of(hbytes));
+            let pad = hbytes - PAGE_SIZE as u64;
             let gap = self.get_unmapped_area(hint, len + pad)?;
-            let at = VirtAddr::new(gap.as_u64().next_multiple_of(HPAGE_SIZE));
+            let at = VirtAddr::new(gap.as_u64().next_multiple_of(hbytes));
             (at, flags | MapFlags::FIXED)
         };
         let backing = hugetlb_mmap_backing(
@@ -868,6 +985,13 @@ pub fn parse_nr_hugepages(input: &str, sysctl: bool) -> Result<u64, MmError> {
 /// The hugetlb lines of `/proc/meminfo` (Linux `hugetlb_report_meminfo`), in its order and
 /// column layout.
 pub fn meminfo_lines(c: crate::frame::HugeCounts, out: &mut String) {
+    meminfo_lines_sizes(c, 0, out);
+}
+
+/// As [`meminfo_lines`], with `other_kb` KiB of pages of the other sizes (1 GiB pages) in the
+/// `Hugetlb:` line, which Linux sums over every size (the `HugePages_*` lines are the default
+/// size's).
+pub fn meminfo_lines_sizes(c: crate::frame::HugeCounts, other_kb: u64, out: &mut String) {
     use core::fmt::Write;
     let kb = HPAGE_SIZE / 1024;
     for (key, v) in [
@@ -879,7 +1003,7 @@ pub fn meminfo_lines(c: crate::frame::HugeCounts, out: &mut String) {
         let _ = writeln!(out, "{key:<16}{v:>8}");
     }
     let _ = writeln!(out, "{:<16}{kb:>8} kB", "Hugepagesize:");
-    let _ = writeln!(out, "{:<16}{:>8} kB", "Hugetlb:", c.total * kb);
+    let _ = writeln!(out, "{:<16}{:>8} kB", "Hugetlb:", c.total * kb + other_kb);
 }
 
 #[cfg(test)]

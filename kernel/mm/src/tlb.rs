@@ -210,6 +210,16 @@ impl<'m, A: Arch> MmuGather<'m, A> {
         self.npages += 1;
     }
 
+    /// As [`Self::remove_huge`] for a leaf mapping `bytes` (a 1 GiB PUD leaf).
+    pub(crate) fn remove_huge_sized(&mut self, va: VirtAddr, head: PhysAddr, bytes: u64) {
+        if self.npages == GATHER_PAGES {
+            self.flush_and_free();
+        }
+        self.flush.add_range(va, va + bytes);
+        self.pages[self.npages] = head;
+        self.npages += 1;
+    }
+
     /// The address space being changed.
     pub(crate) fn shared(&self) -> &'m MmShared {
         self.shared

@@ -72,8 +72,8 @@ impl FileOps for HugetlbMemfd {
         let f = self.file();
         Stat {
             st_size: f.size() as i64,
-            st_blocks: f.cached_pages() as i64 * 4096,
-            st_blksize: cowlab_mm::hugetlb::HPAGE_SIZE as i64,
+            st_blocks: (f.cached_pages() * (f.page_bytes() / 512)) as i64,
+            st_blksize: f.page_bytes() as i64,
             ..Stat::base(S_IFREG | 0o777, Arc::as_ptr(f) as u64 % 1_000_000)
         }
     }
@@ -105,8 +105,8 @@ impl FileOps for HugetlbMemfd {
 
 /// `memfd_create(name, MFD_HUGETLB)`: an empty hugetlb file open read-write, named as Linux
 /// names memfd mappings.
-pub fn create(name: &str) -> Arc<super::OpenFile> {
-    let file = HugetlbFile::new(0, &alloc::format!("/memfd:{name} (deleted)"));
+pub fn create(name: &str, size: cowlab_mm::frame::HugeSize) -> Arc<super::OpenFile> {
+    let file = HugetlbFile::new_sized(size, 0, &alloc::format!("/memfd:{name} (deleted)"));
     super::OpenFile::new(
         alloc::boxed::Box::new(HugetlbMemfd { file: Some(file) }),
         super::O_RDWR,

@@ -517,7 +517,10 @@ fn meminfo() -> String {
     ] {
         let _ = writeln!(text, "{key:<16}{:>8} kB", kb(pages));
     }
-    cowlab_mm::hugetlb::meminfo_lines(memory::mm().frames().hugetlb_counts(), &mut text);
+    let frames = memory::mm().frames();
+    let gigantic = cowlab_mm::frame::HugeSize::Pud;
+    let gigantic_kb = frames.hugetlb_counts_of(gigantic).total * gigantic.kib();
+    cowlab_mm::hugetlb::meminfo_lines_sizes(frames.hugetlb_counts(), gigantic_kb, &mut text);
     text
 }
 

@@ -345,8 +345,8 @@ pub fn smaps(snap: &Snapshot, maps_text: &str) -> String {
     let Some(shared) = &snap.aspace else {
         return String::new();
     };
-    // Each VMA's start, size and whether it is locked, in `maps` order.
-    type VmaRow = (VirtAddr, u64, bool);
+    // Each VMA's start, size, whether it is locked and its page size, in `maps` order.
+    type VmaRow = (VirtAddr, u64, bool, u64);
     let (counts, vmas): (BTreeMap<VirtAddr, SmapsCounts>, Vec<VmaRow>) = {
         let aspace = shared.read_ptl();
         let vmas = aspace
@@ -356,17 +356,20 @@ pub fn smaps(snap: &Snapshot, maps_text: &str) -> String {
                     v.start(),
                     v.end().as_u64() - v.start().as_u64(),
                     v.flags().contains(VmaFlags::LOCKED),
+                    // A hugetlb VMA's `KernelPageSize`/`MMUPageSize` are its page size (Linux
+                    // `vma_kernel_pagesize`): 2 MiB or 1 GiB.
+                    v.huge_bytes().unwrap_or(4096),
                 )
             })
             .collect();
         (aspace.smaps(memory::mm()), vmas)
     };
     let mut s = String::new();
-    for (line, (start, size, locked)) in maps_text.lines().zip(vmas) {
+    for (line, (start, size, locked, page)) in maps_text.lines().zip(vmas) {
         s.push_str(line);
         s.push('\n');
         let c = counts.get(&start).copied().unwrap_or_default();
-        smaps_block(&mut s, Some(size), &c);
+        smaps_block(&mut s, Some((size, page)), &c);
         let _ = writeln!(s, "VmFlags: rd{}", if locked { " lo" } else { "" });
     }
     s
@@ -395,13 +398,13 @@ pub fn smaps_rollup(snap: &Snapshot) -> String {
     s
 }
 
-fn smaps_block(s: &mut String, size: Option<u64>, c: &SmapsCounts) {
+fn smaps_block(s: &mut String, size: Option<(u64, u64)>, c: &SmapsCounts) {
     let kb = |bytes: u64| bytes / 1024;
     let mut rows: Vec<(&str, u64)> = Vec::new();
-    if let Some(size) = size {
+    if let Some((size, page)) = size {
         rows.push(("Size:", size));
-        rows.push(("KernelPageSize:", 4096));
-        rows.push(("MMUPageSize:", 4096));
+        rows.push(("KernelPageSize:", page));
+        rows.push(("MMUPageSize:", page));
     }
     rows.extend([
         ("Rss:", c.rss),

@@ -6,6 +6,8 @@
 //! one word; `hpage_pmd_size` is read-only. A write of anything else is `EINVAL`, as Linux.
 //! `hugepages/hugepages-2048kB/{nr,free,resv,surplus}_hugepages`: the hugetlb pool's counts;
 //! a write of a number to `nr_hugepages` resizes the pool as far as memory allows.
+//! `hugepages/hugepages-1048576kB/` the same for the 1 GiB pool, where the CPU has 1 GiB
+//! pages (growing it needs 1 GiB-aligned free GiBs: the count reached is what reads back).
 //! `transparent_hugepage/hugepages-<N>kB/enabled` for N = 16..2048 (`always`, `inherit`,
 //! `madvise`, `never`; `cowlab_mm::mthp`) and its `stats/{anon_fault_alloc,
 //! anon_fault_fallback,nr_anon,split}` (read-only).
@@ -41,6 +43,9 @@ pub enum Knob {
     SurplusHugepages,
     /// `transparent_hugepage/hugepages-<N>kB/enabled` of the size of this order.
     SizeEnabled(u8),
+    /// `hugepages/hugepages-1048576kB/<attr>`: the 1 GiB pool; 0..=3 are `nr`, `free`, `resv`,
+    /// `surplus_hugepages` (only `nr_hugepages` writable).
+    Gigantic(u8),
     /// `transparent_hugepage/hugepages-<N>kB/stats/<stat>`: the order and the stat.
     SizeStat(u8, SizeStat),
 }
@@ -84,6 +89,18 @@ impl Knob {
                 _ => return None,
             });
         }
+        if let Some(attr) = name.strip_prefix("hugepages/hugepages-1048576kB/") {
+            if !cowlab_mm::hugetlb::gigantic_supported() {
+                return None;
+            }
+            return Some(Knob::Gigantic(match attr {
+                "nr_hugepages" => 0,
+                "free_hugepages" => 1,
+                "resv_hugepages" => 2,
+                "surplus_hugepages" => 3,
+                _ => return None,
+            }));
+        }
         let thp = name.strip_prefix("transparent_hugepage/")?;
         if thp.starts_with("hugepages-") {
             return size_knob(thp);
@@ -105,7 +122,7 @@ impl Knob {
                 | Knob::ResvHugepages
                 | Knob::SurplusHugepages
                 | Knob::SizeStat(..)
-        )
+        ) && !matches!(self, Knob::Gigantic(1..))
     }
 
     /// A distinct inode number per attribute.
@@ -121,6 +138,7 @@ impl Knob {
                 Knob::ResvHugepages => 6,
                 Knob::SurplusHugepages => 7,
                 Knob::SizeEnabled(o) => 0x10 * u64::from(o),
+                Knob::Gigantic(a) => 8 + u64::from(a),
                 Knob::SizeStat(o, st) => 0x10 * u64::from(o) + 1 + st as u64,
             }
     }
@@ -159,6 +177,13 @@ impl Knob {
                 };
                 out = format!("{v}\n");
             }
+            Knob::Gigantic(attr) => {
+                let c = memory::mm()
+                    .frames()
+                    .hugetlb_counts_of(cowlab_mm::frame::HugeSize::Pud);
+                let v = [c.total, c.free, c.resv, c.surplus][usize::from(attr & 3)];
+                out = format!("{v}\n");
+            }
         }
         out
     }
@@ -176,7 +201,16 @@ impl Knob {
                 memory::mm().frames().hugetlb_set_max(n);
                 return Ok(());
             }
+            Knob::Gigantic(0) => {
+                let n = cowlab_mm::hugetlb::parse_nr_hugepages(input, false)
+                    .map_err(|_| Errno::EINVAL)?;
+                memory::mm()
+                    .frames()
+                    .hugetlb_set_max_of(cowlab_mm::frame::HugeSize::Pud, n);
+                return Ok(());
+            }
             Knob::HpagePmdSize
+            | Knob::Gigantic(_)
             | Knob::FreeHugepages
             | Knob::ResvHugepages
             | Knob::SurplusHugepages

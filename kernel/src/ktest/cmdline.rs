@@ -69,6 +69,19 @@ pub fn cmdline_parser() -> TestResult {
         "a heap below the minimum is not reported as a bad token"
     );
 
+    // huge3: `hugepages=` counts pages of the size the last `hugepagesz=` named (Linux).
+    let huge = cmdline::parse("hugepages=3 hugepagesz=1G hugepages=2 hugepagesz=3M");
+    ensure!(
+        (huge.hugepages_2m, huge.hugepages_1g) == (3, 2),
+        "hugepages parsed as 2M {} 1G {}",
+        huge.hugepages_2m,
+        huge.hugepages_1g
+    );
+    ensure!(
+        huge.bad_tokens().eq(["hugepagesz=3M"]),
+        "a hugetlb size cowlab has not is not reported as a bad token"
+    );
+
     let full = cmdline::parse("ktest ktest-skip=3 era=2016 loglevel=debug -- /init -v  x ");
     ensure!(
         full.ktest == Some(KtestSelection::All { skip: 3 }),

@@ -709,10 +709,10 @@ pub fn memfd_create(a: Args) -> SysResult {
         return Err(Errno::EMFILE);
     }
     if huge {
-        if !cowlab_mm::hugetlb::huge_size_supported(flags) {
+        let Some(size) = cowlab_mm::hugetlb::huge_size_of(flags) else {
             return Err(Errno::ENODEV);
-        }
-        return install(fs::hugetlbfs::create(&name), flags & MFD_CLOEXEC != 0);
+        };
+        return install(fs::hugetlbfs::create(&name, size), flags & MFD_CLOEXEC != 0);
     }
     install(
         fs::memfd::create(&name, flags & MFD_ALLOW_SEALING != 0),

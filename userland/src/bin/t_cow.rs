@@ -281,21 +281,22 @@ fn run_case(
     tap.result(desc, &outcome);
 }
 
-/// Every family on cow.c's hugetlb 2 MiB memory type (`t_cow/hugetlb.rs`), with the pool
-/// raised for the run and restored after it.
-fn run_hugetlb_cases(tap: &mut Tap, ctx: &mut Ctx, cowlab: bool) {
-    let pool = hugetlb::setup();
+/// Every family on cow.c's hugetlb memory type of `size` (2 MiB, or 1 GiB with `hugetlb=1G`:
+/// `t_cow/hugetlb.rs`), with the pool raised for the run and restored after it.
+fn run_hugetlb_cases(tap: &mut Tap, ctx: &mut Ctx, cowlab: bool, size: usize) {
+    let pool = hugetlb::setup(size);
     if let Err(why) = &pool {
         tap.diag(format_args!("hugetlb: {why}"));
     }
+    let kb = size / 1024;
     for &(desc, family) in ANON {
-        let desc = format!("{desc} (hugetlb 2048 kB)");
+        let desc = format!("{desc} (hugetlb {kb} kB)");
         run_case(tap, ctx, cowlab, &desc, |ctx| {
             hugetlb::run_anon(ctx, family, &pool)
         });
     }
     for &(desc, family) in NON_ANON {
-        let desc = format!("{desc} (hugetlb 2048 kB)");
+        let desc = format!("{desc} (hugetlb {kb} kB)");
         run_case(tap, ctx, cowlab, &desc, |ctx| {
             hugetlb::run_non_anon(ctx, family, &pool)
         });
@@ -323,6 +324,14 @@ fn main() -> i32 {
             return 2;
         }
     };
+    // huge3: `hugetlb=1G`: only cow.c's hugetlb 1 GiB memory type (every family on 1 GiB
+    // pages, with 1 GiB scratch buffers: a boot of its own with 1 GiB pages, and long).
+    let gigantic = cowlab_userland::args::args()
+        .skip(1)
+        .any(|a| a.to_bytes() == b"hugetlb=1G");
+    if gigantic {
+        return run_gigantic(cowlab);
+    }
     let base = mthp_sizes.is_empty();
     let planned = (ANON.len() + NON_ANON.len() * NON_ANON_MEMS.len()) as u32;
     let planned = planned + (ANON.len() + NON_ANON.len()) as u32; // hugetlb (2048 kB)
@@ -382,8 +391,39 @@ fn main() -> i32 {
             });
         }
     }
-    run_hugetlb_cases(&mut tap, &mut ctx, cowlab);
+    run_hugetlb_cases(&mut tap, &mut ctx, cowlab, hugetlb::HPAGE);
     thp::run_all(&mut tap, &mut ctx, cowlab);
+    if let Some(fd) = ctx.gup_fd {
+        let _ = close(fd);
+    }
+    tap.finish(planned)
+}
+
+/// `t_cow hugetlb=1G`: every family on 1 GiB hugetlb pages (cow.c runs them for each hugetlb
+/// size the machine has). The scratch buffers are 1 GiB each, as cow.c's `malloc(size)`.
+/// Where there are no 1 GiB pages (no `hugepages-1048576kB`, or none can be had) every case is
+/// a SKIP, as cow.c's, and on cowlab a failure.
+fn run_gigantic(cowlab: bool) -> i32 {
+    let planned = (ANON.len() + NON_ANON.len()) as u32;
+    let mut tap = Tap::new("t_cow", planned);
+    let big = || alloc::vec![0u8; hugetlb::GPAGE];
+    let mut ctx = Ctx {
+        gup_fd: open_mode(c"/sys/kernel/debug/gup_test", O_RDWR, 0).ok(),
+        era: stats::read().and_then(|s| Era::from_year(s.era)),
+        old: big(),
+        new: big(),
+        tmp: big(),
+    };
+    for buf in [&mut ctx.old, &mut ctx.new, &mut ctx.tmp] {
+        fill(buf.as_mut_ptr() as usize, buf.len(), 0);
+    }
+    prefault_stack();
+    let t0 = cowlab_userland::calls::monotonic_ns();
+    run_hugetlb_cases(&mut tap, &mut ctx, cowlab, hugetlb::GPAGE);
+    let ms = (cowlab_userland::calls::monotonic_ns() - t0) / 1_000_000;
+    tap.diag(format_args!(
+        "hugetlb 1048576 kB: {planned} cases in {ms} ms"
+    ));
     if let Some(fd) = ctx.gup_fd {
         let _ = close(fd);
     }

@@ -188,7 +188,7 @@ impl FrameTable {
     }
 
     /// Links the block at `first` (all its frames off every list) onto the block list.
-    fn push_block(&self, list: &mut FreeList, first: usize) {
+    pub(super) fn push_block(&self, list: &mut FreeList, first: usize) {
         for pfn in first..first + BLOCK_FRAMES {
             let meta = &self.meta[pfn];
             meta.refcount.store(0, Ordering::Relaxed);
@@ -225,7 +225,7 @@ impl FrameTable {
     /// one pass over each 4 KiB list unlinks their frames. Skipped until a block's worth of
     /// frames has been freed since the last harvest that found nothing, so a machine without a
     /// free block does not rescan at every THP fault.
-    fn harvest(&self, list: &mut FreeList) {
+    pub(super) fn harvest(&self, list: &mut FreeList) {
         if list.count < list.harvest_mark {
             list.harvest_mark = list.count;
         }

@@ -115,6 +115,8 @@ pub struct HostArch {
     /// A `write_protect_seq` a whole fork advances at the next `irq_restore` (see
     /// [`HostArch::with_fork_during_irqs_off`]); null when unset.
     fork_during_irqs_off: AtomicPtr<AtomicU32>,
+    /// Calls of [`Arch::long_work_progress`] (the 1 GiB clears and copies report progress).
+    long_work: AtomicU64,
 }
 
 // SAFETY: the buffer is owned by this value and only reached through the `Arch` window (whose
@@ -138,7 +140,13 @@ impl HostArch {
             full_flushes: AtomicU64::new(0),
             frame_freed_probe: spin::Mutex::new(None),
             fork_during_irqs_off: AtomicPtr::new(core::ptr::null_mut()),
+            long_work: AtomicU64::new(0),
         }
+    }
+
+    /// How many times long work reported progress ([`Arch::long_work_progress`]).
+    pub fn long_work_reports(&self) -> u64 {
+        self.long_work.load(Ordering::Relaxed)
     }
 
     /// Runs `f` as if another CPU ran a complete fork of the address space whose
@@ -277,8 +285,9 @@ impl HostArch {
             if !e.is_present() {
                 return None;
             }
-            if level == 2 && e.has(Pte::HUGE) {
-                return Some(e.huge_subpage(va));
+            if level <= 3 && e.has(Pte::HUGE) {
+                // A PMD leaf, or a PUD leaf (a 1 GiB hugetlb page).
+                return Some(e.huge_subpage_at(va, level));
             }
             table = e.frame();
         }
@@ -426,6 +435,10 @@ unsafe impl Arch for HostArch {
             cpus >> HOST_CPUS == 0,
             "flush names CPUs beyond the host machine's {HOST_CPUS}: {cpus:#x}"
         );
+    }
+
+    fn long_work_progress(&self) {
+        self.long_work.fetch_add(1, Ordering::Relaxed);
     }
 
     fn frame_freed(&self, frame: PhysAddr) {

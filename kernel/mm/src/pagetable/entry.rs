@@ -97,6 +97,13 @@ impl Pte {
         Pte((self.0 & !Self::HUGE) + sub)
     }
 
+    /// As [`Self::huge_subpage`] for a leaf at `level` (2: a PMD, 3: a PUD mapping 1 GiB).
+    pub const fn huge_subpage_at(self, va: crate::addr::VirtAddr, level: u8) -> Pte {
+        let span = 1u64 << (12 + 9 * (level as u32 - 1));
+        let sub = va.as_u64() & (span - 1) & !0xfff;
+        Pte((self.0 & !Self::HUGE) + sub)
+    }
+
     pub const fn is_dirty(self) -> bool {
         self.has(Self::DIRTY)
     }

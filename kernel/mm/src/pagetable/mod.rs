@@ -13,10 +13,12 @@
 //! translations flushed (`tlb::MmuGather`).
 
 mod entry;
+mod pud;
 mod range;
 mod teardown;
 
 pub use entry::Pte;
+pub use pud::HPAGE_PUD_SIZE;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -231,10 +233,8 @@ impl<'m, A: Arch> PageTable<'m, A> {
         let mut table = self.root;
         for level in [4u8, 3] {
             let e = self.entry(table, va.table_index(level)).load();
-            if !e.is_present() {
-                return None;
-            }
-            table = e.frame();
+            // A PUD leaf (a 1 GiB hugetlb page) has no PD below it.
+            table = Self::table_below(e)?;
         }
         Some(self.entry(table, va.table_index(2)))
     }
@@ -249,6 +249,10 @@ impl<'m, A: Arch> PageTable<'m, A> {
         for level in [4u8, 3] {
             let slot = self.entry(table, va.table_index(level));
             let e = slot.load();
+            if e.has(Pte::HUGE) && e.is_mapping() {
+                // A PUD leaf: never descend into a 1 GiB page as if it were a PD.
+                return None;
+            }
             table = if e.is_present() {
                 e.frame()
             } else {
@@ -286,9 +290,10 @@ impl<'m, A: Arch> PageTable<'m, A> {
         for level in [4u8, 3, 2] {
             let slot = self.entry(table, va.table_index(level));
             let e = slot.load();
-            if level == 2 && e.has(Pte::HUGE) {
+            if level <= 3 && e.has(Pte::HUGE) {
                 // A PMD leaf: the caller must handle (fault) or split it first; never
-                // descend into a 2 MiB page as if it were a PT.
+                // descend into a 2 MiB page as if it were a PT (nor into a PUD leaf's 1 GiB
+                // page as if it were a PD).
                 return None;
             }
             table = if e.is_present() {
@@ -308,8 +313,12 @@ impl<'m, A: Arch> PageTable<'m, A> {
         if let Some(pte) = self.walk(va).map(|s| s.load()) {
             return pte.is_mapping().then_some(pte);
         }
-        let pmd = self.walk_pmd(va)?.load();
-        pmd.is_huge().then(|| pmd.huge_subpage(va))
+        if let Some(pmd) = self.walk_pmd(va) {
+            let pmd = pmd.load();
+            return pmd.is_huge().then(|| pmd.huge_subpage(va));
+        }
+        let pud = self.walk_pud(va)?.load();
+        pud.is_huge().then(|| pud.huge_subpage_at(va, 3))
     }
 
     /// Entry `index` of the root (for the checker and tests of the kernel half).

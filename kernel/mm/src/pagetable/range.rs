@@ -176,6 +176,15 @@ impl<'m, A: Arch> PageTable<'m, A> {
             let next = (va & !(span - 1)).wrapping_add(span).min(end);
             let slot = self.entry(table, VirtAddr::new(va).table_index(level));
             let mut e = slot.load();
+            if level == 3 && e.is_huge() {
+                // A 1 GiB hugetlb page: its VMA is cut only at 1 GiB boundaries, so it goes
+                // whole (as a hugetlb PMD in `zap_huge_pmd_slot`).
+                let old = slot.take();
+                crate::huge_memory::zap_huge_pmd(self.mm, gather.shared(), old);
+                gather.remove_huge_sized(VirtAddr::new(va & !(span - 1)), old.frame(), span);
+                va = next;
+                continue;
+            }
             if level == 2 && e.is_huge() {
                 if zap_huge_pmd_slot(self.mm, slot, va, next, gather) {
                     va = next;

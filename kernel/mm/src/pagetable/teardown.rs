@@ -49,8 +49,9 @@ impl<A: Arch> PageTable<'_, A> {
             // Nobody uses this hierarchy any more (see `destroy`): a plain store suffices.
             slot.store(Pte::EMPTY);
             let va = base + i as u64 * level_span(level);
-            if level == 1 || (level == 2 && e.is_huge()) {
-                // A PMD leaf is reported whole; the caller sees `HUGE` and drops the folio.
+            if level == 1 || (level <= 3 && e.is_huge()) {
+                // A PMD (or 1 GiB PUD) leaf is reported whole; the caller sees `HUGE` and
+                // drops the folio.
                 if e.is_mapping() {
                     on_unmap(VirtAddr::new(va), e);
                 }

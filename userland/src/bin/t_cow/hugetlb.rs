@@ -1,6 +1,8 @@
-//! cow.c's hugetlb memory type (`run_with_hugetlb`, 2 MiB): every anon family on a private
-//! `MAP_HUGETLB | MAP_HUGE_2MB` page, every non-anon family on a `MFD_HUGETLB` memfd's page
-//! (private R/W and shared R/O mappings of it). The program sizes the pool itself
+//! cow.c's hugetlb memory type (`run_with_hugetlb`, 2 MiB, and 1 GiB with `t_cow hugetlb=1G`):
+//! every anon family on a private `MAP_HUGETLB | MAP_HUGE_<size>` page, every non-anon family
+//! on a `MFD_HUGETLB` memfd's page (private R/W and shared R/O mappings of it). The 1 GiB
+//! pool is sized through its sysfs directory (`hugepages-1048576kB/nr_hugepages`) and counted
+//! by its `free_hugepages`; the 2 MiB one as before. The program sizes the pool itself
 //! (`/proc/sys/vm/nr_hugepages`, root only) and restores it at the end; where it cannot (not
 //! root, a read-only `/proc/sys` in a container, no free 2 MiB page) the cases are SKIPs with
 //! the reason, which on cowlab is a failure. Each case also checks that every huge page went
@@ -15,11 +17,16 @@ use crate::families::{self, Msg, Need, PinTest, R};
 use crate::sys::*;
 use crate::{Anon, Ctx, NonAnon};
 
-/// Bytes of a hugetlb page.
+/// Bytes of a 2 MiB hugetlb page.
 pub const HPAGE: usize = 2 << 20;
+/// Bytes of a 1 GiB hugetlb page.
+pub const GPAGE: usize = 1 << 30;
 const MAP_HUGETLB: u32 = 0x4_0000;
-/// `MAP_HUGE_2MB` (and `MFD_HUGE_2MB`): log2(2 MiB) << 26.
-const HUGE_2MB: u32 = 21 << 26;
+
+/// `MAP_HUGE_<size>` (and `MFD_HUGE_<size>`): log2(size) << 26.
+fn huge_flag(size: usize) -> u32 {
+    size.trailing_zeros() << 26
+}
 const MFD_HUGETLB: u32 = 4;
 /// Free huge pages a case may need at once: the page, a COW copy, an unshare copy.
 const WANT_FREE: u64 = 3;
@@ -38,6 +45,8 @@ fn memfd_create_flags(
 
 /// The pool as found, to restore it.
 pub struct Pool {
+    /// The page size.
+    size: usize,
     /// `nr_hugepages` before the program raised it, if it did.
     restore: Option<u64>,
     /// The host-wide pool lock ([`lock_pool`]), held until [`teardown`].
@@ -70,19 +79,36 @@ fn meminfo(key: &[u8]) -> Option<u64> {
     Some(digits.fold(0, |v, d| v * 10 + u64::from(d - b'0')))
 }
 
-pub fn free_huge_pages() -> Option<u64> {
+/// Free pages of `size` (the default size's from `/proc/meminfo`, 1 GiB's from sysfs).
+pub fn free_huge_pages(size: usize) -> Option<u64> {
+    if size == GPAGE {
+        return read_num(c"/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages");
+    }
     meminfo(b"HugePages_Free:")
 }
 
-fn nr_hugepages() -> Option<u64> {
+/// The pool size file of `size`.
+fn nr_path(size: usize) -> &'static core::ffi::CStr {
+    if size == GPAGE {
+        c"/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"
+    } else {
+        c"/proc/sys/vm/nr_hugepages"
+    }
+}
+
+fn read_num(path: &core::ffi::CStr) -> Option<u64> {
     let mut buf = [0u8; 32];
-    let n = read_file(c"/proc/sys/vm/nr_hugepages", &mut buf)?;
+    let n = read_file(path, &mut buf)?;
     let text = core::str::from_utf8(&buf[..n]).ok()?;
     text.trim().parse().ok()
 }
 
-fn set_nr_hugepages(n: u64) -> bool {
-    let Ok(fd) = open(c"/proc/sys/vm/nr_hugepages", O_WRONLY) else {
+fn nr_hugepages(size: usize) -> Option<u64> {
+    read_num(nr_path(size))
+}
+
+fn set_nr_hugepages(size: usize, n: u64) -> bool {
+    let Ok(fd) = open(nr_path(size), O_WRONLY) else {
         return false;
     };
     let mut m = Msg::new();
@@ -95,32 +121,34 @@ fn set_nr_hugepages(n: u64) -> bool {
 /// Makes [`WANT_FREE`] huge pages free, raising the pool if needed: the reason if it cannot.
 // The reason is a stack-built `Msg` on purpose: nothing here may grow the heap.
 #[allow(clippy::result_large_err)]
-pub fn setup() -> Result<Pool, Msg> {
+pub fn setup(size: usize) -> Result<Pool, Msg> {
     let mut pool = Pool {
+        size,
         restore: None,
         lock: lock_pool(),
     };
-    let Some(free) = free_huge_pages() else {
+    let Some(free) = free_huge_pages(size) else {
         teardown(pool);
-        return Err("no HugePages_Free in /proc/meminfo".into());
+        return Err(msg!("no pool of {} kB pages", size / 1024));
     };
     if free >= WANT_FREE {
         return Ok(pool);
     }
-    let Some(nr) = nr_hugepages() else {
+    let Some(nr) = nr_hugepages(size) else {
         teardown(pool);
-        return Err("no /proc/sys/vm/nr_hugepages".into());
+        return Err(msg!("no {:?}", nr_path(size)));
     };
-    if !set_nr_hugepages(nr + WANT_FREE - free) {
+    if !set_nr_hugepages(size, nr + WANT_FREE - free) {
         teardown(pool);
-        return Err("cannot write /proc/sys/vm/nr_hugepages (not root?)".into());
+        return Err(msg!("cannot write {:?} (not root?)", nr_path(size)));
     }
     pool.restore = Some(nr);
-    let now = free_huge_pages().unwrap_or(0);
+    let now = free_huge_pages(size).unwrap_or(0);
     if now < WANT_FREE {
         teardown(pool);
         return Err(msg!(
-            "only {now} free 2 MiB hugetlb pages after raising the pool"
+            "only {now} free {} kB hugetlb pages after raising the pool",
+            size / 1024
         ));
     }
     Ok(pool)
@@ -129,7 +157,7 @@ pub fn setup() -> Result<Pool, Msg> {
 /// Puts the pool back as it was.
 pub fn teardown(pool: Pool) {
     if let Some(nr) = pool.restore {
-        let _ = set_nr_hugepages(nr);
+        let _ = set_nr_hugepages(pool.size, nr);
     }
     if let Some(fd) = pool.lock {
         let _ = close(fd);
@@ -137,10 +165,10 @@ pub fn teardown(pool: Pool) {
 }
 
 /// A case's verdict, failed if a huge page did not come back to the pool.
-fn with_pool_check(case: impl FnOnce() -> R) -> R {
-    let before = free_huge_pages();
+fn with_pool_check(size: usize, case: impl FnOnce() -> R) -> R {
+    let before = free_huge_pages(size);
     let r = case();
-    let after = free_huge_pages();
+    let after = free_huge_pages(size);
     match r {
         R::Pass(_) | R::Fail(_) if before != after => R::Fail(msg!(
             "hugetlb pages not back in the pool: HugePages_Free {before:?} -> {after:?}"
@@ -149,33 +177,36 @@ fn with_pool_check(case: impl FnOnce() -> R) -> R {
     }
 }
 
-/// cow.c `run_with_hugetlb` for an anon family: a private 2 MiB hugetlb page, populated.
+/// cow.c `run_with_hugetlb` for an anon family: a private hugetlb page of the pool's size,
+/// populated.
 pub fn run_anon(ctx: &mut Ctx, family: Anon, pool: &Result<Pool, Msg>) -> R {
-    if let Err(why) = pool {
-        return R::Skip(Need::Hugetlb, msg!("{why}"));
-    }
-    with_pool_check(|| {
-        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | HUGE_2MB;
-        let mem = match mmap(0, HPAGE, PROT_READ | PROT_WRITE, flags) {
+    let pool = match pool {
+        Err(why) => return R::Skip(Need::Hugetlb, msg!("{why}")),
+        Ok(pool) => pool,
+    };
+    let size = pool.size;
+    with_pool_check(size, || {
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | huge_flag(size);
+        let mem = match mmap(0, size, PROT_READ | PROT_WRITE, flags) {
             Ok(m) => m,
             Err(e) => return R::Skip(Need::Hugetlb, msg!("MAP_HUGETLB: {e:?}")),
         };
-        fill(mem, HPAGE, 1);
+        fill(mem, size, 1);
         let r = match family {
-            Anon::Cow { mprotect } => families::cow_in_parent(ctx, mem, HPAGE, mprotect, false),
+            Anon::Cow { mprotect } => families::cow_in_parent(ctx, mem, size, mprotect, false),
             Anon::VmspliceInChild { mprotect } => {
-                families::cow_in_parent(ctx, mem, HPAGE, mprotect, true)
+                families::cow_in_parent(ctx, mem, size, mprotect, true)
             }
             Anon::VmspliceInParent { before_fork } => {
-                families::vmsplice_in_parent(ctx, mem, HPAGE, before_fork)
+                families::vmsplice_in_parent(ctx, mem, size, before_fork)
             }
-            Anon::IoUring { fork } => families::iouring(ctx, mem, HPAGE, fork),
+            Anon::IoUring { fork } => families::iouring(ctx, mem, size, fork),
             Anon::RoPin { test, fast } => {
                 let exclusive = test == PinTest::RoExclusive;
-                families::ro_pin(ctx, mem, HPAGE, test, fast, true, exclusive)
+                families::ro_pin(ctx, mem, size, test, fast, true, exclusive)
             }
         };
-        let _ = munmap(mem, HPAGE);
+        let _ = munmap(mem, size);
         xfail_on_linux(family, r)
     })
 }
@@ -198,42 +229,38 @@ fn xfail_on_linux(family: Anon, r: R) -> R {
 }
 
 /// cow.c `run_with_memfd_hugetlb`: a private R/W and a shared R/O mapping of page 0 of a
-/// `MFD_HUGETLB | MFD_HUGE_2MB` memfd, both read.
+/// `MFD_HUGETLB | MFD_HUGE_<size>` memfd, both read.
 pub fn run_non_anon(ctx: &mut Ctx, family: NonAnon, pool: &Result<Pool, Msg>) -> R {
-    if let Err(why) = pool {
-        return R::Skip(Need::Hugetlb, msg!("{why}"));
-    }
-    with_pool_check(|| {
-        let fd = match memfd_create_flags(c"test", MFD_HUGETLB | HUGE_2MB) {
+    let pool = match pool {
+        Err(why) => return R::Skip(Need::Hugetlb, msg!("{why}")),
+        Ok(pool) => pool,
+    };
+    let size = pool.size;
+    with_pool_check(size, || {
+        let fd = match memfd_create_flags(c"test", MFD_HUGETLB | huge_flag(size)) {
             Ok(fd) => fd,
             Err(e) => return R::Skip(Need::Hugetlb, msg!("memfd_create(MFD_HUGETLB): {e:?}")),
         };
-        let r = match fallocate(fd, 0, 0, HPAGE as i64) {
+        let r = match fallocate(fd, 0, 0, size as i64) {
             Err(e) => R::Fail(msg!("fallocate: {e:?}")),
             Ok(_) => {
-                let mem = mmap_fd(HPAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd);
-                let smem = mmap_fd(HPAGE, PROT_READ, MAP_SHARED, fd);
+                let mem = mmap_fd(size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd);
+                let smem = mmap_fd(size, PROT_READ, MAP_SHARED, fd);
                 let r = match (mem, smem) {
                     (Ok(mem), Ok(smem)) => {
                         touch(mem);
                         touch(smem);
                         match family {
-                            NonAnon::Cow => families::non_anon_cow(ctx, mem, smem, HPAGE),
-                            NonAnon::RoPin { fast } => families::ro_pin(
-                                ctx,
-                                mem,
-                                HPAGE,
-                                PinTest::Plain,
-                                fast,
-                                false,
-                                false,
-                            ),
+                            NonAnon::Cow => families::non_anon_cow(ctx, mem, smem, size),
+                            NonAnon::RoPin { fast } => {
+                                families::ro_pin(ctx, mem, size, PinTest::Plain, fast, false, false)
+                            }
                         }
                     }
                     (m, s) => R::Fail(msg!("mmap: {m:?} {s:?}")),
                 };
                 for m in [mem, smem].into_iter().flatten() {
-                    let _ = munmap(m, HPAGE);
+                    let _ = munmap(m, size);
                 }
                 r
             }
