@@ -36,7 +36,7 @@ pub const CMDLINE: &str = "console=ttyS0 quiet nokaslr norandmaps panic=-1";
 /// `-icount` round-robin, Linux 6.1's boot-time bring-up of the APs never ends).
 pub const SMP_CMDLINE: &str = "maxcpus=1";
 
-/// The firmware that loads the kernel: qboot (shipped with QEMU, found in its data directory),
+/// The firmware that loads the kernel of the one-CPU boot: qboot (shipped with QEMU, found in its data directory),
 /// not the default SeaBIOS. SeaBIOS sets up the virtio disk before it starts the kernel, and
 /// the disk's requests complete in host time, so the kernel started at a different instruction
 /// count on each boot: two boots' `getrandom` bytes differed (the entropy pool mixes the TSC)
@@ -337,12 +337,14 @@ pub fn command(
     rows: Option<&str>,
 ) -> Command {
     let mut command = Command::new(qemu);
-    // The SMP boot has no disk, as cowlab's (its rows touch no file).
+    // The SMP boot has no disk, as cowlab's (its rows touch no file), and so needs no other
+    // firmware: without a disk SeaBIOS's set-up repeats (two 4-CPU boots gave the same rows).
     if !smp {
         let mut drive = std::ffi::OsString::from("file=");
         drive.push(disk);
         drive.push(",format=raw,if=virtio,snapshot=on");
         command.arg("-drive").arg(drive);
+        command.args(["-bios", FIRMWARE]);
     }
     command
         .arg("-kernel")
@@ -361,8 +363,7 @@ pub fn command(
             "1G",
         ])
         .args(["-cpu", "qemu64", "-accel", "tcg"])
-        .args(ICOUNT_ARGS)
-        .args(["-bios", FIRMWARE]);
+        .args(ICOUNT_ARGS);
     if smp {
         command.args(["-smp", &super::SMP_CPUS.to_string()]);
     }
@@ -432,7 +433,7 @@ mod tests {
         ));
         assert!(smp.contains(machine), "{smp}");
         assert!(smp.contains("-smp 4"), "{smp}");
-        assert!(!smp.contains("-drive"), "{smp}");
+        assert!(!smp.contains("-drive") && !smp.contains("-bios"), "{smp}");
         assert!(!smp.contains("thread=multi"), "{smp}");
         assert!(
             smp.contains("norandmaps panic=-1 maxcpus=1 -- rows=smp'"),
