@@ -220,10 +220,13 @@ fn hbar_chart(
                                 s.color.filled(),
                             )))
                             .map_err(draw_err)?;
-                        let (tx, ty) = chart.backend_coord(&(v.max(1.0), (y0 + y1) / 2.0));
+                        // A target tick just past (or on) the bar's end would cover the
+                        // figure: the figure then starts after the tick.
+                        let at = label_x(v, ticks.get(g).copied().flatten());
+                        let (tx, ty) = chart.backend_coord(&(at.max(1.0), (y0 + y1) / 2.0));
                         root.draw(&Text::new(
                             human(v),
-                            (tx + 4, ty),
+                            (tx + if at > v { 6 } else { 4 }, ty),
                             TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Left, VPos::Center)),
                         ))
                         .map_err(draw_err)?;
@@ -254,6 +257,16 @@ fn hbar_chart(
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
+}
+
+/// Where a bar's figure is written: at the bar's end `v`, or at the target tick `t` when the
+/// tick lies where the text would be (from a little inside the bar to 1.6x past its end on the
+/// log axis, about the width of a 6-digit figure).
+fn label_x(v: f64, t: Option<f64>) -> f64 {
+    match t {
+        Some(t) if t >= v * 0.95 && t <= v * 1.6 => t,
+        _ => v,
+    }
 }
 
 fn row<'r>(rows: &'r [Row], name: &str) -> Option<&'r Row> {
@@ -736,6 +749,18 @@ mod tests {
         assert!(svg.contains("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
+    fn a_figure_starts_after_a_target_tick_that_would_cover_it() {
+        // fork_per_mib 8315 against 9000, pin_longterm 97 against 120: the tick sat on the text.
+        assert_eq!(label_x(8315.0, Some(9000.0)), 9000.0);
+        assert_eq!(label_x(97.0, Some(120.0)), 120.0);
+        // Far past the end, or well inside the bar, or no target: at the bar's end.
+        assert_eq!(label_x(139.0, Some(100.0)), 139.0);
+        assert_eq!(label_x(142.0, Some(60.0)), 142.0);
+        assert_eq!(label_x(7275.0, Some(15000.0)), 7275.0);
+        assert_eq!(label_x(5.0, None), 5.0);
     }
 
     #[test]
