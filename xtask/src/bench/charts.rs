@@ -260,11 +260,11 @@ fn hbar_chart(
 }
 
 /// Where a bar's figure is written: at the bar's end `v`, or at the target tick `t` when the
-/// tick lies where the text would be (from a little inside the bar to 1.6x past its end on the
-/// log axis, about the width of a 6-digit figure).
+/// tick lies where the text would be (from a little inside the bar to 2x past its end on the
+/// log axis, about the width of a 4-digit figure).
 fn label_x(v: f64, t: Option<f64>) -> f64 {
     match t {
-        Some(t) if t >= v * 0.95 && t <= v * 1.6 => t,
+        Some(t) if t >= v * 0.95 && t <= v * 2.0 => t,
         _ => v,
     }
 }
@@ -756,6 +756,8 @@ mod tests {
         // fork_per_mib 8315 against 9000, pin_longterm 97 against 120: the tick sat on the text.
         assert_eq!(label_x(8315.0, Some(9000.0)), 9000.0);
         assert_eq!(label_x(97.0, Some(120.0)), 120.0);
+        // fork_base 9022 against 15000 (session 9's paths.svg).
+        assert_eq!(label_x(9022.0, Some(15000.0)), 15000.0);
         // Far past the end, or well inside the bar, or no target: at the bar's end.
         assert_eq!(label_x(139.0, Some(100.0)), 139.0);
         assert_eq!(label_x(142.0, Some(60.0)), 142.0);
