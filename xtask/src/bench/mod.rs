@@ -406,7 +406,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         let mut shown = shown_linux.replace(&root, "");
         if smp {
             shown.push_str(&format!(
-                " (smp_* rows: the same with -smp {SMP_CPUS} and `-- smp` appended to -append)"
+                " (smp_* rows: the same without -drive and -bios, with -smp {SMP_CPUS} and `{} -- rows=smp` appended to -append)",
+                linux::SMP_CMDLINE
             ));
         }
         write(
