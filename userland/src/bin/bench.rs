@@ -216,6 +216,7 @@ fn skip(name: &str, e: Errno) {
 
 fn main() -> i32 {
     uname();
+    guest_random();
     // pc3: `bench files` runs only the file rows (a quick before/after of the page cache).
     if cowlab_userland::args::args()
         .nth(1)
@@ -226,38 +227,117 @@ fn main() -> i32 {
         return 0;
     }
     // `bench smp`: only the multiprocessor rows, in the 4-CPU boot of `xtask bench --smp`.
-    if cowlab_userland::args::args().nth(1) == Some(c"smp") {
+    // `rows=smp` is the same: Linux does not hand `/init` a word without `=` after `--` on
+    // its command line (seen with 6.1: `-- smp` left argv[1] unset), so its SMP boot says this.
+    if cowlab_userland::args::args().nth(1) == Some(c"smp") || only_rows(b"smp") {
         smp::smp_rows();
         println!("BENCH-DONE");
         power_off_if_linux_init();
         return 0;
     }
-    tsc_overhead();
-    syscall_getppid();
-    rep_movsq_4k();
-    rep_stosq_4k();
-    fault_path("anon_read_fault", Before::Nothing, Access::Read);
-    fault_path("anon_write_fault", Before::Nothing, Access::Write);
-    fault_path("zeropage_write_fault", Before::Read, Access::Write);
-    cow_copy_fault();
-    cow_reuse_fault();
-    forks();
-    for vmas in [1, 10, 100, 1000] {
-        fault_with_vmas(vmas);
+    if wanted(b"base") {
+        tsc_overhead();
+        syscall_getppid();
+        rep_movsq_4k();
+        rep_stosq_4k();
     }
-    unmap_per_page("munmap_per_page", |addr, len| munmap(addr, len).map(drop));
-    unmap_per_page("madv_dontneed_per_page", |addr, len| {
-        madvise(addr, len, MADV_DONTNEED).map(drop)
-    });
-    pin_longterm_per_page();
-    vmsplice_batch_per_page();
-    gup_test_pins();
-    dio_4k();
-    file_rows();
-    thp::thp_rows();
+    if wanted(b"faults") {
+        fault_path("anon_read_fault", Before::Nothing, Access::Read);
+        fault_path("anon_write_fault", Before::Nothing, Access::Write);
+        fault_path("zeropage_write_fault", Before::Read, Access::Write);
+        cow_copy_fault();
+        cow_reuse_fault();
+    }
+    if wanted(b"fork") {
+        forks();
+    }
+    if wanted(b"vmas") {
+        for vmas in [1, 10, 100, 1000] {
+            fault_with_vmas(vmas);
+        }
+    }
+    if wanted(b"unmap") {
+        unmap_per_page("munmap_per_page", |addr, len| munmap(addr, len).map(drop));
+        unmap_per_page("madv_dontneed_per_page", |addr, len| {
+            madvise(addr, len, MADV_DONTNEED).map(drop)
+        });
+    }
+    if wanted(b"pins") {
+        pin_longterm_per_page();
+        vmsplice_batch_per_page();
+        gup_test_pins();
+    }
+    if wanted(b"thp") {
+        thp::thp_rows();
+    }
+    // The rows that wait for a disk come last: its requests complete in host time, which moves
+    // where the timer ticks fall in whatever runs after them (Linux's `thp_fault_2m` median
+    // differed between two boots while it followed the file rows).
+    if wanted(b"dio") {
+        dio_4k();
+    }
+    if wanted(b"files") {
+        file_rows();
+    }
     println!("BENCH-DONE");
     power_off_if_linux_init();
     0
+}
+
+/// The groups of rows `bench rows=<group>,...` asks for (`cargo xtask bench --rows`, for
+/// iterating on a few rows): base, faults, fork, vmas, unmap, pins, dio, files, thp. Without a
+/// `rows=` argument every group runs.
+const GROUPS: [&[u8]; 9] = [
+    b"base", b"faults", b"fork", b"vmas", b"unmap", b"pins", b"dio", b"files", b"thp",
+];
+
+fn wanted(group: &[u8]) -> bool {
+    debug_assert!(GROUPS.contains(&group));
+    rows_arg().is_none_or(|list| list.split(|&b| b == b',').any(|g| g == group))
+}
+
+/// The list of a `rows=` argument, if there is one.
+fn rows_arg() -> Option<&'static [u8]> {
+    cowlab_userland::args::args()
+        .skip(1)
+        .find_map(|a| a.to_bytes().strip_prefix(b"rows="))
+}
+
+/// Whether the argument is exactly `rows=<group>`.
+fn only_rows(group: &[u8]) -> bool {
+    rows_arg() == Some(group)
+}
+
+/// `BENCH-RANDOM bytes=<32 hex digits>`: 16 bytes of `getrandom(GRND_INSECURE)` as the program
+/// starts. Every input of a boot under `-icount` but the host's randomness repeats, so two boots
+/// printing different bytes were seeded from the host (QEMU's `setup_data` seed, RDRAND), and
+/// whatever the kernel randomises (slab freelists, hash seeds) may differ with them; xtask
+/// compares the line between boots (docs/benchmarks.md, "Two runs are identical").
+fn guest_random() {
+    const GETRANDOM: usize = 318;
+    const GRND_INSECURE: usize = 4;
+    let mut buf = [0u8; 16];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
+    match unsafe {
+        raw(
+            GETRANDOM,
+            [buf.as_mut_ptr() as usize, buf.len(), GRND_INSECURE, 0, 0, 0],
+        )
+    } {
+        Ok(n) if n == buf.len() => {
+            let mut hex = [0u8; 32];
+            for (i, b) in buf.iter().enumerate() {
+                hex[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+                hex[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+            }
+            println!(
+                "BENCH-RANDOM bytes={}",
+                core::str::from_utf8(&hex).unwrap_or("?")
+            );
+        }
+        Ok(n) => println!("BENCH-RANDOM short={n}"),
+        Err(e) => println!("BENCH-RANDOM errno={}", e.0),
+    }
 }
 
 /// `BENCH-UNAME sysname=<s> release=<r> version=<the rest of the line>`: which kernel ran the
@@ -286,6 +366,29 @@ fn uname() {
         field(2),
         field(3)
     );
+}
+
+/// On Linux as `/init`: sysfs mounted at `/sys` (nothing else mounts it there). A second mount
+/// fails with EBUSY, which is fine.
+fn linux_mount_sysfs() {
+    const MKDIR: usize = 83;
+    const MOUNT: usize = 165;
+    let sysfs = c"sysfs";
+    // SAFETY: NUL-terminated strings that outlive the calls.
+    unsafe {
+        let _ = raw(MKDIR, [c"/sys".as_ptr() as usize, 0o755, 0, 0, 0, 0]);
+        let _ = raw(
+            MOUNT,
+            [
+                sysfs.as_ptr() as usize,
+                c"/sys".as_ptr() as usize,
+                sysfs.as_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        );
+    }
 }
 
 /// As `/init` of Linux (pid 1 on a kernel that is not cowlab) the program must not exit, which

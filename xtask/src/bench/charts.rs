@@ -109,34 +109,61 @@ fn header<DB: DrawingBackend>(
         .map_err(draw_err)?;
     area.draw(&Text::new(subtitle.to_owned(), (12, 32), (FONT, 15)))
         .map_err(draw_err)?;
-    let mut x = 12;
-    for (label, color, mark) in legend {
+    let width = area.dim_in_pixel().0 as i32;
+    for ((label, color, mark), (x, y)) in legend.iter().zip(legend_places(legend, width)) {
         match mark {
             Mark::Tick => area
-                .draw(&Rectangle::new([(x + 5, 50), (x + 8, 64)], color.filled()))
+                .draw(&Rectangle::new(
+                    [(x + 5, y - 1), (x + 8, y + 13)],
+                    color.filled(),
+                ))
                 .map_err(draw_err)?,
             Mark::Square => area
-                .draw(&Rectangle::new([(x, 52), (x + 12, 64)], color.filled()))
+                .draw(&Rectangle::new(
+                    [(x, y + 1), (x + 12, y + 13)],
+                    color.filled(),
+                ))
                 .map_err(draw_err)?,
             Mark::Dashed => {
                 for dx in [0, 8] {
                     area.draw(&Rectangle::new(
-                        [(x + dx, 57), (x + dx + 5, 59)],
+                        [(x + dx, y + 6), (x + dx + 5, y + 8)],
                         color.filled(),
                     ))
                     .map_err(draw_err)?;
                 }
             }
         }
-        area.draw(&Text::new(label.clone(), (x + 18, 51), (FONT, 16)))
+        area.draw(&Text::new(label.clone(), (x + 18, y), (FONT, 16)))
             .map_err(draw_err)?;
-        // A generous 8 px per character: the SVG viewer's font decides the real width.
-        x += 18 + 8 * label.chars().count() as i32 + 24;
     }
     Ok(())
 }
 
-const HEADER_H: u32 = 74;
+/// Where each legend entry starts (its mark's left edge, its text's top): left to right from
+/// x = 12 on the line at y = 51, and on the next line (y + [`LEGEND_LINE`]) when an entry
+/// would pass the right edge (`width`), so none is cut (smp.svg's fourth entry was).
+fn legend_places(legend: &[(String, RGBColor, Mark)], width: i32) -> Vec<(i32, i32)> {
+    let (mut x, mut y) = (12, 51);
+    let mut out = Vec::new();
+    for (label, _, _) in legend {
+        // A generous 8 px per character: the SVG viewer's font decides the real width.
+        let w = 18 + 8 * label.chars().count() as i32;
+        if x > 12 && x + w > width - 12 {
+            x = 12;
+            y += LEGEND_LINE;
+        }
+        out.push((x, y));
+        x += w + 24;
+    }
+    out
+}
+
+/// The height of a legend line.
+const LEGEND_LINE: i32 = 22;
+
+/// The header: title, subtitle and two legend lines.
+const HEADER_H: u32 = 74 + LEGEND_LINE as u32;
 
 /// How a legend entry is marked: a bar or line colour, a target tick, a dashed reference line.
 #[derive(Clone, Copy)]
@@ -220,10 +247,13 @@ fn hbar_chart(
                                 s.color.filled(),
                             )))
                             .map_err(draw_err)?;
-                        let (tx, ty) = chart.backend_coord(&(v.max(1.0), (y0 + y1) / 2.0));
+                        // A target tick just past (or on) the bar's end would cover the
+                        // figure: the figure then starts after the tick.
+                        let at = label_x(v, ticks.get(g).copied().flatten());
+                        let (tx, ty) = chart.backend_coord(&(at.max(1.0), (y0 + y1) / 2.0));
                         root.draw(&Text::new(
                             human(v),
-                            (tx + 4, ty),
+                            (tx + if at > v { 6 } else { 4 }, ty),
                             TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Left, VPos::Center)),
                         ))
                         .map_err(draw_err)?;
@@ -254,6 +284,16 @@ fn hbar_chart(
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
+}
+
+/// Where a bar's figure is written: at the bar's end `v`, or at the target tick `t` when the
+/// tick lies where the text would be (from a little inside the bar to 2x past its end on the
+/// log axis, about the width of a 4-digit figure).
+fn label_x(v: f64, t: Option<f64>) -> f64 {
+    match t {
+        Some(t) if t >= v * 0.95 && t <= v * 2.0 => t,
+        _ => v,
+    }
 }
 
 fn row<'r>(rows: &'r [Row], name: &str) -> Option<&'r Row> {
@@ -403,7 +443,15 @@ where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    for s in series {
+    // The second half's figures go below their points: a series and its counterpart (smp.svg's
+    // disjoint and shared ranges of one kernel) can coincide, and their figures overprinted.
+    let below = series.len() / 2;
+    for (i, s) in series.iter().enumerate() {
+        let v_pos = if i >= below && below > 0 {
+            VPos::Top
+        } else {
+            VPos::Bottom
+        };
         let points: Vec<(f64, f64)> = xs
             .iter()
             .zip(&s.values)
@@ -420,7 +468,7 @@ where
                 Text::new(
                     human(y),
                     (x, y),
-                    TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Left, VPos::Bottom)),
+                    TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Left, v_pos)),
                 )
             }))
             .map_err(draw_err)?;
@@ -736,6 +784,48 @@ mod tests {
         assert!(svg.contains("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
+    fn a_legend_wider_than_the_chart_wraps_to_a_second_line() {
+        let entry = |l: &str| (l.to_owned(), TARGET, Mark::Square);
+        // smp.svg's four series on an 800 px chart: the fourth went past the edge.
+        let legend = [
+            entry("cowlab, disjoint ranges"),
+            entry("Linux 6.1.0-57-amd64, disjoint ranges"),
+            entry("cowlab, one shared range"),
+            entry("Linux 6.1.0-57-amd64, one shared range"),
+        ];
+        let places = legend_places(&legend, 800);
+        assert_eq!(places[0], (12, 51));
+        assert!(places
+            .iter()
+            .any(|&(x, y)| x == 12 && y == 51 + LEGEND_LINE));
+        for ((label, _, _), (x, y)) in legend.iter().zip(&places) {
+            assert!(
+                x + 18 + 8 * label.chars().count() as i32 <= 800 - 12,
+                "{label}"
+            );
+            assert!(y + 16 < HEADER_H as i32, "{label}");
+        }
+        // A short legend stays on one line.
+        assert!(legend_places(&legend[..2], 800)
+            .iter()
+            .all(|&(_, y)| y == 51));
+    }
+
+    #[test]
+    fn a_figure_starts_after_a_target_tick_that_would_cover_it() {
+        // fork_per_mib 8315 against 9000, pin_longterm 97 against 120: the tick sat on the text.
+        assert_eq!(label_x(8315.0, Some(9000.0)), 9000.0);
+        assert_eq!(label_x(97.0, Some(120.0)), 120.0);
+        // fork_base 9022 against 15000 (session 9's paths.svg).
+        assert_eq!(label_x(9022.0, Some(15000.0)), 15000.0);
+        // Far past the end, or well inside the bar, or no target: at the bar's end.
+        assert_eq!(label_x(139.0, Some(100.0)), 139.0);
+        assert_eq!(label_x(142.0, Some(60.0)), 142.0);
+        assert_eq!(label_x(7275.0, Some(15000.0)), 7275.0);
+        assert_eq!(label_x(5.0, None), 5.0);
     }
 
     #[test]

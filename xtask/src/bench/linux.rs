@@ -13,7 +13,10 @@
 //!
 //! Determinism: `-icount shift=0,sleep=off` and the virtual-clock RTC make every instruction
 //! count repeat; `nokaslr` and `norandmaps` keep the kernel's and the program's addresses (so
-//! which faults need a new page-table page) the same on every boot.
+//! which faults need a new page-table page) the same on every boot; qboot instead of SeaBIOS
+//! ([`FIRMWARE`]) keeps the disk's host-timed requests out of the boot, so the kernel starts at
+//! the same instruction count and its random pool, seeded from the TSC, is the same (`bench`
+//! prints its first `getrandom` bytes, `BENCH-RANDOM`, and xtask compares them between boots).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +30,20 @@ use crate::target_dir;
 /// that fix addresses between boots. `panic=-1` turns a crash into an immediate reboot, which
 /// `-no-reboot` turns into the end of QEMU.
 pub const CMDLINE: &str = "console=ttyS0 quiet nokaslr norandmaps panic=-1";
+
+/// Added for the SMP boot: Linux boots on one CPU and `bench smp` brings the other three online
+/// through sysfs (`linux_online_cpus` in `userland/src/bin/bench/smp.rs`: under QEMU 7.2's
+/// `-icount` round-robin, Linux 6.1's boot-time bring-up of the APs never ends).
+pub const SMP_CMDLINE: &str = "maxcpus=1";
+
+/// The firmware that loads the kernel of the one-CPU boot: qboot (shipped with QEMU, found in its data directory),
+/// not the default SeaBIOS. SeaBIOS sets up the virtio disk before it starts the kernel, and
+/// the disk's requests complete in host time, so the kernel started at a different instruction
+/// count on each boot: two boots' `getrandom` bytes differed (the entropy pool mixes the TSC)
+/// and, with every timer's phase shifted, so did `fork_touched_mib_256` and `thp_fault_2m`.
+/// qboot only loads the kernel. (cowlab boots from its disk image through SeaBIOS's BIOS
+/// calls, which qboot does not have; its boots repeat.)
+pub const FIRMWARE: &str = "qboot.rom";
 
 /// The Debian metapackage whose dependency names the current kernel package.
 const META: &str = "linux-image-amd64";
@@ -294,13 +311,15 @@ impl Cpio {
     }
 }
 
-/// The kernel command line of the SMP boot (`--smp`): [`CMDLINE`], then `-- smp`, which Linux
-/// passes to `/init` as its first argument (`bench smp`: only the multiprocessor rows).
-pub fn cmdline(smp: bool) -> String {
-    if smp {
-        format!("{CMDLINE} -- smp")
-    } else {
-        CMDLINE.to_owned()
+/// The kernel command line: [`CMDLINE`], then `-- rows=smp` for the SMP boot (`--smp`) or
+/// `-- rows=<groups>` (`--rows`), which Linux passes to `/init` as its argument (`bench
+/// rows=smp`: only the multiprocessor rows, as `bench smp` on cowlab; `bench rows=...`: only
+/// those groups). A word without `=` after `--` did not reach `/init` on 6.1.
+pub fn cmdline(smp: bool, rows: Option<&str>) -> String {
+    match (smp, rows) {
+        (true, _) => format!("{CMDLINE} {SMP_CMDLINE} -- rows=smp"),
+        (false, Some(rows)) => format!("{CMDLINE} -- rows={rows}"),
+        (false, None) => CMDLINE.to_owned(),
     }
 }
 
@@ -308,20 +327,32 @@ pub fn cmdline(smp: bool) -> String {
 /// (`-m 1G -cpu qemu64 -accel tcg`, icount, the fixed RTC, `-no-reboot`, serial on stdio), with
 /// the kernel loaded by QEMU instead of from a disk, and `disk` (cowlab's root image) as the
 /// only virtio disk, a snapshot. With `smp`, the SMP boot: `-smp` [`super::SMP_CPUS`] (one
-/// round-robin TCG thread under icount, as cowlab's) and `bench smp`.
-pub fn command(qemu: &Path, kernel: &Kernel, initrd: &Path, disk: &Path, smp: bool) -> Command {
+/// round-robin TCG thread under icount, as cowlab's), no disk, `maxcpus=1` and `bench rows=smp`.
+pub fn command(
+    qemu: &Path,
+    kernel: &Kernel,
+    initrd: &Path,
+    disk: &Path,
+    smp: bool,
+    rows: Option<&str>,
+) -> Command {
     let mut command = Command::new(qemu);
-    let mut drive = std::ffi::OsString::from("file=");
-    drive.push(disk);
-    drive.push(",format=raw,if=virtio,snapshot=on");
-    command.arg("-drive").arg(drive);
+    // The SMP boot has no disk, as cowlab's (its rows touch no file), and so needs no other
+    // firmware: without a disk SeaBIOS's set-up repeats (two 4-CPU boots gave the same rows).
+    if !smp {
+        let mut drive = std::ffi::OsString::from("file=");
+        drive.push(disk);
+        drive.push(",format=raw,if=virtio,snapshot=on");
+        command.arg("-drive").arg(drive);
+        command.args(["-bios", FIRMWARE]);
+    }
     command
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(cmdline(smp))
+        .arg(cmdline(smp, rows))
         .args([
             "-serial",
             "stdio",
@@ -357,6 +388,7 @@ mod tests {
             Path::new("/t/i.cpio"),
             Path::new("/t/root.img"),
             false,
+            None,
         ));
         let cowlab = show_command(
             &Machine {
@@ -383,6 +415,7 @@ mod tests {
         }
         assert!(linux.contains("-kernel /t/vmlinuz-6.1.0-57-amd64 -initrd /t/i.cpio"));
         assert!(linux.contains("nokaslr norandmaps"), "{linux}");
+        assert!(linux.contains("-bios qboot.rom"), "{linux}");
         // cowlab's root image, for the file rows on Linux's ext2.
         assert!(
             linux.contains("-drive file=/t/root.img,format=raw,if=virtio,snapshot=on"),
@@ -396,11 +429,16 @@ mod tests {
             Path::new("/t/i.cpio"),
             Path::new("/t/root.img"),
             true,
+            None,
         ));
         assert!(smp.contains(machine), "{smp}");
         assert!(smp.contains("-smp 4"), "{smp}");
+        assert!(!smp.contains("-drive") && !smp.contains("-bios"), "{smp}");
         assert!(!smp.contains("thread=multi"), "{smp}");
-        assert!(smp.contains("norandmaps panic=-1 -- smp'"), "{smp}");
+        assert!(
+            smp.contains("norandmaps panic=-1 maxcpus=1 -- rows=smp'"),
+            "{smp}"
+        );
         assert_eq!(kernel.modules().len(), MODULES.len());
         assert!(kernel.modules()[0].ends_with("modules/00.ko"));
         assert_eq!(

@@ -7,6 +7,7 @@
 //! BENCH-SKIP name=<name> reason=<errno>
 //! BENCH-DONE
 //! BENCH-UNAME sysname=<s> release=<r> version=<rest of the line>
+//! BENCH-RANDOM bytes=<32 hex digits>
 //! ```
 //!
 //! The stored Linux column (the fallback when Linux is not booted: `--linux` measures it live)
@@ -40,6 +41,9 @@ pub struct Run {
     pub done: bool,
     /// The `BENCH-UNAME` line's fields after the tag (`sysname=... release=... version=...`).
     pub uname: Option<String>,
+    /// Each boot's `BENCH-RANDOM` line (the guest's first random bytes), in boot order: equal
+    /// in two runs when nothing of the host's randomness reached the guest.
+    pub random: Vec<String>,
 }
 
 /// What one output line is, if it is one of the program's.
@@ -49,6 +53,7 @@ pub enum Line {
     Skipped(Skip),
     Done,
     Uname(String),
+    Random(String),
 }
 
 impl Run {
@@ -60,6 +65,7 @@ impl Run {
             Some(Line::Skipped(s)) => self.skips.push(s.clone()),
             Some(Line::Done) => self.done = true,
             Some(Line::Uname(u)) => self.uname = Some(u.clone()),
+            Some(Line::Random(r)) => self.random.push(r.clone()),
             None => {}
         }
         Ok(parsed)
@@ -84,6 +90,7 @@ impl Run {
         }
         self.measurements.extend(other.measurements);
         self.skips.extend(other.skips);
+        self.random.extend(other.random);
         self.done &= other.done;
         Ok(())
     }
@@ -139,6 +146,7 @@ pub fn parse_line(line: &str) -> Result<Option<Line>> {
         })),
         "BENCH-DONE" => Some(Line::Done),
         "BENCH-UNAME" => Some(Line::Uname(fields.trim().to_owned())),
+        "BENCH-RANDOM" => Some(Line::Random(fields.trim().to_owned())),
         _ => None,
     })
 }

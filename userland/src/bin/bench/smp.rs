@@ -122,6 +122,7 @@ const NAMES: [&str; 10] = [
 
 /// Every SMP row; skipped (`reason=cpus<N>`) on a machine with fewer than [`CPUS`] CPUs.
 pub fn smp_rows() {
+    linux_online_cpus();
     let cpus = cpu_count();
     if cpus < CPUS || pin(0).is_err() {
         for name in NAMES {
@@ -140,6 +141,81 @@ pub fn smp_rows() {
     }
     gup_with_forker(NAMES[8], Gup::GupTest);
     gup_with_forker(NAMES[9], Gup::Vmsplice);
+}
+
+/// On Linux as `/init` (booted with `maxcpus=1` by `xtask bench --smp`): brings CPUs 1-3
+/// online through sysfs, with a thread on CPU 0 spinning on `pause` meanwhile.
+///
+/// Why: QEMU 7.2's round-robin under `-icount` gives the first vCPU the instructions up to the
+/// next timer deadline and the others what is left (fixed in QEMU 8.1: "ensure fairness with
+/// icount"), so while CPU 0 never executes `pause` or `hlt` the others run nothing. Linux 6.1's
+/// boot CPU waits for an AP's call-in in a loop of `schedule()` without `pause`: booted with 4
+/// CPUs, it waits there for good (the AP sits at the `pause` of its own wait, never run again).
+/// Brought up from here, the writer's loop lets the scheduler run the spinner, whose `pause`
+/// ends CPU 0's turn, and the AP runs. Every step repeats under icount.
+fn linux_online_cpus() {
+    use cowlab_userland::calls::{open, write, O_WRONLY};
+    if cowlab_userland::sys::getpid() != 1 || cowlab_userland::test::on_cowlab() {
+        return;
+    }
+    if cpu_count() >= CPUS {
+        return;
+    }
+    super::linux_mount_sysfs();
+    reset();
+    let helper = start(online_helper, 0);
+    spin_until(&READY, 1);
+    for cpu in 1..CPUS {
+        let mut path = [0u8; 48];
+        let prefix = b"/sys/devices/system/cpu/cpu";
+        path[..prefix.len()].copy_from_slice(prefix);
+        path[prefix.len()] = b'0' + cpu as u8;
+        let suffix = b"/online\0";
+        path[prefix.len() + 1..prefix.len() + 1 + suffix.len()].copy_from_slice(suffix);
+        let path = core::ffi::CStr::from_bytes_until_nul(&path).unwrap_or(c"");
+        match open(path, O_WRONLY) {
+            Ok(fd) => {
+                if let Err(e) = write(fd, b"1") {
+                    println!("bench: cpu{cpu} online: errno {}", e.0);
+                }
+                let _ = close(fd);
+            }
+            Err(e) => println!("bench: open cpu{cpu}/online: errno {}", e.0),
+        }
+    }
+    STOP.store(1, Ordering::Release);
+    helper.join();
+    reset();
+    // The process may run anywhere again (Linux widens no mask by itself when CPUs come up:
+    // an explicit mask is kept).
+    let all = (1u64 << CPUS) - 1;
+    // SAFETY: the kernel reads 8 bytes at `all`.
+    let _ = unsafe {
+        raw(
+            SCHED_SETAFFINITY,
+            [0, 8, &all as *const u64 as usize, 0, 0, 0],
+        )
+    };
+    println!("bench: linux: {} CPUs online", cpu_count());
+}
+
+/// The CPU-0 thread of [`linux_online_cpus`]: spins until `STOP` with a `pause` every 4096
+/// turns. Each `pause` gives the APs the rest of the round; between them CPU 0 moves the
+/// virtual clock on (a `pause` every turn would advance it by a few instructions per round of
+/// QEMU's loop, and an AP waiting for a timer would wait for minutes of host time).
+fn online_helper(cpu: usize) -> i32 {
+    if pin(cpu).is_err() {
+        return 1;
+    }
+    READY.fetch_add(1, Ordering::AcqRel);
+    let mut turns = 0u32;
+    while STOP.load(Ordering::Acquire) == 0 {
+        turns = turns.wrapping_add(1);
+        if turns.is_multiple_of(4096) {
+            core::hint::spin_loop();
+        }
+    }
+    0
 }
 
 fn start(entry: fn(usize) -> i32, arg: usize) -> Thread {

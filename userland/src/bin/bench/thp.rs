@@ -221,24 +221,7 @@ fn linux_thp_setup() {
     if cowlab_userland::sys::getpid() != 1 || cowlab_userland::test::on_cowlab() {
         return;
     }
-    const MKDIR: usize = 83;
-    const MOUNT: usize = 165;
-    let sysfs = c"sysfs";
-    // SAFETY: NUL-terminated strings that outlive the calls.
-    unsafe {
-        let _ = cowlab_userland::calls::raw(MKDIR, [c"/sys".as_ptr() as usize, 0o755, 0, 0, 0, 0]);
-        let _ = cowlab_userland::calls::raw(
-            MOUNT,
-            [
-                sysfs.as_ptr() as usize,
-                c"/sys".as_ptr() as usize,
-                sysfs.as_ptr() as usize,
-                0,
-                0,
-                0,
-            ],
-        );
-    }
+    super::linux_mount_sysfs();
     let enabled = c"/sys/kernel/mm/transparent_hugepage/enabled";
     let mut buf = [0u8; 128];
     let n = cowlab_userland::calls::read_file(enabled, &mut buf).unwrap_or(0);
