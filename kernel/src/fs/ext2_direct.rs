@@ -5,10 +5,14 @@
 //! the blocks hold every earlier store; after a direct write, pages of the range still cached
 //! (a mapping may hold them) get the written bytes, so no reader sees the old data.
 //!
-//! Order of locks: the user pages are taken first (a fault on them may read an ext2 file
-//! through the page cache, which needs the filesystem lock), then the filesystem lock is held
-//! across the block mapping and the transfers, so no truncate can free a block the device is
-//! still moving. The transfers sleep with only that sleeping lock held.
+//! Order of locks: the user pages are taken once, before the filesystem lock (a fault on them
+//! may read an ext2 file through the page cache, or run `page_mkwrite` on a clean page of a
+//! shared ext2 mapping, both of which take the filesystem lock, which is not recursive); then
+//! the filesystem lock is held across the block mapping and the transfers, so no truncate can
+//! free a block the device is still moving. No GUP runs under that lock: each extent's request
+//! gets extra holds on the pages pinned up front (`PinnedPage::dup`), never a second walk —
+//! a present page may still fault (writeback write-protects a shared file page meanwhile).
+//! The transfers sleep with only that sleeping lock held.
 //!
 //! Alignment as Linux's `iomap_dio_rw` on a 512-byte-sector disk: the file position, and each
 //! piece of the buffer's address and length, must be multiples of 512 (`EINVAL`). A buffer
@@ -99,8 +103,8 @@ fn chunk(
     pos: u64,
 ) -> Result<usize, Errno> {
     let device = virtio_blk::root_device().ok_or(Errno::ENXIO)?;
-    // Taken before the filesystem lock (see the module comment); these also keep the pages
-    // present for the per-extent takes below, which then cannot fault.
+    // Taken before the filesystem lock (see the module comment); the per-extent requests
+    // below hold these same pages again rather than walk the page tables under the lock.
     let pages = take_user_pages(op, addr, len)?;
     let result = with_fs(|fs| {
         let bs = u64::from(fs.block_size());
@@ -180,7 +184,7 @@ fn move_extents(
             zero_user(pages, addr, uaddr, n)?;
         } else {
             let disk = blk * bs + at % bs;
-            let sub = take_user_pages(op, uaddr, n)?;
+            let sub = extent_pages(pages, addr, uaddr, n);
             let wait = SyncWait::new();
             let request = Request::pinned(
                 op,
@@ -199,6 +203,16 @@ fn move_extents(
         done += n;
     }
     Ok(done)
+}
+
+/// Extra holds on the pages under `[uaddr, uaddr + n)` out of `pages`, pinned for
+/// `[base, ..)`: a request releases its own holds when it finishes, `pages` keeps its own.
+fn extent_pages(pages: &[PinnedPage], base: u64, uaddr: u64, n: usize) -> Vec<PinnedPage> {
+    let mm = memory::mm();
+    let first = ((uaddr & !(PAGE - 1)) - (base & !(PAGE - 1))) as usize / PAGE as usize;
+    let last =
+        ((uaddr + n as u64).div_ceil(PAGE) * PAGE - (base & !(PAGE - 1))) as usize / PAGE as usize;
+    pages[first..last].iter().map(|p| p.dup(mm)).collect()
 }
 
 /// Writes `n` zeroes at user address `uaddr` through the pages pinned for `[base, ..)`.
