@@ -1242,3 +1242,83 @@ fn mlock_populates_a_shared_file_mapping_clean() {
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
 }
+
+/// A GUP hold that lets the space go for fills (as the kernel's O_DIRECT, vmsplice and
+/// io_uring holds do), where reclaim drops the page each fill just read before the walk looks
+/// again: every round fills, none sticks.
+struct UndoingHold<'a> {
+    aspace: &'a mut AddressSpace,
+    file: Arc<TestFile>,
+    fills: usize,
+    killed_after: usize,
+}
+
+impl crate::gup::MmapHold<crate::host::HostArch> for UndoingHold<'_> {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self.aspace
+    }
+
+    fn resched(&mut self, _: &Mm<crate::host::HostArch>) -> bool {
+        false
+    }
+
+    fn can_unlock(&self) -> bool {
+        true
+    }
+
+    fn unlocked(&mut self, mm: &Mm<crate::host::HostArch>, f: &mut dyn FnMut()) {
+        f();
+        self.fills += 1;
+        assert_eq!(self.file.cache.drop_clean(mm), 1, "the fill's page, undone");
+    }
+
+    fn fatal_signal_pending(&self) -> bool {
+        self.fills >= self.killed_after
+    }
+}
+
+/// GUP's fill-retry rounds drop the address-space lock, so reclaim (or `drop_caches`, or a
+/// hole punch) may undo each fill: that is not the invariant "the fault path resolves but the
+/// page never becomes followable" and must not panic (a user can drive it through O_DIRECT,
+/// vmsplice, io_uring registration). The walk gives up with `EFAULT` after a bounded number of
+/// fills, or at once when the caller is being killed (Linux `fatal_signal_pending`).
+#[test]
+fn gup_whose_every_fill_is_undone_fails_instead_of_panicking() {
+    for killed_after in [usize::MAX, 3] {
+        let env = Env::new();
+        let f = test_file(2 * PAGE_SIZE);
+        let mut s = env.space();
+        let va = map_file(&env, &mut s, &f, 2, false);
+        let mut hold = UndoingHold {
+            aspace: &mut s,
+            file: f.clone(),
+            fills: 0,
+            killed_after,
+        };
+        let mut slot = [None];
+        let got = crate::gup::user_pages_held(
+            &env.mm,
+            &mut hold,
+            va,
+            FollFlags::NONE,
+            true,
+            false,
+            &mut slot,
+        );
+        assert_eq!(got, Err(MmError::Fault), "killed_after {killed_after}");
+        assert!(slot[0].is_none());
+        let fills = hold.fills;
+        if killed_after == 3 {
+            assert_eq!(fills, 3, "stops at the first round that sees the kill");
+        } else {
+            assert!(
+                fills > 16,
+                "fill rounds are not no-progress rounds: {fills}"
+            );
+        }
+        assert_eq!(f.cache.cached_pages(), 0);
+        s.exit(&env.mm);
+        f.cache.evict(&env.mm);
+        env.finish(Vec::new());
+    }
+}
