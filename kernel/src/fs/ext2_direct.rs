@@ -112,23 +112,32 @@ fn chunk(
         let count = (pos + len as u64).div_ceil(bs) - first;
         let blocks = match op {
             Op::Read => fs.block_map(ino, first, count)?,
-            Op::Write => fs.direct_write_begin(ino, pos, len as u64)?,
+            Op::Write => match fs.direct_write_begin(ino, pos, len as u64) {
+                Ok(blocks) => blocks,
+                Err(e) => {
+                    // It failed part-way (ENOSPC) with the disk's size grown over the blocks
+                    // it allocated: nothing was written, so they go back now, under the same
+                    // lock, as after a short transfer.
+                    give_back(fs, ino, cache);
+                    return Err(e);
+                }
+            },
         };
         let moved = move_extents(op, device, &pages, addr, len, pos, bs, &blocks);
         if op == Op::Write {
             // Under the filesystem lock, so a truncation (the disk's, then the cache's) is
             // ordered against both: the cache's size grows with the disk's here, never after
-            // the lock went (which undid a truncation run meanwhile). A transfer cut short
-            // gives back the size and blocks `direct_write_begin` prepared past what reached
-            // the disk (Linux `ext2_write_failed` after a direct write).
+            // the lock went (which undid a truncation run meanwhile). Only by what reached
+            // the disk: a transfer that moved nothing leaves the size alone (Linux leaves
+            // `i_size` unchanged), and one cut short gives back the size and blocks
+            // `direct_write_begin` prepared past what reached the disk (Linux
+            // `ext2_write_failed` after a direct write).
             let done = *moved.as_ref().unwrap_or(&0) as u64;
-            cache.grow_size(pos + done);
+            if done > 0 {
+                cache.grow_size(pos + done);
+            }
             if done < len as u64 {
-                // Not while a buffered write is in flight (the blocks past the size may be
-                // its): the last one out trims then.
-                if let Some(size) = cache.trim_target() {
-                    fs.write_failed(ino, size)?;
-                }
+                give_back(fs, ino, cache);
             }
         }
         Ok(moved)
@@ -148,6 +157,20 @@ fn chunk(
         page.unpin_dirty(mm, dirty);
     }
     result
+}
+
+/// Gives the disk's size and the blocks past it back to the cache's size after a direct write
+/// that did not reach all it prepared (Linux `ext2_write_failed`). Not while a buffered write
+/// is in flight (the blocks past the size may be its): the last one out trims then. Its own
+/// failure is not the write's: what reached the disk is still reported (a short count).
+fn give_back(
+    fs: &mut cowlab_ext2::Ext2<super::ext2_glue::VirtioDisk>,
+    ino: u32,
+    cache: &FileCache,
+) {
+    if let Some(size) = cache.trim_target() {
+        let _ = fs.write_failed(ino, size);
+    }
 }
 
 /// Moves each run of the piece: a run of consecutive disk blocks is one request on the user
