@@ -134,7 +134,7 @@ fn chunk(
             // `ext2_write_failed` after a direct write).
             let done = *moved.as_ref().unwrap_or(&0) as u64;
             if done > 0 {
-                cache.grow_size(pos + done);
+                cache.grow_size(memory::mm(), pos + done);
             }
             if done < len as u64 {
                 give_back(fs, ino, cache);

@@ -310,7 +310,7 @@ fn write_through_updates_cached_pages_and_the_store() {
                 s.resize(end, 0);
             }
             s[at as usize..end].copy_from_slice(d);
-            cache.grow_size(end as u64);
+            cache.grow_size(&env.mm, end as u64);
             Ok::<usize, MmError>(d.len())
         })
         .unwrap();
@@ -491,7 +491,7 @@ fn a_direct_write_keeps_a_truncation_that_ran_after_its_store() {
     let data = vec![0xa5u8; 2 * PAGE_SIZE];
     let n = cache
         .write_through(&env.mm, 0, &data, |d| {
-            cache.grow_size(d.len() as u64);
+            cache.grow_size(&env.mm, d.len() as u64);
             // ftruncate(100) meanwhile: the store, then the cache.
             store.data.borrow_mut().truncate(100);
             cache.set_size(&env.mm, 100);
@@ -1317,6 +1317,54 @@ fn gup_whose_every_fill_is_undone_fails_instead_of_panicking() {
             );
         }
         assert_eq!(f.cache.cached_pages(), 0);
+        s.exit(&env.mm);
+        f.cache.evict(&env.mm);
+        env.finish(Vec::new());
+    }
+}
+
+/// A file grown past its partial last page (ftruncate, a write or a direct write past the
+/// end; Linux `pagecache_isize_extended`): that page's blocks covered only the bytes below the
+/// old size, so the next store through a shared mapping asks the file again for the whole
+/// page (allocating the new bytes' blocks now, or `SIGBUS` on a full disk) instead of leaving
+/// them to writeback, where `ENOSPC` loses the store.
+#[test]
+fn growing_past_a_partial_last_page_asks_page_mkwrite_again() {
+    for grow in 0..2 {
+        let env = Env::new();
+        let f = test_file(PAGE_SIZE / 2);
+        let mut s = env.space();
+        let sh = map_file(&env, &mut s, &f, 2, true);
+        env.write(&mut s, sh, 1).unwrap();
+        assert_eq!(*f.mkwrites.lock(), vec![(0, PAGE_SIZE / 2)]);
+        crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+        f.cache
+            .writeback(&env.mm, &VecStore::new(Vec::new()))
+            .unwrap();
+        if grow == 0 {
+            f.cache.set_size(&env.mm, 2 * PAGE);
+        } else {
+            f.cache.grow_size(&env.mm, 2 * PAGE);
+        }
+        env.write(&mut s, sh + 3000, 2).unwrap();
+        assert_eq!(
+            *f.mkwrites.lock(),
+            vec![(0, PAGE_SIZE / 2), (0, PAGE_SIZE)],
+            "grow {grow}: the store past the old end asked for the page's new blocks"
+        );
+        // Growing again from a whole page changes nothing for it.
+        crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+        f.cache
+            .writeback(&env.mm, &VecStore::new(Vec::new()))
+            .unwrap();
+        f.cache.set_size(&env.mm, 3 * PAGE);
+        env.write(&mut s, sh + 8, 3).unwrap();
+        assert_eq!(
+            f.mkwrites.lock().len(),
+            2,
+            "grow {grow}: page 0 has all its blocks"
+        );
+        env.check(&[&s]);
         s.exit(&env.mm);
         f.cache.evict(&env.mm);
         env.finish(Vec::new());
