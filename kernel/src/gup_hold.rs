@@ -36,6 +36,9 @@ pub struct ReschedHold<'m> {
     /// Always `Some` outside [`MmapHold::resched`].
     guard: Option<MmapReadPtlGuard<'m, AddressSpace>>,
     lets_go: u32,
+    /// The caller was being killed when the last fill let the space go (read then, with no
+    /// address-space lock held, so the task table is never locked under it).
+    killed: bool,
 }
 
 impl<'m> ReschedHold<'m> {
@@ -45,6 +48,7 @@ impl<'m> ReschedHold<'m> {
             lock,
             guard: Some(lock.read_ptl()),
             lets_go: 0,
+            killed: false,
         }
     }
 
@@ -87,6 +91,11 @@ impl MmapHold<KernelArch> for ReschedHold<'_> {
     fn unlocked(&mut self, _: &Mm<KernelArch>, f: &mut dyn FnMut()) {
         self.guard = None;
         f();
+        self.killed = crate::proc::fatal_signal_pending();
         self.guard = Some(self.lock.read_ptl());
+    }
+
+    fn fatal_signal_pending(&self) -> bool {
+        self.killed
     }
 }

@@ -140,6 +140,8 @@ const QEMU_ONLY: &[&str] = &[
     "t_hung",
     // pc2: fills the filesystem it runs in (on a host, a real disk shared with everything).
     "t_pc2_enospc",
+    // pcfix3: fills the filesystem it runs in, as t_pc2_enospc.
+    "t_pc3_dioenospc",
 ];
 
 /// Test programs booted again under older rule sets (SEMANTICS.md section 9), as

@@ -44,6 +44,13 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// (forced write, then unshare, then a retry); more means the fault path makes no progress.
 const MAX_FAULT_ROUNDS: usize = 16;
 
+/// Rounds one page may spend filling a file page with the address space let go (the fault's
+/// `Retry`) before the walk gives up with `EFAULT`. Not an invariant: while the lock is let go
+/// reclaim, `drop_caches` or a hole punch may undo each fill, so each such round is progress
+/// that did not stick, and the bound only keeps a caller from looping forever against them
+/// (Linux loops until `fatal_signal_pending`, which is checked too).
+const MAX_FILL_ROUNDS: usize = 256;
+
 /// Which entry point is validating the caller's flags.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Entry {
@@ -232,6 +239,11 @@ pub trait MmapHold<A: Arch> {
     fn unlocked(&mut self, _mm: &Mm<A>, f: &mut dyn FnMut()) {
         f();
     }
+    /// Whether the caller is being killed (Linux `fatal_signal_pending(current)`), as seen at
+    /// the last [`MmapHold::unlocked`]: the fill-retry loop then stops with `EFAULT`.
+    fn fatal_signal_pending(&self) -> bool {
+        false
+    }
 }
 
 impl<A: Arch> MmapHold<A> for AddressSpace {
@@ -321,6 +333,7 @@ fn get_one_page<A: Arch>(
     // FOLL_WRITE from the lookup (the COW was broken for this caller).
     let requested = flags;
     let mut stalled = 0;
+    let mut fills = 0;
     while stalled < MAX_FAULT_ROUNDS {
         let era = mm.era();
         let aspace = hold.aspace();
@@ -356,7 +369,13 @@ fn get_one_page<A: Arch>(
                     crate::pagecache::FileFault::NoMem => MmError::NoMem,
                     _ => MmError::Fault,
                 })?;
-                stalled += 1;
+                // A fill is progress even if something undid it by the next look (the lock
+                // was let go): not a no-progress round, but bounded (Linux `faultin_page`'s
+                // caller stops on a fatal signal).
+                fills += 1;
+                if fills >= MAX_FILL_ROUNDS || hold.fatal_signal_pending() {
+                    return Err(MmError::Fault);
+                }
                 continue;
             }
             Err(FaultError::Segv(_)) => return Err(MmError::Fault),

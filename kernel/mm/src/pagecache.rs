@@ -238,6 +238,23 @@ struct Inner {
     trim_pending: bool,
 }
 
+impl Inner {
+    /// The size grows from `self.size` to `size` (Linux `pagecache_isize_extended`): a cached
+    /// partial last page had blocks only under its bytes below the old size, so it is no longer
+    /// known to have all its blocks; its next store through a shared mapping asks the file
+    /// again (`page_mkwrite`), which allocates the blocks the new bytes need (or is `SIGBUS` on
+    /// a full disk) rather than leave them to writeback. Its mappings are already read-only
+    /// unless it is dirty (write-notify).
+    fn isize_extended<A: Arch>(&mut self, mm: &Mm<A>, size: u64) {
+        if size > self.size && !self.size.is_multiple_of(PAGE) {
+            if let Some(&frame) = self.pages.get(&(self.size / PAGE)) {
+                mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
+            }
+        }
+        self.size = self.size.max(size);
+    }
+}
+
 impl FileCache {
     /// An empty cache over a stored file of `size` bytes.
     pub const fn new(size: u64) -> FileCache {
@@ -377,9 +394,8 @@ impl FileCache {
     /// Grows the size to `end` if it is smaller (a direct write's end, Linux `i_size_write`
     /// under the inode lock at the end of the write): the caller holds the lock that orders it
     /// against truncation of the store.
-    pub fn grow_size(&self, end: u64) {
-        let mut inner = self.inner.lock();
-        inner.size = inner.size.max(end);
+    pub fn grow_size<A: Arch>(&self, mm: &Mm<A>, end: u64) {
+        self.inner.lock().isize_extended(mm, end);
     }
 
     /// Calls `f(frame, index)` on each page cached in `[start, end)` that is `UPTODATE`, with
@@ -839,8 +855,8 @@ impl FileCache {
             page.2 |= len == PAGE_SIZE;
             done += len;
         }
-        let size = inner.size.max(offset + n as u64);
-        inner.size = size;
+        inner.isize_extended(mm, offset + n as u64);
+        let size = inner.size;
         // Linux `ext2_write_failed`: the store prepared blocks (and a size) up to `offset +
         // begun`, the cache took less. The pages this write created past the new size leave the
         // cache now (they are locked, and nobody else could see a page past the end); the
@@ -923,7 +939,7 @@ impl FileCache {
         loop {
             let mut inner = self.inner.lock();
             if size >= inner.size {
-                inner.size = size;
+                inner.isize_extended(mm, size);
                 return;
             }
             // Linux `truncate_inode_pages_range`: each page to cut (and a partial last page)

@@ -112,6 +112,25 @@ impl PinnedPage {
         }
     }
 
+    /// Another hold of the same kind and direction on this page, without walking the page
+    /// tables (Linux `folio_add_pin` / `get_page` on a page already held): a caller that must
+    /// hand a sub-range of pages it pinned earlier to a consumer that releases them (a device
+    /// request) while it holds a lock the fault path takes cannot run GUP again there. The
+    /// existing hold keeps the folio alive, so the count cannot start from zero.
+    pub fn dup<A: Arch>(&self, mm: &Mm<A>) -> PinnedPage {
+        let head = mm.frames().head_meta(mm.frames().meta(self.frame));
+        head.get();
+        if self.kind == PinKind::Pin {
+            head.add_pincount(1);
+        }
+        count_held(mm, self.kind, 1);
+        PinnedPage {
+            frame: self.frame,
+            kind: self.kind,
+            direction: self.direction,
+        }
+    }
+
     /// Releases the page (Linux `unpin_user_page` or `put_page`).
     #[doc(alias = "unpin_user_page")]
     #[doc(alias = "put_page")]

@@ -5,10 +5,14 @@
 //! the blocks hold every earlier store; after a direct write, pages of the range still cached
 //! (a mapping may hold them) get the written bytes, so no reader sees the old data.
 //!
-//! Order of locks: the user pages are taken first (a fault on them may read an ext2 file
-//! through the page cache, which needs the filesystem lock), then the filesystem lock is held
-//! across the block mapping and the transfers, so no truncate can free a block the device is
-//! still moving. The transfers sleep with only that sleeping lock held.
+//! Order of locks: the user pages are taken once, before the filesystem lock (a fault on them
+//! may read an ext2 file through the page cache, or run `page_mkwrite` on a clean page of a
+//! shared ext2 mapping, both of which take the filesystem lock, which is not recursive); then
+//! the filesystem lock is held across the block mapping and the transfers, so no truncate can
+//! free a block the device is still moving. No GUP runs under that lock: each extent's request
+//! gets extra holds on the pages pinned up front (`PinnedPage::dup`), never a second walk —
+//! a present page may still fault (writeback write-protects a shared file page meanwhile).
+//! The transfers sleep with only that sleeping lock held.
 //!
 //! Alignment as Linux's `iomap_dio_rw` on a 512-byte-sector disk: the file position, and each
 //! piece of the buffer's address and length, must be multiples of 512 (`EINVAL`). A buffer
@@ -99,8 +103,8 @@ fn chunk(
     pos: u64,
 ) -> Result<usize, Errno> {
     let device = virtio_blk::root_device().ok_or(Errno::ENXIO)?;
-    // Taken before the filesystem lock (see the module comment); these also keep the pages
-    // present for the per-extent takes below, which then cannot fault.
+    // Taken before the filesystem lock (see the module comment); the per-extent requests
+    // below hold these same pages again rather than walk the page tables under the lock.
     let pages = take_user_pages(op, addr, len)?;
     let result = with_fs(|fs| {
         let bs = u64::from(fs.block_size());
@@ -108,23 +112,32 @@ fn chunk(
         let count = (pos + len as u64).div_ceil(bs) - first;
         let blocks = match op {
             Op::Read => fs.block_map(ino, first, count)?,
-            Op::Write => fs.direct_write_begin(ino, pos, len as u64)?,
+            Op::Write => match fs.direct_write_begin(ino, pos, len as u64) {
+                Ok(blocks) => blocks,
+                Err(e) => {
+                    // It failed part-way (ENOSPC) with the disk's size grown over the blocks
+                    // it allocated: nothing was written, so they go back now, under the same
+                    // lock, as after a short transfer.
+                    give_back(fs, ino, cache);
+                    return Err(e);
+                }
+            },
         };
         let moved = move_extents(op, device, &pages, addr, len, pos, bs, &blocks);
         if op == Op::Write {
             // Under the filesystem lock, so a truncation (the disk's, then the cache's) is
             // ordered against both: the cache's size grows with the disk's here, never after
-            // the lock went (which undid a truncation run meanwhile). A transfer cut short
-            // gives back the size and blocks `direct_write_begin` prepared past what reached
-            // the disk (Linux `ext2_write_failed` after a direct write).
+            // the lock went (which undid a truncation run meanwhile). Only by what reached
+            // the disk: a transfer that moved nothing leaves the size alone (Linux leaves
+            // `i_size` unchanged), and one cut short gives back the size and blocks
+            // `direct_write_begin` prepared past what reached the disk (Linux
+            // `ext2_write_failed` after a direct write).
             let done = *moved.as_ref().unwrap_or(&0) as u64;
-            cache.grow_size(pos + done);
+            if done > 0 {
+                cache.grow_size(memory::mm(), pos + done);
+            }
             if done < len as u64 {
-                // Not while a buffered write is in flight (the blocks past the size may be
-                // its): the last one out trims then.
-                if let Some(size) = cache.trim_target() {
-                    fs.write_failed(ino, size)?;
-                }
+                give_back(fs, ino, cache);
             }
         }
         Ok(moved)
@@ -144,6 +157,20 @@ fn chunk(
         page.unpin_dirty(mm, dirty);
     }
     result
+}
+
+/// Gives the disk's size and the blocks past it back to the cache's size after a direct write
+/// that did not reach all it prepared (Linux `ext2_write_failed`). Not while a buffered write
+/// is in flight (the blocks past the size may be its): the last one out trims then. Its own
+/// failure is not the write's: what reached the disk is still reported (a short count).
+fn give_back(
+    fs: &mut cowlab_ext2::Ext2<super::ext2_glue::VirtioDisk>,
+    ino: u32,
+    cache: &FileCache,
+) {
+    if let Some(size) = cache.trim_target() {
+        let _ = fs.write_failed(ino, size);
+    }
 }
 
 /// Moves each run of the piece: a run of consecutive disk blocks is one request on the user
@@ -180,7 +207,7 @@ fn move_extents(
             zero_user(pages, addr, uaddr, n)?;
         } else {
             let disk = blk * bs + at % bs;
-            let sub = take_user_pages(op, uaddr, n)?;
+            let sub = extent_pages(pages, addr, uaddr, n);
             let wait = SyncWait::new();
             let request = Request::pinned(
                 op,
@@ -199,6 +226,16 @@ fn move_extents(
         done += n;
     }
     Ok(done)
+}
+
+/// Extra holds on the pages under `[uaddr, uaddr + n)` out of `pages`, pinned for
+/// `[base, ..)`: a request releases its own holds when it finishes, `pages` keeps its own.
+fn extent_pages(pages: &[PinnedPage], base: u64, uaddr: u64, n: usize) -> Vec<PinnedPage> {
+    let mm = memory::mm();
+    let first = ((uaddr & !(PAGE - 1)) - (base & !(PAGE - 1))) as usize / PAGE as usize;
+    let last =
+        ((uaddr + n as u64).div_ceil(PAGE) * PAGE - (base & !(PAGE - 1))) as usize / PAGE as usize;
+    pages[first..last].iter().map(|p| p.dup(mm)).collect()
 }
 
 /// Writes `n` zeroes at user address `uaddr` through the pages pinned for `[base, ..)`.

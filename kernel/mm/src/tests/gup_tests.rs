@@ -809,3 +809,35 @@ fn longterm_ro_pin_of_an_untouched_page_faults_twice_into_an_exclusive_page() {
         env.finish(std::vec![s]);
     }
 }
+
+/// `PinnedPage::dup` (what an O_DIRECT transfer hands each extent's request while it holds the
+/// filesystem lock, where a second GUP could fault into `page_mkwrite` and take that lock
+/// again): one more reference and pin of the same kind on the same frame, counted in the held
+/// gauges, with the same DMA direction; released on its own, the original hold stays.
+#[test]
+fn dup_of_a_pinned_page_is_one_more_hold_of_the_same_kind() {
+    for era in [Era::Y2016, Era::Y2023] {
+        let env = Env::era(era);
+        let mut s = env.space();
+        let va = env.map(&mut s, 0, 1, Prot::RW);
+        env.write(&mut s, va, 0x11).unwrap();
+        let pin = crate::pin::pin_user_page(&env.mm, &mut s, va).unwrap();
+        let meta = env.mm.frames().meta(pin.frame());
+        let (rc, pc) = (meta.refcount(), meta.pincount());
+        let held = |st: crate::stats::MmStats| st.gup_pins_held + st.gup_refs_held;
+        let before = held(env.mm.stats());
+        let twin = pin.dup(&env.mm);
+        assert_eq!(twin.frame(), pin.frame(), "{era}");
+        assert_eq!(twin.kind(), pin.kind(), "{era}");
+        assert!(twin.dma_from_device().is_ok(), "{era}: a write pin's dup");
+        let extra_pin = u32::from(pin.kind() == crate::pin::PinKind::Pin);
+        assert_eq!((meta.refcount(), meta.pincount()), (rc + 1, pc + extra_pin));
+        assert_eq!(held(env.mm.stats()), before + 1, "{era}");
+        env.check(&[&s]);
+        twin.unpin(&env.mm);
+        assert_eq!((meta.refcount(), meta.pincount()), (rc, pc), "{era}");
+        assert_eq!(held(env.mm.stats()), before, "{era}");
+        pin.unpin(&env.mm);
+        env.finish(std::vec![s]);
+    }
+}

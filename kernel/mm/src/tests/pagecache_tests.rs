@@ -310,7 +310,7 @@ fn write_through_updates_cached_pages_and_the_store() {
                 s.resize(end, 0);
             }
             s[at as usize..end].copy_from_slice(d);
-            cache.grow_size(end as u64);
+            cache.grow_size(&env.mm, end as u64);
             Ok::<usize, MmError>(d.len())
         })
         .unwrap();
@@ -491,7 +491,7 @@ fn a_direct_write_keeps_a_truncation_that_ran_after_its_store() {
     let data = vec![0xa5u8; 2 * PAGE_SIZE];
     let n = cache
         .write_through(&env.mm, 0, &data, |d| {
-            cache.grow_size(d.len() as u64);
+            cache.grow_size(&env.mm, d.len() as u64);
             // ftruncate(100) meanwhile: the store, then the cache.
             store.data.borrow_mut().truncate(100);
             cache.set_size(&env.mm, 100);
@@ -1241,4 +1241,132 @@ fn mlock_populates_a_shared_file_mapping_clean() {
     s.exit(&env.mm);
     f.cache.evict(&env.mm);
     env.finish(Vec::new());
+}
+
+/// A GUP hold that lets the space go for fills (as the kernel's O_DIRECT, vmsplice and
+/// io_uring holds do), where reclaim drops the page each fill just read before the walk looks
+/// again: every round fills, none sticks.
+struct UndoingHold<'a> {
+    aspace: &'a mut AddressSpace,
+    file: Arc<TestFile>,
+    fills: usize,
+    killed_after: usize,
+}
+
+impl crate::gup::MmapHold<crate::host::HostArch> for UndoingHold<'_> {
+    fn aspace(&mut self) -> &mut AddressSpace {
+        self.aspace
+    }
+
+    fn resched(&mut self, _: &Mm<crate::host::HostArch>) -> bool {
+        false
+    }
+
+    fn can_unlock(&self) -> bool {
+        true
+    }
+
+    fn unlocked(&mut self, mm: &Mm<crate::host::HostArch>, f: &mut dyn FnMut()) {
+        f();
+        self.fills += 1;
+        assert_eq!(self.file.cache.drop_clean(mm), 1, "the fill's page, undone");
+    }
+
+    fn fatal_signal_pending(&self) -> bool {
+        self.fills >= self.killed_after
+    }
+}
+
+/// GUP's fill-retry rounds drop the address-space lock, so reclaim (or `drop_caches`, or a
+/// hole punch) may undo each fill: that is not the invariant "the fault path resolves but the
+/// page never becomes followable" and must not panic (a user can drive it through O_DIRECT,
+/// vmsplice, io_uring registration). The walk gives up with `EFAULT` after a bounded number of
+/// fills, or at once when the caller is being killed (Linux `fatal_signal_pending`).
+#[test]
+fn gup_whose_every_fill_is_undone_fails_instead_of_panicking() {
+    for killed_after in [usize::MAX, 3] {
+        let env = Env::new();
+        let f = test_file(2 * PAGE_SIZE);
+        let mut s = env.space();
+        let va = map_file(&env, &mut s, &f, 2, false);
+        let mut hold = UndoingHold {
+            aspace: &mut s,
+            file: f.clone(),
+            fills: 0,
+            killed_after,
+        };
+        let mut slot = [None];
+        let got = crate::gup::user_pages_held(
+            &env.mm,
+            &mut hold,
+            va,
+            FollFlags::NONE,
+            true,
+            false,
+            &mut slot,
+        );
+        assert_eq!(got, Err(MmError::Fault), "killed_after {killed_after}");
+        assert!(slot[0].is_none());
+        let fills = hold.fills;
+        if killed_after == 3 {
+            assert_eq!(fills, 3, "stops at the first round that sees the kill");
+        } else {
+            assert!(
+                fills > 16,
+                "fill rounds are not no-progress rounds: {fills}"
+            );
+        }
+        assert_eq!(f.cache.cached_pages(), 0);
+        s.exit(&env.mm);
+        f.cache.evict(&env.mm);
+        env.finish(Vec::new());
+    }
+}
+
+/// A file grown past its partial last page (ftruncate, a write or a direct write past the
+/// end; Linux `pagecache_isize_extended`): that page's blocks covered only the bytes below the
+/// old size, so the next store through a shared mapping asks the file again for the whole
+/// page (allocating the new bytes' blocks now, or `SIGBUS` on a full disk) instead of leaving
+/// them to writeback, where `ENOSPC` loses the store.
+#[test]
+fn growing_past_a_partial_last_page_asks_page_mkwrite_again() {
+    for grow in 0..2 {
+        let env = Env::new();
+        let f = test_file(PAGE_SIZE / 2);
+        let mut s = env.space();
+        let sh = map_file(&env, &mut s, &f, 2, true);
+        env.write(&mut s, sh, 1).unwrap();
+        assert_eq!(*f.mkwrites.lock(), vec![(0, PAGE_SIZE / 2)]);
+        crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+        f.cache
+            .writeback(&env.mm, &VecStore::new(Vec::new()))
+            .unwrap();
+        if grow == 0 {
+            f.cache.set_size(&env.mm, 2 * PAGE);
+        } else {
+            f.cache.grow_size(&env.mm, 2 * PAGE);
+        }
+        env.write(&mut s, sh + 3000, 2).unwrap();
+        assert_eq!(
+            *f.mkwrites.lock(),
+            vec![(0, PAGE_SIZE / 2), (0, PAGE_SIZE)],
+            "grow {grow}: the store past the old end asked for the page's new blocks"
+        );
+        // Growing again from a whole page changes nothing for it.
+        crate::pagecache::folio_mkclean(&env.mm, &s, &f.cache);
+        f.cache
+            .writeback(&env.mm, &VecStore::new(Vec::new()))
+            .unwrap();
+        f.cache.set_size(&env.mm, 3 * PAGE);
+        env.write(&mut s, sh + 8, 3).unwrap();
+        assert_eq!(
+            f.mkwrites.lock().len(),
+            2,
+            "grow {grow}: page 0 has all its blocks"
+        );
+        env.check(&[&s]);
+        s.exit(&env.mm);
+        f.cache.evict(&env.mm);
+        env.finish(Vec::new());
+    }
 }

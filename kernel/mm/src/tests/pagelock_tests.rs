@@ -460,7 +460,7 @@ fn a_truncation_while_a_direct_write_waits_for_a_page_lock_is_kept() {
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             cache.write_through(&env.mm, 0, &new, |d| {
-                cache.grow_size(d.len() as u64);
+                cache.grow_size(&env.mm, d.len() as u64);
                 stored.store(true, Ordering::SeqCst);
                 Ok::<usize, MmError>(d.len())
             })
