@@ -34,6 +34,18 @@ pub fn inside() -> bool {
     INSIDE[crate::percpu::cpu_id()].load(Ordering::Relaxed)
 }
 
+/// Runs `f` as if inside [`fault_unlocked`] on this CPU (the in-kernel tests of what a release
+/// made there does). Interrupts off, as in the fault.
+pub(crate) fn as_if_inside<R>(f: impl FnOnce() -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let cpu = crate::percpu::cpu_id();
+        INSIDE[cpu].store(true, Ordering::Relaxed);
+        let r = f();
+        INSIDE[cpu].store(false, Ordering::Relaxed);
+        r
+    })
+}
+
 /// Faults resolved here since boot (for the in-kernel test and `/proc/cowlab/mmstat`-style
 /// reports).
 static RESOLVED: AtomicUsize = AtomicUsize::new(0);
