@@ -3,7 +3,7 @@
 //!
 //! Picture: the page-fault branch of `idt::dispatch::user_trap` calls [`fault_unlocked`] before
 //! it takes the big lock (`bkl::lock_from_user_unless`; only while the lock is in use, and
-//! only with `fault_bkl=0`: off by default for now). With interrupts still off from the trap, it takes the current
+//! not with `fault_bkl=1`: on by default since session 9). With interrupts still off from the trap, it takes the current
 //! address space's `mmap_lock` for reading with its page-table lock, without waiting
 //! (`try_read_ptl`: a writer holding or waiting, or another reader's page-table work, sends the
 //! fault to the locked path), and asks the memory manager's unlocked fault
