@@ -88,9 +88,7 @@ pub fn running_here() -> bool {
 #[inline]
 pub fn service() {
     // The lock spins call this on every turn: an empty slot costs one load, as it did before
-    // the interrupt guard below came in (with the guard on every turn,
-    // `smp_gup_fast_forker_per_page` grew 733 -> 767 guest instructions, spins counted under
-    // `-icount`; the likely cause, not measured apart). `service_irqs_off` looks again.
+    // the interrupt guard below came in. `service_irqs_off` looks again.
     if SLOTS[percpu::cpu_id()].load(Ordering::Relaxed) == 0 {
         return;
     }
