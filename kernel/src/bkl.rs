@@ -106,15 +106,22 @@ pub fn enable() {
 
 /// Whether a ring-3 page fault may first try the fault path without this lock
 /// (`fault_unlocked.rs`; docs/locking.md "BKL-free fault path"). Written once at boot
-/// ([`allow_unlocked_faults`]: `fault_bkl=0`; off by default until the SMP programs ran with
-/// it), before any CPU runs a task; read only while the lock is [`enable`]d, so one CPU never
+/// ([`allow_unlocked_faults`]: on by default, off with `fault_bkl=1`), before any CPU runs a
+/// task; read only while the lock is [`enable`]d, so one CPU never
 /// loads it.
 static UNLOCKED_FAULTS: AtomicBool = AtomicBool::new(false);
 
-/// Sets [`UNLOCKED_FAULTS`] (`fault_bkl=1`, the default, leaves it off: every fault takes the
-/// lock, as before).
+/// Sets [`UNLOCKED_FAULTS`] (on by default; `fault_bkl=1` leaves it off: every fault takes the
+/// lock, as before session 9).
 pub fn allow_unlocked_faults(on: bool) {
     UNLOCKED_FAULTS.store(on, Ordering::Relaxed);
+}
+
+/// Whether ring-3 faults are tried without the lock on this boot: the lock is in use (2+ CPUs
+/// running tasks) and `fault_bkl=1` did not turn the unlocked path off (`/proc/cowlab/mmstat`
+/// `fault_unlocked_path`, which `t_nobkl_fault` checks against its `faults_unlocked`).
+pub fn unlocked_faults_in_use() -> bool {
+    enabled() && UNLOCKED_FAULTS.load(Ordering::Relaxed)
 }
 
 /// Whether the lock is in use ([`enable`]); `#[inline(always)]`: one load on every entry.

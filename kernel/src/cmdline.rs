@@ -59,9 +59,10 @@ pub struct Cmdline {
     /// `smp_sched=0|1`: whether the application processors run tasks (issue 16 stage 2, under
     /// the big kernel lock) or stay parked; default 1 (every CPU runs tasks).
     pub smp_sched: bool,
-    /// `fault_bkl=0|1`: whether every ring-3 page fault takes the big kernel lock (1, the
-    /// default for now: the old behaviour) or anonymous faults may be resolved without it (0;
-    /// docs/locking.md "BKL-free fault path", not yet run over every SMP program).
+    /// `fault_bkl=0|1`: whether anonymous ring-3 faults may be resolved without the big kernel
+    /// lock (0, the default since session 9, after the kernel and programs tiers ran with it;
+    /// docs/locking.md "BKL-free fault path") or every ring-3 page fault takes it (1, the old
+    /// path).
     pub fault_bkl: bool,
     /// `hugepagesz=1G hugepages=N`: 1 GiB hugetlb pages reserved at boot (Linux's gigantic
     /// pages from memblock); `hugepages=` counts pages of the size the last `hugepagesz=`
@@ -179,7 +180,7 @@ pub fn parse(raw: &'static str) -> Cmdline {
         softlockup_secs: None,
         hung_task_secs: None,
         smp_sched: true,
-        fault_bkl: true,
+        fault_bkl: false,
         hugepages_1g: 0,
         hugepages_2m: 0,
         init,

@@ -3,7 +3,7 @@
 //!
 //! Picture: the page-fault branch of `idt::dispatch::user_trap` calls [`fault_unlocked`] before
 //! it takes the big lock (`bkl::lock_from_user_unless`; only while the lock is in use, and
-//! only with `fault_bkl=0`: off by default for now). With interrupts still off from the trap, it takes the current
+//! not with `fault_bkl=1`: on by default since session 9). With interrupts still off from the trap, it takes the current
 //! address space's `mmap_lock` for reading with its page-table lock, without waiting
 //! (`try_read_ptl`: a writer holding or waiting, or another reader's page-table work, sends the
 //! fault to the locked path), and asks the memory manager's unlocked fault
@@ -32,6 +32,18 @@ static INSIDE: [AtomicBool; crate::percpu::MAX_CPUS] =
 /// `mmap_lock` release made without the big lock by a task).
 pub fn inside() -> bool {
     INSIDE[crate::percpu::cpu_id()].load(Ordering::Relaxed)
+}
+
+/// Runs `f` as if inside [`fault_unlocked`] on this CPU (the in-kernel tests of what a release
+/// made there does). Interrupts off, as in the fault.
+pub(crate) fn as_if_inside<R>(f: impl FnOnce() -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let cpu = crate::percpu::cpu_id();
+        INSIDE[cpu].store(true, Ordering::Relaxed);
+        let r = f();
+        INSIDE[cpu].store(false, Ordering::Relaxed);
+        r
+    })
 }
 
 /// Faults resolved here since boot (for the in-kernel test and `/proc/cowlab/mmstat`-style

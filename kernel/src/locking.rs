@@ -48,19 +48,31 @@ pub fn init() {
     cowlab_sync::set_spin_hook(service_cross_cpu_requests);
 }
 
-/// The checker's task number for the task-held classes (the `mmap_lock`): the task id, 0
-/// outside a task (boot, the idle loop, an IPI handler: the hold is then the CPU's).
-fn task_context() -> usize {
+/// The task whose locks these are: the running task's id, 0 outside a task (boot, the idle
+/// loop) and in a function another CPU posted here (`smp::call`, run from the IPI or from this
+/// CPU's lock spin), which runs for that CPU, not for the task it interrupted (review of
+/// session 8: its holds went on the interrupted task's stack, and its write hold looked like
+/// that task's own to the task's kernel-mode faults).
+fn lock_tid() -> usize {
+    if crate::smp::call::running_here() {
+        return 0;
+    }
     crate::proc::current_tid() as usize
 }
 
+/// The checker's task number for the task-held classes (the `mmap_lock`): [`lock_tid`] (0:
+/// the hold is the CPU's).
+pub(crate) fn task_context() -> usize {
+    lock_tid()
+}
+
 /// The id an address-space lock records for its write holder (Linux's `rwsem->owner`): the
-/// task's id, or outside a task (boot, an in-kernel test, an IPI handler) one per CPU, above
-/// every task id. Never 0 (no holder).
-fn owner() -> usize {
-    match crate::proc::current_tid() {
+/// task's id ([`lock_tid`]), or outside a task (boot, an in-kernel test, a posted function)
+/// one per CPU, above every task id. Never 0 (no holder).
+pub(crate) fn owner() -> usize {
+    match lock_tid() {
         0 => usize::MAX - crate::percpu::cpu_id(),
-        tid => tid as usize,
+        tid => tid,
     }
 }
 
@@ -123,5 +135,15 @@ fn wake(channel: usize) {
     }
     let taken = crate::bkl::lock_nested();
     crate::proc::wakeup(channel);
+    // The task woken may have been queued on a halted CPU. The locked path's way back to ring
+    // 3 kicks it (`proc::on_return_to_user`); the unlocked fault's (`after_unlocked_fault`)
+    // does not look (a kick set by another CPU would send every unlocked fault through the big
+    // lock), so this release, the one place that path makes a task runnable, kicks it here.
+    crate::proc::sched::kick_idle();
     crate::bkl::unlock_nested(taken);
+}
+
+/// [`wake`] for the in-kernel tests (it is the `mmap_lock`'s wake hook otherwise).
+pub(crate) fn wake_for_test(channel: usize) {
+    wake(channel);
 }

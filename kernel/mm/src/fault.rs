@@ -150,6 +150,7 @@ pub(crate) enum Access {
 
 /// [`handle_mm_fault`] with the `FOLL_FORCE` permission check of GUP (Linux passes
 /// `FAULT_FLAG_WRITE` for a VMA without `VM_WRITE`, which only `check_vma_flags` lets through).
+#[inline(always)]
 pub(crate) fn fault_inner<A: Arch>(
     mm: &Mm<A>,
     aspace: &mut AddressSpace,
@@ -158,14 +159,37 @@ pub(crate) fn fault_inner<A: Arch>(
     access: Access,
     may_retry: bool,
 ) -> Result<(), FaultError> {
+    fault_body::<A, false>(mm, aspace, va, kind, access, may_retry)
+}
+
+/// [`fault_inner`]; `UNLOCKED`: the fault without the big lock (`fault_unlocked.rs`, Linux's
+/// `FAULT_FLAG_VMA_LOCK`), which answers `Retry` at the first step it may not take there
+/// (the `if UNLOCKED` tests, compiled out of the locked path) and reads each setting it
+/// depends on (mTHP sizes, the trace) once.
+pub(crate) fn fault_body<A: Arch, const UNLOCKED: bool>(
+    mm: &Mm<A>,
+    aspace: &mut AddressSpace,
+    va: VirtAddr,
+    kind: FaultKind,
+    access: Access,
+    may_retry: bool,
+) -> Result<(), FaultError> {
+    // Both record per fault into state that assumes one fault at a time.
+    if UNLOCKED && (cfg!(feature = "faultstat") || mm.trace.enabled()) {
+        return Err(FaultError::Retry);
+    }
     faultstat::begin();
     if va.as_u64() >= USER_END || aspace.being_unmapped(va) {
         return Err(FaultError::Segv(SegvReason::NoMapping));
     }
     let vma = match aspace.find_vma(va) {
         Some(vma) => vma,
+        None if UNLOCKED => return Err(FaultError::Retry),
         None => return fault_outside_vmas(mm, aspace, va, kind, access),
     };
+    if UNLOCKED && (!vma.is_anonymous() || vma.sharing() != Sharing::Private) {
+        return Err(FaultError::Retry);
+    }
     // FOLL_FORCE (`/proc/pid/mem`) writes a COW mapping whatever its protection, and reads a
     // PROT_NONE one that may be read; the pages it faults in there get `PROTNONE` PTEs
     // (`page_prot`), which the MMU still refuses to the process (Linux `check_vma_flags` lets
@@ -186,6 +210,8 @@ pub(crate) fn fault_inner<A: Arch>(
     let slot = match pt.walk_pt(va) {
         // `walk_pt` inlines here (as `walk_alloc` did): an out-of-line `walk` cost a call.
         Some(table) => pt.entry(table, va.table_index(1)),
+        // No PT: a THP or a page-table allocation, neither done without the big lock.
+        None if UNLOCKED => return Err(FaultError::Retry),
         None => match fault_no_pt(mm, aspace, vma, va, kind)? {
             Some(slot) => slot,
             None => {
@@ -198,11 +224,19 @@ pub(crate) fn fault_inner<A: Arch>(
     let pte = slot.load();
     faultstat::phase(Phase::Walk);
     if !pte.is_mapping() {
+        // A swap-style marker, never resolved without the big lock.
+        if UNLOCKED && !pte.is_empty() {
+            return Err(FaultError::Retry);
+        }
         // Anonymous memory first (the hot case: one compare), then the other backings.
         let decision = if vma.is_anonymous() {
             // mTHP (`mthp.rs`): a test and a branch while no smaller size is enabled; the
             // rest is out of line so this function's code stays as it was.
             if kind == FaultKind::Write && mm.thp().sizes.any() {
+                // Large folios (mapcount over the folio, deferred split) need the big lock.
+                if UNLOCKED {
+                    return Err(FaultError::Retry);
+                }
                 fault_anon_mthp(mm, &aspace.shared, vma, slot, va)?;
                 (Decision::NewPage, Rule::DoAnonymousPage)
             } else {
@@ -240,10 +274,14 @@ pub(crate) fn fault_inner<A: Arch>(
             return Ok(());
         };
         // The fault trace (`trace.rs`): one flag test when off; `do_wp_page` records its own.
-        if mm.trace.enabled() {
+        // The unlocked fault found it off at its start.
+        if !UNLOCKED && mm.trace.enabled() {
             mm.trace.record(aspace.root, va, kind, decision);
         }
     } else {
+        if UNLOCKED && !pte.is_present() {
+            return Err(FaultError::Retry);
+        }
         debug_assert!(
             pte.is_present() || (forced && !vma.prot().accessible()),
             "PROT_NONE PTE under an accessible VMA at {va:#x}"
@@ -252,6 +290,10 @@ pub(crate) fn fault_inner<A: Arch>(
             // A writable PTE means a stale TLB entry: the retry will succeed (Linux's
             // spurious-fault path; x86 needs no flush for it).
             FaultKind::Write | FaultKind::Unshare if !pte.is_writable() => {
+                // Only the zero page and small anon pages are copied or reused unlocked.
+                if UNLOCKED && !crate::fault_unlocked::wp_unlocked_allowed(mm, pte) {
+                    return Err(FaultError::Retry);
+                }
                 let wp = if kind == FaultKind::Write {
                     WpKind::Write
                 } else {

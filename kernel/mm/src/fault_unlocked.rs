@@ -3,12 +3,15 @@
 //! `VM_FAULT_RETRY` back to the `mmap_lock` path for whatever the VMA lock cannot do).
 //!
 //! Picture: the caller holds only the address space's `mmap_lock` for reading and its page-table
-//! lock (one compare-exchange, taken without waiting) and has interrupts off. This module first
-//! decides, from the VMA and the PTE, whether the fault is one of the few kinds whose every step
-//! is safe there ([`unlocked_fault_allowed`]); if so it runs the ordinary fault
-//! (`fault::fault_inner`, so the rules are the same function as on the locked path), and any
-//! failure (no frame, a signal) is [`FaultError::Retry`]: the caller takes the big lock and
-//! runs the fault again from scratch, as before.
+//! lock (one compare-exchange, taken without waiting) and has interrupts off. This module runs
+//! the ordinary fault (`fault::fault_body`, so the rules are the same function as on the locked
+//! path) with its `UNLOCKED` switch on: at the VMA lookup, the page-table walk and the PTE it
+//! answers [`FaultError::Retry`] as soon as the fault is not one of the few kinds whose every
+//! step is safe here (one lookup and one walk: a separate eligibility check walked both twice,
+//! +61 guest instructions per fault, and read the mTHP and trace settings a second time, so
+//! mTHP enabled in between could reach the large-folio path unlocked). Any failure (no frame,
+//! a signal) is `Retry` too: the caller takes the big lock and runs the fault again from
+//! scratch, as before.
 //!
 //! Allowed: a read or write fault on a private anonymous VMA whose PT already exists, on an
 //! empty PTE (the zero page; a new 4 KiB page while no mTHP size is enabled) or on a present
@@ -25,10 +28,10 @@ use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::FaultError;
-use crate::fault::{access_permitted, fault_inner, x86_error, Access, FaultKind};
+use crate::fault::{fault_body, x86_error, Access, FaultKind};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
-use crate::vma::Sharing;
+use crate::pagetable::Pte;
 
 /// A ring-3 page fault (`cr2`, the CPU's error code) on `aspace`, held by the caller for reading
 /// with its page-table lock and without the big kernel lock. `Ok(())`: resolved, the access
@@ -50,52 +53,18 @@ pub fn handle_x86_page_fault_unlocked<A: Arch>(
     if cr2 >= USER_END {
         return Err(FaultError::Retry);
     }
-    let va = VirtAddr::new(cr2);
-    if !unlocked_fault_allowed(mm, aspace, va, kind) {
-        return Err(FaultError::Retry);
-    }
-    // Errors are the out-of-memory case only (the checks above exclude SIGSEGV): nothing was
-    // changed before the allocation failed; the locked path reclaims or runs the OOM killer.
-    fault_inner(mm, aspace, va, kind, Access::User, false).map_err(|_| FaultError::Retry)
+    // Errors: a step not taken here (`Retry`), SIGSEGV, or no free frame; nothing was changed
+    // before any of them. The locked path reclaims, runs the OOM killer or signals.
+    fault_body::<A, true>(mm, aspace, VirtAddr::new(cr2), kind, Access::User, false)
+        .map_err(|_| FaultError::Retry)
 }
 
-/// Whether every step of the fault at `va` is one the unlocked path may take (module comment):
-/// the VMA test of Linux's `lock_vma_under_rcu` (anonymous, private) plus the PTE cases
-/// `do_anonymous_page` and `do_wp_page` handle on small pages.
-pub(crate) fn unlocked_fault_allowed<A: Arch>(
-    mm: &Mm<A>,
-    aspace: &AddressSpace,
-    va: VirtAddr,
-    kind: FaultKind,
-) -> bool {
-    // Both record per fault into state shared across CPUs that assumes one fault at a time.
-    if cfg!(feature = "faultstat") || mm.trace.enabled() {
-        return false;
-    }
-    if aspace.being_unmapped(va) {
-        return false;
-    }
-    let Some(vma) = aspace.find_vma(va) else {
-        return false;
-    };
-    if !vma.is_anonymous() || vma.sharing() != Sharing::Private || !access_permitted(vma, kind) {
-        return false;
-    }
-    let pt = aspace.page_table(mm);
-    let Some(table) = pt.walk_pt(va) else {
-        return false;
-    };
-    let pte = pt.entry(table, va.table_index(1)).load();
-    if pte.is_empty() {
-        return kind == FaultKind::Read || !mm.thp().sizes.any();
-    }
-    if !pte.is_present() {
-        return false;
-    }
-    if kind == FaultKind::Read || pte.is_writable() {
-        // A stale TLB entry: nothing to change.
-        return true;
-    }
+/// Whether `do_wp_page` on the present, read-only `pte` may run without the big lock (Linux's
+/// `do_wp_page` under the VMA lock): over the zero page or a small anon page. Large folios
+/// (mTHP, PTE-mapped THP: mapcount over the folio, deferred split) and file pages go to the
+/// locked path.
+#[inline(always)]
+pub(crate) fn wp_unlocked_allowed<A: Arch>(mm: &Mm<A>, pte: Pte) -> bool {
     let frame = pte.frame();
     if frame == mm.zero_page() {
         return true;

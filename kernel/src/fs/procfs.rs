@@ -646,8 +646,13 @@ fn mmstat() -> String {
             "file_polled",
             cowlab_mm::pagecache::FILE_POLLED.load(core::sync::atomic::Ordering::Relaxed),
         ),
-        // nobkl (issue 16): ring-3 faults resolved without the big kernel lock (`fault_bkl=0`).
+        // nobkl (issue 16): ring-3 faults resolved without the big kernel lock, and whether
+        // that path is on (2+ CPUs, not `fault_bkl=1`).
         ("faults_unlocked", crate::fault_unlocked::resolved() as u64),
+        (
+            "fault_unlocked_path",
+            u64::from(crate::bkl::unlocked_faults_in_use()),
+        ),
         // thp2 (issue 14)
         ("thp_zero_page_alloc", thp_zero_page_alloc),
         ("huge_zero_mappings", huge_zero_mappings),

@@ -55,6 +55,14 @@ pub fn cmdline_parser() -> TestResult {
         (empty.kheap_mib, empty.softlockup_secs, empty.hung_task_secs) == (None, None, None),
         "empty line sets the heap or a watchdog"
     );
+    // Session 9: anonymous faults go without the big lock unless `fault_bkl=1` asks otherwise.
+    ensure!(
+        !empty.fault_bkl
+            && cmdline::parse("fault_bkl=1").fault_bkl
+            && !cmdline::parse("fault_bkl=1 fault_bkl=0").fault_bkl,
+        "fault_bkl: default {}, =1 and =1 then =0 not as asked",
+        empty.fault_bkl
+    );
     let sized = cmdline::parse("kheap=8 softlockup=3 hung_task=0 kheap=2");
     ensure!(
         (sized.kheap_mib, sized.softlockup_secs, sized.hung_task_secs)

@@ -120,3 +120,69 @@ pub fn mmap_lock_readers_share_and_a_writer_excludes_both() -> TestResult {
 fn fail(what: &str) -> super::TestFailure {
     super::TestFailure(alloc::format!("{what} failed"))
 }
+
+/// An `mmap_lock` release made inside a fault resolved without the big lock (the one that
+/// wakes a sleeping writer there) kicks the halted CPUs given a task, as the locked path's
+/// return to ring 3 does (review of session 8: `after_unlocked_fault` skipped that kick, and
+/// the woken writer waited on its halted CPU for the next tick).
+pub fn nobkl_release_kicks_the_cpu_it_queued_for() -> TestResult {
+    static CHANNEL: u8 = 0;
+    let other = if crate::percpu::cpu_id() == 1 { 2 } else { 1 };
+    crate::proc::runqueue::note_queued_on(other);
+    ensure!(
+        crate::proc::runqueue::kicks_pending() & 1 << other != 0,
+        "no kick noted for CPU {other}"
+    );
+    crate::fault_unlocked::as_if_inside(|| {
+        locking::wake_for_test(core::ptr::from_ref(&CHANNEL) as usize)
+    });
+    ensure!(
+        crate::proc::runqueue::kicks_pending() & 1 << other == 0,
+        "the kick for CPU {other} was left pending by the release"
+    );
+    Ok(())
+}
+
+/// A tid no task has during the in-kernel tests.
+const LOCK_TEST_TID: crate::proc::Pid = 0x7100_0000;
+static POSTED_TASK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+static POSTED_OWNER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn record_lock_ids_over_a_task() {
+    use core::sync::atomic::Ordering::Relaxed;
+    crate::proc::as_if_current(LOCK_TEST_TID, || {
+        POSTED_TASK.store(locking::task_context(), Relaxed);
+        POSTED_OWNER.store(locking::owner(), Relaxed);
+    });
+}
+
+/// Locks taken by a function another CPU posted (`smp::call`, run in the IPI handler or a lock
+/// spin over whatever task was running) are that CPU's, not the interrupted task's: the
+/// checker's task number is 0 and the `mmap_lock` write owner the CPU's id (review of session
+/// 8: both were the interrupted task's tid). Outside a posted function they are the task's.
+pub fn lockdep_posted_function_holds_are_the_cpus() -> TestResult {
+    use core::sync::atomic::Ordering::Relaxed;
+    let cpu = (0..crate::percpu::MAX_CPUS)
+        .rev()
+        .find(|c| crate::smp::online_mask() & 1 << c != 0)
+        .unwrap_or(0);
+    let (task, owner) = crate::proc::as_if_current(LOCK_TEST_TID, || {
+        (locking::task_context(), locking::owner())
+    });
+    ensure!(
+        task == LOCK_TEST_TID as usize && owner == LOCK_TEST_TID as usize,
+        "a task's own lock ids are {task:#x}, {owner:#x}"
+    );
+    let result = crate::smp::call::run_on(cpu, record_lock_ids_over_a_task, 1_000_000);
+    ensure!(result.is_ok(), "call on CPU {cpu}: {result:?}");
+    let (task, owner) = (POSTED_TASK.load(Relaxed), POSTED_OWNER.load(Relaxed));
+    ensure!(
+        task == 0,
+        "a posted function's task number is {task:#x} (the interrupted task's)"
+    );
+    ensure!(
+        owner == usize::MAX - cpu,
+        "a posted function's write-owner id is {owner:#x}, not CPU {cpu}'s"
+    );
+    Ok(())
+}

@@ -368,3 +368,55 @@ pub fn smp_switch_to_takes_no_mmap_lock() -> TestResult {
     );
     Ok(())
 }
+
+static REENTERED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static RUNNING_SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// A posted function that spins for a lock services this CPU's requests meanwhile, as the
+/// lock spins do (`locking::service_cross_cpu_requests`).
+fn count_and_reenter() {
+    let cpu = percpu::cpu_id();
+    REENTERED[cpu].fetch_add(1, Ordering::Relaxed);
+    RUNNING_SEEN[cpu].fetch_add(u64::from(smp::call::running_here()), Ordering::Relaxed);
+    smp::call::service();
+}
+
+/// The order of `smp::call::service` (review of session 8): a function that services its own
+/// CPU's requests while it runs (a lock spin inside it) does not run itself again, it is marked
+/// as running (`running_here`, which makes its locks the CPU's) while it runs and only then,
+/// and the slot is empty once the poster sees it done: a second call right after is run too.
+pub fn smp_call_reentered_by_its_function_runs_once() -> TestResult {
+    const ROUNDS: u64 = 50;
+    for cpu in online_cpus() {
+        let (runs, seen) = (
+            REENTERED[cpu].load(Ordering::Relaxed),
+            RUNNING_SEEN[cpu].load(Ordering::Relaxed),
+        );
+        let calls = CALLS[cpu].load(Ordering::Relaxed);
+        for round in 0..ROUNDS {
+            let result = smp::call::run_on(cpu, count_and_reenter, TIMEOUT_US);
+            ensure!(result.is_ok(), "call {round} on CPU {cpu}: {result:?}");
+            let result = smp::call::run_on(cpu, count_call, TIMEOUT_US);
+            ensure!(
+                result.is_ok(),
+                "the call after {round} on CPU {cpu}: {result:?}"
+            );
+        }
+        let runs = REENTERED[cpu].load(Ordering::Relaxed) - runs;
+        let seen = RUNNING_SEEN[cpu].load(Ordering::Relaxed) - seen;
+        let calls = CALLS[cpu].load(Ordering::Relaxed) - calls;
+        ensure!(
+            runs == ROUNDS && calls == ROUNDS,
+            "CPU {cpu} ran the re-entering function {runs} times and the next {calls} (of {ROUNDS})"
+        );
+        ensure!(
+            seen == ROUNDS,
+            "running_here() was set in {seen} runs of {ROUNDS}"
+        );
+        ensure!(
+            !smp::call::running_here(),
+            "running_here() on the poster's CPU"
+        );
+    }
+    Ok(())
+}

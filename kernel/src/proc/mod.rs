@@ -258,6 +258,17 @@ fn set_current(tid: Pid, tgid: Pid) {
     percpu::write::<CURRENT_TGID>(u64::from(tgid));
 }
 
+/// Runs `f` with `tid` as this CPU's current task id, then puts the real one back (in-kernel
+/// tests of what code run on behalf of another CPU records while a task is interrupted).
+pub(crate) fn as_if_current<R>(tid: Pid, f: impl FnOnce() -> R) -> R {
+    let (was, was_tgid) = (percpu::read::<CURRENT>(), percpu::read::<CURRENT_TGID>());
+    percpu::write::<CURRENT>(u64::from(tid));
+    let r = f();
+    percpu::write::<CURRENT>(was);
+    percpu::write::<CURRENT_TGID>(was_tgid);
+    r
+}
+
 /// The running task's group record (null in the idle loop): the `Mutex` inside its
 /// `Task::group` `Arc`, which the task keeps for its whole life, so the pointee outlives every
 /// run of the task. Lets `with_group` (getppid, rlimits, signal actions...) skip the table

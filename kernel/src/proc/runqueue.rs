@@ -193,6 +193,11 @@ fn push(task: &mut Task, cpu: usize) {
     LEN[cpu].store(queue.len(), Ordering::Relaxed);
     drop(queue);
     task.sched.on_rq = Some(cpu as u8);
+    note_queued_on(cpu);
+}
+
+/// A task was queued on `cpu`: another CPU's is kicked by the next `sched::kick_idle`.
+pub(crate) fn note_queued_on(cpu: usize) {
     if cpu != crate::percpu::cpu_id() {
         KICK.fetch_or(1 << cpu, Ordering::Relaxed);
     }

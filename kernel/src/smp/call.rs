@@ -4,6 +4,25 @@
 //! sends [`vector::IPI_CALL`] and waits until the target's handler ([`service`]) has run the
 //! function and emptied the slot. The slot holds only `fn()` pointers (no captured state), so
 //! posting one needs no allocation; callers pass arguments through statics.
+//!
+//! Publication order (review of session 8; the same under x86's TSO and Rust's model, where
+//! what matters on x86 is what the compiler may move: every access below is a plain `mov` or a
+//! `lock`ed instruction):
+//! - the poster's arguments, then its claim of the slot (`compare_exchange`, `AcqRel`: on x86
+//!   a `lock cmpxchg`, which also drains the store buffer), then the IPI (an uncached write to
+//!   the ICR, which the `Acquire` half keeps after the claim): the target cannot take the IPI
+//!   and find the slot empty, nor the arguments stale, since its load of the slot is `Acquire`;
+//! - the target claims [`RUNNING`] before it calls the function (an opaque call: the compiler
+//!   cannot move the store past it) and clears it before it empties the slot. [`RUNNING`] is
+//!   read only by its own CPU ([`service`] when a function spins for a lock and services its
+//!   requests meanwhile, `locking::lock_tid`), so `Relaxed` is enough, and its order against
+//!   the slot's store matters only to this CPU, where nothing runs between the two: [`service`]
+//!   runs with interrupts off (the IPI handler, the lock spins, and it turns them off for a
+//!   caller that had them on), so no IPI can find
+//!   the slot still posted with [`RUNNING`] clear and run the function twice (nor, the other
+//!   order, find a new posting with [`RUNNING`] still set and drop its IPI);
+//! - the target empties the slot with `Release` after the function returns: the poster, whose
+//!   wait loads it with `Acquire`, sees every effect of the function once it sees 0.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -59,8 +78,26 @@ pub fn run_on(cpu: usize, function: fn(), timeout_us: u64) -> Result<(), CallErr
     Ok(())
 }
 
+/// Whether this CPU is running a function posted by another CPU (its locks are held for that
+/// CPU's request, not for the task it interrupted: `locking::lock_tid`).
+pub fn running_here() -> bool {
+    RUNNING[percpu::cpu_id()].load(Ordering::Relaxed)
+}
+
 /// Runs the function posted for this CPU, if any (the [`vector::IPI_CALL`] handler).
+#[inline]
 pub fn service() {
+    // The lock spins call this on every turn: an empty slot costs one load, as it did before
+    // the interrupt guard below came in. `service_irqs_off` looks again.
+    if SLOTS[percpu::cpu_id()].load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    // Mostly called with interrupts off already (the IPI handler, the lock spins); a spin
+    // outside a task (`locking::wait` in an in-kernel test) may have them on.
+    x86_64::instructions::interrupts::without_interrupts(service_irqs_off);
+}
+
+fn service_irqs_off() {
     let cpu = percpu::cpu_id();
     let slot = &SLOTS[cpu];
     let posted = slot.load(Ordering::Acquire);

@@ -138,7 +138,8 @@ mod state {
     pub(super) static REPORTED: [AtomicU64; MAX_CLASSES] =
         [const { AtomicU64::new(0) }; MAX_CLASSES];
 
-    /// The task contexts' stacks (classes built with `LockClass::task_held`).
+    /// The task contexts' stacks (classes built with `LockClass::task_held`), each owned by
+    /// the task in the same index of [`TASK_OWNER`] while that task holds such a lock.
     pub(super) static TASK_HELD: [Held; MAX_CONTEXTS] = [const {
         Held {
             depth: AtomicUsize::new(0),
@@ -147,6 +148,14 @@ mod state {
             at: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_HELD],
         }
     }; MAX_CONTEXTS];
+
+    /// The task number owning each [`TASK_HELD`] stack, 0 when free. A task claims one (near
+    /// its number modulo [`MAX_CONTEXTS`], see `task_stack`) on its first task-held lock and
+    /// gives it back when it holds none: two live tasks whose numbers differ by a multiple of
+    /// [`MAX_CONTEXTS`] once shared one stack (one's hold seen as the other's recursion, or
+    /// removed by the other's release; review of session 8).
+    pub(super) static TASK_OWNER: [AtomicUsize; MAX_CONTEXTS] =
+        [const { AtomicUsize::new(0) }; MAX_CONTEXTS];
 
     pub(super) static CONTEXT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
     pub(super) static TASK_CONTEXT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -163,8 +172,8 @@ pub fn set_context_fn(f: fn() -> usize) {
 }
 
 /// Sets how the checker numbers tasks, for the [`LockClass::task_held`] classes: a non-zero
-/// number per task (taken modulo [`MAX_CONTEXTS`]), 0 outside a task (the lock's hold then
-/// goes on the CPU's stack). Default: no tasks.
+/// number per live task (unique among the tasks alive at once: the task id), 0 outside a task
+/// (the lock's hold then goes on the CPU's stack). Default: no tasks.
 pub fn set_task_context_fn(f: fn() -> usize) {
     #[cfg(debug_assertions)]
     state::TASK_CONTEXT_FN.store(f as *mut (), Ordering::Release);
@@ -205,31 +214,74 @@ fn held() -> &'static state::Held {
     &state::HELD[ctx % MAX_CONTEXTS]
 }
 
-/// The running task's stack, if there is a task.
+/// The running task's number, 0 outside a task.
 #[cfg(debug_assertions)]
-fn task_held() -> Option<&'static state::Held> {
+fn task_number() -> usize {
     let f = state::TASK_CONTEXT_FN.load(Ordering::Acquire);
     if f.is_null() {
-        return None;
+        return 0;
     }
     // SAFETY: only `set_task_context_fn` stores here, a `fn() -> usize` cast to a pointer.
     let f: fn() -> usize = unsafe { core::mem::transmute::<*mut (), fn() -> usize>(f) };
-    match f() {
+    f()
+}
+
+/// Stacks a task may own: this many from its number modulo [`MAX_CONTEXTS`] on. Only tasks
+/// holding a task-held lock own one, so a full window takes that many such tasks with numbers
+/// equal modulo [`MAX_CONTEXTS`] holding at once (reported as too deep a nesting).
+#[cfg(debug_assertions)]
+const TASK_PROBE: usize = 8;
+
+/// Task `task`'s stack: the one it owns, else (`claim`) a free one of its window now owned by
+/// it, else `None` (no hold recorded for it). Only the task itself claims for its number, and a
+/// task runs on one CPU at a time, so a found stack stays its own until it gives it back.
+#[cfg(debug_assertions)]
+fn task_stack(task: usize, claim: bool) -> Option<(usize, &'static state::Held)> {
+    let window = (0..TASK_PROBE).map(|i| (task + i) % MAX_CONTEXTS);
+    if let Some(i) = window
+        .clone()
+        .find(|&i| state::TASK_OWNER[i].load(Ordering::Acquire) == task)
+    {
+        return Some((i, &state::TASK_HELD[i]));
+    }
+    if !claim {
+        return None;
+    }
+    // Acquire: the last owner's emptied stack (its release below) is what this task starts on.
+    window
+        .into_iter()
+        .find(|&i| {
+            state::TASK_OWNER[i]
+                .compare_exchange(0, task, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+        .map(|i| (i, &state::TASK_HELD[i]))
+}
+
+/// The running task's stack, if there is a task that holds a task-held lock.
+#[cfg(debug_assertions)]
+fn task_held() -> Option<&'static state::Held> {
+    match task_number() {
         0 => None,
-        task => Some(&state::TASK_HELD[task % MAX_CONTEXTS]),
+        task => task_stack(task, false).map(|(_, held)| held),
     }
 }
 
-/// The stack a hold of `class` goes on: its task's for a task-held class in a task, else
-/// the CPU's.
+/// Where a hold of `class` goes: `Some((Some(index), stack))`, a task's stack (a task-held
+/// class taken in a task: owned, or claimed when `claim`); `Some((None, stack))`, the CPU's;
+/// `None`, a task that owns no stack (and could not claim one).
 #[cfg(debug_assertions)]
-fn stack_for(class: &'static LockClass) -> &'static state::Held {
+fn stack_for(
+    class: &'static LockClass,
+    claim: bool,
+) -> Option<(Option<usize>, &'static state::Held)> {
     if class.is_task_held() {
-        if let Some(task) = task_held() {
-            return task;
+        let task = task_number();
+        if task != 0 {
+            return task_stack(task, claim).map(|(i, held)| (Some(i), held));
         }
     }
-    held()
+    Some((None, held()))
 }
 
 #[cfg(debug_assertions)]
@@ -357,7 +409,12 @@ fn check_against(
 pub fn acquired(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
-        let held = stack_for(class);
+        let Some((_, held)) = stack_for(class, true) else {
+            report(LockReport::TooDeep {
+                at: Location::caller(),
+            });
+            return;
+        };
         let depth = held.depth.load(Ordering::Relaxed);
         if depth == MAX_HELD {
             report(LockReport::TooDeep {
@@ -384,7 +441,10 @@ pub fn released(class: &'static LockClass) {
     #[cfg(debug_assertions)]
     {
         let c = class.id();
-        let held = stack_for(class);
+        // No stack: a task whose acquisition found none (already reported).
+        let Some((owned, held)) = stack_for(class, false) else {
+            return;
+        };
         let depth = held.depth.load(Ordering::Relaxed);
         let Some(i) = (0..depth)
             .rev()
@@ -402,6 +462,10 @@ pub fn released(class: &'static LockClass) {
             held.at[j].store(held.at[j + 1].load(Ordering::Relaxed), Ordering::Relaxed);
         }
         held.depth.store(depth - 1, Ordering::Relaxed);
+        // The task's last task-held lock: its stack (empty) goes back for any task to claim.
+        if let (Some(index), 1) = (owned, depth) {
+            state::TASK_OWNER[index].store(0, Ordering::Release);
+        }
     }
     #[cfg(not(debug_assertions))]
     let _ = class;

@@ -311,3 +311,52 @@ fn a_task_held_lock_released_on_another_cpu_leaves_no_entry_behind() {
         });
     });
 }
+
+/// Review of session 8: the task stacks were indexed by task number modulo `MAX_CONTEXTS`, so
+/// two live tasks 1024 apart shared one: the second one's `mmap_lock` was reported as the
+/// first one's recursion, and either's release could remove the other's entry. One thread
+/// (a CPU) switches between the two tasks while both hold the class.
+#[test]
+fn tasks_numbered_max_contexts_apart_keep_their_own_holds() {
+    setup();
+    lockdep::set_task_context_fn(task_context);
+    static M: LockClass = LockClass::task_held("test task-held rwsem (task numbers alias)");
+    let first = 9000;
+    let second = first + lockdep::MAX_CONTEXTS;
+    let switch_to = |task: usize| TASK.with(|t| t.set(task));
+    let take = || {
+        report_of(|| {
+            lockdep::before_acquire(&M);
+            lockdep::acquired(&M);
+        })
+    };
+    switch_to(first);
+    assert_eq!(take(), None);
+    switch_to(second);
+    assert_eq!(
+        take(),
+        None,
+        "the second task's hold seen as the first's recursion"
+    );
+    assert_eq!(lockdep::held_count(), 1, "the second task holds one lock");
+    lockdep::released(&M);
+    assert_eq!(
+        lockdep::held_count(),
+        0,
+        "the second task released its lock"
+    );
+    switch_to(first);
+    assert_eq!(
+        lockdep::held_count(),
+        1,
+        "the first task's hold went with the second's release"
+    );
+    lockdep::released(&M);
+    assert_eq!(lockdep::held_count(), 0);
+    // Both stacks were given back: a third task of the same window takes the class cleanly.
+    switch_to(first + 2 * lockdep::MAX_CONTEXTS);
+    assert_eq!(take(), None);
+    lockdep::released(&M);
+    assert_eq!(lockdep::held_count(), 0);
+    switch_to(0);
+}

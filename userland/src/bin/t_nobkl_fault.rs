@@ -314,15 +314,25 @@ fn main() -> i32 {
         "the fork region kept the parent's last generation",
         (0..FORK_PAGES).all(|p| matches(region + p * PAGE, 2_000_000 + p, gen - 1)),
     );
-    // Booted with `fault_bkl=0` (xtask passes `expect_unlocked=1` there), some of these
-    // faults must have gone the way without the big lock; otherwise this boot tested nothing
-    // the default one does not (review of session 8). cowlab only: the host has no counter.
-    if arg(b"expect_unlocked=") == Some(1) {
+    // Whether this boot resolves faults without the big lock (`fault_unlocked_path`: the
+    // default on 2+ CPUs, off with `fault_bkl=1` or one CPU), and that the unlocked count grows
+    // exactly then: a boot with the path on whose faults all took the lock tested nothing the
+    // locked boot does not (review of session 8), and one with it off must take none unlocked.
+    // `expect_unlocked=0|1` also says which setting the boot must have. cowlab only: the host
+    // has no counter.
+    if let Some(on) = cowlab_userland::pcfile::mmstat("fault_unlocked_path") {
         let unlocked = cowlab_userland::pcfile::mmstat("faults_unlocked");
+        if let Some(expected) = arg(b"expect_unlocked=") {
+            t.check_why(
+                "the fault path without the big lock is on exactly as this boot asked",
+                on == expected,
+                format_args!("fault_unlocked_path {on}, expected {expected}"),
+            );
+        }
         t.check_why(
-            "faults were resolved without the big kernel lock",
-            unlocked.is_some_and(|n| n > 0),
-            format_args!("/proc/cowlab/mmstat faults_unlocked: {unlocked:?}"),
+            "faults were resolved without the big kernel lock exactly when that path is on",
+            unlocked.is_some_and(|n| (n > 0) == (on == 1)),
+            format_args!("fault_unlocked_path {on}, faults_unlocked {unlocked:?}"),
         );
     }
     call(munmap(base, len));
