@@ -36,6 +36,11 @@ impl UserSlice {
         Ok(UserSlice { addr, len })
     }
 
+    /// No bytes at address 0 (a placeholder in fixed-size arrays of slices).
+    pub const fn empty() -> UserSlice {
+        UserSlice { addr: 0, len: 0 }
+    }
+
     /// The user address of the first byte.
     pub fn addr(&self) -> u64 {
         self.addr

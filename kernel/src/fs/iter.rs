@@ -32,6 +32,54 @@ use crate::uaccess::{UserPtr, UserSlice};
 pub const MAX_RW_COUNT: usize = 0x7fff_f000;
 /// Linux `UIO_MAXIOV`.
 pub const UIO_MAXIOV: usize = 1024;
+/// Linux `UIO_FASTIOV`: an iovec array up to this long is kept inside the iterator, on the
+/// caller's stack; longer ones go to the heap. The common one-iovec `vmsplice`/`readv` thus
+/// costs no allocation and free (~200 instructions a call).
+pub const UIO_FASTIOV: usize = 8;
+
+/// The segments of an `ITER_IOVEC` iterator, inline when few (see [`UIO_FASTIOV`]).
+enum Segs {
+    Inline {
+        segs: [UserSlice; UIO_FASTIOV],
+        len: usize,
+    },
+    Heap(Vec<UserSlice>),
+}
+
+impl Segs {
+    /// Room for `count` segments (`ENOMEM` only for a long array the heap cannot hold).
+    fn with_capacity(count: usize) -> Result<Segs, Errno> {
+        if count <= UIO_FASTIOV {
+            return Ok(Segs::Inline {
+                segs: [UserSlice::empty(); UIO_FASTIOV],
+                len: 0,
+            });
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(count).map_err(|_| Errno::ENOMEM)?;
+        Ok(Segs::Heap(v))
+    }
+
+    /// Appends a segment; the caller made room for it in [`Segs::with_capacity`].
+    fn push(&mut self, seg: UserSlice) {
+        match self {
+            Segs::Inline { segs, len } => {
+                if let Some(slot) = segs.get_mut(*len) {
+                    *slot = seg;
+                    *len += 1;
+                }
+            }
+            Segs::Heap(v) => v.push(seg),
+        }
+    }
+
+    fn as_slice(&self) -> &[UserSlice] {
+        match self {
+            Segs::Inline { segs, len } => &segs[..*len],
+            Segs::Heap(v) => v,
+        }
+    }
+}
 
 /// The registration a `BVEC` iterator's buffer belongs to, kept alive by a device request
 /// that must hold the frames pinned until it completes.
@@ -39,7 +87,7 @@ pub type BufferOwner = Arc<dyn core::any::Any + Send + Sync>;
 
 enum Kind<'a> {
     Ubuf(UserSlice),
-    Iovec(Vec<UserSlice>),
+    Iovec(Segs),
     Bvec {
         buf: &'a RegisteredBuffer,
         /// Offset of the iterator's first byte within the buffer.
@@ -111,9 +159,7 @@ impl<'a> IoIter<'a> {
         if !(0..=UIO_MAXIOV as i64).contains(&count) {
             return Err(Errno::EINVAL);
         }
-        let mut segs = Vec::new();
-        segs.try_reserve_exact(count as usize)
-            .map_err(|_| Errno::ENOMEM)?;
+        let mut segs = Segs::with_capacity(count as usize)?;
         let mut total = 0usize;
         for i in 0..count as u64 {
             let at = addr.checked_add(16 * i).ok_or(Errno::EFAULT)?;
@@ -185,6 +231,7 @@ impl<'a> IoIter<'a> {
             return None;
         }
         if let Kind::Iovec(segs) = &self.kind {
+            let segs = segs.as_slice();
             // Skip exhausted and empty segments.
             while segs.get(self.seg).is_some_and(|s| self.seg_off >= s.len()) {
                 self.seg += 1;
@@ -193,7 +240,9 @@ impl<'a> IoIter<'a> {
         }
         Some(match &self.kind {
             Kind::Ubuf(s) => Piece::User(s.sub(self.seg_off, want)),
-            Kind::Iovec(segs) => Piece::User(segs.get(self.seg)?.sub(self.seg_off, want)),
+            Kind::Iovec(segs) => {
+                Piece::User(segs.as_slice().get(self.seg)?.sub(self.seg_off, want))
+            }
             Kind::Bvec { buf, offset, owner } => Piece::Frames {
                 buf,
                 offset: offset + self.seg_off,
@@ -209,6 +258,7 @@ impl<'a> IoIter<'a> {
         let mut n = n.min(self.count);
         self.count -= n;
         if let Kind::Iovec(segs) = &self.kind {
+            let segs = segs.as_slice();
             while n > 0 {
                 let Some(seg) = segs.get(self.seg) else { break };
                 let step = (seg.len() - self.seg_off.min(seg.len())).min(n);
@@ -329,7 +379,7 @@ impl<'a> IoIter<'a> {
             Kind::Iovec(segs) => {
                 let mut left = self.count;
                 let mut align = 0;
-                for (i, s) in segs.iter().enumerate().skip(self.seg) {
+                for (i, s) in segs.as_slice().iter().enumerate().skip(self.seg) {
                     let skip = if i == self.seg { self.seg_off } else { 0 };
                     let part = s.sub(skip, left);
                     if part.len() == 0 {
