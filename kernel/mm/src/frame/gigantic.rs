@@ -58,15 +58,7 @@ impl FrameTable {
         }
         list.count -= GIGANTIC_FRAMES;
         drop(list);
-        for pfn in first..first + GIGANTIC_FRAMES {
-            let meta = &self.meta[pfn];
-            // Off every list and reachable by nobody else: plain stores (as `alloc_block`).
-            meta.refcount
-                .store(u32::from(pfn == first), Ordering::Relaxed);
-            meta.mapcount.store(0, Ordering::Relaxed);
-            meta.pincount.store(0, Ordering::Relaxed);
-            meta.flags.store(0, Ordering::Relaxed);
-        }
+        self.init_taken_run(first, GIGANTIC_FRAMES);
         Some(PhysAddr::from_pfn(first))
     }
 
@@ -78,18 +70,7 @@ impl FrameTable {
             first.is_multiple_of(GIGANTIC_FRAMES) && first + GIGANTIC_FRAMES <= self.meta.len(),
             "free_gigantic: {head:#x} is not the start of a 1 GiB run"
         );
-        for pfn in first..first + GIGANTIC_FRAMES {
-            let meta = &self.meta[pfn];
-            assert!(
-                !meta
-                    .flags()
-                    .intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO)
-                    && meta.refcount() <= u32::from(pfn == first)
-                    && meta.mapcount() == 0
-                    && meta.pincount() == 0,
-                "free_gigantic: frame {pfn:#x} is free, reserved, referenced, mapped or pinned"
-            );
-        }
+        self.check_run_returnable(first, GIGANTIC_FRAMES, "free_gigantic");
         let mut list = self.free.lock();
         for b in (first..first + GIGANTIC_FRAMES).step_by(BLOCK_FRAMES).rev() {
             self.push_block(&mut list, b);

@@ -41,16 +41,43 @@ impl FrameTable {
         list.blocks = self.meta[head].mapcount.load(Ordering::Relaxed);
         list.count -= BLOCK_FRAMES;
         drop(list);
-        for pfn in head..head + BLOCK_FRAMES {
+        self.init_taken_run(head, BLOCK_FRAMES);
+        Some(PhysAddr::from_pfn(head))
+    }
+
+    /// Lays out `n` frames from `first` that were just taken off the free lists as a large
+    /// allocation: refcount 1 on the first frame, 0 elsewhere, no mapping, pin or flag (a 2 MiB
+    /// block, a 1 GiB gigantic run).
+    pub(super) fn init_taken_run(&self, first: usize, n: usize) {
+        for pfn in first..first + n {
             let meta = &self.meta[pfn];
             // Off every list and reachable by nobody else: plain stores (as `init_allocated`).
             meta.refcount
-                .store(u32::from(pfn == head), Ordering::Relaxed);
+                .store(u32::from(pfn == first), Ordering::Relaxed);
             meta.mapcount.store(0, Ordering::Relaxed);
             meta.pincount.store(0, Ordering::Relaxed);
             meta.flags.store(0, Ordering::Relaxed);
         }
-        Some(PhysAddr::from_pfn(head))
+    }
+
+    /// Panics (a kernel bug) unless each of the `n` frames from `first` may go back to the
+    /// free lists whole: none free, reserved or the zero page, none mapped or pinned, and no
+    /// reference but at most the caller's last one on the first frame. `who` names the caller.
+    pub(super) fn check_run_returnable(&self, first: usize, n: usize, who: &str) {
+        for pfn in first..first + n {
+            let meta = &self.meta[pfn];
+            let flags = meta.flags();
+            assert!(
+                !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO),
+                "{who}: frame {pfn:#x} is free, reserved or the zero page"
+            );
+            assert!(
+                meta.refcount() <= u32::from(pfn == first)
+                    && meta.mapcount() == 0
+                    && meta.pincount() == 0,
+                "{who}: frame {pfn:#x} is still referenced, mapped or pinned"
+            );
+        }
     }
 
     /// Returns a whole block from [`Self::alloc_block`] at once: every frame unmapped and
@@ -62,20 +89,7 @@ impl FrameTable {
             first.is_multiple_of(BLOCK_FRAMES) && first + BLOCK_FRAMES <= self.meta.len(),
             "free_block: {head:#x} is not the start of a block"
         );
-        for pfn in first..first + BLOCK_FRAMES {
-            let meta = &self.meta[pfn];
-            let flags = meta.flags();
-            assert!(
-                !flags.intersects(FrameFlags::FREE | FrameFlags::RESERVED | FrameFlags::ZERO),
-                "free_block: frame {pfn:#x} is free, reserved or the zero page"
-            );
-            assert!(
-                meta.refcount() <= u32::from(pfn == first)
-                    && meta.mapcount() == 0
-                    && meta.pincount() == 0,
-                "free_block: frame {pfn:#x} is still referenced, mapped or pinned"
-            );
-        }
+        self.check_run_returnable(first, BLOCK_FRAMES, "free_block");
         let mut list = self.free.lock();
         self.push_block(&mut list, first);
         list.count += BLOCK_FRAMES;
