@@ -30,6 +30,8 @@ static HELD: AtomicBool = AtomicBool::new(false);
 static COPYING: AtomicBool = AtomicBool::new(false);
 static RELEASED: AtomicBool = AtomicBool::new(false);
 static FLUSHED: AtomicBool = AtomicBool::new(false);
+/// Set by a cross-CPU helper after it dropped its clone of [`TARGET`]'s space.
+static DONE: AtomicBool = AtomicBool::new(false);
 
 /// An address space with two anonymous read-write pages at [`BASE`], not faulted in.
 fn space() -> Result<SharedAddressSpace, TestFailure> {
@@ -85,6 +87,12 @@ fn hold_for_writing() {
     }
     RELEASED.store(true, Ordering::Release);
     drop(held);
+    // The clone goes before the test may tear the space down: it waits for DONE, and
+    // `tear_down` fails while any clone lives (CI-like run 3 of session 9: the holder's vCPU
+    // was descheduled between RELEASED and the end of this function, "address space still
+    // shared").
+    drop(shared);
+    DONE.store(true, Ordering::Release);
 }
 
 /// A user copy faulting while this task (context) holds its address space for writing fails
@@ -108,7 +116,7 @@ pub fn mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold() -> TestRes
     let mut other = None;
     if let Some(cpu) = other_cpu() {
         *TARGET.lock() = Some(shared.clone());
-        for flag in [&HELD, &COPYING, &RELEASED] {
+        for flag in [&HELD, &COPYING, &RELEASED, &DONE] {
             flag.store(false, Ordering::Relaxed);
         }
         // The call outlives this wait (the holder spins); it clears its slot when done.
@@ -120,8 +128,8 @@ pub fn mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold() -> TestRes
         COPYING.store(true, Ordering::Release);
         let copied = ptr.write(&0xc0ffee).and_then(|()| ptr.read());
         let released_first = RELEASED.load(Ordering::Acquire);
-        // The holder's call finishes before the space goes.
-        let done = wait_for(&RELEASED, LOADED_HOST_MS);
+        // The holder's call finishes, its clone dropped, before the space goes.
+        let done = wait_for(&DONE, LOADED_HOST_MS);
         other = Some((held, copied, released_first, done));
     }
     drop(vm::switch_to(previous));
@@ -168,6 +176,8 @@ fn spin_for_the_ptl() {
     let flushed_first = FLUSHED.load(Ordering::Acquire);
     drop(ptl);
     RELEASED.store(flushed_first, Ordering::Release);
+    // As in `hold_for_writing`: the clone goes before the last flag the test waits for.
+    drop(shared);
     COPYING.store(true, Ordering::Release);
 }
 
