@@ -540,6 +540,54 @@ mod tests {
         env.finish(alloc::vec![s, child]);
     }
 
+    /// `MAP_LOCKED` (Linux `calc_vm_flag_bits` -> `VM_LOCKED`): the new VMA is locked as
+    /// `mlock` locks it, counted in `locked_vm`, to be populated by the caller
+    /// (`wants_populate`), not inherited by fork, and unlocked by munlock; a `MAP_LOCKED`
+    /// mapping of a shared anonymous object too. Before pcfix4 the flag was ignored.
+    #[test]
+    fn map_locked_locks_the_new_mapping_as_mlock_does() {
+        use crate::mmap::MapFlags;
+        let env = Env::new();
+        let mut s = env.space();
+        let base = crate::tests::BASE;
+        let a = s
+            .mmap(
+                &env.mm,
+                VirtAddr::new(base),
+                4 * PAGE as usize,
+                crate::vma::Prot::RW,
+                MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED | MapFlags::LOCKED,
+            )
+            .expect("mmap MAP_LOCKED");
+        assert_eq!(s.locked_vm(), 4, "MAP_LOCKED counts as mlock");
+        assert!(s.find_vma(a).unwrap().flags().contains(VmaFlags::LOCKED));
+        assert!(s.wants_populate(a), "the caller populates it");
+        s.populate(&env.mm, a, a + 4 * PAGE).expect("populate");
+        for p in 0..4 {
+            assert!(s.translate(&env.mm, a + p * PAGE).is_some(), "populated");
+        }
+        let b = s
+            .mmap(
+                &env.mm,
+                VirtAddr::new(base + 16 * PAGE),
+                2 * PAGE as usize,
+                crate::vma::Prot::RW,
+                MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED | MapFlags::LOCKED,
+            )
+            .expect("mmap shared MAP_LOCKED");
+        assert_eq!(s.locked_vm(), 6);
+        // Without the flag nothing is locked.
+        let c = env.map(&mut s, 32 * PAGE, 2, crate::vma::Prot::RW);
+        assert!(!s.wants_populate(c));
+        assert_eq!(s.locked_vm(), 6);
+        let child = s.fork(&env.mm).expect("fork");
+        assert_eq!(child.locked_vm(), 0, "not inherited");
+        s.munlock(&env.mm, b, 2 * PAGE as usize).expect("munlock");
+        assert_eq!(s.locked_vm(), 4);
+        env.check(&[&s, &child]);
+        env.finish(alloc::vec![s, child]);
+    }
+
     /// A hole met by a later batch (unmapped between batches) is skipped, as Linux's
     /// `__mm_populate`: the VMA after it is still populated and the call succeeds.
     #[test]

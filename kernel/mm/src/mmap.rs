@@ -62,6 +62,8 @@ impl MapFlags {
     pub const NORESERVE: MapFlags = MapFlags(0x4000);
     /// Anonymous memory in hugetlb pages (`hugetlb.rs`); bits 26..31 may name the size.
     pub const HUGETLB: MapFlags = MapFlags(0x4_0000);
+    /// The mapping is locked as `mlock` locks it (`VM_LOCKED`, see [`map_locked_flags`]).
+    pub const LOCKED: MapFlags = MapFlags(0x2000);
 
     /// User-supplied flags; unknown bits are ignored, as Linux's `mmap` does.
     pub const fn from_linux(bits: u32) -> MapFlags {
@@ -81,6 +83,19 @@ impl core::ops::BitOr for MapFlags {
     type Output = MapFlags;
     fn bitor(self, rhs: MapFlags) -> MapFlags {
         MapFlags(self.0 | rhs.0)
+    }
+}
+
+/// Linux `calc_vm_flag_bits(MAP_LOCKED)` as `__mmap_complete` keeps it: `MAP_LOCKED` makes
+/// the VMA `VM_LOCKED` as `mlock` would (counted in `locked_vm`, populated by the caller after
+/// the lock is dropped: `wants_populate`), except a hugetlb mapping, whose lock Linux clears
+/// (its pages are never reclaimed anyway) and does not count. The caller checked
+/// `RLIMIT_MEMLOCK` first (`mlock_future_ok`, `EAGAIN`).
+pub(crate) fn map_locked_flags(flags: MapFlags, backing: &Backing) -> VmaFlags {
+    if flags.contains(MapFlags::LOCKED) && !matches!(backing, Backing::Hugetlb(_)) {
+        VmaFlags::LOCKED
+    } else {
+        VmaFlags::NONE
     }
 }
 
@@ -287,7 +302,7 @@ impl AddressSpace {
         vma.end = end;
         // After mlockall(MCL_FUTURE) the mapping is locked; the caller populates it unless on
         // fault (`wants_populate`), with this lock dropped.
-        vma.flags = vma.flags | self.def_flags;
+        vma.flags = vma.flags | self.def_flags | map_locked_flags(flags, &vma.backing);
         self.insert_vma(vma);
         mm.account_vmas(before, self.vmas.len());
         Ok(start)

@@ -13,6 +13,22 @@ use crate::proc::{current_aspace, rlimit, with_current};
 const MAP_ANONYMOUS: u32 = 0x20;
 const MAP_POPULATE: u32 = 0x8000;
 const MAP_NONBLOCK: u32 = 0x10000;
+const MAP_LOCKED: u32 = 0x2000;
+
+/// Linux `do_mmap`'s lock checks: `MAP_LOCKED` needs `can_do_mlock` (`EPERM` with a zero
+/// `RLIMIT_MEMLOCK` and no `CAP_IPC_LOCK`), and a mapping that will be locked (`MAP_LOCKED`,
+/// or `mlockall(MCL_FUTURE)` in force) must fit the limit (`mlock_future_ok`, `EAGAIN`). The
+/// memory manager then sets `VM_LOCKED` (`mmap::map_locked_flags`) and the caller populates
+/// the range as `mlock` does (`populate_if_locked`).
+fn map_locked_ok(aspace: &crate::vm::SharedAddressSpace, flags: u32, len: u64) -> SysResult {
+    let map_locked = flags & MAP_LOCKED != 0;
+    if map_locked && rlimit::lock_limit_pages() == 0 {
+        return Err(Errno::EPERM);
+    }
+    let locked = map_locked || aspace.read_ptl().locks_future();
+    rlimit::mlock_future_ok(aspace, locked, len)?;
+    Ok(0)
+}
 
 /// `MAP_POPULATE` without `MAP_NONBLOCK`: the new mapping is faulted in, in killable batches
 /// (Linux `mm_populate` after `do_mmap`, errors ignored: the mapping stands either way).
@@ -72,8 +88,7 @@ pub fn mmap(a: Args) -> SysResult {
                 rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
             }
             let aspace = current_aspace();
-            let future = aspace.read_ptl().locks_future();
-            rlimit::mlock_future_ok(&aspace, future, len)?;
+            map_locked_ok(&aspace, flags, len)?;
             let va = aspace.write().mmap_file(
                 memory::mm(),
                 VirtAddr::new(addr),
@@ -103,8 +118,7 @@ pub fn mmap(a: Args) -> SysResult {
             rlimit::may_expand_data(&current_aspace(), fixed_at(addr, flags), len)?;
         }
         let aspace = current_aspace();
-        let future = aspace.read_ptl().locks_future();
-        rlimit::mlock_future_ok(&aspace, future, len)?;
+        map_locked_ok(&aspace, flags, len)?;
         let va = current_aspace().write().mmap_shmem(
             memory::mm(),
             VirtAddr::new(addr),
@@ -126,8 +140,7 @@ pub fn mmap(a: Args) -> SysResult {
     if data {
         rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
     }
-    let future = aspace.read_ptl().locks_future();
-    rlimit::mlock_future_ok(&aspace, future, len)?;
+    map_locked_ok(&aspace, flags, len)?;
     let va = aspace.write().mmap(
         memory::mm(),
         VirtAddr::new(addr),
@@ -158,8 +171,7 @@ fn mmap_hugetlb_file(
     if data {
         rlimit::may_expand_data(&aspace, fixed_at(addr, flags), len)?;
     }
-    let future = aspace.read_ptl().locks_future();
-    rlimit::mlock_future_ok(&aspace, future, len)?;
+    map_locked_ok(&aspace, flags, len)?;
     let va = aspace.write().mmap_hugetlb(
         memory::mm(),
         VirtAddr::new(addr),
