@@ -15,6 +15,10 @@ use crate::device::BlockDevice;
 use crate::errno::{Errno, Result};
 use crate::fs::Ext2;
 
+/// The page cache's page (the kernel's `PAGE_SIZE`): a short [`Ext2::write_begin`] cares about
+/// the page its count ends in.
+const PAGE: u64 = 4096;
+
 impl<D: BlockDevice> Ext2<D> {
     /// Prepares a buffered write of `[off, off + len)` to regular file `ino`: every missing block
     /// under the range is allocated (contents left to the caller's writeback), the size grows to
@@ -42,6 +46,10 @@ impl<D: BlockDevice> Ext2<D> {
         let mut goal = 0;
         let mut failure = None;
         let mut covered = end;
+        // The blocks this call allocated since the last page boundary (at most a page's worth
+        // of the smallest block, 1 KiB).
+        let mut new_in_page = [0u32; (PAGE / 1024) as usize];
+        let mut new_count = 0;
         for lblk in off / bs..end.div_ceil(bs) {
             if goal == 0 && lblk > 0 {
                 // Locality: right after the file's previous block.
@@ -51,10 +59,34 @@ impl<D: BlockDevice> Ext2<D> {
                     }
                 }
             }
-            if let Err(e) = self.bmap_alloc(ino, &mut inode, lblk, &mut goal) {
-                covered = (lblk * bs).max(off);
-                failure = Some(e);
-                break;
+            if (lblk * bs).is_multiple_of(PAGE) {
+                new_count = 0;
+            }
+            match self.bmap_alloc(ino, &mut inode, lblk, &mut goal) {
+                Ok((blk, true)) => {
+                    new_in_page[new_count] = blk;
+                    new_count += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    covered = (lblk * bs).max(off);
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_some() && !covered.is_multiple_of(PAGE) {
+            // The count ends inside a page: the page cache reads that page back from the disk
+            // before it copies the count's bytes over it, and if that read fails it takes
+            // nothing of the page (`FileCache::write_begin_end`), so the blocks allocated under
+            // it would keep an earlier owner's bytes inside the size, readable by the next
+            // fill. They get zeroes, as Linux's `folio_zero_new_buffers` gives the new
+            // buffers of a failed write.
+            // If the device fails that too, the count stops before the page (its blocks past
+            // the size are freed below; inside the size a device that fails writes leaves
+            // them as they are, as Linux's would).
+            if self.zero_new_blocks(&new_in_page[..new_count]).is_err() {
+                covered = (covered - covered % PAGE).max(off);
             }
         }
         if failure.is_some() {
@@ -89,6 +121,18 @@ impl<D: BlockDevice> Ext2<D> {
             Some(e) if covered == off => Err(e),
             _ => Ok(covered - off),
         }
+    }
+
+    /// Writes zeroes over `blocks` (just allocated: nothing of the file is in them yet).
+    fn zero_new_blocks(&mut self, blocks: &[u32]) -> Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let zero = alloc::vec![0u8; self.bs as usize];
+        for &blk in blocks {
+            self.disk.write_data(blk, &zero)?;
+        }
+        Ok(())
     }
 
     /// Undoes the end of a buffered write that [`Self::write_begin`] prepared but the caller

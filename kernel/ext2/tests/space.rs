@@ -351,3 +351,51 @@ fn a_failed_write_keeps_no_block_past_the_size() {
     assert!(debugfs(&img, "cat /short") == pattern(1, 2500));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// pcfix4 (Linux `folio_zero_new_buffers` on a failed write): a buffered write into holes
+/// inside the size that fills the disk part-way through a page gets blocks for the start of
+/// that page only. The page cache then reads the page back before copying the count over it;
+/// when that read fails it takes nothing of the page, so the new blocks must not hold what
+/// their earlier owner left there: a read of them finds zeroes (the holes they were). Before
+/// the fix the first 2 KiB read back as the unlinked file's 0xee bytes. e2fsck -fn is clean.
+#[test]
+fn a_write_that_fills_the_disk_inside_a_page_leaves_no_stale_bytes() {
+    let Some(mke2fs) = mke2fs_or_skip("write_stale") else {
+        return;
+    };
+    let dir = scratch("write_stale");
+    let img = dir.join("img");
+    mkfs(&mke2fs, &img, 1024, 2 * 1024, None, &[]);
+    let mut fs = mount(std::fs::read(&img).unwrap());
+    let root = fs.root();
+    // A file of 8 KiB of holes, made before the disk fills.
+    let f = fs.create(root, b"holes", 0o644, 0, 0).unwrap();
+    fs.truncate(f, 8192).unwrap();
+    // The last two free blocks get an earlier owner's bytes, then are free again.
+    leave_free(&mut fs, root, 2);
+    let junk = fs.create(root, b"junk", 0o644, 0, 0).unwrap();
+    assert_eq!(fs.write_begin(junk, 0, 2048), Ok(2048));
+    fs.write(junk, 0, &[0xee; 2048]).unwrap();
+    assert_eq!(fs.statfs().f_bfree, 0);
+    fs.unlink(root, b"junk").unwrap();
+    assert_eq!(fs.statfs().f_bfree, 2);
+    // A page-sized write at 0: two blocks, then ENOSPC; the count ends inside the page.
+    assert_eq!(fs.write_begin(f, 0, 4096), Ok(2048));
+    assert_eq!(fs.statfs().f_bfree, 0);
+    // What a fill of page 0 (or a reader after the cache dropped it) gets from the disk.
+    let mut page = vec![0x55u8; 4096];
+    assert_eq!(fs.read(f, 0, &mut page), Ok(4096));
+    assert!(
+        page.iter().all(|&b| b == 0),
+        "the new blocks read as the holes they were, not the unlinked file's bytes (first \
+         non-zero at {:?})",
+        page.iter().position(|&b| b != 0)
+    );
+    let big = resolve(&mut fs, "/big").unwrap();
+    let bsize = fs.stat(big).unwrap().size;
+    fs.write(big, 0, &vec![0u8; bsize as usize]).unwrap();
+    unmount_to(fs, &img);
+    let (clean, out) = e2fsck(&img);
+    assert!(clean, "e2fsck -fn after the failed write:\n{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
