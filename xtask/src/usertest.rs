@@ -254,6 +254,13 @@ const OPTION_RUNS: &[(&str, &str, &str)] = &[
         "t_pc3_smallblk root_bs=1024",
         "root_bs=1024 -- t_pc3_smallblk . 1024",
     ),
+    // pcfix4 (issue 12): a dirty page's store past its blocks (the size grown past it, or
+    // write(2) over part of it) takes page_mkwrite; it shows with 1 KiB blocks.
+    (
+        "t_pc4_isize",
+        "t_pc4_isize root_bs=1024",
+        "root_bs=1024 -- t_pc4_isize . 1024",
+    ),
     // fuzzhang: init holds a 64 MiB memfd until it powers off; its last close, on init's own
     // exit path, frees in batches with pauses, and the power-off must not cut one short (the
     // frame count at the end: 15,872 frames short before the fix).

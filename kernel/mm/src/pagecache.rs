@@ -236,6 +236,10 @@ struct Inner {
     /// A write took less than its store prepared, while another was in flight: the last
     /// writer out gives back what lies past the size then ([`FileCache::trim_target`]).
     trim_pending: bool,
+    /// A dirty partial last page the size grew past ([`Inner::isize_extended`]): its shared
+    /// mappings may still be writable, and must be write-protected
+    /// ([`FileCache::take_isize_extended`], [`pagecache_isize_extended`]).
+    straddle_wp: Option<u64>,
 }
 
 impl Inner {
@@ -244,11 +248,18 @@ impl Inner {
     /// known to have all its blocks; its next store through a shared mapping asks the file
     /// again (`page_mkwrite`), which allocates the blocks the new bytes need (or is `SIGBUS` on
     /// a full disk) rather than leave them to writeback. Its mappings are already read-only
-    /// unless it is dirty (write-notify).
+    /// unless it is dirty (write-notify); a dirty one is noted for the caller to write-protect
+    /// ([`FileCache::take_isize_extended`]), as Linux's `folio_mkclean` there: without it a
+    /// store through a writable PTE of a dirty page took no fault, and the blocks of the
+    /// bytes the growth brought inside came only at writeback, where `ENOSPC` lost them.
     fn isize_extended<A: Arch>(&mut self, mm: &Mm<A>, size: u64) {
         if size > self.size && !self.size.is_multiple_of(PAGE) {
             if let Some(&frame) = self.pages.get(&(self.size / PAGE)) {
-                mm.frames().meta(frame).clear_flags(MAPPED_TO_DISK);
+                let meta = mm.frames().meta(frame);
+                meta.clear_flags(MAPPED_TO_DISK);
+                if meta.test(FrameFlags::DIRTY) {
+                    self.straddle_wp = Some(self.size / PAGE);
+                }
             }
         }
         self.size = self.size.max(size);
@@ -264,6 +275,7 @@ impl FileCache {
                 pages: BTreeMap::new(),
                 writers: 0,
                 trim_pending: false,
+                straddle_wp: None,
             }),
             dirtied_when: AtomicU64::new(0),
             fills: AtomicU64::new(0),
@@ -396,6 +408,15 @@ impl FileCache {
     /// against truncation of the store.
     pub fn grow_size<A: Arch>(&self, mm: &Mm<A>, end: u64) {
         self.inner.lock().isize_extended(mm, end);
+    }
+
+    /// The dirty partial last page a growth of the size passed, if one did since the last
+    /// call: the caller (every path that grows the size: a buffered or direct write,
+    /// `ftruncate`, `fallocate`) write-protects its shared mappings in every address space of
+    /// the file ([`pagecache_isize_extended`]) after the growth, as Linux's
+    /// `pagecache_isize_extended` runs after `i_size_write`.
+    pub fn take_isize_extended(&self) -> Option<u64> {
+        self.inner.lock().straddle_wp.take()
     }
 
     /// Calls `f(frame, index)` on each page cached in `[start, end)` that is `UPTODATE`, with
@@ -851,6 +872,12 @@ impl FileCache {
             }
             mm.write_frame_bytes(page.0 + off as u64, &data[done..done + len]);
             set_dirty(mm, page.0);
+            // The store's `begin` gave every block under the copied bytes: a copy over the
+            // whole page, or from its start to past the size, leaves none of its bytes below
+            // the size without a block, so its next write-notify fault needs no call out.
+            if off == 0 && (len == PAGE_SIZE || at + len as u64 >= inner.size) {
+                mm.frames().meta(page.0).set_flags(MAPPED_TO_DISK);
+            }
             // A page this write covered wholly is valid now, whatever it held.
             page.2 |= len == PAGE_SIZE;
             done += len;
@@ -1418,11 +1445,11 @@ fn filemap_page_mkwrite<A: Arch>(
     // The page lock keeps truncation and a punched hole off the page (both lock the pages
     // they cut or zero); the size is read after taking it.
     let len = file.cache().size().saturating_sub(index * PAGE).min(PAGE) as usize;
-    // Truncated meanwhile, or dirty or with its blocks already: nothing to allocate.
-    let done = if !meta.test(FrameFlags::PAGECACHE)
-        || len == 0
-        || meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK)
-    {
+    // Truncated meanwhile, or with its blocks already: nothing to allocate. A dirty page is
+    // asked too: dirty through write(2) over part of it, or before the size grew past it, it
+    // may still lack blocks under the bytes the store reaches (Linux's `block_page_mkwrite`
+    // maps every buffer of the page, dirty or not).
+    let done = if !meta.test(FrameFlags::PAGECACHE) || len == 0 || meta.test(MAPPED_TO_DISK) {
         Ok(())
     } else {
         match file.page_mkwrite(index, len, true) {
@@ -1469,7 +1496,7 @@ pub(crate) fn file_page_mkwrite<A: Arch>(
 ) -> Result<(), crate::error::FaultError> {
     use crate::error::{FaultError, SegvReason};
     let meta = mm.frames().meta(frame);
-    if meta.flags().intersects(FrameFlags::DIRTY | MAPPED_TO_DISK) {
+    if meta.test(MAPPED_TO_DISK) {
         set_dirty(mm, frame);
         file.cache().note_dirtied();
         return Ok(());
@@ -1554,6 +1581,42 @@ pub fn folio_mkclean<A: Arch>(
     }
     flush.flush(mm.arch(), aspace.shared());
     vmas
+}
+
+/// Linux `pagecache_isize_extended`'s `folio_mkclean`, for one address space: the PTEs of the
+/// shared mappings of `cache`'s page `index` (a dirty partial last page the size grew past,
+/// [`FileCache::take_isize_extended`]) are made read-only, with the TLB flushed, so the next
+/// store to it faults and asks the file for the blocks of the bytes now inside the size
+/// ([`file_page_mkwrite`] -> `page_mkwrite`: `SIGBUS` on a full disk). The page stays dirty.
+/// The kernel calls this on each address space of the file's reverse map.
+pub fn pagecache_isize_extended<A: Arch>(
+    mm: &Mm<A>,
+    aspace: &crate::aspace::AddressSpace,
+    cache: &FileCache,
+    index: u64,
+) {
+    use crate::pagetable::{PageTable, Pte};
+    use crate::vma::{Backing, Sharing};
+    use crate::VirtAddr;
+    let pt = PageTable::new(mm, aspace.root());
+    let mut flush = crate::tlb::TlbFlush::none(aspace.root());
+    for vma in aspace.vmas() {
+        let Backing::File(file, pgoff) = vma.backing() else {
+            continue;
+        };
+        if vma.sharing() != Sharing::Shared || !core::ptr::eq(file.0.cache(), cache) {
+            continue;
+        }
+        let pages = (vma.end().as_u64() - vma.start().as_u64()) / PAGE;
+        if index < *pgoff || index >= pgoff + pages {
+            continue;
+        }
+        let va = VirtAddr::new(vma.start().as_u64() + (index - pgoff) * PAGE);
+        flush.merge(pt.change_protection(va, va + PAGE, &mut |_, old| {
+            old.without(Pte::WRITABLE | Pte::DIRTY)
+        }));
+    }
+    flush.flush(mm.arch(), aspace.shared());
 }
 
 /// Removes from one address space the mappings of `cache`'s file pages `[first, last)` that map

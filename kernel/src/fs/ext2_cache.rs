@@ -324,6 +324,26 @@ pub fn unmap_past(cache: &FileCache, size: u64) {
     }
 }
 
+/// After the file's size grew (a buffered or direct write, `ftruncate`, `fallocate`; no lock
+/// held): if the growth passed a dirty partial last page ([`FileCache::take_isize_extended`])
+/// and the filesystem's blocks are smaller than a page, that page's shared mappings in every
+/// process are write-protected (Linux `pagecache_isize_extended`), so the next store to it
+/// faults into `page_mkwrite`, which allocates the blocks of the bytes now inside the size or
+/// is `SIGBUS` on a full disk. With page-sized blocks the page's one block already lies under
+/// its old bytes (Linux returns early there too). Walks the file's mappers, as [`mkclean`].
+pub fn isize_extended(cache: &FileCache) {
+    let Some(index) = cache.take_isize_extended() else {
+        return;
+    };
+    if with_fs(|fs| Ok(u64::from(fs.block_size()))).is_ok_and(|bs| bs >= PAGE) {
+        return;
+    }
+    let mm = memory::mm();
+    for space in mappers_of(cache) {
+        cowlab_mm::pagecache::pagecache_isize_extended(mm, &space.read_ptl(), cache, index);
+    }
+}
+
 /// A hole was punched over `[start, end)`: every process's mappings of the whole pages in it
 /// are removed (Linux `truncate_pagecache_range` -> `unmap_mapping_range` without
 /// `even_cows`: private COW copies stay), so the next access refaults and sees the zeroes.

@@ -143,6 +143,10 @@ fn chunk(
         Ok(moved)
     })
     .and_then(|r| r);
+    if op == Op::Write {
+        // No lock held now: a dirty partial last page the growth passed is write-protected.
+        super::ext2_cache::isize_extended(cache);
+    }
     let mm = memory::mm();
     let dirty = match op {
         Op::Read => UnpinDirty::MakeDirty,

@@ -263,6 +263,7 @@ impl FileOps for Ext2File {
                 break;
             }
         }
+        ext2_cache::isize_extended(&self.cache);
         // O_SYNC/O_DSYNC (Linux `generic_write_sync`): the data and the inode on the disk
         // before the call returns.
         if done > 0 && io.file.flags.load(Ordering::Relaxed) & O_DSYNC != 0 {
@@ -301,6 +302,7 @@ impl FileOps for Ext2File {
         if shrinks {
             ext2_cache::unmap_past(&self.cache, len);
         }
+        ext2_cache::isize_extended(&self.cache);
         Ok(())
     }
 
@@ -342,6 +344,7 @@ impl FileOps for Ext2File {
         let size = with_fs(|fs| fs.stat(self.ino))?.size;
         if size > self.cache.size() {
             self.cache.set_size(memory::mm(), size);
+            ext2_cache::isize_extended(&self.cache);
         }
         result
     }

@@ -1370,3 +1370,47 @@ fn growing_past_a_partial_last_page_asks_page_mkwrite_again() {
         env.finish(Vec::new());
     }
 }
+
+/// pcfix4 (Linux `pagecache_isize_extended`'s `folio_mkclean`): a dirty partial last page,
+/// mapped writable, that the size grows past is write-protected in its shared mappings
+/// (`take_isize_extended` names it, `pagecache_isize_extended` protects it per address
+/// space), and its next store faults into `page_mkwrite` for the bytes now inside the size,
+/// though the page is dirty. Before, the store went through the writable PTE (or, faulting,
+/// took the dirty page's shortcut) and those bytes' blocks came only at writeback, where
+/// `ENOSPC` lost them.
+#[test]
+fn growing_past_a_dirty_partial_last_page_write_protects_it_for_page_mkwrite() {
+    for grow in 0..2 {
+        let env = Env::new();
+        let f = test_file(PAGE_SIZE / 2);
+        let mut s = env.space();
+        let sh = map_file(&env, &mut s, &f, 2, true);
+        env.write(&mut s, sh, 1).unwrap();
+        assert_eq!(*f.mkwrites.lock(), vec![(0, PAGE_SIZE / 2)]);
+        // Dirty and writable; the size grows past it.
+        if grow == 0 {
+            f.cache.set_size(&env.mm, 2 * PAGE);
+        } else {
+            f.cache.grow_size(&env.mm, 2 * PAGE);
+        }
+        assert_eq!(f.cache.take_isize_extended(), Some(0), "grow {grow}");
+        assert_eq!(f.cache.take_isize_extended(), None, "taken once");
+        crate::pagecache::pagecache_isize_extended(&env.mm, &s, &f.cache, 0);
+        env.write(&mut s, sh + 3000, 2).unwrap();
+        assert_eq!(
+            *f.mkwrites.lock(),
+            vec![(0, PAGE_SIZE / 2), (0, PAGE_SIZE)],
+            "grow {grow}: the store past the old end asked for the page's new blocks"
+        );
+        // The page has them now: a further store asks nothing.
+        env.write(&mut s, sh + 16, 3).unwrap();
+        assert_eq!(f.mkwrites.lock().len(), 2, "grow {grow}");
+        // A growth from a whole page names no page.
+        f.cache.set_size(&env.mm, 3 * PAGE);
+        assert_eq!(f.cache.take_isize_extended(), None, "grow {grow}");
+        env.check(&[&s]);
+        s.exit(&env.mm);
+        f.cache.evict(&env.mm);
+        env.finish(Vec::new());
+    }
+}
