@@ -60,6 +60,8 @@ use crate::stats;
 use crate::PAGE_SIZE;
 
 const PAGE: u64 = PAGE_SIZE as u64;
+/// No page index ([`FileCache`]'s `straddle_wp`).
+const NO_PAGE: u64 = u64::MAX;
 
 /// A cache page whose bytes below the size all have blocks on the store (Linux's buffer-head
 /// `BH_Mapped` state, `PG_mappedtodisk`): set by [`file_page_mkwrite`] once the file allocated
@@ -104,6 +106,11 @@ pub struct FileCache {
     dirtied_when: AtomicU64,
     /// Pages read from the store (one per fill, however many tasks waited for it).
     fills: AtomicU64,
+    /// A dirty partial last page the size grew past ([`Inner::isize_extended`]; [`NO_PAGE`]:
+    /// none): its shared mappings may still be writable, and must be write-protected
+    /// ([`FileCache::take_isize_extended`], [`pagecache_isize_extended`]). Outside the spin
+    /// lock so that the check after every buffered write is one load.
+    straddle_wp: AtomicU64,
 }
 
 /// The pages of one writeback, between [`FileCache::begin_writeback`] and
@@ -236,10 +243,6 @@ struct Inner {
     /// A write took less than its store prepared, while another was in flight: the last
     /// writer out gives back what lies past the size then ([`FileCache::trim_target`]).
     trim_pending: bool,
-    /// A dirty partial last page the size grew past ([`Inner::isize_extended`]): its shared
-    /// mappings may still be writable, and must be write-protected
-    /// ([`FileCache::take_isize_extended`], [`pagecache_isize_extended`]).
-    straddle_wp: Option<u64>,
 }
 
 impl Inner {
@@ -252,13 +255,13 @@ impl Inner {
     /// ([`FileCache::take_isize_extended`]), as Linux's `folio_mkclean` there: without it a
     /// store through a writable PTE of a dirty page took no fault, and the blocks of the
     /// bytes the growth brought inside came only at writeback, where `ENOSPC` lost them.
-    fn isize_extended<A: Arch>(&mut self, mm: &Mm<A>, size: u64) {
+    fn isize_extended<A: Arch>(&mut self, mm: &Mm<A>, size: u64, straddle: &AtomicU64) {
         if size > self.size && !self.size.is_multiple_of(PAGE) {
             if let Some(&frame) = self.pages.get(&(self.size / PAGE)) {
                 let meta = mm.frames().meta(frame);
                 meta.clear_flags(MAPPED_TO_DISK);
                 if meta.test(FrameFlags::DIRTY) {
-                    self.straddle_wp = Some(self.size / PAGE);
+                    straddle.store(self.size / PAGE, Ordering::Relaxed);
                 }
             }
         }
@@ -275,8 +278,8 @@ impl FileCache {
                 pages: BTreeMap::new(),
                 writers: 0,
                 trim_pending: false,
-                straddle_wp: None,
             }),
+            straddle_wp: AtomicU64::new(NO_PAGE),
             dirtied_when: AtomicU64::new(0),
             fills: AtomicU64::new(0),
         }
@@ -407,7 +410,7 @@ impl FileCache {
     /// under the inode lock at the end of the write): the caller holds the lock that orders it
     /// against truncation of the store.
     pub fn grow_size<A: Arch>(&self, mm: &Mm<A>, end: u64) {
-        self.inner.lock().isize_extended(mm, end);
+        self.inner.lock().isize_extended(mm, end, &self.straddle_wp);
     }
 
     /// The dirty partial last page a growth of the size passed, if one did since the last
@@ -416,7 +419,14 @@ impl FileCache {
     /// the file ([`pagecache_isize_extended`]) after the growth, as Linux's
     /// `pagecache_isize_extended` runs after `i_size_write`.
     pub fn take_isize_extended(&self) -> Option<u64> {
-        self.inner.lock().straddle_wp.take()
+        // One load when there is none (every buffered write asks).
+        if self.straddle_wp.load(Ordering::Relaxed) == NO_PAGE {
+            return None;
+        }
+        match self.straddle_wp.swap(NO_PAGE, Ordering::Relaxed) {
+            NO_PAGE => None,
+            index => Some(index),
+        }
     }
 
     /// Calls `f(frame, index)` on each page cached in `[start, end)` that is `UPTODATE`, with
@@ -882,7 +892,7 @@ impl FileCache {
             page.2 |= len == PAGE_SIZE;
             done += len;
         }
-        inner.isize_extended(mm, offset + n as u64);
+        inner.isize_extended(mm, offset + n as u64, &self.straddle_wp);
         let size = inner.size;
         // Linux `ext2_write_failed`: the store prepared blocks (and a size) up to `offset +
         // begun`, the cache took less. The pages this write created past the new size leave the
@@ -966,7 +976,7 @@ impl FileCache {
         loop {
             let mut inner = self.inner.lock();
             if size >= inner.size {
-                inner.isize_extended(mm, size);
+                inner.isize_extended(mm, size, &self.straddle_wp);
                 return;
             }
             // Linux `truncate_inode_pages_range`: each page to cut (and a partial last page)
