@@ -65,7 +65,9 @@ const NO_PAGE: u64 = u64::MAX;
 
 /// A cache page whose bytes below the size all have blocks on the store (Linux's buffer-head
 /// `BH_Mapped` state, `PG_mappedtodisk`): set by [`file_page_mkwrite`] once the file allocated
-/// them, so a later write-notify fault on the page does not ask the filesystem again; cleared
+/// them (and by a buffered write that covered the page from its start to its end or past the
+/// size), so a later write-notify fault on the page does not ask the filesystem again; the
+/// only shortcut past that call (a dirty page is asked too: it may lack blocks); cleared
 /// where blocks under a cached page can go (truncation's partial last page, a punched hole).
 /// Private to the page cache (a bit no other frame kind uses).
 const MAPPED_TO_DISK: FrameFlags = FrameFlags::from_bits(1 << 12);
