@@ -21,6 +21,7 @@ use clap::Args;
 use cowlab_boot::Firmware;
 
 use crate::build::TARGET;
+use crate::monitor::{parse_registers, Monitor};
 use crate::qemu::{Accel, Machine, Next, QemuExit, Session};
 use crate::{deps, image, target_dir, workspace_root, BuildArgs};
 
@@ -291,7 +292,10 @@ fn boot(
         disk: Some(built.disk.clone()),
         root: Some((root.clone(), false)),
     };
-    let mut session = Session::start(&machine, &qemu, &built.kernel_elf, log)?;
+    let monitor = Monitor::new();
+    let mut command = machine.command(&qemu);
+    command.arg("-monitor").arg(monitor.arg());
+    let mut session = Session::start_command(command, &built.kernel_elf, log)?;
     let mut run = Run::default();
     let mut cpu_at_last_line = qemu_cpu_secs(session.pid());
     loop {
@@ -321,19 +325,83 @@ fn boot(
                 cpu_at_last_line = qemu_cpu_secs(session.pid());
             }
             Next::Silent if !run.started => {
+                let cpus = where_the_cpus_are(&mut session, &monitor);
                 session.kill("fuzz: no console output before the fuzzer started (host stall)");
-                run.crash = Some(Crash::Other(
-                    "no console output before the fuzzer started (host stall?)".into(),
-                ));
+                run.crash = Some(Crash::Other(format!(
+                    "no console output before the fuzzer started (host stall?); {cpus}"
+                )));
                 return Ok(run);
             }
             Next::Silent => {
+                let cpus = where_the_cpus_are(&mut session, &monitor);
                 session.kill("fuzz: no console output (hang)");
-                run.crash = Some(Crash::Hang(run.watchdog.clone().unwrap_or_default()));
+                let watchdog = run.watchdog.clone().unwrap_or_default();
+                run.crash = Some(Crash::Hang(if watchdog.is_empty() {
+                    cpus
+                } else {
+                    format!("{watchdog}; {cpus}")
+                }));
                 return Ok(run);
             }
         }
     }
+}
+
+/// What each vCPU of a silent boot is doing, from QEMU's monitor, for the crash message (the
+/// registers go to the log whole). Sampled twice a second apart: a CPU whose RIP does not move
+/// is stuck there; one that moves is looping through the places printed.
+fn where_the_cpus_are(session: &mut Session, monitor: &Monitor) -> String {
+    let mut samples = Vec::new();
+    for _ in 0..2 {
+        match monitor.query("info registers -a", Duration::from_secs(5)) {
+            Ok(text) => {
+                for line in text.lines() {
+                    session.note(&format!("[monitor] {line}"));
+                }
+                samples.push(parse_registers(&text));
+            }
+            Err(e) => {
+                session.note(&format!("[monitor] no answer: {e:#}"));
+                return format!("vCPUs unknown (monitor: {e:#})");
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let last = samples.pop().unwrap_or_default();
+    if last.is_empty() {
+        return "vCPUs unknown (no registers in the monitor's answer)".into();
+    }
+    let first = samples.pop().unwrap_or_default();
+    let mut parts = Vec::new();
+    for cpu in &last {
+        let moved = first
+            .iter()
+            .find(|c| c.cpu == cpu.cpu)
+            .is_none_or(|c| c.rip != cpu.rip);
+        let state = match (cpu.halted, cpu.cpl) {
+            (true, _) => "halted",
+            (false, 3) => "user",
+            _ => "kernel",
+        };
+        // The symbolizer knows only the kernel ELF's range (not the boot loader's).
+        let place = if cpu.cpl == 0 {
+            session.symbolize(cpu.rip).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        parts.push(format!(
+            "cpu{} {state} rip={:#x}{}{}",
+            cpu.cpu,
+            cpu.rip,
+            if moved { " (moving)" } else { " (still)" },
+            if place.is_empty() {
+                String::new()
+            } else {
+                format!(" {place}")
+            }
+        ));
+    }
+    parts.join(", ")
 }
 
 /// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`; 0 if unknown.

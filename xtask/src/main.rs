@@ -19,6 +19,7 @@ mod image;
 mod ktest;
 mod lab;
 mod libtest;
+mod monitor;
 mod parallel;
 mod qemu;
 mod report;

@@ -853,6 +853,11 @@ impl Session {
         }
     }
 
+    /// Where kernel address `addr` is (`<function> at <file>:<line>`), if the ELF knows.
+    pub fn symbolize(&mut self, addr: u64) -> Option<String> {
+        self.symbolizer.lookup(addr)
+    }
+
     /// QEMU's process id (to read its CPU time).
     pub fn pid(&self) -> u32 {
         self.child.id()

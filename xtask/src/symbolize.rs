@@ -66,7 +66,8 @@ impl Symbolizer {
         self.annotate(line).unwrap_or_else(|| line.to_owned())
     }
 
-    fn lookup(&mut self, addr: u64) -> Option<String> {
+    /// `<function> at <file>:<line>` for a kernel address (cached).
+    pub fn lookup(&mut self, addr: u64) -> Option<String> {
         if let Some(known) = self.cache.get(&addr) {
             return known.clone();
         }
