@@ -185,7 +185,7 @@ impl core::ops::BitOr for FrameFlags {
 ///   and clears `ANON_EXCLUSIVE`. GUP-fast (`gup::gup_fast`) first samples the sequence count
 ///   (`Acquire`) and backs off if it is odd; then, per page or per run of subpages of one
 ///   folio, takes the references (`try_get_many`), adds to `pincount` (`SeqCst`) followed by a
-///   `SeqCst` fence (`pin::account_grab`), and re-reads the PTEs, giving back the pages whose
+///   `SeqCst` fence (`pin::add_pins`), and re-reads the PTEs, giving back the pages whose
 ///   PTE changed; after the walk it issues another `SeqCst` fence and re-reads the sequence count, giving every pin back if it moved. One
 ///   side always sees the other: either fork's `pincount` read sees the pin and copies the
 ///   page, or the pinner's re-read sees the odd or advanced count and drops its pins.

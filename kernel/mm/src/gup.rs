@@ -31,7 +31,10 @@ use crate::mmshared::MmShared;
 use crate::opstat::{mark, Phase::*};
 use crate::pagetable::ENTRIES;
 use crate::pagetable::{PageTable, Pte, Slots};
-use crate::pin::{count_held, grab_page, try_grab_folio_fast, PinnedPage, UnpinDirty};
+use crate::pin::{
+    count_held, grab_kind, grab_page, hold_bits, try_grab_folio_fast, unpin_pages_uncounted,
+    PinKind, PinnedPage, UnpinDirty,
+};
 use crate::rules::{self, CowMapping, FollowWriteState, ForceWriteRetry};
 use crate::stats;
 use crate::uaccess::access_ok;
@@ -531,12 +534,12 @@ fn gup_fast<A: Arch>(
 ) -> usize {
     let start = start.align_down();
     let era = mm.era();
-    let pinning = flags.contains(FollFlags::PIN) && rules::foll_pin_tracked(era);
+    // Pin or reference, decided once for the call (every page of it is taken the same way).
+    let kind = grab_kind(mm, shared, flags);
     // A pin must not slip past a concurrent fork's pincount check: sample the sequence count
     // first; an odd value means fork is write-protecting right now (Linux
     // `raw_read_seqcount` + `read_seqcount_retry` of `write_protect_seq` in `gup_fast`).
-    let seq = if pinning {
-        shared.set_has_pinned();
+    let seq = if kind == PinKind::Pin {
         let s = shared.write_protect_seq().load(Ordering::Acquire);
         if s % 2 == 1 {
             stats::inc(&mm.counters.gup_fast_seq_retries);
@@ -545,6 +548,18 @@ fn gup_fast<A: Arch>(
         Some(s)
     } else {
         None
+    };
+    let take = FastTake {
+        era,
+        flags,
+        kind,
+        bits: hold_bits(kind, flags),
+        need: if flags.contains(FollFlags::WRITE) {
+            Pte::PRESENT | Pte::USER | Pte::WRITABLE
+        } else {
+            Pte::PRESENT | Pte::USER
+        },
+        check_keep: !flags.contains(FollFlags::WRITE) || flags.contains(FollFlags::LONGTERM),
     };
     let irq = mm.arch().irq_save();
     let pt = PageTable::new(mm, shared.root());
@@ -555,7 +570,7 @@ fn gup_fast<A: Arch>(
         let va = start.as_u64().wrapping_add((nr as u64).wrapping_mul(PAGE));
         let Some(pt_page) = pt.walk_pt(VirtAddr::new(va)) else {
             // No PT: a PMD leaf (a THP) perhaps, whose subpages are taken from it.
-            let (got, whole) = gup_fast_pmd_leaf(mm, shared, &pt, era, flags, va, &mut pages[nr..]);
+            let (got, whole) = gup_fast_pmd_leaf(mm, &pt, &take, va, &mut pages[nr..]);
             nr += got;
             if whole {
                 continue;
@@ -565,7 +580,7 @@ fn gup_fast<A: Arch>(
         let first = VirtAddr::new(va).table_index(1);
         let span = (ENTRIES - first).min(pages.len() - nr);
         let out = &mut pages[nr..nr + span];
-        let got = gup_fast_pte_range(mm, shared, era, flags, pt.slots(pt_page), first, out);
+        let got = gup_fast_pt(mm, &take, pt.slots(pt_page), first, out);
         nr += got;
         if got < span {
             break;
@@ -577,11 +592,13 @@ fn gup_fast<A: Arch>(
         // our pins, or we see its odd (or advanced) count here and give the pins back.
         fence(Ordering::SeqCst);
         if shared.write_protect_seq().load(Ordering::Acquire) != seq {
-            unpin_user_pages(mm, &mut pages[..nr]);
+            unpin_pages_uncounted(mm, &mut pages[..nr], UnpinDirty::Clean);
             stats::inc(&mm.counters.gup_fast_seq_retries);
             return 0;
         }
     }
+    // The held gauge and the counter move once per call, for the pages handed out.
+    count_held(mm, kind, nr as u64);
     mm.counters
         .gup_fast_pages
         .fetch_add(nr as u64, Ordering::Relaxed);
@@ -589,29 +606,74 @@ fn gup_fast<A: Arch>(
     nr
 }
 
-/// GUP-fast over the PTEs `first..first + out.len()` of one PT page (Linux
-/// `gup_fast_pte_range`): each PTE read once, the page taken, the PTE read again. A run of
-/// PTEs mapping consecutive subpages of one large folio with the same bits is taken with one
-/// atomic add of its length ([`gup_fast_folio_run`]). Returns the pages taken, a prefix of
-/// `out`.
-#[inline(always)]
-fn gup_fast_pte_range<A: Arch>(
-    mm: &Mm<A>,
-    shared: &MmShared,
+/// What one GUP-fast call decided before its loop: the same for every page it takes.
+struct FastTake {
     era: Era,
     flags: FollFlags,
+    /// Pin or reference ([`grab_kind`]).
+    kind: PinKind,
+    /// The [`PinnedPage`] bits of `kind` and the DMA direction ([`hold_bits`]).
+    bits: u64,
+    /// The PTE bits a page needs to be taken here: present, user, and writable for a write.
+    need: u64,
+    /// Whether [`gup_fast_may_keep`] can say no: not for a write that is not long-term (its
+    /// PTE is writable, by `need`, so no unshare; only a long-term write refuses file pages).
+    check_keep: bool,
+}
+
+/// GUP-fast over the PTEs `first..first + out.len()` of one PT page (Linux
+/// `gup_fast_pte_range`): the small pages through [`gup_fast_pte_range`], a run of PTEs
+/// mapping consecutive subpages of one large folio with one atomic add of its length
+/// ([`gup_fast_folio_run`]). Returns the pages taken, a prefix of `out`; they are not yet
+/// counted in the held gauges (the caller counts them once). Out of line: its loop keeps its
+/// values in registers instead of sharing them with the walk around it.
+#[inline(never)]
+fn gup_fast_pt<A: Arch>(
+    mm: &Mm<A>,
+    take: &FastTake,
     slots: Slots<'_>,
     first: usize,
     out: &mut [Option<PinnedPage>],
 ) -> usize {
+    let mut done = 0;
+    loop {
+        let (got, stop) = gup_fast_pte_range(mm, take, slots, first + done, &mut out[done..]);
+        done += got;
+        let Stop::Large(pte) = stop else {
+            return done;
+        };
+        let (got, whole) = gup_fast_folio_run(mm, take, slots, first + done, pte, &mut out[done..]);
+        done += got;
+        if !whole {
+            return done;
+        }
+    }
+}
+
+/// Why [`gup_fast_pte_range`] stopped.
+enum Stop {
+    /// At the end of its range, or at a page the fast path cannot take.
+    End,
+    /// At this PTE, which maps a subpage of a large folio: [`gup_fast_folio_run`]'s.
+    Large(Pte),
+}
+
+/// The small pages of [`gup_fast_pt`]: each PTE read once, the page taken, the PTE read again.
+/// Returns the pages taken, a prefix of `out`, and why it stopped there.
+#[inline(always)]
+fn gup_fast_pte_range<A: Arch>(
+    mm: &Mm<A>,
+    take: &FastTake,
+    slots: Slots<'_>,
+    first: usize,
+    out: &mut [Option<PinnedPage>],
+) -> (usize, Stop) {
     let metas = mm.frames().metas();
-    let write = flags.contains(FollFlags::WRITE);
+    let need = take.need;
     let mut i = 0;
-    while i < out.len() {
-        // `first + out.len() <= ENTRIES` (the caller's span): `at` masks, no check needed.
-        let slot = slots.at(first.wrapping_add(i));
+    for (slot, o) in slots.beside(first, out) {
         let pte = slot.load();
-        if !pte.is_present() || !pte.has(Pte::USER) || (write && !pte.is_writable()) {
+        if pte.raw() & need != need {
             break;
         }
         // A PTE can map a frame beyond the table (a device's memory): the slow path's.
@@ -621,40 +683,32 @@ fn gup_fast_pte_range<A: Arch>(
         let page_flags = meta.flags();
         mark(GupWalk);
         if page_flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
-            let got =
-                gup_fast_folio_run(mm, shared, era, flags, slots, first + i, pte, &mut out[i..]);
-            i += got.0;
-            if !got.1 {
-                break;
-            }
-            continue;
+            return (i, Stop::Large(pte));
         }
-        if !assert_empty(&out[i]) {
+        assert_empty(o);
+        if !try_grab_folio_fast(meta, take.kind, 1) {
             break;
         }
-        let Some(kind) = try_grab_folio_fast(mm, shared, meta, flags, 1) else {
-            break;
-        };
-        count_held(mm, kind, 1);
         mark(GupGrab);
-        let page = PinnedPage::new(pte.frame(), kind, flags);
-        if !gup_fast_may_keep(era, flags, pte, meta.flags()) || slot.load() != pte {
+        let page = PinnedPage::from_bits(pte.frame(), take.bits);
+        if (take.check_keep && !gup_fast_may_keep(take.era, take.flags, pte, page_flags))
+            || slot.load() != pte
+        {
             // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
-            page.unpin(mm);
+            page.release_uncounted(mm);
             break;
         }
-        out[i] = Some(page);
+        *o = Some(page);
         i += 1;
         mark(GupCheck);
     }
-    i
+    (i, Stop::End)
 }
 
 /// Every GUP output slot must come in empty (a page left there would leak).
 #[inline(always)]
-fn assert_empty(slot: &Option<PinnedPage>) -> bool {
+fn assert_empty(slot: &Option<PinnedPage>) {
     assert!(slot.is_none(), "GUP output slot already holds a page");
-    true
 }
 
 /// The large-folio arm of [`gup_fast_pte_range`]: the PTE at `index` maps a subpage of a large
@@ -664,12 +718,9 @@ fn assert_empty(slot: &Option<PinnedPage>) -> bool {
 /// [`gup_fast_may_keep`] allows it; the first that is not ends the run and gives back the rest.
 /// Returns the pages taken and whether the whole run was (else the caller stops there).
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
 fn gup_fast_folio_run<A: Arch>(
     mm: &Mm<A>,
-    shared: &MmShared,
-    era: Era,
-    flags: FollFlags,
+    take: &FastTake,
     slots: Slots<'_>,
     index: usize,
     pte: Pte,
@@ -697,21 +748,23 @@ fn gup_fast_folio_run<A: Arch>(
     for slot in &out[..n] {
         assert_empty(slot);
     }
-    let Some(kind) = try_grab_folio_fast(mm, shared, head, flags, n as u32) else {
+    if !try_grab_folio_fast(head, take.kind, n as u32) {
         return (0, false);
-    };
-    count_held(mm, kind, n as u64);
+    }
     for (k, slot) in out[..n].iter_mut().enumerate() {
-        *slot = Some(PinnedPage::new(pte.frame() + k as u64 * PAGE, kind, flags));
+        *slot = Some(PinnedPage::from_bits(
+            pte.frame() + k as u64 * PAGE,
+            take.bits,
+        ));
     }
     for k in 0..n {
         let expected = Pte::from_raw(pte.raw().wrapping_add(k as u64 * PAGE));
         let page_flags = metas[expected.frame().pfn()].flags();
-        if !gup_fast_may_keep(era, flags, expected, page_flags)
+        if !gup_fast_may_keep(take.era, take.flags, expected, page_flags)
             || slots.at(index + k).load() != expected
         {
             // Back out from here on, as Linux's `gup_put_folio`, and leave it to the slow path.
-            unpin_user_pages(mm, &mut out[k..n]);
+            unpin_pages_uncounted(mm, &mut out[k..n], UnpinDirty::Clean);
             return (k, false);
         }
     }
@@ -726,10 +779,8 @@ fn gup_fast_folio_run<A: Arch>(
 #[cold]
 fn gup_fast_pmd_leaf<A: Arch>(
     mm: &Mm<A>,
-    shared: &MmShared,
     pt: &PageTable<'_, A>,
-    era: Era,
-    flags: FollFlags,
+    take: &FastTake,
     va: u64,
     pages: &mut [Option<PinnedPage>],
 ) -> (usize, bool) {
@@ -746,7 +797,7 @@ fn gup_fast_pmd_leaf<A: Arch>(
     if !pmd.is_huge() || !pmd.is_present() || !pmd.has(Pte::USER) {
         return (0, false);
     }
-    if flags.contains(FollFlags::WRITE) && !pmd.is_writable() {
+    if take.flags.contains(FollFlags::WRITE) && !pmd.is_writable() {
         return (0, false);
     }
     let span_end = (va | (crate::pagetable::level_span(level) - 1)) + 1;
@@ -758,22 +809,20 @@ fn gup_fast_pmd_leaf<A: Arch>(
     for page in &pages[..n] {
         assert_empty(page);
     }
-    let Some(kind) = try_grab_folio_fast(mm, shared, head, flags, n as u32) else {
+    if !try_grab_folio_fast(head, take.kind, n as u32) {
         return (0, false);
-    };
-    count_held(mm, kind, n as u64);
+    }
     for (k, page) in pages[..n].iter_mut().enumerate() {
-        *page = Some(PinnedPage::new(
+        *page = Some(PinnedPage::from_bits(
             first.frame() + k as u64 * PAGE,
-            kind,
-            flags,
+            take.bits,
         ));
     }
     for k in 0..n {
         let sub = pmd.huge_subpage_at(VirtAddr::new(va + k as u64 * PAGE), level);
         let meta = &metas[sub.frame().pfn()];
-        if !gup_fast_may_keep(era, flags, sub, meta.flags()) || slot.load() != pmd {
-            unpin_user_pages(mm, &mut pages[k..n]);
+        if !gup_fast_may_keep(take.era, take.flags, sub, meta.flags()) || slot.load() != pmd {
+            unpin_pages_uncounted(mm, &mut pages[k..n], UnpinDirty::Clean);
             return (k, false);
         }
     }

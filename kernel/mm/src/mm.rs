@@ -421,6 +421,28 @@ impl<A: Arch> Mm<A> {
         }
     }
 
+    /// [`Self::put_page_meta`] for a frame the caller knows is a small page (no large folio),
+    /// with its `ANON` flag already read (the unpin loop reads the flags once per page, where
+    /// `put_page_meta` would read them twice more).
+    #[inline(always)]
+    pub(crate) fn put_small_page_meta(&self, meta: &FrameMeta, frame: PhysAddr, anon: bool) {
+        if self.frames.put_small_deferred(meta, frame) {
+            self.free_small_page(frame, anon);
+        }
+    }
+
+    /// The last reference of the small page `frame` is gone: the `frame_freed` hook while it is
+    /// still allocated, then the free list and the anon counter.
+    #[cold]
+    #[inline(never)]
+    fn free_small_page(&self, frame: PhysAddr, anon: bool) {
+        self.arch.frame_freed(frame);
+        self.frames.release_batch(&[frame]);
+        if anon {
+            stats::dec(&self.counters.anon_pages);
+        }
+    }
+
     /// Drops one reference on each frame of `pages` (Linux `release_pages`, the page-freeing
     /// half of `tlb_finish_mmu`): the frames whose last reference goes are put on the free list
     /// together, under one acquisition of its lock, and the anon counter moves once. A frame of

@@ -286,7 +286,7 @@ impl PinnedPage {
         );
         // SAFETY: the pin keeps the frame allocated; its contents are never accessed through a
         // Rust reference (user pages are only reached through raw copies).
-        unsafe { mm.phys().read(self.frame + offset as u64, buf) };
+        unsafe { mm.phys().read(self.frame() + offset as u64, buf) };
     }
 }
 
@@ -294,7 +294,7 @@ impl PinnedPage {
 impl DmaFromDevice<'_> {
     /// The device writes the page (DMA from the device), as the holder of a write pin may.
     pub fn dma_write<A: Arch>(&self, mm: &Mm<A>, offset: usize, data: &[u8]) {
-        let frame = self.page.frame;
+        let frame = self.page.frame();
         assert!(
             offset + data.len() <= PAGE_SIZE,
             "DMA beyond the pinned page"

@@ -13,6 +13,7 @@
 
 #![deny(unsafe_code)]
 
+use core::num::NonZeroU64;
 use core::sync::atomic::{fence, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
@@ -53,20 +54,34 @@ pub enum UnpinDirty {
 /// written by one (DMA *from* the device): that takes a [`DmaFromDevice`] handle, which
 /// [`PinnedPage::dma_from_device`] hands out for write pins only.
 #[must_use = "a pinned page must be released with unpin()"]
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct PinnedPage {
-    pub(crate) frame: PhysAddr,
-    kind: PinKind,
-    direction: DmaDirection,
+    /// The frame's address with [`HELD`], and [`PIN_BIT`] / [`WRITE_BIT`] as the hold's kind
+    /// and DMA direction, in the frame's (always zero) offset bits: one word, never zero, so
+    /// that an `Option<PinnedPage>` output slot is 8 bytes as Linux's `struct page *` array
+    /// and "no page" is a zero word (GUP-fast fills thousands of them per call).
+    raw: NonZeroU64,
 }
 
-/// Which DMA directions the holder of a [`PinnedPage`] was granted when it was taken.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum DmaDirection {
-    /// Taken without `FOLL_WRITE`: the device may only read the page.
-    ToDevice,
-    /// Taken with `FOLL_WRITE`: the device may also write it.
-    Bidirectional,
+const _: () = assert!(core::mem::size_of::<Option<PinnedPage>>() == 8);
+
+/// Set in every [`PinnedPage`]: frame 0 is a real frame, its word must still not be zero.
+const HELD: u64 = 1;
+/// The page is held by a pin ([`PinKind::Pin`]), else by a plain reference.
+const PIN_BIT: u64 = 2;
+/// Taken with `FOLL_WRITE`: a device may also write the page ([`DmaFromDevice`]).
+const WRITE_BIT: u64 = 4;
+/// The offset bits of a frame's address: where the three bits above live.
+const LOW_BITS: u64 = crate::PAGE_SIZE as u64 - 1;
+
+impl core::fmt::Debug for PinnedPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PinnedPage")
+            .field("frame", &self.frame())
+            .field("kind", &self.kind())
+            .field("write", &(self.raw.get() & WRITE_BIT != 0))
+            .finish()
+    }
 }
 
 /// The right to write a pinned page from a device (DMA from the device into memory). Exists
@@ -79,20 +94,27 @@ pub struct DmaFromDevice<'p> {
 }
 
 impl PinnedPage {
+    #[inline(always)]
     pub fn frame(&self) -> PhysAddr {
-        self.frame
+        PhysAddr::new(self.raw.get() & !LOW_BITS)
     }
 
+    #[inline(always)]
     pub fn kind(&self) -> PinKind {
-        self.kind
+        if self.raw.get() & PIN_BIT != 0 {
+            PinKind::Pin
+        } else {
+            PinKind::Get
+        }
     }
 
     /// The handle through which a device writes this page: `EPERM` unless the pin was taken
     /// with `FOLL_WRITE`.
     pub fn dma_from_device(&self) -> Result<DmaFromDevice<'_>, MmError> {
-        match self.direction {
-            DmaDirection::Bidirectional => Ok(DmaFromDevice { page: self }),
-            DmaDirection::ToDevice => Err(MmError::Perm),
+        if self.raw.get() & WRITE_BIT != 0 {
+            Ok(DmaFromDevice { page: self })
+        } else {
+            Err(MmError::Perm)
         }
     }
 
@@ -100,15 +122,22 @@ impl PinnedPage {
     /// `FOLL_WRITE` take may be written by a device).
     #[inline(always)]
     pub(crate) fn new(frame: PhysAddr, kind: PinKind, flags: FollFlags) -> PinnedPage {
-        let direction = if flags.contains(FollFlags::WRITE) {
-            DmaDirection::Bidirectional
-        } else {
-            DmaDirection::ToDevice
-        };
+        PinnedPage::from_bits(frame, hold_bits(kind, flags))
+    }
+
+    /// The page on `frame` held as `bits` says ([`hold_bits`], computed once per GUP call).
+    #[inline(always)]
+    pub(crate) fn from_bits(frame: PhysAddr, bits: u64) -> PinnedPage {
+        debug_assert_eq!(
+            frame.as_u64() & LOW_BITS,
+            0,
+            "a pinned frame is page-aligned"
+        );
+        debug_assert_eq!(bits & !(HELD | PIN_BIT | WRITE_BIT), 0);
+        let raw = (frame.as_u64() & !LOW_BITS) | bits | HELD;
         PinnedPage {
-            frame,
-            kind,
-            direction,
+            // `HELD` is set: never zero.
+            raw: NonZeroU64::new(raw).unwrap_or(NonZeroU64::MIN),
         }
     }
 
@@ -118,33 +147,36 @@ impl PinnedPage {
     /// request) while it holds a lock the fault path takes cannot run GUP again there. The
     /// existing hold keeps the folio alive, so the count cannot start from zero.
     pub fn dup<A: Arch>(&self, mm: &Mm<A>) -> PinnedPage {
-        let head = mm.frames().head_meta(mm.frames().meta(self.frame));
+        let head = mm.frames().head_meta(mm.frames().meta(self.frame()));
         head.get();
-        if self.kind == PinKind::Pin {
+        if self.kind() == PinKind::Pin {
             head.add_pincount(1);
         }
-        count_held(mm, self.kind, 1);
-        PinnedPage {
-            frame: self.frame,
-            kind: self.kind,
-            direction: self.direction,
-        }
+        count_held(mm, self.kind(), 1);
+        PinnedPage { raw: self.raw }
     }
 
     /// Releases the page (Linux `unpin_user_page` or `put_page`).
     #[doc(alias = "unpin_user_page")]
     #[doc(alias = "put_page")]
     pub fn unpin<A: Arch>(self, mm: &Mm<A>) {
-        let meta = mm.frames().meta(self.frame);
-        match self.kind {
-            PinKind::Pin => {
-                // A pin of a subpage of a large folio is counted on the folio.
-                mm.frames().head_meta(meta).dec_pincount();
-                stats::dec(&mm.counters.gup_pins_held);
-            }
+        match self.kind() {
+            PinKind::Pin => stats::dec(&mm.counters.gup_pins_held),
             PinKind::Get => stats::dec(&mm.counters.gup_refs_held),
         }
-        mm.put_page_meta(meta, self.frame);
+        self.release_uncounted(mm);
+    }
+
+    /// [`PinnedPage::unpin`] of a page not yet counted in the held gauges: GUP-fast's back-out
+    /// of a page it took and may not keep (the gauges move once, for the pages it returns).
+    #[inline]
+    pub(crate) fn release_uncounted<A: Arch>(self, mm: &Mm<A>) {
+        let meta = mm.frames().meta(self.frame());
+        if self.kind() == PinKind::Pin {
+            // A pin of a subpage of a large folio is counted on the folio.
+            mm.frames().head_meta(meta).dec_pincount();
+        }
+        mm.put_page_meta(meta, self.frame());
     }
 
     /// Marks the page dirty if asked (the device wrote it), then releases it. The zero page is
@@ -160,17 +192,32 @@ impl PinnedPage {
     /// written).
     #[cold]
     fn mark_dirty<A: Arch>(&self, mm: &Mm<A>) {
-        if mm.is_zero_frame(self.frame) {
+        let frame = self.frame();
+        if mm.is_zero_frame(frame) {
             return;
         }
-        let meta = mm.frames().meta(self.frame);
+        let meta = mm.frames().meta(frame);
         if meta.test(FrameFlags::PAGECACHE) && !meta.test(FrameFlags::SHMEM) {
             // A file page: dirty for writeback, and counted (Linux `folio_mark_dirty`).
-            crate::pagecache::page_mkwrite(mm, self.frame);
+            crate::pagecache::page_mkwrite(mm, frame);
         } else {
             meta.set_flags(FrameFlags::DIRTY);
         }
     }
+}
+
+/// The bits of every [`PinnedPage`] one GUP call hands out: its kind, and its DMA direction
+/// from `flags` (only a `FOLL_WRITE` take may be written by a device). Loop-invariant: GUP-fast
+/// computes it once per call.
+#[inline(always)]
+pub(crate) fn hold_bits(kind: PinKind, flags: FollFlags) -> u64 {
+    let pin = if kind == PinKind::Pin { PIN_BIT } else { 0 };
+    let write = if flags.contains(FollFlags::WRITE) {
+        WRITE_BIT
+    } else {
+        0
+    };
+    pin | write
 }
 
 /// Takes the reference or pin `flags` ask for on `frame`, whose caller already made sure it
@@ -184,55 +231,61 @@ pub(crate) fn grab_page<A: Arch>(
     frame: PhysAddr,
     flags: FollFlags,
 ) -> PinnedPage {
+    let kind = grab_kind(mm, &aspace.shared, flags);
     let meta = mm.frames().head_meta(mm.frames().meta(frame));
     meta.get();
-    let kind = account_grab(mm, &aspace.shared, meta, flags, 1);
+    if kind == PinKind::Pin {
+        add_pins(meta, 1);
+    }
     count_held(mm, kind, 1);
     PinnedPage::new(frame, kind, flags)
 }
 
 /// GUP-fast's grab of `refs` subpages of one folio at once (`meta`: the folio's head, or the
-/// small page itself): the frames were reached through PTEs with no reference held, so the
-/// references are taken only if the folio is not already on its way to the free list (Linux
-/// `try_grab_folio_fast` with `refs`: one atomic add for a run of subpages). `None`: fall
-/// back. The caller makes the [`PinnedPage`]s with [`PinnedPage::new`] and the returned kind,
-/// and counts them in the held gauges ([`count_held`], once per call).
+/// small page itself) as `kind` ([`grab_kind`], decided once per call): the frames were reached
+/// through PTEs with no reference held, so the references are taken only if the folio is not
+/// already on its way to the free list (Linux `try_grab_folio_fast` with `refs`: one atomic add
+/// for a run of subpages), then the pins. `false`: fall back. The caller makes the
+/// [`PinnedPage`]s and counts them in the held gauges ([`count_held`], once per call).
 #[inline(always)]
-pub(crate) fn try_grab_folio_fast<A: Arch>(
-    mm: &Mm<A>,
-    shared: &MmShared,
-    meta: &FrameMeta,
-    flags: FollFlags,
-    refs: u32,
-) -> Option<PinKind> {
+pub(crate) fn try_grab_folio_fast(meta: &FrameMeta, kind: PinKind, refs: u32) -> bool {
     if !meta.try_get_many(refs) {
-        return None;
+        return false;
     }
-    Some(account_grab(mm, shared, meta, flags, refs))
+    if kind == PinKind::Pin {
+        add_pins(meta, refs);
+    }
+    true
 }
 
-/// The pin or reference accounting after `refs` references on the folio whose head metadata is
-/// `meta` were taken: `refs` pins (pincount, then the fence that orders them before the PTE
-/// re-check and fork's pincount read) or `refs` plain references. Returns which.
+/// How one GUP call with `flags` holds its pages (Linux `is_valid_gup_args` and
+/// `try_grab_folio`'s `FOLL_PIN` test, made once per call): a pin where `FOLL_PIN` asks and the
+/// era tracks pins, the address space then marked as having pinned before any pin is visible;
+/// else a plain reference. The same for every page of the call, so GUP-fast decides it before
+/// its loop.
 #[inline(always)]
-fn account_grab<A: Arch>(
-    mm: &Mm<A>,
-    shared: &MmShared,
-    meta: &FrameMeta,
-    flags: FollFlags,
-    refs: u32,
-) -> PinKind {
+pub(crate) fn grab_kind<A: Arch>(mm: &Mm<A>, shared: &MmShared, flags: FollFlags) -> PinKind {
     // lab(pins): begin
-    // lab(pins): stub: let _ = (mm, shared, meta, flags, refs);
+    // lab(pins): stub: let _ = (mm, shared, flags);
     // lab(pins): stub: PinKind::Get
     if !flags.contains(FollFlags::PIN) || !rules::foll_pin_tracked(mm.era()) {
         return PinKind::Get;
     }
     shared.set_has_pinned();
+    PinKind::Pin
+    // lab(pins): end
+}
+
+/// The pin accounting after `refs` references on the folio whose head metadata is `meta` were
+/// taken for a [`PinKind::Pin`] call: `refs` pins on the folio, then the fence that orders them
+/// before the PTE re-check and fork's pincount read.
+#[inline(always)]
+fn add_pins(meta: &FrameMeta, refs: u32) {
+    // lab(pins): begin
+    // lab(pins): stub: let _ = (meta, refs);
     meta.add_pincount(refs);
     // Pairs with fork's fence after making write_protect_seq odd (see `frame::FrameMeta`).
     fence(Ordering::SeqCst);
-    PinKind::Pin
     // lab(pins): end
 }
 
@@ -268,8 +321,22 @@ pub(crate) fn unpin_pages<A: Arch>(
     pages: &mut [Option<PinnedPage>],
     dirty: UnpinDirty,
 ) {
+    let (total, pins) = unpin_pages_uncounted(mm, pages, dirty);
+    stats::sub(&mm.counters.gup_pins_held, pins);
+    stats::sub(&mm.counters.gup_refs_held, total.wrapping_sub(pins));
+}
+
+/// [`unpin_pages`] without the held gauges: returns the pages released and how many of them
+/// were pins. GUP-fast's back-out of pages it has not counted yet uses it directly. The loop
+/// is the small pages'; a large folio's run goes to [`unpin_large_run`].
+pub(crate) fn unpin_pages_uncounted<A: Arch>(
+    mm: &Mm<A>,
+    pages: &mut [Option<PinnedPage>],
+    dirty: UnpinDirty,
+) -> (u64, u64) {
     let metas = mm.frames().metas();
-    let (mut pins, mut refs) = (0u64, 0u64);
+    // `pin_bits` sums each small page's `PIN_BIT` (2 per pin), `large_pins` the runs' pins.
+    let (mut total, mut pin_bits, mut large_pins) = (0u64, 0u64, 0u64);
     let mut i = 0;
     while i < pages.len() {
         let Some(page) = pages[i].take() else {
@@ -279,48 +346,66 @@ pub(crate) fn unpin_pages<A: Arch>(
         if dirty == UnpinDirty::MakeDirty {
             page.mark_dirty(mm);
         }
-        match page.kind {
-            PinKind::Pin => pins = pins.wrapping_add(1),
-            PinKind::Get => refs = refs.wrapping_add(1),
-        }
-        let meta = &metas[page.frame.pfn()];
-        if !meta.flags().intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
-            if page.kind == PinKind::Pin {
-                meta.dec_pincount();
-            }
-            mm.put_page_meta(meta, page.frame);
-            i += 1;
+        let raw = page.raw.get();
+        let frame = page.frame();
+        let meta = &metas[frame.pfn()];
+        let page_flags = meta.flags();
+        if page_flags.intersects(FrameFlags::HEAD | FrameFlags::TAIL) {
+            let (n, pins) = unpin_large_run(mm, page, &mut pages[i + 1..], dirty);
+            total = total.wrapping_add(n as u64);
+            large_pins = large_pins.wrapping_add(pins);
+            i += n;
             continue;
         }
-        // A large folio: the following slots holding the next subpages of the same folio,
-        // taken the same way, go with this one.
-        let head = mm.frames().head_meta(meta);
-        let mut n = 1u32;
-        while let Some(Some(next)) = pages.get(i + n as usize) {
-            let expected = page.frame + u64::from(n) * crate::PAGE_SIZE as u64;
-            if next.frame != expected
-                || next.kind != page.kind
-                || !core::ptr::eq(mm.frames().head_meta(&metas[expected.pfn()]), head)
-            {
-                break;
-            }
-            n += 1;
+        total = total.wrapping_add(1);
+        pin_bits = pin_bits.wrapping_add(raw & PIN_BIT);
+        if raw & PIN_BIT != 0 {
+            meta.dec_pincount();
         }
-        for slot in &mut pages[i + 1..i + n as usize] {
-            let next = slot.take().expect("counted above");
-            if dirty == UnpinDirty::MakeDirty {
-                next.mark_dirty(mm);
-            }
-            match next.kind {
-                PinKind::Pin => pins = pins.wrapping_add(1),
-                PinKind::Get => refs = refs.wrapping_add(1),
-            }
-        }
-        unpin_folio_run(mm, head, page.frame, page.kind, n);
-        i += n as usize;
+        // `ANON` never changes while the page is held: the flags read above are exact.
+        mm.put_small_page_meta(meta, frame, page_flags.contains(FrameFlags::ANON));
+        i += 1;
     }
-    stats::sub(&mm.counters.gup_pins_held, pins);
-    stats::sub(&mm.counters.gup_refs_held, refs);
+    (total, (pin_bits / PIN_BIT).wrapping_add(large_pins))
+}
+
+/// The large-folio arm of [`unpin_pages_uncounted`]: `page` holds a subpage of a large folio;
+/// the slots of `rest` holding the next subpages of the same folio, taken the same way, go with
+/// it (one pin and one reference subtraction). Returns the pages released (`page` included) and
+/// how many were pins.
+#[inline(never)]
+fn unpin_large_run<A: Arch>(
+    mm: &Mm<A>,
+    page: PinnedPage,
+    rest: &mut [Option<PinnedPage>],
+    dirty: UnpinDirty,
+) -> (usize, u64) {
+    let metas = mm.frames().metas();
+    let frame = page.frame();
+    let kind = page.kind();
+    let head = mm.frames().head_meta(&metas[frame.pfn()]);
+    let mut more = 0usize;
+    while let Some(Some(next)) = rest.get(more) {
+        let expected = frame + (more as u64 + 1) * crate::PAGE_SIZE as u64;
+        if next.frame() != expected
+            || next.kind() != kind
+            || !core::ptr::eq(mm.frames().head_meta(&metas[expected.pfn()]), head)
+        {
+            break;
+        }
+        more += 1;
+    }
+    for slot in &mut rest[..more] {
+        let next = slot.take().expect("counted above");
+        if dirty == UnpinDirty::MakeDirty {
+            next.mark_dirty(mm);
+        }
+    }
+    let n = more + 1;
+    // The run stays inside one folio (at most 1 GiB of pages): it fits the `u32` counts.
+    unpin_folio_run(mm, head, frame, kind, n as u32);
+    let pins = if kind == PinKind::Pin { n as u64 } else { 0 };
+    (n, pins)
 }
 
 /// Pins the page mapped at `va` for a device that writes it: `pin_user_pages(FOLL_WRITE)` on

@@ -139,11 +139,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             &bench_program(args.rows.as_deref()),
         )?,
         disk: Some(built.disk.clone()),
-        // The root disk (snapshot): the file rows run on cowlab's ext2 root.
-        root: Some((
-            crate::rootfs::ensure(&crate::target_dir(), &built.files, false)?,
-            false,
-        )),
+        // The root disk (snapshot): the file rows run on cowlab's ext2 root, and `init` runs
+        // `bench` from it. A copy of the bench's own: `target/cowlab-root.img` is rewritten by
+        // every other xtask run of this worktree (a debug `cargo xtask qemu` during the
+        // faultstat kernel's build made the `--breakdown` boot time the debug `bench`).
+        root: Some((bench_root(&out, &built.files)?, false)),
     };
     let shown = qemu::show_command(&machine.command(&qemu_path));
     eprintln!("xtask: {shown}");
@@ -643,6 +643,18 @@ fn host_run() -> Result<Run> {
         bail!("{} on the host: {}", bench.display(), output.status);
     }
     Run::parse(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The root image of this bench run: built from `files` (the release programs), then copied
+/// into `out`, where no other xtask command writes, so every boot of the run (cowlab's, the
+/// faultstat kernel's, Linux's) attaches the same programs.
+fn bench_root(out: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> {
+    let built = crate::rootfs::ensure(&crate::target_dir(), files, false)?;
+    std::fs::create_dir_all(out)?;
+    let copy = out.join("cowlab-root.img");
+    std::fs::copy(&built, &copy)
+        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    Ok(copy)
 }
 
 #[cfg(test)]

@@ -111,6 +111,22 @@ impl<'a> Slots<'a> {
 }
 
 impl<'a> Slots<'a> {
+    /// Slots `first..first + out.len()` beside the items of `out` (GUP-fast's PTEs and its
+    /// output slots): one bounds check for the range, two pointers stepped per slot.
+    #[inline]
+    pub(crate) fn beside<'o, T>(
+        self,
+        first: usize,
+        out: &'o mut [T],
+    ) -> impl Iterator<Item = (PteRef<'a>, &'o mut T)> {
+        self.0[first..first + out.len()]
+            .iter()
+            .map(PteRef)
+            .zip(out.iter_mut())
+    }
+}
+
+impl<'a> Slots<'a> {
     /// Slots `first..last` of this table beside the same slots of `other` (fork's parent and
     /// child PTs): one bounds check for both, and the loop steps two pointers instead of
     /// indexing two tables per slot.
