@@ -7,7 +7,7 @@
 
 use super::{
     cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
-    runqueue, selftests, smp, timer, uaccess, virtio, watchdog, KernelTest,
+    runqueue, selftests, smp, tick, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -73,6 +73,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::syscall_narrow_table_matches_widths),
     test!(mmlock::mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold),
     test!(mmlock::smp_ptl_spinner_services_tlb_shootdowns),
+    test!(tick::tick_leaves_its_work_to_the_lock_holder),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -230,6 +230,7 @@ fn idle_loop(boot: bool) -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
         crate::watchdog::soft::touch();
+        crate::tick::run_deferred();
         if boot {
             if let Some(status) = shutdown_status() {
                 shutdown(status);
@@ -258,16 +259,22 @@ fn idle_loop(boot: bool) -> ! {
             x86_64::instructions::interrupts::disable();
             // An application processor woken with nothing to run or pull (its own tick, an
             // IPI for someone else's work) halts again without the lock
-            // (`runqueue::may_have_work`); the boot CPU also wakes sleepers and powers off.
-            if !boot {
-                while !runqueue::may_have_work(cpu, crate::smp::active_mask()) {
-                    crate::watchdog::soft::touch();
-                    IDLE_WAKES_UNLOCKED.fetch_add(1, Ordering::Relaxed);
-                    x86_64::instructions::interrupts::enable_and_hlt();
-                    x86_64::instructions::interrupts::disable();
-                }
+            // (`runqueue::may_have_work`). The boot CPU also powers off and, when its tick
+            // left the tick's work to the holder (`tick.rs`), runs that: it takes the lock
+            // after a wake-up if it may have work or the lock is free, else halts again too
+            // (waiting for a system call on another CPU only to find nothing to do was a
+            // hand-off by IPI each time, 100 a second).
+            while !runqueue::may_have_work(cpu, crate::smp::active_mask())
+                && !(boot && crate::bkl::try_lock())
+            {
+                crate::watchdog::soft::touch();
+                IDLE_WAKES_UNLOCKED.fetch_add(1, Ordering::Relaxed);
+                x86_64::instructions::interrupts::enable_and_hlt();
+                x86_64::instructions::interrupts::disable();
             }
-            crate::bkl::lock();
+            if !crate::bkl::held() {
+                crate::bkl::lock();
+            }
             IDLE_CPUS.fetch_and(!(1 << cpu), Ordering::Relaxed);
             continue;
         };
@@ -392,6 +399,7 @@ fn shutdown(status: i32) -> ! {
             "big kernel lock: {} page faults resolved without it",
             crate::fault_unlocked::resolved()
         );
+        info!("big kernel lock waits: {}", crate::bklstat::summary());
     }
     info!("init finished with status {status}: powering off");
     // QEMU's exit code keeps only 7 bits of what isa-debug-exit gets: this line carries the
