@@ -74,6 +74,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(mmlock::mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold),
     test!(mmlock::smp_ptl_spinner_services_tlb_shootdowns),
     test!(tick::tick_leaves_its_work_to_the_lock_holder),
+    test!(runqueue::runqueue_idle_loop_takes_a_halted_cpus_task),
+    test!(runqueue::runqueue_new_task_queued_behind_its_creator),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

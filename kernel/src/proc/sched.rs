@@ -90,10 +90,11 @@ pub fn make_runnable(task: &mut Task) {
     runqueue::enqueue(task, crate::smp::active_mask(), None);
 }
 
-/// Queues a new task (fork, clone, the first process, a kernel thread) that is `Runnable`.
+/// Queues a new task (fork, clone, the first process, a kernel thread) that is `Runnable`:
+/// behind its creator when one runs on this CPU (`runqueue::enqueue_new`).
 pub fn enqueue(task: &mut Task) {
     debug_assert_eq!(task.state, State::Runnable);
-    runqueue::enqueue(task, crate::smp::active_mask(), None);
+    runqueue::enqueue_new(task, crate::smp::active_mask());
 }
 
 /// Linux `cond_resched`, for long kernel loops a user can drive: the timer tick that arrived
@@ -172,7 +173,8 @@ fn pick(cpu: usize) -> Option<Picked> {
     super::apply_deferred_wakeups();
     let active = crate::smp::active_mask();
     let mut table = TABLE.lock();
-    let pid = match runqueue::pick(&mut table, cpu, active) {
+    let halted = IDLE_CPUS.load(Ordering::Relaxed);
+    let pid = match runqueue::pick_or_take(&mut table, cpu, active, halted) {
         Some(pid) => pid,
         None => {
             runqueue::repair_lost(&mut table, active);
@@ -236,7 +238,6 @@ fn idle_loop(boot: bool) -> ! {
                 shutdown(status);
             }
         }
-        kick_idle();
         // Handing the lock over lets another CPU run the task that just left this one, up to
         // its exit: the space still loaded here would then be a reference past its last
         // thread (leaked: `tgid 1: address space still referenced`, 2 of 20 boots on 2 CPUs
@@ -245,7 +246,11 @@ fn idle_loop(boot: bool) -> ! {
             drop(vm::switch_to(None));
         }
         crate::bkl::let_waiters_in();
-        let Some(picked) = pick(cpu) else {
+        let picked = pick(cpu);
+        // After the pick, which may have taken the task queued for a halted CPU: that CPU
+        // needs no reschedule IPI any more (`runqueue::take_kicks` leaves it out).
+        kick_idle();
+        let Some(picked) = picked else {
             // Nothing to run: wait for an interrupt (a tick wakes sleepers, a reschedule IPI
             // new work). With several CPUs scheduling, an idle CPU keeps no address space
             // loaded: its reference would outlive the last thread's release (a leak).
