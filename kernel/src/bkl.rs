@@ -77,6 +77,13 @@ static WAITERS: AtomicU64 = AtomicU64::new(0);
 /// [`let_waiters_in`] and [`relax`].
 static WAITING: AtomicU64 = AtomicU64::new(0);
 
+/// The PIT tick (`time::ticks`) at which each CPU's current wait in [`lock_slow`] began, for
+/// [`let_waiters_in`].
+static WAIT_SINCE: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Ticks a CPU waits before an idle loop hands it the lock between two tasks
+/// ([`let_waiters_in`]).
+const LET_IN_AFTER_TICKS: u64 = 2;
+
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
@@ -199,6 +206,7 @@ fn lock_slow(me: usize, may_halt: bool) {
     let _hidden = crate::kcov::WaitGuard::new();
     CONTENDED.fetch_add(1, Ordering::Relaxed);
     let start = crate::time::rdtsc();
+    WAIT_SINCE[me - 1].store(crate::time::ticks(), Ordering::Relaxed);
     let bit = 1u64 << (me - 1);
     WAITING.fetch_or(bit, Ordering::Relaxed);
     let mut spins = 0u32;
@@ -491,7 +499,7 @@ pub fn release_to_user_if(locked: bool) {
 /// the whole loop. Only between tasks: the one that ran is off its kernel stack. The waiter is
 /// made the [`STARVING`] claimant unless one exists, so it is the next owner: a CPU in the
 /// contended path holds nothing and takes the lock before it does anything else.
-pub fn let_waiters_in() {
+pub fn let_waiters_in(before_release: impl FnOnce()) {
     if !enabled() {
         return;
     }
@@ -500,9 +508,24 @@ pub fn let_waiters_in() {
     if others == 0 {
         return;
     }
+    // Only to a CPU that has waited a while: the lock held across a task's whole kernel loop
+    // (`cond_resched` switches). A CPU that began waiting just now gets the lock at this CPU's
+    // next release anyway (the next task's return to ring 3 or halt); handing it over at every
+    // pass made two CPUs with runnable tasks trade the lock at each of their switches, the
+    // idle loop then waiting for it back (t_process's 512 sleeping children on 2 CPUs: both
+    // CPUs sampled in `lock_slow` under `let_waiters_in`, the fork loop stalled for minutes).
+    let now = crate::time::ticks();
+    let long = (0..percpu::MAX_CPUS)
+        .filter(|cpu| others >> cpu & 1 != 0)
+        .find(|&cpu| {
+            now.wrapping_sub(WAIT_SINCE[cpu].load(Ordering::Relaxed)) >= LET_IN_AFTER_TICKS
+        });
+    let Some(waiter) = long.map(|cpu| cpu + 1) else {
+        return;
+    };
     debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
-    let waiter = others.trailing_zeros() as usize + 1;
     let _ = STARVING.compare_exchange(0, waiter, Ordering::Relaxed, Ordering::Relaxed);
+    before_release();
     crate::bklstat::handed_off(me);
     release();
     lock();

@@ -76,6 +76,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(tick::tick_leaves_its_work_to_the_lock_holder),
     test!(runqueue::runqueue_idle_loop_takes_a_halted_cpus_task),
     test!(runqueue::runqueue_new_task_queued_behind_its_creator),
+    test!(tick::bkl_idle_loop_lets_in_only_a_long_waiter),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

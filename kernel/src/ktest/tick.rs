@@ -107,3 +107,72 @@ pub fn tick_leaves_its_work_to_the_lock_holder() -> TestResult {
     );
     Ok(())
 }
+
+static WAITER_GOT_IT: AtomicBool = AtomicBool::new(false);
+
+/// Posted to the other CPU: waits for the big lock as an interrupt handler does (spinning),
+/// takes it and gives it back at once.
+fn wait_for_the_lock() {
+    bkl::lock_in_interrupt();
+    WAITER_GOT_IT.store(true, Ordering::Release);
+    bkl::unlock();
+}
+
+/// The idle loop's hand-off between two tasks (`bkl::let_waiters_in`) lets in only a CPU that
+/// has waited two ticks or more (the lock held across a task's whole kernel loop); one that
+/// began waiting just now gets it at the holder's next release. Before, every idle-loop pass
+/// handed the lock to any waiter, and two CPUs with runnable tasks traded it at each switch
+/// (t_process's fork loop on 2 CPUs: no progress for minutes).
+pub fn bkl_idle_loop_lets_in_only_a_long_waiter() -> TestResult {
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("let-in test: one CPU, the big lock is off: no waiter to let in");
+        return Ok(());
+    };
+    WAITER_GOT_IT.store(false, Ordering::Relaxed);
+    let t0 = time::ticks();
+    // The boot code holds the lock: the other CPU waits for it in its call handler.
+    let _ = smp::call::run_on(other, wait_for_the_lock, 1_000);
+    let start = time::rdtsc();
+    while !bkl::others_waiting() && elapsed_us(start) < TIMEOUT_US {
+        core::hint::spin_loop();
+    }
+    ensure!(
+        bkl::others_waiting(),
+        "CPU {other} never waited for the lock"
+    );
+    let mut handed = false;
+    bkl::let_waiters_in(|| handed = true);
+    let early = handed || WAITER_GOT_IT.load(Ordering::Acquire);
+    // The wait began at `t0` or later: a hand-off is early if less than 2 ticks passed since
+    // (a host that stalled this vCPU longer makes the first look say nothing).
+    let early_checked = time::ticks() < t0 + 2;
+    // Two ticks later (taken here, the lock held: the tick's work runs nested).
+    let ticks = time::ticks();
+    while time::ticks() < ticks + 3 && elapsed_us(start) < TIMEOUT_US {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+    bkl::let_waiters_in(|| handed = true);
+    let got = WAITER_GOT_IT.load(Ordering::Acquire);
+    // Whatever happened above, the other CPU must not be left waiting.
+    if !got {
+        bkl::unlock();
+        while !WAITER_GOT_IT.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+            core::hint::spin_loop();
+        }
+        bkl::lock();
+    }
+    ensure!(
+        !(early && early_checked),
+        "the lock was handed to CPU {other}, which had just begun waiting"
+    );
+    ensure!(
+        handed && got,
+        "CPU {other}, waiting over 2 ticks, was not let in (handed {handed}, took it {got})"
+    );
+    ensure!(bkl::held(), "the lock did not come back to the boot CPU");
+    Ok(())
+}

@@ -242,10 +242,7 @@ fn idle_loop(boot: bool) -> ! {
         // its exit: the space still loaded here would then be a reference past its last
         // thread (leaked: `tgid 1: address space still referenced`, 2 of 20 boots on 2 CPUs
         // once woken tasks went to the idle boot CPU). Unloaded first, as before a halt.
-        if crate::bkl::others_waiting() {
-            drop(vm::switch_to(None));
-        }
-        crate::bkl::let_waiters_in();
+        crate::bkl::let_waiters_in(|| drop(vm::switch_to(None)));
         let picked = pick(cpu);
         // After the pick, which may have taken the task queued for a halted CPU: that CPU
         // needs no reschedule IPI any more (`runqueue::take_kicks` leaves it out).
