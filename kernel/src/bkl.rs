@@ -77,6 +77,13 @@ static WAITERS: AtomicU64 = AtomicU64::new(0);
 /// [`let_waiters_in`] and [`relax`].
 static WAITING: AtomicU64 = AtomicU64::new(0);
 
+/// The PIT tick (`time::ticks`) at which each CPU's current wait in [`lock_slow`] began, for
+/// [`let_waiters_in`].
+static WAIT_SINCE: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Ticks a CPU waits before an idle loop hands it the lock between two tasks
+/// ([`let_waiters_in`]).
+const LET_IN_AFTER_TICKS: u64 = 2;
+
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
@@ -122,6 +129,11 @@ pub fn allow_unlocked_faults(on: bool) {
 /// `fault_unlocked_path`, which `t_nobkl_fault` checks against its `faults_unlocked`).
 pub fn unlocked_faults_in_use() -> bool {
     enabled() && UNLOCKED_FAULTS.load(Ordering::Relaxed)
+}
+
+/// Whether the lock is in use on this boot (2+ CPUs schedule tasks; for tests).
+pub fn in_use() -> bool {
+    enabled()
 }
 
 /// Whether the lock is in use ([`enable`]); `#[inline(always)]`: one load on every entry.
@@ -193,6 +205,8 @@ fn lock_slow(me: usize, may_halt: bool) {
     #[cfg(feature = "kcov")]
     let _hidden = crate::kcov::WaitGuard::new();
     CONTENDED.fetch_add(1, Ordering::Relaxed);
+    let start = crate::time::rdtsc();
+    WAIT_SINCE[me - 1].store(crate::time::ticks(), Ordering::Relaxed);
     let bit = 1u64 << (me - 1);
     WAITING.fetch_or(bit, Ordering::Relaxed);
     let mut spins = 0u32;
@@ -209,6 +223,7 @@ fn lock_slow(me: usize, may_halt: bool) {
             // acquisition and lock every other CPU out until this one took the lock again.
             let _ = STARVING.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
             WAITING.fetch_and(!bit, Ordering::Relaxed);
+            count_wait(me - 1, may_halt, spins, start);
             return;
         }
         spins = spins.saturating_add(1);
@@ -236,6 +251,20 @@ fn lock_slow(me: usize, may_halt: bool) {
     }
 }
 
+/// Records a contended acquisition in `bklstat`, classed by who waited.
+fn count_wait(cpu: usize, may_halt: bool, spins: u32, start: u64) {
+    use crate::bklstat::Waiter;
+    let idle = crate::proc::current_tid() == 0;
+    let who = match (may_halt, idle) {
+        (true, false) => Waiter::Task,
+        (false, false) => Waiter::Irq,
+        (true, true) => Waiter::Idle,
+        (false, true) => Waiter::IdleIrq,
+    };
+    let waited = crate::time::rdtsc().wrapping_sub(start);
+    crate::bklstat::waited(cpu, who, u64::from(spins), waited);
+}
+
 /// Halts until the holder releases (its [`wake_waiters`] IPI) or any interrupt arrives. The
 /// bit is set before the last look at the owner, and the release clears the owner before it
 /// reads the bits (both `SeqCst`): either this CPU sees the lock free or the releaser sees the
@@ -244,6 +273,7 @@ fn halt_until_release(me: usize) {
     let bit = 1u64 << (me - 1);
     WAITERS.fetch_or(bit, Ordering::SeqCst);
     if OWNER.load(Ordering::SeqCst) != 0 {
+        crate::bklstat::halted(me - 1);
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
     }
@@ -336,6 +366,7 @@ pub fn relax() -> bool {
     let _ = STARVING.compare_exchange(0, waiter, Ordering::Relaxed, Ordering::Relaxed);
     #[cfg(feature = "kcov")]
     let _hidden = crate::kcov::WaitGuard::new();
+    crate::bklstat::handed_off(me);
     release();
     let mut spins = 0u32;
     while OWNER.load(Ordering::Relaxed) == 0 && spins < HANDOFF_SPINS {
@@ -362,6 +393,46 @@ pub fn lock_nested() -> bool {
         lock_in_interrupt();
         true
     }
+}
+
+/// [`lock_nested`] that never waits: `Some(taken)` when this CPU holds the lock now (`taken`
+/// as for [`lock_nested`]), `None` when another CPU holds it or has the [`STARVING`] claim.
+/// For an interrupt whose work can wait for the holder (`tick::defer`): an idle CPU's timer
+/// tick spun, interrupts off, for as long as another CPU's system call ran, and under TCG that
+/// spinning vCPU is a busy host thread beside the holder's.
+#[inline]
+pub fn try_lock_nested() -> Option<bool> {
+    if !enabled() {
+        Some(false)
+    } else if held() {
+        DEPTH.fetch_add(1, Ordering::Relaxed);
+        Some(false)
+    } else if try_lock_enabled() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Takes the lock if it is free and nobody has the [`STARVING`] claim; whether it did. The
+/// caller does not hold it. Always true while the lock is off.
+pub fn try_lock() -> bool {
+    !enabled() || try_lock_enabled()
+}
+
+/// A try-lock cannot deadlock: it records no order (as `SpinLock::try_lock`), only the hold.
+fn try_lock_enabled() -> bool {
+    let me = percpu::cpu_id() + 1;
+    let starving = STARVING.load(Ordering::Relaxed);
+    let got = (starving == 0 || starving == me)
+        && OWNER
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+    if got {
+        let _ = STARVING.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+        lockdep::acquired(&crate::locking::BKL);
+    }
+    got
 }
 
 /// Undoes [`lock_nested`].
@@ -428,7 +499,7 @@ pub fn release_to_user_if(locked: bool) {
 /// the whole loop. Only between tasks: the one that ran is off its kernel stack. The waiter is
 /// made the [`STARVING`] claimant unless one exists, so it is the next owner: a CPU in the
 /// contended path holds nothing and takes the lock before it does anything else.
-pub fn let_waiters_in() {
+pub fn let_waiters_in(before_release: impl FnOnce()) {
     if !enabled() {
         return;
     }
@@ -437,9 +508,25 @@ pub fn let_waiters_in() {
     if others == 0 {
         return;
     }
+    // Only to a CPU that has waited a while: the lock held across a task's whole kernel loop
+    // (`cond_resched` switches). A CPU that began waiting just now gets the lock at this CPU's
+    // next release anyway (the next task's return to ring 3 or halt); handing it over at every
+    // pass made two CPUs with runnable tasks trade the lock at each of their switches, the
+    // idle loop then waiting for it back (t_process's 512 sleeping children on 2 CPUs: both
+    // CPUs sampled in `lock_slow` under `let_waiters_in`, the fork loop stalled for minutes).
+    let now = crate::time::ticks();
+    let long = (0..percpu::MAX_CPUS)
+        .filter(|cpu| others >> cpu & 1 != 0)
+        .find(|&cpu| {
+            now.wrapping_sub(WAIT_SINCE[cpu].load(Ordering::Relaxed)) >= LET_IN_AFTER_TICKS
+        });
+    let Some(waiter) = long.map(|cpu| cpu + 1) else {
+        return;
+    };
     debug_assert!(held() && DEPTH.load(Ordering::Relaxed) == 0);
-    let waiter = others.trailing_zeros() as usize + 1;
     let _ = STARVING.compare_exchange(0, waiter, Ordering::Relaxed, Ordering::Relaxed);
+    before_release();
+    crate::bklstat::handed_off(me);
     release();
     lock();
 }

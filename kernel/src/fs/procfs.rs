@@ -39,6 +39,8 @@ pub enum ProcWhat {
     MmStat,
     /// `/proc/cowlab/faultstat` (only with the `faultstat` feature).
     FaultStat,
+    /// `/proc/cowlab/bklstat`: the big kernel lock's waits per CPU (`bklstat`).
+    BklStat,
     /// `/proc/sys/vm/drop_caches` (write-only, as on Linux: `1`, `2` or `3`).
     DropCaches,
     /// `/proc/cowlab/trace`: the fault trace (`cowlab_mm::trace`); write 1 or 0 to switch it.
@@ -135,6 +137,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::Trace,
+            }))
+        }
+        "cowlab/bklstat" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::BklStat,
             }))
         }
         "cowlab/faultstat" if cowlab_mm::faultstat::ENABLED => {
@@ -276,6 +284,7 @@ impl ProcFile {
             ProcWhat::Meminfo => Ok(slice(meminfo(), offset, len)),
             ProcWhat::Cpuinfo => Ok(slice(crate::smp::cpuinfo::text(), offset, len)),
             ProcWhat::MmStat => Ok(slice(mmstat(), offset, len)),
+            ProcWhat::BklStat => Ok(slice(crate::bklstat::text(), offset, len)),
             ProcWhat::DirtyExpire
             | ProcWhat::DirtyWriteback
             | ProcWhat::DirtyRatio

@@ -89,13 +89,22 @@ fn kernel_trap(frame: &mut TrapFrame) {
             {
                 let taken = crate::bkl::lock_nested();
                 crate::proc::cputime::account_tick(false);
+                crate::tick::run_deferred();
                 crate::bkl::unlock_nested(taken);
             }
         }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
             #[cfg(feature = "kcov")]
             let _hidden = crate::kcov::IrqGuard::new();
-            let taken = crate::bkl::lock_nested();
+            // The tick never waits for another CPU's system call (`tick.rs`).
+            let taken = if irq == vector::TIMER {
+                match crate::bkl::try_lock_nested() {
+                    Some(taken) => taken,
+                    None => return deferred_tick(),
+                }
+            } else {
+                crate::bkl::lock_nested()
+            };
             if irq == vector::TIMER {
                 crate::proc::cputime::account_tick(false);
             }
@@ -210,6 +219,7 @@ fn user_trap_other(frame: &mut TrapFrame) {
             // boot CPU (which accounts on the PIT instead).
             if ipi == vector::LOCAL_TIMER && crate::percpu::cpu_id() != 0 {
                 crate::proc::cputime::account_tick(true);
+                crate::tick::run_deferred();
                 crate::proc::sched::yield_now();
             } else if ipi == vector::IPI_RESCHED {
                 crate::proc::sched::resched_ipi();
@@ -248,6 +258,23 @@ fn routed_interrupt(line: u8) {
     crate::apic::end_of_interrupt();
 }
 
+/// The PIT's tick in kernel mode on a CPU that could not take the big lock (another CPU
+/// holds it): the clock and this CPU's time now, the rest by the holder (`tick::defer`). A
+/// task waiting here for the lock is not charged the tick (its table entry needs the lock).
+fn deferred_tick() {
+    let line = vector::TIMER - vector::PIC_BASE;
+    crate::proc::kstat::irq(Some(line));
+    let slot = if crate::proc::current_tid() == 0 {
+        crate::proc::kstat::IDLE
+    } else {
+        crate::proc::kstat::SYSTEM
+    };
+    crate::proc::kstat::tick(crate::percpu::cpu_id(), slot);
+    time::on_tick();
+    crate::tick::defer();
+    pic::end_of_interrupt(line);
+}
+
 /// A hardware interrupt on PIC line `line`.
 fn interrupt(line: u8) {
     if pic::is_spurious(line) {
@@ -256,10 +283,7 @@ fn interrupt(line: u8) {
     crate::proc::kstat::irq(Some(line));
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
-        crate::proc::on_tick();
-        crate::fs::tty::on_tick();
-        crate::fs::timerfd::on_tick();
-        crate::watchdog::hung::on_tick();
+        crate::tick::run();
     } else if crate::drivers::virtio_blk::handles_irq(line) {
         crate::drivers::virtio_blk::on_interrupt(line);
     }

@@ -28,6 +28,7 @@ mod rtc;
 mod runqueue;
 mod selftests;
 mod smp;
+mod tick;
 mod timer;
 mod uaccess;
 mod virtio;

@@ -7,7 +7,7 @@
 
 use super::{
     cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
-    runqueue, selftests, smp, timer, uaccess, virtio, watchdog, KernelTest,
+    runqueue, selftests, smp, tick, timer, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -73,6 +73,10 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::syscall_narrow_table_matches_widths),
     test!(mmlock::mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold),
     test!(mmlock::smp_ptl_spinner_services_tlb_shootdowns),
+    test!(tick::tick_leaves_its_work_to_the_lock_holder),
+    test!(runqueue::runqueue_idle_loop_takes_a_halted_cpus_task),
+    test!(runqueue::runqueue_new_task_queued_behind_its_creator),
+    test!(tick::bkl_idle_loop_lets_in_only_a_long_waiter),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -245,3 +245,82 @@ pub fn runqueue_affinity_change_moves_a_queued_task() -> TestResult {
         Ok(())
     })
 }
+
+/// A CPU's idle loop takes the one task queued for a halted CPU (`pick_or_take`: its waker
+/// blocked right after the wake-up), which a plain pick leaves to that CPU; the halted CPU is
+/// then left out of the pending kicks (its queue is empty: no IPI to wake it for nothing).
+pub fn runqueue_idle_loop_takes_a_halted_cpus_task() -> TestResult {
+    with_table(|table| {
+        table.insert(BASE_TID, task(BASE_TID, 1, u64::MAX));
+        let _ = runqueue::take_kicks();
+        runqueue::set_busy(0, true);
+        runqueue::enqueue(table.get_mut(&BASE_TID).unwrap(), ACTIVE, None);
+        ensure!(
+            table[&BASE_TID].sched.on_rq == Some(1),
+            "woken task queued on {:?}, not its idle last CPU 1",
+            table[&BASE_TID].sched.on_rq
+        );
+        runqueue::set_busy(0, false);
+        let plain = runqueue::pick(table, 2, ACTIVE);
+        ensure!(plain.is_none(), "a plain pick took {plain:?} from CPU 1");
+        // CPU 1 awake in its idle loop (not halted): its task stays its own.
+        let awake = runqueue::pick_or_take(table, 2, ACTIVE, 1 << 3);
+        ensure!(awake.is_none(), "took {awake:?} from a CPU not halted");
+        let taken = runqueue::pick_or_take(table, 2, ACTIVE, 1 << 1);
+        ensure!(
+            taken == Some(BASE_TID) && table[&BASE_TID].sched.cpu == 2,
+            "CPU 2 took {taken:?} from halted CPU 1 ({:?})",
+            table[&BASE_TID].sched
+        );
+        let kicks = runqueue::take_kicks();
+        ensure!(
+            kicks & 1 << 1 == 0,
+            "CPU 1 still kicked ({kicks:#b}) after its only task was taken"
+        );
+        Ok(())
+    })
+}
+
+/// A new task (fork, clone) is queued behind its creator on the creator's CPU when it may run
+/// there (`enqueue_new`), where an idle CPU can pull it (a task waiting behind a running one);
+/// with no task running here, or not allowed here, it is placed as a wake-up is.
+pub fn runqueue_new_task_queued_behind_its_creator() -> TestResult {
+    with_table(|table| {
+        let here = crate::percpu::cpu_id();
+        table.insert(BASE_TID, task(BASE_TID, here as u8, u64::MAX));
+        table.insert(BASE_TID + 1, task(BASE_TID + 1, here as u8, !(1 << here)));
+        table.insert(BASE_TID + 2, task(BASE_TID + 2, here as u8, u64::MAX));
+        runqueue::set_busy(here, true);
+        runqueue::enqueue_new(table.get_mut(&BASE_TID).unwrap(), ACTIVE);
+        ensure!(
+            table[&BASE_TID].sched.on_rq == Some(here as u8),
+            "new task queued on {:?}, not behind its creator on CPU {here}",
+            table[&BASE_TID].sched.on_rq
+        );
+        runqueue::enqueue_new(table.get_mut(&(BASE_TID + 1)).unwrap(), ACTIVE);
+        let on = table[&(BASE_TID + 1)].sched.on_rq;
+        ensure!(
+            on.is_some_and(|cpu| usize::from(cpu) != here),
+            "a task not allowed on CPU {here} queued on {on:?}"
+        );
+        // An idle CPU with an empty queue of its own pulls the one waiting behind the running
+        // creator (the other, on an idle CPU's queue, is that CPU's).
+        let idle = (0..4)
+            .find(|&cpu| cpu != here && runqueue::queued(cpu).is_empty())
+            .unwrap_or(3);
+        let pulled = runqueue::pick(table, idle, ACTIVE);
+        ensure!(
+            pulled == Some(BASE_TID),
+            "idle CPU {idle} pulled {pulled:?}, not the task behind the creator"
+        );
+        runqueue::set_busy(here, false);
+        let expected = runqueue::select_cpu(&table[&(BASE_TID + 2)], ACTIVE, None);
+        runqueue::enqueue_new(table.get_mut(&(BASE_TID + 2)).unwrap(), ACTIVE);
+        ensure!(
+            table[&(BASE_TID + 2)].sched.on_rq == Some(expected as u8),
+            "no creator running: queued on {:?}, not on CPU {expected} as a wake-up",
+            table[&(BASE_TID + 2)].sched.on_rq
+        );
+        Ok(())
+    })
+}

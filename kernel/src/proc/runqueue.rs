@@ -79,13 +79,24 @@ pub fn kicks_pending() -> u64 {
     KICK.load(Ordering::Relaxed)
 }
 
-/// Takes the set of CPUs to kick (see [`KICK`]): one load when there are none.
+/// Takes the set of CPUs to kick (see [`KICK`]): one load when there are none. A CPU whose
+/// queue another CPU emptied since ([`pick_or_take`]) is left out: it has nothing to wake for.
 #[inline]
 pub fn take_kicks() -> u64 {
     if KICK.load(Ordering::Relaxed) == 0 {
         0
     } else {
-        KICK.swap(0, Ordering::Relaxed)
+        let kicks = KICK.swap(0, Ordering::Relaxed);
+        let mut queued = 0;
+        let mut bits = kicks;
+        while bits != 0 {
+            let cpu = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if LEN[cpu].load(Ordering::Relaxed) != 0 {
+                queued |= 1 << cpu;
+            }
+        }
+        queued
     }
 }
 
@@ -187,6 +198,27 @@ pub fn enqueue(task: &mut Task, active: u64, leaving: Option<usize>) {
     push(task, cpu);
 }
 
+/// Queues the new runnable `task` (fork, clone) behind the task running on this CPU, its
+/// creator, when it may run here; else as [`enqueue`] places a wake-up. Linux balances a fork
+/// to the idlest CPU; here a kernel-bound parent and child on two CPUs contend for the big
+/// kernel lock and each placement on a halted CPU is a reschedule IPI to a halted vCPU thread
+/// (`t_process`'s fork loop, `t_exhaust`'s fork bomb: several times slower on 2 CPUs). Behind
+/// its creator the child runs when the creator blocks (`fork` then `wait4`: no IPI, no second
+/// CPU) or yields, or an idle CPU pulls it at its next tick ([`may_have_work`], [`steal`]: a
+/// task waiting behind a running one), so parallel work still spreads, a tick later.
+pub fn enqueue_new(task: &mut Task, active: u64) {
+    if task.sched.on_rq.is_some() {
+        return;
+    }
+    let here = crate::percpu::cpu_id();
+    let creator_runs_here = BUSY.load(Ordering::Relaxed) >> here & 1 != 0;
+    if creator_runs_here && allowed(task, active) >> here & 1 != 0 {
+        push(task, here);
+    } else {
+        enqueue(task, active, None);
+    }
+}
+
 fn push(task: &mut Task, cpu: usize) {
     let mut queue = QUEUES[cpu].lock();
     queue.push_back(task.tid);
@@ -243,6 +275,16 @@ fn claim(table: &mut Table, tid: Pid, cpu: usize) -> bool {
 /// The next task for `cpu`: the front of its own queue, else one pulled from another CPU
 /// ([`steal`]). The caller holds the table and makes the task `Running`.
 pub fn pick(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
+    pick_or_take(table, cpu, active, 0)
+}
+
+/// [`pick`] for a CPU's idle loop, which may also take the one task queued for a CPU in
+/// `halted` (halted in its idle loop, its wake-up IPI maybe not sent or not yet taken): a task
+/// made runnable by a waker that then blocked (a parent in `wait4` after `fork`, a pipe
+/// writer that filled the pipe, an exiting child waking its parent) runs at once on the
+/// waker's CPU, which is awake and holds the big lock, instead of after the host has run the
+/// other vCPU's thread; that CPU then finds nothing and halts again without the lock.
+pub fn pick_or_take(table: &mut Table, cpu: usize, active: u64, halted: u64) -> Option<Pid> {
     loop {
         let mut queue = QUEUES[cpu].lock();
         let tid = queue.pop_front();
@@ -254,13 +296,14 @@ pub fn pick(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
             None => break,
         }
     }
-    steal(table, cpu, active)
+    steal(table, cpu, active, halted & !(1 << cpu))
 }
 
 /// Linux's idle balance, reduced: the oldest task `cpu` may run from the busiest other queue
-/// that has a task waiting behind a running one (or two waiting), so an idle CPU never takes
-/// the one task a CPU about to pick it has.
-fn steal(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
+/// that has a task waiting behind a running one (or two waiting), or one waiting for a CPU in
+/// `halted` ([`pick_or_take`]); an idle CPU never takes the one task a CPU awake and about to
+/// pick it has.
+fn steal(table: &mut Table, cpu: usize, active: u64, halted: u64) -> Option<Pid> {
     let mut others = active & !(1u64 << cpu);
     let mut victims: [(usize, usize); 8] = [(0, 0); 8];
     let mut n = 0;
@@ -268,7 +311,8 @@ fn steal(table: &mut Table, cpu: usize, active: u64) -> Option<Pid> {
         let other = others.trailing_zeros() as usize;
         others &= others - 1;
         let waiting = LEN[other].load(Ordering::Relaxed);
-        if waiting >= 2 || (waiting == 1 && BUSY.load(Ordering::Relaxed) >> other & 1 != 0) {
+        let taken_soon = (BUSY.load(Ordering::Relaxed) | halted) >> other & 1 != 0;
+        if waiting >= 2 || (waiting == 1 && taken_soon) {
             victims[n] = (waiting, other);
             n += 1;
         }

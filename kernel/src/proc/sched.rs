@@ -90,10 +90,11 @@ pub fn make_runnable(task: &mut Task) {
     runqueue::enqueue(task, crate::smp::active_mask(), None);
 }
 
-/// Queues a new task (fork, clone, the first process, a kernel thread) that is `Runnable`.
+/// Queues a new task (fork, clone, the first process, a kernel thread) that is `Runnable`:
+/// behind its creator when one runs on this CPU (`runqueue::enqueue_new`).
 pub fn enqueue(task: &mut Task) {
     debug_assert_eq!(task.state, State::Runnable);
-    runqueue::enqueue(task, crate::smp::active_mask(), None);
+    runqueue::enqueue_new(task, crate::smp::active_mask());
 }
 
 /// Linux `cond_resched`, for long kernel loops a user can drive: the timer tick that arrived
@@ -172,7 +173,8 @@ fn pick(cpu: usize) -> Option<Picked> {
     super::apply_deferred_wakeups();
     let active = crate::smp::active_mask();
     let mut table = TABLE.lock();
-    let pid = match runqueue::pick(&mut table, cpu, active) {
+    let halted = IDLE_CPUS.load(Ordering::Relaxed);
+    let pid = match runqueue::pick_or_take(&mut table, cpu, active, halted) {
         Some(pid) => pid,
         None => {
             runqueue::repair_lost(&mut table, active);
@@ -230,21 +232,22 @@ fn idle_loop(boot: bool) -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
         crate::watchdog::soft::touch();
+        crate::tick::run_deferred();
         if boot {
             if let Some(status) = shutdown_status() {
                 shutdown(status);
             }
         }
-        kick_idle();
         // Handing the lock over lets another CPU run the task that just left this one, up to
         // its exit: the space still loaded here would then be a reference past its last
         // thread (leaked: `tgid 1: address space still referenced`, 2 of 20 boots on 2 CPUs
         // once woken tasks went to the idle boot CPU). Unloaded first, as before a halt.
-        if crate::bkl::others_waiting() {
-            drop(vm::switch_to(None));
-        }
-        crate::bkl::let_waiters_in();
-        let Some(picked) = pick(cpu) else {
+        crate::bkl::let_waiters_in(|| drop(vm::switch_to(None)));
+        let picked = pick(cpu);
+        // After the pick, which may have taken the task queued for a halted CPU: that CPU
+        // needs no reschedule IPI any more (`runqueue::take_kicks` leaves it out).
+        kick_idle();
+        let Some(picked) = picked else {
             // Nothing to run: wait for an interrupt (a tick wakes sleepers, a reschedule IPI
             // new work). With several CPUs scheduling, an idle CPU keeps no address space
             // loaded: its reference would outlive the last thread's release (a leak).
@@ -258,16 +261,22 @@ fn idle_loop(boot: bool) -> ! {
             x86_64::instructions::interrupts::disable();
             // An application processor woken with nothing to run or pull (its own tick, an
             // IPI for someone else's work) halts again without the lock
-            // (`runqueue::may_have_work`); the boot CPU also wakes sleepers and powers off.
-            if !boot {
-                while !runqueue::may_have_work(cpu, crate::smp::active_mask()) {
-                    crate::watchdog::soft::touch();
-                    IDLE_WAKES_UNLOCKED.fetch_add(1, Ordering::Relaxed);
-                    x86_64::instructions::interrupts::enable_and_hlt();
-                    x86_64::instructions::interrupts::disable();
-                }
+            // (`runqueue::may_have_work`). The boot CPU also powers off and, when its tick
+            // left the tick's work to the holder (`tick.rs`), runs that: it takes the lock
+            // after a wake-up if it may have work or the lock is free, else halts again too
+            // (waiting for a system call on another CPU only to find nothing to do was a
+            // hand-off by IPI each time, 100 a second).
+            while !runqueue::may_have_work(cpu, crate::smp::active_mask())
+                && !(boot && crate::bkl::try_lock())
+            {
+                crate::watchdog::soft::touch();
+                IDLE_WAKES_UNLOCKED.fetch_add(1, Ordering::Relaxed);
+                x86_64::instructions::interrupts::enable_and_hlt();
+                x86_64::instructions::interrupts::disable();
             }
-            crate::bkl::lock();
+            if !crate::bkl::held() {
+                crate::bkl::lock();
+            }
             IDLE_CPUS.fetch_and(!(1 << cpu), Ordering::Relaxed);
             continue;
         };
@@ -392,6 +401,7 @@ fn shutdown(status: i32) -> ! {
             "big kernel lock: {} page faults resolved without it",
             crate::fault_unlocked::resolved()
         );
+        info!("big kernel lock waits: {}", crate::bklstat::summary());
     }
     info!("init finished with status {status}: powering off");
     // QEMU's exit code keeps only 7 bits of what isa-debug-exit gets: this line carries the

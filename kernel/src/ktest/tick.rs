@@ -1,0 +1,178 @@
+//! The timer tick against the big kernel lock held by another CPU (`tick.rs`, issue 16).
+//!
+//! Needs two CPUs running with the lock in use (`--smp 2` and up, `smp_sched=1`); on one CPU
+//! the lock is off and there is nothing to hand over, which the test says and passes.
+#![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::{ensure, TestResult};
+use crate::bklstat::{self, Waiter};
+use crate::{bkl, smp, time};
+
+/// How long the other CPU holds the lock: 30 PIT ticks.
+const HOLD_US: u64 = 300_000;
+/// The test's bound on everything it waits for (a loaded host running TCG).
+const TIMEOUT_US: u64 = 5_000_000;
+
+static HELD: AtomicBool = AtomicBool::new(false);
+static RELEASED: AtomicBool = AtomicBool::new(false);
+/// The PIT ticks the holder saw while it held the lock (the clock kept going for everyone).
+static TICKS_WHILE_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Posted to the other CPU: takes the big lock, holds it [`HOLD_US`] with interrupts off (a
+/// long system call), releases it.
+fn hold_the_lock() {
+    bkl::lock();
+    HELD.store(true, Ordering::Release);
+    let start = time::rdtsc();
+    let ticks = time::ticks();
+    let hold = time::tsc_khz().max(1) * HOLD_US / 1000;
+    while time::rdtsc().wrapping_sub(start) < hold {
+        smp::shootdown::service();
+        core::hint::spin_loop();
+    }
+    TICKS_WHILE_HELD.store(time::ticks() - ticks, Ordering::Relaxed);
+    bkl::unlock();
+    RELEASED.store(true, Ordering::Release);
+}
+
+fn elapsed_us(start: u64) -> u64 {
+    time::cycles_to_micros(time::rdtsc().wrapping_sub(start))
+}
+
+/// While another CPU holds the big lock, the boot CPU's PIT ticks in its `hlt` (as in the idle
+/// loop) neither spin for the lock nor stop the clock: each advances the time and leaves its
+/// work pending for the holder; the next holder runs it. Before `tick.rs` each tick's handler
+/// spun, interrupts off, until the holder let go (an `idle_irq` wait in `bklstat`).
+pub fn tick_leaves_its_work_to_the_lock_holder() -> TestResult {
+    let other = match (1..crate::percpu::MAX_CPUS).find(|c| smp::online_mask() & 1 << c != 0) {
+        Some(cpu) if bkl::in_use() => cpu,
+        _ => {
+            info!("tick test: one CPU, the big lock is off: nothing to hand over");
+            return Ok(());
+        }
+    };
+    HELD.store(false, Ordering::Relaxed);
+    RELEASED.store(false, Ordering::Relaxed);
+    let deferred_before = bklstat::ticks_deferred();
+    let idle_irq_before = bklstat::waits(Waiter::IdleIrq);
+    // The boot code holds the lock (`bkl::init_boot`): let the other CPU have it.
+    bkl::unlock();
+    // The posted function outlives the call's short bound (it holds the lock 300 ms); the
+    // wait below is for its flags.
+    let _ = smp::call::run_on(other, hold_the_lock, 1_000);
+    let start = time::rdtsc();
+    while !HELD.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+        core::hint::spin_loop();
+    }
+    let ticks_before = time::ticks();
+    let mut pending_seen = false;
+    // Halted with interrupts on, as the idle loop waits: the PIT's ticks arrive here.
+    while !RELEASED.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+        pending_seen |= crate::tick::pending();
+    }
+    let ticks_here = time::ticks() - ticks_before;
+    bkl::lock();
+    // The idle loop's first act with the lock.
+    crate::tick::run_deferred();
+    let deferred = bklstat::ticks_deferred() - deferred_before;
+    let spun = bklstat::waits(Waiter::IdleIrq) - idle_irq_before;
+    ensure!(
+        RELEASED.load(Ordering::Acquire),
+        "CPU {other} did not hold and release the lock within {TIMEOUT_US} us"
+    );
+    info!(
+        "tick test: CPU {other} held the lock over {} ticks; {deferred} deferred, {spun} waits in the tick's handler",
+        TICKS_WHILE_HELD.load(Ordering::Relaxed)
+    );
+    ensure!(
+        spun == 0,
+        "the tick's handler waited {spun} times for the lock another CPU held"
+    );
+    ensure!(
+        deferred >= 5 && pending_seen,
+        "{deferred} ticks left to the holder (pending seen: {pending_seen}) over {ticks_here} ticks"
+    );
+    ensure!(
+        TICKS_WHILE_HELD.load(Ordering::Relaxed) >= 5,
+        "the clock advanced {} ticks while another CPU held the lock 300 ms",
+        TICKS_WHILE_HELD.load(Ordering::Relaxed)
+    );
+    ensure!(
+        !crate::tick::pending(),
+        "the deferred tick's work was still pending after the next holder's pass"
+    );
+    Ok(())
+}
+
+static WAITER_GOT_IT: AtomicBool = AtomicBool::new(false);
+
+/// Posted to the other CPU: waits for the big lock as an interrupt handler does (spinning),
+/// takes it and gives it back at once.
+fn wait_for_the_lock() {
+    bkl::lock_in_interrupt();
+    WAITER_GOT_IT.store(true, Ordering::Release);
+    bkl::unlock();
+}
+
+/// The idle loop's hand-off between two tasks (`bkl::let_waiters_in`) lets in only a CPU that
+/// has waited two ticks or more (the lock held across a task's whole kernel loop); one that
+/// began waiting just now gets it at the holder's next release. Before, every idle-loop pass
+/// handed the lock to any waiter, and two CPUs with runnable tasks traded it at each switch
+/// (t_process's fork loop on 2 CPUs: no progress for minutes).
+pub fn bkl_idle_loop_lets_in_only_a_long_waiter() -> TestResult {
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("let-in test: one CPU, the big lock is off: no waiter to let in");
+        return Ok(());
+    };
+    WAITER_GOT_IT.store(false, Ordering::Relaxed);
+    let t0 = time::ticks();
+    // The boot code holds the lock: the other CPU waits for it in its call handler.
+    let _ = smp::call::run_on(other, wait_for_the_lock, 1_000);
+    let start = time::rdtsc();
+    while !bkl::others_waiting() && elapsed_us(start) < TIMEOUT_US {
+        core::hint::spin_loop();
+    }
+    ensure!(
+        bkl::others_waiting(),
+        "CPU {other} never waited for the lock"
+    );
+    let mut handed = false;
+    bkl::let_waiters_in(|| handed = true);
+    let early = handed || WAITER_GOT_IT.load(Ordering::Acquire);
+    // The wait began at `t0` or later: a hand-off is early if less than 2 ticks passed since
+    // (a host that stalled this vCPU longer makes the first look say nothing).
+    let early_checked = time::ticks() < t0 + 2;
+    // Two ticks later (taken here, the lock held: the tick's work runs nested).
+    let ticks = time::ticks();
+    while time::ticks() < ticks + 3 && elapsed_us(start) < TIMEOUT_US {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+    bkl::let_waiters_in(|| handed = true);
+    let got = WAITER_GOT_IT.load(Ordering::Acquire);
+    // Whatever happened above, the other CPU must not be left waiting.
+    if !got {
+        bkl::unlock();
+        while !WAITER_GOT_IT.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+            core::hint::spin_loop();
+        }
+        bkl::lock();
+    }
+    ensure!(
+        !(early && early_checked),
+        "the lock was handed to CPU {other}, which had just begun waiting"
+    );
+    ensure!(
+        handed && got,
+        "CPU {other}, waiting over 2 ticks, was not let in (handed {handed}, took it {got})"
+    );
+    ensure!(bkl::held(), "the lock did not come back to the boot CPU");
+    Ok(())
+}
