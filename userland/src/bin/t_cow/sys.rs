@@ -117,9 +117,9 @@ pub fn copy_out(addr: usize, out: &mut [u8]) {
             options(nostack, preserves_flags),
         );
     }
-    for i in words * 8..out.len() {
+    for (i, b) in out.iter_mut().enumerate().skip(words * 8) {
         // SAFETY: as above.
-        out[i] = unsafe { core::ptr::read_volatile((addr + i) as *const u8) };
+        *b = unsafe { core::ptr::read_volatile((addr + i) as *const u8) };
     }
 }
 
@@ -151,9 +151,9 @@ pub fn same(addr: usize, want: &[u8]) -> bool {
             return false;
         }
     }
-    for i in words * 8..want.len() {
+    for (i, &w) in want.iter().enumerate().skip(words * 8) {
         // SAFETY: as above.
-        if unsafe { core::ptr::read_volatile((addr + i) as *const u8) } != want[i] {
+        if unsafe { core::ptr::read_volatile((addr + i) as *const u8) } != w {
             return false;
         }
     }
