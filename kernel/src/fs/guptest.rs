@@ -37,9 +37,9 @@ const PIN_LONGTERM_TEST_FLAG_USE_WRITE: u32 = 1;
 const PIN_LONGTERM_TEST_FLAG_USE_FAST: u32 = 2;
 const GUP_TEST_FLAG_DUMP_PAGES_USE_PIN: u32 = 1;
 const PAGE: u64 = 4096;
-/// The most pages one ioctl holds at once (256 MiB of 4 KiB pages; Linux has no limit but
-/// its memory).
-const MAX_PAGES: u64 = 1 << 16;
+/// The most pages one ioctl holds at once (1 GiB of 4 KiB pages, 4 MiB of kernel heap for
+/// their list: cow.c pins a whole 1 GiB hugetlb page; Linux has no limit but its memory).
+const MAX_PAGES: u64 = 1 << 18;
 
 /// Linux `struct gup_test` (0x50 bytes).
 #[repr(C)]

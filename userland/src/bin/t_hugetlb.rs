@@ -979,6 +979,21 @@ fn gigantic(t: &mut Tester) {
         read_num(SYSFS_1G, "free_hugepages"),
         Some(free - 1),
     );
+    // A long-term pin of the whole GiB through gup_test (cow.c's R/O pin cases on 1 GiB
+    // pages): 262144 subpages in one ioctl (cowlab refused more than 65536 with ENOMEM).
+    if let Ok(gup) = open(c"/sys/kernel/debug/gup_test", O_RDWR) {
+        let args = PinLongterm {
+            addr: p as u64,
+            size: GPAGE as u64,
+            flags: FLAG_FAST,
+        };
+        let started = ioctl(gup, PIN_LONGTERM_TEST_START, &args as *const _ as usize);
+        t.eq("gup_test: a long-term pin of the whole GiB", started, Ok(0));
+        if started.is_ok() {
+            t.eq("... released", ioctl(gup, PIN_LONGTERM_TEST_STOP, 0), Ok(0));
+        }
+        let _ = close(gup);
+    }
     let status = in_child(|| {
         // The write copies the whole GiB (the pool's second page).
         poke(p + GPAGE / 2, 0x77);
