@@ -43,6 +43,7 @@ pub mod gup;
 pub mod huge_memory;
 mod huge_zero;
 pub mod hugetlb;
+mod hugetlb_mremap;
 mod khugepaged;
 pub mod layout;
 pub mod madvise;

@@ -10,7 +10,8 @@
 //! after a move or grow, a `PROT_NONE` mapping moves like any other, and nothing is copied. The
 //! invariant: every page reachable at the old range before the call is reachable at the same
 //! offset of the new range after it, and the frame table's counts are unchanged by a move.
-//! Every length and address is bounded before any sum is formed.
+//! Every length and address is bounded before any sum is formed. hugetlb mappings follow their
+//! own rules (`hugetlb_mremap`): huge-aligned, never growing, moved leaf by leaf.
 
 #![deny(unsafe_code)]
 
@@ -18,6 +19,7 @@ use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::{AddressSpace, USER_END};
 use crate::error::MmError;
+use crate::hugetlb_mremap::hugetlb_mremap_lens;
 use crate::mm::Mm;
 use crate::pagetable::Pte;
 use crate::tlb::TlbFlush;
@@ -110,10 +112,11 @@ impl AddressSpace {
             .then(|| self.find_vma(VirtAddr::new(addr)))
             .flatten()
             .ok_or(MmError::Fault)?;
-        if vma.is_hugetlb() {
-            // cowlab does not move or resize hugetlb mappings (Linux moves huge-aligned ones).
-            return Err(MmError::Inval);
-        }
+        let hbytes = vma.huge_bytes();
+        let (old_len, new_len) = match hbytes {
+            Some(b) => hugetlb_mremap_lens(b, addr, old_len, new_len, flags, new_addr)?,
+            None => (old_len, new_len),
+        };
         // `addr < vma.end`: the room left in the VMA.
         let room = vma.end.as_u64() - addr;
         if old_len == 0 && (vma.sharing != Sharing::Shared || !maymove) {
@@ -232,12 +235,19 @@ impl AddressSpace {
             .find_vma(VirtAddr::new(addr))
             .expect("the old range is still mapped")
             .clone();
+        let copy_huge_bytes = copy.huge_bytes();
         copy.advance_start(VirtAddr::new(addr));
         copy.start = VirtAddr::new(new_start);
         copy.end = VirtAddr::new(new_start + new_len);
         self.insert_vma(copy);
         let moved = old_len.min(new_len);
-        if moved != 0 && !self.move_page_tables(mm, addr, new_start, moved) {
+        let hbytes = copy_huge_bytes;
+        let ok = moved == 0
+            || match hbytes {
+                Some(b) => self.move_hugetlb_page_tables(mm, addr, new_start, moved, b),
+                None => self.move_page_tables(mm, addr, new_start, moved),
+            };
+        if !ok {
             // No memory for the new page tables: nothing has moved yet; drop the copy.
             self.unmap_region(
                 mm,
@@ -248,6 +258,9 @@ impl AddressSpace {
             return Err(MmError::NoMem);
         }
         if old_len != 0 && !dontunmap {
+            if hbytes.is_some() {
+                self.hugetlb_disown_resv(VirtAddr::new(addr), VirtAddr::new(addr + moved));
+            }
             self.unmap_region(mm, VirtAddr::new(addr), VirtAddr::new(addr + old_len));
         }
         mm.account_vmas(before, self.vmas.len());

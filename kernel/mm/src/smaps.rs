@@ -7,7 +7,8 @@
 //! zero page is not counted, as Linux's `vm_normal_page` skips it. A page is "shared" when more
 //! than one PTE maps it (mapcount >= 2, Linux `smaps_account`); its proportional share is its
 //! size divided by the mapcount, kept in 1/4096ths of a byte like Linux's `PSS_SHIFT` so the
-//! sum over many pages does not lose the fractions.
+//! sum over many pages does not lose the fractions. hugetlb pages are counted apart, in
+//! `Shared_Hugetlb`/`Private_Hugetlb` only (Linux `smaps_hugetlb_range`).
 #![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
@@ -15,9 +16,10 @@ use alloc::collections::BTreeMap;
 use crate::addr::VirtAddr;
 use crate::arch::Arch;
 use crate::aspace::AddressSpace;
+use crate::folio::HPAGE_PMD_SIZE;
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
-use crate::pagetable::{Pte, ENTRIES};
+use crate::pagetable::{Pte, ENTRIES, HPAGE_PUD_SIZE};
 use crate::vma::{Sharing, VmaFlags};
 
 const PAGE: u64 = 4096;
@@ -41,6 +43,10 @@ pub struct SmapsCounts {
     pub locked_frac: u64,
     /// Anonymous memory mapped by PMDs (THPs), Linux's `AnonHugePages`.
     pub anon_huge: u64,
+    /// hugetlb pages mapped more than once (Linux `Shared_Hugetlb`): see [`smaps_hugetlb`].
+    pub shared_hugetlb: u64,
+    /// hugetlb pages mapped once (Linux `Private_Hugetlb`).
+    pub private_hugetlb: u64,
 }
 
 impl SmapsCounts {
@@ -65,6 +71,8 @@ impl SmapsCounts {
         self.anonymous += other.anonymous;
         self.locked_frac += other.locked_frac;
         self.anon_huge += other.anon_huge;
+        self.shared_hugetlb += other.shared_hugetlb;
+        self.private_hugetlb += other.private_hugetlb;
     }
 }
 
@@ -110,8 +118,8 @@ impl AddressSpace {
                     return;
                 };
                 if vma.is_hugetlb() {
-                    // hugetlb pages are neither Rss nor AnonHugePages (Linux counts them in
-                    // `Private_Hugetlb`/`Shared_Hugetlb`, which cowlab does not show).
+                    let c = out.entry(vma.start()).or_default();
+                    smaps_hugetlb(c, mm.frames().page_mapcount(pmd.frame()), HPAGE_PMD_SIZE);
                     return;
                 }
                 if mm.frames().is_huge_zero(pmd.frame()) {
@@ -128,7 +136,32 @@ impl AddressSpace {
                 c.anon_huge += crate::folio::HPAGE_PMD_SIZE;
             },
         );
+        // 1 GiB hugetlb pages: only hugetlb VMAs have PUD leaves.
+        pt.for_each_huge_pud(
+            VirtAddr::zero(),
+            VirtAddr::new(crate::aspace::USER_END),
+            &mut |va, pud| {
+                let Some(vma) = self.find_vma(va) else {
+                    return;
+                };
+                let c = out.entry(vma.start()).or_default();
+                smaps_hugetlb(c, mm.frames().page_mapcount(pud.frame()), HPAGE_PUD_SIZE);
+            },
+        );
         out
+    }
+}
+
+/// Charges one mapped hugetlb page of `bytes` (Linux `smaps_hugetlb_range`): never to `Rss`,
+/// the PSS or the clean/dirty lines, only to `Shared_Hugetlb` when more than one page-table
+/// entry maps it (a private page shared with a fork child until one of them writes; a shared
+/// memfd page mapped twice) and to `Private_Hugetlb` otherwise. A shared mapping's page mapped
+/// once is "private" here, as in Linux: the count is of mappings, not of the VMA's sharing.
+fn smaps_hugetlb(c: &mut SmapsCounts, mapcount: u32, bytes: u64) {
+    if mapcount >= 2 {
+        c.shared_hugetlb += bytes;
+    } else {
+        c.private_hugetlb += bytes;
     }
 }
 

@@ -37,9 +37,9 @@ const PIN_LONGTERM_TEST_FLAG_USE_WRITE: u32 = 1;
 const PIN_LONGTERM_TEST_FLAG_USE_FAST: u32 = 2;
 const GUP_TEST_FLAG_DUMP_PAGES_USE_PIN: u32 = 1;
 const PAGE: u64 = 4096;
-/// The most pages one ioctl holds at once (256 MiB of 4 KiB pages; Linux has no limit but
-/// its memory).
-const MAX_PAGES: u64 = 1 << 16;
+/// The most pages one ioctl holds at once (1 GiB of 4 KiB pages, 4 MiB of kernel heap for
+/// their list: cow.c pins a whole 1 GiB hugetlb page; Linux has no limit but its memory).
+const MAX_PAGES: u64 = 1 << 18;
 
 /// Linux `struct gup_test` (0x50 bytes).
 #[repr(C)]
@@ -276,23 +276,32 @@ impl GupTestFile {
     }
 
     /// Linux `pin_longterm_test_read`: copies every pinned page to the user buffer whose
-    /// address `arg` points at.
+    /// address `arg` points at. One page at a time through a one-page kernel buffer: each
+    /// page is read under the lock, then copied to the user without it (a user fault under
+    /// the lock would hold it across a page fault). It copied everything into one kernel
+    /// buffer first, whose size the user chose: a pin of more than the kernel heap (64 MiB
+    /// of pages, well within `MAX_PAGES`) panicked the kernel on the allocation.
     fn read(&self, arg: u64) -> Result<u64, Errno> {
         let dst = UserPtr::<u64>::new(arg)?.read()?;
-        // Copy the pages out under the lock into a kernel buffer, then to the user without it.
-        let data = {
-            let guard = self.pins.lock();
-            let Some(pins) = guard.as_ref() else {
-                return Err(Errno::EINVAL);
-            };
-            let mut data = alloc::vec![0u8; pins.len() * PAGE as usize];
-            for (i, page) in pins.iter().enumerate() {
-                let at = i * PAGE as usize;
-                page.dma_read(memory::mm(), 0, &mut data[at..at + PAGE as usize]);
+        let mut page = Vec::new();
+        crate::heap::try_reserve(&mut page, PAGE as usize)?;
+        page.resize(PAGE as usize, 0u8);
+        let mut i = 0usize;
+        loop {
+            {
+                let guard = self.pins.lock();
+                let Some(pins) = guard.as_ref() else {
+                    return Err(Errno::EINVAL);
+                };
+                let Some(pin) = pins.get(i) else {
+                    break;
+                };
+                pin.dma_read(memory::mm(), 0, &mut page);
             }
-            data
-        };
-        UserSlice::new(dst, data.len())?.write(&data)?;
+            let at = dst.checked_add(i as u64 * PAGE).ok_or(Errno::EFAULT)?;
+            UserSlice::new(at, PAGE as usize)?.write(&page)?;
+            i += 1;
+        }
         Ok(0)
     }
 }

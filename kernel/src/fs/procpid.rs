@@ -416,6 +416,9 @@ fn smaps_block(s: &mut String, size: Option<(u64, u64)>, c: &SmapsCounts) {
         ("Referenced:", c.referenced),
         ("Anonymous:", c.anonymous),
         ("AnonHugePages:", c.anon_huge),
+        // hugetlb pages, never in Rss (Linux prints these two after the PMD-mapped lines).
+        ("Shared_Hugetlb:", c.shared_hugetlb),
+        ("Private_Hugetlb:", c.private_hugetlb),
         ("Swap:", 0),
         ("Locked:", c.locked()),
     ]);

@@ -183,6 +183,29 @@ fn main() -> i32 {
     t.eq("START on a second file", start(fd2, m2, 4, 1), Ok(0));
     t.eq("close without STOP", close(fd2), Ok(0));
     let _ = munmap(m2, 4 * PAGE);
+    // huge4: READ of a pin larger than the kernel heap (80 MiB against 64): the kernel copied
+    // it all into one heap buffer first and panicked on the allocation.
+    const BIG: usize = 80 << 20;
+    let src = mmap(0, BIG, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    let dst = mmap(0, BIG, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    if src != 0 && dst != 0 {
+        for i in (0..BIG).step_by(PAGE) {
+            poke(src + i, (i / PAGE) as u8 | 1);
+        }
+        t.eq("START 80 MiB", start(fd, src, BIG / PAGE, 0), Ok(0));
+        // SAFETY: `dst` is this program's own writable mapping of BIG bytes.
+        let out = unsafe { core::slice::from_raw_parts_mut(dst as *mut u8, BIG) };
+        t.eq("READ 80 MiB of pins", read_pins(fd, out), Ok(0));
+        t.check(
+            "every page read back",
+            (0..BIG / PAGE).all(|i| out[i * PAGE] == i as u8 | 1),
+        );
+        t.eq("STOP 80 MiB", ioctl(fd, 0x6708, 0), Ok(0));
+    } else {
+        t.check("mmap 2 x 80 MiB", false);
+    }
+    let _ = munmap(src, BIG);
+    let _ = munmap(dst, BIG);
     let _ = close(fd);
     t.finish()
 }

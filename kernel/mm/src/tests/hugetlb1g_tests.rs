@@ -20,7 +20,7 @@ use crate::mmap::MapFlags;
 use crate::pagetable::{Pte, HPAGE_PUD_SIZE};
 use crate::vma::Prot;
 
-static ONE_AT_A_TIME: spin::Mutex<()> = spin::Mutex::new(());
+pub(super) static ONE_AT_A_TIME: spin::Mutex<()> = spin::Mutex::new(());
 
 const GIB: u64 = HPAGE_PUD_SIZE;
 /// `MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_FIXED | MAP_HUGE_1GB`.

@@ -11,6 +11,7 @@ mod fault_tests;
 mod fork_tests;
 mod gup_tests;
 mod hugetlb1g_tests;
+mod hugetlb_mremap_tests;
 mod hugetlb_tests;
 mod mthp_tests;
 mod pagecache_tests;
