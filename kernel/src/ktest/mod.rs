@@ -29,6 +29,7 @@ mod runqueue;
 mod selftests;
 mod smp;
 mod timer;
+mod tsc;
 mod uaccess;
 mod virtio;
 mod watchdog;

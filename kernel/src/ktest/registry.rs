@@ -7,7 +7,7 @@
 
 use super::{
     cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
-    runqueue, selftests, smp, timer, uaccess, virtio, watchdog, KernelTest,
+    runqueue, selftests, smp, timer, tsc, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -73,6 +73,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::syscall_narrow_table_matches_widths),
     test!(mmlock::mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold),
     test!(mmlock::smp_ptl_spinner_services_tlb_shootdowns),
+    test!(tsc::tsc_calibration_survives_a_descheduled_vcpu),
+    test!(tsc::tsc_rate_agrees_with_the_pit),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

@@ -20,7 +20,7 @@
 
 pub mod call;
 pub mod cpuinfo;
-mod madt;
+pub(crate) mod madt;
 pub mod shootdown;
 mod trampoline;
 
