@@ -260,6 +260,7 @@ fn interrupt(line: u8) {
         crate::fs::tty::on_tick();
         crate::fs::timerfd::on_tick();
         crate::watchdog::hung::on_tick();
+        crate::drivers::virtio_blk::steer_interrupts();
     } else if crate::drivers::virtio_blk::handles_irq(line) {
         crate::drivers::virtio_blk::on_interrupt(line);
     }
