@@ -113,21 +113,43 @@ pub fn send_startup(apic_id: u32, page: u8) {
     send(apic_id, ICR_LEVEL_ASSERT | ICR_STARTUP | u32::from(page));
 }
 
-/// Measures the local APIC timer's rate against the TSC (10 ms, interrupts disabled, timer
-/// masked) and records the count of one tick. The rate is the same on every CPU of a machine.
-pub fn calibrate_timer() {
-    const SAMPLE_US: u64 = 10_000;
-    write(TIMER_DIVIDE, DIVIDE_BY_16);
-    write(LVT_TIMER, LVT_MASKED | u32::from(vector::LOCAL_TIMER));
-    write(TIMER_INITIAL, u32::MAX);
-    let start = crate::time::rdtsc();
-    let cycles = crate::time::tsc_khz().max(1) * SAMPLE_US / 1000;
-    while crate::time::rdtsc().wrapping_sub(start) < cycles {
-        core::hint::spin_loop();
+/// The local APIC timer counting down from `u32::MAX` (one-shot, masked), seen as a counter
+/// going up, for `calibrate::measure`.
+struct TimerCounter;
+
+impl crate::calibrate::Counter for TimerCounter {
+    fn read(&mut self) -> u64 {
+        u64::from(u32::MAX - read(TIMER_CURRENT))
     }
-    let elapsed = u64::from(u32::MAX - read(TIMER_CURRENT));
-    write(TIMER_INITIAL, 0);
-    let per_tick = elapsed * 1_000_000 / SAMPLE_US / crate::time::TICK_HZ;
+
+    fn mask(&self) -> u64 {
+        u64::from(u32::MAX)
+    }
+}
+
+/// Measures the local APIC timer's rate against the TSC (10 ms windows, interrupts disabled,
+/// timer masked) and records the count of one tick. The rate is the same on every CPU of a
+/// machine. The current-count reads are bracketed by TSC reads (`calibrate`): reading the count
+/// once after a TSC deadline counted a descheduled vCPU's absence as timer ticks.
+pub fn calibrate_timer() {
+    use crate::calibrate::{measure, no_stall, Window, PRECISE_PPM};
+    const SAMPLE_US: u64 = 10_000;
+    const ATTEMPTS: u32 = 4;
+    let tsc_hz = crate::time::tsc_khz().max(1) * 1000;
+    let mut hz = 0;
+    for _ in 0..ATTEMPTS {
+        write(TIMER_DIVIDE, DIVIDE_BY_16);
+        write(LVT_TIMER, LVT_MASKED | u32::from(vector::LOCAL_TIMER));
+        write(TIMER_INITIAL, u32::MAX);
+        let window = Window::Cycles(tsc_hz / 1_000_000 * SAMPLE_US);
+        let m = measure(&mut TimerCounter, window, &mut no_stall);
+        write(TIMER_INITIAL, 0);
+        hz = m.counter_hz(tsc_hz);
+        if m.precise(PRECISE_PPM) {
+            break;
+        }
+    }
+    let per_tick = hz / crate::time::TICK_HZ;
     COUNTS_PER_TICK.store(per_tick.max(1), Ordering::Relaxed);
 }
 

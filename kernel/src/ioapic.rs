@@ -4,10 +4,13 @@
 //! (interrupt source overrides: QEMU's `pc` routes the PCI INTx lines 5, 9, 10 and 11 level
 //! triggered, active high). [`route_isa`] programs one redirection entry: fixed delivery of
 //! vector [`vector::IOAPIC_BASE`] + line to one CPU's local APIC, with the override's trigger
-//! mode and polarity. Routing happens at boot only (drivers' init), before the watchdog starts:
-//! the watchdog's NMI handler also writes the I/O APIC's select/window pair (its pin 8), and a
-//! select written here could otherwise be changed under it. The 8259 keeps the lines not routed
-//! here (the PIT's IRQ 0); a routed line stays masked at the 8259.
+//! mode and polarity, at boot (drivers' init). Afterwards only the destination changes
+//! ([`set_destination`], the drivers' interrupt steering), and only on the boot CPU: the
+//! watchdog's NMI handler also writes the select/window pair (its pin 8), always on the boot
+//! CPU, and restores the select it found, so a select written here survives an NMI between it
+//! and its window write; a write from another CPU could interleave with the NMI's pair and
+//! land in the wrong register. The 8259 keeps the lines not routed here (the PIT's IRQ 0); a
+//! routed line stays masked at the 8259.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -28,6 +31,12 @@ static BASE: AtomicU64 = AtomicU64::new(0);
 static GSI_BASE: AtomicU32 = AtomicU32::new(0);
 /// Per ISA line: `gsi | flags << 16 | 1 << 31` when the MADT overrides it, else 0.
 static OVERRIDES: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
+/// Per ISA line routed by [`route_isa`]: `pin | level << 8 | 1 << 31`, else 0.
+static ROUTED: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
+/// Per routed line: the CPU index its entry delivers to.
+static DESTINATION: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
+const ROUTED_BIT: u32 = 1 << 31;
+const ROUTED_LEVEL: u32 = 1 << 8;
 
 /// Records the I/O APIC the MADT describes (the first one).
 pub fn set_base(phys: u64, gsi_base: u32) {
@@ -70,9 +79,10 @@ fn read(index: u32) -> u32 {
     }
 }
 
-/// Routes ISA line `irq` to the local APIC `apic_id` as vector `IOAPIC_BASE + irq`; `false` when
-/// there is no I/O APIC or it has no such pin (the caller then uses the 8259).
-pub fn route_isa(irq: u8, apic_id: u32) -> bool {
+/// Routes ISA line `irq` to CPU `cpu` as vector `IOAPIC_BASE + irq`; `false` when there is no
+/// I/O APIC or it has no such pin (the caller then uses the 8259).
+pub fn route_isa(irq: u8, cpu: usize) -> bool {
+    let apic_id = crate::smp::apic_id_of(cpu);
     if BASE.load(Ordering::Relaxed) == 0 || irq >= 16 {
         return false;
     }
@@ -100,5 +110,38 @@ pub fn route_isa(irq: u8, apic_id: u32) -> bool {
     }
     write(REDIRECTION + 2 * pin + 1, apic_id << 24);
     write(REDIRECTION + 2 * pin, entry);
+    let level = if entry & LEVEL != 0 { ROUTED_LEVEL } else { 0 };
+    DESTINATION[usize::from(irq)].store(cpu as u32, Ordering::Relaxed);
+    ROUTED[usize::from(irq)].store(pin | level | ROUTED_BIT, Ordering::Relaxed);
+    true
+}
+
+/// How ISA line `irq` is routed, for `/proc/interrupts`: `Some((pin, level_triggered))` when
+/// through the I/O APIC.
+pub fn route_of(irq: u8) -> Option<(u32, bool)> {
+    let word = ROUTED.get(usize::from(irq))?.load(Ordering::Relaxed);
+    (word & ROUTED_BIT != 0).then_some((word & 0xff, word & ROUTED_LEVEL != 0))
+}
+
+/// Sends routed line `irq`'s next interrupts to CPU `cpu` (Linux `irq_set_affinity` on an I/O
+/// APIC pin): one write of the entry's destination half, which QEMU applies at once and a
+/// real I/O APIC at its next delivery; a level interrupt already in service is still ended by
+/// the old CPU's EOI, which the I/O APIC sees from any local APIC. Boot CPU only (module
+/// comment); `false` (nothing written) elsewhere or for a line not routed here.
+pub fn set_destination(irq: u8, cpu: usize) -> bool {
+    let Some((pin, _)) = route_of(irq) else {
+        return false;
+    };
+    if crate::percpu::cpu_id() != 0 {
+        return false;
+    }
+    if DESTINATION[usize::from(irq)].load(Ordering::Relaxed) as usize == cpu {
+        return true;
+    }
+    let apic_id = crate::smp::apic_id_of(cpu);
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        write(REDIRECTION + 2 * pin + 1, apic_id << 24)
+    });
+    DESTINATION[usize::from(irq)].store(cpu as u32, Ordering::Relaxed);
     true
 }

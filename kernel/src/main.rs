@@ -22,6 +22,7 @@ mod arch;
 mod backtrace;
 mod bkl;
 mod bklstat;
+mod calibrate;
 mod cmdline;
 mod drivers;
 mod elf;
@@ -45,6 +46,7 @@ mod paging;
 mod panic;
 mod percpu;
 mod pic;
+mod pmtimer;
 mod proc;
 mod qemu;
 mod ramdisk;
@@ -96,10 +98,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     cmdline::report_problems();
     info!("command line: \"{}\"", cmdline.raw);
     info!("era: {}", cmdline.era);
-    info!("tsc: {} kHz (calibrated against the PIT)", time::tsc_khz());
-    rtc::init();
 
     memory::init(boot_info, cmdline.kheap_mib, cmdline.mem_mib);
+    time::calibrate(boot_info.rsdp_addr.into_option());
+    rtc::init();
     memory::reserve_hugetlb(cmdline.hugepages_1g, cmdline.hugepages_2m);
     paging::init();
     memory::init_mm(cmdline.era);

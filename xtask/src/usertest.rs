@@ -142,6 +142,8 @@ const QEMU_ONLY: &[&str] = &[
     "t_pc2_enospc",
     // pcfix3: fills the filesystem it runs in, as t_pc2_enospc.
     "t_pc3_dioenospc",
+    // smpirq: O_DIRECT reads of /dev/vda, as t_dio.
+    "t_irq_route",
 ];
 
 /// Test programs booted again under older rule sets (SEMANTICS.md section 9), as
@@ -289,6 +291,8 @@ const OWN_CPUS: &[(&str, u32)] = &[
     ("t_nobkl_fault", 2),
     // pcache3: an O_DIRECT write growing a file races ftruncate on another CPU.
     ("t_pc3_dirace", 2),
+    // smpirq: completions follow the submitting CPU while another CPU faults.
+    ("t_irq_route", 2),
 ];
 
 /// The least RAM (MiB) of a boot with kernel command line `cmdline` (0: the default): a boot

@@ -28,7 +28,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 
 use cowlab_mm::pin::{PinnedPage, UnpinDirty};
 use spin::{Mutex, Once};
@@ -292,6 +292,8 @@ pub struct Device {
     state: Mutex<Queue>,
     submitted: AtomicU64,
     completed: AtomicU64,
+    /// The CPU that submitted last: where [`steer_interrupts`] sends the line.
+    last_cpu: AtomicUsize,
 }
 
 /// The devices in PCI order: `vda` (the raw stamped disk behind `/dev/vda`, the DMA tests'),
@@ -418,13 +420,14 @@ fn init_one(function: pci::PciFunction, slot: &'static Once<Device>, name: &'sta
         state: Mutex::new(queue),
         submitted: AtomicU64::new(0),
         completed: AtomicU64::new(0),
+        last_cpu: AtomicUsize::new(0),
     });
     outb(
         io + REG_STATUS,
         STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK,
     );
     // Through the I/O APIC to the boot CPU when the MADT describes one, else the 8259.
-    if !crate::ioapic::route_isa(irq, crate::smp::apic_id_of(0)) {
+    if !crate::ioapic::route_isa(irq, 0) {
         crate::pic::unmask(irq);
     }
     info!(
@@ -647,6 +650,8 @@ impl Device {
                     q.publish_index();
                 }
                 self.submitted.fetch_add(1, Ordering::Relaxed);
+                self.last_cpu
+                    .store(crate::percpu::cpu_id(), Ordering::Relaxed);
                 true
             });
             if queued {
@@ -700,6 +705,33 @@ impl Device {
     /// Requests submitted and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.submitted.load(Ordering::Relaxed) - self.completed.load(Ordering::Relaxed)
+    }
+}
+
+/// Each device's interrupt line and name (`/proc/interrupts`).
+pub fn irq_lines() -> Vec<(u8, &'static str)> {
+    DEVICES
+        .iter()
+        .filter_map(Once::get)
+        .map(|d| (d.irq, d.name))
+        .collect()
+}
+
+/// Points each device's line at the CPU that submitted to it last, from the boot CPU's timer
+/// tick (the only place the I/O APIC is rewritten after boot, see `ioapic`): the interrupt
+/// moves to the submitter at most 10 ms after it started submitting, as Linux's blk-mq
+/// completes a request on the CPU that issued it (`QUEUE_FLAG_SAME_COMP`), here without the
+/// IPI that costs. The task waiting for the completion is woken on its own CPU, and an
+/// application processor polling for its request with the big kernel lock held (`ext2_glue`,
+/// `vda`) takes the interrupt itself instead of waiting for another CPU's handler, which needs
+/// that lock. Two devices on one line: the second's submitter wins. A CPU that does not run
+/// tasks (`smp_sched=0`) never submits.
+pub fn steer_interrupts() {
+    for device in DEVICES.iter().filter_map(Once::get) {
+        let cpu = device.last_cpu.load(Ordering::Relaxed);
+        if crate::smp::active_mask() & (1 << cpu) != 0 {
+            crate::ioapic::set_destination(device.irq, cpu);
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub enum ProcWhat {
     Uptime,
     Loadavg,
     Statm,
+    /// `/proc/interrupts`: interrupts by line and CPU (`procstat::interrupts`).
+    Interrupts,
     /// `/proc/<pid>/cowlab`: the process's COW fault outcomes (`cowlab_mm::cowstat`).
     Cowlab,
     /// `/proc/sys/vm/dirty_*`: the writeback tunables (`writeback::Tunable`; unit variants:
@@ -93,10 +95,11 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
                 what: ProcWhat::Cpuinfo,
             }))
         }
-        "stat" | "uptime" | "loadavg" => {
+        "stat" | "uptime" | "loadavg" | "interrupts" => {
             let what = match rest {
                 "stat" => ProcWhat::SysStat,
                 "uptime" => ProcWhat::Uptime,
+                "interrupts" => ProcWhat::Interrupts,
                 _ => ProcWhat::Loadavg,
             };
             return Some(Ok(ProcFile { pid: 0, what }));
@@ -303,6 +306,7 @@ impl ProcFile {
             ProcWhat::SysStat => Ok(slice(super::procstat::stat(), offset, len)),
             ProcWhat::Uptime => Ok(slice(super::procstat::uptime(), offset, len)),
             ProcWhat::Loadavg => Ok(slice(super::procstat::loadavg(), offset, len)),
+            ProcWhat::Interrupts => Ok(slice(super::procstat::interrupts(), offset, len)),
             ProcWhat::Stat
             | ProcWhat::Status
             | ProcWhat::Statm

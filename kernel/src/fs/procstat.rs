@@ -66,6 +66,61 @@ pub fn stat() -> String {
     s
 }
 
+/// `/proc/interrupts` (Linux `show_interrupts` and x86's `arch_show_interrupts`): a `CPUn`
+/// column per online CPU; a row per line in use (the PIT's line 0 on the 8259, the virtio-blk
+/// lines, through the I/O APIC where it routed them: `IO-APIC`, the pin, `fasteoi` for a level
+/// line), with the names of the devices on it; then the NMIs (the watchdog's, all on the boot
+/// CPU) and the local APIC's rows (`LOC`, `RES`, `CAL`, `TLB`).
+pub fn interrupts() -> String {
+    let cpus: alloc::vec::Vec<usize> = online_cpus().collect();
+    let mut s = String::from("     ");
+    for cpu in &cpus {
+        let _ = write!(s, " CPU{cpu:<7}");
+    }
+    s.push('\n');
+    let mut lines: alloc::vec::Vec<(u8, String)> = alloc::vec![(0, String::from("timer"))];
+    for (line, name) in crate::drivers::virtio_blk::irq_lines() {
+        match lines.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, names)) => {
+                names.push_str(", ");
+                names.push_str(name);
+            }
+            None => lines.push((line, String::from(name))),
+        }
+    }
+    lines.sort_by_key(|(line, _)| *line);
+    for (line, names) in lines {
+        let _ = write!(s, "{line:>3}: ");
+        for &cpu in &cpus {
+            let _ = write!(s, "{:>10} ", kstat::irq_on(cpu, line));
+        }
+        let (chip, pin, kind) = match crate::ioapic::route_of(line) {
+            Some((pin, true)) => ("IO-APIC", pin, "fasteoi"),
+            Some((pin, false)) => ("IO-APIC", pin, "edge"),
+            None => ("XT-PIC", u32::from(line), "edge"),
+        };
+        let _ = writeln!(s, " {chip:>8} {pin:>3}-{kind:<8}  {names}");
+    }
+    let _ = write!(s, "NMI: ");
+    for &cpu in &cpus {
+        let nmis = if cpu == 0 {
+            crate::watchdog::soft::nmis()
+        } else {
+            0
+        };
+        let _ = write!(s, "{nmis:>10} ");
+    }
+    let _ = writeln!(s, "  Non-maskable interrupts");
+    for (kind, (label, what)) in kstat::APIC_KINDS.iter().enumerate() {
+        let _ = write!(s, "{label}: ");
+        for &cpu in &cpus {
+            let _ = write!(s, "{:>10} ", kstat::apic_irqs(cpu)[kind]);
+        }
+        let _ = writeln!(s, "  {what}");
+    }
+    s
+}
+
 /// `/proc/uptime`: seconds since boot and the idle seconds of all CPUs together, with two
 /// decimals.
 pub fn uptime() -> String {

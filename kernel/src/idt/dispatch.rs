@@ -284,6 +284,9 @@ fn interrupt(line: u8) {
     if line == vector::TIMER - vector::PIC_BASE {
         time::on_tick();
         crate::tick::run();
+        // Here, not in `tick::run`: a deferred tick's work may run on another CPU, and only
+        // the boot CPU rewrites the I/O APIC after boot.
+        crate::drivers::virtio_blk::steer_interrupts();
     } else if crate::drivers::virtio_blk::handles_irq(line) {
         crate::drivers::virtio_blk::on_interrupt(line);
     }

@@ -30,6 +30,7 @@ mod selftests;
 mod smp;
 mod tick;
 mod timer;
+mod tsc;
 mod uaccess;
 mod virtio;
 mod watchdog;

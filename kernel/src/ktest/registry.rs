@@ -7,7 +7,7 @@
 
 use super::{
     cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
-    runqueue, selftests, smp, tick, timer, uaccess, virtio, watchdog, KernelTest,
+    runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -77,6 +77,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_idle_loop_takes_a_halted_cpus_task),
     test!(runqueue::runqueue_new_task_queued_behind_its_creator),
     test!(tick::bkl_idle_loop_lets_in_only_a_long_waiter),
+    test!(tsc::tsc_calibration_survives_a_descheduled_vcpu),
+    test!(tsc::tsc_rate_agrees_with_the_pit),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

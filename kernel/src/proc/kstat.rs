@@ -26,9 +26,20 @@ static CPU: [[AtomicU64; SLOTS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; SLOTS] }; MAX_CPUS];
 static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
 static FORKS: AtomicU64 = AtomicU64::new(0);
-/// Interrupts taken, by legacy IRQ line (0..16), and all of them together (IPIs included).
-static IRQS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+/// Interrupts taken, by CPU and legacy IRQ line (0..16) (Linux `kstat_irqs_cpu`), and all of
+/// them together (IPIs included).
+static IRQS: [[AtomicU64; 16]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 16] }; MAX_CPUS];
 static IRQ_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// The local APIC's own interrupts by CPU, in [`APIC_KINDS`] order (Linux `irq_cpustat_t`).
+static APIC_IRQS: [[AtomicU64; 4]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; MAX_CPUS];
+/// `/proc/interrupts` rows of the local APIC's interrupts: Linux's label and description.
+pub const APIC_KINDS: [(&str, &str); 4] = [
+    ("LOC", "Local timer interrupts"),
+    ("RES", "Rescheduling interrupts"),
+    ("CAL", "Function call interrupts"),
+    ("TLB", "TLB shootdowns"),
+];
 /// Linux `avenrun`: 1, 5 and 15 minute averages in `FIXED_1` units.
 static AVENRUN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
@@ -56,12 +67,47 @@ pub fn fork() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One interrupt: `line` is a legacy IRQ line, `None` an IPI or local timer.
+/// One interrupt on this CPU: `line` is a legacy IRQ line, `None` one of the local APIC's
+/// (counted by kind with [`apic_irq`]).
 pub fn irq(line: Option<u8>) {
     IRQ_TOTAL.fetch_add(1, Ordering::Relaxed);
-    if let Some(c) = line.and_then(|l| IRQS.get(usize::from(l))) {
+    let cpu = crate::percpu::cpu_id();
+    if let Some(c) = line.and_then(|l| IRQS.get(cpu)?.get(usize::from(l))) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// One local APIC interrupt `vector` on this CPU (the local timer or an IPI), counted in
+/// the total and in its `/proc/interrupts` row.
+pub fn apic_irq(vector: u8) {
+    use crate::idt::vector as v;
+    irq(None);
+    let kind = match vector {
+        v::LOCAL_TIMER => 0,
+        v::IPI_RESCHED => 1,
+        v::IPI_CALL => 2,
+        v::IPI_SHOOTDOWN => 3,
+        _ => return,
+    };
+    if let Some(row) = APIC_IRQS.get(crate::percpu::cpu_id()) {
+        row[kind].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Interrupts on legacy line `line` that CPU `cpu` took.
+pub fn irq_on(cpu: usize, line: u8) -> u64 {
+    IRQS.get(cpu)
+        .and_then(|row| row.get(usize::from(line)))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// CPU `cpu`'s local APIC interrupts, in [`APIC_KINDS`] order.
+pub fn apic_irqs(cpu: usize) -> [u64; 4] {
+    core::array::from_fn(|i| {
+        APIC_IRQS
+            .get(cpu)
+            .map_or(0, |r| r[i].load(Ordering::Relaxed))
+    })
 }
 
 /// A CPU's ten counters in ticks.
@@ -77,11 +123,11 @@ pub fn forks() -> u64 {
     FORKS.load(Ordering::Relaxed)
 }
 
-/// The interrupt total and the per-line counts.
+/// The interrupt total and the per-line counts (all CPUs).
 pub fn irqs() -> (u64, [u64; 16]) {
     (
         IRQ_TOTAL.load(Ordering::Relaxed),
-        core::array::from_fn(|i| IRQS[i].load(Ordering::Relaxed)),
+        core::array::from_fn(|i| (0..MAX_CPUS).map(|cpu| irq_on(cpu, i as u8)).sum()),
     )
 }
 

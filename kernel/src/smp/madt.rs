@@ -24,7 +24,7 @@ pub struct Topology {
 
 /// Maps ACPI tables through the bootloader's offset mapping of all physical memory.
 #[derive(Clone, Copy)]
-struct OffsetMapping;
+pub(crate) struct OffsetMapping;
 
 impl AcpiHandler for OffsetMapping {
     unsafe fn map_physical_region<T>(

@@ -20,7 +20,7 @@
 
 pub mod call;
 pub mod cpuinfo;
-mod madt;
+pub(crate) mod madt;
 pub mod shootdown;
 mod trampoline;
 
@@ -313,12 +313,12 @@ pub fn on_ipi(number: u8) {
         if crate::proc::current_tid() == 0 {
             crate::proc::kstat::tick(cpu, crate::proc::kstat::IDLE);
         }
-        crate::proc::kstat::irq(None);
+        crate::proc::kstat::apic_irq(number);
         apic::end_of_interrupt();
         return;
     }
     IPIS[cpu].fetch_add(1, Ordering::Relaxed);
-    crate::proc::kstat::irq(None);
+    crate::proc::kstat::apic_irq(number);
     match number {
         vector::IPI_SHOOTDOWN => shootdown::service(),
         vector::IPI_CALL => call::service(),

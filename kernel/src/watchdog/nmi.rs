@@ -46,12 +46,17 @@ fn ioapic_register(offset: u64) -> *mut u32 {
     memory::phys_to_virt(PhysAddr::new(IOAPIC_BASE + offset)).cast()
 }
 
+/// Writes one I/O APIC register and puts back the select it found: this runs in the NMI (on
+/// the boot CPU), which may have interrupted `ioapic::set_destination` between its select and
+/// its window write there.
 fn ioapic_write(index: u32, value: u32) {
     // SAFETY: the I/O APIC's select and window registers, 4-byte aligned, inside the offset
-    // mapping; this module is their only user.
+    // mapping; besides this module only `ioapic` uses them, on the boot CPU too.
     unsafe {
+        let select = ioapic_register(IOAPIC_SELECT).read_volatile();
         ioapic_register(IOAPIC_SELECT).write_volatile(index);
         ioapic_register(IOAPIC_WINDOW).write_volatile(value);
+        ioapic_register(IOAPIC_SELECT).write_volatile(select);
     }
 }
 

@@ -12,9 +12,11 @@
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use cowlab_userland::calls::*;
-use cowlab_userland::sys::Errno;
-use cowlab_userland::test::{meminfo_kb, Tester};
+use cowlab_userland::sys::{getpid, getppid, Errno};
+use cowlab_userland::test::{meminfo_kb, try_reap, Tester};
 
 cowlab_userland::entry!(main);
 
@@ -133,19 +135,71 @@ fn vmsplice_segments(t: &mut Tester) {
 /// Three processes each open up to 500 pipes and fill every one: the kernel survives, the
 /// later pipes are smaller (the soft budget) and `pipe2` eventually answers ENFILE (the hard
 /// budget); every child exits normally and all memory comes back.
+///
+/// The budgets hold 256 full pipes and then 1024 small ones, 1280 in all: only the three
+/// children's 1500 pipes together exceed them, so each child keeps its pipes until all three
+/// have filled theirs (a barrier in shared memory, without a time bound: a child that ends early
+/// ends the parent's wait, a parent that ends releases the children). Without it the check depended on the
+/// children overlapping: a child that got through its 500 pipes in one time slice exited (and
+/// freed them) before the next one started, which is what happened in a direct boot on one
+/// CPU and on two, while the programs tier's timing happened to interleave them.
 fn pipes_in_several_processes(t: &mut Tester) {
+    let Ok(shared) = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS) else {
+        return t.check("map the children's barrier", false);
+    };
+    // SAFETY: a fresh shared mapping of one page, aligned; the children inherit it and only
+    // ever use these two words atomically; unmapped after they are reaped.
+    let (filled, release) = unsafe {
+        (
+            &*(shared as *const AtomicU32),
+            &*((shared + 4) as *const AtomicU32),
+        )
+    };
+    let parent = getpid();
     let mut children = [0i32; 3];
     for child in children.iter_mut() {
         match fork() {
-            Ok(0) => exit_now(fill_pipes()),
+            Ok(0) => {
+                let code = fill_pipes();
+                filled.fetch_add(1, Ordering::SeqCst);
+                // Until released, or the parent is gone (reparented): no child outlives it.
+                while release.load(Ordering::SeqCst) == 0 && getppid() == parent {
+                    let _ = sleep_ms(1);
+                }
+                exit_now(code)
+            }
             Ok(pid) => *child = pid,
             Err(e) => return t.check_why("fork", false, format_args!("{e:?}")),
         }
     }
+    // No time bound (filling 1500 pipes took minutes on 2 CPUs of a loaded host; xtask's
+    // timeout is the backstop), but a child that ended early ends the wait.
+    let mut early = [None; 3];
+    while filled.load(Ordering::SeqCst) < 3 {
+        for (i, pid) in children.iter().enumerate() {
+            if early[i].is_none() {
+                early[i] = try_reap(*pid).ok().flatten();
+            }
+        }
+        if early.iter().any(Option::is_some) {
+            break;
+        }
+        let _ = sleep_ms(1);
+    }
+    t.eq(
+        "all three children filled their pipes",
+        filled.load(Ordering::SeqCst),
+        3,
+    );
+    release.store(1, Ordering::SeqCst);
     let mut statuses = [0i32; 3];
     for (i, pid) in children.iter().enumerate() {
-        statuses[i] = waitpid(*pid, 0).map(|(_, s)| s).unwrap_or(-1);
+        statuses[i] = match early[i] {
+            Some(status) => status,
+            None => waitpid(*pid, 0).map(|(_, s)| s).unwrap_or(-1),
+        };
     }
+    let _ = munmap(shared, 4096);
     // Exit status bits: 1 = some pipe got less than 64 KiB, 2 = pipe2 answered ENFILE; a
     // kernel crash would end the whole boot instead.
     t.check_why(
