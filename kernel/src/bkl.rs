@@ -77,12 +77,14 @@ static WAITERS: AtomicU64 = AtomicU64::new(0);
 /// [`let_waiters_in`] and [`relax`].
 static WAITING: AtomicU64 = AtomicU64::new(0);
 
-/// The PIT tick (`time::ticks`) at which each CPU's current wait in [`lock_slow`] began, for
-/// [`let_waiters_in`].
+/// The TSC at which each CPU's current wait in [`lock_slow`] began, for [`let_waiters_in`].
+/// Not the PIT's tick count: the boot CPU is the only one that advances it, and a boot CPU
+/// waiting in an interrupt handler spins with interrupts off, so its own wait would never
+/// grow old in ticks and the holder's idle loop would never let it in (session 10 review).
 static WAIT_SINCE: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
-/// Ticks a CPU waits before an idle loop hands it the lock between two tasks
+/// How long (two ticks) a CPU waits before an idle loop hands it the lock between two tasks
 /// ([`let_waiters_in`]).
-const LET_IN_AFTER_TICKS: u64 = 2;
+const LET_IN_AFTER_US: u64 = 2 * 1_000_000 / crate::time::TICK_HZ;
 
 /// Nesting depth of the holder beyond its first acquisition (0 for a plain [`lock`]); written
 /// only by the holder.
@@ -206,8 +208,12 @@ fn lock_slow(me: usize, may_halt: bool) {
     let _hidden = crate::kcov::WaitGuard::new();
     CONTENDED.fetch_add(1, Ordering::Relaxed);
     let start = crate::time::rdtsc();
-    WAIT_SINCE[me - 1].store(crate::time::ticks(), Ordering::Relaxed);
     let bit = 1u64 << (me - 1);
+    // An interrupt's wait nested in this CPU's own (a halted waiter woken) keeps the outer
+    // wait's start: the CPU has been waiting since then.
+    if WAITING.load(Ordering::Relaxed) & bit == 0 {
+        WAIT_SINCE[me - 1].store(start, Ordering::Relaxed);
+    }
     WAITING.fetch_or(bit, Ordering::Relaxed);
     let mut spins = 0u32;
     loop {
@@ -514,11 +520,12 @@ pub fn let_waiters_in(before_release: impl FnOnce()) {
     // pass made two CPUs with runnable tasks trade the lock at each of their switches, the
     // idle loop then waiting for it back (t_process's 512 sleeping children on 2 CPUs: both
     // CPUs sampled in `lock_slow` under `let_waiters_in`, the fork loop stalled for minutes).
-    let now = crate::time::ticks();
+    let now = crate::time::rdtsc();
     let long = (0..percpu::MAX_CPUS)
         .filter(|cpu| others >> cpu & 1 != 0)
         .find(|&cpu| {
-            now.wrapping_sub(WAIT_SINCE[cpu].load(Ordering::Relaxed)) >= LET_IN_AFTER_TICKS
+            let waited = now.wrapping_sub(WAIT_SINCE[cpu].load(Ordering::Relaxed));
+            crate::time::cycles_to_micros(waited) >= LET_IN_AFTER_US
         });
     let Some(waiter) = long.map(|cpu| cpu + 1) else {
         return;

@@ -176,3 +176,67 @@ pub fn bkl_idle_loop_lets_in_only_a_long_waiter() -> TestResult {
     ensure!(bkl::held(), "the lock did not come back to the boot CPU");
     Ok(())
 }
+
+static OFFER_HAS_IT: AtomicBool = AtomicBool::new(false);
+static OFFER_HANDED: AtomicBool = AtomicBool::new(false);
+static OFFER_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Holds the lock and offers it as an idle loop does between tasks, for up to a second.
+fn hold_and_offer() {
+    bkl::lock();
+    OFFER_HAS_IT.store(true, Ordering::Release);
+    let start = time::rdtsc();
+    let mut handed = false;
+    while !handed && elapsed_us(start) < 1_000_000 {
+        smp::shootdown::service();
+        bkl::let_waiters_in(|| handed = true);
+        core::hint::spin_loop();
+    }
+    OFFER_HANDED.store(handed, Ordering::Release);
+    bkl::unlock();
+    OFFER_DONE.store(true, Ordering::Release);
+}
+
+/// The boot CPU waiting for the lock in an interrupt handler spins with interrupts off, so
+/// the PIT's tick count (which only it advances) stands still while it waits; the holder's
+/// idle loop must still see it as a long waiter and let it in. With the wait measured in
+/// ticks it never was (session 10 review: a ring-3 spinner's tick on CPU 0 waited out another
+/// CPU's whole `cond_resched` loop, interrupts off, ticks lost).
+pub fn bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_interrupts_off() -> TestResult {
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("let-in test: one CPU, the big lock is off: no waiter to let in");
+        return Ok(());
+    };
+    OFFER_HAS_IT.store(false, Ordering::Relaxed);
+    OFFER_HANDED.store(false, Ordering::Relaxed);
+    OFFER_DONE.store(false, Ordering::Relaxed);
+    bkl::unlock();
+    let _ = smp::call::run_on(other, hold_and_offer, 1_000);
+    let start = time::rdtsc();
+    while !OFFER_HAS_IT.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+        core::hint::spin_loop();
+    }
+    // As the PIT's handler would on this CPU: interrupts stay off while it waits.
+    let ticks = time::ticks();
+    bkl::lock_in_interrupt();
+    let waited = elapsed_us(start);
+    let frozen = time::ticks() == ticks;
+    bkl::unlock();
+    while !OFFER_DONE.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+        core::hint::spin_loop();
+    }
+    bkl::lock();
+    info!("let-in test: the boot CPU waited {waited} us, its tick count frozen: {frozen}");
+    ensure!(
+        OFFER_DONE.load(Ordering::Acquire),
+        "CPU {other} did not finish offering the lock within {TIMEOUT_US} us"
+    );
+    ensure!(
+        OFFER_HANDED.load(Ordering::Acquire),
+        "CPU {other}'s idle-loop hand-off never let in the boot CPU, which waited {waited} us with interrupts off"
+    );
+    Ok(())
+}
