@@ -691,7 +691,10 @@ fn gup_fast_pte_range<A: Arch>(
         }
         mark(GupGrab);
         let page = PinnedPage::from_bits(pte.frame(), take.bits);
-        if (take.check_keep && !gup_fast_may_keep(take.era, take.flags, pte, page_flags))
+        // The exclusive bit is read again after the grab (its fence orders the load), as Linux
+        // reads it in `gup_must_unshare` after the pin: a clear between the first read and the
+        // grab with the PTE unchanged must not let a read-only pin keep a shared page.
+        if (take.check_keep && !gup_fast_may_keep(take.era, take.flags, pte, meta.flags()))
             || slot.load() != pte
         {
             // Linux backs out with `gup_put_folio` and leaves the page to the slow path.
