@@ -12,6 +12,7 @@
 //! narrow bracket ties the two clocks together, and a bracket a deschedule fell into is wide and
 //! is thrown away (Linux's `tsc_read_refs` retries on its SMI threshold for the same reason).
 //! A deschedule between two brackets costs nothing: both clocks keep counting through it.
+#![deny(unsafe_code)]
 
 use crate::time::rdtsc;
 

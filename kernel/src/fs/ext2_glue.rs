@@ -113,12 +113,16 @@ impl VirtioDisk {
         let deadline = time::ticks() + TIMEOUT_TICKS;
         // Interrupts are off between the check and `sti; hlt`, so the completion cannot slip
         // in unnoticed: it can only arrive while halted.
+        // Every CPU polls after each wake-up, the boot CPU too: the device's interrupt follows
+        // the CPU that submitted last (`virtio_blk::steer_interrupts`), so the completion of
+        // this CPU's request may be delivered to another CPU, one that is parked at power-off
+        // or waiting for the big kernel lock this CPU holds (CI run of session 10: t_dcow_dio's
+        // power-off unmount waited on CPU 0 for a completion steered to CPU 1, every request
+        // timing out, 240 s).
         while !outcome.done.load(Ordering::Acquire) && time::ticks() < deadline {
             interrupts::enable_and_hlt();
             interrupts::disable();
-            if crate::percpu::cpu_id() != 0 {
-                crate::drivers::virtio_blk::poll_all();
-            }
+            crate::drivers::virtio_blk::poll_all();
         }
         if were_enabled {
             interrupts::enable();
