@@ -66,7 +66,7 @@ fn main() -> i32 {
             let layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: the layout has a non-zero size; the block is freed with the same layout.
             let p = unsafe { alloc(layout) };
-            if p.is_null() || p as usize % align != 0 {
+            if p.is_null() || !(p as usize).is_multiple_of(align) {
                 aligned = false;
             }
             if !p.is_null() {
