@@ -240,3 +240,68 @@ pub fn bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_interrupts_off() -> TestRes
     );
     Ok(())
 }
+
+/// An interrupt taken in ring 3 waits for the big lock another CPU holds with its own
+/// interrupt acknowledged and interrupts enabled (`idt::lock_for_user_trap`, then
+/// `bkl::lock_after_eoi`): the PIT's ticks keep arriving on the waiting CPU (each advances the
+/// clock and leaves its work to the holder). Before, the local timer's, the reschedule IPI's
+/// and the PIT's handlers spun with interrupts off for the whole hold: this CPU took no tick in
+/// a 300 ms wait (the test fails so when `lock_for_user_trap` calls `lock_in_interrupt` for
+/// them, as the old dispatcher did).
+pub fn bkl_ring3_interrupt_waits_with_interrupts_enabled() -> TestResult {
+    use crate::idt::vector;
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("ring-3 interrupt test: one CPU, the big lock is off: nothing to wait for");
+        return Ok(());
+    };
+    for (name, number) in [
+        ("local timer", vector::LOCAL_TIMER),
+        ("reschedule IPI", vector::IPI_RESCHED),
+        ("PIT", vector::TIMER),
+    ] {
+        HELD.store(false, Ordering::Relaxed);
+        RELEASED.store(false, Ordering::Relaxed);
+        let deferred_before = bklstat::ticks_deferred();
+        // The boot code holds the lock (`bkl::init_boot`): let the other CPU have it.
+        bkl::unlock();
+        let _ = smp::call::run_on(other, hold_the_lock, 1_000);
+        let start = time::rdtsc();
+        while !HELD.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+            core::hint::spin_loop();
+        }
+        let held = HELD.load(Ordering::Acquire);
+        let ticks = time::ticks();
+        let wait = time::rdtsc();
+        // As the handler of `number` taken in ring 3 does once it has acknowledged it: with
+        // interrupts off, as the interrupt gate leaves them.
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            crate::idt::lock_for_user_trap(number)
+        });
+        let waited = elapsed_us(wait);
+        let ticks_taken = time::ticks() - ticks;
+        let released = RELEASED.load(Ordering::Acquire);
+        // The holder's first act: the ticks' work left to it.
+        crate::tick::run_deferred();
+        let deferred = bklstat::ticks_deferred() - deferred_before;
+        info!(
+            "ring-3 interrupt test ({name}): waited {waited} us for CPU {other}, took {ticks_taken} PIT ticks meanwhile, {deferred} deferred"
+        );
+        ensure!(
+            held && released,
+            "CPU {other} did not hold and release the lock (held {held}, released {released})"
+        );
+        ensure!(bkl::held(), "the {name}'s wait returned without the lock");
+        ensure!(
+            ticks_taken >= 5 && deferred >= 5,
+            "the {name}'s handler took {ticks_taken} ticks ({deferred} deferred) in a wait of {waited} us for a 300 ms hold: it waited with interrupts off"
+        );
+        ensure!(
+            !crate::tick::pending(),
+            "the deferred ticks' work was still pending after the holder's pass"
+        );
+    }
+    Ok(())
+}
