@@ -282,6 +282,10 @@ pub fn bkl_ring3_interrupt_waits_with_interrupts_enabled() -> TestResult {
         });
         let waited = elapsed_us(wait);
         let ticks_taken = time::ticks() - ticks;
+        // The holder sets its flag just after its release, which this CPU may beat.
+        while !RELEASED.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+            core::hint::spin_loop();
+        }
         let released = RELEASED.load(Ordering::Acquire);
         // The holder's first act: the ticks' work left to it.
         crate::tick::run_deferred();
