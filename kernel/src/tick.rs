@@ -4,7 +4,10 @@
 //! and then does work that needs the big kernel lock: it wakes timed sleepers, fires interval
 //! timers and timerfds, takes the terminal's input and runs the hung-task watchdog. All of it
 //! looks at the time now and acts on what expired, so two ticks' work done at once is one
-//! tick's work done late, never lost.
+//! tick's work done late, never lost; the periodic looks (the hung-task check each second, the
+//! load average's sample each 5 s) count the points passed since their last one
+//! (`time::Periodic`) rather than wait for a tick that is a multiple of their period, which a
+//! deferred tick's late work never is.
 //!
 //! A tick that arrives while another CPU holds the lock (the boot CPU idle or waiting for the
 //! lock while an application processor runs a system call) used to spin for it, interrupts

@@ -185,6 +185,42 @@ pub fn on_tick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A job due once every `period` ticks (at each multiple of it, tick 0 excepted) that catches
+/// up: [`Periodic::due`] says how many of its points the clock has passed since the last
+/// [`Periodic::done`], so a tick whose work ran late (deferred to the big lock's next holder,
+/// `tick.rs`) or a look skipped because a lock was busy is made up at the next tick that gets
+/// to it, rather than lost until the next multiple (the hung-task check and the load average
+/// acted only on `now % period == 0`). Linux keeps the same idea in `calc_load_update` (the
+/// load average's next sample time, advanced past every window it folds).
+pub struct Periodic {
+    /// The number of the last point done (`tick / period`).
+    done: AtomicU64,
+}
+
+impl Periodic {
+    pub const fn new() -> Self {
+        Self {
+            done: AtomicU64::new(0),
+        }
+    }
+
+    /// How many points (multiples of `period`) `now` is past that were not done yet.
+    pub fn due(&self, now: u64, period: u64) -> u64 {
+        (now / period).saturating_sub(self.done.load(Ordering::Relaxed))
+    }
+
+    /// Every point up to `now` is done.
+    pub fn done(&self, now: u64, period: u64) {
+        self.done.fetch_max(now / period, Ordering::Relaxed);
+    }
+}
+
+impl Default for Periodic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Timer interrupts since the timer started.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)

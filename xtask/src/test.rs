@@ -104,7 +104,12 @@ impl TestArgs {
 /// (smp3): the idle CPU's tick no longer spins for the lock, fork/wake-ups keep work on the
 /// waker's CPU, and the idle loop no longer trades the lock at every switch (`t_process`: 225 s
 /// on 2 CPUs against 214 s on 1, from a stall); the whole tier has not been timed on 2 CPUs
-/// since, so this stays 1. `--smp 2` runs the tier on 2 CPUs.
+/// since, so this stays 1. Session 11 (smp4): ring-3 interrupts wait halted for the lock
+/// (`t_limits` 63 s of guest time on 2 CPUs against 67 s on 1, side by side) and a 2-CPU tier
+/// of the old tree ran session 9's slow programs within 240 s (74 minutes for the tier on a
+/// loaded host, 7 boots failing), but no 1-CPU tier ran beside it and `t_process` stalls on 4
+/// CPUs (docs/architecture.md, "The programs tier on 2 CPUs, session 11"): still 1. `--smp 2`
+/// runs the tier on 2 CPUs.
 pub const PROGRAMS_SMP: u32 = 1;
 /// The in-kernel tests run once per count (issue 16: on 1 CPU and on 4).
 pub const KERNEL_SMP: [u32; 2] = [1, 4];

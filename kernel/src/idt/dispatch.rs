@@ -82,15 +82,23 @@ fn kernel_trap(frame: &mut TrapFrame) {
             let _hidden = crate::kcov::IrqGuard::new();
             crate::smp::on_ipi(ipi);
             // An application processor's tick inside a task's kernel code (a `cond_resched`
-            // window) is that task's system time, as the PIT's is on the boot CPU.
+            // window) is that task's system time, as the PIT's is on the boot CPU. Inside the
+            // task's wait for the big lock (halted in an entry's or an acknowledged interrupt's
+            // wait), the lock is another CPU's: the tick does not wait for it, interrupts off,
+            // but counts as this CPU's system time and leaves the rest to the holder, as the
+            // PIT's deferred tick does (the task's table entry needs the lock).
             if ipi == vector::LOCAL_TIMER
                 && crate::percpu::cpu_id() != 0
                 && crate::proc::current_tid() != 0
             {
-                let taken = crate::bkl::lock_nested();
-                crate::proc::cputime::account_tick(false);
-                crate::tick::run_deferred();
-                crate::bkl::unlock_nested(taken);
+                if let Some(taken) = crate::bkl::try_lock_nested() {
+                    crate::proc::cputime::account_tick(false);
+                    crate::tick::run_deferred();
+                    crate::bkl::unlock_nested(taken);
+                } else {
+                    let cpu = crate::percpu::cpu_id();
+                    crate::proc::kstat::tick(cpu, crate::proc::kstat::SYSTEM);
+                }
             }
         }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
@@ -211,10 +219,10 @@ fn user_trap_other(frame: &mut TrapFrame) {
         }
         _ => {}
     }
-    crate::bkl::lock_in_interrupt();
+    acknowledge_user_interrupt(number);
+    lock_for_user_trap(number);
     match number {
         ipi if ipi >= vector::IPI_BASE => {
-            crate::smp::on_ipi(ipi);
             // An application processor's own tick preempts its task, as the PIT's does on the
             // boot CPU (which accounts on the PIT instead).
             if ipi == vector::LOCAL_TIMER && crate::percpu::cpu_id() != 0 {
@@ -228,14 +236,15 @@ fn user_trap_other(frame: &mut TrapFrame) {
         irq if (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&irq) => {
             routed_interrupt(irq - vector::IOAPIC_BASE)
         }
+        vector::TIMER => {
+            // Counted, the clock advanced and acknowledged already.
+            crate::proc::cputime::account_tick(true);
+            crate::tick::run();
+            crate::drivers::virtio_blk::steer_interrupts();
+            crate::proc::sched::yield_now();
+        }
         irq if (vector::PIC_BASE..vector::PIC_END).contains(&irq) => {
-            if irq == vector::TIMER {
-                crate::proc::cputime::account_tick(true);
-            }
-            interrupt(irq - vector::PIC_BASE);
-            if irq == vector::TIMER {
-                crate::proc::sched::yield_now();
-            }
+            interrupt(irq - vector::PIC_BASE)
         }
         vector::MACHINE_CHECK | vector::DOUBLE_FAULT => dump::die(frame),
         number => {
@@ -245,6 +254,46 @@ fn user_trap_other(frame: &mut TrapFrame) {
     }
     crate::proc::on_return_to_user(frame);
     crate::bkl::release_to_user();
+}
+
+/// The part of a ring-3 interrupt that needs no lock, ending with its end-of-interrupt, for
+/// the interrupts whose work may wait for the big lock with the interrupt acknowledged: the
+/// local APIC's (the local timer, the reschedule IPI: `smp::on_ipi` counts them and sends
+/// the EOI) and the PIT's (counted, the clock advanced, the PIC acknowledged, as a deferred
+/// tick does; line 0 is never the PIC's spurious one). A device's line is serviced before its
+/// acknowledgement (a level-triggered line acknowledged first would fire again at once), and
+/// exceptions have nothing to acknowledge.
+fn acknowledge_user_interrupt(number: u8) {
+    if number >= vector::IPI_BASE {
+        crate::smp::on_ipi(number);
+    } else if number == vector::TIMER {
+        let line = vector::TIMER - vector::PIC_BASE;
+        crate::proc::kstat::irq(Some(line));
+        time::on_tick();
+        pic::end_of_interrupt(line);
+    }
+}
+
+/// How a trap from ring 3 (other than the page fault, the NMI and the lock-free IPIs) takes
+/// the big kernel lock, after [`acknowledge_user_interrupt`]. The task holds nothing, so
+/// whatever no longer has an interrupt in service waits halted with interrupts enabled, as a
+/// system call's entry does: an acknowledged interrupt ([`crate::bkl::lock_after_eoi`]) and an
+/// exception, the task's own doing ([`crate::bkl::lock`]). A device's line, still in service,
+/// spins with interrupts off ([`crate::bkl::lock_in_interrupt`]): before its EOI the local
+/// APIC holds back the release's IPI; so do the machine check and double fault, which only
+/// die.
+pub fn lock_for_user_trap(number: u8) {
+    match number {
+        n if n >= vector::IPI_BASE || n == vector::TIMER => crate::bkl::lock_after_eoi(),
+        n if (vector::PIC_BASE..vector::PIC_END).contains(&n)
+            || (vector::IOAPIC_BASE..vector::IOAPIC_END).contains(&n)
+            || n == vector::MACHINE_CHECK
+            || n == vector::DOUBLE_FAULT =>
+        {
+            crate::bkl::lock_in_interrupt()
+        }
+        _ => crate::bkl::lock(),
+    }
 }
 
 /// A device interrupt on ISA line `line` delivered through the I/O APIC (`ioapic`): the device

@@ -12,7 +12,7 @@ mod dump;
 mod entry;
 pub mod vector;
 
-pub use dispatch::breakpoint_count;
+pub use dispatch::{breakpoint_count, lock_for_user_trap};
 pub use entry::TrapFrame;
 
 use spin::Once;

@@ -78,6 +78,9 @@ pub static TESTS: &[KernelTest] = &[
     test!(runqueue::runqueue_new_task_queued_behind_its_creator),
     test!(tick::bkl_idle_loop_lets_in_only_a_long_waiter),
     test!(tick::bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_interrupts_off),
+    test!(tick::bkl_ring3_interrupt_waits_with_interrupts_enabled),
+    test!(tick::loadavg_sample_catches_up_after_a_late_tick),
+    test!(tick::hung_task_check_catches_up_after_a_deferred_second),
     test!(tsc::tsc_calibration_survives_a_descheduled_vcpu),
     test!(tsc::tsc_rate_agrees_with_the_pit),
     // Harness self-tests: deliberately broken, run only by name, always last.

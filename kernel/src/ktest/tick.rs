@@ -240,3 +240,239 @@ pub fn bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_interrupts_off() -> TestRes
     );
     Ok(())
 }
+
+/// An interrupt taken in ring 3 waits for the big lock another CPU holds with its own
+/// interrupt acknowledged and interrupts enabled (`idt::lock_for_user_trap`, then
+/// `bkl::lock_after_eoi`): the PIT's ticks keep arriving on the waiting CPU (each advances the
+/// clock and leaves its work to the holder). Before, the local timer's, the reschedule IPI's
+/// and the PIT's handlers spun with interrupts off for the whole hold: this CPU took no tick in
+/// a 300 ms wait (the test fails so when `lock_for_user_trap` calls `lock_in_interrupt` for
+/// them, as the old dispatcher did).
+pub fn bkl_ring3_interrupt_waits_with_interrupts_enabled() -> TestResult {
+    use crate::idt::vector;
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("ring-3 interrupt test: one CPU, the big lock is off: nothing to wait for");
+        return Ok(());
+    };
+    for (name, number) in [
+        ("local timer", vector::LOCAL_TIMER),
+        ("reschedule IPI", vector::IPI_RESCHED),
+        ("PIT", vector::TIMER),
+    ] {
+        HELD.store(false, Ordering::Relaxed);
+        RELEASED.store(false, Ordering::Relaxed);
+        let deferred_before = bklstat::ticks_deferred();
+        // The boot code holds the lock (`bkl::init_boot`): let the other CPU have it.
+        bkl::unlock();
+        let _ = smp::call::run_on(other, hold_the_lock, 1_000);
+        let start = time::rdtsc();
+        while !HELD.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+            core::hint::spin_loop();
+        }
+        let held = HELD.load(Ordering::Acquire);
+        let ticks = time::ticks();
+        let wait = time::rdtsc();
+        // As the handler of `number` taken in ring 3 does once it has acknowledged it: with
+        // interrupts off, as the interrupt gate leaves them.
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            crate::idt::lock_for_user_trap(number)
+        });
+        let waited = elapsed_us(wait);
+        let ticks_taken = time::ticks() - ticks;
+        // The holder sets its flag just after its release, which this CPU may beat.
+        while !RELEASED.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
+            core::hint::spin_loop();
+        }
+        let released = RELEASED.load(Ordering::Acquire);
+        // The holder's first act: the ticks' work left to it.
+        crate::tick::run_deferred();
+        let deferred = bklstat::ticks_deferred() - deferred_before;
+        info!(
+            "ring-3 interrupt test ({name}): waited {waited} us for CPU {other}, took {ticks_taken} PIT ticks meanwhile, {deferred} deferred"
+        );
+        ensure!(
+            held && released,
+            "CPU {other} did not hold and release the lock (held {held}, released {released})"
+        );
+        ensure!(bkl::held(), "the {name}'s wait returned without the lock");
+        ensure!(
+            ticks_taken >= 5 && deferred >= 5,
+            "the {name}'s handler took {ticks_taken} ticks ({deferred} deferred) in a wait of {waited} us for a 300 ms hold: it waited with interrupts off"
+        );
+        ensure!(
+            !crate::tick::pending(),
+            "the deferred ticks' work was still pending after the holder's pass"
+        );
+    }
+    Ok(())
+}
+
+/// The load average folds a sample at the first tick past each 5 s point that gets to it, once
+/// per point passed: a late tick (its work deferred to the big lock's holder) or a busy task
+/// table used to skip the sample until the next point (`sample_load` acted only on a tick
+/// that was a multiple of `LOAD_FREQ`: this test fails at tick 503 then).
+pub fn loadavg_sample_catches_up_after_a_late_tick() -> TestResult {
+    use crate::proc::kstat::{calc_load_1min, LoadAvg};
+    let freq = 5 * time::TICK_HZ;
+    let load = LoadAvg::new();
+    load.sample(freq - 1, || Some(3));
+    ensure!(
+        load.raw() == [0; 3],
+        "sampled before the first point: {:?}",
+        load.raw()
+    );
+    // The tick at the point itself ran late (deferred): the next one samples.
+    load.sample(freq + 3, || Some(3));
+    let one = calc_load_1min(0, 3);
+    ensure!(
+        load.raw()[0] == one,
+        "a tick 3 past the first point left the 1-minute average at {} (one sample: {one})",
+        load.raw()[0]
+    );
+    load.sample(freq + 4, || Some(3));
+    ensure!(
+        load.raw()[0] == one,
+        "the first point was sampled twice: {}",
+        load.raw()[0]
+    );
+    // Two points passed (their ticks both late): both folded, with the count of now.
+    load.sample(3 * freq + 2, || Some(3));
+    let three = calc_load_1min(calc_load_1min(one, 3), 3);
+    ensure!(
+        load.raw()[0] == three,
+        "two points passed at once gave {} (two samples: {three})",
+        load.raw()[0]
+    );
+    // The table busy at the first tick past a point: the next tick samples.
+    load.sample(4 * freq + 1, || None);
+    ensure!(
+        load.raw()[0] == three,
+        "a sample without a count changed the average"
+    );
+    load.sample(4 * freq + 2, || Some(3));
+    let four = calc_load_1min(three, 3);
+    ensure!(
+        load.raw()[0] == four,
+        "the point the busy table put off was not sampled at the next tick: {} (want {four})",
+        load.raw()[0]
+    );
+    Ok(())
+}
+
+/// The tick at which [`hold_until_tick`] lets go.
+static HOLD_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// The tick at which it took the lock.
+static HOLD_FROM: AtomicU64 = AtomicU64::new(0);
+/// Hung-task reports made when it let go.
+static REPORTS_AT_RELEASE: AtomicU64 = AtomicU64::new(0);
+
+/// Posted to the other CPU: takes the big lock and holds it, interrupts off, until the tick
+/// count (advanced by the boot CPU's deferred PIT ticks) reaches [`HOLD_UNTIL`] (at most 3 s).
+fn hold_until_tick() {
+    bkl::lock();
+    HOLD_FROM.store(time::ticks(), Ordering::Relaxed);
+    HELD.store(true, Ordering::Release);
+    let start = time::rdtsc();
+    while time::ticks() < HOLD_UNTIL.load(Ordering::Relaxed) && elapsed_us(start) < 3_000_000 {
+        smp::shootdown::service();
+        core::hint::spin_loop();
+    }
+    REPORTS_AT_RELEASE.store(crate::watchdog::hung::reports(), Ordering::Relaxed);
+    bkl::unlock();
+    RELEASED.store(true, Ordering::Release);
+}
+
+/// The hung-task check of a second whose tick's work was left to the big lock's holder runs
+/// when the holder does that work, not a second later: a sleep past the 1 s threshold is
+/// reported at the first pass after the second's tick. Before, the check ran only at a tick
+/// that was a multiple of the rate, and the deferred work ran at a later tick, so the report
+/// waited for the next second (this test fails then: no report after the holder's pass).
+pub fn hung_task_check_catches_up_after_a_deferred_second() -> TestResult {
+    use crate::watchdog::{self, hung};
+    const TID: u32 = 0x7ffd;
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("hung-task catch-up test: one CPU, the big lock is off: no tick is deferred");
+        return Ok(());
+    };
+    let hz = time::TICK_HZ;
+    let old = watchdog::set_thresholds(watchdog::softlockup_secs(), 1);
+    let before = hung::reports();
+    hung::enter(
+        TID,
+        0x5678,
+        "an in-kernel test's sleep across a deferred second",
+    );
+    let since = time::ticks();
+    let mut outcome = None;
+    // The second at which the sleep is first past the threshold: its tick must fall inside
+    // the other CPU's hold. A host that stalls this vCPU past it tries the next second.
+    let mut second = (since + hz).div_ceil(hz) * hz;
+    let start = time::rdtsc();
+    for _ in 0..3 {
+        // Until shortly before that second, this CPU holds the lock and halts: its ticks
+        // run their work (the check) at once.
+        while time::ticks() + hz / 5 < second && elapsed_us(start) < 4 * TIMEOUT_US {
+            x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+        }
+        if hung::reports() != before {
+            break;
+        }
+        REPORTS_AT_RELEASE.store(before, Ordering::Relaxed);
+        HELD.store(false, Ordering::Relaxed);
+        RELEASED.store(false, Ordering::Relaxed);
+        HOLD_UNTIL.store(second + 5, Ordering::Relaxed);
+        bkl::unlock();
+        let _ = smp::call::run_on(other, hold_until_tick, 1_000);
+        // Halted with interrupts on, as the idle loop waits: the ticks are deferred.
+        while !RELEASED.load(Ordering::Acquire) && elapsed_us(start) < 4 * TIMEOUT_US {
+            x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+        }
+        // The other CPU's idle loop may have run the deferred work already, after its hold.
+        bkl::lock();
+        let from = HOLD_FROM.load(Ordering::Relaxed);
+        let reported_in_hold = REPORTS_AT_RELEASE.load(Ordering::Relaxed) != before;
+        // The idle loop's first act with the lock.
+        crate::tick::run_deferred();
+        let now = time::ticks();
+        let reported = hung::reports() != before;
+        info!(
+            "hung-task catch-up test: hold from tick {from} for the second at {second}, deferred work done by tick {now}, reported in the hold {reported_in_hold}, after {reported}"
+        );
+        if reported_in_hold {
+            break;
+        }
+        if from < second && now >= second && now < second + hz {
+            outcome = Some((from, now, reported));
+            break;
+        }
+        second += hz;
+    }
+    hung::leave(TID);
+    watchdog::set_thresholds(old.0, old.1);
+    let Some((from, now, reported)) = outcome else {
+        return Err(super::TestFailure(alloc::string::String::from(
+            "no hold of the other CPU spanned a second's tick in 3 tries (host stalls)",
+        )));
+    };
+    info!(
+        "hung-task catch-up test: CPU {other} held the lock from tick {from} past the second at {second}; the holder's pass at tick {now} reported: {reported}"
+    );
+    ensure!(
+        reported,
+        "the sleep past its threshold at tick {second} was not reported by the deferred work run at tick {now}"
+    );
+    ensure!(
+        hung::last_reported() == TID,
+        "reported tid {}",
+        hung::last_reported()
+    );
+    Ok(())
+}

@@ -40,8 +40,6 @@ pub const APIC_KINDS: [(&str, &str); 4] = [
     ("CAL", "Function call interrupts"),
     ("TLB", "TLB shootdowns"),
 ];
-/// Linux `avenrun`: 1, 5 and 15 minute averages in `FIXED_1` units.
-static AVENRUN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 const FSHIFT: u32 = 11;
 const FIXED_1: u64 = 1 << FSHIFT;
@@ -143,26 +141,79 @@ pub fn calc_load(load: u64, exp: u64, active: u64) -> u64 {
 /// Every `LOAD_FREQ` ticks, folds the number of runnable tasks into the averages (Linux
 /// `calc_global_load`). Timer interrupt; `active` is counted by the caller.
 pub fn sample_load(ticks: u64, active: impl FnOnce() -> Option<u64>) {
-    if ticks == 0 || !ticks.is_multiple_of(LOAD_FREQ) {
-        return;
+    LOAD.sample(ticks, active);
+}
+
+/// The load average's state: Linux's `avenrun` (the 1, 5 and 15 minute averages in `FIXED_1`
+/// units) and the sample points done.
+pub struct LoadAvg {
+    avenrun: [AtomicU64; 3],
+    sampled: crate::time::Periodic,
+}
+
+/// The system's ([`sample_load`], [`loadavg`]).
+static LOAD: LoadAvg = LoadAvg::new();
+
+/// Sample points folded at most at once: past a few hundred windows (half an hour) every
+/// average has converged to the count anyway.
+const MAX_MISSED_WINDOWS: u64 = 512;
+
+impl LoadAvg {
+    pub const fn new() -> Self {
+        Self {
+            avenrun: [const { AtomicU64::new(0) }; 3],
+            sampled: crate::time::Periodic::new(),
+        }
     }
-    let Some(active) = active() else {
-        return;
-    };
-    let active = active * FIXED_1;
-    for (avg, exp) in AVENRUN.iter().zip(EXP) {
-        avg.store(
-            calc_load(avg.load(Ordering::Relaxed), exp, active),
-            Ordering::Relaxed,
-        );
+
+    /// Folds the runnable count `active` (asked only when a sample is due; `None`: the task
+    /// table is busy, try again at the next tick) once for each sample point (every
+    /// `LOAD_FREQ` ticks) passed since the last sample. A tick whose work ran late (deferred
+    /// to the big lock's next holder, `tick.rs`) or found the table busy used to skip the
+    /// sample until the next point, 5 s on; now the next tick that gets here makes it up, and
+    /// points missed altogether are folded with the count of now, as Linux's
+    /// `calc_global_nohz` folds the windows a tickless CPU slept through.
+    pub fn sample(&self, ticks: u64, active: impl FnOnce() -> Option<u64>) {
+        let missed = self.sampled.due(ticks, LOAD_FREQ);
+        if missed == 0 {
+            return;
+        }
+        let Some(active) = active() else {
+            return;
+        };
+        self.sampled.done(ticks, LOAD_FREQ);
+        let active = active * FIXED_1;
+        for (avg, exp) in self.avenrun.iter().zip(EXP) {
+            let mut load = avg.load(Ordering::Relaxed);
+            for _ in 0..missed.min(MAX_MISSED_WINDOWS) {
+                load = calc_load(load, exp, active);
+            }
+            avg.store(load, Ordering::Relaxed);
+        }
     }
+
+    /// The three averages in `FIXED_1` units.
+    pub fn raw(&self) -> [u64; 3] {
+        core::array::from_fn(|i| self.avenrun[i].load(Ordering::Relaxed))
+    }
+}
+
+impl Default for LoadAvg {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One step of the 1-minute average (for tests): `calc_load` with Linux's `EXP_1`.
+pub fn calc_load_1min(load: u64, active: u64) -> u64 {
+    calc_load(load, EXP[0], active * FIXED_1)
 }
 
 /// The three averages as Linux prints them: integer part and hundredths (`LOAD_INT`,
 /// `LOAD_FRAC` with Linux's rounding offset of `FIXED_1/200`).
 pub fn loadavg() -> [(u64, u64); 3] {
     core::array::from_fn(|i| {
-        let x = AVENRUN[i].load(Ordering::Relaxed) + FIXED_1 / 200;
+        let x = LOAD.avenrun[i].load(Ordering::Relaxed) + FIXED_1 / 200;
         (x >> FSHIFT, ((x & (FIXED_1 - 1)) * 100) >> FSHIFT)
     })
 }

@@ -86,12 +86,18 @@ pub fn last_reported() -> u32 {
     LAST_REPORTED.load(Ordering::Relaxed) as u32
 }
 
+/// The seconds [`on_tick`] looked at.
+static CHECKED: time::Periodic = time::Periodic::new();
+
 /// The timer's work: once a second, report the sleeps past the threshold. Interrupt context:
-/// skips the look if the table or the console is busy (the interrupted code holds it).
+/// puts the look off to the next tick if the table or the console is busy (the interrupted
+/// code holds it). A second whose tick's work ran late (left to the big lock's next holder,
+/// `tick.rs`) is looked at then: the look used to happen only at a tick that was a multiple
+/// of the rate, and a deferred one was skipped (and with it the report) until the next second.
 pub fn on_tick() {
     let now = time::ticks();
     let secs = super::hung_task_secs();
-    if ASLEEP.load(Ordering::Relaxed) == 0 || secs == 0 || !now.is_multiple_of(time::TICK_HZ) {
+    if ASLEEP.load(Ordering::Relaxed) == 0 || secs == 0 || CHECKED.due(now, time::TICK_HZ) == 0 {
         return;
     }
     if crate::serial::is_busy() {
@@ -100,6 +106,7 @@ pub fn on_tick() {
     let Some(mut slots) = SLEEPERS.try_lock() else {
         return;
     };
+    CHECKED.done(now, time::TICK_HZ);
     let limit = secs * time::TICK_HZ;
     for slot in slots.iter_mut() {
         if slot.tid == 0 || slot.reported || now.saturating_sub(slot.since) < limit {

@@ -1018,8 +1018,20 @@ fn dirty_cow_two_threads(t: &mut Tester) {
     DC_ADDR.store(ro, Ordering::SeqCst);
     let w = spawn(dirty_writer, 0);
     let m = spawn(dirty_madviser, 0);
-    // Long enough for many timer slices (10 ms on cowlab) in each thread.
+    // Long enough for many timer slices (10 ms on cowlab) in each thread, and then until both
+    // sides made enough calls for the interleaving check below (bounded): on 2 or 4 CPUs under
+    // a loaded host each madvise waits for a TLB shootdown acknowledged by a descheduled vCPU,
+    // and 3 s gave 70 madvises (t_threads on 4 CPUs, session 11).
     let _ = sleep_ms(if on_cowlab() { 3000 } else { 1000 });
+    for _ in 0..68 {
+        if INTERLEAVINGS.load(Ordering::SeqCst) >= 20
+            && WRITES.load(Ordering::SeqCst) > 100
+            && MADVISES.load(Ordering::SeqCst) > 100
+        {
+            break;
+        }
+        let _ = sleep_ms(250);
+    }
     STOP.store(true, Ordering::SeqCst);
     for th in [w, m].into_iter().flatten() {
         th.join();
