@@ -10,6 +10,10 @@
 //! The description holds an open reference on the inode (`Ext2::open`) and on its cache,
 //! dropped at the last close (`Ext2::release`): an unlinked file lives until then.
 //!
+//! Writes, `ftruncate` and `fallocate` run under the file's writer lock
+//! (`ext2_cache::InodeLock`, Linux `inode_lock`), so their filesystem and cache halves never
+//! interleave with another writer's.
+//!
 //! `mmap` maps the cache's pages ([`Ext2Mapping`], which holds the file open while mapped).
 #![deny(unsafe_code)]
 
@@ -168,8 +172,8 @@ impl Ext2File {
         }
         let mut done = 0;
         while from.count() > 0 {
-            // The user copy may fault (a fill, `page_mkwrite`): no fault path takes the
-            // writer lock.
+            // The user copy may fault (a fill of a mapped file's page): no fault path takes
+            // the writer lock.
             let data = from.copy_from_vec(CHUNK)?;
             if data.is_empty() {
                 break;
