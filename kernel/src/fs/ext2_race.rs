@@ -11,7 +11,7 @@
 //! `/proc/cowlab/race_window`: write `truncate MS` or `fallocate MS` to arm that point for one
 //! sleep of MS milliseconds (at most [`MAX_MS`]), `off` to disarm; a read gives the armed
 //! point (`armed none` if none) and how many sleeps there began (`entered`) and ended
-//! (`left`). An unarmed point costs one load.
+//! (`left`). Only root may write it. An unarmed point costs one load.
 #![deny(unsafe_code)]
 
 use alloc::format;
@@ -81,8 +81,13 @@ pub fn text() -> String {
     )
 }
 
-/// A write to the file: `POINT MS` arms, `off` disarms; anything else is `EINVAL`.
+/// A write to the file: `POINT MS` arms, `off` disarms; anything else is `EINVAL`. Root only
+/// (`EPERM` otherwise), as Linux's fault-injection files in debugfs: an armed window makes
+/// another user's call sleep.
 pub fn write(data: &[u8]) -> Result<usize, Errno> {
+    if crate::proc::cred::current().euid != 0 {
+        return Err(Errno::EPERM);
+    }
     let text = core::str::from_utf8(data)
         .map_err(|_| Errno::EINVAL)?
         .trim();
