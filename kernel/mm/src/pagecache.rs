@@ -88,11 +88,12 @@ pub trait BackingStore {
     /// A buffered write whose `begin` prepared more than the cache then took (a fill failed,
     /// or a short count ended inside a page it could not complete) has ended (Linux
     /// `ext2_write_failed`): the store gives back the size and the blocks that `begin` added
-    /// past the cache's size, which it asks `keep` for ([`FileCache::trim_target`]) under the
-    /// lock its `begin` takes, so no write starts in between; `None`: another write is in
-    /// flight and will ask again. Called with no lock held. A store whose `begin` allocates
-    /// nothing has nothing to undo.
-    fn write_failed(&self, keep: &dyn Fn() -> Option<u64>) -> Result<(), Self::Error> {
+    /// past `keep`, the cache's size as the write left it. Called with no lock held, at once:
+    /// the caller of [`FileCache::write_begin_end`] holds the file's writer lock (Linux
+    /// `i_rwsem`), so no other write, truncation or preallocation has moved the size or the
+    /// blocks past it since this write's `begin`. A store whose `begin` allocates nothing has
+    /// nothing to undo.
+    fn write_failed(&self, keep: u64) -> Result<(), Self::Error> {
         let _ = keep;
         Ok(())
     }
@@ -238,13 +239,6 @@ enum Slot {
 struct Inner {
     size: u64,
     pages: BTreeMap<u64, PhysAddr>,
-    /// Buffered writes between their start and their end ([`FileCache::write_begin_end`]):
-    /// while any is in flight, blocks and a size the store prepared past the cache's size may
-    /// be another write's, not yet copied in.
-    writers: u32,
-    /// A write took less than its store prepared, while another was in flight: the last
-    /// writer out gives back what lies past the size then ([`FileCache::trim_target`]).
-    trim_pending: bool,
 }
 
 impl Inner {
@@ -278,8 +272,6 @@ impl FileCache {
             inner: Mutex::new(Inner {
                 size,
                 pages: BTreeMap::new(),
-                writers: 0,
-                trim_pending: false,
             }),
             straddle_wp: AtomicU64::new(NO_PAGE),
             dirtied_when: AtomicU64::new(0),
@@ -750,6 +742,11 @@ impl FileCache {
     /// before `begin` so no fill sees blocks the store just allocated and has not written yet.
     /// Returns the bytes written; an error if not even the first page could be had or `begin`
     /// took nothing.
+    ///
+    /// The caller holds the file's writer lock (Linux `i_rwsem`, taken by `inode_lock` in
+    /// `generic_file_write_iter`), which every path that moves the size or the store's blocks
+    /// past it takes too (writes, truncation, preallocation): a write that took less than
+    /// `begin` prepared gives the rest back before it returns ([`BackingStore::write_failed`]).
     pub fn write_begin_end<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
@@ -758,33 +755,17 @@ impl FileCache {
         data: &[u8],
         begin: impl FnOnce(u64) -> Result<u64, S::Error>,
     ) -> Result<usize, S::Error> {
-        self.inner.lock().writers += 1;
-        let r = self.write_begin_end_inner(mm, store, offset, data, begin);
-        let trim = {
-            let mut inner = self.inner.lock();
-            inner.writers -= 1;
-            inner.writers == 0 && inner.trim_pending
-        };
-        if trim {
-            // A failure here (the device) leaves blocks past the size, for e2fsck to find,
-            // never data loss: the count the caller gets is the cache's.
-            let _ = store.write_failed(&|| self.trim_target());
+        let (r, trim) = self.write_begin_end_inner(mm, store, offset, data, begin);
+        if let Some(keep) = trim {
+            // Linux `ext2_write_failed`, at once: the caller's writer lock keeps every other
+            // writer of the file out, so what lies past `keep` is this write's alone (before
+            // the lock the trim waited for the last write in flight, and then ran against a
+            // size another writer had moved meanwhile). A failure here (the device) leaves
+            // blocks past the size, for e2fsck to find, never data loss: the count the caller
+            // gets is the cache's.
+            let _ = store.write_failed(keep);
         }
         r
-    }
-
-    /// The size a store gives back what it prepared past (Linux `ext2_write_failed`'s
-    /// `i_size`), asked by the store under the lock its `begin` takes: `None` while a buffered
-    /// write is in flight (what lies past the size may be its prepared blocks; the last one out
-    /// asks again), else the size, the request then done.
-    pub fn trim_target(&self) -> Option<u64> {
-        let mut inner = self.inner.lock();
-        if inner.writers > 0 {
-            inner.trim_pending = true;
-            return None;
-        }
-        inner.trim_pending = false;
-        Some(inner.size)
     }
 
     fn write_begin_end_inner<A: Arch, S: BackingStore>(
@@ -794,12 +775,12 @@ impl FileCache {
         offset: u64,
         data: &[u8],
         begin: impl FnOnce(u64) -> Result<u64, S::Error>,
-    ) -> Result<usize, S::Error> {
-        let end = offset
-            .checked_add(data.len() as u64)
-            .ok_or(S::Error::from(MmError::Inval))?;
+    ) -> (Result<usize, S::Error>, Option<u64>) {
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            return (Err(S::Error::from(MmError::Inval)), None);
+        };
         if data.is_empty() {
-            return Ok(0);
+            return (Ok(0), None);
         }
         // Every page first, each locked (Linux `write_begin`): the range is cut at the first
         // page that cannot be had. The locks keep truncation and other writers off the pages
@@ -821,7 +802,7 @@ impl FileCache {
                 .and_then(|()| self.get_page_locked(mm, store, index, fill));
             match got {
                 Ok((f, valid)) => pages.push((f, index, valid || index * PAGE >= size)),
-                Err(e) if pages.is_empty() => return Err(e),
+                Err(e) if pages.is_empty() => return (Err(e), None),
                 Err(_) => break,
             }
             have += n;
@@ -835,7 +816,7 @@ impl FileCache {
             Ok(n) => n.min(have - offset) as usize,
             Err(e) => {
                 self.write_end_pages(mm, store, &mut pages);
-                return Err(e);
+                return (Err(e), None);
             }
         };
         // A short count (a full disk, on a filesystem whose blocks are smaller than a page)
@@ -899,11 +880,10 @@ impl FileCache {
         // Linux `ext2_write_failed`: the store prepared blocks (and a size) up to `offset +
         // begun`, the cache took less. The pages this write created past the new size leave the
         // cache now (they are locked, and nobody else could see a page past the end); the
-        // store gives back what lies past the size when the last write in flight ends
-        // (`write_begin_end`), so no other write's prepared blocks are freed under it.
+        // store gives back what lies past the size once the pages are unlocked
+        // (`write_begin_end`; the caller's writer lock keeps other writers out meanwhile).
         let trim = offset + begun > size;
         if trim {
-            inner.trim_pending = true;
             let cut = size.div_ceil(PAGE);
             pages.retain(|&(frame, index, _)| {
                 if index < cut || inner.pages.get(&index) != Some(&frame) {
@@ -921,10 +901,11 @@ impl FileCache {
         if n > 0 {
             self.note_dirtied();
         }
-        match short_fill_error {
+        let r = match short_fill_error {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
-        }
+        };
+        (r, trim.then_some(size))
     }
 
     /// Unlocks and releases the pages of a write (Linux `write_end`): each one is `UPTODATE`,

@@ -28,6 +28,14 @@
 //! would never let it run. The reclaim hook
 //! ([`shrink`]) runs inside failing frame allocations, possibly with a cache or the registry
 //! locked by the same CPU, so it only `try_lock`s.
+//!
+//! Each entry also holds the file's writer lock ([`InodeLock`], Linux `i_rwsem` taken by
+//! `inode_lock`): buffered and direct writes, `ftruncate` and `fallocate` hold it across
+//! their whole call, so their compositions of a filesystem call and a cache call (the disk's
+//! size, then the cache's) never interleave. It comes first in the order: before
+//! [`WRITEBACK`], the address-space locks, the page locks and the filesystem lock. No fault
+//! path takes it (fills and `page_mkwrite` take a page lock and the filesystem lock only), so
+//! a user copy made under it may fault.
 #![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
@@ -93,8 +101,49 @@ fn wait_on_page(channel: usize, locked: &dyn Fn() -> bool, may_sleep: bool) {
 
 const PAGE: u64 = 4096;
 
+/// A file's writer lock (Linux `i_rwsem`, exclusive only: `inode_lock`/`inode_unlock`), held
+/// by buffered and direct writes, `ftruncate` and `fallocate` of the file around their whole
+/// call. Each of them composes a filesystem call with a page-cache call (`ftruncate` shrinks
+/// the disk, then the cache; a chunked `fallocate` tells the cache its size at the end; a
+/// write that failed gives back its blocks past the cache's size): without the lock a second
+/// writer ran between the two halves and one half undid its work (docs/file-memory.md,
+/// "The file's writer lock"). A sleeping lock: its holder sleeps on the disk, on the
+/// filesystem lock and in user copies.
+///
+/// Order: first. It is taken with no other lock held, and under it the holder may take the
+/// writeback lock, address-space locks (a user copy faulting, `folio_mkclean`, truncation's
+/// unmap), page locks and the filesystem lock; none of those holders ever takes it (no fault
+/// path does), so GUP under it is allowed and `PinnedPage::dup`'s rule (no GUP under the
+/// filesystem lock) is unchanged.
+pub struct InodeLock(SleepLock<()>);
+
+impl InodeLock {
+    fn new() -> Arc<InodeLock> {
+        let lock = InodeLock(SleepLock::new("an ext2 file's writer lock (inode_lock)"));
+        // Never held yet: this only makes the value present.
+        lock.0.replace(Some(()));
+        Arc::new(lock)
+    }
+
+    /// Runs `f` holding the lock (Linux `inode_lock` ... `inode_unlock`), asleep while another
+    /// task holds it. The caller holds no lock (see [`InodeLock`]'s order). Outside a task
+    /// (power-off) a held lock belongs to a task that will never run again, and `f` runs
+    /// without it, as writeback does there.
+    pub fn with<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut f = Some(f);
+        let mut run = || f.take().map(|f| f());
+        match self.0.with_sleeping(true, |_| run()) {
+            Some(Some(r)) => r,
+            _ => run().unwrap_or_else(|| unreachable!("the writer lock ran its body twice")),
+        }
+    }
+}
+
 struct Entry {
     cache: Arc<FileCache>,
+    /// The file's writer lock, as long as the entry (a kept cache keeps its lock: nobody holds
+    /// it while the file is closed).
+    lock: Arc<InodeLock>,
     /// Open descriptions of the inode (0: kept past the last close).
     opens: usize,
     /// The inode's generation and size when the cache was made or last closed: a kept cache
@@ -141,23 +190,19 @@ impl BackingStore for Ext2Store {
         Ok(())
     }
 
-    /// No lock held (`write_begin_end`): asleep on the filesystem, under which `keep` is asked,
-    /// so no write's `begin` runs between the answer and the trim.
-    fn write_failed(&self, keep: &dyn Fn() -> Option<u64>) -> Result<(), Errno> {
-        with_fs(|fs| match keep() {
-            Some(size) => fs.write_failed(self.ino, size),
-            None => Ok(()),
-        })
+    /// No lock held but the file's writer lock (`write_begin_end`): asleep on the filesystem.
+    fn write_failed(&self, keep: u64) -> Result<(), Errno> {
+        with_fs(|fs| fs.write_failed(self.ino, keep))
     }
 }
 
 /// Registers one more open description of `ino`; the first creates the cache, sized from the
 /// inode, or takes back the cache kept since the last close if the inode is still the same
-/// file (generation and size).
-pub fn attach(ino: u32) -> Result<Arc<FileCache>, Errno> {
+/// file (generation and size). Returns the cache and the file's writer lock.
+pub fn attach(ino: u32) -> Result<(Arc<FileCache>, Arc<InodeLock>), Errno> {
     if let Some(e) = CACHES.lock().get_mut(&ino).filter(|e| e.opens > 0) {
         e.opens += 1;
-        return Ok(e.cache.clone());
+        return Ok((e.cache.clone(), e.lock.clone()));
     }
     let (generation, size) = with_fs(|fs| fs.generation(ino))?;
     let (cache, stale) = {
@@ -171,13 +216,14 @@ pub fn attach(ino: u32) -> Result<Arc<FileCache>, Errno> {
         };
         let e = caches.entry(ino).or_insert_with(|| Entry {
             cache: Arc::new(FileCache::new(size)),
+            lock: InodeLock::new(),
             opens: 0,
             generation,
             size_at_close: size,
             mappers: Vec::new(),
         });
         e.opens += 1;
-        (e.cache.clone(), stale)
+        ((e.cache.clone(), e.lock.clone()), stale)
     };
     if let Some(old) = stale {
         // A freed inode's pages: its data died with it.

@@ -12,7 +12,9 @@
 //! free a block the device is still moving. No GUP runs under that lock: each extent's request
 //! gets extra holds on the pages pinned up front (`PinnedPage::dup`), never a second walk —
 //! a present page may still fault (writeback write-protects a shared file page meanwhile).
-//! The transfers sleep with only that sleeping lock held.
+//! The transfers sleep with only that sleeping lock held (and the file's writer lock, which
+//! the caller holds around the whole write: `ext2_cache::InodeLock`, taken before the user
+//! pages, since no fault path takes it).
 //!
 //! Alignment as Linux's `iomap_dio_rw` on a 512-byte-sector disk: the file position, and each
 //! piece of the buffer's address and length, must be multiples of 512 (`EINVAL`). A buffer
@@ -164,17 +166,18 @@ fn chunk(
 }
 
 /// Gives the disk's size and the blocks past it back to the cache's size after a direct write
-/// that did not reach all it prepared (Linux `ext2_write_failed`). Not while a buffered write
-/// is in flight (the blocks past the size may be its): the last one out trims then. Its own
-/// failure is not the write's: what reached the disk is still reported (a short count).
+/// that did not reach all it prepared (Linux `ext2_write_failed`). The caller holds the file's
+/// writer lock (`ext2_cache::InodeLock`), so the disk's size past the cache's is this write's
+/// alone: no buffered write has prepared blocks there, no chunked `fallocate` is between two
+/// chunks (the disk's size grown, the cache's not yet: before the lock, those chunks' blocks
+/// were freed here). Its own failure is not the write's: what reached the disk is still
+/// reported (a short count).
 fn give_back(
     fs: &mut cowlab_ext2::Ext2<super::ext2_glue::VirtioDisk>,
     ino: u32,
     cache: &FileCache,
 ) {
-    if let Some(size) = cache.trim_target() {
-        let _ = fs.write_failed(ino, size);
-    }
+    let _ = fs.write_failed(ino, cache.size());
 }
 
 /// Moves each run of the piece: a run of consecutive disk blocks is one request on the user

@@ -10,6 +10,10 @@
 //! The description holds an open reference on the inode (`Ext2::open`) and on its cache,
 //! dropped at the last close (`Ext2::release`): an unlinked file lives until then.
 //!
+//! Writes, `ftruncate` and `fallocate` run under the file's writer lock
+//! (`ext2_cache::InodeLock`, Linux `inode_lock`), so their filesystem and cache halves never
+//! interleave with another writer's.
+//!
 //! `mmap` maps the cache's pages ([`Ext2Mapping`], which holds the file open while mapped).
 #![deny(unsafe_code)]
 
@@ -20,7 +24,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use cowlab_mm::pagecache::{BackingStore, FileCache, FileRef, MappedFile};
 use cowlab_mm::MmError;
 
-use super::ext2_cache::{self, Ext2Store};
+use super::ext2_cache::{self, Ext2Store, InodeLock};
 use super::ext2_direct;
 use super::ext2_mount::{with_fs, with_fs_atomic};
 use super::file::{FileOps, Kiocb, Seek};
@@ -95,6 +99,8 @@ pub fn ext2_statfs() -> StatFs {
 pub struct Ext2File {
     pub ino: u32,
     cache: Arc<FileCache>,
+    /// The file's writer lock (Linux `inode_lock`), shared by every open description of it.
+    ilock: Arc<InodeLock>,
     /// The [`ATTR_GENERATION`] at which this file was seen without set-id bits (Linux's
     /// `S_NOSEC`); 0: not known. Lets a write skip [`file_remove_privs`]'s inode read.
     nosec: AtomicU64,
@@ -115,9 +121,10 @@ impl Ext2File {
     pub fn open(ino: u32) -> Result<Ext2File, Errno> {
         with_fs(|fs| fs.open(ino))?;
         match ext2_cache::attach(ino) {
-            Ok(cache) => Ok(Ext2File {
+            Ok((cache, ilock)) => Ok(Ext2File {
                 ino,
                 cache,
+                ilock,
                 nosec: AtomicU64::new(0),
             }),
             Err(e) => {
@@ -146,6 +153,109 @@ impl Ext2File {
             .read_at(memory::mm(), &self.store(), 0, &mut data)?;
         data.truncate(n);
         Ok(data)
+    }
+}
+
+impl Ext2File {
+    /// A write with the file's writer lock held (Linux `__generic_file_write_iter`): the
+    /// privileges dropped, an `O_APPEND` position taken and the bytes written, with no other
+    /// writer, truncation or preallocation of the file in between. Returns the bytes written
+    /// and whether they went through the cache (not `O_DIRECT`).
+    fn write_locked(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<(usize, bool), Errno> {
+        file_remove_privs(self)?;
+        if io.append {
+            io.pos = self.size();
+        }
+        if vda::is_direct(io.file) && ext2_direct::applies(from) {
+            let n = ext2_direct::transfer(Op::Write, self.ino, &self.cache, io, from)?;
+            return Ok((n, false));
+        }
+        let mut done = 0;
+        while from.count() > 0 {
+            // The user copy may fault (a fill of a mapped file's page): no fault path takes
+            // the writer lock.
+            let data = from.copy_from_vec(CHUNK)?;
+            if data.is_empty() {
+                break;
+            }
+            let (ino, pos) = (self.ino, io.pos);
+            // Write-back (Linux `generic_perform_write`): the blocks and the size at the call
+            // (`Ext2::write_begin`, so a full disk is `ENOSPC` here), the bytes into the
+            // cache's pages, which are dirty until writeback stores them.
+            let written =
+                self.cache
+                    .write_begin_end(memory::mm(), &self.store(), pos, &data, |len| {
+                        // Only page locks held here: the filesystem is waited for asleep.
+                        with_fs(|fs| fs.write_begin(ino, pos, len))
+                    });
+            let written = match written {
+                Ok(n) => n,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            done += written;
+            io.pos += written as u64;
+            super::ext2_throttle::balance_dirty_pages(&self.cache, self.ino, written);
+            if written < data.len() || from.faulted() {
+                break;
+            }
+        }
+        ext2_cache::isize_extended(&self.cache);
+        Ok((done, true))
+    }
+
+    /// `ftruncate` with the writer lock held: the disk's size, then the cache's.
+    fn truncate_locked(&self, len: u64) -> Result<(), Errno> {
+        file_remove_privs(self)?;
+        with_fs(|fs| fs.truncate(self.ino, len))?;
+        // Between the disk's truncation and the cache's: without the writer lock an O_DIRECT
+        // write growing both here was cut back in the cache only (`t_pc5_ilock`).
+        super::ext2_race::window(super::ext2_race::Window::Truncate);
+        let shrinks = len < self.cache.size();
+        self.cache.set_size(memory::mm(), len);
+        if shrinks {
+            ext2_cache::unmap_past(&self.cache, len);
+        }
+        ext2_cache::isize_extended(&self.cache);
+        Ok(())
+    }
+
+    /// `fallocate` with the writer lock held ([`FileOps::fallocate`]).
+    fn fallocate_locked(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
+        ext2_cache::writeback(&self.cache, self.ino)?;
+        let end = offset.saturating_add(len);
+        let result = if mode == 0 && with_fs(|fs| Ok(end <= fs.max_file_size()))? {
+            let mut at = offset;
+            loop {
+                let n = (end - at).min(FALLOCATE_CHUNK - at % FALLOCATE_CHUNK);
+                if let Err(e) = with_fs(|fs| fs.fallocate(self.ino, 0, at, n)) {
+                    break Err(e);
+                }
+                at += n;
+                if at >= end {
+                    break Ok(());
+                }
+                // The disk's size has grown past the cache's: without the writer lock a
+                // failed O_DIRECT write here gave back the chunks already done
+                // (`t_pc5_ilock`).
+                super::ext2_race::window(super::ext2_race::Window::Fallocate);
+                if let Err(e) = super::memfd::killable_resched() {
+                    break Err(e);
+                }
+            }
+        } else {
+            with_fs(|fs| fs.fallocate(self.ino, mode as u32, offset, len))
+        };
+        if result.is_ok() && mode as u32 & FALLOC_FL_PUNCH_HOLE != 0 {
+            self.cache.zero_range(memory::mm(), offset, end);
+            ext2_cache::unmap_punched(&self.cache, offset, end);
+        }
+        let size = with_fs(|fs| fs.stat(self.ino))?.size;
+        if size > self.cache.size() {
+            self.cache.set_size(memory::mm(), size);
+            ext2_cache::isize_extended(&self.cache);
+        }
+        result
     }
 }
 
@@ -226,47 +336,13 @@ impl FileOps for Ext2File {
         to.finish(done)
     }
 
+    /// Linux `generic_file_write_iter`: the whole write under the file's writer lock
+    /// (`inode_lock`), the O_SYNC writeback after it.
     fn write_iter(&self, io: &mut Kiocb, from: &mut IoIter) -> Result<usize, Errno> {
-        file_remove_privs(self)?;
-        if io.append {
-            io.pos = self.size();
-        }
-        if vda::is_direct(io.file) && ext2_direct::applies(from) {
-            let n = ext2_direct::transfer(Op::Write, self.ino, &self.cache, io, from)?;
-            return from.finish(n);
-        }
-        let mut done = 0;
-        while from.count() > 0 {
-            let data = from.copy_from_vec(CHUNK)?;
-            if data.is_empty() {
-                break;
-            }
-            let (ino, pos) = (self.ino, io.pos);
-            // Write-back (Linux `generic_perform_write`): the blocks and the size at the call
-            // (`Ext2::write_begin`, so a full disk is `ENOSPC` here), the bytes into the
-            // cache's pages, which are dirty until writeback stores them.
-            let written =
-                self.cache
-                    .write_begin_end(memory::mm(), &self.store(), pos, &data, |len| {
-                        // Only page locks held here: the filesystem is waited for asleep.
-                        with_fs(|fs| fs.write_begin(ino, pos, len))
-                    });
-            let written = match written {
-                Ok(n) => n,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            };
-            done += written;
-            io.pos += written as u64;
-            super::ext2_throttle::balance_dirty_pages(&self.cache, self.ino, written);
-            if written < data.len() || from.faulted() {
-                break;
-            }
-        }
-        ext2_cache::isize_extended(&self.cache);
-        // O_SYNC/O_DSYNC (Linux `generic_write_sync`): the data and the inode on the disk
-        // before the call returns.
-        if done > 0 && io.file.flags.load(Ordering::Relaxed) & O_DSYNC != 0 {
+        let (done, buffered) = self.ilock.with(|| self.write_locked(io, from))?;
+        // O_SYNC/O_DSYNC (Linux `generic_write_sync`, after `inode_unlock`): the data and the
+        // inode on the disk before the call returns.
+        if buffered && done > 0 && io.file.flags.load(Ordering::Relaxed) & O_DSYNC != 0 {
             self.fsync()?;
         }
         from.finish(done)
@@ -294,20 +370,15 @@ impl FileOps for Ext2File {
         Some(Ext2File::open(self.ino).map(|file| FileRef(Arc::new(Ext2Mapping { file }))))
     }
 
+    /// Linux `ext2_setattr` -> `truncate_setsize`, under the writer lock (`inode_lock`, held
+    /// by `do_truncate`).
     fn truncate(&self, len: u64) -> Result<(), Errno> {
-        file_remove_privs(self)?;
-        with_fs(|fs| fs.truncate(self.ino, len))?;
-        let shrinks = len < self.cache.size();
-        self.cache.set_size(memory::mm(), len);
-        if shrinks {
-            ext2_cache::unmap_past(&self.cache, len);
-        }
-        ext2_cache::isize_extended(&self.cache);
-        Ok(())
+        self.ilock.with(|| self.truncate_locked(len))
     }
 
     /// The ext4-like subset a block map can hold (`cowlab_ext2::space`; Linux's ext2 itself
-    /// answers `EOPNOTSUPP` to every mode).
+    /// answers `EOPNOTSUPP` to every mode), under the writer lock (Linux `ext4_fallocate`'s
+    /// `inode_lock`).
     /// Dirty cache pages (stores through shared mappings) are written back first, so the
     /// block map holds their data: a punched hole then stays a hole (no later writeback of old
     /// bytes into it) and the cached copies of the punched range are zeroed as the blocks are;
@@ -316,37 +387,10 @@ impl FileOps for Ext2File {
     /// [`FALLOCATE_CHUNK`]s with a pause between them, stopping with `EINTR` for a task being
     /// killed (the fuzzer found a 4 GiB `fallocate` holding the CPU for over 20 s, until the
     /// disk was full); the size grows chunk by chunk, as ext4's `ext4_alloc_file_blocks` does.
+    /// The cache learns the size at the end: the writer lock keeps the other writers out
+    /// meanwhile, and readers see the old size until then.
     fn fallocate(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
-        ext2_cache::writeback(&self.cache, self.ino)?;
-        let end = offset.saturating_add(len);
-        let result = if mode == 0 && with_fs(|fs| Ok(end <= fs.max_file_size()))? {
-            let mut at = offset;
-            loop {
-                let n = (end - at).min(FALLOCATE_CHUNK - at % FALLOCATE_CHUNK);
-                if let Err(e) = with_fs(|fs| fs.fallocate(self.ino, 0, at, n)) {
-                    break Err(e);
-                }
-                at += n;
-                if at >= end {
-                    break Ok(());
-                }
-                if let Err(e) = super::memfd::killable_resched() {
-                    break Err(e);
-                }
-            }
-        } else {
-            with_fs(|fs| fs.fallocate(self.ino, mode as u32, offset, len))
-        };
-        if result.is_ok() && mode as u32 & FALLOC_FL_PUNCH_HOLE != 0 {
-            self.cache.zero_range(memory::mm(), offset, end);
-            ext2_cache::unmap_punched(&self.cache, offset, end);
-        }
-        let size = with_fs(|fs| fs.stat(self.ino))?.size;
-        if size > self.cache.size() {
-            self.cache.set_size(memory::mm(), size);
-            ext2_cache::isize_extended(&self.cache);
-        }
-        result
+        self.ilock.with(|| self.fallocate_locked(mode, offset, len))
     }
 
     /// The block map answers, after the dirty cache pages are written back (Linux ext4 counts

@@ -21,6 +21,7 @@ pub mod ext2_direct;
 pub mod ext2_file;
 pub mod ext2_glue;
 pub mod ext2_mount;
+pub mod ext2_race;
 pub mod ext2_throttle;
 pub mod file;
 pub mod fsize;

@@ -45,6 +45,8 @@ pub enum ProcWhat {
     DropCaches,
     /// `/proc/cowlab/trace`: the fault trace (`cowlab_mm::trace`); write 1 or 0 to switch it.
     Trace,
+    /// `/proc/cowlab/race_window`: the test windows of `ext2_race` (read: state; write: arm).
+    RaceWindow,
     /// `/proc/<pid>/{stat,status,cmdline,comm,smaps,smaps_rollup}` (`procpid`).
     Stat,
     Status,
@@ -140,6 +142,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::Trace,
+            }))
+        }
+        "cowlab/race_window" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::RaceWindow,
             }))
         }
         "cowlab/bklstat" => {
@@ -267,6 +275,7 @@ impl ProcFile {
                 | ProcWhat::Mem
                 | ProcWhat::DropCaches
                 | ProcWhat::Trace
+                | ProcWhat::RaceWindow
                 | ProcWhat::DirtyExpire
                 | ProcWhat::DirtyWriteback
                 | ProcWhat::DirtyRatio
@@ -303,6 +312,7 @@ impl ProcFile {
             }
             ProcWhat::FaultStat => Ok(slice(faultstat(), offset, len)),
             ProcWhat::Trace => Ok(slice(procpid::fault_trace(), offset, len)),
+            ProcWhat::RaceWindow => Ok(slice(super::ext2_race::text(), offset, len)),
             ProcWhat::SysStat => Ok(slice(super::procstat::stat(), offset, len)),
             ProcWhat::Uptime => Ok(slice(super::procstat::uptime(), offset, len)),
             ProcWhat::Loadavg => Ok(slice(super::procstat::loadavg(), offset, len)),
@@ -398,6 +408,7 @@ impl ProcFile {
                 Ok(n)
             }
             ProcWhat::DropCaches => drop_caches(data),
+            ProcWhat::RaceWindow => super::ext2_race::write(data),
             _ if self.tunable().is_some() => self.tunable().ok_or(Errno::EINVAL)?.write(data),
             ProcWhat::NrHugepages => {
                 let text = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;

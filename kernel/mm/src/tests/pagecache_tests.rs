@@ -408,10 +408,8 @@ impl BackingStore for BadPageStore {
         self.inner.write_page(index, src)
     }
 
-    fn write_failed(&self, keep: &dyn Fn() -> Option<u64>) -> Result<(), MmError> {
-        if let Some(keep) = keep() {
-            self.failed.borrow_mut().push(keep);
-        }
+    fn write_failed(&self, keep: u64) -> Result<(), MmError> {
+        self.failed.borrow_mut().push(keep);
         Ok(())
     }
 }
