@@ -685,9 +685,24 @@ fn program_boot(
     let mut report = Report::default();
     let mut machine = boot.machine.clone();
     machine.cmdline = crate::era::with_token(boots.args.era, cmdline);
-    let log = boots
-        .logs
-        .join(format!("program-{}.log", label.replace([' ', '='], "-")));
+    let stem = label.replace([' ', '='], "-");
+    let log = boots.logs.join(format!("program-{stem}.log"));
+    // A persistent copy of the root image, checked with e2fsck once the program is done.
+    let persist = match boots.root.filter(|_| usertest::persists(label)) {
+        Some(root) => {
+            let copy = boots.logs.join(format!("persist-{stem}.img"));
+            if let Err(error) = std::fs::copy(root, &copy) {
+                report.fail(
+                    format!("qemu: {label}"),
+                    format!("copying the root image: {error}"),
+                );
+                return report;
+            }
+            machine.root = Some((copy.clone(), true));
+            Some(copy)
+        }
+        None => None,
+    };
     let name = format!("qemu: {label}");
     let start = Instant::now();
     let verdict = match usertest::run_in_qemu(
@@ -727,6 +742,16 @@ fn program_boot(
             report.note(format!("    {line}"));
         }
         report.tail(&log);
+    }
+    if let Some(copy) = persist {
+        let name = format!("qemu: {label}: e2fsck -fn clean on its persistent root image");
+        match crate::fstest::e2fsck_clean(&copy) {
+            Ok(()) => {
+                report.pass(name);
+                let _ = std::fs::remove_file(&copy);
+            }
+            Err(error) => report.fail(name, format!("{error:#} (image kept: {})", copy.display())),
+        }
     }
     if let Some(expected) = usertest::console_expectation(label) {
         let console = std::fs::read_to_string(&log).unwrap_or_default();

@@ -156,6 +156,15 @@ const ERA_RUNS: &[(&str, &[u32])] = &[
     ("t_seed002", &[2022]),
 ];
 
+/// Boots (by label) whose root image is a writable copy, checked with `e2fsck -fn` after the
+/// program ends: the file three times memory (issue 12) must leave a consistent filesystem.
+const PERSIST_RUNS: &[&str] = &["t_pagecache big mem=16"];
+
+/// Does the boot labelled `label` run on a persistent copy of the root image, fsck'ed after?
+pub fn persists(label: &str) -> bool {
+    PERSIST_RUNS.contains(&label)
+}
+
 /// Further boots of a program with other kernel options: (program, label, command line).
 /// `t_kheap exhaust` fills a small kernel heap with memfds until ENOMEM; `t_hung` with a 1 s
 /// hung-task threshold must make the watchdog report its held read ([`console_expectation`]);

@@ -11,9 +11,11 @@
 //! `big`: a file three times the machine's memory (cowlab: its usable frames; `big=<MiB>` sets
 //! the size, e.g. on the host) written in 1 MiB chunks (on cowlab the dirty limits start
 //! writeback: mmstat `dirty_throttled` or `background_writebacks` grows), fsync'ed, read back
-//! and checksummed;
+//! and checksummed, then read through 1 MiB shared mappings, overwritten with a second pattern
+//! through writable shared mappings (each msync'ed) and read back again;
 //! on cowlab the caches are dropped between and the free frames must return to their count
-//! before the file was written. Booted as `mem=16 -- t_pagecache big` by the test tier.
+//! before the file was written. Booted as `mem=16 -- t_pagecache big` by the test tier, on a
+//! persistent copy of the root image that must pass `e2fsck -fn` afterwards.
 //! Runs natively on the host in a directory on a real disk filesystem.
 #![no_std]
 #![no_main]
@@ -26,7 +28,7 @@ use alloc::vec;
 use core::ffi::CStr;
 
 use cowlab_userland::calls::*;
-use cowlab_userland::cpath::CPath as P;
+use cowlab_userland::cpath::{sys, CPath as P};
 use cowlab_userland::pcfile::mmstat;
 use cowlab_userland::println;
 use cowlab_userland::sys::Errno;
@@ -37,6 +39,7 @@ cowlab_userland::entry!(main);
 const SEEK_END: u32 = 2;
 const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
+const MS_SYNC: usize = 4;
 
 /// A NUL-terminated copy of `s`.
 fn open_c(path: &str, flags: u32, mode: u32) -> Result<i32, Errno> {
@@ -361,6 +364,32 @@ fn unlinked(t: &mut Tester, cowlab: bool, name: &str) {
 }
 
 /// A file three times memory through write/read, checksummed; the cache streams it.
+/// Reads the `size`-byte file back with pread in 1 MiB chunks: the bytes read, the first MiB
+/// holding bytes of another place (pattern `seed`, sampled), and the FNV checksum.
+fn read_back(fd: i32, size: usize, seed: u64, back: &mut [u8]) -> (usize, Option<usize>, u64) {
+    let mut sum = FNV_START;
+    let mut total = 0;
+    let mut misplaced = None;
+    for i in 0..size / MIB {
+        match pread(fd, back, (i * MIB) as u64) {
+            Ok(n) if n == MIB => total += n,
+            r => {
+                println!("t_pagecache: read {i} answered {r:?}");
+                break;
+            }
+        }
+        sum = fnv(sum, back);
+        if misplaced.is_none()
+            && (0..MIB)
+                .step_by(509)
+                .any(|o| back[o] != byte_at(seed, (i * MIB + o) as u64))
+        {
+            misplaced = Some(i);
+        }
+    }
+    (total, misplaced, sum)
+}
+
 fn big_file(t: &mut Tester, cowlab: bool, name: &str, mib: Option<usize>) {
     let size = match (mib, mmstat("usable_frames")) {
         (Some(m), _) => m * MIB,
@@ -407,29 +436,68 @@ fn big_file(t: &mut Tester, cowlab: bool, name: &str, mib: Option<usize>) {
     if cowlab {
         t.eq("drop_caches", drop_caches(), Ok(2));
     }
-    let mut sum_read = FNV_START;
-    let mut read_total = 0;
-    let mut misplaced = None;
-    for i in 0..size / MIB {
-        match pread(fd, &mut back, (i * MIB) as u64) {
-            Ok(n) if n == MIB => read_total += n,
-            r => {
-                println!("t_pagecache: read {i} answered {r:?}");
-                break;
-            }
-        }
-        sum_read = fnv(sum_read, &back);
-        if misplaced.is_none()
-            && (0..MIB)
-                .step_by(509)
-                .any(|o| back[o] != byte_at(4, (i * MIB + o) as u64))
-        {
-            misplaced = Some(i);
-        }
-    }
+    let mut back = back;
+    let (read_total, misplaced, sum_read) = read_back(fd, size, 4, &mut back);
     t.eq("the whole file read back", read_total, size);
     t.eq("no MiB holds another's bytes", misplaced, None);
     t.eq("the checksums agree", sum_read, sum_written);
+
+    // Through mmap: the file read in 1 MiB shared windows, then a second pattern stored through
+    // writable shared windows (each msync'ed with MS_SYNC and unmapped: write-notify faults,
+    // dirty mapped pages written back) and read back with pread after a drop.
+    let mut sum_mapped = FNV_START;
+    let mut windows = 0;
+    for i in 0..size / MIB {
+        // SAFETY: no MAP_FIXED: the kernel picks a free range.
+        let Ok(addr) = (unsafe { mmap_fd(0, MIB, PROT_READ, MAP_SHARED, fd, (i * MIB) as u64) })
+        else {
+            break;
+        };
+        // SAFETY: a live 1 MiB mapping of the file's bytes, unmapped just below.
+        let window = unsafe { core::slice::from_raw_parts(addr as *const u8, MIB) };
+        sum_mapped = fnv(sum_mapped, window);
+        let _ = munmap(addr, MIB);
+        windows += 1;
+    }
+    t.eq("the file mapped 1 MiB at a time", windows, size / MIB);
+    t.eq("the checksum through mmap agrees", sum_mapped, sum_written);
+    let mut sum_stored = FNV_START;
+    let mut stored = 0;
+    for i in 0..size / MIB {
+        let off = (i * MIB) as u64;
+        let prot = PROT_READ | PROT_WRITE;
+        // SAFETY: no MAP_FIXED: the kernel picks a free range.
+        let Ok(addr) = (unsafe { mmap_fd(0, MIB, prot, MAP_SHARED, fd, off) }) else {
+            break;
+        };
+        // SAFETY: a live, writable 1 MiB shared mapping of the file, unmapped just below.
+        let window = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, MIB) };
+        fill(window, 5, off);
+        sum_stored = fnv(sum_stored, window);
+        let synced = sys(26, &[addr, MIB, MS_SYNC]).is_ok();
+        let _ = munmap(addr, MIB);
+        if !synced {
+            break;
+        }
+        stored += 1;
+    }
+    t.eq(
+        "stored through writable shared windows, msync each",
+        stored,
+        size / MIB,
+    );
+    t.eq("fsync after the stores", fsync(fd), Ok(0));
+    if cowlab {
+        t.eq("drop_caches after the stores", drop_caches(), Ok(2));
+    }
+    let (reread, misplaced, sum_reread) = read_back(fd, size, 5, &mut back);
+    t.eq("the stored file read back", reread, size);
+    t.eq(
+        "no MiB of the stores holds another's bytes",
+        misplaced,
+        None,
+    );
+    t.eq("the checksum of the stores agrees", sum_reread, sum_stored);
     if cowlab {
         t.check_why(
             "the cache never held the whole file",
