@@ -184,7 +184,7 @@ fn fault_fill_and_retry(cr2: u64, error_code: u64) -> Result<(), FaultError> {
         let vma = aspace.find_vma(va)?;
         // A store through a shared file mapping: the file's block allocation
         // (`page_mkwrite`) runs here too, asleep, not under the page-table lock.
-        let write = error_code & WRITE_FAULT != 0 && vma.wants_writenotify();
+        let write = error_code & WRITE_FAULT != 0 && vma.vma_wants_writenotify();
         let (file, index) = vma.file_page(va)?;
         Some((file.clone(), index, write))
     })

@@ -128,7 +128,7 @@ pub fn populate_fault<A: Arch>(
         Err(FaultError::Retry) => aspace
             .find_vma(va)
             .and_then(|v| {
-                let write = kind == FaultKind::Write && v.wants_writenotify();
+                let write = kind == FaultKind::Write && v.vma_wants_writenotify();
                 v.file_page(va).map(|(file, index)| (file, index, write))
             })
             .map(|(file, index, write)| Some((file.clone(), index, write)))

@@ -360,7 +360,7 @@ fn get_one_page<A: Arch>(
                 let (file, index, write) = aspace
                     .find_vma(va)
                     .and_then(|v| {
-                        let write = kind == FaultKind::Write && v.wants_writenotify();
+                        let write = kind == FaultKind::Write && v.vma_wants_writenotify();
                         v.file_page(va).map(|(f, i)| (f.clone(), i, write))
                     })
                     .ok_or(MmError::Fault)?;
@@ -424,7 +424,7 @@ fn check_vma_flags<A: Arch>(mm: &Mm<A>, vma: &Vma, flags: FollFlags) -> Result<(
         return Err(MmError::Fault);
     }
     if flags.contains(FollFlags::WRITE) {
-        if !rules::longterm_write_pin_allowed(mm.era(), flags, vma.needs_dirty_tracking()) {
+        if !rules::writable_file_mapping_allowed(mm.era(), flags, vma.needs_dirty_tracking()) {
             return Err(MmError::Fault);
         }
         if !vma.prot().write() && (!flags.contains(FollFlags::FORCE) || !vma.is_cow_mapping()) {

@@ -152,7 +152,7 @@ impl RegisteredBuffer {
     /// Unpins every page without marking it dirty, as Linux does (`io_release_ubuf` ->
     /// `unpin_user_page`; nor do fixed reads dirty the pages they fill): a device's writes into
     /// a registered page never reach a filesystem that cleaned it meanwhile. That is the lost
-    /// write of seed 002, which the 2023 rule (`longterm_write_pin_allowed`) prevents by
+    /// write of seed 002, which the 2023 rule (`writable_file_mapping_allowed`) prevents by
     /// refusing such registrations of dirty-tracked file pages (docs/file-memory.md).
     pub fn unregister<A: Arch>(mut self, mm: &Mm<A>) {
         unpin_user_pages_dirty_lock(mm, &mut self.pages, UnpinDirty::Clean);

@@ -253,10 +253,10 @@ pub fn dma_uses_foll_pin(era: Era) -> bool {
 }
 
 /// Row 8: may a `FOLL_LONGTERM|FOLL_WRITE` pin take a page of a shared file mapping that needs
-/// dirty tracking (`writable_file_mapping_allowed`, seed 002)? Refused from 2023 with `EFAULT`:
+/// dirty tracking (seed 002)? Refused from 2023 with `EFAULT`:
 /// the pin holder would write behind writeback's back.
-#[doc(alias = "writable_file_mapping_allowed")]
-pub fn longterm_write_pin_allowed(
+#[doc(alias = "longterm_write_pin_allowed")]
+pub fn writable_file_mapping_allowed(
     era: Era,
     flags: FollFlags,
     vma_needs_dirty_tracking: bool,
@@ -530,10 +530,10 @@ mod tests {
     #[test]
     fn longterm_write_pin_rule() {
         let lw = FollFlags::PIN | FollFlags::LONGTERM | FollFlags::WRITE;
-        assert!(!longterm_write_pin_allowed(Era::Y2023, lw, true));
-        assert!(longterm_write_pin_allowed(Era::Y2023, lw, false));
-        assert!(longterm_write_pin_allowed(Era::Y2022, lw, true));
-        assert!(longterm_write_pin_allowed(
+        assert!(!writable_file_mapping_allowed(Era::Y2023, lw, true));
+        assert!(writable_file_mapping_allowed(Era::Y2023, lw, false));
+        assert!(writable_file_mapping_allowed(Era::Y2022, lw, true));
+        assert!(writable_file_mapping_allowed(
             Era::Y2023,
             FollFlags::PIN | FollFlags::WRITE,
             true

@@ -305,8 +305,7 @@ impl Vma {
     /// `vma_wants_writenotify`)? Shared writable file mappings: their pages are mapped
     /// read-only until a write fault dirties them (`page_mkwrite`), and writeback makes them
     /// read-only again (`folio_mkclean`).
-    #[doc(alias = "vma_wants_writenotify")]
-    pub fn wants_writenotify(&self) -> bool {
+    pub fn vma_wants_writenotify(&self) -> bool {
         self.needs_dirty_tracking()
     }
 

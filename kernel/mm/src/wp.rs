@@ -75,7 +75,7 @@ pub(crate) fn do_wp_page<A: Arch>(
         // A shared mapping: there is nothing to unshare, and a write needs no copy (Linux
         // `wp_page_shared`; with files it will notify the filesystem first).
         if kind == WpKind::Write {
-            if vma.wants_writenotify() {
+            if vma.vma_wants_writenotify() {
                 // The write-notify fault: writeback made this PTE read-only (`folio_mkclean`).
                 if let Some((file, index)) = vma.file_page(va) {
                     crate::pagecache::file_page_mkwrite(

@@ -527,7 +527,7 @@ fn direct_io(t: &mut Tester, cowlab: bool, name: &str) {
 }
 
 /// io_uring's registration pins long-term for writing: refused on a shared writable file
-/// mapping (SEMANTICS `longterm_write_pin_allowed`, 2023), allowed on a private one and on a
+/// mapping (SEMANTICS `writable_file_mapping_allowed`, 2023), allowed on a private one and on a
 /// shared memfd mapping.
 fn pins(t: &mut Tester, cowlab: bool, shared: usize, private: usize) {
     let mut params = IoUringParams::default();

@@ -1,5 +1,5 @@
 //! Seed 002: a long-term write pin of a shared file mapping, and the write the filesystem never
-//! sees (SEMANTICS.md `longterm_write_pin_allowed`; docs/file-memory.md).
+//! sees (SEMANTICS.md `writable_file_mapping_allowed`; docs/file-memory.md).
 //!
 //! A one-page file in `<dir>/t_seed002.PID` (`<dir>` the first argument that is not `era=`, else
 //! the working directory) is mapped `MAP_SHARED` and written through the mapping; its page is
