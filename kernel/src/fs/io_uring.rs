@@ -34,6 +34,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use cowlab_mm::pin::PinnedPage;
 use cowlab_mm::regbuf::{register_buffer, RegisteredBuffer};
 use cowlab_mm::shmem::ShmemObject;
 use cowlab_mm::{MmError, VirtAddr};
@@ -221,7 +222,7 @@ const PAGE: u64 = 4096;
 /// while it runs unpins when it ends (Linux's resource node references).
 struct Registration {
     bufs: Vec<Option<RegisteredBuffer>>,
-    /// Units charged to [`REGISTERED_UNITS`].
+    /// Words charged to [`REGISTERED_WORDS`].
     charged: usize,
     /// Pages charged to the user's locked memory (`RLIMIT_MEMLOCK`).
     locked: rlimit::LockedCharge,
@@ -232,30 +233,48 @@ impl Drop for Registration {
         for buf in self.bufs.drain(..).flatten() {
             buf.unregister(memory::mm());
         }
-        REGISTERED_UNITS.fetch_sub(self.charged, Ordering::Relaxed);
+        REGISTERED_WORDS.fetch_sub(self.charged, Ordering::Relaxed);
         rlimit::unaccount_locked_vm(&self.locked);
     }
 }
 
-/// Kernel-heap bookkeeping of every registration, in 16-byte units: one per pinned page (its
-/// `PinnedPage`), four per buffer slot. The page lists live on the fixed kernel heap, so the
-/// total is capped system-wide whatever the limits say, and a registration beyond it answers
-/// `ENOMEM`. Each buffer's pages are also charged to the user's `RLIMIT_MEMLOCK`
+/// Kernel-heap bookkeeping of every registration, in 8-byte words: one per pinned page (its
+/// `Option<PinnedPage>` entry in the buffer's page list, Linux's `struct page *`) and
+/// [`WORDS_PER_SLOT`] per buffer slot. The page lists live on the fixed kernel heap, so the
+/// total is capped system-wide whatever the limits say ([`max_registered_words`]), and a
+/// registration beyond it answers `ENOMEM` before it pins anything. This is cowlab's own
+/// guard (Linux's page arrays come from `kvmalloc`); Linux's limits are kept too: one buffer
+/// over 1 GiB is `EFAULT` ([`read_iovecs`], `io_buffer_validate`), and each buffer's pages
+/// are charged to the user's `RLIMIT_MEMLOCK` after they are pinned
 /// (`proc::rlimit::account_locked_vm`, Linux `io_account_mem`; not for `CAP_IPC_LOCK`).
-static REGISTERED_UNITS: AtomicUsize = AtomicUsize::new(0);
-/// 2 MiB of page lists (512 MiB pinned at most).
-const MAX_REGISTERED_UNITS: usize = 1 << 17;
-const UNITS_PER_SLOT: usize = 4;
+static REGISTERED_WORDS: AtomicUsize = AtomicUsize::new(0);
+const WORD: usize = core::mem::size_of::<u64>();
+const WORDS_PER_PAGE: usize = core::mem::size_of::<Option<PinnedPage>>().div_ceil(WORD);
+const WORDS_PER_SLOT: usize = core::mem::size_of::<Option<RegisteredBuffer>>().div_ceil(WORD);
+/// The fraction of the kernel heap the page lists may take.
+const HEAP_SHARE: usize = 16;
+// With the default heap (64 MiB: a 4 MiB budget, 2 GiB registered in all) one buffer of
+// Linux's largest size, 1 GiB unaligned (262145 pages), always fits with its slot.
+const _: () = assert!(
+    ((MAX_BUFFER_LEN / PAGE) as usize + 1) * WORDS_PER_PAGE + WORDS_PER_SLOT
+        <= memory::HEAP_SIZE / HEAP_SHARE / WORD
+);
 
-/// Charges `units` to the registration total; `ENOMEM` over the cap.
-fn charge(units: usize) -> Result<(), Errno> {
-    let mut used = REGISTERED_UNITS.load(Ordering::Relaxed);
+/// The registration budget in words: a 16th of the kernel heap (`kheap=` shrinks it).
+fn max_registered_words() -> usize {
+    crate::heap::stats().heap_bytes / HEAP_SHARE / WORD
+}
+
+/// Charges `words` to the registration total; `ENOMEM` over [`max_registered_words`].
+fn charge(words: usize) -> Result<(), Errno> {
+    let max = max_registered_words();
+    let mut used = REGISTERED_WORDS.load(Ordering::Relaxed);
     loop {
         let total = used
-            .checked_add(units)
-            .filter(|&n| n <= MAX_REGISTERED_UNITS)
+            .checked_add(words)
+            .filter(|&n| n <= max)
             .ok_or(Errno::ENOMEM)?;
-        match REGISTERED_UNITS.compare_exchange_weak(
+        match REGISTERED_WORDS.compare_exchange_weak(
             used,
             total,
             Ordering::Relaxed,
@@ -265,6 +284,11 @@ fn charge(units: usize) -> Result<(), Errno> {
             Err(now) => used = now,
         }
     }
+}
+
+/// The pages `iov` touches (its page list's length).
+fn iov_pages(iov: &IoVec) -> usize {
+    (iov.base % PAGE + iov.len).div_ceil(PAGE) as usize
 }
 
 /// The indices the kernel owns, and submissions taken but not yet completed (each has a CQE
@@ -742,11 +766,15 @@ fn probe(arg: u64, nr: u32) -> SysResult {
 }
 
 /// Pins every buffer of the iovec array long-term for writing (`FOLL_WRITE|FOLL_LONGTERM`,
-/// `cowlab_mm::regbuf`); all or nothing. Errors as Linux: `EBUSY` if buffers are registered,
-/// `EINVAL` for 0 or more than 16384 buffers, `ENOMEM` beyond the caller's `RLIMIT_MEMLOCK`,
-/// the system's registration cap (see [`REGISTERED_UNITS`]) or out of memory, `EFAULT` for an unreadable array, a buffer
-/// with a NULL base and a length (or a length of 0 or over 1 GiB, or one that cannot be pinned:
-/// unmapped, read-only, a dirty-tracked file page), `EOVERFLOW` for a range that wraps.
+/// `cowlab_mm::regbuf`); all or nothing. Errors as Linux's `io_sqe_buffers_register`: `EBUSY`
+/// if buffers are registered, `EINVAL` for 0 or more than 16384 buffers, `EFAULT` for an
+/// unreadable array, a buffer with a NULL base and a length, a length of 0 or over 1 GiB
+/// (`io_buffer_validate`), or one that cannot be pinned (unmapped, read-only, a dirty-tracked
+/// file page), `EOVERFLOW` for a range that wraps, `ENOMEM` beyond the caller's
+/// `RLIMIT_MEMLOCK` (checked after each buffer is pinned, as Linux accounts after
+/// `io_pin_pages`) or out of memory. cowlab adds one `ENOMEM`: the whole registration's page
+/// lists must fit the system-wide budget ([`REGISTERED_WORDS`]) and the heap's headroom,
+/// checked before anything is pinned.
 fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     if ring.registration.lock().is_some() {
         return Err(Errno::EBUSY);
@@ -757,10 +785,18 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
     let iovs = read_iovecs(arg, nr)?;
     let mm = memory::mm();
     let bufs = registration_slots(iovs.len())?;
-    charge(UNITS_PER_SLOT * iovs.len())?;
+    // Each length is at most 1 GiB and there are at most 16384: no overflow.
+    let words = WORDS_PER_SLOT * iovs.len()
+        + WORDS_PER_PAGE
+            * iovs
+                .iter()
+                .filter(|iov| iov.base != 0)
+                .map(iov_pages)
+                .sum::<usize>();
+    charge(words)?;
     let mut reg = Registration {
         bufs,
-        charged: UNITS_PER_SLOT * iovs.len(),
+        charged: words,
         locked: Default::default(),
     };
     let shared = current_aspace();
@@ -769,23 +805,23 @@ fn register_buffers(ring: &IoUring, arg: u64, nr: u64) -> SysResult {
             reg.bufs.push(None);
             continue;
         }
-        let pages = ((iov.base % PAGE + iov.len).div_ceil(PAGE)) as usize;
-        // `reg` gives back what it was charged when dropped.
-        charge(pages)?;
-        reg.charged += pages;
-        rlimit::account_locked_vm(&mut reg.locked, pages as u64)?;
+        let pages = iov_pages(&iov);
+        // The page list is one block of the heap: leave the kernel's reserve alone.
+        crate::heap::headroom(pages * WORDS_PER_PAGE * WORD)?;
         let pinned = register_buffer(
             mm,
             &mut crate::gup_hold::ReschedHold::for_fills(&shared),
             VirtAddr::new(iov.base),
             iov.len as usize,
         );
-        match pinned {
-            Ok(buf) => reg.bufs.push(Some(buf)),
-            // `reg` unpins what it holds when dropped.
+        // `reg` unpins what it holds and gives back its charges when dropped.
+        let buf = match pinned {
+            Ok(buf) => buf,
             Err(MmError::NoMem) => return Err(Errno::ENOMEM),
             Err(_) => return Err(Errno::EFAULT),
-        }
+        };
+        reg.bufs.push(Some(buf));
+        rlimit::account_locked_vm(&mut reg.locked, pages as u64)?;
     }
     let mut slot = ring.registration.lock();
     if slot.is_some() {

@@ -324,7 +324,16 @@ fn iouring_with_file(
         return R::Fail(e);
     }
     fill(mem, size, 0xff);
-    let r = match ring.write_fixed(file, mem, size as u32, 0) {
+    let written = ring.write_fixed(file, mem, size as u32, 0);
+    // The file now holds what the pinned pages held: the child has nothing left to change, so
+    // it goes before the read-back. cow.c reads into a buffer it mallocs after the fork; ours
+    // is scratch the child shares, and reading into it while the child lives would COW-copy
+    // it (a whole GiB more memory with `hugetlb=1G`).
+    if let Some(pid) = child {
+        comm.signal_parent_ready();
+        let _ = wait_exit(pid);
+    }
+    let r = match written {
         Ok(res) if res == size as i32 => match pread(file, &mut ctx.tmp[..size], 0) {
             Ok(n) if n == size => {
                 if same(mem, &ctx.tmp[..size]) {
@@ -338,10 +347,6 @@ fn iouring_with_file(
         Ok(res) => R::Fail(msg!("WRITE_FIXED completed with {res}")),
         Err(e) => R::Fail(msg!("io_uring_enter: {e:?}")),
     };
-    if let Some(pid) = child {
-        comm.signal_parent_ready();
-        let _ = wait_exit(pid);
-    }
     let _ = ring.unregister_buffers();
     r
 }
