@@ -125,16 +125,20 @@ impl InodeLock {
         Arc::new(lock)
     }
 
-    /// Runs `f` holding the lock (Linux `inode_lock` ... `inode_unlock`), asleep while another
-    /// task holds it. The caller holds no lock (see [`InodeLock`]'s order). Outside a task
+    /// Runs `f` holding the lock (Linux `inode_lock_killable` ... `inode_unlock`), asleep
+    /// while another task holds it. The caller holds no lock (see [`InodeLock`]'s order).
+    /// The wait is killable (`EINTR`, the task dies on its way out): the holder makes user
+    /// copies, which may need a frame, and an OOM victim asleep here must be able to exit, or
+    /// the holder's fault and every other waits for that victim forever. Outside a task
     /// (power-off) a held lock belongs to a task that will never run again, and `f` runs
     /// without it, as writeback does there.
-    pub fn with<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Errno> {
         let mut f = Some(f);
         let mut run = || f.take().map(|f| f());
-        match self.0.with_sleeping(true, |_| run()) {
-            Some(Some(r)) => r,
-            _ => run().unwrap_or_else(|| unreachable!("the writer lock ran its body twice")),
+        match self.0.with_killable(|_| run()) {
+            Ok(Some(Some(r))) => r,
+            Err(crate::proc::sleeplock::Killed) => Err(Errno::EINTR),
+            Ok(_) => run().unwrap_or_else(|| unreachable!("the writer lock ran its body twice")),
         }
     }
 }

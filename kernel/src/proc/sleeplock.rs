@@ -4,8 +4,9 @@
 //! a waiter sleeps on the lock's channel instead of spinning, and the holder may itself sleep
 //! (on a device completion) without any spin lock held.
 //!
-//! The wait is uninterruptible and not even killable: a dying process still needs the lock to
-//! release its files (the last close of an unlinked ext2 inode frees it). A killed waiter whose
+//! The wait is uninterruptible and, but for [`SleepLock::with_killable`], not even killable: a
+//! dying process still needs the lock to release its files (the last close of an unlinked ext2
+//! inode frees it). A killed waiter whose
 //! sleep returns at once yields instead, so the holder runs. Outside a task (boot, the idle
 //! loop's power-off) nothing can wait: a value held there belongs to a task that will never run
 //! again (power-off drops the tasks without running them), so the caller finds no value.
@@ -22,6 +23,10 @@ enum Slot<T> {
     Present(T),
     Held,
 }
+
+/// A killable wait gave up: the caller is being killed (its system call answers `EINTR`).
+#[derive(Debug)]
+pub struct Killed;
 
 pub struct SleepLock<T> {
     /// The value, and whether a task sleeps waiting for it (so an uncontended release does not
@@ -52,20 +57,34 @@ impl<T> SleepLock<T> {
     /// Takes the value, waiting while another task holds it (asleep, or if `!may_sleep`,
     /// yielding the CPU so the holder can finish); `None` if there is none.
     fn acquire(&self, may_sleep: bool) -> Option<T> {
+        match self.acquire_or_killed(may_sleep, false) {
+            Ok(value) => value,
+            Err(Killed) => unreachable!("an unkillable wait gave up"),
+        }
+    }
+
+    /// [`Self::acquire`], giving up with [`Killed`] when `killable` and the caller is being
+    /// killed while the value is held by another task (Linux `mutex_lock_killable`).
+    fn acquire_or_killed(&self, may_sleep: bool, killable: bool) -> Result<Option<T>, Killed> {
         loop {
             let mut slot = self.slot.lock();
             match core::mem::replace(&mut slot.0, Slot::Held) {
-                Slot::Present(v) => return Some(v),
+                Slot::Present(v) => return Ok(Some(v)),
                 Slot::Empty => {
                     slot.0 = Slot::Empty;
-                    return None;
+                    return Ok(None);
                 }
                 Slot::Held if super::current_tid() == 0 => {
                     warn!(
                         "{}: held by a task that is gone; treated as absent",
                         self.what
                     );
-                    return None;
+                    return Ok(None);
+                }
+                Slot::Held if killable && super::fatal_signal_pending() => {
+                    // Still held by the other task: put the marker back untouched.
+                    slot.0 = Slot::Held;
+                    return Err(Killed);
                 }
                 Slot::Held if !may_sleep => {
                     drop(slot);
@@ -110,6 +129,20 @@ impl<T> SleepLock<T> {
         let r = f(&mut value);
         self.release(Some(value));
         Some(r)
+    }
+
+    /// [`Self::with_sleeping`] with a killable sleep: `Err(Killed)` without running `f` if the
+    /// caller is being killed while another task holds the value (Linux `down_write_killable`,
+    /// `inode_lock_killable`). For a lock whose holder makes user copies: such a copy may need
+    /// a frame, and an OOM victim asleep on the lock must be able to die and free its memory,
+    /// or every fault waits for a victim that never exits.
+    pub fn with_killable<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<Option<R>, Killed> {
+        let Some(mut value) = self.acquire_or_killed(true, true)? else {
+            return Ok(None);
+        };
+        let r = f(&mut value);
+        self.release(Some(value));
+        Ok(Some(r))
     }
 
     /// Sets the value (`None`: no value), waiting for a holder; returns the old one.

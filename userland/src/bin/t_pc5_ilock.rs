@@ -15,6 +15,9 @@
 //!    blocks past the cache's size, which had not learnt of the chunk yet (a 256 KiB hole at
 //!    the start of a preallocated file).
 //!
+//! 4. (cowlab) A writer asleep on the lock while `ftruncate` holds it is killed: it is reaped
+//!    at once, not when the holder leaves (the wait is killable, Linux `inode_lock_killable`).
+//!
 //! On the host (no window) the second writer runs after the first call returns, and the same
 //! end state is checked: the program runs there too, in a directory on a disk filesystem that
 //! takes `O_DIRECT`. Argument: the directory.
@@ -30,7 +33,7 @@ use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use cowlab_userland::calls::*;
 use cowlab_userland::cpath::{sys, CPath as P};
 use cowlab_userland::pcfile::base_dir;
-use cowlab_userland::test::{ms_since, on_cowlab, Tester};
+use cowlab_userland::test::{kill_and_reap, ms_since, on_cowlab, Tester};
 use cowlab_userland::thread;
 
 cowlab_userland::entry!(main);
@@ -82,10 +85,14 @@ fn window_counts() -> Option<(u64, u64)> {
 }
 
 fn arm(what: &str) -> bool {
+    arm_ms(what, WINDOW_MS)
+}
+
+fn arm_ms(what: &str, ms: u64) -> bool {
     let Ok(fd) = open(WINDOW, O_WRONLY) else {
         return false;
     };
-    let text = format!("{what} {WINDOW_MS}");
+    let text = format!("{what} {ms}");
     let ok = write(fd, text.as_bytes()) == Ok(text.len());
     let _ = close(fd);
     ok
@@ -304,11 +311,84 @@ fn fallocate_case(t: &mut Tester, base: &str, cowlab: bool) {
     t.eq(&format!("{what}: unlink"), unlink(path.c()), Ok(0));
 }
 
+/// Case 4 (cowlab only: it needs the window): a writer asleep on the lock dies at `SIGKILL`
+/// without waiting for the holder (Linux `inode_lock_killable`). The holder of the lock makes
+/// user copies that may need a frame; an OOM victim asleep on the lock must be able to exit
+/// and free its memory, or every fault waits for it. Before the wait was killable the killed
+/// child was reaped only when the holder left its 3 s window.
+fn kill_case(t: &mut Tester, base: &str) {
+    let what = "a writer waiting for the lock";
+    let name = format!("{base}/t_pc5_ilock.k");
+    let path = P::new(&name);
+    let _ = unlink(path.c());
+    let fd = open_mode(path.c(), O_CREAT | O_EXCL | O_RDWR, 0o644).unwrap_or(-1);
+    t.check(&format!("{what}: create {name}"), fd >= 0);
+    if fd < 0 {
+        return;
+    }
+    let _ = pwrite(fd, &[7u8; 2 * PAGE], 0);
+    FD.store(fd, Ordering::Relaxed);
+    RESULT.store(i64::MIN, Ordering::Relaxed);
+    let before = window_counts().filter(|_| arm_ms("truncate", 3000));
+    t.check(
+        &format!("{what}: arm a 3 s truncate window"),
+        before.is_some(),
+    );
+    let Some((entered, left)) = before else {
+        let _ = close(fd);
+        let _ = unlink(path.c());
+        return;
+    };
+    let Ok(th) = thread::spawn(truncator, 0) else {
+        t.check(&format!("{what}: spawn the thread"), false);
+        return;
+    };
+    let start = monotonic_ns();
+    while window_counts().is_some_and(|c| c.0 == entered) && ms_since(start) < 20_000 {
+        let _ = sys(24, &[]); // sched_yield
+    }
+    t.check(
+        &format!("{what}: ftruncate holds the lock, asleep in its window"),
+        window_counts().is_some_and(|c| c.0 > entered),
+    );
+    match fork() {
+        Ok(0) => {
+            // Waits for the lock the truncation holds.
+            let _ = pwrite(fd, b"x", 0);
+            exit_now(0);
+        }
+        Ok(child) => {
+            // Time for the child to reach the lock and sleep on it.
+            let _ = sleep_ms(300);
+            let (status, ms) = kill_and_reap(child, 10_000);
+            let still_open = window_counts().is_some_and(|c| c.1 == left);
+            t.check_why(
+                &format!("{what}: killed, reaped while the holder still sleeps"),
+                status.is_ok_and(|s| s.is_some()) && still_open && ms < 1500,
+                format!("reaped {status:?} after {ms} ms, window still open: {still_open}"),
+            );
+        }
+        Err(e) => t.check_why(&format!("{what}: fork"), false, e.0),
+    }
+    th.join();
+    let _ = disarm();
+    t.eq(
+        &format!("{what}: the truncation finished"),
+        RESULT.load(Ordering::Acquire),
+        0,
+    );
+    let _ = close(fd);
+    t.eq(&format!("{what}: unlink"), unlink(path.c()), Ok(0));
+}
+
 fn main() -> i32 {
     let mut t = Tester::new("t_pc5_ilock");
     let base = base_dir();
     truncate_case(&mut t, &base, true);
     truncate_case(&mut t, &base, false);
     fallocate_case(&mut t, &base, on_cowlab());
+    if on_cowlab() {
+        kill_case(&mut t, &base);
+    }
     t.finish()
 }
