@@ -34,6 +34,28 @@ fn map(len: usize) -> *mut u8 {
     }
 }
 
+/// A mapping of `len` bytes (a multiple of the page) aligned to `align`: `mmap` aligns to a
+/// page only, so a larger alignment maps `align` more and unmaps the slack on either side
+/// (what `dealloc` unmaps is then exactly the block).
+fn map_aligned(len: usize, align: usize) -> *mut u8 {
+    if align <= 4096 {
+        return map(len);
+    }
+    let raw = map(len + align);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = (raw as usize).next_multiple_of(align);
+    let end = start + len;
+    if start > raw as usize {
+        let _ = munmap(raw as usize, start - raw as usize);
+    }
+    if raw as usize + len + align > end {
+        let _ = munmap(end, raw as usize + len + align - end);
+    }
+    start as *mut u8
+}
+
 fn is_big(layout: &Layout) -> bool {
     layout.size() >= BIG || layout.align() > 4096
 }
@@ -73,7 +95,7 @@ impl Allocator {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_big(&layout) {
-            return map(layout.size().next_multiple_of(4096));
+            return map_aligned(layout.size().next_multiple_of(4096), layout.align());
         }
         let class = class_of(&layout);
         let head = self.free[class].get();
