@@ -58,9 +58,10 @@ pub(crate) fn write_grant(vma: &Vma) -> u64 {
 /// Always inlined: `fault_body` has two copies (locked and `UNLOCKED`), so this function has
 /// two callers and LLVM called it out of line (+30 guest instructions per write-protect fault:
 /// the call, six callee-saved registers, the arguments spilled), where it had inlined it into
-/// the one `fault_inner` before.
+/// the one `fault_inner` before. Only in optimised builds: a debug kernel keeps it a function
+/// of its own, so `cowlab-break do_wp_page` (tools/gdb, README) can stop on it.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn do_wp_page<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
