@@ -134,6 +134,11 @@ static EFAULT_CHECKS: AtomicU64 = AtomicU64::new(0);
 static SPLICE_SAW_NEW: AtomicU64 = AtomicU64::new(0);
 static SPLICE_TORN: AtomicU64 = AtomicU64::new(0);
 static FINISHED: AtomicU32 = AtomicU32::new(0);
+/// Forks begun and returned (in the parent), for the io_uring operation's wait.
+static FORKS_STARTED: AtomicU64 = AtomicU64::new(0);
+static FORKS_DONE: AtomicU64 = AtomicU64::new(0);
+/// io_uring operations whose registration a fork of another thread crossed.
+static URING_ACROSS_FORK: AtomicU64 = AtomicU64::new(0);
 /// What each worker does now, for the progress lines: 0 between operations, `1 + op` while
 /// taking its range's locks, `101 + op` while running it.
 static DOING: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
@@ -353,13 +358,6 @@ fn getcpu() -> Option<u32> {
         )
     };
     r.ok().map(|_| cpu)
-}
-
-fn spin_us(us: u64) {
-    let until = monotonic_ns() + us * 1000;
-    while monotonic_ns() < until {
-        core::hint::spin_loop();
-    }
 }
 
 /// Per-thread state a worker keeps across operations.
@@ -684,8 +682,8 @@ impl Worker {
         got == len
     }
 
-    /// io_uring registered buffers over locked pages: a long-term pin held across a short
-    /// wait (while other CPUs fork), then `READ_FIXED` or `WRITE_FIXED` through it.
+    /// io_uring registered buffers over locked pages: a long-term pin held across a fork of
+    /// another thread and a write, then `READ_FIXED` or `WRITE_FIXED` through it.
     fn uring(&mut self, i: usize, n: usize) {
         let me = self.me;
         let Some(ring) = self.ring.as_ref() else {
@@ -700,7 +698,24 @@ impl Worker {
             bad_call(me, "IORING_REGISTER_BUFFERS", r, Ok::<usize, Errno>(0));
             return;
         }
-        spin_us(self.rng.below(200) as u64);
+        // Wait (up to 30 ms) for a fork of another thread to start and end while the buffer is
+        // registered, then write it: the write must go to the registered frames, which fork
+        // copied for the child. Where fork shares a registered page instead (a plain reference,
+        // the rules before 2020), this write copies the page away from the registration and
+        // the I/O below moves the old contents.
+        let forks = FORKS_STARTED.load(Ordering::Acquire);
+        let until = monotonic_ns() + 30_000_000;
+        while FORKS_DONE.load(Ordering::Acquire) <= forks && monotonic_ns() < until {
+            let _ = sleep_ms(1);
+        }
+        if FORKS_DONE.load(Ordering::Acquire) > forks {
+            URING_ACROSS_FORK.fetch_add(1, Ordering::Relaxed);
+        }
+        for k in 0..n {
+            let tag = new_tag(me, &mut self.counter);
+            fill(page_addr(i + k), tag);
+            TAG[i + k].store(tag, Ordering::Relaxed);
+        }
         let read = self.rng.below(2) == 0;
         let sqe = IoUringSqe {
             opcode: if read {
@@ -754,7 +769,10 @@ impl Worker {
             bad_call(me, "pipe", Err(Errno(0)), "a pipe");
             return;
         };
-        let pid = match fork() {
+        FORKS_STARTED.fetch_add(1, Ordering::AcqRel);
+        let forked = fork();
+        FORKS_DONE.fetch_add(1, Ordering::AcqRel);
+        let pid = match forked {
             Ok(0) => {
                 let _ = close(go_w);
                 exit_now(child(i, n, &before, go_r))
@@ -826,6 +844,8 @@ fn plausible(addr: usize) -> Option<(usize, u64)> {
 /// in the child's copy must only be plausible (every word some writer's, at its position).
 fn child(i: usize, n: usize, before: &[u32; FORK_PAGES], go: i32) -> i32 {
     let mut status = 0;
+    // The copy of the parent's count may be past REPORTS already: the child reports its own.
+    BAD_DATA.store(0, Ordering::Relaxed);
     for p in 0..PAGES {
         if (i..i + n).contains(&p) {
             if let Some(m) = mismatch(page_addr(p), before[p - i]) {
@@ -1038,8 +1058,9 @@ fn main() -> i32 {
         println!("t_smp3_stress:   {name} {}", totals[k]);
     }
     println!(
-        "t_smp3_stress: {} EFAULT checks, vmsplice pages read back with the later write: {} \
+        "t_smp3_stress: {} io_uring registrations crossed by a fork, {} EFAULT checks, vmsplice pages read back with the later write: {} \
          whole, {} in part (a fork in the middle of it)",
+        URING_ACROSS_FORK.load(Ordering::Relaxed),
         EFAULT_CHECKS.load(Ordering::Relaxed),
         SPLICE_SAW_NEW.load(Ordering::Relaxed),
         SPLICE_TORN.load(Ordering::Relaxed)
