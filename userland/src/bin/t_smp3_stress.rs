@@ -213,8 +213,8 @@ fn bad_call(me: usize, what: &str, got: Result<usize, Errno>, want: impl core::f
 /// Checks pages `i..i + n` (locked by the caller) against the model.
 fn check_range(me: usize, what: &str, i: usize, n: usize) -> bool {
     let mut ok = true;
-    for p in i..i + n {
-        let tag = TAG[p].load(Ordering::Relaxed);
+    for (p, tag) in TAG.iter().enumerate().skip(i).take(n) {
+        let tag = tag.load(Ordering::Relaxed);
         if let Some(m) = mismatch(page_addr(p), tag) {
             bad_data(me, what, p, tag, m);
             ok = false;
@@ -459,10 +459,10 @@ impl Worker {
         match op {
             OP_WRITE => {
                 ensure_rw(me, i, n);
-                for p in i..i + n {
+                for (p, model) in TAG.iter().enumerate().skip(i).take(n) {
                     let tag = new_tag(me, &mut self.counter);
                     fill(page_addr(p), tag);
-                    TAG[p].store(tag, Ordering::Relaxed);
+                    model.store(tag, Ordering::Relaxed);
                 }
                 check_range(me, "write", i, n);
             }
@@ -862,9 +862,9 @@ fn child(i: usize, n: usize, before: &[u32; FORK_PAGES], go: i32) -> i32 {
     }
     let mut byte = [0u8; 1];
     let _ = read(go, &mut byte);
-    for k in 0..n {
-        if let Some(m) = mismatch(page_addr(i + k), before[k]) {
-            bad_data(99, "child after the parent wrote", i + k, before[k], m);
+    for (k, &old) in before.iter().enumerate().take(n) {
+        if let Some(m) = mismatch(page_addr(i + k), old) {
+            bad_data(99, "child after the parent wrote", i + k, old, m);
             status |= 4;
         }
     }
@@ -917,7 +917,7 @@ fn make_file(path: &core::ffi::CStr, threads: usize) -> Result<(i32, bool), Errn
     let fd = open_mode(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)?;
     let buf = mmap(0, PAGE, RW, ANON)?;
     let mut result = Ok(());
-    for block in 0..threads * FILE_BLOCKS {
+    for (block, model) in FILE_TAG.iter().enumerate().take(threads * FILE_BLOCKS) {
         let tag = 0xff00_0000 | block as u32;
         fill(buf, tag);
         // SAFETY: `buf` is the page just mapped.
@@ -925,7 +925,7 @@ fn make_file(path: &core::ffi::CStr, threads: usize) -> Result<(i32, bool), Errn
         if pwrite(fd, page, (block * PAGE) as u64) != Ok(PAGE) {
             result = Err(Errno(5));
         }
-        FILE_TAG[block].store(tag, Ordering::Relaxed);
+        model.store(tag, Ordering::Relaxed);
     }
     let _ = munmap(buf, PAGE);
     let _ = close(fd);
@@ -1005,8 +1005,14 @@ fn main() -> i32 {
     // Progress every 5 s: a long run must not look silent to the harness.
     let mut next_report = 5000;
     let mut last_total = u64::MAX;
+    // How late main's 200 ms sleeps came back: a long one while the workers made progress is
+    // the scheduler's (main waits on a CPU the workers keep), one while they did not, the
+    // host's (every vCPU starved).
+    let mut longest_sleep = 0;
     while (FINISHED.load(Ordering::Acquire) as usize) < spawned {
+        let slept = monotonic_ns();
         let _ = sleep_ms(200);
+        longest_sleep = longest_sleep.max((monotonic_ns() - slept) / 1_000_000);
         let ms = (monotonic_ns() - start) / 1_000_000;
         if ms >= next_report {
             next_report += 5000;
@@ -1046,6 +1052,7 @@ fn main() -> i32 {
         th.join();
     }
     let ms = (monotonic_ns() - start) / 1_000_000;
+    println!("t_smp3_stress: main's longest 200 ms sleep took {longest_sleep} ms");
     let mut totals = [0u64; OPS];
     for per in &COUNTS {
         for (k, c) in per.iter().enumerate() {
@@ -1108,8 +1115,8 @@ fn main() -> i32 {
         0,
     );
     let mut final_bad = 0;
-    for p in 0..PAGES {
-        let tag = TAG[p].load(Ordering::Relaxed);
+    for (p, tag) in TAG.iter().enumerate() {
+        let tag = tag.load(Ordering::Relaxed);
         if let Some(m) = mismatch(page_addr(p), tag) {
             final_bad += 1;
             if final_bad <= REPORTS {
