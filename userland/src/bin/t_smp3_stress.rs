@@ -137,7 +137,8 @@ static FINISHED: AtomicU32 = AtomicU32::new(0);
 /// Forks begun and returned (in the parent), for the io_uring operation's wait.
 static FORKS_STARTED: AtomicU64 = AtomicU64::new(0);
 static FORKS_DONE: AtomicU64 = AtomicU64::new(0);
-/// io_uring operations whose registration a fork of another thread crossed.
+/// io_uring operations with a whole fork of another thread (begun after the registration)
+/// inside their registration (forks already under way count in no operation).
 static URING_ACROSS_FORK: AtomicU64 = AtomicU64::new(0);
 /// What each worker does now, for the progress lines: 0 between operations, `1 + op` while
 /// taking its range's locks, `101 + op` while running it.
@@ -1065,7 +1066,7 @@ fn main() -> i32 {
         println!("t_smp3_stress:   {name} {}", totals[k]);
     }
     println!(
-        "t_smp3_stress: {} io_uring registrations crossed by a fork, {} EFAULT checks, vmsplice pages read back with the later write: {} \
+        "t_smp3_stress: {} io_uring registrations with a whole fork inside, {} EFAULT checks, vmsplice pages read back with the later write: {} \
          whole, {} in part (a fork in the middle of it)",
         URING_ACROSS_FORK.load(Ordering::Relaxed),
         EFAULT_CHECKS.load(Ordering::Relaxed),
