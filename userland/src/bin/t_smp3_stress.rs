@@ -28,9 +28,13 @@
 //!
 //! The file. Each thread owns a run of blocks of a file in the working directory (the ext2
 //! root on cowlab), whose model is a tag per block; `O_DIRECT` reads copy a block's tag into
-//! a page, writes a page's tag into a block. Under an era before 2023 a fork racing a
-//! synchronous `O_DIRECT` read sends the DMA to the child's page (seed 003, bug 1): the reading
-//! thread finds its page without the block's data. Linux: the host runs the same program (when
+//! a page, writes a page's tag into a block. The io_uring operation registers its range, waits
+//! for a fork of another thread, writes the range, then reads or writes the file through the
+//! registration: under the rules before 2020 (a registration is a plain reference that fork
+//! shares) the write copies the page away from the registered frame and the fixed I/O misses
+//! it, which the thread, later reads of those blocks and later fork children report. (Seed
+//! 003's `O_DIRECT` races need a write to the page during its own DMA, which no thread does
+//! here: `t_dcow_dio` and `t_dio` cover them.) Linux: the host runs the same program (when
 //! the working directory's filesystem has no `O_DIRECT` the same calls run buffered).
 //!
 //! Arguments (`key=value`): `seed=N` (default 1), `secs=N` of run time (default 20), `ops=N`
