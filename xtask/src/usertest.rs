@@ -302,6 +302,8 @@ const OWN_CPUS: &[(&str, u32)] = &[
     ("t_pc3_dirace", 2),
     // smpirq: completions follow the submitting CPU while another CPU faults.
     ("t_irq_route", 2),
+    // smp7: the SMP stress program, a thread pinned to each of 4 CPUs (issue 16's done-when).
+    ("t_smp3_stress", 4),
 ];
 
 /// The least RAM (MiB) of a boot with kernel command line `cmdline` (0: the default): a boot
