@@ -246,7 +246,14 @@ pub fn lock_in_interrupt() {
 #[cold]
 #[inline(never)]
 fn lock_slow(me: usize, wait: Wait) {
-    let may_halt = wait.may_halt();
+    // A function posted by another CPU (`smp::call`, the in-kernel tests' way to make a CPU
+    // hold or wait for the lock) runs inside the call IPI's handler before its end-of-interrupt,
+    // which holds back the release's reschedule IPI and the local tick (the same priority
+    // class): halted there, it would never wake. Since a waiter also halts behind another
+    // CPU's claim (`halt_until_release`), the hand-off of `ktest::tick::hold_and_offer` did
+    // (the 4-CPU kernel tier hung from `bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_
+    // interrupts_off` on). Such a wait spins, as an interrupt handler's does.
+    let may_halt = wait.may_halt() && !crate::smp::call::running_here();
     debug_assert_ne!(
         OWNER.load(Ordering::Relaxed),
         me,
