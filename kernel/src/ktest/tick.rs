@@ -310,6 +310,75 @@ pub fn bkl_ring3_interrupt_waits_with_interrupts_enabled() -> TestResult {
     Ok(())
 }
 
+/// How long the late claimant of [`bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu`]
+/// leaves the lock free before it takes it: 30 PIT ticks.
+const CLAIMANT_LATE_US: u64 = 300_000;
+/// When the claim was made (TSC), for [`late_claimant`].
+static CLAIMED_AT: AtomicU64 = AtomicU64::new(0);
+static CLAIMANT_GOT_IT: AtomicBool = AtomicBool::new(false);
+
+/// Posted to the claimant CPU: a vCPU thread the host runs late. It takes the lock claimed for
+/// it [`CLAIMANT_LATE_US`] after the claim and gives it back at once.
+fn late_claimant() {
+    let late = time::tsc_khz().max(1) * CLAIMANT_LATE_US / 1000;
+    while time::rdtsc().wrapping_sub(CLAIMED_AT.load(Ordering::Acquire)) < late {
+        smp::shootdown::service();
+        core::hint::spin_loop();
+    }
+    bkl::lock_in_interrupt();
+    CLAIMANT_GOT_IT.store(true, Ordering::Release);
+    bkl::unlock();
+}
+
+/// A CPU waiting for the big lock while it is free but claimed for another CPU (the idle
+/// loop's or `relax`'s hand-off, made just before their release) halts until the claimant's
+/// release instead of spinning: under TCG a spinning vCPU is a busy host thread, and three of
+/// them on a 2-core host kept the claimant's thread from running, so every hand-off cost a
+/// host time slice (the 4-CPU stall of `t_process`'s fork loop, session 12). Before the fix
+/// the boot CPU spun through the whole 300 ms here (hundreds of thousands of spins, no halt):
+/// `halt_until_release` halted only while the lock had an owner.
+pub fn bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu() -> TestResult {
+    use crate::bklstat::Waiter;
+    let Some(claimant) = (1..crate::percpu::MAX_CPUS)
+        .find(|c| smp::online_mask() & 1 << c != 0)
+        .filter(|_| bkl::in_use())
+    else {
+        info!("claim test: one CPU, the big lock is off: no claim to wait behind");
+        return Ok(());
+    };
+    CLAIMANT_GOT_IT.store(false, Ordering::Relaxed);
+    // The boot code holds the lock (`bkl::init_boot`): claim it for the other CPU, as the idle
+    // loop's hand-off does, and let it go.
+    ensure!(
+        bkl::claim_for(claimant),
+        "the lock was already claimed for some CPU"
+    );
+    CLAIMED_AT.store(time::rdtsc(), Ordering::Release);
+    let _ = smp::call::run_on(claimant, late_claimant, 1_000);
+    let (halts_before, spins_before) = bklstat::halts_and_spins(0, Waiter::Idle);
+    let start = time::rdtsc();
+    bkl::unlock();
+    // The boot CPU's wait, as the idle loop's (no task here: an `idle` wait in `bklstat`).
+    bkl::lock();
+    let waited = elapsed_us(start);
+    let (halts_after, spins_after) = bklstat::halts_and_spins(0, Waiter::Idle);
+    let (halts, spins) = (halts_after - halts_before, spins_after - spins_before);
+    let got = CLAIMANT_GOT_IT.load(Ordering::Acquire);
+    info!("claim test: waited {waited} us behind CPU {claimant}'s claim: {halts} halts, {spins} spins");
+    ensure!(bkl::held(), "the wait returned without the lock");
+    ensure!(
+        got,
+        "the boot CPU took the lock claimed for CPU {claimant} before it did"
+    );
+    // Halted, the waiter wakes at each PIT tick (about 30 in the wait) and the release's IPI,
+    // and spins a round of `HALT_SPINS` (200) each time; spinning it does thousands per tick.
+    ensure!(
+        halts >= 1 && spins < 100 * 200,
+        "the waiter spun behind another CPU's claim: {halts} halts, {spins} spins in {waited} us"
+    );
+    Ok(())
+}
+
 /// The load average folds a sample at the first tick past each 5 s point that gets to it, once
 /// per point passed: a late tick (its work deferred to the big lock's holder) or a busy task
 /// table used to skip the sample until the next point (`sample_load` acted only on a tick
