@@ -8,7 +8,8 @@
 //! holder's CPU did not get: one host thread runs every vCPU), and the TSC cycles waited.
 //! Halts are the waits' `hlt`s (a halted vCPU costs the host nothing, but its wake-up is an
 //! IPI and a host thread switch); hand-offs are the holder's releases to a waiting CPU
-//! (`bkl::let_waiters_in`, `bkl::relax`).
+//! (`bkl::let_waiters_in`, `bkl::relax`). Unlocked ticks are application processors' ring-3
+//! ticks that went back to the task instead of waiting (`idt::dispatch::tick_may_skip_lock`).
 #![deny(unsafe_code)]
 
 use alloc::string::String;
@@ -33,14 +34,15 @@ pub enum Waiter {
 const CLASSES: usize = 4;
 const NAMES: [&str; CLASSES] = ["task", "irq", "idle", "idle_irq"];
 
-/// Per class: waits, spins, TSC cycles; then halts, hand-offs and deferred ticks.
+/// Per class: waits, spins, TSC cycles; then halts, hand-offs, deferred and unlocked ticks.
 const WAITS: usize = 0;
 const SPINS: usize = CLASSES;
 const TSC: usize = 2 * CLASSES;
 const HALTS: usize = 3 * CLASSES;
 const HANDOFFS: usize = HALTS + 1;
 const TICKS_DEFERRED: usize = HANDOFFS + 1;
-const FIELDS: usize = TICKS_DEFERRED + 1;
+const TICKS_UNLOCKED: usize = TICKS_DEFERRED + 1;
+const FIELDS: usize = TICKS_UNLOCKED + 1;
 
 static STATS: [[AtomicU64; FIELDS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; FIELDS] }; MAX_CPUS];
@@ -70,6 +72,11 @@ pub fn handed_off(cpu: usize) {
 /// A timer tick on `cpu` found the lock held by another CPU and left its work to the holder.
 pub fn tick_deferred(cpu: usize) {
     add(cpu, TICKS_DEFERRED, 1);
+}
+
+/// An application processor's ring-3 tick on `cpu` went back to its task without the lock.
+pub fn tick_unlocked(cpu: usize) {
+    add(cpu, TICKS_UNLOCKED, 1);
 }
 
 /// The sum over CPUs of the waits of `who` (for tests).
@@ -107,7 +114,7 @@ pub fn text() -> String {
             let _ = write!(out, " {name}_{what}");
         }
     }
-    out.push_str(" halts handoffs ticks_deferred\n");
+    out.push_str(" halts handoffs ticks_deferred ticks_unlocked\n");
     let online = crate::smp::online_mask();
     for cpu in (0..MAX_CPUS).filter(|cpu| online >> cpu & 1 != 0) {
         let _ = write!(out, "cpu{cpu}");
@@ -124,7 +131,8 @@ pub fn text() -> String {
     out
 }
 
-/// The power-off line's summary: waits and spins by class, halts, hand-offs, deferred ticks.
+/// The power-off line's summary: waits and spins by class, halts, hand-offs, deferred and
+/// unlocked ticks.
 pub fn summary() -> String {
     let mut out = String::new();
     for (class, name) in NAMES.iter().enumerate() {
@@ -132,10 +140,11 @@ pub fn summary() -> String {
     }
     let _ = write!(
         out,
-        "(waits/spins); {} halts, {} hand-offs, {} ticks deferred",
+        "(waits/spins); {} halts, {} hand-offs, {} ticks deferred, {} ring-3 ticks without it",
         sum(HALTS),
         sum(HANDOFFS),
-        sum(TICKS_DEFERRED)
+        sum(TICKS_DEFERRED),
+        sum(TICKS_UNLOCKED)
     );
     out
 }

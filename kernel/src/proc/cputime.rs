@@ -20,6 +20,8 @@
 //! but the limit is checked at a later tick (it stays crossed until then).
 #![deny(unsafe_code)]
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::rlimit::{RLIMIT_CPU, RLIM_INFINITY};
 use super::signal::{send_locked, SigInfo, Target, SIGKILL, SIGXCPU, SI_KERNEL};
 use super::{current_tid, TABLE};
@@ -70,6 +72,45 @@ pub fn rlimit_cpu_check(ticks: u64, soft: u64, hard: u64) -> CpuLimit {
     }
 }
 
+/// Ticks taken on each CPU while another CPU held the big kernel lock, owed to the task
+/// running there (`[user, system]`): the tick could not reach the task table, so it is charged
+/// when that task's CPU next can ([`settle_owed`]: at a tick that gets the lock, or when the
+/// task leaves the CPU or exits). Before, such ticks went to the CPU's `/proc/stat` line only,
+/// and a task running beside another CPU's long system call was charged none of that time
+/// (`RLIMIT_CPU` under-counted; session 11 review).
+static OWED: [[AtomicU64; 2]; crate::percpu::MAX_CPUS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; crate::percpu::MAX_CPUS];
+
+/// A tick on this CPU that could not take the big kernel lock: counted for the CPU now, for
+/// its current task (if any) at the next [`settle_owed`] there. Interrupts off; lock-free.
+pub fn owe_tick(user: bool) {
+    let cpu = crate::percpu::cpu_id();
+    let tid = current_tid();
+    let slot = match (tid, user) {
+        (0, _) => super::kstat::IDLE,
+        (_, true) => super::kstat::USER,
+        (_, false) => super::kstat::SYSTEM,
+    };
+    super::kstat::tick(cpu, slot);
+    if tid != 0 {
+        OWED[cpu][usize::from(!user)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Charges `task`, the one running on this CPU, the ticks [`owe_tick`] kept for it. Called
+/// with the table locked by the code that switches it out or ends it, and by a tick that got
+/// the table: the current task cannot change on this CPU without passing one of those.
+pub(super) fn settle_owed(task: &mut super::Task) {
+    let owed = &OWED[crate::percpu::cpu_id()];
+    // One load each when nothing is owed (the common case: one CPU, or no contention).
+    if owed[0].load(Ordering::Relaxed) != 0 {
+        task.cpu.user += owed[0].swap(0, Ordering::Relaxed);
+    }
+    if owed[1].load(Ordering::Relaxed) != 0 {
+        task.cpu.system += owed[1].swap(0, Ordering::Relaxed);
+    }
+}
+
 /// Charges the current task one tick (`user` if the tick interrupted ring 3) and enforces
 /// `RLIMIT_CPU` on its group. Timer interrupt.
 #[doc(alias = "account_process_tick")]
@@ -91,6 +132,7 @@ pub fn account_tick(user: bool) {
     let Some(task) = table.get_mut(&tid) else {
         return;
     };
+    settle_owed(task);
     if user {
         task.cpu.user += 1;
     } else {

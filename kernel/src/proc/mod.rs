@@ -664,6 +664,8 @@ pub fn exit_thread(status: i32) -> ! {
         }
         let aspace = t.aspace.take();
         let fds = core::mem::take(&mut t.fds);
+        // Its ticks taken while another CPU held the big lock, before they become the group's.
+        cputime::settle_owed(t);
         let mut group = t.group.lock();
         group.live -= 1;
         group.dead_cpu.add(core::mem::take(&mut t.cpu));

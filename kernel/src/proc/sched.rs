@@ -63,6 +63,8 @@ pub fn schedule() {
     let ctx: *mut u64 = {
         let mut table = TABLE.lock();
         let p = table.get_mut(&tid).expect("schedule from a task");
+        // Its ticks taken while another CPU held the big lock, before it leaves this CPU.
+        super::cputime::settle_owed(p);
         &mut p.ctx_rsp
     };
     // SAFETY: `ctx` points into the task's boxed entry, which stays in the table while it runs

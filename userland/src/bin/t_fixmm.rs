@@ -11,8 +11,10 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::{setrlimit, Rlimit, RLIMIT_MEMLOCK, RLIM_INFINITY};
 use cowlab_userland::sys::Errno;
-use cowlab_userland::test::{kill_and_reap, try_reap, Tester};
+use cowlab_userland::test::{reap_within, try_reap, Tester};
 use cowlab_userland::thread;
+
+extern crate alloc;
 
 cowlab_userland::entry!(main);
 
@@ -148,14 +150,23 @@ fn mcl_future_populate_killable(t: &mut Tester, words: &[AtomicUsize; 4]) {
     }
     let _ = sleep_ms(300);
     let state = words[0].load(Ordering::Relaxed);
+    let rss = resident_pages(pid);
     // Bounded at 30 s: a populate SIGKILL cannot end fails the check instead of hanging.
-    let (status, took_ms) = kill_and_reap(pid, 30_000);
+    let start = monotonic_ns();
+    let _ = kill(pid, 9);
+    let kill_ms = (monotonic_ns() - start) / 1_000_000;
+    let status = reap_within(pid, 30_000);
+    let took_ms = (monotonic_ns() - start) / 1_000_000;
+    cowlab_userland::println!(
+        "t_fixmm: {rss:?} pages resident at the kill, kill() returned after {kill_ms} ms"
+    );
     t.eq(
         "the MCL_FUTURE populate of 64 GiB was running at the kill",
         state,
         1,
     );
     t.eq("SIGKILL ended it", status, Ok(Some(9)));
+    cowlab_userland::println!("t_fixmm: the killed populate was reaped in {took_ms} ms");
     t.check_why("within 2 s of the kill", took_ms < 2000, Ms(took_ms));
 }
 
@@ -219,6 +230,18 @@ fn main() -> i32 {
         cowlab_userland::println!("t_fixmm: RLIMIT_MEMLOCK cannot be raised: mlock cases skipped");
     }
     t.finish()
+}
+
+/// `pid`'s resident pages (`/proc/<pid>/statm`'s second field).
+fn resident_pages(pid: i32) -> Option<u64> {
+    let path = alloc::format!("/proc/{pid}/statm\0");
+    let path = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()).ok()?;
+    let fd = open(path, O_RDONLY).ok()?;
+    let mut buf = [0u8; 128];
+    let n = read(fd, &mut buf);
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n.ok()?]).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 struct Ms(u64);

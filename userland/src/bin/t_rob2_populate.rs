@@ -15,6 +15,8 @@ use cowlab_userland::calls::*;
 use cowlab_userland::rlimit::{setrlimit, Rlimit, RLIMIT_MEMLOCK, RLIM_INFINITY};
 use cowlab_userland::test::{spinner, Tester};
 
+extern crate alloc;
+
 cowlab_userland::entry!(main);
 
 const MAP_SHARED: u32 = 0x01;
@@ -96,6 +98,7 @@ fn main() -> i32 {
         1,
     );
     t.eq("SIGKILL ended it", status, Ok(9));
+    cowlab_userland::println!("t_rob2_populate: the killed populate was reaped in {took_ms} ms");
     t.check_why("within 2 s of the kill", took_ms < 2000, Ms(took_ms));
 
     // 3. munmap of 512 MiB of populated, written memory while a child spins (forked first,
@@ -189,11 +192,24 @@ fn main() -> i32 {
                 t.check("fork", false);
                 return t.finish();
             };
+            // With two CPUs or more, this process and the child each get their own: the
+            // child then owes the mlockall nothing and should count at its own rate.
+            let mask = affinity();
+            let mut own_cpus = mask.count_ones() >= 2;
+            let first = mask & mask.wrapping_neg();
+            let second = mask & !first;
+            let second = second & second.wrapping_neg();
+            let second_cpu = second.trailing_zeros();
+            if own_cpus {
+                own_cpus = set_affinity(0, first) && set_affinity(pid, second);
+            }
             // The child's rate alone: it counts while the parent sleeps 200 ms.
             let b = words[2].load(Ordering::Relaxed);
             let _ = sleep_ms(200);
             let per_ms = (words[2].load(Ordering::Relaxed) - b) / 200;
             sched_yield();
+            let ticks_before = cpu_time(pid);
+            let stat_before = cpu_ticks(second_cpu);
             let before = words[2].load(Ordering::Relaxed);
             let start = monotonic_ns();
             // SAFETY: no pointer arguments (mlockall(MCL_CURRENT), then munlockall).
@@ -202,21 +218,147 @@ fn main() -> i32 {
             let after = words[2].load(Ordering::Relaxed);
             // SAFETY: as above.
             let _ = unsafe { raw(MUNLOCKALL, [0; 6]) };
+            // A few ticks for the child's CPU to charge what it owes (cowlab: at its next tick
+            // that gets the kernel, `cputime::settle_owed`).
+            let _ = sleep_ms(50);
+            let ticks_after = cpu_time(pid);
+            let stat_after = cpu_ticks(second_cpu);
             let _ = kill(pid, 9);
             let _ = waitpid(pid, 0);
+            if own_cpus {
+                let _ = set_affinity(0, mask);
+            }
             t.eq("mlockall(MCL_CURRENT) with 512 MiB mapped", r, Ok(0));
             // A twentieth: the calibration and the measurement see different host load when two
             // QEMUs share two cores (CI); a spinner starved by an unpreemptible loop gets ~0.
             let share = per_ms * (took / 1_000_000) / 20;
+            cowlab_userland::println!(
+                "t_rob2_populate: mlockall: {} ms, the child counted {} ({} per ms alone)",
+                took / 1_000_000,
+                after - before,
+                per_ms
+            );
             t.check_why(
                 "the spinning child got at least a twentieth of the mlockall's time",
                 after - before >= share.max(1),
                 Counted(before, after, took),
             );
+            if own_cpus {
+                // On its own CPU the child needs nothing from the kernel while it counts, so
+                // that CPU's ticks over the mlockall are user time. A tick there that waited
+                // for the other CPU's mlockall to let the kernel go stopped the child, and the
+                // CPU's time was system time (cowlab before session 12: 14% of the ticks user
+                // time on a host at load 8; its rate fell under a twentieth at load 12 to 22).
+                // Ticks, not counts: a loaded host runs two busy vCPUs slower than one.
+                let cpu = stat_after.zip(stat_before).map(|(a, b)| {
+                    (
+                        a.0.saturating_sub(b.0),
+                        a.1.saturating_sub(b.1),
+                        a.2.saturating_sub(b.2),
+                    )
+                });
+                let ticks = ticks_after
+                    .zip(ticks_before)
+                    .map(|(a, b)| a.saturating_sub(b));
+                cowlab_userland::println!(
+                    "t_rob2_populate: over the mlockall the child's CPU had (user, system, \
+                     other) ticks {cpu:?}, the child was charged {ticks:?}"
+                );
+                t.check_why(
+                    "on its own CPU, the spinning child ran through the mlockall (2/3 of the ticks user time)",
+                    cpu.is_some_and(|(user, sys, other)| user > 0 && user >= 2 * (sys + other)),
+                    format_args!("(user, system, other) ticks {cpu:?} over {} ms", took / 1_000_000),
+                );
+                // And the CPU's busy time is the child's (cowlab before: a tick that could
+                // not get the kernel was the CPU's system time, charged to nobody, so
+                // RLIMIT_CPU under-counted a task beside another CPU's long system call).
+                t.check_why(
+                    "the child was charged 2/3 of its CPU's user and system ticks",
+                    ticks
+                        .zip(cpu)
+                        .is_some_and(|(n, (user, sys, _))| n * 3 >= (user + sys) * 2),
+                    format_args!("{ticks:?} of {cpu:?}"),
+                );
+            }
             let _ = munmap(va, len);
         }
     }
     t.finish()
+}
+
+const SCHED_SETAFFINITY: usize = 203;
+const SCHED_GETAFFINITY: usize = 204;
+
+/// This process's CPUs (`sched_getaffinity`; 1 if it fails).
+fn affinity() -> u64 {
+    let mut mask = 0u64;
+    // SAFETY: the kernel writes at most 8 bytes at `&mut mask`.
+    let got = unsafe {
+        raw(
+            SCHED_GETAFFINITY,
+            [0, 8, &mut mask as *mut u64 as usize, 0, 0, 0],
+        )
+    };
+    if got.is_ok() {
+        mask
+    } else {
+        1
+    }
+}
+
+/// Moves `pid` (0: this process) to the CPUs of `mask`; whether it worked.
+fn set_affinity(pid: i32, mask: u64) -> bool {
+    // SAFETY: the kernel reads 8 bytes at `&mask`.
+    unsafe {
+        raw(
+            SCHED_SETAFFINITY,
+            [pid as usize, 8, &mask as *const u64 as usize, 0, 0, 0],
+        )
+    }
+    .is_ok()
+}
+
+/// `pid`'s user plus system time in clock ticks: `/proc/<pid>/stat`'s 14th and 15th fields
+/// (the 12th and 13th after the command's closing parenthesis).
+fn cpu_time(pid: i32) -> Option<u64> {
+    let path = alloc::format!("/proc/{pid}/stat\0");
+    let path = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()).ok()?;
+    let fd = open(path, O_RDONLY).ok()?;
+    let mut buf = [0u8; 512];
+    let n = read(fd, &mut buf);
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n.ok()?]).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// CPU `cpu`'s user ticks, its system ticks, and its idle and other ticks together
+/// (`/proc/stat`'s `cpuN` line: user nice system idle iowait irq softirq steal).
+fn cpu_ticks(cpu: u32) -> Option<(u64, u64, u64)> {
+    let fd = open(c"/proc/stat", O_RDONLY).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = read(fd, &mut buf);
+    let _ = close(fd);
+    let text = core::str::from_utf8(&buf[..n.ok()?]).ok()?;
+    let name = alloc::format!("cpu{cpu}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let mut fields = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse::<u64>().ok());
+    let user = fields.next()??;
+    let nice = fields.next()??;
+    let system = fields.next()??;
+    let mut other = nice;
+    for f in fields.take(5) {
+        other += f?;
+    }
+    Some((user, system, other))
 }
 
 struct Counted(u64, u64, u64);
