@@ -625,10 +625,30 @@ struct FastTake {
 /// `gup_fast_pte_range`): the small pages through [`gup_fast_pte_range`], a run of PTEs
 /// mapping consecutive subpages of one large folio with one atomic add of its length
 /// ([`gup_fast_folio_run`]). Returns the pages taken, a prefix of `out`; they are not yet
-/// counted in the held gauges (the caller counts them once). Out of line: its loop keeps its
-/// values in registers instead of sharing them with the walk around it.
-#[inline(never)]
+/// counted in the held gauges (the caller counts them once).
+#[inline(always)]
 fn gup_fast_pt<A: Arch>(
+    mm: &Mm<A>,
+    take: &FastTake,
+    slots: Slots<'_>,
+    first: usize,
+    out: &mut [Option<PinnedPage>],
+) -> usize {
+    // One copy of the loop per answer of `check_keep`, each compiled on its own: as one
+    // function, LLVM versioned the loop on the flag but gave both versions one register
+    // assignment, and the re-read of the frame's flags after the grab in the checking version
+    // (`9cfc5d3`) cost the write pin's loop, which never runs it, 3 register moves per page.
+    if take.check_keep {
+        gup_fast_pt_checked::<A, true>(mm, take, slots, first, out)
+    } else {
+        gup_fast_pt_checked::<A, false>(mm, take, slots, first, out)
+    }
+}
+
+/// [`gup_fast_pt`] for one value of `take.check_keep` (`CHECK_KEEP`). Out of line: its loop
+/// keeps its values in registers instead of sharing them with the walk around it.
+#[inline(never)]
+fn gup_fast_pt_checked<A: Arch, const CHECK_KEEP: bool>(
     mm: &Mm<A>,
     take: &FastTake,
     slots: Slots<'_>,
@@ -637,7 +657,8 @@ fn gup_fast_pt<A: Arch>(
 ) -> usize {
     let mut done = 0;
     loop {
-        let (got, stop) = gup_fast_pte_range(mm, take, slots, first + done, &mut out[done..]);
+        let (got, stop) =
+            gup_fast_pte_range::<A, CHECK_KEEP>(mm, take, slots, first + done, &mut out[done..]);
         done += got;
         let Stop::Large(pte) = stop else {
             return done;
@@ -661,7 +682,7 @@ enum Stop {
 /// The small pages of [`gup_fast_pt`]: each PTE read once, the page taken, the PTE read again.
 /// Returns the pages taken, a prefix of `out`, and why it stopped there.
 #[inline(always)]
-fn gup_fast_pte_range<A: Arch>(
+fn gup_fast_pte_range<A: Arch, const CHECK_KEEP: bool>(
     mm: &Mm<A>,
     take: &FastTake,
     slots: Slots<'_>,
@@ -694,7 +715,7 @@ fn gup_fast_pte_range<A: Arch>(
         // The exclusive bit is read again after the grab (its fence orders the load), as Linux
         // reads it in `gup_must_unshare` after the pin: a clear between the first read and the
         // grab with the PTE unchanged must not let a read-only pin keep a shared page.
-        if (take.check_keep && !gup_fast_may_keep(take.era, take.flags, pte, meta.flags()))
+        if (CHECK_KEEP && !gup_fast_may_keep(take.era, take.flags, pte, meta.flags()))
             || slot.load() != pte
         {
             // Linux backs out with `gup_put_folio` and leaves the page to the slow path.

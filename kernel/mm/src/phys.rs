@@ -101,6 +101,17 @@ unsafe impl Send for PhysWindow {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for PhysWindow {}
 
+/// The failure of [`PhysWindow::pte`]'s and [`PhysWindow::table`]'s window check (a corrupt
+/// page-table entry: a kernel bug). Out of line and cold, with the address passed in a register:
+/// inline, the panic's format argument made every walk level store the table address to the
+/// stack before its compare (4 stores per 4-level walk on every fault and GUP-fast walk).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn table_outside_window(table: u64) -> ! {
+    panic!("page-table access at {table:#x} outside the memory window")
+}
+
 impl PhysWindow {
     /// Captures the window of `arch`, covering `frames` frames.
     pub(crate) fn new<A: Arch>(arch: &A, frames: usize) -> PhysWindow {
@@ -149,10 +160,9 @@ impl PhysWindow {
     pub(crate) unsafe fn pte(&self, table: PhysAddr, index: usize) -> &AtomicU64 {
         debug_assert!(index < 512, "page-table index out of range");
         let table = table.align_down().as_u64();
-        assert!(
-            table < self.limit,
-            "page-table access at {table:#x} outside the memory window"
-        );
+        if table >= self.limit {
+            table_outside_window(table);
+        }
         // `table + 4096 <= limit` (both page multiples) and the offset is below 4096.
         let p = self.base.wrapping_add(table as usize + (index & 511) * 8);
         // SAFETY: `p` is in the window (the argument above) and 8-aligned (page-aligned base
@@ -170,10 +180,9 @@ impl PhysWindow {
     #[inline]
     pub(crate) unsafe fn table(&self, table: PhysAddr) -> &[AtomicU64; 512] {
         let table = table.align_down().as_u64();
-        assert!(
-            table < self.limit,
-            "page-table access at {table:#x} outside the memory window"
-        );
+        if table >= self.limit {
+            table_outside_window(table);
+        }
         let p = self.base.wrapping_add(table as usize);
         // SAFETY: the page `[p, p + 4096)` is in the window (`table` is page aligned and below
         // the page-multiple `limit`), page aligned, and stays valid as long as `self` (Arch
