@@ -68,7 +68,7 @@ static STARVING: AtomicUsize = AtomicUsize::new(0);
 /// cheap re-acquisition for short waits and bounds the share of a busy CPU.
 const STARVATION_SPINS: u32 = 400;
 /// Spins of a waiter before it halts until the holder's release wakes it ([`WAITERS`]).
-const HALT_SPINS: u32 = 200;
+pub(crate) const HALT_SPINS: u32 = 200;
 /// CPUs halted waiting for the lock (bit per CPU): the release sends them the reschedule IPI.
 /// A spinning vCPU is a busy host thread under TCG; on a loaded host it took the host CPU the
 /// holder's vCPU needed (t_process on 2 CPUs: 160 s against 59 s on one, most of it in waits
