@@ -323,7 +323,7 @@ mod tests {
     fn reference_data_parses_with_its_source() {
         let linux = linux_baseline();
         assert_eq!(linux.get("cow_copy_fault"), Some(3899));
-        assert_eq!(linux.get("fork_base"), Some(53683));
+        assert_eq!(linux.get("fork_base"), Some(53812));
         assert!(linux.source.contains("6.1.0-57-amd64"), "{}", linux.source);
         assert!(
             linux.source.contains("LINUX-BASELINE.md"),
