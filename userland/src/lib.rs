@@ -24,6 +24,8 @@ pub mod io;
 pub mod pcfile;
 pub mod process;
 pub mod rlimit;
+pub mod rng;
+pub mod sched;
 pub mod start;
 pub mod sys;
 pub mod test;

@@ -20,15 +20,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cowlab_userland::calls::*;
 use cowlab_userland::println;
-use cowlab_userland::sys::Errno;
+use cowlab_userland::sched::{sched_getaffinity, sched_setaffinity};
 use cowlab_userland::test::{ms_since, Tester};
 use cowlab_userland::thread::spawn;
 use cowlab_userland::vda::is_stamped;
 
 cowlab_userland::entry!(main);
 
-const SCHED_SETAFFINITY: usize = 203;
-const SCHED_GETAFFINITY: usize = 204;
 const MADVISE: usize = 28;
 const MADV_DONTNEED: usize = 4;
 const PAGE: usize = 4096;
@@ -41,32 +39,6 @@ const WANT_ON_CPU: u64 = 8;
 /// How long one CPU's phase may take to see them (loose: a loaded host deschedules vCPUs, and
 /// the steering runs on the boot CPU's tick).
 const PHASE_LIMIT_MS: u64 = 60_000;
-
-fn setaffinity(mask: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads 8 bytes at `&mask`.
-    unsafe {
-        raw(
-            SCHED_SETAFFINITY,
-            [0, 8, &mask as *const u64 as usize, 0, 0, 0],
-        )
-    }
-}
-
-fn my_mask() -> u64 {
-    let mut mask = 0u64;
-    // SAFETY: the kernel writes at most 8 bytes at `&mut mask`.
-    let got = unsafe {
-        raw(
-            SCHED_GETAFFINITY,
-            [0, 8, &mut mask as *mut u64 as usize, 0, 0, 0],
-        )
-    };
-    if got.is_ok() {
-        mask
-    } else {
-        0
-    }
-}
 
 /// `/proc/interrupts` (empty if unreadable).
 fn proc_interrupts() -> String {
@@ -126,7 +98,7 @@ static ZAP_TARGET: AtomicU64 = AtomicU64::new(0);
 /// The faulting thread: on its CPU, maps, fills and checks, and unmaps a region, and in phase 2
 /// also zaps the reader's buffer, until [`STOP`].
 fn faulter(_: usize) -> i32 {
-    let _ = setaffinity(1 << FAULTER_CPU.load(Ordering::Relaxed));
+    let _ = sched_setaffinity(0, 1 << FAULTER_CPU.load(Ordering::Relaxed));
     let mut round = 0u64;
     while !STOP.load(Ordering::Relaxed) {
         round += 1;
@@ -165,7 +137,7 @@ fn faulter(_: usize) -> i32 {
 /// time is up; `check_data` when the faulting thread leaves the buffer alone. Returns (reads,
 /// reads with wrong data, completions seen on `cpu`, milliseconds).
 fn reads_on(fd: i32, buf: &mut [u8], cpu: usize, check_data: bool) -> (u64, u64, u64, u64) {
-    let _ = setaffinity(1 << cpu);
+    let _ = sched_setaffinity(0, 1 << cpu);
     let before = on_cpu(&vda_counts(), cpu);
     let start = monotonic_ns();
     let (mut reads, mut bad, mut seen) = (0u64, 0u64, 0u64);
@@ -193,7 +165,7 @@ fn reads_on(fd: i32, buf: &mut [u8], cpu: usize, check_data: bool) -> (u64, u64,
 
 fn main() -> i32 {
     let mut t = Tester::new("t_irq_route");
-    let mask = my_mask();
+    let mask = sched_getaffinity(0).unwrap_or(0);
     let cpus: Vec<usize> = (0..64).filter(|c| mask & (1 << c) != 0).collect();
     let Ok(fd) = open(c"/dev/vda", O_RDONLY | O_DIRECT) else {
         t.check("open /dev/vda with O_DIRECT", false);

@@ -16,14 +16,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 
 use cowlab_userland::calls::*;
 use cowlab_userland::println;
-use cowlab_userland::sys::Errno;
+use cowlab_userland::sched::{sched_getaffinity, sched_setaffinity};
 use cowlab_userland::test::Tester;
 use cowlab_userland::thread::{gettid, spawn};
 
 cowlab_userland::entry!(main);
 
-const SCHED_SETAFFINITY: usize = 203;
-const SCHED_GETAFFINITY: usize = 204;
 const GETCPU: usize = 309;
 const GETRUSAGE: usize = 98;
 const RUSAGE_THREAD: usize = 1;
@@ -31,32 +29,6 @@ const RUSAGE_THREAD: usize = 1;
 const MAX_THREADS: usize = 8;
 /// How long the affinity move may take (loose: a CI host may deschedule the vCPU threads).
 const MOVE_LIMIT_NS: u64 = 3_000_000_000;
-
-fn setaffinity(tid: i32, mask: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads 8 bytes at `&mask`.
-    unsafe {
-        raw(
-            SCHED_SETAFFINITY,
-            [tid as usize, 8, &mask as *const u64 as usize, 0, 0, 0],
-        )
-    }
-}
-
-fn my_mask() -> u64 {
-    let mut mask = 0u64;
-    // SAFETY: the kernel writes at most 8 bytes at `&mut mask`.
-    let got = unsafe {
-        raw(
-            SCHED_GETAFFINITY,
-            [0, 8, &mut mask as *mut u64 as usize, 0, 0, 0],
-        )
-    };
-    if got.is_ok() {
-        mask
-    } else {
-        0
-    }
-}
 
 fn getcpu() -> u32 {
     let (mut cpu, mut node) = (u32::MAX, u32::MAX);
@@ -147,7 +119,7 @@ static EXPECTED: AtomicUsize = AtomicUsize::new(0);
 /// the phase's threads have started, also records them in TOGETHER.
 fn spinner(index: usize) -> i32 {
     let cpu = PINNED[index].load(Ordering::Relaxed);
-    if cpu != u32::MAX && setaffinity(0, 1u64 << cpu).is_err() {
+    if cpu != u32::MAX && sched_setaffinity(0, 1u64 << cpu).is_err() {
         PIN_FAILED.fetch_add(1, Ordering::Relaxed);
     }
     STARTED.fetch_add(1, Ordering::SeqCst);
@@ -239,7 +211,7 @@ fn wait_mover_on(cpu: usize) -> Option<u64> {
 
 fn main() -> i32 {
     let mut t = Tester::new("t_sched_cpus");
-    let mask = my_mask();
+    let mask = sched_getaffinity(0).unwrap_or(0);
     let cpus = cpus_of(mask);
     println!(
         "t_sched_cpus: {} CPUs allowed (mask {:#x})",
@@ -336,9 +308,9 @@ fn main() -> i32 {
     STOP.store(false, Ordering::Relaxed);
     MOVER_CPU.store(u32::MAX, Ordering::SeqCst);
     MOVER_TID.store(0, Ordering::SeqCst);
-    let _ = setaffinity(0, 1 << a);
+    let _ = sched_setaffinity(0, 1 << a);
     let mover_thread = spawn(mover, 0);
-    let _ = setaffinity(0, mask);
+    let _ = sched_setaffinity(0, mask);
     t.check("the spinning thread started", mover_thread.is_ok());
     let deadline = monotonic_ns() + 20_000_000_000;
     while MOVER_TID.load(Ordering::SeqCst) == 0 && monotonic_ns() < deadline {
@@ -347,12 +319,12 @@ fn main() -> i32 {
     let tid = MOVER_TID.load(Ordering::SeqCst) as i32;
     t.eq(
         "pin the spinner to the first CPU",
-        setaffinity(tid, 1 << a),
+        sched_setaffinity(tid, 1 << a),
         Ok(0),
     );
     t.check("it runs there", wait_mover_on(a).is_some());
     for (step, to) in [(1, b), (2, a)] {
-        let asked = setaffinity(tid, 1 << to);
+        let asked = sched_setaffinity(tid, 1 << to);
         let took = wait_mover_on(to);
         println!(
             "t_sched_cpus: move {step} to CPU {to}: {} us",
@@ -373,7 +345,7 @@ fn main() -> i32 {
     let before = proc_stat_cpus();
     let system_of =
         |lines: &[(usize, u64, u64)], cpu: usize| lines.iter().find(|l| l.0 == cpu).map(|l| l.2);
-    let _ = setaffinity(0, 1 << b);
+    let _ = sched_setaffinity(0, 1 << b);
     let on_b = getcpu() == b as u32;
     let stime0 = thread_stime_us();
     let mut buf = alloc::vec![0u8; 1 << 20];
@@ -385,7 +357,7 @@ fn main() -> i32 {
         let _ = close(fd);
     }
     let stime = thread_stime_us() - stime0;
-    let _ = setaffinity(0, mask);
+    let _ = sched_setaffinity(0, mask);
     let after = proc_stat_cpus();
     t.check("the reader ran on the last CPU", on_b);
     t.check_why(

@@ -54,6 +54,8 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsiz
 
 use cowlab_userland::calls::*;
 use cowlab_userland::println;
+use cowlab_userland::rng::Rng;
+use cowlab_userland::sched::{sched_getaffinity, sched_setaffinity};
 use cowlab_userland::sys::{getpid, Errno, EINTR};
 use cowlab_userland::test::{on_cowlab, Tester};
 use cowlab_userland::thread::{futex_wait, futex_wake, spawn};
@@ -76,8 +78,6 @@ const FORK_PAGES: usize = 32;
 const RW: u32 = PROT_READ | PROT_WRITE;
 const ANON: u32 = MAP_PRIVATE | MAP_ANONYMOUS;
 const MADV_DONTNEED: i32 = 4;
-const SCHED_SETAFFINITY: usize = 203;
-const SCHED_GETAFFINITY: usize = 204;
 const GETCPU: usize = 309;
 const VMSPLICE: usize = 278;
 const PREAD64: usize = 17;
@@ -150,22 +150,6 @@ static URING_ACROSS_FORK: AtomicU64 = AtomicU64::new(0);
 /// taking its range's locks, `101 + op` while running it.
 static DOING: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
 static RANGE: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Word `j` of a page with tag `tag`: the tag in the high half, so a wrong word names the
 /// contents it came from; the low half ties it to its position, so a page shifted or torn
@@ -322,32 +306,6 @@ fn vmsplice(fd: i32, addr: usize, len: usize) -> Result<usize, Errno> {
     unsafe { raw(VMSPLICE, [fd as usize, iov.as_ptr() as usize, 1, 0, 0, 0]) }
 }
 
-fn setaffinity(mask: u64) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads 8 bytes of `mask`.
-    unsafe {
-        raw(
-            SCHED_SETAFFINITY,
-            [0, 8, &mask as *const u64 as usize, 0, 0, 0],
-        )
-    }
-}
-
-fn getaffinity() -> u64 {
-    let mut mask = 0u64;
-    // SAFETY: the kernel writes at most 8 bytes into `mask`.
-    let r = unsafe {
-        raw(
-            SCHED_GETAFFINITY,
-            [0, 8, &mut mask as *mut u64 as usize, 0, 0, 0],
-        )
-    };
-    if r.is_ok() {
-        mask
-    } else {
-        1
-    }
-}
-
 fn getcpu() -> Option<u32> {
     let (mut cpu, mut node) = (u32::MAX, u32::MAX);
     // SAFETY: the kernel writes one u32 at each pointer.
@@ -380,7 +338,7 @@ struct Worker {
 
 fn worker(me: usize) -> i32 {
     let cpu = CPU_OF[me].load(Ordering::Relaxed);
-    if setaffinity(1 << cpu).is_err() {
+    if sched_setaffinity(0, 1 << cpu).is_err() {
         PIN_FAILED.fetch_add(1, Ordering::Relaxed);
     }
     if getcpu() != Some(cpu) {
@@ -972,7 +930,7 @@ fn main() -> i32 {
     } else {
         arg(b"secs=").unwrap_or(20)
     };
-    let mask = getaffinity();
+    let mask = sched_getaffinity(0).unwrap_or(1);
     let cpus = mask.count_ones() as usize;
     let threads = (arg(b"threads=").unwrap_or(cpus as u64) as usize).clamp(1, MAX_THREADS);
     if let Some(ops) = arg(b"ops=") {

@@ -11,6 +11,7 @@
 
 use cowlab_userland::calls::*;
 use cowlab_userland::println;
+use cowlab_userland::rng::Rng;
 use cowlab_userland::sys::Errno;
 use cowlab_userland::test::{on_cowlab, Tester};
 
@@ -27,22 +28,6 @@ const MADV_DONTNEED: i32 = 4;
 const MADV_HUGEPAGE: i32 = 14;
 const MADV_COLLAPSE: i32 = 25;
 const VMSPLICE: usize = 278;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn word(v: u8) -> u64 {
     u64::from(v) * 0x0101_0101_0101_0101
