@@ -19,14 +19,17 @@
 //! processor's own tick (taken under the lock anyway), or any CPU's idle loop.
 #![deny(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Whether a tick's lock-holding work waits for the next holder ([`defer`]).
 static PENDING: AtomicBool = AtomicBool::new(false);
+/// PIT ticks deferred since the work last ran ([`deferred_ticks`]).
+static DEFERRED: AtomicU32 = AtomicU32::new(0);
 
 /// The tick's work that needs the big kernel lock (held by the caller, or off).
 pub fn run() {
     PENDING.store(false, Ordering::Relaxed);
+    DEFERRED.store(0, Ordering::Relaxed);
     crate::proc::on_tick();
     crate::fs::tty::on_tick();
     crate::fs::timerfd::on_tick();
@@ -36,7 +39,15 @@ pub fn run() {
 /// Leaves this tick's work to the lock's holder (the caller could not take the lock).
 pub fn defer() {
     PENDING.store(true, Ordering::Relaxed);
+    DEFERRED.fetch_add(1, Ordering::Relaxed);
     crate::bklstat::tick_deferred(crate::percpu::cpu_id());
+}
+
+/// How many ticks' work has waited since it last ran: a ring-3 tick that would skip the lock
+/// waits for it instead once this reaches a bound, so sleepers, timers and the hung-task check
+/// are never late by more than a few ticks however the lock's holders alternate.
+pub fn deferred_ticks() -> u32 {
+    DEFERRED.load(Ordering::Relaxed)
 }
 
 /// Runs a deferred tick's work, if any (the caller holds the big kernel lock). One load when

@@ -280,6 +280,11 @@ enum UserTick {
     Unlocked,
 }
 
+/// The owed ticks after which a ring-3 tick waits for the lock to charge them: 250 ms.
+const OWED_TICKS_MAX: u64 = crate::time::TICK_HZ / 4;
+/// The deferred PIT ticks after which the boot CPU's ring-3 tick waits to run their work.
+const DEFERRED_TICKS_MAX: u32 = 3;
+
 /// A preempting tick in ring 3 (an application processor's own, the PIT's on the boot CPU)
 /// while another CPU holds the big lock, with nothing else to run here, charges the task later
 /// ([`crate::proc::cputime::owe_tick`]), leaves the PIT's work to the holder as a kernel-mode
@@ -302,9 +307,16 @@ fn user_tick_lock() -> UserTick {
     if crate::bkl::try_lock() {
         return UserTick::Locked;
     }
+    // Skipping is bounded (review, session 12): while other CPUs' system calls keep the lock
+    // busy back to back, a tick that never found it free would leave `RLIMIT_CPU`'s check and
+    // the task's charged time behind for good, and the PIT's work (sleepers, timers, the
+    // hung-task check) to whenever a holder ran it. So after a quarter second of owed ticks,
+    // or a few deferred PIT ticks, the tick waits for the lock as before.
     if crate::proc::current_tid() == 0
         || crate::proc::runqueue::load(cpu) > 1
         || crate::proc::runqueue::NEED_RESCHED.load(Ordering::Relaxed) >> cpu & 1 != 0
+        || crate::proc::cputime::owed_ticks() >= OWED_TICKS_MAX
+        || (cpu == 0 && crate::tick::deferred_ticks() >= DEFERRED_TICKS_MAX)
     {
         return UserTick::Wait;
     }

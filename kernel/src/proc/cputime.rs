@@ -100,6 +100,12 @@ pub fn owe_tick(user: bool) {
 /// Charges `task`, the one running on this CPU, the ticks [`owe_tick`] kept for it. Called
 /// with the table locked by the code that switches it out or ends it, and by a tick that got
 /// the table: the current task cannot change on this CPU without passing one of those.
+/// Ticks this CPU owes its current task (user and system), not yet charged.
+pub fn owed_ticks() -> u64 {
+    let owed = &OWED[crate::percpu::cpu_id()];
+    owed[0].load(Ordering::Relaxed) + owed[1].load(Ordering::Relaxed)
+}
+
 pub(super) fn settle_owed(task: &mut super::Task) {
     let owed = &OWED[crate::percpu::cpu_id()];
     // One load each when nothing is owed (the common case: one CPU, or no contention).
