@@ -84,15 +84,6 @@ pub fn waits(who: Waiter) -> u64 {
     sum(WAITS + who as usize)
 }
 
-/// The halts of `cpu`'s waits and the spins of its waits as `who` (for tests).
-pub fn halts_and_spins(cpu: usize, who: Waiter) -> (u64, u64) {
-    let stats = &STATS[cpu & (MAX_CPUS - 1)];
-    (
-        stats[HALTS].load(Ordering::Relaxed),
-        stats[SPINS + who as usize].load(Ordering::Relaxed),
-    )
-}
-
 /// Ticks deferred to the holder, every CPU (for tests).
 pub fn ticks_deferred() -> u64 {
     sum(TICKS_DEFERRED)

@@ -83,7 +83,6 @@ pub static TESTS: &[KernelTest] = &[
     test!(tick::hung_task_check_catches_up_after_a_deferred_second),
     test!(tsc::tsc_calibration_survives_a_descheduled_vcpu),
     test!(tsc::tsc_rate_agrees_with_the_pit),
-    test!(tick::bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
