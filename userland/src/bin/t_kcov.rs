@@ -236,17 +236,20 @@ fn main() -> i32 {
     // named by this CPU's words before and after: Linux traces task context only, and its
     // entry and scheduler code are not instrumented. Only the edges of the trap entry before
     // the interrupt is recognised remain (10 or 11 distinct PCs: trap_dispatch, user_trap,
-    // user_trap_other, the guard's making); when the switch was traced into the task's buffer
-    // (the idle loop's half, and the handler's rest after the task ran again) a 300 ms spin
-    // recorded 199 to 223.
+    // user_trap_other, the guard's making; 16 since session 12, when perf6's page-walk change
+    // made LLVM inline differently into the trap entry: `TrapFrame::assert_callee_saved`'s
+    // compares and the guard's per-CPU read now count as edges of their own); when the switch
+    // was traced into the task's buffer (the idle loop's half, and the handler's rest after
+    // the task ran again) a 300 ms spin recorded 199 to 223. The bound sits between the two,
+    // with room for the compiler's inlining, not for a traced switch.
     let (distinct, ticks) = ring3_spin(area, 300);
     t.check_why(
         "ring-3 time with ticks and preemptions records only the trap entry's PCs",
-        distinct.len() < 16 && ticks >= 2,
+        distinct.len() < 40 && ticks >= 2,
         alloc::format!(
             "{} distinct PCs over {ticks} ticks: {:x?}",
             distinct.len(),
-            distinct.iter().take(8).collect::<alloc::vec::Vec<_>>()
+            distinct.iter().take(16).collect::<alloc::vec::Vec<_>>()
         ),
     );
 
