@@ -114,10 +114,11 @@ impl TestArgs {
 /// teardown under the lock and `t_dcow_memexit`'s time its lock hand-offs, both scaled by the
 /// host's load, not fixed; sampled heavy programs cost the same on 1 and 2 CPUs, but the whole
 /// tier was not run on 2 (docs/architecture.md, "The programs tier on 2 CPUs, session 12"):
-/// still 1. Session 12 (coordinator): with smp5's fix of the big lock's claim wait (the 4-CPU
-/// `t_process` stall) and smp6's ring-3 tick, the whole tier passed on 2 CPUs, 292 of 292
-/// (`--only programs --smp 2`, one boot at a time, about 18 minutes with the build, host load
-/// 2 to 4): 2, as issue 16 asks. `--smp 1` runs the tier on one CPU.
+/// still 1. Session 12 (coordinator): with smp6's ring-3 tick the whole tier passed on 2 CPUs,
+/// 292 of 292 (`--only programs --smp 2`, one boot at a time, about 18 minutes with the build,
+/// host load 2 to 4, smp5's claim-wait halt then still in), and again at this value in a
+/// clean-clone `CI=true .ci/run` after that halt was withdrawn (1109 passed, 0 failed, about
+/// 21 minutes for the whole run): 2, as issue 16 asks. `--smp 1` runs the tier on one CPU.
 pub const PROGRAMS_SMP: u32 = 2;
 /// The in-kernel tests run once per count (issue 16: on 1 CPU and on 4).
 pub const KERNEL_SMP: [u32; 2] = [1, 4];
