@@ -8,8 +8,9 @@
 //! holder's CPU did not get: one host thread runs every vCPU), and the TSC cycles waited.
 //! Halts are the waits' `hlt`s (a halted vCPU costs the host nothing, but its wake-up is an
 //! IPI and a host thread switch); hand-offs are the holder's releases to a waiting CPU
-//! (`bkl::let_waiters_in`, `bkl::relax`). Unlocked ticks are application processors' ring-3
-//! ticks that went back to the task instead of waiting (`idt::dispatch::tick_may_skip_lock`).
+//! (`bkl::let_waiters_in`, `bkl::relax`). Unlocked ticks are ring-3 ticks (an application
+//! processor's own, the PIT's on the boot CPU) that went back to the task instead of waiting
+//! (`idt::dispatch::user_tick_lock`).
 #![deny(unsafe_code)]
 
 use alloc::string::String;
@@ -82,6 +83,15 @@ pub fn tick_unlocked(cpu: usize) {
 /// The sum over CPUs of the waits of `who` (for tests).
 pub fn waits(who: Waiter) -> u64 {
     sum(WAITS + who as usize)
+}
+
+/// The halts of `cpu`'s waits and the spins of its waits as `who` (for tests).
+pub fn halts_and_spins(cpu: usize, who: Waiter) -> (u64, u64) {
+    let stats = &STATS[cpu & (MAX_CPUS - 1)];
+    (
+        stats[HALTS].load(Ordering::Relaxed),
+        stats[SPINS + who as usize].load(Ordering::Relaxed),
+    )
 }
 
 /// Ticks deferred to the holder, every CPU (for tests).

@@ -83,6 +83,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(tick::hung_task_check_catches_up_after_a_deferred_second),
     test!(tsc::tsc_calibration_survives_a_descheduled_vcpu),
     test!(tsc::tsc_rate_agrees_with_the_pit),
+    test!(tick::bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu),
+    test!(tick::bkl_test_post_survives_a_busy_call_slot),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
