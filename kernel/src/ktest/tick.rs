@@ -273,7 +273,6 @@ pub fn bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_interrupts_off() -> TestRes
     while !OFFER_DONE.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
         core::hint::spin_loop();
     }
-    if !OFFER_DONE.load(Ordering::Acquire) {}
     bkl::lock();
     info!("let-in test: the boot CPU waited {waited} us, its tick count frozen: {frozen}");
     ensure!(
