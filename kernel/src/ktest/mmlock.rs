@@ -119,8 +119,11 @@ pub fn mmap_lock_kernel_fault_waits_or_is_efault_under_its_own_hold() -> TestRes
         for flag in [&HELD, &COPYING, &RELEASED, &DONE] {
             flag.store(false, Ordering::Relaxed);
         }
-        // The call outlives this wait (the holder spins); it clears its slot when done.
-        let _ = smp::call::run_on(cpu, hold_for_writing, 100);
+        // The call outlives this wait (the holder spins); it clears its slot when done. A
+        // slot still busy with an earlier post would drop a short-bounded post unseen
+        // (`tick::post_long`); `held` stays false then and reports it.
+        let _ = super::tick::slot_free(cpu);
+        super::tick::post_long(cpu, hold_for_writing);
         let held = wait_for(&HELD, LOADED_HOST_MS);
         // The second page, not faulted in yet.
         let ptr = UserPtr::<u64>::new(BASE + 4096 + 8)
@@ -196,7 +199,8 @@ pub fn smp_ptl_spinner_services_tlb_shootdowns() -> TestResult {
     let result = (|| {
         let held = shared.read_ptl();
         let root = cowlab_mm::addr::PhysAddr::new(held.root().as_u64());
-        let _ = smp::call::run_on(cpu, spin_for_the_ptl, 100);
+        super::tick::slot_free(cpu)?;
+        super::tick::post_long(cpu, spin_for_the_ptl);
         ensure!(wait_for(&HELD, LOADED_HOST_MS), "the other CPU never ran");
         // Let it reach the page-table lock's spin (its flush waits either way).
         let start = time::rdtsc();

@@ -47,7 +47,7 @@ fn call_noop() {}
 /// Whether CPU `cpu` runs a posted call within [`TIMEOUT_US`], so that its call slot is free
 /// for [`post_long`]. Called while the boot CPU still holds the lock, so a failure leaves it
 /// held, as the next test expects.
-fn slot_free(cpu: usize) -> TestResult {
+pub(super) fn slot_free(cpu: usize) -> TestResult {
     let start = time::rdtsc();
     ensure!(
         smp::call::run_on(cpu, call_noop, TIMEOUT_US).is_ok(),
@@ -71,7 +71,7 @@ fn slot_free(cpu: usize) -> TestResult {
 /// the next test's 1 ms post found the slot busy, the other CPU never held the lock and the
 /// test failed after 5 s (`bkl_idle_loop_lets_in_a_boot_cpu_waiting_with_interrupts_off` with
 /// smp5's halt behind a claim, 4 of 6 boots in session 12; session 13: 1 of 1 boots pinned).
-fn post_long(cpu: usize, function: fn()) {
+pub(super) fn post_long(cpu: usize, function: fn()) {
     let _ = smp::call::run_on(cpu, function, 1_000);
 }
 
