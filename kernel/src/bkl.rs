@@ -628,8 +628,11 @@ pub fn let_waiters_in(before_release: impl FnOnce()) {
 /// just before their release (unless a claim exists); whether it did. For the in-kernel test
 /// that stands in for a claimant whose vCPU thread the host has not run yet
 /// (`ktest::tick::bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu`). The caller
-/// holds the lock and makes `cpu` take it soon.
-pub fn claim_for(cpu: usize) -> bool {
+/// holds the lock and makes `cpu` take it soon: a claim for a CPU that never takes the lock
+/// breaks the invariant `halt_until_release` relies on (a claim is made only for a CPU already
+/// waiting), and every other waiter would halt behind it for good (its ticks wake it but do not
+/// clear the claim). Crate-private for that reason.
+pub(crate) fn claim_for(cpu: usize) -> bool {
     debug_assert!(held());
     STARVING
         .compare_exchange(0, cpu + 1, Ordering::Relaxed, Ordering::Relaxed)

@@ -359,12 +359,20 @@ pub fn bkl_ring3_interrupt_waits_with_interrupts_enabled() -> TestResult {
 static LINGER_DONE: AtomicBool = AtomicBool::new(false);
 static POSTED_RAN: AtomicBool = AtomicBool::new(false);
 
-/// Posted: keeps its CPU's call slot busy for 100 ms, as a function whose vCPU thread lost the
-/// host CPU just after its last useful store does (longer than a host stall of the poster's
-/// vCPU is likely to be, which could let the poster's 1 ms bound see the slot free).
+/// Set by the poster once its short post behind [`linger`] has returned: until then `linger`
+/// keeps the slot busy however late the host runs either vCPU (review, session 13: a fixed
+/// 100 ms could end while the poster's vCPU was descheduled, and the "dropped" half then saw
+/// its function run).
+static LET_GO: AtomicBool = AtomicBool::new(false);
+
+/// Posted: keeps its CPU's call slot busy for at least 100 ms and until [`LET_GO`] (bounded by
+/// [`TIMEOUT_US`]), as a function whose vCPU thread lost the host CPU just after its last
+/// useful store does.
 fn linger() {
-    let until = time::rdtsc() + time::tsc_khz().max(1) * 100;
-    while time::rdtsc() < until {
+    let start = time::rdtsc();
+    while (!LET_GO.load(Ordering::Acquire) || elapsed_us(start) < 100_000)
+        && elapsed_us(start) < TIMEOUT_US
+    {
         smp::shootdown::service();
         core::hint::spin_loop();
     }
@@ -393,36 +401,40 @@ pub fn bkl_test_post_survives_a_busy_call_slot() -> TestResult {
         slot_free(other)?;
         LINGER_DONE.store(false, Ordering::Relaxed);
         POSTED_RAN.store(false, Ordering::Relaxed);
+        LET_GO.store(false, Ordering::Relaxed);
         let _ = smp::call::run_on(other, linger, 100);
         if careful {
+            LET_GO.store(true, Ordering::Release);
             slot_free(other)?;
             post_long(other, mark_ran);
         } else {
+            // `linger` runs until this post has returned: the slot is busy for all of it.
             let _ = smp::call::run_on(other, mark_ran, 1_000);
+            LET_GO.store(true, Ordering::Release);
         }
         let start = time::rdtsc();
         while !LINGER_DONE.load(Ordering::Acquire) && elapsed_us(start) < TIMEOUT_US {
             core::hint::spin_loop();
         }
-        // A posted function runs as soon as the one before it has returned.
+        // A posted function runs as soon as the one before it has returned; a dropped one
+        // never does, so the dropped half's wait is short and the careful half's as long as
+        // a loaded host may need.
         let done = time::rdtsc();
-        while !POSTED_RAN.load(Ordering::Acquire)
-            && elapsed_us(done) < 100_000
-            && elapsed_us(start) < TIMEOUT_US
-        {
+        let bound = if careful { TIMEOUT_US } else { 100_000 };
+        while !POSTED_RAN.load(Ordering::Acquire) && elapsed_us(done) < bound {
             core::hint::spin_loop();
         }
         let ran = POSTED_RAN.load(Ordering::Acquire);
         info!("post test: careful {careful}: the function posted behind a busy slot ran: {ran}");
         ensure!(
             LINGER_DONE.load(Ordering::Acquire),
-            "CPU {other} did not finish its 100 ms call within {TIMEOUT_US} us"
+            "CPU {other} did not finish its lingering call within {TIMEOUT_US} us"
         );
         // The short post's drop is `run_on`'s documented behaviour, checked so that the
         // careful half is known to face the case it exists for.
         ensure!(
             ran == careful,
-            "posted {} behind a call slot busy for 100 ms, the function ran: {ran}",
+            "posted {} behind a busy call slot, the function ran: {ran}",
             if careful {
                 "with post_long"
             } else {
@@ -437,14 +449,20 @@ pub fn bkl_test_post_survives_a_busy_call_slot() -> TestResult {
 /// leaves the lock free before it takes it: 30 PIT ticks.
 const CLAIMANT_LATE_US: u64 = 300_000;
 /// When the claim was made (TSC), for [`late_claimant`].
-static CLAIMED_AT: AtomicU64 = AtomicU64::new(0);
+static CLAIMED_AT: AtomicU64 = AtomicU64::new(NOT_YET);
+/// [`CLAIMED_AT`] before the boot CPU lets the claimed lock go.
+const NOT_YET: u64 = u64::MAX;
 static CLAIMANT_GOT_IT: AtomicBool = AtomicBool::new(false);
 
 /// Posted to the claimant CPU: a vCPU thread the host runs late. It takes the lock claimed for
 /// it [`CLAIMANT_LATE_US`] after the claim and gives it back at once.
 fn late_claimant() {
     let late = time::tsc_khz().max(1) * CLAIMANT_LATE_US / 1000;
-    while time::rdtsc().wrapping_sub(CLAIMED_AT.load(Ordering::Acquire)) < late {
+    loop {
+        let at = CLAIMED_AT.load(Ordering::Acquire);
+        if at != NOT_YET && time::rdtsc().wrapping_sub(at) >= late {
+            break;
+        }
         smp::shootdown::service();
         core::hint::spin_loop();
     }
@@ -461,7 +479,6 @@ fn late_claimant() {
 /// the boot CPU spun through the whole 300 ms here (hundreds of thousands of spins, no halt):
 /// `halt_until_release` halted only while the lock had an owner.
 pub fn bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu() -> TestResult {
-    use crate::bklstat::Waiter;
     let Some(claimant) = (1..crate::percpu::MAX_CPUS)
         .find(|c| smp::online_mask() & 1 << c != 0)
         .filter(|_| bkl::in_use())
@@ -469,21 +486,52 @@ pub fn bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu() -> TestResul
         info!("claim test: one CPU, the big lock is off: no claim to wait behind");
         return Ok(());
     };
+    // A round in which the host ran the boot CPU's vCPU only after the claimant had come and
+    // gone (more than 300 ms late) found the lock free and tested nothing: it is retried.
+    for round in 1..=3 {
+        match claim_round(claimant)? {
+            Some((halts, spins, waited)) => {
+                // Halted, the waiter wakes at each PIT tick (about 30 in the wait) and the
+                // release's IPI, and spins one round of `HALT_SPINS` before each halt;
+                // spinning, it does thousands per tick. A ratio, not a fixed bound: on a
+                // loaded host the claimant's vCPU may run seconds late, and more wake-ups
+                // then mean more rounds, not a spinning waiter.
+                ensure!(
+                    halts >= 1 && spins <= (halts + 2) * u64::from(bkl::HALT_SPINS),
+                    "the waiter spun behind another CPU's claim: {halts} halts, {spins} spins in {waited} us"
+                );
+                return Ok(());
+            }
+            None => {
+                info!("claim test: round {round}: the claimant was done before the boot CPU waited")
+            }
+        }
+    }
+    Err(super::TestFailure(alloc::string::String::from(
+        "claim test: in 3 rounds the boot CPU never waited behind the claim (host too slow?)",
+    )))
+}
+
+/// One claim and wait: the boot CPU's halts and spins and its wait in microseconds, or `None`
+/// when it never had to wait (the claimant took and released the lock first).
+fn claim_round(claimant: usize) -> Result<Option<(u64, u64, u64)>, super::TestFailure> {
+    use crate::bklstat::Waiter;
     CLAIMANT_GOT_IT.store(false, Ordering::Relaxed);
+    CLAIMED_AT.store(NOT_YET, Ordering::Release);
     // The claimant must answer a call before it is given the claim: otherwise nobody might
     // take the claim and the boot CPU's `lock()` below would wait for ever instead of failing
     // (review, session 12; `post_long`).
     slot_free(claimant)?;
+    post_long(claimant, late_claimant);
     // The boot code holds the lock (`bkl::init_boot`): claim it for the other CPU, as the idle
-    // loop's hand-off does, and let it go.
+    // loop's hand-off does, and let it go; the claimant's 300 ms count from here.
     ensure!(
         bkl::claim_for(claimant),
         "the lock was already claimed for some CPU"
     );
-    CLAIMED_AT.store(time::rdtsc(), Ordering::Release);
-    post_long(claimant, late_claimant);
     let (halts_before, spins_before) = bklstat::halts_and_spins(0, Waiter::Idle);
     let start = time::rdtsc();
+    CLAIMED_AT.store(start, Ordering::Release);
     bkl::unlock();
     // The boot CPU's wait, as the idle loop's (no task here: an `idle` wait in `bklstat`).
     bkl::lock();
@@ -497,15 +545,10 @@ pub fn bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu() -> TestResul
         got,
         "the boot CPU took the lock claimed for CPU {claimant} before it did"
     );
-    // Halted, the waiter wakes at each PIT tick (about 30 in the wait) and the release's IPI,
-    // and spins one round of `HALT_SPINS` before each halt; spinning, it does thousands per
-    // tick. A ratio, not a fixed bound: on a loaded host the claimant's vCPU may run seconds
-    // late, and more wake-ups then mean more rounds, not a spinning waiter.
-    ensure!(
-        halts >= 1 && spins <= (halts + 2) * u64::from(bkl::HALT_SPINS),
-        "the waiter spun behind another CPU's claim: {halts} halts, {spins} spins in {waited} us"
-    );
-    Ok(())
+    if halts == 0 && spins <= u64::from(bkl::HALT_SPINS) && waited >= CLAIMANT_LATE_US {
+        return Ok(None);
+    }
+    Ok(Some((halts, spins, waited)))
 }
 
 /// The load average folds a sample at the first tick past each 5 s point that gets to it, once
