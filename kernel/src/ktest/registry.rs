@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
-    runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog, KernelTest,
+    cmdline, cputime, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk,
+    rtc, runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -83,6 +83,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(tick::hung_task_check_catches_up_after_a_deferred_second),
     test!(tsc::tsc_calibration_survives_a_descheduled_vcpu),
     test!(tsc::tsc_rate_agrees_with_the_pit),
+    test!(cputime::cputime_self_reads_include_owed_ticks),
+    test!(cputime::cputime_boot_cpu_lock_wait_is_system_time),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
