@@ -369,6 +369,16 @@ impl FrameMeta {
         old
     }
 
+    /// Drops `n` mappings at once (exit's teardown of the zero page's PTEs, one per table).
+    #[inline]
+    pub(crate) fn sub_mapcount(&self, n: u32) {
+        let old = self.mapcount.fetch_sub(n, Ordering::AcqRel);
+        assert!(
+            old >= n,
+            "mapcount underflow: unmapping a frame more often than it is mapped"
+        );
+    }
+
     /// `refs` pins at once (a run of subpages of one folio).
     #[inline]
     pub(crate) fn add_pincount(&self, refs: u32) {

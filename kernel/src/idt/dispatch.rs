@@ -381,16 +381,19 @@ fn routed_interrupt(line: u8) {
 
 /// The PIT's tick in kernel mode on a CPU that could not take the big lock (another CPU
 /// holds it): the clock and this CPU's time now, the rest by the holder (`tick::defer`). A
-/// task waiting here for the lock is not charged the tick (its table entry needs the lock).
+/// task waiting here for the lock (halted in its entry's wait, or in a `cond_resched` window)
+/// is owed the tick as system time, charged when it next gets the lock (`owe_tick`), as an
+/// application processor's own tick does there (`LOCAL_TIMER` above). Before, the boot CPU
+/// counted the tick in `/proc/stat` as system time but charged the task nothing, so the same
+/// wait was CPU time on an AP and none on CPU 0. System time is Linux's answer: a task
+/// waiting for a spinning lock (the old `lock_kernel` big lock among them) is running in the
+/// kernel at every tick that samples it; the halt is only how this wait spins cheaply under
+/// TCG, and the CPU runs nothing else meanwhile.
 fn deferred_tick() {
     let line = vector::TIMER - vector::PIC_BASE;
     crate::proc::kstat::irq(Some(line));
-    let slot = if crate::proc::current_tid() == 0 {
-        crate::proc::kstat::IDLE
-    } else {
-        crate::proc::kstat::SYSTEM
-    };
-    crate::proc::kstat::tick(crate::percpu::cpu_id(), slot);
+    // This CPU's `/proc/stat` tick (idle or system), and the task's charge if it has one.
+    crate::proc::cputime::owe_tick(false);
     time::on_tick();
     crate::tick::defer();
     pic::end_of_interrupt(line);

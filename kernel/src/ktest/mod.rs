@@ -13,6 +13,7 @@
 //! `test!(module::my_test)` to [`registry::TESTS`] before the self-tests.
 
 mod cmdline;
+mod cputime;
 mod exceptions;
 mod ext2;
 mod frames;

@@ -6,8 +6,8 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk, rtc,
-    runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog, KernelTest,
+    cmdline, cputime, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk,
+    rtc, runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog, KernelTest,
 };
 
 macro_rules! test {
@@ -85,6 +85,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(tsc::tsc_rate_agrees_with_the_pit),
     test!(tick::bkl_waiter_halts_while_the_lock_is_claimed_for_another_cpu),
     test!(tick::bkl_test_post_survives_a_busy_call_slot),
+    test!(cputime::cputime_self_reads_include_owed_ticks),
+    test!(cputime::cputime_boot_cpu_lock_wait_is_system_time),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

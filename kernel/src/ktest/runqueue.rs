@@ -19,7 +19,7 @@ const ACTIVE: u64 = 0b1111;
 /// Tids no real task has this early in the boot.
 const BASE_TID: Pid = 0x7000_0000;
 
-fn task(tid: Pid, last_cpu: u8, allowed: u64) -> Box<Task> {
+pub(super) fn task(tid: Pid, last_cpu: u8, allowed: u64) -> Box<Task> {
     Box::new(Task {
         tid,
         tgid: 0,

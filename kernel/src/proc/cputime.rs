@@ -171,9 +171,36 @@ pub fn account_tick(user: bool) {
     );
 }
 
-/// The calling process's own CPU time: its live threads' plus its exited threads'.
+/// Charges the task running on this CPU (the caller of a CPU-time read) the ticks it is owed
+/// here: a reader that just spun in ring 3 beside another CPU's system call would otherwise
+/// miss up to `OWED_TICKS_MAX` (a quarter second) of its own time, charged only at its next
+/// locked tick, switch or exit (Linux's `thread_group_cputime` adds the running task's
+/// unaccounted runtime the same way, `task_sched_runtime`).
+fn settle_current(
+    table: &mut alloc::collections::BTreeMap<super::Pid, alloc::boxed::Box<super::Task>>,
+) {
+    let tid = current_tid();
+    if tid == 0 {
+        return;
+    }
+    if let Some(task) = table.get_mut(&tid) {
+        settle_owed(task);
+    }
+}
+
+/// The calling thread's own CPU time (`RUSAGE_THREAD`, `CLOCK_THREAD_CPUTIME_ID`), its ticks
+/// owed on this CPU included.
+pub fn thread_self() -> CpuTime {
+    let mut table = TABLE.lock();
+    settle_current(&mut table);
+    table.get(&current_tid()).map(|t| t.cpu).unwrap_or_default()
+}
+
+/// The calling process's own CPU time: its live threads' plus its exited threads', the
+/// caller's ticks owed on this CPU included.
 pub fn group_self(tgid: super::Pid) -> CpuTime {
-    let table = TABLE.lock();
+    let mut table = TABLE.lock();
+    settle_current(&mut table);
     let mut total = CpuTime::default();
     let mut dead = None;
     for t in table.values().filter(|t| t.tgid == tgid) {

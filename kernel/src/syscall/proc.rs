@@ -378,7 +378,7 @@ pub fn getrusage(a: Args) -> SysResult {
         -1 => proc::with_group(|g| (g.child_cpu, g.child_minflt, g.child_maxrss)),
         // The faults are counted per address space, not per thread: the thread's share is
         // not known, so RUSAGE_THREAD reports its CPU time and the space's peak only.
-        1 => (with_current(|t| t.cpu), 0, own_peak()),
+        1 => (proc::cputime::thread_self(), 0, own_peak()),
         _ => return Err(Errno::EINVAL),
     };
     UserPtr::<Rusage>::new(a.get(1))?.write(&Rusage::new(cpu, minflt, maxrss))?;

@@ -24,6 +24,11 @@ fn realtime() -> Timespec {
     timespec(crate::rtc::realtime_micros())
 }
 
+/// A CPU-time clock's reading: user plus system ticks.
+fn cpu_clock(cpu: crate::proc::cputime::CpuTime) -> Timespec {
+    timespec(crate::proc::cputime::CpuTime::micros(cpu.total()))
+}
+
 fn timespec(us: u64) -> Timespec {
     Timespec {
         sec: (us / 1_000_000) as i64,
@@ -37,11 +42,15 @@ pub fn clock_gettime(a: Args) -> SysResult {
     if !(0..=7).contains(&a.int(0)) {
         return Err(Errno::EINVAL);
     }
-    // REALTIME and REALTIME_COARSE are wall-clock time; the others count from boot.
-    let t = if matches!(a.int(0), 0 | 5) {
-        realtime()
-    } else {
-        now()
+    // REALTIME and REALTIME_COARSE are wall-clock time; PROCESS_CPUTIME_ID and
+    // THREAD_CPUTIME_ID the caller's CPU time (its group's, its own), in ticks (Linux's are
+    // finer: scheduler runtime); the others count from boot. The CPU clocks returned the time
+    // since boot before.
+    let t = match a.int(0) {
+        0 | 5 => realtime(),
+        2 => cpu_clock(crate::proc::cputime::group_self(crate::proc::current_pid())),
+        3 => cpu_clock(crate::proc::cputime::thread_self()),
+        _ => now(),
     };
     UserPtr::<Timespec>::new(a.get(1))?.write(&t)?;
     Ok(0)

@@ -499,6 +499,7 @@ fn main() -> i32 {
         waitpid(d, 0).map(|r| (r.0, r.1)),
         Ok((d, 0)),
     );
+    cpu_clocks(&mut t);
     t.finish()
 }
 
@@ -514,3 +515,59 @@ fn cpath(pid: i32) -> alloc::ffi::CString {
 }
 
 extern crate alloc;
+
+const CLOCK_PROCESS_CPUTIME_ID: usize = 2;
+const CLOCK_THREAD_CPUTIME_ID: usize = 3;
+
+/// `clock_gettime(clock)` in nanoseconds.
+fn clock_ns(clock: usize) -> u64 {
+    let mut ts = [0i64; 2];
+    // SAFETY: clock_gettime writes one timespec to `ts`.
+    let _ = unsafe {
+        cowlab_userland::calls::raw(
+            cowlab_userland::sys::nr::CLOCK_GETTIME,
+            [clock, ts.as_mut_ptr() as usize, 0, 0, 0, 0],
+        )
+    };
+    ts[0] as u64 * 1_000_000_000 + ts[1] as u64
+}
+
+/// The CPU-time clocks count the caller's CPU time: they stand still over a sleep and advance
+/// over a spin (cowlab's returned the time since boot, which a sleep advances too).
+fn cpu_clocks(t: &mut Tester) {
+    let (p0, t0) = (
+        clock_ns(CLOCK_PROCESS_CPUTIME_ID),
+        clock_ns(CLOCK_THREAD_CPUTIME_ID),
+    );
+    let _ = sleep_ms(300);
+    let (p1, t1) = (
+        clock_ns(CLOCK_PROCESS_CPUTIME_ID),
+        clock_ns(CLOCK_THREAD_CPUTIME_ID),
+    );
+    let start = monotonic_ns();
+    while monotonic_ns() - start < 300_000_000 {
+        core::hint::spin_loop();
+    }
+    let (p2, t2) = (
+        clock_ns(CLOCK_PROCESS_CPUTIME_ID),
+        clock_ns(CLOCK_THREAD_CPUTIME_ID),
+    );
+    cowlab_userland::println!(
+        "t_abi_proc: CPU clocks over a 300 ms sleep: process +{} ms, thread +{} ms; over a 300 ms spin: +{} ms, +{} ms",
+        (p1 - p0) / 1_000_000,
+        (t1 - t0) / 1_000_000,
+        (p2 - p1) / 1_000_000,
+        (t2 - t1) / 1_000_000
+    );
+    // Bounds loose enough for tick sampling (10 ms) and a loaded host's share of a spin.
+    t.check_why(
+        "CLOCK_PROCESS/THREAD_CPUTIME_ID stand still over a 300 ms sleep",
+        p1 - p0 < 100_000_000 && t1 - t0 < 100_000_000,
+        alloc::format!("+{} / +{} ns", p1 - p0, t1 - t0),
+    );
+    t.check_why(
+        "CLOCK_PROCESS/THREAD_CPUTIME_ID advance over a 300 ms spin",
+        p2 - p1 >= 20_000_000 && t2 - t1 >= 20_000_000,
+        alloc::format!("+{} / +{} ns", p2 - p1, t2 - t1),
+    );
+}

@@ -263,3 +263,38 @@ fn tables_left_by_an_out_of_memory_fault_are_freed_by_munmap() {
         env.finish(std::vec![s]);
     }
 }
+
+/// Exit gives the zero page's mapping counts and references back one subtraction per PT
+/// (`PageTable::destroy_pt`), PROT_NONE zero-page mappings included, beside real pages in the
+/// same tables: the counts match what the other space still maps, then the baseline.
+#[test]
+fn exit_gives_back_zero_page_counts_per_table() {
+    let env = Env::new();
+    let mut s = env.space();
+    // 700 pages: one full PT and part of the next.
+    let va = env.map(&mut s, 0, 700, Prot::RW);
+    for i in 0..700u64 {
+        if i % 97 == 0 {
+            env.write(&mut s, va + i * PAGE, i).unwrap();
+        } else {
+            env.read(&mut s, va + i * PAGE).unwrap();
+        }
+    }
+    // Zero-page PTEs made PROTNONE keep their mappings.
+    s.mprotect(&env.mm, va + 100 * PAGE, (200 * PAGE) as usize, Prot::NONE)
+        .unwrap();
+    let child = s.fork(&env.mm).unwrap();
+    env.check(&[&s, &child]);
+    let zero_ptes = 700 - 700u64.div_ceil(97);
+    assert_eq!(env.mm.stats().zero_page_mappings, 2 * zero_ptes);
+    s.exit(&env.mm);
+    env.check(&[&child]);
+    assert_eq!(env.mm.stats().zero_page_mappings, zero_ptes);
+    assert_eq!(
+        env.mm.frames().meta(env.mm.zero_page()).refcount() as u64,
+        1 + zero_ptes
+    );
+    env.finish(std::vec![child]);
+    assert_eq!(env.mm.stats().zero_page_mappings, 0);
+    assert_eq!(env.mm.frames().meta(env.mm.zero_page()).refcount(), 1);
+}
