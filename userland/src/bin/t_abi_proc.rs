@@ -500,6 +500,7 @@ fn main() -> i32 {
         Ok((d, 0)),
     );
     cpu_clocks(&mut t);
+    cpu_clock_sleeps(&mut t);
     t.finish()
 }
 
@@ -530,6 +531,90 @@ fn clock_ns(clock: usize) -> u64 {
         )
     };
     ts[0] as u64 * 1_000_000_000 + ts[1] as u64
+}
+
+/// `clock_nanosleep(clock, flags, {sec, nsec})`: 0 or the negated errno.
+fn clock_nanosleep(clock: usize, flags: usize, sec: u64, nsec: u64) -> isize {
+    let ts = [sec as i64, nsec as i64];
+    // SAFETY: clock_nanosleep reads one timespec from `ts`; no remainder is asked for.
+    match unsafe {
+        cowlab_userland::calls::raw(
+            cowlab_userland::sys::nr::CLOCK_NANOSLEEP,
+            [clock, flags, ts.as_ptr() as usize, 0, 0, 0],
+        )
+    } {
+        Ok(_) => 0,
+        Err(e) => -(e.0 as isize),
+    }
+}
+
+static SPINNING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+fn spin_until_told(_: usize) -> i32 {
+    while SPINNING.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    0
+}
+
+/// Sleeping on the CPU clocks, as Linux: a thread's own clock has no sleep, the raw and coarse
+/// clocks none either (`EOPNOTSUPP`), and the process clock sleeps until the group
+/// has used that CPU time: with a second thread spinning, a 50 ms sleep on it ends once the
+/// group's clock has moved 50 ms (cowlab's absolute sleep compared CPU time with the time since
+/// boot and returned at once).
+fn cpu_clock_sleeps(t: &mut Tester) {
+    // The system call's answer; glibc's wrapper says EINVAL for the thread clock before it.
+    let raw = (3..=6)
+        .map(|c| clock_nanosleep(c, 0, 0, 1_000_000))
+        .collect::<alloc::vec::Vec<_>>();
+    t.check_why(
+        "clock_nanosleep on THREAD_CPUTIME_ID, MONOTONIC_RAW and the coarse clocks is EOPNOTSUPP",
+        raw.iter().all(|&r| r == -95),
+        alloc::format!("{raw:?}"),
+    );
+    let now = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    t.check(
+        "an absolute CLOCK_PROCESS_CPUTIME_ID sleep to a CPU time already used returns at once",
+        clock_nanosleep(
+            CLOCK_PROCESS_CPUTIME_ID,
+            1,
+            now / 1_000_000_000,
+            now % 1_000_000_000,
+        ) == 0,
+    );
+    SPINNING.store(true, Ordering::Release);
+    let Ok(spinner) = cowlab_userland::thread::spawn(spin_until_told, 0) else {
+        t.check("spawn a spinning thread", false);
+        return;
+    };
+    let before = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    let relative = clock_nanosleep(CLOCK_PROCESS_CPUTIME_ID, 0, 0, 50_000_000);
+    let mid = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    let target = mid + 50_000_000;
+    let absolute = clock_nanosleep(
+        CLOCK_PROCESS_CPUTIME_ID,
+        1,
+        target / 1_000_000_000,
+        target % 1_000_000_000,
+    );
+    let after = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    SPINNING.store(false, Ordering::Release);
+    spinner.join();
+    cowlab_userland::println!(
+        "t_abi_proc: 50 ms CLOCK_PROCESS_CPUTIME_ID sleeps beside a spinning thread: relative +{} ms, absolute +{} ms",
+        (mid - before) / 1_000_000,
+        (after - mid) / 1_000_000
+    );
+    t.check_why(
+        "a relative 50 ms CLOCK_PROCESS_CPUTIME_ID sleep ends once the group used 50 ms",
+        relative == 0 && mid - before >= 50_000_000,
+        alloc::format!("returned {relative}, +{} ns", mid - before),
+    );
+    t.check_why(
+        "an absolute CLOCK_PROCESS_CPUTIME_ID sleep ends at its CPU time",
+        absolute == 0 && after >= target,
+        alloc::format!("returned {absolute}, clock {after} against {target}"),
+    );
 }
 
 /// The CPU-time clocks count the caller's CPU time: they stand still over a sleep and advance
