@@ -344,7 +344,9 @@ impl FileCache {
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
             };
+            crate::opstat::mark(crate::opstat::Phase::FileLookup);
             mm.read_frame_bytes(frame + off as u64, &mut buf[done..done + n]);
+            crate::opstat::mark(crate::opstat::Phase::FileCopy);
             mm.put_page(frame);
             done += n;
         }
@@ -807,6 +809,7 @@ impl FileCache {
             }
             have += n;
         }
+        crate::opstat::mark(crate::opstat::Phase::FileLookup);
         // The store's `begin` runs with only the page locks held, never the cache's spin lock:
         // the filesystem may be busy with a fill of another page of this file, and waiting for
         // it with the spin lock held would deadlock against that filler's next use of the
@@ -819,6 +822,7 @@ impl FileCache {
                 return (Err(e), None);
             }
         };
+        crate::opstat::mark(crate::opstat::Phase::FileBlocks);
         // A short count (a full disk, on a filesystem whose blocks are smaller than a page)
         // that ends inside a page this write was to cover wholly and did not read: the page's
         // bytes past the count are the store's (a hole's zeroes, or blocks the file had), so
@@ -863,7 +867,9 @@ impl FileCache {
                 n = done;
                 break;
             }
+            crate::opstat::mark(crate::opstat::Phase::FileDirty);
             mm.write_frame_bytes(page.0 + off as u64, &data[done..done + len]);
+            crate::opstat::mark(crate::opstat::Phase::FileCopy);
             set_dirty(mm, page.0);
             // The store's `begin` gave every block under the copied bytes: a copy over the
             // whole page, or from its start to past the size, leaves none of its bytes below

@@ -775,6 +775,8 @@ fn vmsplice_batch_per_page() {
     let sink = map(BATCH * PAGE);
     touch(sink, BATCH * PAGE);
     let mut s = Samples::new(TRIALS * PAGES / BATCH);
+    // `--breakdown`: the vmsplice calls' phases (the drains' reads are not vmsplice).
+    let stat = OpStat::read();
     'trials: for _ in 0..TRIALS {
         for batch in 0..PAGES / BATCH {
             let iov = [buf + batch * BATCH * PAGE, BATCH * PAGE];
@@ -812,8 +814,10 @@ fn vmsplice_batch_per_page() {
         }
     }
     if s.len > 0 {
+        OpStat::report_since(&stat, NAME, "vmsplice");
         report_samples(NAME, "tsc/page", &mut s);
     }
+    drop(stat);
     drop(s);
     unmap(sink, BATCH * PAGE);
     unmap(buf, len);
@@ -1043,6 +1047,8 @@ fn file_rows() {
     }
     let mut buf = [0x5au8; PAGE];
     let _ = cowlab_userland::calls::pwrite(fd, &buf, 0);
+    // `--breakdown`: the per-phase totals of exactly these calls (`file_read`, `file_write`).
+    let stat = OpStat::read();
     let mut s = Samples::new(N);
     for _ in 0..N {
         let t0 = tsc();
@@ -1053,7 +1059,9 @@ fn file_rows() {
         }
         s.push(t1 - t0);
     }
+    OpStat::report_since(&stat, names[0], "file_read");
     report_samples(names[0], "tsc", &mut s);
+    let stat = OpStat::read();
     let mut s = Samples::new(N);
     for _ in 0..N {
         let t0 = tsc();
@@ -1064,6 +1072,7 @@ fn file_rows() {
         }
         s.push(t1 - t0);
     }
+    OpStat::report_since(&stat, names[1], "file_write");
     report_samples(names[1], "tsc", &mut s);
     let _ = close(fd);
     let _ = cowlab_userland::calls::unlink(path);
