@@ -353,6 +353,44 @@ impl FileCache {
         Ok(done)
     }
 
+    /// Reads up to `len` bytes at `offset` as [`Self::read_at`] does, but hands each cached
+    /// page's part to `copy` (its frame address and length, the page's reference held across
+    /// the call) instead of copying into a buffer: the caller copies it where the bytes go
+    /// (Linux `filemap_read` -> `copy_folio_to_iter`). `copy` returns the bytes it took; a
+    /// short count (a fault in the destination) ends the read. Returns the bytes taken.
+    pub fn read_to<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        len: usize,
+        mut copy: impl FnMut(PhysAddr, usize) -> usize,
+    ) -> Result<usize, S::Error> {
+        let avail = self.size().saturating_sub(offset).min(len as u64) as usize;
+        let mut done = 0;
+        while done < avail {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE_SIZE - off).min(avail - done);
+            let frame = match self.get_page(mm, store, at / PAGE, true) {
+                Ok(Some(f)) => f,
+                // Truncated meanwhile: the file ends here now.
+                Ok(None) => break,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            crate::opstat::mark(crate::opstat::Phase::FileLookup);
+            let took = copy(frame + off as u64, n);
+            crate::opstat::mark(crate::opstat::Phase::FileToUser);
+            mm.put_page(frame);
+            done += took;
+            if took < n {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
     /// Copies `data` to `offset` (`write`/`pwrite`, Linux `generic_perform_write`): the pages
     /// become `DIRTY` and the size grows; nothing reaches the store until writeback. A page only
     /// partly overwritten is read in first (unless it lies wholly beyond the size). Returns the

@@ -317,6 +317,21 @@ impl FileOps for Ext2File {
             return to.finish(n);
         }
         opstat::mark(Phase::FileVfs);
+        if to.is_user() {
+            // Straight from the cached page to the user (no kernel buffer): the bounce
+            // buffer's allocation, zeroing and second copy were ~1330 of `file_read_4k`'s
+            // 2648 guest instructions.
+            let n = self.cache.read_to(
+                memory::mm(),
+                &self.store(),
+                io.pos,
+                to.count(),
+                |frame, len| to.copy_frame_to_user(frame, len),
+            )?;
+            opstat::mark(Phase::FileLookup);
+            io.pos += n as u64;
+            return to.finish(n);
+        }
         let mut kbuf = alloc::vec::Vec::new();
         kbuf.try_reserve_exact(to.count().min(CHUNK))
             .map_err(|_| Errno::ENOMEM)?;
