@@ -316,6 +316,8 @@ pub fn bench_path(kind: &str) -> Option<&'static str> {
         "zero_page_copy" => "zeropage_write_fault",
         "cow_copy" => "cow_copy_fault",
         "cow_reuse" => "cow_reuse_fault",
+        "huge_zero_map" => "thp_zero_read_fault",
+        "thp_fill" => "thp_fault_2m",
         _ => return None,
     })
 }
