@@ -93,6 +93,22 @@ impl UserSlice {
         n - left as usize
     }
 
+    /// Copies `len` bytes (at most the slice's) of frame memory at `frame` to the start of the
+    /// slice until done or the first fault: the bytes copied. For a page-cache read straight
+    /// from the cached frame (no kernel buffer between). The caller holds a reference to the
+    /// frame(s) `[frame, frame + len)`, so they stay allocated data pages for the copy.
+    pub fn write_partial_from_frame(&self, frame: cowlab_mm::PhysAddr, len: usize) -> usize {
+        let n = len.min(self.len);
+        let src = crate::memory::phys_to_virt(frame);
+        // SAFETY: a checked user destination whose faults the fixup recovers; the source is
+        // `n` bytes of the direct map over frames the caller's reference keeps allocated.
+        // They are read by the copy routine's raw string move, never through a Rust reference
+        // (a user mapping of the same page may write it meanwhile, as with every page-cache
+        // copy).
+        let left = unsafe { cowlab_user_copy(self.addr as *mut u8, src, n as u64) };
+        n - left as usize
+    }
+
     /// Reads the whole slice into a new vector.
     pub fn read_vec(&self) -> Result<Vec<u8>, Errno> {
         let mut buf = alloc::vec![0; self.len];

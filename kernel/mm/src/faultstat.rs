@@ -30,12 +30,17 @@ pub enum Kind {
     Unshare,
     /// Fault on an empty PTE of a shmem (later: file) mapping.
     FileFault,
+    /// Read fault on an empty PMD of a THP-eligible range: the huge zero folio mapped by one
+    /// PMD (`thp_zero_read_fault`).
+    HugeZeroMap,
+    /// Write fault on an empty PMD of a THP-eligible range: a new zeroed THP (`thp_fault_2m`).
+    ThpFill,
     /// Anything else: a spurious fault on a PTE that already allowed the access.
     Other,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::ZeroPageMap,
         Kind::ZeroFill,
         Kind::ZeroPageCopy,
@@ -43,6 +48,8 @@ impl Kind {
         Kind::CowReuse,
         Kind::Unshare,
         Kind::FileFault,
+        Kind::HugeZeroMap,
+        Kind::ThpFill,
         Kind::Other,
     ];
 
@@ -55,6 +62,8 @@ impl Kind {
             Kind::CowReuse => "cow_reuse",
             Kind::Unshare => "unshare",
             Kind::FileFault => "file_fault",
+            Kind::HugeZeroMap => "huge_zero_map",
+            Kind::ThpFill => "thp_fill",
             Kind::Other => "other",
         }
     }

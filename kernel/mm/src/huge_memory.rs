@@ -33,6 +33,7 @@ use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::Arch;
 use crate::error::{FaultError, MmError};
 use crate::fault::FaultKind;
+use crate::faultstat::{self, Kind as StatKind, Phase};
 use crate::folio::{HPAGE_PMD_NR, HPAGE_PMD_SIZE};
 use crate::frame::FrameFlags;
 use crate::mm::Mm;
@@ -283,6 +284,7 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     if !pmd.is_empty() {
         return Ok(false);
     }
+    faultstat::phase(Phase::Walk);
     // The deposit first: without it the PMD could not be split later.
     let Some(table) = mm.alloc_pagetable() else {
         return Ok(false);
@@ -290,12 +292,15 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     if kind != FaultKind::Write && mm.thp().use_zero_page() {
         return Ok(map_huge_zero_pmd(mm, shared, vma, slot, table));
     }
+    faultstat::kind(StatKind::ThpFill);
     let Some(head) = mm.frames().alloc_block(defrag_allowed(mm, vma)) else {
         mm.free_pagetable_zeroed(table);
         stats::inc(&mm.counters.thp_fault_fallback);
         return Ok(false);
     };
+    faultstat::phase(Phase::Alloc);
     mm.zero_frames_owned(head, HPAGE_PMD_NR);
+    faultstat::phase(Phase::Copy);
     mm.frames().prep_anon_thp(head, FrameFlags::ANON_EXCLUSIVE);
     mm.counters
         .anon_pages
@@ -308,6 +313,7 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     let bits = vma.page_prot() | write_grant(vma) | Pte::HUGE | Pte::ACCESSED;
     slot.store(Pte::new(head, bits));
     shared.add_rss(HPAGE_PMD_NR as u64);
+    faultstat::phase(Phase::Pte);
     Ok(true)
 }
 
@@ -321,14 +327,17 @@ fn map_huge_zero_pmd<A: Arch>(
     slot: PteRef<'_>,
     table: PhysAddr,
 ) -> bool {
+    faultstat::kind(StatKind::HugeZeroMap);
     let Some(head) = mm.get_huge_zero_folio(defrag_allowed(mm, vma)) else {
         mm.free_pagetable_zeroed(table);
         stats::inc(&mm.counters.thp_fault_fallback);
         return false;
     };
+    faultstat::phase(Phase::Alloc);
     mm.frames().inc_entire_mapcount(head);
     deposit(mm, shared, table);
     slot.store(Pte::new(head, vma.page_prot() | Pte::HUGE | Pte::ACCESSED));
+    faultstat::phase(Phase::Pte);
     true
 }
 

@@ -1,4 +1,5 @@
-//! Per-phase accounting of whole operations (fork, GUP-fast pinning), the companion of
+//! Per-phase accounting of whole operations (fork, GUP-fast pinning, a file's `pread`/`pwrite`,
+//! vmsplice), the companion of
 //! [`crate::faultstat`] and compiled in only with the same `faultstat` cargo feature.
 //!
 //! Picture: an operation is cut into phases by timestamps. [`begin`] starts a record; each
@@ -21,15 +22,32 @@ pub enum Op {
     /// `pin_user_pages_fast` as the `gup_test` `PIN_FAST_BENCHMARK` ioctl drives it, with the
     /// unpin; units are pages.
     GupFast,
+    /// `pread64` (the buffered read of a file's cached page): from the system call's handler
+    /// to its return; units are calls.
+    FileRead,
+    /// `pwrite64` (the buffered write into a file's cached page): as [`Op::FileRead`].
+    FileWrite,
+    /// `vmsplice` of user pages into a pipe: the GUP-fast phases inside it are
+    /// [`Op::GupFast`]'s; units are pages queued.
+    Vmsplice,
 }
 
 impl Op {
-    pub const ALL: [Op; 2] = [Op::Fork, Op::GupFast];
+    pub const ALL: [Op; 5] = [
+        Op::Fork,
+        Op::GupFast,
+        Op::FileRead,
+        Op::FileWrite,
+        Op::Vmsplice,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Op::Fork => "fork",
             Op::GupFast => "gup_fast",
+            Op::FileRead => "file_read",
+            Op::FileWrite => "file_write",
+            Op::Vmsplice => "vmsplice",
         }
     }
 
@@ -51,6 +69,38 @@ impl Op {
                 Phase::GupCheck,
                 Phase::GupLeave,
                 Phase::GupUnpin,
+            ],
+            Op::FileRead => &[
+                Phase::FileFd,
+                Phase::FileVfs,
+                Phase::FileBuffer,
+                Phase::FileLookup,
+                Phase::FileCopy,
+                Phase::FileToUser,
+                Phase::FileLeave,
+            ],
+            Op::FileWrite => &[
+                Phase::FileFd,
+                Phase::FileVfs,
+                Phase::FileLock,
+                Phase::FileFromUser,
+                Phase::FileLookup,
+                Phase::FileBlocks,
+                Phase::FileCopy,
+                Phase::FileDirty,
+                Phase::FileThrottle,
+                Phase::FileLeave,
+            ],
+            Op::Vmsplice => &[
+                Phase::VsSyscall,
+                Phase::GupEnter,
+                Phase::GupWalk,
+                Phase::GupGrab,
+                Phase::GupCheck,
+                Phase::GupLeave,
+                Phase::VsPipe,
+                Phase::VsRelease,
+                Phase::VsReturn,
             ],
         }
     }
@@ -85,10 +135,45 @@ pub enum Phase {
     GupLeave,
     /// Unpinning every page (`unpin_user_pages`).
     GupUnpin,
+    /// File I/O: the system call's arguments and the descriptor's file (`fdget`).
+    FileFd,
+    /// The VFS: the offset and access checks, the user buffer's iterator, the size limits
+    /// (writes), the dispatch to the filesystem's `read_iter`/`write_iter`.
+    FileVfs,
+    /// A read's kernel bounce buffer: allocated and zeroed.
+    FileBuffer,
+    /// A write's inode lock and the set-ID check (`file_remove_privs`).
+    FileLock,
+    /// A write's bytes copied from the user into a kernel buffer (allocated here).
+    FileFromUser,
+    /// Finding the page in the page cache, its reference (and for a write its lock) taken and
+    /// (for a read) released.
+    FileLookup,
+    /// A write's blocks: the filesystem's `write_begin` (the block map, the on-disk size).
+    FileBlocks,
+    /// The 4 KiB copy between the cached page and the kernel buffer.
+    FileCopy,
+    /// A read's copy from the kernel buffer to the user.
+    FileToUser,
+    /// A write's page made dirty, the size and the page's unlock and release (`write_end`).
+    FileDirty,
+    /// A write's dirty-page throttle (`balance_dirty_pages`).
+    FileThrottle,
+    /// After the copy: the buffer freed, the lock dropped, the result, back to the handler.
+    FileLeave,
+    /// vmsplice before GUP: the system call's arguments, the pipe's file, the iovec.
+    VsSyscall,
+    /// vmsplice: queueing the pages into the pipe's buffers (`add_to_pipe`), the pipe lock
+    /// and the reader's wake-up.
+    VsPipe,
+    /// vmsplice: releasing the pages the pipe did not take, the loop.
+    VsRelease,
+    /// vmsplice: from the last batch to the handler's return.
+    VsReturn,
 }
 
 impl Phase {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 28;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -104,6 +189,22 @@ impl Phase {
             Phase::GupCheck => "check",
             Phase::GupLeave => "leave",
             Phase::GupUnpin => "unpin",
+            Phase::FileFd => "fd",
+            Phase::FileVfs => "vfs",
+            Phase::FileBuffer => "buffer",
+            Phase::FileLock => "lock",
+            Phase::FileFromUser => "from_user",
+            Phase::FileLookup => "lookup",
+            Phase::FileBlocks => "blocks",
+            Phase::FileCopy => "copy",
+            Phase::FileToUser => "to_user",
+            Phase::FileDirty => "dirty",
+            Phase::FileThrottle => "throttle",
+            Phase::FileLeave => "leave",
+            Phase::VsSyscall => "syscall",
+            Phase::VsPipe => "pipe",
+            Phase::VsRelease => "release",
+            Phase::VsReturn => "return",
         }
     }
 }

@@ -344,9 +344,49 @@ impl FileCache {
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
             };
+            crate::opstat::mark(crate::opstat::Phase::FileLookup);
             mm.read_frame_bytes(frame + off as u64, &mut buf[done..done + n]);
+            crate::opstat::mark(crate::opstat::Phase::FileCopy);
             mm.put_page(frame);
             done += n;
+        }
+        Ok(done)
+    }
+
+    /// Reads up to `len` bytes at `offset` as [`Self::read_at`] does, but hands each cached
+    /// page's part to `copy` (its frame address and length, the page's reference held across
+    /// the call) instead of copying into a buffer: the caller copies it where the bytes go
+    /// (Linux `filemap_read` -> `copy_folio_to_iter`). `copy` returns the bytes it took; a
+    /// short count (a fault in the destination) ends the read. Returns the bytes taken.
+    pub fn read_to<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        len: usize,
+        mut copy: impl FnMut(PhysAddr, usize) -> usize,
+    ) -> Result<usize, S::Error> {
+        let avail = self.size().saturating_sub(offset).min(len as u64) as usize;
+        let mut done = 0;
+        while done < avail {
+            let at = offset + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE_SIZE - off).min(avail - done);
+            let frame = match self.get_page(mm, store, at / PAGE, true) {
+                Ok(Some(f)) => f,
+                // Truncated meanwhile: the file ends here now.
+                Ok(None) => break,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            crate::opstat::mark(crate::opstat::Phase::FileLookup);
+            let took = copy(frame + off as u64, n);
+            crate::opstat::mark(crate::opstat::Phase::FileToUser);
+            mm.put_page(frame);
+            done += took;
+            if took < n {
+                break;
+            }
         }
         Ok(done)
     }
@@ -807,6 +847,7 @@ impl FileCache {
             }
             have += n;
         }
+        crate::opstat::mark(crate::opstat::Phase::FileLookup);
         // The store's `begin` runs with only the page locks held, never the cache's spin lock:
         // the filesystem may be busy with a fill of another page of this file, and waiting for
         // it with the spin lock held would deadlock against that filler's next use of the
@@ -819,6 +860,7 @@ impl FileCache {
                 return (Err(e), None);
             }
         };
+        crate::opstat::mark(crate::opstat::Phase::FileBlocks);
         // A short count (a full disk, on a filesystem whose blocks are smaller than a page)
         // that ends inside a page this write was to cover wholly and did not read: the page's
         // bytes past the count are the store's (a hole's zeroes, or blocks the file had), so
@@ -863,7 +905,9 @@ impl FileCache {
                 n = done;
                 break;
             }
+            crate::opstat::mark(crate::opstat::Phase::FileDirty);
             mm.write_frame_bytes(page.0 + off as u64, &data[done..done + len]);
+            crate::opstat::mark(crate::opstat::Phase::FileCopy);
             set_dirty(mm, page.0);
             // The store's `begin` gave every block under the copied bytes: a copy over the
             // whole page, or from its start to past the size, leaves none of its bytes below

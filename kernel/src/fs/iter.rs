@@ -316,6 +316,35 @@ impl<'a> IoIter<'a> {
         done
     }
 
+    /// Whether every byte goes to or comes from user memory (`ITER_UBUF`/`ITER_IOVEC`).
+    pub fn is_user(&self) -> bool {
+        matches!(self.kind, Kind::Ubuf(_) | Kind::Iovec(_))
+    }
+
+    /// Copies `len` bytes of the frame memory at `frame` to a user destination until done,
+    /// exhausted or a fault; the bytes copied (Linux `copy_page_to_iter`: the cached page goes
+    /// to the user with no kernel buffer between). Only for [`Self::is_user`] iterators (a
+    /// piece of any other kind ends the copy). The caller holds a reference to the frame.
+    pub fn copy_frame_to_user(&mut self, frame: cowlab_mm::PhysAddr, len: usize) -> usize {
+        let mut done = 0;
+        while done < len {
+            let Some(Piece::User(slice)) = self.piece(len - done) else {
+                break;
+            };
+            let want = slice.len();
+            let n = slice.write_partial_from_frame(frame + done as u64, want);
+            if n < want {
+                self.faulted = true;
+            }
+            self.advance(n);
+            done += n;
+            if n == 0 || self.faulted {
+                break;
+            }
+        }
+        done
+    }
+
     /// Fills `buf` from the source until full, exhausted or a fault; the bytes copied (Linux
     /// `copy_from_iter`).
     pub fn copy_from(&mut self, buf: &mut [u8]) -> usize {

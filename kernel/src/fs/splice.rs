@@ -5,6 +5,7 @@
 
 use core::sync::atomic::Ordering;
 
+use cowlab_mm::opstat::{self, Phase};
 use cowlab_mm::pin::PinnedPage;
 
 use super::file::OpenFile;
@@ -39,6 +40,7 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             let first = va & !0xfff;
             let nr = ((end - first).div_ceil(4096) as usize).min(VMSPLICE_BATCH);
             let mut pages: [Option<PinnedPage>; VMSPLICE_BATCH] = Default::default();
+            opstat::mark(Phase::VsSyscall);
             let got = cowlab_mm::gup::user_pages_held(
                 mm,
                 &mut crate::gup_hold::ReschedHold::for_fills(&aspace),
@@ -49,6 +51,7 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
                 &mut pages[..nr],
             )
             .unwrap_or(0);
+            opstat::mark(Phase::GupLeave);
             if got == 0 {
                 return if total > 0 {
                     Ok(total)
@@ -62,12 +65,14 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             // what fits and returns: a vmsplice larger than the pipe is a short count, not a
             // wait for a reader (which deadlocked cow.c's vmsplice families on 2 MiB pages).
             let pushed = pipe.push_pages(nonblock || total > 0, &mut pages[..got], off, len);
+            opstat::mark(Phase::VsPipe);
             // The pipe took the pages covering what it queued (a prefix); the rest are ours.
             let taken = match pushed {
                 Ok(n) if n > 0 => (off + n).div_ceil(4096).min(got),
                 _ => 0,
             };
             cowlab_mm::gup::unpin_user_pages(mm, &mut pages[taken..got]);
+            opstat::mark(Phase::VsRelease);
             match pushed {
                 Ok(n) => {
                     total += n as u64;

@@ -65,14 +65,24 @@ pub fn user_copy_through_page_faults() -> TestResult {
         let back = ptr.read()?;
         let ro = UserPtr::<u64>::new(base + 4096)?.write(&1);
         let unmapped = UserPtr::<u64>::new(base + 3 * 4096)?.read();
-        Ok::<_, Errno>((back, ro, unmapped))
+        // Partial copies stop exactly at the refused byte, also when the fault hits the
+        // quadword part of the copy (then retried byte by byte): 13 bytes fit before the
+        // read-only page, 21 before the unmapped one, and 3 before it on a short copy.
+        let partial = [
+            UserSlice::new(base + 4096 - 13, 64)?.write_partial(&[0x5a; 64]),
+            UserSlice::new(base + 2 * 4096 - 21, 100)?.read_partial(&mut [0; 100]),
+            UserSlice::new(base + 2 * 4096 - 3, 7)?.read_partial(&mut [0; 7]),
+        ];
+        Ok::<_, Errno>((back, ro, unmapped, partial))
     })();
     drop(vm::switch_to(previous));
     let aspace = Arc::try_unwrap(shared)
         .map_err(|_| super::TestFailure(String::from("address space still shared")))?
         .into_inner();
     aspace.exit(mm);
-    let (back, ro, unmapped) = result.map_err(|e| super::TestFailure(alloc::format!("{e:?}")))?;
+    let (back, ro, unmapped, partial) =
+        result.map_err(|e| super::TestFailure(alloc::format!("{e:?}")))?;
+    ensure!(partial == [13, 21, 3], "partial copies: {partial:?}");
     ensure!(back == 0xdead_beef, "read back {back:#x}");
     ensure!(
         ro == Err(Errno::EFAULT),

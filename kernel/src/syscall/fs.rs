@@ -5,6 +5,8 @@
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
+use cowlab_mm::opstat::{self, Op, Phase};
+
 use super::{Args, Errno, SysResult};
 use crate::fs::iter::IoIter;
 use crate::fs::{self, namei, rw, Fd, OpenFile};
@@ -65,18 +67,33 @@ pub fn write(a: Args) -> SysResult {
     )?)
 }
 
+/// pread64(fd, buf, count, offset) (17). Measured per phase by a `faultstat` kernel
+/// (`opstat`'s `file_read`, `cargo xtask bench --breakdown`): nothing in any other build.
 pub fn pread64(a: Args) -> SysResult {
-    let f = file(a.int(0))?;
-    let at = offset(a.int(3))?;
-    let mut iter = IoIter::user(a.get(1), a.get(2) as usize)?;
-    done(rw::vfs_read(&f, Some(at), &mut iter)?)
+    opstat::begin(Op::FileRead);
+    let r = (|| {
+        let f = file(a.int(0))?;
+        opstat::mark(Phase::FileFd);
+        let at = offset(a.int(3))?;
+        let mut iter = IoIter::user(a.get(1), a.get(2) as usize)?;
+        done(rw::vfs_read(&f, Some(at), &mut iter)?)
+    })();
+    opstat::end(Op::FileRead, Phase::FileLeave, u64::from(r.is_ok()));
+    r
 }
 
+/// pwrite64(fd, buf, count, offset) (18), measured as [`pread64`] (`file_write`).
 pub fn pwrite64(a: Args) -> SysResult {
-    let f = file(a.int(0))?;
-    let at = offset(a.int(3))?;
-    let mut iter = IoIter::user(a.get(1), a.get(2) as usize)?;
-    done(rw::vfs_write(&f, Some(at), &mut iter)?)
+    opstat::begin(Op::FileWrite);
+    let r = (|| {
+        let f = file(a.int(0))?;
+        opstat::mark(Phase::FileFd);
+        let at = offset(a.int(3))?;
+        let mut iter = IoIter::user(a.get(1), a.get(2) as usize)?;
+        done(rw::vfs_write(&f, Some(at), &mut iter)?)
+    })();
+    opstat::end(Op::FileWrite, Phase::FileLeave, u64::from(r.is_ok()));
+    r
 }
 
 pub fn readv(a: Args) -> SysResult {
@@ -739,14 +756,21 @@ const SPLICE_F_NONBLOCK: u64 = 2;
 const SPLICE_F_ALL: u64 = 15;
 
 /// vmsplice(fd, iov, nr_segs, flags) (see `fs::splice`).
+/// Measured per phase by a `faultstat` kernel (`opstat`'s `vmsplice`, per page queued).
 pub fn vmsplice(a: Args) -> SysResult {
-    let f = file(a.int(0))?;
-    let flags = a.get(3);
-    if flags & !SPLICE_F_ALL != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let mut iter = IoIter::iovec(a.get(1), a.int(2))?;
-    fs::splice::vmsplice(&f, &mut iter, flags & SPLICE_F_NONBLOCK != 0)
+    opstat::begin(Op::Vmsplice);
+    let r = (|| {
+        let f = file(a.int(0))?;
+        let flags = a.get(3);
+        if flags & !SPLICE_F_ALL != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut iter = IoIter::iovec(a.get(1), a.int(2))?;
+        fs::splice::vmsplice(&f, &mut iter, flags & SPLICE_F_NONBLOCK != 0)
+    })();
+    let pages = r.as_ref().map_or(0, |n| n.div_ceil(4096));
+    opstat::end(Op::Vmsplice, Phase::VsReturn, pages);
+    r
 }
 
 /// io_uring_setup(entries, params) (425); `entries` is a C `u32`: the upper half of the

@@ -136,6 +136,7 @@ fn main() -> i32 {
     t.eq("chdir into it", errno_of(chdir(&dir)), 0);
 
     basic_io(&mut t, cowlab);
+    pread_into_faulting_buffers(&mut t);
     sparse_and_truncate(&mut t);
     space(&mut t, cowlab);
     exec_relative(&mut t);
@@ -248,6 +249,79 @@ fn basic_io(t: &mut Tester, cowlab: bool) {
     let _ = close(fd);
     t.eq("unlink", unlink(p(&name).c()), Ok(0));
     t.eq("stat after unlink: ENOENT", errno_of(stat_p(&name)), ENOENT);
+}
+
+/// `pread(fd, buf, count, offset)` with a raw buffer address (parts of it unmapped).
+fn pread_raw(fd: i32, addr: usize, len: usize, offset: u64) -> Result<usize, Errno> {
+    // SAFETY: the kernel writes at most `len` bytes at `addr`, memory of this process that is
+    // either a mapping the test owns or unmapped (then the call answers EFAULT or short).
+    unsafe { cowlab_userland::calls::raw(17, [fd as usize, addr, len, offset as usize, 0, 0]) }
+}
+
+/// A read copies from the cached page straight to the user (session 13): a buffer whose end
+/// is unmapped gets a short count that stops exactly at the unmapped byte, a wholly unmapped
+/// one EFAULT, and a buffer that is a shared mapping of the same file (its page faulted in
+/// during the copy, while the source page is held) gets the bytes.
+fn pread_into_faulting_buffers(t: &mut Tester) {
+    const PAGE: usize = 4096;
+    let name = format!("fault{}", cowlab_userland::sys::getpid());
+    let fd = open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600).unwrap_or(-1);
+    let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
+    t.eq("write 3 pages", write(fd, &data), Ok(3 * PAGE));
+    let rw = PROT_READ | PROT_WRITE;
+    let Ok(buf) = mmap(0, 2 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS) else {
+        t.check("mmap of the buffer", false);
+        return;
+    };
+    let _ = munmap(buf + PAGE, PAGE);
+    t.eq(
+        "pread into a buffer whose last bytes are unmapped: short, to the byte",
+        pread_raw(fd, buf + PAGE - 10, 100, 5),
+        Ok(10),
+    );
+    // SAFETY: the first page of `buf` is mapped and ours.
+    let got = unsafe { core::slice::from_raw_parts((buf + PAGE - 10) as *const u8, 10) };
+    t.check("the 10 bytes read", got == &data[5..15]);
+    t.eq(
+        "pread into an unmapped buffer: EFAULT",
+        pread_raw(fd, buf + PAGE, 100, 0).map_err(|e| e.0),
+        Err(14),
+    );
+    let _ = munmap(buf, PAGE);
+    // SAFETY: mmap of our own file, no fixed address: touches no memory of ours.
+    let map = unsafe {
+        cowlab_userland::calls::raw(
+            9,
+            [
+                0,
+                3 * PAGE,
+                rw as usize,
+                MAP_SHARED as usize,
+                fd as usize,
+                0,
+            ],
+        )
+    };
+    match map {
+        Ok(map) => {
+            t.eq(
+                "pread of page 0 into the file's own page 2 (shared mapping)",
+                pread_raw(fd, map + 2 * PAGE, PAGE, 0),
+                Ok(PAGE),
+            );
+            let mut back = vec![0u8; PAGE];
+            t.eq(
+                "pread of page 2",
+                pread(fd, &mut back, 2 * PAGE as u64),
+                Ok(PAGE),
+            );
+            t.check("page 2 now holds page 0's bytes", back == data[..PAGE]);
+            let _ = munmap(map, 3 * PAGE);
+        }
+        Err(e) => t.eq("mmap of the file", Err::<usize, _>(e.0), Ok(0)),
+    }
+    let _ = close(fd);
+    let _ = unlink(p(&name).c());
 }
 
 fn sparse_and_truncate(t: &mut Tester) {

@@ -10,7 +10,8 @@
 //! kernel); the power-off print is kept because it covers the whole boot with no help from the
 //! bench program. The default kernel carries none of this code.
 //!
-//! Whole operations (fork, GUP-fast pinning; `cowlab_mm::opstat`) are broken down per bench
+//! Whole operations (fork, GUP-fast pinning, `pread`/`pwrite` of a cached file page, vmsplice;
+//! `cowlab_mm::opstat`) are broken down per bench
 //! path: `bench` reads the file's `OPSTAT` lines before and after a path's samples and prints
 //! what they gained,
 //!
@@ -187,21 +188,32 @@ fn op_rows(records: &[OpRecord], run: &Run) -> Vec<(String, Vec<OpRow>)> {
             overhead: 0,
         });
     }
-    let mut gup = Vec::new();
-    if let Some(r) = find("gup_fast_pin_per_page") {
-        gup.push(OpRow {
-            label: r.path.clone(),
-            unit: "per page",
-            count: r.count,
-            phases: r.per_unit(),
-            user: user(&r.path),
-            overhead: 0,
-        });
+    let mut out = vec![("fork".to_owned(), fork)];
+    // One path per operation: (op, path, unit, whether the path's median is per call and so
+    // holds the timer's overhead once).
+    for (op, path, unit, per_call) in [
+        ("gup_fast", "gup_fast_pin_per_page", "per page", false),
+        ("file_read", "file_read_4k", "per call", true),
+        ("file_write", "file_write_4k", "per call", true),
+        ("vmsplice", "vmsplice_batch_per_page", "per page", false),
+    ] {
+        let rows = records
+            .iter()
+            .filter(|r| r.path == path && r.op == op)
+            .take(1)
+            .map(|r| OpRow {
+                label: r.path.clone(),
+                unit,
+                count: r.count,
+                phases: r.per_unit(),
+                user: user(&r.path),
+                overhead: if per_call { overhead } else { 0 },
+            })
+            .collect();
+        out.push((op.to_owned(), rows));
     }
-    [("fork", fork), ("gup_fast", gup)]
-        .into_iter()
+    out.into_iter()
         .filter(|(_, rows)| !rows.is_empty())
-        .map(|(op, rows)| (op.to_owned(), rows))
         .collect()
 }
 
@@ -304,6 +316,8 @@ pub fn bench_path(kind: &str) -> Option<&'static str> {
         "zero_page_copy" => "zeropage_write_fault",
         "cow_copy" => "cow_copy_fault",
         "cow_reuse" => "cow_reuse_fault",
+        "huge_zero_map" => "thp_zero_read_fault",
+        "thp_fill" => "thp_fault_2m",
         _ => return None,
     })
 }
@@ -486,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn fork_and_gup_breakdowns_per_fork_per_mib_and_per_page() {
+    fn fork_gup_and_file_breakdowns_per_fork_per_mib_per_page_and_per_call() {
         let console: Vec<String> = [
             "BENCH name=tsc_overhead unit=tsc median=5 min=5 n=1",
             "BENCH name=fork_base unit=tsc median=1000 min=1000 n=5",
@@ -497,12 +511,16 @@ mod tests {
             "BENCH name=gup_fast_pin_per_page unit=tsc/page median=140 min=140 n=5",
             "BENCH-OPSTAT name=gup_fast_pin_per_page op=gup_fast count=20480 walk=204800 grab=409600 unpin=1024000",
             "BENCH-OPSTAT name=nothing op=fork count=0 setup=1",
+            "BENCH name=file_read_4k unit=tsc median=1000 min=1000 n=2",
+            "BENCH-OPSTAT name=file_read_4k op=file_read count=2 fd=100 vfs=200 lookup=400 copy=1000",
+            // A path under another operation's name is not that operation's row.
+            "BENCH-OPSTAT name=file_read_4k op=vmsplice count=2 syscall=100",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let records = parse_ops(&console);
-        assert_eq!(records.len(), 3, "a record of 0 units is dropped");
+        assert_eq!(records.len(), 5, "a record of 0 units is dropped");
         let run = Run::parse(&console.join("\n")).unwrap();
         let text = op_table(&records, &run);
         let row = |label: &str| -> Vec<String> {
@@ -531,6 +549,12 @@ mod tests {
             row("gup_fast_pin_per_page")[4..=9],
             ["10", "20", "50", "80", "140", "60"]
         );
-        assert_eq!(op_json(&records, &run).as_array().unwrap().len(), 4);
+        // Per call: fd 50, vfs 100, lookup 200, copy 500 = 850; outside = 1000 - 850 - 5.
+        assert_eq!(
+            row("file_read_4k")[4..=10],
+            ["50", "100", "200", "500", "850", "1000", "145"]
+        );
+        assert!(!text.contains("vmsplice breakdown"), "{text}");
+        assert_eq!(op_json(&records, &run).as_array().unwrap().len(), 5);
     }
 }

@@ -304,6 +304,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     println!("cowlab: {}", describe_accel(accel));
     println!("Linux: {linux_source}");
     println!("targets: {}", targets.source);
+    for note in report::counterpart_notes(&rows) {
+        println!("{note}");
+    }
     if host.is_some() {
         println!("host: the same static binary run natively; TSC cycles, not instructions");
     }

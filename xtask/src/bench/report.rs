@@ -143,6 +143,27 @@ pub fn verdict(row: &Row) -> String {
     }
 }
 
+/// Rows Linux cannot measure, with the row that measures the same path on Linux and why:
+/// printed under the table (no figure is made up for them).
+pub const LINUX_COUNTERPARTS: [(&str, &str, &str); 1] = [(
+    "smp_gup_fast_forker_per_page",
+    "smp_vmsplice_forker_per_page",
+    "Debian's 6.1 has no gup_test (CONFIG_GUP_TEST is not set); vmsplice reaches \
+     get_user_pages_fast on 6.1 (iter_to_pipe -> iov_iter_get_pages2 -> \
+     __iov_iter_get_pages_alloc), with read references where gup_test pins for writing",
+)];
+
+/// One line per row of [`LINUX_COUNTERPARTS`] whose Linux column is empty.
+pub fn counterpart_notes(rows: &[Row]) -> Vec<String> {
+    LINUX_COUNTERPARTS
+        .iter()
+        .filter(|(name, _, _)| rows.iter().any(|r| r.name == *name && r.linux.is_none()))
+        .map(|(name, other, why)| {
+            format!("{name}: no Linux figure; on Linux the GUP-fast-with-a-forker row is {other} ({why})")
+        })
+        .collect()
+}
+
 /// The text table (medians), Markdown-shaped so docs/benchmarks.md can take it as it is;
 /// `linux_label` heads the Linux column.
 pub fn table(rows: &[Row], with_host: bool, linux_label: &str) -> String {
@@ -304,6 +325,29 @@ mod tests {
             .unwrap();
         assert_eq!(pin.matches("skip:").count(), 2, "{pin}");
         assert!(pin.contains("skip:EPERM"), "{pin}");
+    }
+
+    #[test]
+    fn a_row_linux_cannot_measure_names_its_linux_counterpart() {
+        let cowlab = Run::parse(
+            "BENCH name=smp_gup_fast_forker_per_page unit=tsc/page median=741 min=741 n=256\n",
+        )
+        .unwrap();
+        let skipped =
+            Run::parse("BENCH-SKIP name=smp_gup_fast_forker_per_page reason=ENOENT\n").unwrap();
+        let rows_skipped = rows(&cowlab, None, Linux::Measured(&skipped), &targets());
+        let notes = counterpart_notes(&rows_skipped);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("smp_vmsplice_forker_per_page"),
+            "{notes:?}"
+        );
+        let measured = Run::parse(
+            "BENCH name=smp_gup_fast_forker_per_page unit=tsc/page median=900 min=900 n=256\n",
+        )
+        .unwrap();
+        let rows_measured = rows(&cowlab, None, Linux::Measured(&measured), &targets());
+        assert!(counterpart_notes(&rows_measured).is_empty());
     }
 
     #[test]

@@ -323,7 +323,10 @@ mod tests {
     fn reference_data_parses_with_its_source() {
         let linux = linux_baseline();
         assert_eq!(linux.get("cow_copy_fault"), Some(3899));
-        assert_eq!(linux.get("fork_base"), Some(53812));
+        // Rewritten by session 13's `--linux --smp --save-baseline` (perf7): Linux's fork rows
+        // are 129 lower than session 12's 53812 with that branch's `bench` binary (fork copies
+        // the process's pages; the binary's layout changed with the new rows).
+        assert_eq!(linux.get("fork_base"), Some(53683));
         assert!(linux.source.contains("6.1.0-57-amd64"), "{}", linux.source);
         assert!(
             linux.source.contains("LINUX-BASELINE.md"),
