@@ -66,7 +66,8 @@ pub fn user_copy_through_page_faults() -> TestResult {
         let ro = UserPtr::<u64>::new(base + 4096)?.write(&1);
         let unmapped = UserPtr::<u64>::new(base + 3 * 4096)?.read();
         // Partial copies stop exactly at the refused byte, also when the fault hits the
-        // quadword part of the copy (then retried byte by byte): 13 bytes fit before the
+        // quadword part of the copy (then the 0-7 bytes before the fault address are copied
+        // alone; byte by byte only after a #GP): 13 bytes fit before the
         // read-only page, 21 before the unmapped one, and 3 before it on a short copy.
         let partial = [
             UserSlice::new(base + 4096 - 13, 64)?.write_partial(&[0x5a; 64]),
