@@ -169,6 +169,9 @@ pub fn getdents64(file: &OpenFile, out: UserSlice) -> Result<usize, Errno> {
             break;
         }
         let at = buf.len();
+        // Fallibly: a nearly full kernel heap answers ENOMEM, not an allocation panic
+        // (`t_rob3_heap exhaust kheap=8` on 4 CPUs, session 13: `resize` aborted here).
+        crate::heap::try_reserve(&mut buf, reclen)?;
         buf.resize(at + reclen, 0);
         buf[at..at + 8].copy_from_slice(&entry.ino.to_le_bytes());
         buf[at + 8..at + 16].copy_from_slice(&(i as i64 + 1).to_le_bytes());
