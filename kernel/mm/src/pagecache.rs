@@ -331,26 +331,12 @@ impl FileCache {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, S::Error> {
-        let avail = self.size().saturating_sub(offset).min(buf.len() as u64) as usize;
         let mut done = 0;
-        while done < avail {
-            let at = offset + done as u64;
-            let off = (at % PAGE) as usize;
-            let n = (PAGE_SIZE - off).min(avail - done);
-            let frame = match self.get_page(mm, store, at / PAGE, true) {
-                Ok(Some(f)) => f,
-                // Truncated meanwhile: the file ends here now.
-                Ok(None) => break,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            };
-            crate::opstat::mark(crate::opstat::Phase::FileLookup);
-            mm.read_frame_bytes(frame + off as u64, &mut buf[done..done + n]);
-            crate::opstat::mark(crate::opstat::Phase::FileCopy);
-            mm.put_page(frame);
+        self.read_to(mm, store, offset, buf.len(), |frame, n| {
+            mm.read_frame_bytes(frame, &mut buf[done..done + n]);
             done += n;
-        }
-        Ok(done)
+            n
+        })
     }
 
     /// Reads up to `len` bytes at `offset` as [`Self::read_at`] does, but hands each cached
