@@ -758,14 +758,10 @@ impl Session {
         Self::start_piped(command, kernel_elf, log_path, false)
     }
 
-    /// [`Session::start`] with the serial console's input open: [`Session::send`] types.
-    pub fn start_with_input(
-        machine: &Machine,
-        qemu: &Path,
-        kernel_elf: &Path,
-        log_path: &Path,
-    ) -> Result<Self> {
-        Self::start_piped(machine.command(qemu), kernel_elf, log_path, true)
+    /// [`Session::start_command`] with the serial console's input open: [`Session::send`]
+    /// types.
+    pub fn start_with_input(command: Command, kernel_elf: &Path, log_path: &Path) -> Result<Self> {
+        Self::start_piped(command, kernel_elf, log_path, true)
     }
 
     /// Types `bytes` on the serial console (logged as `[xtask] typed ...`).

@@ -80,6 +80,9 @@ const SCRIPT: &[Step] = &[
     step(b"exit 0\n", Expect::Nothing, 0),
 ];
 
+/// How long the power-off after `exit 0` may take.
+const EXIT_WAIT: Duration = Duration::from_secs(60);
+
 /// Runs [`SCRIPT`] on a boot of `machine` (whose command line must be empty: init starts the
 /// shell); the number of steps checked.
 pub fn run(
@@ -91,19 +94,35 @@ pub fn run(
 ) -> Result<usize> {
     let mut machine = machine.clone();
     machine.cmdline = String::new();
-    let mut session = Session::start_with_input(&machine, qemu, kernel_elf, log)?;
+    let gdb_port = gdb_port();
+    let mut command = machine.command(qemu);
+    if let Some(port) = gdb_port {
+        command.args(["-gdb", &format!("tcp:127.0.0.1:{port}")]);
+    }
+    let mut session = Session::start_with_input(command, kernel_elf, log)?;
     let deadline = Instant::now() + timeout;
+    let hang = |session: &mut Session| {
+        if let Some(port) = gdb_port {
+            dump_with_gdb(session, kernel_elf, port);
+        }
+    };
     wait_for(
         &mut session,
         &Expect::Contains("built-in shell (ash)"),
         deadline,
+        &hang,
     )
     .map_err(|e| e.context("BusyBox ash did not start (is busybox-static installed?)"))?;
     // Let ash set up job control and print its first prompt.
     std::thread::sleep(Duration::from_millis(1500));
     for (i, s) in SCRIPT.iter().enumerate() {
+        // `COWLAB_SESSION_DUMP=1`: a dump before `exit 0` too (a look at a healthy guest; the
+        // pause it makes is how the power-off hang of session 13 first showed here).
+        if i + 1 == SCRIPT.len() && std::env::var_os("COWLAB_SESSION_DUMP").is_some() {
+            hang(&mut session);
+        }
         session.send(s.typed)?;
-        if let Err(e) = wait_for(&mut session, &s.expect, deadline) {
+        if let Err(e) = wait_for(&mut session, &s.expect, deadline, &hang) {
             bail!(
                 "step {} (typed {:?}): {e:#}; last lines:\n{}",
                 i + 1,
@@ -116,6 +135,9 @@ pub fn run(
     let mut frames = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        // A power-off takes well under a second after `exit 0`; a minute is a hang, and the
+        // rest of the deadline is not waited out for it.
+        let left = left.min(EXIT_WAIT);
         match session.next_line(left)? {
             Next::Line(line) => {
                 if let Some(f) = crate::usertest::parse_frames(&line) {
@@ -125,6 +147,7 @@ pub fn run(
             Next::Exited(QemuExit::Kernel(0)) => break,
             Next::Exited(other) => bail!("the shell's exit 0 ended the boot with {other}"),
             Next::Silent => {
+                hang(&mut session);
                 session.kill("session timeout");
                 bail!("no power-off after `exit 0`");
             }
@@ -137,7 +160,12 @@ pub fn run(
 }
 
 /// Reads lines until one matches `expect` (at once for `Nothing`).
-fn wait_for(session: &mut Session, expect: &Expect, deadline: Instant) -> Result<()> {
+fn wait_for(
+    session: &mut Session,
+    expect: &Expect,
+    deadline: Instant,
+    hang: &dyn Fn(&mut Session),
+) -> Result<()> {
     loop {
         let matched = |line: &str| {
             let line = line.trim_end();
@@ -156,9 +184,105 @@ fn wait_for(session: &mut Session, expect: &Expect, deadline: Instant) -> Result
             Next::Line(_) => {}
             Next::Exited(exit) => bail!("QEMU ended ({exit})"),
             Next::Silent => {
+                hang(session);
                 session.kill("session timeout");
                 bail!("timed out waiting for a line");
             }
         }
+    }
+}
+
+/// A free local port for QEMU's gdb server (`-gdb`), unless gdb is missing or
+/// `COWLAB_SESSION_GDB=0`: a hang is then dumped by [`dump_with_gdb`] before QEMU is killed.
+/// (The port is free when asked; another process may take it before QEMU does, and QEMU then
+/// fails to start, which the session reports.)
+fn gdb_port() -> Option<u16> {
+    if std::env::var("COWLAB_SESSION_GDB").is_ok_and(|v| v == "0") || which_gdb().is_none() {
+        return None;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    Some(listener.local_addr().ok()?.port())
+}
+
+fn which_gdb() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("gdb"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The guest's state at a hang, into the session's log (`[gdb]` lines): every CPU's kernel
+/// backtrace, the task table (`tools/gdb/cowlab.py`'s `cowlab-ps`), and the big kernel lock's
+/// and the run queues' words (who holds or is owed the lock, who waits or is halted for it,
+/// what is queued where). QEMU stops while gdb is attached; it is killed right after.
+/// `COWLAB_SESSION_GDB_EX` adds gdb commands (separated by `;`).
+fn dump_with_gdb(session: &mut Session, kernel_elf: &Path, port: u16) {
+    let Some(gdb) = which_gdb() else {
+        return;
+    };
+    let offset = match std::fs::read(kernel_elf)
+        .map_err(anyhow::Error::from)
+        .and_then(|elf| crate::elf::kernel_load_offset(&elf))
+    {
+        Ok(offset) => offset,
+        Err(e) => {
+            session.note(&format!("[gdb] not run: {e:#}"));
+            return;
+        }
+    };
+    let mut command = std::process::Command::new(gdb);
+    command
+        .args(["-q", "-nx", "-batch"])
+        .arg("-ex")
+        .arg(format!(
+            "symbol-file -o {offset:#x} {}",
+            kernel_elf.display()
+        ))
+        .arg("-ex")
+        .arg(format!("source {}", crate::gdb::script().display()))
+        // QEMU answers from its main loop, busy with four TCG vCPUs on a loaded host: gdb's
+        // 2 s default timed out.
+        .args([
+            "-ex",
+            "set tcp connect-timeout 60",
+            "-ex",
+            "set remotetimeout 60",
+        ])
+        .arg("-ex")
+        .arg(format!("target remote 127.0.0.1:{port}"))
+        .args(["-ex", "info threads", "-ex", "thread apply all bt 40"])
+        .args(["-ex", "cowlab-ps"]);
+    for word in [
+        "kernel::bkl::OWNER",
+        "kernel::bkl::STARVING",
+        "kernel::bkl::WAITING",
+        "kernel::bkl::WAITERS",
+        "kernel::bkl::DEPTH",
+        "kernel::proc::sched::IDLE_CPUS",
+        "kernel::proc::sched::SHUTDOWN",
+        "kernel::proc::runqueue::LEN",
+        "kernel::proc::runqueue::BUSY",
+        "kernel::proc::runqueue::KICK",
+    ] {
+        command.arg("-ex").arg(format!("print '{word}'"));
+    }
+    let extra = std::env::var("COWLAB_SESSION_GDB_EX").unwrap_or_default();
+    for ex in extra.split(';').filter(|e| !e.trim().is_empty()) {
+        command.arg("-ex").arg(ex.trim());
+    }
+    session.note("[xtask] the guest hangs: its state from QEMU's gdb server");
+    match command.stdin(std::process::Stdio::null()).output() {
+        Ok(out) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for line in text.lines() {
+                session.note(&format!("[gdb] {line}"));
+            }
+        }
+        Err(e) => session.note(&format!("[gdb] not run: {e}")),
     }
 }

@@ -141,11 +141,8 @@ impl SyncWait {
                 Err(Errno::EINTR) if !self.done.load(Ordering::Acquire) => {
                     x86_64::instructions::interrupts::enable_and_hlt();
                     x86_64::instructions::interrupts::disable();
-                    if crate::percpu::cpu_id() != 0 {
-                        // The completion's interrupt goes to the boot CPU, which needs the
-                        // big kernel lock this CPU holds.
-                        crate::drivers::virtio_blk::poll_all();
-                    }
+                    // Every CPU polls, the boot CPU too: see `wait_anywhere`.
+                    crate::drivers::virtio_blk::poll_all();
                 }
                 r => return r,
             }
@@ -160,12 +157,18 @@ impl SyncWait {
         if proc::current_tid() != 0 {
             return self.wait_to_end();
         }
+        // Every CPU polls after each wake-up, the boot CPU too (as `ext2_glue`'s transfer has
+        // since session 10): the device's interrupt follows the CPU that submitted last
+        // (`virtio_blk::steer_interrupts`), so the completion may be taken by an application
+        // processor whose handler then spins for the big kernel lock this CPU holds, its
+        // level-triggered line in service and never redelivered here. Polled only off CPU 0,
+        // the power-off's unmount waited on CPU 0 for good (4-CPU BusyBox session, session 13:
+        // CPU 0 halted in this loop under `unmount_root`, CPU 3 in `lock_slow` from
+        // `kernel_trap`; QEMU's gdb stub).
         while !self.done.load(Ordering::Acquire) {
             x86_64::instructions::interrupts::enable_and_hlt();
             x86_64::instructions::interrupts::disable();
-            if crate::percpu::cpu_id() != 0 {
-                crate::drivers::virtio_blk::poll_all();
-            }
+            crate::drivers::virtio_blk::poll_all();
         }
         let r = self.result.load(Ordering::Relaxed);
         if r < 0 {
