@@ -46,6 +46,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(uaccess::elf_loader_accepts_init_refuses_garbage),
     test!(rtc::rtc_wall_clock_is_plausible),
     test!(virtio::virtio_blk_queue_bookkeeping),
+    test!(virtio::vda_polled_wait_on_the_boot_cpu_finishes_a_completion_an_ap_took),
     test!(fs::fs_kvec_read_write_through_file_ops),
     test!(fs::fs_mount_walk_longest_prefix),
     test!(ext2::ext2_glue_reads_vda_and_refuses_a_raw_disk),
