@@ -53,6 +53,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(ext2::ext2_in_kernel_format_write_remount),
     test!(watchdog::watchdog_nmi_arrives_twice_a_second),
     test!(watchdog::softlockup_reports_a_kernel_loop),
+    test!(watchdog::softlockup_reports_a_stuck_application_processor),
     test!(watchdog::hung_task_reports_a_long_uninterruptible_sleep),
     test!(smp::smp_every_madt_cpu_online_with_its_own_percpu),
     test!(smp::smp_ipi_calls_run_once_on_their_target),
