@@ -34,6 +34,7 @@ const SVR_ENABLE: u32 = 1 << 8;
 const LVT_MASKED: u32 = 1 << 16;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+const ICR_NMI: u32 = 0x400;
 const ICR_INIT: u32 = 0x500;
 const ICR_STARTUP: u32 = 0x600;
 
@@ -101,6 +102,24 @@ fn send(apic_id: u32, low: u32) {
 /// Sends the fixed interrupt `vector` to the CPU with local APIC ID `apic_id` (itself included).
 pub fn send_ipi(apic_id: u32, vector: u8) {
     send(apic_id, ICR_LEVEL_ASSERT | u32::from(vector));
+}
+
+/// Sends an NMI to the CPU with local APIC ID `apic_id`, from an NMI handler (the watchdog's,
+/// to a stuck application processor). The NMI may have interrupted [`send`] on this CPU
+/// between its two ICR writes or in its wait: so this waits for the pending IPI to go first,
+/// and puts back the destination half it found, which the interrupted `send` then completes
+/// with its own low half as if nothing happened.
+pub fn send_nmi_from_nmi(apic_id: u32) {
+    while read(ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+    let high = read(ICR_HIGH);
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, ICR_LEVEL_ASSERT | ICR_NMI);
+    while read(ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+    write(ICR_HIGH, high);
 }
 
 /// Sends an INIT IPI (the first step of starting an application processor).

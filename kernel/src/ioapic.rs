@@ -123,6 +123,12 @@ pub fn route_of(irq: u8) -> Option<(u32, bool)> {
     (word & ROUTED_BIT != 0).then_some((word & 0xff, word & ROUTED_LEVEL != 0))
 }
 
+/// The CPU index routed line `irq` delivers to, if it is routed here.
+pub fn destination_of(irq: u8) -> Option<usize> {
+    route_of(irq)?;
+    Some(DESTINATION[usize::from(irq)].load(Ordering::Relaxed) as usize)
+}
+
 /// Sends routed line `irq`'s next interrupts to CPU `cpu` (Linux `irq_set_affinity` on an I/O
 /// APIC pin): one write of the entry's destination half, which QEMU applies at once and a
 /// real I/O APIC at its next delivery; a level interrupt already in service is still ended by

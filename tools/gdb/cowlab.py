@@ -45,8 +45,12 @@ def fields(value):
 
 def option(value):
     """The payload of a Rust `Option` (gdb shows it as a union with a `Some` variant), or
-    None; any other value is returned as it is."""
+    None for `None`; any other value is returned as it is."""
     names = fields(value)
+    # gdb resolves the variant from the value: a `None` shows only a `None` field (an empty
+    # task table at power-off: returned as it was, its `height` was then looked up in it).
+    if "None" in names and "Some" not in names:
+        return None
     if "Some" not in names:
         return value
     if "::Some(" not in str(value) and not str(value).startswith("Some"):

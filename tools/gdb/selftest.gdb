@@ -16,4 +16,7 @@ for name, raw in (("cowlab_mm::addr::VirtAddr", 0x400000), ("cowlab_mm::pagetabl
     print("printer: " + gdb.Value(struct.pack("<Q", raw), gdb.lookup_type(name)).format_string())
 meta = gdb.Value(struct.pack("<IIII", 2, 1, 1, 3), gdb.lookup_type("cowlab_mm::frame::FrameMeta"))
 print("printer: " + meta.format_string())
+# An empty map, whose root is `None` (the power-off's empty task table in a hung guest's dump):
+# no aio context exists at init's first system call.
+print("empty table: %d items" % len(btree_items(inner(symbol("kernel::fs::aio::CONTEXTS"), "data"))))
 end

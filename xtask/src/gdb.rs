@@ -184,6 +184,10 @@ pub fn selftest() -> Result<()> {
             "printer: Pte(0x8000000006670265 frame=0x6670000 P|U|A|D|SOFTDIRTY|NX)",
         ),
         (
+            "cowlab-ps's walk of an empty task table (it once failed: no member named height)",
+            "empty table: 0 items",
+        ),
+        (
             "the FrameMeta printer",
             "printer: FrameMeta(refcount=2 mapcount=1 pincount=1 flags=ANON|ANON_EXCLUSIVE)",
         ),

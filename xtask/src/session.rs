@@ -252,7 +252,11 @@ fn dump_with_gdb(session: &mut Session, kernel_elf: &Path, port: u16) {
         .arg("-ex")
         .arg(format!("target remote 127.0.0.1:{port}"))
         .args(["-ex", "info threads", "-ex", "thread apply all bt 40"])
-        .args(["-ex", "cowlab-ps"]);
+        .args(["-ex", "cowlab-ps"])
+        // The words are printed by Rust path, unquoted, in Rust's syntax whatever the selected
+        // frame: quoted, the Rust parser read a character literal ("overlong character
+        // literal", every word of session 13's dumps).
+        .args(["-ex", "set language rust"]);
     for word in [
         "kernel::bkl::OWNER",
         "kernel::bkl::STARVING",
@@ -265,7 +269,7 @@ fn dump_with_gdb(session: &mut Session, kernel_elf: &Path, port: u16) {
         "kernel::proc::runqueue::BUSY",
         "kernel::proc::runqueue::KICK",
     ] {
-        command.arg("-ex").arg(format!("print '{word}'"));
+        command.arg("-ex").arg(format!("print {word}"));
     }
     let extra = std::env::var("COWLAB_SESSION_GDB_EX").unwrap_or_default();
     for ex in extra.split(';').filter(|e| !e.trim().is_empty()) {

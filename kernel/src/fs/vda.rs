@@ -93,6 +93,11 @@ impl SyncWait {
         })
     }
 
+    /// Whether the request finished.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
     fn channel(self: &Arc<SyncWait>) -> usize {
         Arc::as_ptr(self) as usize
     }
@@ -165,17 +170,33 @@ impl SyncWait {
         // the power-off's unmount waited on CPU 0 for good (4-CPU BusyBox session, session 13:
         // CPU 0 halted in this loop under `unmount_root`, CPU 3 in `lock_slow` from
         // `kernel_trap`; QEMU's gdb stub).
+        self.poll_until(None)
+            .expect("an unbounded poll ends only when done")
+    }
+
+    /// [`SyncWait::wait_anywhere`]'s polled loop with a bound, for the in-kernel test of the
+    /// power-off hang (`ktest::virtio`): `None` if the request is still not done after `ticks`
+    /// timer ticks. Outside a task only.
+    pub fn wait_anywhere_within(self: &Arc<SyncWait>, ticks: u64) -> Option<Result<usize, Errno>> {
+        self.poll_until(Some(crate::time::ticks() + ticks))
+    }
+
+    /// Halts (interrupts on) and polls every device until done or the tick `deadline`.
+    fn poll_until(self: &Arc<SyncWait>, deadline: Option<u64>) -> Option<Result<usize, Errno>> {
         while !self.done.load(Ordering::Acquire) {
+            if deadline.is_some_and(|d| crate::time::ticks() >= d) {
+                return None;
+            }
             x86_64::instructions::interrupts::enable_and_hlt();
             x86_64::instructions::interrupts::disable();
             crate::drivers::virtio_blk::poll_all();
         }
         let r = self.result.load(Ordering::Relaxed);
-        if r < 0 {
+        Some(if r < 0 {
             Err(errno_from(-r))
         } else {
             Ok(r as usize)
-        }
+        })
     }
 }
 

@@ -324,6 +324,8 @@ fn user_tick_lock() -> UserTick {
     if cpu == 0 {
         crate::tick::defer();
     }
+    // The task goes on without a schedule, but this CPU takes its ticks: not a soft lockup.
+    crate::watchdog::soft::touch();
     crate::bklstat::tick_unlocked(cpu);
     UserTick::Unlocked
 }

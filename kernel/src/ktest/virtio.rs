@@ -170,3 +170,108 @@ pub fn virtio_blk_queue_bookkeeping() -> TestResult {
     }
     result
 }
+
+/// The 4-CPU power-off hang (session 13): the boot CPU, holding the big kernel lock outside a
+/// task (the unmount's write-back), waits in [`SyncWait::wait_anywhere`] for a request whose
+/// interrupt an application processor took; that CPU's handler spins for the lock, its
+/// level-triggered line stays in service and is never delivered here. Before the fix (commit
+/// 6b3c3fb) the boot CPU did not poll the device and halted for good. Here: the line points at
+/// an AP, the boot CPU submits a read with interrupts off and waits until the AP spins for the
+/// lock (it took the interrupt), then the bounded form of the same loop must finish the read
+/// within 2 s. The line's destination and the lock are given back after. Skipped (passing)
+/// without a second CPU running tasks or without an I/O APIC route for the disk.
+pub fn vda_polled_wait_on_the_boot_cpu_finishes_a_completion_an_ap_took() -> TestResult {
+    use crate::fs::vda::SyncWait;
+    use crate::{bkl, ioapic, smp};
+    const SPIN_TIMEOUT_US: u64 = 5_000_000;
+    let other = (1..crate::percpu::MAX_CPUS)
+        .rev()
+        .find(|c| smp::active_mask() & 1 << c != 0);
+    let (Some(other), true) = (other, bkl::in_use()) else {
+        info!("vda wait test: one CPU running tasks, the big lock is off: nothing to test");
+        return Ok(());
+    };
+    let Some(device) = virtio_blk::device() else {
+        return Err(super::TestFailure("no virtio-blk device attached".into()));
+    };
+    let Some(irq) = virtio_blk::irq_lines()
+        .into_iter()
+        .find(|&(_, name)| name == device.name())
+        .map(|(irq, _)| irq)
+    else {
+        return Err(super::TestFailure("the disk has no interrupt line".into()));
+    };
+    let Some(old_destination) = ioapic::destination_of(irq) else {
+        info!("vda wait test: line {irq} is the 8259's (boot CPU only): nothing to test");
+        return Ok(());
+    };
+    ensure!(
+        bkl::held() && crate::proc::current_tid() == 0,
+        "the in-kernel tests should run outside a task with the big lock held"
+    );
+    let buffer = Arc::new(DmaRegion::new(512).ok_or_else(|| super::TestFailure("heap".into()))?);
+    let was_enabled = interrupts::are_enabled();
+    interrupts::disable();
+    ensure!(
+        ioapic::set_destination(irq, other),
+        "could not point line {irq} at CPU {other}"
+    );
+    let wait = SyncWait::new();
+    let sector = 64;
+    let submitted = device.submit(Request::kernel(
+        Op::Read,
+        sector,
+        buffer.clone(),
+        0,
+        512,
+        wait.completion(),
+    ));
+    // The AP takes the interrupt in its idle `hlt` and spins for the lock this CPU holds.
+    let start = time::rdtsc();
+    let spin_bound = time::tsc_khz().max(1) * (SPIN_TIMEOUT_US / 1000);
+    while submitted.is_ok()
+        && !bkl::others_waiting()
+        && time::rdtsc().wrapping_sub(start) < spin_bound
+    {
+        crate::smp::shootdown::service();
+        crate::smp::call::service();
+        core::hint::spin_loop();
+    }
+    let ap_spun = bkl::others_waiting();
+    let result = if submitted.is_ok() {
+        wait.wait_anywhere_within(2 * time::TICK_HZ)
+    } else {
+        None
+    };
+    // Let the AP's handler through (it finds the ring reaped, or reaps it now if the wait
+    // failed), then take the lock back and give the line its old CPU.
+    bkl::unlock();
+    let late = poll_until(|| wait.is_done());
+    bkl::lock();
+    ioapic::set_destination(irq, old_destination);
+    if was_enabled {
+        interrupts::enable();
+    }
+    ensure!(submitted.is_ok(), "submit failed: {submitted:?}");
+    ensure!(
+        ap_spun,
+        "CPU {other} never waited for the big lock within {SPIN_TIMEOUT_US} us (did it take line {irq}?)"
+    );
+    let Some(result) = result else {
+        return Err(super::TestFailure(alloc::format!(
+            "the boot CPU's polled wait did not finish the read within 2 s while CPU {other} \
+             held its interrupt spinning for the big lock (finished after the lock was let go: \
+             {late})"
+        )));
+    };
+    ensure!(result == Ok(512), "the read gave {result:?}");
+    let mut data = [0u8; 512];
+    buffer.read(0, &mut data);
+    ensure!(
+        data.iter()
+            .enumerate()
+            .all(|(k, &v)| v == stamp(sector * 512 + k as u64)),
+        "the read did not bring the stamped sector"
+    );
+    Ok(())
+}

@@ -2,6 +2,8 @@
 //! to report (and the hung-task one stays quiet about a sleep that ends in time).
 #![deny(unsafe_code)]
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use super::{ensure, TestResult};
 use crate::time;
 use crate::watchdog::{self, hung, soft};
@@ -91,5 +93,83 @@ pub fn hung_task_reports_a_long_uninterruptible_sleep() -> TestResult {
         hung::last_reported()
     );
     ensure!(once, "the same sleep was reported twice");
+    Ok(())
+}
+
+static AP_SPINNING: AtomicBool = AtomicBool::new(false);
+static AP_STOP: AtomicBool = AtomicBool::new(false);
+static AP_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Posted to an application processor: loops with interrupts off (the cross-CPU call runs in
+/// its IPI handler) until told to stop, 10 s at most.
+fn spin_with_interrupts_off() {
+    AP_SPINNING.store(true, Ordering::Release);
+    let limit = time::rdtsc() + 10 * time::tsc_khz() * 1000;
+    while !AP_STOP.load(Ordering::Acquire) && time::rdtsc() < limit {
+        crate::smp::shootdown::service();
+        core::hint::spin_loop();
+    }
+    AP_DONE.store(true, Ordering::Release);
+}
+
+/// An application processor loops with interrupts off past the 1 s threshold while the boot
+/// CPU keeps touching its own stamp (halting between ticks, as its idle loop does): the boot
+/// CPU's NMI sees the AP's stale stamp and sends it an NMI, and the AP reports itself, once,
+/// by its number. With one shared stamp the boot CPU's touches hid the stall and nothing was
+/// reported. Skipped (passing) without a second CPU running tasks.
+pub fn softlockup_reports_a_stuck_application_processor() -> TestResult {
+    let active = crate::smp::active_mask();
+    let Some(other) = (1..crate::percpu::MAX_CPUS)
+        .rev()
+        .find(|c| active & 1 << c != 0)
+    else {
+        info!("soft-lockup AP test: one CPU runs tasks: nothing to test");
+        return Ok(());
+    };
+    super::tick::slot_free(other)?;
+    let old = watchdog::set_thresholds(1, watchdog::hung_task_secs());
+    let before = soft::reports();
+    let ipis_before = soft::nmi_ipis();
+    AP_SPINNING.store(false, Ordering::Relaxed);
+    AP_STOP.store(false, Ordering::Relaxed);
+    AP_DONE.store(false, Ordering::Relaxed);
+    soft::arm(true);
+    super::tick::post_long(other, spin_with_interrupts_off);
+    let limit = time::ticks() + 6 * time::TICK_HZ;
+    let mut reported_at = None;
+    // Keep going 2 s past the first report: the same stall must not be reported again.
+    while time::ticks() < limit
+        && reported_at.is_none_or(|at| time::ticks() < at + 2 * time::TICK_HZ)
+    {
+        soft::touch();
+        if reported_at.is_none() && soft::reports() > before {
+            reported_at = Some(time::ticks());
+        }
+        x86_64::instructions::hlt();
+    }
+    let spun = AP_SPINNING.load(Ordering::Acquire);
+    AP_STOP.store(true, Ordering::Release);
+    soft::arm(false);
+    watchdog::set_thresholds(old.0, old.1);
+    let ended = wait_ticks(2 * time::TICK_HZ, || AP_DONE.load(Ordering::Acquire));
+    let ipis = soft::nmi_ipis() - ipis_before;
+    ensure!(spun, "CPU {other} never ran the posted loop");
+    ensure!(ended, "CPU {other}'s loop did not end when told to");
+    ensure!(
+        reported_at.is_some(),
+        "no soft-lockup report while CPU {other} looped 6 s with interrupts off ({ipis} NMIs \
+         sent to it)"
+    );
+    ensure!(
+        soft::last_reported_cpu() == other,
+        "the report named CPU#{}, not CPU#{other}",
+        soft::last_reported_cpu()
+    );
+    ensure!(
+        soft::reports() == before + 1,
+        "the stall was reported {} times",
+        soft::reports() - before
+    );
+    ensure!(ipis >= 1, "reported without an NMI sent to CPU {other}");
     Ok(())
 }

@@ -221,6 +221,8 @@ pub fn run() -> ! {
 /// CPU's scheduler to start, then runs tasks like it. Never returns.
 pub fn run_ap() -> ! {
     while !STARTED.load(Ordering::Acquire) {
+        // Idle, woken by its own tick: not stuck (the watchdog watches each CPU).
+        crate::watchdog::soft::touch();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
     x86_64::instructions::interrupts::disable();
