@@ -199,6 +199,12 @@ pub fn thread_self() -> CpuTime {
 /// The calling process's own CPU time: its live threads' plus its exited threads', the
 /// caller's ticks owed on this CPU included.
 pub fn group_self(tgid: super::Pid) -> CpuTime {
+    group(tgid).unwrap_or_default()
+}
+
+/// A thread group's CPU time (its live threads' plus its exited threads'), or `None` when no
+/// task of the group is left: the clock of `clock_getcpuclockid(pid)`.
+pub fn group(tgid: super::Pid) -> Option<CpuTime> {
     let mut table = TABLE.lock();
     settle_current(&mut table);
     let mut total = CpuTime::default();
@@ -207,6 +213,14 @@ pub fn group_self(tgid: super::Pid) -> CpuTime {
         total.add(t.cpu);
         dead.get_or_insert_with(|| t.group.lock().dead_cpu);
     }
-    total.add(dead.unwrap_or_default());
-    total
+    total.add(dead?);
+    Some(total)
+}
+
+/// A thread's own CPU time and its thread group, or `None` when there is no such task: the
+/// clock of `pthread_getcpuclockid`, and the check that a CPU clock's pid names a process.
+pub fn thread(tid: super::Pid) -> Option<(super::Pid, CpuTime)> {
+    let mut table = TABLE.lock();
+    settle_current(&mut table);
+    table.get(&tid).map(|t| (t.tgid, t.cpu))
 }

@@ -195,6 +195,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         217 => fs::getdents64(a),
         218 => proc::set_tid_address(a),
         228 => time::clock_gettime(a),
+        229 => time::clock_getres(a),
         230 => time::clock_nanosleep(a),
         231 => proc::exit_group(a),
         234 => signal::tgkill(a),
