@@ -81,6 +81,8 @@ const fn widths(nr: u64) -> &'static [W] {
         217 => &[U, L, U],
         // clock_nanosleep(clockid_t, int flags)
         230 => &[S, S],
+        // waitid(int which, pid_t upid, infop, int options)
+        247 => &[S, S, L, S],
         // tgkill(pid_t, pid_t, int), rt_tgsigqueueinfo(pid_t, pid_t, int sig)
         234 | 297 => &[S, S, S],
         // openat(int dfd, path, int flags, umode_t mode)

@@ -127,6 +127,7 @@ fn call(nr: u64, a: Args, frame: &mut TrapFrame) -> SysResult {
         59 => proc::execve(a, frame),
         60 => proc::exit(a),
         61 => proc::wait4(a),
+        247 => proc::waitid(a),
         62 => signal::kill(a),
         63 => info::uname(a),
         72 => fs::fcntl(a),
