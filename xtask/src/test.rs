@@ -714,13 +714,17 @@ fn program_boot(
     };
     let name = format!("qemu: {label}");
     let start = Instant::now();
+    // A persistent run streams a file three times memory through the disk (`t_pagecache big`:
+    // 88 and 116 s of the 120 in session 13's two clean-clone CI runs, 113-182 s at host load
+    // 9 in session 14, finishing every time): twice a program's limit.
+    let factor = if persist.is_some() { 4 } else { 2 };
     let verdict = match usertest::run_in_qemu(
         &machine,
         boot.qemu,
         boot.kernel_elf,
         &log,
         test,
-        boots.limit(Duration::from_secs(boots.args.timeout * 2)),
+        boots.limit(Duration::from_secs(boots.args.timeout * factor)),
     ) {
         Ok(verdict) => verdict,
         Err(error) => {

@@ -23,7 +23,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::rlimit::{RLIMIT_CPU, RLIM_INFINITY};
-use super::signal::{send_locked, SigInfo, Target, SIGKILL, SIGXCPU, SI_KERNEL};
+use super::signal::{
+    send_locked, SigInfo, Target, SIGKILL, SIGPROF, SIGVTALRM, SIGXCPU, SI_KERNEL,
+};
 use super::{current_tid, TABLE};
 use crate::time::TICK_HZ;
 
@@ -48,6 +50,90 @@ impl CpuTime {
     pub fn micros(ticks: u64) -> u64 {
         ticks.saturating_mul(1_000_000 / TICK_HZ)
     }
+}
+
+/// One of a process's CPU-time interval timers, `ITIMER_VIRTUAL` (user time) or `ITIMER_PROF`
+/// (user and system time) (Linux `signal->it[]`): the group's CPU time in microseconds at which
+/// it expires (0: disarmed) and its interval. A fork starts without them (a new `Group`);
+/// execve keeps them.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct CpuItimer {
+    pub expires: u64,
+    pub interval: u64,
+}
+
+/// The two CPU-time interval timers of a process.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct CpuItimers {
+    pub virt: CpuItimer,
+    pub prof: CpuItimer,
+}
+
+impl CpuItimer {
+    /// Whether the timer expires at CPU time `now` (microseconds): then it is re-armed one
+    /// interval later, or disarmed (Linux `check_cpu_itimer`, which also adds the interval
+    /// once per check).
+    pub fn expire(&mut self, now: u64) -> bool {
+        if self.expires == 0 || now < self.expires {
+            return false;
+        }
+        self.expires = if self.interval != 0 {
+            self.expires.saturating_add(self.interval)
+        } else {
+            0
+        };
+        true
+    }
+
+    /// `(remaining, interval)` at CPU time `now`; an expired timer whose signal the next tick
+    /// sends reads as one tick left (Linux `get_cpu_itimer`'s `TICK_NSEC`).
+    pub fn read(&self, now: u64) -> (u64, u64) {
+        let left = match self.expires {
+            0 => 0,
+            e if e <= now => 1_000_000 / TICK_HZ,
+            e => e - now,
+        };
+        (left, self.interval)
+    }
+}
+
+/// The calling process's `ITIMER_VIRTUAL` (`prof` false) or `ITIMER_PROF`: its
+/// `(remaining, interval)` in microseconds, and, with `new` (value, interval), armed anew
+/// (value 0 disarms) at the group's CPU time now. Linux `get_cpu_itimer`, `set_cpu_itimer`.
+#[doc(alias = "set_cpu_itimer")]
+pub fn cpu_itimer(prof: bool, new: Option<(u64, u64)>) -> (u64, u64) {
+    let mut table = TABLE.lock();
+    settle_current(&mut table);
+    let Some(group) = table.get(&current_tid()).map(|t| t.group.clone()) else {
+        return (0, 0);
+    };
+    let tgid = super::current_pid();
+    let mut g = group.lock();
+    let mut used = g.dead_cpu;
+    for t in table.values().filter(|t| t.tgid == tgid) {
+        used.add(t.cpu);
+    }
+    let (now, timer) = if prof {
+        (CpuTime::micros(used.total()), &mut g.cpu_itimers.prof)
+    } else {
+        (CpuTime::micros(used.user), &mut g.cpu_itimers.virt)
+    };
+    let old = timer.read(now);
+    if let Some((value, interval)) = new {
+        *timer = CpuItimer {
+            // One tick more than asked, as Linux's `set_cpu_itimer` (`TICK_NSEC`): CPU time
+            // is counted in whole ticks, so without it the timer could fire before the
+            // process has run `value`. `getitimer` shows the tick.
+            expires: if value == 0 {
+                0
+            } else {
+                now.saturating_add(value)
+                    .saturating_add(1_000_000 / TICK_HZ)
+            },
+            interval,
+        };
+    }
+    old
 }
 
 /// What a group's CPU time asks for after a tick.
@@ -153,22 +239,28 @@ pub fn account_tick(user: bool) {
     for t in table.values().filter(|t| t.tgid == tgid) {
         used.add(t.cpu);
     }
+    // The CPU-time interval timers (Linux `check_process_timers`), then `RLIMIT_CPU`.
+    let virt = g.cpu_itimers.virt.expire(CpuTime::micros(used.user));
+    let prof = g.cpu_itimers.prof.expire(CpuTime::micros(used.total()));
     let mut lim = g.rlimits.get(RLIMIT_CPU);
-    let signal = match rlimit_cpu_check(used.total(), lim.cur, lim.max) {
-        CpuLimit::Within => return,
+    let limit = match rlimit_cpu_check(used.total(), lim.cur, lim.max) {
+        CpuLimit::Within => None,
         CpuLimit::Xcpu(next) => {
             lim.cur = next;
             g.rlimits.set_raw(RLIMIT_CPU, lim);
-            SIGXCPU
+            Some(SIGXCPU)
         }
-        CpuLimit::Kill => SIGKILL,
+        CpuLimit::Kill => Some(SIGKILL),
     };
     drop(g);
-    let _ = send_locked(
-        &mut table,
-        Target::Process(tgid),
-        SigInfo::new(signal, SI_KERNEL),
-    );
+    let signals = [virt.then_some(SIGVTALRM), prof.then_some(SIGPROF), limit];
+    for signal in signals.into_iter().flatten() {
+        let _ = send_locked(
+            &mut table,
+            Target::Process(tgid),
+            SigInfo::new(signal, SI_KERNEL),
+        );
+    }
 }
 
 /// Charges the task running on this CPU (the caller of a CPU-time read) the ticks it is owed
@@ -199,6 +291,12 @@ pub fn thread_self() -> CpuTime {
 /// The calling process's own CPU time: its live threads' plus its exited threads', the
 /// caller's ticks owed on this CPU included.
 pub fn group_self(tgid: super::Pid) -> CpuTime {
+    group(tgid).unwrap_or_default()
+}
+
+/// A thread group's CPU time (its live threads' plus its exited threads'), or `None` when no
+/// task of the group is left: the clock of `clock_getcpuclockid(pid)`.
+pub fn group(tgid: super::Pid) -> Option<CpuTime> {
     let mut table = TABLE.lock();
     settle_current(&mut table);
     let mut total = CpuTime::default();
@@ -207,6 +305,14 @@ pub fn group_self(tgid: super::Pid) -> CpuTime {
         total.add(t.cpu);
         dead.get_or_insert_with(|| t.group.lock().dead_cpu);
     }
-    total.add(dead.unwrap_or_default());
-    total
+    total.add(dead?);
+    Some(total)
+}
+
+/// A thread's own CPU time and its thread group, or `None` when there is no such task: the
+/// clock of `pthread_getcpuclockid`, and the check that a CPU clock's pid names a process.
+pub fn thread(tid: super::Pid) -> Option<(super::Pid, CpuTime)> {
+    let mut table = TABLE.lock();
+    settle_current(&mut table);
+    table.get(&tid).map(|t| (t.tgid, t.cpu))
 }

@@ -130,6 +130,9 @@ pub struct Group {
     /// CPU time of the group's exited threads, and of its reaped children (`cputime`).
     pub dead_cpu: cputime::CpuTime,
     pub child_cpu: cputime::CpuTime,
+    /// `ITIMER_VIRTUAL` and `ITIMER_PROF` (`cputime::cpu_itimer`): not inherited by fork,
+    /// kept by execve.
+    pub cpu_itimers: cputime::CpuItimers,
 }
 
 impl Group {
@@ -160,6 +163,7 @@ impl Group {
             umask: cred::INITIAL_UMASK,
             dead_cpu: Default::default(),
             child_cpu: Default::default(),
+            cpu_itimers: Default::default(),
         }))
     }
 }

@@ -1,4 +1,4 @@
-//! wait4: reaping zombie children, sleeping until one exits.
+//! wait4 and waitid: reaping zombie children, sleeping until one exits, stops or continues.
 //!
 //! Children belong to the process (the thread group), not to the thread that forked them, so
 //! any thread of the group reaps any of them (Linux without `__WNOTHREAD`). A child process is
@@ -9,8 +9,14 @@ use super::{sleep_interruptible, wait_channel, Pid, State, TABLE};
 use crate::errno::Errno;
 
 pub const WNOHANG: u32 = 1;
+/// `WUNTRACED` to wait4, `WSTOPPED` to waitid: report a stopped child.
 pub const WUNTRACED: u32 = 2;
+/// waitid's: report (and reap) an exited child; wait4 implies it.
+pub const WEXITED: u32 = 4;
 pub const WCONTINUED: u32 = 8;
+/// waitid's: report without reaping, the child stays waitable (a stop or continue stays
+/// reportable).
+pub const WNOWAIT: u32 = 0x0100_0000;
 
 /// What `wait4`'s `struct rusage` reports of a reaped child (with its own reaped children).
 #[derive(Clone, Copy, Default)]
@@ -22,23 +28,63 @@ pub struct Usage {
     pub maxrss: u64,
 }
 
-/// Waits for a child matching `which` (-1: any, > 0: that pid, 0: any in the caller's process
-/// group, < -1: any in group -which; the group is the child's at the time of the check).
-/// Returns `(pid, status, the usage of the child and its reaped children)`, or zeros with
-/// `WNOHANG` and no zombie yet.
-pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, Usage), Errno> {
+/// Which children a wait is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Any,
+    Pid(Pid),
+    /// The children in this process group (the group is the child's at the time of the check).
+    Pgid(Pid),
+}
+
+impl Which {
+    /// wait4's `pid` argument: -1 any child, > 0 that one, 0 the caller's process group, < -1
+    /// group `-pid`.
+    pub fn from_wait4(pid: i64) -> Which {
+        match pid {
+            -1 => Which::Any,
+            0 => Which::Pgid(super::pgrp::current_job().pgid),
+            p if p < -1 => Which::Pgid((-p) as Pid),
+            p => Which::Pid(p as Pid),
+        }
+    }
+}
+
+/// What a wait found: the child's pid, its status word as wait4 encodes it, its usage (with
+/// its reaped children's) and its real user id (waitid's `si_uid`).
+#[derive(Clone, Copy, Default)]
+pub struct Found {
+    pub pid: Pid,
+    pub status: i32,
+    pub usage: Usage,
+    pub uid: u32,
+}
+
+/// A zombie child's usage: its own and its reaped children's.
+fn usage_of(child: &super::Task) -> Usage {
+    let group = child.group.lock();
+    let mut cpu = group.dead_cpu;
+    cpu.add(group.child_cpu);
+    cpu.add(child.cpu);
+    Usage {
+        minflt: group.own_minflt + group.child_minflt,
+        cpu,
+        maxrss: group.maxrss.max(group.child_maxrss),
+    }
+}
+
+/// Waits for a child `which` names to exit (`WEXITED`), stop (`WUNTRACED`) or continue
+/// (`WCONTINUED`): a zombie is reaped unless `WNOWAIT`. `ECHILD` when no child matches; with
+/// `WNOHANG` and nothing to report, a `Found` with pid 0. Linux `do_wait`.
+pub fn wait(which: Which, options: u32) -> Result<Found, Errno> {
     let me = super::current_pid();
-    let pgid = match which {
-        0 => Some(super::pgrp::current_job().pgid),
-        w if w < -1 => Some((-w) as Pid),
-        _ => None,
-    };
     loop {
         let reaped = {
             let mut table = TABLE.lock();
-            let matches = |p: &super::Task| match pgid {
-                Some(g) => p.group.lock().job.pgid == g,
-                None => which == -1 || i64::from(p.tgid) == which,
+            let matches = |p: &super::Task| match which {
+                Which::Pgid(g) => p.group.lock().job.pgid == g,
+                Which::Any => true,
+                Which::Pid(pid) => p.tgid == pid,
             };
             // A `Dead` leader was reaped automatically (`parent_autoreaps`): not a child any more.
             let mut children = table.values().filter(|p| {
@@ -53,11 +99,24 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, Usage), Errno> {
             };
             let zombie = core::iter::once(first)
                 .chain(children)
-                .find(|p| matches!(p.state, State::Zombie(_)))
-                .map(|p| p.tid);
+                .filter(|_| options & WEXITED != 0)
+                .find(|p| matches!(p.state, State::Zombie(_)));
+            if let Some(child) = zombie.filter(|_| options & WNOWAIT != 0) {
+                let State::Zombie(status) = child.state else {
+                    return Err(Errno::ECHILD);
+                };
+                return Ok(Found {
+                    pid: child.tid,
+                    status,
+                    usage: usage_of(child),
+                    uid: child.group.lock().cred.uid,
+                });
+            }
+            let zombie = zombie.map(|p| p.tid);
             if zombie.is_none() {
                 // A stop or continue not yet reported (Linux `wait_task_stopped` /
-                // `wait_task_continued`): reported once, the child stays.
+                // `wait_task_continued`): reported once (unless `WNOWAIT`), the child stays.
+                let keep = options & WNOWAIT != 0;
                 let reported = table
                     .values()
                     .filter(|p| {
@@ -65,19 +124,30 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, Usage), Errno> {
                     })
                     .find_map(|p| {
                         let mut g = p.group.lock();
+                        let uid = g.cred.uid;
                         if options & WUNTRACED != 0 {
-                            if let Some(sig) = g.sig.stop_report.take() {
-                                return Some((p.tgid, (i32::from(sig) << 8) | 0x7f));
+                            let sig = if keep {
+                                g.sig.stop_report
+                            } else {
+                                g.sig.stop_report.take()
+                            };
+                            if let Some(sig) = sig {
+                                return Some((p.tgid, (i32::from(sig) << 8) | 0x7f, uid));
                             }
                         }
                         if options & WCONTINUED != 0 && g.sig.cont_report {
-                            g.sig.cont_report = false;
-                            return Some((p.tgid, 0xffff));
+                            g.sig.cont_report = keep;
+                            return Some((p.tgid, 0xffff, uid));
                         }
                         None
                     });
-                if let Some((pid, status)) = reported {
-                    return Ok((pid, status, Usage::default()));
+                if let Some((pid, status, uid)) = reported {
+                    return Ok(Found {
+                        pid,
+                        status,
+                        usage: Usage::default(),
+                        uid,
+                    });
                 }
             }
             zombie.and_then(|pid| table.remove(&pid))
@@ -86,27 +156,23 @@ pub fn wait(which: i64, options: u32) -> Result<(Pid, i32, Usage), Errno> {
             let State::Zombie(status) = child.state else {
                 unreachable!("only zombies are reaped")
             };
-            let usage = {
-                let group = child.group.lock();
-                let mut cpu = group.dead_cpu;
-                cpu.add(group.child_cpu);
-                cpu.add(child.cpu);
-                Usage {
-                    minflt: group.own_minflt + group.child_minflt,
-                    cpu,
-                    maxrss: group.maxrss.max(group.child_maxrss),
-                }
-            };
+            let usage = usage_of(&child);
+            let uid = child.group.lock().cred.uid;
             super::with_group(|g| {
                 g.child_minflt += usage.minflt;
                 g.child_cpu.add(usage.cpu);
                 g.child_maxrss = g.child_maxrss.max(usage.maxrss);
             });
             // The child's kernel stack is freed here: it is not running (it is a zombie).
-            return Ok((child.tid, status, usage));
+            return Ok(Found {
+                pid: child.tid,
+                status,
+                usage,
+                uid,
+            });
         }
         if options & WNOHANG != 0 {
-            return Ok((0, 0, Usage::default()));
+            return Ok(Found::default());
         }
         sleep_interruptible(wait_channel(me))?;
     }

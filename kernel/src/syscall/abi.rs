@@ -42,8 +42,8 @@ const fn widths(nr: u64) -> &'static [W] {
         // rt_sigaction(int sig), rt_sigprocmask(int how), getitimer/setitimer(int which),
         // getrusage(int who), getgroups(int size), mlockall(int flags), prctl(int option),
         // arch_prctl(int code), exit(int), exit_group(int), syncfs(int fd),
-        // clock_gettime(clockid_t)
-        13 | 14 | 36 | 38 | 60 | 98 | 115 | 151 | 157 | 158 | 228 | 231 | 306 => &[S],
+        // clock_gettime(clockid_t), clock_getres(clockid_t)
+        13 | 14 | 36 | 38 | 60 | 98 | 115 | 151 | 157 | 158 | 228 | 229 | 231 | 306 => &[S],
         // getpgid(pid_t), getsid(pid_t), select(int n, ...), pselect6(int n, ...)
         121 | 124 | 23 | 270 => &[S],
         // poll(ufds, unsigned nfds, int timeout_msecs)
@@ -81,6 +81,8 @@ const fn widths(nr: u64) -> &'static [W] {
         217 => &[U, L, U],
         // clock_nanosleep(clockid_t, int flags)
         230 => &[S, S],
+        // waitid(int which, pid_t upid, infop, int options)
+        247 => &[S, S, L, S],
         // tgkill(pid_t, pid_t, int), rt_tgsigqueueinfo(pid_t, pid_t, int sig)
         234 | 297 => &[S, S, S],
         // openat(int dfd, path, int flags, umode_t mode)

@@ -5,7 +5,7 @@
 use super::{Args, Errno, SysResult};
 use crate::idt::TrapFrame;
 use crate::proc::args::copy_strings;
-use crate::proc::{self, fork, futex, sched, with_current};
+use crate::proc::{self, fork, futex, sched, wait, with_current};
 use crate::uaccess::{read_cstr, UserPtr, UserSlice};
 
 pub fn getpid() -> SysResult {
@@ -142,17 +142,96 @@ pub fn wait4(a: Args) -> SysResult {
     if which == i32::MIN {
         return Err(Errno::ESRCH);
     }
-    let (pid, status, usage) = proc::wait::wait(i64::from(which), options)?;
-    if pid != 0 {
+    let found = wait::wait(
+        wait::Which::from_wait4(i64::from(which)),
+        options | wait::WEXITED,
+    )?;
+    if found.pid != 0 {
         if let Some(out) = status_out {
-            out.write(&status)?;
+            out.write(&found.status)?;
         }
         if a.get(3) != 0 {
-            let usage = Rusage::new(usage.cpu, usage.minflt, usage.maxrss);
-            UserPtr::<Rusage>::new(a.get(3))?.write(&usage)?;
+            let u = found.usage;
+            UserPtr::<Rusage>::new(a.get(3))?.write(&Rusage::new(u.cpu, u.minflt, u.maxrss))?;
         }
     }
-    Ok(u64::from(pid))
+    Ok(u64::from(found.pid))
+}
+
+const P_ALL: i32 = 0;
+const P_PID: i32 = 1;
+const P_PGID: i32 = 2;
+const P_PIDFD: i32 = 3;
+const SIGCHLD: i32 = 17;
+const SIGCONT: i32 = 18;
+const CLD_EXITED: i32 = 1;
+const CLD_KILLED: i32 = 2;
+const CLD_DUMPED: i32 = 3;
+const CLD_STOPPED: i32 = 5;
+const CLD_CONTINUED: i32 = 6;
+/// `__WNOTHREAD`, `__WCLONE`, `__WALL`: accepted; every child is a process here.
+const WAIT_THREAD_FLAGS: u32 = 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
+
+/// A wait4 status word as waitid's `si_code` and `si_status`.
+fn child_code(status: i32) -> (i32, i32) {
+    match status {
+        0xffff => (CLD_CONTINUED, SIGCONT),
+        s if s & 0xff == 0x7f => (CLD_STOPPED, (s >> 8) & 0xff),
+        s if s & 0x7f == 0 => (CLD_EXITED, (s >> 8) & 0xff),
+        s if s & 0x80 != 0 => (CLD_DUMPED, s & 0x7f),
+        s => (CLD_KILLED, s & 0x7f),
+    }
+}
+
+/// waitid(idtype, id, siginfo_t *infop, int options, struct rusage *ru) (Linux's
+/// `kernel_waitid` and the system call's copy-out): `P_ALL`, `P_PID` (id > 0), `P_PGID` (0:
+/// the caller's group); `P_PIDFD` is `EBADF` (cowlab has no pidfds, so no descriptor is one).
+/// At least one of `WEXITED`, `WSTOPPED`, `WCONTINUED`; `WNOWAIT` leaves the child waitable.
+/// The child is reaped before `infop` is written, so a bad `infop` is `EFAULT` after the
+/// reap, as on Linux. `infop` gets `si_signo`, `si_errno`, `si_code`, `si_pid`, `si_uid`,
+/// `si_status` only (zeros with `WNOHANG` and nothing to report), `ru` the child's usage when
+/// one was found.
+pub fn waitid(a: Args) -> SysResult {
+    let options = a.get(3) as u32;
+    let valid = wait::WNOHANG
+        | wait::WUNTRACED
+        | wait::WEXITED
+        | wait::WCONTINUED
+        | wait::WNOWAIT
+        | WAIT_THREAD_FLAGS;
+    if options & !valid != 0 || options & (wait::WEXITED | wait::WUNTRACED | wait::WCONTINUED) == 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    let id = a.i32(1);
+    let which = match a.i32(0) {
+        P_ALL => wait::Which::Any,
+        P_PID if id > 0 => wait::Which::Pid(id as proc::Pid),
+        P_PGID if id == 0 => wait::Which::Pgid(proc::pgrp::current_job().pgid),
+        P_PGID if id > 0 => wait::Which::Pgid(id as proc::Pid),
+        P_PIDFD => return Err(Errno::EBADF),
+        _ => return Err(Errno::EINVAL),
+    };
+    let found = wait::wait(which, options)?;
+    let (signo, code, status) = if found.pid == 0 {
+        (0, 0, 0)
+    } else {
+        let (code, status) = child_code(found.status);
+        (SIGCHLD, code, status)
+    };
+    if found.pid != 0 && a.get(4) != 0 {
+        let u = found.usage;
+        UserPtr::<Rusage>::new(a.get(4))?.write(&Rusage::new(u.cpu, u.minflt, u.maxrss))?;
+    }
+    if a.get(2) != 0 {
+        // siginfo_t: si_signo, si_errno, si_code at 0; for SIGCHLD si_pid, si_uid, si_status
+        // at 16. Linux writes these six fields and nothing else of the 128 bytes.
+        let head = [signo, 0, code];
+        let child = [found.pid as i32, found.uid as i32, status];
+        UserPtr::<[i32; 3]>::new(a.get(2))?.write(&head)?;
+        UserPtr::<[i32; 3]>::new(a.get(2).wrapping_add(16))?.write(&child)?;
+    }
+    Ok(0)
 }
 
 const ARCH_SET_FS: u64 = 0x1002;

@@ -270,12 +270,27 @@ fn micros_timeval(us: u64) -> [i64; 2] {
 }
 
 const ITIMER_REAL: i32 = 0;
+const ITIMER_VIRTUAL: i32 = 1;
+const ITIMER_PROF: i32 = 2;
+
+/// `(remaining, interval)` of timer `which`, re-armed with `new` if given: `ITIMER_REAL` on
+/// the time since boot (`signal::timer`), `ITIMER_VIRTUAL` and `ITIMER_PROF` on the process's
+/// CPU time (`cputime::cpu_itimer`, checked at each tick). `EINVAL` for another `which`.
+fn itimer(which: i32, new: Option<(u64, u64)>) -> Result<(u64, u64), Errno> {
+    let pid = proc::current_pid();
+    match which {
+        ITIMER_REAL => Ok(match new {
+            Some((value, interval)) => signal::timer::set(pid, value, interval),
+            None => signal::timer::get(pid),
+        }),
+        ITIMER_VIRTUAL => Ok(proc::cputime::cpu_itimer(false, new)),
+        ITIMER_PROF => Ok(proc::cputime::cpu_itimer(true, new)),
+        _ => Err(Errno::EINVAL),
+    }
+}
 
 pub fn getitimer(a: Args) -> SysResult {
-    if a.i32(0) != ITIMER_REAL {
-        return Err(Errno::EINVAL);
-    }
-    let (value, interval) = signal::timer::get(proc::current_pid());
+    let (value, interval) = itimer(a.i32(0), None)?;
     UserPtr::<ItimerVal>::new(a.get(1))?.write(&ItimerVal {
         interval: micros_timeval(interval),
         value: micros_timeval(value),
@@ -284,7 +299,7 @@ pub fn getitimer(a: Args) -> SysResult {
 }
 
 pub fn setitimer(a: Args) -> SysResult {
-    if a.i32(0) != ITIMER_REAL {
+    if !(ITIMER_REAL..=ITIMER_PROF).contains(&a.i32(0)) {
         return Err(Errno::EINVAL);
     }
     let new = match a.get(1) {
@@ -296,7 +311,7 @@ pub fn setitimer(a: Args) -> SysResult {
         0 => None,
         p => Some(UserPtr::<ItimerVal>::new(p)?),
     };
-    let (old_value, old_interval) = signal::timer::set(proc::current_pid(), value, interval);
+    let (old_value, old_interval) = itimer(a.i32(0), Some((value, interval)))?;
     if let Some(out) = old_out {
         out.write(&ItimerVal {
             interval: micros_timeval(old_interval),

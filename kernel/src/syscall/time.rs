@@ -24,11 +24,6 @@ fn realtime() -> Timespec {
     timespec(crate::rtc::realtime_micros())
 }
 
-/// A CPU-time clock's reading: user plus system ticks.
-fn cpu_clock(cpu: crate::proc::cputime::CpuTime) -> Timespec {
-    timespec(crate::proc::cputime::CpuTime::micros(cpu.total()))
-}
-
 fn timespec(us: u64) -> Timespec {
     Timespec {
         sec: (us / 1_000_000) as i64,
@@ -36,23 +31,122 @@ fn timespec(us: u64) -> Timespec {
     }
 }
 
-pub fn clock_gettime(a: Args) -> SysResult {
-    // REALTIME, MONOTONIC, PROCESS/THREAD_CPUTIME, MONOTONIC_RAW, REALTIME_COARSE,
-    // MONOTONIC_COARSE, BOOTTIME.
-    if !(0..=7).contains(&a.int(0)) {
-        return Err(Errno::EINVAL);
+/// Which part of a CPU-time clock (Linux's `CPUCLOCK_PROF`, `CPUCLOCK_VIRT`,
+/// `CPUCLOCK_SCHED`): user plus system time, user time only, run time. cowlab counts CPU time
+/// in ticks and has no finer run time, so `Sched` reads as `Prof`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CpuPart {
+    Prof,
+    Virt,
+    Sched,
+}
+
+/// A clock id as the clock calls take it: a fixed clock, or a CPU-time clock of a process or a
+/// thread. `CLOCK_PROCESS_CPUTIME_ID` and `CLOCK_THREAD_CPUTIME_ID` are the caller's; a
+/// negative id is the clock `clock_getcpuclockid`/`pthread_getcpuclockid` encode:
+/// `~pid << 3 | per_thread << 2 | part`, pid 0 meaning the caller (Linux's `CPUCLOCK_PID`,
+/// `CPUCLOCK_PERTHREAD_MASK`, `CPUCLOCK_WHICH`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// `CLOCK_REALTIME`, `CLOCK_REALTIME_COARSE`, `CLOCK_TAI` (Linux's TAI offset is 0 until
+    /// `adjtimex` sets one, which cowlab does not have).
+    Realtime,
+    /// `CLOCK_MONOTONIC`, `_RAW`, `_COARSE`, `CLOCK_BOOTTIME` (nothing suspends).
+    Monotonic,
+    /// A thread group's CPU time.
+    Process(proc::Pid, CpuPart),
+    /// One thread's CPU time.
+    Thread(proc::Pid, CpuPart),
+}
+
+/// The clock an id names, `EINVAL` for none, as Linux's `clockid_to_kclock` and, for the CPU
+/// clocks, `posix_cpu_clock_get`'s lookup: a process clock's pid must be a thread group's (or
+/// the caller's own thread id); a thread clock's thread must be in the caller's group.
+fn clock_of(id: i64) -> Result<Clock, Errno> {
+    if id >= 0 {
+        return match id {
+            0 | 5 | 11 => Ok(Clock::Realtime),
+            1 | 4 | 6 | 7 => Ok(Clock::Monotonic),
+            2 => Ok(Clock::Process(proc::current_pid(), CpuPart::Sched)),
+            3 => Ok(Clock::Thread(proc::current_tid(), CpuPart::Sched)),
+            _ => Err(Errno::EINVAL),
+        };
     }
-    // REALTIME and REALTIME_COARSE are wall-clock time; PROCESS_CPUTIME_ID and
-    // THREAD_CPUTIME_ID the caller's CPU time (its group's, its own), in ticks (Linux's are
-    // finer: scheduler runtime); the others count from boot. The CPU clocks returned the time
-    // since boot before.
+    let part = match id & 3 {
+        0 => CpuPart::Prof,
+        1 => CpuPart::Virt,
+        2 => CpuPart::Sched,
+        // 3 is no CPU clock; with the per-thread bit it is a clock of a descriptor (PTP),
+        // which cowlab has none of.
+        _ => return Err(Errno::EINVAL),
+    };
+    let pid = !(id >> 3) as proc::Pid;
+    if id & 4 != 0 {
+        let tid = if pid == 0 { proc::current_tid() } else { pid };
+        match proc::cputime::thread(tid) {
+            Some((tgid, _)) if tgid == proc::current_pid() => Ok(Clock::Thread(tid, part)),
+            _ => Err(Errno::EINVAL),
+        }
+    } else if pid == 0 {
+        Ok(Clock::Process(proc::current_pid(), part))
+    } else {
+        match proc::cputime::thread(pid) {
+            Some((tgid, _)) if tgid == pid || pid == proc::current_tid() => {
+                Ok(Clock::Process(tgid, part))
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+}
+
+/// A CPU clock's reading in microseconds, `None` once its process or thread is gone.
+fn cpu_micros(clock: Clock) -> Option<u64> {
+    let (cpu, part) = match clock {
+        Clock::Process(tgid, part) => (proc::cputime::group(tgid)?, part),
+        Clock::Thread(tid, part) if tid == proc::current_tid() => {
+            (proc::cputime::thread_self(), part)
+        }
+        Clock::Thread(tid, part) => (proc::cputime::thread(tid)?.1, part),
+        Clock::Realtime | Clock::Monotonic => return None,
+    };
+    let ticks = match part {
+        CpuPart::Virt => cpu.user,
+        CpuPart::Prof | CpuPart::Sched => cpu.total(),
+    };
+    Some(proc::cputime::CpuTime::micros(ticks))
+}
+
+pub fn clock_gettime(a: Args) -> SysResult {
+    // The fixed clocks first: `clock_gettime(CLOCK_MONOTONIC)` is a hot call (no vDSO).
     let t = match a.int(0) {
-        0 | 5 => realtime(),
-        2 => cpu_clock(crate::proc::cputime::group_self(crate::proc::current_pid())),
-        3 => cpu_clock(crate::proc::cputime::thread_self()),
-        _ => now(),
+        0 | 5 | 11 => realtime(),
+        1 | 4 | 6 | 7 => now(),
+        id => {
+            // The CPU clocks count ticks (Linux's are finer: scheduler runtime). A process or
+            // thread that goes between the lookup and the reading reads as `EINVAL`, as if
+            // looked up a moment later.
+            timespec(cpu_micros(clock_of(id)?).ok_or(Errno::EINVAL)?)
+        }
     };
     UserPtr::<Timespec>::new(a.get(1))?.write(&t)?;
+    Ok(0)
+}
+
+/// clock_getres(clockid_t, struct timespec *): the clock's resolution, nothing written for a
+/// null pointer. cowlab's clocks read the TSC in microseconds, so every fixed clock's
+/// resolution is 1 us (Linux's high-resolution clocks say 1 ns, its coarse ones a tick); the
+/// CPU clocks count whole ticks (Linux: a tick for `PROF`/`VIRT`, 1 ns for `SCHED`).
+pub fn clock_getres(a: Args) -> SysResult {
+    let ns = match clock_of(a.int(0))? {
+        Clock::Realtime | Clock::Monotonic => 1_000,
+        Clock::Process(..) | Clock::Thread(..) => 1_000_000_000 / crate::time::TICK_HZ,
+    };
+    if a.get(1) != 0 {
+        UserPtr::<Timespec>::new(a.get(1))?.write(&Timespec {
+            sec: 0,
+            nsec: ns as i64,
+        })?;
+    }
     Ok(0)
 }
 
@@ -82,15 +176,15 @@ fn no_restart_after_handler(e: Errno) -> Errno {
     }
 }
 
-/// `clock_nanosleep(CLOCK_PROCESS_CPUTIME_ID)`: until the caller's thread group has used the
-/// given CPU time (absolute) or that much more (relative), as Linux's `posix_cpu_nsleep`. A
-/// group whose only thread sleeps here uses none, so it sleeps until a signal, as on Linux.
+/// `clock_nanosleep` on a CPU clock: until the process or thread has used the given CPU time
+/// (absolute) or that much more (relative), as Linux's `posix_cpu_nsleep`. A group whose only
+/// thread sleeps on its own clock uses none, so it sleeps until a signal, as on Linux; so does
+/// a sleep on a process or thread that is gone (a zombie's clock stands still on Linux too).
 /// Checked at each tick: CPU time is counted in ticks. Before, the CPU clocks were the time
 /// since boot here while `clock_gettime` read CPU time, and an absolute sleep to "CPU time + 1 s"
 /// returned at once (review, session 13).
-fn cpu_nanosleep(absolute: bool, req: u64, rem: u64) -> SysResult {
-    use crate::proc::cputime::{group_self, CpuTime};
-    let used = || CpuTime::micros(group_self(proc::current_pid()).total());
+fn cpu_nanosleep(clock: Clock, absolute: bool, req: u64, rem: u64) -> SysResult {
+    let used = || cpu_micros(clock);
     let ts = UserPtr::<Timespec>::new(req)?.read()?;
     if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
         return Err(Errno::EINVAL);
@@ -98,20 +192,24 @@ fn cpu_nanosleep(absolute: bool, req: u64, rem: u64) -> SysResult {
     let us = (ts.sec as u64)
         .saturating_mul(1_000_000)
         .saturating_add((ts.nsec as u64).div_ceil(1000));
+    let start = used().ok_or(Errno::EINVAL)?;
     let target = if absolute {
         us
     } else {
-        used().saturating_add(us)
+        start.saturating_add(us)
     };
     let tick_us = 1_000_000 / crate::time::TICK_HZ;
+    let mut last = start;
     loop {
-        let now = used();
-        if now >= target {
+        if let Some(now) = used() {
+            last = now;
+        }
+        if last >= target {
             return Ok(0);
         }
-        if let Err(e) = proc::sleep_micros((target - now).min(tick_us)) {
+        if let Err(e) = proc::sleep_micros((target - last).min(tick_us)) {
             if !absolute && rem != 0 {
-                let left = target.saturating_sub(used());
+                let left = target.saturating_sub(used().unwrap_or(last));
                 UserPtr::<Timespec>::new(rem)?.write(&timespec(left))?;
             }
             return Err(if e == Errno::ERESTARTSYS {
@@ -182,16 +280,23 @@ pub fn nanosleep(a: Args) -> SysResult {
 }
 
 pub fn clock_nanosleep(a: Args) -> SysResult {
+    let absolute = a.get(1) & 1 != 0;
     match a.int(0) {
         // THREAD_CPUTIME_ID (a thread cannot sleep on its own CPU time), MONOTONIC_RAW and the
         // coarse clocks have no sleep in Linux: `EOPNOTSUPP` from the system call (measured on
         // 6.18; glibc's wrapper answers EINVAL for the thread clock itself, before the call).
         3..=6 => return Err(Errno::EOPNOTSUPP),
-        2 => return cpu_nanosleep(a.get(1) & 1 != 0, a.get(2), a.get(3)),
-        0 | 1 | 7 => {}
-        _ => return Err(Errno::EINVAL),
+        0 | 1 | 7 | 11 => {}
+        id => {
+            return match clock_of(id)? {
+                // The caller's own thread clock by its encoded id: `EINVAL` (Linux's
+                // `posix_cpu_nsleep` diagnoses it before sleeping).
+                Clock::Thread(tid, _) if id < 0 && tid == proc::current_tid() => Err(Errno::EINVAL),
+                clock => cpu_nanosleep(clock, absolute, a.get(2), a.get(3)),
+            };
+        }
     }
-    if a.get(1) & 1 != 0 {
+    if absolute {
         // TIMER_ABSTIME: sleep until the given time.
         let ts = UserPtr::<Timespec>::new(a.get(2))?.read()?;
         if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
@@ -200,7 +305,7 @@ pub fn clock_nanosleep(a: Args) -> SysResult {
         let target_us = (ts.sec.max(0) as u64)
             .saturating_mul(1_000_000)
             .saturating_add(ts.nsec.max(0) as u64 / 1000);
-        let now_us = if matches!(a.int(0), 0 | 5) {
+        let now_us = if matches!(a.int(0), 0 | 11) {
             crate::rtc::realtime_micros()
         } else {
             clock::micros_since_boot()

@@ -47,6 +47,8 @@ pub const SIGTTIN: u8 = 21;
 pub const SIGTTOU: u8 = 22;
 pub const SIGXCPU: u8 = 24;
 pub const SIGXFSZ: u8 = 25;
+pub const SIGVTALRM: u8 = 26;
+pub const SIGPROF: u8 = 27;
 
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
