@@ -113,6 +113,31 @@ pub static MOUNTS: [Mount; 6] = [
     },
 ];
 
+/// `/proc/mounts` (Linux `show_vfsmnt`): one line per row of [`MOUNTS`], root first:
+/// source, mount point, file-system type, options, and the two zeros of `fstab`'s dump and
+/// pass fields. The types are the ones `statfs` reports (the root disk's ext2, or the
+/// read-only ramdisk's ramfs, `/tmp` and `/dev` tmpfs, proc, debugfs, and the sysfs
+/// directory `/sys/kernel/mm`).
+pub fn mounts_table() -> String {
+    let mut text = String::new();
+    for mount in &MOUNTS {
+        let (source, fstype, options) = match mount.path {
+            "/" if super::ext2_mount::mounted() => ("/dev/vdb", "ext2", "rw"),
+            "/" => ("rootfs", "ramfs", "ro"),
+            "/tmp" => ("tmpfs", "tmpfs", "rw,nosuid,nodev"),
+            "/dev" => ("devtmpfs", "devtmpfs", "rw,nosuid"),
+            "/proc" => ("proc", "proc", "rw,nosuid,nodev,noexec"),
+            "/sys/kernel/debug" => ("debugfs", "debugfs", "rw,nosuid,nodev,noexec"),
+            _ => ("sysfs", "sysfs", "rw,nosuid,nodev,noexec"),
+        };
+        text.push_str(&alloc::format!(
+            "{source} {} {fstype} {options} 0 0\n",
+            mount.path
+        ));
+    }
+    text
+}
+
 /// Where a path leads: a mount, and what lies below its root.
 pub struct Walk {
     pub mount: &'static Mount,

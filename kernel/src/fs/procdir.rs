@@ -38,6 +38,7 @@ const PID_ENTRIES: &[(&str, u8)] = &[
     ("fd", DT_DIR),
     ("maps", DT_REG),
     ("mem", DT_REG),
+    ("mounts", DT_REG),
     ("pagemap", DT_REG),
     ("smaps", DT_REG),
     ("smaps_rollup", DT_REG),
@@ -197,7 +198,10 @@ impl FileOps for ProcDirFile {
             Which::Root => {
                 out.push(entry(String::from("meminfo"), 2, DT_REG));
                 out.push(entry(String::from("self"), 3, DT_LNK));
-                for (i, name) in ["stat", "uptime", "loadavg"].into_iter().enumerate() {
+                for (i, name) in ["stat", "uptime", "loadavg", "mounts"]
+                    .into_iter()
+                    .enumerate()
+                {
                     out.push(entry(String::from(name), 4 + i as u64, DT_REG));
                 }
                 for pid in pids() {

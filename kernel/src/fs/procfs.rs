@@ -73,6 +73,9 @@ pub enum ProcWhat {
     DirtyBackgroundBytes,
     /// `/proc/sys/vm/nr_hugepages`: the hugetlb pool's persistent size (`cowlab_mm::hugetlb`).
     NrHugepages,
+    /// `/proc/mounts`, `/proc/<pid>/mounts`: the mount table (`mount::mounts_table`; one
+    /// mount namespace).
+    Mounts,
 }
 
 /// An open `/proc` file.
@@ -95,6 +98,12 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
             return Some(Ok(ProcFile {
                 pid: 0,
                 what: ProcWhat::Cpuinfo,
+            }))
+        }
+        "mounts" => {
+            return Some(Ok(ProcFile {
+                pid: 0,
+                what: ProcWhat::Mounts,
             }))
         }
         "stat" | "uptime" | "loadavg" | "interrupts" => {
@@ -183,6 +192,7 @@ pub fn lookup(path: &str) -> Option<Result<ProcFile, Errno>> {
         "comm" => Some(ProcWhat::Comm),
         "smaps" => Some(ProcWhat::Smaps),
         "smaps_rollup" => Some(ProcWhat::SmapsRollup),
+        "mounts" => Some(ProcWhat::Mounts),
         _ => None,
     };
     if let Some(what) = view {
@@ -316,6 +326,7 @@ impl ProcFile {
             ProcWhat::SysStat => Ok(slice(super::procstat::stat(), offset, len)),
             ProcWhat::Uptime => Ok(slice(super::procstat::uptime(), offset, len)),
             ProcWhat::Loadavg => Ok(slice(super::procstat::loadavg(), offset, len)),
+            ProcWhat::Mounts => Ok(slice(super::mount::mounts_table(), offset, len)),
             ProcWhat::Interrupts => Ok(slice(super::procstat::interrupts(), offset, len)),
             ProcWhat::Stat
             | ProcWhat::Status

@@ -3,7 +3,9 @@
 //! the summed `cpu` line equals its `cpuN` lines, ticks accrue while we sleep and spin,
 //! `ctxt` grows as we sleep, `processes` by a fork, `btime` plus the uptime is now, the last
 //! pid in `loadavg` is at least our child's, and `statm`'s resident pages grow as we touch
-//! memory. The same assertions on the host Linux.
+//! memory; `/proc/mounts` (what `df` and `mount` read) lists `/` and `/proc`, six fields a
+//! line, the same as `/proc/self/mounts`, each known type agreeing with `statfs` of its mount
+//! point. The same assertions on the host Linux.
 #![no_std]
 #![no_main]
 
@@ -234,7 +236,66 @@ fn main() -> i32 {
             &out,
         );
     }
+    mounts(&mut t);
     t.finish()
+}
+
+/// `/proc/mounts`: the table `df` and `mount` read (BusyBox's `df` printed only its header
+/// without it).
+fn mounts(t: &mut Tester) {
+    let table = text(c"/proc/mounts");
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    t.check_why(
+        "/proc/mounts: six fields a line, ending in 0 0",
+        !lines.is_empty()
+            && lines
+                .iter()
+                .all(|f| f.len() == 6 && f[4] == "0" && f[5] == "0"),
+        &table,
+    );
+    t.check_why(
+        "/proc/mounts lists / and /proc (type proc)",
+        lines.iter().any(|f| f[1] == "/")
+            && lines.iter().any(|f| f[1] == "/proc" && f[2] == "proc"),
+        &table,
+    );
+    t.check_why(
+        "/proc/self/mounts is /proc/mounts",
+        text(c"/proc/self/mounts") == table,
+        &table,
+    );
+    // statfs of each mount point whose type has a known magic number (one we may not reach,
+    // as a host's private mounts, is skipped).
+    let magic = |fstype: &str| match fstype {
+        "ext2" | "ext3" | "ext4" => Some(0xef53),
+        "tmpfs" | "devtmpfs" => Some(0x0102_1994),
+        "proc" => Some(0x9fa0),
+        "ramfs" => Some(0x8584_58f6),
+        "debugfs" => Some(0x6462_6720),
+        "sysfs" => Some(0x6265_6572),
+        _ => None,
+    };
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for f in &lines {
+        let (Some(want), Ok(path)) = (magic(f[2]), alloc::ffi::CString::new(f[1])) else {
+            continue;
+        };
+        if let Ok(st) = statfs(&path) {
+            checked += 1;
+            if st.f_type != want {
+                wrong.push(alloc::format!("{} {} f_type {:#x}", f[1], f[2], st.f_type));
+            }
+        }
+    }
+    t.check_why(
+        "each listed type agrees with statfs of its mount point",
+        checked >= 2 && wrong.is_empty(),
+        alloc::format!("{checked} checked, wrong: {wrong:?}"),
+    );
 }
 
 /// Runs `argv` with stdout and stderr on a pipe: its output and wait status.
