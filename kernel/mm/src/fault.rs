@@ -361,12 +361,18 @@ fn fault_no_pt<'m, A: Arch>(
         crate::hugetlb::hugetlb_fault(mm, &aspace.shared, vma, va, kind)?;
         return Ok(None);
     }
-    if thp_vma_allowable(mm, vma, va)
-        && do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, va, kind)?
-    {
-        return Ok(None);
-    }
     let pt = aspace.page_table(mm);
+    if thp_vma_allowable(mm, vma, va) {
+        // The PD is there on all but the first fault of each 1 GiB: reached by the inline
+        // walk, not `walk_alloc_pmd`'s call.
+        let pmd = match pt.walk_pt_or_pd(va) {
+            Err(Some(pd)) => pt.entry(pd, va.table_index(2)),
+            _ => pt.walk_alloc_pmd(va).ok_or(FaultError::Oom)?,
+        };
+        if do_huge_pmd_anonymous_page(mm, &aspace.shared, vma, pmd, va, kind)? {
+            return Ok(None);
+        }
+    }
     if let Some(slot) = pt.walk_alloc(va) {
         return Ok(Some(slot));
     }

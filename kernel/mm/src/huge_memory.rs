@@ -265,18 +265,18 @@ pub(crate) fn deposited<A: Arch>(mm: &Mm<A>, shared: &MmShared, f: &mut dyn FnMu
 // ---- faults ----
 
 /// A fault at `va` where `thp_vma_allowable` said yes (Linux `create_huge_pmd` ->
-/// `do_huge_pmd_anonymous_page`). `Ok(true)`: a PMD now maps a new zeroed THP, or already
-/// mapped one and the fault was handled there; `Ok(false)`: fall back to the small-page path
-/// (a PT is there already, or no 2 MiB block is free).
+/// `do_huge_pmd_anonymous_page`), on `slot`, the PMD translating `va` (the caller's walk found
+/// or allocated the tables down to it). `Ok(true)`: a PMD now maps a new zeroed THP, or
+/// already mapped one and the fault was handled there; `Ok(false)`: fall back to the
+/// small-page path (a PT is there already, or no 2 MiB block is free).
 pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
     vma: &Vma,
+    slot: PteRef<'_>,
     va: VirtAddr,
     kind: FaultKind,
 ) -> Result<bool, FaultError> {
-    let pt = PageTable::new(mm, shared.root());
-    let slot = pt.walk_alloc_pmd(va).ok_or(FaultError::Oom)?;
     let pmd = slot.load();
     if pmd.is_huge() {
         return do_huge_pmd_fault(mm, shared, vma, slot, va, pmd, kind);
@@ -320,6 +320,10 @@ pub(crate) fn do_huge_pmd_anonymous_page<A: Arch>(
 /// A read fault with `use_zero_page=1` (Linux `do_huge_pmd_anonymous_page`'s zero-page
 /// branch): maps the huge zero folio read-only with one PMD, the deposit `table` kept for its
 /// later split. `false` (table freed) when no 2 MiB block is free for the folio: small pages.
+///
+/// Inlined into the fault (`fault_no_pt`, which already saves every callee-saved register): as
+/// a call of its own its frame, argument moves and return cost ~24 instructions per fault.
+#[inline(always)]
 fn map_huge_zero_pmd<A: Arch>(
     mm: &Mm<A>,
     shared: &MmShared,
@@ -328,7 +332,7 @@ fn map_huge_zero_pmd<A: Arch>(
     table: PhysAddr,
 ) -> bool {
     faultstat::kind(StatKind::HugeZeroMap);
-    let Some(head) = mm.get_huge_zero_folio(defrag_allowed(mm, vma)) else {
+    let Some(head) = mm.get_huge_zero_folio(|| defrag_allowed(mm, vma)) else {
         mm.free_pagetable_zeroed(table);
         stats::inc(&mm.counters.thp_fault_fallback);
         return false;

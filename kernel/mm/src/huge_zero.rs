@@ -89,9 +89,10 @@ impl<A: Arch> Mm<A> {
     }
 
     /// A reference on the huge zero folio, allocating and zeroing it if there is none
-    /// (`harvest`: whether the block allocator may reassemble a block). `None` when no 2 MiB
-    /// block is free: the caller falls back to small pages.
-    pub(crate) fn get_huge_zero_folio(&self, harvest: bool) -> Option<PhysAddr> {
+    /// (`harvest`: whether the block allocator may reassemble a block, asked only then: the
+    /// defrag mode's decode cost every fault ~12 instructions). `None` when no 2 MiB block is
+    /// free: the caller falls back to small pages.
+    pub(crate) fn get_huge_zero_folio(&self, harvest: impl FnOnce() -> bool) -> Option<PhysAddr> {
         let frames = self.frames();
         let mut hz = frames.huge_zero.lock();
         if *hz != NIL {
@@ -100,7 +101,7 @@ impl<A: Arch> Mm<A> {
             frames.meta(head).get();
             return Some(head);
         }
-        let head = frames.alloc_block(harvest)?;
+        let head = frames.alloc_block(harvest())?;
         self.zero_frames_owned(head, HPAGE_PMD_NR);
         frames.prep_large(head, FrameFlags::ZERO, 0, crate::folio::HPAGE_PMD_ORDER);
         *hz = head.pfn() as u32;
