@@ -368,6 +368,11 @@ fn halt_until_release(me: usize) {
         crate::bklstat::halted(me - 1);
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
+        // A CPU halted for the lock is not stuck with interrupts off: it took an interrupt to
+        // get here. Without the touch, an owner's long (but progressing) hold would have the
+        // per-CPU soft-lockup detector report every waiter (review of smp11). A waiter that
+        // spins with interrupts off is still reported, as on Linux.
+        crate::watchdog::soft::touch();
     }
     WAITERS.fetch_and(!bit, Ordering::Relaxed);
 }
@@ -433,6 +438,13 @@ pub fn nudge_holder() {
 #[inline]
 pub fn others_waiting() -> bool {
     enabled() && WAITING.load(Ordering::Relaxed) & !(1u64 << percpu::cpu_id()) != 0
+}
+
+/// Whether CPU `cpu` is in the contended path of an acquisition, spinning or halted (for
+/// tests that need one particular CPU to wait).
+#[inline]
+pub fn waiting(cpu: usize) -> bool {
+    WAITING.load(Ordering::Relaxed) & (1u64 << cpu) != 0
 }
 
 /// Lets the CPUs waiting for the lock run their kernel entries, then takes it back; whether it

@@ -40,13 +40,16 @@ pub fn is_busy() -> bool {
 
 /// Releases the console lock if some interrupted context holds it.
 ///
-/// Only for the exception and panic paths, which may have interrupted a `print!` on this same CPU
-/// (there is only one CPU): waiting for the lock would hang forever.
+/// Only for the exception, panic and watchdog paths, which may have interrupted a `print!` on
+/// this same CPU: waiting for the lock would hang forever. With several CPUs the holder may
+/// instead be another CPU, mid-line; it then finds the port unlocked under it.
 pub fn break_lock_for_crash() {
     if COM1_PORT.is_locked() {
-        // SAFETY: single CPU; the holder is the context this exception/panic interrupted, which
-        // will not run again before the kernel exits (or, for a recovered exception, resumes
-        // after our output is complete and merely finds its own output interleaved).
+        // SAFETY: the lock guards no memory, only the UART's registers and the order of the
+        // bytes written to them: a holder on this CPU is the context this exception, panic or
+        // NMI interrupted, which will not run again before the kernel exits or our output is
+        // complete; a holder on another CPU keeps writing bytes of its own line, which then
+        // interleave with ours. Either way the cost is mixed output, never a hang.
         unsafe { COM1_PORT.force_unlock() };
     }
 }

@@ -212,10 +212,15 @@ pub fn vda_polled_wait_on_the_boot_cpu_finishes_a_completion_an_ap_took() -> Tes
     let buffer = Arc::new(DmaRegion::new(512).ok_or_else(|| super::TestFailure("heap".into()))?);
     let was_enabled = interrupts::are_enabled();
     interrupts::disable();
-    ensure!(
-        ioapic::set_destination(irq, other),
-        "could not point line {irq} at CPU {other}"
-    );
+    if !ioapic::set_destination(irq, other) {
+        // Interrupts back on before failing: the next test's tick waits would spin forever.
+        if was_enabled {
+            interrupts::enable();
+        }
+        return Err(super::TestFailure(alloc::format!(
+            "could not point line {irq} at CPU {other}"
+        )));
+    }
     let wait = SyncWait::new();
     let sector = 64;
     let submitted = device.submit(Request::kernel(
@@ -229,15 +234,17 @@ pub fn vda_polled_wait_on_the_boot_cpu_finishes_a_completion_an_ap_took() -> Tes
     // The AP takes the interrupt in its idle `hlt` and spins for the lock this CPU holds.
     let start = time::rdtsc();
     let spin_bound = time::tsc_khz().max(1) * (SPIN_TIMEOUT_US / 1000);
+    // That AP itself: another CPU waiting for the lock would not show that the completion
+    // went to `other` (review of smp11).
     while submitted.is_ok()
-        && !bkl::others_waiting()
+        && !bkl::waiting(other)
         && time::rdtsc().wrapping_sub(start) < spin_bound
     {
         crate::smp::shootdown::service();
         crate::smp::call::service();
         core::hint::spin_loop();
     }
-    let ap_spun = bkl::others_waiting();
+    let ap_spun = bkl::waiting(other);
     let result = if submitted.is_ok() {
         wait.wait_anywhere_within(2 * time::TICK_HZ)
     } else {

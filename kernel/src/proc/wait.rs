@@ -125,6 +125,18 @@ pub fn wait(which: Which, options: u32) -> Result<Found, Errno> {
                     .find_map(|p| {
                         let mut g = p.group.lock();
                         let uid = g.cred.uid;
+                        // The live child's usage so far (Linux `getrusage(p, RUSAGE_BOTH)`):
+                        // its threads', its exited threads' and its reaped children's.
+                        let mut cpu = g.dead_cpu;
+                        cpu.add(g.child_cpu);
+                        for t in table.values().filter(|t| t.tgid == p.tgid) {
+                            cpu.add(t.cpu);
+                        }
+                        let usage = Usage {
+                            minflt: g.own_minflt + g.child_minflt,
+                            cpu,
+                            maxrss: g.maxrss.max(g.child_maxrss),
+                        };
                         if options & WUNTRACED != 0 {
                             let sig = if keep {
                                 g.sig.stop_report
@@ -132,22 +144,27 @@ pub fn wait(which: Which, options: u32) -> Result<Found, Errno> {
                                 g.sig.stop_report.take()
                             };
                             if let Some(sig) = sig {
-                                return Some((p.tgid, (i32::from(sig) << 8) | 0x7f, uid));
+                                return Some(Found {
+                                    pid: p.tgid,
+                                    status: (i32::from(sig) << 8) | 0x7f,
+                                    usage,
+                                    uid,
+                                });
                             }
                         }
                         if options & WCONTINUED != 0 && g.sig.cont_report {
                             g.sig.cont_report = keep;
-                            return Some((p.tgid, 0xffff, uid));
+                            return Some(Found {
+                                pid: p.tgid,
+                                status: 0xffff,
+                                usage,
+                                uid,
+                            });
                         }
                         None
                     });
-                if let Some((pid, status, uid)) = reported {
-                    return Ok(Found {
-                        pid,
-                        status,
-                        usage: Usage::default(),
-                        uid,
-                    });
+                if let Some(found) = reported {
+                    return Ok(found);
                 }
             }
             zombie.and_then(|pid| table.remove(&pid))

@@ -185,13 +185,39 @@ fn child_code(status: i32) -> (i32, i32) {
 
 /// waitid(idtype, id, siginfo_t *infop, int options, struct rusage *ru) (Linux's
 /// `kernel_waitid` and the system call's copy-out): `P_ALL`, `P_PID` (id > 0), `P_PGID` (0:
-/// the caller's group); `P_PIDFD` is `EBADF` (cowlab has no pidfds, so no descriptor is one).
-/// At least one of `WEXITED`, `WSTOPPED`, `WCONTINUED`; `WNOWAIT` leaves the child waitable.
-/// The child is reaped before `infop` is written, so a bad `infop` is `EFAULT` after the
-/// reap, as on Linux. `infop` gets `si_signo`, `si_errno`, `si_code`, `si_pid`, `si_uid`,
-/// `si_status` only (zeros with `WNOHANG` and nothing to report), `ru` the child's usage when
-/// one was found.
+/// the caller's group); `P_PIDFD` is `EBADF` (cowlab has no pidfds, so no descriptor is one;
+/// a negative one `EINVAL`). At least one of `WEXITED`, `WSTOPPED`, `WCONTINUED`; `WNOWAIT`
+/// leaves the child waitable. `infop` gets `si_signo`, `si_errno`, `si_code`, `si_pid`,
+/// `si_uid`, `si_status` and nothing else, whatever the outcome: zeros when no child was
+/// found (`WNOHANG`) and when the call fails, so a bad `infop` makes any answer `EFAULT`, even
+/// after a child was reaped, as on Linux. `ru` gets the found child's usage.
 pub fn waitid(a: Args) -> SysResult {
+    let found = waitid_find(&a);
+    let child = found.as_ref().ok().filter(|f| f.pid != 0);
+    if let (Some(f), true) = (child, a.get(4) != 0) {
+        let u = f.usage;
+        UserPtr::<Rusage>::new(a.get(4))?.write(&Rusage::new(u.cpu, u.minflt, u.maxrss))?;
+    }
+    if a.get(2) != 0 {
+        let (signo, code, status) = match child {
+            Some(f) => {
+                let (code, status) = child_code(f.status);
+                (SIGCHLD, code, status)
+            }
+            None => (0, 0, 0),
+        };
+        // siginfo_t: si_signo, si_errno, si_code at 0; for SIGCHLD si_pid, si_uid, si_status
+        // at 16.
+        let head = [signo, 0, code];
+        let ids = child.map_or([0, 0, status], |f| [f.pid as i32, f.uid as i32, status]);
+        UserPtr::<[i32; 3]>::new(a.get(2))?.write(&head)?;
+        UserPtr::<[i32; 3]>::new(a.get(2).wrapping_add(16))?.write(&ids)?;
+    }
+    found.map(|_| 0)
+}
+
+/// waitid's checks and wait.
+fn waitid_find(a: &Args) -> Result<wait::Found, Errno> {
     let options = a.get(3) as u32;
     let valid = wait::WNOHANG
         | wait::WUNTRACED
@@ -209,29 +235,10 @@ pub fn waitid(a: Args) -> SysResult {
         P_PID if id > 0 => wait::Which::Pid(id as proc::Pid),
         P_PGID if id == 0 => wait::Which::Pgid(proc::pgrp::current_job().pgid),
         P_PGID if id > 0 => wait::Which::Pgid(id as proc::Pid),
-        P_PIDFD => return Err(Errno::EBADF),
+        P_PIDFD if id >= 0 => return Err(Errno::EBADF),
         _ => return Err(Errno::EINVAL),
     };
-    let found = wait::wait(which, options)?;
-    let (signo, code, status) = if found.pid == 0 {
-        (0, 0, 0)
-    } else {
-        let (code, status) = child_code(found.status);
-        (SIGCHLD, code, status)
-    };
-    if found.pid != 0 && a.get(4) != 0 {
-        let u = found.usage;
-        UserPtr::<Rusage>::new(a.get(4))?.write(&Rusage::new(u.cpu, u.minflt, u.maxrss))?;
-    }
-    if a.get(2) != 0 {
-        // siginfo_t: si_signo, si_errno, si_code at 0; for SIGCHLD si_pid, si_uid, si_status
-        // at 16. Linux writes these six fields and nothing else of the 128 bytes.
-        let head = [signo, 0, code];
-        let child = [found.pid as i32, found.uid as i32, status];
-        UserPtr::<[i32; 3]>::new(a.get(2))?.write(&head)?;
-        UserPtr::<[i32; 3]>::new(a.get(2).wrapping_add(16))?.write(&child)?;
-    }
-    Ok(0)
+    wait::wait(which, options)
 }
 
 const ARCH_SET_FS: u64 = 0x1002;

@@ -299,13 +299,15 @@ pub fn getitimer(a: Args) -> SysResult {
 }
 
 pub fn setitimer(a: Args) -> SysResult {
-    if !(ITIMER_REAL..=ITIMER_PROF).contains(&a.i32(0)) {
-        return Err(Errno::EINVAL);
-    }
+    // The new value is read before `which` is checked (Linux: a bad pointer is `EFAULT`
+    // whatever the timer).
     let new = match a.get(1) {
         0 => ItimerVal::default(),
         p => UserPtr::<ItimerVal>::new(p)?.read()?,
     };
+    if !(ITIMER_REAL..=ITIMER_PROF).contains(&a.i32(0)) {
+        return Err(Errno::EINVAL);
+    }
     let (value, interval) = (timeval_micros(new.value)?, timeval_micros(new.interval)?);
     let old_out = match a.get(2) {
         0 => None,

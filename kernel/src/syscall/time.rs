@@ -60,9 +60,10 @@ enum Clock {
 }
 
 /// The clock an id names, `EINVAL` for none, as Linux's `clockid_to_kclock` and, for the CPU
-/// clocks, `posix_cpu_clock_get`'s lookup: a process clock's pid must be a thread group's (or
-/// the caller's own thread id); a thread clock's thread must be in the caller's group.
-fn clock_of(id: i64) -> Result<Clock, Errno> {
+/// clocks, `pid_for_clock`'s lookup: a process clock's pid must be a thread group's (for
+/// `clock_gettime`, `gettime`, also the caller's own thread id); a thread clock's thread must
+/// be in the caller's group.
+fn clock_of(id: i64, gettime: bool) -> Result<Clock, Errno> {
     if id >= 0 {
         return match id {
             0 | 5 | 11 => Ok(Clock::Realtime),
@@ -76,8 +77,8 @@ fn clock_of(id: i64) -> Result<Clock, Errno> {
         0 => CpuPart::Prof,
         1 => CpuPart::Virt,
         2 => CpuPart::Sched,
-        // 3 is no CPU clock; with the per-thread bit it is a clock of a descriptor (PTP),
-        // which cowlab has none of.
+        // 3 is no CPU clock; without the per-thread bit (`id & 7 == 3`, Linux's `CLOCKFD`)
+        // it is the clock of a descriptor (PTP), which cowlab has none of: `EINVAL` either way.
         _ => return Err(Errno::EINVAL),
     };
     let pid = !(id >> 3) as proc::Pid;
@@ -91,7 +92,7 @@ fn clock_of(id: i64) -> Result<Clock, Errno> {
         Ok(Clock::Process(proc::current_pid(), part))
     } else {
         match proc::cputime::thread(pid) {
-            Some((tgid, _)) if tgid == pid || pid == proc::current_tid() => {
+            Some((tgid, _)) if tgid == pid || (gettime && pid == proc::current_tid()) => {
                 Ok(Clock::Process(tgid, part))
             }
             _ => Err(Errno::EINVAL),
@@ -125,7 +126,7 @@ pub fn clock_gettime(a: Args) -> SysResult {
             // The CPU clocks count ticks (Linux's are finer: scheduler runtime). A process or
             // thread that goes between the lookup and the reading reads as `EINVAL`, as if
             // looked up a moment later.
-            timespec(cpu_micros(clock_of(id)?).ok_or(Errno::EINVAL)?)
+            timespec(cpu_micros(clock_of(id, true)?).ok_or(Errno::EINVAL)?)
         }
     };
     UserPtr::<Timespec>::new(a.get(1))?.write(&t)?;
@@ -137,7 +138,7 @@ pub fn clock_gettime(a: Args) -> SysResult {
 /// resolution is 1 us (Linux's high-resolution clocks say 1 ns, its coarse ones a tick); the
 /// CPU clocks count whole ticks (Linux: a tick for `PROF`/`VIRT`, 1 ns for `SCHED`).
 pub fn clock_getres(a: Args) -> SysResult {
-    let ns = match clock_of(a.int(0))? {
+    let ns = match clock_of(a.int(0), false)? {
         Clock::Realtime | Clock::Monotonic => 1_000,
         Clock::Process(..) | Clock::Thread(..) => 1_000_000_000 / crate::time::TICK_HZ,
     };
@@ -183,12 +184,8 @@ fn no_restart_after_handler(e: Errno) -> Errno {
 /// Checked at each tick: CPU time is counted in ticks. Before, the CPU clocks were the time
 /// since boot here while `clock_gettime` read CPU time, and an absolute sleep to "CPU time + 1 s"
 /// returned at once (review, session 13).
-fn cpu_nanosleep(clock: Clock, absolute: bool, req: u64, rem: u64) -> SysResult {
+fn cpu_nanosleep(clock: Clock, absolute: bool, ts: Timespec, rem: u64) -> SysResult {
     let used = || cpu_micros(clock);
-    let ts = UserPtr::<Timespec>::new(req)?.read()?;
-    if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
-        return Err(Errno::EINVAL);
-    }
     let us = (ts.sec as u64)
         .saturating_mul(1_000_000)
         .saturating_add((ts.nsec as u64).div_ceil(1000));
@@ -287,14 +284,22 @@ pub fn clock_nanosleep(a: Args) -> SysResult {
         // 6.18; glibc's wrapper answers EINVAL for the thread clock itself, before the call).
         3..=6 => return Err(Errno::EOPNOTSUPP),
         0 | 1 | 7 | 11 => {}
-        id => {
-            return match clock_of(id)? {
+        // A descriptor's clock (`CLOCKFD`) has no sleep.
+        id if id < 0 && id & 7 == 3 => return Err(Errno::EOPNOTSUPP),
+        id if id < 0 || id == 2 => {
+            // Linux reads and checks the time before the CPU clock's own checks.
+            let ts = UserPtr::<Timespec>::new(a.get(2))?.read()?;
+            if ts.sec < 0 || !(0..1_000_000_000).contains(&ts.nsec) {
+                return Err(Errno::EINVAL);
+            }
+            return match clock_of(id, false)? {
                 // The caller's own thread clock by its encoded id: `EINVAL` (Linux's
                 // `posix_cpu_nsleep` diagnoses it before sleeping).
-                Clock::Thread(tid, _) if id < 0 && tid == proc::current_tid() => Err(Errno::EINVAL),
-                clock => cpu_nanosleep(clock, absolute, a.get(2), a.get(3)),
+                Clock::Thread(tid, _) if tid == proc::current_tid() => Err(Errno::EINVAL),
+                clock => cpu_nanosleep(clock, absolute, ts, a.get(3)),
             };
         }
+        _ => return Err(Errno::EINVAL),
     }
     if absolute {
         // TIMER_ABSTIME: sleep until the given time.

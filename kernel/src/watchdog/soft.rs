@@ -86,7 +86,7 @@ pub fn nmis() -> u64 {
 
 /// Soft lockups reported since boot, on any CPU.
 pub fn reports() -> u64 {
-    REPORTS.load(Ordering::Relaxed)
+    REPORTS.load(Ordering::Acquire)
 }
 
 /// The CPU named by the last report.
@@ -171,7 +171,8 @@ fn report_if_stuck(cpu: usize, secs: u64, frame: &TrapFrame) {
         backtrace::print_from(frame.rip, frame.rbp);
     }
     LAST_CPU.store(cpu, Ordering::Relaxed);
-    REPORTS.fetch_add(1, Ordering::Relaxed);
+    // Release: a reader that sees the count rise (`reports`, Acquire) sees `LAST_CPU` too.
+    REPORTS.fetch_add(1, Ordering::Release);
     if cpu == 0 {
         super::nmi::mask(false);
     }

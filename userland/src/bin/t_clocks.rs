@@ -197,7 +197,7 @@ fn own_cpu_clocks(t: &mut Tester) {
         getres(cpuclock(0, false, 3)),
     ];
     t.check_why(
-        "a CPU clock id with part 3 is EINVAL (with the per-thread bit: a descriptor's clock)",
+        "a CPU clock id with part 3 is EINVAL (without the per-thread bit: a descriptor's clock)",
         part3.iter().all(|r| *r == Err(EINVAL)),
         alloc::format!("{part3:?}"),
     );
@@ -205,6 +205,18 @@ fn own_cpu_clocks(t: &mut Tester) {
         nanosleep_on(cpuclock(0, true, CPUCLOCK_SCHED), 1_000),
         nanosleep_on(cpuclock(tid, true, CPUCLOCK_SCHED), 1_000),
     ];
+    // The time is read and checked before the clock is: an unmapped one is EFAULT even on
+    // the caller's own thread clock.
+    let order = sc(
+        nr::CLOCK_NANOSLEEP,
+        [cpuclock(0, true, CPUCLOCK_SCHED) as usize, 0, 8, 0, 0, 0],
+    )
+    .map_err(|e| e.0);
+    t.eq(
+        "clock_nanosleep on the own thread clock with an unmapped time: EFAULT first",
+        order,
+        Err(EFAULT),
+    );
     t.check_why(
         "clock_nanosleep on the caller's own thread clock by its encoded id is EINVAL",
         sleeps == [EINVAL, EINVAL],
@@ -246,10 +258,21 @@ fn other_process_clocks(t: &mut Tester) {
         Err(EINVAL),
     );
     let _ = kill(child, SIGKILL);
-    // A zombie until reaped: wait for the exit without reaping (WNOWAIT | WEXITED via
-    // waitid is not needed: the clock is readable whether the child is still exiting or a
-    // zombie).
-    let zombie = gettime(clock);
+    // A zombie until reaped: waitid(P_PID, WEXITED | WNOWAIT) waits for the exit and leaves
+    // the child a zombie.
+    let mut si = [0i32; 32];
+    let zombie_wait = sc(
+        247,
+        [
+            1,
+            child as usize,
+            si.as_mut_ptr() as usize,
+            4 | 0x0100_0000,
+            0,
+            0,
+        ],
+    );
+    let zombie = zombie_wait.map_err(|e| e.0).and_then(|_| gettime(clock));
     let _ = waitpid(child, 0);
     let reaped = gettime(clock);
     t.check_why(

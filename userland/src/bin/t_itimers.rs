@@ -1,6 +1,6 @@
 //! `ITIMER_VIRTUAL` and `ITIMER_PROF`, with Linux's answers (the same checks pass on the host):
-//! they count the process's CPU time (user time; user and system time), not the time that
-//! passes: `SIGVTALRM` or `SIGPROF` once the process has run that long, nothing while it
+//! they count the process's CPU time (user time; user and system time: time in the kernel
+//! moves only PROF), not the time that passes: `SIGVTALRM` or `SIGPROF` once the process has run that long, nothing while it
 //! sleeps; they are armed a tick later than asked; an interval re-arms them; `getitimer` reads
 //! what is left and the interval; a value of 0 disarms and keeps the interval; a forked child
 //! starts without them; an unknown timer is `EINVAL`.
@@ -197,6 +197,35 @@ fn main() -> i32 {
         Ok((0, 20_000)),
     );
     let _ = setitimer(ITIMER_PROF, 0, 0);
+
+    // Time in the kernel counts for ITIMER_PROF, not for ITIMER_VIRTUAL: 1 MiB reads of
+    // /dev/zero spend nearly all their time in the kernel (with 64 KiB ones cowlab charged
+    // half the ticks to the loop around them).
+    let vt = VTALRMS.load(Ordering::SeqCst);
+    let pf = PROFS.load(Ordering::SeqCst);
+    let _ = setitimer(ITIMER_VIRTUAL, 80_000, 0);
+    let _ = setitimer(ITIMER_PROF, 80_000, 0);
+    let zero = open(c"/dev/zero", 0).unwrap_or(-1);
+    let mut buf = alloc::vec![0u8; 1024 * 1024];
+    let start = cpu_ms();
+    while PROFS.load(Ordering::SeqCst) == pf && cpu_ms() - start < 2_000 {
+        let _ = read(zero, &mut buf);
+    }
+    let _ = close(zero);
+    let virt_left = getitimer(ITIMER_VIRTUAL);
+    let _ = setitimer(ITIMER_VIRTUAL, 0, 0);
+    t.check_why(
+        "reading /dev/zero until SIGPROF: no SIGVTALRM, ITIMER_VIRTUAL barely moved",
+        PROFS.load(Ordering::SeqCst) > pf
+            && VTALRMS.load(Ordering::SeqCst) == vt
+            && matches!(virt_left, Ok((v, _)) if v > 40_000),
+        alloc::format!(
+            "SIGPROF {} -> {}, SIGVTALRM {vt} -> {}, ITIMER_VIRTUAL left {virt_left:?}",
+            pf,
+            PROFS.load(Ordering::SeqCst),
+            VTALRMS.load(Ordering::SeqCst)
+        ),
+    );
 
     // fork: the child starts without the parent's timers.
     let _ = setitimer(ITIMER_PROF, 5_000_000, 0);

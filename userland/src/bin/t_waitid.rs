@@ -1,8 +1,9 @@
 //! waitid, with Linux's answers (the same checks pass on the host): the argument errors, the
 //! six `siginfo_t` fields for an exit, a kill, a stop and a continue, `WNOHANG` with nothing
-//! to report (zeros), `WNOWAIT` leaving the child waitable, `P_PGID` 0 and a group by id, the
-//! rusage of the reaped child, and a bad `infop` failing with `EFAULT` after the child was
-//! reaped (Linux reaps, then copies out).
+//! to report and on failure (zeros), `WNOWAIT` leaving the child (a stop, a continue)
+//! waitable, `P_PGID` 0 and a group by id, the rusage of the reaped child, and a bad `infop`
+//! failing with `EFAULT` even after the child was reaped (Linux reaps, then copies out) or
+//! with no child at all.
 #![no_std]
 #![no_main]
 
@@ -114,9 +115,27 @@ fn main() -> i32 {
         alloc::format!("{bad:?}"),
     );
     t.eq(
-        "P_PIDFD with a descriptor that is no pidfd: EBADF",
-        err(P_PIDFD, 0, WEXITED),
-        Err(EBADF),
+        "P_PIDFD with a descriptor that is no pidfd: EBADF; a negative one: EINVAL",
+        (err(P_PIDFD, 0, WEXITED), err(P_PIDFD, -1, WEXITED)),
+        (Err(EBADF), Err(EINVAL)),
+    );
+    // A failing call still writes the six fields (zeros), so a bad infop is EFAULT first.
+    let zeroed = [waitid(P_ALL, 0, 0, 0), waitid(P_ALL, 0, WEXITED, 0)];
+    t.check_why(
+        "a failing waitid (EINVAL, ECHILD) zeroes the six fields",
+        zeroed[0].0 == Err(EINVAL)
+            && zeroed[1].0 == Err(ECHILD)
+            && zeroed
+                .iter()
+                .all(|(_, i)| [i.signo, i.errno, i.code, i.pid, i.uid, i.status] == [0; 6]),
+        alloc::format!("{zeroed:?}"),
+    );
+    // SAFETY: address 8 is never mapped; the kernel must refuse to write there.
+    let bad = unsafe { raw(WAITID, [P_ALL as usize, 0, 8, WEXITED as usize, 0, 0]) };
+    t.eq(
+        "with no child and an unmapped infop: EFAULT, not ECHILD",
+        bad.map_err(|e| e.0),
+        Err(EFAULT),
     );
 
     // An exit, seen with WNOHANG (nothing yet), WNOWAIT (stays), then reaped with rusage.
@@ -190,6 +209,16 @@ fn main() -> i32 {
         "the stop is reported once",
         r == Ok(0) && info.pid == 0,
         alloc::format!("{r:?} {info:?}"),
+    );
+    let _ = kill(pid, SIGCONT);
+    let _ = waitid(P_PID, pid, WCONTINUED, 0);
+    let _ = kill(pid, SIGSTOP);
+    let (r1, i1) = waitid(P_PID, pid, WSTOPPED | WNOWAIT, 0);
+    let (r2, i2) = waitid(P_PID, pid, WSTOPPED, 0);
+    t.check_why(
+        "WNOWAIT keeps a stop reportable: the next wait reports it again",
+        r1 == Ok(0) && i1.code == CLD_STOPPED && r2 == Ok(0) && i2 == i1,
+        alloc::format!("{r1:?} {i1:?} / {r2:?} {i2:?}"),
     );
     let _ = kill(pid, SIGCONT);
     let (r1, i1) = waitid(P_PID, pid, WCONTINUED | WNOWAIT, 0);
