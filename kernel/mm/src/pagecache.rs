@@ -803,6 +803,9 @@ impl FileCache {
     /// page of the range already has its blocks (`MAPPED_TO_DISK`) and the range lies inside
     /// the size: the store then has nothing to allocate and no size to move (Linux's
     /// `__block_write_begin` finding every buffer mapped).
+    // The cache, the store, the range, the source's kind, its copy and the store's `begin`:
+    // each of Linux's `generic_perform_write` inputs, none of which group naturally.
+    #[allow(clippy::too_many_arguments)]
     pub fn perform_write<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
@@ -826,6 +829,7 @@ impl FileCache {
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_begin_end_inner<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
