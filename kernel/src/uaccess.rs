@@ -17,7 +17,7 @@ use core::mem::{size_of, MaybeUninit};
 use cowlab_mm::aspace::USER_END;
 
 use crate::errno::Errno;
-use crate::extable::cowlab_user_copy;
+use crate::extable::{cowlab_user_copy, cowlab_user_copy_nofault};
 
 /// `len` bytes of user memory at `addr`, range-checked.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +106,23 @@ impl UserSlice {
         // (a user mapping of the same page may write it meanwhile, as with every page-cache
         // copy).
         let left = unsafe { cowlab_user_copy(self.addr as *mut u8, src, n as u64) };
+        n - left as usize
+    }
+
+    /// Copies the first `len` bytes (at most the slice's) into frame memory at `frame` with
+    /// page faults not served (Linux `copy_page_from_iter_atomic` under `pagefault_disable`):
+    /// the copy stops at the first page that is not present, whatever the memory manager
+    /// would have done with it. The bytes copied. For a buffered write's copy into the cache
+    /// page it holds locked: the source may be a mapping of that very page, whose fault would
+    /// wait for the lock. The caller holds a reference to the frame(s).
+    pub fn read_partial_to_frame_nofault(&self, frame: cowlab_mm::PhysAddr, len: usize) -> usize {
+        let n = len.min(self.len);
+        let dst = crate::memory::phys_to_virt(frame);
+        // SAFETY: a checked user source whose faults the fixup recovers (none is served);
+        // the destination is `n` bytes of the direct map over frames the caller's reference
+        // keeps allocated, written by the copy routine's raw string move, never through a
+        // Rust reference (a user mapping of the same page may read it meanwhile).
+        let left = unsafe { cowlab_user_copy_nofault(dst, self.addr as *const u8, n as u64) };
         n - left as usize
     }
 

@@ -123,6 +123,34 @@ impl<D: BlockDevice> Ext2<D> {
         }
     }
 
+    /// A buffered write of `[off, off + len)` that lies inside the size of regular file `ino`
+    /// over pages whose blocks the page cache already knows are all mapped (its
+    /// `MAPPED_TO_DISK`, set when a write or a write-notify fault had [`Self::write_begin`]
+    /// or `allocate_range` cover them, cleared where blocks can go): nothing to allocate and
+    /// no size to move, so only mtime/ctime move (Linux `file_update_time` before
+    /// `generic_perform_write`, whose `ext2_write_begin` then finds the page's buffers mapped
+    /// and asks `ext2_get_block` nothing). The inode goes to the buffer cache only if the
+    /// times changed. Returns `len`; `EROFS` as [`Self::write_begin`]. The caller knows the
+    /// range is inside the size (it holds the file's writer lock and the pages' locks); a
+    /// range that is not gets the full [`Self::write_begin`].
+    pub fn write_begin_mapped(&mut self, ino: u32, off: u64, len: u64) -> Result<u64> {
+        self.writable()?;
+        let mut inode = self.regular(ino)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        if off.saturating_add(len) > inode.size {
+            return self.write_begin(ino, off, len);
+        }
+        let now = self.now();
+        if inode.mtime != now || inode.ctime != now {
+            inode.mtime = now;
+            inode.ctime = now;
+            self.write_inode(ino, &inode)?;
+        }
+        Ok(len)
+    }
+
     /// Writes zeroes over `blocks` (just allocated: nothing of the file is in them yet).
     fn zero_new_blocks(&mut self, blocks: &[u32]) -> Result<()> {
         if blocks.is_empty() {

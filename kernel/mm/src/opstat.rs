@@ -30,15 +30,21 @@ pub enum Op {
     /// `vmsplice` of user pages into a pipe: the GUP-fast phases inside it are
     /// [`Op::GupFast`]'s; units are pages queued.
     Vmsplice,
+    /// `open(O_CREAT|O_EXCL)` + `close` + `unlink` of a new file (the `file_create_unlink`
+    /// row): one record from the `openat` handler to the `unlink` handler's return, the
+    /// user code and system-call entries and exits between them in the `between` phases;
+    /// units are calls.
+    FileCreateUnlink,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [
+    pub const ALL: [Op; 6] = [
         Op::Fork,
         Op::GupFast,
         Op::FileRead,
         Op::FileWrite,
         Op::Vmsplice,
+        Op::FileCreateUnlink,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +54,7 @@ impl Op {
             Op::FileRead => "file_read",
             Op::FileWrite => "file_write",
             Op::Vmsplice => "vmsplice",
+            Op::FileCreateUnlink => "file_create_unlink",
         }
     }
 
@@ -101,6 +108,19 @@ impl Op {
                 Phase::VsPipe,
                 Phase::VsRelease,
                 Phase::VsReturn,
+            ],
+            Op::FileCreateUnlink => &[
+                Phase::CuPath,
+                Phase::CuResolve,
+                Phase::CuCreate,
+                Phase::CuOpen,
+                Phase::CuInstall,
+                Phase::CuBetween,
+                Phase::CuClose,
+                Phase::CuUnlinkLookup,
+                Phase::CuUnlink,
+                Phase::CuForget,
+                Phase::FileLeave,
             ],
         }
     }
@@ -170,10 +190,38 @@ pub enum Phase {
     VsRelease,
     /// vmsplice: from the last batch to the handler's return.
     VsReturn,
+    /// create+unlink: `openat`'s path copied from the user and resolved to its mount
+    /// (`at_path`, `walk_checked`), the descriptor-table room check.
+    CuPath,
+    /// create+unlink: ext2's lookup of the name, which misses (`resolve`).
+    CuResolve,
+    /// create+unlink: the parent walked again, the permission and owner checks and ext2's
+    /// `create` (the name looked up once more, the inode allocated and written, the directory
+    /// entry added).
+    CuCreate,
+    /// create+unlink: the new file opened (`Ext2File::open`: the open reference, the page
+    /// cache attached) and its `OpenFile` made.
+    CuOpen,
+    /// create+unlink: the descriptor installed, back to `openat`'s return.
+    CuInstall,
+    /// create+unlink: between the system calls (their exits and entries, the user code).
+    CuBetween,
+    /// create+unlink: `close`: the descriptor taken out and the last reference dropped
+    /// (`Ext2File`'s drop: the inode's link count read, the cache kept, the open reference
+    /// released).
+    CuClose,
+    /// create+unlink: `unlink`'s path, the parent walked, the sticky-bit check and the name
+    /// looked up.
+    CuUnlinkLookup,
+    /// create+unlink: ext2's `unlink` (the entry removed, the inode written, and with no link
+    /// and no opener left its blocks and inode freed).
+    CuUnlink,
+    /// create+unlink: the page cache kept past the last close forgotten (`forget_closed`).
+    CuForget,
 }
 
 impl Phase {
-    pub const COUNT: usize = 28;
+    pub const COUNT: usize = 38;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -205,6 +253,16 @@ impl Phase {
             Phase::VsPipe => "pipe",
             Phase::VsRelease => "release",
             Phase::VsReturn => "return",
+            Phase::CuPath => "path",
+            Phase::CuResolve => "resolve",
+            Phase::CuCreate => "create",
+            Phase::CuOpen => "open",
+            Phase::CuInstall => "install",
+            Phase::CuBetween => "between",
+            Phase::CuClose => "close",
+            Phase::CuUnlinkLookup => "unlink_lookup",
+            Phase::CuUnlink => "unlink",
+            Phase::CuForget => "forget",
         }
     }
 }

@@ -781,7 +781,42 @@ impl FileCache {
         data: &[u8],
         begin: impl FnOnce(u64) -> Result<u64, S::Error>,
     ) -> Result<usize, S::Error> {
-        let (r, trim) = self.write_begin_end_inner(mm, store, offset, data, begin);
+        let copy = |dst: PhysAddr, at: usize, len: usize| {
+            mm.write_frame_bytes(dst, &data[at..at + len]);
+            len
+        };
+        self.perform_write(mm, store, offset, data.len(), false, copy, |len, _| {
+            begin(len)
+        })
+    }
+
+    /// [`Self::write_begin_end`] with the bytes copied into the locked pages by `copy` (Linux
+    /// `generic_perform_write`'s `copy_page_from_iter_atomic`): `copy(dst, at, len)` copies the
+    /// `len` source bytes at `at` (from the write's first byte) to frame memory `dst` and says
+    /// how many it copied. A user source is copied with page faults not served (the source may
+    /// be a mapping of a page this write holds locked, whose fault would wait for that lock):
+    /// a short copy ends the write there, the caller faults the source in with no page locked
+    /// and writes the rest. Of a short copy into a page whose bytes are not known without it
+    /// (not read because the write was to cover it wholly) nothing is taken, as Linux's
+    /// `block_write_end` takes nothing of a short copy into a folio that is not up to date:
+    /// the page is read back when it is released. `begin(len, mapped)` is told whether every
+    /// page of the range already has its blocks (`MAPPED_TO_DISK`) and the range lies inside
+    /// the size: the store then has nothing to allocate and no size to move (Linux's
+    /// `__block_write_begin` finding every buffer mapped).
+    // The cache, the store, the range, the source's kind, its copy and the store's `begin`:
+    // each of Linux's `generic_perform_write` inputs, none of which group naturally.
+    #[allow(clippy::too_many_arguments)]
+    pub fn perform_write<A: Arch, S: BackingStore>(
+        &self,
+        mm: &Mm<A>,
+        store: &S,
+        offset: u64,
+        len: usize,
+        may_fault: bool,
+        copy: impl FnMut(PhysAddr, usize, usize) -> usize,
+        begin: impl FnOnce(u64, bool) -> Result<u64, S::Error>,
+    ) -> Result<usize, S::Error> {
+        let (r, trim) = self.write_begin_end_inner(mm, store, offset, len, may_fault, copy, begin);
         if let Some(keep) = trim {
             // Linux `ext2_write_failed`, at once: the caller's writer lock keeps every other
             // writer of the file out, so what lies past `keep` is this write's alone (before
@@ -794,18 +829,21 @@ impl FileCache {
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_begin_end_inner<A: Arch, S: BackingStore>(
         &self,
         mm: &Mm<A>,
         store: &S,
         offset: u64,
-        data: &[u8],
-        begin: impl FnOnce(u64) -> Result<u64, S::Error>,
+        data_len: usize,
+        may_fault: bool,
+        mut copy: impl FnMut(PhysAddr, usize, usize) -> usize,
+        begin: impl FnOnce(u64, bool) -> Result<u64, S::Error>,
     ) -> (Result<usize, S::Error>, Option<u64>) {
-        let Some(end) = offset.checked_add(data.len() as u64) else {
+        let Some(end) = offset.checked_add(data_len as u64) else {
             return (Err(S::Error::from(MmError::Inval)), None);
         };
-        if data.is_empty() {
+        if data_len == 0 {
             return (Ok(0), None);
         }
         // Every page first, each locked (Linux `write_begin`): the range is cut at the first
@@ -821,7 +859,11 @@ impl FileCache {
             let off = have % PAGE;
             let n = (PAGE - off).min(end - have);
             // A whole-page overwrite, or a page with no stored bytes, needs no read.
-            let fill = n < PAGE && index * PAGE < size;
+            // A copy that may stop short (`may_fault`) reads every page with stored bytes,
+            // so a short copy leaves only pages whose bytes are all known: one not read and
+            // only partly copied would be read back from blocks `begin` may have just
+            // allocated (an earlier owner's bytes), where Linux zeroes its new buffers.
+            let fill = (n < PAGE || may_fault) && index * PAGE < size;
             let got = pages
                 .try_reserve(1)
                 .map_err(|_| S::Error::from(MmError::NoMem))
@@ -839,7 +881,13 @@ impl FileCache {
         // it with the spin lock held would deadlock against that filler's next use of the
         // cache (it retakes the spin lock after its I/O). The page locks keep truncation off
         // the range meanwhile (`set_size` locks every page it cuts).
-        let mut n = match begin(have - offset) {
+        // Every block under the range is known to exist and the size does not move: the
+        // store only updates its times (the write-notify fault's shortcut, for `write`).
+        let mapped = have <= size
+            && pages
+                .iter()
+                .all(|p| mm.frames().meta(p.0).test(MAPPED_TO_DISK));
+        let mut n = match begin(have - offset, mapped) {
             Ok(n) => n.min(have - offset) as usize,
             Err(e) => {
                 self.write_end_pages(mm, store, &mut pages);
@@ -892,20 +940,45 @@ impl FileCache {
                 break;
             }
             crate::opstat::mark(crate::opstat::Phase::FileDirty);
-            mm.write_frame_bytes(page.0 + off as u64, &data[done..done + len]);
+            let mut copied = copy(page.0 + off as u64, done, len);
             crate::opstat::mark(crate::opstat::Phase::FileCopy);
-            set_dirty(mm, page.0);
+            if copied < len && !page.2 {
+                // A short copy (the source faulted) into a page whose other bytes are not
+                // known: nothing of it is taken (it is read back at its release).
+                copied = 0;
+            }
+            if copied > 0 {
+                set_dirty(mm, page.0);
+            }
             // The store's `begin` gave every block under the copied bytes: a copy over the
             // whole page, or from its start to past the size, leaves none of its bytes below
             // the size without a block, so its next write-notify fault needs no call out.
-            if off == 0 && (len == PAGE_SIZE || at + len as u64 >= inner.size) {
+            if off == 0 && copied > 0 && (copied == PAGE_SIZE || at + copied as u64 >= inner.size) {
                 mm.frames().meta(page.0).set_flags(MAPPED_TO_DISK);
             }
             // A page this write covered wholly is valid now, whatever it held.
-            page.2 |= len == PAGE_SIZE;
-            done += len;
+            page.2 |= copied == PAGE_SIZE;
+            done += copied;
+            if copied < len {
+                n = done;
+                break;
+            }
         }
-        inner.isize_extended(mm, offset + n as u64, &self.straddle_wp);
+        if n < begun as usize {
+            // The store may have given blocks to holes under the pages below the old size
+            // that the copy did not reach: they are written back as the cache holds them
+            // (zeroes, or the file's bytes), never left to show the blocks' old contents.
+            for page in pages.iter() {
+                let start = page.1 * PAGE;
+                if page.2 && start < size && start + PAGE > offset + n as u64 {
+                    set_dirty(mm, page.0);
+                    self.note_dirtied();
+                }
+            }
+        }
+        if n > 0 {
+            inner.isize_extended(mm, offset + n as u64, &self.straddle_wp);
+        }
         let size = inner.size;
         // Linux `ext2_write_failed`: the store prepared blocks (and a size) up to `offset +
         // begun`, the cache took less. The pages this write created past the new size leave the

@@ -27,7 +27,10 @@ mod fault;
 mod probe;
 
 pub use fault::{Fault, PageFaultError};
-pub use probe::{cowlab_user_copy, probe_read_u8, probe_write_u8, read_u64_quiet};
+pub use probe::{
+    cowlab_user_copy, cowlab_user_copy_nofault, in_nofault_copy, probe_read_u8, probe_write_u8,
+    read_u64_quiet,
+};
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -79,8 +79,9 @@ global_asm!(
     // one fault, as with `rep movsb`: ktest `mmap_lock_kernel_fault_...` counts them). If the
     // address says neither (a #GP: r10 = 0), the rest is retried byte by byte, which faults
     // again exactly at the refused byte (Linux's `copy_user_handle_tail`).
-    ".global cowlab_user_copy",
-    "cowlab_user_copy:",
+    // The user copy's body, as `cowlab_user_copy` and `cowlab_user_copy_nofault` use it.
+    ".macro user_copy_body name",
+        "\\name:",
     "    mov rcx, rdx",
     "    shr rcx, 3",
     "    and edx, 7",
@@ -89,7 +90,7 @@ global_asm!(
     "2:  rep movsb",
     "    xor eax, eax",
     "    ret",
-    "cowlab_user_copy_quad_fault:",
+    "\\name\\()_quad_fault:",
     "    lea rcx, [rdx + rcx * 8]",
     "    mov rax, r10",
     "    sub rax, rdi",
@@ -109,16 +110,32 @@ global_asm!(
     "5:  rep movsb",
     "    mov rax, r8",
     "    ret",
-    "cowlab_user_copy_tail_fault:",
+    "\\name\\()_tail_fault:",
     "    lea rax, [rcx + r8]",
     "    ret",
-    "cowlab_user_copy_fault:",
+    "\\name\\()_fault:",
     "    mov rax, rcx",
     "    ret",
-    "    extable_entry 1b, cowlab_user_copy_quad_fault, {quiet}",
-    "    extable_entry 2b, cowlab_user_copy_fault, {quiet}",
-    "    extable_entry 3b, cowlab_user_copy_fault, {quiet}",
-    "    extable_entry 5b, cowlab_user_copy_tail_fault, {quiet}",
+    "    extable_entry 1b, \\name\\()_quad_fault, {quiet}",
+    "    extable_entry 2b, \\name\\()_fault, {quiet}",
+    "    extable_entry 3b, \\name\\()_fault, {quiet}",
+    "    extable_entry 5b, \\name\\()_tail_fault, {quiet}",
+    ".endm",
+    "",
+    ".global cowlab_user_copy",
+    "cowlab_user_copy:",
+    "    user_copy_body cowlab_user_copy_body",
+    "",
+    // u64 cowlab_user_copy_nofault(u8 *dst, const u8 *src, u64 len): the same copy, but a
+    // page fault at any of its instructions is not served (Linux `pagefault_disable` around
+    // `copy_page_from_iter_atomic`): the kernel's page-fault handler sees the RIP inside
+    // [cowlab_user_copy_nofault, cowlab_user_copy_nofault_end) and goes straight to the
+    // fixup, so the copy stops short at a page that is not present.
+    ".global cowlab_user_copy_nofault",
+    ".global cowlab_user_copy_nofault_end",
+    "cowlab_user_copy_nofault:",
+    "    user_copy_body cowlab_user_copy_nofault_body",
+    "cowlab_user_copy_nofault_end:",
     ".popsection",
     probe = const KIND_PROBE,
     quiet = const KIND_QUIET,
@@ -127,9 +144,22 @@ global_asm!(
 extern "C" {
     /// Copies `len` bytes; returns how many were not copied because of a fault.
     pub fn cowlab_user_copy(dst: *mut u8, src: *const u8, len: u64) -> u64;
+    /// [`cowlab_user_copy`] with page faults not served: stops at the first page that is not
+    /// present (or refuses the access); returns how many bytes were not copied.
+    pub fn cowlab_user_copy_nofault(dst: *mut u8, src: *const u8, len: u64) -> u64;
+    static cowlab_user_copy_nofault_end: u8;
     fn cowlab_probe_read_u8(addr: *const u8, out: *mut u64, fault: *mut RawFault) -> u64;
     fn cowlab_probe_write_u8(addr: *mut u8, value: u64, fault: *mut RawFault) -> u64;
     fn cowlab_read_u64_quiet(addr: *const u64, out: *mut u64, fault: *mut RawFault) -> u64;
+}
+
+/// Whether `rip` lies in [`cowlab_user_copy_nofault`]: a page fault there is not served, only
+/// fixed up (the copy stops short).
+pub fn in_nofault_copy(rip: u64) -> bool {
+    let start = cowlab_user_copy_nofault as *const () as u64;
+    // Only the address of the linker-placed label is taken, never read through.
+    let end = &raw const cowlab_user_copy_nofault_end as u64;
+    (start..end).contains(&rip)
 }
 
 /// Reads the byte at `addr`, or reports how that faulted. Any address is allowed: unmapped,

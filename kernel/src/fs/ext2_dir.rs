@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use core::any::Any;
 
 use cowlab_ext2::Ext2;
+use cowlab_mm::opstat::{self, Phase};
 
 use super::ext2_file::{ext2_stat, ext2_statfs, Ext2File, Ext2Path};
 use super::ext2_glue::VirtioDisk;
@@ -299,6 +300,7 @@ impl DirInode for Ext2Root {
                 Err(e) => Err(e),
             }
         })?;
+        opstat::mark(Phase::CuResolve);
         let ino = match found {
             Ok(ino) => {
                 if excl {
@@ -320,6 +322,7 @@ impl DirInode for Ext2Root {
                     let (uid, gid, mode) = new_owner(fs, &cred, dir, S_IFREG | mode)?;
                     fs.create(dir, last.as_bytes(), mode, uid, gid)
                 })?;
+                opstat::mark(Phase::CuCreate);
                 return Ok(Box::new(Ext2File::open(ino)?));
             }
         };
@@ -377,9 +380,12 @@ impl DirInode for Ext2Root {
             let (dir, last) = parent(fs, &cred, name, cowlab_ext2::Errno::EISDIR)?;
             may_delete(fs, &cred, dir, &last)?;
             let ino = fs.lookup(dir, last.as_bytes())?;
+            opstat::mark(Phase::CuUnlinkLookup);
             fs.unlink(dir, last.as_bytes()).map(|()| ino)
         })?;
+        opstat::mark(Phase::CuUnlink);
         super::ext2_cache::forget_closed(ino);
+        opstat::mark(Phase::CuForget);
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! An open ext2 regular file (or symbolic link opened through `O_PATH`-like stat): reads and
-//! writes go through the file's page cache (`ext2_cache`), a chunk at a time through a kernel
-//! buffer, the user copy done outside the cache and filesystem locks (a copy may fault, and the
-//! fault path must not wait for them). Reads fill missing pages from the disk; writes are
+//! writes go through the file's page cache (`ext2_cache`). A read copies the cached page
+//! straight to the user (a copy that may fault, holding only a page reference); a write copies
+//! from the user straight into the locked cache page with page faults not served (the fault
+//! path may need that page's lock), a copy that stops short being redone through a kernel
+//! buffer filled with no page locked. Reads fill missing pages from the disk; writes are
 //! write-back: the crate allocates the blocks and moves the size at the call (a full disk is
 //! `ENOSPC` there, as on Linux ext2), the bytes go into the cache's pages, which stay dirty
 //! until writeback (the flusher, fsync, sync, msync, the last close, memory pressure through
@@ -105,13 +107,21 @@ pub struct Ext2File {
     /// The [`ATTR_GENERATION`] at which this file was seen without set-id bits (Linux's
     /// `S_NOSEC`); 0: not known. Lets a write skip [`file_remove_privs`]'s inode read.
     nosec: AtomicU64,
+    /// `ATTR_GENERATION << 32 | second`: a write through this description left the inode's
+    /// mtime and ctime both at that second (Linux `inode_needs_update_time` compares the
+    /// in-memory times with the clock); 0: not known. A write in the same second over pages
+    /// that have their blocks then needs no filesystem call at all. Every other path that
+    /// sets the times sets them to the clock's now, except `utimensat`, which bumps the
+    /// generation ([`attr_changed`]).
+    times_set: AtomicU64,
 }
 
 /// Bumped after every change of an ext2 inode's mode or owner (`attr_changed`): a file's
 /// `nosec` note holds while this has not moved.
 static ATTR_GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// Called after chmod or chown of an ext2 inode: every "no set-id bits" note is stale.
+/// Called after chmod, chown or utimensat of an ext2 inode: every "no set-id bits" note and
+/// every "times are now" note is stale.
 pub fn attr_changed() {
     ATTR_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
@@ -127,6 +137,7 @@ impl Ext2File {
                 cache,
                 ilock,
                 nosec: AtomicU64::new(0),
+                times_set: AtomicU64::new(0),
             }),
             Err(e) => {
                 let _ = with_fs(|fs| fs.release(ino));
@@ -173,24 +184,78 @@ impl Ext2File {
             return Ok((n, false));
         }
         let mut done = 0;
+        // A round after a short copy goes through a kernel buffer (see below).
+        let mut bounce = !from.is_user();
         while from.count() > 0 {
-            // The user copy may fault (a fill of a mapped file's page): no fault path takes
-            // the writer lock.
-            let data = from.copy_from_vec(CHUNK)?;
-            opstat::mark(Phase::FileFromUser);
-            if data.is_empty() {
-                break;
-            }
             let (ino, pos) = (self.ino, io.pos);
             // Write-back (Linux `generic_perform_write`): the blocks and the size at the call
-            // (`Ext2::write_begin`, so a full disk is `ENOSPC` here), the bytes into the
-            // cache's pages, which are dirty until writeback stores them.
-            let written =
-                self.cache
-                    .write_begin_end(memory::mm(), &self.store(), pos, &data, |len| {
-                        // Only page locks held here: the filesystem is waited for asleep.
-                        with_fs(|fs| fs.write_begin(ino, pos, len))
-                    });
+            // (`Ext2::write_begin`, so a full disk is `ENOSPC` here; a range inside the size
+            // over pages that have their blocks, `MAPPED_TO_DISK`, only moves the times:
+            // `Ext2::write_begin_mapped`), the bytes into the cache's pages, which are dirty
+            // until writeback stores them.
+            let begin = |len: u64, mapped: bool| {
+                // Only page locks held here: the filesystem is waited for asleep.
+                if !mapped {
+                    return with_fs(|fs| fs.write_begin(ino, pos, len));
+                }
+                // Linux `file_update_time`: nothing to do when the times are now already
+                // (the generation is read before the update, so a `utimensat` racing with it
+                // leaves a stale stamp, never a wrong one).
+                let stamp = ATTR_GENERATION.load(Ordering::Acquire) << 32
+                    | u64::from(super::ext2_mount::clock());
+                if self.times_set.load(Ordering::Relaxed) == stamp {
+                    return Ok(len);
+                }
+                let r = with_fs(|fs| fs.write_begin_mapped(ino, pos, len));
+                if r.is_ok() {
+                    self.times_set.store(stamp, Ordering::Relaxed);
+                }
+                r
+            };
+            let (written, last) = if bounce {
+                // Through a kernel buffer: the user copy, made with no page locked, may
+                // fault (a fill of a mapped file's page; no fault path takes the writer
+                // lock), and ends exactly at a refused byte.
+                let data = from.copy_from_vec(CHUNK)?;
+                opstat::mark(Phase::FileFromUser);
+                if data.is_empty() {
+                    break;
+                }
+                let written =
+                    self.cache
+                        .write_begin_end(memory::mm(), &self.store(), pos, &data, |len| {
+                            begin(len, false)
+                        });
+                // The bytes are taken from the iterator already. A round that took less
+                // than it copied (a full disk), or whose copy faulted, ends the write.
+                let last = from.faulted() || written.as_ref().is_ok_and(|&n| n < data.len());
+                bounce = !from.is_user();
+                (written, last)
+            } else {
+                // Straight from the user into the locked cache pages (Linux
+                // `copy_page_from_iter_atomic`), with page faults not served: the source
+                // may be a mapping of a page this write holds locked, whose fault would wait
+                // for that lock. A copy that stops short (a page of the source not present)
+                // ends the round with what it took, and the next round goes through the
+                // kernel buffer, whose copy faults the source in with no page locked (and
+                // ends the write at a refused byte, the count exact as before).
+                let want = from.count().min(CHUNK);
+                let src = &*from;
+                let written = self.cache.perform_write(
+                    memory::mm(),
+                    &self.store(),
+                    pos,
+                    want,
+                    true,
+                    |frame, at, len| src.copy_to_frame_nofault(at, frame, len),
+                    begin,
+                );
+                if let Ok(n) = written {
+                    from.advance(n);
+                    bounce = n < want;
+                }
+                (written, false)
+            };
             opstat::mark(Phase::FileDirty);
             let written = match written {
                 Ok(n) => n,
@@ -201,7 +266,7 @@ impl Ext2File {
             io.pos += written as u64;
             super::ext2_throttle::balance_dirty_pages(&self.cache, self.ino, written);
             opstat::mark(Phase::FileThrottle);
-            if written < data.len() || from.faulted() {
+            if last {
                 break;
             }
         }

@@ -59,7 +59,8 @@ pub fn errno(e: Ext2Errno) -> Errno {
 }
 
 /// Seconds since the epoch, for the filesystem's timestamps.
-fn clock() -> u32 {
+/// The filesystem's clock: seconds since the epoch (timestamps).
+pub fn clock() -> u32 {
     (crate::rtc::realtime_micros() / 1_000_000) as u32
 }
 

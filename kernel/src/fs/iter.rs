@@ -345,6 +345,58 @@ impl<'a> IoIter<'a> {
         done
     }
 
+    /// The user pieces from `skip` bytes past the current position, at most `len` bytes in
+    /// all, each passed to `f` until it returns `false` (a user iterator only: nothing is
+    /// visited for another kind). The position does not move.
+    fn each_user_piece_at(&self, skip: usize, len: usize, mut f: impl FnMut(UserSlice) -> bool) {
+        let mut skip = skip;
+        let mut left = len.min(self.count.saturating_sub(skip));
+        let segs: &[UserSlice] = match &self.kind {
+            Kind::Ubuf(s) => core::slice::from_ref(s),
+            Kind::Iovec(segs) => segs.as_slice(),
+            _ => return,
+        };
+        let mut off = self.seg_off;
+        for seg in segs.iter().skip(self.seg) {
+            if left == 0 {
+                break;
+            }
+            let avail = seg.len().saturating_sub(off);
+            if skip >= avail {
+                skip -= avail;
+                off = 0;
+                continue;
+            }
+            let piece = seg.sub(off + skip, left);
+            skip = 0;
+            off = 0;
+            left -= piece.len();
+            if piece.len() > 0 && !f(piece) {
+                break;
+            }
+        }
+    }
+
+    /// Copies `len` source bytes from `skip` bytes past the current position into frame
+    /// memory at `frame`, with page faults not served (a buffered write's copy into the cache
+    /// page it holds locked, Linux `copy_page_from_iter_atomic`): the bytes copied, short at
+    /// the first page that is not present. The position does not move (the caller advances
+    /// by what the write took). A user iterator only (0 for another kind).
+    pub fn copy_to_frame_nofault(
+        &self,
+        skip: usize,
+        frame: cowlab_mm::PhysAddr,
+        len: usize,
+    ) -> usize {
+        let mut done = 0;
+        self.each_user_piece_at(skip, len, |piece| {
+            let n = piece.read_partial_to_frame_nofault(frame + done as u64, piece.len());
+            done += n;
+            n == piece.len()
+        });
+        done
+    }
+
     /// Fills `buf` from the source until full, exhausted or a fault; the bytes copied (Linux
     /// `copy_from_iter`).
     pub fn copy_from(&mut self, buf: &mut [u8]) -> usize {

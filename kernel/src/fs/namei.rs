@@ -223,7 +223,10 @@ pub fn set_times(
         Some(ino) => {
             let cred = crate::proc::cred::current();
             perm::may_utimes(&cred, owner_of(file), touch, explicit)?;
-            super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime))
+            let r = super::ext2_mount::with_fs(|fs| fs.set_times(ino, atime, mtime));
+            // A write's note that mtime and ctime are already "now" no longer holds.
+            super::ext2_file::attr_changed();
+            r
         }
         None if read_only_fs(file) => Err(Errno::EROFS),
         None => Err(Errno::EPERM),

@@ -57,7 +57,10 @@ fn kernel_trap(frame: &mut TrapFrame) {
         }
         vector::PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
-            if vm::is_user_address(cr2) {
+            // A copy made with page faults off (a buffered write's copy into the page it
+            // holds locked) is not served: it stops short and its caller faults the source
+            // in with no page locked.
+            if vm::is_user_address(cr2) && !extable::in_nofault_copy(frame.rip) {
                 match vm::handle_page_fault::<false>(cr2, frame.error_code) {
                     Ok(()) => return,
                     Err(cowlab_mm::FaultError::Oom) if kernel_oom_may_retry(frame) => {

@@ -177,7 +177,12 @@ fn install(file: Arc<OpenFile>, cloexec: bool) -> SysResult {
     Ok(installed? as u64)
 }
 
+/// An `open(O_CREAT|O_EXCL)` starts a `file_create_unlink` record in a `faultstat` kernel
+/// (`opstat`, `cargo xtask bench --breakdown`; closed by `unlink`): nothing in any other build.
 fn open_at(dirfd: i64, path: u64, flags: u32, mode: u32) -> SysResult {
+    if flags & (fs::O_CREAT | fs::tmpfs::O_EXCL) == fs::O_CREAT | fs::tmpfs::O_EXCL {
+        opstat::begin(Op::FileCreateUnlink);
+    }
     let path = read_cstr(path, PATH_MAX)?;
     if path.is_empty() {
         return Err(Errno::ENOENT);
@@ -186,13 +191,19 @@ fn open_at(dirfd: i64, path: u64, flags: u32, mode: u32) -> SysResult {
     if !with_current(|p| p.fds.has_room_for(1)) {
         return Err(Errno::EMFILE);
     }
+    opstat::mark(Phase::CuPath);
     let file = fs::open_mode(&path, flags, mode)?;
-    install(file, flags & fs::O_CLOEXEC != 0)
+    opstat::mark(Phase::CuOpen);
+    let r = install(file, flags & fs::O_CLOEXEC != 0);
+    opstat::mark(Phase::CuInstall);
+    r
 }
 
 pub fn close(a: Args) -> SysResult {
+    opstat::mark(Phase::CuBetween);
     let closed = with_current(|p| p.fds.close(a.int(0)))?;
     drop(closed);
+    opstat::mark(Phase::CuClose);
     Ok(0)
 }
 
@@ -281,17 +292,23 @@ pub fn rmdir(a: Args) -> SysResult {
     unlink_at(AT_FDCWD, a.get(0), namei::AT_REMOVEDIR)
 }
 
+/// Ends a `file_create_unlink` record (`open_at`) in a `faultstat` kernel.
 fn unlink_at(dirfd: i64, path: u64, flags: u64) -> SysResult {
-    if flags & !namei::AT_REMOVEDIR != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let path = read_cstr(path, PATH_MAX)?;
-    if path.is_empty() {
-        return Err(Errno::ENOENT);
-    }
-    let path = at_path(dirfd, &path)?;
-    namei::unlink(&path, flags & namei::AT_REMOVEDIR != 0)?;
-    Ok(0)
+    opstat::mark(Phase::CuBetween);
+    let r = (|| {
+        if flags & !namei::AT_REMOVEDIR != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let path = read_cstr(path, PATH_MAX)?;
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let path = at_path(dirfd, &path)?;
+        namei::unlink(&path, flags & namei::AT_REMOVEDIR != 0)?;
+        Ok(0)
+    })();
+    opstat::end(Op::FileCreateUnlink, Phase::FileLeave, u64::from(r.is_ok()));
+    r
 }
 
 /// link(old, new) (86).

@@ -912,6 +912,9 @@ fn gup_test_pins() {
 /// whole operations since boot. The text lives in a page mapped only when the file exists, so
 /// that on every other kernel the program's stack and memory stay as they were (fork's cost
 /// grows with the pages the process maps).
+/// Room for `/proc/cowlab/faultstat`'s text (two pages: the fault kinds' and operations' lines).
+const OPSTAT_BUF: usize = 2 * PAGE;
+
 struct OpStat {
     addr: usize,
     len: usize,
@@ -921,13 +924,16 @@ impl OpStat {
     fn read() -> Option<OpStat> {
         let fd = open(c"/proc/cowlab/faultstat", O_RDONLY).ok()?;
         let mut stat = OpStat {
-            addr: map(PAGE),
+            addr: map(OPSTAT_BUF),
             len: 0,
         };
-        while stat.len < PAGE {
-            // SAFETY: `addr` maps PAGE bytes of our own, `len < PAGE`.
+        while stat.len < OPSTAT_BUF {
+            // SAFETY: `addr` maps OPSTAT_BUF bytes of our own, `len < OPSTAT_BUF`.
             let rest = unsafe {
-                core::slice::from_raw_parts_mut((stat.addr + stat.len) as *mut u8, PAGE - stat.len)
+                core::slice::from_raw_parts_mut(
+                    (stat.addr + stat.len) as *mut u8,
+                    OPSTAT_BUF - stat.len,
+                )
             };
             match read(fd, rest) {
                 Ok(0) | Err(_) => break,
@@ -980,7 +986,7 @@ impl OpStat {
 
 impl Drop for OpStat {
     fn drop(&mut self) {
-        let _ = munmap(self.addr, PAGE);
+        let _ = munmap(self.addr, OPSTAT_BUF);
     }
 }
 
@@ -1047,7 +1053,8 @@ fn file_rows() {
     }
     let mut buf = [0x5au8; PAGE];
     let _ = cowlab_userland::calls::pwrite(fd, &buf, 0);
-    // `--breakdown`: the per-phase totals of exactly these calls (`file_read`, `file_write`).
+    // `--breakdown`: the per-phase totals of exactly these calls (`file_read`, `file_write`,
+    // `file_create_unlink`).
     let stat = OpStat::read();
     let mut s = Samples::new(N);
     for _ in 0..N {
@@ -1076,6 +1083,7 @@ fn file_rows() {
     report_samples(names[1], "tsc", &mut s);
     let _ = close(fd);
     let _ = cowlab_userland::calls::unlink(path);
+    let stat = OpStat::read();
     let mut s = Samples::new(N);
     for _ in 0..N {
         let t0 = tsc();
@@ -1088,6 +1096,7 @@ fn file_rows() {
         }
         s.push(t1 - t0);
     }
+    OpStat::report_since(&stat, names[2], "file_create_unlink");
     report_samples(names[2], "tsc", &mut s);
     file_map_rows(if on_ext2 {
         c"/mnt/bench-map"

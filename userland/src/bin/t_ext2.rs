@@ -5,8 +5,10 @@
 //! sparse files reading zeroes, ftruncate growing and shrinking (st_blocks falls), rename across
 //! directories, rmdir ENOTEMPTY, unlink/rmdir errors, ENAMETOOLONG, link counts, symlink/readlink
 //! and paths through a symlinked directory, ELOOP, chmod/fchmod/fchmodat, utimensat, getdents64,
-//! an unlinked open file living until its close, fsync/fdatasync/sync/syncfs, and (cowlab only:
-//! the host's disk is not ours to fill) ENOSPC on a big write with existing files intact.
+//! an unlinked open file living until its close, reads into and writes from buffers that
+//! fault (short counts to the byte, EFAULT, a shared mapping of the same file page),
+//! fsync/fdatasync/sync/syncfs, and (cowlab only: the host's disk is not ours to fill) ENOSPC
+//! on a big write with existing files intact.
 //! Runs natively on the host in a directory on a real disk filesystem.
 #![no_std]
 #![no_main]
@@ -137,6 +139,7 @@ fn main() -> i32 {
 
     basic_io(&mut t, cowlab);
     pread_into_faulting_buffers(&mut t);
+    pwrite_from_faulting_buffers(&mut t);
     sparse_and_truncate(&mut t);
     space(&mut t, cowlab);
     exec_relative(&mut t);
@@ -316,6 +319,111 @@ fn pread_into_faulting_buffers(t: &mut Tester) {
                 Ok(PAGE),
             );
             t.check("page 2 now holds page 0's bytes", back == data[..PAGE]);
+            let _ = munmap(map, 3 * PAGE);
+        }
+        Err(e) => t.eq("mmap of the file", Err::<usize, _>(e.0), Ok(0)),
+    }
+    let _ = close(fd);
+    let _ = unlink(p(&name).c());
+}
+
+/// `pwrite(fd, buf, count, offset)` with a raw buffer address (parts of it unmapped).
+fn pwrite_raw(fd: i32, addr: usize, len: usize, offset: u64) -> Result<usize, Errno> {
+    // SAFETY: the kernel reads at most `len` bytes at `addr`, memory of this process that is
+    // either a mapping the test owns or unmapped (then the call answers EFAULT or short).
+    unsafe { cowlab_userland::calls::raw(18, [fd as usize, addr, len, offset as usize, 0, 0]) }
+}
+
+/// A buffered write copies from the user straight into the locked cache page (session 14,
+/// Linux's `generic_perform_write`, page faults off during the copy): a source whose end is
+/// unmapped gets a short count that stops exactly at the unmapped byte (also when the write
+/// grows the file: the size is what was written), a wholly unmapped one EFAULT with the file
+/// unchanged, a source that is a shared mapping of the same file not yet faulted in (its pages
+/// come in with no page lock held) gets the bytes, and so does a source that is the very page
+/// being written, mapped (a fault on it under the page's lock would wait for that lock).
+fn pwrite_from_faulting_buffers(t: &mut Tester) {
+    const PAGE: usize = 4096;
+    let name = format!("wfault{}", cowlab_userland::sys::getpid());
+    let fd = open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600).unwrap_or(-1);
+    let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
+    t.eq("write 3 pages", write(fd, &data), Ok(3 * PAGE));
+    let rw = PROT_READ | PROT_WRITE;
+    let Ok(buf) = mmap(0, 2 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS) else {
+        t.check("mmap of the buffer", false);
+        return;
+    };
+    // SAFETY: the two pages of `buf` are mapped and ours.
+    unsafe { core::ptr::write_bytes(buf as *mut u8, 0xa5, 2 * PAGE) };
+    let _ = munmap(buf + PAGE, PAGE);
+    t.eq(
+        "pwrite from a buffer whose last bytes are unmapped: short, to the byte",
+        pwrite_raw(fd, buf + PAGE - 10, 100, 5),
+        Ok(10),
+    );
+    let mut back = vec![0u8; 3 * PAGE];
+    t.eq("read back", pread(fd, &mut back, 0), Ok(3 * PAGE));
+    t.check(
+        "the 10 bytes written, nothing around them",
+        back[5..15].iter().all(|&b| b == 0xa5)
+            && back[..5] == data[..5]
+            && back[15..] == data[15..],
+    );
+    t.eq(
+        "pwrite from an unmapped buffer: EFAULT",
+        pwrite_raw(fd, buf + PAGE, 100, 0).map_err(|e| e.0),
+        Err(14),
+    );
+    t.eq(
+        "a write past the end from a short buffer",
+        pwrite_raw(fd, buf + PAGE - 10, 100, 3 * PAGE as u64),
+        Ok(10),
+    );
+    t.eq(
+        "the size grows by what was written",
+        fstat(fd).map(|s| s.st_size),
+        Ok(3 * PAGE as i64 + 10),
+    );
+    let _ = munmap(buf, PAGE);
+    t.eq("back to 3 pages", ftruncate(fd, 3 * PAGE as i64), Ok(0));
+    t.eq("rewrite 3 pages", pwrite(fd, &data, 0), Ok(3 * PAGE));
+    // SAFETY: mmap of our own file, no fixed address: touches no memory of ours.
+    let map = unsafe {
+        cowlab_userland::calls::raw(
+            9,
+            [
+                0,
+                3 * PAGE,
+                rw as usize,
+                MAP_SHARED as usize,
+                fd as usize,
+                0,
+            ],
+        )
+    };
+    match map {
+        Ok(map) => {
+            t.eq(
+                "pwrite of the file's own page 2 (a shared mapping, not faulted in) to page 0",
+                pwrite_raw(fd, map + 2 * PAGE, PAGE, 0),
+                Ok(PAGE),
+            );
+            t.eq(
+                "pwrite of page 0 from its own mapping (not faulted in)",
+                pwrite_raw(fd, map, PAGE, 0),
+                Ok(PAGE),
+            );
+            t.eq(
+                "pwrite of page 0 from its own mapping, 100 bytes on (mapped now)",
+                pwrite_raw(fd, map + 100, PAGE, 0),
+                Ok(PAGE),
+            );
+            let mut back = vec![0u8; 3 * PAGE];
+            t.eq("read back", pread(fd, &mut back, 0), Ok(3 * PAGE));
+            let mut want = data.clone();
+            want[..PAGE].copy_from_slice(&data[2 * PAGE..]);
+            let moved: Vec<u8> = want[100..PAGE + 100].to_vec();
+            want[..PAGE].copy_from_slice(&moved);
+            t.check("page 0: page 2's bytes, moved 100 bytes down", back == want);
             let _ = munmap(map, 3 * PAGE);
         }
         Err(e) => t.eq("mmap of the file", Err::<usize, _>(e.0), Ok(0)),

@@ -195,6 +195,7 @@ fn op_rows(records: &[OpRecord], run: &Run) -> Vec<(String, Vec<OpRow>)> {
         ("gup_fast", "gup_fast_pin_per_page", "per page", false),
         ("file_read", "file_read_4k", "per call", true),
         ("file_write", "file_write_4k", "per call", true),
+        ("file_create_unlink", "file_create_unlink", "per call", true),
         ("vmsplice", "vmsplice_batch_per_page", "per page", false),
     ] {
         let rows = records

@@ -386,6 +386,94 @@ fn a_write_cut_inside_a_page_it_overwrites_keeps_the_stores_bytes() {
     env.finish(Vec::new());
 }
 
+/// A write from a source that may fault (`perform_write` with `may_fault`, a user buffer copied
+/// with page faults off) whose copy stops short: the pages it covers are read first even when
+/// overwritten wholly, so the bytes copied into a page are taken (not 0) with the page's stored
+/// bytes after them; a page inside the size that the copy did not reach is dirtied (the store
+/// may have given its holes blocks); past the end only the bytes copied grow the size; and
+/// `begin` hears whether every page already has its blocks inside the size (`MAPPED_TO_DISK`,
+/// set by the first whole-page write).
+#[test]
+fn a_short_copy_keeps_what_it_copied_and_dirties_what_begin_covered() {
+    let env = Env::new();
+    let old = pattern(3 * PAGE_SIZE, 0x11);
+    let store = VecStore::new(old.clone());
+    let cache = FileCache::new(3 * PAGE);
+    let data = pattern(2 * PAGE_SIZE, 0x55);
+    // Pages 0 and 1, overwritten wholly: the copy stops 100 bytes into page 0.
+    let mut mapped_seen = Vec::new();
+    let n = cache
+        .perform_write(
+            &env.mm,
+            &store,
+            0,
+            2 * PAGE_SIZE,
+            true,
+            |dst, at, len| {
+                let n = len.min(100usize.saturating_sub(at));
+                env.mm.write_frame_bytes(dst, &data[at..at + n]);
+                n
+            },
+            |len, mapped| {
+                mapped_seen.push(mapped);
+                Ok::<u64, MmError>(len)
+            },
+        )
+        .unwrap();
+    assert_eq!(n, 100, "the bytes copied");
+    assert_eq!(mapped_seen, [false], "nothing known to have blocks yet");
+    let mut back = vec![0u8; 2 * PAGE_SIZE];
+    cache.read_at(&env.mm, &store, 0, &mut back).unwrap();
+    assert!(back[..100] == data[..100], "the copied bytes");
+    assert!(
+        back[100..] == old[100..2 * PAGE_SIZE],
+        "the store's bytes after them"
+    );
+    assert_eq!(cache.dirty_pages(&env.mm), 2, "page 1 dirtied too");
+    assert_eq!(cache.size(), 3 * PAGE);
+    // A whole page copied: the page has its blocks, and the next write over it inside the
+    // size says so to `begin`.
+    let full = |dst: PhysAddr, at: usize, len: usize| {
+        env.mm.write_frame_bytes(dst, &data[at..at + len]);
+        len
+    };
+    let mut seen = Vec::new();
+    let mut begin = |len: u64, mapped: bool| {
+        seen.push(mapped);
+        Ok::<u64, MmError>(len)
+    };
+    assert_eq!(
+        cache.perform_write(&env.mm, &store, 0, PAGE_SIZE, true, full, &mut begin),
+        Ok(PAGE_SIZE)
+    );
+    assert_eq!(
+        cache.perform_write(&env.mm, &store, 0, PAGE_SIZE, true, full, &mut begin),
+        Ok(PAGE_SIZE)
+    );
+    assert_eq!(seen, [false, true]);
+    // Past the end, the copy short by 10 bytes: the size grows by what was copied.
+    let n = cache
+        .perform_write(
+            &env.mm,
+            &store,
+            3 * PAGE,
+            100,
+            true,
+            |dst, at, len| {
+                let n = len.min(90usize.saturating_sub(at));
+                env.mm.write_frame_bytes(dst, &data[at..at + n]);
+                n
+            },
+            |len, _| Ok::<u64, MmError>(len),
+        )
+        .unwrap();
+    assert_eq!(n, 90);
+    assert_eq!(cache.size(), 3 * PAGE + 90);
+    cache.writeback(&env.mm, &store).unwrap();
+    cache.evict(&env.mm);
+    env.finish(Vec::new());
+}
+
 /// A [`VecStore`] whose page `bad` cannot be read (`EIO`), recording the sizes a failed write
 /// was cut back to.
 struct BadPageStore {
