@@ -159,6 +159,17 @@ impl<'a> IoIter<'a> {
         if !(0..=UIO_MAXIOV as i64).contains(&count) {
             return Err(Errno::EINVAL);
         }
+        if count == 1 {
+            // One vector is `ITER_UBUF`, with the same checks (Linux 6.4's `import_iovec` ->
+            // `import_ubuf`): no segment array to fill and walk (`vmsplice`'s common call).
+            let [base, len] = UserPtr::<[u64; 2]>::new(addr)?.read()?;
+            if (len as i64) < 0 {
+                return Err(Errno::EINVAL);
+            }
+            let seg = UserSlice::new(base, len as usize)?;
+            let len = seg.len().min(MAX_RW_COUNT);
+            return Ok(IoIter::new(Kind::Ubuf(seg.sub(0, len)), len));
+        }
         let mut segs = Segs::with_capacity(count as usize)?;
         let mut total = 0usize;
         for i in 0..count as u64 {
