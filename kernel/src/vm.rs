@@ -305,5 +305,7 @@ fn with_current_space<R>(f: impl FnOnce(&MmSpace) -> R) -> Option<R> {
 /// boot page table is loaded.
 #[inline]
 pub fn with_current_mm_irqs_off<R>(f: impl FnOnce(&MmShared) -> R) -> Option<R> {
-    x86_64::instructions::interrupts::without_interrupts(|| with_current_space(|space| f(&space.mm)))
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        with_current_space(|space| f(&space.mm))
+    })
 }
