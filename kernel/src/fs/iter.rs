@@ -264,6 +264,29 @@ impl<'a> IoIter<'a> {
         })
     }
 
+    /// The next user range of a `UBUF` or `IOVEC` iterator, consumed whole (a [`piece`] with no
+    /// limit, then an [`advance`] over it); `None` at the end or for another kind. One step
+    /// for a `UBUF` (`vmsplice`'s one iovec).
+    ///
+    /// [`piece`]: IoIter::piece
+    /// [`advance`]: IoIter::advance
+    pub fn next_user(&mut self) -> Option<UserSlice> {
+        if let Kind::Ubuf(s) = &self.kind {
+            if self.count == 0 {
+                return None;
+            }
+            let range = s.sub(self.seg_off, self.count);
+            self.seg_off += range.len();
+            self.count -= range.len();
+            return Some(range);
+        }
+        let Piece::User(range) = self.piece(usize::MAX)? else {
+            return None;
+        };
+        self.advance(range.len());
+        Some(range)
+    }
+
     /// Moves the position `n` bytes on (at most what is left).
     pub fn advance(&mut self, n: usize) {
         let mut n = n.min(self.count);

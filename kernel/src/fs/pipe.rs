@@ -142,6 +142,16 @@ impl Ring {
         seg
     }
 
+    /// Moves the page in `slot` (GUP filled it) into ring slot `at`, which is free (`None`:
+    /// nothing to drop): `len` bytes from `off`. The caller stores the ring's new length.
+    #[inline(always)]
+    fn put(&mut self, at: usize, slot: &mut Option<PinnedPage>, off: usize, len: usize) {
+        let page = slot.take().expect("GUP filled the slot");
+        let old = self.slots[at].replace(Segment::Page { page, off, len });
+        debug_assert!(old.is_none());
+        core::mem::forget(old);
+    }
+
     /// Appends `seg`; the caller checked a slot is free.
     fn push_back(&mut self, seg: Segment) {
         assert!(self.len < MAX_SEGS, "pipe ring overflow");
@@ -197,27 +207,30 @@ impl State {
         }
     }
 
-    /// Queues every page of `pages` (the caller checked they fit, [`Pipe::pages_that_fit`]),
-    /// the first from byte `off`, `len` bytes in all at most; returns the bytes queued. The
-    /// segments are written in one pass: the slot and byte tests were made for the batch.
-    fn queue_pages(&mut self, pages: &mut [Option<PinnedPage>], mut off: usize, len: usize) -> usize {
-        assert!(pages.len() <= MAX_SEGS - self.segs.len, "pipe ring overflow");
-        let mut left = len;
-        // Written straight into the free slots, the ring's length stored once.
+    /// Queues every page of `pages` (the caller checked they fit, [`Pipe::pages_that_fit`],
+    /// and that each holds some of the bytes), the first from byte `off`, `len` bytes in all
+    /// at most; returns the bytes queued. The segments are written straight into the free
+    /// slots and the ring's length stored once: the slot and byte tests were made for the
+    /// batch, and every page but the first and the last is a whole page.
+    fn queue_pages(&mut self, pages: &mut [Option<PinnedPage>], off: usize, len: usize) -> usize {
+        let k = pages.len();
+        assert!(k <= MAX_SEGS - self.segs.len, "pipe ring overflow");
+        let Some((last, firsts)) = pages.split_last_mut() else {
+            return 0;
+        };
+        let queued = len.min(k * PAGE - off);
         let mut at = self.segs.slot(self.segs.len);
-        for slot in pages.iter_mut() {
-            let page = slot.take().expect("GUP filled the slot");
-            let n = (PAGE - off).min(left);
-            left -= n;
-            // The slot is free (`None`: nothing to drop), by the length test above.
-            let old = self.segs.slots[at].replace(Segment::Page { page, off, len: n });
-            debug_assert!(old.is_none());
-            core::mem::forget(old);
-            off = 0;
+        let mut first_off = off;
+        // The pages before the last run to their ends.
+        for slot in firsts.iter_mut() {
+            self.segs.put(at, slot, first_off, PAGE - first_off);
+            first_off = 0;
             at = (at + 1) % MAX_SEGS;
         }
-        self.segs.len += pages.len();
-        let queued = len - left;
+        // The last holds what is left: the whole batch's bytes less the others'.
+        let before = if k == 1 { 0 } else { k * PAGE - off - PAGE };
+        self.segs.put(at, last, first_off, queued - before);
+        self.segs.len += k;
         self.bytes += queued;
         queued
     }

@@ -9,7 +9,7 @@ use cowlab_mm::opstat::{self, Phase};
 use cowlab_mm::pin::PinnedPage;
 
 use super::file::OpenFile;
-use super::iter::{IoIter, Piece};
+use super::iter::IoIter;
 use super::pipe::PipeEnd;
 use super::rw::vfs_read;
 use super::O_NONBLOCK;
@@ -29,10 +29,9 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
     let pipe = &end.pipe;
     let mm = crate::memory::mm();
     let mut total: u64 = 0;
-    while let Some(Piece::User(iov)) = iter.piece(usize::MAX) {
+    while let Some(iov) = iter.next_user() {
         let end = iov.addr() + iov.len() as u64;
         let mut va = iov.addr();
-        iter.advance(iov.len());
         while va < end {
             // Up to VMSPLICE_BATCH pages per GUP call and per pipe lock (Linux `iter_to_pipe`
             // takes 16 pages per `iov_iter_get_pages2`, through GUP-fast).
