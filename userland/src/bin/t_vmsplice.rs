@@ -243,6 +243,38 @@ fn main() -> i32 {
     let _ = close(q[1]);
     let _ = munmap(bytes, 15 * PAGE);
 
+    // A read that faults on a pipe full of pages: EFAULT and nothing lost, though the put-back
+    // finds every segment slot taken (the bytes rejoin the front page's).
+    let q = pipe2(O_NONBLOCK).unwrap_or([-1, -1]);
+    let big = mmap(0, 16 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(big, 16 * PAGE, 0);
+    t.eq(
+        "16 pages fill the pipe",
+        vmsplice(q[1], big, 16 * PAGE, SPLICE_F_NONBLOCK),
+        Ok(16 * PAGE),
+    );
+    t.eq(
+        "a 100-byte read into an unmapped buffer is EFAULT",
+        {
+            // SAFETY: the destination is unmapped; the kernel must fail the copy.
+            unsafe { raw(0, [q[0] as usize, 0x1000, 100, 0, 0, 0]) }
+        },
+        Err(Errno(errno::EFAULT)),
+    );
+    let _ = munmap(big, 16 * PAGE);
+    let mut whole = true;
+    for i in 0..16 {
+        let n = read_exact(q[0], &mut got);
+        whole &= n == PAGE
+            && got
+                .iter()
+                .enumerate()
+                .all(|(k, &b)| b == pattern(i * PAGE + k));
+    }
+    t.check("then all 64 KiB read back in order", whole);
+    let _ = close(q[0]);
+    let _ = close(q[1]);
+
     // No reader: EPIPE (and SIGPIPE, ignored here by a child that checks the error).
     let r = pipe().unwrap_or([-1, -1]);
     let _ = close(r[0]);
