@@ -435,10 +435,7 @@ fn block(channel: usize, until: Option<u64>, interruptible: bool) -> Result<(), 
     let early = with_current(|p| {
         let e = interrupted(p);
         if e.is_none() {
-            p.state = State::Blocked { channel, until };
-            // Under the table's lock, with the state: a waker that then finds the bit clear
-            // knows no task is blocked here.
-            BLOCKED_CHANNELS.fetch_or(channel_bit(channel), Ordering::Relaxed);
+            set_blocked(p, channel, until);
         }
         e
     });
@@ -472,6 +469,14 @@ pub fn wakeup(channel: usize) {
 /// list test; a pipe wakes its readers on every write and `vmsplice`, mostly for nobody).
 /// Read and written only under the table's lock.
 static BLOCKED_CHANNELS: AtomicU64 = AtomicU64::new(0);
+
+/// Marks `task` blocked on `channel` (until tick `until`), the caller holding the table's
+/// lock: the state and its bit in [`BLOCKED_CHANNELS`] together, so that a waker that then
+/// finds the bit clear knows no task is blocked there. Every `State::Blocked` is set here.
+pub(crate) fn set_blocked(task: &mut Task, channel: usize, until: Option<u64>) {
+    task.state = State::Blocked { channel, until };
+    BLOCKED_CHANNELS.fetch_or(channel_bit(channel), Ordering::Relaxed);
+}
 
 /// `channel`'s bit in [`BLOCKED_CHANNELS`] (a multiplicative hash: channels are addresses
 /// and small constants).
