@@ -50,7 +50,7 @@ pub enum Slot {
     Group,
     /// `proc`: the running task's kernel-stack top (0 in the idle loop).
     StackTop,
-    /// `vm`: the `Mutex` of the loaded address space (`CURRENT_RAW`, null for the boot table).
+    /// `vm`: the `MmSpace` of the loaded address space (`CURRENT_RAW`, null for the boot table).
     Aspace,
     /// `kcov`: the running task's coverage page table (null: not traced), read by the hook.
     #[cfg_attr(not(feature = "kcov"), allow(dead_code))]

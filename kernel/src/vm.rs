@@ -79,8 +79,8 @@ static CURRENT: [Mutex<Option<SharedAddressSpace>>; MAX_CPUS] =
 static CURRENT_MM: [Mutex<Option<Arc<MmShared>>>; MAX_CPUS] =
     [const { Mutex::new(None) }; MAX_CPUS];
 
-/// The `MmapLock` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path: one load
-/// (`gs:`, a `percpu` slot) instead of taking and releasing `CURRENT`'s lock on every fault.
+/// The `MmSpace` inside [`CURRENT`]'s `Arc` (null for `None`), for the page-fault path and
+/// GUP-fast: one load (`gs:`, a `percpu` slot) instead of taking and releasing `CURRENT`'s lock.
 /// Written only by [`switch_to`], with interrupts off, together with `CURRENT`, which keeps the
 /// `Arc` (and so the pointee) alive for as long as the pointer is published.
 const CURRENT_RAW: usize = crate::percpu::slot(crate::percpu::Slot::Aspace);
@@ -129,7 +129,7 @@ pub fn switch_to(aspace: Option<SharedAddressSpace>) -> Option<SharedAddressSpac
             }
         }
         let raw = aspace.as_ref().map_or(core::ptr::null_mut(), |shared| {
-            core::ptr::from_ref::<MmapLock<AddressSpace>>(shared).cast_mut()
+            core::ptr::from_ref::<MmSpace>(shared).cast_mut()
         });
         let previous = core::mem::replace(&mut *CURRENT[cpu].lock(), aspace);
         crate::percpu::write::<CURRENT_RAW>(raw.expose_provenance() as u64);
@@ -281,11 +281,31 @@ pub(crate) fn with_current_lock<R>(f: impl FnOnce(&MmapLock<AddressSpace>) -> R)
 /// the boot page table is loaded.
 #[inline]
 fn with_current_raw<R>(f: impl FnOnce(&MmapLock<AddressSpace>) -> R) -> Option<R> {
-    let raw: *const MmapLock<AddressSpace> =
+    with_current_space(|space| f(&space.lock))
+}
+
+/// Runs `f` on the current address space's `MmSpace`; `None` while the boot page table is
+/// loaded. Interrupts must be off across the call (the callers: the page-fault path, and
+/// [`with_current_mm_irqs_off`]).
+#[inline]
+fn with_current_space<R>(f: impl FnOnce(&MmSpace) -> R) -> Option<R> {
+    let raw: *const MmSpace =
         core::ptr::with_exposed_provenance(crate::percpu::read::<CURRENT_RAW>() as usize);
     // SAFETY: a non-null `CURRENT_RAW` (this CPU's) points into the `Arc` that `CURRENT[cpu]` holds;
-    // both change only together in `switch_to` on that CPU, with interrupts off, and the only caller (the
-    // page-fault path, interrupts off) cannot run inside `switch_to` nor call it from `f`. So
-    // the lock outlives the borrow passed to `f`.
+    // both change only together in `switch_to` on that CPU, with interrupts off, and the callers
+    // (interrupts off) cannot run inside `switch_to` nor call it from `f` (nothing in `f` sleeps).
+    // So the space outlives the borrow passed to `f`.
     unsafe { raw.as_ref() }.map(f)
+}
+
+/// Runs `f` with interrupts off on the lock-free part (`MmShared`: the page-table root, fork's
+/// `write_protect_seq`) of the address space the CPU runs on, without its `mmap_lock` and
+/// without a reference to it (Linux's `get_user_pages_fast` reads `current->mm` unlocked):
+/// for GUP-fast from a system call, which needs no more. `f` must not sleep. `None` while the
+/// boot page table is loaded.
+#[inline]
+pub fn with_current_mm_irqs_off<R>(f: impl FnOnce(&MmShared) -> R) -> Option<R> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        with_current_space(|space| f(&space.mm))
+    })
 }

@@ -159,6 +159,17 @@ impl<'a> IoIter<'a> {
         if !(0..=UIO_MAXIOV as i64).contains(&count) {
             return Err(Errno::EINVAL);
         }
+        if count == 1 {
+            // One vector is `ITER_UBUF`, with the same checks (Linux 6.4's `import_iovec` ->
+            // `import_ubuf`): no segment array to fill and walk (`vmsplice`'s common call).
+            let [base, len] = UserPtr::<[u64; 2]>::new(addr)?.read()?;
+            if (len as i64) < 0 {
+                return Err(Errno::EINVAL);
+            }
+            let seg = UserSlice::new(base, len as usize)?;
+            let len = seg.len().min(MAX_RW_COUNT);
+            return Ok(IoIter::new(Kind::Ubuf(seg.sub(0, len)), len));
+        }
         let mut segs = Segs::with_capacity(count as usize)?;
         let mut total = 0usize;
         for i in 0..count as u64 {
@@ -251,6 +262,29 @@ impl<'a> IoIter<'a> {
             },
             Kind::KvecDest(_) | Kind::KvecSource(_) => Piece::Kernel(want),
         })
+    }
+
+    /// The next user range of a `UBUF` or `IOVEC` iterator, consumed whole (a [`piece`] with no
+    /// limit, then an [`advance`] over it); `None` at the end or for another kind. One step
+    /// for a `UBUF` (`vmsplice`'s one iovec).
+    ///
+    /// [`piece`]: IoIter::piece
+    /// [`advance`]: IoIter::advance
+    pub fn next_user(&mut self) -> Option<UserSlice> {
+        if let Kind::Ubuf(s) = &self.kind {
+            if self.count == 0 {
+                return None;
+            }
+            let range = s.sub(self.seg_off, self.count);
+            self.seg_off += range.len();
+            self.count -= range.len();
+            return Some(range);
+        }
+        let Piece::User(range) = self.piece(usize::MAX)? else {
+            return None;
+        };
+        self.advance(range.len());
+        Some(range)
     }
 
     /// Moves the position `n` bytes on (at most what is left).

@@ -81,9 +81,97 @@ enum Segment {
     },
 }
 
+/// The pipe's segments in order (Linux's `pipe->bufs` ring of `pipe_buffer`s): a fixed ring
+/// of [`MAX_SEGS`] slots, so that a batch of pages is written straight into its slots.
+struct Ring {
+    slots: [Option<Segment>; MAX_SEGS],
+    /// The slot of the front segment.
+    head: usize,
+    len: usize,
+}
+
+impl Default for Ring {
+    fn default() -> Ring {
+        Ring {
+            slots: [const { None }; MAX_SEGS],
+            head: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Ring {
+    /// The slot `i` places after the front (`MAX_SEGS` is a power of two).
+    fn slot(&self, i: usize) -> usize {
+        self.head.wrapping_add(i) % MAX_SEGS
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Segment> {
+        if self.len == 0 {
+            return None;
+        }
+        self.slots[self.head].as_mut()
+    }
+
+    fn back(&self) -> Option<&Segment> {
+        if self.len == 0 {
+            return None;
+        }
+        self.slots[self.slot(self.len - 1)].as_ref()
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Segment> {
+        if self.len == 0 {
+            return None;
+        }
+        let at = self.slot(self.len - 1);
+        self.slots[at].as_mut()
+    }
+
+    fn pop_front(&mut self) -> Option<Segment> {
+        if self.len == 0 {
+            return None;
+        }
+        let seg = self.slots[self.head].take();
+        self.head = self.slot(1);
+        self.len -= 1;
+        seg
+    }
+
+    /// Moves the page in `slot` (GUP filled it) into ring slot `at`, which is free (`None`:
+    /// nothing to drop): `len` bytes from `off`. The caller stores the ring's new length.
+    #[inline(always)]
+    fn put(&mut self, at: usize, slot: &mut Option<PinnedPage>, off: usize, len: usize) {
+        let page = slot.take().expect("GUP filled the slot");
+        let old = self.slots[at].replace(Segment::Page { page, off, len });
+        debug_assert!(old.is_none());
+        core::mem::forget(old);
+    }
+
+    /// Appends `seg`; the caller checked a slot is free.
+    fn push_back(&mut self, seg: Segment) {
+        assert!(self.len < MAX_SEGS, "pipe ring overflow");
+        let at = self.slot(self.len);
+        self.slots[at] = Some(seg);
+        self.len += 1;
+    }
+
+    /// Puts `seg` before the front; the caller checked a slot is free.
+    fn push_front(&mut self, seg: Segment) {
+        assert!(self.len < MAX_SEGS, "pipe ring overflow");
+        self.head = self.slot(MAX_SEGS - 1);
+        self.slots[self.head] = Some(seg);
+        self.len += 1;
+    }
+}
+
 #[derive(Default)]
 struct State {
-    segs: VecDeque<Segment>,
+    segs: Ring,
     /// Bytes in `segs`.
     bytes: usize,
     readers: usize,
@@ -94,9 +182,57 @@ impl State {
     /// Moves up to `len` bytes from the front of the queue, releasing consumed pages.
     /// Puts bytes a reader took but could not deliver back at the front (see `Pipe::read`).
     fn unread(&mut self, tail: &[u8]) {
-        self.segs
-            .push_front(Segment::Bytes(tail.iter().copied().collect()));
         self.bytes += tail.len();
+        if self.segs.len() < MAX_SEGS {
+            self.segs
+                .push_front(Segment::Bytes(tail.iter().copied().collect()));
+            return;
+        }
+        // No free slot (writers filled the ring while the copy ran): the bytes join the front
+        // segment, a page's rest copied out and its reference released if it is one.
+        let Some(front) = self.segs.front_mut() else {
+            return;
+        };
+        let mut bytes: VecDeque<u8> = tail.iter().copied().collect();
+        match front {
+            Segment::Bytes(b) => bytes.extend(b.drain(..)),
+            Segment::Page { page, off, len } => {
+                let mut rest = alloc::vec![0; *len];
+                page.dma_read(memory::mm(), *off, &mut rest);
+                bytes.extend(rest);
+            }
+        }
+        if let Segment::Page { page, .. } = core::mem::replace(front, Segment::Bytes(bytes)) {
+            page.unpin(memory::mm());
+        }
+    }
+
+    /// Queues every page of `pages` (the caller checked they fit, [`Pipe::pages_that_fit`],
+    /// and that each holds some of the bytes), the first from byte `off`, `len` bytes in all
+    /// at most; returns the bytes queued. The segments are written straight into the free
+    /// slots and the ring's length stored once: the slot and byte tests were made for the
+    /// batch, and every page but the first and the last is a whole page.
+    fn queue_pages(&mut self, pages: &mut [Option<PinnedPage>], off: usize, len: usize) -> usize {
+        let k = pages.len();
+        assert!(k <= MAX_SEGS - self.segs.len, "pipe ring overflow");
+        let Some((last, firsts)) = pages.split_last_mut() else {
+            return 0;
+        };
+        let queued = len.min(k * PAGE - off);
+        let mut at = self.segs.slot(self.segs.len);
+        let mut first_off = off;
+        // The pages before the last run to their ends.
+        for slot in firsts.iter_mut() {
+            self.segs.put(at, slot, first_off, PAGE - first_off);
+            first_off = 0;
+            at = (at + 1) % MAX_SEGS;
+        }
+        // The last holds what is left: the whole batch's bytes less the others'.
+        let before = if k == 1 { 0 } else { k * PAGE - off - PAGE };
+        self.segs.put(at, last, first_off, queued - before);
+        self.segs.len += k;
+        self.bytes += queued;
+        queued
     }
 
     fn take(&mut self, len: usize) -> Vec<u8> {
@@ -142,7 +278,8 @@ pub struct Pipe {
 impl Drop for Pipe {
     fn drop(&mut self) {
         RESERVED.fetch_sub(self.capacity, Ordering::Relaxed);
-        for seg in self.state.get_mut().segs.drain(..) {
+        let segs = &mut self.state.get_mut().segs;
+        while let Some(seg) = segs.pop_front() {
             if let Segment::Page { page, .. } = seg {
                 page.unpin(memory::mm());
             }
@@ -341,60 +478,57 @@ impl Pipe {
         &self,
         nonblock: bool,
         pages: &mut [Option<PinnedPage>],
-        mut off: usize,
-        mut len: usize,
+        off: usize,
+        len: usize,
     ) -> Result<usize, Errno> {
-        let mut queued = 0;
-        let mut next = 0;
-        while next < pages.len() && len > 0 {
-            {
+        // The pages `len` bytes from `off` cover (at most `pages.len()`).
+        let want = (off + len).div_ceil(PAGE).min(pages.len());
+        if want == 0 || len == 0 {
+            return Ok(0);
+        }
+        loop {
+            let queued = {
                 let mut state = self.state.lock();
                 if state.readers == 0 {
                     drop(state);
-                    if queued == 0 {
-                        proc::send_signal_current(proc::SIGPIPE);
-                        return Err(Errno::EPIPE);
-                    }
-                    break;
+                    proc::send_signal_current(proc::SIGPIPE);
+                    return Err(Errno::EPIPE);
                 }
-                while next < pages.len() && len > 0 {
-                    let n = (PAGE - off).min(len);
-                    if self.capacity - state.bytes < n || state.segs.len() >= MAX_SEGS {
-                        break;
-                    }
-                    let page = pages[next].take().expect("GUP filled the slot");
-                    state.segs.push_back(Segment::Page { page, off, len: n });
-                    state.bytes += n;
-                    queued += n;
-                    len -= n;
-                    off = 0;
-                    next += 1;
+                let fit = self.pages_that_fit(&state, want, off, len);
+                if fit > 0 {
+                    Some(state.queue_pages(&mut pages[..fit], off, len))
+                } else {
+                    None
                 }
-            }
-            if next == pages.len() || len == 0 {
-                break;
-            }
-            // Full: let a reader in before sleeping (it may be the one to drain the pipe).
-            if queued > 0 {
+            };
+            if let Some(queued) = queued {
+                // One wake-up for the batch; with some pages in, a full pipe ends the call
+                // (Linux `iter_to_pipe` stops at a full pipe, no wait for the rest).
                 proc::wakeup(self.rd_channel());
-            }
-            // Sleeps only while nothing is queued: with some pages in, a full pipe ends the
-            // call (Linux `iter_to_pipe` stops at a full pipe).
-            if nonblock || queued > 0 {
-                if queued == 0 {
-                    return Err(Errno::EAGAIN);
-                }
                 return Ok(queued);
             }
-            if let Err(e) = proc::sleep_interruptible(self.wr_channel()) {
-                if queued == 0 {
-                    return Err(e);
-                }
-                return Ok(queued);
+            // Nothing fits: wait for room before the first page (Linux `wait_for_space`).
+            if nonblock {
+                return Err(Errno::EAGAIN);
             }
+            proc::sleep_interruptible(self.wr_channel())?;
         }
-        proc::wakeup(self.rd_channel());
-        Ok(queued)
+    }
+
+    /// How many of `want` pages, the first from byte `off` and `len` bytes in all, fit now:
+    /// a free segment slot each (16 in all, Linux's buffers) and the bytes of the leading
+    /// pages within the capacity left (a page is queued whole or not at all).
+    fn pages_that_fit(&self, state: &State, want: usize, off: usize, len: usize) -> usize {
+        let slots = MAX_SEGS.saturating_sub(state.segs.len());
+        let room = self.capacity.saturating_sub(state.bytes);
+        let by_bytes = if len <= room {
+            want
+        } else {
+            // Fewer than all: the first `k` pages hold `k * PAGE - off` bytes (the last of
+            // all `want` pages, the only short one, does not fit).
+            (room + off) / PAGE
+        };
+        want.min(slots).min(by_bytes)
     }
 }
 

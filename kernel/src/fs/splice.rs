@@ -9,7 +9,7 @@ use cowlab_mm::opstat::{self, Phase};
 use cowlab_mm::pin::PinnedPage;
 
 use super::file::OpenFile;
-use super::iter::{IoIter, Piece};
+use super::iter::IoIter;
 use super::pipe::PipeEnd;
 use super::rw::vfs_read;
 use super::O_NONBLOCK;
@@ -28,12 +28,10 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
     let nonblock = nonblock || file.flags.load(Ordering::Relaxed) & O_NONBLOCK != 0;
     let pipe = &end.pipe;
     let mm = crate::memory::mm();
-    let aspace = crate::proc::current_aspace();
     let mut total: u64 = 0;
-    while let Some(Piece::User(iov)) = iter.piece(usize::MAX) {
+    while let Some(iov) = iter.next_user() {
         let end = iov.addr() + iov.len() as u64;
         let mut va = iov.addr();
-        iter.advance(iov.len());
         while va < end {
             // Up to VMSPLICE_BATCH pages per GUP call and per pipe lock (Linux `iter_to_pipe`
             // takes 16 pages per `iov_iter_get_pages2`, through GUP-fast).
@@ -41,16 +39,7 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
             let nr = ((end - first).div_ceil(4096) as usize).min(VMSPLICE_BATCH);
             let mut pages: [Option<PinnedPage>; VMSPLICE_BATCH] = Default::default();
             opstat::mark(Phase::VsSyscall);
-            let got = cowlab_mm::gup::user_pages_held(
-                mm,
-                &mut crate::gup_hold::ReschedHold::for_fills(&aspace),
-                cowlab_mm::VirtAddr::new(first),
-                cowlab_mm::foll::FollFlags::NONE,
-                false,
-                true,
-                &mut pages[..nr],
-            )
-            .unwrap_or(0);
+            let got = take_pages(mm, first, &mut pages[..nr]);
             opstat::mark(Phase::GupLeave);
             if got == 0 {
                 return if total > 0 {
@@ -71,7 +60,9 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
                 Ok(n) if n > 0 => (off + n).div_ceil(4096).min(got),
                 _ => 0,
             };
-            cowlab_mm::gup::unpin_user_pages(mm, &mut pages[taken..got]);
+            if taken < got {
+                cowlab_mm::gup::unpin_user_pages(mm, &mut pages[taken..got]);
+            }
             opstat::mark(Phase::VsRelease);
             match pushed {
                 Ok(n) => {
@@ -90,4 +81,49 @@ pub fn vmsplice(file: &OpenFile, iter: &mut IoIter, nonblock: bool) -> Result<u6
         }
     }
     Ok(total)
+}
+
+/// Plain references on the pages from `first` (Linux `iov_iter_get_pages2` ->
+/// `get_user_pages_fast`): GUP-fast first, on the running address space without its lock or a
+/// reference to it (`vm::with_current_mm_irqs_off`: the common case costs neither the task
+/// table's lookup nor the `mmap_lock`); the pages it could not take through the slow path,
+/// under the lock, with a hold that lets the space go to fill a file page. The number taken,
+/// a prefix of `pages`.
+fn take_pages(
+    mm: &cowlab_mm::Mm<crate::arch::KernelArch>,
+    first: u64,
+    pages: &mut [Option<PinnedPage>],
+) -> usize {
+    use cowlab_mm::foll::FollFlags;
+    use cowlab_mm::VirtAddr;
+    let fast = crate::vm::with_current_mm_irqs_off(|shared| {
+        cowlab_mm::gup::get_user_pages_fast_only(
+            mm,
+            shared,
+            VirtAddr::new(first),
+            FollFlags::NONE,
+            pages,
+        )
+    });
+    let fast = match fast {
+        Some(Ok(n)) => n,
+        // An address outside the user half (`EFAULT`), or no address space.
+        _ => return 0,
+    };
+    if fast == pages.len() {
+        return fast;
+    }
+    let aspace = crate::proc::current_aspace();
+    let rest = VirtAddr::new(first + fast as u64 * 4096);
+    let slow = cowlab_mm::gup::user_pages_held(
+        mm,
+        &mut crate::gup_hold::ReschedHold::for_fills(&aspace),
+        rest,
+        FollFlags::NONE,
+        false,
+        true,
+        &mut pages[fast..],
+    )
+    .unwrap_or(0);
+    fast + slow
 }

@@ -439,7 +439,7 @@ fn block(channel: usize, until: Option<u64>, interruptible: bool) -> Result<(), 
     let early = with_current(|p| {
         let e = interrupted(p);
         if e.is_none() {
-            p.state = State::Blocked { channel, until };
+            set_blocked(p, channel, until);
         }
         e
     });
@@ -465,13 +465,52 @@ pub fn wakeup(channel: usize) {
     }
 }
 
-/// [`wakeup`] with the table already locked.
+/// A summary of the channels tasks are blocked on, one bit per [`channel_bit`]: set by
+/// [`block`] with the task's state, both under the table's lock; recomputed from the table by
+/// every scan of [`wakeup_locked`] (a bit left set by a task that woke another way, a signal,
+/// a timeout, only costs a scan). A clear bit proves that no task is blocked on the channel,
+/// so its wake-up skips the scan of every task (Linux: `wake_up` of an empty wait queue is a
+/// list test; a pipe wakes its readers on every write and `vmsplice`, mostly for nobody).
+/// Read and written only under the table's lock.
+static BLOCKED_CHANNELS: AtomicU64 = AtomicU64::new(0);
+
+/// Marks `task` blocked on `channel` (until tick `until`), the caller holding the table's
+/// lock: the state and its bit in [`BLOCKED_CHANNELS`] together, so that a waker that then
+/// finds the bit clear knows no task is blocked there. Every `State::Blocked` is set here.
+pub(crate) fn set_blocked(task: &mut Task, channel: usize, until: Option<u64>) {
+    task.state = State::Blocked { channel, until };
+    BLOCKED_CHANNELS.fetch_or(channel_bit(channel), Ordering::Relaxed);
+}
+
+/// `channel`'s bit in [`BLOCKED_CHANNELS`] (a multiplicative hash: channels are addresses
+/// and small constants).
+fn channel_bit(channel: usize) -> u64 {
+    1 << ((channel as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+}
+
+/// [`wakeup`] with the table already locked (`table` is [`TABLE`]'s). Inline, the test of
+/// [`BLOCKED_CHANNELS`]; out of line, the scan.
+#[inline]
 pub fn wakeup_locked(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
+    if BLOCKED_CHANNELS.load(Ordering::Relaxed) & channel_bit(channel) != 0 {
+        wakeup_scan(table, channel);
+    }
+}
+
+/// Makes the tasks blocked on `channel` runnable; recomputes [`BLOCKED_CHANNELS`].
+#[inline(never)]
+fn wakeup_scan(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
+    let mut still = 0;
     for p in table.values_mut() {
-        if matches!(p.state, State::Blocked { channel: c, .. } if c == channel) {
-            sched::make_runnable(p);
+        if let State::Blocked { channel: c, .. } = p.state {
+            if c == channel {
+                sched::make_runnable(p);
+            } else {
+                still |= channel_bit(c);
+            }
         }
     }
+    BLOCKED_CHANNELS.store(still, Ordering::Relaxed);
 }
 
 static DEFERRED_WAKEUPS: Mutex<alloc::vec::Vec<usize>> = Mutex::new(alloc::vec::Vec::new());

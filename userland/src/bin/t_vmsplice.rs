@@ -1,6 +1,7 @@
 //! vmsplice(2) into pipes: pages referenced (not copied) until read, data intact after the
 //! buffer is unmapped, order kept with ordinary writes, partial pages, a full non-blocking pipe,
-//! unread pages released on close, and the error paths.
+//! a batch that only partly fits (the pages not queued released at once), unread pages
+//! released on close, and the error paths.
 #![no_std]
 #![no_main]
 
@@ -173,6 +174,106 @@ fn main() -> i32 {
             Some(64),
         );
     }
+
+    // A batch that only partly fits: 60 KiB of bytes (15 of the 16 buffers) leave room for one
+    // page, so a 16-page vmsplice from +100 queues that page's 3996 bytes and returns; the 15
+    // pages not queued are released at once (their frames go with the munmap), the queued
+    // one when it is read.
+    let q = pipe2(O_NONBLOCK).unwrap_or([-1, -1]);
+    let bytes = mmap(0, 15 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(bytes, 15 * PAGE, 7);
+    // SAFETY: `bytes` is our own mapping of 15 pages, filled above.
+    let fifteen = unsafe { core::slice::from_raw_parts(bytes as *const u8, 15 * PAGE) };
+    t.eq("60 KiB of bytes", write(q[1], fifteen), Ok(15 * PAGE));
+    let big = mmap(0, 16 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(big, 16 * PAGE, 0);
+    let _ = mem_free_kb();
+    let before = mem_free_kb();
+    t.eq(
+        "16 pages into room for one: one page's bytes",
+        vmsplice(q[1], big + 100, 16 * PAGE - 100, 0),
+        Ok(PAGE - 100),
+    );
+    t.eq(
+        "then a full pipe is EAGAIN",
+        vmsplice(q[1], big, PAGE, SPLICE_F_NONBLOCK),
+        Err(Errno(11)),
+    );
+    let _ = munmap(big, 16 * PAGE);
+    if cowlab_userland::test::on_cowlab() {
+        let freed = mem_free_kb()
+            .zip(before)
+            .map(|(after, before)| after as i64 - before as i64);
+        t.eq(
+            "the 15 pages not queued are freed with the munmap (MemFree +60 kB)",
+            freed,
+            Some(60),
+        );
+    }
+    let mut got = [0u8; PAGE];
+    let mut all_bytes = true;
+    for i in 0..15 {
+        let n = read_exact(q[0], &mut got);
+        all_bytes &= n == PAGE
+            && got
+                .iter()
+                .enumerate()
+                .all(|(k, &b)| b == pattern(7 + i * PAGE + k));
+    }
+    t.check("the 60 KiB read back first", all_bytes);
+    t.eq(
+        "then the page's 3996 bytes",
+        read(q[0], &mut got),
+        Ok(PAGE - 100),
+    );
+    t.check(
+        "from +100",
+        got[..PAGE - 100]
+            .iter()
+            .enumerate()
+            .all(|(k, &b)| b == pattern(100 + k)),
+    );
+    if cowlab_userland::test::on_cowlab() {
+        let freed = mem_free_kb()
+            .zip(before)
+            .map(|(after, before)| after as i64 - before as i64);
+        t.eq("and its frame is freed once read (+64 kB)", freed, Some(64));
+    }
+    let _ = close(q[0]);
+    let _ = close(q[1]);
+    let _ = munmap(bytes, 15 * PAGE);
+
+    // A read that faults on a pipe full of pages: EFAULT and nothing lost, though the put-back
+    // finds every segment slot taken (the bytes rejoin the front page's).
+    let q = pipe2(O_NONBLOCK).unwrap_or([-1, -1]);
+    let big = mmap(0, 16 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(big, 16 * PAGE, 0);
+    t.eq(
+        "16 pages fill the pipe",
+        vmsplice(q[1], big, 16 * PAGE, SPLICE_F_NONBLOCK),
+        Ok(16 * PAGE),
+    );
+    t.eq(
+        "a 100-byte read into an unmapped buffer is EFAULT",
+        {
+            // SAFETY: the destination is unmapped; the kernel must fail the copy.
+            unsafe { raw(0, [q[0] as usize, 0x1000, 100, 0, 0, 0]) }
+        },
+        Err(Errno(errno::EFAULT)),
+    );
+    let _ = munmap(big, 16 * PAGE);
+    let mut whole = true;
+    for i in 0..16 {
+        let n = read_exact(q[0], &mut got);
+        whole &= n == PAGE
+            && got
+                .iter()
+                .enumerate()
+                .all(|(k, &b)| b == pattern(i * PAGE + k));
+    }
+    t.check("then all 64 KiB read back in order", whole);
+    let _ = close(q[0]);
+    let _ = close(q[1]);
 
     // No reader: EPIPE (and SIGPIPE, ignored here by a child that checks the error).
     let r = pipe().unwrap_or([-1, -1]);

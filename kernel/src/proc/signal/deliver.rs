@@ -218,10 +218,7 @@ fn wait_while_stopped() {
             let stopped = !t.killed && t.group.lock().sig.stopped;
             let tgid = t.tgid;
             if stopped {
-                t.state = State::Blocked {
-                    channel: stop_channel(tgid),
-                    until: None,
-                };
+                crate::proc::set_blocked(t, stop_channel(tgid), None);
                 super::participate_group_stop(&mut table, tgid);
             }
             stopped
