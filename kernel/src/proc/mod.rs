@@ -494,6 +494,16 @@ fn channel_bit(channel: usize) -> u64 {
 pub fn wakeup_locked(table: &mut BTreeMap<Pid, Box<Task>>, channel: usize) {
     if BLOCKED_CHANNELS.load(Ordering::Relaxed) & channel_bit(channel) != 0 {
         wakeup_scan(table, channel);
+    } else {
+        // Debug builds (every test tier) check the summary's promise: a task blocked here
+        // with its bit clear would be a lost wake-up, a hang far from its cause (perf8's
+        // group stop set its state without `set_blocked` and hung t_abi3_restart).
+        debug_assert!(
+            !table
+                .values()
+                .any(|p| matches!(p.state, State::Blocked { channel: c, .. } if c == channel)),
+            "wakeup of channel {channel:#x}: a task is blocked on it but its summary bit is clear"
+        );
     }
 }
 
