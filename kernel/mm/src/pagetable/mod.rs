@@ -224,10 +224,14 @@ impl<'m, A: Arch> PageTable<'m, A> {
     }
 
     /// [`Self::walk_pt`] that also says where a walk stopped short of the PT: `Err(Some(pd))`
-    /// when the tables down to the PD exist and `va`'s entry there is no table (empty, or a
-    /// PMD leaf), `Err(None)` when a level above is missing. For the first fault of a 2 MiB
-    /// range (`fault_no_pt`): the PMD slot for a THP without `walk_alloc_pmd`'s call, kernel
-    /// address assertion and per-level window reloads (57 instructions against ~30).
+    /// when the tables down to the PD exist and `va`'s entry there is not a present table
+    /// (empty, a PMD leaf, present or `PROTNONE`, or any other non-present value: the caller
+    /// tells them apart), `Err(None)` when a level above is missing or `va` is not canonical.
+    /// No check that `va` is a user address: the caller's (`fault_no_pt` asserts it in debug
+    /// builds). For the first fault of a 2 MiB range (`fault_no_pt`): the PMD slot for a THP
+    /// without `walk_alloc_pmd`'s call, kernel address assertion and per-level window reloads
+    /// (traced in session 14: 53 instructions to the PMD slot inline, against 65 for the call
+    /// and `walk_alloc_pmd`'s 57).
     /// (`fault_inner`'s own walk keeps `walk_pt`: handing this walk's PD on from there cost the
     /// path that finds its PT one or two instructions, the PD kept in a register through the
     /// walk.)
