@@ -361,6 +361,14 @@ fn fault_no_pt<'m, A: Arch>(
         crate::hugetlb::hugetlb_fault(mm, &aspace.shared, vma, va, kind)?;
         return Ok(None);
     }
+    // `walk_pt_or_pd` below does not check what `walk_alloc_pmd` asserted: a kernel address
+    // would walk the shared kernel half and hand back one of its PDs. A VMA never reaches
+    // there (`USER_END`), so this is a kernel bug, checked in debug builds only (zero cost on
+    // the fault path of the release kernel).
+    debug_assert!(
+        va.as_u64() < USER_END,
+        "fault_no_pt at kernel address {va:#x}"
+    );
     let pt = aspace.page_table(mm);
     if thp_vma_allowable(mm, vma, va) {
         // The PD is there on all but the first fault of each 1 GiB: reached by the inline

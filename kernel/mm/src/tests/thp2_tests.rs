@@ -726,3 +726,196 @@ fn random_thp_run(seed: u64, steps: usize) {
     }
     env.finish(spaces.into_iter().map(|(s, _)| s).collect());
 }
+
+// ---- the first fault of a 2 MiB range (perf10's `fault_no_pt` / `walk_pt_or_pd`) ----
+
+#[test]
+fn huge_zero_read_fault_without_a_block_maps_the_small_zero_page_and_frees_the_deposit() {
+    let env = env();
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 2);
+    let held = take_all_blocks(&env);
+    let pt = s.page_table(&env.mm);
+    assert!(
+        !pt.root_entry(va.table_index(4)).is_present(),
+        "no tables yet"
+    );
+    let free = env.mm.frames().free_frames();
+    let (fallbacks, tables) = {
+        let st = env.mm.stats();
+        (st.thp_fault_fallback, st.pagetable_pages)
+    };
+    assert_eq!(env.read(&mut s, va + 5 * PAGE), Ok(0));
+    assert!(pmd(&env, &s, va).is_none(), "no PMD leaf without a block");
+    assert_eq!(env.frame(&s, va + 5 * PAGE), env.mm.zero_page());
+    let st = env.mm.stats();
+    assert_eq!(st.thp_fault_fallback, fallbacks + 1);
+    assert_eq!(st.thp_zero_page_alloc, 0);
+    assert_eq!(
+        s.shared()
+            .deposit_count
+            .load(core::sync::atomic::Ordering::Relaxed),
+        0,
+        "the deposit table went back with the fallback"
+    );
+    // The PDPT, PD and PT now translate `va`; the deposit allocated for the PMD is free again.
+    assert_eq!(
+        free - env.mm.frames().free_frames(),
+        3,
+        "a page table leaked"
+    );
+    assert_eq!(
+        st.pagetable_pages,
+        tables + 3,
+        "a page table is still counted"
+    );
+    env.check(&[&s]);
+    give_back(&env, held);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn defrag_never_leaves_the_huge_zero_folio_unallocated_and_is_asked_only_to_allocate() {
+    let env = env();
+    env.mm
+        .thp()
+        .set_defrag(crate::huge_memory::ThpDefrag::Never);
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 4);
+    // No block has been harvested from the 4 KiB lists yet, and defrag=never may not harvest.
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    assert!(pmd(&env, &s, va).is_none());
+    assert_eq!(env.frame(&s, va), env.mm.zero_page());
+    let st = env.mm.stats();
+    assert_eq!((st.thp_zero_page_alloc, st.thp_fault_fallback), (0, 1));
+    assert_eq!(env.mm.frames().huge_zero_mappings(), 0);
+    // With defrag allowed the next 2 MiB harvests a block for the folio ...
+    env.mm
+        .thp()
+        .set_defrag(crate::huge_memory::ThpDefrag::Always);
+    assert_eq!(env.read(&mut s, va + HPAGE_PMD_SIZE), Ok(0));
+    let head = pmd(&env, &s, va + HPAGE_PMD_SIZE)
+        .expect("huge zero PMD")
+        .frame();
+    assert!(env.mm.frames().is_huge_zero(head));
+    assert_eq!(env.mm.stats().thp_zero_page_alloc, 1);
+    // ... and once it exists the defrag mode is not asked at all.
+    let got = env
+        .mm
+        .get_huge_zero_folio(|| panic!("defrag asked with the huge zero folio allocated"));
+    assert_eq!(got, Some(head));
+    env.mm
+        .frames()
+        .put_huge_zero(head, |_, _| panic!("the PMD still holds a reference"));
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn deposit_table_allocation_failing_falls_back_to_the_4k_path() {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    // The shrinker is a plain `fn`: it reaches the machine and the hoard through statics. It
+    // frees nothing the first time it runs (the deposit's allocation fails) and one hoarded
+    // frame each later time (so the PT of the 4 KiB path can be allocated).
+    static ENV: std::sync::OnceLock<&'static Env> = std::sync::OnceLock::new();
+    static HOARD: spin::Mutex<Vec<PhysAddr>> = spin::Mutex::new(Vec::new());
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn shrink() -> usize {
+        if CALLS.fetch_add(1, Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        match HOARD.lock().pop() {
+            Some(f) => {
+                ENV.get().unwrap().mm.frames().free(f);
+                1
+            }
+            None => 0,
+        }
+    }
+    let env: &'static Env =
+        ENV.get_or_init(|| alloc::boxed::Box::leak(alloc::boxed::Box::new(env())));
+    let mut s = env.space();
+    let va = map_huge(env, &mut s, 4);
+    // The first 2 MiB gets its huge zero PMD: the PD is there for the second.
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    assert!(pmd(env, &s, va).is_some());
+    let pagetables = env.mm.stats().pagetable_pages;
+    {
+        let mut hoard = HOARD.lock();
+        while let Some(f) = env.mm.frames().alloc() {
+            hoard.push(f);
+        }
+    }
+    assert_eq!(env.mm.frames().free_frames(), 0);
+    env.mm.set_shrinker(shrink);
+    let fallbacks = env.mm.stats().thp_fault_fallback;
+    assert_eq!(env.read(&mut s, va + HPAGE_PMD_SIZE + 3 * PAGE), Ok(0));
+    assert_eq!(CALLS.load(Ordering::Relaxed), 2, "the deposit, then the PT");
+    assert!(pmd(env, &s, va + HPAGE_PMD_SIZE).is_none());
+    assert_eq!(
+        env.frame(&s, va + HPAGE_PMD_SIZE + 3 * PAGE),
+        env.mm.zero_page()
+    );
+    let st = env.mm.stats();
+    assert_eq!(st.pagetable_pages, pagetables + 1, "only the PT");
+    // As Linux, a failed deposit is no THP fallback (no folio was refused).
+    assert_eq!(st.thp_fault_fallback, fallbacks);
+    for f in HOARD.lock().drain(..) {
+        env.mm.frames().free(f);
+    }
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
+
+#[test]
+fn first_thp_fault_in_a_second_gib_allocates_its_pd() {
+    let env = env();
+    let mut s = env.space();
+    let va = map_huge(&env, &mut s, 2);
+    assert_eq!(env.read(&mut s, va), Ok(0));
+    // BASE is 1 GiB: 2 GiB shares its PDPT (the same 512 GiB) but has no PD yet.
+    let far = VirtAddr::new(2 << 30);
+    assert_eq!(far.table_index(4), va.table_index(4));
+    s.mmap(
+        &env.mm,
+        far,
+        HPAGE_PMD_SIZE as usize,
+        Prot::RW,
+        ANON | crate::mmap::MapFlags::FIXED,
+    )
+    .unwrap();
+    s.madvise(&env.mm, far, HPAGE_PMD_SIZE as usize, Advice::HugePage)
+        .unwrap();
+    assert_eq!(s.page_table(&env.mm).walk_pt_or_pd(far), Err(None));
+    let pagetables = env.mm.stats().pagetable_pages;
+    // A read (the huge zero folio) and a write (a new THP) in two such GiBs.
+    assert_eq!(env.read(&mut s, far + 7 * PAGE), Ok(0));
+    let p = pmd(&env, &s, far).expect("a huge zero PMD in the new PD");
+    assert!(env.mm.frames().is_huge_zero(p.frame()));
+    assert!(matches!(
+        s.page_table(&env.mm).walk_pt_or_pd(far),
+        Err(Some(_))
+    ));
+    assert_eq!(
+        env.mm.stats().pagetable_pages,
+        pagetables + 2,
+        "the PD and the deposit"
+    );
+    let far2 = VirtAddr::new(3 << 30);
+    s.mmap(
+        &env.mm,
+        far2,
+        HPAGE_PMD_SIZE as usize,
+        Prot::RW,
+        ANON | crate::mmap::MapFlags::FIXED,
+    )
+    .unwrap();
+    s.madvise(&env.mm, far2, HPAGE_PMD_SIZE as usize, Advice::HugePage)
+        .unwrap();
+    env.write(&mut s, far2 + PAGE, 42).unwrap();
+    let p = pmd(&env, &s, far2).expect("a THP in the new PD");
+    assert!(p.is_writable() && !env.mm.frames().is_huge_zero(p.frame()));
+    assert_eq!(env.read(&mut s, far2 + PAGE), Ok(42));
+    env.check(&[&s]);
+    env.finish(vec![s]);
+}
