@@ -181,6 +181,9 @@ struct State {
 impl State {
     /// Moves up to `len` bytes from the front of the queue, releasing consumed pages.
     /// Puts bytes a reader took but could not deliver back at the front (see `Pipe::read`).
+    /// No capacity check: the bytes were in the pipe, and writers may have filled the room
+    /// they left while the reader's copy slept, so `bytes` can end up past the capacity until
+    /// readers drain it (every room computation saturates).
     fn unread(&mut self, tail: &[u8]) {
         self.bytes += tail.len();
         if self.segs.len() < MAX_SEGS {
@@ -295,6 +298,11 @@ impl Pipe {
             state: Mutex::new(State::default()),
             capacity,
         })
+    }
+
+    /// Bytes the pipe may hold (`F_GETPIPE_SZ`'s answer).
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Readers sleep here, woken by new data and a writer's close (Linux `rd_wait`).
@@ -429,7 +437,13 @@ impl Pipe {
                 // A new bytes segment needs a free slot (16 at most, as Linux's buffers).
                 let slot = matches!(state.segs.back(), Some(Segment::Bytes(_)))
                     || state.segs.len() < MAX_SEGS;
-                let room = if slot { self.capacity - state.bytes } else { 0 };
+                // Saturating: a faulting read's put-back (`State::unread`) may leave more
+                // than the capacity queued, when writers filled the pipe while its copy slept.
+                let room = if slot {
+                    self.capacity.saturating_sub(state.bytes)
+                } else {
+                    0
+                };
                 let n = room.min(data.len() - done);
                 // The bytes live on the kernel heap: as Linux's `pipe_write` when no page can
                 // be had, ENOMEM unless something was written.
