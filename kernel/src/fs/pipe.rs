@@ -384,6 +384,9 @@ impl Pipe {
             let moved = copy(&chunk);
             if moved != Ok(chunk.len()) {
                 self.state.lock().unread(&chunk);
+                // While the copy ran the pipe looked empty, so another reader (or a poll or
+                // epoll waiter) may have gone to sleep on it: the bytes are back, wake them.
+                proc::wakeup(self.rd_channel());
                 return Err(moved.err().unwrap_or(Errno::EFAULT));
             }
             proc::wakeup(self.wr_channel());

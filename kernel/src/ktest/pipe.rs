@@ -61,3 +61,50 @@ pub fn pipe_faulting_read_put_back_past_capacity_then_write() -> TestResult {
     pipe.drop_end(true);
     Ok(())
 }
+
+/// Counts the wake-ups of the channel it is linked to (as an epoll's interest item would).
+struct Count(core::sync::atomic::AtomicUsize);
+
+impl crate::proc::waitlink::WakeTarget for Count {
+    fn fire(&self) {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// While a reader's copy runs the pipe looks empty, so a second reader (or a poll or epoll
+/// waiter) may go to sleep on it; when the copy faults and the bytes go back, the readers'
+/// channel must be woken, or that sleeper waits on a pipe with data in it.
+pub fn pipe_faulting_read_put_back_wakes_the_readers() -> TestResult {
+    use crate::proc::waitlink::{self, WakeTarget};
+    use alloc::sync::Arc;
+    use core::sync::atomic::Ordering;
+    let Ok(pipe) = Pipe::new() else {
+        return Ok(());
+    };
+    pipe.add_end(false);
+    pipe.add_end(true);
+    let count = Arc::new(Count(core::sync::atomic::AtomicUsize::new(0)));
+    let target: Arc<dyn WakeTarget> = count.clone();
+    let chan = pipe.poll_channel(false);
+    let linked = waitlink::link(chan, &target);
+    ensure!(linked.is_ok(), "link: {linked:?}");
+    let w = pipe.write(true, b"data");
+    let r = pipe.read(true, 4096, &mut |_| {
+        // From here the pipe is empty: a reader that sleeps now needs the next wake-up.
+        count.0.store(0, Ordering::Relaxed);
+        Err(Errno::EFAULT)
+    });
+    let woken = count.0.load(Ordering::Relaxed);
+    waitlink::unlink(chan, &target);
+    pipe.drop_end(false);
+    pipe.drop_end(true);
+    ensure!(w == Ok(4), "write: {w:?}");
+    ensure!(r == Err(Errno::EFAULT), "the faulting read: {r:?}");
+    ensure!(woken > 0, "the put-back did not wake the readers' channel");
+    let mask = pipe.poll_mask(false);
+    ensure!(
+        mask & crate::fs::poll::POLLIN != 0,
+        "the put-back bytes are not readable: {mask:#x}"
+    );
+    Ok(())
+}

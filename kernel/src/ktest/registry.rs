@@ -91,6 +91,7 @@ pub static TESTS: &[KernelTest] = &[
     test!(cputime::cputime_self_reads_include_owed_ticks),
     test!(cputime::cputime_boot_cpu_lock_wait_is_system_time),
     test!(pipe::pipe_faulting_read_put_back_past_capacity_then_write),
+    test!(pipe::pipe_faulting_read_put_back_wakes_the_readers),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),
