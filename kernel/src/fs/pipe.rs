@@ -42,6 +42,8 @@ pub const MIN_CAPACITY: usize = 8192;
 /// buffers, so one-byte `vmsplice`s or alternating writes cannot grow the queue past 16.
 const MAX_SEGS: usize = CAPACITY / PAGE;
 const PAGE: usize = 4096;
+/// Writes of at most this many bytes are atomic (POSIX `PIPE_BUF`, Linux's 4096).
+pub const PIPE_BUF: usize = 4096;
 
 /// Bytes of capacity all pipes may reserve at their default size (Linux's
 /// `pipe-user-pages-soft`, system-wide here): the queued bytes live on the fixed-size kernel
@@ -394,7 +396,6 @@ impl Pipe {
         }
     }
 
-    /// Writes all of `data`, blocking while full; `EPIPE` once no reader is left.
     /// Linux `pipe_poll` for the read end (`write` false) or the write end.
     pub fn poll_mask(&self, write: bool) -> u32 {
         use super::poll::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
@@ -420,7 +421,17 @@ impl Pipe {
         mask
     }
 
+    /// Writes `data` as a whole `write(2)` of it ([`Pipe::write_with`]).
     pub fn write(&self, nonblock: bool, data: &[u8]) -> Result<usize, Errno> {
+        self.write_with(nonblock, data.len() <= PIPE_BUF, data)
+    }
+
+    /// Writes all of `data`, blocking while full; `EPIPE` once no reader is left. An `atomic`
+    /// write (a `write(2)` of at most [`PIPE_BUF`] bytes in all, POSIX) goes in whole or not
+    /// at all: it waits (or is `EAGAIN`) until all of it fits, so it never interleaves with
+    /// another writer's bytes (Linux `pipe_write`'s `total_len <= PIPE_BUF` case). A larger
+    /// write takes whatever room there is, so it may be partial.
+    pub fn write_with(&self, nonblock: bool, atomic: bool, data: &[u8]) -> Result<usize, Errno> {
         let mut done = 0;
         while done < data.len() || data.is_empty() {
             {
@@ -447,7 +458,12 @@ impl Pipe {
                 } else {
                     0
                 };
-                let n = room.min(data.len() - done);
+                let left = data.len() - done;
+                let n = if atomic && room < left {
+                    0
+                } else {
+                    room.min(left)
+                };
                 // The bytes live on the kernel heap: as Linux's `pipe_write` when no page can
                 // be had, ENOMEM unless something was written.
                 if n > 0 && crate::heap::headroom(n + 64).is_err() {
@@ -588,7 +604,12 @@ impl FileOps for PipeEnd {
             return Err(Errno::EBADF);
         }
         let nonblock = io.nonblock();
-        stream_write(from, &mut |data| self.pipe.write(nonblock, data))
+        // Atomicity is the whole call's: a write of at most PIPE_BUF bytes reaches the pipe in
+        // one step (CHUNK is larger), the short tail of a larger one is not atomic.
+        let atomic = from.count() <= PIPE_BUF;
+        stream_write(from, &mut |data| {
+            self.pipe.write_with(nonblock, atomic, data)
+        })
     }
 
     fn seek(&self) -> Seek {
