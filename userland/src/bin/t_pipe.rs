@@ -344,5 +344,42 @@ fn main() -> i32 {
         status,
     );
 
+    // A single iovec longer than MAX_RW_COUNT is cut to it before its range is checked (Linux
+    // import_ubuf): readv of 5 bytes with a huge length returns the 5 (cowlab once: EFAULT).
+    let fds = pipe().unwrap_or([-1, -1]);
+    t.eq("write 5 bytes", write(fds[1], b"hello"), Ok(5));
+    // The buffer low in the address space (a hint), so that the cut range (2 GiB less a page)
+    // lies below the user half's end: a stack buffer near the top would be EFAULT on Linux.
+    let low = mmap(0x1000_0000, 4096, 3, 0x22).unwrap_or(0);
+    t.check("map a low page", low != 0);
+    // SAFETY: `low` is a fresh private anonymous page this program mapped.
+    let five = unsafe { core::slice::from_raw_parts_mut(low as *mut u8, 8) };
+    let iov = [five.as_mut_ptr() as u64, 0x7fff_ffff_ffff_0000];
+    // SAFETY: readv writes at most the 5 bytes in the pipe into `five`.
+    let r = unsafe {
+        raw(
+            cowlab_userland::sys::nr::READV,
+            [fds[0] as usize, iov.as_ptr() as usize, 1, 0, 0, 0],
+        )
+    };
+    t.eq("readv with a huge single iovec reads the 5 bytes", r, Ok(5));
+    t.check("the 5 bytes", &five[..5] == b"hello");
+    let iov = [five.as_mut_ptr() as u64, 1u64 << 63];
+    // SAFETY: a negative length: the kernel refuses it before touching `five`.
+    let r = unsafe {
+        raw(
+            cowlab_userland::sys::nr::READV,
+            [fds[0] as usize, iov.as_ptr() as usize, 1, 0, 0, 0],
+        )
+    };
+    t.eq(
+        "readv with a negative iovec length is EINVAL",
+        r,
+        Err(Errno(errno::EINVAL)),
+    );
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+    let _ = munmap(low, 4096);
+
     t.finish()
 }
