@@ -144,14 +144,15 @@ impl Ring {
         seg
     }
 
-    /// Moves the page in `slot` (GUP filled it) into ring slot `at`, which is free (`None`:
-    /// nothing to drop): `len` bytes from `off`. The caller stores the ring's new length.
+    /// Moves the page in `slot` (GUP filled it) into ring slot `at`, which is free: `len`
+    /// bytes from `off`. The caller stores the ring's new length. A slot in use would be a
+    /// kernel bug (the caller counted the free slots under the lock), checked in every
+    /// profile: overwriting it would leak its page reference.
     #[inline(always)]
     fn put(&mut self, at: usize, slot: &mut Option<PinnedPage>, off: usize, len: usize) {
+        assert!(self.slots[at].is_none(), "pipe ring slot in use");
         let page = slot.take().expect("GUP filled the slot");
-        let old = self.slots[at].replace(Segment::Page { page, off, len });
-        debug_assert!(old.is_none());
-        core::mem::forget(old);
+        self.slots[at] = Some(Segment::Page { page, off, len });
     }
 
     /// Appends `seg`; the caller checked a slot is free.
@@ -402,9 +403,11 @@ impl Pipe {
         let state = self.state.lock();
         let mut mask = 0;
         if write {
-            let slot =
-                matches!(state.segs.back(), Some(Segment::Bytes(_))) || state.segs.len() < MAX_SEGS;
-            if slot && state.bytes < self.capacity {
+            // Writable as Linux's `pipe_poll` means it (`!pipe_full`: a free buffer, which is a
+            // page of room there): a free slot and a page of room, so that a `PIPE_BUF` write
+            // and a page's `vmsplice` both proceed. Room only in the last bytes segment of a
+            // full ring does not count: a `vmsplice` would be EAGAIN.
+            if state.segs.len() < MAX_SEGS && self.capacity.saturating_sub(state.bytes) >= PAGE {
                 mask |= POLLOUT | POLLWRNORM;
             }
             if state.readers == 0 {
