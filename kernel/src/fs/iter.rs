@@ -154,21 +154,22 @@ impl<'a> IoIter<'a> {
     /// `ITER_IOVEC` over the `count` `struct iovec`s at `addr` (Linux `import_iovec`):
     /// `EINVAL` for more than [`UIO_MAXIOV`] or a length that is negative as `ssize_t`,
     /// `EFAULT` for an unreadable array or a range outside the user half; then the total is
-    /// cut to [`MAX_RW_COUNT`].
+    /// cut to [`MAX_RW_COUNT`]. One vector is [`IoIter::ubuf`]'s: cut first, then checked.
     pub fn iovec(addr: u64, count: i64) -> Result<IoIter<'static>, Errno> {
         if !(0..=UIO_MAXIOV as i64).contains(&count) {
             return Err(Errno::EINVAL);
         }
         if count == 1 {
-            // One vector is `ITER_UBUF`, with the same checks (Linux 6.4's `import_iovec` ->
-            // `import_ubuf`): no segment array to fill and walk (`vmsplice`'s common call).
+            // One vector is `ITER_UBUF` (Linux 6.4's `import_iovec` -> `import_ubuf`): no
+            // segment array to fill and walk (`vmsplice`'s common call). Its checks are
+            // `import_ubuf`'s, not the array's: the length is cut to MAX_RW_COUNT *before*
+            // the range check, so `{buf, 0x7fffffffffff0000}` reads what there is rather than
+            // `EFAULT`. A negative length is still `EINVAL` (`copy_iovec_from_user`).
             let [base, len] = UserPtr::<[u64; 2]>::new(addr)?.read()?;
             if (len as i64) < 0 {
                 return Err(Errno::EINVAL);
             }
-            let seg = UserSlice::new(base, len as usize)?;
-            let len = seg.len().min(MAX_RW_COUNT);
-            return Ok(IoIter::new(Kind::Ubuf(seg.sub(0, len)), len));
+            return IoIter::ubuf(base, len as usize);
         }
         let mut segs = Segs::with_capacity(count as usize)?;
         let mut total = 0usize;

@@ -42,6 +42,8 @@ pub const MIN_CAPACITY: usize = 8192;
 /// buffers, so one-byte `vmsplice`s or alternating writes cannot grow the queue past 16.
 const MAX_SEGS: usize = CAPACITY / PAGE;
 const PAGE: usize = 4096;
+/// Writes of at most this many bytes are atomic (POSIX `PIPE_BUF`, Linux's 4096).
+pub const PIPE_BUF: usize = 4096;
 
 /// Bytes of capacity all pipes may reserve at their default size (Linux's
 /// `pipe-user-pages-soft`, system-wide here): the queued bytes live on the fixed-size kernel
@@ -142,14 +144,15 @@ impl Ring {
         seg
     }
 
-    /// Moves the page in `slot` (GUP filled it) into ring slot `at`, which is free (`None`:
-    /// nothing to drop): `len` bytes from `off`. The caller stores the ring's new length.
+    /// Moves the page in `slot` (GUP filled it) into ring slot `at`, which is free: `len`
+    /// bytes from `off`. The caller stores the ring's new length. A slot in use would be a
+    /// kernel bug (the caller counted the free slots under the lock), checked in every
+    /// profile: overwriting it would leak its page reference.
     #[inline(always)]
     fn put(&mut self, at: usize, slot: &mut Option<PinnedPage>, off: usize, len: usize) {
+        assert!(self.slots[at].is_none(), "pipe ring slot in use");
         let page = slot.take().expect("GUP filled the slot");
-        let old = self.slots[at].replace(Segment::Page { page, off, len });
-        debug_assert!(old.is_none());
-        core::mem::forget(old);
+        self.slots[at] = Some(Segment::Page { page, off, len });
     }
 
     /// Appends `seg`; the caller checked a slot is free.
@@ -181,6 +184,9 @@ struct State {
 impl State {
     /// Moves up to `len` bytes from the front of the queue, releasing consumed pages.
     /// Puts bytes a reader took but could not deliver back at the front (see `Pipe::read`).
+    /// No capacity check: the bytes were in the pipe, and writers may have filled the room
+    /// they left while the reader's copy slept, so `bytes` can end up past the capacity until
+    /// readers drain it (every room computation saturates).
     fn unread(&mut self, tail: &[u8]) {
         self.bytes += tail.len();
         if self.segs.len() < MAX_SEGS {
@@ -297,6 +303,11 @@ impl Pipe {
         })
     }
 
+    /// Bytes the pipe may hold (`F_GETPIPE_SZ`'s answer).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Readers sleep here, woken by new data and a writer's close (Linux `rd_wait`).
     fn rd_channel(&self) -> usize {
         self as *const Pipe as usize
@@ -376,6 +387,9 @@ impl Pipe {
             let moved = copy(&chunk);
             if moved != Ok(chunk.len()) {
                 self.state.lock().unread(&chunk);
+                // While the copy ran the pipe looked empty, so another reader (or a poll or
+                // epoll waiter) may have gone to sleep on it: the bytes are back, wake them.
+                proc::wakeup(self.rd_channel());
                 return Err(moved.err().unwrap_or(Errno::EFAULT));
             }
             proc::wakeup(self.wr_channel());
@@ -383,16 +397,17 @@ impl Pipe {
         }
     }
 
-    /// Writes all of `data`, blocking while full; `EPIPE` once no reader is left.
     /// Linux `pipe_poll` for the read end (`write` false) or the write end.
     pub fn poll_mask(&self, write: bool) -> u32 {
         use super::poll::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
         let state = self.state.lock();
         let mut mask = 0;
         if write {
-            let slot =
-                matches!(state.segs.back(), Some(Segment::Bytes(_))) || state.segs.len() < MAX_SEGS;
-            if slot && state.bytes < self.capacity {
+            // Writable as Linux's `pipe_poll` means it (`!pipe_full`: a free buffer, which is a
+            // page of room there): a free slot and a page of room, so that a `PIPE_BUF` write
+            // and a page's `vmsplice` both proceed. Room only in the last bytes segment of a
+            // full ring does not count: a `vmsplice` would be EAGAIN.
+            if state.segs.len() < MAX_SEGS && self.capacity.saturating_sub(state.bytes) >= PAGE {
                 mask |= POLLOUT | POLLWRNORM;
             }
             if state.readers == 0 {
@@ -409,7 +424,17 @@ impl Pipe {
         mask
     }
 
+    /// Writes `data` as a whole `write(2)` of it ([`Pipe::write_with`]).
     pub fn write(&self, nonblock: bool, data: &[u8]) -> Result<usize, Errno> {
+        self.write_with(nonblock, data.len() <= PIPE_BUF, data)
+    }
+
+    /// Writes all of `data`, blocking while full; `EPIPE` once no reader is left. An `atomic`
+    /// write (a `write(2)` of at most [`PIPE_BUF`] bytes in all, POSIX) goes in whole or not
+    /// at all: it waits (or is `EAGAIN`) until all of it fits, so it never interleaves with
+    /// another writer's bytes (Linux `pipe_write`'s `total_len <= PIPE_BUF` case). A larger
+    /// write takes whatever room there is, so it may be partial.
+    pub fn write_with(&self, nonblock: bool, atomic: bool, data: &[u8]) -> Result<usize, Errno> {
         let mut done = 0;
         while done < data.len() || data.is_empty() {
             {
@@ -429,8 +454,19 @@ impl Pipe {
                 // A new bytes segment needs a free slot (16 at most, as Linux's buffers).
                 let slot = matches!(state.segs.back(), Some(Segment::Bytes(_)))
                     || state.segs.len() < MAX_SEGS;
-                let room = if slot { self.capacity - state.bytes } else { 0 };
-                let n = room.min(data.len() - done);
+                // Saturating: a faulting read's put-back (`State::unread`) may leave more
+                // than the capacity queued, when writers filled the pipe while its copy slept.
+                let room = if slot {
+                    self.capacity.saturating_sub(state.bytes)
+                } else {
+                    0
+                };
+                let left = data.len() - done;
+                let n = if atomic && room < left {
+                    0
+                } else {
+                    room.min(left)
+                };
                 // The bytes live on the kernel heap: as Linux's `pipe_write` when no page can
                 // be had, ENOMEM unless something was written.
                 if n > 0 && crate::heap::headroom(n + 64).is_err() {
@@ -571,7 +607,12 @@ impl FileOps for PipeEnd {
             return Err(Errno::EBADF);
         }
         let nonblock = io.nonblock();
-        stream_write(from, &mut |data| self.pipe.write(nonblock, data))
+        // Atomicity is the whole call's: a write of at most PIPE_BUF bytes reaches the pipe in
+        // one step (CHUNK is larger), the short tail of a larger one is not atomic.
+        let atomic = from.count() <= PIPE_BUF;
+        stream_write(from, &mut |data| {
+            self.pipe.write_with(nonblock, atomic, data)
+        })
     }
 
     fn seek(&self) -> Seek {

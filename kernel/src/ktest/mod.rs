@@ -23,6 +23,7 @@ mod heap_frag;
 mod locking;
 mod mm;
 mod mmlock;
+mod pipe;
 mod ramdisk;
 mod registry;
 mod rtc;

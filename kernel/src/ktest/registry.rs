@@ -6,8 +6,9 @@
 #![deny(unsafe_code)]
 
 use super::{
-    cmdline, cputime, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, ramdisk,
-    rtc, runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog, KernelTest,
+    cmdline, cputime, exceptions, ext2, frames, fs, heap, heap_frag, locking, mm, mmlock, pipe,
+    ramdisk, rtc, runqueue, selftests, smp, tick, timer, tsc, uaccess, virtio, watchdog,
+    KernelTest,
 };
 
 macro_rules! test {
@@ -89,6 +90,8 @@ pub static TESTS: &[KernelTest] = &[
     test!(tick::bkl_test_post_survives_a_busy_call_slot),
     test!(cputime::cputime_self_reads_include_owed_ticks),
     test!(cputime::cputime_boot_cpu_lock_wait_is_system_time),
+    test!(pipe::pipe_faulting_read_put_back_past_capacity_then_write),
+    test!(pipe::pipe_faulting_read_put_back_wakes_the_readers),
     // Harness self-tests: deliberately broken, run only by name, always last.
     test!(selftests::selftest_panic),
     test!(selftests::selftest_hang),

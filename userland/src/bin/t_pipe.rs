@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+use cowlab_userland::alarm::{alarm_in, handle_alarm};
 use cowlab_userland::calls::*;
 use cowlab_userland::sys::{errno, Errno};
 use cowlab_userland::test::{in_child, Tester};
@@ -214,6 +215,171 @@ fn main() -> i32 {
         r.map(|_| ()),
         Err(Errno(errno::EFAULT)),
     );
+
+    // PIPE_BUF (4096): a write of at most that many bytes goes in whole or not at all. A
+    // non-blocking one that does not fit is EAGAIN, not a short count (cowlab once took 50 of
+    // 100 bytes here; Linux 6.18 answers EAGAIN).
+    let fds = pipe2(0o4000).unwrap_or([-1, -1]);
+    let fill = [3u8; 65486];
+    let mut put = 0;
+    while put < fill.len() {
+        match write(fds[1], &fill[put..]) {
+            Ok(n) => put += n,
+            Err(_) => break,
+        }
+    }
+    t.eq("fill the pipe to 50 bytes short", put, 65486);
+    t.eq(
+        "a non-blocking 100-byte write into 50 bytes of room is EAGAIN",
+        write(fds[1], &[4u8; 100]),
+        Err(Errno(11)),
+    );
+    // More than PIPE_BUF may be partial: it takes the room there is (a page's worth read out).
+    let mut page = [0u8; 4096];
+    t.eq("read a page out", read(fds[0], &mut page), Ok(4096));
+    let big = [5u8; 8192];
+    let part = write(fds[1], &big).unwrap_or(0);
+    t.check_why(
+        "a non-blocking 8192-byte write is partial",
+        part > 0 && part < 8192,
+        part,
+    );
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+
+    // A blocking 4096-byte write into 100 bytes of room waits until it fits whole: the reader
+    // (a child, after a delay) drains the filler and then must find the 4096 bytes together.
+    let fds = pipe().unwrap_or([-1, -1]);
+    let mut put = 0;
+    while put < 65436 {
+        match write(fds[1], &fill[..65436 - put]) {
+            Ok(n) => put += n,
+            Err(_) => break,
+        }
+    }
+    t.eq("fill the pipe to 100 bytes short", put, 65436);
+    let reader = fork().unwrap_or(-1);
+    if reader == 0 {
+        let _ = close(fds[1]);
+        let _ = sleep_ms(100);
+        let mut got = [0u8; 8192];
+        let mut seen = 0usize;
+        let mut tail = 0usize;
+        loop {
+            match read(fds[0], &mut got) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for &b in &got[..n] {
+                        // The filler's bytes (3) first, then the 4096 (6) after them only.
+                        if b == 6 {
+                            tail += 1;
+                        } else if b != 3 || tail > 0 {
+                            exit_now(3);
+                        }
+                    }
+                    seen += n;
+                }
+                Err(_) => exit_now(4),
+            }
+        }
+        exit_now(if seen == 65436 + 4096 && tail == 4096 {
+            0
+        } else {
+            5
+        });
+    }
+    let _ = close(fds[0]);
+    let start = monotonic_ns();
+    let w = write(fds[1], &[6u8; 4096]);
+    let waited = monotonic_ns() - start;
+    let _ = close(fds[1]);
+    t.eq("a blocking 4096-byte write goes in whole", w, Ok(4096));
+    t.check_why(
+        "it waited for the reader to make room for all of it",
+        waited >= 50_000_000,
+        waited,
+    );
+    let status = waitpid(reader, 0).map(|r| r.1).unwrap_or(-1);
+    t.check_why(
+        "the reader got the filler, then the 4096 bytes together",
+        wifexited(status) && wexitstatus(status) == 0,
+        status,
+    );
+
+    // Whole or nothing while it waits, too: a signal (no SA_RESTART) interrupting that write
+    // finds nothing of it in the pipe, EINTR (cowlab once put 100 bytes in and returned 100).
+    let status = in_child(|| {
+        let fds = pipe().unwrap_or([-1, -1]);
+        let fill = [3u8; 65436];
+        let mut put = 0;
+        while put < fill.len() {
+            match write(fds[1], &fill[put..]) {
+                Ok(n) => put += n,
+                Err(_) => return 1,
+            }
+        }
+        handle_alarm(0);
+        alarm_in(100);
+        if write(fds[1], &[6u8; 4096]) != Err(Errno(4)) {
+            return 2;
+        }
+        let _ = fcntl(fds[0], 4, 0o4000); // F_SETFL O_NONBLOCK
+        let mut got = [0u8; 8192];
+        let mut seen = 0;
+        while let Ok(n) = read(fds[0], &mut got) {
+            if n == 0 || got[..n].iter().any(|&b| b != 3) {
+                return 3;
+            }
+            seen += n;
+        }
+        if seen == 65436 {
+            0
+        } else {
+            4
+        }
+    });
+    t.check_why(
+        "a blocking 4096-byte write interrupted while waiting is EINTR, nothing written",
+        wifexited(status) && wexitstatus(status) == 0,
+        status,
+    );
+
+    // A single iovec longer than MAX_RW_COUNT is cut to it before its range is checked (Linux
+    // import_ubuf): readv of 5 bytes with a huge length returns the 5 (cowlab once: EFAULT).
+    let fds = pipe().unwrap_or([-1, -1]);
+    t.eq("write 5 bytes", write(fds[1], b"hello"), Ok(5));
+    // The buffer low in the address space (a hint), so that the cut range (2 GiB less a page)
+    // lies below the user half's end: a stack buffer near the top would be EFAULT on Linux.
+    let low = mmap(0x1000_0000, 4096, 3, 0x22).unwrap_or(0);
+    t.check("map a low page", low != 0);
+    // SAFETY: `low` is a fresh private anonymous page this program mapped.
+    let five = unsafe { core::slice::from_raw_parts_mut(low as *mut u8, 8) };
+    let iov = [five.as_mut_ptr() as u64, 0x7fff_ffff_ffff_0000];
+    // SAFETY: readv writes at most the 5 bytes in the pipe into `five`.
+    let r = unsafe {
+        raw(
+            cowlab_userland::sys::nr::READV,
+            [fds[0] as usize, iov.as_ptr() as usize, 1, 0, 0, 0],
+        )
+    };
+    t.eq("readv with a huge single iovec reads the 5 bytes", r, Ok(5));
+    t.check("the 5 bytes", &five[..5] == b"hello");
+    let iov = [five.as_mut_ptr() as u64, 1u64 << 63];
+    // SAFETY: a negative length: the kernel refuses it before touching `five`.
+    let r = unsafe {
+        raw(
+            cowlab_userland::sys::nr::READV,
+            [fds[0] as usize, iov.as_ptr() as usize, 1, 0, 0, 0],
+        )
+    };
+    t.eq(
+        "readv with a negative iovec length is EINVAL",
+        r,
+        Err(Errno(errno::EINVAL)),
+    );
+    let _ = close(fds[0]);
+    let _ = close(fds[1]);
+    let _ = munmap(low, 4096);
 
     t.finish()
 }

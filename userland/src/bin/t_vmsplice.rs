@@ -289,5 +289,49 @@ fn main() -> i32 {
     t.eq("no reader is EPIPE", status, 0);
     let _ = close(r[1]);
     let _ = munmap(m, 3 * PAGE);
+
+    // A full ring whose last segment is bytes with room left: the write end is not POLLOUT
+    // (Linux: no free buffer), as a page's vmsplice is EAGAIN (cowlab once said POLLOUT).
+    let f = pipe2(O_NONBLOCK).unwrap_or([-1, -1]);
+    let m = mmap(0, 15 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS).unwrap_or(0);
+    fill(m, 15 * PAGE, 0);
+    t.eq(
+        "15 pages spliced",
+        vmsplice(f[1], m, 15 * PAGE, SPLICE_F_NONBLOCK),
+        Ok(15 * PAGE),
+    );
+    t.eq("then 100 bytes written", write(f[1], &[1u8; 100]), Ok(100));
+    // struct pollfd { int fd; short events (POLLOUT = 4); short revents; }
+    let mut pfd = [f[1] as u32 as u64 | (4u64 << 32)];
+    // SAFETY: poll(&pfd, 1, 0): one live pollfd the kernel fills in.
+    let n = unsafe { raw(7, [pfd.as_mut_ptr() as usize, 1, 0, 0, 0, 0]) };
+    t.eq(
+        "a full ring with byte room in its last segment: no POLLOUT",
+        (n, (pfd[0] >> 48) & 4),
+        (Ok(0), 0),
+    );
+    t.eq(
+        "and a page's vmsplice is EAGAIN",
+        vmsplice(f[1], m, PAGE, SPLICE_F_NONBLOCK),
+        Err(Errno(11)),
+    );
+    let mut page = [0u8; PAGE];
+    t.eq("a page read out", read(f[0], &mut page), Ok(PAGE));
+    pfd[0] &= !(0xffffu64 << 48);
+    // SAFETY: as above.
+    let n = unsafe { raw(7, [pfd.as_mut_ptr() as usize, 1, 0, 0, 0, 0]) };
+    t.eq(
+        "then a free slot: POLLOUT",
+        (n, (pfd[0] >> 48) & 4),
+        (Ok(1), 4),
+    );
+    t.eq(
+        "and the page's vmsplice proceeds",
+        vmsplice(f[1], m, PAGE, SPLICE_F_NONBLOCK),
+        Ok(PAGE),
+    );
+    let _ = close(f[0]);
+    let _ = close(f[1]);
+    let _ = munmap(m, 15 * PAGE);
     t.finish()
 }
