@@ -334,6 +334,28 @@ fn pwrite_raw(fd: i32, addr: usize, len: usize, offset: u64) -> Result<usize, Er
     unsafe { cowlab_userland::calls::raw(18, [fd as usize, addr, len, offset as usize, 0, 0]) }
 }
 
+/// A one-page `MAP_SHARED` read/write mapping of `fd` at file offset `offset`.
+fn map_file_page(fd: i32, offset: usize) -> Result<usize, Errno> {
+    let rw = (PROT_READ | PROT_WRITE) as usize;
+    // SAFETY: mmap of our own file, no fixed address: touches no memory of ours.
+    unsafe {
+        cowlab_userland::calls::raw(9, [0, 4096, rw, MAP_SHARED as usize, fd as usize, offset])
+    }
+}
+
+/// Whether the page at `addr` is mapped (bit 63 of its `/proc/self/pagemap` entry); `None`
+/// when pagemap cannot be read.
+fn page_present(addr: usize) -> Option<bool> {
+    let fd = open(c"/proc/self/pagemap", O_RDONLY).ok()?;
+    let mut b = [0u8; 8];
+    let r = pread(fd, &mut b, (addr / 4096 * 8) as u64);
+    let _ = close(fd);
+    match r {
+        Ok(8) => Some(u64::from_le_bytes(b) >> 63 == 1),
+        _ => None,
+    }
+}
+
 /// A buffered write copies from the user straight into the locked cache page (session 14,
 /// Linux's `generic_perform_write`, page faults off during the copy): a source whose end is
 /// unmapped gets a short count that stops exactly at the unmapped byte (also when the write
@@ -386,48 +408,56 @@ fn pwrite_from_faulting_buffers(t: &mut Tester) {
     let _ = munmap(buf, PAGE);
     t.eq("back to 3 pages", ftruncate(fd, 3 * PAGE as i64), Ok(0));
     t.eq("rewrite 3 pages", pwrite(fd, &data, 0), Ok(3 * PAGE));
-    // SAFETY: mmap of our own file, no fixed address: touches no memory of ours.
-    let map = unsafe {
-        cowlab_userland::calls::raw(
-            9,
-            [
-                0,
-                3 * PAGE,
-                rw as usize,
-                MAP_SHARED as usize,
-                fd as usize,
-                0,
-            ],
-        )
+    // Each source is a one-page shared mapping of its own: a read fault maps the pages around
+    // it (fault-around), but only inside the faulting mapping, so a case's source page is
+    // surely not mapped before its write (checked in /proc/self/pagemap: Linux and cowlab
+    // both show the present bit to anyone).
+    let Ok(map2) = map_file_page(fd, 2 * PAGE) else {
+        t.check("mmap of the file's page 2", false);
+        return;
     };
-    match map {
-        Ok(map) => {
-            t.eq(
-                "pwrite of the file's own page 2 (a shared mapping, not faulted in) to page 0",
-                pwrite_raw(fd, map + 2 * PAGE, PAGE, 0),
-                Ok(PAGE),
-            );
-            t.eq(
-                "pwrite of page 0 from its own mapping (not faulted in)",
-                pwrite_raw(fd, map, PAGE, 0),
-                Ok(PAGE),
-            );
-            t.eq(
-                "pwrite of page 0 from its own mapping, 100 bytes on (mapped now)",
-                pwrite_raw(fd, map + 100, PAGE, 0),
-                Ok(PAGE),
-            );
-            let mut back = vec![0u8; 3 * PAGE];
-            t.eq("read back", pread(fd, &mut back, 0), Ok(3 * PAGE));
-            let mut want = data.clone();
-            want[..PAGE].copy_from_slice(&data[2 * PAGE..]);
-            let moved: Vec<u8> = want[100..PAGE + 100].to_vec();
-            want[..PAGE].copy_from_slice(&moved);
-            t.check("page 0: page 2's bytes, moved 100 bytes down", back == want);
-            let _ = munmap(map, 3 * PAGE);
-        }
-        Err(e) => t.eq("mmap of the file", Err::<usize, _>(e.0), Ok(0)),
-    }
+    t.eq(
+        "page 2's mapping is not faulted in before the write",
+        page_present(map2),
+        Some(false),
+    );
+    t.eq(
+        "pwrite of the file's own page 2 (a shared mapping, not faulted in) to page 0",
+        pwrite_raw(fd, map2, PAGE, 0),
+        Ok(PAGE),
+    );
+    let _ = munmap(map2, PAGE);
+    let Ok(map0) = map_file_page(fd, 0) else {
+        t.check("mmap of the file's page 0", false);
+        return;
+    };
+    t.eq(
+        "page 0's mapping is not faulted in before the write",
+        page_present(map0),
+        Some(false),
+    );
+    t.eq(
+        "pwrite of page 0 from its own mapping (not faulted in)",
+        pwrite_raw(fd, map0, PAGE, 0),
+        Ok(PAGE),
+    );
+    t.eq(
+        "page 0's mapping is faulted in after that write",
+        page_present(map0),
+        Some(true),
+    );
+    t.eq(
+        "pwrite of page 0 from its own mapping, 100 bytes on (mapped now)",
+        pwrite_raw(fd, map0 + 100, PAGE - 100, 0),
+        Ok(PAGE - 100),
+    );
+    let _ = munmap(map0, PAGE);
+    let mut back = vec![0u8; 3 * PAGE];
+    t.eq("read back", pread(fd, &mut back, 0), Ok(3 * PAGE));
+    let mut want = data.clone();
+    want[..PAGE].copy_from_slice(&data[2 * PAGE..]);
+    want.copy_within(100..PAGE, 0);
+    t.check("page 0: page 2's bytes, moved 100 bytes down", back == want);
     let _ = close(fd);
     let _ = unlink(p(&name).c());
 }
