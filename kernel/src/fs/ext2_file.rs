@@ -216,7 +216,14 @@ impl Ext2File {
                 // Through a kernel buffer: the user copy, made with no page locked, may
                 // fault (a fill of a mapped file's page; no fault path takes the writer
                 // lock), and ends exactly at a refused byte.
-                let data = from.copy_from_vec(CHUNK)?;
+                // A kernel buffer that cannot be had ends the write with what it wrote
+                // (Linux returns the short count of a write that stops after some bytes);
+                // only a write that wrote nothing reports ENOMEM.
+                let data = match from.copy_from_vec(CHUNK) {
+                    Ok(data) => data,
+                    Err(e) if done == 0 => return Err(e),
+                    Err(_) => break,
+                };
                 opstat::mark(Phase::FileFromUser);
                 if data.is_empty() {
                     break;
