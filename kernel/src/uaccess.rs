@@ -113,8 +113,9 @@ impl UserSlice {
     /// page faults not served (Linux `copy_page_from_iter_atomic` under `pagefault_disable`):
     /// the copy stops at the first page that is not present, whatever the memory manager
     /// would have done with it. The bytes copied. For a buffered write's copy into the cache
-    /// page it holds locked: the source may be a mapping of that very page, whose fault would
-    /// wait for the lock. The caller holds a reference to the frame(s).
+    /// page it holds locked, under the cache's spin lock: a served fault on a mapping of the
+    /// same file would spin on that lock (or wait for the page's lock). The caller holds a
+    /// reference to the frame(s).
     pub fn read_partial_to_frame_nofault(&self, frame: cowlab_mm::PhysAddr, len: usize) -> usize {
         let n = len.min(self.len);
         let dst = crate::memory::phys_to_virt(frame);

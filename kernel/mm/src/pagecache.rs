@@ -793,8 +793,10 @@ impl FileCache {
     /// [`Self::write_begin_end`] with the bytes copied into the locked pages by `copy` (Linux
     /// `generic_perform_write`'s `copy_page_from_iter_atomic`): `copy(dst, at, len)` copies the
     /// `len` source bytes at `at` (from the write's first byte) to frame memory `dst` and says
-    /// how many it copied. A user source is copied with page faults not served (the source may
-    /// be a mapping of a page this write holds locked, whose fault would wait for that lock):
+    /// how many it copied. A user source is copied with page faults not served: `copy` runs
+    /// under the cache's spin lock (`inner`), on which a served fault on a mapping of this
+    /// file would spin (`fault_page`, fault-around), and a source page this write holds
+    /// locked and has not read would also wait for that page lock in the fault's fill:
     /// a short copy ends the write there, the caller faults the source in with no page locked
     /// and writes the rest. Of a short copy into a page whose bytes are not known without it
     /// (not read because the write was to cover it wholly) nothing is taken, as Linux's

@@ -216,7 +216,14 @@ impl Ext2File {
                 // Through a kernel buffer: the user copy, made with no page locked, may
                 // fault (a fill of a mapped file's page; no fault path takes the writer
                 // lock), and ends exactly at a refused byte.
-                let data = from.copy_from_vec(CHUNK)?;
+                // A kernel buffer that cannot be had ends the write with what it wrote
+                // (Linux returns the short count of a write that stops after some bytes);
+                // only a write that wrote nothing reports ENOMEM.
+                let data = match from.copy_from_vec(CHUNK) {
+                    Ok(data) => data,
+                    Err(e) if done == 0 => return Err(e),
+                    Err(_) => break,
+                };
                 opstat::mark(Phase::FileFromUser);
                 if data.is_empty() {
                     break;
@@ -233,9 +240,13 @@ impl Ext2File {
                 (written, last)
             } else {
                 // Straight from the user into the locked cache pages (Linux
-                // `copy_page_from_iter_atomic`), with page faults not served: the source
-                // may be a mapping of a page this write holds locked, whose fault would wait
-                // for that lock. A copy that stops short (a page of the source not present)
+                // `copy_page_from_iter_atomic`), with page faults not served: the copy runs
+                // under the cache's spin lock (`inner`, taken in `write_begin_end_inner`),
+                // and a served fault on a mapping of this file would spin on that same lock
+                // (`fault_page` and fault-around's page mapping take it first) for ever,
+                // whichever page the source is; a source that is a page this write holds
+                // locked and not yet read would also wait for that page lock (the fault's
+                // fill). A copy that stops short (a page of the source not present)
                 // ends the round with what it took, and the next round goes through the
                 // kernel buffer, whose copy faults the source in with no page locked (and
                 // ends the write at a refused byte, the count exact as before).

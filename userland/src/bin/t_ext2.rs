@@ -7,6 +7,7 @@
 //! and paths through a symlinked directory, ELOOP, chmod/fchmod/fchmodat, utimensat, getdents64,
 //! an unlinked open file living until its close, reads into and writes from buffers that
 //! fault (short counts to the byte, EFAULT, a shared mapping of the same file page),
+//! a rewrite's mtime after utimensat in the same second (same fd, another fd, another process),
 //! fsync/fdatasync/sync/syncfs, and (cowlab only: the host's disk is not ours to fill) ENOSPC
 //! on a big write with existing files intact.
 //! Runs natively on the host in a directory on a real disk filesystem.
@@ -147,6 +148,7 @@ fn main() -> i32 {
     names(&mut t);
     links(&mut t);
     attributes(&mut t);
+    write_times(&mut t);
     unlinked_open(&mut t);
     syncs(&mut t);
     if cowlab {
@@ -334,6 +336,28 @@ fn pwrite_raw(fd: i32, addr: usize, len: usize, offset: u64) -> Result<usize, Er
     unsafe { cowlab_userland::calls::raw(18, [fd as usize, addr, len, offset as usize, 0, 0]) }
 }
 
+/// A one-page `MAP_SHARED` read/write mapping of `fd` at file offset `offset`.
+fn map_file_page(fd: i32, offset: usize) -> Result<usize, Errno> {
+    let rw = (PROT_READ | PROT_WRITE) as usize;
+    // SAFETY: mmap of our own file, no fixed address: touches no memory of ours.
+    unsafe {
+        cowlab_userland::calls::raw(9, [0, 4096, rw, MAP_SHARED as usize, fd as usize, offset])
+    }
+}
+
+/// Whether the page at `addr` is mapped (bit 63 of its `/proc/self/pagemap` entry); `None`
+/// when pagemap cannot be read.
+fn page_present(addr: usize) -> Option<bool> {
+    let fd = open(c"/proc/self/pagemap", O_RDONLY).ok()?;
+    let mut b = [0u8; 8];
+    let r = pread(fd, &mut b, (addr / 4096 * 8) as u64);
+    let _ = close(fd);
+    match r {
+        Ok(8) => Some(u64::from_le_bytes(b) >> 63 == 1),
+        _ => None,
+    }
+}
+
 /// A buffered write copies from the user straight into the locked cache page (session 14,
 /// Linux's `generic_perform_write`, page faults off during the copy): a source whose end is
 /// unmapped gets a short count that stops exactly at the unmapped byte (also when the write
@@ -386,48 +410,56 @@ fn pwrite_from_faulting_buffers(t: &mut Tester) {
     let _ = munmap(buf, PAGE);
     t.eq("back to 3 pages", ftruncate(fd, 3 * PAGE as i64), Ok(0));
     t.eq("rewrite 3 pages", pwrite(fd, &data, 0), Ok(3 * PAGE));
-    // SAFETY: mmap of our own file, no fixed address: touches no memory of ours.
-    let map = unsafe {
-        cowlab_userland::calls::raw(
-            9,
-            [
-                0,
-                3 * PAGE,
-                rw as usize,
-                MAP_SHARED as usize,
-                fd as usize,
-                0,
-            ],
-        )
+    // Each source is a one-page shared mapping of its own: a read fault maps the pages around
+    // it (fault-around), but only inside the faulting mapping, so a case's source page is
+    // surely not mapped before its write (checked in /proc/self/pagemap: Linux and cowlab
+    // both show the present bit to anyone).
+    let Ok(map2) = map_file_page(fd, 2 * PAGE) else {
+        t.check("mmap of the file's page 2", false);
+        return;
     };
-    match map {
-        Ok(map) => {
-            t.eq(
-                "pwrite of the file's own page 2 (a shared mapping, not faulted in) to page 0",
-                pwrite_raw(fd, map + 2 * PAGE, PAGE, 0),
-                Ok(PAGE),
-            );
-            t.eq(
-                "pwrite of page 0 from its own mapping (not faulted in)",
-                pwrite_raw(fd, map, PAGE, 0),
-                Ok(PAGE),
-            );
-            t.eq(
-                "pwrite of page 0 from its own mapping, 100 bytes on (mapped now)",
-                pwrite_raw(fd, map + 100, PAGE, 0),
-                Ok(PAGE),
-            );
-            let mut back = vec![0u8; 3 * PAGE];
-            t.eq("read back", pread(fd, &mut back, 0), Ok(3 * PAGE));
-            let mut want = data.clone();
-            want[..PAGE].copy_from_slice(&data[2 * PAGE..]);
-            let moved: Vec<u8> = want[100..PAGE + 100].to_vec();
-            want[..PAGE].copy_from_slice(&moved);
-            t.check("page 0: page 2's bytes, moved 100 bytes down", back == want);
-            let _ = munmap(map, 3 * PAGE);
-        }
-        Err(e) => t.eq("mmap of the file", Err::<usize, _>(e.0), Ok(0)),
-    }
+    t.eq(
+        "page 2's mapping is not faulted in before the write",
+        page_present(map2),
+        Some(false),
+    );
+    t.eq(
+        "pwrite of the file's own page 2 (a shared mapping, not faulted in) to page 0",
+        pwrite_raw(fd, map2, PAGE, 0),
+        Ok(PAGE),
+    );
+    let _ = munmap(map2, PAGE);
+    let Ok(map0) = map_file_page(fd, 0) else {
+        t.check("mmap of the file's page 0", false);
+        return;
+    };
+    t.eq(
+        "page 0's mapping is not faulted in before the write",
+        page_present(map0),
+        Some(false),
+    );
+    t.eq(
+        "pwrite of page 0 from its own mapping (not faulted in)",
+        pwrite_raw(fd, map0, PAGE, 0),
+        Ok(PAGE),
+    );
+    t.eq(
+        "page 0's mapping is faulted in after that write",
+        page_present(map0),
+        Some(true),
+    );
+    t.eq(
+        "pwrite of page 0 from its own mapping, 100 bytes on (mapped now)",
+        pwrite_raw(fd, map0 + 100, PAGE - 100, 0),
+        Ok(PAGE - 100),
+    );
+    let _ = munmap(map0, PAGE);
+    let mut back = vec![0u8; 3 * PAGE];
+    t.eq("read back", pread(fd, &mut back, 0), Ok(3 * PAGE));
+    let mut want = data.clone();
+    want[..PAGE].copy_from_slice(&data[2 * PAGE..]);
+    want.copy_within(100..PAGE, 0);
+    t.check("page 0: page 2's bytes, moved 100 bytes down", back == want);
     let _ = close(fd);
     let _ = unlink(p(&name).c());
 }
@@ -950,6 +982,109 @@ fn attributes(t: &mut Tester) {
     );
     let _ = close(fd);
     let _ = unlink(c.c());
+}
+
+/// The wall clock's seconds (`clock_gettime(CLOCK_REALTIME)`).
+fn now_s() -> i64 {
+    let mut ts = [0i64; 2];
+    let _ = sys(228, &[0, ts.as_mut_ptr() as usize]);
+    ts[0]
+}
+
+/// `futimens(fd, [atime, mtime])` with whole seconds (`utimensat(fd, NULL, times, 0)`).
+fn futimens_s(fd: i32, atime: i64, mtime: i64) -> Result<usize, Errno> {
+    let times: [i64; 4] = [atime, 0, mtime, 0];
+    sys(280, &[fd as usize, 0, times.as_ptr() as usize, 0])
+}
+
+/// `utimensat(AT_FDCWD, name, [atime, mtime], 0)` with whole seconds.
+fn utimens_path_s(name: &str, atime: i64, mtime: i64) -> Result<usize, Errno> {
+    let times: [i64; 4] = [atime, 0, mtime, 0];
+    let c = p(name);
+    sys(
+        280,
+        &[
+            (-100i64) as usize,
+            c.c().as_ptr() as usize,
+            times.as_ptr() as usize,
+            0,
+        ],
+    )
+}
+
+/// Runs `set` (which sets the file's mtime far back), between two rewrites of page 0 through
+/// `fd` made in one second of the clock (a few tries if the second turns over), and returns
+/// the seconds before and after and the mtime after the second rewrite.
+fn rewrite_around(fd: i32, set: &dyn Fn() -> bool) -> Option<(i64, i64, i64)> {
+    let page = [0x5au8; 4096];
+    for _ in 0..5 {
+        let t0 = now_s();
+        let first = pwrite(fd, &page, 0);
+        let set_ok = set();
+        let second = pwrite(fd, &page, 0);
+        let t1 = now_s();
+        if first != Ok(4096) || second != Ok(4096) || !set_ok {
+            return None;
+        }
+        if t0 == t1 {
+            return Some((t0, t1, fstat(fd).ok()?.st_times[2]));
+        }
+    }
+    None
+}
+
+/// A rewrite (over blocks the file has, inside its size) moves mtime to now; cowlab remembers
+/// per open file that it set the times in this second and skips the inode update for the
+/// next write in that second (Linux `file_update_time` compares with the clock). That memory
+/// must not outlive a `utimensat` made through the same fd, another fd or another process.
+fn write_times(t: &mut Tester) {
+    let name = format!("times{}", cowlab_userland::sys::getpid());
+    let fd = open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600).unwrap_or(-1);
+    t.eq("write a page", pwrite(fd, &[1u8; 4096], 0), Ok(4096));
+    let far = 1_000_000;
+    let in_window = |r: Option<(i64, i64, i64)>| match r {
+        Some((t0, t1, m)) => (t0..=t1).contains(&m),
+        None => false,
+    };
+    let r = rewrite_around(fd, &|| futimens_s(fd, far, far) == Ok(0));
+    t.check_why(
+        "a rewrite in the same second after futimens: mtime is now again",
+        in_window(r),
+        format!("{r:?}"),
+    );
+    let fd2 = open_c(&name, O_RDWR, 0).unwrap_or(-1);
+    let r = rewrite_around(fd, &|| futimens_s(fd2, far, far) == Ok(0));
+    t.check_why(
+        "a rewrite in the same second after futimens through another fd: mtime is now",
+        in_window(r),
+        format!("{r:?}"),
+    );
+    let _ = close(fd2);
+    let child_sets = || match fork() {
+        Ok(0) => {
+            cowlab_userland::calls::exit_now(i32::from(utimens_path_s(&name, far, far) != Ok(0)))
+        }
+        Ok(pid) => matches!(waitpid(pid, 0), Ok((_, 0))),
+        Err(_) => false,
+    };
+    let r = rewrite_around(fd, &child_sets);
+    t.check_why(
+        "a rewrite in the same second after utimensat in another process: mtime is now",
+        in_window(r),
+        format!("{r:?}"),
+    );
+    t.eq("rewrite", pwrite(fd, &[2u8; 4096], 0), Ok(4096));
+    let before = fstat(fd).map(|s| s.st_times[2]).unwrap_or(0);
+    let _ = sleep_ms(1100);
+    t.eq("rewrite 1.1 s later", pwrite(fd, &[3u8; 4096], 0), Ok(4096));
+    let after = fstat(fd).map(|s| s.st_times[2]).unwrap_or(0);
+    t.check_why(
+        "a rewrite 1.1 s later moves mtime",
+        after > before,
+        format!("{before} -> {after}"),
+    );
+    let _ = close(fd);
+    let _ = unlink(p(&name).c());
 }
 
 fn unlinked_open(t: &mut Tester) {
