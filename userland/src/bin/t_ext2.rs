@@ -263,19 +263,29 @@ fn pread_raw(fd: i32, addr: usize, len: usize, offset: u64) -> Result<usize, Err
     unsafe { cowlab_userland::calls::raw(17, [fd as usize, addr, len, offset as usize, 0, 0]) }
 }
 
-/// A read copies from the cached page straight to the user (session 13): a buffer whose end
-/// is unmapped gets a short count that stops exactly at the unmapped byte, a wholly unmapped
-/// one EFAULT, and a buffer that is a shared mapping of the same file (its page faulted in
-/// during the copy, while the source page is held) gets the bytes.
-fn pread_into_faulting_buffers(t: &mut Tester) {
+/// The faulting-buffer tests' set-up: a new file `<prefix><pid>` holding 3 pages of a known
+/// pattern (its name, descriptor and bytes) and a 2-page anonymous buffer.
+fn file_and_buffer(t: &mut Tester, prefix: &str) -> Option<(String, i32, Vec<u8>, usize)> {
     const PAGE: usize = 4096;
-    let name = format!("fault{}", cowlab_userland::sys::getpid());
+    let name = format!("{prefix}{}", cowlab_userland::sys::getpid());
     let fd = open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600).unwrap_or(-1);
     let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
     t.eq("write 3 pages", write(fd, &data), Ok(3 * PAGE));
     let rw = PROT_READ | PROT_WRITE;
     let Ok(buf) = mmap(0, 2 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS) else {
         t.check("mmap of the buffer", false);
+        return None;
+    };
+    Some((name, fd, data, buf))
+}
+
+/// A read copies from the cached page straight to the user (session 13): a buffer whose end
+/// is unmapped gets a short count that stops exactly at the unmapped byte, a wholly unmapped
+/// one EFAULT, and a buffer that is a shared mapping of the same file (its page faulted in
+/// during the copy, while the source page is held) gets the bytes.
+fn pread_into_faulting_buffers(t: &mut Tester) {
+    const PAGE: usize = 4096;
+    let Some((name, fd, data, buf)) = file_and_buffer(t, "fault") else {
         return;
     };
     let _ = munmap(buf + PAGE, PAGE);
@@ -300,7 +310,7 @@ fn pread_into_faulting_buffers(t: &mut Tester) {
             [
                 0,
                 3 * PAGE,
-                rw as usize,
+                (PROT_READ | PROT_WRITE) as usize,
                 MAP_SHARED as usize,
                 fd as usize,
                 0,
@@ -367,13 +377,7 @@ fn page_present(addr: usize) -> Option<bool> {
 /// being written, mapped (a fault on it under the page's lock would wait for that lock).
 fn pwrite_from_faulting_buffers(t: &mut Tester) {
     const PAGE: usize = 4096;
-    let name = format!("wfault{}", cowlab_userland::sys::getpid());
-    let fd = open_c(&name, O_CREAT | O_EXCL | O_RDWR, 0o600).unwrap_or(-1);
-    let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
-    t.eq("write 3 pages", write(fd, &data), Ok(3 * PAGE));
-    let rw = PROT_READ | PROT_WRITE;
-    let Ok(buf) = mmap(0, 2 * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS) else {
-        t.check("mmap of the buffer", false);
+    let Some((name, fd, data, buf)) = file_and_buffer(t, "wfault") else {
         return;
     };
     // SAFETY: the two pages of `buf` are mapped and ours.
